@@ -1,0 +1,77 @@
+/* backend.h - the backend ABI: what the serving layer needs from an engine that runs models.
+ *
+ * A backend is a table of function pointers. The built-in ONNX engine implements it
+ * (src/backends/), and a shared library can provide one by exporting
+ *     const hs_backend *hs_backend_init(void);
+ * whose result starts with abi_version == HS_BACKEND_ABI_VERSION (the loader refuses others).
+ *
+ * Threading: a loaded model is immutable and may be shared by any number of threads. All
+ * per-run state lives in a session; one session is used by one thread at a time.
+ */
+#ifndef HOTSERVE_BACKEND_H
+#define HOTSERVE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hotserve/status.h"
+#include "hotserve/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HS_BACKEND_ABI_VERSION 1
+
+typedef struct hs_backend_model hs_backend_model;     /* opaque, owned by the backend */
+typedef struct hs_backend_session hs_backend_session; /* opaque, owned by the backend */
+
+typedef struct hs_backend_options {
+  int threads;            /* compute threads a run may use; 0 = backend default */
+  size_t max_model_bytes; /* refuse a model file larger than this; 0 = no limit */
+} hs_backend_options;
+
+typedef struct hs_backend {
+  uint32_t abi_version; /* HS_BACKEND_ABI_VERSION */
+  const char *name;     /* "onnx-cpu", ... */
+
+  /* Loads and compiles the model file at path (external data is read relative to its folder and
+   * never from outside it). On success *out is a new model the caller frees with free_model.
+   * On error returns a negative status, fills err, and *out is untouched. */
+  int (*load)(const char *path, const hs_backend_options *opts, hs_backend_model **out, hs_error *err);
+
+  /* Frees a model; every session made from it must be freed first. NULL is a no-op. */
+  void (*free_model)(hs_backend_model *model);
+
+  /* The model's inputs and outputs; pointers live as long as the model. */
+  size_t (*num_inputs)(const hs_backend_model *model);
+  const hs_io_desc *(*input)(const hs_backend_model *model, size_t i);
+  size_t (*num_outputs)(const hs_backend_model *model);
+  const hs_io_desc *(*output)(const hs_backend_model *model, size_t i);
+
+  /* Bytes the model holds (weights, packed kernels, plans); used for memory admission. */
+  size_t (*memory_bytes)(const hs_backend_model *model);
+
+  /* Creates per-thread run state (scratch arena, output buffers). Caller frees with session_free. */
+  int (*session_create)(const hs_backend_model *model, hs_backend_session **out, hs_error *err);
+  void (*session_free)(hs_backend_session *session);
+
+  /* Runs the model. inputs[i] matches input(i) (the caller passes them in model order; shapes are
+   * checked here, a wrong dtype or shape is HS_INVALID_ARGUMENT naming the input). On success
+   * outputs[0..num_outputs) are filled; their data points into the session and stays valid until
+   * the next run or session_free on that session. */
+  int (*run)(hs_backend_session *session, const hs_tensor *inputs, size_t n_inputs,
+             hs_tensor *outputs, size_t n_outputs, hs_error *err);
+} hs_backend;
+
+/* The built-in ONNX engine on CPU. */
+const hs_backend *hs_backend_onnx_cpu(void);
+
+/* Loads a backend from a shared library (see above). On success *out stays valid for the life of
+ * the process. */
+int hs_backend_load_shared(const char *path, const hs_backend **out, hs_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
