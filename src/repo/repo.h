@@ -1,0 +1,124 @@
+/* repo.h - the model repository: layout, per-model config, version discovery, verification, watching.
+ *
+ * This header is the contract between repo/ (which implements it) and serving/ (which uses it).
+ * Layout: ROOT/<model>/<version>/model.onnx (+ external data files), <version> a positive integer
+ * directory, optional ROOT/<model>/config.json. repo/ never writes into the repository.
+ */
+#ifndef HS_REPO_REPO_H
+#define HS_REPO_REPO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hotserve/status.h"
+#include "hotserve/tensor.h"
+
+#define HS_PATH_MAX 4096
+#define HS_NAME_MAX 128
+
+/* ---- per-model configuration (ROOT/<model>/config.json; every field optional) ---- */
+typedef enum { HS_POLICY_LATEST, HS_POLICY_ALL, HS_POLICY_SPECIFIC } hs_version_policy_kind;
+
+typedef enum { HS_WARMUP_ZEROS, HS_WARMUP_RANDOM, HS_WARMUP_FILES } hs_warmup_kind;
+
+typedef struct hs_model_config {
+  char backend[64];                  /* "onnx" (default) or a path to a backend .so */
+  hs_version_policy_kind policy;     /* default HS_POLICY_LATEST */
+  int latest_n;                      /* for LATEST; default 1 */
+  int64_t specific[32];              /* for SPECIFIC */
+  size_t n_specific;
+  int warmup_runs;                   /* default 3 */
+  hs_warmup_kind warmup_kind;        /* default ZEROS; FILES reads <version>/warmup/<input>.npy */
+  bool golden_check;                 /* default: true when <version>/golden/ exists */
+  double golden_rtol, golden_atol;   /* default 1e-3, 1e-4 */
+  int threads;                       /* compute threads per run; 0 = server default */
+  int instances;                     /* concurrent runs (sessions) per version; 0 = server default */
+  /* Optional declared signature; n_inputs == 0 means "use the model's own". */
+  hs_io_desc inputs[16];
+  size_t n_inputs;
+  hs_io_desc outputs[16];
+  size_t n_outputs;
+} hs_model_config;
+
+/* Fills cfg with defaults, then overlays ROOT/<model>/config.json when present. A malformed
+ * config is HS_PARSE with the field named. */
+int hs_repo_load_config(const char *root, const char *model, hs_model_config *cfg, hs_error *err);
+
+/* ---- verification options (manifest + signature) ---- */
+typedef struct hs_trusted_keys hs_trusted_keys; /* opaque: Ed25519 public keys and HMAC keys */
+
+/* Reads key files (as written by `hotserve keygen`) into a new key set; free with hs_trusted_keys_free. */
+int hs_trusted_keys_load(const char *const *paths, size_t n, hs_trusted_keys **out, hs_error *err);
+void hs_trusted_keys_free(hs_trusted_keys *keys);
+
+typedef struct hs_repo_options {
+  bool require_signature;        /* refuse unsigned versions */
+  const hs_trusted_keys *keys;   /* borrowed; may be NULL when !require_signature */
+  int settle_ms;                 /* manifest-less versions count once unchanged this long; default 2000 */
+  size_t max_file_bytes;         /* per-file limit; 0 = default (4 GiB) */
+  size_t max_files;              /* per-version limit; 0 = default (1024) */
+} hs_repo_options;
+
+/* ---- discovery ---- */
+typedef enum {
+  HS_VERSION_READY,      /* complete: manifest matches (or settled) and the signature checks out */
+  HS_VERSION_PENDING,    /* not complete yet (being copied, settling, manifest not written yet) */
+  HS_VERSION_INVALID,    /* complete but refused: see reason/reason_code */
+} hs_version_state;
+
+typedef struct hs_repo_version {
+  int64_t version;
+  char dir[HS_PATH_MAX];           /* the version directory */
+  char model_path[HS_PATH_MAX];    /* its model.onnx */
+  char fingerprint[65];            /* hex SHA-256 naming the content (manifest hash, or a digest
+                                      of the file list with sizes and mtimes): new content, new
+                                      fingerprint; the same content, the same one */
+  hs_version_state state;
+  char reason_code[32];            /* for INVALID: "unsigned", "bad_signature", "unknown_key",
+                                      "manifest_mismatch", "bad_manifest", "unsafe_path", "limit" */
+  char reason[256];                /* human-readable */
+} hs_repo_version;
+
+typedef struct hs_repo_model {
+  char name[HS_NAME_MAX];
+  hs_model_config config;
+  int config_status;               /* HS_OK, or the error loading config.json (then reason below) */
+  char config_error[256];
+  hs_repo_version *versions;       /* the versions the policy selects, ascending */
+  size_t n_versions;
+} hs_repo_model;
+
+typedef struct hs_repo_snapshot {
+  hs_repo_model *models;
+  size_t n_models;
+} hs_repo_snapshot;
+
+/* A scanner remembers what it saw (for the settle interval of manifest-less versions and to
+ * avoid re-hashing unchanged files). Not thread-safe: one thread scans. */
+typedef struct hs_repo hs_repo;
+
+int hs_repo_open(const char *root, const hs_repo_options *opts, hs_repo **out, hs_error *err);
+void hs_repo_close(hs_repo *repo);
+
+/* Scans the repository now. On success *out is a new snapshot the caller frees with
+ * hs_repo_snapshot_free. Problems with one model or version are reported inside the snapshot,
+ * never as a failure of the whole scan; only an unreadable root fails. */
+int hs_repo_scan(hs_repo *repo, hs_repo_snapshot **out, hs_error *err);
+void hs_repo_snapshot_free(hs_repo_snapshot *snap);
+
+/* ---- watching ---- */
+typedef struct hs_watcher hs_watcher;
+
+/* Starts a thread that calls on_change(user) (from the watcher thread) whenever something under
+ * root may have changed: inotify events (debounced ~100 ms), every poll_ms for NFS, and
+ * hs_watcher_kick. The callback should only signal another thread. Errors reading the tree are
+ * logged and retried; the watcher never stops on its own. */
+int hs_watcher_start(const char *root, int poll_ms, void (*on_change)(void *user), void *user,
+                     hs_watcher **out, hs_error *err);
+/* Asks for an immediate on_change (SIGHUP, POST /v2/repository/index). Async-signal-safe. */
+void hs_watcher_kick(hs_watcher *w);
+/* Stops and joins the thread, then frees w. */
+void hs_watcher_stop(hs_watcher *w);
+
+#endif
