@@ -260,15 +260,15 @@ int hs_infer_request_decode(const char *body, size_t len, long long header_len, 
   }
 
   const json_t *inputs = json_object_get(root, "inputs");
-  if (!json_is_array(inputs) || json_array_size(inputs) == 0) {
-    rc = hs_error_set(err, HS_PARSE, "the request needs a non-empty \"inputs\" array");
+  if (!json_is_array(inputs)) { /* an empty array is decoded: the handler names the missing inputs */
+    rc = hs_error_set(err, HS_PARSE, "the request needs an \"inputs\" array");
     goto out;
   }
   if (json_array_size(inputs) > lim->max_inputs) {
     rc = hs_error_set(err, HS_LIMIT, "%zu inputs exceed the limit of %zu", json_array_size(inputs), lim->max_inputs);
     goto out;
   }
-  out->inputs = calloc(json_array_size(inputs), sizeof *out->inputs);
+  out->inputs = calloc(json_array_size(inputs) + 1, sizeof *out->inputs);
   if (!out->inputs) {
     rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
     goto out;

@@ -346,7 +346,21 @@ static void handle_infer(const hs_handler_env *env, hs_model *m, int64_t version
   hs_error_clear(&err);
   hs_version *v = NULL;
   int status;
-  if (hs_infer_request_decode(hreq->body, hreq->body_len, hreq->header_len, &env->limits, &req, &err) != HS_OK) {
+  long long header_len = -1;
+  if (hreq->header_len) {
+    char *end;
+    errno = 0;
+    header_len = strtoll(hreq->header_len, &end, 10);
+    if (errno || end == hreq->header_len || *end != '\0' || header_len < 0) header_len = -2;
+  }
+  if (hreq->too_large) {
+    status = 413;
+    hs_reply_error(reply, 413, "request body exceeds the limit of %zu bytes", hreq->max_body_bytes);
+  } else if (header_len == -2) {
+    status = 400;
+    hs_reply_error(reply, 400, "Inference-Header-Content-Length must be a non-negative integer, got \"%.40s\"",
+                   hreq->header_len);
+  } else if (hs_infer_request_decode(hreq->body, hreq->body_len, header_len, &env->limits, &req, &err) != HS_OK) {
     status = err.code == HS_NO_MEMORY ? 500 : 400;
     hs_reply_error(reply, status, "%s", err.message);
   } else {
@@ -373,7 +387,8 @@ static void handle_infer(const hs_handler_env *env, hs_model *m, int64_t version
 
 static size_t split_path(char *path, char **seg, size_t cap) {
   size_t n = 0;
-  for (char *p = strtok(path, "/"); p; p = strtok(NULL, "/")) {
+  char *save = NULL;
+  for (char *p = strtok_r(path, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
     if (n == cap) return cap + 1;
     seg[n++] = p;
   }
@@ -394,6 +409,11 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
   char *seg[HS_MAX_SEGMENTS];
   size_t n = split_path(path, seg, HS_MAX_SEGMENTS);
   bool get = is(req->method, "GET") || is(req->method, "HEAD"), post = is(req->method, "POST");
+  bool infer_route = n >= 4 && is(seg[0], "v2") && is(seg[1], "models") && is(seg[n - 1], "infer");
+  if (req->too_large && !infer_route) { /* infer counts it in the model's metrics first */
+    hs_reply_error(reply, 413, "request body exceeds the limit of %zu bytes", req->max_body_bytes);
+    return;
+  }
 
   if (n == 1 && is(seg[0], "metrics")) {
     if (!get) goto bad_method;

@@ -2,6 +2,7 @@
 #ifndef HS_HTTP_HANDLERS_H
 #define HS_HTTP_HANDLERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "http/codec.h"
@@ -18,7 +19,9 @@ typedef struct hs_request {
   const char *path;      /* URL path, already percent-decoded */
   const char *body;      /* never NULL; body_len bytes */
   size_t body_len;
-  long long header_len;  /* Inference-Header-Content-Length, -1 when absent */
+  const char *header_len; /* the Inference-Header-Content-Length header as sent, NULL when absent */
+  bool too_large;         /* the body exceeded the limit and was dropped: answer 413 */
+  size_t max_body_bytes;  /* that limit, for the message */
 } hs_request;
 
 typedef struct hs_reply {

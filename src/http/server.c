@@ -5,8 +5,9 @@
  * block while its model runs without stalling other clients; a model's session pool bounds the
  * concurrent runs (requests beyond it queue there). A request's body is gathered into a buffer
  * owned by its req_ctx (allocated on MHD's first call, freed in the completed-notification);
- * Content-Length above the limit is refused before the body is read. Handlers (handlers.c) get a
- * decoded route and the whole body. Shutdown: MHD_quiesce_daemon stops accepting, then we wait for
+ * a Content-Length above the limit gets 413 (before the body when the client sent "Expect:
+ * 100-continue", else after reading and dropping it so the client sees the answer). Handlers
+ * (handlers.c) get a decoded route and the whole body. Shutdown: MHD_quiesce_daemon stops accepting, then we wait for
  * the in-flight count (requests between first byte and response sent) to reach zero before
  * MHD_stop_daemon closes idle keep-alive connections.
  */
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,6 +70,17 @@ static enum MHD_Result send_error(struct MHD_Connection *c, hs_http_server *s, i
   return send_reply(c, s, &reply);
 }
 
+/* Hands the gathered request to the handlers and queues their reply. */
+static enum MHD_Result respond(struct MHD_Connection *c, hs_http_server *s, req_ctx *ctx, const char *url,
+                               const char *method) {
+  hs_request req = {.method = method, .path = url, .body = ctx->body ? ctx->body : "", .body_len = ctx->len,
+                    .too_large = ctx->too_large, .max_body_bytes = s->opts.max_body_bytes,
+                    .header_len = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length")};
+  hs_reply reply = {.status = 200, .header_len = -1};
+  hs_handle(&s->env, &req, &reply);
+  return send_reply(c, s, &reply);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls) {
@@ -85,10 +98,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
       unsigned long long n = strtoull(cl, &end, 10);
       if (n > s->opts.max_body_bytes) {
         ctx->too_large = true;
-        char msg[160];
-        snprintf(msg, sizeof msg, "request body of %llu bytes exceeds the limit of %zu bytes", n,
-                 s->opts.max_body_bytes);
-        return send_error(c, s, 413, msg);
+        /* Answer before the body when the client waits for "100 Continue" or the body is absurd;
+         * otherwise read and drop it, so a client that sends first and reads later sees the 413. */
+        const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+        bool waits = expect && strcasecmp(expect, "100-continue") == 0;
+        if (!waits && n / 8 <= s->opts.max_body_bytes) return MHD_YES;
+        return respond(c, s, ctx, url, method);
       }
       if (*end == '\0' && n > 0) {
         ctx->body = malloc((size_t)n + 1);
@@ -122,24 +137,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     ctx->len += n;
     return MHD_YES;
   }
-  if (ctx->too_large) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes", s->opts.max_body_bytes);
-    return send_error(c, s, 413, msg);
-  }
-  hs_request req = {.method = method, .path = url, .body = ctx->body ? ctx->body : "", .body_len = ctx->len,
-                    .header_len = -1};
-  const char *ihcl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length");
-  if (ihcl) {
-    char *end;
-    long long v = strtoll(ihcl, &end, 10);
-    if (end == ihcl || *end != '\0' || v < 0)
-      return send_error(c, s, 400, "Inference-Header-Content-Length must be a non-negative integer");
-    req.header_len = v;
-  }
-  hs_reply reply = {.status = 200, .header_len = -1};
-  hs_handle(&s->env, &req, &reply);
-  return send_reply(c, s, &reply);
+  return respond(c, s, ctx, url, method);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {

@@ -54,7 +54,7 @@ static void json_errors_name_the_input(void **state) {
                    HS_INVALID_ARGUMENT);
   assert_int_equal(decode("{\"inputs\":[", &req, &err), HS_PARSE);
   assert_int_equal(decode("[]", &req, &err), HS_PARSE);
-  assert_int_equal(decode("{\"inputs\":[]}", &req, &err), HS_PARSE);
+  assert_int_equal(decode("{\"inputs\":{}}", &req, &err), HS_PARSE);
   /* overflowing dimension products and oversized tensors never allocate */
   assert_int_equal(decode("{\"inputs\":[{\"name\":\"big\",\"datatype\":\"FP32\",\"shape\":[4294967296,4294967296,4],"
                           "\"data\":[1]}]}", &req, &err), HS_INVALID_ARGUMENT);

@@ -134,6 +134,19 @@ def metric(text, name, **labels):
     return None
 
 
+def metric_sum(text, name, **labels):
+    """The sum of every sample of name whose labels include labels."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"^([a-z_]+)(\{[^}]*\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(got.get(k) == str(v) for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
 def wait_for(pred, what, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -164,6 +177,7 @@ def y_of(out):
 
 def test_basics(srv, repo):
     check(srv.get_json("/v2/health/live")["live"] is True, "live")
+    wait_for(lambda: serving(srv, "add") == "1", "version 1 to serve (after its settle interval)")
     wait_for(lambda: srv.request("GET", "/v2/health/ready")[0] == 200, "ready")
     meta = srv.get_json("/v2")
     check(meta["name"] == "hotserve" and "binary_tensor_data" in meta["extensions"], "server metadata: %r" % meta)
@@ -231,6 +245,7 @@ def test_errors(srv):
         name="x")
     err("add", {"inputs": [{"name": "x%d" % i, "datatype": "FP32", "shape": [1], "data": [1]} for i in range(100)]})
     err("add", x_doc(x, outputs=[{"name": "nope"}]), name="nope")
+    err("add", {"inputs": []}, name="x")  # the missing input is named
     # binary header problems
     hdr = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
                                   "parameters": {"binary_data_size": 16}}]}).encode()
@@ -252,8 +267,10 @@ def test_errors(srv):
     _, out = srv.infer("add", x_doc(x))
     check(np.allclose(y_of(out)[1], 1), "still serving after errors")
     m = srv.metrics()
-    check((metric(m, "hotserve_requests_total", model="add", version="1", outcome="client_error") or 0) >= 10,
-          "client errors counted")
+    check(metric_sum(m, "hotserve_requests_total", model="add", outcome="client_error") >= 12,
+          "client errors counted: %s" % metric_sum(m, "hotserve_requests_total", model="add", outcome="client_error"))
+    check(metric(m, "hotserve_requests_total", model="add", version="1", outcome="client_error") >= 3,
+          "client errors on a resolved version are counted under it")
 
 
 def test_metrics(srv):
