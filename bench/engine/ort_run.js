@@ -3,10 +3,12 @@
 // and repeated runs on .npy inputs, optionally writes the outputs as .npy.
 //
 //   node ort_run.js MODEL.onnx --input NAME=FILE.npy ... [--threads N] [--repeat N] [--warmup N]
-//                   [--loads N] [--output-dir DIR]
+//                   [--loads N] [--hold] [--output-dir DIR]
 //
-// Prints one JSON line: {"create_ms": [..one per load..], "median_ms", "p99_ms", "runs", "rss_mb"}.
-// --loads N creates the session N times (the first one is kept for the runs); --repeat 0 skips running.
+// Prints one JSON line: {"create_ms": [..one per load..], "rss_before_mb", "rss_after_load_mb": [..], "median_ms", "p99_ms", "runs",
+// "rss_mb"}. --loads N creates the session N times; the first one is kept for the runs, the others are released
+// at once unless --hold keeps them all alive (to see the memory two sessions of one model hold). --repeat 0 skips
+// running.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -58,7 +60,7 @@ function quantile(sorted, q) {
 
 async function main() {
   const args = process.argv.slice(2);
-  const opt = { threads: 2, repeat: 20, warmup: 3, loads: 1, inputs: {}, outdir: null, model: null };
+  const opt = { threads: 2, repeat: 20, warmup: 3, loads: 1, hold: false, inputs: {}, outdir: null, model: null };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === '--input') {
@@ -68,6 +70,7 @@ async function main() {
     else if (a === '--repeat') opt.repeat = Number(args[++i]);
     else if (a === '--warmup') opt.warmup = Number(args[++i]);
     else if (a === '--loads') opt.loads = Number(args[++i]);
+    else if (a === '--hold') opt.hold = true;
     else if (a === '--output-dir') opt.outdir = args[++i];
     else if (!opt.model) opt.model = a;
     else throw new Error(`unexpected argument ${a}`);
@@ -75,16 +78,21 @@ async function main() {
   if (!opt.model) throw new Error('usage: ort_run.js MODEL.onnx --input NAME=FILE.npy ...');
   const sessOpts = { intraOpNumThreads: opt.threads, interOpNumThreads: 1, executionMode: 'sequential',
                      graphOptimizationLevel: 'all', executionProviders: ['cpu'] };
+  const rssBefore = process.memoryUsage().rss / 1048576;
   const createMs = [];
+  const rssAfter = [];
+  const held = [];
   let session = null;
   for (let i = 0; i < Math.max(1, opt.loads); i++) {
     const t0 = process.hrtime.bigint();
     const s = await ort.InferenceSession.create(opt.model, sessOpts);
     createMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
     if (session === null) session = s;
+    else if (opt.hold) held.push(s);
     else await s.release();
+    rssAfter.push(process.memoryUsage().rss / 1048576);
   }
-  const result = { create_ms: createMs, runs: 0 };
+  const result = { create_ms: createMs, rss_before_mb: rssBefore, rss_after_load_mb: rssAfter, runs: 0 };
   if (opt.repeat > 0) {
     let out = null;
     for (let i = 0; i < opt.warmup; i++) out = await session.run(opt.inputs);
