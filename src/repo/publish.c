@@ -88,6 +88,21 @@ static int make_parents(const char *base, const char *rel, hs_error *err) {
   return HS_OK;
 }
 
+/* mkdir -p. */
+static int make_dirs(const char *path, hs_error *err) {
+  char tmp[HS_PATH_MAX];
+  if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return hs_error_set(err, HS_LIMIT, "path too long");
+  for (char *p = tmp + 1;; p++) {
+    if (*p != '/' && *p != '\0') continue;
+    char c = *p;
+    *p = '\0';
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return hs_error_set(err, HS_IO, "mkdir %s: %s", tmp, strerror(errno));
+    *p = c;
+    if (c == '\0') break;
+  }
+  return HS_OK;
+}
+
 static int copy_file(const char *from, const char *to, hs_error *err) {
   int in = open(from, O_RDONLY | O_CLOEXEC);
   if (in < 0) return hs_error_set(err, HS_IO, "%s: %s", from, strerror(errno));
@@ -175,8 +190,8 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
   if (version < 0) return hs_error_set(err, HS_INVALID_ARGUMENT, "version must be a positive integer");
   char src_real[PATH_MAX];
   if (!realpath(src_dir, src_real)) return hs_error_set(err, HS_IO, "%s: %s", src_dir, strerror(errno));
-  if (mkdir(model_dir, 0755) != 0 && errno != EEXIST)
-    return hs_error_set(err, HS_IO, "mkdir %s: %s", model_dir, strerror(errno));
+  int mrc = make_dirs(model_dir, err);
+  if (mrc != HS_OK) return mrc;
   char model_real[PATH_MAX];
   if (!realpath(model_dir, model_real)) return hs_error_set(err, HS_IO, "%s: %s", model_dir, strerror(errno));
   if (hs__path_within(src_real, model_real) || hs__path_within(model_real, src_real))
