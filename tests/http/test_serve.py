@@ -46,7 +46,7 @@ def make_model(path, add, shape="1,4", slow=0):
 
 def put_version(repo, model, version, add, **kw):
     """Builds a version in a scratch folder and renames it into place (a complete version at once)."""
-    scratch = tempfile.mkdtemp(dir=repo)
+    scratch = tempfile.mkdtemp(dir=os.path.dirname(repo))
     make_model(os.path.join(scratch, "model.onnx"), add, **kw)
     os.makedirs(os.path.join(repo, model), exist_ok=True)
     os.rename(scratch, os.path.join(repo, model, str(version)))
@@ -311,7 +311,7 @@ def test_reload(srv, repo):
 
     # a garbage model file: refused, version 2 keeps serving
     d = os.path.join(repo, "add", "3")
-    scratch = tempfile.mkdtemp(dir=repo)
+    scratch = tempfile.mkdtemp(dir=os.path.dirname(repo))
     with open(os.path.join(scratch, "model.onnx"), "wb") as f:
         f.write(b"\x08\x07garbage that is not a model" * 10)
     os.rename(scratch, d)
@@ -329,7 +329,7 @@ def test_reload(srv, repo):
 
     # a version whose golden check fails: refused too
     v4 = os.path.join(repo, "add", "4")
-    scratch = tempfile.mkdtemp(dir=repo)
+    scratch = tempfile.mkdtemp(dir=os.path.dirname(repo))
     make_model(os.path.join(scratch, "model.onnx"), 4)
     write_npy(os.path.join(scratch, "golden", "x.npy"), np.ones((1, 4), dtype=np.float32))
     write_npy(os.path.join(scratch, "golden", "y.npy"), np.full((1, 4), 99, dtype=np.float32))
@@ -341,7 +341,7 @@ def test_reload(srv, repo):
     check(serving(srv, "add") == "2", "still version 2")
 
     # a version with a golden check that passes is served
-    scratch = tempfile.mkdtemp(dir=repo)
+    scratch = tempfile.mkdtemp(dir=os.path.dirname(repo))
     make_model(os.path.join(scratch, "model.onnx"), 5)
     write_npy(os.path.join(scratch, "golden", "x.npy"), np.ones((1, 4), dtype=np.float32))
     write_npy(os.path.join(scratch, "golden", "y.npy"), np.full((1, 4), 6, dtype=np.float32))
@@ -418,10 +418,11 @@ def main():
                 t(srv)
             print("ok %s" % t.__name__)
         return 0
-    except AssertionError as e:
-        print("FAIL: %s" % e)
+    except Exception as e:  # noqa: BLE001 - any failure prints the server's log
+        print("FAIL: %s: %s" % (type(e).__name__, e))
         if srv:
-            print("--- server log (tail) ---\n" + "\n".join(srv.lines[-40:]))
+            time.sleep(0.5)  # let the reader thread collect a crash report
+            print("--- server log (tail) ---\n" + "\n".join(srv.lines[-80:]))
         return 1
     finally:
         if srv and srv.proc.poll() is None:
