@@ -1,0 +1,206 @@
+#!/usr/bin/python3
+"""engine_bench.py - hotserve's engine against ONNX Runtime and OpenCV DNN on ResNet-50 and MobileNetV2.
+
+    engine_bench.py --hotserve BIN --cache DIR [--threads 2] [--repeat 20] [--results DIR] [--readme FILE]
+                    [--command "how it was started"]
+
+For each model at batch 1 and 8 it runs, back to back so that drift on a shared machine hits all three alike:
+  hotserve    BIN run MODEL --input input=X.npy --threads T --repeat R --output-dir TMP   (median, p99, compile time)
+  ORT         node ort_run.js MODEL ... intra-op threads T, session creation timed               (onnxruntime-node)
+  OpenCV DNN  opencv_run.py MODEL X.npy, cv2.setNumThreads(T); MobileNetV2 from the opset-10 export (OpenCV 4.6
+              cannot parse opset-13 Clip), ResNet-50 from the same file hotserve runs
+on the same model files and inputs (from tools/models/make_models.py), checks hotserve's output against torch's
+reference (max abs error), and prints a table of medians with the ratios hotserve/ORT and hotserve/OpenCV (below 1:
+hotserve is faster) plus a table of model compile times. Writes the tables with date, machine and command to
+RESULTS/engine-DATE.md and, with --readme, between the engine-results markers of that file.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (label, batch, hotserve + ORT model file, OpenCV model file, case in cases.json)
+ROWS = [
+    ("ResNet-50", 1, "resnet50.onnx", "resnet50.onnx", "resnet50_b1"),
+    ("ResNet-50", 8, "resnet50_dyn.onnx", "resnet50_dyn.onnx", "resnet50_b8"),
+    ("MobileNetV2", 1, "mobilenet_v2.onnx", "mobilenet_v2_op10.onnx", "mobilenet_v2_b1"),
+    ("MobileNetV2", 8, "mobilenet_v2_dyn.onnx", "mobilenet_v2_op10.onnx", "mobilenet_v2_b8"),
+]
+
+
+def run(cmd, timeout=900):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout
+
+
+def last_json(text):
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON line in: " + text[-300:])
+
+
+def ms_after(text, *words):
+    """The first number (in ms) that follows one of `words` on a line of hotserve's output, else None."""
+    for word in words:
+        m = re.search(r"\b%s\b[^0-9\n]*([0-9]+(?:\.[0-9]+)?)\s*(ms|us|s)\b" % word, text, re.IGNORECASE)
+        if m:
+            scale = {"ms": 1.0, "us": 1e-3, "s": 1e3}[m.group(2)]
+            return float(m.group(1)) * scale
+    return None
+
+
+def bench_hotserve(args, model, x_path, ref_path):
+    with tempfile.TemporaryDirectory(prefix="hs-bench-") as out:
+        rc, text = run([args.hotserve, "run", model, "--input", "input=" + x_path, "--threads", str(args.threads),
+                        "--repeat", str(args.repeat), "--output-dir", out])
+        if rc != 0:
+            return {"error": text.strip().splitlines()[-1][:160] if text.strip() else "exit %d" % rc}
+        res = {"median_ms": ms_after(text, "median"), "p99_ms": ms_after(text, "p99"),
+               "compile_ms": ms_after(text, "compile", "load")}
+        try:
+            got = np.load(os.path.join(out, "output.npy"))
+            want = np.load(ref_path)
+            res["max_err"] = float(np.abs(got.astype(np.float64) - want).max()) if got.shape == want.shape \
+                else float("nan")
+        except (OSError, ValueError):
+            res["max_err"] = float("nan")
+        return res
+
+
+def bench_ort(args, model, x_path):
+    rc, text = run(["node", os.path.join(HERE, "ort_run.js"), model, "--input", "input=" + x_path,
+                    "--threads", str(args.threads), "--repeat", str(args.repeat), "--loads", "3"])
+    if rc != 0:
+        return {"error": text.strip()[-160:]}
+    res = last_json(text)
+    res["compile_ms"] = sorted(res["create_ms"])[len(res["create_ms"]) // 2]
+    return res
+
+
+def bench_opencv(args, model, x_path):
+    rc, text = run([sys.executable, os.path.join(HERE, "opencv_run.py"), model, x_path,
+                    "--threads", str(args.threads), "--repeat", str(args.repeat)])
+    if rc != 0:
+        return {"error": text.strip()[-160:]}
+    res = last_json(text)
+    if "load_ms" in res:
+        res["compile_ms"] = res["load_ms"]
+    return res
+
+
+def fmt(v, digits=1):
+    return "n/a" if v is None or (isinstance(v, float) and v != v) else "%.*f" % (digits, v)
+
+
+def ratio(a, b):
+    if a.get("median_ms") is None or b.get("median_ms") is None:
+        return "n/a"
+    return "%.2f" % (a["median_ms"] / b["median_ms"])
+
+
+def machine():
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        flags = "AVX-512" if "avx512f" in text else ("AVX2" if "avx2" in text else "no AVX2")
+    except OSError:
+        pass
+    load = os.getloadavg()[0]
+    return "%d cores (os.cpu_count), %s, %s, load average %.1f at start" % (os.cpu_count(), cpu, flags, load)
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hotserve", required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--results", default=None)
+    p.add_argument("--readme", default=None)
+    p.add_argument("--command", default=" ".join(sys.argv))
+    args = p.parse_args(argv)
+    with open(os.path.join(args.cache, "cases.json")) as f:
+        cases = json.load(f)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    mach = machine()
+
+    results = []
+    for label, batch, model, cv_model, case in ROWS:
+        x_path = os.path.join(args.cache, cases[case]["inputs"]["input"])
+        ref_path = os.path.join(args.cache, cases[case]["outputs"]["output"])
+        print("engine bench: %s batch %d ..." % (label, batch), file=sys.stderr, flush=True)
+        hs = bench_hotserve(args, os.path.join(args.cache, model), x_path, ref_path)
+        ort = bench_ort(args, os.path.join(args.cache, model), x_path)
+        cv = bench_opencv(args, os.path.join(args.cache, cv_model), x_path)
+        results.append((label, batch, model, cv_model, hs, ort, cv))
+
+    lines = ["| model | batch | hotserve median ms (p99) | ORT median ms (p99) | OpenCV median ms (p99) | "
+             "hotserve/ORT | hotserve/OpenCV | hotserve max abs err vs torch |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, batch, _, _, hs, ort, cv in results:
+        cells = []
+        for r in (hs, ort, cv):
+            cells.append("error: %s" % r["error"] if "error" in r
+                         else "%s (%s)" % (fmt(r.get("median_ms"), 2), fmt(r.get("p99_ms"), 2)))
+        lines.append("| %s | %d | %s | %s | %s | %s | %s | %s |" % (label, batch, cells[0], cells[1], cells[2],
+                                                                   ratio(hs, ort), ratio(hs, cv),
+                                                                   "%.2g" % hs["max_err"] if "max_err" in hs
+                                                                   else "n/a"))
+    lines += ["", "Time to compile each model file (hotserve: load + compile as `hotserve run` reports it; ORT: "
+              "InferenceSession.create, median of 3; OpenCV: readNetFromONNX):", "",
+              "| model file | hotserve ms | ORT ms | OpenCV ms (file) |", "|---|---|---|---|"]
+    for label, batch, model, cv_model, hs, ort, cv in results:
+        lines.append("| %s | %s | %s | %s (%s) |" % (model, fmt(hs.get("compile_ms")), fmt(ort.get("compile_ms")),
+                                                      fmt(cv.get("compile_ms")), cv_model))
+    table = "\n".join(lines)
+    header = ("Engine benchmark, %s UTC. Machine: %s. Threads: %d (all three runtimes), %d timed runs after 3 "
+              "warm-up runs, medians in ms.\nCommand: `%s`\n" % (started.strftime("%Y-%m-%d %H:%M"), mach,
+                                                                args.threads, args.repeat, args.command))
+    report = header + "\n" + table + "\n"
+    print(report)
+    if args.results:
+        os.makedirs(args.results, exist_ok=True)
+        path = os.path.join(args.results, "engine-%s.md" % started.strftime("%Y-%m-%d"))
+        with open(path, "w") as f:
+            f.write("# " + report)
+        print("engine bench: wrote %s" % path, file=sys.stderr)
+    if args.readme:
+        replace_section(args.readme, "engine-results", report)
+    return 0
+
+
+def replace_section(path, marker, text):
+    """Replaces what lies between <!-- MARKER:begin --> and <!-- MARKER:end --> in PATH (left alone if absent)."""
+    with open(path) as f:
+        doc = f.read()
+    begin, end = "<!-- %s:begin -->" % marker, "<!-- %s:end -->" % marker
+    i, j = doc.find(begin), doc.find(end)
+    if i < 0 or j < i:
+        print("engine bench: %s has no %s markers; not updated" % (path, marker), file=sys.stderr)
+        return
+    with open(path, "w") as f:
+        f.write(doc[:i + len(begin)] + "\n" + text + doc[j:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,307 @@
+#!/usr/bin/python3
+"""load_bench.py - time to ready and memory held while two versions overlap: hotserve vs ONNX Runtime.
+
+    load_bench.py --hotserve BIN --cache DIR [--loads 5] [--threads 2] [--results DIR] [--readme FILE]
+                  [--command "how it was started"]
+
+For ResNet-50 and MobileNetV2 (batch-1 exports from tools/models/make_models.py):
+
+hotserve, with the server (`hotserve serve`), one server per model:
+  starts the server on an empty model repository (baseline RSS), then publishes versions 1..N+1 one after another,
+  each the same network with slightly different weights (one bias changed: new content, new SHA-256), with
+  `hotserve publish` (falling back to copying the version directory in and renaming it, when publish is missing);
+  reads the server's log line "model M version V ready in T ms (verify a, load b, warm-up c)" for each; samples the
+  server's RSS every few ms from the moment a version is published until it is ready and the old version is gone.
+  Reported: the first (cold) load, the median of the N reloads for each stage, the RSS with one version loaded,
+  and the peak RSS while the new version loads beside the old one (above the empty server's RSS).
+hotserve, without the server (only when `hotserve serve` cannot be used): N times `hotserve run MODEL --repeat 1`,
+  reading the load/compile time it prints (no verify, no separate warm-up, no overlap figure).
+ONNX Runtime (onnxruntime-node): InferenceSession.create N+1 times in one process (the first is cold), keeping
+  two sessions alive: RSS with one session and with two, above node's RSS before any session.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "engine"))
+import engine_bench  # noqa: E402  (machine(), replace_section(), ms_after())
+
+MODELS = [("ResNet-50", "resnet50.onnx", "resnet50_b1"), ("MobileNetV2", "mobilenet_v2.onnx", "mobilenet_v2_b1")]
+READY_RE = re.compile(r"model (\S+) version (\d+) ready in ([0-9.]+) ms \(verify ([0-9.]+), load ([0-9.]+), "
+                      r"warm-up ([0-9.]+)\)")
+
+
+def rss_mb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+class RssSampler:
+    """Samples a process's RSS every `period` seconds on a thread; .peak() is the largest value since .reset()."""
+
+    def __init__(self, pid, period=0.003):
+        self.pid, self.period = pid, period
+        self._peak = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            v = rss_mb(self.pid)
+            if v is not None:
+                with self._lock:
+                    self._peak = max(self._peak, v)
+            time.sleep(self.period)
+
+    def reset(self):
+        with self._lock:
+            self._peak = rss_mb(self.pid) or 0.0
+
+    def peak(self):
+        with self._lock:
+            return self._peak
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def make_versions(src, outdir, n):
+    """Writes n variants of the model src (version k: the last 1-D initializer + 1e-3*k) as outdir/k/model.onnx."""
+    model = onnx.load(src)
+    target = None
+    for init in model.graph.initializer:
+        if len(init.dims) == 1:
+            target = init
+    base = numpy_helper.to_array(target).copy()
+    dirs = []
+    for k in range(1, n + 1):
+        d = os.path.join(outdir, str(k))
+        os.makedirs(d, exist_ok=True)
+        target.CopyFrom(numpy_helper.from_array((base + np.float32(1e-3 * k)).astype(np.float32), target.name))
+        onnx.save(model, os.path.join(d, "model.onnx"))
+        dirs.append(d)
+    return dirs
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_usable(binary):
+    proc = subprocess.run([binary, "serve", "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc.returncode == 0 and "model-repository" in proc.stdout
+
+
+def publish(binary, src_dir, model_dir, version):
+    """Publishes src_dir as version `version` of model_dir: `hotserve publish`, else copy + atomic rename."""
+    proc = subprocess.run([binary, "publish", src_dir, model_dir, "--version", str(version)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode == 0:
+        return "hotserve publish"
+    tmp = os.path.join(model_dir, ".incoming-%d" % version)
+    shutil.copytree(src_dir, tmp)
+    os.rename(tmp, os.path.join(model_dir, str(version)))
+    return "copy + rename"
+
+
+def bench_server(args, label, model_file, work):
+    name = os.path.splitext(model_file)[0]
+    versions = make_versions(os.path.join(args.cache, model_file), os.path.join(work, "src-" + name), args.loads + 1)
+    repo = os.path.join(work, "repo-" + name)
+    model_dir = os.path.join(repo, name)
+    os.makedirs(model_dir)
+    log_path = os.path.join(work, "serve-%s.log" % name)
+    log = open(log_path, "w")
+    cmd = [args.hotserve, "serve", "--model-repository", repo, "--http-port", str(free_port()),
+           "--poll-interval", "1"]
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    sampler = RssSampler(server.pid)
+    loads, peaks, one_version, how = [], [], [], None
+    try:
+        time.sleep(1.0)
+        if server.poll() is not None:
+            raise RuntimeError("hotserve serve exited with %s; see %s" % (server.returncode, log_path))
+        empty_rss = rss_mb(server.pid)
+        for k, src in enumerate(versions, start=1):
+            sampler.reset()
+            how = publish(args.hotserve, src, model_dir, k)
+            deadline = time.time() + 120
+            ready = None
+            while ready is None and time.time() < deadline:
+                with open(log_path) as f:
+                    for m in READY_RE.finditer(f.read()):
+                        if m.group(1) == name and int(m.group(2)) == k:
+                            ready = m
+                if server.poll() is not None:
+                    raise RuntimeError("hotserve serve exited with %s; see %s" % (server.returncode, log_path))
+                time.sleep(0.01)
+            if ready is None:
+                raise RuntimeError("version %d of %s never became ready; see %s" % (k, name, log_path))
+            time.sleep(0.5)  # let the old version drain and be freed
+            loads.append(tuple(float(ready.group(i)) for i in (3, 4, 5, 6)))
+            peaks.append(sampler.peak())
+            one_version.append(rss_mb(server.pid))
+    finally:
+        sampler.stop()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+    reloads = loads[1:]
+    med = [statistics.median(x[i] for x in reloads) for i in range(4)]
+    return {"mode": "server", "publish": how, "first": loads[0], "median": med, "n": len(reloads),
+            "empty_rss": empty_rss, "one_version_rss": statistics.median(one_version[1:]),
+            "overlap_peak_rss": statistics.median(peaks[1:])}
+
+
+def bench_run(args, model_file):
+    times = []
+    for _ in range(args.loads + 1):
+        x = os.path.join(args.cache, "ref", "resnet50_b1" if "resnet" in model_file else "mobilenet_v2_b1",
+                         "input.npy")
+        proc = subprocess.run([args.hotserve, "run", os.path.join(args.cache, model_file), "--input", "input=" + x,
+                               "--repeat", "1", "--threads", str(args.threads)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            return {"mode": "run", "error": proc.stdout.strip()[-160:]}
+        t = engine_bench.ms_after(proc.stdout, "compile", "load")
+        if t is None:
+            return {"mode": "run", "error": "hotserve run printed no load time"}
+        times.append(t)
+    return {"mode": "run", "first": times[0], "median": statistics.median(times[1:]), "n": len(times) - 1}
+
+
+def bench_ort(args, model_file):
+    proc = subprocess.run(["node", os.path.join(HERE, "..", "engine", "ort_run.js"),
+                           os.path.join(args.cache, model_file), "--loads", str(args.loads + 1), "--hold",
+                           "--repeat", "0", "--threads", str(args.threads)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stdout.strip()[-160:]}
+    r = engine_bench.last_json(proc.stdout)
+    return {"first": r["create_ms"][0], "median": statistics.median(r["create_ms"][1:]), "n": len(r["create_ms"]) - 1,
+            "base_rss": r["rss_before_mb"], "one_rss": r["rss_after_load_mb"][0], "two_rss": r["rss_after_load_mb"][1]}
+
+
+def f0(v):
+    return "n/a" if v is None else "%.0f" % v
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hotserve", required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--loads", type=int, default=5, help="reloads to take the median of (after one cold load)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--results", default=None)
+    p.add_argument("--readme", default=None)
+    p.add_argument("--command", default=" ".join(sys.argv))
+    args = p.parse_args(argv)
+    if args.loads < 2:
+        p.error("--loads must be at least 2")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    mach = engine_bench.machine()
+    use_server = serve_usable(args.hotserve)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hs-load-") as work:
+        for label, model_file, _ in MODELS:
+            print("load bench: %s ..." % label, file=sys.stderr, flush=True)
+            try:
+                hs = bench_server(args, label, model_file, work) if use_server else bench_run(args, model_file)
+            except RuntimeError as e:
+                hs = {"mode": "server", "error": str(e)}
+            rows.append((label, model_file, hs, bench_ort(args, model_file)))
+
+    lines = []
+    if use_server:
+        lines += ["Time to ready with `hotserve serve` (ms; first = cold load of version 1, then the median of %d "
+                  "reloads), from the server's own log line; ONNX Runtime: InferenceSession.create, same file:"
+                  % args.loads, "",
+                  "| model | hotserve first: total (verify / load / warm-up) | hotserve reload median: total "
+                  "(verify / load / warm-up) | ORT first | ORT median | hotserve load / ORT |",
+                  "|---|---|---|---|---|---|"]
+        for label, model_file, hs, ort in rows:
+            if "error" in hs:
+                lines.append("| %s | error: %s | | %s | %s | |" % (label, hs["error"], f0(ort.get("first")),
+                                                                 f0(ort.get("median"))))
+                continue
+            a, b = hs["first"], hs["median"]
+            lines.append("| %s | %s (%s / %s / %s) | %s (%s / %s / %s) | %s | %s | %s |" % (
+                label, f0(a[0]), f0(a[1]), f0(a[2]), f0(a[3]), f0(b[0]), f0(b[1]), f0(b[2]), f0(b[3]),
+                f0(ort.get("first")), f0(ort.get("median")),
+                "%.2f" % (b[2] / ort["median"]) if "median" in ort else "n/a"))
+        lines += ["", "Memory (RSS, MB). hotserve: the server's RSS on an empty repository, with one version loaded "
+                  "(after a reload, old version freed), and the median peak while a new version loads beside the old "
+                  "one. ORT: node before any session, with one session, with two sessions of the same file:", "",
+                  "| model | hotserve empty | hotserve one version | hotserve peak during overlap | "
+                  "hotserve overlap extra | ORT base | ORT one session | ORT two sessions | ORT second session extra |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for label, model_file, hs, ort in rows:
+            if "error" in hs or "error" in ort:
+                continue
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                label, f0(hs["empty_rss"]), f0(hs["one_version_rss"]), f0(hs["overlap_peak_rss"]),
+                f0(hs["overlap_peak_rss"] - hs["one_version_rss"]), f0(ort["base_rss"]), f0(ort["one_rss"]),
+                f0(ort["two_rss"]), f0(ort["two_rss"] - ort["one_rss"])))
+        pub = {hs.get("publish") for _, _, hs, _ in rows if hs.get("publish")}
+        lines += ["", "Versions published with: %s." % (", ".join(sorted(pub)) or "n/a")]
+    else:
+        lines += ["`hotserve serve` is not usable in this build: hotserve's time is `hotserve run`'s load + compile "
+                  "(no verify or warm-up stage, no overlap figure).", "",
+                  "| model | hotserve first | hotserve median | ORT first | ORT median | hotserve / ORT | "
+                  "ORT one session MB | ORT two sessions MB |", "|---|---|---|---|---|---|---|---|"]
+        for label, model_file, hs, ort in rows:
+            if "error" in hs:
+                lines.append("| %s | error: %s | | %s | %s | | | |" % (label, hs["error"], f0(ort.get("first")),
+                                                                       f0(ort.get("median"))))
+                continue
+            lines.append("| %s | %s | %s | %s | %s | %.2f | %s | %s |" % (
+                label, f0(hs["first"]), f0(hs["median"]), f0(ort["first"]), f0(ort["median"]),
+                hs["median"] / ort["median"], f0(ort["one_rss"]), f0(ort["two_rss"])))
+    header = ("Load benchmark, %s UTC. Machine: %s. Threads: %d. %d reloads per model after one cold load.\n"
+              "Command: `%s`\n" % (started.strftime("%Y-%m-%d %H:%M"), mach, args.threads, args.loads, args.command))
+    report = header + "\n" + "\n".join(lines) + "\n"
+    print(report)
+    if args.results:
+        os.makedirs(args.results, exist_ok=True)
+        path = os.path.join(args.results, "load-%s.md" % started.strftime("%Y-%m-%d"))
+        with open(path, "w") as f:
+            f.write("# " + report)
+        print("load bench: wrote %s" % path, file=sys.stderr)
+    if args.readme:
+        engine_bench.replace_section(args.readme, "load-results", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

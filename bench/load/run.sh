@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# run.sh - load benchmark in one command: time to ready (verify, load, warm-up) and memory while two versions
+# overlap, hotserve vs ONNX Runtime session creation, for ResNet-50 and MobileNetV2.
+#
+#   bash bench/load/run.sh [--loads 5] [--threads 2]
+#
+# Builds hotserve (Release, in build-bench/ unless HOTSERVE_BIN names a binary), makes the models
+# (tools/models/make_models.py into HOTSERVE_MODEL_CACHE, default build/models), installs onnxruntime-node into
+# bench/node_modules if missing, then runs bench/load/load_bench.py, which prints the tables and writes them to
+# bench/results/load-DATE.md and into bench/README.md. Never part of ctest.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+PY=/usr/bin/python3
+CACHE=${HOTSERVE_MODEL_CACHE:-$ROOT/build/models}
+
+if [ -z "${HOTSERVE_BIN:-}" ]; then
+  cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build-bench -j2 --target hotserve >/dev/null
+  HOTSERVE_BIN=$ROOT/build-bench/src/hotserve
+fi
+"$PY" tools/models/make_models.py "$CACHE" --only resnet50 mobilenet_v2 >&2
+if [ ! -d bench/node_modules/onnxruntime-node ]; then
+  (cd bench && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund >&2)
+fi
+exec "$PY" bench/load/load_bench.py --hotserve "$HOTSERVE_BIN" --cache "$CACHE" \
+  --results bench/results --readme bench/README.md --command "bash bench/load/run.sh $*" "$@"

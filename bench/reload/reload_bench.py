@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""reload_bench.py - what a reload every 2 s costs while serving MobileNetV2 (run by bench/reload/run.sh).
+
+One server, one wrk load at fixed concurrency over keep-alive connections (binary tensor bodies),
+two phases in one run: --duration seconds without reloads, then --duration seconds while a
+publisher adds a new version (same architecture, new weights) every --period seconds with
+`hotserve publish`. Reports per phase: req/s, p50/p99/p99.9, non-2xx and socket errors, peak RSS;
+for the reload phase each new version's load time (verify, load, warm-up) and the latency of its
+first request (status document's first_request_ms); then the ratios reload/no-reload against the
+targets (throughput >= 0.97, p99 <= 1.10, zero errors, first request <= 1.2x steady median).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "serve"))
+import benchlib  # noqa: E402
+from benchlib import hsys  # noqa: E402
+
+
+def model_path(cache):
+    path = os.path.join(cache, "mobilenet_v2.onnx")
+    if not os.path.exists(path):
+        print("exporting MobileNetV2 into %s (tools/models/make_models.py) ..." % cache, flush=True)
+        subprocess.run(["/usr/bin/python3", os.path.join(benchlib.ROOT, "tools", "models", "make_models.py"),
+                        cache, "--only", "mobilenet_v2"], check=True)
+    return path
+
+
+def make_versions(base, src, n):
+    """Writes n source dirs src/<v>/model.onnx: MobileNetV2 with weights scaled per version."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(base)
+    inits = {i.name: i for i in m.graph.initializer}
+    # the classifier's weight matrix: the largest 2-D initializer
+    name = max((i for i in m.graph.initializer if len(i.dims) == 2), key=lambda i: i.dims[0] * i.dims[1]).name
+    w0 = numpy_helper.to_array(inits[name]).copy()
+    inp = m.graph.input[0]
+    shape = [d.dim_value if d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim]
+    dirs = []
+    for v in range(1, n + 1):
+        inits[name].CopyFrom(numpy_helper.from_array((w0 * (1.0 + 0.001 * v)).astype(np.float32), name))
+        d = os.path.join(src, str(v))
+        os.makedirs(d, exist_ok=True)
+        onnx.save(m, os.path.join(d, "model.onnx"))
+        dirs.append(d)
+    return dirs, inp.name, shape
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                with open("/proc/%d/status" % self.pid) as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            self.peak = max(self.peak, int(line.split()[1]) * 1024)
+            except OSError:
+                return
+            self.stop.wait(0.1)
+
+
+def phase(url, body, hdr_len, conns, duration, pid):
+    rss = RssSampler(pid)
+    rss.start()
+    s = benchlib.wrk(url, body, hdr_len, conns, duration)
+    rss.stop.set()
+    rss.join()
+    s["peak_rss"] = rss.peak
+    return s
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hotserve", default=os.path.join(benchlib.ROOT, "build", "src", "hotserve"))
+    p.add_argument("--duration", type=int, default=60, help="seconds per phase (default 60)")
+    p.add_argument("--period", type=float, default=2.0, help="seconds between new versions (default 2)")
+    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="--threads for the server (0: its default)")
+    p.add_argument("--cache", default=os.environ.get("HOTSERVE_MODEL_CACHE",
+                                                     os.path.join(benchlib.ROOT, "build", "models")))
+    p.add_argument("--no-write", action="store_true")
+    a = p.parse_args()
+    hsys.Env.hotserve = os.path.abspath(a.hotserve)
+    hsys.Env.source = benchlib.ROOT
+    os.makedirs(a.cache, exist_ok=True)
+    base = model_path(a.cache)
+    tmp = tempfile.mkdtemp(prefix="hs-bench-reload-")
+    try:
+        n_new = int(a.duration / a.period) + 1
+        print("preparing %d versions ..." % (n_new + 1), flush=True)
+        dirs, in_name, shape = make_versions(base, os.path.join(tmp, "src"), n_new + 1)
+        repo_model = os.path.join(tmp, "repo", "mobilenet")
+        os.makedirs(repo_model)
+        hsys.publish(dirs[0], repo_model, 1)
+        extra = ["--log-level", "warn"] + (["--threads", str(a.threads)] if a.threads else [])
+        srv = hsys.Server(os.path.join(tmp, "repo"), *extra)
+        c = srv.conn(timeout=120)
+        hsys.wait_serving(c, "mobilenet", 1, timeout=300)
+        x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+        raw = x.tobytes()
+        hdr = json.dumps({"inputs": [{"name": in_name, "datatype": "FP32", "shape": shape,
+                                      "parameters": {"binary_data_size": len(raw)}}],
+                          "parameters": {"binary_data_output": True}}).encode()
+        body = os.path.join(tmp, "body.bin")
+        open(body, "wb").write(hdr + raw)
+        r = c.request("POST", "/v2/models/mobilenet/infer", hdr + raw,
+                      {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(hdr))})
+        if r.status != 200:
+            raise SystemExit("MobileNetV2 request refused: HTTP %d %r" % (r.status, r.body[:300]))
+        url = "http://%s:%d/v2/models/mobilenet/infer" % (srv.host, srv.port)
+        benchlib.wrk(url, body, len(hdr), a.connections, 5)               # warm-up
+        print("phase 1: %d s without reloads" % a.duration, flush=True)
+        steady = phase(url, body, len(hdr), a.connections, a.duration, srv.pid)
+
+        entries = {}            # (version, generation) -> last status entry seen
+        published = []
+        stop = threading.Event()
+        pub_errors = []
+
+        def watch_status():
+            cc = srv.conn()
+            while not stop.is_set():
+                try:
+                    for e in hsys.status_entries(cc, "mobilenet"):
+                        entries[(e["version"], e.get("generation"))] = e
+                except Exception as ex:                   # noqa: BLE001 (reported below)
+                    pub_errors.append("status: %r" % ex)
+                stop.wait(0.5)
+            cc.close()
+
+        def publisher():
+            t0 = time.monotonic()
+            for i, d in enumerate(dirs[1:]):
+                delay = t0 + (i + 1) * a.period - time.monotonic()
+                if stop.wait(max(0.0, delay)):
+                    return
+                try:
+                    hsys.publish(d, repo_model, i + 2)
+                    published.append(i + 2)
+                except Exception as ex:                   # noqa: BLE001
+                    pub_errors.append("publish %d: %r" % (i + 2, ex))
+        watcher = threading.Thread(target=watch_status)
+        pubt = threading.Thread(target=publisher)
+        watcher.start()
+        print("phase 2: %d s with a new version every %g s" % (a.duration, a.period), flush=True)
+        pubt.start()
+        reload = phase(url, body, len(hdr), a.connections, a.duration, srv.pid)
+        stop.set()
+        pubt.join()
+        time.sleep(1.0)
+        for e in hsys.status_entries(c, "mobilenet"):
+            entries[(e["version"], e.get("generation"))] = e
+        watcher.join()
+        hwm = 0
+        with open("/proc/%d/status" % srv.pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) * 1024
+        c.close()
+        srv.stop()
+
+        loaded = [e for (v, g), e in sorted(entries.items(), key=lambda kv: int(kv[0][0])) if int(v) > 1]
+        firsts = [e["first_request_ms"] for e in loaded if e.get("first_request_ms") is not None]
+        loads = [e.get("load_ms") for e in loaded if e.get("load_ms") is not None and e.get("state") != "failed"]
+        failed = [e for e in loaded if e.get("state") == "failed"]
+
+        def ms(us):
+            return "%.2f" % (us / 1000.0)
+        rows = []
+        for name, s in (("no reloads", steady), ("reload every %gs" % a.period, reload)):
+            rows.append([name, "%.1f" % s["rps"], ms(s["p50_us"]), ms(s["p99_us"]), ms(s["p999_us"]),
+                         s["status"], s["errors"], "%.0f" % (s["peak_rss"] / 2 ** 20)])
+        table = benchlib.md_table(["phase", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-2xx", "socket err",
+                                   "peak RSS MiB"], rows)
+        steady_med = steady["p50_us"] / 1000.0
+        thr = reload["rps"] / steady["rps"]
+        p99r = reload["p99_us"] / steady["p99_us"]
+        errs = reload["status"] + reload["errors"] + steady["status"] + steady["errors"]
+        fr_med = statistics.median(firsts) if firsts else None
+        fr_max = max(firsts) if firsts else None
+        ratios = [["throughput reload/no-reload", "%.3f" % thr, ">= 0.97", "yes" if thr >= 0.97 else "NO"],
+                  ["p99 reload/no-reload", "%.3f" % p99r, "<= 1.10", "yes" if p99r <= 1.10 else "NO"],
+                  ["errors (both phases)", errs, "0", "yes" if errs == 0 else "NO"]]
+        if fr_med is not None:
+            ratios.append(["first request / steady p50 (median over versions)", "%.2f" % (fr_med / steady_med),
+                           "<= 1.2", "yes" if fr_med <= 1.2 * steady_med else "NO"])
+            ratios.append(["first request / steady p50 (worst version)", "%.2f" % (fr_max / steady_med),
+                           "<= 1.2", "yes" if fr_max <= 1.2 * steady_med else "NO"])
+        table += "\n" + benchlib.md_table(["ratio", "value", "target", "met"], ratios)
+        vrows = [[e["version"], e.get("state"), e.get("verify_ms"), e.get("load_ms"), e.get("warmup_ms"),
+                  e.get("first_request_ms"), e.get("reason") or ""] for e in loaded]
+        table += "\n" + benchlib.md_table(["version", "state", "verify ms", "load ms", "warm-up ms",
+                                           "first request ms", "reason"], vrows)
+        notes = ("MobileNetV2 (tools/models/make_models.py, new classifier weights per version), binary bodies, "
+                 "%d keep-alive connections; %d versions published in phase 2 (%d failed), load ms median %s; "
+                 "process peak RSS (VmHWM) %.0f MiB. Latencies are wrk's (client side); first request ms is the "
+                 "server's, compared with wrk's steady p50 (%.2f ms). wrk, the publisher and the server share "
+                 "the machine's cores.%s"
+                 % (a.connections, len(published), len(failed),
+                    "%.1f" % statistics.median(loads) if loads else "n/a", hwm / 2 ** 20, steady_med,
+                    (" Problems: " + "; ".join(pub_errors[:3])) if pub_errors else ""))
+        print(table)
+        print(notes)
+        if not a.no_write:
+            cmd = ("bench/reload/run.sh " + " ".join(sys.argv[1:])).strip()
+            path = benchlib.write_result("reload", "bench/reload: MobileNetV2, a new version every %g s" % a.period,
+                                         cmd, table, notes)
+            print("written to %s and bench/README.md" % os.path.relpath(path, benchlib.ROOT))
+    finally:
+        hsys.Server.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

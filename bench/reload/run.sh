@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# bench/reload/run.sh - MobileNetV2 under wrk for 60 s without reloads, then 60 s with a new version
+# published every 2 s; prints and records the ratios. Options go to reload_bench.py (--duration S
+# per phase for quick runs, --period S, --connections N, --no-write). Builds build/ if needed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ ! -x build/src/hotserve ]; then
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build -j2 --target hotserve
+fi
+exec /usr/bin/python3 bench/reload/reload_bench.py "$@"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# bench/serve/run.sh - hotserve's own per-request cost: a tiny model over HTTP with wrk at
+# concurrency 1, 16, 64, JSON and binary bodies. Builds build/ if needed; options go to
+# serve_bench.py (--duration S per run, --model mlp|add, --concurrency 1,16,64, --no-write).
+# Writes bench/results/serve-<date>.md and the "serve" section of bench/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ ! -x build/src/hotserve ]; then
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build -j2 --target hotserve
+fi
+exec /usr/bin/python3 bench/serve/serve_bench.py "$@"

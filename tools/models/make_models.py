@@ -1,0 +1,259 @@
+#!/usr/bin/python3
+"""make_models.py - exports the whole-model test and benchmark models and their torch reference outputs.
+
+    make_models.py OUTDIR [--only NAME ...] [--list]
+
+Writes into OUTDIR (created if missing), skipping every file that already exists (a cache):
+  resnet50.onnx, resnet50_dyn.onnx          torchvision ResNet-50, batch 1 / dynamic batch axis, opset 13
+  mobilenet_v2.onnx, mobilenet_v2_dyn.onnx  torchvision MobileNetV2, batch 1 / dynamic batch axis, opset 13
+  mobilenet_v2_op10.onnx                    the same network at opset 10, dynamic batch (OpenCV 4.6 DNN loads only this)
+  mobilenet_v2_bn.onnx                      the same network, dynamic batch, exported with TrainingMode.PRESERVE: the
+                                            BatchNormalization nodes (inference mode) and Identity nodes stay in the
+                                            graph, as other exporters emit them (the default export folds BN into Conv)
+  transformer.onnx                          a small pre-norm transformer encoder block, dynamic batch, opset 17
+                                            (LayerNormalization, MatMul, Softmax, GELU via Erf)
+  transformer_op13.onnx                     the same block at opset 13 (LayerNorm decomposed into Reduce/Pow/Sqrt ops)
+  ref/CASE/input.npy, ref/CASE/output.npy   fixed-seed inputs and torch (eval mode) outputs for each case
+  cases.json                                every case: model file, input and output names -> .npy paths, batch
+  .make_models-version                      CACHE_VERSION of the script that wrote the cache
+
+Weights are fixed-seed (torch.manual_seed, no downloads). The BatchNorm layers get realistic running statistics from
+a few fixed-seed calibration batches (train-mode forward passes), and non-trivial affine parameters, so activations
+keep unit scale through the depth of the network and folding BatchNorm into Conv is really exercised.
+
+The CNNs have one float32 input named "input" and one float32 output named "output"; the transformer's are named
+"tokens" and "hidden" (cases.json has the names).
+Files are written to a temporary name and renamed, so an interrupted run never leaves a truncated file that a later
+run would take as cached.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import torch
+import torchvision
+
+SEED = 20240531
+# Bump when the models or references change: a cache written by another version is cleared and made anew.
+CACHE_VERSION = 2
+
+
+def _atomic_path(path):
+    return path + ".tmp%d" % os.getpid()
+
+
+def save_npy(path, array):
+    if os.path.exists(path):
+        return
+    tmp = _atomic_path(path)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Networks
+
+def calibrate_batchnorm(model, shape, batches=3, seed=SEED):
+    """Gives every BatchNorm layer non-trivial affine parameters and running statistics measured on random data."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.8 + 0.6)
+                m.bias.copy_((torch.rand(m.bias.shape, generator=gen) - 0.5) * 0.2)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(shape, generator=gen))
+    model.eval()
+
+
+def make_resnet50():
+    torch.manual_seed(SEED)
+    model = torchvision.models.resnet50(weights=None)
+    calibrate_batchnorm(model, (8, 3, 224, 224))
+    return model
+
+
+def make_mobilenet_v2():
+    torch.manual_seed(SEED + 2)
+    model = torchvision.models.mobilenet_v2(weights=None)
+    # torchvision initialises the classifier with N(0, 0.01): tiny logits. Scale it up so the outputs are O(1).
+    with torch.no_grad():
+        model.classifier[1].weight.mul_(30.0)
+    calibrate_batchnorm(model, (8, 3, 224, 224))
+    return model
+
+
+class EncoderBlock(torch.nn.Module):
+    """Pre-norm transformer encoder block: x + MHA(LN(x)), then + FFN(LN(.)) with exact (Erf) GELU."""
+
+    def __init__(self, dim=64, heads=4, hidden=256):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.ln1 = torch.nn.LayerNorm(dim)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.ln2 = torch.nn.LayerNorm(dim)
+        self.fc1 = torch.nn.Linear(dim, hidden)
+        self.act = torch.nn.GELU()  # approximate='none': exported as Erf
+        self.fc2 = torch.nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        qkv = self.qkv(self.ln1(x)).reshape(b, s, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        att = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) / (self.head_dim ** 0.5), dim=-1)
+        y = torch.matmul(att, v).transpose(1, 2).reshape(b, s, d)
+        x = x + self.proj(y)
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+
+def make_transformer():
+    torch.manual_seed(SEED + 4)
+    model = EncoderBlock()
+    gen = torch.Generator().manual_seed(SEED + 5)
+    with torch.no_grad():  # non-trivial LayerNorm affine parameters
+        for ln in (model.ln1, model.ln2):
+            ln.weight.copy_(torch.rand(ln.weight.shape, generator=gen) * 0.8 + 0.6)
+            ln.bias.copy_((torch.rand(ln.bias.shape, generator=gen) - 0.5) * 0.2)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What to write
+
+IMAGE = (3, 224, 224)
+SEQ = (16, 64)  # tokens, width
+
+# name -> (builder, per-sample input shape, [(file, opset, dynamic batch)], [(case, file, batch)], (input, output))
+# dynamic batch: False, True, or "keep-bn" (dynamic, and BatchNormalization kept as nodes)
+NETWORKS = {
+    "resnet50": (make_resnet50, IMAGE,
+                 [("resnet50.onnx", 13, False), ("resnet50_dyn.onnx", 13, True)],
+                 [("resnet50_b1", "resnet50.onnx", 1), ("resnet50_b8", "resnet50_dyn.onnx", 8)],
+                 ("input", "output")),
+    "mobilenet_v2": (make_mobilenet_v2, IMAGE,
+                     [("mobilenet_v2.onnx", 13, False), ("mobilenet_v2_dyn.onnx", 13, True),
+                      ("mobilenet_v2_op10.onnx", 10, True), ("mobilenet_v2_bn.onnx", 13, "keep-bn")],
+                     [("mobilenet_v2_b1", "mobilenet_v2.onnx", 1), ("mobilenet_v2_b8", "mobilenet_v2_dyn.onnx", 8),
+                      ("mobilenet_v2_bn_b2", "mobilenet_v2_bn.onnx", 2)],
+                     ("input", "output")),
+    "transformer": (make_transformer, SEQ,
+                    [("transformer.onnx", 17, True), ("transformer_op13.onnx", 13, True)],
+                    [("transformer_b1", "transformer.onnx", 1), ("transformer_b4", "transformer.onnx", 4),
+                     ("transformer_op13_b4", "transformer_op13.onnx", 4)],
+                    ("tokens", "hidden")),
+}
+
+
+def export(model, sample_shape, path, opset, dynamic, io_names):
+    if os.path.exists(path):
+        return
+    dummy = torch.randn((1,) + sample_shape, generator=torch.Generator().manual_seed(SEED + 9))
+    in_name, out_name = io_names
+    axes = {in_name: {0: "batch"}, out_name: {0: "batch"}} if dynamic else None
+    mode = torch.onnx.TrainingMode.PRESERVE if dynamic == "keep-bn" else torch.onnx.TrainingMode.EVAL
+    tmp = _atomic_path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, dummy, tmp, opset_version=opset, input_names=[in_name], output_names=[out_name],
+                          dynamic_axes=axes, do_constant_folding=True, training=mode)
+    onnx.checker.check_model(onnx.load(tmp))
+    os.replace(tmp, path)
+    print("make_models: wrote %s (opset %d%s%s)" % (path, opset, ", dynamic batch" if dynamic else "",
+                                                    ", BatchNormalization kept" if dynamic == "keep-bn" else ""))
+
+
+def case_input(case, batch, sample_shape):
+    """Fixed-seed input for one case: the seed depends only on the case name, so inputs never change between runs."""
+    seed = SEED + sum(ord(c) * (i + 1) for i, c in enumerate(case))
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch,) + sample_shape).astype(np.float32)
+
+
+def build_network(outdir, name):
+    builder, sample_shape, files, cases, io_names = NETWORKS[name]
+    in_name, out_name = io_names
+    ref_paths = []
+    for case, _, _ in cases:
+        ref_paths += [os.path.join(outdir, "ref", case, n + ".npy") for n in io_names]
+    wanted = [os.path.join(outdir, f) for f, _, _ in files] + ref_paths
+    entries = {}
+    for case, model_file, batch in cases:
+        entries[case] = {"model": model_file, "batch": batch,
+                         "inputs": {in_name: "ref/%s/%s.npy" % (case, in_name)},
+                         "outputs": {out_name: "ref/%s/%s.npy" % (case, out_name)}}
+    if all(os.path.exists(p) for p in wanted):
+        return entries
+    model = builder()
+    for f, opset, dynamic in files:
+        export(model, sample_shape, os.path.join(outdir, f), opset, dynamic, io_names)
+    for case, _, batch in cases:
+        d = os.path.join(outdir, "ref", case)
+        os.makedirs(d, exist_ok=True)
+        x = case_input(case, batch, sample_shape)
+        with torch.no_grad():
+            y = model(torch.from_numpy(x)).numpy()
+        save_npy(os.path.join(d, in_name + ".npy"), x)
+        save_npy(os.path.join(d, out_name + ".npy"), np.ascontiguousarray(y, dtype=np.float32))
+        print("make_models: reference %s: input %s -> output %s, |y| max %.3g" % (case, x.shape, y.shape,
+                                                                                  np.abs(y).max()))
+    return entries
+
+
+def clear_stale_cache(outdir):
+    """Removes this script's files from outdir when they were written by another CACHE_VERSION (or by none)."""
+    stamp = os.path.join(outdir, ".make_models-version")
+    try:
+        with open(stamp) as f:
+            if f.read().strip() == str(CACHE_VERSION):
+                return
+    except OSError:
+        pass
+    for _, _, files, cases, _ in NETWORKS.values():
+        for f, _, _ in files:
+            if os.path.exists(os.path.join(outdir, f)):
+                os.remove(os.path.join(outdir, f))
+        for case, _, _ in cases:
+            shutil.rmtree(os.path.join(outdir, "ref", case), ignore_errors=True)
+    if os.path.exists(os.path.join(outdir, "cases.json")):
+        os.remove(os.path.join(outdir, "cases.json"))
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("outdir")
+    p.add_argument("--only", nargs="+", choices=sorted(NETWORKS), help="networks to build (default: all)")
+    args = p.parse_args(argv)
+    os.makedirs(args.outdir, exist_ok=True)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    cases_path = os.path.join(args.outdir, "cases.json")
+    clear_stale_cache(args.outdir)
+    cases = {}
+    if os.path.exists(cases_path):
+        with open(cases_path) as f:
+            cases = json.load(f)
+    for name in args.only or sorted(NETWORKS):
+        cases.update(build_network(args.outdir, name))
+    tmp = _atomic_path(cases_path)
+    with open(tmp, "w") as f:
+        json.dump(cases, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, cases_path)
+    with open(os.path.join(args.outdir, ".make_models-version"), "w") as f:
+        f.write("%d\n" % CACHE_VERSION)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
