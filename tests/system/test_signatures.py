@@ -8,6 +8,7 @@ signing are each refused: the previous version keeps answering, the status docum
 reason, hotserve_model_verify_failures_total{model,reason} moves, and an ALERT log line names it.
 A correctly signed version of either scheme is served.
 """
+import json
 import os
 
 import numpy as np
@@ -33,13 +34,15 @@ def stage_signed(tmp, version, key, tamper=None):
         sigs = [f for f in added if "sig" in f.lower()]
         check(len(sigs) == 1, "cannot tell the signature file among %s" % added)
         p = os.path.join(d, sigs[0])
-        data = bytearray(open(p, "rb").read())
-        # flip one bit in the middle of the signature text/bytes, keeping the file's format
-        i = len(data) // 2
-        while i < len(data) and not chr(data[i]).isalnum():
-            i += 1
-        data[i] = ord("A") if data[i] != ord("A") else ord("B")
-        open(p, "wb").write(bytes(data))
+        raw = open(p, "rb").read()
+        try:                                        # a JSON signature record: damage only its value
+            doc = json.loads(raw)
+            value = doc["signature"]
+            doc["signature"] = ("0" if value[0] != "0" else "1") + value[1:]
+            raw = json.dumps(doc).encode()
+        except (ValueError, KeyError, TypeError, IndexError):
+            raw = raw[:-1] + bytes([raw[-1] ^ 0x01])  # a raw signature: flip a bit of its last byte
+        open(p, "wb").write(raw)
     elif tamper == "file":
         p = os.path.join(d, "model.onnx")
         data = bytearray(open(p, "rb").read())
