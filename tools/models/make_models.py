@@ -7,23 +7,29 @@ Writes into OUTDIR (created if missing), skipping every file that already exists
   resnet50.onnx, resnet50_dyn.onnx          torchvision ResNet-50, batch 1 / dynamic batch axis, opset 13
   mobilenet_v2.onnx, mobilenet_v2_dyn.onnx  torchvision MobileNetV2, batch 1 / dynamic batch axis, opset 13
   mobilenet_v2_op10.onnx                    the same network at opset 10, dynamic batch (OpenCV 4.6 DNN loads only this)
+  mobilenet_v2_bn.onnx                      the same network, dynamic batch, exported with TrainingMode.PRESERVE: the
+                                            BatchNormalization nodes (inference mode) and Identity nodes stay in the
+                                            graph, as other exporters emit them (the default export folds BN into Conv)
   transformer.onnx                          a small pre-norm transformer encoder block, dynamic batch, opset 17
                                             (LayerNormalization, MatMul, Softmax, GELU via Erf)
   transformer_op13.onnx                     the same block at opset 13 (LayerNorm decomposed into Reduce/Pow/Sqrt ops)
   ref/CASE/input.npy, ref/CASE/output.npy   fixed-seed inputs and torch (eval mode) outputs for each case
   cases.json                                every case: model file, input and output names -> .npy paths, batch
+  .make_models-version                      CACHE_VERSION of the script that wrote the cache
 
 Weights are fixed-seed (torch.manual_seed, no downloads). The BatchNorm layers get realistic running statistics from
 a few fixed-seed calibration batches (train-mode forward passes), and non-trivial affine parameters, so activations
 keep unit scale through the depth of the network and folding BatchNorm into Conv is really exercised.
 
-Every model has one float32 input named "input" and one float32 output named "output".
+The CNNs have one float32 input named "input" and one float32 output named "output"; the transformer's are named
+"tokens" and "hidden" (cases.json has the names).
 Files are written to a temporary name and renamed, so an interrupted run never leaves a truncated file that a later
 run would take as cached.
 """
 import argparse
 import json
 import os
+import shutil
 import sys
 import warnings
 
@@ -33,6 +39,8 @@ import torch
 import torchvision
 
 SEED = 20240531
+# Bump when the models or references change: a cache written by another version is cleared and made anew.
+CACHE_VERSION = 2
 
 
 def _atomic_path(path):
@@ -127,35 +135,43 @@ def make_transformer():
 IMAGE = (3, 224, 224)
 SEQ = (16, 64)  # tokens, width
 
-# name -> (builder, per-sample input shape, [(file, opset, dynamic batch)], [(case, file, batch)])
+# name -> (builder, per-sample input shape, [(file, opset, dynamic batch)], [(case, file, batch)], (input, output))
+# dynamic batch: False, True, or "keep-bn" (dynamic, and BatchNormalization kept as nodes)
 NETWORKS = {
     "resnet50": (make_resnet50, IMAGE,
                  [("resnet50.onnx", 13, False), ("resnet50_dyn.onnx", 13, True)],
-                 [("resnet50_b1", "resnet50.onnx", 1), ("resnet50_b8", "resnet50_dyn.onnx", 8)]),
+                 [("resnet50_b1", "resnet50.onnx", 1), ("resnet50_b8", "resnet50_dyn.onnx", 8)],
+                 ("input", "output")),
     "mobilenet_v2": (make_mobilenet_v2, IMAGE,
                      [("mobilenet_v2.onnx", 13, False), ("mobilenet_v2_dyn.onnx", 13, True),
-                      ("mobilenet_v2_op10.onnx", 10, True)],
-                     [("mobilenet_v2_b1", "mobilenet_v2.onnx", 1), ("mobilenet_v2_b8", "mobilenet_v2_dyn.onnx", 8)]),
+                      ("mobilenet_v2_op10.onnx", 10, True), ("mobilenet_v2_bn.onnx", 13, "keep-bn")],
+                     [("mobilenet_v2_b1", "mobilenet_v2.onnx", 1), ("mobilenet_v2_b8", "mobilenet_v2_dyn.onnx", 8),
+                      ("mobilenet_v2_bn_b2", "mobilenet_v2_bn.onnx", 2)],
+                     ("input", "output")),
     "transformer": (make_transformer, SEQ,
                     [("transformer.onnx", 17, True), ("transformer_op13.onnx", 13, True)],
                     [("transformer_b1", "transformer.onnx", 1), ("transformer_b4", "transformer.onnx", 4),
-                     ("transformer_op13_b4", "transformer_op13.onnx", 4)]),
+                     ("transformer_op13_b4", "transformer_op13.onnx", 4)],
+                    ("tokens", "hidden")),
 }
 
 
-def export(model, sample_shape, path, opset, dynamic):
+def export(model, sample_shape, path, opset, dynamic, io_names):
     if os.path.exists(path):
         return
     dummy = torch.randn((1,) + sample_shape, generator=torch.Generator().manual_seed(SEED + 9))
-    axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic else None
+    in_name, out_name = io_names
+    axes = {in_name: {0: "batch"}, out_name: {0: "batch"}} if dynamic else None
+    mode = torch.onnx.TrainingMode.PRESERVE if dynamic == "keep-bn" else torch.onnx.TrainingMode.EVAL
     tmp = _atomic_path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, dummy, tmp, opset_version=opset, input_names=["input"], output_names=["output"],
-                          dynamic_axes=axes, do_constant_folding=True)
+        torch.onnx.export(model, dummy, tmp, opset_version=opset, input_names=[in_name], output_names=[out_name],
+                          dynamic_axes=axes, do_constant_folding=True, training=mode)
     onnx.checker.check_model(onnx.load(tmp))
     os.replace(tmp, path)
-    print("make_models: wrote %s (opset %d%s)" % (path, opset, ", dynamic batch" if dynamic else ""))
+    print("make_models: wrote %s (opset %d%s%s)" % (path, opset, ", dynamic batch" if dynamic else "",
+                                                    ", BatchNormalization kept" if dynamic == "keep-bn" else ""))
 
 
 def case_input(case, batch, sample_shape):
@@ -166,32 +182,52 @@ def case_input(case, batch, sample_shape):
 
 
 def build_network(outdir, name):
-    builder, sample_shape, files, cases = NETWORKS[name]
+    builder, sample_shape, files, cases, io_names = NETWORKS[name]
+    in_name, out_name = io_names
     ref_paths = []
     for case, _, _ in cases:
-        ref_paths += [os.path.join(outdir, "ref", case, f) for f in ("input.npy", "output.npy")]
+        ref_paths += [os.path.join(outdir, "ref", case, n + ".npy") for n in io_names]
     wanted = [os.path.join(outdir, f) for f, _, _ in files] + ref_paths
     entries = {}
     for case, model_file, batch in cases:
         entries[case] = {"model": model_file, "batch": batch,
-                         "inputs": {"input": "ref/%s/input.npy" % case},
-                         "outputs": {"output": "ref/%s/output.npy" % case}}
+                         "inputs": {in_name: "ref/%s/%s.npy" % (case, in_name)},
+                         "outputs": {out_name: "ref/%s/%s.npy" % (case, out_name)}}
     if all(os.path.exists(p) for p in wanted):
         return entries
     model = builder()
     for f, opset, dynamic in files:
-        export(model, sample_shape, os.path.join(outdir, f), opset, dynamic)
+        export(model, sample_shape, os.path.join(outdir, f), opset, dynamic, io_names)
     for case, _, batch in cases:
         d = os.path.join(outdir, "ref", case)
         os.makedirs(d, exist_ok=True)
         x = case_input(case, batch, sample_shape)
         with torch.no_grad():
             y = model(torch.from_numpy(x)).numpy()
-        save_npy(os.path.join(d, "input.npy"), x)
-        save_npy(os.path.join(d, "output.npy"), np.ascontiguousarray(y, dtype=np.float32))
+        save_npy(os.path.join(d, in_name + ".npy"), x)
+        save_npy(os.path.join(d, out_name + ".npy"), np.ascontiguousarray(y, dtype=np.float32))
         print("make_models: reference %s: input %s -> output %s, |y| max %.3g" % (case, x.shape, y.shape,
                                                                                   np.abs(y).max()))
     return entries
+
+
+def clear_stale_cache(outdir):
+    """Removes this script's files from outdir when they were written by another CACHE_VERSION (or by none)."""
+    stamp = os.path.join(outdir, ".make_models-version")
+    try:
+        with open(stamp) as f:
+            if f.read().strip() == str(CACHE_VERSION):
+                return
+    except OSError:
+        pass
+    for _, _, files, cases, _ in NETWORKS.values():
+        for f, _, _ in files:
+            if os.path.exists(os.path.join(outdir, f)):
+                os.remove(os.path.join(outdir, f))
+        for case, _, _ in cases:
+            shutil.rmtree(os.path.join(outdir, "ref", case), ignore_errors=True)
+    if os.path.exists(os.path.join(outdir, "cases.json")):
+        os.remove(os.path.join(outdir, "cases.json"))
 
 
 def main(argv):
@@ -202,6 +238,7 @@ def main(argv):
     os.makedirs(args.outdir, exist_ok=True)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     cases_path = os.path.join(args.outdir, "cases.json")
+    clear_stale_cache(args.outdir)
     cases = {}
     if os.path.exists(cases_path):
         with open(cases_path) as f:
@@ -213,6 +250,8 @@ def main(argv):
         json.dump(cases, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, cases_path)
+    with open(os.path.join(args.outdir, ".make_models-version"), "w") as f:
+        f.write("%d\n" % CACHE_VERSION)
     return 0
 
 

@@ -1,0 +1,123 @@
+/* cpu_dnnl.h - internals shared by the oneDNN (CPU) implementation of kernels.h. */
+#ifndef HS_KERNELS_CPU_DNNL_H
+#define HS_KERNELS_CPU_DNNL_H
+
+#include <dnnl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "kernels/kernels.h"
+
+#define HS__MAX_VARIANTS 8 /* distinct batch sizes one kernel keeps primitives for */
+#define HS__MAX_PRIMS 6    /* primitives one variant runs in sequence (an eltwise chain) */
+#define HS__MAX_MDS 8      /* memory descriptors a variant records (meaning set by each kernel kind) */
+#define HS__MAX_ARGS 12
+
+/* Primitives and reordered constants built for one batch size. Immutable once published. */
+typedef struct hs__variant {
+  int64_t batch;
+  int nprim;
+  dnnl_primitive_t prim[HS__MAX_PRIMS];
+  dnnl_memory_desc_t md[HS__MAX_MDS];
+  void *weights;       /* constant operand in the implementation's layout, or NULL */
+  int weights_shared;  /* 1: points into variant 0's buffer (not freed here) */
+  size_t scratch;      /* oneDNN scratchpad bytes (max over prim[]) */
+} hs__variant;
+
+typedef struct hs__kvt hs__kvt;
+
+struct hs_kernel {
+  const hs__kvt *vt;
+  union {
+    hs_conv_params conv;
+    hs_matmul_params mm;
+    hs_pool_params pool;
+    hs_eltwise_params elt;
+    hs_binary_params bin;
+    hs_softmax_params sm;
+    hs_layernorm_params ln;
+    hs_batchnorm_params bn;
+    hs_reduce_params red;
+    hs_concat_params cat;
+    hs_resample_params rs;
+    hs_reorder_params ro;
+  } p;
+  int64_t batch0;          /* batch at creation */
+  void *w_plain;           /* owned copy of the constant operand in its source layout (freed once
+                              variant 0 holds it reordered) */
+  dnnl_memory_desc_t w_plain_md;
+  float *owned[4];         /* other owned constant copies (bias, scale, ...) */
+  int64_t *owned_i64;      /* concat axis sizes */
+  int flags;               /* kernel-specific */
+  pthread_mutex_t lock;    /* serialises building variants */
+  atomic_int nvar;         /* published variants: var[0..nvar) are immutable */
+  hs__variant var[HS__MAX_VARIANTS];
+  char impl[96];
+};
+
+struct hs__kvt {
+  const char *name;
+  /* Builds v's primitives (and constants) for leading dimension `batch`. On failure v may hold
+   * partial state; the caller releases it with hs__variant_release. */
+  int (*build)(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err);
+  /* Runs v on stream s with the caller's buffers. */
+  int (*exec)(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
+              dnnl_memory_t scratch, hs_error *err);
+};
+
+/* The process-wide CPU engine (created once, thread-safe). NULL when oneDNN fails to start. */
+dnnl_engine_t hs__dnnl_engine(void);
+
+/* Maps a dnnl status to an hs_status and fills err with "what: oneDNN says ..." */
+int hs__dnnl_fail(hs_error *err, dnnl_status_t st, const char *what);
+
+/* Allocates a kernel with its vtable, copies nothing; the constructor fills p. */
+int hs__kernel_new(const hs__kvt *vt, hs_kernel **out, hs_error *err);
+/* Builds variant 0 (the creation batch), records the implementation name, and on failure frees k. */
+int hs__kernel_finish(hs_kernel *k, int64_t batch, hs_error *err);
+
+/* Creates pd's primitive into v->prim[v->nprim++] and adds its scratchpad to v->scratch;
+ * pd is destroyed. */
+int hs__add_prim(hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err);
+
+/* An attr with user-managed scratchpad and the post-ops of `post` (NULL for none). The SUM entries
+ * become sum post-ops. Returns 0 or HS_UNSUPPORTED/HS_INTERNAL. */
+int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error *err);
+
+/* Maps an activation to one or two oneDNN eltwise steps. Returns the step count (1..2) or 0 when
+ * oneDNN has no such function. */
+int hs__act_to_dnnl(hs_act_kind a, float alpha, float beta, dnnl_alg_kind_t alg[2], float al[2],
+                    float be[2]);
+
+/* A plain (row-major) or channels-last descriptor for dims. */
+int hs__md_plain(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_error *err);
+int hs__md_act(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_layout layout, hs_error *err);
+
+/* Reorders src (described by from) into a freshly allocated 64-byte aligned buffer described by to.
+ * On success *out is owned by the caller (free()). */
+int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
+                      void **out, hs_error *err);
+
+/* Sets v->weights for descriptor want: variant 0 reorders k->w_plain; later variants share variant 0's
+ * buffer when the layout is the same, otherwise reorder from it. */
+int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want, hs_error *err);
+
+/* Executes prim with args (memory objects created over the caller's buffers) on s. */
+typedef struct hs__argv {
+  int n;
+  dnnl_exec_arg_t a[HS__MAX_ARGS];
+} hs__argv;
+/* Appends arg -> (md, ptr); creates a memory object that hs__argv_release destroys. */
+int hs__argv_add(hs__argv *av, int arg, const dnnl_memory_desc_t *md, const void *ptr, hs_error *err);
+/* Appends an existing memory object (not destroyed by hs__argv_release). */
+void hs__argv_add_mem(hs__argv *av, int arg, dnnl_memory_t mem);
+void hs__argv_release(hs__argv *av, int owned_from);
+int hs__exec(dnnl_primitive_t prim, dnnl_stream_t s, hs__argv *av, hs_error *err);
+
+/* Copies the residual into dst when a SUM post-op exists and the two do not alias. */
+int hs__prepare_sum(const hs_post_ops *post, const hs_kernel_args *a, size_t dst_bytes, hs_error *err);
+
+/* Copies n floats into a new owned buffer registered in k->owned (NULL src gives NULL). */
+int hs__own_floats(hs_kernel *k, const float *src, int64_t n, const float **dst, hs_error *err);
+
+#endif

@@ -1,0 +1,355 @@
+/* cpu_dnnl_conv.c - convolution, deconvolution and matmul kernels on oneDNN, with fused post-ops. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu_dnnl.h"
+
+/* Slots in hs__variant.md */
+enum { MD_SRC = 0, MD_DST = 1, MD_BIAS = 2, MD_SRC1 = 3, MD_WEIGHTS = HS__MAX_MDS - 1 };
+
+/* k->flags bit of a matmul whose B is a constant held by the kernel. */
+#define MM_B_CONST 1
+
+static int64_t numel(int ndim, const int64_t *dims) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) {
+    if (dims[i] <= 0 || n > INT64_MAX / dims[i]) return -1;
+    n *= dims[i];
+  }
+  return n;
+}
+
+/* ================= convolution / deconvolution ================= */
+
+static dnnl_format_tag_t conv_weights_tag(int nsp, int grouped, int transposed) {
+  static const dnnl_format_tag_t tags[2][2][3] = {
+      {{dnnl_oiw, dnnl_oihw, dnnl_oidhw}, {dnnl_bac /* iow */, dnnl_iohw, dnnl_iodhw}},
+      {{dnnl_goiw, dnnl_goihw, dnnl_goidhw}, {dnnl_acbd /* giow */, dnnl_giohw, dnnl_giodhw}}};
+  return tags[grouped][transposed][nsp - 1];
+}
+
+/* oneDNN weight dims: [g,] oc/g, ic/g, k... for both convolution and deconvolution. */
+static int conv_weight_dims(const hs_conv_params *p, int64_t *wd) {
+  int n = 0;
+  if (p->groups > 1) wd[n++] = p->groups;
+  wd[n++] = p->out_c / p->groups;
+  wd[n++] = p->in_c / p->groups;
+  for (int i = 0; i < p->nsp; i++) wd[n++] = p->kernel[i];
+  return n;
+}
+
+static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
+  const hs_conv_params *p = &k->p.conv;
+  int nd = 2 + p->nsp;
+  int64_t sd[5] = {batch, p->in_c}, dd[5] = {batch, p->out_c}, wd[6];
+  for (int i = 0; i < p->nsp; i++) {
+    sd[2 + i] = p->in[i];
+    dd[2 + i] = p->out[i];
+  }
+  int rc = hs__md_act(&v->md[MD_SRC], nd, sd, p->layout, err);
+  if (!rc) rc = hs__md_act(&v->md[MD_DST], nd, dd, p->layout, err);
+  if (rc) return rc;
+  int wn = conv_weight_dims(p, wd);
+  dnnl_dims_t wdims, strides, dil, pl, pr;
+  for (int i = 0; i < wn; i++) wdims[i] = wd[i];
+  for (int i = 0; i < p->nsp; i++) {
+    strides[i] = p->stride[i];
+    dil[i] = p->dilation[i] - 1;
+    pl[i] = p->pad_begin[i];
+    pr[i] = p->pad_end[i];
+  }
+  dnnl_memory_desc_t w_any;
+  dnnl_status_t st = dnnl_memory_desc_init_by_tag(&w_any, wn, wdims, dnnl_f32, dnnl_format_tag_any);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, "describing weights");
+  memset(&v->md[MD_BIAS], 0, sizeof v->md[MD_BIAS]);
+  if (p->bias) {
+    dnnl_dims_t bd = {p->out_c};
+    st = dnnl_memory_desc_init_by_tag(&v->md[MD_BIAS], 1, bd, dnnl_f32, dnnl_a);
+    if (st != dnnl_success) return hs__dnnl_fail(err, st, "describing bias");
+  }
+  /* Let oneDNN pick the activation layout? No: the engine's buffers have a fixed layout (the
+   * caller's), so src/dst are fixed and only the weights use format_tag_any. */
+  dnnl_primitive_attr_t attr;
+  rc = hs__make_attr(&p->post, &attr, err);
+  if (rc) return rc;
+  dnnl_primitive_desc_t pd = NULL;
+  if (!p->transposed) {
+    dnnl_convolution_desc_t cd;
+    st = dnnl_dilated_convolution_forward_desc_init(
+        &cd, dnnl_forward_inference, dnnl_convolution_direct, &v->md[MD_SRC], &w_any,
+        p->bias ? &v->md[MD_BIAS] : NULL, &v->md[MD_DST], strides, dil, pl, pr);
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, hs__dnnl_engine(), NULL);
+  } else {
+    dnnl_deconvolution_desc_t cd;
+    st = dnnl_dilated_deconvolution_forward_desc_init(
+        &cd, dnnl_forward_inference, dnnl_deconvolution_direct, &v->md[MD_SRC], &w_any,
+        p->bias ? &v->md[MD_BIAS] : NULL, &v->md[MD_DST], strides, dil, pl, pr);
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, hs__dnnl_engine(), NULL);
+  }
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, p->transposed ? "deconvolution" : "convolution");
+  v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
+  if (rc) {
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+  }
+  return hs__add_prim(v, pd, err);
+}
+
+static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
+                     dnnl_memory_t scratch, hs_error *err) {
+  const hs_conv_params *p = &k->p.conv;
+  if (a->nsrc < 1 || !a->src[0]) return hs_error_set(err, HS_INVALID_ARGUMENT, "conv needs an input");
+  int rc = hs__prepare_sum(&p->post, a, dnnl_memory_desc_get_size(&v->md[MD_DST]), err);
+  if (rc) return rc;
+  hs__argv av = {0};
+  hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
+  int owned = av.n;
+  rc = hs__argv_add(&av, DNNL_ARG_SRC, &v->md[MD_SRC], a->src[0], err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_WEIGHTS], v->weights, err);
+  if (!rc && p->bias) rc = hs__argv_add(&av, DNNL_ARG_BIAS, &v->md[MD_BIAS], p->bias, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, &v->md[MD_DST], a->dst, err);
+  if (!rc) rc = hs__exec(v->prim[0], s, &av, err);
+  hs__argv_release(&av, owned);
+  return rc;
+}
+
+static const hs__kvt conv_vt = {"conv", conv_build, conv_exec};
+
+int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *err) {
+  *out = NULL;
+  if (p->device != HS_KDEV_CPU) return hs_error_set(err, HS_UNSUPPORTED, "conv: device not available");
+  if (p->nsp < 1 || p->nsp > 3)
+    return hs_error_set(err, HS_UNSUPPORTED, "conv: %d spatial dims (1 to 3 supported)", p->nsp);
+  if (p->groups < 1 || p->in_c < 1 || p->out_c < 1 || p->in_c % p->groups || p->out_c % p->groups)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: channels %lld -> %lld do not split into %lld groups",
+                        (long long)p->in_c, (long long)p->out_c, (long long)p->groups);
+  if (!p->weights) return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: weights are required");
+  for (int i = 0; i < p->nsp; i++) {
+    if (p->kernel[i] < 1 || p->stride[i] < 1 || p->dilation[i] < 1 || p->in[i] < 1 || p->out[i] < 1)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: non-positive size on spatial axis %d", i);
+    if (p->pad_begin[i] < 0 || (!p->transposed && p->pad_end[i] < 0))
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: negative padding on spatial axis %d", i);
+    /* oneDNN trusts these sizes and would read out of bounds if they disagreed: check them here. */
+    int64_t span = (p->kernel[i] - 1) * p->dilation[i] + 1, want;
+    if (!p->transposed) {
+      int64_t room = p->in[i] + p->pad_begin[i] + p->pad_end[i] - span;
+      want = room < 0 ? 0 : room / p->stride[i] + 1;
+    } else {
+      want = (p->in[i] - 1) * p->stride[i] - p->pad_begin[i] - p->pad_end[i] + span;
+    }
+    if (p->out[i] != want)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: output size %lld on spatial axis %d, expected %lld",
+                          (long long)p->out[i], i, (long long)want);
+  }
+  int64_t wd[6];
+  int wn = conv_weight_dims(p, wd);
+  int64_t wcount = numel(wn, wd);
+  if (wcount < 0 || p->batch < 1) return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: bad shape");
+  hs_kernel *k;
+  int rc = hs__kernel_new(&conv_vt, &k, err);
+  if (rc) return rc;
+  k->p.conv = *p;
+  dnnl_dims_t wdims;
+  for (int i = 0; i < wn; i++) wdims[i] = wd[i];
+  dnnl_status_t st = dnnl_memory_desc_init_by_tag(&k->w_plain_md, wn, wdims, dnnl_f32,
+                                                  conv_weights_tag(p->nsp, p->groups > 1, p->transposed));
+  if (st != dnnl_success) {
+    hs_kernel_destroy(k);
+    return hs__dnnl_fail(err, st, "conv: describing weights");
+  }
+  k->w_plain = malloc((size_t)wcount * sizeof(float));
+  if (!k->w_plain) {
+    hs_kernel_destroy(k);
+    return hs_error_set(err, HS_NO_MEMORY, "conv: copying %lld weights", (long long)wcount);
+  }
+  memcpy(k->w_plain, p->weights, (size_t)wcount * sizeof(float));
+  k->p.conv.weights = NULL;
+  rc = hs__own_floats(k, p->bias, p->out_c, &k->p.conv.bias, err);
+  if (rc) {
+    hs_kernel_destroy(k);
+    return rc;
+  }
+  rc = hs__kernel_finish(k, p->batch, err);
+  if (rc) return rc;
+  *out = k;
+  return 0;
+}
+
+/* ================= matmul ================= */
+
+/* Right-aligned dims of a tensor of rank n inside rank nd (leading 1s). */
+static void pad_dims(int nd, int n, const int64_t *in, int64_t *outd) {
+  for (int i = 0; i < nd; i++) outd[i] = i < nd - n ? 1 : in[i - (nd - n)];
+}
+
+/* Descriptor of a [.., R, C] operand whose buffer holds [.., C, R] when trans is set. */
+static int md_maybe_trans(dnnl_memory_desc_t *md, int nd, const int64_t *dims, int trans, hs_error *err) {
+  if (!trans) return hs__md_plain(md, nd, dims, err);
+  int64_t phys[8];
+  memcpy(phys, dims, sizeof(int64_t) * nd);
+  phys[nd - 1] = dims[nd - 2];
+  phys[nd - 2] = dims[nd - 1];
+  dnnl_dims_t d, strides, ps;
+  int64_t s = 1;
+  for (int i = nd - 1; i >= 0; i--) {
+    ps[i] = s;
+    s *= phys[i];
+  }
+  for (int i = 0; i < nd; i++) {
+    d[i] = dims[i];
+    strides[i] = ps[i];
+  }
+  strides[nd - 1] = ps[nd - 2];
+  strides[nd - 2] = ps[nd - 1];
+  dnnl_status_t st = dnnl_memory_desc_init_by_strides(md, nd, d, dnnl_f32, strides);
+  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "describing a transposed operand");
+}
+
+static void mm_variant_dims(const hs_kernel *k, int64_t batch, int64_t *ad, int64_t *bd, int64_t *dd,
+                            int64_t *biasd) {
+  const hs_matmul_params *p = &k->p.mm;
+  int nd = p->ndim;
+  int64_t a0 = p->a_dims[0];
+  memcpy(ad, p->a_dims, sizeof(int64_t) * nd);
+  memcpy(bd, p->b_dims, sizeof(int64_t) * nd);
+  ad[0] = batch;
+  if (nd > 2 && !(k->flags & MM_B_CONST) && p->b_dims[0] == a0 && a0 != 1) bd[0] = batch;
+  for (int i = 0; i < nd - 2; i++) dd[i] = ad[i] > bd[i] ? ad[i] : bd[i];
+  dd[nd - 2] = ad[nd - 2];
+  dd[nd - 1] = bd[nd - 1];
+  if (p->bias) {
+    pad_dims(nd, p->bias_ndim, p->bias_dims, biasd);
+    if (biasd[0] == a0 && a0 != 1) biasd[0] = batch;
+  }
+}
+
+static int mm_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
+  const hs_matmul_params *p = &k->p.mm;
+  int nd = p->ndim;
+  int64_t ad[8], bd[8], dd[8], biasd[8];
+  mm_variant_dims(k, batch, ad, bd, dd, biasd);
+  int rc = md_maybe_trans(&v->md[MD_SRC], nd, ad, p->trans_a, err);
+  if (!rc) rc = hs__md_plain(&v->md[MD_DST], nd, dd, err);
+  if (!rc && p->bias) rc = hs__md_plain(&v->md[MD_BIAS], nd, biasd, err);
+  if (rc) return rc;
+  dnnl_memory_desc_t wmd;
+  int b_const = k->flags & MM_B_CONST;
+  if (b_const) {
+    dnnl_dims_t d;
+    for (int i = 0; i < nd; i++) d[i] = bd[i];
+    dnnl_status_t st = dnnl_memory_desc_init_by_tag(&wmd, nd, d, dnnl_f32, dnnl_format_tag_any);
+    if (st != dnnl_success) return hs__dnnl_fail(err, st, "describing matmul weights");
+  } else {
+    rc = md_maybe_trans(&wmd, nd, bd, p->trans_b, err);
+    if (rc) return rc;
+    v->md[MD_SRC1] = wmd;
+  }
+  dnnl_primitive_attr_t attr;
+  rc = hs__make_attr(&p->post, &attr, err);
+  if (rc) return rc;
+  dnnl_status_t st = dnnl_success;
+  if (!b_const && p->alpha != 0.f && p->alpha != 1.f) {
+    if (p->bias) {
+      dnnl_primitive_attr_destroy(attr);
+      return hs_error_set(err, HS_UNSUPPORTED, "matmul: alpha with bias and a runtime B");
+    }
+    st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &p->alpha);
+  }
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_desc_t pd = NULL;
+  if (st == dnnl_success)
+    st = dnnl_matmul_desc_init(&md, &v->md[MD_SRC], &wmd, p->bias ? &v->md[MD_BIAS] : NULL, &v->md[MD_DST]);
+  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, hs__dnnl_engine(), NULL);
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, "matmul");
+  if (b_const) {
+    v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
+    if (rc) {
+      dnnl_primitive_desc_destroy(pd);
+      return rc;
+    }
+  }
+  return hs__add_prim(v, pd, err);
+}
+
+static int mm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
+                   dnnl_memory_t scratch, hs_error *err) {
+  const hs_matmul_params *p = &k->p.mm;
+  int b_const = k->flags & MM_B_CONST;
+  int need = b_const ? 1 : 2;
+  if (a->nsrc < need || !a->src[0] || (need == 2 && !a->src[1]))
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "matmul needs %d inputs", need);
+  int rc = hs__prepare_sum(&p->post, a, dnnl_memory_desc_get_size(&v->md[MD_DST]), err);
+  if (rc) return rc;
+  hs__argv av = {0};
+  hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
+  int owned = av.n;
+  rc = hs__argv_add(&av, DNNL_ARG_SRC, &v->md[MD_SRC], a->src[0], err);
+  if (!rc) {
+    if (b_const) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_WEIGHTS], v->weights, err);
+    else rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_SRC1], a->src[1], err);
+  }
+  if (!rc && p->bias) rc = hs__argv_add(&av, DNNL_ARG_BIAS, &v->md[MD_BIAS], p->bias, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, &v->md[MD_DST], a->dst, err);
+  if (!rc) rc = hs__exec(v->prim[0], s, &av, err);
+  hs__argv_release(&av, owned);
+  return rc;
+}
+
+static const hs__kvt mm_vt = {"matmul", mm_build, mm_exec};
+
+int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error *err) {
+  *out = NULL;
+  if (p->device != HS_KDEV_CPU) return hs_error_set(err, HS_UNSUPPORTED, "matmul: device not available");
+  int nd = p->ndim;
+  if (nd < 2 || nd > 8) return hs_error_set(err, HS_UNSUPPORTED, "matmul: rank %d", nd);
+  for (int i = 0; i < nd; i++)
+    if (p->a_dims[i] < 1 || p->b_dims[i] < 1)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "matmul: non-positive dimension");
+  if (p->a_dims[nd - 1] != p->b_dims[nd - 2])
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "matmul: inner dimensions %lld and %lld differ",
+                        (long long)p->a_dims[nd - 1], (long long)p->b_dims[nd - 2]);
+  for (int i = 0; i < nd - 2; i++)
+    if (p->a_dims[i] != p->b_dims[i] && p->a_dims[i] != 1 && p->b_dims[i] != 1)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "matmul: batch axis %d does not broadcast", i);
+  if (p->bias && (p->bias_ndim < 1 || p->bias_ndim > nd))
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "matmul: bias rank %d", p->bias_ndim);
+  hs_kernel *k;
+  int rc = hs__kernel_new(&mm_vt, &k, err);
+  if (rc) return rc;
+  k->p.mm = *p;
+  k->p.mm.b_const = NULL;
+  k->p.mm.bias = NULL;
+  if (p->b_const) {
+    int64_t bcount = numel(nd, p->b_dims);
+    rc = bcount < 0 ? hs_error_set(err, HS_INVALID_ARGUMENT, "matmul: B too large") : 0;
+    if (!rc) rc = md_maybe_trans(&k->w_plain_md, nd, p->b_dims, p->trans_b, err);
+    if (!rc && !(k->w_plain = malloc((size_t)bcount * sizeof(float))))
+      rc = hs_error_set(err, HS_NO_MEMORY, "matmul: copying B");
+    if (rc) {
+      hs_kernel_destroy(k);
+      return rc;
+    }
+    float alpha = (p->alpha == 0.f) ? 1.f : p->alpha; /* folded into the constant */
+    float *w = k->w_plain;
+    for (int64_t i = 0; i < bcount; i++) w[i] = p->b_const[i] * alpha;
+    k->flags |= MM_B_CONST;
+    k->p.mm.alpha = 1.f;
+  }
+  if (p->bias) {
+    int64_t bc = numel(p->bias_ndim, p->bias_dims);
+    rc = bc < 0 ? hs_error_set(err, HS_INVALID_ARGUMENT, "matmul: bad bias shape") : 0;
+    if (!rc) rc = hs__own_floats(k, p->bias, bc, &k->p.mm.bias, err);
+    if (rc) {
+      hs_kernel_destroy(k);
+      return rc;
+    }
+  }
+  rc = hs__kernel_finish(k, p->a_dims[0], err);
+  if (rc) return rc;
+  *out = k;
+  return 0;
+}

@@ -1,0 +1,509 @@
+/* cpu_dnnl_core.c - oneDNN plumbing for the CPU kernels: engine, per-thread streams, batch variants, runs. */
+
+/*
+ * DESIGN
+ * One CPU engine serves the whole process (created on first use with pthread_once). oneDNN streams
+ * must not be shared between threads, so each thread that runs a kernel gets its own stream, created
+ * on its first run and destroyed by a pthread key destructor when the thread exits.
+ *
+ * A kernel holds up to HS__MAX_VARIANTS variants, one per batch size it was asked to run. Variants
+ * are appended under k->lock and published by incrementing the atomic k->nvar (release); a run scans
+ * var[0..nvar) after an acquire load and never takes the lock unless it meets a new batch size.
+ * Published variants never change, so concurrent runs need no locking. Primitives use the
+ * user-managed scratchpad: the caller passes scratch memory with each run, so a run allocates only the
+ * small oneDNN memory objects that wrap its buffers.
+ */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu_dnnl.h"
+
+static dnnl_engine_t g_engine;
+static dnnl_status_t g_engine_status = dnnl_success;
+static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
+static pthread_key_t g_stream_key;
+
+static void destroy_stream(void *s) { dnnl_stream_destroy((dnnl_stream_t)s); }
+
+static void engine_init(void) {
+  g_engine_status = dnnl_engine_create(&g_engine, dnnl_cpu, 0);
+  if (g_engine_status != dnnl_success) g_engine = NULL;
+  pthread_key_create(&g_stream_key, destroy_stream);
+}
+
+dnnl_engine_t hs__dnnl_engine(void) {
+  pthread_once(&g_engine_once, engine_init);
+  return g_engine;
+}
+
+/* The calling thread's stream, created on first use. */
+static dnnl_stream_t thread_stream(hs_error *err) {
+  dnnl_engine_t eng = hs__dnnl_engine();
+  if (!eng) {
+    hs__dnnl_fail(err, g_engine_status, "creating the oneDNN CPU engine");
+    return NULL;
+  }
+  dnnl_stream_t s = pthread_getspecific(g_stream_key);
+  if (s) return s;
+  dnnl_status_t st = dnnl_stream_create(&s, eng, dnnl_stream_default_flags);
+  if (st != dnnl_success) {
+    hs__dnnl_fail(err, st, "creating a oneDNN stream");
+    return NULL;
+  }
+  pthread_setspecific(g_stream_key, s);
+  return s;
+}
+
+static const char *dnnl_status_text(dnnl_status_t st) {
+  switch (st) {
+    case dnnl_success: return "success";
+    case dnnl_out_of_memory: return "out of memory";
+    case dnnl_invalid_arguments: return "invalid arguments";
+    case dnnl_unimplemented: return "no implementation for these parameters";
+    case dnnl_iterator_ends: return "iterator ends";
+    case dnnl_runtime_error: return "runtime error";
+    case dnnl_not_required: return "not required";
+    default: return "unknown error";
+  }
+}
+
+int hs__dnnl_fail(hs_error *err, dnnl_status_t st, const char *what) {
+  int code = HS_INTERNAL;
+  if (st == dnnl_out_of_memory) code = HS_NO_MEMORY;
+  else if (st == dnnl_unimplemented) code = HS_UNSUPPORTED;
+  else if (st == dnnl_invalid_arguments) code = HS_INVALID_ARGUMENT;
+  return hs_error_set(err, code, "%s: oneDNN: %s", what, dnnl_status_text(st));
+}
+
+/* ---- threads ---- */
+
+static int g_default_threads; /* omp_get_max_threads() before anyone changed it */
+static pthread_once_t g_threads_once = PTHREAD_ONCE_INIT;
+static void threads_init(void) { g_default_threads = omp_get_max_threads(); }
+
+void hs_kernels_set_threads(int n) {
+  pthread_once(&g_threads_once, threads_init);
+  omp_set_num_threads(n > 0 ? n : g_default_threads);
+}
+
+int hs_kernels_threads(void) { return omp_get_max_threads(); }
+
+/* ---- post-ops and attributes ---- */
+
+int hs_post_ops_add_act(hs_post_ops *p, hs_act_kind act, float alpha, float beta) {
+  if (p->count >= HS_KERNEL_MAX_POST) return HS_LIMIT;
+  hs_post_op *o = &p->op[p->count++];
+  memset(o, 0, sizeof *o);
+  o->kind = HS_POST_ACT;
+  o->act = act;
+  o->alpha = alpha;
+  o->beta = beta;
+  return 0;
+}
+
+int hs_post_ops_add_sum(hs_post_ops *p, float scale) {
+  if (p->count >= HS_KERNEL_MAX_POST) return HS_LIMIT;
+  hs_post_op *o = &p->op[p->count++];
+  memset(o, 0, sizeof *o);
+  o->kind = HS_POST_SUM;
+  o->scale = scale;
+  return 0;
+}
+
+const char *hs_act_name(hs_act_kind a) {
+  static const char *names[HS_ACT_COUNT] = {
+      "none", "relu", "clip", "sigmoid", "tanh", "hardsigmoid", "hardswish", "elu", "gelu_erf",
+      "gelu_tanh", "exp", "log", "sqrt", "abs", "square", "linear", "pow", "softplus", "swish"};
+  return (a >= 0 && a < HS_ACT_COUNT) ? names[a] : "unknown";
+}
+
+int hs__act_to_dnnl(hs_act_kind a, float alpha, float beta, dnnl_alg_kind_t alg[2], float al[2],
+                    float be[2]) {
+  al[0] = alpha;
+  be[0] = beta;
+  switch (a) {
+    case HS_ACT_RELU: alg[0] = dnnl_eltwise_relu; return 1;
+    case HS_ACT_CLIP: alg[0] = dnnl_eltwise_clip; return 1;
+    case HS_ACT_SIGMOID: alg[0] = dnnl_eltwise_logistic; return 1;
+    case HS_ACT_TANH: alg[0] = dnnl_eltwise_tanh; return 1;
+    case HS_ACT_HARDSIGMOID:
+      alg[0] = dnnl_eltwise_linear;
+      alg[1] = dnnl_eltwise_clip;
+      al[1] = 0.f;
+      be[1] = 1.f;
+      return 2;
+    case HS_ACT_HARDSWISH: alg[0] = dnnl_eltwise_hardswish; return 1;
+    case HS_ACT_ELU: alg[0] = dnnl_eltwise_elu; return 1;
+    case HS_ACT_GELU_ERF: alg[0] = dnnl_eltwise_gelu_erf; return 1;
+    case HS_ACT_GELU_TANH: alg[0] = dnnl_eltwise_gelu_tanh; return 1;
+    case HS_ACT_EXP: alg[0] = dnnl_eltwise_exp; return 1;
+    case HS_ACT_LOG: alg[0] = dnnl_eltwise_log; return 1;
+    case HS_ACT_SQRT: alg[0] = dnnl_eltwise_sqrt; return 1;
+    case HS_ACT_ABS: alg[0] = dnnl_eltwise_abs; return 1;
+    case HS_ACT_SQUARE: alg[0] = dnnl_eltwise_square; return 1;
+    case HS_ACT_LINEAR: alg[0] = dnnl_eltwise_linear; return 1;
+    case HS_ACT_POW: alg[0] = dnnl_eltwise_pow; return 1;
+    case HS_ACT_SOFTPLUS: alg[0] = dnnl_eltwise_soft_relu; return 1;
+    case HS_ACT_SWISH: alg[0] = dnnl_eltwise_swish; return 1;
+    default: return 0;
+  }
+}
+
+int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error *err) {
+  dnnl_status_t st = dnnl_primitive_attr_create(attr);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, "creating a primitive attribute");
+  st = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+  if (st != dnnl_success || !post || post->count == 0) {
+    if (st != dnnl_success) {
+      dnnl_primitive_attr_destroy(*attr);
+      *attr = NULL;
+      return hs__dnnl_fail(err, st, "setting the scratchpad mode");
+    }
+    return 0;
+  }
+  dnnl_post_ops_t ops;
+  st = dnnl_post_ops_create(&ops);
+  if (st != dnnl_success) {
+    dnnl_primitive_attr_destroy(*attr);
+    *attr = NULL;
+    return hs__dnnl_fail(err, st, "creating post-ops");
+  }
+  int rc = 0;
+  for (int i = 0; i < post->count && rc == 0; i++) {
+    const hs_post_op *o = &post->op[i];
+    if (o->kind == HS_POST_SUM) {
+      st = dnnl_post_ops_append_sum(ops, o->scale == 0.f ? 1.f : o->scale);
+      if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "adding a sum post-op");
+      continue;
+    }
+    dnnl_alg_kind_t alg[2];
+    float al[2], be[2];
+    int n = hs__act_to_dnnl(o->act, o->alpha, o->beta, alg, al, be);
+    if (n == 0) {
+      rc = hs_error_set(err, HS_UNSUPPORTED, "activation %s cannot be fused", hs_act_name(o->act));
+      break;
+    }
+    for (int j = 0; j < n && rc == 0; j++) {
+      st = dnnl_post_ops_append_eltwise(ops, 1.f, alg[j], al[j], be[j]);
+      if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "adding an eltwise post-op");
+    }
+  }
+  if (rc == 0) {
+    st = dnnl_primitive_attr_set_post_ops(*attr, ops);
+    if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "setting post-ops");
+  }
+  dnnl_post_ops_destroy(ops);
+  if (rc != 0) {
+    dnnl_primitive_attr_destroy(*attr);
+    *attr = NULL;
+  }
+  return rc;
+}
+
+/* ---- memory descriptors ---- */
+
+static int check_dims(int ndim, const int64_t *dims, hs_error *err) {
+  if (ndim < 1 || ndim > DNNL_MAX_NDIMS)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "rank %d is out of range", ndim);
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) {
+    if (dims[i] <= 0)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "dimension %d is %lld (must be positive)", i,
+                          (long long)dims[i]);
+    if (n > (INT64_MAX / 8) / dims[i]) return hs_error_set(err, HS_LIMIT, "tensor too large");
+    n *= dims[i];
+  }
+  return 0;
+}
+
+int hs__md_plain(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_error *err) {
+  int rc = check_dims(ndim, dims, err);
+  if (rc) return rc;
+  dnnl_dims_t d, strides;
+  int64_t s = 1;
+  for (int i = ndim - 1; i >= 0; i--) {
+    d[i] = dims[i];
+    strides[i] = s;
+    s *= dims[i];
+  }
+  dnnl_status_t st = dnnl_memory_desc_init_by_strides(md, ndim, d, dnnl_f32, strides);
+  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "describing a tensor");
+}
+
+int hs__md_act(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_layout layout,
+               hs_error *err) {
+  if (layout == HS_LAYOUT_NCHW || ndim < 3) return hs__md_plain(md, ndim, dims, err);
+  int rc = check_dims(ndim, dims, err);
+  if (rc) return rc;
+  /* channels last: C has stride 1, the last spatial axis stride C, ..., N the largest. */
+  dnnl_dims_t d, strides;
+  for (int i = 0; i < ndim; i++) d[i] = dims[i];
+  int64_t s = dims[1];
+  strides[1] = 1;
+  for (int i = ndim - 1; i >= 2; i--) {
+    strides[i] = s;
+    s *= dims[i];
+  }
+  strides[0] = s;
+  dnnl_status_t st = dnnl_memory_desc_init_by_strides(md, ndim, d, dnnl_f32, strides);
+  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "describing an activation");
+}
+
+int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
+                      void **out, hs_error *err) {
+  *out = NULL;
+  dnnl_engine_t eng = hs__dnnl_engine();
+  if (!eng) return hs__dnnl_fail(err, g_engine_status, "creating the oneDNN CPU engine");
+  size_t bytes = dnnl_memory_desc_get_size(to);
+  void *buf = NULL;
+  if (posix_memalign(&buf, 64, bytes ? bytes : 64) != 0)
+    return hs_error_set(err, HS_NO_MEMORY, "allocating %zu bytes of weights", bytes);
+  memset(buf, 0, bytes); /* blocked layouts pad: keep the padding zero */
+  dnnl_stream_t s = thread_stream(err);
+  if (!s) {
+    free(buf);
+    return err ? err->code : HS_INTERNAL;
+  }
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_t prim = NULL;
+  dnnl_memory_t m_src = NULL, m_dst = NULL;
+  dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, from, eng, to, eng, NULL);
+  if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
+  if (st == dnnl_success) st = dnnl_memory_create(&m_src, from, eng, (void *)src);
+  if (st == dnnl_success) st = dnnl_memory_create(&m_dst, to, eng, buf);
+  if (st == dnnl_success) {
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, m_src}, {DNNL_ARG_TO, m_dst}};
+    st = dnnl_primitive_execute(prim, s, 2, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(s);
+  }
+  if (m_src) dnnl_memory_destroy(m_src);
+  if (m_dst) dnnl_memory_destroy(m_dst);
+  if (prim) dnnl_primitive_destroy(prim);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (st != dnnl_success) {
+    free(buf);
+    return hs__dnnl_fail(err, st, "reordering weights");
+  }
+  *out = buf;
+  return 0;
+}
+
+int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want,
+                        hs_error *err) {
+  int nvar = atomic_load_explicit(&k->nvar, memory_order_acquire);
+  if (nvar == 0 || k->w_plain) {
+    if (!k->w_plain) return hs_error_set(err, HS_INTERNAL, "kernel has no weights to reorder");
+    return hs__reorder_alloc(&k->w_plain_md, k->w_plain, want, &v->weights, err);
+  }
+  const hs__variant *v0 = &k->var[0];
+  const dnnl_memory_desc_t *have = &v0->md[HS__MAX_MDS - 1]; /* builders record it there */
+  if (dnnl_memory_desc_equal(have, want)) {
+    v->weights = v0->weights;
+    v->weights_shared = 1;
+    return 0;
+  }
+  return hs__reorder_alloc(have, v0->weights, want, &v->weights, err);
+}
+
+/* ---- kernels and variants ---- */
+
+int hs__kernel_new(const hs__kvt *vt, hs_kernel **out, hs_error *err) {
+  *out = NULL;
+  if (!hs__dnnl_engine()) return hs__dnnl_fail(err, g_engine_status, "creating the oneDNN CPU engine");
+  hs_kernel *k = calloc(1, sizeof *k);
+  if (!k) return hs_error_set(err, HS_NO_MEMORY, "allocating a kernel");
+  k->vt = vt;
+  pthread_mutex_init(&k->lock, NULL);
+  atomic_init(&k->nvar, 0);
+  *out = k;
+  return 0;
+}
+
+static void variant_release(hs__variant *v) {
+  for (int i = 0; i < v->nprim; i++)
+    if (v->prim[i]) dnnl_primitive_destroy(v->prim[i]);
+  if (v->weights && !v->weights_shared) free(v->weights);
+  memset(v, 0, sizeof *v);
+}
+
+int hs__add_prim(hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err) {
+  if (v->nprim >= HS__MAX_PRIMS) {
+    dnnl_primitive_desc_destroy(pd);
+    return hs_error_set(err, HS_INTERNAL, "too many primitives in one kernel");
+  }
+  const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  size_t bytes = sp ? dnnl_memory_desc_get_size(sp) : 0;
+  if (bytes > v->scratch) v->scratch = bytes;
+  dnnl_primitive_t prim;
+  dnnl_status_t st = dnnl_primitive_create(&prim, pd);
+  dnnl_primitive_desc_destroy(pd);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, "creating a primitive");
+  v->prim[v->nprim++] = prim;
+  return 0;
+}
+
+/* Returns the published variant for batch, building it under the lock when missing. */
+static const hs__variant *variant_for(hs_kernel *k, int64_t batch, hs_error *err) {
+  int n = atomic_load_explicit(&k->nvar, memory_order_acquire);
+  for (int i = 0; i < n; i++)
+    if (k->var[i].batch == batch) return &k->var[i];
+  if (batch <= 0) {
+    hs_error_set(err, HS_INVALID_ARGUMENT, "batch %lld must be positive", (long long)batch);
+    return NULL;
+  }
+  pthread_mutex_lock(&k->lock);
+  const hs__variant *found = NULL;
+  n = atomic_load_explicit(&k->nvar, memory_order_relaxed);
+  for (int i = 0; i < n && !found; i++)
+    if (k->var[i].batch == batch) found = &k->var[i];
+  if (!found) {
+    if (n >= HS__MAX_VARIANTS) {
+      hs_error_set(err, HS_LIMIT, "%s kernel already holds %d batch sizes", k->vt->name, n);
+    } else {
+      hs__variant *v = &k->var[n];
+      memset(v, 0, sizeof *v);
+      v->batch = batch;
+      if (k->vt->build(k, batch, v, err) == 0) {
+        if (n == 0 && k->w_plain) {
+          free(k->w_plain); /* variant 0 holds the reordered copy; later ones reorder from it */
+          k->w_plain = NULL;
+        }
+        atomic_store_explicit(&k->nvar, n + 1, memory_order_release);
+        found = v;
+      } else {
+        hs_error_prefix(err, "%s kernel (batch %lld)", k->vt->name, (long long)batch);
+        variant_release(v);
+      }
+    }
+  }
+  pthread_mutex_unlock(&k->lock);
+  return found;
+}
+
+int hs__kernel_finish(hs_kernel *k, int64_t batch, hs_error *err) {
+  k->batch0 = batch;
+  const hs__variant *v = variant_for(k, batch, err);
+  if (!v) {
+    int code = err && err->code ? err->code : HS_INTERNAL;
+    hs_kernel_destroy(k);
+    return code;
+  }
+  const char *impl = NULL;
+  dnnl_primitive_desc_t pd = NULL; /* const: owned by the primitive */
+  if (v->nprim > 0 &&
+      dnnl_primitive_get_primitive_desc(v->prim[0], (const_dnnl_primitive_desc_t *)&pd) == dnnl_success &&
+      dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
+    snprintf(k->impl, sizeof k->impl, "%s", impl);
+  else
+    snprintf(k->impl, sizeof k->impl, "%s", k->vt->name);
+  return 0;
+}
+
+int hs_kernel_prepare_batch(hs_kernel *k, int64_t batch, hs_error *err) {
+  if (!k) return hs_error_set(err, HS_INVALID_ARGUMENT, "no kernel");
+  return variant_for(k, batch > 0 ? batch : k->batch0, err) ? 0 : (err && err->code ? err->code : HS_INTERNAL);
+}
+
+size_t hs_kernel_scratch_size(hs_kernel *k, int64_t batch) {
+  if (!k) return (size_t)-1;
+  hs_error e;
+  hs_error_clear(&e);
+  const hs__variant *v = variant_for(k, batch > 0 ? batch : k->batch0, &e);
+  return v ? v->scratch : (size_t)-1;
+}
+
+const char *hs_kernel_impl_name(const hs_kernel *k) { return k ? k->impl : "none"; }
+
+int hs_kernel_run(hs_kernel *k, const hs_kernel_args *a, hs_error *err) {
+  if (!k || !a || !a->dst) return hs_error_set(err, HS_INVALID_ARGUMENT, "kernel run without buffers");
+  if (a->batch < 0) return hs_error_set(err, HS_INVALID_ARGUMENT, "batch %lld is negative", (long long)a->batch);
+  const hs__variant *v = variant_for(k, a->batch > 0 ? a->batch : k->batch0, err);
+  if (!v) return err && err->code ? err->code : HS_INTERNAL;
+  if (v->scratch > 0 && !a->scratch)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "%s kernel needs %zu bytes of scratch", k->vt->name,
+                        v->scratch);
+  dnnl_stream_t s = thread_stream(err);
+  if (!s) return err && err->code ? err->code : HS_INTERNAL;
+  dnnl_memory_t scratch = NULL;
+  if (v->scratch > 0) {
+    dnnl_memory_desc_t md;
+    dnnl_dims_t d = {(dnnl_dim_t)v->scratch};
+    dnnl_status_t st = dnnl_memory_desc_init_by_tag(&md, 1, d, dnnl_u8, dnnl_a);
+    if (st == dnnl_success) st = dnnl_memory_create(&scratch, &md, hs__dnnl_engine(), a->scratch);
+    if (st != dnnl_success) return hs__dnnl_fail(err, st, "wrapping scratch memory");
+  }
+  int rc = k->vt->exec(k, v, a, s, scratch, err);
+  if (scratch) dnnl_memory_destroy(scratch);
+  return rc;
+}
+
+void hs_kernel_destroy(hs_kernel *k) {
+  if (!k) return;
+  int n = atomic_load(&k->nvar);
+  /* Later variants may share variant 0's weights: release them first. */
+  for (int i = n - 1; i >= 0; i--) variant_release(&k->var[i]);
+  free(k->w_plain);
+  for (int i = 0; i < 4; i++) free(k->owned[i]);
+  free(k->owned_i64);
+  pthread_mutex_destroy(&k->lock);
+  free(k);
+}
+
+/* ---- running ---- */
+
+int hs__argv_add(hs__argv *av, int arg, const dnnl_memory_desc_t *md, const void *ptr, hs_error *err) {
+  if (av->n >= HS__MAX_ARGS) return hs_error_set(err, HS_INTERNAL, "too many primitive arguments");
+  dnnl_memory_t m;
+  dnnl_status_t st = dnnl_memory_create(&m, md, hs__dnnl_engine(), (void *)ptr);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, "wrapping a buffer");
+  av->a[av->n].arg = arg;
+  av->a[av->n].memory = m;
+  av->n++;
+  return 0;
+}
+
+void hs__argv_add_mem(hs__argv *av, int arg, dnnl_memory_t mem) {
+  if (av->n >= HS__MAX_ARGS || !mem) return;
+  av->a[av->n].arg = arg;
+  av->a[av->n].memory = mem;
+  av->n++;
+}
+
+void hs__argv_release(hs__argv *av, int owned_from) {
+  for (int i = owned_from; i < av->n; i++)
+    if (av->a[i].memory && av->a[i].arg != DNNL_ARG_SCRATCHPAD) dnnl_memory_destroy(av->a[i].memory);
+  av->n = 0;
+}
+
+int hs__exec(dnnl_primitive_t prim, dnnl_stream_t s, hs__argv *av, hs_error *err) {
+  dnnl_status_t st = dnnl_primitive_execute(prim, s, av->n, av->a);
+  if (st == dnnl_success) st = dnnl_stream_wait(s);
+  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "running a primitive");
+}
+
+int hs__prepare_sum(const hs_post_ops *post, const hs_kernel_args *a, size_t dst_bytes, hs_error *err) {
+  int has_sum = 0;
+  for (int i = 0; post && i < post->count; i++) has_sum |= post->op[i].kind == HS_POST_SUM;
+  if (!has_sum) return 0;
+  if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "fused sum needs a residual input");
+  if (a->residual != a->dst) memcpy(a->dst, a->residual, dst_bytes);
+  return 0;
+}
+
+int hs__own_floats(hs_kernel *k, const float *src, int64_t n, const float **dst, hs_error *err) {
+  *dst = NULL;
+  if (!src) return 0;
+  int slot = 0;
+  while (slot < 4 && k->owned[slot]) slot++;
+  if (slot == 4) return hs_error_set(err, HS_INTERNAL, "too many owned constants");
+  if (n <= 0 || (uint64_t)n > SIZE_MAX / sizeof(float))
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "constant of %lld elements", (long long)n);
+  float *c = malloc((size_t)n * sizeof(float));
+  if (!c) return hs_error_set(err, HS_NO_MEMORY, "copying %lld constants", (long long)n);
+  memcpy(c, src, (size_t)n * sizeof(float));
+  k->owned[slot] = c;
+  *dst = c;
+  return 0;
+}

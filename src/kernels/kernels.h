@@ -1,0 +1,291 @@
+/* kernels.h - the engine's backend-neutral interface to heavy compute kernels (conv, matmul, pool, ...). */
+#ifndef HS_KERNELS_KERNELS_H
+#define HS_KERNELS_KERNELS_H
+
+/*
+ * DESIGN
+ * A kernel is an opaque, immutable handle created once when a model is compiled, from a parameter
+ * struct that says the shapes, attributes and (where the op has them) the constant weights. Creating it
+ * does all the expensive work: choosing an implementation, reordering weights into the layout the
+ * implementation wants, building fused post-ops. Running it only reads the handle, so any number of
+ * threads may run the same kernel at once, each passing its own input, output and scratch buffers.
+ *
+ * The header names no library types: the CPU implementation (cpu_dnnl*.c) sits on oneDNN 2.x, and a
+ * CUDA implementation can provide the same constructors on cuDNN/cuBLAS by switching on `device`.
+ *
+ * Shapes: every parameter struct carries the shapes for the batch size given at creation. A kernel may
+ * be run with another leading (batch) dimension by setting hs_kernel_args.batch; the implementation
+ * then builds (once, under a lock, and caches) a variant for that batch. hs_kernel_prepare_batch() does
+ * this ahead of time so that the run path never builds anything.
+ *
+ * Buffers: all tensors are dense float32. Activations of convolution-like ops are NCHW (ONNX's layout)
+ * or NHWC as the parameter struct says; NHWC is the fast layout on CPU and lets consecutive convolutions
+ * run without reorders. Weights are always given in ONNX's layout and copied: the caller may free them
+ * after creation.
+ *
+ * Threads: a run parallelises over hs_kernels_threads() threads of the calling thread (OpenMP in the
+ * CPU build). Call hs_kernels_set_threads() on each worker thread.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hotserve/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hs_kernel hs_kernel;
+
+/* Where a kernel runs. Only HS_KDEV_CPU is implemented; others fail with HS_UNSUPPORTED. */
+typedef enum { HS_KDEV_CPU = 0, HS_KDEV_CUDA = 1 } hs_kernel_device;
+
+/* Memory layout of activations that have a channel axis and spatial axes. */
+typedef enum {
+  HS_LAYOUT_NCHW = 0, /* channels before spatial axes: N, C, [D,] [H,] W (ONNX's layout) */
+  HS_LAYOUT_NHWC = 1  /* channels last: N, [D,] [H,] W, C */
+} hs_layout;
+
+/* Element-wise functions, usable as a standalone kernel or fused after conv/matmul.
+ * X(name, meaning of alpha/beta) */
+typedef enum {
+  HS_ACT_NONE = 0,
+  HS_ACT_RELU,        /* max(x, 0) + alpha * min(x, 0): alpha = 0 is Relu, else LeakyRelu */
+  HS_ACT_CLIP,        /* min(max(x, alpha), beta) */
+  HS_ACT_SIGMOID,     /* 1 / (1 + exp(-x)) */
+  HS_ACT_TANH,        /* tanh(x) */
+  HS_ACT_HARDSIGMOID, /* max(0, min(1, alpha * x + beta)) */
+  HS_ACT_HARDSWISH,   /* x * max(0, min(1, x / 6 + 1 / 2)) */
+  HS_ACT_ELU,         /* x > 0 ? x : alpha * (exp(x) - 1) */
+  HS_ACT_GELU_ERF,    /* 0.5 * x * (1 + erf(x / sqrt(2))) */
+  HS_ACT_GELU_TANH,   /* tanh approximation of GELU */
+  HS_ACT_EXP,         /* exp(x) */
+  HS_ACT_LOG,         /* log(x) */
+  HS_ACT_SQRT,        /* sqrt(x) */
+  HS_ACT_ABS,         /* |x| */
+  HS_ACT_SQUARE,      /* x * x */
+  HS_ACT_LINEAR,      /* alpha * x + beta (Neg is alpha = -1) */
+  HS_ACT_POW,         /* alpha * x ^ beta (Reciprocal is alpha = 1, beta = -1) */
+  HS_ACT_SOFTPLUS,    /* log(1 + exp(x)) */
+  HS_ACT_SWISH,       /* x * sigmoid(alpha * x) */
+  HS_ACT_COUNT
+} hs_act_kind;
+
+/* One step applied to a kernel's output, in order. */
+typedef enum {
+  HS_POST_ACT = 0, /* dst = act(dst) */
+  HS_POST_SUM = 1  /* dst = dst + scale * residual (the residual is hs_kernel_args.residual) */
+} hs_post_kind;
+
+typedef struct hs_post_op {
+  hs_post_kind kind;
+  hs_act_kind act; /* HS_POST_ACT */
+  float alpha, beta;
+  float scale; /* HS_POST_SUM: 0 is read as 1 */
+} hs_post_op;
+
+#define HS_KERNEL_MAX_POST 4
+typedef struct hs_post_ops {
+  int count;
+  hs_post_op op[HS_KERNEL_MAX_POST];
+} hs_post_ops;
+
+/* Appends an op to p; returns HS_LIMIT when p is full (p is unchanged then). */
+int hs_post_ops_add_act(hs_post_ops *p, hs_act_kind act, float alpha, float beta);
+int hs_post_ops_add_sum(hs_post_ops *p, float scale);
+
+/* ---- Convolution and ConvTranspose (1, 2 or 3 spatial dims) ---- */
+typedef struct hs_conv_params {
+  hs_kernel_device device;
+  hs_layout layout;     /* of src, dst and the residual */
+  int transposed;       /* 0: Conv; 1: ConvTranspose (deconvolution) */
+  int nsp;              /* spatial dims, 1..3 */
+  int64_t batch;        /* N at creation */
+  int64_t in_c, out_c, groups;
+  int64_t in[3], out[3]; /* spatial sizes of src and dst */
+  int64_t kernel[3], stride[3], dilation[3]; /* dilation as ONNX: 1 = dense */
+  int64_t pad_begin[3], pad_end[3];           /* for ConvTranspose: the padding that yields `out`
+                                                 (ONNX pads minus output_padding at the end) */
+  const float *weights; /* Conv: [out_c, in_c/groups, k...]; ConvTranspose: [in_c, out_c/groups, k...] */
+  const float *bias;    /* [out_c] or NULL */
+  hs_post_ops post;
+} hs_conv_params;
+
+/* ---- MatMul / Gemm: dst[..., M, N] = alpha * A[..., M, K] x B[..., K, N] + bias, then post-ops ---- */
+typedef struct hs_matmul_params {
+  hs_kernel_device device;
+  int ndim;                          /* >= 2, the same for a, b and dst (pad with leading 1s) */
+  int64_t a_dims[8], b_dims[8];      /* logical dims after transposition; batch dims broadcast (1 or equal) */
+  int trans_a, trans_b;              /* the buffer holds the last two dims swapped */
+  float alpha;                       /* 0 is read as 1 */
+  const float *b_const;              /* B as a constant (copied and reordered at creation), or NULL: B at run */
+  const float *bias;                 /* constant, shape bias_dims broadcast to dst, or NULL */
+  int bias_ndim;                     /* <= ndim; aligned to the right as numpy broadcasting */
+  int64_t bias_dims[8];
+  hs_post_ops post;
+} hs_matmul_params;
+
+/* ---- Pooling ---- */
+typedef enum { HS_POOL_MAX = 0, HS_POOL_AVG_INCLUDE_PAD = 1, HS_POOL_AVG_EXCLUDE_PAD = 2 } hs_pool_kind;
+typedef struct hs_pool_params {
+  hs_kernel_device device;
+  hs_layout layout;
+  hs_pool_kind kind;
+  int nsp;
+  int64_t batch, channels;
+  int64_t in[3], out[3];
+  int64_t kernel[3], stride[3], dilation[3]; /* dilation as ONNX: 1 = dense */
+  int64_t pad_begin[3], pad_end[3];           /* pad_end may include ceil_mode's extra row/column */
+} hs_pool_params;
+
+/* ---- Element-wise (one function, or a chain applied in order) over any dense shape ---- */
+typedef struct hs_eltwise_params {
+  hs_kernel_device device;
+  int ndim;
+  int64_t dims[8]; /* dims[0] is the batch */
+  hs_post_ops ops; /* HS_POST_ACT steps only, applied in order */
+} hs_eltwise_params;
+
+/* ---- Binary with numpy broadcasting ---- */
+typedef enum { HS_BIN_ADD = 0, HS_BIN_SUB, HS_BIN_MUL, HS_BIN_DIV, HS_BIN_MAX, HS_BIN_MIN } hs_binary_kind;
+typedef struct hs_binary_params {
+  hs_kernel_device device;
+  hs_binary_kind kind;
+  int ndim;                          /* dims of dst; a and b are right-aligned to it */
+  int a_ndim, b_ndim;
+  int64_t a_dims[8], b_dims[8];
+  hs_post_ops post;
+} hs_binary_params;
+
+/* ---- Softmax / LogSoftmax over one axis ---- */
+typedef struct hs_softmax_params {
+  hs_kernel_device device;
+  int log;  /* 1: LogSoftmax */
+  int ndim;
+  int64_t dims[8];
+  int axis; /* 0..ndim-1 */
+} hs_softmax_params;
+
+/* ---- LayerNormalization over the axes [axis, ndim) ---- */
+typedef struct hs_layernorm_params {
+  hs_kernel_device device;
+  int ndim;
+  int64_t dims[8];
+  int axis;
+  float epsilon;
+  const float *scale; /* prod(dims[axis:]) values, or NULL for 1 */
+  const float *bias;  /* same, or NULL for 0 */
+} hs_layernorm_params;
+
+/* ---- BatchNormalization (inference) over channel axis 1 (or last for NHWC) ---- */
+typedef struct hs_batchnorm_params {
+  hs_kernel_device device;
+  hs_layout layout;
+  int ndim; /* >= 2: N, C, spatial... in NCHW order */
+  int64_t dims[8];
+  float epsilon;
+  const float *scale, *bias, *mean, *var; /* [C] each */
+  hs_post_ops post;
+} hs_batchnorm_params;
+
+/* ---- Reductions ---- */
+typedef enum { HS_REDUCE_SUM = 0, HS_REDUCE_MEAN, HS_REDUCE_MAX, HS_REDUCE_MIN, HS_REDUCE_PROD } hs_reduce_kind;
+typedef struct hs_reduce_params {
+  hs_kernel_device device;
+  hs_reduce_kind kind;
+  int ndim;
+  int64_t dims[8];
+  uint32_t axes_mask; /* bit i set: axis i is reduced (kept as 1 in dst) */
+} hs_reduce_params;
+
+/* ---- Concat along one axis; every input has the same dims except the axis ---- */
+typedef struct hs_concat_params {
+  hs_kernel_device device;
+  int ndim;
+  int64_t dims[8]; /* of the first input; dims[axis] is ignored */
+  int axis;
+  int ninputs;
+  const int64_t *axis_sizes; /* [ninputs]: each input's size along axis (copied) */
+} hs_concat_params;
+
+/* ---- Resize (spatial axes of NCHW/NHWC activations) ---- */
+typedef enum { HS_RESAMPLE_NEAREST = 0, HS_RESAMPLE_LINEAR = 1 } hs_resample_kind;
+typedef struct hs_resample_params {
+  hs_kernel_device device;
+  hs_layout layout;
+  hs_resample_kind kind; /* linear: half_pixel coordinates; nearest: asymmetric with floor (ONNX
+                            coordinate modes other than these fall back to the reference op) */
+  int nsp;
+  int64_t batch, channels;
+  int64_t in[3], out[3];
+} hs_resample_params;
+
+/* ---- Layout change: NCHW <-> NHWC ---- */
+typedef struct hs_reorder_params {
+  hs_kernel_device device;
+  int ndim; /* >= 3 */
+  int64_t dims[8]; /* logical NCHW dims */
+  hs_layout from, to;
+} hs_reorder_params;
+
+/* Buffers for one run. `src` lists the inputs in the order each kernel documents:
+ *   conv, pool, eltwise, softmax, layernorm, batchnorm, reduce, resample, reorder: src[0];
+ *   matmul: src[0] = A, src[1] = B (only when b_const was NULL);
+ *   binary: src[0] = a, src[1] = b;  concat: src[0..ninputs).
+ * `residual` feeds an HS_POST_SUM; it may alias dst (then no copy is made). */
+typedef struct hs_kernel_args {
+  int64_t batch;            /* leading dimension for this run; 0 = as created */
+  const void *const *src;
+  int nsrc;
+  const void *residual;
+  void *dst;
+  void *scratch;            /* at least hs_kernel_scratch_size(k, batch) bytes, or NULL when that is 0 */
+} hs_kernel_args;
+
+/* Constructors. Each returns 0 and sets *out (owned by the caller: hs_kernel_destroy), or a negative
+ * hs_status with err filled: HS_INVALID_ARGUMENT for inconsistent parameters, HS_UNSUPPORTED when the
+ * device or this combination of attributes has no implementation (the caller then uses its reference
+ * code), HS_NO_MEMORY. Nothing is leaked on failure. */
+int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_pool_create(const hs_pool_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_eltwise_create(const hs_eltwise_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_binary_create(const hs_binary_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_softmax_create(const hs_softmax_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_layernorm_create(const hs_layernorm_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_batchnorm_create(const hs_batchnorm_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_reduce_create(const hs_reduce_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_concat_create(const hs_concat_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_resample_create(const hs_resample_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_error *err);
+
+/* Builds (if not yet built) the variant for leading dimension `batch` so that runs with it build
+ * nothing. Thread-safe. Returns 0 or a negative hs_status with err filled. */
+int hs_kernel_prepare_batch(hs_kernel *k, int64_t batch, hs_error *err);
+
+/* Scratch bytes one run with leading dimension `batch` (0 = as created) needs; prepares that variant.
+ * Returns (size_t)-1 when the variant cannot be built. */
+size_t hs_kernel_scratch_size(hs_kernel *k, int64_t batch);
+
+/* Runs k once on the calling thread. Thread-safe for distinct dst/scratch buffers. Returns 0 or a
+ * negative hs_status with err filled (a bad argument, or the implementation failed). */
+int hs_kernel_run(hs_kernel *k, const hs_kernel_args *args, hs_error *err);
+
+/* Frees k and everything it owns; NULL is a no-op. k must not be running. */
+void hs_kernel_destroy(hs_kernel *k);
+
+/* A short name of the implementation chosen ("brgconv:avx2", "jit:avx2", ...), for logs; never NULL. */
+const char *hs_kernel_impl_name(const hs_kernel *k);
+
+/* Thread count of the calling thread's runs (default: all cores). n <= 0 restores the default. */
+void hs_kernels_set_threads(int n);
+int hs_kernels_threads(void);
+
+/* Name of an activation ("relu"), for messages; never NULL. */
+const char *hs_act_name(hs_act_kind a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,807 @@
+/* test_kernels.c - checks every oneDNN kernel against naive C references on random data and odd shapes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "refs.h"
+
+#define ATOL 1e-4
+#define RTOL 1e-3
+
+/* Runs k once with its own scratch; returns the status. */
+static int run_k(hs_kernel *k, int64_t batch, const void *const *src, int nsrc, const void *res, void *dst,
+                 hs_error *err) {
+  size_t sz = hs_kernel_scratch_size(k, batch);
+  assert_true(sz != (size_t)-1);
+  void *scratch = NULL;
+  if (sz) assert_int_equal(posix_memalign(&scratch, 64, sz), 0);
+  hs_kernel_args a = {.batch = batch, .src = src, .nsrc = nsrc, .residual = res, .dst = dst, .scratch = scratch};
+  int rc = hs_kernel_run(k, &a, err);
+  free(scratch);
+  return rc;
+}
+
+static void expect_close(const char *what, const float *got, const float *want, int64_t n) {
+  int64_t at = 0;
+  double w = worst(got, want, n, ATOL, RTOL, &at);
+  if (w > 1.0) {
+    fprintf(stderr, "%s: mismatch at %lld: got %g want %g\n", what, (long long)at, got[at], want[at]);
+    fail();
+  }
+}
+
+/* ---------------- convolution ---------------- */
+
+typedef struct {
+  const char *name;
+  int nsp, transposed;
+  int64_t n, ic, oc, g;
+  int64_t in[3], k[3], s[3], d[3], pb[3], pe[3], opad[3];
+  int bias;
+  hs_post_ops post;
+} conv_case;
+
+static int64_t conv_out(const conv_case *c, int i) {
+  if (c->transposed)
+    return (c->in[i] - 1) * c->s[i] - c->pb[i] - c->pe[i] + (c->k[i] - 1) * c->d[i] + 1 + c->opad[i];
+  return (c->in[i] + c->pb[i] + c->pe[i] - ((c->k[i] - 1) * c->d[i] + 1)) / c->s[i] + 1;
+}
+
+/* Builds the case in the given layout, runs it at batch c->n and at batch c->n + 1, compares. */
+static void check_conv(const conv_case *c, hs_layout layout) {
+  hs_conv_params p = {0};
+  p.layout = layout;
+  p.transposed = c->transposed;
+  p.nsp = c->nsp;
+  p.batch = c->n;
+  p.in_c = c->ic;
+  p.out_c = c->oc;
+  p.groups = c->g;
+  for (int i = 0; i < c->nsp; i++) {
+    p.in[i] = c->in[i];
+    p.out[i] = conv_out(c, i);
+    p.kernel[i] = c->k[i];
+    p.stride[i] = c->s[i];
+    p.dilation[i] = c->d[i];
+    p.pad_begin[i] = c->pb[i];
+    p.pad_end[i] = c->pe[i] - c->opad[i];
+  }
+  int64_t ksz = prod(c->nsp, c->k), isz = prod(c->nsp, p.in), osz = prod(c->nsp, p.out);
+  int64_t wn = c->oc * (c->ic / c->g) * ksz;
+  float *w = rand_buf(wn), *b = c->bias ? rand_buf(c->oc) : NULL;
+  p.weights = w;
+  p.bias = b;
+  p.post = c->post;
+  hs_kernel *k = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  int rc = hs_kernel_conv_create(&p, &k, &err);
+  if (rc) fprintf(stderr, "%s: %s\n", c->name, err.message);
+  assert_int_equal(rc, 0);
+  /* The kernel copied the weights: scribbling on ours must not change its results. */
+  float *wsave = malloc(sizeof(float) * wn);
+  memcpy(wsave, w, sizeof(float) * wn);
+  for (int64_t i = 0; i < wn; i++) w[i] = 1e6f;
+  for (int pass = 0; pass < 2; pass++) {
+    int64_t n = c->n + pass;
+    int64_t xn = n * c->ic * isz, yn = n * c->oc * osz;
+    float *x = rand_buf(xn), *res = rand_buf(yn), *want = malloc(sizeof(float) * yn);
+    hs_conv_params rp = p;
+    rp.weights = wsave;
+    ref_conv(&rp, n, x, res, want);
+    float *xl = x, *resl = res, *got = malloc(sizeof(float) * yn);
+    if (layout == HS_LAYOUT_NHWC) {
+      xl = malloc(sizeof(float) * xn);
+      resl = malloc(sizeof(float) * yn);
+      to_nhwc(x, xl, n, c->ic, isz);
+      to_nhwc(res, resl, n, c->oc, osz);
+    }
+    const void *src[1] = {xl};
+    rc = run_k(k, n, src, 1, resl, got, &err);
+    if (rc) fprintf(stderr, "%s: %s\n", c->name, err.message);
+    assert_int_equal(rc, 0);
+    if (layout == HS_LAYOUT_NHWC) {
+      float *t = malloc(sizeof(float) * yn);
+      to_nchw(got, t, n, c->oc, osz);
+      free(got);
+      got = t;
+      free(xl);
+      free(resl);
+    }
+    char what[160];
+    snprintf(what, sizeof what, "%s (%s, batch %lld, %s)", c->name, layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw",
+             (long long)n, hs_kernel_impl_name(k));
+    expect_close(what, got, want, yn);
+    free(x);
+    free(res);
+    free(want);
+    free(got);
+  }
+  hs_kernel_destroy(k);
+  free(w);
+  free(wsave);
+  free(b);
+}
+
+static hs_post_ops post_of(int n, ...) {
+  hs_post_ops p = {0};
+  va_list ap;
+  va_start(ap, n);
+  for (int i = 0; i < n; i++) {
+    int kind = va_arg(ap, int);
+    if (kind == HS_POST_SUM) hs_post_ops_add_sum(&p, (float)va_arg(ap, double));
+    else {
+      hs_act_kind a = va_arg(ap, int);
+      float al = (float)va_arg(ap, double), be = (float)va_arg(ap, double);
+      hs_post_ops_add_act(&p, a, al, be);
+    }
+  }
+  va_end(ap);
+  return p;
+}
+
+static void test_conv(void **state) {
+  conv_case cases[] = {
+      {"3x3 pad1", 2, 0, 1, 3, 8, 1, {7, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, {0}},
+      {"stride2 asym pads", 2, 0, 1, 16, 32, 1, {13, 11}, {3, 3}, {2, 2}, {1, 1}, {1, 0}, {2, 1}, {0}, 1, {0}},
+      {"groups2", 2, 0, 2, 8, 12, 2, {6, 5}, {3, 2}, {1, 1}, {1, 1}, {1, 0}, {1, 1}, {0}, 0, {0}},
+      {"depthwise relu6", 2, 0, 1, 24, 24, 24, {15, 15}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {0}, 1,
+       post_of(1, HS_POST_ACT, HS_ACT_CLIP, 0.0, 6.0)},
+      {"dilated 5x5", 2, 0, 1, 5, 7, 1, {17, 12}, {5, 3}, {1, 2}, {2, 3}, {4, 2}, {4, 2}, {0}, 1, {0}},
+      {"1x1 residual relu", 2, 0, 1, 64, 40, 1, {7, 7}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, {0, 0}, {0}, 1,
+       post_of(2, HS_POST_SUM, 1.0, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
+      {"leaky hardswish", 2, 0, 1, 9, 17, 1, {5, 6}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1,
+       post_of(2, HS_POST_ACT, HS_ACT_RELU, 0.1, 0.0, HS_POST_ACT, HS_ACT_HARDSWISH, 0.0, 0.0)},
+      {"hardsigmoid sigmoid", 2, 0, 1, 4, 5, 1, {6, 6}, {3, 3}, {1, 1}, {1, 1}, {0, 0}, {0, 0}, {0}, 0,
+       post_of(2, HS_POST_ACT, HS_ACT_HARDSIGMOID, 0.2, 0.5, HS_POST_ACT, HS_ACT_SIGMOID, 0.0, 0.0)},
+      {"conv1d", 1, 0, 2, 6, 10, 2, {31}, {4}, {3}, {1}, {2}, {1}, {0}, 1, {0}},
+      {"conv3d", 3, 0, 1, 3, 4, 1, {5, 6, 7}, {3, 3, 3}, {1, 2, 1}, {1, 1, 1}, {1, 1, 1}, {1, 0, 1}, {0}, 1, {0}},
+      {"7x7 s2 stem", 2, 0, 1, 3, 16, 1, {33, 33}, {7, 7}, {2, 2}, {1, 1}, {3, 3}, {3, 3}, {0}, 1,
+       post_of(1, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
+      {"deconv s2 outpad", 2, 1, 1, 6, 4, 1, {5, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, 1, {0}},
+      {"deconv groups", 2, 1, 2, 8, 6, 2, {4, 5}, {4, 4}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, 0, {0}},
+      {"deconv1d dilated", 1, 1, 1, 3, 5, 1, {9}, {3}, {1}, {2}, {0}, {0}, {0}, 1,
+       post_of(1, HS_POST_ACT, HS_ACT_TANH, 0.0, 0.0)},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    check_conv(&cases[i], HS_LAYOUT_NCHW);
+    check_conv(&cases[i], HS_LAYOUT_NHWC);
+  }
+}
+
+static void test_conv_errors(void **state) {
+  float w[64] = {0};
+  hs_conv_params p = {.nsp = 2, .batch = 1, .in_c = 3, .out_c = 4, .groups = 2, .in = {5, 5}, .out = {5, 5},
+                      .kernel = {1, 1}, .stride = {1, 1}, .dilation = {1, 1}, .weights = w};
+  hs_kernel *k = (hs_kernel *)&p;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_kernel_conv_create(&p, &k, &err), HS_INVALID_ARGUMENT); /* 3 channels, 2 groups */
+  assert_null(k);
+  p.groups = 1;
+  p.out[0] = 9; /* inconsistent with the window arithmetic */
+  int rc = hs_kernel_conv_create(&p, &k, &err);
+  assert_true(rc < 0);
+  assert_null(k);
+  assert_true(strlen(err.message) > 0);
+  p.out[0] = 5;
+  p.device = HS_KDEV_CUDA;
+  assert_int_equal(hs_kernel_conv_create(&p, &k, &err), HS_UNSUPPORTED);
+  p.device = HS_KDEV_CPU;
+  p.weights = NULL;
+  assert_int_equal(hs_kernel_conv_create(&p, &k, &err), HS_INVALID_ARGUMENT);
+  p.weights = w;
+  p.post = post_of(1, HS_POST_SUM, 1.0);
+  assert_int_equal(hs_kernel_conv_create(&p, &k, &err), 0);
+  float x[75] = {0}, y[100];
+  const void *src[1] = {x};
+  hs_kernel_args a = {.src = src, .nsrc = 1, .dst = y};
+  size_t sz = hs_kernel_scratch_size(k, 0);
+  void *scratch = sz ? malloc(sz) : NULL;
+  a.scratch = scratch;
+  assert_int_equal(hs_kernel_run(k, &a, &err), HS_INVALID_ARGUMENT); /* sum without residual */
+  a.residual = y;
+  a.batch = -3;
+  assert_int_equal(hs_kernel_run(k, &a, &err), HS_INVALID_ARGUMENT);
+  free(scratch);
+  hs_kernel_destroy(k);
+}
+
+/* ---------------- matmul ---------------- */
+
+typedef struct {
+  const char *name;
+  int ndim;
+  int64_t a[6], b[6];
+  int ta, tb, bconst;
+  float alpha;
+  int bias_ndim;
+  int64_t bias[6];
+  hs_post_ops post;
+} mm_case;
+
+static void ref_mm(const mm_case *c, const float *A, const float *B, const float *bias, const float *res,
+                   float *D, const int64_t *dd, float alpha) {
+  int nd = c->ndim;
+  int64_t M = c->a[nd - 2], K = c->a[nd - 1], N = c->b[nd - 1];
+  int64_t batches = prod(nd - 2, dd);
+  int64_t bdims[8];
+  for (int i = 0; i < nd; i++) bdims[i] = i < nd - c->bias_ndim ? 1 : c->bias[i - (nd - c->bias_ndim)];
+  for (int64_t bt = 0; bt < batches; bt++) {
+    int64_t ao = 0, bo = 0, rem = bt, as = 1, bs = 1;
+    for (int i = nd - 3; i >= 0; i--) {
+      int64_t ci = rem % dd[i];
+      rem /= dd[i];
+      if (c->a[i] != 1) ao += ci * as;
+      if (c->b[i] != 1) bo += ci * bs;
+      as *= c->a[i];
+      bs *= c->b[i];
+    }
+    const float *a = A + ao * M * K, *b = B + bo * K * N;
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        double acc = 0;
+        for (int64_t kk = 0; kk < K; kk++) {
+          float av = c->ta ? a[kk * M + m] : a[m * K + kk];
+          float bv = c->tb ? b[n * K + kk] : b[kk * N + n];
+          acc += (double)av * bv;
+        }
+        int64_t di = (bt * M + m) * N + n;
+        float v = alpha * (float)acc;
+        if (bias) v += bias[bcast_off(nd, dd, bdims, di)];
+        D[di] = v;
+      }
+  }
+  ref_post(&c->post, D, res, prod(nd, dd));
+}
+
+static void check_mm(const mm_case *c) {
+  hs_matmul_params p = {0};
+  int nd = c->ndim;
+  p.ndim = nd;
+  memcpy(p.a_dims, c->a, sizeof(int64_t) * nd);
+  memcpy(p.b_dims, c->b, sizeof(int64_t) * nd);
+  p.trans_a = c->ta;
+  p.trans_b = c->tb;
+  p.alpha = c->alpha;
+  p.post = c->post;
+  int64_t dd[8];
+  for (int i = 0; i < nd - 2; i++) dd[i] = c->a[i] > c->b[i] ? c->a[i] : c->b[i];
+  dd[nd - 2] = c->a[nd - 2];
+  dd[nd - 1] = c->b[nd - 1];
+  int64_t an = prod(nd, c->a), bn = prod(nd, c->b), dn = prod(nd, dd);
+  float *A = rand_buf(an), *B = rand_buf(bn), *res = rand_buf(dn);
+  float *bias = c->bias_ndim ? rand_buf(prod(c->bias_ndim, c->bias)) : NULL;
+  if (c->bconst) p.b_const = B;
+  p.bias = bias;
+  p.bias_ndim = c->bias_ndim;
+  memcpy(p.bias_dims, c->bias, sizeof c->bias);
+  hs_kernel *k;
+  hs_error err;
+  hs_error_clear(&err);
+  int rc = hs_kernel_matmul_create(&p, &k, &err);
+  if (rc) fprintf(stderr, "%s: %s\n", c->name, err.message);
+  assert_int_equal(rc, 0);
+  float *want = malloc(sizeof(float) * dn), *got = malloc(sizeof(float) * dn);
+  ref_mm(c, A, B, bias, res, want, dd, c->alpha == 0.f ? 1.f : c->alpha);
+  const void *src[2] = {A, B};
+  rc = run_k(k, 0, src, 2, res, got, &err);
+  if (rc) fprintf(stderr, "%s: %s\n", c->name, err.message);
+  assert_int_equal(rc, 0);
+  char what[128];
+  snprintf(what, sizeof what, "matmul %s (%s)", c->name, hs_kernel_impl_name(k));
+  expect_close(what, got, want, dn);
+  hs_kernel_destroy(k);
+  free(A);
+  free(B);
+  free(res);
+  free(bias);
+  free(want);
+  free(got);
+}
+
+static void test_matmul(void **state) {
+  mm_case cases[] = {
+      {"gemm transB bias", 2, {3, 37}, {37, 11}, 0, 1, 1, 1.f, 1, {11}, {0}},
+      {"gemm alpha transA bias MN", 2, {5, 9}, {9, 7}, 1, 0, 1, 0.5f, 2, {5, 7}, post_of(1, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
+      {"fc 2048x1000", 2, {1, 2048}, {2048, 1000}, 0, 1, 1, 1.f, 2, {1, 1000}, {0}},
+      {"batched const B gelu", 3, {2, 13, 24}, {1, 24, 40}, 0, 0, 1, 1.f, 1, {40},
+       post_of(1, HS_POST_ACT, HS_ACT_GELU_ERF, 0.0, 0.0)},
+      {"attention QK^T runtime", 4, {2, 3, 7, 8}, {2, 3, 8, 7}, 0, 0, 0, 0.125f, 0, {0}, {0}},
+      {"broadcast runtime", 4, {2, 1, 5, 6}, {1, 3, 6, 4}, 0, 1, 0, 1.f, 0, {0},
+       post_of(1, HS_POST_SUM, 1.0)},
+      {"vector-like", 3, {4, 1, 17}, {4, 17, 1}, 0, 0, 0, 1.f, 0, {0}, {0}},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_mm(&cases[i]);
+}
+
+/* ---------------- pooling ---------------- */
+
+static void check_pool(hs_pool_kind kind, int nsp, int64_t n, int64_t c, const int64_t *in, const int64_t *kk,
+                       const int64_t *s, const int64_t *d, const int64_t *pb, const int64_t *pe, int ceil_mode,
+                       hs_layout layout) {
+  hs_pool_params p = {.layout = layout, .kind = kind, .nsp = nsp, .batch = n, .channels = c};
+  for (int i = 0; i < nsp; i++) {
+    p.in[i] = in[i];
+    p.kernel[i] = kk[i];
+    p.stride[i] = s[i];
+    p.dilation[i] = d[i];
+    p.pad_begin[i] = pb[i];
+    int64_t span = (kk[i] - 1) * d[i] + 1, room = in[i] + pb[i] + pe[i] - span;
+    p.out[i] = (ceil_mode ? (room + s[i] - 1) / s[i] : room / s[i]) + 1;
+    /* ceil mode: extend pad_end so the last window exists (it is still excluded from averages) */
+    p.pad_end[i] = (p.out[i] - 1) * s[i] + span - in[i] - pb[i];
+    if (p.pad_end[i] < pe[i]) p.pad_end[i] = pe[i];
+  }
+  int64_t isz = prod(nsp, p.in), osz = prod(nsp, p.out);
+  float *x = rand_buf(n * c * isz), *want = malloc(sizeof(float) * n * c * osz), *got = malloc(sizeof(float) * n * c * osz);
+  ref_pool(&p, n, x, want);
+  hs_kernel *k;
+  hs_error err;
+  hs_error_clear(&err);
+  int rc = hs_kernel_pool_create(&p, &k, &err);
+  if (rc) fprintf(stderr, "pool: %s\n", err.message);
+  assert_int_equal(rc, 0);
+  float *xl = x;
+  if (layout == HS_LAYOUT_NHWC) {
+    xl = malloc(sizeof(float) * n * c * isz);
+    to_nhwc(x, xl, n, c, isz);
+  }
+  const void *src[1] = {xl};
+  rc = run_k(k, 0, src, 1, NULL, got, &err);
+  assert_int_equal(rc, 0);
+  if (layout == HS_LAYOUT_NHWC) {
+    float *t = malloc(sizeof(float) * n * c * osz);
+    to_nchw(got, t, n, c, osz);
+    free(got);
+    got = t;
+    free(xl);
+  }
+  char what[96];
+  snprintf(what, sizeof what, "pool kind %d nsp %d ceil %d layout %d", kind, nsp, ceil_mode, layout);
+  expect_close(what, got, want, n * c * osz);
+  hs_kernel_destroy(k);
+  free(x);
+  free(want);
+  free(got);
+}
+
+static void test_pool(void **state) {
+  for (int l = 0; l < 2; l++) {
+    hs_layout lay = l ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW;
+    /* ResNet stem max pool */
+    check_pool(HS_POOL_MAX, 2, 1, 16, (int64_t[]){17, 17}, (int64_t[]){3, 3}, (int64_t[]){2, 2},
+               (int64_t[]){1, 1}, (int64_t[]){1, 1}, (int64_t[]){1, 1}, 0, lay);
+    /* global average */
+    check_pool(HS_POOL_AVG_EXCLUDE_PAD, 2, 2, 40, (int64_t[]){7, 7}, (int64_t[]){7, 7}, (int64_t[]){1, 1},
+               (int64_t[]){1, 1}, (int64_t[]){0, 0}, (int64_t[]){0, 0}, 0, lay);
+    check_pool(HS_POOL_AVG_EXCLUDE_PAD, 2, 1, 5, (int64_t[]){9, 8}, (int64_t[]){3, 2}, (int64_t[]){2, 1},
+               (int64_t[]){1, 1}, (int64_t[]){1, 1}, (int64_t[]){1, 0}, 0, lay);
+    check_pool(HS_POOL_AVG_INCLUDE_PAD, 2, 1, 5, (int64_t[]){9, 8}, (int64_t[]){3, 3}, (int64_t[]){2, 2},
+               (int64_t[]){1, 1}, (int64_t[]){1, 1}, (int64_t[]){1, 1}, 0, lay);
+    check_pool(HS_POOL_MAX, 2, 1, 3, (int64_t[]){10, 11}, (int64_t[]){2, 3}, (int64_t[]){1, 2},
+               (int64_t[]){2, 2}, (int64_t[]){0, 1}, (int64_t[]){0, 1}, 0, lay);
+    check_pool(HS_POOL_MAX, 2, 1, 3, (int64_t[]){10, 11}, (int64_t[]){3, 3}, (int64_t[]){2, 2},
+               (int64_t[]){1, 1}, (int64_t[]){0, 0}, (int64_t[]){0, 0}, 1, lay);
+    check_pool(HS_POOL_AVG_EXCLUDE_PAD, 1, 2, 4, (int64_t[]){13}, (int64_t[]){4}, (int64_t[]){3},
+               (int64_t[]){1}, (int64_t[]){1}, (int64_t[]){0}, 1, lay);
+  }
+}
+
+/* ---------------- eltwise, binary, softmax, norms, reduce, concat, resample, reorder ---------------- */
+
+static void test_eltwise(void **state) {
+  hs_act_kind acts[] = {HS_ACT_RELU, HS_ACT_CLIP, HS_ACT_SIGMOID, HS_ACT_TANH, HS_ACT_HARDSIGMOID, HS_ACT_HARDSWISH,
+                        HS_ACT_ELU, HS_ACT_GELU_ERF, HS_ACT_EXP, HS_ACT_ABS, HS_ACT_SQUARE, HS_ACT_LINEAR,
+                        HS_ACT_SOFTPLUS, HS_ACT_SWISH};
+  float al[] = {0.01f, -0.5f, 0, 0, 0.2f, 0, 1.1f, 0, 0, 0, 0, -1.f, 0, 1.f};
+  float be[] = {0, 0.7f, 0, 0, 0.5f, 0, 0, 0, 0, 0, 0, 0.25f, 0, 0};
+  int64_t dims[3] = {3, 7, 11}, n = prod(3, dims);
+  for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
+    hs_eltwise_params p = {.ndim = 3, .dims = {3, 7, 11}};
+    hs_post_ops_add_act(&p.ops, acts[i], al[i], be[i]);
+    if (i % 3 == 0) hs_post_ops_add_act(&p.ops, HS_ACT_TANH, 0, 0); /* chains too */
+    float *x = rand_buf(n), *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+    for (int64_t j = 0; j < n; j++) x[j] *= 4.f;
+    memcpy(want, x, sizeof(float) * n);
+    ref_post(&p.ops, want, NULL, n);
+    hs_kernel *k;
+    hs_error err;
+    assert_int_equal(hs_kernel_eltwise_create(&p, &k, &err), 0);
+    const void *src[1] = {x};
+    assert_int_equal(run_k(k, 0, src, 1, NULL, got, &err), 0);
+    expect_close(hs_act_name(acts[i]), got, want, n);
+    /* in place */
+    assert_int_equal(run_k(k, 0, src, 1, NULL, x, &err), 0);
+    expect_close(hs_act_name(acts[i]), x, want, n);
+    hs_kernel_destroy(k);
+    free(x);
+    free(want);
+    free(got);
+  }
+}
+
+static void check_binary(hs_binary_kind kind, int an, const int64_t *ad, int bn, const int64_t *bd, int expect_rc) {
+  hs_binary_params p = {.kind = kind, .a_ndim = an, .b_ndim = bn};
+  p.ndim = an > bn ? an : bn;
+  memcpy(p.a_dims, ad, sizeof(int64_t) * an);
+  memcpy(p.b_dims, bd, sizeof(int64_t) * bn);
+  int64_t pa[8], pbd[8], dd[8];
+  for (int i = 0; i < p.ndim; i++) {
+    pa[i] = i < p.ndim - an ? 1 : ad[i - (p.ndim - an)];
+    pbd[i] = i < p.ndim - bn ? 1 : bd[i - (p.ndim - bn)];
+    dd[i] = pa[i] > pbd[i] ? pa[i] : pbd[i];
+  }
+  hs_kernel *k;
+  hs_error err;
+  int rc = hs_kernel_binary_create(&p, &k, &err);
+  assert_int_equal(rc, expect_rc);
+  if (rc) return;
+  int64_t n = prod(p.ndim, dd);
+  float *a = rand_buf(prod(an, ad)), *b = rand_buf(prod(bn, bd));
+  float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+  for (int64_t i = 0; i < prod(bn, bd); i++) b[i] += 2.f; /* keep divisors away from 0 */
+  for (int64_t i = 0; i < n; i++) {
+    float x = a[bcast_off(p.ndim, dd, pa, i)], y = b[bcast_off(p.ndim, dd, pbd, i)];
+    want[i] = kind == HS_BIN_ADD ? x + y : kind == HS_BIN_SUB ? x - y : kind == HS_BIN_MUL ? x * y
+            : kind == HS_BIN_DIV ? x / y : kind == HS_BIN_MAX ? (x > y ? x : y) : (x < y ? x : y);
+  }
+  const void *src[2] = {a, b};
+  assert_int_equal(run_k(k, 0, src, 2, NULL, got, &err), 0);
+  expect_close("binary", got, want, n);
+  hs_kernel_destroy(k);
+  free(a);
+  free(b);
+  free(want);
+  free(got);
+}
+
+static void test_binary(void **state) {
+  for (int kind = HS_BIN_ADD; kind <= HS_BIN_MIN; kind++) {
+    check_binary(kind, 4, (int64_t[]){2, 3, 4, 5}, 3, (int64_t[]){3, 1, 1}, 0);
+    check_binary(kind, 2, (int64_t[]){6, 7}, 2, (int64_t[]){6, 7}, 0);
+    check_binary(kind, 2, (int64_t[]){4, 5}, 4, (int64_t[]){2, 3, 4, 5}, kind == HS_BIN_DIV ? HS_UNSUPPORTED : 0);
+  }
+  check_binary(HS_BIN_ADD, 2, (int64_t[]){3, 1}, 2, (int64_t[]){1, 4}, HS_UNSUPPORTED);
+  check_binary(HS_BIN_ADD, 2, (int64_t[]){3, 2}, 2, (int64_t[]){3, 4}, HS_INVALID_ARGUMENT);
+}
+
+static void test_softmax(void **state) {
+  int64_t dims[3] = {2, 5, 7}, n = 70;
+  for (int log = 0; log < 2; log++)
+    for (int axis = 0; axis < 3; axis++) {
+      hs_softmax_params p = {.log = log, .ndim = 3, .dims = {2, 5, 7}, .axis = axis};
+      float *x = rand_buf(n), *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+      int64_t inner = 1;
+      for (int i = axis + 1; i < 3; i++) inner *= dims[i];
+      int64_t outer = n / (inner * dims[axis]);
+      for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+          double mx = -1e30, s = 0;
+          for (int64_t j = 0; j < dims[axis]; j++) mx = fmax(mx, x[(o * dims[axis] + j) * inner + in]);
+          for (int64_t j = 0; j < dims[axis]; j++) s += exp(x[(o * dims[axis] + j) * inner + in] - mx);
+          for (int64_t j = 0; j < dims[axis]; j++) {
+            int64_t idx = (o * dims[axis] + j) * inner + in;
+            want[idx] = log ? (float)(x[idx] - mx - log1p(s - 1)) : (float)(exp(x[idx] - mx) / s);
+          }
+        }
+      hs_kernel *k;
+      hs_error err;
+      assert_int_equal(hs_kernel_softmax_create(&p, &k, &err), 0);
+      const void *src[1] = {x};
+      assert_int_equal(run_k(k, 0, src, 1, NULL, got, &err), 0);
+      expect_close("softmax", got, want, n);
+      hs_kernel_destroy(k);
+      free(x);
+      free(want);
+      free(got);
+    }
+}
+
+static void test_layernorm(void **state) {
+  for (int axis = 1; axis < 3; axis++)
+    for (int affine = 0; affine < 2; affine++) {
+      hs_layernorm_params p = {.ndim = 3, .dims = {2, 3, 24}, .axis = axis, .epsilon = 1e-5f};
+      int64_t n = 144, inner = axis == 1 ? 72 : 24, outer = n / inner;
+      float *x = rand_buf(n), *sc = rand_buf(inner), *bi = rand_buf(inner);
+      float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+      if (affine) {
+        p.scale = sc;
+        p.bias = bi;
+      }
+      for (int64_t o = 0; o < outer; o++) {
+        double m = 0, v = 0;
+        for (int64_t i = 0; i < inner; i++) m += x[o * inner + i];
+        m /= inner;
+        for (int64_t i = 0; i < inner; i++) v += (x[o * inner + i] - m) * (x[o * inner + i] - m);
+        v /= inner;
+        for (int64_t i = 0; i < inner; i++) {
+          double y = (x[o * inner + i] - m) / sqrt(v + 1e-5);
+          want[o * inner + i] = affine ? (float)(y * sc[i] + bi[i]) : (float)y;
+        }
+      }
+      hs_kernel *k;
+      hs_error err;
+      int rc = hs_kernel_layernorm_create(&p, &k, &err);
+      if (rc) fprintf(stderr, "layernorm: %s\n", err.message);
+      assert_int_equal(rc, 0);
+      const void *src[1] = {x};
+      rc = run_k(k, 0, src, 1, NULL, got, &err);
+      if (rc) fprintf(stderr, "layernorm: %s\n", err.message);
+      assert_int_equal(rc, 0);
+      expect_close("layernorm", got, want, n);
+      /* another batch size */
+      float *x2 = rand_buf(n / 2), *got2 = malloc(sizeof(float) * n / 2);
+      memcpy(x2, x, sizeof(float) * n / 2);
+      src[0] = x2;
+      assert_int_equal(run_k(k, 1, src, 1, NULL, got2, &err), 0);
+      expect_close("layernorm batch 1", got2, want, n / 2);
+      hs_kernel_destroy(k);
+      free(x);
+      free(x2);
+      free(got2);
+      free(sc);
+      free(bi);
+      free(want);
+      free(got);
+    }
+}
+
+static void test_batchnorm(void **state) {
+  for (int l = 0; l < 2; l++)
+    for (int relu = 0; relu < 2; relu++) {
+      int64_t N = 2, C = 6, S = 15, n = N * C * S;
+      hs_batchnorm_params p = {.layout = l ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW, .ndim = 4, .dims = {N, C, 3, 5},
+                               .epsilon = 1e-3f};
+      float *x = rand_buf(n), *sc = rand_buf(C), *bi = rand_buf(C), *mean = rand_buf(C), *var = rand_buf(C);
+      for (int i = 0; i < C; i++) var[i] = fabsf(var[i]) + 0.1f;
+      p.scale = sc;
+      p.bias = bi;
+      p.mean = mean;
+      p.var = var;
+      if (relu) hs_post_ops_add_act(&p.post, HS_ACT_RELU, 0, 0);
+      float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n), *xl = malloc(sizeof(float) * n);
+      for (int64_t b = 0; b < N; b++)
+        for (int64_t c = 0; c < C; c++)
+          for (int64_t i = 0; i < S; i++) {
+            int64_t idx = (b * C + c) * S + i;
+            float y = (x[idx] - mean[c]) / sqrtf(var[c] + 1e-3f) * sc[c] + bi[c];
+            want[idx] = relu && y < 0 ? 0 : y;
+          }
+      if (l) to_nhwc(x, xl, N, C, S);
+      else memcpy(xl, x, sizeof(float) * n);
+      hs_kernel *k;
+      hs_error err;
+      assert_int_equal(hs_kernel_batchnorm_create(&p, &k, &err), 0);
+      const void *src[1] = {xl};
+      assert_int_equal(run_k(k, 0, src, 1, NULL, got, &err), 0);
+      if (l) {
+        to_nchw(got, xl, N, C, S);
+        memcpy(got, xl, sizeof(float) * n);
+      }
+      expect_close("batchnorm", got, want, n);
+      hs_kernel_destroy(k);
+      free(x); free(sc); free(bi); free(mean); free(var); free(want); free(got); free(xl);
+    }
+}
+
+static void test_reduce(void **state) {
+  int64_t dims[4] = {2, 3, 4, 5}, n = 120;
+  uint32_t masks[] = {0x2, 0xC, 0x1, 0xF, 0x8};
+  for (int kind = HS_REDUCE_SUM; kind <= HS_REDUCE_PROD; kind++)
+    for (size_t m = 0; m < sizeof masks / sizeof masks[0]; m++) {
+      hs_reduce_params p = {.kind = kind, .ndim = 4, .dims = {2, 3, 4, 5}, .axes_mask = masks[m]};
+      int64_t od[4];
+      for (int i = 0; i < 4; i++) od[i] = (masks[m] >> i) & 1 ? 1 : dims[i];
+      int64_t on = prod(4, od);
+      float *x = rand_buf(n), *want = malloc(sizeof(float) * on), *got = malloc(sizeof(float) * on);
+      double *acc = calloc((size_t)on, sizeof(double));
+      int64_t *cnt = calloc((size_t)on, sizeof(int64_t));
+      for (int64_t i = 0; i < n; i++) x[i] = x[i] * 0.5f + (kind == HS_REDUCE_PROD ? 1.f : 0.f);
+      for (int64_t i = 0; i < n; i++) {
+        int64_t rem = i, o = 0, st = 1, c[4];
+        for (int a = 3; a >= 0; a--) { c[a] = rem % dims[a]; rem /= dims[a]; }
+        for (int a = 3; a >= 0; a--) { if (od[a] != 1) o += c[a] * st; st *= od[a]; }
+        if (cnt[o] == 0) acc[o] = x[i];
+        else if (kind == HS_REDUCE_MAX) acc[o] = fmax(acc[o], x[i]);
+        else if (kind == HS_REDUCE_MIN) acc[o] = fmin(acc[o], x[i]);
+        else if (kind == HS_REDUCE_PROD) acc[o] *= x[i];
+        else acc[o] += x[i];
+        cnt[o]++;
+      }
+      for (int64_t o = 0; o < on; o++) want[o] = (float)(kind == HS_REDUCE_MEAN ? acc[o] / cnt[o] : acc[o]);
+      hs_kernel *k;
+      hs_error err;
+      int rc = hs_kernel_reduce_create(&p, &k, &err);
+      if (rc) fprintf(stderr, "reduce: %s\n", err.message);
+      assert_int_equal(rc, 0);
+      const void *src[1] = {x};
+      assert_int_equal(run_k(k, 0, src, 1, NULL, got, &err), 0);
+      expect_close("reduce", got, want, on);
+      hs_kernel_destroy(k);
+      free(x); free(want); free(got); free(acc); free(cnt);
+    }
+}
+
+static void test_concat(void **state) {
+  for (int axis = 0; axis < 3; axis++) {
+    int64_t sizes[3] = {2, 5, 1}, base[3] = {3, 4, 6};
+    hs_concat_params p = {.ndim = 3, .dims = {3, 4, 6}, .axis = axis, .ninputs = 3, .axis_sizes = sizes};
+    float *in[3];
+    int64_t total = 0, outer = 1, inner = 1;
+    for (int i = 0; i < axis; i++) outer *= base[i];
+    for (int i = axis + 1; i < 3; i++) inner *= base[i];
+    for (int i = 0; i < 3; i++) { in[i] = rand_buf(outer * sizes[i] * inner); total += sizes[i]; }
+    int64_t n = outer * total * inner;
+    float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+    for (int64_t o = 0; o < outer; o++) {
+      int64_t off = 0;
+      for (int i = 0; i < 3; i++) {
+        memcpy(want + (o * total + off) * inner, in[i] + o * sizes[i] * inner, sizeof(float) * sizes[i] * inner);
+        off += sizes[i];
+      }
+    }
+    hs_kernel *k;
+    hs_error err;
+    int rc = hs_kernel_concat_create(&p, &k, &err);
+    if (rc) fprintf(stderr, "concat: %s\n", err.message);
+    assert_int_equal(rc, 0);
+    const void *src[3] = {in[0], in[1], in[2]};
+    assert_int_equal(run_k(k, 0, src, 3, NULL, got, &err), 0);
+    expect_close("concat", got, want, n);
+    hs_kernel_destroy(k);
+    for (int i = 0; i < 3; i++) free(in[i]);
+    free(want);
+    free(got);
+  }
+}
+
+/* ONNX Resize on H, W: linear with half_pixel coordinates; nearest with asymmetric coordinates and floor. */
+static void test_resample(void **state) {
+  for (int kind = 0; kind < 2; kind++)
+    for (int l = 0; l < 2; l++) {
+      int64_t N = 1, C = 3, H = 5, W = 4, OH = 10, OW = 12;
+      hs_resample_params p = {.layout = l ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW, .kind = kind, .nsp = 2, .batch = N,
+                              .channels = C, .in = {H, W}, .out = {OH, OW}};
+      float *x = rand_buf(N * C * H * W), *want = malloc(sizeof(float) * N * C * OH * OW);
+      float *got = malloc(sizeof(float) * N * C * OH * OW), *xl = malloc(sizeof(float) * N * C * H * W);
+      for (int64_t c = 0; c < N * C; c++)
+        for (int64_t oh = 0; oh < OH; oh++)
+          for (int64_t ow = 0; ow < OW; ow++) {
+            float v;
+            if (kind == HS_RESAMPLE_NEAREST) {
+              int64_t ih = (int64_t)floor(oh * (double)H / OH), iw = (int64_t)floor(ow * (double)W / OW);
+              v = x[(c * H + ih) * W + iw];
+            } else {
+              double fh = (oh + 0.5) * H / OH - 0.5, fw = (ow + 0.5) * W / OW - 0.5;
+              if (fh < 0) fh = 0;
+              if (fw < 0) fw = 0;
+              int64_t h0 = (int64_t)fh, w0 = (int64_t)fw;
+              int64_t h1 = h0 + 1 < H ? h0 + 1 : H - 1, w1 = w0 + 1 < W ? w0 + 1 : W - 1;
+              double ah = fh - h0, aw = fw - w0;
+              const float *xc = x + c * H * W;
+              v = (float)((1 - ah) * ((1 - aw) * xc[h0 * W + w0] + aw * xc[h0 * W + w1]) +
+                          ah * ((1 - aw) * xc[h1 * W + w0] + aw * xc[h1 * W + w1]));
+            }
+            want[(c * OH + oh) * OW + ow] = v;
+          }
+      if (l) to_nhwc(x, xl, N, C, H * W);
+      else memcpy(xl, x, sizeof(float) * N * C * H * W);
+      hs_kernel *k;
+      hs_error err;
+      assert_int_equal(hs_kernel_resample_create(&p, &k, &err), 0);
+      const void *src[1] = {xl};
+      assert_int_equal(run_k(k, 0, src, 1, NULL, got, &err), 0);
+      if (l) {
+        float *t = malloc(sizeof(float) * N * C * OH * OW);
+        to_nchw(got, t, N, C, OH * OW);
+        free(got);
+        got = t;
+      }
+      expect_close(kind ? "resample linear" : "resample nearest", got, want, N * C * OH * OW);
+      hs_kernel_destroy(k);
+      free(x); free(want); free(got); free(xl);
+    }
+}
+
+static void test_reorder(void **state) {
+  int64_t N = 2, C = 5, S = 21, n = N * C * S;
+  hs_reorder_params to = {.ndim = 4, .dims = {N, C, 3, 7}, .from = HS_LAYOUT_NCHW, .to = HS_LAYOUT_NHWC};
+  hs_reorder_params back = to;
+  back.from = HS_LAYOUT_NHWC;
+  back.to = HS_LAYOUT_NCHW;
+  hs_kernel *k1, *k2;
+  hs_error err;
+  assert_int_equal(hs_kernel_reorder_create(&to, &k1, &err), 0);
+  assert_int_equal(hs_kernel_reorder_create(&back, &k2, &err), 0);
+  float *x = rand_buf(n), *want = malloc(sizeof(float) * n), *mid = malloc(sizeof(float) * n), *out = malloc(sizeof(float) * n);
+  to_nhwc(x, want, N, C, S);
+  const void *src[1] = {x};
+  assert_int_equal(run_k(k1, 0, src, 1, NULL, mid, &err), 0);
+  expect_close("to nhwc", mid, want, n);
+  src[0] = mid;
+  assert_int_equal(run_k(k2, 0, src, 1, NULL, out, &err), 0);
+  assert_memory_equal(out, x, sizeof(float) * n);
+  hs_kernel_destroy(k1);
+  hs_kernel_destroy(k2);
+  free(x); free(want); free(mid); free(out);
+}
+
+/* ---------------- concurrency: one kernel, several threads, each with its own buffers ---------------- */
+
+typedef struct {
+  hs_kernel *k;
+  const float *x;
+  float *y;
+  int64_t batch;
+  int rc;
+} thread_job;
+
+static void *thread_main(void *arg) {
+  thread_job *j = arg;
+  hs_kernels_set_threads(1);
+  hs_error err;
+  const void *src[1] = {j->x};
+  size_t sz = hs_kernel_scratch_size(j->k, j->batch);
+  void *scratch = NULL;
+  if (sz && posix_memalign(&scratch, 64, sz)) return NULL;
+  hs_kernel_args a = {.batch = j->batch, .src = src, .nsrc = 1, .dst = j->y, .scratch = scratch};
+  j->rc = 0;
+  for (int i = 0; i < 20 && !j->rc; i++) j->rc = hs_kernel_run(j->k, &a, &err);
+  free(scratch);
+  return NULL;
+}
+
+static void test_threads(void **state) {
+  hs_conv_params p = {.layout = HS_LAYOUT_NHWC, .nsp = 2, .batch = 1, .in_c = 16, .out_c = 16, .groups = 1,
+                      .in = {9, 9}, .out = {9, 9}, .kernel = {3, 3}, .stride = {1, 1}, .dilation = {1, 1},
+                      .pad_begin = {1, 1}, .pad_end = {1, 1}};
+  float *w = rand_buf(16 * 16 * 9);
+  p.weights = w;
+  hs_kernel *k;
+  hs_error err;
+  assert_int_equal(hs_kernel_conv_create(&p, &k, &err), 0);
+  enum { T = 4 };
+  thread_job jobs[T];
+  pthread_t th[T];
+  int64_t per = 16 * 81;
+  for (int t = 0; t < T; t++) {
+    jobs[t].k = k;
+    jobs[t].batch = 1 + t % 3; /* also builds variants concurrently */
+    jobs[t].x = rand_buf(per * jobs[t].batch);
+    jobs[t].y = malloc(sizeof(float) * per * jobs[t].batch);
+    jobs[t].rc = -1;
+    assert_int_equal(pthread_create(&th[t], NULL, thread_main, &jobs[t]), 0);
+  }
+  for (int t = 0; t < T; t++) pthread_join(th[t], NULL);
+  for (int t = 0; t < T; t++) {
+    assert_int_equal(jobs[t].rc, 0);
+    int64_t n = jobs[t].batch;
+    float *xn = malloc(sizeof(float) * per * n), *want = malloc(sizeof(float) * per * n);
+    float *got = malloc(sizeof(float) * per * n);
+    to_nchw(jobs[t].x, xn, n, 16, 81);
+    ref_conv(&p, n, xn, NULL, want);
+    to_nchw(jobs[t].y, got, n, 16, 81);
+    expect_close("threaded conv", got, want, per * n);
+    free(xn); free(want); free(got);
+    free((void *)jobs[t].x);
+    free(jobs[t].y);
+  }
+  hs_kernel_destroy(k);
+  free(w);
+}
+
+int main(void) {
+  hs_kernels_set_threads(2);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_conv),      cmocka_unit_test(test_conv_errors), cmocka_unit_test(test_matmul),
+      cmocka_unit_test(test_pool),      cmocka_unit_test(test_eltwise),     cmocka_unit_test(test_binary),
+      cmocka_unit_test(test_softmax),   cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_batchnorm),
+      cmocka_unit_test(test_reduce),    cmocka_unit_test(test_concat),      cmocka_unit_test(test_resample),
+      cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
