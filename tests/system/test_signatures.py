@@ -27,9 +27,11 @@ def stage_signed(tmp, version, key, tamper=None):
     before = set(os.listdir(d))
     if key is not None:
         hsys.sign(d, key)
+    elif tamper == "manifest_only":
+        hsys.cli("sign", d)                         # a manifest, but no signature
     added = sorted(set(os.listdir(d)) - before)
     if key is not None:
-        check(len(added) >= 1, "`hotserve sign` added no file to %s" % d)
+        check(len(added) >= 2, "`hotserve sign --key` added only %s to %s" % (added, d))
     if tamper == "signature":
         sigs = [f for f in added if "sig" in f.lower()]
         check(len(sigs) == 1, "cannot tell the signature file among %s" % added)
@@ -77,6 +79,7 @@ def test(tmp, args):
     version = 1
     cases = [
         ("ed25519", None, None, ("unsigned",)),
+        ("ed25519", None, "manifest_only", ("unsigned",)),
         ("ed25519", ed2_priv, None, ("unknown_key",)),
         ("ed25519", ed_priv, "signature", ("bad_signature",)),
         ("ed25519", ed_priv, "file", ("manifest_mismatch",)),
@@ -89,7 +92,8 @@ def test(tmp, args):
     for scheme, key, tamper, reasons in cases:
         version += 1
         what = "%s version %d (%s)" % (scheme, version,
-                                       "unsigned" if key is None else "tampered " + tamper if tamper else
+                                       ("unsigned, " + (tamper or "no manifest")) if key is None else
+                                       "tampered " + tamper if tamper else
                                        "signed by %s" % os.path.basename(key))
         before = c.metrics().by_label("hotserve_model_verify_failures_total", "reason", model="signed")
         d = stage_signed(tmp, version, key, tamper)
