@@ -77,6 +77,8 @@ int hs_repo_open(const char *root, const hs_repo_options *opts, hs_repo **out, h
   return HS_OK;
 }
 
+uint64_t hs__repo_bytes_hashed(const hs_repo *r) { return hs__hash_cache_bytes_hashed(r->cache); }
+
 void hs_repo_close(hs_repo *repo) {
   if (!repo) return;
   settle_entry *e = repo->settle;
@@ -181,6 +183,7 @@ static void evaluate(hs_repo *repo, const char *model_real, const char *path, in
   e->seen = true;
   if (e->decided) {
     *out = e->result;
+    for (size_t i = 0; i < l.n; i++) hs__hash_cache_touch(repo->cache, &l.files[i]);
     hs__listing_free(&l);
     return;
   }

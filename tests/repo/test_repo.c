@@ -12,6 +12,7 @@
 
 #include "repo/publish.h"
 #include "repo/repo.h"
+#include "repo/repo_internal.h"
 #include "testfs.h"
 
 typedef struct {
@@ -337,6 +338,30 @@ static void test_manifest_states(void **state) {
   hs_repo_close(r);
 }
 
+/* Unchanged files are hashed once: rescans (even of a re-signed version where only one file
+ * changed) do not read the others again. */
+static void test_hash_cache(void **state) {
+  fixture *f = *state;
+  char big[200001];
+  memset(big, 'b', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  write_text(P("%s/m/1/model.onnx", f->root), big);
+  write_text(P("%s/m/1/small.txt", f->root), "small");
+  sign(P("%s/m/1", f->root), NULL);
+  hs_repo *r = open_repo(f->root, false, NULL, 0);
+  char code[32];
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  uint64_t first = hs__repo_bytes_hashed(r);
+  assert_int_equal(first, 200000 + 5);
+  for (int i = 0; i < 3; i++) assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  assert_int_equal(hs__repo_bytes_hashed(r), first);
+  write_text(P("%s/m/1/small.txt", f->root), "SMALL!");
+  sign(P("%s/m/1", f->root), NULL);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  assert_int_equal(hs__repo_bytes_hashed(r), first + 6);
+  hs_repo_close(r);
+}
+
 static void test_settle_and_fingerprints(void **state) {
   fixture *f = *state;
   hs_repo *r = open_repo(f->root, false, NULL, 300);
@@ -637,6 +662,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_layout_and_policies, setup, teardown),
       cmocka_unit_test_setup_teardown(test_manifest_states, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hash_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unsafe_paths, setup, teardown),
