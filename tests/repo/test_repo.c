@@ -529,6 +529,12 @@ static void test_unsafe_paths(void **state) {
   assert_int_equal(symlink(P("%s/elsewhere/5", f->dir), P("%s/m/5", f->root)), 0);
   assert_int_equal(state_of(r, "m", 5, code), -1);
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  /* Nor is a model directory that is a link out of the repository. */
+  assert_int_equal(symlink(P("%s/elsewhere", f->dir), P("%s/evil", f->root)), 0);
+  hs_repo_snapshot *s = scan(r);
+  assert_null(find_model(s, "evil"));
+  assert_non_null(find_model(s, "m"));
+  hs_repo_snapshot_free(s);
   /* A FIFO is not a model file. */
   assert_int_equal(mkfifo(P("%s/m/1/pipe", f->root), 0644), 0);
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
