@@ -383,7 +383,7 @@ static void scan_model(hs_repo *repo, const char *model_dir, const char *model_r
   }
   closedir(d);
   if (too_many) warn_once(repo, "model %s: more than %d version directories; the rest are ignored", m->name, HS__MAX_VERSIONS);
-  qsort(dirs, n, sizeof *dirs, cmp_vdir_desc);
+  if (n > 1) qsort(dirs, n, sizeof *dirs, cmp_vdir_desc); /* qsort(NULL, 0) is undefined */
   m->versions = calloc(n ? n : 1, sizeof *m->versions);
   int ready = 0;
   for (size_t i = 0; m->versions && i < n; i++) {

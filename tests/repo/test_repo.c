@@ -211,6 +211,7 @@ static void test_layout_and_policies(void **state) {
   fixture *f = *state;
   for (int v = 1; v <= 3; v++) make_version(P("%s/b/%d", f->root, v), P("model v%d", v));
   make_version(P("%s/a/7", f->root), "a7");
+  mkdirs(P("%s/empty", f->root));            /* a model without versions yet */
   mkdirs(P("%s/.hidden/1", f->root));         /* dot dirs are never models */
   mkdirs(P("%s/b/.staging-abc", f->root));   /* nor versions */
   mkdirs(P("%s/b/01", f->root));             /* leading zero: not a version */
@@ -219,9 +220,11 @@ static void test_layout_and_policies(void **state) {
 
   hs_repo *r = open_repo(f->root, false, NULL, 2000);
   hs_repo_snapshot *s = scan(r);
-  assert_int_equal(s->n_models, 2);
+  assert_int_equal(s->n_models, 3);
   assert_string_equal(s->models[0].name, "a");
   assert_string_equal(s->models[1].name, "b");
+  assert_string_equal(s->models[2].name, "empty");
+  assert_int_equal(s->models[2].n_versions, 0);
   const hs_repo_model *b = find_model(s, "b");
   assert_int_equal(b->config_status, HS_OK);
   assert_int_equal(b->n_versions, 1); /* latest 1 */
