@@ -46,8 +46,8 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
     sd[2 + i] = p->in[i];
     dd[2 + i] = p->out[i];
   }
-  int rc = hs__md_act(&v->md[MD_SRC], nd, sd, p->layout, err);
-  if (!rc) rc = hs__md_act(&v->md[MD_DST], nd, dd, p->layout, err);
+  int rc = hs__md_act(&v->md[MD_SRC], nd, sd, p->src_layout, err);
+  if (!rc) rc = hs__md_act(&v->md[MD_DST], nd, dd, p->dst_layout, err);
   if (rc) return rc;
   int wn = conv_weight_dims(p, wd);
   dnnl_dims_t wdims, strides, dil, pl, pr;

@@ -98,7 +98,8 @@ int hs_post_ops_add_sum(hs_post_ops *p, float scale);
 /* ---- Convolution and ConvTranspose (1, 2 or 3 spatial dims) ---- */
 typedef struct hs_conv_params {
   hs_kernel_device device;
-  hs_layout layout;     /* of src, dst and the residual */
+  hs_layout src_layout; /* of the input */
+  hs_layout dst_layout; /* of the output and the residual (may differ: a stem conv reads NCHW, writes NHWC) */
   int transposed;       /* 0: Conv; 1: ConvTranspose (deconvolution) */
   int nsp;              /* spatial dims, 1..3 */
   int64_t batch;        /* N at creation */
@@ -130,7 +131,7 @@ typedef struct hs_matmul_params {
 typedef enum { HS_POOL_MAX = 0, HS_POOL_AVG_INCLUDE_PAD = 1, HS_POOL_AVG_EXCLUDE_PAD = 2 } hs_pool_kind;
 typedef struct hs_pool_params {
   hs_kernel_device device;
-  hs_layout layout;
+  hs_layout src_layout, dst_layout;
   hs_pool_kind kind;
   int nsp;
   int64_t batch, channels;
