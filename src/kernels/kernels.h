@@ -44,7 +44,8 @@ typedef enum { HS_KDEV_CPU = 0, HS_KDEV_CUDA = 1 } hs_kernel_device;
 /* Memory layout of activations that have a channel axis and spatial axes. */
 typedef enum {
   HS_LAYOUT_NCHW = 0, /* channels before spatial axes: N, C, [D,] [H,] W (ONNX's layout) */
-  HS_LAYOUT_NHWC = 1  /* channels last: N, [D,] [H,] W, C */
+  HS_LAYOUT_NHWC = 1, /* channels last: N, [D,] [H,] W, C */
+  HS_LAYOUT_NCHW8C = 2 /* blocked: N, C/8, [D,] [H,] W, 8 (needs C % 8 == 0; same size as dense) */
 } hs_layout;
 
 /* Element-wise functions, usable as a standalone kernel or fused after conv/matmul.

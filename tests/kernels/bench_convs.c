@@ -38,7 +38,9 @@ static double now_ms(void) {
 }
 
 int main(int argc, char **argv) {
-  hs_layout layout = (argc > 1 && strcmp(argv[1], "nchw") == 0) ? HS_LAYOUT_NCHW : HS_LAYOUT_NHWC;
+  const char *lname = argc > 1 ? argv[1] : "nhwc";
+  hs_layout layout = strcmp(lname, "nchw") == 0 ? HS_LAYOUT_NCHW
+                     : strcmp(lname, "blocked") == 0 ? HS_LAYOUT_NCHW8C : HS_LAYOUT_NHWC;
   int64_t batch = argc > 2 ? atoll(argv[2]) : 1;
   int reps = argc > 3 ? atoi(argv[3]) : 10;
   conv_shape cs[64];
@@ -53,7 +55,7 @@ int main(int argc, char **argv) {
     int64_t pad = c.k / 2, out = (c.h + 2 * pad - c.k) / c.s + 1;
     float *w = calloc((size_t)(c.oc * c.ic * c.k * c.k), sizeof(float));
     float *b = calloc((size_t)c.oc, sizeof(float));
-    hs_conv_params p = {.src_layout = layout, .dst_layout = layout, .nsp = 2, .batch = batch, .in_c = c.ic, .out_c = c.oc, .groups = 1,
+    hs_conv_params p = {.src_layout = i == 0 ? HS_LAYOUT_NCHW : layout, .dst_layout = layout, .nsp = 2, .batch = batch, .in_c = c.ic, .out_c = c.oc, .groups = 1,
                         .in = {c.h, c.h}, .out = {out, out}, .kernel = {c.k, c.k}, .stride = {c.s, c.s},
                         .dilation = {1, 1}, .pad_begin = {pad, pad}, .pad_end = {pad, pad}, .weights = w, .bias = b};
     hs_post_ops_add_act(&p.post, HS_ACT_RELU, 0, 0);
@@ -93,7 +95,7 @@ int main(int argc, char **argv) {
     if (t < best) best = t;
   }
   printf("layout %s batch %lld threads %d: create %.1f ms, best run %.2f ms (%.0f GFLOP/s)\n",
-         layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw", (long long)batch, hs_kernels_threads(), t_create, best,
+         lname, (long long)batch, hs_kernels_threads(), t_create, best,
          gflop / best * 1e3);
   if (getenv("HS_BENCH_DETAIL"))
     for (int i = 0; i < n; i++)

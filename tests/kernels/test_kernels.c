@@ -119,6 +119,7 @@ static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout
     snprintf(what, sizeof what, "%s (%s -> %s, batch %lld, %s)", c->name,
              in_layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw", layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw",
              (long long)n, hs_kernel_impl_name(k));
+    if (getenv("HS_TEST_VERBOSE")) fprintf(stderr, "%s\n", what);
     expect_close(what, got, want, yn);
     free(x);
     free(res);
