@@ -1,11 +1,83 @@
-/* cmd_publish.c - `hotserve publish` (placeholder until the subcommand lands). */
+/* cmd_publish.c - `hotserve publish`: add a version to a model repository atomically. */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
+#include "repo/publish.h"
+#include "repo/repo.h"
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: hotserve publish SRC_DIR REPO/MODEL [--version N] [--key FILE]\n"
+          "\n"
+          "Adds SRC_DIR (model.onnx plus any external-data files) to a model repository as a new\n"
+          "version, so that a running `hotserve serve` sees it complete or not at all:\n"
+          "  1. copies SRC_DIR into REPO/MODEL/.staging-XXXXXX (same filesystem; ignored by servers),\n"
+          "  2. fsyncs every file and directory,\n"
+          "  3. writes " HS_REPO_MANIFEST_NAME " (and " HS_REPO_SIGNATURE_NAME " with --key) last,\n"
+          "  4. renames the staging directory to REPO/MODEL/N in one step (also atomic on NFS).\n"
+          "\n"
+          "  --version N  the version number (a positive integer); default: one above the highest\n"
+          "               version present. An existing version is never overwritten.\n"
+          "  --key FILE   sign with an Ed25519 private key (NAME.key) or an HMAC key file, as made\n"
+          "               by `hotserve keygen`; needed when the server runs --require-signature.\n"
+          "\n"
+          "REPO/MODEL is created when missing. Prints the new version's directory on success.\n"
+          "Example: hotserve publish ./build/resnet-v3 /models/resnet --key release.key\n");
+}
 
 int hs_cmd_publish(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "hotserve publish: not built yet\n");
-  return 2;
+  const char *pos[2] = {NULL, NULL};
+  int n_pos = 0;
+  const char *key = NULL, *ver = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
+      key = argv[++i];
+    } else if (strncmp(argv[i], "--key=", 6) == 0) {
+      key = argv[i] + 6;
+    } else if (strcmp(argv[i], "--version") == 0 && i + 1 < argc) {
+      ver = argv[++i];
+    } else if (strncmp(argv[i], "--version=", 10) == 0) {
+      ver = argv[i] + 10;
+    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+      fprintf(stderr, "hotserve publish: unknown option or missing value: '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    } else if (n_pos < 2) {
+      pos[n_pos++] = argv[i];
+    } else {
+      fprintf(stderr, "hotserve publish: too many arguments\n");
+      return 2;
+    }
+  }
+  if (n_pos != 2) {
+    usage(stderr);
+    return 2;
+  }
+  int64_t version = 0;
+  if (ver) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(ver, &end, 10);
+    if (errno || !end || *end || v < 1 || ver[0] == '0' || ver[0] == '+' || ver[0] == ' ') {
+      fprintf(stderr, "hotserve publish: --version must be a positive integer without leading zeros\n");
+      return 2;
+    }
+    version = v;
+  }
+  hs_error err;
+  hs_error_clear(&err);
+  int64_t used = 0;
+  if (hs_repo_publish(pos[0], pos[1], version, key, &used, &err) != HS_OK) {
+    fprintf(stderr, "hotserve publish: %s\n", err.message);
+    return 1;
+  }
+  printf("%s/%lld\n", pos[1], (long long)used);
+  return 0;
 }

@@ -1,11 +1,58 @@
-/* cmd_sign.c - `hotserve sign` (placeholder until the subcommand lands). */
+/* cmd_sign.c - `hotserve sign`: write a version directory's manifest and signature. */
 #include <stdio.h>
+#include <string.h>
 
 #include "cli/cli.h"
+#include "repo/publish.h"
+#include "repo/repo.h"
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: hotserve sign DIR [--key FILE]\n"
+          "\n"
+          "Writes DIR/" HS_REPO_MANIFEST_NAME " (every file below DIR with its size and SHA-256) and,\n"
+          "with --key, DIR/" HS_REPO_SIGNATURE_NAME " (a signature over the manifest's bytes).\n"
+          "\n"
+          "  --key FILE   an Ed25519 private key (NAME.key from `hotserve keygen NAME`) or an HMAC\n"
+          "               key (from `hotserve keygen --hmac NAME`). Without it only the manifest is\n"
+          "               written (enough for a server without --require-signature).\n"
+          "\n"
+          "Sign a directory that is not being served yet; to add a version to a live repository,\n"
+          "`hotserve publish` copies, signs and commits it atomically in one step.\n"
+          "Check the result with `hotserve verify DIR --trusted-key NAME.pub`.\n");
+}
 
 int hs_cmd_sign(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "hotserve sign: not built yet\n");
-  return 2;
+  const char *dir = NULL, *key = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
+      key = argv[++i];
+    } else if (strncmp(argv[i], "--key=", 6) == 0) {
+      key = argv[i] + 6;
+    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+      fprintf(stderr, "hotserve sign: unknown option or missing value: '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    } else if (!dir) {
+      dir = argv[i];
+    } else {
+      fprintf(stderr, "hotserve sign: one DIR only\n");
+      return 2;
+    }
+  }
+  if (!dir) {
+    usage(stderr);
+    return 2;
+  }
+  hs_error err;
+  hs_error_clear(&err);
+  if (hs_repo_sign_dir(dir, key, &err) != HS_OK) {
+    fprintf(stderr, "hotserve sign: %s\n", err.message);
+    return 1;
+  }
+  printf("%s: wrote %s%s\n", dir, HS_REPO_MANIFEST_NAME, key ? " and " HS_REPO_SIGNATURE_NAME : "");
+  return 0;
 }

@@ -1,11 +1,97 @@
-/* cmd_verify.c - `hotserve verify` (placeholder until the subcommand lands). */
+/* cmd_verify.c - `hotserve verify`: check a version directory as the server would, naming the reason. */
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "repo/repo.h"
+
+#define MAX_KEYS 64
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: hotserve verify DIR [--trusted-key FILE]...\n"
+          "\n"
+          "Checks a version directory exactly as `hotserve serve --require-signature` does before it\n"
+          "parses a byte of the model: the signature over " HS_REPO_MANIFEST_NAME " must come from a\n"
+          "trusted key, and every file below DIR must match the manifest (no file missing, changed\n"
+          "or extra).\n"
+          "\n"
+          "  --trusted-key FILE  an Ed25519 public key (NAME.pub) or an HMAC key file; repeatable.\n"
+          "                      Without any, only the manifest is checked (the signature is not).\n"
+          "\n"
+          "Exit status: 0 when DIR verifies; 1 when it does not, with the reason on stderr as\n"
+          "  DIR: REASON: message   where REASON is one of unsigned, bad_signature, unknown_key,\n"
+          "  manifest_mismatch, bad_manifest, unsafe_path, limit; 2 on a usage error.\n");
+}
 
 int hs_cmd_verify(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "hotserve verify: not built yet\n");
-  return 2;
+  const char *dir = NULL;
+  const char *keys[MAX_KEYS];
+  size_t n_keys = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *val = NULL;
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (strcmp(argv[i], "--trusted-key") == 0 && i + 1 < argc) {
+      val = argv[++i];
+    } else if (strncmp(argv[i], "--trusted-key=", 14) == 0) {
+      val = argv[i] + 14;
+    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+      fprintf(stderr, "hotserve verify: unknown option or missing value: '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    } else if (!dir) {
+      dir = argv[i];
+    } else {
+      fprintf(stderr, "hotserve verify: one DIR only\n");
+      return 2;
+    }
+    if (val) {
+      if (n_keys == MAX_KEYS) {
+        fprintf(stderr, "hotserve verify: at most %d trusted keys\n", MAX_KEYS);
+        return 2;
+      }
+      keys[n_keys++] = val;
+    }
+  }
+  if (!dir) {
+    usage(stderr);
+    return 2;
+  }
+  hs_error err;
+  hs_error_clear(&err);
+  hs_trusted_keys *tk = NULL;
+  if (n_keys && hs_trusted_keys_load(keys, n_keys, &tk, &err) != HS_OK) {
+    fprintf(stderr, "hotserve verify: %s\n", err.message);
+    return 2;
+  }
+  char manifest[4096];
+  struct stat st;
+  snprintf(manifest, sizeof manifest, "%s/%s", dir, HS_REPO_MANIFEST_NAME);
+  int status;
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "hotserve verify: %s: not a directory\n", dir);
+    status = 1;
+  } else if (lstat(manifest, &st) != 0) {
+    fprintf(stderr, "hotserve verify: %s: unsigned: no %s (run `hotserve sign`)\n", dir, HS_REPO_MANIFEST_NAME);
+    status = 1;
+  } else {
+    hs_repo_version v;
+    int rc = hs_repo_verify_version(dir, n_keys > 0, tk, &v, &err);
+    if (rc == HS_OK) {
+      printf("%s: ok (manifest matches%s; fingerprint %.16s)\n", dir,
+             n_keys ? ", signed by a trusted key" : "; signature not checked", v.fingerprint);
+      status = 0;
+    } else if (rc == HS_VERIFY) {
+      fprintf(stderr, "hotserve verify: %s: %s: %s\n", dir, v.reason_code, v.reason);
+      status = 1;
+    } else {
+      fprintf(stderr, "hotserve verify: %s\n", err.message);
+      status = 1;
+    }
+  }
+  hs_trusted_keys_free(tk);
+  return status;
 }

@@ -17,6 +17,11 @@
 #define HS_PATH_MAX 4096
 #define HS_NAME_MAX 128
 
+/* Written by `hotserve sign`/`publish` into a version directory: the manifest (every other file's
+ * path, size, SHA-256) and the signature over the manifest's exact bytes. See docs/REPOSITORY.md. */
+#define HS_REPO_MANIFEST_NAME "hotserve-manifest.json"
+#define HS_REPO_SIGNATURE_NAME "hotserve-manifest.sig"
+
 /* ---- per-model configuration (ROOT/<model>/config.json; every field optional) ---- */
 typedef enum { HS_POLICY_LATEST, HS_POLICY_ALL, HS_POLICY_SPECIFIC } hs_version_policy_kind;
 
@@ -42,8 +47,13 @@ typedef struct hs_model_config {
 } hs_model_config;
 
 /* Fills cfg with defaults, then overlays ROOT/<model>/config.json when present. A malformed
- * config is HS_PARSE with the field named. */
+ * config is HS_PARSE with the field named; a config (or a "backend" path in it) leading out of the
+ * model's directory is HS_VERIFY ("unsafe_path"); one over 1 MiB is HS_LIMIT. */
 int hs_repo_load_config(const char *root, const char *model, hs_model_config *cfg, hs_error *err);
+/* The same for config text in memory (len bytes, need not be NUL-terminated). */
+int hs_repo_parse_config(const char *text, size_t len, hs_model_config *cfg, hs_error *err);
+/* Fills cfg with the defaults only. */
+void hs_repo_config_defaults(hs_model_config *cfg);
 
 /* ---- verification options (manifest + signature) ---- */
 typedef struct hs_trusted_keys hs_trusted_keys; /* opaque: Ed25519 public keys and HMAC keys */
@@ -83,9 +93,16 @@ typedef struct hs_repo_version {
 typedef struct hs_repo_model {
   char name[HS_NAME_MAX];
   hs_model_config config;
-  int config_status;               /* HS_OK, or the error loading config.json (then reason below) */
+  int config_status;               /* HS_OK, or the error loading config.json (then reason below).
+                                      When it is not HS_OK, versions is empty: the model's policy is
+                                      unknown, so keep serving what is loaded and report the error. */
+  char config_reason_code[32];     /* "bad_config", "unsafe_path" or "limit" when config_status != 0 */
   char config_error[256];
-  hs_repo_version *versions;       /* the versions the policy selects, ascending */
+  /* The versions the policy selects, ascending. LATEST N selects the N highest READY versions plus
+   * every higher-numbered version that is PENDING or INVALID (so its state can be reported); ALL
+   * selects every version; SPECIFIC the listed ones that exist. A version missing from the list
+   * is no longer wanted. */
+  hs_repo_version *versions;
   size_t n_versions;
 } hs_repo_model;
 
@@ -106,6 +123,15 @@ void hs_repo_close(hs_repo *repo);
  * never as a failure of the whole scan; only an unreadable root fails. */
 int hs_repo_scan(hs_repo *repo, hs_repo_snapshot **out, hs_error *err);
 void hs_repo_snapshot_free(hs_repo_snapshot *snap);
+
+/* Checks one version directory now, as the scanner does but without its memory (no settle wait:
+ * a version without a manifest is READY unless keys are required): manifest, files, signature.
+ * keys may be NULL; with keys, a present signature must verify even when !require_signature.
+ * Fills out (state, reason_code, reason, fingerprint, dir, model_path). Returns HS_OK when the
+ * version is READY, HS_VERIFY when it is refused (reason in out), another error when dir cannot be
+ * read. Thread-safe (no shared state): the loader may call it to re-check right before loading. */
+int hs_repo_verify_version(const char *dir, bool require_signature, const hs_trusted_keys *keys,
+                           hs_repo_version *out, hs_error *err);
 
 /* ---- watching ---- */
 typedef struct hs_watcher hs_watcher;

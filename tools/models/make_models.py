@@ -7,6 +7,9 @@ Writes into OUTDIR (created if missing), skipping every file that already exists
   resnet50.onnx, resnet50_dyn.onnx          torchvision ResNet-50, batch 1 / dynamic batch axis, opset 13
   mobilenet_v2.onnx, mobilenet_v2_dyn.onnx  torchvision MobileNetV2, batch 1 / dynamic batch axis, opset 13
   mobilenet_v2_op10.onnx                    the same network at opset 10, dynamic batch (OpenCV 4.6 DNN loads only this)
+  mobilenet_v2_bn.onnx                      the same network, dynamic batch, exported with TrainingMode.PRESERVE: the
+                                            BatchNormalization nodes (inference mode) and Identity nodes stay in the
+                                            graph, as other exporters emit them (the default export folds BN into Conv)
   transformer.onnx                          a small pre-norm transformer encoder block, dynamic batch, opset 17
                                             (LayerNormalization, MatMul, Softmax, GELU via Erf)
   transformer_op13.onnx                     the same block at opset 13 (LayerNorm decomposed into Reduce/Pow/Sqrt ops)
@@ -133,6 +136,7 @@ IMAGE = (3, 224, 224)
 SEQ = (16, 64)  # tokens, width
 
 # name -> (builder, per-sample input shape, [(file, opset, dynamic batch)], [(case, file, batch)], (input, output))
+# dynamic batch: False, True, or "keep-bn" (dynamic, and BatchNormalization kept as nodes)
 NETWORKS = {
     "resnet50": (make_resnet50, IMAGE,
                  [("resnet50.onnx", 13, False), ("resnet50_dyn.onnx", 13, True)],
@@ -140,8 +144,9 @@ NETWORKS = {
                  ("input", "output")),
     "mobilenet_v2": (make_mobilenet_v2, IMAGE,
                      [("mobilenet_v2.onnx", 13, False), ("mobilenet_v2_dyn.onnx", 13, True),
-                      ("mobilenet_v2_op10.onnx", 10, True)],
-                     [("mobilenet_v2_b1", "mobilenet_v2.onnx", 1), ("mobilenet_v2_b8", "mobilenet_v2_dyn.onnx", 8)],
+                      ("mobilenet_v2_op10.onnx", 10, True), ("mobilenet_v2_bn.onnx", 13, "keep-bn")],
+                     [("mobilenet_v2_b1", "mobilenet_v2.onnx", 1), ("mobilenet_v2_b8", "mobilenet_v2_dyn.onnx", 8),
+                      ("mobilenet_v2_bn_b2", "mobilenet_v2_bn.onnx", 2)],
                      ("input", "output")),
     "transformer": (make_transformer, SEQ,
                     [("transformer.onnx", 17, True), ("transformer_op13.onnx", 13, True)],
@@ -157,14 +162,16 @@ def export(model, sample_shape, path, opset, dynamic, io_names):
     dummy = torch.randn((1,) + sample_shape, generator=torch.Generator().manual_seed(SEED + 9))
     in_name, out_name = io_names
     axes = {in_name: {0: "batch"}, out_name: {0: "batch"}} if dynamic else None
+    mode = torch.onnx.TrainingMode.PRESERVE if dynamic == "keep-bn" else torch.onnx.TrainingMode.EVAL
     tmp = _atomic_path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, dummy, tmp, opset_version=opset, input_names=[in_name], output_names=[out_name],
-                          dynamic_axes=axes, do_constant_folding=True)
+                          dynamic_axes=axes, do_constant_folding=True, training=mode)
     onnx.checker.check_model(onnx.load(tmp))
     os.replace(tmp, path)
-    print("make_models: wrote %s (opset %d%s)" % (path, opset, ", dynamic batch" if dynamic else ""))
+    print("make_models: wrote %s (opset %d%s%s)" % (path, opset, ", dynamic batch" if dynamic else "",
+                                                    ", BatchNormalization kept" if dynamic == "keep-bn" else ""))
 
 
 def case_input(case, batch, sample_shape):

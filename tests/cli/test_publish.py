@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""hotserve publish: next-number choice, --version, no overwrite, and atomicity: an observer that
+lists the model directory as fast as it can never sees a version directory that is incomplete."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+HOTSERVE = sys.argv[1]
+
+
+def run(*args, expect=0):
+    p = subprocess.run([HOTSERVE, *args], capture_output=True, text=True, timeout=120)
+    if p.returncode != expect:
+        raise AssertionError(f"hotserve {' '.join(args)}: exit {p.returncode}, want {expect}\n{p.stderr}")
+    return p
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="hs-publish-")
+    try:
+        src = os.path.join(tmp, "src")
+        os.makedirs(os.path.join(src, "data"))
+        big = os.urandom(1 << 20) * 24  # 24 MiB: copying takes long enough to be caught half-way
+        with open(os.path.join(src, "model.onnx"), "wb") as f:
+            f.write(big)
+        for i in range(8):
+            with open(os.path.join(src, "data", f"part{i}.bin"), "wb") as f:
+                f.write(bytes([i]) * 100000)
+        expected = {"model.onnx": len(big), **{f"data/part{i}.bin": 100000 for i in range(8)}}
+        model = os.path.join(tmp, "repo", "m")
+
+        stop = threading.Event()
+        seen = {"checks": 0, "bad": []}
+
+        def observe():
+            while not stop.is_set():
+                try:
+                    names = os.listdir(model)
+                except FileNotFoundError:
+                    continue
+                for n in names:
+                    if not n.isdigit():
+                        continue
+                    d = os.path.join(model, n)
+                    try:
+                        man = json.load(open(os.path.join(d, "hotserve-manifest.json")))
+                        listed = {e["path"]: e["size"] for e in man["files"]}
+                        sizes = {p: os.path.getsize(os.path.join(d, p)) for p in expected}
+                    except (OSError, ValueError) as e:
+                        seen["bad"].append(f"{n}: {e}")
+                        continue
+                    if listed != expected or sizes != expected:
+                        seen["bad"].append(f"{n}: incomplete {sizes}")
+                    seen["checks"] += 1
+
+        t = threading.Thread(target=observe)
+        t.start()
+        try:
+            outs = [run("publish", src, model).stdout.strip() for _ in range(3)]
+            # Two publishers racing for the next number both succeed with distinct numbers.
+            procs = [subprocess.Popen([HOTSERVE, "publish", src, model], stdout=subprocess.PIPE, text=True)
+                     for _ in range(2)]
+            for p in procs:
+                out, _ = p.communicate(timeout=120)
+                assert p.returncode == 0
+                outs.append(out.strip())
+        finally:
+            stop.set()
+            t.join()
+        assert outs[:3] == [f"{model}/1", f"{model}/2", f"{model}/3"], outs
+        assert sorted(outs[3:]) == [f"{model}/4", f"{model}/5"], outs
+        assert not seen["bad"], seen["bad"][:5]
+        assert seen["checks"] > 0
+
+        # --version picks the number; an existing one is never overwritten.
+        assert run("publish", src, model, "--version", "10").stdout.strip() == f"{model}/10"
+        p = run("publish", src, model, "--version", "3", expect=1)
+        assert "already exists" in p.stderr
+        assert run("publish", src, model).stdout.strip() == f"{model}/11"
+        run("publish", src, model, "--version", "0", expect=2)
+        run("publish", src, model, "--version", "abc", expect=2)
+        # A source without model.onnx, or a missing source: refused, nothing created.
+        os.makedirs(os.path.join(tmp, "empty"))
+        run("publish", os.path.join(tmp, "empty"), model, expect=1)
+        run("publish", os.path.join(tmp, "missing"), model, expect=1)
+        leftovers = [n for n in os.listdir(model) if not n.isdigit()]
+        assert leftovers == [], leftovers
+        assert sorted(int(n) for n in os.listdir(model)) == [1, 2, 3, 4, 5, 10, 11]
+
+        # Signed publish verifies; the staged copy is what was verified.
+        os.chdir(tmp)
+        run("keygen", "rel")
+        out = run("publish", src, model, "--key", "rel.key").stdout.strip()
+        run("verify", out, "--trusted-key", "rel.pub")
+        p = run("verify", f"{model}/1", "--trusted-key", "rel.pub", expect=1)
+        assert ": unsigned: " in p.stderr
+        print("ok")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

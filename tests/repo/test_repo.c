@@ -1,0 +1,648 @@
+/* test_repo.c - repository scan, config, version policy, manifests, signatures, safety rules and
+ * publishing, on real files in temporary directories. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <dirent.h>
+
+#include <cmocka.h>
+
+#include "repo/publish.h"
+#include "repo/repo.h"
+#include "testfs.h"
+
+typedef struct {
+  char *dir;  /* scratch directory */
+  char *root; /* dir/repo: the model repository */
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  f->dir = make_tmpdir();
+  f->root = strdup(P("%s/repo", f->dir));
+  mkdirs(f->root);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  rm_tree(f->dir);
+  free(f->dir);
+  free(f->root);
+  free(f);
+  return 0;
+}
+
+/* A version directory with a model file and an external-data file, all mtimes 1 h old (settled). */
+static void make_version(const char *dir, const char *payload) {
+  write_text(P("%s/model.onnx", dir), payload);
+  write_text(P("%s/weights/w.bin", dir), "weights");
+  age_file(P("%s/model.onnx", dir), 3600);
+  age_file(P("%s/weights/w.bin", dir), 3600);
+  age_file(P("%s/weights", dir), 3600);
+  age_file(dir, 3600);
+}
+
+static hs_repo *open_repo(const char *root, bool require, const hs_trusted_keys *keys, int settle_ms) {
+  hs_repo_options o = {0};
+  o.require_signature = require;
+  o.keys = keys;
+  o.settle_ms = settle_ms;
+  hs_repo *r = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_repo_open(root, &o, &r, &err), HS_OK);
+  return r;
+}
+
+static hs_repo_snapshot *scan(hs_repo *r) {
+  hs_repo_snapshot *s = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  int rc = hs_repo_scan(r, &s, &err);
+  if (rc != HS_OK) fail_msg("scan: %s", err.message);
+  return s;
+}
+
+static const hs_repo_model *find_model(const hs_repo_snapshot *s, const char *name) {
+  for (size_t i = 0; i < s->n_models; i++)
+    if (strcmp(s->models[i].name, name) == 0) return &s->models[i];
+  return NULL;
+}
+
+static const hs_repo_version *find_version(const hs_repo_snapshot *s, const char *model, int64_t v) {
+  const hs_repo_model *m = find_model(s, model);
+  if (!m) return NULL;
+  for (size_t i = 0; i < m->n_versions; i++)
+    if (m->versions[i].version == v) return &m->versions[i];
+  return NULL;
+}
+
+/* Scans once and returns the state of model/version (-1 when not listed), copying reason_code. */
+static int state_of(hs_repo *r, const char *model, int64_t v, char *code) {
+  hs_repo_snapshot *s = scan(r);
+  const hs_repo_version *ver = find_version(s, model, v);
+  int st = ver ? (int)ver->state : -1;
+  if (code) snprintf(code, 32, "%s", ver ? ver->reason_code : "");
+  hs_repo_snapshot_free(s);
+  return st;
+}
+
+static void sign(const char *dir, const char *key) {
+  hs_error err;
+  hs_error_clear(&err);
+  int rc = hs_repo_sign_dir(dir, key, &err);
+  if (rc != HS_OK) fail_msg("sign %s: %s", dir, err.message);
+}
+
+static hs_trusted_keys *trust(const char *path) {
+  hs_trusted_keys *k = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  const char *paths[] = {path};
+  int rc = hs_trusted_keys_load(paths, 1, &k, &err);
+  if (rc != HS_OK) fail_msg("trust %s: %s", path, err.message);
+  return k;
+}
+
+/* ---- config ---- */
+
+static void test_config_defaults_and_full(void **state) {
+  fixture *f = *state;
+  hs_model_config c;
+  hs_error err;
+  hs_error_clear(&err);
+  mkdirs(P("%s/m", f->root));
+  assert_int_equal(hs_repo_load_config(f->root, "m", &c, &err), HS_OK);
+  assert_string_equal(c.backend, "onnx");
+  assert_int_equal(c.policy, HS_POLICY_LATEST);
+  assert_int_equal(c.latest_n, 1);
+  assert_int_equal(c.warmup_runs, 3);
+  assert_int_equal(c.n_inputs, 0);
+
+  write_text(P("%s/m/config.json", f->root),
+             "{\"backend\":\"onnx\",\"version_policy\":{\"specific\":{\"versions\":[1,3]}},"
+             "\"warmup\":{\"runs\":5,\"inputs\":\"random\"},\"golden\":{\"enabled\":true,\"rtol\":0.01,"
+             "\"atol\":0.5},\"threads\":2,\"instances\":4,"
+             "\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[-1,4]}],"
+             "\"outputs\":[{\"name\":\"y\",\"datatype\":\"INT64\",\"shape\":[1]}]}");
+  assert_int_equal(hs_repo_load_config(f->root, "m", &c, &err), HS_OK);
+  assert_int_equal(c.policy, HS_POLICY_SPECIFIC);
+  assert_int_equal(c.n_specific, 2);
+  assert_int_equal(c.specific[1], 3);
+  assert_int_equal(c.warmup_runs, 5);
+  assert_int_equal(c.warmup_kind, HS_WARMUP_RANDOM);
+  assert_true(c.golden_check);
+  assert_true(c.golden_rtol == 0.01 && c.golden_atol == 0.5);
+  assert_int_equal(c.threads, 2);
+  assert_int_equal(c.instances, 4);
+  assert_int_equal(c.n_inputs, 1);
+  assert_string_equal(c.inputs[0].name, "x");
+  assert_int_equal(c.inputs[0].dtype, HS_DT_FLOAT32);
+  assert_int_equal(c.inputs[0].ndim, 2);
+  assert_int_equal(c.inputs[0].dims[0], -1);
+  assert_int_equal(c.outputs[0].dtype, HS_DT_INT64);
+}
+
+static void expect_config_error(const char *text, int code, const char *needle) {
+  hs_model_config c;
+  hs_error err;
+  hs_error_clear(&err);
+  int rc = hs_repo_parse_config(text, strlen(text), &c, &err);
+  if (rc != code || !strstr(err.message, needle))
+    fail_msg("config %s: got %d '%s', want %d mentioning '%s'", text, rc, err.message, code, needle);
+  assert_string_equal(c.backend, "onnx"); /* left at defaults */
+}
+
+static void test_config_errors(void **state) {
+  fixture *f = *state;
+  expect_config_error("{\"bakend\":\"onnx\"}", HS_PARSE, "bakend");
+  expect_config_error("{\"version_policy\":{\"latest\":{\"num_versions\":0}}}", HS_PARSE, "num_versions");
+  expect_config_error("{\"version_policy\":{\"newest\":{}}}", HS_PARSE, "version_policy");
+  expect_config_error("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FLOAT\",\"shape\":[1]}]}", HS_PARSE,
+                      "inputs[0].datatype");
+  expect_config_error("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1,2,3,4,5,6,7,8,9]}]}",
+                      HS_PARSE, "inputs[0].shape");
+  expect_config_error("{\"warmup\":{\"runs\":-1}}", HS_PARSE, "warmup.runs");
+  expect_config_error("[1,2]", HS_PARSE, "object");
+  expect_config_error("{\"threads\":1,", HS_PARSE, "not JSON");
+  expect_config_error("{\"a\":1,\"a\":2}", HS_PARSE, "not JSON");
+  expect_config_error("{\"backend\":\"../../lib/evil.so\"}", HS_VERIFY, "leads out");
+  expect_config_error("{\"backend\":\"/usr/lib/evil.so\"}", HS_VERIFY, "absolute");
+
+  /* A config.json symlink out of the model dir is refused; a scan reports it on the model. */
+  write_text(P("%s/outside.json", f->dir), "{}");
+  mkdirs(P("%s/m/1", f->root));
+  assert_int_equal(symlink(P("%s/outside.json", f->dir), P("%s/m/config.json", f->root)), 0);
+  hs_model_config c;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_repo_load_config(f->root, "m", &c, &err), HS_VERIFY);
+  hs_repo *r = open_repo(f->root, false, NULL, 0);
+  hs_repo_snapshot *s = scan(r);
+  const hs_repo_model *m = find_model(s, "m");
+  assert_non_null(m);
+  assert_int_equal(m->config_status, HS_VERIFY);
+  assert_string_equal(m->config_reason_code, "unsafe_path");
+  assert_int_equal(m->n_versions, 0);
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+
+  /* Too big: limit. */
+  unlink(P("%s/m/config.json", f->root));
+  char *big = malloc((2 << 20) + 1);
+  memset(big, ' ', 2 << 20);
+  big[0] = '{';
+  big[(2 << 20) - 1] = '}';
+  big[2 << 20] = '\0';
+  write_text(P("%s/m/config.json", f->root), big);
+  free(big);
+  assert_int_equal(hs_repo_load_config(f->root, "m", &c, &err), HS_LIMIT);
+}
+
+/* ---- layout and policy ---- */
+
+static void test_layout_and_policies(void **state) {
+  fixture *f = *state;
+  for (int v = 1; v <= 3; v++) make_version(P("%s/b/%d", f->root, v), P("model v%d", v));
+  make_version(P("%s/a/7", f->root), "a7");
+  mkdirs(P("%s/.hidden/1", f->root));         /* dot dirs are never models */
+  mkdirs(P("%s/b/.staging-abc", f->root));   /* nor versions */
+  mkdirs(P("%s/b/01", f->root));             /* leading zero: not a version */
+  mkdirs(P("%s/b/latest", f->root));
+  write_text(P("%s/README", f->root), "not a model");
+
+  hs_repo *r = open_repo(f->root, false, NULL, 2000);
+  hs_repo_snapshot *s = scan(r);
+  assert_int_equal(s->n_models, 2);
+  assert_string_equal(s->models[0].name, "a");
+  assert_string_equal(s->models[1].name, "b");
+  const hs_repo_model *b = find_model(s, "b");
+  assert_int_equal(b->config_status, HS_OK);
+  assert_int_equal(b->n_versions, 1); /* latest 1 */
+  assert_int_equal(b->versions[0].version, 3);
+  assert_int_equal(b->versions[0].state, HS_VERSION_READY);
+  assert_non_null(strstr(b->versions[0].model_path, "/b/3/model.onnx"));
+  hs_repo_snapshot_free(s);
+
+  write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"latest\":{\"num_versions\":2}}}");
+  s = scan(r);
+  b = find_model(s, "b");
+  assert_int_equal(b->n_versions, 2);
+  assert_int_equal(b->versions[0].version, 2);
+  assert_int_equal(b->versions[1].version, 3);
+  hs_repo_snapshot_free(s);
+
+  write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"all\":{}}}");
+  s = scan(r);
+  assert_int_equal(find_model(s, "b")->n_versions, 3);
+  hs_repo_snapshot_free(s);
+
+  write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"specific\":{\"versions\":[1,3,9]}}}");
+  s = scan(r);
+  b = find_model(s, "b");
+  assert_int_equal(b->n_versions, 2);
+  assert_int_equal(b->versions[0].version, 1);
+  assert_int_equal(b->versions[1].version, 3);
+  hs_repo_snapshot_free(s);
+
+  /* Latest 1 with a newer version still being copied (fresh mtimes, no manifest): the pending
+   * version is listed, and the newest READY one is still selected beside it. */
+  unlink(P("%s/b/config.json", f->root));
+  write_text(P("%s/b/4/model.onnx", f->root), "half a mod");
+  s = scan(r);
+  b = find_model(s, "b");
+  assert_int_equal(b->n_versions, 2);
+  assert_int_equal(b->versions[0].version, 3);
+  assert_int_equal(b->versions[0].state, HS_VERSION_READY);
+  assert_int_equal(b->versions[1].version, 4);
+  assert_int_equal(b->versions[1].state, HS_VERSION_PENDING);
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+
+  /* An unreadable root fails the scan itself. */
+  r = open_repo(P("%s/nope", f->dir), false, NULL, 0);
+  hs_repo_snapshot *none = NULL;
+  hs_error err;
+  assert_int_equal(hs_repo_scan(r, &none, &err), HS_IO);
+  assert_null(none);
+  hs_repo_close(r);
+}
+
+/* ---- manifests ---- */
+
+static void test_manifest_states(void **state) {
+  fixture *f = *state;
+  const char *v1 = P("%s/m/1", f->root);
+  char v1s[4096];
+  snprintf(v1s, sizeof v1s, "%s", v1);
+  make_version(v1s, "model bytes");
+  sign(v1s, NULL);
+  char code[32];
+  hs_repo *r = open_repo(f->root, false, NULL, 0);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+
+  hs_repo_snapshot *s = scan(r);
+  char fp1[65];
+  snprintf(fp1, sizeof fp1, "%s", find_version(s, "m", 1)->fingerprint);
+  assert_int_equal(strlen(fp1), 64);
+  hs_repo_snapshot_free(s);
+
+  /* One changed byte, same size. */
+  write_text(P("%s/model.onnx", v1s), "model bytez");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "manifest_mismatch");
+  /* Restored content: READY again with the same fingerprint. */
+  write_text(P("%s/model.onnx", v1s), "model bytes");
+  s = scan(r);
+  assert_int_equal(find_version(s, "m", 1)->state, HS_VERSION_READY);
+  assert_string_equal(find_version(s, "m", 1)->fingerprint, fp1);
+  hs_repo_snapshot_free(s);
+
+  /* An extra file is a mismatch. */
+  write_text(P("%s/extra.txt", v1s), "x");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "manifest_mismatch");
+  unlink(P("%s/extra.txt", v1s));
+  /* A missing file is a mismatch. */
+  rename(P("%s/weights/w.bin", v1s), P("%s/w.bin.moved", f->dir));
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "manifest_mismatch");
+  rename(P("%s/w.bin.moved", f->dir), P("%s/weights/w.bin", v1s));
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+
+  /* Malformed manifests. */
+  write_text(P("%s/hotserve-manifest.json", v1s), "{\"format\":\"hotserve-manifest/1\",\"files\":[");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "bad_manifest");
+  write_text(P("%s/hotserve-manifest.json", v1s),
+             "{\"format\":\"hotserve-manifest/1\",\"files\":[{\"path\":\"../../etc/passwd\",\"size\":1,"
+             "\"sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unsafe_path");
+  write_text(P("%s/hotserve-manifest.json", v1s),
+             "{\"format\":\"hotserve-manifest/1\",\"files\":[{\"path\":\"/etc/passwd\",\"size\":1,"
+             "\"sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unsafe_path");
+  write_text(P("%s/hotserve-manifest.json", v1s),
+             "{\"format\":\"hotserve-manifest/1\",\"files\":[{\"path\":\"model.onnx\",\"size\":99999999999999,"
+             "\"sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "limit");
+  hs_repo_close(r);
+}
+
+static void test_settle_and_fingerprints(void **state) {
+  fixture *f = *state;
+  hs_repo *r = open_repo(f->root, false, NULL, 300);
+  /* Fresh files, no manifest: pending until they stay unchanged for 300 ms. */
+  write_text(P("%s/m/1/model.onnx", f->root), "first");
+  char code[32];
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_PENDING);
+  struct timespec t = {0, 400 * 1000000L};
+  nanosleep(&t, NULL);
+  hs_repo_snapshot *s = scan(r);
+  const hs_repo_version *v = find_version(s, "m", 1);
+  assert_int_equal(v->state, HS_VERSION_READY);
+  char fp1[65];
+  snprintf(fp1, sizeof fp1, "%s", v->fingerprint);
+  hs_repo_snapshot_free(s);
+  /* Unchanged: same fingerprint. */
+  s = scan(r);
+  assert_string_equal(find_version(s, "m", 1)->fingerprint, fp1);
+  hs_repo_snapshot_free(s);
+  /* Replaced in place: pending again (settling), then READY with a new fingerprint. */
+  write_text(P("%s/m/1/model.onnx", f->root), "second, longer");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_PENDING);
+  nanosleep(&t, NULL);
+  s = scan(r);
+  v = find_version(s, "m", 1);
+  assert_int_equal(v->state, HS_VERSION_READY);
+  assert_string_not_equal(v->fingerprint, fp1);
+  hs_repo_snapshot_free(s);
+
+  /* A manifest that does not match yet while files are still arriving is pending, not refused. */
+  make_version(P("%s/m/2", f->root), "two");
+  sign(P("%s/m/2", f->root), NULL);
+  write_text(P("%s/m/2/model.onnx", f->root), "tw");
+  assert_int_equal(state_of(r, "m", 2, code), HS_VERSION_PENDING);
+  assert_string_equal(code, "manifest_mismatch");
+  nanosleep(&t, NULL);
+  assert_int_equal(state_of(r, "m", 2, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "manifest_mismatch");
+  hs_repo_close(r);
+}
+
+/* ---- signatures ---- */
+
+static void test_signatures(void **state) {
+  fixture *f = *state;
+  hs_error err;
+  hs_error_clear(&err);
+  const char *k1 = P("%s/k1", f->dir), *k2 = P("%s/k2", f->dir), *hm = P("%s/hm", f->dir);
+  char k1s[4096], k2s[4096], hms[4096];
+  snprintf(k1s, sizeof k1s, "%s", k1);
+  snprintf(k2s, sizeof k2s, "%s", k2);
+  snprintf(hms, sizeof hms, "%s", hm);
+  assert_int_equal(hs_repo_keygen(k1s, false, &err), HS_OK);
+  assert_int_equal(hs_repo_keygen(k2s, false, &err), HS_OK);
+  assert_int_equal(hs_repo_keygen(hms, true, &err), HS_OK);
+  assert_int_equal(hs_repo_keygen(k1s, false, &err), HS_INVALID_ARGUMENT); /* never overwrites */
+  struct stat st;
+  assert_int_equal(stat(P("%s.key", k1s), &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
+  assert_int_equal(stat(P("%s.key", hms), &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
+
+  /* The server refuses to be given a private key to trust. */
+  hs_trusted_keys *bad = NULL;
+  const char *priv[] = {P("%s.key", k1s)};
+  assert_int_equal(hs_trusted_keys_load(priv, 1, &bad, &err), HS_INVALID_ARGUMENT);
+  assert_null(bad);
+  const char *garbage[] = {P("%s/model.onnx", f->dir)};
+  write_text(garbage[0], "not a key");
+  assert_int_equal(hs_trusted_keys_load(garbage, 1, &bad, &err), HS_PARSE);
+
+  hs_trusted_keys *t1 = trust(P("%s.pub", k1s));
+  hs_trusted_keys *t2 = trust(P("%s.pub", k2s));
+  hs_trusted_keys *th = trust(P("%s.key", hms));
+
+  make_version(P("%s/m/1", f->root), "signed by k1");
+  sign(P("%s/m/1", f->root), P("%s.key", k1s));
+  make_version(P("%s/h/1", f->root), "signed by hmac");
+  sign(P("%s/h/1", f->root), P("%s.key", hms));
+  make_version(P("%s/u/1", f->root), "manifest, no signature");
+  sign(P("%s/u/1", f->root), NULL);
+  make_version(P("%s/n/1", f->root), "no manifest at all");
+
+  char code[32];
+  hs_repo *r = open_repo(f->root, true, t1, 0);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  assert_int_equal(state_of(r, "h", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unknown_key");
+  assert_int_equal(state_of(r, "u", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unsigned");
+  assert_int_equal(state_of(r, "n", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unsigned");
+  hs_repo_close(r);
+
+  r = open_repo(f->root, true, t2, 0);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unknown_key");
+  hs_repo_close(r);
+
+  r = open_repo(f->root, true, th, 0);
+  assert_int_equal(state_of(r, "h", 1, code), HS_VERSION_READY);
+  hs_repo_close(r);
+
+  /* A tampered manifest (sizes and hashes still describe the files) breaks the signature. */
+  char *text = read_text(P("%s/m/1/hotserve-manifest.json", f->root));
+  char *gen = strstr(text, "hotserve 0.1.0");
+  assert_non_null(gen);
+  gen[9] = '9';
+  write_text(P("%s/m/1/hotserve-manifest.json", f->root), text);
+  r = open_repo(f->root, true, t1, 0);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "bad_signature");
+  /* So does a garbled signature file. */
+  write_text(P("%s/h/1/hotserve-manifest.sig", f->root), "{\"format\":1}");
+  hs_repo_close(r);
+  r = open_repo(f->root, true, th, 0);
+  assert_int_equal(state_of(r, "h", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "bad_signature");
+  hs_repo_close(r);
+
+  /* A model file changed after signing: the signature is fine, the manifest does not match. */
+  sign(P("%s/m/1", f->root), P("%s.key", k1s));
+  write_text(P("%s/m/1/model.onnx", f->root), "signed by k2");
+  r = open_repo(f->root, true, t1, 0);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "manifest_mismatch");
+  hs_repo_close(r);
+
+  /* hs_repo_verify_version, as the loader may call it. */
+  hs_repo_version out;
+  assert_int_equal(hs_repo_verify_version(P("%s/u/1", f->root), true, t1, &out, &err), HS_VERIFY);
+  assert_string_equal(out.reason_code, "unsigned");
+  assert_int_equal(hs_repo_verify_version(P("%s/u/1", f->root), false, NULL, &out, &err), HS_OK);
+  assert_int_equal(out.state, HS_VERSION_READY);
+  assert_int_equal(out.version, 1);
+
+  hs_trusted_keys_free(t1);
+  hs_trusted_keys_free(t2);
+  hs_trusted_keys_free(th);
+}
+
+/* ---- paths that lead out ---- */
+
+static void test_unsafe_paths(void **state) {
+  fixture *f = *state;
+  write_text(P("%s/secret", f->dir), "outside the repository");
+  make_version(P("%s/m/1", f->root), "one");
+  assert_int_equal(symlink(P("%s/secret", f->dir), P("%s/m/1/weights/w2.bin", f->root)), 0);
+  char code[32];
+  hs_repo *r = open_repo(f->root, false, NULL, 0);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unsafe_path");
+  /* A relative link climbing out is the same. */
+  unlink(P("%s/m/1/weights/w2.bin", f->root));
+  assert_int_equal(symlink("../../../../secret", P("%s/m/1/weights/w2.bin", f->root)), 0);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unsafe_path");
+  /* A link to another file inside the model dir is fine. */
+  unlink(P("%s/m/1/weights/w2.bin", f->root));
+  write_text(P("%s/m/shared.bin", f->root), "shared weights");
+  assert_int_equal(symlink("../../shared.bin", P("%s/m/1/weights/w2.bin", f->root)), 0);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  /* A version directory that is a link out of the model dir is never a version. */
+  make_version(P("%s/elsewhere/5", f->dir), "five");
+  assert_int_equal(symlink(P("%s/elsewhere/5", f->dir), P("%s/m/5", f->root)), 0);
+  assert_int_equal(state_of(r, "m", 5, code), -1);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  /* A FIFO is not a model file. */
+  assert_int_equal(mkfifo(P("%s/m/1/pipe", f->root), 0644), 0);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unsafe_path");
+  hs_repo_close(r);
+}
+
+/* Kubernetes ConfigMap layout: m/..2024_a/1/..., m/..data -> ..2024_a, m/1 -> ..data/1. */
+static void test_configmap_data_flip(void **state) {
+  fixture *f = *state;
+  make_version(P("%s/m/..2024_a/1", f->root), "generation a");
+  assert_int_equal(symlink("..2024_a", P("%s/m/..data", f->root)), 0);
+  assert_int_equal(symlink("..data/1", P("%s/m/1", f->root)), 0);
+  hs_repo *r = open_repo(f->root, false, NULL, 0);
+  hs_repo_snapshot *s = scan(r);
+  const hs_repo_version *v = find_version(s, "m", 1);
+  assert_non_null(v);
+  assert_int_equal(v->state, HS_VERSION_READY);
+  assert_non_null(strstr(v->dir, "..2024_a/1"));
+  char fp[65];
+  snprintf(fp, sizeof fp, "%s", v->fingerprint);
+  hs_repo_snapshot_free(s);
+  /* Flip ..data atomically to a new generation, as kubelet does. */
+  make_version(P("%s/m/..2024_b/1", f->root), "generation b!");
+  assert_int_equal(symlink("..2024_b", P("%s/m/..data_tmp", f->root)), 0);
+  assert_int_equal(rename(P("%s/m/..data_tmp", f->root), P("%s/m/..data", f->root)), 0);
+  s = scan(r);
+  v = find_version(s, "m", 1);
+  assert_int_equal(v->state, HS_VERSION_READY);
+  assert_non_null(strstr(v->dir, "..2024_b/1"));
+  assert_string_not_equal(v->fingerprint, fp);
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+}
+
+static void test_limits(void **state) {
+  fixture *f = *state;
+  make_version(P("%s/m/1", f->root), "0123456789");
+  for (int i = 0; i < 5; i++) write_text(P("%s/m/1/extra%d", f->root, i), "x");
+  hs_repo_options o = {0};
+  o.max_files = 4;
+  hs_repo *r = NULL;
+  hs_error err;
+  assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
+  char code[32];
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "limit");
+  hs_repo_close(r);
+  o.max_files = 0;
+  o.max_file_bytes = 5;
+  assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "limit");
+  hs_repo_close(r);
+  /* require_signature without keys is a usage error, not a silent pass. */
+  o.require_signature = true;
+  assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_INVALID_ARGUMENT);
+}
+
+/* ---- publish ---- */
+
+static void test_publish(void **state) {
+  fixture *f = *state;
+  hs_error err;
+  hs_error_clear(&err);
+  const char *src = P("%s/src", f->dir);
+  char srcs[4096];
+  snprintf(srcs, sizeof srcs, "%s", src);
+  write_text(P("%s/model.onnx", srcs), "published model");
+  write_text(P("%s/sub/data.bin", srcs), "data");
+  int64_t v = 0;
+  assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 0, NULL, &v, &err), HS_OK);
+  assert_int_equal(v, 1);
+  assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 0, NULL, &v, &err), HS_OK);
+  assert_int_equal(v, 2);
+  assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 7, NULL, &v, &err), HS_OK);
+  assert_int_equal(v, 7);
+  assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 0, NULL, &v, &err), HS_OK);
+  assert_int_equal(v, 8);
+  /* Never overwrites. */
+  assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 2, NULL, &v, &err), HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "already exists"));
+  /* No model.onnx: refused before anything is created. */
+  write_text(P("%s/empty/readme", f->dir), "x");
+  assert_int_equal(hs_repo_publish(P("%s/empty", f->dir), P("%s/m", f->root), 0, NULL, &v, &err),
+                   HS_INVALID_ARGUMENT);
+  /* No staging leftovers; versions are complete and match their manifests. */
+  DIR *d = opendir(P("%s/m", f->root));
+  struct dirent *e;
+  int n = 0;
+  while ((e = readdir(d)) != NULL) {
+    assert_null(strstr(e->d_name, "staging"));
+    if (e->d_name[0] != '.') n++;
+  }
+  closedir(d);
+  assert_int_equal(n, 4);
+  hs_repo *r = open_repo(f->root, false, NULL, 2000);
+  hs_repo_snapshot *s = scan(r);
+  const hs_repo_version *pv = find_version(s, "m", 8);
+  assert_non_null(pv);
+  assert_int_equal(pv->state, HS_VERSION_READY); /* manifest matches: no settle wait */
+  assert_string_equal(read_text(pv->model_path), "published model");
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+
+  /* Signed publish verifies under --require-signature. */
+  assert_int_equal(hs_repo_keygen(P("%s/pk", f->dir), false, &err), HS_OK);
+  assert_int_equal(hs_repo_publish(srcs, P("%s/s", f->root), 0, P("%s/pk.key", f->dir), &v, &err), HS_OK);
+  hs_trusted_keys *t = trust(P("%s/pk.pub", f->dir));
+  r = open_repo(f->root, true, t, 2000);
+  char code[32];
+  assert_int_equal(state_of(r, "s", 1, code), HS_VERSION_READY);
+  /* Just written and unsigned: not refused while it may still be arriving... */
+  assert_int_equal(state_of(r, "m", 8, code), HS_VERSION_PENDING);
+  assert_string_equal(code, "unsigned");
+  hs_repo_close(r);
+  /* ...and refused once settled. */
+  r = open_repo(f->root, true, t, 0);
+  assert_int_equal(state_of(r, "m", 8, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unsigned");
+  hs_repo_close(r);
+  hs_trusted_keys_free(t);
+  /* A public key cannot sign. */
+  assert_int_equal(hs_repo_publish(srcs, P("%s/s", f->root), 0, P("%s/pk.pub", f->dir), &v, &err),
+                   HS_INVALID_ARGUMENT);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_config_defaults_and_full, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_layout_and_policies, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_manifest_states, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_unsafe_paths, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_configmap_data_flip, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
