@@ -284,6 +284,11 @@ const char *hs_kernel_impl_name(const hs_kernel *k);
 void hs_kernels_set_threads(int n);
 int hs_kernels_threads(void);
 
+/* Plain-C value of activation a at x (the reference that fallback code uses). */
+float hs_act_apply(hs_act_kind a, float alpha, float beta, float x);
+/* Applies the post-ops to y[0..n) in place; residual (read for HS_POST_SUM) may be NULL when there is none. */
+void hs_post_apply(const hs_post_ops *p, float *y, const float *residual, int64_t n);
+
 /* Name of an activation ("relu"), for messages; never NULL. */
 const char *hs_act_name(hs_act_kind a);
 
