@@ -188,7 +188,7 @@ static void failure_fingerprint(const uint8_t shape[32], const char *code, char 
 }
 
 /* Decides one version directory (path may be a symlink inside the model dir). */
-static void evaluate(hs_repo *repo, const char *model_real, const char *path, int64_t version,
+static void evaluate_dir(hs_repo *repo, const char *model_real, const char *path, int64_t version,
                      hs_repo_version *out) {
   memset(out, 0, sizeof *out);
   out->version = version;
@@ -208,6 +208,8 @@ static void evaluate(hs_repo *repo, const char *model_real, const char *path, in
     set_result(out, r == HS__R_IO ? HS_VERSION_PENDING : HS_VERSION_INVALID, r, v.message);
     return;
   }
+  for (size_t i = 0; i < l.n; i++) out->total_bytes += l.files[i].size;
+  out->n_files = l.n;
   uint8_t shape[32];
   hs__listing_digest(&l, shape);
   int64_t now = mono_ms();
@@ -232,7 +234,7 @@ static void evaluate(hs_repo *repo, const char *model_real, const char *path, in
   }
   e->seen = true;
   if (e->decided) {
-    *out = e->result;
+    *out = e->result; /* same shape: same sizes, so total_bytes and n_files still hold */
     for (size_t i = 0; i < l.n; i++) hs__hash_cache_touch(repo->cache, &l.files[i]);
     hs__listing_free(&l);
     return;
@@ -272,6 +274,15 @@ static void evaluate(hs_repo *repo, const char *model_real, const char *path, in
   }
   e->decided = true;
   e->result = *out;
+}
+
+static void evaluate(hs_repo *repo, const char *model_real, const char *path, int64_t version,
+                     hs_repo_version *out) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  evaluate_dir(repo, model_real, path, version, out);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  out->verify_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
 }
 
 /* A version directory name: a positive decimal integer without leading zeros. */
@@ -486,6 +497,8 @@ int hs_repo_verify_version(const char *dir, bool require_signature, const hs_tru
   if (r == HS__R_IO) return hs_error_set(err, HS_IO, "%s", vd.message);
   bool has_manifest = false;
   if (r == HS__R_NONE) {
+    for (size_t i = 0; i < l.n; i++) out->total_bytes += l.files[i].size;
+    out->n_files = l.n;
     hs__check_opts o = {require_signature, keys, 0, 0, NULL};
     r = hs__check_version(real, &l, &o, &has_manifest, out->fingerprint, &vd);
     if (r == HS__R_NONE && !has_manifest) {

@@ -231,6 +231,8 @@ static void test_layout_and_policies(void **state) {
   assert_int_equal(b->versions[0].version, 3);
   assert_int_equal(b->versions[0].state, HS_VERSION_READY);
   assert_non_null(strstr(b->versions[0].model_path, "/b/3/model.onnx"));
+  assert_int_equal(b->versions[0].n_files, 2);
+  assert_int_equal(b->versions[0].total_bytes, strlen("model v3") + strlen("weights"));
   hs_repo_snapshot_free(s);
 
   write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"latest\":{\"num_versions\":2}}}");
