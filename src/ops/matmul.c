@@ -114,7 +114,8 @@ static int gemm_check(hs_node *n, const hs_graph *g, hs_error *err) {
   gemm_params *p = (gemm_params *)n->params.bytes;
   int64_t ta, tb;
   int rc;
-  if ((rc = hs_node_only_attrs(n, "alpha,beta,transA,transB", err))) return rc;
+  if ((rc = hs_node_only_attrs(n, n->opset < 7 ? "alpha,beta,transA,transB,broadcast" : "alpha,beta,transA,transB", err)))
+    return rc;
   if ((rc = hs_attr_float(n, "alpha", 1.0f, &p->alpha, err)) || (rc = hs_attr_float(n, "beta", 1.0f, &p->beta, err)) ||
       (rc = hs_attr_int(n, "transA", 0, &ta, err)) || (rc = hs_attr_int(n, "transB", 0, &tb, err)))
     return rc;
@@ -183,6 +184,6 @@ static int gemm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
 
 const hs_op_def hs_ops_matmul[] = {
     {"MatMul", 1, 2, 2, 1, 1, 0, 0, matmul_check, matmul_infer, NULL, NULL, matmul_run},
-    {"Gemm", 7, 2, 3, 1, 1, 0, 0, gemm_check, gemm_infer, NULL, NULL, gemm_run},
+    {"Gemm", 6, 2, 3, 1, 1, 0, 0, gemm_check, gemm_infer, NULL, NULL, gemm_run},
     {NULL},
 };
