@@ -4,21 +4,6 @@
 
 #include "ops/ops.h"
 
-/* C[M,N] (+)= A[M,K] * B[K,N] with row strides lda, ldb, ldc; the i-k-j order keeps B and C rows
- * streaming. */
-static void gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
-                    float *C, int64_t ldc) {
-  for (int64_t i = 0; i < M; i++) {
-    float *c = C + i * ldc;
-    for (int64_t j = 0; j < N; j++) c[j] = 0;
-    for (int64_t k = 0; k < K; k++) {
-      float a = A[i * lda + k];
-      const float *b = B + k * ldb;
-      for (int64_t j = 0; j < N; j++) c[j] += a * b[j];
-    }
-  }
-}
-
 static int matmul_check(hs_node *n, const hs_graph *g, hs_error *err) {
   return hs_node_only_attrs(n, "", err);
 }
@@ -94,7 +79,7 @@ static int matmul_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
       oa += idx[i] * s.sa[i];
       ob += idx[i] * s.sb[i];
     }
-    gemm_nn(s.M, s.N, s.K, A + oa * s.M * s.K, s.K, B + ob * s.K * s.N, s.N, C + bt * s.M * s.N, s.N);
+    hs_sgemm(s.M, s.N, s.K, A + oa * s.M * s.K, s.K, B + ob * s.K * s.N, s.N, C + bt * s.M * s.N, s.N, 0);
     for (int i = s.rb - 1; i >= 0; i--) {
       if (++idx[i] < s.bdims[i]) break;
       idx[i] = 0;

@@ -70,6 +70,29 @@ double hs_get_scalar(const hs_tensor *t) {
   }
 }
 
+void hs_sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+              int64_t ldc, int accumulate) {
+  enum { KB = 256, NB = 512 };
+  if (!accumulate)
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = 0;
+  for (int64_t j0 = 0; j0 < N; j0 += NB) {
+    int64_t nb = N - j0 < NB ? N - j0 : NB;
+    for (int64_t k0 = 0; k0 < K; k0 += KB) {
+      int64_t kb = K - k0 < KB ? K - k0 : KB;
+      for (int64_t i = 0; i < M; i++) {
+        float *restrict c = C + i * ldc + j0;
+        const float *a = A + i * lda + k0;
+        for (int64_t k = 0; k < kb; k++) {
+          const float av = a[k];
+          const float *restrict b = B + (k0 + k) * ldb + j0;
+          for (int64_t j = 0; j < nb; j++) c[j] += av * b[j];
+        }
+      }
+    }
+  }
+}
+
 double hs_load_f64(const hs_tensor *t, int64_t i) {
   const void *p = t->data;
   switch (t->dtype) {
