@@ -33,6 +33,8 @@ static const struct {
     {"test_training_dropout", "Dropout in training mode is random; the engine does inference only"},
     {"test_maxpool_with_argmax", "MaxPool's Indices output is not supported"},
     {"test_maxpool_2d_uint8", "pooling runs on float32 only"},
+    {"test_batchnorm_epsilon_training_mode", "BatchNormalization in training mode: inference only"},
+    {"test_batchnorm_example_training_mode", "BatchNormalization in training mode: inference only"},
     {"test_identity_opt", "optional types are not supported"},
     {"test_identity_sequence", "sequence types are not supported"},
 };
