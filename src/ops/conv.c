@@ -1,158 +1,186 @@
-/* conv.c - Conv and ConvTranspose (1-3 spatial dims, groups, dilations, pads, auto_pad) as plain-C
- * reference kernels: im2col / col2im around hs_sgemm. Everything runs in 3-D form (missing
- * spatial dims have size 1), so one code path covers Conv1d/2d/3d. */
+/* conv.c - Conv and ConvTranspose: oneDNN kernels (via src/kernels) when weights are constants, plain C otherwise. */
+
+/*
+ * DESIGN
+ * check() parses the attributes into hs_conv_attrs. prepare() runs once at load: when the weights
+ * (and bias) are constants it gives the node a state holding a kernel cache; a kernel needs the
+ * input's spatial shape, which is known only when a session plans, so scratch_bytes() (called while
+ * planning) builds the kernel for that shape and run() finds it again without locking. Batch sizes
+ * are variants of one kernel, so weights are reordered once per spatial shape. When no kernel can be
+ * built (weights given at run time, as ONNX's node tests do, or an unsupported combination) run()
+ * uses the plain-C convolution below, which honours the same fused post-ops and layouts.
+ * The state is owned by the node and freed with the graph (node->free_state).
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
+#include "kernels/kcache.h"
+#include "ops/conv.h"
 #include "ops/ops.h"
 
-enum { PAD_NOTSET, PAD_SAME_UPPER, PAD_SAME_LOWER, PAD_VALID };
+typedef struct conv_state {
+  hs_kcache cache;
+  const float *w, *b; /* graph constants: live as long as the model */
+} conv_state;
 
-typedef struct {
-  int transposed;
-  int auto_pad;
-  int64_t group;
-  int nk;                      /* entries in kernel_shape, 0 when absent */
-  int64_t kernel[3], stride[3], dilation[3], pads[6];
-  int n_strides, n_dil, n_pads;
-  int64_t out_pad[3], out_shape[3];
-  int n_out_pad, n_out_shape;
-} conv_params;
-
-/* The geometry of one call, in 3-D form. */
-typedef struct {
+/* Everything a run needs, derived from the attributes and the input shapes. */
+typedef struct conv_geo {
   int nsp;
-  int64_t N, C, M, G;          /* batch, input channels, output channels, groups */
-  int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
-} conv_geom;
+  int64_t n, in_c, out_c, group;
+  int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3]; /* pe: ONNX end padding */
+  int64_t opad[3];
+} conv_geo;
 
-static int parse_auto_pad(const hs_node *n, int *out, hs_error *err) {
-  const char *s;
-  int rc = hs_attr_string(n, "auto_pad", "NOTSET", &s, err);
-  if (rc) return rc;
-  if (strcmp(s, "NOTSET") == 0) *out = PAD_NOTSET;
-  else if (strcmp(s, "SAME_UPPER") == 0) *out = PAD_SAME_UPPER;
-  else if (strcmp(s, "SAME_LOWER") == 0) *out = PAD_SAME_LOWER;
-  else if (strcmp(s, "VALID") == 0) *out = PAD_VALID;
-  else return hs_op_errf(err, n, HS_UNSUPPORTED, "auto_pad '%s' is not supported", s);
-  return 0;
-}
+static const hs_conv_attrs *attrs_of(const hs_node *n) { return (const hs_conv_attrs *)n->params.bytes; }
 
-static int ints_into(const hs_node *n, const char *name, int64_t *dst, int max, int *count, hs_error *err) {
+static int read_ints(const hs_node *n, const char *name, int64_t *dst, int want, int *have, hs_error *err) {
   const int64_t *v;
-  size_t c;
-  int rc = hs_attr_ints(n, name, &v, &c, err);
+  size_t cnt;
+  int rc = hs_attr_ints(n, name, &v, &cnt, err);
   if (rc) return rc;
-  if ((int)c > max) return hs_op_errf(err, n, HS_UNSUPPORTED, "%s has %zu entries (at most %d spatial dims)", name, c, max / (strcmp(name, "pads") == 0 ? 2 : 1));
-  memcpy(dst, v, c * sizeof *v);
-  *count = (int)c;
+  *have = 0;
+  if (!v) return 0;
+  if ((int)cnt != want || cnt > 6)
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "attribute %s has %zu values, expected %d", name, cnt, want);
+  memcpy(dst, v, sizeof(int64_t) * cnt);
+  *have = 1;
   return 0;
 }
 
-static int conv_check(hs_node *n, const hs_graph *g, hs_error *err) {
-  conv_params *p = (conv_params *)n->params.bytes;
-  memset(p, 0, sizeof *p);
-  p->transposed = strcmp(n->op_type, "ConvTranspose") == 0;
-  int rc = hs_node_only_attrs(n, p->transposed ? "auto_pad,dilations,group,kernel_shape,output_padding,output_shape,pads,strides"
-                                               : "auto_pad,dilations,group,kernel_shape,pads,strides", err);
-  if (rc || (rc = parse_auto_pad(n, &p->auto_pad, err)) || (rc = hs_attr_int(n, "group", 1, &p->group, err)) ||
-      (rc = ints_into(n, "kernel_shape", p->kernel, 3, &p->nk, err)) ||
-      (rc = ints_into(n, "strides", p->stride, 3, &p->n_strides, err)) ||
-      (rc = ints_into(n, "dilations", p->dilation, 3, &p->n_dil, err)) ||
-      (rc = ints_into(n, "pads", p->pads, 6, &p->n_pads, err)) ||
-      (rc = ints_into(n, "output_padding", p->out_pad, 3, &p->n_out_pad, err)) ||
-      (rc = ints_into(n, "output_shape", p->out_shape, 3, &p->n_out_shape, err)))
-    return rc;
-  if (p->group < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "group must be >= 1");
-  for (int i = 0; i < p->n_strides; i++)
-    if (p->stride[i] < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "strides must be >= 1");
-  for (int i = 0; i < p->n_dil; i++)
-    if (p->dilation[i] < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "dilations must be >= 1");
-  for (int i = 0; i < p->n_pads; i++)
-    if (p->pads[i] < 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads must be >= 0");
-  for (int i = 0; i < p->nk; i++)
-    if (p->kernel[i] < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "kernel_shape must be >= 1");
+static int conv_check_common(hs_node *n, int transposed, hs_error *err) {
+  hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
+  memset(a, 0, sizeof *a);
+  a->transposed = transposed;
+  a->sum_input = -1;
+  int rc = hs_node_only_attrs(
+      n, transposed ? "auto_pad,dilations,group,kernel_shape,output_padding,output_shape,pads,strides"
+                    : "auto_pad,dilations,group,kernel_shape,pads,strides",
+      err);
+  if (rc) return rc;
+  const char *ap;
+  if ((rc = hs_attr_string(n, "auto_pad", "NOTSET", &ap, err))) return rc;
+  if (!strcmp(ap, "NOTSET")) a->auto_pad = HS_AUTOPAD_NOTSET;
+  else if (!strcmp(ap, "SAME_UPPER")) a->auto_pad = HS_AUTOPAD_SAME_UPPER;
+  else if (!strcmp(ap, "SAME_LOWER")) a->auto_pad = HS_AUTOPAD_SAME_LOWER;
+  else if (!strcmp(ap, "VALID")) a->auto_pad = HS_AUTOPAD_VALID;
+  else return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "auto_pad '%s' is not valid", ap);
+  if ((rc = hs_attr_int(n, "group", 1, &a->group, err))) return rc;
+  if (a->group < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "group %lld", (long long)a->group);
+  /* The spatial rank comes from the first list attribute present; the rest must agree. */
+  const char *lists[] = {"kernel_shape", "strides", "dilations", "output_padding", "output_shape"};
+  for (int i = 0; i < 5 && !a->nsp; i++) {
+    const int64_t *v;
+    size_t cnt;
+    if ((rc = hs_attr_ints(n, lists[i], &v, &cnt, err))) return rc;
+    if (v) a->nsp = (int)(cnt <= 3 ? cnt : 99);
+  }
+  if (!a->nsp) {
+    const int64_t *v;
+    size_t cnt;
+    if ((rc = hs_attr_ints(n, "pads", &v, &cnt, err))) return rc;
+    if (v) a->nsp = (int)(cnt % 2 == 0 && cnt <= 6 ? cnt / 2 : 99);
+  }
+  if (a->nsp > 3) return hs_op_errf(err, n, HS_UNSUPPORTED, "only 1 to 3 spatial dimensions are supported");
+  int have, ns = a->nsp ? a->nsp : 0;
+  for (int i = 0; i < 3; i++) a->strides[i] = a->dilations[i] = 1;
+  if (ns) {
+    if ((rc = read_ints(n, "kernel_shape", a->kernel, ns, &a->has_kernel, err))) return rc;
+    if ((rc = read_ints(n, "strides", a->strides, ns, &have, err))) return rc;
+    if ((rc = read_ints(n, "dilations", a->dilations, ns, &have, err))) return rc;
+    if ((rc = read_ints(n, "pads", a->pads, 2 * ns, &a->has_pads, err))) return rc;
+    if (transposed) {
+      if ((rc = read_ints(n, "output_padding", a->output_padding, ns, &have, err))) return rc;
+      if ((rc = read_ints(n, "output_shape", a->output_shape, ns, &a->has_output_shape, err))) return rc;
+    }
+  }
+  for (int i = 0; i < ns; i++) {
+    if (a->strides[i] < 1 || a->dilations[i] < 1 || (a->has_kernel && a->kernel[i] < 1))
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "non-positive stride, dilation or kernel size");
+    if (a->pads[i] < 0 || a->pads[ns + i] < 0 || a->output_padding[i] < 0)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "negative padding");
+    if (a->strides[i] > (1 << 20) || a->dilations[i] > (1 << 20) || a->kernel[i] > (1 << 20) ||
+        a->pads[i] > (1 << 20) || a->pads[ns + i] > (1 << 20) || a->output_padding[i] > (1 << 20))
+      return hs_op_errf(err, n, HS_LIMIT, "stride, dilation, kernel or padding too large");
+    if (transposed && a->output_padding[i] >= a->strides[i] && a->output_padding[i] >= a->dilations[i])
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "output_padding must be smaller than stride or dilation");
+  }
+  a->src_layout = a->dst_layout = HS_LAYOUT_NCHW;
   return 0;
 }
 
-#define LIM ((int64_t)1 << 40) /* no spatial size / channel count beyond this is plausible */
+static int conv_check(hs_node *n, const hs_graph *g, hs_error *err) { return conv_check_common(n, 0, err); }
+static int convt_check(hs_node *n, const hs_graph *g, hs_error *err) { return conv_check_common(n, 1, err); }
 
-static int conv_geometry(const hs_node *n, const hs_tensor *x, const hs_tensor *w, conv_geom *gm, hs_error *err) {
-  const conv_params *p = (const conv_params *)n->params.bytes;
-  if (x->ndim < 3 || x->ndim > 5) return hs_op_errf(err, n, HS_UNSUPPORTED, "input rank %d (1-3 spatial dims supported)", x->ndim);
+/* Shapes: x [N, C, spatial...], w [M, C/group, k...] (Conv) or [C, M/group, k...] (ConvTranspose). */
+static int conv_geometry(const hs_node *n, const hs_tensor *x, const hs_tensor *w, conv_geo *g, hs_error *err) {
+  const hs_conv_attrs *a = attrs_of(n);
+  memset(g, 0, sizeof *g);
+  if (x->ndim < 3 || x->ndim > 5) return hs_op_errf(err, n, HS_UNSUPPORTED, "input rank %d (3 to 5 supported)", x->ndim);
   if (w->ndim != x->ndim) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "weights rank %d differs from input rank %d", w->ndim, x->ndim);
-  int nsp = x->ndim - 2;
-  if ((p->nk && p->nk != nsp) || (p->n_strides && p->n_strides != nsp) || (p->n_dil && p->n_dil != nsp) ||
-      (p->n_pads && p->n_pads != 2 * nsp) || (p->n_out_pad && p->n_out_pad != nsp) ||
-      (p->n_out_shape && p->n_out_shape != nsp))
-    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "attribute lengths do not match %d spatial dims", nsp);
-  memset(gm, 0, sizeof *gm);
-  gm->nsp = nsp;
-  gm->N = x->dims[0];
-  gm->C = x->dims[1];
-  gm->G = p->group;
-  if (gm->C % gm->G) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "%lld channels do not split into %lld groups", (long long)gm->C, (long long)gm->G);
-  if (!p->transposed) {
-    gm->M = w->dims[0];
-    if (w->dims[1] * gm->G != gm->C) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "weights expect %lld input channels, input has %lld", (long long)(w->dims[1] * gm->G), (long long)gm->C);
-    if (gm->M % gm->G) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "output channels do not split into groups");
+  int ns = x->ndim - 2;
+  if (a->nsp && a->nsp != ns)
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "attributes give %d spatial dims, the input has %d", a->nsp, ns);
+  g->nsp = ns;
+  g->n = x->dims[0];
+  g->in_c = x->dims[1];
+  g->group = a->group;
+  if (!a->transposed) {
+    g->out_c = w->dims[0];
+    if (w->dims[1] * a->group != g->in_c || g->out_c % a->group)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "channels (input %lld, weights %lldx%lld) do not match group %lld",
+                        (long long)g->in_c, (long long)w->dims[0], (long long)w->dims[1], (long long)a->group);
   } else {
-    if (w->dims[0] != gm->C) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "weights expect %lld input channels, input has %lld", (long long)w->dims[0], (long long)gm->C);
-    gm->M = w->dims[1] * gm->G;
+    if (w->dims[0] != g->in_c || g->in_c % a->group)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "weights' first dim %lld differs from input channels %lld",
+                        (long long)w->dims[0], (long long)g->in_c);
+    if (w->dims[1] > INT64_MAX / a->group) return hs_op_errf(err, n, HS_LIMIT, "too many output channels");
+    g->out_c = w->dims[1] * a->group;
   }
-  for (int i = 0; i < 3; i++) {
-    gm->in[i] = gm->out[i] = gm->k[i] = gm->s[i] = gm->d[i] = 1;
-    gm->pb[i] = gm->pe[i] = 0;
-  }
-  for (int i = 0; i < nsp; i++) {
-    gm->in[i] = x->dims[2 + i];
-    gm->k[i] = w->dims[2 + i];
-    if (p->nk && p->kernel[i] != gm->k[i]) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "kernel_shape differs from the weights");
-    gm->s[i] = p->n_strides ? p->stride[i] : 1;
-    gm->d[i] = p->n_dil ? p->dilation[i] : 1;
-    if (gm->in[i] > LIM || gm->k[i] > LIM || gm->s[i] > LIM || gm->d[i] > LIM || gm->k[i] < 1)
-      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "implausible sizes");
-    int64_t ext = (gm->k[i] - 1) * gm->d[i] + 1;
-    if (!p->transposed) {
-      if (p->auto_pad == PAD_SAME_UPPER || p->auto_pad == PAD_SAME_LOWER) {
-        gm->out[i] = (gm->in[i] + gm->s[i] - 1) / gm->s[i];
-        int64_t total = (gm->out[i] - 1) * gm->s[i] + ext - gm->in[i];
+  for (int i = 0; i < ns; i++) {
+    g->in[i] = x->dims[2 + i];
+    g->k[i] = w->dims[2 + i];
+    if (a->has_kernel && a->kernel[i] != g->k[i])
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "kernel_shape disagrees with the weights");
+    g->s[i] = a->strides[i];
+    g->d[i] = a->dilations[i];
+    g->opad[i] = a->transposed ? a->output_padding[i] : 0;
+    if (g->k[i] < 1 || g->k[i] > (1 << 20) || g->in[i] > ((int64_t)1 << 40))
+      return hs_op_errf(err, n, HS_LIMIT, "kernel or input size out of range");
+    int64_t span = (g->k[i] - 1) * g->d[i] + 1;
+    if (!a->transposed) {
+      if (a->auto_pad == HS_AUTOPAD_NOTSET) {
+        g->pb[i] = a->pads[i];
+        g->pe[i] = a->pads[ns + i];
+      } else if (a->auto_pad == HS_AUTOPAD_SAME_UPPER || a->auto_pad == HS_AUTOPAD_SAME_LOWER) {
+        int64_t out = (g->in[i] + g->s[i] - 1) / g->s[i];
+        int64_t total = (out - 1) * g->s[i] + span - g->in[i];
         if (total < 0) total = 0;
-        gm->pb[i] = p->auto_pad == PAD_SAME_UPPER ? total / 2 : total - total / 2;
-        gm->pe[i] = total - gm->pb[i];
-      } else {
-        if (p->auto_pad == PAD_NOTSET && p->n_pads) {
-          gm->pb[i] = p->pads[i];
-          gm->pe[i] = p->pads[nsp + i];
-        }
-        if (gm->pb[i] > LIM || gm->pe[i] > LIM) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "implausible pads");
-        int64_t span = gm->in[i] + gm->pb[i] + gm->pe[i] - ext;
-        if (span < 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "kernel larger than the padded input");
-        gm->out[i] = span / gm->s[i] + 1;
+        int64_t small = total / 2, big = total - small;
+        g->pb[i] = a->auto_pad == HS_AUTOPAD_SAME_UPPER ? small : big;
+        g->pe[i] = a->auto_pad == HS_AUTOPAD_SAME_UPPER ? big : small;
       }
+      int64_t room = g->in[i] + g->pb[i] + g->pe[i] - span;
+      if (room < 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "kernel larger than the padded input");
+      g->out[i] = room / g->s[i] + 1;
     } else {
-      int64_t opad = p->n_out_pad ? p->out_pad[i] : 0;
-      int64_t full = gm->s[i] * (gm->in[i] - 1) + opad + ext;
-      if (p->n_out_shape || p->auto_pad == PAD_SAME_UPPER || p->auto_pad == PAD_SAME_LOWER) {
-        int64_t want = p->n_out_shape ? p->out_shape[i] : gm->in[i] * gm->s[i];
+      int64_t full = g->s[i] * (g->in[i] - 1) + g->opad[i] + span;
+      if (a->has_output_shape || a->auto_pad == HS_AUTOPAD_SAME_UPPER || a->auto_pad == HS_AUTOPAD_SAME_LOWER) {
+        int64_t want = a->has_output_shape ? a->output_shape[i] : g->in[i] * g->s[i];
+        /* total may be negative (output_shape asks for more than the full result): padding then
+         * turns negative, as ONNX's reference computes it with floor division. */
         int64_t total = full - want;
-        if (want < 0 || want > LIM) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "implausible output_shape");
-        if (total < 0) total = 0; /* the output is larger than the full result: extra rows are zero-filled */
-        if (p->auto_pad == PAD_SAME_UPPER) {
-          gm->pb[i] = total / 2;
-          gm->pe[i] = total - total / 2;
-        } else {
-          gm->pb[i] = total - total / 2;
-          gm->pe[i] = total / 2;
-        }
-        gm->out[i] = want;
-      } else {
-        if (p->n_pads && p->auto_pad == PAD_NOTSET) {
-          gm->pb[i] = p->pads[i];
-          gm->pe[i] = p->pads[nsp + i];
-        }
-        gm->out[i] = full - gm->pb[i] - gm->pe[i];
-        if (gm->out[i] < 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads larger than the output");
+        if (want < 1 || want > full + (1 << 20)) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "output_shape out of range");
+        int64_t small = total >= 0 ? total / 2 : -((-total + 1) / 2), big = total - small;
+        g->pb[i] = a->auto_pad == HS_AUTOPAD_SAME_UPPER ? small : big;
+        g->pe[i] = a->auto_pad == HS_AUTOPAD_SAME_UPPER ? big : small;
+      } else if (a->auto_pad == HS_AUTOPAD_NOTSET) {
+        g->pb[i] = a->pads[i];
+        g->pe[i] = a->pads[ns + i];
       }
+      g->out[i] = full - g->pb[i] - g->pe[i];
+      if (g->out[i] < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "padding removes the whole output");
     }
   }
   return 0;
@@ -160,140 +188,237 @@ static int conv_geometry(const hs_node *n, const hs_tensor *x, const hs_tensor *
 
 static int conv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
   int rc;
-  if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
-  if (in[1].dtype != HS_DT_FLOAT32) return hs_op_errf(err, n, HS_UNSUPPORTED, "weights must be float32");
-  conv_geom gm;
-  if ((rc = conv_geometry(n, &in[0], &in[1], &gm, err))) return rc;
-  if (nin > 2 && HS_PRESENT(&in[2]) && (in[2].dtype != HS_DT_FLOAT32 || in[2].ndim != 1 || in[2].dims[0] != gm.M))
-    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "bias must be float32 [%lld]", (long long)gm.M);
-  int64_t d[5] = {gm.N, gm.M};
-  for (int i = 0; i < gm.nsp; i++) d[2 + i] = gm.out[i];
-  return hs_set_shape(&out[0], HS_DT_FLOAT32, 2 + gm.nsp, d, n, err);
-}
-
-static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
-  conv_geom gm;
-  hs_error err;
-  if (conv_geometry(n, &in[0], &in[1], &gm, &err)) return 0;
-  const conv_params *p = (const conv_params *)n->params.bytes;
-  int64_t ksz = gm.k[0] * gm.k[1] * gm.k[2];
-  if (!p->transposed) {
-    int64_t osp = gm.out[0] * gm.out[1] * gm.out[2];
-    int is_1x1 = ksz == 1 && gm.s[0] * gm.s[1] * gm.s[2] == 1 && gm.pb[0] + gm.pb[1] + gm.pb[2] + gm.pe[0] + gm.pe[1] + gm.pe[2] == 0;
-    return is_1x1 ? 0 : (size_t)((gm.C / gm.G) * ksz * osp) * sizeof(float);
+  if ((rc = hs_need_dtype(n, &in[0], "X", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
+  if ((rc = hs_need_dtype(n, &in[1], "W", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
+  conv_geo g;
+  if ((rc = conv_geometry(n, &in[0], &in[1], &g, err))) return rc;
+  if (nin > 2 && HS_PRESENT(&in[2])) {
+    if ((rc = hs_need_dtype(n, &in[2], "B", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
+    if (in[2].ndim != 1 || in[2].dims[0] != g.out_c)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "bias must have %lld elements", (long long)g.out_c);
   }
-  int64_t isp = gm.in[0] * gm.in[1] * gm.in[2];
-  return (size_t)((gm.M / gm.G) * ksz * isp) * sizeof(float);
-}
-
-/* col[(c, kd, kh, kw), (od, oh, ow)] for the channels of one group of one image. */
-static void im2col(const float *x, const conv_geom *g, int64_t channels, float *col) {
-  int64_t osp = g->out[0] * g->out[1] * g->out[2];
-  for (int64_t c = 0; c < channels; c++)
-    for (int64_t kd = 0; kd < g->k[0]; kd++)
-      for (int64_t kh = 0; kh < g->k[1]; kh++)
-        for (int64_t kw = 0; kw < g->k[2]; kw++) {
-          float *row = col + (((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2] + kw) * osp;
-          const float *xc = x + c * g->in[0] * g->in[1] * g->in[2];
-          for (int64_t od = 0; od < g->out[0]; od++) {
-            int64_t id = od * g->s[0] - g->pb[0] + kd * g->d[0];
-            for (int64_t oh = 0; oh < g->out[1]; oh++) {
-              int64_t ih = oh * g->s[1] - g->pb[1] + kh * g->d[1];
-              float *r = row + (od * g->out[1] + oh) * g->out[2];
-              if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1]) {
-                memset(r, 0, sizeof(float) * (size_t)g->out[2]);
-                continue;
-              }
-              const float *xr = xc + (id * g->in[1] + ih) * g->in[2];
-              for (int64_t ow = 0; ow < g->out[2]; ow++) {
-                int64_t iw = ow * g->s[2] - g->pb[2] + kw * g->d[2];
-                r[ow] = (iw >= 0 && iw < g->in[2]) ? xr[iw] : 0.0f;
-              }
-            }
-          }
-        }
-}
-
-/* Scatter-adds col[(m, kd, kh, kw), (id, ih, iw)] into y (one group of one image) for ConvTranspose. */
-static void col2im(const float *col, const conv_geom *g, int64_t channels, float *y) {
-  int64_t isp = g->in[0] * g->in[1] * g->in[2];
-  for (int64_t c = 0; c < channels; c++)
-    for (int64_t kd = 0; kd < g->k[0]; kd++)
-      for (int64_t kh = 0; kh < g->k[1]; kh++)
-        for (int64_t kw = 0; kw < g->k[2]; kw++) {
-          const float *row = col + (((c * g->k[0] + kd) * g->k[1] + kh) * g->k[2] + kw) * isp;
-          float *yc = y + c * g->out[0] * g->out[1] * g->out[2];
-          for (int64_t id = 0; id < g->in[0]; id++) {
-            int64_t od = id * g->s[0] - g->pb[0] + kd * g->d[0];
-            if (od < 0 || od >= g->out[0]) continue;
-            for (int64_t ih = 0; ih < g->in[1]; ih++) {
-              int64_t oh = ih * g->s[1] - g->pb[1] + kh * g->d[1];
-              if (oh < 0 || oh >= g->out[1]) continue;
-              const float *r = row + (id * g->in[1] + ih) * g->in[2];
-              float *yr = yc + (od * g->out[1] + oh) * g->out[2];
-              for (int64_t iw = 0; iw < g->in[2]; iw++) {
-                int64_t ow = iw * g->s[2] - g->pb[2] + kw * g->d[2];
-                if (ow >= 0 && ow < g->out[2]) yr[ow] += r[iw];
-              }
-            }
-          }
-        }
-}
-
-static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
-                    hs_error *err) {
-  const conv_params *p = (const conv_params *)n->params.bytes;
-  conv_geom g;
-  int rc = conv_geometry(n, &in[0], &in[1], &g, err);
-  if (rc) return rc;
-  const float *x = in[0].data, *w = in[1].data, *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
-  float *y = out[0].data, *col = scratch;
-  int64_t isp = g.in[0] * g.in[1] * g.in[2], osp = g.out[0] * g.out[1] * g.out[2];
-  int64_t ksz = g.k[0] * g.k[1] * g.k[2], Cg = g.C / g.G, Mg = g.M / g.G;
-  for (int64_t b = 0; b < g.N; b++) {
-    const float *xb = x + b * g.C * isp;
-    float *yb = y + b * g.M * osp;
-    if (!p->transposed) {
-      for (int64_t gi = 0; gi < g.G; gi++) {
-        const float *src;
-        if (col) {
-          im2col(xb + gi * Cg * isp, &g, Cg, col);
-          src = col;
-        } else {
-          src = xb + gi * Cg * isp; /* 1x1, stride 1, no pads: the input is its own im2col */
-        }
-        hs_sgemm(Mg, osp, Cg * ksz, w + gi * Mg * Cg * ksz, Cg * ksz, src, osp, yb + gi * Mg * osp, osp, 0);
-      }
-    } else {
-      memset(yb, 0, sizeof(float) * (size_t)(g.M * osp));
-      for (int64_t gi = 0; gi < g.G; gi++) {
-        /* col[Mg*K, isp] = W_g^T [Mg*K, Cg] x X_g [Cg, isp]; W is [C, Mg, k...] */
-        const float *wg = w + gi * Cg * Mg * ksz;
-        const float *xg = xb + gi * Cg * isp;
-        int64_t rows = Mg * ksz;
-        for (int64_t r = 0; r < rows; r++) {
-          float *cr = col + r * isp;
-          memset(cr, 0, sizeof(float) * (size_t)isp);
-          for (int64_t c = 0; c < Cg; c++) {
-            float wv = wg[c * rows + r];
-            const float *xr = xg + c * isp;
-            for (int64_t i = 0; i < isp; i++) cr[i] += wv * xr[i];
-          }
-        }
-        col2im(col, &g, Mg, yb + gi * Mg * osp);
-      }
-    }
-    if (bias)
-      for (int64_t m = 0; m < g.M; m++) {
-        float bv = bias[m], *ym = yb + m * osp;
-        for (int64_t i = 0; i < osp; i++) ym[i] += bv;
-      }
+  int64_t dims[5] = {g.n, g.out_c};
+  for (int i = 0; i < g.nsp; i++) dims[2 + i] = g.out[i];
+  if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, 2 + g.nsp, dims, n, err))) return rc;
+  const hs_conv_attrs *a = attrs_of(n);
+  if (a->sum_input >= 0) {
+    const hs_tensor *r = &in[a->sum_input];
+    if (a->sum_input >= nin || r->dtype != HS_DT_FLOAT32 || r->nbytes != out[0].nbytes || r->ndim != out[0].ndim ||
+        memcmp(r->dims, out[0].dims, sizeof(int64_t) * (size_t)r->ndim) != 0)
+      return hs_op_errf(err, n, HS_INTERNAL, "fused residual does not match the output shape");
   }
   return 0;
 }
 
+/* ---- oneDNN path ---- */
+
+typedef struct build_ctx {
+  const hs_node *n;
+  const conv_state *st;
+  const conv_geo *g;
+} build_ctx;
+
+static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
+  const build_ctx *c = ctx;
+  const hs_conv_attrs *a = attrs_of(c->n);
+  const conv_geo *g = c->g;
+  hs_conv_params p = {0};
+  p.device = HS_KDEV_CPU;
+  p.src_layout = a->src_layout;
+  p.dst_layout = a->dst_layout;
+  p.transposed = a->transposed;
+  p.nsp = g->nsp;
+  p.batch = g->n;
+  p.in_c = g->in_c;
+  p.out_c = g->out_c;
+  p.groups = g->group;
+  for (int i = 0; i < g->nsp; i++) {
+    p.in[i] = g->in[i];
+    p.out[i] = g->out[i];
+    p.kernel[i] = g->k[i];
+    p.stride[i] = g->s[i];
+    p.dilation[i] = g->d[i];
+    p.pad_begin[i] = g->pb[i];
+    p.pad_end[i] = g->pe[i] - g->opad[i];
+  }
+  p.weights = c->st->w;
+  p.bias = c->st->b;
+  p.post = a->post;
+  return hs_kernel_conv_create(&p, out, err);
+}
+
+/* HS_KERNELS_STRICT=1 in the environment turns "constant weights but no kernel" into an error
+ * instead of a silent plain-C fallback; the kernel tests use it to prove the oneDNN path ran. */
+static int strict_mode(void) {
+  static atomic_int mode = -1;
+  int m = atomic_load(&mode);
+  if (m < 0) {
+    const char *s = getenv("HS_KERNELS_STRICT");
+    m = s && s[0] == '1';
+    atomic_store(&mode, m);
+  }
+  return m;
+}
+
+/* The kernel for these shapes, or NULL when the plain-C path must run. In strict mode a failed
+ * build is reported through *strict_err (when not NULL). */
+static hs_kernel *kernel_for(const hs_node *n, const conv_geo *g, hs_error *strict_err) {
+  int strict = strict_err && strict_mode();
+  conv_state *st = n->state;
+  if (!st) {
+    HS_LOGD("node '%s' (%s): weights given at run time, using plain C", n->name, n->op_type);
+    return NULL;
+  }
+  int64_t key[8] = {g->in_c};
+  for (int i = 0; i < g->nsp; i++) key[1 + i] = g->in[i];
+  build_ctx c = {n, st, g};
+  hs_kernel *k = NULL;
+  hs_error e;
+  hs_error_clear(&e);
+  /* the batch is a variant of the kernel built for the first batch seen */
+  if (hs_kcache_get(&st->cache, key, 1 + g->nsp, build_kernel, &c, &k, &e) != 0 ||
+      hs_kernel_prepare_batch(k, g->n, &e) != 0) {
+    HS_LOGD("node '%s' (%s): no oneDNN kernel, using plain C: %s", n->name, n->op_type, e.message);
+    if (strict) *strict_err = e;
+    return NULL;
+  }
+  return k;
+}
+
+static void free_state(void *p) {
+  conv_state *st = p;
+  if (!st) return;
+  hs_kcache_destroy(&st->cache);
+  free(st);
+}
+
+static int conv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
+  const hs_value *w = &g->values[n->in[1]];
+  const hs_value *b = n->n_in > 2 && n->in[2] >= 0 ? &g->values[n->in[2]] : NULL;
+  if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || (b && (b->kind != HS_VAL_CONST || b->dtype != HS_DT_FLOAT32)))
+    return 0; /* weights at run time: plain C */
+  conv_state *st = calloc(1, sizeof *st);
+  if (!st) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
+  hs_kcache_init(&st->cache);
+  st->w = w->data;
+  st->b = b ? b->data : NULL;
+  n->state = st;
+  n->free_state = free_state;
+  return 0;
+}
+
+static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  conv_geo g;
+  hs_error e;
+  if (conv_geometry(n, &in[0], &in[1], &g, &e)) return 0;
+  hs_kernel *k = kernel_for(n, &g, NULL);
+  if (!k) return 0;
+  size_t s = hs_kernel_scratch_size(k, g.n);
+  return s == (size_t)-1 ? 0 : s;
+}
+
+/* ---- plain C ---- */
+
+/* Offset of element (b, c, spatial index s) of an activation with C channels and S spatial elements. */
+static inline int64_t act_off(hs_layout l, int64_t C, int64_t S, int64_t b, int64_t c, int64_t s) {
+  if (l == HS_LAYOUT_NHWC) return (b * S + s) * C + c;
+  if (l == HS_LAYOUT_NCHW8C) return ((b * (C / 8) + c / 8) * S + s) * 8 + (c % 8);
+  return (b * C + c) * S + s;
+}
+
+static void conv_reference(const hs_node *n, const conv_geo *g, const float *x, const float *w, const float *bias,
+                           const float *res, float *y) {
+  const hs_conv_attrs *a = attrs_of(n);
+  int64_t in3[3] = {1, 1, 1}, out3[3] = {1, 1, 1}, k3[3] = {1, 1, 1}, s3[3] = {1, 1, 1}, d3[3] = {1, 1, 1},
+          p3[3] = {0, 0, 0};
+  int off = 3 - g->nsp;
+  for (int i = 0; i < g->nsp; i++) {
+    in3[off + i] = g->in[i];
+    out3[off + i] = g->out[i];
+    k3[off + i] = g->k[i];
+    s3[off + i] = g->s[i];
+    d3[off + i] = g->d[i];
+    p3[off + i] = g->pb[i];
+  }
+  int64_t G = g->group, icg = g->in_c / G, ocg = g->out_c / G;
+  int64_t isz = in3[0] * in3[1] * in3[2], osz = out3[0] * out3[1] * out3[2], ksz = k3[0] * k3[1] * k3[2];
+  hs_layout xl = a->src_layout, yl = a->dst_layout;
+  int64_t total = g->n * g->out_c * osz;
+  memset(y, 0, sizeof(float) * (size_t)total);
+  for (int64_t b = 0; b < g->n; b++)
+    for (int64_t gr = 0; gr < G; gr++)
+      for (int64_t oc = 0; oc < ocg; oc++)
+        for (int64_t ic = 0; ic < icg; ic++) {
+          int64_t ci = gr * icg + ic, co = gr * ocg + oc;
+          const float *wk = a->transposed ? w + ((gr * icg + ic) * ocg + oc) * ksz : w + ((gr * ocg + oc) * icg + ic) * ksz;
+          for (int64_t kd = 0; kd < k3[0]; kd++)
+            for (int64_t kh = 0; kh < k3[1]; kh++)
+              for (int64_t kw = 0; kw < k3[2]; kw++) {
+                float wv = wk[(kd * k3[1] + kh) * k3[2] + kw];
+                if (!a->transposed) {
+                  for (int64_t od = 0; od < out3[0]; od++) {
+                    int64_t id = od * s3[0] - p3[0] + kd * d3[0];
+                    if (id < 0 || id >= in3[0]) continue;
+                    for (int64_t oh = 0; oh < out3[1]; oh++) {
+                      int64_t ih = oh * s3[1] - p3[1] + kh * d3[1];
+                      if (ih < 0 || ih >= in3[1]) continue;
+                      for (int64_t ow = 0; ow < out3[2]; ow++) {
+                        int64_t iw = ow * s3[2] - p3[2] + kw * d3[2];
+                        if (iw < 0 || iw >= in3[2]) continue;
+                        int64_t si = (id * in3[1] + ih) * in3[2] + iw, so = (od * out3[1] + oh) * out3[2] + ow;
+                        y[act_off(yl, g->out_c, osz, b, co, so)] += wv * x[act_off(xl, g->in_c, isz, b, ci, si)];
+                      }
+                    }
+                  }
+                } else {
+                  for (int64_t id = 0; id < in3[0]; id++) {
+                    int64_t od = id * s3[0] - p3[0] + kd * d3[0];
+                    if (od < 0 || od >= out3[0]) continue;
+                    for (int64_t ih = 0; ih < in3[1]; ih++) {
+                      int64_t oh = ih * s3[1] - p3[1] + kh * d3[1];
+                      if (oh < 0 || oh >= out3[1]) continue;
+                      for (int64_t iw = 0; iw < in3[2]; iw++) {
+                        int64_t ow = iw * s3[2] - p3[2] + kw * d3[2];
+                        if (ow < 0 || ow >= out3[2]) continue;
+                        int64_t si = (id * in3[1] + ih) * in3[2] + iw, so = (od * out3[1] + oh) * out3[2] + ow;
+                        y[act_off(yl, g->out_c, osz, b, co, so)] += wv * x[act_off(xl, g->in_c, isz, b, ci, si)];
+                      }
+                    }
+                  }
+                }
+              }
+        }
+  if (bias)
+    for (int64_t b = 0; b < g->n; b++)
+      for (int64_t c = 0; c < g->out_c; c++)
+        for (int64_t s = 0; s < osz; s++) y[act_off(yl, g->out_c, osz, b, c, s)] += bias[c];
+  hs_post_apply(&a->post, y, res, total);
+}
+
+static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                    hs_error *err) {
+  const hs_conv_attrs *a = attrs_of(n);
+  conv_geo g;
+  int rc = conv_geometry(n, &in[0], &in[1], &g, err);
+  if (rc) return rc;
+  const float *res = a->sum_input >= 0 && a->sum_input < nin ? in[a->sum_input].data : NULL;
+  hs_error kerr;
+  hs_error_clear(&kerr);
+  hs_kernel *k = kernel_for(n, &g, &kerr);
+  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (k) {
+    const void *src[1] = {in[0].data};
+    hs_kernel_args args = {.batch = g.n, .src = src, .nsrc = 1, .residual = res, .dst = out[0].data, .scratch = scratch};
+    rc = hs_kernel_run(k, &args, err);
+    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+  }
+  const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
+  conv_reference(n, &g, in[0].data, in[1].data, bias, res, out[0].data);
+  return 0;
+}
+
 const hs_op_def hs_ops_conv[] = {
-    {"Conv", 1, 2, 3, 1, 1, 0, 0, conv_check, conv_infer, NULL, conv_scratch, conv_run},
-    {"ConvTranspose", 1, 2, 3, 1, 1, 0, 0, conv_check, conv_infer, NULL, conv_scratch, conv_run},
+    {"Conv", 1, 2, 3, 1, 1, 0, 0, conv_check, conv_infer, conv_prepare, conv_scratch, conv_run},
+    {"ConvTranspose", 1, 2, 3, 1, 1, 0, 0, convt_check, conv_infer, conv_prepare, conv_scratch, conv_run},
     {NULL},
 };
