@@ -610,9 +610,17 @@ static void test_publish(void **state) {
   snprintf(srcs, sizeof srcs, "%s", src);
   write_text(P("%s/model.onnx", srcs), "published model");
   write_text(P("%s/sub/data.bin", srcs), "data");
+  /* Leftovers of publishers that died: a day-old one is cleaned up, a fresh one is left alone. */
+  write_text(P("%s/m/.staging-old123/model.onnx", f->root), "half");
+  age_file(P("%s/m/.staging-old123", f->root), 2 * 24 * 3600);
+  mkdirs(P("%s/m/.staging-live12", f->root));
   int64_t v = 0;
   assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 0, NULL, &v, &err), HS_OK);
   assert_int_equal(v, 1);
+  struct stat st;
+  assert_int_not_equal(stat(P("%s/m/.staging-old123", f->root), &st), 0);
+  assert_int_equal(stat(P("%s/m/.staging-live12", f->root), &st), 0);
+  rmdir(P("%s/m/.staging-live12", f->root));
   assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 0, NULL, &v, &err), HS_OK);
   assert_int_equal(v, 2);
   assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 7, NULL, &v, &err), HS_OK);
