@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
 #include "onnx/onnx.h"
 #include "ops/ops.h"
 
@@ -73,7 +74,7 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
   m->g = *g; /* the model owns the graph from here on */
   memset(g, 0, sizeof *g);
   g = &m->g;
-  m->threads = opts && opts->threads > 0 ? opts->threads : 1;
+  m->threads = opts && opts->threads > 0 ? opts->threads : 0; /* 0: the kernels' default */
 
   for (int i = 0; i < g->n_nodes; i++)
     if (!g->nodes[i].dead && (rc = hs_op_bind(&g->nodes[i], g, err))) goto fail;
@@ -228,5 +229,7 @@ int hs_engine_run(hs_engine_session *s, const hs_tensor *inputs, size_t n_inputs
     s->arena = a;
     s->arena_bytes = sz;
   }
+  /* the thread count is per calling thread (OpenMP): each worker's runs use the model's setting */
+  hs_kernels_set_threads(m->threads);
   return hs_plan_execute(plan, m, inputs, s->arena, s->vin, s->vout, outputs, err);
 }

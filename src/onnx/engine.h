@@ -24,7 +24,7 @@ typedef struct hs_engine_model {
   int *key_inputs;    /* graph-input positions whose contents decide shapes */
   int n_key_inputs;
   int max_in, max_out; /* widest node, for the session's view arrays */
-  int threads;
+  int threads;          /* compute threads per run (hs_backend_options.threads; 0 = kernels default) */
   size_t const_bytes;   /* weights and folded constants */
   size_t planned_bytes; /* arena of a batch-1 plan, when one could be made at load */
 } hs_engine_model;

@@ -99,18 +99,51 @@ ROWS_FOR(float, f32)
 ROWS_FOR(double, f64)
 ROWS_FOR(int32_t, i32)
 ROWS_FOR(int64_t, i64)
+ROWS_FOR(int8_t, i8)
+ROWS_FOR(uint8_t, u8)
+ROWS_FOR(int16_t, i16)
+ROWS_FOR(uint16_t, u16)
+ROWS_FOR(uint32_t, u32)
+ROWS_FOR(uint64_t, u64)
 ROW(div_f32, float, x / y)
 ROW(div_f64, double, x / y)
-/* integer division: the planner never lets a zero divisor through (checked in run) */
+/* integer division: run() refuses a zero divisor first; the guards only keep C defined */
 ROW(div_i32, int32_t, (y == 0 || (y == -1 && x == INT32_MIN)) ? 0 : x / y)
 ROW(div_i64, int64_t, (y == 0 || (y == -1 && x == INT64_MIN)) ? 0 : x / y)
+ROW(div_i8, int8_t, (y == 0 || (y == -1 && x == INT8_MIN)) ? 0 : x / y)
+ROW(div_i16, int16_t, (y == 0 || (y == -1 && x == INT16_MIN)) ? 0 : x / y)
+ROW(div_u8, uint8_t, y == 0 ? 0 : x / y)
+ROW(div_u16, uint16_t, y == 0 ? 0 : x / y)
+ROW(div_u32, uint32_t, y == 0 ? 0 : x / y)
+ROW(div_u64, uint64_t, y == 0 ? 0 : x / y)
 ROW(prelu_f32, float, x < 0 ? x * y : x)
 ROW(pow_f32, float, powf(x, y))
 ROW(pow_f64, double, pow(x, y))
 
 typedef struct {
   int kind;
+  int legacy;      /* opset < 7: "broadcast" / "axis" attributes instead of numpy broadcasting */
+  int broadcast;
+  int64_t axis;    /* legacy: where B's dims start in A; -1 = aligned to the right */
 } binary_params;
+
+/* Before opset 7, B broadcasts to A only with broadcast=1, placed at `axis`: give B's view the
+ * trailing 1s that make numpy broadcasting mean the same thing. */
+static int legacy_view(const hs_node *n, const hs_tensor *a, const hs_tensor *b, hs_tensor *view, hs_error *err) {
+  const binary_params *p = (const binary_params *)n->params.bytes;
+  *view = *b;
+  if (!p->legacy) return 0;
+  if (!p->broadcast) {
+    if (a->ndim != b->ndim || memcmp(a->dims, b->dims, sizeof(int64_t) * (size_t)a->ndim) != 0)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "shapes differ and broadcast is 0");
+    return 0;
+  }
+  if (p->axis < 0) return 0;
+  int64_t trailing = a->ndim - p->axis - b->ndim;
+  if (p->axis > a->ndim || trailing < 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axis out of range");
+  for (int64_t i = 0; i < trailing; i++) view->dims[view->ndim++] = 1;
+  return 0;
+}
 
 static int binary_check(hs_node *n, const hs_graph *g, hs_error *err) {
   binary_params *p = (binary_params *)n->params.bytes;
@@ -123,24 +156,37 @@ static int binary_check(hs_node *n, const hs_graph *g, hs_error *err) {
             : strcmp(t, "PRelu") == 0 ? B_PRELU
             : strcmp(t, "Max") == 0 ? B_MAX
                                     : B_MIN;
-  /* opset < 7 "broadcast"/"axis" attributes are refused by the opset floor in table.c */
-  return hs_node_only_attrs(n, "", err);
+  p->legacy = n->opset < 7;
+  int rc = hs_node_only_attrs(n, p->legacy ? "broadcast,axis" : "", err);
+  int64_t b;
+  if (rc || (rc = hs_attr_int(n, "broadcast", 0, &b, err)) || (rc = hs_attr_int(n, "axis", -1, &p->axis, err)))
+    return rc;
+  p->broadcast = b != 0;
+  if (p->legacy && p->kind == B_PRELU) { /* opset 6 PRelu: slope [C] runs along axis 1 */
+    p->broadcast = 1;
+    p->axis = 1;
+  }
+  return 0;
 }
 
-static int binary_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+#define INT_TYPES HS_DT_INT32, HS_DT_INT64, HS_DT_INT8, HS_DT_UINT8, HS_DT_INT16, HS_DT_UINT16, HS_DT_UINT32, HS_DT_UINT64
+
+static int binary_infer(const hs_node *n, const hs_tensor *in_raw, int nin, hs_tensor *out, int nout, hs_error *err) {
   const binary_params *p = (const binary_params *)n->params.bytes;
   int rc;
+  hs_tensor in[2] = {in_raw[0]};
+  if ((rc = legacy_view(n, &in_raw[0], &in_raw[1], &in[1], err))) return rc;
   if (p->kind == B_POW) {
-    if ((rc = hs_need_dtype(n, &in[0], "base", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_UNDEFINED))) return rc;
-    if ((rc = hs_need_dtype(n, &in[1], "exponent", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_INT32, HS_DT_INT64,
+    if ((rc = hs_need_dtype(n, &in[0], "base", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_INT32, HS_DT_INT64,
                             HS_DT_UNDEFINED)))
+      return rc;
+    if ((rc = hs_need_dtype(n, &in[1], "exponent", err, HS_DT_FLOAT32, HS_DT_FLOAT64, INT_TYPES, HS_DT_UNDEFINED)))
       return rc;
   } else if (p->kind == B_PRELU) {
     if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
     if (in[1].dtype != in[0].dtype) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "inputs differ in type");
   } else {
-    if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_INT32, HS_DT_INT64,
-                            HS_DT_UNDEFINED)))
+    if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_FLOAT64, INT_TYPES, HS_DT_UNDEFINED)))
       return rc;
     if (in[1].dtype != in[0].dtype) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "inputs differ in type");
   }
@@ -176,19 +222,28 @@ static row_fn pick_row(int kind, hs_dtype dt) {
     case HS_DT_FLOAT64: PICK(f64)
     case HS_DT_INT32: PICK(i32)
     case HS_DT_INT64: PICK(i64)
+    case HS_DT_INT8: PICK(i8)
+    case HS_DT_UINT8: PICK(u8)
+    case HS_DT_INT16: PICK(i16)
+    case HS_DT_UINT16: PICK(u16)
+    case HS_DT_UINT32: PICK(u32)
+    case HS_DT_UINT64: PICK(u64)
     default: return NULL;
   }
 #undef PICK
 }
 
-static int binary_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+static int binary_run(const hs_node *n, const hs_tensor *in_raw, int nin, hs_tensor *out, int nout, void *scratch,
                       hs_error *err) {
   const binary_params *p = (const binary_params *)n->params.bytes;
+  hs_tensor in[2] = {in_raw[0]};
+  int rc = legacy_view(n, &in_raw[0], &in_raw[1], &in[1], err);
+  if (rc) return rc;
   bcast b;
   bcast_init(&b, &in[0], &in[1], &out[0]);
   size_t esz = hs_dtype_size(out[0].dtype);
-  if (p->kind == B_POW && in[1].dtype != in[0].dtype) {
-    /* mixed types: convert the exponent row by row through double */
+  if (p->kind == B_POW && (in[1].dtype != in[0].dtype || (in[0].dtype != HS_DT_FLOAT32 && in[0].dtype != HS_DT_FLOAT64))) {
+    /* mixed or integer types: element by element through double */
     int64_t total = hs_numel(&out[0]);
     if (total == 0) return 0;
     int64_t idx[HS_MAX_DIMS] = {0};
@@ -198,16 +253,11 @@ static int binary_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
         oa += idx[d] * b.sa[d];
         ob += idx[d] * b.sb[d];
       }
-      double x = in[0].dtype == HS_DT_FLOAT32 ? ((const float *)in[0].data)[oa] : ((const double *)in[0].data)[oa];
-      double y;
-      switch (in[1].dtype) {
-        case HS_DT_FLOAT32: y = ((const float *)in[1].data)[ob]; break;
-        case HS_DT_FLOAT64: y = ((const double *)in[1].data)[ob]; break;
-        case HS_DT_INT32: y = ((const int32_t *)in[1].data)[ob]; break;
-        default: y = (double)((const int64_t *)in[1].data)[ob]; break;
-      }
-      if (out[0].dtype == HS_DT_FLOAT32) ((float *)out[0].data)[k] = in[1].dtype == HS_DT_FLOAT32 ? powf((float)x, (float)y) : (float)pow(x, y);
-      else ((double *)out[0].data)[k] = pow(x, y);
+      double x = hs_load_f64(&in[0], oa), y = hs_load_f64(&in[1], ob);
+      if (out[0].dtype == HS_DT_FLOAT32 && in[1].dtype == HS_DT_FLOAT32)
+        ((float *)out[0].data)[k] = powf((float)x, (float)y);
+      else
+        hs_store_f64(&out[0], k, pow(x, y));
       for (int d = b.r - 1; d >= 0; d--) {
         if (++idx[d] < b.dims[d]) break;
         idx[d] = 0;
@@ -215,10 +265,10 @@ static int binary_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
     }
     return 0;
   }
-  if (p->kind == B_DIV && (in[1].dtype == HS_DT_INT32 || in[1].dtype == HS_DT_INT64)) {
+  if (p->kind == B_DIV && in[1].dtype != HS_DT_FLOAT32 && in[1].dtype != HS_DT_FLOAT64) {
     int64_t m = hs_numel(&in[1]);
     for (int64_t i = 0; i < m; i++)
-      if (hs_get_int(&in[1], i) == 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "integer division by zero");
+      if (hs_load_f64(&in[1], i) == 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "integer division by zero");
   }
   row_fn fn = pick_row(p->kind, out[0].dtype);
   if (!fn) return hs_op_errf(err, n, HS_UNSUPPORTED, "type not supported");
@@ -293,6 +343,8 @@ static int unary_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor
   } else if ((p->kind == U_NEG || p->kind == U_ABS) &&
              (in[0].dtype == HS_DT_INT64 || in[0].dtype == HS_DT_INT32)) {
     /* integer negation / abs is fine too */
+  } else if (p->kind == U_CLIP && in[0].dtype != HS_DT_FLOAT32) {
+    if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT64, INT_TYPES, HS_DT_UNDEFINED))) return rc;
   } else if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) {
     return rc;
   }
@@ -314,6 +366,17 @@ static int unary_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   if (p->kind == U_IDENTITY) {
     if (out[0].nbytes && out[0].data != in[0].data) memcpy(out[0].data, in[0].data, out[0].nbytes);
     if (nout > 1 && out[1].data) memset(out[1].data, 1, out[1].nbytes);
+    return 0;
+  }
+  if (p->kind == U_CLIP && in[0].dtype != HS_DT_FLOAT32) {
+    double lo = -INFINITY, hi = INFINITY;
+    if (nin > 1 && HS_PRESENT(&in[1])) lo = hs_load_f64(&in[1], 0);
+    if (nin > 2 && HS_PRESENT(&in[2])) hi = hs_load_f64(&in[2], 0);
+    for (int64_t i = 0; i < c; i++) {
+      double v = hs_load_f64(&in[0], i);
+      v = v < lo ? lo : v;
+      hs_store_f64(&out[0], i, v > hi ? hi : v);
+    }
     return 0;
   }
   if (in[0].dtype == HS_DT_INT64 || in[0].dtype == HS_DT_INT32) {
@@ -364,7 +427,7 @@ static int unary_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   return 0;
 }
 
-#define BIN(name) {name, 7, 2, 2, 1, 1, 0, 0, binary_check, binary_infer, NULL, NULL, binary_run}
+#define BIN(name) {name, 6, 2, 2, 1, 1, 0, 0, binary_check, binary_infer, NULL, NULL, binary_run}
 #define UN(name, maxin, maxout) {name, 6, 1, maxin, 1, maxout, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run}
 
 const hs_op_def hs_ops_elementwise[] = {
@@ -372,6 +435,9 @@ const hs_op_def hs_ops_elementwise[] = {
     UN("Relu", 1, 1), UN("LeakyRelu", 1, 1), UN("Sigmoid", 1, 1), UN("HardSigmoid", 1, 1), UN("HardSwish", 1, 1),
     UN("Tanh", 1, 1), UN("Erf", 1, 1), UN("Exp", 1, 1), UN("Log", 1, 1), UN("Neg", 1, 1), UN("Abs", 1, 1),
     UN("Reciprocal", 1, 1), UN("Sqrt", 1, 1), UN("Floor", 1, 1), UN("Ceil", 1, 1), UN("Elu", 1, 1),
-    UN("Softplus", 1, 1), UN("Clip", 3, 1), UN("Identity", 1, 1), UN("Dropout", 3, 2),
+    {"Softplus", 1, 1, 1, 1, 1, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run},
+    UN("Clip", 3, 1),
+    {"Identity", 1, 1, 1, 1, 1, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run},
+    {"Dropout", 7, 1, 3, 1, 2, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run},
     {NULL},
 };

@@ -4,21 +4,6 @@
 
 #include "ops/ops.h"
 
-/* C[M,N] (+)= A[M,K] * B[K,N] with row strides lda, ldb, ldc; the i-k-j order keeps B and C rows
- * streaming. */
-static void gemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
-                    float *C, int64_t ldc) {
-  for (int64_t i = 0; i < M; i++) {
-    float *c = C + i * ldc;
-    for (int64_t j = 0; j < N; j++) c[j] = 0;
-    for (int64_t k = 0; k < K; k++) {
-      float a = A[i * lda + k];
-      const float *b = B + k * ldb;
-      for (int64_t j = 0; j < N; j++) c[j] += a * b[j];
-    }
-  }
-}
-
 static int matmul_check(hs_node *n, const hs_graph *g, hs_error *err) {
   return hs_node_only_attrs(n, "", err);
 }
@@ -94,7 +79,7 @@ static int matmul_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
       oa += idx[i] * s.sa[i];
       ob += idx[i] * s.sb[i];
     }
-    gemm_nn(s.M, s.N, s.K, A + oa * s.M * s.K, s.K, B + ob * s.K * s.N, s.N, C + bt * s.M * s.N, s.N);
+    hs_sgemm(s.M, s.N, s.K, A + oa * s.M * s.K, s.K, B + ob * s.K * s.N, s.N, C + bt * s.M * s.N, s.N, 0);
     for (int i = s.rb - 1; i >= 0; i--) {
       if (++idx[i] < s.bdims[i]) break;
       idx[i] = 0;
@@ -114,7 +99,8 @@ static int gemm_check(hs_node *n, const hs_graph *g, hs_error *err) {
   gemm_params *p = (gemm_params *)n->params.bytes;
   int64_t ta, tb;
   int rc;
-  if ((rc = hs_node_only_attrs(n, "alpha,beta,transA,transB", err))) return rc;
+  if ((rc = hs_node_only_attrs(n, n->opset < 7 ? "alpha,beta,transA,transB,broadcast" : "alpha,beta,transA,transB", err)))
+    return rc;
   if ((rc = hs_attr_float(n, "alpha", 1.0f, &p->alpha, err)) || (rc = hs_attr_float(n, "beta", 1.0f, &p->beta, err)) ||
       (rc = hs_attr_int(n, "transA", 0, &ta, err)) || (rc = hs_attr_int(n, "transB", 0, &tb, err)))
     return rc;
@@ -183,6 +169,6 @@ static int gemm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
 
 const hs_op_def hs_ops_matmul[] = {
     {"MatMul", 1, 2, 2, 1, 1, 0, 0, matmul_check, matmul_infer, NULL, NULL, matmul_run},
-    {"Gemm", 7, 2, 3, 1, 1, 0, 0, gemm_check, gemm_infer, NULL, NULL, gemm_run},
+    {"Gemm", 6, 2, 3, 1, 1, 0, 0, gemm_check, gemm_infer, NULL, NULL, gemm_run},
     {NULL},
 };

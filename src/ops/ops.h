@@ -80,6 +80,14 @@ static inline int64_t hs_numel(const hs_tensor *t) {
 }
 /* Reads element i of an integer tensor (INT64 or INT32) as int64. */
 int64_t hs_get_int(const hs_tensor *t, int64_t i);
+/* Plain-C reference single-precision GEMM: C[M,N] = A[M,K] * B[K,N] (+ C when accumulate), row
+ * strides lda, ldb, ldc. The kernels layer provides the fast paths; this keeps every op correct. */
+void hs_sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+              int64_t ldc, int accumulate);
+/* Element i of a numeric tensor as double, and a double stored into element i (converted as C
+ * does, with NaN / out-of-range floats to integers giving 0 rather than undefined behaviour). */
+double hs_load_f64(const hs_tensor *t, int64_t i);
+void hs_store_f64(hs_tensor *t, int64_t i, double v);
 /* Reads a 0-d or 1-element tensor of any numeric type as double. */
 double hs_get_scalar(const hs_tensor *t);
 /* Sets err to "node 'NAME' (OP): <message>" and returns code. */

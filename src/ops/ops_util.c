@@ -70,6 +70,69 @@ double hs_get_scalar(const hs_tensor *t) {
   }
 }
 
+void hs_sgemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+              int64_t ldc, int accumulate) {
+  enum { KB = 256, NB = 512 };
+  if (!accumulate)
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = 0;
+  for (int64_t j0 = 0; j0 < N; j0 += NB) {
+    int64_t nb = N - j0 < NB ? N - j0 : NB;
+    for (int64_t k0 = 0; k0 < K; k0 += KB) {
+      int64_t kb = K - k0 < KB ? K - k0 : KB;
+      for (int64_t i = 0; i < M; i++) {
+        float *restrict c = C + i * ldc + j0;
+        const float *a = A + i * lda + k0;
+        for (int64_t k = 0; k < kb; k++) {
+          const float av = a[k];
+          const float *restrict b = B + (k0 + k) * ldb + j0;
+          for (int64_t j = 0; j < nb; j++) c[j] += av * b[j];
+        }
+      }
+    }
+  }
+}
+
+double hs_load_f64(const hs_tensor *t, int64_t i) {
+  const void *p = t->data;
+  switch (t->dtype) {
+    case HS_DT_FLOAT32: return ((const float *)p)[i];
+    case HS_DT_FLOAT64: return ((const double *)p)[i];
+    case HS_DT_INT64: return (double)((const int64_t *)p)[i];
+    case HS_DT_INT32: return ((const int32_t *)p)[i];
+    case HS_DT_INT16: return ((const int16_t *)p)[i];
+    case HS_DT_INT8: return ((const int8_t *)p)[i];
+    case HS_DT_UINT64: return (double)((const uint64_t *)p)[i];
+    case HS_DT_UINT32: return ((const uint32_t *)p)[i];
+    case HS_DT_UINT16: return ((const uint16_t *)p)[i];
+    case HS_DT_UINT8: case HS_DT_BOOL: return ((const uint8_t *)p)[i];
+    default: return 0;
+  }
+}
+
+static int64_t to_i64(double v) {
+  if (!(v > -9.2e18 && v < 9.2e18)) return 0;
+  return (int64_t)v;
+}
+
+void hs_store_f64(hs_tensor *t, int64_t i, double v) {
+  void *p = t->data;
+  switch (t->dtype) {
+    case HS_DT_FLOAT32: ((float *)p)[i] = (float)v; break;
+    case HS_DT_FLOAT64: ((double *)p)[i] = v; break;
+    case HS_DT_INT64: ((int64_t *)p)[i] = to_i64(v); break;
+    case HS_DT_INT32: ((int32_t *)p)[i] = (int32_t)(uint32_t)to_i64(v); break;
+    case HS_DT_INT16: ((int16_t *)p)[i] = (int16_t)(uint16_t)to_i64(v); break;
+    case HS_DT_INT8: ((int8_t *)p)[i] = (int8_t)(uint8_t)to_i64(v); break;
+    case HS_DT_UINT64: ((uint64_t *)p)[i] = v >= 0 && v < 1.8e19 ? (uint64_t)v : 0; break;
+    case HS_DT_UINT32: ((uint32_t *)p)[i] = (uint32_t)to_i64(v); break;
+    case HS_DT_UINT16: ((uint16_t *)p)[i] = (uint16_t)to_i64(v); break;
+    case HS_DT_UINT8: ((uint8_t *)p)[i] = (uint8_t)to_i64(v); break;
+    case HS_DT_BOOL: ((uint8_t *)p)[i] = v != 0; break;
+    default: break;
+  }
+}
+
 int hs_need_dtype(const hs_node *n, const hs_tensor *t, const char *what, hs_error *err, ...) {
   va_list ap;
   va_start(ap, err);

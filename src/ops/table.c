@@ -45,7 +45,7 @@ int hs_op_find(const char *op_type) {
   return -1;
 }
 
-#define HS_MIN_OPSET 7
+#define HS_MIN_OPSET 1
 #define HS_MAX_OPSET 17
 
 int hs_op_bind(hs_node *n, const hs_graph *g, hs_error *err) {
@@ -59,8 +59,7 @@ int hs_op_bind(hs_node *n, const hs_graph *g, hs_error *err) {
   const hs_op_def *d = g_ops[idx];
   if (n->opset < HS_MIN_OPSET || n->opset > HS_MAX_OPSET || n->opset < d->since)
     return hs_error_set(err, HS_UNSUPPORTED, "node '%s': op %s at opset %d is not supported (opsets %d-%d)",
-                        n->name, n->op_type, n->opset, d->since > HS_MIN_OPSET ? d->since : HS_MIN_OPSET,
-                        HS_MAX_OPSET);
+                        n->name, n->op_type, n->opset, d->since, HS_MAX_OPSET);
   /* trailing omitted optional inputs/outputs do not count */
   int nin = n->n_in, nout = n->n_out;
   while (nin > 0 && n->in[nin - 1] < 0) nin--;
@@ -75,5 +74,5 @@ int hs_op_bind(hs_node *n, const hs_graph *g, hs_error *err) {
     if (n->in[i] < 0)
       return hs_error_set(err, HS_PARSE, "node '%s' (%s): required input %d is empty", n->name, n->op_type, i);
   n->op = idx;
-  return d->check ? d->check(n, g, err) : 0;
+  return d->check ? d->check(n, g, err) : hs_node_only_attrs(n, "", err);
 }

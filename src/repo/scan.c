@@ -478,14 +478,22 @@ int hs_repo_scan(hs_repo *repo, hs_repo_snapshot **out, hs_error *err) {
 int hs_repo_verify_version(const char *dir, bool require_signature, const hs_trusted_keys *keys,
                            hs_repo_version *out, hs_error *err) {
   memset(out, 0, sizeof *out);
-  char real[PATH_MAX], parent[PATH_MAX];
+  /* The bound is the directory that holds DIR as it was named (the model directory), so a
+   * Kubernetes `1 -> ..data/1` link and links to files shared between versions are judged as the
+   * scanner judges them. */
+  char real[PATH_MAX], parent[PATH_MAX], named[HS_PATH_MAX];
   if (!realpath(dir, real)) return hs_error_set(err, HS_IO, "%s: %s", dir, strerror(errno));
-  snprintf(parent, sizeof parent, "%s", real);
-  char *slash = strrchr(parent, '/');
-  if (slash && slash != parent)
-    *slash = '\0';
+  if (snprintf(named, sizeof named, "%s", dir) >= (int)sizeof named) return hs_error_set(err, HS_LIMIT, "path too long");
+  size_t nl = strlen(named);
+  while (nl > 1 && named[nl - 1] == '/') named[--nl] = '\0';
+  char *slash = strrchr(named, '/');
+  if (!slash)
+    snprintf(named, sizeof named, ".");
+  else if (slash == named)
+    named[1] = '\0';
   else
-    snprintf(parent, sizeof parent, "/");
+    *slash = '\0';
+  if (!realpath(named, parent)) return hs_error_set(err, HS_IO, "%s: %s", named, strerror(errno));
   snprintf(out->dir, sizeof out->dir, "%s", real);
   hs__path_join(out->model_path, sizeof out->model_path, real, "model.onnx", NULL);
   const char *base = strrchr(real, '/');

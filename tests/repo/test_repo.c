@@ -573,6 +573,22 @@ static void test_configmap_data_flip(void **state) {
   assert_string_not_equal(v->fingerprint, fp);
   hs_repo_snapshot_free(s);
   hs_repo_close(r);
+  /* hs_repo_verify_version (and so `hotserve verify`) judges links as the scanner does: a link
+   * from the version to a file shared at the model level is inside. */
+  write_text(P("%s/m/shared.bin", f->root), "shared");
+  assert_int_equal(symlink("../../shared.bin", P("%s/m/..2024_b/1/shared.bin", f->root)), 0);
+  hs_repo_version out;
+  hs_error err;
+  hs_error_clear(&err);
+  int rc = hs_repo_verify_version(P("%s/m/1/", f->root), false, NULL, &out, &err);
+  if (rc != HS_OK) fail_msg("verify: %s", err.message);
+  assert_int_equal(out.version, 1);
+  assert_int_equal(out.n_files, 3); /* model, weights, the shared link */
+  /* While a link out of the model directory is refused. */
+  write_text(P("%s/outside.bin", f->dir), "outside");
+  assert_int_equal(symlink(P("%s/outside.bin", f->dir), P("%s/m/..2024_b/1/out.bin", f->root)), 0);
+  assert_int_equal(hs_repo_verify_version(P("%s/m/1", f->root), false, NULL, &out, &err), HS_VERIFY);
+  assert_string_equal(out.reason_code, "unsafe_path");
 }
 
 static void test_limits(void **state) {
@@ -610,9 +626,17 @@ static void test_publish(void **state) {
   snprintf(srcs, sizeof srcs, "%s", src);
   write_text(P("%s/model.onnx", srcs), "published model");
   write_text(P("%s/sub/data.bin", srcs), "data");
+  /* Leftovers of publishers that died: a day-old one is cleaned up, a fresh one is left alone. */
+  write_text(P("%s/m/.staging-old123/model.onnx", f->root), "half");
+  age_file(P("%s/m/.staging-old123", f->root), 2 * 24 * 3600);
+  mkdirs(P("%s/m/.staging-live12", f->root));
   int64_t v = 0;
   assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 0, NULL, &v, &err), HS_OK);
   assert_int_equal(v, 1);
+  struct stat st;
+  assert_int_not_equal(stat(P("%s/m/.staging-old123", f->root), &st), 0);
+  assert_int_equal(stat(P("%s/m/.staging-live12", f->root), &st), 0);
+  rmdir(P("%s/m/.staging-live12", f->root));
   assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 0, NULL, &v, &err), HS_OK);
   assert_int_equal(v, 2);
   assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 7, NULL, &v, &err), HS_OK);
