@@ -437,7 +437,7 @@ const hs_op_def hs_ops_elementwise[] = {
     UN("Reciprocal", 1, 1), UN("Sqrt", 1, 1), UN("Floor", 1, 1), UN("Ceil", 1, 1), UN("Elu", 1, 1),
     {"Softplus", 1, 1, 1, 1, 1, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run},
     UN("Clip", 3, 1),
-    {"Identity", 1, 1, 1, 1, 1, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run},
-    {"Dropout", 7, 1, 3, 1, 2, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run},
+    {"Identity", 1, 1, 1, 1, 1, 0, HS_OP_ALIAS, unary_check, unary_infer, NULL, NULL, unary_run},
+    {"Dropout", 7, 1, 3, 1, 2, 0, HS_OP_ALIAS, unary_check, unary_infer, NULL, NULL, unary_run},
     {NULL},
 };

@@ -23,6 +23,8 @@
 
 /* Flags */
 #define HS_OP_SHAPE_ONLY 1u /* output depends on the input shapes only (Shape): foldable when planning */
+#define HS_OP_ALIAS 2u      /* output 0 holds input 0's bytes unchanged (Reshape...): the planner may
+                               give it input 0's buffer and skip the node */
 
 typedef struct hs_op_def {
   const char *name;      /* ONNX op_type, default domain */

@@ -665,10 +665,10 @@ static int cos_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
 
 const hs_op_def hs_ops_shape[] = {
     OP("Shape", 1, 1, 1, 1, 1, 0, HS_OP_SHAPE_ONLY, shape_check, shape_infer, shape_run),
-    OP("Reshape", 5, 2, 2, 1, 1, 1u << 1, 0, reshape_check, reshape_infer, copy_input0),
-    OP("Flatten", 1, 1, 1, 1, 1, 0, 0, flatten_check, flatten_infer, copy_input0),
-    OP("Squeeze", 1, 1, 2, 1, 1, 1u << 1, 0, axes_check, squeeze_infer, copy_input0),
-    OP("Unsqueeze", 1, 1, 2, 1, 1, 1u << 1, 0, axes_check, unsqueeze_infer, copy_input0),
+    OP("Reshape", 5, 2, 2, 1, 1, 1u << 1, HS_OP_ALIAS, reshape_check, reshape_infer, copy_input0),
+    OP("Flatten", 1, 1, 1, 1, 1, 0, HS_OP_ALIAS, flatten_check, flatten_infer, copy_input0),
+    OP("Squeeze", 1, 1, 2, 1, 1, 1u << 1, HS_OP_ALIAS, axes_check, squeeze_infer, copy_input0),
+    OP("Unsqueeze", 1, 1, 2, 1, 1, 1u << 1, HS_OP_ALIAS, axes_check, unsqueeze_infer, copy_input0),
     OP("Transpose", 1, 1, 1, 1, 1, 0, 0, transpose_check, transpose_infer, transpose_run),
     OP("Concat", 4, 1, 64, 1, 1, 0, 0, concat_check, concat_infer, concat_run),
     OP("Gather", 1, 2, 2, 1, 1, 0, 0, gather_check, gather_infer, gather_run),
