@@ -26,7 +26,7 @@ static void strides_for(const hs_tensor *t, int r, const int64_t *odims, int64_t
 
 static void bcast_init(bcast *b, const hs_tensor *x, const hs_tensor *y, const hs_tensor *out) {
   b->r = out->ndim;
-  memcpy(b->dims, out->dims, sizeof b->dims);
+  hs_memcpy(b->dims, out->dims, sizeof b->dims);
   strides_for(x, b->r, b->dims, b->sa);
   strides_for(y, b->r, b->dims, b->sb);
 }
@@ -364,7 +364,7 @@ static int unary_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   const unary_params *p = (const unary_params *)n->params.bytes;
   int64_t c = hs_numel(&in[0]);
   if (p->kind == U_IDENTITY) {
-    if (out[0].nbytes && out[0].data != in[0].data) memcpy(out[0].data, in[0].data, out[0].nbytes);
+    if (out[0].nbytes && out[0].data != in[0].data) hs_memcpy(out[0].data, in[0].data, out[0].nbytes);
     if (nout > 1 && out[1].data) memset(out[1].data, 1, out[1].nbytes);
     return 0;
   }
