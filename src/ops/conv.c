@@ -186,6 +186,25 @@ static int conv_geometry(const hs_node *n, const hs_tensor *x, const hs_tensor *
   return 0;
 }
 
+static int residual_matches(const hs_tensor *r, const hs_tensor *y) {
+  return r->ndim == y->ndim && memcmp(r->dims, y->dims, sizeof(int64_t) * (size_t)r->ndim) == 0;
+}
+
+/* 1 when the residual has exactly the convolution's own output shape (the fused fast path). */
+static int residual_is_conv_shape(const hs_tensor *r, const conv_geo *g) {
+  if (r->ndim != 2 + g->nsp || r->dims[0] != g->n || r->dims[1] != g->out_c) return 0;
+  for (int i = 0; i < g->nsp; i++)
+    if (r->dims[2 + i] != g->out[i]) return 0;
+  return 1;
+}
+
+/* Bytes of the convolution's own result (before a broadcasting residual widens it). */
+static size_t conv_out_bytes(const conv_geo *g) {
+  size_t b = (size_t)g->n * (size_t)g->out_c * sizeof(float);
+  for (int i = 0; i < g->nsp; i++) b *= (size_t)g->out[i];
+  return b;
+}
+
 static int conv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
   int rc;
   if ((rc = hs_need_dtype(n, &in[0], "X", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
@@ -202,10 +221,19 @@ static int conv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, 2 + g.nsp, dims, n, err))) return rc;
   const hs_conv_attrs *a = attrs_of(n);
   if (a->sum_input >= 0) {
-    const hs_tensor *r = &in[a->sum_input];
-    if (a->sum_input >= nin || r->dtype != HS_DT_FLOAT32 || r->nbytes != out[0].nbytes || r->ndim != out[0].ndim ||
-        memcmp(r->dims, out[0].dims, sizeof(int64_t) * (size_t)r->ndim) != 0)
-      return hs_op_errf(err, n, HS_INTERNAL, "fused residual does not match the output shape");
+    /* A fused residual Add: the output is the numpy broadcast of the convolution and the residual
+     * (almost always the convolution's own shape; anything else takes the plain-C path). */
+    if (a->sum_input >= nin || in[a->sum_input].dtype != HS_DT_FLOAT32)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "fused residual must be float32");
+    if (!residual_matches(&in[a->sum_input], &out[0])) {
+      if (a->src_layout != HS_LAYOUT_NCHW || a->dst_layout != HS_LAYOUT_NCHW)
+        return hs_op_errf(err, n, HS_UNSUPPORTED, "fused residual broadcasts in a blocked layout");
+      hs_tensor c = out[0];
+      int r;
+      int64_t bd[HS_MAX_DIMS];
+      if ((rc = hs_broadcast_shape(&c, &in[a->sum_input], &r, bd, n, err))) return rc;
+      if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, r, bd, n, err))) return rc;
+    }
   }
   return 0;
 }
@@ -311,6 +339,9 @@ static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const
   conv_geo g;
   hs_error e;
   if (conv_geometry(n, &in[0], &in[1], &g, &e)) return 0;
+  const hs_conv_attrs *a = attrs_of(n);
+  if (a->sum_input >= 0 && a->sum_input < nin && !residual_is_conv_shape(&in[a->sum_input], &g))
+    return conv_out_bytes(&g); /* plain C: the convolution goes to scratch, then the broadcast add */
   hs_kernel *k = kernel_for(n, &g, NULL);
   if (!k) return 0;
   size_t s = hs_kernel_scratch_size(k, g.n);
@@ -327,7 +358,7 @@ static inline int64_t act_off(hs_layout l, int64_t C, int64_t S, int64_t b, int6
 }
 
 static void conv_reference(const hs_node *n, const conv_geo *g, const float *x, const float *w, const float *bias,
-                           const float *res, float *y) {
+                           const hs_post_ops *post, const float *res, float *y) {
   const hs_conv_attrs *a = attrs_of(n);
   int64_t in3[3] = {1, 1, 1}, out3[3] = {1, 1, 1}, k3[3] = {1, 1, 1}, s3[3] = {1, 1, 1}, d3[3] = {1, 1, 1},
           p3[3] = {0, 0, 0};
@@ -392,7 +423,48 @@ static void conv_reference(const hs_node *n, const conv_geo *g, const float *x, 
     for (int64_t b = 0; b < g->n; b++)
       for (int64_t c = 0; c < g->out_c; c++)
         for (int64_t s = 0; s < osz; s++) y[act_off(yl, g->out_c, osz, b, c, s)] += bias[c];
-  hs_post_apply(&a->post, y, res, total);
+  hs_post_apply(post, y, res, total);
+}
+
+/* y = broadcast(conv, residual) for a fused Add whose residual has another shape (NCHW only):
+ * post-ops before the sum apply to the convolution, the rest to the sum. */
+static void residual_broadcast(const hs_node *n, const conv_geo *g, const hs_tensor *in, int nin, hs_tensor *out,
+                               float *tmp) {
+  const hs_conv_attrs *a = attrs_of(n);
+  hs_post_ops before = {0}, after = {0};
+  int seen = 0;
+  for (int i = 0; i < a->post.count; i++) {
+    if (a->post.op[i].kind == HS_POST_SUM) seen = 1;
+    else if (seen) after.op[after.count++] = a->post.op[i];
+    else before.op[before.count++] = a->post.op[i];
+  }
+  const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
+  conv_reference(n, g, in[0].data, in[1].data, bias, &before, NULL, tmp);
+  int64_t cd[5] = {g->n, g->out_c};
+  for (int i = 0; i < g->nsp; i++) cd[2 + i] = g->out[i];
+  const hs_tensor *r = &in[a->sum_input];
+  int nd = out[0].ndim, cn = 2 + g->nsp;
+  int64_t total = hs_numel(&out[0]);
+  float *y = out[0].data;
+  const float *rv = r->data;
+  for (int64_t i = 0; i < total; i++) {
+    int64_t rem = i, co = 0, ro = 0, cs = 1, rs = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+      int64_t idx = rem % out[0].dims[d];
+      rem /= out[0].dims[d];
+      int dc = d - (nd - cn), dr = d - (nd - r->ndim);
+      if (dc >= 0) {
+        if (cd[dc] != 1) co += idx * cs;
+        cs *= cd[dc];
+      }
+      if (dr >= 0) {
+        if (r->dims[dr] != 1) ro += idx * rs;
+        rs *= r->dims[dr];
+      }
+    }
+    y[i] = tmp[co] + rv[ro];
+  }
+  hs_post_apply(&after, y, NULL, total);
 }
 
 static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
@@ -402,6 +474,10 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   int rc = conv_geometry(n, &in[0], &in[1], &g, err);
   if (rc) return rc;
   const float *res = a->sum_input >= 0 && a->sum_input < nin ? in[a->sum_input].data : NULL;
+  if (res && !residual_is_conv_shape(&in[a->sum_input], &g)) {
+    residual_broadcast(n, &g, in, nin, out, scratch);
+    return 0;
+  }
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = kernel_for(n, &g, &kerr);
@@ -413,7 +489,7 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
     return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
   }
   const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
-  conv_reference(n, &g, in[0].data, in[1].data, bias, res, out[0].data);
+  conv_reference(n, &g, in[0].data, in[1].data, bias, &a->post, res, out[0].data);
   return 0;
 }
 
