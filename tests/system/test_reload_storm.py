@@ -210,7 +210,7 @@ def test(tmp, args):
     check(len(served) >= 3, "only versions %s answered requests: the storm did not reload" % sorted(served))
 
     print("broken versions shown failed in the status document: %s" %
-          ", ".join("%s %d/%d" % (kind, sum(1 for v in seen_failed if broken[v] == kind),
+          ", ".join("%s %d/%d" % (kind, sum(1 for v in seen_failed if broken.get(v) == kind),
                                   sum(1 for k in broken.values() if k == kind)) for kind in KINDS))
     # every broken version the status showed failed has its kind's reason; each kind was reported
     for v, reason in seen_failed.items():
