@@ -21,7 +21,9 @@ typedef struct hs__variant {
   dnnl_memory_desc_t md[HS__MAX_MDS];
   void *weights;       /* constant operand in the implementation's layout, or NULL */
   int weights_shared;  /* 1: points into variant 0's buffer (not freed here) */
-  size_t scratch;      /* oneDNN scratchpad bytes (max over prim[]) */
+  size_t scratch;      /* scratch bytes a run needs: oneDNN scratchpad (max over prim[]) plus temps */
+  size_t off[2];       /* kernel-specific offsets of temporaries inside the scratch */
+  int reordered;       /* conv: activations go through internal layouts (see cpu_dnnl_conv.c) */
 } hs__variant;
 
 typedef struct hs__kvt hs__kvt;
@@ -97,6 +99,10 @@ int hs__md_act(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_layout 
  * On success *out is owned by the caller (free()). */
 int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
                       void **out, hs_error *err);
+
+/* Creates a reorder primitive from -> to (user scratchpad); *sp receives its scratchpad bytes. */
+int hs__make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out,
+                     size_t *sp, hs_error *err);
 
 /* Sets v->weights for descriptor want: variant 0 reorders k->w_plain; later variants share variant 0's
  * buffer when the layout is the same, otherwise reorder from it. */

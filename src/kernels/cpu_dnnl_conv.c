@@ -38,6 +38,48 @@ static int conv_weight_dims(const hs_conv_params *p, int64_t *wd) {
   return n;
 }
 
+/* Conv variants use fixed prim[] slots (NULL when unused). */
+enum { CP_CONV = 0, CP_SRC = 1, CP_DST = 2, CP_RES = 3 };
+/* Internal activation descriptors when the caller's layouts would force a slow implementation. */
+enum { MD_ISRC = 4, MD_IDST = 5 };
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Creates the (de)convolution primitive descriptor for src/dst descriptors s and d. */
+static dnnl_status_t conv_pd(const hs_conv_params *p, const dnnl_memory_desc_t *s, const dnnl_memory_desc_t *w,
+                             const dnnl_memory_desc_t *b, const dnnl_memory_desc_t *d, const dnnl_dims_t strides,
+                             const dnnl_dims_t dil, const dnnl_dims_t pl, const dnnl_dims_t pr,
+                             const_dnnl_primitive_attr_t attr, dnnl_primitive_desc_t *pd) {
+  dnnl_status_t st;
+  *pd = NULL;
+  if (!p->transposed) {
+    dnnl_convolution_desc_t cd;
+    st = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, s, w, b,
+                                                    d, strides, dil, pl, pr);
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(pd, &cd, attr, hs__dnnl_engine(), NULL);
+  } else {
+    dnnl_deconvolution_desc_t cd;
+    st = dnnl_dilated_deconvolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_deconvolution_direct, s, w,
+                                                      b, d, strides, dil, pl, pr);
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(pd, &cd, attr, hs__dnnl_engine(), NULL);
+  }
+  return st;
+}
+
+static int is_reference_impl(const_dnnl_primitive_desc_t pd) {
+  const char *impl = NULL;
+  if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl) return 0;
+  return strncmp(impl, "ref", 3) == 0;
+}
+
+static size_t pd_scratchpad(const_dnnl_primitive_desc_t pd) {
+  const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  return sp ? dnnl_memory_desc_get_size(sp) : 0;
+}
+
+/* Builds the variant. The caller's activation layouts are tried first; when oneDNN only has its
+ * reference implementation for them (e.g. NCHW in, NHWC out), the convolution is built with the
+ * layouts oneDNN prefers and reorders into/out of scratch wrap it. */
 static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
   const hs_conv_params *p = &k->p.conv;
   int nd = 2 + p->nsp;
@@ -46,8 +88,8 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
     sd[2 + i] = p->in[i];
     dd[2 + i] = p->out[i];
   }
-  int rc = hs__md_act(&v->md[MD_SRC], nd, sd, p->layout, err);
-  if (!rc) rc = hs__md_act(&v->md[MD_DST], nd, dd, p->layout, err);
+  int rc = hs__md_act(&v->md[MD_SRC], nd, sd, p->src_layout, err);
+  if (!rc) rc = hs__md_act(&v->md[MD_DST], nd, dd, p->dst_layout, err);
   if (rc) return rc;
   int wn = conv_weight_dims(p, wd);
   dnnl_dims_t wdims, strides, dil, pl, pr;
@@ -67,51 +109,122 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
     st = dnnl_memory_desc_init_by_tag(&v->md[MD_BIAS], 1, bd, dnnl_f32, dnnl_a);
     if (st != dnnl_success) return hs__dnnl_fail(err, st, "describing bias");
   }
-  /* Let oneDNN pick the activation layout? No: the engine's buffers have a fixed layout (the
-   * caller's), so src/dst are fixed and only the weights use format_tag_any. */
+  const dnnl_memory_desc_t *bias = p->bias ? &v->md[MD_BIAS] : NULL;
   dnnl_primitive_attr_t attr;
   rc = hs__make_attr(&p->post, &attr, err);
   if (rc) return rc;
   dnnl_primitive_desc_t pd = NULL;
-  if (!p->transposed) {
-    dnnl_convolution_desc_t cd;
-    st = dnnl_dilated_convolution_forward_desc_init(
-        &cd, dnnl_forward_inference, dnnl_convolution_direct, &v->md[MD_SRC], &w_any,
-        p->bias ? &v->md[MD_BIAS] : NULL, &v->md[MD_DST], strides, dil, pl, pr);
-    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, hs__dnnl_engine(), NULL);
-  } else {
-    dnnl_deconvolution_desc_t cd;
-    st = dnnl_dilated_deconvolution_forward_desc_init(
-        &cd, dnnl_forward_inference, dnnl_deconvolution_direct, &v->md[MD_SRC], &w_any,
-        p->bias ? &v->md[MD_BIAS] : NULL, &v->md[MD_DST], strides, dil, pl, pr);
-    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, hs__dnnl_engine(), NULL);
+  st = conv_pd(p, &v->md[MD_SRC], &w_any, bias, &v->md[MD_DST], strides, dil, pl, pr, attr, &pd);
+  if (st != dnnl_success || is_reference_impl(pd)) {
+    dnnl_memory_desc_t s_any, d_any;
+    dnnl_dims_t sdd, ddd;
+    for (int i = 0; i < nd; i++) {
+      sdd[i] = sd[i];
+      ddd[i] = dd[i];
+    }
+    dnnl_primitive_desc_t pd2 = NULL;
+    dnnl_status_t st2 = dnnl_memory_desc_init_by_tag(&s_any, nd, sdd, dnnl_f32, dnnl_format_tag_any);
+    if (st2 == dnnl_success) st2 = dnnl_memory_desc_init_by_tag(&d_any, nd, ddd, dnnl_f32, dnnl_format_tag_any);
+    if (st2 == dnnl_success) st2 = conv_pd(p, &s_any, &w_any, bias, &d_any, strides, dil, pl, pr, attr, &pd2);
+    if (st2 == dnnl_success && !is_reference_impl(pd2)) {
+      if (pd) dnnl_primitive_desc_destroy(pd);
+      pd = pd2;
+      st = dnnl_success;
+      v->reordered = 1;
+    } else if (pd2) {
+      dnnl_primitive_desc_destroy(pd2);
+    }
   }
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return hs__dnnl_fail(err, st, p->transposed ? "deconvolution" : "convolution");
   v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
-  if (rc) {
-    dnnl_primitive_desc_destroy(pd);
-    return rc;
+  size_t sp = pd_scratchpad(pd);
+  if (v->reordered) {
+    v->md[MD_ISRC] = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    v->md[MD_IDST] = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
   }
-  return hs__add_prim(v, pd, err);
+  rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
+  if (!rc) {
+    st = dnnl_primitive_create(&v->prim[CP_CONV], pd);
+    if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "creating a convolution");
+  }
+  dnnl_primitive_desc_destroy(pd);
+  v->nprim = 4;
+  if (rc) return rc;
+  size_t temps = 0;
+  if (v->reordered) {
+    size_t sp1 = 0, sp2 = 0, sp3 = 0;
+    if (!dnnl_memory_desc_equal(&v->md[MD_ISRC], &v->md[MD_SRC]))
+      rc = hs__make_reorder(&v->md[MD_SRC], &v->md[MD_ISRC], &v->prim[CP_SRC], &sp1, err);
+    if (!rc && !dnnl_memory_desc_equal(&v->md[MD_IDST], &v->md[MD_DST])) {
+      rc = hs__make_reorder(&v->md[MD_IDST], &v->md[MD_DST], &v->prim[CP_DST], &sp2, err);
+      if (!rc) rc = hs__make_reorder(&v->md[MD_DST], &v->md[MD_IDST], &v->prim[CP_RES], &sp3, err);
+    }
+    if (rc) return rc;
+    if (sp1 > sp) sp = sp1;
+    if (sp2 > sp) sp = sp2;
+    if (sp3 > sp) sp = sp3;
+    v->off[0] = align64(sp);
+    if (v->prim[CP_SRC]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_ISRC]));
+    v->off[1] = v->off[0] + temps;
+    if (v->prim[CP_DST]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_IDST]));
+    v->scratch = v->off[0] + temps;
+  } else {
+    v->scratch = sp;
+  }
+  return 0;
+}
+
+/* Runs one primitive binding from/to (reorders) through fresh memory objects. */
+static int run_reorder(dnnl_primitive_t prim, dnnl_stream_t s, dnnl_memory_t scratch, const dnnl_memory_desc_t *fmd,
+                       const void *from, const dnnl_memory_desc_t *tmd, void *to, hs_error *err) {
+  hs__argv av = {0};
+  hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
+  int owned = av.n;
+  int rc = hs__argv_add(&av, DNNL_ARG_FROM, fmd, from, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_TO, tmd, to, err);
+  if (!rc) rc = hs__exec(prim, s, &av, err);
+  hs__argv_release(&av, owned);
+  return rc;
 }
 
 static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
                      dnnl_memory_t scratch, hs_error *err) {
   const hs_conv_params *p = &k->p.conv;
   if (a->nsrc < 1 || !a->src[0]) return hs_error_set(err, HS_INVALID_ARGUMENT, "conv needs an input");
-  int rc = hs__prepare_sum(&p->post, a, dnnl_memory_desc_get_size(&v->md[MD_DST]), err);
+  int rc = 0;
+  const void *src = a->src[0];
+  const dnnl_memory_desc_t *smd = &v->md[MD_SRC], *dmd = &v->md[MD_DST];
+  void *dst = a->dst;
+  if (v->prim[CP_SRC]) {
+    void *t = (char *)a->scratch + v->off[0];
+    rc = run_reorder(v->prim[CP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
+    src = t;
+    smd = &v->md[MD_ISRC];
+  }
+  if (!rc && v->prim[CP_DST]) {
+    dst = (char *)a->scratch + v->off[1];
+    dmd = &v->md[MD_IDST];
+    int has_sum = 0;
+    for (int i = 0; i < p->post.count; i++) has_sum |= p->post.op[i].kind == HS_POST_SUM;
+    if (has_sum) {
+      if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "fused sum needs a residual input");
+      rc = run_reorder(v->prim[CP_RES], s, scratch, &v->md[MD_DST], a->residual, dmd, dst, err);
+    }
+  } else if (!rc) {
+    rc = hs__prepare_sum(&p->post, a, dnnl_memory_desc_get_size(&v->md[MD_DST]), err);
+  }
   if (rc) return rc;
   hs__argv av = {0};
   hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
   int owned = av.n;
-  rc = hs__argv_add(&av, DNNL_ARG_SRC, &v->md[MD_SRC], a->src[0], err);
+  rc = hs__argv_add(&av, DNNL_ARG_SRC, smd, src, err);
   if (!rc) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_WEIGHTS], v->weights, err);
   if (!rc && p->bias) rc = hs__argv_add(&av, DNNL_ARG_BIAS, &v->md[MD_BIAS], p->bias, err);
-  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, &v->md[MD_DST], a->dst, err);
-  if (!rc) rc = hs__exec(v->prim[0], s, &av, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, dmd, dst, err);
+  if (!rc) rc = hs__exec(v->prim[CP_CONV], s, &av, err);
   hs__argv_release(&av, owned);
+  if (!rc && v->prim[CP_DST]) rc = run_reorder(v->prim[CP_DST], s, scratch, dmd, dst, &v->md[MD_DST], a->dst, err);
   return rc;
 }
 

@@ -237,6 +237,16 @@ int hs__md_act(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_layout 
   if (layout == HS_LAYOUT_NCHW || ndim < 3) return hs__md_plain(md, ndim, dims, err);
   int rc = check_dims(ndim, dims, err);
   if (rc) return rc;
+  if (layout == HS_LAYOUT_NCHW8C) {
+    if (dims[1] % 8 != 0 || ndim > 5)
+      return hs_error_set(err, HS_UNSUPPORTED, "blocked layout needs channels %% 8 == 0 (have %lld)",
+                          (long long)dims[1]);
+    static const dnnl_format_tag_t tags[3] = {dnnl_nCw8c, dnnl_nChw8c, dnnl_nCdhw8c};
+    dnnl_dims_t d;
+    for (int i = 0; i < ndim; i++) d[i] = dims[i];
+    dnnl_status_t st = dnnl_memory_desc_init_by_tag(md, ndim, d, dnnl_f32, tags[ndim - 3]);
+    return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "describing a blocked activation");
+  }
   /* channels last: C has stride 1, the last spatial axis stride C, ..., N the largest. */
   dnnl_dims_t d, strides;
   for (int i = 0; i < ndim; i++) d[i] = dims[i];
@@ -288,6 +298,25 @@ int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnn
   }
   *out = buf;
   return 0;
+}
+
+int hs__make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out,
+                     size_t *sp, hs_error *err) {
+  *out = NULL;
+  *sp = 0;
+  dnnl_primitive_attr_t attr;
+  int rc = hs__make_attr(NULL, &attr, err);
+  if (rc) return rc;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, from, hs__dnnl_engine(), to, hs__dnnl_engine(), attr);
+  dnnl_primitive_attr_destroy(attr);
+  if (st == dnnl_success) {
+    const dnnl_memory_desc_t *m = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    *sp = m ? dnnl_memory_desc_get_size(m) : 0;
+    st = dnnl_primitive_create(out, pd);
+    dnnl_primitive_desc_destroy(pd);
+  }
+  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "creating a reorder");
 }
 
 int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want,
@@ -395,7 +424,7 @@ int hs__kernel_finish(hs_kernel *k, int64_t batch, hs_error *err) {
   if (v->nprim > 0 &&
       dnnl_primitive_get_primitive_desc(v->prim[0], (const_dnnl_primitive_desc_t *)&pd) == dnnl_success &&
       dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
-    snprintf(k->impl, sizeof k->impl, "%s", impl);
+    snprintf(k->impl, sizeof k->impl, "%s%s", impl, v->reordered ? "+reorders" : "");
   else
     snprintf(k->impl, sizeof k->impl, "%s", k->vt->name);
   return 0;

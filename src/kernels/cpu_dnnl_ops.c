@@ -80,8 +80,8 @@ static int pool_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
     pl[i] = p->pad_begin[i];
     pr[i] = p->pad_end[i];
   }
-  int rc = hs__md_act(&v->md[MD_SRC], nd, sd, p->layout, err);
-  if (!rc) rc = hs__md_act(&v->md[MD_DST], nd, dd, p->layout, err);
+  int rc = hs__md_act(&v->md[MD_SRC], nd, sd, p->src_layout, err);
+  if (!rc) rc = hs__md_act(&v->md[MD_DST], nd, dd, p->dst_layout, err);
   if (rc) return rc;
   dnnl_alg_kind_t alg = p->kind == HS_POOL_MAX ? dnnl_pooling_max
                         : p->kind == HS_POOL_AVG_INCLUDE_PAD ? dnnl_pooling_avg_include_padding

@@ -44,7 +44,8 @@ typedef enum { HS_KDEV_CPU = 0, HS_KDEV_CUDA = 1 } hs_kernel_device;
 /* Memory layout of activations that have a channel axis and spatial axes. */
 typedef enum {
   HS_LAYOUT_NCHW = 0, /* channels before spatial axes: N, C, [D,] [H,] W (ONNX's layout) */
-  HS_LAYOUT_NHWC = 1  /* channels last: N, [D,] [H,] W, C */
+  HS_LAYOUT_NHWC = 1, /* channels last: N, [D,] [H,] W, C */
+  HS_LAYOUT_NCHW8C = 2 /* blocked: N, C/8, [D,] [H,] W, 8 (needs C % 8 == 0; same size as dense) */
 } hs_layout;
 
 /* Element-wise functions, usable as a standalone kernel or fused after conv/matmul.
@@ -98,7 +99,8 @@ int hs_post_ops_add_sum(hs_post_ops *p, float scale);
 /* ---- Convolution and ConvTranspose (1, 2 or 3 spatial dims) ---- */
 typedef struct hs_conv_params {
   hs_kernel_device device;
-  hs_layout layout;     /* of src, dst and the residual */
+  hs_layout src_layout; /* of the input */
+  hs_layout dst_layout; /* of the output and the residual (may differ: a stem conv reads NCHW, writes NHWC) */
   int transposed;       /* 0: Conv; 1: ConvTranspose (deconvolution) */
   int nsp;              /* spatial dims, 1..3 */
   int64_t batch;        /* N at creation */
@@ -130,7 +132,7 @@ typedef struct hs_matmul_params {
 typedef enum { HS_POOL_MAX = 0, HS_POOL_AVG_INCLUDE_PAD = 1, HS_POOL_AVG_EXCLUDE_PAD = 2 } hs_pool_kind;
 typedef struct hs_pool_params {
   hs_kernel_device device;
-  hs_layout layout;
+  hs_layout src_layout, dst_layout;
   hs_pool_kind kind;
   int nsp;
   int64_t batch, channels;
@@ -281,6 +283,11 @@ const char *hs_kernel_impl_name(const hs_kernel *k);
 /* Thread count of the calling thread's runs (default: all cores). n <= 0 restores the default. */
 void hs_kernels_set_threads(int n);
 int hs_kernels_threads(void);
+
+/* Plain-C value of activation a at x (the reference that fallback code uses). */
+float hs_act_apply(hs_act_kind a, float alpha, float beta, float x);
+/* Applies the post-ops to y[0..n) in place; residual (read for HS_POST_SUM) may be NULL when there is none. */
+void hs_post_apply(const hs_post_ops *p, float *y, const float *residual, int64_t n);
 
 /* Name of an activation ("relu"), for messages; never NULL. */
 const char *hs_act_name(hs_act_kind a);

@@ -388,7 +388,10 @@ typedef struct cache_entry {
 #define CACHE_BUCKETS 1024
 struct hs__hash_cache {
   cache_entry *buckets[CACHE_BUCKETS];
+  uint64_t bytes_hashed;
 };
+
+uint64_t hs__hash_cache_bytes_hashed(const hs__hash_cache *c) { return c ? c->bytes_hashed : 0; }
 
 hs__hash_cache *hs__hash_cache_new(void) { return calloc(1, sizeof(hs__hash_cache)); }
 
@@ -426,6 +429,19 @@ static size_t bucket_of(uint64_t dev, uint64_t ino) {
   return (size_t)((ino * 0x9E3779B97F4A7C15ULL) ^ dev) % CACHE_BUCKETS;
 }
 
+static cache_entry *cache_find(hs__hash_cache *c, const hs__file *f) {
+  for (cache_entry *e = c->buckets[bucket_of(f->dev, f->ino)]; e; e = e->next)
+    if (e->dev == f->dev && e->ino == f->ino && e->size == f->size && e->mtime_ns == f->mtime_ns &&
+        e->ctime_ns == f->ctime_ns)
+      return e;
+  return NULL;
+}
+
+void hs__hash_cache_touch(hs__hash_cache *c, const hs__file *f) {
+  cache_entry *e = c ? cache_find(c, f) : NULL;
+  if (e) e->used = 1;
+}
+
 void hs__sha256(const void *data, size_t len, uint8_t out[32]) {
   unsigned int n = 0;
   if (!EVP_Digest(data, len, out, &n, EVP_sha256(), NULL)) memset(out, 0, 32);
@@ -434,15 +450,13 @@ void hs__sha256(const void *data, size_t len, uint8_t out[32]) {
 int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_error *err) {
   cache_entry **slot = NULL;
   if (c) {
-    slot = &c->buckets[bucket_of(f->dev, f->ino)];
-    for (cache_entry *e = *slot; e; e = e->next) {
-      if (e->dev == f->dev && e->ino == f->ino && e->size == f->size && e->mtime_ns == f->mtime_ns &&
-          e->ctime_ns == f->ctime_ns) {
-        memcpy(out, e->sha, 32);
-        e->used = 1;
-        return HS_OK;
-      }
+    cache_entry *e = cache_find(c, f);
+    if (e) {
+      memcpy(out, e->sha, 32);
+      e->used = 1;
+      return HS_OK;
     }
+    slot = &c->buckets[bucket_of(f->dev, f->ino)];
   }
   int fd = open(f->real, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return hs_error_set(err, HS_IO, "%s: %s", f->rel, strerror(errno));
@@ -476,6 +490,7 @@ int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_er
   close(fd);
   if (rc == HS_OK && total != f->size)
     rc = hs_error_set(err, HS_IO, "%s: changed size while being hashed", f->rel);
+  if (c) c->bytes_hashed += total;
   if (rc != HS_OK || !c) return rc;
   cache_entry *e = malloc(sizeof *e);
   if (!e) return HS_OK; /* the hash is right; it just is not remembered */

@@ -208,6 +208,7 @@ int hs__keygen(const char *name, bool hmac, hs_error *err) {
     EVP_PKEY_free(pkey);
     return err ? err->code : HS_IO;
   }
+  bool wrote_pub = false; /* only files this call created are removed on failure */
   int ok = PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL) == 1;
   int rc = close_synced(f, key_path, err);
   if (rc == HS_OK && !ok) rc = hs_error_set(err, HS_IO, "%s: cannot write the key", key_path);
@@ -216,6 +217,7 @@ int hs__keygen(const char *name, bool hmac, hs_error *err) {
     if (!f) {
       rc = err ? err->code : HS_IO;
     } else {
+      wrote_pub = true;
       ok = PEM_write_PUBKEY(f, pkey) == 1;
       rc = close_synced(f, pub_path, err);
       if (rc == HS_OK && !ok) rc = hs_error_set(err, HS_IO, "%s: cannot write the key", pub_path);
@@ -223,7 +225,7 @@ int hs__keygen(const char *name, bool hmac, hs_error *err) {
   }
   if (rc != HS_OK) {
     unlink(key_path);
-    unlink(pub_path);
+    if (wrote_pub) unlink(pub_path);
   }
   EVP_PKEY_free(pkey);
   return rc;

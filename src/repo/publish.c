@@ -17,8 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "repo/publish.h"
 #include "repo/repo_internal.h"
 
@@ -175,6 +177,27 @@ static int64_t next_free_version(const char *model_dir) {
   return max + 1;
 }
 
+#define STALE_STAGING_SECONDS (24 * 3600)
+
+/* Removes .staging-* directories left by publishers that died more than a day ago (a live
+ * publisher's staging directory is younger: its mtime moves as it copies). */
+static void remove_stale_staging(const char *model_dir) {
+  DIR *d = opendir(model_dir);
+  if (!d) return;
+  time_t now = time(NULL);
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, ".staging-", 9) != 0) continue;
+    char path[HS_PATH_MAX];
+    struct stat st;
+    if (hs__path_join(path, sizeof path, model_dir, e->d_name, NULL) != HS_OK) continue;
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || now - st.st_mtime < STALE_STAGING_SECONDS) continue;
+    HS_LOGI("publish: removing %s, left by a publisher that did not finish", path);
+    remove_tree(path);
+  }
+  closedir(d);
+}
+
 /* Renames staging to target unless target exists: 0, or errno (EEXIST when it exists). */
 static int rename_noreplace(const char *staging, const char *target) {
   if (renameat2(AT_FDCWD, staging, AT_FDCWD, target, RENAME_NOREPLACE) == 0) return 0;
@@ -225,6 +248,7 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
     return hs_error_set(err, HS_INVALID_ARGUMENT, "%s has no model.onnx", src_dir);
   }
 
+  remove_stale_staging(model_real);
   char staging[HS_PATH_MAX];
   int rc = hs__path_join(staging, sizeof staging, model_real, ".staging-XXXXXX", err);
   if (rc != HS_OK || !mkdtemp(staging)) {

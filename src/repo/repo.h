@@ -88,6 +88,11 @@ typedef struct hs_repo_version {
   char reason_code[32];            /* for INVALID: "unsigned", "bad_signature", "unknown_key",
                                       "manifest_mismatch", "bad_manifest", "unsafe_path", "limit" */
   char reason[256];                /* human-readable */
+  uint64_t total_bytes;            /* sum of the sizes of the version's files (a first estimate of
+                                      the memory a load needs); 0 when it could not be listed */
+  size_t n_files;                  /* files in the version directory, manifest included */
+  double verify_ms;                /* time this scan spent listing, hashing and checking this
+                                      version (near 0 when an unchanged version's verdict is reused) */
 } hs_repo_version;
 
 typedef struct hs_repo_model {

@@ -102,6 +102,12 @@ hs__hash_cache *hs__hash_cache_new(void);
 void hs__hash_cache_free(hs__hash_cache *c);
 /* Forgets entries not used since the previous call (called once per scan). */
 void hs__hash_cache_sweep(hs__hash_cache *c);
+/* Bytes read for hashing through this cache so far (for tests and debugging). */
+uint64_t hs__hash_cache_bytes_hashed(const hs__hash_cache *c);
+/* The scanner's cache counter, as above. */
+uint64_t hs__repo_bytes_hashed(const hs_repo *r);
+/* Marks f's cached hash (if any) as still in use, so the next sweep keeps it. */
+void hs__hash_cache_touch(hs__hash_cache *c, const hs__file *f);
 /* SHA-256 of f's bytes (from the cache when f is unchanged; cache may be NULL). Fails with
  * HS_IO when the file cannot be read or no longer has f->size bytes. */
 int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_error *err);

@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,12 +34,60 @@ typedef struct settle_entry {
   struct settle_entry *next;
 } settle_entry;
 
+/* A warning already given, so a rescan every few seconds does not repeat it. */
+typedef struct warned_entry {
+  char *text;
+  bool seen;
+  struct warned_entry *next;
+} warned_entry;
+
 struct hs_repo {
   char root[HS_PATH_MAX];
   hs_repo_options opts;
   hs__hash_cache *cache;
   settle_entry *settle;
+  warned_entry *warned;
 };
+
+/* Logs a warning once for as long as its cause is still seen by every scan. */
+static void warn_once(hs_repo *repo, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn_once(hs_repo *repo, const char *fmt, ...) {
+  char text[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  for (warned_entry *w = repo->warned; w; w = w->next) {
+    if (strcmp(w->text, text) == 0) {
+      w->seen = true;
+      return;
+    }
+  }
+  HS_LOGW("%s", text);
+  warned_entry *w = calloc(1, sizeof *w);
+  if (!w || !(w->text = strdup(text))) {
+    free(w);
+    return;
+  }
+  w->seen = true;
+  w->next = repo->warned;
+  repo->warned = w;
+}
+
+static void warned_sweep(hs_repo *repo, bool all) {
+  warned_entry **pp = &repo->warned;
+  while (*pp) {
+    warned_entry *w = *pp;
+    if (all || !w->seen) {
+      *pp = w->next;
+      free(w->text);
+      free(w);
+    } else {
+      w->seen = false;
+      pp = &w->next;
+    }
+  }
+}
 
 static int64_t mono_ms(void) {
   struct timespec t;
@@ -77,6 +126,8 @@ int hs_repo_open(const char *root, const hs_repo_options *opts, hs_repo **out, h
   return HS_OK;
 }
 
+uint64_t hs__repo_bytes_hashed(const hs_repo *r) { return hs__hash_cache_bytes_hashed(r->cache); }
+
 void hs_repo_close(hs_repo *repo) {
   if (!repo) return;
   settle_entry *e = repo->settle;
@@ -86,6 +137,7 @@ void hs_repo_close(hs_repo *repo) {
     free(e);
     e = next;
   }
+  warned_sweep(repo, true);
   hs__hash_cache_free(repo->cache);
   free(repo);
 }
@@ -136,7 +188,7 @@ static void failure_fingerprint(const uint8_t shape[32], const char *code, char 
 }
 
 /* Decides one version directory (path may be a symlink inside the model dir). */
-static void evaluate(hs_repo *repo, const char *model_real, const char *path, int64_t version,
+static void evaluate_dir(hs_repo *repo, const char *model_real, const char *path, int64_t version,
                      hs_repo_version *out) {
   memset(out, 0, sizeof *out);
   out->version = version;
@@ -156,6 +208,8 @@ static void evaluate(hs_repo *repo, const char *model_real, const char *path, in
     set_result(out, r == HS__R_IO ? HS_VERSION_PENDING : HS_VERSION_INVALID, r, v.message);
     return;
   }
+  for (size_t i = 0; i < l.n; i++) out->total_bytes += l.files[i].size;
+  out->n_files = l.n;
   uint8_t shape[32];
   hs__listing_digest(&l, shape);
   int64_t now = mono_ms();
@@ -180,7 +234,8 @@ static void evaluate(hs_repo *repo, const char *model_real, const char *path, in
   }
   e->seen = true;
   if (e->decided) {
-    *out = e->result;
+    *out = e->result; /* same shape: same sizes, so total_bytes and n_files still hold */
+    for (size_t i = 0; i < l.n; i++) hs__hash_cache_touch(repo->cache, &l.files[i]);
     hs__listing_free(&l);
     return;
   }
@@ -219,6 +274,15 @@ static void evaluate(hs_repo *repo, const char *model_real, const char *path, in
   }
   e->decided = true;
   e->result = *out;
+}
+
+static void evaluate(hs_repo *repo, const char *model_real, const char *path, int64_t version,
+                     hs_repo_version *out) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  evaluate_dir(repo, model_real, path, version, out);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  out->verify_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
 }
 
 /* A version directory name: a positive decimal integer without leading zeros. */
@@ -309,8 +373,8 @@ static void scan_model(hs_repo *repo, const char *model_dir, const char *model_r
       char path[HS_PATH_MAX];
       if (hs__path_join(path, sizeof path, model_real, de->d_name, NULL) == HS_OK && lstat(path, &st) == 0 &&
           S_ISLNK(st.st_mode))
-        HS_LOGW("model %s: version %s is a symlink leading out of the model directory: ignored (unsafe_path)",
-                m->name, de->d_name);
+        warn_once(repo, "model %s: version %s is a symlink leading out of the model directory: ignored (unsafe_path)",
+                  m->name, de->d_name);
       continue;
     }
     if (n == HS__MAX_VERSIONS) {
@@ -329,8 +393,8 @@ static void scan_model(hs_repo *repo, const char *model_dir, const char *model_r
     n++;
   }
   closedir(d);
-  if (too_many) HS_LOGW("model %s: more than %d version directories; the rest are ignored", m->name, HS__MAX_VERSIONS);
-  qsort(dirs, n, sizeof *dirs, cmp_vdir_desc);
+  if (too_many) warn_once(repo, "model %s: more than %d version directories; the rest are ignored", m->name, HS__MAX_VERSIONS);
+  if (n > 1) qsort(dirs, n, sizeof *dirs, cmp_vdir_desc); /* qsort(NULL, 0) is undefined */
   m->versions = calloc(n ? n : 1, sizeof *m->versions);
   int ready = 0;
   for (size_t i = 0; m->versions && i < n; i++) {
@@ -370,9 +434,16 @@ int hs_repo_scan(hs_repo *repo, hs_repo_snapshot **out, hs_error *err) {
   while ((de = readdir(d)) != NULL) {
     if (!valid_model_name(de->d_name)) continue;
     char real[PATH_MAX];
-    if (!dir_inside(root_real, de->d_name, root_real, real)) continue;
+    if (!dir_inside(root_real, de->d_name, root_real, real)) {
+      char path[HS_PATH_MAX];
+      struct stat st;
+      if (hs__path_join(path, sizeof path, root_real, de->d_name, NULL) == HS_OK && lstat(path, &st) == 0 &&
+          S_ISLNK(st.st_mode))
+        warn_once(repo, "model %s is a symlink leading out of the repository: ignored (unsafe_path)", de->d_name);
+      continue;
+    }
     if (snap->n_models == HS__MAX_MODELS) {
-      HS_LOGW("model repository %s: more than %d models; the rest are ignored", repo->root, HS__MAX_MODELS);
+      warn_once(repo, "model repository %s: more than %d models; the rest are ignored", repo->root, HS__MAX_MODELS);
       break;
     }
     if (snap->n_models == cap) {
@@ -398,6 +469,7 @@ int hs_repo_scan(hs_repo *repo, hs_repo_snapshot **out, hs_error *err) {
   }
   if (snap->n_models > 1) qsort(snap->models, snap->n_models, sizeof *snap->models, cmp_model);
   settle_sweep(repo);
+  warned_sweep(repo, false);
   hs__hash_cache_sweep(repo->cache);
   *out = snap;
   return HS_OK;
@@ -406,14 +478,22 @@ int hs_repo_scan(hs_repo *repo, hs_repo_snapshot **out, hs_error *err) {
 int hs_repo_verify_version(const char *dir, bool require_signature, const hs_trusted_keys *keys,
                            hs_repo_version *out, hs_error *err) {
   memset(out, 0, sizeof *out);
-  char real[PATH_MAX], parent[PATH_MAX];
+  /* The bound is the directory that holds DIR as it was named (the model directory), so a
+   * Kubernetes `1 -> ..data/1` link and links to files shared between versions are judged as the
+   * scanner judges them. */
+  char real[PATH_MAX], parent[PATH_MAX], named[HS_PATH_MAX];
   if (!realpath(dir, real)) return hs_error_set(err, HS_IO, "%s: %s", dir, strerror(errno));
-  snprintf(parent, sizeof parent, "%s", real);
-  char *slash = strrchr(parent, '/');
-  if (slash && slash != parent)
-    *slash = '\0';
+  if (snprintf(named, sizeof named, "%s", dir) >= (int)sizeof named) return hs_error_set(err, HS_LIMIT, "path too long");
+  size_t nl = strlen(named);
+  while (nl > 1 && named[nl - 1] == '/') named[--nl] = '\0';
+  char *slash = strrchr(named, '/');
+  if (!slash)
+    snprintf(named, sizeof named, ".");
+  else if (slash == named)
+    named[1] = '\0';
   else
-    snprintf(parent, sizeof parent, "/");
+    *slash = '\0';
+  if (!realpath(named, parent)) return hs_error_set(err, HS_IO, "%s: %s", named, strerror(errno));
   snprintf(out->dir, sizeof out->dir, "%s", real);
   hs__path_join(out->model_path, sizeof out->model_path, real, "model.onnx", NULL);
   const char *base = strrchr(real, '/');
@@ -425,6 +505,8 @@ int hs_repo_verify_version(const char *dir, bool require_signature, const hs_tru
   if (r == HS__R_IO) return hs_error_set(err, HS_IO, "%s", vd.message);
   bool has_manifest = false;
   if (r == HS__R_NONE) {
+    for (size_t i = 0; i < l.n; i++) out->total_bytes += l.files[i].size;
+    out->n_files = l.n;
     hs__check_opts o = {require_signature, keys, 0, 0, NULL};
     r = hs__check_version(real, &l, &o, &has_manifest, out->fingerprint, &vd);
     if (r == HS__R_NONE && !has_manifest) {

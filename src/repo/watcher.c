@@ -54,7 +54,7 @@ static int64_t now_ms(void) {
 }
 
 static const uint32_t k_mask = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE |
-                               IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_MODIFY;
+                               IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
 
 static void watch_tree(hs_watcher *w, const char *dir, int depth) {
   if (w->ino_fd < 0 || depth > HS__WATCH_DEPTH) return;

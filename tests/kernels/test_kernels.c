@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include "kernels/kcache.h"
 #include "refs.h"
 
 #define ATOL 1e-4
@@ -51,9 +52,10 @@ static int64_t conv_out(const conv_case *c, int i) {
 }
 
 /* Builds the case in the given layout, runs it at batch c->n and at batch c->n + 1, compares. */
-static void check_conv(const conv_case *c, hs_layout layout) {
+static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout) {
   hs_conv_params p = {0};
-  p.layout = layout;
+  p.src_layout = in_layout;
+  p.dst_layout = layout;
   p.transposed = c->transposed;
   p.nsp = c->nsp;
   p.batch = c->n;
@@ -93,10 +95,12 @@ static void check_conv(const conv_case *c, hs_layout layout) {
     rp.weights = wsave;
     ref_conv(&rp, n, x, res, want);
     float *xl = x, *resl = res, *got = malloc(sizeof(float) * yn);
-    if (layout == HS_LAYOUT_NHWC) {
+    if (in_layout == HS_LAYOUT_NHWC) {
       xl = malloc(sizeof(float) * xn);
-      resl = malloc(sizeof(float) * yn);
       to_nhwc(x, xl, n, c->ic, isz);
+    }
+    if (layout == HS_LAYOUT_NHWC) {
+      resl = malloc(sizeof(float) * yn);
       to_nhwc(res, resl, n, c->oc, osz);
     }
     const void *src[1] = {xl};
@@ -108,12 +112,14 @@ static void check_conv(const conv_case *c, hs_layout layout) {
       to_nchw(got, t, n, c->oc, osz);
       free(got);
       got = t;
-      free(xl);
       free(resl);
     }
+    if (xl != x) free(xl);
     char what[160];
-    snprintf(what, sizeof what, "%s (%s, batch %lld, %s)", c->name, layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw",
+    snprintf(what, sizeof what, "%s (%s -> %s, batch %lld, %s)", c->name,
+             in_layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw", layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw",
              (long long)n, hs_kernel_impl_name(k));
+    if (getenv("HS_TEST_VERBOSE")) fprintf(stderr, "%s\n", what);
     expect_close(what, got, want, yn);
     free(x);
     free(res);
@@ -167,8 +173,9 @@ static void test_conv(void **state) {
        post_of(1, HS_POST_ACT, HS_ACT_TANH, 0.0, 0.0)},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    check_conv(&cases[i], HS_LAYOUT_NCHW);
-    check_conv(&cases[i], HS_LAYOUT_NHWC);
+    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NCHW);
+    check_conv(&cases[i], HS_LAYOUT_NHWC, HS_LAYOUT_NHWC);
+    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NHWC);
   }
 }
 
@@ -323,7 +330,7 @@ static void test_matmul(void **state) {
 static void check_pool(hs_pool_kind kind, int nsp, int64_t n, int64_t c, const int64_t *in, const int64_t *kk,
                        const int64_t *s, const int64_t *d, const int64_t *pb, const int64_t *pe, int ceil_mode,
                        hs_layout layout) {
-  hs_pool_params p = {.layout = layout, .kind = kind, .nsp = nsp, .batch = n, .channels = c};
+  hs_pool_params p = {.src_layout = layout, .dst_layout = layout, .kind = kind, .nsp = nsp, .batch = n, .channels = c};
   for (int i = 0; i < nsp; i++) {
     p.in[i] = in[i];
     p.kernel[i] = kk[i];
@@ -756,7 +763,7 @@ static void *thread_main(void *arg) {
 }
 
 static void test_threads(void **state) {
-  hs_conv_params p = {.layout = HS_LAYOUT_NHWC, .nsp = 2, .batch = 1, .in_c = 16, .out_c = 16, .groups = 1,
+  hs_conv_params p = {.src_layout = HS_LAYOUT_NHWC, .dst_layout = HS_LAYOUT_NHWC, .nsp = 2, .batch = 1, .in_c = 16, .out_c = 16, .groups = 1,
                       .in = {9, 9}, .out = {9, 9}, .kernel = {3, 3}, .stride = {1, 1}, .dilation = {1, 1},
                       .pad_begin = {1, 1}, .pad_end = {1, 1}};
   float *w = rand_buf(16 * 16 * 9);
@@ -794,6 +801,53 @@ static void test_threads(void **state) {
   free(w);
 }
 
+/* ---------------- kernel cache ---------------- */
+
+typedef struct {
+  int64_t c;
+  int builds;
+} cache_ctx;
+
+static int build_relu(void *ctx, hs_kernel **out, hs_error *err) {
+  cache_ctx *cx = ctx;
+  cx->builds++;
+  hs_eltwise_params p = {.ndim = 2, .dims = {1, cx->c}};
+  hs_post_ops_add_act(&p.ops, HS_ACT_RELU, 0, 0);
+  return hs_kernel_eltwise_create(&p, out, err);
+}
+
+static void test_kcache(void **state) {
+  hs_kcache c;
+  hs_kcache_init(&c);
+  cache_ctx cx = {0};
+  hs_kernel *k1, *k2, *k3;
+  hs_error err;
+  int64_t key_a[2] = {1, 8}, key_b[2] = {1, 9};
+  cx.c = 8;
+  assert_int_equal(hs_kcache_get(&c, key_a, 2, build_relu, &cx, &k1, &err), 0);
+  assert_int_equal(hs_kcache_get(&c, key_a, 2, build_relu, &cx, &k2, &err), 0);
+  assert_ptr_equal(k1, k2);
+  assert_int_equal(cx.builds, 1);
+  cx.c = 9;
+  assert_int_equal(hs_kcache_get(&c, key_b, 2, build_relu, &cx, &k3, &err), 0);
+  assert_ptr_not_equal(k1, k3);
+  assert_int_equal(cx.builds, 2);
+  float x[9] = {-1, 2, -3, 4, -5, 6, -7, 8, -9}, y[9];
+  const void *src[1] = {x};
+  assert_int_equal(run_k(k3, 0, src, 1, NULL, y, &err), 0);
+  for (int i = 0; i < 9; i++) assert_true(y[i] == (x[i] > 0 ? x[i] : 0));
+  for (int64_t i = 2; i < HS_KCACHE_SLOTS; i++) {
+    int64_t key[2] = {1, 100 + i};
+    cx.c = 100 + i;
+    assert_int_equal(hs_kcache_get(&c, key, 2, build_relu, &cx, &k1, &err), 0);
+  }
+  int64_t full[2] = {1, 7};
+  cx.c = 7;
+  assert_int_equal(hs_kcache_get(&c, full, 2, build_relu, &cx, &k1, &err), HS_LIMIT);
+  assert_null(k1);
+  hs_kcache_destroy(&c);
+}
+
 int main(void) {
   hs_kernels_set_threads(2);
   const struct CMUnitTest tests[] = {
@@ -801,7 +855,7 @@ int main(void) {
       cmocka_unit_test(test_pool),      cmocka_unit_test(test_eltwise),     cmocka_unit_test(test_binary),
       cmocka_unit_test(test_softmax),   cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_batchnorm),
       cmocka_unit_test(test_reduce),    cmocka_unit_test(test_concat),      cmocka_unit_test(test_resample),
-      cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 
 #include "repo/publish.h"
 #include "repo/repo.h"
+#include "repo/repo_internal.h"
 #include "testfs.h"
 
 typedef struct {
@@ -210,6 +211,7 @@ static void test_layout_and_policies(void **state) {
   fixture *f = *state;
   for (int v = 1; v <= 3; v++) make_version(P("%s/b/%d", f->root, v), P("model v%d", v));
   make_version(P("%s/a/7", f->root), "a7");
+  mkdirs(P("%s/empty", f->root));            /* a model without versions yet */
   mkdirs(P("%s/.hidden/1", f->root));         /* dot dirs are never models */
   mkdirs(P("%s/b/.staging-abc", f->root));   /* nor versions */
   mkdirs(P("%s/b/01", f->root));             /* leading zero: not a version */
@@ -218,15 +220,19 @@ static void test_layout_and_policies(void **state) {
 
   hs_repo *r = open_repo(f->root, false, NULL, 2000);
   hs_repo_snapshot *s = scan(r);
-  assert_int_equal(s->n_models, 2);
+  assert_int_equal(s->n_models, 3);
   assert_string_equal(s->models[0].name, "a");
   assert_string_equal(s->models[1].name, "b");
+  assert_string_equal(s->models[2].name, "empty");
+  assert_int_equal(s->models[2].n_versions, 0);
   const hs_repo_model *b = find_model(s, "b");
   assert_int_equal(b->config_status, HS_OK);
   assert_int_equal(b->n_versions, 1); /* latest 1 */
   assert_int_equal(b->versions[0].version, 3);
   assert_int_equal(b->versions[0].state, HS_VERSION_READY);
   assert_non_null(strstr(b->versions[0].model_path, "/b/3/model.onnx"));
+  assert_int_equal(b->versions[0].n_files, 2);
+  assert_int_equal(b->versions[0].total_bytes, strlen("model v3") + strlen("weights"));
   hs_repo_snapshot_free(s);
 
   write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"latest\":{\"num_versions\":2}}}");
@@ -334,6 +340,30 @@ static void test_manifest_states(void **state) {
              "\"sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
   assert_string_equal(code, "limit");
+  hs_repo_close(r);
+}
+
+/* Unchanged files are hashed once: rescans (even of a re-signed version where only one file
+ * changed) do not read the others again. */
+static void test_hash_cache(void **state) {
+  fixture *f = *state;
+  char big[200001];
+  memset(big, 'b', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  write_text(P("%s/m/1/model.onnx", f->root), big);
+  write_text(P("%s/m/1/small.txt", f->root), "small");
+  sign(P("%s/m/1", f->root), NULL);
+  hs_repo *r = open_repo(f->root, false, NULL, 0);
+  char code[32];
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  uint64_t first = hs__repo_bytes_hashed(r);
+  assert_int_equal(first, 200000 + 5);
+  for (int i = 0; i < 3; i++) assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  assert_int_equal(hs__repo_bytes_hashed(r), first);
+  write_text(P("%s/m/1/small.txt", f->root), "SMALL!");
+  sign(P("%s/m/1", f->root), NULL);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  assert_int_equal(hs__repo_bytes_hashed(r), first + 6);
   hs_repo_close(r);
 }
 
@@ -504,6 +534,12 @@ static void test_unsafe_paths(void **state) {
   assert_int_equal(symlink(P("%s/elsewhere/5", f->dir), P("%s/m/5", f->root)), 0);
   assert_int_equal(state_of(r, "m", 5, code), -1);
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  /* Nor is a model directory that is a link out of the repository. */
+  assert_int_equal(symlink(P("%s/elsewhere", f->dir), P("%s/evil", f->root)), 0);
+  hs_repo_snapshot *s = scan(r);
+  assert_null(find_model(s, "evil"));
+  assert_non_null(find_model(s, "m"));
+  hs_repo_snapshot_free(s);
   /* A FIFO is not a model file. */
   assert_int_equal(mkfifo(P("%s/m/1/pipe", f->root), 0644), 0);
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
@@ -537,6 +573,22 @@ static void test_configmap_data_flip(void **state) {
   assert_string_not_equal(v->fingerprint, fp);
   hs_repo_snapshot_free(s);
   hs_repo_close(r);
+  /* hs_repo_verify_version (and so `hotserve verify`) judges links as the scanner does: a link
+   * from the version to a file shared at the model level is inside. */
+  write_text(P("%s/m/shared.bin", f->root), "shared");
+  assert_int_equal(symlink("../../shared.bin", P("%s/m/..2024_b/1/shared.bin", f->root)), 0);
+  hs_repo_version out;
+  hs_error err;
+  hs_error_clear(&err);
+  int rc = hs_repo_verify_version(P("%s/m/1/", f->root), false, NULL, &out, &err);
+  if (rc != HS_OK) fail_msg("verify: %s", err.message);
+  assert_int_equal(out.version, 1);
+  assert_int_equal(out.n_files, 3); /* model, weights, the shared link */
+  /* While a link out of the model directory is refused. */
+  write_text(P("%s/outside.bin", f->dir), "outside");
+  assert_int_equal(symlink(P("%s/outside.bin", f->dir), P("%s/m/..2024_b/1/out.bin", f->root)), 0);
+  assert_int_equal(hs_repo_verify_version(P("%s/m/1", f->root), false, NULL, &out, &err), HS_VERIFY);
+  assert_string_equal(out.reason_code, "unsafe_path");
 }
 
 static void test_limits(void **state) {
@@ -574,9 +626,17 @@ static void test_publish(void **state) {
   snprintf(srcs, sizeof srcs, "%s", src);
   write_text(P("%s/model.onnx", srcs), "published model");
   write_text(P("%s/sub/data.bin", srcs), "data");
+  /* Leftovers of publishers that died: a day-old one is cleaned up, a fresh one is left alone. */
+  write_text(P("%s/m/.staging-old123/model.onnx", f->root), "half");
+  age_file(P("%s/m/.staging-old123", f->root), 2 * 24 * 3600);
+  mkdirs(P("%s/m/.staging-live12", f->root));
   int64_t v = 0;
   assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 0, NULL, &v, &err), HS_OK);
   assert_int_equal(v, 1);
+  struct stat st;
+  assert_int_not_equal(stat(P("%s/m/.staging-old123", f->root), &st), 0);
+  assert_int_equal(stat(P("%s/m/.staging-live12", f->root), &st), 0);
+  rmdir(P("%s/m/.staging-live12", f->root));
   assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 0, NULL, &v, &err), HS_OK);
   assert_int_equal(v, 2);
   assert_int_equal(hs_repo_publish(srcs, P("%s/m", f->root), 7, NULL, &v, &err), HS_OK);
@@ -637,6 +697,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_layout_and_policies, setup, teardown),
       cmocka_unit_test_setup_teardown(test_manifest_states, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hash_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unsafe_paths, setup, teardown),

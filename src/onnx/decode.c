@@ -1,0 +1,913 @@
+/* decode.c - ONNX protobuf (ModelProto, GraphProto, NodeProto, TensorProto, AttributeProto,
+ * ValueInfoProto) into the engine's IR, through the bounded reader in pb.c.
+ *
+ * Every size that comes from the file is checked before it is used: element counts against the
+ * bytes actually present, dimension products against overflow, external data against the size
+ * of the file it names. Nothing is allocated that the input bytes do not pay for.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "onnx/onnx.h"
+#include "onnx/pb.h"
+
+#define BAD(err, what) hs_error_set(err, HS_PARSE, "malformed model: %s", what)
+
+/* ---- small helpers ---------------------------------------------------------------------------- */
+
+static char *dup_bytes(const uint8_t *d, size_t n) {
+  if (memchr(d, 0, n)) return NULL; /* embedded NUL: refuse rather than truncate */
+  char *s = malloc(n + 1);
+  if (!s) return NULL;
+  memcpy(s, d, n);
+  s[n] = 0;
+  return s;
+}
+
+static int read_string(hs_pb *r, char **out, hs_error *err) {
+  const uint8_t *d;
+  size_t n;
+  if (hs_pb_bytes(r, &d, &n)) return BAD(err, "string past the end");
+  char *s = dup_bytes(d, n);
+  if (!s) return hs_error_set(err, HS_PARSE, "malformed model: string with a NUL byte (or out of memory)");
+  free(*out);
+  *out = s;
+  return 0;
+}
+
+typedef struct {
+  int64_t *v;
+  size_t n, cap;
+} i64vec;
+
+static int i64_push(i64vec *a, int64_t x) {
+  if (a->n == a->cap) {
+    size_t cap = a->cap ? a->cap * 2 : 8;
+    int64_t *nv = realloc(a->v, cap * sizeof *nv);
+    if (!nv) return HS_NO_MEMORY;
+    a->v = nv;
+    a->cap = cap;
+  }
+  a->v[a->n++] = x;
+  return 0;
+}
+
+/* Repeated varint field, packed (wire 2) or not (wire 0). */
+static int read_varints(hs_pb *r, int wire, i64vec *a, hs_error *err) {
+  uint64_t x;
+  if (wire == HS_PB_VARINT) {
+    if (hs_pb_varint(r, &x)) return BAD(err, "bad varint");
+    return i64_push(a, (int64_t)x) ? hs_error_set(err, HS_NO_MEMORY, "out of memory") : 0;
+  }
+  if (wire != HS_PB_BYTES) return BAD(err, "wrong wire type for a repeated integer");
+  hs_pb sub;
+  if (hs_pb_sub(r, &sub)) return BAD(err, "packed field past the end");
+  while (hs_pb_more(&sub)) {
+    if (hs_pb_varint(&sub, &x)) return BAD(err, "bad packed varint");
+    if (i64_push(a, (int64_t)x)) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
+  return 0;
+}
+
+int hs_read_file(const char *path, size_t max_bytes, void **data, size_t *len, hs_error *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return hs_error_set(err, errno == ENOENT ? HS_NOT_FOUND : HS_IO, "%s: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    fclose(f);
+    return hs_error_set(err, HS_IO, "%s: not a regular file", path);
+  }
+  if (max_bytes && (uint64_t)st.st_size > max_bytes) {
+    fclose(f);
+    return hs_error_set(err, HS_LIMIT, "%s: %lld bytes is over the limit of %zu", path, (long long)st.st_size,
+                        max_bytes);
+  }
+  size_t n = (size_t)st.st_size;
+  void *buf = malloc(n ? n : 1);
+  if (!buf) {
+    fclose(f);
+    return hs_error_set(err, HS_NO_MEMORY, "%s: out of memory for %zu bytes", path, n);
+  }
+  if (n && fread(buf, 1, n, f) != n) {
+    free(buf);
+    fclose(f);
+    return hs_error_set(err, HS_IO, "%s: short read", path);
+  }
+  fclose(f);
+  *data = buf;
+  *len = n;
+  return 0;
+}
+
+/* ---- TensorProto ------------------------------------------------------------------------------ */
+
+static int onnx_dtype(int64_t t, hs_dtype *out) {
+  switch (t) {
+#define HS_DT_CASE(name, onnx, size, kserve, npy) \
+  case onnx:                                       \
+    *out = HS_DT_##name;                           \
+    return 0;
+    HS_DTYPE_MAP(HS_DT_CASE)
+#undef HS_DT_CASE
+    default:
+      return -1;
+  }
+}
+
+/* Opens base_dir/location for reading, refusing anything that leaves base_dir. */
+static int open_external(const char *base_dir, const char *location, int *fd_out, hs_error *err) {
+  if (!base_dir) return hs_error_set(err, HS_UNSUPPORTED, "external data '%s' but no model folder", location);
+  if (location[0] == '/' || location[0] == 0)
+    return hs_error_set(err, HS_VERIFY, "external data location '%s' is not relative to the model folder",
+                        location);
+  for (const char *p = location; *p;) {
+    const char *slash = strchr(p, '/');
+    size_t l = slash ? (size_t)(slash - p) : strlen(p);
+    if (l == 2 && p[0] == '.' && p[1] == '.')
+      return hs_error_set(err, HS_VERIFY, "external data location '%s' leaves the model folder", location);
+    p += l + (slash ? 1 : 0);
+  }
+  char path[PATH_MAX], real_base[PATH_MAX], real_file[PATH_MAX];
+  if (snprintf(path, sizeof path, "%s/%s", base_dir, location) >= (int)sizeof path)
+    return hs_error_set(err, HS_LIMIT, "external data path too long");
+  if (!realpath(base_dir, real_base))
+    return hs_error_set(err, HS_IO, "model folder %s: %s", base_dir, strerror(errno));
+  if (!realpath(path, real_file))
+    return hs_error_set(err, HS_NOT_FOUND, "external data '%s': %s", location, strerror(errno));
+  size_t bl = strlen(real_base);
+  if (strncmp(real_file, real_base, bl) != 0 || (real_file[bl] != '/' && real_base[bl - 1] != '/'))
+    return hs_error_set(err, HS_VERIFY, "external data location '%s' resolves outside the model folder",
+                        location);
+  int fd = open(real_file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return hs_error_set(err, HS_IO, "external data '%s': %s", location, strerror(errno));
+  *fd_out = fd;
+  return 0;
+}
+
+/* Reads `want` bytes at offset into a new malloc'ed *out, after checking they exist in the file. */
+static int read_external(const char *base_dir, const char *location, int64_t offset, int64_t length,
+                         size_t want, void **out, hs_error *err) {
+  int fd, rc;
+  if ((rc = open_external(base_dir, location, &fd, err))) return rc;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return hs_error_set(err, HS_IO, "external data '%s' is not a regular file", location);
+  }
+  if (length < 0) length = (int64_t)want;
+  if (offset < 0 || (uint64_t)length != want || offset > st.st_size || length > st.st_size - offset) {
+    close(fd);
+    return hs_error_set(err, HS_PARSE, "external data '%s': offset %lld length %lld do not fit the file (%lld bytes) "
+                        "or the tensor (%zu bytes)", location, (long long)offset, (long long)length,
+                        (long long)st.st_size, want);
+  }
+  char *dst = malloc(want ? want : 1);
+  if (!dst) {
+    close(fd);
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory for external data '%s'", location);
+  }
+  size_t done = 0;
+  while (done < want) {
+    ssize_t got = pread(fd, dst + done, want - done, (off_t)(offset + (int64_t)done));
+    if (got <= 0) {
+      free(dst);
+      close(fd);
+      return hs_error_set(err, HS_IO, "external data '%s': short read", location);
+    }
+    done += (size_t)got;
+  }
+  close(fd);
+  *out = dst;
+  return 0;
+}
+
+int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_tensor *out, char **name_out,
+                          hs_error *err) {
+  hs_pb r;
+  uint32_t f;
+  int w, rc = 0;
+  i64vec dims = {0};
+  int64_t dtype_raw = 0;
+  const uint8_t *raw = NULL;
+  size_t raw_len = 0;
+  int has_raw = 0, external = 0;
+  char *name = NULL, *location = NULL;
+  int64_t ext_offset = 0, ext_length = -1;
+  void *data = NULL;
+
+  /* Pass 1: everything except the typed data fields. */
+  hs_pb_init(&r, buf, len);
+  while (hs_pb_more(&r)) {
+    if (hs_pb_key(&r, &f, &w)) { rc = BAD(err, "bad tensor field"); goto fail; }
+    uint64_t v;
+    if (f == 1) {
+      if ((rc = read_varints(&r, w, &dims, err))) goto fail;
+    } else if (f == 2 && w == HS_PB_VARINT) {
+      if (hs_pb_varint(&r, &v)) { rc = BAD(err, "bad tensor data_type"); goto fail; }
+      dtype_raw = (int64_t)v;
+    } else if (f == 8 && w == HS_PB_BYTES) {
+      if ((rc = read_string(&r, &name, err))) goto fail;
+    } else if (f == 9 && w == HS_PB_BYTES) {
+      if (hs_pb_bytes(&r, &raw, &raw_len)) { rc = BAD(err, "tensor raw_data past the end"); goto fail; }
+      has_raw = 1;
+    } else if (f == 14 && w == HS_PB_VARINT) {
+      if (hs_pb_varint(&r, &v)) { rc = BAD(err, "bad data_location"); goto fail; }
+      external = v == 1;
+    } else if (f == 13 && w == HS_PB_BYTES) { /* StringStringEntryProto */
+      hs_pb e;
+      char *key = NULL, *val = NULL;
+      if (hs_pb_sub(&r, &e)) { rc = BAD(err, "external_data past the end"); goto fail; }
+      while (hs_pb_more(&e) && rc == 0) {
+        uint32_t ef;
+        int ew;
+        if (hs_pb_key(&e, &ef, &ew)) rc = BAD(err, "bad external_data entry");
+        else if (ef == 1 && ew == HS_PB_BYTES) rc = read_string(&e, &key, err);
+        else if (ef == 2 && ew == HS_PB_BYTES) rc = read_string(&e, &val, err);
+        else if (hs_pb_skip(&e, ew)) rc = BAD(err, "bad external_data entry");
+      }
+      if (rc == 0 && key && val) {
+        if (strcmp(key, "location") == 0) {
+          free(location);
+          location = val;
+          val = NULL;
+        } else if (strcmp(key, "offset") == 0 || strcmp(key, "length") == 0) {
+          char *end;
+          errno = 0;
+          long long x = strtoll(val, &end, 10);
+          if (errno || *end || end == val || x < 0) rc = BAD(err, "bad external data offset/length");
+          else if (key[0] == 'o') ext_offset = x;
+          else ext_length = x;
+        }
+      }
+      free(key);
+      free(val);
+      if (rc) goto fail;
+    } else if (hs_pb_skip(&r, w)) {
+      rc = BAD(err, "bad tensor field");
+      goto fail;
+    }
+  }
+  hs_dtype dt;
+  if (onnx_dtype(dtype_raw, &dt))
+    { rc = hs_error_set(err, HS_UNSUPPORTED, "tensor '%s': data type %lld is not supported", name ? name : "",
+                        (long long)dtype_raw); goto fail; }
+  if (dims.n > HS_MAX_DIMS)
+    { rc = hs_error_set(err, HS_UNSUPPORTED, "tensor '%s': %zu dimensions (at most %d)", name ? name : "",
+                        dims.n, HS_MAX_DIMS); goto fail; }
+  memset(out, 0, sizeof *out);
+  out->dtype = dt;
+  out->ndim = (int)dims.n;
+  for (size_t i = 0; i < dims.n; i++) out->dims[i] = dims.v[i];
+  int64_t numel = hs_shape_numel(out->dims, out->ndim);
+  size_t esz = hs_dtype_size(dt);
+  if (numel < 0 || (uint64_t)numel > SIZE_MAX / esz)
+    { rc = hs_error_set(err, HS_PARSE, "tensor '%s': negative or overflowing dimensions", name ? name : ""); goto fail; }
+  size_t nbytes = (size_t)numel * esz;
+  if (external) {
+    if (!location) { rc = BAD(err, "external tensor without a location"); goto fail; }
+    if ((rc = read_external(base_dir, location, ext_offset, ext_length, nbytes, &data, err))) goto fail;
+    if (!nbytes) {
+      free(data);
+      data = NULL;
+    }
+  } else if (has_raw) {
+    if (raw_len != nbytes)
+      { rc = hs_error_set(err, HS_PARSE, "tensor '%s': raw_data has %zu bytes, its shape needs %zu",
+                          name ? name : "", raw_len, nbytes); goto fail; }
+    if (nbytes && !(data = malloc(nbytes))) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); goto fail; }
+    if (nbytes) memcpy(data, raw, nbytes);
+  } else {
+    /* Pass 2: typed fields. Elements are counted as they arrive and never exceed numel. */
+    int field_for_type;
+    switch (dt) {
+      case HS_DT_FLOAT32: field_for_type = 4; break;
+      case HS_DT_INT64: field_for_type = 7; break;
+      case HS_DT_FLOAT64: field_for_type = 10; break;
+      case HS_DT_UINT32: case HS_DT_UINT64: field_for_type = 11; break;
+      default: field_for_type = 5; break; /* int32, int16, int8, uint16, uint8, bool, float16 */
+    }
+    /* count first, so a shape with no data behind it allocates nothing */
+    uint64_t present = 0;
+    hs_pb_init(&r, buf, len);
+    while (hs_pb_more(&r)) {
+      const uint8_t *pd;
+      size_t pl;
+      if (hs_pb_key(&r, &f, &w)) { rc = BAD(err, "bad tensor field"); goto fail; }
+      if ((int)f != field_for_type || w != HS_PB_BYTES) {
+        if ((int)f == field_for_type) present++;
+        if (hs_pb_skip(&r, w)) { rc = BAD(err, "bad tensor field"); goto fail; }
+        continue;
+      }
+      if (hs_pb_bytes(&r, &pd, &pl)) { rc = BAD(err, "packed data past the end"); goto fail; }
+      if (field_for_type == 4) present += pl / 4;
+      else if (field_for_type == 10) present += pl / 8;
+      else
+        for (size_t i = 0; i < pl; i++) present += pd[i] < 0x80;
+    }
+    if (present != (uint64_t)numel)
+      { rc = hs_error_set(err, HS_PARSE, "tensor '%s': %llu values for a shape of %lld elements", name ? name : "",
+                          (unsigned long long)present, (long long)numel); goto fail; }
+    if (nbytes && !(data = malloc(nbytes))) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); goto fail; }
+    size_t count = 0;
+    hs_pb_init(&r, buf, len);
+    while (hs_pb_more(&r)) {
+      if (hs_pb_key(&r, &f, &w)) { rc = BAD(err, "bad tensor field"); goto fail; }
+      if ((int)f != field_for_type) {
+        if (hs_pb_skip(&r, w)) { rc = BAD(err, "bad tensor field"); goto fail; }
+        continue;
+      }
+      hs_pb sub = r;
+      int packed = w == HS_PB_BYTES;
+      if (packed) {
+        if (hs_pb_sub(&r, &sub)) { rc = BAD(err, "packed data past the end"); goto fail; }
+      }
+      hs_pb *src = packed ? &sub : &r;
+      do {
+        if ((int64_t)count >= numel)
+          { rc = hs_error_set(err, HS_PARSE, "tensor '%s': more values than its shape holds", name ? name : "");
+            goto fail; }
+        uint64_t v = 0;
+        uint32_t v32 = 0;
+        if (field_for_type == 4) {
+          if ((packed ? 0 : w != HS_PB_FIXED32) || hs_pb_fixed32(src, &v32)) { rc = BAD(err, "bad float_data"); goto fail; }
+          memcpy((char *)data + count * 4, &v32, 4);
+        } else if (field_for_type == 10) {
+          if ((packed ? 0 : w != HS_PB_FIXED64) || hs_pb_fixed64(src, &v)) { rc = BAD(err, "bad double_data"); goto fail; }
+          memcpy((char *)data + count * 8, &v, 8);
+        } else {
+          if ((packed ? 0 : w != HS_PB_VARINT) || hs_pb_varint(src, &v)) { rc = BAD(err, "bad integer data"); goto fail; }
+          char *dst = (char *)data + count * esz;
+          if (esz == 8) { int64_t x = (int64_t)v; memcpy(dst, &x, 8); }
+          else if (esz == 4) { uint32_t x = (uint32_t)v; memcpy(dst, &x, 4); }
+          else if (esz == 2) { uint16_t x = (uint16_t)v; memcpy(dst, &x, 2); }
+          else { uint8_t x = (uint8_t)v; memcpy(dst, &x, 1); }
+        }
+        count++;
+      } while (packed && hs_pb_more(&sub));
+    }
+    if ((int64_t)count != numel)
+      { rc = hs_error_set(err, HS_PARSE, "tensor '%s': %zu values for a shape of %lld elements", name ? name : "",
+                          count, (long long)numel); goto fail; }
+  }
+  out->data = data;
+  out->nbytes = nbytes;
+  if (name_out) *name_out = name ? name : strdup("");
+  else free(name);
+  free(location);
+  free(dims.v);
+  return 0;
+fail:
+  free(data);
+  free(name);
+  free(location);
+  free(dims.v);
+  return rc ? rc : HS_PARSE;
+}
+
+static int decode_tensor_msg(hs_pb *r, const char *base_dir, hs_tensor *t, char **name, hs_error *err) {
+  const uint8_t *d;
+  size_t n;
+  if (hs_pb_bytes(r, &d, &n)) return BAD(err, "tensor past the end");
+  return hs_onnx_decode_tensor(d, n, base_dir, t, name, err);
+}
+
+/* ---- ValueInfoProto --------------------------------------------------------------------------- */
+
+typedef struct {
+  char *name;
+  hs_dtype dtype;
+  int ndim; /* -1 unknown */
+  int64_t dims[HS_MAX_DIMS];
+} value_info;
+
+static int decode_value_info(hs_pb *r, value_info *vi, hs_error *err) {
+  hs_pb m, type, tt, shape, dim;
+  uint32_t f;
+  int w;
+  memset(vi, 0, sizeof *vi);
+  vi->ndim = -1;
+  if (hs_pb_sub(r, &m)) return BAD(err, "value info past the end");
+  while (hs_pb_more(&m)) {
+    if (hs_pb_key(&m, &f, &w)) return BAD(err, "bad value info");
+    if (f == 1 && w == HS_PB_BYTES) {
+      int rc = read_string(&m, &vi->name, err);
+      if (rc) return rc;
+    } else if (f == 2 && w == HS_PB_BYTES) {
+      if (hs_pb_sub(&m, &type)) return BAD(err, "bad type");
+      while (hs_pb_more(&type)) {
+        if (hs_pb_key(&type, &f, &w)) return BAD(err, "bad type");
+        if (f != 1 || w != HS_PB_BYTES) { /* sequence/map/optional types: leave dtype undefined */
+          if (hs_pb_skip(&type, w)) return BAD(err, "bad type");
+          continue;
+        }
+        if (hs_pb_sub(&type, &tt)) return BAD(err, "bad tensor type");
+        while (hs_pb_more(&tt)) {
+          uint64_t v;
+          if (hs_pb_key(&tt, &f, &w)) return BAD(err, "bad tensor type");
+          if (f == 1 && w == HS_PB_VARINT) {
+            if (hs_pb_varint(&tt, &v)) return BAD(err, "bad elem_type");
+            if (onnx_dtype((int64_t)v, &vi->dtype)) vi->dtype = HS_DT_UNDEFINED;
+            if (v && vi->dtype == HS_DT_UNDEFINED)
+              return hs_error_set(err, HS_UNSUPPORTED, "value '%s': element type %llu is not supported",
+                                  vi->name ? vi->name : "", (unsigned long long)v);
+          } else if (f == 2 && w == HS_PB_BYTES) {
+            if (hs_pb_sub(&tt, &shape)) return BAD(err, "bad shape");
+            vi->ndim = 0;
+            while (hs_pb_more(&shape)) {
+              if (hs_pb_key(&shape, &f, &w)) return BAD(err, "bad shape");
+              if (f != 1 || w != HS_PB_BYTES) {
+                if (hs_pb_skip(&shape, w)) return BAD(err, "bad shape");
+                continue;
+              }
+              if (vi->ndim >= HS_MAX_DIMS)
+                return hs_error_set(err, HS_UNSUPPORTED, "value '%s' has more than %d dimensions",
+                                    vi->name ? vi->name : "", HS_MAX_DIMS);
+              int64_t d = -1;
+              if (hs_pb_sub(&shape, &dim)) return BAD(err, "bad dimension");
+              while (hs_pb_more(&dim)) {
+                if (hs_pb_key(&dim, &f, &w)) return BAD(err, "bad dimension");
+                if (f == 1 && w == HS_PB_VARINT) {
+                  if (hs_pb_varint(&dim, &v)) return BAD(err, "bad dim_value");
+                  d = (int64_t)v;
+                  if (d < 0) d = -1; /* a negative size is treated as unknown */
+                } else if (hs_pb_skip(&dim, w)) {
+                  return BAD(err, "bad dimension");
+                }
+              }
+              vi->dims[vi->ndim++] = d;
+            }
+          } else if (hs_pb_skip(&tt, w)) {
+            return BAD(err, "bad tensor type");
+          }
+        }
+      }
+    } else if (hs_pb_skip(&m, w)) {
+      return BAD(err, "bad value info");
+    }
+  }
+  if (!vi->name) return BAD(err, "value info without a name");
+  return 0;
+}
+
+/* ---- AttributeProto --------------------------------------------------------------------------- */
+
+static int decode_attr(hs_pb *r, const char *base_dir, hs_attr *a, hs_error *err) {
+  hs_pb m;
+  uint32_t f;
+  int w, rc = 0;
+  i64vec ints = {0};
+  size_t n_floats = 0, cap_floats = 0;
+  int64_t type = 0;
+  int seen = 0; /* bit per kind seen, for files that omit `type` */
+  memset(a, 0, sizeof *a);
+  if (hs_pb_sub(r, &m)) return BAD(err, "attribute past the end");
+  while (hs_pb_more(&m) && rc == 0) {
+    uint64_t v;
+    uint32_t v32;
+    if (hs_pb_key(&m, &f, &w)) { rc = BAD(err, "bad attribute"); break; }
+    switch (f) {
+      case 1:
+        rc = w == HS_PB_BYTES ? read_string(&m, &a->name, err) : BAD(err, "bad attribute name");
+        break;
+      case 20:
+        if (w != HS_PB_VARINT || hs_pb_varint(&m, &v)) rc = BAD(err, "bad attribute type");
+        type = (int64_t)v;
+        break;
+      case 2:
+        if (w != HS_PB_FIXED32 || hs_pb_fixed32(&m, &v32)) rc = BAD(err, "bad float attribute");
+        memcpy(&a->f, &v32, 4);
+        seen |= 1 << HS_ATTR_FLOAT;
+        break;
+      case 3:
+        if (w != HS_PB_VARINT || hs_pb_varint(&m, &v)) rc = BAD(err, "bad int attribute");
+        a->i = (int64_t)v;
+        seen |= 1 << HS_ATTR_INT;
+        break;
+      case 4: {
+        const uint8_t *d;
+        size_t n;
+        if (w != HS_PB_BYTES || hs_pb_bytes(&m, &d, &n)) { rc = BAD(err, "bad string attribute"); break; }
+        free(a->s);
+        a->s = malloc(n + 1); /* strings may hold any bytes; keep them NUL-terminated */
+        if (!a->s) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); break; }
+        memcpy(a->s, d, n);
+        a->s[n] = 0;
+        seen |= 1 << HS_ATTR_STRING;
+        break;
+      }
+      case 5: {
+        if (w != HS_PB_BYTES) { rc = BAD(err, "bad tensor attribute"); break; }
+        if (a->tensor) { free(a->tensor->t.data); free(a->tensor); a->tensor = NULL; }
+        a->tensor = calloc(1, sizeof *a->tensor);
+        if (!a->tensor) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); break; }
+        rc = decode_tensor_msg(&m, base_dir, &a->tensor->t, NULL, err);
+        seen |= 1 << HS_ATTR_TENSOR;
+        break;
+      }
+      case 6:
+        seen |= 1 << HS_ATTR_GRAPH;
+        if (hs_pb_skip(&m, w)) rc = BAD(err, "bad graph attribute");
+        break;
+      case 7: {
+        hs_pb sub = m;
+        int packed = w == HS_PB_BYTES;
+        if (packed && hs_pb_sub(&m, &sub)) { rc = BAD(err, "bad floats attribute"); break; }
+        if (!packed && w != HS_PB_FIXED32) { rc = BAD(err, "bad floats attribute"); break; }
+        hs_pb *src = packed ? &sub : &m;
+        while (rc == 0 && (packed ? hs_pb_more(&sub) : 1)) {
+          if (hs_pb_fixed32(src, &v32)) { rc = BAD(err, "bad floats attribute"); break; }
+          if (n_floats == cap_floats) {
+            size_t cap = cap_floats ? cap_floats * 2 : 8;
+            float *nf = realloc(a->floats, cap * sizeof *nf);
+            if (!nf) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); break; }
+            a->floats = nf;
+            cap_floats = cap;
+          }
+          memcpy(&a->floats[n_floats++], &v32, 4);
+          if (!packed) break;
+        }
+        seen |= 1 << HS_ATTR_FLOATS;
+        break;
+      }
+      case 8:
+        rc = read_varints(&m, w, &ints, err);
+        seen |= 1 << HS_ATTR_INTS;
+        break;
+      case 9:
+        a->n++;
+        seen |= 1 << HS_ATTR_STRINGS;
+        if (hs_pb_skip(&m, w)) rc = BAD(err, "bad strings attribute");
+        break;
+      default:
+        if (f == 10 || f == 11 || f == 22 || f == 23) seen |= 1 << 15; /* tensors, graphs, sparse */
+        if (hs_pb_skip(&m, w)) rc = BAD(err, "bad attribute field");
+    }
+  }
+  if (rc) {
+    free(ints.v);
+    return rc;
+  }
+  if (!a->name) {
+    free(ints.v);
+    return BAD(err, "attribute without a name");
+  }
+  if (type == 0) { /* pre-IR-v2 files: guess from the field that was present */
+    for (int t = 1; t <= 8; t++)
+      if (seen & (1 << t)) type = t;
+  }
+  if (type < 1 || type > 8) {
+    free(ints.v);
+    type = type ? type : 15;
+    a->type = HS_ATTR_UNDEFINED;
+    return 0; /* ops reject attributes they do not know; an unknown kind fails there */
+  }
+  a->type = (hs_attr_type)type;
+  if (a->type == HS_ATTR_INTS) {
+    a->ints = ints.v;
+    a->n = ints.n;
+  } else {
+    free(ints.v);
+  }
+  if (a->type == HS_ATTR_FLOATS) a->n = n_floats;
+  if (a->type == HS_ATTR_TENSOR && !a->tensor) return BAD(err, "tensor attribute without a tensor");
+  if (a->type == HS_ATTR_STRING && !a->s) {
+    a->s = strdup("");
+    if (!a->s) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
+  return 0;
+}
+
+/* ---- NodeProto -------------------------------------------------------------------------------- */
+
+typedef struct {
+  char **v;
+  int n, cap;
+} strvec;
+
+static int str_push(strvec *s, char *x) {
+  if (s->n == s->cap) {
+    int cap = s->cap ? s->cap * 2 : 4;
+    char **nv = realloc(s->v, sizeof(char *) * (size_t)cap);
+    if (!nv) return HS_NO_MEMORY;
+    s->v = nv;
+    s->cap = cap;
+  }
+  s->v[s->n++] = x;
+  return 0;
+}
+
+static void str_free(strvec *s) {
+  for (int i = 0; i < s->n; i++) free(s->v[i]);
+  free(s->v);
+}
+
+/* Finds or creates (as a not-yet-produced intermediate) the value named `name`. */
+static int value_ref(hs_graph *g, const char *name, int *out, hs_error *err) {
+  int v = hs_graph_find(g, name);
+  if (v >= 0) {
+    *out = v;
+    return 0;
+  }
+  return hs_graph_add_value(g, name, HS_VAL_INTERMEDIATE, out, err);
+}
+
+static int decode_node(hs_graph *g, hs_pb *r, const char *base_dir, hs_error *err) {
+  hs_pb m;
+  uint32_t f;
+  int w, rc = 0, idx;
+  strvec ins = {0}, outs = {0};
+  char *name = NULL, *op_type = NULL, *domain = NULL;
+  hs_attr *attrs = NULL;
+  int n_attrs = 0, cap_attrs = 0;
+  if (hs_pb_sub(r, &m)) return BAD(err, "node past the end");
+  while (hs_pb_more(&m) && rc == 0) {
+    if (hs_pb_key(&m, &f, &w)) { rc = BAD(err, "bad node"); break; }
+    if ((f == 1 || f == 2) && w == HS_PB_BYTES) {
+      char *s = NULL;
+      if ((rc = read_string(&m, &s, err))) break;
+      if (str_push(f == 1 ? &ins : &outs, s)) { free(s); rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); }
+    } else if (f == 3 && w == HS_PB_BYTES) {
+      rc = read_string(&m, &name, err);
+    } else if (f == 4 && w == HS_PB_BYTES) {
+      rc = read_string(&m, &op_type, err);
+    } else if (f == 7 && w == HS_PB_BYTES) {
+      rc = read_string(&m, &domain, err);
+    } else if (f == 5 && w == HS_PB_BYTES) {
+      if (n_attrs == cap_attrs) {
+        int cap = cap_attrs ? cap_attrs * 2 : 4;
+        hs_attr *na = realloc(attrs, sizeof *na * (size_t)cap);
+        if (!na) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); break; }
+        attrs = na;
+        cap_attrs = cap;
+      }
+      rc = decode_attr(&m, base_dir, &attrs[n_attrs], err);
+      n_attrs++; /* cleared either way below */
+    } else if (hs_pb_skip(&m, w)) {
+      rc = BAD(err, "bad node field");
+    }
+  }
+  if (rc == 0 && !op_type) rc = BAD(err, "node without an op_type");
+  if (rc == 0) rc = hs_graph_add_node(g, &idx, err);
+  if (rc) goto fail;
+  hs_node *n = &g->nodes[idx];
+  n->op_type = op_type;
+  n->domain = domain ? domain : strdup("");
+  if (strcmp(n->domain, "ai.onnx") == 0) n->domain[0] = 0;
+  if (!name || !name[0]) {
+    free(name);
+    name = malloc(strlen(op_type) + 24);
+    if (name) sprintf(name, "%s_%d", op_type, idx);
+  }
+  n->name = name;
+  n->attrs = attrs;
+  n->n_attrs = n_attrs;
+  op_type = domain = name = NULL;
+  attrs = NULL;
+  if (!n->name || !n->domain) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); goto fail; }
+  n->in = malloc(sizeof(int) * (size_t)(ins.n + 1));
+  n->out = malloc(sizeof(int) * (size_t)(outs.n + 1));
+  if (!n->in || !n->out) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); goto fail; }
+  n->n_in = ins.n;
+  n->n_out = outs.n;
+  for (int i = 0; i < ins.n; i++) {
+    n->in[i] = -1;
+    if (ins.v[i][0] && (rc = value_ref(g, ins.v[i], &n->in[i], err))) goto fail;
+    n = &g->nodes[idx];
+  }
+  for (int i = 0; i < outs.n; i++) {
+    n->out[i] = -1;
+    if (!outs.v[i][0]) continue;
+    int v;
+    if ((rc = value_ref(g, outs.v[i], &v, err))) goto fail;
+    hs_value *val = &g->values[v];
+    if (val->kind != HS_VAL_INTERMEDIATE || val->producer >= 0) {
+      rc = hs_error_set(err, HS_PARSE, "node '%s' writes '%s', which is already defined", n->name, val->name);
+      goto fail;
+    }
+    val->producer = idx;
+    n->out[i] = v;
+  }
+fail:
+  str_free(&ins);
+  str_free(&outs);
+  free(name);
+  free(op_type);
+  free(domain);
+  if (attrs) {
+    for (int i = 0; i < n_attrs; i++) hs_attr_clear(&attrs[i]);
+    free(attrs);
+  }
+  return rc;
+}
+
+/* Turns Constant nodes into constant values. */
+static int fold_constant_nodes(hs_graph *g, hs_error *err) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    hs_node *n = &g->nodes[i];
+    if (n->dead || strcmp(n->op_type, "Constant") != 0 || n->domain[0]) continue;
+    if (n->n_out != 1 || n->out[0] < 0 || n->n_in != 0 || n->n_attrs != 1)
+      return hs_error_set(err, HS_PARSE, "Constant node '%s' needs no inputs, one output and one attribute",
+                          n->name);
+    const hs_attr *a = &n->attrs[0];
+    hs_tensor t;
+    memset(&t, 0, sizeof t);
+    float fv;
+    int64_t iv;
+    if (strcmp(a->name, "value") == 0 && a->type == HS_ATTR_TENSOR) {
+      t = a->tensor->t;
+    } else if (strcmp(a->name, "value_float") == 0 && a->type == HS_ATTR_FLOAT) {
+      fv = a->f;
+      t = (hs_tensor){.dtype = HS_DT_FLOAT32, .ndim = 0, .data = &fv, .nbytes = 4};
+    } else if (strcmp(a->name, "value_int") == 0 && a->type == HS_ATTR_INT) {
+      iv = a->i;
+      t = (hs_tensor){.dtype = HS_DT_INT64, .ndim = 0, .data = &iv, .nbytes = 8};
+    } else if (strcmp(a->name, "value_floats") == 0 && a->type == HS_ATTR_FLOATS) {
+      t = (hs_tensor){.dtype = HS_DT_FLOAT32, .ndim = 1, .dims = {(int64_t)a->n}, .data = a->floats,
+                      .nbytes = a->n * 4};
+    } else if (strcmp(a->name, "value_ints") == 0 && a->type == HS_ATTR_INTS) {
+      t = (hs_tensor){.dtype = HS_DT_INT64, .ndim = 1, .dims = {(int64_t)a->n}, .data = a->ints,
+                      .nbytes = a->n * 8};
+    } else {
+      return hs_error_set(err, HS_UNSUPPORTED, "Constant node '%s': attribute '%s' is not supported", n->name,
+                          a->name);
+    }
+    hs_value *v = &g->values[n->out[0]];
+    int rc = hs_value_set_const(v, &t, err);
+    if (rc) return rc;
+    n->dead = 1;
+  }
+  return 0;
+}
+
+/* ---- GraphProto / ModelProto ------------------------------------------------------------------ */
+
+static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, const char *base_dir,
+                        hs_error *err) {
+  hs_pb r;
+  uint32_t f;
+  int w, rc;
+  /* Pass 1: initializers. */
+  hs_pb_init(&r, d, len);
+  r.depth = depth;
+  while (hs_pb_more(&r)) {
+    if (hs_pb_key(&r, &f, &w)) return BAD(err, "bad graph field");
+    if (f == 5 && w == HS_PB_BYTES) {
+      hs_tensor t;
+      char *name = NULL;
+      int v;
+      if ((rc = decode_tensor_msg(&r, base_dir, &t, &name, err))) return hs_error_prefix(err, "initializer");
+      rc = name[0] ? hs_graph_add_value(g, name, HS_VAL_CONST, &v, err)
+                   : hs_error_set(err, HS_PARSE, "malformed model: initializer without a name");
+      if (rc == 0) {
+        hs_value *val = &g->values[v];
+        val->data = t.data;
+        val->nbytes = t.nbytes;
+        val->dtype = t.dtype;
+        val->ndim = t.ndim;
+        memcpy(val->dims, t.dims, sizeof val->dims);
+      } else {
+        free(t.data);
+      }
+      free(name);
+      if (rc) return rc;
+    } else if (f == 15) {
+      return hs_error_set(err, HS_UNSUPPORTED, "sparse initializers are not supported");
+    } else if (hs_pb_skip(&r, w)) {
+      return BAD(err, "bad graph field");
+    }
+  }
+  /* Pass 2: inputs (those not shadowed by an initializer); pass 3: nodes and outputs. */
+  i64vec ins = {0}, outs = {0};
+  rc = 0;
+  for (int pass = 2; pass <= 3 && rc == 0; pass++) {
+  hs_pb_init(&r, d, len);
+  r.depth = depth;
+  while (hs_pb_more(&r) && rc == 0) {
+    if (hs_pb_key(&r, &f, &w)) { rc = BAD(err, "bad graph field"); break; }
+    if (((pass == 2 && f == 11) || (pass == 3 && f == 12)) && w == HS_PB_BYTES) {
+      value_info vi;
+      if ((rc = decode_value_info(&r, &vi, err))) { free(vi.name); break; }
+      int v = hs_graph_find(g, vi.name);
+      if (f == 11) {
+        if (v >= 0 && g->values[v].kind == HS_VAL_CONST) { free(vi.name); continue; }
+        if (v >= 0) rc = hs_error_set(err, HS_PARSE, "graph input '%s' is listed twice", vi.name);
+        else rc = hs_graph_add_value(g, vi.name, HS_VAL_INPUT, &v, err);
+        if (rc == 0) {
+          hs_value *val = &g->values[v];
+          val->dtype = vi.dtype;
+          val->ndim = vi.ndim;
+          memcpy(val->dims, vi.dims, sizeof vi.dims);
+          val->input_index = (int)ins.n;
+          if (val->dtype == HS_DT_UNDEFINED || val->ndim < 0)
+            rc = hs_error_set(err, HS_UNSUPPORTED, "graph input '%s' has no tensor type and shape", vi.name);
+          else if (i64_push(&ins, v)) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+        }
+      } else {
+        if ((rc = value_ref(g, vi.name, &v, err)) == 0) {
+          hs_value *val = &g->values[v];
+          if (val->dtype == HS_DT_UNDEFINED) val->dtype = vi.dtype;
+          if (val->ndim < 0) {
+            val->ndim = vi.ndim;
+            memcpy(val->dims, vi.dims, sizeof vi.dims);
+          }
+          if (i64_push(&outs, v)) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+        }
+      }
+      free(vi.name);
+    } else if (pass == 3 && f == 1 && w == HS_PB_BYTES) {
+      rc = decode_node(g, &r, base_dir, err);
+    } else if (hs_pb_skip(&r, w)) {
+      rc = BAD(err, "bad graph field");
+    }
+  }
+  }
+  if (rc == 0 && outs.n == 0) rc = hs_error_set(err, HS_PARSE, "malformed model: the graph has no outputs");
+  if (rc == 0) {
+    g->inputs = malloc(sizeof(int) * (ins.n + 1));
+    g->outputs = malloc(sizeof(int) * (outs.n + 1));
+    if (!g->inputs || !g->outputs) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    for (size_t i = 0; rc == 0 && i < ins.n; i++) g->inputs[i] = (int)ins.v[i];
+    for (size_t i = 0; rc == 0 && i < outs.n; i++) g->outputs[i] = (int)outs.v[i];
+    g->n_inputs = (int)ins.n;
+    g->n_outputs = (int)outs.n;
+  }
+  free(ins.v);
+  free(outs.v);
+  return rc;
+}
+
+int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_graph *g, hs_error *err) {
+  hs_pb r;
+  uint32_t f;
+  int w, rc;
+  const uint8_t *graph = NULL;
+  size_t graph_len = 0;
+  int default_opset = -1;
+  hs_pb_init(&r, buf, len);
+  while (hs_pb_more(&r)) {
+    uint64_t v;
+    if (hs_pb_key(&r, &f, &w)) return BAD(err, "bad model field (not an ONNX file?)");
+    if (f == 1 && w == HS_PB_VARINT) {
+      if (hs_pb_varint(&r, &v)) return BAD(err, "bad ir_version");
+      g->ir_version = (int64_t)v;
+    } else if (f == 7 && w == HS_PB_BYTES) {
+      if (hs_pb_bytes(&r, &graph, &graph_len)) return BAD(err, "graph past the end");
+    } else if (f == 8 && w == HS_PB_BYTES) {
+      hs_pb o;
+      char *domain = NULL;
+      int64_t version = 0;
+      if (hs_pb_sub(&r, &o)) return BAD(err, "opset_import past the end");
+      rc = 0;
+      while (hs_pb_more(&o) && rc == 0) {
+        if (hs_pb_key(&o, &f, &w)) rc = BAD(err, "bad opset_import");
+        else if (f == 1 && w == HS_PB_BYTES) rc = read_string(&o, &domain, err);
+        else if (f == 2 && w == HS_PB_VARINT) {
+          if (hs_pb_varint(&o, &v)) rc = BAD(err, "bad opset version");
+          version = (int64_t)v;
+        } else if (hs_pb_skip(&o, w)) rc = BAD(err, "bad opset_import");
+      }
+      if (rc == 0 && (!domain || !domain[0] || strcmp(domain, "ai.onnx") == 0))
+        default_opset = version > INT32_MAX ? INT32_MAX : (int)version;
+      free(domain);
+      if (rc) return rc;
+    } else if (hs_pb_skip(&r, w)) {
+      return BAD(err, "bad model field (not an ONNX file?)");
+    }
+  }
+  if (!graph) return BAD(err, "no graph (not an ONNX model?)");
+  if (default_opset < 0) default_opset = 1; /* ONNX: absent import means the oldest opset */
+  g->opset = default_opset;
+  if ((rc = decode_graph(g, graph, graph_len, 1, base_dir, err))) return rc;
+  for (int i = 0; i < g->n_nodes; i++) g->nodes[i].opset = g->nodes[i].domain[0] ? 1 : g->opset;
+  if ((rc = fold_constant_nodes(g, err))) return rc;
+  return hs_graph_finish(g, err);
+}
+
+int hs_onnx_load_file(const char *path, size_t max_bytes, hs_graph *g, hs_error *err) {
+  void *buf;
+  size_t len;
+  int rc = hs_read_file(path, max_bytes, &buf, &len, err);
+  if (rc) return rc;
+  char dir[PATH_MAX];
+  const char *slash = strrchr(path, '/');
+  if (!slash) {
+    strcpy(dir, ".");
+  } else if ((size_t)(slash - path) >= sizeof dir) {
+    free(buf);
+    return hs_error_set(err, HS_LIMIT, "model path too long");
+  } else if (slash == path) {
+    strcpy(dir, "/");
+  } else {
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = 0;
+  }
+  rc = hs_onnx_decode_model(buf, len, dir, g, err);
+  free(buf);
+  return rc;
+}

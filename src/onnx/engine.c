@@ -1,0 +1,235 @@
+/* engine.c - compiling a decoded graph into an immutable model, and sessions that run it
+ * (see engine.h for the design: immutable model, per-session arena and plan cache). */
+#include "onnx/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "onnx/onnx.h"
+#include "ops/ops.h"
+
+void hs_engine_free(hs_engine_model *m) {
+  if (!m) return;
+  hs_graph_free(&m->g);
+  free(m->inputs);
+  free(m->outputs);
+  free(m->key_inputs);
+  free(m);
+}
+
+static void fill_desc(hs_io_desc *d, const hs_value *v) {
+  memset(d, 0, sizeof *d);
+  size_t len = strlen(v->name);
+  if (len >= sizeof d->name) len = sizeof d->name - 1;
+  memcpy(d->name, v->name, len);
+  d->dtype = v->dtype;
+  d->ndim = v->ndim < 0 ? 0 : v->ndim;
+  for (int i = 0; i < d->ndim; i++) d->dims[i] = v->dims[i] < 0 ? -1 : v->dims[i];
+}
+
+/* Output descriptors from two trial plans (symbolic dims = 1 and = 2): dims that differ are
+ * dynamic. Returns HS_UNAVAILABLE when shapes depend on input contents (then the declared
+ * ValueInfo is used). */
+static int trial_plans(hs_engine_model *m, hs_error *err) {
+  hs_tensor *in = calloc((size_t)m->n_inputs + 1, sizeof *in);
+  if (!in) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  hs_plan *p[2] = {NULL, NULL};
+  int rc = 0;
+  for (int t = 0; t < 2 && rc == 0; t++) {
+    for (int i = 0; i < m->n_inputs; i++) {
+      in[i].dtype = m->inputs[i].dtype;
+      in[i].ndim = m->inputs[i].ndim;
+      for (int k = 0; k < in[i].ndim; k++) in[i].dims[k] = m->inputs[i].dims[k] < 0 ? t + 1 : m->inputs[i].dims[k];
+      int64_t c = hs_shape_numel(in[i].dims, in[i].ndim);
+      in[i].nbytes = c < 0 ? 0 : (size_t)c * hs_dtype_size(in[i].dtype);
+    }
+    rc = hs_plan_build(m, in, 0, &p[t], err);
+  }
+  if (rc == 0) {
+    m->planned_bytes = hs_plan_arena_bytes(p[0]);
+    for (int k = 0; k < m->n_outputs; k++) {
+      hs_tensor a, b;
+      hs_plan_output_shape(p[0], m, k, &a);
+      hs_plan_output_shape(p[1], m, k, &b);
+      hs_io_desc *d = &m->outputs[k];
+      d->dtype = a.dtype;
+      d->ndim = a.ndim;
+      for (int i = 0; i < a.ndim; i++) d->dims[i] = (b.ndim == a.ndim && a.dims[i] == b.dims[i]) ? a.dims[i] : -1;
+    }
+  }
+  hs_plan_free(p[0]);
+  hs_plan_free(p[1]);
+  free(in);
+  return rc;
+}
+
+int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
+  int rc;
+  hs_engine_model *m = calloc(1, sizeof *m);
+  if (!m) {
+    hs_graph_free(g);
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
+  m->g = *g; /* the model owns the graph from here on */
+  memset(g, 0, sizeof *g);
+  g = &m->g;
+  m->threads = opts && opts->threads > 0 ? opts->threads : 0; /* 0: the kernels' default */
+
+  for (int i = 0; i < g->n_nodes; i++)
+    if (!g->nodes[i].dead && (rc = hs_op_bind(&g->nodes[i], g, err))) goto fail;
+  for (int k = 0; k < g->n_outputs; k++) {
+    const hs_value *v = &g->values[g->outputs[k]];
+    if (v->kind == HS_VAL_INTERMEDIATE && v->producer < 0) {
+      rc = hs_error_set(err, HS_PARSE, "graph output '%s' is not produced by any node", v->name);
+      goto fail;
+    }
+  }
+  if ((rc = hs_pass_pipeline(g, "default", err))) goto fail;
+  for (int oi = 0; oi < g->n_order; oi++) {
+    hs_node *n = &g->nodes[g->order[oi]];
+    const hs_op_def *d = hs_op_get(n->op);
+    if (d->prepare && (rc = d->prepare(n, g, err))) goto fail;
+  }
+
+  /* io, key inputs, widest node */
+  m->n_inputs = g->n_inputs;
+  m->n_outputs = g->n_outputs;
+  m->inputs = calloc((size_t)g->n_inputs + 1, sizeof *m->inputs);
+  m->outputs = calloc((size_t)g->n_outputs + 1, sizeof *m->outputs);
+  m->key_inputs = calloc((size_t)g->n_inputs + 1, sizeof(int));
+  if (!m->inputs || !m->outputs || !m->key_inputs) {
+    rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    goto fail;
+  }
+  for (int i = 0; i < g->n_inputs; i++) fill_desc(&m->inputs[i], &g->values[g->inputs[i]]);
+  for (int k = 0; k < g->n_outputs; k++) fill_desc(&m->outputs[k], &g->values[g->outputs[k]]);
+  for (int oi = 0; oi < g->n_order; oi++) {
+    const hs_node *n = &g->nodes[g->order[oi]];
+    const hs_op_def *d = hs_op_get(n->op);
+    if (n->n_in > m->max_in) m->max_in = n->n_in;
+    if (n->n_out > m->max_out) m->max_out = n->n_out;
+    for (int i = 0; i < n->n_in; i++) {
+      if (!(d->value_inputs >> i & 1) || n->in[i] < 0) continue;
+      const hs_value *v = &g->values[n->in[i]];
+      if (v->kind != HS_VAL_INPUT) continue;
+      int dup = 0;
+      for (int k = 0; k < m->n_key_inputs; k++) dup |= m->key_inputs[k] == v->input_index;
+      if (!dup) m->key_inputs[m->n_key_inputs++] = v->input_index;
+    }
+  }
+  for (int v = 0; v < g->n_values; v++)
+    if (g->values[v].kind == HS_VAL_CONST) m->const_bytes += g->values[v].nbytes;
+
+  /* a trial plan validates every shape now, so a bad model fails at load rather than on a request */
+  hs_error terr;
+  hs_error_clear(&terr);
+  rc = trial_plans(m, &terr);
+  if (rc == HS_UNAVAILABLE) {
+    rc = 0; /* shapes depend on input contents: checked per run */
+  } else if (rc) {
+    *err = terr;
+    goto fail;
+  }
+  *out = m;
+  return 0;
+fail:
+  hs_error_prefix(err, "compiling the model");
+  hs_engine_free(m);
+  return rc;
+}
+
+int hs_engine_load(const char *path, const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
+  hs_graph g;
+  hs_graph_init(&g);
+  int rc = hs_onnx_load_file(path, opts ? opts->max_model_bytes : 0, &g, err);
+  if (rc) {
+    hs_graph_free(&g);
+    return rc;
+  }
+  return hs_engine_compile(&g, opts, out, err);
+}
+
+/* ---- sessions ---------------------------------------------------------------------------------- */
+
+int hs_engine_session_create(const hs_engine_model *m, hs_engine_session **out, hs_error *err) {
+  hs_engine_session *s = calloc(1, sizeof *s);
+  if (!s) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  s->m = m;
+  s->vin = calloc((size_t)m->max_in + 1, sizeof *s->vin);
+  s->vout = calloc((size_t)m->max_out + 1, sizeof *s->vout);
+  if (!s->vin || !s->vout) {
+    hs_engine_session_free(s);
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
+  *out = s;
+  return 0;
+}
+
+void hs_engine_session_free(hs_engine_session *s) {
+  if (!s) return;
+  for (int i = 0; i < HS_PLAN_CACHE; i++) hs_plan_free(s->plans[i]);
+  free(s->arena);
+  free(s->vin);
+  free(s->vout);
+  free(s);
+}
+
+static int check_inputs(const hs_engine_model *m, const hs_tensor *in, size_t n, hs_error *err) {
+  if (n != (size_t)m->n_inputs)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "the model takes %d inputs, got %zu", m->n_inputs, n);
+  for (int i = 0; i < m->n_inputs; i++) {
+    const hs_io_desc *d = &m->inputs[i];
+    const hs_tensor *t = &in[i];
+    if (t->dtype != d->dtype) {
+      const char *want = hs_dtype_kserve_name(d->dtype), *got = hs_dtype_kserve_name(t->dtype);
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "input '%s': type %s, the model needs %s", d->name,
+                          got ? got : "?", want ? want : "?");
+    }
+    if (t->ndim != d->ndim)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "input '%s': rank %d, the model needs %d", d->name, t->ndim,
+                          d->ndim);
+    for (int k = 0; k < d->ndim; k++)
+      if (t->dims[k] < 0 || (d->dims[k] >= 0 && t->dims[k] != d->dims[k]))
+        return hs_error_set(err, HS_INVALID_ARGUMENT, "input '%s': dimension %d is %lld, the model needs %lld",
+                            d->name, k, (long long)t->dims[k], (long long)d->dims[k]);
+    int64_t c = hs_shape_numel(t->dims, t->ndim);
+    if (c < 0 || (uint64_t)c > SIZE_MAX / hs_dtype_size(t->dtype) || (size_t)c * hs_dtype_size(t->dtype) != t->nbytes)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "input '%s': %zu bytes do not match its shape", d->name,
+                          t->nbytes);
+    if (t->nbytes && !t->data) return hs_error_set(err, HS_INVALID_ARGUMENT, "input '%s' has no data", d->name);
+  }
+  return 0;
+}
+
+int hs_engine_run(hs_engine_session *s, const hs_tensor *inputs, size_t n_inputs, hs_tensor *outputs,
+                  size_t n_outputs, hs_error *err) {
+  const hs_engine_model *m = s->m;
+  int rc = check_inputs(m, inputs, n_inputs, err);
+  if (rc) return rc;
+  if (n_outputs != (size_t)m->n_outputs)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "the model has %d outputs, %zu requested", m->n_outputs,
+                        n_outputs);
+  hs_plan *plan = NULL;
+  for (int i = 0; i < HS_PLAN_CACHE && !plan; i++)
+    if (s->plans[i] && hs_plan_matches(s->plans[i], m, inputs)) plan = s->plans[i];
+  if (!plan) { /* new shapes: plan once, then every run with these shapes reuses it */
+    if ((rc = hs_plan_build(m, inputs, 1, &plan, err))) return rc;
+    int slot = s->next_victim;
+    s->next_victim = (slot + 1) % HS_PLAN_CACHE;
+    hs_plan_free(s->plans[slot]);
+    s->plans[slot] = plan;
+  }
+  size_t need = hs_plan_arena_bytes(plan);
+  if (need > s->arena_bytes) {
+    size_t sz = (need + 63) & ~(size_t)63;
+    void *a = aligned_alloc(64, sz);
+    if (!a) return hs_error_set(err, HS_NO_MEMORY, "out of memory for a %zu-byte arena", sz);
+    free(s->arena);
+    s->arena = a;
+    s->arena_bytes = sz;
+  }
+  /* the thread count is per calling thread (OpenMP): each worker's runs use the model's setting */
+  hs_kernels_set_threads(m->threads);
+  return hs_plan_execute(plan, m, inputs, s->arena, s->vin, s->vout, outputs, err);
+}

@@ -1,0 +1,28 @@
+/* onnx.h - the ONNX front end: model files and TensorProto blobs into the engine's IR. */
+#ifndef HS_ONNX_ONNX_H
+#define HS_ONNX_ONNX_H
+
+#include <stddef.h>
+
+#include "onnx/ir.h"
+
+/* Decodes a serialized ModelProto into g (which must be freshly hs_graph_init'ed). External data
+ * is read from files under base_dir (NULL refuses external data); a location that is absolute,
+ * contains "..", or resolves outside base_dir is an error. Constant nodes become constant values.
+ * On error g holds whatever was decoded so far: the caller still calls hs_graph_free. Returns 0,
+ * HS_PARSE (malformed bytes), HS_UNSUPPORTED (valid but beyond the engine), HS_IO or HS_NO_MEMORY. */
+int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_graph *g, hs_error *err);
+
+/* Reads the model file at path (refusing files over max_bytes when max_bytes > 0) and decodes it
+ * with its folder as base_dir. Same ownership and errors as hs_onnx_decode_model. */
+int hs_onnx_load_file(const char *path, size_t max_bytes, hs_graph *g, hs_error *err);
+
+/* Decodes a serialized TensorProto. On success out->data is malloc'ed (the caller frees it; NULL
+ * for an empty tensor) and, when name is non-NULL, *name is a malloc'ed copy of its name. */
+int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_tensor *out, char **name,
+                          hs_error *err);
+
+/* Reads a whole file into a malloc'ed buffer (refusing more than max_bytes when max_bytes > 0). */
+int hs_read_file(const char *path, size_t max_bytes, void **data, size_t *len, hs_error *err);
+
+#endif

@@ -1,0 +1,16 @@
+/* pass_fuse.c - the list of fusion passes (BN->Conv folding, activation / residual fusion) that run
+ * after the generic passes. Owned by the kernels layer: add an entry per pass_fuse_*.c pass. */
+#include <stddef.h>
+
+#include "onnx/engine.h"
+#include "onnx/pass_fuse.h"
+
+/* Order matters: BN folds first so the Conv's output feeds the activation or Add directly; an
+ * activation after the residual Add (ResNet's Add -> Relu) fuses in the second activation round. */
+const hs_pass hs_fuse_passes[] = {
+    {"fold_batchnorm_into_conv", hs__pass_fold_bn},
+    {"fuse_conv_activation", hs__pass_fuse_conv_activation},
+    {"fuse_conv_residual_add", hs__pass_fuse_conv_residual},
+    {"fuse_conv_activation_after_add", hs__pass_fuse_conv_activation},
+    {NULL, NULL},
+};

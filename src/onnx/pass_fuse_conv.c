@@ -1,0 +1,283 @@
+/* pass_fuse_conv.c - fusion passes around Conv: fold BatchNormalization, fuse activations and the residual Add. */
+
+/*
+ * Each pass finds a Conv whose output is read by exactly one node (and is not a graph output),
+ * folds that node into the Conv and marks it dead; the Conv then writes the folded node's output
+ * value. The op (ops/conv.c) runs the result: folded weights are plain constants, activations and
+ * the residual Add become post-ops of the oneDNN kernel (hs_conv_attrs.post / sum_input).
+ * Patterns that are not provably equivalent (non-constant BN parameters, Clip bounds given at run
+ * time, training-mode BN, a Conv output read twice) are left alone.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "onnx/engine.h"
+#include "onnx/pass_fuse.h"
+#include "ops/conv.h"
+#include "ops/ops.h"
+
+int hs__fuse_count_uses(const hs_graph *g, int v) {
+  int uses = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const hs_node *n = &g->nodes[i];
+    if (n->dead) continue;
+    for (int k = 0; k < n->n_in; k++) uses += n->in[k] == v;
+  }
+  for (int k = 0; k < g->n_outputs; k++) uses += g->outputs[k] == v ? 1000 : 0; /* never fold graph outputs */
+  return uses;
+}
+
+/* The only live node reading value v (and its input slot), or -1. */
+static int sole_consumer(const hs_graph *g, int v, int *slot) {
+  if (hs__fuse_count_uses(g, v) != 1) return -1;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const hs_node *n = &g->nodes[i];
+    if (n->dead) continue;
+    for (int k = 0; k < n->n_in; k++)
+      if (n->in[k] == v) {
+        if (slot) *slot = k;
+        return i;
+      }
+  }
+  return -1;
+}
+
+static int is_op(const hs_node *n, const char *op) { return !n->dead && !n->domain[0] && !strcmp(n->op_type, op); }
+
+/* A float32 constant with exactly `count` elements, or NULL. */
+static const float *const_floats(const hs_graph *g, int v, int64_t count) {
+  if (v < 0) return NULL;
+  const hs_value *val = &g->values[v];
+  if (val->kind != HS_VAL_CONST || val->dtype != HS_DT_FLOAT32 || !val->data) return NULL;
+  if ((int64_t)(val->nbytes / sizeof(float)) != count) return NULL;
+  return val->data;
+}
+
+/* The Conv writes node `dead`'s output instead of its own; `dead` is removed. */
+static void take_output(hs_graph *g, int conv, int dead) {
+  hs_node *c = &g->nodes[conv], *d = &g->nodes[dead];
+  c->out[0] = d->out[0];
+  g->values[d->out[0]].producer = conv;
+  d->dead = 1;
+}
+
+/* A fresh constant value named after the node; returns its index or a negative status. */
+static int new_const(hs_graph *g, const char *base, const char *what, const hs_tensor *t, hs_error *err) {
+  char name[256];
+  int idx = -1, rc = 0;
+  for (int i = 0; i < 1000; i++) {
+    snprintf(name, sizeof name, i ? "%s/%s.%d" : "%s/%s", base, what, i);
+    if (hs_graph_find(g, name) < 0) break;
+  }
+  if ((rc = hs_graph_add_value(g, name, HS_VAL_CONST, &idx, err))) return rc;
+  if ((rc = hs_value_set_const(&g->values[idx], t, err))) return rc;
+  return idx;
+}
+
+/* Grows a node's input list to at least n entries (new slots are -1, "absent"). */
+static int grow_inputs(hs_node *nd, int n, hs_error *err) {
+  if (nd->n_in >= n) return 0;
+  int *in = realloc(nd->in, sizeof(int) * (size_t)n);
+  if (!in) return hs_error_set(err, HS_NO_MEMORY, "out of memory fusing '%s'", nd->name);
+  for (int i = nd->n_in; i < n; i++) in[i] = -1;
+  nd->in = in;
+  nd->n_in = n;
+  return 0;
+}
+
+/* ---- BatchNormalization folded into the preceding Conv ---- */
+
+static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
+  hs_node *c = &g->nodes[ci], *b = &g->nodes[bi];
+  const hs_conv_attrs *a = (const hs_conv_attrs *)c->params.bytes;
+  if (a->transposed || a->post.count || a->sum_input >= 0) return 1;
+  if (b->n_in < 5 || b->in[0] != c->out[0]) return 1;
+  for (int k = 1; k < b->n_out; k++)
+    if (b->out[k] >= 0 && hs__fuse_count_uses(g, b->out[k]) > 0) return 1; /* training outputs read */
+  int64_t training = 0, spatial = 1;
+  float eps = 1e-5f;
+  hs_error tmp;
+  if (hs_attr_int(b, "training_mode", 0, &training, &tmp) || training) return 1;
+  if (hs_attr_int(b, "spatial", 1, &spatial, &tmp) || !spatial) return 1;
+  if (hs_attr_float(b, "epsilon", 1e-5f, &eps, &tmp)) return 1;
+  const hs_value *w = &g->values[c->in[1]];
+  if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || w->ndim < 3 || !w->data) return 1;
+  int64_t oc = w->dims[0];
+  if (oc < 1) return 1;
+  int64_t per = (int64_t)(w->nbytes / sizeof(float)) / oc;
+  const float *scale = const_floats(g, b->in[1], oc), *shift = const_floats(g, b->in[2], oc);
+  const float *mean = const_floats(g, b->in[3], oc), *var = const_floats(g, b->in[4], oc);
+  int bias_v = c->n_in > 2 ? c->in[2] : -1;
+  const float *bias = bias_v >= 0 ? const_floats(g, bias_v, oc) : NULL;
+  if (!scale || !shift || !mean || !var || (bias_v >= 0 && !bias)) return 1;
+
+  float *nw = malloc(w->nbytes), *nb = malloc(sizeof(float) * (size_t)oc);
+  if (!nw || !nb) {
+    free(nw);
+    free(nb);
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory folding '%s'", b->name);
+  }
+  const float *ow = w->data;
+  for (int64_t o = 0; o < oc; o++) {
+    double s = (double)scale[o] / sqrt((double)var[o] + (double)eps);
+    for (int64_t i = 0; i < per; i++) nw[o * per + i] = (float)(ow[o * per + i] * s);
+    nb[o] = (float)(((bias ? bias[o] : 0.0) - mean[o]) * s + shift[o]);
+  }
+  hs_tensor tw = {.dtype = HS_DT_FLOAT32, .ndim = w->ndim, .data = nw, .nbytes = w->nbytes};
+  memcpy(tw.dims, w->dims, sizeof tw.dims);
+  hs_tensor tb = {.dtype = HS_DT_FLOAT32, .ndim = 1, .dims = {oc}, .data = nb, .nbytes = sizeof(float) * (size_t)oc};
+  int old_w = c->in[1];
+  int wi = new_const(g, c->name, "bn_folded_weight", &tw, err);
+  int bidx = wi >= 0 ? new_const(g, c->name, "bn_folded_bias", &tb, err) : wi;
+  free(nw);
+  free(nb);
+  if (wi < 0) return wi;
+  if (bidx < 0) return bidx;
+  c = &g->nodes[ci]; /* g->values may have moved; nodes did not, but keep the pattern uniform */
+  int rc = grow_inputs(c, 3, err);
+  if (rc) return rc;
+  c->in[1] = wi;
+  c->in[2] = bidx;
+  take_output(g, ci, bi);
+  /* The old weights are garbage now unless someone else reads them: free their bytes. */
+  if (hs__fuse_count_uses(g, old_w) == 0) {
+    hs_value *ov = &g->values[old_w];
+    free(ov->data);
+    ov->data = NULL;
+    ov->nbytes = 0;
+  }
+  return 0;
+}
+
+int hs__pass_fold_bn(hs_graph *g, int *changed, hs_error *err) {
+  for (int ci = 0; ci < g->n_nodes; ci++) {
+    if (!is_op(&g->nodes[ci], "Conv")) continue;
+    int bi = sole_consumer(g, g->nodes[ci].out[0], NULL);
+    if (bi < 0 || !is_op(&g->nodes[bi], "BatchNormalization")) continue;
+    int rc = fold_one_bn(g, ci, bi, err);
+    if (rc < 0) return rc;
+    if (rc == 0) *changed = 1;
+  }
+  return 0;
+}
+
+/* ---- activations after Conv become post-ops ---- */
+
+/* Reads the activation that node n computes; returns 1 when it is one oneDNN can fuse. */
+static int activation_of(const hs_graph *g, const hs_node *n, hs_post_op *op) {
+  hs_error tmp;
+  memset(op, 0, sizeof *op);
+  op->kind = HS_POST_ACT;
+  if (n->n_in < 1 || n->n_out < 1) return 0;
+  if (is_op(n, "Relu")) {
+    op->act = HS_ACT_RELU;
+  } else if (is_op(n, "LeakyRelu")) {
+    op->act = HS_ACT_RELU;
+    if (hs_attr_float(n, "alpha", 0.01f, &op->alpha, &tmp)) return 0;
+  } else if (is_op(n, "Sigmoid")) {
+    op->act = HS_ACT_SIGMOID;
+  } else if (is_op(n, "Tanh")) {
+    op->act = HS_ACT_TANH;
+  } else if (is_op(n, "HardSwish")) {
+    op->act = HS_ACT_HARDSWISH;
+  } else if (is_op(n, "HardSigmoid")) {
+    op->act = HS_ACT_HARDSIGMOID;
+    if (hs_attr_float(n, "alpha", 0.2f, &op->alpha, &tmp) || hs_attr_float(n, "beta", 0.5f, &op->beta, &tmp)) return 0;
+  } else if (is_op(n, "Elu")) {
+    op->act = HS_ACT_ELU;
+    if (hs_attr_float(n, "alpha", 1.0f, &op->alpha, &tmp)) return 0;
+  } else if (is_op(n, "Clip")) {
+    op->act = HS_ACT_CLIP;
+    op->alpha = -INFINITY;
+    op->beta = INFINITY;
+    if (n->opset < 11) {
+      if (hs_attr_float(n, "min", -INFINITY, &op->alpha, &tmp) || hs_attr_float(n, "max", INFINITY, &op->beta, &tmp))
+        return 0;
+    } else {
+      for (int k = 1; k <= 2; k++) {
+        if (n->n_in <= k || n->in[k] < 0) continue;
+        const float *v = const_floats(g, n->in[k], 1);
+        if (!v) return 0; /* bounds computed at run time */
+        if (k == 1) op->alpha = *v;
+        else op->beta = *v;
+      }
+    }
+    if (isinf(op->alpha) && isinf(op->beta)) { /* no bounds: identity */
+      op->act = HS_ACT_LINEAR;
+      op->alpha = 1.f;
+      op->beta = 0.f;
+    } else {
+      if (isinf(op->alpha)) op->alpha = -3.402823466e38f;
+      if (isinf(op->beta)) op->beta = 3.402823466e38f;
+    }
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+int hs__pass_fuse_conv_activation(hs_graph *g, int *changed, hs_error *err) {
+  for (int ci = 0; ci < g->n_nodes; ci++) {
+    hs_node *c = &g->nodes[ci];
+    if (!is_op(c, "Conv") && !is_op(c, "ConvTranspose")) continue;
+    hs_conv_attrs *a = (hs_conv_attrs *)c->params.bytes;
+    for (;;) { /* a chain of activations folds one after the other */
+      int ai = sole_consumer(g, c->out[0], NULL);
+      if (ai < 0) break;
+      hs_post_op op;
+      if (!activation_of(g, &g->nodes[ai], &op)) break;
+      int need = op.act == HS_ACT_HARDSIGMOID ? 2 : 1; /* oneDNN steps this takes */
+      int used = 0;
+      for (int i = 0; i < a->post.count; i++)
+        used += a->post.op[i].kind == HS_POST_ACT && a->post.op[i].act == HS_ACT_HARDSIGMOID ? 2 : 1;
+      if (a->post.count >= HS_KERNEL_MAX_POST || used + need > HS_KERNEL_MAX_POST) break;
+      a->post.op[a->post.count++] = op;
+      take_output(g, ci, ai);
+      *changed = 1;
+    }
+  }
+  return 0;
+}
+
+/* ---- residual Add into Conv as a sum post-op ---- */
+
+int hs__pass_fuse_conv_residual(hs_graph *g, int *changed, hs_error *err) {
+  for (int ai = 0; ai < g->n_nodes; ai++) {
+    hs_node *add = &g->nodes[ai];
+    if (!is_op(add, "Add") || add->n_in != 2 || add->in[0] < 0 || add->in[1] < 0 || add->in[0] == add->in[1]) continue;
+    /* Prefer the Conv computed last, so the residual is ready earlier. */
+    int pick = -1, pick_pos = -1;
+    for (int k = 0; k < 2; k++) {
+      int v = add->in[k];
+      int p = g->values[v].kind == HS_VAL_INTERMEDIATE ? g->values[v].producer : -1;
+      if (p < 0 || !is_op(&g->nodes[p], "Conv")) continue;
+      const hs_conv_attrs *a = (const hs_conv_attrs *)g->nodes[p].params.bytes;
+      if (a->sum_input >= 0 || a->post.count >= HS_KERNEL_MAX_POST || hs__fuse_count_uses(g, v) != 1) continue;
+      int other = add->in[1 - k];
+      if (g->values[other].kind == HS_VAL_CONST) continue; /* a bias-like constant: may broadcast */
+      int pos = -1;
+      for (int oi = 0; oi < g->n_order; oi++)
+        if (g->order[oi] == p) pos = oi;
+      if (pos > pick_pos) {
+        pick = k;
+        pick_pos = pos;
+      }
+    }
+    if (pick < 0) continue;
+    int ci = g->values[add->in[pick]].producer;
+    int residual = add->in[1 - pick];
+    hs_node *c = &g->nodes[ci];
+    int rc = grow_inputs(c, 4, err);
+    if (rc) return rc;
+    c->in[3] = residual;
+    hs_conv_attrs *a = (hs_conv_attrs *)c->params.bytes;
+    a->sum_input = 3;
+    hs_post_ops_add_sum(&a->post, 1.f);
+    take_output(g, ci, ai);
+    *changed = 1;
+  }
+  return 0;
+}
+

@@ -1,0 +1,413 @@
+/* plan.c - per-shape run plans: shape propagation, plan-time folding of shape arithmetic, and a
+ * liveness-based memory plan so a run needs exactly one scratch arena; plus the node loop that
+ * executes a plan.
+ *
+ * A plan is built off the hot path (first run with new input shapes) and cached by the session.
+ * It owns the small constants it folded (e.g. Shape -> Gather -> Concat results); everything else
+ * points into the model (constants), the caller's inputs, or the arena.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "onnx/engine.h"
+#include "ops/ops.h"
+
+#define ALIGN 64
+#define FOLD_MAX_BYTES (1u << 20)           /* fold at plan time only small results (shape arithmetic) */
+#define ARENA_LIMIT ((size_t)16 << 30)      /* refuse plans beyond 16 GiB of scratch */
+
+enum { LOC_NONE, LOC_INPUT, LOC_CONST, LOC_FOLDED, LOC_ARENA };
+
+typedef struct {
+  hs_tensor t;      /* dtype and shape (data unused) */
+  int loc;
+  size_t off;       /* LOC_INPUT: input position; LOC_ARENA: offset */
+  const void *data; /* LOC_CONST / LOC_FOLDED contents */
+} pval;
+
+struct hs_plan {
+  int n_values;
+  pval *v;
+  uint8_t *skip;        /* per node: folded while planning, not run */
+  size_t *scratch_off;  /* per node */
+  size_t *copy_off;     /* per graph output: arena slot to copy into, or SIZE_MAX */
+  size_t arena;
+  void **folded;        /* buffers this plan owns */
+  int n_folded;
+  /* key: the input shapes and the contents of key inputs this plan was made for */
+  hs_tensor *in_shapes;
+  void **key_data;
+  size_t *key_len;
+};
+
+void hs_plan_free(hs_plan *p) {
+  if (!p) return;
+  for (int i = 0; i < p->n_folded; i++) free(p->folded[i]);
+  free(p->folded);
+  free(p->v);
+  free(p->skip);
+  free(p->scratch_off);
+  free(p->copy_off);
+  free(p->in_shapes);
+  if (p->key_data) {
+    /* key_data entries are owned */
+    for (int i = 0; p->key_len && p->key_len[i] != SIZE_MAX; i++) free(p->key_data[i]);
+  }
+  free(p->key_data);
+  free(p->key_len);
+  free(p);
+}
+
+size_t hs_plan_arena_bytes(const hs_plan *p) { return p->arena; }
+
+static int is_key_input(const hs_engine_model *m, int pos) {
+  for (int i = 0; i < m->n_key_inputs; i++)
+    if (m->key_inputs[i] == pos) return 1;
+  return 0;
+}
+
+int hs_plan_matches(const hs_plan *p, const hs_engine_model *m, const hs_tensor *inputs) {
+  for (int i = 0; i < m->n_inputs; i++) {
+    if (p->in_shapes[i].ndim != inputs[i].ndim) return 0;
+    if (memcmp(p->in_shapes[i].dims, inputs[i].dims, sizeof(int64_t) * (size_t)inputs[i].ndim) != 0) return 0;
+  }
+  for (int k = 0; k < m->n_key_inputs; k++) {
+    const hs_tensor *t = &inputs[m->key_inputs[k]];
+    if (t->nbytes != p->key_len[k] || (t->nbytes && memcmp(t->data, p->key_data[k], t->nbytes) != 0)) return 0;
+  }
+  return 1;
+}
+
+/* ---- first-fit offset allocator over the arena ------------------------------------------------- */
+
+typedef struct {
+  size_t off, len;
+} block;
+
+typedef struct {
+  block *b;
+  int n, cap;
+  size_t high;
+} allocator;
+
+static size_t round_up(size_t x) { return (x + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
+
+static int alloc_block(allocator *a, size_t len, size_t *off) {
+  len = round_up(len ? len : 1);
+  size_t pos = 0;
+  int at = 0;
+  for (; at < a->n; at++) {
+    if (a->b[at].off >= pos + len) break;
+    size_t end = a->b[at].off + a->b[at].len;
+    if (end > pos) pos = end;
+  }
+  if (a->n == a->cap) {
+    int cap = a->cap ? a->cap * 2 : 32;
+    block *nb = realloc(a->b, sizeof *nb * (size_t)cap);
+    if (!nb) return HS_NO_MEMORY;
+    a->b = nb;
+    a->cap = cap;
+  }
+  memmove(&a->b[at + 1], &a->b[at], sizeof(block) * (size_t)(a->n - at));
+  a->b[at] = (block){pos, len};
+  a->n++;
+  if (pos + len > a->high) a->high = pos + len;
+  *off = pos;
+  return 0;
+}
+
+static void free_block(allocator *a, size_t off) {
+  for (int i = 0; i < a->n; i++)
+    if (a->b[i].off == off) {
+      memmove(&a->b[i], &a->b[i + 1], sizeof(block) * (size_t)(a->n - i - 1));
+      a->n--;
+      return;
+    }
+}
+
+/* ---- building ---------------------------------------------------------------------------------- */
+
+static int keep_folded(hs_plan *p, void *buf) {
+  void **nf = realloc(p->folded, sizeof(void *) * (size_t)(p->n_folded + 1));
+  if (!nf) return HS_NO_MEMORY;
+  p->folded = nf;
+  p->folded[p->n_folded++] = buf;
+  return 0;
+}
+
+/* Fills views of node n's inputs from the plan (data = known contents or NULL). */
+static void input_views(const hs_plan *p, const hs_node *n, hs_tensor *vin) {
+  for (int i = 0; i < n->n_in; i++) {
+    memset(&vin[i], 0, sizeof vin[i]);
+    if (n->in[i] < 0) continue;
+    const pval *pv = &p->v[n->in[i]];
+    vin[i] = pv->t;
+    vin[i].data = (void *)pv->data;
+  }
+}
+
+int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_known, hs_plan **out,
+                  hs_error *err) {
+  const hs_graph *g = &m->g;
+  int rc = 0;
+  hs_plan *p = calloc(1, sizeof *p);
+  hs_tensor *vin = calloc((size_t)m->max_in + 1, sizeof *vin);
+  hs_tensor *vout = calloc((size_t)m->max_out + 1, sizeof *vout);
+  int *last_use = malloc(sizeof(int) * ((size_t)g->n_values + 1));
+  uint8_t *is_out = calloc((size_t)g->n_values + 1, 1);
+  allocator al = {0};
+  if (!p || !vin || !vout || !last_use || !is_out) goto nomem;
+  p->n_values = g->n_values;
+  p->v = calloc((size_t)g->n_values + 1, sizeof *p->v);
+  p->skip = calloc((size_t)g->n_nodes + 1, 1);
+  p->scratch_off = calloc((size_t)g->n_nodes + 1, sizeof(size_t));
+  p->copy_off = malloc(sizeof(size_t) * ((size_t)g->n_outputs + 1));
+  p->in_shapes = calloc((size_t)m->n_inputs + 1, sizeof(hs_tensor));
+  p->key_data = calloc((size_t)m->n_key_inputs + 1, sizeof(void *));
+  p->key_len = malloc(sizeof(size_t) * ((size_t)m->n_key_inputs + 1));
+  if (!p->v || !p->skip || !p->scratch_off || !p->copy_off || !p->in_shapes || !p->key_data || !p->key_len)
+    goto nomem;
+  for (int k = 0; k <= m->n_key_inputs; k++) p->key_len[k] = SIZE_MAX; /* terminator for hs_plan_free */
+
+  /* the key */
+  for (int i = 0; i < m->n_inputs; i++) {
+    p->in_shapes[i].ndim = inputs[i].ndim;
+    memcpy(p->in_shapes[i].dims, inputs[i].dims, sizeof inputs[i].dims);
+  }
+  if (data_known)
+    for (int k = 0; k < m->n_key_inputs; k++) {
+      const hs_tensor *t = &inputs[m->key_inputs[k]];
+      p->key_data[k] = malloc(t->nbytes ? t->nbytes : 1);
+      if (!p->key_data[k]) goto nomem;
+      if (t->nbytes) memcpy(p->key_data[k], t->data, t->nbytes);
+      p->key_len[k] = t->nbytes;
+    }
+
+  /* where every value starts */
+  for (int v = 0; v < g->n_values; v++) {
+    const hs_value *val = &g->values[v];
+    pval *pv = &p->v[v];
+    if (val->kind == HS_VAL_CONST) {
+      pv->loc = LOC_CONST;
+      pv->t.dtype = val->dtype;
+      pv->t.ndim = val->ndim;
+      memcpy(pv->t.dims, val->dims, sizeof val->dims);
+      pv->t.nbytes = val->nbytes;
+      pv->data = val->data;
+    } else if (val->kind == HS_VAL_INPUT && val->input_index >= 0) {
+      const hs_tensor *t = &inputs[val->input_index];
+      pv->loc = LOC_INPUT;
+      pv->off = (size_t)val->input_index;
+      pv->t = *t;
+      pv->t.data = NULL;
+      pv->data = data_known && is_key_input(m, val->input_index) ? t->data : NULL;
+    }
+  }
+
+  /* shapes, in order; fold what is small and known */
+  for (int oi = 0; oi < g->n_order; oi++) {
+    int ni = g->order[oi];
+    const hs_node *n = &g->nodes[ni];
+    const hs_op_def *d = hs_op_get(n->op);
+    input_views(p, n, vin);
+    int all_known = 1;
+    for (int i = 0; i < n->n_in; i++) {
+      if (n->in[i] < 0) continue;
+      int v = n->in[i];
+      if (p->v[v].loc == LOC_NONE) {
+        rc = hs_error_set(err, HS_INTERNAL, "node '%s' reads '%s' before it is computed", n->name, g->values[v].name);
+        goto fail;
+      }
+      if (!vin[i].data && vin[i].nbytes) all_known = 0;
+      if ((d->value_inputs >> i & 1) && !vin[i].data && vin[i].nbytes) {
+        if (!data_known && g->values[v].kind == HS_VAL_INPUT) {
+          rc = hs_error_set(err, HS_UNAVAILABLE, "shapes depend on the contents of input '%s'", g->values[v].name);
+        } else {
+          rc = hs_op_errf(err, n, HS_UNSUPPORTED, "input %d ('%s') decides output shapes but is computed at run "
+                          "time (opset %d)", i, g->values[v].name, n->opset);
+        }
+        goto fail;
+      }
+    }
+    for (int k = 0; k < n->n_out; k++) memset(&vout[k], 0, sizeof vout[k]);
+    if ((rc = d->infer(n, vin, n->n_in, vout, n->n_out, err))) goto fail;
+    size_t total = 0;
+    for (int k = 0; k < n->n_out; k++) {
+      if (n->out[k] < 0) continue;
+      if (vout[k].dtype == HS_DT_UNDEFINED) {
+        rc = hs_op_errf(err, n, HS_INTERNAL, "output %d has no type", k);
+        goto fail;
+      }
+      pval *pv = &p->v[n->out[k]];
+      pv->t = vout[k];
+      pv->t.data = NULL;
+      pv->loc = LOC_ARENA;
+      total += vout[k].nbytes;
+      if (total > ARENA_LIMIT) {
+        rc = hs_op_errf(err, n, HS_LIMIT, "outputs need more than %zu bytes", ARENA_LIMIT);
+        goto fail;
+      }
+    }
+    if ((all_known || (d->flags & HS_OP_SHAPE_ONLY)) && total <= FOLD_MAX_BYTES) {
+      /* evaluate now; the plan keeps the result */
+      size_t sb = d->scratch_bytes ? d->scratch_bytes(n, vin, n->n_in, vout, n->n_out) : 0;
+      void *scratch = sb ? malloc(sb) : NULL;
+      if (sb && !scratch) goto nomem;
+      for (int k = 0; k < n->n_out; k++) {
+        vout[k].data = NULL;
+        if (n->out[k] < 0) continue;
+        void *buf = malloc(vout[k].nbytes ? vout[k].nbytes : 1);
+        if (!buf || keep_folded(p, buf)) {
+          free(buf);
+          free(scratch);
+          goto nomem;
+        }
+        vout[k].data = buf;
+      }
+      rc = d->run(n, vin, n->n_in, vout, n->n_out, scratch, err);
+      free(scratch);
+      if (rc) goto fail;
+      for (int k = 0; k < n->n_out; k++) {
+        if (n->out[k] < 0) continue;
+        p->v[n->out[k]].loc = LOC_FOLDED;
+        p->v[n->out[k]].data = vout[k].data;
+      }
+      p->skip[ni] = 1;
+    }
+  }
+
+  /* liveness */
+  for (int v = 0; v < g->n_values; v++) last_use[v] = -1;
+  for (int k = 0; k < g->n_outputs; k++) is_out[g->outputs[k]] = 1;
+  for (int oi = 0; oi < g->n_order; oi++) {
+    const hs_node *n = &g->nodes[g->order[oi]];
+    if (p->skip[g->order[oi]]) continue;
+    for (int i = 0; i < n->n_in; i++)
+      if (n->in[i] >= 0) last_use[n->in[i]] = oi;
+  }
+  /* offsets */
+  for (int oi = 0; oi < g->n_order; oi++) {
+    int ni = g->order[oi];
+    const hs_node *n = &g->nodes[ni];
+    if (p->skip[ni]) continue;
+    const hs_op_def *d = hs_op_get(n->op);
+    for (int k = 0; k < n->n_out; k++) {
+      if (n->out[k] < 0) continue;
+      pval *pv = &p->v[n->out[k]];
+      if (alloc_block(&al, pv->t.nbytes, &pv->off)) goto nomem;
+    }
+    if (d->scratch_bytes) {
+      input_views(p, n, vin);
+      for (int k = 0; k < n->n_out; k++) {
+        memset(&vout[k], 0, sizeof vout[k]);
+        if (n->out[k] >= 0) vout[k] = p->v[n->out[k]].t;
+      }
+      size_t sb = d->scratch_bytes(n, vin, n->n_in, vout, n->n_out);
+      if (sb) {
+        if (alloc_block(&al, sb, &p->scratch_off[ni])) goto nomem;
+        free_block(&al, p->scratch_off[ni]);
+      }
+    }
+    for (int i = 0; i < n->n_in; i++) {
+      int v = n->in[i];
+      if (v < 0 || p->v[v].loc != LOC_ARENA || is_out[v] || last_use[v] != oi) continue;
+      int dup = 0; /* the same value twice among the inputs: free once */
+      for (int j = 0; j < i; j++) dup |= n->in[j] == v;
+      if (!dup) free_block(&al, p->v[v].off);
+    }
+    for (int k = 0; k < n->n_out; k++) {
+      int v = n->out[k];
+      if (v >= 0 && !is_out[v] && last_use[v] < 0) free_block(&al, p->v[v].off);
+    }
+  }
+  for (int k = 0; k < g->n_outputs; k++) {
+    pval *pv = &p->v[g->outputs[k]];
+    p->copy_off[k] = SIZE_MAX;
+    if (pv->loc == LOC_NONE) {
+      rc = hs_error_set(err, HS_PARSE, "graph output '%s' is never computed", g->values[g->outputs[k]].name);
+      goto fail;
+    }
+    if (pv->loc != LOC_ARENA && alloc_block(&al, pv->t.nbytes, &p->copy_off[k])) goto nomem;
+  }
+  p->arena = al.high;
+  if (p->arena > ARENA_LIMIT) {
+    rc = hs_error_set(err, HS_LIMIT, "the plan needs %zu bytes of scratch (limit %zu)", p->arena, ARENA_LIMIT);
+    goto fail;
+  }
+  free(al.b);
+  free(vin);
+  free(vout);
+  free(last_use);
+  free(is_out);
+  *out = p;
+  return 0;
+nomem:
+  rc = hs_error_set(err, HS_NO_MEMORY, "out of memory while planning");
+fail:
+  free(al.b);
+  free(vin);
+  free(vout);
+  free(last_use);
+  free(is_out);
+  hs_plan_free(p);
+  return rc;
+}
+
+void hs_plan_output_shape(const hs_plan *p, const hs_engine_model *m, int k, hs_tensor *t) {
+  *t = p->v[m->g.outputs[k]].t;
+  t->data = NULL;
+}
+
+/* ---- executing --------------------------------------------------------------------------------- */
+
+static void *value_data(const pval *pv, const hs_tensor *inputs, void *arena) {
+  switch (pv->loc) {
+    case LOC_INPUT: return inputs[pv->off].data;
+    case LOC_CONST:
+    case LOC_FOLDED: return (void *)pv->data;
+    case LOC_ARENA: return (char *)arena + pv->off;
+    default: return NULL;
+  }
+}
+
+int hs_plan_execute(const hs_plan *p, const hs_engine_model *m, const hs_tensor *inputs, void *arena,
+                    hs_tensor *vin, hs_tensor *vout, hs_tensor *outputs, hs_error *err) {
+  const hs_graph *g = &m->g;
+  for (int oi = 0; oi < g->n_order; oi++) {
+    int ni = g->order[oi];
+    if (p->skip[ni]) continue;
+    const hs_node *n = &g->nodes[ni];
+    for (int i = 0; i < n->n_in; i++) {
+      if (n->in[i] < 0) {
+        memset(&vin[i], 0, sizeof vin[i]);
+        continue;
+      }
+      const pval *pv = &p->v[n->in[i]];
+      vin[i] = pv->t;
+      vin[i].data = value_data(pv, inputs, arena);
+    }
+    for (int k = 0; k < n->n_out; k++) {
+      if (n->out[k] < 0) {
+        memset(&vout[k], 0, sizeof vout[k]);
+        continue;
+      }
+      const pval *pv = &p->v[n->out[k]];
+      vout[k] = pv->t;
+      vout[k].data = (char *)arena + pv->off;
+    }
+    int rc = hs_op_get(n->op)->run(n, vin, n->n_in, vout, n->n_out, (char *)arena + p->scratch_off[ni], err);
+    if (rc) return rc;
+  }
+  for (int k = 0; k < g->n_outputs; k++) {
+    const pval *pv = &p->v[g->outputs[k]];
+    outputs[k] = pv->t;
+    if (p->copy_off[k] == SIZE_MAX) {
+      outputs[k].data = (char *)arena + pv->off;
+    } else {
+      outputs[k].data = (char *)arena + p->copy_off[k];
+      if (pv->t.nbytes) memcpy(outputs[k].data, value_data(pv, inputs, arena), pv->t.nbytes);
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,500 @@
+/* conv.c - Conv and ConvTranspose: oneDNN kernels (via src/kernels) when weights are constants, plain C otherwise. */
+
+/*
+ * DESIGN
+ * check() parses the attributes into hs_conv_attrs. prepare() runs once at load: when the weights
+ * (and bias) are constants it gives the node a state holding a kernel cache; a kernel needs the
+ * input's spatial shape, which is known only when a session plans, so scratch_bytes() (called while
+ * planning) builds the kernel for that shape and run() finds it again without locking. Batch sizes
+ * are variants of one kernel, so weights are reordered once per spatial shape. When no kernel can be
+ * built (weights given at run time, as ONNX's node tests do, or an unsupported combination) run()
+ * uses the plain-C convolution below, which honours the same fused post-ops and layouts.
+ * The state is owned by the node and freed with the graph (node->free_state).
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "kernels/kcache.h"
+#include "ops/conv.h"
+#include "ops/ops.h"
+
+typedef struct conv_state {
+  hs_kcache cache;
+  const float *w, *b; /* graph constants: live as long as the model */
+} conv_state;
+
+/* Everything a run needs, derived from the attributes and the input shapes. */
+typedef struct conv_geo {
+  int nsp;
+  int64_t n, in_c, out_c, group;
+  int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3]; /* pe: ONNX end padding */
+  int64_t opad[3];
+} conv_geo;
+
+static const hs_conv_attrs *attrs_of(const hs_node *n) { return (const hs_conv_attrs *)n->params.bytes; }
+
+static int read_ints(const hs_node *n, const char *name, int64_t *dst, int want, int *have, hs_error *err) {
+  const int64_t *v;
+  size_t cnt;
+  int rc = hs_attr_ints(n, name, &v, &cnt, err);
+  if (rc) return rc;
+  *have = 0;
+  if (!v) return 0;
+  if ((int)cnt != want || cnt > 6)
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "attribute %s has %zu values, expected %d", name, cnt, want);
+  memcpy(dst, v, sizeof(int64_t) * cnt);
+  *have = 1;
+  return 0;
+}
+
+static int conv_check_common(hs_node *n, int transposed, hs_error *err) {
+  hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
+  memset(a, 0, sizeof *a);
+  a->transposed = transposed;
+  a->sum_input = -1;
+  int rc = hs_node_only_attrs(
+      n, transposed ? "auto_pad,dilations,group,kernel_shape,output_padding,output_shape,pads,strides"
+                    : "auto_pad,dilations,group,kernel_shape,pads,strides",
+      err);
+  if (rc) return rc;
+  const char *ap;
+  if ((rc = hs_attr_string(n, "auto_pad", "NOTSET", &ap, err))) return rc;
+  if (!strcmp(ap, "NOTSET")) a->auto_pad = HS_AUTOPAD_NOTSET;
+  else if (!strcmp(ap, "SAME_UPPER")) a->auto_pad = HS_AUTOPAD_SAME_UPPER;
+  else if (!strcmp(ap, "SAME_LOWER")) a->auto_pad = HS_AUTOPAD_SAME_LOWER;
+  else if (!strcmp(ap, "VALID")) a->auto_pad = HS_AUTOPAD_VALID;
+  else return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "auto_pad '%s' is not valid", ap);
+  if ((rc = hs_attr_int(n, "group", 1, &a->group, err))) return rc;
+  if (a->group < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "group %lld", (long long)a->group);
+  /* The spatial rank comes from the first list attribute present; the rest must agree. */
+  const char *lists[] = {"kernel_shape", "strides", "dilations", "output_padding", "output_shape"};
+  for (int i = 0; i < 5 && !a->nsp; i++) {
+    const int64_t *v;
+    size_t cnt;
+    if ((rc = hs_attr_ints(n, lists[i], &v, &cnt, err))) return rc;
+    if (v) a->nsp = (int)(cnt <= 3 ? cnt : 99);
+  }
+  if (!a->nsp) {
+    const int64_t *v;
+    size_t cnt;
+    if ((rc = hs_attr_ints(n, "pads", &v, &cnt, err))) return rc;
+    if (v) a->nsp = (int)(cnt % 2 == 0 && cnt <= 6 ? cnt / 2 : 99);
+  }
+  if (a->nsp > 3) return hs_op_errf(err, n, HS_UNSUPPORTED, "only 1 to 3 spatial dimensions are supported");
+  int have, ns = a->nsp ? a->nsp : 0;
+  for (int i = 0; i < 3; i++) a->strides[i] = a->dilations[i] = 1;
+  if (ns) {
+    if ((rc = read_ints(n, "kernel_shape", a->kernel, ns, &a->has_kernel, err))) return rc;
+    if ((rc = read_ints(n, "strides", a->strides, ns, &have, err))) return rc;
+    if ((rc = read_ints(n, "dilations", a->dilations, ns, &have, err))) return rc;
+    if ((rc = read_ints(n, "pads", a->pads, 2 * ns, &a->has_pads, err))) return rc;
+    if (transposed) {
+      if ((rc = read_ints(n, "output_padding", a->output_padding, ns, &have, err))) return rc;
+      if ((rc = read_ints(n, "output_shape", a->output_shape, ns, &a->has_output_shape, err))) return rc;
+    }
+  }
+  for (int i = 0; i < ns; i++) {
+    if (a->strides[i] < 1 || a->dilations[i] < 1 || (a->has_kernel && a->kernel[i] < 1))
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "non-positive stride, dilation or kernel size");
+    if (a->pads[i] < 0 || a->pads[ns + i] < 0 || a->output_padding[i] < 0)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "negative padding");
+    if (a->strides[i] > (1 << 20) || a->dilations[i] > (1 << 20) || a->kernel[i] > (1 << 20) ||
+        a->pads[i] > (1 << 20) || a->pads[ns + i] > (1 << 20) || a->output_padding[i] > (1 << 20))
+      return hs_op_errf(err, n, HS_LIMIT, "stride, dilation, kernel or padding too large");
+    if (transposed && a->output_padding[i] >= a->strides[i] && a->output_padding[i] >= a->dilations[i])
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "output_padding must be smaller than stride or dilation");
+  }
+  a->src_layout = a->dst_layout = HS_LAYOUT_NCHW;
+  return 0;
+}
+
+static int conv_check(hs_node *n, const hs_graph *g, hs_error *err) { return conv_check_common(n, 0, err); }
+static int convt_check(hs_node *n, const hs_graph *g, hs_error *err) { return conv_check_common(n, 1, err); }
+
+/* Shapes: x [N, C, spatial...], w [M, C/group, k...] (Conv) or [C, M/group, k...] (ConvTranspose). */
+static int conv_geometry(const hs_node *n, const hs_tensor *x, const hs_tensor *w, conv_geo *g, hs_error *err) {
+  const hs_conv_attrs *a = attrs_of(n);
+  memset(g, 0, sizeof *g);
+  if (x->ndim < 3 || x->ndim > 5) return hs_op_errf(err, n, HS_UNSUPPORTED, "input rank %d (3 to 5 supported)", x->ndim);
+  if (w->ndim != x->ndim) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "weights rank %d differs from input rank %d", w->ndim, x->ndim);
+  int ns = x->ndim - 2;
+  if (a->nsp && a->nsp != ns)
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "attributes give %d spatial dims, the input has %d", a->nsp, ns);
+  g->nsp = ns;
+  g->n = x->dims[0];
+  g->in_c = x->dims[1];
+  g->group = a->group;
+  if (!a->transposed) {
+    g->out_c = w->dims[0];
+    if (w->dims[1] * a->group != g->in_c || g->out_c % a->group)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "channels (input %lld, weights %lldx%lld) do not match group %lld",
+                        (long long)g->in_c, (long long)w->dims[0], (long long)w->dims[1], (long long)a->group);
+  } else {
+    if (w->dims[0] != g->in_c || g->in_c % a->group)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "weights' first dim %lld differs from input channels %lld",
+                        (long long)w->dims[0], (long long)g->in_c);
+    if (w->dims[1] > INT64_MAX / a->group) return hs_op_errf(err, n, HS_LIMIT, "too many output channels");
+    g->out_c = w->dims[1] * a->group;
+  }
+  for (int i = 0; i < ns; i++) {
+    g->in[i] = x->dims[2 + i];
+    g->k[i] = w->dims[2 + i];
+    if (a->has_kernel && a->kernel[i] != g->k[i])
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "kernel_shape disagrees with the weights");
+    g->s[i] = a->strides[i];
+    g->d[i] = a->dilations[i];
+    g->opad[i] = a->transposed ? a->output_padding[i] : 0;
+    if (g->k[i] < 1 || g->k[i] > (1 << 20) || g->in[i] > ((int64_t)1 << 40))
+      return hs_op_errf(err, n, HS_LIMIT, "kernel or input size out of range");
+    int64_t span = (g->k[i] - 1) * g->d[i] + 1;
+    if (!a->transposed) {
+      if (a->auto_pad == HS_AUTOPAD_NOTSET) {
+        g->pb[i] = a->pads[i];
+        g->pe[i] = a->pads[ns + i];
+      } else if (a->auto_pad == HS_AUTOPAD_SAME_UPPER || a->auto_pad == HS_AUTOPAD_SAME_LOWER) {
+        int64_t out = (g->in[i] + g->s[i] - 1) / g->s[i];
+        int64_t total = (out - 1) * g->s[i] + span - g->in[i];
+        if (total < 0) total = 0;
+        int64_t small = total / 2, big = total - small;
+        g->pb[i] = a->auto_pad == HS_AUTOPAD_SAME_UPPER ? small : big;
+        g->pe[i] = a->auto_pad == HS_AUTOPAD_SAME_UPPER ? big : small;
+      }
+      int64_t room = g->in[i] + g->pb[i] + g->pe[i] - span;
+      if (room < 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "kernel larger than the padded input");
+      g->out[i] = room / g->s[i] + 1;
+    } else {
+      int64_t full = g->s[i] * (g->in[i] - 1) + g->opad[i] + span;
+      if (a->has_output_shape || a->auto_pad == HS_AUTOPAD_SAME_UPPER || a->auto_pad == HS_AUTOPAD_SAME_LOWER) {
+        int64_t want = a->has_output_shape ? a->output_shape[i] : g->in[i] * g->s[i];
+        /* total may be negative (output_shape asks for more than the full result): padding then
+         * turns negative, as ONNX's reference computes it with floor division. */
+        int64_t total = full - want;
+        if (want < 1 || want > full + (1 << 20)) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "output_shape out of range");
+        int64_t small = total >= 0 ? total / 2 : -((-total + 1) / 2), big = total - small;
+        g->pb[i] = a->auto_pad == HS_AUTOPAD_SAME_UPPER ? small : big;
+        g->pe[i] = a->auto_pad == HS_AUTOPAD_SAME_UPPER ? big : small;
+      } else if (a->auto_pad == HS_AUTOPAD_NOTSET) {
+        g->pb[i] = a->pads[i];
+        g->pe[i] = a->pads[ns + i];
+      }
+      g->out[i] = full - g->pb[i] - g->pe[i];
+      if (g->out[i] < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "padding removes the whole output");
+    }
+  }
+  return 0;
+}
+
+static int residual_matches(const hs_tensor *r, const hs_tensor *y) {
+  return r->ndim == y->ndim && memcmp(r->dims, y->dims, sizeof(int64_t) * (size_t)r->ndim) == 0;
+}
+
+/* 1 when the residual has exactly the convolution's own output shape (the fused fast path). */
+static int residual_is_conv_shape(const hs_tensor *r, const conv_geo *g) {
+  if (r->ndim != 2 + g->nsp || r->dims[0] != g->n || r->dims[1] != g->out_c) return 0;
+  for (int i = 0; i < g->nsp; i++)
+    if (r->dims[2 + i] != g->out[i]) return 0;
+  return 1;
+}
+
+/* Bytes of the convolution's own result (before a broadcasting residual widens it). */
+static size_t conv_out_bytes(const conv_geo *g) {
+  size_t b = (size_t)g->n * (size_t)g->out_c * sizeof(float);
+  for (int i = 0; i < g->nsp; i++) b *= (size_t)g->out[i];
+  return b;
+}
+
+static int conv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int rc;
+  if ((rc = hs_need_dtype(n, &in[0], "X", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
+  if ((rc = hs_need_dtype(n, &in[1], "W", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
+  conv_geo g;
+  if ((rc = conv_geometry(n, &in[0], &in[1], &g, err))) return rc;
+  if (nin > 2 && HS_PRESENT(&in[2])) {
+    if ((rc = hs_need_dtype(n, &in[2], "B", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
+    if (in[2].ndim != 1 || in[2].dims[0] != g.out_c)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "bias must have %lld elements", (long long)g.out_c);
+  }
+  int64_t dims[5] = {g.n, g.out_c};
+  for (int i = 0; i < g.nsp; i++) dims[2 + i] = g.out[i];
+  if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, 2 + g.nsp, dims, n, err))) return rc;
+  const hs_conv_attrs *a = attrs_of(n);
+  if (a->sum_input >= 0) {
+    /* A fused residual Add: the output is the numpy broadcast of the convolution and the residual
+     * (almost always the convolution's own shape; anything else takes the plain-C path). */
+    if (a->sum_input >= nin || in[a->sum_input].dtype != HS_DT_FLOAT32)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "fused residual must be float32");
+    if (!residual_matches(&in[a->sum_input], &out[0])) {
+      if (a->src_layout != HS_LAYOUT_NCHW || a->dst_layout != HS_LAYOUT_NCHW)
+        return hs_op_errf(err, n, HS_UNSUPPORTED, "fused residual broadcasts in a blocked layout");
+      hs_tensor c = out[0];
+      int r;
+      int64_t bd[HS_MAX_DIMS];
+      if ((rc = hs_broadcast_shape(&c, &in[a->sum_input], &r, bd, n, err))) return rc;
+      if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, r, bd, n, err))) return rc;
+    }
+  }
+  return 0;
+}
+
+/* ---- oneDNN path ---- */
+
+typedef struct build_ctx {
+  const hs_node *n;
+  const conv_state *st;
+  const conv_geo *g;
+} build_ctx;
+
+static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
+  const build_ctx *c = ctx;
+  const hs_conv_attrs *a = attrs_of(c->n);
+  const conv_geo *g = c->g;
+  hs_conv_params p = {0};
+  p.device = HS_KDEV_CPU;
+  p.src_layout = a->src_layout;
+  p.dst_layout = a->dst_layout;
+  p.transposed = a->transposed;
+  p.nsp = g->nsp;
+  p.batch = g->n;
+  p.in_c = g->in_c;
+  p.out_c = g->out_c;
+  p.groups = g->group;
+  for (int i = 0; i < g->nsp; i++) {
+    p.in[i] = g->in[i];
+    p.out[i] = g->out[i];
+    p.kernel[i] = g->k[i];
+    p.stride[i] = g->s[i];
+    p.dilation[i] = g->d[i];
+    p.pad_begin[i] = g->pb[i];
+    p.pad_end[i] = g->pe[i] - g->opad[i];
+  }
+  p.weights = c->st->w;
+  p.bias = c->st->b;
+  p.post = a->post;
+  return hs_kernel_conv_create(&p, out, err);
+}
+
+/* HS_KERNELS_STRICT=1 in the environment turns "constant weights but no kernel" into an error
+ * instead of a silent plain-C fallback; the kernel tests use it to prove the oneDNN path ran. */
+static int strict_mode(void) {
+  static atomic_int mode = -1;
+  int m = atomic_load(&mode);
+  if (m < 0) {
+    const char *s = getenv("HS_KERNELS_STRICT");
+    m = s && s[0] == '1';
+    atomic_store(&mode, m);
+  }
+  return m;
+}
+
+/* The kernel for these shapes, or NULL when the plain-C path must run. In strict mode a failed
+ * build is reported through *strict_err (when not NULL). */
+static hs_kernel *kernel_for(const hs_node *n, const conv_geo *g, hs_error *strict_err) {
+  int strict = strict_err && strict_mode();
+  conv_state *st = n->state;
+  if (!st) {
+    HS_LOGD("node '%s' (%s): weights given at run time, using plain C", n->name, n->op_type);
+    return NULL;
+  }
+  int64_t key[8] = {g->in_c};
+  for (int i = 0; i < g->nsp; i++) key[1 + i] = g->in[i];
+  build_ctx c = {n, st, g};
+  hs_kernel *k = NULL;
+  hs_error e;
+  hs_error_clear(&e);
+  /* the batch is a variant of the kernel built for the first batch seen */
+  if (hs_kcache_get(&st->cache, key, 1 + g->nsp, build_kernel, &c, &k, &e) != 0 ||
+      hs_kernel_prepare_batch(k, g->n, &e) != 0) {
+    HS_LOGD("node '%s' (%s): no oneDNN kernel, using plain C: %s", n->name, n->op_type, e.message);
+    if (strict) *strict_err = e;
+    return NULL;
+  }
+  return k;
+}
+
+static void free_state(void *p) {
+  conv_state *st = p;
+  if (!st) return;
+  hs_kcache_destroy(&st->cache);
+  free(st);
+}
+
+static int conv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
+  const hs_value *w = &g->values[n->in[1]];
+  const hs_value *b = n->n_in > 2 && n->in[2] >= 0 ? &g->values[n->in[2]] : NULL;
+  if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || (b && (b->kind != HS_VAL_CONST || b->dtype != HS_DT_FLOAT32)))
+    return 0; /* weights at run time: plain C */
+  conv_state *st = calloc(1, sizeof *st);
+  if (!st) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
+  hs_kcache_init(&st->cache);
+  st->w = w->data;
+  st->b = b ? b->data : NULL;
+  n->state = st;
+  n->free_state = free_state;
+  return 0;
+}
+
+static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  conv_geo g;
+  hs_error e;
+  if (conv_geometry(n, &in[0], &in[1], &g, &e)) return 0;
+  const hs_conv_attrs *a = attrs_of(n);
+  if (a->sum_input >= 0 && a->sum_input < nin && !residual_is_conv_shape(&in[a->sum_input], &g))
+    return conv_out_bytes(&g); /* plain C: the convolution goes to scratch, then the broadcast add */
+  hs_kernel *k = kernel_for(n, &g, NULL);
+  if (!k) return 0;
+  size_t s = hs_kernel_scratch_size(k, g.n);
+  return s == (size_t)-1 ? 0 : s;
+}
+
+/* ---- plain C ---- */
+
+/* Offset of element (b, c, spatial index s) of an activation with C channels and S spatial elements. */
+static inline int64_t act_off(hs_layout l, int64_t C, int64_t S, int64_t b, int64_t c, int64_t s) {
+  if (l == HS_LAYOUT_NHWC) return (b * S + s) * C + c;
+  if (l == HS_LAYOUT_NCHW8C) return ((b * (C / 8) + c / 8) * S + s) * 8 + (c % 8);
+  return (b * C + c) * S + s;
+}
+
+static void conv_reference(const hs_node *n, const conv_geo *g, const float *x, const float *w, const float *bias,
+                           const hs_post_ops *post, const float *res, float *y) {
+  const hs_conv_attrs *a = attrs_of(n);
+  int64_t in3[3] = {1, 1, 1}, out3[3] = {1, 1, 1}, k3[3] = {1, 1, 1}, s3[3] = {1, 1, 1}, d3[3] = {1, 1, 1},
+          p3[3] = {0, 0, 0};
+  int off = 3 - g->nsp;
+  for (int i = 0; i < g->nsp; i++) {
+    in3[off + i] = g->in[i];
+    out3[off + i] = g->out[i];
+    k3[off + i] = g->k[i];
+    s3[off + i] = g->s[i];
+    d3[off + i] = g->d[i];
+    p3[off + i] = g->pb[i];
+  }
+  int64_t G = g->group, icg = g->in_c / G, ocg = g->out_c / G;
+  int64_t isz = in3[0] * in3[1] * in3[2], osz = out3[0] * out3[1] * out3[2], ksz = k3[0] * k3[1] * k3[2];
+  hs_layout xl = a->src_layout, yl = a->dst_layout;
+  int64_t total = g->n * g->out_c * osz;
+  memset(y, 0, sizeof(float) * (size_t)total);
+  for (int64_t b = 0; b < g->n; b++)
+    for (int64_t gr = 0; gr < G; gr++)
+      for (int64_t oc = 0; oc < ocg; oc++)
+        for (int64_t ic = 0; ic < icg; ic++) {
+          int64_t ci = gr * icg + ic, co = gr * ocg + oc;
+          const float *wk = a->transposed ? w + ((gr * icg + ic) * ocg + oc) * ksz : w + ((gr * ocg + oc) * icg + ic) * ksz;
+          for (int64_t kd = 0; kd < k3[0]; kd++)
+            for (int64_t kh = 0; kh < k3[1]; kh++)
+              for (int64_t kw = 0; kw < k3[2]; kw++) {
+                float wv = wk[(kd * k3[1] + kh) * k3[2] + kw];
+                if (!a->transposed) {
+                  for (int64_t od = 0; od < out3[0]; od++) {
+                    int64_t id = od * s3[0] - p3[0] + kd * d3[0];
+                    if (id < 0 || id >= in3[0]) continue;
+                    for (int64_t oh = 0; oh < out3[1]; oh++) {
+                      int64_t ih = oh * s3[1] - p3[1] + kh * d3[1];
+                      if (ih < 0 || ih >= in3[1]) continue;
+                      for (int64_t ow = 0; ow < out3[2]; ow++) {
+                        int64_t iw = ow * s3[2] - p3[2] + kw * d3[2];
+                        if (iw < 0 || iw >= in3[2]) continue;
+                        int64_t si = (id * in3[1] + ih) * in3[2] + iw, so = (od * out3[1] + oh) * out3[2] + ow;
+                        y[act_off(yl, g->out_c, osz, b, co, so)] += wv * x[act_off(xl, g->in_c, isz, b, ci, si)];
+                      }
+                    }
+                  }
+                } else {
+                  for (int64_t id = 0; id < in3[0]; id++) {
+                    int64_t od = id * s3[0] - p3[0] + kd * d3[0];
+                    if (od < 0 || od >= out3[0]) continue;
+                    for (int64_t ih = 0; ih < in3[1]; ih++) {
+                      int64_t oh = ih * s3[1] - p3[1] + kh * d3[1];
+                      if (oh < 0 || oh >= out3[1]) continue;
+                      for (int64_t iw = 0; iw < in3[2]; iw++) {
+                        int64_t ow = iw * s3[2] - p3[2] + kw * d3[2];
+                        if (ow < 0 || ow >= out3[2]) continue;
+                        int64_t si = (id * in3[1] + ih) * in3[2] + iw, so = (od * out3[1] + oh) * out3[2] + ow;
+                        y[act_off(yl, g->out_c, osz, b, co, so)] += wv * x[act_off(xl, g->in_c, isz, b, ci, si)];
+                      }
+                    }
+                  }
+                }
+              }
+        }
+  if (bias)
+    for (int64_t b = 0; b < g->n; b++)
+      for (int64_t c = 0; c < g->out_c; c++)
+        for (int64_t s = 0; s < osz; s++) y[act_off(yl, g->out_c, osz, b, c, s)] += bias[c];
+  hs_post_apply(post, y, res, total);
+}
+
+/* y = broadcast(conv, residual) for a fused Add whose residual has another shape (NCHW only):
+ * post-ops before the sum apply to the convolution, the rest to the sum. */
+static void residual_broadcast(const hs_node *n, const conv_geo *g, const hs_tensor *in, int nin, hs_tensor *out,
+                               float *tmp) {
+  const hs_conv_attrs *a = attrs_of(n);
+  hs_post_ops before = {0}, after = {0};
+  int seen = 0;
+  for (int i = 0; i < a->post.count; i++) {
+    if (a->post.op[i].kind == HS_POST_SUM) seen = 1;
+    else if (seen) after.op[after.count++] = a->post.op[i];
+    else before.op[before.count++] = a->post.op[i];
+  }
+  const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
+  conv_reference(n, g, in[0].data, in[1].data, bias, &before, NULL, tmp);
+  int64_t cd[5] = {g->n, g->out_c};
+  for (int i = 0; i < g->nsp; i++) cd[2 + i] = g->out[i];
+  const hs_tensor *r = &in[a->sum_input];
+  int nd = out[0].ndim, cn = 2 + g->nsp;
+  int64_t total = hs_numel(&out[0]);
+  float *y = out[0].data;
+  const float *rv = r->data;
+  for (int64_t i = 0; i < total; i++) {
+    int64_t rem = i, co = 0, ro = 0, cs = 1, rs = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+      int64_t idx = rem % out[0].dims[d];
+      rem /= out[0].dims[d];
+      int dc = d - (nd - cn), dr = d - (nd - r->ndim);
+      if (dc >= 0) {
+        if (cd[dc] != 1) co += idx * cs;
+        cs *= cd[dc];
+      }
+      if (dr >= 0) {
+        if (r->dims[dr] != 1) ro += idx * rs;
+        rs *= r->dims[dr];
+      }
+    }
+    y[i] = tmp[co] + rv[ro];
+  }
+  hs_post_apply(&after, y, NULL, total);
+}
+
+static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                    hs_error *err) {
+  const hs_conv_attrs *a = attrs_of(n);
+  conv_geo g;
+  int rc = conv_geometry(n, &in[0], &in[1], &g, err);
+  if (rc) return rc;
+  const float *res = a->sum_input >= 0 && a->sum_input < nin ? in[a->sum_input].data : NULL;
+  if (res && !residual_is_conv_shape(&in[a->sum_input], &g)) {
+    residual_broadcast(n, &g, in, nin, out, scratch);
+    return 0;
+  }
+  hs_error kerr;
+  hs_error_clear(&kerr);
+  hs_kernel *k = kernel_for(n, &g, &kerr);
+  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (k) {
+    const void *src[1] = {in[0].data};
+    hs_kernel_args args = {.batch = g.n, .src = src, .nsrc = 1, .residual = res, .dst = out[0].data, .scratch = scratch};
+    rc = hs_kernel_run(k, &args, err);
+    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+  }
+  const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
+  conv_reference(n, &g, in[0].data, in[1].data, bias, &a->post, res, out[0].data);
+  return 0;
+}
+
+const hs_op_def hs_ops_conv[] = {
+    {"Conv", 1, 2, 3, 1, 1, 0, 0, conv_check, conv_infer, conv_prepare, conv_scratch, conv_run},
+    {"ConvTranspose", 1, 2, 3, 1, 1, 0, 0, convt_check, conv_infer, conv_prepare, conv_scratch, conv_run},
+    {NULL},
+};

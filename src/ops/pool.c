@@ -1,0 +1,199 @@
+/* pool.c - MaxPool, AveragePool (pads, auto_pad, ceil_mode, dilations, count_include_pad),
+ * GlobalAveragePool, GlobalMaxPool: plain-C reference kernels over 1-3 spatial dims (3-D form). */
+#include <math.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+enum { PAD_NOTSET, PAD_SAME_UPPER, PAD_SAME_LOWER, PAD_VALID };
+enum { P_MAX, P_AVG, P_GAVG, P_GMAX };
+
+typedef struct {
+  int kind;
+  int auto_pad, ceil_mode, count_include_pad;
+  int nk, n_strides, n_dil, n_pads;
+  int64_t kernel[3], stride[3], dilation[3], pads[6];
+} pool_params;
+
+typedef struct {
+  int nsp;
+  int64_t N, C, in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
+} pool_geom;
+
+static int ints_into(const hs_node *n, const char *name, int64_t *dst, int max, int *count, hs_error *err) {
+  const int64_t *v;
+  size_t c;
+  int rc = hs_attr_ints(n, name, &v, &c, err);
+  if (rc) return rc;
+  if ((int)c > max) return hs_op_errf(err, n, HS_UNSUPPORTED, "%s: more than 3 spatial dims", name);
+  memcpy(dst, v, c * sizeof *v);
+  *count = (int)c;
+  return 0;
+}
+
+static int pool_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  pool_params *p = (pool_params *)n->params.bytes;
+  memset(p, 0, sizeof *p);
+  const char *t = n->op_type;
+  p->kind = strcmp(t, "MaxPool") == 0 ? P_MAX : strcmp(t, "AveragePool") == 0 ? P_AVG
+            : strcmp(t, "GlobalAveragePool") == 0 ? P_GAVG : P_GMAX;
+  if (p->kind >= P_GAVG) return hs_node_only_attrs(n, "", err);
+  int rc = hs_node_only_attrs(n, p->kind == P_MAX ? "auto_pad,ceil_mode,dilations,kernel_shape,pads,storage_order,strides"
+                                                  : "auto_pad,ceil_mode,count_include_pad,kernel_shape,pads,strides", err);
+  const char *ap;
+  int64_t ceil_mode, cip, so;
+  if (rc || (rc = hs_attr_string(n, "auto_pad", "NOTSET", &ap, err)) || (rc = hs_attr_int(n, "ceil_mode", 0, &ceil_mode, err)) ||
+      (rc = hs_attr_int(n, "count_include_pad", 0, &cip, err)) || (rc = hs_attr_int(n, "storage_order", 0, &so, err)) ||
+      (rc = ints_into(n, "kernel_shape", p->kernel, 3, &p->nk, err)) ||
+      (rc = ints_into(n, "strides", p->stride, 3, &p->n_strides, err)) ||
+      (rc = ints_into(n, "dilations", p->dilation, 3, &p->n_dil, err)) ||
+      (rc = ints_into(n, "pads", p->pads, 6, &p->n_pads, err)))
+    return rc;
+  if (strcmp(ap, "NOTSET") == 0) p->auto_pad = PAD_NOTSET;
+  else if (strcmp(ap, "SAME_UPPER") == 0) p->auto_pad = PAD_SAME_UPPER;
+  else if (strcmp(ap, "SAME_LOWER") == 0) p->auto_pad = PAD_SAME_LOWER;
+  else if (strcmp(ap, "VALID") == 0) p->auto_pad = PAD_VALID;
+  else return hs_op_errf(err, n, HS_UNSUPPORTED, "auto_pad '%s' is not supported", ap);
+  if (so != 0) return hs_op_errf(err, n, HS_UNSUPPORTED, "storage_order 1 is not supported (opset %d)", n->opset);
+  if (!p->nk) return hs_op_errf(err, n, HS_PARSE, "kernel_shape is required");
+  p->ceil_mode = ceil_mode != 0;
+  p->count_include_pad = cip != 0;
+  for (int i = 0; i < p->nk; i++)
+    if (p->kernel[i] < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "kernel_shape must be >= 1");
+  for (int i = 0; i < p->n_strides; i++)
+    if (p->stride[i] < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "strides must be >= 1");
+  for (int i = 0; i < p->n_dil; i++)
+    if (p->dilation[i] < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "dilations must be >= 1");
+  for (int i = 0; i < p->n_pads; i++)
+    if (p->pads[i] < 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads must be >= 0");
+  if (n->n_out > 1 && n->out[1] >= 0) return hs_op_errf(err, n, HS_UNSUPPORTED, "the Indices output is not supported");
+  return 0;
+}
+
+#define LIM ((int64_t)1 << 40)
+
+static int pool_geometry(const hs_node *n, const hs_tensor *x, pool_geom *g, hs_error *err) {
+  const pool_params *p = (const pool_params *)n->params.bytes;
+  if (x->ndim < 3 || x->ndim > 5) return hs_op_errf(err, n, HS_UNSUPPORTED, "input rank %d (1-3 spatial dims supported)", x->ndim);
+  int nsp = x->ndim - 2;
+  memset(g, 0, sizeof *g);
+  g->nsp = nsp;
+  g->N = x->dims[0];
+  g->C = x->dims[1];
+  for (int i = 0; i < 3; i++) g->in[i] = g->out[i] = g->k[i] = g->s[i] = g->d[i] = 1;
+  if (p->kind >= P_GAVG) {
+    for (int i = 0; i < nsp; i++) {
+      g->in[i] = g->k[i] = x->dims[2 + i];
+      g->out[i] = 1;
+    }
+    return 0;
+  }
+  if (p->nk != nsp || (p->n_strides && p->n_strides != nsp) || (p->n_dil && p->n_dil != nsp) ||
+      (p->n_pads && p->n_pads != 2 * nsp))
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "attribute lengths do not match %d spatial dims", nsp);
+  for (int i = 0; i < nsp; i++) {
+    g->in[i] = x->dims[2 + i];
+    g->k[i] = p->kernel[i];
+    g->s[i] = p->n_strides ? p->stride[i] : 1;
+    g->d[i] = p->n_dil ? p->dilation[i] : 1;
+    if (g->k[i] > LIM || g->s[i] > LIM || g->d[i] > LIM) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "implausible sizes");
+    int64_t ext = (g->k[i] - 1) * g->d[i] + 1;
+    if (p->auto_pad == PAD_SAME_UPPER || p->auto_pad == PAD_SAME_LOWER) {
+      g->out[i] = (g->in[i] + g->s[i] - 1) / g->s[i];
+      int64_t total = (g->out[i] - 1) * g->s[i] + ext - g->in[i];
+      if (total < 0) total = 0;
+      g->pb[i] = p->auto_pad == PAD_SAME_UPPER ? total / 2 : total - total / 2;
+      g->pe[i] = total - g->pb[i];
+      continue;
+    }
+    if (p->auto_pad == PAD_NOTSET && p->n_pads) {
+      g->pb[i] = p->pads[i];
+      g->pe[i] = p->pads[nsp + i];
+    }
+    if (g->pb[i] > LIM || g->pe[i] > LIM) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "implausible pads");
+    int64_t span = g->in[i] + g->pb[i] + g->pe[i] - ext;
+    if (span < 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "kernel larger than the padded input");
+    g->out[i] = (p->ceil_mode ? (span + g->s[i] - 1) / g->s[i] : span / g->s[i]) + 1;
+    /* with ceil_mode the last window must still start inside the input or its begin padding */
+    if (p->ceil_mode && (g->out[i] - 1) * g->s[i] >= g->in[i] + g->pb[i]) g->out[i]--;
+  }
+  return 0;
+}
+
+static int pool_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_UNDEFINED);
+  if (rc) return rc;
+  pool_geom g;
+  if ((rc = pool_geometry(n, &in[0], &g, err))) return rc;
+  int64_t d[5] = {g.N, g.C};
+  for (int i = 0; i < g.nsp; i++) d[2 + i] = g.out[i];
+  return hs_set_shape(&out[0], HS_DT_FLOAT32, 2 + g.nsp, d, n, err);
+}
+
+static int pool_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                    hs_error *err) {
+  const pool_params *p = (const pool_params *)n->params.bytes;
+  pool_geom g;
+  int rc = pool_geometry(n, &in[0], &g, err);
+  if (rc) return rc;
+  const float *x = in[0].data;
+  float *y = out[0].data;
+  int64_t isp = g.in[0] * g.in[1] * g.in[2], osp = g.out[0] * g.out[1] * g.out[2];
+  if (p->kind >= P_GAVG) {
+    for (int64_t c = 0; c < g.N * g.C; c++) {
+      const float *xc = x + c * isp;
+      if (p->kind == P_GAVG) {
+        double s = 0;
+        for (int64_t i = 0; i < isp; i++) s += xc[i];
+        y[c] = isp ? (float)(s / (double)isp) : 0.0f;
+      } else {
+        float m = -INFINITY;
+        for (int64_t i = 0; i < isp; i++) m = xc[i] > m ? xc[i] : m;
+        y[c] = m;
+      }
+    }
+    return 0;
+  }
+  int is_max = p->kind == P_MAX;
+  for (int64_t c = 0; c < g.N * g.C; c++) {
+    const float *xc = x + c * isp;
+    float *yc = y + c * osp;
+    for (int64_t od = 0; od < g.out[0]; od++)
+      for (int64_t oh = 0; oh < g.out[1]; oh++)
+        for (int64_t ow = 0; ow < g.out[2]; ow++) {
+          float m = -INFINITY, s = 0;
+          int64_t cnt = 0, padded = 0;
+          for (int64_t kd = 0; kd < g.k[0]; kd++) {
+            int64_t id = od * g.s[0] - g.pb[0] + kd * g.d[0];
+            for (int64_t kh = 0; kh < g.k[1]; kh++) {
+              int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
+              for (int64_t kw = 0; kw < g.k[2]; kw++) {
+                int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
+                /* positions inside input + explicit pads count for count_include_pad */
+                if (id < g.in[0] + g.pe[0] && ih < g.in[1] + g.pe[1] && iw < g.in[2] + g.pe[2]) padded++;
+                if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1] || iw < 0 || iw >= g.in[2]) continue;
+                float v = xc[(id * g.in[1] + ih) * g.in[2] + iw];
+                if (is_max) m = v > m ? v : m;
+                else s += v;
+                cnt++;
+              }
+            }
+          }
+          int64_t o = (od * g.out[1] + oh) * g.out[2] + ow;
+          if (is_max) yc[o] = m;
+          else {
+            int64_t div = p->count_include_pad ? padded : cnt;
+            yc[o] = div ? s / (float)div : 0.0f;
+          }
+        }
+  }
+  return 0;
+}
+
+const hs_op_def hs_ops_pool[] = {
+    {"MaxPool", 1, 1, 1, 1, 2, 0, 0, pool_check, pool_infer, NULL, NULL, pool_run},
+    {"AveragePool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, NULL, NULL, pool_run},
+    {"GlobalAveragePool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, NULL, NULL, pool_run},
+    {"GlobalMaxPool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, NULL, NULL, pool_run},
+    {NULL},
+};

@@ -1,0 +1,170 @@
+/* reduce.c - ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceSumSquare, ReduceL2
+ * (float32; int64 for Sum/Max/Min/Prod). Axes are an attribute, or for ReduceSum from opset 13 an
+ * optional input. */
+#include <math.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_PROD, R_SUMSQ, R_L2 };
+
+typedef struct {
+  int kind;
+  int keepdims;
+  int noop_with_empty_axes;
+  int axes_from_input;
+  int n_axes;
+  int64_t axes[HS_MAX_DIMS];
+} reduce_params;
+
+static int reduce_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  reduce_params *p = (reduce_params *)n->params.bytes;
+  const char *t = n->op_type + 6; /* after "Reduce" */
+  p->kind = strcmp(t, "Sum") == 0    ? R_SUM
+            : strcmp(t, "Mean") == 0 ? R_MEAN
+            : strcmp(t, "Max") == 0  ? R_MAX
+            : strcmp(t, "Min") == 0  ? R_MIN
+            : strcmp(t, "Prod") == 0 ? R_PROD
+            : strcmp(t, "SumSquare") == 0 ? R_SUMSQ
+                                          : R_L2;
+  p->axes_from_input = p->kind == R_SUM && n->opset >= 13;
+  int rc = hs_node_only_attrs(n, p->axes_from_input ? "keepdims,noop_with_empty_axes" : "keepdims,axes", err);
+  if (rc) return rc;
+  int64_t kd, noop;
+  if ((rc = hs_attr_int(n, "keepdims", 1, &kd, err)) || (rc = hs_attr_int(n, "noop_with_empty_axes", 0, &noop, err)))
+    return rc;
+  p->keepdims = kd != 0;
+  p->noop_with_empty_axes = noop != 0;
+  const int64_t *axes;
+  size_t na;
+  if ((rc = hs_attr_ints(n, "axes", &axes, &na, err))) return rc;
+  if (na > HS_MAX_DIMS) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "too many axes");
+  p->n_axes = (int)na;
+  for (size_t i = 0; i < na; i++) p->axes[i] = axes[i];
+  if (!p->axes_from_input && n->n_in > 1) return hs_op_errf(err, n, HS_PARSE, "axes input needs opset 13");
+  return 0;
+}
+
+/* Fills mask[r] with the reduced axes. */
+static int reduce_mask(const hs_node *n, const hs_tensor *in, int nin, int *mask, int *noop, hs_error *err) {
+  const reduce_params *p = (const reduce_params *)n->params.bytes;
+  int r = in[0].ndim, rc;
+  memset(mask, 0, sizeof(int) * HS_MAX_DIMS);
+  *noop = 0;
+  int64_t count;
+  const int64_t *attr_axes = p->axes;
+  if (p->axes_from_input && nin > 1 && HS_PRESENT(&in[1])) {
+    if (in[1].dtype != HS_DT_INT64 || in[1].ndim > 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axes must be 1-D int64");
+    count = hs_numel(&in[1]);
+    for (int64_t i = 0; i < count; i++) {
+      int ax;
+      if ((rc = hs_norm_axis(((const int64_t *)in[1].data)[i], r, &ax, n, err))) return rc;
+      mask[ax] = 1;
+    }
+  } else {
+    count = p->axes_from_input ? 0 : p->n_axes;
+    for (int64_t i = 0; i < count; i++) {
+      int ax;
+      if ((rc = hs_norm_axis(attr_axes[i], r, &ax, n, err))) return rc;
+      mask[ax] = 1;
+    }
+  }
+  if (count == 0) {
+    if (p->noop_with_empty_axes) *noop = 1;
+    else
+      for (int i = 0; i < r; i++) mask[i] = 1;
+  }
+  return 0;
+}
+
+static int reduce_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  const reduce_params *p = (const reduce_params *)n->params.bytes;
+  int rc;
+  if (p->kind == R_MEAN || p->kind == R_SUMSQ || p->kind == R_L2) {
+    if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
+  } else if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_INT64, HS_DT_UNDEFINED))) {
+    return rc;
+  }
+  int mask[HS_MAX_DIMS], noop;
+  if ((rc = reduce_mask(n, in, nin, mask, &noop, err))) return rc;
+  int64_t dims[HS_MAX_DIMS];
+  int r = 0;
+  for (int i = 0; i < in[0].ndim; i++) {
+    if (!mask[i] || noop) dims[r++] = in[0].dims[i];
+    else if (p->keepdims) dims[r++] = 1;
+    else if (in[0].dims[i] == 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "reducing an empty axis");
+  }
+  for (int i = 0; i < in[0].ndim; i++)
+    if (mask[i] && !noop && in[0].dims[i] == 0 && (p->kind == R_MAX || p->kind == R_MIN))
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "max/min over an empty axis");
+  return hs_set_shape(&out[0], in[0].dtype, r, dims, n, err);
+}
+
+#define REDUCE_LOOP(T, INIT, ACC)                                                \
+  do {                                                                           \
+    T *o = out[0].data;                                                          \
+    const T *x = in[0].data;                                                     \
+    for (int64_t i = 0; i < on; i++) o[i] = (INIT);                              \
+    int64_t idx[HS_MAX_DIMS] = {0}, off = 0;                                     \
+    for (int64_t i = 0; i < total; i++) {                                        \
+      T v = x[i];                                                                \
+      T *a = &o[off];                                                            \
+      ACC;                                                                       \
+      for (int d = r - 1; d >= 0; d--) {                                         \
+        off += ostr[d];                                                          \
+        if (++idx[d] < in[0].dims[d]) break;                                     \
+        off -= ostr[d] * in[0].dims[d];                                          \
+        idx[d] = 0;                                                              \
+      }                                                                          \
+    }                                                                            \
+  } while (0)
+
+static int reduce_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                      hs_error *err) {
+  const reduce_params *p = (const reduce_params *)n->params.bytes;
+  int mask[HS_MAX_DIMS], noop, rc;
+  if ((rc = reduce_mask(n, in, nin, mask, &noop, err))) return rc;
+  if (noop) {
+    if (out[0].nbytes) memcpy(out[0].data, in[0].data, out[0].nbytes);
+    return 0;
+  }
+  int r = in[0].ndim;
+  int64_t ostr[HS_MAX_DIMS], acc = 1, cnt = 1;
+  for (int d = r - 1; d >= 0; d--) {
+    ostr[d] = mask[d] ? 0 : acc;
+    if (!mask[d]) acc *= in[0].dims[d];
+    else cnt *= in[0].dims[d];
+  }
+  int64_t total = hs_numel(&in[0]), on = hs_numel(&out[0]);
+  if (in[0].dtype == HS_DT_INT64) {
+    switch (p->kind) {
+      case R_SUM: REDUCE_LOOP(int64_t, 0, *a += v); break;
+      case R_MAX: REDUCE_LOOP(int64_t, INT64_MIN, if (v > *a) *a = v); break;
+      case R_MIN: REDUCE_LOOP(int64_t, INT64_MAX, if (v < *a) *a = v); break;
+      default: REDUCE_LOOP(int64_t, 1, *a *= v); break;
+    }
+    return 0;
+  }
+  switch (p->kind) {
+    case R_SUM:
+    case R_MEAN: REDUCE_LOOP(float, 0.0f, *a += v); break;
+    case R_MAX: REDUCE_LOOP(float, -INFINITY, if (v > *a) *a = v); break;
+    case R_MIN: REDUCE_LOOP(float, INFINITY, if (v < *a) *a = v); break;
+    case R_PROD: REDUCE_LOOP(float, 1.0f, *a *= v); break;
+    default: REDUCE_LOOP(float, 0.0f, *a += v * v); break;
+  }
+  float *o = out[0].data;
+  if (p->kind == R_MEAN && cnt > 0)
+    for (int64_t i = 0; i < on; i++) o[i] /= (float)cnt;
+  if (p->kind == R_L2)
+    for (int64_t i = 0; i < on; i++) o[i] = sqrtf(o[i]);
+  return 0;
+}
+
+#define RED(name) {name, 1, 1, 2, 1, 1, 1u << 1, 0, reduce_check, reduce_infer, NULL, NULL, reduce_run}
+
+const hs_op_def hs_ops_reduce[] = {
+    RED("ReduceSum"), RED("ReduceMean"), RED("ReduceMax"), RED("ReduceMin"),
+    RED("ReduceProd"), RED("ReduceSumSquare"), RED("ReduceL2"),
+    {NULL},
+};

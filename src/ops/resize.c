@@ -1,0 +1,376 @@
+/* resize.c - Resize (nearest and linear, every coordinate transformation mode but cubic; scales or
+ * sizes) and the older Upsample, plus Pad (constant, reflect, edge; negative pads crop). */
+#include <math.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+enum { CT_HALF_PIXEL, CT_PYTORCH_HALF_PIXEL, CT_ALIGN_CORNERS, CT_ASYMMETRIC, CT_TF_HALF_PIXEL_NN, CT_TF_CROP };
+enum { NM_ROUND_FLOOR, NM_ROUND_CEIL, NM_FLOOR, NM_CEIL };
+
+typedef struct {
+  int linear;
+  int coord;
+  int nearest;
+  float extrapolation;
+  int legacy;      /* Upsample, or Resize-10: scales at input 1 */
+  int n_scales;    /* Upsample-7: scales attribute */
+  float scales[HS_MAX_DIMS];
+} resize_params;
+
+static int pick(const char *s, const char *const *names, int n, int *out) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(s, names[i]) == 0) {
+      *out = i;
+      return 0;
+    }
+  return -1;
+}
+
+static int resize_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  resize_params *p = (resize_params *)n->params.bytes;
+  memset(p, 0, sizeof *p);
+  int upsample = strcmp(n->op_type, "Upsample") == 0;
+  p->legacy = upsample || n->opset < 11;
+  int rc = hs_node_only_attrs(n, upsample ? (n->opset < 9 ? "mode,scales" : "mode")
+                                          : p->legacy ? "mode"
+                                                      : "mode,coordinate_transformation_mode,nearest_mode,"
+                                                        "extrapolation_value,exclude_outside,cubic_coeff_a",
+                              err);
+  const char *mode, *ct, *nm;
+  if (rc || (rc = hs_attr_string(n, "mode", "nearest", &mode, err)) ||
+      (rc = hs_attr_string(n, "coordinate_transformation_mode", p->legacy ? "asymmetric" : "half_pixel", &ct, err)) ||
+      (rc = hs_attr_string(n, "nearest_mode", p->legacy ? "floor" : "round_prefer_floor", &nm, err)) ||
+      (rc = hs_attr_float(n, "extrapolation_value", 0.0f, &p->extrapolation, err)))
+    return rc;
+  static const char *const modes[] = {"nearest", "linear"};
+  static const char *const cts[] = {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
+                                    "tf_half_pixel_for_nn", "tf_crop_and_resize"};
+  static const char *const nms[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
+  if (strcmp(mode, "bilinear") == 0 && upsample) mode = "linear";
+  if (pick(mode, modes, 2, &p->linear)) return hs_op_errf(err, n, HS_UNSUPPORTED, "mode '%s' is not supported (opset %d)", mode, n->opset);
+  if (pick(ct, cts, 6, &p->coord)) return hs_op_errf(err, n, HS_UNSUPPORTED, "coordinate_transformation_mode '%s' is not supported", ct);
+  if (pick(nm, nms, 4, &p->nearest)) return hs_op_errf(err, n, HS_UNSUPPORTED, "nearest_mode '%s' is not supported", nm);
+  if (upsample && n->opset < 9) {
+    const hs_attr *a = hs_node_attr(n, "scales");
+    if (!a || a->type != HS_ATTR_FLOATS || a->n > HS_MAX_DIMS) return hs_op_errf(err, n, HS_PARSE, "scales attribute is required");
+    p->n_scales = (int)a->n;
+    memcpy(p->scales, a->floats, a->n * sizeof(float));
+  }
+  return 0;
+}
+
+/* Output dims and per-axis scales, from the scales or sizes input. */
+static int resize_dims(const hs_node *n, const hs_tensor *in, int nin, int64_t *od, double *sc, const hs_tensor **roi,
+                       hs_error *err) {
+  const resize_params *p = (const resize_params *)n->params.bytes;
+  int r = in[0].ndim;
+  const hs_tensor *scales = NULL, *sizes = NULL;
+  *roi = NULL;
+  float attr_scales[HS_MAX_DIMS];
+  if (p->n_scales) {
+    if (p->n_scales != r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "scales has %d entries for rank %d", p->n_scales, r);
+    memcpy(attr_scales, p->scales, sizeof attr_scales);
+  } else if (p->legacy) {
+    scales = nin > 1 && HS_PRESENT(&in[1]) ? &in[1] : NULL;
+  } else {
+    *roi = nin > 1 && HS_PRESENT(&in[1]) && hs_numel(&in[1]) > 0 ? &in[1] : NULL;
+    scales = nin > 2 && HS_PRESENT(&in[2]) && hs_numel(&in[2]) > 0 ? &in[2] : NULL;
+    sizes = nin > 3 && HS_PRESENT(&in[3]) && hs_numel(&in[3]) > 0 ? &in[3] : NULL;
+  }
+  if (!p->n_scales && !!scales == !!sizes) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "exactly one of scales and sizes is needed");
+  if (scales && (scales->dtype != HS_DT_FLOAT32 || hs_numel(scales) != r))
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "scales must be float32 with one entry per dimension");
+  if (sizes && (sizes->dtype != HS_DT_INT64 || hs_numel(sizes) != r))
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "sizes must be int64 with one entry per dimension");
+  if (*roi && ((*roi)->dtype != HS_DT_FLOAT32 || hs_numel(*roi) != 2 * r))
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "roi must be float32 with 2 entries per dimension");
+  for (int i = 0; i < r; i++) {
+    if (sizes) {
+      od[i] = ((const int64_t *)sizes->data)[i];
+      if (od[i] < 0 || od[i] > ((int64_t)1 << 40)) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "implausible size");
+      sc[i] = in[0].dims[i] ? (double)od[i] / (double)in[0].dims[i] : 1.0;
+    } else {
+      double s = p->n_scales ? attr_scales[i] : ((const float *)scales->data)[i];
+      if (!(s > 0) || s > 1e6) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "scale must be positive");
+      double o = floor((double)in[0].dims[i] * s);
+      if (o > (double)((int64_t)1 << 40)) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "output too large");
+      od[i] = (int64_t)o;
+      sc[i] = s;
+    }
+  }
+  return 0;
+}
+
+static int resize_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_UNDEFINED);
+  if (rc) return rc;
+  int64_t od[HS_MAX_DIMS];
+  double sc[HS_MAX_DIMS];
+  const hs_tensor *roi;
+  if ((rc = resize_dims(n, in, nin, od, sc, &roi, err))) return rc;
+  return hs_set_shape(&out[0], HS_DT_FLOAT32, in[0].ndim, od, n, err);
+}
+
+static size_t resize_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  int64_t total = 0;
+  for (int i = 0; i < out[0].ndim; i++) total += out[0].dims[i];
+  return (size_t)total * (2 * sizeof(int64_t) + sizeof(float) + 1);
+}
+
+/* Source coordinate of output index x along one axis. */
+/* out_len is in_len * scale, unrounded, as ONNX's reference computes it. */
+static double source_coord(const resize_params *p, double x, double scale, int64_t in_len, double out_len,
+                           const float *roi_s, const float *roi_e) {
+  switch (p->coord) {
+    case CT_HALF_PIXEL: return (x + 0.5) / scale - 0.5;
+    case CT_PYTORCH_HALF_PIXEL: return out_len > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
+    case CT_ALIGN_CORNERS: return out_len == 1 ? 0.0 : x * (double)(in_len - 1) / (out_len - 1);
+    case CT_ASYMMETRIC: return x / scale;
+    case CT_TF_HALF_PIXEL_NN: return (x + 0.5) / scale;
+    default: { /* tf_crop_and_resize */
+      double s = roi_s ? *roi_s : 0, e = roi_e ? *roi_e : 1;
+      return out_len > 1 ? s * (double)(in_len - 1) + x * (e - s) * (double)(in_len - 1) / (out_len - 1)
+                         : 0.5 * (s + e) * (double)(in_len - 1);
+    }
+  }
+}
+
+static int64_t nearest_index(int mode, double x) {
+  double f = floor(x);
+  switch (mode) {
+    case NM_ROUND_FLOOR: return (int64_t)(x - f == 0.5 ? f : round(x));
+    case NM_ROUND_CEIL: return (int64_t)(x - f == 0.5 ? f + 1 : round(x));
+    case NM_FLOOR: return (int64_t)f;
+    default: return (int64_t)ceil(x);
+  }
+}
+
+static int resize_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                      hs_error *err) {
+  const resize_params *p = (const resize_params *)n->params.bytes;
+  int r = in[0].ndim, rc;
+  int64_t od[HS_MAX_DIMS];
+  double sc[HS_MAX_DIMS];
+  const hs_tensor *roi;
+  if ((rc = resize_dims(n, in, nin, od, sc, &roi, err))) return rc;
+  /* per axis: i0, i1, weight of i1, and whether the position is outside (tf_crop_and_resize) */
+  int64_t *i0[HS_MAX_DIMS], *i1[HS_MAX_DIMS];
+  float *w[HS_MAX_DIMS];
+  unsigned char *outside[HS_MAX_DIMS];
+  char *sp = scratch;
+  for (int a = 0; a < r; a++) {
+    i0[a] = (int64_t *)sp;
+    sp += od[a] * 8;
+    i1[a] = (int64_t *)sp;
+    sp += od[a] * 8;
+  }
+  for (int a = 0; a < r; a++) {
+    w[a] = (float *)sp;
+    sp += od[a] * 4;
+  }
+  for (int a = 0; a < r; a++) {
+    outside[a] = (unsigned char *)sp;
+    sp += od[a];
+  }
+  for (int a = 0; a < r; a++) {
+    int64_t len = in[0].dims[a];
+    const float *rs = roi ? (const float *)roi->data + a : NULL, *re = roi ? (const float *)roi->data + r + a : NULL;
+    for (int64_t o = 0; o < od[a]; o++) {
+      double x = source_coord(p, (double)o, sc[a], len, (double)len * sc[a], rs, re);
+      outside[a][o] = p->coord == CT_TF_CROP && (x < 0 || x > (double)(len - 1));
+      if (!p->linear) {
+        int64_t k = nearest_index(p->nearest, x);
+        k = k < 0 ? 0 : k >= len ? len - 1 : k;
+        i0[a][o] = i1[a][o] = k;
+        w[a][o] = 0;
+      } else {
+        double xc = x < 0 ? 0 : x > (double)(len - 1) ? (double)(len - 1) : x;
+        int64_t k = (int64_t)floor(xc);
+        if (k >= len - 1) k = len - 1 > 0 ? len - 1 : 0;
+        i0[a][o] = k;
+        i1[a][o] = k + 1 < len ? k + 1 : k;
+        w[a][o] = (float)(xc - (double)k);
+      }
+    }
+  }
+  int64_t ist[HS_MAX_DIMS], acc = 1;
+  for (int a = r - 1; a >= 0; a--) {
+    ist[a] = acc;
+    acc *= in[0].dims[a];
+  }
+  const float *x = in[0].data;
+  float *y = out[0].data;
+  int64_t total = hs_numel(&out[0]), idx[HS_MAX_DIMS] = {0};
+  for (int64_t e = 0; e < total; e++) {
+    int oob = 0, axes[HS_MAX_DIMS], k = 0;
+    int64_t base = 0;
+    for (int a = 0; a < r; a++) {
+      oob |= outside[a][idx[a]];
+      base += i0[a][idx[a]] * ist[a];
+      if (w[a][idx[a]] != 0) axes[k++] = a;
+    }
+    if (oob) {
+      y[e] = p->extrapolation;
+    } else if (k == 0) {
+      y[e] = x[base];
+    } else {
+      double v = 0;
+      for (int m = 0; m < (1 << k); m++) {
+        double wt = 1;
+        int64_t off = base;
+        for (int j = 0; j < k; j++) {
+          int a = axes[j];
+          float wa = w[a][idx[a]];
+          if (m >> j & 1) {
+            wt *= wa;
+            off += (i1[a][idx[a]] - i0[a][idx[a]]) * ist[a];
+          } else {
+            wt *= 1 - wa;
+          }
+        }
+        v += wt * x[off];
+      }
+      y[e] = (float)v;
+    }
+    for (int a = r - 1; a >= 0; a--) {
+      if (++idx[a] < od[a]) break;
+      idx[a] = 0;
+    }
+  }
+  return 0;
+}
+
+/* ---- Pad -------------------------------------------------------------------------------------- */
+
+enum { PM_CONSTANT, PM_REFLECT, PM_EDGE };
+
+typedef struct {
+  int mode;
+  int from_inputs;
+  float value;
+  int n_pads;
+  int64_t pads[2 * HS_MAX_DIMS];
+} pad_params;
+
+static int pad_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  pad_params *p = (pad_params *)n->params.bytes;
+  memset(p, 0, sizeof *p);
+  p->from_inputs = n->opset >= 11;
+  int rc = hs_node_only_attrs(n, p->from_inputs ? "mode" : (n->opset < 2 ? "mode,paddings,value" : "mode,pads,value"), err);
+  const char *mode;
+  if (rc || (rc = hs_attr_string(n, "mode", "constant", &mode, err)) || (rc = hs_attr_float(n, "value", 0.0f, &p->value, err)))
+    return rc;
+  static const char *const modes[] = {"constant", "reflect", "edge"};
+  if (pick(mode, modes, 3, &p->mode)) return hs_op_errf(err, n, HS_UNSUPPORTED, "mode '%s' is not supported (opset %d)", mode, n->opset);
+  if (!p->from_inputs) {
+    const int64_t *v;
+    size_t c;
+    if ((rc = hs_attr_ints(n, n->opset < 2 ? "paddings" : "pads", &v, &c, err))) return rc;
+    if (!v || c > 2 * HS_MAX_DIMS) return hs_op_errf(err, n, HS_PARSE, "pads attribute is required");
+    p->n_pads = (int)c;
+    memcpy(p->pads, v, c * sizeof *v);
+  } else if (n->n_in < 2 || n->in[1] < 0) {
+    return hs_op_errf(err, n, HS_PARSE, "the pads input is required");
+  }
+  return 0;
+}
+
+static int pad_amounts(const hs_node *n, const hs_tensor *in, int nin, int64_t *pb, int64_t *pe, hs_error *err) {
+  const pad_params *p = (const pad_params *)n->params.bytes;
+  int r = in[0].ndim, c = p->n_pads;
+  int64_t v[2 * HS_MAX_DIMS];
+  if (p->from_inputs) {
+    const hs_tensor *t = &in[1];
+    if (t->dtype != HS_DT_INT64 || t->ndim != 1 || t->dims[0] > 2 * HS_MAX_DIMS)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads must be a 1-D int64 tensor");
+    c = (int)t->dims[0];
+    memcpy(v, t->data, (size_t)c * 8);
+  } else {
+    memcpy(v, p->pads, sizeof v);
+  }
+  if (c != 2 * r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads has %d entries for rank %d", c, r);
+  for (int i = 0; i < r; i++) {
+    pb[i] = v[i];
+    pe[i] = v[r + i];
+    if (pb[i] > ((int64_t)1 << 32) || pe[i] > ((int64_t)1 << 32) || in[0].dims[i] + pb[i] + pe[i] < 0 ||
+        pb[i] < -in[0].dims[i] || pe[i] < -in[0].dims[i])
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads out of range on axis %d", i);
+  }
+  return 0;
+}
+
+static int pad_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  const pad_params *p = (const pad_params *)n->params.bytes;
+  int rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_INT64, HS_DT_INT32, HS_DT_FLOAT64,
+                         HS_DT_UINT8, HS_DT_INT8, HS_DT_BOOL, HS_DT_UNDEFINED);
+  if (rc) return rc;
+  int64_t pb[HS_MAX_DIMS], pe[HS_MAX_DIMS], od[HS_MAX_DIMS];
+  if ((rc = pad_amounts(n, in, nin, pb, pe, err))) return rc;
+  for (int i = 0; i < in[0].ndim; i++) {
+    od[i] = in[0].dims[i] + pb[i] + pe[i];
+    if (p->mode != PM_CONSTANT && in[0].dims[i] == 0 && od[i] > 0)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "cannot %s-pad an empty axis", p->mode == PM_EDGE ? "edge" : "reflect");
+  }
+  if (nin > 2 && HS_PRESENT(&in[2]) && (in[2].dtype != in[0].dtype || hs_numel(&in[2]) != 1))
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "constant_value must be one element of the input's type");
+  return hs_set_shape(&out[0], in[0].dtype, in[0].ndim, od, n, err);
+}
+
+static int pad_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                   hs_error *err) {
+  const pad_params *p = (const pad_params *)n->params.bytes;
+  int64_t pb[HS_MAX_DIMS], pe[HS_MAX_DIMS], ist[HS_MAX_DIMS], acc = 1;
+  int rc = pad_amounts(n, in, nin, pb, pe, err), r = in[0].ndim;
+  if (rc) return rc;
+  for (int a = r - 1; a >= 0; a--) {
+    ist[a] = acc;
+    acc *= in[0].dims[a];
+  }
+  size_t esz = hs_dtype_size(in[0].dtype);
+  unsigned char fill[8] = {0};
+  if (nin > 2 && HS_PRESENT(&in[2])) memcpy(fill, in[2].data, esz);
+  else if (!p->from_inputs) {
+    hs_tensor f = {.dtype = in[0].dtype, .data = fill};
+    hs_store_f64(&f, 0, p->value);
+  }
+  int64_t total = hs_numel(&out[0]), idx[HS_MAX_DIMS] = {0};
+  char *y = out[0].data;
+  const char *x = in[0].data;
+  for (int64_t e = 0; e < total; e++) {
+    int64_t off = 0;
+    int outside = 0;
+    for (int a = 0; a < r; a++) {
+      int64_t len = in[0].dims[a], i = idx[a] - pb[a];
+      if (i < 0 || i >= len) {
+        if (p->mode == PM_CONSTANT) {
+          outside = 1;
+          break;
+        } else if (p->mode == PM_EDGE) {
+          i = i < 0 ? 0 : len - 1;
+        } else if (len == 1) {
+          i = 0;
+        } else {
+          int64_t period = 2 * (len - 1);
+          i = i < 0 ? -i : i;
+          i %= period;
+          if (i >= len) i = period - i;
+        }
+      }
+      off += i * ist[a];
+    }
+    memcpy(y + e * (int64_t)esz, outside ? (const char *)fill : x + off * (int64_t)esz, esz);
+    for (int a = r - 1; a >= 0; a--) {
+      if (++idx[a] < out[0].dims[a]) break;
+      idx[a] = 0;
+    }
+  }
+  return 0;
+}
+
+const hs_op_def hs_ops_resize[] = {
+    {"Resize", 10, 1, 4, 1, 1, 0xeu, 0, resize_check, resize_infer, NULL, resize_scratch, resize_run},
+    {"Upsample", 7, 1, 2, 1, 1, 0x2u, 0, resize_check, resize_infer, NULL, resize_scratch, resize_run},
+    {"Pad", 1, 1, 3, 1, 1, 0x2u, 0, pad_check, pad_infer, NULL, NULL, pad_run},
+    {NULL},
+};

@@ -1,0 +1,680 @@
+/* shape.c - shape and data-movement ops: Shape, Reshape, Flatten, Squeeze, Unsqueeze, Transpose,
+ * Concat, Gather, Slice, Expand, Cast, ConstantOfShape. Type-agnostic where they only move bytes. */
+#include <math.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+static int copy_input0(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                       hs_error *err) {
+  if (out[0].nbytes && out[0].data != in[0].data) memcpy(out[0].data, in[0].data, out[0].nbytes);
+  return 0;
+}
+
+static int known_type(const hs_node *n, const hs_tensor *t, hs_error *err) {
+  if (hs_dtype_size(t->dtype) == 0) return hs_op_errf(err, n, HS_UNSUPPORTED, "input type not supported");
+  return 0;
+}
+
+/* Reads a 1-D int64 tensor (a shape / axes / starts input) into v; HS_INVALID_ARGUMENT when it is
+ * not one or holds more than max entries. */
+static int read_ints(const hs_node *n, const hs_tensor *t, const char *what, int64_t *v, int max, int *count,
+                     hs_error *err) {
+  if ((t->dtype != HS_DT_INT64 && t->dtype != HS_DT_INT32) || t->ndim > 1)
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "%s must be a 1-D int64 tensor", what);
+  int64_t c = hs_numel(t);
+  if (c > max) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "%s has %lld entries (at most %d)", what, (long long)c, max);
+  for (int64_t i = 0; i < c; i++) v[i] = hs_get_int(t, i);
+  *count = (int)c;
+  return 0;
+}
+
+/* ---- Shape ------------------------------------------------------------------------------------ */
+
+typedef struct {
+  int64_t start, end;
+  int has_end;
+} shape_params;
+
+static int shape_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  shape_params *p = (shape_params *)n->params.bytes;
+  int rc = hs_node_only_attrs(n, n->opset >= 15 ? "start,end" : "", err);
+  if (rc) return rc;
+  p->has_end = hs_node_attr(n, "end") != NULL;
+  if ((rc = hs_attr_int(n, "start", 0, &p->start, err)) || (rc = hs_attr_int(n, "end", 0, &p->end, err))) return rc;
+  return 0;
+}
+
+static void shape_range(const shape_params *p, int r, int64_t *s, int64_t *e) {
+  int64_t a = p->start < 0 ? p->start + r : p->start, b = p->has_end ? (p->end < 0 ? p->end + r : p->end) : r;
+  a = a < 0 ? 0 : a > r ? r : a;
+  b = b < 0 ? 0 : b > r ? r : b;
+  *s = a;
+  *e = b < a ? a : b;
+}
+
+static int shape_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int64_t s, e;
+  shape_range((const shape_params *)n->params.bytes, in[0].ndim, &s, &e);
+  int64_t d = e - s;
+  return hs_set_shape(&out[0], HS_DT_INT64, 1, &d, n, err);
+}
+
+static int shape_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                     hs_error *err) {
+  int64_t s, e;
+  shape_range((const shape_params *)n->params.bytes, in[0].ndim, &s, &e);
+  for (int64_t i = s; i < e; i++) ((int64_t *)out[0].data)[i - s] = in[0].dims[i];
+  return 0;
+}
+
+/* ---- Reshape ---------------------------------------------------------------------------------- */
+
+static int reshape_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  int64_t allowzero;
+  int rc = hs_node_only_attrs(n, "allowzero", err);
+  if (rc || (rc = hs_attr_int(n, "allowzero", 0, &allowzero, err))) return rc;
+  n->params.bytes[0] = allowzero != 0;
+  return 0;
+}
+
+static int reshape_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int rc, r;
+  int64_t d[HS_MAX_DIMS];
+  if ((rc = known_type(n, &in[0], err)) || (rc = read_ints(n, &in[1], "shape", d, HS_MAX_DIMS, &r, err))) return rc;
+  int infer_at = -1;
+  int64_t known = 1, total = hs_numel(&in[0]);
+  for (int i = 0; i < r; i++) {
+    if (d[i] == 0 && !n->params.bytes[0]) {
+      if (i >= in[0].ndim) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "0 in the shape refers past the input rank");
+      d[i] = in[0].dims[i];
+    }
+    if (d[i] == -1) {
+      if (infer_at >= 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "more than one -1 in the shape");
+      infer_at = i;
+    } else if (d[i] < 0) {
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "negative dimension %lld in the shape", (long long)d[i]);
+    } else {
+      if (d[i] && known > INT64_MAX / d[i]) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "shape overflows");
+      known *= d[i];
+    }
+  }
+  if (infer_at >= 0) {
+    if (known == 0 || total % known) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "cannot infer the -1 dimension");
+    d[infer_at] = total / known;
+  } else if (known != total) {
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "shape holds %lld elements, the input %lld", (long long)known,
+                      (long long)total);
+  }
+  return hs_set_shape(&out[0], in[0].dtype, r, d, n, err);
+}
+
+/* ---- Flatten ---------------------------------------------------------------------------------- */
+
+static int flatten_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  int rc = hs_node_only_attrs(n, "axis", err);
+  if (rc) return rc;
+  return hs_attr_int(n, "axis", 1, (int64_t *)n->params.bytes, err);
+}
+
+static int flatten_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int64_t axis = *(const int64_t *)n->params.bytes;
+  int r = in[0].ndim, rc;
+  if ((rc = known_type(n, &in[0], err))) return rc;
+  if (axis < -r || axis > r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axis out of range");
+  if (axis < 0) axis += r;
+  int64_t d[2] = {1, 1};
+  for (int i = 0; i < r; i++) d[i < axis ? 0 : 1] *= in[0].dims[i];
+  return hs_set_shape(&out[0], in[0].dtype, 2, d, n, err);
+}
+
+/* ---- Squeeze / Unsqueeze ---------------------------------------------------------------------- */
+
+typedef struct {
+  int from_input;
+  int n_axes;
+  int64_t axes[HS_MAX_DIMS];
+} axes_params;
+
+static int axes_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  axes_params *p = (axes_params *)n->params.bytes;
+  p->from_input = n->opset >= 13;
+  int rc = hs_node_only_attrs(n, p->from_input ? "" : "axes", err);
+  if (rc) return rc;
+  const int64_t *a;
+  size_t c;
+  if ((rc = hs_attr_ints(n, "axes", &a, &c, err))) return rc;
+  if (c > HS_MAX_DIMS) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "too many axes");
+  p->n_axes = (int)c;
+  memcpy(p->axes, a, c * sizeof *a);
+  if (!p->from_input && n->n_in > 1) return hs_op_errf(err, n, HS_PARSE, "axes input needs opset 13");
+  if (!p->from_input && strcmp(n->op_type, "Unsqueeze") == 0 && c == 0)
+    return hs_op_errf(err, n, HS_PARSE, "axes attribute is required");
+  return 0;
+}
+
+static int get_axes(const hs_node *n, const hs_tensor *in, int nin, int64_t *ax, int *count, hs_error *err) {
+  const axes_params *p = (const axes_params *)n->params.bytes;
+  if (p->from_input) {
+    if (nin > 1 && HS_PRESENT(&in[1])) return read_ints(n, &in[1], "axes", ax, HS_MAX_DIMS, count, err);
+    *count = 0;
+    return 0;
+  }
+  *count = p->n_axes;
+  memcpy(ax, p->axes, sizeof(int64_t) * (size_t)p->n_axes);
+  return 0;
+}
+
+static int squeeze_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int64_t ax[HS_MAX_DIMS], d[HS_MAX_DIMS];
+  int c, rc, r = in[0].ndim, drop[HS_MAX_DIMS] = {0};
+  if ((rc = known_type(n, &in[0], err)) || (rc = get_axes(n, in, nin, ax, &c, err))) return rc;
+  for (int i = 0; i < c; i++) {
+    int a;
+    if ((rc = hs_norm_axis(ax[i], r, &a, n, err))) return rc;
+    if (in[0].dims[a] != 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axis %d has size %lld, not 1", a, (long long)in[0].dims[a]);
+    drop[a] = 1;
+  }
+  int k = 0;
+  for (int i = 0; i < r; i++)
+    if (!(c ? drop[i] : in[0].dims[i] == 1)) d[k++] = in[0].dims[i];
+  return hs_set_shape(&out[0], in[0].dtype, k, d, n, err);
+}
+
+static int unsqueeze_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int64_t ax[HS_MAX_DIMS], d[HS_MAX_DIMS];
+  int c, rc, add[HS_MAX_DIMS] = {0};
+  if ((rc = known_type(n, &in[0], err)) || (rc = get_axes(n, in, nin, ax, &c, err))) return rc;
+  int r = in[0].ndim + c;
+  if (c == 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "no axes");
+  if (r > HS_MAX_DIMS) return hs_op_errf(err, n, HS_UNSUPPORTED, "rank %d is over %d", r, HS_MAX_DIMS);
+  for (int i = 0; i < c; i++) {
+    int a;
+    if ((rc = hs_norm_axis(ax[i], r, &a, n, err))) return rc;
+    if (add[a]) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axis %d repeated", a);
+    add[a] = 1;
+  }
+  for (int i = 0, k = 0; i < r; i++) d[i] = add[i] ? 1 : in[0].dims[k++];
+  return hs_set_shape(&out[0], in[0].dtype, r, d, n, err);
+}
+
+/* ---- Transpose -------------------------------------------------------------------------------- */
+
+typedef struct {
+  int n_perm;
+  int64_t perm[HS_MAX_DIMS];
+} perm_params;
+
+static int transpose_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  perm_params *p = (perm_params *)n->params.bytes;
+  int rc = hs_node_only_attrs(n, "perm", err);
+  const int64_t *a;
+  size_t c;
+  if (rc || (rc = hs_attr_ints(n, "perm", &a, &c, err))) return rc;
+  if (c > HS_MAX_DIMS) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "perm too long");
+  p->n_perm = hs_node_attr(n, "perm") ? (int)c : -1;
+  memcpy(p->perm, a, c * sizeof *a);
+  return 0;
+}
+
+static void get_perm(const perm_params *p, int r, int *perm) {
+  for (int i = 0; i < r; i++) perm[i] = p->n_perm < 0 ? r - 1 - i : (int)p->perm[i];
+}
+
+static int transpose_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  const perm_params *p = (const perm_params *)n->params.bytes;
+  int r = in[0].ndim, perm[HS_MAX_DIMS], seen[HS_MAX_DIMS] = {0}, rc;
+  if ((rc = known_type(n, &in[0], err))) return rc;
+  if (p->n_perm >= 0 && p->n_perm != r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "perm has %d entries for rank %d", p->n_perm, r);
+  for (int i = 0; i < p->n_perm; i++)
+    if (p->perm[i] < 0 || p->perm[i] >= r || seen[p->perm[i]]++)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "perm is not a permutation");
+  get_perm(p, r, perm);
+  int64_t d[HS_MAX_DIMS];
+  for (int i = 0; i < r; i++) d[i] = in[0].dims[perm[i]];
+  return hs_set_shape(&out[0], in[0].dtype, r, d, n, err);
+}
+
+/* Copies a strided view: out is dense with dims od[r]; element i of out reads in at sum(idx * st). */
+static void strided_copy(void *dst, const void *src, size_t esz, int r, const int64_t *od, const int64_t *st,
+                         int64_t base) {
+  int64_t total = 1;
+  for (int i = 0; i < r; i++) total *= od[i];
+  if (total == 0) return;
+  if (r == 0) {
+    memcpy(dst, (const char *)src + base * (int64_t)esz, esz);
+    return;
+  }
+  int64_t idx[HS_MAX_DIMS] = {0}, off = base, inner = od[r - 1], ist = st[r - 1];
+  char *o = dst;
+  for (int64_t k = 0; k < total; k += inner) {
+    const char *s = (const char *)src + off * (int64_t)esz;
+    if (ist == 1) {
+      memcpy(o, s, (size_t)inner * esz);
+      o += inner * (int64_t)esz;
+    } else if (esz == 4) {
+      for (int64_t j = 0; j < inner; j++, o += 4) memcpy(o, s + j * ist * 4, 4);
+    } else {
+      for (int64_t j = 0; j < inner; j++, o += esz) memcpy(o, s + j * ist * (int64_t)esz, esz);
+    }
+    for (int d = r - 2; d >= 0; d--) {
+      off += st[d];
+      if (++idx[d] < od[d]) break;
+      off -= st[d] * od[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+static int transpose_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                         hs_error *err) {
+  int r = in[0].ndim, perm[HS_MAX_DIMS];
+  get_perm((const perm_params *)n->params.bytes, r, perm);
+  int64_t ist[HS_MAX_DIMS], st[HS_MAX_DIMS], acc = 1;
+  for (int i = r - 1; i >= 0; i--) {
+    ist[i] = acc;
+    acc *= in[0].dims[i];
+  }
+  for (int i = 0; i < r; i++) st[i] = ist[perm[i]];
+  strided_copy(out[0].data, in[0].data, hs_dtype_size(in[0].dtype), r, out[0].dims, st, 0);
+  return 0;
+}
+
+/* ---- Concat ----------------------------------------------------------------------------------- */
+
+static int concat_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  int rc = hs_node_only_attrs(n, "axis", err);
+  if (rc) return rc;
+  if (!hs_node_attr(n, "axis")) return hs_op_errf(err, n, HS_PARSE, "axis is required");
+  return hs_attr_int(n, "axis", 0, (int64_t *)n->params.bytes, err);
+}
+
+static int concat_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int r = in[0].ndim, a, rc;
+  if ((rc = known_type(n, &in[0], err)) || (rc = hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err)))
+    return rc;
+  int64_t d[HS_MAX_DIMS];
+  memcpy(d, in[0].dims, sizeof d);
+  d[a] = 0;
+  for (int i = 0; i < nin; i++) {
+    if (!HS_PRESENT(&in[i])) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "empty input");
+    if (in[i].dtype != in[0].dtype || in[i].ndim != r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "inputs differ in type or rank");
+    for (int k = 0; k < r; k++)
+      if (k != a && in[i].dims[k] != in[0].dims[k])
+        return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "input %d differs in dimension %d", i, k);
+    d[a] += in[i].dims[a];
+  }
+  return hs_set_shape(&out[0], in[0].dtype, r, d, n, err);
+}
+
+static int concat_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                      hs_error *err) {
+  int r = in[0].ndim, a;
+  hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err);
+  size_t esz = hs_dtype_size(in[0].dtype);
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < a; k++) outer *= out[0].dims[k];
+  for (int k = a + 1; k < r; k++) inner *= out[0].dims[k];
+  size_t orow = (size_t)(out[0].dims[a] * inner) * esz, off = 0;
+  for (int i = 0; i < nin; i++) {
+    size_t row = (size_t)(in[i].dims[a] * inner) * esz;
+    for (int64_t o = 0; o < outer; o++)
+      memcpy((char *)out[0].data + (size_t)o * orow + off, (const char *)in[i].data + (size_t)o * row, row);
+    off += row;
+  }
+  return 0;
+}
+
+/* ---- Gather ----------------------------------------------------------------------------------- */
+
+static int gather_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  int rc = hs_node_only_attrs(n, "axis", err);
+  return rc ? rc : hs_attr_int(n, "axis", 0, (int64_t *)n->params.bytes, err);
+}
+
+static int gather_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int r = in[0].ndim, a, rc;
+  if ((rc = known_type(n, &in[0], err))) return rc;
+  if (r < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "data must have rank >= 1");
+  if ((rc = hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err))) return rc;
+  if (in[1].dtype != HS_DT_INT64 && in[1].dtype != HS_DT_INT32)
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "indices must be int32 or int64");
+  int ro = r - 1 + in[1].ndim;
+  if (ro > HS_MAX_DIMS) return hs_op_errf(err, n, HS_UNSUPPORTED, "output rank over %d", HS_MAX_DIMS);
+  int64_t d[HS_MAX_DIMS];
+  int k = 0;
+  for (int i = 0; i < a; i++) d[k++] = in[0].dims[i];
+  for (int i = 0; i < in[1].ndim; i++) d[k++] = in[1].dims[i];
+  for (int i = a + 1; i < r; i++) d[k++] = in[0].dims[i];
+  return hs_set_shape(&out[0], in[0].dtype, ro, d, n, err);
+}
+
+static int gather_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                      hs_error *err) {
+  int r = in[0].ndim, a;
+  hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err);
+  size_t esz = hs_dtype_size(in[0].dtype);
+  int64_t outer = 1, inner = 1, dim = in[0].dims[a], ni = hs_numel(&in[1]);
+  for (int k = 0; k < a; k++) outer *= in[0].dims[k];
+  for (int k = a + 1; k < r; k++) inner *= in[0].dims[k];
+  size_t row = (size_t)inner * esz;
+  for (int64_t j = 0; j < ni; j++) {
+    int64_t ix = hs_get_int(&in[1], j);
+    if (ix < -dim || ix >= dim)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "index %lld out of range [%lld, %lld)", (long long)ix,
+                        (long long)-dim, (long long)dim);
+  }
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t j = 0; j < ni; j++) {
+      int64_t ix = hs_get_int(&in[1], j);
+      if (ix < 0) ix += dim;
+      memcpy((char *)out[0].data + (size_t)(o * ni + j) * row, (const char *)in[0].data + (size_t)(o * dim + ix) * row,
+             row);
+    }
+  return 0;
+}
+
+/* ---- Slice ------------------------------------------------------------------------------------ */
+
+typedef struct {
+  int from_inputs;
+  int n;
+  int64_t starts[HS_MAX_DIMS], ends[HS_MAX_DIMS], axes[HS_MAX_DIMS];
+  int has_axes;
+} slice_params;
+
+static int slice_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  slice_params *p = (slice_params *)n->params.bytes;
+  p->from_inputs = n->opset >= 10;
+  int rc = hs_node_only_attrs(n, p->from_inputs ? "" : "starts,ends,axes", err);
+  if (rc) return rc;
+  if (p->from_inputs) {
+    if (n->n_in < 3) return hs_op_errf(err, n, HS_PARSE, "starts and ends inputs are required");
+    return 0;
+  }
+  const int64_t *s, *e, *a;
+  size_t cs, ce, ca;
+  if ((rc = hs_attr_ints(n, "starts", &s, &cs, err)) || (rc = hs_attr_ints(n, "ends", &e, &ce, err)) ||
+      (rc = hs_attr_ints(n, "axes", &a, &ca, err)))
+    return rc;
+  if (cs != ce || cs > HS_MAX_DIMS || (hs_node_attr(n, "axes") && ca != cs))
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "starts/ends/axes lengths differ");
+  p->n = (int)cs;
+  memcpy(p->starts, s, cs * 8);
+  memcpy(p->ends, e, cs * 8);
+  memcpy(p->axes, a, ca * 8);
+  p->has_axes = hs_node_attr(n, "axes") != NULL;
+  return 0;
+}
+
+/* Per-axis start and step, and output dims. */
+static int slice_plan(const hs_node *n, const hs_tensor *in, int nin, int64_t *start, int64_t *step, int64_t *od,
+                      hs_error *err) {
+  const slice_params *p = (const slice_params *)n->params.bytes;
+  int r = in[0].ndim, c, rc, cnt;
+  int64_t s[HS_MAX_DIMS], e[HS_MAX_DIMS], ax[HS_MAX_DIMS], stp[HS_MAX_DIMS];
+  int has_axes;
+  if (p->from_inputs) {
+    if ((rc = read_ints(n, &in[1], "starts", s, HS_MAX_DIMS, &c, err)) ||
+        (rc = read_ints(n, &in[2], "ends", e, HS_MAX_DIMS, &cnt, err)))
+      return rc;
+    if (cnt != c) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "starts and ends differ in length");
+    has_axes = nin > 3 && HS_PRESENT(&in[3]);
+    if (has_axes && ((rc = read_ints(n, &in[3], "axes", ax, HS_MAX_DIMS, &cnt, err)) || cnt != c))
+      return rc ? rc : hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axes length differs");
+    if (nin > 4 && HS_PRESENT(&in[4])) {
+      if ((rc = read_ints(n, &in[4], "steps", stp, HS_MAX_DIMS, &cnt, err)) || cnt != c)
+        return rc ? rc : hs_op_errf(err, n, HS_INVALID_ARGUMENT, "steps length differs");
+    } else {
+      for (int i = 0; i < c; i++) stp[i] = 1;
+    }
+  } else {
+    c = p->n;
+    memcpy(s, p->starts, sizeof s);
+    memcpy(e, p->ends, sizeof e);
+    memcpy(ax, p->axes, sizeof ax);
+    has_axes = p->has_axes;
+    for (int i = 0; i < c; i++) stp[i] = 1;
+  }
+  for (int i = 0; i < r; i++) {
+    start[i] = 0;
+    step[i] = 1;
+    od[i] = in[0].dims[i];
+  }
+  int seen[HS_MAX_DIMS] = {0};
+  for (int i = 0; i < c; i++) {
+    int a = i;
+    if (has_axes && (rc = hs_norm_axis(ax[i], r, &a, n, err))) return rc;
+    if (a >= r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "more starts than dimensions");
+    if (seen[a]++) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axis %d repeated", a);
+    int64_t dim = in[0].dims[a], st = stp[i], b = s[i], en = e[i];
+    if (st == 0) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "step 0");
+    if (b < 0) b += dim;
+    if (en < 0) en += dim;
+    if (st > 0) {
+      b = b < 0 ? 0 : b > dim ? dim : b;
+      en = en < 0 ? 0 : en > dim ? dim : en;
+      od[a] = en > b ? (en - b + st - 1) / st : 0;
+    } else {
+      b = b < 0 ? -1 : b > dim - 1 ? dim - 1 : b;
+      en = en < -1 ? -1 : en > dim - 1 ? dim - 1 : en;
+      /* (b - en) may be large: st is negative and not 0, and st == INT64_MIN makes -st overflow */
+      int64_t mst = st == INT64_MIN ? INT64_MAX : -st;
+      od[a] = b > en ? (b - en + mst - 1) / mst : 0;
+    }
+    start[a] = b;
+    step[a] = st;
+  }
+  return 0;
+}
+
+static int slice_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int64_t start[HS_MAX_DIMS], step[HS_MAX_DIMS], od[HS_MAX_DIMS];
+  int rc;
+  if ((rc = known_type(n, &in[0], err)) || (rc = slice_plan(n, in, nin, start, step, od, err))) return rc;
+  return hs_set_shape(&out[0], in[0].dtype, in[0].ndim, od, n, err);
+}
+
+static int slice_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                     hs_error *err) {
+  int64_t start[HS_MAX_DIMS], step[HS_MAX_DIMS], od[HS_MAX_DIMS], st[HS_MAX_DIMS], acc = 1, base = 0;
+  int rc = slice_plan(n, in, nin, start, step, od, err), r = in[0].ndim;
+  if (rc) return rc;
+  for (int i = r - 1; i >= 0; i--) {
+    st[i] = acc * step[i];
+    base += acc * start[i];
+    acc *= in[0].dims[i];
+  }
+  if (hs_numel(&out[0]) == 0) return 0;
+  strided_copy(out[0].data, in[0].data, hs_dtype_size(in[0].dtype), r, od, st, base);
+  return 0;
+}
+
+/* ---- Expand ----------------------------------------------------------------------------------- */
+
+static int expand_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int c, rc, r;
+  hs_tensor shp = {.ndim = 0};
+  if ((rc = known_type(n, &in[0], err)) || (rc = read_ints(n, &in[1], "shape", shp.dims, HS_MAX_DIMS, &c, err))) return rc;
+  shp.ndim = c;
+  int64_t d[HS_MAX_DIMS];
+  if ((rc = hs_broadcast_shape(&in[0], &shp, &r, d, n, err))) return rc;
+  return hs_set_shape(&out[0], in[0].dtype, r, d, n, err);
+}
+
+static int expand_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                      hs_error *err) {
+  int r = out[0].ndim;
+  int64_t st[HS_MAX_DIMS], acc = 1;
+  for (int i = r - 1; i >= 0; i--) {
+    int ti = i - (r - in[0].ndim);
+    int64_t d = ti >= 0 ? in[0].dims[ti] : 1;
+    st[i] = d == 1 ? 0 : acc;
+    acc *= d;
+  }
+  strided_copy(out[0].data, in[0].data, hs_dtype_size(in[0].dtype), r, out[0].dims, st, 0);
+  return 0;
+}
+
+/* ---- Cast ------------------------------------------------------------------------------------- */
+
+static float half_to_float(uint16_t h) {
+  uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+  if (e == 0) {
+    float f = ldexpf((float)m, -24);
+    return s ? -f : f;
+  }
+  if (e == 31) bits = s | 0x7f800000u | (m << 13);
+  else bits = s | ((e + 112) << 23) | (m << 13);
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static uint16_t float_to_half(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint16_t s = (uint16_t)((x >> 16) & 0x8000);
+  uint32_t e = (x >> 23) & 0xff, m = x & 0x7fffff;
+  if (e == 0xff) return s | 0x7c00 | (m ? 0x200 : 0);
+  int32_t ne = (int32_t)e - 127 + 15;
+  if (ne >= 31) return s | 0x7c00;
+  if (ne <= 0) {
+    if (ne < -10) return s;
+    m |= 0x800000;
+    int shift = 14 - ne;
+    uint32_t hm = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (hm & 1))) hm++;
+    return s | (uint16_t)hm;
+  }
+  uint32_t hm = m >> 13, rem = m & 0x1fff;
+  uint16_t h = s | (uint16_t)(ne << 10) | (uint16_t)hm;
+  if (rem > 0x1000 || (rem == 0x1000 && (hm & 1))) h++;
+  return h;
+}
+
+static int cast_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  int64_t to;
+  int rc = hs_node_only_attrs(n, "to", err);
+  if (rc || (rc = hs_attr_int(n, "to", 0, &to, err))) return rc;
+  if (hs_dtype_size((hs_dtype)to) == 0 || to == HS_DT_UINT64 || to == HS_DT_UINT32)
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "cast to type %lld is not supported (opset %d)", (long long)to, n->opset);
+  *(int64_t *)n->params.bytes = to;
+  return 0;
+}
+
+static int cast_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_FLOAT16, HS_DT_INT64,
+                         HS_DT_INT32, HS_DT_INT16, HS_DT_INT8, HS_DT_UINT8, HS_DT_UINT16, HS_DT_BOOL, HS_DT_UNDEFINED);
+  if (rc) return rc;
+  return hs_set_shape(&out[0], (hs_dtype)*(const int64_t *)n->params.bytes, in[0].ndim, in[0].dims, n, err);
+}
+
+static double load_as_double(const void *p, hs_dtype dt, int64_t i, int64_t *as_int, int *is_int) {
+  *is_int = 1;
+  switch (dt) {
+    case HS_DT_FLOAT32: *is_int = 0; return ((const float *)p)[i];
+    case HS_DT_FLOAT64: *is_int = 0; return ((const double *)p)[i];
+    case HS_DT_FLOAT16: *is_int = 0; return half_to_float(((const uint16_t *)p)[i]);
+    case HS_DT_INT64: *as_int = ((const int64_t *)p)[i]; break;
+    case HS_DT_INT32: *as_int = ((const int32_t *)p)[i]; break;
+    case HS_DT_INT16: *as_int = ((const int16_t *)p)[i]; break;
+    case HS_DT_INT8: *as_int = ((const int8_t *)p)[i]; break;
+    case HS_DT_UINT16: *as_int = ((const uint16_t *)p)[i]; break;
+    case HS_DT_UINT8: *as_int = ((const uint8_t *)p)[i]; break;
+    case HS_DT_BOOL: *as_int = ((const uint8_t *)p)[i] != 0; break;
+    default: *as_int = 0; break;
+  }
+  return (double)*as_int;
+}
+
+/* float -> integer conversions saturate-free but never invoke UB: NaN and out-of-range become 0 / wrap */
+static int64_t f2i(double v) {
+  if (!(v > -9.2e18 && v < 9.2e18)) return v != v ? 0 : (v > 0 ? INT64_MAX : INT64_MIN);
+  return (int64_t)v;
+}
+
+static int cast_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                    hs_error *err) {
+  int64_t c = hs_numel(&in[0]);
+  hs_dtype to = out[0].dtype;
+  for (int64_t i = 0; i < c; i++) {
+    int64_t iv = 0;
+    int is_int;
+    double v = load_as_double(in[0].data, in[0].dtype, i, &iv, &is_int);
+    int64_t x = is_int ? iv : f2i(v);
+    void *o = out[0].data;
+    switch (to) {
+      case HS_DT_FLOAT32: ((float *)o)[i] = (float)v; break;
+      case HS_DT_FLOAT64: ((double *)o)[i] = v; break;
+      case HS_DT_FLOAT16: ((uint16_t *)o)[i] = float_to_half((float)v); break;
+      case HS_DT_INT64: ((int64_t *)o)[i] = x; break;
+      case HS_DT_INT32: ((int32_t *)o)[i] = (int32_t)(uint32_t)x; break;
+      case HS_DT_INT16: ((int16_t *)o)[i] = (int16_t)(uint16_t)x; break;
+      case HS_DT_INT8: ((int8_t *)o)[i] = (int8_t)(uint8_t)x; break;
+      case HS_DT_UINT16: ((uint16_t *)o)[i] = (uint16_t)x; break;
+      case HS_DT_UINT8: ((uint8_t *)o)[i] = (uint8_t)x; break;
+      case HS_DT_BOOL: ((uint8_t *)o)[i] = is_int ? iv != 0 : v != 0; break;
+      default: return hs_op_errf(err, n, HS_UNSUPPORTED, "cast target not supported");
+    }
+  }
+  return 0;
+}
+
+/* ---- ConstantOfShape -------------------------------------------------------------------------- */
+
+typedef struct {
+  hs_dtype dt;
+  unsigned char value[8];
+} cos_params;
+
+static int cos_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  cos_params *p = (cos_params *)n->params.bytes;
+  int rc = hs_node_only_attrs(n, "value", err);
+  if (rc) return rc;
+  const hs_attr *a = hs_node_attr(n, "value");
+  memset(p, 0, sizeof *p);
+  p->dt = HS_DT_FLOAT32;
+  if (a) {
+    if (a->type != HS_ATTR_TENSOR || hs_shape_numel(a->tensor->t.dims, a->tensor->t.ndim) != 1 ||
+        a->tensor->t.nbytes > 8)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "value must be a one-element tensor");
+    p->dt = a->tensor->t.dtype;
+    memcpy(p->value, a->tensor->t.data, a->tensor->t.nbytes);
+  }
+  return 0;
+}
+
+static int cos_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int64_t d[HS_MAX_DIMS];
+  int c, rc;
+  if ((rc = read_ints(n, &in[0], "shape", d, HS_MAX_DIMS, &c, err))) return rc;
+  return hs_set_shape(&out[0], ((const cos_params *)n->params.bytes)->dt, c, d, n, err);
+}
+
+static int cos_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                   hs_error *err) {
+  const cos_params *p = (const cos_params *)n->params.bytes;
+  size_t esz = hs_dtype_size(p->dt);
+  int64_t c = hs_numel(&out[0]);
+  for (int64_t i = 0; i < c; i++) memcpy((char *)out[0].data + (size_t)i * esz, p->value, esz);
+  return 0;
+}
+
+#define OP(name, since, mi, ma, mo, xo, vin, fl, chk, inf, run) {name, since, mi, ma, mo, xo, vin, fl, chk, inf, NULL, NULL, run}
+
+const hs_op_def hs_ops_shape[] = {
+    OP("Shape", 1, 1, 1, 1, 1, 0, HS_OP_SHAPE_ONLY, shape_check, shape_infer, shape_run),
+    OP("Reshape", 5, 2, 2, 1, 1, 1u << 1, 0, reshape_check, reshape_infer, copy_input0),
+    OP("Flatten", 1, 1, 1, 1, 1, 0, 0, flatten_check, flatten_infer, copy_input0),
+    OP("Squeeze", 1, 1, 2, 1, 1, 1u << 1, 0, axes_check, squeeze_infer, copy_input0),
+    OP("Unsqueeze", 1, 1, 2, 1, 1, 1u << 1, 0, axes_check, unsqueeze_infer, copy_input0),
+    OP("Transpose", 1, 1, 1, 1, 1, 0, 0, transpose_check, transpose_infer, transpose_run),
+    OP("Concat", 4, 1, 64, 1, 1, 0, 0, concat_check, concat_infer, concat_run),
+    OP("Gather", 1, 2, 2, 1, 1, 0, 0, gather_check, gather_infer, gather_run),
+    OP("Slice", 1, 1, 5, 1, 1, 0x1eu, 0, slice_check, slice_infer, slice_run),
+    OP("Expand", 8, 2, 2, 1, 1, 1u << 1, 0, NULL, expand_infer, expand_run),
+    OP("Cast", 6, 1, 1, 1, 1, 0, 0, cast_check, cast_infer, cast_run),
+    OP("ConstantOfShape", 9, 1, 1, 1, 1, 1u << 0, 0, cos_check, cos_infer, cos_run),
+    {NULL},
+};

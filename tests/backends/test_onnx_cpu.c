@@ -1,0 +1,205 @@
+/* test_onnx_cpu.c - the onnx-cpu backend's contract (include/hotserve/backend.h): io descriptors
+ * with -1 for dynamic dims, input checking that names the input, outputs that live until the next
+ * run, and several threads running one model at once with their own sessions. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "case_util.h"
+#include "hotserve/backend.h"
+
+#define CASE(name) HS_CASES_DIR "/cases/" name
+
+static hs_backend_model *load(const char *dir) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/model.onnx", dir);
+  hs_backend_model *m = NULL;
+  hs_error err;
+  int rc = hs_backend_onnx_cpu()->load(path, NULL, &m, &err);
+  if (rc) fprintf(stderr, "%s\n", err.message);
+  assert_int_equal(rc, 0);
+  return m;
+}
+
+static void test_descriptors_and_memory(void **state) {
+  (void)state;
+  const hs_backend *be = hs_backend_onnx_cpu();
+  assert_int_equal(be->abi_version, HS_BACKEND_ABI_VERSION);
+  assert_string_equal(be->name, "onnx-cpu");
+  hs_backend_model *m = load(CASE("dyn_batch_mlp"));
+  assert_int_equal(be->num_inputs(m), 1);
+  assert_int_equal(be->num_outputs(m), 1);
+  const hs_io_desc *in = be->input(m, 0), *out = be->output(m, 0);
+  assert_string_equal(in->name, "x");
+  assert_int_equal(in->dtype, HS_DT_FLOAT32);
+  assert_int_equal(in->ndim, 2);
+  assert_int_equal(in->dims[0], -1);
+  assert_int_equal(in->dims[1], 4);
+  assert_string_equal(out->name, "y");
+  assert_int_equal(out->ndim, 2);
+  assert_int_equal(out->dims[0], -1);
+  assert_int_equal(out->dims[1], 3);
+  assert_null(be->input(m, 1));
+  assert_true(be->memory_bytes(m) >= (4 * 3 + 3) * sizeof(float)); /* at least the weights */
+  be->free_model(m);
+}
+
+static void test_dynamic_batch(void **state) {
+  (void)state;
+  const hs_backend *be = hs_backend_onnx_cpu();
+  hs_backend_model *m = load(CASE("dyn_batch_mlp"));
+  hs_tensor x, e;
+  assert_int_equal(load_npys(CASE("dyn_batch_mlp"), "input", &x, 1), 1);
+  assert_int_equal(load_npys(CASE("dyn_batch_mlp"), "expected", &e, 1), 1);
+  hs_backend_session *s;
+  hs_error err;
+  assert_int_equal(be->session_create(m, &s, &err), 0);
+  /* batch 1..7: each row of the batch is row (i % 3) of the case, so each output row is known */
+  for (int pass = 0; pass < 2; pass++)
+    for (int b = 1; b <= 7; b++) {
+      float buf[7 * 4];
+      for (int i = 0; i < b; i++) memcpy(buf + i * 4, (float *)x.data + (i % 3) * 4, 4 * sizeof(float));
+      hs_tensor in = {.dtype = HS_DT_FLOAT32, .ndim = 2, .dims = {b, 4}, .data = buf, .nbytes = (size_t)b * 16};
+      hs_tensor out;
+      assert_int_equal(be->run(s, &in, 1, &out, 1, &err), 0);
+      assert_int_equal(out.ndim, 2);
+      assert_int_equal(out.dims[0], b);
+      assert_int_equal(out.dims[1], 3);
+      for (int i = 0; i < b; i++)
+        for (int j = 0; j < 3; j++)
+          assert_float_equal(((float *)out.data)[i * 3 + j], ((float *)e.data)[(i % 3) * 3 + j], 1e-5);
+    }
+  be->session_free(s);
+  be->free_model(m);
+  free(x.data);
+  free(e.data);
+}
+
+static void test_input_errors_name_the_input(void **state) {
+  (void)state;
+  const hs_backend *be = hs_backend_onnx_cpu();
+  hs_backend_model *m = load(CASE("add_bcast"));
+  hs_tensor in[2], out;
+  assert_int_equal(load_npys(CASE("add_bcast"), "input", in, 2), 2);
+  hs_backend_session *s;
+  hs_error err;
+  assert_int_equal(be->session_create(m, &s, &err), 0);
+  assert_int_equal(be->run(s, in, 2, &out, 1, &err), 0);
+
+  hs_tensor bad[2] = {in[0], in[1]};
+  bad[1].dtype = HS_DT_INT32; /* same size, wrong type */
+  assert_int_equal(be->run(s, bad, 2, &out, 1, &err), HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "'b'"));
+  assert_non_null(strstr(err.message, "FP32"));
+
+  bad[1] = in[1];
+  bad[0].dims[2] = 5; /* a fixed dim differs */
+  assert_int_equal(be->run(s, bad, 2, &out, 1, &err), HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "'a'"));
+
+  bad[0] = in[0];
+  bad[0].ndim = 2;
+  assert_int_equal(be->run(s, bad, 2, &out, 1, &err), HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "rank"));
+
+  bad[0] = in[0];
+  bad[0].nbytes -= 4; /* bytes that do not match the shape */
+  assert_int_equal(be->run(s, bad, 2, &out, 1, &err), HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "'a'"));
+
+  assert_int_equal(be->run(s, in, 1, &out, 1, &err), HS_INVALID_ARGUMENT);
+  hs_tensor outs2[2];
+  assert_int_equal(be->run(s, in, 2, outs2, 2, &err), HS_INVALID_ARGUMENT);
+
+  assert_int_equal(be->run(s, in, 2, &out, 1, &err), 0); /* still usable afterwards */
+  be->session_free(s);
+  be->free_model(m);
+  free_tensors(in, 2);
+}
+
+static void test_outputs_live_until_next_run(void **state) {
+  (void)state;
+  const hs_backend *be = hs_backend_onnx_cpu();
+  hs_backend_model *m = load(CASE("constant_node_two_outputs"));
+  hs_tensor in, e[2], out[2];
+  assert_int_equal(load_npys(CASE("constant_node_two_outputs"), "input", &in, 1), 1);
+  assert_int_equal(load_npys(CASE("constant_node_two_outputs"), "expected", e, 2), 2);
+  hs_backend_session *s1, *s2;
+  hs_error err;
+  assert_int_equal(be->session_create(m, &s1, &err), 0);
+  assert_int_equal(be->session_create(m, &s2, &err), 0);
+  assert_int_equal(be->run(s1, &in, 1, out, 2, &err), 0);
+  /* another session's run must not touch s1's outputs */
+  float other[3] = {100, 200, 300};
+  hs_tensor in2 = in;
+  in2.data = other;
+  hs_tensor out2[2];
+  assert_int_equal(be->run(s2, &in2, 1, out2, 2, &err), 0);
+  assert_int_equal(compare_tensors("m", &out[0], &e[0]), 0);
+  assert_int_equal(compare_tensors("y", &out[1], &e[1]), 0);
+  assert_ptr_not_equal(out[0].data, out2[0].data);
+  be->session_free(s1);
+  be->session_free(s2);
+  be->free_model(m);
+  free(in.data);
+  free_tensors(e, 2);
+}
+
+typedef struct {
+  const hs_backend *be;
+  hs_backend_model *m;
+  hs_tensor in[2], e;
+  int bad;
+} thread_arg;
+
+static void *worker(void *p) {
+  thread_arg *a = p;
+  hs_backend_session *s;
+  hs_error err;
+  if (a->be->session_create(a->m, &s, &err)) {
+    a->bad = 1;
+    return NULL;
+  }
+  for (int i = 0; i < 300 && !a->bad; i++) {
+    hs_tensor out;
+    if (a->be->run(s, a->in, 2, &out, 1, &err) || compare_tensors("thread", &out, &a->e)) a->bad = 1;
+  }
+  a->be->session_free(s);
+  return NULL;
+}
+
+static void test_threads_share_one_model(void **state) {
+  (void)state;
+  const hs_backend *be = hs_backend_onnx_cpu();
+  hs_backend_model *m = load(CASE("matmul_batch_bcast"));
+  thread_arg args[4];
+  pthread_t th[4];
+  for (int t = 0; t < 4; t++) {
+    args[t] = (thread_arg){.be = be, .m = m};
+    assert_int_equal(load_npys(CASE("matmul_batch_bcast"), "input", args[t].in, 2), 2);
+    assert_int_equal(load_npys(CASE("matmul_batch_bcast"), "expected", &args[t].e, 1), 1);
+    assert_int_equal(pthread_create(&th[t], NULL, worker, &args[t]), 0);
+  }
+  for (int t = 0; t < 4; t++) {
+    pthread_join(th[t], NULL);
+    assert_int_equal(args[t].bad, 0);
+    free_tensors(args[t].in, 2);
+    free(args[t].e.data);
+  }
+  be->free_model(m);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_descriptors_and_memory),
+      cmocka_unit_test(test_dynamic_batch),
+      cmocka_unit_test(test_input_errors_name_the_input),
+      cmocka_unit_test(test_outputs_live_until_next_run),
+      cmocka_unit_test(test_threads_share_one_model),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""check_ops.py - runs ONNX's own Conv/ConvTranspose/pool/norm cases through `hotserve run`, comparing as ONNX does.
+
+Each case from Debian's libonnx-testdata runs three ways:
+  asis      the model as shipped (node tests give weights as runtime inputs: the plain-C path);
+  const     every input but the first made an initializer (the oneDNN kernel path);
+  fused     `const` plus extra nodes that the fusion passes fold into the kernel (an activation after
+            the op, and for Conv a residual Add), with the expected output computed here by numpy.
+Usage: check_ops.py HOTSERVE WORKDIR [--ops Conv,ConvTranspose,...]
+Prints one line per case and 'N passed, N failed'; exits non-zero on any failure.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+DATA = "/usr/share/libonnx-testdata/data"
+SUITES = ["node", "pytorch-converted", "pytorch-operator"]
+
+
+def load_pb(path):
+    t = onnx.TensorProto()
+    with open(path, "rb") as f:
+        t.ParseFromString(f.read())
+    return numpy_helper.to_array(t)
+
+
+def case_dirs(ops):
+    for suite in SUITES:
+        root = os.path.join(DATA, suite)
+        if not os.path.isdir(root):
+            continue
+        for name in sorted(os.listdir(root)):
+            d = os.path.join(root, name)
+            mp = os.path.join(d, "model.onnx")
+            if not os.path.exists(mp) or not os.path.isdir(os.path.join(d, "test_data_set_0")):
+                continue
+            try:
+                m = onnx.load(mp)
+            except Exception:
+                continue
+            types = {n.op_type for n in m.graph.node}
+            if types and types <= set(ops) and any(t in ops for t in types):
+                yield suite + "/" + name, d, m
+
+
+def close(a, e):
+    if a.dtype != e.dtype or a.shape != e.shape:
+        return False, "dtype/shape %s%s vs %s%s" % (a.dtype, a.shape, e.dtype, e.shape)
+    diff = np.abs(a.astype(np.float64) - e.astype(np.float64))
+    bad = diff > 1e-7 + 1e-3 * np.abs(e.astype(np.float64))
+    if bad.any():
+        i = np.argmax(bad)
+        return False, "element %d: %g vs %g" % (i, a.flat[i], e.flat[i])
+    return True, ""
+
+
+def run_model(hotserve, model, inputs, outdir, expect_kernel=False):
+    os.makedirs(outdir, exist_ok=True)
+    mp = os.path.join(outdir, "model.onnx")
+    onnx.save(model, mp)
+    args = [hotserve, "run", mp, "--output-dir", outdir, "--threads", "2"]
+    for name, arr in inputs.items():
+        p = os.path.join(outdir, "in_%s.npy" % "".join(c if c.isalnum() else "_" for c in name))
+        np.save(p, arr)
+        args += ["--input", "%s=%s" % (name, p)]
+    env = dict(os.environ)
+    if expect_kernel:
+        env["HS_KERNELS_STRICT"] = "1"  # a missing oneDNN kernel is then an error, not a fallback
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    if r.returncode != 0:
+        return None, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "exit %d" % r.returncode
+    outs = []
+    for o in model.graph.output:
+        p = os.path.join(outdir, "".join(c if (c.isalnum() or c in "._-") else "_" for c in o.name) + ".npy")
+        outs.append(np.load(p))
+    return outs, ""
+
+
+def make_const(model, inputs):
+    """Moves every graph input but the first into the initializers."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    keep = []
+    init_names = {i.name for i in g.initializer}
+    real = [i for i in g.input if i.name not in init_names]
+    for k, inp in enumerate(real):
+        if k == 0:
+            keep.append(inp)
+            continue
+        g.initializer.append(numpy_helper.from_array(inputs[inp.name], inp.name))
+    del g.input[:]
+    g.input.extend(keep + [i for i in model.graph.input if i.name in init_names])
+    return m, {real[0].name: inputs[real[0].name]}
+
+
+def add_fusions(model, first_input, expected, op):
+    """Appends Relu (and for Conv a residual Add of a new input) after the single output."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    out = g.output[0]
+    y = expected.astype(np.float32)
+    extra = {}
+    last = out.name
+    if op == "Conv":
+        res = np.random.default_rng(7).standard_normal(y.shape).astype(np.float32)
+        g.input.append(helper.make_tensor_value_info("residual_in", onnx.TensorProto.FLOAT, list(y.shape)))
+        g.node.append(helper.make_node("Add", [last, "residual_in"], ["fz_add"]))
+        extra["residual_in"] = res
+        y = y + res
+        last = "fz_add"
+    g.node.append(helper.make_node("Relu", [last], ["fz_relu"]))
+    y = np.maximum(y, 0)
+    new_out = helper.make_tensor_value_info("fz_relu", onnx.TensorProto.FLOAT, list(y.shape))
+    del g.output[:]
+    g.output.append(new_out)
+    return m, extra, y
+
+
+def main():
+    hotserve, work = sys.argv[1], sys.argv[2]
+    ops = ["Conv", "ConvTranspose"]
+    if len(sys.argv) > 4 and sys.argv[3] == "--ops":
+        ops = sys.argv[4].split(",")
+    passed = failed = skipped = 0
+    for label, d, model in case_dirs(ops):
+        opset = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0])
+        if opset < 7:  # the engine supports opsets 7 to 17
+            skipped += 1
+            continue
+        ds = os.path.join(d, "test_data_set_0")
+        init_names = {i.name for i in model.graph.initializer}
+        real = [i for i in model.graph.input if i.name not in init_names]
+        inputs = {}
+        for k, inp in enumerate(real):
+            inputs[inp.name] = load_pb(os.path.join(ds, "input_%d.pb" % k))
+        expected = [load_pb(os.path.join(ds, "output_%d.pb" % k)) for k in range(len(model.graph.output))]
+        variants = [("asis", model, inputs, expected)]
+        if len(real) > 1:
+            cm, cin = make_const(model, inputs)
+            variants.append(("const", cm, cin, expected))
+        else:
+            cm, cin = model, inputs
+        single = [n.op_type for n in model.graph.node]
+        if len(single) == 1 and len(model.graph.output) == 1 and expected[0].dtype == np.float32:
+            fm, extra, fy = add_fusions(cm, list(cin)[0], expected[0], single[0])
+            fin = dict(cin)
+            fin.update(extra)
+            variants.append(("fused", fm, fin, [fy]))
+        for vname, m, ins, exp in variants:
+            outdir = os.path.join(work, label.replace("/", "_"), vname)
+            outs, why = run_model(hotserve, m, ins, outdir, expect_kernel=(vname != "asis" or len(real) == 1))
+            ok = outs is not None
+            if ok:
+                for a, e in zip(outs, exp):
+                    good, why = close(a, e)
+                    ok = ok and good
+            print("%s %s [%s]%s" % ("PASS" if ok else "FAIL", label, vname, "" if ok else ": " + why))
+            if ok:
+                passed += 1
+            else:
+                failed += 1
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    return 1 if failed or passed == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""gen_fusion_cases.py - small ONNX graphs for the fusion passes, with expected outputs from PyTorch.
+
+Writes OUT/<case>/model.onnx, input_K.npy, expected_K.npy and ops.txt (the op types expected to stay
+live after compiling, sorted). Usage: gen_fusion_cases.py OUT
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
+rng = np.random.default_rng(1234)
+
+
+def rand(*shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def t(a):
+    return torch.from_numpy(a)
+
+
+class Case:
+    def __init__(self, name):
+        self.name, self.nodes, self.inits, self.inputs, self.feeds = name, [], [], [], []
+
+    def init(self, name, arr):
+        self.inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def input(self, name, arr, dims=None):
+        self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims or list(arr.shape)))
+        self.feeds.append(arr)
+        return name
+
+    def node(self, op, ins, outs, **attrs):
+        self.nodes.append(helper.make_node(op, ins, outs, **attrs))
+
+    def save(self, root, out_name, expected, ops, opset=13):
+        d = os.path.join(root, self.name)
+        os.makedirs(d, exist_ok=True)
+        g = helper.make_graph(self.nodes, self.name, self.inputs,
+                              [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, None)], self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+        onnx.save(m, os.path.join(d, "model.onnx"))
+        for k, a in enumerate(self.feeds):
+            np.save(os.path.join(d, "input_%d.npy" % k), a)
+        np.save(os.path.join(d, "expected_0.npy"), np.ascontiguousarray(expected.astype(np.float32)))
+        with open(os.path.join(d, "ops.txt"), "w") as f:
+            f.write(" ".join(sorted(ops)) + "\n")
+
+
+def bn_params(c):
+    return rand(c) * 0.5 + 1.0, rand(c) * 0.1, rand(c) * 0.1, np.abs(rand(c)) + 0.5
+
+
+def conv_bn(case, x_name, x, cin, cout, k, stride=1, pad=0, group=1, bias=True, eps=1e-5, tag=""):
+    w = rand(cout, cin // group, k, k, scale=0.3)
+    b = rand(cout) if bias else None
+    ins = [x_name, case.init("w" + tag, w)] + ([case.init("b" + tag, b)] if bias else [])
+    case.node("Conv", ins, ["c" + tag], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4, group=group)
+    sc, sh, mu, var = bn_params(cout)
+    case.node("BatchNormalization", ["c" + tag, case.init("s" + tag, sc), case.init("sh" + tag, sh),
+                                     case.init("m" + tag, mu), case.init("v" + tag, var)], ["bn" + tag], epsilon=eps)
+    y = F.conv2d(t(x), t(w), t(b) if bias else None, stride=stride, padding=pad, groups=group)
+    y = F.batch_norm(y, t(mu), t(var), t(sc), t(sh), training=False, eps=eps)
+    return "bn" + tag, y
+
+
+def main():
+    root = sys.argv[1]
+
+    c = Case("conv_bn_relu")
+    x = rand(1, 3, 9, 9)
+    yn, y = conv_bn(c, c.input("x", x), x, 3, 16, 3, pad=1)
+    c.node("Relu", [yn], ["y"])
+    c.save(root, "y", F.relu(y).numpy(), ["Conv"])
+
+    c = Case("dw_bn_clip6_opset11")
+    x = rand(1, 16, 11, 11)
+    yn, y = conv_bn(c, c.input("x", x), x, 16, 16, 3, stride=2, pad=1, group=16, bias=False)
+    c.node("Clip", [yn, c.init("lo", np.array(0, np.float32)), c.init("hi", np.array(6, np.float32))], ["y"])
+    c.save(root, "y", torch.clamp(y, 0, 6).numpy(), ["Conv"])
+
+    # ResNet basic block, with a dynamic batch axis, run at batch 2
+    c = Case("resnet_block_dynamic_batch")
+    x = rand(2, 8, 6, 6)
+    xn = c.input("x", x, ["N", 8, 6, 6])
+    a, ya = conv_bn(c, xn, x, 8, 8, 3, pad=1, tag="1")
+    c.node("Relu", [a], ["r1"])
+    b, yb = conv_bn(c, "r1", F.relu(ya).numpy(), 8, 8, 3, pad=1, tag="2")
+    c.node("Add", [b, xn], ["sum"])
+    c.node("Relu", ["sum"], ["y"])
+    c.save(root, "y", F.relu(yb + t(x)).numpy(), ["Conv", "Conv"])
+
+    # Add whose other operand is the conv itself on the left: Add(x, conv) order
+    c = Case("residual_left_operand_leaky")
+    x = rand(1, 4, 5, 5)
+    w = rand(4, 4, 1, 1)
+    c.node("Conv", [c.input("x", x), c.init("w", w)], ["c"])
+    c.node("Add", ["x", "c"], ["s"])
+    c.node("LeakyRelu", ["s"], ["y"], alpha=0.2)
+    c.save(root, "y", F.leaky_relu(t(x) + F.conv2d(t(x), t(w)), 0.2).numpy(), ["Conv"])
+
+    # The residual broadcasts: [1,8,1,1] graph input added to a [1,8,5,5] conv
+    c = Case("residual_broadcast_small")
+    x, r, w = rand(1, 3, 5, 5), rand(1, 8, 1, 1), rand(8, 3, 3, 3)
+    c.node("Conv", [c.input("x", x), c.init("w", w)], ["c"], pads=[1, 1, 1, 1])
+    c.node("Add", ["c", c.input("r", r)], ["s"])
+    c.node("Relu", ["s"], ["y"])
+    c.save(root, "y", F.relu(F.conv2d(t(x), t(w), padding=1) + t(r)).numpy(), ["Conv"])
+
+    # The residual is larger: conv [1,8,1,5] + r [1,8,4,5] -> [1,8,4,5]
+    c = Case("residual_broadcast_widens")
+    x, r, w, b = rand(1, 3, 3, 5), rand(1, 8, 4, 5), rand(8, 3, 3, 1), rand(8)
+    c.node("Conv", [c.input("x", x), c.init("w", w), c.init("b", b)], ["c"])
+    c.node("Relu", ["c"], ["c2"])
+    c.node("Add", ["c2", c.input("r", r)], ["y"])
+    c.save(root, "y", (F.relu(F.conv2d(t(x), t(w), t(b))) + t(r)).numpy(), ["Conv"])
+
+    # A conv output read twice is not fused
+    c = Case("no_fusion_two_readers")
+    x, w = rand(1, 2, 4, 4), rand(3, 2, 3, 3)
+    c.node("Conv", [c.input("x", x), c.init("w", w)], ["c"], pads=[1, 1, 1, 1])
+    c.node("Relu", ["c"], ["r"])
+    c.node("Add", ["r", "c"], ["y"])
+    yc = F.conv2d(t(x), t(w), padding=1)
+    c.save(root, "y", (F.relu(yc) + yc).numpy(), ["Add", "Conv", "Relu"])
+
+    # Clip bounds given at run time stay a Clip
+    c = Case("no_fusion_runtime_clip")
+    x, w, lo = rand(1, 2, 4, 4), rand(3, 2, 1, 1), np.array(-0.1, np.float32)
+    c.node("Conv", [c.input("x", x), c.init("w", w)], ["c"])
+    c.node("Clip", ["c", c.input("lo", lo, [])], ["y"])
+    c.save(root, "y", torch.clamp(F.conv2d(t(x), t(w)), min=-0.1).numpy(), ["Clip", "Conv"])
+
+    # BatchNormalization with a mean given at run time is not folded
+    c = Case("no_fold_runtime_bn")
+    x, w = rand(1, 2, 4, 4), rand(3, 2, 1, 1)
+    sc, sh, mu, var = bn_params(3)
+    c.node("Conv", [c.input("x", x), c.init("w", w)], ["c"])
+    c.node("BatchNormalization", ["c", c.init("s", sc), c.init("sh", sh), c.input("mu", mu), c.init("v", var)], ["y"])
+    y = F.batch_norm(F.conv2d(t(x), t(w)), t(mu), t(var), t(sc), t(sh), training=False, eps=1e-5)
+    c.save(root, "y", y.numpy(), ["BatchNormalization", "Conv"])
+
+    # A chain of activations, HardSigmoid and HardSwish included (opset 14)
+    c = Case("activation_chain")
+    x, w, b = rand(1, 3, 6, 6), rand(5, 3, 3, 3), rand(5)
+    c.node("Conv", [c.input("x", x), c.init("w", w), c.init("b", b)], ["c"])
+    c.node("HardSigmoid", ["c"], ["h"], alpha=0.3, beta=0.4)
+    c.node("Tanh", ["h"], ["t"])
+    c.node("HardSwish", ["t"], ["y"])
+    yc = F.conv2d(t(x), t(w), t(b))
+    c.save(root, "y", F.hardswish(torch.tanh(torch.clamp(0.3 * yc + 0.4, 0, 1))).numpy(), ["Conv"], opset=14)
+
+    # ConvTranspose + Sigmoid
+    c = Case("deconv_sigmoid")
+    x, w, b = rand(1, 4, 5, 5), rand(4, 3, 3, 3), rand(3)
+    c.node("ConvTranspose", [c.input("x", x), c.init("w", w), c.init("b", b)], ["c"], strides=[2, 2], pads=[1, 1, 1, 1],
+           output_padding=[1, 1])
+    c.node("Sigmoid", ["c"], ["y"])
+    y = torch.sigmoid(F.conv_transpose2d(t(x), t(w), t(b), stride=2, padding=1, output_padding=1))
+    c.save(root, "y", y.numpy(), ["ConvTranspose"])
+
+    # MobileNetV2 inverted residual: expand 1x1 + BN + Clip, dw 3x3 + BN + Clip, project 1x1 + BN, Add
+    c = Case("mobilenet_inverted_residual")
+    x = rand(1, 8, 7, 7)
+    xn = c.input("x", x)
+    e, ye = conv_bn(c, xn, x, 8, 48, 1, tag="e", bias=False)
+    c.node("Clip", [e, c.init("lo", np.array(0, np.float32)), c.init("hi", np.array(6, np.float32))], ["e6"])
+    ye = torch.clamp(ye, 0, 6)
+    d, yd = conv_bn(c, "e6", ye.numpy(), 48, 48, 3, pad=1, group=48, tag="d", bias=False)
+    c.node("Clip", [d, "lo", "hi"], ["d6"])
+    yd = torch.clamp(yd, 0, 6)
+    p, yp = conv_bn(c, "d6", yd.numpy(), 48, 8, 1, tag="p", bias=False)
+    c.node("Add", [xn, p], ["y"])
+    c.save(root, "y", (t(x) + yp).numpy(), ["Conv", "Conv", "Conv"])
+
+
+if __name__ == "__main__":
+    main()

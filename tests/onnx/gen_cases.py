@@ -1,0 +1,182 @@
+#!/usr/bin/python3
+"""gen_cases.py - writes small ONNX models, their inputs and numpy-computed expected outputs.
+
+    gen_cases.py OUTDIR
+
+OUTDIR/cases/<name>/model.onnx, input_<k>.npy (in model input order), expected_<k>.npy (in model
+output order). OUTDIR/hostile/<name>.onnx are malformed or hostile models, each with
+<name>.expect holding a substring of the error the engine must report.
+Expected values come from numpy, never from the engine under test.
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+rng = np.random.default_rng(1234)
+OUT = sys.argv[1]
+
+NP2ONNX = {np.float32: TensorProto.FLOAT, np.int64: TensorProto.INT64, np.int32: TensorProto.INT32,
+           np.float64: TensorProto.DOUBLE, np.bool_: TensorProto.BOOL, np.uint8: TensorProto.UINT8}
+
+
+def vi(name, arr_or_dtype, shape=None):
+    dt = arr_or_dtype.dtype.type if shape is None else arr_or_dtype
+    shp = list(arr_or_dtype.shape) if shape is None else shape
+    return helper.make_tensor_value_info(name, NP2ONNX[dt], shp)
+
+
+def case(name, nodes, inputs, outputs, inits=(), opset=13, input_shapes=None, check=True):
+    """inputs: list of (name, array); outputs: list of (name, expected array)."""
+    d = os.path.join(OUT, "cases", name)
+    os.makedirs(d, exist_ok=True)
+    ins = []
+    for k, (n, a) in enumerate(inputs):
+        shp = input_shapes[k] if input_shapes else list(a.shape)
+        ins.append(vi(n, a.dtype.type, shp))
+        np.save(os.path.join(d, f"input_{k}.npy"), a)
+    outs = [vi(n, a) for n, a in outputs]
+    for k, (n, a) in enumerate(outputs):
+        np.save(os.path.join(d, f"expected_{k}.npy"), a)
+    g = helper.make_graph(nodes, name, ins, outs, [numpy_helper.from_array(v, n) for n, v in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="hotserve-tests")
+    m.ir_version = 8
+    if check:
+        onnx.checker.check_model(m)
+    onnx.save(m, os.path.join(d, "model.onnx"))
+
+
+def f32(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+N = helper.make_node
+
+# ---- elementwise with broadcasting ----
+a, b = f32(2, 3, 4), f32(4)
+case("add_bcast", [N("Add", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", a + b)])
+a, b = f32(2, 1, 4), f32(3, 1)
+case("sub_bcast2", [N("Sub", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", a - b)])
+a, c = f32(2, 3, 5), f32(3, 1)
+case("mul_init", [N("Mul", ["a", "c"], ["y"])], [("a", a)], [("y", a * c)], inits=[("c", c)])
+a, b = f32(3, 4), (np.abs(f32(3, 4)) + 0.5).astype(np.float32)
+case("div", [N("Div", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", a / b)])
+a = f32(2, 3, 4)
+case("relu_identity_chain", [N("Relu", ["a"], ["r"]), N("Identity", ["r"], ["i"]), N("Add", ["i", "r"], ["y"])],
+     [("a", a)], [("y", 2 * np.maximum(a, 0))])
+ai, bi = rng.integers(-50, 50, (3, 4)).astype(np.int64), rng.integers(1, 9, (4,)).astype(np.int64)
+case("int64_ops", [N("Mul", ["a", "b"], ["m"]), N("Sub", ["m", "b"], ["y"])], [("a", ai), ("b", bi)],
+     [("y", ai * bi - bi)])
+a = f32(5)
+case("scalar_add", [N("Add", ["a", "s"], ["y"])], [("a", a)], [("y", a + np.float32(2.5))],
+     inits=[("s", np.array(2.5, dtype=np.float32))])
+
+# ---- MatMul / Gemm ----
+a, b = f32(3, 4), f32(4, 5)
+case("matmul_2d", [N("MatMul", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", a @ b)])
+a, b = f32(2, 1, 3, 4), f32(5, 4, 6)
+case("matmul_batch_bcast", [N("MatMul", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", np.matmul(a, b))])
+a, b = f32(4), f32(2, 4, 3)
+case("matmul_1d_left", [N("MatMul", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", np.matmul(a, b))])
+a, b = f32(2, 3, 4), f32(4)
+case("matmul_1d_right", [N("MatMul", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", np.matmul(a, b))])
+a, w, c = f32(3, 6), f32(5, 6), f32(5)
+case("gemm_transb_bias", [N("Gemm", ["a", "w", "c"], ["y"], alpha=0.5, beta=2.0, transB=1)], [("a", a)],
+     [("y", 0.5 * a @ w.T + 2.0 * c)], inits=[("w", w), ("c", c)])
+a, w = f32(6, 3), f32(6, 4)
+case("gemm_transa", [N("Gemm", ["a", "w"], ["y"], transA=1)], [("a", a), ("w", w)], [("y", a.T @ w)])
+
+# ---- dynamic batch: x[N,4] @ W + b, then Relu; run with N = 3 ----
+x, w, bias = f32(3, 4), f32(4, 3), f32(3)
+case("dyn_batch_mlp", [N("MatMul", ["x", "w"], ["h"]), N("Add", ["h", "b"], ["z"]), N("Relu", ["z"], ["y"])],
+     [("x", x)], [("y", np.maximum(x @ w + bias, 0))], inits=[("w", w), ("b", bias)],
+     input_shapes=[["batch", 4]])
+
+# ---- reductions ----
+a = f32(2, 3, 4)
+case("reduce_sum_axes_input", [N("ReduceSum", ["a", "ax"], ["y"], keepdims=0)], [("a", a)],
+     [("y", a.sum(axis=(0, 2)))], inits=[("ax", np.array([0, -1], dtype=np.int64))])
+case("reduce_mean_keep", [N("ReduceMean", ["a"], ["y"], axes=[1])], [("a", a)],
+     [("y", a.mean(axis=1, keepdims=True))])
+case("reduce_max_all", [N("ReduceMax", ["a"], ["y"], keepdims=0)], [("a", a)], [("y", np.array(a.max()))])
+
+# ---- constant folding: a subgraph of constants is computed at load ----
+c1, c2 = f32(4), f32(4)
+a = f32(2, 4)
+case("fold_constants", [N("Mul", ["c1", "c2"], ["p"]), N("Relu", ["p"], ["q"]), N("Add", ["a", "q"], ["y"])],
+     [("a", a)], [("y", a + np.maximum(c1 * c2, 0))], inits=[("c1", c1), ("c2", c2)])
+
+# ---- Constant node and an output that is also read by a later node ----
+a = f32(3)
+cst = helper.make_tensor("cv", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
+case("constant_node_two_outputs", [N("Constant", [], ["k"], value=cst), N("Mul", ["a", "k"], ["m"]),
+                                   N("Add", ["m", "m"], ["y"])],
+     [("a", a)], [("m", a * np.array([1, 2, 3], np.float32)), ("y", 2 * a * np.array([1, 2, 3], np.float32))])
+
+# ---- opset 7 model (the oldest we accept) ----
+a, b = f32(2, 3), f32(3)
+case("opset7_add", [N("Add", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", a + b)], opset=7)
+
+# ---- hostile / malformed models ----
+H = os.path.join(OUT, "hostile")
+os.makedirs(H, exist_ok=True)
+
+
+def hostile(name, model_or_bytes, expect):
+    path = os.path.join(H, name + ".onnx")
+    if isinstance(model_or_bytes, bytes):
+        open(path, "wb").write(model_or_bytes)
+    else:
+        open(path, "wb").write(model_or_bytes.SerializeToString())
+    open(os.path.join(H, name + ".expect"), "w").write(expect)
+
+
+def model(nodes, ins, outs, inits=(), opset=13):
+    g = helper.make_graph(nodes, "h", ins, outs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+Y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+hostile("cycle", model([N("Add", ["x", "b"], ["a"]), N("Relu", ["a"], ["b"]), N("Relu", ["a"], ["y"])], [X], [Y]),
+        "cycle")
+hostile("missing_input", model([N("Add", ["x", "nowhere"], ["y"])], [X], [Y]), "nowhere")
+hostile("unknown_op", model([N("FancyOp", ["x"], ["y"])], [X], [Y]), "FancyOp")
+hostile("unknown_domain", model([N("Relu", ["x"], ["y"], domain="com.example")], [X], [Y]), "com.example")
+hostile("bad_attr", model([N("Relu", ["x"], ["y"], bogus=3)], [X], [Y]), "bogus")
+hostile("old_opset", model([N("Relu", ["x"], ["y"])], [X], [Y], opset=5), "opset 5")
+def raw_tensor(name, dims):
+    t = TensorProto()
+    t.name, t.data_type = name, TensorProto.FLOAT
+    t.dims.extend(dims)
+    return t
+
+
+big = raw_tensor("w", [1 << 40, 1 << 40])
+hostile("overflow_dims", model([N("Add", ["x", "w"], ["y"])], [X], [Y], [big]), "overflowing dimensions")
+huge = raw_tensor("w", [1 << 20, 1 << 20])
+hostile("huge_no_data", model([N("Add", ["x", "w"], ["y"])], [X], [Y], [huge]), "0 values for a shape")
+short = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+short.raw_data = b"\0" * 8
+hostile("short_raw", model([N("Add", ["x", "w"], ["y"])], [X], [Y], [short]), "raw_data")
+ext = numpy_helper.from_array(np.zeros(2, np.float32), "w")
+ext.ClearField("raw_data")
+ext.data_location = TensorProto.EXTERNAL
+e = ext.external_data.add()
+e.key, e.value = "location", "../../etc/passwd"
+hostile("external_escape", model([N("Add", ["x", "w"], ["y"])], [X], [Y], [ext]), "leaves the model folder")
+hostile("shape_mismatch", model([N("MatMul", ["x", "w"], ["y"])], [helper.make_tensor_value_info("x", 1, [2, 3])],
+                                [Y], [numpy_helper.from_array(np.zeros((4, 5), np.float32), "w")]),
+        "inner dimensions")
+hostile("not_onnx", b"this is not a model at all, just text\n" * 4, "malformed")
+hostile("empty", b"", "no graph")
+# length field pointing far past the end
+hostile("length_past_end", b"\x3a\xff\xff\xff\xff\x0f\x00\x00", "malformed")
+
+# an output name that cannot stand in a file name as it is (hotserve run writes out_1_x.npy)
+a = f32(2, 2)
+case("odd_output_name", [N("Neg", ["a"], ["out/1:x"])], [("a", a)], [("out/1:x", -a)])

@@ -1,0 +1,157 @@
+/* test_onnx.c - the ONNX front end and engine on generated models: every case against numpy's
+ * answer, hostile models rejected with a clear error, truncated and corrupted bytes never crash. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "case_util.h"
+#include "hotserve/backend.h"
+#include "onnx/engine.h"
+#include "onnx/onnx.h"
+
+static int run_case(const char *dir) {
+  const hs_backend *be = hs_backend_onnx_cpu();
+  char path[1024];
+  snprintf(path, sizeof path, "%s/model.onnx", dir);
+  hs_backend_model *m = NULL;
+  hs_backend_session *s = NULL;
+  hs_error err;
+  hs_tensor in[16], exp[16], out[16];
+  int ni = load_npys(dir, "input", in, 16), ne = load_npys(dir, "expected", exp, 16), bad = 0;
+  if (be->load(path, NULL, &m, &err)) {
+    fprintf(stderr, "%s: %s\n", dir, err.message);
+    bad = 1;
+    goto done;
+  }
+  if ((size_t)ni != be->num_inputs(m) || (size_t)ne != be->num_outputs(m)) {
+    fprintf(stderr, "%s: model has %zu inputs / %zu outputs, case has %d / %d\n", dir, be->num_inputs(m),
+            be->num_outputs(m), ni, ne);
+    bad = 1;
+    goto done;
+  }
+  if (be->session_create(m, &s, &err)) {
+    bad = 1;
+    goto done;
+  }
+  for (int rep = 0; rep < 2 && !bad; rep++) { /* the second run reuses the cached plan */
+    if (be->run(s, in, (size_t)ni, out, (size_t)ne, &err)) {
+      fprintf(stderr, "%s: run: %s\n", dir, err.message);
+      bad = 1;
+      break;
+    }
+    for (int k = 0; k < ne; k++) bad |= compare_tensors(dir, &out[k], &exp[k]);
+  }
+done:
+  if (s) be->session_free(s);
+  if (m) be->free_model(m);
+  free_tensors(in, ni);
+  free_tensors(exp, ne);
+  return bad;
+}
+
+static void test_generated_cases(void **state) {
+  (void)state;
+  DIR *d = opendir(HS_CASES_DIR "/cases");
+  assert_non_null(d);
+  struct dirent *e;
+  int n = 0, failed = 0;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/cases/%s", HS_CASES_DIR, e->d_name);
+    int bad = run_case(dir);
+    printf("%-28s %s\n", e->d_name, bad ? "FAIL" : "ok");
+    failed += bad;
+    n++;
+  }
+  closedir(d);
+  assert_true(n >= 20);
+  assert_int_equal(failed, 0);
+}
+
+static void test_hostile_models(void **state) {
+  (void)state;
+  DIR *d = opendir(HS_CASES_DIR "/hostile");
+  assert_non_null(d);
+  struct dirent *e;
+  int n = 0;
+  while ((e = readdir(d))) {
+    size_t len = strlen(e->d_name);
+    if (len < 6 || strcmp(e->d_name + len - 5, ".onnx") != 0) continue;
+    char path[1024], expect_path[1024], expect[256] = {0};
+    snprintf(path, sizeof path, "%s/hostile/%s", HS_CASES_DIR, e->d_name);
+    snprintf(expect_path, sizeof expect_path, "%s/hostile/%.*s.expect", HS_CASES_DIR, (int)(len - 5), e->d_name);
+    FILE *f = fopen(expect_path, "r");
+    assert_non_null(f);
+    size_t got = fread(expect, 1, sizeof expect - 1, f);
+    expect[got] = 0;
+    fclose(f);
+    hs_backend_model *m = NULL;
+    hs_error err;
+    hs_error_clear(&err);
+    int rc = hs_backend_onnx_cpu()->load(path, NULL, &m, &err);
+    printf("%-24s -> %s\n", e->d_name, err.message);
+    assert_true(rc < 0);
+    assert_null(m);
+    assert_non_null(strstr(err.message, expect));
+    n++;
+  }
+  closedir(d);
+  assert_true(n >= 14);
+}
+
+/* Decodes and compiles a byte image; any outcome but a crash or leak is acceptable. */
+static int try_bytes(const void *buf, size_t len) {
+  hs_graph g;
+  hs_graph_init(&g);
+  hs_error err;
+  int rc = hs_onnx_decode_model(buf, len, NULL, &g, &err);
+  if (rc) {
+    hs_graph_free(&g);
+    return rc;
+  }
+  hs_engine_model *m = NULL;
+  rc = hs_engine_compile(&g, NULL, &m, &err);
+  if (rc == 0) hs_engine_free(m);
+  return rc;
+}
+
+static void test_truncated_and_corrupted(void **state) {
+  (void)state;
+  void *buf;
+  size_t len;
+  hs_error err;
+  assert_int_equal(hs_read_file(HS_CASES_DIR "/cases/dyn_batch_mlp/model.onnx", 0, &buf, &len, &err), 0);
+  assert_int_equal(try_bytes(buf, len), 0);
+  int failures = 0;
+  for (size_t cut = 0; cut < len; cut++) failures += try_bytes(buf, cut) != 0;
+  assert_true(failures > 0); /* most prefixes are not valid models */
+  unsigned char *copy = malloc(len);
+  assert_non_null(copy);
+  uint32_t seed = 12345;
+  for (int round = 0; round < 3000; round++) {
+    memcpy(copy, buf, len);
+    for (int k = 0; k < 1 + round % 4; k++) {
+      seed = seed * 1103515245u + 12345u;
+      size_t at = (seed >> 8) % len;
+      seed = seed * 1103515245u + 12345u;
+      copy[at] = (unsigned char)(seed >> 16);
+    }
+    try_bytes(copy, len);
+  }
+  free(copy);
+  free(buf);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_generated_cases),
+      cmocka_unit_test(test_hostile_models),
+      cmocka_unit_test(test_truncated_and_corrupted),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
