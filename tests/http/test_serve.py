@@ -398,6 +398,22 @@ def test_drain(srv, repo):
         print("note: the slow request finished before SIGTERM; drain not exercised (raise HS_TEST_SLOW)")
 
 
+def test_no_memory(repo):
+    """A version that cannot fit under the memory limit is refused with no_memory, not loaded."""
+    srv = Server(repo, "--memory-limit", "4096")
+    try:
+        wait_for(lambda: any(v["reason"] == "no_memory" for v in srv.get_json("/v2/models/add/status")["versions"]),
+                 "a no_memory refusal")
+        st = srv.get_json("/v2/models/add/status")
+        check(st["serving_version"] is None, "nothing loaded under a 4 KiB limit: %r" % st)
+        check(srv.log_has(r"model add version \d+ failed: no_memory: "), "no_memory log line")
+        check(metric(srv.metrics(), "hotserve_model_load_failures_total", model="add", reason="no_memory") >= 1,
+              "no_memory counted")
+        check(srv.request("GET", "/v2/health/ready")[0] == 503, "not ready while a ready version cannot load")
+    finally:
+        check(srv.stop() == 0, "exit status")
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()
@@ -417,6 +433,9 @@ def main():
             else:
                 t(srv)
             print("ok %s" % t.__name__)
+        srv = None
+        test_no_memory(repo)
+        print("ok test_no_memory")
         return 0
     except Exception as e:  # noqa: BLE001 - any failure prints the server's log
         print("FAIL: %s: %s" % (type(e).__name__, e))
