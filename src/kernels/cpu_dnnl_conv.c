@@ -1,4 +1,5 @@
 /* cpu_dnnl_conv.c - convolution, deconvolution and matmul kernels on oneDNN, with fused post-ops. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,7 +229,18 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   return rc;
 }
 
-static const hs__kvt conv_vt = {"conv", conv_build, conv_exec};
+static const char *conv_describe(const hs_kernel *k) {
+  static _Thread_local char buf[160];
+  const hs_conv_params *p = &k->p.conv;
+  static const char *lay[] = {"nchw", "nhwc", "nChw8c"};
+  snprintf(buf, sizeof buf, "%s ic %lld oc %lld g %lld in %lldx%lld k %lld s %lld %s->%s post %d",
+           p->transposed ? "deconv" : "conv", (long long)p->in_c, (long long)p->out_c, (long long)p->groups,
+           (long long)p->in[0], (long long)(p->nsp > 1 ? p->in[1] : 1), (long long)p->kernel[0],
+           (long long)p->stride[0], lay[p->src_layout], lay[p->dst_layout], p->post.count);
+  return buf;
+}
+
+static const hs__kvt conv_vt = {"conv", conv_build, conv_exec, conv_describe};
 
 int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -412,7 +424,7 @@ static int mm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, 
   return rc;
 }
 
-static const hs__kvt mm_vt = {"matmul", mm_build, mm_exec};
+static const hs__kvt mm_vt = {"matmul", mm_build, mm_exec, NULL};
 
 int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;

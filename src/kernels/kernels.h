@@ -280,6 +280,11 @@ void hs_kernel_destroy(hs_kernel *k);
 /* A short name of the implementation chosen ("brgconv:avx2", "jit:avx2", ...), for logs; never NULL. */
 const char *hs_kernel_impl_name(const hs_kernel *k);
 
+/* The activation layout convolutions run fastest in on this machine: HS_LAYOUT_NHWC where the CPU has
+ * AVX-512 (oneDNN's brgconv kernels), HS_LAYOUT_NCHW8C otherwise (AVX2 jit kernels). The blocked layout
+ * needs channels % 8 == 0; callers keep NCHW where that does not hold. */
+hs_layout hs_kernels_preferred_layout(hs_kernel_device device);
+
 /* Thread count of the calling thread's runs (default: all cores). n <= 0 restores the default. */
 void hs_kernels_set_threads(int n);
 int hs_kernels_threads(void);
