@@ -195,11 +195,12 @@ def replace_atomically(path, data, scratch):
 
 
 def write_golden(vdir, inputs, outputs):
-    """Ships a golden check in vdir/golden/: <name>.npy per input and per expected output."""
-    g = os.path.join(vdir, "golden")
-    os.makedirs(g, exist_ok=True)
-    for name, arr in list(inputs.items()) + list(outputs.items()):
-        np.save(os.path.join(g, name + ".npy"), arr)
+    """Ships a golden check: vdir/golden/inputs/<input>.npy and vdir/golden/outputs/<output>.npy."""
+    for sub, arrays in (("inputs", inputs), ("outputs", outputs)):
+        d = os.path.join(vdir, "golden", sub)
+        os.makedirs(d, exist_ok=True)
+        for name, arr in arrays.items():
+            np.save(os.path.join(d, name + ".npy"), arr)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ signing are each refused: the previous version keeps answering, the status docum
 reason, hotserve_model_verify_failures_total{model,reason} moves, and an ALERT log line names it.
 A correctly signed version of either scheme is served.
 """
+import json
 import os
 
 import numpy as np
@@ -26,20 +27,24 @@ def stage_signed(tmp, version, key, tamper=None):
     before = set(os.listdir(d))
     if key is not None:
         hsys.sign(d, key)
+    elif tamper == "manifest_only":
+        hsys.cli("sign", d)                         # a manifest, but no signature
     added = sorted(set(os.listdir(d)) - before)
     if key is not None:
-        check(len(added) >= 1, "`hotserve sign` added no file to %s" % d)
+        check(len(added) >= 2, "`hotserve sign --key` added only %s to %s" % (added, d))
     if tamper == "signature":
         sigs = [f for f in added if "sig" in f.lower()]
         check(len(sigs) == 1, "cannot tell the signature file among %s" % added)
         p = os.path.join(d, sigs[0])
-        data = bytearray(open(p, "rb").read())
-        # flip one bit in the middle of the signature text/bytes, keeping the file's format
-        i = len(data) // 2
-        while i < len(data) and not chr(data[i]).isalnum():
-            i += 1
-        data[i] = ord("A") if data[i] != ord("A") else ord("B")
-        open(p, "wb").write(bytes(data))
+        raw = open(p, "rb").read()
+        try:                                        # a JSON signature record: damage only its value
+            doc = json.loads(raw)
+            value = doc["signature"]
+            doc["signature"] = ("0" if value[0] != "0" else "1") + value[1:]
+            raw = json.dumps(doc).encode()
+        except (ValueError, KeyError, TypeError, IndexError):
+            raw = raw[:-1] + bytes([raw[-1] ^ 0x01])  # a raw signature: flip a bit of its last byte
+        open(p, "wb").write(raw)
     elif tamper == "file":
         p = os.path.join(d, "model.onnx")
         data = bytearray(open(p, "rb").read())
@@ -74,6 +79,7 @@ def test(tmp, args):
     version = 1
     cases = [
         ("ed25519", None, None, ("unsigned",)),
+        ("ed25519", None, "manifest_only", ("unsigned",)),
         ("ed25519", ed2_priv, None, ("unknown_key",)),
         ("ed25519", ed_priv, "signature", ("bad_signature",)),
         ("ed25519", ed_priv, "file", ("manifest_mismatch",)),
@@ -86,7 +92,8 @@ def test(tmp, args):
     for scheme, key, tamper, reasons in cases:
         version += 1
         what = "%s version %d (%s)" % (scheme, version,
-                                       "unsigned" if key is None else "tampered " + tamper if tamper else
+                                       ("unsigned, " + (tamper or "no manifest")) if key is None else
+                                       "tampered " + tamper if tamper else
                                        "signed by %s" % os.path.basename(key))
         before = c.metrics().by_label("hotserve_model_verify_failures_total", "reason", model="signed")
         d = stage_signed(tmp, version, key, tamper)

@@ -1,0 +1,643 @@
+/* loader.c - the version lifecycle on the loader thread: scan, admit, load, warm up, check, publish, retire.
+ *
+ * DESIGN
+ * One loader thread per registry does every load; request threads never wait for it. It sleeps
+ * on a condition variable until kicked (watcher on_change, SIGHUP, the repository API), then
+ * scans the repository (hs_repo_scan verifies manifests and signatures) and, per model, loads
+ * each READY (version, fingerprint) it does not serve yet: memory admission, backend load,
+ * sessions, warm-up runs on every session, optional golden check. A version that passes is
+ * published together with the others the policy keeps, in one atomic swap (registry.c). Any
+ * failure leaves the served view alone, logs one line with a reason code, counts it and records
+ * it in the model's status; the same (version, fingerprint) is remembered and not retried, while
+ * new content under the same version number is. While some version is PENDING (still settling),
+ * the loader rescans every 250 ms on its own.
+ * Synchronous callers (index, load, unload) bump scan_requested and wait on done_cv for
+ * scan_done to catch up.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "serving/golden.h"
+#include "serving/registry_impl.h"
+
+#define HS_MAX_WARMUP_ELEMS (64ll * 1024 * 1024)
+
+/* ---- failure bookkeeping ---- */
+
+static bool is_verify_reason(const char *code) {
+  static const char *const k[] = {"unsigned",   "bad_signature", "unknown_key", "manifest_mismatch",
+                                  "bad_manifest", "unsafe_path",   "limit"};
+  for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+    if (strcmp(code, k[i]) == 0) return true;
+  return false;
+}
+
+static bool failed_before(const hs_model *m, int64_t version, const char *fp) {
+  size_t n = m->n_failed < HS_FAILED_KEYS ? m->n_failed : HS_FAILED_KEYS;
+  for (size_t i = 0; i < n; i++)
+    if (m->failed[i].version == version && strcmp(m->failed[i].fingerprint, fp) == 0) return true;
+  return false;
+}
+
+/* Logs, counts and records a failed (version, fingerprint); it will not be tried again. */
+static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_t generation,
+                           const char *code, const char *message, double verify_ms, double load_ms,
+                           double warmup_ms) {
+  size_t slot = m->n_failed++ % HS_FAILED_KEYS;
+  m->failed[slot].version = version;
+  snprintf(m->failed[slot].fingerprint, sizeof m->failed[slot].fingerprint, "%s", fp);
+  bool verify = is_verify_reason(code);
+  hs_log(verify ? HS_LOG_ALERT : HS_LOG_ERROR, "model %s version %" PRId64 " failed: %s: %s", m->name,
+         version, code, message);
+  hs__count_reason(&m->metrics.load_failures, code);
+  if (verify) hs__count_reason(&m->metrics.verify_failures, code);
+  hs_version_status st = {.version = version, .generation = generation, .state = HS_VS_FAILED,
+                          .verify_ms = verify_ms, .load_ms = load_ms, .warmup_ms = warmup_ms,
+                          .first_request_ms = -1};
+  snprintf(st.fingerprint, sizeof st.fingerprint, "%s", fp);
+  snprintf(st.reason, sizeof st.reason, "%s", code);
+  snprintf(st.error, sizeof st.error, "%s", message);
+  hs__status_record(m, &st);
+}
+
+/* ---- memory admission ---- */
+
+/* Bytes of regular files directly in dir and one level below (weights, external data). */
+static size_t dir_bytes(const char *dir, int depth) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  size_t total = 0;
+  struct dirent *e;
+  char path[HS_PATH_MAX];
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0')))
+      continue;
+    if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
+    struct stat st;
+    if (lstat(path, &st) != 0) continue;
+    if (S_ISREG(st.st_mode)) total += (size_t)st.st_size;
+    else if (S_ISDIR(st.st_mode) && depth > 0) total += dir_bytes(path, depth - 1);
+  }
+  closedir(d);
+  return total;
+}
+
+/* ---- warm-up ---- */
+
+static uint64_t xorshift(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+/* Makes warm-up tensors for every input: dynamic dims become 1; data zeros, random, or files. */
+static int make_warmup_inputs(hs_version *v, const hs_model_config *cfg, const char *vdir,
+                              hs_tensor *in, size_t n_in, hs_error *err) {
+  uint64_t seed = 0x9e3779b97f4a7c15ull;
+  for (size_t i = 0; i < n_in; i++) {
+    const hs_io_desc *d = v->backend->input(v->bm, i);
+    if (cfg->warmup_kind == HS_WARMUP_FILES) {
+      char path[HS_PATH_MAX];
+      snprintf(path, sizeof path, "%s/warmup/%s.npy", vdir, d->name);
+      int rc = hs_golden_read_npy(path, &in[i], err);
+      if (rc != HS_OK) return rc;
+      continue;
+    }
+    in[i].dtype = d->dtype;
+    in[i].ndim = d->ndim;
+    for (int k = 0; k < d->ndim; k++) in[i].dims[k] = d->dims[k] < 0 ? 1 : d->dims[k];
+    int64_t numel = hs_shape_numel(in[i].dims, in[i].ndim);
+    size_t es = hs_dtype_size(d->dtype);
+    if (numel < 0 || numel > HS_MAX_WARMUP_ELEMS || es == 0)
+      return hs_error_set(err, HS_LIMIT, "input %s: cannot make a warm-up tensor of that shape/type", d->name);
+    in[i].nbytes = (size_t)numel * es;
+    in[i].data = calloc(1, in[i].nbytes ? in[i].nbytes : 1);
+    if (!in[i].data) return hs_error_set(err, HS_NO_MEMORY, "input %s: no memory for warm-up data", d->name);
+    if (cfg->warmup_kind == HS_WARMUP_RANDOM) {
+      if (d->dtype == HS_DT_FLOAT32) {
+        float *f = in[i].data;
+        for (int64_t k = 0; k < numel; k++) f[k] = (float)(xorshift(&seed) >> 40) / (float)(1 << 24);
+      } else {
+        unsigned char *b = in[i].data;
+        for (size_t k = 0; k < in[i].nbytes; k++) b[k] = (unsigned char)(xorshift(&seed) & 1);
+      }
+    }
+  }
+  return HS_OK;
+}
+
+static int warm_up(hs_version *v, const hs_model_config *cfg, const char *vdir, hs_error *err) {
+  size_t n_in = v->backend->num_inputs(v->bm), n_out = v->backend->num_outputs(v->bm);
+  hs_tensor *in = calloc(n_in ? n_in : 1, sizeof *in);
+  hs_tensor *out = calloc(n_out ? n_out : 1, sizeof *out);
+  int rc = (in && out) ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "no memory for warm-up");
+  if (rc == HS_OK) rc = make_warmup_inputs(v, cfg, vdir, in, n_in, err);
+  /* every session runs at least once, so no request pays a session's first-run cost */
+  size_t runs = cfg->warmup_runs > 0 ? (size_t)cfg->warmup_runs : 0;
+  if (runs > 0 && runs < v->n_sessions) runs = v->n_sessions;
+  for (size_t k = 0; rc == HS_OK && k < runs; k++)
+    rc = v->backend->run(v->sessions[k % v->n_sessions], in, n_in, out, n_out, err);
+  for (size_t i = 0; in && i < n_in; i++) free(in[i].data);
+  free(in);
+  free(out);
+  return rc;
+}
+
+/* ---- one load ---- */
+
+static const hs_backend *pick_backend(const hs_model_config *cfg, const char *model_dir, hs_error *err) {
+  if (cfg->backend[0] == '\0' || strcmp(cfg->backend, "onnx") == 0 || strcmp(cfg->backend, "onnx-cpu") == 0)
+    return hs_backend_onnx_cpu();
+  if (strstr(cfg->backend, "..") || cfg->backend[0] == '/') {
+    hs_error_set(err, HS_INVALID_ARGUMENT, "backend \"%s\": a backend library must lie inside the model folder",
+                 cfg->backend);
+    return NULL;
+  }
+  char path[HS_PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", model_dir, cfg->backend);
+  const hs_backend *b = NULL;
+  if (hs_backend_load_shared(path, &b, err) != HS_OK) return NULL;
+  return b;
+}
+
+/* Checks a declared signature (config.json) against the model's own. */
+static int check_declared(const hs_version *v, const hs_model_config *cfg, hs_error *err) {
+  for (size_t i = 0; i < cfg->n_inputs; i++) {
+    bool found = false;
+    for (size_t k = 0; k < v->backend->num_inputs(v->bm); k++) {
+      const hs_io_desc *d = v->backend->input(v->bm, k);
+      if (strcmp(d->name, cfg->inputs[i].name) != 0) continue;
+      found = true;
+      if (cfg->inputs[i].dtype != HS_DT_UNDEFINED && cfg->inputs[i].dtype != d->dtype)
+        return hs_error_set(err, HS_INVALID_ARGUMENT, "config.json input %s: datatype %s, the model has %s",
+                            d->name, hs_dtype_kserve_name(cfg->inputs[i].dtype), hs_dtype_kserve_name(d->dtype));
+    }
+    if (!found)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "config.json names input %s, which the model lacks",
+                          cfg->inputs[i].name);
+  }
+  return HS_OK;
+}
+
+static double ms_since(uint64_t t0) { return (double)(hs_now_ns() - t0) / 1e6; }
+
+/* Loads, warms and checks one version. On success returns a version holding one (loader)
+ * reference; on failure records it and returns NULL. */
+static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model *rm,
+                                const hs_repo_version *rv, double verify_ms) {
+  const hs_model_config *cfg = &rm->config;
+  uint64_t generation = m->next_generation++;
+  hs_error err;
+  hs_error_clear(&err);
+  const char *code = "load_error";
+  double load_ms = 0, warm_ms = 0;
+  uint64_t t0 = hs_now_ns();
+
+  hs_version_status st = {.version = rv->version, .generation = generation, .state = HS_VS_LOADING,
+                          .verify_ms = verify_ms, .first_request_ms = -1};
+  snprintf(st.fingerprint, sizeof st.fingerprint, "%s", rv->fingerprint);
+  hs__status_record(m, &st);
+
+  hs_version *v = calloc(1, sizeof *v);
+  if (!v) {
+    hs_error_set(&err, HS_NO_MEMORY, "out of memory");
+    goto fail;
+  }
+  atomic_init(&v->refs, 1);
+  v->reg = r;
+  v->model = m;
+  v->version = rv->version;
+  v->generation = generation;
+  snprintf(v->fingerprint, sizeof v->fingerprint, "%s", rv->fingerprint);
+  pthread_mutex_init(&v->pool_mu, NULL);
+  pthread_cond_init(&v->pool_cv, NULL);
+
+  /* memory admission: the new version must fit beside what is running */
+  size_t estimate = dir_bytes(rv->dir, 2);
+  size_t rss = hs_process_rss_bytes();
+  if (r->memory_limit != SIZE_MAX && (estimate > r->memory_limit || rss > r->memory_limit - estimate)) {
+    code = "no_memory";
+    hs_error_set(&err, HS_NO_MEMORY,
+                 "needs about %zu bytes beside %zu resident, over the memory limit of %zu bytes", estimate, rss,
+                 r->memory_limit);
+    goto fail;
+  }
+
+  char model_dir[HS_PATH_MAX];
+  snprintf(model_dir, sizeof model_dir, "%s/%s", r->root, m->name);
+  v->backend = pick_backend(cfg, model_dir, &err);
+  if (!v->backend) goto fail;
+  hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads};
+  if (v->backend->load(rv->model_path, &bo, &v->bm, &err) != HS_OK) {
+    v->bm = NULL;
+    goto fail;
+  }
+  v->memory_bytes = v->backend->memory_bytes ? v->backend->memory_bytes(v->bm) : estimate;
+  v->counted_live = true;
+  atomic_fetch_add(&r->metrics.versions_live, 1);
+  atomic_fetch_add(&r->metrics.memory_bytes, (int_least64_t)v->memory_bytes);
+  if (check_declared(v, cfg, &err) != HS_OK) goto fail;
+
+  size_t instances = (size_t)(cfg->instances > 0 ? cfg->instances : r->opts.instances);
+  if (instances == 0) instances = 1;
+  if (instances > 64) instances = 64;
+  v->sessions = calloc(instances, sizeof *v->sessions);
+  v->free_list = calloc(instances, sizeof *v->free_list);
+  if (!v->sessions || !v->free_list) {
+    hs_error_set(&err, HS_NO_MEMORY, "out of memory for sessions");
+    goto fail;
+  }
+  for (size_t i = 0; i < instances; i++) {
+    if (v->backend->session_create(v->bm, &v->sessions[i], &err) != HS_OK) {
+      v->sessions[i] = NULL;
+      goto fail;
+    }
+    v->n_sessions++;
+    v->free_list[v->n_free++] = v->sessions[i];
+  }
+  load_ms = ms_since(t0);
+
+  uint64_t tw = hs_now_ns();
+  code = "warmup_error";
+  if (warm_up(v, cfg, rv->dir, &err) != HS_OK) goto fail;
+  char golden_dir[HS_PATH_MAX];
+  snprintf(golden_dir, sizeof golden_dir, "%s/golden", rv->dir);
+  struct stat gst;
+  if (cfg->golden_check || (stat(golden_dir, &gst) == 0 && S_ISDIR(gst.st_mode))) {
+    code = "golden_mismatch";
+    if (hs_golden_check(v->backend, v->bm, v->sessions[0], golden_dir, cfg->golden_rtol, cfg->golden_atol,
+                        &err) != HS_OK)
+      goto fail;
+  }
+  warm_ms = ms_since(tw);
+
+  v->counter = hs__version_counter(m, v->version);
+  atomic_fetch_add(&m->metrics.loads, 1);
+  double total_ms = ms_since(t0) + verify_ms;
+  hs_histogram_observe(&m->metrics.load, (uint64_t)(total_ms * 1e6));
+  st.state = HS_VS_READY;
+  st.load_ms = load_ms;
+  st.warmup_ms = warm_ms;
+  pthread_mutex_lock(&m->status_mu);
+  for (size_t i = 0; i < m->history_n; i++) {
+    hs_version_status *h = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
+    if (h->generation == generation) {
+      h->load_ms = load_ms;
+      h->warmup_ms = warm_ms;
+    }
+  }
+  pthread_mutex_unlock(&m->status_mu);
+  HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f)", m->name,
+          v->version, total_ms, verify_ms, load_ms, warm_ms);
+  return v;
+
+fail:
+  if (load_ms == 0) load_ms = ms_since(t0);
+  else warm_ms = ms_since(t0) - load_ms;
+  /* replaces the LOADING entry of this generation */
+  record_failure(m, rv->version, rv->fingerprint, generation, code, err.message, verify_ms, load_ms, warm_ms);
+  if (v) hs__version_free(v);
+  return NULL;
+}
+
+/* ---- one scan ---- */
+
+static bool list_has_version(hs_version *const *list, size_t n, int64_t version) {
+  for (size_t i = 0; i < n; i++)
+    if (list[i]->version == version) return true;
+  return false;
+}
+
+static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, double verify_ms,
+                          bool *pending) {
+  bool any_ready = false;
+  for (size_t i = 0; i < rm->n_versions; i++)
+    if (rm->versions[i].state == HS_VERSION_READY) any_ready = true;
+  atomic_store(&m->has_ready_on_disk, any_ready);
+  if (atomic_load(&m->unloaded)) return;
+
+  hs_view *old = atomic_load(&m->view); /* only this thread replaces it */
+  if (rm->config_status != HS_OK) {
+    if (strcmp(m->config_error_seen, rm->config_error) != 0) {
+      snprintf(m->config_error_seen, sizeof m->config_error_seen, "%s", rm->config_error);
+      HS_LOGE("model %s: config.json refused, keeping what is served: %s", m->name, rm->config_error);
+      hs__count_reason(&m->metrics.load_failures, "bad_config");
+    }
+    return;
+  }
+  m->config_error_seen[0] = '\0';
+
+  size_t cap = rm->n_versions + old->n;
+  hs_version **next = calloc(cap ? cap : 1, sizeof *next);
+  hs_version **fresh = calloc(cap ? cap : 1, sizeof *fresh); /* loader references to drop */
+  if (!next || !fresh) {
+    free(next);
+    free(fresh);
+    HS_LOGE("model %s: out of memory planning a reload", m->name);
+    return;
+  }
+  size_t n = 0, n_fresh = 0;
+  bool all_ok = true;
+  for (size_t i = 0; i < rm->n_versions; i++) {
+    const hs_repo_version *rv = &rm->versions[i];
+    if (rv->state == HS_VERSION_PENDING) {
+      *pending = true;
+      all_ok = false;
+      continue;
+    }
+    hs_version *same = NULL;
+    for (size_t k = 0; k < old->n; k++)
+      if (old->v[k]->version == rv->version && strcmp(old->v[k]->fingerprint, rv->fingerprint) == 0)
+        same = old->v[k];
+    if (same) {
+      next[n++] = same;
+      continue;
+    }
+    if (failed_before(m, rv->version, rv->fingerprint)) {
+      all_ok = false;
+      continue;
+    }
+    if (rv->state == HS_VERSION_INVALID) {
+      record_failure(m, rv->version, rv->fingerprint, m->next_generation++,
+                     rv->reason_code[0] ? rv->reason_code : "bad_manifest", rv->reason, verify_ms, 0, 0);
+      all_ok = false;
+      continue;
+    }
+    hs_version *v = load_version(r, m, rm, rv, verify_ms);
+    if (!v) {
+      all_ok = false;
+      continue;
+    }
+    next[n++] = v;
+    fresh[n_fresh++] = v;
+  }
+  /* Something selected could not be served (yet): keep serving what was, so a failure or a
+   * half-copied version never takes a served version away. */
+  if (!all_ok)
+    for (size_t k = 0; k < old->n; k++)
+      if (!list_has_version(next, n, old->v[k]->version)) next[n++] = old->v[k];
+
+  bool changed = n != old->n;
+  for (size_t k = 0; !changed && k < n; k++) {
+    bool found = false;
+    for (size_t j = 0; j < old->n; j++)
+      if (old->v[j] == next[k]) found = true;
+    if (!found) changed = true;
+  }
+  if (changed) hs__registry_publish(m, next, n);
+  for (size_t k = 0; k < n_fresh; k++) hs_version_release(fresh[k]);
+  free(next);
+  free(fresh);
+}
+
+static void apply_ops(hs_registry *r, hs_model_op *ops) {
+  for (hs_model_op *op = ops; op; op = op->next) {
+    hs_model *m = hs_registry_find(r, op->name);
+    if (!m) continue;
+    if (op->unload) {
+      atomic_store(&m->unloaded, true);
+      hs__registry_publish(m, NULL, 0);
+      HS_LOGI("model %s unloaded", m->name);
+    } else {
+      atomic_store(&m->unloaded, false);
+      m->n_failed = 0; /* an explicit load retries content that failed before */
+    }
+  }
+}
+
+/* One rescan: returns true when some version is still pending (settling). */
+static bool scan_once(hs_registry *r) {
+  hs_error err;
+  hs_error_clear(&err);
+  hs_repo_snapshot *snap = NULL;
+  uint64_t t0 = hs_now_ns();
+  if (hs_repo_scan(r->repo, &snap, &err) != HS_OK) {
+    HS_LOGE("repository scan failed, keeping what is served: %s", err.message);
+    return false;
+  }
+  double verify_ms = ms_since(t0);
+  bool pending = false;
+  hs_model_array *a = atomic_load(&r->models);
+  for (size_t i = 0; a && i < a->n; i++) a->m[i]->seen_in_scan = false;
+  for (size_t i = 0; i < snap->n_models; i++) {
+    const hs_repo_model *rm = &snap->models[i];
+    hs_model *m = hs_registry_find(r, rm->name);
+    if (!m) m = hs__registry_add_model(r, rm->name);
+    if (!m) {
+      HS_LOGE("model %s: out of memory adding it", rm->name);
+      continue;
+    }
+    m->seen_in_scan = true;
+    process_model(r, m, rm, verify_ms, &pending);
+  }
+  /* models whose folder disappeared stop serving */
+  a = atomic_load(&r->models);
+  for (size_t i = 0; a && i < a->n; i++) {
+    hs_model *m = a->m[i];
+    if (m->seen_in_scan) continue;
+    atomic_store(&m->has_ready_on_disk, false);
+    if (atomic_load(&m->view)->n) {
+      HS_LOGI("model %s left the repository; unloading it", m->name);
+      hs__registry_publish(m, NULL, 0);
+    }
+  }
+  hs_repo_snapshot_free(snap);
+  return pending;
+}
+
+void hs__loader_process(hs_registry *r) {
+  pthread_mutex_lock(&r->mu);
+  hs_model_op *ops = r->ops;
+  r->ops = NULL;
+  r->kicked = false;
+  uint64_t seq = r->scan_requested;
+  pthread_mutex_unlock(&r->mu);
+
+  /* ops are applied in the order they were asked (the list is newest first) */
+  hs_model_op *rev = NULL;
+  while (ops) {
+    hs_model_op *n = ops->next;
+    ops->next = rev;
+    rev = ops;
+    ops = n;
+  }
+  apply_ops(r, rev);
+  bool pending = scan_once(r);
+  while (rev) {
+    hs_model_op *n = rev->next;
+    free(rev);
+    rev = n;
+  }
+
+  pthread_mutex_lock(&r->mu);
+  if (seq > r->scan_done) r->scan_done = seq;
+  r->scan_pending = pending;
+  pthread_cond_broadcast(&r->done_cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+void *hs__loader_main(void *arg) {
+  hs_registry *r = arg;
+  pthread_mutex_lock(&r->mu);
+  while (!r->stop) {
+    if (!r->kicked && !r->ops) {
+      if (r->scan_pending) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+          ts.tv_sec++;
+          ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+      } else {
+        pthread_cond_wait(&r->cv, &r->mu);
+      }
+      if (r->stop) break;
+    }
+    pthread_mutex_unlock(&r->mu);
+    hs__loader_process(r);
+    pthread_mutex_lock(&r->mu);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+/* ---- registry lifetime and control ---- */
+
+static void on_change(void *user) { hs_registry_kick(user); }
+
+int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_error *err) {
+  hs_registry *r = calloc(1, sizeof *r);
+  if (!r) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  r->opts = *opts;
+  if (r->opts.poll_ms <= 0) r->opts.poll_ms = 2000;
+  if (r->opts.settle_ms < 0) r->opts.settle_ms = 2000;
+  if (r->opts.threads <= 0) r->opts.threads = 1;
+  if (r->opts.instances <= 0) r->opts.instances = 2;
+  r->memory_limit = opts->memory_limit ? opts->memory_limit : hs_process_memory_limit();
+  r->root = strdup(opts->root);
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->cv, NULL);
+  pthread_cond_init(&r->done_cv, NULL);
+  int rc = r->root ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  if (rc == HS_OK && opts->n_keys > 0) rc = hs_trusted_keys_load(opts->key_paths, opts->n_keys, &r->keys, err);
+  if (rc == HS_OK && opts->require_signature && !r->keys)
+    rc = hs_error_set(err, HS_INVALID_ARGUMENT, "--require-signature needs at least one --trusted-key");
+  if (rc == HS_OK) {
+    hs_repo_options ro = {.require_signature = opts->require_signature, .keys = r->keys,
+                          .settle_ms = r->opts.settle_ms};
+    rc = hs_repo_open(r->root, &ro, &r->repo, err);
+  }
+  if (rc != HS_OK) {
+    hs_registry_destroy(r);
+    return rc;
+  }
+  hs__loader_process(r); /* what is ready now is served before we listen */
+  if (pthread_create(&r->loader, NULL, hs__loader_main, r) != 0) {
+    hs_registry_destroy(r);
+    return hs_error_set(err, HS_INTERNAL, "cannot start the loader thread");
+  }
+  r->loader_started = true;
+  if (opts->watch) {
+    rc = hs_watcher_start(r->root, r->opts.poll_ms, on_change, r, &r->watcher, err);
+    if (rc != HS_OK) {
+      hs_registry_destroy(r);
+      return rc;
+    }
+  }
+  *out = r;
+  return HS_OK;
+}
+
+void hs_registry_destroy(hs_registry *r) {
+  if (!r) return;
+  if (r->watcher) hs_watcher_stop(r->watcher);
+  if (r->loader_started) {
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->loader, NULL);
+  }
+  hs__registry_free_models(r);
+  for (hs_model_op *op = r->ops, *n; op; op = n) {
+    n = op->next;
+    free(op);
+  }
+  if (r->repo) hs_repo_close(r->repo);
+  hs_trusted_keys_free(r->keys);
+  pthread_cond_destroy(&r->done_cv);
+  pthread_cond_destroy(&r->cv);
+  pthread_mutex_destroy(&r->mu);
+  free(r->root);
+  free(r);
+}
+
+void hs_registry_kick(hs_registry *r) {
+  pthread_mutex_lock(&r->mu);
+  r->kicked = true;
+  pthread_cond_signal(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* Queues an optional op and waits until a scan that started after it has finished. */
+static int request_and_wait(hs_registry *r, hs_model_op *op, hs_error *err) {
+  pthread_mutex_lock(&r->mu);
+  if (op) {
+    op->next = r->ops;
+    r->ops = op;
+  }
+  uint64_t mine = ++r->scan_requested;
+  r->kicked = true;
+  pthread_cond_signal(&r->cv);
+  while (r->scan_done < mine && !r->stop) pthread_cond_wait(&r->done_cv, &r->mu);
+  bool stopped = r->scan_done < mine;
+  pthread_mutex_unlock(&r->mu);
+  if (stopped) return hs_error_set(err, HS_UNAVAILABLE, "the server is shutting down");
+  return HS_OK;
+}
+
+int hs_registry_rescan_sync(hs_registry *r, hs_error *err) { return request_and_wait(r, NULL, err); }
+
+static int model_op(hs_registry *r, const char *name, bool unload, hs_error *err) {
+  if (!unload) {
+    /* a model the registry has not seen yet is picked up by the scan itself */
+    hs_model_op *op = calloc(1, sizeof *op);
+    if (!op) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    snprintf(op->name, sizeof op->name, "%s", name);
+    int rc = request_and_wait(r, op, err);
+    if (rc != HS_OK) return rc;
+    hs_model *m = hs_registry_find(r, name);
+    if (!m || !m->seen_in_scan)
+      return hs_error_set(err, HS_NOT_FOUND, "model %s is not in the repository", name);
+    hs_version *v = NULL;
+    if (hs_model_acquire(m, -1, &v) != HS_OK)
+      return hs_error_set(err, HS_UNAVAILABLE, "model %s has no version that loads; see its status", name);
+    hs_version_release(v);
+    return HS_OK;
+  }
+  if (!hs_registry_find(r, name)) return hs_error_set(err, HS_NOT_FOUND, "unknown model %s", name);
+  hs_model_op *op = calloc(1, sizeof *op);
+  if (!op) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  snprintf(op->name, sizeof op->name, "%s", name);
+  op->unload = true;
+  return request_and_wait(r, op, err);
+}
+
+int hs_registry_load_model(hs_registry *r, const char *name, hs_error *err) {
+  return model_op(r, name, false, err);
+}
+
+int hs_registry_unload_model(hs_registry *r, const char *name, hs_error *err) {
+  return model_op(r, name, true, err);
+}

@@ -1,0 +1,393 @@
+/* registry.c - the model registry: lock-free version lookup for requests, publication, reclamation, status.
+ *
+ * DESIGN
+ * Threads: any number of request threads call hs_registry_find / hs_model_acquire / hs_version_*;
+ * exactly one loader thread (loader.c) creates models, loads versions and publishes them; nothing
+ * else writes the registry's published state (destroy runs after the loader has stopped).
+ *
+ * Publication: each model has an atomic pointer to an immutable view (the sorted set of versions
+ * it serves). The loader builds a new view and swaps it in with one atomic exchange. Every view
+ * holds one reference per member version; every request holds one reference on the version it
+ * runs on. A version is freed by whoever drops its last reference (a request thread finishing on a
+ * retired version, or the loader), so it is freed exactly once and only after its last request.
+ *
+ * Reclamation of the view pointer itself (a reader loads the pointer, then increments a member's
+ * refcount: in between, the loader must not free the view nor drop the members' references) uses
+ * a two-slot grace period, the same idea as userspace RCU's counter flip: a reader announces
+ * itself in active[epoch & 1], re-checks the epoch (retrying if it moved), reads, and leaves.
+ * After a swap the loader flips the epoch and waits until the old slot drains; the readers it
+ * waits for hold the slot for a handful of instructions, never across I/O or a load. Only then
+ * does the loader drop the old view's references and free it. The model array (models appear at
+ * runtime) is published and reclaimed the same way; hs_model structs live until destroy.
+ * The request path therefore costs a few atomic operations: enter (2-3), load, refcount add, leave.
+ *
+ * Status history is guarded by a per-model mutex taken by the loader, by the first request on a
+ * version (once) and when a version is freed; never by an ordinary request.
+ */
+#include "serving/registry_impl.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+
+/* ---- grace periods ---- */
+
+static unsigned reader_enter(hs_registry *r) {
+  for (;;) {
+    unsigned e = atomic_load(&r->epoch);
+    atomic_fetch_add(&r->active[e & 1], 1);
+    if (atomic_load(&r->epoch) == e) return e & 1;
+    atomic_fetch_sub(&r->active[e & 1], 1);
+  }
+}
+
+static void reader_exit(hs_registry *r, unsigned slot) { atomic_fetch_sub(&r->active[slot], 1); }
+
+/* Waits until no reader can still hold a pointer loaded before this call. Loader thread only. */
+static void synchronize(hs_registry *r) {
+  unsigned e = atomic_load(&r->epoch);
+  atomic_store(&r->epoch, e + 1);
+  while (atomic_load(&r->active[e & 1]) != 0) sched_yield();
+}
+
+/* ---- models ---- */
+
+hs_model *hs_registry_find(hs_registry *r, const char *name) {
+  hs_model *found = NULL;
+  unsigned slot = reader_enter(r);
+  hs_model_array *a = atomic_load(&r->models);
+  for (size_t i = 0; a && i < a->n; i++)
+    if (strcmp(a->m[i]->name, name) == 0) {
+      found = a->m[i];
+      break;
+    }
+  reader_exit(r, slot);
+  return found;
+}
+
+size_t hs_registry_num_models(hs_registry *r) {
+  unsigned slot = reader_enter(r);
+  hs_model_array *a = atomic_load(&r->models);
+  size_t n = a ? a->n : 0;
+  reader_exit(r, slot);
+  return n;
+}
+
+hs_model *hs_registry_model_at(hs_registry *r, size_t i) {
+  unsigned slot = reader_enter(r);
+  hs_model_array *a = atomic_load(&r->models);
+  hs_model *m = (a && i < a->n) ? a->m[i] : NULL;
+  reader_exit(r, slot);
+  return m;
+}
+
+const char *hs_model_name(const hs_model *m) { return m->name; }
+
+hs_model *hs__registry_add_model(hs_registry *r, const char *name) {
+  hs_model *m = calloc(1, sizeof *m);
+  if (!m) return NULL;
+  m->reg = r;
+  snprintf(m->name, sizeof m->name, "%s", name);
+  pthread_mutex_init(&m->status_mu, NULL);
+  m->next_generation = 1;
+  hs_view *empty = calloc(1, sizeof *empty);
+  if (!empty) {
+    pthread_mutex_destroy(&m->status_mu);
+    free(m);
+    return NULL;
+  }
+  atomic_init(&m->view, empty);
+  hs__version_counter(m, -1); /* requests_total for requests that never got a version */
+
+  hs_model_array *old = atomic_load(&r->models);
+  size_t n = old ? old->n : 0;
+  hs_model_array *a = malloc(sizeof *a + (n + 1) * sizeof(hs_model *));
+  if (!a) {
+    free(empty);
+    pthread_mutex_destroy(&m->status_mu);
+    free(m);
+    return NULL;
+  }
+  a->n = n + 1;
+  for (size_t i = 0; i < n; i++) a->m[i] = old->m[i];
+  a->m[n] = m;
+  atomic_store(&r->models, a);
+  synchronize(r);
+  free(old);
+  return m;
+}
+
+/* ---- versions on the request path ---- */
+
+int hs_model_acquire(hs_model *m, int64_t version, hs_version **out) {
+  hs_registry *r = m->reg;
+  hs_version *v = NULL;
+  int rc = HS_OK;
+  unsigned slot = reader_enter(r);
+  hs_view *view = atomic_load(&m->view);
+  if (view->n == 0) {
+    rc = HS_UNAVAILABLE;
+  } else if (version < 0) {
+    v = view->v[view->n - 1];
+  } else {
+    for (size_t i = 0; i < view->n; i++)
+      if (view->v[i]->version == version) v = view->v[i];
+    if (!v) rc = HS_NOT_FOUND;
+  }
+  if (v) atomic_fetch_add(&v->refs, 1);
+  reader_exit(r, slot);
+  *out = v;
+  return rc;
+}
+
+void hs_version_release(hs_version *v) {
+  if (v && atomic_fetch_sub(&v->refs, 1) == 1) hs__version_free(v);
+}
+
+int64_t hs_version_number(const hs_version *v) { return v->version; }
+const hs_backend *hs_version_backend(const hs_version *v) { return v->backend; }
+const hs_backend_model *hs_version_model(const hs_version *v) { return v->bm; }
+size_t hs_version_num_inputs(const hs_version *v) { return v->backend->num_inputs(v->bm); }
+const hs_io_desc *hs_version_input(const hs_version *v, size_t i) { return v->backend->input(v->bm, i); }
+size_t hs_version_num_outputs(const hs_version *v) { return v->backend->num_outputs(v->bm); }
+const hs_io_desc *hs_version_output(const hs_version *v, size_t i) { return v->backend->output(v->bm, i); }
+
+hs_backend_session *hs_version_take(hs_version *v) {
+  pthread_mutex_lock(&v->pool_mu);
+  while (v->n_free == 0) pthread_cond_wait(&v->pool_cv, &v->pool_mu);
+  hs_backend_session *s = v->free_list[--v->n_free];
+  pthread_mutex_unlock(&v->pool_mu);
+  return s;
+}
+
+void hs_version_give(hs_version *v, hs_backend_session *s) {
+  pthread_mutex_lock(&v->pool_mu);
+  v->free_list[v->n_free++] = s;
+  pthread_cond_signal(&v->pool_cv);
+  pthread_mutex_unlock(&v->pool_mu);
+}
+
+void hs_model_request_begin(hs_model *m) {
+  atomic_fetch_add_explicit(&m->metrics.inflight, 1, memory_order_relaxed);
+}
+
+void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64_t total_ns,
+                          uint64_t queue_ns, uint64_t compute_ns) {
+  hs_model_metrics *mm = &m->metrics;
+  atomic_fetch_sub_explicit(&mm->inflight, 1, memory_order_relaxed);
+  hs_histogram_observe(&mm->request, total_ns);
+  if (outcome == HS_OUTCOME_SUCCESS) {
+    hs_histogram_observe(&mm->queue, queue_ns);
+    hs_histogram_observe(&mm->compute, compute_ns);
+  }
+  hs_version_counter *c = v ? v->counter : NULL;
+  if (!c) {
+    /* requests that got no version: the list's entry for -1 is created with the model */
+    for (c = atomic_load_explicit(&mm->requests, memory_order_acquire); c && c->version != -1;
+         c = c->next) {
+    }
+  }
+  if (c) atomic_fetch_add_explicit(&c->outcome[outcome], 1, memory_order_relaxed);
+  if (v && outcome == HS_OUTCOME_SUCCESS && !atomic_load_explicit(&v->first_done, memory_order_relaxed)) {
+    bool expected = false;
+    if (atomic_compare_exchange_strong(&v->first_done, &expected, true)) {
+      pthread_mutex_lock(&m->status_mu);
+      for (size_t i = 0; i < m->history_n; i++) {
+        hs_version_status *st = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
+        if (st->generation == v->generation) st->first_request_ms = (double)total_ns / 1e6;
+      }
+      pthread_mutex_unlock(&m->status_mu);
+    }
+  }
+}
+
+/* ---- publication (loader thread) ---- */
+
+static bool view_contains(const hs_view *view, const hs_version *v) {
+  for (size_t i = 0; i < view->n; i++)
+    if (view->v[i] == v) return true;
+  return false;
+}
+
+void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n) {
+  hs_registry *r = m->reg;
+  hs_view *nv = malloc(sizeof *nv + n * sizeof(hs_version *));
+  if (!nv) {
+    HS_LOGE("model %s: out of memory publishing a new view; keeping the old one", m->name);
+    return;
+  }
+  nv->n = n;
+  for (size_t i = 0; i < n; i++) {
+    nv->v[i] = versions[i];
+    atomic_fetch_add(&versions[i]->refs, 1);
+  }
+  /* sort ascending by version number (n is small) */
+  for (size_t i = 1; i < n; i++)
+    for (size_t j = i; j > 0 && nv->v[j - 1]->version > nv->v[j]->version; j--) {
+      hs_version *t = nv->v[j];
+      nv->v[j] = nv->v[j - 1];
+      nv->v[j - 1] = t;
+    }
+  for (size_t i = 0; i < n; i++) hs__status_update(m, nv->v[i]->generation, HS_VS_READY, true);
+
+  uint64_t t0 = hs_now_ns();
+  hs_view *old = atomic_exchange(&m->view, nv);
+  synchronize(r);
+  hs_histogram_observe(&r->metrics.swap, hs_now_ns() - t0);
+
+  for (size_t i = 0; i < old->n; i++) {
+    hs_version *v = old->v[i];
+    if (!view_contains(nv, v)) {
+      atomic_store(&v->retired_ns, hs_now_ns());
+      hs__status_update(m, v->generation, HS_VS_RETIRING, false);
+    }
+    hs_version_release(v);
+  }
+  free(old);
+}
+
+void hs__version_free(hs_version *v) {
+  hs_registry *r = v->reg;
+  hs_model *m = v->model;
+  uint64_t retired = atomic_load(&v->retired_ns);
+  if (retired) hs_histogram_observe(&r->metrics.drain, hs_now_ns() - retired);
+  for (size_t i = 0; i < v->n_sessions; i++)
+    if (v->sessions[i]) v->backend->session_free(v->sessions[i]);
+  if (v->bm) v->backend->free_model(v->bm);
+  if (v->counted_live) {
+    atomic_fetch_sub(&r->metrics.versions_live, 1);
+    atomic_fetch_sub(&r->metrics.memory_bytes, (int_least64_t)v->memory_bytes);
+  }
+  /* a version that was served ends as "unloaded"; one that failed keeps its "failed" entry */
+  if (retired) hs__status_update(m, v->generation, HS_VS_UNLOADED, false);
+  free(v->sessions);
+  free(v->free_list);
+  pthread_cond_destroy(&v->pool_cv);
+  pthread_mutex_destroy(&v->pool_mu);
+  free(v);
+}
+
+/* ---- status ---- */
+
+const char *hs_vstate_name(hs_vstate s) {
+  switch (s) {
+    case HS_VS_LOADING: return "loading";
+    case HS_VS_READY: return "ready";
+    case HS_VS_FAILED: return "failed";
+    case HS_VS_RETIRING: return "retiring";
+    case HS_VS_UNLOADED: return "unloaded";
+  }
+  return "unknown";
+}
+
+void hs__status_record(hs_model *m, const hs_version_status *st) {
+  pthread_mutex_lock(&m->status_mu);
+  for (size_t i = 0; i < m->history_n; i++) {
+    hs_version_status *h = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
+    if (h->generation == st->generation) { /* a LOADING entry becomes its outcome */
+      *h = *st;
+      pthread_mutex_unlock(&m->status_mu);
+      return;
+    }
+  }
+  size_t slot;
+  if (m->history_n < HS_STATUS_HISTORY) {
+    slot = (m->history_start + m->history_n++) % HS_STATUS_HISTORY;
+  } else {
+    slot = m->history_start;
+    m->history_start = (m->history_start + 1) % HS_STATUS_HISTORY;
+  }
+  m->history[slot] = *st;
+  pthread_mutex_unlock(&m->status_mu);
+}
+
+void hs__status_update(hs_model *m, uint64_t generation, hs_vstate state, bool serving) {
+  pthread_mutex_lock(&m->status_mu);
+  for (size_t i = 0; i < m->history_n; i++) {
+    hs_version_status *st = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
+    if (st->generation == generation) {
+      st->state = state;
+      st->serving = serving;
+    }
+  }
+  pthread_mutex_unlock(&m->status_mu);
+}
+
+void hs_model_status_get(hs_model *m, hs_model_status *out) {
+  memset(out, 0, sizeof *out);
+  snprintf(out->name, sizeof out->name, "%s", m->name);
+  out->has_ready_on_disk = atomic_load(&m->has_ready_on_disk) && !atomic_load(&m->unloaded);
+  unsigned slot = reader_enter(m->reg);
+  hs_view *view = atomic_load(&m->view);
+  out->serving_version = view->n ? view->v[view->n - 1]->version : -1;
+  reader_exit(m->reg, slot);
+  pthread_mutex_lock(&m->status_mu);
+  out->n = m->history_n;
+  for (size_t i = 0; i < m->history_n; i++)
+    out->history[i] = m->history[(m->history_start + i) % HS_STATUS_HISTORY];
+  pthread_mutex_unlock(&m->status_mu);
+}
+
+/* ---- metrics ---- */
+
+const hs_model_metrics *hs_model_metrics_get(const hs_model *m) { return &m->metrics; }
+const hs_registry_metrics *hs_registry_metrics_get(const hs_registry *r) { return &r->metrics; }
+
+hs_version_counter *hs__version_counter(hs_model *m, int64_t version) {
+  hs_version_counter *head = atomic_load_explicit(&m->metrics.requests, memory_order_acquire);
+  for (hs_version_counter *c = head; c; c = c->next)
+    if (c->version == version) return c;
+  hs_version_counter *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->version = version;
+  c->next = head;
+  atomic_store_explicit(&m->metrics.requests, c, memory_order_release); /* single writer */
+  return c;
+}
+
+void hs__count_reason(_Atomic(hs_reason_counter *) *head_p, const char *reason) {
+  hs_reason_counter *head = atomic_load_explicit(head_p, memory_order_acquire);
+  for (hs_reason_counter *c = head; c; c = c->next)
+    if (strcmp(c->reason, reason) == 0) {
+      atomic_fetch_add_explicit(&c->count, 1, memory_order_relaxed);
+      return;
+    }
+  hs_reason_counter *c = calloc(1, sizeof *c);
+  if (!c) return;
+  snprintf(c->reason, sizeof c->reason, "%s", reason);
+  atomic_init(&c->count, 1);
+  c->next = head;
+  atomic_store_explicit(head_p, c, memory_order_release); /* single writer: the loader */
+}
+
+/* ---- lifetime ---- */
+
+static void free_counters(hs_model *m) {
+  for (hs_version_counter *c = atomic_load(&m->metrics.requests), *n; c; c = n) {
+    n = c->next;
+    free(c);
+  }
+  _Atomic(hs_reason_counter *) *lists[] = {&m->metrics.load_failures, &m->metrics.verify_failures};
+  for (size_t i = 0; i < 2; i++)
+    for (hs_reason_counter *c = atomic_load(lists[i]), *n; c; c = n) {
+      n = c->next;
+      free(c);
+    }
+}
+
+void hs__registry_free_models(hs_registry *r) {
+  hs_model_array *a = atomic_load(&r->models);
+  for (size_t i = 0; a && i < a->n; i++) {
+    hs_model *m = a->m[i];
+    hs__registry_publish(m, NULL, 0); /* retires every version; frees those without requests */
+    free(atomic_load(&m->view));
+    free_counters(m);
+    pthread_mutex_destroy(&m->status_mu);
+    free(m);
+  }
+  free(a);
+  atomic_store(&r->models, NULL);
+}

@@ -1,0 +1,152 @@
+/* registry.h - the model registry: which versions are loaded and serving, and how a request gets one.
+ *
+ * The registry owns a loader thread that turns repository changes into loaded, warmed, checked
+ * versions and publishes them with one atomic swap. Request threads look a model up, acquire a
+ * reference to one immutable version (a few atomic operations, never a lock held across a load),
+ * take one of its sessions (the wait is the queue time), run, and release. See registry.c for the
+ * reclamation scheme (DESIGN) and loader.c for the lifecycle.
+ */
+#ifndef HS_SERVING_REGISTRY_H
+#define HS_SERVING_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hotserve/backend.h"
+#include "hotserve/status.h"
+#include "repo/repo.h"
+#include "serving/stats.h"
+
+#define HS_STATUS_HISTORY 16
+
+typedef struct hs_registry hs_registry;
+typedef struct hs_model hs_model;     /* lives as long as the registry */
+typedef struct hs_version hs_version; /* reference-counted, immutable once published */
+
+typedef struct hs_registry_options {
+  const char *root;             /* model repository (read only) */
+  int poll_ms;                  /* watcher polling interval; default 2000 */
+  int settle_ms;                /* manifest-less versions settle this long; default 2000 */
+  bool require_signature;
+  const char *const *key_paths; /* trusted key files */
+  size_t n_keys;
+  int threads;                  /* compute threads per run when config.json says 0; default 1 */
+  int instances;                /* sessions per version when config.json says 0; default 2 */
+  size_t memory_limit;          /* bytes; 0 = the process limit (cgroup or RAM) */
+  bool watch;                   /* start the repository watcher (tests may rely on explicit rescans) */
+} hs_registry_options;
+
+/* Opens the repository, loads what is ready now (synchronously), then starts the loader thread
+ * and the watcher. On success *out is a registry the caller frees with hs_registry_destroy. */
+int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_error *err);
+
+/* Stops the watcher and loader, then frees every model and version. No request may be running. */
+void hs_registry_destroy(hs_registry *r);
+
+/* Asks the loader for a rescan soon (watcher events, SIGHUP). Returns at once; thread-safe. */
+void hs_registry_kick(hs_registry *r);
+
+/* Rescans now and waits until the loader has processed it (POST /v2/repository/index). */
+int hs_registry_rescan_sync(hs_registry *r, hs_error *err);
+
+/* Repository extension: load/unload one model by name, waiting for the loader to finish.
+ * load clears an earlier unload and rescans; HS_NOT_FOUND when the repository has no such model.
+ * unload stops serving every version of the model until the next load. */
+int hs_registry_load_model(hs_registry *r, const char *name, hs_error *err);
+int hs_registry_unload_model(hs_registry *r, const char *name, hs_error *err);
+
+/* ---- the request path ---- */
+
+/* The model called name, or NULL. The pointer stays valid until hs_registry_destroy. */
+hs_model *hs_registry_find(hs_registry *r, const char *name);
+size_t hs_registry_num_models(hs_registry *r);
+hs_model *hs_registry_model_at(hs_registry *r, size_t i); /* NULL past the end */
+const char *hs_model_name(const hs_model *m);
+
+/* Acquires a reference to version `version` of m (or the highest serving one when version < 0).
+ * HS_NOT_FOUND: that version is not loaded; HS_UNAVAILABLE: nothing is serving. On success the
+ * caller owns one reference and gives it back with hs_version_release. */
+int hs_model_acquire(hs_model *m, int64_t version, hs_version **out);
+void hs_version_release(hs_version *v);
+
+int64_t hs_version_number(const hs_version *v);
+const hs_backend *hs_version_backend(const hs_version *v);
+const hs_backend_model *hs_version_model(const hs_version *v);
+size_t hs_version_num_inputs(const hs_version *v);
+const hs_io_desc *hs_version_input(const hs_version *v, size_t i);
+size_t hs_version_num_outputs(const hs_version *v);
+const hs_io_desc *hs_version_output(const hs_version *v, size_t i);
+
+/* Takes a free session of v, waiting while all are busy. Give it back with hs_version_give. */
+hs_backend_session *hs_version_take(hs_version *v);
+void hs_version_give(hs_version *v, hs_backend_session *s);
+
+/* Request accounting (relaxed atomics; no lock). outcome: 0 success, 1 client error, 2 server
+ * error. v may be NULL for a request that never got a version. */
+typedef enum { HS_OUTCOME_SUCCESS, HS_OUTCOME_CLIENT_ERROR, HS_OUTCOME_SERVER_ERROR } hs_outcome;
+void hs_model_request_begin(hs_model *m);
+void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64_t total_ns,
+                          uint64_t queue_ns, uint64_t compute_ns);
+
+/* ---- status and metrics (read by the HTTP layer) ---- */
+
+typedef enum { HS_VS_LOADING, HS_VS_READY, HS_VS_FAILED, HS_VS_RETIRING, HS_VS_UNLOADED } hs_vstate;
+const char *hs_vstate_name(hs_vstate s);
+
+typedef struct hs_version_status {
+  int64_t version;
+  uint64_t generation;
+  hs_vstate state;
+  bool serving;
+  char fingerprint[65];
+  double load_ms, verify_ms, warmup_ms;
+  double first_request_ms; /* < 0 until the first request */
+  char reason[32];         /* "" when none */
+  char error[256];         /* "" when none */
+} hs_version_status;
+
+typedef struct hs_model_status {
+  char name[HS_NAME_MAX];
+  int64_t serving_version; /* highest serving, -1 when none */
+  bool has_ready_on_disk;  /* the last scan saw a READY version */
+  size_t n;                /* history entries, oldest first */
+  hs_version_status history[HS_STATUS_HISTORY];
+} hs_model_status;
+
+/* Copies m's status. */
+void hs_model_status_get(hs_model *m, hs_model_status *out);
+
+/* Per-model counters and histograms, for exposition. Pointers stay valid for the registry's life. */
+typedef struct hs_version_counter {
+  int64_t version;                /* -1: requests that never got a version */
+  atomic_uint_least64_t outcome[3];
+  struct hs_version_counter *next; /* published with release order; read with acquire */
+} hs_version_counter;
+
+typedef struct hs_reason_counter {
+  char reason[32];
+  atomic_uint_least64_t count;
+  struct hs_reason_counter *next;
+} hs_reason_counter;
+
+typedef struct hs_model_metrics {
+  hs_histogram request, queue, compute, load;
+  atomic_int_least64_t inflight;
+  atomic_uint_least64_t loads;
+  _Atomic(hs_version_counter *) requests;  /* list head */
+  _Atomic(hs_reason_counter *) load_failures;
+  _Atomic(hs_reason_counter *) verify_failures;
+} hs_model_metrics;
+
+const hs_model_metrics *hs_model_metrics_get(const hs_model *m);
+
+typedef struct hs_registry_metrics {
+  hs_histogram swap, drain;
+  atomic_int_least64_t versions_live;
+  atomic_int_least64_t memory_bytes;
+} hs_registry_metrics;
+
+const hs_registry_metrics *hs_registry_metrics_get(const hs_registry *r);
+
+#endif

@@ -1,0 +1,111 @@
+/* registry_impl.h - the registry's internal structures, shared by registry.c (request path,
+ * publication, reclamation, status) and loader.c (the version lifecycle on the loader thread). */
+#ifndef HS_SERVING_REGISTRY_IMPL_H
+#define HS_SERVING_REGISTRY_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "serving/registry.h"
+
+/* An immutable, sorted (ascending) set of the versions a model serves. Each member holds one
+ * reference on its version. Replaced as a whole, freed after a grace period. */
+typedef struct hs_view {
+  size_t n;
+  hs_version *v[];
+} hs_view;
+
+struct hs_version {
+  atomic_int refs; /* one per view that lists it + one per request + the loader's while loading */
+  hs_registry *reg;
+  hs_model *model;
+  int64_t version;
+  uint64_t generation;
+  char fingerprint[65];
+  const hs_backend *backend;
+  hs_backend_model *bm;
+  size_t memory_bytes;
+  bool counted_live;            /* added to versions_live / memory_bytes */
+  hs_version_counter *counter;  /* requests_total{version} for this version number */
+  /* session pool: a request waits here while all sessions are busy (that wait is queue time) */
+  pthread_mutex_t pool_mu;
+  pthread_cond_t pool_cv;
+  size_t n_sessions, n_free;
+  hs_backend_session **sessions; /* all of them, for freeing */
+  hs_backend_session **free_list;
+  atomic_bool first_done;       /* first real request recorded in the status */
+  atomic_uint_least64_t retired_ns; /* when it left the last view; 0 while serving */
+};
+
+typedef struct hs_model_array {
+  size_t n;
+  hs_model *m[];
+} hs_model_array;
+
+#define HS_FAILED_KEYS 64
+
+struct hs_model {
+  hs_registry *reg;
+  char name[HS_NAME_MAX];
+  _Atomic(hs_view *) view;
+  hs_model_metrics metrics;
+  /* status: written by the loader and (rarely) by a request's first run or a version's free */
+  pthread_mutex_t status_mu;
+  hs_version_status history[HS_STATUS_HISTORY]; /* ring; history_start = oldest */
+  size_t history_n, history_start;
+  atomic_bool has_ready_on_disk;
+  atomic_bool unloaded;
+  /* loader-thread-only state */
+  uint64_t next_generation;
+  struct {
+    int64_t version;
+    char fingerprint[65];
+  } failed[HS_FAILED_KEYS]; /* content that failed: never retried, new content is */
+  size_t n_failed;
+  char config_error_seen[256];
+  bool seen_in_scan;
+};
+
+typedef struct hs_model_op {
+  char name[HS_NAME_MAX];
+  bool unload;
+  struct hs_model_op *next;
+} hs_model_op;
+
+struct hs_registry {
+  hs_registry_options opts;
+  char *root;
+  hs_trusted_keys *keys;
+  hs_repo *repo;
+  hs_watcher *watcher;
+  size_t memory_limit;
+  _Atomic(hs_model_array *) models;
+  /* grace periods: see registry.c DESIGN */
+  atomic_uint epoch;
+  atomic_uint active[2];
+  /* loader control, guarded by mu */
+  pthread_t loader;
+  bool loader_started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv, done_cv;
+  bool kicked, stop, scan_pending;
+  uint64_t scan_requested, scan_done;
+  hs_model_op *ops;
+  hs_registry_metrics metrics;
+};
+
+/* registry.c, for the loader */
+hs_model *hs__registry_add_model(hs_registry *r, const char *name);
+void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n);
+void hs__version_free(hs_version *v);
+void hs__status_record(hs_model *m, const hs_version_status *st);
+void hs__status_update(hs_model *m, uint64_t generation, hs_vstate state, bool serving);
+hs_version_counter *hs__version_counter(hs_model *m, int64_t version);
+void hs__registry_free_models(hs_registry *r);
+void hs__count_reason(_Atomic(hs_reason_counter *) *head, const char *reason);
+
+/* loader.c */
+void *hs__loader_main(void *arg);
+void hs__loader_process(hs_registry *r);
+
+#endif

@@ -1,0 +1,145 @@
+/* test_codec.c - the infer request decoder and response encoder on real request bytes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "http/codec.h"
+
+static int decode(const char *json, hs_infer_request *req, hs_error *err) {
+  hs_codec_limits lim;
+  hs_codec_limits_default(&lim);
+  hs_error_clear(err);
+  return hs_infer_request_decode(json, strlen(json), -1, &lim, req, err);
+}
+
+static void json_nested_and_flat(void **state) {
+  (void)state;
+  hs_infer_request req;
+  hs_error err;
+  assert_int_equal(decode("{\"id\":\"r1\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[2,2],"
+                          "\"data\":[[1,2.5],[3,-4]]}]}", &req, &err), HS_OK);
+  assert_true(req.has_id);
+  assert_string_equal(req.id, "r1");
+  assert_int_equal(req.n_inputs, 1);
+  const float *f = req.inputs[0].t.data;
+  assert_true(f[0] == 1.0f && f[1] == 2.5f && f[2] == 3.0f && f[3] == -4.0f);
+  assert_int_equal(req.inputs[0].t.nbytes, 16);
+  hs_infer_request_free(&req);
+
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"i\",\"datatype\":\"INT64\",\"shape\":[3],\"data\":[1,-2,9007199254740993]}]}",
+                          &req, &err), HS_OK);
+  const int64_t *i = req.inputs[0].t.data;
+  assert_true(i[0] == 1 && i[1] == -2 && i[2] == 9007199254740993ll);
+  hs_infer_request_free(&req);
+}
+
+static void json_errors_name_the_input(void **state) {
+  (void)state;
+  hs_infer_request req;
+  hs_error err;
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[3],\"data\":[1,2]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "input x"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"y\",\"datatype\":\"FP99\",\"shape\":[1],\"data\":[1]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "input y"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"z\",\"datatype\":\"UINT8\",\"shape\":[1],\"data\":[300]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "input z"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"w\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[\"a\"]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_int_equal(decode("{\"inputs\":[", &req, &err), HS_PARSE);
+  assert_int_equal(decode("[]", &req, &err), HS_PARSE);
+  assert_int_equal(decode("{\"inputs\":{}}", &req, &err), HS_PARSE);
+  /* overflowing dimension products and oversized tensors never allocate */
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"big\",\"datatype\":\"FP32\",\"shape\":[4294967296,4294967296,4],"
+                          "\"data\":[1]}]}", &req, &err), HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "input big"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"huge\",\"datatype\":\"FP32\",\"shape\":[1000000,1000000],"
+                          "\"data\":[1]}]}", &req, &err), HS_LIMIT);
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]},"
+                          "{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[-1],\"data\":[1]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  /* deep nesting is refused, not recursed into without bound */
+  char deep[4096] = "{\"inputs\":[{\"name\":\"d\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":";
+  for (int k = 0; k < 200; k++) strcat(deep, "[");
+  strcat(deep, "1");
+  for (int k = 0; k < 200; k++) strcat(deep, "]");
+  strcat(deep, "}]}");
+  assert_int_equal(decode(deep, &req, &err), HS_INVALID_ARGUMENT);
+}
+
+static void binary_inputs_and_outputs(void **state) {
+  (void)state;
+  const char *hdr = "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+                    "\"parameters\":{\"binary_data_size\":8}}],\"outputs\":[{\"name\":\"y\",\"parameters\":{\"binary_data\":true}}]}";
+  char body[512];
+  size_t hl = strlen(hdr);
+  memcpy(body, hdr, hl);
+  float vals[2] = {1.5f, -2.0f};
+  memcpy(body + hl, vals, 8);
+  hs_codec_limits lim;
+  hs_codec_limits_default(&lim);
+  hs_infer_request req;
+  hs_error err;
+  assert_int_equal(hs_infer_request_decode(body, hl + 8, (long long)hl, &lim, &req, &err), HS_OK);
+  float got[2];
+  memcpy(got, req.inputs[0].t.data, 8);
+  assert_true(got[0] == 1.5f && got[1] == -2.0f);
+  assert_int_equal(req.n_outputs, 1);
+  assert_true(req.outputs[0].binary);
+
+  hs_tensor y = {.dtype = HS_DT_FLOAT32, .ndim = 2, .dims = {1, 2}, .data = vals, .nbytes = 8};
+  hs_infer_output out = {.name = "y", .t = &y, .binary = true};
+  hs_sbuf b = {0};
+  size_t json_len = 0;
+  bool has_binary = false;
+  assert_int_equal(hs_infer_response_encode("m", 3, &req, &out, 1, &b, &json_len, &has_binary), HS_OK);
+  assert_true(has_binary);
+  assert_int_equal(b.len, json_len + 8);
+  assert_memory_equal(b.data + json_len, vals, 8);
+  assert_non_null(strstr(b.data, "\"model_version\":\"3\""));
+  assert_non_null(strstr(b.data, "\"binary_data_size\":8"));
+  hs_sbuf_free(&b);
+  hs_infer_request_free(&req);
+
+  /* short binary section, extra bytes, header longer than the body, missing header */
+  assert_int_equal(hs_infer_request_decode(body, hl + 4, (long long)hl, &lim, &req, &err), HS_PARSE);
+  assert_non_null(strstr(err.message, "input x"));
+  assert_int_equal(hs_infer_request_decode(body, hl + 8, (long long)hl - 1, &lim, &req, &err), HS_PARSE);
+  assert_int_equal(hs_infer_request_decode(body, hl + 8, (long long)hl + 100, &lim, &req, &err), HS_PARSE);
+  assert_int_equal(hs_infer_request_decode(body, hl, -1, &lim, &req, &err), HS_PARSE);
+}
+
+static void json_response_values(void **state) {
+  (void)state;
+  hs_infer_request req;
+  memset(&req, 0, sizeof req);
+  float vals[3] = {0.1f, 2.0f, -3.25f};
+  hs_tensor y = {.dtype = HS_DT_FLOAT32, .ndim = 1, .dims = {3}, .data = vals, .nbytes = 12};
+  hs_infer_output out = {.name = "y\"q", .t = &y, .binary = false};
+  hs_sbuf b = {0};
+  size_t json_len = 0;
+  bool has_binary = true;
+  assert_int_equal(hs_infer_response_encode("m", 1, &req, &out, 1, &b, &json_len, &has_binary), HS_OK);
+  assert_false(has_binary);
+  assert_string_equal(b.data, "{\"model_name\":\"m\",\"model_version\":\"1\",\"outputs\":[{\"name\":\"y\\\"q\","
+                              "\"datatype\":\"FP32\",\"shape\":[3],\"data\":[0.100000001,2,-3.25]}]}");
+  hs_sbuf_free(&b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(json_nested_and_flat),
+      cmocka_unit_test(json_errors_name_the_input),
+      cmocka_unit_test(binary_inputs_and_outputs),
+      cmocka_unit_test(json_response_values),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
