@@ -292,6 +292,28 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
     const hs_node *n = &g->nodes[ni];
     if (p->skip[ni]) continue;
     const hs_op_def *d = hs_op_get(n->op);
+    int live_outs = 0;
+    for (int k = 0; k < n->n_out; k++) live_outs += n->out[k] >= 0;
+    if ((d->flags & HS_OP_ALIAS) && live_outs == 1 && n->out[0] >= 0 && n->in[0] >= 0) {
+      /* a view: the output takes over the input's bytes (its buffer, when this is the input's last
+       * reader; a graph input or constant, always) and the node never runs */
+      int v = n->in[0];
+      pval *src = &p->v[v], *dst = &p->v[n->out[0]];
+      int transfer = src->loc == LOC_ARENA && last_use[v] == oi && !is_out[v];
+      for (int i = 1; i < n->n_in; i++) transfer &= n->in[i] != v;
+      if (transfer || src->loc == LOC_INPUT || src->loc == LOC_CONST || src->loc == LOC_FOLDED) {
+        dst->loc = src->loc;
+        dst->off = src->off;
+        dst->data = src->data;
+        p->skip[ni] = 1;
+        for (int i = 1; i < n->n_in; i++) {
+          int u = n->in[i];
+          if (u >= 0 && p->v[u].loc == LOC_ARENA && !is_out[u] && last_use[u] == oi) free_block(&al, p->v[u].off);
+        }
+        if (dst->loc == LOC_ARENA && !is_out[n->out[0]] && last_use[n->out[0]] < 0) free_block(&al, dst->off);
+        continue;
+      }
+    }
     for (int k = 0; k < n->n_out; k++) {
       if (n->out[k] < 0) continue;
       pval *pv = &p->v[n->out[k]];

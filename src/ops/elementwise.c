@@ -26,7 +26,7 @@ static void strides_for(const hs_tensor *t, int r, const int64_t *odims, int64_t
 
 static void bcast_init(bcast *b, const hs_tensor *x, const hs_tensor *y, const hs_tensor *out) {
   b->r = out->ndim;
-  memcpy(b->dims, out->dims, sizeof b->dims);
+  hs_memcpy(b->dims, out->dims, sizeof b->dims);
   strides_for(x, b->r, b->dims, b->sa);
   strides_for(y, b->r, b->dims, b->sb);
 }
@@ -364,7 +364,7 @@ static int unary_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   const unary_params *p = (const unary_params *)n->params.bytes;
   int64_t c = hs_numel(&in[0]);
   if (p->kind == U_IDENTITY) {
-    if (out[0].nbytes && out[0].data != in[0].data) memcpy(out[0].data, in[0].data, out[0].nbytes);
+    if (out[0].nbytes && out[0].data != in[0].data) hs_memcpy(out[0].data, in[0].data, out[0].nbytes);
     if (nout > 1 && out[1].data) memset(out[1].data, 1, out[1].nbytes);
     return 0;
   }
@@ -437,7 +437,7 @@ const hs_op_def hs_ops_elementwise[] = {
     UN("Reciprocal", 1, 1), UN("Sqrt", 1, 1), UN("Floor", 1, 1), UN("Ceil", 1, 1), UN("Elu", 1, 1),
     {"Softplus", 1, 1, 1, 1, 1, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run},
     UN("Clip", 3, 1),
-    {"Identity", 1, 1, 1, 1, 1, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run},
-    {"Dropout", 7, 1, 3, 1, 2, 0, 0, unary_check, unary_infer, NULL, NULL, unary_run},
+    {"Identity", 1, 1, 1, 1, 1, 0, HS_OP_ALIAS, unary_check, unary_infer, NULL, NULL, unary_run},
+    {"Dropout", 7, 1, 3, 1, 2, 0, HS_OP_ALIAS, unary_check, unary_infer, NULL, NULL, unary_run},
     {NULL},
 };

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "hotserve/status.h"
 #include "hotserve/tensor.h"
@@ -23,6 +24,8 @@
 
 /* Flags */
 #define HS_OP_SHAPE_ONLY 1u /* output depends on the input shapes only (Shape): foldable when planning */
+#define HS_OP_ALIAS 2u      /* output 0 holds input 0's bytes unchanged (Reshape...): the planner may
+                               give it input 0's buffer and skip the node */
 
 typedef struct hs_op_def {
   const char *name;      /* ONNX op_type, default domain */
@@ -72,6 +75,10 @@ int hs_broadcast_shape(const hs_tensor *a, const hs_tensor *b, int *ndim, int64_
                        hs_error *err);
 /* Normalizes a possibly negative axis against rank r; HS_INVALID_ARGUMENT when out of range. */
 int hs_norm_axis(int64_t axis, int r, int *out, const hs_node *n, hs_error *err);
+/* memcpy that accepts NULL pointers when n is 0 (empty tensors and absent attributes have none). */
+static inline void hs_memcpy(void *dst, const void *src, size_t n) {
+  if (n) memcpy(dst, src, n);
+}
 /* Element count of a tensor view (its dims are already validated). */
 static inline int64_t hs_numel(const hs_tensor *t) {
   int64_t c = 1;

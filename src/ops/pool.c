@@ -26,7 +26,7 @@ static int ints_into(const hs_node *n, const char *name, int64_t *dst, int max, 
   int rc = hs_attr_ints(n, name, &v, &c, err);
   if (rc) return rc;
   if ((int)c > max) return hs_op_errf(err, n, HS_UNSUPPORTED, "%s: more than 3 spatial dims", name);
-  memcpy(dst, v, c * sizeof *v);
+  hs_memcpy(dst, v, c * sizeof *v);
   *count = (int)c;
   return 0;
 }

@@ -125,7 +125,7 @@ static int reduce_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   int mask[HS_MAX_DIMS], noop, rc;
   if ((rc = reduce_mask(n, in, nin, mask, &noop, err))) return rc;
   if (noop) {
-    if (out[0].nbytes) memcpy(out[0].data, in[0].data, out[0].nbytes);
+    if (out[0].nbytes) hs_memcpy(out[0].data, in[0].data, out[0].nbytes);
     return 0;
   }
   int r = in[0].ndim;

@@ -55,7 +55,7 @@ static int resize_check(hs_node *n, const hs_graph *g, hs_error *err) {
     const hs_attr *a = hs_node_attr(n, "scales");
     if (!a || a->type != HS_ATTR_FLOATS || a->n > HS_MAX_DIMS) return hs_op_errf(err, n, HS_PARSE, "scales attribute is required");
     p->n_scales = (int)a->n;
-    memcpy(p->scales, a->floats, a->n * sizeof(float));
+    hs_memcpy(p->scales, a->floats, a->n * sizeof(float));
   }
   return 0;
 }
@@ -70,7 +70,7 @@ static int resize_dims(const hs_node *n, const hs_tensor *in, int nin, int64_t *
   float attr_scales[HS_MAX_DIMS];
   if (p->n_scales) {
     if (p->n_scales != r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "scales has %d entries for rank %d", p->n_scales, r);
-    memcpy(attr_scales, p->scales, sizeof attr_scales);
+    hs_memcpy(attr_scales, p->scales, sizeof attr_scales);
   } else if (p->legacy) {
     scales = nin > 1 && HS_PRESENT(&in[1]) ? &in[1] : NULL;
   } else {
@@ -269,7 +269,7 @@ static int pad_check(hs_node *n, const hs_graph *g, hs_error *err) {
     if ((rc = hs_attr_ints(n, n->opset < 2 ? "paddings" : "pads", &v, &c, err))) return rc;
     if (!v || c > 2 * HS_MAX_DIMS) return hs_op_errf(err, n, HS_PARSE, "pads attribute is required");
     p->n_pads = (int)c;
-    memcpy(p->pads, v, c * sizeof *v);
+    hs_memcpy(p->pads, v, c * sizeof *v);
   } else if (n->n_in < 2 || n->in[1] < 0) {
     return hs_op_errf(err, n, HS_PARSE, "the pads input is required");
   }
@@ -285,9 +285,9 @@ static int pad_amounts(const hs_node *n, const hs_tensor *in, int nin, int64_t *
     if (t->dtype != HS_DT_INT64 || t->ndim != 1 || t->dims[0] > 2 * HS_MAX_DIMS)
       return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads must be a 1-D int64 tensor");
     c = (int)t->dims[0];
-    memcpy(v, t->data, (size_t)c * 8);
+    hs_memcpy(v, t->data, (size_t)c * 8);
   } else {
-    memcpy(v, p->pads, sizeof v);
+    hs_memcpy(v, p->pads, sizeof v);
   }
   if (c != 2 * r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads has %d entries for rank %d", c, r);
   for (int i = 0; i < r; i++) {
@@ -329,7 +329,7 @@ static int pad_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
   }
   size_t esz = hs_dtype_size(in[0].dtype);
   unsigned char fill[8] = {0};
-  if (nin > 2 && HS_PRESENT(&in[2])) memcpy(fill, in[2].data, esz);
+  if (nin > 2 && HS_PRESENT(&in[2])) hs_memcpy(fill, in[2].data, esz);
   else if (!p->from_inputs) {
     hs_tensor f = {.dtype = in[0].dtype, .data = fill};
     hs_store_f64(&f, 0, p->value);
@@ -359,7 +359,7 @@ static int pad_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
       }
       off += i * ist[a];
     }
-    memcpy(y + e * (int64_t)esz, outside ? (const char *)fill : x + off * (int64_t)esz, esz);
+    hs_memcpy(y + e * (int64_t)esz, outside ? (const char *)fill : x + off * (int64_t)esz, esz);
     for (int a = r - 1; a >= 0; a--) {
       if (++idx[a] < out[0].dims[a]) break;
       idx[a] = 0;

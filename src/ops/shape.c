@@ -7,7 +7,7 @@
 
 static int copy_input0(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
                        hs_error *err) {
-  if (out[0].nbytes && out[0].data != in[0].data) memcpy(out[0].data, in[0].data, out[0].nbytes);
+  if (out[0].nbytes && out[0].data != in[0].data) hs_memcpy(out[0].data, in[0].data, out[0].nbytes);
   return 0;
 }
 
@@ -146,7 +146,7 @@ static int axes_check(hs_node *n, const hs_graph *g, hs_error *err) {
   if ((rc = hs_attr_ints(n, "axes", &a, &c, err))) return rc;
   if (c > HS_MAX_DIMS) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "too many axes");
   p->n_axes = (int)c;
-  memcpy(p->axes, a, c * sizeof *a);
+  hs_memcpy(p->axes, a, c * sizeof *a);
   if (!p->from_input && n->n_in > 1) return hs_op_errf(err, n, HS_PARSE, "axes input needs opset 13");
   if (!p->from_input && strcmp(n->op_type, "Unsqueeze") == 0 && c == 0)
     return hs_op_errf(err, n, HS_PARSE, "axes attribute is required");
@@ -161,7 +161,7 @@ static int get_axes(const hs_node *n, const hs_tensor *in, int nin, int64_t *ax,
     return 0;
   }
   *count = p->n_axes;
-  memcpy(ax, p->axes, sizeof(int64_t) * (size_t)p->n_axes);
+  hs_memcpy(ax, p->axes, sizeof(int64_t) * (size_t)p->n_axes);
   return 0;
 }
 
@@ -213,7 +213,7 @@ static int transpose_check(hs_node *n, const hs_graph *g, hs_error *err) {
   if (rc || (rc = hs_attr_ints(n, "perm", &a, &c, err))) return rc;
   if (c > HS_MAX_DIMS) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "perm too long");
   p->n_perm = hs_node_attr(n, "perm") ? (int)c : -1;
-  memcpy(p->perm, a, c * sizeof *a);
+  hs_memcpy(p->perm, a, c * sizeof *a);
   return 0;
 }
 
@@ -242,7 +242,7 @@ static void strided_copy(void *dst, const void *src, size_t esz, int r, const in
   for (int i = 0; i < r; i++) total *= od[i];
   if (total == 0) return;
   if (r == 0) {
-    memcpy(dst, (const char *)src + base * (int64_t)esz, esz);
+    hs_memcpy(dst, (const char *)src + base * (int64_t)esz, esz);
     return;
   }
   int64_t idx[HS_MAX_DIMS] = {0}, off = base, inner = od[r - 1], ist = st[r - 1];
@@ -250,12 +250,12 @@ static void strided_copy(void *dst, const void *src, size_t esz, int r, const in
   for (int64_t k = 0; k < total; k += inner) {
     const char *s = (const char *)src + off * (int64_t)esz;
     if (ist == 1) {
-      memcpy(o, s, (size_t)inner * esz);
+      hs_memcpy(o, s, (size_t)inner * esz);
       o += inner * (int64_t)esz;
     } else if (esz == 4) {
-      for (int64_t j = 0; j < inner; j++, o += 4) memcpy(o, s + j * ist * 4, 4);
+      for (int64_t j = 0; j < inner; j++, o += 4) hs_memcpy(o, s + j * ist * 4, 4);
     } else {
-      for (int64_t j = 0; j < inner; j++, o += esz) memcpy(o, s + j * ist * (int64_t)esz, esz);
+      for (int64_t j = 0; j < inner; j++, o += esz) hs_memcpy(o, s + j * ist * (int64_t)esz, esz);
     }
     for (int d = r - 2; d >= 0; d--) {
       off += st[d];
@@ -294,7 +294,7 @@ static int concat_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tenso
   if ((rc = known_type(n, &in[0], err)) || (rc = hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err)))
     return rc;
   int64_t d[HS_MAX_DIMS];
-  memcpy(d, in[0].dims, sizeof d);
+  hs_memcpy(d, in[0].dims, sizeof d);
   d[a] = 0;
   for (int i = 0; i < nin; i++) {
     if (!HS_PRESENT(&in[i])) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "empty input");
@@ -319,7 +319,7 @@ static int concat_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   for (int i = 0; i < nin; i++) {
     size_t row = (size_t)(in[i].dims[a] * inner) * esz;
     for (int64_t o = 0; o < outer; o++)
-      memcpy((char *)out[0].data + (size_t)o * orow + off, (const char *)in[i].data + (size_t)o * row, row);
+      hs_memcpy((char *)out[0].data + (size_t)o * orow + off, (const char *)in[i].data + (size_t)o * row, row);
     off += row;
   }
   return 0;
@@ -368,7 +368,7 @@ static int gather_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
     for (int64_t j = 0; j < ni; j++) {
       int64_t ix = hs_get_int(&in[1], j);
       if (ix < 0) ix += dim;
-      memcpy((char *)out[0].data + (size_t)(o * ni + j) * row, (const char *)in[0].data + (size_t)(o * dim + ix) * row,
+      hs_memcpy((char *)out[0].data + (size_t)(o * ni + j) * row, (const char *)in[0].data + (size_t)(o * dim + ix) * row,
              row);
     }
   return 0;
@@ -400,9 +400,9 @@ static int slice_check(hs_node *n, const hs_graph *g, hs_error *err) {
   if (cs != ce || cs > HS_MAX_DIMS || (hs_node_attr(n, "axes") && ca != cs))
     return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "starts/ends/axes lengths differ");
   p->n = (int)cs;
-  memcpy(p->starts, s, cs * 8);
-  memcpy(p->ends, e, cs * 8);
-  memcpy(p->axes, a, ca * 8);
+  hs_memcpy(p->starts, s, cs * 8);
+  hs_memcpy(p->ends, e, cs * 8);
+  hs_memcpy(p->axes, a, ca * 8);
   p->has_axes = hs_node_attr(n, "axes") != NULL;
   return 0;
 }
@@ -430,9 +430,9 @@ static int slice_plan(const hs_node *n, const hs_tensor *in, int nin, int64_t *s
     }
   } else {
     c = p->n;
-    memcpy(s, p->starts, sizeof s);
-    memcpy(e, p->ends, sizeof e);
-    memcpy(ax, p->axes, sizeof ax);
+    hs_memcpy(s, p->starts, sizeof s);
+    hs_memcpy(e, p->ends, sizeof e);
+    hs_memcpy(ax, p->axes, sizeof ax);
     has_axes = p->has_axes;
     for (int i = 0; i < c; i++) stp[i] = 1;
   }
@@ -527,13 +527,13 @@ static float half_to_float(uint16_t h) {
   if (e == 31) bits = s | 0x7f800000u | (m << 13);
   else bits = s | ((e + 112) << 23) | (m << 13);
   float f;
-  memcpy(&f, &bits, 4);
+  hs_memcpy(&f, &bits, 4);
   return f;
 }
 
 static uint16_t float_to_half(float f) {
   uint32_t x;
-  memcpy(&x, &f, 4);
+  hs_memcpy(&x, &f, 4);
   uint16_t s = (uint16_t)((x >> 16) & 0x8000);
   uint32_t e = (x >> 23) & 0xff, m = x & 0x7fffff;
   if (e == 0xff) return s | 0x7c00 | (m ? 0x200 : 0);
@@ -640,7 +640,7 @@ static int cos_check(hs_node *n, const hs_graph *g, hs_error *err) {
         a->tensor->t.nbytes > 8)
       return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "value must be a one-element tensor");
     p->dt = a->tensor->t.dtype;
-    memcpy(p->value, a->tensor->t.data, a->tensor->t.nbytes);
+    hs_memcpy(p->value, a->tensor->t.data, a->tensor->t.nbytes);
   }
   return 0;
 }
@@ -657,7 +657,7 @@ static int cos_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
   const cos_params *p = (const cos_params *)n->params.bytes;
   size_t esz = hs_dtype_size(p->dt);
   int64_t c = hs_numel(&out[0]);
-  for (int64_t i = 0; i < c; i++) memcpy((char *)out[0].data + (size_t)i * esz, p->value, esz);
+  for (int64_t i = 0; i < c; i++) hs_memcpy((char *)out[0].data + (size_t)i * esz, p->value, esz);
   return 0;
 }
 
@@ -665,10 +665,10 @@ static int cos_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
 
 const hs_op_def hs_ops_shape[] = {
     OP("Shape", 1, 1, 1, 1, 1, 0, HS_OP_SHAPE_ONLY, shape_check, shape_infer, shape_run),
-    OP("Reshape", 5, 2, 2, 1, 1, 1u << 1, 0, reshape_check, reshape_infer, copy_input0),
-    OP("Flatten", 1, 1, 1, 1, 1, 0, 0, flatten_check, flatten_infer, copy_input0),
-    OP("Squeeze", 1, 1, 2, 1, 1, 1u << 1, 0, axes_check, squeeze_infer, copy_input0),
-    OP("Unsqueeze", 1, 1, 2, 1, 1, 1u << 1, 0, axes_check, unsqueeze_infer, copy_input0),
+    OP("Reshape", 5, 2, 2, 1, 1, 1u << 1, HS_OP_ALIAS, reshape_check, reshape_infer, copy_input0),
+    OP("Flatten", 1, 1, 1, 1, 1, 0, HS_OP_ALIAS, flatten_check, flatten_infer, copy_input0),
+    OP("Squeeze", 1, 1, 2, 1, 1, 1u << 1, HS_OP_ALIAS, axes_check, squeeze_infer, copy_input0),
+    OP("Unsqueeze", 1, 1, 2, 1, 1, 1u << 1, HS_OP_ALIAS, axes_check, unsqueeze_infer, copy_input0),
     OP("Transpose", 1, 1, 1, 1, 1, 0, 0, transpose_check, transpose_infer, transpose_run),
     OP("Concat", 4, 1, 64, 1, 1, 0, 0, concat_check, concat_infer, concat_run),
     OP("Gather", 1, 2, 2, 1, 1, 0, 0, gather_check, gather_infer, gather_run),

@@ -180,3 +180,28 @@ hostile("length_past_end", b"\x3a\xff\xff\xff\xff\x0f\x00\x00", "malformed")
 # an output name that cannot stand in a file name as it is (hotserve run writes out_1_x.npy)
 a = f32(2, 2)
 case("odd_output_name", [N("Neg", ["a"], ["out/1:x"])], [("a", a)], [("out/1:x", -a)])
+
+# a chain of 10 Relus on 256 KiB tensors: liveness lets the plan reuse two buffers (tested in C)
+a = f32(1, 256, 256)
+chain = [N("Relu", ["a"], ["r0"])] + [N("Relu", [f"r{i}"], [f"r{i + 1}"]) for i in range(9)]
+case("relu_chain", chain[:-1] + [N("Relu", ["r8"], ["y"])], [("a", a)], [("y", np.maximum(a, 0))])
+
+# exporter-style shape arithmetic on a dynamic batch: Shape -> Gather -> Unsqueeze -> Concat -> Reshape
+x = f32(3, 3, 4)
+nodes = [N("Shape", ["x"], ["s"]), N("Gather", ["s", "zero"], ["n"], axis=0), N("Unsqueeze", ["n", "ax0"], ["n1"]),
+         N("Concat", ["n1", "twelve"], ["shp"], axis=0), N("Reshape", ["x", "shp"], ["flat"]),
+         N("Transpose", ["flat"], ["t"], perm=[1, 0]), N("Slice", ["t", "st", "en", "axs"], ["y"])]
+case("dyn_shape_arith", nodes, [("x", x)], [("y", x.reshape(3, 12).T[2:10])],
+     inits=[("zero", np.array(0, np.int64)), ("ax0", np.array([0], np.int64)), ("twelve", np.array([12], np.int64)),
+            ("st", np.array([2], np.int64)), ("en", np.array([10], np.int64)), ("axs", np.array([0], np.int64))],
+     input_shapes=[["batch", 3, 4]])
+
+# Pad (reflect) then Resize (linear, half_pixel) then Concat with Softmax of the same
+x = f32(1, 2, 3, 3)
+xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+case("pad_reflect", [N("Pad", ["x", "pads"], ["y"], mode="reflect")], [("x", x)], [("y", xp)],
+     inits=[("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))])
+x = f32(2, 5)
+e = np.exp(x - x.max(axis=1, keepdims=True))
+case("softmax_concat", [N("Softmax", ["x"], ["s"], axis=1), N("Concat", ["x", "s"], ["y"], axis=0)], [("x", x)],
+     [("y", np.concatenate([x, e / e.sum(axis=1, keepdims=True)], axis=0))])

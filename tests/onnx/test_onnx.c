@@ -147,11 +147,53 @@ static void test_truncated_and_corrupted(void **state) {
   free(buf);
 }
 
+/* Liveness: ten 256 KiB intermediates fit in a few buffers, and the plan is reused across runs. */
+static void test_memory_plan_reuses_buffers(void **state) {
+  (void)state;
+  hs_engine_model *m;
+  hs_error err;
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/cases/relu_chain/model.onnx", NULL, &m, &err), 0);
+  const size_t one = 256 * 256 * sizeof(float);
+  printf("relu_chain: arena %zu bytes for 10 values of %zu\n", m->planned_bytes, one);
+  assert_true(m->planned_bytes >= 2 * one); /* an input and an output buffer at least */
+  assert_true(m->planned_bytes <= 3 * one); /* never one buffer per value */
+  hs_engine_free(m);
+}
+
+/* Shape arithmetic on a dynamic batch is folded while planning; other batch sizes work too. */
+static void test_dynamic_shape_arithmetic(void **state) {
+  (void)state;
+  hs_engine_model *m;
+  hs_engine_session *s;
+  hs_error err;
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/cases/dyn_shape_arith/model.onnx", NULL, &m, &err), 0);
+  assert_int_equal(m->inputs[0].dims[0], -1);
+  assert_int_equal(m->outputs[0].dims[0], 8);
+  assert_int_equal(m->outputs[0].dims[1], -1);
+  assert_int_equal(hs_engine_session_create(m, &s, &err), 0);
+  for (int b = 1; b <= 6; b++) {
+    float x[6 * 12];
+    for (int i = 0; i < b * 12; i++) x[i] = (float)i;
+    hs_tensor in = {.dtype = HS_DT_FLOAT32, .ndim = 3, .dims = {b, 3, 4}, .data = x, .nbytes = (size_t)b * 48};
+    hs_tensor out;
+    assert_int_equal(hs_engine_run(s, &in, 1, &out, 1, &err), 0);
+    assert_int_equal(out.ndim, 2);
+    assert_int_equal(out.dims[0], 8);
+    assert_int_equal(out.dims[1], b);
+    for (int r = 0; r < 8; r++)
+      for (int c = 0; c < b; c++) assert_float_equal(((float *)out.data)[r * b + c], (float)(c * 12 + r + 2), 0);
+  }
+  hs_engine_session_free(s);
+  hs_engine_free(m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_generated_cases),
       cmocka_unit_test(test_hostile_models),
       cmocka_unit_test(test_truncated_and_corrupted),
+      cmocka_unit_test(test_memory_plan_reuses_buffers),
+      cmocka_unit_test(test_dynamic_shape_arithmetic),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
