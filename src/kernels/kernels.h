@@ -100,7 +100,8 @@ int hs_post_ops_add_sum(hs_post_ops *p, float scale);
 typedef struct hs_conv_params {
   hs_kernel_device device;
   hs_layout src_layout; /* of the input */
-  hs_layout dst_layout; /* of the output and the residual (may differ: a stem conv reads NCHW, writes NHWC) */
+  hs_layout dst_layout; /* of the output (may differ: a stem conv reads NCHW, writes NHWC) */
+  hs_layout res_layout; /* of the residual of a HS_POST_SUM (reordered into dst when it differs) */
   int transposed;       /* 0: Conv; 1: ConvTranspose (deconvolution) */
   int nsp;              /* spatial dims, 1..3 */
   int64_t batch;        /* N at creation */
@@ -235,7 +236,7 @@ typedef struct hs_reorder_params {
  *   conv, pool, eltwise, softmax, layernorm, batchnorm, reduce, resample, reorder: src[0];
  *   matmul: src[0] = A, src[1] = B (only when b_const was NULL);
  *   binary: src[0] = a, src[1] = b;  concat: src[0..ninputs).
- * `residual` feeds an HS_POST_SUM; it may alias dst (then no copy is made). */
+ * `residual` feeds an HS_POST_SUM; it may alias dst when it has dst's layout (then no copy is made). */
 typedef struct hs_kernel_args {
   int64_t batch;            /* leading dimension for this run; 0 = as created */
   const void *const *src;

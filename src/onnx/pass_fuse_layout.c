@@ -7,9 +7,9 @@
  *   - a Conv with constant weights (so a oneDNN kernel runs it) produces it, and
  *   - every reader is such a Conv, reading it as its input or as its fused residual, and
  *   - it is not a graph output.
- * A fused residual is added in place into the Conv's output, so the residual and that output must
- * share a layout; where they would not, both stay NCHW (repeated until nothing changes). Convs at
- * the edges convert: the kernel reads NCHW and writes the preferred layout or the reverse.
+ * A fused residual may have another layout than the Conv's output: the kernel reorders it into the
+ * output before accumulating. Convs at the edges convert: the kernel reads NCHW and writes the
+ * preferred layout or the reverse.
  * Must run after the fusion passes (the residual inputs are known then).
  */
 #include <stdlib.h>
@@ -58,31 +58,18 @@ int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
       if (!is_conv || !(k == 0 || k == a->sum_input)) blocked[v] = 0;
     }
   }
-  /* a residual and the output it is summed into share a layout */
-  for (int again = 1; again;) {
-    again = 0;
-    for (int i = 0; i < g->n_nodes; i++) {
-      const hs_node *n = &g->nodes[i];
-      int64_t oc;
-      if (!kernel_conv(g, n, &oc)) continue;
-      const hs_conv_attrs *a = (const hs_conv_attrs *)n->params.bytes;
-      if (a->sum_input < 0 || a->sum_input >= n->n_in) continue;
-      int r = n->in[a->sum_input], y = n->out[0];
-      if (r >= 0 && y >= 0 && blocked[r] != blocked[y]) {
-        blocked[r] = blocked[y] = 0;
-        again = 1;
-      }
-    }
-  }
   for (int i = 0; i < g->n_nodes; i++) {
     hs_node *n = &g->nodes[i];
     int64_t oc;
     if (!kernel_conv(g, n, &oc)) continue;
     hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
     hs_layout src = blocked[n->in[0]] ? pref : HS_LAYOUT_NCHW, dst = blocked[n->out[0]] ? pref : HS_LAYOUT_NCHW;
-    if (a->src_layout != src || a->dst_layout != dst) {
+    hs_layout res = a->sum_input >= 0 && a->sum_input < n->n_in && n->in[a->sum_input] >= 0 &&
+                            blocked[n->in[a->sum_input]] ? pref : HS_LAYOUT_NCHW;
+    if (a->src_layout != src || a->dst_layout != dst || a->res_layout != res) {
       a->src_layout = src;
       a->dst_layout = dst;
+      a->res_layout = res;
       *changed = 1;
     }
   }

@@ -193,6 +193,15 @@ def main():
     y = F.conv2d(F.relu(F.conv2d(y1, t(w2), padding=1) + y1), t(w3))
     c.save(root, "y", y.numpy(), ["Conv", "Conv", "Conv"])
 
+    # The residual (a graph input, NCHW) and the sum's output (kept blocked for the next conv) differ
+    c = Case("residual_layout_differs")
+    x, w1, w2 = rand(1, 8, 5, 5), rand(8, 8, 3, 3, scale=0.3), rand(16, 8, 1, 1)
+    c.node("Conv", [c.input("x", x), c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1])
+    c.node("Add", ["x", "c1"], ["s"])
+    c.node("Conv", ["s", c.init("w2", w2)], ["y"])
+    y = F.conv2d(t(x) + F.conv2d(t(x), t(w1), padding=1), t(w2))
+    c.save(root, "y", y.numpy(), ["Conv", "Conv"])
+
 
 if __name__ == "__main__":
     main()

@@ -52,10 +52,11 @@ static int64_t conv_out(const conv_case *c, int i) {
 }
 
 /* Builds the case in the given layout, runs it at batch c->n and at batch c->n + 1, compares. */
-static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout) {
+static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout, hs_layout res_layout) {
   hs_conv_params p = {0};
   p.src_layout = in_layout;
   p.dst_layout = layout;
+  p.res_layout = res_layout;
   p.transposed = c->transposed;
   p.nsp = c->nsp;
   p.batch = c->n;
@@ -99,7 +100,7 @@ static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout
       xl = malloc(sizeof(float) * xn);
       to_nhwc(x, xl, n, c->ic, isz);
     }
-    if (layout == HS_LAYOUT_NHWC) {
+    if (res_layout == HS_LAYOUT_NHWC) {
       resl = malloc(sizeof(float) * yn);
       to_nhwc(res, resl, n, c->oc, osz);
     }
@@ -112,9 +113,9 @@ static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout
       to_nchw(got, t, n, c->oc, osz);
       free(got);
       got = t;
-      free(resl);
     }
     if (xl != x) free(xl);
+    if (resl != res) free(resl);
     char what[160];
     snprintf(what, sizeof what, "%s (%s -> %s, batch %lld, %s)", c->name,
              in_layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw", layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw",
@@ -173,9 +174,11 @@ static void test_conv(void **state) {
        post_of(1, HS_POST_ACT, HS_ACT_TANH, 0.0, 0.0)},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NCHW);
-    check_conv(&cases[i], HS_LAYOUT_NHWC, HS_LAYOUT_NHWC);
-    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NHWC);
+    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NCHW, HS_LAYOUT_NCHW);
+    check_conv(&cases[i], HS_LAYOUT_NHWC, HS_LAYOUT_NHWC, HS_LAYOUT_NHWC);
+    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NHWC, HS_LAYOUT_NHWC);
+    check_conv(&cases[i], HS_LAYOUT_NHWC, HS_LAYOUT_NCHW, HS_LAYOUT_NHWC); /* residual in another layout */
+    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NHWC, HS_LAYOUT_NCHW);
   }
 }
 
