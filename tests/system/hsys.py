@@ -259,6 +259,11 @@ class Server:
         rx = re.compile(pattern)
         return [line for line in self.log_lines() if rx.search(line)]
 
+    def wait_log(self, pattern, what, timeout=10):
+        """Lines matching pattern, waiting a little: the server may update its status document
+        before the log line has made it through the pipe."""
+        return wait_for(lambda: self.log_matching(pattern), what, timeout)
+
     def conn(self, timeout=60):
         return Client(self.host, self.port, timeout)
 

@@ -119,8 +119,8 @@ def test(tmp, args):
         check(after.get(reason, 0) == before.get(reason, 0) + 1,
               "%s: verify_failures_total{reason=%s} went %g -> %g" % (what, reason, before.get(reason, 0),
                                                                     after.get(reason, 0)))
-        lines = srv.log_matching(r"model signed version %d failed: %s" % (version, reason))
-        check(lines, "%s: no log line 'model signed version %d failed: %s: ...'" % (what, version, reason))
+        lines = srv.wait_log(r"model signed version %d failed: %s" % (version, reason),
+                             "%s: a log line 'model signed version %d failed: %s: ...'" % (what, version, reason))
         check(any("alert" in line.lower() for line in lines), "%s: the refusal is not logged at ALERT level: %r"
               % (what, lines[0]))
         check(hsys.serving_version(c, "signed") == str(serving), "%s: serving version changed" % what)
