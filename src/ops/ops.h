@@ -65,6 +65,7 @@ extern const hs_op_def hs_ops_pool[];
 extern const hs_op_def hs_ops_norm[];
 extern const hs_op_def hs_ops_reduce[];
 extern const hs_op_def hs_ops_resize[];
+extern const hs_op_def hs_ops_logic[];
 
 /* ---- helpers shared by op files (ops_util.c) ---- */
 

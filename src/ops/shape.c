@@ -661,6 +661,181 @@ static int cos_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
   return 0;
 }
 
+/* ---- Split ------------------------------------------------------------------------------------ */
+
+typedef struct {
+  int64_t axis;
+  int n_split; /* split attribute (opset < 13), -1 when absent */
+  int64_t split[64];
+} split_params;
+
+static int split_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  split_params *p = (split_params *)n->params.bytes;
+  int rc = hs_node_only_attrs(n, n->opset < 13 ? "axis,split" : "axis", err);
+  if (rc || (rc = hs_attr_int(n, "axis", 0, &p->axis, err))) return rc;
+  const int64_t *v;
+  size_t c;
+  if ((rc = hs_attr_ints(n, "split", &v, &c, err))) return rc;
+  if (c > 64) return hs_op_errf(err, n, HS_UNSUPPORTED, "more than 64 parts");
+  p->n_split = v ? (int)c : -1;
+  hs_memcpy(p->split, v, c * sizeof *v);
+  return 0;
+}
+
+static int split_sizes(const hs_node *n, const hs_tensor *in, int nin, int nout, int *axis, int64_t *sz, hs_error *err) {
+  const split_params *p = (const split_params *)n->params.bytes;
+  int rc = hs_norm_axis(p->axis, in[0].ndim, axis, n, err), c;
+  if (rc) return rc;
+  int64_t dim = in[0].dims[*axis], total = 0;
+  if (nin > 1 && HS_PRESENT(&in[1])) {
+    if ((rc = read_ints(n, &in[1], "split", sz, 64, &c, err))) return rc;
+  } else if (p->n_split >= 0) {
+    c = p->n_split;
+    hs_memcpy(sz, p->split, sizeof(int64_t) * (size_t)c);
+  } else {
+    if (nout < 1 || dim % nout) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "%lld does not split evenly into %d", (long long)dim, nout);
+    for (int i = 0; i < nout; i++) sz[i] = dim / nout;
+    return 0;
+  }
+  if (c != nout) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "split has %d entries for %d outputs", c, nout);
+  for (int i = 0; i < c; i++) {
+    if (sz[i] < 0 || sz[i] > dim) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "negative or oversized split");
+    total += sz[i];
+  }
+  if (total != dim) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "split sums to %lld, the axis is %lld", (long long)total, (long long)dim);
+  return 0;
+}
+
+static int split_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int axis, rc;
+  int64_t sz[64];
+  if ((rc = known_type(n, &in[0], err)) || (rc = split_sizes(n, in, nin, nout, &axis, sz, err))) return rc;
+  for (int k = 0; k < nout; k++) {
+    int64_t d[HS_MAX_DIMS];
+    memcpy(d, in[0].dims, sizeof d);
+    d[axis] = sz[k];
+    if ((rc = hs_set_shape(&out[k], in[0].dtype, in[0].ndim, d, n, err))) return rc;
+  }
+  return 0;
+}
+
+static int split_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                     hs_error *err) {
+  int axis, rc;
+  int64_t sz[64];
+  if ((rc = split_sizes(n, in, nin, nout, &axis, sz, err))) return rc;
+  size_t esz = hs_dtype_size(in[0].dtype);
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < axis; k++) outer *= in[0].dims[k];
+  for (int k = axis + 1; k < in[0].ndim; k++) inner *= in[0].dims[k];
+  size_t irow = (size_t)(in[0].dims[axis] * inner) * esz, off = 0;
+  for (int k = 0; k < nout; k++) {
+    size_t row = (size_t)(sz[k] * inner) * esz;
+    if (out[k].data)
+      for (int64_t o = 0; o < outer; o++)
+        hs_memcpy((char *)out[k].data + (size_t)o * row, (const char *)in[0].data + (size_t)o * irow + off, row);
+    off += row;
+  }
+  return 0;
+}
+
+/* ---- Tile ------------------------------------------------------------------------------------- */
+
+static int tile_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int64_t rep[HS_MAX_DIMS], d[HS_MAX_DIMS];
+  int c, rc;
+  if ((rc = known_type(n, &in[0], err)) || (rc = read_ints(n, &in[1], "repeats", rep, HS_MAX_DIMS, &c, err))) return rc;
+  if (c != in[0].ndim) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "repeats has %d entries for rank %d", c, in[0].ndim);
+  for (int i = 0; i < c; i++) {
+    if (rep[i] < 0 || (in[0].dims[i] && rep[i] > INT64_MAX / in[0].dims[i]))
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "bad repeat count");
+    d[i] = in[0].dims[i] * rep[i];
+  }
+  return hs_set_shape(&out[0], in[0].dtype, c, d, n, err);
+}
+
+static int tile_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                    hs_error *err) {
+  int r = in[0].ndim;
+  size_t esz = hs_dtype_size(in[0].dtype);
+  int64_t ist[HS_MAX_DIMS], acc = 1, idx[HS_MAX_DIMS] = {0}, total = hs_numel(&out[0]);
+  for (int a = r - 1; a >= 0; a--) {
+    ist[a] = acc;
+    acc *= in[0].dims[a];
+  }
+  for (int64_t e = 0; e < total; e++) {
+    int64_t off = 0;
+    for (int a = 0; a < r; a++) off += (idx[a] % in[0].dims[a]) * ist[a];
+    memcpy((char *)out[0].data + e * (int64_t)esz, (const char *)in[0].data + off * (int64_t)esz, esz);
+    for (int a = r - 1; a >= 0; a--) {
+      if (++idx[a] < out[0].dims[a]) break;
+      idx[a] = 0;
+    }
+  }
+  return 0;
+}
+
+/* ---- Range, Size, CastLike -------------------------------------------------------------------- */
+
+static int range_count(const hs_node *n, const hs_tensor *in, int64_t *count, hs_error *err) {
+  for (int i = 0; i < 3; i++)
+    if (in[i].dtype != in[0].dtype || hs_numel(&in[i]) != 1)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "start, limit and delta must be scalars of one type");
+  double s = hs_load_f64(&in[0], 0), l = hs_load_f64(&in[1], 0), d = hs_load_f64(&in[2], 0);
+  if (d == 0 || isnan(d) || isnan(s) || isnan(l)) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "delta must be non-zero");
+  double c = ceil((l - s) / d);
+  if (c > (double)((int64_t)1 << 40)) return hs_op_errf(err, n, HS_LIMIT, "range too long");
+  *count = c > 0 ? (int64_t)c : 0;
+  return 0;
+}
+
+static int range_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int rc = hs_need_dtype(n, &in[0], "start", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_INT16, HS_DT_INT32,
+                         HS_DT_INT64, HS_DT_UNDEFINED);
+  int64_t c;
+  if (rc || (rc = range_count(n, in, &c, err))) return rc;
+  return hs_set_shape(&out[0], in[0].dtype, 1, &c, n, err);
+}
+
+static int range_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                     hs_error *err) {
+  int64_t c;
+  int rc = range_count(n, in, &c, err);
+  if (rc) return rc;
+  if (in[0].dtype == HS_DT_INT64) {
+    int64_t s = ((const int64_t *)in[0].data)[0], d = ((const int64_t *)in[2].data)[0];
+    for (int64_t i = 0; i < c; i++) ((int64_t *)out[0].data)[i] = (int64_t)((uint64_t)s + (uint64_t)i * (uint64_t)d);
+    return 0;
+  }
+  double s = hs_load_f64(&in[0], 0), d = hs_load_f64(&in[2], 0);
+  if (in[0].dtype == HS_DT_FLOAT32) { /* accumulate in float as the reference does */
+    float v = (float)s;
+    for (int64_t i = 0; i < c; i++, v += (float)d) ((float *)out[0].data)[i] = v;
+    return 0;
+  }
+  for (int64_t i = 0; i < c; i++) hs_store_f64(&out[0], i, s + (double)i * d);
+  return 0;
+}
+
+static int size_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  return hs_set_shape(&out[0], HS_DT_INT64, 0, NULL, n, err);
+}
+
+static int size_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                    hs_error *err) {
+  *(int64_t *)out[0].data = hs_numel(&in[0]);
+  return 0;
+}
+
+static int castlike_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  int rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_FLOAT16, HS_DT_INT64,
+                         HS_DT_INT32, HS_DT_INT16, HS_DT_INT8, HS_DT_UINT8, HS_DT_UINT16, HS_DT_BOOL, HS_DT_UNDEFINED);
+  if (rc) return rc;
+  if (hs_dtype_size(in[1].dtype) == 0 || in[1].dtype == HS_DT_UINT32 || in[1].dtype == HS_DT_UINT64)
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "target type not supported");
+  return hs_set_shape(&out[0], in[1].dtype, in[0].ndim, in[0].dims, n, err);
+}
+
 #define OP(name, since, mi, ma, mo, xo, vin, fl, chk, inf, run) {name, since, mi, ma, mo, xo, vin, fl, chk, inf, NULL, NULL, run}
 
 const hs_op_def hs_ops_shape[] = {
@@ -676,5 +851,10 @@ const hs_op_def hs_ops_shape[] = {
     OP("Expand", 8, 2, 2, 1, 1, 1u << 1, 0, NULL, expand_infer, expand_run),
     OP("Cast", 6, 1, 1, 1, 1, 0, 0, cast_check, cast_infer, cast_run),
     OP("ConstantOfShape", 9, 1, 1, 1, 1, 1u << 0, 0, cos_check, cos_infer, cos_run),
+    OP("Split", 2, 1, 2, 1, 64, 1u << 1, 0, split_check, split_infer, split_run),
+    OP("Tile", 6, 2, 2, 1, 1, 1u << 1, 0, NULL, tile_infer, tile_run),
+    OP("Range", 11, 3, 3, 1, 1, 0x7u, 0, NULL, range_infer, range_run),
+    OP("Size", 1, 1, 1, 1, 1, 0, HS_OP_SHAPE_ONLY, NULL, size_infer, size_run),
+    OP("CastLike", 15, 2, 2, 1, 1, 0, 0, NULL, castlike_infer, cast_run),
     {NULL},
 };

@@ -6,7 +6,7 @@
 /* Each family array ends with an entry whose name is NULL. Adding a family: one line here. */
 static const hs_op_def *const k_families[] = {
     hs_ops_elementwise, hs_ops_matmul, hs_ops_shape, hs_ops_conv,
-    hs_ops_pool,        hs_ops_norm,   hs_ops_reduce, hs_ops_resize,
+    hs_ops_pool,        hs_ops_norm,   hs_ops_reduce, hs_ops_resize, hs_ops_logic,
 };
 
 #define HS_MAX_OPS 256
