@@ -88,6 +88,13 @@ hs_layout hs_kernels_preferred_layout(hs_kernel_device device) {
   return (isa & avx512) == avx512 ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW8C;
 }
 
+int hs_kernel_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M == 0 || N == 0) return 0;
+  dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  return st == dnnl_success ? 0 : HS_INVALID_ARGUMENT;
+}
+
 /* ---- threads ---- */
 
 static int g_default_threads; /* omp_get_max_threads() before anyone changed it */

@@ -290,6 +290,13 @@ hs_layout hs_kernels_preferred_layout(hs_kernel_device device);
 void hs_kernels_set_threads(int n);
 int hs_kernels_threads(void);
 
+/* Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T
+ * (trans_x != 0), op(A) [M, K], op(B) [K, N], leading dimensions lda/ldb/ldc. For ops whose operands
+ * change every run (MatMul on activations). Thread-safe. Returns 0, or HS_INVALID_ARGUMENT for
+ * inconsistent sizes (C is untouched then). */
+int hs_kernel_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 /* Plain-C value of activation a at x (the reference that fallback code uses). */
 float hs_act_apply(hs_act_kind a, float alpha, float beta, float x);
 /* Applies the post-ops to y[0..n) in place; residual (read for HS_POST_SUM) may be NULL when there is none. */
