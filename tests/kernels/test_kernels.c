@@ -328,6 +328,26 @@ static void test_matmul(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_mm(&cases[i]);
 }
 
+static void test_sgemm(void **state) {
+  int64_t shapes[][3] = {{1, 1000, 2048}, {7, 5, 3}, {33, 17, 65}};
+  for (size_t si = 0; si < 3; si++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        float *A = rand_buf(M * K), *B = rand_buf(K * N), *C = rand_buf(M * N), *want = malloc(sizeof(float) * M * N);
+        for (int64_t i = 0; i < M; i++)
+          for (int64_t j = 0; j < N; j++) {
+            double acc = 0;
+            for (int64_t k = 0; k < K; k++)
+              acc += (double)(ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
+            want[i * N + j] = (float)(0.5 * acc + 2.0 * C[i * N + j]);
+          }
+        assert_int_equal(hs_kernel_sgemm(ta, tb, M, N, K, 0.5f, A, ta ? M : K, B, tb ? K : N, 2.0f, C, N), 0);
+        expect_close("sgemm", C, want, M * N);
+        free(A); free(B); free(C); free(want);
+      }
+}
+
 /* ---------------- pooling ---------------- */
 
 static void check_pool(hs_pool_kind kind, int nsp, int64_t n, int64_t c, const int64_t *in, const int64_t *kk,
@@ -858,7 +878,7 @@ int main(void) {
       cmocka_unit_test(test_pool),      cmocka_unit_test(test_eltwise),     cmocka_unit_test(test_binary),
       cmocka_unit_test(test_softmax),   cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_batchnorm),
       cmocka_unit_test(test_reduce),    cmocka_unit_test(test_concat),      cmocka_unit_test(test_resample),
-      cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),
+      cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),     cmocka_unit_test(test_sgemm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
