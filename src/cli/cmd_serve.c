@@ -32,7 +32,7 @@ static void usage(FILE *out) {
           "  --instances N           concurrent runs per version (default 2)\n"
           "  --max-body-bytes N      largest request body accepted (default 67108864 = 64 MiB)\n"
           "  --max-connections N     concurrent connections (default 256)\n"
-          "  --idle-timeout S        close idle or stalled connections after S seconds (default 30)\n"
+          "  --idle-timeout S        close idle or stalled connections after S seconds (default 120)\n"
           "  --memory-limit BYTES    refuse loads beyond this (default: cgroup limit or RAM)\n"
           "  --log-level L           debug, info or warn (default info)\n"
           "\n"
@@ -63,7 +63,7 @@ int hs_cmd_serve(int argc, char **argv) {
   const char *keys[MAX_KEYS];
   size_t n_keys = 0;
   bool require_sig = false;
-  double poll_s = 2, settle_s = 2, idle_s = 30;
+  double poll_s = 2, settle_s = 2, idle_s = 120;
   unsigned long long port = 8000, threads = 1, instances = 2, max_body = 64ull << 20, max_conn = 256, mem_limit = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];

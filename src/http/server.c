@@ -167,7 +167,7 @@ int hs_http_start(const hs_http_options *opts, hs_registry *reg, hs_http_server 
   if (!s->opts.host) s->opts.host = "127.0.0.1";
   if (!s->opts.max_body_bytes) s->opts.max_body_bytes = 64u << 20;
   if (!s->opts.max_connections) s->opts.max_connections = 256;
-  if (!s->opts.idle_timeout_s) s->opts.idle_timeout_s = 30;
+  if (!s->opts.idle_timeout_s) s->opts.idle_timeout_s = 120;
   s->env.reg = reg;
   hs_codec_limits_default(&s->env.limits);
 

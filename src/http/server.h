@@ -15,7 +15,7 @@ typedef struct hs_http_options {
   int port;                /* 0 picks a free port */
   size_t max_body_bytes;   /* default 64 MiB; larger bodies get 413 */
   unsigned max_connections; /* default 256 */
-  unsigned idle_timeout_s;  /* idle or slow clients are disconnected after this; default 30 */
+  unsigned idle_timeout_s;  /* idle or slow clients are disconnected after this; default 120 */
 } hs_http_options;
 
 /* Starts listening (one thread per connection). *out is freed by hs_http_stop. The registry is

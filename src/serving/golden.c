@@ -1,4 +1,4 @@
-/* golden.c - golden-check inputs/outputs (.npy) and the tolerance comparison run before a version is published. */
+/* golden.c - the golden check run before a version is published: .npy inputs, a run, a tolerance comparison. */
 #include "serving/golden.h"
 
 #include <math.h>
@@ -7,124 +7,30 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/npy.h"
 #include "repo/repo.h"
 
-#define HS_GOLDEN_MAX_BYTES (1ull << 30)
-
-/* Finds the value of 'key' in a numpy header dict; returns a pointer just after the colon. */
-static const char *header_value(const char *h, const char *key) {
-  const char *p = strstr(h, key);
-  if (!p) return NULL;
-  p = strchr(p + strlen(key), ':');
-  if (!p) return NULL;
-  p++;
-  while (*p == ' ') p++;
-  return p;
+void hs_golden_file_name(const char *name, char *out, size_t cap) {
+  size_t n = 0;
+  for (const char *p = name; *p && n + 1 < cap; p++) {
+    char ch = *p;
+    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+              ch == '-' || (ch == '.' && n > 0);
+    out[n++] = ok ? ch : '_';
+  }
+  if (n == 0 && cap > 1) out[n++] = '_';
+  out[n] = '\0';
 }
 
-int hs_golden_read_npy(const char *path, hs_tensor *out, hs_error *err) {
-  memset(out, 0, sizeof *out);
-  FILE *f = fopen(path, "rb");
-  if (!f) return hs_error_set(err, HS_IO, "cannot open %s", path);
-  unsigned char pre[12];
-  int rc = HS_OK;
-  size_t hlen = 0, pre_len = 10;
-  char *h = NULL;
-  if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
-    rc = hs_error_set(err, HS_PARSE, "%s: not a .npy file", path);
-    goto out;
-  }
-  if (pre[6] == 1) {
-    hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
-  } else if (pre[6] == 2 || pre[6] == 3) {
-    if (fread(pre + 10, 1, 2, f) != 2) {
-      rc = hs_error_set(err, HS_PARSE, "%s: truncated header", path);
-      goto out;
-    }
-    hlen = (size_t)pre[8] | ((size_t)pre[9] << 8) | ((size_t)pre[10] << 16) | ((size_t)pre[11] << 24);
-    pre_len = 12;
-  } else {
-    rc = hs_error_set(err, HS_PARSE, "%s: unsupported .npy version %d", path, pre[6]);
-    goto out;
-  }
-  if (hlen == 0 || hlen > 65536) {
-    rc = hs_error_set(err, HS_PARSE, "%s: header length %zu out of range", path, hlen);
-    goto out;
-  }
-  h = malloc(hlen + 1);
-  if (!h || fread(h, 1, hlen, f) != hlen) {
-    rc = hs_error_set(err, HS_PARSE, "%s: truncated header", path);
-    goto out;
-  }
-  h[hlen] = '\0';
-  const char *d = header_value(h, "'descr'");
-  const char *fo = header_value(h, "'fortran_order'");
-  const char *sh = header_value(h, "'shape'");
-  char descr[16] = {0};
-  if (!d || !fo || !sh || *d != '\'' || sscanf(d + 1, "%15[^']", descr) != 1) {
-    rc = hs_error_set(err, HS_PARSE, "%s: malformed header", path);
-    goto out;
-  }
-  if (strncmp(fo, "False", 5) != 0) {
-    rc = hs_error_set(err, HS_UNSUPPORTED, "%s: Fortran order is not supported", path);
-    goto out;
-  }
-  out->dtype = hs_dtype_from_npy(descr);
-  if (out->dtype == HS_DT_UNDEFINED) {
-    rc = hs_error_set(err, HS_UNSUPPORTED, "%s: dtype %s is not supported", path, descr);
-    goto out;
-  }
-  if (*sh != '(') {
-    rc = hs_error_set(err, HS_PARSE, "%s: malformed shape", path);
-    goto out;
-  }
-  const char *p = sh + 1;
-  for (;;) {
-    while (*p == ' ' || *p == ',') p++;
-    if (*p == ')') break;
-    char *end;
-    long long dim = strtoll(p, &end, 10);
-    if (end == p || dim < 0 || out->ndim >= HS_MAX_DIMS) {
-      rc = hs_error_set(err, HS_PARSE, "%s: malformed shape", path);
-      goto out;
-    }
-    out->dims[out->ndim++] = dim;
-    p = end;
-  }
-  int64_t numel = hs_shape_numel(out->dims, out->ndim);
-  size_t es = hs_dtype_size(out->dtype);
-  if (numel < 0 || (uint64_t)numel > HS_GOLDEN_MAX_BYTES / es) {
-    rc = hs_error_set(err, HS_LIMIT, "%s: tensor too large", path);
-    goto out;
-  }
-  out->nbytes = (size_t)numel * es;
-  out->data = malloc(out->nbytes ? out->nbytes : 1);
-  if (!out->data) {
-    rc = hs_error_set(err, HS_NO_MEMORY, "%s: no memory for %zu bytes", path, out->nbytes);
-    goto out;
-  }
-  if (fread(out->data, 1, out->nbytes, f) != out->nbytes) {
-    rc = hs_error_set(err, HS_PARSE, "%s: truncated data (%zu bytes expected after a %zu-byte header)", path,
-                      out->nbytes, pre_len + hlen);
-    goto out;
-  }
-out:
-  if (rc != HS_OK) {
-    free(out->data);
-    out->data = NULL;
-  }
-  free(h);
-  fclose(f);
-  return rc;
-}
-
-/* dir/sub/name.npy if it exists, else dir/name.npy; false when neither exists. */
+/* dir/sub/name.npy if it exists, else dir/name.npy; false when neither exists or the path is too long. */
 static bool find_file(const char *dir, const char *sub, const char *name, char *path, size_t cap) {
+  char file[160];
+  hs_golden_file_name(name, file, sizeof file);
   struct stat st;
-  snprintf(path, cap, "%s/%s/%s.npy", dir, sub, name);
-  if (stat(path, &st) == 0) return true;
-  snprintf(path, cap, "%s/%s.npy", dir, name);
-  return stat(path, &st) == 0;
+  int n = snprintf(path, cap, "%s/%s/%s.npy", dir, sub, file);
+  if (n > 0 && (size_t)n < cap && stat(path, &st) == 0) return true;
+  n = snprintf(path, cap, "%s/%s.npy", dir, file);
+  return n > 0 && (size_t)n < cap && stat(path, &st) == 0;
 }
 
 static double element(const hs_tensor *t, size_t i) {
@@ -149,8 +55,10 @@ static int compare(const char *name, const hs_tensor *got, const hs_tensor *want
   if (!same_shape || got->nbytes != want->nbytes)
     return hs_error_set(err, HS_CHECK_FAILED, "output %s: shape differs from the expected one", name);
   bool is_float = got->dtype == HS_DT_FLOAT32 || got->dtype == HS_DT_FLOAT64;
-  if (!is_float && isnan(element(got, 0)) && got->nbytes) {
-    if (memcmp(got->data, want->data, got->nbytes) != 0)
+  bool readable = is_float || got->dtype == HS_DT_INT64 || got->dtype == HS_DT_INT32 ||
+                  got->dtype == HS_DT_UINT8 || got->dtype == HS_DT_BOOL || got->dtype == HS_DT_INT8;
+  if (!readable) { /* other types: exact bytes */
+    if (got->nbytes && memcmp(got->data, want->data, got->nbytes) != 0)
       return hs_error_set(err, HS_CHECK_FAILED, "output %s differs from the expected bytes", name);
     return HS_OK;
   }
@@ -179,14 +87,14 @@ int hs_golden_check(const hs_backend *b, const hs_backend_model *model, hs_backe
     if (!find_file(dir, "inputs", name, path, sizeof path))
       rc = hs_error_set(err, HS_NOT_FOUND, "golden check: no input file for %s in %s", name, dir);
     else
-      rc = hs_golden_read_npy(path, &in[i], err);
+      rc = hs_npy_read(path, &in[i], err);
   }
   if (rc == HS_OK) rc = b->run(session, in, n_in, out, n_out, err);
   size_t compared = 0;
   for (size_t i = 0; rc == HS_OK && i < n_out; i++) {
     const char *name = b->output(model, i)->name;
     if (!find_file(dir, "outputs", name, path, sizeof path)) continue;
-    rc = hs_golden_read_npy(path, &want, err);
+    rc = hs_npy_read(path, &want, err);
     if (rc == HS_OK) rc = compare(name, &out[i], &want, rtol, atol, err);
     free(want.data);
     want.data = NULL;

@@ -4,13 +4,14 @@
 
 #include "hotserve/backend.h"
 
-/* Reads a little-endian, C-order .npy file (v1/v2/v3) into out; out->data is malloc'ed and the
- * caller frees it. A malformed or oversized file is HS_PARSE/HS_LIMIT naming the file. */
-int hs_golden_read_npy(const char *path, hs_tensor *out, hs_error *err);
+/* Turns a tensor name (from the model file, so untrusted) into a file name that stays inside its
+ * folder: every character outside [A-Za-z0-9._-] becomes '_', and a leading '.' too. */
+void hs_golden_file_name(const char *name, char *out, size_t cap);
 
 /* Runs the model once on dir's inputs and compares every output that has an expected file,
  * elementwise |got - want| <= atol + rtol * |want| for floats, exactly for integers.
- * Layout: dir/inputs/<input>.npy + dir/outputs/<output>.npy, or all in dir/<name>.npy.
+ * Layout: dir/inputs/<input>.npy + dir/outputs/<output>.npy, or all in dir/<name>.npy (names
+ * passed through hs_golden_file_name).
  * HS_CHECK_FAILED names the first mismatching output and element; file problems are HS_PARSE/HS_IO. */
 int hs_golden_check(const hs_backend *b, const hs_backend_model *model, hs_backend_session *session,
                     const char *dir, double rtol, double atol, hs_error *err);

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "base/npy.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
 
@@ -106,9 +107,11 @@ static int make_warmup_inputs(hs_version *v, const hs_model_config *cfg, const c
   for (size_t i = 0; i < n_in; i++) {
     const hs_io_desc *d = v->backend->input(v->bm, i);
     if (cfg->warmup_kind == HS_WARMUP_FILES) {
-      char path[HS_PATH_MAX];
-      snprintf(path, sizeof path, "%s/warmup/%s.npy", vdir, d->name);
-      int rc = hs_golden_read_npy(path, &in[i], err);
+      char path[HS_PATH_MAX], file[160];
+      hs_golden_file_name(d->name, file, sizeof file);
+      if (snprintf(path, sizeof path, "%s/warmup/%s.npy", vdir, file) >= (int)sizeof path)
+        return hs_error_set(err, HS_LIMIT, "input %s: warm-up file path too long", d->name);
+      int rc = hs_npy_read(path, &in[i], err);
       if (rc != HS_OK) return rc;
       continue;
     }
@@ -163,7 +166,10 @@ static const hs_backend *pick_backend(const hs_model_config *cfg, const char *mo
     return NULL;
   }
   char path[HS_PATH_MAX];
-  snprintf(path, sizeof path, "%s/%s", model_dir, cfg->backend);
+  if (snprintf(path, sizeof path, "%s/%s", model_dir, cfg->backend) >= (int)sizeof path) {
+    hs_error_set(err, HS_LIMIT, "backend path too long");
+    return NULL;
+  }
   const hs_backend *b = NULL;
   if (hs_backend_load_shared(path, &b, err) != HS_OK) return NULL;
   return b;
@@ -269,7 +275,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   uint64_t tw = hs_now_ns();
   code = "warmup_error";
   if (warm_up(v, cfg, rv->dir, &err) != HS_OK) goto fail;
-  char golden_dir[HS_PATH_MAX];
+  char golden_dir[HS_PATH_MAX + 8];
   snprintf(golden_dir, sizeof golden_dir, "%s/golden", rv->dir);
   struct stat gst;
   if (cfg->golden_check || (stat(golden_dir, &gst) == 0 && S_ISDIR(gst.st_mode))) {

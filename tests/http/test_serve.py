@@ -373,29 +373,66 @@ def test_repository_api(srv, repo):
 
 
 def test_drain(srv, repo):
-    put_version(repo, "slow", 1, 7, slow=int(os.environ.get("HS_TEST_SLOW", "200")))
+    """SIGTERM while a request is in flight: it still gets its answer, then the server exits 0.
+
+    The request is held in flight deterministically: its headers carry "Expect: 100-continue", the
+    server's "100 Continue" proves it has started the request, and only after SIGTERM does the
+    client send the body."""
+    import socket
+    put_version(repo, "slow", 1, 7, slow=int(os.environ.get("HS_TEST_SLOW", "4")))
     wait_for(lambda: serving(srv, "slow") == "1", "slow model to serve", timeout=120)
-    result = {}
-
-    def run():
-        try:
-            _, out = srv.infer("slow", x_doc(np.zeros((1, 4), np.float32)))
-            result["y"] = y_of(out)[1]
-        except Exception as e:  # noqa: BLE001 - reported below
-            result["error"] = e
-
-    t = threading.Thread(target=run)
-    t.start()
-    wait_for(lambda: metric(srv.metrics(), "hotserve_inflight_requests", model="slow") == 1 or not t.is_alive(),
-             "the slow request to be in flight")
-    in_flight = t.is_alive()
+    body = json.dumps(x_doc(np.zeros((1, 4), np.float32))).encode()
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=120)
+    f = sock.makefile("rb")
+    # one full request first, so the connection is surely accepted before the server quiesces
+    sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+    check(f.readline().startswith(b"HTTP/1.1 200"), "live on the raw connection")
+    length = 0
+    while True:
+        line = f.readline()
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+        if line in (b"\r\n", b""):
+            break
+    f.read(length)
+    sock.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                 b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+    check(f.readline().startswith(b"HTTP/1.1 100"), "100 Continue")
+    f.readline()
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)  # give the server time to quiesce; the request must survive it either way
+    sock.sendall(body)
+    status = f.readline()
+    check(status.startswith(b"HTTP/1.1 200"), "request in flight at SIGTERM: %r" % status)
+    length = 0
+    while True:
+        line = f.readline()
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+        if line in (b"\r\n", b""):
+            break
+    doc, y = y_of(f.read(length))
+    check(doc["model_version"] == "1" and np.allclose(y, 7), "answer of the drained request: %r" % doc)
+    sock.close()
     rc = srv.stop()
-    t.join(120)
-    check("error" not in result, "request in flight at SIGTERM failed: %r" % result.get("error"))
-    check(np.allclose(result["y"], 7), "request in flight at SIGTERM answered: %r" % result.get("y"))
     check(rc == 0, "exit status after SIGTERM: %d" % rc)
-    if not in_flight:
-        print("note: the slow request finished before SIGTERM; drain not exercised (raise HS_TEST_SLOW)")
+    check(srv.log_has("SIGTERM: draining"), "drain log line")
+
+
+def test_no_memory(repo):
+    """A version that cannot fit under the memory limit is refused with no_memory, not loaded."""
+    srv = Server(repo, "--memory-limit", "4096")
+    try:
+        wait_for(lambda: any(v["reason"] == "no_memory" for v in srv.get_json("/v2/models/add/status")["versions"]),
+                 "a no_memory refusal")
+        st = srv.get_json("/v2/models/add/status")
+        check(st["serving_version"] is None, "nothing loaded under a 4 KiB limit: %r" % st)
+        check(srv.log_has(r"model add version \d+ failed: no_memory: "), "no_memory log line")
+        check(metric(srv.metrics(), "hotserve_model_load_failures_total", model="add", reason="no_memory") >= 1,
+              "no_memory counted")
+        check(srv.request("GET", "/v2/health/ready")[0] == 503, "not ready while a ready version cannot load")
+    finally:
+        check(srv.stop() == 0, "exit status")
 
 
 def main():
@@ -417,6 +454,9 @@ def main():
             else:
                 t(srv)
             print("ok %s" % t.__name__)
+        srv = None
+        test_no_memory(repo)
+        print("ok test_no_memory")
         return 0
     except Exception as e:  # noqa: BLE001 - any failure prints the server's log
         print("FAIL: %s: %s" % (type(e).__name__, e))

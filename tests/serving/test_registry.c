@@ -1,0 +1,197 @@
+/* test_registry.c - the registry on a real repository and the real engine: publish, acquire across swaps,
+ * retire-after-last-request, failures that change nothing, unload/load; request threads run while
+ * the loader publishes (run it under TSan/ASan too). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "serving/registry.h"
+
+static const char *g_make_model; /* tools/testmodels/make_test_model.py */
+static char g_root[256];
+
+static void sh(const char *fmt, ...) {
+  char cmd[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  assert_int_equal(system(cmd), 0);
+}
+
+/* Writes version v of model "m" (y = x + v) in a scratch folder, then renames it into place. */
+static void put_version(int v) {
+  sh("set -e; d=$(mktemp -d %s.scratch.XXXXXX); /usr/bin/python3 %s $d/model.onnx --add %d --shape 1,4; "
+     "mkdir -p %s/m; mv $d %s/m/%d",
+     g_root, g_make_model, v, g_root, g_root, v);
+}
+
+static hs_registry *open_registry(void) {
+  hs_registry_options o = {.root = g_root, .settle_ms = 0, .instances = 2, .threads = 1, .watch = false};
+  hs_registry *r = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  int rc = hs_registry_create(&o, &r, &err);
+  if (rc != HS_OK) fprintf(stderr, "registry: %s\n", err.message);
+  assert_int_equal(rc, HS_OK);
+  return r;
+}
+
+/* Runs x = [1,2,3,4] on the version a request acquires; returns the version and checks y = x + v. */
+static int64_t infer_once(hs_model *m, int64_t want_version, int *status) {
+  hs_version *v = NULL;
+  *status = hs_model_acquire(m, want_version, &v);
+  if (*status != HS_OK) return -1;
+  float x[4] = {1, 2, 3, 4};
+  hs_tensor in = {.dtype = HS_DT_FLOAT32, .ndim = 2, .dims = {1, 4}, .data = x, .nbytes = sizeof x};
+  hs_tensor out;
+  memset(&out, 0, sizeof out);
+  hs_backend_session *s = hs_version_take(v);
+  hs_error err;
+  int rc = hs_version_backend(v)->run(s, &in, 1, &out, 1, &err);
+  int64_t ver = hs_version_number(v);
+  bool ok = rc == HS_OK && out.nbytes == sizeof x;
+  for (int i = 0; ok && i < 4; i++) ok = ((const float *)out.data)[i] == x[i] + (float)ver;
+  hs_version_give(v, s);
+  hs_version_release(v);
+  *status = ok ? HS_OK : HS_INTERNAL;
+  return ver;
+}
+
+static void rescan(hs_registry *r) {
+  hs_error err;
+  assert_int_equal(hs_registry_rescan_sync(r, &err), HS_OK);
+}
+
+static int64_t live(hs_registry *r) { return atomic_load(&hs_registry_metrics_get(r)->versions_live); }
+
+static void publish_and_fail(void **state) {
+  (void)state;
+  put_version(1);
+  hs_registry *r = open_registry();
+  hs_model *m = hs_registry_find(r, "m");
+  assert_non_null(m);
+  int st;
+  assert_int_equal(infer_once(m, -1, &st), 1);
+  assert_int_equal(st, HS_OK);
+
+  /* a reference taken before the swap keeps version 1 alive and correct afterwards */
+  hs_version *held = NULL;
+  assert_int_equal(hs_model_acquire(m, 1, &held), HS_OK);
+  put_version(2);
+  rescan(r);
+  assert_int_equal(infer_once(m, -1, &st), 2);
+  assert_int_equal(live(r), 2); /* 2 serving + 1 retiring, still referenced */
+  hs_model_status ms;
+  hs_model_status_get(m, &ms);
+  assert_int_equal(ms.serving_version, 2);
+  assert_int_equal(ms.history[0].state, HS_VS_RETIRING);
+  assert_int_equal(hs_version_number(held), 1);
+  hs_version_release(held); /* the last reference: version 1 is freed now */
+  assert_int_equal(live(r), 1);
+  hs_model_status_get(m, &ms);
+  assert_int_equal(ms.history[0].state, HS_VS_UNLOADED);
+  assert_int_equal(infer_once(m, 1, &st), -1);
+  assert_int_equal(st, HS_NOT_FOUND);
+
+  /* garbage: refused, recorded once, version 2 keeps serving */
+  sh("mkdir -p %s/m/3 && printf 'garbage' > %s/m/3/model.onnx", g_root, g_root);
+  rescan(r);
+  rescan(r); /* the same content is not retried */
+  hs_model_status_get(m, &ms);
+  assert_int_equal(ms.serving_version, 2);
+  int failed = 0;
+  for (size_t i = 0; i < ms.n; i++)
+    if (ms.history[i].version == 3) {
+      failed++;
+      assert_int_equal(ms.history[i].state, HS_VS_FAILED);
+      assert_string_equal(ms.history[i].reason, "load_error");
+    }
+  assert_int_equal(failed, 1);
+  assert_int_equal(infer_once(m, -1, &st), 2);
+
+  /* unload empties the model; load brings the policy's version back */
+  hs_error err;
+  assert_int_equal(hs_registry_unload_model(r, "m", &err), HS_OK);
+  assert_int_equal(infer_once(m, -1, &st), -1);
+  assert_int_equal(st, HS_UNAVAILABLE);
+  assert_int_equal(live(r), 0);
+  sh("rm -rf %s/m/3", g_root);
+  assert_int_equal(hs_registry_load_model(r, "m", &err), HS_OK);
+  assert_int_equal(infer_once(m, -1, &st), 2);
+  assert_int_equal(hs_registry_load_model(r, "nope", &err), HS_NOT_FOUND);
+  hs_registry_destroy(r);
+  sh("rm -rf %s/m", g_root);
+}
+
+typedef struct {
+  hs_model *m;
+  atomic_bool stop;
+  atomic_int errors;
+  atomic_long runs;
+} storm;
+
+static void *client(void *arg) {
+  storm *s = arg;
+  int64_t last = 0;
+  while (!atomic_load(&s->stop)) {
+    int st;
+    int64_t v = infer_once(s->m, -1, &st);
+    if (st != HS_OK || v < last) atomic_fetch_add(&s->errors, 1); /* wrong answer or went backwards */
+    last = v;
+    atomic_fetch_add(&s->runs, 1);
+  }
+  return NULL;
+}
+
+static void swaps_under_load(void **state) {
+  (void)state;
+  put_version(1);
+  hs_registry *r = open_registry();
+  storm s = {.m = hs_registry_find(r, "m")};
+  assert_non_null(s.m);
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&t[i], NULL, client, &s), 0);
+  for (int v = 2; v <= 8; v++) {
+    put_version(v);
+    rescan(r);
+  }
+  atomic_store(&s.stop, true);
+  for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+  assert_int_equal(atomic_load(&s.errors), 0);
+  assert_true(atomic_load(&s.runs) > 0);
+  assert_int_equal(live(r), 1); /* every retired version was freed after its last request */
+  int st;
+  assert_int_equal(infer_once(s.m, -1, &st), 8);
+  hs_registry_destroy(r);
+  sh("rm -rf %s/m", g_root);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: test_registry path/to/make_test_model.py\n");
+    return 2;
+  }
+  g_make_model = argv[1];
+  snprintf(g_root, sizeof g_root, "/tmp/hs-registry-XXXXXX");
+  if (!mkdtemp(g_root)) return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(publish_and_fail),
+      cmocka_unit_test(swaps_under_load),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", g_root);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_root);
+  return rc;
+}
