@@ -65,6 +65,8 @@ struct hs__kvt {
   /* Runs v on stream s with the caller's buffers. */
   int (*exec)(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
               dnnl_memory_t scratch, hs_error *err);
+  /* Optional: a short description of the parameters for HS_KERNELS_VERBOSE (static buffer). */
+  const char *(*describe)(const hs_kernel *k);
 };
 
 /* The process-wide CPU engine (created once, thread-safe). NULL when oneDNN fails to start. */

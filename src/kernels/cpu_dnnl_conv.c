@@ -1,4 +1,5 @@
 /* cpu_dnnl_conv.c - convolution, deconvolution and matmul kernels on oneDNN, with fused post-ops. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,7 +42,13 @@ static int conv_weight_dims(const hs_conv_params *p, int64_t *wd) {
 /* Conv variants use fixed prim[] slots (NULL when unused). */
 enum { CP_CONV = 0, CP_SRC = 1, CP_DST = 2, CP_RES = 3 };
 /* Internal activation descriptors when the caller's layouts would force a slow implementation. */
-enum { MD_ISRC = 4, MD_IDST = 5 };
+enum { MD_ISRC = 4, MD_IDST = 5, MD_RES = 6 };
+
+static int has_sum(const hs_post_ops *p) {
+  for (int i = 0; i < p->count; i++)
+    if (p->op[i].kind == HS_POST_SUM) return 1;
+  return 0;
+}
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
@@ -151,27 +158,33 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   dnnl_primitive_desc_destroy(pd);
   v->nprim = 4;
   if (rc) return rc;
-  size_t temps = 0;
+  size_t temps = 0, sp1 = 0, sp2 = 0, sp3 = 0;
   if (v->reordered) {
-    size_t sp1 = 0, sp2 = 0, sp3 = 0;
     if (!dnnl_memory_desc_equal(&v->md[MD_ISRC], &v->md[MD_SRC]))
       rc = hs__make_reorder(&v->md[MD_SRC], &v->md[MD_ISRC], &v->prim[CP_SRC], &sp1, err);
-    if (!rc && !dnnl_memory_desc_equal(&v->md[MD_IDST], &v->md[MD_DST])) {
+    if (!rc && !dnnl_memory_desc_equal(&v->md[MD_IDST], &v->md[MD_DST]))
       rc = hs__make_reorder(&v->md[MD_IDST], &v->md[MD_DST], &v->prim[CP_DST], &sp2, err);
-      if (!rc) rc = hs__make_reorder(&v->md[MD_DST], &v->md[MD_IDST], &v->prim[CP_RES], &sp3, err);
-    }
     if (rc) return rc;
-    if (sp1 > sp) sp = sp1;
-    if (sp2 > sp) sp = sp2;
-    if (sp3 > sp) sp = sp3;
-    v->off[0] = align64(sp);
-    if (v->prim[CP_SRC]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_ISRC]));
-    v->off[1] = v->off[0] + temps;
-    if (v->prim[CP_DST]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_IDST]));
-    v->scratch = v->off[0] + temps;
-  } else {
-    v->scratch = sp;
   }
+  /* The residual of a fused sum is copied (same layout) or reordered into the buffer the
+   * convolution writes, which then accumulates into it. */
+  const dnnl_memory_desc_t *conv_dst = v->prim[CP_DST] ? &v->md[MD_IDST] : &v->md[MD_DST];
+  if (has_sum(&p->post)) {
+    int64_t rd[5] = {batch, p->out_c};
+    for (int i = 0; i < p->nsp; i++) rd[2 + i] = p->out[i];
+    rc = hs__md_act(&v->md[MD_RES], nd, rd, p->res_layout, err);
+    if (!rc && !dnnl_memory_desc_equal(&v->md[MD_RES], conv_dst))
+      rc = hs__make_reorder(&v->md[MD_RES], conv_dst, &v->prim[CP_RES], &sp3, err);
+    if (rc) return rc;
+  }
+  if (sp1 > sp) sp = sp1;
+  if (sp2 > sp) sp = sp2;
+  if (sp3 > sp) sp = sp3;
+  v->off[0] = align64(sp);
+  if (v->prim[CP_SRC]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_ISRC]));
+  v->off[1] = v->off[0] + temps;
+  if (v->prim[CP_DST]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_IDST]));
+  v->scratch = temps ? v->off[0] + temps : sp;
   return 0;
 }
 
@@ -205,14 +218,11 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   if (!rc && v->prim[CP_DST]) {
     dst = (char *)a->scratch + v->off[1];
     dmd = &v->md[MD_IDST];
-    int has_sum = 0;
-    for (int i = 0; i < p->post.count; i++) has_sum |= p->post.op[i].kind == HS_POST_SUM;
-    if (has_sum) {
-      if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "fused sum needs a residual input");
-      rc = run_reorder(v->prim[CP_RES], s, scratch, &v->md[MD_DST], a->residual, dmd, dst, err);
-    }
-  } else if (!rc) {
-    rc = hs__prepare_sum(&p->post, a, dnnl_memory_desc_get_size(&v->md[MD_DST]), err);
+  }
+  if (!rc && has_sum(&p->post)) {
+    if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "fused sum needs a residual input");
+    if (v->prim[CP_RES]) rc = run_reorder(v->prim[CP_RES], s, scratch, &v->md[MD_RES], a->residual, dmd, dst, err);
+    else if (a->residual != dst) memcpy(dst, a->residual, dnnl_memory_desc_get_size(dmd));
   }
   if (rc) return rc;
   hs__argv av = {0};
@@ -228,7 +238,18 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   return rc;
 }
 
-static const hs__kvt conv_vt = {"conv", conv_build, conv_exec};
+static const char *conv_describe(const hs_kernel *k) {
+  static _Thread_local char buf[160];
+  const hs_conv_params *p = &k->p.conv;
+  static const char *lay[] = {"nchw", "nhwc", "nChw8c"};
+  snprintf(buf, sizeof buf, "%s ic %lld oc %lld g %lld in %lldx%lld k %lld s %lld %s->%s post %d",
+           p->transposed ? "deconv" : "conv", (long long)p->in_c, (long long)p->out_c, (long long)p->groups,
+           (long long)p->in[0], (long long)(p->nsp > 1 ? p->in[1] : 1), (long long)p->kernel[0],
+           (long long)p->stride[0], lay[p->src_layout], lay[p->dst_layout], p->post.count);
+  return buf;
+}
+
+static const hs__kvt conv_vt = {"conv", conv_build, conv_exec, conv_describe};
 
 int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -412,7 +433,7 @@ static int mm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, 
   return rc;
 }
 
-static const hs__kvt mm_vt = {"matmul", mm_build, mm_exec};
+static const hs__kvt mm_vt = {"matmul", mm_build, mm_exec, NULL};
 
 int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;

@@ -77,6 +77,24 @@ int hs__dnnl_fail(hs_error *err, dnnl_status_t st, const char *what) {
   return hs_error_set(err, code, "%s: oneDNN: %s", what, dnnl_status_text(st));
 }
 
+hs_layout hs_kernels_preferred_layout(hs_kernel_device device) {
+  if (device != HS_KDEV_CPU) return HS_LAYOUT_NHWC;
+  const char *force = getenv("HS_KERNELS_LAYOUT"); /* nchw, nhwc or blocked: for experiments */
+  if (force && !strcmp(force, "nchw")) return HS_LAYOUT_NCHW;
+  if (force && !strcmp(force, "nhwc")) return HS_LAYOUT_NHWC;
+  if (force && !strcmp(force, "blocked")) return HS_LAYOUT_NCHW8C;
+  unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(); /* ISA values are feature bit sets */
+  unsigned avx512 = (unsigned)dnnl_cpu_isa_avx512_core;
+  return (isa & avx512) == avx512 ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW8C;
+}
+
+int hs_kernel_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M == 0 || N == 0) return 0;
+  dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  return st == dnnl_success ? 0 : HS_INVALID_ARGUMENT;
+}
+
 /* ---- threads ---- */
 
 static int g_default_threads; /* omp_get_max_threads() before anyone changed it */
@@ -427,6 +445,9 @@ int hs__kernel_finish(hs_kernel *k, int64_t batch, hs_error *err) {
     snprintf(k->impl, sizeof k->impl, "%s%s", impl, v->reordered ? "+reorders" : "");
   else
     snprintf(k->impl, sizeof k->impl, "%s", k->vt->name);
+  if (getenv("HS_KERNELS_VERBOSE")) /* which implementation each kernel got: for tuning */
+    fprintf(stderr, "hotserve kernels: %s batch %lld -> %s (scratch %zu bytes) %s\n", k->vt->name, (long long)batch,
+            k->impl, v->scratch, k->vt->describe ? k->vt->describe(k) : "");
   return 0;
 }
 

@@ -103,7 +103,7 @@ static int pool_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   return run_one(v->prim[0], v, b, 2, s, scratch, err);
 }
 
-static const hs__kvt pool_vt = {"pool", pool_build, pool_exec};
+static const hs__kvt pool_vt = {"pool", pool_build, pool_exec, NULL};
 
 int hs_kernel_pool_create(const hs_pool_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -170,7 +170,7 @@ static int elt_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a,
   return rc;
 }
 
-static const hs__kvt elt_vt = {"eltwise", elt_build, elt_exec};
+static const hs__kvt elt_vt = {"eltwise", elt_build, elt_exec, NULL};
 
 int hs_kernel_eltwise_create(const hs_eltwise_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -244,7 +244,7 @@ static int bin_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a,
   return run_one(v->prim[0], v, b, 3, s, scratch, err);
 }
 
-static const hs__kvt bin_vt = {"binary", bin_build, bin_exec};
+static const hs__kvt bin_vt = {"binary", bin_build, bin_exec, NULL};
 
 int hs_kernel_binary_create(const hs_binary_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -305,7 +305,7 @@ static int sm_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   return finish_pd(v, st, pd, "softmax", err);
 }
 
-static const hs__kvt sm_vt = {"softmax", sm_build, pool_exec};
+static const hs__kvt sm_vt = {"softmax", sm_build, pool_exec, NULL};
 
 int hs_kernel_softmax_create(const hs_softmax_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -365,7 +365,7 @@ static int ln_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, 
   return run_one(v->prim[0], v, b, n, s, scratch, err);
 }
 
-static const hs__kvt ln_vt = {"layernorm", ln_build, ln_exec};
+static const hs__kvt ln_vt = {"layernorm", ln_build, ln_exec, NULL};
 
 int hs_kernel_layernorm_create(const hs_layernorm_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -425,7 +425,7 @@ static int bn_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, 
   return run_one(v->prim[0], v, b, 6, s, scratch, err);
 }
 
-static const hs__kvt bn_vt = {"batchnorm", bn_build, bn_exec};
+static const hs__kvt bn_vt = {"batchnorm", bn_build, bn_exec, NULL};
 
 int hs_kernel_batchnorm_create(const hs_batchnorm_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -481,7 +481,7 @@ static int red_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err)
   return finish_pd(v, st, pd, "reduction", err);
 }
 
-static const hs__kvt red_vt = {"reduce", red_build, pool_exec};
+static const hs__kvt red_vt = {"reduce", red_build, pool_exec, NULL};
 
 int hs_kernel_reduce_create(const hs_reduce_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -570,7 +570,7 @@ static int cat_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a,
   return rc;
 }
 
-static const hs__kvt cat_vt = {"concat", cat_build, cat_exec};
+static const hs__kvt cat_vt = {"concat", cat_build, cat_exec, NULL};
 
 int hs_kernel_concat_create(const hs_concat_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -625,7 +625,7 @@ static int rs_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   return finish_pd(v, st, pd, "resampling", err);
 }
 
-static const hs__kvt rs_vt = {"resample", rs_build, pool_exec};
+static const hs__kvt rs_vt = {"resample", rs_build, pool_exec, NULL};
 
 int hs_kernel_resample_create(const hs_resample_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -671,7 +671,7 @@ static int ro_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, 
   return run_one(v->prim[0], v, b, 2, s, scratch, err);
 }
 
-static const hs__kvt ro_vt = {"reorder", ro_build, ro_exec};
+static const hs__kvt ro_vt = {"reorder", ro_build, ro_exec, NULL};
 
 int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;

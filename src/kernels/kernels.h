@@ -100,7 +100,8 @@ int hs_post_ops_add_sum(hs_post_ops *p, float scale);
 typedef struct hs_conv_params {
   hs_kernel_device device;
   hs_layout src_layout; /* of the input */
-  hs_layout dst_layout; /* of the output and the residual (may differ: a stem conv reads NCHW, writes NHWC) */
+  hs_layout dst_layout; /* of the output (may differ: a stem conv reads NCHW, writes NHWC) */
+  hs_layout res_layout; /* of the residual of a HS_POST_SUM (reordered into dst when it differs) */
   int transposed;       /* 0: Conv; 1: ConvTranspose (deconvolution) */
   int nsp;              /* spatial dims, 1..3 */
   int64_t batch;        /* N at creation */
@@ -235,7 +236,7 @@ typedef struct hs_reorder_params {
  *   conv, pool, eltwise, softmax, layernorm, batchnorm, reduce, resample, reorder: src[0];
  *   matmul: src[0] = A, src[1] = B (only when b_const was NULL);
  *   binary: src[0] = a, src[1] = b;  concat: src[0..ninputs).
- * `residual` feeds an HS_POST_SUM; it may alias dst (then no copy is made). */
+ * `residual` feeds an HS_POST_SUM; it may alias dst when it has dst's layout (then no copy is made). */
 typedef struct hs_kernel_args {
   int64_t batch;            /* leading dimension for this run; 0 = as created */
   const void *const *src;
@@ -280,9 +281,21 @@ void hs_kernel_destroy(hs_kernel *k);
 /* A short name of the implementation chosen ("brgconv:avx2", "jit:avx2", ...), for logs; never NULL. */
 const char *hs_kernel_impl_name(const hs_kernel *k);
 
+/* The activation layout convolutions run fastest in on this machine: HS_LAYOUT_NHWC where the CPU has
+ * AVX-512 (oneDNN's brgconv kernels), HS_LAYOUT_NCHW8C otherwise (AVX2 jit kernels). The blocked layout
+ * needs channels % 8 == 0; callers keep NCHW where that does not hold. */
+hs_layout hs_kernels_preferred_layout(hs_kernel_device device);
+
 /* Thread count of the calling thread's runs (default: all cores). n <= 0 restores the default. */
 void hs_kernels_set_threads(int n);
 int hs_kernels_threads(void);
+
+/* Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T
+ * (trans_x != 0), op(A) [M, K], op(B) [K, N], leading dimensions lda/ldb/ldc. For ops whose operands
+ * change every run (MatMul on activations). Thread-safe. Returns 0, or HS_INVALID_ARGUMENT for
+ * inconsistent sizes (C is untouched then). */
+int hs_kernel_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /* Plain-C value of activation a at x (the reference that fallback code uses). */
 float hs_act_apply(hs_act_kind a, float alpha, float beta, float x);

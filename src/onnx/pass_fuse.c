@@ -12,5 +12,6 @@ const hs_pass hs_fuse_passes[] = {
     {"fuse_conv_activation", hs__pass_fuse_conv_activation},
     {"fuse_conv_residual_add", hs__pass_fuse_conv_residual},
     {"fuse_conv_activation_after_add", hs__pass_fuse_conv_activation},
+    {"conv_activation_layout", hs__pass_conv_layout},
     {NULL, NULL},
 };

@@ -254,6 +254,7 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   p.device = HS_KDEV_CPU;
   p.src_layout = a->src_layout;
   p.dst_layout = a->dst_layout;
+  p.res_layout = a->res_layout;
   p.transposed = a->transposed;
   p.nsp = g->nsp;
   p.batch = g->n;
@@ -423,7 +424,26 @@ static void conv_reference(const hs_node *n, const conv_geo *g, const float *x, 
     for (int64_t b = 0; b < g->n; b++)
       for (int64_t c = 0; c < g->out_c; c++)
         for (int64_t s = 0; s < osz; s++) y[act_off(yl, g->out_c, osz, b, c, s)] += bias[c];
-  hs_post_apply(post, y, res, total);
+  if (!res || a->res_layout == yl) {
+    hs_post_apply(post, y, res, total);
+    return;
+  }
+  /* the residual is stored in another layout: add it element by element at the SUM step */
+  hs_post_ops part = {0};
+  for (int i = 0; i <= post->count; i++) {
+    if (i < post->count && post->op[i].kind != HS_POST_SUM) {
+      part.op[part.count++] = post->op[i];
+      continue;
+    }
+    hs_post_apply(&part, y, NULL, total);
+    part.count = 0;
+    if (i == post->count) break;
+    float sc = post->op[i].scale == 0.f ? 1.f : post->op[i].scale;
+    for (int64_t b = 0; b < g->n; b++)
+      for (int64_t c = 0; c < g->out_c; c++)
+        for (int64_t s = 0; s < osz; s++)
+          y[act_off(yl, g->out_c, osz, b, c, s)] += sc * res[act_off(a->res_layout, g->out_c, osz, b, c, s)];
+  }
 }
 
 /* y = broadcast(conv, residual) for a fused Add whose residual has another shape (NCHW only):

@@ -23,6 +23,7 @@ typedef struct hs_conv_attrs {
   hs_post_ops post;         /* applied to the output in order */
   int sum_input;            /* node input index of the residual that a HS_POST_SUM adds, or -1 */
   hs_layout src_layout, dst_layout; /* physical layouts of input 0 and the output (logical shapes stay NCHW) */
+  hs_layout res_layout;             /* physical layout of the fused residual */
 } hs_conv_attrs;
 
 _Static_assert(sizeof(hs_conv_attrs) <= HS_OP_PARAMS_BYTES, "conv attributes fit in hs_op_params");

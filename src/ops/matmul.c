@@ -2,6 +2,7 @@
  * kernels (the kernels layer may take over from prepare/run). */
 #include <string.h>
 
+#include "kernels/kernels.h"
 #include "ops/ops.h"
 
 static int matmul_check(hs_node *n, const hs_graph *g, hs_error *err) {
@@ -137,6 +138,9 @@ static int gemm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   int64_t K = p->trans_a ? in[0].dims[0] : in[0].dims[1];
   const float *A = in[0].data, *B = in[1].data;
   float *Y = out[0].data;
+  if (hs_kernel_sgemm(p->trans_a, p->trans_b, M, N, K, 1.0f, A, p->trans_a ? M : K, B, p->trans_b ? K : N, 0.0f, Y,
+                      N) == 0)
+    goto bias; /* the kernels layer's GEMM; the loops below are the fallback */
   for (int64_t i = 0; i < M; i++)
     for (int64_t j = 0; j < N; j++) Y[i * N + j] = 0;
   for (int64_t i = 0; i < M; i++) {
@@ -151,6 +155,7 @@ static int gemm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
       }
     }
   }
+bias:;
   const hs_tensor *C = nin > 2 && HS_PRESENT(&in[2]) ? &in[2] : NULL;
   int64_t cm = 0, cn = 0;
   if (C) {

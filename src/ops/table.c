@@ -1,4 +1,5 @@
 /* table.c - the one op table: every op family's definitions, looked up by ONNX op_type. */
+#include <pthread.h>
 #include <string.h>
 
 #include "ops/ops.h"
@@ -12,6 +13,7 @@ static const hs_op_def *const k_families[] = {
 #define HS_MAX_OPS 256
 static const hs_op_def *g_ops[HS_MAX_OPS];
 static int g_n_ops = -1;
+static pthread_once_t g_table_once = PTHREAD_ONCE_INIT;
 
 static void build_table(void) {
   int n = 0;
@@ -20,13 +22,8 @@ static void build_table(void) {
   g_n_ops = n;
 }
 
-/* The table is built once; pthread_once would do too, but the build is idempotent and every
- * writer stores the same values, so a racing second build is harmless. Load is the only caller. */
-static void ensure_table(void) {
-  if (__atomic_load_n(&g_n_ops, __ATOMIC_ACQUIRE) < 0) {
-    build_table();
-  }
-}
+/* The table is built once, by whichever thread first asks (models may load on several threads). */
+static void ensure_table(void) { pthread_once(&g_table_once, build_table); }
 
 int hs_op_count(void) {
   ensure_table();

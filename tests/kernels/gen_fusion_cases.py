@@ -180,6 +180,28 @@ def main():
     c.node("Add", [xn, p], ["y"])
     c.save(root, "y", (t(x) + yp).numpy(), ["Conv", "Conv", "Conv"])
 
+    # Activations stay in the kernels' layout between convs, the residual included:
+    # x -> c1 -> c2 (+ c1, Relu) -> c3 -> y
+    c = Case("blocked_residual_chain")
+    x, w1, w2, w3 = rand(1, 4, 6, 6), rand(16, 4, 3, 3, scale=0.3), rand(16, 16, 3, 3, scale=0.2), rand(8, 16, 1, 1)
+    c.node("Conv", [c.input("x", x), c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1])
+    c.node("Conv", ["c1", c.init("w2", w2)], ["c2"], pads=[1, 1, 1, 1])
+    c.node("Add", ["c2", "c1"], ["s"])
+    c.node("Relu", ["s"], ["r"])
+    c.node("Conv", ["r", c.init("w3", w3)], ["y"])
+    y1 = F.conv2d(t(x), t(w1), padding=1)
+    y = F.conv2d(F.relu(F.conv2d(y1, t(w2), padding=1) + y1), t(w3))
+    c.save(root, "y", y.numpy(), ["Conv", "Conv", "Conv"])
+
+    # The residual (a graph input, NCHW) and the sum's output (kept blocked for the next conv) differ
+    c = Case("residual_layout_differs")
+    x, w1, w2 = rand(1, 8, 5, 5), rand(8, 8, 3, 3, scale=0.3), rand(16, 8, 1, 1)
+    c.node("Conv", [c.input("x", x), c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1])
+    c.node("Add", ["x", "c1"], ["s"])
+    c.node("Conv", ["s", c.init("w2", w2)], ["y"])
+    y = F.conv2d(t(x) + F.conv2d(t(x), t(w1), padding=1), t(w2))
+    c.save(root, "y", y.numpy(), ["Conv", "Conv"])
+
 
 if __name__ == "__main__":
     main()

@@ -52,10 +52,11 @@ static int64_t conv_out(const conv_case *c, int i) {
 }
 
 /* Builds the case in the given layout, runs it at batch c->n and at batch c->n + 1, compares. */
-static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout) {
+static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout, hs_layout res_layout) {
   hs_conv_params p = {0};
   p.src_layout = in_layout;
   p.dst_layout = layout;
+  p.res_layout = res_layout;
   p.transposed = c->transposed;
   p.nsp = c->nsp;
   p.batch = c->n;
@@ -99,7 +100,7 @@ static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout
       xl = malloc(sizeof(float) * xn);
       to_nhwc(x, xl, n, c->ic, isz);
     }
-    if (layout == HS_LAYOUT_NHWC) {
+    if (res_layout == HS_LAYOUT_NHWC) {
       resl = malloc(sizeof(float) * yn);
       to_nhwc(res, resl, n, c->oc, osz);
     }
@@ -112,9 +113,9 @@ static void check_conv(const conv_case *c, hs_layout in_layout, hs_layout layout
       to_nchw(got, t, n, c->oc, osz);
       free(got);
       got = t;
-      free(resl);
     }
     if (xl != x) free(xl);
+    if (resl != res) free(resl);
     char what[160];
     snprintf(what, sizeof what, "%s (%s -> %s, batch %lld, %s)", c->name,
              in_layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw", layout == HS_LAYOUT_NHWC ? "nhwc" : "nchw",
@@ -173,9 +174,11 @@ static void test_conv(void **state) {
        post_of(1, HS_POST_ACT, HS_ACT_TANH, 0.0, 0.0)},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NCHW);
-    check_conv(&cases[i], HS_LAYOUT_NHWC, HS_LAYOUT_NHWC);
-    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NHWC);
+    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NCHW, HS_LAYOUT_NCHW);
+    check_conv(&cases[i], HS_LAYOUT_NHWC, HS_LAYOUT_NHWC, HS_LAYOUT_NHWC);
+    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NHWC, HS_LAYOUT_NHWC);
+    check_conv(&cases[i], HS_LAYOUT_NHWC, HS_LAYOUT_NCHW, HS_LAYOUT_NHWC); /* residual in another layout */
+    check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NHWC, HS_LAYOUT_NCHW);
   }
 }
 
@@ -323,6 +326,26 @@ static void test_matmul(void **state) {
       {"vector-like", 3, {4, 1, 17}, {4, 17, 1}, 0, 0, 0, 1.f, 0, {0}, {0}},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_mm(&cases[i]);
+}
+
+static void test_sgemm(void **state) {
+  int64_t shapes[][3] = {{1, 1000, 2048}, {7, 5, 3}, {33, 17, 65}};
+  for (size_t si = 0; si < 3; si++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        float *A = rand_buf(M * K), *B = rand_buf(K * N), *C = rand_buf(M * N), *want = malloc(sizeof(float) * M * N);
+        for (int64_t i = 0; i < M; i++)
+          for (int64_t j = 0; j < N; j++) {
+            double acc = 0;
+            for (int64_t k = 0; k < K; k++)
+              acc += (double)(ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
+            want[i * N + j] = (float)(0.5 * acc + 2.0 * C[i * N + j]);
+          }
+        assert_int_equal(hs_kernel_sgemm(ta, tb, M, N, K, 0.5f, A, ta ? M : K, B, tb ? K : N, 2.0f, C, N), 0);
+        expect_close("sgemm", C, want, M * N);
+        free(A); free(B); free(C); free(want);
+      }
 }
 
 /* ---------------- pooling ---------------- */
@@ -855,7 +878,7 @@ int main(void) {
       cmocka_unit_test(test_pool),      cmocka_unit_test(test_eltwise),     cmocka_unit_test(test_binary),
       cmocka_unit_test(test_softmax),   cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_batchnorm),
       cmocka_unit_test(test_reduce),    cmocka_unit_test(test_concat),      cmocka_unit_test(test_resample),
-      cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),
+      cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),     cmocka_unit_test(test_sgemm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

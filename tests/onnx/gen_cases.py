@@ -28,7 +28,7 @@ def vi(name, arr_or_dtype, shape=None):
     return helper.make_tensor_value_info(name, NP2ONNX[dt], shp)
 
 
-def case(name, nodes, inputs, outputs, inits=(), opset=13, input_shapes=None, check=True):
+def case(name, nodes, inputs, outputs, inits=(), opset=13, input_shapes=None, check=True, external=None):
     """inputs: list of (name, array); outputs: list of (name, expected array)."""
     d = os.path.join(OUT, "cases", name)
     os.makedirs(d, exist_ok=True)
@@ -45,7 +45,14 @@ def case(name, nodes, inputs, outputs, inits=(), opset=13, input_shapes=None, ch
     m.ir_version = 8
     if check:
         onnx.checker.check_model(m)
-    onnx.save(m, os.path.join(d, "model.onnx"))
+    if external:  # every initializer into one file beside the model, at the given relative location
+        os.makedirs(os.path.dirname(os.path.join(d, external)), exist_ok=True)
+        if os.path.exists(os.path.join(d, external)):
+            os.remove(os.path.join(d, external))  # onnx appends to an existing file
+        onnx.save_model(m, os.path.join(d, "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=external, size_threshold=0)
+    else:
+        onnx.save(m, os.path.join(d, "model.onnx"))
 
 
 def f32(*shape):
@@ -205,3 +212,31 @@ x = f32(2, 5)
 e = np.exp(x - x.max(axis=1, keepdims=True))
 case("softmax_concat", [N("Softmax", ["x"], ["s"], axis=1), N("Concat", ["x", "s"], ["y"], axis=0)], [("x", x)],
      [("y", np.concatenate([x, e / e.sum(axis=1, keepdims=True)], axis=0))])
+
+# weights as external data beside the model (one in a sub-folder), as large exports store them
+a, w, c = f32(2, 6), f32(6, 5), f32(5)
+case("external_data", [N("MatMul", ["a", "w"], ["m"]), N("Add", ["m", "c"], ["y"])], [("a", a)], [("y", a @ w + c)],
+     inits=[("w", w), ("c", c)], external="weights.bin")
+case("external_data_subdir", [N("MatMul", ["a", "w"], ["m"]), N("Add", ["m", "c"], ["y"])], [("a", a)],
+     [("y", a @ w + c)], inits=[("w", w), ("c", c)], external="data/weights.bin")
+
+# external data through a symlink that leads out of the model folder
+lnk = numpy_helper.from_array(np.zeros(2, np.float32), "w")
+lnk.ClearField("raw_data")
+lnk.data_location = TensorProto.EXTERNAL
+e = lnk.external_data.add()
+e.key, e.value = "location", "symlink_escape.bin"
+link = os.path.join(H, "symlink_escape.bin")
+if os.path.lexists(link):
+    os.remove(link)
+os.symlink("/etc/hostname" if os.path.exists("/etc/hostname") else "/etc/passwd", link)
+hostile("symlink_escape", model([N("Add", ["x", "w"], ["y"])], [X], [Y], [lnk]), "resolves outside the model folder")
+# external data whose offset + length run past the end of its file
+past = numpy_helper.from_array(np.zeros(2, np.float32), "w")
+past.ClearField("raw_data")
+past.data_location = TensorProto.EXTERNAL
+for k, v in (("location", "past_end.bin"), ("offset", "4"), ("length", "8")):
+    e = past.external_data.add()
+    e.key, e.value = k, v
+open(os.path.join(H, "past_end.bin"), "wb").write(b"\0" * 8)
+hostile("external_past_end", model([N("Add", ["x", "w"], ["y"])], [X], [Y], [past]), "do not fit the file")

@@ -1,0 +1,78 @@
+/* pass_fuse_layout.c - keeps activations between consecutive convolutions in the kernels' preferred layout. */
+
+/*
+ * The graph's values keep their logical NCHW shapes; this pass only changes the physical layout of
+ * values that flow from one Conv straight into others, so no reorder runs between them. A value
+ * takes the preferred layout (hs_kernels_preferred_layout: channels-last or 8-channel blocks) when
+ *   - a Conv with constant weights (so a oneDNN kernel runs it) produces it, and
+ *   - every reader is such a Conv, reading it as its input or as its fused residual, and
+ *   - it is not a graph output.
+ * A fused residual may have another layout than the Conv's output: the kernel reorders it into the
+ * output before accumulating. Convs at the edges convert: the kernel reads NCHW and writes the
+ * preferred layout or the reverse.
+ * Must run after the fusion passes (the residual inputs are known then).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "onnx/engine.h"
+#include "onnx/pass_fuse.h"
+#include "ops/conv.h"
+
+/* A Conv the kernels will run (constant float weights), with its output channel count. */
+static int kernel_conv(const hs_graph *g, const hs_node *n, int64_t *out_c) {
+  if (n->dead || n->domain[0] || strcmp(n->op_type, "Conv") != 0 || n->n_in < 2 || n->in[1] < 0) return 0;
+  const hs_value *w = &g->values[n->in[1]];
+  if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || w->ndim < 3 || w->ndim > 5) return 0;
+  if (n->n_in > 2 && n->in[2] >= 0 && g->values[n->in[2]].kind != HS_VAL_CONST) return 0;
+  *out_c = w->dims[0];
+  return 1;
+}
+
+int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
+  hs_layout pref = hs_kernels_preferred_layout(HS_KDEV_CPU);
+  if (pref == HS_LAYOUT_NCHW) return 0;
+  /* blocked[v]: value v is to be kept in the preferred layout */
+  char *blocked = calloc((size_t)g->n_values + 1, 1);
+  if (!blocked) return hs_error_set(err, HS_NO_MEMORY, "out of memory choosing layouts");
+  for (int i = 0; i < g->n_nodes; i++) {
+    int64_t oc;
+    const hs_node *n = &g->nodes[i];
+    if (!kernel_conv(g, n, &oc) || n->out[0] < 0) continue;
+    if (pref == HS_LAYOUT_NCHW8C && oc % 8 != 0) continue;
+    if (g->values[n->out[0]].ndim >= 0 && g->values[n->out[0]].ndim != g->values[n->in[1]].ndim) continue;
+    blocked[n->out[0]] = 1;
+  }
+  for (int k = 0; k < g->n_outputs; k++) blocked[g->outputs[k]] = 0;
+  /* every reader must be a kernel Conv reading the value as input 0 or as its residual */
+  for (int i = 0; i < g->n_nodes; i++) {
+    const hs_node *n = &g->nodes[i];
+    if (n->dead) continue;
+    int64_t oc;
+    int is_conv = kernel_conv(g, n, &oc);
+    const hs_conv_attrs *a = is_conv ? (const hs_conv_attrs *)n->params.bytes : NULL;
+    for (int k = 0; k < n->n_in; k++) {
+      int v = n->in[k];
+      if (v < 0 || !blocked[v]) continue;
+      if (!is_conv || !(k == 0 || k == a->sum_input)) blocked[v] = 0;
+    }
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    hs_node *n = &g->nodes[i];
+    int64_t oc;
+    if (!kernel_conv(g, n, &oc)) continue;
+    hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
+    hs_layout src = blocked[n->in[0]] ? pref : HS_LAYOUT_NCHW, dst = blocked[n->out[0]] ? pref : HS_LAYOUT_NCHW;
+    hs_layout res = a->sum_input >= 0 && a->sum_input < n->n_in && n->in[a->sum_input] >= 0 &&
+                            blocked[n->in[a->sum_input]] ? pref : HS_LAYOUT_NCHW;
+    if (a->src_layout != src || a->dst_layout != dst || a->res_layout != res) {
+      a->src_layout = src;
+      a->dst_layout = dst;
+      a->res_layout = res;
+      *changed = 1;
+    }
+  }
+  free(blocked);
+  return 0;
+}
