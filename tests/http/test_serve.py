@@ -372,6 +372,46 @@ def test_repository_api(srv, repo):
     wait_for(lambda: serving(srv, "other") == "1", "model 'other' after SIGHUP")
 
 
+def test_config(srv, repo):
+    """config.json: latest-2 policy serves two versions; warm-up from files; a missing warm-up file
+    is warmup_error; a malformed config.json changes nothing that is served."""
+    mdir = os.path.join(repo, "cfg")
+    os.makedirs(mdir)
+    with open(os.path.join(mdir, "config.json"), "w") as f:
+        json.dump({"version_policy": {"latest": {"num_versions": 2}},
+                   "warmup": {"runs": 2, "inputs": "files"}, "instances": 1}, f)
+    for v in (1, 2):
+        scratch = tempfile.mkdtemp(dir=os.path.dirname(repo))
+        make_model(os.path.join(scratch, "model.onnx"), 10 * v)
+        write_npy(os.path.join(scratch, "warmup", "x.npy"), np.ones((1, 4), dtype=np.float32))
+        os.rename(scratch, os.path.join(mdir, str(v)))
+    srv.request("POST", "/v2/repository/index")
+    wait_for(lambda: serving(srv, "cfg") == "2", "cfg version 2")
+    x = np.ones((1, 4), dtype=np.float32)
+    doc, y = y_of(srv.infer("cfg", x_doc(x), version=1)[1])
+    check(doc["model_version"] == "1" and np.allclose(y, 11), "latest-2 keeps version 1 routable: %r" % doc)
+    doc, y = y_of(srv.infer("cfg", x_doc(x))[1])
+    check(doc["model_version"] == "2" and np.allclose(y, 21), "no version: the highest: %r" % doc)
+    check(sorted(srv.get_json("/v2/models/cfg")["versions"]) == ["1", "2"], "metadata lists both versions")
+
+    scratch = tempfile.mkdtemp(dir=os.path.dirname(repo))  # version 3 lacks its warm-up file
+    make_model(os.path.join(scratch, "model.onnx"), 30)
+    os.rename(scratch, os.path.join(mdir, "3"))
+    wait_for(lambda: any(v["version"] == "3" and v["state"] == "failed"
+                         for v in srv.get_json("/v2/models/cfg/status")["versions"]), "cfg version 3 to fail")
+    v3 = [v for v in srv.get_json("/v2/models/cfg/status")["versions"] if v["version"] == "3"][-1]
+    check(v3["reason"] == "warmup_error" and "x.npy" in v3["error"], "warm-up failure: %r" % v3)
+    srv.infer("cfg", x_doc(x), version=1)  # version 3 failed: 1 and 2 both stay served
+    srv.infer("cfg", x_doc(x), version=2)
+
+    with open(os.path.join(mdir, "config.json"), "w") as f:
+        f.write("{ not json")
+    wait_for(lambda: metric(srv.metrics(), "hotserve_model_load_failures_total", model="cfg", reason="bad_config"),
+             "bad_config counted")
+    check(serving(srv, "cfg") == "2", "a broken config.json changes nothing served")
+    check(srv.log_has(r"model cfg: config.json refused"), "config log line")
+
+
 def test_drain(srv, repo):
     """SIGTERM while a request is in flight: it still gets its answer, then the server exits 0.
 
@@ -448,8 +488,8 @@ def main():
     try:
         put_version(repo, "add", 1, 1)
         srv = Server(repo, "--max-body-bytes", str(1 << 20))
-        for t in (test_basics, test_errors, test_metrics, test_reload, test_repository_api, test_drain):
-            if t in (test_basics, test_reload, test_repository_api, test_drain):
+        for t in (test_basics, test_errors, test_metrics, test_reload, test_repository_api, test_config, test_drain):
+            if t is not test_errors and t is not test_metrics:
                 t(srv, repo)
             else:
                 t(srv)
