@@ -12,8 +12,8 @@ hotserve, with the server (`hotserve serve`), one server per model:
   `hotserve publish` (falling back to copying the version directory in and renaming it, when publish is missing);
   reads the server's log line "model M version V ready in T ms (verify a, load b, warm-up c)" for each; samples the
   server's RSS every few ms from the moment a version is published until it is ready and the old version is gone.
-  Reported: the first (cold) load, the median of the N reloads for each stage, the RSS with one version loaded,
-  and the peak RSS while the new version loads beside the old one (above the empty server's RSS).
+  Reported: the first (cold) load, the median of the N reloads for each stage, the RSS with version 1 loaded, the
+  median peak RSS while a new version loads beside the old one, and the RSS after the last reload.
 hotserve, without the server (only when `hotserve serve` cannot be used): N times `hotserve run MODEL --repeat 1`,
   reading the load/compile time it prints (no verify, no separate warm-up, no overlap figure).
 ONNX Runtime (onnxruntime-node): InferenceSession.create N+1 times in one process (the first is cold), keeping
@@ -140,7 +140,7 @@ def bench_server(args, label, model_file, work):
     log_path = os.path.join(work, "serve-%s.log" % name)
     log = open(log_path, "w")
     cmd = [args.hotserve, "serve", "--model-repository", repo, "--http-port", str(free_port()),
-           "--poll-interval", "1"]
+           "--poll-interval", "1", "--threads", str(args.threads)]
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     sampler = RssSampler(server.pid)
     loads, peaks, one_version, how = [], [], [], None
@@ -180,8 +180,8 @@ def bench_server(args, label, model_file, work):
     reloads = loads[1:]
     med = [statistics.median(x[i] for x in reloads) for i in range(4)]
     return {"mode": "server", "publish": how, "first": loads[0], "median": med, "n": len(reloads),
-            "empty_rss": empty_rss, "one_version_rss": statistics.median(one_version[1:]),
-            "overlap_peak_rss": statistics.median(peaks[1:])}
+            "empty_rss": empty_rss, "one_version_rss": one_version[0],
+            "overlap_peak_rss": statistics.median(peaks[1:]), "last_rss": one_version[-1]}
 
 
 def bench_run(args, model_file):
@@ -226,6 +226,7 @@ def main(argv):
     p.add_argument("--results", default=None)
     p.add_argument("--readme", default=None)
     p.add_argument("--command", default=" ".join(sys.argv))
+    p.add_argument("--only", choices=[m[1] for m in MODELS], help="one model file (for a quick check)")
     args = p.parse_args(argv)
     if args.loads < 2:
         p.error("--loads must be at least 2")
@@ -235,6 +236,8 @@ def main(argv):
     rows = []
     with tempfile.TemporaryDirectory(prefix="hs-load-") as work:
         for label, model_file, _ in MODELS:
+            if args.only and model_file != args.only:
+                continue
             print("load bench: %s ..." % label, file=sys.stderr, flush=True)
             try:
                 hs = bench_server(args, label, model_file, work) if use_server else bench_run(args, model_file)
@@ -260,18 +263,21 @@ def main(argv):
                 label, f0(a[0]), f0(a[1]), f0(a[2]), f0(a[3]), f0(b[0]), f0(b[1]), f0(b[2]), f0(b[3]),
                 f0(ort.get("first")), f0(ort.get("median")),
                 "%.2f" % (b[2] / ort["median"]) if "median" in ort else "n/a"))
-        lines += ["", "Memory (RSS, MB). hotserve: the server's RSS on an empty repository, with one version loaded "
-                  "(after a reload, old version freed), and the median peak while a new version loads beside the old "
-                  "one. ORT: node before any session, with one session, with two sessions of the same file:", "",
+        lines += ["", "Memory (RSS, MB). hotserve: the server's RSS on an empty repository, once version 1 is ready, "
+                  "the median peak while a new version loads beside the old one (overlap extra = peak - one version), "
+                  "and after the last reload (old versions freed). ORT: node before any session, with one session, "
+                  "with two sessions of the same file:", "",
                   "| model | hotserve empty | hotserve one version | hotserve peak during overlap | "
-                  "hotserve overlap extra | ORT base | ORT one session | ORT two sessions | ORT second session extra |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "hotserve overlap extra | hotserve after reloads | ORT base | ORT one session | ORT two sessions | "
+                  "ORT second session extra |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for label, model_file, hs, ort in rows:
             if "error" in hs or "error" in ort:
                 continue
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 label, f0(hs["empty_rss"]), f0(hs["one_version_rss"]), f0(hs["overlap_peak_rss"]),
-                f0(hs["overlap_peak_rss"] - hs["one_version_rss"]), f0(ort["base_rss"]), f0(ort["one_rss"]),
+                f0(hs["overlap_peak_rss"] - hs["one_version_rss"]), f0(hs["last_rss"]), f0(ort["base_rss"]),
+                f0(ort["one_rss"]),
                 f0(ort["two_rss"]), f0(ort["two_rss"] - ort["one_rss"])))
         pub = {hs.get("publish") for _, _, hs, _ in rows if hs.get("publish")}
         lines += ["", "Versions published with: %s." % (", ".join(sorted(pub)) or "n/a")]

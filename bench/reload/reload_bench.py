@@ -163,6 +163,8 @@ def main():
         stop.set()
         pubt.join()
         time.sleep(1.0)
+        c.close()
+        c = srv.conn()                  # the first one sat idle through both phases (idle timeout)
         for e in hsys.status_entries(c, "mobilenet"):
             entries[(e["version"], e.get("generation"))] = e
         watcher.join()

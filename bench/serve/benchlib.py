@@ -26,7 +26,12 @@ def machine():
                     break
     except OSError:
         pass
-    return "%d cores (%s), %s" % (os.cpu_count() or 0, cpu, platform.platform())
+    try:
+        load = " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        load = "?"
+    return "%d cores (%s), %s, load average %s at the end (other work on the machine)" % (
+        os.cpu_count() or 0, cpu, platform.platform(), load)
 
 
 def git_rev():

@@ -786,46 +786,46 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
   i64vec ins = {0}, outs = {0};
   rc = 0;
   for (int pass = 2; pass <= 3 && rc == 0; pass++) {
-  hs_pb_init(&r, d, len);
-  r.depth = depth;
-  while (hs_pb_more(&r) && rc == 0) {
-    if (hs_pb_key(&r, &f, &w)) { rc = BAD(err, "bad graph field"); break; }
-    if (((pass == 2 && f == 11) || (pass == 3 && f == 12)) && w == HS_PB_BYTES) {
-      value_info vi;
-      if ((rc = decode_value_info(&r, &vi, err))) { free(vi.name); break; }
-      int v = hs_graph_find(g, vi.name);
-      if (f == 11) {
-        if (v >= 0 && g->values[v].kind == HS_VAL_CONST) { free(vi.name); continue; }
-        if (v >= 0) rc = hs_error_set(err, HS_PARSE, "graph input '%s' is listed twice", vi.name);
-        else rc = hs_graph_add_value(g, vi.name, HS_VAL_INPUT, &v, err);
-        if (rc == 0) {
-          hs_value *val = &g->values[v];
-          val->dtype = vi.dtype;
-          val->ndim = vi.ndim;
-          memcpy(val->dims, vi.dims, sizeof vi.dims);
-          val->input_index = (int)ins.n;
-          if (val->dtype == HS_DT_UNDEFINED || val->ndim < 0)
-            rc = hs_error_set(err, HS_UNSUPPORTED, "graph input '%s' has no tensor type and shape", vi.name);
-          else if (i64_push(&ins, v)) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
-        }
-      } else {
-        if ((rc = value_ref(g, vi.name, &v, err)) == 0) {
-          hs_value *val = &g->values[v];
-          if (val->dtype == HS_DT_UNDEFINED) val->dtype = vi.dtype;
-          if (val->ndim < 0) {
+    hs_pb_init(&r, d, len);
+    r.depth = depth;
+    while (hs_pb_more(&r) && rc == 0) {
+      if (hs_pb_key(&r, &f, &w)) { rc = BAD(err, "bad graph field"); break; }
+      if (((pass == 2 && f == 11) || (pass == 3 && f == 12)) && w == HS_PB_BYTES) {
+        value_info vi;
+        if ((rc = decode_value_info(&r, &vi, err))) { free(vi.name); break; }
+        int v = hs_graph_find(g, vi.name);
+        if (f == 11) {
+          if (v >= 0 && g->values[v].kind == HS_VAL_CONST) { free(vi.name); continue; }
+          if (v >= 0) rc = hs_error_set(err, HS_PARSE, "graph input '%s' is listed twice", vi.name);
+          else rc = hs_graph_add_value(g, vi.name, HS_VAL_INPUT, &v, err);
+          if (rc == 0) {
+            hs_value *val = &g->values[v];
+            val->dtype = vi.dtype;
             val->ndim = vi.ndim;
             memcpy(val->dims, vi.dims, sizeof vi.dims);
+            val->input_index = (int)ins.n;
+            if (val->dtype == HS_DT_UNDEFINED || val->ndim < 0)
+              rc = hs_error_set(err, HS_UNSUPPORTED, "graph input '%s' has no tensor type and shape", vi.name);
+            else if (i64_push(&ins, v)) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
           }
-          if (i64_push(&outs, v)) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+        } else {
+          if ((rc = value_ref(g, vi.name, &v, err)) == 0) {
+            hs_value *val = &g->values[v];
+            if (val->dtype == HS_DT_UNDEFINED) val->dtype = vi.dtype;
+            if (val->ndim < 0) {
+              val->ndim = vi.ndim;
+              memcpy(val->dims, vi.dims, sizeof vi.dims);
+            }
+            if (i64_push(&outs, v)) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+          }
         }
+        free(vi.name);
+      } else if (pass == 3 && f == 1 && w == HS_PB_BYTES) {
+        rc = decode_node(g, &r, base_dir, err);
+      } else if (hs_pb_skip(&r, w)) {
+        rc = BAD(err, "bad graph field");
       }
-      free(vi.name);
-    } else if (pass == 3 && f == 1 && w == HS_PB_BYTES) {
-      rc = decode_node(g, &r, base_dir, err);
-    } else if (hs_pb_skip(&r, w)) {
-      rc = BAD(err, "bad graph field");
     }
-  }
   }
   if (rc == 0 && outs.n == 0) rc = hs_error_set(err, HS_PARSE, "malformed model: the graph has no outputs");
   if (rc == 0) {

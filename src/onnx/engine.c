@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "kernels/kernels.h"
 #include "onnx/onnx.h"
 #include "ops/ops.h"
@@ -125,8 +126,16 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
   hs_error terr;
   hs_error_clear(&terr);
   rc = trial_plans(m, &terr);
+  int symbolic = 0;
+  for (int i = 0; i < m->n_inputs; i++)
+    for (int k = 0; k < m->inputs[i].ndim; k++) symbolic |= m->inputs[i].dims[k] < 0;
   if (rc == HS_UNAVAILABLE) {
     rc = 0; /* shapes depend on input contents: checked per run */
+  } else if (rc && symbolic && rc != HS_UNSUPPORTED && rc != HS_NO_MEMORY) {
+    /* sizes 1 and 2 for the symbolic dims were only a guess (a model may need, say, a multiple
+     * of 8): the real shapes are checked when a request plans */
+    HS_LOGW("model compiled; trial shapes with symbolic dims = 1, 2 failed: %s", terr.message);
+    rc = 0;
   } else if (rc) {
     *err = terr;
     goto fail;

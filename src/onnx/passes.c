@@ -25,7 +25,8 @@ int hs_eval_const_node(hs_graph *g, int ni, hs_error *err) {
     in[i].dtype = v->dtype;
     in[i].ndim = v->ndim;
     memcpy(in[i].dims, v->dims, sizeof v->dims);
-    in[i].data = v->data;
+    static _Alignas(64) unsigned char empty[64]; /* a non-NULL buffer for empty constants */
+    in[i].data = v->data ? v->data : empty;
     in[i].nbytes = v->nbytes;
   }
   memset(out, 0, sizeof out);

@@ -19,6 +19,11 @@
 
 enum { LOC_NONE, LOC_INPUT, LOC_CONST, LOC_FOLDED, LOC_ARENA };
 
+/* Empty tensors (0 bytes) may have no buffer; ops get this instead of NULL so that pointer
+ * arithmetic on an empty view stays defined. Nothing is ever read or written through it. */
+static _Alignas(64) unsigned char g_empty[64];
+static void *nonnull(const void *p) { return p ? (void *)p : g_empty; }
+
 typedef struct {
   hs_tensor t;      /* dtype and shape (data unused) */
   int loc;
@@ -143,7 +148,7 @@ static void input_views(const hs_plan *p, const hs_node *n, hs_tensor *vin) {
     if (n->in[i] < 0) continue;
     const pval *pv = &p->v[n->in[i]];
     vin[i] = pv->t;
-    vin[i].data = (void *)pv->data;
+    vin[i].data = pv->data || !pv->t.nbytes ? nonnull(pv->data) : NULL; /* NULL: contents unknown */
   }
 }
 
@@ -219,8 +224,8 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
         rc = hs_error_set(err, HS_INTERNAL, "node '%s' reads '%s' before it is computed", n->name, g->values[v].name);
         goto fail;
       }
-      if (!vin[i].data && vin[i].nbytes) all_known = 0;
-      if ((d->value_inputs >> i & 1) && !vin[i].data && vin[i].nbytes) {
+      if (!vin[i].data) all_known = 0;
+      if ((d->value_inputs >> i & 1) && !vin[i].data) {
         if (!data_known && g->values[v].kind == HS_VAL_INPUT) {
           rc = hs_error_set(err, HS_UNAVAILABLE, "shapes depend on the contents of input '%s'", g->values[v].name);
         } else {
@@ -385,10 +390,10 @@ void hs_plan_output_shape(const hs_plan *p, const hs_engine_model *m, int k, hs_
 
 static void *value_data(const pval *pv, const hs_tensor *inputs, void *arena) {
   switch (pv->loc) {
-    case LOC_INPUT: return inputs[pv->off].data;
+    case LOC_INPUT: return nonnull(inputs[pv->off].data);
     case LOC_CONST:
-    case LOC_FOLDED: return (void *)pv->data;
-    case LOC_ARENA: return (char *)arena + pv->off;
+    case LOC_FOLDED: return nonnull(pv->data);
+    case LOC_ARENA: return (char *)nonnull(arena) + pv->off;
     default: return NULL;
   }
 }
@@ -416,18 +421,18 @@ int hs_plan_execute(const hs_plan *p, const hs_engine_model *m, const hs_tensor 
       }
       const pval *pv = &p->v[n->out[k]];
       vout[k] = pv->t;
-      vout[k].data = (char *)arena + pv->off;
+      vout[k].data = (char *)nonnull(arena) + pv->off;
     }
-    int rc = hs_op_get(n->op)->run(n, vin, n->n_in, vout, n->n_out, (char *)arena + p->scratch_off[ni], err);
+    int rc = hs_op_get(n->op)->run(n, vin, n->n_in, vout, n->n_out, (char *)nonnull(arena) + p->scratch_off[ni], err);
     if (rc) return rc;
   }
   for (int k = 0; k < g->n_outputs; k++) {
     const pval *pv = &p->v[g->outputs[k]];
     outputs[k] = pv->t;
     if (p->copy_off[k] == SIZE_MAX) {
-      outputs[k].data = (char *)arena + pv->off;
+      outputs[k].data = (char *)nonnull(arena) + pv->off;
     } else {
-      outputs[k].data = (char *)arena + p->copy_off[k];
+      outputs[k].data = (char *)nonnull(arena) + p->copy_off[k];
       if (pv->t.nbytes) memcpy(outputs[k].data, value_data(pv, inputs, arena), pv->t.nbytes);
     }
   }

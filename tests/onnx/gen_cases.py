@@ -240,3 +240,9 @@ for k, v in (("location", "past_end.bin"), ("offset", "4"), ("length", "8")):
     e.key, e.value = k, v
 open(os.path.join(H, "past_end.bin"), "wb").write(b"\0" * 8)
 hostile("external_past_end", model([N("Add", ["x", "w"], ["y"])], [X], [Y], [past]), "do not fit the file")
+
+# a dynamic batch that must be a multiple of 3 (Reshape to [-1, 24]): the trial shapes at load (1, 2)
+# cannot work, the model must still load, and run at batch 3
+x = f32(3, 8)
+case("dyn_multiple_of_3", [N("Reshape", ["x", "shp"], ["y"])], [("x", x)], [("y", x.reshape(-1, 24))],
+     inits=[("shp", np.array([-1, 24], np.int64))], input_shapes=[["batch", 8]])
