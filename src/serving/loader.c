@@ -427,9 +427,13 @@ static bool scan_once(hs_registry *r) {
   hs_repo_snapshot *snap = NULL;
   uint64_t t0 = hs_now_ns();
   if (hs_repo_scan(r->repo, &snap, &err) != HS_OK) {
-    HS_LOGE("repository scan failed, keeping what is served: %s", err.message);
+    if (strcmp(r->last_scan_error, err.message) != 0) /* once per distinct cause, not every poll */
+      HS_LOGE("repository scan failed, keeping what is served: %s", err.message);
+    snprintf(r->last_scan_error, sizeof r->last_scan_error, "%s", err.message);
     return false;
   }
+  if (r->last_scan_error[0]) HS_LOGI("repository readable again");
+  r->last_scan_error[0] = '\0';
   double verify_ms = ms_since(t0);
   bool pending = false;
   hs_model_array *a = atomic_load(&r->models);
@@ -449,6 +453,7 @@ static bool scan_once(hs_registry *r) {
   a = atomic_load(&r->models);
   for (size_t i = 0; a && i < a->n; i++) {
     hs_model *m = a->m[i];
+    atomic_store(&m->in_repo, m->seen_in_scan);
     if (m->seen_in_scan) continue;
     atomic_store(&m->has_ready_on_disk, false);
     if (atomic_load(&m->view)->n) {
@@ -536,6 +541,9 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
   pthread_cond_init(&r->cv, NULL);
   pthread_cond_init(&r->done_cv, NULL);
   int rc = r->root ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  struct stat st;
+  if (rc == HS_OK && (stat(r->root, &st) != 0 || !S_ISDIR(st.st_mode)))
+    rc = hs_error_set(err, HS_NOT_FOUND, "model repository %s is not a readable directory", r->root);
   if (rc == HS_OK && opts->n_keys > 0) rc = hs_trusted_keys_load(opts->key_paths, opts->n_keys, &r->keys, err);
   if (rc == HS_OK && opts->require_signature && !r->keys)
     rc = hs_error_set(err, HS_INVALID_ARGUMENT, "--require-signature needs at least one --trusted-key");
@@ -624,7 +632,7 @@ static int model_op(hs_registry *r, const char *name, bool unload, hs_error *err
     int rc = request_and_wait(r, op, err);
     if (rc != HS_OK) return rc;
     hs_model *m = hs_registry_find(r, name);
-    if (!m || !m->seen_in_scan)
+    if (!m || !atomic_load(&m->in_repo))
       return hs_error_set(err, HS_NOT_FOUND, "model %s is not in the repository", name);
     hs_version *v = NULL;
     if (hs_model_acquire(m, -1, &v) != HS_OK)

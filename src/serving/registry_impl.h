@@ -63,7 +63,8 @@ struct hs_model {
   } failed[HS_FAILED_KEYS]; /* content that failed: never retried, new content is */
   size_t n_failed;
   char config_error_seen[256];
-  bool seen_in_scan;
+  bool seen_in_scan;        /* loader only: during a scan */
+  atomic_bool in_repo;      /* the last scan found the model's folder (read by load requests) */
 };
 
 typedef struct hs_model_op {
@@ -91,6 +92,7 @@ struct hs_registry {
   bool kicked, stop, scan_pending;
   uint64_t scan_requested, scan_done;
   hs_model_op *ops;
+  char last_scan_error[sizeof(((hs_error *)0)->message)]; /* loader only: the last scan failure, logged once */
   hs_registry_metrics metrics;
 };
 

@@ -475,6 +475,18 @@ def test_no_memory(repo):
         check(srv.stop() == 0, "exit status")
 
 
+def test_cli():
+    """Bad command lines fail fast with a clear message and the documented exit status."""
+    for argv, rc, text in ((["--model-repository", "/nonexistent/repo"], 1, "not a readable directory"),
+                           (["--http-port", "0"], 2, "--model-repository DIR is required"),
+                           (["--model-repository", "/tmp", "--http-port", "abc"], 2, "--http-port"),
+                           (["--model-repository", "/tmp", "--require-signature"], 1, "--trusted-key")):
+        p = subprocess.run([ARGS.hotserve, "serve"] + argv, capture_output=True, text=True, timeout=30)
+        check(p.returncode == rc and text in p.stderr, "serve %s: rc %d %r" % (argv, p.returncode, p.stderr))
+    p = subprocess.run([ARGS.hotserve, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    check(p.returncode == 0 and "--model-repository" in p.stdout, "serve --help")
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser()
@@ -486,6 +498,8 @@ def main():
     os.makedirs(repo)
     srv = None
     try:
+        test_cli()
+        print("ok test_cli")
         put_version(repo, "add", 1, 1)
         srv = Server(repo, "--max-body-bytes", str(1 << 20))
         for t in (test_basics, test_errors, test_metrics, test_reload, test_repository_api, test_config, test_drain):
