@@ -14,6 +14,8 @@ ROOT=$(pwd)
 PY=/usr/bin/python3
 CACHE=${HOTSERVE_MODEL_CACHE:-$ROOT/build/models}
 
+SHOWN_CMD="bash $0 $*"
+[ -n "${HOTSERVE_BIN:-}" ] && SHOWN_CMD="HOTSERVE_BIN=$HOTSERVE_BIN $SHOWN_CMD"
 if [ -z "${HOTSERVE_BIN:-}" ]; then
   cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build build-bench -j2 --target hotserve >/dev/null
@@ -24,4 +26,4 @@ if [ ! -d bench/node_modules/onnxruntime-node ]; then
   (cd bench && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund >&2)
 fi
 exec "$PY" bench/load/load_bench.py --hotserve "$HOTSERVE_BIN" --cache "$CACHE" \
-  --results bench/results --readme bench/README.md --command "bash bench/load/run.sh $*" "$@"
+  --results bench/results --readme bench/README.md --command "$SHOWN_CMD" "$@"
