@@ -1,6 +1,8 @@
 /* main.c - the hotserve binary: dispatches to one subcommand. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -25,7 +27,21 @@ static void usage(FILE *out) {
     fprintf(out, "  %-8s %s\n", k_commands[i].name, k_commands[i].summary);
 }
 
+/* oneDNN threads through OpenMP, whose threads by default spin for a while when idle. With several
+ * sessions running at once, or other processes on the cores, the spinning threads starve the working
+ * ones (measured in docs/KERNELS.md: MobileNetV2 540-1060 ms spinning vs 24-59 ms passive on a busy
+ * 2-core machine). libgomp reads OMP_WAIT_POLICY when it is loaded, before main, so when the operator
+ * has not chosen a policy we set PASSIVE and re-execute ourselves once. Setting OMP_WAIT_POLICY or
+ * GOMP_SPINCOUNT yourself keeps your choice. */
+static void use_passive_openmp_threads(char **argv) {
+  if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  /* exec failed (no /proc): carry on with the library's default policy */
+}
+
 int main(int argc, char **argv) {
+  use_passive_openmp_threads(argv);
   if (argc < 2) {
     usage(stderr);
     return 2;

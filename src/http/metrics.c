@@ -89,7 +89,11 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
     const hs_model_metrics *mm = hs_model_metrics_get(m);
+    /* The list is newest first. Only the HS_STATUS_HISTORY newest version numbers (and "none")
+     * are exposed, so thousands of reloads do not grow every scrape: older series go stale. */
+    size_t shown = 0;
     for (const hs_version_counter *c = atomic_load_explicit(&mm->requests, memory_order_acquire); c; c = c->next) {
+      if (c->version >= 0 && shown++ >= HS_STATUS_HISTORY) continue;
       char ver[32];
       if (c->version < 0) snprintf(ver, sizeof ver, "none");
       else snprintf(ver, sizeof ver, "%" PRId64, c->version);

@@ -21,8 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/npy.h"
@@ -496,8 +498,25 @@ void hs__loader_process(hs_registry *r) {
   pthread_mutex_unlock(&r->mu);
 }
 
+/* How much lower than the server's own CPU priority loads and warm-ups run (nice steps). */
+#define HS_LOADER_NICE_STEPS 10
+
+/* Loads and warm-ups compete with requests for the same cores. Running them at a lower CPU
+ * priority keeps a reload from slowing the requests being served; with idle cores they still run
+ * at full speed. Linux keeps nice per thread, and the OpenMP workers this thread starts inherit it. */
+static void lower_loader_priority(void) {
+  pid_t tid = gettid();
+  errno = 0;
+  int cur = getpriority(PRIO_PROCESS, (id_t)tid);
+  if (cur == -1 && errno != 0) return;
+  int want = cur + HS_LOADER_NICE_STEPS > 19 ? 19 : cur + HS_LOADER_NICE_STEPS;
+  if (setpriority(PRIO_PROCESS, (id_t)tid, want) != 0)
+    HS_LOGW("loader: cannot lower its CPU priority (%s); reloads compete with requests", strerror(errno));
+}
+
 void *hs__loader_main(void *arg) {
   hs_registry *r = arg;
+  lower_loader_priority();
   pthread_mutex_lock(&r->mu);
   while (!r->stop) {
     if (!r->kicked && !r->ops) {
