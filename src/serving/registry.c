@@ -26,6 +26,7 @@
  */
 #include "serving/registry_impl.h"
 
+#include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,6 +248,10 @@ void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n) {
     hs_version_release(v);
   }
   free(old);
+  /* A retired version with no request in flight was just freed here, on the loader thread: hand
+   * its pages back to the system now, or the allocator keeps them and RSS stays at two versions'
+   * worth after every reload (bench/load). Request threads that free a version never pay this. */
+  malloc_trim(0);
 }
 
 void hs__version_free(hs_version *v) {
