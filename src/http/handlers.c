@@ -229,6 +229,26 @@ static void shape_str(char *buf, size_t cap, const int64_t *dims, int ndim) {
 }
 
 /* Runs one decoded request on v. Returns the HTTP status; fills reply. */
+
+/* Moves every output's bytes into one new block (*held, the caller frees it) and points the
+ * outputs at it. HS_NO_MEMORY when the block cannot be had; the outputs are then untouched. */
+static int copy_outputs_out(hs_tensor *outs, size_t n, void **held, hs_error *err) {
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) total += outs[i].nbytes;
+  *held = NULL;
+  if (total == 0) return HS_OK;
+  unsigned char *block = malloc(total);
+  if (!block) return hs_error_set(err, HS_NO_MEMORY, "out of memory copying %zu output bytes", total);
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (outs[i].nbytes) memcpy(block + off, outs[i].data, outs[i].nbytes);
+    outs[i].data = block + off;
+    off += outs[i].nbytes;
+  }
+  *held = block;
+  return HS_OK;
+}
+
 static int infer_on(const hs_handler_env *env, hs_model *m, hs_version *v, const hs_request *hreq,
                     const hs_infer_request *req, hs_reply *reply, uint64_t *queue_ns, uint64_t *compute_ns) {
   size_t n_in = hs_version_num_inputs(v), n_out = hs_version_num_outputs(v);
@@ -308,6 +328,11 @@ static int infer_on(const hs_handler_env *env, hs_model *m, hs_version *v, const
     hs_error_clear(&err);
     int rc = hs_version_backend(v)->run(s, ins, n_in, outs, n_out, &err);
     *compute_ns = hs_now_ns() - tc;
+    /* Outputs live in the session's arena. Copy them out and give the session back before
+     * encoding, so the next request can run while this one formats its (possibly JSON) reply. */
+    void *held = NULL;
+    if (rc == HS_OK) rc = copy_outputs_out(outs, n_out, &held, &err);
+    hs_version_give(v, s);
     if (rc == HS_INVALID_ARGUMENT) {
       hs_reply_error(reply, 400, "%s", err.message);
       status = 400;
@@ -327,7 +352,7 @@ static int infer_on(const hs_handler_env *env, hs_model *m, hs_version *v, const
         reply->content_type = "application/octet-stream";
       }
     }
-    hs_version_give(v, s);
+    free(held);
   }
   (void)env;
   (void)hreq;
