@@ -400,11 +400,19 @@ static void scan_model(hs_repo *repo, const char *model_dir, const char *model_r
   for (size_t i = 0; m->versions && i < n; i++) {
     const hs_model_config *c = &m->config;
     if (c->policy == HS_POLICY_SPECIFIC && !policy_lists(c, dirs[i].version)) continue;
-    if (c->policy == HS_POLICY_LATEST && ready >= c->latest_n) break;
+    bool past_policy = c->policy == HS_POLICY_LATEST && ready >= c->latest_n;
     char path[HS_PATH_MAX];
     if (hs__path_join(path, sizeof path, model_real, dirs[i].name, NULL) != HS_OK) continue;
     hs_repo_version *out = &m->versions[m->n_versions++];
     evaluate(repo, model_real, path, dirs[i].version, out);
+    if (past_policy && out->state != HS_VERSION_INVALID) {
+      /* Past the policy's N, refused versions are still reported down to the next READY one (the
+       * version the newest replaced): a broken version that a good one superseded before any scan
+       * saw it is counted and shown all the same. Nothing else past N is selected. */
+      m->n_versions--;
+      if (out->state == HS_VERSION_READY) break;
+      continue;
+    }
     if (out->state == HS_VERSION_READY) ready++;
   }
   for (size_t i = 0; i < n; i++) free(dirs[i].name);
