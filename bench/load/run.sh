@@ -9,21 +9,6 @@
 # bench/node_modules if missing, then runs bench/load/load_bench.py, which prints the tables and writes them to
 # bench/results/load-DATE.md and into bench/README.md. Never part of ctest.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
-PY=/usr/bin/python3
-CACHE=${HOTSERVE_MODEL_CACHE:-$ROOT/build/models}
-
-SHOWN_CMD="bash $0 $*"
-[ -n "${HOTSERVE_BIN:-}" ] && SHOWN_CMD="HOTSERVE_BIN=$HOTSERVE_BIN $SHOWN_CMD"
-if [ -z "${HOTSERVE_BIN:-}" ]; then
-  cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build-bench -j2 --target hotserve >/dev/null
-  HOTSERVE_BIN=$ROOT/build-bench/src/hotserve
-fi
-"$PY" tools/models/make_models.py "$CACHE" --only resnet50 mobilenet_v2 >&2
-if [ ! -d bench/node_modules/onnxruntime-node ]; then
-  (cd bench && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund >&2)
-fi
+source "$(dirname "$0")/../setup.sh"
 exec "$PY" bench/load/load_bench.py --hotserve "$HOTSERVE_BIN" --cache "$CACHE" \
   --results bench/results --readme bench/README.md --command "$SHOWN_CMD" "$@"
