@@ -11,13 +11,13 @@
  * uses the plain-C convolution below, which honours the same fused post-ops and layouts.
  * The state is owned by the node and freed with the graph (node->free_state).
  */
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
 #include "kernels/kcache.h"
 #include "ops/conv.h"
+#include "ops/opkernel.h"
 #include "ops/ops.h"
 
 typedef struct conv_state {
@@ -276,23 +276,9 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   return hs_kernel_conv_create(&p, out, err);
 }
 
-/* HS_KERNELS_STRICT=1 in the environment turns "constant weights but no kernel" into an error
- * instead of a silent plain-C fallback; the kernel tests use it to prove the oneDNN path ran. */
-static int strict_mode(void) {
-  static atomic_int mode = -1;
-  int m = atomic_load(&mode);
-  if (m < 0) {
-    const char *s = getenv("HS_KERNELS_STRICT");
-    m = s && s[0] == '1';
-    atomic_store(&mode, m);
-  }
-  return m;
-}
-
-/* The kernel for these shapes, or NULL when the plain-C path must run. In strict mode a failed
- * build is reported through *strict_err (when not NULL). */
+/* The kernel for these shapes, or NULL when the plain-C path must run (opkernel.h). Weights given
+ * at run time (ONNX's node tests) have no state and always take plain C. */
 static hs_kernel *kernel_for(const hs_node *n, const conv_geo *g, hs_error *strict_err) {
-  int strict = strict_err && strict_mode();
   conv_state *st = n->state;
   if (!st) {
     HS_LOGD("node '%s' (%s): weights given at run time, using plain C", n->name, n->op_type);
@@ -301,17 +287,8 @@ static hs_kernel *kernel_for(const hs_node *n, const conv_geo *g, hs_error *stri
   int64_t key[8] = {g->in_c};
   for (int i = 0; i < g->nsp; i++) key[1 + i] = g->in[i];
   build_ctx c = {n, st, g};
-  hs_kernel *k = NULL;
-  hs_error e;
-  hs_error_clear(&e);
   /* the batch is a variant of the kernel built for the first batch seen */
-  if (hs_kcache_get(&st->cache, key, 1 + g->nsp, build_kernel, &c, &k, &e) != 0 ||
-      hs_kernel_prepare_batch(k, g->n, &e) != 0) {
-    HS_LOGD("node '%s' (%s): no oneDNN kernel, using plain C: %s", n->name, n->op_type, e.message);
-    if (strict) *strict_err = e;
-    return NULL;
-  }
-  return k;
+  return hs_op_kernel(n, &st->cache, key, 1 + g->nsp, build_kernel, &c, g->n, strict_err);
 }
 
 static void free_state(void *p) {
@@ -343,10 +320,7 @@ static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const
   const hs_conv_attrs *a = attrs_of(n);
   if (a->sum_input >= 0 && a->sum_input < nin && !residual_is_conv_shape(&in[a->sum_input], &g))
     return conv_out_bytes(&g); /* plain C: the convolution goes to scratch, then the broadcast add */
-  hs_kernel *k = kernel_for(n, &g, NULL);
-  if (!k) return 0;
-  size_t s = hs_kernel_scratch_size(k, g.n);
-  return s == (size_t)-1 ? 0 : s;
+  return hs_op_kernel_scratch(kernel_for(n, &g, NULL), g.n);
 }
 
 /* ---- plain C ---- */
