@@ -137,6 +137,50 @@ static void json_response_values(void **state) {
   hs_sbuf_free(&b);
 }
 
+/* Keys may come in any order, unknown keys (with any value) are skipped, and a known key given
+ * twice is refused; integers stay exact, and values a type cannot hold are refused. */
+static void json_key_order_and_values(void **state) {
+  (void)state;
+  hs_infer_request req;
+  hs_error err;
+  assert_int_equal(decode("{\"outputs\":[{\"name\":\"y\"}],\"extra\":{\"a\":[1,{\"b\":[[]]}],\"data\":\"s\"},"
+                          "\"inputs\":[{\"data\":[[7,8]],\"shape\":[1,2],\"note\":[null,true],\"datatype\":\"INT32\","
+                          "\"name\":\"a\"},{\"name\":\"u\",\"shape\":[2],\"datatype\":\"UINT64\","
+                          "\"data\":[18446744073709551615,0]}],\"parameters\":{\"binary_data_output\":true}}",
+                          &req, &err), HS_OK);
+  assert_int_equal(req.n_inputs, 2);
+  const int32_t *a = req.inputs[0].t.data;
+  assert_true(a[0] == 7 && a[1] == 8);
+  const uint64_t *u = req.inputs[1].t.data;
+  assert_true(u[0] == UINT64_MAX && u[1] == 0);
+  assert_int_equal(req.n_outputs, 1);
+  assert_true(req.outputs[0].binary); /* the request-wide default, given after the outputs */
+  hs_infer_request_free(&req);
+
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"x\",\"name\":\"z\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]}",
+                          &req, &err), HS_PARSE);
+  assert_non_null(strstr(err.message, "twice"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"f\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1e39]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "out of range"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"i\",\"datatype\":\"INT64\",\"shape\":[1],\"data\":[9223372036854775808]}]}",
+                          &req, &err), HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "input i"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"i\",\"datatype\":\"INT64\",\"shape\":[1],\"data\":[1.5]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"b\",\"datatype\":\"BOOL\",\"shape\":[3],\"data\":[true,0,1]}]}", &req, &err),
+                   HS_OK);
+  const unsigned char *b = req.inputs[0].t.data;
+  assert_true(b[0] == 1 && b[1] == 0 && b[2] == 1);
+  hs_infer_request_free(&req);
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"b\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[true]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_int_equal(decode("{\"inputs\":[]} x", &req, &err), HS_PARSE);
+  assert_non_null(strstr(err.message, "malformed JSON"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]", &req, &err),
+                   HS_PARSE);
+}
+
 /* 1 when s[0..n) is a JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
 static int is_json_number(const char *s, int n) {
   int i = 0;
@@ -202,6 +246,7 @@ int main(void) {
       cmocka_unit_test(binary_inputs_and_outputs),
       cmocka_unit_test(json_response_values),
       cmocka_unit_test(float32_text_round_trips),
+      cmocka_unit_test(json_key_order_and_values),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
