@@ -1,8 +1,19 @@
-/* pool.c - MaxPool, AveragePool (pads, auto_pad, ceil_mode, dilations, count_include_pad),
- * GlobalAveragePool, GlobalMaxPool: plain-C reference kernels over 1-3 spatial dims (3-D form). */
+/* pool.c - MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool over 1-3 spatial dims: oneDNN pooling kernels, plain C as fallback and reference. */
+
+/*
+ * DESIGN
+ * check() parses the attributes; pool_geometry() turns them and the input shape into one window
+ * geometry (explicit pads, auto_pad and ceil_mode resolved), used by both paths. prepare() gives
+ * every node a kernel cache (opkernel.h); scratch_bytes(), called while a session plans, builds the
+ * oneDNN pooling kernel for the input's channels and spatial shape (batch sizes are variants of one
+ * kernel) and run() finds it again. ceil_mode becomes extra end padding for the kernel. The plain-C
+ * loops below are the reference and the fallback: they run when the kernel refuses a geometry
+ * (with HS_KERNELS_STRICT=1 that refusal is an error naming the reason) and for empty tensors.
+ */
 #include <math.h>
 #include <string.h>
 
+#include "ops/opkernel.h"
 #include "ops/ops.h"
 
 enum { PAD_NOTSET, PAD_SAME_UPPER, PAD_SAME_LOWER, PAD_VALID };
@@ -130,12 +141,84 @@ static int pool_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   return hs_set_shape(&out[0], HS_DT_FLOAT32, 2 + g.nsp, d, n, err);
 }
 
+/* ---- oneDNN path ---- */
+
+typedef struct build_ctx {
+  const hs_node *n;
+  const pool_geom *g;
+} build_ctx;
+
+static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
+  const build_ctx *c = ctx;
+  const pool_params *a = (const pool_params *)c->n->params.bytes;
+  const pool_geom *g = c->g;
+  hs_pool_params p = {0};
+  p.device = HS_KDEV_CPU;
+  p.src_layout = p.dst_layout = HS_LAYOUT_NCHW;
+  p.kind = a->kind == P_MAX || a->kind == P_GMAX ? HS_POOL_MAX
+           : a->count_include_pad                ? HS_POOL_AVG_INCLUDE_PAD
+                                                 : HS_POOL_AVG_EXCLUDE_PAD;
+  p.nsp = g->nsp;
+  p.batch = g->N;
+  p.channels = g->C;
+  for (int i = 0; i < g->nsp; i++) {
+    int64_t span = (g->k[i] - 1) * g->d[i] + 1;
+    /* the end padding that makes the last window fit: ceil_mode's extra row, or less than the
+       explicit padding where the windows stop before reaching all of it */
+    int64_t pe = (g->out[i] - 1) * g->s[i] + span - g->in[i] - g->pb[i];
+    if (pe < 0) pe = 0;
+    if (pe > g->pe[i] && p.kind == HS_POOL_AVG_INCLUDE_PAD)
+      return hs_error_set(err, HS_UNSUPPORTED,
+                          "count_include_pad with ceil_mode windows past the padding (the kernel would count them)");
+    p.in[i] = g->in[i];
+    p.out[i] = g->out[i];
+    p.kernel[i] = g->k[i];
+    p.stride[i] = g->s[i];
+    p.dilation[i] = g->d[i];
+    p.pad_begin[i] = g->pb[i];
+    p.pad_end[i] = pe;
+  }
+  return hs_kernel_pool_create(&p, out, err);
+}
+
+/* The kernel for this geometry, or NULL when the plain-C path must run (opkernel.h). */
+static hs_kernel *kernel_for(const hs_node *n, const pool_geom *g, hs_error *strict_err) {
+  if (g->N * g->C == 0) return NULL; /* empty: nothing to compute */
+  for (int i = 0; i < g->nsp; i++)
+    if (g->in[i] == 0) return NULL;
+  int64_t key[4] = {g->C};
+  for (int i = 0; i < g->nsp; i++) key[1 + i] = g->in[i];
+  build_ctx c = {n, g};
+  return hs_op_kernel(n, hs_op_cache(n), key, 1 + g->nsp, build_kernel, &c, g->N, strict_err);
+}
+
+static int pool_prepare(hs_node *n, const hs_graph *g, hs_error *err) { return hs_op_attach_cache(n, err); }
+
+static size_t pool_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  pool_geom g;
+  hs_error e;
+  if (pool_geometry(n, &in[0], &g, &e)) return 0;
+  return hs_op_kernel_scratch(kernel_for(n, &g, NULL), g.N);
+}
+
+/* ---- plain C ---- */
+
 static int pool_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
                     hs_error *err) {
   const pool_params *p = (const pool_params *)n->params.bytes;
   pool_geom g;
   int rc = pool_geometry(n, &in[0], &g, err);
   if (rc) return rc;
+  hs_error kerr;
+  hs_error_clear(&kerr);
+  hs_kernel *k = kernel_for(n, &g, &kerr);
+  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (k) {
+    const void *src[1] = {in[0].data};
+    hs_kernel_args args = {.batch = g.N, .src = src, .nsrc = 1, .dst = out[0].data, .scratch = scratch};
+    rc = hs_kernel_run(k, &args, err);
+    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+  }
   const float *x = in[0].data;
   float *y = out[0].data;
   int64_t isp = g.in[0] * g.in[1] * g.in[2], osp = g.out[0] * g.out[1] * g.out[2];
@@ -191,9 +274,9 @@ static int pool_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
 }
 
 const hs_op_def hs_ops_pool[] = {
-    {"MaxPool", 1, 1, 1, 1, 2, 0, 0, pool_check, pool_infer, NULL, NULL, pool_run},
-    {"AveragePool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, NULL, NULL, pool_run},
-    {"GlobalAveragePool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, NULL, NULL, pool_run},
-    {"GlobalMaxPool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, NULL, NULL, pool_run},
+    {"MaxPool", 1, 1, 1, 1, 2, 0, 0, pool_check, pool_infer, pool_prepare, pool_scratch, pool_run},
+    {"AveragePool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, pool_prepare, pool_scratch, pool_run},
+    {"GlobalAveragePool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, pool_prepare, pool_scratch, pool_run},
+    {"GlobalMaxPool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, pool_prepare, pool_scratch, pool_run},
     {NULL},
 };
