@@ -93,6 +93,11 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="--threads for the server (0: its default)")
     p.add_argument("--cache", default=os.environ.get("HOTSERVE_MODEL_CACHE",
                                                      os.path.join(benchlib.ROOT, "build", "models")))
+    p.add_argument("--loader-priority", choices=["low", "idle", "normal"], default=None,
+                   help="the server's --loader-priority (default: the server's default)")
+    p.add_argument("--publisher-nice", type=int, default=0,
+                   help="run the publisher (hotserve publish: copy, hash, fsync) this many nice steps down; in "
+                        "production it runs on another machine (a CI job writing to the shared volume)")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
     hsys.Env.hotserve = os.path.abspath(a.hotserve)
@@ -108,6 +113,8 @@ def main():
         os.makedirs(repo_model)
         hsys.publish(dirs[0], repo_model, 1)
         extra = ["--log-level", "warn"] + (["--threads", str(a.threads)] if a.threads else [])
+        if a.loader_priority:
+            extra += ["--loader-priority", a.loader_priority]
         srv = hsys.Server(os.path.join(tmp, "repo"), *extra)
         c = srv.conn(timeout=120)
         hsys.wait_serving(c, "mobilenet", 1, timeout=300)
@@ -144,6 +151,8 @@ def main():
             cc.close()
 
         def publisher():
+            if a.publisher_nice:
+                os.nice(a.publisher_nice)   # this thread only (Linux keeps nice per thread); its children inherit it
             t0 = time.monotonic()
             for i, d in enumerate(dirs[1:]):
                 delay = t0 + (i + 1) * a.period - time.monotonic()
@@ -212,9 +221,9 @@ def main():
                  "%d keep-alive connections; %d versions published in phase 2 (%d failed), load ms median %s; "
                  "process peak RSS (VmHWM) %.0f MiB. Latencies are wrk's (client side); first request ms is the "
                  "server's, compared with wrk's steady p50 (%.2f ms). wrk, the publisher and the server share "
-                 "the machine's cores.%s"
+                 "the machine's cores; the server's loader priority: %s, the publisher's nice: +%d.%s"
                  % (a.connections, len(published), len(failed),
-                    "%.1f" % statistics.median(loads) if loads else "n/a", hwm / 2 ** 20, steady_med,
+                    "%.1f" % statistics.median(loads) if loads else "n/a", hwm / 2 ** 20, steady_med, a.loader_priority or "default (low)", a.publisher_nice,
                     (" Problems: " + "; ".join(pub_errors[:3])) if pub_errors else ""))
         print(table)
         print(notes)

@@ -30,6 +30,9 @@ static void usage(FILE *out) {
           "  --trusted-key FILE      a public (Ed25519) or shared (HMAC) key file; repeatable\n"
           "  --threads N             compute threads per model run (default 1)\n"
           "  --instances N           concurrent runs per version (default 2)\n"
+          "  --loader-priority P     CPU priority of loads and warm-ups: low (default; 10 nice steps\n"
+          "                          below the server), idle (SCHED_IDLE: only CPU time requests leave\n"
+          "                          unused) or normal\n"
           "  --max-body-bytes N      largest request body accepted (default 67108864 = 64 MiB)\n"
           "  --max-connections N     concurrent connections (default 256)\n"
           "  --idle-timeout S        close idle or stalled connections after S seconds (default 120)\n"
@@ -64,6 +67,7 @@ int hs_cmd_serve(int argc, char **argv) {
   size_t n_keys = 0;
   bool require_sig = false;
   double poll_s = 2, settle_s = 2, idle_s = 120;
+  hs_loader_priority loader_prio = HS_LOADER_LOW;
   unsigned long long port = 8000, threads = 1, instances = 2, max_body = 64ull << 20, max_conn = 256, mem_limit = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -99,6 +103,9 @@ int hs_cmd_serve(int argc, char **argv) {
       keys[n_keys++] = v;
     } else if (!strcmp(a, "--threads")) {
       bad = parse_ull(v, 256, &threads) != 0 || threads == 0;
+    } else if (!strcmp(a, "--loader-priority")) {
+      bad = !v || (strcmp(v, "low") && strcmp(v, "idle") && strcmp(v, "normal"));
+      if (!bad) loader_prio = !strcmp(v, "idle") ? HS_LOADER_IDLE : !strcmp(v, "normal") ? HS_LOADER_NORMAL : HS_LOADER_LOW;
     } else if (!strcmp(a, "--instances")) {
       bad = parse_ull(v, 64, &instances) != 0 || instances == 0;
     } else if (!strcmp(a, "--max-body-bytes")) {
@@ -142,7 +149,7 @@ int hs_cmd_serve(int argc, char **argv) {
   hs_error_clear(&err);
   hs_registry_options ro = {.root = repo, .poll_ms = (int)(poll_s * 1000 + 0.5), .settle_ms = (int)(settle_s * 1000 + 0.5),
                             .require_signature = require_sig, .key_paths = keys, .n_keys = n_keys,
-                            .threads = (int)threads, .instances = (int)instances, .memory_limit = (size_t)mem_limit,
+                            .threads = (int)threads, .instances = (int)instances, .loader_priority = loader_prio, .memory_limit = (size_t)mem_limit,
                             .watch = true};
   hs_registry *reg = NULL;
   if (hs_registry_create(&ro, &reg, &err) != HS_OK) {

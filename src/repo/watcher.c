@@ -111,6 +111,7 @@ static void drain(int fd) {
 }
 
 static void *watch_main(void *arg) {
+  pthread_setname_np(pthread_self(), "hs-watcher");
   hs_watcher *w = arg;
   rearm(w);
   int64_t next_poll = now_ms() + w->poll_ms;

@@ -17,6 +17,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -503,8 +505,19 @@ void hs__loader_process(hs_registry *r) {
 
 /* Loads and warm-ups compete with requests for the same cores. Running them at a lower CPU
  * priority keeps a reload from slowing the requests being served; with idle cores they still run
- * at full speed. Linux keeps nice per thread, and the OpenMP workers this thread starts inherit it. */
-static void lower_loader_priority(void) {
+ * at full speed. HS_LOADER_LOW lowers the thread's nice value: on a busy core the loader still gets
+ * about a tenth of it, so a reload finishes in bounded time. HS_LOADER_IDLE uses SCHED_IDLE: the
+ * loader then runs almost only on CPU time requests leave unused, which protects tail latency best,
+ * but on cores that stay saturated a reload may take many times its CPU cost. Linux keeps both per
+ * thread, and the OpenMP workers this thread starts inherit them. */
+static void lower_loader_priority(hs_loader_priority prio) {
+  if (prio == HS_LOADER_NORMAL) return;
+  if (prio == HS_LOADER_IDLE) {
+    struct sched_param sp = {0};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+    if (rc == 0) return;
+    HS_LOGW("loader: cannot switch to SCHED_IDLE (%s); using a lower nice value", strerror(rc));
+  }
   pid_t tid = gettid();
   errno = 0;
   int cur = getpriority(PRIO_PROCESS, (id_t)tid);
@@ -516,7 +529,8 @@ static void lower_loader_priority(void) {
 
 void *hs__loader_main(void *arg) {
   hs_registry *r = arg;
-  lower_loader_priority();
+  pthread_setname_np(pthread_self(), "hs-loader"); /* as top -H and /proc show it */
+  lower_loader_priority(r->opts.loader_priority);
   pthread_mutex_lock(&r->mu);
   while (!r->stop) {
     if (!r->kicked && !r->ops) {

@@ -24,6 +24,13 @@ typedef struct hs_registry hs_registry;
 typedef struct hs_model hs_model;     /* lives as long as the registry */
 typedef struct hs_version hs_version; /* reference-counted, immutable once published */
 
+/* How loads and warm-ups share the CPU with the requests being served (see loader.c). */
+typedef enum {
+  HS_LOADER_LOW = 0, /* 10 nice steps below the server: a reload takes ~10% of a busy core */
+  HS_LOADER_IDLE,    /* SCHED_IDLE: a reload runs only on CPU time requests leave unused */
+  HS_LOADER_NORMAL   /* the server's own priority */
+} hs_loader_priority;
+
 typedef struct hs_registry_options {
   const char *root;             /* model repository (read only) */
   int poll_ms;                  /* watcher polling interval; default 2000 */
@@ -35,6 +42,7 @@ typedef struct hs_registry_options {
   int instances;                /* sessions per version when config.json says 0; default 2 */
   size_t memory_limit;          /* bytes; 0 = the process limit (cgroup or RAM) */
   bool watch;                   /* start the repository watcher (tests may rely on explicit rescans) */
+  hs_loader_priority loader_priority; /* CPU priority of loads and warm-ups; default HS_LOADER_LOW */
 } hs_registry_options;
 
 /* Opens the repository, loads what is ready now (synchronously), then starts the loader thread

@@ -475,6 +475,43 @@ def test_no_memory(repo):
         check(srv.stop() == 0, "exit status")
 
 
+def thread_sched(pid, comm=None):
+    """(policy, nice) of the process's thread named comm (None: the main thread), from /proc
+    (policy 0 = SCHED_OTHER, 5 = SCHED_IDLE)."""
+    for t in os.listdir("/proc/%d/task" % pid):
+        base = "/proc/%d/task/%s/" % (pid, t)
+        try:
+            if (open(base + "comm").read().strip() != comm) if comm else int(t) != pid:
+                continue
+            f = open(base + "stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        return int(f[38]), int(f[16])   # fields 41 (policy) and 19 (nice), counted after the comm
+    return None   # not started yet (the first load happens before the loader thread starts)
+
+
+def test_loader_priority(repo):
+    """Loads run below the server's CPU priority: 10 nice steps by default, SCHED_IDLE on request."""
+    server_nice = os.nice(0)
+    for args, want_policy, want_nice in (((), 0, min(19, server_nice + 10)), (("--loader-priority", "idle"), 5, None),
+                                         (("--loader-priority", "normal"), 0, server_nice)):
+        srv = Server(repo, *args)
+        try:
+            wait_for(lambda: serving(srv, "add") is not None, "a version serving")
+            wait_for(lambda: thread_sched(srv.proc.pid, "hs-loader") is not None, "the loader thread")
+            policy, nice = thread_sched(srv.proc.pid, "hs-loader")
+            check(policy == want_policy, "%s: loader policy %d, want %d" % (args, policy, want_policy))
+            if want_nice is not None:
+                check(nice == want_nice, "%s: loader nice %d, want %d" % (args, nice, want_nice))
+            main_policy, main_nice = thread_sched(srv.proc.pid)
+            check(main_policy == 0 and main_nice == server_nice, "the server's own threads keep their priority")
+        finally:
+            check(srv.stop() == 0, "exit status")
+    p = subprocess.run([ARGS.hotserve, "serve", "--model-repository", repo, "--loader-priority", "fast"],
+                       capture_output=True, text=True, timeout=30)
+    check(p.returncode == 2 and "--loader-priority" in p.stderr, "bad --loader-priority refused: %r" % p.stderr)
+
+
 def test_cli():
     """Bad command lines fail fast with a clear message and the documented exit status."""
     for argv, rc, text in ((["--model-repository", "/nonexistent/repo"], 1, "not a readable directory"),
@@ -511,6 +548,8 @@ def main():
         srv = None
         test_no_memory(repo)
         print("ok test_no_memory")
+        test_loader_priority(repo)
+        print("ok test_loader_priority")
         return 0
     except Exception as e:  # noqa: BLE001 - any failure prints the server's log
         print("FAIL: %s: %s" % (type(e).__name__, e))
