@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <math.h>
@@ -527,12 +528,34 @@ static void lower_loader_priority(hs_loader_priority prio) {
     HS_LOGW("loader: cannot lower its CPU priority (%s); reloads compete with requests", strerror(errno));
 }
 
+/* Frees the versions in the graveyard; called and returns with r->mu held (drops it meanwhile). */
+static void reap_graveyard(hs_registry *r) {
+  hs_version *dead = r->graveyard;
+  r->graveyard = NULL;
+  if (!dead) return;
+  pthread_mutex_unlock(&r->mu);
+  while (dead) {
+    hs_version *next = dead->next_dead;
+    hs__version_free(dead);
+    dead = next;
+  }
+  /* hand the freed pages back to the system now, or the allocator keeps them and RSS stays at two
+   * versions' worth after every reload (bench/load) */
+  malloc_trim(0);
+  pthread_mutex_lock(&r->mu);
+}
+
 void *hs__loader_main(void *arg) {
   hs_registry *r = arg;
   pthread_setname_np(pthread_self(), "hs-loader"); /* as top -H and /proc show it */
   lower_loader_priority(r->opts.loader_priority);
   pthread_mutex_lock(&r->mu);
+  r->loader_running = true;
   while (!r->stop) {
+    if (r->graveyard) { /* the lock was dropped while freeing: look at stop and the queue again */
+      reap_graveyard(r);
+      continue;
+    }
     if (!r->kicked && !r->ops) {
       if (r->scan_pending) {
         struct timespec ts;
@@ -547,11 +570,14 @@ void *hs__loader_main(void *arg) {
         pthread_cond_wait(&r->cv, &r->mu);
       }
       if (r->stop) break;
+      if (r->graveyard && !r->kicked && !r->ops) continue; /* woken to free, not to scan */
     }
     pthread_mutex_unlock(&r->mu);
     hs__loader_process(r);
     pthread_mutex_lock(&r->mu);
   }
+  r->loader_running = false; /* from now on the last reference frees inline */
+  reap_graveyard(r);
   pthread_mutex_unlock(&r->mu);
   return NULL;
 }

@@ -26,7 +26,6 @@
  */
 #include "serving/registry_impl.h"
 
-#include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,7 +144,27 @@ int hs_model_acquire(hs_model *m, int64_t version, hs_version **out) {
 }
 
 void hs_version_release(hs_version *v) {
-  if (v && atomic_fetch_sub(&v->refs, 1) == 1) hs__version_free(v);
+  if (v && atomic_fetch_sub(&v->refs, 1) == 1) hs__version_dispose(v);
+}
+
+/* Freeing a version (sessions, kernels, weights, then handing pages back) takes milliseconds. The
+ * last reference to a retired version is usually dropped by a request thread, whose connection's
+ * next request would wait for that work; so while the loader runs, the version goes to the
+ * registry's graveyard and the loader frees it at its own low CPU priority, before it loads
+ * anything else (so two retired versions never pile up in memory). */
+void hs__version_dispose(hs_version *v) {
+  hs_registry *r = v->reg;
+  uint64_t retired = atomic_load(&v->retired_ns);
+  if (retired) hs_histogram_observe(&r->metrics.drain, hs_now_ns() - retired);
+  pthread_mutex_lock(&r->mu);
+  bool defer = r->loader_running;
+  if (defer) {
+    v->next_dead = r->graveyard;
+    r->graveyard = v;
+    pthread_cond_signal(&r->cv);
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (!defer) hs__version_free(v);
 }
 
 int64_t hs_version_number(const hs_version *v) { return v->version; }
@@ -248,17 +267,13 @@ void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n) {
     hs_version_release(v);
   }
   free(old);
-  /* A retired version with no request in flight was just freed here, on the loader thread: hand
-   * its pages back to the system now, or the allocator keeps them and RSS stays at two versions'
-   * worth after every reload (bench/load). Request threads that free a version never pay this. */
-  malloc_trim(0);
+  /* a retired version with no request in flight is in the graveyard now: the loader frees it next */
 }
 
 void hs__version_free(hs_version *v) {
   hs_registry *r = v->reg;
   hs_model *m = v->model;
   uint64_t retired = atomic_load(&v->retired_ns);
-  if (retired) hs_histogram_observe(&r->metrics.drain, hs_now_ns() - retired);
   for (size_t i = 0; i < v->n_sessions; i++)
     if (v->sessions[i]) v->backend->session_free(v->sessions[i]);
   if (v->bm) v->backend->free_model(v->bm);

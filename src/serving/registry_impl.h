@@ -35,6 +35,7 @@ struct hs_version {
   hs_backend_session **free_list;
   atomic_bool first_done;       /* first real request recorded in the status */
   atomic_uint_least64_t retired_ns; /* when it left the last view; 0 while serving */
+  struct hs_version *next_dead; /* the registry's graveyard list (guarded by its mu) */
 };
 
 typedef struct hs_model_array {
@@ -92,6 +93,8 @@ struct hs_registry {
   bool kicked, stop, scan_pending;
   uint64_t scan_requested, scan_done;
   hs_model_op *ops;
+  bool loader_running;   /* versions whose last reference drops now go to the graveyard */
+  hs_version *graveyard; /* unreferenced versions the loader frees (see hs__version_dispose) */
   char last_scan_error[sizeof(((hs_error *)0)->message)]; /* loader only: the last scan failure, logged once */
   hs_registry_metrics metrics;
 };
@@ -100,6 +103,8 @@ struct hs_registry {
 hs_model *hs__registry_add_model(hs_registry *r, const char *name);
 void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n);
 void hs__version_free(hs_version *v);
+/* The last reference to v is gone: queue it for the loader to free, or free it now when no loader runs. */
+void hs__version_dispose(hs_version *v);
 void hs__status_record(hs_model *m, const hs_version_status *st);
 void hs__status_update(hs_model *m, uint64_t generation, hs_vstate state, bool serving);
 hs_version_counter *hs__version_counter(hs_model *m, int64_t version);
