@@ -92,10 +92,15 @@ hs_model *hs__registry_add_model(hs_registry *r, const char *name) {
   m->reg = r;
   snprintf(m->name, sizeof m->name, "%s", name);
   pthread_mutex_init(&m->status_mu, NULL);
+  pthread_mutex_init(&m->run_mu, NULL);
+  pthread_cond_init(&m->run_cv, NULL);
+  m->run_limit = 1; /* raised by the first publish */
   m->next_generation = 1;
   hs_view *empty = calloc(1, sizeof *empty);
   if (!empty) {
     pthread_mutex_destroy(&m->status_mu);
+    pthread_mutex_destroy(&m->run_mu);
+    pthread_cond_destroy(&m->run_cv);
     free(m);
     return NULL;
   }
@@ -108,6 +113,8 @@ hs_model *hs__registry_add_model(hs_registry *r, const char *name) {
   if (!a) {
     free(empty);
     pthread_mutex_destroy(&m->status_mu);
+    pthread_mutex_destroy(&m->run_mu);
+    pthread_cond_destroy(&m->run_cv);
     free(m);
     return NULL;
   }
@@ -175,7 +182,17 @@ const hs_io_desc *hs_version_input(const hs_version *v, size_t i) { return v->ba
 size_t hs_version_num_outputs(const hs_version *v) { return v->backend->num_outputs(v->bm); }
 const hs_io_desc *hs_version_output(const hs_version *v, size_t i) { return v->backend->output(v->bm, i); }
 
+/* A request first takes one of its model's compute slots, then a session of its version. Without
+ * the model-wide slots, the requests still running on a retiring version and those already sent to
+ * the new one would together run twice the configured concurrency during every swap, and each of
+ * them would slow down (bench/reload's p99). Slots are always taken before sessions and given
+ * back after them, and every session holder holds a slot, so the two waits cannot deadlock. */
 hs_backend_session *hs_version_take(hs_version *v) {
+  hs_model *m = v->model;
+  pthread_mutex_lock(&m->run_mu);
+  while (m->running >= m->run_limit) pthread_cond_wait(&m->run_cv, &m->run_mu);
+  m->running++;
+  pthread_mutex_unlock(&m->run_mu);
   pthread_mutex_lock(&v->pool_mu);
   while (v->n_free == 0) pthread_cond_wait(&v->pool_cv, &v->pool_mu);
   hs_backend_session *s = v->free_list[--v->n_free];
@@ -188,6 +205,11 @@ void hs_version_give(hs_version *v, hs_backend_session *s) {
   v->free_list[v->n_free++] = s;
   pthread_cond_signal(&v->pool_cv);
   pthread_mutex_unlock(&v->pool_mu);
+  hs_model *m = v->model;
+  pthread_mutex_lock(&m->run_mu);
+  m->running--;
+  pthread_cond_signal(&m->run_cv);
+  pthread_mutex_unlock(&m->run_mu);
 }
 
 void hs_model_request_begin(hs_model *m) {
@@ -252,6 +274,16 @@ void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n) {
       nv->v[j - 1] = t;
     }
   for (size_t i = 0; i < n; i++) hs__status_update(m, nv->v[i]->generation, HS_VS_READY, true);
+
+  /* the slots follow the new set before it is visible: at most its largest pool runs at once */
+  size_t limit = 1;
+  for (size_t i = 0; i < n; i++)
+    if (versions[i]->n_sessions > limit) limit = versions[i]->n_sessions;
+  pthread_mutex_lock(&m->run_mu);
+  bool more = limit > m->run_limit;
+  m->run_limit = limit;
+  if (more) pthread_cond_broadcast(&m->run_cv);
+  pthread_mutex_unlock(&m->run_mu);
 
   uint64_t t0 = hs_now_ns();
   hs_view *old = atomic_exchange(&m->view, nv);
@@ -406,6 +438,8 @@ void hs__registry_free_models(hs_registry *r) {
     free(atomic_load(&m->view));
     free_counters(m);
     pthread_mutex_destroy(&m->status_mu);
+    pthread_mutex_destroy(&m->run_mu);
+    pthread_cond_destroy(&m->run_cv);
     free(m);
   }
   free(a);

@@ -56,6 +56,11 @@ struct hs_model {
   size_t history_n, history_start;
   atomic_bool has_ready_on_disk;
   atomic_bool unloaded;
+  /* compute slots shared by all the model's versions (hs_version_take): while a swap overlaps an
+   * old and a new version, their requests together still run at most run_limit at once */
+  pthread_mutex_t run_mu;
+  pthread_cond_t run_cv;
+  size_t running, run_limit; /* run_limit: the largest session pool among the served versions */
   /* loader-thread-only state */
   uint64_t next_generation;
   struct {

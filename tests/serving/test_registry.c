@@ -188,6 +188,50 @@ static void swaps_under_load(void **state) {
   sh("rm -rf %s/m", g_root);
 }
 
+typedef struct taker {
+  hs_version *v;
+  atomic_bool got;
+  hs_backend_session *s;
+} taker;
+
+static void *take_one(void *arg) {
+  taker *t = arg;
+  t->s = hs_version_take(t->v);
+  atomic_store(&t->got, true);
+  return NULL;
+}
+
+/* While a swap overlaps two versions, their requests share the model's compute slots: with both of
+ * version 1's sessions busy, a request on the new version 2 waits until one of them ends. */
+static void swap_keeps_concurrency(void **state) {
+  (void)state;
+  put_version(1);
+  hs_registry *r = open_registry(); /* instances = 2 */
+  hs_model *m = hs_registry_find(r, "m");
+  hs_version *v1 = NULL, *v2 = NULL;
+  assert_int_equal(hs_model_acquire(m, 1, &v1), HS_OK);
+  hs_backend_session *a = hs_version_take(v1), *b = hs_version_take(v1);
+  put_version(2);
+  rescan(r);
+  assert_int_equal(hs_model_acquire(m, -1, &v2), HS_OK);
+  assert_int_equal(hs_version_number(v2), 2);
+  taker t = {.v = v2};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, take_one, &t), 0);
+  usleep(200 * 1000);
+  assert_false(atomic_load(&t.got)); /* version 2 has idle sessions, but the model's 2 slots are taken */
+  hs_version_give(v1, a);
+  for (int i = 0; i < 1000 && !atomic_load(&t.got); i++) usleep(10000);
+  assert_true(atomic_load(&t.got));
+  pthread_join(th, NULL);
+  hs_version_give(v2, t.s);
+  hs_version_give(v1, b);
+  hs_version_release(v1);
+  hs_version_release(v2);
+  hs_registry_destroy(r);
+  sh("rm -rf %s/m", g_root);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_registry path/to/make_test_model.py\n");
@@ -199,6 +243,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(publish_and_fail),
       cmocka_unit_test(swaps_under_load),
+      cmocka_unit_test(swap_keeps_concurrency),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[512];
