@@ -326,6 +326,40 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
   return 0;
 }
 
+int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err) {
+  if (!k || k->vt != &conv_vt) return hs_error_set(err, HS_INVALID_ARGUMENT, "conv weights: not a conv kernel");
+  size_t want = dnnl_memory_desc_get_size(&k->w_plain_md);
+  if (dst_bytes != want)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "conv weights: %zu bytes given, the weights are %zu", dst_bytes,
+                        want);
+  /* Variant 0 is published (hs__kernel_finish built it) and immutable: its weights, in the
+   * implementation's layout, are the kernel's copy once w_plain is gone. */
+  if (atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 || !k->var[0].weights)
+    return hs_error_set(err, HS_INTERNAL, "conv weights: the kernel holds none");
+  const dnnl_memory_desc_t *have = &k->var[0].md[MD_WEIGHTS];
+  dnnl_engine_t eng = hs__dnnl_engine();
+  dnnl_stream_t s = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_t prim = NULL;
+  dnnl_memory_t m_src = NULL, m_dst = NULL;
+  dnnl_status_t st = dnnl_stream_create(&s, eng, dnnl_stream_default_flags);
+  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, have, eng, &k->w_plain_md, eng, NULL);
+  if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
+  if (st == dnnl_success) st = dnnl_memory_create(&m_src, have, eng, k->var[0].weights);
+  if (st == dnnl_success) st = dnnl_memory_create(&m_dst, &k->w_plain_md, eng, dst);
+  if (st == dnnl_success) {
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, m_src}, {DNNL_ARG_TO, m_dst}};
+    st = dnnl_primitive_execute(prim, s, 2, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(s);
+  }
+  if (m_src) dnnl_memory_destroy(m_src);
+  if (m_dst) dnnl_memory_destroy(m_dst);
+  if (prim) dnnl_primitive_destroy(prim);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (s) dnnl_stream_destroy(s);
+  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "conv weights: reordering back");
+}
+
 /* ================= matmul ================= */
 
 /* Right-aligned dims of a tensor of rank n inside rank nd (leading 1s). */

@@ -263,6 +263,12 @@ int hs_kernel_concat_create(const hs_concat_params *p, hs_kernel **out, hs_error
 int hs_kernel_resample_create(const hs_resample_params *p, hs_kernel **out, hs_error *err);
 int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_error *err);
 
+/* Writes conv kernel k's weights back in the layout hs_conv_params.weights gave them (ONNX's) into
+ * dst, which is dst_bytes long (exactly the weights' size). Lets a caller drop its own copy once a
+ * kernel holds the weights: a kernel for other shapes is then created from these. Thread-safe.
+ * Returns 0, or HS_INVALID_ARGUMENT (not a conv kernel, wrong size) / HS_INTERNAL with err filled. */
+int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err);
+
 /* Builds (if not yet built) the variant for leading dimension `batch` so that runs with it build
  * nothing. Thread-safe. Returns 0 or a negative hs_status with err filled. */
 int hs_kernel_prepare_batch(hs_kernel *k, int64_t batch, hs_error *err);

@@ -140,6 +140,12 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
     *err = terr;
     goto fail;
   }
+  /* the trial plans built the kernels for the load-time shapes: constants the kernels now hold in
+   * their own layout (Conv weights) leave the graph, so the model keeps one copy of each */
+  for (int oi = 0; oi < g->n_order; oi++) {
+    hs_node *n = &g->nodes[g->order[oi]];
+    if (n->release_consts) n->release_consts(n, g);
+  }
   *out = m;
   return 0;
 fail:

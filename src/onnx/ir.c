@@ -139,6 +139,20 @@ int hs_value_set_const(hs_value *v, const hs_tensor *t, hs_error *err) {
   return 0;
 }
 
+void hs_graph_release_const(hs_graph *g, int v) {
+  hs_value *val = &g->values[v];
+  if (val->kind != HS_VAL_CONST) return;
+  free(val->data);
+  val->data = NULL; /* nbytes stays: the value keeps its shape */
+}
+
+size_t hs_graph_const_bytes(const hs_graph *g) {
+  size_t total = 0;
+  for (int v = 0; v < g->n_values; v++)
+    if (g->values[v].kind == HS_VAL_CONST && g->values[v].data) total += g->values[v].nbytes;
+  return total;
+}
+
 /* Kahn's algorithm over live nodes; the order is stable with respect to the file order. */
 int hs_graph_finish(hs_graph *g, hs_error *err) {
   for (int v = 0; v < g->n_values; v++) g->values[v].n_uses = 0;

@@ -57,7 +57,8 @@ typedef struct hs_value {
   hs_dtype dtype;          /* HS_DT_UNDEFINED when not yet known */
   int ndim;                /* -1 when the rank is unknown */
   int64_t dims[HS_MAX_DIMS]; /* -1 for a symbolic / unknown dimension */
-  void *data;              /* HS_VAL_CONST: the contents (malloc'ed, owned) */
+  void *data;              /* HS_VAL_CONST: the contents (malloc'ed, owned); NULL with nbytes > 0
+                              once released (hs_graph_release_const): its reader's state holds them */
   size_t nbytes;
   int producer;            /* node index, -1 for inputs and constants */
   int input_index;         /* position among graph inputs, or -1 */
@@ -72,6 +73,8 @@ typedef union hs_op_params {
   double align_d;
   void *align_p;
 } hs_op_params;
+
+typedef struct hs_graph hs_graph;
 
 typedef struct hs_node {
   char *name;    /* never NULL (an unnamed node is named "<op_type>_<index>") */
@@ -88,9 +91,12 @@ typedef struct hs_node {
   hs_op_params params;     /* filled by the op's check() */
   void *state;             /* immutable kernel state from the op's prepare(), shared by sessions */
   void (*free_state)(void *state);
+  /* Optional, set by prepare(): called once when compiling ends (single-threaded, after the trial
+   * plans built kernels), so the op can release constants its state now holds in another form. */
+  void (*release_consts)(struct hs_node *n, struct hs_graph *g);
 } hs_node;
 
-typedef struct hs_graph {
+struct hs_graph {
   hs_value *values;
   int n_values, cap_values;
   hs_node *nodes;
@@ -106,7 +112,7 @@ typedef struct hs_graph {
   /* name -> value index (open addressing) */
   int *hash;
   int hash_cap;
-} hs_graph;
+};
 
 void hs_graph_init(hs_graph *g);
 void hs_graph_free(hs_graph *g);
@@ -125,6 +131,13 @@ int hs_graph_finish(hs_graph *g, hs_error *err);
 
 /* Makes value v a constant holding a copy of t (shape, dtype, bytes). */
 int hs_value_set_const(hs_value *v, const hs_tensor *t, hs_error *err);
+
+/* Frees constant v's contents once the one node that reads it holds them in its state (e.g. a
+ * Conv's weights, reordered inside its kernel). Shape, dtype and nbytes stay: plans still see the
+ * value, with its contents unknown. */
+void hs_graph_release_const(hs_graph *g, int v);
+/* Bytes of constant contents the graph itself still holds (released constants count 0). */
+size_t hs_graph_const_bytes(const hs_graph *g);
 
 /* Attribute lookup; NULL when the node has no attribute of that name. */
 const hs_attr *hs_node_attr(const hs_node *n, const char *name);

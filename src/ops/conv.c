@@ -9,8 +9,18 @@
  * are variants of one kernel, so weights are reordered once per spatial shape. When no kernel can be
  * built (weights given at run time, as ONNX's node tests do, or an unsupported combination) run()
  * uses the plain-C convolution below, which honours the same fused post-ops and layouts.
+ *
+ * Weights are held once. At the end of compiling (after the trial plans built the kernels for the
+ * load-time shapes) release_weights() hands the weights over to the first kernel: the graph frees
+ * its ONNX-layout copy (hs_graph_release_const) when this node is its only reader, and the state
+ * records that kernel as the holder. A kernel for a new spatial shape is then created from the
+ * holder's weights (hs_kernel_conv_weights writes them back in ONNX's layout into a temporary), and
+ * the plain-C path, when it still runs (a full kernel cache, a residual that broadcasts), gets them
+ * the same way into its scratch. The state changes only while compiling, single-threaded; after
+ * that it is read-only like the rest of the model.
  * The state is owned by the node and freed with the graph (node->free_state).
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +32,10 @@
 
 typedef struct conv_state {
   hs_kcache cache;
-  const float *w, *b; /* graph constants: live as long as the model */
+  const float *w;         /* the graph's weights, or NULL once released to `holder` */
+  const float *b;         /* graph constant: lives as long as the model */
+  size_t w_bytes;         /* size of the weights in ONNX's layout */
+  const hs_kernel *holder; /* after the release: the cached kernel that holds the only copy */
 } conv_state;
 
 /* Everything a run needs, derived from the attributes and the input shapes. */
@@ -270,10 +283,22 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
     p.pad_begin[i] = g->pb[i];
     p.pad_end[i] = g->pe[i] - g->opad[i];
   }
-  p.weights = c->st->w;
   p.bias = c->st->b;
   p.post = a->post;
-  return hs_kernel_conv_create(&p, out, err);
+  if (c->st->w) {
+    p.weights = c->st->w;
+    return hs_kernel_conv_create(&p, out, err);
+  }
+  /* released: a temporary ONNX-layout copy from the holder, which the new kernel copies again */
+  float *tmp = malloc(c->st->w_bytes);
+  if (!tmp) return hs_error_set(err, HS_NO_MEMORY, "conv: %zu bytes for the weights", c->st->w_bytes);
+  int rc = hs_kernel_conv_weights(c->st->holder, tmp, c->st->w_bytes, err);
+  if (!rc) {
+    p.weights = tmp;
+    rc = hs_kernel_conv_create(&p, out, err);
+  }
+  free(tmp);
+  return rc;
 }
 
 /* The kernel for these shapes, or NULL when the plain-C path must run (opkernel.h). Weights given
@@ -298,19 +323,43 @@ static void free_state(void *p) {
   free(st);
 }
 
+/* hs_node.release_consts (see ir.h): runs once at the end of compiling, single-threaded. When a
+ * kernel holds the weights and no other node reads them, the graph's copy goes. */
+static void release_weights(hs_node *n, hs_graph *g) {
+  conv_state *st = n->state;
+  hs_value *w = &g->values[n->in[1]];
+  if (!st || !st->w || w->data != st->w || w->n_uses != 1) return; /* shared: the graph keeps them */
+  int have = atomic_load_explicit(&st->cache.n, memory_order_acquire);
+  if (have < 1) return; /* no kernel yet (the trial plans took plain C): keep them for the first one */
+  st->holder = st->cache.slot[0].k;
+  st->w = NULL;
+  hs_graph_release_const(g, n->in[1]);
+  HS_LOGD("node '%s' (%s): %zu bytes of weights now held by its kernel only", n->name, n->op_type, st->w_bytes);
+}
+
 static int conv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   const hs_value *w = &g->values[n->in[1]];
   const hs_value *b = n->n_in > 2 && n->in[2] >= 0 ? &g->values[n->in[2]] : NULL;
-  if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || (b && (b->kind != HS_VAL_CONST || b->dtype != HS_DT_FLOAT32)))
+  if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || !w->data ||
+      (b && (b->kind != HS_VAL_CONST || b->dtype != HS_DT_FLOAT32)))
     return 0; /* weights at run time: plain C */
   conv_state *st = calloc(1, sizeof *st);
   if (!st) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
   hs_kcache_init(&st->cache);
   st->w = w->data;
+  st->w_bytes = w->nbytes;
   st->b = b ? b->data : NULL;
   n->state = st;
   n->free_state = free_state;
+  n->release_consts = release_weights;
   return 0;
+}
+
+/* Bytes the plain-C path needs in front of its other scratch for the weights (0 while the graph
+ * holds them). */
+static size_t plain_weights_bytes(const hs_node *n) {
+  const conv_state *st = n->state;
+  return st && !st->w ? (st->w_bytes + 63) & ~(size_t)63 : 0;
 }
 
 static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
@@ -319,8 +368,28 @@ static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const
   if (conv_geometry(n, &in[0], &in[1], &g, &e)) return 0;
   const hs_conv_attrs *a = attrs_of(n);
   if (a->sum_input >= 0 && a->sum_input < nin && !residual_is_conv_shape(&in[a->sum_input], &g))
-    return conv_out_bytes(&g); /* plain C: the convolution goes to scratch, then the broadcast add */
-  return hs_op_kernel_scratch(kernel_for(n, &g, NULL), g.n);
+    return plain_weights_bytes(n) + conv_out_bytes(&g); /* plain C: conv to scratch, then the broadcast add */
+  hs_kernel *k = kernel_for(n, &g, NULL);
+  return k ? hs_op_kernel_scratch(k, g.n) : plain_weights_bytes(n);
+}
+
+/* The weights in ONNX's layout for the plain-C path: the graph's, the run's input, or (released)
+ * the holder's written into the front of scratch, which *rest then points past. */
+static int plain_weights(const hs_node *n, const hs_tensor *w, void *scratch, const float **out, void **rest,
+                         hs_error *err) {
+  const conv_state *st = n->state;
+  *rest = scratch;
+  if (!st || st->w) {
+    *out = w->data;
+    return 0;
+  }
+  size_t pad = plain_weights_bytes(n);
+  if (!scratch) return hs_op_errf(err, n, HS_INTERNAL, "no scratch planned for the weights");
+  int rc = hs_kernel_conv_weights(st->holder, scratch, st->w_bytes, err);
+  if (rc) return hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type);
+  *out = scratch;
+  *rest = (char *)scratch + pad;
+  return 0;
 }
 
 /* ---- plain C ---- */
@@ -422,8 +491,8 @@ static void conv_reference(const hs_node *n, const conv_geo *g, const float *x, 
 
 /* y = broadcast(conv, residual) for a fused Add whose residual has another shape (NCHW only):
  * post-ops before the sum apply to the convolution, the rest to the sum. */
-static void residual_broadcast(const hs_node *n, const conv_geo *g, const hs_tensor *in, int nin, hs_tensor *out,
-                               float *tmp) {
+static void residual_broadcast(const hs_node *n, const conv_geo *g, const hs_tensor *in, int nin, const float *w,
+                               hs_tensor *out, float *tmp) {
   const hs_conv_attrs *a = attrs_of(n);
   hs_post_ops before = {0}, after = {0};
   int seen = 0;
@@ -433,7 +502,7 @@ static void residual_broadcast(const hs_node *n, const conv_geo *g, const hs_ten
     else before.op[before.count++] = a->post.op[i];
   }
   const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
-  conv_reference(n, g, in[0].data, in[1].data, bias, &before, NULL, tmp);
+  conv_reference(n, g, in[0].data, w, bias, &before, NULL, tmp);
   int64_t cd[5] = {g->n, g->out_c};
   for (int i = 0; i < g->nsp; i++) cd[2 + i] = g->out[i];
   const hs_tensor *r = &in[a->sum_input];
@@ -468,8 +537,11 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   int rc = conv_geometry(n, &in[0], &in[1], &g, err);
   if (rc) return rc;
   const float *res = a->sum_input >= 0 && a->sum_input < nin ? in[a->sum_input].data : NULL;
+  const float *w;
+  void *rest;
   if (res && !residual_is_conv_shape(&in[a->sum_input], &g)) {
-    residual_broadcast(n, &g, in, nin, out, scratch);
+    if ((rc = plain_weights(n, &in[1], scratch, &w, &rest, err))) return rc;
+    residual_broadcast(n, &g, in, nin, w, out, rest);
     return 0;
   }
   hs_error kerr;
@@ -482,8 +554,9 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
     rc = hs_kernel_run(k, &args, err);
     return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
   }
+  if ((rc = plain_weights(n, &in[1], scratch, &w, &rest, err))) return rc;
   const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
-  conv_reference(n, &g, in[0].data, in[1].data, bias, &a->post, res, out[0].data);
+  conv_reference(n, &g, in[0].data, w, bias, &a->post, res, out[0].data);
   return 0;
 }
 

@@ -1,8 +1,22 @@
 /* resize.c - Resize (nearest and linear, every coordinate transformation mode but cubic; scales or
  * sizes) and the older Upsample, plus Pad (constant, reflect, edge; negative pads crop). */
+
+/*
+ * DESIGN
+ * Resize/Upsample computes the output size and per-axis scales (resize_dims) and maps every output
+ * coordinate back to the input as ONNX's coordinate_transformation_mode says; the plain-C code
+ * below does that for every mode. Two cases are what oneDNN's resampling computes, and run on
+ * hs_kernel_resample when only the spatial axes (2..) change and the scale is exactly out/in:
+ *   - linear with half_pixel (or pytorch_half_pixel with every output size above 1);
+ *   - nearest with an integer upsampling factor, and asymmetric + floor or half_pixel (or
+ *     pytorch_half_pixel) + round_prefer_floor/ceil: all of them then pick input index out / factor.
+ * Everything else runs plain C by design. prepare() gives the node a kernel cache; scratch_bytes()
+ * builds the kernel for the planned shapes (batch sizes are variants) and run() finds it again.
+ */
 #include <math.h>
 #include <string.h>
 
+#include "ops/opkernel.h"
 #include "ops/ops.h"
 
 enum { CT_HALF_PIXEL, CT_PYTORCH_HALF_PIXEL, CT_ALIGN_CORNERS, CT_ASYMMETRIC, CT_TF_HALF_PIXEL_NN, CT_TF_CROP };
@@ -112,11 +126,86 @@ static int resize_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tenso
   return hs_set_shape(&out[0], HS_DT_FLOAT32, in[0].ndim, od, n, err);
 }
 
+/* ---- oneDNN path ---- */
+
+/* 1 when oneDNN's resampling computes what ONNX asks for these shapes (see DESIGN); *kind then
+ * says which. */
+static int kernel_applies(const resize_params *p, const hs_tensor *x, const int64_t *od, const double *sc,
+                          hs_resample_kind *kind) {
+  int r = x->ndim;
+  if (r < 3 || r > 5 || od[0] != x->dims[0] || od[1] != x->dims[1]) return 0;
+  int all_above_1 = 1;
+  for (int i = 2; i < r; i++) {
+    if (x->dims[i] < 1 || od[i] < 1) return 0;
+    /* oneDNN scales by out/in: ONNX's scale must be exactly that */
+    if (fabs(sc[i] * (double)x->dims[i] - (double)od[i]) > 1e-9 * (double)od[i]) return 0;
+    all_above_1 &= od[i] > 1;
+  }
+  int half_pixel = p->coord == CT_HALF_PIXEL || (p->coord == CT_PYTORCH_HALF_PIXEL && all_above_1);
+  if (p->linear) {
+    *kind = HS_RESAMPLE_LINEAR;
+    return half_pixel;
+  }
+  *kind = HS_RESAMPLE_NEAREST;
+  for (int i = 2; i < r; i++)
+    if (od[i] % x->dims[i]) return 0; /* integer upsampling factors only */
+  return (p->coord == CT_ASYMMETRIC && p->nearest == NM_FLOOR) ||
+         (half_pixel && (p->nearest == NM_ROUND_FLOOR || p->nearest == NM_ROUND_CEIL));
+}
+
+typedef struct build_ctx {
+  const hs_tensor *x;
+  const int64_t *od;
+  hs_resample_kind kind;
+} build_ctx;
+
+static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
+  const build_ctx *c = ctx;
+  hs_resample_params p = {0};
+  p.device = HS_KDEV_CPU;
+  p.layout = HS_LAYOUT_NCHW;
+  p.kind = c->kind;
+  p.nsp = c->x->ndim - 2;
+  p.batch = c->x->dims[0];
+  p.channels = c->x->dims[1];
+  for (int i = 0; i < p.nsp; i++) {
+    p.in[i] = c->x->dims[2 + i];
+    p.out[i] = c->od[2 + i];
+  }
+  return hs_kernel_resample_create(&p, out, err);
+}
+
+/* The kernel for these shapes, or NULL when the plain-C path runs: by design for the modes the
+ * kernel does not compute, or as a fallback (reported in strict mode, opkernel.h). */
+static hs_kernel *kernel_for(const hs_node *n, const hs_tensor *x, const int64_t *od, const double *sc,
+                             hs_error *strict_err) {
+  build_ctx c = {x, od, HS_RESAMPLE_NEAREST};
+  if (hs_numel(x) == 0 || !kernel_applies((const resize_params *)n->params.bytes, x, od, sc, &c.kind)) return NULL;
+  int64_t key[7] = {x->dims[1]};
+  int nsp = x->ndim - 2;
+  for (int i = 0; i < nsp; i++) {
+    key[1 + i] = x->dims[2 + i];
+    key[1 + nsp + i] = od[2 + i];
+  }
+  return hs_op_kernel(n, hs_op_cache(n), key, 1 + 2 * nsp, build_kernel, &c, x->dims[0], strict_err);
+}
+
+static int resize_prepare(hs_node *n, const hs_graph *g, hs_error *err) { return hs_op_attach_cache(n, err); }
+
 static size_t resize_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   int64_t total = 0;
   for (int i = 0; i < out[0].ndim; i++) total += out[0].dims[i];
-  return (size_t)total * (2 * sizeof(int64_t) + sizeof(float) + 1);
+  size_t plain = (size_t)total * (2 * sizeof(int64_t) + sizeof(float) + 1);
+  int64_t od[HS_MAX_DIMS];
+  double sc[HS_MAX_DIMS];
+  const hs_tensor *roi;
+  hs_error e;
+  if (resize_dims(n, in, nin, od, sc, &roi, &e)) return plain;
+  size_t k = hs_op_kernel_scratch(kernel_for(n, &in[0], od, sc, NULL), in[0].dims[0]);
+  return k > plain ? k : plain;
 }
+
+/* ---- plain C ---- */
 
 /* Source coordinate of output index x along one axis. */
 /* out_len is in_len * scale, unrounded, as ONNX's reference computes it. */
@@ -154,6 +243,16 @@ static int resize_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   double sc[HS_MAX_DIMS];
   const hs_tensor *roi;
   if ((rc = resize_dims(n, in, nin, od, sc, &roi, err))) return rc;
+  hs_error kerr;
+  hs_error_clear(&kerr);
+  hs_kernel *k = kernel_for(n, &in[0], od, sc, &kerr);
+  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (k) {
+    const void *src[1] = {in[0].data};
+    hs_kernel_args args = {.batch = in[0].dims[0], .src = src, .nsrc = 1, .dst = out[0].data, .scratch = scratch};
+    rc = hs_kernel_run(k, &args, err);
+    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+  }
   /* per axis: i0, i1, weight of i1, and whether the position is outside (tf_crop_and_resize) */
   int64_t *i0[HS_MAX_DIMS], *i1[HS_MAX_DIMS];
   float *w[HS_MAX_DIMS];
@@ -369,8 +468,8 @@ static int pad_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
 }
 
 const hs_op_def hs_ops_resize[] = {
-    {"Resize", 10, 1, 4, 1, 1, 0xeu, 0, resize_check, resize_infer, NULL, resize_scratch, resize_run},
-    {"Upsample", 7, 1, 2, 1, 1, 0x2u, 0, resize_check, resize_infer, NULL, resize_scratch, resize_run},
+    {"Resize", 10, 1, 4, 1, 1, 0xeu, 0, resize_check, resize_infer, resize_prepare, resize_scratch, resize_run},
+    {"Upsample", 7, 1, 2, 1, 1, 0x2u, 0, resize_check, resize_infer, resize_prepare, resize_scratch, resize_run},
     {"Pad", 1, 1, 3, 1, 1, 0x2u, 0, pad_check, pad_infer, NULL, NULL, pad_run},
     {NULL},
 };

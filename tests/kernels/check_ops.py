@@ -10,7 +10,9 @@ Ops with a single input (pooling, Softmax) have no `const` variant: their `asis`
 the kernel path, so it runs in strict mode (HS_KERNELS_STRICT=1) too; so do `const` and `fused`.
 Cases using a feature the engine refuses by design (UNSUPPORTED below) must fail to load with the
 stated message; they are counted apart, and one that starts to run is a failure (update the list).
-Usage: check_ops.py HOTSERVE WORKDIR [--ops Conv,ConvTranspose,...]
+--generated adds this file's own cases of the pool/softmax/norm/resize ops (bigger shapes, batch sizes
+above 1, broadcasting scales), with expected outputs from torch, all in strict mode.
+Usage: check_ops.py HOTSERVE WORKDIR [--ops Conv,ConvTranspose,...] [--generated]
 Prints one line per case and 'N passed, N failed'; exits non-zero on any failure.
 """
 import os
@@ -142,12 +144,142 @@ def add_fusions(model, first_input, expected, op):
     return m, extra, y
 
 
+# ---- generated cases: larger shapes and batch sizes than ONNX's, expected outputs from torch ----
+
+def one_node(op, inputs, consts, attrs, opset, out_shape):
+    """A model with one node: inputs (name -> array) are graph inputs, consts become initializers."""
+    t = onnx.TensorProto.FLOAT
+    names = list(inputs) + [k if v is not None else "" for k, v in consts.items()]  # "": omitted
+    node = helper.make_node(op, names, ["y"], **attrs)
+    g = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(k, t, list(v.shape)) for k, v in inputs.items()],
+        [helper.make_tensor_value_info("y", t, list(out_shape))],
+        [numpy_helper.from_array(v, k) for k, v in consts.items() if v is not None])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def generated_cases():
+    """Yields (label, model, inputs, expected, refusal): refusal is None when strict mode must pass,
+    else the message a strict run must fail with (then a normal run must still be right)."""
+    import torch
+    import torch.nn.functional as F
+    rng = np.random.default_rng(11)
+
+    def rand(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    def tt(a):
+        return torch.from_numpy(a)
+
+    def case(label, op, x, attrs, expected, opset=13, consts=None, refusal=None):
+        m = one_node(op, {"x": x}, consts or {}, attrs, opset, expected.shape)
+        return label, m, {"x": x}, expected.astype(np.float32), refusal
+
+    x = rand(3, 16, 33, 31)
+    yield case("maxpool_3x3_s2_p1_batch3", "MaxPool", x, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+               F.max_pool2d(tt(x), 3, 2, 1).numpy())
+    yield case("maxpool_ceil", "MaxPool", x, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+               F.max_pool2d(tt(x), 3, 2, 0, ceil_mode=True).numpy())
+    x1 = rand(2, 5, 40)
+    yield case("maxpool_1d_dilation", "MaxPool", x1, dict(kernel_shape=[3], strides=[2], dilations=[2], pads=[1, 1]),
+               F.max_pool1d(tt(x1), 3, 2, 1, dilation=2).numpy())
+    x = rand(2, 8, 15, 17)
+    for cip in (0, 1):
+        yield case("avgpool_p1_cip%d" % cip, "AveragePool", x,
+                   dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=cip),
+                   F.avg_pool2d(tt(x), 3, 2, 1, count_include_pad=bool(cip)).numpy())
+    yield case("avgpool_ceil_cip0", "AveragePool", x,
+               dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+               F.avg_pool2d(tt(x), 3, 2, 1, ceil_mode=True, count_include_pad=False).numpy())
+    x = rand(2, 8, 16, 16)  # the last window passes the padding: the kernel would count it
+    yield case("avgpool_ceil_cip1", "AveragePool", x,
+               dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
+               F.avg_pool2d(tt(x), 3, 2, 1, ceil_mode=True, count_include_pad=True).numpy(),
+               refusal="count_include_pad with ceil_mode")
+    x = rand(3, 24, 7, 7)
+    yield case("globalavgpool", "GlobalAveragePool", x, {}, x.mean(axis=(2, 3), keepdims=True))
+    x = rand(2, 8, 5, 6, 3)
+    yield case("globalmaxpool_3d", "GlobalMaxPool", x, {}, x.max(axis=(2, 3, 4), keepdims=True))
+
+    x = rand(4, 7, 1000)
+    yield case("softmax_last", "Softmax", x, dict(axis=-1), F.softmax(tt(x), -1).numpy())
+    x = rand(2, 5, 3, 4)
+    yield case("softmax_axis1", "Softmax", x, dict(axis=1), F.softmax(tt(x), 1).numpy())
+    yield case("logsoftmax_axis0", "LogSoftmax", x, dict(axis=0), F.log_softmax(tt(x), 0).numpy())
+    yield case("logsoftmax_opset11_axis1", "LogSoftmax", x, dict(axis=1),
+               F.log_softmax(tt(x).reshape(2, 60), 1).reshape(x.shape).numpy(), opset=11)
+    yield case("softmax_opset11_axis0", "Softmax", x, dict(axis=0),
+               F.softmax(tt(x).reshape(1, 120), 1).reshape(x.shape).numpy(), opset=11)
+
+    x = rand(3, 16, 64)
+    sc, b = rand(64), rand(64)
+    yield case("layernorm_last", "LayerNormalization", x, dict(axis=-1, epsilon=1e-5),
+               F.layer_norm(tt(x), (64,), tt(sc), tt(b)).numpy(), opset=17, consts={"s": sc, "b": b})
+    sc2 = rand(1, 64)
+    yield case("layernorm_axis1_broadcast_scale", "LayerNormalization", x, dict(axis=1, epsilon=1e-3),
+               F.layer_norm(tt(x), (16, 64), tt(np.broadcast_to(sc2, (16, 64)).copy()), None, eps=1e-3).numpy(),
+               opset=17, consts={"s": sc2})
+    x = rand(3, 8, 9, 10)
+    p = [rand(8), rand(8), rand(8), np.abs(rand(8)) + 0.1]
+    yield case("batchnorm_4d", "BatchNormalization", x, dict(epsilon=1e-4),
+               F.batch_norm(tt(x), tt(p[2]), tt(p[3]), tt(p[0]), tt(p[1]), eps=1e-4).numpy(), opset=15,
+               consts=dict(zip("sbmv", p)))
+    x = rand(5, 8)
+    yield case("batchnorm_2d", "BatchNormalization", x, {},
+               F.batch_norm(tt(x), tt(p[2]), tt(p[3]), tt(p[0]), tt(p[1])).numpy(), opset=15,
+               consts=dict(zip("sbmv", p)))
+
+    def resize(label, x, mode, out_sizes, tmode, **attrs):
+        sizes = np.array(list(x.shape[:2]) + list(out_sizes), np.int64)
+        if tmode == "nearest":
+            y = F.interpolate(tt(x), size=tuple(out_sizes), mode="nearest").numpy()
+        else:
+            y = F.interpolate(tt(x), size=tuple(out_sizes), mode=tmode, align_corners=False).numpy()
+        m = one_node("Resize", {"x": x}, {"roi": None, "scales": None, "sizes": sizes}, dict(mode=mode, **attrs), 13,
+                     y.shape)
+        return label, m, {"x": x}, y, None
+
+    x = rand(2, 3, 5, 4)
+    yield resize("resize_nearest_asym_floor_x3x2", x, "nearest", (15, 8), "nearest",
+                 coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    yield resize("resize_nearest_half_pixel_x4", x, "nearest", (20, 16), "nearest")
+    yield resize("resize_nearest_downsample_plain_c", x, "nearest", (2, 3), "nearest",
+                 coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    yield resize("resize_linear_up_7x9", x, "linear", (7, 9), "bilinear")
+    yield resize("resize_linear_down_3x2", x, "linear", (3, 2), "bilinear")
+    x = rand(1, 2, 3, 4, 5)
+    yield resize("resize_trilinear", x, "linear", (5, 6, 9), "trilinear")
+
+
+def run_generated(hotserve, work):
+    passed = failed = 0
+    for label, m, ins, exp, refusal in generated_cases():
+        outdir = os.path.join(work, "gen_" + label)
+        outs, why = run_model(hotserve, m, ins, outdir, expect_kernel=True)
+        if refusal:
+            ok = outs is None and refusal in why
+            why = why if not ok else ""
+            if ok:  # the plain-C fallback must still give the right answer
+                outs, why = run_model(hotserve, m, ins, outdir + "_plain")
+        if outs is not None:
+            ok, why = close(outs[0], exp)
+        else:
+            ok = False
+        print("%s gen/%s [strict%s]%s" % ("PASS" if ok else "FAIL", label, ", refused" if refusal else "",
+                                        "" if ok else ": " + why))
+        passed += ok
+        failed += not ok
+    return passed, failed
+
+
 def main():
     hotserve, work = sys.argv[1], sys.argv[2]
-    ops = ["Conv", "ConvTranspose"]
+    ops = [] if sys.argv[3:] == ["--generated"] else ["Conv", "ConvTranspose"]  # --generated alone: only those
     if len(sys.argv) > 4 and sys.argv[3] == "--ops":
         ops = sys.argv[4].split(",")
     passed = failed = skipped = refused = 0
+    if "--generated" in sys.argv:
+        passed, failed = run_generated(hotserve, work)
     for label, d, model in case_dirs(ops):
         opset = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0])
         if opset < 7:  # the engine supports opsets 7 to 17

@@ -1,0 +1,210 @@
+/* test_weights.c - a compiled model holds each Conv weight once, and still answers like torch for new shapes. */
+/*
+ * The model and torch's outputs come from gen_weights_case.py. Compiling must leave the graph without
+ * the Conv weights that only one node reads (its kernel holds them) and with the ones two nodes share;
+ * runs at spatial sizes the load never saw must then build kernels from the kernels' copy, and once a
+ * node's kernel cache is full, the plain-C path must get the weights from there too. With
+ * HS_KERNELS_STRICT=1 the test also proves which path ran: every new size up to the cache's capacity
+ * runs on a kernel, the next one is refused (the path that, without strict mode, is plain C).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "base/npy.h"
+#include "kernels/kcache.h"
+#include "onnx/engine.h"
+#include "onnx/onnx.h"
+
+#define MODEL HS_WEIGHTS_DIR "/model.onnx"
+#define MAX_CASES 64
+
+static int strict_mode(void) {
+  const char *s = getenv("HS_KERNELS_STRICT");
+  return s && s[0] == '1';
+}
+
+static int load_npy(const char *prefix, int k, hs_tensor *t) {
+  char path[512];
+  struct stat sb;
+  snprintf(path, sizeof path, "%s/%s_%d.npy", HS_WEIGHTS_DIR, prefix, k);
+  if (stat(path, &sb) != 0) return -1;
+  hs_error err;
+  if (hs_npy_read(path, t, &err)) {
+    fprintf(stderr, "%s: %s\n", path, err.message);
+    return -1;
+  }
+  return 0;
+}
+
+/* Same shape, and |a - e| <= 1e-5 + 1e-4 |e| everywhere (torch computed in float64). */
+static int close_to(const char *what, int k, const hs_tensor *a, const hs_tensor *e) {
+  if (a->dtype != HS_DT_FLOAT32 || a->ndim != e->ndim || memcmp(a->dims, e->dims, sizeof(int64_t) * (size_t)a->ndim)) {
+    fprintf(stderr, "%s (case %d): shape or type differs\n", what, k);
+    return 1;
+  }
+  int64_t n = hs_shape_numel(a->dims, a->ndim);
+  const float *x = a->data, *y = e->data;
+  for (int64_t i = 0; i < n; i++)
+    if (!(fabs((double)x[i] - y[i]) <= 1e-5 + 1e-4 * fabs((double)y[i]))) {
+      fprintf(stderr, "%s (case %d): element %lld is %.9g, expected %.9g\n", what, k, (long long)i, x[i], y[i]);
+      return 1;
+    }
+  return 0;
+}
+
+/* Runs case k on session s. Returns 0 when every output matches torch, 1 when one differs, and
+ * -1 with err filled when the run failed. */
+static int run_case(hs_engine_session *s, int k, hs_error *err) {
+  static const char *names[3] = {"y", "s", "t"};
+  hs_tensor x, exp[3], out[3];
+  assert_int_equal(load_npy("x", k, &x), 0);
+  for (int i = 0; i < 3; i++) assert_int_equal(load_npy(names[i], k, &exp[i]), 0);
+  int bad = 0;
+  if (hs_engine_run(s, &x, 1, out, 3, err)) bad = -1;
+  for (int i = 0; i < 3 && !bad; i++) bad |= close_to(names[i], k, &out[i], &exp[i]);
+  free(x.data);
+  for (int i = 0; i < 3; i++) free(exp[i].data);
+  return bad;
+}
+
+static int count_cases(void) {
+  int n = 0;
+  char path[512];
+  struct stat sb;
+  for (; n < MAX_CASES; n++) {
+    snprintf(path, sizeof path, "%s/x_%d.npy", HS_WEIGHTS_DIR, n);
+    if (stat(path, &sb) != 0) break;
+  }
+  return n;
+}
+
+static const hs_value *value_named(const hs_graph *g, const char *name) {
+  int v = hs_graph_find(g, name);
+  assert_true(v >= 0);
+  return &g->values[v];
+}
+
+/* The graph gives up exactly the weights only one Conv reads; the kernels hold them. */
+static void test_weights_held_once(void **state) {
+  (void)state;
+  size_t released = 0, kept = 0;
+  FILE *f = fopen(HS_WEIGHTS_DIR "/weights.txt", "r");
+  assert_non_null(f);
+  assert_int_equal(fscanf(f, "%zu %zu", &released, &kept), 2);
+  fclose(f);
+  hs_graph g;
+  hs_graph_init(&g);
+  hs_error err;
+  assert_int_equal(hs_onnx_load_file(MODEL, 0, &g, &err), 0);
+  assert_int_equal(hs_graph_const_bytes(&g), released + kept);
+  hs_engine_model *m = NULL;
+  assert_int_equal(hs_engine_compile(&g, NULL, &m, &err), 0);
+  printf("graph constants: %zu bytes before compiling, %zu after (%zu released)\n", released + kept,
+         hs_graph_const_bytes(&m->g), released);
+  assert_int_equal(hs_graph_const_bytes(&m->g), kept);
+  const hs_value *w1 = value_named(&m->g, "W1"), *w2 = value_named(&m->g, "W2"), *ws = value_named(&m->g, "WS");
+  assert_null(w1->data);
+  assert_null(w2->data);
+  assert_non_null(ws->data); /* two Convs read it: shared, so the graph keeps it */
+  assert_int_equal(w1->nbytes, 24 * 16 * 3 * 3 * sizeof(float)); /* the value keeps its shape */
+  assert_int_equal(m->const_bytes, released + kept); /* the memory estimate still counts them */
+  hs_engine_free(m);
+}
+
+/* Every spatial size, in order, on one session. Strict mode: the sizes the kernel caches hold run on
+ * kernels built from the released weights, the first size past them is refused. */
+static void test_new_shapes(void **state) {
+  (void)state;
+  int n = count_cases();
+  /* the load's trial plans took two cache slots (spatial 1x1 and 2x2); case 0 is 1x1, the rest are new */
+  int kernel_cases = 1 + (HS_KCACHE_SLOTS - 2);
+  assert_true(n > kernel_cases + 1);
+  hs_engine_model *m = NULL;
+  hs_engine_session *s = NULL;
+  hs_error err;
+  assert_int_equal(hs_engine_load(MODEL, NULL, &m, &err), 0);
+  assert_int_equal(hs_engine_session_create(m, &s, &err), 0);
+  int ran = 0;
+  for (int k = 0; k < n; k++) {
+    hs_error_clear(&err);
+    int rc = run_case(s, k, &err);
+    if (strict_mode() && k >= kernel_cases) {
+      printf("case %d (strict): %s\n", k, err.message);
+      assert_int_equal(rc, -1);
+      assert_non_null(strstr(err.message, "strict mode"));
+      break;
+    }
+    if (rc < 0) fprintf(stderr, "case %d: %s\n", k, err.message);
+    assert_int_equal(rc, 0);
+    ran++;
+  }
+  printf("%d spatial sizes matched torch (%s)\n", ran, strict_mode() ? "kernels only" : "kernels, then plain C");
+  assert_int_equal(ran, strict_mode() ? kernel_cases : n);
+  hs_engine_session_free(s);
+  hs_engine_free(m);
+}
+
+typedef struct worker {
+  const hs_engine_model *m;
+  int first, n, failed;
+} worker;
+
+static void *work(void *p) {
+  worker *w = p;
+  hs_engine_session *s = NULL;
+  hs_error err;
+  if (hs_engine_session_create(w->m, &s, &err)) {
+    w->failed = 1;
+    return NULL;
+  }
+  for (int i = 0; i < w->n; i++) {
+    int k = (w->first + i) % w->n;
+    if (run_case(s, k, &err)) {
+      fprintf(stderr, "thread from case %d, case %d: %s\n", w->first, k, err.message);
+      w->failed++;
+    }
+  }
+  hs_engine_session_free(s);
+  return NULL;
+}
+
+/* Sessions on three threads plan new sizes at once: kernels are built from the released weights,
+ * and the plain-C path reads them back, concurrently. */
+static void test_threads(void **state) {
+  (void)state;
+  if (strict_mode()) skip(); /* the later sizes run on plain C by design */
+  int n = count_cases();
+  hs_engine_model *m = NULL;
+  hs_error err;
+  assert_int_equal(hs_engine_load(MODEL, NULL, &m, &err), 0);
+  worker w[3];
+  pthread_t t[3];
+  for (int i = 0; i < 3; i++) {
+    w[i] = (worker){m, i * n / 3, n, 0};
+    assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
+  }
+  for (int i = 0; i < 3; i++) {
+    pthread_join(t[i], NULL);
+    assert_int_equal(w[i].failed, 0);
+  }
+  hs_engine_free(m);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_weights_held_once),
+      cmocka_unit_test(test_new_shapes),
+      cmocka_unit_test(test_threads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
