@@ -2,7 +2,7 @@
 # Installs the Debian packages hotserve builds, tests and benchmarks with (needs root; no-op when present).
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
-      libdnnl-dev libmicrohttpd-dev libjansson-dev libssl-dev libcmocka-dev
+      libdnnl-dev libmicrohttpd-dev libjansson-dev libyajl-dev libssl-dev libcmocka-dev
       python3 python3-numpy python3-onnx python3-torch python3-torchvision python3-opencv
       libonnx-testdata prometheus wrk curl)
 missing=()

@@ -67,4 +67,8 @@ int hs_infer_response_encode(const char *model, int64_t version, const hs_infer_
                              const hs_infer_output *outs, size_t n_outs, hs_sbuf *body, size_t *json_len,
                              bool *has_binary);
 
+/* Internal, exposed for tests: writes finite float32 f as a JSON number with 9 significant digits
+ * (reads back as exactly f); returns the length, at most 16 (no terminator is written). */
+int hs__format_f32(char *out, float f);
+
 #endif

@@ -3,6 +3,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -134,12 +137,116 @@ static void json_response_values(void **state) {
   hs_sbuf_free(&b);
 }
 
+/* Keys may come in any order, unknown keys (with any value) are skipped, and a known key given
+ * twice is refused; integers stay exact, and values a type cannot hold are refused. */
+static void json_key_order_and_values(void **state) {
+  (void)state;
+  hs_infer_request req;
+  hs_error err;
+  assert_int_equal(decode("{\"outputs\":[{\"name\":\"y\"}],\"extra\":{\"a\":[1,{\"b\":[[]]}],\"data\":\"s\"},"
+                          "\"inputs\":[{\"data\":[[7,8]],\"shape\":[1,2],\"note\":[null,true],\"datatype\":\"INT32\","
+                          "\"name\":\"a\"},{\"name\":\"u\",\"shape\":[2],\"datatype\":\"UINT64\","
+                          "\"data\":[18446744073709551615,0]}],\"parameters\":{\"binary_data_output\":true}}",
+                          &req, &err), HS_OK);
+  assert_int_equal(req.n_inputs, 2);
+  const int32_t *a = req.inputs[0].t.data;
+  assert_true(a[0] == 7 && a[1] == 8);
+  const uint64_t *u = req.inputs[1].t.data;
+  assert_true(u[0] == UINT64_MAX && u[1] == 0);
+  assert_int_equal(req.n_outputs, 1);
+  assert_true(req.outputs[0].binary); /* the request-wide default, given after the outputs */
+  hs_infer_request_free(&req);
+
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"x\",\"name\":\"z\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]}",
+                          &req, &err), HS_PARSE);
+  assert_non_null(strstr(err.message, "twice"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"f\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1e39]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "out of range"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"i\",\"datatype\":\"INT64\",\"shape\":[1],\"data\":[9223372036854775808]}]}",
+                          &req, &err), HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "input i"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"i\",\"datatype\":\"INT64\",\"shape\":[1],\"data\":[1.5]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"b\",\"datatype\":\"BOOL\",\"shape\":[3],\"data\":[true,0,1]}]}", &req, &err),
+                   HS_OK);
+  const unsigned char *b = req.inputs[0].t.data;
+  assert_true(b[0] == 1 && b[1] == 0 && b[2] == 1);
+  hs_infer_request_free(&req);
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"b\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[true]}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_int_equal(decode("{\"inputs\":[]} x", &req, &err), HS_PARSE);
+  assert_non_null(strstr(err.message, "malformed JSON"));
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]", &req, &err),
+                   HS_PARSE);
+}
+
+/* 1 when s[0..n) is a JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int is_json_number(const char *s, int n) {
+  int i = 0;
+  if (i < n && s[i] == '-') i++;
+  if (i < n && s[i] == '0') i++;
+  else if (i < n && s[i] >= '1' && s[i] <= '9')
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+  else return 0;
+  if (i < n && s[i] == '.') {
+    int d = ++i;
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    if (i == d) return 0;
+  }
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    i++;
+    if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+    int d = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    if (i == d) return 0;
+  }
+  return i == n;
+}
+
+/* Every float32 written by the encoder reads back as itself, through strtof and through strtod
+ * then a float cast (what clients do), and is a valid JSON number; checked on 4.3 million bit
+ * patterns spread over the whole range, plus the edges. */
+static void float32_text_round_trips(void **state) {
+  (void)state;
+  const float edges[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.1f, 1e-45f, 1.17549435e-38f, 3.40282347e38f, 1e9f, 999999999.0f,
+                         1e-5f, 9.99999975e-6f, 0.0001f, 123456789.0f, 100000000.0f, 16777216.0f, 0.5f, 2.5f};
+  char buf[32];
+  for (uint64_t k = 0; k < sizeof edges / sizeof edges[0] + 4300000u; k++) {
+    float f;
+    if (k < sizeof edges / sizeof edges[0]) {
+      f = edges[k];
+    } else {
+      uint32_t bits = (uint32_t)(k * 997u + 12345u);
+      memcpy(&f, &bits, 4);
+      if (!isfinite(f)) continue;
+    }
+    int n = hs__format_f32(buf, f);
+    assert_true(n > 0 && n <= 16);
+    if (!is_json_number(buf, n)) fail_msg("not a JSON number: %.*s", n, buf);
+    buf[n] = 0;
+    float back = strtof(buf, NULL), back2 = (float)strtod(buf, NULL);
+    if (memcmp(&back, &f, 4) != 0 || memcmp(&back2, &f, 4) != 0)
+      fail_msg("%.9g written as %s reads back as %.9g", (double)f, buf, (double)back);
+  }
+  assert_int_equal(hs__format_f32(buf, 2.5f), 3);
+  assert_memory_equal(buf, "2.5", 3);
+  assert_int_equal(hs__format_f32(buf, 0x1p-20f), 14);
+  assert_memory_equal(buf, "9.53674316e-07", 14);
+  assert_int_equal(hs__format_f32(buf, -0.25f), 5);
+  assert_memory_equal(buf, "-0.25", 5);
+  assert_int_equal(hs__format_f32(buf, 123456792.0f), 9);
+  assert_memory_equal(buf, "123456792", 9);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(json_nested_and_flat),
       cmocka_unit_test(json_errors_name_the_input),
       cmocka_unit_test(binary_inputs_and_outputs),
       cmocka_unit_test(json_response_values),
+      cmocka_unit_test(float32_text_round_trips),
+      cmocka_unit_test(json_key_order_and_values),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
