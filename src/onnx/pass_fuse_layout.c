@@ -1,12 +1,16 @@
-/* pass_fuse_layout.c - keeps activations between consecutive convolutions in the kernels' preferred layout. */
+/* pass_fuse_layout.c - keeps activations between consecutive convolutions (and the pools between them) in the kernels' preferred layout. */
 
 /*
  * The graph's values keep their logical NCHW shapes; this pass only changes the physical layout of
  * values that flow from one Conv straight into others, so no reorder runs between them. A value
  * takes the preferred layout (hs_kernels_preferred_layout: channels-last or 8-channel blocks) when
- *   - a Conv with constant weights (so a oneDNN kernel runs it) produces it, and
- *   - every reader is such a Conv, reading it as its input or as its fused residual, and
+ *   - a Conv with constant weights (so a oneDNN kernel runs it) produces it, or a MaxPool /
+ *     AveragePool whose input takes it (pools keep the channel count), and
+ *   - every reader is such a Conv, reading it as its input or as its fused residual, or a pool
+ *     (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) reading it as its input, and
  *   - it is not a graph output.
+ * A MaxPool/AveragePool reads and writes the same layout, so its input and output keep or lose the
+ * preferred layout together. A global pool's output ([N, C, 1, 1]) stays NCHW.
  * A fused residual may have another layout than the Conv's output: the kernel reorders it into the
  * output before accumulating. Convs at the edges convert: the kernel reads NCHW and writes the
  * preferred layout or the reverse.
@@ -19,6 +23,7 @@
 #include "onnx/engine.h"
 #include "onnx/pass_fuse.h"
 #include "ops/conv.h"
+#include "ops/pool.h"
 
 /* A Conv the kernels will run (constant float weights), with its output channel count. */
 static int kernel_conv(const hs_graph *g, const hs_node *n, int64_t *out_c) {
@@ -28,6 +33,22 @@ static int kernel_conv(const hs_graph *g, const hs_node *n, int64_t *out_c) {
   if (n->n_in > 2 && n->in[2] >= 0 && g->values[n->in[2]].kind != HS_VAL_CONST) return 0;
   *out_c = w->dims[0];
   return 1;
+}
+
+/* A pooling node (all of them run on kernels that take layouts); *global: a Global*Pool. */
+static int layout_pool(const hs_node *n, int *global) {
+  if (n->dead || n->domain[0] || n->n_in < 1 || n->n_out < 1 || n->in[0] < 0 || n->out[0] < 0) return 0;
+  const char *t = n->op_type;
+  *global = !strcmp(t, "GlobalAveragePool") || !strcmp(t, "GlobalMaxPool");
+  return *global || !strcmp(t, "MaxPool") || !strcmp(t, "AveragePool");
+}
+
+/* 1 when node n can read a preferred-layout value as its input k. */
+static int reads_layout(const hs_graph *g, const hs_node *n, int k) {
+  int64_t oc;
+  int global;
+  if (kernel_conv(g, n, &oc)) return k == 0 || k == ((const hs_conv_attrs *)n->params.bytes)->sum_input;
+  return layout_pool(n, &global) && k == 0;
 }
 
 int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
@@ -44,18 +65,44 @@ int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
     if (g->values[n->out[0]].ndim >= 0 && g->values[n->out[0]].ndim != g->values[n->in[1]].ndim) continue;
     blocked[n->out[0]] = 1;
   }
+  /* pools pass the layout on (repeated for chains of pools) */
+  for (int more = 1; more;) {
+    more = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+      const hs_node *n = &g->nodes[i];
+      int global;
+      if (layout_pool(n, &global) && !global && blocked[n->in[0]] && !blocked[n->out[0]])
+        blocked[n->out[0]] = more = 1;
+    }
+  }
   for (int k = 0; k < g->n_outputs; k++) blocked[g->outputs[k]] = 0;
-  /* every reader must be a kernel Conv reading the value as input 0 or as its residual */
+  /* every reader must accept the layout, and a pool's input and output go together: repeat until
+     nothing more is dropped */
+  for (int more = 1; more;) {
+    more = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+      const hs_node *n = &g->nodes[i];
+      if (n->dead) continue;
+      for (int k = 0; k < n->n_in; k++) {
+        int v = n->in[k];
+        if (v >= 0 && blocked[v] && !reads_layout(g, n, k)) blocked[v] = 0, more = 1;
+      }
+      int global;
+      if (layout_pool(n, &global) && !global && blocked[n->in[0]] != blocked[n->out[0]])
+        blocked[n->in[0]] = blocked[n->out[0]] = 0, more = 1;
+    }
+  }
   for (int i = 0; i < g->n_nodes; i++) {
-    const hs_node *n = &g->nodes[i];
-    if (n->dead) continue;
-    int64_t oc;
-    int is_conv = kernel_conv(g, n, &oc);
-    const hs_conv_attrs *a = is_conv ? (const hs_conv_attrs *)n->params.bytes : NULL;
-    for (int k = 0; k < n->n_in; k++) {
-      int v = n->in[k];
-      if (v < 0 || !blocked[v]) continue;
-      if (!is_conv || !(k == 0 || k == a->sum_input)) blocked[v] = 0;
+    hs_node *n = &g->nodes[i];
+    int global;
+    if (!layout_pool(n, &global)) continue;
+    hs_pool_attrs *a = (hs_pool_attrs *)n->params.bytes;
+    hs_layout src = blocked[n->in[0]] ? pref : HS_LAYOUT_NCHW;
+    hs_layout dst = !global && blocked[n->out[0]] ? pref : HS_LAYOUT_NCHW;
+    if (a->src_layout != src || a->dst_layout != dst) {
+      a->src_layout = src;
+      a->dst_layout = dst;
+      *changed = 1;
     }
   }
   for (int i = 0; i < g->n_nodes; i++) {

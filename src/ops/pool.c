@@ -9,22 +9,20 @@
  * kernel) and run() finds it again. ceil_mode becomes extra end padding for the kernel. The plain-C
  * loops below are the reference and the fallback: they run when the kernel refuses a geometry
  * (with HS_KERNELS_STRICT=1 that refusal is an error naming the reason) and for empty tensors.
+ * Both paths honour the physical layouts the layout pass may set (pool.h): a MaxPool/AveragePool
+ * between blocked-layout Convs reads and writes that layout; a global pool reads it and writes NCHW.
  */
 #include <math.h>
 #include <string.h>
 
 #include "ops/opkernel.h"
 #include "ops/ops.h"
+#include "ops/pool.h"
 
 enum { PAD_NOTSET, PAD_SAME_UPPER, PAD_SAME_LOWER, PAD_VALID };
-enum { P_MAX, P_AVG, P_GAVG, P_GMAX };
+enum { P_MAX = HS_POOL_OP_MAX, P_AVG = HS_POOL_OP_AVG, P_GAVG = HS_POOL_OP_GLOBAL_AVG, P_GMAX = HS_POOL_OP_GLOBAL_MAX };
 
-typedef struct {
-  int kind;
-  int auto_pad, ceil_mode, count_include_pad;
-  int nk, n_strides, n_dil, n_pads;
-  int64_t kernel[3], stride[3], dilation[3], pads[6];
-} pool_params;
+typedef hs_pool_attrs pool_params;
 
 typedef struct {
   int nsp;
@@ -48,6 +46,7 @@ static int pool_check(hs_node *n, const hs_graph *g, hs_error *err) {
   const char *t = n->op_type;
   p->kind = strcmp(t, "MaxPool") == 0 ? P_MAX : strcmp(t, "AveragePool") == 0 ? P_AVG
             : strcmp(t, "GlobalAveragePool") == 0 ? P_GAVG : P_GMAX;
+  p->src_layout = p->dst_layout = HS_LAYOUT_NCHW;
   if (p->kind >= P_GAVG) return hs_node_only_attrs(n, "", err);
   int rc = hs_node_only_attrs(n, p->kind == P_MAX ? "auto_pad,ceil_mode,dilations,kernel_shape,pads,storage_order,strides"
                                                   : "auto_pad,ceil_mode,count_include_pad,kernel_shape,pads,strides", err);
@@ -154,7 +153,10 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   const pool_geom *g = c->g;
   hs_pool_params p = {0};
   p.device = HS_KDEV_CPU;
-  p.src_layout = p.dst_layout = HS_LAYOUT_NCHW;
+  p.src_layout = a->src_layout;
+  /* a global pool's 1x1 output is the same bytes in any layout: write it in the input's layout so
+     oneDNN's fast implementations (same layout in and out) apply */
+  p.dst_layout = a->kind >= P_GAVG ? a->src_layout : a->dst_layout;
   p.kind = a->kind == P_MAX || a->kind == P_GMAX ? HS_POOL_MAX
            : a->count_include_pad                ? HS_POOL_AVG_INCLUDE_PAD
                                                  : HS_POOL_AVG_EXCLUDE_PAD;
@@ -203,6 +205,13 @@ static size_t pool_scratch(const hs_node *n, const hs_tensor *in, int nin, const
 
 /* ---- plain C ---- */
 
+/* Offset of element (b, c, spatial index s) of an activation with C channels and S spatial elements. */
+static inline int64_t act_off(hs_layout l, int64_t C, int64_t S, int64_t b, int64_t c, int64_t s) {
+  if (l == HS_LAYOUT_NHWC) return (b * S + s) * C + c;
+  if (l == HS_LAYOUT_NCHW8C) return ((b * (C / 8) + c / 8) * S + s) * 8 + (c % 8);
+  return (b * C + c) * S + s;
+}
+
 static int pool_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
                     hs_error *err) {
   const pool_params *p = (const pool_params *)n->params.bytes;
@@ -222,54 +231,52 @@ static int pool_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   const float *x = in[0].data;
   float *y = out[0].data;
   int64_t isp = g.in[0] * g.in[1] * g.in[2], osp = g.out[0] * g.out[1] * g.out[2];
+  hs_layout xl = p->src_layout, yl = p->dst_layout;
   if (p->kind >= P_GAVG) {
-    for (int64_t c = 0; c < g.N * g.C; c++) {
-      const float *xc = x + c * isp;
-      if (p->kind == P_GAVG) {
+    for (int64_t b = 0; b < g.N; b++)
+      for (int64_t c = 0; c < g.C; c++) {
         double s = 0;
-        for (int64_t i = 0; i < isp; i++) s += xc[i];
-        y[c] = isp ? (float)(s / (double)isp) : 0.0f;
-      } else {
         float m = -INFINITY;
-        for (int64_t i = 0; i < isp; i++) m = xc[i] > m ? xc[i] : m;
-        y[c] = m;
+        for (int64_t i = 0; i < isp; i++) {
+          float v = x[act_off(xl, g.C, isp, b, c, i)];
+          s += v;
+          m = v > m ? v : m;
+        }
+        y[act_off(yl, g.C, 1, b, c, 0)] = p->kind == P_GMAX ? m : isp ? (float)(s / (double)isp) : 0.0f;
       }
-    }
     return 0;
   }
   int is_max = p->kind == P_MAX;
-  for (int64_t c = 0; c < g.N * g.C; c++) {
-    const float *xc = x + c * isp;
-    float *yc = y + c * osp;
-    for (int64_t od = 0; od < g.out[0]; od++)
-      for (int64_t oh = 0; oh < g.out[1]; oh++)
-        for (int64_t ow = 0; ow < g.out[2]; ow++) {
-          float m = -INFINITY, s = 0;
-          int64_t cnt = 0, padded = 0;
-          for (int64_t kd = 0; kd < g.k[0]; kd++) {
-            int64_t id = od * g.s[0] - g.pb[0] + kd * g.d[0];
-            for (int64_t kh = 0; kh < g.k[1]; kh++) {
-              int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
-              for (int64_t kw = 0; kw < g.k[2]; kw++) {
-                int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
-                /* positions inside input + explicit pads count for count_include_pad */
-                if (id < g.in[0] + g.pe[0] && ih < g.in[1] + g.pe[1] && iw < g.in[2] + g.pe[2]) padded++;
-                if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1] || iw < 0 || iw >= g.in[2]) continue;
-                float v = xc[(id * g.in[1] + ih) * g.in[2] + iw];
-                if (is_max) m = v > m ? v : m;
-                else s += v;
-                cnt++;
+  for (int64_t b = 0; b < g.N; b++)
+    for (int64_t c = 0; c < g.C; c++)
+      for (int64_t od = 0; od < g.out[0]; od++)
+        for (int64_t oh = 0; oh < g.out[1]; oh++)
+          for (int64_t ow = 0; ow < g.out[2]; ow++) {
+            float m = -INFINITY, s = 0;
+            int64_t cnt = 0, padded = 0;
+            for (int64_t kd = 0; kd < g.k[0]; kd++) {
+              int64_t id = od * g.s[0] - g.pb[0] + kd * g.d[0];
+              for (int64_t kh = 0; kh < g.k[1]; kh++) {
+                int64_t ih = oh * g.s[1] - g.pb[1] + kh * g.d[1];
+                for (int64_t kw = 0; kw < g.k[2]; kw++) {
+                  int64_t iw = ow * g.s[2] - g.pb[2] + kw * g.d[2];
+                  /* positions inside input + explicit pads count for count_include_pad */
+                  if (id < g.in[0] + g.pe[0] && ih < g.in[1] + g.pe[1] && iw < g.in[2] + g.pe[2]) padded++;
+                  if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1] || iw < 0 || iw >= g.in[2]) continue;
+                  float v = x[act_off(xl, g.C, isp, b, c, (id * g.in[1] + ih) * g.in[2] + iw)];
+                  if (is_max) m = v > m ? v : m;
+                  else s += v;
+                  cnt++;
+                }
               }
             }
+            int64_t o = act_off(yl, g.C, osp, b, c, (od * g.out[1] + oh) * g.out[2] + ow);
+            if (is_max) y[o] = m;
+            else {
+              int64_t div = p->count_include_pad ? padded : cnt;
+              y[o] = div ? s / (float)div : 0.0f;
+            }
           }
-          int64_t o = (od * g.out[1] + oh) * g.out[2] + ow;
-          if (is_max) yc[o] = m;
-          else {
-            int64_t div = p->count_include_pad ? padded : cnt;
-            yc[o] = div ? s / (float)div : 0.0f;
-          }
-        }
-  }
   return 0;
 }
 

@@ -196,6 +196,20 @@ def generated_cases():
                dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
                F.avg_pool2d(tt(x), 3, 2, 1, ceil_mode=True, count_include_pad=True).numpy(),
                refusal="count_include_pad with ceil_mode")
+    # the same refusal between blocked-layout convs: the plain-C fallback reads and writes that layout
+    w1, w2 = rand(8, 8, 3, 3), rand(8, 8, 1, 1)
+    t = onnx.TensorProto.FLOAT
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+         helper.make_node("AveragePool", ["c1"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                          ceil_mode=1, count_include_pad=1),
+         helper.make_node("Conv", ["p", "w2"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", t, list(x.shape))], [helper.make_tensor_value_info("y", t, None)],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    y = F.conv2d(F.avg_pool2d(F.conv2d(tt(x), tt(w1), padding=1), 3, 2, 1, ceil_mode=True, count_include_pad=True),
+                 tt(w2)).numpy()
+    yield ("conv_avgpool_ceil_cip1_conv", helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), {"x": x},
+           y, "count_include_pad with ceil_mode")
     x = rand(3, 24, 7, 7)
     yield case("globalavgpool", "GlobalAveragePool", x, {}, x.mean(axis=(2, 3), keepdims=True))
     x = rand(2, 8, 5, 6, 3)
@@ -251,8 +265,49 @@ def generated_cases():
     yield resize("resize_trilinear", x, "linear", (5, 6, 9), "trilinear")
 
 
+def check_pool_layouts(hotserve, work):
+    """Conv -> MaxPool -> Conv -> GlobalAveragePool: the pools must keep the convs' preferred layout
+    (HS_KERNELS_VERBOSE names each conv kernel's layouts), and the answer must be torch's."""
+    import torch.nn.functional as F
+    import torch
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 17, 17)).astype(np.float32)
+    w1 = (rng.standard_normal((16, 3, 3, 3)) * 0.3).astype(np.float32)
+    w2 = (rng.standard_normal((16, 16, 3, 3)) * 0.2).astype(np.float32)
+    t = onnx.TensorProto.FLOAT
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+         helper.make_node("MaxPool", ["c1"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+         helper.make_node("Conv", ["p", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+         helper.make_node("GlobalAveragePool", ["c2"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", t, list(x.shape))], [helper.make_tensor_value_info("y", t, [2, 16, 1, 1])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    outdir = os.path.join(work, "layout_pools")
+    os.makedirs(outdir, exist_ok=True)
+    onnx.save(m, os.path.join(outdir, "model.onnx"))
+    np.save(os.path.join(outdir, "x.npy"), x)
+    # the blocked layout forced, so the expectation does not depend on the CPU
+    env = dict(os.environ, HS_KERNELS_STRICT="1", HS_KERNELS_VERBOSE="1", HS_KERNELS_LAYOUT="blocked")
+    r = subprocess.run([hotserve, "run", os.path.join(outdir, "model.onnx"), "--input", "x=" + os.path.join(outdir, "x.npy"),
+                        "--output-dir", outdir, "--threads", "2"], capture_output=True, text=True, timeout=300, env=env)
+    convs = re.findall(r"conv ic \d+ oc \d+ .* (\w+)->(\w+) post", r.stderr)
+    ok, why = r.returncode == 0 and len(convs) == 2, r.stderr.strip()[-300:]
+    # the MaxPool reads and writes the blocked layout, so the second conv reads it; the global pool
+    # reads the second conv's output in it too
+    if ok and convs != [("nchw", "nChw8c"), ("nChw8c", "nChw8c")]:
+        ok, why = False, "conv layouts %s, expected nchw->nChw8c, nChw8c->nChw8c" % convs
+    if ok:
+        y = F.conv2d(F.max_pool2d(F.conv2d(torch.from_numpy(x), torch.from_numpy(w1), padding=1), 3, 2, 1),
+                     torch.from_numpy(w2), padding=1).mean(dim=(2, 3), keepdim=True).numpy()
+        ok, why = close(np.load(os.path.join(outdir, "y.npy")), y)
+    print("%s gen/pool_layouts [strict, blocked]%s" % ("PASS" if ok else "FAIL", "" if ok else ": " + why))
+    return ok
+
+
 def run_generated(hotserve, work):
-    passed = failed = 0
+    ok = check_pool_layouts(hotserve, work)
+    passed, failed = int(ok), int(not ok)
     for label, m, ins, exp, refusal in generated_cases():
         outdir = os.path.join(work, "gen_" + label)
         outs, why = run_model(hotserve, m, ins, outdir, expect_kernel=True)

@@ -202,6 +202,34 @@ def main():
     y = F.conv2d(t(x) + F.conv2d(t(x), t(w1), padding=1), t(w2))
     c.save(root, "y", y.numpy(), ["Conv", "Conv"])
 
+    # Pools keep the convs' layout: ResNet's stem (conv -> Relu -> MaxPool) into a block whose
+    # input is also its residual, an AveragePool with count_include_pad, and the GlobalAveragePool
+    # head; a dynamic batch axis, run at batch 3.
+    c = Case("blocked_through_pools_dynamic_batch")
+    x = rand(3, 3, 19, 19)
+    w1, w2, w3 = rand(16, 3, 3, 3, scale=0.3), rand(16, 16, 3, 3, scale=0.2), rand(24, 16, 1, 1, scale=0.3)
+    c.node("Conv", [c.input("x", x, ["N", 3, 19, 19]), c.init("w1", w1)], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1])
+    c.node("Relu", ["c1"], ["r1"])
+    c.node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    c.node("Conv", ["p1", c.init("w2", w2)], ["c2"], pads=[1, 1, 1, 1])
+    c.node("Add", ["c2", "p1"], ["s"])
+    c.node("Relu", ["s"], ["r2"])
+    c.node("AveragePool", ["r2"], ["p2"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+           count_include_pad=1)
+    c.node("Conv", ["p2", c.init("w3", w3)], ["c3"])
+    c.node("GlobalAveragePool", ["c3"], ["y"])
+    p1 = F.max_pool2d(F.relu(F.conv2d(t(x), t(w1), stride=2, padding=1)), 3, 2, 1)
+    p2 = F.avg_pool2d(F.relu(F.conv2d(p1, t(w2), padding=1) + p1), 3, 1, 1, count_include_pad=True)
+    y = F.conv2d(p2, t(w3)).mean(dim=(2, 3), keepdim=True)
+    c.save(root, "y", y.numpy(), ["AveragePool", "Conv", "Conv", "Conv", "GlobalAveragePool", "MaxPool"])
+
+    # A pooled value that is also a graph output keeps NCHW (and so does the pool's input)
+    c = Case("pool_output_is_graph_output")
+    x, w1 = rand(1, 4, 8, 8), rand(8, 4, 3, 3, scale=0.3)
+    c.node("Conv", [c.input("x", x), c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1])
+    c.node("MaxPool", ["c1"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    c.save(root, "y", F.max_pool2d(F.conv2d(t(x), t(w1), padding=1), 2, 2).numpy(), ["Conv", "MaxPool"])
+
     matmul_cases(root)
 
 
