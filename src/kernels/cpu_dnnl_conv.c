@@ -98,6 +98,22 @@ static size_t pd_scratchpad(const_dnnl_primitive_desc_t pd) {
   return sp ? dnnl_memory_desc_get_size(sp) : 0;
 }
 
+/* Sets v->weights for v->md[MD_WEIGHTS]. A kernel made from another's weights (weights_from) has no
+ * plain copy: its first variant shares the other's buffer when the layouts agree, else reorders it;
+ * every other case is the shared rule of hs__variant_weights. */
+static int conv_variant_weights(hs_kernel *k, hs__variant *v, hs_error *err) {
+  const dnnl_memory_desc_t *want = &v->md[MD_WEIGHTS];
+  if (!k->w_from || atomic_load_explicit(&k->nvar, memory_order_acquire) > 0)
+    return hs__variant_weights(k, v, want, err);
+  const hs__variant *from = &k->w_from->var[0]; /* published before k was created: immutable */
+  if (dnnl_memory_desc_equal(&from->md[MD_WEIGHTS], want)) {
+    v->weights = from->weights;
+    v->weights_shared = 1;
+    return 0;
+  }
+  return hs__reorder_alloc(&from->md[MD_WEIGHTS], from->weights, want, &v->weights, err);
+}
+
 /* Builds the variant. The caller's activation layouts are tried first; when oneDNN only has its
  * reference implementation for them (e.g. NCHW in, NHWC out), the convolution is built with the
  * layouts oneDNN prefers and reorders into/out of scratch wrap it. */
@@ -165,7 +181,7 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
     v->md[MD_ISRC] = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     v->md[MD_IDST] = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
   }
-  rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
+  rc = conv_variant_weights(k, v, err);
   if (!rc) {
     st = dnnl_primitive_create(&v->prim[CP_CONV], pd);
     if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "creating a convolution");
@@ -274,7 +290,7 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
   if (p->groups < 1 || p->in_c < 1 || p->out_c < 1 || p->in_c % p->groups || p->out_c % p->groups)
     return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: channels %lld -> %lld do not split into %lld groups",
                         (long long)p->in_c, (long long)p->out_c, (long long)p->groups);
-  if (!p->weights) return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: weights are required");
+  if (!p->weights && !p->weights_from) return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: weights are required");
   for (int i = 0; i < p->nsp; i++) {
     if (p->kernel[i] < 1 || p->stride[i] < 1 || p->dilation[i] < 1 || p->in[i] < 1 || p->out[i] < 1)
       return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: non-positive size on spatial axis %d", i);
@@ -308,13 +324,24 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
     hs_kernel_destroy(k);
     return hs__dnnl_fail(err, st, "conv: describing weights");
   }
-  k->w_plain = malloc((size_t)wcount * sizeof(float));
-  if (!k->w_plain) {
-    hs_kernel_destroy(k);
-    return hs_error_set(err, HS_NO_MEMORY, "conv: copying %lld weights", (long long)wcount);
+  if (p->weights) {
+    k->w_plain = malloc((size_t)wcount * sizeof(float));
+    if (!k->w_plain) {
+      hs_kernel_destroy(k);
+      return hs_error_set(err, HS_NO_MEMORY, "conv: copying %lld weights", (long long)wcount);
+    }
+    memcpy(k->w_plain, p->weights, (size_t)wcount * sizeof(float));
+  } else {
+    const hs_kernel *f = p->weights_from;
+    if (f->vt != &conv_vt || atomic_load_explicit(&((hs_kernel *)f)->nvar, memory_order_acquire) < 1 ||
+        !f->var[0].weights || !dnnl_memory_desc_equal(&f->w_plain_md, &k->w_plain_md)) {
+      hs_kernel_destroy(k);
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: weights_from is not a conv kernel with these weights' shape");
+    }
+    k->w_from = f;
   }
-  memcpy(k->w_plain, p->weights, (size_t)wcount * sizeof(float));
   k->p.conv.weights = NULL;
+  k->p.conv.weights_from = NULL;
   rc = hs__own_floats(k, p->bias, p->out_c, &k->p.conv.bias, err);
   if (rc) {
     hs_kernel_destroy(k);
@@ -358,6 +385,16 @@ int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_
   if (pd) dnnl_primitive_desc_destroy(pd);
   if (s) dnnl_stream_destroy(s);
   return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "conv weights: reordering back");
+}
+
+size_t hs_kernel_conv_owned_weight_bytes(const hs_kernel *k) {
+  if (!k || k->vt != &conv_vt) return 0;
+  /* w_plain is gone once the constructor returns (variant 0 holds the weights) */
+  size_t total = 0;
+  int n = atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire);
+  for (int i = 0; i < n; i++)
+    if (k->var[i].weights && !k->var[i].weights_shared) total += dnnl_memory_desc_get_size(&k->var[i].md[MD_WEIGHTS]);
+  return total;
 }
 
 /* ================= matmul ================= */
@@ -449,7 +486,7 @@ static int mm_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   if (st != dnnl_success) return hs__dnnl_fail(err, st, "matmul");
   if (b_const) {
     v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
+    rc = conv_variant_weights(k, v, err);
     if (rc) {
       dnnl_primitive_desc_destroy(pd);
       return rc;

@@ -111,6 +111,10 @@ typedef struct hs_conv_params {
   int64_t pad_begin[3], pad_end[3];           /* for ConvTranspose: the padding that yields `out`
                                                  (ONNX pads minus output_padding at the end) */
   const float *weights; /* Conv: [out_c, in_c/groups, k...]; ConvTranspose: [in_c, out_c/groups, k...] */
+  /* Or NULL weights and weights_from: a conv kernel made with the same weights shape (and transposed,
+   * groups), whose weights this one uses: it shares that kernel's buffer when its implementation
+   * wants the same layout and reorders a copy otherwise. weights_from must outlive this kernel. */
+  const hs_kernel *weights_from;
   const float *bias;    /* [out_c] or NULL */
   hs_post_ops post;
 } hs_conv_params;
@@ -268,6 +272,9 @@ int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_err
  * kernel holds the weights: a kernel for other shapes is then created from these. Thread-safe.
  * Returns 0, or HS_INVALID_ARGUMENT (not a conv kernel, wrong size) / HS_INTERNAL with err filled. */
 int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err);
+/* Bytes of weights conv kernel k allocated itself (buffers it shares with the kernel it was made
+ * from, or between its batch variants, count once, where they were allocated); 0 for other kinds. */
+size_t hs_kernel_conv_owned_weight_bytes(const hs_kernel *k);
 
 /* Builds (if not yet built) the variant for leading dimension `batch` so that runs with it build
  * nothing. Thread-safe. Returns 0 or a negative hs_status with err filled. */

@@ -10,14 +10,15 @@
  * built (weights given at run time, as ONNX's node tests do, or an unsupported combination) run()
  * uses the plain-C convolution below, which honours the same fused post-ops and layouts.
  *
- * Weights are held once. At the end of compiling (after the trial plans built the kernels for the
- * load-time shapes) release_weights() hands the weights over to the first kernel: the graph frees
- * its ONNX-layout copy (hs_graph_release_const) when this node is its only reader, and the state
- * records that kernel as the holder. A kernel for a new spatial shape is then created from the
- * holder's weights (hs_kernel_conv_weights writes them back in ONNX's layout into a temporary), and
- * the plain-C path, when it still runs (a full kernel cache, a residual that broadcasts), gets them
- * the same way into its scratch. The state changes only while compiling, single-threaded; after
- * that it is read-only like the rest of the model.
+ * Weights are held once. The node's first kernel copies them from the graph; every later kernel
+ * (another spatial shape) is made from the first one's (hs_conv_params.weights_from), sharing its
+ * buffer when its implementation wants the same layout. At the end of compiling (after the trial
+ * plans built the kernels for the load-time shapes) release_weights() lets the graph free its
+ * ONNX-layout copy (hs_graph_release_const) when this node is its only reader; the state records
+ * the first kernel as the holder. The plain-C path, when it still runs (a full kernel cache, a
+ * residual that broadcasts), then reads the holder's weights back in ONNX's layout into its scratch
+ * (hs_kernel_conv_weights). The state changes only while compiling, single-threaded; after that it
+ * is read-only like the rest of the model.
  * The state is owned by the node and freed with the graph (node->free_state).
  */
 #include <stdatomic.h>
@@ -285,20 +286,14 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   }
   p.bias = c->st->b;
   p.post = a->post;
-  if (c->st->w) {
-    p.weights = c->st->w;
-    return hs_kernel_conv_create(&p, out, err);
-  }
-  /* released: a temporary ONNX-layout copy from the holder, which the new kernel copies again */
-  float *tmp = malloc(c->st->w_bytes);
-  if (!tmp) return hs_error_set(err, HS_NO_MEMORY, "conv: %zu bytes for the weights", c->st->w_bytes);
-  int rc = hs_kernel_conv_weights(c->st->holder, tmp, c->st->w_bytes, err);
-  if (!rc) {
-    p.weights = tmp;
-    rc = hs_kernel_conv_create(&p, out, err);
-  }
-  free(tmp);
-  return rc;
+  /* Every kernel after the node's first takes its weights from the first (sharing its buffer when
+   * the layout agrees), so the graph's copy is needed only once and can be released. This runs
+   * under the cache's lock; slot 0, once counted, is published and stays for the model's life. */
+  const hs_kcache *cache = &c->st->cache;
+  if (atomic_load_explicit(&cache->n, memory_order_acquire) > 0) p.weights_from = cache->slot[0].k;
+  else p.weights = c->st->w;
+  if (!p.weights && !p.weights_from) return hs_error_set(err, HS_INTERNAL, "conv: the weights were released");
+  return hs_kernel_conv_create(&p, out, err);
 }
 
 /* The kernel for these shapes, or NULL when the plain-C path must run (opkernel.h). Weights given
@@ -353,6 +348,15 @@ static int conv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   n->free_state = free_state;
   n->release_consts = release_weights;
   return 0;
+}
+
+size_t hs_conv_weight_bytes(const hs_node *n) {
+  const conv_state *st = n->state;
+  if (!st) return 0;
+  size_t total = 0;
+  int have = atomic_load_explicit(&st->cache.n, memory_order_acquire);
+  for (int i = 0; i < have; i++) total += hs_kernel_conv_owned_weight_bytes(st->cache.slot[i].k);
+  return total;
 }
 
 /* Bytes the plain-C path needs in front of its other scratch for the weights (0 while the graph

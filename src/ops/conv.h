@@ -2,6 +2,7 @@
 #ifndef HS_OPS_CONV_H
 #define HS_OPS_CONV_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels/kernels.h"
@@ -27,5 +28,8 @@ typedef struct hs_conv_attrs {
 } hs_conv_attrs;
 
 _Static_assert(sizeof(hs_conv_attrs) <= HS_OP_PARAMS_BYTES, "conv attributes fit in hs_op_params");
+
+/* Bytes of weights the kernels of Conv/ConvTranspose node n hold (0 when it has none). */
+size_t hs_conv_weight_bytes(const hs_node *n);
 
 #endif

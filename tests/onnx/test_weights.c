@@ -24,6 +24,7 @@
 #include "kernels/kcache.h"
 #include "onnx/engine.h"
 #include "onnx/onnx.h"
+#include "ops/conv.h"
 
 #define MODEL HS_WEIGHTS_DIR "/model.onnx"
 #define MAX_CASES 64
@@ -118,6 +119,19 @@ static void test_weights_held_once(void **state) {
   assert_non_null(ws->data); /* two Convs read it: shared, so the graph keeps it */
   assert_int_equal(w1->nbytes, 24 * 16 * 3 * 3 * sizeof(float)); /* the value keeps its shape */
   assert_int_equal(m->const_bytes, released + kept); /* the memory estimate still counts them */
+  /* the kernels (built by the load's trial plans, 1x1 and 2x2) hold every Conv's weights */
+  int convs = 0;
+  for (int oi = 0; oi < m->g.n_order; oi++) {
+    const hs_node *n = &m->g.nodes[m->g.order[oi]];
+    if (strcmp(n->op_type, "Conv") && strcmp(n->op_type, "ConvTranspose")) continue;
+    const hs_value *w = &m->g.values[n->in[1]];
+    size_t held = hs_conv_weight_bytes(n);
+    printf("%s (%s): weights %zu bytes, graph holds %zu, its kernels %zu\n", n->name, w->name, w->nbytes,
+           w->data ? w->nbytes : 0, held);
+    assert_true(held >= w->nbytes); /* a blocked layout may pad */
+    convs++;
+  }
+  assert_int_equal(convs, 4);
   hs_engine_free(m);
 }
 
@@ -152,6 +166,70 @@ static void test_new_shapes(void **state) {
   assert_int_equal(ran, strict_mode() ? kernel_cases : n);
   hs_engine_session_free(s);
   hs_engine_free(m);
+}
+
+/* Runs conv kernel k once on x; returns its output (malloc'ed). */
+static float *run_kernel(hs_kernel *k, const float *x, size_t out_floats) {
+  size_t sb = hs_kernel_scratch_size(k, 1);
+  assert_true(sb != (size_t)-1);
+  void *scratch = sb ? malloc(sb) : NULL;
+  float *y = malloc(out_floats * sizeof(float));
+  assert_non_null(y);
+  const void *src[1] = {x};
+  hs_kernel_args a = {.batch = 1, .src = src, .nsrc = 1, .dst = y, .scratch = scratch};
+  hs_error err;
+  assert_int_equal(hs_kernel_run(k, &a, &err), 0);
+  free(scratch);
+  return y;
+}
+
+/* The kernels interface: a conv kernel made from another's weights shares them when the layout
+ * agrees, computes exactly what a kernel made from the weights computes, and gives them back intact. */
+static void test_kernel_weights_from(void **state) {
+  (void)state;
+  enum { IC = 16, OC = 24, H = 12, W = 10 };
+  static float w[OC * IC * 9], bias[OC], x[IC * H * W];
+  uint32_t seed = 7;
+  for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) w[i] = (float)((seed = seed * 1103515245u + 12345u) >> 16) / 65536.f - .5f;
+  for (int i = 0; i < OC; i++) bias[i] = (float)i / OC;
+  for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = (float)((seed = seed * 1103515245u + 12345u) >> 16) / 65536.f;
+  hs_conv_params p = {.device = HS_KDEV_CPU, .nsp = 2, .batch = 1, .in_c = IC, .out_c = OC, .groups = 1,
+                      .in = {8, 8}, .out = {8, 8}, .kernel = {3, 3}, .stride = {1, 1}, .dilation = {1, 1},
+                      .pad_begin = {1, 1}, .pad_end = {1, 1}, .weights = w, .bias = bias};
+  hs_error err;
+  hs_kernel *a = NULL, *same = NULL, *other = NULL, *fresh = NULL, *bad = NULL;
+  assert_int_equal(hs_kernel_conv_create(&p, &a, &err), 0);
+  assert_true(hs_kernel_conv_owned_weight_bytes(a) >= sizeof w);
+  hs_conv_params q = p;
+  q.weights = NULL;
+  q.weights_from = a;
+  assert_int_equal(hs_kernel_conv_create(&q, &same, &err), 0); /* same shapes: same layout, shared */
+  assert_int_equal(hs_kernel_conv_owned_weight_bytes(same), 0);
+  q.in[0] = q.out[0] = H;
+  q.in[1] = q.out[1] = W;
+  assert_int_equal(hs_kernel_conv_create(&q, &other, &err), 0);
+  hs_conv_params r = p;
+  r.in[0] = r.out[0] = H;
+  r.in[1] = r.out[1] = W;
+  assert_int_equal(hs_kernel_conv_create(&r, &fresh, &err), 0);
+  printf("kernel weights owned: first %zu, same shapes %zu, %dx%d from the first %zu, from the weights %zu\n",
+         hs_kernel_conv_owned_weight_bytes(a), hs_kernel_conv_owned_weight_bytes(same), H, W,
+         hs_kernel_conv_owned_weight_bytes(other), hs_kernel_conv_owned_weight_bytes(fresh));
+  float *y1 = run_kernel(other, x, OC * H * W), *y2 = run_kernel(fresh, x, OC * H * W);
+  assert_memory_equal(y1, y2, sizeof(float) * OC * H * W);
+  free(y1);
+  free(y2);
+  float back[OC * IC * 9];
+  assert_int_equal(hs_kernel_conv_weights(other, back, sizeof back, &err), 0);
+  assert_memory_equal(back, w, sizeof w);
+  assert_int_equal(hs_kernel_conv_weights(other, back, sizeof back - 4, &err), HS_INVALID_ARGUMENT);
+  q.out_c = 12; /* weights of another shape */
+  assert_int_equal(hs_kernel_conv_create(&q, &bad, &err), HS_INVALID_ARGUMENT);
+  assert_null(bad);
+  hs_kernel_destroy(other);
+  hs_kernel_destroy(same);
+  hs_kernel_destroy(fresh);
+  hs_kernel_destroy(a);
 }
 
 typedef struct worker {
@@ -202,6 +280,7 @@ static void test_threads(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_kernel_weights_from),
       cmocka_unit_test(test_weights_held_once),
       cmocka_unit_test(test_new_shapes),
       cmocka_unit_test(test_threads),
