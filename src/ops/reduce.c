@@ -1,9 +1,22 @@
 /* reduce.c - ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceSumSquare, ReduceL2
  * (float32; int64 for Sum/Max/Min/Prod). Axes are an attribute, or for ReduceSum from opset 13 an
  * optional input. */
+
+/*
+ * DESIGN
+ * The plain-C loop below handles every case and is the reference. Float32 ReduceSum/Mean/Max/Min/Prod
+ * also run on the oneDNN reduction kernel: prepare() attaches a kernel cache, scratch_bytes() builds
+ * the kernel for the planned input shape and reduced axes, run() finds it (opkernel.h). The kernel
+ * writes the keepdims=1 layout, which is also the keepdims=0 result (the same elements in the same
+ * order). int64 inputs, ReduceSumSquare/L2, empty inputs, noop_with_empty_axes with no axes and
+ * reductions that change nothing (every reduced axis has size 1: a copy) stay in plain C by design.
+ * Inputs under KERNEL_MIN_ELEMS elements do too, unless strict mode asks for the kernel path.
+ */
 #include <math.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
+#include "ops/opkernel.h"
 #include "ops/ops.h"
 
 enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_PROD, R_SUMSQ, R_L2 };
@@ -100,6 +113,52 @@ static int reduce_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tenso
   return hs_set_shape(&out[0], in[0].dtype, r, dims, n, err);
 }
 
+/* ---- oneDNN path ---- */
+
+/* Below this many input elements plain C is about as fast as the reduction primitive, whose run
+ * costs ~12 us whatever the size. Measured with `hotserve run --repeat 200 --threads 2` (2 shared
+ * cores, AVX2), ReduceMean over the last axis, plain C vs kernel: [64, 64] 16 vs 13 us, [256, 64]
+ * 67 vs 18 us, [1024, 256] 1175 vs 67 us. */
+#define KERNEL_MIN_ELEMS 4096
+
+static int build_reduce(void *ctx, hs_kernel **out, hs_error *err) {
+  return hs_kernel_reduce_create(ctx, out, err);
+}
+
+/* The kernel reducing x over mask (reduce_mask's), or NULL for plain C. */
+static hs_kernel *reduce_kernel(const hs_node *n, const hs_tensor *x, const int *mask, hs_error *strict_err) {
+  const reduce_params *p = (const reduce_params *)n->params.bytes;
+  static const int kinds[] = {[R_SUM] = HS_REDUCE_SUM, [R_MEAN] = HS_REDUCE_MEAN, [R_MAX] = HS_REDUCE_MAX,
+                              [R_MIN] = HS_REDUCE_MIN, [R_PROD] = HS_REDUCE_PROD};
+  int64_t total = hs_numel(x);
+  if (!n->state || x->dtype != HS_DT_FLOAT32 || p->kind > R_PROD || x->ndim < 1 || total == 0) return NULL;
+  if (total < KERNEL_MIN_ELEMS && !hs_ops_strict()) return NULL;
+  hs_reduce_params rp = {.device = HS_KDEV_CPU, .kind = (hs_reduce_kind)kinds[p->kind], .ndim = x->ndim};
+  int64_t key[2 + HS_MAX_DIMS];
+  int nkey = 0;
+  key[nkey++] = x->ndim;
+  for (int i = 0; i < x->ndim; i++) {
+    key[nkey++] = rp.dims[i] = x->dims[i];
+    if (mask[i] && x->dims[i] > 1) rp.axes_mask |= 1u << i;
+  }
+  /* reduced axes of size 1 change nothing and stay off the mask; with none left the result is a copy */
+  if (rp.axes_mask == 0) return NULL;
+  key[nkey++] = rp.axes_mask;
+  return hs_op_kernel(n, hs_op_cache(n), key, nkey, build_reduce, &rp, 0, strict_err);
+}
+
+static int reduce_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
+  const reduce_params *p = (const reduce_params *)n->params.bytes;
+  return p->kind <= R_PROD ? hs_op_attach_cache(n, err) : 0;
+}
+
+static size_t reduce_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  int mask[HS_MAX_DIMS], noop;
+  hs_error e;
+  if (reduce_mask(n, in, nin, mask, &noop, &e) || noop) return 0;
+  return hs_op_kernel_scratch(reduce_kernel(n, &in[0], mask, NULL), 0);
+}
+
 #define REDUCE_LOOP(T, INIT, ACC)                                                \
   do {                                                                           \
     T *o = out[0].data;                                                          \
@@ -127,6 +186,16 @@ static int reduce_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   if (noop) {
     if (out[0].nbytes) hs_memcpy(out[0].data, in[0].data, out[0].nbytes);
     return 0;
+  }
+  hs_error kerr;
+  hs_error_clear(&kerr);
+  hs_kernel *k = reduce_kernel(n, &in[0], mask, &kerr);
+  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (k) {
+    const void *src[1] = {in[0].data};
+    hs_kernel_args args = {.src = src, .nsrc = 1, .dst = out[0].data, .scratch = scratch};
+    rc = hs_kernel_run(k, &args, err);
+    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
   }
   int r = in[0].ndim;
   int64_t ostr[HS_MAX_DIMS], acc = 1, cnt = 1;
@@ -161,7 +230,8 @@ static int reduce_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   return 0;
 }
 
-#define RED(name) {name, 1, 1, 2, 1, 1, 1u << 1, 0, reduce_check, reduce_infer, NULL, NULL, reduce_run}
+#define RED(name) \
+  {name, 1, 1, 2, 1, 1, 1u << 1, 0, reduce_check, reduce_infer, reduce_prepare, reduce_scratch, reduce_run}
 
 const hs_op_def hs_ops_reduce[] = {
     RED("ReduceSum"), RED("ReduceMean"), RED("ReduceMax"), RED("ReduceMin"),
