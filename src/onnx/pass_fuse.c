@@ -6,12 +6,17 @@
 #include "onnx/pass_fuse.h"
 
 /* Order matters: BN folds first so the Conv's output feeds the activation or Add directly; an
- * activation after the residual Add (ResNet's Add -> Relu) fuses in the second activation round. */
+ * activation after the residual Add (ResNet's Add -> Relu) fuses in the second activation round.
+ * Likewise a MatMul's bias Add fuses before its activation (Linear -> GELU) and its residual Add. */
 const hs_pass hs_fuse_passes[] = {
     {"fold_batchnorm_into_conv", hs__pass_fold_bn},
     {"fuse_conv_activation", hs__pass_fuse_conv_activation},
     {"fuse_conv_residual_add", hs__pass_fuse_conv_residual},
     {"fuse_conv_activation_after_add", hs__pass_fuse_conv_activation},
+    {"fuse_matmul_bias", hs__pass_fuse_matmul_bias},
+    {"fuse_matmul_activation", hs__pass_fuse_matmul_activation},
+    {"fuse_matmul_residual_add", hs__pass_fuse_matmul_residual},
+    {"fuse_matmul_activation_after_add", hs__pass_fuse_matmul_activation},
     {"conv_activation_layout", hs__pass_conv_layout},
     {NULL, NULL},
 };

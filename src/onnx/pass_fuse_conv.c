@@ -30,7 +30,7 @@ int hs__fuse_count_uses(const hs_graph *g, int v) {
 }
 
 /* The only live node reading value v (and its input slot), or -1. */
-static int sole_consumer(const hs_graph *g, int v, int *slot) {
+int hs__fuse_sole_consumer(const hs_graph *g, int v, int *slot) {
   if (hs__fuse_count_uses(g, v) != 1) return -1;
   for (int i = 0; i < g->n_nodes; i++) {
     const hs_node *n = &g->nodes[i];
@@ -154,7 +154,7 @@ static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
 int hs__pass_fold_bn(hs_graph *g, int *changed, hs_error *err) {
   for (int ci = 0; ci < g->n_nodes; ci++) {
     if (!is_op(&g->nodes[ci], "Conv")) continue;
-    int bi = sole_consumer(g, g->nodes[ci].out[0], NULL);
+    int bi = hs__fuse_sole_consumer(g, g->nodes[ci].out[0], NULL);
     if (bi < 0 || !is_op(&g->nodes[bi], "BatchNormalization")) continue;
     int rc = fold_one_bn(g, ci, bi, err);
     if (rc < 0) return rc;
@@ -166,7 +166,7 @@ int hs__pass_fold_bn(hs_graph *g, int *changed, hs_error *err) {
 /* ---- activations after Conv become post-ops ---- */
 
 /* Reads the activation that node n computes; returns 1 when it is one oneDNN can fuse. */
-static int activation_of(const hs_graph *g, const hs_node *n, hs_post_op *op) {
+int hs__fuse_activation_of(const hs_graph *g, const hs_node *n, hs_post_op *op) {
   hs_error tmp;
   memset(op, 0, sizeof *op);
   op->kind = HS_POST_ACT;
@@ -224,10 +224,10 @@ int hs__pass_fuse_conv_activation(hs_graph *g, int *changed, hs_error *err) {
     if (!is_op(c, "Conv") && !is_op(c, "ConvTranspose")) continue;
     hs_conv_attrs *a = (hs_conv_attrs *)c->params.bytes;
     for (;;) { /* a chain of activations folds one after the other */
-      int ai = sole_consumer(g, c->out[0], NULL);
+      int ai = hs__fuse_sole_consumer(g, c->out[0], NULL);
       if (ai < 0) break;
       hs_post_op op;
-      if (!activation_of(g, &g->nodes[ai], &op)) break;
+      if (!hs__fuse_activation_of(g, &g->nodes[ai], &op)) break;
       int need = op.act == HS_ACT_HARDSIGMOID ? 2 : 1; /* oneDNN steps this takes */
       int used = 0;
       for (int i = 0; i < a->post.count; i++)

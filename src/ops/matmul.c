@@ -301,8 +301,9 @@ static size_t mm_scratch(const hs_node *n, const hs_tensor *in, int nin, const h
   const hs_tensor *r = residual_of(n, in, nin);
   if (r && !residual_is_own_shape(r, &s)) return own_bytes(&s); /* plain: product, then the broadcast add */
   if (degenerate(&s) || small_product(&s)) return 0;
-  int64_t rows = 0;
-  return hs_op_kernel_scratch(kernel_for(n, in, &s, &rows, NULL), rows);
+  int64_t rows = 0; /* set by kernel_for: two statements, as argument order is unspecified */
+  hs_kernel *k = kernel_for(n, in, &s, &rows, NULL);
+  return hs_op_kernel_scratch(k, rows);
 }
 
 /* ---- plain path ------------------------------------------------------------------------------ */

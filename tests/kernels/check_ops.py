@@ -5,7 +5,7 @@ Each case from Debian's libonnx-testdata runs three ways:
   asis      the model as shipped (node tests give weights as runtime inputs: the plain-C path);
   const     every input but the first made an initializer (the oneDNN kernel path);
   fused     `const` plus extra nodes that the fusion passes fold into the kernel (an activation after
-            the op, and for Conv a residual Add), with the expected output computed here by numpy.
+            the op, and for Conv, MatMul and Gemm a residual Add), with the expected output computed here by numpy.
 Ops with a single input (pooling, Softmax) have no `const` variant: their `asis` run already takes
 the kernel path, so it runs in strict mode (HS_KERNELS_STRICT=1) too; so do `const` and `fused`.
 Cases using a feature the engine refuses by design (UNSUPPORTED below) must fail to load with the
@@ -121,7 +121,7 @@ def make_const(model, inputs):
 
 
 def add_fusions(model, first_input, expected, op):
-    """Appends Relu (and for Conv a residual Add of a new input) after the single output."""
+    """Appends Relu (and for Conv, MatMul, Gemm a residual Add of a new input) after the single output."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -129,7 +129,7 @@ def add_fusions(model, first_input, expected, op):
     y = expected.astype(np.float32)
     extra = {}
     last = out.name
-    if op == "Conv":
+    if op in ("Conv", "MatMul", "Gemm"):
         res = np.random.default_rng(7).standard_normal(y.shape).astype(np.float32)
         g.input.append(helper.make_tensor_value_info("residual_in", onnx.TensorProto.FLOAT, list(y.shape)))
         g.node.append(helper.make_node("Add", [last, "residual_in"], ["fz_add"]))

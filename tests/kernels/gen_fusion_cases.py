@@ -230,6 +230,100 @@ def main():
     c.node("MaxPool", ["c1"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
     c.save(root, "y", F.max_pool2d(F.conv2d(t(x), t(w1), padding=1), 2, 2).numpy(), ["Conv", "MaxPool"])
 
+    matmul_cases(root)
+
+
+def gelu_nodes(case, x_name, tag="", half=0.5):
+    """The exporter's erf GELU on x_name: Div(sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5. Returns its output."""
+    case.node("Div", [x_name, case.init("sqrt2" + tag, np.array(np.sqrt(2.0), np.float32))], ["gd" + tag])
+    case.node("Erf", ["gd" + tag], ["ge" + tag])
+    case.node("Add", ["ge" + tag, case.init("one" + tag, np.array(1.0, np.float32))], ["gp" + tag])
+    case.node("Mul", [x_name, "gp" + tag], ["gq" + tag])
+    case.node("Mul", ["gq" + tag, case.init("half" + tag, np.array(half, np.float32))], ["gy" + tag])
+    return "gy" + tag
+
+
+def matmul_cases(root):
+    # Transformer MLP: Linear (bias first, as PyTorch exports it) + GELU, dynamic batch run at 3
+    c = Case("linear_bias_gelu")
+    x, w, b = rand(3, 5, 16), rand(16, 32, scale=0.3), rand(32)
+    c.node("MatMul", [c.input("x", x, ["N", 5, 16]), c.init("w", w)], ["m"])
+    c.node("Add", [c.init("b", b), "m"], ["lin"])
+    y = gelu_nodes(c, "lin")
+    c.save(root, y, F.gelu(t(x) @ t(w) + t(b)).numpy(), ["MatMul"])
+
+    # Linear + bias + residual that is the MatMul's own input, then Relu after the sum
+    c = Case("linear_bias_residual_relu")
+    x, w, b = rand(2, 4, 8), rand(8, 8, scale=0.3), rand(8)
+    c.node("MatMul", [c.input("x", x), c.init("w", w)], ["m"])
+    c.node("Add", ["m", c.init("b", b)], ["lin"])
+    c.node("Add", ["x", "lin"], ["s"])
+    c.node("Relu", ["s"], ["y"])
+    c.save(root, "y", F.relu(t(x) + t(x) @ t(w) + t(b)).numpy(), ["MatMul"])
+
+    # Gemm with every attribute, a row-vector C, then LeakyRelu and a Clip with constant bounds
+    c = Case("gemm_attrs_leaky_clip")
+    x, w, cb = rand(7, 6), rand(5, 6), rand(5)
+    c.node("Gemm", [c.input("x", x), c.init("w", w), c.init("c", cb)], ["g"], alpha=0.5, beta=2.0, transB=1)
+    c.node("LeakyRelu", ["g"], ["l"], alpha=0.1)
+    c.node("Clip", ["l", c.init("lo", np.array(-0.2, np.float32)), c.init("hi", np.array(1.5, np.float32))], ["y"])
+    yg = 0.5 * t(x) @ t(w).T + 2.0 * t(cb)
+    c.save(root, "y", torch.clamp(F.leaky_relu(yg, 0.1), -0.2, 1.5).numpy(), ["Gemm"])
+
+    # Gemm with transA, a matrix C and a residual graph input, HardSigmoid + Elu around the sum
+    c = Case("gemm_transa_residual_hardsigmoid_elu")
+    x, w, cm, r = rand(6, 4), rand(6, 3), rand(4, 3), rand(4, 3)
+    c.node("Gemm", [c.input("x", x), c.init("w", w), c.init("c", cm)], ["g"], transA=1)
+    c.node("HardSigmoid", ["g"], ["h"], alpha=0.3, beta=0.4)
+    c.node("Add", ["h", c.input("r", r)], ["s"])
+    c.node("Elu", ["s"], ["y"], alpha=0.7)
+    yg = t(x).T @ t(w) + t(cm)
+    c.save(root, "y", F.elu(torch.clamp(0.3 * yg + 0.4, 0, 1) + t(r), 0.7).numpy(), ["Gemm"])
+
+    # Batched constant B (broadcast over A's batch) with Sigmoid, Tanh, HardSwish
+    c = Case("matmul_batched_b_activation_chain")
+    x, w = rand(2, 3, 4, 5), rand(3, 5, 6)
+    c.node("MatMul", [c.input("x", x), c.init("w", w)], ["m"])
+    c.node("Sigmoid", ["m"], ["s"])
+    c.node("Tanh", ["s"], ["th"])
+    c.node("HardSwish", ["th"], ["y"])
+    c.save(root, "y", F.hardswish(torch.tanh(torch.sigmoid(t(x) @ t(w)))).numpy(), ["MatMul"], opset=14)
+
+    # Both operands at run time (attention's Q x K^T): plain path with the fused Relu
+    c = Case("matmul_runtime_b_relu")
+    q, k = rand(2, 4, 3, 8), rand(2, 4, 8, 3)
+    c.node("MatMul", [c.input("q", q), c.input("k", k)], ["m"])
+    c.node("Relu", ["m"], ["y"])
+    c.save(root, "y", F.relu(t(q) @ t(k)).numpy(), ["MatMul"])
+
+    # The residual widens the output: [4,6] product + [3,4,6] input
+    c = Case("matmul_residual_broadcast_widens")
+    x, w, r = rand(4, 8), rand(8, 6), rand(3, 4, 6)
+    c.node("MatMul", [c.input("x", x), c.init("w", w)], ["m"])
+    c.node("Tanh", ["m"], ["th"])
+    c.node("Add", [c.input("r", r), "th"], ["s"])
+    c.node("Relu", ["s"], ["y"])
+    c.save(root, "y", F.relu(torch.tanh(t(x) @ t(w)) + t(r)).numpy(), ["MatMul"])
+
+    # A product read twice is not fused; a bias that is not 1-D stays an Add
+    c = Case("matmul_no_fusion")
+    x, w, w2, b2 = rand(3, 4), rand(4, 5), rand(5, 5), rand(1, 5)
+    c.node("MatMul", [c.input("x", x), c.init("w", w)], ["m"])
+    c.node("Relu", ["m"], ["r"])
+    c.node("Add", ["r", "m"], ["s"])
+    c.node("MatMul", ["s", c.init("w2", w2)], ["m2"])
+    c.node("Add", ["m2", c.init("b2", b2)], ["y"])
+    ym = t(x) @ t(w)
+    c.save(root, "y", ((F.relu(ym) + ym) @ t(w2) + t(b2)).numpy(), ["Add", "Add", "MatMul", "MatMul", "Relu"])
+
+    # Almost GELU (0.4 instead of 0.5) is left alone
+    c = Case("matmul_gelu_near_miss")
+    x, w = rand(3, 4), rand(4, 6)
+    c.node("MatMul", [c.input("x", x), c.init("w", w)], ["m"])
+    y = gelu_nodes(c, "m", half=0.4)
+    ym = t(x) @ t(w)
+    c.save(root, y, (0.8 * F.gelu(ym)).numpy(), ["Add", "Div", "Erf", "MatMul", "Mul", "Mul"])
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,202 @@
+/* pass_fuse_matmul.c - fusion passes around MatMul / Gemm: a constant bias Add, activations (GELU included) and the residual Add. */
+
+/*
+ * Each pass finds a MatMul or Gemm whose output is read by exactly one node (and is not a graph
+ * output), folds that node into it and marks it dead; the MatMul then writes the folded node's output
+ * value. The op (ops/matmul.c) runs the result: the bias goes into the oneDNN matmul's bias, the
+ * activations and the residual Add become its post-ops (hs_matmul_attrs). The exporter's GELU
+ * (x * 0.5 * (1 + erf(x / sqrt 2)), five nodes reading x twice) is matched node by node, with every
+ * constant checked, and becomes one HS_ACT_GELU_ERF step. Anything not provably equivalent (a bias
+ * that is not one row of N constants, Clip bounds given at run time, an output read twice) is left alone.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "onnx/engine.h"
+#include "onnx/pass_fuse.h"
+#include "ops/matmul.h"
+#include "ops/ops.h"
+
+static int is_op(const hs_node *n, const char *op) { return !n->dead && !n->domain[0] && !strcmp(n->op_type, op); }
+
+static int is_matmul(const hs_node *n) { return is_op(n, "MatMul") || is_op(n, "Gemm"); }
+
+static hs_matmul_attrs *attrs_of(hs_node *n) { return (hs_matmul_attrs *)n->params.bytes; }
+
+/* The float32 constant value v, or NULL. */
+static const hs_value *const_f32(const hs_graph *g, int v) {
+  if (v < 0) return NULL;
+  const hs_value *val = &g->values[v];
+  return val->kind == HS_VAL_CONST && val->dtype == HS_DT_FLOAT32 && val->data ? val : NULL;
+}
+
+/* 1 when value v is a float32 constant holding exactly one number close to want. */
+static int is_scalar_near(const hs_graph *g, int v, double want) {
+  const hs_value *c = const_f32(g, v);
+  if (!c || c->nbytes != sizeof(float)) return 0;
+  return fabs(*(const float *)c->data - want) <= 1e-6 + 1e-5 * fabs(want);
+}
+
+/* The MatMul writes node `dead`'s output instead of its own; `dead` is removed. */
+static void take_output(hs_graph *g, int mm, int dead) {
+  hs_node *m = &g->nodes[mm], *d = &g->nodes[dead];
+  m->out[0] = d->out[0];
+  g->values[d->out[0]].producer = mm;
+  d->dead = 1;
+}
+
+/* Grows a node's input list to at least n entries (new slots are -1, "absent"). */
+static int grow_inputs(hs_node *nd, int n, hs_error *err) {
+  if (nd->n_in >= n) return 0;
+  int *in = realloc(nd->in, sizeof(int) * (size_t)n);
+  if (!in) return hs_error_set(err, HS_NO_MEMORY, "out of memory fusing '%s'", nd->name);
+  for (int i = nd->n_in; i < n; i++) in[i] = -1;
+  nd->in = in;
+  nd->n_in = n;
+  return 0;
+}
+
+/* oneDNN post-op steps the list takes (HardSigmoid is two), and room for `more`. */
+static int post_room(const hs_post_ops *p, int more) {
+  int used = 0;
+  for (int i = 0; i < p->count; i++)
+    used += p->op[i].kind == HS_POST_ACT && p->op[i].act == HS_ACT_HARDSIGMOID ? 2 : 1;
+  return p->count < HS_KERNEL_MAX_POST && used + more <= HS_KERNEL_MAX_POST;
+}
+
+/* ---- MatMul + Add(constant bias over the last dim) ---- */
+
+int hs__pass_fuse_matmul_bias(hs_graph *g, int *changed, hs_error *err) {
+  for (int mi = 0; mi < g->n_nodes; mi++) {
+    hs_node *m = &g->nodes[mi];
+    if (!is_op(m, "MatMul") || m->n_in != 2) continue;
+    hs_matmul_attrs *a = attrs_of(m);
+    if (a->bias_input >= 0 || a->sum_input >= 0 || a->post.count) continue;
+    /* B must be a constant matrix so that N is known: the bias must be exactly N numbers, 1-D, so the
+     * Add cannot broadcast the product to a larger shape */
+    const hs_value *b = const_f32(g, m->in[1]);
+    if (!b || b->ndim < 2) continue;
+    int64_t N = b->dims[b->ndim - 1];
+    int slot = -1;
+    int ai = hs__fuse_sole_consumer(g, m->out[0], &slot);
+    if (ai < 0) continue;
+    hs_node *add = &g->nodes[ai];
+    if (!is_op(add, "Add") || add->n_in != 2 || add->n_out != 1) continue;
+    int bias = add->in[1 - slot];
+    const hs_value *bv = const_f32(g, bias);
+    if (!bv || bv->ndim != 1 || bv->dims[0] != N || (int64_t)(bv->nbytes / sizeof(float)) != N) continue;
+    int rc = grow_inputs(m, 3, err);
+    if (rc) return rc;
+    m->in[2] = bias;
+    a->bias_input = 2;
+    take_output(g, mi, ai);
+    *changed = 1;
+  }
+  return 0;
+}
+
+/* ---- activations after MatMul / Gemm become post-ops ---- */
+
+/* Matches the exporter's erf GELU reading value x:
+ *   d = Div(x, sqrt 2); e = Erf(d); p = Add(e, 1); q = Mul(x, p); y = Mul(q, 0.5)
+ * (Add and Mul operands in either order). x must be read by exactly Div and the first Mul, every
+ * intermediate by exactly the next node. Fills nodes[0..5) and returns 1 on a match. */
+static int match_gelu(const hs_graph *g, int x, int nodes[5]) {
+  if (hs__fuse_count_uses(g, x) != 2) return 0;
+  int di = -1, qi = -1;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const hs_node *n = &g->nodes[i];
+    if (n->dead || n->n_in != 2 || n->n_out != 1) continue;
+    if (is_op(n, "Div") && n->in[0] == x && n->in[1] != x && is_scalar_near(g, n->in[1], sqrt(2.0))) di = i;
+    else if (is_op(n, "Mul") && (n->in[0] == x) != (n->in[1] == x)) qi = i;
+  }
+  if (di < 0 || qi < 0) return 0;
+  int ei = hs__fuse_sole_consumer(g, g->nodes[di].out[0], NULL);
+  if (ei < 0 || !is_op(&g->nodes[ei], "Erf") || g->nodes[ei].n_out != 1) return 0;
+  int slot = -1;
+  int pi = hs__fuse_sole_consumer(g, g->nodes[ei].out[0], &slot);
+  if (pi < 0 || !is_op(&g->nodes[pi], "Add") || g->nodes[pi].n_in != 2 || g->nodes[pi].n_out != 1 ||
+      !is_scalar_near(g, g->nodes[pi].in[1 - slot], 1.0))
+    return 0;
+  const hs_node *q = &g->nodes[qi];
+  if (q->in[q->in[0] == x ? 1 : 0] != g->nodes[pi].out[0]) return 0;
+  if (hs__fuse_sole_consumer(g, g->nodes[pi].out[0], NULL) != qi) return 0;
+  int yi = hs__fuse_sole_consumer(g, q->out[0], &slot);
+  if (yi < 0 || !is_op(&g->nodes[yi], "Mul") || g->nodes[yi].n_in != 2 || g->nodes[yi].n_out != 1 ||
+      !is_scalar_near(g, g->nodes[yi].in[1 - slot], 0.5))
+    return 0;
+  nodes[0] = di;
+  nodes[1] = ei;
+  nodes[2] = pi;
+  nodes[3] = qi;
+  nodes[4] = yi;
+  return 1;
+}
+
+int hs__pass_fuse_matmul_activation(hs_graph *g, int *changed, hs_error *err) {
+  for (int mi = 0; mi < g->n_nodes; mi++) {
+    hs_node *m = &g->nodes[mi];
+    if (!is_matmul(m)) continue;
+    hs_matmul_attrs *a = attrs_of(m);
+    for (;;) { /* a chain of activations folds one after the other */
+      int gelu[5];
+      if (post_room(&a->post, 1) && match_gelu(g, m->out[0], gelu)) {
+        hs_post_ops_add_act(&a->post, HS_ACT_GELU_ERF, 0.f, 0.f);
+        for (int i = 0; i < 4; i++) g->nodes[gelu[i]].dead = 1;
+        take_output(g, mi, gelu[4]);
+        *changed = 1;
+        continue;
+      }
+      int ai = hs__fuse_sole_consumer(g, m->out[0], NULL);
+      hs_post_op op;
+      if (ai < 0 || !hs__fuse_activation_of(g, &g->nodes[ai], &op)) break;
+      if (!post_room(&a->post, op.act == HS_ACT_HARDSIGMOID ? 2 : 1)) break;
+      a->post.op[a->post.count++] = op;
+      take_output(g, mi, ai);
+      *changed = 1;
+    }
+  }
+  return 0;
+}
+
+/* ---- residual Add into MatMul / Gemm as a sum post-op ---- */
+
+int hs__pass_fuse_matmul_residual(hs_graph *g, int *changed, hs_error *err) {
+  for (int ai = 0; ai < g->n_nodes; ai++) {
+    hs_node *add = &g->nodes[ai];
+    if (!is_op(add, "Add") || add->n_in != 2 || add->n_out != 1 || add->in[0] < 0 || add->in[1] < 0 ||
+        add->in[0] == add->in[1])
+      continue;
+    /* Prefer the product computed last, so the residual is ready earlier. */
+    int pick = -1, pick_pos = -1;
+    for (int k = 0; k < 2; k++) {
+      int v = add->in[k];
+      int p = g->values[v].kind == HS_VAL_INTERMEDIATE ? g->values[v].producer : -1;
+      if (p < 0 || !is_matmul(&g->nodes[p])) continue;
+      const hs_matmul_attrs *a = attrs_of(&g->nodes[p]);
+      if (a->sum_input >= 0 || !post_room(&a->post, 1) || hs__fuse_count_uses(g, v) != 1) continue;
+      if (g->values[add->in[1 - k]].kind == HS_VAL_CONST) continue; /* a bias-like constant: the bias pass's */
+      int pos = -1;
+      for (int oi = 0; oi < g->n_order; oi++)
+        if (g->order[oi] == p) pos = oi;
+      if (pos > pick_pos) {
+        pick = k;
+        pick_pos = pos;
+      }
+    }
+    if (pick < 0) continue;
+    int mi = g->values[add->in[pick]].producer;
+    int residual = add->in[1 - pick];
+    hs_node *m = &g->nodes[mi];
+    int rc = grow_inputs(m, 4, err);
+    if (rc) return rc;
+    m->in[3] = residual;
+    hs_matmul_attrs *a = attrs_of(m);
+    a->sum_input = 3;
+    hs_post_ops_add_sum(&a->post, 1.f);
+    take_output(g, mi, ai);
+    *changed = 1;
+  }
+  return 0;
+}
