@@ -413,17 +413,6 @@ static int gather_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   int r = in[0].ndim, a;
   int rc = hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err);
   if (rc) return rc;
-  hs_error kerr;
-  hs_error_clear(&kerr);
-  hs_kernel *k = concat_kernel(n, in, nin, a, &out[0], &kerr);
-  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
-  if (k) {
-    const void *src[CONCAT_MAX_KEY];
-    for (int i = 0; i < nin; i++) src[i] = in[i].data;
-    hs_kernel_args args = {.src = src, .nsrc = nin, .dst = out[0].data, .scratch = scratch};
-    rc = hs_kernel_run(k, &args, err);
-    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
-  }
   size_t esz = hs_dtype_size(in[0].dtype);
   int64_t outer = 1, inner = 1, dim = in[0].dims[a], ni = hs_numel(&in[1]);
   for (int k = 0; k < a; k++) outer *= in[0].dims[k];
