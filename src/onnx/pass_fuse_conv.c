@@ -44,7 +44,7 @@ int hs__fuse_sole_consumer(const hs_graph *g, int v, int *slot) {
   return -1;
 }
 
-static int is_op(const hs_node *n, const char *op) { return !n->dead && !n->domain[0] && !strcmp(n->op_type, op); }
+int hs__fuse_is_op(const hs_node *n, const char *op) { return !n->dead && !n->domain[0] && !strcmp(n->op_type, op); }
 
 /* A float32 constant with exactly `count` elements, or NULL. */
 static const float *const_floats(const hs_graph *g, int v, int64_t count) {
@@ -55,8 +55,7 @@ static const float *const_floats(const hs_graph *g, int v, int64_t count) {
   return val->data;
 }
 
-/* The Conv writes node `dead`'s output instead of its own; `dead` is removed. */
-static void take_output(hs_graph *g, int conv, int dead) {
+void hs__fuse_take_output(hs_graph *g, int conv, int dead) {
   hs_node *c = &g->nodes[conv], *d = &g->nodes[dead];
   c->out[0] = d->out[0];
   g->values[d->out[0]].producer = conv;
@@ -76,8 +75,7 @@ static int new_const(hs_graph *g, const char *base, const char *what, const hs_t
   return idx;
 }
 
-/* Grows a node's input list to at least n entries (new slots are -1, "absent"). */
-static int grow_inputs(hs_node *nd, int n, hs_error *err) {
+int hs__fuse_grow_inputs(hs_node *nd, int n, hs_error *err) {
   if (nd->n_in >= n) return 0;
   int *in = realloc(nd->in, sizeof(int) * (size_t)n);
   if (!in) return hs_error_set(err, HS_NO_MEMORY, "out of memory fusing '%s'", nd->name);
@@ -136,11 +134,11 @@ static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
   if (wi < 0) return wi;
   if (bidx < 0) return bidx;
   c = &g->nodes[ci]; /* g->values may have moved; nodes did not, but keep the pattern uniform */
-  int rc = grow_inputs(c, 3, err);
+  int rc = hs__fuse_grow_inputs(c, 3, err);
   if (rc) return rc;
   c->in[1] = wi;
   c->in[2] = bidx;
-  take_output(g, ci, bi);
+  hs__fuse_take_output(g, ci, bi);
   /* The old weights are garbage now unless someone else reads them: free their bytes. */
   if (hs__fuse_count_uses(g, old_w) == 0) {
     hs_value *ov = &g->values[old_w];
@@ -153,9 +151,9 @@ static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
 
 int hs__pass_fold_bn(hs_graph *g, int *changed, hs_error *err) {
   for (int ci = 0; ci < g->n_nodes; ci++) {
-    if (!is_op(&g->nodes[ci], "Conv")) continue;
+    if (!hs__fuse_is_op(&g->nodes[ci], "Conv")) continue;
     int bi = hs__fuse_sole_consumer(g, g->nodes[ci].out[0], NULL);
-    if (bi < 0 || !is_op(&g->nodes[bi], "BatchNormalization")) continue;
+    if (bi < 0 || !hs__fuse_is_op(&g->nodes[bi], "BatchNormalization")) continue;
     int rc = fold_one_bn(g, ci, bi, err);
     if (rc < 0) return rc;
     if (rc == 0) *changed = 1;
@@ -171,24 +169,24 @@ int hs__fuse_activation_of(const hs_graph *g, const hs_node *n, hs_post_op *op) 
   memset(op, 0, sizeof *op);
   op->kind = HS_POST_ACT;
   if (n->n_in < 1 || n->n_out < 1) return 0;
-  if (is_op(n, "Relu")) {
+  if (hs__fuse_is_op(n, "Relu")) {
     op->act = HS_ACT_RELU;
-  } else if (is_op(n, "LeakyRelu")) {
+  } else if (hs__fuse_is_op(n, "LeakyRelu")) {
     op->act = HS_ACT_RELU;
     if (hs_attr_float(n, "alpha", 0.01f, &op->alpha, &tmp)) return 0;
-  } else if (is_op(n, "Sigmoid")) {
+  } else if (hs__fuse_is_op(n, "Sigmoid")) {
     op->act = HS_ACT_SIGMOID;
-  } else if (is_op(n, "Tanh")) {
+  } else if (hs__fuse_is_op(n, "Tanh")) {
     op->act = HS_ACT_TANH;
-  } else if (is_op(n, "HardSwish")) {
+  } else if (hs__fuse_is_op(n, "HardSwish")) {
     op->act = HS_ACT_HARDSWISH;
-  } else if (is_op(n, "HardSigmoid")) {
+  } else if (hs__fuse_is_op(n, "HardSigmoid")) {
     op->act = HS_ACT_HARDSIGMOID;
     if (hs_attr_float(n, "alpha", 0.2f, &op->alpha, &tmp) || hs_attr_float(n, "beta", 0.5f, &op->beta, &tmp)) return 0;
-  } else if (is_op(n, "Elu")) {
+  } else if (hs__fuse_is_op(n, "Elu")) {
     op->act = HS_ACT_ELU;
     if (hs_attr_float(n, "alpha", 1.0f, &op->alpha, &tmp)) return 0;
-  } else if (is_op(n, "Clip")) {
+  } else if (hs__fuse_is_op(n, "Clip")) {
     op->act = HS_ACT_CLIP;
     op->alpha = -INFINITY;
     op->beta = INFINITY;
@@ -221,7 +219,7 @@ int hs__fuse_activation_of(const hs_graph *g, const hs_node *n, hs_post_op *op) 
 int hs__pass_fuse_conv_activation(hs_graph *g, int *changed, hs_error *err) {
   for (int ci = 0; ci < g->n_nodes; ci++) {
     hs_node *c = &g->nodes[ci];
-    if (!is_op(c, "Conv") && !is_op(c, "ConvTranspose")) continue;
+    if (!hs__fuse_is_op(c, "Conv") && !hs__fuse_is_op(c, "ConvTranspose")) continue;
     hs_conv_attrs *a = (hs_conv_attrs *)c->params.bytes;
     for (;;) { /* a chain of activations folds one after the other */
       int ai = hs__fuse_sole_consumer(g, c->out[0], NULL);
@@ -234,7 +232,7 @@ int hs__pass_fuse_conv_activation(hs_graph *g, int *changed, hs_error *err) {
         used += a->post.op[i].kind == HS_POST_ACT && a->post.op[i].act == HS_ACT_HARDSIGMOID ? 2 : 1;
       if (a->post.count >= HS_KERNEL_MAX_POST || used + need > HS_KERNEL_MAX_POST) break;
       a->post.op[a->post.count++] = op;
-      take_output(g, ci, ai);
+      hs__fuse_take_output(g, ci, ai);
       *changed = 1;
     }
   }
@@ -243,20 +241,20 @@ int hs__pass_fuse_conv_activation(hs_graph *g, int *changed, hs_error *err) {
 
 /* ---- residual Add into Conv as a sum post-op ---- */
 
-int hs__pass_fuse_conv_residual(hs_graph *g, int *changed, hs_error *err) {
+int hs__fuse_residual_add(hs_graph *g, hs_fuse_sum_target_fn target, int *changed, hs_error *err) {
   for (int ai = 0; ai < g->n_nodes; ai++) {
     hs_node *add = &g->nodes[ai];
-    if (!is_op(add, "Add") || add->n_in != 2 || add->in[0] < 0 || add->in[1] < 0 || add->in[0] == add->in[1]) continue;
-    /* Prefer the Conv computed last, so the residual is ready earlier. */
+    if (!hs__fuse_is_op(add, "Add") || add->n_in != 2 || add->n_out != 1 || add->in[0] < 0 || add->in[1] < 0 ||
+        add->in[0] == add->in[1])
+      continue;
+    /* Prefer the producer computed last, so the residual is ready earlier. */
     int pick = -1, pick_pos = -1;
+    hs_fuse_sum_target t;
     for (int k = 0; k < 2; k++) {
       int v = add->in[k];
       int p = g->values[v].kind == HS_VAL_INTERMEDIATE ? g->values[v].producer : -1;
-      if (p < 0 || !is_op(&g->nodes[p], "Conv")) continue;
-      const hs_conv_attrs *a = (const hs_conv_attrs *)g->nodes[p].params.bytes;
-      if (a->sum_input >= 0 || a->post.count >= HS_KERNEL_MAX_POST || hs__fuse_count_uses(g, v) != 1) continue;
-      int other = add->in[1 - k];
-      if (g->values[other].kind == HS_VAL_CONST) continue; /* a bias-like constant: may broadcast */
+      if (p < 0 || !target(&g->nodes[p], &t) || *t.sum_input >= 0 || hs__fuse_count_uses(g, v) != 1) continue;
+      if (g->values[add->in[1 - k]].kind == HS_VAL_CONST) continue; /* a bias-like constant: may broadcast */
       int pos = -1;
       for (int oi = 0; oi < g->n_order; oi++)
         if (g->order[oi] == p) pos = oi;
@@ -266,18 +264,30 @@ int hs__pass_fuse_conv_residual(hs_graph *g, int *changed, hs_error *err) {
       }
     }
     if (pick < 0) continue;
-    int ci = g->values[add->in[pick]].producer;
+    int pi = g->values[add->in[pick]].producer;
     int residual = add->in[1 - pick];
-    hs_node *c = &g->nodes[ci];
-    int rc = grow_inputs(c, 4, err);
+    hs_node *p = &g->nodes[pi];
+    int rc = hs__fuse_grow_inputs(p, 4, err);
     if (rc) return rc;
-    c->in[3] = residual;
-    hs_conv_attrs *a = (hs_conv_attrs *)c->params.bytes;
-    a->sum_input = 3;
-    hs_post_ops_add_sum(&a->post, 1.f);
-    take_output(g, ci, ai);
+    p->in[3] = residual;
+    target(p, &t);
+    *t.sum_input = 3;
+    hs_post_ops_add_sum(t.post, 1.f);
+    hs__fuse_take_output(g, pi, ai);
     *changed = 1;
   }
   return 0;
+}
+
+/* A Conv with room for one more post-op step takes a residual sum. */
+static int conv_sum_target(hs_node *n, hs_fuse_sum_target *t) {
+  if (!hs__fuse_is_op(n, "Conv")) return 0;
+  hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
+  *t = (hs_fuse_sum_target){&a->post, &a->sum_input};
+  return a->post.count < HS_KERNEL_MAX_POST;
+}
+
+int hs__pass_fuse_conv_residual(hs_graph *g, int *changed, hs_error *err) {
+  return hs__fuse_residual_add(g, conv_sum_target, changed, err);
 }
 

@@ -18,9 +18,8 @@
 #include "ops/matmul.h"
 #include "ops/ops.h"
 
-static int is_op(const hs_node *n, const char *op) { return !n->dead && !n->domain[0] && !strcmp(n->op_type, op); }
 
-static int is_matmul(const hs_node *n) { return is_op(n, "MatMul") || is_op(n, "Gemm"); }
+static int is_matmul(const hs_node *n) { return hs__fuse_is_op(n, "MatMul") || hs__fuse_is_op(n, "Gemm"); }
 
 static hs_matmul_attrs *attrs_of(hs_node *n) { return (hs_matmul_attrs *)n->params.bytes; }
 
@@ -38,25 +37,6 @@ static int is_scalar_near(const hs_graph *g, int v, double want) {
   return fabs(*(const float *)c->data - want) <= 1e-6 + 1e-5 * fabs(want);
 }
 
-/* The MatMul writes node `dead`'s output instead of its own; `dead` is removed. */
-static void take_output(hs_graph *g, int mm, int dead) {
-  hs_node *m = &g->nodes[mm], *d = &g->nodes[dead];
-  m->out[0] = d->out[0];
-  g->values[d->out[0]].producer = mm;
-  d->dead = 1;
-}
-
-/* Grows a node's input list to at least n entries (new slots are -1, "absent"). */
-static int grow_inputs(hs_node *nd, int n, hs_error *err) {
-  if (nd->n_in >= n) return 0;
-  int *in = realloc(nd->in, sizeof(int) * (size_t)n);
-  if (!in) return hs_error_set(err, HS_NO_MEMORY, "out of memory fusing '%s'", nd->name);
-  for (int i = nd->n_in; i < n; i++) in[i] = -1;
-  nd->in = in;
-  nd->n_in = n;
-  return 0;
-}
-
 /* oneDNN post-op steps the list takes (HardSigmoid is two), and room for `more`. */
 static int post_room(const hs_post_ops *p, int more) {
   int used = 0;
@@ -70,7 +50,7 @@ static int post_room(const hs_post_ops *p, int more) {
 int hs__pass_fuse_matmul_bias(hs_graph *g, int *changed, hs_error *err) {
   for (int mi = 0; mi < g->n_nodes; mi++) {
     hs_node *m = &g->nodes[mi];
-    if (!is_op(m, "MatMul") || m->n_in != 2) continue;
+    if (!hs__fuse_is_op(m, "MatMul") || m->n_in != 2) continue;
     hs_matmul_attrs *a = attrs_of(m);
     if (a->bias_input >= 0 || a->sum_input >= 0 || a->post.count) continue;
     /* B must be a constant matrix so that N is known: the bias must be exactly N numbers, 1-D, so the
@@ -82,15 +62,15 @@ int hs__pass_fuse_matmul_bias(hs_graph *g, int *changed, hs_error *err) {
     int ai = hs__fuse_sole_consumer(g, m->out[0], &slot);
     if (ai < 0) continue;
     hs_node *add = &g->nodes[ai];
-    if (!is_op(add, "Add") || add->n_in != 2 || add->n_out != 1) continue;
+    if (!hs__fuse_is_op(add, "Add") || add->n_in != 2 || add->n_out != 1) continue;
     int bias = add->in[1 - slot];
     const hs_value *bv = const_f32(g, bias);
     if (!bv || bv->ndim != 1 || bv->dims[0] != N || (int64_t)(bv->nbytes / sizeof(float)) != N) continue;
-    int rc = grow_inputs(m, 3, err);
+    int rc = hs__fuse_grow_inputs(m, 3, err);
     if (rc) return rc;
     m->in[2] = bias;
     a->bias_input = 2;
-    take_output(g, mi, ai);
+    hs__fuse_take_output(g, mi, ai);
     *changed = 1;
   }
   return 0;
@@ -108,22 +88,22 @@ static int match_gelu(const hs_graph *g, int x, int nodes[5]) {
   for (int i = 0; i < g->n_nodes; i++) {
     const hs_node *n = &g->nodes[i];
     if (n->dead || n->n_in != 2 || n->n_out != 1) continue;
-    if (is_op(n, "Div") && n->in[0] == x && n->in[1] != x && is_scalar_near(g, n->in[1], sqrt(2.0))) di = i;
-    else if (is_op(n, "Mul") && (n->in[0] == x) != (n->in[1] == x)) qi = i;
+    if (hs__fuse_is_op(n, "Div") && n->in[0] == x && n->in[1] != x && is_scalar_near(g, n->in[1], sqrt(2.0))) di = i;
+    else if (hs__fuse_is_op(n, "Mul") && (n->in[0] == x) != (n->in[1] == x)) qi = i;
   }
   if (di < 0 || qi < 0) return 0;
   int ei = hs__fuse_sole_consumer(g, g->nodes[di].out[0], NULL);
-  if (ei < 0 || !is_op(&g->nodes[ei], "Erf") || g->nodes[ei].n_out != 1) return 0;
+  if (ei < 0 || !hs__fuse_is_op(&g->nodes[ei], "Erf") || g->nodes[ei].n_out != 1) return 0;
   int slot = -1;
   int pi = hs__fuse_sole_consumer(g, g->nodes[ei].out[0], &slot);
-  if (pi < 0 || !is_op(&g->nodes[pi], "Add") || g->nodes[pi].n_in != 2 || g->nodes[pi].n_out != 1 ||
+  if (pi < 0 || !hs__fuse_is_op(&g->nodes[pi], "Add") || g->nodes[pi].n_in != 2 || g->nodes[pi].n_out != 1 ||
       !is_scalar_near(g, g->nodes[pi].in[1 - slot], 1.0))
     return 0;
   const hs_node *q = &g->nodes[qi];
   if (q->in[q->in[0] == x ? 1 : 0] != g->nodes[pi].out[0]) return 0;
   if (hs__fuse_sole_consumer(g, g->nodes[pi].out[0], NULL) != qi) return 0;
   int yi = hs__fuse_sole_consumer(g, q->out[0], &slot);
-  if (yi < 0 || !is_op(&g->nodes[yi], "Mul") || g->nodes[yi].n_in != 2 || g->nodes[yi].n_out != 1 ||
+  if (yi < 0 || !hs__fuse_is_op(&g->nodes[yi], "Mul") || g->nodes[yi].n_in != 2 || g->nodes[yi].n_out != 1 ||
       !is_scalar_near(g, g->nodes[yi].in[1 - slot], 0.5))
     return 0;
   nodes[0] = di;
@@ -144,7 +124,7 @@ int hs__pass_fuse_matmul_activation(hs_graph *g, int *changed, hs_error *err) {
       if (post_room(&a->post, 1) && match_gelu(g, m->out[0], gelu)) {
         hs_post_ops_add_act(&a->post, HS_ACT_GELU_ERF, 0.f, 0.f);
         for (int i = 0; i < 4; i++) g->nodes[gelu[i]].dead = 1;
-        take_output(g, mi, gelu[4]);
+        hs__fuse_take_output(g, mi, gelu[4]);
         *changed = 1;
         continue;
       }
@@ -153,7 +133,7 @@ int hs__pass_fuse_matmul_activation(hs_graph *g, int *changed, hs_error *err) {
       if (ai < 0 || !hs__fuse_activation_of(g, &g->nodes[ai], &op)) break;
       if (!post_room(&a->post, op.act == HS_ACT_HARDSIGMOID ? 2 : 1)) break;
       a->post.op[a->post.count++] = op;
-      take_output(g, mi, ai);
+      hs__fuse_take_output(g, mi, ai);
       *changed = 1;
     }
   }
@@ -162,41 +142,14 @@ int hs__pass_fuse_matmul_activation(hs_graph *g, int *changed, hs_error *err) {
 
 /* ---- residual Add into MatMul / Gemm as a sum post-op ---- */
 
+/* A MatMul/Gemm with room for one more post-op step takes a residual sum. */
+static int matmul_sum_target(hs_node *n, hs_fuse_sum_target *t) {
+  if (!is_matmul(n)) return 0;
+  hs_matmul_attrs *a = attrs_of(n);
+  *t = (hs_fuse_sum_target){&a->post, &a->sum_input};
+  return post_room(&a->post, 1);
+}
+
 int hs__pass_fuse_matmul_residual(hs_graph *g, int *changed, hs_error *err) {
-  for (int ai = 0; ai < g->n_nodes; ai++) {
-    hs_node *add = &g->nodes[ai];
-    if (!is_op(add, "Add") || add->n_in != 2 || add->n_out != 1 || add->in[0] < 0 || add->in[1] < 0 ||
-        add->in[0] == add->in[1])
-      continue;
-    /* Prefer the product computed last, so the residual is ready earlier. */
-    int pick = -1, pick_pos = -1;
-    for (int k = 0; k < 2; k++) {
-      int v = add->in[k];
-      int p = g->values[v].kind == HS_VAL_INTERMEDIATE ? g->values[v].producer : -1;
-      if (p < 0 || !is_matmul(&g->nodes[p])) continue;
-      const hs_matmul_attrs *a = attrs_of(&g->nodes[p]);
-      if (a->sum_input >= 0 || !post_room(&a->post, 1) || hs__fuse_count_uses(g, v) != 1) continue;
-      if (g->values[add->in[1 - k]].kind == HS_VAL_CONST) continue; /* a bias-like constant: the bias pass's */
-      int pos = -1;
-      for (int oi = 0; oi < g->n_order; oi++)
-        if (g->order[oi] == p) pos = oi;
-      if (pos > pick_pos) {
-        pick = k;
-        pick_pos = pos;
-      }
-    }
-    if (pick < 0) continue;
-    int mi = g->values[add->in[pick]].producer;
-    int residual = add->in[1 - pick];
-    hs_node *m = &g->nodes[mi];
-    int rc = grow_inputs(m, 4, err);
-    if (rc) return rc;
-    m->in[3] = residual;
-    hs_matmul_attrs *a = attrs_of(m);
-    a->sum_input = 3;
-    hs_post_ops_add_sum(&a->post, 1.f);
-    take_output(g, mi, ai);
-    *changed = 1;
-  }
-  return 0;
+  return hs__fuse_residual_add(g, matmul_sum_target, changed, err);
 }
