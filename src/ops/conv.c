@@ -551,12 +551,11 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = kernel_for(n, &g, &kerr);
-  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
   if (k) {
     const void *src[1] = {in[0].data};
     hs_kernel_args args = {.batch = g.n, .src = src, .nsrc = 1, .residual = res, .dst = out[0].data, .scratch = scratch};
-    rc = hs_kernel_run(k, &args, err);
-    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+    return hs_op_run_kernel(n, k, &args, err);
   }
   if ((rc = plain_weights(n, &in[1], scratch, &w, &rest, err))) return rc;
   const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;

@@ -375,8 +375,7 @@ static size_t binary_scratch(const hs_node *n, const hs_tensor *in, int nin, con
 static int run_kernel(const hs_node *n, hs_kernel *k, const void **src, int nsrc, hs_tensor *y, void *scratch,
                       hs_error *err) {
   hs_kernel_args args = {.src = src, .nsrc = nsrc, .dst = y->data, .scratch = scratch};
-  int rc = hs_kernel_run(k, &args, err);
-  return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+  return hs_op_run_kernel(n, k, &args, err);
 }
 
 static int binary_run(const hs_node *n, const hs_tensor *in_raw, int nin, hs_tensor *out, int nout, void *scratch,
@@ -388,7 +387,7 @@ static int binary_run(const hs_node *n, const hs_tensor *in_raw, int nin, hs_ten
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = binary_kernel(n, &in[0], &in[1], &out[0], &kerr);
-  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
   if (k) {
     const void *src[2] = {in[0].data, in[1].data};
     return run_kernel(n, k, src, p->kind == B_POW ? 1 : 2, &out[0], scratch, err);
@@ -613,7 +612,7 @@ static int unary_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = unary_kernel(n, &in[0], &kerr);
-  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
   if (k) {
     const void *src[1] = {in[0].data};
     return run_kernel(n, k, src, 1, &out[0], scratch, err);

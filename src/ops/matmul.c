@@ -427,13 +427,12 @@ static int mm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out
     hs_error_clear(&kerr);
     int64_t rows = 0;
     hs_kernel *k = kernel_for(n, in, &s, &rows, &kerr);
-    if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+    if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
     if (k) {
       const void *src[1] = {in[0].data};
       hs_kernel_args args = {.batch = rows, .src = src, .nsrc = 1, .residual = r ? r->data : NULL,
                              .dst = out[0].data, .scratch = scratch};
-      rc = hs_kernel_run(k, &args, err);
-      return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+      return hs_op_run_kernel(n, k, &args, err);
     }
   }
   plain_run(n, &s, in, nin, out, scratch);

@@ -65,8 +65,7 @@ static int run_kernel(const hs_node *n, hs_kernel *k, int64_t batch, const void 
                       hs_error *err) {
   const void *s[1] = {src};
   hs_kernel_args args = {.batch = batch, .src = s, .nsrc = 1, .dst = dst, .scratch = scratch};
-  int rc = hs_kernel_run(k, &args, err);
-  return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+  return hs_op_run_kernel(n, k, &args, err);
 }
 
 /* ---- BatchNormalization ----------------------------------------------------------------------- */
@@ -147,7 +146,7 @@ static int bn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = bn_kernel(n, &in[0], &kerr);
-  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
   if (k) return run_kernel(n, k, in[0].dims[0], in[0].data, out[0].data, scratch, err);
   const float *x = in[0].data, *sc = in[1].data, *b = in[2].data, *mean = in[3].data, *var = in[4].data;
   float *y = out[0].data;
@@ -346,7 +345,7 @@ static int ln_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out
     hs_error kerr;
     hs_error_clear(&kerr);
     hs_kernel *k = ln_kernel(n, &in[0], &v, &kerr);
-    if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+    if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
     if (k) {
       if ((rc = run_kernel(n, k, v.axis0 ? 0 : v.batch, x, y, scratch, err))) return rc;
       if (mean_out || inv_out) /* the optional statistics outputs: a plain-C pass */
@@ -472,7 +471,7 @@ static int sm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = sm_kernel(n, &v, &kerr);
-  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
   if (k) return run_kernel(n, k, v.axis0 ? 0 : v.batch, in[0].data, out[0].data, scratch, err);
   int r = in[0].ndim;
   int64_t a = p->axis < 0 ? p->axis + r : p->axis;

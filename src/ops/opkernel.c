@@ -54,3 +54,12 @@ size_t hs_op_kernel_scratch(hs_kernel *k, int64_t batch) {
   size_t s = hs_kernel_scratch_size(k, batch);
   return s == (size_t)-1 ? 0 : s;
 }
+
+int hs_op_run_kernel(const hs_node *n, hs_kernel *k, const hs_kernel_args *args, hs_error *err) {
+  int rc = hs_kernel_run(k, args, err);
+  return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+}
+
+int hs_op_strict_error(const hs_node *n, const hs_error *kerr, hs_error *err) {
+  return hs_op_errf(err, n, kerr->code, "no oneDNN kernel (strict mode): %s", kerr->message);
+}

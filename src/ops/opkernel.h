@@ -35,6 +35,12 @@ hs_kernel *hs_op_kernel(const hs_node *n, hs_kcache *cache, const int64_t *key, 
 int hs_op_attach_cache(hs_node *n, hs_error *err);
 static inline hs_kcache *hs_op_cache(const hs_node *n) { return (hs_kcache *)n->state; }
 
+/* Runs kernel k for node n; an error names the node. */
+int hs_op_run_kernel(const hs_node *n, hs_kernel *k, const hs_kernel_args *args, hs_error *err);
+
+/* run()'s error when hs_op_kernel refused the plain path in strict mode (kerr is its strict_err). */
+int hs_op_strict_error(const hs_node *n, const hs_error *kerr, hs_error *err);
+
 /* Scratch bytes of kernel k for batch (0 when k is NULL or its size is unknown). */
 size_t hs_op_kernel_scratch(hs_kernel *k, int64_t batch);
 

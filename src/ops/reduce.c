@@ -190,12 +190,11 @@ static int reduce_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = reduce_kernel(n, &in[0], mask, &kerr);
-  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
   if (k) {
     const void *src[1] = {in[0].data};
     hs_kernel_args args = {.src = src, .nsrc = 1, .dst = out[0].data, .scratch = scratch};
-    rc = hs_kernel_run(k, &args, err);
-    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+    return hs_op_run_kernel(n, k, &args, err);
   }
   int r = in[0].ndim;
   int64_t ostr[HS_MAX_DIMS], acc = 1, cnt = 1;

@@ -246,12 +246,11 @@ static int resize_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = kernel_for(n, &in[0], od, sc, &kerr);
-  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
   if (k) {
     const void *src[1] = {in[0].data};
     hs_kernel_args args = {.batch = in[0].dims[0], .src = src, .nsrc = 1, .dst = out[0].data, .scratch = scratch};
-    rc = hs_kernel_run(k, &args, err);
-    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+    return hs_op_run_kernel(n, k, &args, err);
   }
   /* per axis: i0, i1, weight of i1, and whether the position is outside (tf_crop_and_resize) */
   int64_t *i0[HS_MAX_DIMS], *i1[HS_MAX_DIMS];

@@ -362,13 +362,12 @@ static int concat_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = concat_kernel(n, in, nin, a, &out[0], &kerr);
-  if (!k && kerr.code) return hs_op_errf(err, n, kerr.code, "no oneDNN kernel (strict mode): %s", kerr.message);
+  if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
   if (k) {
     const void *src[CONCAT_MAX_KEY];
     for (int i = 0; i < nin; i++) src[i] = in[i].data;
     hs_kernel_args args = {.src = src, .nsrc = nin, .dst = out[0].data, .scratch = scratch};
-    rc = hs_kernel_run(k, &args, err);
-    return rc ? hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type) : 0;
+    return hs_op_run_kernel(n, k, &args, err);
   }
   size_t esz = hs_dtype_size(in[0].dtype);
   int64_t outer = 1, inner = 1;
