@@ -52,7 +52,10 @@ typedef struct hs_backend {
   /* Bytes the model holds (weights, packed kernels, plans); used for memory admission. */
   size_t (*memory_bytes)(const hs_backend_model *model);
 
-  /* Creates per-thread run state (scratch arena, output buffers). Caller frees with session_free. */
+  /* Creates per-thread run state (scratch arena, output buffers). Caller frees with session_free.
+   * Do a session's one-time costs here for the model's load-time shapes (symbolic dims = 1), so
+   * that its first run costs what every run costs: the server warms up with warmup.runs runs
+   * (default 1) going round the sessions, not with one run per session. */
   int (*session_create)(const hs_backend_model *model, hs_backend_session **out, hs_error *err);
   void (*session_free)(hs_backend_session *session);
 

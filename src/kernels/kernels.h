@@ -23,8 +23,10 @@
  * run without reorders. Weights are always given in ONNX's layout and copied: the caller may free them
  * after creation.
  *
- * Threads: a run parallelises over hs_kernels_threads() threads of the calling thread (OpenMP in the
- * CPU build). Call hs_kernels_set_threads() on each worker thread.
+ * Threads: a kernel's thread count is fixed when it is created, from hs_kernels_threads() of the
+ * creating thread (oneDNN reads OpenMP's per-thread setting then and keeps it); a run uses that count
+ * whichever thread calls it. So set the count with hs_kernels_set_threads() before creating kernels,
+ * not only before running them.
  */
 
 #include <stddef.h>
@@ -299,7 +301,8 @@ const char *hs_kernel_impl_name(const hs_kernel *k);
  * needs channels % 8 == 0; callers keep NCHW where that does not hold. */
 hs_layout hs_kernels_preferred_layout(hs_kernel_device device);
 
-/* Thread count of the calling thread's runs (default: all cores). n <= 0 restores the default. */
+/* Thread count of the kernels the calling thread creates from now on (default: all cores); n <= 0
+ * restores the default. Per thread (OpenMP's nthreads-var). */
 void hs_kernels_set_threads(int n);
 int hs_kernels_threads(void);
 

@@ -2,6 +2,7 @@
  * (see engine.h for the design: immutable model, per-session arena and plan cache). */
 #include "onnx/engine.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,22 +30,36 @@ static void fill_desc(hs_io_desc *d, const hs_value *v) {
   for (int i = 0; i < d->ndim; i++) d->dims[i] = v->dims[i] < 0 ? -1 : v->dims[i];
 }
 
+/* Shape-only input tensors with every symbolic dim set to sym: the load-time shapes (sym = 1, the
+ * shapes warm-up uses too) and the second trial shape (sym = 2). */
+static void load_time_inputs(const hs_engine_model *m, int64_t sym, hs_tensor *in) {
+  for (int i = 0; i < m->n_inputs; i++) {
+    memset(&in[i], 0, sizeof in[i]);
+    in[i].dtype = m->inputs[i].dtype;
+    in[i].ndim = m->inputs[i].ndim;
+    for (int k = 0; k < in[i].ndim; k++) in[i].dims[k] = m->inputs[i].dims[k] < 0 ? sym : m->inputs[i].dims[k];
+    int64_t c = hs_shape_numel(in[i].dims, in[i].ndim);
+    in[i].nbytes = c < 0 ? 0 : (size_t)c * hs_dtype_size(in[i].dtype);
+  }
+}
+
+static bool has_symbolic_dims(const hs_engine_model *m) {
+  for (int i = 0; i < m->n_inputs; i++)
+    for (int k = 0; k < m->inputs[i].ndim; k++)
+      if (m->inputs[i].dims[k] < 0) return true;
+  return false;
+}
+
 /* Output descriptors from two trial plans (symbolic dims = 1 and = 2): dims that differ are
- * dynamic. Returns HS_UNAVAILABLE when shapes depend on input contents (then the declared
- * ValueInfo is used). */
+ * dynamic. A model without symbolic dims needs one. Returns HS_UNAVAILABLE when shapes depend on
+ * input contents (then the declared ValueInfo is used). */
 static int trial_plans(hs_engine_model *m, hs_error *err) {
   hs_tensor *in = calloc((size_t)m->n_inputs + 1, sizeof *in);
   if (!in) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
   hs_plan *p[2] = {NULL, NULL};
-  int rc = 0;
-  for (int t = 0; t < 2 && rc == 0; t++) {
-    for (int i = 0; i < m->n_inputs; i++) {
-      in[i].dtype = m->inputs[i].dtype;
-      in[i].ndim = m->inputs[i].ndim;
-      for (int k = 0; k < in[i].ndim; k++) in[i].dims[k] = m->inputs[i].dims[k] < 0 ? t + 1 : m->inputs[i].dims[k];
-      int64_t c = hs_shape_numel(in[i].dims, in[i].ndim);
-      in[i].nbytes = c < 0 ? 0 : (size_t)c * hs_dtype_size(in[i].dtype);
-    }
+  int rc = 0, trials = has_symbolic_dims(m) ? 2 : 1;
+  for (int t = 0; t < trials && rc == 0; t++) {
+    load_time_inputs(m, t + 1, in);
     rc = hs_plan_build(m, in, 0, &p[t], err);
   }
   if (rc == 0) {
@@ -52,7 +67,7 @@ static int trial_plans(hs_engine_model *m, hs_error *err) {
     for (int k = 0; k < m->n_outputs; k++) {
       hs_tensor a, b;
       hs_plan_output_shape(p[0], m, k, &a);
-      hs_plan_output_shape(p[1], m, k, &b);
+      hs_plan_output_shape(p[trials - 1], m, k, &b);
       hs_io_desc *d = &m->outputs[k];
       d->dtype = a.dtype;
       d->ndim = a.ndim;
@@ -76,6 +91,9 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
   memset(g, 0, sizeof *g);
   g = &m->g;
   m->threads = opts && opts->threads > 0 ? opts->threads : 0; /* 0: the kernels' default */
+  /* kernels keep the thread count they were created with (kernels.h): the ones the passes and the
+   * trial plans create below must have the model's, not whatever this thread was left with */
+  hs_kernels_set_threads(m->threads);
 
   for (int i = 0; i < g->n_nodes; i++)
     if (!g->nodes[i].dead && (rc = hs_op_bind(&g->nodes[i], g, err))) goto fail;
@@ -126,9 +144,7 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
   hs_error terr;
   hs_error_clear(&terr);
   rc = trial_plans(m, &terr);
-  int symbolic = 0;
-  for (int i = 0; i < m->n_inputs; i++)
-    for (int k = 0; k < m->inputs[i].ndim; k++) symbolic |= m->inputs[i].dims[k] < 0;
+  bool symbolic = has_symbolic_dims(m);
   if (rc == HS_UNAVAILABLE) {
     rc = 0; /* shapes depend on input contents: checked per run */
   } else if (rc && symbolic && rc != HS_UNSUPPORTED && rc != HS_NO_MEMORY) {
@@ -167,6 +183,54 @@ int hs_engine_load(const char *path, const hs_backend_options *opts, hs_engine_m
 
 /* ---- sessions ---------------------------------------------------------------------------------- */
 
+/* The session's plan for these inputs (from its cache, or built and cached), with an arena big
+ * enough for it. */
+static int session_plan(hs_engine_session *s, const hs_tensor *inputs, int data_known, hs_plan **out,
+                        hs_error *err) {
+  const hs_engine_model *m = s->m;
+  /* before planning: a new shape's kernels are created by the plan (kernels.h, Threads) */
+  hs_kernels_set_threads(m->threads);
+  hs_plan *plan = NULL;
+  for (int i = 0; i < HS_PLAN_CACHE && !plan; i++)
+    if (s->plans[i] && hs_plan_matches(s->plans[i], m, inputs)) plan = s->plans[i];
+  if (!plan) { /* new shapes: plan once, then every run with these shapes reuses it */
+    int rc = hs_plan_build(m, inputs, data_known, &plan, err);
+    if (rc) return rc;
+    int slot = s->next_victim;
+    s->next_victim = (slot + 1) % HS_PLAN_CACHE;
+    hs_plan_free(s->plans[slot]);
+    s->plans[slot] = plan;
+  }
+  size_t need = hs_plan_arena_bytes(plan);
+  if (need > s->arena_bytes) {
+    size_t sz = (need + 63) & ~(size_t)63;
+    void *a = aligned_alloc(64, sz);
+    if (!a) return hs_error_set(err, HS_NO_MEMORY, "out of memory for a %zu-byte arena", sz);
+    free(s->arena);
+    s->arena = a;
+    s->arena_bytes = sz;
+  }
+  *out = plan;
+  return 0;
+}
+
+/* Readies a new session for the load-time shapes (those warm-up runs), so that its first request
+ * does not pay for them: the plan is built and cached, and the arena is allocated and its pages
+ * touched. Best effort: a model whose plan needs input contents (key inputs) is planned by its
+ * first run instead, and so is any shape this cannot plan (the run then reports why). */
+static void session_prime(hs_engine_session *s) {
+  const hs_engine_model *m = s->m;
+  if (m->n_key_inputs > 0) return;
+  hs_tensor *in = calloc((size_t)m->n_inputs + 1, sizeof *in);
+  if (!in) return;
+  load_time_inputs(m, 1, in);
+  hs_plan *plan;
+  hs_error err;
+  hs_error_clear(&err);
+  if (session_plan(s, in, 0, &plan, &err) == 0 && s->arena) memset(s->arena, 0, s->arena_bytes);
+  free(in);
+}
+
 int hs_engine_session_create(const hs_engine_model *m, hs_engine_session **out, hs_error *err) {
   hs_engine_session *s = calloc(1, sizeof *s);
   if (!s) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
@@ -177,6 +241,7 @@ int hs_engine_session_create(const hs_engine_model *m, hs_engine_session **out, 
     hs_engine_session_free(s);
     return hs_error_set(err, HS_NO_MEMORY, "out of memory");
   }
+  session_prime(s);
   *out = s;
   return 0;
 }
@@ -225,26 +290,7 @@ int hs_engine_run(hs_engine_session *s, const hs_tensor *inputs, size_t n_inputs
   if (n_outputs != (size_t)m->n_outputs)
     return hs_error_set(err, HS_INVALID_ARGUMENT, "the model has %d outputs, %zu requested", m->n_outputs,
                         n_outputs);
-  hs_plan *plan = NULL;
-  for (int i = 0; i < HS_PLAN_CACHE && !plan; i++)
-    if (s->plans[i] && hs_plan_matches(s->plans[i], m, inputs)) plan = s->plans[i];
-  if (!plan) { /* new shapes: plan once, then every run with these shapes reuses it */
-    if ((rc = hs_plan_build(m, inputs, 1, &plan, err))) return rc;
-    int slot = s->next_victim;
-    s->next_victim = (slot + 1) % HS_PLAN_CACHE;
-    hs_plan_free(s->plans[slot]);
-    s->plans[slot] = plan;
-  }
-  size_t need = hs_plan_arena_bytes(plan);
-  if (need > s->arena_bytes) {
-    size_t sz = (need + 63) & ~(size_t)63;
-    void *a = aligned_alloc(64, sz);
-    if (!a) return hs_error_set(err, HS_NO_MEMORY, "out of memory for a %zu-byte arena", sz);
-    free(s->arena);
-    s->arena = a;
-    s->arena_bytes = sz;
-  }
-  /* the thread count is per calling thread (OpenMP): each worker's runs use the model's setting */
-  hs_kernels_set_threads(m->threads);
+  hs_plan *plan;
+  if ((rc = session_plan(s, inputs, 1, &plan, err))) return rc;
   return hs_plan_execute(plan, m, inputs, s->arena, s->vin, s->vout, outputs, err);
 }

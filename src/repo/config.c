@@ -3,7 +3,7 @@
  * Format (docs/REPOSITORY.md):
  *   {"backend": "onnx",
  *    "version_policy": {"latest": {"num_versions": 2}} | {"all": {}} | {"specific": {"versions": [1, 3]}},
- *    "warmup": {"runs": 3, "inputs": "zeros" | "random" | "files"},
+ *    "warmup": {"runs": 1, "inputs": "zeros" | "random" | "files"},
  *    "golden": {"enabled": true, "rtol": 1e-3, "atol": 1e-4},
  *    "threads": 0, "instances": 0,
  *    "inputs":  [{"name": "x", "datatype": "FP32", "shape": [1, 4]}],
@@ -25,7 +25,7 @@ void hs_repo_config_defaults(hs_model_config *cfg) {
   snprintf(cfg->backend, sizeof cfg->backend, "onnx");
   cfg->policy = HS_POLICY_LATEST;
   cfg->latest_n = 1;
-  cfg->warmup_runs = 3;
+  cfg->warmup_runs = 1;
   cfg->warmup_kind = HS_WARMUP_ZEROS;
   cfg->golden_check = false; /* the loader turns it on when <version>/golden/ exists */
   cfg->golden_rtol = 1e-3;

@@ -149,9 +149,11 @@ static int warm_up(hs_version *v, const hs_model_config *cfg, const char *vdir, 
   hs_tensor *out = calloc(n_out ? n_out : 1, sizeof *out);
   int rc = (in && out) ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "no memory for warm-up");
   if (rc == HS_OK) rc = make_warmup_inputs(v, cfg, vdir, in, n_in, err);
-  /* every session runs at least once, so no request pays a session's first-run cost */
+  /* Sessions come ready for the load-time shapes (backend.h, session_create), so one run proves
+   * the version computes; runs go round the sessions, so warmup.runs = instances runs each once
+   * (for a backend whose sessions pay a first-run cost). Every run here is CPU that the requests
+   * of the version still serving do not get (bench/reload). */
   size_t runs = cfg->warmup_runs > 0 ? (size_t)cfg->warmup_runs : 0;
-  if (runs > 0 && runs < v->n_sessions) runs = v->n_sessions;
   for (size_t k = 0; rc == HS_OK && k < runs; k++)
     rc = v->backend->run(v->sessions[k % v->n_sessions], in, n_in, out, n_out, err);
   for (size_t i = 0; in && i < n_in; i++) free(in[i].data);

@@ -122,7 +122,7 @@ static void test_config_defaults_and_full(void **state) {
   assert_string_equal(c.backend, "onnx");
   assert_int_equal(c.policy, HS_POLICY_LATEST);
   assert_int_equal(c.latest_n, 1);
-  assert_int_equal(c.warmup_runs, 3);
+  assert_int_equal(c.warmup_runs, 1);
   assert_int_equal(c.n_inputs, 0);
 
   write_text(P("%s/m/config.json", f->root),
