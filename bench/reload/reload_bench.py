@@ -74,13 +74,50 @@ class RssSampler(threading.Thread):
             self.stop.wait(0.1)
 
 
+def _stat_cpu(path):
+    """(comm, user + system CPU seconds) from a /proc stat file."""
+    with open(path) as f:
+        s = f.read()
+    fields = s[s.rindex(")") + 2:].split()
+    return s[s.index("(") + 1:s.rindex(")")], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid):
+    """CPU seconds the server has used so far: (the whole process, ended threads included; hs-loader)."""
+    loader = 0.0
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            comm, cpu = _stat_cpu("/proc/%d/task/%s/stat" % (pid, t))
+        except OSError:
+            continue                    # the thread ended meanwhile
+        if comm == "hs-loader":
+            loader += cpu
+    return _stat_cpu("/proc/%d/stat" % pid)[1], loader
+
+
+def publish_timed(src, model_dir, version):
+    """`hotserve publish` as users run it; returns the CPU seconds the publisher process used."""
+    p = subprocess.Popen([hsys.Env.hotserve, "publish", src, model_dir, "--version", str(version)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.stderr.close()
+    if p.returncode != 0:
+        raise RuntimeError("hotserve publish exited %d: %s" % (p.returncode, err.decode(errors="replace")[-500:]))
+    return ru.ru_utime + ru.ru_stime
+
+
 def phase(url, body, hdr_len, conns, duration, pid):
     rss = RssSampler(pid)
     rss.start()
+    cpu0, t0 = thread_cpu(pid), time.monotonic()
     s = benchlib.wrk(url, body, hdr_len, conns, duration)
+    cpu1, t1 = thread_cpu(pid), time.monotonic()
     rss.stop.set()
     rss.join()
     s["peak_rss"] = rss.peak
+    s["server_cpu"], s["loader_cpu"], s["wall"] = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], t1 - t0
     return s
 
 
@@ -134,6 +171,7 @@ def main():
 
         entries = {}            # (version, generation) -> last status entry seen
         published = []
+        publisher_cpu = []
         stop = threading.Event()
         pub_errors = []
 
@@ -157,7 +195,7 @@ def main():
                 if stop.wait(max(0.0, delay)):
                     return
                 try:
-                    hsys.publish(d, repo_model, i + 2)
+                    publisher_cpu.append(publish_timed(d, repo_model, i + 2))
                     published.append(i + 2)
                 except Exception as ex:                   # noqa: BLE001
                     pub_errors.append("publish %d: %r" % (i + 2, ex))
@@ -214,6 +252,23 @@ def main():
             ratios.append(["first request / steady p50 (worst version)", "%.2f" % (fr_max / steady_med),
                            "<= 1.2", "yes" if fr_max <= 1.2 * steady_med else "NO"])
         table += "\n" + benchlib.md_table(["ratio", "value", "target", "met"], ratios)
+        # Where the CPU went: at a fixed concurrency the server is busy all the time, so whatever the
+        # reloads take (the loader thread, and the publisher where it shares the machine) comes out of
+        # the requests' CPU; this is the throughput one should expect to lose.
+        cores = os.cpu_count() or 1
+        n_pub = max(1, len(published))
+        pub_s = sum(publisher_cpu)
+        taken = (reload["loader_cpu"] + pub_s) / (reload["wall"] * cores)
+        per_req = [(s["server_cpu"] - s["loader_cpu"]) / max(1, s["requests"]) * 1e3 for s in (steady, reload)]
+        crows = [["hs-loader thread (verify, load, warm-up, free)", "%.0f" % (reload["loader_cpu"] * 1e3 / n_pub),
+                  "%.1f%%" % (100 * reload["loader_cpu"] / (reload["wall"] * cores))],
+                 ["publisher (`hotserve publish`: copy, hash, fsync)", "%.0f" % (pub_s * 1e3 / n_pub),
+                  "%.1f%%" % (100 * pub_s / (reload["wall"] * cores))],
+                 ["both: the throughput ratio to expect at saturation", "", "%.3f" % (1 - taken)]]
+        table += "\n" + benchlib.md_table(["reload phase CPU (%d cores)" % cores, "ms per version",
+                                           "share of the machine"], crows)
+        table += ("\nServer CPU per request outside the loader: %.2f ms without reloads, %.2f ms with them "
+                  "(ratio %.3f).\n" % (per_req[0], per_req[1], per_req[1] / per_req[0]))
         vrows = [[e["version"], e.get("state"), e.get("verify_ms"), e.get("load_ms"), e.get("warmup_ms"),
                   e.get("first_request_ms"), e.get("reason") or ""] for e in loaded]
         table += "\n" + benchlib.md_table(["version", "state", "verify ms", "load ms", "warm-up ms",
