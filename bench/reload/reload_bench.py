@@ -285,7 +285,11 @@ def main():
         print(notes)
         if not a.no_write:
             cmd = ("bench/reload/run.sh " + " ".join(sys.argv[1:])).strip()
-            path = benchlib.write_result("reload", "bench/reload: MobileNetV2, a new version every %g s" % a.period,
+            # the default (4 connections: the server saturated, requests queued) and other concurrencies
+            # each keep their own table in bench/README.md
+            kind = "reload" if a.connections == 4 else "reload-c%d" % a.connections
+            path = benchlib.write_result(kind, "bench/reload: MobileNetV2, a new version every %g s, %d connection%s"
+                                         % (a.period, a.connections, "" if a.connections == 1 else "s"),
                                          cmd, table, notes)
             print("written to %s and bench/README.md" % os.path.relpath(path, benchlib.ROOT))
     finally:
