@@ -108,6 +108,44 @@ def publish_timed(src, model_dir, version):
     return ru.ru_utime + ru.ru_stime
 
 
+def overlap_table(trace_path, pub_windows, t_reload):
+    """From the server's --trace file (and the publisher's own windows, same monotonic clock): for the
+    requests of the reload phase, how many overlapped each reload stage and their p99, against the
+    requests that overlapped none; the no-reload phase's p99 (server side) for reference."""
+    reqs, wins = [], []
+    with open(trace_path) as f:
+        for line in f:
+            e = json.loads(line)
+            if e["ev"] == "request" and e["outcome"] == "success":
+                reqs.append((e["end_ns"] - e["total_ns"], e["end_ns"], e["total_ns"]))
+            elif e["ev"] == "stage" and e["stage"] != "swap":
+                wins.append((e["stage"], e["begin_ns"], e["end_ns"]))
+    wins += [("publish", b, e) for b, e in pub_windows]
+    start = np.array([r[0] for r in reqs], dtype=np.int64)
+    end = np.array([r[1] for r in reqs], dtype=np.int64)
+    total = np.array([r[2] for r in reqs], dtype=np.float64) / 1e6
+    steady, rel = end < t_reload, start >= t_reload
+    if not steady.any() or not rel.any():
+        return "(trace: too few requests to compare)\n"
+    rows, any_stage = [], np.zeros(len(reqs), bool)
+    for name in ("publish", "scan", "load", "warmup", "free", "trim"):
+        m = np.zeros(len(reqs), bool)
+        for n, b, e in wins:
+            if n == name and e >= t_reload:
+                m |= (start < e) & (end > b)
+        m &= rel
+        any_stage |= m
+        dur = [(e - b) / 1e6 for n, b, e in wins if n == name and e >= t_reload]
+        rows.append([name, "%.1f / %.1f" % (statistics.median(dur), max(dur)) if dur else "-", m.sum(),
+                     "%.1f%%" % (100.0 * m.sum() / rel.sum()), "%.2f" % np.percentile(total[m], 99) if m.any() else "-"])
+    none = rel & ~any_stage
+    rows.append(["none of these", "", none.sum(), "%.1f%%" % (100.0 * none.sum() / rel.sum()),
+                 "%.2f" % np.percentile(total[none], 99) if none.any() else "-"])
+    rows.append(["(no-reload phase, all)", "", steady.sum(), "", "%.2f" % np.percentile(total[steady], 99)])
+    return benchlib.md_table(["reload phase: requests overlapping", "stage median / max ms", "requests", "share",
+                              "their p99 ms (server side)"], rows)
+
+
 def phase(url, body, hdr_len, conns, duration, pid):
     rss = RssSampler(pid)
     rss.start()
@@ -135,6 +173,9 @@ def main():
     p.add_argument("--publisher-nice", type=int, default=0,
                    help="run the publisher (hotserve publish: copy, hash, fsync) this many nice steps down; in "
                         "production it runs on another machine (a CI job writing to the shared volume)")
+    p.add_argument("--trace", action="store_true",
+                   help="run the server with --trace and add a table of the requests that overlapped each reload "
+                        "stage (publish, scan, load, warmup, free, trim) and their p99")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
     hsys.Env.hotserve = os.path.abspath(a.hotserve)
@@ -152,6 +193,9 @@ def main():
         extra = ["--log-level", "warn"] + (["--threads", str(a.threads)] if a.threads else [])
         if a.loader_priority:
             extra += ["--loader-priority", a.loader_priority]
+        trace_path = os.path.join(tmp, "trace.jsonl")
+        if a.trace:
+            extra += ["--trace", trace_path]
         srv = hsys.Server(os.path.join(tmp, "repo"), *extra)
         c = srv.conn(timeout=120)
         hsys.wait_serving(c, "mobilenet", 1, timeout=300)
@@ -172,6 +216,7 @@ def main():
         entries = {}            # (version, generation) -> last status entry seen
         published = []
         publisher_cpu = []
+        pub_windows = []
         stop = threading.Event()
         pub_errors = []
 
@@ -195,7 +240,9 @@ def main():
                 if stop.wait(max(0.0, delay)):
                     return
                 try:
+                    tp = time.monotonic_ns()
                     publisher_cpu.append(publish_timed(d, repo_model, i + 2))
+                    pub_windows.append((tp, time.monotonic_ns()))
                     published.append(i + 2)
                 except Exception as ex:                   # noqa: BLE001
                     pub_errors.append("publish %d: %r" % (i + 2, ex))
@@ -206,6 +253,7 @@ def main():
         print("phase 1: %d s without reloads" % a.duration, flush=True)
         steady = phase(url, body, len(hdr), a.connections, a.duration, srv.pid)
         print("phase 2: %d s with a new version every %g s" % (a.duration, a.period), flush=True)
+        t_reload = time.monotonic_ns()
         pubt.start()
         reload = phase(url, body, len(hdr), a.connections, a.duration, srv.pid)
         stop.set()
@@ -269,6 +317,8 @@ def main():
                                            "share of the machine"], crows)
         table += ("\nServer CPU per request outside the loader: %.2f ms without reloads, %.2f ms with them "
                   "(ratio %.3f).\n" % (per_req[0], per_req[1], per_req[1] / per_req[0]))
+        if a.trace:
+            table += "\n" + overlap_table(trace_path, pub_windows, t_reload)
         vrows = [[e["version"], e.get("state"), e.get("verify_ms"), e.get("load_ms"), e.get("warmup_ms"),
                   e.get("first_request_ms"), e.get("reason") or ""] for e in loaded]
         table += "\n" + benchlib.md_table(["version", "state", "verify ms", "load ms", "warm-up ms",

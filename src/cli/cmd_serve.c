@@ -38,6 +38,9 @@ static void usage(FILE *out) {
           "  --idle-timeout S        close idle or stalled connections after S seconds (default 120)\n"
           "  --memory-limit BYTES    refuse loads beyond this (default: cgroup limit or RAM)\n"
           "  --log-level L           debug, info or warn (default info)\n"
+          "  --trace FILE            write one JSON line per request and per reload stage (scan, load,\n"
+          "                          warmup, swap, free, trim) to FILE, with monotonic-clock times, to see\n"
+          "                          what a reload costs the requests beside it (docs/SERVING.md)\n"
           "\n"
           "Signals: SIGHUP rescans the repository; SIGTERM/SIGINT stop accepting connections, let\n"
           "requests in flight finish, and exit 0. Endpoints: see docs/SERVING.md.\n");
@@ -62,7 +65,7 @@ static int parse_ull(const char *s, unsigned long long max, unsigned long long *
 }
 
 int hs_cmd_serve(int argc, char **argv) {
-  const char *repo = NULL, *host = "127.0.0.1";
+  const char *repo = NULL, *host = "127.0.0.1", *trace = NULL;
   const char *keys[MAX_KEYS];
   size_t n_keys = 0;
   bool require_sig = false;
@@ -114,6 +117,9 @@ int hs_cmd_serve(int argc, char **argv) {
       bad = parse_ull(v, 100000, &max_conn) != 0 || max_conn == 0;
     } else if (!strcmp(a, "--memory-limit")) {
       bad = parse_ull(v, ~0ull, &mem_limit) != 0;
+    } else if (!strcmp(a, "--trace")) {
+      bad = !v || !*v;
+      trace = v;
     } else if (!strcmp(a, "--log-level")) {
       if (!strcmp(v, "debug")) hs_log_set_level(HS_LOG_DEBUG);
       else if (!strcmp(v, "info")) hs_log_set_level(HS_LOG_INFO);
@@ -150,7 +156,7 @@ int hs_cmd_serve(int argc, char **argv) {
   hs_registry_options ro = {.root = repo, .poll_ms = (int)(poll_s * 1000 + 0.5), .settle_ms = (int)(settle_s * 1000 + 0.5),
                             .require_signature = require_sig, .key_paths = keys, .n_keys = n_keys,
                             .threads = (int)threads, .instances = (int)instances, .loader_priority = loader_prio, .memory_limit = (size_t)mem_limit,
-                            .watch = true};
+                            .trace_path = trace, .watch = true};
   hs_registry *reg = NULL;
   if (hs_registry_create(&ro, &reg, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);

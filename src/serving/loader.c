@@ -278,8 +278,9 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     v->free_list[v->n_free++] = v->sessions[i];
   }
   load_ms = ms_since(t0);
-
   uint64_t tw = hs_now_ns();
+  hs_trace_stage(r->trace, "load", m->name, v->version, t0, tw);
+
   code = "warmup_error";
   if (warm_up(v, cfg, rv->dir, &err) != HS_OK) goto fail;
   char golden_dir[HS_PATH_MAX + 8];
@@ -292,6 +293,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
       goto fail;
   }
   warm_ms = ms_since(tw);
+  hs_trace_stage(r->trace, "warmup", m->name, v->version, tw, hs_now_ns());
 
   v->counter = hs__version_counter(m, v->version);
   atomic_fetch_add(&m->metrics.loads, 1);
@@ -406,7 +408,14 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
       if (old->v[j] == next[k]) found = true;
     if (!found) changed = true;
   }
-  if (changed) hs__registry_publish(m, next, n);
+  if (changed) {
+    uint64_t ts = hs_now_ns();
+    hs__registry_publish(m, next, n);
+    int64_t newest = -1; /* the version the swap is about, in the trace */
+    for (size_t k = 0; k < n; k++)
+      if (next[k]->version > newest) newest = next[k]->version;
+    hs_trace_stage(r->trace, "swap", m->name, newest, ts, hs_now_ns());
+  }
   for (size_t k = 0; k < n_fresh; k++) hs_version_release(fresh[k]);
   free(next);
   free(fresh);
@@ -442,6 +451,7 @@ static bool scan_once(hs_registry *r) {
   if (r->last_scan_error[0]) HS_LOGI("repository readable again");
   r->last_scan_error[0] = '\0';
   double verify_ms = ms_since(t0);
+  hs_trace_stage(r->trace, "scan", "", -1, t0, hs_now_ns());
   bool pending = false;
   hs_model_array *a = atomic_load(&r->models);
   for (size_t i = 0; a && i < a->n; i++) a->m[i]->seen_in_scan = false;
@@ -538,12 +548,19 @@ static void reap_graveyard(hs_registry *r) {
   pthread_mutex_unlock(&r->mu);
   while (dead) {
     hs_version *next = dead->next_dead;
+    uint64_t t0 = hs_now_ns();
+    char model[HS_NAME_MAX];
+    snprintf(model, sizeof model, "%s", dead->model->name);
+    int64_t version = dead->version;
     hs__version_free(dead);
+    hs_trace_stage(r->trace, "free", model, version, t0, hs_now_ns());
     dead = next;
   }
   /* hand the freed pages back to the system now, or the allocator keeps them and RSS stays at two
    * versions' worth after every reload (bench/load) */
+  uint64_t t0 = hs_now_ns();
   malloc_trim(0);
+  hs_trace_stage(r->trace, "trim", "", -1, t0, hs_now_ns());
   pthread_mutex_lock(&r->mu);
 }
 
@@ -606,6 +623,7 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
   if (rc == HS_OK && (stat(r->root, &st) != 0 || !S_ISDIR(st.st_mode)))
     rc = hs_error_set(err, HS_NOT_FOUND, "model repository %s is not a readable directory", r->root);
   if (rc == HS_OK && opts->n_keys > 0) rc = hs_trusted_keys_load(opts->key_paths, opts->n_keys, &r->keys, err);
+  if (rc == HS_OK && opts->trace_path) rc = hs_trace_open(opts->trace_path, &r->trace, err);
   if (rc == HS_OK && opts->require_signature && !r->keys)
     rc = hs_error_set(err, HS_INVALID_ARGUMENT, "--require-signature needs at least one --trusted-key");
   if (rc == HS_OK) {
@@ -651,6 +669,7 @@ void hs_registry_destroy(hs_registry *r) {
   }
   if (r->repo) hs_repo_close(r->repo);
   hs_trusted_keys_free(r->keys);
+  hs_trace_close(r->trace);
   pthread_cond_destroy(&r->done_cv);
   pthread_cond_destroy(&r->cv);
   pthread_mutex_destroy(&r->mu);

@@ -225,6 +225,11 @@ void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64
     hs_histogram_observe(&mm->queue, queue_ns);
     hs_histogram_observe(&mm->compute, compute_ns);
   }
+  if (m->reg->trace) {
+    static const char *const outcomes[3] = {"success", "client_error", "server_error"};
+    hs_trace_request(m->reg->trace, m->name, v ? v->version : -1, outcomes[outcome], hs_now_ns(), total_ns,
+                     queue_ns, compute_ns);
+  }
   hs_version_counter *c = v ? v->counter : NULL;
   if (!c) {
     /* requests that got no version: the list's entry for -1 is created with the model */

@@ -43,6 +43,7 @@ typedef struct hs_registry_options {
   size_t memory_limit;          /* bytes; 0 = the process limit (cgroup or RAM) */
   bool watch;                   /* start the repository watcher (tests may rely on explicit rescans) */
   hs_loader_priority loader_priority; /* CPU priority of loads and warm-ups; default HS_LOADER_LOW */
+  const char *trace_path;       /* event log of requests and reload stages (trace.h); NULL: none */
 } hs_registry_options;
 
 /* Opens the repository, loads what is ready now (synchronously), then starts the loader thread

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "serving/registry.h"
+#include "serving/trace.h"
 
 /* An immutable, sorted (ascending) set of the versions a model serves. Each member holds one
  * reference on its version. Replaced as a whole, freed after a grace period. */
@@ -102,6 +103,7 @@ struct hs_registry {
   hs_version *graveyard; /* unreferenced versions the loader frees (see hs__version_dispose) */
   char last_scan_error[sizeof(((hs_error *)0)->message)]; /* loader only: the last scan failure, logged once */
   hs_registry_metrics metrics;
+  hs_trace *trace; /* NULL unless --trace */
 };
 
 /* registry.c, for the loader */
