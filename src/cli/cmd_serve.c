@@ -37,6 +37,9 @@ static void usage(FILE *out) {
           "  --max-connections N     concurrent connections (default 256)\n"
           "  --idle-timeout S        close idle or stalled connections after S seconds (default 120)\n"
           "  --memory-limit BYTES    refuse loads beyond this (default: cgroup limit or RAM)\n"
+          "  --trim-delay S          hand memory freed by retired versions back to the system once no\n"
+          "                          version has been freed for S seconds (default 5; 0: at once); until\n"
+          "                          then the next versions reuse it\n"
           "  --log-level L           debug, info or warn (default info)\n"
           "  --trace FILE            write one JSON line per request and per reload stage (scan, load,\n"
           "                          warmup, swap, free, trim) to FILE, with monotonic-clock times, to see\n"
@@ -69,7 +72,7 @@ int hs_cmd_serve(int argc, char **argv) {
   const char *keys[MAX_KEYS];
   size_t n_keys = 0;
   bool require_sig = false;
-  double poll_s = 2, settle_s = 2, idle_s = 120;
+  double poll_s = 2, settle_s = 2, idle_s = 120, trim_s = 5;
   hs_loader_priority loader_prio = HS_LOADER_LOW;
   unsigned long long port = 8000, threads = 1, instances = 2, max_body = 64ull << 20, max_conn = 256, mem_limit = 0;
   for (int i = 1; i < argc; i++) {
@@ -94,6 +97,8 @@ int hs_cmd_serve(int argc, char **argv) {
       bad = parse_ull(v, 65535, &port) != 0;
     } else if (!strcmp(a, "--poll-interval")) {
       bad = parse_seconds(v, &poll_s) != 0 || poll_s < 0.01;
+    } else if (!strcmp(a, "--trim-delay")) {
+      bad = parse_seconds(v, &trim_s) != 0;
     } else if (!strcmp(a, "--settle")) {
       bad = parse_seconds(v, &settle_s) != 0;
     } else if (!strcmp(a, "--idle-timeout")) {
@@ -156,7 +161,7 @@ int hs_cmd_serve(int argc, char **argv) {
   hs_registry_options ro = {.root = repo, .poll_ms = (int)(poll_s * 1000 + 0.5), .settle_ms = (int)(settle_s * 1000 + 0.5),
                             .require_signature = require_sig, .key_paths = keys, .n_keys = n_keys,
                             .threads = (int)threads, .instances = (int)instances, .loader_priority = loader_prio, .memory_limit = (size_t)mem_limit,
-                            .trace_path = trace, .watch = true};
+                            .trace_path = trace, .trim_delay_ms = (int)(trim_s * 1000 + 0.5), .watch = true};
   hs_registry *reg = NULL;
   if (hs_registry_create(&ro, &reg, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);

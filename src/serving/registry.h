@@ -44,6 +44,8 @@ typedef struct hs_registry_options {
   bool watch;                   /* start the repository watcher (tests may rely on explicit rescans) */
   hs_loader_priority loader_priority; /* CPU priority of loads and warm-ups; default HS_LOADER_LOW */
   const char *trace_path;       /* event log of requests and reload stages (trace.h); NULL: none */
+  int trim_delay_ms;            /* freed pages go back to the system after this long without a free
+                                   (loader.c); 0: right after every free */
 } hs_registry_options;
 
 /* Opens the repository, loads what is ready now (synchronously), then starts the loader thread

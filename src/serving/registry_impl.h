@@ -103,7 +103,8 @@ struct hs_registry {
   hs_version *graveyard; /* unreferenced versions the loader frees (see hs__version_dispose) */
   char last_scan_error[sizeof(((hs_error *)0)->message)]; /* loader only: the last scan failure, logged once */
   hs_registry_metrics metrics;
-  hs_trace *trace; /* NULL unless --trace */
+  hs_trace *trace;      /* NULL unless --trace */
+  uint64_t trim_due_ns; /* when to hand freed pages back (hs_now_ns); 0: nothing waits (loader.c) */
 };
 
 /* registry.c, for the loader */

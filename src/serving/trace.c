@@ -61,5 +61,6 @@ void hs_trace_stage(hs_trace *t, const char *stage, const char *model, int64_t v
           "{\"ev\":\"stage\",\"stage\":\"%s\",\"model\":\"%s\",\"version\":%" PRId64 ",\"begin_ns\":%" PRIu64
           ",\"end_ns\":%" PRIu64 "}\n",
           stage, model, version, begin_ns, end_ns);
+  fflush(t->f); /* stages are rare: a reader sees them as they happen */
   pthread_mutex_unlock(&t->mu);
 }

@@ -10,8 +10,8 @@
  * "" and version -1: it covers every model), load (backend load and sessions), warmup (warm-up
  * runs and the golden check), swap (publishing the new view), free (one retired version) and trim
  * (handing freed pages back to the system). A request that got no version has version -1.
- * Lines are written whole under a lock into a buffered stream; the file is complete once the
- * server has stopped (or after hs_trace_flush). Cost: one lock and one formatted line per request,
+ * Lines are written whole under a lock into a buffered stream, flushed at every stage line; the
+ * file is complete once the server has stopped (or after hs_trace_flush). Cost: one lock and one formatted line per request,
  * so it is for diagnosis, not for every production server.
  */
 #ifndef HS_SERVING_TRACE_H

@@ -7,8 +7,9 @@ Serves version 1 (y = x + 1), sends 10 good requests and one with a wrong shape,
 file: every line is JSON; there is exactly one request line per request, with the version that
 answered it and the outcome the client saw, and queue + compute <= total; version 2's stages come
 as scan, load, warmup, swap, in that order, with version 1 freed after the swap; the v2 requests
-began after the swap; every time lies between the test's own monotonic readings before the server
-started and after it stopped. A trace path that cannot be written stops the server at startup.
+began after the swap; the freed pages are handed back once (a trim), --trim-delay (0.5 s) after the
+free; every time lies between the test's own monotonic readings before the server started and
+after it stopped. A trace path that cannot be written stops the server at startup.
 """
 import json
 import os
@@ -35,7 +36,7 @@ def test(tmp, args):
 
     hsys.publish(hsys.make_version_src(os.path.join(src, "1"), 1), os.path.join(repo, "m"), 1)
     t_start = time.monotonic_ns()
-    srv = hsys.Server(repo, "--trace", trace, "--poll-interval", "0.2", "--settle", "0.1")
+    srv = hsys.Server(repo, "--trace", trace, "--poll-interval", "0.2", "--settle", "0.1", "--trim-delay", "0.5")
     c = srv.conn()
     hsys.wait_serving(c, "m", 1)
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
@@ -53,6 +54,11 @@ def test(tmp, args):
         r, out, _ = c.infer("m", x)
         check(r.status == 200, "infer v2: HTTP %d" % r.status)
         hsys.expect_values(out, x, 2, "v2")
+
+    def trimmed():   # stage lines are flushed as they happen
+        with open(trace) as f:
+            return any('"stage":"trim"' in line for line in f)
+    hsys.wait_for(trimmed, "the freed pages to be handed back (a trim stage) within --trim-delay", timeout=10)
     c.close()
     srv.stop()
     t_stop = time.monotonic_ns()
@@ -95,8 +101,10 @@ def test(tmp, args):
     swap2 = stage("swap", 2)
     free1 = stage("free", 1)
     check(free1["begin_ns"] >= swap2["end_ns"], "version 1 freed before version 2 was swapped in")
-    check(any(e["stage"] == "trim" and e["begin_ns"] >= free1["end_ns"] for e in stages),
-          "no trim after version 1 was freed")
+    trims = [e for e in stages if e["stage"] == "trim"]
+    check(len(trims) == 1, "%d trims for one freed version (wanted 1)" % len(trims))
+    check(trims[0]["begin_ns"] - free1["end_ns"] >= 0.45e9,
+          "the trim came %.3f s after the free, before --trim-delay 0.5" % ((trims[0]["begin_ns"] - free1["end_ns"]) / 1e9))
     v2_first = min(e["end_ns"] - e["total_ns"] for e in reqs if e["version"] == 2)
     check(v2_first >= swap2["begin_ns"], "a version-2 request began before the swap")
     print("%d request lines, stages: %s" % (len(reqs), " ".join("%s:%d" % (e["stage"], e["version"])
