@@ -237,7 +237,15 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   /* memory admission: the new version must fit beside what is running */
   size_t estimate = dir_bytes(rv->dir, 2);
   size_t rss = hs_process_rss_bytes();
-  if (r->memory_limit != SIZE_MAX && (estimate > r->memory_limit || rss > r->memory_limit - estimate)) {
+  bool over = r->memory_limit != SIZE_MAX && (estimate > r->memory_limit || rss > r->memory_limit - estimate);
+  if (over) {
+    /* RSS may include pages freed by retired versions that wait for --trim-delay: hand them back
+     * and look again, so a deferred trim never refuses a version that fits */
+    malloc_trim(0);
+    rss = hs_process_rss_bytes();
+    over = estimate > r->memory_limit || rss > r->memory_limit - estimate;
+  }
+  if (over) {
     code = "no_memory";
     hs_error_set(&err, HS_NO_MEMORY,
                  "needs about %zu bytes beside %zu resident, over the memory limit of %zu bytes", estimate, rss,
