@@ -112,12 +112,15 @@ def overlap_table(trace_path, pub_windows, t_reload):
     """From the server's --trace file (and the publisher's own windows, same monotonic clock): for the
     requests of the reload phase, how many overlapped each reload stage and their p99, against the
     requests that overlapped none; the no-reload phase's p99 (server side) for reference."""
-    reqs, wins = [], []
+    reqs, wins, first = [], [], {}
     with open(trace_path) as f:
         for line in f:
             e = json.loads(line)
             if e["ev"] == "request" and e["outcome"] == "success":
-                reqs.append((e["end_ns"] - e["total_ns"], e["end_ns"], e["total_ns"]))
+                reqs.append((e["end_ns"] - e["total_ns"], e["end_ns"], e["total_ns"], e["compute_ns"]))
+                b = e["end_ns"] - e["total_ns"]
+                if e["version"] > 1 and (e["version"] not in first or b < first[e["version"]][0]):
+                    first[e["version"]] = (b, e["compute_ns"] / 1e6)
             elif e["ev"] == "stage" and e["stage"] != "swap":
                 wins.append((e["stage"], e["begin_ns"], e["end_ns"]))
     wins += [("publish", b, e) for b, e in pub_windows]
@@ -142,8 +145,16 @@ def overlap_table(trace_path, pub_windows, t_reload):
     rows.append(["none of these", "", none.sum(), "%.1f%%" % (100.0 * none.sum() / rel.sum()),
                  "%.2f" % np.percentile(total[none], 99) if none.any() else "-"])
     rows.append(["(no-reload phase, all)", "", steady.sum(), "", "%.2f" % np.percentile(total[steady], 99)])
-    return benchlib.md_table(["reload phase: requests overlapping", "stage median / max ms", "requests", "share",
-                              "their p99 ms (server side)"], rows)
+    out = benchlib.md_table(["reload phase: requests overlapping", "stage median / max ms", "requests", "share",
+                             "their p99 ms (server side)"], rows)
+    # the first request on each new version without its queue time: is a new version slow to run?
+    steady_compute = float(np.median(np.array([r[3] for r in reqs], dtype=np.float64)[steady])) / 1e6
+    fc = [c / steady_compute for _, c in first.values()]
+    if fc:
+        out += ("\nCompute time of the first request on each new version / the no-reload median compute (%.2f ms): "
+                "median %.2f, worst %.2f over %d versions (the first-request ratios above include its queue time).\n"
+                % (steady_compute, statistics.median(fc), max(fc), len(fc)))
+    return out
 
 
 def phase(url, body, hdr_len, conns, duration, pid):
@@ -176,6 +187,8 @@ def main():
     p.add_argument("--trace", action="store_true",
                    help="run the server with --trace and add a table of the requests that overlapped each reload "
                         "stage (publish, scan, load, warmup, free, trim) and their p99")
+    p.add_argument("--trace-out", default=None, metavar="FILE",
+                   help="with --trace: also keep the server's trace file there (JSON lines, trace.h)")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
     hsys.Env.hotserve = os.path.abspath(a.hotserve)
@@ -319,6 +332,8 @@ def main():
                   "(ratio %.3f).\n" % (per_req[0], per_req[1], per_req[1] / per_req[0]))
         if a.trace:
             table += "\n" + overlap_table(trace_path, pub_windows, t_reload)
+            if a.trace_out:
+                shutil.copyfile(trace_path, a.trace_out)
         vrows = [[e["version"], e.get("state"), e.get("verify_ms"), e.get("load_ms"), e.get("warmup_ms"),
                   e.get("first_request_ms"), e.get("reason") or ""] for e in loaded]
         table += "\n" + benchlib.md_table(["version", "state", "verify ms", "load ms", "warm-up ms",
