@@ -82,7 +82,6 @@ static void reason_counters(hs_sbuf *b, const char *name, const char *help, hs_r
 }
 
 void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
-  static const char *const outcomes[3] = {"success", "client_error", "server_error"};
   size_t n = hs_registry_num_models(reg);
 
   header(b, "hotserve_requests_total", "counter", "Inference requests by model, version and outcome.");
@@ -100,7 +99,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
       for (int o = 0; o < 3; o++) {
         hs_sbuf_puts(b, "hotserve_requests_total{model=");
         label(b, hs_model_name(m));
-        hs_sbuf_printf(b, ",version=\"%s\",outcome=\"%s\"} %" PRIu64 "\n", ver, outcomes[o],
+        hs_sbuf_printf(b, ",version=\"%s\",outcome=\"%s\"} %" PRIu64 "\n", ver, hs_outcome_name((hs_outcome)o),
                        (uint64_t)atomic_load_explicit(&c->outcome[o], memory_order_relaxed));
       }
     }

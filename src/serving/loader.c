@@ -96,6 +96,11 @@ static size_t dir_bytes(const char *dir, int depth) {
   return total;
 }
 
+/* Whether estimate more bytes beside rss resident would pass the memory limit. */
+static bool over_memory_limit(const hs_registry *r, size_t estimate, size_t rss) {
+  return r->memory_limit != SIZE_MAX && (estimate > r->memory_limit || rss > r->memory_limit - estimate);
+}
+
 /* ---- warm-up ---- */
 
 static uint64_t xorshift(uint64_t *s) {
@@ -237,15 +242,13 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   /* memory admission: the new version must fit beside what is running */
   size_t estimate = dir_bytes(rv->dir, 2);
   size_t rss = hs_process_rss_bytes();
-  bool over = r->memory_limit != SIZE_MAX && (estimate > r->memory_limit || rss > r->memory_limit - estimate);
-  if (over) {
+  if (over_memory_limit(r, estimate, rss)) {
     /* RSS may include pages freed by retired versions that wait for --trim-delay: hand them back
      * and look again, so a deferred trim never refuses a version that fits */
     malloc_trim(0);
     rss = hs_process_rss_bytes();
-    over = estimate > r->memory_limit || rss > r->memory_limit - estimate;
   }
-  if (over) {
+  if (over_memory_limit(r, estimate, rss)) {
     code = "no_memory";
     hs_error_set(&err, HS_NO_MEMORY,
                  "needs about %zu bytes beside %zu resident, over the memory limit of %zu bytes", estimate, rss,

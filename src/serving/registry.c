@@ -212,6 +212,11 @@ void hs_version_give(hs_version *v, hs_backend_session *s) {
   pthread_mutex_unlock(&m->run_mu);
 }
 
+const char *hs_outcome_name(hs_outcome o) {
+  static const char *const names[3] = {"success", "client_error", "server_error"};
+  return (unsigned)o < 3 ? names[o] : "unknown";
+}
+
 void hs_model_request_begin(hs_model *m) {
   atomic_fetch_add_explicit(&m->metrics.inflight, 1, memory_order_relaxed);
 }
@@ -225,11 +230,9 @@ void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64
     hs_histogram_observe(&mm->queue, queue_ns);
     hs_histogram_observe(&mm->compute, compute_ns);
   }
-  if (m->reg->trace) {
-    static const char *const outcomes[3] = {"success", "client_error", "server_error"};
-    hs_trace_request(m->reg->trace, m->name, v ? v->version : -1, outcomes[outcome], hs_now_ns(), total_ns,
-                     queue_ns, compute_ns);
-  }
+  if (m->reg->trace)
+    hs_trace_request(m->reg->trace, m->name, v ? v->version : -1, hs_outcome_name(outcome), hs_now_ns(),
+                     total_ns, queue_ns, compute_ns);
   hs_version_counter *c = v ? v->counter : NULL;
   if (!c) {
     /* requests that got no version: the list's entry for -1 is created with the model */

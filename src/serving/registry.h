@@ -96,6 +96,8 @@ void hs_version_give(hs_version *v, hs_backend_session *s);
 /* Request accounting (relaxed atomics; no lock). outcome: 0 success, 1 client error, 2 server
  * error. v may be NULL for a request that never got a version. */
 typedef enum { HS_OUTCOME_SUCCESS, HS_OUTCOME_CLIENT_ERROR, HS_OUTCOME_SERVER_ERROR } hs_outcome;
+/* "success", "client_error" or "server_error": the label /metrics and the trace use. */
+const char *hs_outcome_name(hs_outcome o);
 void hs_model_request_begin(hs_model *m);
 void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64_t total_ns,
                           uint64_t queue_ns, uint64_t compute_ns);
