@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "onnx/engine.h"
+#include "engine/engine.h"
 #include "onnx/onnx.h"
 
 #define RUN_LIMIT ((size_t)16 << 20) /* run only models whose inputs and scratch stay small */

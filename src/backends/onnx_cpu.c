@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "hotserve/backend.h"
-#include "onnx/engine.h"
+#include "engine/engine.h"
 
 struct hs_backend_model {
   hs_engine_model *m;

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
+#include "base/half.h"
+
 void hs_codec_limits_default(hs_codec_limits *lim) {
   lim->max_inputs = 64;
   lim->max_elements = (int64_t)1 << 28;
@@ -21,26 +23,6 @@ void hs_infer_request_free(hs_infer_request *req) {
   free(req->inputs);
   free(req->outputs);
   memset(req, 0, sizeof *req);
-}
-
-static uint16_t float_to_half(float f) {
-  uint32_t x;
-  memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u, exp = (x >> 23) & 0xffu, man = x & 0x7fffffu;
-  if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0));
-  int e = (int)exp - 127 + 15;
-  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
-  if (e <= 0) {
-    if (e < -10) return (uint16_t)sign;
-    man |= 0x800000u;
-    uint32_t shift = (uint32_t)(14 - e);
-    uint32_t h = man >> shift;
-    if ((man >> (shift - 1)) & 1u) h++;
-    return (uint16_t)(sign | h);
-  }
-  uint32_t h = sign | ((uint32_t)e << 10) | (man >> 13);
-  if (man & 0x1000u) h++; /* round half up; carries into the exponent correctly */
-  return (uint16_t)h;
 }
 
 /* ---- request decoding: one streaming pass with yajl ---- */
@@ -440,7 +422,7 @@ static int convert_data(dec *d, hs_infer_input *in) {
         } else if (dt == HS_DT_FLOAT64) {
           memcpy(dst, &v, 8);
         } else {
-          uint16_t h = float_to_half((float)v);
+          uint16_t h = hs_float_to_half((float)v);
           memcpy(dst, &h, 2);
         }
         break;

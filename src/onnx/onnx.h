@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "onnx/ir.h"
+#include "ir/ir.h"
 
 /* Decodes a serialized ModelProto into g (which must be freshly hs_graph_init'ed). External data
  * is read from files under base_dir (NULL refuses external data); a location that is absolute,

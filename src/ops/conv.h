@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "kernels/kernels.h"
-#include "onnx/ir.h"
+#include "ir/ir.h"
 
 enum { HS_AUTOPAD_NOTSET = 0, HS_AUTOPAD_SAME_UPPER, HS_AUTOPAD_SAME_LOWER, HS_AUTOPAD_VALID };
 

@@ -3,7 +3,7 @@
 #define HS_OPS_MATMUL_H
 
 #include "kernels/kernels.h"
-#include "onnx/ir.h"
+#include "ir/ir.h"
 
 /* Lives in hs_node.params of MatMul and Gemm nodes. */
 typedef struct hs_matmul_attrs {

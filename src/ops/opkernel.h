@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "kernels/kcache.h"
-#include "onnx/ir.h"
+#include "ir/ir.h"
 
 /* 1 when HS_KERNELS_STRICT=1 (read once). */
 int hs_ops_strict(void);

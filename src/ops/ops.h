@@ -17,7 +17,7 @@
 
 #include "hotserve/status.h"
 #include "hotserve/tensor.h"
-#include "onnx/ir.h"
+#include "ir/ir.h"
 
 /* An absent optional input is passed as a tensor with dtype HS_DT_UNDEFINED and data NULL. */
 #define HS_PRESENT(t) ((t)->dtype != HS_DT_UNDEFINED)

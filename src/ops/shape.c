@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "base/half.h"
 #include "ops/opkernel.h"
 #include "ops/ops.h"
 
@@ -577,41 +578,6 @@ static int expand_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
 
 /* ---- Cast ------------------------------------------------------------------------------------- */
 
-static float half_to_float(uint16_t h) {
-  uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
-  if (e == 0) {
-    float f = ldexpf((float)m, -24);
-    return s ? -f : f;
-  }
-  if (e == 31) bits = s | 0x7f800000u | (m << 13);
-  else bits = s | ((e + 112) << 23) | (m << 13);
-  float f;
-  hs_memcpy(&f, &bits, 4);
-  return f;
-}
-
-static uint16_t float_to_half(float f) {
-  uint32_t x;
-  hs_memcpy(&x, &f, 4);
-  uint16_t s = (uint16_t)((x >> 16) & 0x8000);
-  uint32_t e = (x >> 23) & 0xff, m = x & 0x7fffff;
-  if (e == 0xff) return s | 0x7c00 | (m ? 0x200 : 0);
-  int32_t ne = (int32_t)e - 127 + 15;
-  if (ne >= 31) return s | 0x7c00;
-  if (ne <= 0) {
-    if (ne < -10) return s;
-    m |= 0x800000;
-    int shift = 14 - ne;
-    uint32_t hm = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (hm & 1))) hm++;
-    return s | (uint16_t)hm;
-  }
-  uint32_t hm = m >> 13, rem = m & 0x1fff;
-  uint16_t h = s | (uint16_t)(ne << 10) | (uint16_t)hm;
-  if (rem > 0x1000 || (rem == 0x1000 && (hm & 1))) h++;
-  return h;
-}
-
 static int cast_check(hs_node *n, const hs_graph *g, hs_error *err) {
   int64_t to;
   int rc = hs_node_only_attrs(n, "to", err);
@@ -634,7 +600,7 @@ static double load_as_double(const void *p, hs_dtype dt, int64_t i, int64_t *as_
   switch (dt) {
     case HS_DT_FLOAT32: *is_int = 0; return ((const float *)p)[i];
     case HS_DT_FLOAT64: *is_int = 0; return ((const double *)p)[i];
-    case HS_DT_FLOAT16: *is_int = 0; return half_to_float(((const uint16_t *)p)[i]);
+    case HS_DT_FLOAT16: *is_int = 0; return hs_half_to_float(((const uint16_t *)p)[i]);
     case HS_DT_INT64: *as_int = ((const int64_t *)p)[i]; break;
     case HS_DT_INT32: *as_int = ((const int32_t *)p)[i]; break;
     case HS_DT_INT16: *as_int = ((const int16_t *)p)[i]; break;
@@ -666,7 +632,7 @@ static int cast_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
     switch (to) {
       case HS_DT_FLOAT32: ((float *)o)[i] = (float)v; break;
       case HS_DT_FLOAT64: ((double *)o)[i] = v; break;
-      case HS_DT_FLOAT16: ((uint16_t *)o)[i] = float_to_half((float)v); break;
+      case HS_DT_FLOAT16: ((uint16_t *)o)[i] = hs_float_to_half((float)v); break;
       case HS_DT_INT64: ((int64_t *)o)[i] = x; break;
       case HS_DT_INT32: ((int32_t *)o)[i] = (int32_t)(uint32_t)x; break;
       case HS_DT_INT16: ((int16_t *)o)[i] = (int16_t)(uint16_t)x; break;

@@ -30,12 +30,6 @@ void hs_histogram_read(const hs_histogram *h, hs_histogram_snap *out) {
   out->sum_s = (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9;
 }
 
-uint64_t hs_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 size_t hs_process_rss_bytes(void) {
   FILE *f = fopen("/proc/self/statm", "r");
   if (!f) return 0;

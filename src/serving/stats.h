@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/clock.h"
+
 /* Bucket upper bounds in seconds shared by every latency histogram (plus an implicit +Inf). */
 #define HS_HIST_BUCKETS 16
 extern const double hs_hist_bounds[HS_HIST_BUCKETS];
@@ -29,9 +31,6 @@ typedef struct hs_histogram_snap {
   double sum_s;
 } hs_histogram_snap;
 void hs_histogram_read(const hs_histogram *h, hs_histogram_snap *out);
-
-/* Monotonic clock in nanoseconds. */
-uint64_t hs_now_ns(void);
 
 /* Resident set size of this process in bytes (0 when /proc is unreadable). */
 size_t hs_process_rss_bytes(void);

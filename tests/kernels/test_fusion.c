@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "base/npy.h"
-#include "onnx/engine.h"
+#include "engine/engine.h"
 #include "ops/conv.h"
 
 #ifndef HS_FUSION_DIR

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "case_util.h"
-#include "onnx/engine.h"
+#include "engine/engine.h"
 #include "onnx/onnx.h"
 #include "ops/ops.h"
 

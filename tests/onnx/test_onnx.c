@@ -10,7 +10,7 @@
 
 #include "case_util.h"
 #include "hotserve/backend.h"
-#include "onnx/engine.h"
+#include "engine/engine.h"
 #include "onnx/onnx.h"
 
 static int run_case(const char *dir) {

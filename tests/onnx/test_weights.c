@@ -22,7 +22,7 @@
 
 #include "base/npy.h"
 #include "kernels/kcache.h"
-#include "onnx/engine.h"
+#include "engine/engine.h"
 #include "onnx/onnx.h"
 #include "ops/conv.h"
 

@@ -20,8 +20,8 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
-#include "onnx/engine.h"
-#include "onnx/pass_fuse.h"
+#include "engine/engine.h"
+#include "engine/pass_fuse.h"
 #include "ops/conv.h"
 #include "ops/pool.h"
 

@@ -9,13 +9,13 @@
  * the arena, chosen by liveness so buffers are reused. A run with a cached plan allocates nothing.
  * Outputs point into the arena and stay valid until the session's next run or its free.
  */
-#ifndef HS_ONNX_ENGINE_H
-#define HS_ONNX_ENGINE_H
+#ifndef HS_ENGINE_ENGINE_H
+#define HS_ENGINE_ENGINE_H
 
 #include <stddef.h>
 
 #include "hotserve/backend.h"
-#include "onnx/ir.h"
+#include "ir/ir.h"
 
 typedef struct hs_engine_model {
   hs_graph g;
@@ -52,35 +52,5 @@ void hs_engine_session_free(hs_engine_session *s);
 /* Runs one inference (see hs_backend.run for the contract). */
 int hs_engine_run(hs_engine_session *s, const hs_tensor *inputs, size_t n_inputs, hs_tensor *outputs,
                   size_t n_outputs, hs_error *err);
-
-/* ---- planning (plan.c) ---- */
-
-/* Builds a plan for the given inputs (shapes always; data of key inputs). With data_known == 0 the
- * inputs carry shapes only and a plan that needs key-input contents fails with HS_UNAVAILABLE. */
-int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_known, hs_plan **out, hs_error *err);
-void hs_plan_free(hs_plan *p);
-/* 1 when plan p was made for these inputs (shapes and key-input contents). */
-int hs_plan_matches(const hs_plan *p, const hs_engine_model *m, const hs_tensor *inputs);
-size_t hs_plan_arena_bytes(const hs_plan *p);
-/* Output k's shape from plan p (data not set). */
-void hs_plan_output_shape(const hs_plan *p, const hs_engine_model *m, int k, hs_tensor *t);
-/* Runs the nodes of plan p over arena (hs_plan_arena_bytes long); fills outputs. */
-int hs_plan_execute(const hs_plan *p, const hs_engine_model *m, const hs_tensor *inputs, void *arena,
-                    hs_tensor *vin, hs_tensor *vout, hs_tensor *outputs, hs_error *err);
-
-/* ---- passes (passes.c) ---- */
-
-/* A pass rewrites the graph in place (marking nodes dead, redirecting inputs, adding constants);
- * it sets *changed when it did anything. hs_graph_finish runs after each pass that changed. */
-typedef struct hs_pass {
-  const char *name;
-  int (*run)(hs_graph *g, int *changed, hs_error *err);
-} hs_pass;
-
-/* Runs the named pipeline ("default") over g; ops must already be bound. */
-int hs_pass_pipeline(hs_graph *g, const char *pipeline, hs_error *err);
-
-/* Evaluates node n on constant inputs (used by constant folding): outputs become constants. */
-int hs_eval_const_node(hs_graph *g, int node, hs_error *err);
 
 #endif

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "onnx/engine.h"
+#include "engine/engine.h"
+#include "engine/plan.h"
 #include "ops/ops.h"
 
 #define ALIGN 64

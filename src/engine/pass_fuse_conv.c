@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "onnx/engine.h"
-#include "onnx/pass_fuse.h"
+#include "engine/engine.h"
+#include "engine/pass_fuse.h"
 #include "ops/conv.h"
 #include "ops/ops.h"
 

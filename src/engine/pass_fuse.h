@@ -1,9 +1,10 @@
 /* pass_fuse.h - the kernels layer's graph passes (fusions, layout), listed in pass_fuse.c. */
-#ifndef HS_ONNX_PASS_FUSE_H
-#define HS_ONNX_PASS_FUSE_H
+#ifndef HS_ENGINE_PASS_FUSE_H
+#define HS_ENGINE_PASS_FUSE_H
 
 #include "kernels/kernels.h"
-#include "onnx/engine.h"
+#include "engine/engine.h"
+#include "engine/passes.h"
 
 /* pass_fuse_conv.c */
 int hs__pass_fold_bn(hs_graph *g, int *changed, hs_error *err);

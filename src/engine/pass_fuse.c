@@ -2,8 +2,8 @@
  * after the generic passes. Owned by the kernels layer: add an entry per pass_fuse_*.c pass. */
 #include <stddef.h>
 
-#include "onnx/engine.h"
-#include "onnx/pass_fuse.h"
+#include "engine/engine.h"
+#include "engine/pass_fuse.h"
 
 /* Order matters: BN folds first so the Conv's output feeds the activation or Add directly; an
  * activation after the residual Add (ResNet's Add -> Relu) fuses in the second activation round.

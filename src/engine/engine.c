@@ -1,6 +1,8 @@
 /* engine.c - compiling a decoded graph into an immutable model, and sessions that run it
  * (see engine.h for the design: immutable model, per-session arena and plan cache). */
-#include "onnx/engine.h"
+#include "engine/engine.h"
+#include "engine/passes.h"
+#include "engine/plan.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* ir.c - graph IR bookkeeping: values, nodes, name lookup, attributes, topological order. */
-#include "onnx/ir.h"
+#include "ir/ir.h"
 
 #include <stdlib.h>
 #include <string.h>

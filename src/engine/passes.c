@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "onnx/engine.h"
+#include "engine/engine.h"
+#include "engine/passes.h"
 #include "ops/ops.h"
 
 #define FOLD_LIMIT ((size_t)256 << 20) /* constant results larger than this stay computed at run time */

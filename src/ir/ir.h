@@ -5,8 +5,8 @@
  * never protobuf. A graph owns every string, attribute and constant buffer it points to;
  * hs_graph_free releases all of it.
  */
-#ifndef HS_ONNX_IR_H
-#define HS_ONNX_IR_H
+#ifndef HS_IR_IR_H
+#define HS_IR_IR_H
 
 #include <stddef.h>
 #include <stdint.h>
