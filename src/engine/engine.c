@@ -110,7 +110,7 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
   for (int oi = 0; oi < g->n_order; oi++) {
     hs_node *n = &g->nodes[g->order[oi]];
     const hs_op_def *d = hs_op_get(n->op);
-    if (d->prepare && (rc = d->prepare(n, g, err))) goto fail;
+    if (d->impl->prepare && (rc = d->impl->prepare(n, g, err))) goto fail;
   }
 
   /* io, key inputs, widest node */

@@ -3,8 +3,10 @@
 /*
  * Each pass finds a Conv whose output is read by exactly one node (and is not a graph output),
  * folds that node into the Conv and marks it dead; the Conv then writes the folded node's output
- * value. The op (ops/conv.c) runs the result: folded weights are plain constants, activations and
- * the residual Add become post-ops of the oneDNN kernel (hs_conv_attrs.post / sum_input).
+ * value. The passes decide what to fuse; the op takes it into its own params through the op table's
+ * fuse() hook (ops/conv.c: activations and the residual Add become post-ops of the oneDNN kernel)
+ * and may refuse it. Folded BN weights are plain constants the pass writes into the Conv's inputs,
+ * once the op agreed (HS_FUSE_CHANNEL_AFFINE).
  * Patterns that are not provably equivalent (non-constant BN parameters, Clip bounds given at run
  * time, training-mode BN, a Conv output read twice) are left alone.
  */
@@ -15,7 +17,6 @@
 
 #include "engine/engine.h"
 #include "engine/pass_fuse.h"
-#include "ops/conv.h"
 #include "ops/ops.h"
 
 int hs__fuse_count_uses(const hs_graph *g, int v) {
@@ -44,7 +45,14 @@ int hs__fuse_sole_consumer(const hs_graph *g, int v, int *slot) {
   return -1;
 }
 
-int hs__fuse_is_op(const hs_node *n, const char *op) { return !n->dead && !n->domain[0] && !strcmp(n->op_type, op); }
+int hs__fuse_is_op(const hs_node *n, int op) { return !n->dead && n->op == op; }
+
+int hs__fuse_apply(hs_node *n, const hs_fusion *f, hs_error *err) {
+  int rc = hs_op_fuse(n, f, err);
+  if (rc == HS_FUSE_REFUSED)
+    return hs_error_set(err, HS_INTERNAL, "node '%s' (%s) refused a fusion it had accepted", n->name, n->op_type);
+  return rc;
+}
 
 /* A float32 constant with exactly `count` elements, or NULL. */
 static const float *const_floats(const hs_graph *g, int v, int64_t count) {
@@ -89,8 +97,9 @@ int hs__fuse_grow_inputs(hs_node *nd, int n, hs_error *err) {
 
 static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
   hs_node *c = &g->nodes[ci], *b = &g->nodes[bi];
-  const hs_conv_attrs *a = (const hs_conv_attrs *)c->params.bytes;
-  if (a->transposed || a->post.count || a->sum_input >= 0) return 1;
+  hs_fusion affine = {.kind = HS_FUSE_CHANNEL_AFFINE, .dry_run = 1};
+  int rc = hs_op_fuse(c, &affine, err);
+  if (rc) return rc;
   if (b->n_in < 5 || b->in[0] != c->out[0]) return 1;
   for (int k = 1; k < b->n_out; k++)
     if (b->out[k] >= 0 && hs__fuse_count_uses(g, b->out[k]) > 0) return 1; /* training outputs read */
@@ -134,7 +143,7 @@ static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
   if (wi < 0) return wi;
   if (bidx < 0) return bidx;
   c = &g->nodes[ci]; /* g->values may have moved; nodes did not, but keep the pattern uniform */
-  int rc = hs__fuse_grow_inputs(c, 3, err);
+  rc = hs__fuse_grow_inputs(c, 3, err);
   if (rc) return rc;
   c->in[1] = wi;
   c->in[2] = bidx;
@@ -151,9 +160,9 @@ static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
 
 int hs__pass_fold_bn(hs_graph *g, int *changed, hs_error *err) {
   for (int ci = 0; ci < g->n_nodes; ci++) {
-    if (!hs__fuse_is_op(&g->nodes[ci], "Conv")) continue;
+    if (!hs__fuse_is_op(&g->nodes[ci], HS_OP_Conv)) continue;
     int bi = hs__fuse_sole_consumer(g, g->nodes[ci].out[0], NULL);
-    if (bi < 0 || !hs__fuse_is_op(&g->nodes[bi], "BatchNormalization")) continue;
+    if (bi < 0 || !hs__fuse_is_op(&g->nodes[bi], HS_OP_BatchNormalization)) continue;
     int rc = fold_one_bn(g, ci, bi, err);
     if (rc < 0) return rc;
     if (rc == 0) *changed = 1;
@@ -169,24 +178,24 @@ int hs__fuse_activation_of(const hs_graph *g, const hs_node *n, hs_post_op *op) 
   memset(op, 0, sizeof *op);
   op->kind = HS_POST_ACT;
   if (n->n_in < 1 || n->n_out < 1) return 0;
-  if (hs__fuse_is_op(n, "Relu")) {
+  if (hs__fuse_is_op(n, HS_OP_Relu)) {
     op->act = HS_ACT_RELU;
-  } else if (hs__fuse_is_op(n, "LeakyRelu")) {
+  } else if (hs__fuse_is_op(n, HS_OP_LeakyRelu)) {
     op->act = HS_ACT_RELU;
     if (hs_attr_float(n, "alpha", 0.01f, &op->alpha, &tmp)) return 0;
-  } else if (hs__fuse_is_op(n, "Sigmoid")) {
+  } else if (hs__fuse_is_op(n, HS_OP_Sigmoid)) {
     op->act = HS_ACT_SIGMOID;
-  } else if (hs__fuse_is_op(n, "Tanh")) {
+  } else if (hs__fuse_is_op(n, HS_OP_Tanh)) {
     op->act = HS_ACT_TANH;
-  } else if (hs__fuse_is_op(n, "HardSwish")) {
+  } else if (hs__fuse_is_op(n, HS_OP_HardSwish)) {
     op->act = HS_ACT_HARDSWISH;
-  } else if (hs__fuse_is_op(n, "HardSigmoid")) {
+  } else if (hs__fuse_is_op(n, HS_OP_HardSigmoid)) {
     op->act = HS_ACT_HARDSIGMOID;
     if (hs_attr_float(n, "alpha", 0.2f, &op->alpha, &tmp) || hs_attr_float(n, "beta", 0.5f, &op->beta, &tmp)) return 0;
-  } else if (hs__fuse_is_op(n, "Elu")) {
+  } else if (hs__fuse_is_op(n, HS_OP_Elu)) {
     op->act = HS_ACT_ELU;
     if (hs_attr_float(n, "alpha", 1.0f, &op->alpha, &tmp)) return 0;
-  } else if (hs__fuse_is_op(n, "Clip")) {
+  } else if (hs__fuse_is_op(n, HS_OP_Clip)) {
     op->act = HS_ACT_CLIP;
     op->alpha = -INFINITY;
     op->beta = INFINITY;
@@ -219,19 +228,15 @@ int hs__fuse_activation_of(const hs_graph *g, const hs_node *n, hs_post_op *op) 
 int hs__pass_fuse_conv_activation(hs_graph *g, int *changed, hs_error *err) {
   for (int ci = 0; ci < g->n_nodes; ci++) {
     hs_node *c = &g->nodes[ci];
-    if (!hs__fuse_is_op(c, "Conv") && !hs__fuse_is_op(c, "ConvTranspose")) continue;
-    hs_conv_attrs *a = (hs_conv_attrs *)c->params.bytes;
+    if (!hs__fuse_is_op(c, HS_OP_Conv) && !hs__fuse_is_op(c, HS_OP_ConvTranspose)) continue;
     for (;;) { /* a chain of activations folds one after the other */
       int ai = hs__fuse_sole_consumer(g, c->out[0], NULL);
       if (ai < 0) break;
-      hs_post_op op;
-      if (!hs__fuse_activation_of(g, &g->nodes[ai], &op)) break;
-      int need = op.act == HS_ACT_HARDSIGMOID ? 2 : 1; /* oneDNN steps this takes */
-      int used = 0;
-      for (int i = 0; i < a->post.count; i++)
-        used += a->post.op[i].kind == HS_POST_ACT && a->post.op[i].act == HS_ACT_HARDSIGMOID ? 2 : 1;
-      if (a->post.count >= HS_KERNEL_MAX_POST || used + need > HS_KERNEL_MAX_POST) break;
-      a->post.op[a->post.count++] = op;
+      hs_fusion f = {.kind = HS_FUSE_ACTIVATION};
+      if (!hs__fuse_activation_of(g, &g->nodes[ai], &f.act)) break;
+      int rc = hs_op_fuse(c, &f, err); /* refused when the kernel's post-ops are full */
+      if (rc < 0) return rc;
+      if (rc) break;
       hs__fuse_take_output(g, ci, ai);
       *changed = 1;
     }
@@ -241,19 +246,22 @@ int hs__pass_fuse_conv_activation(hs_graph *g, int *changed, hs_error *err) {
 
 /* ---- residual Add into Conv as a sum post-op ---- */
 
-int hs__fuse_residual_add(hs_graph *g, hs_fuse_sum_target_fn target, int *changed, hs_error *err) {
+int hs__fuse_residual_add(hs_graph *g, int (*is_target)(const hs_node *n), int *changed, hs_error *err) {
+  hs_fusion sum = {.kind = HS_FUSE_SUM, .input = HS_FUSE_RESIDUAL_INPUT, .dry_run = 1};
   for (int ai = 0; ai < g->n_nodes; ai++) {
     hs_node *add = &g->nodes[ai];
-    if (!hs__fuse_is_op(add, "Add") || add->n_in != 2 || add->n_out != 1 || add->in[0] < 0 || add->in[1] < 0 ||
+    if (!hs__fuse_is_op(add, HS_OP_Add) || add->n_in != 2 || add->n_out != 1 || add->in[0] < 0 || add->in[1] < 0 ||
         add->in[0] == add->in[1])
       continue;
     /* Prefer the producer computed last, so the residual is ready earlier. */
     int pick = -1, pick_pos = -1;
-    hs_fuse_sum_target t;
     for (int k = 0; k < 2; k++) {
       int v = add->in[k];
       int p = g->values[v].kind == HS_VAL_INTERMEDIATE ? g->values[v].producer : -1;
-      if (p < 0 || !target(&g->nodes[p], &t) || *t.sum_input >= 0 || hs__fuse_count_uses(g, v) != 1) continue;
+      if (p < 0 || !is_target(&g->nodes[p]) || hs__fuse_count_uses(g, v) != 1) continue;
+      int rc = hs_op_fuse(&g->nodes[p], &sum, err); /* a dry run: would the op take a sum? */
+      if (rc < 0) return rc;
+      if (rc) continue;
       if (g->values[add->in[1 - k]].kind == HS_VAL_CONST) continue; /* a bias-like constant: may broadcast */
       int pos = -1;
       for (int oi = 0; oi < g->n_order; oi++)
@@ -267,27 +275,21 @@ int hs__fuse_residual_add(hs_graph *g, hs_fuse_sum_target_fn target, int *change
     int pi = g->values[add->in[pick]].producer;
     int residual = add->in[1 - pick];
     hs_node *p = &g->nodes[pi];
-    int rc = hs__fuse_grow_inputs(p, 4, err);
+    int rc = hs__fuse_grow_inputs(p, HS_FUSE_RESIDUAL_INPUT + 1, err);
     if (rc) return rc;
-    p->in[3] = residual;
-    target(p, &t);
-    *t.sum_input = 3;
-    hs_post_ops_add_sum(t.post, 1.f);
+    p->in[HS_FUSE_RESIDUAL_INPUT] = residual;
+    hs_fusion apply = sum;
+    apply.dry_run = 0;
+    if ((rc = hs__fuse_apply(p, &apply, err))) return rc;
     hs__fuse_take_output(g, pi, ai);
     *changed = 1;
   }
   return 0;
 }
 
-/* A Conv with room for one more post-op step takes a residual sum. */
-static int conv_sum_target(hs_node *n, hs_fuse_sum_target *t) {
-  if (!hs__fuse_is_op(n, "Conv")) return 0;
-  hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
-  *t = (hs_fuse_sum_target){&a->post, &a->sum_input};
-  return a->post.count < HS_KERNEL_MAX_POST;
-}
+static int is_conv(const hs_node *n) { return hs__fuse_is_op(n, HS_OP_Conv); }
 
 int hs__pass_fuse_conv_residual(hs_graph *g, int *changed, hs_error *err) {
-  return hs__fuse_residual_add(g, conv_sum_target, changed, err);
+  return hs__fuse_residual_add(g, is_conv, changed, err);
 }
 

@@ -14,7 +14,8 @@
  * A fused residual may have another layout than the Conv's output: the kernel reorders it into the
  * output before accumulating. Convs at the edges convert: the kernel reads NCHW and writes the
  * preferred layout or the reverse.
- * Must run after the fusion passes (the residual inputs are known then).
+ * Must run after the fusion passes (the residual inputs are known then). The chosen layouts go to
+ * each Conv and pool through its op's fuse() hook (HS_FUSE_LAYOUT); the op records them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +23,11 @@
 #include "kernels/kernels.h"
 #include "engine/engine.h"
 #include "engine/pass_fuse.h"
-#include "ops/conv.h"
-#include "ops/pool.h"
+#include "ops/ops.h"
 
 /* A Conv the kernels will run (constant float weights), with its output channel count. */
 static int kernel_conv(const hs_graph *g, const hs_node *n, int64_t *out_c) {
-  if (n->dead || n->domain[0] || strcmp(n->op_type, "Conv") != 0 || n->n_in < 2 || n->in[1] < 0) return 0;
+  if (!hs__fuse_is_op(n, HS_OP_Conv) || n->n_in < 2 || n->in[1] < 0) return 0;
   const hs_value *w = &g->values[n->in[1]];
   if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || w->ndim < 3 || w->ndim > 5) return 0;
   if (n->n_in > 2 && n->in[2] >= 0 && g->values[n->in[2]].kind != HS_VAL_CONST) return 0;
@@ -37,18 +37,33 @@ static int kernel_conv(const hs_graph *g, const hs_node *n, int64_t *out_c) {
 
 /* A pooling node (all of them run on kernels that take layouts); *global: a Global*Pool. */
 static int layout_pool(const hs_node *n, int *global) {
-  if (n->dead || n->domain[0] || n->n_in < 1 || n->n_out < 1 || n->in[0] < 0 || n->out[0] < 0) return 0;
-  const char *t = n->op_type;
-  *global = !strcmp(t, "GlobalAveragePool") || !strcmp(t, "GlobalMaxPool");
-  return *global || !strcmp(t, "MaxPool") || !strcmp(t, "AveragePool");
+  if (n->dead || n->n_in < 1 || n->n_out < 1 || n->in[0] < 0 || n->out[0] < 0) return 0;
+  *global = n->op == HS_OP_GlobalAveragePool || n->op == HS_OP_GlobalMaxPool;
+  return *global || n->op == HS_OP_MaxPool || n->op == HS_OP_AveragePool;
+}
+
+/* 1 when input k of Conv n holds a fused residual (the residual pass put it there). */
+static int is_residual(const hs_node *n, int k) {
+  return k == HS_FUSE_RESIDUAL_INPUT && k < n->n_in && n->in[k] >= 0;
 }
 
 /* 1 when node n can read a preferred-layout value as its input k. */
 static int reads_layout(const hs_graph *g, const hs_node *n, int k) {
   int64_t oc;
   int global;
-  if (kernel_conv(g, n, &oc)) return k == 0 || k == ((const hs_conv_attrs *)n->params.bytes)->sum_input;
+  if (kernel_conv(g, n, &oc)) return k == 0 || is_residual(n, k);
   return layout_pool(n, &global) && k == 0;
+}
+
+/* Gives node n its layouts; *changed when any is not the NCHW every node starts with. */
+static int set_layouts(hs_node *n, hs_layout src, hs_layout dst, hs_layout res, int *changed, hs_error *err) {
+  if (src == HS_LAYOUT_NCHW && dst == HS_LAYOUT_NCHW && res == HS_LAYOUT_NCHW) return 0;
+  hs_fusion f = {.kind = HS_FUSE_LAYOUT, .src = src, .dst = dst, .res = res};
+  int rc = hs_op_fuse(n, &f, err);
+  if (rc == HS_FUSE_REFUSED) return hs_error_set(err, HS_INTERNAL, "node '%s' (%s) refused its layouts", n->name,
+                                                 n->op_type);
+  if (rc == 0) *changed = 1;
+  return rc;
 }
 
 int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
@@ -92,34 +107,22 @@ int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
         blocked[n->in[0]] = blocked[n->out[0]] = 0, more = 1;
     }
   }
-  for (int i = 0; i < g->n_nodes; i++) {
+  int rc = 0;
+  for (int i = 0; i < g->n_nodes && rc == 0; i++) {
     hs_node *n = &g->nodes[i];
     int global;
-    if (!layout_pool(n, &global)) continue;
-    hs_pool_attrs *a = (hs_pool_attrs *)n->params.bytes;
-    hs_layout src = blocked[n->in[0]] ? pref : HS_LAYOUT_NCHW;
-    hs_layout dst = !global && blocked[n->out[0]] ? pref : HS_LAYOUT_NCHW;
-    if (a->src_layout != src || a->dst_layout != dst) {
-      a->src_layout = src;
-      a->dst_layout = dst;
-      *changed = 1;
-    }
-  }
-  for (int i = 0; i < g->n_nodes; i++) {
-    hs_node *n = &g->nodes[i];
     int64_t oc;
-    if (!kernel_conv(g, n, &oc)) continue;
-    hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
-    hs_layout src = blocked[n->in[0]] ? pref : HS_LAYOUT_NCHW, dst = blocked[n->out[0]] ? pref : HS_LAYOUT_NCHW;
-    hs_layout res = a->sum_input >= 0 && a->sum_input < n->n_in && n->in[a->sum_input] >= 0 &&
-                            blocked[n->in[a->sum_input]] ? pref : HS_LAYOUT_NCHW;
-    if (a->src_layout != src || a->dst_layout != dst || a->res_layout != res) {
-      a->src_layout = src;
-      a->dst_layout = dst;
-      a->res_layout = res;
-      *changed = 1;
+    if (layout_pool(n, &global)) {
+      hs_layout src = blocked[n->in[0]] ? pref : HS_LAYOUT_NCHW;
+      hs_layout dst = !global && blocked[n->out[0]] ? pref : HS_LAYOUT_NCHW;
+      rc = set_layouts(n, src, dst, HS_LAYOUT_NCHW, changed, err);
+    } else if (kernel_conv(g, n, &oc)) {
+      hs_layout src = blocked[n->in[0]] ? pref : HS_LAYOUT_NCHW, dst = blocked[n->out[0]] ? pref : HS_LAYOUT_NCHW;
+      int r = HS_FUSE_RESIDUAL_INPUT;
+      hs_layout res = is_residual(n, r) && blocked[n->in[r]] ? pref : HS_LAYOUT_NCHW;
+      rc = set_layouts(n, src, dst, res, changed, err);
     }
   }
   free(blocked);
-  return 0;
+  return rc;
 }

@@ -3,8 +3,9 @@
 /*
  * Each pass finds a MatMul or Gemm whose output is read by exactly one node (and is not a graph
  * output), folds that node into it and marks it dead; the MatMul then writes the folded node's output
- * value. The op (ops/matmul.c) runs the result: the bias goes into the oneDNN matmul's bias, the
- * activations and the residual Add become its post-ops (hs_matmul_attrs). The exporter's GELU
+ * value. The passes decide what to fuse; the op takes it into its own params through the op table's
+ * fuse() hook and may refuse it (ops/matmul.c: the bias goes into the oneDNN matmul's bias, the
+ * activations and the residual Add become its post-ops). The exporter's GELU
  * (x * 0.5 * (1 + erf(x / sqrt 2)), five nodes reading x twice) is matched node by node, with every
  * constant checked, and becomes one HS_ACT_GELU_ERF step. Anything not provably equivalent (a bias
  * that is not one row of N constants, Clip bounds given at run time, an output read twice) is left alone.
@@ -15,13 +16,10 @@
 
 #include "engine/engine.h"
 #include "engine/pass_fuse.h"
-#include "ops/matmul.h"
 #include "ops/ops.h"
 
 
-static int is_matmul(const hs_node *n) { return hs__fuse_is_op(n, "MatMul") || hs__fuse_is_op(n, "Gemm"); }
-
-static hs_matmul_attrs *attrs_of(hs_node *n) { return (hs_matmul_attrs *)n->params.bytes; }
+static int is_matmul(const hs_node *n) { return hs__fuse_is_op(n, HS_OP_MatMul) || hs__fuse_is_op(n, HS_OP_Gemm); }
 
 /* The float32 constant value v, or NULL. */
 static const hs_value *const_f32(const hs_graph *g, int v) {
@@ -37,22 +35,16 @@ static int is_scalar_near(const hs_graph *g, int v, double want) {
   return fabs(*(const float *)c->data - want) <= 1e-6 + 1e-5 * fabs(want);
 }
 
-/* oneDNN post-op steps the list takes (HardSigmoid is two), and room for `more`. */
-static int post_room(const hs_post_ops *p, int more) {
-  int used = 0;
-  for (int i = 0; i < p->count; i++)
-    used += p->op[i].kind == HS_POST_ACT && p->op[i].act == HS_ACT_HARDSIGMOID ? 2 : 1;
-  return p->count < HS_KERNEL_MAX_POST && used + more <= HS_KERNEL_MAX_POST;
-}
-
 /* ---- MatMul + Add(constant bias over the last dim) ---- */
 
 int hs__pass_fuse_matmul_bias(hs_graph *g, int *changed, hs_error *err) {
   for (int mi = 0; mi < g->n_nodes; mi++) {
     hs_node *m = &g->nodes[mi];
-    if (!hs__fuse_is_op(m, "MatMul") || m->n_in != 2) continue;
-    hs_matmul_attrs *a = attrs_of(m);
-    if (a->bias_input >= 0 || a->sum_input >= 0 || a->post.count) continue;
+    if (!hs__fuse_is_op(m, HS_OP_MatMul) || m->n_in != 2) continue;
+    hs_fusion bias_fusion = {.kind = HS_FUSE_BIAS, .input = 2, .dry_run = 1};
+    int rc = hs_op_fuse(m, &bias_fusion, err); /* refused once anything else is fused */
+    if (rc < 0) return rc;
+    if (rc) continue;
     /* B must be a constant matrix so that N is known: the bias must be exactly N numbers, 1-D, so the
      * Add cannot broadcast the product to a larger shape */
     const hs_value *b = const_f32(g, m->in[1]);
@@ -62,14 +54,14 @@ int hs__pass_fuse_matmul_bias(hs_graph *g, int *changed, hs_error *err) {
     int ai = hs__fuse_sole_consumer(g, m->out[0], &slot);
     if (ai < 0) continue;
     hs_node *add = &g->nodes[ai];
-    if (!hs__fuse_is_op(add, "Add") || add->n_in != 2 || add->n_out != 1) continue;
+    if (!hs__fuse_is_op(add, HS_OP_Add) || add->n_in != 2 || add->n_out != 1) continue;
     int bias = add->in[1 - slot];
     const hs_value *bv = const_f32(g, bias);
     if (!bv || bv->ndim != 1 || bv->dims[0] != N || (int64_t)(bv->nbytes / sizeof(float)) != N) continue;
-    int rc = hs__fuse_grow_inputs(m, 3, err);
-    if (rc) return rc;
+    if ((rc = hs__fuse_grow_inputs(m, 3, err))) return rc;
     m->in[2] = bias;
-    a->bias_input = 2;
+    bias_fusion.dry_run = 0;
+    if ((rc = hs__fuse_apply(m, &bias_fusion, err))) return rc;
     hs__fuse_take_output(g, mi, ai);
     *changed = 1;
   }
@@ -88,22 +80,22 @@ static int match_gelu(const hs_graph *g, int x, int nodes[5]) {
   for (int i = 0; i < g->n_nodes; i++) {
     const hs_node *n = &g->nodes[i];
     if (n->dead || n->n_in != 2 || n->n_out != 1) continue;
-    if (hs__fuse_is_op(n, "Div") && n->in[0] == x && n->in[1] != x && is_scalar_near(g, n->in[1], sqrt(2.0))) di = i;
-    else if (hs__fuse_is_op(n, "Mul") && (n->in[0] == x) != (n->in[1] == x)) qi = i;
+    if (hs__fuse_is_op(n, HS_OP_Div) && n->in[0] == x && n->in[1] != x && is_scalar_near(g, n->in[1], sqrt(2.0))) di = i;
+    else if (hs__fuse_is_op(n, HS_OP_Mul) && (n->in[0] == x) != (n->in[1] == x)) qi = i;
   }
   if (di < 0 || qi < 0) return 0;
   int ei = hs__fuse_sole_consumer(g, g->nodes[di].out[0], NULL);
-  if (ei < 0 || !hs__fuse_is_op(&g->nodes[ei], "Erf") || g->nodes[ei].n_out != 1) return 0;
+  if (ei < 0 || !hs__fuse_is_op(&g->nodes[ei], HS_OP_Erf) || g->nodes[ei].n_out != 1) return 0;
   int slot = -1;
   int pi = hs__fuse_sole_consumer(g, g->nodes[ei].out[0], &slot);
-  if (pi < 0 || !hs__fuse_is_op(&g->nodes[pi], "Add") || g->nodes[pi].n_in != 2 || g->nodes[pi].n_out != 1 ||
+  if (pi < 0 || !hs__fuse_is_op(&g->nodes[pi], HS_OP_Add) || g->nodes[pi].n_in != 2 || g->nodes[pi].n_out != 1 ||
       !is_scalar_near(g, g->nodes[pi].in[1 - slot], 1.0))
     return 0;
   const hs_node *q = &g->nodes[qi];
   if (q->in[q->in[0] == x ? 1 : 0] != g->nodes[pi].out[0]) return 0;
   if (hs__fuse_sole_consumer(g, g->nodes[pi].out[0], NULL) != qi) return 0;
   int yi = hs__fuse_sole_consumer(g, q->out[0], &slot);
-  if (yi < 0 || !hs__fuse_is_op(&g->nodes[yi], "Mul") || g->nodes[yi].n_in != 2 || g->nodes[yi].n_out != 1 ||
+  if (yi < 0 || !hs__fuse_is_op(&g->nodes[yi], HS_OP_Mul) || g->nodes[yi].n_in != 2 || g->nodes[yi].n_out != 1 ||
       !is_scalar_near(g, g->nodes[yi].in[1 - slot], 0.5))
     return 0;
   nodes[0] = di;
@@ -115,24 +107,26 @@ static int match_gelu(const hs_graph *g, int x, int nodes[5]) {
 }
 
 int hs__pass_fuse_matmul_activation(hs_graph *g, int *changed, hs_error *err) {
+  hs_fusion gelu_fusion = {.kind = HS_FUSE_ACTIVATION, .act = {.kind = HS_POST_ACT, .act = HS_ACT_GELU_ERF}};
   for (int mi = 0; mi < g->n_nodes; mi++) {
     hs_node *m = &g->nodes[mi];
     if (!is_matmul(m)) continue;
-    hs_matmul_attrs *a = attrs_of(m);
     for (;;) { /* a chain of activations folds one after the other */
-      int gelu[5];
-      if (post_room(&a->post, 1) && match_gelu(g, m->out[0], gelu)) {
-        hs_post_ops_add_act(&a->post, HS_ACT_GELU_ERF, 0.f, 0.f);
-        for (int i = 0; i < 4; i++) g->nodes[gelu[i]].dead = 1;
-        hs__fuse_take_output(g, mi, gelu[4]);
-        *changed = 1;
-        continue;
+      int gelu[5], rc;
+      if (match_gelu(g, m->out[0], gelu)) {
+        if ((rc = hs_op_fuse(m, &gelu_fusion, err)) < 0) return rc;
+        if (rc == 0) {
+          for (int i = 0; i < 4; i++) g->nodes[gelu[i]].dead = 1;
+          hs__fuse_take_output(g, mi, gelu[4]);
+          *changed = 1;
+          continue;
+        }
       }
       int ai = hs__fuse_sole_consumer(g, m->out[0], NULL);
-      hs_post_op op;
-      if (ai < 0 || !hs__fuse_activation_of(g, &g->nodes[ai], &op)) break;
-      if (!post_room(&a->post, op.act == HS_ACT_HARDSIGMOID ? 2 : 1)) break;
-      a->post.op[a->post.count++] = op;
+      hs_fusion f = {.kind = HS_FUSE_ACTIVATION};
+      if (ai < 0 || !hs__fuse_activation_of(g, &g->nodes[ai], &f.act)) break;
+      if ((rc = hs_op_fuse(m, &f, err)) < 0) return rc;
+      if (rc) break; /* the kernel's post-ops are full */
       hs__fuse_take_output(g, mi, ai);
       *changed = 1;
     }
@@ -142,14 +136,6 @@ int hs__pass_fuse_matmul_activation(hs_graph *g, int *changed, hs_error *err) {
 
 /* ---- residual Add into MatMul / Gemm as a sum post-op ---- */
 
-/* A MatMul/Gemm with room for one more post-op step takes a residual sum. */
-static int matmul_sum_target(hs_node *n, hs_fuse_sum_target *t) {
-  if (!is_matmul(n)) return 0;
-  hs_matmul_attrs *a = attrs_of(n);
-  *t = (hs_fuse_sum_target){&a->post, &a->sum_input};
-  return post_room(&a->post, 1);
-}
-
 int hs__pass_fuse_matmul_residual(hs_graph *g, int *changed, hs_error *err) {
-  return hs__fuse_residual_add(g, matmul_sum_target, changed, err);
+  return hs__fuse_residual_add(g, is_matmul, changed, err);
 }

@@ -31,19 +31,19 @@ int hs_eval_const_node(hs_graph *g, int ni, hs_error *err) {
     in[i].nbytes = v->nbytes;
   }
   memset(out, 0, sizeof out);
-  int rc = d->infer(n, in, n->n_in, out, n->n_out, err);
+  int rc = d->impl->infer(n, in, n->n_in, out, n->n_out, err);
   if (rc) return rc;
   size_t total = 0;
   for (int k = 0; k < n->n_out; k++) total += n->out[k] >= 0 ? out[k].nbytes : 0;
   if (total > FOLD_LIMIT) return 1;
-  size_t sb = d->scratch_bytes ? d->scratch_bytes(n, in, n->n_in, out, n->n_out) : 0;
+  size_t sb = d->impl->scratch_bytes ? d->impl->scratch_bytes(n, in, n->n_in, out, n->n_out) : 0;
   void *scratch = sb ? malloc(sb) : NULL;
   if (sb && !scratch) return hs_error_set(err, HS_NO_MEMORY, "out of memory folding '%s'", n->name);
   for (int k = 0; k < n->n_out && rc == 0; k++) {
     out[k].data = malloc(out[k].nbytes ? out[k].nbytes : 1);
     if (!out[k].data) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory folding '%s'", n->name);
   }
-  if (rc == 0) rc = d->run(n, in, n->n_in, out, n->n_out, scratch, err);
+  if (rc == 0) rc = d->impl->run(n, in, n->n_in, out, n->n_out, scratch, err);
   for (int k = 0; k < n->n_out && rc == 0; k++) {
     if (n->out[k] < 0) continue;
     hs_value *v = &g->values[n->out[k]];
@@ -91,14 +91,14 @@ static int pass_drop_identity(hs_graph *g, int *changed, hs_error *err) {
   for (int ni = 0; ni < g->n_nodes; ni++) {
     hs_node *n = &g->nodes[ni];
     if (n->dead || n->n_in < 1 || n->in[0] < 0 || n->n_out < 1 || n->out[0] < 0) continue;
-    int ident = strcmp(n->op_type, "Identity") == 0;
-    if (!ident && strcmp(n->op_type, "Dropout") == 0) {
+    int ident = n->op == HS_OP_Identity;
+    if (!ident && n->op == HS_OP_Dropout) {
       int mask_used = n->n_out > 1 && n->out[1] >= 0 &&
                       (g->values[n->out[1]].n_uses > 0 || is_graph_output(g, n->out[1]));
       int training = n->n_in > 2 && n->in[2] >= 0; /* a training_mode input: leave it to the op */
       ident = !mask_used && !training;
     }
-    if (!ident || n->domain[0]) continue;
+    if (!ident) continue;
     int from = n->out[0], to = n->in[0];
     if (is_graph_output(g, from)) continue; /* the output keeps its name */
     for (int mi = 0; mi < g->n_nodes; mi++) {

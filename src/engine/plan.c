@@ -237,7 +237,7 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
       }
     }
     for (int k = 0; k < n->n_out; k++) memset(&vout[k], 0, sizeof vout[k]);
-    if ((rc = d->infer(n, vin, n->n_in, vout, n->n_out, err))) goto fail;
+    if ((rc = d->impl->infer(n, vin, n->n_in, vout, n->n_out, err))) goto fail;
     size_t total = 0;
     for (int k = 0; k < n->n_out; k++) {
       if (n->out[k] < 0) continue;
@@ -257,7 +257,7 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
     }
     if ((all_known || (d->flags & HS_OP_SHAPE_ONLY)) && total <= FOLD_MAX_BYTES) {
       /* evaluate now; the plan keeps the result */
-      size_t sb = d->scratch_bytes ? d->scratch_bytes(n, vin, n->n_in, vout, n->n_out) : 0;
+      size_t sb = d->impl->scratch_bytes ? d->impl->scratch_bytes(n, vin, n->n_in, vout, n->n_out) : 0;
       void *scratch = sb ? malloc(sb) : NULL;
       if (sb && !scratch) goto nomem;
       for (int k = 0; k < n->n_out; k++) {
@@ -271,7 +271,7 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
         }
         vout[k].data = buf;
       }
-      rc = d->run(n, vin, n->n_in, vout, n->n_out, scratch, err);
+      rc = d->impl->run(n, vin, n->n_in, vout, n->n_out, scratch, err);
       free(scratch);
       if (rc) goto fail;
       for (int k = 0; k < n->n_out; k++) {
@@ -325,13 +325,13 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
       pval *pv = &p->v[n->out[k]];
       if (alloc_block(&al, pv->t.nbytes, &pv->off)) goto nomem;
     }
-    if (d->scratch_bytes) {
+    if (d->impl->scratch_bytes) {
       input_views(p, n, vin);
       for (int k = 0; k < n->n_out; k++) {
         memset(&vout[k], 0, sizeof vout[k]);
         if (n->out[k] >= 0) vout[k] = p->v[n->out[k]].t;
       }
-      size_t sb = d->scratch_bytes(n, vin, n->n_in, vout, n->n_out);
+      size_t sb = d->impl->scratch_bytes(n, vin, n->n_in, vout, n->n_out);
       if (sb) {
         if (alloc_block(&al, sb, &p->scratch_off[ni])) goto nomem;
         free_block(&al, p->scratch_off[ni]);
@@ -424,7 +424,7 @@ int hs_plan_execute(const hs_plan *p, const hs_engine_model *m, const hs_tensor 
       vout[k] = pv->t;
       vout[k].data = (char *)nonnull(arena) + pv->off;
     }
-    int rc = hs_op_get(n->op)->run(n, vin, n->n_in, vout, n->n_out, (char *)nonnull(arena) + p->scratch_off[ni], err);
+    int rc = hs_op_get(n->op)->impl->run(n, vin, n->n_in, vout, n->n_out, (char *)nonnull(arena) + p->scratch_off[ni], err);
     if (rc) return rc;
   }
   for (int k = 0; k < g->n_outputs; k++) {

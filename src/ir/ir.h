@@ -81,7 +81,7 @@ typedef struct hs_node {
   char *op_type;
   char *domain;  /* "" for the default ONNX domain */
   int opset;     /* opset version of the node's domain */
-  int op;        /* index in the op table, -1 until resolved */
+  int op;        /* op id (hs_op_id, ops/op_list.h) once bound, -1 until then */
   int n_in, n_out;
   int *in;       /* value indices; -1 for an omitted optional input */
   int *out;      /* value indices; -1 for an omitted optional output */

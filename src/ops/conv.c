@@ -2,7 +2,8 @@
 
 /*
  * DESIGN
- * check() parses the attributes into hs_conv_attrs. prepare() runs once at load: when the weights
+ * check() parses the attributes into hs_conv_attrs; the fusion passes then offer activations, a
+ * residual sum and layouts, which conv_fuse() records there (post-ops of the kernel). prepare() runs once at load: when the weights
  * (and bias) are constants it gives the node a state holding a kernel cache; a kernel needs the
  * input's spatial shape, which is known only when a session plans, so scratch_bytes() (called while
  * planning) builds the kernel for that shape and run() finds it again without locking. Batch sizes
@@ -30,6 +31,27 @@
 #include "ops/conv.h"
 #include "ops/opkernel.h"
 #include "ops/ops.h"
+
+enum { HS_AUTOPAD_NOTSET = 0, HS_AUTOPAD_SAME_UPPER, HS_AUTOPAD_SAME_LOWER, HS_AUTOPAD_VALID };
+
+/* Lives in hs_node.params of Conv and ConvTranspose nodes. */
+typedef struct hs_conv_attrs {
+  int transposed;
+  int auto_pad;
+  int nsp;                  /* spatial rank from the attributes, 0 when none gave it */
+  int has_kernel, has_pads, has_output_shape;
+  int64_t group;
+  int64_t kernel[3], strides[3], dilations[3];
+  int64_t pads[6];          /* begin[0..nsp), end[0..nsp) as ONNX lists them */
+  int64_t output_padding[3], output_shape[3];
+  /* Set by conv_fuse() when a pass fuses, never by the model file: */
+  hs_post_ops post;         /* applied to the output in order */
+  int sum_input;            /* node input index of the residual that a HS_POST_SUM adds, or -1 */
+  hs_layout src_layout, dst_layout; /* physical layouts of input 0 and the output (logical shapes stay NCHW) */
+  hs_layout res_layout;             /* physical layout of the fused residual */
+} hs_conv_attrs;
+
+_Static_assert(sizeof(hs_conv_attrs) <= HS_OP_PARAMS_BYTES, "conv attributes fit in hs_op_params");
 
 typedef struct conv_state {
   hs_kcache cache;
@@ -563,8 +585,51 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   return 0;
 }
 
-const hs_op_def hs_ops_conv[] = {
-    {"Conv", 1, 2, 3, 1, 1, 0, 0, conv_check, conv_infer, conv_prepare, conv_scratch, conv_run},
-    {"ConvTranspose", 1, 2, 3, 1, 1, 0, 0, convt_check, conv_infer, conv_prepare, conv_scratch, conv_run},
-    {NULL},
+/* Fusions a Conv takes: activations (ConvTranspose too), then for Conv a residual sum, the
+ * per-channel affine of a folded BatchNormalization (only while nothing is fused), and layouts. */
+static int conv_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
+  hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
+  switch (f->kind) {
+    case HS_FUSE_ACTIVATION:
+      if (f->act.kind != HS_POST_ACT || !hs_post_ops_room(&a->post, hs_post_act_steps(f->act.act)))
+        return HS_FUSE_REFUSED;
+      if (!f->dry_run) a->post.op[a->post.count++] = f->act;
+      return 0;
+    case HS_FUSE_SUM:
+      if (a->transposed || a->sum_input >= 0 || a->post.count >= HS_KERNEL_MAX_POST) return HS_FUSE_REFUSED;
+      if (!f->dry_run) {
+        a->sum_input = f->input;
+        hs_post_ops_add_sum(&a->post, 1.f);
+      }
+      return 0;
+    case HS_FUSE_CHANNEL_AFFINE:
+      return a->transposed || a->post.count || a->sum_input >= 0 ? HS_FUSE_REFUSED : 0;
+    case HS_FUSE_LAYOUT:
+      if (a->transposed) return HS_FUSE_REFUSED;
+      if (!f->dry_run) {
+        a->src_layout = f->src;
+        a->dst_layout = f->dst;
+        a->res_layout = f->res;
+      }
+      return 0;
+    default:
+      return HS_FUSE_REFUSED;
+  }
+}
+
+const hs_op_impl hs_op_impl_conv = {
+    .check = conv_check,
+    .infer = conv_infer,
+    .prepare = conv_prepare,
+    .scratch_bytes = conv_scratch,
+    .run = conv_run,
+    .fuse = conv_fuse,
+};
+const hs_op_impl hs_op_impl_conv_transpose = {
+    .check = convt_check,
+    .infer = conv_infer,
+    .prepare = conv_prepare,
+    .scratch_bytes = conv_scratch,
+    .run = conv_run,
+    .fuse = conv_fuse,
 };

@@ -656,18 +656,24 @@ static int unary_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   return 0;
 }
 
-#define BIN(name) {name, 6, 2, 2, 1, 1, 0, 0, binary_check, binary_infer, binary_prepare, binary_scratch, binary_run}
-#define UN(name, maxin, maxout) \
-  {name, 6, 1, maxin, 1, maxout, 0, 0, unary_check, unary_infer, unary_prepare, unary_scratch, unary_run}
-
-const hs_op_def hs_ops_elementwise[] = {
-    BIN("Add"), BIN("Sub"), BIN("Mul"), BIN("Div"), BIN("Pow"), BIN("PRelu"),
-    UN("Relu", 1, 1), UN("LeakyRelu", 1, 1), UN("Sigmoid", 1, 1), UN("HardSigmoid", 1, 1), UN("HardSwish", 1, 1),
-    UN("Tanh", 1, 1), UN("Erf", 1, 1), UN("Exp", 1, 1), UN("Log", 1, 1), UN("Neg", 1, 1), UN("Abs", 1, 1),
-    UN("Reciprocal", 1, 1), UN("Sqrt", 1, 1), UN("Floor", 1, 1), UN("Ceil", 1, 1), UN("Elu", 1, 1),
-    {"Softplus", 1, 1, 1, 1, 1, 0, 0, unary_check, unary_infer, unary_prepare, unary_scratch, unary_run},
-    UN("Clip", 3, 1),
-    {"Identity", 1, 1, 1, 1, 1, 0, HS_OP_ALIAS, unary_check, unary_infer, NULL, NULL, unary_run},
-    {"Dropout", 7, 1, 3, 1, 2, 0, HS_OP_ALIAS, unary_check, unary_infer, NULL, NULL, unary_run},
-    {NULL},
+/* The ops in op_list.h's elementwise.c group. */
+const hs_op_impl hs_op_impl_binary = {
+    .check = binary_check,
+    .infer = binary_infer,
+    .prepare = binary_prepare,
+    .scratch_bytes = binary_scratch,
+    .run = binary_run,
+};
+const hs_op_impl hs_op_impl_unary = {
+    .check = unary_check,
+    .infer = unary_infer,
+    .prepare = unary_prepare,
+    .scratch_bytes = unary_scratch,
+    .run = unary_run,
+};
+/* Identity and Dropout: views of their input, run only where the planner cannot alias them. */
+const hs_op_impl hs_op_impl_unary_view = {
+    .check = unary_check,
+    .infer = unary_infer,
+    .run = unary_run,
 };

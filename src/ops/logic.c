@@ -156,12 +156,8 @@ static int logic_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   return 0;
 }
 
-#define LOGIC(name, since, mi, ma) {name, since, mi, ma, 1, 1, 0, 0, logic_check, logic_infer, NULL, NULL, logic_run}
-
-const hs_op_def hs_ops_logic[] = {
-    LOGIC("Equal", 7, 2, 2),       LOGIC("Less", 7, 2, 2), LOGIC("Greater", 7, 2, 2), LOGIC("LessOrEqual", 12, 2, 2),
-    LOGIC("GreaterOrEqual", 12, 2, 2), LOGIC("And", 7, 2, 2), LOGIC("Or", 7, 2, 2), LOGIC("Xor", 7, 2, 2),
-    LOGIC("Not", 1, 1, 1),         LOGIC("Where", 9, 3, 3), LOGIC("Max", 6, 1, 8), LOGIC("Min", 6, 1, 8),
-    LOGIC("Sum", 6, 1, 8),         LOGIC("Mean", 6, 1, 8),
-    {NULL},
+const hs_op_impl hs_op_impl_logic = {
+    .check = logic_check,
+    .infer = logic_infer,
+    .run = logic_run,
 };

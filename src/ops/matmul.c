@@ -2,8 +2,8 @@
 
 /*
  * DESIGN
- * check() parses the attributes into hs_matmul_attrs (matmul.h); the fusion pass (pass_fuse_matmul.c)
- * may add a constant bias, activations and a residual sum to them. prepare() runs once at load: when B
+ * check() parses the attributes into hs_matmul_attrs; the fusion passes (pass_fuse_matmul.c) may
+ * offer a constant bias, activations and a residual sum, which mm_fuse() records there. prepare() runs once at load: when B
  * is a constant (a Linear layer's weights, a transformer's projections) and, for Gemm, C is absent or
  * constant, it gives the node a state holding a kernel cache. The kernel copies B, folds alpha into it
  * and reorders it once into oneDNN's blocked layout; the bias (MatMul's fused bias, Gemm's beta * C)
@@ -20,9 +20,21 @@
 
 #include "base/log.h"
 #include "kernels/kcache.h"
-#include "ops/matmul.h"
 #include "ops/opkernel.h"
 #include "ops/ops.h"
+
+/* Lives in hs_node.params of MatMul and Gemm nodes. */
+typedef struct hs_matmul_attrs {
+  int gemm;             /* 1: Gemm (2-D, attributes below); 0: MatMul (batched, numpy broadcasting) */
+  float alpha, beta;    /* Gemm; MatMul: 1, 1 */
+  int trans_a, trans_b; /* Gemm; MatMul: 0, 0 */
+  /* Set by mm_fuse() when a pass fuses, never by the model file: */
+  int bias_input;       /* MatMul: node input index of a fused constant bias [N] added to every row, or -1 */
+  int sum_input;        /* node input index of the residual that a HS_POST_SUM adds, or -1 */
+  hs_post_ops post;     /* applied to alpha * A x B + bias in order */
+} hs_matmul_attrs;
+
+_Static_assert(sizeof(hs_matmul_attrs) <= HS_OP_PARAMS_BYTES, "matmul attributes fit in hs_op_params");
 
 typedef struct mm_state {
   hs_kcache cache;
@@ -461,8 +473,45 @@ static int gemm_check(hs_node *n, const hs_graph *g, hs_error *err) {
   return 0;
 }
 
-const hs_op_def hs_ops_matmul[] = {
-    {"MatMul", 1, 2, 2, 1, 1, 0, 0, matmul_check, mm_infer, mm_prepare, mm_scratch, mm_run},
-    {"Gemm", 6, 2, 3, 1, 1, 0, 0, gemm_check, mm_infer, mm_prepare, mm_scratch, mm_run},
-    {NULL},
+/* Fusions MatMul and Gemm take: activations and a residual sum while the post-ops have room, and
+ * (MatMul only) a constant bias before anything else is fused. */
+static int mm_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
+  hs_matmul_attrs *a = (hs_matmul_attrs *)n->params.bytes;
+  switch (f->kind) {
+    case HS_FUSE_ACTIVATION:
+      if (f->act.kind != HS_POST_ACT || !hs_post_ops_room(&a->post, hs_post_act_steps(f->act.act)))
+        return HS_FUSE_REFUSED;
+      if (!f->dry_run) a->post.op[a->post.count++] = f->act;
+      return 0;
+    case HS_FUSE_SUM:
+      if (a->sum_input >= 0 || !hs_post_ops_room(&a->post, 1)) return HS_FUSE_REFUSED;
+      if (!f->dry_run) {
+        a->sum_input = f->input;
+        hs_post_ops_add_sum(&a->post, 1.f);
+      }
+      return 0;
+    case HS_FUSE_BIAS:
+      if (a->gemm || a->bias_input >= 0 || a->sum_input >= 0 || a->post.count) return HS_FUSE_REFUSED;
+      if (!f->dry_run) a->bias_input = f->input;
+      return 0;
+    default:
+      return HS_FUSE_REFUSED;
+  }
+}
+
+const hs_op_impl hs_op_impl_matmul = {
+    .check = matmul_check,
+    .infer = mm_infer,
+    .prepare = mm_prepare,
+    .scratch_bytes = mm_scratch,
+    .run = mm_run,
+    .fuse = mm_fuse,
+};
+const hs_op_impl hs_op_impl_gemm = {
+    .check = gemm_check,
+    .infer = mm_infer,
+    .prepare = mm_prepare,
+    .scratch_bytes = mm_scratch,
+    .run = mm_run,
+    .fuse = mm_fuse,
 };

@@ -509,11 +509,29 @@ static int sm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out
   return 0;
 }
 
-const hs_op_def hs_ops_norm[] = {
-    {"BatchNormalization", 6, 5, 5, 1, 5, 0, 0, bn_check, bn_infer, bn_prepare, bn_scratch, bn_run},
-    {"LayerNormalization", 17, 2, 3, 1, 3, 0, 0, ln_check, ln_infer, ln_prepare, ln_scratch, ln_run},
-    {"InstanceNormalization", 6, 3, 3, 1, 1, 0, 0, ln_check, ln_infer, NULL, NULL, ln_run},
-    {"Softmax", 1, 1, 1, 1, 1, 0, 0, sm_check, sm_infer, sm_prepare, sm_scratch, sm_run},
-    {"LogSoftmax", 1, 1, 1, 1, 1, 0, 0, sm_check, sm_infer, sm_prepare, sm_scratch, sm_run},
-    {NULL},
+const hs_op_impl hs_op_impl_batch_norm = {
+    .check = bn_check,
+    .infer = bn_infer,
+    .prepare = bn_prepare,
+    .scratch_bytes = bn_scratch,
+    .run = bn_run,
+};
+const hs_op_impl hs_op_impl_layer_norm = {
+    .check = ln_check,
+    .infer = ln_infer,
+    .prepare = ln_prepare,
+    .scratch_bytes = ln_scratch,
+    .run = ln_run,
+};
+const hs_op_impl hs_op_impl_instance_norm = {
+    .check = ln_check,
+    .infer = ln_infer,
+    .run = ln_run,
+};
+const hs_op_impl hs_op_impl_softmax = {
+    .check = sm_check,
+    .infer = sm_infer,
+    .prepare = sm_prepare,
+    .scratch_bytes = sm_scratch,
+    .run = sm_run,
 };

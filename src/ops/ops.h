@@ -1,7 +1,9 @@
 /* ops.h - the op table: one entry per ONNX op, implemented one file per op family.
  *
- * Life of a node: at load, check() validates attributes and input counts for the node's opset and
- * fills node->params; prepare() (optional) builds immutable kernel state from constant inputs
+ * The ops are listed once, in op_list.h; each op family's file defines the entry points
+ * (hs_op_impl) its ops share. Life of a node: at load, check() validates attributes and input
+ * counts for the node's opset and fills node->params; the passes may then offer fusions, which
+ * fuse() records in node->params (the op alone knows its params); prepare() (optional) builds immutable kernel state from constant inputs
  * (packed weights, primitives) into node->state, shared by every session. When a session plans a
  * run for concrete input shapes, infer() computes output dtypes and shapes (inputs listed in
  * value_inputs have their data available then) and scratch_bytes() (optional) the temporary bytes
@@ -18,25 +20,55 @@
 #include "hotserve/status.h"
 #include "hotserve/tensor.h"
 #include "ir/ir.h"
+#include "kernels/kernels.h"
+#include "ops/op_list.h"
 
 /* An absent optional input is passed as a tensor with dtype HS_DT_UNDEFINED and data NULL. */
 #define HS_PRESENT(t) ((t)->dtype != HS_DT_UNDEFINED)
 
-/* Flags */
+/* Flags (op_list.h's last column) */
 #define HS_OP_SHAPE_ONLY 1u /* output depends on the input shapes only (Shape): foldable when planning */
 #define HS_OP_ALIAS 2u      /* output 0 holds input 0's bytes unchanged (Reshape...): the planner may
                                give it input 0's buffer and skip the node */
+/* Value inputs (op_list.h): input i's contents decide output shapes, so they must be known to plan. */
+#define HS_IN(i) (1u << (i))
 
-typedef struct hs_op_def {
-  const char *name;      /* ONNX op_type, default domain */
-  int since;             /* lowest opset handled (opsets below are refused at load) */
-  int min_in, max_in;    /* input count range */
-  int min_out, max_out;  /* output count range */
-  uint32_t value_inputs; /* bit i: input i's contents decide output shapes (must be known to plan) */
-  uint32_t flags;
-  /* Load time: validate attributes and fill node->params. g gives access to constant inputs. */
+/* The op ids, HS_OP_Add ... in op_list.h's order; a bound node's hs_node.op holds one. */
+typedef enum hs_op_id {
+#define HS_X_ID(op, ...) HS_OP_##op,
+  HS_OP_LIST(HS_X_ID)
+#undef HS_X_ID
+  HS_OP_COUNT
+} hs_op_id;
+
+/* ---- fusions: a pass decides what to fuse (engine/pass_fuse*.c), the op takes it into its params ---- */
+typedef enum hs_fusion_kind {
+  HS_FUSE_ACTIVATION,     /* apply .act to the output, after what is fused already */
+  HS_FUSE_SUM,            /* add node input .input (a residual shaped like the output) to the output */
+  HS_FUSE_BIAS,           /* add node input .input (a constant row of N floats) to every output row */
+  HS_FUSE_CHANNEL_AFFINE, /* the pass rewrites weights (input 1) and bias (input 2) so that each output
+                             channel is scaled and shifted: the op only says whether that is still exact
+                             (nothing is fused after its output yet); there is nothing to record */
+  HS_FUSE_LAYOUT,         /* physical layouts of input 0 (.src), the output (.dst), the fused residual (.res) */
+} hs_fusion_kind;
+
+typedef struct hs_fusion {
+  hs_fusion_kind kind;
+  int dry_run;             /* 1: only say whether the op would take it; the node is not changed */
+  hs_post_op act;          /* HS_FUSE_ACTIVATION */
+  int input;               /* HS_FUSE_SUM, HS_FUSE_BIAS: the node input slot holding the value */
+  hs_layout src, dst, res; /* HS_FUSE_LAYOUT */
+} hs_fusion;
+
+/* fuse()'s answer when the op cannot take a fusion (the node is unchanged). */
+#define HS_FUSE_REFUSED 1
+
+/* The entry points of an op (several ops may share them: they tell ops apart by node->op). */
+typedef struct hs_op_impl {
+  /* Load time: validate attributes and fill node->params. g gives access to constant inputs.
+   * Optional: when NULL the op takes no attributes. */
   int (*check)(hs_node *node, const hs_graph *g, hs_error *err);
-  /* Planning: out[k].dtype/ndim/dims from the inputs (in[i].data may be NULL unless in value_inputs). */
+  /* Planning: out[k].dtype/ndim/dims from the inputs (in[i].data may be NULL unless a value input). */
   int (*infer)(const hs_node *node, const hs_tensor *in, int n_in, hs_tensor *out, int n_out, hs_error *err);
   /* Optional, load time: build node->state / node->free_state from constant inputs. */
   int (*prepare)(hs_node *node, const hs_graph *g, hs_error *err);
@@ -45,27 +77,38 @@ typedef struct hs_op_def {
   /* Computes outputs (data and nbytes already set by the planner). scratch is 64-byte aligned. */
   int (*run)(const hs_node *node, const hs_tensor *in, int n_in, hs_tensor *out, int n_out, void *scratch,
              hs_error *err);
+  /* Optional, load time (passes, before prepare()): takes fusion f into node->params. Returns 0 when
+   * taken (would be, for a dry run), HS_FUSE_REFUSED when the op cannot take it, negative on error.
+   * NULL: the op takes no fusion. */
+  int (*fuse)(hs_node *node, const hs_fusion *f, hs_error *err);
+} hs_op_impl;
+
+/* One row of the op table, generated from op_list.h. */
+typedef struct hs_op_def {
+  hs_op_id id;
+  const char *name;      /* ONNX op_type, default domain */
+  int since;             /* lowest opset handled (opsets below are refused at load) */
+  int min_in, max_in;    /* input count range */
+  int min_out, max_out;  /* output count range */
+  uint32_t value_inputs; /* HS_IN(i): input i's contents decide output shapes (must be known to plan) */
+  uint32_t flags;        /* HS_OP_SHAPE_ONLY, HS_OP_ALIAS */
+  const hs_op_impl *impl;
 } hs_op_def;
 
-/* Index of op_type in the table, or -1. */
+/* The op table, indexed by hs_op_id (table.c). */
+extern const hs_op_def hs_op_table[HS_OP_COUNT];
+
+/* The row of op id, or NULL when id is not one. */
+static inline const hs_op_def *hs_op_get(int id) { return id >= 0 && id < HS_OP_COUNT ? &hs_op_table[id] : NULL; }
+/* The id of ONNX op_type (default domain), or -1. */
 int hs_op_find(const char *op_type);
-const hs_op_def *hs_op_get(int index);
-int hs_op_count(void);
 
 /* Resolves node->op and runs check(); an unknown op, domain or opset is HS_UNSUPPORTED naming the
  * op, the node and the opset. */
 int hs_op_bind(hs_node *node, const hs_graph *g, hs_error *err);
 
-/* Each op family file exports its defs through one of these (see table.c). */
-extern const hs_op_def hs_ops_elementwise[];
-extern const hs_op_def hs_ops_matmul[];
-extern const hs_op_def hs_ops_shape[];
-extern const hs_op_def hs_ops_conv[];
-extern const hs_op_def hs_ops_pool[];
-extern const hs_op_def hs_ops_norm[];
-extern const hs_op_def hs_ops_reduce[];
-extern const hs_op_def hs_ops_resize[];
-extern const hs_op_def hs_ops_logic[];
+/* Offers fusion f to bound node n's op: its fuse() answer, HS_FUSE_REFUSED when it has none. */
+int hs_op_fuse(hs_node *n, const hs_fusion *f, hs_error *err);
 
 /* ---- helpers shared by op files (ops_util.c) ---- */
 
@@ -98,6 +141,10 @@ double hs_load_f64(const hs_tensor *t, int64_t i);
 void hs_store_f64(hs_tensor *t, int64_t i, double v);
 /* Reads a 0-d or 1-element tensor of any numeric type as double. */
 double hs_get_scalar(const hs_tensor *t);
+/* 1 when post-ops p have room for one more op taking `steps` oneDNN steps (HardSigmoid takes two). */
+int hs_post_ops_room(const hs_post_ops *p, int steps);
+/* The oneDNN steps activation act takes: 2 for HardSigmoid, else 1. */
+static inline int hs_post_act_steps(hs_act_kind act) { return act == HS_ACT_HARDSIGMOID ? 2 : 1; }
 /* Sets err to "node 'NAME' (OP): <message>" and returns code. */
 int hs_op_errf(hs_error *err, const hs_node *n, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -152,3 +152,10 @@ int hs_need_dtype(const hs_node *n, const hs_tensor *t, const char *what, hs_err
   return hs_op_errf(err, n, HS_UNSUPPORTED, "%s of type %s is not supported (opset %d)", what, name ? name : "?",
                     n->opset);
 }
+
+int hs_post_ops_room(const hs_post_ops *p, int steps) {
+  int used = 0;
+  for (int i = 0; i < p->count; i++)
+    used += p->op[i].kind == HS_POST_ACT ? hs_post_act_steps(p->op[i].act) : 1;
+  return p->count < HS_KERNEL_MAX_POST && used + steps <= HS_KERNEL_MAX_POST;
+}

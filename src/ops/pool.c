@@ -9,7 +9,7 @@
  * kernel) and run() finds it again. ceil_mode becomes extra end padding for the kernel. The plain-C
  * loops below are the reference and the fallback: they run when the kernel refuses a geometry
  * (with HS_KERNELS_STRICT=1 that refusal is an error naming the reason) and for empty tensors.
- * Both paths honour the physical layouts the layout pass may set (pool.h): a MaxPool/AveragePool
+ * Both paths honour the physical layouts the layout pass may set (pool_fuse()): a MaxPool/AveragePool
  * between blocked-layout Convs reads and writes that layout; a global pool reads it and writes NCHW.
  */
 #include <math.h>
@@ -17,10 +17,23 @@
 
 #include "ops/opkernel.h"
 #include "ops/ops.h"
-#include "ops/pool.h"
 
 enum { PAD_NOTSET, PAD_SAME_UPPER, PAD_SAME_LOWER, PAD_VALID };
+
+enum { HS_POOL_OP_MAX, HS_POOL_OP_AVG, HS_POOL_OP_GLOBAL_AVG, HS_POOL_OP_GLOBAL_MAX };
 enum { P_MAX = HS_POOL_OP_MAX, P_AVG = HS_POOL_OP_AVG, P_GAVG = HS_POOL_OP_GLOBAL_AVG, P_GMAX = HS_POOL_OP_GLOBAL_MAX };
+
+/* node->params of MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool (filled by check()). */
+typedef struct hs_pool_attrs {
+  int kind; /* HS_POOL_OP_* */
+  int auto_pad, ceil_mode, count_include_pad;
+  int nk, n_strides, n_dil, n_pads; /* how many values each list attribute gave */
+  int64_t kernel[3], stride[3], dilation[3], pads[6];
+  /* Physical layouts of input and output; NCHW unless the layout pass keeps a Conv's blocked
+   * output through the pool (pool_fuse() records them). A global pool's [N, C, 1, 1] output has
+   * the same bytes in every layout, so its dst_layout stays NCHW. */
+  hs_layout src_layout, dst_layout;
+} hs_pool_attrs;
 
 typedef hs_pool_attrs pool_params;
 
@@ -43,9 +56,8 @@ static int ints_into(const hs_node *n, const char *name, int64_t *dst, int max, 
 static int pool_check(hs_node *n, const hs_graph *g, hs_error *err) {
   pool_params *p = (pool_params *)n->params.bytes;
   memset(p, 0, sizeof *p);
-  const char *t = n->op_type;
-  p->kind = strcmp(t, "MaxPool") == 0 ? P_MAX : strcmp(t, "AveragePool") == 0 ? P_AVG
-            : strcmp(t, "GlobalAveragePool") == 0 ? P_GAVG : P_GMAX;
+  p->kind = n->op == HS_OP_MaxPool ? P_MAX : n->op == HS_OP_AveragePool ? P_AVG
+            : n->op == HS_OP_GlobalAveragePool ? P_GAVG : P_GMAX;
   p->src_layout = p->dst_layout = HS_LAYOUT_NCHW;
   if (p->kind >= P_GAVG) return hs_node_only_attrs(n, "", err);
   int rc = hs_node_only_attrs(n, p->kind == P_MAX ? "auto_pad,ceil_mode,dilations,kernel_shape,pads,storage_order,strides"
@@ -279,10 +291,22 @@ static int pool_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   return 0;
 }
 
-const hs_op_def hs_ops_pool[] = {
-    {"MaxPool", 1, 1, 1, 1, 2, 0, 0, pool_check, pool_infer, pool_prepare, pool_scratch, pool_run},
-    {"AveragePool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, pool_prepare, pool_scratch, pool_run},
-    {"GlobalAveragePool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, pool_prepare, pool_scratch, pool_run},
-    {"GlobalMaxPool", 1, 1, 1, 1, 1, 0, 0, pool_check, pool_infer, pool_prepare, pool_scratch, pool_run},
-    {NULL},
+/* The only fusion a pool takes: the layouts the layout pass chose for its input and output. */
+static int pool_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
+  if (f->kind != HS_FUSE_LAYOUT) return HS_FUSE_REFUSED;
+  if (!f->dry_run) {
+    hs_pool_attrs *a = (hs_pool_attrs *)n->params.bytes;
+    a->src_layout = f->src;
+    a->dst_layout = f->dst;
+  }
+  return 0;
+}
+
+const hs_op_impl hs_op_impl_pool = {
+    .check = pool_check,
+    .infer = pool_infer,
+    .prepare = pool_prepare,
+    .scratch_bytes = pool_scratch,
+    .run = pool_run,
+    .fuse = pool_fuse,
 };

@@ -32,14 +32,15 @@ typedef struct {
 
 static int reduce_check(hs_node *n, const hs_graph *g, hs_error *err) {
   reduce_params *p = (reduce_params *)n->params.bytes;
-  const char *t = n->op_type + 6; /* after "Reduce" */
-  p->kind = strcmp(t, "Sum") == 0    ? R_SUM
-            : strcmp(t, "Mean") == 0 ? R_MEAN
-            : strcmp(t, "Max") == 0  ? R_MAX
-            : strcmp(t, "Min") == 0  ? R_MIN
-            : strcmp(t, "Prod") == 0 ? R_PROD
-            : strcmp(t, "SumSquare") == 0 ? R_SUMSQ
-                                          : R_L2;
+  switch (n->op) {
+    case HS_OP_ReduceSum: p->kind = R_SUM; break;
+    case HS_OP_ReduceMean: p->kind = R_MEAN; break;
+    case HS_OP_ReduceMax: p->kind = R_MAX; break;
+    case HS_OP_ReduceMin: p->kind = R_MIN; break;
+    case HS_OP_ReduceProd: p->kind = R_PROD; break;
+    case HS_OP_ReduceSumSquare: p->kind = R_SUMSQ; break;
+    default: p->kind = R_L2; break;
+  }
   p->axes_from_input = p->kind == R_SUM && n->opset >= 13;
   int rc = hs_node_only_attrs(n, p->axes_from_input ? "keepdims,noop_with_empty_axes" : "keepdims,axes", err);
   if (rc) return rc;
@@ -229,11 +230,10 @@ static int reduce_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   return 0;
 }
 
-#define RED(name) \
-  {name, 1, 1, 2, 1, 1, 1u << 1, 0, reduce_check, reduce_infer, reduce_prepare, reduce_scratch, reduce_run}
-
-const hs_op_def hs_ops_reduce[] = {
-    RED("ReduceSum"), RED("ReduceMean"), RED("ReduceMax"), RED("ReduceMin"),
-    RED("ReduceProd"), RED("ReduceSumSquare"), RED("ReduceL2"),
-    {NULL},
+const hs_op_impl hs_op_impl_reduce = {
+    .check = reduce_check,
+    .infer = reduce_infer,
+    .prepare = reduce_prepare,
+    .scratch_bytes = reduce_scratch,
+    .run = reduce_run,
 };

@@ -466,9 +466,15 @@ static int pad_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
   return 0;
 }
 
-const hs_op_def hs_ops_resize[] = {
-    {"Resize", 10, 1, 4, 1, 1, 0xeu, 0, resize_check, resize_infer, resize_prepare, resize_scratch, resize_run},
-    {"Upsample", 7, 1, 2, 1, 1, 0x2u, 0, resize_check, resize_infer, resize_prepare, resize_scratch, resize_run},
-    {"Pad", 1, 1, 3, 1, 1, 0x2u, 0, pad_check, pad_infer, NULL, NULL, pad_run},
-    {NULL},
+const hs_op_impl hs_op_impl_resize = {
+    .check = resize_check,
+    .infer = resize_infer,
+    .prepare = resize_prepare,
+    .scratch_bytes = resize_scratch,
+    .run = resize_run,
+};
+const hs_op_impl hs_op_impl_pad = {
+    .check = pad_check,
+    .infer = pad_infer,
+    .run = pad_run,
 };

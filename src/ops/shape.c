@@ -861,25 +861,85 @@ static int castlike_infer(const hs_node *n, const hs_tensor *in, int nin, hs_ten
   return hs_set_shape(&out[0], in[1].dtype, in[0].ndim, in[0].dims, n, err);
 }
 
-#define OP(name, since, mi, ma, mo, xo, vin, fl, chk, inf, run) {name, since, mi, ma, mo, xo, vin, fl, chk, inf, NULL, NULL, run}
-
-const hs_op_def hs_ops_shape[] = {
-    OP("Shape", 1, 1, 1, 1, 1, 0, HS_OP_SHAPE_ONLY, shape_check, shape_infer, shape_run),
-    OP("Reshape", 5, 2, 2, 1, 1, 1u << 1, HS_OP_ALIAS, reshape_check, reshape_infer, copy_input0),
-    OP("Flatten", 1, 1, 1, 1, 1, 0, HS_OP_ALIAS, flatten_check, flatten_infer, copy_input0),
-    OP("Squeeze", 1, 1, 2, 1, 1, 1u << 1, HS_OP_ALIAS, axes_check, squeeze_infer, copy_input0),
-    OP("Unsqueeze", 1, 1, 2, 1, 1, 1u << 1, HS_OP_ALIAS, axes_check, unsqueeze_infer, copy_input0),
-    OP("Transpose", 1, 1, 1, 1, 1, 0, 0, transpose_check, transpose_infer, transpose_run),
-    {"Concat", 4, 1, 64, 1, 1, 0, 0, concat_check, concat_infer, concat_prepare, concat_scratch, concat_run},
-    OP("Gather", 1, 2, 2, 1, 1, 0, 0, gather_check, gather_infer, gather_run),
-    OP("Slice", 1, 1, 5, 1, 1, 0x1eu, 0, slice_check, slice_infer, slice_run),
-    OP("Expand", 8, 2, 2, 1, 1, 1u << 1, 0, NULL, expand_infer, expand_run),
-    OP("Cast", 6, 1, 1, 1, 1, 0, 0, cast_check, cast_infer, cast_run),
-    OP("ConstantOfShape", 9, 1, 1, 1, 1, 1u << 0, 0, cos_check, cos_infer, cos_run),
-    OP("Split", 2, 1, 2, 1, 64, 1u << 1, 0, split_check, split_infer, split_run),
-    OP("Tile", 6, 2, 2, 1, 1, 1u << 1, 0, NULL, tile_infer, tile_run),
-    OP("Range", 11, 3, 3, 1, 1, 0x7u, 0, NULL, range_infer, range_run),
-    OP("Size", 1, 1, 1, 1, 1, 0, HS_OP_SHAPE_ONLY, NULL, size_infer, size_run),
-    OP("CastLike", 15, 2, 2, 1, 1, 0, 0, NULL, castlike_infer, cast_run),
-    {NULL},
+const hs_op_impl hs_op_impl_shape = {
+    .check = shape_check,
+    .infer = shape_infer,
+    .run = shape_run,
+};
+const hs_op_impl hs_op_impl_reshape = {
+    .check = reshape_check,
+    .infer = reshape_infer,
+    .run = copy_input0,
+};
+const hs_op_impl hs_op_impl_flatten = {
+    .check = flatten_check,
+    .infer = flatten_infer,
+    .run = copy_input0,
+};
+const hs_op_impl hs_op_impl_squeeze = {
+    .check = axes_check,
+    .infer = squeeze_infer,
+    .run = copy_input0,
+};
+const hs_op_impl hs_op_impl_unsqueeze = {
+    .check = axes_check,
+    .infer = unsqueeze_infer,
+    .run = copy_input0,
+};
+const hs_op_impl hs_op_impl_transpose = {
+    .check = transpose_check,
+    .infer = transpose_infer,
+    .run = transpose_run,
+};
+const hs_op_impl hs_op_impl_concat = {
+    .check = concat_check,
+    .infer = concat_infer,
+    .prepare = concat_prepare,
+    .scratch_bytes = concat_scratch,
+    .run = concat_run,
+};
+const hs_op_impl hs_op_impl_gather = {
+    .check = gather_check,
+    .infer = gather_infer,
+    .run = gather_run,
+};
+const hs_op_impl hs_op_impl_slice = {
+    .check = slice_check,
+    .infer = slice_infer,
+    .run = slice_run,
+};
+const hs_op_impl hs_op_impl_expand = {
+    .infer = expand_infer,
+    .run = expand_run,
+};
+const hs_op_impl hs_op_impl_cast = {
+    .check = cast_check,
+    .infer = cast_infer,
+    .run = cast_run,
+};
+const hs_op_impl hs_op_impl_constant_of_shape = {
+    .check = cos_check,
+    .infer = cos_infer,
+    .run = cos_run,
+};
+const hs_op_impl hs_op_impl_split = {
+    .check = split_check,
+    .infer = split_infer,
+    .run = split_run,
+};
+const hs_op_impl hs_op_impl_tile = {
+    .infer = tile_infer,
+    .run = tile_run,
+};
+const hs_op_impl hs_op_impl_range = {
+    .infer = range_infer,
+    .run = range_run,
+};
+const hs_op_impl hs_op_impl_size = {
+    .infer = size_infer,
+    .run = size_run,
+};
+const hs_op_impl hs_op_impl_cast_like = {
+    .infer = castlike_infer,
+    .run = cast_run,
 };

@@ -1,44 +1,29 @@
-/* table.c - the one op table: every op family's definitions, looked up by ONNX op_type. */
-#include <pthread.h>
+/* table.c - the one op table, generated from op_list.h, and binding a node to its row. */
 #include <string.h>
 
 #include "ops/ops.h"
 
-/* Each family array ends with an entry whose name is NULL. Adding a family: one line here. */
-static const hs_op_def *const k_families[] = {
-    hs_ops_elementwise, hs_ops_matmul, hs_ops_shape, hs_ops_conv,
-    hs_ops_pool,        hs_ops_norm,   hs_ops_reduce, hs_ops_resize, hs_ops_logic,
+/* Each op family's file defines the hs_op_impl_<impl> its lines in op_list.h name. */
+#define HS_X_IMPL(op, impl, ...) extern const hs_op_impl hs_op_impl_##impl;
+HS_OP_LIST(HS_X_IMPL)
+#undef HS_X_IMPL
+
+const hs_op_def hs_op_table[HS_OP_COUNT] = {
+#define HS_X_ROW(op, impl_, since_, min_in_, max_in_, min_out_, max_out_, value_inputs_, flags_)                  \
+  [HS_OP_##op] = {.id = HS_OP_##op, .name = #op, .since = since_, .min_in = min_in_, .max_in = max_in_,          \
+                  .min_out = min_out_, .max_out = max_out_, .value_inputs = value_inputs_, .flags = flags_, \
+                  .impl = &hs_op_impl_##impl_},
+    HS_OP_LIST(HS_X_ROW)
+#undef HS_X_ROW
 };
 
-#define HS_MAX_OPS 256
-static const hs_op_def *g_ops[HS_MAX_OPS];
-static int g_n_ops = -1;
-static pthread_once_t g_table_once = PTHREAD_ONCE_INIT;
-
-static void build_table(void) {
-  int n = 0;
-  for (size_t f = 0; f < sizeof k_families / sizeof k_families[0]; f++)
-    for (const hs_op_def *d = k_families[f]; d->name && n < HS_MAX_OPS; d++) g_ops[n++] = d;
-  g_n_ops = n;
-}
-
-/* The table is built once, by whichever thread first asks (models may load on several threads). */
-static void ensure_table(void) { pthread_once(&g_table_once, build_table); }
-
-int hs_op_count(void) {
-  ensure_table();
-  return g_n_ops;
-}
-
-const hs_op_def *hs_op_get(int index) {
-  ensure_table();
-  return index >= 0 && index < g_n_ops ? g_ops[index] : NULL;
-}
+/* Adding or removing an op changes this count on purpose: follow the checklist in docs/KERNELS.md
+ * (the family file's entry points, the conformance cases enabled, the docs' op list), then update it. */
+_Static_assert(HS_OP_COUNT == 80, "the op list changed: see 'Adding an op' in docs/KERNELS.md");
 
 int hs_op_find(const char *op_type) {
-  ensure_table();
-  for (int i = 0; i < g_n_ops; i++)
-    if (strcmp(g_ops[i]->name, op_type) == 0) return i;
+  for (int i = 0; i < HS_OP_COUNT; i++)
+    if (strcmp(hs_op_table[i].name, op_type) == 0) return i;
   return -1;
 }
 
@@ -53,7 +38,7 @@ int hs_op_bind(hs_node *n, const hs_graph *g, hs_error *err) {
   if (idx < 0)
     return hs_error_set(err, HS_UNSUPPORTED, "node '%s': op %s (opset %d) is not supported", n->name, n->op_type,
                         n->opset);
-  const hs_op_def *d = g_ops[idx];
+  const hs_op_def *d = &hs_op_table[idx];
   if (n->opset < HS_MIN_OPSET || n->opset > HS_MAX_OPSET || n->opset < d->since)
     return hs_error_set(err, HS_UNSUPPORTED, "node '%s': op %s at opset %d is not supported (opsets %d-%d)",
                         n->name, n->op_type, n->opset, d->since, HS_MAX_OPSET);
@@ -71,5 +56,10 @@ int hs_op_bind(hs_node *n, const hs_graph *g, hs_error *err) {
     if (n->in[i] < 0)
       return hs_error_set(err, HS_PARSE, "node '%s' (%s): required input %d is empty", n->name, n->op_type, i);
   n->op = idx;
-  return d->check ? d->check(n, g, err) : hs_node_only_attrs(n, "", err);
+  return d->impl->check ? d->impl->check(n, g, err) : hs_node_only_attrs(n, "", err);
+}
+
+int hs_op_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
+  const hs_op_def *d = hs_op_get(n->op);
+  return d && d->impl->fuse ? d->impl->fuse(n, f, err) : HS_FUSE_REFUSED;
 }

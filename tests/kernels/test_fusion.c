@@ -14,7 +14,6 @@
 
 #include "base/npy.h"
 #include "engine/engine.h"
-#include "ops/conv.h"
 
 #ifndef HS_FUSION_DIR
 #error "HS_FUSION_DIR must name the generated cases folder"
