@@ -131,7 +131,7 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
     if (n->n_in > m->max_in) m->max_in = n->n_in;
     if (n->n_out > m->max_out) m->max_out = n->n_out;
     for (int i = 0; i < n->n_in; i++) {
-      if (!(d->value_inputs >> i & 1) || n->in[i] < 0) continue;
+      if (!hs_op_value_input(d, i) || n->in[i] < 0) continue;
       const hs_value *v = &g->values[n->in[i]];
       if (v->kind != HS_VAL_INPUT) continue;
       int dup = 0;

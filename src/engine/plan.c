@@ -153,17 +153,29 @@ static void input_views(const hs_plan *p, const hs_node *n, hs_tensor *vin) {
   }
 }
 
-int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_known, hs_plan **out,
-                  hs_error *err) {
-  const hs_graph *g = &m->g;
-  int rc = 0;
-  hs_plan *p = calloc(1, sizeof *p);
-  hs_tensor *vin = calloc((size_t)m->max_in + 1, sizeof *vin);
-  hs_tensor *vout = calloc((size_t)m->max_out + 1, sizeof *vout);
-  int *last_use = malloc(sizeof(int) * ((size_t)g->n_values + 1));
-  uint8_t *is_out = calloc((size_t)g->n_values + 1, 1);
-  allocator al = {0};
-  if (!p || !vin || !vout || !last_use || !is_out) goto nomem;
+/* What building one plan needs besides the plan itself; freed when building ends. */
+typedef struct plan_builder {
+  const hs_engine_model *m;
+  const hs_graph *g;
+  hs_plan *p;
+  hs_tensor *vin, *vout; /* node argument views, max_in / max_out long */
+  int *last_use;         /* per value: order position of its last reader, -1 when none */
+  uint8_t *is_out;       /* per value: a graph output */
+  allocator al;
+} plan_builder;
+
+static int no_memory(hs_error *err) { return hs_error_set(err, HS_NO_MEMORY, "out of memory while planning"); }
+
+/* Phase 1: the plan's arrays, and its key (the input shapes, and key inputs' contents when known). */
+static int plan_alloc(plan_builder *b, const hs_tensor *inputs, int data_known, hs_error *err) {
+  const hs_engine_model *m = b->m;
+  const hs_graph *g = b->g;
+  hs_plan *p = b->p = calloc(1, sizeof *p);
+  b->vin = calloc((size_t)m->max_in + 1, sizeof *b->vin);
+  b->vout = calloc((size_t)m->max_out + 1, sizeof *b->vout);
+  b->last_use = malloc(sizeof(int) * ((size_t)g->n_values + 1));
+  b->is_out = calloc((size_t)g->n_values + 1, 1);
+  if (!p || !b->vin || !b->vout || !b->last_use || !b->is_out) return no_memory(err);
   p->n_values = g->n_values;
   p->v = calloc((size_t)g->n_values + 1, sizeof *p->v);
   p->skip = calloc((size_t)g->n_nodes + 1, 1);
@@ -172,11 +184,11 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
   p->in_shapes = calloc((size_t)m->n_inputs + 1, sizeof(hs_tensor));
   p->key_data = calloc((size_t)m->n_key_inputs + 1, sizeof(void *));
   p->key_len = malloc(sizeof(size_t) * ((size_t)m->n_key_inputs + 1));
+  if (p->key_len) /* terminator for hs_plan_free, set before anything can fail */
+    for (int k = 0; k <= m->n_key_inputs; k++) p->key_len[k] = SIZE_MAX;
   if (!p->v || !p->skip || !p->scratch_off || !p->copy_off || !p->in_shapes || !p->key_data || !p->key_len)
-    goto nomem;
-  for (int k = 0; k <= m->n_key_inputs; k++) p->key_len[k] = SIZE_MAX; /* terminator for hs_plan_free */
+    return no_memory(err);
 
-  /* the key */
   for (int i = 0; i < m->n_inputs; i++) {
     p->in_shapes[i].ndim = inputs[i].ndim;
     memcpy(p->in_shapes[i].dims, inputs[i].dims, sizeof inputs[i].dims);
@@ -185,15 +197,19 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
     for (int k = 0; k < m->n_key_inputs; k++) {
       const hs_tensor *t = &inputs[m->key_inputs[k]];
       p->key_data[k] = malloc(t->nbytes ? t->nbytes : 1);
-      if (!p->key_data[k]) goto nomem;
+      if (!p->key_data[k]) return no_memory(err);
       if (t->nbytes) memcpy(p->key_data[k], t->data, t->nbytes);
       p->key_len[k] = t->nbytes;
     }
+  return 0;
+}
 
-  /* where every value starts */
+/* Phase 2: where every value starts: constants and graph inputs are known, the rest LOC_NONE. */
+static void place_sources(plan_builder *b, const hs_tensor *inputs, int data_known) {
+  const hs_graph *g = b->g;
   for (int v = 0; v < g->n_values; v++) {
     const hs_value *val = &g->values[v];
-    pval *pv = &p->v[v];
+    pval *pv = &b->p->v[v];
     if (val->kind == HS_VAL_CONST) {
       pv->loc = LOC_CONST;
       pv->t.dtype = val->dtype;
@@ -207,11 +223,50 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
       pv->off = (size_t)val->input_index;
       pv->t = *t;
       pv->t.data = NULL;
-      pv->data = data_known && is_key_input(m, val->input_index) ? t->data : NULL;
+      pv->data = data_known && is_key_input(b->m, val->input_index) ? t->data : NULL;
     }
   }
+}
 
-  /* shapes, in order; fold what is small and known */
+/* Runs node n now, on inputs known while planning (vin) into buffers the plan keeps. */
+static int fold_node(plan_builder *b, int ni, hs_error *err) {
+  const hs_node *n = &b->g->nodes[ni];
+  const hs_op_def *d = hs_op_get(n->op);
+  hs_tensor *vin = b->vin, *vout = b->vout;
+  hs_plan *p = b->p;
+  size_t sb = d->impl->scratch_bytes ? d->impl->scratch_bytes(n, vin, n->n_in, vout, n->n_out) : 0;
+  void *scratch = sb ? malloc(sb) : NULL;
+  if (sb && !scratch) return no_memory(err);
+  for (int k = 0; k < n->n_out; k++) {
+    vout[k].data = NULL;
+    if (n->out[k] < 0) continue;
+    void *buf = malloc(vout[k].nbytes ? vout[k].nbytes : 1);
+    if (!buf || keep_folded(p, buf)) {
+      free(buf);
+      free(scratch);
+      return no_memory(err);
+    }
+    vout[k].data = buf;
+  }
+  int rc = d->impl->run(n, vin, n->n_in, vout, n->n_out, scratch, err);
+  free(scratch);
+  if (rc) return rc;
+  for (int k = 0; k < n->n_out; k++) {
+    if (n->out[k] < 0) continue;
+    p->v[n->out[k]].loc = LOC_FOLDED;
+    p->v[n->out[k]].data = vout[k].data;
+  }
+  p->skip[ni] = 1;
+  return 0;
+}
+
+/* Phase 3: every output's shape, node by node in order; what is small and computable now (shape
+ * arithmetic) is folded into the plan. */
+static int infer_shapes(plan_builder *b, int data_known, hs_error *err) {
+  const hs_graph *g = b->g;
+  hs_plan *p = b->p;
+  hs_tensor *vin = b->vin, *vout = b->vout;
+  int rc;
   for (int oi = 0; oi < g->n_order; oi++) {
     int ni = g->order[oi];
     const hs_node *n = &g->nodes[ni];
@@ -221,165 +276,161 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
     for (int i = 0; i < n->n_in; i++) {
       if (n->in[i] < 0) continue;
       int v = n->in[i];
-      if (p->v[v].loc == LOC_NONE) {
-        rc = hs_error_set(err, HS_INTERNAL, "node '%s' reads '%s' before it is computed", n->name, g->values[v].name);
-        goto fail;
-      }
+      if (p->v[v].loc == LOC_NONE)
+        return hs_error_set(err, HS_INTERNAL, "node '%s' reads '%s' before it is computed", n->name,
+                            g->values[v].name);
       if (!vin[i].data) all_known = 0;
-      if ((d->value_inputs >> i & 1) && !vin[i].data) {
-        if (!data_known && g->values[v].kind == HS_VAL_INPUT) {
-          rc = hs_error_set(err, HS_UNAVAILABLE, "shapes depend on the contents of input '%s'", g->values[v].name);
-        } else {
-          rc = hs_op_errf(err, n, HS_UNSUPPORTED, "input %d ('%s') decides output shapes but is computed at run "
+      if (hs_op_value_input(d, i) && !vin[i].data) {
+        if (!data_known && g->values[v].kind == HS_VAL_INPUT)
+          return hs_error_set(err, HS_UNAVAILABLE, "shapes depend on the contents of input '%s'", g->values[v].name);
+        return hs_op_errf(err, n, HS_UNSUPPORTED, "input %d ('%s') decides output shapes but is computed at run "
                           "time (opset %d)", i, g->values[v].name, n->opset);
-        }
-        goto fail;
       }
     }
     for (int k = 0; k < n->n_out; k++) memset(&vout[k], 0, sizeof vout[k]);
-    if ((rc = d->impl->infer(n, vin, n->n_in, vout, n->n_out, err))) goto fail;
+    if ((rc = d->impl->infer(n, vin, n->n_in, vout, n->n_out, err))) return rc;
     size_t total = 0;
     for (int k = 0; k < n->n_out; k++) {
       if (n->out[k] < 0) continue;
-      if (vout[k].dtype == HS_DT_UNDEFINED) {
-        rc = hs_op_errf(err, n, HS_INTERNAL, "output %d has no type", k);
-        goto fail;
-      }
+      if (vout[k].dtype == HS_DT_UNDEFINED) return hs_op_errf(err, n, HS_INTERNAL, "output %d has no type", k);
       pval *pv = &p->v[n->out[k]];
       pv->t = vout[k];
       pv->t.data = NULL;
       pv->loc = LOC_ARENA;
       total += vout[k].nbytes;
-      if (total > ARENA_LIMIT) {
-        rc = hs_op_errf(err, n, HS_LIMIT, "outputs need more than %zu bytes", ARENA_LIMIT);
-        goto fail;
-      }
+      if (total > ARENA_LIMIT) return hs_op_errf(err, n, HS_LIMIT, "outputs need more than %zu bytes", ARENA_LIMIT);
     }
-    if ((all_known || (d->flags & HS_OP_SHAPE_ONLY)) && total <= FOLD_MAX_BYTES) {
-      /* evaluate now; the plan keeps the result */
-      size_t sb = d->impl->scratch_bytes ? d->impl->scratch_bytes(n, vin, n->n_in, vout, n->n_out) : 0;
-      void *scratch = sb ? malloc(sb) : NULL;
-      if (sb && !scratch) goto nomem;
-      for (int k = 0; k < n->n_out; k++) {
-        vout[k].data = NULL;
-        if (n->out[k] < 0) continue;
-        void *buf = malloc(vout[k].nbytes ? vout[k].nbytes : 1);
-        if (!buf || keep_folded(p, buf)) {
-          free(buf);
-          free(scratch);
-          goto nomem;
-        }
-        vout[k].data = buf;
-      }
-      rc = d->impl->run(n, vin, n->n_in, vout, n->n_out, scratch, err);
-      free(scratch);
-      if (rc) goto fail;
-      for (int k = 0; k < n->n_out; k++) {
-        if (n->out[k] < 0) continue;
-        p->v[n->out[k]].loc = LOC_FOLDED;
-        p->v[n->out[k]].data = vout[k].data;
-      }
-      p->skip[ni] = 1;
-    }
+    if ((all_known || (d->flags & HS_OP_SHAPE_ONLY)) && total <= FOLD_MAX_BYTES && (rc = fold_node(b, ni, err)))
+      return rc;
   }
+  return 0;
+}
 
-  /* liveness */
-  for (int v = 0; v < g->n_values; v++) last_use[v] = -1;
-  for (int k = 0; k < g->n_outputs; k++) is_out[g->outputs[k]] = 1;
+/* Phase 4: liveness: the last reader of every value among the nodes that run. */
+static void find_last_uses(plan_builder *b) {
+  const hs_graph *g = b->g;
+  for (int v = 0; v < g->n_values; v++) b->last_use[v] = -1;
+  for (int k = 0; k < g->n_outputs; k++) b->is_out[g->outputs[k]] = 1;
   for (int oi = 0; oi < g->n_order; oi++) {
     const hs_node *n = &g->nodes[g->order[oi]];
-    if (p->skip[g->order[oi]]) continue;
+    if (b->p->skip[g->order[oi]]) continue;
     for (int i = 0; i < n->n_in; i++)
-      if (n->in[i] >= 0) last_use[n->in[i]] = oi;
+      if (n->in[i] >= 0) b->last_use[n->in[i]] = oi;
   }
-  /* offsets */
+}
+
+/* An alias node (Reshape...) at order position oi takes over its input's bytes when it may: then it
+ * never runs. Returns 1 when it did. */
+static int alias_node(plan_builder *b, int ni, int oi) {
+  const hs_node *n = &b->g->nodes[ni];
+  hs_plan *p = b->p;
+  int live_outs = 0;
+  for (int k = 0; k < n->n_out; k++) live_outs += n->out[k] >= 0;
+  if (!(hs_op_get(n->op)->flags & HS_OP_ALIAS) || live_outs != 1 || n->out[0] < 0 || n->in[0] < 0) return 0;
+  /* the output takes over the input's bytes (its buffer, when this is the input's last reader; a
+   * graph input or constant, always) */
+  int v = n->in[0];
+  pval *src = &p->v[v], *dst = &p->v[n->out[0]];
+  int transfer = src->loc == LOC_ARENA && b->last_use[v] == oi && !b->is_out[v];
+  for (int i = 1; i < n->n_in; i++) transfer &= n->in[i] != v;
+  if (!transfer && src->loc != LOC_INPUT && src->loc != LOC_CONST && src->loc != LOC_FOLDED) return 0;
+  dst->loc = src->loc;
+  dst->off = src->off;
+  dst->data = src->data;
+  p->skip[ni] = 1;
+  for (int i = 1; i < n->n_in; i++) {
+    int u = n->in[i];
+    if (u >= 0 && p->v[u].loc == LOC_ARENA && !b->is_out[u] && b->last_use[u] == oi) free_block(&b->al, p->v[u].off);
+  }
+  if (dst->loc == LOC_ARENA && !b->is_out[n->out[0]] && b->last_use[n->out[0]] < 0) free_block(&b->al, dst->off);
+  return 1;
+}
+
+/* Phase 5: arena offsets for outputs and scratch of the nodes that run, in order, reusing a block
+ * once its value's last reader has run. */
+static int assign_offsets(plan_builder *b, hs_error *err) {
+  const hs_graph *g = b->g;
+  hs_plan *p = b->p;
+  allocator *al = &b->al;
   for (int oi = 0; oi < g->n_order; oi++) {
     int ni = g->order[oi];
     const hs_node *n = &g->nodes[ni];
-    if (p->skip[ni]) continue;
+    if (p->skip[ni] || alias_node(b, ni, oi)) continue;
     const hs_op_def *d = hs_op_get(n->op);
-    int live_outs = 0;
-    for (int k = 0; k < n->n_out; k++) live_outs += n->out[k] >= 0;
-    if ((d->flags & HS_OP_ALIAS) && live_outs == 1 && n->out[0] >= 0 && n->in[0] >= 0) {
-      /* a view: the output takes over the input's bytes (its buffer, when this is the input's last
-       * reader; a graph input or constant, always) and the node never runs */
-      int v = n->in[0];
-      pval *src = &p->v[v], *dst = &p->v[n->out[0]];
-      int transfer = src->loc == LOC_ARENA && last_use[v] == oi && !is_out[v];
-      for (int i = 1; i < n->n_in; i++) transfer &= n->in[i] != v;
-      if (transfer || src->loc == LOC_INPUT || src->loc == LOC_CONST || src->loc == LOC_FOLDED) {
-        dst->loc = src->loc;
-        dst->off = src->off;
-        dst->data = src->data;
-        p->skip[ni] = 1;
-        for (int i = 1; i < n->n_in; i++) {
-          int u = n->in[i];
-          if (u >= 0 && p->v[u].loc == LOC_ARENA && !is_out[u] && last_use[u] == oi) free_block(&al, p->v[u].off);
-        }
-        if (dst->loc == LOC_ARENA && !is_out[n->out[0]] && last_use[n->out[0]] < 0) free_block(&al, dst->off);
-        continue;
-      }
-    }
     for (int k = 0; k < n->n_out; k++) {
       if (n->out[k] < 0) continue;
       pval *pv = &p->v[n->out[k]];
-      if (alloc_block(&al, pv->t.nbytes, &pv->off)) goto nomem;
+      if (alloc_block(al, pv->t.nbytes, &pv->off)) return no_memory(err);
     }
     if (d->impl->scratch_bytes) {
-      input_views(p, n, vin);
+      input_views(p, n, b->vin);
       for (int k = 0; k < n->n_out; k++) {
-        memset(&vout[k], 0, sizeof vout[k]);
-        if (n->out[k] >= 0) vout[k] = p->v[n->out[k]].t;
+        memset(&b->vout[k], 0, sizeof b->vout[k]);
+        if (n->out[k] >= 0) b->vout[k] = p->v[n->out[k]].t;
       }
-      size_t sb = d->impl->scratch_bytes(n, vin, n->n_in, vout, n->n_out);
+      size_t sb = d->impl->scratch_bytes(n, b->vin, n->n_in, b->vout, n->n_out);
       if (sb) {
-        if (alloc_block(&al, sb, &p->scratch_off[ni])) goto nomem;
-        free_block(&al, p->scratch_off[ni]);
+        if (alloc_block(al, sb, &p->scratch_off[ni])) return no_memory(err);
+        free_block(al, p->scratch_off[ni]);
       }
     }
     for (int i = 0; i < n->n_in; i++) {
       int v = n->in[i];
-      if (v < 0 || p->v[v].loc != LOC_ARENA || is_out[v] || last_use[v] != oi) continue;
+      if (v < 0 || p->v[v].loc != LOC_ARENA || b->is_out[v] || b->last_use[v] != oi) continue;
       int dup = 0; /* the same value twice among the inputs: free once */
       for (int j = 0; j < i; j++) dup |= n->in[j] == v;
-      if (!dup) free_block(&al, p->v[v].off);
+      if (!dup) free_block(al, p->v[v].off);
     }
     for (int k = 0; k < n->n_out; k++) {
       int v = n->out[k];
-      if (v >= 0 && !is_out[v] && last_use[v] < 0) free_block(&al, p->v[v].off);
+      if (v >= 0 && !b->is_out[v] && b->last_use[v] < 0) free_block(al, p->v[v].off);
     }
   }
+  return 0;
+}
+
+/* Phase 6: a slot to copy each graph output into when it does not already live in the arena; the
+ * arena's size. */
+static int place_outputs(plan_builder *b, hs_error *err) {
+  const hs_graph *g = b->g;
+  hs_plan *p = b->p;
   for (int k = 0; k < g->n_outputs; k++) {
     pval *pv = &p->v[g->outputs[k]];
     p->copy_off[k] = SIZE_MAX;
-    if (pv->loc == LOC_NONE) {
-      rc = hs_error_set(err, HS_PARSE, "graph output '%s' is never computed", g->values[g->outputs[k]].name);
-      goto fail;
-    }
-    if (pv->loc != LOC_ARENA && alloc_block(&al, pv->t.nbytes, &p->copy_off[k])) goto nomem;
+    if (pv->loc == LOC_NONE)
+      return hs_error_set(err, HS_PARSE, "graph output '%s' is never computed", g->values[g->outputs[k]].name);
+    if (pv->loc != LOC_ARENA && alloc_block(&b->al, pv->t.nbytes, &p->copy_off[k])) return no_memory(err);
   }
-  p->arena = al.high;
-  if (p->arena > ARENA_LIMIT) {
-    rc = hs_error_set(err, HS_LIMIT, "the plan needs %zu bytes of scratch (limit %zu)", p->arena, ARENA_LIMIT);
-    goto fail;
-  }
-  free(al.b);
-  free(vin);
-  free(vout);
-  free(last_use);
-  free(is_out);
-  *out = p;
+  p->arena = b->al.high;
+  if (p->arena > ARENA_LIMIT)
+    return hs_error_set(err, HS_LIMIT, "the plan needs %zu bytes of scratch (limit %zu)", p->arena, ARENA_LIMIT);
   return 0;
-nomem:
-  rc = hs_error_set(err, HS_NO_MEMORY, "out of memory while planning");
-fail:
-  free(al.b);
-  free(vin);
-  free(vout);
-  free(last_use);
-  free(is_out);
-  hs_plan_free(p);
-  return rc;
+}
+
+int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_known, hs_plan **out,
+                  hs_error *err) {
+  plan_builder b = {.m = m, .g = &m->g};
+  int rc = plan_alloc(&b, inputs, data_known, err);
+  if (rc == 0) {
+    place_sources(&b, inputs, data_known);
+    rc = infer_shapes(&b, data_known, err);
+  }
+  if (rc == 0) {
+    find_last_uses(&b);
+    rc = assign_offsets(&b, err);
+  }
+  if (rc == 0) rc = place_outputs(&b, err);
+  free(b.al.b);
+  free(b.vin);
+  free(b.vout);
+  free(b.last_use);
+  free(b.is_out);
+  if (rc) {
+    hs_plan_free(b.p);
+    return rc;
+  }
+  *out = b.p;
+  return 0;
 }
 
 void hs_plan_output_shape(const hs_plan *p, const hs_engine_model *m, int k, hs_tensor *t) {

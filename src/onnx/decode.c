@@ -187,187 +187,252 @@ static int read_external(const char *base_dir, const char *location, int64_t off
   return 0;
 }
 
-int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_tensor *out, char **name_out,
-                          hs_error *err) {
+/* A TensorProto's fields other than its typed data (read by read_tensor_fields). */
+typedef struct tensor_fields {
+  i64vec dims;
+  int64_t dtype_raw;
+  const uint8_t *raw; /* raw_data, pointing into the message */
+  size_t raw_len;
+  int has_raw, external;
+  char *name, *location; /* owned */
+  int64_t ext_offset, ext_length; /* ext_length -1: not given */
+} tensor_fields;
+
+static void tensor_fields_free(tensor_fields *tf) {
+  free(tf->dims.v);
+  free(tf->name);
+  free(tf->location);
+}
+
+static const char *tensor_name(const tensor_fields *tf) { return tf->name ? tf->name : ""; }
+
+/* One external_data entry (StringStringEntryProto): location, offset or length. */
+static int read_external_entry(hs_pb *r, tensor_fields *tf, hs_error *err) {
+  hs_pb e;
+  char *key = NULL, *val = NULL;
+  int rc = 0;
+  if (hs_pb_sub(r, &e)) return BAD(err, "external_data past the end");
+  while (hs_pb_more(&e) && rc == 0) {
+    uint32_t ef;
+    int ew;
+    if (hs_pb_key(&e, &ef, &ew)) rc = BAD(err, "bad external_data entry");
+    else if (ef == 1 && ew == HS_PB_BYTES) rc = read_string(&e, &key, err);
+    else if (ef == 2 && ew == HS_PB_BYTES) rc = read_string(&e, &val, err);
+    else if (hs_pb_skip(&e, ew)) rc = BAD(err, "bad external_data entry");
+  }
+  if (rc == 0 && key && val) {
+    if (strcmp(key, "location") == 0) {
+      free(tf->location);
+      tf->location = val;
+      val = NULL;
+    } else if (strcmp(key, "offset") == 0 || strcmp(key, "length") == 0) {
+      char *end;
+      errno = 0;
+      long long x = strtoll(val, &end, 10);
+      if (errno || *end || end == val || x < 0) rc = BAD(err, "bad external data offset/length");
+      else if (key[0] == 'o') tf->ext_offset = x;
+      else tf->ext_length = x;
+    }
+  }
+  free(key);
+  free(val);
+  return rc;
+}
+
+/* Pass 1 over a TensorProto: everything except the typed data fields. */
+static int read_tensor_fields(const void *buf, size_t len, tensor_fields *tf, hs_error *err) {
   hs_pb r;
   uint32_t f;
   int w, rc = 0;
-  i64vec dims = {0};
-  int64_t dtype_raw = 0;
-  const uint8_t *raw = NULL;
-  size_t raw_len = 0;
-  int has_raw = 0, external = 0;
-  char *name = NULL, *location = NULL;
-  int64_t ext_offset = 0, ext_length = -1;
-  void *data = NULL;
-
-  /* Pass 1: everything except the typed data fields. */
   hs_pb_init(&r, buf, len);
   while (hs_pb_more(&r)) {
-    if (hs_pb_key(&r, &f, &w)) { rc = BAD(err, "bad tensor field"); goto fail; }
+    if (hs_pb_key(&r, &f, &w)) return BAD(err, "bad tensor field");
     uint64_t v;
     if (f == 1) {
-      if ((rc = read_varints(&r, w, &dims, err))) goto fail;
+      if ((rc = read_varints(&r, w, &tf->dims, err))) return rc;
     } else if (f == 2 && w == HS_PB_VARINT) {
-      if (hs_pb_varint(&r, &v)) { rc = BAD(err, "bad tensor data_type"); goto fail; }
-      dtype_raw = (int64_t)v;
+      if (hs_pb_varint(&r, &v)) return BAD(err, "bad tensor data_type");
+      tf->dtype_raw = (int64_t)v;
     } else if (f == 8 && w == HS_PB_BYTES) {
-      if ((rc = read_string(&r, &name, err))) goto fail;
+      if ((rc = read_string(&r, &tf->name, err))) return rc;
     } else if (f == 9 && w == HS_PB_BYTES) {
-      if (hs_pb_bytes(&r, &raw, &raw_len)) { rc = BAD(err, "tensor raw_data past the end"); goto fail; }
-      has_raw = 1;
+      if (hs_pb_bytes(&r, &tf->raw, &tf->raw_len)) return BAD(err, "tensor raw_data past the end");
+      tf->has_raw = 1;
     } else if (f == 14 && w == HS_PB_VARINT) {
-      if (hs_pb_varint(&r, &v)) { rc = BAD(err, "bad data_location"); goto fail; }
-      external = v == 1;
-    } else if (f == 13 && w == HS_PB_BYTES) { /* StringStringEntryProto */
-      hs_pb e;
-      char *key = NULL, *val = NULL;
-      if (hs_pb_sub(&r, &e)) { rc = BAD(err, "external_data past the end"); goto fail; }
-      while (hs_pb_more(&e) && rc == 0) {
-        uint32_t ef;
-        int ew;
-        if (hs_pb_key(&e, &ef, &ew)) rc = BAD(err, "bad external_data entry");
-        else if (ef == 1 && ew == HS_PB_BYTES) rc = read_string(&e, &key, err);
-        else if (ef == 2 && ew == HS_PB_BYTES) rc = read_string(&e, &val, err);
-        else if (hs_pb_skip(&e, ew)) rc = BAD(err, "bad external_data entry");
-      }
-      if (rc == 0 && key && val) {
-        if (strcmp(key, "location") == 0) {
-          free(location);
-          location = val;
-          val = NULL;
-        } else if (strcmp(key, "offset") == 0 || strcmp(key, "length") == 0) {
-          char *end;
-          errno = 0;
-          long long x = strtoll(val, &end, 10);
-          if (errno || *end || end == val || x < 0) rc = BAD(err, "bad external data offset/length");
-          else if (key[0] == 'o') ext_offset = x;
-          else ext_length = x;
-        }
-      }
-      free(key);
-      free(val);
-      if (rc) goto fail;
+      if (hs_pb_varint(&r, &v)) return BAD(err, "bad data_location");
+      tf->external = v == 1;
+    } else if (f == 13 && w == HS_PB_BYTES) {
+      if ((rc = read_external_entry(&r, tf, err))) return rc;
     } else if (hs_pb_skip(&r, w)) {
-      rc = BAD(err, "bad tensor field");
-      goto fail;
+      return BAD(err, "bad tensor field");
     }
   }
+  return 0;
+}
+
+/* out's dtype and shape from the fields; *nbytes the size its data must have. */
+static int tensor_shape(const tensor_fields *tf, hs_tensor *out, size_t *nbytes, hs_error *err) {
   hs_dtype dt;
-  if (onnx_dtype(dtype_raw, &dt))
-    { rc = hs_error_set(err, HS_UNSUPPORTED, "tensor '%s': data type %lld is not supported", name ? name : "",
-                        (long long)dtype_raw); goto fail; }
-  if (dims.n > HS_MAX_DIMS)
-    { rc = hs_error_set(err, HS_UNSUPPORTED, "tensor '%s': %zu dimensions (at most %d)", name ? name : "",
-                        dims.n, HS_MAX_DIMS); goto fail; }
+  if (onnx_dtype(tf->dtype_raw, &dt))
+    return hs_error_set(err, HS_UNSUPPORTED, "tensor '%s': data type %lld is not supported", tensor_name(tf),
+                        (long long)tf->dtype_raw);
+  if (tf->dims.n > HS_MAX_DIMS)
+    return hs_error_set(err, HS_UNSUPPORTED, "tensor '%s': %zu dimensions (at most %d)", tensor_name(tf),
+                        tf->dims.n, HS_MAX_DIMS);
   memset(out, 0, sizeof *out);
   out->dtype = dt;
-  out->ndim = (int)dims.n;
-  for (size_t i = 0; i < dims.n; i++) out->dims[i] = dims.v[i];
+  out->ndim = (int)tf->dims.n;
+  for (size_t i = 0; i < tf->dims.n; i++) out->dims[i] = tf->dims.v[i];
   int64_t numel = hs_shape_numel(out->dims, out->ndim);
   size_t esz = hs_dtype_size(dt);
   if (numel < 0 || (uint64_t)numel > SIZE_MAX / esz)
-    { rc = hs_error_set(err, HS_PARSE, "tensor '%s': negative or overflowing dimensions", name ? name : ""); goto fail; }
-  size_t nbytes = (size_t)numel * esz;
-  if (external) {
-    if (!location) { rc = BAD(err, "external tensor without a location"); goto fail; }
-    if ((rc = read_external(base_dir, location, ext_offset, ext_length, nbytes, &data, err))) goto fail;
+    return hs_error_set(err, HS_PARSE, "tensor '%s': negative or overflowing dimensions", tensor_name(tf));
+  *nbytes = (size_t)numel * esz;
+  return 0;
+}
+
+/* The TensorProto field that holds dtype dt's values when they are not raw_data. */
+static int typed_field(hs_dtype dt) {
+  switch (dt) {
+    case HS_DT_FLOAT32: return 4;
+    case HS_DT_INT64: return 7;
+    case HS_DT_FLOAT64: return 10;
+    case HS_DT_UINT32: case HS_DT_UINT64: return 11;
+    default: return 5; /* int32, int16, int8, uint16, uint8, bool, float16 */
+  }
+}
+
+/* Counts the values present in typed field `field` (packed or not), without storing them. */
+static int count_typed(const void *buf, size_t len, int field, uint64_t *present, hs_error *err) {
+  hs_pb r;
+  uint32_t f;
+  int w;
+  *present = 0;
+  hs_pb_init(&r, buf, len);
+  while (hs_pb_more(&r)) {
+    const uint8_t *pd;
+    size_t pl;
+    if (hs_pb_key(&r, &f, &w)) return BAD(err, "bad tensor field");
+    if ((int)f != field || w != HS_PB_BYTES) {
+      if ((int)f == field) (*present)++;
+      if (hs_pb_skip(&r, w)) return BAD(err, "bad tensor field");
+      continue;
+    }
+    if (hs_pb_bytes(&r, &pd, &pl)) return BAD(err, "packed data past the end");
+    if (field == 4) *present += pl / 4;
+    else if (field == 10) *present += pl / 8;
+    else
+      for (size_t i = 0; i < pl; i++) *present += pd[i] < 0x80;
+  }
+  return 0;
+}
+
+/* Pass 2: the values of typed field `field` into data (numel elements of esz bytes each). Elements
+ * are counted as they arrive and never exceed numel. */
+static int read_typed(const void *buf, size_t len, int field, size_t esz, int64_t numel, const char *name, void *data,
+                      hs_error *err) {
+  hs_pb r;
+  uint32_t f;
+  int w;
+  size_t count = 0;
+  hs_pb_init(&r, buf, len);
+  while (hs_pb_more(&r)) {
+    if (hs_pb_key(&r, &f, &w)) return BAD(err, "bad tensor field");
+    if ((int)f != field) {
+      if (hs_pb_skip(&r, w)) return BAD(err, "bad tensor field");
+      continue;
+    }
+    hs_pb sub = r;
+    int packed = w == HS_PB_BYTES;
+    if (packed && hs_pb_sub(&r, &sub)) return BAD(err, "packed data past the end");
+    hs_pb *src = packed ? &sub : &r;
+    do {
+      if ((int64_t)count >= numel)
+        return hs_error_set(err, HS_PARSE, "tensor '%s': more values than its shape holds", name);
+      uint64_t v = 0;
+      uint32_t v32 = 0;
+      if (field == 4) {
+        if ((packed ? 0 : w != HS_PB_FIXED32) || hs_pb_fixed32(src, &v32)) return BAD(err, "bad float_data");
+        memcpy((char *)data + count * 4, &v32, 4);
+      } else if (field == 10) {
+        if ((packed ? 0 : w != HS_PB_FIXED64) || hs_pb_fixed64(src, &v)) return BAD(err, "bad double_data");
+        memcpy((char *)data + count * 8, &v, 8);
+      } else {
+        if ((packed ? 0 : w != HS_PB_VARINT) || hs_pb_varint(src, &v)) return BAD(err, "bad integer data");
+        char *dst = (char *)data + count * esz;
+        if (esz == 8) { int64_t x = (int64_t)v; memcpy(dst, &x, 8); }
+        else if (esz == 4) { uint32_t x = (uint32_t)v; memcpy(dst, &x, 4); }
+        else if (esz == 2) { uint16_t x = (uint16_t)v; memcpy(dst, &x, 2); }
+        else { uint8_t x = (uint8_t)v; memcpy(dst, &x, 1); }
+      }
+      count++;
+    } while (packed && hs_pb_more(&sub));
+  }
+  if ((int64_t)count != numel)
+    return hs_error_set(err, HS_PARSE, "tensor '%s': %zu values for a shape of %lld elements", name, count,
+                        (long long)numel);
+  return 0;
+}
+
+/* The tensor's bytes into a new malloc'ed *data (NULL when empty): from an external file, raw_data,
+ * or the typed field of its dtype. */
+static int tensor_data(const void *buf, size_t len, const char *base_dir, const tensor_fields *tf,
+                       const hs_tensor *t, size_t nbytes, void **data, hs_error *err) {
+  int rc;
+  *data = NULL;
+  if (tf->external) {
+    if (!tf->location) return BAD(err, "external tensor without a location");
+    if ((rc = read_external(base_dir, tf->location, tf->ext_offset, tf->ext_length, nbytes, data, err))) return rc;
     if (!nbytes) {
-      free(data);
-      data = NULL;
+      free(*data);
+      *data = NULL;
     }
-  } else if (has_raw) {
-    if (raw_len != nbytes)
-      { rc = hs_error_set(err, HS_PARSE, "tensor '%s': raw_data has %zu bytes, its shape needs %zu",
-                          name ? name : "", raw_len, nbytes); goto fail; }
-    if (nbytes && !(data = malloc(nbytes))) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); goto fail; }
-    if (nbytes) memcpy(data, raw, nbytes);
-  } else {
-    /* Pass 2: typed fields. Elements are counted as they arrive and never exceed numel. */
-    int field_for_type;
-    switch (dt) {
-      case HS_DT_FLOAT32: field_for_type = 4; break;
-      case HS_DT_INT64: field_for_type = 7; break;
-      case HS_DT_FLOAT64: field_for_type = 10; break;
-      case HS_DT_UINT32: case HS_DT_UINT64: field_for_type = 11; break;
-      default: field_for_type = 5; break; /* int32, int16, int8, uint16, uint8, bool, float16 */
-    }
-    /* count first, so a shape with no data behind it allocates nothing */
-    uint64_t present = 0;
-    hs_pb_init(&r, buf, len);
-    while (hs_pb_more(&r)) {
-      const uint8_t *pd;
-      size_t pl;
-      if (hs_pb_key(&r, &f, &w)) { rc = BAD(err, "bad tensor field"); goto fail; }
-      if ((int)f != field_for_type || w != HS_PB_BYTES) {
-        if ((int)f == field_for_type) present++;
-        if (hs_pb_skip(&r, w)) { rc = BAD(err, "bad tensor field"); goto fail; }
-        continue;
-      }
-      if (hs_pb_bytes(&r, &pd, &pl)) { rc = BAD(err, "packed data past the end"); goto fail; }
-      if (field_for_type == 4) present += pl / 4;
-      else if (field_for_type == 10) present += pl / 8;
-      else
-        for (size_t i = 0; i < pl; i++) present += pd[i] < 0x80;
-    }
-    if (present != (uint64_t)numel)
-      { rc = hs_error_set(err, HS_PARSE, "tensor '%s': %llu values for a shape of %lld elements", name ? name : "",
-                          (unsigned long long)present, (long long)numel); goto fail; }
-    if (nbytes && !(data = malloc(nbytes))) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); goto fail; }
-    size_t count = 0;
-    hs_pb_init(&r, buf, len);
-    while (hs_pb_more(&r)) {
-      if (hs_pb_key(&r, &f, &w)) { rc = BAD(err, "bad tensor field"); goto fail; }
-      if ((int)f != field_for_type) {
-        if (hs_pb_skip(&r, w)) { rc = BAD(err, "bad tensor field"); goto fail; }
-        continue;
-      }
-      hs_pb sub = r;
-      int packed = w == HS_PB_BYTES;
-      if (packed) {
-        if (hs_pb_sub(&r, &sub)) { rc = BAD(err, "packed data past the end"); goto fail; }
-      }
-      hs_pb *src = packed ? &sub : &r;
-      do {
-        if ((int64_t)count >= numel)
-          { rc = hs_error_set(err, HS_PARSE, "tensor '%s': more values than its shape holds", name ? name : "");
-            goto fail; }
-        uint64_t v = 0;
-        uint32_t v32 = 0;
-        if (field_for_type == 4) {
-          if ((packed ? 0 : w != HS_PB_FIXED32) || hs_pb_fixed32(src, &v32)) { rc = BAD(err, "bad float_data"); goto fail; }
-          memcpy((char *)data + count * 4, &v32, 4);
-        } else if (field_for_type == 10) {
-          if ((packed ? 0 : w != HS_PB_FIXED64) || hs_pb_fixed64(src, &v)) { rc = BAD(err, "bad double_data"); goto fail; }
-          memcpy((char *)data + count * 8, &v, 8);
-        } else {
-          if ((packed ? 0 : w != HS_PB_VARINT) || hs_pb_varint(src, &v)) { rc = BAD(err, "bad integer data"); goto fail; }
-          char *dst = (char *)data + count * esz;
-          if (esz == 8) { int64_t x = (int64_t)v; memcpy(dst, &x, 8); }
-          else if (esz == 4) { uint32_t x = (uint32_t)v; memcpy(dst, &x, 4); }
-          else if (esz == 2) { uint16_t x = (uint16_t)v; memcpy(dst, &x, 2); }
-          else { uint8_t x = (uint8_t)v; memcpy(dst, &x, 1); }
-        }
-        count++;
-      } while (packed && hs_pb_more(&sub));
-    }
-    if ((int64_t)count != numel)
-      { rc = hs_error_set(err, HS_PARSE, "tensor '%s': %zu values for a shape of %lld elements", name ? name : "",
-                          count, (long long)numel); goto fail; }
+    return 0;
+  }
+  if (tf->has_raw) {
+    if (tf->raw_len != nbytes)
+      return hs_error_set(err, HS_PARSE, "tensor '%s': raw_data has %zu bytes, its shape needs %zu", tensor_name(tf),
+                          tf->raw_len, nbytes);
+    if (nbytes && !(*data = malloc(nbytes))) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    if (nbytes) memcpy(*data, tf->raw, nbytes);
+    return 0;
+  }
+  int field = typed_field(t->dtype);
+  int64_t numel = hs_shape_numel(t->dims, t->ndim);
+  uint64_t present;
+  /* count first, so a shape with no data behind it allocates nothing */
+  if ((rc = count_typed(buf, len, field, &present, err))) return rc;
+  if (present != (uint64_t)numel)
+    return hs_error_set(err, HS_PARSE, "tensor '%s': %llu values for a shape of %lld elements", tensor_name(tf),
+                        (unsigned long long)present, (long long)numel);
+  if (nbytes && !(*data = malloc(nbytes))) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  if ((rc = read_typed(buf, len, field, hs_dtype_size(t->dtype), numel, tensor_name(tf), *data, err))) {
+    free(*data);
+    *data = NULL;
+  }
+  return rc;
+}
+
+int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_tensor *out, char **name_out,
+                          hs_error *err) {
+  tensor_fields tf = {.ext_length = -1};
+  size_t nbytes = 0;
+  void *data = NULL;
+  int rc = read_tensor_fields(buf, len, &tf, err);
+  if (rc == 0) rc = tensor_shape(&tf, out, &nbytes, err);
+  if (rc == 0) rc = tensor_data(buf, len, base_dir, &tf, out, nbytes, &data, err);
+  if (rc) {
+    tensor_fields_free(&tf);
+    return rc;
   }
   out->data = data;
   out->nbytes = nbytes;
-  if (name_out) *name_out = name ? name : strdup("");
-  else free(name);
-  free(location);
-  free(dims.v);
+  if (name_out) {
+    *name_out = tf.name ? tf.name : strdup("");
+    tf.name = NULL;
+  }
+  tensor_fields_free(&tf);
   return 0;
-fail:
-  free(data);
-  free(name);
-  free(location);
-  free(dims.v);
-  return rc ? rc : HS_PARSE;
 }
 
 static int decode_tensor_msg(hs_pb *r, const char *base_dir, hs_tensor *t, char **name, hs_error *err) {

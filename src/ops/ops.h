@@ -100,6 +100,8 @@ extern const hs_op_def hs_op_table[HS_OP_COUNT];
 
 /* The row of op id, or NULL when id is not one. */
 static inline const hs_op_def *hs_op_get(int id) { return id >= 0 && id < HS_OP_COUNT ? &hs_op_table[id] : NULL; }
+/* 1 when input i of op d is a value input (its contents decide output shapes). */
+static inline int hs_op_value_input(const hs_op_def *d, int i) { return i >= 0 && i < 32 && (d->value_inputs >> i & 1); }
 /* The id of ONNX op_type (default domain), or -1. */
 int hs_op_find(const char *op_type);
 
