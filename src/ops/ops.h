@@ -3,12 +3,12 @@
  * The ops are listed once, in op_list.h; each op family's file defines the entry points
  * (hs_op_impl) its ops share. Life of a node: at load, check() validates attributes and input
  * counts for the node's opset and fills node->params; the passes may then offer fusions, which
- * fuse() records in node->params (the op alone knows its params); prepare() (optional) builds immutable kernel state from constant inputs
- * (packed weights, primitives) into node->state, shared by every session. When a session plans a
- * run for concrete input shapes, infer() computes output dtypes and shapes (inputs listed in
- * value_inputs have their data available then) and scratch_bytes() (optional) the temporary bytes
- * run() needs. run() then computes outputs into buffers the planner assigned. None of these may
- * crash on any input: they return a negative hs_status and fill err.
+ * fuse() records in node->params (only the op knows its params); prepare() (optional) builds
+ * immutable kernel state from constant inputs (packed weights, primitives) into node->state,
+ * shared by every session. When a session plans a run for concrete input shapes, infer() computes
+ * output dtypes and shapes (value inputs have their data available then) and scratch_bytes()
+ * (optional) the temporary bytes run() needs. run() then computes outputs into buffers the planner
+ * assigned. None of these may crash on any input: they return a negative hs_status and fill err.
  */
 #ifndef HS_OPS_OPS_H
 #define HS_OPS_OPS_H
@@ -147,6 +147,12 @@ double hs_get_scalar(const hs_tensor *t);
 int hs_post_ops_room(const hs_post_ops *p, int steps);
 /* The oneDNN steps activation act takes: 2 for HardSigmoid, else 1. */
 static inline int hs_post_act_steps(hs_act_kind act) { return act == HS_ACT_HARDSIGMOID ? 2 : 1; }
+/* HS_UNSUPPORTED unless t's dtype has a size (ops that only move bytes take any such dtype). */
+int hs_known_dtype(const hs_node *n, const hs_tensor *t, hs_error *err);
+/* Reads a 1-D int64 / int32 tensor (a shape / axes / starts input) into v; HS_INVALID_ARGUMENT when
+ * it is not one or holds more than max entries. */
+int hs_read_ints(const hs_node *n, const hs_tensor *t, const char *what, int64_t *v, int max, int *count,
+                 hs_error *err);
 /* Sets err to "node 'NAME' (OP): <message>" and returns code. */
 int hs_op_errf(hs_error *err, const hs_node *n, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

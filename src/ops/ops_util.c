@@ -159,3 +159,19 @@ int hs_post_ops_room(const hs_post_ops *p, int steps) {
     used += p->op[i].kind == HS_POST_ACT ? hs_post_act_steps(p->op[i].act) : 1;
   return p->count < HS_KERNEL_MAX_POST && used + steps <= HS_KERNEL_MAX_POST;
 }
+
+int hs_known_dtype(const hs_node *n, const hs_tensor *t, hs_error *err) {
+  if (hs_dtype_size(t->dtype) == 0) return hs_op_errf(err, n, HS_UNSUPPORTED, "input type not supported");
+  return 0;
+}
+
+int hs_read_ints(const hs_node *n, const hs_tensor *t, const char *what, int64_t *v, int max, int *count,
+                     hs_error *err) {
+  if ((t->dtype != HS_DT_INT64 && t->dtype != HS_DT_INT32) || t->ndim > 1)
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "%s must be a 1-D int64 tensor", what);
+  int64_t c = hs_numel(t);
+  if (c > max) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "%s has %lld entries (at most %d)", what, (long long)c, max);
+  for (int64_t i = 0; i < c; i++) v[i] = hs_get_int(t, i);
+  *count = (int)c;
+  return 0;
+}
