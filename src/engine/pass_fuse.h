@@ -1,4 +1,4 @@
-/* pass_fuse.h - the kernels layer's graph passes (fusions, layout), listed in pass_fuse.c. */
+/* pass_fuse.h - the fusion and layout passes (pass_fuse_*.c, listed in pass_fuse.c) and their shared helpers. */
 #ifndef HS_ENGINE_PASS_FUSE_H
 #define HS_ENGINE_PASS_FUSE_H
 

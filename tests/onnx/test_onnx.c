@@ -12,6 +12,7 @@
 #include "hotserve/backend.h"
 #include "engine/engine.h"
 #include "onnx/onnx.h"
+#include "ops/ops.h"
 
 static int run_case(const char *dir) {
   const hs_backend *be = hs_backend_onnx_cpu();
@@ -187,8 +188,80 @@ static void test_dynamic_shape_arithmetic(void **state) {
   hs_engine_free(m);
 }
 
+/* The table generated from ops/op_list.h: each row is found by its name under its own id, has the
+ * entry points every op needs, and declares value inputs only among the inputs it accepts. */
+static void test_op_table_rows(void **state) {
+  (void)state;
+  for (int id = 0; id < HS_OP_COUNT; id++) {
+    const hs_op_def *d = hs_op_get(id);
+    assert_non_null(d);
+    assert_int_equal(d->id, id);
+    assert_int_equal(hs_op_find(d->name), id);
+    assert_non_null(d->impl);
+    assert_non_null(d->impl->infer);
+    assert_non_null(d->impl->run);
+    assert_true(d->since >= 1 && d->min_in <= d->max_in && d->min_out <= d->max_out && d->min_out >= 1);
+    assert_true(d->max_in >= 32 || (d->value_inputs >> d->max_in) == 0);
+  }
+  assert_null(hs_op_get(HS_OP_COUNT));
+  assert_null(hs_op_get(-1));
+  assert_int_equal(hs_op_find("NoSuchOp"), -1);
+  assert_string_equal(hs_op_get(HS_OP_Conv)->name, "Conv");
+}
+
+/* A bound MatMul takes the fusions it can run and refuses the rest through the op table's hook:
+ * one bias (before anything else), post-ops until the kernel's steps are used up, no layout. */
+static void test_op_fusion_hook(void **state) {
+  (void)state;
+  hs_graph g;
+  hs_error err;
+  int a, b, y, ni;
+  hs_graph_init(&g);
+  assert_int_equal(hs_graph_add_value(&g, "a", HS_VAL_INPUT, &a, &err), 0);
+  assert_int_equal(hs_graph_add_value(&g, "b", HS_VAL_INPUT, &b, &err), 0);
+  assert_int_equal(hs_graph_add_value(&g, "y", HS_VAL_INTERMEDIATE, &y, &err), 0);
+  assert_int_equal(hs_graph_add_node(&g, &ni, &err), 0);
+  hs_node *n = &g.nodes[ni];
+  n->name = strdup("mm");
+  n->op_type = strdup("MatMul");
+  n->domain = strdup("");
+  n->opset = 13;
+  n->n_in = 2;
+  n->in = malloc(2 * sizeof(int));
+  n->n_out = 1;
+  n->out = malloc(sizeof(int));
+  assert_non_null(n->name);
+  assert_non_null(n->in);
+  assert_non_null(n->out);
+  n->in[0] = a;
+  n->in[1] = b;
+  n->out[0] = y;
+  assert_int_equal(hs_op_bind(n, &g, &err), 0);
+  assert_int_equal(n->op, HS_OP_MatMul);
+
+  hs_fusion layout = {.kind = HS_FUSE_LAYOUT, .src = HS_LAYOUT_NHWC, .dst = HS_LAYOUT_NHWC};
+  assert_int_equal(hs_op_fuse(n, &layout, &err), HS_FUSE_REFUSED);
+  hs_fusion bias = {.kind = HS_FUSE_BIAS, .input = 2, .dry_run = 1};
+  assert_int_equal(hs_op_fuse(n, &bias, &err), 0);
+  assert_int_equal(hs_op_fuse(n, &bias, &err), 0); /* a dry run changed nothing */
+  bias.dry_run = 0;
+  assert_int_equal(hs_op_fuse(n, &bias, &err), 0);
+  assert_int_equal(hs_op_fuse(n, &bias, &err), HS_FUSE_REFUSED); /* one bias only */
+  hs_fusion hsig = {.kind = HS_FUSE_ACTIVATION, .act = {.kind = HS_POST_ACT, .act = HS_ACT_HARDSIGMOID}};
+  hs_fusion relu = {.kind = HS_FUSE_ACTIVATION, .act = {.kind = HS_POST_ACT, .act = HS_ACT_RELU}};
+  assert_int_equal(hs_op_fuse(n, &hsig, &err), 0); /* two oneDNN steps */
+  assert_int_equal(hs_op_fuse(n, &relu, &err), 0);
+  assert_int_equal(hs_op_fuse(n, &hsig, &err), HS_FUSE_REFUSED); /* would need a fifth step */
+  hs_fusion sum = {.kind = HS_FUSE_SUM, .input = 3};
+  assert_int_equal(hs_op_fuse(n, &sum, &err), 0);
+  assert_int_equal(hs_op_fuse(n, &relu, &err), HS_FUSE_REFUSED); /* four steps used */
+  hs_graph_free(&g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_op_table_rows),
+      cmocka_unit_test(test_op_fusion_hook),
       cmocka_unit_test(test_generated_cases),
       cmocka_unit_test(test_hostile_models),
       cmocka_unit_test(test_truncated_and_corrupted),
