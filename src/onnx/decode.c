@@ -533,8 +533,8 @@ static int decode_attr(hs_pb *r, const char *base_dir, hs_attr *a, hs_error *err
   memset(a, 0, sizeof *a);
   if (hs_pb_sub(r, &m)) return BAD(err, "attribute past the end");
   while (hs_pb_more(&m) && rc == 0) {
-    uint64_t v;
-    uint32_t v32;
+    uint64_t v = 0;
+    uint32_t v32 = 0;
     if (hs_pb_key(&m, &f, &w)) { rc = BAD(err, "bad attribute"); break; }
     switch (f) {
       case 1:
