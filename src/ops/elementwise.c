@@ -168,15 +168,14 @@ static int legacy_view(const hs_node *n, const hs_tensor *a, const hs_tensor *b,
 
 static int binary_check(hs_node *n, const hs_graph *g, hs_error *err) {
   binary_params *p = (binary_params *)n->params.bytes;
-  const char *t = n->op_type;
-  p->kind = strcmp(t, "Add") == 0   ? B_ADD
-            : strcmp(t, "Sub") == 0 ? B_SUB
-            : strcmp(t, "Mul") == 0 ? B_MUL
-            : strcmp(t, "Div") == 0 ? B_DIV
-            : strcmp(t, "Pow") == 0 ? B_POW
-            : strcmp(t, "PRelu") == 0 ? B_PRELU
-            : strcmp(t, "Max") == 0 ? B_MAX
-                                    : B_MIN;
+  p->kind = n->op == HS_OP_Add     ? B_ADD
+            : n->op == HS_OP_Sub   ? B_SUB
+            : n->op == HS_OP_Mul   ? B_MUL
+            : n->op == HS_OP_Div   ? B_DIV
+            : n->op == HS_OP_Pow   ? B_POW
+            : n->op == HS_OP_PRelu ? B_PRELU
+            : n->op == HS_OP_Max   ? B_MAX
+                                   : B_MIN;
   p->legacy = n->opset < 7;
   int rc = hs_node_only_attrs(n, p->legacy ? "broadcast,axis" : "", err);
   int64_t b;
@@ -442,30 +441,30 @@ typedef struct {
 
 static int unary_check(hs_node *n, const hs_graph *g, hs_error *err) {
   unary_params *p = (unary_params *)n->params.bytes;
-  static const struct { const char *name; int kind; const char *attrs; float alpha, beta; } k[] = {
-      {"Relu", U_RELU, "", 0, 0},
-      {"LeakyRelu", U_LEAKY, "alpha", 0.01f, 0},
-      {"Sigmoid", U_SIGMOID, "", 0, 0},
-      {"HardSigmoid", U_HSIGMOID, "alpha,beta", 0.2f, 0.5f},
-      {"HardSwish", U_HSWISH, "", 0, 0},
-      {"Tanh", U_TANH, "", 0, 0},
-      {"Erf", U_ERF, "", 0, 0},
-      {"Exp", U_EXP, "", 0, 0},
-      {"Log", U_LOG, "", 0, 0},
-      {"Neg", U_NEG, "", 0, 0},
-      {"Abs", U_ABS, "", 0, 0},
-      {"Reciprocal", U_RECIP, "", 0, 0},
-      {"Sqrt", U_SQRT, "", 0, 0},
-      {"Floor", U_FLOOR, "", 0, 0},
-      {"Ceil", U_CEIL, "", 0, 0},
-      {"Elu", U_ELU, "alpha", 1.0f, 0},
-      {"Softplus", U_SOFTPLUS, "", 0, 0},
-      {"Clip", U_CLIP, "min,max", 0, 0},
-      {"Identity", U_IDENTITY, "", 0, 0},
-      {"Dropout", U_IDENTITY, "ratio,seed", 0, 0},
+  static const struct { int op; int kind; const char *attrs; float alpha, beta; } k[] = {
+      {HS_OP_Relu, U_RELU, "", 0, 0},
+      {HS_OP_LeakyRelu, U_LEAKY, "alpha", 0.01f, 0},
+      {HS_OP_Sigmoid, U_SIGMOID, "", 0, 0},
+      {HS_OP_HardSigmoid, U_HSIGMOID, "alpha,beta", 0.2f, 0.5f},
+      {HS_OP_HardSwish, U_HSWISH, "", 0, 0},
+      {HS_OP_Tanh, U_TANH, "", 0, 0},
+      {HS_OP_Erf, U_ERF, "", 0, 0},
+      {HS_OP_Exp, U_EXP, "", 0, 0},
+      {HS_OP_Log, U_LOG, "", 0, 0},
+      {HS_OP_Neg, U_NEG, "", 0, 0},
+      {HS_OP_Abs, U_ABS, "", 0, 0},
+      {HS_OP_Reciprocal, U_RECIP, "", 0, 0},
+      {HS_OP_Sqrt, U_SQRT, "", 0, 0},
+      {HS_OP_Floor, U_FLOOR, "", 0, 0},
+      {HS_OP_Ceil, U_CEIL, "", 0, 0},
+      {HS_OP_Elu, U_ELU, "alpha", 1.0f, 0},
+      {HS_OP_Softplus, U_SOFTPLUS, "", 0, 0},
+      {HS_OP_Clip, U_CLIP, "min,max", 0, 0},
+      {HS_OP_Identity, U_IDENTITY, "", 0, 0},
+      {HS_OP_Dropout, U_IDENTITY, "ratio,seed", 0, 0},
   };
   for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
-    if (strcmp(n->op_type, k[i].name) != 0) continue;
+    if (n->op != k[i].op) continue;
     p->kind = k[i].kind;
     int rc = hs_node_only_attrs(n, k[i].attrs, err);
     if (rc) return rc;
@@ -488,7 +487,7 @@ static int unary_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor
   if (p->kind == U_IDENTITY) {
     if (in[0].dtype == HS_DT_UNDEFINED || hs_dtype_size(in[0].dtype) == 0)
       return hs_op_errf(err, n, HS_UNSUPPORTED, "input type not supported");
-    if (strcmp(n->op_type, "Dropout") == 0 && nin > 2 && HS_PRESENT(&in[2])) {
+    if (n->op == HS_OP_Dropout && nin > 2 && HS_PRESENT(&in[2])) {
       if (!in[2].data) return hs_op_errf(err, n, HS_UNSUPPORTED, "training_mode must be a constant");
       if (hs_get_scalar(&in[2]) != 0) return hs_op_errf(err, n, HS_UNSUPPORTED, "training mode is not supported");
     }

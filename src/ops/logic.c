@@ -8,23 +8,28 @@
 
 enum { L_EQ, L_LT, L_GT, L_LE, L_GE, L_AND, L_OR, L_XOR, L_NOT, L_WHERE, L_MAX, L_MIN, L_SUM, L_MEAN };
 
-static const struct {
-  const char *name;
-  int kind;
-} k_kinds[] = {
-    {"Equal", L_EQ}, {"Less", L_LT}, {"Greater", L_GT}, {"LessOrEqual", L_LE}, {"GreaterOrEqual", L_GE},
-    {"And", L_AND},  {"Or", L_OR},   {"Xor", L_XOR},    {"Not", L_NOT},       {"Where", L_WHERE},
-    {"Max", L_MAX},  {"Min", L_MIN}, {"Sum", L_SUM},    {"Mean", L_MEAN},
-};
-
 static int logic_check(hs_node *n, const hs_graph *g, hs_error *err) {
-  for (size_t i = 0; i < sizeof k_kinds / sizeof k_kinds[0]; i++)
-    if (strcmp(n->op_type, k_kinds[i].name) == 0) {
-      *(int *)n->params.bytes = k_kinds[i].kind;
-      /* opset < 7 broadcast attributes are refused: numpy broadcasting only */
-      return hs_node_only_attrs(n, "", err);
-    }
-  return hs_op_errf(err, n, HS_INTERNAL, "not a logic op");
+  int kind;
+  switch (n->op) {
+    case HS_OP_Equal: kind = L_EQ; break;
+    case HS_OP_Less: kind = L_LT; break;
+    case HS_OP_Greater: kind = L_GT; break;
+    case HS_OP_LessOrEqual: kind = L_LE; break;
+    case HS_OP_GreaterOrEqual: kind = L_GE; break;
+    case HS_OP_And: kind = L_AND; break;
+    case HS_OP_Or: kind = L_OR; break;
+    case HS_OP_Xor: kind = L_XOR; break;
+    case HS_OP_Not: kind = L_NOT; break;
+    case HS_OP_Where: kind = L_WHERE; break;
+    case HS_OP_Max: kind = L_MAX; break;
+    case HS_OP_Min: kind = L_MIN; break;
+    case HS_OP_Sum: kind = L_SUM; break;
+    case HS_OP_Mean: kind = L_MEAN; break;
+    default: return hs_op_errf(err, n, HS_INTERNAL, "not a logic op");
+  }
+  *(int *)n->params.bytes = kind;
+  /* opset < 7 broadcast attributes are refused: numpy broadcasting only */
+  return hs_node_only_attrs(n, "", err);
 }
 
 static int is_float(hs_dtype t) { return t == HS_DT_FLOAT32 || t == HS_DT_FLOAT64; }

@@ -173,7 +173,7 @@ typedef struct {
 
 static int ln_check(hs_node *n, const hs_graph *g, hs_error *err) {
   ln_params *p = (ln_params *)n->params.bytes;
-  p->instance = strcmp(n->op_type, "InstanceNormalization") == 0;
+  p->instance = n->op == HS_OP_InstanceNormalization;
   int rc = hs_node_only_attrs(n, p->instance ? "epsilon" : "axis,epsilon,stash_type", err);
   int64_t stash;
   if (rc || (rc = hs_attr_int(n, "axis", -1, &p->axis, err)) || (rc = hs_attr_float(n, "epsilon", 1e-5f, &p->eps, err)) ||
@@ -393,7 +393,7 @@ typedef struct {
 
 static int sm_check(hs_node *n, const hs_graph *g, hs_error *err) {
   sm_params *p = (sm_params *)n->params.bytes;
-  p->log = strcmp(n->op_type, "LogSoftmax") == 0;
+  p->log = n->op == HS_OP_LogSoftmax;
   int rc = hs_node_only_attrs(n, "axis", err);
   return rc ? rc : hs_attr_int(n, "axis", n->opset >= 13 ? -1 : 1, &p->axis, err);
 }

@@ -44,7 +44,7 @@ static int pick(const char *s, const char *const *names, int n, int *out) {
 static int resize_check(hs_node *n, const hs_graph *g, hs_error *err) {
   resize_params *p = (resize_params *)n->params.bytes;
   memset(p, 0, sizeof *p);
-  int upsample = strcmp(n->op_type, "Upsample") == 0;
+  int upsample = n->op == HS_OP_Upsample;
   p->legacy = upsample || n->opset < 11;
   int rc = hs_node_only_attrs(n, upsample ? (n->opset < 9 ? "mode,scales" : "mode")
                                           : p->legacy ? "mode"
