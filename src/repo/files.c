@@ -1,6 +1,6 @@
-/* files.c - safe file access for repo/: bounded reads, atomic writes, directory listings that never
- * lead out of a model's directory, and SHA-256 of files with a cache of unchanged files (the
- * reading and hashing themselves are base/file.c and base/digest.c).
+/* files.c - safe file access for repo/: atomic writes, directory listings that never lead out of a
+ * model's directory, SHA-256 of files with a cache of unchanged files (reading and hashing themselves
+ * are base/file.c and base/digest.c), and the table of reason codes.
  *
  * DESIGN: a listing records, for each regular file below a version directory, its relative name
  * and its canonical location. Symlinks are resolved with realpath() and kept only when the target

@@ -1,4 +1,4 @@
-/* stats.c - latency histograms on relaxed atomics, clocks, RSS and cgroup-aware memory limits. */
+/* stats.c - latency histograms on relaxed atomics (one set per model, shared by every thread), RSS and cgroup-aware memory limits. */
 #include "serving/stats.h"
 
 #include <stdio.h>
