@@ -5,8 +5,9 @@
  * docs/ARCHITECTURE.md). It takes a compute slot and a session (hs_version_take; the wait is its
  * queue time), runs, copies the outputs out of the session's arena into one block the result owns,
  * and gives the session back before returning, so the front end's encoding (possibly slow JSON)
- * never holds a session. The version reference is dropped before returning as well: the result
- * carries copies of the output names, not pointers into the version.
+ * never holds a session. On success the result keeps the version reference until the front end
+ * frees it, so the request's accounting ends when its reply is encoded; a failure is accounted and
+ * releases the version at once.
  */
 #include "serving/infer.h"
 
@@ -176,12 +177,17 @@ int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs
     out->version = hs_version_number(v);
     rc = run_on(m, v, in, out, err);
   }
-  if (rc != HS_OK) {
-    uint64_t q = out->queue_ns, c = out->compute_ns;
-    int64_t ver = out->version;
-    hs_infer_result_free(out);
-    out->version = ver, out->queue_ns = q, out->compute_ns = c;
+  if (rc == HS_OK) { /* accounted and released by hs_infer_result_free */
+    out->model_ = m;
+    out->version_ = v;
+    out->arrival_ns_ = t0;
+    return HS_OK;
   }
+  free(out->block_);
+  out->block_ = NULL;
+  out->n_outputs = 0;
+  out->names = NULL;
+  out->outputs = NULL;
   hs_model_request_end(m, v, outcome_of(rc), hs_now_ns() - t0, out->queue_ns, out->compute_ns);
   hs_version_release(v);
   return rc;
@@ -195,6 +201,11 @@ void hs_serving_count_refused(hs_model *m, hs_outcome outcome, uint64_t arrival_
 
 void hs_infer_result_free(hs_infer_result *r) {
   if (!r) return;
+  if (r->version_) {
+    hs_model_request_end(r->model_, r->version_, HS_OUTCOME_SUCCESS, hs_now_ns() - r->arrival_ns_, r->queue_ns,
+                         r->compute_ns);
+    hs_version_release(r->version_);
+  }
   free(r->block_);
   memset(r, 0, sizeof *r);
   r->version = -1;

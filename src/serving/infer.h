@@ -33,8 +33,10 @@ typedef struct hs_infer_inputs {
                                     of the request's latency in /metrics; 0: now */
 } hs_infer_inputs;
 
-/* What a run produced. The result owns its outputs (names included) and no longer depends on the
- * version that computed them; free it with hs_infer_result_free. */
+/* What a run produced. The result owns its outputs (names included). A successful request stays
+ * in flight, holding its version, until the front end frees the result once the reply is encoded:
+ * hs_infer_result_free then accounts it (so /metrics' request time covers the encoding, as the
+ * client sees it) and releases the version. */
 typedef struct hs_infer_result {
   int64_t version;        /* the version that answered (or was chosen, when the run failed); -1: none */
   size_t n_outputs;       /* as asked: one per requested name (at most as many as the model has) */
@@ -43,11 +45,14 @@ typedef struct hs_infer_result {
   uint64_t queue_ns;      /* waiting for a compute slot and a session */
   uint64_t compute_ns;    /* the backend's run */
   void *block_;           /* private: the one allocation behind names and output data */
+  hs_model *model_;       /* private: set while a successful request waits to be accounted */
+  hs_version *version_;
+  uint64_t arrival_ns_;
 } hs_infer_result;
 
-/* Runs one request on version `version` of m (the highest serving one when version < 0), and
- * accounts it in m's metrics and the trace (total time from in->arrival_ns). On success *out holds
- * the outputs. Errors, with a message in err naming the model and the input:
+/* Runs one request on version `version` of m (the highest serving one when version < 0). On success
+ * *out holds the outputs, and the request is accounted in m's metrics and the trace (total time
+ * from in->arrival_ns) when the caller frees *out; a failed request is accounted before returning. Errors, with a message in err naming the model and the input:
  *   HS_NOT_FOUND         that version is not loaded
  *   HS_UNAVAILABLE       no version is serving
  *   HS_INVALID_ARGUMENT  the inputs do not fit the version (missing, unknown, datatype, shape), an
@@ -61,7 +66,8 @@ int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs
  * was too large), so /metrics counts every request a model got. */
 void hs_serving_count_refused(hs_model *m, hs_outcome outcome, uint64_t arrival_ns);
 
-/* Frees what r owns and empties it; NULL and an empty result are fine. */
+/* Ends the request r answered (accounting it as a success, releasing its version), frees what r
+ * owns and empties it; NULL and an empty result are fine. Call it exactly once per result. */
 void hs_infer_result_free(hs_infer_result *r);
 
 #endif

@@ -1,6 +1,6 @@
 /* test_infer.c - hs_serving_infer on a real repository and the real engine: the version that answers,
- * outputs the result owns past the version's retirement, every refusal with its status, and the
- * accounting in the model's counters. */
+ * a request that holds its version and stays in flight until its result is freed, every refusal
+ * with its status, and the accounting in the model's counters. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,14 +79,20 @@ static void infer_and_refusals(void **state) {
   assert_int_equal(res.outputs[0].nbytes, sizeof g_x);
   assert_int_equal(res.outputs[0].ndim, 2);
 
-  /* version 4 replaces 3, which is freed; the result still holds its own copy */
+  /* version 4 replaces 3; the request is not over until its result is freed: it still holds
+   * version 3 (live), is still in flight, and counts as a success only then */
   put_version(4);
   assert_int_equal(hs_registry_rescan_sync(r, &err), HS_OK);
-  for (int i = 0; i < 1000 && atomic_load(&hs_registry_metrics_get(r)->versions_live) != 1; i++) usleep(10000);
-  assert_int_equal(atomic_load(&hs_registry_metrics_get(r)->versions_live), 1);
+  assert_int_equal(atomic_load(&hs_registry_metrics_get(r)->versions_live), 2);
+  assert_int_equal(atomic_load(&hs_model_metrics_get(m)->inflight), 1);
+  assert_int_equal(count(m, 3, HS_OUTCOME_SUCCESS), 0);
   for (int i = 0; i < 4; i++) assert_true(((const float *)res.outputs[0].data)[i] == g_x[i] + 3.0f);
   hs_infer_result_free(&res);
   assert_null(res.outputs);
+  assert_int_equal(count(m, 3, HS_OUTCOME_SUCCESS), 1);
+  assert_int_equal(atomic_load(&hs_model_metrics_get(m)->inflight), 0);
+  for (int i = 0; i < 1000 && atomic_load(&hs_registry_metrics_get(r)->versions_live) != 1; i++) usleep(10000);
+  assert_int_equal(atomic_load(&hs_registry_metrics_get(r)->versions_live), 1); /* version 3 freed */
 
   /* an explicit version, outputs asked by name (a repeated name beyond the model's count is dropped) */
   const char *const want_y[] = {"y", "y"};
