@@ -1,12 +1,13 @@
 /* npy.c - bounded .npy reader and writer (see npy.h). */
 #include "base/npy.h"
 
+#include "base/file.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define NPY_MAX_HEADER 65536
 
@@ -99,26 +100,11 @@ int hs_npy_parse(const void *buf, size_t len, hs_tensor *out, hs_error *err) {
 }
 
 int hs_npy_read(const char *path, hs_tensor *out, hs_error *err) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return hs_error_set(err, errno == ENOENT ? HS_NOT_FOUND : HS_IO, "%s: %s", path, strerror(errno));
-  struct stat st;
-  if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-    fclose(fp);
-    return hs_error_set(err, HS_IO, "%s: not a regular file", path);
-  }
-  size_t n = (size_t)st.st_size;
-  void *buf = malloc(n ? n : 1);
-  if (!buf) {
-    fclose(fp);
-    return hs_error_set(err, HS_NO_MEMORY, "%s: out of memory", path);
-  }
-  if (n && fread(buf, 1, n, fp) != n) {
-    free(buf);
-    fclose(fp);
-    return hs_error_set(err, HS_IO, "%s: short read", path);
-  }
-  fclose(fp);
-  int rc = hs_npy_parse(buf, n, out, err);
+  char *buf = NULL;
+  size_t n = 0;
+  int rc = hs_file_read(path, 0, &buf, &n, err);
+  if (rc) return rc;
+  rc = hs_npy_parse(buf, n, out, err);
   free(buf);
   if (rc) hs_error_prefix(err, "%s", path);
   return rc;

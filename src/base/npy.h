@@ -13,7 +13,8 @@
  * match the shape are HS_PARSE / HS_UNSUPPORTED errors. */
 int hs_npy_parse(const void *buf, size_t len, hs_tensor *out, hs_error *err);
 
-/* Reads the .npy file at path (same ownership and errors as hs_npy_parse, plus HS_IO/HS_NOT_FOUND). */
+/* Reads the .npy file at path with hs_file_read (a regular file of at most HS_FILE_MAX_DEFAULT bytes);
+ * same ownership and errors as hs_npy_parse, plus hs_file_read's. */
 int hs_npy_read(const char *path, hs_tensor *out, hs_error *err);
 
 /* Writes t to path as a version 1.0 .npy (numpy's own layout: header padded to 64 bytes). */

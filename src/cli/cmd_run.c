@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/npy.h"
 #include "cli/cli.h"
 #include "hotserve/backend.h"
@@ -22,11 +23,7 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+static double now_ms(void) { return (double)hs_now_ns() / 1e6; }
 
 static void safe_name(const char *in, char *out, size_t cap) {
   size_t i = 0;

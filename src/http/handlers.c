@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/log.h"
+#include "serving/infer.h"
 
 #define HS_MAX_SEGMENTS 8
 
@@ -212,200 +214,105 @@ static void handle_load_unload(const hs_handler_env *env, const char *name, bool
   else hs_sbuf_puts(&reply->body, "{}");
 }
 
-/* ---- infer ---- */
+/* ---- infer: decode, one call into serving, encode ---- */
 
-static bool shape_matches(const hs_io_desc *d, const hs_tensor *t) {
-  if (d->ndim != t->ndim) return false;
-  for (int k = 0; k < d->ndim; k++)
-    if (d->dims[k] >= 0 && d->dims[k] != t->dims[k]) return false;
-  return true;
-}
-
-static void shape_str(char *buf, size_t cap, const int64_t *dims, int ndim) {
-  size_t off = (size_t)snprintf(buf, cap, "[");
-  for (int k = 0; k < ndim && off < cap; k++)
-    off += (size_t)snprintf(buf + off, cap - off, k ? ",%lld" : "%lld", (long long)dims[k]);
-  if (off < cap) snprintf(buf + off, cap - off, "]");
-}
-
-/* Runs one decoded request on v. Returns the HTTP status; fills reply. */
-
-/* Moves every output's bytes into one new block (*held, the caller frees it) and points the
- * outputs at it. HS_NO_MEMORY when the block cannot be had; the outputs are then untouched. */
-static int copy_outputs_out(hs_tensor *outs, size_t n, void **held, hs_error *err) {
-  size_t total = 0;
-  for (size_t i = 0; i < n; i++) total += outs[i].nbytes;
-  *held = NULL;
-  if (total == 0) return HS_OK;
-  unsigned char *block = malloc(total);
-  if (!block) return hs_error_set(err, HS_NO_MEMORY, "out of memory copying %zu output bytes", total);
-  size_t off = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (outs[i].nbytes) memcpy(block + off, outs[i].data, outs[i].nbytes);
-    outs[i].data = block + off;
-    off += outs[i].nbytes;
-  }
-  *held = block;
+/* Points the serving call at the decoded request: its tensors (views) and the outputs it names. */
+static int infer_inputs_from(const hs_infer_request *req, hs_named_tensor **tensors, const char ***names,
+                             hs_infer_inputs *in) {
+  *tensors = calloc(req->n_inputs ? req->n_inputs : 1, sizeof **tensors);
+  *names = calloc(req->n_outputs ? req->n_outputs : 1, sizeof **names);
+  if (!*tensors || !*names) return HS_NO_MEMORY;
+  for (size_t k = 0; k < req->n_inputs; k++) (*tensors)[k] = (hs_named_tensor){req->inputs[k].name, req->inputs[k].t};
+  for (size_t k = 0; k < req->n_outputs; k++) (*names)[k] = req->outputs[k].name;
+  in->inputs = *tensors;
+  in->n_inputs = req->n_inputs;
+  in->outputs = *names;
+  in->n_outputs = req->n_outputs;
   return HS_OK;
 }
 
-static int infer_on(const hs_handler_env *env, hs_model *m, hs_version *v, const hs_request *hreq,
-                    const hs_infer_request *req, hs_reply *reply, uint64_t *queue_ns, uint64_t *compute_ns) {
-  size_t n_in = hs_version_num_inputs(v), n_out = hs_version_num_outputs(v);
-  if (req->n_inputs != n_in) {
-    for (size_t i = 0; i < n_in; i++) {
-      bool given = false;
-      for (size_t k = 0; k < req->n_inputs; k++)
-        if (strcmp(req->inputs[k].name, hs_version_input(v, i)->name) == 0) given = true;
-      if (!given) {
-        hs_reply_error(reply, 400, "input %s is missing (the model takes %zu inputs)", hs_version_input(v, i)->name, n_in);
-        return 400;
-      }
-    }
-  }
-  hs_tensor *ins = calloc(n_in ? n_in : 1, sizeof *ins);
-  hs_tensor *outs = calloc(n_out ? n_out : 1, sizeof *outs);
-  hs_infer_output *enc = calloc(n_out ? n_out : 1, sizeof *enc);
-  if (!ins || !outs || !enc) {
-    free(ins), free(outs), free(enc);
-    hs_reply_error(reply, 500, "out of memory");
-    return 500;
-  }
-  int status = 200;
-  for (size_t k = 0; k < req->n_inputs && status == 200; k++) {
-    const hs_infer_input *in = &req->inputs[k];
-    size_t i = 0;
-    while (i < n_in && strcmp(hs_version_input(v, i)->name, in->name) != 0) i++;
-    if (i == n_in) {
-      hs_reply_error(reply, 400, "input %s is not an input of model %s", in->name, hs_model_name(m));
-      status = 400;
-      break;
-    }
-    const hs_io_desc *d = hs_version_input(v, i);
-    if (d->dtype != in->t.dtype) {
-      hs_reply_error(reply, 400, "input %s: datatype %s, the model expects %s", in->name,
-                     hs_dtype_kserve_name(in->t.dtype), hs_dtype_kserve_name(d->dtype));
-      status = 400;
-      break;
-    }
-    if (!shape_matches(d, &in->t)) {
-      char got[160], want[160];
-      shape_str(got, sizeof got, in->t.dims, in->t.ndim);
-      shape_str(want, sizeof want, d->dims, d->ndim);
-      hs_reply_error(reply, 400, "input %s: shape %s does not match the model's %s (-1 = any)", in->name, got, want);
-      status = 400;
-      break;
-    }
-    ins[i] = in->t;
-  }
-  /* requested outputs */
-  size_t n_enc = 0;
-  if (status == 200) {
-    if (req->n_outputs == 0) {
-      for (size_t i = 0; i < n_out; i++)
-        enc[n_enc++] = (hs_infer_output){.name = hs_version_output(v, i)->name, .t = &outs[i],
-                                         .binary = req->binary_default};
-    } else {
-      for (size_t k = 0; k < req->n_outputs && status == 200; k++) {
-        size_t i = 0;
-        while (i < n_out && strcmp(hs_version_output(v, i)->name, req->outputs[k].name) != 0) i++;
-        if (i == n_out) {
-          hs_reply_error(reply, 400, "output %s is not an output of model %s", req->outputs[k].name, hs_model_name(m));
-          status = 400;
-          break;
-        }
-        if (n_enc < n_out) enc[n_enc++] = (hs_infer_output){.name = hs_version_output(v, i)->name, .t = &outs[i],
-                                                             .binary = req->outputs[k].binary};
-      }
-    }
-  }
-  if (status == 200) {
-    uint64_t tq = hs_now_ns();
-    hs_backend_session *s = hs_version_take(v);
-    uint64_t tc = hs_now_ns();
-    *queue_ns = tc - tq;
-    hs_error err;
-    hs_error_clear(&err);
-    int rc = hs_version_backend(v)->run(s, ins, n_in, outs, n_out, &err);
-    *compute_ns = hs_now_ns() - tc;
-    /* Outputs live in the session's arena. Copy them out and give the session back before
-     * encoding, so the next request can run while this one formats its (possibly JSON) reply. */
-    void *held = NULL;
-    if (rc == HS_OK) rc = copy_outputs_out(outs, n_out, &held, &err);
-    hs_version_give(v, s);
-    if (rc == HS_INVALID_ARGUMENT) {
-      hs_reply_error(reply, 400, "%s", err.message);
-      status = 400;
-    } else if (rc != HS_OK) {
-      hs_reply_error(reply, 500, "model %s version %" PRId64 " failed: %s", hs_model_name(m), hs_version_number(v),
-                     err.message);
-      status = 500;
-    } else {
-      size_t json_len = 0;
-      bool has_binary = false;
-      if (hs_infer_response_encode(hs_model_name(m), hs_version_number(v), req, enc, n_enc, &reply->body, &json_len,
-                                   &has_binary) != HS_OK) {
-        hs_reply_error(reply, 500, "out of memory encoding the response");
-        status = 500;
-      } else if (has_binary) {
-        reply->header_len = (long long)json_len;
-        reply->content_type = "application/octet-stream";
-      }
-    }
-    free(held);
-  }
-  (void)env;
-  (void)hreq;
-  free(ins);
-  free(outs);
+/* Encodes a result into reply: each output binary as its request asked (or the default). */
+static int encode_result(const hs_model *m, const hs_infer_request *req, const hs_infer_result *res,
+                         hs_reply *reply) {
+  hs_infer_output *enc = calloc(res->n_outputs ? res->n_outputs : 1, sizeof *enc);
+  if (!enc) return HS_NO_MEMORY;
+  for (size_t k = 0; k < res->n_outputs; k++)
+    enc[k] = (hs_infer_output){.name = res->names[k], .t = &res->outputs[k],
+                               .binary = req->n_outputs ? req->outputs[k].binary : req->binary_default};
+  size_t json_len = 0;
+  bool has_binary = false;
+  int rc = hs_infer_response_encode(hs_model_name(m), res->version, req, enc, res->n_outputs, &reply->body,
+                                    &json_len, &has_binary);
   free(enc);
-  return status;
+  if (rc == HS_OK && has_binary) {
+    reply->header_len = (long long)json_len;
+    reply->content_type = "application/octet-stream";
+  }
+  return rc;
+}
+
+/* The HTTP status of a serving error (see hs_serving_infer). */
+static int infer_http_status(int rc) {
+  switch (rc) {
+    case HS_NOT_FOUND: return 404;
+    case HS_UNAVAILABLE: return 503;
+    case HS_INVALID_ARGUMENT: return 400;
+    default: return 500;
+  }
+}
+
+/* Parses Inference-Header-Content-Length: -1 when absent, -2 when not a non-negative integer. */
+static long long parse_header_len(const char *s) {
+  if (!s) return -1;
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end != '\0' || v < 0) return -2;
+  return v;
 }
 
 static void handle_infer(const hs_handler_env *env, hs_model *m, int64_t version, const hs_request *hreq,
                          hs_reply *reply) {
-  uint64_t t0 = hs_now_ns(), queue_ns = 0, compute_ns = 0;
-  hs_model_request_begin(m);
-  hs_infer_request req;
+  uint64_t t0 = hs_now_ns();
+  long long header_len = parse_header_len(hreq->header_len);
   hs_error err;
   hs_error_clear(&err);
-  hs_version *v = NULL;
-  int status;
-  long long header_len = -1;
-  if (hreq->header_len) {
-    char *end;
-    errno = 0;
-    header_len = strtoll(hreq->header_len, &end, 10);
-    if (errno || end == hreq->header_len || *end != '\0' || header_len < 0) header_len = -2;
-  }
+  hs_infer_request req;
   if (hreq->too_large) {
-    status = 413;
     hs_reply_error(reply, 413, "request body exceeds the limit of %zu bytes", hreq->max_body_bytes);
-  } else if (header_len == -2) {
-    status = 400;
+    hs_serving_count_refused(m, HS_OUTCOME_CLIENT_ERROR, t0);
+    return;
+  }
+  if (header_len == -2) {
     hs_reply_error(reply, 400, "Inference-Header-Content-Length must be a non-negative integer, got \"%.40s\"",
                    hreq->header_len);
-  } else if (hs_infer_request_decode(hreq->body, hreq->body_len, header_len, &env->limits, &req, &err) != HS_OK) {
-    status = err.code == HS_NO_MEMORY ? 500 : 400;
-    hs_reply_error(reply, status, "%s", err.message);
-  } else {
-    int rc = hs_model_acquire(m, version, &v);
-    if (rc == HS_NOT_FOUND) {
-      status = 404;
-      hs_reply_error(reply, 404, "model %s has no version %" PRId64 " loaded", hs_model_name(m), version);
-    } else if (rc != HS_OK) {
-      status = 503;
-      hs_reply_error(reply, 503, "model %s has no version ready", hs_model_name(m));
-    } else {
-      status = infer_on(env, m, v, hreq, &req, reply, &queue_ns, &compute_ns);
-    }
-    hs_infer_request_free(&req);
+    hs_serving_count_refused(m, HS_OUTCOME_CLIENT_ERROR, t0);
+    return;
   }
-  hs_outcome outcome = status == 200   ? HS_OUTCOME_SUCCESS
-                       : status < 500 ? HS_OUTCOME_CLIENT_ERROR
-                                      : HS_OUTCOME_SERVER_ERROR;
-  hs_model_request_end(m, v, outcome, hs_now_ns() - t0, queue_ns, compute_ns);
-  hs_version_release(v);
+  if (hs_infer_request_decode(hreq->body, hreq->body_len, header_len, &env->limits, &req, &err) != HS_OK) {
+    int status = err.code == HS_NO_MEMORY ? 500 : 400;
+    hs_reply_error(reply, status, "%s", err.message);
+    hs_serving_count_refused(m, status == 400 ? HS_OUTCOME_CLIENT_ERROR : HS_OUTCOME_SERVER_ERROR, t0);
+    return;
+  }
+  hs_named_tensor *tensors = NULL;
+  const char **names = NULL;
+  hs_infer_inputs in = {.arrival_ns = t0};
+  if (infer_inputs_from(&req, &tensors, &names, &in) != HS_OK) {
+    hs_reply_error(reply, 500, "out of memory");
+    hs_serving_count_refused(m, HS_OUTCOME_SERVER_ERROR, t0);
+  } else {
+    hs_infer_result res;
+    int rc = hs_serving_infer(m, version, &in, &res, &err);
+    if (rc != HS_OK)
+      hs_reply_error(reply, infer_http_status(rc), "%s", err.message);
+    else if (encode_result(m, &req, &res, reply) != HS_OK)
+      hs_reply_error(reply, 500, "out of memory encoding the response");
+    hs_infer_result_free(&res);
+  }
+  free(tensors);
+  free(names);
+  hs_infer_request_free(&req);
 }
 
 /* ---- routing ---- */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/file.h"
 #include "onnx/onnx.h"
 #include "onnx/pb.h"
 
@@ -76,33 +77,10 @@ static int read_varints(hs_pb *r, int wire, i64vec *a, hs_error *err) {
 }
 
 int hs_read_file(const char *path, size_t max_bytes, void **data, size_t *len, hs_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return hs_error_set(err, errno == ENOENT ? HS_NOT_FOUND : HS_IO, "%s: %s", path, strerror(errno));
-  struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    fclose(f);
-    return hs_error_set(err, HS_IO, "%s: not a regular file", path);
-  }
-  if (max_bytes && (uint64_t)st.st_size > max_bytes) {
-    fclose(f);
-    return hs_error_set(err, HS_LIMIT, "%s: %lld bytes is over the limit of %zu", path, (long long)st.st_size,
-                        max_bytes);
-  }
-  size_t n = (size_t)st.st_size;
-  void *buf = malloc(n ? n : 1);
-  if (!buf) {
-    fclose(f);
-    return hs_error_set(err, HS_NO_MEMORY, "%s: out of memory for %zu bytes", path, n);
-  }
-  if (n && fread(buf, 1, n, f) != n) {
-    free(buf);
-    fclose(f);
-    return hs_error_set(err, HS_IO, "%s: short read", path);
-  }
-  fclose(f);
+  char *buf = NULL;
+  int rc = hs_file_read(path, max_bytes, &buf, len, err); /* base/file.c: one reader, one size policy */
   *data = buf;
-  *len = n;
-  return 0;
+  return rc;
 }
 
 /* ---- TensorProto ------------------------------------------------------------------------------ */

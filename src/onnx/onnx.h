@@ -22,7 +22,8 @@ int hs_onnx_load_file(const char *path, size_t max_bytes, hs_graph *g, hs_error 
 int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_tensor *out, char **name,
                           hs_error *err);
 
-/* Reads a whole file into a malloc'ed buffer (refusing more than max_bytes when max_bytes > 0). */
+/* Reads a whole regular file into a malloc'ed buffer: base/file.h's hs_file_read (max_bytes 0 means
+ * its default limit; FIFOs and devices are refused without blocking). */
 int hs_read_file(const char *path, size_t max_bytes, void **data, size_t *len, hs_error *err);
 
 #endif

@@ -259,7 +259,7 @@ int hs_repo_load_config(const char *root, const char *model, hs_model_config *cf
     return hs_error_set(err, HS_VERIFY, "config.json leads out of the model directory");
   char *text = NULL;
   size_t len = 0;
-  rc = hs__read_file(real_cfg, HS__MAX_CONFIG_BYTES, &text, &len, err);
+  rc = hs_file_read(real_cfg, HS__MAX_CONFIG_BYTES, &text, &len, err);
   if (rc != HS_OK) return rc;
   rc = hs_repo_parse_config(text, len, cfg, err);
   free(text);

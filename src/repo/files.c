@@ -1,5 +1,6 @@
-/* files.c - safe file access for repo/: bounded reads, atomic writes, directory listings that never
- * lead out of a model's directory, and SHA-256 of files with a cache of unchanged files.
+/* files.c - safe file access for repo/: atomic writes, directory listings that never lead out of a
+ * model's directory, SHA-256 of files with a cache of unchanged files (reading and hashing themselves
+ * are base/file.c and base/digest.c), and the table of reason codes.
  *
  * DESIGN: a listing records, for each regular file below a version directory, its relative name
  * and its canonical location. Symlinks are resolved with realpath() and kept only when the target
@@ -18,8 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
+#include "base/digest.h"
 #include "repo/repo_internal.h"
 
 static const char *const k_reason_codes[] = {
@@ -37,6 +37,13 @@ static const char *const k_reason_codes[] = {
 const char *hs__reason_code(hs__reason r) {
   if ((size_t)r >= sizeof k_reason_codes / sizeof k_reason_codes[0]) return "internal";
   return k_reason_codes[r];
+}
+
+bool hs_repo_is_verify_reason(const char *code) {
+  /* every refusal of the table except "" (none) and "io" (transient: the version stays PENDING) */
+  for (size_t r = HS__R_NONE + 1; r < sizeof k_reason_codes / sizeof k_reason_codes[0]; r++)
+    if (r != HS__R_IO && strcmp(code, k_reason_codes[r]) == 0) return true;
+  return false;
 }
 
 hs__reason hs__verdict_set(hs__verdict *v, hs__reason r, const char *fmt, ...) {
@@ -63,57 +70,6 @@ bool hs__path_within(const char *real_base, const char *real_path) {
   if (n == 1 && real_base[0] == '/') return real_path[0] == '/';
   if (strncmp(real_base, real_path, n) != 0) return false;
   return real_path[n] == '\0' || real_path[n] == '/';
-}
-
-int hs__read_file(const char *path, size_t limit, char **out, size_t *len, hs_error *err) {
-  *out = NULL;
-  *len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return hs_error_set(err, errno == ENOENT ? HS_NOT_FOUND : HS_IO, "%s: %s", path, strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return hs_error_set(err, HS_IO, "%s: not a regular file", path);
-  }
-  if ((uint64_t)st.st_size > limit) {
-    close(fd);
-    return hs_error_set(err, HS_LIMIT, "%s: %lld bytes, over the limit of %zu", path,
-                        (long long)st.st_size, limit);
-  }
-  size_t cap = (size_t)st.st_size + 1;
-  char *buf = malloc(cap);
-  if (!buf) {
-    close(fd);
-    return hs_error_set(err, HS_NO_MEMORY, "%s: out of memory", path);
-  }
-  size_t got = 0;
-  for (;;) {
-    if (got == cap - 1) {
-      /* The file grew since fstat: read one more byte to tell, bounded by limit. */
-      char extra;
-      ssize_t r = read(fd, &extra, 1);
-      if (r == 0) break;
-      free(buf);
-      close(fd);
-      return hs_error_set(err, HS_IO, "%s: changed while being read", path);
-    }
-    ssize_t r = read(fd, buf + got, cap - 1 - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      int e = errno;
-      free(buf);
-      close(fd);
-      return hs_error_set(err, HS_IO, "%s: %s", path, strerror(e));
-    }
-    if (r == 0) break;
-    got += (size_t)r;
-  }
-  close(fd);
-  buf[got] = '\0';
-  *out = buf;
-  *len = got;
-  return HS_OK;
 }
 
 int hs__write_file_atomic(const char *dir, const char *name, const void *data, size_t len, int mode,
@@ -157,32 +113,6 @@ int hs__write_file_atomic(const char *dir, const char *name, const void *data, s
     close(dfd);
   }
   return HS_OK;
-}
-
-void hs__hex(const uint8_t *bytes, size_t n, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[bytes[i] >> 4];
-    out[2 * i + 1] = digits[bytes[i] & 15];
-  }
-  out[2 * n] = '\0';
-}
-
-static int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-bool hs__unhex(const char *hex, size_t hex_len, uint8_t *out, size_t n) {
-  if (hex_len != 2 * n) return false;
-  for (size_t i = 0; i < n; i++) {
-    int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = (uint8_t)(hi << 4 | lo);
-  }
-  return true;
 }
 
 /* ---- listings ---- */
@@ -357,22 +287,15 @@ const hs__file *hs__listing_find(const hs__listing *l, const char *rel) {
 }
 
 void hs__listing_digest(const hs__listing *l, uint8_t out[32]) {
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  unsigned int n = 0;
-  if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
-    memset(out, 0, 32);
-    EVP_MD_CTX_free(ctx);
-    return;
-  }
+  hs_sha256_ctx *ctx = hs_sha256_begin();
   for (size_t i = 0; i < l->n; i++) {
     const hs__file *f = &l->files[i];
     int64_t meta[5] = {(int64_t)f->size, f->mtime_ns, f->ctime_ns, (int64_t)f->ino, (int64_t)f->dev};
-    EVP_DigestUpdate(ctx, f->rel, strlen(f->rel) + 1);
-    EVP_DigestUpdate(ctx, meta, sizeof meta);
+    hs_sha256_update(ctx, f->rel, strlen(f->rel) + 1);
+    hs_sha256_update(ctx, meta, sizeof meta);
   }
-  EVP_DigestUpdate(ctx, &l->max_mtime_ns, sizeof l->max_mtime_ns);
-  EVP_DigestFinal_ex(ctx, out, &n);
-  EVP_MD_CTX_free(ctx);
+  hs_sha256_update(ctx, &l->max_mtime_ns, sizeof l->max_mtime_ns);
+  hs_sha256_end(ctx, out); /* all zero when hashing could not start, as before */
 }
 
 /* ---- hashing ---- */
@@ -442,11 +365,6 @@ void hs__hash_cache_touch(hs__hash_cache *c, const hs__file *f) {
   if (e) e->used = 1;
 }
 
-void hs__sha256(const void *data, size_t len, uint8_t out[32]) {
-  unsigned int n = 0;
-  if (!EVP_Digest(data, len, out, &n, EVP_sha256(), NULL)) memset(out, 0, 32);
-}
-
 int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_error *err) {
   cache_entry **slot = NULL;
   if (c) {
@@ -460,36 +378,11 @@ int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_er
   }
   int fd = open(f->real, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return hs_error_set(err, HS_IO, "%s: %s", f->rel, strerror(errno));
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  enum { CHUNK = 1 << 20 };
-  unsigned char *buf = malloc(CHUNK);
-  if (!ctx || !buf || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
-    close(fd);
-    free(buf);
-    EVP_MD_CTX_free(ctx);
-    return hs_error_set(err, HS_NO_MEMORY, "%s: cannot start hashing", f->rel);
-  }
   uint64_t total = 0;
-  int rc = HS_OK;
-  for (;;) {
-    ssize_t r = read(fd, buf, CHUNK);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      rc = hs_error_set(err, HS_IO, "%s: %s", f->rel, strerror(errno));
-      break;
-    }
-    if (r == 0) break;
-    total += (uint64_t)r;
-    if (total > f->size) break; /* grew: caught below */
-    EVP_DigestUpdate(ctx, buf, (size_t)r);
-  }
-  unsigned int n = 0;
-  EVP_DigestFinal_ex(ctx, out, &n);
-  EVP_MD_CTX_free(ctx);
-  free(buf);
+  int rc = hs_sha256_fd(fd, f->size, out, &total, err);
   close(fd);
-  if (rc == HS_OK && total != f->size)
-    rc = hs_error_set(err, HS_IO, "%s: changed size while being hashed", f->rel);
+  if (rc != HS_OK) hs_error_prefix(err, "%s", f->rel);
+  else if (total != f->size) rc = hs_error_set(err, HS_IO, "%s: changed size while being hashed", f->rel);
   if (c) c->bytes_hashed += total;
   if (rc != HS_OK || !c) return rc;
   cache_entry *e = malloc(sizeof *e);

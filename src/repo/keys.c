@@ -52,14 +52,11 @@ void hs__key_free(hs__key *k) {
 
 static void set_id_from(hs__key *k, const void *a, size_t alen, const void *b, size_t blen) {
   uint8_t sha[32];
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  unsigned int n = 0;
-  EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-  EVP_DigestUpdate(ctx, a, alen);
-  if (b) EVP_DigestUpdate(ctx, b, blen);
-  EVP_DigestFinal_ex(ctx, sha, &n);
-  EVP_MD_CTX_free(ctx);
-  hs__hex(sha, 8, k->id);
+  hs_sha256_ctx *ctx = hs_sha256_begin();
+  hs_sha256_update(ctx, a, alen);
+  if (b) hs_sha256_update(ctx, b, blen);
+  hs_sha256_end(ctx, sha);
+  hs_hex(sha, 8, k->id);
 }
 
 static int set_ed25519_id(hs__key *k, hs_error *err) {
@@ -75,7 +72,7 @@ int hs__key_load(const char *path, hs__key **out, hs_error *err) {
   *out = NULL;
   char *text = NULL;
   size_t len = 0;
-  int rc = hs__read_file(path, HS__MAX_KEY_BYTES, &text, &len, err);
+  int rc = hs_file_read(path, HS__MAX_KEY_BYTES, &text, &len, err);
   if (rc != HS_OK) return rc;
   hs__key *k = calloc(1, sizeof *k);
   if (!k) {
@@ -87,7 +84,7 @@ int hs__key_load(const char *path, hs__key **out, hs_error *err) {
     const char *hex = text + strlen(HMAC_MAGIC);
     size_t hlen = strcspn(hex, "\r\n");
     k->kind = HS__KEY_HMAC;
-    if (!hs__unhex(hex, hlen, k->secret, HMAC_KEY_BYTES)) {
+    if (!hs_unhex(hex, hlen, k->secret, HMAC_KEY_BYTES)) {
       rc = hs_error_set(err, HS_PARSE, "%s: malformed HMAC key file", path);
     } else {
       set_id_from(k, "hotserve-hmac-key-id", 20, k->secret, HMAC_KEY_BYTES);
@@ -193,7 +190,7 @@ int hs__keygen(const char *name, bool hmac, hs_error *err) {
     if (RAND_bytes(secret, sizeof secret) != 1) return hs_error_set(err, HS_INTERNAL, "no randomness");
     FILE *f = create_new(key_path, 0600, err);
     if (!f) return err ? err->code : HS_IO;
-    hs__hex(secret, sizeof secret, hex);
+    hs_hex(secret, sizeof secret, hex);
     fprintf(f, "%s%s\n", HMAC_MAGIC, hex);
     OPENSSL_cleanse(secret, sizeof secret);
     OPENSSL_cleanse(hex, sizeof hex);
@@ -258,7 +255,7 @@ int hs__sign(const hs__key *k, const void *msg, size_t len, char **out, size_t *
                         "a public key cannot sign: give the private key (NAME.key) or an HMAC key");
   }
   char hex[129];
-  hs__hex(sig, siglen, hex);
+  hs_hex(sig, siglen, hex);
   json_t *root = json_pack("{s:s, s:s, s:s, s:s}", "format", SIG_FORMAT, "scheme", scheme, "key_id",
                            k->id, "signature", hex);
   char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
@@ -309,7 +306,7 @@ hs__reason hs__verify_signature(const hs_trusted_keys *keys, const void *msg, si
     goto done;
   }
   uint8_t bytes[64];
-  if (!hs__unhex(json_string_value(value), json_string_length(value), bytes, want_len)) {
+  if (!hs_unhex(json_string_value(value), json_string_length(value), bytes, want_len)) {
     r = hs__verdict_set(v, HS__R_BAD_SIGNATURE, "%s signature is not %zu hex digits", sch, 2 * want_len);
     goto done;
   }

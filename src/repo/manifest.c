@@ -131,7 +131,7 @@ hs__reason hs__manifest_parse(const char *bytes, size_t len, size_t max_files, s
       goto done;
     }
     hs__manifest_entry *me = &m->entries[m->n];
-    if (!hs__unhex(json_string_value(sha), json_string_length(sha), me->sha256, 32)) {
+    if (!hs_unhex(json_string_value(sha), json_string_length(sha), me->sha256, 32)) {
       r = hs__verdict_set(v, HS__R_BAD_MANIFEST, "manifest entry '%.100s': sha256 is not 64 hex digits", p);
       goto done;
     }
@@ -179,7 +179,7 @@ int hs__manifest_build(const hs__listing *l, hs__hash_cache *c, char **out, size
       json_decref(root);
       return rc;
     }
-    hs__hex(sha, 32, hex);
+    hs_hex(sha, 32, hex);
     json_t *e = json_object();
     json_object_set_new(e, "path", json_string(f->rel));
     json_object_set_new(e, "size", json_integer((json_int_t)f->size));
@@ -257,13 +257,13 @@ hs__reason hs__check_version(const char *dir, const hs__listing *l, const hs__ch
   hs_error err;
   hs_error_clear(&err);
   hs__reason r = HS__R_NONE;
-  int rc = hs__read_file(mf->real, HS__MAX_MANIFEST_BYTES, &mbytes, &mlen, &err);
+  int rc = hs_file_read(mf->real, HS__MAX_MANIFEST_BYTES, &mbytes, &mlen, &err);
   if (rc != HS_OK) {
     r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : HS__R_IO, "%s", err.message);
     goto done;
   }
   if (sf) {
-    rc = hs__read_file(sf->real, HS__MAX_SIGNATURE_BYTES, &sbytes, &slen, &err);
+    rc = hs_file_read(sf->real, HS__MAX_SIGNATURE_BYTES, &sbytes, &slen, &err);
     if (rc != HS_OK) {
       r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : HS__R_IO, "%s", err.message);
       goto done;
@@ -294,9 +294,9 @@ hs__reason hs__check_version(const char *dir, const hs__listing *l, const hs__ch
     memcpy(both, mbytes, mlen);
     if (slen) memcpy(both + mlen, sbytes, slen);
     uint8_t sha[32];
-    hs__sha256(both, total, sha);
+    hs_sha256(both, total, sha);
     free(both);
-    hs__hex(sha, 32, fingerprint);
+    hs_hex(sha, 32, fingerprint);
   }
 done:
   (void)dir;

@@ -138,6 +138,10 @@ void hs_repo_snapshot_free(hs_repo_snapshot *snap);
 int hs_repo_verify_version(const char *dir, bool require_signature, const hs_trusted_keys *keys,
                            hs_repo_version *out, hs_error *err);
 
+/* True when code is one of the verification refusals above (reason_code of an INVALID version),
+ * false for any other code (a load or warm-up failure named by serving/). One table: files.c. */
+bool hs_repo_is_verify_reason(const char *code);
+
 /* ---- watching ---- */
 typedef struct hs_watcher hs_watcher;
 

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/digest.h"
+#include "base/file.h"
 #include "hotserve/status.h"
 #include "repo/repo.h"
 
@@ -55,17 +57,10 @@ hs__reason hs__verdict_set(hs__verdict *v, hs__reason r, const char *fmt, ...)
 int hs__path_join(char *out, size_t cap, const char *a, const char *b, hs_error *err);
 /* True when real_path is real_base itself or lies below it (both canonical absolute paths). */
 bool hs__path_within(const char *real_base, const char *real_path);
-/* Reads a whole regular file of at most limit bytes into a new NUL-terminated buffer (free()).
- * HS_NOT_FOUND when missing, HS_LIMIT when larger than limit, HS_IO otherwise. */
-int hs__read_file(const char *path, size_t limit, char **out, size_t *len, hs_error *err);
 /* Writes data to dir/name atomically: a temporary file in dir, fsync, rename, fsync dir.
  * mode is the new file's permission bits. */
 int hs__write_file_atomic(const char *dir, const char *name, const void *data, size_t len, int mode,
                           hs_error *err);
-/* Lowercase hex of n bytes into out (2n+1 bytes). */
-void hs__hex(const uint8_t *bytes, size_t n, char *out);
-/* Parses exactly 2n hex digits into n bytes; false on any other input. */
-bool hs__unhex(const char *hex, size_t hex_len, uint8_t *out, size_t n);
 
 /* One file of a version directory, found by hs__list_dir. */
 typedef struct hs__file {
@@ -111,7 +106,6 @@ void hs__hash_cache_touch(hs__hash_cache *c, const hs__file *f);
 /* SHA-256 of f's bytes (from the cache when f is unchanged; cache may be NULL). Fails with
  * HS_IO when the file cannot be read or no longer has f->size bytes. */
 int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_error *err);
-void hs__sha256(const void *data, size_t len, uint8_t out[32]);
 
 /* ---- manifest ---- */
 typedef struct hs__manifest_entry {

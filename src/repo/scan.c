@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "repo/repo_internal.h"
 
@@ -89,11 +90,7 @@ static void warned_sweep(hs_repo *repo, bool all) {
   }
 }
 
-static int64_t mono_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+static int64_t mono_ms(void) { return (int64_t)(hs_now_ns() / 1000000u); }
 
 static int64_t wall_ns(void) {
   struct timespec t;
@@ -183,8 +180,8 @@ static void failure_fingerprint(const uint8_t shape[32], const char *code, char 
   memcpy(buf, shape, 32);
   snprintf((char *)buf + 32, 32, "%s", code);
   uint8_t sha[32];
-  hs__sha256(buf, sizeof buf, sha);
-  hs__hex(sha, 32, out);
+  hs_sha256(buf, sizeof buf, sha);
+  hs_hex(sha, 32, out);
 }
 
 /* Decides one version directory (path may be a symlink inside the model dir). */
@@ -203,7 +200,7 @@ static void evaluate_dir(hs_repo *repo, const char *model_real, const char *path
   hs__reason r = hs__list_dir(path, model_real, repo->opts.max_files, repo->opts.max_file_bytes, &l, &v);
   if (r != HS__R_NONE) {
     uint8_t zero[32] = {0};
-    hs__sha256(v.message, strlen(v.message), zero);
+    hs_sha256(v.message, strlen(v.message), zero);
     failure_fingerprint(zero, hs__reason_code(r), out->fingerprint);
     set_result(out, r == HS__R_IO ? HS_VERSION_PENDING : HS_VERSION_INVALID, r, v.message);
     return;
@@ -244,7 +241,7 @@ static void evaluate_dir(hs_repo *repo, const char *model_real, const char *path
 
   if (l.n == 0) {
     hs__listing_free(&l);
-    hs__hex(shape, 32, out->fingerprint);
+    hs_hex(shape, 32, out->fingerprint);
     set_result(out, HS_VERSION_PENDING, HS__R_NONE, "empty directory");
     return;
   }
@@ -258,12 +255,12 @@ static void evaluate_dir(hs_repo *repo, const char *model_real, const char *path
     snprintf(out->fingerprint, sizeof out->fingerprint, "%s", fp);
     set_result(out, HS_VERSION_READY, HS__R_NONE, "manifest matches");
   } else if (r == HS__R_NONE) {
-    hs__hex(shape, 32, out->fingerprint);
+    hs_hex(shape, 32, out->fingerprint);
     set_result(out, settled ? HS_VERSION_READY : HS_VERSION_PENDING, HS__R_NONE,
                settled ? "no manifest; files settled" : "no manifest; waiting for the files to settle");
     if (!settled) return;
   } else if (r == HS__R_IO || !settled) {
-    hs__hex(shape, 32, out->fingerprint);
+    hs_hex(shape, 32, out->fingerprint);
     char msg[300];
     snprintf(msg, sizeof msg, "%.200s (waiting for the files to settle)", v.message);
     set_result(out, HS_VERSION_PENDING, r, msg);
@@ -278,11 +275,9 @@ static void evaluate_dir(hs_repo *repo, const char *model_real, const char *path
 
 static void evaluate(hs_repo *repo, const char *model_real, const char *path, int64_t version,
                      hs_repo_version *out) {
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  uint64_t t0 = hs_now_ns();
   evaluate_dir(repo, model_real, path, version, out);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  out->verify_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+  out->verify_ms = (double)(hs_now_ns() - t0) / 1e6;
 }
 
 /* A version directory name: a positive decimal integer without leading zeros. */
@@ -520,7 +515,7 @@ int hs_repo_verify_version(const char *dir, bool require_signature, const hs_tru
     if (r == HS__R_NONE && !has_manifest) {
       uint8_t shape[32];
       hs__listing_digest(&l, shape);
-      hs__hex(shape, 32, out->fingerprint);
+      hs_hex(shape, 32, out->fingerprint);
     }
     hs__listing_free(&l);
   }

@@ -1,4 +1,5 @@
-/* golden.c - the golden check run before a version is published: .npy inputs, a run, a tolerance comparison. */
+/* golden.c - the golden check run before a version is published: a run on shipped inputs (warmup.c reads
+ * them), compared with shipped outputs within a tolerance. */
 #include "serving/golden.h"
 
 #include <math.h>
@@ -9,29 +10,7 @@
 
 #include "base/npy.h"
 #include "repo/repo.h"
-
-void hs_golden_file_name(const char *name, char *out, size_t cap) {
-  size_t n = 0;
-  for (const char *p = name; *p && n + 1 < cap; p++) {
-    char ch = *p;
-    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-              ch == '-' || (ch == '.' && n > 0);
-    out[n++] = ok ? ch : '_';
-  }
-  if (n == 0 && cap > 1) out[n++] = '_';
-  out[n] = '\0';
-}
-
-/* dir/sub/name.npy if it exists, else dir/name.npy; false when neither exists or the path is too long. */
-static bool find_file(const char *dir, const char *sub, const char *name, char *path, size_t cap) {
-  char file[160];
-  hs_golden_file_name(name, file, sizeof file);
-  struct stat st;
-  int n = snprintf(path, cap, "%s/%s/%s.npy", dir, sub, file);
-  if (n > 0 && (size_t)n < cap && stat(path, &st) == 0) return true;
-  n = snprintf(path, cap, "%s/%s.npy", dir, file);
-  return n > 0 && (size_t)n < cap && stat(path, &st) == 0;
-}
+#include "serving/warmup.h"
 
 static double element(const hs_tensor *t, size_t i) {
   switch (t->dtype) {
@@ -82,18 +61,12 @@ int hs_golden_check(const hs_backend *b, const hs_backend_model *model, hs_backe
   memset(&want, 0, sizeof want);
   char path[HS_PATH_MAX];
   int rc = (in && out) ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "no memory for the golden check");
-  for (size_t i = 0; rc == HS_OK && i < n_in; i++) {
-    const char *name = b->input(model, i)->name;
-    if (!find_file(dir, "inputs", name, path, sizeof path))
-      rc = hs_error_set(err, HS_NOT_FOUND, "golden check: no input file for %s in %s", name, dir);
-    else
-      rc = hs_npy_read(path, &in[i], err);
-  }
+  if (rc == HS_OK) rc = hs_golden_inputs(b, model, dir, in, n_in, err);
   if (rc == HS_OK) rc = b->run(session, in, n_in, out, n_out, err);
   size_t compared = 0;
   for (size_t i = 0; rc == HS_OK && i < n_out; i++) {
     const char *name = b->output(model, i)->name;
-    if (!find_file(dir, "outputs", name, path, sizeof path)) continue;
+    if (!hs_golden_find_file(dir, "outputs", name, path, sizeof path)) continue;
     rc = hs_npy_read(path, &want, err);
     if (rc == HS_OK) rc = compare(name, &out[i], &want, rtol, atol, err);
     free(want.data);
@@ -102,7 +75,7 @@ int hs_golden_check(const hs_backend *b, const hs_backend_model *model, hs_backe
   }
   if (rc == HS_OK && compared == 0)
     rc = hs_error_set(err, HS_NOT_FOUND, "golden check: no expected output file in %s", dir);
-  for (size_t i = 0; in && i < n_in; i++) free(in[i].data);
+  hs_tensors_free_data(in, in ? n_in : 0);
   free(in);
   free(out);
   return rc;

@@ -4,14 +4,10 @@
 
 #include "hotserve/backend.h"
 
-/* Turns a tensor name (from the model file, so untrusted) into a file name that stays inside its
- * folder: every character outside [A-Za-z0-9._-] becomes '_', and a leading '.' too. */
-void hs_golden_file_name(const char *name, char *out, size_t cap);
-
 /* Runs the model once on dir's inputs and compares every output that has an expected file,
  * elementwise |got - want| <= atol + rtol * |want| for floats, exactly for integers.
  * Layout: dir/inputs/<input>.npy + dir/outputs/<output>.npy, or all in dir/<name>.npy (names
- * passed through hs_golden_file_name).
+ * passed through hs_input_file_name, warmup.h).
  * HS_CHECK_FAILED names the first mismatching output and element; file problems are HS_PARSE/HS_IO. */
 int hs_golden_check(const hs_backend *b, const hs_backend_model *model, hs_backend_session *session,
                     const char *dir, double rtol, double atol, hs_error *err);

@@ -5,46 +5,36 @@
  * on a condition variable until kicked (watcher on_change, SIGHUP, the repository API), then
  * scans the repository (hs_repo_scan verifies manifests and signatures) and, per model, loads
  * each READY (version, fingerprint) it does not serve yet: memory admission, backend load,
- * sessions, warm-up runs on every session, optional golden check. A version that passes is
+ * sessions, warm-up runs on every session (warmup.c), optional golden check (golden.c). Memory
+ * admission compares the scan's byte count of the version's files (hs_repo_version.total_bytes)
+ * plus the resident set with the limit. A version that passes is
  * published together with the others the policy keeps, in one atomic swap (registry.c). Any
  * failure leaves the served view alone, logs one line with a reason code, counts it and records
  * it in the model's status; the same (version, fingerprint) is remembered and not retried, while
  * new content under the same version number is. While some version is PENDING (still settling),
  * the loader rescans every 250 ms on its own.
- * Synchronous callers (index, load, unload) bump scan_requested and wait on done_cv for
- * scan_done to catch up.
+ * Synchronous callers (index, load, unload; registry.c) bump scan_requested and wait on done_cv
+ * for scan_done to catch up. The loader also frees retired versions (the graveyard) and hands freed
+ * pages back to the system (malloc_trim, after --trim-delay), at its own lower CPU priority.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
-#include "base/npy.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
-
-#define HS_MAX_WARMUP_ELEMS (64ll * 1024 * 1024)
+#include "serving/warmup.h"
 
 /* ---- failure bookkeeping ---- */
-
-static bool is_verify_reason(const char *code) {
-  static const char *const k[] = {"unsigned",   "bad_signature", "unknown_key", "manifest_mismatch",
-                                  "bad_manifest", "unsafe_path",   "limit"};
-  for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
-    if (strcmp(code, k[i]) == 0) return true;
-  return false;
-}
 
 static bool failed_before(const hs_model *m, int64_t version, const char *fp) {
   size_t n = m->n_failed < HS_FAILED_KEYS ? m->n_failed : HS_FAILED_KEYS;
@@ -60,7 +50,7 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
   size_t slot = m->n_failed++ % HS_FAILED_KEYS;
   m->failed[slot].version = version;
   snprintf(m->failed[slot].fingerprint, sizeof m->failed[slot].fingerprint, "%s", fp);
-  bool verify = is_verify_reason(code);
+  bool verify = hs_repo_is_verify_reason(code);
   hs_log(verify ? HS_LOG_ALERT : HS_LOG_ERROR, "model %s version %" PRId64 " failed: %s: %s", m->name,
          version, code, message);
   hs__count_reason(&m->metrics.load_failures, code);
@@ -76,95 +66,9 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
 
 /* ---- memory admission ---- */
 
-/* Bytes of regular files directly in dir and one level below (weights, external data). */
-static size_t dir_bytes(const char *dir, int depth) {
-  DIR *d = opendir(dir);
-  if (!d) return 0;
-  size_t total = 0;
-  struct dirent *e;
-  char path[HS_PATH_MAX];
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0')))
-      continue;
-    if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
-    struct stat st;
-    if (lstat(path, &st) != 0) continue;
-    if (S_ISREG(st.st_mode)) total += (size_t)st.st_size;
-    else if (S_ISDIR(st.st_mode) && depth > 0) total += dir_bytes(path, depth - 1);
-  }
-  closedir(d);
-  return total;
-}
-
 /* Whether estimate more bytes beside rss resident would pass the memory limit. */
 static bool over_memory_limit(const hs_registry *r, size_t estimate, size_t rss) {
   return r->memory_limit != SIZE_MAX && (estimate > r->memory_limit || rss > r->memory_limit - estimate);
-}
-
-/* ---- warm-up ---- */
-
-static uint64_t xorshift(uint64_t *s) {
-  *s ^= *s << 13;
-  *s ^= *s >> 7;
-  *s ^= *s << 17;
-  return *s;
-}
-
-/* Makes warm-up tensors for every input: dynamic dims become 1; data zeros, random, or files. */
-static int make_warmup_inputs(hs_version *v, const hs_model_config *cfg, const char *vdir,
-                              hs_tensor *in, size_t n_in, hs_error *err) {
-  uint64_t seed = 0x9e3779b97f4a7c15ull;
-  for (size_t i = 0; i < n_in; i++) {
-    const hs_io_desc *d = v->backend->input(v->bm, i);
-    if (cfg->warmup_kind == HS_WARMUP_FILES) {
-      char path[HS_PATH_MAX], file[160];
-      hs_golden_file_name(d->name, file, sizeof file);
-      if (snprintf(path, sizeof path, "%s/warmup/%s.npy", vdir, file) >= (int)sizeof path)
-        return hs_error_set(err, HS_LIMIT, "input %s: warm-up file path too long", d->name);
-      int rc = hs_npy_read(path, &in[i], err);
-      if (rc != HS_OK) return rc;
-      continue;
-    }
-    in[i].dtype = d->dtype;
-    in[i].ndim = d->ndim;
-    for (int k = 0; k < d->ndim; k++) in[i].dims[k] = d->dims[k] < 0 ? 1 : d->dims[k];
-    int64_t numel = hs_shape_numel(in[i].dims, in[i].ndim);
-    size_t es = hs_dtype_size(d->dtype);
-    if (numel < 0 || numel > HS_MAX_WARMUP_ELEMS || es == 0)
-      return hs_error_set(err, HS_LIMIT, "input %s: cannot make a warm-up tensor of that shape/type", d->name);
-    in[i].nbytes = (size_t)numel * es;
-    in[i].data = calloc(1, in[i].nbytes ? in[i].nbytes : 1);
-    if (!in[i].data) return hs_error_set(err, HS_NO_MEMORY, "input %s: no memory for warm-up data", d->name);
-    if (cfg->warmup_kind == HS_WARMUP_RANDOM) {
-      if (d->dtype == HS_DT_FLOAT32) {
-        float *f = in[i].data;
-        for (int64_t k = 0; k < numel; k++) f[k] = (float)(xorshift(&seed) >> 40) / (float)(1 << 24);
-      } else {
-        unsigned char *b = in[i].data;
-        for (size_t k = 0; k < in[i].nbytes; k++) b[k] = (unsigned char)(xorshift(&seed) & 1);
-      }
-    }
-  }
-  return HS_OK;
-}
-
-static int warm_up(hs_version *v, const hs_model_config *cfg, const char *vdir, hs_error *err) {
-  size_t n_in = v->backend->num_inputs(v->bm), n_out = v->backend->num_outputs(v->bm);
-  hs_tensor *in = calloc(n_in ? n_in : 1, sizeof *in);
-  hs_tensor *out = calloc(n_out ? n_out : 1, sizeof *out);
-  int rc = (in && out) ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "no memory for warm-up");
-  if (rc == HS_OK) rc = make_warmup_inputs(v, cfg, vdir, in, n_in, err);
-  /* Sessions come ready for the load-time shapes (backend.h, session_create), so one run proves
-   * the version computes; runs go round the sessions, so warmup.runs = instances runs each once
-   * (for a backend whose sessions pay a first-run cost). Every run here is CPU that the requests
-   * of the version still serving do not get (bench/reload). */
-  size_t runs = cfg->warmup_runs > 0 ? (size_t)cfg->warmup_runs : 0;
-  for (size_t k = 0; rc == HS_OK && k < runs; k++)
-    rc = v->backend->run(v->sessions[k % v->n_sessions], in, n_in, out, n_out, err);
-  for (size_t i = 0; in && i < n_in; i++) free(in[i].data);
-  free(in);
-  free(out);
-  return rc;
 }
 
 /* ---- one load ---- */
@@ -240,7 +144,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   pthread_cond_init(&v->pool_cv, NULL);
 
   /* memory admission: the new version must fit beside what is running */
-  size_t estimate = dir_bytes(rv->dir, 2);
+  size_t estimate = rv->total_bytes > SIZE_MAX ? SIZE_MAX : (size_t)rv->total_bytes; /* the scan summed the files */
   size_t rss = hs_process_rss_bytes();
   if (over_memory_limit(r, estimate, rss)) {
     /* RSS may include pages freed by retired versions that wait for --trim-delay: hand them back
@@ -293,11 +197,9 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs_trace_stage(r->trace, "load", m->name, v->version, t0, tw);
 
   code = "warmup_error";
-  if (warm_up(v, cfg, rv->dir, &err) != HS_OK) goto fail;
+  if (hs_warmup_run(v->backend, v->bm, v->sessions, v->n_sessions, cfg, rv->dir, &err) != HS_OK) goto fail;
   char golden_dir[HS_PATH_MAX + 8];
-  snprintf(golden_dir, sizeof golden_dir, "%s/golden", rv->dir);
-  struct stat gst;
-  if (cfg->golden_check || (stat(golden_dir, &gst) == 0 && S_ISDIR(gst.st_mode))) {
+  if (hs_golden_wanted(cfg, rv->dir, golden_dir, sizeof golden_dir)) {
     code = "golden_mismatch";
     if (hs_golden_check(v->backend, v->bm, v->sessions[0], golden_dir, cfg->golden_rtol, cfg->golden_atol,
                         &err) != HS_OK)
@@ -310,18 +212,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   atomic_fetch_add(&m->metrics.loads, 1);
   double total_ms = ms_since(t0) + verify_ms;
   hs_histogram_observe(&m->metrics.load, (uint64_t)(total_ms * 1e6));
-  st.state = HS_VS_READY;
-  st.load_ms = load_ms;
-  st.warmup_ms = warm_ms;
-  pthread_mutex_lock(&m->status_mu);
-  for (size_t i = 0; i < m->history_n; i++) {
-    hs_version_status *h = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
-    if (h->generation == generation) {
-      h->load_ms = load_ms;
-      h->warmup_ms = warm_ms;
-    }
-  }
-  pthread_mutex_unlock(&m->status_mu);
+  hs__status_set_times(m, generation, load_ms, warm_ms); /* stays LOADING until published */
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f)", m->name,
           v->version, total_ms, verify_ms, load_ms, warm_ms);
   return v;
@@ -638,139 +529,4 @@ void *hs__loader_main(void *arg) {
   reap_graveyard(r);
   pthread_mutex_unlock(&r->mu);
   return NULL;
-}
-
-/* ---- registry lifetime and control ---- */
-
-static void on_change(void *user) { hs_registry_kick(user); }
-
-int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_error *err) {
-  hs_registry *r = calloc(1, sizeof *r);
-  if (!r) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
-  r->opts = *opts;
-  if (r->opts.poll_ms <= 0) r->opts.poll_ms = 2000;
-  if (r->opts.settle_ms < 0) r->opts.settle_ms = 2000;
-  if (r->opts.threads <= 0) r->opts.threads = 1;
-  if (r->opts.instances <= 0) r->opts.instances = 2;
-  r->memory_limit = opts->memory_limit ? opts->memory_limit : hs_process_memory_limit();
-  r->root = strdup(opts->root);
-  pthread_mutex_init(&r->mu, NULL);
-  pthread_cond_init(&r->cv, NULL);
-  pthread_cond_init(&r->done_cv, NULL);
-  int rc = r->root ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "out of memory");
-  struct stat st;
-  if (rc == HS_OK && (stat(r->root, &st) != 0 || !S_ISDIR(st.st_mode)))
-    rc = hs_error_set(err, HS_NOT_FOUND, "model repository %s is not a readable directory", r->root);
-  if (rc == HS_OK && opts->n_keys > 0) rc = hs_trusted_keys_load(opts->key_paths, opts->n_keys, &r->keys, err);
-  if (rc == HS_OK && opts->trace_path) rc = hs_trace_open(opts->trace_path, &r->trace, err);
-  if (rc == HS_OK && opts->require_signature && !r->keys)
-    rc = hs_error_set(err, HS_INVALID_ARGUMENT, "--require-signature needs at least one --trusted-key");
-  if (rc == HS_OK) {
-    hs_repo_options ro = {.require_signature = opts->require_signature, .keys = r->keys,
-                          .settle_ms = r->opts.settle_ms};
-    rc = hs_repo_open(r->root, &ro, &r->repo, err);
-  }
-  if (rc != HS_OK) {
-    hs_registry_destroy(r);
-    return rc;
-  }
-  hs__loader_process(r); /* what is ready now is served before we listen */
-  if (pthread_create(&r->loader, NULL, hs__loader_main, r) != 0) {
-    hs_registry_destroy(r);
-    return hs_error_set(err, HS_INTERNAL, "cannot start the loader thread");
-  }
-  r->loader_started = true;
-  if (opts->watch) {
-    rc = hs_watcher_start(r->root, r->opts.poll_ms, on_change, r, &r->watcher, err);
-    if (rc != HS_OK) {
-      hs_registry_destroy(r);
-      return rc;
-    }
-  }
-  *out = r;
-  return HS_OK;
-}
-
-void hs_registry_destroy(hs_registry *r) {
-  if (!r) return;
-  if (r->watcher) hs_watcher_stop(r->watcher);
-  if (r->loader_started) {
-    pthread_mutex_lock(&r->mu);
-    r->stop = true;
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-    pthread_join(r->loader, NULL);
-  }
-  hs__registry_free_models(r);
-  for (hs_model_op *op = r->ops, *n; op; op = n) {
-    n = op->next;
-    free(op);
-  }
-  if (r->repo) hs_repo_close(r->repo);
-  hs_trusted_keys_free(r->keys);
-  hs_trace_close(r->trace);
-  pthread_cond_destroy(&r->done_cv);
-  pthread_cond_destroy(&r->cv);
-  pthread_mutex_destroy(&r->mu);
-  free(r->root);
-  free(r);
-}
-
-void hs_registry_kick(hs_registry *r) {
-  pthread_mutex_lock(&r->mu);
-  r->kicked = true;
-  pthread_cond_signal(&r->cv);
-  pthread_mutex_unlock(&r->mu);
-}
-
-/* Queues an optional op and waits until a scan that started after it has finished. */
-static int request_and_wait(hs_registry *r, hs_model_op *op, hs_error *err) {
-  pthread_mutex_lock(&r->mu);
-  if (op) {
-    op->next = r->ops;
-    r->ops = op;
-  }
-  uint64_t mine = ++r->scan_requested;
-  r->kicked = true;
-  pthread_cond_signal(&r->cv);
-  while (r->scan_done < mine && !r->stop) pthread_cond_wait(&r->done_cv, &r->mu);
-  bool stopped = r->scan_done < mine;
-  pthread_mutex_unlock(&r->mu);
-  if (stopped) return hs_error_set(err, HS_UNAVAILABLE, "the server is shutting down");
-  return HS_OK;
-}
-
-int hs_registry_rescan_sync(hs_registry *r, hs_error *err) { return request_and_wait(r, NULL, err); }
-
-static int model_op(hs_registry *r, const char *name, bool unload, hs_error *err) {
-  if (!unload) {
-    /* a model the registry has not seen yet is picked up by the scan itself */
-    hs_model_op *op = calloc(1, sizeof *op);
-    if (!op) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
-    snprintf(op->name, sizeof op->name, "%s", name);
-    int rc = request_and_wait(r, op, err);
-    if (rc != HS_OK) return rc;
-    hs_model *m = hs_registry_find(r, name);
-    if (!m || !atomic_load(&m->in_repo))
-      return hs_error_set(err, HS_NOT_FOUND, "model %s is not in the repository", name);
-    hs_version *v = NULL;
-    if (hs_model_acquire(m, -1, &v) != HS_OK)
-      return hs_error_set(err, HS_UNAVAILABLE, "model %s has no version that loads; see its status", name);
-    hs_version_release(v);
-    return HS_OK;
-  }
-  if (!hs_registry_find(r, name)) return hs_error_set(err, HS_NOT_FOUND, "unknown model %s", name);
-  hs_model_op *op = calloc(1, sizeof *op);
-  if (!op) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
-  snprintf(op->name, sizeof op->name, "%s", name);
-  op->unload = true;
-  return request_and_wait(r, op, err);
-}
-
-int hs_registry_load_model(hs_registry *r, const char *name, hs_error *err) {
-  return model_op(r, name, false, err);
-}
-
-int hs_registry_unload_model(hs_registry *r, const char *name, hs_error *err) {
-  return model_op(r, name, true, err);
 }

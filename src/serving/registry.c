@@ -1,4 +1,5 @@
-/* registry.c - the model registry: lock-free version lookup for requests, publication, reclamation, status.
+/* registry.c - the model registry: create/destroy and control (kick, rescan, load, unload), lock-free
+ * version lookup for requests, publication, reclamation, status.
  *
  * DESIGN
  * Threads: any number of request threads call hs_registry_find / hs_model_acquire / hs_version_*;
@@ -30,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/log.h"
 
@@ -376,6 +378,18 @@ void hs__status_update(hs_model *m, uint64_t generation, hs_vstate state, bool s
   pthread_mutex_unlock(&m->status_mu);
 }
 
+void hs__status_set_times(hs_model *m, uint64_t generation, double load_ms, double warmup_ms) {
+  pthread_mutex_lock(&m->status_mu);
+  for (size_t i = 0; i < m->history_n; i++) {
+    hs_version_status *st = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
+    if (st->generation == generation) {
+      st->load_ms = load_ms;
+      st->warmup_ms = warmup_ms;
+    }
+  }
+  pthread_mutex_unlock(&m->status_mu);
+}
+
 void hs_model_status_get(hs_model *m, hs_model_status *out) {
   memset(out, 0, sizeof *out);
   snprintf(out->name, sizeof out->name, "%s", m->name);
@@ -452,4 +466,139 @@ void hs__registry_free_models(hs_registry *r) {
   }
   free(a);
   atomic_store(&r->models, NULL);
+}
+
+/* ---- registry lifetime and control (the loader thread's side is loader.c) ---- */
+
+static void on_change(void *user) { hs_registry_kick(user); }
+
+int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_error *err) {
+  hs_registry *r = calloc(1, sizeof *r);
+  if (!r) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  r->opts = *opts;
+  if (r->opts.poll_ms <= 0) r->opts.poll_ms = 2000;
+  if (r->opts.settle_ms < 0) r->opts.settle_ms = 2000;
+  if (r->opts.threads <= 0) r->opts.threads = 1;
+  if (r->opts.instances <= 0) r->opts.instances = 2;
+  r->memory_limit = opts->memory_limit ? opts->memory_limit : hs_process_memory_limit();
+  r->root = strdup(opts->root);
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->cv, NULL);
+  pthread_cond_init(&r->done_cv, NULL);
+  int rc = r->root ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  struct stat st;
+  if (rc == HS_OK && (stat(r->root, &st) != 0 || !S_ISDIR(st.st_mode)))
+    rc = hs_error_set(err, HS_NOT_FOUND, "model repository %s is not a readable directory", r->root);
+  if (rc == HS_OK && opts->n_keys > 0) rc = hs_trusted_keys_load(opts->key_paths, opts->n_keys, &r->keys, err);
+  if (rc == HS_OK && opts->trace_path) rc = hs_trace_open(opts->trace_path, &r->trace, err);
+  if (rc == HS_OK && opts->require_signature && !r->keys)
+    rc = hs_error_set(err, HS_INVALID_ARGUMENT, "--require-signature needs at least one --trusted-key");
+  if (rc == HS_OK) {
+    hs_repo_options ro = {.require_signature = opts->require_signature, .keys = r->keys,
+                          .settle_ms = r->opts.settle_ms};
+    rc = hs_repo_open(r->root, &ro, &r->repo, err);
+  }
+  if (rc != HS_OK) {
+    hs_registry_destroy(r);
+    return rc;
+  }
+  hs__loader_process(r); /* what is ready now is served before we listen */
+  if (pthread_create(&r->loader, NULL, hs__loader_main, r) != 0) {
+    hs_registry_destroy(r);
+    return hs_error_set(err, HS_INTERNAL, "cannot start the loader thread");
+  }
+  r->loader_started = true;
+  if (opts->watch) {
+    rc = hs_watcher_start(r->root, r->opts.poll_ms, on_change, r, &r->watcher, err);
+    if (rc != HS_OK) {
+      hs_registry_destroy(r);
+      return rc;
+    }
+  }
+  *out = r;
+  return HS_OK;
+}
+
+void hs_registry_destroy(hs_registry *r) {
+  if (!r) return;
+  if (r->watcher) hs_watcher_stop(r->watcher);
+  if (r->loader_started) {
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->loader, NULL);
+  }
+  hs__registry_free_models(r);
+  for (hs_model_op *op = r->ops, *n; op; op = n) {
+    n = op->next;
+    free(op);
+  }
+  if (r->repo) hs_repo_close(r->repo);
+  hs_trusted_keys_free(r->keys);
+  hs_trace_close(r->trace);
+  pthread_cond_destroy(&r->done_cv);
+  pthread_cond_destroy(&r->cv);
+  pthread_mutex_destroy(&r->mu);
+  free(r->root);
+  free(r);
+}
+
+void hs_registry_kick(hs_registry *r) {
+  pthread_mutex_lock(&r->mu);
+  r->kicked = true;
+  pthread_cond_signal(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* Queues an optional op and waits until a scan that started after it has finished. */
+static int request_and_wait(hs_registry *r, hs_model_op *op, hs_error *err) {
+  pthread_mutex_lock(&r->mu);
+  if (op) {
+    op->next = r->ops;
+    r->ops = op;
+  }
+  uint64_t mine = ++r->scan_requested;
+  r->kicked = true;
+  pthread_cond_signal(&r->cv);
+  while (r->scan_done < mine && !r->stop) pthread_cond_wait(&r->done_cv, &r->mu);
+  bool stopped = r->scan_done < mine;
+  pthread_mutex_unlock(&r->mu);
+  if (stopped) return hs_error_set(err, HS_UNAVAILABLE, "the server is shutting down");
+  return HS_OK;
+}
+
+int hs_registry_rescan_sync(hs_registry *r, hs_error *err) { return request_and_wait(r, NULL, err); }
+
+static int model_op(hs_registry *r, const char *name, bool unload, hs_error *err) {
+  if (!unload) {
+    /* a model the registry has not seen yet is picked up by the scan itself */
+    hs_model_op *op = calloc(1, sizeof *op);
+    if (!op) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    snprintf(op->name, sizeof op->name, "%s", name);
+    int rc = request_and_wait(r, op, err);
+    if (rc != HS_OK) return rc;
+    hs_model *m = hs_registry_find(r, name);
+    if (!m || !atomic_load(&m->in_repo))
+      return hs_error_set(err, HS_NOT_FOUND, "model %s is not in the repository", name);
+    hs_version *v = NULL;
+    if (hs_model_acquire(m, -1, &v) != HS_OK)
+      return hs_error_set(err, HS_UNAVAILABLE, "model %s has no version that loads; see its status", name);
+    hs_version_release(v);
+    return HS_OK;
+  }
+  if (!hs_registry_find(r, name)) return hs_error_set(err, HS_NOT_FOUND, "unknown model %s", name);
+  hs_model_op *op = calloc(1, sizeof *op);
+  if (!op) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  snprintf(op->name, sizeof op->name, "%s", name);
+  op->unload = true;
+  return request_and_wait(r, op, err);
+}
+
+int hs_registry_load_model(hs_registry *r, const char *name, hs_error *err) {
+  return model_op(r, name, false, err);
+}
+
+int hs_registry_unload_model(hs_registry *r, const char *name, hs_error *err) {
+  return model_op(r, name, true, err);
 }

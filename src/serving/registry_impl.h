@@ -1,5 +1,6 @@
-/* registry_impl.h - the registry's internal structures, shared by registry.c (request path,
- * publication, reclamation, status) and loader.c (the version lifecycle on the loader thread). */
+/* registry_impl.h - the registry's internal structures, shared by registry.c (lifetime and control,
+ * request path, publication, reclamation, status) and loader.c (the version lifecycle on the loader
+ * thread). */
 #ifndef HS_SERVING_REGISTRY_IMPL_H
 #define HS_SERVING_REGISTRY_IMPL_H
 
@@ -115,6 +116,8 @@ void hs__version_free(hs_version *v);
 void hs__version_dispose(hs_version *v);
 void hs__status_record(hs_model *m, const hs_version_status *st);
 void hs__status_update(hs_model *m, uint64_t generation, hs_vstate state, bool serving);
+/* Sets the load and warm-up times of m's history entry for generation (its state unchanged). */
+void hs__status_set_times(hs_model *m, uint64_t generation, double load_ms, double warmup_ms);
 hs_version_counter *hs__version_counter(hs_model *m, int64_t version);
 void hs__registry_free_models(hs_registry *r);
 void hs__count_reason(_Atomic(hs_reason_counter *) *head, const char *reason);

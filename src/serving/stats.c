@@ -1,4 +1,4 @@
-/* stats.c - latency histograms on relaxed atomics, clocks, RSS and cgroup-aware memory limits. */
+/* stats.c - latency histograms on relaxed atomics (one set per model, all threads add), RSS, cgroup memory limit. */
 #include "serving/stats.h"
 
 #include <stdio.h>

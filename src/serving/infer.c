@@ -1,0 +1,212 @@
+/* infer.c - one inference request on the serving side: choose a version, check, run, copy out, account.
+ *
+ * DESIGN
+ * A request holds one reference to one immutable version from acquire to release (invariant 1 in
+ * docs/ARCHITECTURE.md). It takes a compute slot and a session (hs_version_take; the wait is its
+ * queue time), runs, copies the outputs out of the session's arena into one block the result owns,
+ * and gives the session back before returning, so the front end's encoding (possibly slow JSON)
+ * never holds a session. On success the result keeps the version reference until the front end
+ * frees it, so the request's accounting ends when its reply is encoded; a failure is accounted and
+ * releases the version at once.
+ */
+#include "serving/infer.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+
+static bool shape_matches(const hs_io_desc *d, const hs_tensor *t) {
+  if (d->ndim != t->ndim) return false;
+  for (int k = 0; k < d->ndim; k++)
+    if (d->dims[k] >= 0 && d->dims[k] != t->dims[k]) return false;
+  return true;
+}
+
+static void shape_str(char *buf, size_t cap, const int64_t *dims, int ndim) {
+  size_t off = (size_t)snprintf(buf, cap, "[");
+  for (int k = 0; k < ndim && off < cap; k++)
+    off += (size_t)snprintf(buf + off, cap - off, k ? ",%lld" : "%lld", (long long)dims[k]);
+  if (off < cap) snprintf(buf + off, cap - off, "]");
+}
+
+/* Puts each request input at the version's input position in ins (n_in slots). */
+static int bind_inputs(const hs_model *m, const hs_version *v, const hs_infer_inputs *in, hs_tensor *ins,
+                       hs_error *err) {
+  size_t n_in = hs_version_num_inputs(v);
+  if (in->n_inputs != n_in) {
+    for (size_t i = 0; i < n_in; i++) {
+      bool given = false;
+      for (size_t k = 0; k < in->n_inputs; k++)
+        if (strcmp(in->inputs[k].name, hs_version_input(v, i)->name) == 0) given = true;
+      if (!given)
+        return hs_error_set(err, HS_INVALID_ARGUMENT, "input %s is missing (the model takes %zu inputs)",
+                            hs_version_input(v, i)->name, n_in);
+    }
+  }
+  for (size_t k = 0; k < in->n_inputs; k++) {
+    const hs_named_tensor *t = &in->inputs[k];
+    size_t i = 0;
+    while (i < n_in && strcmp(hs_version_input(v, i)->name, t->name) != 0) i++;
+    if (i == n_in)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "input %s is not an input of model %s", t->name,
+                          hs_model_name(m));
+    const hs_io_desc *d = hs_version_input(v, i);
+    if (d->dtype != t->t.dtype)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "input %s: datatype %s, the model expects %s", t->name,
+                          hs_dtype_kserve_name(t->t.dtype), hs_dtype_kserve_name(d->dtype));
+    if (!shape_matches(d, &t->t)) {
+      char got[160], want[160];
+      shape_str(got, sizeof got, t->t.dims, t->t.ndim);
+      shape_str(want, sizeof want, d->dims, d->ndim);
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "input %s: shape %s does not match the model's %s (-1 = any)",
+                          t->name, got, want);
+    }
+    ins[i] = t->t;
+  }
+  return HS_OK;
+}
+
+/* Fills pick[0..*n_pick) with the version's output positions the request wants, in its order. */
+static int pick_outputs(const hs_model *m, const hs_version *v, const hs_infer_inputs *in, size_t *pick,
+                        size_t *n_pick, hs_error *err) {
+  size_t n_out = hs_version_num_outputs(v);
+  *n_pick = 0;
+  if (in->n_outputs == 0) {
+    for (size_t i = 0; i < n_out; i++) pick[(*n_pick)++] = i;
+    return HS_OK;
+  }
+  for (size_t k = 0; k < in->n_outputs; k++) {
+    size_t i = 0;
+    while (i < n_out && strcmp(hs_version_output(v, i)->name, in->outputs[k]) != 0) i++;
+    if (i == n_out)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "output %s is not an output of model %s", in->outputs[k],
+                          hs_model_name(m));
+    if (*n_pick < n_out) pick[(*n_pick)++] = i; /* a repeated name beyond the model's count is dropped */
+  }
+  return HS_OK;
+}
+
+/* Copies the picked outputs (data out of the session's arena, names out of the version) into one
+ * new block that out owns. */
+static int copy_out(const hs_version *v, const hs_tensor *outs, const size_t *pick, size_t n_pick,
+                    hs_infer_result *out, hs_error *err) {
+  size_t data = 0, names = 0;
+  for (size_t k = 0; k < n_pick; k++) {
+    data += outs[pick[k]].nbytes;
+    names += strlen(hs_version_output(v, pick[k])->name) + 1;
+  }
+  size_t head = n_pick * (sizeof(hs_tensor) + sizeof(const char *));
+  /* tensors first (aligned by malloc), then name pointers, then data (64-byte aligned), then names */
+  size_t data_off = (head + 63) & ~(size_t)63;
+  unsigned char *block = malloc(data_off + data + names + 1);
+  if (!block) return hs_error_set(err, HS_NO_MEMORY, "out of memory copying %zu output bytes", data);
+  out->outputs = (hs_tensor *)block;
+  out->names = (const char **)(block + n_pick * sizeof(hs_tensor));
+  unsigned char *d = block + data_off;
+  char *s = (char *)(d + data);
+  for (size_t k = 0; k < n_pick; k++) {
+    const hs_tensor *t = &outs[pick[k]];
+    out->outputs[k] = *t;
+    out->outputs[k].data = d;
+    if (t->nbytes) memcpy(d, t->data, t->nbytes);
+    d += t->nbytes;
+    const char *name = hs_version_output(v, pick[k])->name;
+    size_t len = strlen(name) + 1;
+    memcpy(s, name, len);
+    out->names[k] = s;
+    s += len;
+  }
+  out->n_outputs = n_pick;
+  out->block_ = block;
+  return HS_OK;
+}
+
+/* Checks the inputs against v, runs them on one of its sessions and copies the outputs out. */
+static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infer_result *out, hs_error *err) {
+  size_t n_in = hs_version_num_inputs(v), n_out = hs_version_num_outputs(v);
+  hs_tensor *ins = calloc(n_in ? n_in : 1, sizeof *ins);
+  hs_tensor *outs = calloc(n_out ? n_out : 1, sizeof *outs);
+  size_t *pick = calloc(n_out ? n_out : 1, sizeof *pick);
+  size_t n_pick = 0;
+  int rc = ins && outs && pick ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  if (rc == HS_OK) rc = bind_inputs(m, v, in, ins, err);
+  if (rc == HS_OK) rc = pick_outputs(m, v, in, pick, &n_pick, err);
+  if (rc == HS_OK) {
+    uint64_t tq = hs_now_ns();
+    hs_backend_session *s = hs_version_take(v);
+    uint64_t tc = hs_now_ns();
+    out->queue_ns = tc - tq;
+    rc = hs_version_backend(v)->run(s, ins, n_in, outs, n_out, err);
+    out->compute_ns = hs_now_ns() - tc;
+    /* the outputs live in the session's arena: copy them before the session goes back */
+    if (rc == HS_OK) rc = copy_out(v, outs, pick, n_pick, out, err);
+    hs_version_give(v, s);
+    if (rc != HS_OK && rc != HS_INVALID_ARGUMENT) {
+      hs_error_prefix(err, "model %s version %" PRId64 " failed", hs_model_name(m), hs_version_number(v));
+      if (rc != HS_NO_MEMORY) err->code = rc = HS_INTERNAL; /* HS_NOT_FOUND etc. mean "no version" here */
+    }
+  }
+  free(ins);
+  free(outs);
+  free(pick);
+  return rc;
+}
+
+static hs_outcome outcome_of(int rc) {
+  if (rc == HS_OK) return HS_OUTCOME_SUCCESS;
+  if (rc == HS_NOT_FOUND || rc == HS_INVALID_ARGUMENT) return HS_OUTCOME_CLIENT_ERROR;
+  return HS_OUTCOME_SERVER_ERROR; /* HS_UNAVAILABLE (nothing serving) included */
+}
+
+int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs_infer_result *out,
+                     hs_error *err) {
+  uint64_t t0 = in->arrival_ns ? in->arrival_ns : hs_now_ns();
+  memset(out, 0, sizeof *out);
+  out->version = -1;
+  hs_model_request_begin(m);
+  hs_version *v = NULL;
+  int rc = hs_model_acquire(m, version, &v);
+  if (rc == HS_NOT_FOUND)
+    hs_error_set(err, HS_NOT_FOUND, "model %s has no version %" PRId64 " loaded", hs_model_name(m), version);
+  else if (rc != HS_OK)
+    rc = hs_error_set(err, HS_UNAVAILABLE, "model %s has no version ready", hs_model_name(m));
+  else {
+    out->version = hs_version_number(v);
+    rc = run_on(m, v, in, out, err);
+  }
+  if (rc == HS_OK) { /* accounted and released by hs_infer_result_free */
+    out->model_ = m;
+    out->version_ = v;
+    out->arrival_ns_ = t0;
+    return HS_OK;
+  }
+  free(out->block_);
+  out->block_ = NULL;
+  out->n_outputs = 0;
+  out->names = NULL;
+  out->outputs = NULL;
+  hs_model_request_end(m, v, outcome_of(rc), hs_now_ns() - t0, out->queue_ns, out->compute_ns);
+  hs_version_release(v);
+  return rc;
+}
+
+void hs_serving_count_refused(hs_model *m, hs_outcome outcome, uint64_t arrival_ns) {
+  uint64_t t0 = arrival_ns ? arrival_ns : hs_now_ns();
+  hs_model_request_begin(m);
+  hs_model_request_end(m, NULL, outcome, hs_now_ns() - t0, 0, 0);
+}
+
+void hs_infer_result_free(hs_infer_result *r) {
+  if (!r) return;
+  if (r->version_) {
+    hs_model_request_end(r->model_, r->version_, HS_OUTCOME_SUCCESS, hs_now_ns() - r->arrival_ns_, r->queue_ns,
+                         r->compute_ns);
+    hs_version_release(r->version_);
+  }
+  free(r->block_);
+  memset(r, 0, sizeof *r);
+  r->version = -1;
+}
