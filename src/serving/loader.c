@@ -353,6 +353,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
 
   hs_view *old = atomic_load(&m->view); /* only this thread replaces it */
   if (rm->config_status != HS_OK) {
+    atomic_store(&m->all_selected_serving, false);
     if (strcmp(m->config_error_seen, rm->config_error) != 0) {
       snprintf(m->config_error_seen, sizeof m->config_error_seen, "%s", rm->config_error);
       HS_LOGE("model %s: config.json refused, keeping what is served: %s", m->name, rm->config_error);
@@ -419,6 +420,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
       if (old->v[j] == next[k]) found = true;
     if (!found) changed = true;
   }
+  atomic_store(&m->all_selected_serving, all_ok);
   if (changed) {
     uint64_t ts = hs_now_ns();
     hs__registry_publish(m, next, n);
@@ -632,6 +634,7 @@ void *hs__loader_main(void *arg) {
     }
     pthread_mutex_unlock(&r->mu);
     hs__loader_process(r);
+    atomic_store(&r->startup_done, true); /* background start: the first scan is done */
     pthread_mutex_lock(&r->mu);
   }
   r->loader_running = false; /* from now on the last reference frees inline */
@@ -674,14 +677,17 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
     hs_registry_destroy(r);
     return rc;
   }
-  hs__loader_process(r); /* what is ready now is served before we listen */
+  if (!opts->background_start) {
+    hs__loader_process(r); /* what is ready now is served before create returns */
+    atomic_store(&r->startup_done, true);
+  }
   if (pthread_create(&r->loader, NULL, hs__loader_main, r) != 0) {
     hs_registry_destroy(r);
     return hs_error_set(err, HS_INTERNAL, "cannot start the loader thread");
   }
   r->loader_started = true;
   if (opts->watch) {
-    rc = hs_watcher_start(r->root, r->opts.poll_ms, on_change, r, &r->watcher, err);
+    rc = hs_watcher_start(r->root, r->opts.poll_ms, opts->watch_inotify, on_change, r, &r->watcher, err);
     if (rc != HS_OK) {
       hs_registry_destroy(r);
       return rc;

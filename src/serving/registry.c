@@ -282,6 +282,8 @@ void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n) {
       nv->v[j - 1] = t;
     }
   for (size_t i = 0; i < n; i++) hs__status_update(m, nv->v[i]->generation, HS_VS_READY, true);
+  /* an empty view is published only deliberately (unload, the model or its versions removed) */
+  atomic_store(&m->ever_served, n > 0);
 
   /* the slots follow the new set before it is visible: at most its largest pool runs at once */
   size_t limit = 1;
@@ -389,6 +391,44 @@ void hs_model_status_get(hs_model *m, hs_model_status *out) {
   for (size_t i = 0; i < m->history_n; i++)
     out->history[i] = m->history[(m->history_start + i) % HS_STATUS_HISTORY];
   pthread_mutex_unlock(&m->status_mu);
+}
+
+/* ---- readiness ---- */
+
+void hs_registry_begin_shutdown(hs_registry *r) { atomic_store(&r->shutting_down, true); }
+
+bool hs_registry_ready(hs_registry *r, char *why, size_t why_len) {
+  char none[1];
+  if (!why || !why_len) {
+    why = none;
+    why_len = sizeof none;
+  }
+  if (atomic_load(&r->shutting_down)) {
+    snprintf(why, why_len, "shutting down (lame-duck period)");
+    return false;
+  }
+  if (!atomic_load(&r->startup_done)) {
+    snprintf(why, why_len, "start-up loads are still running");
+    return false;
+  }
+  for (size_t i = 0;; i++) {
+    hs_model *m = hs_registry_model_at(r, i);
+    if (!m) break;
+    if (atomic_load(&m->unloaded) || !atomic_load(&m->in_repo)) continue; /* deliberately not served */
+    unsigned slot = reader_enter(r);
+    bool serving = atomic_load(&m->view)->n > 0;
+    reader_exit(r, slot);
+    if (!serving && atomic_load(&m->ever_served)) {
+      snprintf(why, why_len, "model %s served a version before and now serves none", m->name);
+      return false;
+    }
+    if (r->opts.strict_readiness && (!serving || !atomic_load(&m->all_selected_serving))) {
+      snprintf(why, why_len, "model %s: %s (strict readiness; see GET /v2/models/%s/status)", m->name,
+               serving ? "a version its policy selects is not serving" : "serves no version", m->name);
+      return false;
+    }
+  }
+  return true;
 }
 
 /* ---- metrics ---- */
