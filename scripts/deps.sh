@@ -13,7 +13,7 @@ BUILD=(build-essential cmake pkg-config libdnnl-dev libmicrohttpd-dev libjansson
        libcmocka-dev ocl-icd-opencl-dev)  # ocl-icd-opencl-dev: dnnl-config.cmake requires OpenCL
 RUNTIME=(libdnnl2 libgomp1 libmicrohttpd12 libjansson4 libyajl2 libssl3)
 TEST=(clang libclang-rt-14-dev python3 python3-numpy python3-onnx python3-torch python3-torchvision python3-opencv
-      libonnx-testdata prometheus haproxy wrk curl)
+      python3-yaml libonnx-testdata prometheus haproxy wrk curl)
 
 group() {
   case "$1" in
