@@ -3,7 +3,8 @@
 # HAProxy in front of them with health checks on /v2/health/ready, and a Prometheus server scraping every
 # replica with the shipped alerting rules (deploy/prometheus/hotserve-rules.yml). Everything listens on
 # 127.0.0.1 on free ports; configuration and data live in a work directory. It stops by itself after
-# --duration seconds (or on SIGINT/SIGTERM), stopping every process it started.
+# --duration seconds (or on SIGINT/SIGTERM), stopping every process it started; its exit status is 1 when a
+# replica did not exit 0 after SIGTERM (a crash, or a sanitizer report at exit).
 #
 #   deploy/fleet/run.sh --repo DIR [--replicas 3] [--duration 600] [--poll-interval 1]
 #                       [--scrape-interval 5] [--eval-interval 5] [--workdir DIR] [--keep]
@@ -51,18 +52,27 @@ fi
 mkdir -p "$workdir"
 workdir="$(cd "$workdir" && pwd)"
 
-pids=()
+pids=() replica_pids=()
 stop_all() {
   trap - EXIT INT TERM
   echo "fleet: stopping ${#pids[@]} processes" >&2
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  local bad=0 rc
   for p in "${pids[@]}"; do
     for _ in $(seq 1 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done # 30 s to drain
     kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
+    rc=0
+    wait "$p" 2>/dev/null || rc=$?
+    for r in "${replica_pids[@]}"; do
+      if [ "$r" = "$p" ] && [ "$rc" != 0 ]; then
+        echo "fleet: replica pid $p exited with status $rc (see its log)" >&2
+        bad=1
+      fi
+    done
   done
   if $made_workdir && ! $keep; then rm -rf "$workdir"; fi
   echo "fleet: stopped" >&2
+  [ "$bad" = 0 ] || exit 1 # a replica that crashed or reported a sanitizer error at exit
 }
 trap stop_all EXIT
 trap 'exit 0' INT TERM
@@ -86,6 +96,7 @@ for i in $(seq 1 "$replicas"); do
   "$hotserve" serve --model-repository "$repo" --host 127.0.0.1 --http-port 0 --no-inotify \
     --poll-interval "$poll" ${extra[@]+"${extra[@]}"} 2>"$log" &
   pids+=($!)
+  replica_pids+=($!)
 done
 for i in $(seq 1 "$replicas"); do
   log="$workdir/replica$i.log"

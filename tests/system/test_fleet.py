@@ -10,8 +10,8 @@ shipped rules (deploy/prometheus/hotserve-rules.yml). While two clients send req
     serving 2, and Prometheus fires HotserveVerificationRefused for every replica (its /api/v1/alerts);
   - zero requests fail, every answer is y = x + (the version that says it answered).
 Then every PromQL query of the Grafana dashboard (deploy/grafana/hotserve-fleet.json) is run against this
-Prometheus and must return at least one finite sample. Finally run.sh is stopped and every process it
-started must be gone. All waits are bounded.
+Prometheus and must return at least one finite sample. Finally run.sh is stopped: every process it
+started must be gone and every replica must have exited 0 (run.sh's exit status). All waits are bounded.
 """
 import json
 import math
@@ -246,6 +246,8 @@ def test(tmp, args):
             raise hsys.TestFailure("run.sh did not stop within 90 s of SIGTERM")
         left = [p for p in pids if pid_alive(p)]
         check(not left, "processes of the fleet still running after run.sh stopped: %s" % left)
+        check(fleet.returncode == 0, "run.sh exited %d: a replica did not exit 0 after SIGTERM:\n%s"
+              % (fleet.returncode, open(os.path.join(tmp, "run.log")).read()[-2000:]))
     except hsys.TestFailure:
         for name in sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []:
             if name.endswith(".log"):
