@@ -492,6 +492,9 @@ static bool scan_once(hs_registry *r) {
     }
   }
   hs_repo_snapshot_free(snap);
+  /* readiness: a scan of the repository has succeeded and its loads are done (set before the
+   * waiters of this scan are told, so they see it) */
+  atomic_store(&r->startup_done, true);
   return pending;
 }
 
@@ -634,7 +637,6 @@ void *hs__loader_main(void *arg) {
     }
     pthread_mutex_unlock(&r->mu);
     hs__loader_process(r);
-    atomic_store(&r->startup_done, true); /* background start: the first scan is done */
     pthread_mutex_lock(&r->mu);
   }
   r->loader_running = false; /* from now on the last reference frees inline */
@@ -677,10 +679,7 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
     hs_registry_destroy(r);
     return rc;
   }
-  if (!opts->background_start) {
-    hs__loader_process(r); /* what is ready now is served before create returns */
-    atomic_store(&r->startup_done, true);
-  }
+  if (!opts->background_start) hs__loader_process(r); /* what is ready now is served before create returns */
   if (pthread_create(&r->loader, NULL, hs__loader_main, r) != 0) {
     hs_registry_destroy(r);
     return hs_error_set(err, HS_INTERNAL, "cannot start the loader thread");

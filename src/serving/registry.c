@@ -408,7 +408,7 @@ bool hs_registry_ready(hs_registry *r, char *why, size_t why_len) {
     return false;
   }
   if (!atomic_load(&r->startup_done)) {
-    snprintf(why, why_len, "start-up loads are still running");
+    snprintf(why, why_len, "start-up loads are still running (or the repository cannot be read yet; see the log)");
     return false;
   }
   for (size_t i = 0;; i++) {

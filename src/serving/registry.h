@@ -60,8 +60,8 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
 /* Stops the watcher and loader, then frees every model and version. No request may be running. */
 void hs_registry_destroy(hs_registry *r);
 
-/* Readiness for a load balancer (GET /v2/health/ready). Default: true once the start-up scan has
- * finished, unless shutting down or a model that has served since then now serves nothing (a new
+/* Readiness for a load balancer (GET /v2/health/ready). Default: true once a scan of the repository
+ * has succeeded and its loads are done, unless shutting down or a model that has served since then now serves nothing (a new
  * model or version that fails to load, verify or pass its check never makes a ready server
  * unready: invariant 5 keeps what was served). With strict_readiness, also false while any model
  * in the repository serves nothing or any version its policy selects is not serving (failed,

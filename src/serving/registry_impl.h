@@ -108,7 +108,7 @@ struct hs_registry {
   hs_registry_metrics metrics;
   hs_trace *trace;      /* NULL unless --trace */
   uint64_t trim_due_ns; /* when to hand freed pages back (hs_now_ns); 0: nothing waits (loader.c) */
-  atomic_bool startup_done;  /* the first scan has finished (readiness) */
+  atomic_bool startup_done;  /* a scan has succeeded and its loads are done (readiness) */
   atomic_bool shutting_down; /* lame-duck period: not ready, still serving */
 };
 
