@@ -9,8 +9,8 @@
   leave a ready server ready (both paths agree); the same repository under --strict-readiness
   answers 503 naming the strict rule, and 200 again once the bad models are gone.
 - A second hotserve on the first one's port exits with "address in use" (no SO_REUSEPORT).
-- --shutdown-grace: after SIGTERM, ready answers 503 ("shutting down") while inference still
-  answers 200; then the server drains and exits 0.
+- --shutdown-grace: after SIGTERM, ready answers 503 ("shutting down", hotserve_ready 0) while
+  inference still answers 200; then the server drains and exits 0.
 """
 import os
 import shutil
@@ -132,6 +132,7 @@ def test(tmp, args):
     hsys.wait_for(lambda: ready_answer(lame)[0] == 503, "ready 503 in the lame-duck period", 10)
     st, body = ready_answer(lame)
     check("shutting down" in body, "lame-duck readiness reason: %s" % body)
+    check(lc.metrics().get("hotserve_ready") == 0, "hotserve_ready is not 0 in the lame-duck period")
     r, out, _ = lc.infer("add", X)
     check(r.status == 200, "inference during the lame-duck period: HTTP %d" % r.status)
     hsys.expect_values(out, X, 2, "answer during the lame-duck period")
