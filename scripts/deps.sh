@@ -1,10 +1,51 @@
 #!/usr/bin/env bash
-# Installs the Debian packages hotserve builds, tests and benchmarks with (needs root; no-op when present).
+# The one list of Debian 12 packages hotserve needs, in groups, and their installer (needs root; no-op when present).
+#   bash scripts/deps.sh                   install every group (README, CI)
+#   bash scripts/deps.sh build             install only these groups, without recommends (deploy/Dockerfile)
+#   bash scripts/deps.sh --list build      print a group's packages, one per line (deploy/check_packages.py)
+# Groups:
+#   build    what CMake needs to configure and build hotserve (the Dockerfile's build stage)
+#   runtime  the shared libraries the hotserve binary links (the Dockerfile's runtime stage); checked against
+#            the binary's NEEDED entries by deploy/check_packages.py (ctest deploy.packages, .ci/run)
+#   test     the test suite, sanitizers, benchmarks and the local fleet (deploy/fleet/run.sh)
 set -euo pipefail
-PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
-      libdnnl-dev libmicrohttpd-dev libjansson-dev libyajl-dev libssl-dev libcmocka-dev
-      python3 python3-numpy python3-onnx python3-torch python3-torchvision python3-opencv
-      libonnx-testdata prometheus wrk curl)
+BUILD=(build-essential cmake pkg-config libdnnl-dev libmicrohttpd-dev libjansson-dev libyajl-dev libssl-dev
+       libcmocka-dev ocl-icd-opencl-dev)  # ocl-icd-opencl-dev: dnnl-config.cmake requires OpenCL
+RUNTIME=(libdnnl2 libgomp1 libmicrohttpd12 libjansson4 libyajl2 libssl3)
+TEST=(clang libclang-rt-14-dev python3 python3-numpy python3-onnx python3-torch python3-torchvision python3-opencv
+      python3-yaml libonnx-testdata prometheus haproxy wrk curl)
+
+group() {
+  case "$1" in
+    build) printf '%s\n' "${BUILD[@]}" ;;
+    runtime) printf '%s\n' "${RUNTIME[@]}" ;;
+    test) printf '%s\n' "${TEST[@]}" ;;
+    *) echo "scripts/deps.sh: unknown group '$1' (build, runtime or test)" >&2; return 2 ;;
+  esac
+}
+
+list=false
+if [ "${1:-}" = "--list" ]; then
+  list=true
+  shift
+fi
+groups=("$@")
+apt_opts=(-y --no-install-recommends) # named groups (the image): only what the list says
+if [ ${#groups[@]} -eq 0 ]; then
+  groups=(build runtime test)
+  apt_opts=(-y)
+fi
+PKGS=()
+for g in "${groups[@]}"; do
+  group "$g" >/dev/null || exit 2
+  mapfile -t more < <(group "$g")
+  PKGS+=("${more[@]}")
+done
+if $list; then
+  printf '%s\n' "${PKGS[@]}"
+  exit 0
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,5 +57,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
-  apt-get install -y "${missing[@]}"
+  apt-get install "${apt_opts[@]}" "${missing[@]}"
 fi

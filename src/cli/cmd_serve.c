@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "cli/cli.h"
 #include "http/server.h"
@@ -25,6 +27,8 @@ static void usage(FILE *out) {
           "  --host ADDR             IPv4 address to listen on (default 127.0.0.1)\n"
           "  --http-port N           port (default 8000; 0 picks a free one)\n"
           "  --poll-interval S       seconds between repository polls, for NFS (default 2; fractions ok)\n"
+          "  --no-inotify            see repository changes by polling alone (NFS, where inotify sees\n"
+          "                          nothing, or trees beyond the inotify watch limit)\n"
           "  --settle S              a version without a manifest counts once unchanged this long (default 2)\n"
           "  --require-signature     refuse versions without a valid signature from a trusted key\n"
           "  --trusted-key FILE      a public (Ed25519) or shared (HMAC) key file; repeatable\n"
@@ -40,13 +44,21 @@ static void usage(FILE *out) {
           "  --trim-delay S          hand memory freed by retired versions back to the system once no\n"
           "                          version has been freed for S seconds (default 5; 0: at once); until\n"
           "                          then the next versions reuse it\n"
+          "  --strict-readiness      /v2/health/ready answers 200 only while every version the repository\n"
+          "                          selects is serving (Triton's semantics); by default it stays 200\n"
+          "                          once start-up loads are done while what was served still is, so a\n"
+          "                          new version that fails never takes a replica out of rotation\n"
+          "  --shutdown-grace S      on SIGTERM, keep serving for S seconds while /v2/health/ready says\n"
+          "                          503 (a lame-duck period for load balancers), then drain (default 0)\n"
           "  --log-level L           debug, info or warn (default info)\n"
           "  --trace FILE            write one JSON line per request and per reload stage (scan, load,\n"
           "                          warmup, swap, free, trim) to FILE, with monotonic-clock times, to see\n"
           "                          what a reload costs the requests beside it (docs/SERVING.md)\n"
           "\n"
-          "Signals: SIGHUP rescans the repository; SIGTERM/SIGINT stop accepting connections, let\n"
-          "requests in flight finish, and exit 0. Endpoints: see docs/SERVING.md.\n");
+          "The server listens before the first load and answers not-ready until the start-up loads\n"
+          "are done. Signals: SIGHUP rescans the repository; SIGTERM/SIGINT (after --shutdown-grace)\n"
+          "stop accepting connections, let requests in flight finish, and exit 0. Endpoints: see\n"
+          "docs/SERVING.md.\n");
 }
 
 static int parse_seconds(const char *s, double *out) {
@@ -67,12 +79,27 @@ static int parse_ull(const char *s, unsigned long long max, unsigned long long *
   return 0;
 }
 
+/* The lame-duck period: not ready, still serving, for grace_s seconds (a second SIGTERM or SIGINT
+ * ends it early; SIGHUP still rescans). Load balancers see 503 and stop sending before we drain. */
+static void lame_duck(hs_registry *reg, const sigset_t *set, const char *why, double grace_s) {
+  hs_registry_begin_shutdown(reg);
+  HS_LOGI("%s: lame duck for %.1f s: /v2/health/ready answers 503, requests are still served", why, grace_s);
+  uint64_t end = hs_now_ns() + (uint64_t)(grace_s * 1e9);
+  for (uint64_t now = hs_now_ns(); now < end; now = hs_now_ns()) {
+    uint64_t left = end - now;
+    struct timespec ts = {(time_t)(left / 1000000000ull), (long)(left % 1000000000ull)};
+    int sig = sigtimedwait(set, NULL, &ts);
+    if (sig == SIGHUP) hs_registry_kick(reg);
+    else if (sig == SIGTERM || sig == SIGINT) break;
+  }
+}
+
 int hs_cmd_serve(int argc, char **argv) {
   const char *repo = NULL, *host = "127.0.0.1", *trace = NULL;
   const char *keys[MAX_KEYS];
   size_t n_keys = 0;
-  bool require_sig = false;
-  double poll_s = 2, settle_s = 2, idle_s = 120, trim_s = 5;
+  bool require_sig = false, inotify = true, strict_ready = false;
+  double poll_s = 2, settle_s = 2, idle_s = 120, trim_s = 5, grace_s = 0;
   hs_loader_priority loader_prio = HS_LOADER_LOW;
   unsigned long long port = 8000, threads = 1, instances = 2, max_body = 64ull << 20, max_conn = 256, mem_limit = 0;
   for (int i = 1; i < argc; i++) {
@@ -84,6 +111,12 @@ int hs_cmd_serve(int argc, char **argv) {
       return 0;
     } else if (!strcmp(a, "--require-signature")) {
       require_sig = true;
+      continue;
+    } else if (!strcmp(a, "--no-inotify")) {
+      inotify = false;
+      continue;
+    } else if (!strcmp(a, "--strict-readiness")) {
+      strict_ready = true;
       continue;
     } else if (!v) {
       fprintf(stderr, "hotserve serve: %s needs a value (or is unknown)\n", a);
@@ -97,6 +130,8 @@ int hs_cmd_serve(int argc, char **argv) {
       bad = parse_ull(v, 65535, &port) != 0;
     } else if (!strcmp(a, "--poll-interval")) {
       bad = parse_seconds(v, &poll_s) != 0 || poll_s < 0.01;
+    } else if (!strcmp(a, "--shutdown-grace")) {
+      bad = parse_seconds(v, &grace_s) != 0 || grace_s > 3600;
     } else if (!strcmp(a, "--trim-delay")) {
       bad = parse_seconds(v, &trim_s) != 0;
     } else if (!strcmp(a, "--settle")) {
@@ -161,7 +196,8 @@ int hs_cmd_serve(int argc, char **argv) {
   hs_registry_options ro = {.root = repo, .poll_ms = (int)(poll_s * 1000 + 0.5), .settle_ms = (int)(settle_s * 1000 + 0.5),
                             .require_signature = require_sig, .key_paths = keys, .n_keys = n_keys,
                             .threads = (int)threads, .instances = (int)instances, .loader_priority = loader_prio, .memory_limit = (size_t)mem_limit,
-                            .trace_path = trace, .trim_delay_ms = (int)(trim_s * 1000 + 0.5), .watch = true};
+                            .trace_path = trace, .trim_delay_ms = (int)(trim_s * 1000 + 0.5), .watch = true,
+                            .watch_inotify = inotify, .background_start = true, .strict_readiness = strict_ready};
   hs_registry *reg = NULL;
   if (hs_registry_create(&ro, &reg, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
@@ -177,6 +213,7 @@ int hs_cmd_serve(int argc, char **argv) {
   }
   fprintf(stderr, "hotserve: listening on http://%s:%d\n", host, hs_http_port(http));
   fflush(stderr);
+  hs_registry_kick(reg); /* the start-up scan and loads run now; /v2/health/ready says 503 until done */
 
   for (;;) {
     int sig = 0;
@@ -186,7 +223,9 @@ int hs_cmd_serve(int argc, char **argv) {
       hs_registry_kick(reg);
       continue;
     }
-    HS_LOGI("%s: draining requests in flight, then exiting", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (grace_s > 0) lame_duck(reg, &set, name, grace_s);
+    HS_LOGI("%s: draining requests in flight, then exiting", name);
     break;
   }
   hs_http_stop(http, 30000);

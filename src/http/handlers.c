@@ -49,15 +49,10 @@ static void put_io(hs_sbuf *b, const hs_io_desc *d) {
 /* ---- health and metadata ---- */
 
 static void handle_ready(const hs_handler_env *env, hs_reply *reply) {
-  size_t n = hs_registry_num_models(env->reg);
-  for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(env->reg, i);
-    hs_model_status st;
-    hs_model_status_get(m, &st);
-    if (st.has_ready_on_disk && st.serving_version < 0) {
-      hs_reply_error(reply, 503, "model %s has a ready version that is not serving yet", st.name);
-      return;
-    }
+  char why[256];
+  if (!hs_registry_ready(env->reg, why, sizeof why)) {
+    hs_reply_error(reply, 503, "not ready: %s", why);
+    return;
   }
   hs_sbuf_puts(&reply->body, "{\"ready\":true}");
 }

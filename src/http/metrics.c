@@ -154,6 +154,9 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   reason_counters(b, "hotserve_model_verify_failures_total",
                   "Versions refused by manifest or signature verification, by reason.", reg, true);
 
+  header(b, "hotserve_ready", "gauge", "1 while GET /v2/health/ready answers 200, else 0.");
+  hs_sbuf_printf(b, "hotserve_ready %d\n", hs_registry_ready(reg, NULL, 0) ? 1 : 0);
+
   const hs_registry_metrics *rm = hs_registry_metrics_get(reg);
   header(b, "hotserve_model_swap_duration_seconds", "histogram",
          "Time to publish a new set of versions (atomic swap plus grace period).");

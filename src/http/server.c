@@ -14,6 +14,7 @@
 #include "http/server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -186,11 +187,13 @@ int hs_http_start(const hs_http_options *opts, hs_registry *reg, hs_http_server 
       flags, (uint16_t)opts->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT, s->opts.max_connections,
       MHD_OPTION_CONNECTION_TIMEOUT, s->opts.idle_timeout_s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-      MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+      MHD_OPTION_END); /* no SO_REUSEPORT: a second server on a busy port must fail, not share it */
   if (!s->daemon) {
+    int e = errno;
     free(s);
-    return hs_error_set(err, HS_IO, "cannot listen on %s:%d (port in use?)", opts->host ? opts->host : "127.0.0.1",
-                        opts->port);
+    return hs_error_set(err, HS_IO, "cannot listen on %s:%d: %s", opts->host ? opts->host : "127.0.0.1", opts->port,
+                        e == EADDRINUSE ? "address in use (is another server on this port?)"
+                                        : e ? strerror(e) : "libmicrohttpd could not start");
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
   s->port = info ? info->port : opts->port;

@@ -146,10 +146,12 @@ bool hs_repo_is_verify_reason(const char *code);
 typedef struct hs_watcher hs_watcher;
 
 /* Starts a thread that calls on_change(user) (from the watcher thread) whenever something under
- * root may have changed: inotify events (debounced ~100 ms), every poll_ms for NFS, and
- * hs_watcher_kick. The callback should only signal another thread. Errors reading the tree are
- * logged and retried; the watcher never stops on its own. */
-int hs_watcher_start(const char *root, int poll_ms, void (*on_change)(void *user), void *user,
+ * root may have changed: inotify events (debounced ~100 ms; only when use_inotify), every poll_ms
+ * for NFS, and hs_watcher_kick. With use_inotify false no inotify instance is created at all
+ * (polling only: NFS, or a tree with more directories than the watch limit). The callback should
+ * only signal another thread. Errors reading the tree are logged and retried; the watcher never
+ * stops on its own. */
+int hs_watcher_start(const char *root, int poll_ms, bool use_inotify, void (*on_change)(void *user), void *user,
                      hs_watcher **out, hs_error *err);
 /* Asks for an immediate on_change (SIGHUP, POST /v2/repository/index). Async-signal-safe. */
 void hs_watcher_kick(hs_watcher *w);

@@ -7,7 +7,7 @@
  * after each burst of events the tree is walked again so directories that appeared get watches
  * too (adding a watch twice is harmless). Events are debounced: on_change runs once ~100 ms after
  * the first event of a burst. Independently, on_change runs every poll_ms (NFS, where inotify sees
- * nothing) and right after a kick. Errors (inotify unavailable, watch limit reached, root missing)
+ * nothing) and right after a kick; with inotify switched off (`serve --no-inotify`) only those two remain. Errors (inotify unavailable, watch limit reached, root missing)
  * are logged and retried on the next poll; the thread only ends in hs_watcher_stop, which joins
  * it and frees everything.
  */
@@ -37,6 +37,7 @@
 struct hs_watcher {
   char root[HS_PATH_MAX];
   int poll_ms;
+  bool use_inotify; /* false: polling and kicks only */
   void (*on_change)(void *user);
   void *user;
   int ino_fd;   /* -1 while inotify is unavailable */
@@ -81,6 +82,7 @@ static void watch_tree(hs_watcher *w, const char *dir, int depth) {
 
 /* (Re)creates the inotify instance if needed and (re)adds watches over the tree. */
 static void rearm(hs_watcher *w) {
+  if (!w->use_inotify) return;
   if (w->ino_fd < 0) {
     w->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->ino_fd < 0) {
@@ -158,7 +160,7 @@ static void *watch_main(void *arg) {
   return NULL;
 }
 
-int hs_watcher_start(const char *root, int poll_ms, void (*on_change)(void *user), void *user,
+int hs_watcher_start(const char *root, int poll_ms, bool use_inotify, void (*on_change)(void *user), void *user,
                      hs_watcher **out, hs_error *err) {
   *out = NULL;
   if (!root || !on_change) return hs_error_set(err, HS_INVALID_ARGUMENT, "watcher needs a root and a callback");
@@ -169,6 +171,7 @@ int hs_watcher_start(const char *root, int poll_ms, void (*on_change)(void *user
     return hs_error_set(err, HS_LIMIT, "repository path too long");
   }
   w->poll_ms = poll_ms > 0 ? poll_ms : 2000;
+  w->use_inotify = use_inotify;
   w->on_change = on_change;
   w->user = user;
   w->ino_fd = -1;

@@ -244,6 +244,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
 
   hs_view *old = atomic_load(&m->view); /* only this thread replaces it */
   if (rm->config_status != HS_OK) {
+    atomic_store(&m->all_selected_serving, false);
     if (strcmp(m->config_error_seen, rm->config_error) != 0) {
       snprintf(m->config_error_seen, sizeof m->config_error_seen, "%s", rm->config_error);
       HS_LOGE("model %s: config.json refused, keeping what is served: %s", m->name, rm->config_error);
@@ -310,6 +311,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
       if (old->v[j] == next[k]) found = true;
     if (!found) changed = true;
   }
+  atomic_store(&m->all_selected_serving, all_ok);
   if (changed) {
     uint64_t ts = hs_now_ns();
     hs__registry_publish(m, next, n);
@@ -381,6 +383,9 @@ static bool scan_once(hs_registry *r) {
     }
   }
   hs_repo_snapshot_free(snap);
+  /* readiness: a scan of the repository has succeeded and its loads are done (set before the
+   * waiters of this scan are told, so they see it) */
+  atomic_store(&r->startup_done, true);
   return pending;
 }
 

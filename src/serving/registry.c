@@ -284,6 +284,8 @@ void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n) {
       nv->v[j - 1] = t;
     }
   for (size_t i = 0; i < n; i++) hs__status_update(m, nv->v[i]->generation, HS_VS_READY, true);
+  /* an empty view is published only deliberately (unload, the model or its versions removed) */
+  atomic_store(&m->ever_served, n > 0);
 
   /* the slots follow the new set before it is visible: at most its largest pool runs at once */
   size_t limit = 1;
@@ -405,6 +407,44 @@ void hs_model_status_get(hs_model *m, hs_model_status *out) {
   pthread_mutex_unlock(&m->status_mu);
 }
 
+/* ---- readiness ---- */
+
+void hs_registry_begin_shutdown(hs_registry *r) { atomic_store(&r->shutting_down, true); }
+
+bool hs_registry_ready(hs_registry *r, char *why, size_t why_len) {
+  char none[1];
+  if (!why || !why_len) {
+    why = none;
+    why_len = sizeof none;
+  }
+  if (atomic_load(&r->shutting_down)) {
+    snprintf(why, why_len, "shutting down (lame-duck period)");
+    return false;
+  }
+  if (!atomic_load(&r->startup_done)) {
+    snprintf(why, why_len, "start-up loads are still running (or the repository cannot be read yet; see the log)");
+    return false;
+  }
+  for (size_t i = 0;; i++) {
+    hs_model *m = hs_registry_model_at(r, i);
+    if (!m) break;
+    if (atomic_load(&m->unloaded) || !atomic_load(&m->in_repo)) continue; /* deliberately not served */
+    unsigned slot = reader_enter(r);
+    bool serving = atomic_load(&m->view)->n > 0;
+    reader_exit(r, slot);
+    if (!serving && atomic_load(&m->ever_served)) {
+      snprintf(why, why_len, "model %s served a version before and now serves none", m->name);
+      return false;
+    }
+    if (r->opts.strict_readiness && (!serving || !atomic_load(&m->all_selected_serving))) {
+      snprintf(why, why_len, "model %s: %s (strict readiness; see GET /v2/models/%s/status)", m->name,
+               serving ? "a version its policy selects is not serving" : "serves no version", m->name);
+      return false;
+    }
+  }
+  return true;
+}
+
 /* ---- metrics ---- */
 
 const hs_model_metrics *hs_model_metrics_get(const hs_model *m) { return &m->metrics; }
@@ -502,14 +542,14 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
     hs_registry_destroy(r);
     return rc;
   }
-  hs__loader_process(r); /* what is ready now is served before we listen */
+  if (!opts->background_start) hs__loader_process(r); /* what is ready now is served before create returns */
   if (pthread_create(&r->loader, NULL, hs__loader_main, r) != 0) {
     hs_registry_destroy(r);
     return hs_error_set(err, HS_INTERNAL, "cannot start the loader thread");
   }
   r->loader_started = true;
   if (opts->watch) {
-    rc = hs_watcher_start(r->root, r->opts.poll_ms, on_change, r, &r->watcher, err);
+    rc = hs_watcher_start(r->root, r->opts.poll_ms, opts->watch_inotify, on_change, r, &r->watcher, err);
     if (rc != HS_OK) {
       hs_registry_destroy(r);
       return rc;

@@ -46,6 +46,11 @@ typedef struct hs_registry_options {
   const char *trace_path;       /* event log of requests and reload stages (trace.h); NULL: none */
   int trim_delay_ms;            /* freed pages go back to the system after this long without a free
                                    (loader.c); 0: right after every free */
+  bool watch_inotify;           /* the watcher also uses inotify (false: polling only, as on NFS) */
+  bool background_start;        /* create returns before the first scan; the first hs_registry_kick
+                                   starts it (the server listens meanwhile, answering not-ready) */
+  bool strict_readiness;        /* hs_registry_ready: every selected version must serve (Triton's
+                                   --strict-readiness) instead of "what was served still is" */
 } hs_registry_options;
 
 /* Opens the repository, loads what is ready now (synchronously), then starts the loader thread
@@ -54,6 +59,19 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
 
 /* Stops the watcher and loader, then frees every model and version. No request may be running. */
 void hs_registry_destroy(hs_registry *r);
+
+/* Readiness for a load balancer (GET /v2/health/ready). Default: true once a scan of the repository
+ * has succeeded and its loads are done, unless shutting down or a model that has served since then now serves nothing (a new
+ * model or version that fails to load, verify or pass its check never makes a ready server
+ * unready: invariant 5 keeps what was served). With strict_readiness, also false while any model
+ * in the repository serves nothing or any version its policy selects is not serving (failed,
+ * refused or still loading). When false, why (if not NULL) gets a one-line reason. Thread-safe;
+ * costs a few atomic operations per model. */
+bool hs_registry_ready(hs_registry *r, char *why, size_t why_len);
+
+/* Lame-duck period before shutdown: from now on hs_registry_ready answers false ("shutting
+ * down") while requests are still served, so load balancers take the replica out first. */
+void hs_registry_begin_shutdown(hs_registry *r);
 
 /* Asks the loader for a rescan soon (watcher events, SIGHUP). Returns at once; thread-safe. */
 void hs_registry_kick(hs_registry *r);

@@ -73,6 +73,9 @@ struct hs_model {
   char config_error_seen[256];
   bool seen_in_scan;        /* loader only: during a scan */
   atomic_bool in_repo;      /* the last scan found the model's folder (read by load requests) */
+  /* readiness (hs_registry_ready) */
+  atomic_bool ever_served;  /* served something since it was last deliberately emptied (unload, removal) */
+  atomic_bool all_selected_serving; /* the last scan served every version the policy selects */
 };
 
 typedef struct hs_model_op {
@@ -106,6 +109,8 @@ struct hs_registry {
   hs_registry_metrics metrics;
   hs_trace *trace;      /* NULL unless --trace */
   uint64_t trim_due_ns; /* when to hand freed pages back (hs_now_ns); 0: nothing waits (loader.c) */
+  atomic_bool startup_done;  /* a scan has succeeded and its loads are done (readiness) */
+  atomic_bool shutting_down; /* lame-duck period: not ready, still serving */
 };
 
 /* registry.c, for the loader */

@@ -59,7 +59,7 @@ def write_npy(path, arr):
 
 
 class Server:
-    def __init__(self, repo, *extra):
+    def __init__(self, repo, *extra, wait_ready=True):
         cmd = [ARGS.hotserve, "serve", "--model-repository", repo, "--http-port", "0",
                "--poll-interval", "0.2", "--settle", "0.3"] + list(extra)
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -68,6 +68,10 @@ class Server:
         self.listening = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         check(self.listening.wait(120), "server never printed its listening line: %s" % self.lines[-20:])
+        # it listens before its start-up loads, answering not-ready until they are done
+        if wait_ready:
+            wait_for(lambda: self.request("GET", "/v2/health/ready")[0] == 200 or self.proc.poll() is not None,
+                     "ready after start-up", 120)
 
     def _read(self):
         for line in self.proc.stderr:
@@ -470,7 +474,20 @@ def test_no_memory(repo):
         check(srv.log_has(r"model add version \d+ failed: no_memory: "), "no_memory log line")
         check(metric(srv.metrics(), "hotserve_model_load_failures_total", model="add", reason="no_memory") >= 1,
               "no_memory counted")
-        check(srv.request("GET", "/v2/health/ready")[0] == 503, "not ready while a ready version cannot load")
+        # a version that fails to load never takes a ready server out of rotation ...
+        check(srv.request("GET", "/v2/health/ready")[0] == 200, "still ready: nothing served was lost")
+    finally:
+        check(srv.stop() == 0, "exit status")
+    # ... unless the operator asks for Triton's strict readiness
+    srv = Server(repo, "--memory-limit", "4096", "--strict-readiness", wait_ready=False)
+    try:
+        def refused():  # 404 until the start-up scan has found the model
+            st, _, body = srv.request("GET", "/v2/models/add/status")
+            return st == 200 and any(v["reason"] == "no_memory" for v in json.loads(body)["versions"])
+        wait_for(refused, "a no_memory refusal")
+        st, _, body = srv.request("GET", "/v2/health/ready")
+        check(st == 503 and b"strict readiness" in body, "strict: not ready while a selected version cannot load: %d %r"
+              % (st, body))
     finally:
         check(srv.stop() == 0, "exit status")
 

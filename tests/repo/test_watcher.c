@@ -1,5 +1,6 @@
 /* test_watcher.c - the repository watcher fires on a rename into the repository, on a `..data`
- * flip, on a new version dir appearing below a new model, after a kick, and on its polling timer.
+ * flip, on a new version dir appearing below a new model, after a kick, and on its polling timer;
+ * with inotify switched off (`serve --no-inotify`), only on its polling timer and kicks.
  * Waits are bounded (10 s) so a broken watcher fails instead of hanging; nothing asserts speed. */
 #include <pthread.h>
 #include <setjmp.h>
@@ -67,7 +68,7 @@ static void test_inotify_kick_and_flip(void **state) {
   hs_error err;
   hs_error_clear(&err);
   /* Polling every 10 min: anything sooner comes from inotify or a kick. */
-  assert_int_equal(hs_watcher_start(root, 600000, on_change, &c, &w, &err), HS_OK);
+  assert_int_equal(hs_watcher_start(root, 600000, true, on_change, &c, &w, &err), HS_OK);
   int seen = settle_count(&c);
 
   /* A version built elsewhere and renamed into the model dir. */
@@ -128,7 +129,7 @@ static void test_polling_and_missing_root(void **state) {
   /* The root does not exist yet: the watcher keeps polling and picks it up once it does. */
   char root[4096];
   snprintf(root, sizeof root, "%s/later", dir);
-  assert_int_equal(hs_watcher_start(root, 100, on_change, &c, &w, &err), HS_OK);
+  assert_int_equal(hs_watcher_start(root, 100, true, on_change, &c, &w, &err), HS_OK);
   int seen = current(&c);
   assert_true(wait_beyond(&c, seen) > seen);
   seen = wait_beyond(&c, current(&c));
@@ -141,10 +142,41 @@ static void test_polling_and_missing_root(void **state) {
   free(dir);
 }
 
+static void test_inotify_off(void **state) {
+  (void)state;
+  char *dir = make_tmpdir();
+  char root[4096];
+  snprintf(root, sizeof root, "%s/repo", dir);
+  mkdirs(P("%s/m/1", root));
+  counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+  hs_watcher *w = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  /* Polling every 10 min and no inotify: a new version stays unseen until a poll or a kick. */
+  assert_int_equal(hs_watcher_start(root, 600000, false, on_change, &c, &w, &err), HS_OK);
+  int seen = settle_count(&c);
+  write_text(P("%s/staging/model.onnx", dir), "v2");
+  assert_int_equal(rename(P("%s/staging", dir), P("%s/m/2", root)), 0);
+  assert_int_equal(settle_count(&c), seen); /* the inotify watcher fires here (test above) */
+  assert_int_equal(settle_count(&c), seen);
+  hs_watcher_kick(w);
+  assert_true(wait_beyond(&c, seen) > seen);
+  hs_watcher_stop(w);
+
+  /* The polling timer alone still fires. */
+  assert_int_equal(hs_watcher_start(root, 100, false, on_change, &c, &w, &err), HS_OK);
+  seen = current(&c);
+  assert_true(wait_beyond(&c, seen) > seen);
+  hs_watcher_stop(w);
+  rm_tree(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_inotify_kick_and_flip),
       cmocka_unit_test(test_polling_and_missing_root),
+      cmocka_unit_test(test_inotify_off),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

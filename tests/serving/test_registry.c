@@ -1,5 +1,5 @@
 /* test_registry.c - the registry on a real repository and the real engine: publish, acquire across swaps,
- * retire-after-last-request, failures that change nothing, unload/load; request threads run while
+ * retire-after-last-request, failures that change nothing, unload/load, readiness; request threads run while
  * the loader publishes (run it under TSan/ASan too). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -232,6 +232,57 @@ static void swap_keeps_concurrency(void **state) {
   sh("rm -rf %s/m", g_root);
 }
 
+/* hs_registry_ready: not ready before a background start-up scan, ready after it; a new model whose only
+ * version fails to load keeps a ready registry ready (with strict_readiness it does not, until the model
+ * is gone); an unload is deliberate and changes nothing; the lame-duck period makes it unready. */
+static void readiness(void **state) {
+  (void)state;
+  put_version(1);
+  for (int strict = 0; strict < 2; strict++) {
+    hs_registry_options o = {.root = g_root, .settle_ms = 0, .instances = 1, .threads = 1, .watch = false,
+                             .background_start = true, .strict_readiness = strict};
+    hs_registry *r = NULL;
+    hs_error err;
+    hs_error_clear(&err);
+    assert_int_equal(hs_registry_create(&o, &r, &err), HS_OK);
+    char why[256] = "";
+    assert_false(hs_registry_ready(r, why, sizeof why));
+    assert_non_null(strstr(why, "start-up"));
+    rescan(r);
+    assert_true(hs_registry_ready(r, why, sizeof why));
+    int st;
+    assert_int_equal(infer_once(hs_registry_find(r, "m"), -1, &st), 1);
+
+    sh("mkdir -p %s/bad/1 && printf 'garbage' > %s/bad/1/model.onnx", g_root, g_root);
+    rescan(r);
+    hs_model_status ms;
+    hs_model_status_get(hs_registry_find(r, "bad"), &ms);
+    assert_int_equal(ms.n, 1);
+    assert_int_equal(ms.history[0].state, HS_VS_FAILED);
+    if (!strict) {
+      assert_true(hs_registry_ready(r, why, sizeof why));
+    } else {
+      assert_false(hs_registry_ready(r, why, sizeof why));
+      assert_non_null(strstr(why, "model bad"));
+    }
+    sh("rm -rf %s/bad", g_root);
+    rescan(r);
+    assert_true(hs_registry_ready(r, why, sizeof why));
+
+    assert_int_equal(hs_registry_unload_model(r, "m", &err), HS_OK);
+    assert_true(hs_registry_ready(r, why, sizeof why));
+    assert_int_equal(hs_registry_load_model(r, "m", &err), HS_OK);
+    assert_true(hs_registry_ready(r, why, sizeof why));
+
+    hs_registry_begin_shutdown(r);
+    assert_false(hs_registry_ready(r, why, sizeof why));
+    assert_non_null(strstr(why, "shutting down"));
+    assert_int_equal(infer_once(hs_registry_find(r, "m"), -1, &st), 1); /* still serving */
+    hs_registry_destroy(r);
+  }
+  sh("rm -rf %s/m", g_root);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_registry path/to/make_test_model.py\n");
@@ -244,6 +295,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(publish_and_fail),
       cmocka_unit_test(swaps_under_load),
       cmocka_unit_test(swap_keeps_concurrency),
+      cmocka_unit_test(readiness),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[512];

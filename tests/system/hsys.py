@@ -213,7 +213,7 @@ class Server:
     """A `hotserve serve` child process; its stderr is captured line by line in .log."""
     _all = []
 
-    def __init__(self, repo, *extra, log_level="info", start_timeout=120):
+    def __init__(self, repo, *extra, log_level="info", start_timeout=120, wait_ready=True):
         self.repo = repo
         argv = [Env.hotserve, "serve", "--model-repository", repo, "--host", "127.0.0.1",
                 "--http-port", "0", "--log-level", log_level] + [str(e) for e in extra]
@@ -236,6 +236,22 @@ class Server:
                 raise TestFailure("server exited with %d before listening" % self.proc.returncode)
             check(time.monotonic() < deadline, "server did not print its listening line in %ds" % start_timeout)
             self.listening.wait(0.05)
+        # It listens before its start-up loads; /v2/health/ready says 503 until they are done.
+        while wait_ready and not self.ready():
+            check(self.proc.poll() is None, "server exited with %s before it was ready" % self.proc.returncode)
+            check(time.monotonic() < deadline, "server not ready %ds after start" % start_timeout)
+            time.sleep(0.05)
+
+    def ready(self):
+        """GET /v2/health/ready on a fresh connection: True on 200."""
+        c = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            c.request("GET", "/v2/health/ready")
+            r = c.getresponse()
+            r.read()
+            return r.status == 200
+        finally:
+            c.close()
 
     def _read(self):
         for line in self.proc.stderr:

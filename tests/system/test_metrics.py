@@ -30,6 +30,7 @@ FAMILIES = {
     "hotserve_model_versions_live": "gauge",
     "hotserve_model_memory_bytes": "gauge",
     "hotserve_process_resident_memory_bytes": "gauge",
+    "hotserve_ready": "gauge",
 }
 
 
@@ -100,6 +101,7 @@ def test(tmp, args):
     hsys.wait_for(lambda: c.metrics().get("hotserve_model_versions_live") == 1,
                   "hotserve_model_versions_live to be 1 (version 1 retired and freed)")
     check(m.get("hotserve_process_resident_memory_bytes") > 1 << 20, "resident memory < 1 MiB?")
+    check(m.get("hotserve_ready") == 1, "hotserve_ready is not 1 on a ready server (refused versions keep it ready)")
     r, out, _ = c.infer("m", x)
     hsys.expect_values(out, x, 2, "after the failures")
     c.close()
