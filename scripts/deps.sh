@@ -3,6 +3,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libdnnl-dev libmicrohttpd-dev libjansson-dev libyajl-dev libssl-dev libcmocka-dev
+      libgrpc-dev libprotobuf-c-dev protobuf-c-compiler python3-grpcio python3-grpc-tools
       python3 python3-numpy python3-onnx python3-torch python3-torchvision python3-opencv
       libonnx-testdata prometheus wrk curl)
 missing=()
