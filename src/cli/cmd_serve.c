@@ -212,19 +212,14 @@ static int parse_options(int argc, char **argv, serve_cfg *c) {
     lopts[i] = (struct option){k_opts[i].name, k_opts[i].arg ? required_argument : no_argument, NULL, k_opts[i].id};
   lopts[N_OPTS] = (struct option){"help", no_argument, NULL, 'h'};
   lopts[N_OPTS + 1] = (struct option){0, 0, 0, 0};
-  optind = 1;
-  opterr = 0;
-  for (;;) {
-    int prev = optind;
-    int id = getopt_long(argc, argv, ":h", lopts, NULL);
-    if (id == -1) break;
+  hs_cli_getopt_reset();
+  for (int prev = optind, id; (id = getopt_long(argc, argv, ":h", lopts, NULL)) != -1; prev = optind) {
     if (id == 'h') {
       usage(stdout);
       return -1;
     }
     if (id == '?' || id == ':') {
-      const char *arg = prev < argc ? argv[prev] : "";
-      fprintf(stderr, "hotserve serve: %s option %s\n", id == ':' ? "a value is missing for" : "unknown", arg);
+      hs_cli_option_error("serve", id, argc, argv, prev);
       usage(stderr);
       return 2;
     }
@@ -246,7 +241,7 @@ int hs_cmd_serve(int argc, char **argv) {
   if (prc) return prc < 0 ? 0 : prc;
   if (c.log_level_set) hs_log_set_level(c.log_level);
   if (!c.repo || !*c.repo) {
-    fprintf(stderr, "hotserve serve: --model-repository DIR (or HOTSERVE_MODEL_REPOSITORY) is required\n");
+    fprintf(stderr, "hotserve serve: --model-repository DIR is required (or set HOTSERVE_MODEL_REPOSITORY)\n");
     usage(stderr);
     return 2;
   }

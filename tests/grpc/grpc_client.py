@@ -6,12 +6,12 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 import grpc  # noqa: F401  (re-exported for the tests)
 
-import hsys
-from hsys import check
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "system"))
+import hsys  # noqa: E402
+from hsys import check  # noqa: E402
 
 GRPC_LISTEN_RE = r"hotserve: listening on grpc://(\S+):(\d+)$"
 
