@@ -155,6 +155,18 @@ def main():
                  "divided by the requests it served (everything: transport, decoding, model, encoding). Clients and "
                  "the server share the machine's cores."
                  % ("64-wide 2-layer MLP (MatMul+Add+Relu)" if a.model == "mlp" else "y = x + 1", shape))
+        ratios = []
+        for conc in sorted({r[0] for r in rows}):
+            by = {r[1]: r for r in rows if r[0] == conc}
+            g, b = by.get("grpc raw"), by.get("binary")
+            if g and b and "n/a" not in (g[10], b[10], g[11], b[11]) and float(b[10]) > 0 and float(b[11]) > 0:
+                ratios.append("%d: overhead %.1fx, CPU %.1fx" % (conc, float(g[10]) / float(b[10]),
+                                                                  float(g[11]) / float(b[11])))
+        if ratios:
+            notes += (" gRPC raw vs HTTP binary, per request, by concurrency: " + "; ".join(ratios) + " (overhead: "
+                      "the server's time outside the model once the request has arrived; CPU: the whole process, "
+                      "transport included).")
+            print(notes)
         if not a.no_write:
             cmd = "bench/serve/run.sh " + " ".join(sys.argv[1:])
             path = benchlib.write_result("serve", "bench/serve: per-request cost", cmd.strip(), table, notes)

@@ -236,8 +236,9 @@ static size_t contents_total(const Inference__InferTensorContents *c) {
          c->n_uint64_contents + c->n_fp32_contents + c->n_fp64_contents + c->n_bytes_contents;
 }
 
-/* Converts typed contents of datatype dt and n elements into buf (n * element size bytes). */
-static int typed_to_raw(const Inference__InferTensorContents *c, hs_dtype dt, int64_t n, void *buf,
+/* Converts typed contents of datatype dt and n elements into a new buffer *out (n * element size bytes, the
+ * caller frees it), after checking that the datatype's field holds exactly n elements and no other field any. */
+static int typed_to_raw(const Inference__InferTensorContents *c, hs_dtype dt, int64_t n, void **out,
                         const char *name, hs_grpc_reply *reply) {
   size_t have = 0;
   const char *field = "";
@@ -260,6 +261,12 @@ static int typed_to_raw(const Inference__InferTensorContents *c, hs_dtype dt, in
               field, have, contents_total(c) - have);
     return -1;
   }
+  unsigned char *buf = malloc(n ? (size_t)n * hs_dtype_size(dt) : 1);
+  if (!buf) {
+    set_error(reply, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for input %s", name);
+    return -1;
+  }
+  *out = buf;
   for (int64_t i = 0; i < n; i++) {
     long long s = 0;
     unsigned long long u = 0;
@@ -370,9 +377,9 @@ static int decode_inputs(const hs_grpc_env *env, const Inference__ModelInferRequ
       memcpy(t->data, b->data, t->nbytes);
     } else {
       static const Inference__InferTensorContents empty = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
-      if (!(t->data = malloc(t->nbytes ? t->nbytes : 1))) goto oom;
-      ins[k].owned = true;
-      if (typed_to_raw(in->contents ? in->contents : &empty, t->dtype, numel, t->data, name, reply)) return -1;
+      int rc = typed_to_raw(in->contents ? in->contents : &empty, t->dtype, numel, &t->data, name, reply);
+      ins[k].owned = t->data != NULL;
+      if (rc) return -1;
     }
   }
   return 0;
