@@ -22,6 +22,7 @@ typedef struct serve_cfg {
   const char *keys[MAX_KEYS];
   size_t n_keys;
   bool keys_from_env; /* the first --trusted-key flag replaces keys the environment gave */
+  char keys_env[4096]; /* a copy of HOTSERVE_TRUSTED_KEYS, split in place (getenv's string is not ours to change) */
   bool require_sig;
   double poll_s, settle_s, idle_s, trim_s;
   hs_loader_priority loader_prio;
@@ -144,7 +145,7 @@ static int add_key(serve_cfg *c, const char *path) {
 
 /* Applies one option's value (v is NULL for a switch given as a flag). from_env: v came from the
  * environment. Returns 0, or -1 after printing why. */
-static int apply(serve_cfg *c, const serve_opt *o, char *v, bool from_env) {
+static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env) {
   bool bad = false;
   unsigned long long n = 0;
   switch (o->id) {
@@ -164,7 +165,12 @@ static int apply(serve_cfg *c, const serve_opt *o, char *v, bool from_env) {
     case OPT_TRUSTED_KEY:
       if (from_env) { /* a ':'-separated list */
         c->keys_from_env = true;
-        for (char *save = NULL, *p = strtok_r(v, ":", &save); p; p = strtok_r(NULL, ":", &save))
+        if (strlen(v) >= sizeof c->keys_env) {
+          fprintf(stderr, "hotserve serve: %s is longer than %zu bytes\n", o->env, sizeof c->keys_env - 1);
+          return -1;
+        }
+        snprintf(c->keys_env, sizeof c->keys_env, "%s", v);
+        for (char *save = NULL, *p = strtok_r(c->keys_env, ":", &save); p; p = strtok_r(NULL, ":", &save))
           if (add_key(c, p)) return -1;
       } else {
         if (c->keys_from_env) c->n_keys = 0, c->keys_from_env = false;
@@ -204,7 +210,7 @@ static int apply(serve_cfg *c, const serve_opt *o, char *v, bool from_env) {
  * go on. */
 static int parse_options(int argc, char **argv, serve_cfg *c) {
   for (size_t i = 0; i < N_OPTS; i++) {
-    char *v = getenv(k_opts[i].env);
+    const char *v = getenv(k_opts[i].env);
     if (v && apply(c, &k_opts[i], v, true)) return 2;
   }
   struct option lopts[N_OPTS + 2];

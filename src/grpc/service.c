@@ -670,6 +670,43 @@ static void model_infer(const hs_grpc_env *env, const uint8_t *msg, size_t len, 
   inference__model_infer_request__free_unpacked(rq, NULL);
 }
 
+int hs__grpc_decode_infer(const hs_codec_limits *lim, const uint8_t *msg, size_t len) {
+  hs_grpc_env env = {.reg = NULL, .limits = *lim};
+  hs_grpc_reply reply = {0};
+  Inference__ModelInferRequest *rq = inference__model_infer_request__unpack(NULL, len, msg);
+  if (!rq) return GRPC_STATUS_INVALID_ARGUMENT;
+  size_t n = rq->n_inputs;
+  hs_infer_input *ins = calloc(n ? n : 1, sizeof *ins);
+  hs_tensor *outs = calloc(n ? n : 1, sizeof *outs);
+  hs_io_desc *desc = calloc(n ? n : 1, sizeof *desc);
+  const hs_io_desc **descs = calloc(n ? n : 1, sizeof *descs);
+  size_t *sel = calloc(n ? n : 1, sizeof *sel);
+  if (!ins || !outs || !desc || !descs || !sel) {
+    set_error(&reply, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  } else if (n > lim->max_inputs) {
+    set_error(&reply, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many inputs");
+  } else if (request_params_ok(rq, &reply) && decode_inputs(&env, rq, ins, &reply) == 0) {
+    bool fp16 = false;
+    for (size_t i = 0; i < n; i++) {
+      outs[i] = ins[i].t;
+      snprintf(desc[i].name, sizeof desc[i].name, "%s", ins[i].name);
+      descs[i] = &desc[i];
+      sel[i] = i;
+      fp16 |= outs[i].dtype == HS_DT_FLOAT16;
+    }
+    encode_reply(rq, "fuzz", 1, outs, descs, sel, n, true, &reply);
+    free(reply.body);
+    reply.body = NULL;
+    if (!fp16) encode_reply(rq, "fuzz", 1, outs, descs, sel, n, false, &reply);
+  }
+  for (size_t k = 0; ins && k < n; k++)
+    if (ins[k].owned) free(ins[k].t.data);
+  free(ins), free(outs), free(desc), free(descs), free(sel);
+  free(reply.body);
+  inference__model_infer_request__free_unpacked(rq, NULL);
+  return reply.code;
+}
+
 /* ---- dispatch ---- */
 
 static bool method_is(const char *method, size_t len, const char *name) {

@@ -33,4 +33,9 @@ typedef struct hs_grpc_reply {
 void hs_grpc_dispatch(const hs_grpc_env *env, const char *method, size_t method_len, const uint8_t *msg,
                       size_t len, hs_grpc_reply *reply);
 
+/* Internal, exposed for fuzz/fuzz_grpc.c: unpacks msg as a ModelInferRequest and checks its parameters and
+ * decodes its tensors exactly as ModelInfer does, without a model; then encodes the decoded tensors as a
+ * reply, raw and typed, as ModelInfer would its outputs. Frees everything; returns the gRPC status code. */
+int hs__grpc_decode_infer(const hs_codec_limits *lim, const uint8_t *msg, size_t len);
+
 #endif
