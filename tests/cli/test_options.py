@@ -40,11 +40,13 @@ def run(*args, expect=0, env=None):
 
 class Serve:
     """A `hotserve serve` process; .http and .grpc are (host, port) from its listening lines."""
+    running = []   # killed by main() when a check fails half-way
 
     def __init__(self, *args, env=None, want_grpc=False):
         clean = {k: v for k, v in os.environ.items() if not k.startswith("HOTSERVE_")}
         self.p = subprocess.Popen([HOTSERVE, "serve", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True, env=dict(clean, **(env or {})))
+        Serve.running.append(self)
         self.http = self.grpc = None
         self.lines = []
         deadline = time.monotonic() + 60
@@ -60,6 +62,7 @@ class Serve:
                 setattr(self, m.group(1), (m.group(2).strip("[]"), int(m.group(3))))
 
     def stop(self):
+        Serve.running.remove(self)
         self.p.send_signal(signal.SIGTERM)
         rest = self.p.stderr.read()
         self.lines += rest.splitlines()
@@ -234,6 +237,9 @@ def main():
             fn(os.path.join(tmp, sub))
         print("PASS")
     finally:
+        for s in Serve.running:
+            s.p.kill()
+            s.p.wait()
         os.chdir("/")
         shutil.rmtree(tmp, ignore_errors=True)
 
