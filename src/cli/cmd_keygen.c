@@ -1,4 +1,5 @@
 /* cmd_keygen.c - `hotserve keygen`: make an Ed25519 signing key pair or an HMAC shared key. */
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,22 +28,24 @@ static void usage(FILE *out) {
 int hs_cmd_keygen(int argc, char **argv) {
   bool hmac = false;
   const char *name = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+  static const struct option opts[] = {{"hmac", no_argument, NULL, 'm'}, {"help", no_argument, NULL, 'h'}, {0}};
+  hs_cli_getopt_reset();
+  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
+    if (c == 'h') {
       usage(stdout);
       return 0;
-    } else if (strcmp(argv[i], "--hmac") == 0) {
+    } else if (c == 'm') {
       hmac = true;
-    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      fprintf(stderr, "hotserve keygen: unknown option '%s'\n", argv[i]);
+    } else {
+      hs_cli_option_error("keygen", c, argc, argv, prev);
       usage(stderr);
       return 2;
-    } else if (!name) {
-      name = argv[i];
-    } else {
-      fprintf(stderr, "hotserve keygen: one NAME only\n");
-      return 2;
     }
+  }
+  if (optind < argc) name = argv[optind++];
+  if (optind < argc) {
+    fprintf(stderr, "hotserve keygen: one NAME only\n");
+    return 2;
   }
   if (!name) {
     usage(stderr);

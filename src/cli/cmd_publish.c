@@ -1,5 +1,6 @@
 /* cmd_publish.c - `hotserve publish`: add a version to a model repository atomically. */
 #include <errno.h>
+#include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,28 +34,30 @@ int hs_cmd_publish(int argc, char **argv) {
   const char *pos[2] = {NULL, NULL};
   int n_pos = 0;
   const char *key = NULL, *ver = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+  static const struct option opts[] = {
+      {"key", required_argument, NULL, 'k'}, {"version", required_argument, NULL, 'v'},
+      {"help", no_argument, NULL, 'h'}, {0}};
+  hs_cli_getopt_reset();
+  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
+    if (c == 'h') {
       usage(stdout);
       return 0;
-    } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
-      key = argv[++i];
-    } else if (strncmp(argv[i], "--key=", 6) == 0) {
-      key = argv[i] + 6;
-    } else if (strcmp(argv[i], "--version") == 0 && i + 1 < argc) {
-      ver = argv[++i];
-    } else if (strncmp(argv[i], "--version=", 10) == 0) {
-      ver = argv[i] + 10;
-    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      fprintf(stderr, "hotserve publish: unknown option or missing value: '%s'\n", argv[i]);
+    } else if (c == 'k') {
+      key = optarg;
+    } else if (c == 'v') {
+      ver = optarg;
+    } else {
+      hs_cli_option_error("publish", c, argc, argv, prev);
       usage(stderr);
       return 2;
-    } else if (n_pos < 2) {
-      pos[n_pos++] = argv[i];
-    } else {
+    }
+  }
+  for (; optind < argc; optind++) {
+    if (n_pos == 2) {
       fprintf(stderr, "hotserve publish: too many arguments\n");
       return 2;
     }
+    pos[n_pos++] = argv[optind];
   }
   if (n_pos != 2) {
     usage(stderr);

@@ -1,4 +1,5 @@
 /* cmd_run.c - `hotserve run`: runs an ONNX model on .npy inputs, writes .npy outputs, reports latency. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: hotserve run MODEL.onnx --input NAME=FILE.npy ... [--output-dir DIR] [--threads N] [--repeat N]\n"
+          "usage: hotserve run MODEL.onnx -i|--input NAME=FILE.npy ... [--output-dir DIR] [--threads N] [--repeat N]\n"
           "  Runs the model REPEAT times (default 1) on the given inputs, writes each output to\n"
           "  DIR/NAME.npy (characters other than letters, digits, '.', '-', '_' become '_') and prints\n"
           "  the median and p99 latency.\n");
@@ -83,14 +84,18 @@ int hs_cmd_run(int argc, char **argv) {
     fprintf(stderr, "hotserve run: out of memory\n");
     goto done;
   }
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+  static const struct option lopts[] = {
+      {"input", required_argument, NULL, 'i'}, {"output-dir", required_argument, NULL, 'o'},
+      {"threads", required_argument, NULL, 't'}, {"repeat", required_argument, NULL, 'r'},
+      {"help", no_argument, NULL, 'h'}, {0}};
+  hs_cli_getopt_reset();
+  for (int prev = optind, c; (c = getopt_long(argc, argv, ":hi:", lopts, NULL)) != -1; prev = optind) {
+    if (c == 'h') {
       usage(stdout);
       status = 0;
       goto done;
-    } else if ((strcmp(a, "--input") == 0 || strcmp(a, "-i") == 0) && i + 1 < argc) {
-      char *spec = argv[++i];
+    } else if (c == 'i') {
+      char *spec = optarg;
       char *eq = strrchr(spec, '=');
       if (!eq || eq == spec) {
         fprintf(stderr, "hotserve run: --input wants NAME=FILE.npy, got '%s'\n", spec);
@@ -100,28 +105,33 @@ int hs_cmd_run(int argc, char **argv) {
       *eq = 0;
       in_names[n_args] = spec;
       in_files[n_args++] = eq + 1;
-    } else if (strcmp(a, "--output-dir") == 0 && i + 1 < argc) {
-      out_dir = argv[++i];
-    } else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
-      if (parse_int(argv[++i], 1, 1024, &threads)) {
+    } else if (c == 'o') {
+      out_dir = optarg;
+    } else if (c == 't') {
+      if (parse_int(optarg, 1, 1024, &threads)) {
         fprintf(stderr, "hotserve run: --threads wants a number from 1 to 1024\n");
         status = 2;
         goto done;
       }
-    } else if (strcmp(a, "--repeat") == 0 && i + 1 < argc) {
-      if (parse_int(argv[++i], 1, 10000000, &repeat)) {
+    } else if (c == 'r') {
+      if (parse_int(optarg, 1, 10000000, &repeat)) {
         fprintf(stderr, "hotserve run: --repeat wants a positive number\n");
         status = 2;
         goto done;
       }
-    } else if (a[0] == '-' || model_path) {
-      fprintf(stderr, "hotserve run: unexpected argument '%s'\n", a);
+    } else {
+      hs_cli_option_error("run", c, argc, argv, prev);
       usage(stderr);
       status = 2;
       goto done;
-    } else {
-      model_path = a;
     }
+  }
+  if (optind < argc) model_path = argv[optind++];
+  if (optind < argc) {
+    fprintf(stderr, "hotserve run: unexpected argument '%s'\n", argv[optind]);
+    usage(stderr);
+    status = 2;
+    goto done;
   }
   if (!model_path) {
     usage(stderr);

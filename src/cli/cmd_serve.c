@@ -1,64 +1,122 @@
-/* cmd_serve.c - `hotserve serve`: parse options, start the registry and HTTP server, handle signals. */
+/* cmd_serve.c - `hotserve serve`: parse options (flags over environment), start the registry, HTTP and gRPC, handle signals. */
 #include <errno.h>
+#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "base/clock.h"
 #include "base/log.h"
 #include "cli/cli.h"
+#include "grpc/frontend.h"
 #include "http/server.h"
 #include "serving/registry.h"
 
 #define MAX_KEYS 16
 
+/* Every serve setting, filled first from the defaults, then from the environment, then from flags. */
+typedef struct serve_cfg {
+  const char *repo, *host, *trace;
+  const char *keys[MAX_KEYS];
+  size_t n_keys;
+  bool keys_from_env; /* the first --trusted-key flag replaces keys the environment gave */
+  char keys_env[4096]; /* a copy of HOTSERVE_TRUSTED_KEYS, split in place (getenv's string is not ours to change) */
+  bool require_sig, no_inotify, strict_ready;
+  double poll_s, settle_s, idle_s, trim_s, grace_s;
+  hs_loader_priority loader_prio;
+  hs_log_level log_level;
+  bool log_level_set;
+  long long grpc_port; /* -1: no gRPC */
+  unsigned long long port, grpc_workers, threads, instances, max_body, max_conn, mem_limit;
+} serve_cfg;
+
+enum {
+  OPT_REPO = 256, OPT_HOST, OPT_HTTP_PORT, OPT_GRPC_PORT, OPT_GRPC_WORKERS, OPT_POLL, OPT_SETTLE, OPT_REQUIRE_SIG,
+  OPT_TRUSTED_KEY, OPT_THREADS, OPT_INSTANCES, OPT_LOADER_PRIO, OPT_MAX_BODY, OPT_MAX_CONN, OPT_IDLE,
+  OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
+};
+
+/* The option table: one row per option (long name, value name or NULL for a switch, id, environment
+ * variable, help). getopt_long's table, the environment and `serve --help` are all made from it. */
+typedef struct serve_opt {
+  const char *name, *arg;
+  int id;
+  const char *env, *help;
+} serve_opt;
+
+static const serve_opt k_opts[] = {
+    {"model-repository", "DIR", OPT_REPO, "HOTSERVE_MODEL_REPOSITORY", "the model repository (read only; required)"},
+    {"host", "ADDR", OPT_HOST, "HOTSERVE_HOST",
+     "address to listen on (default 127.0.0.1): IPv4 (0.0.0.0: every IPv4\naddress), IPv6 (::1), or :: for every IPv4 and IPv6 address (dual stack)"},
+    {"http-port", "N", OPT_HTTP_PORT, "HOTSERVE_HTTP_PORT", "HTTP port (default 8000; 0 picks a free one)"},
+    {"grpc-port", "N", OPT_GRPC_PORT, "HOTSERVE_GRPC_PORT",
+     "also serve KServe v2 over gRPC on this port (off unless given; Triton\nuses 8001; 0 picks a free one); see docs/GRPC.md"},
+    {"grpc-workers", "N", OPT_GRPC_WORKERS, "HOTSERVE_GRPC_WORKERS", "gRPC calls handled at once (default 16)"},
+    {"poll-interval", "S", OPT_POLL, "HOTSERVE_POLL_INTERVAL",
+     "seconds between repository polls, for NFS (default 2; fractions ok)"},
+    {"no-inotify", NULL, OPT_NO_INOTIFY, "HOTSERVE_NO_INOTIFY",
+     "see repository changes by polling alone (NFS, where inotify sees\nnothing, or trees beyond the inotify watch limit)"},
+    {"settle", "S", OPT_SETTLE, "HOTSERVE_SETTLE",
+     "a version without a manifest counts once unchanged this long (default 2)"},
+    {"require-signature", NULL, OPT_REQUIRE_SIG, "HOTSERVE_REQUIRE_SIGNATURE",
+     "refuse versions without a valid signature from a trusted key\n(environment: 1/true/yes or 0/false/no)"},
+    {"trusted-key", "FILE", OPT_TRUSTED_KEY, "HOTSERVE_TRUSTED_KEYS",
+     "a public (Ed25519) or shared (HMAC) key file; repeatable (environment:\nfiles separated by ':')"},
+    {"threads", "N", OPT_THREADS, "HOTSERVE_THREADS", "compute threads per model run (default 1)"},
+    {"instances", "N", OPT_INSTANCES, "HOTSERVE_INSTANCES", "concurrent runs per version (default 2)"},
+    {"loader-priority", "P", OPT_LOADER_PRIO, "HOTSERVE_LOADER_PRIORITY",
+     "CPU priority of loads and warm-ups: low (default; 10 nice steps\nbelow the server), idle (SCHED_IDLE: only CPU time requests leave\nunused) or normal"},
+    {"max-body-bytes", "N", OPT_MAX_BODY, "HOTSERVE_MAX_BODY_BYTES",
+     "largest request body (HTTP) or message (gRPC) accepted\n(default 67108864 = 64 MiB)"},
+    {"max-connections", "N", OPT_MAX_CONN, "HOTSERVE_MAX_CONNECTIONS", "concurrent HTTP connections (default 256)"},
+    {"idle-timeout", "S", OPT_IDLE, "HOTSERVE_IDLE_TIMEOUT",
+     "close idle or stalled connections after S seconds (default 120)"},
+    {"memory-limit", "BYTES", OPT_MEM_LIMIT, "HOTSERVE_MEMORY_LIMIT", "refuse loads beyond this (default: cgroup limit or RAM)"},
+    {"trim-delay", "S", OPT_TRIM, "HOTSERVE_TRIM_DELAY",
+     "hand memory freed by retired versions back to the system once no\nversion has been freed for S seconds (default 5; 0: at once); until\nthen the next versions reuse it"},
+    {"strict-readiness", NULL, OPT_STRICT_READY, "HOTSERVE_STRICT_READINESS",
+     "/v2/health/ready answers 200 only while every version the repository\nselects is serving (Triton's semantics); by default it stays 200\nonce start-up loads are done while what was served still is, so a\nnew version that fails never takes a replica out of rotation"},
+    {"shutdown-grace", "S", OPT_SHUTDOWN_GRACE, "HOTSERVE_SHUTDOWN_GRACE",
+     "on SIGTERM, keep serving for S seconds while /v2/health/ready says\n503 (a lame-duck period for load balancers), then drain (default 0)"},
+    {"log-level", "L", OPT_LOG_LEVEL, "HOTSERVE_LOG_LEVEL", "debug, info or warn (default info)"},
+    {"trace", "FILE", OPT_TRACE, "HOTSERVE_TRACE",
+     "write one JSON line per request and per reload stage (scan, load,\nwarmup, swap, free, trim) to FILE, with monotonic-clock times, to see\nwhat a reload costs the requests beside it (docs/SERVING.md)"},
+};
+#define N_OPTS (sizeof k_opts / sizeof k_opts[0])
+
 static void usage(FILE *out) {
   fprintf(out,
           "usage: hotserve serve --model-repository DIR [options]\n"
           "\n"
-          "Serves every model in DIR (DIR/<model>/<version>/model.onnx) over HTTP with the KServe v2\n"
-          "protocol, and swaps in new versions as they appear, without failing a request.\n"
+          "Serves every model in DIR (DIR/<model>/<version>/model.onnx) with the KServe v2 protocol over\n"
+          "HTTP (and gRPC with --grpc-port), and swaps in new versions as they appear, without failing a\n"
+          "request.\n"
           "\n"
-          "options:\n"
-          "  --model-repository DIR  the model repository (read only; required)\n"
-          "  --host ADDR             IPv4 address to listen on (default 127.0.0.1)\n"
-          "  --http-port N           port (default 8000; 0 picks a free one)\n"
-          "  --poll-interval S       seconds between repository polls, for NFS (default 2; fractions ok)\n"
-          "  --no-inotify            see repository changes by polling alone (NFS, where inotify sees\n"
-          "                          nothing, or trees beyond the inotify watch limit)\n"
-          "  --settle S              a version without a manifest counts once unchanged this long (default 2)\n"
-          "  --require-signature     refuse versions without a valid signature from a trusted key\n"
-          "  --trusted-key FILE      a public (Ed25519) or shared (HMAC) key file; repeatable\n"
-          "  --threads N             compute threads per model run (default 1)\n"
-          "  --instances N           concurrent runs per version (default 2)\n"
-          "  --loader-priority P     CPU priority of loads and warm-ups: low (default; 10 nice steps\n"
-          "                          below the server), idle (SCHED_IDLE: only CPU time requests leave\n"
-          "                          unused) or normal\n"
-          "  --max-body-bytes N      largest request body accepted (default 67108864 = 64 MiB)\n"
-          "  --max-connections N     concurrent connections (default 256)\n"
-          "  --idle-timeout S        close idle or stalled connections after S seconds (default 120)\n"
-          "  --memory-limit BYTES    refuse loads beyond this (default: cgroup limit or RAM)\n"
-          "  --trim-delay S          hand memory freed by retired versions back to the system once no\n"
-          "                          version has been freed for S seconds (default 5; 0: at once); until\n"
-          "                          then the next versions reuse it\n"
-          "  --strict-readiness      /v2/health/ready answers 200 only while every version the repository\n"
-          "                          selects is serving (Triton's semantics); by default it stays 200\n"
-          "                          once start-up loads are done while what was served still is, so a\n"
-          "                          new version that fails never takes a replica out of rotation\n"
-          "  --shutdown-grace S      on SIGTERM, keep serving for S seconds while /v2/health/ready says\n"
-          "                          503 (a lame-duck period for load balancers), then drain (default 0)\n"
-          "  --log-level L           debug, info or warn (default info)\n"
-          "  --trace FILE            write one JSON line per request and per reload stage (scan, load,\n"
-          "                          warmup, swap, free, trim) to FILE, with monotonic-clock times, to see\n"
-          "                          what a reload costs the requests beside it (docs/SERVING.md)\n"
+          "options (--opt VALUE or --opt=VALUE; each also read from the environment variable shown,\n"
+          "which gives the default that a flag overrides):\n");
+  for (size_t i = 0; i < N_OPTS; i++) {
+    const serve_opt *o = &k_opts[i];
+    char head[64];
+    snprintf(head, sizeof head, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+    fprintf(out, "  %-24s", head);
+    for (const char *p = o->help; *p; p++) {
+      fputc(*p, out);
+      if (*p == '\n') fprintf(out, "  %-24s", "");
+    }
+    fprintf(out, "\n  %-24s[%s]\n", "", o->env);
+  }
+  fprintf(out,
+          "  -h, --help              this help\n"
           "\n"
+          "`hotserve --version` prints the version.\n"
           "The server listens before the first load and answers not-ready until the start-up loads\n"
           "are done. Signals: SIGHUP rescans the repository; SIGTERM/SIGINT (after --shutdown-grace)\n"
           "stop accepting connections, let requests in flight finish, and exit 0. Endpoints: see\n"
-          "docs/SERVING.md.\n");
+          "docs/SERVING.md and docs/GRPC.md.\n");
 }
 
 static int parse_seconds(const char *s, double *out) {
@@ -79,6 +137,127 @@ static int parse_ull(const char *s, unsigned long long max, unsigned long long *
   return 0;
 }
 
+static int parse_bool(const char *s, bool *out) {
+  if (!strcmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes")) *out = true;
+  else if (!strcmp(s, "0") || !strcasecmp(s, "false") || !strcasecmp(s, "no") || !*s) *out = false;
+  else return -1;
+  return 0;
+}
+
+static int add_key(serve_cfg *c, const char *path) {
+  if (c->n_keys == MAX_KEYS) {
+    fprintf(stderr, "hotserve serve: at most %d trusted keys\n", MAX_KEYS);
+    return -1;
+  }
+  c->keys[c->n_keys++] = path;
+  return 0;
+}
+
+/* Applies one option's value (v is NULL for a switch given as a flag). from_env: v came from the
+ * environment. Returns 0, or -1 after printing why. */
+static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env) {
+  bool bad = false;
+  unsigned long long n = 0;
+  switch (o->id) {
+    case OPT_REPO: c->repo = v; break;
+    case OPT_HOST: bad = !*v; c->host = v; break;
+    case OPT_HTTP_PORT: bad = parse_ull(v, 65535, &c->port) != 0; break;
+    case OPT_GRPC_PORT: bad = parse_ull(v, 65535, &n) != 0, c->grpc_port = (long long)n; break;
+    case OPT_GRPC_WORKERS: bad = parse_ull(v, 1024, &c->grpc_workers) != 0 || c->grpc_workers == 0; break;
+    case OPT_POLL: bad = parse_seconds(v, &c->poll_s) != 0 || c->poll_s < 0.01; break;
+    case OPT_SETTLE: bad = parse_seconds(v, &c->settle_s) != 0; break;
+    case OPT_TRIM: bad = parse_seconds(v, &c->trim_s) != 0; break;
+    case OPT_IDLE: bad = parse_seconds(v, &c->idle_s) != 0 || c->idle_s < 1; break;
+    case OPT_REQUIRE_SIG:
+      if (v) bad = parse_bool(v, &c->require_sig) != 0;
+      else c->require_sig = true;
+      break;
+    case OPT_NO_INOTIFY:
+      if (v) bad = parse_bool(v, &c->no_inotify) != 0;
+      else c->no_inotify = true;
+      break;
+    case OPT_STRICT_READY:
+      if (v) bad = parse_bool(v, &c->strict_ready) != 0;
+      else c->strict_ready = true;
+      break;
+    case OPT_SHUTDOWN_GRACE: bad = parse_seconds(v, &c->grace_s) != 0 || c->grace_s > 3600; break;
+    case OPT_TRUSTED_KEY:
+      if (from_env) { /* a ':'-separated list */
+        c->keys_from_env = true;
+        if (strlen(v) >= sizeof c->keys_env) {
+          fprintf(stderr, "hotserve serve: %s is longer than %zu bytes\n", o->env, sizeof c->keys_env - 1);
+          return -1;
+        }
+        snprintf(c->keys_env, sizeof c->keys_env, "%s", v);
+        for (char *save = NULL, *p = strtok_r(c->keys_env, ":", &save); p; p = strtok_r(NULL, ":", &save))
+          if (add_key(c, p)) return -1;
+      } else {
+        if (c->keys_from_env) c->n_keys = 0, c->keys_from_env = false;
+        if (add_key(c, v)) return -1;
+      }
+      break;
+    case OPT_THREADS: bad = parse_ull(v, 256, &c->threads) != 0 || c->threads == 0; break;
+    case OPT_INSTANCES: bad = parse_ull(v, 64, &c->instances) != 0 || c->instances == 0; break;
+    case OPT_LOADER_PRIO:
+      if (!strcmp(v, "low")) c->loader_prio = HS_LOADER_LOW;
+      else if (!strcmp(v, "idle")) c->loader_prio = HS_LOADER_IDLE;
+      else if (!strcmp(v, "normal")) c->loader_prio = HS_LOADER_NORMAL;
+      else bad = true;
+      break;
+    case OPT_MAX_BODY: bad = parse_ull(v, 1ull << 34, &c->max_body) != 0 || c->max_body == 0; break;
+    case OPT_MAX_CONN: bad = parse_ull(v, 100000, &c->max_conn) != 0 || c->max_conn == 0; break;
+    case OPT_MEM_LIMIT: bad = parse_ull(v, ~0ull, &c->mem_limit) != 0; break;
+    case OPT_TRACE: bad = !*v, c->trace = v; break;
+    case OPT_LOG_LEVEL:
+      c->log_level_set = true;
+      if (!strcmp(v, "debug")) c->log_level = HS_LOG_DEBUG;
+      else if (!strcmp(v, "info")) c->log_level = HS_LOG_INFO;
+      else if (!strcmp(v, "warn")) c->log_level = HS_LOG_WARN;
+      else bad = true;
+      break;
+    default: bad = true; break;
+  }
+  if (bad) {
+    if (from_env) fprintf(stderr, "hotserve serve: bad value for %s (--%s): %s\n", o->env, o->name, v);
+    else fprintf(stderr, "hotserve serve: bad value for --%s: %s\n", o->name, v ? v : "");
+    return -1;
+  }
+  return 0;
+}
+
+/* Fills c from the environment, then argv. Returns -1 to exit 0 (help shown), 2 on a usage error, 0 to
+ * go on. */
+static int parse_options(int argc, char **argv, serve_cfg *c) {
+  for (size_t i = 0; i < N_OPTS; i++) {
+    const char *v = getenv(k_opts[i].env);
+    if (v && apply(c, &k_opts[i], v, true)) return 2;
+  }
+  struct option lopts[N_OPTS + 2];
+  for (size_t i = 0; i < N_OPTS; i++)
+    lopts[i] = (struct option){k_opts[i].name, k_opts[i].arg ? required_argument : no_argument, NULL, k_opts[i].id};
+  lopts[N_OPTS] = (struct option){"help", no_argument, NULL, 'h'};
+  lopts[N_OPTS + 1] = (struct option){0, 0, 0, 0};
+  hs_cli_getopt_reset();
+  for (int prev = optind, id; (id = getopt_long(argc, argv, ":h", lopts, NULL)) != -1; prev = optind) {
+    if (id == 'h') {
+      usage(stdout);
+      return -1;
+    }
+    if (id == '?' || id == ':') {
+      hs_cli_option_error("serve", id, argc, argv, prev);
+      usage(stderr);
+      return 2;
+    }
+    for (size_t i = 0; i < N_OPTS; i++)
+      if (k_opts[i].id == id && apply(c, &k_opts[i], optarg, false)) return 2;
+  }
+  if (optind < argc) {
+    fprintf(stderr, "hotserve serve: unexpected argument %s (options start with --)\n", argv[optind]);
+    return 2;
+  }
+  return 0;
+}
+
 /* The lame-duck period: not ready, still serving, for grace_s seconds (a second SIGTERM or SIGINT
  * ends it early; SIGHUP still rescans). Load balancers see 503 and stop sending before we drain. */
 static void lame_duck(hs_registry *reg, const sigset_t *set, const char *why, double grace_s) {
@@ -95,89 +274,14 @@ static void lame_duck(hs_registry *reg, const sigset_t *set, const char *why, do
 }
 
 int hs_cmd_serve(int argc, char **argv) {
-  const char *repo = NULL, *host = "127.0.0.1", *trace = NULL;
-  const char *keys[MAX_KEYS];
-  size_t n_keys = 0;
-  bool require_sig = false, inotify = true, strict_ready = false;
-  double poll_s = 2, settle_s = 2, idle_s = 120, trim_s = 5, grace_s = 0;
-  hs_loader_priority loader_prio = HS_LOADER_LOW;
-  unsigned long long port = 8000, threads = 1, instances = 2, max_body = 64ull << 20, max_conn = 256, mem_limit = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    bool bad = false;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      return 0;
-    } else if (!strcmp(a, "--require-signature")) {
-      require_sig = true;
-      continue;
-    } else if (!strcmp(a, "--no-inotify")) {
-      inotify = false;
-      continue;
-    } else if (!strcmp(a, "--strict-readiness")) {
-      strict_ready = true;
-      continue;
-    } else if (!v) {
-      fprintf(stderr, "hotserve serve: %s needs a value (or is unknown)\n", a);
-      usage(stderr);
-      return 2;
-    } else if (!strcmp(a, "--model-repository")) {
-      repo = v;
-    } else if (!strcmp(a, "--host")) {
-      host = v;
-    } else if (!strcmp(a, "--http-port")) {
-      bad = parse_ull(v, 65535, &port) != 0;
-    } else if (!strcmp(a, "--poll-interval")) {
-      bad = parse_seconds(v, &poll_s) != 0 || poll_s < 0.01;
-    } else if (!strcmp(a, "--shutdown-grace")) {
-      bad = parse_seconds(v, &grace_s) != 0 || grace_s > 3600;
-    } else if (!strcmp(a, "--trim-delay")) {
-      bad = parse_seconds(v, &trim_s) != 0;
-    } else if (!strcmp(a, "--settle")) {
-      bad = parse_seconds(v, &settle_s) != 0;
-    } else if (!strcmp(a, "--idle-timeout")) {
-      bad = parse_seconds(v, &idle_s) != 0 || idle_s < 1;
-    } else if (!strcmp(a, "--trusted-key")) {
-      if (n_keys == MAX_KEYS) {
-        fprintf(stderr, "hotserve serve: at most %d --trusted-key options\n", MAX_KEYS);
-        return 2;
-      }
-      keys[n_keys++] = v;
-    } else if (!strcmp(a, "--threads")) {
-      bad = parse_ull(v, 256, &threads) != 0 || threads == 0;
-    } else if (!strcmp(a, "--loader-priority")) {
-      bad = !v || (strcmp(v, "low") && strcmp(v, "idle") && strcmp(v, "normal"));
-      if (!bad) loader_prio = !strcmp(v, "idle") ? HS_LOADER_IDLE : !strcmp(v, "normal") ? HS_LOADER_NORMAL : HS_LOADER_LOW;
-    } else if (!strcmp(a, "--instances")) {
-      bad = parse_ull(v, 64, &instances) != 0 || instances == 0;
-    } else if (!strcmp(a, "--max-body-bytes")) {
-      bad = parse_ull(v, 1ull << 34, &max_body) != 0 || max_body == 0;
-    } else if (!strcmp(a, "--max-connections")) {
-      bad = parse_ull(v, 100000, &max_conn) != 0 || max_conn == 0;
-    } else if (!strcmp(a, "--memory-limit")) {
-      bad = parse_ull(v, ~0ull, &mem_limit) != 0;
-    } else if (!strcmp(a, "--trace")) {
-      bad = !v || !*v;
-      trace = v;
-    } else if (!strcmp(a, "--log-level")) {
-      if (!strcmp(v, "debug")) hs_log_set_level(HS_LOG_DEBUG);
-      else if (!strcmp(v, "info")) hs_log_set_level(HS_LOG_INFO);
-      else if (!strcmp(v, "warn")) hs_log_set_level(HS_LOG_WARN);
-      else bad = true;
-    } else {
-      fprintf(stderr, "hotserve serve: unknown option %s\n", a);
-      usage(stderr);
-      return 2;
-    }
-    if (bad) {
-      fprintf(stderr, "hotserve serve: bad value for %s: %s\n", a, v);
-      return 2;
-    }
-    i++;
-  }
-  if (!repo) {
-    fprintf(stderr, "hotserve serve: --model-repository DIR is required\n");
+  serve_cfg c = {.host = "127.0.0.1", .poll_s = 2, .settle_s = 2, .idle_s = 120, .trim_s = 5,
+                 .loader_prio = HS_LOADER_LOW, .grpc_port = -1, .port = 8000, .grpc_workers = 16, .threads = 1,
+                 .instances = 2, .max_body = 64ull << 20, .max_conn = 256};
+  int prc = parse_options(argc, argv, &c);
+  if (prc) return prc < 0 ? 0 : prc;
+  if (c.log_level_set) hs_log_set_level(c.log_level);
+  if (!c.repo || !*c.repo) {
+    fprintf(stderr, "hotserve serve: --model-repository DIR is required (or set HOTSERVE_MODEL_REPOSITORY)\n");
     usage(stderr);
     return 2;
   }
@@ -193,25 +297,42 @@ int hs_cmd_serve(int argc, char **argv) {
 
   hs_error err;
   hs_error_clear(&err);
-  hs_registry_options ro = {.root = repo, .poll_ms = (int)(poll_s * 1000 + 0.5), .settle_ms = (int)(settle_s * 1000 + 0.5),
-                            .require_signature = require_sig, .key_paths = keys, .n_keys = n_keys,
-                            .threads = (int)threads, .instances = (int)instances, .loader_priority = loader_prio, .memory_limit = (size_t)mem_limit,
-                            .trace_path = trace, .trim_delay_ms = (int)(trim_s * 1000 + 0.5), .watch = true,
-                            .watch_inotify = inotify, .background_start = true, .strict_readiness = strict_ready};
+  hs_registry_options ro = {.root = c.repo, .poll_ms = (int)(c.poll_s * 1000 + 0.5),
+                            .settle_ms = (int)(c.settle_s * 1000 + 0.5), .require_signature = c.require_sig,
+                            .key_paths = c.keys, .n_keys = c.n_keys, .threads = (int)c.threads,
+                            .instances = (int)c.instances, .loader_priority = c.loader_prio,
+                            .memory_limit = (size_t)c.mem_limit, .trace_path = c.trace,
+                            .trim_delay_ms = (int)(c.trim_s * 1000 + 0.5), .watch = true,
+                            .watch_inotify = !c.no_inotify, .background_start = true,
+                            .strict_readiness = c.strict_ready};
   hs_registry *reg = NULL;
   if (hs_registry_create(&ro, &reg, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
     return 1;
   }
-  hs_http_options ho = {.host = host, .port = (int)port, .max_body_bytes = (size_t)max_body,
-                        .max_connections = (unsigned)max_conn, .idle_timeout_s = (unsigned)idle_s};
+  hs_http_options ho = {.host = c.host, .port = (int)c.port, .max_body_bytes = (size_t)c.max_body,
+                        .max_connections = (unsigned)c.max_conn, .idle_timeout_s = (unsigned)c.idle_s};
   hs_http_server *http = NULL;
   if (hs_http_start(&ho, reg, &http, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
     hs_registry_destroy(reg);
     return 1;
   }
-  fprintf(stderr, "hotserve: listening on http://%s:%d\n", host, hs_http_port(http));
+  bool v6 = strchr(c.host, ':') != NULL;
+  fprintf(stderr, "hotserve: listening on http://%s%s%s:%d\n", v6 ? "[" : "", c.host, v6 ? "]" : "", hs_http_port(http));
+  hs_grpc_server *grpc = NULL;
+  if (c.grpc_port >= 0) {
+    hs_grpc_options go = {.host = c.host, .port = (int)c.grpc_port, .max_message_bytes = (size_t)c.max_body,
+                          .workers = (int)c.grpc_workers, .idle_timeout_s = (unsigned)c.idle_s};
+    if (hs_grpc_start(&go, reg, &grpc, &err) != HS_OK) {
+      fprintf(stderr, "hotserve serve: %s\n", err.message);
+      hs_http_stop(http, 0);
+      hs_registry_destroy(reg);
+      return 1;
+    }
+    fprintf(stderr, "hotserve: listening on grpc://%s%s%s:%d\n", v6 ? "[" : "", c.host, v6 ? "]" : "",
+            hs_grpc_port(grpc));
+  }
   fflush(stderr);
   hs_registry_kick(reg); /* the start-up scan and loads run now; /v2/health/ready says 503 until done */
 
@@ -224,10 +345,11 @@ int hs_cmd_serve(int argc, char **argv) {
       continue;
     }
     const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
-    if (grace_s > 0) lame_duck(reg, &set, name, grace_s);
+    if (c.grace_s > 0) lame_duck(reg, &set, name, c.grace_s);
     HS_LOGI("%s: draining requests in flight, then exiting", name);
     break;
   }
+  hs_grpc_stop(grpc, 30000);
   hs_http_stop(http, 30000);
   hs_registry_destroy(reg);
   HS_LOGI("stopped");

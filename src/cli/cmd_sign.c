@@ -1,4 +1,5 @@
 /* cmd_sign.c - `hotserve sign`: write a version directory's manifest and signature. */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,24 +25,24 @@ static void usage(FILE *out) {
 
 int hs_cmd_sign(int argc, char **argv) {
   const char *dir = NULL, *key = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+  static const struct option opts[] = {{"key", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'}, {0}};
+  hs_cli_getopt_reset();
+  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
+    if (c == 'h') {
       usage(stdout);
       return 0;
-    } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
-      key = argv[++i];
-    } else if (strncmp(argv[i], "--key=", 6) == 0) {
-      key = argv[i] + 6;
-    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      fprintf(stderr, "hotserve sign: unknown option or missing value: '%s'\n", argv[i]);
+    } else if (c == 'k') {
+      key = optarg;
+    } else {
+      hs_cli_option_error("sign", c, argc, argv, prev);
       usage(stderr);
       return 2;
-    } else if (!dir) {
-      dir = argv[i];
-    } else {
-      fprintf(stderr, "hotserve sign: one DIR only\n");
-      return 2;
     }
+  }
+  if (optind < argc) dir = argv[optind++];
+  if (optind < argc) {
+    fprintf(stderr, "hotserve sign: one DIR only\n");
+    return 2;
   }
   if (!dir) {
     usage(stderr);

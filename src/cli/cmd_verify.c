@@ -1,4 +1,5 @@
 /* cmd_verify.c - `hotserve verify`: check a version directory as the server would, naming the reason. */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,32 +30,29 @@ int hs_cmd_verify(int argc, char **argv) {
   const char *dir = NULL;
   const char *keys[MAX_KEYS];
   size_t n_keys = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *val = NULL;
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+  static const struct option opts[] = {
+      {"trusted-key", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'}, {0}};
+  hs_cli_getopt_reset();
+  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
+    if (c == 'h') {
       usage(stdout);
       return 0;
-    } else if (strcmp(argv[i], "--trusted-key") == 0 && i + 1 < argc) {
-      val = argv[++i];
-    } else if (strncmp(argv[i], "--trusted-key=", 14) == 0) {
-      val = argv[i] + 14;
-    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      fprintf(stderr, "hotserve verify: unknown option or missing value: '%s'\n", argv[i]);
-      usage(stderr);
-      return 2;
-    } else if (!dir) {
-      dir = argv[i];
-    } else {
-      fprintf(stderr, "hotserve verify: one DIR only\n");
-      return 2;
-    }
-    if (val) {
+    } else if (c == 'k') {
       if (n_keys == MAX_KEYS) {
         fprintf(stderr, "hotserve verify: at most %d trusted keys\n", MAX_KEYS);
         return 2;
       }
-      keys[n_keys++] = val;
+      keys[n_keys++] = optarg;
+    } else {
+      hs_cli_option_error("verify", c, argc, argv, prev);
+      usage(stderr);
+      return 2;
     }
+  }
+  if (optind < argc) dir = argv[optind++];
+  if (optind < argc) {
+    fprintf(stderr, "hotserve verify: one DIR only\n");
+    return 2;
   }
   if (!dir) {
     usage(stderr);

@@ -13,7 +13,7 @@ typedef struct {
 } command;
 
 static const command k_commands[] = {
-    {"serve", hs_cmd_serve, "serve a model repository over HTTP (KServe v2), reloading versions live"},
+    {"serve", hs_cmd_serve, "serve a model repository over HTTP and gRPC (KServe v2), reloading versions live"},
     {"run", hs_cmd_run, "run an ONNX model on .npy inputs and report latency"},
     {"keygen", hs_cmd_keygen, "make an Ed25519 key pair (or an HMAC key with --hmac)"},
     {"sign", hs_cmd_sign, "write the manifest and signature of a version directory"},
@@ -22,9 +22,12 @@ static const command k_commands[] = {
 };
 
 static void usage(FILE *out) {
-  fprintf(out, "usage: hotserve <command> [options]   (hotserve <command> --help for details)\n\ncommands:\n");
+  fprintf(out, "usage: hotserve <command> [options]   (hotserve <command> --help for details)\n"
+               "       hotserve --version | -V          print the version\n"
+               "       hotserve --help | -h             this help\n\ncommands:\n");
   for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
     fprintf(out, "  %-8s %s\n", k_commands[i].name, k_commands[i].summary);
+  fprintf(out, "\nOptions take --opt VALUE or --opt=VALUE; `serve` also reads each from a HOTSERVE_* variable.\n");
 }
 
 /* oneDNN threads through OpenMP, whose threads by default spin for a while when idle. With several
@@ -50,7 +53,7 @@ int main(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
-  if (strcmp(argv[1], "--version") == 0) {
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
     printf("hotserve 0.1.0\n");
     return 0;
   }

@@ -168,6 +168,11 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   hs_sbuf_printf(b, "hotserve_model_versions_live %" PRId64 "\n", (int64_t)atomic_load(&rm->versions_live));
   header(b, "hotserve_model_memory_bytes", "gauge", "Bytes held by all live versions' models.");
   hs_sbuf_printf(b, "hotserve_model_memory_bytes %" PRId64 "\n", (int64_t)atomic_load(&rm->memory_bytes));
+  header(b, "hotserve_grpc_requests_total", "counter",
+         "ModelInfer calls over gRPC by outcome (also counted in hotserve_requests_total, which covers both protocols).");
+  for (int o = 0; o < 3; o++)
+    hs_sbuf_printf(b, "hotserve_grpc_requests_total{outcome=\"%s\"} %" PRIu64 "\n", hs_outcome_name((hs_outcome)o),
+                   (uint64_t)atomic_load(&rm->grpc_requests[o]));
   header(b, "hotserve_process_resident_memory_bytes", "gauge", "Resident set size of the server process.");
   hs_sbuf_printf(b, "hotserve_process_resident_memory_bytes %zu\n", hs_process_rss_bytes());
 }

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,17 +173,25 @@ int hs_http_start(const hs_http_options *opts, hs_registry *reg, hs_http_server 
   s->env.reg = reg;
   hs_codec_limits_default(&s->env.limits);
 
-  struct sockaddr_in addr;
+  /* IPv4 or IPv6; an IPv6 socket also takes IPv4 (dual stack), so "::" listens on every address. */
+  struct sockaddr_storage addr;
   memset(&addr, 0, sizeof addr);
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons((uint16_t)opts->port);
-  if (inet_pton(AF_INET, s->opts.host, &addr.sin_addr) != 1) {
-    hs_error_set(err, HS_INVALID_ARGUMENT, "--host %s is not an IPv4 address", s->opts.host);
+  struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
+  unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
+                   MHD_USE_ERROR_LOG;
+  if (inet_pton(AF_INET, s->opts.host, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)opts->port);
+  } else if (inet_pton(AF_INET6, s->opts.host, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)opts->port);
+    flags |= MHD_USE_DUAL_STACK;
+  } else {
+    hs_error_set(err, HS_INVALID_ARGUMENT, "--host %s is not an IPv4 or IPv6 address", s->opts.host);
     free(s);
     return HS_INVALID_ARGUMENT;
   }
-  unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
-                   MHD_USE_ERROR_LOG;
   s->daemon = MHD_start_daemon(
       flags, (uint16_t)opts->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT, s->opts.max_connections,

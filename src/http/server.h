@@ -11,7 +11,7 @@
 typedef struct hs_http_server hs_http_server;
 
 typedef struct hs_http_options {
-  const char *host;        /* IPv4 address to bind; default 127.0.0.1 */
+  const char *host;        /* IPv4 or IPv6 address to bind ("::": every address, dual stack); default 127.0.0.1 */
   int port;                /* 0 picks a free port */
   size_t max_body_bytes;   /* default 64 MiB; larger bodies get 413 */
   unsigned max_connections; /* default 256 */

@@ -450,6 +450,10 @@ bool hs_registry_ready(hs_registry *r, char *why, size_t why_len) {
 const hs_model_metrics *hs_model_metrics_get(const hs_model *m) { return &m->metrics; }
 const hs_registry_metrics *hs_registry_metrics_get(const hs_registry *r) { return &r->metrics; }
 
+void hs_registry_count_grpc(hs_registry *r, hs_outcome outcome) {
+  if ((unsigned)outcome < 3) atomic_fetch_add_explicit(&r->metrics.grpc_requests[outcome], 1, memory_order_relaxed);
+}
+
 hs_version_counter *hs__version_counter(hs_model *m, int64_t version) {
   hs_version_counter *head = atomic_load_explicit(&m->metrics.requests, memory_order_acquire);
   for (hs_version_counter *c = head; c; c = c->next)

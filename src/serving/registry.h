@@ -176,8 +176,13 @@ typedef struct hs_registry_metrics {
   hs_histogram swap, drain;
   atomic_int_least64_t versions_live;
   atomic_int_least64_t memory_bytes;
+  atomic_uint_least64_t grpc_requests[3]; /* ModelInfer calls over gRPC, by hs_outcome (the gRPC share of the
+                                             per-model request counters, which count both protocols) */
 } hs_registry_metrics;
 
 const hs_registry_metrics *hs_registry_metrics_get(const hs_registry *r);
+
+/* Counts one gRPC ModelInfer call (grpc/service.c); relaxed atomic. */
+void hs_registry_count_grpc(hs_registry *r, hs_outcome outcome);
 
 #endif
