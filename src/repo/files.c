@@ -65,17 +65,28 @@ bool hs__path_within(const char *real_base, const char *real_path) {
   return real_path[n] == '\0' || real_path[n] == '/';
 }
 
+int hs__open_regular(const char *path, struct stat *st, hs_error *err) {
+  /* O_NONBLOCK: opening a FIFO for reading blocks until a writer comes, and reading a FIFO or a
+   * device may block for ever; with it the open returns at once and fstat tells what it is. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0)
+    return hs_error_set(err, errno == ENOENT ? HS_NOT_FOUND : HS_IO, "%s: %s", path, strerror(errno));
+  if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+    close(fd);
+    return hs_error_set(err, HS_VERIFY, "%s: not a regular file", path);
+  }
+  /* A regular file never blocks; clear the flag so reads behave as usual. */
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+
 int hs__read_file(const char *path, size_t limit, char **out, size_t *len, hs_error *err) {
   *out = NULL;
   *len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return hs_error_set(err, errno == ENOENT ? HS_NOT_FOUND : HS_IO, "%s: %s", path, strerror(errno));
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return hs_error_set(err, HS_IO, "%s: not a regular file", path);
-  }
+  int fd = hs__open_regular(path, &st, err);
+  if (fd < 0) return fd;
   if ((uint64_t)st.st_size > limit) {
     close(fd);
     return hs_error_set(err, HS_LIMIT, "%s: %lld bytes, over the limit of %zu", path,
@@ -458,8 +469,11 @@ int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_er
     }
     slot = &c->buckets[bucket_of(f->dev, f->ino)];
   }
-  int fd = open(f->real, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return hs_error_set(err, HS_IO, "%s: %s", f->rel, strerror(errno));
+  struct stat st;
+  hs_error oerr;
+  hs_error_clear(&oerr);
+  int fd = hs__open_regular(f->real, &st, &oerr);
+  if (fd < 0) return hs_error_set(err, HS_IO, "%s: %s", f->rel, oerr.message);
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   enum { CHUNK = 1 << 20 };
   unsigned char *buf = malloc(CHUNK);

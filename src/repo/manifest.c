@@ -259,13 +259,13 @@ hs__reason hs__check_version(const char *dir, const hs__listing *l, const hs__ch
   hs__reason r = HS__R_NONE;
   int rc = hs__read_file(mf->real, HS__MAX_MANIFEST_BYTES, &mbytes, &mlen, &err);
   if (rc != HS_OK) {
-    r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : HS__R_IO, "%s", err.message);
+    r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : rc == HS_VERIFY ? HS__R_UNSAFE_PATH : HS__R_IO, "%s", err.message);
     goto done;
   }
   if (sf) {
     rc = hs__read_file(sf->real, HS__MAX_SIGNATURE_BYTES, &sbytes, &slen, &err);
     if (rc != HS_OK) {
-      r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : HS__R_IO, "%s", err.message);
+      r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : rc == HS_VERIFY ? HS__R_UNSAFE_PATH : HS__R_IO, "%s", err.message);
       goto done;
     }
   }

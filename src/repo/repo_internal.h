@@ -55,8 +55,14 @@ hs__reason hs__verdict_set(hs__verdict *v, hs__reason r, const char *fmt, ...)
 int hs__path_join(char *out, size_t cap, const char *a, const char *b, hs_error *err);
 /* True when real_path is real_base itself or lies below it (both canonical absolute paths). */
 bool hs__path_within(const char *real_base, const char *real_path);
+/* Opens path for reading without ever blocking (O_NONBLOCK, so a FIFO or device neither blocks the
+ * open nor is read) and returns the descriptor of a regular file, with *st filled. A file that is
+ * not regular is HS_VERIFY ("not a regular file"), a missing one HS_NOT_FOUND, else HS_IO. */
+struct stat;
+int hs__open_regular(const char *path, struct stat *st, hs_error *err);
 /* Reads a whole regular file of at most limit bytes into a new NUL-terminated buffer (free()).
- * HS_NOT_FOUND when missing, HS_LIMIT when larger than limit, HS_IO otherwise. */
+ * HS_NOT_FOUND when missing, HS_LIMIT when larger than limit, HS_VERIFY when not a regular file
+ * (never blocks on one: hs__open_regular), HS_IO otherwise. */
 int hs__read_file(const char *path, size_t limit, char **out, size_t *len, hs_error *err);
 /* Writes data to dir/name atomically: a temporary file in dir, fsync, rename, fsync dir.
  * mode is the new file's permission bits. */
