@@ -36,6 +36,11 @@ static void usage(FILE *out) {
           "  --max-body-bytes N      largest request body accepted (default 67108864 = 64 MiB)\n"
           "  --max-connections N     concurrent connections (default 256)\n"
           "  --idle-timeout S        close idle or stalled connections after S seconds (default 120)\n"
+          "  --request-timeout S     a request's head must arrive within S seconds (default 30), its body\n"
+          "                          within S more seconds plus its length at --min-body-rate\n"
+          "  --min-body-rate BYTES   slowest accepted body upload, bytes per second (default 65536)\n"
+          "  --max-client-connections N  connections one client address may hold (default: half of\n"
+          "                          --max-connections); /v2/health/* and /metrics have 8 more slots\n"
           "  --memory-limit BYTES    refuse loads beyond this (default: cgroup limit or RAM)\n"
           "  --trim-delay S          hand memory freed by retired versions back to the system once no\n"
           "                          version has been freed for S seconds (default 5; 0: at once); until\n"
@@ -72,7 +77,8 @@ int hs_cmd_serve(int argc, char **argv) {
   const char *keys[MAX_KEYS];
   size_t n_keys = 0;
   bool require_sig = false;
-  double poll_s = 2, settle_s = 2, idle_s = 120, trim_s = 5;
+  double poll_s = 2, settle_s = 2, idle_s = 120, trim_s = 5, request_s = 30;
+  unsigned long long min_rate = 64 << 10, per_ip = 0;
   hs_loader_priority loader_prio = HS_LOADER_LOW;
   unsigned long long port = 8000, threads = 1, instances = 2, max_body = 64ull << 20, max_conn = 256, mem_limit = 0;
   for (int i = 1; i < argc; i++) {
@@ -103,6 +109,12 @@ int hs_cmd_serve(int argc, char **argv) {
       bad = parse_seconds(v, &settle_s) != 0;
     } else if (!strcmp(a, "--idle-timeout")) {
       bad = parse_seconds(v, &idle_s) != 0 || idle_s < 1;
+    } else if (!strcmp(a, "--request-timeout")) {
+      bad = parse_seconds(v, &request_s) != 0 || request_s < 0.1;
+    } else if (!strcmp(a, "--min-body-rate")) {
+      bad = parse_ull(v, 1ull << 40, &min_rate) != 0 || min_rate == 0;
+    } else if (!strcmp(a, "--max-client-connections")) {
+      bad = parse_ull(v, 100000, &per_ip) != 0 || per_ip == 0;
     } else if (!strcmp(a, "--trusted-key")) {
       if (n_keys == MAX_KEYS) {
         fprintf(stderr, "hotserve serve: at most %d --trusted-key options\n", MAX_KEYS);
@@ -168,7 +180,9 @@ int hs_cmd_serve(int argc, char **argv) {
     return 1;
   }
   hs_http_options ho = {.host = host, .port = (int)port, .max_body_bytes = (size_t)max_body,
-                        .max_connections = (unsigned)max_conn, .idle_timeout_s = (unsigned)idle_s};
+                        .max_connections = (unsigned)max_conn, .idle_timeout_s = (unsigned)idle_s,
+                        .request_timeout_s = request_s, .min_body_rate = (size_t)min_rate,
+                        .per_ip_connections = (unsigned)per_ip};
   hs_http_server *http = NULL;
   if (hs_http_start(&ho, reg, &http, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
