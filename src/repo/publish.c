@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/file.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,10 +178,12 @@ static int64_t next_free_version(const char *model_dir) {
   return max + 1;
 }
 
-#define STALE_STAGING_SECONDS (24 * 3600)
+/* A staging directory is stale when no publisher holds its lock (flock on the directory, taken
+ * right after mkdtemp and held until the rename) and it is older than this, which covers the
+ * moment between mkdtemp and flock. */
+#define STALE_STAGING_SECONDS 120
 
-/* Removes .staging-* directories left by publishers that died more than a day ago (a live
- * publisher's staging directory is younger: its mtime moves as it copies). */
+/* Removes .staging-* directories left by publishers that died (killed, crashed, power loss). */
 static void remove_stale_staging(const char *model_dir) {
   DIR *d = opendir(model_dir);
   if (!d) return;
@@ -192,8 +195,13 @@ static void remove_stale_staging(const char *model_dir) {
     struct stat st;
     if (hs__path_join(path, sizeof path, model_dir, e->d_name, NULL) != HS_OK) continue;
     if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || now - st.st_mtime < STALE_STAGING_SECONDS) continue;
-    HS_LOGI("publish: removing %s, left by a publisher that did not finish", path);
-    remove_tree(path);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) { /* no live publisher holds it */
+      HS_LOGI("publish: removing %s, left by a publisher that did not finish", path);
+      remove_tree(path);
+    }
+    close(fd);
   }
   closedir(d);
 }
@@ -210,7 +218,9 @@ static int rename_noreplace(const char *staging, const char *target) {
 int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version, const char *key_path,
                     int64_t *out_version, hs_error *err) {
   if (out_version) *out_version = 0;
-  if (version < 0) return hs_error_set(err, HS_INVALID_ARGUMENT, "version must be a positive integer");
+  if (version < 0 || version > HS_REPO_VERSION_MAX)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "version must be a positive integer of at most 18 digits "
+                        "(the highest a server serves is %lld)", HS_REPO_VERSION_MAX);
   char src_real[PATH_MAX];
   if (!realpath(src_dir, src_real)) return hs_error_set(err, HS_IO, "%s: %s", src_dir, strerror(errno));
   int mrc = make_dirs(model_dir, err);
@@ -256,6 +266,13 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
     return rc != HS_OK ? rc : hs_error_set(err, HS_IO, "cannot create a staging directory in %s: %s", model_dir, strerror(errno));
   }
   chmod(staging, 0755);
+  /* Held until the staging directory is renamed or removed: a publisher that sees it while we
+   * copy (remove_stale_staging) leaves it alone; once we die the kernel drops the lock. */
+  int lock_fd = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    close(lock_fd);
+    lock_fd = -1;
+  }
   for (size_t i = 0; i < l.n && rc == HS_OK; i++) {
     const hs__file *f = &l.files[i];
     if (strcmp(f->rel, HS_REPO_MANIFEST_NAME) == 0 || strcmp(f->rel, HS_REPO_SIGNATURE_NAME) == 0) continue;
@@ -271,6 +288,11 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
   int64_t v_used = version;
   for (int attempt = 0; rc == HS_OK; attempt++) {
     if (version == 0) v_used = next_free_version(model_real);
+    if (v_used > HS_REPO_VERSION_MAX) {
+      rc = hs_error_set(err, HS_INVALID_ARGUMENT, "no version number left in %s: the highest a server serves is %lld",
+                        model_dir, HS_REPO_VERSION_MAX);
+      break;
+    }
     char target[HS_PATH_MAX], name[32];
     snprintf(name, sizeof name, "%lld", (long long)v_used);
     rc = hs__path_join(target, sizeof target, model_real, name, err);
@@ -284,10 +306,9 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
     else
       rc = hs_error_set(err, HS_IO, "rename into %s: %s", target, strerror(e));
   }
-  if (rc != HS_OK) {
-    remove_tree(staging);
-    return rc;
-  }
+  if (rc != HS_OK) remove_tree(staging);
+  if (lock_fd >= 0) close(lock_fd);
+  if (rc != HS_OK) return rc;
   fsync_path(model_real, O_RDONLY | O_DIRECTORY, NULL);
   if (out_version) *out_version = v_used;
   return HS_OK;

@@ -16,6 +16,8 @@
 
 #define HS_PATH_MAX 4096
 #define HS_NAME_MAX 128
+/* The highest version number served: version directories have at most 18 decimal digits. */
+#define HS_REPO_VERSION_MAX 999999999999999999LL
 
 /* Written by `hotserve sign`/`publish` into a version directory: the manifest (every other file's
  * path, size, SHA-256) and the signature over the manifest's exact bytes. See docs/REPOSITORY.md. */
