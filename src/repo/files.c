@@ -32,6 +32,8 @@ static const char *const k_reason_codes[] = {
     [HS__R_UNSAFE_PATH] = "unsafe_path",
     [HS__R_LIMIT] = "limit",
     [HS__R_IO] = "io",
+    [HS__R_WRONG_BINDING] = "wrong_binding",
+    [HS__R_UNBOUND] = "unbound",
 };
 
 const char *hs__reason_code(hs__reason r) {

@@ -28,6 +28,21 @@
 int hs_repo_keygen(const char *name, bool hmac, hs_error *err) { return hs__keygen(name, hmac, err); }
 
 int hs_repo_sign_dir(const char *dir, const char *key_path, hs_error *err) {
+  char model[HS_NAME_MAX];
+  int64_t version = 0;
+  if (hs__path_binding(dir, model, &version) != 0) {
+    char real[PATH_MAX];
+    if (!realpath(dir, real)) return hs_error_set(err, HS_IO, "%s: %s", dir, strerror(errno));
+    hs__path_binding(real, model, &version);
+  }
+  return hs_repo_sign_dir_as(dir, key_path, model[0] ? model : NULL, version, err);
+}
+
+int hs_repo_sign_dir_as(const char *dir, const char *key_path, const char *model, int64_t version, hs_error *err) {
+  if (model && (version < 1 || version > HS_REPO_VERSION_MAX || !*model || strlen(model) >= HS_NAME_MAX ||
+                strchr(model, '/')))
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "cannot bind a manifest to model '%.64s' version %lld", model,
+                        (long long)version);
   char real[PATH_MAX];
   if (!realpath(dir, real)) return hs_error_set(err, HS_IO, "%s: %s", dir, strerror(errno));
   hs__key *key = NULL;
@@ -50,7 +65,7 @@ int hs_repo_sign_dir(const char *dir, const char *key_path, hs_error *err) {
   }
   char *manifest = NULL, *sig = NULL;
   size_t mlen = 0, slen = 0;
-  rc = hs__manifest_build(&l, NULL, &manifest, &mlen, err);
+  rc = hs__manifest_build(&l, NULL, model, version, &manifest, &mlen, err);
   hs__listing_free(&l);
   if (rc == HS_OK && key) rc = hs__sign(key, manifest, mlen, &sig, &slen, err);
   if (rc == HS_OK && key) rc = hs__write_file_atomic(real, HS_REPO_SIGNATURE_NAME, sig, slen, 0644, err);
@@ -60,6 +75,48 @@ int hs_repo_sign_dir(const char *dir, const char *key_path, hs_error *err) {
   }
   if (rc == HS_OK) rc = hs__write_file_atomic(real, HS_REPO_MANIFEST_NAME, manifest, mlen, 0644, err);
   free(manifest);
+  free(sig);
+  hs__key_free(key);
+  return rc;
+}
+
+int hs_repo_sign_config(const char *config_path, const char *key_path, const char *model, hs_error *err) {
+  if (!key_path) return hs_error_set(err, HS_INVALID_ARGUMENT, "signing a config.json needs --key");
+  char real[PATH_MAX];
+  if (!realpath(config_path, real)) return hs_error_set(err, HS_IO, "%s: %s", config_path, strerror(errno));
+  char dir[PATH_MAX], name[HS_NAME_MAX];
+  snprintf(dir, sizeof dir, "%s", real);
+  char *slash = strrchr(dir, '/');
+  if (!slash || strcmp(slash + 1, "config.json") != 0)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "%s: only a model's config.json is signed this way", config_path);
+  *slash = '\0';
+  if (!model) {
+    /* The model's name as named on the command line (MODEL/config.json), else as resolved. */
+    char named[HS_PATH_MAX];
+    snprintf(named, sizeof named, "%s", config_path);
+    char *s2 = strrchr(named, '/');
+    const char *from = dir;
+    if (s2) {
+      *s2 = '\0';
+      from = named;
+    }
+    const char *b = strrchr(from, '/');
+    b = b ? b + 1 : from;
+    if (!*b || !strcmp(b, ".") || !strcmp(b, "..")) b = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    snprintf(name, sizeof name, "%.127s", b);
+    model = name;
+  }
+  hs__key *key = NULL;
+  int rc = hs__key_load(key_path, &key, err);
+  if (rc != HS_OK) return rc;
+  char *text = NULL, *msg = NULL, *sig = NULL;
+  size_t len = 0, mlen = 0, slen = 0;
+  rc = hs__read_file(real, HS__MAX_CONFIG_BYTES, &text, &len, err);
+  if (rc == HS_OK) rc = hs__config_message(model, text, len, &msg, &mlen, err);
+  if (rc == HS_OK) rc = hs__sign(key, msg, mlen, &sig, &slen, err);
+  if (rc == HS_OK) rc = hs__write_file_atomic(dir, HS_REPO_CONFIG_SIGNATURE_NAME, sig, slen, 0644, err);
+  free(text);
+  free(msg);
   free(sig);
   hs__key_free(key);
   return rc;
@@ -284,7 +341,17 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
   hs__listing_free(&l);
   if (rc == HS_OK && nftw(staging, fsync_dirs_cb, 16, FTW_DEPTH | FTW_PHYS) != 0)
     rc = hs_error_set(err, HS_IO, "fsync of the staging directory failed");
-  if (rc == HS_OK) rc = hs_repo_sign_dir(staging, key_path, err); /* manifest last, dir fsynced */
+  /* The model's name as the repository lists it (MODEL_DIR may be a link to elsewhere). */
+  char model_name[HS_NAME_MAX];
+  const char *base = model_dir + strlen(model_dir);
+  while (base > model_dir && base[-1] == '/') base--;
+  const char *end = base;
+  while (base > model_dir && base[-1] != '/') base--;
+  if (end == base || (size_t)(end - base) >= sizeof model_name) {
+    base = strrchr(model_real, '/') + 1;
+    end = base + strlen(base);
+  }
+  snprintf(model_name, sizeof model_name, "%.*s", (int)(end - base), base);
   int64_t v_used = version;
   for (int attempt = 0; rc == HS_OK; attempt++) {
     if (version == 0) v_used = next_free_version(model_real);
@@ -293,6 +360,10 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
                         model_dir, HS_REPO_VERSION_MAX);
       break;
     }
+    /* The manifest (written last, dir fsynced) names the model and this number; if another
+     * publisher takes the number first, the next attempt signs again for the next one. */
+    rc = hs_repo_sign_dir_as(staging, key_path, model_name, v_used, err);
+    if (rc != HS_OK) break;
     char target[HS_PATH_MAX], name[32];
     snprintf(name, sizeof name, "%lld", (long long)v_used);
     rc = hs__path_join(target, sizeof target, model_real, name, err);
