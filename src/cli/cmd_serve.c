@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/plugins.h"
 #include "base/log.h"
 #include "cli/cli.h"
 #include "http/server.h"
@@ -28,6 +29,9 @@ static void usage(FILE *out) {
           "  --settle S              a version without a manifest counts once unchanged this long (default 2)\n"
           "  --require-signature     refuse versions without a valid signature from a trusted key\n"
           "  --trusted-key FILE      a public (Ed25519) or shared (HMAC) key file; repeatable\n"
+          "                          (with --require-signature a config.json needs config.json.sig too)\n"
+          "  --backend-dir DIR       plug-in backends: a config.json \"backend\": \"NAME\" loads DIR/NAME.so;\n"
+          "                          DIR must lie outside the repository (default: no plug-ins)\n"
           "  --threads N             compute threads per model run (default 1)\n"
           "  --instances N           concurrent runs per version (default 2)\n"
           "  --loader-priority P     CPU priority of loads and warm-ups: low (default; 10 nice steps\n"
@@ -73,7 +77,7 @@ static int parse_ull(const char *s, unsigned long long max, unsigned long long *
 }
 
 int hs_cmd_serve(int argc, char **argv) {
-  const char *repo = NULL, *host = "127.0.0.1", *trace = NULL;
+  const char *repo = NULL, *host = "127.0.0.1", *trace = NULL, *backend_dir = NULL;
   const char *keys[MAX_KEYS];
   size_t n_keys = 0;
   bool require_sig = false;
@@ -97,6 +101,8 @@ int hs_cmd_serve(int argc, char **argv) {
       return 2;
     } else if (!strcmp(a, "--model-repository")) {
       repo = v;
+    } else if (!strcmp(a, "--backend-dir")) {
+      backend_dir = v;
     } else if (!strcmp(a, "--host")) {
       host = v;
     } else if (!strcmp(a, "--http-port")) {
@@ -159,6 +165,13 @@ int hs_cmd_serve(int argc, char **argv) {
     return 2;
   }
 
+  hs_error err;
+  hs_error_clear(&err);
+  if (hs_backend_set_plugin_dir(backend_dir, repo, &err) != HS_OK) {
+    fprintf(stderr, "hotserve serve: %s\n", err.message);
+    return 2;
+  }
+
   /* Signals go to this thread only (sigwait below); every thread started later inherits the mask. */
   sigset_t set;
   sigemptyset(&set);
@@ -168,8 +181,6 @@ int hs_cmd_serve(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  hs_error err;
-  hs_error_clear(&err);
   hs_registry_options ro = {.root = repo, .poll_ms = (int)(poll_s * 1000 + 0.5), .settle_ms = (int)(settle_s * 1000 + 0.5),
                             .require_signature = require_sig, .key_paths = keys, .n_keys = n_keys,
                             .threads = (int)threads, .instances = (int)instances, .loader_priority = loader_prio, .memory_limit = (size_t)mem_limit,
