@@ -347,7 +347,8 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
   while (base > model_dir && base[-1] == '/') base--;
   const char *end = base;
   while (base > model_dir && base[-1] != '/') base--;
-  if (end == base || (size_t)(end - base) >= sizeof model_name) {
+  bool dots = (end - base == 1 && base[0] == '.') || (end - base == 2 && base[0] == '.' && base[1] == '.');
+  if (end == base || dots || (size_t)(end - base) >= sizeof model_name) {
     base = strrchr(model_real, '/') + 1;
     end = base + strlen(base);
   }
