@@ -104,20 +104,22 @@ def check_utf8(srv, c):
 
 
 class Trickler:
-    """One connection from source address src that sends head (then body) one byte every
-    interval seconds, until the server closes it or the attack ends."""
+    """One connection from source address src that trickles its request one byte per step, until
+    the server closes it or the attack ends; with whole_head the head goes at once and only the
+    body trickles."""
 
-    def __init__(self, srv, src, head, body=b"", interval=0.4):
+    def __init__(self, srv, src, head, body=b"", whole_head=False):
         self.closed_at = None
         self.refused = False
         self.started = time.monotonic()
-        self.data = head + body
-        self.interval = interval
+        self.data = body if whole_head else head + body
         try:
             self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.s.settimeout(5)
             self.s.bind((src, 0))
             self.s.connect((srv.host, srv.port))
+            if whole_head:
+                self.s.sendall(head)
         except OSError:
             self.refused = True
             self.s = None
@@ -151,9 +153,20 @@ def check_slowloris(srv, c):
     full_head = head + b"\r\n"
     # Phase 1: one address tries to take every slot; it gets at most --max-client-connections.
     attackers = [Trickler(srv, "127.0.0.2", head) for _ in range(8)]
-    # Phase 2: more addresses, some trickling their body, so every ordinary slot is taken.
+    # More addresses whose heads are complete and whose bodies trickle: every ordinary slot
+    # (--max-connections 8) holds a request in progress.
     for k in (3, 4):
-        attackers += [Trickler(srv, "127.0.0.%d" % k, full_head, b"{" * 64) for _ in range(4)]
+        attackers += [Trickler(srv, "127.0.0.%d" % k, full_head, b"{" * 64, whole_head=True) for _ in range(4)]
+    # Saturated: another ordinary request is turned away (503), while probes answer (below).
+    # (Bounded retries for at most 1.2 s, well inside the 2 s before the bodies are cut: the
+    # server may need a moment to read all eight heads.)
+    statuses = []
+    t_sat = time.monotonic()
+    while time.monotonic() - t_sat < 1.2 and 503 not in statuses:
+        r, _, _ = hsys.Client(srv.host, srv.port, timeout=10).infer("m", X)
+        statuses.append(r.status)
+        time.sleep(0.1)
+    check(503 in statuses, "infer requests while every ordinary slot is held: HTTP %s, wanted a 503" % statuses)
     probes = 0
     rounds = 0
     t0 = time.monotonic()
@@ -179,8 +192,8 @@ def check_slowloris(srv, c):
     check(not held, "%d trickling connections were still open after %.1f s (request timeout 2 s, idle timeout 60 s)"
           % (len(held), time.monotonic() - t0))
     # At most --max-client-connections (4) of 127.0.0.2's 8 were ever served a head: the rest were
-    # refused or closed at once (before the deadline could have cut them).
-    quick = sum(1 for a in attackers[:8] if a.refused or (a.closed_at is not None and a.closed_at - a.started < 1.0))
+    # refused or closed at once (well before the 2 s deadline could have cut them).
+    quick = sum(1 for a in attackers[:8] if a.refused or (a.closed_at is not None and a.closed_at - a.started < 1.5))
     check(quick >= 4, "127.0.0.2 held %d connections; --max-client-connections is 4" % (8 - quick))
     r, out, _ = hsys.Client(srv.host, srv.port, timeout=10).infer("m", X)
     hsys.expect_values(out, X, 1, "inference after the slowloris")
