@@ -268,6 +268,12 @@ static int check_config_signature(const char *real_model, const char *model, con
   char sig_path[HS_PATH_MAX];
   int rc = hs__path_join(sig_path, sizeof sig_path, real_model, HS_REPO_CONFIG_SIGNATURE_NAME, err);
   if (rc != HS_OK) return rc;
+  /* Like config.json itself, its signature may be a link only within the model directory. */
+  char real_sig[PATH_MAX];
+  if (realpath(sig_path, real_sig) && !hs__path_within(real_model, real_sig)) {
+    snprintf(code, 32, "unsafe_path");
+    return hs_error_set(err, HS_VERIFY, "%s leads out of the model directory", HS_REPO_CONFIG_SIGNATURE_NAME);
+  }
   char *sig = NULL;
   size_t slen = 0;
   hs_error serr;

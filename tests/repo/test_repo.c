@@ -583,6 +583,14 @@ static void test_binding_and_signed_config(void **state) {
   assert_int_equal(find_model(s, "a")->config_status, HS_VERIFY);
   assert_string_equal(find_model(s, "a")->config_reason_code, "bad_signature");
   hs_repo_snapshot_free(s);
+  /* A config.json.sig that is a link out of the model directory is not followed. */
+  assert_int_equal(hs_repo_sign_config(P("%s/a/config.json", f->root), key, NULL, &err), HS_OK);
+  assert_int_equal(rename(P("%s/a/config.json.sig", f->root), P("%s/outside.sig", f->dir)), 0);
+  assert_int_equal(symlink(P("%s/outside.sig", f->dir), P("%s/a/config.json.sig", f->root)), 0);
+  s = scan(r);
+  assert_int_equal(find_model(s, "a")->config_status, HS_VERIFY);
+  assert_string_equal(find_model(s, "a")->config_reason_code, "unsafe_path");
+  hs_repo_snapshot_free(s);
   hs_repo_close(r);
   free(manifest);
   free(model);
