@@ -298,8 +298,13 @@ static int check_config_signature(const char *real_model, const char *model, con
     hs__reason r = hs__verify_signature(keys, msg, mlen, sig, slen, &v);
     if (r != HS__R_NONE) {
       snprintf(code, 32, "%s", hs__reason_code(r));
-      rc = hs_error_set(err, HS_VERIFY, "%s: %s (a signature for another model's config is refused too)",
-                        HS_REPO_CONFIG_SIGNATURE_NAME, v.message);
+      if (r == HS__R_BAD_SIGNATURE && strstr(v.message, "does not match"))
+        rc = hs_error_set(err, HS_VERIFY,
+                          "%s does not verify over this model's name and config.json (signed for another "
+                          "model, or the config changed since it was signed)",
+                          HS_REPO_CONFIG_SIGNATURE_NAME);
+      else
+        rc = hs_error_set(err, HS_VERIFY, "%s: %s", HS_REPO_CONFIG_SIGNATURE_NAME, v.message);
     }
   }
   free(msg);

@@ -123,6 +123,7 @@ def test(tmp, args):
           % (v.returncode, v.stderr.strip()))
     v = hsys.cli("verify", os.path.join(good, "1"), "--trusted-key", pub, check_rc=False)
     check(v.returncode == 0, "hotserve verify of good/1: exit %d, %r" % (v.returncode, v.stderr.strip()))
+    check("for model good version 1" in v.stdout, "hotserve verify does not name the binding: %r" % v.stdout.strip())
     check(not os.path.exists(marker), "the server loaded the evil library (its constructor ran)")
     c.close()
     srv.stop()
