@@ -9,19 +9,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+int hs_file_open_regular(const char *path, struct stat *st, hs_error *err) {
+  /* O_NONBLOCK: opening a FIFO without a writer must not hang the loader; fstat refuses it next */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    return hs_error_set(err, errno == ENOENT ? HS_NOT_FOUND : HS_IO, "%s: %s", path, strerror(errno));
+  if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+    close(fd);
+    return hs_error_set(err, HS_IO, "%s: not a regular file", path);
+  }
+  int fl = fcntl(fd, F_GETFL); /* a regular file never blocks; reads behave as usual */
+  if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+
 int hs_file_read(const char *path, size_t max_bytes, char **out, size_t *len, hs_error *err) {
   *out = NULL;
   *len = 0;
   size_t limit = max_bytes ? max_bytes : HS_FILE_MAX_DEFAULT;
-  /* O_NONBLOCK: opening a FIFO without a writer must not hang the loader; fstat refuses it next */
-  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0)
-    return hs_error_set(err, errno == ENOENT ? HS_NOT_FOUND : HS_IO, "%s: %s", path, strerror(errno));
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return hs_error_set(err, HS_IO, "%s: not a regular file", path);
-  }
+  int fd = hs_file_open_regular(path, &st, err);
+  if (fd < 0) return fd;
   if ((uint64_t)st.st_size > limit) {
     close(fd);
     return hs_error_set(err, HS_LIMIT, "%s: %lld bytes, over the limit of %zu", path, (long long)st.st_size,

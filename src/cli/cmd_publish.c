@@ -22,7 +22,8 @@ static void usage(FILE *out) {
           "  4. renames the staging directory to REPO/MODEL/N in one step (also atomic on NFS).\n"
           "\n"
           "  --version N  the version number (a positive integer); default: one above the highest\n"
-          "               version present. An existing version is never overwritten.\n"
+          "               version present; at most 999999999999999999 (18 digits, the most a server\n"
+          "               reads). An existing version is never overwritten.\n"
           "  --key FILE   sign with an Ed25519 private key (NAME.key) or an HMAC key file, as made\n"
           "               by `hotserve keygen`; needed when the server runs --require-signature.\n"
           "\n"
@@ -68,8 +69,10 @@ int hs_cmd_publish(int argc, char **argv) {
     char *end = NULL;
     errno = 0;
     long long v = strtoll(ver, &end, 10);
-    if (errno || !end || *end || v < 1 || ver[0] == '0' || ver[0] == '+' || ver[0] == ' ') {
-      fprintf(stderr, "hotserve publish: --version must be a positive integer without leading zeros\n");
+    if (errno || !end || *end || v < 1 || v > HS_REPO_VERSION_MAX || ver[0] == '0' || ver[0] == '+' ||
+        ver[0] == ' ') {
+      fprintf(stderr, "hotserve publish: --version must be a positive integer without leading zeros, at most "
+                      "%lld (the highest version a server serves)\n", HS_REPO_VERSION_MAX);
       return 2;
     }
     version = v;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "backends/plugins.h"
 #include "base/log.h"
 #include "cli/cli.h"
 #include "grpc/frontend.h"
@@ -20,24 +21,25 @@
 
 /* Every serve setting, filled first from the defaults, then from the environment, then from flags. */
 typedef struct serve_cfg {
-  const char *repo, *host, *trace;
+  const char *repo, *host, *trace, *backend_dir;
   const char *keys[MAX_KEYS];
   size_t n_keys;
   bool keys_from_env; /* the first --trusted-key flag replaces keys the environment gave */
   char keys_env[4096]; /* a copy of HOTSERVE_TRUSTED_KEYS, split in place (getenv's string is not ours to change) */
   bool require_sig, no_inotify, strict_ready;
-  double poll_s, settle_s, idle_s, trim_s, grace_s;
+  double poll_s, settle_s, idle_s, trim_s, grace_s, request_s;
   hs_loader_priority loader_prio;
   hs_log_level log_level;
   bool log_level_set;
   long long grpc_port; /* -1: no gRPC */
-  unsigned long long port, grpc_workers, threads, instances, max_body, max_conn, mem_limit;
+  unsigned long long min_rate, per_ip, port, grpc_workers, threads, instances, max_body, max_conn, mem_limit;
 } serve_cfg;
 
 enum {
   OPT_REPO = 256, OPT_HOST, OPT_HTTP_PORT, OPT_GRPC_PORT, OPT_GRPC_WORKERS, OPT_POLL, OPT_SETTLE, OPT_REQUIRE_SIG,
   OPT_TRUSTED_KEY, OPT_THREADS, OPT_INSTANCES, OPT_LOADER_PRIO, OPT_MAX_BODY, OPT_MAX_CONN, OPT_IDLE,
   OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
+  OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN,
 };
 
 /* The option table: one row per option (long name, value name or NULL for a switch, id, environment
@@ -65,7 +67,9 @@ static const serve_opt k_opts[] = {
     {"require-signature", NULL, OPT_REQUIRE_SIG, "HOTSERVE_REQUIRE_SIGNATURE",
      "refuse versions without a valid signature from a trusted key\n(environment: 1/true/yes or 0/false/no)"},
     {"trusted-key", "FILE", OPT_TRUSTED_KEY, "HOTSERVE_TRUSTED_KEYS",
-     "a public (Ed25519) or shared (HMAC) key file; repeatable (environment:\nfiles separated by ':')"},
+     "a public (Ed25519) or shared (HMAC) key file; repeatable (environment:\nfiles separated by ':'); with --require-signature a config.json\nneeds config.json.sig too"},
+    {"backend-dir", "DIR", OPT_BACKEND_DIR, "HOTSERVE_BACKEND_DIR",
+     "plug-in backends: a config.json \"backend\": \"NAME\" loads DIR/NAME.so;\nDIR must lie outside the repository (default: no plug-ins)"},
     {"threads", "N", OPT_THREADS, "HOTSERVE_THREADS", "compute threads per model run (default 1)"},
     {"instances", "N", OPT_INSTANCES, "HOTSERVE_INSTANCES", "concurrent runs per version (default 2)"},
     {"loader-priority", "P", OPT_LOADER_PRIO, "HOTSERVE_LOADER_PRIORITY",
@@ -75,6 +79,12 @@ static const serve_opt k_opts[] = {
     {"max-connections", "N", OPT_MAX_CONN, "HOTSERVE_MAX_CONNECTIONS", "concurrent HTTP connections (default 256)"},
     {"idle-timeout", "S", OPT_IDLE, "HOTSERVE_IDLE_TIMEOUT",
      "close idle or stalled connections after S seconds (default 120)"},
+    {"request-timeout", "S", OPT_REQUEST_TIMEOUT, "HOTSERVE_REQUEST_TIMEOUT",
+     "a request's head must arrive within S seconds (default 30), its body\nwithin S more seconds plus its length at --min-body-rate"},
+    {"min-body-rate", "BYTES", OPT_MIN_BODY_RATE, "HOTSERVE_MIN_BODY_RATE",
+     "slowest accepted body upload, bytes per second (default 65536)"},
+    {"max-client-connections", "N", OPT_MAX_CLIENT_CONN, "HOTSERVE_MAX_CLIENT_CONNECTIONS",
+     "connections one client address may hold (default: half of\n--max-connections); /v2/health/* and /metrics have 8 more slots"},
     {"memory-limit", "BYTES", OPT_MEM_LIMIT, "HOTSERVE_MEMORY_LIMIT", "refuse loads beyond this (default: cgroup limit or RAM)"},
     {"trim-delay", "S", OPT_TRIM, "HOTSERVE_TRIM_DELAY",
      "hand memory freed by retired versions back to the system once no\nversion has been freed for S seconds (default 5; 0: at once); until\nthen the next versions reuse it"},
@@ -102,7 +112,8 @@ static void usage(FILE *out) {
     const serve_opt *o = &k_opts[i];
     char head[64];
     snprintf(head, sizeof head, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-    fprintf(out, "  %-24s", head);
+    if (strlen(head) < 24) fprintf(out, "  %-24s", head);
+    else fprintf(out, "  %s\n  %-24s", head, ""); /* a long name gets a line of its own */
     for (const char *p = o->help; *p; p++) {
       fputc(*p, out);
       if (*p == '\n') fprintf(out, "  %-24s", "");
@@ -180,6 +191,10 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
       if (v) bad = parse_bool(v, &c->strict_ready) != 0;
       else c->strict_ready = true;
       break;
+    case OPT_BACKEND_DIR: bad = !*v, c->backend_dir = v; break;
+    case OPT_REQUEST_TIMEOUT: bad = parse_seconds(v, &c->request_s) != 0 || c->request_s < 0.1; break;
+    case OPT_MIN_BODY_RATE: bad = parse_ull(v, 1ull << 40, &c->min_rate) != 0 || c->min_rate == 0; break;
+    case OPT_MAX_CLIENT_CONN: bad = parse_ull(v, 100000, &c->per_ip) != 0 || c->per_ip == 0; break;
     case OPT_SHUTDOWN_GRACE: bad = parse_seconds(v, &c->grace_s) != 0 || c->grace_s > 3600; break;
     case OPT_TRUSTED_KEY:
       if (from_env) { /* a ':'-separated list */
@@ -274,7 +289,7 @@ static void lame_duck(hs_registry *reg, const sigset_t *set, const char *why, do
 }
 
 int hs_cmd_serve(int argc, char **argv) {
-  serve_cfg c = {.host = "127.0.0.1", .poll_s = 2, .settle_s = 2, .idle_s = 120, .trim_s = 5,
+  serve_cfg c = {.host = "127.0.0.1", .request_s = 30, .min_rate = 64 << 10, .poll_s = 2, .settle_s = 2, .idle_s = 120, .trim_s = 5,
                  .loader_prio = HS_LOADER_LOW, .grpc_port = -1, .port = 8000, .grpc_workers = 16, .threads = 1,
                  .instances = 2, .max_body = 64ull << 20, .max_conn = 256};
   int prc = parse_options(argc, argv, &c);
@@ -283,6 +298,13 @@ int hs_cmd_serve(int argc, char **argv) {
   if (!c.repo || !*c.repo) {
     fprintf(stderr, "hotserve serve: --model-repository DIR is required (or set HOTSERVE_MODEL_REPOSITORY)\n");
     usage(stderr);
+    return 2;
+  }
+
+  hs_error err;
+  hs_error_clear(&err);
+  if (hs_backend_set_plugin_dir(c.backend_dir, c.repo, &err) != HS_OK) {
+    fprintf(stderr, "hotserve serve: %s\n", err.message);
     return 2;
   }
 
@@ -295,8 +317,6 @@ int hs_cmd_serve(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  hs_error err;
-  hs_error_clear(&err);
   hs_registry_options ro = {.root = c.repo, .poll_ms = (int)(c.poll_s * 1000 + 0.5),
                             .settle_ms = (int)(c.settle_s * 1000 + 0.5), .require_signature = c.require_sig,
                             .key_paths = c.keys, .n_keys = c.n_keys, .threads = (int)c.threads,
@@ -311,7 +331,9 @@ int hs_cmd_serve(int argc, char **argv) {
     return 1;
   }
   hs_http_options ho = {.host = c.host, .port = (int)c.port, .max_body_bytes = (size_t)c.max_body,
-                        .max_connections = (unsigned)c.max_conn, .idle_timeout_s = (unsigned)c.idle_s};
+                        .max_connections = (unsigned)c.max_conn, .idle_timeout_s = (unsigned)c.idle_s,
+                        .request_timeout_s = c.request_s, .min_body_rate = (size_t)c.min_rate,
+                        .per_ip_connections = (unsigned)c.per_ip};
   hs_http_server *http = NULL;
   if (hs_http_start(&ho, reg, &http, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);

@@ -1,11 +1,13 @@
 /* cmd_verify.c - `hotserve verify`: check a version directory as the server would, naming the reason. */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "repo/repo.h"
+#include "repo/repo_internal.h"
 
 #define MAX_KEYS 64
 
@@ -21,9 +23,13 @@ static void usage(FILE *out) {
           "  --trusted-key FILE  an Ed25519 public key (NAME.pub) or an HMAC key file; repeatable.\n"
           "                      Without any, only the manifest is checked (the signature is not).\n"
           "\n"
+          "When DIR is named MODEL/VERSION, the manifest must name that model and version (a signed\n"
+          "version copied elsewhere is refused); with trusted keys a manifest naming none is refused.\n"
+          "\n"
           "Exit status: 0 when DIR verifies; 1 when it does not, with the reason on stderr as\n"
           "  DIR: REASON: message   where REASON is one of unsigned, bad_signature, unknown_key,\n"
-          "  manifest_mismatch, bad_manifest, unsafe_path, limit; 2 on a usage error.\n");
+          "  manifest_mismatch, bad_manifest, unsafe_path, limit, wrong_binding, unbound; 2 on a\n"
+          "  usage error.\n");
 }
 
 int hs_cmd_verify(int argc, char **argv) {
@@ -79,8 +85,20 @@ int hs_cmd_verify(int argc, char **argv) {
     hs_repo_version v;
     int rc = hs_repo_verify_version(dir, n_keys > 0, tk, &v, &err);
     if (rc == HS_OK) {
-      printf("%s: ok (manifest matches%s; fingerprint %.16s)\n", dir,
-             n_keys ? ", signed by a trusted key" : "; signature not checked", v.fingerprint);
+      /* Name what the manifest is bound to (it verified: its bytes are known good). */
+      char binding[HS_NAME_MAX + 64] = "not bound to a model and version";
+      char *text = NULL;
+      size_t len = 0;
+      hs__manifest m;
+      hs__verdict vd = {0};
+      if (hs_file_read(manifest, HS__MAX_MANIFEST_BYTES, &text, &len, NULL) == HS_OK &&
+          hs__manifest_parse(text, len, 0, 0, &m, &vd) == HS__R_NONE) {
+        if (m.version) snprintf(binding, sizeof binding, "for model %s version %lld", m.model, (long long)m.version);
+        hs__manifest_free(&m);
+      }
+      free(text);
+      printf("%s: ok (manifest matches%s; %s; fingerprint %.16s)\n", dir,
+             n_keys ? ", signed by a trusted key" : "; signature not checked", binding, v.fingerprint);
       status = 0;
     } else if (rc == HS_VERIFY) {
       fprintf(stderr, "hotserve verify: %s: %s: %s\n", dir, v.reason_code, v.reason);

@@ -54,16 +54,53 @@ void hs_sbuf_printf(hs_sbuf *b, const char *fmt, ...) {
   b->len += (size_t)n;
 }
 
+/* Length of the well-formed UTF-8 sequence at p (1 to 4), or 0 when p starts an ill-formed one
+ * (stray continuation byte, overlong form, surrogate, above U+10FFFF, cut short). */
+static size_t utf8_len(const unsigned char *p) {
+  unsigned char c = p[0];
+  if (c < 0x80) return 1;
+  size_t n;
+  unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;    /* no overlong forms */
+    if (c == 0xED) hi = 0x9F;    /* no UTF-16 surrogates */
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;    /* nothing above U+10FFFF */
+  } else {
+    return 0;
+  }
+  if (p[1] < lo || p[1] > hi) return 0; /* also stops at the terminating NUL */
+  for (size_t i = 2; i < n; i++)
+    if (p[i] < 0x80 || p[i] > 0xBF) return 0;
+  return n;
+}
+
 void hs_sbuf_json_str(hs_sbuf *b, const char *s) {
   hs_sbuf_append(b, "\"", 1);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
     if (*p == '"' || *p == '\\') {
       char esc[2] = {'\\', (char)*p};
       hs_sbuf_append(b, esc, 2);
-    } else if (*p < 0x20) {
+      p++;
+    } else if (*p < 0x20 || *p == 0x7f) {
       hs_sbuf_printf(b, "\\u%04x", *p);
+      p++;
     } else {
-      hs_sbuf_append(b, p, 1);
+      /* Text echoed from a request (a name, a fragment of the body) may be any bytes: the JSON
+       * answer stays valid UTF-8 by writing U+FFFD for each byte that starts no valid sequence. */
+      size_t n = utf8_len(p);
+      if (n == 0) {
+        hs_sbuf_puts(b, "\\ufffd");
+        p++;
+      } else {
+        hs_sbuf_append(b, p, n);
+        p += n;
+      }
     }
   }
   hs_sbuf_append(b, "\"", 1);

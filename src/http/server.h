@@ -16,6 +16,10 @@ typedef struct hs_http_options {
   size_t max_body_bytes;   /* default 64 MiB; larger bodies get 413 */
   unsigned max_connections; /* default 256 */
   unsigned idle_timeout_s;  /* idle or slow clients are disconnected after this; default 120 */
+  double request_timeout_s; /* a request head must arrive within this, its body within this plus
+                               Content-Length / min_body_rate; default 30 */
+  size_t min_body_rate;     /* bytes per second a body must at least arrive at; default 64 KiB */
+  unsigned per_ip_connections; /* connections one client address may hold; default max_connections/2 */
 } hs_http_options;
 
 /* Starts listening (one thread per connection). *out is freed by hs_http_stop. The registry is

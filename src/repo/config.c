@@ -144,18 +144,23 @@ static int parse_io(json_t *list, const char *where, hs_io_desc *out, size_t cap
   return HS_OK;
 }
 
-/* A backend is a name ("onnx", letters/digits/_-) or a relative .so path inside the model dir. */
+/* A backend is "onnx" or the name of a plug-in in the server's --backend-dir (letters, digits,
+ * '_', '-', '.'; not starting with '.'): never a path, so a repository cannot choose where code is
+ * loaded from. */
 static int check_backend(const char *b, hs_error *err) {
   if (b[0] == '\0') return hs_error_set(err, HS_PARSE, "backend must not be empty");
   if (b[0] == '/') return hs_error_set(err, HS_VERIFY, "backend '%.64s': absolute paths are not allowed", b);
-  const char *p = b;
-  while (*p) {
-    const char *slash = strchr(p, '/');
-    size_t n = slash ? (size_t)(slash - p) : strlen(p);
-    if ((n == 2 && p[0] == '.' && p[1] == '.') || n == 0)
-      return hs_error_set(err, HS_VERIFY, "backend '%.64s' leads out of the model directory", b);
-    p += n + (slash ? 1 : 0);
-    if (slash && !*p) return hs_error_set(err, HS_PARSE, "backend '%.64s' ends with '/'", b);
+  if (strstr(b, ".."))
+    return hs_error_set(err, HS_VERIFY, "backend '%.64s' leads out of the model directory", b);
+  if (strchr(b, '/'))
+    return hs_error_set(err, HS_VERIFY,
+                        "backend '%.64s' is a path: name a plug-in of the server's --backend-dir instead", b);
+  for (const char *p = b; *p; p++) {
+    char c = *p;
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+              c == '-' || c == '.';
+    if (!ok || b[0] == '.')
+      return hs_error_set(err, HS_PARSE, "backend '%.64s' must be \"onnx\" or a plug-in name (letters, digits, _-.)", b);
   }
   return HS_OK;
 }
@@ -240,29 +245,122 @@ done:
 }
 
 int hs_repo_load_config(const char *root, const char *model, hs_model_config *cfg, hs_error *err) {
+  char code[32];
+  return hs__load_config(root, model, false, NULL, cfg, code, err);
+}
+
+int hs__config_message(const char *model, const char *text, size_t len, char **out, size_t *out_len, hs_error *err) {
+  size_t ml = strlen(model), pl = strlen(HS__CONFIG_SIG_PREFIX);
+  char *msg = malloc(pl + ml + 1 + len + 1);
+  if (!msg) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  memcpy(msg, HS__CONFIG_SIG_PREFIX, pl);
+  memcpy(msg + pl, model, ml);
+  msg[pl + ml] = '\n';
+  memcpy(msg + pl + ml + 1, text, len);
+  *out = msg;
+  *out_len = pl + ml + 1 + len;
+  return HS_OK;
+}
+
+/* Checks ROOT/<model>/config.json.sig over (model, text): "" in code when it verifies. */
+static int check_config_signature(const char *real_model, const char *model, const char *text, size_t len,
+                                  const hs_trusted_keys *keys, char code[32], hs_error *err) {
+  char sig_path[HS_PATH_MAX];
+  int rc = hs__path_join(sig_path, sizeof sig_path, real_model, HS_REPO_CONFIG_SIGNATURE_NAME, err);
+  if (rc != HS_OK) return rc;
+  /* Like config.json itself, its signature may be a link only within the model directory. */
+  char real_sig[PATH_MAX];
+  if (realpath(sig_path, real_sig) && !hs__path_within(real_model, real_sig)) {
+    snprintf(code, 32, "unsafe_path");
+    return hs_error_set(err, HS_VERIFY, "%s leads out of the model directory", HS_REPO_CONFIG_SIGNATURE_NAME);
+  }
+  char *sig = NULL;
+  size_t slen = 0;
+  hs_error serr;
+  hs_error_clear(&serr);
+  rc = hs_file_read(sig_path, HS__MAX_SIGNATURE_BYTES, &sig, &slen, &serr);
+  if (rc == HS_NOT_FOUND) {
+    snprintf(code, 32, "unsigned");
+    return hs_error_set(err, HS_VERIFY,
+                        "config.json is not signed (no %s) and the server requires signatures: sign it with "
+                        "`hotserve sign %s/config.json --key KEY`",
+                        HS_REPO_CONFIG_SIGNATURE_NAME, model);
+  }
+  if (rc != HS_OK) {
+    snprintf(code, 32, "%s", rc == HS_VERIFY ? "unsafe_path" : rc == HS_LIMIT ? "limit" : "io");
+    return hs_error_set(err, rc == HS_IO ? HS_IO : HS_VERIFY, "%s", serr.message);
+  }
+  char *msg = NULL;
+  size_t mlen = 0;
+  rc = hs__config_message(model, text, len, &msg, &mlen, err);
+  if (rc == HS_OK) {
+    hs__verdict v = {0};
+    hs__reason r = hs__verify_signature(keys, msg, mlen, sig, slen, &v);
+    if (r != HS__R_NONE) {
+      snprintf(code, 32, "%s", hs__reason_code(r));
+      if (r == HS__R_BAD_SIGNATURE && strstr(v.message, "does not match"))
+        rc = hs_error_set(err, HS_VERIFY,
+                          "%s does not verify over this model's name and config.json (signed for another "
+                          "model, or the config changed since it was signed)",
+                          HS_REPO_CONFIG_SIGNATURE_NAME);
+      else
+        rc = hs_error_set(err, HS_VERIFY, "%s: %s", HS_REPO_CONFIG_SIGNATURE_NAME, v.message);
+    }
+  }
+  free(msg);
+  free(sig);
+  return rc;
+}
+
+int hs__load_config(const char *root, const char *model, bool require_signature, const hs_trusted_keys *keys,
+                    hs_model_config *cfg, char code[32], hs_error *err) {
   hs_repo_config_defaults(cfg);
+  code[0] = '\0';
   char model_dir[HS_PATH_MAX], path[HS_PATH_MAX], real_model[PATH_MAX], real_cfg[PATH_MAX];
   int rc = hs__path_join(model_dir, sizeof model_dir, root, model, err);
   if (rc == HS_OK) rc = hs__path_join(path, sizeof path, model_dir, "config.json", err);
-  if (rc != HS_OK) return rc;
-  if (!realpath(model_dir, real_model))
+  if (rc != HS_OK) {
+    snprintf(code, 32, "limit");
+    return rc;
+  }
+  if (!realpath(model_dir, real_model)) {
+    snprintf(code, 32, "io");
     return hs_error_set(err, HS_NOT_FOUND, "%s: %s", model_dir, strerror(errno));
+  }
   if (!realpath(path, real_cfg)) {
     if (errno == ENOENT) {
       struct stat st;
-      if (lstat(path, &st) == 0) return hs_error_set(err, HS_VERIFY, "config.json: dangling symlink");
+      if (lstat(path, &st) == 0) {
+        snprintf(code, 32, "unsafe_path");
+        return hs_error_set(err, HS_VERIFY, "config.json: dangling symlink");
+      }
       return HS_OK; /* no config: defaults */
     }
+    snprintf(code, 32, "io");
     return hs_error_set(err, HS_IO, "%s: %s", path, strerror(errno));
   }
-  if (!hs__path_within(real_model, real_cfg))
+  if (!hs__path_within(real_model, real_cfg)) {
+    snprintf(code, 32, "unsafe_path");
     return hs_error_set(err, HS_VERIFY, "config.json leads out of the model directory");
+  }
   char *text = NULL;
   size_t len = 0;
   rc = hs_file_read(real_cfg, HS__MAX_CONFIG_BYTES, &text, &len, err);
-  if (rc != HS_OK) return rc;
-  rc = hs_repo_parse_config(text, len, cfg, err);
+  if (rc != HS_OK) {
+    snprintf(code, 32, "%s", rc == HS_VERIFY ? "unsafe_path" : rc == HS_LIMIT ? "limit" : "io");
+    return rc;
+  }
+  /* With signatures required, config.json counts only when signed: it picks the backend, the
+   * versions served and what the golden check accepts. */
+  if (require_signature) rc = check_config_signature(real_model, model, text, len, keys, code, err);
+  if (rc == HS_OK) {
+    rc = hs_repo_parse_config(text, len, cfg, err);
+    if (rc != HS_OK) snprintf(code, 32, "%s", rc == HS_VERIFY ? "unsafe_path" : rc == HS_LIMIT ? "limit" : "bad_config");
+  }
   free(text);
-  if (rc != HS_OK) hs_error_prefix(err, "%s", path);
+  if (rc != HS_OK) {
+    hs_repo_config_defaults(cfg);
+    hs_error_prefix(err, "%s", path);
+  }
   return rc;
 }

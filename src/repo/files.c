@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "base/digest.h"
+#include "base/file.h"
 #include "repo/repo_internal.h"
 
 static const char *const k_reason_codes[] = {
@@ -32,6 +33,8 @@ static const char *const k_reason_codes[] = {
     [HS__R_UNSAFE_PATH] = "unsafe_path",
     [HS__R_LIMIT] = "limit",
     [HS__R_IO] = "io",
+    [HS__R_WRONG_BINDING] = "wrong_binding",
+    [HS__R_UNBOUND] = "unbound",
 };
 
 const char *hs__reason_code(hs__reason r) {
@@ -376,8 +379,11 @@ int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_er
     }
     slot = &c->buckets[bucket_of(f->dev, f->ino)];
   }
-  int fd = open(f->real, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return hs_error_set(err, HS_IO, "%s: %s", f->rel, strerror(errno));
+  struct stat st;
+  hs_error oerr;
+  hs_error_clear(&oerr);
+  int fd = hs_file_open_regular(f->real, &st, &oerr); /* never blocks on a FIFO swapped in */
+  if (fd < 0) return hs_error_set(err, HS_IO, "%s: %s", f->rel, oerr.message);
   uint64_t total = 0;
   int rc = hs_sha256_fd(fd, f->size, out, &total, err);
   close(fd);

@@ -1,8 +1,11 @@
 /* manifest.c - the version manifest (path, size, SHA-256 of every file): parse, build, check,
  * and the whole check of one version directory (signature first, then manifest, then files).
  *
- * Format (docs/REPOSITORY.md): {"format":"hotserve-manifest/1","files":[{"path":"model.onnx",
- * "size":123,"sha256":"<64 hex>"}, ...]} with entries sorted by path. The signature, when there
+ * Format (docs/REPOSITORY.md): {"format":"hotserve-manifest/1","model":"resnet","version":3,
+ * "files":[{"path":"model.onnx","size":123,"sha256":"<64 hex>"}, ...]} with entries sorted by path.
+ * "model" and "version" bind the signed manifest to where it may be served: a copy under another
+ * model or number is refused (wrong_binding), and with signatures required a manifest without
+ * them (written before they existed) is refused too (unbound). The signature, when there
  * is one, covers the manifest file's exact bytes, so the reader checks it before parsing them.
  */
 #include <stdlib.h>
@@ -71,7 +74,8 @@ hs__reason hs__manifest_parse(const char *bytes, size_t len, size_t max_files, s
     goto done;
   }
   json_object_foreach(root, key, val) {
-    if (strcmp(key, "format") != 0 && strcmp(key, "files") != 0 && strcmp(key, "generator") != 0) {
+    if (strcmp(key, "format") != 0 && strcmp(key, "files") != 0 && strcmp(key, "generator") != 0 &&
+        strcmp(key, "model") != 0 && strcmp(key, "version") != 0) {
       r = hs__verdict_set(v, HS__R_BAD_MANIFEST, "manifest has an unknown field '%.64s'", key);
       goto done;
     }
@@ -83,6 +87,19 @@ hs__reason hs__manifest_parse(const char *bytes, size_t len, size_t max_files, s
   if (!json_is_array(files)) {
     r = hs__verdict_set(v, HS__R_BAD_MANIFEST, "manifest \"files\" is not an array");
     goto done;
+  }
+  json_t *jmodel = json_object_get(root, "model"), *jversion = json_object_get(root, "version");
+  if (jmodel || jversion) {
+    if (!json_is_string(jmodel) || json_string_length(jmodel) == 0 ||
+        json_string_length(jmodel) >= sizeof m->model ||
+        strlen(json_string_value(jmodel)) != json_string_length(jmodel) || !json_is_integer(jversion) ||
+        json_integer_value(jversion) < 1 || json_integer_value(jversion) > HS_REPO_VERSION_MAX) {
+      r = hs__verdict_set(v, HS__R_BAD_MANIFEST,
+                          "manifest \"model\" must be a name and \"version\" a version number, both or neither");
+      goto done;
+    }
+    snprintf(m->model, sizeof m->model, "%s", json_string_value(jmodel));
+    m->version = (int64_t)json_integer_value(jversion);
   }
   size_t n = json_array_size(files);
   if (n > max_files) {
@@ -156,7 +173,8 @@ done:
   return r;
 }
 
-int hs__manifest_build(const hs__listing *l, hs__hash_cache *c, char **out, size_t *len, hs_error *err) {
+int hs__manifest_build(const hs__listing *l, hs__hash_cache *c, const char *model, int64_t version, char **out,
+                       size_t *len, hs_error *err) {
   *out = NULL;
   *len = 0;
   json_t *root = json_object();
@@ -168,6 +186,10 @@ int hs__manifest_build(const hs__listing *l, hs__hash_cache *c, char **out, size
   }
   json_object_set_new(root, "format", json_string(MANIFEST_FORMAT));
   json_object_set_new(root, "generator", json_string("hotserve 0.1.0"));
+  if (model) {
+    json_object_set_new(root, "model", json_string(model));
+    json_object_set_new(root, "version", json_integer((json_int_t)version));
+  }
   json_object_set_new(root, "files", files);
   for (size_t i = 0; i < l->n; i++) {
     const hs__file *f = &l->files[i];
@@ -259,13 +281,13 @@ hs__reason hs__check_version(const char *dir, const hs__listing *l, const hs__ch
   hs__reason r = HS__R_NONE;
   int rc = hs_file_read(mf->real, HS__MAX_MANIFEST_BYTES, &mbytes, &mlen, &err);
   if (rc != HS_OK) {
-    r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : HS__R_IO, "%s", err.message);
+    r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : rc == HS_VERIFY ? HS__R_UNSAFE_PATH : HS__R_IO, "%s", err.message);
     goto done;
   }
   if (sf) {
     rc = hs_file_read(sf->real, HS__MAX_SIGNATURE_BYTES, &sbytes, &slen, &err);
     if (rc != HS_OK) {
-      r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : HS__R_IO, "%s", err.message);
+      r = hs__verdict_set(v, rc == HS_LIMIT ? HS__R_LIMIT : rc == HS_VERIFY ? HS__R_UNSAFE_PATH : HS__R_IO, "%s", err.message);
       goto done;
     }
   }
@@ -281,6 +303,23 @@ hs__reason hs__check_version(const char *dir, const hs__listing *l, const hs__ch
   hs__manifest m;
   r = hs__manifest_parse(mbytes, mlen, o->max_files, o->max_file_bytes, &m, v);
   if (r != HS__R_NONE) goto done;
+  /* Bound to where it lies: a signed version copied under another model or number is a replay. */
+  if (m.version != 0 && ((o->model && strcmp(o->model, m.model) != 0) || (o->version && o->version != m.version))) {
+    r = hs__verdict_set(v, HS__R_WRONG_BINDING,
+                        "the manifest was written for model '%.100s' version %lld, not for model '%.100s' "
+                        "version %lld (a copy of another version is refused)",
+                        m.model, (long long)m.version, o->model ? o->model : m.model,
+                        (long long)(o->version ? o->version : m.version));
+    hs__manifest_free(&m);
+    goto done;
+  }
+  if (m.version == 0 && o->require_signature && o->model) {
+    r = hs__verdict_set(v, HS__R_UNBOUND,
+                        "the signed manifest names no model and version (written by an older hotserve): "
+                        "sign the version again with `hotserve sign` or publish it anew");
+    hs__manifest_free(&m);
+    goto done;
+  }
   r = hs__manifest_check(&m, l, o->cache, v);
   hs__manifest_free(&m);
   if (r == HS__R_NONE) {

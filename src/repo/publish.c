@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/file.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,21 @@
 int hs_repo_keygen(const char *name, bool hmac, hs_error *err) { return hs__keygen(name, hmac, err); }
 
 int hs_repo_sign_dir(const char *dir, const char *key_path, hs_error *err) {
+  char model[HS_NAME_MAX];
+  int64_t version = 0;
+  if (hs__path_binding(dir, model, &version) != 0) {
+    char real[PATH_MAX];
+    if (!realpath(dir, real)) return hs_error_set(err, HS_IO, "%s: %s", dir, strerror(errno));
+    hs__path_binding(real, model, &version);
+  }
+  return hs_repo_sign_dir_as(dir, key_path, model[0] ? model : NULL, version, err);
+}
+
+int hs_repo_sign_dir_as(const char *dir, const char *key_path, const char *model, int64_t version, hs_error *err) {
+  if (model && (version < 1 || version > HS_REPO_VERSION_MAX || !*model || strlen(model) >= HS_NAME_MAX ||
+                strchr(model, '/')))
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "cannot bind a manifest to model '%.64s' version %lld", model,
+                        (long long)version);
   char real[PATH_MAX];
   if (!realpath(dir, real)) return hs_error_set(err, HS_IO, "%s: %s", dir, strerror(errno));
   hs__key *key = NULL;
@@ -49,7 +65,7 @@ int hs_repo_sign_dir(const char *dir, const char *key_path, hs_error *err) {
   }
   char *manifest = NULL, *sig = NULL;
   size_t mlen = 0, slen = 0;
-  rc = hs__manifest_build(&l, NULL, &manifest, &mlen, err);
+  rc = hs__manifest_build(&l, NULL, model, version, &manifest, &mlen, err);
   hs__listing_free(&l);
   if (rc == HS_OK && key) rc = hs__sign(key, manifest, mlen, &sig, &slen, err);
   if (rc == HS_OK && key) rc = hs__write_file_atomic(real, HS_REPO_SIGNATURE_NAME, sig, slen, 0644, err);
@@ -59,6 +75,48 @@ int hs_repo_sign_dir(const char *dir, const char *key_path, hs_error *err) {
   }
   if (rc == HS_OK) rc = hs__write_file_atomic(real, HS_REPO_MANIFEST_NAME, manifest, mlen, 0644, err);
   free(manifest);
+  free(sig);
+  hs__key_free(key);
+  return rc;
+}
+
+int hs_repo_sign_config(const char *config_path, const char *key_path, const char *model, hs_error *err) {
+  if (!key_path) return hs_error_set(err, HS_INVALID_ARGUMENT, "signing a config.json needs --key");
+  char real[PATH_MAX];
+  if (!realpath(config_path, real)) return hs_error_set(err, HS_IO, "%s: %s", config_path, strerror(errno));
+  char dir[PATH_MAX], name[HS_NAME_MAX];
+  snprintf(dir, sizeof dir, "%s", real);
+  char *slash = strrchr(dir, '/');
+  if (!slash || strcmp(slash + 1, "config.json") != 0)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "%s: only a model's config.json is signed this way", config_path);
+  *slash = '\0';
+  if (!model) {
+    /* The model's name as named on the command line (MODEL/config.json), else as resolved. */
+    char named[HS_PATH_MAX];
+    snprintf(named, sizeof named, "%s", config_path);
+    char *s2 = strrchr(named, '/');
+    const char *from = dir;
+    if (s2) {
+      *s2 = '\0';
+      from = named;
+    }
+    const char *b = strrchr(from, '/');
+    b = b ? b + 1 : from;
+    if (!*b || !strcmp(b, ".") || !strcmp(b, "..")) b = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    snprintf(name, sizeof name, "%.127s", b);
+    model = name;
+  }
+  hs__key *key = NULL;
+  int rc = hs__key_load(key_path, &key, err);
+  if (rc != HS_OK) return rc;
+  char *text = NULL, *msg = NULL, *sig = NULL;
+  size_t len = 0, mlen = 0, slen = 0;
+  rc = hs_file_read(real, HS__MAX_CONFIG_BYTES, &text, &len, err);
+  if (rc == HS_OK) rc = hs__config_message(model, text, len, &msg, &mlen, err);
+  if (rc == HS_OK) rc = hs__sign(key, msg, mlen, &sig, &slen, err);
+  if (rc == HS_OK) rc = hs__write_file_atomic(dir, HS_REPO_CONFIG_SIGNATURE_NAME, sig, slen, 0644, err);
+  free(text);
+  free(msg);
   free(sig);
   hs__key_free(key);
   return rc;
@@ -177,10 +235,12 @@ static int64_t next_free_version(const char *model_dir) {
   return max + 1;
 }
 
-#define STALE_STAGING_SECONDS (24 * 3600)
+/* A staging directory is stale when no publisher holds its lock (flock on the directory, taken
+ * right after mkdtemp and held until the rename) and it is older than this, which covers the
+ * moment between mkdtemp and flock. */
+#define STALE_STAGING_SECONDS 120
 
-/* Removes .staging-* directories left by publishers that died more than a day ago (a live
- * publisher's staging directory is younger: its mtime moves as it copies). */
+/* Removes .staging-* directories left by publishers that died (killed, crashed, power loss). */
 static void remove_stale_staging(const char *model_dir) {
   DIR *d = opendir(model_dir);
   if (!d) return;
@@ -192,8 +252,13 @@ static void remove_stale_staging(const char *model_dir) {
     struct stat st;
     if (hs__path_join(path, sizeof path, model_dir, e->d_name, NULL) != HS_OK) continue;
     if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || now - st.st_mtime < STALE_STAGING_SECONDS) continue;
-    HS_LOGI("publish: removing %s, left by a publisher that did not finish", path);
-    remove_tree(path);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) { /* no live publisher holds it */
+      HS_LOGI("publish: removing %s, left by a publisher that did not finish", path);
+      remove_tree(path);
+    }
+    close(fd);
   }
   closedir(d);
 }
@@ -210,7 +275,9 @@ static int rename_noreplace(const char *staging, const char *target) {
 int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version, const char *key_path,
                     int64_t *out_version, hs_error *err) {
   if (out_version) *out_version = 0;
-  if (version < 0) return hs_error_set(err, HS_INVALID_ARGUMENT, "version must be a positive integer");
+  if (version < 0 || version > HS_REPO_VERSION_MAX)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "version must be a positive integer of at most 18 digits "
+                        "(the highest a server serves is %lld)", HS_REPO_VERSION_MAX);
   char src_real[PATH_MAX];
   if (!realpath(src_dir, src_real)) return hs_error_set(err, HS_IO, "%s: %s", src_dir, strerror(errno));
   int mrc = make_dirs(model_dir, err);
@@ -256,6 +323,13 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
     return rc != HS_OK ? rc : hs_error_set(err, HS_IO, "cannot create a staging directory in %s: %s", model_dir, strerror(errno));
   }
   chmod(staging, 0755);
+  /* Held until the staging directory is renamed or removed: a publisher that sees it while we
+   * copy (remove_stale_staging) leaves it alone; once we die the kernel drops the lock. */
+  int lock_fd = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    close(lock_fd);
+    lock_fd = -1;
+  }
   for (size_t i = 0; i < l.n && rc == HS_OK; i++) {
     const hs__file *f = &l.files[i];
     if (strcmp(f->rel, HS_REPO_MANIFEST_NAME) == 0 || strcmp(f->rel, HS_REPO_SIGNATURE_NAME) == 0) continue;
@@ -267,10 +341,30 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
   hs__listing_free(&l);
   if (rc == HS_OK && nftw(staging, fsync_dirs_cb, 16, FTW_DEPTH | FTW_PHYS) != 0)
     rc = hs_error_set(err, HS_IO, "fsync of the staging directory failed");
-  if (rc == HS_OK) rc = hs_repo_sign_dir(staging, key_path, err); /* manifest last, dir fsynced */
+  /* The model's name as the repository lists it (MODEL_DIR may be a link to elsewhere). */
+  char model_name[HS_NAME_MAX];
+  const char *base = model_dir + strlen(model_dir);
+  while (base > model_dir && base[-1] == '/') base--;
+  const char *end = base;
+  while (base > model_dir && base[-1] != '/') base--;
+  bool dots = (end - base == 1 && base[0] == '.') || (end - base == 2 && base[0] == '.' && base[1] == '.');
+  if (end == base || dots || (size_t)(end - base) >= sizeof model_name) {
+    base = strrchr(model_real, '/') + 1;
+    end = base + strlen(base);
+  }
+  snprintf(model_name, sizeof model_name, "%.*s", (int)(end - base), base);
   int64_t v_used = version;
   for (int attempt = 0; rc == HS_OK; attempt++) {
     if (version == 0) v_used = next_free_version(model_real);
+    if (v_used > HS_REPO_VERSION_MAX) {
+      rc = hs_error_set(err, HS_INVALID_ARGUMENT, "no version number left in %s: the highest a server serves is %lld",
+                        model_dir, HS_REPO_VERSION_MAX);
+      break;
+    }
+    /* The manifest (written last, dir fsynced) names the model and this number; if another
+     * publisher takes the number first, the next attempt signs again for the next one. */
+    rc = hs_repo_sign_dir_as(staging, key_path, model_name, v_used, err);
+    if (rc != HS_OK) break;
     char target[HS_PATH_MAX], name[32];
     snprintf(name, sizeof name, "%lld", (long long)v_used);
     rc = hs__path_join(target, sizeof target, model_real, name, err);
@@ -284,10 +378,9 @@ int hs_repo_publish(const char *src_dir, const char *model_dir, int64_t version,
     else
       rc = hs_error_set(err, HS_IO, "rename into %s: %s", target, strerror(e));
   }
-  if (rc != HS_OK) {
-    remove_tree(staging);
-    return rc;
-  }
+  if (rc != HS_OK) remove_tree(staging);
+  if (lock_fd >= 0) close(lock_fd);
+  if (rc != HS_OK) return rc;
   fsync_path(model_real, O_RDONLY | O_DIRECTORY, NULL);
   if (out_version) *out_version = v_used;
   return HS_OK;

@@ -19,6 +19,15 @@ int hs_repo_keygen(const char *name, bool hmac, hs_error *err);
  * present manifest always has its signature beside it. Without a key an old signature is removed.
  * Symlinks leading out of dir are refused (HS_VERIFY). */
 int hs_repo_sign_dir(const char *dir, const char *key_path, hs_error *err);
+/* As hs_repo_sign_dir, and the manifest names model and version (it is served only there).
+ * hs_repo_sign_dir takes them from DIR's name when it is MODEL/VERSION (else the manifest is
+ * unbound, which a server with --require-signature refuses). model NULL: unbound. */
+int hs_repo_sign_dir_as(const char *dir, const char *key_path, const char *model, int64_t version, hs_error *err);
+
+/* Writes MODEL/config.json.sig beside config_path (a model's config.json): a signature with
+ * key_path over the model's name and the config's bytes (docs/REPOSITORY.md). model NULL: the
+ * name of the directory holding config_path. */
+int hs_repo_sign_config(const char *config_path, const char *key_path, const char *model, hs_error *err);
 
 /* Publishes src_dir as a new version of the model at model_dir (created when missing): copies
  * it into model_dir/.staging-XXXXXX (same filesystem), fsyncs every file and directory, writes

@@ -16,11 +16,15 @@
 
 #define HS_PATH_MAX 4096
 #define HS_NAME_MAX 128
+/* The highest version number served: version directories have at most 18 decimal digits. */
+#define HS_REPO_VERSION_MAX 999999999999999999LL
 
 /* Written by `hotserve sign`/`publish` into a version directory: the manifest (every other file's
  * path, size, SHA-256) and the signature over the manifest's exact bytes. See docs/REPOSITORY.md. */
 #define HS_REPO_MANIFEST_NAME "hotserve-manifest.json"
 #define HS_REPO_SIGNATURE_NAME "hotserve-manifest.sig"
+/* Beside ROOT/<model>/config.json: its signature (required with --require-signature). */
+#define HS_REPO_CONFIG_SIGNATURE_NAME "config.json.sig"
 
 /* ---- per-model configuration (ROOT/<model>/config.json; every field optional) ---- */
 typedef enum { HS_POLICY_LATEST, HS_POLICY_ALL, HS_POLICY_SPECIFIC } hs_version_policy_kind;
@@ -28,7 +32,7 @@ typedef enum { HS_POLICY_LATEST, HS_POLICY_ALL, HS_POLICY_SPECIFIC } hs_version_
 typedef enum { HS_WARMUP_ZEROS, HS_WARMUP_RANDOM, HS_WARMUP_FILES } hs_warmup_kind;
 
 typedef struct hs_model_config {
-  char backend[64];                  /* "onnx" (default) or a path to a backend .so */
+  char backend[64];                  /* "onnx" (default) or the name of a plug-in in --backend-dir */
   hs_version_policy_kind policy;     /* default HS_POLICY_LATEST */
   int latest_n;                      /* for LATEST; default 1 */
   int64_t specific[32];              /* for SPECIFIC */
@@ -47,8 +51,9 @@ typedef struct hs_model_config {
 } hs_model_config;
 
 /* Fills cfg with defaults, then overlays ROOT/<model>/config.json when present. A malformed
- * config is HS_PARSE with the field named; a config (or a "backend" path in it) leading out of the
- * model's directory is HS_VERIFY ("unsafe_path"); one over 1 MiB is HS_LIMIT. */
+ * config is HS_PARSE with the field named; a config leading out of the model's directory, one that
+ * is not a regular file, or a "backend" that is a path is HS_VERIFY ("unsafe_path"); one over 1 MiB
+ * is HS_LIMIT. The scanner additionally requires config.json.sig with --require-signature. */
 int hs_repo_load_config(const char *root, const char *model, hs_model_config *cfg, hs_error *err);
 /* The same for config text in memory (len bytes, need not be NUL-terminated). */
 int hs_repo_parse_config(const char *text, size_t len, hs_model_config *cfg, hs_error *err);
@@ -101,7 +106,8 @@ typedef struct hs_repo_model {
   int config_status;               /* HS_OK, or the error loading config.json (then reason below).
                                       When it is not HS_OK, versions is empty: the model's policy is
                                       unknown, so keep serving what is loaded and report the error. */
-  char config_reason_code[32];     /* "bad_config", "unsafe_path" or "limit" when config_status != 0 */
+  char config_reason_code[32];     /* "bad_config", "unsafe_path", "limit", "io", or with signatures
+                                      required "unsigned", "bad_signature", "unknown_key" */
   char config_error[256];
   /* The versions the policy selects, ascending. LATEST N selects the N highest READY versions plus
    * every higher-numbered version that is PENDING or INVALID (so its state can be reported); ALL

@@ -38,6 +38,8 @@ typedef enum {
   HS__R_UNSAFE_PATH,
   HS__R_LIMIT,
   HS__R_IO, /* could not read the directory: transient, the version stays PENDING */
+  HS__R_WRONG_BINDING, /* the manifest names another model or version than where it lies */
+  HS__R_UNBOUND,       /* signatures required, but the manifest names no model and version */
 } hs__reason;
 
 /* The reason code as the contract spells it ("bad_signature"); "" for HS__R_NONE. */
@@ -117,6 +119,10 @@ typedef struct hs__manifest_entry {
 typedef struct hs__manifest {
   hs__manifest_entry *entries; /* sorted by path */
   size_t n;
+  /* The model and version the manifest was written for ("model", "version"; both or neither).
+   * version 0: not bound (a manifest from before hotserve bound them). */
+  char model[HS_NAME_MAX];
+  int64_t version;
 } hs__manifest;
 
 /* Parses manifest bytes (not NUL-terminated). Malformed: HS__R_BAD_MANIFEST; a path that is
@@ -125,9 +131,10 @@ typedef struct hs__manifest {
 hs__reason hs__manifest_parse(const char *bytes, size_t len, size_t max_files, size_t max_file_bytes,
                               hs__manifest *m, hs__verdict *v);
 void hs__manifest_free(hs__manifest *m);
-/* Builds the manifest text for every file in l except the manifest and signature themselves;
- * *out is malloc'ed (free()). */
-int hs__manifest_build(const hs__listing *l, hs__hash_cache *c, char **out, size_t *len, hs_error *err);
+/* Builds the manifest text for every file in l except the manifest and signature themselves,
+ * bound to model and version (model NULL: not bound); *out is malloc'ed (free()). */
+int hs__manifest_build(const hs__listing *l, hs__hash_cache *c, const char *model, int64_t version, char **out,
+                       size_t *len, hs_error *err);
 /* Compares l (manifest and signature excluded) with m: missing, extra, resized or changed files
  * are HS__R_MANIFEST_MISMATCH; an unreadable file HS__R_IO. */
 hs__reason hs__manifest_check(const hs__manifest *m, const hs__listing *l, hs__hash_cache *c,
@@ -153,12 +160,33 @@ int hs__sign(const hs__key *k, const void *msg, size_t len, char **out, size_t *
 hs__reason hs__verify_signature(const hs_trusted_keys *keys, const void *msg, size_t len,
                                 const char *sig, size_t sig_len, hs__verdict *v);
 
+/* The model and version a directory named MODEL/VERSION stands for, from its name (not resolving
+ * links): 0 and fills both, or -1 (model "" and version 0) when the last component is not a
+ * version number or there is no parent name. */
+int hs__path_binding(const char *dir, char model[HS_NAME_MAX], int64_t *version);
+
+/* ---- config.json and its signature ---- */
+#define HS__CONFIG_SIG_PREFIX "hotserve-config/1\n"
+/* The bytes a config signature covers: HS__CONFIG_SIG_PREFIX, the model's name, '\n', the config
+ * file's bytes (so a signed config copied to another model is refused). *out is malloc'ed. */
+int hs__config_message(const char *model, const char *text, size_t len, char **out, size_t *out_len, hs_error *err);
+/* hs_repo_load_config, and with require_signature config.json must carry a good
+ * config.json.sig from keys. On failure code is the reason code ("unsigned", "bad_signature",
+ * "unknown_key", "unsafe_path", "limit", "bad_config", "io"). */
+int hs__load_config(const char *root, const char *model, bool require_signature, const hs_trusted_keys *keys,
+                    hs_model_config *cfg, char code[32], hs_error *err);
+
 /* ---- one version, checked (shared by the scanner and hs_repo_verify_version) ---- */
 typedef struct hs__check_opts {
   bool require_signature;
   const hs_trusted_keys *keys;
   size_t max_files, max_file_bytes;
   hs__hash_cache *cache; /* may be NULL */
+  /* Where the version lies: a bound manifest must name this model and version (HS__R_WRONG_BINDING
+   * otherwise); with require_signature and model known, an unbound one is HS__R_UNBOUND. NULL / 0:
+   * not known (`hotserve verify` of a directory not named MODEL/VERSION), not compared. */
+  const char *model;
+  int64_t version;
 } hs__check_opts;
 
 /* Checks dir (canonical path) whose symlinks may lead anywhere inside bound, given its listing l.

@@ -185,8 +185,8 @@ static void failure_fingerprint(const uint8_t shape[32], const char *code, char 
 }
 
 /* Decides one version directory (path may be a symlink inside the model dir). */
-static void evaluate_dir(hs_repo *repo, const char *model_real, const char *path, int64_t version,
-                     hs_repo_version *out) {
+static void evaluate_dir(hs_repo *repo, const char *model, const char *model_real, const char *path,
+                         int64_t version, hs_repo_version *out) {
   memset(out, 0, sizeof *out);
   out->version = version;
   char real[PATH_MAX];
@@ -246,7 +246,7 @@ static void evaluate_dir(hs_repo *repo, const char *model_real, const char *path
     return;
   }
   hs__check_opts o = {repo->opts.require_signature, repo->opts.keys, repo->opts.max_files,
-                      repo->opts.max_file_bytes, repo->cache};
+                      repo->opts.max_file_bytes, repo->cache, model, version};
   bool has_manifest = false;
   char fp[65];
   r = hs__check_version(real, &l, &o, &has_manifest, fp, &v);
@@ -273,10 +273,10 @@ static void evaluate_dir(hs_repo *repo, const char *model_real, const char *path
   e->result = *out;
 }
 
-static void evaluate(hs_repo *repo, const char *model_real, const char *path, int64_t version,
+static void evaluate(hs_repo *repo, const char *model, const char *model_real, const char *path, int64_t version,
                      hs_repo_version *out) {
   uint64_t t0 = hs_now_ns();
-  evaluate_dir(repo, model_real, path, version, out);
+  evaluate_dir(repo, model, model_real, path, version, out);
   out->verify_ms = (double)(hs_now_ns() - t0) / 1e6;
 }
 
@@ -291,6 +291,26 @@ static bool parse_version(const char *name, int64_t *out) {
   }
   *out = v;
   return true;
+}
+
+int hs__path_binding(const char *dir, char model[HS_NAME_MAX], int64_t *version) {
+  model[0] = '\0';
+  *version = 0;
+  char buf[HS_PATH_MAX];
+  if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return -1;
+  size_t n = strlen(buf);
+  while (n > 1 && buf[n - 1] == '/') buf[--n] = '\0';
+  char *slash = strrchr(buf, '/');
+  const char *base = slash ? slash + 1 : buf;
+  if (!parse_version(base, version)) return -1;
+  if (!slash) return -1;
+  *slash = '\0';
+  while (slash > buf && slash[-1] == '/') *--slash = '\0';
+  char *pslash = strrchr(buf, '/');
+  const char *parent = pslash ? pslash + 1 : buf;
+  if (strlen(parent) >= HS_NAME_MAX || !*parent || !strcmp(parent, ".") || !strcmp(parent, "..")) return -1;
+  snprintf(model, HS_NAME_MAX, "%s", parent);
+  return 0;
 }
 
 static bool valid_model_name(const char *name) {
@@ -339,12 +359,10 @@ static bool policy_lists(const hs_model_config *c, int64_t v) {
 static void scan_model(hs_repo *repo, const char *model_dir, const char *model_real, hs_repo_model *m) {
   hs_error err;
   hs_error_clear(&err);
-  m->config_status = hs_repo_load_config(repo->root, m->name, &m->config, &err);
+  m->config_status = hs__load_config(repo->root, m->name, repo->opts.require_signature, repo->opts.keys,
+                                     &m->config, m->config_reason_code, &err);
   if (m->config_status != HS_OK) {
-    snprintf(m->config_reason_code, sizeof m->config_reason_code, "%s",
-             m->config_status == HS_VERIFY  ? "unsafe_path"
-             : m->config_status == HS_LIMIT ? "limit"
-                                            : "bad_config");
+    if (!m->config_reason_code[0]) snprintf(m->config_reason_code, sizeof m->config_reason_code, "bad_config");
     snprintf(m->config_error, sizeof m->config_error, "%.255s", err.message);
     return;
   }
@@ -399,7 +417,7 @@ static void scan_model(hs_repo *repo, const char *model_dir, const char *model_r
     char path[HS_PATH_MAX];
     if (hs__path_join(path, sizeof path, model_real, dirs[i].name, NULL) != HS_OK) continue;
     hs_repo_version *out = &m->versions[m->n_versions++];
-    evaluate(repo, model_real, path, dirs[i].version, out);
+    evaluate(repo, m->name, model_real, path, dirs[i].version, out);
     if (past_policy && out->state != HS_VERSION_INVALID) {
       /* Past the policy's N, refused versions are still reported down to the next READY one (the
        * version the newest replaced): a broken version that a good one superseded before any scan
@@ -497,6 +515,10 @@ int hs_repo_verify_version(const char *dir, bool require_signature, const hs_tru
   else
     *slash = '\0';
   if (!realpath(named, parent)) return hs_error_set(err, HS_IO, "%s: %s", named, strerror(errno));
+  /* The binding to compare with: DIR as named is MODEL/VERSION (its own name and its parent's). */
+  char model_name[HS_NAME_MAX] = "";
+  int64_t named_version = 0;
+  if (hs__path_binding(dir, model_name, &named_version) != 0) hs__path_binding(real, model_name, &named_version);
   snprintf(out->dir, sizeof out->dir, "%s", real);
   hs__path_join(out->model_path, sizeof out->model_path, real, "model.onnx", NULL);
   const char *base = strrchr(real, '/');
@@ -510,7 +532,7 @@ int hs_repo_verify_version(const char *dir, bool require_signature, const hs_tru
   if (r == HS__R_NONE) {
     for (size_t i = 0; i < l.n; i++) out->total_bytes += l.files[i].size;
     out->n_files = l.n;
-    hs__check_opts o = {require_signature, keys, 0, 0, NULL};
+    hs__check_opts o = {require_signature, keys, 0, 0, NULL, model_name[0] ? model_name : NULL, named_version};
     r = hs__check_version(real, &l, &o, &has_manifest, out->fingerprint, &vd);
     if (r == HS__R_NONE && !has_manifest) {
       uint8_t shape[32];

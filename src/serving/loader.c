@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backends/plugins.h"
 #include "base/log.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
@@ -73,21 +74,12 @@ static bool over_memory_limit(const hs_registry *r, size_t estimate, size_t rss)
 
 /* ---- one load ---- */
 
-static const hs_backend *pick_backend(const hs_model_config *cfg, const char *model_dir, hs_error *err) {
+static const hs_backend *pick_backend(const hs_model_config *cfg, hs_error *err) {
   if (cfg->backend[0] == '\0' || strcmp(cfg->backend, "onnx") == 0 || strcmp(cfg->backend, "onnx-cpu") == 0)
     return hs_backend_onnx_cpu();
-  if (strstr(cfg->backend, "..") || cfg->backend[0] == '/') {
-    hs_error_set(err, HS_INVALID_ARGUMENT, "backend \"%s\": a backend library must lie inside the model folder",
-                 cfg->backend);
-    return NULL;
-  }
-  char path[HS_PATH_MAX];
-  if (snprintf(path, sizeof path, "%s/%s", model_dir, cfg->backend) >= (int)sizeof path) {
-    hs_error_set(err, HS_LIMIT, "backend path too long");
-    return NULL;
-  }
+  /* A plug-in by name, only from the operator's --backend-dir, never a path the repository names. */
   const hs_backend *b = NULL;
-  if (hs_backend_load_shared(path, &b, err) != HS_OK) return NULL;
+  if (hs_backend_load_plugin(cfg->backend, &b, err) != HS_OK) return NULL;
   return b;
 }
 
@@ -160,9 +152,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     goto fail;
   }
 
-  char model_dir[HS_PATH_MAX];
-  snprintf(model_dir, sizeof model_dir, "%s/%s", r->root, m->name);
-  v->backend = pick_backend(cfg, model_dir, &err);
+  v->backend = pick_backend(cfg, &err);
   if (!v->backend) goto fail;
   hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads};
   if (v->backend->load(rv->model_path, &bo, &v->bm, &err) != HS_OK) {

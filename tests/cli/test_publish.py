@@ -98,6 +98,47 @@ def main():
         run("verify", out, "--trusted-key", "rel.pub")
         p = run("verify", f"{model}/1", "--trusted-key", "rel.pub", expect=1)
         assert ": unsigned: " in p.stderr
+
+        # Version numbers a server never serves (more than 18 digits) are refused, and the
+        # automatic number stops at the highest servable one instead of running past it.
+        small = os.path.join(tmp, "small")
+        os.makedirs(small)
+        with open(os.path.join(small, "model.onnx"), "wb") as f:
+            f.write(b"x" * 100)
+        top = os.path.join(tmp, "repo", "top")
+        p = run("publish", small, top, "--version", "1000000000000000000", expect=2)
+        assert "at most 999999999999999999" in p.stderr, p.stderr
+        run("publish", small, top, "--version", "99999999999999999999999", expect=2)
+        assert run("publish", small, top, "--version", "999999999999999999").stdout.strip() == f"{top}/999999999999999999"
+        p = run("publish", small, top, expect=1)
+        assert "no version number left" in p.stderr, p.stderr
+        assert sorted(os.listdir(top)) == ["999999999999999999"], os.listdir(top)
+
+        # Staging directories of killed publishers: an old unlocked one is removed by the next
+        # publish; one whose publisher still holds its lock, and a young one, are left alone.
+        import fcntl
+        import time
+        stale = os.path.join(model, ".staging-dead01")
+        held = os.path.join(model, ".staging-live01")
+        young = os.path.join(model, ".staging-young1")
+        for d in (stale, held, young):
+            os.makedirs(os.path.join(d, "sub"))
+            with open(os.path.join(d, "sub", "model.onnx"), "wb") as f:
+                f.write(b"partial")
+        old = time.time() - 3600
+        for d in (stale, held):
+            os.utime(d, (old, old))
+        lock_fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            run("publish", small, model)
+        finally:
+            os.close(lock_fd)
+        assert not os.path.exists(stale), "a stale unlocked staging directory was left behind"
+        assert os.path.isdir(held), "a staging directory whose publisher holds the lock was removed"
+        assert os.path.isdir(young), "a staging directory younger than two minutes was removed"
+        run("publish", small, model)  # the lock is gone now: the old one goes too
+        assert not os.path.exists(held), "an old staging directory was kept after its lock was dropped"
         print("ok")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <dirent.h>
@@ -510,6 +511,93 @@ static void test_signatures(void **state) {
 
 /* ---- paths that lead out ---- */
 
+/* A manifest names its model and version: a copy elsewhere is wrong_binding; with signatures
+ * required an unbound one is refused, and config.json needs a signature over its model's name. */
+static void test_binding_and_signed_config(void **state) {
+  fixture *f = *state;
+  hs_error err;
+  hs_error_clear(&err);
+  char k[4096];
+  snprintf(k, sizeof k, "%s", P("%s/bk", f->dir));
+  assert_int_equal(hs_repo_keygen(k, false, &err), HS_OK);
+  hs_trusted_keys *t = trust(P("%s.pub", k));
+  char key[4200];
+  snprintf(key, sizeof key, "%s.key", k);
+
+  make_version(P("%s/a/1", f->root), "bound to a/1");
+  sign(P("%s/a/1", f->root), key);
+  char *manifest = strdup(read_text(P("%s/a/1/hotserve-manifest.json", f->root))); /* read_text: a static buffer */
+  assert_non_null(strstr(manifest, "\"model\": \"a\""));
+  assert_non_null(strstr(manifest, "\"version\": 1"));
+  /* The same signed bytes under b/1 and a/2. */
+  char *model = strdup(read_text(P("%s/a/1/model.onnx", f->root))); /* read_text: a static buffer */
+  char *sig = strdup(read_text(P("%s/a/1/hotserve-manifest.sig", f->root))); /* read_text: a static buffer */
+  const char *copies[] = {"b/1", "a/2"};
+  for (size_t i = 0; i < 2; i++) {
+    mkdirs(P("%s/%s", f->root, copies[i]));
+    write_text(P("%s/%s/model.onnx", f->root, copies[i]), model);
+    write_text(P("%s/%s/hotserve-manifest.json", f->root, copies[i]), manifest);
+    write_text(P("%s/%s/hotserve-manifest.sig", f->root, copies[i]), sig);
+  }
+  /* An unbound signed manifest: signed as "not MODEL/VERSION", then moved to c/1. */
+  make_version(P("%s/loose", f->dir), "unbound");
+  sign(P("%s/loose", f->dir), key);
+  mkdirs(P("%s/c", f->root));
+  assert_int_equal(rename(P("%s/loose", f->dir), P("%s/c/1", f->root)), 0);
+
+  char code[32];
+  hs_repo *r = open_repo(f->root, true, t, 0);
+  assert_int_equal(state_of(r, "a", 1, code), HS_VERSION_READY);
+  assert_int_equal(state_of(r, "b", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "wrong_binding");
+  assert_int_equal(state_of(r, "c", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "unbound");
+  hs_repo_close(r);
+  r = open_repo(f->root, false, NULL, 0); /* binding holds without signatures too; unbound is fine */
+  assert_int_equal(state_of(r, "b", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "wrong_binding");
+  assert_int_equal(state_of(r, "c", 1, code), HS_VERSION_READY);
+  hs_repo_close(r);
+  /* a/2 is reported only as a refused version above the ready a/1 under "latest 1". */
+  r = open_repo(f->root, true, t, 0);
+  hs_repo_snapshot *s = scan(r);
+  const hs_repo_version *v2 = find_version(s, "a", 2);
+  assert_non_null(v2);
+  assert_int_equal(v2->state, HS_VERSION_INVALID);
+  assert_string_equal(v2->reason_code, "wrong_binding");
+  hs_repo_snapshot_free(s);
+
+  /* config.json: unsigned refused, signed accepted, a signature for another model refused. */
+  write_text(P("%s/a/config.json", f->root), "{\"threads\": 2}");
+  s = scan(r);
+  assert_int_equal(find_model(s, "a")->config_status, HS_VERIFY);
+  assert_string_equal(find_model(s, "a")->config_reason_code, "unsigned");
+  hs_repo_snapshot_free(s);
+  assert_int_equal(hs_repo_sign_config(P("%s/a/config.json", f->root), key, NULL, &err), HS_OK);
+  s = scan(r);
+  assert_int_equal(find_model(s, "a")->config_status, HS_OK);
+  assert_int_equal(find_model(s, "a")->config.threads, 2);
+  hs_repo_snapshot_free(s);
+  assert_int_equal(hs_repo_sign_config(P("%s/a/config.json", f->root), key, "b", &err), HS_OK);
+  s = scan(r);
+  assert_int_equal(find_model(s, "a")->config_status, HS_VERIFY);
+  assert_string_equal(find_model(s, "a")->config_reason_code, "bad_signature");
+  hs_repo_snapshot_free(s);
+  /* A config.json.sig that is a link out of the model directory is not followed. */
+  assert_int_equal(hs_repo_sign_config(P("%s/a/config.json", f->root), key, NULL, &err), HS_OK);
+  assert_int_equal(rename(P("%s/a/config.json.sig", f->root), P("%s/outside.sig", f->dir)), 0);
+  assert_int_equal(symlink(P("%s/outside.sig", f->dir), P("%s/a/config.json.sig", f->root)), 0);
+  s = scan(r);
+  assert_int_equal(find_model(s, "a")->config_status, HS_VERIFY);
+  assert_string_equal(find_model(s, "a")->config_reason_code, "unsafe_path");
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+  free(manifest);
+  free(model);
+  free(sig);
+  hs_trusted_keys_free(t);
+}
+
 static void test_unsafe_paths(void **state) {
   fixture *f = *state;
   write_text(P("%s/secret", f->dir), "outside the repository");
@@ -700,6 +788,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_hash_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_binding_and_signed_config, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unsafe_paths, setup, teardown),
       cmocka_unit_test_setup_teardown(test_configmap_data_flip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_limits, setup, teardown),

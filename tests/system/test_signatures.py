@@ -22,7 +22,7 @@ X = np.array([[1.0, -2.0, 0.5, 8.0]], dtype=np.float32)
 def stage_signed(tmp, version, key, tamper=None):
     """Signs a fresh version directory outside the repository; tamper in (None, 'signature', 'file').
     Returns the directory, ready to be renamed into the repository."""
-    d = os.path.join(tmp, "stage", str(version))
+    d = os.path.join(tmp, "stage", "signed", str(version))  # MODEL/VERSION: the manifest names both
     hsys.make_version_src(d, version)
     before = set(os.listdir(d))
     if key is not None:
