@@ -62,6 +62,11 @@ typedef struct hs_infer_result {
 int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs_infer_result *out,
                      hs_error *err);
 
+/* Runs a request on v (held by the caller) without a split or any accounting: the shadow worker's
+ * run (rollout.c). Errors as hs_serving_infer; free *out with hs_infer_result_free. */
+int hs_serving_run_version(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infer_result *out,
+                           hs_error *err);
+
 /* Accounts a request for m that a front end refused before it could be run (it did not decode, or
  * was too large), so /metrics counts every request a model got. */
 void hs_serving_count_refused(hs_model *m, hs_outcome outcome, uint64_t arrival_ns);

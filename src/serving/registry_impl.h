@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "serving/registry.h"
+#include "serving/rollout.h"
 #include "serving/trace.h"
 
 /* An immutable, sorted (ascending) set of the versions a model serves. Each member holds one
@@ -73,6 +74,7 @@ struct hs_model {
   char config_error_seen[256];
   bool seen_in_scan;        /* loader only: during a scan */
   atomic_bool in_repo;      /* the last scan found the model's folder (read by load requests) */
+  hs_rollout *rollout;      /* gray release of new versions (rollout.c) */
 };
 
 typedef struct hs_model_op {
