@@ -42,6 +42,7 @@
 #define RO_BUCKETS 97          /* bucket 0: < 1.024 us; then 4 per doubling up to ~17 s; the last holds the rest */
 #define RO_TICK_NS 100000000ull /* how often the loader looks at an open window */
 #define RO_QUEUE 16            /* shadow copies waiting for the worker */
+#define RO_LATENCY_FLOOR_MS 0.1 /* p99s below this are compared as this (docs/GRAY_RELEASE.md) */
 
 typedef struct ro_arm {
   atomic_uint_least64_t requests, errors;
@@ -629,10 +630,12 @@ static bool judge(hs_rollout *ro, uint64_t elapsed_ns, const char **reason, char
       return false;
     }
   }
-  if (k.p99_ms >= 0 && s.p99_ms > 0 && k.p99_ms > c->max_latency_ratio * s.p99_ms) {
+  /* below RO_LATENCY_FLOOR_MS, a p99 is timer and scheduling noise: the stable one counts as at least that */
+  double base = s.p99_ms > RO_LATENCY_FLOOR_MS ? s.p99_ms : RO_LATENCY_FLOOR_MS;
+  if (k.p99_ms >= 0 && s.p99_ms >= 0 && k.p99_ms > c->max_latency_ratio * base) {
     *reason = "latency";
-    snprintf(detail, cap, "candidate p99 %.3f ms > %g x stable p99 %.3f ms", k.p99_ms, c->max_latency_ratio,
-             s.p99_ms);
+    snprintf(detail, cap, "candidate p99 %.3f ms > %g x stable p99 %.3f ms (floor %g ms)", k.p99_ms,
+             c->max_latency_ratio, s.p99_ms, RO_LATENCY_FLOOR_MS);
     return false;
   }
   *reason = "healthy";
