@@ -206,13 +206,14 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
     hs_sbuf_printf(b, "} %" PRId64 "\n",
                    (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->inflight, memory_order_relaxed));
   }
-  header(b, "hotserve_model_serving_version", "gauge", "The highest version serving (0 when none).");
+  header(b, "hotserve_model_serving_version", "gauge", "The version answering unpinned requests: the highest serving, the stable one during a rollout window (0 when none).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
     hs_version *v = NULL;
     int64_t ver = 0;
     if (hs_model_acquire(m, -1, &v) == HS_OK) ver = hs_version_number(v);
     hs_version_release(v);
+    if (ver > 0 && hs_rollout_stable_version(m) > 0) ver = hs_rollout_stable_version(m);
     hs_sbuf_puts(b, "hotserve_model_serving_version{model=");
     label(b, hs_model_name(m));
     hs_sbuf_printf(b, "} %" PRId64 "\n", ver);

@@ -413,6 +413,8 @@ void hs_model_status_get(hs_model *m, hs_model_status *out) {
   hs_view *view = atomic_load(&m->view);
   out->serving_version = view->n ? view->v[view->n - 1]->version : -1;
   reader_exit(m->reg, slot);
+  int64_t stable = hs_rollout_stable_version(m); /* during a rollout window: the stable version */
+  if (stable >= 0 && out->serving_version >= 0) out->serving_version = stable;
   pthread_mutex_lock(&m->status_mu);
   out->n = m->history_n;
   for (size_t i = 0; i < m->history_n; i++)

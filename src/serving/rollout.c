@@ -742,4 +742,10 @@ void hs_rollout_status_get(hs_model *m, hs_rollout_status *out) {
   out->dropped = atomic_load(&ro->dropped);
 }
 
+int64_t hs_rollout_stable_version(const hs_model *m) {
+  const hs_rollout *ro = m->rollout;
+  if (atomic_load_explicit(&ro->mode, memory_order_acquire) == HS_ROLLOUT_IMMEDIATE) return -1;
+  return atomic_load_explicit(&ro->stable_v, memory_order_relaxed);
+}
+
 const hs_rollout_metrics *hs_rollout_metrics_get(const hs_model *m) { return &m->rollout->metrics; }

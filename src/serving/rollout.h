@@ -82,6 +82,8 @@ typedef struct hs_rollout_status {
 } hs_rollout_status;
 
 void hs_rollout_status_get(hs_model *m, hs_rollout_status *out);
+/* The stable version while a window is open (what "serving version" means then), else -1. Lock-free. */
+int64_t hs_rollout_stable_version(const hs_model *m);
 const char *hs_rollout_strategy_name(hs_rollout_strategy s);
 
 /* Cumulative counters for /metrics (never reset). */

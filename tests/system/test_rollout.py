@@ -136,6 +136,7 @@ def case_split(srv, c, d, repo):
     check(ro["strategy"] == "canary" and ro["stable_version"] == "1" and ro["candidate_version"] == "2",
           "status rollout during the window: %r" % ro)
     check(ro["weight"] == 20 and ro["time_left_s"] > 0, "status rollout weight/time_left: %r" % ro)
+    check(hsys.serving_version(c, m) == "1", "status serving_version during the window is not the stable one")
     check(ro["candidate"]["requests"] == counts[2] and ro["stable"]["requests"] == counts[1],
           "status counts %r/%r, the client saw %r (pinned requests must not count)"
           % (ro["stable"]["requests"], ro["candidate"]["requests"], counts))
@@ -149,6 +150,7 @@ def case_split(srv, c, d, repo):
     check(r.status == 200 and r.json().get("outcome") == "promoted", "manual promote: HTTP %d %r" % (r.status, r.body))
     for i in range(50):
         check(d.infer(m, binary=(i % 2 == 1)) == 2, "after a promote, version 1 still answered")
+    check(hsys.serving_version(c, m) == "2", "status serving_version after the promote is not 2")
     ro = rollout(c, m)
     last = ro["last_decision"]
     check(ro["state"] == "idle" and last["outcome"] == "promoted" and last["reason"] == "manual"
