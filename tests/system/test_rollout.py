@@ -12,12 +12,16 @@ One real server over one repository with a model per case, real HTTP throughout:
            the fixed content under the same number is tried and promoted.
   shright  shadow of a version with the same outputs: every answer from the stable one, then promoted.
   shwrong  shadow of a version with different outputs: rolled back on output disagreement.
+  quiet    a canary that gets no traffic: rolled back ("too_few_requests") at max_seconds.
+  split also checks that SIGHUP leaves an open window alone, and that a newer version arriving during
+  a window retires the old candidate ("superseded") and restarts the window against the same stable one.
 Every inference request in the test must succeed (HTTP 200) and carry output = x + K of the version it
 names (y = x + K identifies version K's model).
 """
 import json
 import os
 import shutil
+import signal
 import time
 
 import numpy as np
@@ -159,7 +163,7 @@ def case_split(srv, c, d, repo):
     check(r.status == 409, "rollback with no window open: HTTP %d, wanted 409" % r.status)
     check(c.metrics().get("hotserve_rollout_decisions_total", model=m, outcome="promoted", reason="manual") == 1,
           "decisions_total{promoted,manual} is not 1")
-    check(srv.log_matching(r"model split: rollout: version 2 promoted"), "no log line for the promote")
+    srv.wait_log(r"model split: rollout: version 2 promoted", "a log line for the promote")
 
     # a second candidate, rolled back by hand: not retried by rescans, retried once its content changes
     repo.publish(m, 3, 3)
@@ -174,12 +178,28 @@ def case_split(srv, c, d, repo):
     for _ in range(2):
         hsys.rescan(c)
     check(rollout(c, m)["state"] == "idle", "a rolled-back version was tried again unchanged")
+    srv.wait_log(r"model split: rollout: version 3 rolled back \(manual", "a log line for the rollback")
     check(len(srv.log_matching(r"model split version 3 ready")) == 1, "the rolled-back version 3 was loaded again")
-    check(srv.log_matching(r"model split: rollout: version 3 rolled back \(manual"), "no log line for the rollback")
     repo.publish(m, 3, 3, extra="same model, new content: a new fingerprint")
     hsys.rescan(c)
     wait_state(c, m, "canary", candidate=3)
-    check(len(srv.log_matching(r"model split version 3 ready")) == 2, "changed content of version 3 not loaded")
+    hsys.wait_for(lambda: len(srv.log_matching(r"model split version 3 ready")) == 2,
+                  "the changed content of version 3 to be loaded (a second log line)")
+
+    # SIGHUP during a window rescans and leaves the window alone
+    os.kill(srv.pid, signal.SIGHUP)
+    hsys.rescan(c)
+    check(rollout(c, m)["candidate_version"] == "3", "SIGHUP disturbed the open window")
+    # a newer version during a window: the old candidate retires, the window restarts with the newest
+    repo.publish(m, 4, 4)
+    hsys.rescan(c)
+    ro = wait_state(c, m, "canary", candidate=4)
+    check(ro["stable_version"] == "2" and ro["last_decision"]["version"] == "3"
+          and (ro["last_decision"]["outcome"], ro["last_decision"]["reason"]) == ("retired", "superseded"),
+          "a newer version during a window: %r" % ro)
+    seen = set(d.infer(m) for _ in range(100))
+    check(seen == {2, 4}, "after the restart, answers came from %s, wanted {2, 4}" % sorted(seen))
+    srv.wait_log(r"model split: rollout: candidate version 3 retired \(superseded", "a log line for the retire")
 
 
 def test(tmp, args):
@@ -193,13 +213,14 @@ def test(tmp, args):
     repo.model("slow", dict(fast, strategy="canary", weight=50, max_latency_ratio=5))
     repo.model("bad", dict(fast, strategy="canary", weight=50))
     repo.model("shright", dict(fast, strategy="shadow", fraction=1.0))
+    repo.model("quiet", {"strategy": "canary", "weight": 50, "min_requests": 1000000, "max_seconds": 1})
     repo.model("shwrong", dict(fast, strategy="shadow", fraction=1.0, output_rtol=1e-3, output_atol=1e-4))
-    for m in ("split", "good", "slow", "bad", "shright", "shwrong"):
+    for m in ("split", "good", "slow", "bad", "shright", "shwrong", "quiet"):
         repo.publish(m, 1, 1)
     srv = hsys.Server(repo.root, "--poll-interval", "0.2", "--settle", "0.1")
     c = srv.conn()
     d = Driver(c, repo)
-    for m in ("split", "good", "slow", "bad", "shright", "shwrong"):
+    for m in ("split", "good", "slow", "bad", "shright", "shwrong", "quiet"):
         hsys.wait_serving(c, m, 1)
         check(rollout(c, m)["state"] == "idle", "%s: the first version must serve at once" % m)
 
@@ -209,8 +230,13 @@ def test(tmp, args):
     repo.publish("bad", 2, 2, shape=(1, 8))
     repo.publish("shright", 2, 1)   # same outputs as version 1
     repo.publish("shwrong", 2, 9)   # different outputs
+    repo.publish("quiet", 2, 2)     # no traffic at all: max_seconds passes with too few requests
     hsys.rescan(c)
     case_split(srv, c, d, repo)
+
+    last = hsys.wait_for(lambda: rollout(c, "quiet")["last_decision"], "quiet's window to end after max_seconds")
+    check((last["outcome"], last["reason"]) == ("rolled_back", "too_few_requests"), "quiet: %r" % last)
+    check(d.infer("quiet") == 1, "quiet: version 1 should answer after too few requests")
 
     decided = drive_until_decided(d, c, {"good": 2, "slow": 2, "bad": 2, "shright": 2, "shwrong": 2})
     want = {"good": ("promoted", "healthy"), "slow": ("rolled_back", "latency"), "bad": ("rolled_back", "error_rate"),
@@ -242,6 +268,7 @@ def test(tmp, args):
     for _ in range(2):
         hsys.rescan(c)
     check(rollout(c, "bad")["state"] == "idle", "the rolled-back bad version was tried again unchanged")
+    srv.wait_log(r"model bad: rollout: version 2 rolled back \(error_rate", "a log line for bad's rollback")
     check(len(srv.log_matching(r"model bad version 2 ready")) == 1, "the rolled-back version 2 was loaded again")
     repo.publish("bad", 2, 2)       # fixed content, same number
     hsys.rescan(c)
