@@ -42,6 +42,7 @@
 #define RO_BUCKETS 97          /* bucket 0: < 1.024 us; then 4 per doubling up to ~17 s; the last holds the rest */
 #define RO_TICK_NS 100000000ull /* how often the loader looks at an open window */
 #define RO_QUEUE 16            /* shadow copies waiting for the worker */
+#define RO_SHADOW_UNTIMED 3    /* a shadow window's first runs warm the worker: compared, not timed */
 #define RO_LATENCY_FLOOR_MS 0.1 /* p99s below this are compared as this (docs/GRAY_RELEASE.md) */
 
 typedef struct ro_arm {
@@ -71,7 +72,7 @@ struct hs_rollout {
   atomic_uint_least64_t seq;
   /* the open window's statistics */
   ro_arm stable_arm, cand_arm;
-  atomic_uint_least64_t compared, disagreements, dropped;
+  atomic_uint_least64_t compared, disagreements, dropped, shadow_seen;
   atomic_int manual; /* a pending hs_rollout_cmd */
   hs_rollout_metrics metrics;
   /* loader-owned; the fields status reads are also guarded by mu */
@@ -362,13 +363,15 @@ static void shadow_run(hs_rollout *ro, shadow_job *j) {
   bool agree = rc == HS_OK && outputs_agree(&res, j, rtol, atol);
   if (rc == HS_OK && !agree) atomic_fetch_add_explicit(&ro->metrics.disagreements, 1, memory_order_relaxed);
   if (current) {
+    /* the window's first runs warm the worker thread (thread-local kernel state): compared, not timed */
+    bool timed = atomic_fetch_add(&ro->shadow_seen, 1) >= RO_SHADOW_UNTIMED;
     atomic_fetch_add(&ro->stable_arm.requests, 1);
-    atomic_fetch_add(&ro->stable_arm.hist[bucket_of(j->stable_ns)], 1);
+    if (timed) atomic_fetch_add(&ro->stable_arm.hist[bucket_of(j->stable_ns)], 1);
     atomic_fetch_add(&ro->cand_arm.requests, 1);
     if (rc != HS_OK) {
       atomic_fetch_add(&ro->cand_arm.errors, 1);
     } else {
-      atomic_fetch_add(&ro->cand_arm.hist[bucket_of(res.compute_ns)], 1);
+      if (timed) atomic_fetch_add(&ro->cand_arm.hist[bucket_of(res.compute_ns)], 1);
       atomic_fetch_add(&ro->compared, 1);
       if (!agree) atomic_fetch_add(&ro->disagreements, 1);
     }
@@ -464,6 +467,7 @@ static void start_window(hs_model *m, const hs_rollout_config *cfg, hs_version *
   atomic_store(&ro->compared, 0);
   atomic_store(&ro->disagreements, 0);
   atomic_store(&ro->dropped, 0);
+  atomic_store(&ro->shadow_seen, 0);
   atomic_store(&ro->manual, 0);
   uint64_t now = hs_now_ns();
   pthread_mutex_lock(&ro->mu);
