@@ -50,7 +50,8 @@ typedef struct hs_infer_result {
   uint64_t arrival_ns_;
 } hs_infer_result;
 
-/* Runs one request on version `version` of m (the highest serving one when version < 0). On success
+/* Runs one request on version `version` of m (when version < 0: the highest serving one, or during a
+ * rollout window the stable or the candidate version as the split decides; docs/GRAY_RELEASE.md). On success
  * *out holds the outputs, and the request is accounted in m's metrics and the trace (total time
  * from in->arrival_ns) when the caller frees *out; a failed request is accounted before returning. Errors, with a message in err naming the model and the input:
  *   HS_NOT_FOUND         that version is not loaded
