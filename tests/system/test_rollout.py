@@ -3,8 +3,9 @@
 
 One real server over one repository with a model per case, real HTTP throughout:
   split    canary weight 20: 1000 unpinned requests, the candidate's share in [0.14, 0.26]; pinned
-           requests bypass the split; JSON and binary answers name the version; manual promote, a
-           second candidate rolled back by hand, not retried on rescans, retried once its content changes.
+           requests bypass the split; JSON and binary answers name the version; then, with 3 more
+           clients sending unpinned requests throughout: manual promote, a second candidate rolled back
+           by hand, not retried on rescans, retried once its content changes.
   good     canary of an equal version: promoted after min_requests ("healthy").
   slow     canary of a version with a chain of heavy MatMuls: rolled back on latency.
   bad      canary of a version whose input shape differs: its runs fail, each is re-run on the stable
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 
 import numpy as np
@@ -87,6 +89,40 @@ class Driver:
         return v
 
 
+class Background:
+    """Keep-alive clients sending unpinned requests to one model until stopped (bounded in count and
+    time), each answer checked like Driver's: the promotes, rollbacks and restarts the test causes
+    meanwhile must not fail one of them."""
+
+    def __init__(self, srv, repo, model, n_threads=3, max_each=20000, max_seconds=120):
+        self.stop_ev = threading.Event()
+        self.errors = []
+        self.counts = [0] * n_threads
+        self.threads = []
+        for i in range(n_threads):
+            t = threading.Thread(target=self._run, args=(srv, repo, model, i, max_each, max_seconds), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _run(self, srv, repo, model, i, max_each, max_seconds):
+        d = Driver(srv.conn(), repo)
+        deadline = time.monotonic() + max_seconds * hsys.slow_factor()
+        try:
+            while not self.stop_ev.is_set() and self.counts[i] < max_each and time.monotonic() < deadline:
+                d.infer(model, binary=(self.counts[i] % 3 == 0))
+                self.counts[i] += 1
+        except Exception as e:  # noqa: BLE001 (reported by stop())
+            self.errors.append("background client %d: %s" % (i, e))
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(60)
+        check(not self.errors, "; ".join(self.errors[:3]))
+        check(all(n > 0 for n in self.counts), "a background client sent nothing: %r" % self.counts)
+        return sum(self.counts)
+
+
 def rollout(c, model):
     return c.status(model)["rollout"]
 
@@ -150,6 +186,8 @@ def case_split(srv, c, d, repo):
           "metrics canary candidate count != %d" % counts[2])
     check(mt.get("hotserve_rollout_state", model=m, state="canary") == 1, "metrics rollout state is not canary")
 
+    bg = Background(srv, repo, m)  # concurrent traffic through every swap from here on
+    time.sleep(0.2)
     r = post(c, "/v2/repository/models/%s/rollout/promote" % m)
     check(r.status == 200 and r.json().get("outcome") == "promoted", "manual promote: HTTP %d %r" % (r.status, r.body))
     for i in range(50):
@@ -199,6 +237,8 @@ def case_split(srv, c, d, repo):
           "a newer version during a window: %r" % ro)
     seen = set(d.infer(m) for _ in range(100))
     check(seen == {2, 4}, "after the restart, answers came from %s, wanted {2, 4}" % sorted(seen))
+    n_bg = bg.stop()
+    print("split: %d concurrent background requests through promote, rollback and restart, none failed" % n_bg)
     srv.wait_log(r"model split: rollout: candidate version 3 retired \(superseded", "a log line for the retire")
 
 
