@@ -591,8 +591,9 @@ void hs__rollout_plan(hs_model *m, const hs_rollout_config *cfg, const hs_view *
     }
     /* the candidate left the repository, or the config turned gray release off: what the version
      * policy selects is served (the view is published by the caller) */
-    close_window(m, "retired", top_is_new ? "config_changed" : "candidate_removed",
-                 top_is_new ? "the rollout strategy is now immediate" : "the candidate is no longer selected");
+    bool off = cfg->strategy == HS_ROLLOUT_IMMEDIATE;
+    close_window(m, "retired", off ? "config_changed" : "candidate_removed",
+                 off ? "the rollout strategy is now immediate" : "the candidate is no longer selected");
     return;
   }
   if (cfg->strategy == HS_ROLLOUT_IMMEDIATE || !top_is_new) return;
