@@ -304,7 +304,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
       if (!list_has_version(next, n, old->v[k]->version)) next[n++] = old->v[k];
 
   /* gray release: may open, restart or end a rollout window, keeping the stable version (rollout.c) */
-  hs__rollout_plan(m, &rm->config.rollout, old, next, &n, cap, fresh, n_fresh);
+  hs__rollout_plan(m, &rm->config.rollout, old, next, &n, cap);
 
   bool changed = n != old->n;
   for (size_t k = 0; !changed && k < n; k++) {

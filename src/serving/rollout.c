@@ -568,35 +568,35 @@ static void decide(hs_model *m, bool promote, const char *reason, const char *de
 }
 
 void hs__rollout_plan(hs_model *m, const hs_rollout_config *cfg, const hs_view *old, hs_version **next,
-                      size_t *n, size_t cap, hs_version *const *fresh, size_t n_fresh) {
+                      size_t *n, size_t cap) {
   hs_rollout *ro = m->rollout;
   pthread_mutex_lock(&ro->mu);
   ro->configured = cfg->strategy;
   pthread_mutex_unlock(&ro->mu);
+  /* the candidate is the highest version the policy selects, when it is higher than the stable one */
   hs_version *top = NULL;
   for (size_t i = 0; i < *n; i++)
     if (!top || next[i]->version > top->version) top = next[i];
-  bool top_is_new = top && list_has(fresh, n_fresh, top);
+  bool off = cfg->strategy == HS_ROLLOUT_IMMEDIATE;
 
   hs_version *stable = NULL;
   if (ro->active) {
     stable = ro->stable;
     if (top == ro->cand) goto keep_stable;
-    if (top_is_new && top->version > stable->version && cfg->strategy != HS_ROLLOUT_IMMEDIATE) {
-      char detail[96];
-      snprintf(detail, sizeof detail, "superseded by version %" PRId64, top->version);
-      close_window(m, "retired", "superseded", detail);
-      start_window(m, cfg, stable, top);
+    /* a higher version arrived, the candidate left the repository, or gray release was turned off */
+    bool superseded = top && top->version > ro->cand->version; /* (the policy may no longer list it) */
+    char detail[96];
+    if (off) snprintf(detail, sizeof detail, "the rollout strategy is now immediate");
+    else if (superseded) snprintf(detail, sizeof detail, "superseded by version %" PRId64, top->version);
+    else snprintf(detail, sizeof detail, "the candidate is no longer selected");
+    close_window(m, "retired", off ? "config_changed" : superseded ? "superseded" : "candidate_removed", detail);
+    if (!off && top && top->version > stable->version) {
+      start_window(m, cfg, stable, top); /* the window restarts with the newest candidate */
       goto keep_stable;
     }
-    /* the candidate left the repository, or the config turned gray release off: what the version
-     * policy selects is served (the view is published by the caller) */
-    bool off = cfg->strategy == HS_ROLLOUT_IMMEDIATE;
-    close_window(m, "retired", off ? "config_changed" : "candidate_removed",
-                 off ? "the rollout strategy is now immediate" : "the candidate is no longer selected");
-    return;
+    return; /* what the version policy selects is served (the caller publishes next) */
   }
-  if (cfg->strategy == HS_ROLLOUT_IMMEDIATE || !top_is_new) return;
+  if (off || !top) return;
   for (size_t i = 0; i < old->n; i++) /* the version that answered unpinned requests */
     if (!stable || old->v[i]->version > stable->version) stable = old->v[i];
   /* the first version of a model serves at once; so does new content under the same number */

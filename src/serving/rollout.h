@@ -110,11 +110,12 @@ hs_rollout *hs__rollout_create(hs_model *m);
 /* Ends any window (dropping its references), stops the shadow worker, frees. */
 void hs__rollout_destroy(hs_rollout *ro);
 
-/* Called while the loader plans m's next view (process_model): next[0..*n) is what the version
- * policy would serve, fresh[0..n_fresh) the versions loaded by this scan. Opens, restarts or ends a
- * window, and keeps the stable version in next while a window is open (cap: next's capacity). */
+/* Called while the loader plans m's next view (process_model): old is the view served now, next[0..*n)
+ * what the version policy would serve. Opens a window when next's highest version is higher than the
+ * stable one (old's highest), restarts it for a newer candidate, ends it when the candidate is gone,
+ * and keeps the stable version in next while a window is open (cap: next's capacity). */
 void hs__rollout_plan(hs_model *m, const hs_rollout_config *cfg, const hs_view *old, hs_version **next,
-                      size_t *n, size_t cap, hs_version *const *fresh, size_t n_fresh);
+                      size_t *n, size_t cap);
 
 /* Judges every open window that is due (or has a manual command) and applies the decision. */
 void hs__rollout_tick(hs_registry *r);

@@ -15,7 +15,8 @@ One real server over one repository with a model per case, real HTTP throughout:
   shwrong  shadow of a version with different outputs: rolled back on output disagreement.
   quiet    a canary that gets no traffic: rolled back ("too_few_requests") at max_seconds.
   split also checks that SIGHUP leaves an open window alone, and that a newer version arriving during
-  a window retires the old candidate ("superseded") and restarts the window against the same stable one.
+  a window retires the old candidate ("superseded") and restarts the window against the same stable one,
+  and that removing the candidate from the repository ends the window ("candidate_removed").
 Every inference request in the test must succeed (HTTP 200) and carry output = x + K of the version it
 names (y = x + K identifies version K's model).
 """
@@ -237,6 +238,18 @@ def case_split(srv, c, d, repo):
           "a newer version during a window: %r" % ro)
     seen = set(d.infer(m) for _ in range(100))
     check(seen == {2, 4}, "after the restart, answers came from %s, wanted {2, 4}" % sorted(seen))
+    # the candidate leaves the repository: the window ends, the stable version answers everything
+    # (version 3 goes first, or the policy would make it the next candidate)
+    shutil.rmtree(os.path.join(repo.root, m, "3"))
+    hsys.rescan(c)
+    check(rollout(c, m)["candidate_version"] == "4", "removing version 3 disturbed the window of version 4")
+    shutil.rmtree(os.path.join(repo.root, m, "4"))
+    hsys.rescan(c)
+    ro = wait_state(c, m, "idle")
+    check((ro["last_decision"]["outcome"], ro["last_decision"]["reason"]) == ("retired", "candidate_removed"),
+          "the candidate removed from the repository: %r" % ro["last_decision"])
+    for _ in range(30):
+        check(d.infer(m) == 2, "after the candidate left the repository, version 4 still answered")
     n_bg = bg.stop()
     print("split: %d concurrent background requests through promote, rollback and restart, none failed" % n_bg)
     srv.wait_log(r"model split: rollout: candidate version 3 retired \(superseded", "a log line for the retire")
