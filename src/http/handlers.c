@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "base/log.h"
 #include "serving/infer.h"
+#include "serving/rollout.h"
 
 #define HS_MAX_SEGMENTS 8
 
@@ -121,6 +123,63 @@ static void put_ms(hs_sbuf *b, const char *key, double ms) {
   else hs_sbuf_printf(b, ",\"%s\":%.3f", key, ms);
 }
 
+/* A wall-clock time in ms since the epoch as an RFC 3339 UTC string ("...Z"); null when 0. */
+static void put_time(hs_sbuf *b, const char *key, int64_t unix_ms) {
+  if (unix_ms <= 0) {
+    hs_sbuf_printf(b, ",\"%s\":null", key);
+    return;
+  }
+  time_t s = (time_t)(unix_ms / 1000);
+  struct tm tm;
+  gmtime_r(&s, &tm);
+  hs_sbuf_printf(b, ",\"%s\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"", key, tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000));
+}
+
+static void put_version_or_null(hs_sbuf *b, const char *key, int64_t v) {
+  if (v < 0) hs_sbuf_printf(b, ",\"%s\":null", key);
+  else hs_sbuf_printf(b, ",\"%s\":\"%" PRId64 "\"", key, v);
+}
+
+static void put_arm(hs_sbuf *b, const char *key, const hs_rollout_arm_status *a) {
+  hs_sbuf_printf(b, ",\"%s\":{\"requests\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"error_rate\":%.6f", key,
+                 a->requests, a->errors, a->error_rate);
+  if (a->p99_ms < 0) hs_sbuf_puts(b, ",\"p99_ms\":null}");
+  else hs_sbuf_printf(b, ",\"p99_ms\":%.3f}", a->p99_ms);
+}
+
+/* The "rollout" object of a model's status (docs/GRAY_RELEASE.md). */
+static void put_rollout(hs_sbuf *b, hs_model *m) {
+  hs_rollout_status rs;
+  hs_rollout_status_get(m, &rs);
+  hs_sbuf_printf(b, ",\"rollout\":{\"strategy\":\"%s\",\"state\":\"%s\"", hs_rollout_strategy_name(rs.strategy),
+                 rs.active ? hs_rollout_strategy_name(rs.window_strategy) : "idle");
+  put_version_or_null(b, "stable_version", rs.stable);
+  put_version_or_null(b, "candidate_version", rs.candidate);
+  if (rs.active) {
+    if (rs.window_strategy == HS_ROLLOUT_CANARY) hs_sbuf_printf(b, ",\"weight\":%g", rs.weight);
+    else hs_sbuf_printf(b, ",\"fraction\":%g", rs.fraction);
+    hs_sbuf_printf(b, ",\"min_requests\":%lld,\"elapsed_s\":%.3f,\"time_left_s\":%.3f", rs.min_requests,
+                   rs.elapsed_s, rs.time_left_s);
+    put_arm(b, "stable", &rs.stable_arm);
+    put_arm(b, "candidate", &rs.candidate_arm);
+    if (rs.window_strategy == HS_ROLLOUT_SHADOW)
+      hs_sbuf_printf(b, ",\"shadow\":{\"compared\":%" PRIu64 ",\"disagreements\":%" PRIu64 ",\"dropped\":%" PRIu64 "}",
+                     rs.compared, rs.disagreements, rs.dropped);
+  }
+  hs_sbuf_puts(b, ",\"last_decision\":");
+  if (!rs.decided) {
+    hs_sbuf_puts(b, "null}");
+    return;
+  }
+  hs_sbuf_printf(b, "{\"version\":\"%" PRId64 "\",\"outcome\":\"%s\",\"reason\":", rs.decision_version, rs.outcome);
+  hs_sbuf_json_str(b, rs.reason);
+  hs_sbuf_puts(b, ",\"detail\":");
+  hs_sbuf_json_str(b, rs.detail);
+  put_time(b, "timestamp", rs.decision_unix_ms);
+  hs_sbuf_puts(b, "}}");
+}
+
 static void handle_status(hs_model *m, hs_reply *reply) {
   hs_model_status *st = malloc(sizeof *st);
   if (!st) {
@@ -145,6 +204,7 @@ static void handle_status(hs_model *m, hs_reply *reply) {
     put_ms(b, "verify_ms", v->verify_ms);
     put_ms(b, "warmup_ms", v->warmup_ms);
     put_ms(b, "first_request_ms", v->first_request_ms);
+    put_time(b, "timestamp", v->unix_ms);
     hs_sbuf_puts(b, ",\"reason\":");
     if (v->reason[0]) hs_sbuf_json_str(b, v->reason);
     else hs_sbuf_puts(b, "null");
@@ -153,7 +213,9 @@ static void handle_status(hs_model *m, hs_reply *reply) {
     else hs_sbuf_puts(b, "null");
     hs_sbuf_puts(b, "}");
   }
-  hs_sbuf_puts(b, "]}");
+  hs_sbuf_puts(b, "]");
+  put_rollout(b, m);
+  hs_sbuf_puts(b, "}");
   free(st);
 }
 
@@ -207,6 +269,32 @@ static void handle_load_unload(const hs_handler_env *env, const char *name, bool
   else if (rc == HS_UNAVAILABLE) hs_reply_error(reply, 503, "%s", err.message);
   else if (rc != HS_OK) hs_reply_error(reply, 500, "%s", err.message);
   else hs_sbuf_puts(&reply->body, "{}");
+}
+
+/* POST /v2/repository/models/{m}/rollout/{promote,rollback}: decides the open window now. */
+static void handle_rollout_command(const hs_handler_env *env, const char *name, const char *what, hs_reply *reply) {
+  hs_rollout_cmd cmd;
+  if (strcmp(what, "promote") == 0) cmd = HS_ROLLOUT_CMD_PROMOTE;
+  else if (strcmp(what, "rollback") == 0) cmd = HS_ROLLOUT_CMD_ROLLBACK;
+  else {
+    hs_reply_error(reply, 404, "no such rollout command \"%s\" (promote or rollback)", what);
+    return;
+  }
+  hs_model *m = hs_registry_find(env->reg, name);
+  if (!m) {
+    hs_reply_error(reply, 404, "unknown model %s", name);
+    return;
+  }
+  hs_error err;
+  hs_error_clear(&err);
+  int64_t version = -1;
+  int rc = hs_rollout_command(env->reg, m, cmd, &version, &err);
+  if (rc == HS_NOT_FOUND) hs_reply_error(reply, 409, "%s", err.message);
+  else if (rc == HS_UNAVAILABLE) hs_reply_error(reply, 503, "%s", err.message);
+  else if (rc != HS_OK) hs_reply_error(reply, 500, "%s", err.message);
+  else
+    hs_sbuf_printf(&reply->body, "{\"version\":\"%" PRId64 "\",\"outcome\":\"%s\"}", version,
+                   cmd == HS_ROLLOUT_CMD_PROMOTE ? "promoted" : "rolled_back");
 }
 
 /* ---- infer: decode, one call into serving, encode ---- */
@@ -370,6 +458,11 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
     if (n == 5 && is(seg[2], "models") && (is(seg[4], "load") || is(seg[4], "unload"))) {
       if (!post) goto bad_method;
       handle_load_unload(env, seg[3], is(seg[4], "unload"), reply);
+      return;
+    }
+    if (n == 6 && is(seg[2], "models") && is(seg[4], "rollout")) {
+      if (!post) goto bad_method;
+      handle_rollout_command(env, seg[3], seg[5], reply);
       return;
     }
     goto not_found;

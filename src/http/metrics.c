@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "http/handlers.h"
+#include "serving/rollout.h"
 #include "serving/stats.h"
 
 /* Appends a label value with Prometheus escaping (\\, \", \n). */
@@ -81,6 +82,81 @@ static void reason_counters(hs_sbuf *b, const char *name, const char *help, hs_r
   }
 }
 
+/* Gray release (rollout.c; names listed in docs/GRAY_RELEASE.md). */
+static void model_counter(hs_sbuf *b, hs_model *m, const char *name, const char *labels, uint64_t v) {
+  hs_sbuf_printf(b, "%s{model=", name);
+  label(b, hs_model_name(m));
+  hs_sbuf_printf(b, "%s%s} %" PRIu64 "\n", labels[0] ? "," : "", labels, v);
+}
+
+static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
+  size_t n = hs_registry_num_models(reg);
+  static const char *const states[] = {"idle", "canary", "shadow"};
+  header(b, "hotserve_rollout_state", "gauge", "1 for the model's rollout state (idle, canary or shadow), else 0.");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    hs_rollout_status rs;
+    hs_rollout_status_get(m, &rs);
+    const char *now = rs.active ? hs_rollout_strategy_name(rs.window_strategy) : "idle";
+    for (size_t k = 0; k < 3; k++) {
+      char l[32];
+      snprintf(l, sizeof l, "state=\"%s\"", states[k]);
+      model_counter(b, m, "hotserve_rollout_state", l, strcmp(now, states[k]) == 0);
+    }
+  }
+  header(b, "hotserve_rollout_candidate_version", "gauge", "The version under a rollout window (0 when none).");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    hs_rollout_status rs;
+    hs_rollout_status_get(m, &rs);
+    model_counter(b, m, "hotserve_rollout_candidate_version", "", (uint64_t)(rs.candidate > 0 ? rs.candidate : 0));
+  }
+  header(b, "hotserve_rollout_decisions_total", "counter", "Rollout windows ended, by outcome and reason.");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    for (const hs_rollout_decision_counter *c =
+             atomic_load_explicit(&hs_rollout_metrics_get(m)->decisions, memory_order_acquire);
+         c; c = c->next) {
+      char l[96];
+      snprintf(l, sizeof l, "outcome=\"%s\",reason=\"%s\"", c->outcome, c->reason);
+      model_counter(b, m, "hotserve_rollout_decisions_total", l,
+                    (uint64_t)atomic_load_explicit(&c->count, memory_order_relaxed));
+    }
+  }
+  header(b, "hotserve_rollout_canary_requests_total", "counter",
+         "Unpinned requests answered during canary windows, by arm (stable or candidate).");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    const hs_rollout_metrics *rm = hs_rollout_metrics_get(m);
+    model_counter(b, m, "hotserve_rollout_canary_requests_total", "arm=\"stable\"", atomic_load(&rm->canary_stable));
+    model_counter(b, m, "hotserve_rollout_canary_requests_total", "arm=\"candidate\"",
+                  atomic_load(&rm->canary_candidate));
+  }
+  header(b, "hotserve_rollout_candidate_errors_total", "counter",
+         "Candidate runs that failed (a canary run then re-run on the stable version, or a shadow run).");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    model_counter(b, m, "hotserve_rollout_candidate_errors_total", "",
+                  atomic_load(&hs_rollout_metrics_get(m)->candidate_errors));
+  }
+  header(b, "hotserve_rollout_shadow_requests_total", "counter",
+         "Shadow copies of requests, by result: run on the candidate, or dropped (queue full).");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    const hs_rollout_metrics *rm = hs_rollout_metrics_get(m);
+    model_counter(b, m, "hotserve_rollout_shadow_requests_total", "result=\"run\"", atomic_load(&rm->shadow_run));
+    model_counter(b, m, "hotserve_rollout_shadow_requests_total", "result=\"dropped\"",
+                  atomic_load(&rm->shadow_dropped));
+  }
+  header(b, "hotserve_rollout_output_disagreements_total", "counter",
+         "Shadow runs whose outputs differed from the stable version's beyond output_rtol/output_atol.");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    model_counter(b, m, "hotserve_rollout_output_disagreements_total", "",
+                  atomic_load(&hs_rollout_metrics_get(m)->disagreements));
+  }
+}
+
 void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   size_t n = hs_registry_num_models(reg);
 
@@ -130,13 +206,14 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
     hs_sbuf_printf(b, "} %" PRId64 "\n",
                    (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->inflight, memory_order_relaxed));
   }
-  header(b, "hotserve_model_serving_version", "gauge", "The highest version serving (0 when none).");
+  header(b, "hotserve_model_serving_version", "gauge", "The version answering unpinned requests: the highest serving, the stable one during a rollout window (0 when none).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
     hs_version *v = NULL;
     int64_t ver = 0;
     if (hs_model_acquire(m, -1, &v) == HS_OK) ver = hs_version_number(v);
     hs_version_release(v);
+    if (ver > 0 && hs_rollout_stable_version(m) > 0) ver = hs_rollout_stable_version(m);
     hs_sbuf_puts(b, "hotserve_model_serving_version{model=");
     label(b, hs_model_name(m));
     hs_sbuf_printf(b, "} %" PRId64 "\n", ver);
@@ -175,4 +252,5 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
                    (uint64_t)atomic_load(&rm->grpc_requests[o]));
   header(b, "hotserve_process_resident_memory_bytes", "gauge", "Resident set size of the server process.");
   hs_sbuf_printf(b, "hotserve_process_resident_memory_bytes %zu\n", hs_process_rss_bytes());
+  rollout_metrics(reg, b);
 }

@@ -6,6 +6,8 @@
  *    "warmup": {"runs": 1, "inputs": "zeros" | "random" | "files"},
  *    "golden": {"enabled": true, "rtol": 1e-3, "atol": 1e-4},
  *    "threads": 0, "instances": 0,
+ *    "rollout": {"strategy": "canary", "weight": 20, "min_requests": 2000, "max_seconds": 60,
+ *                "max_error_rate": 0.01, "max_latency_ratio": 1.5}   (docs/GRAY_RELEASE.md),
  *    "inputs":  [{"name": "x", "datatype": "FP32", "shape": [1, 4]}],
  *    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}
  */
@@ -30,6 +32,10 @@ void hs_repo_config_defaults(hs_model_config *cfg) {
   cfg->golden_check = false; /* the loader turns it on when <version>/golden/ exists */
   cfg->golden_rtol = 1e-3;
   cfg->golden_atol = 1e-4;
+  cfg->rollout = (hs_rollout_config){.strategy = HS_ROLLOUT_IMMEDIATE, .weight = 10, .fraction = 1,
+                                     .min_requests = 1000, .max_seconds = 300, .max_error_rate = 0.01,
+                                     .max_latency_ratio = 1.5, .output_rtol = 1e-3, .output_atol = 1e-4,
+                                     .max_disagreement_rate = 0};
 }
 
 /* Fails when obj has a key outside the NULL-terminated list. */
@@ -165,6 +171,49 @@ static int check_backend(const char *b, hs_error *err) {
   return HS_OK;
 }
 
+/* A number in [lo, hi] under key of the rollout block (absent: *out unchanged). */
+static int get_rollout_number(json_t *obj, const char *key, double lo, double hi, double *out, hs_error *err) {
+  json_t *v = json_object_get(obj, key);
+  if (!v) return HS_OK;
+  if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi)
+    return hs_error_set(err, HS_PARSE, "rollout.%s must be a number from %g to %g", key, lo, hi);
+  *out = json_number_value(v);
+  return HS_OK;
+}
+
+/* The "rollout" block: strategy and the canary/shadow decision rules (docs/GRAY_RELEASE.md). */
+static int parse_rollout(json_t *v, hs_rollout_config *ro, hs_error *err) {
+  static const char *const k[] = {"strategy", "weight", "fraction", "min_requests", "max_seconds",
+                                  "max_error_rate", "max_latency_ratio", "output_rtol", "output_atol",
+                                  "max_disagreement_rate", NULL};
+  if (!json_is_object(v)) return hs_error_set(err, HS_PARSE, "rollout must be an object");
+  int rc = only_keys(v, "rollout", k, err);
+  if (rc != HS_OK) return rc;
+  json_t *s = json_object_get(v, "strategy");
+  if (s) {
+    const char *name = json_is_string(s) ? json_string_value(s) : "";
+    if (strcmp(name, "immediate") == 0) ro->strategy = HS_ROLLOUT_IMMEDIATE;
+    else if (strcmp(name, "canary") == 0) ro->strategy = HS_ROLLOUT_CANARY;
+    else if (strcmp(name, "shadow") == 0) ro->strategy = HS_ROLLOUT_SHADOW;
+    else return hs_error_set(err, HS_PARSE, "rollout.strategy must be \"immediate\", \"canary\" or \"shadow\"");
+  }
+  json_t *mr = json_object_get(v, "min_requests");
+  if (mr) {
+    if (!json_is_integer(mr) || json_integer_value(mr) < 1 || json_integer_value(mr) > 1000000000)
+      return hs_error_set(err, HS_PARSE, "rollout.min_requests must be an integer from 1 to 1000000000");
+    ro->min_requests = (long long)json_integer_value(mr);
+  }
+  if ((rc = get_rollout_number(v, "weight", 0, 100, &ro->weight, err)) != HS_OK) return rc;
+  if ((rc = get_rollout_number(v, "fraction", 0, 1, &ro->fraction, err)) != HS_OK) return rc;
+  if ((rc = get_rollout_number(v, "max_seconds", 0.1, 86400 * 30, &ro->max_seconds, err)) != HS_OK) return rc;
+  if ((rc = get_rollout_number(v, "max_error_rate", 0, 1, &ro->max_error_rate, err)) != HS_OK) return rc;
+  if ((rc = get_rollout_number(v, "max_latency_ratio", 0.01, 1e6, &ro->max_latency_ratio, err)) != HS_OK)
+    return rc;
+  if ((rc = get_rollout_number(v, "output_rtol", 0, 1e6, &ro->output_rtol, err)) != HS_OK) return rc;
+  if ((rc = get_rollout_number(v, "output_atol", 0, 1e6, &ro->output_atol, err)) != HS_OK) return rc;
+  return get_rollout_number(v, "max_disagreement_rate", 0, 1, &ro->max_disagreement_rate, err);
+}
+
 int hs_repo_parse_config(const char *text, size_t len, hs_model_config *cfg, hs_error *err) {
   hs_repo_config_defaults(cfg);
   if (len > HS__MAX_CONFIG_BYTES)
@@ -173,7 +222,7 @@ int hs_repo_parse_config(const char *text, size_t len, hs_model_config *cfg, hs_
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
   if (!root) return hs_error_set(err, HS_PARSE, "config is not JSON: line %d: %s", jerr.line, jerr.text);
   static const char *const keys[] = {"backend", "version_policy", "warmup", "golden", "threads",
-                                     "instances", "inputs", "outputs", NULL};
+                                     "instances", "inputs", "outputs", "rollout", NULL};
   int rc = HS_OK;
   json_t *v;
   if (!json_is_object(root)) {
@@ -232,6 +281,7 @@ int hs_repo_parse_config(const char *text, size_t len, hs_model_config *cfg, hs_
   }
   if ((rc = get_int(root, "threads", "config", 0, 1024, &cfg->threads, err)) != HS_OK) goto done;
   if ((rc = get_int(root, "instances", "config", 0, 1024, &cfg->instances, err)) != HS_OK) goto done;
+  if ((v = json_object_get(root, "rollout")) && (rc = parse_rollout(v, &cfg->rollout, err)) != HS_OK) goto done;
   if ((v = json_object_get(root, "inputs")) &&
       (rc = parse_io(v, "inputs", cfg->inputs, 16, &cfg->n_inputs, err)) != HS_OK)
     goto done;

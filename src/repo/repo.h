@@ -31,6 +31,21 @@ typedef enum { HS_POLICY_LATEST, HS_POLICY_ALL, HS_POLICY_SPECIFIC } hs_version_
 
 typedef enum { HS_WARMUP_ZEROS, HS_WARMUP_RANDOM, HS_WARMUP_FILES } hs_warmup_kind;
 
+/* Gray release of every new version (config.json "rollout"; docs/GRAY_RELEASE.md). */
+typedef enum { HS_ROLLOUT_IMMEDIATE, HS_ROLLOUT_CANARY, HS_ROLLOUT_SHADOW } hs_rollout_strategy;
+
+typedef struct hs_rollout_config {
+  hs_rollout_strategy strategy;  /* default IMMEDIATE: a loaded version serves at once */
+  double weight;                 /* canary: percent of unpinned requests the candidate answers; default 10 */
+  double fraction;               /* shadow: share of requests also run on the candidate; default 1 */
+  long long min_requests;        /* judge after this many candidate requests; default 1000 */
+  double max_seconds;            /* ... or after this long, whichever first; default 300 */
+  double max_error_rate;         /* default 0.01 */
+  double max_latency_ratio;      /* candidate p99 <= this x stable p99; default 1.5 */
+  double output_rtol, output_atol; /* shadow: outputs agree when |c-s| <= atol + rtol*|s|; default 1e-3, 1e-4 */
+  double max_disagreement_rate;  /* shadow: share of compared requests allowed to disagree; default 0 */
+} hs_rollout_config;
+
 typedef struct hs_model_config {
   char backend[64];                  /* "onnx" (default) or the name of a plug-in in --backend-dir */
   hs_version_policy_kind policy;     /* default HS_POLICY_LATEST */
@@ -43,6 +58,7 @@ typedef struct hs_model_config {
   double golden_rtol, golden_atol;   /* default 1e-3, 1e-4 */
   int threads;                       /* compute threads per run; 0 = server default */
   int instances;                     /* concurrent runs (sessions) per version; 0 = server default */
+  hs_rollout_config rollout;         /* how a new version goes live; default immediate */
   /* Optional declared signature; n_inputs == 0 means "use the model's own". */
   hs_io_desc inputs[16];
   size_t n_inputs;

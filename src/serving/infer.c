@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "serving/rollout.h"
 
 static bool shape_matches(const hs_io_desc *d, const hs_tensor *t) {
   if (d->ndim != t->ndim) return false;
@@ -161,6 +162,65 @@ static hs_outcome outcome_of(int rc) {
   return HS_OUTCOME_SERVER_ERROR; /* HS_UNAVAILABLE (nothing serving) included */
 }
 
+/* Acquires version `version` of m (the default one when < 0) into *v and runs the request on it. */
+static int acquire_and_run(hs_model *m, int64_t version, const hs_infer_inputs *in, hs_infer_result *out,
+                           hs_version **v, hs_error *err) {
+  int rc = hs_model_acquire(m, version, v);
+  if (rc == HS_NOT_FOUND)
+    return hs_error_set(err, HS_NOT_FOUND, "model %s has no version %" PRId64 " loaded", hs_model_name(m), version);
+  if (rc != HS_OK) return hs_error_set(err, HS_UNAVAILABLE, "model %s has no version ready", hs_model_name(m));
+  out->version = hs_version_number(*v);
+  return run_on(m, *v, in, out, err);
+}
+
+/* Empties a result whose run failed (its version reference, if any, is the caller's). */
+static void clear_outputs(hs_infer_result *out) {
+  free(out->block_);
+  out->block_ = NULL;
+  out->n_outputs = 0;
+  out->names = NULL;
+  out->outputs = NULL;
+}
+
+/* Gray release (rollout.c): route an unpinned request to the stable or the candidate version, re-run
+ * a failed canary run on the stable version, and account the outcome in the rollout window. */
+static int run_with_rollout(hs_model *m, int64_t version, uint64_t t0, const hs_infer_inputs *in,
+                            hs_infer_result *out, hs_version **v, hs_error *err) {
+  hs_rollout_pick pick;
+  int64_t want = hs_rollout_route(m, version, &pick);
+  int rc = acquire_and_run(m, want, in, out, v, err);
+  if (rc == HS_NOT_FOUND && want != version) { /* the window moved on since the route: the default */
+    hs_error_clear(err);
+    pick.arm = HS_ARM_NONE;
+    pick.shadow = false;
+    rc = acquire_and_run(m, version, in, out, v, err);
+  }
+  bool retried = hs_rollout_retry_on_stable(&pick, rc);
+  if (retried) {
+    clear_outputs(out);
+    hs_version_release(*v);
+    *v = NULL;
+    hs_error_clear(err);
+    out->queue_ns = out->compute_ns = 0;
+    rc = acquire_and_run(m, pick.stable, in, out, v, err);
+    if (rc == HS_NOT_FOUND) { /* the window closed meanwhile */
+      hs_error_clear(err);
+      rc = acquire_and_run(m, version, in, out, v, err);
+    }
+  }
+  hs_rollout_observe(m, &pick, rc, out->version, retried, hs_now_ns() - t0, in, out);
+  return rc;
+}
+
+int hs_serving_run_version(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infer_result *out,
+                           hs_error *err) {
+  memset(out, 0, sizeof *out);
+  out->version = hs_version_number(v);
+  int rc = run_on(m, v, in, out, err);
+  if (rc != HS_OK) clear_outputs(out);
+  return rc;
+}
+
 int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs_infer_result *out,
                      hs_error *err) {
   uint64_t t0 = in->arrival_ns ? in->arrival_ns : hs_now_ns();
@@ -168,26 +228,14 @@ int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs
   out->version = -1;
   hs_model_request_begin(m);
   hs_version *v = NULL;
-  int rc = hs_model_acquire(m, version, &v);
-  if (rc == HS_NOT_FOUND)
-    hs_error_set(err, HS_NOT_FOUND, "model %s has no version %" PRId64 " loaded", hs_model_name(m), version);
-  else if (rc != HS_OK)
-    rc = hs_error_set(err, HS_UNAVAILABLE, "model %s has no version ready", hs_model_name(m));
-  else {
-    out->version = hs_version_number(v);
-    rc = run_on(m, v, in, out, err);
-  }
+  int rc = run_with_rollout(m, version, t0, in, out, &v, err);
   if (rc == HS_OK) { /* accounted and released by hs_infer_result_free */
     out->model_ = m;
     out->version_ = v;
     out->arrival_ns_ = t0;
     return HS_OK;
   }
-  free(out->block_);
-  out->block_ = NULL;
-  out->n_outputs = 0;
-  out->names = NULL;
-  out->outputs = NULL;
+  clear_outputs(out);
   hs_model_request_end(m, v, outcome_of(rc), hs_now_ns() - t0, out->queue_ns, out->compute_ns);
   hs_version_release(v);
   return rc;

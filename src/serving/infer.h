@@ -50,7 +50,8 @@ typedef struct hs_infer_result {
   uint64_t arrival_ns_;
 } hs_infer_result;
 
-/* Runs one request on version `version` of m (the highest serving one when version < 0). On success
+/* Runs one request on version `version` of m (when version < 0: the highest serving one, or during a
+ * rollout window the stable or the candidate version as the split decides; docs/GRAY_RELEASE.md). On success
  * *out holds the outputs, and the request is accounted in m's metrics and the trace (total time
  * from in->arrival_ns) when the caller frees *out; a failed request is accounted before returning. Errors, with a message in err naming the model and the input:
  *   HS_NOT_FOUND         that version is not loaded
@@ -61,6 +62,11 @@ typedef struct hs_infer_result {
  * On error *out holds no outputs (hs_infer_result_free is still safe). Thread-safe. */
 int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs_infer_result *out,
                      hs_error *err);
+
+/* Runs a request on v (held by the caller) without a split or any accounting: the shadow worker's
+ * run (rollout.c). Errors as hs_serving_infer; free *out with hs_infer_result_free. */
+int hs_serving_run_version(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infer_result *out,
+                           hs_error *err);
 
 /* Accounts a request for m that a front end refused before it could be run (it did not decode, or
  * was too large), so /metrics counts every request a model got. */

@@ -294,6 +294,9 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
     for (size_t k = 0; k < old->n; k++)
       if (!list_has_version(next, n, old->v[k]->version)) next[n++] = old->v[k];
 
+  /* gray release: may open, restart or end a rollout window, keeping the stable version (rollout.c) */
+  hs__rollout_plan(m, &rm->config.rollout, old, next, &n, cap);
+
   bool changed = n != old->n;
   for (size_t k = 0; !changed && k < n; k++) {
     bool found = false;
@@ -397,6 +400,7 @@ void hs__loader_process(hs_registry *r) {
   }
   apply_ops(r, rev);
   bool pending = scan_once(r);
+  hs__rollout_tick(r); /* manual rollout commands are applied before the scan counts as done */
   while (rev) {
     hs_model_op *n = rev->next;
     free(rev);
@@ -503,6 +507,13 @@ void *hs__loader_main(void *arg) {
       trim_now(r);
       continue;
     }
+    uint64_t rollout_ns = hs__rollout_wait_ns(r); /* an open rollout window is judged every 100 ms */
+    if (rollout_ns == 1) {
+      pthread_mutex_unlock(&r->mu);
+      hs__rollout_tick(r);
+      pthread_mutex_lock(&r->mu);
+      continue;
+    }
     if (!r->kicked && !r->ops) {
       /* sleep until kicked; while a version is pending, rescan every 250 ms; wake for a due trim */
       uint64_t wait_ns = r->scan_pending ? 250 * 1000000ull : 0, now = hs_now_ns();
@@ -510,11 +521,13 @@ void *hs__loader_main(void *arg) {
         uint64_t until_trim = r->trim_due_ns > now ? r->trim_due_ns - now : 1;
         if (wait_ns == 0 || until_trim < wait_ns) wait_ns = until_trim;
       }
+      if (rollout_ns && (wait_ns == 0 || rollout_ns < wait_ns)) wait_ns = rollout_ns;
       wait_at_most(r, wait_ns);
       if (r->stop) break;
       if (r->trim_due_ns && hs_now_ns() >= r->trim_due_ns && !r->kicked && !r->ops && !r->scan_pending)
         continue; /* woken to trim, not to scan */
       if (r->graveyard && !r->kicked && !r->ops) continue; /* woken to free, not to scan */
+      if (rollout_ns && !r->kicked && !r->ops && !r->scan_pending) continue; /* woken to judge a rollout */
     }
     pthread_mutex_unlock(&r->mu);
     hs__loader_process(r);

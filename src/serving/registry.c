@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "base/log.h"
 
@@ -98,8 +99,10 @@ hs_model *hs__registry_add_model(hs_registry *r, const char *name) {
   pthread_cond_init(&m->run_cv, NULL);
   m->run_limit = 1; /* raised by the first publish */
   m->next_generation = 1;
-  hs_view *empty = calloc(1, sizeof *empty);
+  m->rollout = hs__rollout_create(m);
+  hs_view *empty = m->rollout ? calloc(1, sizeof *empty) : NULL;
   if (!empty) {
+    hs__rollout_destroy(m->rollout);
     pthread_mutex_destroy(&m->status_mu);
     pthread_mutex_destroy(&m->run_mu);
     pthread_cond_destroy(&m->run_cv);
@@ -114,6 +117,7 @@ hs_model *hs__registry_add_model(hs_registry *r, const char *name) {
   hs_model_array *a = malloc(sizeof *a + (n + 1) * sizeof(hs_model *));
   if (!a) {
     free(empty);
+    hs__rollout_destroy(m->rollout);
     pthread_mutex_destroy(&m->status_mu);
     pthread_mutex_destroy(&m->run_mu);
     pthread_cond_destroy(&m->run_cv);
@@ -336,6 +340,13 @@ void hs__version_free(hs_version *v) {
 
 /* ---- status ---- */
 
+/* Wall-clock milliseconds since the epoch: when a status entry reached its state. */
+static int64_t unix_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 const char *hs_vstate_name(hs_vstate s) {
   switch (s) {
     case HS_VS_LOADING: return "loading";
@@ -347,7 +358,10 @@ const char *hs_vstate_name(hs_vstate s) {
   return "unknown";
 }
 
-void hs__status_record(hs_model *m, const hs_version_status *st) {
+void hs__status_record(hs_model *m, const hs_version_status *in) {
+  hs_version_status stamped = *in;
+  const hs_version_status *st = &stamped;
+  if (!stamped.unix_ms) stamped.unix_ms = unix_ms();
   pthread_mutex_lock(&m->status_mu);
   for (size_t i = 0; i < m->history_n; i++) {
     hs_version_status *h = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
@@ -373,6 +387,7 @@ void hs__status_update(hs_model *m, uint64_t generation, hs_vstate state, bool s
   for (size_t i = 0; i < m->history_n; i++) {
     hs_version_status *st = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
     if (st->generation == generation) {
+      if (st->state != state || st->serving != serving) st->unix_ms = unix_ms();
       st->state = state;
       st->serving = serving;
     }
@@ -400,6 +415,8 @@ void hs_model_status_get(hs_model *m, hs_model_status *out) {
   hs_view *view = atomic_load(&m->view);
   out->serving_version = view->n ? view->v[view->n - 1]->version : -1;
   reader_exit(m->reg, slot);
+  int64_t stable = hs_rollout_stable_version(m); /* during a rollout window: the stable version */
+  if (stable >= 0 && out->serving_version >= 0) out->serving_version = stable;
   pthread_mutex_lock(&m->status_mu);
   out->n = m->history_n;
   for (size_t i = 0; i < m->history_n; i++)
@@ -500,6 +517,7 @@ void hs__registry_free_models(hs_registry *r) {
   hs_model_array *a = atomic_load(&r->models);
   for (size_t i = 0; a && i < a->n; i++) {
     hs_model *m = a->m[i];
+    hs__rollout_destroy(m->rollout); /* drops its references and stops its shadow worker */
     hs__registry_publish(m, NULL, 0); /* retires every version; frees those without requests */
     free(atomic_load(&m->view));
     free_counters(m);

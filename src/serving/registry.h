@@ -135,6 +135,7 @@ typedef struct hs_version_status {
   double first_request_ms; /* < 0 until the first request */
   char reason[32];         /* "" when none */
   char error[256];         /* "" when none */
+  int64_t unix_ms;         /* wall clock (ms since the epoch) when the entry reached its state */
 } hs_version_status;
 
 typedef struct hs_model_status {

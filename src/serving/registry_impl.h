@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "serving/registry.h"
+#include "serving/rollout.h"
 #include "serving/trace.h"
 
 /* An immutable, sorted (ascending) set of the versions a model serves. Each member holds one
@@ -76,6 +77,7 @@ struct hs_model {
   /* readiness (hs_registry_ready) */
   atomic_bool ever_served;  /* served something since it was last deliberately emptied (unload, removal) */
   atomic_bool all_selected_serving; /* the last scan served every version the policy selects */
+  hs_rollout *rollout;      /* gray release of new versions (rollout.c) */
 };
 
 typedef struct hs_model_op {

@@ -206,6 +206,41 @@ static void test_config_errors(void **state) {
   assert_int_equal(hs_repo_load_config(f->root, "m", &c, &err), HS_LIMIT);
 }
 
+/* The rollout block: the documented defaults, the contract's shape, and each refusal naming its key. */
+static void test_config_rollout(void **state) {
+  (void)state;
+  hs_model_config c;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_repo_parse_config("{}", 2, &c, &err), HS_OK);
+  assert_int_equal(c.rollout.strategy, HS_ROLLOUT_IMMEDIATE);
+  assert_true(c.rollout.weight == 10 && c.rollout.fraction == 1 && c.rollout.min_requests == 1000);
+  assert_true(c.rollout.max_seconds == 300 && c.rollout.max_error_rate == 0.01 && c.rollout.max_latency_ratio == 1.5);
+  assert_true(c.rollout.output_rtol == 1e-3 && c.rollout.output_atol == 1e-4 && c.rollout.max_disagreement_rate == 0);
+  const char *canary = "{\"rollout\": {\"strategy\": \"canary\", \"weight\": 20, \"min_requests\": 2000,"
+                       " \"max_seconds\": 60, \"max_error_rate\": 0.01, \"max_latency_ratio\": 1.5}}";
+  assert_int_equal(hs_repo_parse_config(canary, strlen(canary), &c, &err), HS_OK);
+  assert_int_equal(c.rollout.strategy, HS_ROLLOUT_CANARY);
+  assert_true(c.rollout.weight == 20 && c.rollout.min_requests == 2000 && c.rollout.max_seconds == 60);
+  assert_true(c.rollout.max_error_rate == 0.01 && c.rollout.max_latency_ratio == 1.5);
+  const char *shadow = "{\"rollout\": {\"strategy\": \"shadow\", \"fraction\": 0.25, \"output_rtol\": 0.01,"
+                       " \"output_atol\": 0.5, \"max_disagreement_rate\": 0.1}}";
+  assert_int_equal(hs_repo_parse_config(shadow, strlen(shadow), &c, &err), HS_OK);
+  assert_int_equal(c.rollout.strategy, HS_ROLLOUT_SHADOW);
+  assert_true(c.rollout.fraction == 0.25 && c.rollout.output_rtol == 0.01 && c.rollout.output_atol == 0.5);
+  assert_true(c.rollout.max_disagreement_rate == 0.1);
+  expect_config_error("{\"rollout\":{\"strategy\":\"blue-green\"}}", HS_PARSE, "rollout.strategy");
+  expect_config_error("{\"rollout\":{\"weight\":101}}", HS_PARSE, "rollout.weight");
+  expect_config_error("{\"rollout\":{\"fraction\":1.5}}", HS_PARSE, "rollout.fraction");
+  expect_config_error("{\"rollout\":{\"min_requests\":0}}", HS_PARSE, "rollout.min_requests");
+  expect_config_error("{\"rollout\":{\"min_requests\":2.5}}", HS_PARSE, "rollout.min_requests");
+  expect_config_error("{\"rollout\":{\"max_seconds\":0}}", HS_PARSE, "rollout.max_seconds");
+  expect_config_error("{\"rollout\":{\"max_error_rate\":-0.1}}", HS_PARSE, "rollout.max_error_rate");
+  expect_config_error("{\"rollout\":{\"max_latency_ratio\":\"2\"}}", HS_PARSE, "rollout.max_latency_ratio");
+  expect_config_error("{\"rollout\":{\"wieght\":20}}", HS_PARSE, "wieght");
+  expect_config_error("{\"rollout\":[]}", HS_PARSE, "rollout must be an object");
+}
+
 /* ---- layout and policy ---- */
 
 static void test_layout_and_policies(void **state) {
@@ -783,6 +818,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_config_defaults_and_full, setup, teardown),
       cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_config_rollout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_layout_and_policies, setup, teardown),
       cmocka_unit_test_setup_teardown(test_manifest_states, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hash_cache, setup, teardown),
