@@ -46,7 +46,7 @@ static bool failed_before(const hs_model *m, int64_t version, const char *fp) {
 /* Logs, counts and records a failed (version, fingerprint); it will not be tried again. */
 static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_t generation,
                            const char *code, const char *message, double verify_ms, double load_ms,
-                           double warmup_ms) {
+                           double warmup_ms, const hs_version_status *cost) {
   size_t slot = m->n_failed++ % HS_FAILED_KEYS;
   m->failed[slot].version = version;
   snprintf(m->failed[slot].fingerprint, sizeof m->failed[slot].fingerprint, "%s", fp);
@@ -58,6 +58,14 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
   hs_version_status st = {.version = version, .generation = generation, .state = HS_VS_FAILED,
                           .verify_ms = verify_ms, .load_ms = load_ms, .warmup_ms = warmup_ms,
                           .first_request_ms = -1};
+  if (cost) {
+    st.read_ms = cost->read_ms;
+    st.read_cpu_ms = cost->read_cpu_ms;
+    st.load_cpu_ms = cost->load_cpu_ms;
+    st.warmup_cpu_ms = cost->warmup_cpu_ms;
+    st.bytes_read = cost->bytes_read;
+    st.bytes_hashed = cost->bytes_hashed;
+  }
   snprintf(st.fingerprint, sizeof st.fingerprint, "%s", fp);
   snprintf(st.reason, sizeof st.reason, "%s", code);
   snprintf(st.error, sizeof st.error, "%s", message);
@@ -112,6 +120,62 @@ static int check_declared(const hs_version *v, const hs_model_config *cfg, hs_er
 
 static double ms_since(uint64_t t0) { return (double)(hs_now_ns() - t0) / 1e6; }
 
+/* CPU time this thread has used, in ns: the cost of a loader stage, whatever else the cores run.
+ * (oneDNN worker threads a stage starts, with threads > 1, are not in it.) */
+static uint64_t thread_cpu_ns(void) {
+  struct timespec t;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return 0;
+  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* Adds a stage's CPU time (since cpu0) to the model's counters and to cost; returns now. */
+static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cost_ms) {
+  uint64_t now = thread_cpu_ns(), d = now > cpu0 ? now - cpu0 : 0;
+  atomic_fetch_add_explicit(&m->metrics.reload_cpu_ns[stage], d, memory_order_relaxed);
+  *cost_ms = (double)d / 1e6;
+  return now;
+}
+
+/* Reads the version's files once, checks those bytes (hs_repo_read_version) and has the backend
+ * load them. A backend without load_buffer (an ABI 1 plug-in, or one that opts out) gets the path
+ * after the check instead: it reads the files again, so for it the check covers the files as they
+ * were just before the load, not the bytes it reads (docs/REPOSITORY.md, "Read once"). On failure
+ * *code names the reason. */
+static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv, const char *model_dir,
+                         hs_version *v, const hs_backend_options *bo, hs_version_status *cost, const char **code,
+                         char code_buf[32], hs_error *err) {
+  if (r->opts.test_before_read) r->opts.test_before_read(r->opts.test_user, m->name, rv->version, rv->dir);
+  uint64_t cpu = thread_cpu_ns();
+  hs_repo_bytes *bytes = NULL;
+  int rc = hs_repo_read_version(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err);
+  cpu = account_stage(m, HS_STAGE_READ, cpu, &cost->read_cpu_ms);
+  if (rc != HS_OK) {
+    if (code_buf[0]) *code = code_buf;
+    return rc;
+  }
+  cost->read_ms = bytes->read_ms;
+  cost->bytes_read = bytes->bytes_read;
+  cost->bytes_hashed = bytes->bytes_hashed;
+  atomic_fetch_add_explicit(&m->metrics.reload_bytes_read, bytes->bytes_read, memory_order_relaxed);
+  atomic_fetch_add_explicit(&m->metrics.reload_bytes_hashed, bytes->bytes_hashed, memory_order_relaxed);
+  if (v->backend->load_buffer) {
+    hs_backend_file *files = calloc(bytes->n_files ? bytes->n_files : 1, sizeof *files);
+    if (!files) {
+      rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    } else {
+      for (size_t i = 0; i < bytes->n_files; i++)
+        files[i] = (hs_backend_file){bytes->files[i].path, bytes->files[i].data, bytes->files[i].len};
+      rc = v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, bo, &v->bm, err);
+      free(files);
+    }
+  } else {
+    rc = v->backend->load(rv->model_path, bo, &v->bm, err);
+  }
+  hs_repo_bytes_free(bytes); /* the backend copied what it keeps */
+  if (rc != HS_OK) v->bm = NULL;
+  return rc;
+}
+
 /* Loads, warms and checks one version. On success returns a version holding one (loader)
  * reference; on failure records it and returns NULL. */
 static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model *rm,
@@ -121,8 +185,10 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs_error err;
   hs_error_clear(&err);
   const char *code = "load_error";
+  char code_buf[32] = "";
   double load_ms = 0, warm_ms = 0;
-  uint64_t t0 = hs_now_ns();
+  hs_version_status cost = {0};
+  uint64_t t0 = hs_now_ns(), cpu = 0;
 
   hs_version_status st = {.version = rv->version, .generation = generation, .state = HS_VS_LOADING,
                           .verify_ms = verify_ms, .first_request_ms = -1};
@@ -165,10 +231,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   v->backend = pick_backend(cfg, model_dir, &err);
   if (!v->backend) goto fail;
   hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads};
-  if (v->backend->load(rv->model_path, &bo, &v->bm, &err) != HS_OK) {
-    v->bm = NULL;
-    goto fail;
-  }
+  if (read_and_load(r, m, rv, model_dir, v, &bo, &cost, &code, code_buf, &err) != HS_OK) goto fail;
+  cpu = thread_cpu_ns(); /* the read is accounted; the load stage is the decode and compile on */
   v->memory_bytes = v->backend->memory_bytes ? v->backend->memory_bytes(v->bm) : estimate;
   v->counted_live = true;
   atomic_fetch_add(&r->metrics.versions_live, 1);
@@ -193,6 +257,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     v->free_list[v->n_free++] = v->sessions[i];
   }
   load_ms = ms_since(t0);
+  cpu = account_stage(m, HS_STAGE_LOAD, cpu, &cost.load_cpu_ms);
   uint64_t tw = hs_now_ns();
   hs_trace_stage(r->trace, "load", m->name, v->version, t0, tw);
 
@@ -206,6 +271,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
       goto fail;
   }
   warm_ms = ms_since(tw);
+  cpu = account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
   hs_trace_stage(r->trace, "warmup", m->name, v->version, tw, hs_now_ns());
 
   v->counter = hs__version_counter(m, v->version);
@@ -213,15 +279,23 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   double total_ms = ms_since(t0) + verify_ms;
   hs_histogram_observe(&m->metrics.load, (uint64_t)(total_ms * 1e6));
   hs__status_set_times(m, generation, load_ms, warm_ms); /* stays LOADING until published */
-  HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f)", m->name,
-          v->version, total_ms, verify_ms, load_ms, warm_ms);
+  hs__status_set_cost(m, generation, &cost);
+  HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f incl. read %.0f, warm-up %.0f; "
+          "loader CPU: read %.1f, load %.1f, warm-up %.1f ms)", m->name, v->version, total_ms, verify_ms,
+          load_ms, cost.read_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms, cost.warmup_cpu_ms);
   return v;
 
 fail:
-  if (load_ms == 0) load_ms = ms_since(t0);
-  else warm_ms = ms_since(t0) - load_ms;
+  if (load_ms == 0) {
+    load_ms = ms_since(t0);
+    if (cpu) account_stage(m, HS_STAGE_LOAD, cpu, &cost.load_cpu_ms);
+  } else {
+    warm_ms = ms_since(t0) - load_ms;
+    account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
+  }
   /* replaces the LOADING entry of this generation */
-  record_failure(m, rv->version, rv->fingerprint, generation, code, err.message, verify_ms, load_ms, warm_ms);
+  record_failure(m, rv->version, rv->fingerprint, generation, code, err.message, verify_ms, load_ms, warm_ms,
+                 &cost);
   if (v) hs__version_free(v);
   return NULL;
 }
@@ -285,7 +359,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
     }
     if (rv->state == HS_VERSION_INVALID) {
       record_failure(m, rv->version, rv->fingerprint, m->next_generation++,
-                     rv->reason_code[0] ? rv->reason_code : "bad_manifest", rv->reason, verify_ms, 0, 0);
+                     rv->reason_code[0] ? rv->reason_code : "bad_manifest", rv->reason, verify_ms, 0, 0, NULL);
       all_ok = false;
       continue;
     }
