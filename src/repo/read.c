@@ -45,7 +45,7 @@ static const hs__manifest_entry *manifest_find(const hs__manifest *m, const char
 /* Sets the refusal: reason code and message; returns HS_VERIFY. */
 static int refuse(char code[32], hs_error *err, const char *reason, const char *msg) {
   snprintf(code, 32, "%s", reason);
-  return hs_error_set(err, HS_VERIFY, "%s: %s", reason, msg);
+  return hs_error_set(err, HS_VERIFY, "%s", msg);
 }
 
 /* Reads the manifest and signature, checks the signature and parses the manifest; fills fingerprint. */
