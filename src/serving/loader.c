@@ -139,16 +139,18 @@ static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cos
 /* Reads the version's files once, checks those bytes (hs_repo_read_version) and has the backend
  * load them. A backend without load_buffer (an ABI 1 plug-in, or one that opts out) gets the path
  * after the check instead: it reads the files again, so for it the check covers the files as they
- * were just before the load, not the bytes it reads (docs/REPOSITORY.md, "Read once"). On failure
- * *code names the reason. */
+ * were just before the load, not the bytes it reads (docs/REPOSITORY.md, "Read once"). The read's CPU
+ * time is accounted here; *cpu_after_read is where the load stage's starts. On failure *code names
+ * the reason. */
 static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv, const char *model_dir,
-                         hs_version *v, const hs_backend_options *bo, hs_version_status *cost, const char **code,
-                         char code_buf[32], hs_error *err) {
+                         hs_version *v, const hs_backend_options *bo, hs_version_status *cost,
+                         uint64_t *cpu_after_read, const char **code, char code_buf[32], hs_error *err) {
   if (r->opts.test_before_read) r->opts.test_before_read(r->opts.test_user, m->name, rv->version, rv->dir);
   uint64_t cpu = thread_cpu_ns();
   hs_repo_bytes *bytes = NULL;
   int rc = hs_repo_read_version(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err);
   cpu = account_stage(m, HS_STAGE_READ, cpu, &cost->read_cpu_ms);
+  *cpu_after_read = cpu;
   if (rc != HS_OK) {
     if (code_buf[0]) *code = code_buf;
     return rc;
@@ -231,8 +233,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   v->backend = pick_backend(cfg, model_dir, &err);
   if (!v->backend) goto fail;
   hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads};
-  if (read_and_load(r, m, rv, model_dir, v, &bo, &cost, &code, code_buf, &err) != HS_OK) goto fail;
-  cpu = thread_cpu_ns(); /* the read is accounted; the load stage is the decode and compile on */
+  if (read_and_load(r, m, rv, model_dir, v, &bo, &cost, &cpu, &code, code_buf, &err) != HS_OK) goto fail;
   v->memory_bytes = v->backend->memory_bytes ? v->backend->memory_bytes(v->bm) : estimate;
   v->counted_live = true;
   atomic_fetch_add(&r->metrics.versions_live, 1);
