@@ -306,7 +306,8 @@ def main():
 
         loaded = [e for (v, g), e in sorted(entries.items(), key=lambda kv: int(kv[0][0])) if int(v) > 1]
         firsts = [e["first_request_ms"] for e in loaded if e.get("first_request_ms") is not None]
-        loads = [e.get("load_ms") for e in loaded if e.get("load_ms") is not None and e.get("state") != "failed"]
+        loads = [e.get("load_ms") for e in loaded
+                 if e.get("load_ms") is not None and e.get("state") not in ("failed", "loading")]
         failed = [e for e in loaded if e.get("state") == "failed"]
 
         def ms(us):
