@@ -43,18 +43,25 @@ static bool failed_before(const hs_model *m, int64_t version, const char *fp) {
   return false;
 }
 
-/* Logs, counts and records a failed (version, fingerprint); it will not be tried again. */
-static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_t generation,
-                           const char *code, const char *message, double verify_ms, double load_ms,
-                           double warmup_ms, const hs_version_status *cost) {
-  size_t slot = m->n_failed++ % HS_FAILED_KEYS;
-  m->failed[slot].version = version;
-  snprintf(m->failed[slot].fingerprint, sizeof m->failed[slot].fingerprint, "%s", fp);
+/* Logs, counts and records a failed (version, fingerprint); it will not be tried again. With
+ * final false, the attempt is only shown in the status and logged: the next scan decides the
+ * version (a load-time read that found bytes other than the manifest's, hs_repo_recheck). */
+static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint64_t generation,
+                              const char *code, const char *message, double verify_ms, double load_ms,
+                              double warmup_ms, const hs_version_status *cost, bool final) {
   bool verify = hs_repo_is_verify_reason(code);
-  hs_log(verify ? HS_LOG_ALERT : HS_LOG_ERROR, "model %s version %" PRId64 " failed: %s: %s", m->name,
-         version, code, message);
-  hs__count_reason(&m->metrics.load_failures, code);
-  if (verify) hs__count_reason(&m->metrics.verify_failures, code);
+  if (final) {
+    size_t slot = m->n_failed++ % HS_FAILED_KEYS;
+    m->failed[slot].version = version;
+    snprintf(m->failed[slot].fingerprint, sizeof m->failed[slot].fingerprint, "%s", fp);
+    hs_log(verify ? HS_LOG_ALERT : HS_LOG_ERROR, "model %s version %" PRId64 " failed: %s: %s", m->name,
+           version, code, message);
+    hs__count_reason(&m->metrics.load_failures, code);
+    if (verify) hs__count_reason(&m->metrics.verify_failures, code);
+  } else {
+    HS_LOGW("model %s version %" PRId64 " not loaded: %s: %s; the next scan checks it in full", m->name,
+            version, code, message);
+  }
   hs_version_status st = {.version = version, .generation = generation, .state = HS_VS_FAILED,
                           .verify_ms = verify_ms, .load_ms = load_ms, .warmup_ms = warmup_ms,
                           .first_request_ms = -1};
@@ -70,6 +77,12 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
   snprintf(st.reason, sizeof st.reason, "%s", code);
   snprintf(st.error, sizeof st.error, "%s", message);
   hs__status_record(m, &st);
+}
+
+static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_t generation,
+                           const char *code, const char *message, double verify_ms, double load_ms,
+                           double warmup_ms, const hs_version_status *cost) {
+  record_failure_as(m, version, fp, generation, code, message, verify_ms, load_ms, warmup_ms, cost, true);
 }
 
 /* ---- memory admission ---- */
@@ -179,9 +192,11 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
 }
 
 /* Loads, warms and checks one version. On success returns a version holding one (loader)
- * reference; on failure records it and returns NULL. */
+ * reference; on failure records it and returns NULL. When the load-time read found bytes other
+ * than the manifest's (the scan only checked names and sizes: defer_content_check), the failure is
+ * not final: the next scan, soon (*pending), checks the version in full and decides it. */
 static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model *rm,
-                                const hs_repo_version *rv, double verify_ms) {
+                                const hs_repo_version *rv, double verify_ms, bool *pending) {
   const hs_model_config *cfg = &rm->config;
   uint64_t generation = m->next_generation++;
   hs_error err;
@@ -296,8 +311,13 @@ fail:
     account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
   }
   /* replaces the LOADING entry of this generation */
-  record_failure(m, rv->version, rv->fingerprint, generation, code, err.message, verify_ms, load_ms, warm_ms,
-                 &cost);
+  bool recheck = code == code_buf && strcmp(code_buf, "manifest_mismatch") == 0;
+  if (recheck) {
+    hs_repo_recheck(r->repo, rv->dir);
+    *pending = true;
+  }
+  record_failure_as(m, rv->version, rv->fingerprint, generation, code, err.message, verify_ms, load_ms, warm_ms,
+                    &cost, !recheck);
   if (v) hs__version_free(v);
   return NULL;
 }
@@ -365,7 +385,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
       all_ok = false;
       continue;
     }
-    hs_version *v = load_version(r, m, rm, rv, verify_ms);
+    hs_version *v = load_version(r, m, rm, rv, verify_ms, pending);
     if (!v) {
       all_ok = false;
       continue;

@@ -514,8 +514,9 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
   if (rc == HS_OK && opts->require_signature && !r->keys)
     rc = hs_error_set(err, HS_INVALID_ARGUMENT, "--require-signature needs at least one --trusted-key");
   if (rc == HS_OK) {
+    /* the loader hashes the bytes it reads (loader.c, read once): the scan need not hash them too */
     hs_repo_options ro = {.require_signature = opts->require_signature, .keys = r->keys,
-                          .settle_ms = r->opts.settle_ms};
+                          .settle_ms = r->opts.settle_ms, .defer_content_check = true};
     rc = hs_repo_open(r->root, &ro, &r->repo, err);
   }
   if (rc != HS_OK) {
