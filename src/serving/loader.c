@@ -62,9 +62,16 @@ static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint
     HS_LOGW("model %s version %" PRId64 " not loaded: %s: %s; the next scan checks it in full", m->name,
             version, code, message);
   }
-  hs_version_status st = {.version = version, .generation = generation, .state = HS_VS_FAILED,
+  /* not final: the entry stays LOADING (undecided) and the next verdict on this version replaces
+   * it (take_generation) */
+  hs_version_status st = {.version = version, .generation = generation,
+                          .state = final ? HS_VS_FAILED : HS_VS_LOADING,
                           .verify_ms = verify_ms, .load_ms = load_ms, .warmup_ms = warmup_ms,
                           .first_request_ms = -1};
+  if (!final) {
+    m->recheck_version = version;
+    m->recheck_generation = generation;
+  }
   if (cost) {
     st.read_ms = cost->read_ms;
     st.read_cpu_ms = cost->read_cpu_ms;
@@ -74,9 +81,20 @@ static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint
     st.bytes_hashed = cost->bytes_hashed;
   }
   snprintf(st.fingerprint, sizeof st.fingerprint, "%s", fp);
-  snprintf(st.reason, sizeof st.reason, "%s", code);
-  snprintf(st.error, sizeof st.error, "%s", message);
+  if (final) snprintf(st.reason, sizeof st.reason, "%s", code);
+  snprintf(st.error, sizeof st.error, "%s%s", message, final ? "" : " (checking the version in full)");
   hs__status_record(m, &st);
+}
+
+/* The status generation for the next attempt on version: the one a not-final attempt left
+ * LOADING (so its entry is replaced by the verdict), else a new one. */
+static uint64_t take_generation(hs_model *m, int64_t version) {
+  if (m->recheck_generation && m->recheck_version == version) {
+    uint64_t g = m->recheck_generation;
+    m->recheck_generation = 0;
+    return g;
+  }
+  return m->next_generation++;
 }
 
 static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_t generation,
@@ -198,7 +216,7 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
 static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model *rm,
                                 const hs_repo_version *rv, double verify_ms, bool *pending) {
   const hs_model_config *cfg = &rm->config;
-  uint64_t generation = m->next_generation++;
+  uint64_t generation = take_generation(m, rv->version);
   hs_error err;
   hs_error_clear(&err);
   const char *code = "load_error";
@@ -380,7 +398,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
       continue;
     }
     if (rv->state == HS_VERSION_INVALID) {
-      record_failure(m, rv->version, rv->fingerprint, m->next_generation++,
+      record_failure(m, rv->version, rv->fingerprint, take_generation(m, rv->version),
                      rv->reason_code[0] ? rv->reason_code : "bad_manifest", rv->reason, verify_ms, 0, 0, NULL);
       all_ok = false;
       continue;

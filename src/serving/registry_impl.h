@@ -70,6 +70,8 @@ struct hs_model {
     char fingerprint[65];
   } failed[HS_FAILED_KEYS]; /* content that failed: never retried, new content is */
   size_t n_failed;
+  int64_t recheck_version;     /* a load-time mismatch left this version's status entry LOADING ... */
+  uint64_t recheck_generation; /* ... under this generation (0: none), for the verdict to replace */
   char config_error_seen[256];
   bool seen_in_scan;        /* loader only: during a scan */
   atomic_bool in_repo;      /* the last scan found the model's folder (read by load requests) */
