@@ -3,9 +3,12 @@
  * DESIGN
  * One loader thread per registry does every load; request threads never wait for it. It sleeps
  * on a condition variable until kicked (watcher on_change, SIGHUP, the repository API), then
- * scans the repository (hs_repo_scan verifies manifests and signatures) and, per model, loads
- * each READY (version, fingerprint) it does not serve yet: memory admission, backend load,
- * sessions, warm-up runs on every session (warmup.c), optional golden check (golden.c). Memory
+ * scans the repository (hs_repo_scan checks signatures, manifests, names and sizes) and, per
+ * model, loads each READY (version, fingerprint) it does not serve yet: memory admission, read once
+ * (hs_repo_read_version reads every file once and hashes those bytes against the manifest; a
+ * mismatch there has the next scan, 250 ms later, decide the version in full), backend load from
+ * those same bytes (load_buffer), sessions, warm-up runs on every session (warmup.c), optional
+ * golden check (golden.c). Each stage's CPU time on this thread is recorded. Memory
  * admission compares the scan's byte count of the version's files (hs_repo_version.total_bytes)
  * plus the resident set with the limit. A version that passes is
  * published together with the others the policy keeps, in one atomic swap (registry.c). Any
@@ -200,6 +203,7 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
         files[i] = (hs_backend_file){bytes->files[i].path, bytes->files[i].data, bytes->files[i].len};
       rc = v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, bo, &v->bm, err);
       free(files);
+      if (rc != HS_OK) hs_error_prefix(err, "loading %s", rv->model_path);
     }
   } else {
     rc = v->backend->load(rv->model_path, bo, &v->bm, err);
