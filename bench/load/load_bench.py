@@ -45,7 +45,10 @@ import engine_bench  # noqa: E402  (machine(), replace_section(), ms_after())
 
 MODELS = [("ResNet-50", "resnet50.onnx", "resnet50_b1"), ("MobileNetV2", "mobilenet_v2.onnx", "mobilenet_v2_b1")]
 READY_RE = re.compile(r"model (\S+) version (\d+) ready in ([0-9.]+) ms \(verify ([0-9.]+), load ([0-9.]+), "
-                      r"warm-up ([0-9.]+)\)")
+                      r"warm-up ([0-9.]+)\)(?:; loader CPU ms: read ([0-9.]+), load ([0-9.]+), warm-up ([0-9.]+))?")
+# What changes from one version to the next: one bias (the first rows), every float tensor (a retrained
+# model: same graph, all weights new), or only the last layer (a fine-tuned head).
+VARIANTS = [("one bias", "bias"), ("retrained weights", "retrained"), ("new head", "head")]
 
 
 def rss_mb(pid):
@@ -91,19 +94,26 @@ class RssSampler:
         self._thread.join()
 
 
-def make_versions(src, outdir, n):
-    """Writes n variants of the model src (version k: the last 1-D initializer + 1e-3*k) as outdir/k/model.onnx."""
+def make_versions(src, outdir, n, variant="bias"):
+    """Writes n variants of the model src as outdir/k/model.onnx; version k adds 1e-3*k to: the last 1-D
+    initializer (variant "bias"), every float initializer ("retrained"), or the last layer's weight matrix
+    and bias, the last 2-D initializer and the last 1-D one ("head")."""
     model = onnx.load(src)
-    target = None
-    for init in model.graph.initializer:
-        if len(init.dims) == 1:
-            target = init
-    base = numpy_helper.to_array(target).copy()
+    floats = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    last1 = [i for i in floats if len(i.dims) == 1][-1:]
+    if variant == "retrained":
+        targets = floats
+    elif variant == "head":
+        targets = [i for i in floats if len(i.dims) == 2][-1:] + last1
+    else:
+        targets = last1
+    bases = [(t, numpy_helper.to_array(t).copy()) for t in targets]
     dirs = []
     for k in range(1, n + 1):
         d = os.path.join(outdir, str(k))
         os.makedirs(d, exist_ok=True)
-        target.CopyFrom(numpy_helper.from_array((base + np.float32(1e-3 * k)).astype(np.float32), target.name))
+        for t, base in bases:
+            t.CopyFrom(numpy_helper.from_array((base + np.float32(1e-3 * k)).astype(np.float32), t.name))
         onnx.save(model, os.path.join(d, "model.onnx"))
         dirs.append(d)
     return dirs
@@ -132,10 +142,11 @@ def publish(binary, src_dir, model_dir, version):
     return "copy + rename"
 
 
-def bench_server(args, label, model_file, work):
+def bench_server(args, label, model_file, work, variant="bias"):
     name = os.path.splitext(model_file)[0]
-    versions = make_versions(os.path.join(args.cache, model_file), os.path.join(work, "src-" + name), args.loads + 1)
-    repo = os.path.join(work, "repo-" + name)
+    versions = make_versions(os.path.join(args.cache, model_file), os.path.join(work, "src-%s-%s" % (name, variant)),
+                             args.loads + 1, variant)
+    repo = os.path.join(work, "repo-%s-%s" % (name, variant))
     model_dir = os.path.join(repo, name)
     os.makedirs(model_dir)
     log_path = os.path.join(work, "serve-%s.log" % name)
@@ -166,7 +177,7 @@ def bench_server(args, label, model_file, work):
             if ready is None:
                 raise RuntimeError("version %d of %s never became ready; see %s" % (k, name, log_path))
             time.sleep(0.5)  # let the old version drain and be freed
-            loads.append(tuple(float(ready.group(i)) for i in (3, 4, 5, 6)))
+            loads.append(tuple(float(ready.group(i)) if ready.group(i) else float("nan") for i in range(3, 10)))
             peaks.append(sampler.peak())
             one_version.append(rss_mb(server.pid))
             # Versions come minutes apart in production: wait past the server's --trim-delay (5 s), so
@@ -184,7 +195,7 @@ def bench_server(args, label, model_file, work):
             server.wait()
         log.close()
     reloads = loads[1:]
-    med = [statistics.median(x[i] for x in reloads) for i in range(4)]
+    med = [statistics.median(x[i] for x in reloads) for i in range(7)]
     return {"mode": "server", "publish": how, "first": loads[0], "median": med, "n": len(reloads),
             "empty_rss": empty_rss, "one_version_rss": one_version[0],
             "overlap_peak_rss": statistics.median(peaks[1:]), "last_rss": last_rss}
@@ -233,6 +244,9 @@ def main(argv):
     p.add_argument("--readme", default=None)
     p.add_argument("--command", default=" ".join(sys.argv))
     p.add_argument("--only", choices=[m[1] for m in MODELS], help="one model file (for a quick check)")
+    p.add_argument("--variants", default=",".join(v for _, v in VARIANTS),
+                   help="what changes per version, comma-separated: bias (one bias), retrained (every float tensor), "
+                        "head (the last layer); default all three, one server row each")
     args = p.parse_args(argv)
     if args.loads < 2:
         p.error("--loads must be at least 2")
@@ -245,28 +259,39 @@ def main(argv):
             if args.only and model_file != args.only:
                 continue
             print("load bench: %s ..." % label, file=sys.stderr, flush=True)
-            try:
-                hs = bench_server(args, label, model_file, work) if use_server else bench_run(args, model_file)
-            except RuntimeError as e:
-                hs = {"mode": "server", "error": str(e)}
-            rows.append((label, model_file, hs, bench_ort(args, model_file)))
+            ort = bench_ort(args, model_file)
+            if not use_server:
+                rows.append((label, model_file, bench_run(args, model_file), ort))
+                continue
+            wanted = args.variants.split(",")
+            for vlabel, variant in VARIANTS:
+                if variant not in wanted:
+                    continue
+                print("load bench: %s, %s ..." % (label, vlabel), file=sys.stderr, flush=True)
+                try:
+                    hs = bench_server(args, label, model_file, work, variant)
+                except RuntimeError as e:
+                    hs = {"mode": "server", "error": str(e)}
+                rows.append(("%s, %s" % (label, vlabel), model_file, hs, ort))
 
     lines = []
     if use_server:
         lines += ["Time to ready with `hotserve serve` (ms; first = cold load of version 1, then the median of %d "
                   "reloads), from the server's own log line; ONNX Runtime: InferenceSession.create, same file:"
                   % args.loads, "",
-                  "| model | hotserve first: total (verify / load / warm-up) | hotserve reload median: total "
-                  "(verify / load / warm-up) | ORT first | ORT median | hotserve load / ORT |",
-                  "|---|---|---|---|---|---|"]
+                  "| model, what changes per version | hotserve first: total (verify / load / warm-up) | hotserve reload "
+                  "median: total (verify / load / warm-up) | loader CPU, reload median (read / load / warm-up) | "
+                  "ORT first | ORT median | hotserve load / ORT |",
+                  "|---|---|---|---|---|---|---|"]
         for label, model_file, hs, ort in rows:
             if "error" in hs:
-                lines.append("| %s | error: %s | | %s | %s | |" % (label, hs["error"], f0(ort.get("first")),
-                                                                 f0(ort.get("median"))))
+                lines.append("| %s | error: %s | | | %s | %s | |" % (label, hs["error"], f0(ort.get("first")),
+                                                                   f0(ort.get("median"))))
                 continue
             a, b = hs["first"], hs["median"]
-            lines.append("| %s | %s (%s / %s / %s) | %s (%s / %s / %s) | %s | %s | %s |" % (
+            lines.append("| %s | %s (%s / %s / %s) | %s (%s / %s / %s) | %s / %s / %s | %s | %s | %s |" % (
                 label, f0(a[0]), f0(a[1]), f0(a[2]), f0(a[3]), f0(b[0]), f0(b[1]), f0(b[2]), f0(b[3]),
+                f0(b[4]), f0(b[5]), f0(b[6]),
                 f0(ort.get("first")), f0(ort.get("median")),
                 "%.2f" % (b[2] / ort["median"]) if "median" in ort else "n/a"))
         lines += ["", "Memory (RSS, MB). hotserve: the server's RSS on an empty repository, once version 1 is ready, "

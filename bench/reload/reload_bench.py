@@ -1,5 +1,9 @@
 #!/usr/bin/python3
-"""reload_bench.py - what a reload every 2 s costs while serving MobileNetV2 (run by bench/reload/run.sh).
+"""reload_bench.py - what a reload every 2 s costs while serving a model (run by bench/reload/run.sh).
+
+--model mobilenet_v2 (default) or resnet50 (the seed system's case: a ResNet-50 changed every 2 s).
+--weights retrained (default): every float tensor is new in every version, as after retraining;
+--weights head: only the classifier's weight matrix changes (the mode of the runs before it existed).
 
 One server, one wrk load at fixed concurrency over keep-alive connections (binary tensor bodies),
 two phases in one run: --duration seconds without reloads, then --duration seconds while a
@@ -27,29 +31,34 @@ import benchlib  # noqa: E402
 from benchlib import hsys  # noqa: E402
 
 
-def model_path(cache):
-    path = os.path.join(cache, "mobilenet_v2.onnx")
+MODELS = {"mobilenet_v2": "MobileNetV2", "resnet50": "ResNet-50"}
+
+
+def model_path(cache, model):
+    path = os.path.join(cache, model + ".onnx")
     if not os.path.exists(path):
-        print("exporting MobileNetV2 into %s (tools/models/make_models.py) ..." % cache, flush=True)
+        print("exporting %s into %s (tools/models/make_models.py) ..." % (MODELS[model], cache), flush=True)
         subprocess.run(["/usr/bin/python3", os.path.join(benchlib.ROOT, "tools", "models", "make_models.py"),
-                        cache, "--only", "mobilenet_v2"], check=True)
+                        cache, "--only", model], check=True)
     return path
 
 
-def make_versions(base, src, n):
-    """Writes n source dirs src/<v>/model.onnx: MobileNetV2 with weights scaled per version."""
+def make_versions(base, src, n, weights):
+    """Writes n source dirs src/<v>/model.onnx with weights scaled per version: every float tensor
+    (weights == "retrained") or only the classifier's weight matrix, the largest 2-D one ("head")."""
     import onnx
     from onnx import numpy_helper
     m = onnx.load(base)
-    inits = {i.name: i for i in m.graph.initializer}
-    # the classifier's weight matrix: the largest 2-D initializer
-    name = max((i for i in m.graph.initializer if len(i.dims) == 2), key=lambda i: i.dims[0] * i.dims[1]).name
-    w0 = numpy_helper.to_array(inits[name]).copy()
+    floats = [i for i in m.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    if weights == "head":
+        floats = [max((i for i in floats if len(i.dims) == 2), key=lambda i: i.dims[0] * i.dims[1])]
+    orig = [(i, numpy_helper.to_array(i).copy()) for i in floats]
     inp = m.graph.input[0]
     shape = [d.dim_value if d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim]
     dirs = []
     for v in range(1, n + 1):
-        inits[name].CopyFrom(numpy_helper.from_array((w0 * (1.0 + 0.001 * v)).astype(np.float32), name))
+        for init, w0 in orig:
+            init.CopyFrom(numpy_helper.from_array((w0 * (1.0 + 0.001 * v)).astype(np.float32), init.name))
         d = os.path.join(src, str(v))
         os.makedirs(d, exist_ok=True)
         onnx.save(m, os.path.join(d, "model.onnx"))
@@ -190,17 +199,24 @@ def main():
     p.add_argument("--trace-out", default=None, metavar="FILE",
                    help="with --trace: also keep the server's trace file there (JSON lines, trace.h)")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--model", choices=sorted(MODELS), default="mobilenet_v2",
+                   help="mobilenet_v2 (default) or resnet50 (the seed system's case)")
+    p.add_argument("--weights", choices=["retrained", "head"], default="retrained",
+                   help="what changes per version: every float tensor (retrained, the default) or only the "
+                        "classifier's weights (head)")
     a = p.parse_args()
     hsys.Env.hotserve = os.path.abspath(a.hotserve)
     hsys.Env.source = benchlib.ROOT
     os.makedirs(a.cache, exist_ok=True)
-    base = model_path(a.cache)
+    base = model_path(a.cache, a.model)
+    mname = MODELS[a.model]
     tmp = tempfile.mkdtemp(prefix="hs-bench-reload-")
     try:
         n_new = int(a.duration / a.period) + 1
         print("preparing %d versions ..." % (n_new + 1), flush=True)
-        dirs, in_name, shape = make_versions(base, os.path.join(tmp, "src"), n_new + 1)
-        repo_model = os.path.join(tmp, "repo", "mobilenet")
+        dirs, in_name, shape = make_versions(base, os.path.join(tmp, "src"), n_new + 1, a.weights)
+        served = "mobilenet" if a.model == "mobilenet_v2" else a.model  # the model's name in the repository
+        repo_model = os.path.join(tmp, "repo", served)
         os.makedirs(repo_model)
         hsys.publish(dirs[0], repo_model, 1)
         extra = ["--log-level", "warn"] + (["--threads", str(a.threads)] if a.threads else [])
@@ -211,7 +227,7 @@ def main():
             extra += ["--trace", trace_path]
         srv = hsys.Server(os.path.join(tmp, "repo"), *extra)
         c = srv.conn(timeout=120)
-        hsys.wait_serving(c, "mobilenet", 1, timeout=300)
+        hsys.wait_serving(c, served, 1, timeout=300)
         x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
         raw = x.tobytes()
         hdr = json.dumps({"inputs": [{"name": in_name, "datatype": "FP32", "shape": shape,
@@ -219,11 +235,11 @@ def main():
                           "parameters": {"binary_data_output": True}}).encode()
         body = os.path.join(tmp, "body.bin")
         open(body, "wb").write(hdr + raw)
-        r = c.request("POST", "/v2/models/mobilenet/infer", hdr + raw,
+        r = c.request("POST", "/v2/models/%s/infer" % served, hdr + raw,
                       {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(hdr))})
         if r.status != 200:
-            raise SystemExit("MobileNetV2 request refused: HTTP %d %r" % (r.status, r.body[:300]))
-        url = "http://%s:%d/v2/models/mobilenet/infer" % (srv.host, srv.port)
+            raise SystemExit("%s request refused: HTTP %d %r" % (mname, r.status, r.body[:300]))
+        url = "http://%s:%d/v2/models/%s/infer" % (srv.host, srv.port, served)
         benchlib.wrk(url, body, len(hdr), a.connections, 5)               # warm-up
 
         entries = {}            # (version, generation) -> last status entry seen
@@ -237,7 +253,7 @@ def main():
             cc = srv.conn()
             while not stop.is_set():
                 try:
-                    for e in hsys.status_entries(cc, "mobilenet"):
+                    for e in hsys.status_entries(cc, served):
                         entries[(e["version"], e.get("generation"))] = e
                 except Exception as ex:                   # noqa: BLE001 (reported below)
                     pub_errors.append("status: %r" % ex)
@@ -257,6 +273,9 @@ def main():
                     publisher_cpu.append(publish_timed(d, repo_model, i + 2))
                     pub_windows.append((tp, time.monotonic_ns()))
                     published.append(i + 2)
+                    shutil.rmtree(d, ignore_errors=True)  # the repository has its copy now
+                    if a.model == "resnet50" and i + 2 > 3:  # ~100 MB a version: keep the disk to a few
+                        shutil.rmtree(os.path.join(repo_model, str(i)), ignore_errors=True)
                 except Exception as ex:                   # noqa: BLE001
                     pub_errors.append("publish %d: %r" % (i + 2, ex))
         watcher = threading.Thread(target=watch_status)
@@ -274,7 +293,7 @@ def main():
         time.sleep(1.0)
         c.close()
         c = srv.conn()                  # the first one sat idle through both phases (idle timeout)
-        for e in hsys.status_entries(c, "mobilenet"):
+        for e in hsys.status_entries(c, served):
             entries[(e["version"], e.get("generation"))] = e
         watcher.join()
         hwm = 0
@@ -287,7 +306,8 @@ def main():
 
         loaded = [e for (v, g), e in sorted(entries.items(), key=lambda kv: int(kv[0][0])) if int(v) > 1]
         firsts = [e["first_request_ms"] for e in loaded if e.get("first_request_ms") is not None]
-        loads = [e.get("load_ms") for e in loaded if e.get("load_ms") is not None and e.get("state") != "failed"]
+        loads = [e.get("load_ms") for e in loaded
+                 if e.get("load_ms") is not None and e.get("state") not in ("failed", "loading")]
         failed = [e for e in loaded if e.get("state") == "failed"]
 
         def ms(us):
@@ -335,15 +355,18 @@ def main():
             if a.trace_out:
                 shutil.copyfile(trace_path, a.trace_out)
         vrows = [[e["version"], e.get("state"), e.get("verify_ms"), e.get("load_ms"), e.get("warmup_ms"),
+                  e.get("read_cpu_ms"), e.get("load_cpu_ms"), e.get("warmup_cpu_ms"),
                   e.get("first_request_ms"), e.get("reason") or ""] for e in loaded]
         table += "\n" + benchlib.md_table(["version", "state", "verify ms", "load ms", "warm-up ms",
+                                           "loader CPU ms: read", "load", "warm-up",
                                            "first request ms", "reason"], vrows)
-        notes = ("MobileNetV2 (tools/models/make_models.py, new classifier weights per version), binary bodies, "
+        notes = ("%s (tools/models/make_models.py, %s per version), binary bodies, "
                  "%d keep-alive connections; %d versions published in phase 2 (%d failed), load ms median %s; "
                  "process peak RSS (VmHWM) %.0f MiB. Latencies are wrk's (client side); first request ms is the "
                  "server's, compared with wrk's steady p50 (%.2f ms). wrk, the publisher and the server share "
                  "the machine's cores; the server's loader priority: %s, the publisher's nice: +%d.%s"
-                 % (a.connections, len(published), len(failed),
+                 % (mname, "every float tensor new" if a.weights == "retrained" else "new classifier weights",
+                    a.connections, len(published), len(failed),
                     "%.1f" % statistics.median(loads) if loads else "n/a", hwm / 2 ** 20, steady_med, a.loader_priority or "default (low)", a.publisher_nice,
                     (" Problems: " + "; ".join(pub_errors[:3])) if pub_errors else ""))
         print(table)
@@ -353,8 +376,10 @@ def main():
             # the default (4 connections: the server saturated, requests queued) and other concurrencies
             # each keep their own table in bench/README.md
             kind = "reload" if a.connections == 4 else "reload-c%d" % a.connections
-            path = benchlib.write_result(kind, "bench/reload: MobileNetV2, a new version every %g s, %d connection%s"
-                                         % (a.period, a.connections, "" if a.connections == 1 else "s"),
+            if a.model != "mobilenet_v2":
+                kind += "-" + a.model
+            path = benchlib.write_result(kind, "bench/reload: %s, a new version every %g s, %d connection%s"
+                                         % (mname, a.period, a.connections, "" if a.connections == 1 else "s"),
                                          cmd, table, notes)
             print("written to %s and bench/README.md" % os.path.relpath(path, benchlib.ROOT))
     finally:

@@ -3,7 +3,9 @@
  * A backend is a table of function pointers. The built-in ONNX engine implements it
  * (src/backends/), and a shared library can provide one by exporting
  *     const hs_backend *hs_backend_init(void);
- * whose result starts with abi_version == HS_BACKEND_ABI_VERSION (the loader refuses others).
+ * whose result starts with abi_version == HS_BACKEND_ABI_VERSION. The loader also accepts a plug-in
+ * built against ABI 1 (the same table without load_buffer, which it then treats as NULL) and
+ * refuses any other version.
  *
  * Threading: a loaded model is immutable and may be shared by any number of threads. All
  * per-run state lives in a session; one session is used by one thread at a time.
@@ -21,7 +23,8 @@
 extern "C" {
 #endif
 
-#define HS_BACKEND_ABI_VERSION 1
+#define HS_BACKEND_ABI_VERSION 2
+#define HS_BACKEND_ABI_VERSION_MIN 1 /* oldest ABI whose plug-ins still load (no load_buffer) */
 
 typedef struct hs_backend_model hs_backend_model;     /* opaque, owned by the backend */
 typedef struct hs_backend_session hs_backend_session; /* opaque, owned by the backend */
@@ -30,6 +33,13 @@ typedef struct hs_backend_options {
   int threads;            /* compute threads a run may use; 0 = backend default */
   size_t max_model_bytes; /* refuse a model file larger than this; 0 = no limit */
 } hs_backend_options;
+
+/* One file of a model version, already in memory (load_buffer). */
+typedef struct hs_backend_file {
+  const char *path; /* relative to the version's folder, '/'-separated, e.g. "weights.bin" */
+  const void *data; /* its bytes, read-only, valid for the duration of the call */
+  size_t len;
+} hs_backend_file;
 
 typedef struct hs_backend {
   uint32_t abi_version; /* HS_BACKEND_ABI_VERSION */
@@ -65,13 +75,27 @@ typedef struct hs_backend {
    * the next run or session_free on that session. */
   int (*run)(hs_backend_session *session, const hs_tensor *inputs, size_t n_inputs,
              hs_tensor *outputs, size_t n_outputs, hs_error *err);
+
+  /* ---- ABI 2 ---- */
+
+  /* Optional (NULL: the server loads by path with load). Loads and compiles a model from bytes the
+   * server read and verified: model is the model file's bytes, files[0..n_files) every file of the
+   * version (the model file included), and the backend must read nothing else from disk (external
+   * data comes from files; a name not among them is an error). Nothing is kept past the call:
+   * copy what the model needs. Same result and errors as load. This is what makes the manifest's
+   * SHA-256 check cover the bytes that are loaded: with NULL, the server verifies the files and
+   * then calls load on the path, which reads them again, so a file replaced in between is loaded
+   * unverified (docs/REPOSITORY.md, "Read once"). */
+  int (*load_buffer)(const void *model, size_t len, const hs_backend_file *files, size_t n_files,
+                     const hs_backend_options *opts, hs_backend_model **out, hs_error *err);
 } hs_backend;
 
 /* The built-in ONNX engine on CPU. */
 const hs_backend *hs_backend_onnx_cpu(void);
 
 /* Loads a backend from a shared library (see above). On success *out stays valid for the life of
- * the process. */
+ * the process: a copy of the plug-in's table in this ABI's layout (an ABI 1 table gets
+ * load_buffer = NULL). Loading the same library again gives the same table. */
 int hs_backend_load_shared(const char *path, const hs_backend **out, hs_error *err);
 
 #ifdef __cplusplus

@@ -183,6 +183,23 @@ int hs_engine_load(const char *path, const hs_backend_options *opts, hs_engine_m
   return hs_engine_compile(&g, opts, out, err);
 }
 
+int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *files, size_t n_files,
+                          const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
+  if (opts && opts->max_model_bytes && len > opts->max_model_bytes)
+    return hs_error_set(err, HS_LIMIT, "model is %zu bytes, over the limit of %zu", len, opts->max_model_bytes);
+  hs_graph g;
+  hs_graph_init(&g);
+  /* files == NULL would mean "external data from disk": an empty list must still mean "none" */
+  static const hs_backend_file k_none;
+  hs_onnx_source src = {.files = files ? files : &k_none, .n_files = files ? n_files : 0};
+  int rc = hs_onnx_decode_model_src(model, len, &src, &g, err);
+  if (rc) {
+    hs_graph_free(&g);
+    return rc;
+  }
+  return hs_engine_compile(&g, opts, out, err);
+}
+
 /* ---- sessions ---------------------------------------------------------------------------------- */
 
 /* The session's plan for these inputs (from its cache, or built and cached), with an arena big

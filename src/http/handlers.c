@@ -205,6 +205,11 @@ static void handle_status(hs_model *m, hs_reply *reply) {
     put_ms(b, "warmup_ms", v->warmup_ms);
     put_ms(b, "first_request_ms", v->first_request_ms);
     put_time(b, "timestamp", v->unix_ms);
+    put_ms(b, "read_ms", v->read_ms);
+    put_ms(b, "read_cpu_ms", v->read_cpu_ms);
+    put_ms(b, "load_cpu_ms", v->load_cpu_ms);
+    put_ms(b, "warmup_cpu_ms", v->warmup_cpu_ms);
+    hs_sbuf_printf(b, ",\"bytes_read\":%" PRIu64 ",\"bytes_hashed\":%" PRIu64, v->bytes_read, v->bytes_hashed);
     hs_sbuf_puts(b, ",\"reason\":");
     if (v->reason[0]) hs_sbuf_json_str(b, v->reason);
     else hs_sbuf_puts(b, "null");

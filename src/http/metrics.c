@@ -226,6 +226,32 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
     hs_sbuf_printf(b, "} %" PRIu64 "\n",
                    (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->loads, memory_order_relaxed));
   }
+  header(b, "hotserve_model_reload_cpu_seconds_total", "counter",
+         "CPU time of the loader thread spent on this model's loads, by stage (read: read the files once and "
+         "check them; load: decode and compile; warmup: warm-up runs and golden check).");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    for (int st = 0; st < HS_STAGE_COUNT; st++) {
+      hs_sbuf_puts(b, "hotserve_model_reload_cpu_seconds_total{model=");
+      label(b, hs_model_name(m));
+      uint64_t ns = atomic_load_explicit(&hs_model_metrics_get(m)->reload_cpu_ns[st], memory_order_relaxed);
+      hs_sbuf_printf(b, ",stage=\"%s\"} %.6f\n", hs_stage_name(st), (double)ns / 1e9);
+    }
+  }
+  header(b, "hotserve_model_reload_bytes_total", "counter",
+         "Bytes of model files the loader read for this model's loads (read), and of those the ones it checked "
+         "against a manifest's SHA-256 (hashed).");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    const hs_model_metrics *mm = hs_model_metrics_get(m);
+    uint64_t v[2] = {atomic_load_explicit(&mm->reload_bytes_read, memory_order_relaxed),
+                     atomic_load_explicit(&mm->reload_bytes_hashed, memory_order_relaxed)};
+    for (int k = 0; k < 2; k++) {
+      hs_sbuf_puts(b, "hotserve_model_reload_bytes_total{model=");
+      label(b, hs_model_name(m));
+      hs_sbuf_printf(b, ",kind=\"%s\"} %" PRIu64 "\n", k ? "hashed" : "read", v[k]);
+    }
+  }
   reason_counters(b, "hotserve_model_load_failures_total",
                   "Versions refused at any step (verification included), by reason.", reg, false);
   reason_counters(b, "hotserve_model_verify_failures_total",

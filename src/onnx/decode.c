@@ -98,9 +98,8 @@ static int onnx_dtype(int64_t t, hs_dtype *out) {
   }
 }
 
-/* Opens base_dir/location for reading, refusing anything that leaves base_dir. */
-static int open_external(const char *base_dir, const char *location, int *fd_out, hs_error *err) {
-  if (!base_dir) return hs_error_set(err, HS_UNSUPPORTED, "external data '%s' but no model folder", location);
+/* Refuses a location that is absolute, empty or has a ".." component (it would leave the folder). */
+static int check_location(const char *location, hs_error *err) {
   if (location[0] == '/' || location[0] == 0)
     return hs_error_set(err, HS_VERIFY, "external data location '%s' is not relative to the model folder",
                         location);
@@ -111,6 +110,14 @@ static int open_external(const char *base_dir, const char *location, int *fd_out
       return hs_error_set(err, HS_VERIFY, "external data location '%s' leaves the model folder", location);
     p += l + (slash ? 1 : 0);
   }
+  return 0;
+}
+
+/* Opens base_dir/location for reading, refusing anything that leaves base_dir. */
+static int open_external(const char *base_dir, const char *location, int *fd_out, hs_error *err) {
+  if (!base_dir) return hs_error_set(err, HS_UNSUPPORTED, "external data '%s' but no model folder", location);
+  int rc = check_location(location, err);
+  if (rc) return rc;
   char path[PATH_MAX], real_base[PATH_MAX], real_file[PATH_MAX];
   if (snprintf(path, sizeof path, "%s/%s", base_dir, location) >= (int)sizeof path)
     return hs_error_set(err, HS_LIMIT, "external data path too long");
@@ -128,11 +135,47 @@ static int open_external(const char *base_dir, const char *location, int *fd_out
   return 0;
 }
 
-/* Reads `want` bytes at offset into a new malloc'ed *out, after checking they exist in the file. */
-static int read_external(const char *base_dir, const char *location, int64_t offset, int64_t length,
+/* The file of src->files named by location ("./" prefixes and repeated slashes ignored), or NULL. */
+static const hs_backend_file *find_external(const hs_onnx_source *src, const char *location) {
+  char want[PATH_MAX];
+  size_t n = 0;
+  for (const char *p = location; *p && n + 1 < sizeof want;) {
+    if (p[0] == '/' && (n == 0 || want[n - 1] == '/')) { p++; continue; }
+    if (p[0] == '.' && p[1] == '/' && (n == 0 || want[n - 1] == '/')) { p += 2; continue; }
+    want[n++] = *p++;
+  }
+  want[n] = 0;
+  for (size_t i = 0; i < src->n_files; i++)
+    if (src->files[i].path && strcmp(src->files[i].path, want) == 0) return &src->files[i];
+  return NULL;
+}
+
+/* Copies `want` bytes at offset of an external file given in memory (src->files), after checking
+ * they exist in it. A location that is not among the files is an error: the caller handed over
+ * every file the model may read (the verified bytes), so nothing is read from disk. */
+static int copy_external(const hs_onnx_source *src, const char *location, int64_t offset, int64_t length,
                          size_t want, void **out, hs_error *err) {
+  int rc = check_location(location, err);
+  if (rc) return rc;
+  const hs_backend_file *f = find_external(src, location);
+  if (!f) return hs_error_set(err, HS_NOT_FOUND, "external data '%s' is not among the model's files", location);
+  if (length < 0) length = (int64_t)want;
+  if (offset < 0 || (uint64_t)length != want || (uint64_t)offset > f->len || (uint64_t)length > f->len - (uint64_t)offset)
+    return hs_error_set(err, HS_PARSE, "external data '%s': offset %lld length %lld do not fit the file (%zu bytes) "
+                        "or the tensor (%zu bytes)", location, (long long)offset, (long long)length, f->len, want);
+  char *dst = malloc(want ? want : 1);
+  if (!dst) return hs_error_set(err, HS_NO_MEMORY, "out of memory for external data '%s'", location);
+  if (want) memcpy(dst, (const char *)f->data + offset, want);
+  *out = dst;
+  return 0;
+}
+
+/* Reads `want` bytes at offset into a new malloc'ed *out, after checking they exist in the file. */
+static int read_external(const hs_onnx_source *src, const char *location, int64_t offset, int64_t length,
+                         size_t want, void **out, hs_error *err) {
+  if (src->files) return copy_external(src, location, offset, length, want, out, err);
   int fd, rc;
-  if ((rc = open_external(base_dir, location, &fd, err))) return rc;
+  if ((rc = open_external(src->base_dir, location, &fd, err))) return rc;
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
@@ -354,13 +397,13 @@ static int read_typed(const void *buf, size_t len, int field, size_t esz, int64_
 
 /* The tensor's bytes into a new malloc'ed *data (NULL when empty): from an external file, raw_data,
  * or the typed field of its dtype. */
-static int tensor_data(const void *buf, size_t len, const char *base_dir, const tensor_fields *tf,
+static int tensor_data(const void *buf, size_t len, const hs_onnx_source *src, const tensor_fields *tf,
                        const hs_tensor *t, size_t nbytes, void **data, hs_error *err) {
   int rc;
   *data = NULL;
   if (tf->external) {
     if (!tf->location) return BAD(err, "external tensor without a location");
-    if ((rc = read_external(base_dir, tf->location, tf->ext_offset, tf->ext_length, nbytes, data, err))) return rc;
+    if ((rc = read_external(src, tf->location, tf->ext_offset, tf->ext_length, nbytes, data, err))) return rc;
     if (!nbytes) {
       free(*data);
       *data = NULL;
@@ -391,14 +434,14 @@ static int tensor_data(const void *buf, size_t len, const char *base_dir, const 
   return rc;
 }
 
-int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_tensor *out, char **name_out,
-                          hs_error *err) {
+static int decode_tensor(const void *buf, size_t len, const hs_onnx_source *src, hs_tensor *out, char **name_out,
+                         hs_error *err) {
   tensor_fields tf = {.ext_length = -1};
   size_t nbytes = 0;
   void *data = NULL;
   int rc = read_tensor_fields(buf, len, &tf, err);
   if (rc == 0) rc = tensor_shape(&tf, out, &nbytes, err);
-  if (rc == 0) rc = tensor_data(buf, len, base_dir, &tf, out, nbytes, &data, err);
+  if (rc == 0) rc = tensor_data(buf, len, src, &tf, out, nbytes, &data, err);
   if (rc) {
     tensor_fields_free(&tf);
     return rc;
@@ -413,11 +456,17 @@ int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_
   return 0;
 }
 
-static int decode_tensor_msg(hs_pb *r, const char *base_dir, hs_tensor *t, char **name, hs_error *err) {
+int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_tensor *out, char **name,
+                          hs_error *err) {
+  hs_onnx_source src = {.base_dir = base_dir};
+  return decode_tensor(buf, len, &src, out, name, err);
+}
+
+static int decode_tensor_msg(hs_pb *r, const hs_onnx_source *src, hs_tensor *t, char **name, hs_error *err) {
   const uint8_t *d;
   size_t n;
   if (hs_pb_bytes(r, &d, &n)) return BAD(err, "tensor past the end");
-  return hs_onnx_decode_tensor(d, n, base_dir, t, name, err);
+  return decode_tensor(d, n, src, t, name, err);
 }
 
 /* ---- ValueInfoProto --------------------------------------------------------------------------- */
@@ -500,7 +549,7 @@ static int decode_value_info(hs_pb *r, value_info *vi, hs_error *err) {
 
 /* ---- AttributeProto --------------------------------------------------------------------------- */
 
-static int decode_attr(hs_pb *r, const char *base_dir, hs_attr *a, hs_error *err) {
+static int decode_attr(hs_pb *r, const hs_onnx_source *src, hs_attr *a, hs_error *err) {
   hs_pb m;
   uint32_t f;
   int w, rc = 0;
@@ -549,7 +598,7 @@ static int decode_attr(hs_pb *r, const char *base_dir, hs_attr *a, hs_error *err
         if (a->tensor) { free(a->tensor->t.data); free(a->tensor); a->tensor = NULL; }
         a->tensor = calloc(1, sizeof *a->tensor);
         if (!a->tensor) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); break; }
-        rc = decode_tensor_msg(&m, base_dir, &a->tensor->t, NULL, err);
+        rc = decode_tensor_msg(&m, src, &a->tensor->t, NULL, err);
         seen |= 1 << HS_ATTR_TENSOR;
         break;
       }
@@ -660,7 +709,7 @@ static int value_ref(hs_graph *g, const char *name, int *out, hs_error *err) {
   return hs_graph_add_value(g, name, HS_VAL_INTERMEDIATE, out, err);
 }
 
-static int decode_node(hs_graph *g, hs_pb *r, const char *base_dir, hs_error *err) {
+static int decode_node(hs_graph *g, hs_pb *r, const hs_onnx_source *src, hs_error *err) {
   hs_pb m;
   uint32_t f;
   int w, rc = 0, idx;
@@ -689,7 +738,7 @@ static int decode_node(hs_graph *g, hs_pb *r, const char *base_dir, hs_error *er
         attrs = na;
         cap_attrs = cap;
       }
-      rc = decode_attr(&m, base_dir, &attrs[n_attrs], err);
+      rc = decode_attr(&m, src, &attrs[n_attrs], err);
       n_attrs++; /* cleared either way below */
     } else if (hs_pb_skip(&m, w)) {
       rc = BAD(err, "bad node field");
@@ -790,7 +839,7 @@ static int fold_constant_nodes(hs_graph *g, hs_error *err) {
 
 /* ---- GraphProto / ModelProto ------------------------------------------------------------------ */
 
-static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, const char *base_dir,
+static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, const hs_onnx_source *src,
                         hs_error *err) {
   hs_pb r;
   uint32_t f;
@@ -804,7 +853,7 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
       hs_tensor t;
       char *name = NULL;
       int v;
-      if ((rc = decode_tensor_msg(&r, base_dir, &t, &name, err))) return hs_error_prefix(err, "initializer");
+      if ((rc = decode_tensor_msg(&r, src, &t, &name, err))) return hs_error_prefix(err, "initializer");
       rc = name[0] ? hs_graph_add_value(g, name, HS_VAL_CONST, &v, err)
                    : hs_error_set(err, HS_PARSE, "malformed model: initializer without a name");
       if (rc == 0) {
@@ -864,7 +913,7 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
         }
         free(vi.name);
       } else if (pass == 3 && f == 1 && w == HS_PB_BYTES) {
-        rc = decode_node(g, &r, base_dir, err);
+        rc = decode_node(g, &r, src, err);
       } else if (hs_pb_skip(&r, w)) {
         rc = BAD(err, "bad graph field");
       }
@@ -885,7 +934,7 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
   return rc;
 }
 
-int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_graph *g, hs_error *err) {
+int hs_onnx_decode_model_src(const void *buf, size_t len, const hs_onnx_source *src, hs_graph *g, hs_error *err) {
   hs_pb r;
   uint32_t f;
   int w, rc;
@@ -926,10 +975,15 @@ int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_g
   if (!graph) return BAD(err, "no graph (not an ONNX model?)");
   if (default_opset < 0) default_opset = 1; /* ONNX: absent import means the oldest opset */
   g->opset = default_opset;
-  if ((rc = decode_graph(g, graph, graph_len, 1, base_dir, err))) return rc;
+  if ((rc = decode_graph(g, graph, graph_len, 1, src, err))) return rc;
   for (int i = 0; i < g->n_nodes; i++) g->nodes[i].opset = g->nodes[i].domain[0] ? 1 : g->opset;
   if ((rc = fold_constant_nodes(g, err))) return rc;
   return hs_graph_finish(g, err);
+}
+
+int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_graph *g, hs_error *err) {
+  hs_onnx_source src = {.base_dir = base_dir};
+  return hs_onnx_decode_model_src(buf, len, &src, g, err);
 }
 
 int hs_onnx_load_file(const char *path, size_t max_bytes, hs_graph *g, hs_error *err) {

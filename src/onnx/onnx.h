@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "hotserve/backend.h"
 #include "ir/ir.h"
 
 /* Decodes a serialized ModelProto into g (which must be freshly hs_graph_init'ed). External data
@@ -12,6 +13,19 @@
  * On error g holds whatever was decoded so far: the caller still calls hs_graph_free. Returns 0,
  * HS_PARSE (malformed bytes), HS_UNSUPPORTED (valid but beyond the engine), HS_IO or HS_NO_MEMORY. */
 int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_graph *g, hs_error *err);
+
+/* Where a model's external data comes from: with files != NULL, only from those n_files buffers
+ * (hs_backend_file: a path relative to the model's folder and its bytes, e.g. the bytes the
+ * repository verified), never from disk; a location not among them is HS_NOT_FOUND. Otherwise
+ * from files under base_dir as above (NULL: external data refused). */
+typedef struct hs_onnx_source {
+  const char *base_dir;
+  const hs_backend_file *files;
+  size_t n_files;
+} hs_onnx_source;
+
+/* hs_onnx_decode_model with external data from src. buf is only read during the call. */
+int hs_onnx_decode_model_src(const void *buf, size_t len, const hs_onnx_source *src, hs_graph *g, hs_error *err);
 
 /* Reads the model file at path (refusing files over max_bytes when max_bytes > 0) and decodes it
  * with its folder as base_dir. Same ownership and errors as hs_onnx_decode_model. */

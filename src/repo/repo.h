@@ -89,6 +89,13 @@ typedef struct hs_repo_options {
   int settle_ms;                 /* manifest-less versions count once unchanged this long; default 2000 */
   size_t max_file_bytes;         /* per-file limit; 0 = default (4 GiB) */
   size_t max_files;              /* per-version limit; 0 = default (1024) */
+  /* For a loader that reads every version with hs_repo_read_version, which hashes the bytes it
+   * loads: the scan then checks a manifest's signature, names and sizes but does not hash the
+   * files (so the server hashes each new file once, not twice). A version is READY on that; when
+   * the loader's read finds different bytes it calls hs_repo_recheck, and the next scan checks
+   * that version in full as it would without this option (PENDING while its files still change,
+   * INVALID once they have settled). */
+  bool defer_content_check;
 } hs_repo_options;
 
 /* ---- discovery ---- */
@@ -163,6 +170,40 @@ int hs_repo_verify_version(const char *dir, bool require_signature, const hs_tru
 /* True when code is one of the verification refusals above (reason_code of an INVALID version),
  * false for any other code (a load or warm-up failure named by serving/). One table: files.c. */
 bool hs_repo_is_verify_reason(const char *code);
+
+/* ---- reading a version once, for loading (read.c) ---- */
+typedef struct hs_repo_file {
+  char *path;  /* relative to the version folder, '/'-separated */
+  void *data;  /* its bytes (a NUL follows the last one) */
+  size_t len;
+} hs_repo_file;
+
+typedef struct hs_repo_bytes {
+  hs_repo_file *files;       /* every file of the version but the manifest and signature, by path */
+  size_t n_files;
+  const hs_repo_file *model; /* model.onnx, one of files */
+  bool verified;             /* a manifest covered every byte (false: a version without one) */
+  uint64_t bytes_read, bytes_hashed;
+  double read_ms;            /* wall time of the read and check */
+} hs_repo_bytes;
+
+/* Reads every file of rv (a READY version of a scan; model_dir is the folder holding it, the bound
+ * for its symlinks) into memory once and checks those very bytes: the signature over the manifest
+ * bytes read (when require_signature, or when keys and a signature are present), then each buffer's
+ * size and SHA-256 against the manifest. A version without a manifest must still have the listing
+ * the scan settled on. What the caller loads from *out is thus exactly what was verified, however
+ * the files change meanwhile. On success *out is the caller's (hs_repo_bytes_free). A refusal is
+ * HS_VERIFY with reason_code set: a verification code of repo.h ("manifest_mismatch", ...) or
+ * "changed" (the content is no longer what the scan decided on: new content the next scan names);
+ * other errors (HS_IO, HS_NO_MEMORY, HS_NOT_FOUND without a model.onnx) leave reason_code "". */
+/* After a load-time read found that a READY version's bytes do not match its manifest (with
+ * defer_content_check): the next scan decides the version dir again, hashing its files, for as
+ * long as its listing stays the same. Call from the scanning thread. */
+void hs_repo_recheck(hs_repo *repo, const char *dir);
+
+int hs_repo_read_version(const char *model_dir, const hs_repo_version *rv, bool require_signature,
+                         const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err);
+void hs_repo_bytes_free(hs_repo_bytes *b);
 
 /* ---- watching ---- */
 typedef struct hs_watcher hs_watcher;

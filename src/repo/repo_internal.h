@@ -139,6 +139,8 @@ int hs__manifest_build(const hs__listing *l, hs__hash_cache *c, const char *mode
  * are HS__R_MANIFEST_MISMATCH; an unreadable file HS__R_IO. */
 hs__reason hs__manifest_check(const hs__manifest *m, const hs__listing *l, hs__hash_cache *c,
                               hs__verdict *v);
+/* The part of hs__manifest_check that reads no file: names and sizes only. */
+hs__reason hs__manifest_check_sizes(const hs__manifest *m, const hs__listing *l, hs__verdict *v);
 
 /* ---- keys and signatures ---- */
 typedef enum { HS__KEY_ED25519_PUBLIC, HS__KEY_ED25519_PRIVATE, HS__KEY_HMAC } hs__key_kind;
@@ -187,6 +189,8 @@ typedef struct hs__check_opts {
    * not known (`hotserve verify` of a directory not named MODEL/VERSION), not compared. */
   const char *model;
   int64_t version;
+  bool sizes_only;       /* check names and sizes against the manifest, hash nothing (the loader
+                            hashes what it reads: hs_repo_options.defer_content_check) */
 } hs__check_opts;
 
 /* Checks dir (canonical path) whose symlinks may lead anywhere inside bound, given its listing l.

@@ -31,6 +31,8 @@ typedef struct settle_entry {
   int64_t first_seen_ms;  /* monotonic */
   bool seen;              /* seen during the current scan */
   bool decided;           /* result below is final for this shape */
+  bool full_check;        /* hash the files even with defer_content_check: set by hs_repo_recheck,
+                             cleared once a full check finds the files matching their manifest */
   hs_repo_version result;
   struct settle_entry *next;
 } settle_entry;
@@ -245,15 +247,18 @@ static void evaluate_dir(hs_repo *repo, const char *model, const char *model_rea
     set_result(out, HS_VERSION_PENDING, HS__R_NONE, "empty directory");
     return;
   }
+  bool sizes_only = repo->opts.defer_content_check && !e->full_check;
   hs__check_opts o = {repo->opts.require_signature, repo->opts.keys, repo->opts.max_files,
-                      repo->opts.max_file_bytes, repo->cache, model, version};
+                      repo->opts.max_file_bytes, repo->cache, model, version, sizes_only};
   bool has_manifest = false;
   char fp[65];
   r = hs__check_version(real, &l, &o, &has_manifest, fp, &v);
   hs__listing_free(&l);
   if (r == HS__R_NONE && has_manifest) {
+    if (!sizes_only) e->full_check = false; /* the bytes matched: the loader may check the next ones */
     snprintf(out->fingerprint, sizeof out->fingerprint, "%s", fp);
-    set_result(out, HS_VERSION_READY, HS__R_NONE, "manifest matches");
+    set_result(out, HS_VERSION_READY, HS__R_NONE,
+               sizes_only ? "manifest matches (names and sizes; the loader hashes what it reads)" : "manifest matches");
   } else if (r == HS__R_NONE) {
     hs_hex(shape, 32, out->fingerprint);
     set_result(out, settled ? HS_VERSION_READY : HS_VERSION_PENDING, HS__R_NONE,
@@ -271,6 +276,15 @@ static void evaluate_dir(hs_repo *repo, const char *model, const char *model_rea
   }
   e->decided = true;
   e->result = *out;
+}
+
+void hs_repo_recheck(hs_repo *repo, const char *dir) {
+  char real[PATH_MAX];
+  if (!realpath(dir, real)) snprintf(real, sizeof real, "%s", dir);
+  settle_entry *e = settle_find(repo, real);
+  if (!e) return; /* not seen by a scan (yet): its first scan decides it anyway */
+  e->decided = false;
+  e->full_check = true;
 }
 
 static void evaluate(hs_repo *repo, const char *model, const char *model_real, const char *path, int64_t version,

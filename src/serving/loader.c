@@ -3,9 +3,12 @@
  * DESIGN
  * One loader thread per registry does every load; request threads never wait for it. It sleeps
  * on a condition variable until kicked (watcher on_change, SIGHUP, the repository API), then
- * scans the repository (hs_repo_scan verifies manifests and signatures) and, per model, loads
- * each READY (version, fingerprint) it does not serve yet: memory admission, backend load,
- * sessions, warm-up runs on every session (warmup.c), optional golden check (golden.c). Memory
+ * scans the repository (hs_repo_scan checks signatures, manifests, names and sizes) and, per
+ * model, loads each READY (version, fingerprint) it does not serve yet: memory admission, read once
+ * (hs_repo_read_version reads every file once and hashes those bytes against the manifest; a
+ * mismatch there has the next scan, 250 ms later, decide the version in full), backend load from
+ * those same bytes (load_buffer), sessions, warm-up runs on every session (warmup.c), optional
+ * golden check (golden.c). Each stage's CPU time on this thread is recorded. Memory
  * admission compares the scan's byte count of the version's files (hs_repo_version.total_bytes)
  * plus the resident set with the limit. A version that passes is
  * published together with the others the policy keeps, in one atomic swap (registry.c). Any
@@ -44,25 +47,64 @@ static bool failed_before(const hs_model *m, int64_t version, const char *fp) {
   return false;
 }
 
-/* Logs, counts and records a failed (version, fingerprint); it will not be tried again. */
-static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_t generation,
-                           const char *code, const char *message, double verify_ms, double load_ms,
-                           double warmup_ms) {
-  size_t slot = m->n_failed++ % HS_FAILED_KEYS;
-  m->failed[slot].version = version;
-  snprintf(m->failed[slot].fingerprint, sizeof m->failed[slot].fingerprint, "%s", fp);
+/* Logs, counts and records a failed (version, fingerprint); it will not be tried again. With
+ * final false, the attempt is only shown in the status and logged: the next scan decides the
+ * version (a load-time read that found bytes other than the manifest's, hs_repo_recheck). */
+static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint64_t generation,
+                              const char *code, const char *message, double verify_ms, double load_ms,
+                              double warmup_ms, const hs_version_status *cost, bool final) {
   bool verify = hs_repo_is_verify_reason(code);
-  hs_log(verify ? HS_LOG_ALERT : HS_LOG_ERROR, "model %s version %" PRId64 " failed: %s: %s", m->name,
-         version, code, message);
-  hs__count_reason(&m->metrics.load_failures, code);
-  if (verify) hs__count_reason(&m->metrics.verify_failures, code);
-  hs_version_status st = {.version = version, .generation = generation, .state = HS_VS_FAILED,
+  if (final) {
+    size_t slot = m->n_failed++ % HS_FAILED_KEYS;
+    m->failed[slot].version = version;
+    snprintf(m->failed[slot].fingerprint, sizeof m->failed[slot].fingerprint, "%s", fp);
+    hs_log(verify ? HS_LOG_ALERT : HS_LOG_ERROR, "model %s version %" PRId64 " failed: %s: %s", m->name,
+           version, code, message);
+    hs__count_reason(&m->metrics.load_failures, code);
+    if (verify) hs__count_reason(&m->metrics.verify_failures, code);
+  } else {
+    HS_LOGW("model %s version %" PRId64 " not loaded: %s: %s; the next scan checks it in full", m->name,
+            version, code, message);
+  }
+  /* not final: the entry stays LOADING (undecided) and the next verdict on this version replaces
+   * it (take_generation) */
+  hs_version_status st = {.version = version, .generation = generation,
+                          .state = final ? HS_VS_FAILED : HS_VS_LOADING,
                           .verify_ms = verify_ms, .load_ms = load_ms, .warmup_ms = warmup_ms,
                           .first_request_ms = -1};
+  if (!final) {
+    m->recheck_version = version;
+    m->recheck_generation = generation;
+  }
+  if (cost) {
+    st.read_ms = cost->read_ms;
+    st.read_cpu_ms = cost->read_cpu_ms;
+    st.load_cpu_ms = cost->load_cpu_ms;
+    st.warmup_cpu_ms = cost->warmup_cpu_ms;
+    st.bytes_read = cost->bytes_read;
+    st.bytes_hashed = cost->bytes_hashed;
+  }
   snprintf(st.fingerprint, sizeof st.fingerprint, "%s", fp);
-  snprintf(st.reason, sizeof st.reason, "%s", code);
-  snprintf(st.error, sizeof st.error, "%s", message);
+  if (final) snprintf(st.reason, sizeof st.reason, "%s", code);
+  snprintf(st.error, sizeof st.error, "%s%s", message, final ? "" : " (checking the version in full)");
   hs__status_record(m, &st);
+}
+
+/* The status generation for the next attempt on version: the one a not-final attempt left
+ * LOADING (so its entry is replaced by the verdict), else a new one. */
+static uint64_t take_generation(hs_model *m, int64_t version) {
+  if (m->recheck_generation && m->recheck_version == version) {
+    uint64_t g = m->recheck_generation;
+    m->recheck_generation = 0;
+    return g;
+  }
+  return m->next_generation++;
+}
+
+static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_t generation,
+                           const char *code, const char *message, double verify_ms, double load_ms,
+                           double warmup_ms, const hs_version_status *cost) {
+  record_failure_as(m, version, fp, generation, code, message, verify_ms, load_ms, warmup_ms, cost, true);
 }
 
 /* ---- memory admission ---- */
@@ -104,17 +146,80 @@ static int check_declared(const hs_version *v, const hs_model_config *cfg, hs_er
 
 static double ms_since(uint64_t t0) { return (double)(hs_now_ns() - t0) / 1e6; }
 
+/* CPU time this thread has used, in ns: the cost of a loader stage, whatever else the cores run.
+ * (oneDNN worker threads a stage starts, with threads > 1, are not in it.) */
+static uint64_t thread_cpu_ns(void) {
+  struct timespec t;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return 0;
+  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* Adds a stage's CPU time (since cpu0) to the model's counters and to cost; returns now. */
+static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cost_ms) {
+  uint64_t now = thread_cpu_ns(), d = now > cpu0 ? now - cpu0 : 0;
+  atomic_fetch_add_explicit(&m->metrics.reload_cpu_ns[stage], d, memory_order_relaxed);
+  *cost_ms = (double)d / 1e6;
+  return now;
+}
+
+/* Reads the version's files once, checks those bytes (hs_repo_read_version) and has the backend
+ * load them. A backend without load_buffer (an ABI 1 plug-in, or one that opts out) gets the path
+ * after the check instead: it reads the files again, so for it the check covers the files as they
+ * were just before the load, not the bytes it reads (docs/REPOSITORY.md, "Read once"). The read's CPU
+ * time is accounted here; *cpu_after_read is where the load stage's starts. On failure *code names
+ * the reason. */
+static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv, const char *model_dir,
+                         hs_version *v, const hs_backend_options *bo, hs_version_status *cost,
+                         uint64_t *cpu_after_read, const char **code, char code_buf[32], hs_error *err) {
+  if (r->opts.test_before_read) r->opts.test_before_read(r->opts.test_user, m->name, rv->version, rv->dir);
+  uint64_t cpu = thread_cpu_ns();
+  hs_repo_bytes *bytes = NULL;
+  int rc = hs_repo_read_version(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err);
+  cpu = account_stage(m, HS_STAGE_READ, cpu, &cost->read_cpu_ms);
+  *cpu_after_read = cpu;
+  if (rc != HS_OK) {
+    if (code_buf[0]) *code = code_buf;
+    return rc;
+  }
+  cost->read_ms = bytes->read_ms;
+  cost->bytes_read = bytes->bytes_read;
+  cost->bytes_hashed = bytes->bytes_hashed;
+  atomic_fetch_add_explicit(&m->metrics.reload_bytes_read, bytes->bytes_read, memory_order_relaxed);
+  atomic_fetch_add_explicit(&m->metrics.reload_bytes_hashed, bytes->bytes_hashed, memory_order_relaxed);
+  if (v->backend->load_buffer) {
+    hs_backend_file *files = calloc(bytes->n_files ? bytes->n_files : 1, sizeof *files);
+    if (!files) {
+      rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    } else {
+      for (size_t i = 0; i < bytes->n_files; i++)
+        files[i] = (hs_backend_file){bytes->files[i].path, bytes->files[i].data, bytes->files[i].len};
+      rc = v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, bo, &v->bm, err);
+      free(files);
+      if (rc != HS_OK) hs_error_prefix(err, "loading %s", rv->model_path);
+    }
+  } else {
+    rc = v->backend->load(rv->model_path, bo, &v->bm, err);
+  }
+  hs_repo_bytes_free(bytes); /* the backend copied what it keeps */
+  if (rc != HS_OK) v->bm = NULL;
+  return rc;
+}
+
 /* Loads, warms and checks one version. On success returns a version holding one (loader)
- * reference; on failure records it and returns NULL. */
+ * reference; on failure records it and returns NULL. When the load-time read found bytes other
+ * than the manifest's (the scan only checked names and sizes: defer_content_check), the failure is
+ * not final: the next scan, soon (*pending), checks the version in full and decides it. */
 static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model *rm,
-                                const hs_repo_version *rv, double verify_ms) {
+                                const hs_repo_version *rv, double verify_ms, bool *pending) {
   const hs_model_config *cfg = &rm->config;
-  uint64_t generation = m->next_generation++;
+  uint64_t generation = take_generation(m, rv->version);
   hs_error err;
   hs_error_clear(&err);
   const char *code = "load_error";
+  char code_buf[32] = "";
   double load_ms = 0, warm_ms = 0;
-  uint64_t t0 = hs_now_ns();
+  hs_version_status cost = {0};
+  uint64_t t0 = hs_now_ns(), cpu = 0;
 
   hs_version_status st = {.version = rv->version, .generation = generation, .state = HS_VS_LOADING,
                           .verify_ms = verify_ms, .first_request_ms = -1};
@@ -152,13 +257,12 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     goto fail;
   }
 
+  char model_dir[HS_PATH_MAX];
+  snprintf(model_dir, sizeof model_dir, "%s/%s", r->root, m->name);
   v->backend = pick_backend(cfg, &err);
   if (!v->backend) goto fail;
   hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads};
-  if (v->backend->load(rv->model_path, &bo, &v->bm, &err) != HS_OK) {
-    v->bm = NULL;
-    goto fail;
-  }
+  if (read_and_load(r, m, rv, model_dir, v, &bo, &cost, &cpu, &code, code_buf, &err) != HS_OK) goto fail;
   v->memory_bytes = v->backend->memory_bytes ? v->backend->memory_bytes(v->bm) : estimate;
   v->counted_live = true;
   atomic_fetch_add(&r->metrics.versions_live, 1);
@@ -183,6 +287,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     v->free_list[v->n_free++] = v->sessions[i];
   }
   load_ms = ms_since(t0);
+  cpu = account_stage(m, HS_STAGE_LOAD, cpu, &cost.load_cpu_ms);
   uint64_t tw = hs_now_ns();
   hs_trace_stage(r->trace, "load", m->name, v->version, t0, tw);
 
@@ -196,6 +301,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
       goto fail;
   }
   warm_ms = ms_since(tw);
+  cpu = account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
   hs_trace_stage(r->trace, "warmup", m->name, v->version, tw, hs_now_ns());
 
   v->counter = hs__version_counter(m, v->version);
@@ -203,15 +309,29 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   double total_ms = ms_since(t0) + verify_ms;
   hs_histogram_observe(&m->metrics.load, (uint64_t)(total_ms * 1e6));
   hs__status_set_times(m, generation, load_ms, warm_ms); /* stays LOADING until published */
-  HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f)", m->name,
-          v->version, total_ms, verify_ms, load_ms, warm_ms);
+  hs__status_set_cost(m, generation, &cost);
+  HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
+          "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64, m->name, v->version,
+          total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms, cost.warmup_cpu_ms,
+          cost.bytes_read, cost.bytes_hashed);
   return v;
 
 fail:
-  if (load_ms == 0) load_ms = ms_since(t0);
-  else warm_ms = ms_since(t0) - load_ms;
+  if (load_ms == 0) {
+    load_ms = ms_since(t0);
+    if (cpu) account_stage(m, HS_STAGE_LOAD, cpu, &cost.load_cpu_ms);
+  } else {
+    warm_ms = ms_since(t0) - load_ms;
+    account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
+  }
   /* replaces the LOADING entry of this generation */
-  record_failure(m, rv->version, rv->fingerprint, generation, code, err.message, verify_ms, load_ms, warm_ms);
+  bool recheck = code == code_buf && strcmp(code_buf, "manifest_mismatch") == 0;
+  if (recheck) {
+    hs_repo_recheck(r->repo, rv->dir);
+    *pending = true;
+  }
+  record_failure_as(m, rv->version, rv->fingerprint, generation, code, err.message, verify_ms, load_ms, warm_ms,
+                    &cost, !recheck);
   if (v) hs__version_free(v);
   return NULL;
 }
@@ -275,12 +395,12 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
       continue;
     }
     if (rv->state == HS_VERSION_INVALID) {
-      record_failure(m, rv->version, rv->fingerprint, m->next_generation++,
-                     rv->reason_code[0] ? rv->reason_code : "bad_manifest", rv->reason, verify_ms, 0, 0);
+      record_failure(m, rv->version, rv->fingerprint, take_generation(m, rv->version),
+                     rv->reason_code[0] ? rv->reason_code : "bad_manifest", rv->reason, verify_ms, 0, 0, NULL);
       all_ok = false;
       continue;
     }
-    hs_version *v = load_version(r, m, rm, rv, verify_ms);
+    hs_version *v = load_version(r, m, rm, rv, verify_ms, pending);
     if (!v) {
       all_ok = false;
       continue;

@@ -407,6 +407,26 @@ void hs__status_set_times(hs_model *m, uint64_t generation, double load_ms, doub
   pthread_mutex_unlock(&m->status_mu);
 }
 
+void hs__status_set_cost(hs_model *m, uint64_t generation, const hs_version_status *c) {
+  pthread_mutex_lock(&m->status_mu);
+  for (size_t i = 0; i < m->history_n; i++) {
+    hs_version_status *st = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
+    if (st->generation != generation) continue;
+    st->read_ms = c->read_ms;
+    st->read_cpu_ms = c->read_cpu_ms;
+    st->load_cpu_ms = c->load_cpu_ms;
+    st->warmup_cpu_ms = c->warmup_cpu_ms;
+    st->bytes_read = c->bytes_read;
+    st->bytes_hashed = c->bytes_hashed;
+  }
+  pthread_mutex_unlock(&m->status_mu);
+}
+
+const char *hs_stage_name(int stage) {
+  static const char *const names[HS_STAGE_COUNT] = {"read", "load", "warmup"};
+  return stage >= 0 && stage < HS_STAGE_COUNT ? names[stage] : "?";
+}
+
 void hs_model_status_get(hs_model *m, hs_model_status *out) {
   memset(out, 0, sizeof *out);
   snprintf(out->name, sizeof out->name, "%s", m->name);
@@ -556,8 +576,9 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
   if (rc == HS_OK && opts->require_signature && !r->keys)
     rc = hs_error_set(err, HS_INVALID_ARGUMENT, "--require-signature needs at least one --trusted-key");
   if (rc == HS_OK) {
+    /* the loader hashes the bytes it reads (loader.c, read once): the scan need not hash them too */
     hs_repo_options ro = {.require_signature = opts->require_signature, .keys = r->keys,
-                          .settle_ms = r->opts.settle_ms};
+                          .settle_ms = r->opts.settle_ms, .defer_content_check = true};
     rc = hs_repo_open(r->root, &ro, &r->repo, err);
   }
   if (rc != HS_OK) {

@@ -51,6 +51,11 @@ typedef struct hs_registry_options {
                                    starts it (the server listens meanwhile, answering not-ready) */
   bool strict_readiness;        /* hs_registry_ready: every selected version must serve (Triton's
                                    --strict-readiness) instead of "what was served still is" */
+  /* Tests only (no flag or variable sets it): called on the loader thread after the scan decided a
+   * version is READY and right before the loader reads its bytes, so a test can change the files in
+   * exactly the window a verify-then-load-by-path design would leave open. NULL: none. */
+  void (*test_before_read)(void *user, const char *model, int64_t version, const char *dir);
+  void *test_user;
 } hs_registry_options;
 
 /* Opens the repository, loads what is ready now (synchronously), then starts the loader thread
@@ -133,6 +138,11 @@ typedef struct hs_version_status {
   char fingerprint[65];
   double load_ms, verify_ms, warmup_ms;
   double first_request_ms; /* < 0 until the first request */
+  /* what the loader spent on this version: CPU time of the loader thread per stage (read = read
+   * the files once and check them against the manifest; load = decode, compile, sessions;
+   * warm-up = warm-up runs and golden check), and the bytes it read and hashed */
+  double read_ms, read_cpu_ms, load_cpu_ms, warmup_cpu_ms;
+  uint64_t bytes_read, bytes_hashed;
   char reason[32];         /* "" when none */
   char error[256];         /* "" when none */
   int64_t unix_ms;         /* wall clock (ms since the epoch) when the entry reached its state */
@@ -169,7 +179,15 @@ typedef struct hs_model_metrics {
   _Atomic(hs_version_counter *) requests;  /* list head */
   _Atomic(hs_reason_counter *) load_failures;
   _Atomic(hs_reason_counter *) verify_failures;
+  /* loader cost summed over every load attempt (loader.c), for /metrics */
+  atomic_uint_least64_t reload_cpu_ns[3]; /* HS_STAGE_READ, _LOAD, _WARMUP */
+  atomic_uint_least64_t reload_bytes_read, reload_bytes_hashed;
 } hs_model_metrics;
+
+/* The loader stages whose CPU time is counted (hs_model_metrics.reload_cpu_ns). */
+enum { HS_STAGE_READ, HS_STAGE_LOAD, HS_STAGE_WARMUP, HS_STAGE_COUNT };
+/* "read", "load", "warmup": the stage label /metrics uses. */
+const char *hs_stage_name(int stage);
 
 const hs_model_metrics *hs_model_metrics_get(const hs_model *m);
 

@@ -71,6 +71,8 @@ struct hs_model {
     char fingerprint[65];
   } failed[HS_FAILED_KEYS]; /* content that failed: never retried, new content is */
   size_t n_failed;
+  int64_t recheck_version;     /* a load-time mismatch left this version's status entry LOADING ... */
+  uint64_t recheck_generation; /* ... under this generation (0: none), for the verdict to replace */
   char config_error_seen[256];
   bool seen_in_scan;        /* loader only: during a scan */
   atomic_bool in_repo;      /* the last scan found the model's folder (read by load requests) */
@@ -125,6 +127,8 @@ void hs__status_record(hs_model *m, const hs_version_status *st);
 void hs__status_update(hs_model *m, uint64_t generation, hs_vstate state, bool serving);
 /* Sets the load and warm-up times of m's history entry for generation (its state unchanged). */
 void hs__status_set_times(hs_model *m, uint64_t generation, double load_ms, double warmup_ms);
+/* Sets the read/CPU/bytes fields of m's history entry for generation from st (its state unchanged). */
+void hs__status_set_cost(hs_model *m, uint64_t generation, const hs_version_status *st);
 hs_version_counter *hs__version_counter(hs_model *m, int64_t version);
 void hs__registry_free_models(hs_registry *r);
 void hs__count_reason(_Atomic(hs_reason_counter *) *head, const char *reason);

@@ -48,6 +48,96 @@ static void test_descriptors_and_memory(void **state) {
   be->free_model(m);
 }
 
+static void *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  void *buf = malloc(n > 0 ? (size_t)n : 1);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *len = (size_t)n;
+  return buf;
+}
+
+/* Runs the case's input on m; returns the output bytes (malloc'ed). */
+static void *run_case(hs_backend_model *m, const char *dir, size_t *len) {
+  const hs_backend *be = hs_backend_onnx_cpu();
+  hs_tensor x, out;
+  assert_int_equal(load_npys(dir, "input", &x, 1), 1);
+  hs_backend_session *s;
+  hs_error err;
+  assert_int_equal(be->session_create(m, &s, &err), 0);
+  assert_int_equal(be->run(s, &x, 1, &out, 1, &err), 0);
+  void *copy = malloc(out.nbytes);
+  memcpy(copy, out.data, out.nbytes);
+  *len = out.nbytes;
+  be->session_free(s);
+  free(x.data);
+  return copy;
+}
+
+/* load_buffer (ABI 2): a model and its external data given in memory load from those bytes only,
+ * with outputs bit-for-bit those of the path-based load; nothing is read from the folder. */
+static void test_load_buffer_reads_only_the_given_bytes(void **state) {
+  (void)state;
+  const hs_backend *be = hs_backend_onnx_cpu();
+  assert_non_null(be->load_buffer);
+  const char *dir = CASE("external_data_subdir");
+  char path[1024];
+  size_t mlen, wlen;
+  snprintf(path, sizeof path, "%s/model.onnx", dir);
+  void *model = slurp(path, &mlen);
+  snprintf(path, sizeof path, "%s/data/weights.bin", dir);
+  void *weights = slurp(path, &wlen);
+  hs_backend_file files[2] = {{"model.onnx", model, mlen}, {"data/weights.bin", weights, wlen}};
+  hs_backend_model *m = NULL;
+  hs_error err;
+  int rc = be->load_buffer(model, mlen, files, 2, NULL, &m, &err);
+  if (rc) fprintf(stderr, "%s\n", err.message);
+  assert_int_equal(rc, 0);
+  hs_backend_model *cold = load(dir);
+  size_t la, lb;
+  void *a = run_case(m, dir, &la), *b = run_case(cold, dir, &lb);
+  assert_int_equal(la, lb);
+  assert_memory_equal(a, b, la);
+  hs_tensor e;
+  assert_int_equal(load_npys(dir, "expected", &e, 1), 1);
+  hs_tensor got = e;
+  got.data = a;
+  assert_int_equal(compare_tensors("external_data_subdir", &got, &e), 0);
+  free(a);
+  free(b);
+  free(e.data);
+  be->free_model(m);
+  be->free_model(cold);
+
+  /* the weights' bytes come from the buffer, not the file beside the model: change them in memory
+   * and the output changes */
+  float *w = weights;
+  for (size_t i = 0; i < wlen / sizeof(float); i++) w[i] += 1.0f;
+  assert_int_equal(be->load_buffer(model, mlen, files, 2, NULL, &m, &err), 0);
+  a = run_case(m, dir, &la);
+  cold = load(dir);
+  b = run_case(cold, dir, &lb);
+  assert_true(memcmp(a, b, la) != 0);
+  free(a);
+  free(b);
+  be->free_model(m);
+  be->free_model(cold);
+
+  /* external data missing from the given files is an error, even though it exists on disk */
+  m = NULL;
+  assert_int_equal(be->load_buffer(model, mlen, files, 1, NULL, &m, &err), HS_NOT_FOUND);
+  assert_null(m);
+  assert_non_null(strstr(err.message, "data/weights.bin"));
+  assert_int_equal(be->load_buffer(model, mlen, NULL, 0, NULL, &m, &err), HS_NOT_FOUND);
+  free(model);
+  free(weights);
+}
+
 static void test_dynamic_batch(void **state) {
   (void)state;
   const hs_backend *be = hs_backend_onnx_cpu();
@@ -197,6 +287,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_descriptors_and_memory),
       cmocka_unit_test(test_dynamic_batch),
+      cmocka_unit_test(test_load_buffer_reads_only_the_given_bytes),
       cmocka_unit_test(test_input_errors_name_the_input),
       cmocka_unit_test(test_outputs_live_until_next_run),
       cmocka_unit_test(test_threads_share_one_model),

@@ -403,6 +403,76 @@ static void test_hash_cache(void **state) {
   hs_repo_close(r);
 }
 
+/* Read once (read.c) with a scanner that leaves the hashing to it (defer_content_check, as the
+ * server runs): the scan checks names and sizes only; hs_repo_read_version returns the bytes it read
+ * and hashed, and refuses bytes that differ from the manifest; after hs_repo_recheck the scan hashes
+ * that version again (INVALID while it differs, READY once it matches, deferring again after). */
+static void test_read_once_and_deferred_check(void **state) {
+  fixture *f = *state;
+  char v1[4096], mdir[4096];
+  snprintf(v1, sizeof v1, "%s", P("%s/m/1", f->root));
+  snprintf(mdir, sizeof mdir, "%s", P("%s/m", f->root));
+  make_version(v1, "model bytes");
+  sign(v1, NULL);
+  hs_repo_options o = {.settle_ms = 0, .defer_content_check = true};
+  hs_repo *r = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
+
+  hs_repo_snapshot *s = scan(r);
+  const hs_repo_version *rv = find_version(s, "m", 1);
+  assert_int_equal(rv->state, HS_VERSION_READY);
+  assert_int_equal(hs__repo_bytes_hashed(r), 0); /* names and sizes only */
+  hs_repo_bytes *b = NULL;
+  char code[32];
+  assert_int_equal(hs_repo_read_version(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_true(b->verified);
+  assert_int_equal(b->n_files, 2);
+  assert_int_equal(b->bytes_read, strlen("model bytes") + strlen("weights"));
+  assert_int_equal(b->bytes_hashed, b->bytes_read);
+  assert_int_equal(b->model->len, strlen("model bytes"));
+  assert_memory_equal(b->model->data, "model bytes", b->model->len);
+  hs_repo_bytes_free(b);
+
+  /* one changed byte, same size: the deferred scan still says READY, the read refuses the bytes */
+  write_text(P("%s/model.onnx", v1), "model bytez");
+  hs_repo_snapshot_free(s);
+  s = scan(r);
+  rv = find_version(s, "m", 1);
+  assert_int_equal(rv->state, HS_VERSION_READY);
+  b = NULL;
+  assert_int_equal(hs_repo_read_version(mdir, rv, false, NULL, &b, code, &err), HS_VERIFY);
+  assert_null(b);
+  assert_string_equal(code, "manifest_mismatch");
+  assert_non_null(strstr(err.message, "model.onnx"));
+  /* after a recheck the scan hashes the version: refused while it differs */
+  hs_repo_recheck(r, rv->dir);
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "manifest_mismatch");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  /* restored: READY after a full check, and the next change is left to the loader again */
+  write_text(P("%s/model.onnx", v1), "model bytes");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  uint64_t hashed = hs__repo_bytes_hashed(r);
+  assert_true(hashed > 0);
+  write_text(P("%s/model.onnx", v1), "model bytez");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
+  assert_int_equal(hs__repo_bytes_hashed(r), hashed);
+
+  /* new content under the same version after the scan (another manifest): "changed" */
+  write_text(P("%s/model.onnx", v1), "model bytes");
+  hs_repo_snapshot_free(s);
+  s = scan(r);
+  rv = find_version(s, "m", 1);
+  write_text(P("%s/model.onnx", v1), "other model!");
+  sign(v1, NULL);
+  assert_int_equal(hs_repo_read_version(mdir, rv, false, NULL, &b, code, &err), HS_VERIFY);
+  assert_string_equal(code, "changed");
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+}
+
 static void test_settle_and_fingerprints(void **state) {
   fixture *f = *state;
   hs_repo *r = open_repo(f->root, false, NULL, 300);
@@ -822,6 +892,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_layout_and_policies, setup, teardown),
       cmocka_unit_test_setup_teardown(test_manifest_states, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hash_cache, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_once_and_deferred_check, setup, teardown),
       cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_binding_and_signed_config, setup, teardown),

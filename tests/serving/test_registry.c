@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "repo/repo_internal.h"
 #include "serving/registry.h"
 
 static const char *g_make_model; /* tools/testmodels/make_test_model.py */
@@ -280,6 +281,136 @@ static void readiness(void **state) {
     assert_int_equal(infer_once(hs_registry_find(r, "m"), -1, &st), 1); /* still serving */
     hs_registry_destroy(r);
   }
+}
+
+/* Writes the manifest of m/<v> (every file's size and SHA-256), as `hotserve sign` would. */
+static void write_manifest(int v) {
+  char dir[512], model_dir[512], bound[4096];
+  snprintf(dir, sizeof dir, "%s/m/%d", g_root, v);
+  snprintf(model_dir, sizeof model_dir, "%s/m", g_root);
+  assert_non_null(realpath(model_dir, bound));
+  hs__listing l;
+  hs__verdict vd;
+  assert_int_equal(hs__list_dir(dir, bound, 0, 0, &l, &vd), HS__R_NONE);
+  char *text = NULL;
+  size_t len = 0;
+  hs_error err;
+  assert_int_equal(hs__manifest_build(&l, NULL, "m", v, &text, &len, &err), HS_OK);
+  assert_int_equal(hs__write_file_atomic(dir, HS_REPO_MANIFEST_NAME, text, len, 0644, &err), HS_OK);
+  free(text);
+  hs__listing_free(&l);
+}
+
+/* Replaces a version's model.onnx, on the loader thread, after the scan verified the version and
+ * right before the loader reads it (hs_registry_options.test_before_read). */
+typedef struct tamper {
+  int64_t version; /* the version to tamper with */
+  int add;         /* the new file computes y = x + add */
+  atomic_int calls, failures;
+} tamper;
+
+static void tamper_before_read(void *user, const char *model, int64_t version, const char *dir) {
+  tamper *t = user;
+  if (strcmp(model, "m") != 0 || version != t->version) return;
+  atomic_fetch_add(&t->calls, 1);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "set -e; /usr/bin/python3 %s %s/new.tmp --add %d --shape 1,4; mv %s/new.tmp %s/model.onnx",
+           g_make_model, dir, t->add, dir, dir);
+  if (system(cmd) != 0) atomic_fetch_add(&t->failures, 1); /* asserted on the test thread */
+}
+
+static const hs_version_status *status_of(const hs_model_status *ms, int64_t version) {
+  const hs_version_status *last = NULL;
+  for (size_t i = 0; i < ms->n; i++)
+    if (ms->history[i].version == version) last = &ms->history[i];
+  return last;
+}
+
+static uint64_t reason_count(_Atomic(hs_reason_counter *) const *head, const char *reason) {
+  for (hs_reason_counter *c = atomic_load(head); c; c = c->next)
+    if (strcmp(c->reason, reason) == 0) return atomic_load(&c->count);
+  return 0;
+}
+
+/* Read once: a version whose model file is replaced after the scan verified it, before the loader
+ * reads it, is never served. The loader reads the file once and hashes those very bytes against
+ * the manifest, so it sees the replacement and refuses it (a loader that verified, then loaded by
+ * path, would serve the replacement: y = x + 9 under version 2). */
+static void replaced_after_verification_is_never_served(void **state) {
+  (void)state;
+  put_version(1);
+  write_manifest(1);
+  tamper t = {.version = 2, .add = 9};
+  hs_registry_options o = {.root = g_root, .settle_ms = 0, .instances = 2, .threads = 1, .watch = false,
+                           .test_before_read = tamper_before_read, .test_user = &t};
+  hs_registry *r = NULL;
+  hs_error err;
+  assert_int_equal(hs_registry_create(&o, &r, &err), HS_OK);
+  hs_model *m = hs_registry_find(r, "m");
+  int st;
+  assert_int_equal(infer_once(m, -1, &st), 1);
+  assert_int_equal(st, HS_OK);
+  hs_model_status ms;
+  hs_model_status_get(m, &ms);
+  const hs_version_status *vs = status_of(&ms, 1);
+  assert_non_null(vs);
+  assert_true(vs->bytes_hashed > 0); /* the loader hashed what it loaded */
+  assert_int_equal(vs->bytes_hashed, vs->bytes_read);
+
+  put_version(2);
+  write_manifest(2);
+  rescan(r); /* scan: version 2 matches its manifest; then the hook replaces model.onnx */
+  assert_int_equal(atomic_load(&t.calls), 1);
+  assert_int_equal(atomic_load(&t.failures), 0);
+  hs_version *v = NULL;
+  assert_int_equal(hs_model_acquire(m, 2, &v), HS_NOT_FOUND);
+  assert_int_equal(infer_once(m, -1, &st), 1); /* version 1 keeps serving, correct */
+  assert_int_equal(st, HS_OK);
+  /* the scan had checked names and sizes only (the loader hashes what it reads); after the load-time
+   * mismatch the loader's next scan, 250 ms later by itself, checks the version in full and refuses
+   * it for good: counted once, never retried, never served; its status entry goes from LOADING to
+   * FAILED (one entry, not two) */
+  for (int i = 0; i < 1000 && reason_count(&hs_model_metrics_get(m)->verify_failures, "manifest_mismatch") < 1; i++)
+    usleep(10000);
+  assert_int_equal(reason_count(&hs_model_metrics_get(m)->verify_failures, "manifest_mismatch"), 1);
+  hs_model_status_get(m, &ms);
+  vs = status_of(&ms, 2);
+  assert_non_null(vs);
+  assert_int_equal(vs->state, HS_VS_FAILED);
+  assert_string_equal(vs->reason, "manifest_mismatch");
+  int entries = 0;
+  for (size_t i = 0; i < ms.n; i++) entries += ms.history[i].version == 2;
+  assert_int_equal(entries, 1);
+  rescan(r);
+  assert_int_equal(reason_count(&hs_model_metrics_get(m)->verify_failures, "manifest_mismatch"), 1);
+  assert_int_equal(atomic_load(&t.calls), 1); /* not read again */
+  assert_int_equal(hs_model_acquire(m, 2, &v), HS_NOT_FOUND);
+  assert_int_equal(infer_once(m, -1, &st), 1);
+
+  /* without a manifest there is nothing to hash, but the loader still loads only the files the scan
+   * settled on: a file replaced in between (here by a good copy) is refused as "changed", and the
+   * next scan loads the new content */
+  sh("rm -rf %s/m/2", g_root);
+  t.version = 3;
+  t.add = 3;
+  put_version(3);
+  rescan(r);
+  assert_int_equal(atomic_load(&t.calls), 2);
+  assert_int_equal(atomic_load(&t.failures), 0);
+  hs_model_status_get(m, &ms);
+  vs = status_of(&ms, 3);
+  assert_non_null(vs);
+  assert_int_equal(vs->state, HS_VS_FAILED);
+  assert_string_equal(vs->reason, "changed");
+  t.version = -1;
+  rescan(r);
+  assert_int_equal(infer_once(m, -1, &st), 3);
+  assert_int_equal(st, HS_OK);
+  hs_model_status_get(m, &ms);
+  vs = status_of(&ms, 3);
+  assert_int_equal(vs->bytes_hashed, 0);
+  assert_true(vs->bytes_read > 0);
+  hs_registry_destroy(r);
   sh("rm -rf %s/m", g_root);
 }
 
@@ -296,6 +427,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(swaps_under_load),
       cmocka_unit_test(swap_keeps_concurrency),
       cmocka_unit_test(readiness),
+      cmocka_unit_test(replaced_after_verification_is_never_served),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[512];

@@ -31,6 +31,8 @@ FAMILIES = {
     "hotserve_model_memory_bytes": "gauge",
     "hotserve_process_resident_memory_bytes": "gauge",
     "hotserve_ready": "gauge",
+    "hotserve_model_reload_cpu_seconds_total": "counter",
+    "hotserve_model_reload_bytes_total": "counter",
 }
 
 
@@ -102,6 +104,20 @@ def test(tmp, args):
                   "hotserve_model_versions_live to be 1 (version 1 retired and freed)")
     check(m.get("hotserve_process_resident_memory_bytes") > 1 << 20, "resident memory < 1 MiB?")
     check(m.get("hotserve_ready") == 1, "hotserve_ready is not 1 on a ready server (refused versions keep it ready)")
+    # the loader's cost: CPU per stage, bytes read once and hashed (every version is published with a
+    # manifest, so all bytes read were hashed); version 2's status entry carries its own share
+    for stage in ("read", "load", "warmup"):
+        check(m.get("hotserve_model_reload_cpu_seconds_total", model="m", stage=stage) > 0,
+              "no loader CPU counted for stage %s" % stage)
+    size2 = os.path.getsize(os.path.join(repo, "m", "2", "model.onnx"))
+    read = m.get("hotserve_model_reload_bytes_total", model="m", kind="read")
+    check(read >= 2 * size2, "bytes read %r < two versions' model files (%d)" % (read, 2 * size2))
+    check(m.get("hotserve_model_reload_bytes_total", model="m", kind="hashed") >= 2 * size2, "bytes hashed too few")
+    v2 = [e for e in hsys.status_entries(c, "m") if e["version"] == "2"][-1]
+    check(v2["bytes_read"] >= size2 and v2["bytes_hashed"] == v2["bytes_read"],
+          "version 2's status: bytes_read %r, bytes_hashed %r" % (v2["bytes_read"], v2["bytes_hashed"]))
+    check(v2["load_cpu_ms"] > 0 and v2["read_cpu_ms"] >= 0 and v2["warmup_cpu_ms"] >= 0,
+          "version 2's status lacks its CPU times: %r" % v2)
     r, out, _ = c.infer("m", x)
     hsys.expect_values(out, x, 2, "after the failures")
     c.close()
