@@ -27,6 +27,9 @@ typedef enum { HS_POLICY_LATEST, HS_POLICY_ALL, HS_POLICY_SPECIFIC } hs_version_
 
 typedef enum { HS_WARMUP_ZEROS, HS_WARMUP_RANDOM, HS_WARMUP_FILES } hs_warmup_kind;
 
+#define HS_MAX_BATCH_SIZE 1024          /* config.json max_batch_size bound */
+#define HS_MAX_QUEUE_DELAY_US 1000000    /* dynamic_batching.max_queue_delay_microseconds bound: 1 s */
+
 typedef struct hs_model_config {
   char backend[64];                  /* "onnx" (default) or a path to a backend .so */
   hs_version_policy_kind policy;     /* default HS_POLICY_LATEST */
@@ -39,6 +42,13 @@ typedef struct hs_model_config {
   double golden_rtol, golden_atol;   /* default 1e-3, 1e-4 */
   int threads;                       /* compute threads per run; 0 = server default */
   int instances;                     /* concurrent runs (sessions) per version; 0 = server default */
+  /* Dynamic batching, Triton's meaning (docs/SERVING.md, Batching): requests whose inputs differ
+   * only in the first (batch) dimension are gathered into one run of up to max_batch_size rows. */
+  int max_batch_size;                /* 0 (default): no batching */
+  bool dynamic_batching;             /* "dynamic_batching" given (needs max_batch_size >= 1) */
+  int preferred_batch_size[16];      /* a batch this big runs at once, without waiting out the delay */
+  size_t n_preferred;
+  int max_queue_delay_us;            /* how long the first request of a batch waits for more; default 0 */
   /* Optional declared signature; n_inputs == 0 means "use the model's own". */
   hs_io_desc inputs[16];
   size_t n_inputs;

@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 
 #include "base/log.h"
+#include "serving/batch.h"
 
 /* ---- grace periods ---- */
 
@@ -189,6 +190,8 @@ const hs_io_desc *hs_version_output(const hs_version *v, size_t i) { return v->b
  * the new one would together run twice the configured concurrency during every swap, and each of
  * them would slow down (bench/reload's p99). Slots are always taken before sessions and given
  * back after them, and every session holder holds a slot, so the two waits cannot deadlock. */
+struct hs_batcher *hs_version_batcher(const hs_version *v) { return v->batcher; }
+
 hs_backend_session *hs_version_take(hs_version *v) {
   hs_model *m = v->model;
   pthread_mutex_lock(&m->run_mu);
@@ -224,7 +227,7 @@ void hs_model_request_begin(hs_model *m) {
 }
 
 void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64_t total_ns,
-                          uint64_t queue_ns, uint64_t compute_ns) {
+                          uint64_t queue_ns, uint64_t compute_ns, uint32_t batch_size) {
   hs_model_metrics *mm = &m->metrics;
   atomic_fetch_sub_explicit(&mm->inflight, 1, memory_order_relaxed);
   hs_histogram_observe(&mm->request, total_ns);
@@ -234,7 +237,7 @@ void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64
   }
   if (m->reg->trace)
     hs_trace_request(m->reg->trace, m->name, v ? v->version : -1, hs_outcome_name(outcome), hs_now_ns(),
-                     total_ns, queue_ns, compute_ns);
+                     total_ns, queue_ns, compute_ns, batch_size);
   hs_version_counter *c = v ? v->counter : NULL;
   if (!c) {
     /* requests that got no version: the list's entry for -1 is created with the model */
@@ -316,6 +319,7 @@ void hs__version_free(hs_version *v) {
   hs_registry *r = v->reg;
   hs_model *m = v->model;
   uint64_t retired = atomic_load(&v->retired_ns);
+  hs_batcher_free(v->batcher); /* no request holds v, so no batch is open on it */
   for (size_t i = 0; i < v->n_sessions; i++)
     if (v->sessions[i]) v->backend->session_free(v->sessions[i]);
   if (v->bm) v->backend->free_model(v->bm);
