@@ -185,13 +185,13 @@ const hs_io_desc *hs_version_input(const hs_version *v, size_t i) { return v->ba
 size_t hs_version_num_outputs(const hs_version *v) { return v->backend->num_outputs(v->bm); }
 const hs_io_desc *hs_version_output(const hs_version *v, size_t i) { return v->backend->output(v->bm, i); }
 
+struct hs_batcher *hs_version_batcher(const hs_version *v) { return v->batcher; }
+
 /* A request first takes one of its model's compute slots, then a session of its version. Without
  * the model-wide slots, the requests still running on a retiring version and those already sent to
  * the new one would together run twice the configured concurrency during every swap, and each of
  * them would slow down (bench/reload's p99). Slots are always taken before sessions and given
  * back after them, and every session holder holds a slot, so the two waits cannot deadlock. */
-struct hs_batcher *hs_version_batcher(const hs_version *v) { return v->batcher; }
-
 hs_backend_session *hs_version_take(hs_version *v) {
   hs_model *m = v->model;
   pthread_mutex_lock(&m->run_mu);
