@@ -14,8 +14,9 @@
  * it and wakes the leader. Requests that fit no open batch (other trailing shapes, too many rows)
  * lead a batch of their own, so different shapes never share a run.
  * Versions: the batcher belongs to one version and a request joins only its own acquired version's
- * batcher, so a batch never mixes versions; after a swap new requests acquire the new version and
- * gather there, and the old version's open batch (if any) runs on the old version by its deadline.
+ * batcher, so a batch never mixes versions. A swap closes the old version's open batches
+ * (hs_batcher_close, from the registry's publish): their leaders stop waiting and run them on the
+ * old version, while new requests acquire the new version and gather there.
  * Failure: a batched run that fails (or whose outputs do not split along dim 0) is run again one
  * request at a time on the same session, so each request gets its own outcome and error and one bad
  * request fails no other; outputs that never split turn batching off for the version (logged once).
@@ -70,6 +71,7 @@ struct hs_batcher {
   pthread_mutex_t mu;
   batch *open;              /* open batches, guarded by mu */
   atomic_bool off;          /* outputs did not split along dim 0: batching stops for this version */
+  bool retired;             /* hs_batcher_close: no more waiting for company (guarded by mu) */
 };
 
 bool hs_batch_full(const int *preferred, size_t n_preferred, int max_batch_size, int rows) {
@@ -128,6 +130,27 @@ void hs_batcher_free(hs_batcher *b) {
   pthread_mutex_destroy(&b->mu);
   pthread_condattr_destroy(&b->cattr);
   free(b);
+}
+
+void hs_batcher_close(hs_batcher *b) {
+  if (!b) return;
+  pthread_mutex_lock(&b->mu);
+  b->retired = true;
+  for (batch *bt = b->open; bt; bt = bt->next) {
+    bt->closed = true;
+    pthread_cond_signal(&bt->cv); /* its leader stops gathering */
+  }
+  b->open = NULL;
+  pthread_mutex_unlock(&b->mu);
+}
+
+size_t hs_batcher_open_requests(hs_batcher *b) {
+  if (!b) return 0;
+  size_t n = 0;
+  pthread_mutex_lock(&b->mu);
+  for (batch *bt = b->open; bt; bt = bt->next) n += bt->n;
+  pthread_mutex_unlock(&b->mu);
+  return n;
 }
 
 bool hs_batch_accepts(const hs_batcher *b, const hs_tensor *ins, size_t n_in) {
@@ -293,13 +316,13 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
   batch bt = {.head = &me, .tail = &me, .n = 1, .rows = me.rows};
   pthread_cond_init(&bt.cv, &b->cattr);
   bool full = hs_batch_full(b->preferred, b->n_preferred, b->max_batch_size, (int)bt.rows);
-  if (bt.rows >= b->max_batch_size) {
-    bt.closed = true; /* nothing more fits: never open */
+  if (bt.rows >= b->max_batch_size || b->retired) {
+    bt.closed = true; /* nothing more fits, or the version was swapped out: never open */
   } else {
     bt.next = b->open;
     b->open = &bt;
   }
-  if (!full && b->delay_ns > 0) {
+  if (!full && !bt.closed && b->delay_ns > 0) {
     struct timespec ts;
     deadline_to_timespec(me.arrive_ns + b->delay_ns, &ts);
     while (!bt.closed && !hs_batch_full(b->preferred, b->n_preferred, b->max_batch_size, (int)bt.rows) &&

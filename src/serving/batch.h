@@ -46,6 +46,13 @@ typedef struct hs_batch_request {
   uint32_t batch_size;         /* requests in that run */
 } hs_batch_request;
 
+/* The version left the served set: its open batches stop gathering and run as soon as they get a
+ * session, and later requests on it no longer wait for company. NULL is a no-op. */
+void hs_batcher_close(hs_batcher *b);
+
+/* Requests now in b's open batches (gathering, not yet running); 0 for NULL. For tests. */
+size_t hs_batcher_open_requests(hs_batcher *b);
+
 /* True when b is not NULL and this request can join a batch: every input has rank >= 1 and the
  * same first dimension, from 1 to max_batch_size. Other requests run alone as before. */
 bool hs_batch_accepts(const hs_batcher *b, const hs_tensor *ins, size_t n_in);

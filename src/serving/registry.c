@@ -308,6 +308,7 @@ void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n) {
     if (!view_contains(nv, v)) {
       atomic_store(&v->retired_ns, hs_now_ns());
       hs__status_update(m, v->generation, HS_VS_RETIRING, false);
+      hs_batcher_close(v->batcher); /* a swap closes its open batches: they run now (batch.c) */
     }
     hs_version_release(v);
   }

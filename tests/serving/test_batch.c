@@ -1,6 +1,7 @@
 /* test_batch.c - dynamic batching: config.json validation, the gatherer's "run now" decision, and
  * concurrent hs_serving_infer calls on the real engine that are gathered into batches and each get
- * their own rows back (a request larger than max_batch_size runs alone). */
+ * their own rows back (a request larger than max_batch_size runs alone), and a swap that closes the
+ * open batch of the version it retires. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <pthread.h>
@@ -185,6 +187,66 @@ static void gathered_on_the_engine(void **state) {
   hs_registry_destroy(r);
 }
 
+typedef struct swap_client {
+  hs_model *m;
+  int rc;
+  int64_t version;
+  uint64_t queue_ns;
+} swap_client;
+
+static void *run_swap_client(void *arg) {
+  swap_client *c = arg;
+  static float x[4] = {1, 2, 3, 4};
+  hs_named_tensor t = {"x", {.dtype = HS_DT_FLOAT32, .ndim = 2, .dims = {1, 4}, .data = x, .nbytes = sizeof x}};
+  hs_infer_inputs in = {.inputs = &t, .n_inputs = 1};
+  hs_infer_result res;
+  hs_error err;
+  hs_error_clear(&err);
+  c->rc = hs_serving_infer(c->m, -1, &in, &res, &err);
+  c->version = res.version;
+  c->queue_ns = res.queue_ns;
+  hs_infer_result_free(&res);
+  return NULL;
+}
+
+/* A swap closes the open batch: a request gathering on version 1 (1 s delay, nobody else coming)
+ * runs on version 1 as soon as version 2 is published, long before its delay is over. */
+static void swap_closes_open_batch(void **state) {
+  (void)state;
+  char root[300];
+  snprintf(root, sizeof root, "%s/swap", g_root);
+  sh("set -e; mkdir -p %s/s/1; /usr/bin/python3 %s %s/s/1/model.onnx --add 1 --shape=-1,4; "
+     "printf '%%s' '{\"max_batch_size\": 8, \"dynamic_batching\": {\"max_queue_delay_microseconds\": 1000000}}' "
+     "> %s/s/config.json",
+     root, g_make_model, root, root);
+  hs_registry_options o = {.root = root, .settle_ms = 0, .instances = 1, .threads = 1, .watch = false};
+  hs_registry *r = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_registry_create(&o, &r, &err), HS_OK);
+  hs_model *m = hs_registry_find(r, "s");
+  assert_non_null(m);
+  hs_version *v1 = NULL;
+  assert_int_equal(hs_model_acquire(m, -1, &v1), HS_OK);
+  assert_non_null(hs_version_batcher(v1));
+
+  swap_client c = {.m = m};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, run_swap_client, &c), 0);
+  for (int i = 0; i < 5000 && hs_batcher_open_requests(hs_version_batcher(v1)) == 0; i++) usleep(1000);
+  assert_int_equal(hs_batcher_open_requests(hs_version_batcher(v1)), 1); /* gathering on version 1 */
+  sh("set -e; d=$(mktemp -d %s.scratch.XXXXXX); /usr/bin/python3 %s $d/model.onnx --add 2 --shape=-1,4; mv $d %s/s/2",
+     root, g_make_model, root);
+  assert_int_equal(hs_registry_rescan_sync(r, &err), HS_OK);
+  pthread_join(th, NULL);
+  assert_int_equal(c.rc, HS_OK);
+  assert_int_equal(c.version, 1);
+  assert_true(c.queue_ns < 1000000000u); /* it did not wait out its delay */
+  assert_int_equal(hs_batcher_open_requests(hs_version_batcher(v1)), 0);
+  hs_version_release(v1);
+  hs_registry_destroy(r);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_batch path/to/make_test_model.py\n");
@@ -194,7 +256,8 @@ int main(int argc, char **argv) {
   snprintf(g_root, sizeof g_root, "/tmp/hs-batch-XXXXXX");
   if (!mkdtemp(g_root)) return 1;
   const struct CMUnitTest tests[] = {cmocka_unit_test(config_validation), cmocka_unit_test(full_decision),
-                                     cmocka_unit_test(gathered_on_the_engine)};
+                                     cmocka_unit_test(gathered_on_the_engine),
+                                     cmocka_unit_test(swap_closes_open_batch)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[512];
   snprintf(cmd, sizeof cmd, "rm -rf %s", g_root);
