@@ -215,10 +215,12 @@ static void swap_closes_open_batch(void **state) {
   (void)state;
   char root[300];
   snprintf(root, sizeof root, "%s/swap", g_root);
-  sh("set -e; mkdir -p %s/s/1; /usr/bin/python3 %s %s/s/1/model.onnx --add 1 --shape=-1,4; "
+  /* version 2 is made beforehand (python is slow to start) and only moved in during the test */
+  sh("set -e; mkdir -p %s/s/1 %s/v2; /usr/bin/python3 %s %s/s/1/model.onnx --add 1 --shape=-1,4; "
+     "/usr/bin/python3 %s %s/v2/model.onnx --add 2 --shape=-1,4; "
      "printf '%%s' '{\"max_batch_size\": 8, \"dynamic_batching\": {\"max_queue_delay_microseconds\": 1000000}}' "
      "> %s/s/config.json",
-     root, g_make_model, root, root);
+     root, g_root, g_make_model, root, g_make_model, g_root, root);
   hs_registry_options o = {.root = root, .settle_ms = 0, .instances = 1, .threads = 1, .watch = false};
   hs_registry *r = NULL;
   hs_error err;
@@ -235,8 +237,7 @@ static void swap_closes_open_batch(void **state) {
   assert_int_equal(pthread_create(&th, NULL, run_swap_client, &c), 0);
   for (int i = 0; i < 5000 && hs_batcher_open_requests(hs_version_batcher(v1)) == 0; i++) usleep(1000);
   assert_int_equal(hs_batcher_open_requests(hs_version_batcher(v1)), 1); /* gathering on version 1 */
-  sh("set -e; d=$(mktemp -d %s.scratch.XXXXXX); /usr/bin/python3 %s $d/model.onnx --add 2 --shape=-1,4; mv $d %s/s/2",
-     root, g_make_model, root);
+  sh("mv %s/v2 %s/s/2", g_root, root);
   assert_int_equal(hs_registry_rescan_sync(r, &err), HS_OK);
   pthread_join(th, NULL);
   assert_int_equal(c.rc, HS_OK);
