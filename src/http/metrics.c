@@ -186,7 +186,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
     hist_field f;
   } hists[] = {
       {"hotserve_request_duration_seconds", "Time from request body received to response ready.", F_REQUEST},
-      {"hotserve_queue_duration_seconds", "Time a request waited for a free session of its version.", F_QUEUE},
+      {"hotserve_queue_duration_seconds", "Time a request waited for a free session of its version (with dynamic batching: from joining its batch until the run).", F_QUEUE},
       {"hotserve_compute_duration_seconds", "Time the model ran for a request.", F_COMPUTE},
       {"hotserve_model_load_duration_seconds", "Time to verify, load, warm up and check a version.", F_LOAD},
   };
@@ -196,6 +196,34 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
       hs_model *m = hs_registry_model_at(reg, i);
       histogram(b, hists[h].name, hs_model_name(m), pick(hs_model_metrics_get(m), hists[h].f));
     }
+  }
+
+  header(b, "hotserve_batch_size", "histogram",
+         "Rows per run of a model with dynamic batching (the sum of its requests' first dimensions).");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    uint64_t cum[HS_BATCH_BUCKETS + 1], sum;
+    hs_batch_stats_read(&hs_model_metrics_get(m)->batch, cum, &sum);
+    for (size_t k = 0; k <= HS_BATCH_BUCKETS; k++) {
+      hs_sbuf_puts(b, "hotserve_batch_size_bucket{model=");
+      label(b, hs_model_name(m));
+      if (k < HS_BATCH_BUCKETS) hs_sbuf_printf(b, ",le=\"%g\"} %" PRIu64 "\n", hs_batch_bounds[k], cum[k]);
+      else hs_sbuf_printf(b, ",le=\"+Inf\"} %" PRIu64 "\n", cum[k]);
+    }
+    hs_sbuf_puts(b, "hotserve_batch_size_sum{model=");
+    label(b, hs_model_name(m));
+    hs_sbuf_printf(b, "} %" PRIu64 "\nhotserve_batch_size_count{model=", sum);
+    label(b, hs_model_name(m));
+    hs_sbuf_printf(b, "} %" PRIu64 "\n", cum[HS_BATCH_BUCKETS]);
+  }
+  header(b, "hotserve_batch_retries_total", "counter",
+         "Batched runs that failed and whose requests were run again one at a time.");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    hs_sbuf_puts(b, "hotserve_batch_retries_total{model=");
+    label(b, hs_model_name(m));
+    hs_sbuf_printf(b, "} %" PRIu64 "\n",
+                   (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->batch.retried, memory_order_relaxed));
   }
 
   header(b, "hotserve_inflight_requests", "gauge", "Inference requests being handled now.");

@@ -8,6 +8,8 @@
  *    "threads": 0, "instances": 0,
  *    "rollout": {"strategy": "canary", "weight": 20, "min_requests": 2000, "max_seconds": 60,
  *                "max_error_rate": 0.01, "max_latency_ratio": 1.5}   (docs/GRAY_RELEASE.md),
+ *    "max_batch_size": 8,
+ *    "dynamic_batching": {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 500},
  *    "inputs":  [{"name": "x", "datatype": "FP32", "shape": [1, 4]}],
  *    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}
  */
@@ -106,6 +108,38 @@ static int parse_policy(json_t *p, hs_model_config *cfg, hs_error *err) {
     if (!json_is_integer(e) || json_integer_value(e) < 1)
       return hs_error_set(err, HS_PARSE, "version_policy.specific.versions[%zu] must be a positive integer", i);
     cfg->specific[cfg->n_specific++] = (int64_t)json_integer_value(e);
+  }
+  return HS_OK;
+}
+
+/* max_batch_size and dynamic_batching (Triton's fields; see docs/SERVING.md, Batching). */
+static int parse_batching(json_t *root, hs_model_config *cfg, hs_error *err) {
+  int rc = get_int(root, "max_batch_size", "config", 0, HS_MAX_BATCH_SIZE, &cfg->max_batch_size, err);
+  json_t *db = json_object_get(root, "dynamic_batching");
+  if (rc != HS_OK || !db) return rc;
+  static const char *const k[] = {"preferred_batch_size", "max_queue_delay_microseconds", NULL};
+  if (!json_is_object(db)) return hs_error_set(err, HS_PARSE, "dynamic_batching must be an object");
+  if ((rc = only_keys(db, "dynamic_batching", k, err)) != HS_OK) return rc;
+  if (cfg->max_batch_size < 1)
+    return hs_error_set(err, HS_PARSE, "dynamic_batching needs max_batch_size from 1 to %d (it is %d)",
+                        HS_MAX_BATCH_SIZE, cfg->max_batch_size);
+  cfg->dynamic_batching = true;
+  if ((rc = get_int(db, "max_queue_delay_microseconds", "dynamic_batching", 0, HS_MAX_QUEUE_DELAY_US,
+                    &cfg->max_queue_delay_us, err)) != HS_OK)
+    return rc;
+  json_t *pref = json_object_get(db, "preferred_batch_size");
+  if (!pref) return HS_OK;
+  size_t n = json_array_size(pref), cap = sizeof cfg->preferred_batch_size / sizeof cfg->preferred_batch_size[0];
+  if (!json_is_array(pref) || n > cap)
+    return hs_error_set(err, HS_PARSE, "dynamic_batching.preferred_batch_size must be an array of at most %zu sizes",
+                        cap);
+  for (size_t i = 0; i < n; i++) {
+    json_t *e = json_array_get(pref, i);
+    if (!json_is_integer(e) || json_integer_value(e) < 1 || json_integer_value(e) > cfg->max_batch_size)
+      return hs_error_set(err, HS_PARSE,
+                          "dynamic_batching.preferred_batch_size[%zu] must be an integer from 1 to max_batch_size (%d)",
+                          i, cfg->max_batch_size);
+    cfg->preferred_batch_size[cfg->n_preferred++] = (int)json_integer_value(e);
   }
   return HS_OK;
 }
@@ -222,7 +256,8 @@ int hs_repo_parse_config(const char *text, size_t len, hs_model_config *cfg, hs_
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
   if (!root) return hs_error_set(err, HS_PARSE, "config is not JSON: line %d: %s", jerr.line, jerr.text);
   static const char *const keys[] = {"backend", "version_policy", "warmup", "golden", "threads",
-                                     "instances", "inputs", "outputs", "rollout", NULL};
+                                     "instances", "inputs", "outputs", "rollout", "max_batch_size",
+                                     "dynamic_batching", NULL};
   int rc = HS_OK;
   json_t *v;
   if (!json_is_object(root)) {
@@ -282,6 +317,7 @@ int hs_repo_parse_config(const char *text, size_t len, hs_model_config *cfg, hs_
   if ((rc = get_int(root, "threads", "config", 0, 1024, &cfg->threads, err)) != HS_OK) goto done;
   if ((rc = get_int(root, "instances", "config", 0, 1024, &cfg->instances, err)) != HS_OK) goto done;
   if ((v = json_object_get(root, "rollout")) && (rc = parse_rollout(v, &cfg->rollout, err)) != HS_OK) goto done;
+  if ((rc = parse_batching(root, cfg, err)) != HS_OK) goto done;
   if ((v = json_object_get(root, "inputs")) &&
       (rc = parse_io(v, "inputs", cfg->inputs, 16, &cfg->n_inputs, err)) != HS_OK)
     goto done;

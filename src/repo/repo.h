@@ -45,6 +45,8 @@ typedef struct hs_rollout_config {
   double output_rtol, output_atol; /* shadow: outputs agree when |c-s| <= atol + rtol*|s|; default 1e-3, 1e-4 */
   double max_disagreement_rate;  /* shadow: share of compared requests allowed to disagree; default 0 */
 } hs_rollout_config;
+#define HS_MAX_BATCH_SIZE 1024          /* config.json max_batch_size bound */
+#define HS_MAX_QUEUE_DELAY_US 1000000    /* dynamic_batching.max_queue_delay_microseconds bound: 1 s */
 
 typedef struct hs_model_config {
   char backend[64];                  /* "onnx" (default) or the name of a plug-in in --backend-dir */
@@ -59,6 +61,13 @@ typedef struct hs_model_config {
   int threads;                       /* compute threads per run; 0 = server default */
   int instances;                     /* concurrent runs (sessions) per version; 0 = server default */
   hs_rollout_config rollout;         /* how a new version goes live; default immediate */
+  /* Dynamic batching, Triton's meaning (docs/SERVING.md, Batching): requests whose inputs differ
+   * only in the first (batch) dimension are gathered into one run of up to max_batch_size rows. */
+  int max_batch_size;                /* 0 (default): no batching */
+  bool dynamic_batching;             /* "dynamic_batching" given (needs max_batch_size >= 1) */
+  int preferred_batch_size[16];      /* a batch this big runs at once, without waiting out the delay */
+  size_t n_preferred;
+  int max_queue_delay_us;            /* how long the first request of a batch waits for more; default 0 */
   /* Optional declared signature; n_inputs == 0 means "use the model's own". */
   hs_io_desc inputs[16];
   size_t n_inputs;

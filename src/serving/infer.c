@@ -18,6 +18,7 @@
 
 #include "base/clock.h"
 #include "serving/rollout.h"
+#include "serving/batch.h"
 
 static bool shape_matches(const hs_io_desc *d, const hs_tensor *t) {
   if (d->ndim != t->ndim) return false;
@@ -125,6 +126,31 @@ static int copy_out(const hs_version *v, const hs_tensor *outs, const size_t *pi
   return HS_OK;
 }
 
+/* Dynamic batching (batch.c): the run that answers the request hands it its rows of the outputs. */
+typedef struct deliver_ctx {
+  const hs_version *v;
+  const size_t *pick;
+  size_t n_pick;
+  hs_infer_result *out;
+} deliver_ctx;
+
+static int deliver(void *ctx, const hs_tensor *outs, size_t n_outs, hs_error *err) {
+  (void)n_outs;
+  deliver_ctx *c = ctx;
+  return copy_out(c->v, outs, c->pick, c->n_pick, c->out, err);
+}
+
+static int run_batched(hs_version *v, const hs_tensor *ins, size_t n_in, const size_t *pick, size_t n_pick,
+                       hs_infer_result *out, hs_error *err) {
+  deliver_ctx c = {v, pick, n_pick, out};
+  hs_batch_request req = {.ins = ins, .n_in = n_in, .deliver = deliver, .ctx = &c};
+  int rc = hs_batch_run(hs_version_batcher(v), &req, err);
+  out->queue_ns = req.queue_ns;
+  out->compute_ns = req.compute_ns;
+  out->batch_size = req.batch_size;
+  return rc;
+}
+
 /* Checks the inputs against v, runs them on one of its sessions and copies the outputs out. */
 static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infer_result *out, hs_error *err) {
   size_t n_in = hs_version_num_inputs(v), n_out = hs_version_num_outputs(v);
@@ -135,7 +161,11 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
   int rc = ins && outs && pick ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "out of memory");
   if (rc == HS_OK) rc = bind_inputs(m, v, in, ins, err);
   if (rc == HS_OK) rc = pick_outputs(m, v, in, pick, &n_pick, err);
-  if (rc == HS_OK) {
+  bool batched = rc == HS_OK && hs_batch_accepts(hs_version_batcher(v), ins, n_in);
+  bool ran = rc == HS_OK;
+  if (batched) rc = run_batched(v, ins, n_in, pick, n_pick, out, err);
+  else if (ran) {
+    out->batch_size = 1;
     uint64_t tq = hs_now_ns();
     hs_backend_session *s = hs_version_take(v);
     uint64_t tc = hs_now_ns();
@@ -145,10 +175,10 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
     /* the outputs live in the session's arena: copy them before the session goes back */
     if (rc == HS_OK) rc = copy_out(v, outs, pick, n_pick, out, err);
     hs_version_give(v, s);
-    if (rc != HS_OK && rc != HS_INVALID_ARGUMENT) {
-      hs_error_prefix(err, "model %s version %" PRId64 " failed", hs_model_name(m), hs_version_number(v));
-      if (rc != HS_NO_MEMORY) err->code = rc = HS_INTERNAL; /* HS_NOT_FOUND etc. mean "no version" here */
-    }
+  }
+  if (ran && rc != HS_OK && rc != HS_INVALID_ARGUMENT) {
+    hs_error_prefix(err, "model %s version %" PRId64 " failed", hs_model_name(m), hs_version_number(v));
+    if (rc != HS_NO_MEMORY) err->code = rc = HS_INTERNAL; /* HS_NOT_FOUND etc. mean "no version" here */
   }
   free(ins);
   free(outs);
@@ -236,7 +266,7 @@ int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs
     return HS_OK;
   }
   clear_outputs(out);
-  hs_model_request_end(m, v, outcome_of(rc), hs_now_ns() - t0, out->queue_ns, out->compute_ns);
+  hs_model_request_end(m, v, outcome_of(rc), hs_now_ns() - t0, out->queue_ns, out->compute_ns, out->batch_size);
   hs_version_release(v);
   return rc;
 }
@@ -244,14 +274,14 @@ int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs
 void hs_serving_count_refused(hs_model *m, hs_outcome outcome, uint64_t arrival_ns) {
   uint64_t t0 = arrival_ns ? arrival_ns : hs_now_ns();
   hs_model_request_begin(m);
-  hs_model_request_end(m, NULL, outcome, hs_now_ns() - t0, 0, 0);
+  hs_model_request_end(m, NULL, outcome, hs_now_ns() - t0, 0, 0, 0);
 }
 
 void hs_infer_result_free(hs_infer_result *r) {
   if (!r) return;
   if (r->version_) {
     hs_model_request_end(r->model_, r->version_, HS_OUTCOME_SUCCESS, hs_now_ns() - r->arrival_ns_, r->queue_ns,
-                         r->compute_ns);
+                         r->compute_ns, r->batch_size);
     hs_version_release(r->version_);
   }
   free(r->block_);

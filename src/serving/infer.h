@@ -43,7 +43,8 @@ typedef struct hs_infer_result {
   const char **names;     /* names[i] names outputs[i] */
   hs_tensor *outputs;
   uint64_t queue_ns;      /* waiting for a compute slot and a session */
-  uint64_t compute_ns;    /* the backend's run */
+  uint64_t compute_ns;    /* the backend's run (a batched run's whole time) */
+  uint32_t batch_size;    /* rows in the run that answered (serving/batch.c); 1 unbatched, 0 not run */
   void *block_;           /* private: the one allocation behind names and output data */
   hs_model *model_;       /* private: set while a successful request waits to be accounted */
   hs_version *version_;

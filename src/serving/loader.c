@@ -34,6 +34,7 @@
 
 #include "backends/plugins.h"
 #include "base/log.h"
+#include "serving/batch.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
 #include "serving/warmup.h"
@@ -268,6 +269,14 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   atomic_fetch_add(&r->metrics.versions_live, 1);
   atomic_fetch_add(&r->metrics.memory_bytes, (int_least64_t)v->memory_bytes);
   if (check_declared(v, cfg, &err) != HS_OK) goto fail;
+  if (cfg->dynamic_batching) { /* a version whose batch dimension is fixed refuses the config */
+    if (hs_batch_check_signature(v, &err) != HS_OK) {
+      code = "bad_config";
+      hs_error_prefix(&err, "config.json dynamic_batching");
+      goto fail;
+    }
+    if (hs_batcher_create(v, m->name, cfg, &m->metrics.batch, &v->batcher, &err) != HS_OK) goto fail;
+  }
 
   size_t instances = (size_t)(cfg->instances > 0 ? cfg->instances : r->opts.instances);
   if (instances == 0) instances = 1;

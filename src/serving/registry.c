@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "serving/batch.h"
 
 /* ---- grace periods ---- */
 
@@ -188,6 +189,8 @@ const hs_io_desc *hs_version_input(const hs_version *v, size_t i) { return v->ba
 size_t hs_version_num_outputs(const hs_version *v) { return v->backend->num_outputs(v->bm); }
 const hs_io_desc *hs_version_output(const hs_version *v, size_t i) { return v->backend->output(v->bm, i); }
 
+struct hs_batcher *hs_version_batcher(const hs_version *v) { return v->batcher; }
+
 /* A request first takes one of its model's compute slots, then a session of its version. Without
  * the model-wide slots, the requests still running on a retiring version and those already sent to
  * the new one would together run twice the configured concurrency during every swap, and each of
@@ -228,7 +231,7 @@ void hs_model_request_begin(hs_model *m) {
 }
 
 void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64_t total_ns,
-                          uint64_t queue_ns, uint64_t compute_ns) {
+                          uint64_t queue_ns, uint64_t compute_ns, uint32_t batch_size) {
   hs_model_metrics *mm = &m->metrics;
   atomic_fetch_sub_explicit(&mm->inflight, 1, memory_order_relaxed);
   hs_histogram_observe(&mm->request, total_ns);
@@ -238,7 +241,7 @@ void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64
   }
   if (m->reg->trace)
     hs_trace_request(m->reg->trace, m->name, v ? v->version : -1, hs_outcome_name(outcome), hs_now_ns(),
-                     total_ns, queue_ns, compute_ns);
+                     total_ns, queue_ns, compute_ns, batch_size);
   hs_version_counter *c = v ? v->counter : NULL;
   if (!c) {
     /* requests that got no version: the list's entry for -1 is created with the model */
@@ -311,6 +314,7 @@ void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n) {
     if (!view_contains(nv, v)) {
       atomic_store(&v->retired_ns, hs_now_ns());
       hs__status_update(m, v->generation, HS_VS_RETIRING, false);
+      hs_batcher_close(v->batcher); /* a swap closes its open batches: they run now (batch.c) */
     }
     hs_version_release(v);
   }
@@ -322,6 +326,7 @@ void hs__version_free(hs_version *v) {
   hs_registry *r = v->reg;
   hs_model *m = v->model;
   uint64_t retired = atomic_load(&v->retired_ns);
+  hs_batcher_free(v->batcher); /* no request holds v, so no batch is open on it */
   for (size_t i = 0; i < v->n_sessions; i++)
     if (v->sessions[i]) v->backend->session_free(v->sessions[i]);
   if (v->bm) v->backend->free_model(v->bm);

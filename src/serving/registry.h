@@ -112,6 +112,9 @@ const hs_io_desc *hs_version_input(const hs_version *v, size_t i);
 size_t hs_version_num_outputs(const hs_version *v);
 const hs_io_desc *hs_version_output(const hs_version *v, size_t i);
 
+/* v's dynamic batcher (serving/batch.h), NULL when batching is off for it. */
+struct hs_batcher *hs_version_batcher(const hs_version *v);
+
 /* Takes a free session of v, waiting while all are busy. Give it back with hs_version_give. */
 hs_backend_session *hs_version_take(hs_version *v);
 void hs_version_give(hs_version *v, hs_backend_session *s);
@@ -123,7 +126,7 @@ typedef enum { HS_OUTCOME_SUCCESS, HS_OUTCOME_CLIENT_ERROR, HS_OUTCOME_SERVER_ER
 const char *hs_outcome_name(hs_outcome o);
 void hs_model_request_begin(hs_model *m);
 void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64_t total_ns,
-                          uint64_t queue_ns, uint64_t compute_ns);
+                          uint64_t queue_ns, uint64_t compute_ns, uint32_t batch_size);
 
 /* ---- status and metrics (read by the HTTP layer) ---- */
 
@@ -174,6 +177,7 @@ typedef struct hs_reason_counter {
 
 typedef struct hs_model_metrics {
   hs_histogram request, queue, compute, load;
+  hs_batch_stats batch;                    /* runs of the model's batchers (serving/batch.c) */
   atomic_int_least64_t inflight;
   atomic_uint_least64_t loads;
   _Atomic(hs_version_counter *) requests;  /* list head */

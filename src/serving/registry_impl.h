@@ -36,6 +36,7 @@ struct hs_version {
   size_t n_sessions, n_free;
   hs_backend_session **sessions; /* all of them, for freeing */
   hs_backend_session **free_list;
+  struct hs_batcher *batcher;   /* dynamic batching (batch.c); NULL when off */
   atomic_bool first_done;       /* first real request recorded in the status */
   atomic_uint_least64_t retired_ns; /* when it left the last view; 0 while serving */
   struct hs_version *next_dead; /* the registry's graveyard list (guarded by its mu) */

@@ -30,6 +30,24 @@ void hs_histogram_read(const hs_histogram *h, hs_histogram_snap *out) {
   out->sum_s = (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9;
 }
 
+const double hs_batch_bounds[HS_BATCH_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+
+void hs_batch_stats_observe(hs_batch_stats *s, uint64_t rows) {
+  size_t b = 0;
+  while (b < HS_BATCH_BUCKETS && (double)rows > hs_batch_bounds[b]) b++;
+  atomic_fetch_add_explicit(&s->buckets[b], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->sum, rows, memory_order_relaxed);
+}
+
+void hs_batch_stats_read(const hs_batch_stats *s, uint64_t cumulative[HS_BATCH_BUCKETS + 1], uint64_t *sum) {
+  uint64_t run = 0;
+  for (size_t b = 0; b <= HS_BATCH_BUCKETS; b++) {
+    run += atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
+    cumulative[b] = run;
+  }
+  *sum = atomic_load_explicit(&s->sum, memory_order_relaxed);
+}
+
 size_t hs_process_rss_bytes(void) {
   FILE *f = fopen("/proc/self/statm", "r");
   if (!f) return 0;

@@ -32,6 +32,20 @@ typedef struct hs_histogram_snap {
 } hs_histogram_snap;
 void hs_histogram_read(const hs_histogram *h, hs_histogram_snap *out);
 
+/* Batch sizes of one model's batched runs (serving/batch.c): a histogram over rows per run with
+ * bounds 1, 2, 4, ... 512 (plus +Inf), and the batches whose run failed and whose requests were
+ * run again one at a time. Relaxed atomics like hs_histogram; zeroed memory is empty. */
+#define HS_BATCH_BUCKETS 10
+extern const double hs_batch_bounds[HS_BATCH_BUCKETS];
+typedef struct hs_batch_stats {
+  atomic_uint_least64_t buckets[HS_BATCH_BUCKETS + 1]; /* non-cumulative; last = above every bound */
+  atomic_uint_least64_t sum;                           /* rows over all runs */
+  atomic_uint_least64_t retried;                       /* failed batches split into single runs */
+} hs_batch_stats;
+void hs_batch_stats_observe(hs_batch_stats *s, uint64_t rows);
+/* Cumulative counts per bound (count = the last), and the sum of rows. */
+void hs_batch_stats_read(const hs_batch_stats *s, uint64_t cumulative[HS_BATCH_BUCKETS + 1], uint64_t *sum);
+
 /* Resident set size of this process in bytes (0 when /proc is unreadable). */
 size_t hs_process_rss_bytes(void);
 

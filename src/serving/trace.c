@@ -43,13 +43,13 @@ void hs_trace_close(hs_trace *t) {
 }
 
 void hs_trace_request(hs_trace *t, const char *model, int64_t version, const char *outcome, uint64_t end_ns,
-                      uint64_t total_ns, uint64_t queue_ns, uint64_t compute_ns) {
+                      uint64_t total_ns, uint64_t queue_ns, uint64_t compute_ns, uint32_t batch) {
   if (!t) return;
   pthread_mutex_lock(&t->mu);
   fprintf(t->f,
           "{\"ev\":\"request\",\"model\":\"%s\",\"version\":%" PRId64 ",\"outcome\":\"%s\",\"end_ns\":%" PRIu64
-          ",\"total_ns\":%" PRIu64 ",\"queue_ns\":%" PRIu64 ",\"compute_ns\":%" PRIu64 "}\n",
-          model, version, outcome, end_ns, total_ns, queue_ns, compute_ns);
+          ",\"total_ns\":%" PRIu64 ",\"queue_ns\":%" PRIu64 ",\"compute_ns\":%" PRIu64 ",\"batch\":%u}\n",
+          model, version, outcome, end_ns, total_ns, queue_ns, compute_ns, (unsigned)batch);
   pthread_mutex_unlock(&t->mu);
 }
 

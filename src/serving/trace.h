@@ -4,7 +4,7 @@
  * One JSON object per line, times from CLOCK_MONOTONIC in nanoseconds (hs_now_ns, the clock of
  * Python's time.monotonic_ns, so a driver can lay its own events beside the server's):
  *   {"ev":"request","model":"m","version":3,"outcome":"success","end_ns":E,"total_ns":T,
- *    "queue_ns":Q,"compute_ns":C}
+ *    "queue_ns":Q,"compute_ns":C,"batch":B}
  *   {"ev":"stage","stage":"load","model":"m","version":3,"begin_ns":B,"end_ns":E}
  * Stages (loader thread): scan (the repository scan with its hashing and signature checks; model
  * "" and version -1: it covers every model), load (backend load and sessions), warmup (warm-up
@@ -30,8 +30,10 @@ void hs_trace_close(hs_trace *t);
 void hs_trace_flush(hs_trace *t);
 
 /* All of these are no-ops on a NULL trace. model names are repository names ([A-Za-z0-9_.-]). */
+/* batch: rows in the run that answered the request (serving/batch.c); 1 when it ran alone, 0 when
+ * it never ran. */
 void hs_trace_request(hs_trace *t, const char *model, int64_t version, const char *outcome, uint64_t end_ns,
-                      uint64_t total_ns, uint64_t queue_ns, uint64_t compute_ns);
+                      uint64_t total_ns, uint64_t queue_ns, uint64_t compute_ns, uint32_t batch);
 void hs_trace_stage(hs_trace *t, const char *stage, const char *model, int64_t version, uint64_t begin_ns,
                     uint64_t end_ns);
 
