@@ -66,6 +66,8 @@ extern const hs_op_def hs_ops_norm[];
 extern const hs_op_def hs_ops_reduce[];
 extern const hs_op_def hs_ops_resize[];
 extern const hs_op_def hs_ops_logic[];
+/* issue 12 coverage: new op families */
+extern const hs_op_def hs_ops_rnn[]; /* rnn.c: RNN, GRU, LSTM */
 
 /* ---- helpers shared by op files (ops_util.c) ---- */
 
