@@ -246,3 +246,7 @@ hostile("external_past_end", model([N("Add", ["x", "w"], ["y"])], [X], [Y], [pas
 x = f32(3, 8)
 case("dyn_multiple_of_3", [N("Reshape", ["x", "shp"], ["y"])], [("x", x)], [("y", x.reshape(-1, 24))],
      inits=[("shp", np.array([-1, 24], np.int64))], input_shapes=[["batch", 8]])
+
+# recurrent ops (RNN, GRU, LSTM) over every attribute the spec defines, against rnn_ref.py's numpy reference
+import rnn_ref  # noqa: E402  (beside this script)
+rnn_ref.add_cases(case, N)
