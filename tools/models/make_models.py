@@ -13,6 +13,10 @@ Writes into OUTDIR (created if missing), skipping every file that already exists
   transformer.onnx                          a small pre-norm transformer encoder block, dynamic batch, opset 17
                                             (LayerNormalization, MatMul, Softmax, GELU via Erf)
   transformer_op13.onnx                     the same block at opset 13 (LayerNorm decomposed into Reduce/Pow/Sqrt ops)
+  lstm_tagger.onnx                          a sequence tagger: bidirectional 2-layer LSTM (batch_first) + Linear per
+                                            token, dynamic batch, opset 14
+  gru.onnx                                  a 2-layer GRU (torch's GRU is ONNX's linear_before_reset=1) + Linear per
+                                            step, dynamic batch, opset 17
   ref/CASE/input.npy, ref/CASE/output.npy   fixed-seed inputs and torch (eval mode) outputs for each case
   cases.json                                every case: model file, input and output names -> .npy paths, batch
   .make_models-version                      CACHE_VERSION of the script that wrote the cache
@@ -129,11 +133,49 @@ def make_transformer():
     return model.eval()
 
 
+class LSTMTagger(torch.nn.Module):
+    """Per-token tagger over feature vectors: bidirectional 2-layer LSTM, then a Linear to the tag logits."""
+
+    def __init__(self, features=32, hidden=48, tags=9):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(features, hidden, num_layers=2, bidirectional=True, batch_first=True)
+        self.out = torch.nn.Linear(2 * hidden, tags)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.out(y)
+
+
+class GRUNet(torch.nn.Module):
+    """2-layer unidirectional GRU over feature vectors, then a Linear per step."""
+
+    def __init__(self, features=24, hidden=40, classes=6):
+        super().__init__()
+        self.gru = torch.nn.GRU(features, hidden, num_layers=2, batch_first=True)
+        self.out = torch.nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        y, _ = self.gru(x)
+        return self.out(y)
+
+
+def make_lstm_tagger():
+    torch.manual_seed(SEED + 6)
+    return LSTMTagger().eval()
+
+
+def make_gru():
+    torch.manual_seed(SEED + 7)
+    return GRUNet().eval()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # What to write
 
 IMAGE = (3, 224, 224)
 SEQ = (16, 64)  # tokens, width
+TAGGER_SEQ = (20, 32)  # tokens, features
+GRU_SEQ = (15, 24)  # steps, features
 
 # name -> (builder, per-sample input shape, [(file, opset, dynamic batch)], [(case, file, batch)], (input, output))
 # dynamic batch: False, True, or "keep-bn" (dynamic, and BatchNormalization kept as nodes)
@@ -153,6 +195,14 @@ NETWORKS = {
                     [("transformer_b1", "transformer.onnx", 1), ("transformer_b4", "transformer.onnx", 4),
                      ("transformer_op13_b4", "transformer_op13.onnx", 4)],
                     ("tokens", "hidden")),
+    "lstm_tagger": (make_lstm_tagger, TAGGER_SEQ,
+                    [("lstm_tagger.onnx", 14, True)],
+                    [("lstm_tagger_b1", "lstm_tagger.onnx", 1), ("lstm_tagger_b4", "lstm_tagger.onnx", 4)],
+                    ("features", "tags")),
+    "gru": (make_gru, GRU_SEQ,
+            [("gru.onnx", 17, True)],
+            [("gru_b1", "gru.onnx", 1), ("gru_b3", "gru.onnx", 3)],
+            ("features", "logits")),
 }
 
 
