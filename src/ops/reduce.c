@@ -1,6 +1,6 @@
 /* reduce.c - ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceSumSquare, ReduceL2
- * (float32; int64 for Sum/Max/Min/Prod). Axes are an attribute, or for ReduceSum from opset 13 an
- * optional input. */
+ * (float32; int64 for Sum/Max/Min/Prod). Axes are an attribute, or an optional input for ReduceSum
+ * from opset 13 and for all of them from opset 18. */
 
 /*
  * DESIGN
@@ -40,7 +40,7 @@ static int reduce_check(hs_node *n, const hs_graph *g, hs_error *err) {
             : strcmp(t, "Prod") == 0 ? R_PROD
             : strcmp(t, "SumSquare") == 0 ? R_SUMSQ
                                           : R_L2;
-  p->axes_from_input = p->kind == R_SUM && n->opset >= 13;
+  p->axes_from_input = (p->kind == R_SUM && n->opset >= 13) || n->opset >= 18; /* every Reduce* from 18 */
   int rc = hs_node_only_attrs(n, p->axes_from_input ? "keepdims,noop_with_empty_axes" : "keepdims,axes", err);
   if (rc) return rc;
   int64_t kd, noop;
@@ -54,7 +54,7 @@ static int reduce_check(hs_node *n, const hs_graph *g, hs_error *err) {
   if (na > HS_MAX_DIMS) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "too many axes");
   p->n_axes = (int)na;
   for (size_t i = 0; i < na; i++) p->axes[i] = axes[i];
-  if (!p->axes_from_input && n->n_in > 1) return hs_op_errf(err, n, HS_PARSE, "axes input needs opset 13");
+  if (!p->axes_from_input && n->n_in > 1) return hs_op_errf(err, n, HS_PARSE, "axes input needs opset %d", p->kind == R_SUM ? 13 : 18);
   return 0;
 }
 

@@ -48,9 +48,24 @@ static int resize_check(hs_node *n, const hs_graph *g, hs_error *err) {
   p->legacy = upsample || n->opset < 11;
   int rc = hs_node_only_attrs(n, upsample ? (n->opset < 9 ? "mode,scales" : "mode")
                                           : p->legacy ? "mode"
-                                                      : "mode,coordinate_transformation_mode,nearest_mode,"
-                                                        "extrapolation_value,exclude_outside,cubic_coeff_a",
+                                          : n->opset < 18 ? "mode,coordinate_transformation_mode,nearest_mode,"
+                                                            "extrapolation_value,exclude_outside,cubic_coeff_a"
+                                                          : "mode,coordinate_transformation_mode,nearest_mode,"
+                                                            "extrapolation_value,exclude_outside,cubic_coeff_a,"
+                                                            "antialias,keep_aspect_ratio_policy,axes",
                               err);
+  /* opset 18's additions are accepted at their defaults only */
+  int64_t antialias;
+  const char *karp;
+  if (rc || (rc = hs_attr_int(n, "antialias", 0, &antialias, err)) ||
+      (rc = hs_attr_string(n, "keep_aspect_ratio_policy", "stretch", &karp, err)))
+    return rc;
+  if (antialias) return hs_op_errf(err, n, HS_UNSUPPORTED, "antialias=1 is not implemented (opset %d)", n->opset);
+  if (strcmp(karp, "stretch") != 0)
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "keep_aspect_ratio_policy '%s' is not implemented (opset %d)", karp,
+                      n->opset);
+  if (hs_node_attr(n, "axes"))
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "the axes attribute is not implemented (opset %d)", n->opset);
   const char *mode, *ct, *nm;
   if (rc || (rc = hs_attr_string(n, "mode", "nearest", &mode, err)) ||
       (rc = hs_attr_string(n, "coordinate_transformation_mode", p->legacy ? "asymmetric" : "half_pixel", &ct, err)) ||
@@ -346,6 +361,7 @@ enum { PM_CONSTANT, PM_REFLECT, PM_EDGE };
 typedef struct {
   int mode;
   int from_inputs;
+  int axes_input; /* opset 18: pads apply to the axes given by input 3 */
   float value;
   int n_pads;
   int64_t pads[2 * HS_MAX_DIMS];
@@ -355,6 +371,8 @@ static int pad_check(hs_node *n, const hs_graph *g, hs_error *err) {
   pad_params *p = (pad_params *)n->params.bytes;
   memset(p, 0, sizeof *p);
   p->from_inputs = n->opset >= 11;
+  p->axes_input = n->opset >= 18;
+  if (!p->axes_input && n->n_in > 3 && n->in[3] >= 0) return hs_op_errf(err, n, HS_PARSE, "axes input needs opset 18");
   int rc = hs_node_only_attrs(n, p->from_inputs ? "mode" : (n->opset < 2 ? "mode,paddings,value" : "mode,pads,value"), err);
   const char *mode;
   if (rc || (rc = hs_attr_string(n, "mode", "constant", &mode, err)) || (rc = hs_attr_float(n, "value", 0.0f, &p->value, err)))
@@ -386,6 +404,22 @@ static int pad_amounts(const hs_node *n, const hs_tensor *in, int nin, int64_t *
     hs_memcpy(v, t->data, (size_t)c * 8);
   } else {
     hs_memcpy(v, p->pads, sizeof v);
+  }
+  if (p->axes_input && nin > 3 && HS_PRESENT(&in[3])) { /* pads for the listed axes only, zero elsewhere */
+    const hs_tensor *a = &in[3];
+    if ((a->dtype != HS_DT_INT64 && a->dtype != HS_DT_INT32) || a->ndim != 1 || a->dims[0] > r || c != 2 * a->dims[0])
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axes must be 1-D int with half as many entries as pads");
+    int na = (int)a->dims[0], seen[HS_MAX_DIMS] = {0};
+    int64_t full[2 * HS_MAX_DIMS] = {0};
+    for (int i = 0; i < na; i++) {
+      int ax, rc = hs_norm_axis(hs_get_int(a, i), r, &ax, n, err);
+      if (rc) return rc;
+      if (seen[ax]++) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axis %d is listed twice", ax);
+      full[ax] = v[i];
+      full[r + ax] = v[na + i];
+    }
+    memcpy(v, full, sizeof full);
+    c = 2 * r;
   }
   if (c != 2 * r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads has %d entries for rank %d", c, r);
   for (int i = 0; i < r; i++) {
@@ -469,6 +503,6 @@ static int pad_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
 const hs_op_def hs_ops_resize[] = {
     {"Resize", 10, 1, 4, 1, 1, 0xeu, 0, resize_check, resize_infer, resize_prepare, resize_scratch, resize_run},
     {"Upsample", 7, 1, 2, 1, 1, 0x2u, 0, resize_check, resize_infer, resize_prepare, resize_scratch, resize_run},
-    {"Pad", 1, 1, 3, 1, 1, 0x2u, 0, pad_check, pad_infer, NULL, NULL, pad_run},
+    {"Pad", 1, 1, 4, 1, 1, 0xau, 0, pad_check, pad_infer, NULL, NULL, pad_run},
     {NULL},
 };

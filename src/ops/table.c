@@ -46,7 +46,7 @@ int hs_op_find(const char *op_type) {
 }
 
 #define HS_MIN_OPSET 1
-#define HS_MAX_OPSET 17
+#define HS_MAX_OPSET 21
 
 int hs_op_bind(hs_node *n, const hs_graph *g, hs_error *err) {
   if (n->domain[0])

@@ -250,3 +250,33 @@ case("dyn_multiple_of_3", [N("Reshape", ["x", "shp"], ["y"])], [("x", x)], [("y"
 # recurrent ops (RNN, GRU, LSTM) over every attribute the spec defines, against rnn_ref.py's numpy reference
 import rnn_ref  # noqa: E402  (beside this script)
 rnn_ref.add_cases(case, N)
+
+# opsets 18 to 21: the signatures that changed (onnx 1.12's checker knows opset 17 at most: check=False)
+x = f32(2, 3, 4)
+case("op18_reduce_mean_axes_input", [N("ReduceMean", ["x", "axes"], ["y"], keepdims=0)], [("x", x)],
+     [("y", x.mean(axis=(0, 2)))], inits=[("axes", np.array([0, -1], np.int64))], opset=18, check=False)
+case("op18_reduce_max_no_axes_noop", [N("ReduceMax", ["x"], ["y"], noop_with_empty_axes=1)], [("x", x)],
+     [("y", x)], opset=18, check=False)
+case("op18_reduce_l2_all", [N("ReduceL2", ["x"], ["y"])], [("x", x)],
+     [("y", np.sqrt((x.astype(np.float64) ** 2).sum(keepdims=True)).astype(np.float32))], opset=18, check=False)
+x = f32(7, 2)
+case("op18_split_num_outputs", [N("Split", ["x"], ["a", "b", "c"], axis=0, num_outputs=3)], [("x", x)],
+     [("a", x[:3]), ("b", x[3:6]), ("c", x[6:])], opset=18, check=False)
+x = f32(2, 3)
+case("op18_pad_axes", [N("Pad", ["x", "pads", "", "axes"], ["y"])], [("x", x)],
+     [("y", np.pad(x, ((0, 0), (1, 2))))],
+     inits=[("pads", np.array([1, 2], np.int64)), ("axes", np.array([-1], np.int64))], opset=18, check=False)
+x = f32(1, 1, 2, 2)
+case("op19_resize_defaults", [N("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest", antialias=0,
+                                 keep_aspect_ratio_policy="stretch")], [("x", x)],
+     [("y", x.repeat(2, axis=2).repeat(2, axis=3))], inits=[("sizes", np.array([1, 1, 4, 4], np.int64))], opset=19,
+     check=False)
+a, b = f32(3, 4), f32(4)
+case("op21_add_relu", [N("Add", ["a", "b"], ["s"]), N("Relu", ["s"], ["y"])], [("a", a), ("b", b)],
+     [("y", np.maximum(a + b, 0))], opset=21, check=False)
+XR = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])
+YR = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])
+sizes = numpy_helper.from_array(np.array([1, 1, 4, 4], np.int64), "sizes")
+hostile("resize_antialias", model([N("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", antialias=1)], [XR],
+                                  [YR], [sizes], opset=18), "antialias=1 is not implemented")
+hostile("newer_opset", model([N("Relu", ["x"], ["y"])], [X], [Y], opset=22), "opset 22")
