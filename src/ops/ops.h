@@ -68,6 +68,7 @@ extern const hs_op_def hs_ops_resize[];
 extern const hs_op_def hs_ops_logic[];
 /* issue 12 coverage: new op families */
 extern const hs_op_def hs_ops_rnn[]; /* rnn.c: RNN, GRU, LSTM */
+extern const hs_op_def hs_ops_index[]; /* index.c: GatherElements, ScatterElements, Scatter, ArgMax, ArgMin, TopK, CumSum, Trilu, NonZero */
 
 /* ---- helpers shared by op files (ops_util.c) ---- */
 
