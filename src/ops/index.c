@@ -1,4 +1,4 @@
-/* index.c - index-driven ops: GatherElements, ScatterElements / Scatter, ArgMax, ArgMin, TopK, CumSum, Trilu, NonZero. */
+/* index.c - index-driven ops: GatherElements, ScatterElements / Scatter, ArgMax, ArgMin, Hardmax, TopK, CumSum, Trilu, NonZero. */
 
 /*
  * DESIGN
@@ -190,6 +190,60 @@ static int arg_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
         if (better || (p->select_last && v == bv)) bv = v, best = k;
       }
       y[o * inner + i] = best;
+    }
+  return 0;
+}
+
+/* ---- Hardmax (1 at the first maximum along axis; before opset 13 over the input coerced to 2-D) ---- */
+
+static int hardmax_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  (void)g;
+  index_params *p = (index_params *)n->params.bytes;
+  memset(p, 0, sizeof *p);
+  int rc = hs_node_only_attrs(n, "axis", err);
+  return rc ? rc : hs_attr_int(n, "axis", n->opset >= 13 ? -1 : 1, &p->axis, err);
+}
+
+static int hardmax_axis(const hs_node *n, const hs_tensor *x, int64_t *outer, int64_t *len, int64_t *inner,
+                        hs_error *err) {
+  const index_params *p = (const index_params *)n->params.bytes;
+  int rc = hs_need_dtype(n, x, "input", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_UNDEFINED), a;
+  if (rc) return rc;
+  if (n->opset >= 13) {
+    if ((rc = hs_norm_axis(p->axis, x->ndim, &a, n, err))) return rc;
+    split_at(x, a, outer, len, inner);
+    return 0;
+  }
+  if (p->axis < -x->ndim || p->axis > x->ndim) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axis out of range");
+  a = (int)(p->axis < 0 ? p->axis + x->ndim : p->axis);
+  *outer = *len = 1;
+  *inner = 1;
+  for (int i = 0; i < x->ndim; i++) *(i < a ? outer : len) *= x->dims[i];
+  return 0;
+}
+
+static int hardmax_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  (void)nin, (void)nout;
+  int64_t o, l, i;
+  int rc = hardmax_axis(n, &in[0], &o, &l, &i, err);
+  return rc ? rc : hs_set_shape(&out[0], in[0].dtype, in[0].ndim, in[0].dims, n, err);
+}
+
+static int hardmax_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                       hs_error *err) {
+  (void)nin, (void)nout, (void)scratch;
+  int64_t outer, len, inner;
+  int rc = hardmax_axis(n, &in[0], &outer, &len, &inner, err);
+  if (rc) return rc;
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      int64_t base = o * len * inner + i, best = 0;
+      double bv = len ? hs_load_f64(&in[0], base) : 0;
+      for (int64_t k = 1; k < len; k++) {
+        double v = hs_load_f64(&in[0], base + k * inner);
+        if (v > bv) bv = v, best = k;
+      }
+      for (int64_t k = 0; k < len; k++) hs_store_f64(&out[0], base + k * inner, k == best);
     }
   return 0;
 }
@@ -433,6 +487,7 @@ const hs_op_def hs_ops_index[] = {
     {"Scatter", 9, 3, 3, 1, 1, 0, 0, ge_check, ge_infer, NULL, NULL, ge_run},
     {"ArgMax", 1, 1, 1, 1, 1, 0, 0, arg_check, arg_infer, NULL, NULL, arg_run},
     {"ArgMin", 1, 1, 1, 1, 1, 0, 0, arg_check, arg_infer, NULL, NULL, arg_run},
+    {"Hardmax", 1, 1, 1, 1, 1, 0, 0, hardmax_check, hardmax_infer, NULL, NULL, hardmax_run},
     {"TopK", 10, 2, 2, 1, 2, 1u << 1, 0, topk_check, topk_infer, NULL, topk_scratch, topk_run},
     {"CumSum", 11, 2, 2, 1, 1, 0, 0, cumsum_check, cumsum_infer, NULL, NULL, cumsum_run},
     {"Trilu", 14, 1, 2, 1, 1, 0, 0, trilu_check, trilu_infer, NULL, NULL, trilu_run},

@@ -68,8 +68,9 @@ extern const hs_op_def hs_ops_resize[];
 extern const hs_op_def hs_ops_logic[];
 /* issue 12 coverage: new op families */
 extern const hs_op_def hs_ops_rnn[]; /* rnn.c: RNN, GRU, LSTM */
-extern const hs_op_def hs_ops_index[]; /* index.c: GatherElements, ScatterElements, Scatter, ArgMax, ArgMin, TopK, CumSum, Trilu, NonZero */
+extern const hs_op_def hs_ops_index[]; /* index.c: GatherElements, ScatterElements, Scatter, ArgMax, ArgMin, Hardmax, TopK, CumSum, Trilu, NonZero */
 extern const hs_op_def hs_ops_math[]; /* math.c: trigonometric / hyperbolic, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift */
+extern const hs_op_def hs_ops_einsum[]; /* einsum.c: Einsum */
 extern const hs_op_def hs_ops_loss[]; /* loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */
 
 /* ---- helpers shared by op files (ops_util.c) ---- */
