@@ -72,6 +72,7 @@ extern const hs_op_def hs_ops_index[]; /* index.c: GatherElements, ScatterElemen
 extern const hs_op_def hs_ops_math[]; /* math.c: trigonometric / hyperbolic, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift */
 extern const hs_op_def hs_ops_einsum[]; /* einsum.c: Einsum */
 extern const hs_op_def hs_ops_loss[]; /* loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */
+extern const hs_op_def hs_ops_movement[]; /* movement.c: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress, ReverseSequence */
 
 /* ---- helpers shared by op files (ops_util.c) ---- */
 
