@@ -73,6 +73,8 @@ extern const hs_op_def hs_ops_math[]; /* math.c: trigonometric / hyperbolic, Sig
 extern const hs_op_def hs_ops_einsum[]; /* einsum.c: Einsum */
 extern const hs_op_def hs_ops_loss[]; /* loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */
 extern const hs_op_def hs_ops_movement[]; /* movement.c: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress, ReverseSequence */
+extern const hs_op_def hs_ops_signal[]; /* signal.c: HannWindow, HammingWindow, BlackmanWindow */
+extern const hs_op_def hs_ops_quant[]; /* quant.c: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear */
 
 /* ---- helpers shared by op files (ops_util.c) ---- */
 
