@@ -1,12 +1,12 @@
-/* index.c - index-driven ops: GatherElements, ScatterElements / Scatter, ArgMax, ArgMin, Hardmax, TopK, CumSum, Trilu, NonZero. */
+/* index.c - index-driven ops: GatherElements, ScatterElements / Scatter, ArgMax, ArgMin, Hardmax, TopK, CumSum, Trilu, NonZero, Unique. */
 
 /*
  * DESIGN
  * Plain C over any element type: gathers and scatters move elements by their byte size, so every
  * dtype works; comparisons and sums read elements as double (hs_load_f64), exact for every float32
  * and for integers up to 2^53. A tensor is walked as [outer, axis, inner] around the op's axis.
- * NonZero's output shape depends on its input's contents, so its input must be known when a
- * session plans (a graph input or constant; value_inputs bit 0), as for Reshape's shape.
+ * NonZero's and Unique's output shapes depend on their input's contents, so that input must be
+ * known when a session plans (a graph input or constant; value_inputs bit 0), as for Reshape's shape.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -481,6 +481,127 @@ static int nonzero_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor
   return 0;
 }
 
+/* ---- Unique (slices along axis, or elements of the flattened input) ---------------------------- */
+
+static int unique_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  (void)g;
+  index_params *p = (index_params *)n->params.bytes;
+  memset(p, 0, sizeof *p);
+  int64_t sorted;
+  int rc = hs_node_only_attrs(n, "axis,sorted", err);
+  if (rc || (rc = hs_attr_int(n, "axis", 0, &p->axis, err)) || (rc = hs_attr_int(n, "sorted", 1, &sorted, err))) return rc;
+  p->sorted = sorted != 0;
+  p->upper = hs_node_attr(n, "axis") != NULL; /* upper: an axis was given */
+  return 0;
+}
+
+typedef struct {
+  const hs_tensor *x;
+  int64_t outer, len, inner;
+} uslices;
+
+static int unique_view(const hs_node *n, const hs_tensor *x, uslices *u, int *axis, hs_error *err) {
+  const index_params *p = (const index_params *)n->params.bytes;
+  int rc = numeric(n, x, "input", err);
+  if (rc) return rc;
+  u->x = x;
+  *axis = -1;
+  if (p->upper) {
+    if ((rc = hs_norm_axis(p->axis, x->ndim, axis, n, err))) return rc;
+    split_at(x, *axis, &u->outer, &u->len, &u->inner);
+  } else {
+    u->outer = u->inner = 1;
+    u->len = hs_numel(x);
+  }
+  return 0;
+}
+
+/* <0, 0, >0 comparing slices i and j element by element */
+static int slice_cmp(const uslices *u, int64_t i, int64_t j) {
+  for (int64_t o = 0; o < u->outer; o++)
+    for (int64_t k = 0; k < u->inner; k++) {
+      double a = hs_load_f64(u->x, (o * u->len + i) * u->inner + k), b = hs_load_f64(u->x, (o * u->len + j) * u->inner + k);
+      if (a != b) return a < b ? -1 : 1;
+    }
+  return 0;
+}
+
+static int64_t unique_count(const uslices *u) {
+  int64_t c = 0;
+  for (int64_t i = 0; i < u->len; i++) {
+    int seen = 0;
+    for (int64_t j = 0; j < i && !seen; j++) seen = slice_cmp(u, i, j) == 0;
+    c += !seen;
+  }
+  return c;
+}
+
+static int unique_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  (void)nin;
+  uslices u;
+  int axis, rc = unique_view(n, &in[0], &u, &axis, err);
+  if (rc) return rc;
+  int64_t c = unique_count(&u), d[HS_MAX_DIMS];
+  if (axis < 0) rc = hs_set_shape(&out[0], in[0].dtype, 1, &c, n, err);
+  else {
+    memcpy(d, in[0].dims, sizeof d);
+    d[axis] = c;
+    rc = hs_set_shape(&out[0], in[0].dtype, in[0].ndim, d, n, err);
+  }
+  if (rc == 0 && nout > 1) rc = hs_set_shape(&out[1], HS_DT_INT64, 1, &c, n, err);
+  if (rc == 0 && nout > 2) rc = hs_set_shape(&out[2], HS_DT_INT64, 1, &u.len, n, err);
+  if (rc == 0 && nout > 3) rc = hs_set_shape(&out[3], HS_DT_INT64, 1, &c, n, err);
+  return rc;
+}
+
+static size_t unique_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  (void)n, (void)nin, (void)out, (void)nout;
+  return sizeof(int64_t) * 2 * (size_t)(hs_numel(&in[0]) + 1);
+}
+
+static int unique_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                      hs_error *err) {
+  (void)nin;
+  const index_params *p = (const index_params *)n->params.bytes;
+  uslices u;
+  int axis, rc = unique_view(n, &in[0], &u, &axis, err);
+  if (rc) return rc;
+  /* first[k]: the slice first holding unique value k (order of appearance); inv[i]: k of slice i */
+  int64_t *first = scratch, *inv = first + u.len, c = 0;
+  for (int64_t i = 0; i < u.len; i++) {
+    int64_t k = -1;
+    for (int64_t j = 0; j < c && k < 0; j++)
+      if (slice_cmp(&u, i, first[j]) == 0) k = j;
+    if (k < 0) first[k = c++] = i;
+    inv[i] = k;
+  }
+  if (p->sorted) /* insertion sort of the unique slices */
+    for (int64_t i = 1; i < c; i++)
+      for (int64_t j = i; j > 0 && slice_cmp(&u, first[j], first[j - 1]) < 0; j--) {
+        int64_t t = first[j];
+        first[j] = first[j - 1];
+        first[j - 1] = t;
+      }
+  for (int64_t i = 0; p->sorted && i < u.len; i++) { /* inverse indices into the sorted order */
+    int64_t j = 0;
+    while (j < c && slice_cmp(&u, i, first[j]) != 0) j++;
+    inv[i] = j;
+  }
+  size_t esz = hs_dtype_size(in[0].dtype), row = (size_t)u.inner * esz;
+  for (int64_t o = 0; o < u.outer; o++)
+    for (int64_t k = 0; k < c; k++)
+      memcpy((char *)out[0].data + (size_t)(o * c + k) * row, (const char *)in[0].data + (size_t)(o * u.len + first[k]) * row, row);
+  if (nout > 1 && n->out[1] >= 0)
+    for (int64_t k = 0; k < c; k++) ((int64_t *)out[1].data)[k] = first[k];
+  if (nout > 2 && n->out[2] >= 0) memcpy(out[2].data, inv, sizeof(int64_t) * (size_t)u.len);
+  if (nout > 3 && n->out[3] >= 0) {
+    int64_t *cnt = out[3].data;
+    for (int64_t k = 0; k < c; k++) cnt[k] = 0;
+    for (int64_t i = 0; i < u.len; i++) cnt[inv[i]]++;
+  }
+  return 0;
+}
+
 const hs_op_def hs_ops_index[] = {
     {"GatherElements", 11, 2, 2, 1, 1, 0, 0, ge_check, ge_infer, NULL, NULL, ge_run},
     {"ScatterElements", 11, 3, 3, 1, 1, 0, 0, ge_check, ge_infer, NULL, NULL, ge_run},
@@ -491,6 +612,7 @@ const hs_op_def hs_ops_index[] = {
     {"TopK", 10, 2, 2, 1, 2, 1u << 1, 0, topk_check, topk_infer, NULL, topk_scratch, topk_run},
     {"CumSum", 11, 2, 2, 1, 1, 0, 0, cumsum_check, cumsum_infer, NULL, NULL, cumsum_run},
     {"Trilu", 14, 1, 2, 1, 1, 0, 0, trilu_check, trilu_infer, NULL, NULL, trilu_run},
+    {"Unique", 11, 1, 1, 1, 4, 1u << 0, 0, unique_check, unique_infer, NULL, unique_scratch, unique_run},
     {"NonZero", 9, 1, 1, 1, 1, 1u << 0, 0, nonzero_check, nonzero_infer, NULL, NULL, nonzero_run},
     {NULL},
 };
