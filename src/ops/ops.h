@@ -70,7 +70,8 @@ extern const hs_op_def hs_ops_logic[];
 extern const hs_op_def hs_ops_rnn[]; /* rnn.c: RNN, GRU, LSTM */
 extern const hs_op_def hs_ops_index[]; /* index.c: GatherElements, ScatterElements, Scatter, ArgMax, ArgMin, Hardmax, TopK, CumSum, Trilu, NonZero */
 extern const hs_op_def hs_ops_math[]; /* math.c: trigonometric / hyperbolic, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift */
-extern const hs_op_def hs_ops_einsum[]; /* einsum.c: Einsum */
+extern const hs_op_def hs_ops_linalg[]; /* linalg.c: Det, Einsum */
+extern const hs_op_def hs_ops_norm_extra[]; /* norm_extra.c: GroupNormalization, LRN */
 extern const hs_op_def hs_ops_loss[]; /* loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */
 extern const hs_op_def hs_ops_movement[]; /* movement.c: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress, ReverseSequence */
 extern const hs_op_def hs_ops_signal[]; /* signal.c: HannWindow, HammingWindow, BlackmanWindow */

@@ -1,4 +1,4 @@
-/* einsum.c - Einsum (opset 12+): any equation, with "..." and implicit outputs, in plain C over float32 / float64 / int. */
+/* linalg.c - Einsum (opset 12+: any equation, with "..." and implicit outputs) and Det, in plain C. */
 
 /*
  * DESIGN
@@ -7,8 +7,9 @@
  * walks every combination of all labels once, multiplying the operands' elements and adding into
  * the output element: O(product of all label sizes), which suits the small contractions exporters
  * leave in graphs (transposes, diagonals, batched inner products); a large contraction should be a
- * MatMul in the graph.
+ * MatMul in the graph. Det factors each [M, M] matrix by LU with partial pivoting, in double.
  */
+#include <math.h>
 #include <ctype.h>
 #include <string.h>
 
@@ -211,7 +212,66 @@ static int einsum_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   return 0;
 }
 
-const hs_op_def hs_ops_einsum[] = {
+/* ---- Det ---- */
+
+static int det_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  (void)g;
+  return hs_node_only_attrs(n, "", err);
+}
+
+static int det_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  (void)nin, (void)nout;
+  int rc = hs_need_dtype(n, &in[0], "X", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_UNDEFINED);
+  if (rc) return rc;
+  int r = in[0].ndim;
+  if (r < 2 || in[0].dims[r - 1] != in[0].dims[r - 2])
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "X must be [*, M, M]");
+  return hs_set_shape(&out[0], in[0].dtype, r - 2, in[0].dims, n, err);
+}
+
+static size_t det_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  (void)n, (void)nin, (void)out, (void)nout;
+  int64_t m = in[0].ndim >= 2 ? in[0].dims[in[0].ndim - 1] : 0;
+  return sizeof(double) * (size_t)(m * m + 1);
+}
+
+static int det_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                   hs_error *err) {
+  (void)n, (void)nin, (void)nout, (void)err;
+  const int64_t m = in[0].dims[in[0].ndim - 1], mats = hs_numel(&out[0]);
+  double *a = scratch;
+  for (int64_t t = 0; t < mats; t++) {
+    for (int64_t i = 0; i < m * m; i++) a[i] = hs_load_f64(&in[0], t * m * m + i);
+    double det = 1;
+    for (int64_t c = 0; c < m && det != 0; c++) {
+      int64_t piv = c;
+      for (int64_t r = c + 1; r < m; r++)
+        if (fabs(a[r * m + c]) > fabs(a[piv * m + c])) piv = r;
+      if (a[piv * m + c] == 0) {
+        det = 0;
+        break;
+      }
+      if (piv != c) {
+        for (int64_t k = 0; k < m; k++) {
+          double tmp = a[c * m + k];
+          a[c * m + k] = a[piv * m + k];
+          a[piv * m + k] = tmp;
+        }
+        det = -det;
+      }
+      det *= a[c * m + c];
+      for (int64_t r = c + 1; r < m; r++) {
+        double f = a[r * m + c] / a[c * m + c];
+        for (int64_t k = c; k < m; k++) a[r * m + k] -= f * a[c * m + k];
+      }
+    }
+    hs_store_f64(&out[0], t, det);
+  }
+  return 0;
+}
+
+const hs_op_def hs_ops_linalg[] = {
+    {"Det", 11, 1, 1, 1, 1, 0, 0, det_check, det_infer, NULL, det_scratch, det_run},
     {"Einsum", 12, 1, EIN_MAX_IN, 1, 1, 0, 0, einsum_check, einsum_infer, NULL, NULL, einsum_run},
     {NULL},
 };
