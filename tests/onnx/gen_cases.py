@@ -280,3 +280,24 @@ sizes = numpy_helper.from_array(np.array([1, 1, 4, 4], np.int64), "sizes")
 hostile("resize_antialias", model([N("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", antialias=1)], [XR],
                                   [YR], [sizes], opset=18), "antialias=1 is not implemented")
 hostile("newer_opset", model([N("Relu", ["x"], ["y"])], [X], [Y], opset=22), "opset 22")
+
+# ops that opset-18+ exporters emit: GroupNormalization (18: scale/bias per group; 21: per channel), Mish, Gelu
+x = f32(2, 6, 3, 2)
+xg = x.reshape(2, 3, -1).astype(np.float64)
+norm = ((xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + 1e-5)).reshape(x.shape)
+sg, bg = f32(3), f32(3)
+case("op18_group_norm", [N("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=3)], [("x", x)],
+     [("y", (norm * np.repeat(sg, 2)[None, :, None, None] + np.repeat(bg, 2)[None, :, None, None]).astype(np.float32))],
+     inits=[("s", sg), ("b", bg)], opset=18, check=False)
+sc, bc = f32(6), f32(6)
+case("op21_group_norm", [N("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=3, epsilon=1e-5)], [("x", x)],
+     [("y", (norm * sc[None, :, None, None] + bc[None, :, None, None]).astype(np.float32))],
+     inits=[("s", sc), ("b", bc)], opset=21, check=False)
+x = f32(3, 5) * 3
+case("op18_mish", [N("Mish", ["x"], ["y"])], [("x", x)],
+     [("y", (x * np.tanh(np.log1p(np.exp(x.astype(np.float64))))).astype(np.float32))], opset=18, check=False)
+erf = np.vectorize(__import__("math").erf)
+case("op20_gelu", [N("Gelu", ["x"], ["y"]), N("Gelu", ["x"], ["z"], approximate="tanh")], [("x", x)],
+     [("y", (0.5 * x * (1 + erf(x / np.sqrt(2)))).astype(np.float32)),
+      ("z", (0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x.astype(np.float64) ** 3)))).astype(np.float32))],
+     opset=20, check=False)
