@@ -8,8 +8,8 @@
  * functions that take them), clip, hidden_size, layout 0/1, GRU's linear_before_reset, LSTM's
  * input_forget and peepholes P, sequence_lens, initial_h / initial_c; and all three outputs Y, Y_h,
  * Y_c. Per direction, the input projection X * W^T (+ both biases) is one GEMM over every
- * timestep at once into scratch; each step then adds H_{t-1} * R^T (one GEMM over the batch) and
- * applies the gates. Batch rows whose sequence_lens entry is shorter than the step stop updating;
+ * timestep at once into scratch; each step then adds H_{t-1} * R^T (one GEMM over the batch, on one
+ * thread when it is small) and applies the gates (sigmoid / tanh vectorized, below). Batch rows whose sequence_lens entry is shorter than the step stop updating;
  * their Y rows past the end stay zero and Y_h / Y_c hold their last step, as ONNX Runtime does. W, R
  * and B may be graph constants or inputs given at run time: nothing is kept in node state.
  */
@@ -225,6 +225,9 @@ static size_t rnn_scratch(const hs_node *n, const hs_tensor *in, int nin, const 
   return sizeof(float) * (size_t)((s.seq * s.batch + 2 * s.batch) * s.gh + 3 * s.batch * s.hid) + 64;
 }
 
+/* Multiply-adds per recurrent step from which the step's GEMM runs on the session's threads. */
+#define RNN_STEP_PARALLEL_MIN (1 << 20)
+
 /* C[M,N] = A[M,K] * B[N,K]^T (+ C when acc): oneDNN's sgemm, plain loops when it refuses. */
 static void gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
                     float *C, int64_t ldc, int acc) {
@@ -425,6 +428,9 @@ static int rnn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
       if (C0) memcpy(c + b * H, C0 + h_off(&v, b), sizeof(float) * (size_t)H);
       else memset(c + b * H, 0, sizeof(float) * (size_t)H);
     }
+    /* a step's product is too small to share between threads: forking for it costs more (10x on 2 cores) */
+    const int prev_threads = hs_kernels_threads(), one_thread = B * GH * H < RNN_STEP_PARALLEL_MIN;
+    if (one_thread) hs_kernels_set_threads(1);
     for (int64_t step = 0; step < s.seq; step++) {
       /* gates = XW row of each batch entry's timestep; batch entries already past their end idle */
       for (int64_t b = 0; b < B; b++) {
@@ -493,6 +499,7 @@ static int rnn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
           memcpy(Y + y_off(&v, t, b), h + b * H, sizeof(float) * (size_t)H);
         }
     }
+    if (one_thread) hs_kernels_set_threads(prev_threads);
     for (int64_t b = 0; b < B; b++) {
       if (Yh) memcpy(Yh + h_off(&v, b), h + b * H, sizeof(float) * (size_t)H);
       if (Yc) memcpy(Yc + h_off(&v, b), c + b * H, sizeof(float) * (size_t)H);
