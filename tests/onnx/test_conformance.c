@@ -41,11 +41,8 @@ static const struct {
     {"test_resize_downsample_sizes_cubic", "Resize mode cubic is not implemented"},
     {"test_resize_upsample_scales_cubic", "Resize mode cubic is not implemented"},
     {"test_resize_upsample_sizes_cubic", "Resize mode cubic is not implemented"},
-    {"test_max_float16", "float16 arithmetic is not supported (Cast handles float16)"},
-    {"test_min_float16", "float16 arithmetic is not supported (Cast handles float16)"},
     {"test_identity_opt", "optional types are not supported"},
     {"test_identity_sequence", "sequence types are not supported"},
-    {"test_mod_mixed_sign_float16", "float16 arithmetic is not supported (Cast handles float16)"},
     {"test_blackmanwindow", "the expanded form's Range takes its length from a value computed at run time; shapes "
                             "that depend on contents are planned from graph inputs and constants only"},
     {"test_hammingwindow", "as test_blackmanwindow: Range over a length computed at run time"},
