@@ -1,10 +1,11 @@
-/* math.c - element-wise math beyond elementwise.c: trigonometric and hyperbolic functions, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift. */
+/* math.c - element-wise math beyond elementwise.c: trigonometric and hyperbolic functions, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift, BitwiseAnd / Or / Xor / Not. */
 
 /*
  * DESIGN
  * Plain C, one value at a time, computed in double and stored in the input's type (float32 or
  * float64; Sign, Mod and BitShift also integers). These ops are rare in exported models and never on
- * a hot path, so no oneDNN kernel backs them. Mod and BitShift broadcast their two inputs as numpy.
+ * a hot path, so no oneDNN kernel backs them. Mod, BitShift and the Bitwise ops broadcast their two
+ * inputs as numpy; the Bitwise ops work on the integer bits (any integer type, bool for none).
  */
 #include <math.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 enum {
   M_COS, M_SIN, M_TAN, M_ACOS, M_ASIN, M_ATAN, M_COSH, M_SINH, M_ACOSH, M_ASINH, M_ATANH,
   M_SIGN, M_ROUND, M_SOFTSIGN, M_SELU, M_CELU, M_THRELU, M_SHRINK, M_MISH, M_GELU, M_GELU_TANH,
-  M_ISINF, M_ISNAN, M_MOD, M_BITSHIFT,
+  M_ISINF, M_ISNAN, M_MOD, M_BITSHIFT, M_BAND, M_BOR, M_BXOR, M_BNOT,
 };
 
 static const struct {
@@ -38,6 +39,10 @@ static const struct {
     {"IsNaN", M_ISNAN, "", 0, 0},
     {"Mod", M_MOD, "fmod", 0, 0},
     {"BitShift", M_BITSHIFT, "direction", 0, 0},
+    {"BitwiseAnd", M_BAND, "", 0, 0},
+    {"BitwiseOr", M_BOR, "", 0, 0},
+    {"BitwiseXor", M_BXOR, "", 0, 0},
+    {"BitwiseNot", M_BNOT, "", 0, 0},
 };
 
 typedef struct {
@@ -109,15 +114,18 @@ static int math_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   (void)nout;
   const math_params *p = (const math_params *)n->params.bytes;
   hs_dtype t = in[0].dtype;
+  const int bitwise = p->kind >= M_BAND;
   int ok = p->kind == M_SIGN || p->kind == M_MOD ? is_float(t) || is_int(t)
            : p->kind == M_BITSHIFT               ? is_unsigned(t)
+           : bitwise                             ? is_int(t)
                                                  : is_float(t);
   if (!ok) {
     const char *name = hs_dtype_kserve_name(t);
     return hs_op_errf(err, n, HS_UNSUPPORTED, "input of type %s is not supported (opset %d)", name ? name : "?",
                       n->opset);
   }
-  if (p->kind == M_MOD || p->kind == M_BITSHIFT) {
+  if (p->kind == M_BNOT) return hs_set_shape(&out[0], t, in[0].ndim, in[0].dims, n, err);
+  if (p->kind == M_MOD || p->kind == M_BITSHIFT || bitwise) {
     if (nin < 2 || in[1].dtype != t) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "both inputs must have one type");
     if (p->kind == M_MOD && is_float(t) && !p->flag1)
       return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "fmod must be 1 for floating-point inputs");
@@ -179,6 +187,17 @@ static int math_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   (void)nin, (void)nout, (void)scratch, (void)err;
   const math_params *p = (const math_params *)n->params.bytes;
   int64_t total = hs_numel(&out[0]);
+  if (p->kind >= M_BAND) { /* on the bytes of each element: the same for every integer width */
+    size_t esz = hs_dtype_size(out[0].dtype);
+    for (int64_t i = 0; i < total; i++) {
+      uint64_t a = 0, b = 0, r;
+      memcpy(&a, (const char *)in[0].data + (size_t)(p->kind == M_BNOT ? i : bcast_index(&in[0], &out[0], i)) * esz, esz);
+      if (p->kind != M_BNOT) memcpy(&b, (const char *)in[1].data + (size_t)bcast_index(&in[1], &out[0], i) * esz, esz);
+      r = p->kind == M_BAND ? a & b : p->kind == M_BOR ? a | b : p->kind == M_BXOR ? a ^ b : ~a;
+      memcpy((char *)out[0].data + (size_t)i * esz, &r, esz); /* little-endian: the low bytes */
+    }
+    return 0;
+  }
   if (p->kind == M_MOD || p->kind == M_BITSHIFT) {
     int u = is_unsigned(in[0].dtype);
     for (int64_t i = 0; i < total; i++) {
@@ -221,5 +240,9 @@ const hs_op_def hs_ops_math[] = {
     MATH1("IsInf", 10), MATH1("IsNaN", 9),
     {"Mod", 10, 2, 2, 1, 1, 0, 0, math_check, math_infer, NULL, NULL, math_run},
     {"BitShift", 11, 2, 2, 1, 1, 0, 0, math_check, math_infer, NULL, NULL, math_run},
+    {"BitwiseAnd", 18, 2, 2, 1, 1, 0, 0, math_check, math_infer, NULL, NULL, math_run},
+    {"BitwiseOr", 18, 2, 2, 1, 1, 0, 0, math_check, math_infer, NULL, NULL, math_run},
+    {"BitwiseXor", 18, 2, 2, 1, 1, 0, 0, math_check, math_infer, NULL, NULL, math_run},
+    MATH1("BitwiseNot", 18),
     {NULL},
 };

@@ -69,7 +69,7 @@ extern const hs_op_def hs_ops_logic[];
 /* issue 12 coverage: new op families */
 extern const hs_op_def hs_ops_rnn[]; /* rnn.c: RNN, GRU, LSTM */
 extern const hs_op_def hs_ops_index[]; /* index.c: GatherElements, ScatterElements, Scatter, ArgMax, ArgMin, Hardmax, TopK, CumSum, Trilu, NonZero */
-extern const hs_op_def hs_ops_math[]; /* math.c: trigonometric / hyperbolic, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift */
+extern const hs_op_def hs_ops_math[]; /* math.c: trigonometric / hyperbolic, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift, Bitwise* */
 extern const hs_op_def hs_ops_linalg[]; /* linalg.c: Det, Einsum */
 extern const hs_op_def hs_ops_norm_extra[]; /* norm_extra.c: GroupNormalization, LRN */
 extern const hs_op_def hs_ops_loss[]; /* loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */

@@ -301,3 +301,12 @@ case("op20_gelu", [N("Gelu", ["x"], ["y"]), N("Gelu", ["x"], ["z"], approximate=
      [("y", (0.5 * x * (1 + erf(x / np.sqrt(2)))).astype(np.float32)),
       ("z", (0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x.astype(np.float64) ** 3)))).astype(np.float32))],
      opset=20, check=False)
+
+# opset-18 Bitwise ops on integers, broadcasting
+a = rng.integers(-1000, 1000, (3, 4)).astype(np.int32)
+b = rng.integers(-1000, 1000, (4,)).astype(np.int32)
+u = rng.integers(0, 255, (2, 3)).astype(np.uint8)
+case("op18_bitwise", [N("BitwiseAnd", ["a", "b"], ["y_and"]), N("BitwiseOr", ["a", "b"], ["y_or"]),
+                      N("BitwiseXor", ["a", "b"], ["y_xor"]), N("BitwiseNot", ["u"], ["y_not"])],
+     [("a", a), ("b", b), ("u", u)],
+     [("y_and", a & b), ("y_or", a | b), ("y_xor", a ^ b), ("y_not", ~u)], opset=18, check=False)
