@@ -37,10 +37,6 @@ static const struct {
     {"test_maxpool_2d_uint8", "pooling runs on float32 only"},
     {"test_batchnorm_epsilon_training_mode", "BatchNormalization in training mode: inference only"},
     {"test_batchnorm_example_training_mode", "BatchNormalization in training mode: inference only"},
-    {"test_resize_downsample_scales_cubic", "Resize mode cubic is not implemented"},
-    {"test_resize_downsample_sizes_cubic", "Resize mode cubic is not implemented"},
-    {"test_resize_upsample_scales_cubic", "Resize mode cubic is not implemented"},
-    {"test_resize_upsample_sizes_cubic", "Resize mode cubic is not implemented"},
     {"test_identity_opt", "optional types are not supported"},
     {"test_identity_sequence", "sequence types are not supported"},
     {"test_blackmanwindow", "the expanded form's Range takes its length from a value computed at run time; shapes "
