@@ -9,7 +9,8 @@ static const hs_op_def *const k_families[] = {
     hs_ops_elementwise, hs_ops_matmul, hs_ops_shape, hs_ops_conv,
     hs_ops_pool,        hs_ops_norm,   hs_ops_reduce, hs_ops_resize, hs_ops_logic,
     /* ---- issue 12 coverage (s12-coverage): new op families, one file each ---- */
-    hs_ops_rnn, hs_ops_index, hs_ops_math, hs_ops_loss, hs_ops_linalg, hs_ops_norm_extra, hs_ops_movement, hs_ops_signal, hs_ops_quant,
+    hs_ops_rnn,    hs_ops_index,      hs_ops_math,     hs_ops_loss,  hs_ops_linalg,
+    hs_ops_norm_extra, hs_ops_movement, hs_ops_signal, hs_ops_quant, hs_ops_detect,
     /* ---- end of issue 12 block ---- */
 };
 
