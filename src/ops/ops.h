@@ -75,7 +75,7 @@ extern const hs_op_def hs_ops_norm_extra[]; /* norm_extra.c: GroupNormalization,
 extern const hs_op_def hs_ops_loss[]; /* loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */
 extern const hs_op_def hs_ops_movement[]; /* movement.c: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress, ReverseSequence */
 extern const hs_op_def hs_ops_signal[]; /* signal.c: HannWindow, HammingWindow, BlackmanWindow */
-extern const hs_op_def hs_ops_quant[]; /* quant.c: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear */
+extern const hs_op_def hs_ops_quant[]; /* quant.c: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul */
 extern const hs_op_def hs_ops_detect[]; /* detect.c: NonMaxSuppression */
 
 /* ---- helpers shared by op files (ops_util.c) ---- */

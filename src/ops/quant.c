@@ -1,4 +1,4 @@
-/* quant.c - QuantizeLinear, DequantizeLinear (per tensor or per axis) and DynamicQuantizeLinear, in plain C. */
+/* quant.c - QuantizeLinear, DequantizeLinear (per tensor or per axis), DynamicQuantizeLinear, MatMulInteger and QLinearMatMul, in plain C. */
 
 /*
  * DESIGN
@@ -6,7 +6,8 @@
  * float32. Rounding is half to even (nearbyint in the default rounding mode) and results saturate
  * to the integer type, as the spec says. A 1-D scale / zero point applies along `axis` (opset 13);
  * a scalar one to the whole tensor. The engine computes in float32: these ops let graphs that
- * quantize / dequantize at their edges run, not integer kernels.
+ * quantize / dequantize at their edges run, not integer kernels. MatMulInteger / QLinearMatMul
+ * multiply in int32 / double with numpy's batch broadcasting (operands of rank >= 2).
  */
 #include <math.h>
 #include <string.h>
@@ -102,7 +103,120 @@ static int quant_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   return 0;
 }
 
+/* ---- MatMulInteger / QLinearMatMul ---- */
+
+static int qmm_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  (void)g;
+  return hs_node_only_attrs(n, "", err);
+}
+
+/* Operand positions: MatMulInteger (A, B, a_zp, b_zp); QLinearMatMul (a, a_scale, a_zp, b, b_scale, b_zp,
+ * y_scale, y_zp). */
+typedef struct {
+  const hs_tensor *a, *b, *azp, *bzp;
+  double scale; /* a_scale * b_scale / y_scale (QLinearMatMul) */
+  const hs_tensor *yzp;
+  int qlinear;
+} qmm_args;
+
+static int int8ish(hs_dtype t) { return t == HS_DT_INT8 || t == HS_DT_UINT8; }
+
+static int qmm_args_of(const hs_node *n, const hs_tensor *in, int nin, qmm_args *q, int64_t *od, int *ond,
+                       hs_error *err) {
+  memset(q, 0, sizeof *q);
+  q->qlinear = strcmp(n->op_type, "QLinearMatMul") == 0;
+  q->a = &in[0];
+  q->b = &in[q->qlinear ? 3 : 1];
+  q->azp = q->qlinear ? &in[2] : nin > 2 && HS_PRESENT(&in[2]) ? &in[2] : NULL;
+  q->bzp = q->qlinear ? &in[5] : nin > 3 && HS_PRESENT(&in[3]) ? &in[3] : NULL;
+  if (!int8ish(q->a->dtype) || !int8ish(q->b->dtype) || q->a->ndim < 2 || q->b->ndim < 2)
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "operands must be int8 / uint8 of rank >= 2 (opset %d)", n->opset);
+  const hs_tensor *zps[2] = {q->azp, q->bzp}, *ops[2] = {q->a, q->b};
+  for (int i = 0; i < 2; i++)
+    if (zps[i] && (zps[i]->dtype != ops[i]->dtype || hs_numel(zps[i]) != 1))
+      return hs_op_errf(err, n, HS_UNSUPPORTED, "zero points must be one value of the operand's type");
+  if (q->qlinear) {
+    q->yzp = &in[7];
+    if (!int8ish(q->yzp->dtype) || hs_numel(q->yzp) != 1) return hs_op_errf(err, n, HS_UNSUPPORTED, "y_zero_point");
+    for (int i = 1; i < 7; i += 3)
+      if (in[i].dtype != HS_DT_FLOAT32 || hs_numel(&in[i]) != 1)
+        return hs_op_errf(err, n, HS_UNSUPPORTED, "scales must be one float32 (per-tensor)");
+    if (in[6].dtype != HS_DT_FLOAT32 || hs_numel(&in[6]) != 1) return hs_op_errf(err, n, HS_UNSUPPORTED, "y_scale");
+  }
+  int ra = q->a->ndim, rb = q->b->ndim;
+  if (q->a->dims[ra - 1] != q->b->dims[rb - 2]) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "inner dimensions differ");
+  hs_tensor ba = *q->a, bb = *q->b; /* batch dims only */
+  ba.ndim = ra - 2, bb.ndim = rb - 2;
+  int rc = hs_broadcast_shape(&ba, &bb, ond, od, n, err);
+  if (rc) return rc;
+  od[(*ond)++] = q->a->dims[ra - 2];
+  od[(*ond)++] = q->b->dims[rb - 1];
+  return 0;
+}
+
+static int qmm_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  (void)nout;
+  qmm_args q;
+  int64_t od[HS_MAX_DIMS + 2];
+  int r, rc = qmm_args_of(n, in, nin, &q, od, &r, err);
+  if (rc) return rc;
+  return hs_set_shape(&out[0], q.qlinear ? q.yzp->dtype : HS_DT_INT32, r, od, n, err);
+}
+
+/* Element offset of matrix number `batch` (over out's batch dims) in operand t (broadcast). */
+static int64_t batch_offset(const hs_tensor *t, const hs_tensor *out, int64_t batch) {
+  int ob = out->ndim - 2, tb = t->ndim - 2;
+  int64_t off = 0, stride = t->dims[t->ndim - 1] * t->dims[t->ndim - 2];
+  for (int k = ob - 1; k >= 0; k--) {
+    int64_t pos = batch % out->dims[k];
+    batch /= out->dims[k];
+    int kt = k - (ob - tb);
+    if (kt >= 0) {
+      if (t->dims[kt] != 1) off += pos * stride;
+      stride *= t->dims[kt];
+    }
+  }
+  return off;
+}
+
+static int qmm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                   hs_error *err) {
+  (void)nout, (void)scratch;
+  qmm_args q;
+  int64_t od[HS_MAX_DIMS + 2];
+  int r, rc = qmm_args_of(n, in, nin, &q, od, &r, err);
+  if (rc) return rc;
+  const int64_t M = q.a->dims[q.a->ndim - 2], K = q.a->dims[q.a->ndim - 1], N = q.b->dims[q.b->ndim - 1];
+  const int64_t mats = M * N ? hs_numel(&out[0]) / (M * N) : 0;
+  const double azp = q.azp ? hs_load_f64(q.azp, 0) : 0, bzp = q.bzp ? hs_load_f64(q.bzp, 0) : 0;
+  double scale = 1, yzp = 0, lo = 0, hi = 0;
+  if (q.qlinear) {
+    scale = (double)*(const float *)in[1].data * *(const float *)in[4].data / *(const float *)in[6].data;
+    yzp = hs_load_f64(q.yzp, 0);
+    lo = q.yzp->dtype == HS_DT_INT8 ? -128 : 0, hi = q.yzp->dtype == HS_DT_INT8 ? 127 : 255;
+  }
+  for (int64_t t = 0; t < mats; t++) {
+    int64_t oa = batch_offset(q.a, &out[0], t), ob = batch_offset(q.b, &out[0], t);
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) {
+        int64_t acc = 0;
+        for (int64_t k = 0; k < K; k++)
+          acc += (int64_t)(hs_load_f64(q.a, oa + i * K + k) - azp) * (int64_t)(hs_load_f64(q.b, ob + k * N + j) - bzp);
+        int64_t o = (t * M + i) * N + j;
+        if (q.qlinear) {
+          double v = nearbyint((double)acc * scale) + yzp;
+          hs_store_f64(&out[0], o, v < lo ? lo : v > hi ? hi : v);
+        } else {
+          ((int32_t *)out[0].data)[o] = (int32_t)acc;
+        }
+      }
+  }
+  return 0;
+}
+
 const hs_op_def hs_ops_quant[] = {
+    {"MatMulInteger", 10, 2, 4, 1, 1, 0, 0, qmm_check, qmm_infer, NULL, NULL, qmm_run},
+    {"QLinearMatMul", 10, 8, 8, 1, 1, 0, 0, qmm_check, qmm_infer, NULL, NULL, qmm_run},
     {"QuantizeLinear", 10, 2, 3, 1, 1, 0, 0, quant_check, quant_infer, NULL, NULL, quant_run},
     {"DequantizeLinear", 10, 2, 3, 1, 1, 0, 0, quant_check, quant_infer, NULL, NULL, quant_run},
     {"DynamicQuantizeLinear", 11, 1, 1, 1, 3, 0, 0, quant_check, quant_infer, NULL, NULL, quant_run},
