@@ -1,4 +1,4 @@
-/* movement.c - data-movement ops: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress, ReverseSequence. */
+/* movement.c - data-movement ops: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress, ReverseSequence, MaxUnpool. */
 
 /*
  * DESIGN
@@ -367,7 +367,87 @@ static int revseq_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   return 0;
 }
 
+/* ---- MaxUnpool (X, I, output_shape): zeros, X's values at I's flat indices ---- */
+
+typedef struct {
+  int nk;
+  int64_t k[HS_MAX_DIMS], s[HS_MAX_DIMS], pads[2 * HS_MAX_DIMS];
+} unpool_params;
+
+static int unpool_ints(const hs_node *n, const char *name, int64_t *dst, int max, int *count, int64_t def,
+                       hs_error *err) {
+  const int64_t *v;
+  size_t c;
+  int rc = hs_attr_ints(n, name, &v, &c, err);
+  if (rc) return rc;
+  if (c > (size_t)max) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "%s has too many entries", name);
+  for (int i = 0; i < max; i++) dst[i] = v && (size_t)i < c ? v[i] : def;
+  if (count) *count = v ? (int)c : 0;
+  return 0;
+}
+
+static int unpool_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  (void)g;
+  unpool_params *p = (unpool_params *)n->params.bytes;
+  memset(p, 0, sizeof *p);
+  int rc = hs_node_only_attrs(n, "kernel_shape,pads,strides", err);
+  if (rc || (rc = unpool_ints(n, "kernel_shape", p->k, HS_MAX_DIMS, &p->nk, 1, err)) ||
+      (rc = unpool_ints(n, "strides", p->s, HS_MAX_DIMS, NULL, 1, err)) ||
+      (rc = unpool_ints(n, "pads", p->pads, 2 * HS_MAX_DIMS, NULL, 0, err)))
+    return rc;
+  if (p->nk < 1) return hs_op_errf(err, n, HS_PARSE, "kernel_shape is required");
+  return 0;
+}
+
+/* The shape MaxPool's indices refer to: (in - 1) * stride - pads + kernel per spatial axis. */
+static void unpool_default_dims(const unpool_params *p, const hs_tensor *x, int64_t *d) {
+  d[0] = x->dims[0], d[1] = x->dims[1];
+  for (int i = 0; i < p->nk; i++) d[2 + i] = (x->dims[2 + i] - 1) * p->s[i] - p->pads[i] - p->pads[p->nk + i] + p->k[i];
+}
+
+static int unpool_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  (void)nout;
+  const unpool_params *p = (const unpool_params *)n->params.bytes;
+  int rc = any_type(n, &in[0], err);
+  if (rc || (rc = hs_need_dtype(n, &in[1], "I", err, HS_DT_INT64, HS_DT_UNDEFINED))) return rc;
+  if (in[0].ndim != p->nk + 2 || in[1].ndim != in[0].ndim || hs_numel(&in[1]) != hs_numel(&in[0]))
+    return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "X and I must be [N, C, spatial] of the kernel's rank");
+  int64_t d[HS_MAX_DIMS];
+  unpool_default_dims(p, &in[0], d);
+  if (nin > 2 && HS_PRESENT(&in[2])) {
+    if (hs_numel(&in[2]) != in[0].ndim) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "output_shape has the wrong length");
+    for (int i = 0; i < in[0].ndim; i++) {
+      int64_t v = hs_get_int(&in[2], i);
+      if (v < d[i]) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "output_shape is smaller than the unpooled shape");
+      d[i] = v;
+    }
+  }
+  return hs_set_shape(&out[0], in[0].dtype, in[0].ndim, d, n, err);
+}
+
+static int unpool_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                      hs_error *err) {
+  (void)nin, (void)nout, (void)scratch;
+  const unpool_params *p = (const unpool_params *)n->params.bytes;
+  size_t esz = hs_dtype_size(in[0].dtype);
+  int64_t total = hs_numel(&in[0]), dd[HS_MAX_DIMS], dn = 1;
+  unpool_default_dims(p, &in[0], dd);
+  const int r = in[0].ndim;
+  for (int a = 0; a < r; a++) dn *= dd[a];
+  memset(out[0].data, 0, out[0].nbytes);
+  for (int64_t i = 0; i < total; i++) {
+    /* the index is flat in the default shape; a larger output_shape keeps the coordinates */
+    int64_t j = ((const int64_t *)in[1].data)[i], o = 0, c[HS_MAX_DIMS];
+    if (j < 0 || j >= dn) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "index %lld is outside the output", (long long)j);
+    for (int a = r - 1; a >= 0; a--) c[a] = j % dd[a], j /= dd[a];
+    for (int a = 0; a < r; a++) o = o * out[0].dims[a] + c[a];
+    memcpy((char *)out[0].data + (size_t)o * esz, (const char *)in[0].data + (size_t)i * esz, esz);
+  }
+  return 0;
+}
+
 const hs_op_def hs_ops_movement[] = {
+    {"MaxUnpool", 9, 2, 3, 1, 1, 1u << 2, 0, unpool_check, unpool_infer, NULL, NULL, unpool_run},
     {"DepthToSpace", 1, 1, 1, 1, 1, 0, 0, d2s_check, d2s_infer, NULL, NULL, d2s_run},
     {"SpaceToDepth", 1, 1, 1, 1, 1, 0, 0, d2s_check, d2s_infer, NULL, NULL, d2s_run},
     {"GatherND", 11, 2, 2, 1, 1, 0, 0, nd_check, nd_infer, NULL, NULL, nd_run},

@@ -1,4 +1,4 @@
-/* norm_extra.c - GroupNormalization (opsets 18 and 21) and LRN, in plain C (norm.c holds the oneDNN-backed norms). */
+/* norm_extra.c - GroupNormalization (opsets 18 and 21), LRN and MeanVarianceNormalization, in plain C (norm.c holds the oneDNN-backed norms). */
 
 /*
  * DESIGN
@@ -6,6 +6,7 @@
  * spatial dimensions, statistics in double; opset 18 gives scale and bias per group, opset 21 per
  * channel (ONNX changed the meaning; both are honoured by the node's opset). LRN sums squares over
  * a window of channels as the spec's formula, x / (bias + alpha / size * sum) ^ beta.
+ * MeanVarianceNormalization is its ONNX function: (x - mean) / (sqrt(variance) + 1e-9) over `axes`.
  */
 #include <math.h>
 #include <string.h>
@@ -15,6 +16,9 @@
 typedef struct {
   float eps, alpha, beta, bias;
   int64_t groups, size;
+  int mvn_mask; /* MeanVarianceNormalization: bit per reduced axis (negative axes resolved at infer) */
+  int n_axes;
+  int64_t axes[HS_MAX_DIMS];
 } gn_params;
 
 static int gn_check(hs_node *n, const hs_graph *g, hs_error *err) {
@@ -114,7 +118,83 @@ static int lrn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
   return 0;
 }
 
+static int mvn_check(hs_node *n, const hs_graph *g, hs_error *err) {
+  (void)g;
+  gn_params *p = (gn_params *)n->params.bytes;
+  memset(p, 0, sizeof *p);
+  const int64_t *axes;
+  size_t na;
+  int rc = hs_node_only_attrs(n, "axes", err);
+  if (rc || (rc = hs_attr_ints(n, "axes", &axes, &na, err))) return rc;
+  static const int64_t def[] = {0, 2, 3};
+  if (!axes) axes = def, na = 3;
+  if (na > HS_MAX_DIMS) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "too many axes");
+  p->n_axes = (int)na;
+  memcpy(p->axes, axes, na * sizeof *axes);
+  return 0;
+}
+
+static int mvn_mask(const hs_node *n, const hs_tensor *x, int *mask, hs_error *err) {
+  const gn_params *p = (const gn_params *)n->params.bytes;
+  *mask = 0;
+  for (int i = 0; i < p->n_axes; i++) {
+    int a, rc = hs_norm_axis(p->axes[i], x->ndim, &a, n, err);
+    if (rc) return rc;
+    *mask |= 1 << a;
+  }
+  return 0;
+}
+
+static int mvn_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
+  (void)nin, (void)nout;
+  int mask, rc = hs_need_dtype(n, &in[0], "X", err, HS_DT_FLOAT32, HS_DT_UNDEFINED);
+  if (rc || (rc = mvn_mask(n, &in[0], &mask, err))) return rc;
+  return hs_set_shape(&out[0], HS_DT_FLOAT32, in[0].ndim, in[0].dims, n, err);
+}
+
+static size_t mvn_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  (void)n, (void)nin, (void)out, (void)nout;
+  return 2 * sizeof(double) * (size_t)(hs_numel(&in[0]) + 1);
+}
+
+static int mvn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
+                   hs_error *err) {
+  (void)nin, (void)nout;
+  int mask, rc = mvn_mask(n, &in[0], &mask, err);
+  if (rc) return rc;
+  const hs_tensor *x = &in[0];
+  const int r = x->ndim;
+  const int64_t total = hs_numel(x);
+  /* group of element i: its index with the reduced axes dropped; per group sum and sum of squares */
+  int64_t groups = 1, count = 1;
+  for (int a = 0; a < r; a++) *(mask >> a & 1 ? &count : &groups) *= x->dims[a];
+  double *s = scratch, *ss = s + groups;
+  memset(scratch, 0, 2 * sizeof(double) * (size_t)groups);
+  const float *xv = x->data;
+  float *y = out[0].data;
+  for (int pass = 0; pass < 2; pass++) {
+    int64_t idx[HS_MAX_DIMS] = {0};
+    for (int64_t i = 0; i < total; i++) {
+      int64_t gidx = 0;
+      for (int a = 0; a < r; a++)
+        if (!(mask >> a & 1)) gidx = gidx * x->dims[a] + idx[a];
+      if (pass == 0) {
+        s[gidx] += xv[i], ss[gidx] += (double)xv[i] * xv[i];
+      } else {
+        double mean = s[gidx] / (double)count, var = ss[gidx] / (double)count - mean * mean;
+        y[i] = (float)((xv[i] - mean) / (sqrt(var > 0 ? var : 0) + 1e-9));
+      }
+      for (int a = r - 1; a >= 0; a--) {
+        if (++idx[a] < x->dims[a]) break;
+        idx[a] = 0;
+      }
+    }
+  }
+  return 0;
+}
+
 const hs_op_def hs_ops_norm_extra[] = {
+    {"MeanVarianceNormalization", 9, 1, 1, 1, 1, 0, 0, mvn_check, mvn_infer, NULL, mvn_scratch, mvn_run},
     {"GroupNormalization", 18, 3, 3, 1, 1, 0, 0, gn_check, gn_infer, NULL, NULL, gn_run},
     {"LRN", 1, 1, 1, 1, 1, 0, 0, lrn_check, lrn_infer, NULL, NULL, lrn_run},
     {NULL},

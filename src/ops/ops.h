@@ -71,9 +71,9 @@ extern const hs_op_def hs_ops_rnn[]; /* rnn.c: RNN, GRU, LSTM */
 extern const hs_op_def hs_ops_index[]; /* index.c: GatherElements, ScatterElements, Scatter, ArgMax, ArgMin, Hardmax, TopK, CumSum, Trilu, NonZero */
 extern const hs_op_def hs_ops_math[]; /* math.c: trigonometric / hyperbolic, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift, Bitwise* */
 extern const hs_op_def hs_ops_linalg[]; /* linalg.c: Det, Einsum */
-extern const hs_op_def hs_ops_norm_extra[]; /* norm_extra.c: GroupNormalization, LRN */
+extern const hs_op_def hs_ops_norm_extra[]; /* norm_extra.c: GroupNormalization, LRN, MeanVarianceNormalization */
 extern const hs_op_def hs_ops_loss[]; /* loss.c: NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss */
-extern const hs_op_def hs_ops_movement[]; /* movement.c: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress, ReverseSequence */
+extern const hs_op_def hs_ops_movement[]; /* movement.c: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress, ReverseSequence, MaxUnpool */
 extern const hs_op_def hs_ops_signal[]; /* signal.c: HannWindow, HammingWindow, BlackmanWindow */
 extern const hs_op_def hs_ops_quant[]; /* quant.c: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul */
 extern const hs_op_def hs_ops_detect[]; /* detect.c: NonMaxSuppression */
