@@ -1,4 +1,5 @@
-/* index.c - index-driven ops: GatherElements, ScatterElements / Scatter, ArgMax, ArgMin, Hardmax, TopK, CumSum, Trilu, NonZero, Unique. */
+/* index.c - index-driven ops: GatherElements, ScatterElements / Scatter, ArgMax, ArgMin, Hardmax, TopK, CumSum,
+ * Trilu, NonZero, Unique. */
 
 /*
  * DESIGN

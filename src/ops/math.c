@@ -1,4 +1,5 @@
-/* math.c - element-wise math beyond elementwise.c: trigonometric and hyperbolic functions, Sign, Round, Softsign, Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift, BitwiseAnd / Or / Xor / Not. */
+/* math.c - element-wise math beyond elementwise.c: trigonometric and hyperbolic functions, Sign, Round, Softsign,
+ * Selu, Celu, ThresholdedRelu, Shrink, Mish, Gelu, IsInf, IsNaN, Mod, BitShift, BitwiseAnd / Or / Xor / Not. */
 
 /*
  * DESIGN

@@ -1,4 +1,5 @@
-/* movement.c - data-movement ops: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress, ReverseSequence, MaxUnpool. */
+/* movement.c - data-movement ops: DepthToSpace, SpaceToDepth, GatherND, ScatterND, OneHot, EyeLike, Compress,
+ * ReverseSequence, MaxUnpool. */
 
 /*
  * DESIGN

@@ -1,4 +1,5 @@
-/* norm_extra.c - GroupNormalization (opsets 18 and 21), LRN and MeanVarianceNormalization, in plain C (norm.c holds the oneDNN-backed norms). */
+/* norm_extra.c - GroupNormalization (opsets 18 and 21), LRN and MeanVarianceNormalization, in plain C (norm.c
+ * holds the oneDNN-backed norms). */
 
 /*
  * DESIGN

@@ -1,4 +1,5 @@
-/* quant.c - QuantizeLinear, DequantizeLinear (per tensor or per axis), DynamicQuantizeLinear, MatMulInteger and QLinearMatMul, in plain C. */
+/* quant.c - QuantizeLinear, DequantizeLinear (per tensor or per axis), DynamicQuantizeLinear, MatMulInteger and
+ * QLinearMatMul, in plain C. */
 
 /*
  * DESIGN

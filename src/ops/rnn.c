@@ -9,9 +9,11 @@
  * input_forget and peepholes P, sequence_lens, initial_h / initial_c; and all three outputs Y, Y_h,
  * Y_c. Per direction, the input projection X * W^T (+ both biases) is one GEMM over every
  * timestep at once into scratch; each step then adds H_{t-1} * R^T (one GEMM over the batch, on one
- * thread when it is small) and applies the gates (sigmoid / tanh vectorized, below). Batch rows whose sequence_lens entry is shorter than the step stop updating;
- * their Y rows past the end stay zero and Y_h / Y_c hold their last step, as ONNX Runtime does. W, R
- * and B may be graph constants or inputs given at run time: nothing is kept in node state.
+ * thread when it is small) and applies the gates (sigmoid / tanh vectorized, below). Batch rows
+ * whose sequence_lens entry is shorter than the step stop updating; their Y rows past the end stay
+ * zero and Y_h / Y_c hold their last step, as ONNX Runtime does. W, R and B may be graph constants
+ * or inputs given at run time: nothing is kept in node state. oneDNN's RNN primitives are not used
+ * (yet): they lack sequence_lens, most activations and clip, and need constant weights.
  */
 #include <ctype.h>
 #include <math.h>
@@ -241,28 +243,32 @@ static void gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
     }
 }
 
-/* Sigmoid and tanh for the gate loops, in GCC / Clang vector extensions (4 floats, SSE2's width; the
- * compiler maps them to whatever SIMD the target has) with a scalar tail computing the same arithmetic: the gates
- * were half of an LSTM step's time with expf / tanhf. exp: Cephes' expf (round to nearest with the
+/* Sigmoid and tanh for the gate loops, in GCC / Clang vector extensions (4 floats, SSE2's width, or 8
+ * in a copy compiled for AVX2 that runs where the CPU has it) with a scalar tail computing the same
+ * arithmetic: the gates were half of an LSTM step's time with expf / tanhf. exp: Cephes' expf (round to nearest with the
  * 1.5 * 2^23 trick, Cody-Waite reduction, degree-5 polynomial; ~1e-7 relative), so the sigmoid keeps
  * its relative accuracy for large negative inputs; tanh: the rational approximation Eigen uses
  * (clamped at +-7.9, relative error < 4e-7). */
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
 #define EXP_LO (-87.0f)
 #define EXP_HI 88.0f
 #define TANH_LIM 7.90531110763549805f
 
 static inline float clampf(float x, float lo, float hi) { return x < lo ? lo : x > hi ? hi : x; }
-static inline v4f clamp4(v4f x, float lo, float hi) {
-  v4f vlo = x - x + lo, vhi = x - x + hi;
-  v4i below = x < vlo, above = x > vhi; /* lanes: -1 where true */
-  v4i xi = (v4i)x, r = (below & (v4i)vlo) | (above & (v4i)vhi) | (~(below | above) & xi);
-  return (v4f)r;
-}
 
-/* The polynomial parts, shared by the scalar and vector forms (T is float or v4f; n as float). */
+/* x clamped to [lo, hi], lane-wise, for vectors of type VF / VI (comparisons give -1 lanes). */
+#define VCLAMP(VF, VI, x, lo, hi)                                                            \
+  do {                                                                                       \
+    VF lo_ = (x) - (x) + (lo), hi_ = (x) - (x) + (hi);                                       \
+    VI below_ = (x) < lo_, above_ = (x) > hi_;                                               \
+    (x) = (VF)((below_ & (VI)lo_) | (above_ & (VI)hi_) | (~(below_ | above_) & (VI)(x)));    \
+  } while (0)
+
+/* The polynomial parts, shared by the scalar and vector forms (T is float or a vector; nf as float). */
 #define EXP_POLY(T, x, nf, out)                                                 \
   do {                                                                          \
     T r_ = (x) - (nf) * 0.693359375f + (nf) * 2.12194440e-4f;                   \
@@ -299,34 +305,53 @@ static inline float exp_approx(float x) {
   return p * s.f;
 }
 
-static inline v4f exp_approx4(v4f x) {
-  x = clamp4(x, EXP_LO, EXP_HI);
-  v4f nf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f, p;
-  EXP_POLY(v4f, x, nf, p);
-  v4i n = __builtin_convertvector(nf, v4i);
-  return p * (v4f)((n + 127) << 23);
-}
+/* Sigmoid / tanh over the whole vectors of x[0..len) with W-lane vectors VF / VI, compiled with ATTR;
+ * return how many elements they did (the caller finishes the tail in scalar code). */
+#define RNN_VECTOR_ACTS(SUF, VF, VI, W, ATTR)                                  \
+  ATTR static int64_t sigmoid_##SUF(float *x, int64_t len) {                   \
+    int64_t i = 0;                                                             \
+    for (; i + (W) <= len; i += (W)) {                                         \
+      VF v, p;                                                                 \
+      memcpy(&v, x + i, sizeof v);                                             \
+      v = -v;                                                                  \
+      VCLAMP(VF, VI, v, EXP_LO, EXP_HI);                                       \
+      VF nf = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;          \
+      EXP_POLY(VF, v, nf, p);                                                  \
+      VI e = __builtin_convertvector(nf, VI);                                  \
+      v = 1.0f / (1.0f + p * (VF)((e + 127) << 23));                           \
+      memcpy(x + i, &v, sizeof v);                                             \
+    }                                                                          \
+    return i;                                                                  \
+  }                                                                            \
+  ATTR static int64_t tanh_##SUF(float *x, int64_t len) {                      \
+    int64_t i = 0;                                                             \
+    for (; i + (W) <= len; i += (W)) {                                         \
+      VF v, t;                                                                 \
+      memcpy(&v, x + i, sizeof v);                                             \
+      VCLAMP(VF, VI, v, -TANH_LIM, TANH_LIM);                                  \
+      TANH_RATIONAL(VF, v, t);                                                 \
+      memcpy(x + i, &t, sizeof t);                                             \
+    }                                                                          \
+    return i;                                                                  \
+  }
+
+RNN_VECTOR_ACTS(v4, v4f, v4i, 4, )
+#if defined(__x86_64__) || defined(__i386__)
+RNN_VECTOR_ACTS(v8, v8f, v8i, 8, __attribute__((target("avx2"))))
+static int has_avx2(void) { return __builtin_cpu_supports("avx2"); }
+#else
+static int64_t sigmoid_v8(float *x, int64_t len) { return sigmoid_v4(x, len); }
+static int64_t tanh_v8(float *x, int64_t len) { return tanh_v4(x, len); }
+static int has_avx2(void) { return 0; }
+#endif
 
 static void sigmoid_inplace(float *x, int64_t len) {
-  int64_t i = 0;
-  for (; i + 4 <= len; i += 4) {
-    v4f v;
-    memcpy(&v, x + i, sizeof v);
-    v = 1.0f / (1.0f + exp_approx4(-v));
-    memcpy(x + i, &v, sizeof v);
-  }
+  int64_t i = has_avx2() ? sigmoid_v8(x, len) : sigmoid_v4(x, len);
   for (; i < len; i++) x[i] = 1.0f / (1.0f + exp_approx(-x[i]));
 }
 
 static void tanh_inplace(float *x, int64_t len) {
-  int64_t i = 0;
-  for (; i + 4 <= len; i += 4) {
-    v4f v, t;
-    memcpy(&v, x + i, sizeof v);
-    v = clamp4(v, -TANH_LIM, TANH_LIM);
-    TANH_RATIONAL(v4f, v, t);
-    memcpy(x + i, &t, sizeof t);
-  }
+  int64_t i = has_avx2() ? tanh_v8(x, len) : tanh_v4(x, len);
   for (; i < len; i++) {
     float v = clampf(x[i], -TANH_LIM, TANH_LIM), t;
     TANH_RATIONAL(float, v, t);
