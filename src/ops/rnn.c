@@ -227,8 +227,10 @@ static size_t rnn_scratch(const hs_node *n, const hs_tensor *in, int nin, const 
   return sizeof(float) * (size_t)((s.seq * s.batch + 2 * s.batch) * s.gh + 3 * s.batch * s.hid) + 64;
 }
 
-/* Multiply-adds per recurrent step from which the step's GEMM runs on the session's threads. */
+/* Multiply-adds per recurrent step from which the step's GEMM runs on the session's threads, and per
+ * run from which the input projection does: below, forking costs more than it saves. */
 #define RNN_STEP_PARALLEL_MIN (1 << 20)
+#define RNN_RUN_PARALLEL_MIN (1 << 23)
 
 /* C[M,N] = A[M,K] * B[N,K]^T (+ C when acc): oneDNN's sgemm, plain loops when it refuses. */
 static void gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
@@ -428,6 +430,9 @@ static int rnn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
   }
   if (Y && lens) memset(Y, 0, out[0].nbytes); /* steps past a sequence's end stay zero */
 
+  const int prev_threads = hs_kernels_threads();
+  const int small_run = p->dirs * s.seq * B * GH * (s.in + H) < RNN_RUN_PARALLEL_MIN;
+  if (small_run) hs_kernels_set_threads(1);
   float *XW = scratch, *G = XW + s.seq * B * GH, *HR = G + B * GH, *h = HR + B * GH, *c = h + B * H, *rh = c + B * H;
   for (int d = 0; d < p->dirs; d++) {
     const int reverse = p->direction == DIR_REVERSE || d == 1;
@@ -454,7 +459,7 @@ static int rnn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
       else memset(c + b * H, 0, sizeof(float) * (size_t)H);
     }
     /* a step's product is too small to share between threads: forking for it costs more (10x on 2 cores) */
-    const int prev_threads = hs_kernels_threads(), one_thread = B * GH * H < RNN_STEP_PARALLEL_MIN;
+    const int one_thread = !small_run && B * GH * H < RNN_STEP_PARALLEL_MIN;
     if (one_thread) hs_kernels_set_threads(1);
     for (int64_t step = 0; step < s.seq; step++) {
       /* gates = XW row of each batch entry's timestep; batch entries already past their end idle */
@@ -530,6 +535,7 @@ static int rnn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
       if (Yc) memcpy(Yc + h_off(&v, b), c + b * H, sizeof(float) * (size_t)H);
     }
   }
+  if (small_run) hs_kernels_set_threads(prev_threads);
   return 0;
 }
 
