@@ -14,7 +14,7 @@ if [ -z "${HOTSERVE_BIN:-}" ]; then
   cmake --build build-bench -j2 --target hotserve >/dev/null
   HOTSERVE_BIN=$ROOT/build-bench/src/hotserve
 fi
-"$PY" tools/models/make_models.py "$CACHE" --only resnet50 mobilenet_v2 >&2
+"$PY" tools/models/make_models.py "$CACHE" >&2
 if [ ! -d bench/node_modules/onnxruntime-node ]; then
   (cd bench && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund >&2)
 fi

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""engine_bench.py - hotserve's engine against ONNX Runtime and OpenCV DNN on ResNet-50 and MobileNetV2.
+"""engine_bench.py - hotserve's engine against ONNX Runtime and OpenCV DNN on ResNet-50, MobileNetV2, a transformer
+encoder block and the recurrent models (a bidirectional 2-layer LSTM tagger, a 2-layer GRU).
 
     engine_bench.py --hotserve BIN --cache DIR [--threads 2] [--repeat 20] [--results DIR] [--readme FILE]
-                    [--command "how it was started"]
+                    [--command "how it was started"] [--only LABEL ...]
 
-For each model at batch 1 and 8 it runs, back to back so that drift on a shared machine hits all three alike:
+For each row (model and batch) it runs, back to back so that drift on a shared machine hits all three alike:
   hotserve    BIN run MODEL --input input=X.npy --threads T --repeat R --output-dir TMP   (median, p99, compile time)
   ORT         node ort_run.js MODEL ... intra-op threads T, session creation timed               (onnxruntime-node)
   OpenCV DNN  opencv_run.py MODEL X.npy, cv2.setNumThreads(T); MobileNetV2 from the opset-10 export (OpenCV 4.6
@@ -28,12 +29,16 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# (label, batch, hotserve + ORT model file, OpenCV model file, case in cases.json)
+# (label, batch, hotserve + ORT model file, OpenCV model file or None (not run), case in cases.json)
 ROWS = [
     ("ResNet-50", 1, "resnet50.onnx", "resnet50.onnx", "resnet50_b1"),
     ("ResNet-50", 8, "resnet50_dyn.onnx", "resnet50_dyn.onnx", "resnet50_b8"),
     ("MobileNetV2", 1, "mobilenet_v2.onnx", "mobilenet_v2_op10.onnx", "mobilenet_v2_b1"),
     ("MobileNetV2", 8, "mobilenet_v2_dyn.onnx", "mobilenet_v2_op10.onnx", "mobilenet_v2_b8"),
+    ("Transformer block", 1, "transformer.onnx", None, "transformer_b1"),
+    ("LSTM tagger", 1, "lstm_tagger.onnx", None, "lstm_tagger_b1"),
+    ("LSTM tagger", 4, "lstm_tagger.onnx", None, "lstm_tagger_b4"),
+    ("GRU", 1, "gru.onnx", None, "gru_b1"),
 ]
 
 
@@ -59,16 +64,16 @@ def ms_after(text, *words):
     return None
 
 
-def bench_hotserve(args, model, x_path, ref_path):
+def bench_hotserve(args, model, in_name, x_path, out_name, ref_path):
     with tempfile.TemporaryDirectory(prefix="hs-bench-") as out:
-        rc, text = run([args.hotserve, "run", model, "--input", "input=" + x_path, "--threads", str(args.threads),
+        rc, text = run([args.hotserve, "run", model, "--input", in_name + "=" + x_path, "--threads", str(args.threads),
                         "--repeat", str(args.repeat), "--output-dir", out])
         if rc != 0:
             return {"error": text.strip().splitlines()[-1][:160] if text.strip() else "exit %d" % rc}
         res = {"median_ms": ms_after(text, "median"), "p99_ms": ms_after(text, "p99"),
                "compile_ms": ms_after(text, "compile", "load")}
         try:
-            got = np.load(os.path.join(out, "output.npy"))
+            got = np.load(os.path.join(out, out_name + ".npy"))
             want = np.load(ref_path)
             res["max_err"] = float(np.abs(got.astype(np.float64) - want).max()) if got.shape == want.shape \
                 else float("nan")
@@ -77,8 +82,8 @@ def bench_hotserve(args, model, x_path, ref_path):
         return res
 
 
-def bench_ort(args, model, x_path):
-    rc, text = run(["node", os.path.join(HERE, "ort_run.js"), model, "--input", "input=" + x_path,
+def bench_ort(args, model, in_name, x_path):
+    rc, text = run(["node", os.path.join(HERE, "ort_run.js"), model, "--input", in_name + "=" + x_path,
                     "--threads", str(args.threads), "--repeat", str(args.repeat), "--loads", "3"])
     if rc != 0:
         return {"error": text.strip()[-160:]}
@@ -88,6 +93,8 @@ def bench_ort(args, model, x_path):
 
 
 def bench_opencv(args, model, x_path):
+    if model is None:
+        return {"error": "not run"}
     rc, text = run([sys.executable, os.path.join(HERE, "opencv_run.py"), model, x_path,
                     "--threads", str(args.threads), "--repeat", str(args.repeat)])
     if rc != 0:
@@ -138,6 +145,7 @@ def main(argv):
     p.add_argument("--results", default=None)
     p.add_argument("--readme", default=None)
     p.add_argument("--command", default=" ".join(sys.argv))
+    p.add_argument("--only", nargs="+", help="row labels to run (default: all), e.g. --only 'LSTM tagger' GRU")
     args = p.parse_args(argv)
     with open(os.path.join(args.cache, "cases.json")) as f:
         cases = json.load(f)
@@ -146,12 +154,15 @@ def main(argv):
 
     results = []
     for label, batch, model, cv_model, case in ROWS:
-        x_path = os.path.join(args.cache, cases[case]["inputs"]["input"])
-        ref_path = os.path.join(args.cache, cases[case]["outputs"]["output"])
+        if args.only and label not in args.only:
+            continue
+        (in_name, x_rel), = cases[case]["inputs"].items()
+        (out_name, ref_rel), = cases[case]["outputs"].items()
+        x_path, ref_path = os.path.join(args.cache, x_rel), os.path.join(args.cache, ref_rel)
         print("engine bench: %s batch %d ..." % (label, batch), file=sys.stderr, flush=True)
-        hs = bench_hotserve(args, os.path.join(args.cache, model), x_path, ref_path)
-        ort = bench_ort(args, os.path.join(args.cache, model), x_path)
-        cv = bench_opencv(args, os.path.join(args.cache, cv_model), x_path)
+        hs = bench_hotserve(args, os.path.join(args.cache, model), in_name, x_path, out_name, ref_path)
+        ort = bench_ort(args, os.path.join(args.cache, model), in_name, x_path)
+        cv = bench_opencv(args, cv_model and os.path.join(args.cache, cv_model), x_path)
         results.append((label, batch, model, cv_model, hs, ort, cv))
 
     lines = ["| model | batch | hotserve median ms (p99) | ORT median ms (p99) | OpenCV median ms (p99) | "
@@ -171,7 +182,7 @@ def main(argv):
               "| model file | hotserve ms | ORT ms | OpenCV ms (file) |", "|---|---|---|---|"]
     for label, batch, model, cv_model, hs, ort, cv in results:
         lines.append("| %s | %s | %s | %s (%s) |" % (model, fmt(hs.get("compile_ms")), fmt(ort.get("compile_ms")),
-                                                      fmt(cv.get("compile_ms")), cv_model))
+                                                      fmt(cv.get("compile_ms")), cv_model or "not run"))
     table = "\n".join(lines)
     header = ("Engine benchmark, %s UTC. Machine: %s. Threads: %d (all three runtimes), %d timed runs after 3 "
               "warm-up runs, medians in ms.\nCommand: `%s`\n" % (started.strftime("%Y-%m-%d %H:%M"), mach,

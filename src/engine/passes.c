@@ -113,7 +113,11 @@ static int pass_drop_identity(hs_graph *g, int *changed, hs_error *err) {
   return 0;
 }
 
+/* pass_f16.c: float16 models computed in float32 (first: the passes below see float32 only) */
+int hs_pass_f16_to_f32(hs_graph *g, int *changed, hs_error *err);
+
 static const hs_pass k_generic[] = {
+    {"f16_to_f32", hs_pass_f16_to_f32},
     {"drop_identity", pass_drop_identity},
     {"fold_constants", pass_fold_constants},
 };

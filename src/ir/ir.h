@@ -37,7 +37,7 @@ typedef struct hs_attr {
   hs_attr_type type;
   int64_t i;
   float f;
-  char *s;          /* NUL-terminated (STRING) */
+  char *s;          /* NUL-terminated (STRING); STRINGS: the n strings back to back, each NUL-terminated */
   int64_t *ints;    /* INTS */
   float *floats;    /* FLOATS */
   size_t n;         /* element count of ints/floats/strings */

@@ -557,6 +557,8 @@ static int decode_attr(hs_pb *r, const hs_onnx_source *src, hs_attr *a, hs_error
   size_t n_floats = 0, cap_floats = 0;
   int64_t type = 0;
   int seen = 0; /* bit per kind seen, for files that omit `type` */
+  char *strs = NULL; /* STRINGS: the strings back to back, each NUL-terminated */
+  size_t strs_len = 0;
   memset(a, 0, sizeof *a);
   if (hs_pb_sub(r, &m)) return BAD(err, "attribute past the end");
   while (hs_pb_more(&m) && rc == 0) {
@@ -631,11 +633,23 @@ static int decode_attr(hs_pb *r, const hs_onnx_source *src, hs_attr *a, hs_error
         rc = read_varints(&m, w, &ints, err);
         seen |= 1 << HS_ATTR_INTS;
         break;
-      case 9:
+      case 9: {
+        const uint8_t *d;
+        size_t n;
+        if (w != HS_PB_BYTES || hs_pb_bytes(&m, &d, &n) || memchr(d, 0, n)) {
+          rc = BAD(err, "bad strings attribute");
+          break;
+        }
+        char *ns = realloc(strs, strs_len + n + 1);
+        if (!ns) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); break; }
+        strs = ns;
+        if (n) memcpy(strs + strs_len, d, n);
+        strs[strs_len + n] = 0;
+        strs_len += n + 1;
         a->n++;
         seen |= 1 << HS_ATTR_STRINGS;
-        if (hs_pb_skip(&m, w)) rc = BAD(err, "bad strings attribute");
         break;
+      }
       default:
         if (f == 10 || f == 11 || f == 22 || f == 23) seen |= 1 << 15; /* tensors, graphs, sparse */
         if (hs_pb_skip(&m, w)) rc = BAD(err, "bad attribute field");
@@ -643,16 +657,19 @@ static int decode_attr(hs_pb *r, const hs_onnx_source *src, hs_attr *a, hs_error
   }
   if (rc) {
     free(ints.v);
+    free(strs);
     return rc;
   }
   if (!a->name) {
     free(ints.v);
+    free(strs);
     return BAD(err, "attribute without a name");
   }
   if (type == 0) { /* pre-IR-v2 files: guess from the field that was present */
     for (int t = 1; t <= 8; t++)
       if (seen & (1 << t)) type = t;
   }
+  if (type != HS_ATTR_STRINGS) free(strs);
   if (type < 1 || type > 8) {
     free(ints.v);
     type = type ? type : 15;
@@ -667,6 +684,10 @@ static int decode_attr(hs_pb *r, const hs_onnx_source *src, hs_attr *a, hs_error
     free(ints.v);
   }
   if (a->type == HS_ATTR_FLOATS) a->n = n_floats;
+  if (a->type == HS_ATTR_STRINGS) {
+    free(a->s);
+    a->s = strs;
+  }
   if (a->type == HS_ATTR_TENSOR && !a->tensor) return BAD(err, "tensor attribute without a tensor");
   if (a->type == HS_ATTR_STRING && !a->s) {
     a->s = strdup("");

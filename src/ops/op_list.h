@@ -86,10 +86,13 @@
   X(ReduceProd, reduce, 1, 1, 2, 1, 1, HS_IN(1), 0)                                  \
   X(ReduceSumSquare, reduce, 1, 1, 2, 1, 1, HS_IN(1), 0)                             \
   X(ReduceL2, reduce, 1, 1, 2, 1, 1, HS_IN(1), 0)                                    \
+  X(ReduceL1, reduce, 1, 1, 2, 1, 1, HS_IN(1), 0)                                    \
+  X(ReduceLogSum, reduce, 1, 1, 2, 1, 1, HS_IN(1), 0)                                \
+  X(ReduceLogSumExp, reduce, 1, 1, 2, 1, 1, HS_IN(1), 0)                             \
   /* resize.c */                                                                     \
   X(Resize, resize, 10, 1, 4, 1, 1, HS_IN(1) | HS_IN(2) | HS_IN(3), 0)               \
   X(Upsample, resize, 7, 1, 2, 1, 1, HS_IN(1), 0)                                    \
-  X(Pad, pad, 1, 1, 3, 1, 1, HS_IN(1), 0)                                            \
+  X(Pad, pad, 1, 1, 4, 1, 1, HS_IN(1) | HS_IN(3), 0)                                 \
   /* logic.c */                                                                      \
   X(Equal, logic, 7, 2, 2, 1, 1, 0, 0)                                               \
   X(Less, logic, 7, 2, 2, 1, 1, 0, 0)                                                \
@@ -104,6 +107,83 @@
   X(Max, logic, 6, 1, 8, 1, 1, 0, 0)                                                 \
   X(Min, logic, 6, 1, 8, 1, 1, 0, 0)                                                 \
   X(Sum, logic, 6, 1, 8, 1, 1, 0, 0)                                                 \
-  X(Mean, logic, 6, 1, 8, 1, 1, 0, 0)
+  X(Mean, logic, 6, 1, 8, 1, 1, 0, 0)                                                \
+  /* rnn.c (every output is optional; a node must use one) */                        \
+  X(RNN, rnn, 7, 3, 6, 1, 2, 0, 0)                                                   \
+  X(GRU, rnn, 7, 3, 6, 1, 2, 0, 0)                                                   \
+  X(LSTM, rnn, 7, 3, 8, 1, 3, 0, 0)                                                  \
+  /* index.c: gathers and scatters by index, arg / top-k selections, running sums */ \
+  X(GatherElements, gather_elements, 11, 2, 2, 1, 1, 0, 0)                           \
+  X(ScatterElements, gather_elements, 11, 3, 3, 1, 1, 0, 0)                          \
+  X(Scatter, gather_elements, 9, 3, 3, 1, 1, 0, 0)                                   \
+  X(ArgMax, arg, 1, 1, 1, 1, 1, 0, 0)                                                \
+  X(ArgMin, arg, 1, 1, 1, 1, 1, 0, 0)                                                \
+  X(Hardmax, hardmax, 1, 1, 1, 1, 1, 0, 0)                                           \
+  X(TopK, topk, 10, 2, 2, 1, 2, HS_IN(1), 0)                                         \
+  X(CumSum, cumsum, 11, 2, 2, 1, 1, 0, 0)                                            \
+  X(Trilu, trilu, 14, 1, 2, 1, 1, 0, 0)                                              \
+  X(Unique, unique, 11, 1, 1, 1, 4, HS_IN(0), 0)                                     \
+  X(NonZero, nonzero, 9, 1, 1, 1, 1, HS_IN(0), 0)                                    \
+  /* math.c: element-wise math beyond elementwise.c */                               \
+  X(Cos, math, 7, 1, 1, 1, 1, 0, 0)                                                  \
+  X(Sin, math, 7, 1, 1, 1, 1, 0, 0)                                                  \
+  X(Tan, math, 7, 1, 1, 1, 1, 0, 0)                                                  \
+  X(Acos, math, 7, 1, 1, 1, 1, 0, 0)                                                 \
+  X(Asin, math, 7, 1, 1, 1, 1, 0, 0)                                                 \
+  X(Atan, math, 7, 1, 1, 1, 1, 0, 0)                                                 \
+  X(Cosh, math, 9, 1, 1, 1, 1, 0, 0)                                                 \
+  X(Sinh, math, 9, 1, 1, 1, 1, 0, 0)                                                 \
+  X(Acosh, math, 9, 1, 1, 1, 1, 0, 0)                                                \
+  X(Asinh, math, 9, 1, 1, 1, 1, 0, 0)                                                \
+  X(Atanh, math, 9, 1, 1, 1, 1, 0, 0)                                                \
+  X(Sign, math, 9, 1, 1, 1, 1, 0, 0)                                                 \
+  X(Round, math, 11, 1, 1, 1, 1, 0, 0)                                               \
+  X(Softsign, math, 1, 1, 1, 1, 1, 0, 0)                                             \
+  X(Selu, math, 6, 1, 1, 1, 1, 0, 0)                                                 \
+  X(Celu, math, 12, 1, 1, 1, 1, 0, 0)                                                \
+  X(ThresholdedRelu, math, 10, 1, 1, 1, 1, 0, 0)                                     \
+  X(Shrink, math, 9, 1, 1, 1, 1, 0, 0)                                               \
+  X(Mish, math, 18, 1, 1, 1, 1, 0, 0)                                                \
+  X(Gelu, math, 20, 1, 1, 1, 1, 0, 0)                                                \
+  X(IsInf, math, 10, 1, 1, 1, 1, 0, 0)                                               \
+  X(IsNaN, math, 9, 1, 1, 1, 1, 0, 0)                                                \
+  X(Mod, math, 10, 2, 2, 1, 1, 0, 0)                                                 \
+  X(BitShift, math, 11, 2, 2, 1, 1, 0, 0)                                            \
+  X(BitwiseAnd, math, 18, 2, 2, 1, 1, 0, 0)                                          \
+  X(BitwiseOr, math, 18, 2, 2, 1, 1, 0, 0)                                           \
+  X(BitwiseXor, math, 18, 2, 2, 1, 1, 0, 0)                                          \
+  X(BitwiseNot, math, 18, 1, 1, 1, 1, 0, 0)                                          \
+  /* loss.c */                                                                       \
+  X(NegativeLogLikelihoodLoss, loss, 12, 2, 3, 1, 1, 0, 0)                           \
+  X(SoftmaxCrossEntropyLoss, loss, 12, 2, 3, 1, 2, 0, 0)                             \
+  /* linalg.c (Einsum: at most EIN_MAX_IN = 4 operands) */                           \
+  X(Det, det, 11, 1, 1, 1, 1, 0, 0)                                                  \
+  X(Einsum, einsum, 12, 1, 4, 1, 1, 0, 0)                                            \
+  /* norm_extra.c */                                                                 \
+  X(MeanVarianceNormalization, mvn, 9, 1, 1, 1, 1, 0, 0)                             \
+  X(GroupNormalization, group_norm, 18, 3, 3, 1, 1, 0, 0)                            \
+  X(LRN, lrn, 1, 1, 1, 1, 1, 0, 0)                                                   \
+  /* movement.c: elements moved between positions */                                 \
+  X(MaxUnpool, max_unpool, 9, 2, 3, 1, 1, HS_IN(2), 0)                               \
+  X(DepthToSpace, depth_to_space, 1, 1, 1, 1, 1, 0, 0)                               \
+  X(SpaceToDepth, depth_to_space, 1, 1, 1, 1, 1, 0, 0)                               \
+  X(GatherND, gather_nd, 11, 2, 2, 1, 1, 0, 0)                                       \
+  X(ScatterND, gather_nd, 11, 3, 3, 1, 1, 0, 0)                                      \
+  X(OneHot, one_hot, 9, 3, 3, 1, 1, HS_IN(1), 0)                                     \
+  X(EyeLike, eye_like, 9, 1, 1, 1, 1, 0, 0)                                          \
+  X(Compress, compress, 9, 2, 2, 1, 1, HS_IN(1), 0)                                  \
+  X(ReverseSequence, reverse_sequence, 10, 2, 2, 1, 1, 0, 0)                         \
+  /* signal.c */                                                                     \
+  X(HannWindow, window, 17, 1, 1, 1, 1, HS_IN(0), 0)                                 \
+  X(HammingWindow, window, 17, 1, 1, 1, 1, HS_IN(0), 0)                              \
+  X(BlackmanWindow, window, 17, 1, 1, 1, 1, HS_IN(0), 0)                             \
+  /* quant.c */                                                                      \
+  X(MatMulInteger, quant_matmul, 10, 2, 4, 1, 1, 0, 0)                               \
+  X(QLinearMatMul, quant_matmul, 10, 8, 8, 1, 1, 0, 0)                               \
+  X(QuantizeLinear, quant, 10, 2, 3, 1, 1, 0, 0)                                     \
+  X(DequantizeLinear, quant, 10, 2, 3, 1, 1, 0, 0)                                   \
+  X(DynamicQuantizeLinear, quant, 11, 1, 1, 1, 3, 0, 0)                              \
+  /* detect.c */                                                                     \
+  X(NonMaxSuppression, nms, 10, 2, 5, 1, 1, HS_IN(0) | HS_IN(1) | HS_IN(2) | HS_IN(3) | HS_IN(4), 0)
 
 #endif

@@ -1,6 +1,7 @@
-/* reduce.c - ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceSumSquare, ReduceL2
- * (float32; int64 for Sum/Max/Min/Prod). Axes are an attribute, or for ReduceSum from opset 13 an
- * optional input. */
+/* reduce.c - ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceSumSquare, ReduceL2, ReduceL1,
+ * ReduceLogSum, ReduceLogSumExp
+ * (float32; int64 for Sum/Max/Min/Prod). Axes are an attribute, or an optional input for ReduceSum
+ * from opset 13 and for all of them from opset 18. */
 
 /*
  * DESIGN
@@ -19,7 +20,7 @@
 #include "ops/opkernel.h"
 #include "ops/ops.h"
 
-enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_PROD, R_SUMSQ, R_L2 };
+enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_PROD, R_SUMSQ, R_L2, R_L1, R_LOGSUM, R_LOGSUMEXP };
 
 typedef struct {
   int kind;
@@ -39,9 +40,12 @@ static int reduce_check(hs_node *n, const hs_graph *g, hs_error *err) {
     case HS_OP_ReduceMin: p->kind = R_MIN; break;
     case HS_OP_ReduceProd: p->kind = R_PROD; break;
     case HS_OP_ReduceSumSquare: p->kind = R_SUMSQ; break;
+    case HS_OP_ReduceL1: p->kind = R_L1; break;
+    case HS_OP_ReduceLogSum: p->kind = R_LOGSUM; break;
+    case HS_OP_ReduceLogSumExp: p->kind = R_LOGSUMEXP; break;
     default: p->kind = R_L2; break;
   }
-  p->axes_from_input = p->kind == R_SUM && n->opset >= 13;
+  p->axes_from_input = (p->kind == R_SUM && n->opset >= 13) || n->opset >= 18; /* every Reduce* from 18 */
   int rc = hs_node_only_attrs(n, p->axes_from_input ? "keepdims,noop_with_empty_axes" : "keepdims,axes", err);
   if (rc) return rc;
   int64_t kd, noop;
@@ -55,7 +59,7 @@ static int reduce_check(hs_node *n, const hs_graph *g, hs_error *err) {
   if (na > HS_MAX_DIMS) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "too many axes");
   p->n_axes = (int)na;
   for (size_t i = 0; i < na; i++) p->axes[i] = axes[i];
-  if (!p->axes_from_input && n->n_in > 1) return hs_op_errf(err, n, HS_PARSE, "axes input needs opset 13");
+  if (!p->axes_from_input && n->n_in > 1) return hs_op_errf(err, n, HS_PARSE, "axes input needs opset %d", p->kind == R_SUM ? 13 : 18);
   return 0;
 }
 
@@ -94,9 +98,9 @@ static int reduce_mask(const hs_node *n, const hs_tensor *in, int nin, int *mask
 static int reduce_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
   const reduce_params *p = (const reduce_params *)n->params.bytes;
   int rc;
-  if (p->kind == R_MEAN || p->kind == R_SUMSQ || p->kind == R_L2) {
-    if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
-  } else if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_INT64, HS_DT_UNDEFINED))) {
+  if (p->kind == R_MEAN || p->kind >= R_SUMSQ) {
+    if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_UNDEFINED))) return rc;
+  } else if ((rc = hs_need_dtype(n, &in[0], "input", err, HS_DT_FLOAT32, HS_DT_FLOAT64, HS_DT_INT64, HS_DT_UNDEFINED))) {
     return rc;
   }
   int mask[HS_MAX_DIMS], noop;
@@ -214,12 +218,33 @@ static int reduce_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
     }
     return 0;
   }
+  if (in[0].dtype == HS_DT_FLOAT64) { /* float64: plain C, computed as the float32 loops below */
+    switch (p->kind) {
+      case R_MAX: REDUCE_LOOP(double, -INFINITY, if (v > *a) *a = v); break;
+      case R_MIN: REDUCE_LOOP(double, INFINITY, if (v < *a) *a = v); break;
+      case R_PROD: REDUCE_LOOP(double, 1.0, *a *= v); break;
+      case R_L1: REDUCE_LOOP(double, 0.0, *a += fabs(v)); break;
+      case R_LOGSUMEXP: REDUCE_LOOP(double, 0.0, *a += exp(v)); break;
+      case R_SUMSQ: case R_L2: REDUCE_LOOP(double, 0.0, *a += v * v); break;
+      default: REDUCE_LOOP(double, 0.0, *a += v); break;
+    }
+    double *o = out[0].data;
+    for (int64_t i = 0; i < on; i++) {
+      if (p->kind == R_MEAN && cnt > 0) o[i] /= (double)cnt;
+      if (p->kind == R_L2) o[i] = sqrt(o[i]);
+      if (p->kind == R_LOGSUM || p->kind == R_LOGSUMEXP) o[i] = log(o[i]);
+    }
+    return 0;
+  }
   switch (p->kind) {
     case R_SUM:
     case R_MEAN: REDUCE_LOOP(float, 0.0f, *a += v); break;
     case R_MAX: REDUCE_LOOP(float, -INFINITY, if (v > *a) *a = v); break;
     case R_MIN: REDUCE_LOOP(float, INFINITY, if (v < *a) *a = v); break;
     case R_PROD: REDUCE_LOOP(float, 1.0f, *a *= v); break;
+    case R_L1: REDUCE_LOOP(float, 0.0f, *a += fabsf(v)); break;
+    case R_LOGSUM: REDUCE_LOOP(float, 0.0f, *a += v); break;
+    case R_LOGSUMEXP: REDUCE_LOOP(float, 0.0f, *a += expf(v)); break; /* overflows past exp(88) */
     default: REDUCE_LOOP(float, 0.0f, *a += v * v); break;
   }
   float *o = out[0].data;
@@ -227,6 +252,8 @@ static int reduce_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
     for (int64_t i = 0; i < on; i++) o[i] /= (float)cnt;
   if (p->kind == R_L2)
     for (int64_t i = 0; i < on; i++) o[i] = sqrtf(o[i]);
+  if (p->kind == R_LOGSUM || p->kind == R_LOGSUMEXP)
+    for (int64_t i = 0; i < on; i++) o[i] = logf(o[i]);
   return 0;
 }
 

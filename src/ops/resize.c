@@ -1,4 +1,4 @@
-/* resize.c - Resize (nearest and linear, every coordinate transformation mode but cubic; scales or
+/* resize.c - Resize (nearest, linear and cubic, every coordinate transformation mode; scales or
  * sizes) and the older Upsample, plus Pad (constant, reflect, edge; negative pads crop). */
 
 /*
@@ -10,7 +10,8 @@
  *   - linear with half_pixel (or pytorch_half_pixel with every output size above 1);
  *   - nearest with an integer upsampling factor, and asymmetric + floor or half_pixel (or
  *     pytorch_half_pixel) + round_prefer_floor/ceil: all of them then pick input index out / factor.
- * Everything else runs plain C by design. prepare() gives the node a kernel cache; scratch_bytes()
+ * Everything else runs plain C by design; cubic (cubic_coeff_a, exclude_outside) always does, with
+ * the four taps per axis floor(x) - 1 .. floor(x) + 2 of ONNX's reference (edge-clamped). prepare() gives the node a kernel cache; scratch_bytes()
  * builds the kernel for the planned shapes (batch sizes are variants) and run() finds it again.
  */
 #include <math.h>
@@ -24,6 +25,9 @@ enum { NM_ROUND_FLOOR, NM_ROUND_CEIL, NM_FLOOR, NM_CEIL };
 
 typedef struct {
   int linear;
+  int cubic;
+  int exclude_outside;
+  float cubic_a;
   int coord;
   int nearest;
   float extrapolation;
@@ -48,21 +52,44 @@ static int resize_check(hs_node *n, const hs_graph *g, hs_error *err) {
   p->legacy = upsample || n->opset < 11;
   int rc = hs_node_only_attrs(n, upsample ? (n->opset < 9 ? "mode,scales" : "mode")
                                           : p->legacy ? "mode"
-                                                      : "mode,coordinate_transformation_mode,nearest_mode,"
-                                                        "extrapolation_value,exclude_outside,cubic_coeff_a",
+                                          : n->opset < 18 ? "mode,coordinate_transformation_mode,nearest_mode,"
+                                                            "extrapolation_value,exclude_outside,cubic_coeff_a"
+                                                          : "mode,coordinate_transformation_mode,nearest_mode,"
+                                                            "extrapolation_value,exclude_outside,cubic_coeff_a,"
+                                                            "antialias,keep_aspect_ratio_policy,axes",
                               err);
+  /* opset 18's additions are accepted at their defaults only */
+  int64_t antialias;
+  const char *karp;
+  if (rc || (rc = hs_attr_int(n, "antialias", 0, &antialias, err)) ||
+      (rc = hs_attr_string(n, "keep_aspect_ratio_policy", "stretch", &karp, err)))
+    return rc;
+  if (antialias) return hs_op_errf(err, n, HS_UNSUPPORTED, "antialias=1 is not implemented (opset %d)", n->opset);
+  if (strcmp(karp, "stretch") != 0)
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "keep_aspect_ratio_policy '%s' is not implemented (opset %d)", karp,
+                      n->opset);
+  if (hs_node_attr(n, "axes"))
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "the axes attribute is not implemented (opset %d)", n->opset);
   const char *mode, *ct, *nm;
   if (rc || (rc = hs_attr_string(n, "mode", "nearest", &mode, err)) ||
       (rc = hs_attr_string(n, "coordinate_transformation_mode", p->legacy ? "asymmetric" : "half_pixel", &ct, err)) ||
       (rc = hs_attr_string(n, "nearest_mode", p->legacy ? "floor" : "round_prefer_floor", &nm, err)) ||
-      (rc = hs_attr_float(n, "extrapolation_value", 0.0f, &p->extrapolation, err)))
+      (rc = hs_attr_float(n, "extrapolation_value", 0.0f, &p->extrapolation, err)) ||
+      (rc = hs_attr_float(n, "cubic_coeff_a", -0.75f, &p->cubic_a, err)))
     return rc;
-  static const char *const modes[] = {"nearest", "linear"};
+  int64_t exclude;
+  if ((rc = hs_attr_int(n, "exclude_outside", 0, &exclude, err))) return rc;
+  p->exclude_outside = exclude != 0;
+  static const char *const modes[] = {"nearest", "linear", "cubic"};
+  int mode_index;
   static const char *const cts[] = {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
                                     "tf_half_pixel_for_nn", "tf_crop_and_resize"};
   static const char *const nms[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
   if (strcmp(mode, "bilinear") == 0 && upsample) mode = "linear";
-  if (pick(mode, modes, 2, &p->linear)) return hs_op_errf(err, n, HS_UNSUPPORTED, "mode '%s' is not supported (opset %d)", mode, n->opset);
+  if (pick(mode, modes, p->legacy ? 2 : 3, &mode_index))
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "mode '%s' is not supported (opset %d)", mode, n->opset);
+  p->linear = mode_index == 1;
+  p->cubic = mode_index == 2;
   if (pick(ct, cts, 6, &p->coord)) return hs_op_errf(err, n, HS_UNSUPPORTED, "coordinate_transformation_mode '%s' is not supported", ct);
   if (pick(nm, nms, 4, &p->nearest)) return hs_op_errf(err, n, HS_UNSUPPORTED, "nearest_mode '%s' is not supported", nm);
   if (upsample && n->opset < 9) {
@@ -133,7 +160,7 @@ static int resize_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tenso
 static int kernel_applies(const resize_params *p, const hs_tensor *x, const int64_t *od, const double *sc,
                           hs_resample_kind *kind) {
   int r = x->ndim;
-  if (r < 3 || r > 5 || od[0] != x->dims[0] || od[1] != x->dims[1]) return 0;
+  if (p->cubic || r < 3 || r > 5 || od[0] != x->dims[0] || od[1] != x->dims[1]) return 0;
   int all_above_1 = 1;
   for (int i = 2; i < r; i++) {
     if (x->dims[i] < 1 || od[i] < 1) return 0;
@@ -195,7 +222,7 @@ static int resize_prepare(hs_node *n, const hs_graph *g, hs_error *err) { return
 static size_t resize_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   int64_t total = 0;
   for (int i = 0; i < out[0].ndim; i++) total += out[0].dims[i];
-  size_t plain = (size_t)total * (2 * sizeof(int64_t) + sizeof(float) + 1);
+  size_t plain = (size_t)total * (4 * sizeof(int64_t) + 4 * sizeof(double) + sizeof(float) + 1); /* cubic's taps */
   int64_t od[HS_MAX_DIMS];
   double sc[HS_MAX_DIMS];
   const hs_tensor *roi;
@@ -235,6 +262,74 @@ static int64_t nearest_index(int mode, double x) {
   }
 }
 
+/* Cubic: per axis four taps (index, weight) around each source coordinate, then the tensor product
+ * over the axes whose taps are not a single index with weight 1. */
+static void resize_cubic(const resize_params *p, const hs_tensor *in, const hs_tensor *roi, const int64_t *od,
+                         const double *sc, hs_tensor *out, void *scratch) {
+  int r = in->ndim;
+  int64_t *ti[HS_MAX_DIMS];
+  double *tw[HS_MAX_DIMS];
+  unsigned char *outside[HS_MAX_DIMS], trivial[HS_MAX_DIMS];
+  char *sp = scratch;
+  for (int a = 0; a < r; a++) ti[a] = (int64_t *)sp, sp += od[a] * 4 * 8;
+  for (int a = 0; a < r; a++) tw[a] = (double *)sp, sp += od[a] * 4 * 8;
+  for (int a = 0; a < r; a++) outside[a] = (unsigned char *)sp, sp += od[a];
+  const double A = p->cubic_a;
+  for (int a = 0; a < r; a++) {
+    int64_t len = in->dims[a];
+    const float *rs = roi ? (const float *)roi->data + a : NULL, *re = roi ? (const float *)roi->data + r + a : NULL;
+    trivial[a] = od[a] == len && sc[a] == 1.0 && p->coord != CT_TF_CROP;
+    for (int64_t o = 0; o < od[a]; o++) {
+      double x = source_coord(p, (double)o, sc[a], len, (double)len * sc[a], rs, re), f = floor(x), t = x - f;
+      outside[a][o] = p->coord == CT_TF_CROP && (x < 0 || x > (double)(len - 1));
+      double c[4] = {((A * (t + 1) - 5 * A) * (t + 1) + 8 * A) * (t + 1) - 4 * A,
+                     ((A + 2) * t - (A + 3)) * t * t + 1,
+                     ((A + 2) * (1 - t) - (A + 3)) * (1 - t) * (1 - t) + 1,
+                     ((A * (2 - t) - 5 * A) * (2 - t) + 8 * A) * (2 - t) - 4 * A};
+      double sum = 0;
+      for (int k = 0; k < 4; k++) {
+        int64_t i = (int64_t)f - 1 + k;
+        if (p->exclude_outside && (i < 0 || i >= len)) c[k] = 0;
+        sum += c[k];
+        ti[a][o * 4 + k] = i < 0 ? 0 : i >= len ? len - 1 : i;
+      }
+      for (int k = 0; k < 4; k++) tw[a][o * 4 + k] = p->exclude_outside && sum != 0 ? c[k] / sum : c[k];
+    }
+  }
+  int64_t ist[HS_MAX_DIMS], acc = 1;
+  for (int a = r - 1; a >= 0; a--) ist[a] = acc, acc *= in->dims[a];
+  int axes[HS_MAX_DIMS], k = 0;
+  for (int a = 0; a < r; a++)
+    if (!trivial[a]) axes[k++] = a;
+  const float *x = in->data;
+  float *y = out->data;
+  int64_t total = hs_numel(out), idx[HS_MAX_DIMS] = {0};
+  for (int64_t e = 0; e < total; e++) {
+    int oob = 0;
+    int64_t base = 0;
+    for (int a = 0; a < r; a++) {
+      oob |= outside[a][idx[a]];
+      if (trivial[a]) base += idx[a] * ist[a];
+    }
+    double v = 0;
+    for (int m = 0; !oob && m < (1 << (2 * k)); m++) { /* 4^k combinations of taps */
+      double wt = 1;
+      int64_t off = base;
+      for (int j = 0; j < k; j++) {
+        int a = axes[j], tap = m >> (2 * j) & 3;
+        wt *= tw[a][idx[a] * 4 + tap];
+        off += ti[a][idx[a] * 4 + tap] * ist[a];
+      }
+      v += wt * x[off];
+    }
+    y[e] = oob ? p->extrapolation : (float)v;
+    for (int a = r - 1; a >= 0; a--) {
+      if (++idx[a] < od[a]) break;
+      idx[a] = 0;
+    }
+  }
+}
+
 static int resize_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
                       hs_error *err) {
   const resize_params *p = (const resize_params *)n->params.bytes;
@@ -243,6 +338,10 @@ static int resize_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   double sc[HS_MAX_DIMS];
   const hs_tensor *roi;
   if ((rc = resize_dims(n, in, nin, od, sc, &roi, err))) return rc;
+  if (p->cubic) {
+    resize_cubic(p, &in[0], roi, od, sc, &out[0], scratch);
+    return 0;
+  }
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = kernel_for(n, &in[0], od, sc, &kerr);
@@ -346,6 +445,7 @@ enum { PM_CONSTANT, PM_REFLECT, PM_EDGE };
 typedef struct {
   int mode;
   int from_inputs;
+  int axes_input; /* opset 18: pads apply to the axes given by input 3 */
   float value;
   int n_pads;
   int64_t pads[2 * HS_MAX_DIMS];
@@ -355,6 +455,8 @@ static int pad_check(hs_node *n, const hs_graph *g, hs_error *err) {
   pad_params *p = (pad_params *)n->params.bytes;
   memset(p, 0, sizeof *p);
   p->from_inputs = n->opset >= 11;
+  p->axes_input = n->opset >= 18;
+  if (!p->axes_input && n->n_in > 3 && n->in[3] >= 0) return hs_op_errf(err, n, HS_PARSE, "axes input needs opset 18");
   int rc = hs_node_only_attrs(n, p->from_inputs ? "mode" : (n->opset < 2 ? "mode,paddings,value" : "mode,pads,value"), err);
   const char *mode;
   if (rc || (rc = hs_attr_string(n, "mode", "constant", &mode, err)) || (rc = hs_attr_float(n, "value", 0.0f, &p->value, err)))
@@ -386,6 +488,22 @@ static int pad_amounts(const hs_node *n, const hs_tensor *in, int nin, int64_t *
     hs_memcpy(v, t->data, (size_t)c * 8);
   } else {
     hs_memcpy(v, p->pads, sizeof v);
+  }
+  if (p->axes_input && nin > 3 && HS_PRESENT(&in[3])) { /* pads for the listed axes only, zero elsewhere */
+    const hs_tensor *a = &in[3];
+    if ((a->dtype != HS_DT_INT64 && a->dtype != HS_DT_INT32) || a->ndim != 1 || a->dims[0] > r || c != 2 * a->dims[0])
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axes must be 1-D int with half as many entries as pads");
+    int na = (int)a->dims[0], seen[HS_MAX_DIMS] = {0};
+    int64_t full[2 * HS_MAX_DIMS] = {0};
+    for (int i = 0; i < na; i++) {
+      int ax, rc = hs_norm_axis(hs_get_int(a, i), r, &ax, n, err);
+      if (rc) return rc;
+      if (seen[ax]++) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "axis %d is listed twice", ax);
+      full[ax] = v[i];
+      full[r + ax] = v[na + i];
+    }
+    memcpy(v, full, sizeof full);
+    c = 2 * r;
   }
   if (c != 2 * r) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "pads has %d entries for rank %d", c, r);
   for (int i = 0; i < r; i++) {

@@ -385,13 +385,18 @@ static int expand_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
 typedef struct {
   int64_t axis;
   int n_split; /* split attribute (opset < 13), -1 when absent */
+  int num_outputs; /* num_outputs attribute (opset 18), 0 when absent */
   int64_t split[64];
 } split_params;
 
 static int split_check(hs_node *n, const hs_graph *g, hs_error *err) {
   split_params *p = (split_params *)n->params.bytes;
-  int rc = hs_node_only_attrs(n, n->opset < 13 ? "axis,split" : "axis", err);
-  if (rc || (rc = hs_attr_int(n, "axis", 0, &p->axis, err))) return rc;
+  int rc = hs_node_only_attrs(n, n->opset < 13 ? "axis,split" : n->opset < 18 ? "axis" : "axis,num_outputs", err);
+  int64_t num;
+  if (rc || (rc = hs_attr_int(n, "axis", 0, &p->axis, err)) || (rc = hs_attr_int(n, "num_outputs", 0, &num, err)))
+    return rc;
+  if (num < 0 || num > 64) return hs_op_errf(err, n, HS_UNSUPPORTED, "num_outputs %lld (at most 64)", (long long)num);
+  p->num_outputs = (int)num;
   const int64_t *v;
   size_t c;
   if ((rc = hs_attr_ints(n, "split", &v, &c, err))) return rc;
@@ -411,6 +416,11 @@ static int split_sizes(const hs_node *n, const hs_tensor *in, int nin, int nout,
   } else if (p->n_split >= 0) {
     c = p->n_split;
     hs_memcpy(sz, p->split, sizeof(int64_t) * (size_t)c);
+  } else if (p->num_outputs) { /* opset 18: parts of ceil(dim / num_outputs), the last one smaller */
+    if (p->num_outputs != nout) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "num_outputs %d for %d outputs", p->num_outputs, nout);
+    int64_t part = (dim + nout - 1) / nout;
+    for (int i = 0; i < nout; i++) sz[i] = dim - part * i < part ? (dim - part * i > 0 ? dim - part * i : 0) : part;
+    c = nout;
   } else {
     if (nout < 1 || dim % nout) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "%lld does not split evenly into %d", (long long)dim, nout);
     for (int i = 0; i < nout; i++) sz[i] = dim / nout;

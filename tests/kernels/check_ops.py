@@ -32,7 +32,6 @@ UNSUPPORTED = {
     r"test_maxpool_2d_uint8$": "input of type UINT8 is not supported",
     r"test_maxpool_with_argmax_": "(the Indices output|storage_order 1) is not supported",
     r"_training_mode$": "training_mode is not supported",
-    r"_cubic": "mode 'cubic' is not supported",
 }
 
 

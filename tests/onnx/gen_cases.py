@@ -122,6 +122,15 @@ case("constant_node_two_outputs", [N("Constant", [], ["k"], value=cst), N("Mul",
                                    N("Add", ["m", "m"], ["y"])],
      [("a", a)], [("m", a * np.array([1, 2, 3], np.float32)), ("y", 2 * a * np.array([1, 2, 3], np.float32))])
 
+# ---- float16 model (a float16 constant): the f16_to_f32 pass makes the inner Cast to float16 cast to float32,
+# so the Add after it sees float32 on both sides. Values are exact in float16, so ONNX's float16 result and
+# the engine's float32 one agree exactly. ----
+x16 = (rng.integers(-64, 64, (2, 5)) / 4).astype(np.float32)
+c16 = (rng.integers(-64, 64, (5,)) / 8).astype(np.float16)
+case("f16_const_inner_cast", [N("Cast", ["x"], ["h"], to=TensorProto.FLOAT16), N("Add", ["h", "c"], ["s"]),
+                              N("Cast", ["s"], ["y"], to=TensorProto.FLOAT)],
+     [("x", x16)], [("y", x16 + c16.astype(np.float32))], inits=[("c", c16)])
+
 # ---- opset 7 model (the oldest we accept) ----
 a, b = f32(2, 3), f32(3)
 case("opset7_add", [N("Add", ["a", "b"], ["y"])], [("a", a), ("b", b)], [("y", a + b)], opset=7)
@@ -246,3 +255,67 @@ hostile("external_past_end", model([N("Add", ["x", "w"], ["y"])], [X], [Y], [pas
 x = f32(3, 8)
 case("dyn_multiple_of_3", [N("Reshape", ["x", "shp"], ["y"])], [("x", x)], [("y", x.reshape(-1, 24))],
      inits=[("shp", np.array([-1, 24], np.int64))], input_shapes=[["batch", 8]])
+
+# recurrent ops (RNN, GRU, LSTM) over every attribute the spec defines, against rnn_ref.py's numpy reference
+import rnn_ref  # noqa: E402  (beside this script)
+rnn_ref.add_cases(case, N)
+
+# opsets 18 to 21: the signatures that changed (onnx 1.12's checker knows opset 17 at most: check=False)
+x = f32(2, 3, 4)
+case("op18_reduce_mean_axes_input", [N("ReduceMean", ["x", "axes"], ["y"], keepdims=0)], [("x", x)],
+     [("y", x.mean(axis=(0, 2)))], inits=[("axes", np.array([0, -1], np.int64))], opset=18, check=False)
+case("op18_reduce_max_no_axes_noop", [N("ReduceMax", ["x"], ["y"], noop_with_empty_axes=1)], [("x", x)],
+     [("y", x)], opset=18, check=False)
+case("op18_reduce_l2_all", [N("ReduceL2", ["x"], ["y"])], [("x", x)],
+     [("y", np.sqrt((x.astype(np.float64) ** 2).sum(keepdims=True)).astype(np.float32))], opset=18, check=False)
+x = f32(7, 2)
+case("op18_split_num_outputs", [N("Split", ["x"], ["a", "b", "c"], axis=0, num_outputs=3)], [("x", x)],
+     [("a", x[:3]), ("b", x[3:6]), ("c", x[6:])], opset=18, check=False)
+x = f32(2, 3)
+case("op18_pad_axes", [N("Pad", ["x", "pads", "", "axes"], ["y"])], [("x", x)],
+     [("y", np.pad(x, ((0, 0), (1, 2))))],
+     inits=[("pads", np.array([1, 2], np.int64)), ("axes", np.array([-1], np.int64))], opset=18, check=False)
+x = f32(1, 1, 2, 2)
+case("op19_resize_defaults", [N("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest", antialias=0,
+                                 keep_aspect_ratio_policy="stretch")], [("x", x)],
+     [("y", x.repeat(2, axis=2).repeat(2, axis=3))], inits=[("sizes", np.array([1, 1, 4, 4], np.int64))], opset=19,
+     check=False)
+a, b = f32(3, 4), f32(4)
+case("op21_add_relu", [N("Add", ["a", "b"], ["s"]), N("Relu", ["s"], ["y"])], [("a", a), ("b", b)],
+     [("y", np.maximum(a + b, 0))], opset=21, check=False)
+XR = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])
+YR = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])
+sizes = numpy_helper.from_array(np.array([1, 1, 4, 4], np.int64), "sizes")
+hostile("resize_antialias", model([N("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", antialias=1)], [XR],
+                                  [YR], [sizes], opset=18), "antialias=1 is not implemented")
+hostile("newer_opset", model([N("Relu", ["x"], ["y"])], [X], [Y], opset=22), "opset 22")
+
+# ops that opset-18+ exporters emit: GroupNormalization (18: scale/bias per group; 21: per channel), Mish, Gelu
+x = f32(2, 6, 3, 2)
+xg = x.reshape(2, 3, -1).astype(np.float64)
+norm = ((xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + 1e-5)).reshape(x.shape)
+sg, bg = f32(3), f32(3)
+case("op18_group_norm", [N("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=3)], [("x", x)],
+     [("y", (norm * np.repeat(sg, 2)[None, :, None, None] + np.repeat(bg, 2)[None, :, None, None]).astype(np.float32))],
+     inits=[("s", sg), ("b", bg)], opset=18, check=False)
+sc, bc = f32(6), f32(6)
+case("op21_group_norm", [N("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=3, epsilon=1e-5)], [("x", x)],
+     [("y", (norm * sc[None, :, None, None] + bc[None, :, None, None]).astype(np.float32))],
+     inits=[("s", sc), ("b", bc)], opset=21, check=False)
+x = f32(3, 5) * 3
+case("op18_mish", [N("Mish", ["x"], ["y"])], [("x", x)],
+     [("y", (x * np.tanh(np.log1p(np.exp(x.astype(np.float64))))).astype(np.float32))], opset=18, check=False)
+erf = np.vectorize(__import__("math").erf)
+case("op20_gelu", [N("Gelu", ["x"], ["y"]), N("Gelu", ["x"], ["z"], approximate="tanh")], [("x", x)],
+     [("y", (0.5 * x * (1 + erf(x / np.sqrt(2)))).astype(np.float32)),
+      ("z", (0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x.astype(np.float64) ** 3)))).astype(np.float32))],
+     opset=20, check=False)
+
+# opset-18 Bitwise ops on integers, broadcasting
+a = rng.integers(-1000, 1000, (3, 4)).astype(np.int32)
+b = rng.integers(-1000, 1000, (4,)).astype(np.int32)
+u = rng.integers(0, 255, (2, 3)).astype(np.uint8)
+case("op18_bitwise", [N("BitwiseAnd", ["a", "b"], ["y_and"]), N("BitwiseOr", ["a", "b"], ["y_or"]),
+                      N("BitwiseXor", ["a", "b"], ["y_xor"]), N("BitwiseNot", ["u"], ["y_not"])],
+     [("a", a), ("b", b), ("u", u)],
+     [("y_and", a & b), ("y_or", a | b), ("y_xor", a ^ b), ("y_not", ~u)], opset=18, check=False)

@@ -13,6 +13,14 @@ Writes into OUTDIR (created if missing), skipping every file that already exists
   transformer.onnx                          a small pre-norm transformer encoder block, dynamic batch, opset 17
                                             (LayerNormalization, MatMul, Softmax, GELU via Erf)
   transformer_op13.onnx                     the same block at opset 13 (LayerNorm decomposed into Reduce/Pow/Sqrt ops)
+  lstm_tagger.onnx                          a sequence tagger: bidirectional 2-layer LSTM (batch_first) + Linear per
+                                            token, dynamic batch, opset 14
+  gru.onnx                                  a 2-layer GRU (torch's GRU is ONNX's linear_before_reset=1) + Linear per
+                                            step, dynamic batch, opset 17
+  cnn_f16.onnx                              a small CNN (Conv, ReLU, MaxPool, Linear) whose weights, input and output
+                                            are float16, as GPU exports are (exported in float32, then every float
+                                            tensor and type made float16); its reference is torch in float32 on the
+                                            float16-rounded weights and input, rounded to float16
   ref/CASE/input.npy, ref/CASE/output.npy   fixed-seed inputs and torch (eval mode) outputs for each case
   cases.json                                every case: model file, input and output names -> .npy paths, batch
   .make_models-version                      CACHE_VERSION of the script that wrote the cache
@@ -129,11 +137,96 @@ def make_transformer():
     return model.eval()
 
 
+class LSTMTagger(torch.nn.Module):
+    """Per-token tagger over feature vectors: bidirectional 2-layer LSTM, then a Linear to the tag logits."""
+
+    def __init__(self, features=32, hidden=48, tags=9):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(features, hidden, num_layers=2, bidirectional=True, batch_first=True)
+        self.out = torch.nn.Linear(2 * hidden, tags)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.out(y)
+
+
+class GRUNet(torch.nn.Module):
+    """2-layer unidirectional GRU over feature vectors, then a Linear per step."""
+
+    def __init__(self, features=24, hidden=40, classes=6):
+        super().__init__()
+        self.gru = torch.nn.GRU(features, hidden, num_layers=2, batch_first=True)
+        self.out = torch.nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        y, _ = self.gru(x)
+        return self.out(y)
+
+
+class SmallCNN(torch.nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(16, 32, 3, padding=1, stride=2)
+        self.fc = torch.nn.Linear(32, classes)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
+        x = torch.relu(self.c2(x)).mean(dim=(2, 3))
+        return self.fc(x)
+
+
+def make_cnn_f16():
+    """SmallCNN with every parameter rounded to float16 (kept float32 in torch for the reference)."""
+    torch.manual_seed(SEED + 8)
+    model = SmallCNN().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    return model
+
+
+def to_float16(path):
+    """Rewrites an exported float32 model as a float16 one: initializers, Constant tensors, graph input and output
+    types, Casts to float become float16; intermediate value_info is dropped."""
+    from onnx import TensorProto, numpy_helper
+    m = onnx.load(path)
+    g = m.graph
+    for init in g.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for node in g.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+            if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.FLOAT16
+    for vi in list(g.input) + list(g.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT16
+    del g.value_info[:]
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+
+
+def make_lstm_tagger():
+    torch.manual_seed(SEED + 6)
+    return LSTMTagger().eval()
+
+
+def make_gru():
+    torch.manual_seed(SEED + 7)
+    return GRUNet().eval()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # What to write
 
 IMAGE = (3, 224, 224)
 SEQ = (16, 64)  # tokens, width
+TAGGER_SEQ = (20, 32)  # tokens, features
+SMALL_IMAGE = (3, 32, 32)
+GRU_SEQ = (15, 24)  # steps, features
 
 # name -> (builder, per-sample input shape, [(file, opset, dynamic batch)], [(case, file, batch)], (input, output))
 # dynamic batch: False, True, or "keep-bn" (dynamic, and BatchNormalization kept as nodes)
@@ -153,7 +246,20 @@ NETWORKS = {
                     [("transformer_b1", "transformer.onnx", 1), ("transformer_b4", "transformer.onnx", 4),
                      ("transformer_op13_b4", "transformer_op13.onnx", 4)],
                     ("tokens", "hidden")),
+    "lstm_tagger": (make_lstm_tagger, TAGGER_SEQ,
+                    [("lstm_tagger.onnx", 14, True)],
+                    [("lstm_tagger_b1", "lstm_tagger.onnx", 1), ("lstm_tagger_b4", "lstm_tagger.onnx", 4)],
+                    ("features", "tags")),
+    "gru": (make_gru, GRU_SEQ,
+            [("gru.onnx", 17, True)],
+            [("gru_b1", "gru.onnx", 1), ("gru_b3", "gru.onnx", 3)],
+            ("features", "logits")),
+    "cnn_f16": (make_cnn_f16, SMALL_IMAGE,
+                [("cnn_f16.onnx", 13, "f16")],
+                [("cnn_f16_b2", "cnn_f16.onnx", 2)],
+                ("input", "output")),
 }
+F16_NETWORKS = {"cnn_f16"}  # inputs, outputs and references in float16 (the model converted by to_float16)
 
 
 def export(model, sample_shape, path, opset, dynamic, io_names):
@@ -163,12 +269,16 @@ def export(model, sample_shape, path, opset, dynamic, io_names):
     in_name, out_name = io_names
     axes = {in_name: {0: "batch"}, out_name: {0: "batch"}} if dynamic else None
     mode = torch.onnx.TrainingMode.PRESERVE if dynamic == "keep-bn" else torch.onnx.TrainingMode.EVAL
+    f16 = dynamic == "f16"
+    dynamic = True if f16 else dynamic
     tmp = _atomic_path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, dummy, tmp, opset_version=opset, input_names=[in_name], output_names=[out_name],
                           dynamic_axes=axes, do_constant_folding=True, training=mode)
     onnx.checker.check_model(onnx.load(tmp))
+    if f16:
+        to_float16(tmp)
     os.replace(tmp, path)
     print("make_models: wrote %s (opset %d%s%s)" % (path, opset, ", dynamic batch" if dynamic else "",
                                                     ", BatchNormalization kept" if dynamic == "keep-bn" else ""))
@@ -202,10 +312,14 @@ def build_network(outdir, name):
         d = os.path.join(outdir, "ref", case)
         os.makedirs(d, exist_ok=True)
         x = case_input(case, batch, sample_shape)
+        if name in F16_NETWORKS:
+            x = x.astype(np.float16)
         with torch.no_grad():
-            y = model(torch.from_numpy(x)).numpy()
+            y = model(torch.from_numpy(x.astype(np.float32))).numpy()
+        if name in F16_NETWORKS:
+            y = y.astype(np.float16)
         save_npy(os.path.join(d, in_name + ".npy"), x)
-        save_npy(os.path.join(d, out_name + ".npy"), np.ascontiguousarray(y, dtype=np.float32))
+        save_npy(os.path.join(d, out_name + ".npy"), np.ascontiguousarray(y, dtype=y.dtype))
         print("make_models: reference %s: input %s -> output %s, |y| max %.3g" % (case, x.shape, y.shape,
                                                                                   np.abs(y).max()))
     return entries
