@@ -43,18 +43,20 @@ from hsys import check
 REPLICAS = 3
 POLL_S = 0.5
 # Short windows (docs/GRAY_RELEASE.md): judged after 150 candidate requests per replica, which at weight 20 is
-# about 750 canary requests per replica. max_seconds leaves room for a sanitized build on a busy machine (where
-# too few requests by then would roll the good version back); a normal run decides on min_requests in seconds.
+# about 750 canary requests per replica; a normal run decides on min_requests in a few seconds. max_seconds leaves
+# room for a sanitized build on a busy machine, where too few requests by then would roll a version back for the
+# wrong reason (too_few_requests), most of all the slow one, whose runs hold the canary clients.
 # max_latency_ratio 10: an equal version is never 10x slower, the slow one is hundreds of times slower. Each
 # replica runs --instances 4, more runs at once than the canary clients send, so stable requests never queue
 # behind the slow candidate's runs for a compute slot (canary latency counts queue time; docs/GRAY_RELEASE.md).
 WEIGHT = 20
-CANARY = {"strategy": "canary", "weight": WEIGHT, "min_requests": 150, "max_seconds": 45,
+CANARY = {"strategy": "canary", "weight": WEIGHT, "min_requests": 150, "max_seconds": 60,
           "max_error_rate": 0.01, "max_latency_ratio": 10}
 SHADOW = {"strategy": "shadow", "fraction": 1.0, "min_requests": 50, "max_seconds": 45,
           "max_error_rate": 0.01, "max_latency_ratio": 10}
 CLIENTS = {"add": 2, "canary": 3, "shadow": 1}   # client threads per model
 X = np.array([[1.0, -2.0, 0.5, 8.0]], dtype=np.float32)
+SLOW = 16   # the slow version: a chain of 16 heavy MatMuls (hsys.model_bytes), ~20 ms a run against ~0.05 ms
 
 
 def http_json(url, timeout=10):
@@ -324,7 +326,7 @@ def test(tmp, args):
 
         # --- a slow canary: rolled back on latency everywhere ----------------------------------------------------------
         t_pub = t_slow_pub = time.monotonic()
-        hsys.publish(hsys.make_version_src(os.path.join(tmp, "src", "canary", "3"), 3, slow=48), canary_dir, 3,
+        hsys.publish(hsys.make_version_src(os.path.join(tmp, "src", "canary", "3"), 3, slow=SLOW), canary_dir, 3,
                      key=priv)
         can.wait_decided("3", "rolled_back", "2", 60 + CANARY["max_seconds"])
         t_rolled_back = time.monotonic() - t_pub
