@@ -42,21 +42,22 @@ from hsys import check
 
 REPLICAS = 3
 POLL_S = 0.5
-# Short windows (docs/GRAY_RELEASE.md): judged after 150 candidate requests per replica, which at weight 20 is
-# about 750 canary requests per replica; a normal run decides on min_requests in a few seconds. max_seconds leaves
-# room for a sanitized build on a busy machine, where too few requests by then would roll a version back for the
-# wrong reason (too_few_requests), most of all the slow one, whose runs hold the canary clients.
+# Short windows (docs/GRAY_RELEASE.md): judged after 200 candidate requests per replica, which at weight 20 is
+# about 1000 canary requests per replica; a run decides on min_requests in 1-5 s (17 s seen for the slow version on
+# a machine loaded by other builds). max_seconds is only a safety net, generous for a sanitized build on a busy
+# machine: reaching it would roll a version back for the wrong reason (too_few_requests), most of all the slow
+# one, whose runs hold the canary clients and take CPU from every replica.
 # max_latency_ratio 10: an equal version is never 10x slower, the slow one is hundreds of times slower. Each
 # replica runs --instances 4, more runs at once than the canary clients send, so stable requests never queue
 # behind the slow candidate's runs for a compute slot (canary latency counts queue time; docs/GRAY_RELEASE.md).
 WEIGHT = 20
-CANARY = {"strategy": "canary", "weight": WEIGHT, "min_requests": 150, "max_seconds": 60,
+CANARY = {"strategy": "canary", "weight": WEIGHT, "min_requests": 200, "max_seconds": 120,
           "max_error_rate": 0.01, "max_latency_ratio": 10}
 SHADOW = {"strategy": "shadow", "fraction": 1.0, "min_requests": 50, "max_seconds": 45,
           "max_error_rate": 0.01, "max_latency_ratio": 10}
 CLIENTS = {"add": 2, "canary": 3, "shadow": 1}   # client threads per model
 X = np.array([[1.0, -2.0, 0.5, 8.0]], dtype=np.float32)
-SLOW = 16   # the slow version: a chain of 16 heavy MatMuls (hsys.model_bytes), ~20 ms a run against ~0.05 ms
+SLOW = 32   # the slow version: a chain of 32 heavy MatMuls (hsys.model_bytes), 20-50 ms a run against ~0.05 ms
 
 
 def http_json(url, timeout=10):
