@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +61,7 @@ static void handle_ready(const hs_handler_env *env, hs_reply *reply) {
 static void handle_server_metadata(hs_reply *reply) {
   hs_sbuf_puts(&reply->body,
                "{\"name\":\"hotserve\",\"version\":\"0.1.0\",\"extensions\":[\"binary_tensor_data\","
-               "\"model_repository\",\"hotserve_status\"]}");
+               "\"model_repository\",\"statistics\",\"model_configuration\",\"hotserve_status\"]}");
 }
 
 static void handle_model_metadata(hs_model *m, int64_t version, hs_reply *reply) {
@@ -104,16 +105,15 @@ static void handle_model_metadata(hs_model *m, int64_t version, hs_reply *reply)
   hs_version_release(v);
 }
 
+/* The spec's model ready document: {"name": m, "ready": bool} (503 when not ready). */
 static void handle_model_ready(hs_model *m, int64_t version, hs_reply *reply) {
   hs_version *v = NULL;
   int rc = hs_model_acquire(m, version, &v);
   hs_version_release(v);
-  if (rc == HS_OK) {
-    hs_sbuf_puts(&reply->body, "{\"ready\":true}");
-  } else {
-    reply->status = 503;
-    hs_sbuf_puts(&reply->body, "{\"ready\":false}");
-  }
+  if (rc != HS_OK) reply->status = 503;
+  hs_sbuf_puts(&reply->body, "{\"name\":");
+  hs_sbuf_json_str(&reply->body, hs_model_name(m));
+  hs_sbuf_puts(&reply->body, rc == HS_OK ? ",\"ready\":true}" : ",\"ready\":false}");
 }
 
 static void put_ms(hs_sbuf *b, const char *key, double ms) {
@@ -157,9 +157,119 @@ static void handle_status(hs_model *m, hs_reply *reply) {
   free(st);
 }
 
+/* ---- request bodies of the repository extension (jansson; small documents) ---- */
+
+/* Parses an optional JSON object body: *out is NULL for an empty body. On a bad body fills reply (400). */
+static bool parse_object_body(const hs_request *req, json_t **out, hs_reply *reply) {
+  *out = NULL;
+  size_t i = 0;
+  while (i < req->body_len && strchr(" \t\r\n", req->body[i])) i++;
+  if (i == req->body_len) return true;
+  json_error_t je;
+  json_t *doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+  if (!doc || !json_is_object(doc)) {
+    if (doc) hs_reply_error(reply, 400, "the request body must be a JSON object");
+    else hs_reply_error(reply, 400, "malformed JSON near byte %d: %s", je.position, je.text);
+    json_decref(doc);
+    return false;
+  }
+  *out = doc;
+  return true;
+}
+
 /* ---- repository extension ---- */
 
-static void handle_index(const hs_handler_env *env, hs_reply *reply) {
+/* Triton's state of one version: READY, LOADING, UNLOADING or UNAVAILABLE with a reason. */
+static const char *index_state(const hs_version_status *v, bool unloaded, char *reason, size_t cap) {
+  reason[0] = '\0';
+  if (!v) {
+    snprintf(reason, cap, "%s", unloaded ? "unloaded by request (POST /v2/repository/models/{m}/load loads it)"
+                                         : "not loaded: not selected by the version policy, or not complete");
+    return "UNAVAILABLE";
+  }
+  switch (v->state) {
+    case HS_VS_READY:
+      if (v->serving) return "READY";
+      snprintf(reason, cap, "loaded but not serving");
+      return "UNAVAILABLE";
+    case HS_VS_LOADING: return "LOADING";
+    case HS_VS_RETIRING: return "UNLOADING";
+    case HS_VS_FAILED:
+      snprintf(reason, cap, "%s%s%s", v->reason, v->error[0] ? ": " : "", v->error);
+      return "UNAVAILABLE";
+    default:
+      snprintf(reason, cap, "%s", unloaded ? "unloaded by request (POST /v2/repository/models/{m}/load loads it)"
+                                           : v->reason[0] ? v->reason : "unloaded");
+      return "UNAVAILABLE";
+  }
+}
+
+/* The newest history entry of version, or NULL. */
+static const hs_version_status *newest_entry(const hs_model_status *st, int64_t version) {
+  for (size_t k = st->n; k-- > 0;)
+    if (st->history[k].version == version) return &st->history[k];
+  return NULL;
+}
+
+/* One model's index entries: every version on disk and every version still in memory, ascending. */
+static void index_model(hs_model *m, const hs_model_status *st, bool ready_only, hs_sbuf *b, bool *first) {
+  enum { CAP = 256 };
+  int64_t vers[CAP + HS_STATUS_HISTORY];
+  long on_disk = hs_model_versions_on_disk(m, vers, CAP);
+  size_t n = on_disk > 0 ? (size_t)(on_disk < CAP ? on_disk : CAP) : 0;
+  for (size_t k = 0; k < st->n; k++) { /* loaded, loading or retiring versions whose folder is gone */
+    const hs_version_status *v = &st->history[k];
+    bool listed = false;
+    for (size_t j = 0; j < n; j++) listed |= vers[j] == v->version;
+    if (!listed && newest_entry(st, v->version) == v &&
+        (v->state == HS_VS_READY || v->state == HS_VS_LOADING || v->state == HS_VS_RETIRING))
+      vers[n++] = v->version;
+  }
+  for (size_t a = 1; a < n; a++) /* insertion sort: the few additions above may be out of order */
+    for (size_t j = a; j > 0 && vers[j - 1] > vers[j]; j--) {
+      int64_t t = vers[j];
+      vers[j] = vers[j - 1];
+      vers[j - 1] = t;
+    }
+  bool unloaded = hs_model_is_unloaded(m);
+  if (n == 0 && on_disk >= 0 && !ready_only) {
+    hs_sbuf_puts(b, *first ? "{\"name\":" : ",{\"name\":");
+    *first = false;
+    hs_sbuf_json_str(b, st->name);
+    hs_sbuf_puts(b, ",\"state\":\"UNAVAILABLE\",\"reason\":\"no versions in the repository\"}");
+    return;
+  }
+  for (size_t k = 0; k < n; k++) {
+    char reason[320];
+    const char *state = index_state(newest_entry(st, vers[k]), unloaded, reason, sizeof reason);
+    if (ready_only && strcmp(state, "READY") != 0) continue;
+    hs_sbuf_puts(b, *first ? "{\"name\":" : ",{\"name\":");
+    *first = false;
+    hs_sbuf_json_str(b, st->name);
+    hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\",\"state\":\"%s\",\"reason\":", vers[k], state);
+    hs_sbuf_json_str(b, reason);
+    hs_sbuf_puts(b, "}");
+  }
+}
+
+/* POST /v2/repository/index, body {"ready": bool} optional: rescans, then lists every model's versions. */
+static void handle_index(const hs_handler_env *env, const hs_request *req, hs_reply *reply) {
+  json_t *doc;
+  if (!parse_object_body(req, &doc, reply)) return;
+  bool ready_only = false;
+  const char *key;
+  json_t *val;
+  json_object_foreach(doc, key, val) {
+    if (strcmp(key, "ready") == 0 && json_is_boolean(val)) {
+      ready_only = json_is_true(val);
+    } else {
+      hs_reply_error(reply, 400, "repository index: %s \"%s\" is not supported (only \"ready\": boolean)",
+                     strcmp(key, "ready") == 0 ? "a non-boolean" : "the field", key);
+      json_decref(doc);
+      return;
+    }
+  }
+  json_decref(doc);
   hs_error err;
   hs_error_clear(&err);
   if (hs_registry_rescan_sync(env->reg, &err) != HS_OK) {
@@ -176,37 +286,208 @@ static void handle_index(const hs_handler_env *env, hs_reply *reply) {
   bool first = true;
   size_t n = hs_registry_num_models(env->reg);
   for (size_t i = 0; i < n; i++) {
-    hs_model_status_get(hs_registry_model_at(env->reg, i), st);
-    /* one entry per version: its newest history entry */
-    for (size_t k = st->n; k-- > 0;) {
-      const hs_version_status *v = &st->history[k];
-      bool newer = false;
-      for (size_t j = k + 1; j < st->n; j++)
-        if (st->history[j].version == v->version) newer = true;
-      if (newer) continue;
-      hs_sbuf_puts(b, first ? "{\"name\":" : ",{\"name\":");
-      first = false;
-      hs_sbuf_json_str(b, st->name);
-      hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\",\"state\":\"%s\",\"reason\":", v->version,
-                     v->state == HS_VS_READY ? "READY" : v->state == HS_VS_FAILED ? "UNAVAILABLE"
-                                                      : v->state == HS_VS_LOADING ? "LOADING" : "UNLOADED");
-      if (v->reason[0]) hs_sbuf_json_str(b, v->error[0] ? v->error : v->reason);
-      else hs_sbuf_puts(b, "\"\"");
-      hs_sbuf_puts(b, "}");
-    }
+    hs_model *m = hs_registry_model_at(env->reg, i);
+    hs_model_status_get(m, st);
+    index_model(m, st, ready_only, b, &first);
   }
   hs_sbuf_puts(b, "]");
   free(st);
 }
 
-static void handle_load_unload(const hs_handler_env *env, const char *name, bool unload, hs_reply *reply) {
+/* Refuses the load parameters hotserve does not implement (Triton's "config" override, "file:..."). */
+static bool load_params_ok(const hs_request *req, hs_reply *reply) {
+  json_t *doc;
+  if (!parse_object_body(req, &doc, reply)) return false;
+  const char *key;
+  json_t *val;
+  bool ok = true;
+  json_object_foreach(doc, key, val) {
+    if (strcmp(key, "parameters") != 0) {
+      hs_reply_error(reply, 400, "load: the field \"%s\" is not supported", key);
+      ok = false;
+      break;
+    }
+    if (!json_is_object(val)) {
+      hs_reply_error(reply, 400, "load: \"parameters\" must be an object");
+      ok = false;
+      break;
+    }
+    const char *pk;
+    json_t *pv;
+    json_object_foreach(val, pk, pv) {
+      (void)pv;
+      hs_reply_error(reply, 400, "load: parameters.%s is not supported (%s)", pk,
+                     strcmp(pk, "config") == 0 ? "no configuration override: edit the model's config.json"
+                                                : "hotserve reads models only from the repository");
+      ok = false;
+      break;
+    }
+    if (!ok) break;
+  }
+  json_decref(doc);
+  return ok;
+}
+
+/* Appends why the newest failed version of name failed (a failed load's 400 names its reason). */
+static void append_failure(const hs_handler_env *env, const char *name, char *msg, size_t cap) {
+  hs_model *m = hs_registry_find(env->reg, name);
+  hs_model_status *st = m ? malloc(sizeof *st) : NULL;
+  if (!st) return;
+  hs_model_status_get(m, st);
+  for (size_t k = st->n; k-- > 0;)
+    if (st->history[k].state == HS_VS_FAILED) {
+      size_t len = strlen(msg);
+      snprintf(msg + len, cap - len, ": version %" PRId64 " %s%s%s", st->history[k].version, st->history[k].reason,
+               st->history[k].error[0] ? ": " : "", st->history[k].error);
+      break;
+    }
+  free(st);
+}
+
+/* POST /v2/repository/models/{m}/load and /unload. A failed load answers 400 with its reason (the
+ * extension's status); an unknown model 404. */
+static void handle_load_unload(const hs_handler_env *env, const hs_request *req, const char *name, bool unload,
+                               hs_reply *reply) {
+  if (!load_params_ok(req, reply)) return;
   hs_error err;
   hs_error_clear(&err);
   int rc = unload ? hs_registry_unload_model(env->reg, name, &err) : hs_registry_load_model(env->reg, name, &err);
-  if (rc == HS_NOT_FOUND) hs_reply_error(reply, 404, "%s", err.message);
-  else if (rc == HS_UNAVAILABLE) hs_reply_error(reply, 503, "%s", err.message);
-  else if (rc != HS_OK) hs_reply_error(reply, 500, "%s", err.message);
-  else hs_sbuf_puts(&reply->body, "{}");
+  if (rc == HS_NOT_FOUND) {
+    hs_reply_error(reply, 404, "%s", err.message);
+  } else if (rc == HS_UNAVAILABLE && !unload) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", err.message);
+    append_failure(env, name, msg, sizeof msg);
+    hs_reply_error(reply, 400, "%s", msg);
+  } else if (rc == HS_UNAVAILABLE) {
+    hs_reply_error(reply, 503, "%s", err.message);
+  } else if (rc != HS_OK) {
+    hs_reply_error(reply, 500, "%s", err.message);
+  } else {
+    hs_sbuf_puts(&reply->body, "{}");
+  }
+}
+
+/* ---- model configuration (Triton's GET /v2/models/{m}/config) ---- */
+
+/* Triton's data_type name: TYPE_ + the KServe name (BYTES is TYPE_STRING). */
+static void put_triton_io(hs_sbuf *b, const hs_io_desc *d, bool first) {
+  const char *dt = hs_dtype_kserve_name(d->dtype);
+  hs_sbuf_puts(b, first ? "{\"name\":" : ",{\"name\":");
+  hs_sbuf_json_str(b, d->name);
+  hs_sbuf_printf(b, ",\"data_type\":\"TYPE_%s\",\"dims\":[", !dt || strcmp(dt, "BYTES") == 0 ? "STRING" : dt);
+  for (int k = 0; k < d->ndim; k++) hs_sbuf_printf(b, k ? ",%lld" : "%lld", (long long)(d->dims[k] < 0 ? -1 : d->dims[k]));
+  hs_sbuf_puts(b, "]}");
+}
+
+/* The model's effective configuration in Triton's model config shape, plus hotserve's own fields
+ * under "hotserve". Inputs and outputs are the serving version's (else config.json's declared ones). */
+static void handle_model_config(hs_model *m, hs_reply *reply) {
+  hs_model_config *cfg = malloc(sizeof *cfg);
+  if (!cfg) {
+    hs_reply_error(reply, 500, "out of memory");
+    return;
+  }
+  hs_model_config_get(m, cfg);
+  hs_sbuf *b = &reply->body;
+  hs_sbuf_puts(b, "{\"name\":");
+  hs_sbuf_json_str(b, hs_model_name(m));
+  hs_sbuf_puts(b, ",\"platform\":\"onnx\",\"backend\":");
+  hs_sbuf_json_str(b, cfg->backend);
+  hs_sbuf_puts(b, ",\"version_policy\":");
+  if (cfg->policy == HS_POLICY_ALL) {
+    hs_sbuf_puts(b, "{\"all\":{}}");
+  } else if (cfg->policy == HS_POLICY_SPECIFIC) {
+    hs_sbuf_puts(b, "{\"specific\":{\"versions\":[");
+    for (size_t k = 0; k < cfg->n_specific; k++) hs_sbuf_printf(b, k ? ",%" PRId64 : "%" PRId64, cfg->specific[k]);
+    hs_sbuf_puts(b, "]}}");
+  } else {
+    hs_sbuf_printf(b, "{\"latest\":{\"num_versions\":%d}}", cfg->latest_n);
+  }
+  /* no batching dimension of its own: dims are whole shapes, as the model declares them */
+  hs_sbuf_puts(b, ",\"max_batch_size\":0,\"input\":[");
+  hs_version *v = NULL;
+  bool have = hs_model_acquire(m, -1, &v) == HS_OK;
+  size_t ni = have ? hs_version_num_inputs(v) : cfg->n_inputs, no = have ? hs_version_num_outputs(v) : cfg->n_outputs;
+  for (size_t i = 0; i < ni; i++) put_triton_io(b, have ? hs_version_input(v, i) : &cfg->inputs[i], i == 0);
+  hs_sbuf_puts(b, "],\"output\":[");
+  for (size_t i = 0; i < no; i++) put_triton_io(b, have ? hs_version_output(v, i) : &cfg->outputs[i], i == 0);
+  hs_version_release(v);
+  hs_sbuf_puts(b, "],\"instance_group\":[{\"kind\":\"KIND_CPU\",\"count\":");
+  hs_sbuf_printf(b, "%d}]", cfg->instances); /* 0: the server's --instances default */
+  static const char *const warmups[] = {"zeros", "random", "files"};
+  hs_sbuf_printf(b, ",\"hotserve\":{\"threads\":%d,\"instances\":%d,\"warmup\":{\"runs\":%d,\"kind\":\"%s\"}",
+                 cfg->threads, cfg->instances, cfg->warmup_runs, warmups[cfg->warmup_kind]);
+  hs_sbuf_printf(b, ",\"golden_check\":{\"enabled\":%s,\"rtol\":%g,\"atol\":%g}", cfg->golden_check ? "true" : "false",
+                 cfg->golden_rtol, cfg->golden_atol);
+  hs_sbuf_printf(b, ",\"serving_version\":");
+  if (have) hs_sbuf_printf(b, "\"%" PRId64 "\"", hs_version_number(v));
+  else hs_sbuf_puts(b, "null");
+  hs_sbuf_printf(b, ",\"unloaded\":%s}}", hs_model_is_unloaded(m) ? "true" : "false");
+  free(cfg);
+}
+
+/* ---- statistics extension (Triton's GET /v2/models[/{m}[/versions/{v}]]/stats) ---- */
+
+static void put_stat(hs_sbuf *b, const char *key, uint64_t count, uint64_t ns, bool first) {
+  hs_sbuf_printf(b, "%s\"%s\":{\"count\":%" PRIu64 ",\"ns\":%" PRIu64 "}", first ? "" : ",", key, count, ns);
+}
+
+static uint64_t ld(const atomic_uint_least64_t *a) { return atomic_load_explicit(a, memory_order_relaxed); }
+
+static void put_version_stats(hs_sbuf *b, const char *name, int64_t version, const hs_version_counter *c,
+                              bool *first) {
+  uint64_t ok = c ? ld(&c->outcome[HS_OUTCOME_SUCCESS]) : 0;
+  uint64_t failed = c ? ld(&c->outcome[HS_OUTCOME_CLIENT_ERROR]) + ld(&c->outcome[HS_OUTCOME_SERVER_ERROR]) : 0;
+  hs_sbuf_puts(b, *first ? "{\"name\":" : ",{\"name\":");
+  *first = false;
+  hs_sbuf_json_str(b, name);
+  hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\",\"last_inference\":%" PRIu64 ",\"inference_count\":%" PRIu64
+                    ",\"execution_count\":%" PRIu64 ",\"inference_stats\":{",
+                 version, c ? ld(&c->last_inference_ms) : 0, ok, ok);
+  put_stat(b, "success", ok, c ? ld(&c->success_ns) : 0, true);
+  put_stat(b, "fail", failed, c ? ld(&c->fail_ns) : 0, false);
+  put_stat(b, "queue", ok, c ? ld(&c->queue_ns) : 0, false);
+  put_stat(b, "compute_input", ok, c ? ld(&c->compute_input_ns) : 0, false);
+  put_stat(b, "compute_infer", ok, c ? ld(&c->compute_infer_ns) : 0, false);
+  put_stat(b, "compute_output", ok, c ? ld(&c->compute_output_ns) : 0, false);
+  put_stat(b, "cache_hit", 0, 0, false);
+  put_stat(b, "cache_miss", 0, 0, false);
+  hs_sbuf_puts(b, "},\"batch_stats\":[]}");
+}
+
+/* Every serving version of m (or only `version`, which must serve: 404 otherwise). */
+static bool put_model_stats(hs_model *m, int64_t version, hs_sbuf *b, bool *first, hs_reply *reply) {
+  hs_model_status *st = malloc(sizeof *st);
+  if (!st) {
+    hs_reply_error(reply, 500, "out of memory");
+    return false;
+  }
+  hs_model_status_get(m, st);
+  bool found = false;
+  for (size_t k = 0; k < st->n; k++) {
+    const hs_version_status *v = &st->history[k];
+    if (!v->serving || (version >= 0 && v->version != version) || newest_entry(st, v->version) != v) continue;
+    put_version_stats(b, st->name, v->version, hs_model_version_counter(m, v->version), first);
+    found = true;
+  }
+  free(st);
+  if (version >= 0 && !found) {
+    hs_reply_error(reply, 404, "model %s has no version %" PRId64 " loaded", hs_model_name(m), version);
+    return false;
+  }
+  return true;
+}
+
+/* m NULL: every model (GET /v2/models/stats). */
+static void handle_stats(const hs_handler_env *env, hs_model *m, int64_t version, hs_reply *reply) {
+  hs_sbuf *b = &reply->body;
+  hs_sbuf_puts(b, "{\"model_stats\":[");
+  bool first = true;
+  size_t n = m ? 1 : hs_registry_num_models(env->reg);
+  for (size_t i = 0; i < n; i++)
+    if (!put_model_stats(m ? m : hs_registry_model_at(env->reg, i), version, b, &first, reply)) return;
+  hs_sbuf_puts(b, "]}");
 }
 
 /* ---- infer: decode, one call into serving, encode ---- */
@@ -364,15 +645,20 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
   if (is(seg[1], "repository")) {
     if (n == 3 && is(seg[2], "index")) {
       if (!post) goto bad_method;
-      handle_index(env, reply);
+      handle_index(env, req, reply);
       return;
     }
     if (n == 5 && is(seg[2], "models") && (is(seg[4], "load") || is(seg[4], "unload"))) {
       if (!post) goto bad_method;
-      handle_load_unload(env, seg[3], is(seg[4], "unload"), reply);
+      handle_load_unload(env, req, seg[3], is(seg[4], "unload"), reply);
       return;
     }
     goto not_found;
+  }
+  if (n == 3 && is(seg[1], "models") && is(seg[2], "stats")) {
+    if (!get) goto bad_method;
+    handle_stats(env, NULL, -1, reply);
+    return;
   }
   if (is(seg[1], "models") && n >= 3) {
     hs_model *m = hs_registry_find(env->reg, seg[2]);
@@ -407,6 +693,16 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
     if (n == rest + 1 && is(seg[rest], "infer")) {
       if (!post) goto bad_method;
       handle_infer(env, m, version, req, reply);
+      return;
+    }
+    if (n == rest + 1 && is(seg[rest], "stats")) {
+      if (!get) goto bad_method;
+      handle_stats(env, m, version, reply);
+      return;
+    }
+    if (n == 4 && is(seg[3], "config")) {
+      if (!get) goto bad_method;
+      handle_model_config(m, reply);
       return;
     }
     if (n == 4 && is(seg[3], "status")) {

@@ -71,6 +71,7 @@ struct hs_model {
   } failed[HS_FAILED_KEYS]; /* content that failed: never retried, new content is */
   size_t n_failed;
   char config_error_seen[256];
+  hs_model_config config;   /* the last accepted config.json (guarded by status_mu) */
   bool seen_in_scan;        /* loader only: during a scan */
   atomic_bool in_repo;      /* the last scan found the model's folder (read by load requests) */
   /* readiness (hs_registry_ready) */
