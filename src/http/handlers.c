@@ -334,13 +334,15 @@ static void append_failure(const hs_handler_env *env, const char *name, char *ms
   hs_model_status *st = m ? malloc(sizeof *st) : NULL;
   if (!st) return;
   hs_model_status_get(m, st);
-  for (size_t k = st->n; k-- > 0;)
+  size_t len = strlen(msg);
+  bool told = false;
+  for (size_t k = st->n; k-- > 0 && !told;)
     if (st->history[k].state == HS_VS_FAILED) {
-      size_t len = strlen(msg);
       snprintf(msg + len, cap - len, ": version %" PRId64 " %s%s%s", st->history[k].version, st->history[k].reason,
                st->history[k].error[0] ? ": " : "", st->history[k].error);
-      break;
+      told = true;
     }
+  if (!told) snprintf(msg + len, cap - len, ": no version on disk is complete yet (still settling or being copied)");
   free(st);
 }
 
@@ -416,9 +418,10 @@ static void handle_model_config(hs_model *m, hs_reply *reply) {
   hs_sbuf_puts(b, "],\"instance_group\":[{\"kind\":\"KIND_CPU\",\"count\":");
   hs_sbuf_printf(b, "%d}]", cfg->instances); /* 0: the server's --instances default */
   static const char *const warmups[] = {"zeros", "random", "files"};
-  hs_sbuf_printf(b, ",\"hotserve\":{\"threads\":%d,\"instances\":%d,\"warmup\":{\"runs\":%d,\"kind\":\"%s\"}",
+  /* hotserve's own fields, named as in config.json */
+  hs_sbuf_printf(b, ",\"hotserve\":{\"threads\":%d,\"instances\":%d,\"warmup\":{\"runs\":%d,\"inputs\":\"%s\"}",
                  cfg->threads, cfg->instances, cfg->warmup_runs, warmups[cfg->warmup_kind]);
-  hs_sbuf_printf(b, ",\"golden_check\":{\"enabled\":%s,\"rtol\":%g,\"atol\":%g}", cfg->golden_check ? "true" : "false",
+  hs_sbuf_printf(b, ",\"golden\":{\"enabled\":%s,\"rtol\":%g,\"atol\":%g}", cfg->golden_check ? "true" : "false",
                  cfg->golden_rtol, cfg->golden_atol);
   hs_sbuf_printf(b, ",\"serving_version\":");
   if (have) hs_sbuf_printf(b, "\"%" PRId64 "\"", hs_version_number(v));
