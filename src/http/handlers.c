@@ -11,6 +11,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "http/triton.h"
 #include "serving/infer.h"
 
 #define HS_MAX_SEGMENTS 8
@@ -179,80 +180,8 @@ static bool parse_object_body(const hs_request *req, json_t **out, hs_reply *rep
 
 /* ---- repository extension ---- */
 
-/* Triton's state of one version: READY, LOADING, UNLOADING or UNAVAILABLE with a reason. */
-static const char *index_state(const hs_version_status *v, bool unloaded, char *reason, size_t cap) {
-  reason[0] = '\0';
-  if (!v) {
-    snprintf(reason, cap, "%s", unloaded ? "unloaded by request (POST /v2/repository/models/{m}/load loads it)"
-                                         : "not loaded: not selected by the version policy, or not complete");
-    return "UNAVAILABLE";
-  }
-  switch (v->state) {
-    case HS_VS_READY:
-      if (v->serving) return "READY";
-      snprintf(reason, cap, "loaded but not serving");
-      return "UNAVAILABLE";
-    case HS_VS_LOADING: return "LOADING";
-    case HS_VS_RETIRING: return "UNLOADING";
-    case HS_VS_FAILED:
-      snprintf(reason, cap, "%s%s%s", v->reason, v->error[0] ? ": " : "", v->error);
-      return "UNAVAILABLE";
-    default:
-      snprintf(reason, cap, "%s", unloaded ? "unloaded by request (POST /v2/repository/models/{m}/load loads it)"
-                                           : v->reason[0] ? v->reason : "unloaded");
-      return "UNAVAILABLE";
-  }
-}
-
-/* The newest history entry of version, or NULL. */
-static const hs_version_status *newest_entry(const hs_model_status *st, int64_t version) {
-  for (size_t k = st->n; k-- > 0;)
-    if (st->history[k].version == version) return &st->history[k];
-  return NULL;
-}
-
-/* One model's index entries: every version on disk and every version still in memory, ascending. */
-static void index_model(hs_model *m, const hs_model_status *st, bool ready_only, hs_sbuf *b, bool *first) {
-  enum { CAP = 256 };
-  int64_t vers[CAP + HS_STATUS_HISTORY];
-  long on_disk = hs_model_versions_on_disk(m, vers, CAP);
-  size_t n = on_disk > 0 ? (size_t)(on_disk < CAP ? on_disk : CAP) : 0;
-  for (size_t k = 0; k < st->n; k++) { /* loaded, loading or retiring versions whose folder is gone */
-    const hs_version_status *v = &st->history[k];
-    bool listed = false;
-    for (size_t j = 0; j < n; j++) listed |= vers[j] == v->version;
-    if (!listed && newest_entry(st, v->version) == v &&
-        (v->state == HS_VS_READY || v->state == HS_VS_LOADING || v->state == HS_VS_RETIRING))
-      vers[n++] = v->version;
-  }
-  for (size_t a = 1; a < n; a++) /* insertion sort: the few additions above may be out of order */
-    for (size_t j = a; j > 0 && vers[j - 1] > vers[j]; j--) {
-      int64_t t = vers[j];
-      vers[j] = vers[j - 1];
-      vers[j - 1] = t;
-    }
-  bool unloaded = hs_model_is_unloaded(m);
-  if (n == 0 && on_disk >= 0 && !ready_only) {
-    hs_sbuf_puts(b, *first ? "{\"name\":" : ",{\"name\":");
-    *first = false;
-    hs_sbuf_json_str(b, st->name);
-    hs_sbuf_puts(b, ",\"state\":\"UNAVAILABLE\",\"reason\":\"no versions in the repository\"}");
-    return;
-  }
-  for (size_t k = 0; k < n; k++) {
-    char reason[320];
-    const char *state = index_state(newest_entry(st, vers[k]), unloaded, reason, sizeof reason);
-    if (ready_only && strcmp(state, "READY") != 0) continue;
-    hs_sbuf_puts(b, *first ? "{\"name\":" : ",{\"name\":");
-    *first = false;
-    hs_sbuf_json_str(b, st->name);
-    hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\",\"state\":\"%s\",\"reason\":", vers[k], state);
-    hs_sbuf_json_str(b, reason);
-    hs_sbuf_puts(b, "}");
-  }
-}
-
-/* POST /v2/repository/index, body {"ready": bool} optional: rescans, then lists every model's versions. */
+/* POST /v2/repository/index, body {"ready": bool} optional: rescans, then lists every model's versions
+ * in Triton's states (hs_triton_index). */
 static void handle_index(const hs_handler_env *env, const hs_request *req, hs_reply *reply) {
   json_t *doc;
   if (!parse_object_body(req, &doc, reply)) return;
@@ -272,26 +201,25 @@ static void handle_index(const hs_handler_env *env, const hs_request *req, hs_re
   json_decref(doc);
   hs_error err;
   hs_error_clear(&err);
-  if (hs_registry_rescan_sync(env->reg, &err) != HS_OK) {
-    hs_reply_error(reply, 503, "%s", err.message);
-    return;
-  }
-  hs_model_status *st = malloc(sizeof *st);
-  if (!st) {
-    hs_reply_error(reply, 500, "out of memory");
+  hs_index_entry *e = NULL;
+  size_t n = 0;
+  int rc = hs_triton_index(env->reg, ready_only, &e, &n, &err);
+  if (rc != HS_OK) {
+    hs_reply_error(reply, rc == HS_NO_MEMORY ? 500 : 503, "%s", err.message);
     return;
   }
   hs_sbuf *b = &reply->body;
   hs_sbuf_puts(b, "[");
-  bool first = true;
-  size_t n = hs_registry_num_models(env->reg);
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(env->reg, i);
-    hs_model_status_get(m, st);
-    index_model(m, st, ready_only, b, &first);
+    hs_sbuf_puts(b, i ? ",{\"name\":" : "{\"name\":");
+    hs_sbuf_json_str(b, e[i].name);
+    if (e[i].version >= 0) hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\"", e[i].version);
+    hs_sbuf_printf(b, ",\"state\":\"%s\",\"reason\":", e[i].state);
+    hs_sbuf_json_str(b, e[i].reason);
+    hs_sbuf_puts(b, "}");
   }
   hs_sbuf_puts(b, "]");
-  free(st);
+  free(e);
 }
 
 /* Refuses the load parameters hotserve does not implement (Triton's "config" override, "file:..."). */
@@ -328,24 +256,6 @@ static bool load_params_ok(const hs_request *req, hs_reply *reply) {
   return ok;
 }
 
-/* Appends why the newest failed version of name failed (a failed load's 400 names its reason). */
-static void append_failure(const hs_handler_env *env, const char *name, char *msg, size_t cap) {
-  hs_model *m = hs_registry_find(env->reg, name);
-  hs_model_status *st = m ? malloc(sizeof *st) : NULL;
-  if (!st) return;
-  hs_model_status_get(m, st);
-  size_t len = strlen(msg);
-  bool told = false;
-  for (size_t k = st->n; k-- > 0 && !told;)
-    if (st->history[k].state == HS_VS_FAILED) {
-      snprintf(msg + len, cap - len, ": version %" PRId64 " %s%s%s", st->history[k].version, st->history[k].reason,
-               st->history[k].error[0] ? ": " : "", st->history[k].error);
-      told = true;
-    }
-  if (!told) snprintf(msg + len, cap - len, ": no version on disk is complete yet (still settling or being copied)");
-  free(st);
-}
-
 /* POST /v2/repository/models/{m}/load and /unload. A failed load answers 400 with its reason (the
  * extension's status); an unknown model 404. */
 static void handle_load_unload(const hs_handler_env *env, const hs_request *req, const char *name, bool unload,
@@ -353,14 +263,11 @@ static void handle_load_unload(const hs_handler_env *env, const hs_request *req,
   if (!load_params_ok(req, reply)) return;
   hs_error err;
   hs_error_clear(&err);
-  int rc = unload ? hs_registry_unload_model(env->reg, name, &err) : hs_registry_load_model(env->reg, name, &err);
+  int rc = hs_triton_load(env->reg, name, unload, &err);
   if (rc == HS_NOT_FOUND) {
     hs_reply_error(reply, 404, "%s", err.message);
   } else if (rc == HS_UNAVAILABLE && !unload) {
-    char msg[1024];
-    snprintf(msg, sizeof msg, "%s", err.message);
-    append_failure(env, name, msg, sizeof msg);
-    hs_reply_error(reply, 400, "%s", msg);
+    hs_reply_error(reply, 400, "%s", err.message);
   } else if (rc == HS_UNAVAILABLE) {
     hs_reply_error(reply, 503, "%s", err.message);
   } else if (rc != HS_OK) {
@@ -372,12 +279,10 @@ static void handle_load_unload(const hs_handler_env *env, const hs_request *req,
 
 /* ---- model configuration (Triton's GET /v2/models/{m}/config) ---- */
 
-/* Triton's data_type name: TYPE_ + the KServe name (BYTES is TYPE_STRING). */
 static void put_triton_io(hs_sbuf *b, const hs_io_desc *d, bool first) {
-  const char *dt = hs_dtype_kserve_name(d->dtype);
   hs_sbuf_puts(b, first ? "{\"name\":" : ",{\"name\":");
   hs_sbuf_json_str(b, d->name);
-  hs_sbuf_printf(b, ",\"data_type\":\"TYPE_%s\",\"dims\":[", !dt || strcmp(dt, "BYTES") == 0 ? "STRING" : dt);
+  hs_sbuf_printf(b, ",\"data_type\":\"%s\",\"dims\":[", hs_triton_dtype(d->dtype));
   for (int k = 0; k < d->ndim; k++) hs_sbuf_printf(b, k ? ",%lld" : "%lld", (long long)(d->dims[k] < 0 ? -1 : d->dims[k]));
   hs_sbuf_puts(b, "]}");
 }
@@ -432,65 +337,41 @@ static void handle_model_config(hs_model *m, hs_reply *reply) {
 
 /* ---- statistics extension (Triton's GET /v2/models[/{m}[/versions/{v}]]/stats) ---- */
 
-static void put_stat(hs_sbuf *b, const char *key, uint64_t count, uint64_t ns, bool first) {
-  hs_sbuf_printf(b, "%s\"%s\":{\"count\":%" PRIu64 ",\"ns\":%" PRIu64 "}", first ? "" : ",", key, count, ns);
+static void put_stat(hs_sbuf *b, const char *key, hs_stat_duration d, bool first) {
+  hs_sbuf_printf(b, "%s\"%s\":{\"count\":%" PRIu64 ",\"ns\":%" PRIu64 "}", first ? "" : ",", key, d.count, d.ns);
 }
 
-static uint64_t ld(const atomic_uint_least64_t *a) { return atomic_load_explicit(a, memory_order_relaxed); }
-
-static void put_version_stats(hs_sbuf *b, const char *name, int64_t version, const hs_version_counter *c,
-                              bool *first) {
-  uint64_t ok = c ? ld(&c->outcome[HS_OUTCOME_SUCCESS]) : 0;
-  uint64_t failed = c ? ld(&c->outcome[HS_OUTCOME_CLIENT_ERROR]) + ld(&c->outcome[HS_OUTCOME_SERVER_ERROR]) : 0;
-  hs_sbuf_puts(b, *first ? "{\"name\":" : ",{\"name\":");
-  *first = false;
-  hs_sbuf_json_str(b, name);
-  hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\",\"last_inference\":%" PRIu64 ",\"inference_count\":%" PRIu64
-                    ",\"execution_count\":%" PRIu64 ",\"inference_stats\":{",
-                 version, c ? ld(&c->last_inference_ms) : 0, ok, ok);
-  put_stat(b, "success", ok, c ? ld(&c->success_ns) : 0, true);
-  put_stat(b, "fail", failed, c ? ld(&c->fail_ns) : 0, false);
-  put_stat(b, "queue", ok, c ? ld(&c->queue_ns) : 0, false);
-  put_stat(b, "compute_input", ok, c ? ld(&c->compute_input_ns) : 0, false);
-  put_stat(b, "compute_infer", ok, c ? ld(&c->compute_infer_ns) : 0, false);
-  put_stat(b, "compute_output", ok, c ? ld(&c->compute_output_ns) : 0, false);
-  put_stat(b, "cache_hit", 0, 0, false);
-  put_stat(b, "cache_miss", 0, 0, false);
-  hs_sbuf_puts(b, "},\"batch_stats\":[]}");
-}
-
-/* Every serving version of m (or only `version`, which must serve: 404 otherwise). */
-static bool put_model_stats(hs_model *m, int64_t version, hs_sbuf *b, bool *first, hs_reply *reply) {
-  hs_model_status *st = malloc(sizeof *st);
-  if (!st) {
-    hs_reply_error(reply, 500, "out of memory");
-    return false;
-  }
-  hs_model_status_get(m, st);
-  bool found = false;
-  for (size_t k = 0; k < st->n; k++) {
-    const hs_version_status *v = &st->history[k];
-    if (!v->serving || (version >= 0 && v->version != version) || newest_entry(st, v->version) != v) continue;
-    put_version_stats(b, st->name, v->version, hs_model_version_counter(m, v->version), first);
-    found = true;
-  }
-  free(st);
-  if (version >= 0 && !found) {
-    hs_reply_error(reply, 404, "model %s has no version %" PRId64 " loaded", hs_model_name(m), version);
-    return false;
-  }
-  return true;
-}
-
-/* m NULL: every model (GET /v2/models/stats). */
+/* m NULL: every model (GET /v2/models/stats); version >= 0: that version, which must serve (404). */
 static void handle_stats(const hs_handler_env *env, hs_model *m, int64_t version, hs_reply *reply) {
+  hs_error err;
+  hs_error_clear(&err);
+  hs_stats_entry *e = NULL;
+  size_t n = 0;
+  int rc = hs_triton_stats(env->reg, m, version, &e, &n, &err);
+  if (rc != HS_OK) {
+    hs_reply_error(reply, rc == HS_NOT_FOUND ? 404 : 500, "%s", err.message);
+    return;
+  }
   hs_sbuf *b = &reply->body;
   hs_sbuf_puts(b, "{\"model_stats\":[");
-  bool first = true;
-  size_t n = m ? 1 : hs_registry_num_models(env->reg);
-  for (size_t i = 0; i < n; i++)
-    if (!put_model_stats(m ? m : hs_registry_model_at(env->reg, i), version, b, &first, reply)) return;
+  for (size_t i = 0; i < n; i++) {
+    hs_sbuf_puts(b, i ? ",{\"name\":" : "{\"name\":");
+    hs_sbuf_json_str(b, e[i].name);
+    hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\",\"last_inference\":%" PRIu64 ",\"inference_count\":%" PRIu64
+                      ",\"execution_count\":%" PRIu64 ",\"inference_stats\":{",
+                   e[i].version, e[i].last_inference_ms, e[i].inference_count, e[i].execution_count);
+    put_stat(b, "success", e[i].success, true);
+    put_stat(b, "fail", e[i].fail, false);
+    put_stat(b, "queue", e[i].queue, false);
+    put_stat(b, "compute_input", e[i].compute_input, false);
+    put_stat(b, "compute_infer", e[i].compute_infer, false);
+    put_stat(b, "compute_output", e[i].compute_output, false);
+    put_stat(b, "cache_hit", (hs_stat_duration){0, 0}, false);
+    put_stat(b, "cache_miss", (hs_stat_duration){0, 0}, false);
+    hs_sbuf_puts(b, "},\"batch_stats\":[]}");
+  }
   hs_sbuf_puts(b, "]}");
+  free(e);
 }
 
 /* ---- infer: decode, one call into serving, encode ---- */
