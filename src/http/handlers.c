@@ -223,7 +223,7 @@ static void handle_index(const hs_handler_env *env, const hs_request *req, hs_re
 }
 
 /* Refuses the load parameters hotserve does not implement (Triton's "config" override, "file:..."). */
-static bool load_params_ok(const hs_request *req, hs_reply *reply) {
+static bool load_params_ok(const hs_request *req, const char *verb, hs_reply *reply) {
   json_t *doc;
   if (!parse_object_body(req, &doc, reply)) return false;
   const char *key;
@@ -231,12 +231,12 @@ static bool load_params_ok(const hs_request *req, hs_reply *reply) {
   bool ok = true;
   json_object_foreach(doc, key, val) {
     if (strcmp(key, "parameters") != 0) {
-      hs_reply_error(reply, 400, "load: the field \"%s\" is not supported", key);
+      hs_reply_error(reply, 400, "%s: the field \"%s\" is not supported", verb, key);
       ok = false;
       break;
     }
     if (!json_is_object(val)) {
-      hs_reply_error(reply, 400, "load: \"parameters\" must be an object");
+      hs_reply_error(reply, 400, "%s: \"parameters\" must be an object", verb);
       ok = false;
       break;
     }
@@ -244,9 +244,7 @@ static bool load_params_ok(const hs_request *req, hs_reply *reply) {
     json_t *pv;
     json_object_foreach(val, pk, pv) {
       (void)pv;
-      hs_reply_error(reply, 400, "load: parameters.%s is not supported (%s)", pk,
-                     strcmp(pk, "config") == 0 ? "no configuration override: edit the model's config.json"
-                                                : "hotserve reads models only from the repository");
+      hs_reply_error(reply, 400, "%s: parameters.%s is not supported (%s)", verb, pk, hs_triton_param_refusal(pk));
       ok = false;
       break;
     }
@@ -260,7 +258,7 @@ static bool load_params_ok(const hs_request *req, hs_reply *reply) {
  * extension's status); an unknown model 404. */
 static void handle_load_unload(const hs_handler_env *env, const hs_request *req, const char *name, bool unload,
                                hs_reply *reply) {
-  if (!load_params_ok(req, reply)) return;
+  if (!load_params_ok(req, unload ? "unload" : "load", reply)) return;
   hs_error err;
   hs_error_clear(&err);
   int rc = hs_triton_load(env->reg, name, unload, &err);

@@ -150,6 +150,12 @@ int hs_triton_load(hs_registry *reg, const char *name, bool unload, hs_error *er
   return rc;
 }
 
+const char *hs_triton_param_refusal(const char *key) {
+  if (strcmp(key, "config") == 0) return "no configuration override: edit the model's config.json";
+  if (strncmp(key, "file:", 5) == 0) return "hotserve reads models only from the repository";
+  return "not implemented";
+}
+
 static uint64_t ld(const atomic_uint_least64_t *a) { return atomic_load_explicit(a, memory_order_relaxed); }
 
 static void fill_stats(hs_stats_entry *e, const char *name, int64_t version, const hs_version_counter *c) {

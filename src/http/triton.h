@@ -29,6 +29,9 @@ int hs_triton_index(hs_registry *reg, bool ready_only, hs_index_entry **out, siz
  * HS_UNAVAILABLE: the load left nothing serving, err says why (the newest failure, or no complete version). */
 int hs_triton_load(hs_registry *reg, const char *name, bool unload, hs_error *err);
 
+/* Why a load/unload parameter is refused (hotserve implements none): for the error naming it. */
+const char *hs_triton_param_refusal(const char *key);
+
 /* A {count, ns} pair of Triton's statistics. */
 typedef struct hs_stat_duration {
   uint64_t count, ns;
