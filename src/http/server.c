@@ -224,7 +224,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, hs_http_server *s, req_
   /* Content-Encoding: gzip|deflate bodies are decoded under the same limit as plain ones (413 beyond it) */
   const char *coding = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
   char *decoded = NULL;
-  if (coding && strcasecmp(coding, "identity") != 0 && !ctx->too_large) {
+  if (coding && strcasecmp(coding, "identity") != 0 && !ctx->too_large && ctx->len > 0) {
     hs_error err;
     hs_error_clear(&err);
     size_t len = 0;

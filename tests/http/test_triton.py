@@ -226,7 +226,7 @@ def main():
                   test_load_unload, test_encodings):
             t(srv, repo)
             print("ok %s" % t.__name__)
-        srv.stop()
+        check(srv.stop() == 0, "the server exits 0 on SIGTERM (under ASan: without leaks)")
         return 0
     except Exception as e:  # noqa: BLE001 - any failure prints the server's log
         print("FAIL: %s: %s" % (type(e).__name__, e))
