@@ -286,10 +286,18 @@ static void put_triton_io(hs_sbuf *b, const hs_io_desc *d, bool first) {
 }
 
 /* The model's effective configuration in Triton's model config shape, plus hotserve's own fields
- * under "hotserve". Inputs and outputs are the serving version's (else config.json's declared ones). */
-static void handle_model_config(hs_model *m, hs_reply *reply) {
+ * under "hotserve". Inputs and outputs are the serving version's (the pinned one with version >= 0, which
+ * must serve: 404 otherwise), else config.json's declared ones. */
+static void handle_model_config(hs_model *m, int64_t version, hs_reply *reply) {
+  hs_version *v = NULL;
+  bool have = hs_model_acquire(m, version, &v) == HS_OK;
+  if (version >= 0 && !have) {
+    hs_reply_error(reply, 404, "model %s has no version %" PRId64 " loaded", hs_model_name(m), version);
+    return;
+  }
   hs_model_config *cfg = malloc(sizeof *cfg);
   if (!cfg) {
+    hs_version_release(v);
     hs_reply_error(reply, 500, "out of memory");
     return;
   }
@@ -311,12 +319,11 @@ static void handle_model_config(hs_model *m, hs_reply *reply) {
   }
   /* no batching dimension of its own: dims are whole shapes, as the model declares them */
   hs_sbuf_puts(b, ",\"max_batch_size\":0,\"input\":[");
-  hs_version *v = NULL;
-  bool have = hs_model_acquire(m, -1, &v) == HS_OK;
   size_t ni = have ? hs_version_num_inputs(v) : cfg->n_inputs, no = have ? hs_version_num_outputs(v) : cfg->n_outputs;
   for (size_t i = 0; i < ni; i++) put_triton_io(b, have ? hs_version_input(v, i) : &cfg->inputs[i], i == 0);
   hs_sbuf_puts(b, "],\"output\":[");
   for (size_t i = 0; i < no; i++) put_triton_io(b, have ? hs_version_output(v, i) : &cfg->outputs[i], i == 0);
+  int64_t described = have ? hs_version_number(v) : -1;
   hs_version_release(v);
   hs_sbuf_puts(b, "],\"instance_group\":[{\"kind\":\"KIND_CPU\",\"count\":");
   hs_sbuf_printf(b, "%d}]", cfg->instances); /* 0: the server's --instances default */
@@ -327,7 +334,7 @@ static void handle_model_config(hs_model *m, hs_reply *reply) {
   hs_sbuf_printf(b, ",\"golden\":{\"enabled\":%s,\"rtol\":%g,\"atol\":%g}", cfg->golden_check ? "true" : "false",
                  cfg->golden_rtol, cfg->golden_atol);
   hs_sbuf_printf(b, ",\"serving_version\":");
-  if (have) hs_sbuf_printf(b, "\"%" PRId64 "\"", hs_version_number(v));
+  if (have) hs_sbuf_printf(b, "\"%" PRId64 "\"", described);
   else hs_sbuf_puts(b, "null");
   hs_sbuf_printf(b, ",\"unloaded\":%s}}", hs_model_is_unloaded(m) ? "true" : "false");
   free(cfg);
@@ -582,9 +589,9 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
       handle_stats(env, m, version, reply);
       return;
     }
-    if (n == 4 && is(seg[3], "config")) {
+    if (n == rest + 1 && is(seg[rest], "config")) {
       if (!get) goto bad_method;
-      handle_model_config(m, reply);
+      handle_model_config(m, version, reply);
       return;
     }
     if (n == 4 && is(seg[3], "status")) {

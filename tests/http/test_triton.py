@@ -60,6 +60,8 @@ def test_ready_and_config(srv, repo):
     check(hs["warmup"] == {"runs": 1, "inputs": "zeros"} and hs["serving_version"] == "1" and hs["unloaded"] is False,
           "hotserve fields: %r" % hs)
     check(srv.request("GET", "/v2/models/nope/config")[0] == 404, "config of an unknown model is 404")
+    check(srv.get_json("/v2/models/add/versions/1/config")["hotserve"]["serving_version"] == "1", "pinned config")
+    check(srv.request("GET", "/v2/models/add/versions/7/config")[0] == 404, "config of an absent version is 404")
     # a config.json is reflected: policy "all", 2 instances, its warm-up
     os.makedirs(os.path.join(repo, "cfg"), exist_ok=True)
     put_version(repo, "cfg", 1, 5)
