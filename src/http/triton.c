@@ -60,10 +60,12 @@ static hs_index_entry *add_entry(entry_list *l) {
 
 /* One model's entries: every version on disk and every version still in memory, ascending. */
 static int index_model(hs_model *m, const hs_model_status *st, bool ready_only, entry_list *l) {
-  enum { CAP = 256 };
-  int64_t vers[CAP + HS_STATUS_HISTORY];
-  long on_disk = hs_model_versions_on_disk(m, vers, CAP);
-  size_t n = on_disk > 0 ? (size_t)(on_disk < CAP ? on_disk : CAP) : 0;
+  long count = hs_model_versions_on_disk(m, NULL, 0);
+  size_t cap = count > 0 ? (size_t)count + 16 : 16; /* room for a few folders created meanwhile */
+  int64_t *vers = malloc((cap + HS_STATUS_HISTORY) * sizeof *vers);
+  if (!vers) return HS_NO_MEMORY;
+  long on_disk = hs_model_versions_on_disk(m, vers, cap);
+  size_t n = on_disk > 0 ? ((size_t)on_disk < cap ? (size_t)on_disk : cap) : 0;
   for (size_t k = 0; k < st->n; k++) { /* loaded, loading or retiring versions whose folder is gone */
     const hs_version_status *v = &st->history[k];
     bool listed = false;
@@ -79,27 +81,33 @@ static int index_model(hs_model *m, const hs_model_status *st, bool ready_only, 
       vers[j - 1] = t;
     }
   bool unloaded = hs_model_is_unloaded(m);
+  int rc = HS_OK;
   if (n == 0 && on_disk >= 0 && !ready_only) {
     hs_index_entry *e = add_entry(l);
-    if (!e) return HS_NO_MEMORY;
-    snprintf(e->name, sizeof e->name, "%s", st->name);
-    e->version = -1;
-    e->state = "UNAVAILABLE";
-    snprintf(e->reason, sizeof e->reason, "no versions in the repository");
-    return HS_OK;
+    if (e) {
+      snprintf(e->name, sizeof e->name, "%s", st->name);
+      e->version = -1;
+      e->state = "UNAVAILABLE";
+      snprintf(e->reason, sizeof e->reason, "no versions in the repository");
+    }
+    rc = e ? HS_OK : HS_NO_MEMORY;
   }
-  for (size_t k = 0; k < n; k++) {
+  for (size_t k = 0; k < n && rc == HS_OK; k++) {
     char reason[sizeof l->v->reason];
     const char *state = index_state(newest_entry(st, vers[k]), unloaded, reason, sizeof reason);
     if (ready_only && strcmp(state, "READY") != 0) continue;
     hs_index_entry *e = add_entry(l);
-    if (!e) return HS_NO_MEMORY;
+    if (!e) {
+      rc = HS_NO_MEMORY;
+      break;
+    }
     snprintf(e->name, sizeof e->name, "%s", st->name);
     e->version = vers[k];
     e->state = state;
     memcpy(e->reason, reason, sizeof reason);
   }
-  return HS_OK;
+  free(vers);
+  return rc;
 }
 
 int hs_triton_index(hs_registry *reg, bool ready_only, hs_index_entry **out, size_t *n, hs_error *err) {

@@ -316,7 +316,7 @@ long hs_model_versions_on_disk(hs_model *m, int64_t *out, size_t cap) {
     n++;
   }
   closedir(d);
-  qsort(out, (size_t)n < cap ? (size_t)n : cap, sizeof *out, cmp_i64);
+  if (cap) qsort(out, (size_t)n < cap ? (size_t)n : cap, sizeof *out, cmp_i64);
   return n;
 }
 

@@ -161,8 +161,9 @@ void hs_model_config_get(hs_model *m, hs_model_config *out);
 bool hs_model_is_unloaded(const hs_model *m);
 
 /* The version numbers present on disk under ROOT/<m>/ (numeric folder names, whatever their state
- * and whether or not the policy selects them), ascending; up to cap of them. Returns how many
- * there are (may exceed cap), or a negative hs_status when the folder cannot be listed. */
+ * and whether or not the policy selects them), ascending; up to cap of them (out may be NULL when
+ * cap is 0). Returns how many there are (may exceed cap), or a negative hs_status when the folder
+ * cannot be listed. */
 long hs_model_versions_on_disk(hs_model *m, int64_t *out, size_t cap);
 
 /* Per-model counters and histograms, for exposition. Pointers stay valid for the registry's life. */
