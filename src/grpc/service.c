@@ -19,9 +19,10 @@
  * Status codes: NOT_FOUND unknown model or a version that is not loaded; INVALID_ARGUMENT malformed
  * messages, bad tensors and unknown parameters; RESOURCE_EXHAUSTED requests beyond the limits;
  * UNAVAILABLE while the model has no version serving; INTERNAL a failed run; UNIMPLEMENTED any other
- * method.
+ * method. Triton's ModelConfig, ModelStatistics and repository RPCs are in extensions.c.
  */
 #include "grpc/service.h"
+#include "grpc/service_internal.h"
 
 #include <grpc/status.h>
 #include <inttypes.h>
@@ -64,6 +65,9 @@ static void set_message(hs_grpc_reply *r, const ProtobufCMessage *msg) {
   r->message[0] = 0;
 }
 
+void hs__grpc_set_error(hs_grpc_reply *r, int code, const char *msg) { set_error(r, code, "%s", msg); }
+void hs__grpc_set_message(hs_grpc_reply *r, const ProtobufCMessage *msg) { set_message(r, msg); }
+
 /* A version field: "" means any (-1); otherwise a positive decimal integer without leading zeros. Returns
  * -2 when malformed. */
 static int64_t parse_version(const char *s) {
@@ -75,7 +79,7 @@ static int64_t parse_version(const char *s) {
 }
 
 /* Looks up name/version for the read-only RPCs. On failure fills reply and returns NULL. */
-static hs_model *find_model(const hs_grpc_env *env, const char *name, const char *version, int64_t *ver,
+hs_model *hs__grpc_find_model(const hs_grpc_env *env, const char *name, const char *version, int64_t *ver,
                             hs_grpc_reply *reply) {
   hs_model *m = hs_registry_find(env->reg, name ? name : "");
   if (!m) {
@@ -109,7 +113,7 @@ static void server_ready(const hs_grpc_env *env, hs_grpc_reply *reply) {
 }
 
 static void server_metadata(hs_grpc_reply *reply) {
-  static char *ext[] = {"binary_tensor_data", "model_repository", "hotserve_status"};
+  static char *ext[] = {"binary_tensor_data", "model_repository", "statistics", "model_configuration", "hotserve_status"};
   Inference__ServerMetadataResponse out = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
   out.name = HS_SERVER_NAME;
   out.version = HS_SERVER_VERSION;
@@ -125,7 +129,7 @@ static void model_ready(const hs_grpc_env *env, const uint8_t *msg, size_t len, 
     return;
   }
   int64_t ver;
-  hs_model *m = find_model(env, rq->name, rq->version, &ver, reply);
+  hs_model *m = hs__grpc_find_model(env, rq->name, rq->version, &ver, reply);
   if (m) {
     hs_version *v = NULL;
     Inference__ModelReadyResponse out = INFERENCE__MODEL_READY_RESPONSE__INIT;
@@ -154,7 +158,7 @@ static void model_metadata(const hs_grpc_env *env, const uint8_t *msg, size_t le
     return;
   }
   int64_t ver;
-  hs_model *m = find_model(env, rq->name, rq->version, &ver, reply);
+  hs_model *m = hs__grpc_find_model(env, rq->name, rq->version, &ver, reply);
   hs_version *v = NULL;
   int rc = m ? hs_model_acquire(m, ver, &v) : HS_NOT_FOUND;
   if (m && rc == HS_NOT_FOUND) {
@@ -649,6 +653,16 @@ void hs_grpc_dispatch(const hs_grpc_env *env, const char *method, size_t method_
     server_metadata(reply);
   } else if (method_is(method, method_len, "ModelMetadata")) {
     model_metadata(env, msg, len, reply);
+  } else if (method_is(method, method_len, "ModelConfig")) {
+    hs__grpc_model_config(env, msg, len, reply);
+  } else if (method_is(method, method_len, "ModelStatistics")) {
+    hs__grpc_model_statistics(env, msg, len, reply);
+  } else if (method_is(method, method_len, "RepositoryIndex")) {
+    hs__grpc_repository_index(env, msg, len, reply);
+  } else if (method_is(method, method_len, "RepositoryModelLoad")) {
+    hs__grpc_repository_load(env, msg, len, false, reply);
+  } else if (method_is(method, method_len, "RepositoryModelUnload")) {
+    hs__grpc_repository_load(env, msg, len, true, reply);
   } else {
     set_error(reply, GRPC_STATUS_UNIMPLEMENTED, "method %.*s is not served by hotserve", (int)(method_len > 200 ? 200 : method_len),
               method);

@@ -277,6 +277,20 @@ static int cb_key(void *ctx, const unsigned char *k, size_t n) {
   if (d->skip_from) return 1;
   dec_frame *f = top(d);
   f->key = key_of(f->kind, k, n);
+  if (f->key == K_OTHER && (f->kind == C_ROOT_PARAMS || f->kind == C_INPUT_PARAMS || f->kind == C_OUTPUT_PARAMS)) {
+    /* a parameter hotserve does not implement (classification, shared_memory_region, sequence_id, ...) is
+     * refused by name rather than ignored: the client would get an answer to a question it did not ask */
+    char where[160] = "the request";
+    if (f->kind == C_INPUT_PARAMS) in_label(d, where, sizeof where);
+    else if (f->kind == C_OUTPUT_PARAMS) {
+      const char *nm = d->out->outputs[d->out->n_outputs - 1].name;
+      snprintf(where, sizeof where, "output %s", nm[0] ? nm : "?");
+    }
+    static const char *const supported[] = {
+        [C_ROOT_PARAMS] = "binary_data_output", [C_INPUT_PARAMS] = "binary_data_size", [C_OUTPUT_PARAMS] = "binary_data"};
+    return fail(d, HS_INVALID_ARGUMENT, "parameter \"%.*s\" of %s is not supported by hotserve (supported there: %s)",
+                (int)(n < 64 ? n : 64), (const char *)k, where, supported[f->kind]);
+  }
   if (f->key != K_OTHER) {
     if (f->seen & (1u << f->key)) return fail(d, HS_PARSE, "the key \"%.*s\" appears twice in one object", (int)(n < 64 ? n : 64), (const char *)k);
     f->seen |= 1u << f->key;
@@ -580,10 +594,14 @@ int hs_infer_request_decode(const char *body, size_t len, long long header_len, 
   yajl_handle h = yajl_alloc(&k_callbacks, NULL, &d);
   if (!h) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
   yajl_status st = yajl_parse(h, (const unsigned char *)body, json_len);
-  if (st == yajl_status_ok) st = yajl_complete_parse(h);
+  bool at_end = false; /* the error is that the body ended early (yajl_complete_parse consumed nothing) */
+  if (st == yajl_status_ok) {
+    st = yajl_complete_parse(h);
+    at_end = true;
+  }
   if (st == yajl_status_error && d.rc == 0) {
     unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
-    size_t at = yajl_get_bytes_consumed(h);
+    size_t at = at_end ? json_len : yajl_get_bytes_consumed(h);
     const char *m = msg ? (const char *)msg : "syntax error";
     size_t ml = strcspn(m, "\n");
     d.rc = hs_error_set(err, HS_PARSE, "malformed JSON near byte %zu: %.*s", at, (int)ml, m);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "http/triton.h"
 #include "serving/infer.h"
 #include "serving/rollout.h"
 
@@ -62,7 +64,7 @@ static void handle_ready(const hs_handler_env *env, hs_reply *reply) {
 static void handle_server_metadata(hs_reply *reply) {
   hs_sbuf_puts(&reply->body,
                "{\"name\":\"hotserve\",\"version\":\"0.1.0\",\"extensions\":[\"binary_tensor_data\","
-               "\"model_repository\",\"hotserve_status\"]}");
+               "\"model_repository\",\"statistics\",\"model_configuration\",\"hotserve_status\"]}");
 }
 
 static void handle_model_metadata(hs_model *m, int64_t version, hs_reply *reply) {
@@ -106,16 +108,15 @@ static void handle_model_metadata(hs_model *m, int64_t version, hs_reply *reply)
   hs_version_release(v);
 }
 
+/* The spec's model ready document: {"name": m, "ready": bool} (503 when not ready). */
 static void handle_model_ready(hs_model *m, int64_t version, hs_reply *reply) {
   hs_version *v = NULL;
   int rc = hs_model_acquire(m, version, &v);
   hs_version_release(v);
-  if (rc == HS_OK) {
-    hs_sbuf_puts(&reply->body, "{\"ready\":true}");
-  } else {
-    reply->status = 503;
-    hs_sbuf_puts(&reply->body, "{\"ready\":false}");
-  }
+  if (rc != HS_OK) reply->status = 503;
+  hs_sbuf_puts(&reply->body, "{\"name\":");
+  hs_sbuf_json_str(&reply->body, hs_model_name(m));
+  hs_sbuf_puts(&reply->body, rc == HS_OK ? ",\"ready\":true}" : ",\"ready\":false}");
 }
 
 static void put_ms(hs_sbuf *b, const char *key, double ms) {
@@ -224,56 +225,235 @@ static void handle_status(hs_model *m, hs_reply *reply) {
   free(st);
 }
 
+/* ---- request bodies of the repository extension (jansson; small documents) ---- */
+
+/* Parses an optional JSON object body: *out is NULL for an empty body. On a bad body fills reply (400). */
+static bool parse_object_body(const hs_request *req, json_t **out, hs_reply *reply) {
+  *out = NULL;
+  size_t i = 0;
+  while (i < req->body_len && strchr(" \t\r\n", req->body[i])) i++;
+  if (i == req->body_len) return true;
+  json_error_t je;
+  json_t *doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+  if (!doc || !json_is_object(doc)) {
+    if (doc) hs_reply_error(reply, 400, "the request body must be a JSON object");
+    else hs_reply_error(reply, 400, "malformed JSON near byte %d: %s", je.position, je.text);
+    json_decref(doc);
+    return false;
+  }
+  *out = doc;
+  return true;
+}
+
 /* ---- repository extension ---- */
 
-static void handle_index(const hs_handler_env *env, hs_reply *reply) {
+/* POST /v2/repository/index, body {"ready": bool} optional: rescans, then lists every model's versions
+ * in Triton's states (hs_triton_index). */
+static void handle_index(const hs_handler_env *env, const hs_request *req, hs_reply *reply) {
+  json_t *doc;
+  if (!parse_object_body(req, &doc, reply)) return;
+  bool ready_only = false;
+  const char *key;
+  json_t *val;
+  json_object_foreach(doc, key, val) {
+    if (strcmp(key, "ready") == 0 && json_is_boolean(val)) {
+      ready_only = json_is_true(val);
+    } else {
+      hs_reply_error(reply, 400, "repository index: %s \"%s\" is not supported (only \"ready\": boolean)",
+                     strcmp(key, "ready") == 0 ? "a non-boolean" : "the field", key);
+      json_decref(doc);
+      return;
+    }
+  }
+  json_decref(doc);
   hs_error err;
   hs_error_clear(&err);
-  if (hs_registry_rescan_sync(env->reg, &err) != HS_OK) {
-    hs_reply_error(reply, 503, "%s", err.message);
-    return;
-  }
-  hs_model_status *st = malloc(sizeof *st);
-  if (!st) {
-    hs_reply_error(reply, 500, "out of memory");
+  hs_index_entry *e = NULL;
+  size_t n = 0;
+  int rc = hs_triton_index(env->reg, ready_only, &e, &n, &err);
+  if (rc != HS_OK) {
+    hs_reply_error(reply, rc == HS_NO_MEMORY ? 500 : 503, "%s", err.message);
     return;
   }
   hs_sbuf *b = &reply->body;
   hs_sbuf_puts(b, "[");
-  bool first = true;
-  size_t n = hs_registry_num_models(env->reg);
   for (size_t i = 0; i < n; i++) {
-    hs_model_status_get(hs_registry_model_at(env->reg, i), st);
-    /* one entry per version: its newest history entry */
-    for (size_t k = st->n; k-- > 0;) {
-      const hs_version_status *v = &st->history[k];
-      bool newer = false;
-      for (size_t j = k + 1; j < st->n; j++)
-        if (st->history[j].version == v->version) newer = true;
-      if (newer) continue;
-      hs_sbuf_puts(b, first ? "{\"name\":" : ",{\"name\":");
-      first = false;
-      hs_sbuf_json_str(b, st->name);
-      hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\",\"state\":\"%s\",\"reason\":", v->version,
-                     v->state == HS_VS_READY ? "READY" : v->state == HS_VS_FAILED ? "UNAVAILABLE"
-                                                      : v->state == HS_VS_LOADING ? "LOADING" : "UNLOADED");
-      if (v->reason[0]) hs_sbuf_json_str(b, v->error[0] ? v->error : v->reason);
-      else hs_sbuf_puts(b, "\"\"");
-      hs_sbuf_puts(b, "}");
-    }
+    hs_sbuf_puts(b, i ? ",{\"name\":" : "{\"name\":");
+    hs_sbuf_json_str(b, e[i].name);
+    if (e[i].version >= 0) hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\"", e[i].version);
+    hs_sbuf_printf(b, ",\"state\":\"%s\",\"reason\":", e[i].state);
+    hs_sbuf_json_str(b, e[i].reason);
+    hs_sbuf_puts(b, "}");
   }
   hs_sbuf_puts(b, "]");
-  free(st);
+  free(e);
 }
 
-static void handle_load_unload(const hs_handler_env *env, const char *name, bool unload, hs_reply *reply) {
+/* Refuses the load parameters hotserve does not implement (Triton's "config" override, "file:..."). */
+static bool load_params_ok(const hs_request *req, const char *verb, hs_reply *reply) {
+  json_t *doc;
+  if (!parse_object_body(req, &doc, reply)) return false;
+  const char *key;
+  json_t *val;
+  bool ok = true;
+  json_object_foreach(doc, key, val) {
+    if (strcmp(key, "parameters") != 0) {
+      hs_reply_error(reply, 400, "%s: the field \"%s\" is not supported", verb, key);
+      ok = false;
+      break;
+    }
+    if (!json_is_object(val)) {
+      hs_reply_error(reply, 400, "%s: \"parameters\" must be an object", verb);
+      ok = false;
+      break;
+    }
+    const char *pk;
+    json_t *pv;
+    json_object_foreach(val, pk, pv) {
+      (void)pv;
+      hs_reply_error(reply, 400, "%s: parameters.%s is not supported (%s)", verb, pk, hs_triton_param_refusal(pk));
+      ok = false;
+      break;
+    }
+    if (!ok) break;
+  }
+  json_decref(doc);
+  return ok;
+}
+
+/* POST /v2/repository/models/{m}/load and /unload. A failed load answers 400 with its reason (the
+ * extension's status); an unknown model 404. */
+static void handle_load_unload(const hs_handler_env *env, const hs_request *req, const char *name, bool unload,
+                               hs_reply *reply) {
+  if (!load_params_ok(req, unload ? "unload" : "load", reply)) return;
   hs_error err;
   hs_error_clear(&err);
-  int rc = unload ? hs_registry_unload_model(env->reg, name, &err) : hs_registry_load_model(env->reg, name, &err);
-  if (rc == HS_NOT_FOUND) hs_reply_error(reply, 404, "%s", err.message);
-  else if (rc == HS_UNAVAILABLE) hs_reply_error(reply, 503, "%s", err.message);
-  else if (rc != HS_OK) hs_reply_error(reply, 500, "%s", err.message);
-  else hs_sbuf_puts(&reply->body, "{}");
+  int rc = hs_triton_load(env->reg, name, unload, &err);
+  if (rc == HS_NOT_FOUND) {
+    hs_reply_error(reply, 404, "%s", err.message);
+  } else if (rc == HS_UNAVAILABLE && !unload) {
+    hs_reply_error(reply, 400, "%s", err.message);
+  } else if (rc == HS_UNAVAILABLE) {
+    hs_reply_error(reply, 503, "%s", err.message);
+  } else if (rc != HS_OK) {
+    hs_reply_error(reply, 500, "%s", err.message);
+  } else {
+    hs_sbuf_puts(&reply->body, "{}");
+  }
+}
+
+/* ---- model configuration (Triton's GET /v2/models/{m}/config) ---- */
+
+/* One input or output; with batching (skip = 1) dims leave out the batch dimension, as Triton's do. */
+static void put_triton_io(hs_sbuf *b, const hs_io_desc *d, bool first, int skip) {
+  hs_sbuf_puts(b, first ? "{\"name\":" : ",{\"name\":");
+  hs_sbuf_json_str(b, d->name);
+  hs_sbuf_printf(b, ",\"data_type\":\"%s\",\"dims\":[", hs_triton_dtype(d->dtype));
+  for (int k = skip; k < d->ndim; k++)
+    hs_sbuf_printf(b, k > skip ? ",%lld" : "%lld", (long long)(d->dims[k] < 0 ? -1 : d->dims[k]));
+  hs_sbuf_puts(b, "]}");
+}
+
+/* The model's effective configuration in Triton's model config shape, plus hotserve's own fields
+ * under "hotserve". Inputs and outputs are the serving version's (the pinned one with version >= 0, which
+ * must serve: 404 otherwise), else config.json's declared ones. */
+static void handle_model_config(hs_model *m, int64_t version, hs_reply *reply) {
+  hs_version *v = NULL;
+  bool have = hs_model_acquire(m, version, &v) == HS_OK;
+  if (version >= 0 && !have) {
+    hs_reply_error(reply, 404, "model %s has no version %" PRId64 " loaded", hs_model_name(m), version);
+    return;
+  }
+  hs_model_config *cfg = malloc(sizeof *cfg);
+  if (!cfg) {
+    hs_version_release(v);
+    hs_reply_error(reply, 500, "out of memory");
+    return;
+  }
+  hs_model_config_get(m, cfg);
+  hs_sbuf *b = &reply->body;
+  hs_sbuf_puts(b, "{\"name\":");
+  hs_sbuf_json_str(b, hs_model_name(m));
+  hs_sbuf_puts(b, ",\"platform\":\"onnx\",\"backend\":");
+  hs_sbuf_json_str(b, cfg->backend);
+  hs_sbuf_puts(b, ",\"version_policy\":");
+  if (cfg->policy == HS_POLICY_ALL) {
+    hs_sbuf_puts(b, "{\"all\":{}}");
+  } else if (cfg->policy == HS_POLICY_SPECIFIC) {
+    hs_sbuf_puts(b, "{\"specific\":{\"versions\":[");
+    for (size_t k = 0; k < cfg->n_specific; k++) hs_sbuf_printf(b, k ? ",%" PRId64 : "%" PRId64, cfg->specific[k]);
+    hs_sbuf_puts(b, "]}}");
+  } else {
+    hs_sbuf_printf(b, "{\"latest\":{\"num_versions\":%d}}", cfg->latest_n);
+  }
+  /* with dynamic batching the first dimension is the batch: dims leave it out (Triton's meaning);
+   * without, dims are whole shapes, as the model declares them */
+  int skip = cfg->max_batch_size > 0 ? 1 : 0;
+  hs_sbuf_printf(b, ",\"max_batch_size\":%d", cfg->max_batch_size);
+  if (cfg->dynamic_batching) {
+    hs_sbuf_puts(b, ",\"dynamic_batching\":{\"preferred_batch_size\":[");
+    for (size_t k = 0; k < cfg->n_preferred; k++) hs_sbuf_printf(b, k ? ",%d" : "%d", cfg->preferred_batch_size[k]);
+    hs_sbuf_printf(b, "],\"max_queue_delay_microseconds\":%d}", cfg->max_queue_delay_us);
+  }
+  hs_sbuf_puts(b, ",\"input\":[");
+  size_t ni = have ? hs_version_num_inputs(v) : cfg->n_inputs, no = have ? hs_version_num_outputs(v) : cfg->n_outputs;
+  for (size_t i = 0; i < ni; i++) put_triton_io(b, have ? hs_version_input(v, i) : &cfg->inputs[i], i == 0, skip);
+  hs_sbuf_puts(b, "],\"output\":[");
+  for (size_t i = 0; i < no; i++) put_triton_io(b, have ? hs_version_output(v, i) : &cfg->outputs[i], i == 0, skip);
+  int64_t described = have ? hs_version_number(v) : -1;
+  hs_version_release(v);
+  hs_sbuf_puts(b, "],\"instance_group\":[{\"kind\":\"KIND_CPU\",\"count\":");
+  hs_sbuf_printf(b, "%d}]", cfg->instances); /* 0: the server's --instances default */
+  static const char *const warmups[] = {"zeros", "random", "files"};
+  /* hotserve's own fields, named as in config.json */
+  hs_sbuf_printf(b, ",\"hotserve\":{\"threads\":%d,\"instances\":%d,\"warmup\":{\"runs\":%d,\"inputs\":\"%s\"}",
+                 cfg->threads, cfg->instances, cfg->warmup_runs, warmups[cfg->warmup_kind]);
+  hs_sbuf_printf(b, ",\"golden\":{\"enabled\":%s,\"rtol\":%g,\"atol\":%g}", cfg->golden_check ? "true" : "false",
+                 cfg->golden_rtol, cfg->golden_atol);
+  hs_sbuf_printf(b, ",\"serving_version\":");
+  if (have) hs_sbuf_printf(b, "\"%" PRId64 "\"", described);
+  else hs_sbuf_puts(b, "null");
+  hs_sbuf_printf(b, ",\"unloaded\":%s}}", hs_model_is_unloaded(m) ? "true" : "false");
+  free(cfg);
+}
+
+/* ---- statistics extension (Triton's GET /v2/models[/{m}[/versions/{v}]]/stats) ---- */
+
+static void put_stat(hs_sbuf *b, const char *key, hs_stat_duration d, bool first) {
+  hs_sbuf_printf(b, "%s\"%s\":{\"count\":%" PRIu64 ",\"ns\":%" PRIu64 "}", first ? "" : ",", key, d.count, d.ns);
+}
+
+/* m NULL: every model (GET /v2/models/stats); version >= 0: that version, which must serve (404). */
+static void handle_stats(const hs_handler_env *env, hs_model *m, int64_t version, hs_reply *reply) {
+  hs_error err;
+  hs_error_clear(&err);
+  hs_stats_entry *e = NULL;
+  size_t n = 0;
+  int rc = hs_triton_stats(env->reg, m, version, &e, &n, &err);
+  if (rc != HS_OK) {
+    hs_reply_error(reply, rc == HS_NOT_FOUND ? 404 : 500, "%s", err.message);
+    return;
+  }
+  hs_sbuf *b = &reply->body;
+  hs_sbuf_puts(b, "{\"model_stats\":[");
+  for (size_t i = 0; i < n; i++) {
+    hs_sbuf_puts(b, i ? ",{\"name\":" : "{\"name\":");
+    hs_sbuf_json_str(b, e[i].name);
+    hs_sbuf_printf(b, ",\"version\":\"%" PRId64 "\",\"last_inference\":%" PRIu64 ",\"inference_count\":%" PRIu64
+                      ",\"execution_count\":%" PRIu64 ",\"inference_stats\":{",
+                   e[i].version, e[i].last_inference_ms, e[i].inference_count, e[i].execution_count);
+    put_stat(b, "success", e[i].success, true);
+    put_stat(b, "fail", e[i].fail, false);
+    put_stat(b, "queue", e[i].queue, false);
+    put_stat(b, "compute_input", e[i].compute_input, false);
+    put_stat(b, "compute_infer", e[i].compute_infer, false);
+    put_stat(b, "compute_output", e[i].compute_output, false);
+    put_stat(b, "cache_hit", (hs_stat_duration){0, 0}, false);
+    put_stat(b, "cache_miss", (hs_stat_duration){0, 0}, false);
+    hs_sbuf_puts(b, "},\"batch_stats\":[]}");
+  }
+  hs_sbuf_puts(b, "]}");
+  free(e);
 }
 
 /* POST /v2/repository/models/{m}/rollout/{promote,rollback}: decides the open window now. */
@@ -457,12 +637,12 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
   if (is(seg[1], "repository")) {
     if (n == 3 && is(seg[2], "index")) {
       if (!post) goto bad_method;
-      handle_index(env, reply);
+      handle_index(env, req, reply);
       return;
     }
     if (n == 5 && is(seg[2], "models") && (is(seg[4], "load") || is(seg[4], "unload"))) {
       if (!post) goto bad_method;
-      handle_load_unload(env, seg[3], is(seg[4], "unload"), reply);
+      handle_load_unload(env, req, seg[3], is(seg[4], "unload"), reply);
       return;
     }
     if (n == 6 && is(seg[2], "models") && is(seg[4], "rollout")) {
@@ -471,6 +651,11 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
       return;
     }
     goto not_found;
+  }
+  if (n == 3 && is(seg[1], "models") && is(seg[2], "stats")) {
+    if (!get) goto bad_method;
+    handle_stats(env, NULL, -1, reply);
+    return;
   }
   if (is(seg[1], "models") && n >= 3) {
     hs_model *m = hs_registry_find(env->reg, seg[2]);
@@ -505,6 +690,16 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
     if (n == rest + 1 && is(seg[rest], "infer")) {
       if (!post) goto bad_method;
       handle_infer(env, m, version, req, reply);
+      return;
+    }
+    if (n == rest + 1 && is(seg[rest], "stats")) {
+      if (!get) goto bad_method;
+      handle_stats(env, m, version, reply);
+      return;
+    }
+    if (n == rest + 1 && is(seg[rest], "config")) {
+      if (!get) goto bad_method;
+      handle_model_config(m, version, reply);
       return;
     }
     if (n == 4 && is(seg[3], "status")) {

@@ -29,6 +29,7 @@ typedef struct hs_reply {
   hs_sbuf body;              /* the reply owns it until it is sent */
   const char *content_type;  /* NULL: application/json */
   long long header_len;      /* >= 0: send Inference-Header-Content-Length */
+  const char *content_encoding; /* set by the server when it compressed body (Accept-Encoding) */
 } hs_reply;
 
 /* Fills reply with status and the JSON error document {"error": message}. */

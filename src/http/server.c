@@ -42,6 +42,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "http/encoding.h"
 #include "http/handlers.h"
 #include "serving/stats.h"
 
@@ -164,6 +165,7 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, hs_http_server *s, h
     snprintf(n, sizeof n, "%lld", reply->header_len);
     MHD_add_response_header(resp, "Inference-Header-Content-Length", n);
   }
+  if (reply->content_encoding) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, reply->content_encoding);
   if (close || atomic_load(&s->draining)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result r = MHD_queue_response(c, (unsigned)reply->status, resp);
   MHD_destroy_response(resp);
@@ -219,8 +221,33 @@ static enum MHD_Result respond(struct MHD_Connection *c, hs_http_server *s, req_
   hs_request req = {.method = method, .path = url, .body = ctx->body ? ctx->body : "", .body_len = ctx->len,
                     .too_large = ctx->too_large, .max_body_bytes = s->opts.max_body_bytes,
                     .header_len = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length")};
+  /* Content-Encoding: gzip|deflate bodies are decoded under the same limit as plain ones (413 beyond it) */
+  const char *coding = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+  char *decoded = NULL;
+  if (coding && strcasecmp(coding, "identity") != 0 && !ctx->too_large && ctx->len > 0) {
+    hs_error err;
+    hs_error_clear(&err);
+    size_t len = 0;
+    int rc = hs_http_decode_body(coding, req.body, req.body_len, s->opts.max_body_bytes, &decoded, &len, &err);
+    if (rc == HS_LIMIT) {
+      req.too_large = true;
+      req.body = "";
+      req.body_len = 0;
+    } else if (rc != HS_OK) {
+      return send_error(c, s, rc == HS_UNSUPPORTED ? 415 : rc == HS_NO_MEMORY ? 500 : 400, err.message);
+    } else {
+      req.body = decoded;
+      req.body_len = len;
+    }
+  }
   hs_reply reply = {.status = 200, .header_len = -1};
   hs_handle(&s->env, &req, &reply);
+  free(decoded);
+  /* JSON replies are compressed when Accept-Encoding allows it (binary tensor replies are not) */
+  const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+  const char *out_coding = reply.content_type == NULL && reply.header_len < 0 ? hs_http_pick_coding(accept) : NULL;
+  if (out_coding && !reply.body.failed && hs_http_encode_body(out_coding, &reply.body) == HS_OK)
+    reply.content_encoding = out_coding;
   return send_reply(c, s, &reply, false);
 }
 

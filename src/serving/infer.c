@@ -159,6 +159,7 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
   size_t *pick = calloc(n_out ? n_out : 1, sizeof *pick);
   size_t n_pick = 0;
   int rc = ins && outs && pick ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  uint64_t tb = hs_now_ns();
   if (rc == HS_OK) rc = bind_inputs(m, v, in, ins, err);
   if (rc == HS_OK) rc = pick_outputs(m, v, in, pick, &n_pick, err);
   bool batched = rc == HS_OK && hs_batch_accepts(hs_version_batcher(v), ins, n_in);
@@ -173,7 +174,9 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
     rc = hs_version_backend(v)->run(s, ins, n_in, outs, n_out, err);
     out->compute_ns = hs_now_ns() - tc;
     /* the outputs live in the session's arena: copy them before the session goes back */
+    uint64_t to = hs_now_ns();
     if (rc == HS_OK) rc = copy_out(v, outs, pick, n_pick, out, err);
+    if (rc == HS_OK) hs_version_count_phases(v, tq - tb, hs_now_ns() - to); /* Triton's compute_input/output */
     hs_version_give(v, s);
   }
   if (ran && rc != HS_OK && rc != HS_INVALID_ARGUMENT) {

@@ -372,6 +372,9 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
     return;
   }
   m->config_error_seen[0] = '\0';
+  pthread_mutex_lock(&m->status_mu); /* GET /v2/models/{m}/config reads it */
+  m->config = rm->config;
+  pthread_mutex_unlock(&m->status_mu);
 
   size_t cap = rm->n_versions + old->n;
   hs_version **next = calloc(cap ? cap : 1, sizeof *next);

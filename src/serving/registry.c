@@ -27,6 +27,7 @@
  */
 #include "serving/registry_impl.h"
 
+#include <dirent.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,7 @@ hs_model *hs__registry_add_model(hs_registry *r, const char *name) {
   pthread_cond_init(&m->run_cv, NULL);
   m->run_limit = 1; /* raised by the first publish */
   m->next_generation = 1;
+  hs_repo_config_defaults(&m->config);
   m->rollout = hs__rollout_create(m);
   hs_view *empty = m->rollout ? calloc(1, sizeof *empty) : NULL;
   if (!empty) {
@@ -226,6 +228,13 @@ const char *hs_outcome_name(hs_outcome o) {
   return (unsigned)o < 3 ? names[o] : "unknown";
 }
 
+/* Milliseconds since the epoch (Triton's last_inference; the only wall-clock reading here). */
+static uint64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 void hs_model_request_begin(hs_model *m) {
   atomic_fetch_add_explicit(&m->metrics.inflight, 1, memory_order_relaxed);
 }
@@ -249,7 +258,17 @@ void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64
          c = c->next) {
     }
   }
-  if (c) atomic_fetch_add_explicit(&c->outcome[outcome], 1, memory_order_relaxed);
+  if (c) {
+    atomic_fetch_add_explicit(&c->outcome[outcome], 1, memory_order_relaxed);
+    if (outcome == HS_OUTCOME_SUCCESS) {
+      atomic_fetch_add_explicit(&c->success_ns, total_ns, memory_order_relaxed);
+      atomic_fetch_add_explicit(&c->queue_ns, queue_ns, memory_order_relaxed);
+      atomic_fetch_add_explicit(&c->compute_infer_ns, compute_ns, memory_order_relaxed);
+    } else {
+      atomic_fetch_add_explicit(&c->fail_ns, total_ns, memory_order_relaxed);
+    }
+    atomic_store_explicit(&c->last_inference_ms, wall_ms(), memory_order_relaxed);
+  }
   if (v && outcome == HS_OUTCOME_SUCCESS && !atomic_load_explicit(&v->first_done, memory_order_relaxed)) {
     bool expected = false;
     if (atomic_compare_exchange_strong(&v->first_done, &expected, true)) {
@@ -261,6 +280,50 @@ void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64
       pthread_mutex_unlock(&m->status_mu);
     }
   }
+}
+
+void hs_version_count_phases(hs_version *v, uint64_t input_ns, uint64_t output_ns) {
+  if (!v || !v->counter) return;
+  atomic_fetch_add_explicit(&v->counter->compute_input_ns, input_ns, memory_order_relaxed);
+  atomic_fetch_add_explicit(&v->counter->compute_output_ns, output_ns, memory_order_relaxed);
+}
+
+const hs_version_counter *hs_model_version_counter(const hs_model *m, int64_t version) {
+  for (const hs_version_counter *c = atomic_load_explicit(&m->metrics.requests, memory_order_acquire); c;
+       c = c->next)
+    if (c->version == version) return c;
+  return NULL;
+}
+
+void hs_model_config_get(hs_model *m, hs_model_config *out) {
+  pthread_mutex_lock(&m->status_mu);
+  *out = m->config;
+  pthread_mutex_unlock(&m->status_mu);
+}
+
+bool hs_model_is_unloaded(const hs_model *m) { return atomic_load(&m->unloaded); }
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+long hs_model_versions_on_disk(hs_model *m, int64_t *out, size_t cap) {
+  char path[HS_PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/%s", m->reg->root, m->name) >= sizeof path) return HS_LIMIT;
+  DIR *d = opendir(path); /* lists names only: no entry is opened (a FIFO cannot block it) */
+  if (!d) return HS_IO;
+  long n = 0;
+  for (struct dirent *e; (e = readdir(d));) {
+    const char *s = e->d_name;
+    if (!*s || *s == '0' || strlen(s) > 18 || strspn(s, "0123456789") != strlen(s)) continue;
+    if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) continue;
+    if ((size_t)n < cap) out[n] = strtoll(s, NULL, 10);
+    n++;
+  }
+  closedir(d);
+  if (cap) qsort(out, (size_t)n < cap ? (size_t)n : cap, sizeof *out, cmp_i64);
+  return n;
 }
 
 /* ---- publication (loader thread) ---- */

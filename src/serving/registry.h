@@ -127,6 +127,10 @@ const char *hs_outcome_name(hs_outcome o);
 void hs_model_request_begin(hs_model *m);
 void hs_model_request_end(hs_model *m, hs_version *v, hs_outcome outcome, uint64_t total_ns,
                           uint64_t queue_ns, uint64_t compute_ns, uint32_t batch_size);
+/* Adds a successful run's input binding and output copy times to v's statistics (relaxed atomics). */
+void hs_version_count_phases(hs_version *v, uint64_t input_ns, uint64_t output_ns);
+/* The counters of m's version number `version` (-1: requests that got no version), or NULL. */
+const struct hs_version_counter *hs_model_version_counter(const hs_model *m, int64_t version);
 
 /* ---- status and metrics (read by the HTTP layer) ---- */
 
@@ -162,10 +166,29 @@ typedef struct hs_model_status {
 /* Copies m's status. */
 void hs_model_status_get(hs_model *m, hs_model_status *out);
 
+/* Copies the configuration m's last successful scan used (config.json over the defaults; the
+ * defaults before any scan). */
+void hs_model_config_get(hs_model *m, hs_model_config *out);
+
+/* True while m is explicitly unloaded (POST .../unload until the next load; not kept across a
+ * restart). */
+bool hs_model_is_unloaded(const hs_model *m);
+
+/* The version numbers present on disk under ROOT/<m>/ (numeric folder names, whatever their state
+ * and whether or not the policy selects them), ascending; up to cap of them (out may be NULL when
+ * cap is 0). Returns how many there are (may exceed cap), or a negative hs_status when the folder
+ * cannot be listed. */
+long hs_model_versions_on_disk(hs_model *m, int64_t *out, size_t cap);
+
 /* Per-model counters and histograms, for exposition. Pointers stay valid for the registry's life. */
 typedef struct hs_version_counter {
   int64_t version;                /* -1: requests that never got a version */
   atomic_uint_least64_t outcome[3];
+  /* Triton's statistics extension (GET /v2/models/{m}/stats): durations summed in ns. Success and
+   * queue/compute counts are outcome[SUCCESS]; failures are outcome[CLIENT_ERROR] + [SERVER_ERROR]. */
+  atomic_uint_least64_t success_ns, fail_ns, queue_ns;
+  atomic_uint_least64_t compute_input_ns, compute_infer_ns, compute_output_ns;
+  atomic_uint_least64_t last_inference_ms; /* wall clock (ms since the epoch) of the last request; 0: none */
   struct hs_version_counter *next; /* published with release order; read with acquire */
 } hs_version_counter;
 

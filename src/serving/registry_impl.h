@@ -75,6 +75,7 @@ struct hs_model {
   int64_t recheck_version;     /* a load-time mismatch left this version's status entry LOADING ... */
   uint64_t recheck_generation; /* ... under this generation (0: none), for the verdict to replace */
   char config_error_seen[256];
+  hs_model_config config;   /* the last accepted config.json (guarded by status_mu) */
   bool seen_in_scan;        /* loader only: during a scan */
   atomic_bool in_repo;      /* the last scan found the model's folder (read by load requests) */
   /* readiness (hs_registry_ready) */

@@ -207,6 +207,48 @@ static int is_json_number(const char *s, int n) {
 /* Every float32 written by the encoder reads back as itself, through strtof and through strtod
  * then a float cast (what clients do), and is a valid JSON number; checked on 4.3 million bit
  * patterns spread over the whole range, plus the edges. */
+/* Parameters hotserve does not implement are refused by name, wherever they appear. */
+static void unsupported_parameters_are_refused(void **state) {
+  (void)state;
+  hs_infer_request req;
+  hs_error err;
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}],"
+                          "\"outputs\":[{\"name\":\"y\",\"parameters\":{\"classification\":2}}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "\"classification\" of output y"));
+  hs_infer_request_free(&req);
+  assert_int_equal(decode("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],"
+                          "\"parameters\":{\"shared_memory_region\":\"r\",\"shared_memory_byte_size\":4}}]}", &req, &err),
+                   HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "\"shared_memory_region\" of input x"));
+  hs_infer_request_free(&req);
+  assert_int_equal(decode("{\"parameters\":{\"sequence_id\":7},\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\","
+                          "\"shape\":[1],\"data\":[1]}]}", &req, &err), HS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.message, "\"sequence_id\" of the request"));
+  hs_infer_request_free(&req);
+  /* the implemented ones still decode */
+  assert_int_equal(decode("{\"parameters\":{\"binary_data_output\":false},\"inputs\":[{\"name\":\"x\",\"datatype\":"
+                          "\"FP32\",\"shape\":[1],\"data\":[1]}],\"outputs\":[{\"name\":\"y\",\"parameters\":"
+                          "{\"binary_data\":false}}]}", &req, &err), HS_OK);
+  hs_infer_request_free(&req);
+}
+
+/* A body that ends early names its end as the error's offset (not byte 0 or 1). */
+static void truncated_body_offset(void **state) {
+  (void)state;
+  hs_infer_request req;
+  hs_error err;
+  const char *body = "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\"";
+  char want[64];
+  snprintf(want, sizeof want, "near byte %zu:", strlen(body));
+  assert_int_equal(decode(body, &req, &err), HS_PARSE);
+  assert_non_null(strstr(err.message, want));
+  hs_infer_request_free(&req);
+  assert_int_equal(decode("{\"inputs\":[}", &req, &err), HS_PARSE); /* an error inside keeps its own offset: */
+  assert_non_null(strstr(err.message, "near byte 12:")); /* yajl counts the offending '}' (at 11) as read */
+  hs_infer_request_free(&req);
+}
+
 static void float32_text_round_trips(void **state) {
   (void)state;
   const float edges[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.1f, 1e-45f, 1.17549435e-38f, 3.40282347e38f, 1e9f, 999999999.0f,
@@ -247,6 +289,8 @@ int main(void) {
       cmocka_unit_test(json_response_values),
       cmocka_unit_test(float32_text_round_trips),
       cmocka_unit_test(json_key_order_and_values),
+      cmocka_unit_test(unsupported_parameters_are_refused),
+      cmocka_unit_test(truncated_body_offset),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -128,6 +128,18 @@ def test(tmp, args):
     for name in ("bat", "ref", "gat"):
         hsys.wait_serving(ctl, name, 1)
 
+    # --- the model config endpoint says what batching does (Triton's meaning: dims without the batch) --
+    cfg = ctl.get_json("/v2/models/bat/config")
+    check(cfg.get("max_batch_size") == 8 and
+          cfg.get("dynamic_batching") == {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 100000},
+          "bat's config: %r" % cfg)
+    check([(t["name"], t["dims"]) for t in cfg["input"]] == [("x", [-1])] and
+          [(t["name"], t["dims"]) for t in cfg["output"]] == [("y", [-1]), ("s", [1])],
+          "bat's config dims should leave out the batch dimension: %r" % cfg)
+    cfg = ctl.get_json("/v2/models/ref/config")
+    check(cfg.get("max_batch_size") == 0 and "dynamic_batching" not in cfg and cfg["input"][0]["dims"] == [-1, -1],
+          "ref's config (no batching): %r" % cfg)
+
     # --- refused configs ------------------------------------------------------------------------
     fixed = hsys.wait_for(lambda: [e for e in hsys.status_entries(ctl, "fixed") if e.get("state") == "failed"],
                           "model fixed's version to be refused")
