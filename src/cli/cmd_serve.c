@@ -32,14 +32,15 @@ typedef struct serve_cfg {
   hs_log_level log_level;
   bool log_level_set;
   long long grpc_port; /* -1: no gRPC */
-  unsigned long long min_rate, per_ip, port, grpc_workers, threads, instances, max_body, max_conn, mem_limit;
+  unsigned long long min_rate, per_ip, port, grpc_workers, threads, instances, max_body, max_conn, mem_limit,
+      req_mem;
 } serve_cfg;
 
 enum {
   OPT_REPO = 256, OPT_HOST, OPT_HTTP_PORT, OPT_GRPC_PORT, OPT_GRPC_WORKERS, OPT_POLL, OPT_SETTLE, OPT_REQUIRE_SIG,
   OPT_TRUSTED_KEY, OPT_THREADS, OPT_INSTANCES, OPT_LOADER_PRIO, OPT_MAX_BODY, OPT_MAX_CONN, OPT_IDLE,
   OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
-  OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN,
+  OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN, OPT_MAX_REQ_MEM,
 };
 
 /* The option table: one row per option (long name, value name or NULL for a switch, id, environment
@@ -86,6 +87,8 @@ static const serve_opt k_opts[] = {
     {"max-client-connections", "N", OPT_MAX_CLIENT_CONN, "HOTSERVE_MAX_CLIENT_CONNECTIONS",
      "connections one client address may hold (default: half of\n--max-connections); /v2/health/* and /metrics have 8 more slots"},
     {"memory-limit", "BYTES", OPT_MEM_LIMIT, "HOTSERVE_MEMORY_LIMIT", "refuse loads beyond this (default: cgroup limit or RAM)"},
+    {"max-request-memory", "BYTES", OPT_MAX_REQ_MEM, "HOTSERVE_MAX_REQUEST_MEMORY",
+     "refuse (413) a request whose input shapes need more scratch memory\nthan this, before allocating it (default: a quarter of the memory\nlimit)"},
     {"trim-delay", "S", OPT_TRIM, "HOTSERVE_TRIM_DELAY",
      "hand memory freed by retired versions back to the system once no\nversion has been freed for S seconds (default 5; 0: at once); until\nthen the next versions reuse it"},
     {"strict-readiness", NULL, OPT_STRICT_READY, "HOTSERVE_STRICT_READINESS",
@@ -222,6 +225,7 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
     case OPT_MAX_BODY: bad = parse_ull(v, 1ull << 34, &c->max_body) != 0 || c->max_body == 0; break;
     case OPT_MAX_CONN: bad = parse_ull(v, 100000, &c->max_conn) != 0 || c->max_conn == 0; break;
     case OPT_MEM_LIMIT: bad = parse_ull(v, ~0ull, &c->mem_limit) != 0; break;
+    case OPT_MAX_REQ_MEM: bad = parse_ull(v, ~0ull, &c->req_mem) != 0 || c->req_mem == 0; break;
     case OPT_TRACE: bad = !*v, c->trace = v; break;
     case OPT_LOG_LEVEL:
       c->log_level_set = true;
@@ -321,7 +325,8 @@ int hs_cmd_serve(int argc, char **argv) {
                             .settle_ms = (int)(c.settle_s * 1000 + 0.5), .require_signature = c.require_sig,
                             .key_paths = c.keys, .n_keys = c.n_keys, .threads = (int)c.threads,
                             .instances = (int)c.instances, .loader_priority = c.loader_prio,
-                            .memory_limit = (size_t)c.mem_limit, .trace_path = c.trace,
+                            .memory_limit = (size_t)c.mem_limit, .max_request_memory = (size_t)c.req_mem,
+                            .trace_path = c.trace,
                             .trim_delay_ms = (int)(c.trim_s * 1000 + 0.5), .watch = true,
                             .watch_inotify = !c.no_inotify, .background_start = true,
                             .strict_readiness = c.strict_ready};

@@ -502,6 +502,7 @@ static grpc_status_code infer_grpc_status(int rc) {
     case HS_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
     case HS_INVALID_ARGUMENT: return GRPC_STATUS_INVALID_ARGUMENT;
     case HS_NO_MEMORY: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case HS_LIMIT: return GRPC_STATUS_RESOURCE_EXHAUSTED; /* too large, or over --max-request-memory */
     default: return GRPC_STATUS_INTERNAL;
   }
 }

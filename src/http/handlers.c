@@ -252,6 +252,7 @@ static int infer_http_status(int rc) {
     case HS_NOT_FOUND: return 404;
     case HS_UNAVAILABLE: return 503;
     case HS_INVALID_ARGUMENT: return 400;
+    case HS_LIMIT: return 413; /* the request's shapes are too large or over --max-request-memory */
     default: return 500;
   }
 }

@@ -144,7 +144,9 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
     /* the outputs live in the session's arena: copy them before the session goes back */
     if (rc == HS_OK) rc = copy_out(v, outs, pick, n_pick, out, err);
     hs_version_give(v, s);
-    if (rc != HS_OK && rc != HS_INVALID_ARGUMENT) {
+    /* HS_INVALID_ARGUMENT (shapes the request's values make invalid) and HS_LIMIT (shapes too large,
+     * or over the per-request memory budget) are the client's (issue 16, classes 3 and 12) */
+    if (rc != HS_OK && rc != HS_INVALID_ARGUMENT && rc != HS_LIMIT) {
       hs_error_prefix(err, "model %s version %" PRId64 " failed", hs_model_name(m), hs_version_number(v));
       if (rc != HS_NO_MEMORY) err->code = rc = HS_INTERNAL; /* HS_NOT_FOUND etc. mean "no version" here */
     }
@@ -157,7 +159,7 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
 
 static hs_outcome outcome_of(int rc) {
   if (rc == HS_OK) return HS_OUTCOME_SUCCESS;
-  if (rc == HS_NOT_FOUND || rc == HS_INVALID_ARGUMENT) return HS_OUTCOME_CLIENT_ERROR;
+  if (rc == HS_NOT_FOUND || rc == HS_INVALID_ARGUMENT || rc == HS_LIMIT) return HS_OUTCOME_CLIENT_ERROR;
   return HS_OUTCOME_SERVER_ERROR; /* HS_UNAVAILABLE (nothing serving) included */
 }
 

@@ -154,7 +154,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
 
   v->backend = pick_backend(cfg, &err);
   if (!v->backend) goto fail;
-  hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads};
+  hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads,
+                           .max_run_bytes = r->max_request_memory};
   if (v->backend->load(rv->model_path, &bo, &v->bm, &err) != HS_OK) {
     v->bm = NULL;
     goto fail;
@@ -224,6 +225,34 @@ static bool list_has_version(hs_version *const *list, size_t n, int64_t version)
   return false;
 }
 
+/* Adds fallback versions (rm->fallbacks, newest first) to next[0..n) until it holds the policy's N
+ * versions: one already served is kept, one that failed before is skipped, another is loaded (and
+ * also put in fresh). Returns the new count. */
+static size_t add_fallbacks(hs_registry *r, hs_model *m, const hs_repo_model *rm, double verify_ms,
+                            hs_version **next, size_t n, size_t cap, hs_version **fresh, size_t *n_fresh) {
+  if (rm->config.policy != HS_POLICY_LATEST) return n;
+  hs_view *old = atomic_load(&m->view);
+  for (size_t i = 0; i < rm->n_fallbacks && n < (size_t)rm->config.latest_n && n < cap; i++) {
+    const hs_repo_version *rv = &rm->fallbacks[i];
+    if (list_has_version(next, n, rv->version) || failed_before(m, rv->version, rv->fingerprint)) continue;
+    hs_version *same = NULL;
+    for (size_t k = 0; k < old->n; k++)
+      if (old->v[k]->version == rv->version && strcmp(old->v[k]->fingerprint, rv->fingerprint) == 0)
+        same = old->v[k];
+    if (same) {
+      next[n++] = same;
+      continue;
+    }
+    hs_version *v = load_version(r, m, rm, rv, verify_ms);
+    if (!v) continue;
+    HS_LOGW("model %s: serving older version %" PRId64 " because a newer one its policy selects does not load",
+            m->name, v->version);
+    next[n++] = v;
+    fresh[(*n_fresh)++] = v;
+  }
+  return n;
+}
+
 static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, double verify_ms,
                           bool *pending) {
   bool any_ready = false;
@@ -244,7 +273,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
   }
   m->config_error_seen[0] = '\0';
 
-  size_t cap = rm->n_versions + old->n;
+  size_t cap = rm->n_versions + rm->n_fallbacks + old->n;
   hs_version **next = calloc(cap ? cap : 1, sizeof *next);
   hs_version **fresh = calloc(cap ? cap : 1, sizeof *fresh); /* loader references to drop */
   if (!next || !fresh) {
@@ -293,6 +322,9 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
   if (!all_ok)
     for (size_t k = 0; k < old->n; k++)
       if (!list_has_version(next, n, old->v[k]->version)) next[n++] = old->v[k];
+  /* Still fewer than the policy's N (a start-up, or nothing served before): the newest older
+   * versions that load take the place of the ones that failed, the same "what worked stays" rule. */
+  if (!all_ok) n = add_fallbacks(r, m, rm, verify_ms, next, n, cap, fresh, &n_fresh);
 
   bool changed = n != old->n;
   for (size_t k = 0; !changed && k < n; k++) {

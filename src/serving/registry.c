@@ -525,6 +525,8 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
   if (r->opts.threads <= 0) r->opts.threads = 1;
   if (r->opts.instances <= 0) r->opts.instances = 2;
   r->memory_limit = opts->memory_limit ? opts->memory_limit : hs_process_memory_limit();
+  r->max_request_memory = opts->max_request_memory ? opts->max_request_memory
+                          : r->memory_limit == SIZE_MAX ? 0 : r->memory_limit / 4;
   r->root = strdup(opts->root);
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->cv, NULL);

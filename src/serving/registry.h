@@ -41,6 +41,8 @@ typedef struct hs_registry_options {
   int threads;                  /* compute threads per run when config.json says 0; default 1 */
   int instances;                /* sessions per version when config.json says 0; default 2 */
   size_t memory_limit;          /* bytes; 0 = the process limit (cgroup or RAM) */
+  size_t max_request_memory;    /* scratch one run may plan (hs_backend_options.max_run_bytes);
+                                   0 = a quarter of the memory limit */
   bool watch;                   /* start the repository watcher (tests may rely on explicit rescans) */
   hs_loader_priority loader_priority; /* CPU priority of loads and warm-ups; default HS_LOADER_LOW */
   const char *trace_path;       /* event log of requests and reload stages (trace.h); NULL: none */

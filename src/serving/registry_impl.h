@@ -91,6 +91,7 @@ struct hs_registry {
   hs_repo *repo;
   hs_watcher *watcher;
   size_t memory_limit;
+  size_t max_request_memory; /* per-run scratch budget handed to backends (registry_options) */
   _Atomic(hs_model_array *) models;
   /* grace periods: see registry.c DESIGN */
   atomic_uint epoch;
