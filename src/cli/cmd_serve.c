@@ -11,6 +11,7 @@
 
 #include "base/clock.h"
 #include "backends/plugins.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "cli/cli.h"
 #include "grpc/frontend.h"
@@ -21,7 +22,8 @@
 
 /* Every serve setting, filled first from the defaults, then from the environment, then from flags. */
 typedef struct serve_cfg {
-  const char *repo, *host, *trace, *backend_dir;
+  const char *repo, *host, *trace, *backend_dir, *control_token_file;
+  bool control_none;
   const char *keys[MAX_KEYS];
   size_t n_keys;
   bool keys_from_env; /* the first --trusted-key flag replaces keys the environment gave */
@@ -41,6 +43,7 @@ enum {
   OPT_TRUSTED_KEY, OPT_THREADS, OPT_INSTANCES, OPT_LOADER_PRIO, OPT_MAX_BODY, OPT_MAX_CONN, OPT_IDLE,
   OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
   OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN, OPT_MAX_REQ_MEM,
+  OPT_CONTROL_MODE, OPT_CONTROL_TOKEN,
 };
 
 /* The option table: one row per option (long name, value name or NULL for a switch, id, environment
@@ -86,6 +89,10 @@ static const serve_opt k_opts[] = {
      "slowest accepted body upload, bytes per second (default 65536)"},
     {"max-client-connections", "N", OPT_MAX_CLIENT_CONN, "HOTSERVE_MAX_CLIENT_CONNECTIONS",
      "connections one client address may hold (default: half of\n--max-connections); /v2/health/* and /metrics have 8 more slots"},
+    {"model-control-mode", "MODE", OPT_CONTROL_MODE, "HOTSERVE_MODEL_CONTROL_MODE",
+     "poll (default): the repository API (index, load, unload) is on;\nnone: it answers 403. Either way the repository is followed\n(docs/SECURITY.md)"},
+    {"control-token-file", "FILE", OPT_CONTROL_TOKEN, "HOTSERVE_CONTROL_TOKEN_FILE",
+     "the repository API needs \"Authorization: Bearer TOKEN\", TOKEN being\nthis file's content (trailing newline ignored); 401/403 otherwise"},
     {"memory-limit", "BYTES", OPT_MEM_LIMIT, "HOTSERVE_MEMORY_LIMIT", "refuse loads beyond this (default: cgroup limit or RAM)"},
     {"max-request-memory", "BYTES", OPT_MAX_REQ_MEM, "HOTSERVE_MAX_REQUEST_MEMORY",
      "refuse (413) a request whose input shapes need more scratch memory\nthan this, before allocating it (default: a quarter of the memory\nlimit)"},
@@ -225,6 +232,12 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
     case OPT_MAX_BODY: bad = parse_ull(v, 1ull << 34, &c->max_body) != 0 || c->max_body == 0; break;
     case OPT_MAX_CONN: bad = parse_ull(v, 100000, &c->max_conn) != 0 || c->max_conn == 0; break;
     case OPT_MEM_LIMIT: bad = parse_ull(v, ~0ull, &c->mem_limit) != 0; break;
+    case OPT_CONTROL_MODE:
+      if (!strcmp(v, "poll")) c->control_none = false;
+      else if (!strcmp(v, "none")) c->control_none = true;
+      else bad = true;
+      break;
+    case OPT_CONTROL_TOKEN: bad = !*v, c->control_token_file = v; break;
     case OPT_MAX_REQ_MEM: bad = parse_ull(v, ~0ull, &c->req_mem) != 0 || c->req_mem == 0; break;
     case OPT_TRACE: bad = !*v, c->trace = v; break;
     case OPT_LOG_LEVEL:
@@ -292,6 +305,24 @@ static void lame_duck(hs_registry *reg, const sigset_t *set, const char *why, do
   }
 }
 
+/* Reads the repository control token from path into *out (the caller frees it): the file's bytes
+ * without trailing whitespace; refuses an empty token and one with bytes outside printable ASCII. */
+static int read_control_token(const char *path, char **out, hs_error *err) {
+  size_t len = 0;
+  int rc = hs_file_read(path, 4096, out, &len, err);
+  if (rc != HS_OK) return hs_error_prefix(err, "--control-token-file %s", path);
+  while (len && ((*out)[len - 1] == '\n' || (*out)[len - 1] == '\r' || (*out)[len - 1] == ' ')) (*out)[--len] = 0;
+  bool printable = len > 0;
+  for (size_t i = 0; i < len; i++) printable &= (*out)[i] > ' ' && (*out)[i] < 127;
+  if (!printable) {
+    free(*out);
+    *out = NULL;
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "--control-token-file %s: the token must be one word of printable "
+                        "ASCII", path);
+  }
+  return HS_OK;
+}
+
 int hs_cmd_serve(int argc, char **argv) {
   serve_cfg c = {.host = "127.0.0.1", .request_s = 30, .min_rate = 64 << 10, .poll_s = 2, .settle_s = 2, .idle_s = 120, .trim_s = 5,
                  .loader_prio = HS_LOADER_LOW, .grpc_port = -1, .port = 8000, .grpc_workers = 16, .threads = 1,
@@ -308,6 +339,11 @@ int hs_cmd_serve(int argc, char **argv) {
   hs_error err;
   hs_error_clear(&err);
   if (hs_backend_set_plugin_dir(c.backend_dir, c.repo, &err) != HS_OK) {
+    fprintf(stderr, "hotserve serve: %s\n", err.message);
+    return 2;
+  }
+  char *control_token = NULL; /* borrowed by the HTTP server until it stops */
+  if (c.control_token_file && read_control_token(c.control_token_file, &control_token, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
     return 2;
   }
@@ -333,16 +369,19 @@ int hs_cmd_serve(int argc, char **argv) {
   hs_registry *reg = NULL;
   if (hs_registry_create(&ro, &reg, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
+    free(control_token);
     return 1;
   }
   hs_http_options ho = {.host = c.host, .port = (int)c.port, .max_body_bytes = (size_t)c.max_body,
                         .max_connections = (unsigned)c.max_conn, .idle_timeout_s = (unsigned)c.idle_s,
                         .request_timeout_s = c.request_s, .min_body_rate = (size_t)c.min_rate,
-                        .per_ip_connections = (unsigned)c.per_ip};
+                        .per_ip_connections = (unsigned)c.per_ip, .control_disabled = c.control_none,
+                        .control_token = control_token};
   hs_http_server *http = NULL;
   if (hs_http_start(&ho, reg, &http, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
     hs_registry_destroy(reg);
+    free(control_token);
     return 1;
   }
   bool v6 = strchr(c.host, ':') != NULL;
@@ -355,7 +394,8 @@ int hs_cmd_serve(int argc, char **argv) {
       fprintf(stderr, "hotserve serve: %s\n", err.message);
       hs_http_stop(http, 0);
       hs_registry_destroy(reg);
-      return 1;
+      free(control_token);
+    return 1;
     }
     fprintf(stderr, "hotserve: listening on grpc://%s%s%s:%d\n", v6 ? "[" : "", c.host, v6 ? "]" : "",
             hs_grpc_port(grpc));
@@ -380,5 +420,6 @@ int hs_cmd_serve(int argc, char **argv) {
   hs_http_stop(http, 30000);
   hs_registry_destroy(reg);
   HS_LOGI("stopped");
+  free(control_token);
   return 0;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -176,7 +177,9 @@ static void handle_index(const hs_handler_env *env, hs_reply *reply) {
   bool first = true;
   size_t n = hs_registry_num_models(env->reg);
   for (size_t i = 0; i < n; i++) {
-    hs_model_status_get(hs_registry_model_at(env->reg, i), st);
+    hs_model *m = hs_registry_model_at(env->reg, i);
+    if (!m) break; /* forgotten since n was read (registry.c) */
+    hs_model_status_get(m, st);
     /* one entry per version: its newest history entry */
     for (size_t k = st->n; k-- > 0;) {
       const hs_version_status *v = &st->history[k];
@@ -313,6 +316,40 @@ static void handle_infer(const hs_handler_env *env, hs_model *m, int64_t version
 
 /* ---- routing ---- */
 
+/* ---- repository control access (issue 16, class 11) ---- */
+
+/* Compares a and b in time that depends on their lengths only, not on where they differ. */
+static bool same_secret(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  unsigned char diff = la != lb;
+  for (size_t i = 0; i < la && i < lb; i++) diff |= (unsigned char)(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+/* Whether the request may use the repository control API (index, load, unload); when not, fills
+ * reply: 403 when the API is off (--model-control-mode none) or the token is wrong, 401 when a
+ * token is required (--control-token-file) and none was sent. */
+static bool control_allowed(const hs_handler_env *env, const hs_request *req, hs_reply *reply) {
+  if (env->control_disabled) {
+    hs_reply_error(reply, 403, "the repository control API is disabled (--model-control-mode none)");
+    return false;
+  }
+  if (!env->control_token) return true;
+  const char *auth = req->authorization;
+  if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+    reply->www_authenticate = "Bearer realm=\"hotserve repository control\"";
+    hs_reply_error(reply, 401, "the repository control API needs an Authorization: Bearer token");
+    return false;
+  }
+  const char *token = auth + 7;
+  while (*token == ' ') token++;
+  if (!same_secret(token, env->control_token)) {
+    hs_reply_error(reply, 403, "the bearer token is not the repository control token");
+    return false;
+  }
+  return true;
+}
+
 static size_t split_path(char *path, char **seg, size_t cap) {
   size_t n = 0;
   char *save = NULL;
@@ -363,6 +400,7 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
     return;
   }
   if (is(seg[1], "repository")) {
+    if (!control_allowed(env, req, reply)) return;
     if (n == 3 && is(seg[2], "index")) {
       if (!post) goto bad_method;
       handle_index(env, reply);

@@ -127,6 +127,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     goto fail;
   }
   atomic_init(&v->refs, 1);
+  atomic_fetch_add(&m->versions_alive, 1); /* hs__version_free takes it back */
   v->reg = r;
   v->model = m;
   v->version = rv->version;
@@ -392,8 +393,11 @@ static bool scan_once(hs_registry *r) {
     m->seen_in_scan = true;
     process_model(r, m, rm, verify_ms, &pending);
   }
-  /* models whose folder disappeared stop serving */
+  /* models whose folder disappeared stop serving; once their versions are freed they are forgotten
+   * (no longer listed, in /metrics or in memory), so names that come and go do not pile up */
   a = atomic_load(&r->models);
+  hs_model **gone = calloc(a && a->n ? a->n : 1, sizeof *gone);
+  size_t n_gone = 0;
   for (size_t i = 0; a && i < a->n; i++) {
     hs_model *m = a->m[i];
     atomic_store(&m->in_repo, m->seen_in_scan);
@@ -403,7 +407,12 @@ static bool scan_once(hs_registry *r) {
       HS_LOGI("model %s left the repository; unloading it", m->name);
       hs__registry_publish(m, NULL, 0);
     }
+    if (gone) gone[n_gone++] = m;
   }
+  for (size_t i = 0; i < n_gone; i++) /* the array changes with each: walk the copy */
+    if (hs__registry_forget_model(r, gone[i])) HS_LOGD("model %s forgotten", gone[i]->name);
+  free(gone);
+  hs__registry_reap_forgotten(r);
   hs_repo_snapshot_free(snap);
   /* readiness: a scan of the repository has succeeded and its loads are done (set before the
    * waiters of this scan are told, so they see it) */

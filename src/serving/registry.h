@@ -89,10 +89,14 @@ int hs_registry_unload_model(hs_registry *r, const char *name, hs_error *err);
 
 /* ---- the request path ---- */
 
-/* The model called name, or NULL. The pointer stays valid until hs_registry_destroy. */
+/* The model called name, or NULL. A model whose folder left the repository is forgotten once its
+ * versions are freed: lookups stop finding it, and the pointer stays valid for at least a minute
+ * after that (HS_FORGET_DELAY_MS) and while a request on it is in flight (hs_model_request_begin);
+ * use it for one request or one reply, do not keep it. */
 hs_model *hs_registry_find(hs_registry *r, const char *name);
 size_t hs_registry_num_models(hs_registry *r);
-hs_model *hs_registry_model_at(hs_registry *r, size_t i); /* NULL past the end */
+/* NULL past the end; models may be forgotten between calls, so loops stop at the first NULL. */
+hs_model *hs_registry_model_at(hs_registry *r, size_t i);
 const char *hs_model_name(const hs_model *m);
 
 /* Acquires a reference to version `version` of m (or the highest serving one when version < 0).
