@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/clock.h"
 #include "backends/plugins.h"
@@ -19,6 +20,9 @@
 #include "serving/registry.h"
 
 #define MAX_KEYS 16
+/* On SIGTERM, how long the server waits (after draining requests) for a load in progress to reach
+ * a point where it can stop, before it exits without it. */
+#define HS_LOADER_STOP_MS 10000
 
 /* Every serve setting, filled first from the defaults, then from the environment, then from flags. */
 typedef struct serve_cfg {
@@ -416,8 +420,17 @@ int hs_cmd_serve(int argc, char **argv) {
     HS_LOGI("%s: draining requests in flight, then exiting", name);
     break;
   }
+  /* the loader stops first (it may be in the middle of a long load), while requests drain */
+  bool loader_stopped = hs_registry_stop(reg, 0);
   hs_grpc_stop(grpc, 30000);
   hs_http_stop(http, 30000);
+  if (!loader_stopped && !hs_registry_stop(reg, HS_LOADER_STOP_MS)) {
+    /* a backend load or a warm-up run cannot be interrupted: do not wait for it */
+    HS_LOGW("a model load is still running %d s after the shutdown began; exiting without waiting for it",
+            HS_LOADER_STOP_MS / 1000);
+    fflush(stderr);
+    _exit(0);
+  }
   hs_registry_destroy(reg);
   HS_LOGI("stopped");
   free(control_token);

@@ -72,6 +72,25 @@ static bool over_memory_limit(const hs_registry *r, size_t estimate, size_t rss)
   return r->memory_limit != SIZE_MAX && (estimate > r->memory_limit || rss > r->memory_limit - estimate);
 }
 
+/* The second admission, after the backend has loaded the model (its weights are resident now) and
+ * before any session exists: the sessions' planned memory must fit beside what is resident. A
+ * session holds about what the model reports beyond its weights (memory_bytes minus the file bytes:
+ * the scratch arena of the load-time shapes), so a tiny file with huge static shapes is refused
+ * here, before gigabytes are allocated (issue 16, class 4). */
+static int admit_sessions(hs_registry *r, const hs_version *v, size_t file_bytes, size_t instances,
+                          hs_error *err) {
+  size_t per_session = v->memory_bytes > file_bytes ? v->memory_bytes - file_bytes : 0;
+  size_t need = per_session > SIZE_MAX / instances ? SIZE_MAX : per_session * instances;
+  size_t rss = hs_process_rss_bytes();
+  if (over_memory_limit(r, need, rss)) {
+    malloc_trim(0); /* as in the first admission: pages retired versions freed go back first */
+    rss = hs_process_rss_bytes();
+  }
+  if (!over_memory_limit(r, need, rss)) return HS_OK;
+  return hs_error_set(err, HS_NO_MEMORY, "its %zu sessions plan %zu bytes (%zu each) beside %zu resident, over the "
+                      "memory limit of %zu bytes", instances, need, per_session, rss, r->memory_limit);
+}
+
 /* ---- one load ---- */
 
 static const hs_backend *pick_backend(const hs_model_config *cfg, hs_error *err) {
@@ -161,6 +180,11 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     v->bm = NULL;
     goto fail;
   }
+  if (atomic_load(&r->stopping)) { /* shutting down: do not go on with a load nobody will serve */
+    code = "shutting_down";
+    hs_error_set(&err, HS_UNAVAILABLE, "the server is shutting down");
+    goto fail;
+  }
   v->memory_bytes = v->backend->memory_bytes ? v->backend->memory_bytes(v->bm) : estimate;
   v->counted_live = true;
   atomic_fetch_add(&r->metrics.versions_live, 1);
@@ -170,6 +194,10 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   size_t instances = (size_t)(cfg->instances > 0 ? cfg->instances : r->opts.instances);
   if (instances == 0) instances = 1;
   if (instances > 64) instances = 64;
+  if (admit_sessions(r, v, estimate, instances, &err) != HS_OK) {
+    code = "no_memory";
+    goto fail;
+  }
   v->sessions = calloc(instances, sizeof *v->sessions);
   v->free_list = calloc(instances, sizeof *v->free_list);
   if (!v->sessions || !v->free_list) {
@@ -183,6 +211,11 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     }
     v->n_sessions++;
     v->free_list[v->n_free++] = v->sessions[i];
+  }
+  if (atomic_load(&r->stopping)) {
+    code = "shutting_down";
+    hs_error_set(&err, HS_UNAVAILABLE, "the server is shutting down");
+    goto fail;
   }
   load_ms = ms_since(t0);
   uint64_t tw = hs_now_ns();
@@ -307,6 +340,10 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
     if (rv->state == HS_VERSION_INVALID) {
       record_failure(m, rv->version, rv->fingerprint, m->next_generation++,
                      rv->reason_code[0] ? rv->reason_code : "bad_manifest", rv->reason, verify_ms, 0, 0);
+      all_ok = false;
+      continue;
+    }
+    if (atomic_load(&r->stopping)) { /* shutting down: no new loads */
       all_ok = false;
       continue;
     }

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "base/log.h"
 
@@ -609,10 +610,30 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
   return HS_OK;
 }
 
+bool hs_registry_stop(hs_registry *r, int timeout_ms) {
+  if (r->watcher) hs_watcher_stop(r->watcher);
+  r->watcher = NULL;
+  if (!r->loader_started) return true;
+  atomic_store(&r->stopping, true);
+  pthread_mutex_lock(&r->mu);
+  r->stop = true;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts); /* pthread_timedjoin_np's clock */
+  uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000ull;
+  ts.tv_sec += (time_t)(ns / 1000000000ull);
+  ts.tv_nsec = (long)(ns % 1000000000ull);
+  if (pthread_timedjoin_np(r->loader, NULL, &ts) != 0) return false;
+  r->loader_started = false;
+  return true;
+}
+
 void hs_registry_destroy(hs_registry *r) {
   if (!r) return;
   if (r->watcher) hs_watcher_stop(r->watcher);
   if (r->loader_started) {
+    atomic_store(&r->stopping, true);
     pthread_mutex_lock(&r->mu);
     r->stop = true;
     pthread_cond_broadcast(&r->cv);

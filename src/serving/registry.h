@@ -59,6 +59,12 @@ typedef struct hs_registry_options {
  * and the watcher. On success *out is a registry the caller frees with hs_registry_destroy. */
 int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_error *err);
 
+/* Stops the watcher and asks the loader to stop (it gives up the version it is loading at the next
+ * stage: after the backend load, after the sessions), then waits at most timeout_ms for it. Returns
+ * true when the loader has stopped; false when it is still inside one stage (a long load or
+ * warm-up): then the caller may exit the process without hs_registry_destroy (which would wait). */
+bool hs_registry_stop(hs_registry *r, int timeout_ms);
+
 /* Stops the watcher and loader, then frees every model and version. No request may be running. */
 void hs_registry_destroy(hs_registry *r);
 

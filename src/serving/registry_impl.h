@@ -124,6 +124,7 @@ struct hs_registry {
   uint64_t trim_due_ns; /* when to hand freed pages back (hs_now_ns); 0: nothing waits (loader.c) */
   atomic_bool startup_done;  /* a scan has succeeded and its loads are done (readiness) */
   atomic_bool shutting_down; /* lame-duck period: not ready, still serving */
+  atomic_bool stopping;      /* hs_registry_stop: the loader gives up a load between its stages */
   hs_model *forgotten;       /* loader only: models no lookup finds, waiting to be freed */
   size_t n_forgotten;
 };

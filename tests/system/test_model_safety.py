@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_model_safety.py - issue 16 classes 3, 6, 12, 13 and 15 through a real server.
+"""test_model_safety.py - issue 16 classes 3, 4, 6, 12, 13 and 15 through a real server.
 
 6:  a restart with a broken newest version serves the newest older version that loads, and is ready.
 13: a golden check whose expected outputs hold exact +-Inf and NaN passes a correct model; one that
@@ -10,6 +10,11 @@
     shapes too large to plan answer 413, never 500.
 3:  a request whose plan needs more scratch than --max-request-memory answers 413 saying why; the
     same shapes within the budget run; after an outlier the session's arena shrinks back.
+4:  a 300-byte model whose static shapes need 1 GiB per session is refused with no_memory under
+    --memory-limit 768 MiB before anything is allocated, at start-up and again after a restart;
+    the server listens, is ready and serves the other model. (--memory-limit stands in for a memory
+    cgroup: it is what admission compares with, the cgroup limit being only its default.)
+Shutdown: SIGTERM during a load of many minutes exits 0 after a bounded wait.
 """
 import os
 
@@ -49,6 +54,19 @@ def shape_model(path):
     os.makedirs(os.path.join(vdir, "warmup"), exist_ok=True)
     np.save(os.path.join(vdir, "warmup", "s.npy"), np.array([2, 3], dtype=np.int64))
     hsys.write_file(os.path.join(vdir, "..", "config.json"), b'{"warmup": {"runs": 1, "inputs": "files"}}')
+
+
+def huge_static_model(path, side):
+    """A model of a few hundred bytes whose static shapes need a side x side float intermediate:
+    y = x + ReduceSum(ConstantOfShape([side, side]))."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [side, side])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"], value=one),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    save_model(path, helper.make_graph(nodes, "huge", [x], [y], [shape]))
 
 
 def infer_s(c, dims):
@@ -164,12 +182,63 @@ def test_request_shapes(tmp):
     srv.stop()
 
 
+def test_planned_admission(tmp):
+    """Class 4: the sessions' planned memory is admitted before it is allocated."""
+    repo = os.path.join(tmp, "planned")
+    mib = 1 << 20
+    huge = os.path.join(repo, "huge", "1", "model.onnx")
+    huge_static_model(huge, 16384)  # 1 GiB of scratch per session
+    check(os.path.getsize(huge) < 400, "the huge model is %d bytes, not tiny" % os.path.getsize(huge))
+    hsys.make_version_src(os.path.join(repo, "add", "1"), 1)
+    for _ in range(2):  # and again after a restart
+        srv = hsys.Server(repo, "--settle", "0.1", "--poll-interval", "0.2", "--memory-limit", 768 * mib,
+                          "--max-request-memory", 4096 * mib)
+        c = srv.conn()
+        hsys.wait_serving(c, "add", 1)
+        hsys.wait_for(lambda: any(e.get("state") == "failed" for e in hsys.status_entries(c, "huge")),
+                      "the huge model to be refused")
+        st = [e for e in hsys.status_entries(c, "huge") if e.get("state") == "failed"][0]
+        check(st.get("reason") == "no_memory", "refused for %r, not no_memory: %r" % (st.get("reason"), st))
+        check(srv.rss_bytes() < 512 * mib, "the refused model still grew the server to %d MiB"
+              % (srv.rss_bytes() // mib))
+        check(c.get("/v2/health/ready").status == 200, "not ready beside a refused model")
+        srv.stop()
+
+
+def test_shutdown_during_load(tmp):
+    """SIGTERM while a long warm-up runs: the server exits (0) without waiting for the whole load."""
+    import signal
+    import time
+    repo = os.path.join(tmp, "longload")
+    hsys.make_version_src(os.path.join(repo, "add", "1"), 1)
+    hsys.make_version_src(os.path.join(repo, "slow", "1"), 1, slow=3000)
+    # thousands of warm-up runs of a slow model: a load of many minutes
+    hsys.write_file(os.path.join(repo, "slow", "config.json"), b'{"warmup": {"runs": 1000}, "instances": 1}')
+    srv = hsys.Server(repo, "--settle", "0.1", "--poll-interval", "0.2", wait_ready=False)
+    c = srv.conn()
+    def loading():
+        r = c.get("/v2/models/slow/status")
+        return r.status == 200 and any(e.get("state") == "loading" for e in r.json().get("versions", []))
+
+    hsys.wait_for(loading, "the slow model's load to start", timeout=60)
+    time.sleep(5)  # usually into its warm-up runs
+    t0 = time.monotonic()
+    srv.stop(timeout=60)  # checks exit status 0
+    waited = time.monotonic() - t0
+    # stopped between two stages of the load, or left inside one after the bounded wait
+    check(srv.log_matching(r"exiting without waiting for it|failed: shutting_down"),
+          "the server did not stop the load (%.1f s)" % waited + srv._tail())
+    check(not srv.log_matching(r"model slow version 1 ready"), "the long load finished: it was not long enough")
+
+
 def test(tmp, args):
     hsys.require("serve")
     test_golden_inf_nan(tmp)
     test_long_names(tmp)
     test_restart_fallback(tmp)
     test_request_shapes(tmp)
+    test_planned_admission(tmp)
+    test_shutdown_during_load(tmp)
 
 
 if __name__ == "__main__":
