@@ -7,7 +7,10 @@
  * each READY (version, fingerprint) it does not serve yet: memory admission, backend load,
  * sessions, warm-up runs on every session (warmup.c), optional golden check (golden.c). Memory
  * admission compares the scan's byte count of the version's files (hs_repo_version.total_bytes)
- * plus the resident set with the limit. A version that passes is
+ * plus the resident set with the limit, and again after the backend load the sessions' planned
+ * arenas (admit_sessions) before any is allocated. When fewer selected versions load than a
+ * LATEST-N policy wants, the scan's fallbacks (older READY versions) are loaded in their place
+ * (add_fallbacks). On shutdown (r->stopping) a load is given up between stages. A version that passes is
  * published together with the others the policy keeps, in one atomic swap (registry.c). Any
  * failure leaves the served view alone, logs one line with a reason code, counts it and records
  * it in the model's status; the same (version, fingerprint) is remembered and not retried, while
