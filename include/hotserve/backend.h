@@ -32,6 +32,8 @@ typedef struct hs_backend_session hs_backend_session; /* opaque, owned by the ba
 typedef struct hs_backend_options {
   int threads;            /* compute threads a run may use; 0 = backend default */
   size_t max_model_bytes; /* refuse a model file larger than this; 0 = no limit */
+  size_t max_run_bytes;   /* refuse (HS_LIMIT) a run whose shapes need more scratch memory than this,
+                             before allocating it; 0 = backend default */
 } hs_backend_options;
 
 /* One file of a model version, already in memory (load_buffer). */

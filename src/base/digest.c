@@ -87,3 +87,10 @@ int hs_sha256_fd(int fd, uint64_t max_bytes, uint8_t out[32], uint64_t *n_read, 
   *n_read = total;
   return rc;
 }
+
+bool hs_secret_equal(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  unsigned char diff = la != lb;
+  for (size_t i = 0; i < la && i < lb; i++) diff |= (unsigned char)(a[i] ^ b[i]);
+  return diff == 0;
+}

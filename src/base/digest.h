@@ -15,6 +15,10 @@ void hs_hex(const uint8_t *bytes, size_t n, char *out);
  * be partly written). */
 bool hs_unhex(const char *hex, size_t hex_len, uint8_t *out, size_t n);
 
+/* Whether the NUL-terminated secrets a and b are equal, in time that depends on their lengths only,
+ * not on where they differ (bearer tokens). */
+bool hs_secret_equal(const char *a, const char *b);
+
 /* SHA-256 of len bytes. (Only an OpenSSL failure, which does not happen for SHA-256 in practice,
  * leaves out all zero.) */
 void hs_sha256(const void *data, size_t len, uint8_t out[32]);

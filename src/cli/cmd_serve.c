@@ -8,9 +8,11 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/clock.h"
 #include "backends/plugins.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "cli/cli.h"
 #include "grpc/frontend.h"
@@ -18,10 +20,14 @@
 #include "serving/registry.h"
 
 #define MAX_KEYS 16
+/* On SIGTERM, how long the server waits (after draining requests) for a load in progress to reach
+ * a point where it can stop, before it exits without it. */
+#define HS_LOADER_STOP_MS 10000
 
 /* Every serve setting, filled first from the defaults, then from the environment, then from flags. */
 typedef struct serve_cfg {
-  const char *repo, *host, *trace, *backend_dir;
+  const char *repo, *host, *trace, *backend_dir, *control_token_file;
+  bool control_none;
   const char *keys[MAX_KEYS];
   size_t n_keys;
   bool keys_from_env; /* the first --trusted-key flag replaces keys the environment gave */
@@ -32,14 +38,16 @@ typedef struct serve_cfg {
   hs_log_level log_level;
   bool log_level_set;
   long long grpc_port; /* -1: no gRPC */
-  unsigned long long min_rate, per_ip, port, grpc_workers, threads, instances, max_body, max_conn, mem_limit;
+  unsigned long long min_rate, per_ip, port, grpc_workers, threads, instances, max_body, max_conn, mem_limit,
+      req_mem;
 } serve_cfg;
 
 enum {
   OPT_REPO = 256, OPT_HOST, OPT_HTTP_PORT, OPT_GRPC_PORT, OPT_GRPC_WORKERS, OPT_POLL, OPT_SETTLE, OPT_REQUIRE_SIG,
   OPT_TRUSTED_KEY, OPT_THREADS, OPT_INSTANCES, OPT_LOADER_PRIO, OPT_MAX_BODY, OPT_MAX_CONN, OPT_IDLE,
   OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
-  OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN,
+  OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN, OPT_MAX_REQ_MEM,
+  OPT_CONTROL_MODE, OPT_CONTROL_TOKEN,
 };
 
 /* The option table: one row per option (long name, value name or NULL for a switch, id, environment
@@ -85,7 +93,13 @@ static const serve_opt k_opts[] = {
      "slowest accepted body upload, bytes per second (default 65536)"},
     {"max-client-connections", "N", OPT_MAX_CLIENT_CONN, "HOTSERVE_MAX_CLIENT_CONNECTIONS",
      "connections one client address may hold (default: half of\n--max-connections); /v2/health/* and /metrics have 8 more slots"},
+    {"model-control-mode", "MODE", OPT_CONTROL_MODE, "HOTSERVE_MODEL_CONTROL_MODE",
+     "poll (default): the repository API (index, load, unload) is on;\nnone: it answers 403. Either way the repository is followed\n(docs/SECURITY.md)"},
+    {"control-token-file", "FILE", OPT_CONTROL_TOKEN, "HOTSERVE_CONTROL_TOKEN_FILE",
+     "the repository API needs \"Authorization: Bearer TOKEN\", TOKEN being\nthis file's content (trailing newline ignored); 401/403 otherwise"},
     {"memory-limit", "BYTES", OPT_MEM_LIMIT, "HOTSERVE_MEMORY_LIMIT", "refuse loads beyond this (default: cgroup limit or RAM)"},
+    {"max-request-memory", "BYTES", OPT_MAX_REQ_MEM, "HOTSERVE_MAX_REQUEST_MEMORY",
+     "refuse (413) a request whose input shapes need more scratch memory\nthan this, before allocating it (default: a quarter of the memory\nlimit)"},
     {"trim-delay", "S", OPT_TRIM, "HOTSERVE_TRIM_DELAY",
      "hand memory freed by retired versions back to the system once no\nversion has been freed for S seconds (default 5; 0: at once); until\nthen the next versions reuse it"},
     {"strict-readiness", NULL, OPT_STRICT_READY, "HOTSERVE_STRICT_READINESS",
@@ -222,6 +236,13 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
     case OPT_MAX_BODY: bad = parse_ull(v, 1ull << 34, &c->max_body) != 0 || c->max_body == 0; break;
     case OPT_MAX_CONN: bad = parse_ull(v, 100000, &c->max_conn) != 0 || c->max_conn == 0; break;
     case OPT_MEM_LIMIT: bad = parse_ull(v, ~0ull, &c->mem_limit) != 0; break;
+    case OPT_CONTROL_MODE:
+      if (!strcmp(v, "poll")) c->control_none = false;
+      else if (!strcmp(v, "none")) c->control_none = true;
+      else bad = true;
+      break;
+    case OPT_CONTROL_TOKEN: bad = !*v, c->control_token_file = v; break;
+    case OPT_MAX_REQ_MEM: bad = parse_ull(v, ~0ull, &c->req_mem) != 0 || c->req_mem == 0; break;
     case OPT_TRACE: bad = !*v, c->trace = v; break;
     case OPT_LOG_LEVEL:
       c->log_level_set = true;
@@ -288,6 +309,24 @@ static void lame_duck(hs_registry *reg, const sigset_t *set, const char *why, do
   }
 }
 
+/* Reads the repository control token from path into *out (the caller frees it): the file's bytes
+ * without trailing whitespace; refuses an empty token and one with bytes outside printable ASCII. */
+static int read_control_token(const char *path, char **out, hs_error *err) {
+  size_t len = 0;
+  int rc = hs_file_read(path, 4096, out, &len, err);
+  if (rc != HS_OK) return hs_error_prefix(err, "--control-token-file %s", path);
+  while (len && ((*out)[len - 1] == '\n' || (*out)[len - 1] == '\r' || (*out)[len - 1] == ' ')) (*out)[--len] = 0;
+  bool printable = len > 0;
+  for (size_t i = 0; i < len; i++) printable &= (*out)[i] > ' ' && (*out)[i] < 127;
+  if (!printable) {
+    free(*out);
+    *out = NULL;
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "--control-token-file %s: the token must be one word of printable "
+                        "ASCII", path);
+  }
+  return HS_OK;
+}
+
 int hs_cmd_serve(int argc, char **argv) {
   serve_cfg c = {.host = "127.0.0.1", .request_s = 30, .min_rate = 64 << 10, .poll_s = 2, .settle_s = 2, .idle_s = 120, .trim_s = 5,
                  .loader_prio = HS_LOADER_LOW, .grpc_port = -1, .port = 8000, .grpc_workers = 16, .threads = 1,
@@ -307,6 +346,11 @@ int hs_cmd_serve(int argc, char **argv) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
     return 2;
   }
+  char *control_token = NULL; /* borrowed by the HTTP server until it stops */
+  if (c.control_token_file && read_control_token(c.control_token_file, &control_token, &err) != HS_OK) {
+    fprintf(stderr, "hotserve serve: %s\n", err.message);
+    return 2;
+  }
 
   /* Signals go to this thread only (sigwait below); every thread started later inherits the mask. */
   sigset_t set;
@@ -321,23 +365,27 @@ int hs_cmd_serve(int argc, char **argv) {
                             .settle_ms = (int)(c.settle_s * 1000 + 0.5), .require_signature = c.require_sig,
                             .key_paths = c.keys, .n_keys = c.n_keys, .threads = (int)c.threads,
                             .instances = (int)c.instances, .loader_priority = c.loader_prio,
-                            .memory_limit = (size_t)c.mem_limit, .trace_path = c.trace,
+                            .memory_limit = (size_t)c.mem_limit, .max_request_memory = (size_t)c.req_mem,
+                            .trace_path = c.trace,
                             .trim_delay_ms = (int)(c.trim_s * 1000 + 0.5), .watch = true,
                             .watch_inotify = !c.no_inotify, .background_start = true,
                             .strict_readiness = c.strict_ready};
   hs_registry *reg = NULL;
   if (hs_registry_create(&ro, &reg, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
+    free(control_token);
     return 1;
   }
   hs_http_options ho = {.host = c.host, .port = (int)c.port, .max_body_bytes = (size_t)c.max_body,
                         .max_connections = (unsigned)c.max_conn, .idle_timeout_s = (unsigned)c.idle_s,
                         .request_timeout_s = c.request_s, .min_body_rate = (size_t)c.min_rate,
-                        .per_ip_connections = (unsigned)c.per_ip};
+                        .per_ip_connections = (unsigned)c.per_ip, .control_disabled = c.control_none,
+                        .control_token = control_token};
   hs_http_server *http = NULL;
   if (hs_http_start(&ho, reg, &http, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);
     hs_registry_destroy(reg);
+    free(control_token);
     return 1;
   }
   bool v6 = strchr(c.host, ':') != NULL;
@@ -345,12 +393,14 @@ int hs_cmd_serve(int argc, char **argv) {
   hs_grpc_server *grpc = NULL;
   if (c.grpc_port >= 0) {
     hs_grpc_options go = {.host = c.host, .port = (int)c.grpc_port, .max_message_bytes = (size_t)c.max_body,
-                          .workers = (int)c.grpc_workers, .idle_timeout_s = (unsigned)c.idle_s};
+                          .workers = (int)c.grpc_workers, .idle_timeout_s = (unsigned)c.idle_s,
+                          .control_disabled = c.control_none, .control_token = control_token};
     if (hs_grpc_start(&go, reg, &grpc, &err) != HS_OK) {
       fprintf(stderr, "hotserve serve: %s\n", err.message);
       hs_http_stop(http, 0);
       hs_registry_destroy(reg);
-      return 1;
+      free(control_token);
+    return 1;
     }
     fprintf(stderr, "hotserve: listening on grpc://%s%s%s:%d\n", v6 ? "[" : "", c.host, v6 ? "]" : "",
             hs_grpc_port(grpc));
@@ -371,9 +421,19 @@ int hs_cmd_serve(int argc, char **argv) {
     HS_LOGI("%s: draining requests in flight, then exiting", name);
     break;
   }
+  /* the loader stops first (it may be in the middle of a long load), while requests drain */
+  bool loader_stopped = hs_registry_stop(reg, 0);
   hs_grpc_stop(grpc, 30000);
   hs_http_stop(http, 30000);
+  if (!loader_stopped && !hs_registry_stop(reg, HS_LOADER_STOP_MS)) {
+    /* a backend load or a warm-up run cannot be interrupted: do not wait for it */
+    HS_LOGW("a model load is still running %d s after the shutdown began; exiting without waiting for it",
+            HS_LOADER_STOP_MS / 1000);
+    fflush(stderr);
+    _exit(0);
+  }
   hs_registry_destroy(reg);
   HS_LOGI("stopped");
+  free(control_token);
   return 0;
 }

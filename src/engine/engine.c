@@ -93,6 +93,7 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
   memset(g, 0, sizeof *g);
   g = &m->g;
   m->threads = opts && opts->threads > 0 ? opts->threads : 0; /* 0: the kernels' default */
+  m->max_run_bytes = opts && opts->max_run_bytes ? opts->max_run_bytes : SIZE_MAX;
   /* kernels keep the thread count they were created with (kernels.h): the ones the passes and the
    * trial plans create below must have the model's, not whatever this thread was left with */
   hs_kernels_set_threads(m->threads);
@@ -103,6 +104,17 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
     const hs_value *v = &g->values[g->outputs[k]];
     if (v->kind == HS_VAL_INTERMEDIATE && v->producer < 0) {
       rc = hs_error_set(err, HS_PARSE, "graph output '%s' is not produced by any node", v->name);
+      goto fail;
+    }
+  }
+  /* Input and output names must fit hs_io_desc and the request decoders (127 bytes): a longer name
+   * would be truncated and the model could never be called (class 15 of issue 16). */
+  for (int i = 0; i < g->n_inputs + g->n_outputs; i++) {
+    bool is_in = i < g->n_inputs;
+    const hs_value *v = &g->values[is_in ? g->inputs[i] : g->outputs[i - g->n_inputs]];
+    if (strlen(v->name) >= sizeof m->inputs->name) {
+      rc = hs_error_set(err, HS_INVALID_ARGUMENT, "%s name '%.40s...' is %zu bytes; requests name at most %zu",
+                        is_in ? "input" : "output", v->name, strlen(v->name), sizeof m->inputs->name - 1);
       goto fail;
     }
   }
@@ -202,8 +214,13 @@ int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *
 
 /* ---- sessions ---------------------------------------------------------------------------------- */
 
+/* An arena at most this big is kept between runs; a bigger one, grown for an outlier request, is
+ * handed back as soon as a run needs less than half of it (issue 16, class 3). */
+#define ARENA_KEEP_BYTES ((size_t)64 << 20)
+
 /* The session's plan for these inputs (from its cache, or built and cached), with an arena big
- * enough for it. */
+ * enough for it. A plan whose arena is over the model's max_run_bytes is HS_LIMIT, refused before
+ * any of it is allocated or cached. */
 static int session_plan(hs_engine_session *s, const hs_tensor *inputs, int data_known, hs_plan **out,
                         hs_error *err) {
   const hs_engine_model *m = s->m;
@@ -215,12 +232,24 @@ static int session_plan(hs_engine_session *s, const hs_tensor *inputs, int data_
   if (!plan) { /* new shapes: plan once, then every run with these shapes reuses it */
     int rc = hs_plan_build(m, inputs, data_known, &plan, err);
     if (rc) return rc;
+    if (hs_plan_arena_bytes(plan) > m->max_run_bytes) {
+      rc = hs_error_set(err, HS_LIMIT, "these input shapes need %zu bytes of scratch memory, over the "
+                        "per-request budget of %zu bytes (--max-request-memory)", hs_plan_arena_bytes(plan),
+                        m->max_run_bytes);
+      hs_plan_free(plan);
+      return rc;
+    }
     int slot = s->next_victim;
     s->next_victim = (slot + 1) % HS_PLAN_CACHE;
     hs_plan_free(s->plans[slot]);
     s->plans[slot] = plan;
   }
   size_t need = hs_plan_arena_bytes(plan);
+  if (s->arena_bytes > ARENA_KEEP_BYTES && need < s->arena_bytes / 2) { /* shrink after an outlier */
+    free(s->arena);
+    s->arena = NULL;
+    s->arena_bytes = 0;
+  }
   if (need > s->arena_bytes) {
     size_t sz = (need + 63) & ~(size_t)63;
     void *a = aligned_alloc(64, sz);

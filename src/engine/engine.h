@@ -27,6 +27,7 @@ typedef struct hs_engine_model {
   int threads;          /* compute threads per run (hs_backend_options.threads; 0 = kernels default) */
   size_t const_bytes;   /* weights and folded constants */
   size_t planned_bytes; /* arena of a batch-1 plan, when one could be made at load */
+  size_t max_run_bytes; /* a run's plan may need at most this much arena (hs_backend_options) */
 } hs_engine_model;
 
 typedef struct hs_plan hs_plan;

@@ -80,7 +80,22 @@ static uint8_t *read_message(grpc_byte_buffer *bb, size_t *len) {
 }
 
 /* Serves one accepted call: receive the request, answer it, send the reply and status. */
-static void serve_call(worker *w, grpc_call *call, const grpc_call_details *details) {
+/* The call's "authorization" metadata as a NUL-terminated string in buf (NULL when absent or too long). */
+static const char *authorization_of(const grpc_metadata_array *md, char *buf, size_t cap) {
+  for (size_t i = 0; md && i < md->count; i++) {
+    const grpc_slice *k = &md->metadata[i].key, *v = &md->metadata[i].value;
+    if (GRPC_SLICE_LENGTH(*k) != 13 || memcmp(GRPC_SLICE_START_PTR(*k), "authorization", 13) != 0) continue;
+    size_t n = GRPC_SLICE_LENGTH(*v);
+    if (n >= cap) return NULL;
+    memcpy(buf, GRPC_SLICE_START_PTR(*v), n);
+    buf[n] = '\0';
+    return buf;
+  }
+  return NULL;
+}
+
+static void serve_call(worker *w, grpc_call *call, const grpc_call_details *details,
+                       const grpc_metadata_array *md) {
   hs_grpc_server *s = w->srv;
   static char tag;
   grpc_byte_buffer *in = NULL;
@@ -110,8 +125,9 @@ static void serve_call(worker *w, grpc_call *call, const grpc_call_details *deta
     reply.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
     snprintf(reply.message, sizeof reply.message, "out of memory reading the request");
   } else {
+    char auth[512];
     hs_grpc_dispatch(&s->env, (const char *)GRPC_SLICE_START_PTR(details->method),
-                     GRPC_SLICE_LENGTH(details->method), msg, len, &reply);
+                     GRPC_SLICE_LENGTH(details->method), msg, len, authorization_of(md, auth, sizeof auth), &reply);
   }
   free(msg);
 
@@ -157,7 +173,7 @@ static void *worker_main(void *arg) {
       grpc_event ev = wait_one(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC));
       got = ev.type == GRPC_OP_COMPLETE && ev.success; /* false once the server shuts down */
     }
-    if (got) serve_call(w, call, &details);
+    if (got) serve_call(w, call, &details, &md);
     if (call) grpc_call_unref(call);
     grpc_call_details_destroy(&details);
     grpc_metadata_array_destroy(&md);
@@ -200,6 +216,8 @@ int hs_grpc_start(const hs_grpc_options *opts, hs_registry *reg, hs_grpc_server 
   if (s->opts.workers <= 0) s->opts.workers = 16;
   if (!s->opts.idle_timeout_s) s->opts.idle_timeout_s = 120;
   s->env.reg = reg;
+  s->env.control_disabled = opts->control_disabled;
+  s->env.control_token = opts->control_token;
   hs_codec_limits_default(&s->env.limits);
   grpc_init();
 

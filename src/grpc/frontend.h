@@ -2,6 +2,7 @@
 #ifndef HS_GRPC_FRONTEND_H
 #define HS_GRPC_FRONTEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "hotserve/status.h"
@@ -15,6 +16,9 @@ typedef struct hs_grpc_options {
   size_t max_message_bytes; /* largest request message; larger ones get RESOURCE_EXHAUSTED (default 64 MiB) */
   int workers;              /* calls handled at once (worker threads); default 16 */
   unsigned idle_timeout_s;  /* a call whose request message does not arrive in this time is cancelled; default 120 */
+  bool control_disabled;    /* the repository RPCs (index, load, unload) answer PERMISSION_DENIED */
+  const char *control_token; /* non-NULL: the repository RPCs need metadata "authorization: Bearer <token>"
+                                (borrowed) */
 } hs_grpc_options;
 
 /* Binds and starts serving. *out is freed by hs_grpc_stop. The registry is borrowed and must outlive the

@@ -31,8 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/clock.h"
+#include "base/digest.h"
 #include "serving/infer.h"
 #include "grpc_predict_v2.pb-c.h"
 
@@ -506,6 +508,7 @@ static grpc_status_code infer_grpc_status(int rc) {
     case HS_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
     case HS_INVALID_ARGUMENT: return GRPC_STATUS_INVALID_ARGUMENT;
     case HS_NO_MEMORY: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case HS_LIMIT: return GRPC_STATUS_RESOURCE_EXHAUSTED; /* too large, or over --max-request-memory */
     default: return GRPC_STATUS_INTERNAL;
   }
 }
@@ -634,8 +637,29 @@ static bool method_is(const char *method, size_t len, const char *name) {
   return len == pl + nl && memcmp(method, HS_GRPC_SERVICE_PREFIX, pl) == 0 && memcmp(method + pl, name, nl) == 0;
 }
 
+/* Whether a repository RPC may run, as HTTP's repository routes (docs/SECURITY.md): PERMISSION_DENIED
+ * with --model-control-mode none or a wrong token, UNAUTHENTICATED when a token is needed and none came. */
+static bool control_allowed(const hs_grpc_env *env, const char *authorization, hs_grpc_reply *reply) {
+  if (env->control_disabled) {
+    set_error(reply, GRPC_STATUS_PERMISSION_DENIED, "the repository control API is disabled (--model-control-mode none)");
+    return false;
+  }
+  if (!env->control_token) return true;
+  if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) {
+    set_error(reply, GRPC_STATUS_UNAUTHENTICATED, "the repository control API needs authorization: Bearer metadata");
+    return false;
+  }
+  const char *token = authorization + 7;
+  while (*token == ' ') token++;
+  if (!hs_secret_equal(token, env->control_token)) {
+    set_error(reply, GRPC_STATUS_PERMISSION_DENIED, "the bearer token is not the repository control token");
+    return false;
+  }
+  return true;
+}
+
 void hs_grpc_dispatch(const hs_grpc_env *env, const char *method, size_t method_len, const uint8_t *msg,
-                      size_t len, hs_grpc_reply *reply) {
+                      size_t len, const char *authorization, hs_grpc_reply *reply) {
   reply->code = GRPC_STATUS_OK;
   reply->message[0] = 0;
   reply->body = NULL;
@@ -658,11 +682,11 @@ void hs_grpc_dispatch(const hs_grpc_env *env, const char *method, size_t method_
   } else if (method_is(method, method_len, "ModelStatistics")) {
     hs__grpc_model_statistics(env, msg, len, reply);
   } else if (method_is(method, method_len, "RepositoryIndex")) {
-    hs__grpc_repository_index(env, msg, len, reply);
+    if (control_allowed(env, authorization, reply)) hs__grpc_repository_index(env, msg, len, reply);
   } else if (method_is(method, method_len, "RepositoryModelLoad")) {
-    hs__grpc_repository_load(env, msg, len, false, reply);
+    if (control_allowed(env, authorization, reply)) hs__grpc_repository_load(env, msg, len, false, reply);
   } else if (method_is(method, method_len, "RepositoryModelUnload")) {
-    hs__grpc_repository_load(env, msg, len, true, reply);
+    if (control_allowed(env, authorization, reply)) hs__grpc_repository_load(env, msg, len, true, reply);
   } else {
     set_error(reply, GRPC_STATUS_UNIMPLEMENTED, "method %.*s is not served by hotserve", (int)(method_len > 200 ? 200 : method_len),
               method);

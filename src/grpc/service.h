@@ -19,6 +19,8 @@
 typedef struct hs_grpc_env {
   hs_registry *reg;
   hs_codec_limits limits; /* the same per-request limits as HTTP's infer decoder */
+  bool control_disabled;     /* --model-control-mode none: the repository RPCs are refused */
+  const char *control_token; /* non-NULL: the repository RPCs need "authorization: Bearer <token>" */
 } hs_grpc_env;
 
 typedef struct hs_grpc_reply {
@@ -29,9 +31,11 @@ typedef struct hs_grpc_reply {
 } hs_grpc_reply;
 
 /* Answers one unary call to method (the full path, "/inference.GRPCInferenceService/ModelInfer", not
- * NUL-terminated) with request message msg. Always fills reply (UNIMPLEMENTED for unknown methods). */
+ * NUL-terminated) with request message msg; authorization is the call's "authorization" metadata (NULL:
+ * none), checked for the repository RPCs as HTTP checks its repository routes. Always fills reply
+ * (UNIMPLEMENTED for unknown methods). */
 void hs_grpc_dispatch(const hs_grpc_env *env, const char *method, size_t method_len, const uint8_t *msg,
-                      size_t len, hs_grpc_reply *reply);
+                      size_t len, const char *authorization, hs_grpc_reply *reply);
 
 /* Internal, exposed for fuzz/fuzz_grpc.c: unpacks msg as a ModelInferRequest and checks its parameters and
  * decodes its tensors exactly as ModelInfer does, without a model; then encodes the decoded tensors as a

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <strings.h>
 
+#include "base/digest.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "http/triton.h"
@@ -525,6 +527,7 @@ static int infer_http_status(int rc) {
     case HS_NOT_FOUND: return 404;
     case HS_UNAVAILABLE: return 503;
     case HS_INVALID_ARGUMENT: return 400;
+    case HS_LIMIT: return 413; /* the request's shapes are too large or over --max-request-memory */
     default: return 500;
   }
 }
@@ -585,6 +588,32 @@ static void handle_infer(const hs_handler_env *env, hs_model *m, int64_t version
 
 /* ---- routing ---- */
 
+/* ---- repository control access (issue 16, class 11) ---- */
+
+/* Whether the request may use the repository control API (index, load, unload); when not, fills
+ * reply: 403 when the API is off (--model-control-mode none) or the token is wrong, 401 when a
+ * token is required (--control-token-file) and none was sent. */
+static bool control_allowed(const hs_handler_env *env, const hs_request *req, hs_reply *reply) {
+  if (env->control_disabled) {
+    hs_reply_error(reply, 403, "the repository control API is disabled (--model-control-mode none)");
+    return false;
+  }
+  if (!env->control_token) return true;
+  const char *auth = req->authorization;
+  if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+    reply->www_authenticate = "Bearer realm=\"hotserve repository control\"";
+    hs_reply_error(reply, 401, "the repository control API needs an Authorization: Bearer token");
+    return false;
+  }
+  const char *token = auth + 7;
+  while (*token == ' ') token++;
+  if (!hs_secret_equal(token, env->control_token)) {
+    hs_reply_error(reply, 403, "the bearer token is not the repository control token");
+    return false;
+  }
+  return true;
+}
+
 static size_t split_path(char *path, char **seg, size_t cap) {
   size_t n = 0;
   char *save = NULL;
@@ -635,6 +664,7 @@ void hs_handle(const hs_handler_env *env, const hs_request *req, hs_reply *reply
     return;
   }
   if (is(seg[1], "repository")) {
+    if (!control_allowed(env, req, reply)) return;
     if (n == 3 && is(seg[2], "index")) {
       if (!post) goto bad_method;
       handle_index(env, req, reply);

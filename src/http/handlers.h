@@ -12,6 +12,8 @@
 typedef struct hs_handler_env {
   hs_registry *reg;
   hs_codec_limits limits;
+  bool control_disabled;     /* --model-control-mode none: the repository API answers 403 */
+  const char *control_token; /* non-NULL: the repository API needs "Authorization: Bearer <token>" */
 } hs_handler_env;
 
 typedef struct hs_request {
@@ -22,6 +24,7 @@ typedef struct hs_request {
   const char *header_len; /* the Inference-Header-Content-Length header as sent, NULL when absent */
   bool too_large;         /* the body exceeded the limit and was dropped: answer 413 */
   size_t max_body_bytes;  /* that limit, for the message */
+  const char *authorization; /* the Authorization header as sent, NULL when absent */
 } hs_request;
 
 typedef struct hs_reply {
@@ -30,6 +33,7 @@ typedef struct hs_reply {
   const char *content_type;  /* NULL: application/json */
   long long header_len;      /* >= 0: send Inference-Header-Content-Length */
   const char *content_encoding; /* set by the server when it compressed body (Accept-Encoding) */
+  const char *www_authenticate; /* non-NULL: send this WWW-Authenticate header (a 401) */
 } hs_reply;
 
 /* Fills reply with status and the JSON error document {"error": message}. */

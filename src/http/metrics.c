@@ -69,6 +69,7 @@ static void reason_counters(hs_sbuf *b, const char *name, const char *help, hs_r
   size_t n = hs_registry_num_models(reg);
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since n was read (registry.c) */
     const hs_model_metrics *mm = hs_model_metrics_get(m);
     const hs_reason_counter *c =
         atomic_load_explicit(verify ? &mm->verify_failures : &mm->load_failures, memory_order_acquire);
@@ -163,6 +164,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_requests_total", "counter", "Inference requests by model, version and outcome.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since n was read (registry.c) */
     const hs_model_metrics *mm = hs_model_metrics_get(m);
     /* The list is newest first. Only the HS_STATUS_HISTORY newest version numbers (and "none")
      * are exposed, so thousands of reloads do not grow every scrape: older series go stale. */
@@ -194,6 +196,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
     header(b, hists[h].name, "histogram", hists[h].help);
     for (size_t i = 0; i < n; i++) {
       hs_model *m = hs_registry_model_at(reg, i);
+      if (!m) break; /* forgotten since n was read (registry.c) */
       histogram(b, hists[h].name, hs_model_name(m), pick(hs_model_metrics_get(m), hists[h].f));
     }
   }
@@ -229,6 +232,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_inflight_requests", "gauge", "Inference requests being handled now.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since n was read (registry.c) */
     hs_sbuf_puts(b, "hotserve_inflight_requests{model=");
     label(b, hs_model_name(m));
     hs_sbuf_printf(b, "} %" PRId64 "\n",
@@ -237,6 +241,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_model_serving_version", "gauge", "The version answering unpinned requests: the highest serving, the stable one during a rollout window (0 when none).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since n was read (registry.c) */
     hs_version *v = NULL;
     int64_t ver = 0;
     if (hs_model_acquire(m, -1, &v) == HS_OK) ver = hs_version_number(v);
@@ -249,6 +254,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_model_loads_total", "counter", "Versions loaded, warmed, checked and published.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since n was read (registry.c) */
     hs_sbuf_puts(b, "hotserve_model_loads_total{model=");
     label(b, hs_model_name(m));
     hs_sbuf_printf(b, "} %" PRIu64 "\n",

@@ -166,6 +166,7 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, hs_http_server *s, h
     MHD_add_response_header(resp, "Inference-Header-Content-Length", n);
   }
   if (reply->content_encoding) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, reply->content_encoding);
+  if (reply->www_authenticate) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, reply->www_authenticate);
   if (close || atomic_load(&s->draining)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result r = MHD_queue_response(c, (unsigned)reply->status, resp);
   MHD_destroy_response(resp);
@@ -220,7 +221,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, hs_http_server *s, req_
                                const char *method) {
   hs_request req = {.method = method, .path = url, .body = ctx->body ? ctx->body : "", .body_len = ctx->len,
                     .too_large = ctx->too_large, .max_body_bytes = s->opts.max_body_bytes,
-                    .header_len = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length")};
+                    .header_len = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length"),
+                    .authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION)};
   /* Content-Encoding: gzip|deflate bodies are decoded under the same limit as plain ones (413 beyond it) */
   const char *coding = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
   char *decoded = NULL;
@@ -359,6 +361,8 @@ int hs_http_start(const hs_http_options *opts, hs_registry *reg, hs_http_server 
   if (!s->opts.per_ip_connections) s->opts.per_ip_connections = s->opts.max_connections / 2 ? s->opts.max_connections / 2 : 1;
   s->env.reg = reg;
   hs_codec_limits_default(&s->env.limits);
+  s->env.control_disabled = s->opts.control_disabled;
+  s->env.control_token = s->opts.control_token;
   pthread_mutex_init(&s->slots_mu, NULL);
   pthread_cond_init(&s->watchdog_cv, NULL);
 

@@ -20,6 +20,8 @@ typedef struct hs_http_options {
                                Content-Length / min_body_rate; default 30 */
   size_t min_body_rate;     /* bytes per second a body must at least arrive at; default 64 KiB */
   unsigned per_ip_connections; /* connections one client address may hold; default max_connections/2 */
+  bool control_disabled;       /* the repository API (index, load, unload) answers 403 */
+  const char *control_token;   /* non-NULL: the repository API needs this bearer token (borrowed) */
 } hs_http_options;
 
 /* Starts listening (one thread per connection). *out is freed by hs_http_stop. The registry is

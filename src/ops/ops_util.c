@@ -20,10 +20,13 @@ int hs_set_shape(hs_tensor *t, hs_dtype dt, int ndim, const int64_t *dims, const
   t->dtype = dt;
   t->ndim = ndim;
   for (int i = 0; i < ndim; i++) t->dims[i] = dims[i];
+  for (int i = 0; i < ndim; i++)
+    if (dims[i] < 0)
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "output dimension %d is negative (%lld)", i, (long long)dims[i]);
   int64_t c = hs_shape_numel(t->dims, ndim);
   size_t esz = hs_dtype_size(dt);
   if (c < 0 || esz == 0 || (uint64_t)c > (uint64_t)INT64_MAX / esz)
-    return hs_op_errf(err, n, HS_LIMIT, "output shape is negative or too large");
+    return hs_op_errf(err, n, HS_LIMIT, "output shape is too large");
   t->nbytes = (size_t)c * esz;
   return 0;
 }

@@ -18,6 +18,8 @@
 #define HS_NAME_MAX 128
 /* The highest version number served: version directories have at most 18 decimal digits. */
 #define HS_REPO_VERSION_MAX 999999999999999999LL
+/* Older READY versions a LATEST-N model may fall back to when its selected versions fail to load. */
+#define HS_REPO_FALLBACKS 3
 
 /* Written by `hotserve sign`/`publish` into a version directory: the manifest (every other file's
  * path, size, SHA-256) and the signature over the manifest's exact bytes. See docs/REPOSITORY.md. */
@@ -147,6 +149,11 @@ typedef struct hs_repo_model {
    * is no longer wanted. */
   hs_repo_version *versions;
   size_t n_versions;
+  /* LATEST N only: the newest READY versions below the selected ones (at most HS_REPO_FALLBACKS,
+   * descending). Not selected; the loader serves them only while fewer than N selected versions
+   * load, so a broken newest version never leaves the model down (start-up included). */
+  hs_repo_version *fallbacks;      /* NULL when there are none */
+  size_t n_fallbacks;
 } hs_repo_model;
 
 typedef struct hs_repo_snapshot {

@@ -143,7 +143,10 @@ void hs_repo_close(hs_repo *repo) {
 
 void hs_repo_snapshot_free(hs_repo_snapshot *snap) {
   if (!snap) return;
-  for (size_t i = 0; i < snap->n_models; i++) free(snap->models[i].versions);
+  for (size_t i = 0; i < snap->n_models; i++) {
+    free(snap->models[i].versions);
+    free(snap->models[i].fallbacks);
+  }
   free(snap->models);
   free(snap);
 }
@@ -424,20 +427,28 @@ static void scan_model(hs_repo *repo, const char *model_dir, const char *model_r
   if (n > 1) qsort(dirs, n, sizeof *dirs, cmp_vdir_desc); /* qsort(NULL, 0) is undefined */
   m->versions = calloc(n ? n : 1, sizeof *m->versions);
   int ready = 0;
+  bool past_ready = false; /* a READY version past the policy's N was seen */
   for (size_t i = 0; m->versions && i < n; i++) {
     const hs_model_config *c = &m->config;
     if (c->policy == HS_POLICY_SPECIFIC && !policy_lists(c, dirs[i].version)) continue;
     bool past_policy = c->policy == HS_POLICY_LATEST && ready >= c->latest_n;
+    if (past_policy && m->n_fallbacks == HS_REPO_FALLBACKS) break;
     char path[HS_PATH_MAX];
     if (hs__path_join(path, sizeof path, model_real, dirs[i].name, NULL) != HS_OK) continue;
     hs_repo_version *out = &m->versions[m->n_versions++];
     evaluate(repo, m->name, model_real, path, dirs[i].version, out);
-    if (past_policy && out->state != HS_VERSION_INVALID) {
+    if (past_policy && (out->state != HS_VERSION_INVALID || past_ready)) {
       /* Past the policy's N, refused versions are still reported down to the next READY one (the
        * version the newest replaced): a broken version that a good one superseded before any scan
-       * saw it is counted and shown all the same. Nothing else past N is selected. */
+       * saw it is counted and shown all the same. The READY ones past N are not selected; the
+       * first HS_REPO_FALLBACKS of them are offered as fallbacks (class 6 of issue 16). */
       m->n_versions--;
-      if (out->state == HS_VERSION_READY) break;
+      if (out->state == HS_VERSION_READY) {
+        past_ready = true;
+        if (!m->fallbacks) m->fallbacks = calloc(HS_REPO_FALLBACKS, sizeof *m->fallbacks);
+        if (!m->fallbacks) break;
+        m->fallbacks[m->n_fallbacks++] = *out;
+      }
       continue;
     }
     if (out->state == HS_VERSION_READY) ready++;

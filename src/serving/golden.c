@@ -24,6 +24,15 @@ static double element(const hs_tensor *t, size_t i) {
   }
 }
 
+/* Whether got matches want within atol + rtol * |want|. NaN matches NaN; an infinity matches only
+ * the same infinity (a tolerance scaled by an infinite want would otherwise accept anything, and
+ * inf - inf is NaN, which would refuse a correct model). */
+static bool float_matches(double got, double want, double rtol, double atol) {
+  if (isnan(got) || isnan(want)) return isnan(got) && isnan(want);
+  if (isinf(got) || isinf(want)) return got == want;
+  return fabs(got - want) <= atol + rtol * fabs(want);
+}
+
 static int compare(const char *name, const hs_tensor *got, const hs_tensor *want, double rtol, double atol,
                    hs_error *err) {
   if (got->dtype != want->dtype)
@@ -44,7 +53,7 @@ static int compare(const char *name, const hs_tensor *got, const hs_tensor *want
   size_t n = got->nbytes / hs_dtype_size(got->dtype);
   for (size_t i = 0; i < n; i++) {
     double g = element(got, i), w = element(want, i);
-    bool ok = is_float ? (fabs(g - w) <= atol + rtol * fabs(w) || (isnan(g) && isnan(w))) : g == w;
+    bool ok = is_float ? float_matches(g, w, rtol, atol) : g == w;
     if (!ok)
       return hs_error_set(err, HS_CHECK_FAILED, "output %s element %zu is %g, expected %g (rtol %g, atol %g)",
                           name, i, g, w, rtol, atol);

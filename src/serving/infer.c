@@ -179,7 +179,9 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
     if (rc == HS_OK) hs_version_count_phases(v, tq - tb, hs_now_ns() - to); /* Triton's compute_input/output */
     hs_version_give(v, s);
   }
-  if (ran && rc != HS_OK && rc != HS_INVALID_ARGUMENT) {
+  /* HS_INVALID_ARGUMENT (shapes the request's values make invalid) and HS_LIMIT (shapes too large, or
+   * over the per-request memory budget) are the client's (issue 16, classes 3 and 12) */
+  if (ran && rc != HS_OK && rc != HS_INVALID_ARGUMENT && rc != HS_LIMIT) {
     hs_error_prefix(err, "model %s version %" PRId64 " failed", hs_model_name(m), hs_version_number(v));
     if (rc != HS_NO_MEMORY) err->code = rc = HS_INTERNAL; /* HS_NOT_FOUND etc. mean "no version" here */
   }
@@ -191,7 +193,7 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
 
 static hs_outcome outcome_of(int rc) {
   if (rc == HS_OK) return HS_OUTCOME_SUCCESS;
-  if (rc == HS_NOT_FOUND || rc == HS_INVALID_ARGUMENT) return HS_OUTCOME_CLIENT_ERROR;
+  if (rc == HS_NOT_FOUND || rc == HS_INVALID_ARGUMENT || rc == HS_LIMIT) return HS_OUTCOME_CLIENT_ERROR;
   return HS_OUTCOME_SERVER_ERROR; /* HS_UNAVAILABLE (nothing serving) included */
 }
 

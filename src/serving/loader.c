@@ -10,7 +10,10 @@
  * those same bytes (load_buffer), sessions, warm-up runs on every session (warmup.c), optional
  * golden check (golden.c). Each stage's CPU time on this thread is recorded. Memory
  * admission compares the scan's byte count of the version's files (hs_repo_version.total_bytes)
- * plus the resident set with the limit. A version that passes is
+ * plus the resident set with the limit, and again after the backend load the sessions' planned
+ * arenas (admit_sessions) before any is allocated. When fewer selected versions load than a
+ * LATEST-N policy wants, the scan's fallbacks (older READY versions) are loaded in their place
+ * (add_fallbacks). On shutdown (r->stopping) a load is given up between stages. A version that passes is
  * published together with the others the policy keeps, in one atomic swap (registry.c). Any
  * failure leaves the served view alone, logs one line with a reason code, counts it and records
  * it in the model's status; the same (version, fingerprint) is remembered and not retried, while
@@ -113,6 +116,25 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
 /* Whether estimate more bytes beside rss resident would pass the memory limit. */
 static bool over_memory_limit(const hs_registry *r, size_t estimate, size_t rss) {
   return r->memory_limit != SIZE_MAX && (estimate > r->memory_limit || rss > r->memory_limit - estimate);
+}
+
+/* The second admission, after the backend has loaded the model (its weights are resident now) and
+ * before any session exists: the sessions' planned memory must fit beside what is resident. A
+ * session holds about what the model reports beyond its weights (memory_bytes minus the file bytes:
+ * the scratch arena of the load-time shapes), so a tiny file with huge static shapes is refused
+ * here, before gigabytes are allocated (issue 16, class 4). */
+static int admit_sessions(hs_registry *r, const hs_version *v, size_t file_bytes, size_t instances,
+                          hs_error *err) {
+  size_t per_session = v->memory_bytes > file_bytes ? v->memory_bytes - file_bytes : 0;
+  size_t need = per_session > SIZE_MAX / instances ? SIZE_MAX : per_session * instances;
+  size_t rss = hs_process_rss_bytes();
+  if (over_memory_limit(r, need, rss)) {
+    malloc_trim(0); /* as in the first admission: pages retired versions freed go back first */
+    rss = hs_process_rss_bytes();
+  }
+  if (!over_memory_limit(r, need, rss)) return HS_OK;
+  return hs_error_set(err, HS_NO_MEMORY, "its %zu sessions plan %zu bytes (%zu each) beside %zu resident, over the "
+                      "memory limit of %zu bytes", instances, need, per_session, rss, r->memory_limit);
 }
 
 /* ---- one load ---- */
@@ -233,6 +255,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     goto fail;
   }
   atomic_init(&v->refs, 1);
+  atomic_fetch_add(&m->versions_alive, 1); /* hs__version_free takes it back */
   v->reg = r;
   v->model = m;
   v->version = rv->version;
@@ -262,8 +285,14 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   snprintf(model_dir, sizeof model_dir, "%s/%s", r->root, m->name);
   v->backend = pick_backend(cfg, &err);
   if (!v->backend) goto fail;
-  hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads};
+  hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads,
+                           .max_run_bytes = r->max_request_memory};
   if (read_and_load(r, m, rv, model_dir, v, &bo, &cost, &cpu, &code, code_buf, &err) != HS_OK) goto fail;
+  if (atomic_load(&r->stopping)) { /* shutting down: do not go on with a load nobody will serve */
+    code = "shutting_down";
+    hs_error_set(&err, HS_UNAVAILABLE, "the server is shutting down");
+    goto fail;
+  }
   v->memory_bytes = v->backend->memory_bytes ? v->backend->memory_bytes(v->bm) : estimate;
   v->counted_live = true;
   atomic_fetch_add(&r->metrics.versions_live, 1);
@@ -281,6 +310,10 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   size_t instances = (size_t)(cfg->instances > 0 ? cfg->instances : r->opts.instances);
   if (instances == 0) instances = 1;
   if (instances > 64) instances = 64;
+  if (admit_sessions(r, v, estimate, instances, &err) != HS_OK) {
+    code = "no_memory";
+    goto fail;
+  }
   v->sessions = calloc(instances, sizeof *v->sessions);
   v->free_list = calloc(instances, sizeof *v->free_list);
   if (!v->sessions || !v->free_list) {
@@ -294,6 +327,11 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     }
     v->n_sessions++;
     v->free_list[v->n_free++] = v->sessions[i];
+  }
+  if (atomic_load(&r->stopping)) {
+    code = "shutting_down";
+    hs_error_set(&err, HS_UNAVAILABLE, "the server is shutting down");
+    goto fail;
   }
   load_ms = ms_since(t0);
   cpu = account_stage(m, HS_STAGE_LOAD, cpu, &cost.load_cpu_ms);
@@ -353,6 +391,35 @@ static bool list_has_version(hs_version *const *list, size_t n, int64_t version)
   return false;
 }
 
+/* Adds fallback versions (rm->fallbacks, newest first) to next[0..n) until it holds the policy's N
+ * versions: one already served is kept, one that failed before is skipped, another is loaded (and
+ * also put in fresh). Returns the new count. */
+static size_t add_fallbacks(hs_registry *r, hs_model *m, const hs_repo_model *rm, double verify_ms,
+                            hs_version **next, size_t n, size_t cap, hs_version **fresh, size_t *n_fresh,
+                            bool *pending) {
+  if (rm->config.policy != HS_POLICY_LATEST) return n;
+  hs_view *old = atomic_load(&m->view);
+  for (size_t i = 0; i < rm->n_fallbacks && n < (size_t)rm->config.latest_n && n < cap; i++) {
+    const hs_repo_version *rv = &rm->fallbacks[i];
+    if (list_has_version(next, n, rv->version) || failed_before(m, rv->version, rv->fingerprint)) continue;
+    hs_version *same = NULL;
+    for (size_t k = 0; k < old->n; k++)
+      if (old->v[k]->version == rv->version && strcmp(old->v[k]->fingerprint, rv->fingerprint) == 0)
+        same = old->v[k];
+    if (same) {
+      next[n++] = same;
+      continue;
+    }
+    hs_version *v = load_version(r, m, rm, rv, verify_ms, pending);
+    if (!v) continue;
+    HS_LOGW("model %s: serving older version %" PRId64 " because a newer one its policy selects does not load",
+            m->name, v->version);
+    next[n++] = v;
+    fresh[(*n_fresh)++] = v;
+  }
+  return n;
+}
+
 static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, double verify_ms,
                           bool *pending) {
   bool any_ready = false;
@@ -376,7 +443,7 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
   m->config = rm->config;
   pthread_mutex_unlock(&m->status_mu);
 
-  size_t cap = rm->n_versions + old->n;
+  size_t cap = rm->n_versions + rm->n_fallbacks + old->n;
   hs_version **next = calloc(cap ? cap : 1, sizeof *next);
   hs_version **fresh = calloc(cap ? cap : 1, sizeof *fresh); /* loader references to drop */
   if (!next || !fresh) {
@@ -412,6 +479,10 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
       all_ok = false;
       continue;
     }
+    if (atomic_load(&r->stopping)) { /* shutting down: no new loads */
+      all_ok = false;
+      continue;
+    }
     hs_version *v = load_version(r, m, rm, rv, verify_ms, pending);
     if (!v) {
       all_ok = false;
@@ -425,6 +496,9 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
   if (!all_ok)
     for (size_t k = 0; k < old->n; k++)
       if (!list_has_version(next, n, old->v[k]->version)) next[n++] = old->v[k];
+  /* Still fewer than the policy's N (a start-up, or nothing served before): the newest older
+   * versions that load take the place of the ones that failed, the same "what worked stays" rule. */
+  if (!all_ok) n = add_fallbacks(r, m, rm, verify_ms, next, n, cap, fresh, &n_fresh, pending);
 
   /* gray release: may open, restart or end a rollout window, keeping the stable version (rollout.c) */
   hs__rollout_plan(m, &rm->config.rollout, old, next, &n, cap);
@@ -495,8 +569,11 @@ static bool scan_once(hs_registry *r) {
     m->seen_in_scan = true;
     process_model(r, m, rm, verify_ms, &pending);
   }
-  /* models whose folder disappeared stop serving */
+  /* models whose folder disappeared stop serving; once their versions are freed they are forgotten
+   * (no longer listed, in /metrics or in memory), so names that come and go do not pile up */
   a = atomic_load(&r->models);
+  hs_model **gone = calloc(a && a->n ? a->n : 1, sizeof *gone);
+  size_t n_gone = 0;
   for (size_t i = 0; a && i < a->n; i++) {
     hs_model *m = a->m[i];
     atomic_store(&m->in_repo, m->seen_in_scan);
@@ -506,7 +583,12 @@ static bool scan_once(hs_registry *r) {
       HS_LOGI("model %s left the repository; unloading it", m->name);
       hs__registry_publish(m, NULL, 0);
     }
+    if (gone) gone[n_gone++] = m;
   }
+  for (size_t i = 0; i < n_gone; i++) /* the array changes with each: walk the copy */
+    if (hs__registry_forget_model(r, gone[i])) HS_LOGD("model %s forgotten", gone[i]->name);
+  free(gone);
+  hs__registry_reap_forgotten(r);
   hs_repo_snapshot_free(snap);
   /* readiness: a scan of the repository has succeeded and its loads are done (set before the
    * waiters of this scan are told, so they see it) */

@@ -404,6 +404,7 @@ void hs__version_free(hs_version *v) {
   pthread_cond_destroy(&v->pool_cv);
   pthread_mutex_destroy(&v->pool_mu);
   free(v);
+  atomic_fetch_sub(&m->versions_alive, 1); /* the last touch of m: the loader may forget it now */
 }
 
 /* ---- status ---- */
@@ -601,21 +602,64 @@ static void free_counters(hs_model *m) {
     }
 }
 
+static void free_model(hs_model *m) {
+  hs__rollout_destroy(m->rollout); /* drops its references and stops its shadow worker */
+  hs__registry_publish(m, NULL, 0); /* retires every version; frees those without requests */
+  free(atomic_load(&m->view));
+  free_counters(m);
+  pthread_mutex_destroy(&m->status_mu);
+  pthread_mutex_destroy(&m->run_mu);
+  pthread_cond_destroy(&m->run_cv);
+  free(m);
+}
+
 void hs__registry_free_models(hs_registry *r) {
   hs_model_array *a = atomic_load(&r->models);
-  for (size_t i = 0; a && i < a->n; i++) {
-    hs_model *m = a->m[i];
-    hs__rollout_destroy(m->rollout); /* drops its references and stops its shadow worker */
-    hs__registry_publish(m, NULL, 0); /* retires every version; frees those without requests */
-    free(atomic_load(&m->view));
-    free_counters(m);
-    pthread_mutex_destroy(&m->status_mu);
-    pthread_mutex_destroy(&m->run_mu);
-    pthread_cond_destroy(&m->run_cv);
-    free(m);
-  }
+  for (size_t i = 0; a && i < a->n; i++) free_model(a->m[i]);
   free(a);
   atomic_store(&r->models, NULL);
+  for (hs_model *m = r->forgotten, *next; m; m = next) {
+    next = m->next_forgotten;
+    free_model(m);
+  }
+  r->forgotten = NULL;
+  r->n_forgotten = 0;
+}
+
+/* ---- forgetting models that left the repository (issue 16, class 10) ---- */
+
+bool hs__registry_forget_model(hs_registry *r, hs_model *m) {
+  if (r->n_forgotten >= HS_FORGOTTEN_MAX || atomic_load(&m->versions_alive) != 0 || atomic_load(&m->view)->n)
+    return false;
+  hs_model_array *old = atomic_load(&r->models);
+  hs_model_array *a = malloc(sizeof *a + (old->n ? old->n : 1) * sizeof(hs_model *));
+  if (!a) return false;
+  a->n = 0;
+  for (size_t i = 0; i < old->n; i++)
+    if (old->m[i] != m) a->m[a->n++] = old->m[i];
+  atomic_store(&r->models, a);
+  synchronize(r); /* from here on no lookup returns m */
+  free(old);
+  m->forgotten_ns = hs_now_ns();
+  m->next_forgotten = r->forgotten;
+  r->forgotten = m;
+  r->n_forgotten++;
+  return true;
+}
+
+void hs__registry_reap_forgotten(hs_registry *r) {
+  uint64_t now = hs_now_ns();
+  for (hs_model **p = &r->forgotten; *p;) {
+    hs_model *m = *p;
+    if (now - m->forgotten_ns < (uint64_t)HS_FORGET_DELAY_MS * 1000000ull ||
+        atomic_load(&m->metrics.inflight) != 0) {
+      p = &m->next_forgotten;
+      continue;
+    }
+    *p = m->next_forgotten;
+    r->n_forgotten--;
+    free_model(m);
+  }
 }
 
 /* ---- registry lifetime and control (the loader thread's side is loader.c) ---- */
@@ -631,6 +675,8 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
   if (r->opts.threads <= 0) r->opts.threads = 1;
   if (r->opts.instances <= 0) r->opts.instances = 2;
   r->memory_limit = opts->memory_limit ? opts->memory_limit : hs_process_memory_limit();
+  r->max_request_memory = opts->max_request_memory ? opts->max_request_memory
+                          : r->memory_limit == SIZE_MAX ? 0 : r->memory_limit / 4;
   r->root = strdup(opts->root);
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->cv, NULL);
@@ -670,10 +716,30 @@ int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_er
   return HS_OK;
 }
 
+bool hs_registry_stop(hs_registry *r, int timeout_ms) {
+  if (r->watcher) hs_watcher_stop(r->watcher);
+  r->watcher = NULL;
+  if (!r->loader_started) return true;
+  atomic_store(&r->stopping, true);
+  pthread_mutex_lock(&r->mu);
+  r->stop = true;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts); /* pthread_timedjoin_np's clock */
+  uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000ull;
+  ts.tv_sec += (time_t)(ns / 1000000000ull);
+  ts.tv_nsec = (long)(ns % 1000000000ull);
+  if (pthread_timedjoin_np(r->loader, NULL, &ts) != 0) return false;
+  r->loader_started = false;
+  return true;
+}
+
 void hs_registry_destroy(hs_registry *r) {
   if (!r) return;
   if (r->watcher) hs_watcher_stop(r->watcher);
   if (r->loader_started) {
+    atomic_store(&r->stopping, true);
     pthread_mutex_lock(&r->mu);
     r->stop = true;
     pthread_cond_broadcast(&r->cv);

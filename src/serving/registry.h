@@ -41,6 +41,8 @@ typedef struct hs_registry_options {
   int threads;                  /* compute threads per run when config.json says 0; default 1 */
   int instances;                /* sessions per version when config.json says 0; default 2 */
   size_t memory_limit;          /* bytes; 0 = the process limit (cgroup or RAM) */
+  size_t max_request_memory;    /* scratch one run may plan (hs_backend_options.max_run_bytes);
+                                   0 = a quarter of the memory limit */
   bool watch;                   /* start the repository watcher (tests may rely on explicit rescans) */
   hs_loader_priority loader_priority; /* CPU priority of loads and warm-ups; default HS_LOADER_LOW */
   const char *trace_path;       /* event log of requests and reload stages (trace.h); NULL: none */
@@ -61,6 +63,12 @@ typedef struct hs_registry_options {
 /* Opens the repository, loads what is ready now (synchronously), then starts the loader thread
  * and the watcher. On success *out is a registry the caller frees with hs_registry_destroy. */
 int hs_registry_create(const hs_registry_options *opts, hs_registry **out, hs_error *err);
+
+/* Stops the watcher and asks the loader to stop (it gives up the version it is loading at the next
+ * stage: after the backend load, after the sessions), then waits at most timeout_ms for it. Returns
+ * true when the loader has stopped; false when it is still inside one stage (a long load or
+ * warm-up): then the caller may exit the process without hs_registry_destroy (which would wait). */
+bool hs_registry_stop(hs_registry *r, int timeout_ms);
 
 /* Stops the watcher and loader, then frees every model and version. No request may be running. */
 void hs_registry_destroy(hs_registry *r);
@@ -92,10 +100,14 @@ int hs_registry_unload_model(hs_registry *r, const char *name, hs_error *err);
 
 /* ---- the request path ---- */
 
-/* The model called name, or NULL. The pointer stays valid until hs_registry_destroy. */
+/* The model called name, or NULL. A model whose folder left the repository is forgotten once its
+ * versions are freed: lookups stop finding it, and the pointer stays valid for at least a minute
+ * after that (HS_FORGET_DELAY_MS) and while a request on it is in flight (hs_model_request_begin);
+ * use it for one request or one reply, do not keep it. */
 hs_model *hs_registry_find(hs_registry *r, const char *name);
 size_t hs_registry_num_models(hs_registry *r);
-hs_model *hs_registry_model_at(hs_registry *r, size_t i); /* NULL past the end */
+/* NULL past the end; models may be forgotten between calls, so loops stop at the first NULL. */
+hs_model *hs_registry_model_at(hs_registry *r, size_t i);
 const char *hs_model_name(const hs_model *m);
 
 /* Acquires a reference to version `version` of m (or the highest serving one when version < 0).

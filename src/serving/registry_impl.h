@@ -82,7 +82,19 @@ struct hs_model {
   atomic_bool ever_served;  /* served something since it was last deliberately emptied (unload, removal) */
   atomic_bool all_selected_serving; /* the last scan served every version the policy selects */
   hs_rollout *rollout;      /* gray release of new versions (rollout.c) */
+  /* forgetting (registry.c): versions not yet freed that point here; the loader forgets a model that
+   * left the repository once none is left, and frees it HS_FORGET_DELAY_MS later */
+  atomic_int versions_alive;
+  uint64_t forgotten_ns;
+  struct hs_model *next_forgotten;
 };
+
+/* A model forgotten (gone from the repository, no version left) stays allocated this long after no
+ * lookup can find it any more, for threads that found it just before (a request between lookup
+ * and its in-flight count, which includes decoding its body; a /metrics or status reply being
+ * built); then it is freed once no request on it is in flight. At most HS_FORGOTTEN_MAX wait at once; beyond that models are kept. */
+#define HS_FORGET_DELAY_MS 60000
+#define HS_FORGOTTEN_MAX 4096
 
 typedef struct hs_model_op {
   char name[HS_NAME_MAX];
@@ -97,6 +109,7 @@ struct hs_registry {
   hs_repo *repo;
   hs_watcher *watcher;
   size_t memory_limit;
+  size_t max_request_memory; /* per-run scratch budget handed to backends (registry_options) */
   _Atomic(hs_model_array *) models;
   /* grace periods: see registry.c DESIGN */
   atomic_uint epoch;
@@ -117,6 +130,9 @@ struct hs_registry {
   uint64_t trim_due_ns; /* when to hand freed pages back (hs_now_ns); 0: nothing waits (loader.c) */
   atomic_bool startup_done;  /* a scan has succeeded and its loads are done (readiness) */
   atomic_bool shutting_down; /* lame-duck period: not ready, still serving */
+  atomic_bool stopping;      /* hs_registry_stop: the loader gives up a load between its stages */
+  hs_model *forgotten;       /* loader only: models no lookup finds, waiting to be freed */
+  size_t n_forgotten;
 };
 
 /* registry.c, for the loader */
@@ -133,6 +149,11 @@ void hs__status_set_times(hs_model *m, uint64_t generation, double load_ms, doub
 void hs__status_set_cost(hs_model *m, uint64_t generation, const hs_version_status *st);
 hs_version_counter *hs__version_counter(hs_model *m, int64_t version);
 void hs__registry_free_models(hs_registry *r);
+/* Loader thread: takes m (no view, versions_alive 0) out of the model array so no lookup finds it
+ * and queues it to be freed; false when it must stay (the queue is full, or out of memory). */
+bool hs__registry_forget_model(hs_registry *r, hs_model *m);
+/* Loader thread: frees the forgotten models whose delay has passed and that have no request in flight. */
+void hs__registry_reap_forgotten(hs_registry *r);
 void hs__count_reason(_Atomic(hs_reason_counter *) *head, const char *reason);
 
 /* loader.c */

@@ -124,6 +124,37 @@ def test(tmp, args):
     check(st.ModelReady(pb.ModelReadyRequest(name="add", version="3")).ready, "loaded again with version 3")
     srv.stop()
 
+    # ---- the repository RPCs obey the same control switches as HTTP's repository routes
+    token_file = os.path.join(tmp, "control.token")
+    with open(token_file, "w") as f:
+        f.write("s3cret-token\n")
+    srv = hsys.Server(repo, "--grpc-port", "0", "--settle", "0", "--control-token-file", token_file)
+    st = pbg.GRPCInferenceServiceStub(grpc_client.channel(grpc_client.grpc_target(srv)))
+    UA, PD = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
+    good, bad = [("authorization", "Bearer s3cret-token")], [("authorization", "Bearer wrong")]
+    for name, call in (("RepositoryIndex", lambda md: st.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=md)),
+                       ("RepositoryModelUnload", lambda md: st.RepositoryModelUnload(
+                           pb.RepositoryModelUnloadRequest(model_name="add"), metadata=md)),
+                       ("RepositoryModelLoad", lambda md: st.RepositoryModelLoad(
+                           pb.RepositoryModelLoadRequest(model_name="add"), metadata=md))):
+        expect_code(lambda: call(None), UA, name + " without a token")
+        expect_code(lambda: call(bad), PD, name + " with a wrong token")
+        check(st.ModelReady(pb.ModelReadyRequest(name="add")).ready, name + ": a refused call changed nothing")
+    check(any(e.name == "add" for e in st.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=good).models),
+          "RepositoryIndex with the token")
+    st.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="add"), metadata=good)
+    check(not st.ModelReady(pb.ModelReadyRequest(name="add")).ready, "unload with the token")
+    st.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="add"), metadata=good)
+    check(st.ModelReady(pb.ModelReadyRequest(name="add")).ready, "load with the token")
+    srv.stop()
+    srv = hsys.Server(repo, "--grpc-port", "0", "--settle", "0", "--model-control-mode", "none")
+    st = pbg.GRPCInferenceServiceStub(grpc_client.channel(grpc_client.grpc_target(srv)))
+    expect_code(lambda: st.RepositoryIndex(pb.RepositoryIndexRequest()), PD, "RepositoryIndex in control mode none")
+    expect_code(lambda: st.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="add")), PD,
+                "RepositoryModelUnload in control mode none")
+    check(st.ModelReady(pb.ModelReadyRequest(name="add")).ready, "control mode none: the model still serves")
+    srv.stop()
+
 
 if __name__ == "__main__":
     hsys.main(test, __doc__)
