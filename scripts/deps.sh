@@ -51,11 +51,17 @@ for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  # Root only for the install itself: as root (containers, CI) directly, else through sudo when there is one.
+  as_root=()
   if [ "$(id -u)" != 0 ]; then
-    echo "hotserve: missing packages: ${missing[*]} (run as root, or apt-get install them)" >&2
-    exit 1
+    if command -v sudo >/dev/null 2>&1; then
+      echo "hotserve: installing missing packages with sudo: ${missing[*]}" >&2
+      as_root=(sudo)
+    else
+      echo "hotserve: missing packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+      exit 1
+    fi
   fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  apt-get install "${apt_opts[@]}" "${missing[@]}"
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "${missing[@]}"
 fi
