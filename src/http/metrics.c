@@ -96,6 +96,7 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_rollout_state", "gauge", "1 for the model's rollout state (idle, canary or shadow), else 0.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     hs_rollout_status rs;
     hs_rollout_status_get(m, &rs);
     const char *now = rs.active ? hs_rollout_strategy_name(rs.window_strategy) : "idle";
@@ -108,6 +109,7 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_rollout_candidate_version", "gauge", "The version under a rollout window (0 when none).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     hs_rollout_status rs;
     hs_rollout_status_get(m, &rs);
     model_counter(b, m, "hotserve_rollout_candidate_version", "", (uint64_t)(rs.candidate > 0 ? rs.candidate : 0));
@@ -115,6 +117,7 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_rollout_decisions_total", "counter", "Rollout windows ended, by outcome and reason.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     for (const hs_rollout_decision_counter *c =
              atomic_load_explicit(&hs_rollout_metrics_get(m)->decisions, memory_order_acquire);
          c; c = c->next) {
@@ -128,6 +131,7 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
          "Unpinned requests answered during canary windows, by arm (stable or candidate).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     const hs_rollout_metrics *rm = hs_rollout_metrics_get(m);
     model_counter(b, m, "hotserve_rollout_canary_requests_total", "arm=\"stable\"", atomic_load(&rm->canary_stable));
     model_counter(b, m, "hotserve_rollout_canary_requests_total", "arm=\"candidate\"",
@@ -137,6 +141,7 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
          "Candidate runs that failed (a canary run then re-run on the stable version, or a shadow run).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     model_counter(b, m, "hotserve_rollout_candidate_errors_total", "",
                   atomic_load(&hs_rollout_metrics_get(m)->candidate_errors));
   }
@@ -144,6 +149,7 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
          "Shadow copies of requests, by result: run on the candidate, or dropped (queue full).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     const hs_rollout_metrics *rm = hs_rollout_metrics_get(m);
     model_counter(b, m, "hotserve_rollout_shadow_requests_total", "result=\"run\"", atomic_load(&rm->shadow_run));
     model_counter(b, m, "hotserve_rollout_shadow_requests_total", "result=\"dropped\"",
@@ -153,6 +159,7 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
          "Shadow runs whose outputs differed from the stable version's beyond output_rtol/output_atol.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     model_counter(b, m, "hotserve_rollout_output_disagreements_total", "",
                   atomic_load(&hs_rollout_metrics_get(m)->disagreements));
   }
@@ -205,6 +212,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "Rows per run of a model with dynamic batching (the sum of its requests' first dimensions).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     uint64_t cum[HS_BATCH_BUCKETS + 1], sum;
     hs_batch_stats_read(&hs_model_metrics_get(m)->batch, cum, &sum);
     for (size_t k = 0; k <= HS_BATCH_BUCKETS; k++) {
@@ -223,6 +231,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "Batched runs that failed and whose requests were run again one at a time.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     hs_sbuf_puts(b, "hotserve_batch_retries_total{model=");
     label(b, hs_model_name(m));
     hs_sbuf_printf(b, "} %" PRIu64 "\n",
@@ -265,6 +274,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "check them; load: decode and compile; warmup: warm-up runs and golden check).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     for (int st = 0; st < HS_STAGE_COUNT; st++) {
       hs_sbuf_puts(b, "hotserve_model_reload_cpu_seconds_total{model=");
       label(b, hs_model_name(m));
@@ -277,6 +287,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "against a manifest's SHA-256 (hashed).");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     const hs_model_metrics *mm = hs_model_metrics_get(m);
     uint64_t v[2] = {atomic_load_explicit(&mm->reload_bytes_read, memory_order_relaxed),
                      atomic_load_explicit(&mm->reload_bytes_hashed, memory_order_relaxed)};

@@ -121,6 +121,7 @@ int hs_triton_index(hs_registry *reg, bool ready_only, hs_index_entry **out, siz
   size_t models = hs_registry_num_models(reg);
   for (size_t i = 0; i < models && rc == HS_OK; i++) {
     hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read (registry.c) */
     hs_model_status_get(m, st);
     rc = index_model(m, st, ready_only, &l);
   }
