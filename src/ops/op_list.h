@@ -104,6 +104,10 @@
   X(Max, logic, 6, 1, 8, 1, 1, 0, 0)                                                 \
   X(Min, logic, 6, 1, 8, 1, 1, 0, 0)                                                 \
   X(Sum, logic, 6, 1, 8, 1, 1, 0, 0)                                                 \
-  X(Mean, logic, 6, 1, 8, 1, 1, 0, 0)
+  X(Mean, logic, 6, 1, 8, 1, 1, 0, 0)                                                \
+  /* control.c: subgraphs; inputs past the formal ones are the subgraphs' outer-scope values */ \
+  X(If, ctl_if, 1, 1, 1024, 1, 256, 0, HS_OP_CONTROL)                                   \
+  X(Loop, ctl_loop, 1, 0, 1024, 1, 256, 0, HS_OP_CONTROL)                               \
+  X(Scan, ctl_scan, 9, 1, 1024, 1, 256, 0, HS_OP_CONTROL)
 
 #endif

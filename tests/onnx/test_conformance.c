@@ -43,6 +43,9 @@ static const struct {
     {"test_min_float16", "float16 arithmetic is not supported (Cast handles float16)"},
     {"test_identity_opt", "optional types are not supported"},
     {"test_identity_sequence", "sequence types are not supported"},
+    {"test_if_seq", "sequence types are not supported (If branches build a sequence)"},
+    {"test_if_opt", "optional types are not supported (If branches build an optional sequence)"},
+    {"test_scan_sum", "Scan-8 (batch axis, sequence_lens) is not supported; Scan from opset 9 is"},
 };
 
 static int known_unsupported(const char *name) {
