@@ -335,8 +335,9 @@ static int scan_run(const hs_node *n, const hs_tensor *in, int n_in, hs_tensor *
   for (int64_t t = 0; rc == 0 && t < L; t++) {
     for (int j = 0; j < M; j++) {
       const hs_tensor *src = &in[N + j];
-      size_t outer, inner, esz = hs_dtype_size(src->dtype);
-      split_at(src->dims, src->ndim, in_axis[j] + 1, esz, &outer, &inner);
+      size_t outer, inner;
+      split_at(src->dims, src->ndim, in_axis[j], hs_dtype_size(src->dtype), &outer, &inner);
+      inner /= (size_t)L; /* one step along the scan axis (L > 0 inside this loop) */
       int64_t idx = p->in_rev[j] ? L - 1 - t : t;
       for (size_t o = 0; o < outer; o++)
         hs_memcpy((char *)slice[j].data + o * inner, (const char *)src->data + (o * (size_t)L + (size_t)idx) * inner, inner);
