@@ -93,7 +93,8 @@ int hs_engine_compile_graph(hs_engine_model *m, const hs_backend_options *opts, 
    * trial plans create below must have the model's, not whatever this thread was left with */
   hs_kernels_set_threads(m->threads);
 
-  if ((rc = hs_subgraphs_compile(m, opts, err))) return rc;
+  int folded;
+  if ((rc = hs_fold_const_ifs(g, &folded, err)) || (rc = hs_subgraphs_compile(m, opts, err))) return rc;
   for (int i = 0; i < g->n_nodes; i++)
     if (!g->nodes[i].dead && (rc = hs_op_bind(&g->nodes[i], g, err))) return rc;
   for (int k = 0; k < g->n_outputs; k++) {

@@ -13,6 +13,7 @@
  * session keeps per value (grown when a run needs more, reused otherwise), and control-flow nodes call
  * back into the engine for their subgraphs and their output memory.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +62,122 @@ int hs_subgraphs_compile(hs_engine_model *m, const hs_backend_options *opts, hs_
     }
   }
   return 0;
+}
+
+/* ---- If on a constant condition: the live branch inlined, the dead one dropped ------------------ */
+
+/* A new value of g named "<prefix>/<name>" (with a counter when that is taken). */
+static int add_scoped_value(hs_graph *g, const char *prefix, const char *name, hs_value_kind kind, int *out,
+                            hs_error *err) {
+  size_t len = strlen(prefix) + strlen(name) + 24;
+  char *buf = malloc(len);
+  if (!buf) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  int rc = 0;
+  for (int k = 0; k < 1000; k++) {
+    if (k == 0) snprintf(buf, len, "%s/%s", prefix, name);
+    else snprintf(buf, len, "%s/%s_%d", prefix, name, k);
+    if (hs_graph_find(g, buf) < 0) break;
+  }
+  rc = hs_graph_add_value(g, buf, kind, out, err);
+  free(buf);
+  return rc;
+}
+
+/* Moves the branch `sg` of If node ni into g: its values under the node's name, its nodes as they are
+ * (their own subgraphs move with them), an Identity per output onto the If's outputs; the If dies. */
+static int inline_branch(hs_graph *g, int ni, hs_graph *sg, hs_error *err) {
+  int rc = 0;
+  int *vm = malloc(sizeof(int) * ((size_t)sg->n_values + 1));
+  if (!vm) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  char *prefix = strdup(g->nodes[ni].name);
+  if (!prefix) {
+    free(vm);
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
+  for (int v = 0; v < sg->n_values && rc == 0; v++) {
+    hs_value *sv = &sg->values[v];
+    if (sv->kind == HS_VAL_INPUT) { /* a branch has no formal inputs: an outer-scope reference */
+      vm[v] = g->nodes[ni].in[sg->outer_base + sv->input_index];
+      continue;
+    }
+    rc = add_scoped_value(g, prefix, sv->name, sv->kind, &vm[v], err);
+    if (rc) break;
+    hs_value *pv = &g->values[vm[v]];
+    pv->dtype = sv->dtype;
+    pv->ndim = sv->ndim;
+    memcpy(pv->dims, sv->dims, sizeof pv->dims);
+    if (sv->kind == HS_VAL_CONST) { /* the contents move */
+      pv->data = sv->data;
+      pv->nbytes = sv->nbytes;
+      sv->data = NULL;
+    }
+  }
+  for (int i = 0; i < sg->n_nodes && rc == 0; i++) {
+    hs_node *sn = &sg->nodes[i];
+    if (sn->dead) continue;
+    int idx;
+    if ((rc = hs_graph_add_node(g, &idx, err))) break;
+    hs_node *n = &g->nodes[idx];
+    *n = *sn; /* strings, attributes and arrays move; sn keeps nothing */
+    memset(sn, 0, sizeof *sn);
+    sn->dead = 1;
+    for (int k = 0; k < n->n_in; k++)
+      if (n->in[k] >= 0) n->in[k] = vm[n->in[k]];
+    for (int k = 0; k < n->n_out; k++)
+      if (n->out[k] >= 0) {
+        n->out[k] = vm[n->out[k]];
+        g->values[n->out[k]].producer = idx;
+      }
+  }
+  for (int k = 0; k < sg->n_outputs && rc == 0; k++) { /* Identity: branch output -> the If's output */
+    int dst = g->nodes[ni].out[k];
+    if (dst < 0) continue;
+    int idx;
+    if ((rc = hs_graph_add_node(g, &idx, err))) break;
+    hs_node *n = &g->nodes[idx];
+    n->op_type = strdup("Identity");
+    n->domain = strdup("");
+    n->name = malloc(strlen(prefix) + 32);
+    n->in = malloc(sizeof(int));
+    n->out = malloc(sizeof(int));
+    if (!n->op_type || !n->domain || !n->name || !n->in || !n->out) {
+      rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+      break;
+    }
+    sprintf(n->name, "%s/output_%d", prefix, k);
+    n->opset = g->opset;
+    n->n_in = n->n_out = 1;
+    n->in[0] = vm[sg->outputs[k]];
+    n->out[0] = dst;
+    g->values[dst].producer = idx;
+  }
+  if (rc == 0) g->nodes[ni].dead = 1;
+  free(vm);
+  free(prefix);
+  return rc;
+}
+
+int hs_fold_const_ifs(hs_graph *g, int *folded, hs_error *err) {
+  *folded = 0;
+  for (int ni = 0; ni < g->n_nodes; ni++) {
+    hs_node *n = &g->nodes[ni];
+    if (n->dead || n->domain[0] || strcmp(n->op_type, "If") != 0 || n->n_in - n->n_implicit != 1 || n->in[0] < 0)
+      continue;
+    const hs_value *c = &g->values[n->in[0]];
+    if (c->kind != HS_VAL_CONST || !c->data || c->nbytes == 0) continue;
+    hs_tensor t = {.dtype = c->dtype, .ndim = c->ndim, .data = c->data, .nbytes = c->nbytes};
+    memcpy(t.dims, c->dims, sizeof t.dims);
+    if (hs_shape_numel(t.dims, t.ndim) != 1) continue; /* left to the op, which reports it */
+    const char *want = hs_get_scalar(&t) != 0 ? "then_branch" : "else_branch";
+    hs_graph *live = NULL;
+    for (int a = 0; a < n->n_attrs; a++)
+      if (n->attrs[a].type == HS_ATTR_GRAPH && strcmp(n->attrs[a].name, want) == 0) live = n->attrs[a].graph;
+    if (!live || live->n_inputs != live->n_outer || live->n_outputs != n->n_out) continue; /* the op refuses it */
+    int rc = inline_branch(g, ni, live, err);
+    if (rc) return hs_error_prefix(err, "inlining the live branch of If '%s'", g->nodes[ni].name);
+    (*folded)++;
+  }
+  return *folded ? hs_graph_finish(g, err) : 0;
 }
 
 /* ---- running a subgraph ------------------------------------------------------------------------- */

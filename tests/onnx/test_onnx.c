@@ -188,6 +188,22 @@ static void test_dynamic_shape_arithmetic(void **state) {
   hs_engine_free(m);
 }
 
+/* An If on a constant condition is gone after compiling: its live branch runs as part of the planned main graph
+ * (the model is not dynamic, no subgraph is compiled), and the dead branch, which holds an op the engine does not
+ * know, never reached the compiler (with the condition an input, the same model is refused: hostile/
+ * if_runtime_cond_unknown_op). */
+static void test_const_if_folded(void **state) {
+  (void)state;
+  hs_engine_model *m = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/cases/if_const_cond/model.onnx", NULL, &m, &err), 0);
+  assert_int_equal(m->dynamic, 0);
+  assert_int_equal(m->n_subs, 0);
+  for (int oi = 0; oi < m->g.n_order; oi++) assert_int_not_equal(m->g.nodes[m->g.order[oi]].op, HS_OP_If);
+  hs_engine_free(m);
+}
+
 /* The table generated from ops/op_list.h: each row is found by its name under its own id, has the
  * entry points every op needs (run, or run_ctl for control flow), and declares value inputs only among the inputs it accepts. */
 static void test_op_table_rows(void **state) {
@@ -269,6 +285,7 @@ int main(void) {
       cmocka_unit_test(test_truncated_and_corrupted),
       cmocka_unit_test(test_memory_plan_reuses_buffers),
       cmocka_unit_test(test_dynamic_shape_arithmetic),
+      cmocka_unit_test(test_const_if_folded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
