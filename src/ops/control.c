@@ -12,7 +12,7 @@
 #include "ops/ops.h"
 
 #define MAX_SCAN 32                  /* Scan inputs / outputs handled */
-#define LOOP_MAX_ITERATIONS 10000000 /* a Loop that would run longer is refused (HS_LIMIT) */
+#define LOOP_MAX_ITERATIONS (1 << 20) /* a Loop that would run longer is refused (HS_LIMIT) */
 #define SCAN_MAX_BYTES ((size_t)16 << 30)
 
 typedef struct {
