@@ -217,6 +217,9 @@ typedef struct hs_eager {
   size_t *out_cap;
   void *scratch;
   size_t scratch_cap;
+  void **discard; /* per output slot (max_out): where a control-flow op writes an output nobody wants */
+  size_t *discard_cap;
+  int n_discard;
 } hs_eager;
 
 static _Alignas(64) unsigned char g_empty[64]; /* never written: the data of empty tensors */
@@ -231,6 +234,9 @@ void hs_eager_free(hs_eager *e) {
   free(e->out_buf);
   free(e->out_cap);
   free(e->scratch);
+  for (int i = 0; e->discard && i < e->n_discard; i++) free(e->discard[i]);
+  free(e->discard);
+  free(e->discard_cap);
   free(e);
 }
 
@@ -257,7 +263,10 @@ static int eager_create(const hs_engine_model *m, hs_eager **out, hs_error *err)
   e->cap = calloc((size_t)g->n_values + 1, sizeof *e->cap);
   e->out_buf = calloc((size_t)g->n_outputs + 1, sizeof *e->out_buf);
   e->out_cap = calloc((size_t)g->n_outputs + 1, sizeof *e->out_cap);
-  if (!e->val || !e->buf || !e->cap || !e->out_buf || !e->out_cap) {
+  e->n_discard = m->max_out;
+  e->discard = calloc((size_t)m->max_out + 1, sizeof *e->discard);
+  e->discard_cap = calloc((size_t)m->max_out + 1, sizeof *e->discard_cap);
+  if (!e->val || !e->buf || !e->cap || !e->out_buf || !e->out_cap || !e->discard || !e->discard_cap) {
     hs_eager_free(e);
     return hs_error_set(err, HS_NO_MEMORY, "out of memory");
   }
@@ -281,14 +290,12 @@ static int cb_alloc_output(hs_run_ctx *ctx, int k, hs_tensor *t, hs_error *err) 
   eager_call *c = ctx->engine;
   if (k < 0 || k >= c->n->n_out) return hs_error_set(err, HS_INTERNAL, "node '%s': no output %d", c->n->name, k);
   int v = c->n->out[k];
-  if (v < 0) {
-    t->data = t->nbytes ? NULL : g_empty;
-    return t->nbytes ? hs_error_set(err, HS_INTERNAL, "node '%s': output %d is not wanted", c->n->name, k) : 0;
-  }
   hs_eager *e = c->s->eager;
-  int rc = ensure(&e->buf[v], &e->cap[v], t->nbytes, err);
+  void **buf = v < 0 ? &e->discard[k] : &e->buf[v];
+  size_t *cap = v < 0 ? &e->discard_cap[k] : &e->cap[v];
+  int rc = ensure(buf, cap, t->nbytes, err);
   if (rc) return rc;
-  t->data = e->buf[v];
+  t->data = *buf;
   return 0;
 }
 

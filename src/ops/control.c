@@ -163,7 +163,8 @@ static int loop_run(const hs_node *n, const hs_tensor *in, int n_in, hs_tensor *
   int N = p->n_carried, K = p->n_scan, rc = 0, cond = 1;
   int64_t max_trip = INT64_MAX;
   if (HS_PRESENT(&in[0])) {
-    if (hs_numel(&in[0]) != 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "M must hold one value");
+    if (hs_numel(&in[0]) != 1 || (in[0].dtype != HS_DT_INT64 && in[0].dtype != HS_DT_INT32))
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "M must hold one integer");
     max_trip = hs_get_int(&in[0], 0);
   }
   if (HS_PRESENT(&in[1]) && (rc = truth(n, &in[1], "cond", &cond, err))) return rc;

@@ -299,6 +299,12 @@ case("scan_axes_directions", [N("Scan", ["s0", "a", "b"], ["st", "o0", "o1"], bo
      [("a", a), ("b", b)], [("st", st), ("o0", o0), ("o1", o1)], inits=[("s0", np.zeros(2, np.float32)), ("k", k)],
      opset=11)
 
+# the same Scan with its middle output omitted: the op still writes it, somewhere the graph does not keep
+case("scan_output_omitted", [N("Scan", ["s0", "a", "b"], ["st", "", "o1"], body=body, num_scan_inputs=2,
+                                   scan_input_axes=[1, 0], scan_input_directions=[0, 1], scan_output_axes=[1, 0],
+                                   scan_output_directions=[1, 0])],
+     [("a", a), ("b", b)], [("st", st), ("o1", o1)], inits=[("s0", np.zeros(2, np.float32)), ("k", k)], opset=11)
+
 # If on a constant condition: the live branch is inlined before compiling, and the dead one (an op the engine does
 # not know: compiling it would refuse the model) is dropped unseen
 x = f32(4)

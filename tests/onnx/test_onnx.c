@@ -204,6 +204,39 @@ static void test_const_if_folded(void **state) {
   hs_engine_free(m);
 }
 
+/* A Scan's body is a compiled model of its own, planned once for the shapes every iteration sees: after two runs
+ * of four iterations each, the session's body session holds exactly one plan and never ran node by node; the main
+ * graph (it holds the Scan) is dynamic. Outputs match numpy's on both runs. */
+static void test_subgraph_planned_once(void **state) {
+  (void)state;
+  const char *dir = HS_CASES_DIR "/cases/scan_axes_directions";
+  hs_engine_model *m = NULL;
+  hs_engine_session *s = NULL;
+  hs_error err;
+  hs_tensor in[4], want[4], out[4];
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/cases/scan_axes_directions/model.onnx", NULL, &m, &err), 0);
+  assert_int_equal(m->dynamic, 1);
+  assert_int_equal(m->n_subs, 1);
+  assert_int_equal(m->subs[0]->dynamic, 0);
+  int n_in = load_npys(dir, "input", in, 4), n_want = load_npys(dir, "expected", want, 4);
+  assert_int_equal(n_in, 2);
+  assert_int_equal(n_want, 3);
+  assert_int_equal(hs_engine_session_create(m, &s, &err), 0);
+  for (int r = 0; r < 2; r++) {
+    assert_int_equal(hs_engine_run(s, in, 2, out, 3, &err), 0);
+    for (int k = 0; k < 3; k++) assert_int_equal(compare_tensors("scan output", &out[k], &want[k]), 0);
+  }
+  assert_non_null(s->subs[0]);
+  int plans = 0;
+  for (int i = 0; i < HS_PLAN_CACHE; i++) plans += s->subs[0]->plans[i] != NULL;
+  assert_int_equal(plans, 1);
+  assert_null(s->subs[0]->eager);
+  free_tensors(in, n_in);
+  free_tensors(want, n_want);
+  hs_engine_session_free(s);
+  hs_engine_free(m);
+}
+
 /* The table generated from ops/op_list.h: each row is found by its name under its own id, has the
  * entry points every op needs (run, or run_ctl for control flow), and declares value inputs only among the inputs it accepts. */
 static void test_op_table_rows(void **state) {
@@ -286,6 +319,7 @@ int main(void) {
       cmocka_unit_test(test_memory_plan_reuses_buffers),
       cmocka_unit_test(test_dynamic_shape_arithmetic),
       cmocka_unit_test(test_const_if_folded),
+      cmocka_unit_test(test_subgraph_planned_once),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
