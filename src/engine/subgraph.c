@@ -220,6 +220,7 @@ typedef struct hs_eager {
   void **discard; /* per output slot (max_out): where a control-flow op writes an output nobody wants */
   size_t *discard_cap;
   int n_discard;
+  size_t held; /* bytes of all the buffers above (hs_dynamic_limit_bytes) */
 } hs_eager;
 
 static _Alignas(64) unsigned char g_empty[64]; /* never written: the data of empty tensors */
@@ -240,13 +241,16 @@ void hs_eager_free(hs_eager *e) {
   free(e);
 }
 
-/* *buf holds at least need bytes (64-byte aligned). */
-static int ensure(void **buf, size_t *cap, size_t need, hs_error *err) {
+/* *buf holds at least need bytes (64-byte aligned); e->held counts them all against the limit. */
+static int ensure(hs_eager *e, void **buf, size_t *cap, size_t need, hs_error *err) {
   if (need <= *cap && *buf) return 0;
+  if (need > hs_dynamic_limit_bytes || e->held - *cap > hs_dynamic_limit_bytes - need)
+    return hs_error_set(err, HS_LIMIT, "the run needs more than %zu bytes", hs_dynamic_limit_bytes);
   size_t sz = ((need ? need : 1) + 63) & ~(size_t)63;
   void *nb = aligned_alloc(64, sz);
   if (!nb) return hs_error_set(err, HS_NO_MEMORY, "out of memory (%zu bytes)", sz);
   free(*buf);
+  e->held = e->held - *cap + sz;
   *buf = nb;
   *cap = sz;
   return 0;
@@ -293,7 +297,7 @@ static int cb_alloc_output(hs_run_ctx *ctx, int k, hs_tensor *t, hs_error *err) 
   hs_eager *e = c->s->eager;
   void **buf = v < 0 ? &e->discard[k] : &e->buf[v];
   size_t *cap = v < 0 ? &e->discard_cap[k] : &e->cap[v];
-  int rc = ensure(buf, cap, t->nbytes, err);
+  int rc = ensure(e, buf, cap, t->nbytes, err);
   if (rc) return rc;
   t->data = *buf;
   return 0;
@@ -325,11 +329,11 @@ static int eager_node(hs_engine_session *s, const hs_node *n, hs_error *err) {
       int v = n->out[k];
       if (v < 0) continue;
       if (vout[k].dtype == HS_DT_UNDEFINED) return hs_op_errf(err, n, HS_INTERNAL, "output %d has no type", k);
-      if ((rc = ensure(&e->buf[v], &e->cap[v], vout[k].nbytes, err))) return rc;
+      if ((rc = ensure(e, &e->buf[v], &e->cap[v], vout[k].nbytes, err))) return rc;
       vout[k].data = e->buf[v];
     }
     size_t sb = d->impl->scratch_bytes ? d->impl->scratch_bytes(n, vin, n->n_in, vout, n->n_out) : 0;
-    if ((rc = ensure(&e->scratch, &e->scratch_cap, sb, err))) return rc;
+    if ((rc = ensure(e, &e->scratch, &e->scratch_cap, sb, err))) return rc;
     if ((rc = d->impl->run(n, vin, n->n_in, vout, n->n_out, e->scratch, err))) return rc;
   }
   for (int k = 0; k < n->n_out; k++) {
@@ -371,7 +375,7 @@ int hs_eager_run(hs_engine_session *s, const hs_tensor *inputs, hs_tensor *outpu
     const hs_tensor *t = &e->val[g->outputs[k]];
     if (t->dtype == HS_DT_UNDEFINED)
       return hs_error_set(err, HS_PARSE, "graph output '%s' is never computed", g->values[g->outputs[k]].name);
-    if ((rc = ensure(&e->out_buf[k], &e->out_cap[k], t->nbytes, err))) return rc;
+    if ((rc = ensure(e, &e->out_buf[k], &e->out_cap[k], t->nbytes, err))) return rc;
     outputs[k] = *t;
     outputs[k].data = e->out_buf[k];
     if (t->nbytes) memcpy(outputs[k].data, t->data, t->nbytes);

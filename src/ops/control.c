@@ -12,8 +12,9 @@
 #include "ops/ops.h"
 
 #define MAX_SCAN 32                  /* Scan inputs / outputs handled */
-#define LOOP_MAX_ITERATIONS (1 << 20) /* a Loop that would run longer is refused (HS_LIMIT) */
-#define SCAN_MAX_BYTES ((size_t)16 << 30)
+
+size_t hs_dynamic_limit_bytes = (size_t)16 << 30;
+int64_t hs_loop_limit_iterations = (int64_t)1 << 20;
 
 typedef struct {
   int a_then, a_else;
@@ -45,8 +46,18 @@ static int graph_attr(const hs_node *n, const char *name, int *out, hs_error *er
 static int formal_inputs(const hs_node *n) { return n->n_in - n->n_implicit; }
 static int sub_formal_inputs(const hs_graph *sg) { return sg->n_inputs - sg->n_outer; }
 
+/* Counts nbytes more into *held, the bytes one run of the op holds; HS_LIMIT past hs_dynamic_limit_bytes. */
+static int hold(const hs_node *n, size_t *held, size_t nbytes, hs_error *err) {
+  if (*held > hs_dynamic_limit_bytes || nbytes > hs_dynamic_limit_bytes - *held)
+    return hs_op_errf(err, n, HS_LIMIT, "its carried values and scan outputs exceed %zu bytes", hs_dynamic_limit_bytes);
+  *held += nbytes;
+  return 0;
+}
+
 /* A copy of t's bytes into a new malloc'ed buffer (t itself keeps pointing at the original). */
-static int copy_tensor(const hs_node *n, const hs_tensor *t, hs_tensor *dst, hs_error *err) {
+static int copy_tensor(const hs_node *n, const hs_tensor *t, hs_tensor *dst, size_t *held, hs_error *err) {
+  int rc = hold(n, held, t->nbytes, err);
+  if (rc) return rc;
   *dst = *t;
   dst->data = malloc(t->nbytes ? t->nbytes : 1);
   if (!dst->data) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
@@ -136,11 +147,12 @@ static int same_shape(const hs_tensor *a, const hs_tensor *b) {
   return a->dtype == b->dtype && a->ndim == b->ndim && memcmp(a->dims, b->dims, sizeof(int64_t) * (size_t)a->ndim) == 0;
 }
 
-static int stack_push(const hs_node *n, stack *s, const hs_tensor *e, int first, hs_error *err) {
+static int stack_push(const hs_node *n, stack *s, const hs_tensor *e, int first, size_t *held, hs_error *err) {
   if (first) s->elem = *e;
   else if (!same_shape(&s->elem, e))
     return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "a scan output changes shape between iterations");
-  if (e->nbytes > SCAN_MAX_BYTES - s->len) return hs_op_errf(err, n, HS_LIMIT, "scan outputs exceed %zu bytes", SCAN_MAX_BYTES);
+  int rc = hold(n, held, e->nbytes, err);
+  if (rc) return rc;
   if (s->len + e->nbytes > s->cap) {
     size_t cap = s->cap ? s->cap : 256;
     while (cap < s->len + e->nbytes) cap *= 2;
@@ -162,6 +174,7 @@ static int loop_run(const hs_node *n, const hs_tensor *in, int n_in, hs_tensor *
   const hs_graph *sg = body->graph;
   int N = p->n_carried, K = p->n_scan, rc = 0, cond = 1;
   int64_t max_trip = INT64_MAX;
+  size_t held = 0; /* bytes of carried values and scan outputs, against hs_dynamic_limit_bytes */
   if (HS_PRESENT(&in[0])) {
     if (hs_numel(&in[0]) != 1 || (in[0].dtype != HS_DT_INT64 && in[0].dtype != HS_DT_INT32))
       return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "M must hold one integer");
@@ -177,12 +190,12 @@ static int loop_run(const hs_node *n, const hs_tensor *in, int n_in, hs_tensor *
     rc = hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
     goto done;
   }
-  for (int j = 0; j < N && rc == 0; j++) rc = copy_tensor(n, &in[2 + j], &car[j], err);
+  for (int j = 0; j < N && rc == 0; j++) rc = copy_tensor(n, &in[2 + j], &car[j], &held, err);
   int64_t it = 0;
   uint8_t cond_in = 1;
   for (; rc == 0 && it < max_trip && cond; it++) {
-    if (it >= LOOP_MAX_ITERATIONS) {
-      rc = hs_op_errf(err, n, HS_LIMIT, "more than %d iterations", LOOP_MAX_ITERATIONS);
+    if (it >= hs_loop_limit_iterations) {
+      rc = hs_op_errf(err, n, HS_LIMIT, "more than %lld iterations", (long long)hs_loop_limit_iterations);
       break;
     }
     cond_in = (uint8_t)cond;
@@ -194,11 +207,12 @@ static int loop_run(const hs_node *n, const hs_tensor *in, int n_in, hs_tensor *
     if ((rc = truth(n, &bout[0], "the body's condition output", &cond, err))) break;
     for (int j = 0; j < N && rc == 0; j++) { /* the next iteration's inputs: out of the body's memory */
       hs_tensor next;
-      if ((rc = copy_tensor(n, &bout[1 + j], &next, err))) break;
+      if ((rc = copy_tensor(n, &bout[1 + j], &next, &held, err))) break;
+      held -= car[j].nbytes;
       free(car[j].data);
       car[j] = next;
     }
-    for (int k = 0; k < K && rc == 0; k++) rc = stack_push(n, &scans[k], &bout[1 + N + k], it == 0, err);
+    for (int k = 0; k < K && rc == 0; k++) rc = stack_push(n, &scans[k], &bout[1 + N + k], it == 0, &held, err);
   }
   for (int j = 0; j < N && rc == 0; j++) rc = emit(n, j, &car[j], out, ctx, err);
   for (int k = 0; k < K && rc == 0; k++) {
@@ -306,6 +320,7 @@ static int scan_run(const hs_node *n, const hs_tensor *in, int n_in, hs_tensor *
   int N = p->n_state, M = p->n_in, K = p->n_out, rc = 0;
   int in_axis[MAX_SCAN], out_axis[MAX_SCAN];
   int64_t L = -1;
+  size_t held = 0; /* bytes of the states, against hs_dynamic_limit_bytes */
   for (int j = 0; j < M; j++) {
     const hs_tensor *t = &in[N + j];
     if ((rc = hs_norm_axis(p->in_axis[j], t->ndim, &in_axis[j], n, err))) return rc;
@@ -323,7 +338,7 @@ static int scan_run(const hs_node *n, const hs_tensor *in, int n_in, hs_tensor *
     rc = hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
     goto done;
   }
-  for (int j = 0; j < N && rc == 0; j++) rc = copy_tensor(n, &in[j], &state[j], err);
+  for (int j = 0; j < N && rc == 0; j++) rc = copy_tensor(n, &in[j], &state[j], &held, err);
   for (int j = 0; j < M && rc == 0; j++) { /* one slice of scan input j: its shape without the scan axis */
     const hs_tensor *t = &in[N + j];
     int64_t dims[HS_MAX_DIMS];
@@ -349,7 +364,8 @@ static int scan_run(const hs_node *n, const hs_tensor *in, int n_in, hs_tensor *
     if ((rc = ctx->run_subgraph(ctx, body, bin, nb, bout, N + K, err))) break;
     for (int j = 0; j < N && rc == 0; j++) {
       hs_tensor next;
-      if ((rc = copy_tensor(n, &bout[j], &next, err))) break;
+      if ((rc = copy_tensor(n, &bout[j], &next, &held, err))) break;
+      held -= state[j].nbytes;
       free(state[j].data);
       state[j] = next;
     }

@@ -81,6 +81,14 @@ struct hs_run_ctx {
   void *engine; /* the engine's state for this call */
 };
 
+/* The most bytes a control-flow op's own buffers (scan outputs, carried values), and a node-by-node
+ * run's buffers (engine/subgraph.c), may hold: 16 GiB by default, like a plan's arena, so a hostile
+ * Loop cannot allocate without bound. Set once before loading models (fuzzers lower it). */
+extern size_t hs_dynamic_limit_bytes;
+/* The most iterations one Loop node runs (2^20 by default; HS_LIMIT past it), so a Loop cannot keep
+ * a worker busy without bound either. */
+extern int64_t hs_loop_limit_iterations;
+
 /* The entry points of an op (several ops may share them: they tell ops apart by node->op). */
 typedef struct hs_op_impl {
   /* Load time: validate attributes and fill node->params. g gives access to constant inputs.
