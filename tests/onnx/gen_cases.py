@@ -323,6 +323,12 @@ hostile("loop_body_inputs", model([N("Loop", ["", "", "x"], ["y"], body=one)], [
 hostile("if_runtime_cond_unknown_op", model([N("If", ["c"], ["y"], then_branch=live, else_branch=dead)],
                                             [C, helper.make_tensor_value_info("x", F, [4])],
                                             [helper.make_tensor_value_info("y", F, [4])]), "FancyOp")
+# a Loop with neither a trip count nor a condition that ever ends: refused once it passes the iteration limit
+forever = G([N("Identity", ["c"], ["c2"]), N("Add", ["v", "one"], ["v2"])], "forever",
+            [T("i", I64, []), T("c", B, []), T("v", F, [2])], [T("c2", B, []), T("v2", F, [2])],
+            [numpy_helper.from_array(np.ones(2, np.float32), "one")])
+os.makedirs(os.path.join(OUT, "runtime"), exist_ok=True)  # models that load and fail when run (test_onnx.c)
+onnx.save(model([N("Loop", ["", "", "x"], ["y"], body=forever)], [X], [Y]), os.path.join(OUT, "runtime", "loop_forever.onnx"))
 hostile("subgraph_unknown_op", model([N("If", ["c"], ["y"], then_branch=one,
                                         else_branch=G([N("FancyOp", ["x"], ["y"])], "f", [], [T("y", F, None)]))],
                                      [C, X], [Y]), "FancyOp")

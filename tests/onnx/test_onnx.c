@@ -237,6 +237,29 @@ static void test_subgraph_planned_once(void **state) {
   hs_engine_free(m);
 }
 
+/* A Loop that never ends (no trip count, a condition that stays true) is refused with HS_LIMIT once it passes
+ * hs_loop_limit_iterations (2^20 by default; lowered here so the test is quick), and the session still runs. */
+static void test_loop_iteration_limit(void **state) {
+  (void)state;
+  hs_engine_model *m = NULL;
+  hs_engine_session *s = NULL;
+  hs_error err;
+  assert_int_equal(hs_loop_limit_iterations, (int64_t)1 << 20);
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/runtime/loop_forever.onnx", NULL, &m, &err), 0);
+  assert_int_equal(hs_engine_session_create(m, &s, &err), 0);
+  float x[2] = {1, 2};
+  hs_tensor in = {.dtype = HS_DT_FLOAT32, .ndim = 1, .dims = {2}, .data = x, .nbytes = sizeof x}, out;
+  hs_loop_limit_iterations = 1000;
+  for (int r = 0; r < 2; r++) {
+    hs_error_clear(&err);
+    assert_int_equal(hs_engine_run(s, &in, 1, &out, 1, &err), HS_LIMIT);
+    assert_non_null(strstr(err.message, "more than 1000 iterations"));
+  }
+  hs_loop_limit_iterations = (int64_t)1 << 20;
+  hs_engine_session_free(s);
+  hs_engine_free(m);
+}
+
 /* The table generated from ops/op_list.h: each row is found by its name under its own id, has the
  * entry points every op needs (run, or run_ctl for control flow), and declares value inputs only among the inputs it accepts. */
 static void test_op_table_rows(void **state) {
@@ -320,6 +343,7 @@ int main(void) {
       cmocka_unit_test(test_dynamic_shape_arithmetic),
       cmocka_unit_test(test_const_if_folded),
       cmocka_unit_test(test_subgraph_planned_once),
+      cmocka_unit_test(test_loop_iteration_limit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
