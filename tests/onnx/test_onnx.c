@@ -1,6 +1,7 @@
 /* test_onnx.c - the ONNX front end and engine on generated models: every case against numpy's
  * answer, hostile models rejected with a clear error, truncated and corrupted bytes never crash. */
 #include <dirent.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -260,6 +261,60 @@ static void test_loop_iteration_limit(void **state) {
   hs_engine_free(m);
 }
 
+/* One compiled model with control flow, four threads, each with its own session (whose body sessions and
+ * node-by-node buffers are its own): every run of every thread gives numpy's answers. */
+typedef struct {
+  const hs_engine_model *m;
+  const hs_tensor *in, *want;
+  int n_in, n_out, bad;
+} ctl_thread;
+
+static void *ctl_thread_main(void *arg) {
+  ctl_thread *t = arg;
+  hs_engine_session *s = NULL;
+  hs_error err;
+  hs_tensor out[4];
+  if (hs_engine_session_create(t->m, &s, &err) != 0) {
+    t->bad++;
+    return NULL;
+  }
+  for (int r = 0; r < 50; r++) {
+    if (hs_engine_run(s, t->in, (size_t)t->n_in, out, (size_t)t->n_out, &err) != 0) {
+      t->bad++;
+      continue;
+    }
+    for (int k = 0; k < t->n_out; k++) t->bad += compare_tensors("loop output", &out[k], &t->want[k]) != 0;
+  }
+  hs_engine_session_free(s);
+  return NULL;
+}
+
+static void test_control_flow_threads(void **state) {
+  (void)state;
+  const char *dir = HS_CASES_DIR "/cases/loop_early_exit";
+  hs_engine_model *m = NULL;
+  hs_error err;
+  hs_tensor in[4], want[4];
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/cases/loop_early_exit/model.onnx", NULL, &m, &err), 0);
+  assert_int_equal(m->dynamic, 1);
+  int n_in = load_npys(dir, "input", in, 4), n_want = load_npys(dir, "expected", want, 4);
+  assert_int_equal(n_in, 1);
+  assert_int_equal(n_want, 3);
+  ctl_thread t[4];
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) {
+    t[i] = (ctl_thread){.m = m, .in = in, .want = want, .n_in = n_in, .n_out = n_want};
+    assert_int_equal(pthread_create(&th[i], NULL, ctl_thread_main, &t[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(pthread_join(th[i], NULL), 0);
+    assert_int_equal(t[i].bad, 0);
+  }
+  free_tensors(in, n_in);
+  free_tensors(want, n_want);
+  hs_engine_free(m);
+}
+
 /* The table generated from ops/op_list.h: each row is found by its name under its own id, has the
  * entry points every op needs (run, or run_ctl for control flow), and declares value inputs only among the inputs it accepts. */
 static void test_op_table_rows(void **state) {
@@ -344,6 +399,7 @@ int main(void) {
       cmocka_unit_test(test_const_if_folded),
       cmocka_unit_test(test_subgraph_planned_once),
       cmocka_unit_test(test_loop_iteration_limit),
+      cmocka_unit_test(test_control_flow_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
