@@ -3,6 +3,7 @@
 #include "engine/engine.h"
 #include "engine/passes.h"
 #include "engine/plan.h"
+#include "engine/subgraph.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -15,7 +16,9 @@
 
 void hs_engine_free(hs_engine_model *m) {
   if (!m) return;
-  hs_graph_free(&m->g);
+  if (!m->graph_borrowed) hs_graph_free(&m->g);
+  for (int i = 0; i < m->n_subs; i++) hs_engine_free(m->subs[i]);
+  free(m->subs);
   free(m->inputs);
   free(m->outputs);
   free(m->key_inputs);
@@ -82,47 +85,42 @@ static int trial_plans(hs_engine_model *m, hs_error *err) {
   return rc;
 }
 
-int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
+int hs_engine_compile_graph(hs_engine_model *m, const hs_backend_options *opts, hs_error *err) {
   int rc;
-  hs_engine_model *m = calloc(1, sizeof *m);
-  if (!m) {
-    hs_graph_free(g);
-    return hs_error_set(err, HS_NO_MEMORY, "out of memory");
-  }
-  m->g = *g; /* the model owns the graph from here on */
-  memset(g, 0, sizeof *g);
-  g = &m->g;
+  hs_graph *g = &m->g;
   m->threads = opts && opts->threads > 0 ? opts->threads : 0; /* 0: the kernels' default */
   m->max_run_bytes = opts && opts->max_run_bytes ? opts->max_run_bytes : SIZE_MAX;
   /* kernels keep the thread count they were created with (kernels.h): the ones the passes and the
    * trial plans create below must have the model's, not whatever this thread was left with */
   hs_kernels_set_threads(m->threads);
 
+  int folded;
+  if ((rc = hs_fold_const_ifs(g, &folded, err)) || (rc = hs_subgraphs_compile(m, opts, err))) return rc;
   for (int i = 0; i < g->n_nodes; i++)
-    if (!g->nodes[i].dead && (rc = hs_op_bind(&g->nodes[i], g, err))) goto fail;
+    if (!g->nodes[i].dead && (rc = hs_op_bind(&g->nodes[i], g, err))) return rc;
   for (int k = 0; k < g->n_outputs; k++) {
     const hs_value *v = &g->values[g->outputs[k]];
     if (v->kind == HS_VAL_INTERMEDIATE && v->producer < 0) {
-      rc = hs_error_set(err, HS_PARSE, "graph output '%s' is not produced by any node", v->name);
-      goto fail;
+      return hs_error_set(err, HS_PARSE, "graph output '%s' is not produced by any node", v->name);
     }
   }
   /* Input and output names must fit hs_io_desc and the request decoders (127 bytes): a longer name
-   * would be truncated and the model could never be called (class 15 of issue 16). */
-  for (int i = 0; i < g->n_inputs + g->n_outputs; i++) {
+   * would be truncated and the model could never be called (class 15 of issue 16). A subgraph's
+   * inputs and outputs are never named by a request. */
+  for (int i = 0; !m->is_sub && i < g->n_inputs + g->n_outputs; i++) {
     bool is_in = i < g->n_inputs;
     const hs_value *v = &g->values[is_in ? g->inputs[i] : g->outputs[i - g->n_inputs]];
     if (strlen(v->name) >= sizeof m->inputs->name) {
-      rc = hs_error_set(err, HS_INVALID_ARGUMENT, "%s name '%.40s...' is %zu bytes; requests name at most %zu",
-                        is_in ? "input" : "output", v->name, strlen(v->name), sizeof m->inputs->name - 1);
-      goto fail;
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "%s name '%.40s...' is %zu bytes; requests name at most %zu",
+                          is_in ? "input" : "output", v->name, strlen(v->name), sizeof m->inputs->name - 1);
     }
   }
-  if ((rc = hs_pass_pipeline(g, "default", err))) goto fail;
+  if ((rc = hs_pass_pipeline(g, "default", err))) return rc;
   for (int oi = 0; oi < g->n_order; oi++) {
     hs_node *n = &g->nodes[g->order[oi]];
     const hs_op_def *d = hs_op_get(n->op);
-    if (d->impl->prepare && (rc = d->impl->prepare(n, g, err))) goto fail;
+    if (d->flags & HS_OP_CONTROL) m->dynamic = 1;
+    if (d->impl->prepare && (rc = d->impl->prepare(n, g, err))) return rc;
   }
 
   /* io, key inputs, widest node */
@@ -131,10 +129,7 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
   m->inputs = calloc((size_t)g->n_inputs + 1, sizeof *m->inputs);
   m->outputs = calloc((size_t)g->n_outputs + 1, sizeof *m->outputs);
   m->key_inputs = calloc((size_t)g->n_inputs + 1, sizeof(int));
-  if (!m->inputs || !m->outputs || !m->key_inputs) {
-    rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
-    goto fail;
-  }
+  if (!m->inputs || !m->outputs || !m->key_inputs) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
   for (int i = 0; i < g->n_inputs; i++) fill_desc(&m->inputs[i], &g->values[g->inputs[i]]);
   for (int k = 0; k < g->n_outputs; k++) fill_desc(&m->outputs[k], &g->values[g->outputs[k]]);
   for (int oi = 0; oi < g->n_order; oi++) {
@@ -153,6 +148,10 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
   }
   for (int v = 0; v < g->n_values; v++)
     if (g->values[v].kind == HS_VAL_CONST) m->const_bytes += g->values[v].nbytes;
+  for (int i = 0; i < m->n_subs; i++) m->const_bytes += m->subs[i]->const_bytes;
+  /* a subgraph's input shapes are known only per run; a dynamic graph's outputs only once it ran (its
+   * declared output types stand) */
+  if (m->is_sub || m->dynamic) return 0;
 
   /* a trial plan validates every shape now, so a bad model fails at load rather than on a request */
   hs_error terr;
@@ -168,7 +167,7 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
     rc = 0;
   } else if (rc) {
     *err = terr;
-    goto fail;
+    return rc;
   }
   /* the trial plans built the kernels for the load-time shapes: constants the kernels now hold in
    * their own layout (Conv weights) leave the graph, so the model keeps one copy of each */
@@ -176,12 +175,25 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
     hs_node *n = &g->nodes[g->order[oi]];
     if (n->release_consts) n->release_consts(n, g);
   }
+  return 0;
+}
+
+int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
+  hs_engine_model *m = calloc(1, sizeof *m);
+  if (!m) {
+    hs_graph_free(g);
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
+  m->g = *g; /* the model owns the graph from here on */
+  memset(g, 0, sizeof *g);
+  int rc = hs_engine_compile_graph(m, opts, err);
+  if (rc) {
+    hs_error_prefix(err, "compiling the model");
+    hs_engine_free(m);
+    return rc;
+  }
   *out = m;
   return 0;
-fail:
-  hs_error_prefix(err, "compiling the model");
-  hs_engine_free(m);
-  return rc;
 }
 
 int hs_engine_load(const char *path, const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
@@ -289,17 +301,21 @@ int hs_engine_session_create(const hs_engine_model *m, hs_engine_session **out, 
   s->m = m;
   s->vin = calloc((size_t)m->max_in + 1, sizeof *s->vin);
   s->vout = calloc((size_t)m->max_out + 1, sizeof *s->vout);
-  if (!s->vin || !s->vout) {
+  s->subs = calloc((size_t)m->n_subs + 1, sizeof *s->subs);
+  if (!s->vin || !s->vout || !s->subs) {
     hs_engine_session_free(s);
     return hs_error_set(err, HS_NO_MEMORY, "out of memory");
   }
-  session_prime(s);
+  if (!m->is_sub && !m->dynamic) session_prime(s);
   *out = s;
   return 0;
 }
 
 void hs_engine_session_free(hs_engine_session *s) {
   if (!s) return;
+  for (int i = 0; s->subs && i < s->m->n_subs; i++) hs_engine_session_free(s->subs[i]);
+  free(s->subs);
+  hs_eager_free(s->eager);
   for (int i = 0; i < HS_PLAN_CACHE; i++) hs_plan_free(s->plans[i]);
   free(s->arena);
   free(s->vin);
@@ -342,7 +358,17 @@ int hs_engine_run(hs_engine_session *s, const hs_tensor *inputs, size_t n_inputs
   if (n_outputs != (size_t)m->n_outputs)
     return hs_error_set(err, HS_INVALID_ARGUMENT, "the model has %d outputs, %zu requested", m->n_outputs,
                         n_outputs);
+  return hs_engine_session_exec(s, inputs, outputs, err);
+}
+
+int hs_engine_session_exec(hs_engine_session *s, const hs_tensor *inputs, hs_tensor *outputs, hs_error *err) {
+  if (s->m->dynamic || s->eager_only) return hs_eager_run(s, inputs, outputs, err);
   hs_plan *plan;
-  if ((rc = session_plan(s, inputs, 1, &plan, err))) return rc;
-  return hs_plan_execute(plan, m, inputs, s->arena, s->vin, s->vout, outputs, err);
+  int rc = session_plan(s, inputs, 1, &plan, err);
+  if (rc == HS_UNAVAILABLE && s->m->is_sub) { /* shapes computed inside the subgraph: node by node from now on */
+    s->eager_only = 1;
+    return hs_eager_run(s, inputs, outputs, err);
+  }
+  if (rc) return rc;
+  return hs_plan_execute(plan, s->m, inputs, s->arena, s->vin, s->vout, outputs, err);
 }

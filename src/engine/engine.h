@@ -8,6 +8,12 @@
  * decide shapes, e.g. a Reshape target given at run time): every value's shape and its offset in
  * the arena, chosen by liveness so buffers are reused. A run with a cached plan allocates nothing.
  * Outputs point into the arena and stay valid until the session's next run or its free.
+ *
+ * Control flow (If, Loop, Scan) adds subgraphs: each is compiled once, as a model of its own
+ * (subs[], the node attribute's hs_attr.sub), and run through a session of its own that the calling
+ * session creates on first use, so a subgraph is planned per shape exactly like a model. A graph
+ * that holds a control-flow node is `dynamic`: the op learns its output shapes only by running, so
+ * that graph runs node by node (engine/subgraph.c) instead of from a plan.
  */
 #ifndef HS_ENGINE_ENGINE_H
 #define HS_ENGINE_ENGINE_H
@@ -28,6 +34,11 @@ typedef struct hs_engine_model {
   size_t const_bytes;   /* weights and folded constants */
   size_t planned_bytes; /* arena of a batch-1 plan, when one could be made at load */
   size_t max_run_bytes; /* a run's plan may need at most this much arena (hs_backend_options) */
+  struct hs_engine_model **subs; /* compiled subgraphs of g's nodes, indexed by hs_attr.sub */
+  int n_subs;
+  int is_sub;           /* a subgraph: input shapes come per run, no trial plans */
+  int graph_borrowed;   /* g is owned by the parent's node attribute, not by this model */
+  int dynamic;          /* g holds a control-flow node: runs node by node (subgraph.c) */
 } hs_engine_model;
 
 typedef struct hs_plan hs_plan;
@@ -40,6 +51,9 @@ typedef struct hs_engine_session {
   hs_plan *plans[HS_PLAN_CACHE];
   int next_victim;
   hs_tensor *vin, *vout; /* per-node views, max_in / max_out long */
+  struct hs_engine_session **subs; /* sessions of m->subs, created on first use */
+  struct hs_eager *eager;          /* per-value buffers of a dynamic model's runs (subgraph.c) */
+  int eager_only;                  /* a subgraph whose shapes it computes itself: runs node by node */
 } hs_engine_session;
 
 /* Compiles g (ownership moves into the model, also on failure: the graph is freed then). */

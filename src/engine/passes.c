@@ -68,7 +68,7 @@ static int pass_fold_constants(hs_graph *g, int *changed, hs_error *err) {
   for (int oi = 0; oi < g->n_order; oi++) {
     int ni = g->order[oi];
     hs_node *n = &g->nodes[ni];
-    if (n->dead || n->n_in == 0) continue;
+    if (n->dead || n->n_in == 0 || (hs_op_get(n->op)->flags & HS_OP_CONTROL)) continue;
     int all_const = 1;
     for (int i = 0; i < n->n_in; i++)
       if (n->in[i] >= 0 && g->values[n->in[i]].kind != HS_VAL_CONST) all_const = 0;

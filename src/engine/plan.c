@@ -283,8 +283,9 @@ static int infer_shapes(plan_builder *b, int data_known, hs_error *err) {
       if (hs_op_value_input(d, i) && !vin[i].data) {
         if (!data_known && g->values[v].kind == HS_VAL_INPUT)
           return hs_error_set(err, HS_UNAVAILABLE, "shapes depend on the contents of input '%s'", g->values[v].name);
-        return hs_op_errf(err, n, HS_UNSUPPORTED, "input %d ('%s') decides output shapes but is computed at run "
-                          "time (opset %d)", i, g->values[v].name, n->opset);
+        /* a subgraph then runs node by node (subgraph.c); a model is refused */
+        return hs_op_errf(err, n, b->m->is_sub ? HS_UNAVAILABLE : HS_UNSUPPORTED, "input %d ('%s') decides output "
+                          "shapes but is computed at run time (opset %d)", i, g->values[v].name, n->opset);
       }
     }
     for (int k = 0; k < n->n_out; k++) memset(&vout[k], 0, sizeof vout[k]);

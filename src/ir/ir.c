@@ -17,6 +17,10 @@ void hs_attr_clear(hs_attr *a) {
     free(a->tensor->t.data);
     free(a->tensor);
   }
+  if (a->graph) {
+    hs_graph_free(a->graph);
+    free(a->graph);
+  }
   memset(a, 0, sizeof *a);
 }
 

@@ -42,6 +42,8 @@ typedef struct hs_attr {
   float *floats;    /* FLOATS */
   size_t n;         /* element count of ints/floats/strings */
   hs_const *tensor; /* TENSOR */
+  struct hs_graph *graph; /* GRAPH: a subgraph (If branches, Loop / Scan bodies), owned */
+  int sub;          /* GRAPH: index of its compiled form among the engine model's subgraphs, -1 before */
 } hs_attr;
 
 /* Value kinds: where a value's bytes come from. */
@@ -87,6 +89,7 @@ typedef struct hs_node {
   int *out;      /* value indices; -1 for an omitted optional output */
   hs_attr *attrs;
   int n_attrs;
+  int n_implicit; /* the last n_implicit inputs are outer-scope values its subgraphs read (see hs_graph) */
   int dead;      /* removed by a pass; skipped everywhere */
   hs_op_params params;     /* filled by the op's check() */
   void *state;             /* immutable kernel state from the op's prepare(), shared by sessions */
@@ -109,6 +112,14 @@ struct hs_graph {
   int n_order;
   int64_t ir_version;
   int opset;     /* default-domain opset */
+  /* Subgraphs (a node's GRAPH attribute). Names a subgraph reads but does not define are outer-scope
+   * references: decode.c makes each one an extra graph input (the last n_outer of `inputs`, shape
+   * unknown until run) and adds the same name to the owning node's inputs, as an implicit input, at
+   * slot outer_base + j. So a subgraph is a graph like any other: its runner passes the formal inputs
+   * followed by the node's implicit inputs. */
+  int is_subgraph;
+  int n_outer;
+  int outer_base;
   /* name -> value index (open addressing) */
   int *hash;
   int hash_cap;

@@ -549,6 +549,9 @@ static int decode_value_info(hs_pb *r, value_info *vi, hs_error *err) {
 
 /* ---- AttributeProto --------------------------------------------------------------------------- */
 
+static int decode_subgraph(const uint8_t *d, size_t len, int depth, const hs_onnx_source *src,
+                           hs_graph **out, hs_error *err);
+
 static int decode_attr(hs_pb *r, const hs_onnx_source *src, hs_attr *a, hs_error *err) {
   hs_pb m;
   uint32_t f;
@@ -604,10 +607,15 @@ static int decode_attr(hs_pb *r, const hs_onnx_source *src, hs_attr *a, hs_error
         seen |= 1 << HS_ATTR_TENSOR;
         break;
       }
-      case 6:
+      case 6: {
+        const uint8_t *d;
+        size_t n;
         seen |= 1 << HS_ATTR_GRAPH;
-        if (hs_pb_skip(&m, w)) rc = BAD(err, "bad graph attribute");
+        if (w != HS_PB_BYTES || hs_pb_bytes(&m, &d, &n)) { rc = BAD(err, "bad graph attribute"); break; }
+        if (a->graph) { hs_graph_free(a->graph); free(a->graph); a->graph = NULL; }
+        rc = decode_subgraph(d, n, m.depth + 1, src, &a->graph, err);
         break;
+      }
       case 7: {
         hs_pb sub = m;
         int packed = w == HS_PB_BYTES;
@@ -670,7 +678,7 @@ static int decode_attr(hs_pb *r, const hs_onnx_source *src, hs_attr *a, hs_error
       if (seen & (1 << t)) type = t;
   }
   if (type != HS_ATTR_STRINGS) free(strs);
-  if (type < 1 || type > 8) {
+  if (type < 1 || type > 8 || (type == HS_ATTR_GRAPH && !a->graph)) {
     free(ints.v);
     type = type ? type : 15;
     a->type = HS_ATTR_UNDEFINED;
@@ -806,6 +814,23 @@ static int decode_node(hs_graph *g, hs_pb *r, const hs_onnx_source *src, hs_erro
     val->producer = idx;
     n->out[i] = v;
   }
+  /* outer-scope names its subgraphs read become the node's implicit inputs (ir.h, Subgraphs) */
+  for (int a = 0; a < n->n_attrs; a++) {
+    hs_graph *sub = n->attrs[a].type == HS_ATTR_GRAPH ? n->attrs[a].graph : NULL;
+    if (!sub || sub->n_outer == 0) continue;
+    int *nin = realloc(n->in, sizeof(int) * (size_t)(n->n_in + sub->n_outer + 1));
+    if (!nin) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); goto fail; }
+    n->in = nin;
+    sub->outer_base = n->n_in;
+    for (int j = 0; j < sub->n_outer; j++) {
+      const char *vname = sub->values[sub->inputs[sub->n_inputs - sub->n_outer + j]].name;
+      int v;
+      if ((rc = value_ref(g, vname, &v, err))) goto fail;
+      n = &g->nodes[idx];
+      n->in[n->n_in++] = v;
+      n->n_implicit++;
+    }
+  }
 fail:
   str_free(&ins);
   str_free(&outs);
@@ -865,6 +890,7 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
   hs_pb r;
   uint32_t f;
   int w, rc;
+  if (depth > HS_PB_MAX_DEPTH) return BAD(err, "subgraphs nested too deeply");
   /* Pass 1: initializers. */
   hs_pb_init(&r, d, len);
   r.depth = depth;
@@ -917,7 +943,7 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
             val->ndim = vi.ndim;
             memcpy(val->dims, vi.dims, sizeof vi.dims);
             val->input_index = (int)ins.n;
-            if (val->dtype == HS_DT_UNDEFINED || val->ndim < 0)
+            if (!g->is_subgraph && (val->dtype == HS_DT_UNDEFINED || val->ndim < 0))
               rc = hs_error_set(err, HS_UNSUPPORTED, "graph input '%s' has no tensor type and shape", vi.name);
             else if (i64_push(&ins, v)) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
           }
@@ -941,6 +967,16 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
     }
   }
   if (rc == 0 && outs.n == 0) rc = hs_error_set(err, HS_PARSE, "malformed model: the graph has no outputs");
+  /* a subgraph's names that nothing in it defines are outer-scope references: extra inputs */
+  for (int v = 0; rc == 0 && g->is_subgraph && v < g->n_values; v++) {
+    hs_value *val = &g->values[v];
+    if (val->kind != HS_VAL_INTERMEDIATE || val->producer >= 0) continue;
+    val->kind = HS_VAL_INPUT;
+    val->ndim = -1;
+    val->input_index = (int)ins.n;
+    g->n_outer++;
+    if (i64_push(&ins, v)) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
   if (rc == 0) {
     g->inputs = malloc(sizeof(int) * (ins.n + 1));
     g->outputs = malloc(sizeof(int) * (outs.n + 1));
@@ -953,6 +989,39 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
   free(ins.v);
   free(outs.v);
   return rc;
+}
+
+/* A GraphProto attribute into a new subgraph *out (freed here on failure). */
+static int decode_subgraph(const uint8_t *d, size_t len, int depth, const hs_onnx_source *src,
+                           hs_graph **out, hs_error *err) {
+  hs_graph *sub = malloc(sizeof *sub);
+  if (!sub) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  hs_graph_init(sub);
+  sub->is_subgraph = 1;
+  int rc = decode_graph(sub, d, len, depth, src, err);
+  if (rc) {
+    hs_graph_free(sub);
+    free(sub);
+    return hs_error_prefix(err, "subgraph");
+  }
+  *out = sub;
+  return 0;
+}
+
+/* What decoding the whole model settles in g and, recursively, in its subgraphs: each node's opset,
+ * Constant nodes folded, uses and order. */
+static int finish_graph(hs_graph *g, int opset, hs_error *err) {
+  int rc;
+  g->opset = opset;
+  for (int i = 0; i < g->n_nodes; i++) {
+    hs_node *n = &g->nodes[i];
+    n->opset = n->domain[0] ? 1 : opset;
+    for (int a = 0; a < n->n_attrs; a++)
+      if (n->attrs[a].type == HS_ATTR_GRAPH && (rc = finish_graph(n->attrs[a].graph, opset, err)))
+        return hs_error_prefix(err, "node '%s'", n->name);
+  }
+  if ((rc = fold_constant_nodes(g, err))) return rc;
+  return hs_graph_finish(g, err);
 }
 
 int hs_onnx_decode_model_src(const void *buf, size_t len, const hs_onnx_source *src, hs_graph *g, hs_error *err) {
@@ -997,9 +1066,7 @@ int hs_onnx_decode_model_src(const void *buf, size_t len, const hs_onnx_source *
   if (default_opset < 0) default_opset = 1; /* ONNX: absent import means the oldest opset */
   g->opset = default_opset;
   if ((rc = decode_graph(g, graph, graph_len, 1, src, err))) return rc;
-  for (int i = 0; i < g->n_nodes; i++) g->nodes[i].opset = g->nodes[i].domain[0] ? 1 : g->opset;
-  if ((rc = fold_constant_nodes(g, err))) return rc;
-  return hs_graph_finish(g, err);
+  return finish_graph(g, g->opset, err);
 }
 
 int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_graph *g, hs_error *err) {

@@ -184,6 +184,10 @@
   X(DequantizeLinear, quant, 10, 2, 3, 1, 1, 0, 0)                                   \
   X(DynamicQuantizeLinear, quant, 11, 1, 1, 1, 3, 0, 0)                              \
   /* detect.c */                                                                     \
-  X(NonMaxSuppression, nms, 10, 2, 5, 1, 1, HS_IN(0) | HS_IN(1) | HS_IN(2) | HS_IN(3) | HS_IN(4), 0)
+  X(NonMaxSuppression, nms, 10, 2, 5, 1, 1, HS_IN(0) | HS_IN(1) | HS_IN(2) | HS_IN(3) | HS_IN(4), 0) \
+  /* control.c: subgraphs; inputs past the formal ones are the subgraphs' outer-scope values */ \
+  X(If, ctl_if, 1, 1, 1024, 1, 256, 0, HS_OP_CONTROL)                                   \
+  X(Loop, ctl_loop, 1, 0, 1024, 1, 256, 0, HS_OP_CONTROL)                               \
+  X(Scan, ctl_scan, 9, 1, 1024, 1, 256, 0, HS_OP_CONTROL)
 
 #endif

@@ -30,6 +30,9 @@
 #define HS_OP_SHAPE_ONLY 1u /* output depends on the input shapes only (Shape): foldable when planning */
 #define HS_OP_ALIAS 2u      /* output 0 holds input 0's bytes unchanged (Reshape...): the planner may
                                give it input 0's buffer and skip the node */
+#define HS_OP_CONTROL 4u    /* control flow (If, Loop, Scan: ops/control.c): runs subgraphs through
+                               run_ctl; its output shapes are known only once it has run, so a graph
+                               holding one runs node by node (engine/subgraph.c), never folded */
 /* Value inputs (op_list.h): input i's contents decide output shapes, so they must be known to plan. */
 #define HS_IN(i) (1u << (i))
 
@@ -63,6 +66,29 @@ typedef struct hs_fusion {
 /* fuse()'s answer when the op cannot take a fusion (the node is unchanged). */
 #define HS_FUSE_REFUSED 1
 
+/* What a control-flow op's run_ctl gets from the engine, which lives above ops/: a way to run the
+ * node's compiled subgraphs and to get memory for outputs whose size only the run finds out. */
+typedef struct hs_run_ctx hs_run_ctx;
+struct hs_run_ctx {
+  /* Runs subgraph attribute `sub` of the node: in = its formal inputs then the node's implicit
+   * inputs at sub->graph->outer_base (ir.h, Subgraphs). out[] point into memory the engine owns,
+   * valid until the next run of the same subgraph. */
+  int (*run_subgraph)(hs_run_ctx *ctx, const hs_attr *sub, const hs_tensor *in, int n_in, hs_tensor *out,
+                      int n_out, hs_error *err);
+  /* Sets t->data to memory for node output k of t->nbytes bytes (t's dtype and shape set by the op),
+   * owned by the engine until the next run. */
+  int (*alloc_output)(hs_run_ctx *ctx, int k, hs_tensor *t, hs_error *err);
+  void *engine; /* the engine's state for this call */
+};
+
+/* The most bytes a control-flow op's own buffers (scan outputs, carried values), and a node-by-node
+ * run's buffers (engine/subgraph.c), may hold: 16 GiB by default, like a plan's arena, so a hostile
+ * Loop cannot allocate without bound. Set once before loading models (fuzzers lower it). */
+extern size_t hs_dynamic_limit_bytes;
+/* The most iterations one Loop node runs (2^20 by default; HS_LIMIT past it), so a Loop cannot keep
+ * a worker busy without bound either. */
+extern int64_t hs_loop_limit_iterations;
+
 /* The entry points of an op (several ops may share them: they tell ops apart by node->op). */
 typedef struct hs_op_impl {
   /* Load time: validate attributes and fill node->params. g gives access to constant inputs.
@@ -81,6 +107,10 @@ typedef struct hs_op_impl {
    * taken (would be, for a dry run), HS_FUSE_REFUSED when the op cannot take it, negative on error.
    * NULL: the op takes no fusion. */
   int (*fuse)(hs_node *node, const hs_fusion *f, hs_error *err);
+  /* HS_OP_CONTROL ops only, instead of infer/run: sets out[k]'s shape and gets its memory from
+   * ctx->alloc_output, running subgraphs through ctx->run_subgraph. */
+  int (*run_ctl)(const hs_node *node, const hs_tensor *in, int n_in, hs_tensor *out, int n_out, hs_run_ctx *ctx,
+                 hs_error *err);
 } hs_op_impl;
 
 /* One row of the op table, generated from op_list.h. */

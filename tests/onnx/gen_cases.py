@@ -319,3 +319,89 @@ case("op18_bitwise", [N("BitwiseAnd", ["a", "b"], ["y_and"]), N("BitwiseOr", ["a
                       N("BitwiseXor", ["a", "b"], ["y_xor"]), N("BitwiseNot", ["u"], ["y_not"])],
      [("a", a), ("b", b), ("u", u)],
      [("y_and", a & b), ("y_or", a | b), ("y_xor", a ^ b), ("y_not", ~u)], opset=18, check=False)
+
+# ---- control flow: If, Loop, Scan (subgraphs, outer-scope references, loop-carried values) ----
+G = helper.make_graph
+T = helper.make_tensor_value_info
+F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+
+# If whose branches read outer-scope values (input x, initializer w); the else branch holds a nested If that
+# reads x from two scopes up. One case per branch.
+x, w = f32(2, 3), f32(3)
+inner_then = G([N("Neg", ["x"], ["n"])], "inner_then", [], [T("n", F, None)])
+inner_else = G([N("Abs", ["x"], ["n"])], "inner_else", [], [T("n", F, None)])
+then_b = G([N("Add", ["x", "w"], ["t"])], "then", [], [T("t", F, None)])
+else_b = G([N("Mul", ["x", "x"], ["sq"]), N("If", ["c"], ["n"], then_branch=inner_then, else_branch=inner_else),
+            N("Sub", ["sq", "n"], ["e"])], "else", [], [T("e", F, None)])
+if_nodes = [N("If", ["c"], ["y"], then_branch=then_b, else_branch=else_b)]
+case("if_outer_then", if_nodes, [("c", np.array(True)), ("x", x)], [("y", x + w)], inits=[("w", w)])
+case("if_outer_else", if_nodes, [("c", np.array(False)), ("x", x)], [("y", x * x - np.abs(x))], inits=[("w", w)])
+
+# Loop with a trip count of 10 that its body's condition ends after 4 iterations (iter < 3); a carried value,
+# a scan output stacked along a new axis 0, and a carried value that grows by one element per iteration.
+x = f32(3)
+body = G([N("Cast", ["i"], ["fi"], to=F), N("Mul", ["x", "fi"], ["xi"]), N("Add", ["s", "xi"], ["s2"]),
+          N("Less", ["i", "three"], ["c2"]), N("Unsqueeze", ["fi", "ax0"], ["fi1"]),
+          N("Concat", ["grow", "fi1"], ["grow2"], axis=0), N("Identity", ["s2"], ["scan"])],
+         "body", [T("i", I64, []), T("c", B, []), T("s", F, [3]), T("grow", F, None)],
+         [T("c2", B, []), T("s2", F, [3]), T("grow2", F, None), T("scan", F, [3])],
+         [numpy_helper.from_array(np.array(3, np.int64), "three"), numpy_helper.from_array(np.array([0], np.int64), "ax0")])
+s, rows = np.zeros(3, np.float32), []
+for i in range(4):
+    s = s + x * np.float32(i)
+    rows.append(s)
+case("loop_early_exit", [N("Loop", ["M", "cond", "s0", "g0"], ["s", "grow", "scan"], body=body)],
+     [("x", x)], [("s", s), ("grow", np.array([-1, 0, 1, 2, 3], np.float32)), ("scan", np.stack(rows))],
+     inits=[("M", np.array(10, np.int64)), ("cond", np.array(True)), ("s0", np.zeros(3, np.float32)),
+            ("g0", np.array([-1], np.float32))])
+
+# Scan: one state, scan input a along axis 1 forwards and b along axis 0 backwards; output 0 stacked along axis 1
+# in reverse, output 1 along axis 0; the body reads the outer-scope k.
+a, b, k = f32(2, 4), f32(4, 2), f32(2)
+body = G([N("Mul", ["at", "bt"], ["ab"]), N("Add", ["st", "ab"], ["st2"]), N("Identity", ["st2"], ["so"]),
+          N("Mul", ["at", "k"], ["ak"])], "scan_body", [T("st", F, [2]), T("at", F, [2]), T("bt", F, [2])],
+         [T("st2", F, [2]), T("so", F, [2]), T("ak", F, [2])])
+st, o0, o1 = np.zeros(2, np.float32), np.zeros((2, 4), np.float32), np.zeros((4, 2), np.float32)
+for t in range(4):
+    st = st + a[:, t] * b[3 - t]
+    o0[:, 3 - t] = st
+    o1[t] = a[:, t] * k
+case("scan_axes_directions", [N("Scan", ["s0", "a", "b"], ["st", "o0", "o1"], body=body, num_scan_inputs=2,
+                                    scan_input_axes=[1, 0], scan_input_directions=[0, 1], scan_output_axes=[1, 0],
+                                    scan_output_directions=[1, 0])],
+     [("a", a), ("b", b)], [("st", st), ("o0", o0), ("o1", o1)], inits=[("s0", np.zeros(2, np.float32)), ("k", k)],
+     opset=11)
+
+# the same Scan with its middle output omitted: the op still writes it, somewhere the graph does not keep
+case("scan_output_omitted", [N("Scan", ["s0", "a", "b"], ["st", "", "o1"], body=body, num_scan_inputs=2,
+                                   scan_input_axes=[1, 0], scan_input_directions=[0, 1], scan_output_axes=[1, 0],
+                                   scan_output_directions=[1, 0])],
+     [("a", a), ("b", b)], [("st", st), ("o1", o1)], inits=[("s0", np.zeros(2, np.float32)), ("k", k)], opset=11)
+
+# If on a constant condition: the live branch is inlined before compiling, and the dead one (an op the engine does
+# not know: compiling it would refuse the model) is dropped unseen
+x = f32(4)
+dead = G([N("FancyOp", ["x"], ["d"])], "dead", [], [T("d", F, None)])
+live = G([N("Relu", ["x"], ["l"])], "live", [], [T("l", F, None)])
+case("if_const_cond", [N("If", ["c"], ["y"], then_branch=live, else_branch=dead)], [("x", x)],
+     [("y", np.maximum(x, 0))], inits=[("c", np.array(True))], check=False)
+
+# hostile control flow
+one = G([N("Relu", ["x"], ["y"])], "one", [], [T("y", F, None)])
+two = G([N("Relu", ["x"], ["y"]), N("Neg", ["x"], ["z"])], "two", [], [T("y", F, None), T("z", F, None)])
+C = T("c", B, [])
+hostile("if_branch_outputs", model([N("If", ["c"], ["y"], then_branch=one, else_branch=two)], [C, X], [Y]),
+        "else branch has 2 outputs")
+hostile("loop_body_inputs", model([N("Loop", ["", "", "x"], ["y"], body=one)], [X], [Y]), "the body takes 0 inputs")
+hostile("if_runtime_cond_unknown_op", model([N("If", ["c"], ["y"], then_branch=live, else_branch=dead)],
+                                            [C, helper.make_tensor_value_info("x", F, [4])],
+                                            [helper.make_tensor_value_info("y", F, [4])]), "FancyOp")
+# a Loop with neither a trip count nor a condition that ever ends: refused once it passes the iteration limit
+forever = G([N("Identity", ["c"], ["c2"]), N("Add", ["v", "one"], ["v2"])], "forever",
+            [T("i", I64, []), T("c", B, []), T("v", F, [2])], [T("c2", B, []), T("v2", F, [2])],
+            [numpy_helper.from_array(np.ones(2, np.float32), "one")])
+os.makedirs(os.path.join(OUT, "runtime"), exist_ok=True)  # models that load and fail when run (test_onnx.c)
+onnx.save(model([N("Loop", ["", "", "x"], ["y"], body=forever)], [X], [Y]), os.path.join(OUT, "runtime", "loop_forever.onnx"))
+hostile("subgraph_unknown_op", model([N("If", ["c"], ["y"], then_branch=one,
+                                        else_branch=G([N("FancyOp", ["x"], ["y"])], "f", [], [T("y", F, None)]))],
+                                     [C, X], [Y]), "FancyOp")

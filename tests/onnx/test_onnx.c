@@ -1,6 +1,7 @@
 /* test_onnx.c - the ONNX front end and engine on generated models: every case against numpy's
  * answer, hostile models rejected with a clear error, truncated and corrupted bytes never crash. */
 #include <dirent.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -188,8 +189,134 @@ static void test_dynamic_shape_arithmetic(void **state) {
   hs_engine_free(m);
 }
 
+/* An If on a constant condition is gone after compiling: its live branch runs as part of the planned main graph
+ * (the model is not dynamic, no subgraph is compiled), and the dead branch, which holds an op the engine does not
+ * know, never reached the compiler (with the condition an input, the same model is refused: hostile/
+ * if_runtime_cond_unknown_op). */
+static void test_const_if_folded(void **state) {
+  (void)state;
+  hs_engine_model *m = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/cases/if_const_cond/model.onnx", NULL, &m, &err), 0);
+  assert_int_equal(m->dynamic, 0);
+  assert_int_equal(m->n_subs, 0);
+  for (int oi = 0; oi < m->g.n_order; oi++) assert_int_not_equal(m->g.nodes[m->g.order[oi]].op, HS_OP_If);
+  hs_engine_free(m);
+}
+
+/* A Scan's body is a compiled model of its own, planned once for the shapes every iteration sees: after two runs
+ * of four iterations each, the session's body session holds exactly one plan and never ran node by node; the main
+ * graph (it holds the Scan) is dynamic. Outputs match numpy's on both runs. */
+static void test_subgraph_planned_once(void **state) {
+  (void)state;
+  const char *dir = HS_CASES_DIR "/cases/scan_axes_directions";
+  hs_engine_model *m = NULL;
+  hs_engine_session *s = NULL;
+  hs_error err;
+  hs_tensor in[4], want[4], out[4];
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/cases/scan_axes_directions/model.onnx", NULL, &m, &err), 0);
+  assert_int_equal(m->dynamic, 1);
+  assert_int_equal(m->n_subs, 1);
+  assert_int_equal(m->subs[0]->dynamic, 0);
+  int n_in = load_npys(dir, "input", in, 4), n_want = load_npys(dir, "expected", want, 4);
+  assert_int_equal(n_in, 2);
+  assert_int_equal(n_want, 3);
+  assert_int_equal(hs_engine_session_create(m, &s, &err), 0);
+  for (int r = 0; r < 2; r++) {
+    assert_int_equal(hs_engine_run(s, in, 2, out, 3, &err), 0);
+    for (int k = 0; k < 3; k++) assert_int_equal(compare_tensors("scan output", &out[k], &want[k]), 0);
+  }
+  assert_non_null(s->subs[0]);
+  int plans = 0;
+  for (int i = 0; i < HS_PLAN_CACHE; i++) plans += s->subs[0]->plans[i] != NULL;
+  assert_int_equal(plans, 1);
+  assert_null(s->subs[0]->eager);
+  free_tensors(in, n_in);
+  free_tensors(want, n_want);
+  hs_engine_session_free(s);
+  hs_engine_free(m);
+}
+
+/* A Loop that never ends (no trip count, a condition that stays true) is refused with HS_LIMIT once it passes
+ * hs_loop_limit_iterations (2^20 by default; lowered here so the test is quick), and the session still runs. */
+static void test_loop_iteration_limit(void **state) {
+  (void)state;
+  hs_engine_model *m = NULL;
+  hs_engine_session *s = NULL;
+  hs_error err;
+  assert_int_equal(hs_loop_limit_iterations, (int64_t)1 << 20);
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/runtime/loop_forever.onnx", NULL, &m, &err), 0);
+  assert_int_equal(hs_engine_session_create(m, &s, &err), 0);
+  float x[2] = {1, 2};
+  hs_tensor in = {.dtype = HS_DT_FLOAT32, .ndim = 1, .dims = {2}, .data = x, .nbytes = sizeof x}, out;
+  hs_loop_limit_iterations = 1000;
+  for (int r = 0; r < 2; r++) {
+    hs_error_clear(&err);
+    assert_int_equal(hs_engine_run(s, &in, 1, &out, 1, &err), HS_LIMIT);
+    assert_non_null(strstr(err.message, "more than 1000 iterations"));
+  }
+  hs_loop_limit_iterations = (int64_t)1 << 20;
+  hs_engine_session_free(s);
+  hs_engine_free(m);
+}
+
+/* One compiled model with control flow, four threads, each with its own session (whose body sessions and
+ * node-by-node buffers are its own): every run of every thread gives numpy's answers. */
+typedef struct {
+  const hs_engine_model *m;
+  const hs_tensor *in, *want;
+  int n_in, n_out, bad;
+} ctl_thread;
+
+static void *ctl_thread_main(void *arg) {
+  ctl_thread *t = arg;
+  hs_engine_session *s = NULL;
+  hs_error err;
+  hs_tensor out[4];
+  if (hs_engine_session_create(t->m, &s, &err) != 0) {
+    t->bad++;
+    return NULL;
+  }
+  for (int r = 0; r < 50; r++) {
+    if (hs_engine_run(s, t->in, (size_t)t->n_in, out, (size_t)t->n_out, &err) != 0) {
+      t->bad++;
+      continue;
+    }
+    for (int k = 0; k < t->n_out; k++) t->bad += compare_tensors("loop output", &out[k], &t->want[k]) != 0;
+  }
+  hs_engine_session_free(s);
+  return NULL;
+}
+
+static void test_control_flow_threads(void **state) {
+  (void)state;
+  const char *dir = HS_CASES_DIR "/cases/loop_early_exit";
+  hs_engine_model *m = NULL;
+  hs_error err;
+  hs_tensor in[4], want[4];
+  assert_int_equal(hs_engine_load(HS_CASES_DIR "/cases/loop_early_exit/model.onnx", NULL, &m, &err), 0);
+  assert_int_equal(m->dynamic, 1);
+  int n_in = load_npys(dir, "input", in, 4), n_want = load_npys(dir, "expected", want, 4);
+  assert_int_equal(n_in, 1);
+  assert_int_equal(n_want, 3);
+  ctl_thread t[4];
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) {
+    t[i] = (ctl_thread){.m = m, .in = in, .want = want, .n_in = n_in, .n_out = n_want};
+    assert_int_equal(pthread_create(&th[i], NULL, ctl_thread_main, &t[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(pthread_join(th[i], NULL), 0);
+    assert_int_equal(t[i].bad, 0);
+  }
+  free_tensors(in, n_in);
+  free_tensors(want, n_want);
+  hs_engine_free(m);
+}
+
 /* The table generated from ops/op_list.h: each row is found by its name under its own id, has the
- * entry points every op needs, and declares value inputs only among the inputs it accepts. */
+ * entry points every op needs (run, or run_ctl for control flow), and declares value inputs only among the inputs it accepts. */
 static void test_op_table_rows(void **state) {
   (void)state;
   for (int id = 0; id < HS_OP_COUNT; id++) {
@@ -199,7 +326,9 @@ static void test_op_table_rows(void **state) {
     assert_int_equal(hs_op_find(d->name), id);
     assert_non_null(d->impl);
     assert_non_null(d->impl->infer);
-    assert_non_null(d->impl->run);
+    /* control flow runs through run_ctl (with the engine's callbacks), every other op through run */
+    if (d->flags & HS_OP_CONTROL) assert_non_null(d->impl->run_ctl);
+    else assert_non_null(d->impl->run);
     assert_true(d->since >= 1 && d->min_in <= d->max_in && d->min_out <= d->max_out && d->min_out >= 1);
     assert_true(d->max_in >= 32 || (d->value_inputs >> d->max_in) == 0);
   }
@@ -267,6 +396,10 @@ int main(void) {
       cmocka_unit_test(test_truncated_and_corrupted),
       cmocka_unit_test(test_memory_plan_reuses_buffers),
       cmocka_unit_test(test_dynamic_shape_arithmetic),
+      cmocka_unit_test(test_const_if_folded),
+      cmocka_unit_test(test_subgraph_planned_once),
+      cmocka_unit_test(test_loop_iteration_limit),
+      cmocka_unit_test(test_control_flow_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
