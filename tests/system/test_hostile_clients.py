@@ -150,7 +150,7 @@ class Trickler:
 
 def check_slowloris(srv, c):
     head = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 64\r\n"
-    # A body of 600000 bytes has --request-timeout (2 s) + 600000 / 65536 (about 9 s) to arrive.
+    # A body of 600000 bytes has --request-timeout (4 s) + 600000 / 65536 (about 9 s) to arrive.
     body_head = head.replace(b"Content-Length: 64", b"Content-Length: 600000") + b"\r\n"
     # Phase 1: one address tries to take every slot; it gets at most --max-client-connections.
     attackers = [Trickler(srv, "127.0.0.2", head) for _ in range(8)]
@@ -159,8 +159,9 @@ def check_slowloris(srv, c):
     for k in (3, 4):
         attackers += [Trickler(srv, "127.0.0.%d" % k, body_head, b"{" * 64, whole_head=True) for _ in range(4)]
     # Saturated: another ordinary request is turned away (503), while probes answer (below).
-    # (Bounded retries for at most 6 s, inside the ~11 s before the bodies are cut: a loaded
-    # machine may need a moment to read all eight heads.)
+    # (Bounded retries for at most 6 s, inside the ~13 s before the bodies are cut: a loaded
+    # machine may need a moment to read all eight heads; --request-timeout is 4 s, not less, so that
+    # a connection whose thread a loaded machine starts late is not cut before its head is read.)
     statuses = []
     t_sat = time.monotonic()
     while time.monotonic() - t_sat < 6 and 503 not in statuses:
@@ -171,7 +172,7 @@ def check_slowloris(srv, c):
     probes = 0
     rounds = 0
     t0 = time.monotonic()
-    # Bounded: at most 75 rounds of 0.4 s (30 s); heads are due within 2 s, bodies within ~11 s.
+    # Bounded: at most 75 rounds of 0.4 s (30 s); heads are due within 4 s, bodies within ~13 s.
     while rounds < 75:
         for a in attackers:
             a.step(rounds)
@@ -190,10 +191,10 @@ def check_slowloris(srv, c):
     for a in attackers:
         a.close()
     check(probes >= 3, "only %d probe rounds ran" % probes)
-    check(not held, "%d trickling connections were still open after %.1f s (heads due in 2 s, bodies in ~11 s, idle timeout 60 s)"
+    check(not held, "%d trickling connections were still open after %.1f s (heads due in 4 s, bodies in ~13 s, idle timeout 60 s)"
           % (len(held), time.monotonic() - t0))
     # At most --max-client-connections (4) of 127.0.0.2's 8 were ever served a head: the rest were
-    # refused or closed at once (well before the 2 s deadline could have cut them).
+    # refused or closed at once (well before the 4 s deadline could have cut them).
     quick = sum(1 for a in attackers[:8] if a.refused or (a.closed_at is not None and a.closed_at - a.started < 1.5))
     check(quick >= 4, "127.0.0.2 held %d connections; --max-client-connections is 4" % (8 - quick))
     r, out, _ = hsys.Client(srv.host, srv.port, timeout=10).infer("m", X)
@@ -205,7 +206,7 @@ def test(tmp, args):
     import os
     repo = os.path.join(tmp, "repo")
     hsys.publish(hsys.make_version_src(os.path.join(tmp, "src", "1"), 1), os.path.join(repo, "m"), 1)
-    srv = hsys.Server(repo, "--max-connections", "8", "--max-client-connections", "4", "--request-timeout", "2",
+    srv = hsys.Server(repo, "--max-connections", "8", "--max-client-connections", "4", "--request-timeout", "4",
                       "--idle-timeout", "60", "--poll-interval", "0.5", "--settle", "0.1")
     c = srv.conn(timeout=30)
     hsys.wait_serving(c, "m", 1)
