@@ -76,21 +76,26 @@ size_t hs_process_memory_limit(void) {
   unsigned long long limit = 0;
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
   if (pages > 0 && page > 0) limit = (unsigned long long)pages * (unsigned long long)page;
-  /* cgroup v2: this process's group from /proc/self/cgroup ("0::/path"), else the mount root. */
-  char path[512] = "/sys/fs/cgroup/memory.max";
+  /* This process's groups from /proc/self/cgroup: cgroup v2 ("0::/path") and the v1 memory
+   * controller ("N:memory:/path"); each falls back to its mount root. */
+  char path[512] = "/sys/fs/cgroup/memory.max", path_v1[512] = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
   FILE *cg = fopen("/proc/self/cgroup", "r");
   if (cg) {
     char line[400];
     while (fgets(line, sizeof line, cg)) {
-      if (strncmp(line, "0::", 3) != 0) continue;
       line[strcspn(line, "\n")] = '\0';
-      if (strcmp(line + 3, "/") != 0) snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", line + 3);
+      const char *v1 = strstr(line, ":memory:");
+      if (strncmp(line, "0::", 3) == 0 && strcmp(line + 3, "/") != 0)
+        snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", line + 3);
+      else if (v1 && strcmp(v1 + 8, "/") != 0)
+        snprintf(path_v1, sizeof path_v1, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", v1 + 8);
     }
     fclose(cg);
   }
   unsigned long long v2 = read_limit_file(path);
   if (!v2) v2 = read_limit_file("/sys/fs/cgroup/memory.max");
-  unsigned long long v1 = read_limit_file("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+  unsigned long long v1 = read_limit_file(path_v1);
+  if (!v1) v1 = read_limit_file("/sys/fs/cgroup/memory/memory.limit_in_bytes");
   if (v2 && (limit == 0 || v2 < limit)) limit = v2;
   if (v1 && (limit == 0 || v1 < limit)) limit = v1; /* v1 "unlimited" is a huge number: ignored */
   if (limit == 0 || limit > SIZE_MAX) return SIZE_MAX;

@@ -209,11 +209,49 @@ def write_golden(vdir, inputs, outputs):
 LISTEN_RE = re.compile(r"^hotserve: listening on http://([0-9.]+):(\d+)\s*$")
 
 
+class MemoryCgroup:
+    """A memory cgroup this test creates (cgroup v2 where the memory controller can be enabled for a
+    child, else the v1 memory hierarchy), limited to limit_bytes; Server(..., cgroup=g) starts the
+    server inside it. Skips (77) where no group can be made (not root, no memory controller).
+    remove() after the servers in it have stopped."""
+
+    def __init__(self, name, limit_bytes):
+        name = "hotserve-test-%s-%d" % (name, os.getpid())
+        v2 = "/sys/fs/cgroup/cgroup.controllers"
+        try:
+            if os.path.exists(v2) and "memory" in open(v2).read().split():
+                with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:
+                    f.write("+memory")
+                self.path = os.path.join("/sys/fs/cgroup", name)
+                os.mkdir(self.path)
+                with open(os.path.join(self.path, "memory.max"), "w") as f:
+                    f.write(str(limit_bytes))
+                with open(os.path.join(self.path, "memory.swap.max"), "w") as f:
+                    f.write("0")
+            elif os.path.isdir("/sys/fs/cgroup/memory"):
+                self.path = os.path.join("/sys/fs/cgroup/memory", name)
+                os.mkdir(self.path)
+                with open(os.path.join(self.path, "memory.limit_in_bytes"), "w") as f:
+                    f.write(str(limit_bytes))
+            else:
+                raise Skip("no memory cgroup controller here")
+        except OSError as e:
+            raise Skip("cannot create a memory cgroup here: %s" % e)
+
+    def remove(self):
+        for _ in range(50):  # bounded: the group empties once its processes have exited
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
 class Server:
     """A `hotserve serve` child process; its stderr is captured line by line in .log."""
     _all = []
 
-    def __init__(self, repo, *extra, log_level="info", start_timeout=120, wait_ready=True):
+    def __init__(self, repo, *extra, log_level="info", start_timeout=120, wait_ready=True, cgroup=None):
         self.repo = repo
         argv = [Env.hotserve, "serve", "--model-repository", repo, "--host", "127.0.0.1",
                 "--http-port", "0", "--log-level", log_level] + [str(e) for e in extra]
@@ -222,8 +260,15 @@ class Server:
         self.log_lock = threading.Lock()
         self.listening = threading.Event()
         self.host = self.port = None
+        join = None
+        if cgroup is not None:  # the server starts inside the group (MemoryCgroup), before it reads any limit
+            procs = os.path.join(cgroup.path, "cgroup.procs")
+
+            def join():
+                with open(procs, "w") as f:
+                    f.write(str(os.getpid()))
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, errors="replace")
+                                     stderr=subprocess.PIPE, text=True, errors="replace", preexec_fn=join)
         Server._all.append(self)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

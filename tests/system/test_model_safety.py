@@ -10,10 +10,11 @@
     shapes too large to plan answer 413, never 500.
 3:  a request whose plan needs more scratch than --max-request-memory answers 413 saying why; the
     same shapes within the budget run; after an outlier the session's arena shrinks back.
-4:  a 300-byte model whose static shapes need 1 GiB per session is refused with no_memory under
+4:  a 300-byte model whose static shapes need 1 GiB per session is refused with no_memory inside
+    a 768 MiB memory cgroup the test creates (the limit read from the group), and under
     --memory-limit 768 MiB before anything is allocated, at start-up and again after a restart;
-    the server listens, is ready and serves the other model. (--memory-limit stands in for a memory
-    cgroup: it is what admission compares with, the cgroup limit being only its default.)
+    the server listens, is ready and serves the other model. (--memory-limit is what admission
+    compares with; the cgroup's limit is its default.)
 Shutdown: SIGTERM during a load of many minutes exits 0 after a bounded wait.
 """
 import os
@@ -205,6 +206,37 @@ def test_planned_admission(tmp):
         srv.stop()
 
 
+def test_planned_admission_cgroup(tmp):
+    """Class 4 under a real memory limit: the server runs inside a 768 MiB memory cgroup this test
+    creates, with no --memory-limit: it reads the group's limit and refuses the 300-byte model that
+    plans 1 GiB per session (no_memory) instead of being OOM-killed, and stays ready."""
+    repo = os.path.join(tmp, "planned_cg")
+    mib = 1 << 20
+    huge_static_model(os.path.join(repo, "huge", "1", "model.onnx"), 16384)
+    hsys.make_version_src(os.path.join(repo, "add", "1"), 1)
+    try:
+        group = hsys.MemoryCgroup("admission", 768 * mib)
+    except hsys.Skip as e:
+        print("class 4 under a memory cgroup: skipped (%s)" % e)
+        return
+    try:
+        srv = hsys.Server(repo, "--settle", "0.1", "--poll-interval", "0.2", "--max-request-memory", 4096 * mib,
+                          cgroup=group)
+        c = srv.conn()
+        hsys.wait_serving(c, "add", 1)
+        hsys.wait_for(lambda: any(e.get("state") == "failed" for e in hsys.status_entries(c, "huge")),
+                      "the huge model to be refused inside the cgroup")
+        st = [e for e in hsys.status_entries(c, "huge") if e.get("state") == "failed"][0]
+        check(st.get("reason") == "no_memory", "inside the cgroup: refused for %r, not no_memory: %r"
+              % (st.get("reason"), st))
+        check(c.get("/v2/health/ready").status == 200, "not ready beside a refused model (cgroup)")
+        r, out, _ = c.infer("add", np.ones((1, 4), np.float32))
+        check(r.status == 200, "the other model does not answer inside the cgroup: HTTP %d" % r.status)
+        srv.stop()
+    finally:
+        group.remove()
+
+
 def test_shutdown_during_load(tmp):
     """SIGTERM while a long warm-up runs: the server exits (0) without waiting for the whole load."""
     import signal
@@ -238,6 +270,7 @@ def test(tmp, args):
     test_restart_fallback(tmp)
     test_request_shapes(tmp)
     test_planned_admission(tmp)
+    test_planned_admission_cgroup(tmp)
     test_shutdown_during_load(tmp)
 
 
