@@ -1,6 +1,7 @@
 /* metrics.c - Prometheus text exposition of the registry's counters and histograms (merged at scrape time). */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "http/handlers.h"
@@ -64,12 +65,11 @@ static const hs_histogram *pick(const hs_model_metrics *mm, hist_field f) {
   return &mm->request;
 }
 
-static void reason_counters(hs_sbuf *b, const char *name, const char *help, hs_registry *reg, bool verify) {
+static void reason_counters(hs_sbuf *b, const char *name, const char *help, hs_model *const *ms, size_t n,
+                            bool verify) {
   header(b, name, "counter", help);
-  size_t n = hs_registry_num_models(reg);
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since n was read (registry.c) */
+    hs_model *m = ms[i];
     const hs_model_metrics *mm = hs_model_metrics_get(m);
     const hs_reason_counter *c =
         atomic_load_explicit(verify ? &mm->verify_failures : &mm->load_failures, memory_order_acquire);
@@ -90,13 +90,11 @@ static void model_counter(hs_sbuf *b, hs_model *m, const char *name, const char 
   hs_sbuf_printf(b, "%s%s} %" PRIu64 "\n", labels[0] ? "," : "", labels, v);
 }
 
-static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
-  size_t n = hs_registry_num_models(reg);
+static void rollout_metrics(hs_model *const *ms, size_t n, hs_sbuf *b) {
   static const char *const states[] = {"idle", "canary", "shadow"};
   header(b, "hotserve_rollout_state", "gauge", "1 for the model's rollout state (idle, canary or shadow), else 0.");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     hs_rollout_status rs;
     hs_rollout_status_get(m, &rs);
     const char *now = rs.active ? hs_rollout_strategy_name(rs.window_strategy) : "idle";
@@ -108,16 +106,14 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
   }
   header(b, "hotserve_rollout_candidate_version", "gauge", "The version under a rollout window (0 when none).");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     hs_rollout_status rs;
     hs_rollout_status_get(m, &rs);
     model_counter(b, m, "hotserve_rollout_candidate_version", "", (uint64_t)(rs.candidate > 0 ? rs.candidate : 0));
   }
   header(b, "hotserve_rollout_decisions_total", "counter", "Rollout windows ended, by outcome and reason.");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     for (const hs_rollout_decision_counter *c =
              atomic_load_explicit(&hs_rollout_metrics_get(m)->decisions, memory_order_acquire);
          c; c = c->next) {
@@ -130,8 +126,7 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_rollout_canary_requests_total", "counter",
          "Unpinned requests answered during canary windows, by arm (stable or candidate).");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     const hs_rollout_metrics *rm = hs_rollout_metrics_get(m);
     model_counter(b, m, "hotserve_rollout_canary_requests_total", "arm=\"stable\"", atomic_load(&rm->canary_stable));
     model_counter(b, m, "hotserve_rollout_canary_requests_total", "arm=\"candidate\"",
@@ -140,16 +135,14 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_rollout_candidate_errors_total", "counter",
          "Candidate runs that failed (a canary run then re-run on the stable version, or a shadow run).");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     model_counter(b, m, "hotserve_rollout_candidate_errors_total", "",
                   atomic_load(&hs_rollout_metrics_get(m)->candidate_errors));
   }
   header(b, "hotserve_rollout_shadow_requests_total", "counter",
          "Shadow copies of requests, by result: run on the candidate, or dropped (queue full).");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     const hs_rollout_metrics *rm = hs_rollout_metrics_get(m);
     model_counter(b, m, "hotserve_rollout_shadow_requests_total", "result=\"run\"", atomic_load(&rm->shadow_run));
     model_counter(b, m, "hotserve_rollout_shadow_requests_total", "result=\"dropped\"",
@@ -158,20 +151,35 @@ static void rollout_metrics(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_rollout_output_disagreements_total", "counter",
          "Shadow runs whose outputs differed from the stable version's beyond output_rtol/output_atol.");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     model_counter(b, m, "hotserve_rollout_output_disagreements_total", "",
                   atomic_load(&hs_rollout_metrics_get(m)->disagreements));
   }
 }
 
+/* The models of one scrape, read once: every family below lists the same ones, and a model the loader
+ * forgets meanwhile is freed only HS_FORGET_DELAY_MS later (registry.c), so the pointers stay valid for
+ * the scrape. Returns a malloc'd array (NULL with *n = 0 when out of memory: the families are empty). */
+static hs_model **snapshot_models(hs_registry *reg, size_t *n) {
+  size_t cap = hs_registry_num_models(reg);
+  hs_model **ms = malloc((cap ? cap : 1) * sizeof *ms);
+  *n = 0;
+  if (!ms) return NULL;
+  for (size_t i = 0; i < cap; i++) {
+    hs_model *m = hs_registry_model_at(reg, i);
+    if (!m) break; /* forgotten since the count was read */
+    ms[(*n)++] = m;
+  }
+  return ms;
+}
+
 void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
-  size_t n = hs_registry_num_models(reg);
+  size_t n = 0;
+  hs_model **ms = snapshot_models(reg, &n);
 
   header(b, "hotserve_requests_total", "counter", "Inference requests by model, version and outcome.");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since n was read (registry.c) */
+    hs_model *m = ms[i];
     const hs_model_metrics *mm = hs_model_metrics_get(m);
     /* The list is newest first. Only the HS_STATUS_HISTORY newest version numbers (and "none")
      * are exposed, so thousands of reloads do not grow every scrape: older series go stale. */
@@ -202,8 +210,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   for (size_t h = 0; h < sizeof hists / sizeof hists[0]; h++) {
     header(b, hists[h].name, "histogram", hists[h].help);
     for (size_t i = 0; i < n; i++) {
-      hs_model *m = hs_registry_model_at(reg, i);
-      if (!m) break; /* forgotten since n was read (registry.c) */
+      hs_model *m = ms[i];
       histogram(b, hists[h].name, hs_model_name(m), pick(hs_model_metrics_get(m), hists[h].f));
     }
   }
@@ -211,8 +218,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_batch_size", "histogram",
          "Rows per run of a model with dynamic batching (the sum of its requests' first dimensions).");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     uint64_t cum[HS_BATCH_BUCKETS + 1], sum;
     hs_batch_stats_read(&hs_model_metrics_get(m)->batch, cum, &sum);
     for (size_t k = 0; k <= HS_BATCH_BUCKETS; k++) {
@@ -230,8 +236,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_batch_retries_total", "counter",
          "Batched runs that failed and whose requests were run again one at a time.");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     hs_sbuf_puts(b, "hotserve_batch_retries_total{model=");
     label(b, hs_model_name(m));
     hs_sbuf_printf(b, "} %" PRIu64 "\n",
@@ -240,8 +245,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
 
   header(b, "hotserve_inflight_requests", "gauge", "Inference requests being handled now.");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since n was read (registry.c) */
+    hs_model *m = ms[i];
     hs_sbuf_puts(b, "hotserve_inflight_requests{model=");
     label(b, hs_model_name(m));
     hs_sbuf_printf(b, "} %" PRId64 "\n",
@@ -249,8 +253,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   }
   header(b, "hotserve_model_serving_version", "gauge", "The version answering unpinned requests: the highest serving, the stable one during a rollout window (0 when none).");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since n was read (registry.c) */
+    hs_model *m = ms[i];
     hs_version *v = NULL;
     int64_t ver = 0;
     if (hs_model_acquire(m, -1, &v) == HS_OK) ver = hs_version_number(v);
@@ -262,8 +265,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   }
   header(b, "hotserve_model_loads_total", "counter", "Versions loaded, warmed, checked and published.");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since n was read (registry.c) */
+    hs_model *m = ms[i];
     hs_sbuf_puts(b, "hotserve_model_loads_total{model=");
     label(b, hs_model_name(m));
     hs_sbuf_printf(b, "} %" PRIu64 "\n",
@@ -273,8 +275,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "CPU time of the loader thread spent on this model's loads, by stage (read: read the files once and "
          "check them; load: decode and compile; warmup: warm-up runs and golden check).");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     for (int st = 0; st < HS_STAGE_COUNT; st++) {
       hs_sbuf_puts(b, "hotserve_model_reload_cpu_seconds_total{model=");
       label(b, hs_model_name(m));
@@ -286,8 +287,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "Bytes of model files the loader read for this model's loads (read), and of those the ones it checked "
          "against a manifest's SHA-256 (hashed).");
   for (size_t i = 0; i < n; i++) {
-    hs_model *m = hs_registry_model_at(reg, i);
-    if (!m) break; /* forgotten since the count was read (registry.c) */
+    hs_model *m = ms[i];
     const hs_model_metrics *mm = hs_model_metrics_get(m);
     uint64_t v[2] = {atomic_load_explicit(&mm->reload_bytes_read, memory_order_relaxed),
                      atomic_load_explicit(&mm->reload_bytes_hashed, memory_order_relaxed)};
@@ -298,9 +298,9 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
     }
   }
   reason_counters(b, "hotserve_model_load_failures_total",
-                  "Versions refused at any step (verification included), by reason.", reg, false);
+                  "Versions refused at any step (verification included), by reason.", ms, n, false);
   reason_counters(b, "hotserve_model_verify_failures_total",
-                  "Versions refused by manifest or signature verification, by reason.", reg, true);
+                  "Versions refused by manifest or signature verification, by reason.", ms, n, true);
 
   header(b, "hotserve_ready", "gauge", "1 while GET /v2/health/ready answers 200, else 0.");
   hs_sbuf_printf(b, "hotserve_ready %d\n", hs_registry_ready(reg, NULL, 0) ? 1 : 0);
@@ -323,5 +323,6 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
                    (uint64_t)atomic_load(&rm->grpc_requests[o]));
   header(b, "hotserve_process_resident_memory_bytes", "gauge", "Resident set size of the server process.");
   hs_sbuf_printf(b, "hotserve_process_resident_memory_bytes %zu\n", hs_process_rss_bytes());
-  rollout_metrics(reg, b);
+  rollout_metrics(ms, n, b);
+  free(ms);
 }
