@@ -20,6 +20,7 @@
 #include "serving/registry.h"
 
 #define MAX_KEYS 16
+#define MAX_LOAD_MODELS 64
 /* On SIGTERM, how long the server waits (after draining requests) for a load in progress to reach
  * a point where it can stop, before it exits without it. */
 #define HS_LOADER_STOP_MS 10000
@@ -27,7 +28,11 @@
 /* Every serve setting, filled first from the defaults, then from the environment, then from flags. */
 typedef struct serve_cfg {
   const char *repo, *host, *trace, *backend_dir, *control_token_file;
-  bool control_none;
+  bool control_none, control_explicit;
+  const char *load_models[MAX_LOAD_MODELS]; /* --load-model (explicit control mode) */
+  size_t n_load_models;
+  bool load_models_from_env; /* the first --load-model flag replaces names the environment gave */
+  char load_models_env[4096]; /* a copy of HOTSERVE_LOAD_MODEL, split in place */
   const char *keys[MAX_KEYS];
   size_t n_keys;
   bool keys_from_env; /* the first --trusted-key flag replaces keys the environment gave */
@@ -47,7 +52,7 @@ enum {
   OPT_TRUSTED_KEY, OPT_THREADS, OPT_INSTANCES, OPT_LOADER_PRIO, OPT_MAX_BODY, OPT_MAX_CONN, OPT_IDLE,
   OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
   OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN, OPT_MAX_REQ_MEM,
-  OPT_CONTROL_MODE, OPT_CONTROL_TOKEN,
+  OPT_CONTROL_MODE, OPT_CONTROL_TOKEN, OPT_LOAD_MODEL,
 };
 
 /* The option table: one row per option (long name, value name or NULL for a switch, id, environment
@@ -94,7 +99,9 @@ static const serve_opt k_opts[] = {
     {"max-client-connections", "N", OPT_MAX_CLIENT_CONN, "HOTSERVE_MAX_CLIENT_CONNECTIONS",
      "connections one client address may hold (default: half of\n--max-connections); /v2/health/* and /metrics have 8 more slots"},
     {"model-control-mode", "MODE", OPT_CONTROL_MODE, "HOTSERVE_MODEL_CONTROL_MODE",
-     "poll (default): the repository API (index, load, unload) is on;\nnone: it answers 403. Either way the repository is followed\n(docs/SECURITY.md)"},
+     "poll (default): every model in the repository is loaded and followed,\nand the repository API (index, load, unload) is on; explicit: only\nthe models named with --load-model are loaded at start, others only\nby a load request (a loaded model still follows its folder: new\nversions swap in); none: as poll, but the API answers 403\n(docs/SECURITY.md)"},
+    {"load-model", "NAME", OPT_LOAD_MODEL, "HOTSERVE_LOAD_MODEL",
+     "with --model-control-mode explicit: load model NAME at start-up\n(repeatable; '*': every model; the variable: names separated by ',')"},
     {"control-token-file", "FILE", OPT_CONTROL_TOKEN, "HOTSERVE_CONTROL_TOKEN_FILE",
      "the repository API needs \"Authorization: Bearer TOKEN\", TOKEN being\nthis file's content (trailing newline ignored); 401/403 otherwise"},
     {"memory-limit", "BYTES", OPT_MEM_LIMIT, "HOTSERVE_MEMORY_LIMIT", "refuse loads beyond this (default: cgroup limit or RAM)"},
@@ -118,7 +125,8 @@ static void usage(FILE *out) {
           "\n"
           "Serves every model in DIR (DIR/<model>/<version>/model.onnx) with the KServe v2 protocol over\n"
           "HTTP (and gRPC with --grpc-port), and swaps in new versions as they appear, without failing a\n"
-          "request.\n"
+          "request (with --model-control-mode explicit: the models named with --load-model, and those a\n"
+          "load request names).\n"
           "\n"
           "options (--opt VALUE or --opt=VALUE; each also read from the environment variable shown,\n"
           "which gives the default that a flag overrides):\n");
@@ -175,6 +183,15 @@ static int add_key(serve_cfg *c, const char *path) {
     return -1;
   }
   c->keys[c->n_keys++] = path;
+  return 0;
+}
+
+static int add_load_model(serve_cfg *c, const char *name) {
+  if (c->n_load_models == MAX_LOAD_MODELS) {
+    fprintf(stderr, "hotserve serve: at most %d --load-model names (use '*' for every model)\n", MAX_LOAD_MODELS);
+    return -1;
+  }
+  c->load_models[c->n_load_models++] = name;
   return 0;
 }
 
@@ -237,9 +254,25 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
     case OPT_MAX_CONN: bad = parse_ull(v, 100000, &c->max_conn) != 0 || c->max_conn == 0; break;
     case OPT_MEM_LIMIT: bad = parse_ull(v, ~0ull, &c->mem_limit) != 0; break;
     case OPT_CONTROL_MODE:
-      if (!strcmp(v, "poll")) c->control_none = false;
-      else if (!strcmp(v, "none")) c->control_none = true;
-      else bad = true;
+      c->control_none = !strcmp(v, "none");
+      c->control_explicit = !strcmp(v, "explicit");
+      bad = strcmp(v, "poll") && !c->control_none && !c->control_explicit;
+      break;
+    case OPT_LOAD_MODEL:
+      if (from_env) { /* a ','-separated list */
+        c->load_models_from_env = true;
+        if (strlen(v) >= sizeof c->load_models_env) {
+          fprintf(stderr, "hotserve serve: %s is longer than %zu bytes\n", o->env, sizeof c->load_models_env - 1);
+          return -1;
+        }
+        snprintf(c->load_models_env, sizeof c->load_models_env, "%s", v);
+        for (char *save = NULL, *p = strtok_r(c->load_models_env, ",", &save); p; p = strtok_r(NULL, ",", &save))
+          if (add_load_model(c, p)) return -1;
+      } else {
+        if (c->load_models_from_env) c->n_load_models = 0, c->load_models_from_env = false;
+        bad = !*v;
+        if (!bad && add_load_model(c, v)) return -1;
+      }
       break;
     case OPT_CONTROL_TOKEN: bad = !*v, c->control_token_file = v; break;
     case OPT_MAX_REQ_MEM: bad = parse_ull(v, ~0ull, &c->req_mem) != 0 || c->req_mem == 0; break;
@@ -289,6 +322,11 @@ static int parse_options(int argc, char **argv, serve_cfg *c) {
   }
   if (optind < argc) {
     fprintf(stderr, "hotserve serve: unexpected argument %s (options start with --)\n", argv[optind]);
+    return 2;
+  }
+  if (c->n_load_models && !c->control_explicit) {
+    fprintf(stderr, "hotserve serve: --load-model needs --model-control-mode explicit (in the other modes every "
+                    "model is loaded)\n");
     return 2;
   }
   return 0;
@@ -369,7 +407,8 @@ int hs_cmd_serve(int argc, char **argv) {
                             .trace_path = c.trace,
                             .trim_delay_ms = (int)(c.trim_s * 1000 + 0.5), .watch = true,
                             .watch_inotify = !c.no_inotify, .background_start = true,
-                            .strict_readiness = c.strict_ready};
+                            .strict_readiness = c.strict_ready, .explicit_control = c.control_explicit,
+                            .load_models = c.load_models, .n_load_models = c.n_load_models};
   hs_registry *reg = NULL;
   if (hs_registry_create(&ro, &reg, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);

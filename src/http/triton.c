@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HS_UNLOADED_REASON "unloaded by request (a load request loads it again)"
-
 /* The newest history entry of version, or NULL. */
 static const hs_version_status *newest_entry(const hs_model_status *st, int64_t version) {
   for (size_t k = st->n; k-- > 0;)
@@ -16,12 +14,11 @@ static const hs_version_status *newest_entry(const hs_model_status *st, int64_t 
 }
 
 /* Triton's state of one version (its newest history entry, or NULL when it has none), with a reason
- * for UNAVAILABLE. */
-static const char *index_state(const hs_version_status *v, bool unloaded, char *reason, size_t cap) {
+ * for UNAVAILABLE; unloaded: why its model is unloaded (hs_model_unloaded_reason), NULL when it is not. */
+static const char *index_state(const hs_version_status *v, const char *unloaded, char *reason, size_t cap) {
   reason[0] = '\0';
   if (!v) {
-    snprintf(reason, cap, "%s", unloaded ? HS_UNLOADED_REASON
-                                         : "not loaded: not selected by the version policy, or not complete");
+    snprintf(reason, cap, "%s", unloaded ? unloaded : "not loaded: not selected by the version policy, or not complete");
     return "UNAVAILABLE";
   }
   switch (v->state) {
@@ -35,7 +32,7 @@ static const char *index_state(const hs_version_status *v, bool unloaded, char *
       snprintf(reason, cap, "%s%s%s", v->reason, v->error[0] ? ": " : "", v->error);
       return "UNAVAILABLE";
     default:
-      snprintf(reason, cap, "%s", unloaded ? HS_UNLOADED_REASON : v->reason[0] ? v->reason : "unloaded");
+      snprintf(reason, cap, "%s", unloaded ? unloaded : v->reason[0] ? v->reason : "unloaded");
       return "UNAVAILABLE";
   }
 }
@@ -80,7 +77,7 @@ static int index_model(hs_model *m, const hs_model_status *st, bool ready_only, 
       vers[j] = vers[j - 1];
       vers[j - 1] = t;
     }
-  bool unloaded = hs_model_is_unloaded(m);
+  const char *unloaded = hs_model_unloaded_reason(m); /* NULL while it is not unloaded */
   int rc = HS_OK;
   if (n == 0 && on_disk >= 0 && !ready_only) {
     hs_index_entry *e = add_entry(l);

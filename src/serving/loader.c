@@ -534,13 +534,35 @@ static void apply_ops(hs_registry *r, hs_model_op *ops) {
       HS_LOGI("model %s unloaded", m->name);
     } else {
       atomic_store(&m->unloaded, false);
+      atomic_store(&m->never_loaded, false);
       m->n_failed = 0; /* an explicit load retries content that failed before */
     }
   }
 }
 
-/* One rescan: returns true when some version is still pending (settling). */
-static bool scan_once(hs_registry *r) {
+/* Explicit control mode: whether a model the scan finds for the first time is loaded: when a load
+ * request in ops names it, or during the start-up scan when --load-model names it (or "*"). */
+static bool explicit_loads(const hs_registry *r, const hs_model_op *ops, const char *name) {
+  for (const hs_model_op *op = ops; op; op = op->next)
+    if (!op->unload && strcmp(op->name, name) == 0) return true;
+  if (atomic_load(&r->startup_done)) return false;
+  for (size_t i = 0; i < r->opts.n_load_models; i++)
+    if (strcmp(r->opts.load_models[i], "*") == 0 || strcmp(r->opts.load_models[i], name) == 0) return true;
+  return false;
+}
+
+/* After the start-up scan in explicit control mode: names given to --load-model that it did not find. */
+static void warn_missing_start_models(hs_registry *r) {
+  for (size_t i = 0; i < r->opts.n_load_models; i++) {
+    const char *name = r->opts.load_models[i];
+    if (strcmp(name, "*") != 0 && !hs_registry_find(r, name))
+      HS_LOGW("--load-model %s: the repository has no such model; a load request loads it once it appears", name);
+  }
+}
+
+/* One rescan: returns true when some version is still pending (settling). ops: the load and unload
+ * requests this scan follows (explicit control mode: a model they load is loaded when first found). */
+static bool scan_once(hs_registry *r, const hs_model_op *ops) {
   hs_error err;
   hs_error_clear(&err);
   hs_repo_snapshot *snap = NULL;
@@ -561,7 +583,7 @@ static bool scan_once(hs_registry *r) {
   for (size_t i = 0; i < snap->n_models; i++) {
     const hs_repo_model *rm = &snap->models[i];
     hs_model *m = hs_registry_find(r, rm->name);
-    if (!m) m = hs__registry_add_model(r, rm->name);
+    if (!m) m = hs__registry_add_model(r, rm->name, r->opts.explicit_control && !explicit_loads(r, ops, rm->name));
     if (!m) {
       HS_LOGE("model %s: out of memory adding it", rm->name);
       continue;
@@ -583,6 +605,10 @@ static bool scan_once(hs_registry *r) {
       HS_LOGI("model %s left the repository; unloading it", m->name);
       hs__registry_publish(m, NULL, 0);
     }
+    if (r->opts.explicit_control && !atomic_load(&m->unloaded)) { /* should it come back: only when asked */
+      atomic_store(&m->never_loaded, true);
+      atomic_store(&m->unloaded, true);
+    }
     if (gone) gone[n_gone++] = m;
   }
   for (size_t i = 0; i < n_gone; i++) /* the array changes with each: walk the copy */
@@ -590,6 +616,7 @@ static bool scan_once(hs_registry *r) {
   free(gone);
   hs__registry_reap_forgotten(r);
   hs_repo_snapshot_free(snap);
+  if (r->opts.explicit_control && !atomic_load(&r->startup_done)) warn_missing_start_models(r);
   /* readiness: a scan of the repository has succeeded and its loads are done (set before the
    * waiters of this scan are told, so they see it) */
   atomic_store(&r->startup_done, true);
@@ -613,7 +640,7 @@ void hs__loader_process(hs_registry *r) {
     ops = n;
   }
   apply_ops(r, rev);
-  bool pending = scan_once(r);
+  bool pending = scan_once(r, rev);
   hs__rollout_tick(r); /* manual rollout commands are applied before the scan counts as done */
   while (rev) {
     hs_model_op *n = rev->next;

@@ -91,10 +91,12 @@ hs_model *hs_registry_model_at(hs_registry *r, size_t i) {
 
 const char *hs_model_name(const hs_model *m) { return m->name; }
 
-hs_model *hs__registry_add_model(hs_registry *r, const char *name) {
+hs_model *hs__registry_add_model(hs_registry *r, const char *name, bool unloaded) {
   hs_model *m = calloc(1, sizeof *m);
   if (!m) return NULL;
   m->reg = r;
+  atomic_init(&m->unloaded, unloaded);
+  atomic_init(&m->never_loaded, unloaded);
   snprintf(m->name, sizeof m->name, "%s", name);
   pthread_mutex_init(&m->status_mu, NULL);
   pthread_mutex_init(&m->run_mu, NULL);
@@ -302,6 +304,13 @@ void hs_model_config_get(hs_model *m, hs_model_config *out) {
 }
 
 bool hs_model_is_unloaded(const hs_model *m) { return atomic_load(&m->unloaded); }
+
+const char *hs_model_unloaded_reason(const hs_model *m) {
+  if (!atomic_load(&m->unloaded)) return NULL;
+  if (atomic_load(&m->never_loaded))
+    return "not loaded (--model-control-mode explicit: a load request loads it)";
+  return "unloaded by request (a load request loads it again)";
+}
 
 static int cmp_i64(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;

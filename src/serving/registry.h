@@ -53,6 +53,13 @@ typedef struct hs_registry_options {
                                    starts it (the server listens meanwhile, answering not-ready) */
   bool strict_readiness;        /* hs_registry_ready: every selected version must serve (Triton's
                                    --strict-readiness) instead of "what was served still is" */
+  /* --model-control-mode explicit (Triton's meaning): a model is loaded only when named in
+   * load_models at start-up ("*": every model the start-up scan finds) or by a load request
+   * (hs_registry_load_model); one that appears later, or whose folder left the repository, waits
+   * for a load request. A loaded model still follows its folder (new versions swap in). */
+  bool explicit_control;
+  const char *const *load_models;
+  size_t n_load_models;
   /* Tests only (no flag or variable sets it): called on the loader thread after the scan decided a
    * version is READY and right before the loader reads its bytes, so a test can change the files in
    * exactly the window a verify-then-load-by-path design would leave open. NULL: none. */
@@ -183,8 +190,10 @@ void hs_model_status_get(hs_model *m, hs_model_status *out);
 void hs_model_config_get(hs_model *m, hs_model_config *out);
 
 /* True while m is explicitly unloaded (POST .../unload until the next load; not kept across a
- * restart). */
+ * restart), or, with explicit_control, not loaded since it appeared. */
 bool hs_model_is_unloaded(const hs_model *m);
+/* Why m is not loaded, for the repository index; NULL while it is not unloaded. */
+const char *hs_model_unloaded_reason(const hs_model *m);
 
 /* The version numbers present on disk under ROOT/<m>/ (numeric folder names, whatever their state
  * and whether or not the policy selects them), ascending; up to cap of them (out may be NULL when

@@ -60,6 +60,7 @@ struct hs_model {
   size_t history_n, history_start;
   atomic_bool has_ready_on_disk;
   atomic_bool unloaded;
+  atomic_bool never_loaded; /* explicit control mode: unloaded since it appeared, no load request yet */
   /* compute slots shared by all the model's versions (hs_version_take): while a swap overlaps an
    * old and a new version, their requests together still run at most run_limit at once */
   pthread_mutex_t run_mu;
@@ -136,7 +137,9 @@ struct hs_registry {
 };
 
 /* registry.c, for the loader */
-hs_model *hs__registry_add_model(hs_registry *r, const char *name);
+/* Adds a model (loader thread). unloaded: it starts unloaded, waiting for a load request
+ * (explicit control mode). */
+hs_model *hs__registry_add_model(hs_registry *r, const char *name, bool unloaded);
 void hs__registry_publish(hs_model *m, hs_version *const *versions, size_t n);
 void hs__version_free(hs_version *v);
 /* The last reference to v is gone: queue it for the loader to free, or free it now when no loader runs. */

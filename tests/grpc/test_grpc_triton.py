@@ -6,7 +6,8 @@ now from proto/), each compared with the HTTP route that shares its code.
 Covers: the configuration (policy, types, dims, instance group), statistics counting gRPC successes and
 failures with their phase durations (equal to HTTP's), the index with every version on disk in Triton's
 states and the ready filter (equal to HTTP's), a failed load (INVALID_ARGUMENT with the reason), refused load
-parameters, unload holding a newly published version until a load, and the status codes of each RPC.
+parameters, unload holding a newly published version until a load, and the status codes of each RPC; the
+control switches (token, --model-control-mode none and explicit) on the repository RPCs.
 """
 import os
 import time
@@ -153,6 +154,24 @@ def test(tmp, args):
     expect_code(lambda: st.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="add")), PD,
                 "RepositoryModelUnload in control mode none")
     check(st.ModelReady(pb.ModelReadyRequest(name="add")).ready, "control mode none: the model still serves")
+    srv.stop()
+    # explicit control mode: nothing loads until RepositoryModelLoad, which still needs the token
+    srv = hsys.Server(repo, "--grpc-port", "0", "--settle", "0", "--model-control-mode", "explicit",
+                      "--control-token-file", token_file)
+    st = pbg.GRPCInferenceServiceStub(grpc_client.channel(grpc_client.grpc_target(srv)))
+    check(not st.ModelReady(pb.ModelReadyRequest(name="add")).ready, "explicit mode: loaded without a load request")
+    idx = st.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=good).models
+    check(any(e.name == "add" and e.state == "UNAVAILABLE" and "not loaded" in e.reason for e in idx),
+          "explicit mode: the index does not list add as not loaded: %r" % list(idx))
+    expect_code(lambda: st.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="add")), UA,
+                "explicit mode: RepositoryModelLoad without a token")
+    expect_code(lambda: st.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="add"), metadata=bad), PD,
+                "explicit mode: RepositoryModelLoad with a wrong token")
+    check(not st.ModelReady(pb.ModelReadyRequest(name="add")).ready, "explicit mode: a refused load loaded add")
+    st.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="add"), metadata=good)
+    check(st.ModelReady(pb.ModelReadyRequest(name="add")).ready, "explicit mode: load with the token")
+    st.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="add"), metadata=good)
+    check(not st.ModelReady(pb.ModelReadyRequest(name="add")).ready, "explicit mode: unload with the token")
     srv.stop()
 
 
