@@ -263,6 +263,16 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
     label(b, hs_model_name(m));
     hs_sbuf_printf(b, "} %" PRId64 "\n", ver);
   }
+  header(b, "hotserve_model_mismatched_versions_serving", "gauge",
+         "Served versions whose files no longer match their manifest, kept serving because no other version can "
+         "(their status entry says manifest_mismatch); 0 normally.");
+  for (size_t i = 0; i < n; i++) {
+    hs_model *m = ms[i];
+    hs_sbuf_puts(b, "hotserve_model_mismatched_versions_serving{model=");
+    label(b, hs_model_name(m));
+    hs_sbuf_printf(b, "} %" PRId64 "\n",
+                   (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->mismatched_serving, memory_order_relaxed));
+  }
   header(b, "hotserve_model_loads_total", "counter", "Versions loaded, warmed, checked and published.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = ms[i];

@@ -7,8 +7,10 @@
  * has not changed for settle_ms (or every mtime in it is older than settle_ms, which lets a restart
  * serve an old repository at once). Until then it is PENDING: a copy in progress is never loaded and
  * never refused. A decided verdict is kept for as long as the shape stays the same, so a rescan of
- * an unchanged repository reads directories but no file contents. Snapshots are plain data owned by
- * the caller.
+ * an unchanged repository reads directories but no file contents. With defer_content_check a new
+ * version's files are checked by names and sizes (the loader hashes what it reads); once a version
+ * was READY, any change of its shape has its files hashed in full, so a same-size replacement of a
+ * served file is found (manifest_mismatch). Snapshots are plain data owned by the caller.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -31,8 +33,11 @@ typedef struct settle_entry {
   int64_t first_seen_ms;  /* monotonic */
   bool seen;              /* seen during the current scan */
   bool decided;           /* result below is final for this shape */
-  bool full_check;        /* hash the files even with defer_content_check: set by hs_repo_recheck,
-                             cleared once a full check finds the files matching their manifest */
+  bool full_check;        /* hash the files even with defer_content_check: set by hs_repo_recheck
+                             and when a verified version's shape changes, cleared once a full check
+                             finds the files matching their manifest */
+  bool verified;          /* decided READY with a manifest: the loader may serve these files, so a
+                             later change of any file's stat key is checked in full (class 7) */
   hs_repo_version result;
   struct settle_entry *next;
 } settle_entry;
@@ -232,6 +237,10 @@ static void evaluate_dir(hs_repo *repo, const char *model, const char *model_rea
   } else if (memcmp(e->shape, shape, 32) != 0) {
     memcpy(e->shape, shape, 32);
     e->first_seen_ms = now;
+    /* A version that was READY (and may be served) changed under its manifest: names and sizes
+     * cannot tell a same-size replacement, so its files are hashed in full this time (issue 16,
+     * class 7). A version still being copied was never decided and costs nothing extra. */
+    if (e->decided && e->verified) e->full_check = true;
     e->decided = false;
   }
   e->seen = true;
@@ -278,6 +287,7 @@ static void evaluate_dir(hs_repo *repo, const char *model, const char *model_rea
     set_result(out, HS_VERSION_INVALID, r, v.message);
   }
   e->decided = true;
+  e->verified = out->state == HS_VERSION_READY && has_manifest;
   e->result = *out;
 }
 
@@ -557,7 +567,7 @@ int hs_repo_verify_version(const char *dir, bool require_signature, const hs_tru
   if (r == HS__R_NONE) {
     for (size_t i = 0; i < l.n; i++) out->total_bytes += l.files[i].size;
     out->n_files = l.n;
-    hs__check_opts o = {require_signature, keys, 0, 0, NULL, model_name[0] ? model_name : NULL, named_version};
+    hs__check_opts o = {require_signature, keys, 0, 0, NULL, model_name[0] ? model_name : NULL, named_version, false};
     r = hs__check_version(real, &l, &o, &has_manifest, out->fingerprint, &vd);
     if (r == HS__R_NONE && !has_manifest) {
       uint8_t shape[32];

@@ -420,6 +420,64 @@ static size_t add_fallbacks(hs_registry *r, hs_model *m, const hs_repo_model *rm
   return n;
 }
 
+/* The scan's verdict on version when it found its files no longer matching their manifest
+ * (INVALID manifest_mismatch), else NULL. For a version being served this means its files changed
+ * after they were verified: the scan hashes a READY version's files in full whenever their stat
+ * keys change (scan.c; issue 16, class 7). */
+static const hs_repo_version *mismatched(const hs_repo_model *rm, int64_t version) {
+  for (size_t i = 0; i < rm->n_versions; i++)
+    if (rm->versions[i].version == version && rm->versions[i].state == HS_VERSION_INVALID &&
+        strcmp(rm->versions[i].reason_code, "manifest_mismatch") == 0)
+      return &rm->versions[i];
+  return NULL;
+}
+
+static bool view_serves(const hs_view *view, int64_t version) {
+  for (size_t k = 0; k < view->n; k++)
+    if (view->v[k]->version == version) return true;
+  return false;
+}
+
+/* Served versions of old whose files no longer match their manifest (class 7): when next[0..n)
+ * holds another version, they are left out of it, so the swap retires them as an unload does
+ * (requests in flight finish on them); when nothing else would serve, they stay in next, flagged
+ * in their status entry and counted in hotserve_model_mismatched_versions_serving. Either way the
+ * mismatch is logged (ALERT), counted as a verification failure and remembered, once. Returns the
+ * new count. */
+static size_t handle_mismatched(hs_model *m, const hs_repo_model *rm, const hs_view *old, double verify_ms,
+                                hs_version **next, size_t n) {
+  bool others = n > 0;
+  int64_t flagged = 0;
+  for (size_t k = 0; k < old->n; k++) {
+    hs_version *v = old->v[k];
+    const hs_repo_version *bad = mismatched(rm, v->version);
+    if (!bad) continue;
+    bool first = !failed_before(m, bad->version, bad->fingerprint);
+    char msg[400];
+    snprintf(msg, sizeof msg, "the files of this served version no longer match its manifest (%.200s); %s",
+             bad->reason, others ? "retired: another version serves" : "still served, flagged: no other version can serve");
+    if (others) {
+      if (first)
+        record_failure(m, bad->version, bad->fingerprint, take_generation(m, bad->version), "manifest_mismatch", msg,
+                       verify_ms, 0, 0, NULL);
+      continue;
+    }
+    next[n++] = v;
+    flagged++;
+    if (!first) continue;
+    size_t slot = m->n_failed++ % HS_FAILED_KEYS; /* counted and logged once, as record_failure does */
+    m->failed[slot].version = bad->version;
+    snprintf(m->failed[slot].fingerprint, sizeof m->failed[slot].fingerprint, "%s", bad->fingerprint);
+    hs_log(HS_LOG_ALERT, "model %s version %" PRId64 " failed: manifest_mismatch: %s", m->name, v->version, msg);
+    hs__count_reason(&m->metrics.load_failures, "manifest_mismatch");
+    hs__count_reason(&m->metrics.verify_failures, "manifest_mismatch");
+    hs__status_flag(m, v->generation, "manifest_mismatch", msg);
+    v->flagged = true;
+  }
+  atomic_store(&m->metrics.mismatched_serving, flagged);
+  return n;
+}
+
 static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, double verify_ms,
                           bool *pending) {
   bool any_ready = false;
@@ -466,7 +524,15 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
       if (old->v[k]->version == rv->version && strcmp(old->v[k]->fingerprint, rv->fingerprint) == 0)
         same = old->v[k];
     if (same) {
+      if (same->flagged) { /* its files match their manifest again */
+        same->flagged = false;
+        hs__status_flag(m, same->generation, "", "");
+      }
       next[n++] = same;
+      continue;
+    }
+    if (view_serves(old, rv->version) && mismatched(rm, rv->version)) {
+      all_ok = false; /* decided below (handle_mismatched), once it is known what else serves */
       continue;
     }
     if (failed_before(m, rv->version, rv->fingerprint)) {
@@ -495,10 +561,13 @@ static void process_model(hs_registry *r, hs_model *m, const hs_repo_model *rm, 
    * half-copied version never takes a served version away. */
   if (!all_ok)
     for (size_t k = 0; k < old->n; k++)
-      if (!list_has_version(next, n, old->v[k]->version)) next[n++] = old->v[k];
+      if (!list_has_version(next, n, old->v[k]->version) && !mismatched(rm, old->v[k]->version))
+        next[n++] = old->v[k];
   /* Still fewer than the policy's N (a start-up, or nothing served before): the newest older
    * versions that load take the place of the ones that failed, the same "what worked stays" rule. */
   if (!all_ok) n = add_fallbacks(r, m, rm, verify_ms, next, n, cap, fresh, &n_fresh, pending);
+  /* served versions whose files changed under their manifest: retired, or kept flagged */
+  n = handle_mismatched(m, rm, old, verify_ms, next, n);
 
   /* gray release: may open, restart or end a rollout window, keeping the stable version (rollout.c) */
   hs__rollout_plan(m, &rm->config.rollout, old, next, &n, cap);

@@ -460,6 +460,18 @@ void hs__status_record(hs_model *m, const hs_version_status *in) {
   pthread_mutex_unlock(&m->status_mu);
 }
 
+void hs__status_flag(hs_model *m, uint64_t generation, const char *code, const char *message) {
+  pthread_mutex_lock(&m->status_mu);
+  for (size_t i = 0; i < m->history_n; i++) {
+    hs_version_status *st = &m->history[(m->history_start + i) % HS_STATUS_HISTORY];
+    if (st->generation == generation) {
+      snprintf(st->reason, sizeof st->reason, "%s", code);
+      snprintf(st->error, sizeof st->error, "%s", message);
+    }
+  }
+  pthread_mutex_unlock(&m->status_mu);
+}
+
 void hs__status_update(hs_model *m, uint64_t generation, hs_vstate state, bool serving) {
   pthread_mutex_lock(&m->status_mu);
   for (size_t i = 0; i < m->history_n; i++) {

@@ -230,6 +230,9 @@ typedef struct hs_model_metrics {
   /* loader cost summed over every load attempt (loader.c), for /metrics */
   atomic_uint_least64_t reload_cpu_ns[3]; /* HS_STAGE_READ, _LOAD, _WARMUP */
   atomic_uint_least64_t reload_bytes_read, reload_bytes_hashed;
+  /* served versions whose files no longer match their manifest, kept because nothing else can
+   * serve (loader.c; issue 16, class 7) */
+  atomic_int_least64_t mismatched_serving;
 } hs_model_metrics;
 
 /* The loader stages whose CPU time is counted (hs_model_metrics.reload_cpu_ns). */

@@ -39,6 +39,7 @@ struct hs_version {
   struct hs_batcher *batcher;   /* dynamic batching (batch.c); NULL when off */
   atomic_bool first_done;       /* first real request recorded in the status */
   atomic_uint_least64_t retired_ns; /* when it left the last view; 0 while serving */
+  bool flagged;                 /* loader only: served although its files no longer match its manifest */
   struct hs_version *next_dead; /* the registry's graveyard list (guarded by its mu) */
 };
 
@@ -150,6 +151,9 @@ void hs__status_update(hs_model *m, uint64_t generation, hs_vstate state, bool s
 void hs__status_set_times(hs_model *m, uint64_t generation, double load_ms, double warmup_ms);
 /* Sets the read/CPU/bytes fields of m's history entry for generation from st (its state unchanged). */
 void hs__status_set_cost(hs_model *m, uint64_t generation, const hs_version_status *st);
+/* Sets the reason code and message of m's history entry for generation (its state unchanged); ""
+ * clears them. */
+void hs__status_flag(hs_model *m, uint64_t generation, const char *code, const char *message);
 hs_version_counter *hs__version_counter(hs_model *m, int64_t version);
 void hs__registry_free_models(hs_registry *r);
 /* Loader thread: takes m (no view, versions_alive 0) out of the model array so no lookup finds it

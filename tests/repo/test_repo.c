@@ -404,9 +404,10 @@ static void test_hash_cache(void **state) {
 }
 
 /* Read once (read.c) with a scanner that leaves the hashing to it (defer_content_check, as the
- * server runs): the scan checks names and sizes only; hs_repo_read_version returns the bytes it read
- * and hashed, and refuses bytes that differ from the manifest; after hs_repo_recheck the scan hashes
- * that version again (INVALID while it differs, READY once it matches, deferring again after). */
+ * server runs): the scan checks a new version's names and sizes only; hs_repo_read_version returns
+ * the bytes it read and hashed, and refuses bytes that differ from the manifest; once a version was
+ * READY, a change of its files' stat keys has the scan hash it in full (INVALID while it differs,
+ * READY once it matches), and an unchanged version is not hashed again. */
 static void test_read_once_and_deferred_check(void **state) {
   fixture *f = *state;
   char v1[4096], mdir[4096];
@@ -435,30 +436,33 @@ static void test_read_once_and_deferred_check(void **state) {
   assert_memory_equal(b->model->data, "model bytes", b->model->len);
   hs_repo_bytes_free(b);
 
-  /* one changed byte, same size: the deferred scan still says READY, the read refuses the bytes */
+  /* one changed byte, same size, after the scan said READY: the read refuses the bytes */
   write_text(P("%s/model.onnx", v1), "model bytez");
-  hs_repo_snapshot_free(s);
-  s = scan(r);
-  rv = find_version(s, "m", 1);
-  assert_int_equal(rv->state, HS_VERSION_READY);
   b = NULL;
   assert_int_equal(hs_repo_read_version(mdir, rv, false, NULL, &b, code, &err), HS_VERIFY);
   assert_null(b);
   assert_string_equal(code, "manifest_mismatch");
   assert_non_null(strstr(err.message, "model.onnx"));
-  /* after a recheck the scan hashes the version: refused while it differs */
+  /* the next scan sees a file's stat key changed in a version that was READY and hashes it in full
+   * (issue 16, class 7): refused while it differs, also after a recheck */
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "manifest_mismatch");
+  uint64_t hashed = hs__repo_bytes_hashed(r);
+  assert_true(hashed > 0);
   hs_repo_recheck(r, rv->dir);
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
   assert_string_equal(code, "manifest_mismatch");
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  /* restored: READY after a full check, and the next change is left to the loader again */
+  /* restored: READY after a full check; an unchanged version then reads no contents */
   write_text(P("%s/model.onnx", v1), "model bytes");
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
-  uint64_t hashed = hs__repo_bytes_hashed(r);
-  assert_true(hashed > 0);
-  write_text(P("%s/model.onnx", v1), "model bytez");
+  hashed = hs__repo_bytes_hashed(r);
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
   assert_int_equal(hs__repo_bytes_hashed(r), hashed);
+  /* and its next same-size change is hashed in full again */
+  write_text(P("%s/model.onnx", v1), "model bytez");
+  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
+  assert_string_equal(code, "manifest_mismatch");
+  assert_true(hs__repo_bytes_hashed(r) > hashed);
 
   /* new content under the same version after the scan (another manifest): "changed" */
   write_text(P("%s/model.onnx", v1), "model bytes");
