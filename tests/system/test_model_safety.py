@@ -10,12 +10,18 @@
     shapes too large to plan answer 413, never 500.
 3:  a request whose plan needs more scratch than --max-request-memory answers 413 saying why; the
     same shapes within the budget run; after an outlier the session's arena shrinks back.
-4:  a 300-byte model whose static shapes need 1 GiB per session is refused with no_memory inside
-    a 768 MiB memory cgroup the test creates (the limit read from the group), and under
+4:  a 300-byte model whose static shapes need 1 GiB per session is refused with no_memory under
     --memory-limit 768 MiB before anything is allocated, at start-up and again after a restart;
-    the server listens, is ready and serves the other model. (--memory-limit is what admission
-    compares with; the cgroup's limit is its default.)
+    the server listens, is ready and serves the other model.
 Shutdown: SIGTERM during a load of many minutes exits 0 after a bounded wait.
+
+--part cgroup (ctest system.model_safety_cgroup) runs classes 3 and 4 inside memory cgroups the
+test creates, with neither --memory-limit nor --max-request-memory, so the limits tested are the
+defaults the server derives from its group: class 4 in 768 MiB (the 300-byte model refused with
+no_memory, not OOM-killed), class 3 in 1 GiB (the per-request budget is a quarter of the group's
+limit, exactly 256 MiB: a 512 MiB plan answers 413 naming that budget, a 192 MiB plan runs and its
+arena shrinks back). Where no memory cgroup can be made (not root, no controller) it exits 77
+(skipped) with the reason.
 """
 import os
 
@@ -209,16 +215,13 @@ def test_planned_admission(tmp):
 def test_planned_admission_cgroup(tmp):
     """Class 4 under a real memory limit: the server runs inside a 768 MiB memory cgroup this test
     creates, with no --memory-limit: it reads the group's limit and refuses the 300-byte model that
-    plans 1 GiB per session (no_memory) instead of being OOM-killed, and stays ready."""
+    plans 1 GiB per session (no_memory) instead of being OOM-killed, and stays ready. Raises
+    hsys.Skip where no group can be made."""
     repo = os.path.join(tmp, "planned_cg")
     mib = 1 << 20
     huge_static_model(os.path.join(repo, "huge", "1", "model.onnx"), 16384)
     hsys.make_version_src(os.path.join(repo, "add", "1"), 1)
-    try:
-        group = hsys.MemoryCgroup("admission", 768 * mib)
-    except hsys.Skip as e:
-        print("class 4 under a memory cgroup: skipped (%s)" % e)
-        return
+    group = hsys.MemoryCgroup("admission", 768 * mib)
     try:
         srv = hsys.Server(repo, "--settle", "0.1", "--poll-interval", "0.2", "--max-request-memory", 4096 * mib,
                           cgroup=group)
@@ -233,6 +236,42 @@ def test_planned_admission_cgroup(tmp):
         r, out, _ = c.infer("add", np.ones((1, 4), np.float32))
         check(r.status == 200, "the other model does not answer inside the cgroup: HTTP %d" % r.status)
         srv.stop()
+    finally:
+        group.remove()
+
+
+def test_request_budget_cgroup(tmp):
+    """Class 3 under a real memory limit: inside a 1 GiB memory cgroup this test creates, with neither
+    --memory-limit nor --max-request-memory, the per-request budget is the default derived from the
+    group's limit (a quarter: 256 MiB). A plan of 512 MiB answers 413 naming exactly that budget and
+    grows nothing; one of 192 MiB runs (the server is not OOM-killed) and its arena shrinks back.
+    Raises hsys.Skip where no group can be made."""
+    repo = os.path.join(tmp, "budget_cg")
+    shape_model(os.path.join(repo, "cos", "1", "model.onnx"))
+    mib = 1 << 20
+    limit = 1024 * mib
+    group = hsys.MemoryCgroup("budget", limit)
+    try:
+        srv = hsys.Server(repo, "--settle", "0.1", "--poll-interval", "0.2", "--instances", 1, cgroup=group)
+        c = srv.conn()
+        hsys.wait_serving(c, "cos", 1)
+        check(infer_s(c, [2, 3]).status == 200, "a small request inside the cgroup failed")
+        rss0 = srv.rss_bytes()
+        r = infer_s(c, [16384, 8192])  # 512 MiB of scratch
+        expect_status(r, 413, "a 512 MiB plan inside a 1 GiB cgroup", "per-request budget of %d bytes" % (limit // 4))
+        check(srv.rss_bytes() < rss0 + 64 * mib, "a refused plan still grew the server by %d MiB"
+              % ((srv.rss_bytes() - rss0) // mib))
+        r = infer_s(c, [8192, 6144])  # 192 MiB: within the derived budget
+        check(r.status == 200, "a 192 MiB plan inside the cgroup: HTTP %d %r" % (r.status, r.body[:200]))
+        check(float(hsys.decode_infer_response(r)["y"]) == 8192.0 * 6144, "the outlier's sum is wrong")
+        grown = srv.rss_bytes()
+        check(grown > rss0 + 128 * mib, "the outlier did not grow RSS (%d -> %d MiB): the test measures nothing"
+              % (rss0 // mib, grown // mib))
+        check(infer_s(c, [2, 3]).status == 200, "a small request after the outlier failed")
+        check(srv.rss_bytes() < grown - 128 * mib, "the arena did not shrink back inside the cgroup (%d -> %d MiB)"
+              % (grown // mib, srv.rss_bytes() // mib))
+        check(c.get("/v2/health/ready").status == 200, "not ready after the budget checks inside the cgroup")
+        srv.stop()  # checks exit status 0: not OOM-killed
     finally:
         group.remove()
 
@@ -265,14 +304,19 @@ def test_shutdown_during_load(tmp):
 
 def test(tmp, args):
     hsys.require("serve")
+    if args.part == "cgroup":
+        test_planned_admission_cgroup(tmp)
+        test_request_budget_cgroup(tmp)
+        return
     test_golden_inf_nan(tmp)
     test_long_names(tmp)
     test_restart_fallback(tmp)
     test_request_shapes(tmp)
     test_planned_admission(tmp)
-    test_planned_admission_cgroup(tmp)
     test_shutdown_during_load(tmp)
 
 
 if __name__ == "__main__":
-    hsys.main(test, __doc__)
+    hsys.main(test, __doc__, extra=lambda p: p.add_argument(
+        "--part", choices=("main", "cgroup"), default="main",
+        help="cgroup: classes 3 and 4 inside memory cgroups the test creates (exit 77 where none can be made)"))
