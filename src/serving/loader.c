@@ -17,7 +17,11 @@
  * published together with the others the policy keeps, in one atomic swap (registry.c). Any
  * failure leaves the served view alone, logs one line with a reason code, counts it and records
  * it in the model's status; the same (version, fingerprint) is remembered and not retried, while
- * new content under the same version number is. While some version is PENDING (still settling),
+ * new content under the same version number is. A served version whose files the scan finds no
+ * longer matching its manifest is retired when another version serves, else kept serving and
+ * flagged (handle_mismatched; issue 16, class 7). In explicit control mode (registry.h) a model the
+ * scan finds for the first time starts unloaded unless --load-model or a load request names it.
+ * While some version is PENDING (still settling),
  * the loader rescans every 250 ms on its own.
  * Synchronous callers (index, load, unload; registry.c) bump scan_requested and wait on done_cv
  * for scan_done to catch up. The loader also frees retired versions (the graveyard) and hands freed
@@ -600,6 +604,7 @@ static void apply_ops(hs_registry *r, hs_model_op *ops) {
     if (op->unload) {
       atomic_store(&m->unloaded, true);
       hs__registry_publish(m, NULL, 0);
+      atomic_store(&m->metrics.mismatched_serving, 0); /* nothing serves, flagged or not */
       HS_LOGI("model %s unloaded", m->name);
     } else {
       atomic_store(&m->unloaded, false);
@@ -673,6 +678,7 @@ static bool scan_once(hs_registry *r, const hs_model_op *ops) {
     if (atomic_load(&m->view)->n) {
       HS_LOGI("model %s left the repository; unloading it", m->name);
       hs__registry_publish(m, NULL, 0);
+      atomic_store(&m->metrics.mismatched_serving, 0);
     }
     if (r->opts.explicit_control && !atomic_load(&m->unloaded)) { /* should it come back: only when asked */
       atomic_store(&m->never_loaded, true);

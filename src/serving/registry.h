@@ -56,7 +56,8 @@ typedef struct hs_registry_options {
   /* --model-control-mode explicit (Triton's meaning): a model is loaded only when named in
    * load_models at start-up ("*": every model the start-up scan finds) or by a load request
    * (hs_registry_load_model); one that appears later, or whose folder left the repository, waits
-   * for a load request. A loaded model still follows its folder (new versions swap in). */
+   * for a load request. A loaded model still follows its folder (new versions swap in).
+   * load_models is borrowed: it must outlive the registry. */
   bool explicit_control;
   const char *const *load_models;
   size_t n_load_models;
