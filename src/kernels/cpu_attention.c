@@ -96,12 +96,19 @@ static int64_t exp_sub_v16(float *x, int64_t n, float max, float *sum) { return 
 static int64_t exp_sub_v8(float *x, int64_t n, float max, float *sum) { return 0; }
 #endif
 
-/* Softmax of one row in place (the mask already added). */
+/* Softmax of one row in place (the mask already added). The max and the final scaling are plain loops
+ * over independent lanes (8 partial maxima), which the compiler vectorizes. */
 static void softmax_row(float *x, int64_t n, int simd) {
-  float max = x[0];
-  for (int64_t i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+  float m8[8];
+  for (int j = 0; j < 8; j++) m8[j] = x[0];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) m8[j] = x[i + j] > m8[j] ? x[i + j] : m8[j];
+  float max = m8[0];
+  for (int j = 1; j < 8; j++) max = m8[j] > max ? m8[j] : max;
+  for (; i < n; i++) max = x[i] > max ? x[i] : max;
   float sum = 0;
-  int64_t i = simd == 2 ? exp_sub_v16(x, n, max, &sum) : simd == 1 ? exp_sub_v8(x, n, max, &sum) : 0;
+  i = simd == 2 ? exp_sub_v16(x, n, max, &sum) : simd == 1 ? exp_sub_v8(x, n, max, &sum) : 0;
   for (; i < n; i++) {
     x[i] = exp_clamped(x[i] - max);
     sum += x[i];
