@@ -253,6 +253,26 @@ def matmul_cases(root):
     y = gelu_nodes(c, "lin")
     c.save(root, y, F.gelu(t(x) @ t(w) + t(b)).numpy(), ["MatMul"])
 
+    # The tanh GELU as torch exports it (x * x * x as two Muls), and with Pow(x, 3): both one MatMul
+    for name, cube_pow in (("linear_bias_gelu_tanh", False), ("linear_gelu_tanh_pow", True)):
+        c = Case(name)
+        x, w, b = rand(3, 5, 16), rand(16, 32, scale=0.3), rand(32)
+        c.node("MatMul", [c.input("x", x, ["N", 5, 16]), c.init("w", w)], ["m"])
+        c.node("Add", ["m", c.init("b", b)], ["lin"])
+        if cube_pow:
+            c.node("Pow", ["lin", c.init("three", np.array(3.0, np.float32))], ["cube"])
+        else:
+            c.node("Mul", ["lin", "lin"], ["sq"])
+            c.node("Mul", ["lin", "sq"], ["cube"])
+        c.node("Mul", [c.init("k1", np.array(0.044715, np.float32)), "cube"], ["kc"])
+        c.node("Add", ["lin", "kc"], ["inner"])
+        c.node("Mul", [c.init("k2", np.array((2 / np.pi) ** 0.5, np.float32)), "inner"], ["arg"])
+        c.node("Tanh", ["arg"], ["th"])
+        c.node("Add", [c.init("one", np.array(1.0, np.float32)), "th"], ["p"])
+        c.node("Mul", ["lin", "p"], ["q"])
+        c.node("Mul", [c.init("half", np.array(0.5, np.float32)), "q"], ["y"])
+        c.save(root, "y", F.gelu(t(x) @ t(w) + t(b), approximate="tanh").numpy(), ["MatMul"])
+
     # Linear + bias + residual that is the MatMul's own input, then Relu after the sum
     c = Case("linear_bias_residual_relu")
     x, w, b = rand(2, 4, 8), rand(8, 8, scale=0.3), rand(8)
