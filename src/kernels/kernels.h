@@ -305,6 +305,9 @@ hs_layout hs_kernels_preferred_layout(hs_kernel_device device);
  * restores the default. Per thread (OpenMP's nthreads-var). */
 void hs_kernels_set_threads(int n);
 int hs_kernels_threads(void);
+/* Processors available to the process (constant): what scratch sized once per plan must allow for when
+ * the thread count of a later run is not known yet (hs_kernel_attention_scratch). */
+int hs_kernels_cores(void);
 
 /* Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T
  * (trans_x != 0), op(A) [M, K], op(B) [K, N], leading dimensions lda/ldb/ldc. For ops whose operands

@@ -135,7 +135,9 @@ static size_t attn_scratch(const hs_node *n, const hs_tensor *in, int nin, const
   attn_geom g;
   hs_error e;
   if (geometry(n, in, nin, &g, &e)) return 0;
-  return hs_kernel_attention_scratch(hs_kernels_threads(), g.sq, g.sk, g.dk, g.dv);
+  /* sized for every core, so a run never uses more threads than its scratch has room for, whatever
+   * thread count the plan was made under */
+  return hs_kernel_attention_scratch(hs_kernels_cores(), g.sq, g.sk, g.dk, g.dv);
 }
 
 static int attn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
@@ -146,7 +148,7 @@ static int attn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   hs_attention_params p = {.batch = g.B, .heads = g.H, .sq = g.sq, .sk = g.sk, .dk = g.dk, .dv = g.dv,
                            .q = in[0].data, .k = in[1].data, .v = in[2].data,
                            .mask = attrs_of(n)->has_mask ? in[3].data : NULL, .o = out[0].data,
-                           .scale = attrs_of(n)->scale, .threads = hs_kernels_threads(), .scratch = scratch};
+                           .scale = attrs_of(n)->scale, .threads = hs_kernels_cores(), .scratch = scratch};
   memcpy(p.q_str, g.q_str, sizeof p.q_str);
   memcpy(p.k_str, g.k_str, sizeof p.k_str);
   memcpy(p.v_str, g.v_str, sizeof p.v_str);
