@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """engine_bench.py - hotserve's engine against ONNX Runtime and OpenCV DNN on ResNet-50, MobileNetV2, a transformer
-encoder block and the recurrent models (a bidirectional 2-layer LSTM tagger, a 2-layer GRU).
+encoder block, a BERT-style encoder (6 layers, seq 128) and the recurrent models (a bidirectional 2-layer LSTM tagger, a 2-layer GRU).
 
     engine_bench.py --hotserve BIN --cache DIR [--threads 2] [--repeat 20] [--results DIR] [--readme FILE]
                     [--command "how it was started"] [--only LABEL ...]
@@ -36,6 +36,8 @@ ROWS = [
     ("MobileNetV2", 1, "mobilenet_v2.onnx", "mobilenet_v2_op10.onnx", "mobilenet_v2_b1"),
     ("MobileNetV2", 8, "mobilenet_v2_dyn.onnx", "mobilenet_v2_op10.onnx", "mobilenet_v2_b8"),
     ("Transformer block", 1, "transformer.onnx", None, "transformer_b1"),
+    ("BERT encoder", 1, "bert_encoder.onnx", None, "bert_encoder_b1"),
+    ("BERT encoder", 8, "bert_encoder.onnx", None, "bert_encoder_b8"),
     ("LSTM tagger", 1, "lstm_tagger.onnx", None, "lstm_tagger_b1"),
     ("LSTM tagger", 4, "lstm_tagger.onnx", None, "lstm_tagger_b4"),
     ("GRU", 1, "gru.onnx", None, "gru_b1"),

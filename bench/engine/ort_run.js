@@ -3,7 +3,7 @@
 // and repeated runs on .npy inputs, optionally writes the outputs as .npy.
 //
 //   node ort_run.js MODEL.onnx --input NAME=FILE.npy ... [--threads N] [--repeat N] [--warmup N]
-//                   [--loads N] [--hold] [--output-dir DIR]
+//                   [--loads N] [--hold] [--no-spin] [--output-dir DIR]
 //
 // Prints one JSON line: {"create_ms": [..one per load..], "rss_before_mb", "rss_after_load_mb": [..], "median_ms", "p99_ms", "runs",
 // "rss_mb"}. --loads N creates the session N times; the first one is kept for the runs, the others are released
@@ -71,6 +71,7 @@ async function main() {
     else if (a === '--warmup') opt.warmup = Number(args[++i]);
     else if (a === '--loads') opt.loads = Number(args[++i]);
     else if (a === '--hold') opt.hold = true;
+    else if (a === '--no-spin') opt.noSpin = true;
     else if (a === '--output-dir') opt.outdir = args[++i];
     else if (!opt.model) opt.model = a;
     else throw new Error(`unexpected argument ${a}`);
@@ -78,6 +79,8 @@ async function main() {
   if (!opt.model) throw new Error('usage: ort_run.js MODEL.onnx --input NAME=FILE.npy ...');
   const sessOpts = { intraOpNumThreads: opt.threads, interOpNumThreads: 1, executionMode: 'sequential',
                      graphOptimizationLevel: 'all', executionProviders: ['cpu'] };
+  // --no-spin: intra-op threads sleep between ops instead of spinning (as hotserve's passive OpenMP threads do)
+  if (opt.noSpin) sessOpts.extra = { session: { intra_op: { allow_spinning: '0' } } };
   const rssBefore = process.memoryUsage().rss / 1048576;
   const createMs = [];
   const rssAfter = [];

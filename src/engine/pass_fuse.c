@@ -7,12 +7,14 @@
 
 /* Order matters: BN folds first so the Conv's output feeds the activation or Add directly; an
  * activation after the residual Add (ResNet's Add -> Relu) fuses in the second activation round.
- * Likewise a MatMul's bias Add fuses before its activation (Linear -> GELU) and its residual Add. */
+ * Likewise a MatMul's bias Add fuses before its activation (Linear -> GELU) and its residual Add;
+ * attention's MatMuls are taken whole before any of that can fuse into them. */
 const hs_pass hs_fuse_passes[] = {
     {"fold_batchnorm_into_conv", hs__pass_fold_bn},
     {"fuse_conv_activation", hs__pass_fuse_conv_activation},
     {"fuse_conv_residual_add", hs__pass_fuse_conv_residual},
     {"fuse_conv_activation_after_add", hs__pass_fuse_conv_activation},
+    {"fuse_attention", hs__pass_fuse_attention},
     {"fuse_matmul_bias", hs__pass_fuse_matmul_bias},
     {"fuse_matmul_activation", hs__pass_fuse_matmul_activation},
     {"fuse_matmul_residual_add", hs__pass_fuse_matmul_residual},

@@ -7,7 +7,8 @@
  * fuse() hook and may refuse it (ops/matmul.c: the bias goes into the oneDNN matmul's bias, the
  * activations and the residual Add become its post-ops). The exporter's GELU
  * (x * 0.5 * (1 + erf(x / sqrt 2)), five nodes reading x twice) is matched node by node, with every
- * constant checked, and becomes one HS_ACT_GELU_ERF step. Anything not provably equivalent (a bias
+ * constant checked, and becomes one HS_ACT_GELU_ERF step; the tanh form (nine nodes, or seven with Pow(x, 3))
+ * likewise becomes HS_ACT_GELU_TANH. Anything not provably equivalent (a bias
  * that is not one row of N constants, Clip bounds given at run time, an output read twice) is left alone.
  */
 #include <math.h>
@@ -106,13 +107,77 @@ static int match_gelu(const hs_graph *g, int x, int nodes[5]) {
   return 1;
 }
 
+/* The live node reading value v with op `op`, two inputs and one output, whose other input is `other`
+ * (either order; `other` < 0: a float32 scalar constant near `near`), when it is v's only reader. */
+static int sole_binary(const hs_graph *g, int v, int op, int other, double near) {
+  int slot = -1;
+  int i = hs__fuse_sole_consumer(g, v, &slot);
+  if (i < 0) return -1;
+  const hs_node *n = &g->nodes[i];
+  if (!hs__fuse_is_op(n, op) || n->n_in != 2 || n->n_out != 1) return -1;
+  int o = n->in[1 - slot];
+  return (other >= 0 ? o == other : is_scalar_near(g, o, near)) ? i : -1;
+}
+
+/* Matches the exporter's tanh GELU reading value x (torch.nn.GELU(approximate='tanh') at opsets < 20):
+ *   c = x * x * x (Mul(x, Mul(x, x)) or Pow(x, 3)); d = Add(x, Mul(c, 0.044715)); e = Mul(d, sqrt(2 / pi));
+ *   t = Tanh(e); p = Add(t, 1); q = Mul(x, p); y = Mul(q, 0.5)
+ * x must be read by exactly these nodes, every intermediate by exactly the next node. Fills nodes[0..*count)
+ * (y last) and returns 1 on a match. */
+static int match_gelu_tanh(const hs_graph *g, int x, int nodes[10], int *count) {
+  int uses = hs__fuse_count_uses(g, x), k = 0, cube = -1;
+  for (int i = 0; i < g->n_nodes && cube < 0; i++) {
+    const hs_node *n = &g->nodes[i];
+    if (n->dead || n->n_in != 2 || n->n_out != 1) continue;
+    if (uses == 5 && hs__fuse_is_op(n, HS_OP_Mul) && n->in[0] == x && n->in[1] == x) {
+      int b = sole_binary(g, n->out[0], HS_OP_Mul, x, 0);
+      if (b < 0) return 0;
+      nodes[k++] = i;
+      nodes[k++] = b;
+      cube = g->nodes[b].out[0];
+    } else if (uses == 3 && hs__fuse_is_op(n, HS_OP_Pow) && n->in[0] == x && is_scalar_near(g, n->in[1], 3.0)) {
+      nodes[k++] = i;
+      cube = n->out[0];
+    }
+  }
+  if (cube < 0) return 0;
+  int c = sole_binary(g, cube, HS_OP_Mul, -1, 0.044715);
+  if (c < 0) return 0;
+  int d = sole_binary(g, g->nodes[c].out[0], HS_OP_Add, x, 0);
+  if (d < 0) return 0;
+  int e = sole_binary(g, g->nodes[d].out[0], HS_OP_Mul, -1, 0.7978845608028654) /* sqrt(2 / pi) */;
+  if (e < 0) return 0;
+  int t = hs__fuse_sole_consumer(g, g->nodes[e].out[0], NULL);
+  if (t < 0 || !hs__fuse_is_op(&g->nodes[t], HS_OP_Tanh) || g->nodes[t].n_out != 1) return 0;
+  int p = sole_binary(g, g->nodes[t].out[0], HS_OP_Add, -1, 1.0);
+  if (p < 0) return 0;
+  int q = sole_binary(g, g->nodes[p].out[0], HS_OP_Mul, x, 0);
+  if (q < 0) return 0;
+  int y = sole_binary(g, g->nodes[q].out[0], HS_OP_Mul, -1, 0.5);
+  if (y < 0) return 0;
+  int rest[] = {c, d, e, t, p, q, y};
+  for (int i = 0; i < 7; i++) nodes[k++] = rest[i];
+  *count = k;
+  return 1;
+}
+
 int hs__pass_fuse_matmul_activation(hs_graph *g, int *changed, hs_error *err) {
   hs_fusion gelu_fusion = {.kind = HS_FUSE_ACTIVATION, .act = {.kind = HS_POST_ACT, .act = HS_ACT_GELU_ERF}};
+  hs_fusion gelu_tanh = {.kind = HS_FUSE_ACTIVATION, .act = {.kind = HS_POST_ACT, .act = HS_ACT_GELU_TANH}};
   for (int mi = 0; mi < g->n_nodes; mi++) {
     hs_node *m = &g->nodes[mi];
     if (!is_matmul(m)) continue;
     for (;;) { /* a chain of activations folds one after the other */
-      int gelu[5], rc;
+      int gelu[10], rc, count = 0;
+      if (match_gelu_tanh(g, m->out[0], gelu, &count)) {
+        if ((rc = hs_op_fuse(m, &gelu_tanh, err)) < 0) return rc;
+        if (rc == 0) {
+          for (int i = 0; i < count - 1; i++) g->nodes[gelu[i]].dead = 1;
+          hs__fuse_take_output(g, mi, gelu[count - 1]);
+          *changed = 1;
+          continue;
+        }
+      }
       if (match_gelu(g, m->out[0], gelu)) {
         if ((rc = hs_op_fuse(m, &gelu_fusion, err)) < 0) return rc;
         if (rc == 0) {

@@ -108,6 +108,11 @@ void hs_kernels_set_threads(int n) {
 
 int hs_kernels_threads(void) { return omp_get_max_threads(); }
 
+int hs_kernels_cores(void) {
+  int n = omp_get_num_procs();
+  return n > 0 ? n : 1;
+}
+
 /* ---- post-ops and attributes ---- */
 
 int hs_post_ops_add_act(hs_post_ops *p, hs_act_kind act, float alpha, float beta) {

@@ -305,6 +305,9 @@ hs_layout hs_kernels_preferred_layout(hs_kernel_device device);
  * restores the default. Per thread (OpenMP's nthreads-var). */
 void hs_kernels_set_threads(int n);
 int hs_kernels_threads(void);
+/* Processors available to the process (constant): what scratch sized once per plan must allow for when
+ * the thread count of a later run is not known yet (hs_kernel_attention_scratch). */
+int hs_kernels_cores(void);
 
 /* Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T
  * (trans_x != 0), op(A) [M, K], op(B) [K, N], leading dimensions lda/ldb/ldc. For ops whose operands
@@ -312,6 +315,29 @@ int hs_kernels_threads(void);
  * inconsistent sizes (C is untouched then). */
 int hs_kernel_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* Scaled dot-product attention over strided views, one (batch, head) pair per work item:
+ *   O[b,h] = softmax(scale * Q[b,h] x K[b,h]^T + mask[b,h]) x V[b,h]
+ * Q [B, H, Sq, Dk], K [B, H, Sk, Dk], V [B, H, Sk, Dv], mask [B, H, Sq, Sk] (additive, optional) and
+ * O [B, H, Sq, Dv] are logical views: element (b, h, i, j) of X lies at X + b*s[0] + h*s[1] + i*s[2] +
+ * j*s[3] (strides in elements; 0 for a broadcast dim), so transposed or head-interleaved layouts
+ * ([B, S, H, D] straight out of a projection) are read and written in place, without copies. The
+ * scores of one pair ([Sq, Sk]) stay in the caller's scratch and never reach memory as a tensor. */
+typedef struct hs_attention_params {
+  int64_t batch, heads, sq, sk, dk, dv;
+  const float *q, *k, *v, *mask; /* mask may be NULL */
+  float *o;
+  int64_t q_str[4], k_str[4], v_str[4], mask_str[4], o_str[4];
+  float scale;
+  int threads;   /* at most this many threads (the count the scratch was sized for) */
+  void *scratch; /* hs_kernel_attention_scratch(threads, ...) bytes */
+} hs_attention_params;
+
+/* Scratch bytes hs_kernel_attention needs for these sizes on up to `threads` threads. */
+size_t hs_kernel_attention_scratch(int threads, int64_t sq, int64_t sk, int64_t dk, int64_t dv);
+/* Runs the attention (CPU; threads over the (batch, head) pairs). 0, or HS_INVALID_ARGUMENT for sizes
+ * that do not fit (nothing is written then). */
+int hs_kernel_attention(const hs_attention_params *p, hs_error *err);
 
 /* Plain-C value of activation a at x (the reference that fallback code uses). */
 float hs_act_apply(hs_act_kind a, float alpha, float beta, float x);

@@ -10,7 +10,7 @@
  * since     lowest opset handled (opsets below are refused at load)
  * in, out   input and output count ranges (trailing omitted optional ones do not count)
  * value_inputs  HS_IN(i) | ...: inputs whose contents decide output shapes (known when planning), or 0
- * flags     HS_OP_SHAPE_ONLY | HS_OP_ALIAS (ops.h), or 0
+ * flags     HS_OP_SHAPE_ONLY | HS_OP_ALIAS | HS_OP_CONTROL | HS_OP_INTERNAL (ops.h), or 0
  * Adding an op: the checklist in docs/KERNELS.md.
  */
 #define HS_OP_LIST(X)                                                                \
@@ -44,6 +44,8 @@
   /* matmul.c */                                                                     \
   X(MatMul, matmul, 1, 2, 2, 1, 1, 0, 0)                                             \
   X(Gemm, gemm, 6, 2, 3, 1, 1, 0, 0)                                                 \
+  /* attention.c: made by engine/pass_fuse_attention.c, never named by a model */    \
+  X(FusedAttention, attention, 1, 3, 4, 1, 1, 0, HS_OP_INTERNAL)                     \
   /* shape.c: views of the input's bytes */                                          \
   X(Reshape, reshape, 5, 2, 2, 1, 1, HS_IN(1), HS_OP_ALIAS)                          \
   X(Flatten, flatten, 1, 1, 1, 1, 1, 0, HS_OP_ALIAS)                                 \

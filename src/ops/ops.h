@@ -33,6 +33,7 @@
 #define HS_OP_CONTROL 4u    /* control flow (If, Loop, Scan: ops/control.c): runs subgraphs through
                                run_ctl; its output shapes are known only once it has run, so a graph
                                holding one runs node by node (engine/subgraph.c), never folded */
+#define HS_OP_INTERNAL 8u   /* made by the engine's passes only (FusedAttention): a model file cannot name it */
 /* Value inputs (op_list.h): input i's contents decide output shapes, so they must be known to plan. */
 #define HS_IN(i) (1u << (i))
 
@@ -53,7 +54,16 @@ typedef enum hs_fusion_kind {
                              channel is scaled and shifted: the op only says whether that is still exact
                              (nothing is fused after its output yet); there is nothing to record */
   HS_FUSE_LAYOUT,         /* physical layouts of input 0 (.src), the output (.dst), the fused residual (.res) */
+  HS_FUSE_ATTENTION,      /* a node rewritten into FusedAttention takes what the peeled nodes did (.attn) */
 } hs_fusion_kind;
+
+/* HS_FUSE_ATTENTION (ops/attention.c): the Transpose permutations peeled off Q, K, V and the output
+ * (perm[0..3]; identity where there was none), the scale, and whether node input 3 is an additive mask. */
+typedef struct hs_attention_fusion {
+  int64_t perm[4][4];
+  float scale;
+  int has_mask;
+} hs_attention_fusion;
 
 typedef struct hs_fusion {
   hs_fusion_kind kind;
@@ -61,6 +71,7 @@ typedef struct hs_fusion {
   hs_post_op act;          /* HS_FUSE_ACTIVATION */
   int input;               /* HS_FUSE_SUM, HS_FUSE_BIAS: the node input slot holding the value */
   hs_layout src, dst, res; /* HS_FUSE_LAYOUT */
+  hs_attention_fusion attn; /* HS_FUSE_ATTENTION */
 } hs_fusion;
 
 /* fuse()'s answer when the op cannot take a fusion (the node is unchanged). */

@@ -19,7 +19,7 @@ const hs_op_def hs_op_table[HS_OP_COUNT] = {
 
 /* Adding or removing an op changes this count on purpose: follow the checklist in docs/KERNELS.md
  * (the family file's entry points, the conformance cases enabled, the docs' op list), then update it. */
-_Static_assert(HS_OP_COUNT == 153, "the op list changed: see 'Adding an op' in docs/KERNELS.md");
+_Static_assert(HS_OP_COUNT == 154, "the op list changed: see 'Adding an op' in docs/KERNELS.md");
 
 int hs_op_find(const char *op_type) {
   for (int i = 0; i < HS_OP_COUNT; i++)
@@ -35,7 +35,7 @@ int hs_op_bind(hs_node *n, const hs_graph *g, hs_error *err) {
     return hs_error_set(err, HS_UNSUPPORTED, "node '%s': op %s of domain '%s' is not supported", n->name,
                         n->op_type, n->domain);
   int idx = hs_op_find(n->op_type);
-  if (idx < 0)
+  if (idx < 0 || (hs_op_table[idx].flags & HS_OP_INTERNAL))
     return hs_error_set(err, HS_UNSUPPORTED, "node '%s': op %s (opset %d) is not supported", n->name, n->op_type,
                         n->opset);
   const hs_op_def *d = &hs_op_table[idx];

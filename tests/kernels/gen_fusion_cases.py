@@ -231,6 +231,7 @@ def main():
     c.save(root, "y", F.max_pool2d(F.conv2d(t(x), t(w1), padding=1), 2, 2).numpy(), ["Conv", "MaxPool"])
 
     matmul_cases(root)
+    attention_cases(root)
 
 
 def gelu_nodes(case, x_name, tag="", half=0.5):
@@ -251,6 +252,26 @@ def matmul_cases(root):
     c.node("Add", [c.init("b", b), "m"], ["lin"])
     y = gelu_nodes(c, "lin")
     c.save(root, y, F.gelu(t(x) @ t(w) + t(b)).numpy(), ["MatMul"])
+
+    # The tanh GELU as torch exports it (x * x * x as two Muls), and with Pow(x, 3): both one MatMul
+    for name, cube_pow in (("linear_bias_gelu_tanh", False), ("linear_gelu_tanh_pow", True)):
+        c = Case(name)
+        x, w, b = rand(3, 5, 16), rand(16, 32, scale=0.3), rand(32)
+        c.node("MatMul", [c.input("x", x, ["N", 5, 16]), c.init("w", w)], ["m"])
+        c.node("Add", ["m", c.init("b", b)], ["lin"])
+        if cube_pow:
+            c.node("Pow", ["lin", c.init("three", np.array(3.0, np.float32))], ["cube"])
+        else:
+            c.node("Mul", ["lin", "lin"], ["sq"])
+            c.node("Mul", ["lin", "sq"], ["cube"])
+        c.node("Mul", [c.init("k1", np.array(0.044715, np.float32)), "cube"], ["kc"])
+        c.node("Add", ["lin", "kc"], ["inner"])
+        c.node("Mul", [c.init("k2", np.array((2 / np.pi) ** 0.5, np.float32)), "inner"], ["arg"])
+        c.node("Tanh", ["arg"], ["th"])
+        c.node("Add", [c.init("one", np.array(1.0, np.float32)), "th"], ["p"])
+        c.node("Mul", ["lin", "p"], ["q"])
+        c.node("Mul", [c.init("half", np.array(0.5, np.float32)), "q"], ["y"])
+        c.save(root, "y", F.gelu(t(x) @ t(w) + t(b), approximate="tanh").numpy(), ["MatMul"])
 
     # Linear + bias + residual that is the MatMul's own input, then Relu after the sum
     c = Case("linear_bias_residual_relu")
@@ -324,6 +345,59 @@ def matmul_cases(root):
     ym = t(x) @ t(w)
     c.save(root, y, (0.8 * F.gelu(ym)).numpy(), ["Add", "Div", "Erf", "MatMul", "Mul", "Mul"])
 
+
+
+def attention_cases(root):
+    # BERT's self-attention as torch exports it: Q/K/V Linears, Reshape to [N, S, H, D], Transposes to
+    # head-major (K straight to [N, H, D, S]), MatMul, Div by sqrt(D), an additive mask, Softmax, MatMul, the
+    # Transpose back and a Reshape to [N, S, H * D]: one FusedAttention (dynamic batch, run at 2)
+    c = Case("attention_bert_mask")
+    n, s, heads, d = 2, 6, 3, 4
+    e = heads * d
+    x = rand(n, s, e)
+    mask = np.where(rng.random((n, 1, 1, s)) < 0.3, -10000.0, 0.0).astype(np.float32)
+    c.input("x", x, ["N", s, e])
+    c.input("mask", mask, ["N", 1, 1, s])
+    shape4 = c.init("shape4", np.array([0, 0, heads, d], np.int64))
+    ref = {}
+    for name, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
+        w, b = rand(e, e, scale=0.3), rand(e)
+        c.node("MatMul", ["x", c.init("w" + name, w)], ["m" + name])
+        c.node("Add", [c.init("b" + name, b), "m" + name], ["l" + name])
+        c.node("Reshape", ["l" + name, shape4], ["r" + name])
+        c.node("Transpose", ["r" + name], ["t" + name], perm=perm)
+        ref[name] = (t(x) @ t(w) + t(b)).reshape(n, s, heads, d).permute(0, 2, 1, 3)
+    c.node("MatMul", ["tq", "tk"], ["scores"])
+    c.node("Div", ["scores", c.init("sqrt_d", np.array(d ** 0.5, np.float32))], ["scaled"])
+    c.node("Add", ["scaled", "mask"], ["masked"])
+    c.node("Softmax", ["masked"], ["p"], axis=-1)
+    c.node("MatMul", ["p", "tv"], ["ctx"])
+    c.node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3])
+    c.node("Reshape", ["ctx_t", c.init("shape3", np.array([0, 0, e], np.int64))], ["y"])
+    att = torch.softmax(ref["q"] @ ref["k"].transpose(-1, -2) / d ** 0.5 + t(mask), dim=-1) @ ref["v"]
+    c.save(root, "y", att.permute(0, 2, 1, 3).reshape(n, s, e).numpy(),
+           ["FusedAttention", "MatMul", "MatMul", "MatMul", "Reshape", "Reshape", "Reshape", "Reshape"])
+
+    # Cross-attention on head-major inputs of known rank (no Transposes on Q and V, K^T by perm [0, 1, 3, 2]),
+    # Sq != Sk, Dk != Dv, the scale as Mul(c, scores), heads broadcast from K / V, no Transpose after
+    c = Case("attention_cross_mul_scale")
+    q, k, v = rand(2, 3, 5, 4), rand(2, 1, 7, 4), rand(2, 1, 7, 6)
+    c.node("Transpose", [c.input("k", k)], ["kt"], perm=[0, 1, 3, 2])
+    c.node("MatMul", [c.input("q", q), "kt"], ["scores"])
+    c.node("Mul", [c.init("c", np.array(0.7, np.float32)), "scores"], ["scaled"])
+    c.node("Softmax", ["scaled"], ["p"], axis=3)
+    c.node("MatMul", ["p", c.input("v", v)], ["y"])
+    att = torch.softmax(0.7 * (t(q) @ t(k).transpose(-1, -2)), dim=-1) @ t(v)
+    c.save(root, "y", att.numpy(), ["FusedAttention"])
+
+    # A softmax over another axis is not attention: left alone
+    c = Case("attention_near_miss_axis")
+    q, k, v = rand(1, 2, 5, 4), rand(1, 2, 4, 5), rand(1, 2, 5, 3)
+    c.node("MatMul", [c.input("q", q), c.input("k", k)], ["scores"])
+    c.node("Softmax", ["scores"], ["p"], axis=2)
+    c.node("MatMul", ["p", c.input("v", v)], ["y"])
+    att = torch.softmax(t(q) @ t(k), dim=2) @ t(v)
+    c.save(root, "y", att.numpy(), ["MatMul", "MatMul", "Softmax"])
 
 if __name__ == "__main__":
     main()

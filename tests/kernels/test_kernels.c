@@ -399,6 +399,59 @@ static void check_pool(hs_pool_kind kind, int nsp, int64_t n, int64_t c, const i
   free(got);
 }
 
+/* Attention over strided views: every operand in an awkward layout (a column stride of 2 that sgemm cannot
+ * read, a transposed K, V read through sgemm's trans flag, a broadcast head dim, a mask broadcast over heads
+ * and rows, the output transposed so it is staged and scattered), against a double-precision reference. */
+static void test_attention(void **state) {
+  enum { B = 2, H = 3, SQ = 5, SK = 7, DK = 4, DV = 6 };
+  /* Q: [B, H, SQ, DK] inside a buffer twice as wide (column stride 2) */
+  float *q = rand_buf(B * H * SQ * DK * 2), *k = rand_buf(B * SK * DK), *v = rand_buf(B * H * DV * SK);
+  float *mask = rand_buf(B * SK), *o = calloc(B * H * SQ * DV, sizeof(float)), *want = malloc(sizeof(float) * B * H * SQ * DV);
+  hs_attention_params p = {.batch = B, .heads = H, .sq = SQ, .sk = SK, .dk = DK, .dv = DV, .q = q, .k = k, .v = v,
+                           .mask = mask, .o = o, .scale = 0.37f, .threads = 2};
+  int64_t qs[4] = {H * SQ * DK * 2, SQ * DK * 2, DK * 2, 2};
+  int64_t ks[4] = {SK * DK, 0, 1, SK};      /* K stored [B, DK, SK], one head shared by all */
+  int64_t vs[4] = {H * DV * SK, DV * SK, 1, SK}; /* V stored [B, H, DV, SK] */
+  int64_t ms[4] = {SK, 0, 0, 1};             /* mask [B, 1, 1, SK] */
+  int64_t os[4] = {H * SQ * DV, SQ * DV, 1, SQ}; /* output stored [B, H, DV, SQ] */
+  memcpy(p.q_str, qs, sizeof qs);
+  memcpy(p.k_str, ks, sizeof ks);
+  memcpy(p.v_str, vs, sizeof vs);
+  memcpy(p.mask_str, ms, sizeof ms);
+  memcpy(p.o_str, os, sizeof os);
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < H; h++)
+      for (int i = 0; i < SQ; i++) {
+        double sc[SK], mx = -1e30, sum = 0;
+        for (int j = 0; j < SK; j++) {
+          double acc = 0;
+          for (int d = 0; d < DK; d++) acc += (double)q[b * qs[0] + h * qs[1] + i * qs[2] + d * qs[3]] * k[b * ks[0] + j * ks[2] + d * ks[3]];
+          sc[j] = 0.37 * acc + mask[b * SK + j];
+          mx = sc[j] > mx ? sc[j] : mx;
+        }
+        for (int j = 0; j < SK; j++) sum += (sc[j] = exp(sc[j] - mx));
+        for (int e = 0; e < DV; e++) {
+          double acc = 0;
+          for (int j = 0; j < SK; j++) acc += sc[j] / sum * v[b * vs[0] + h * vs[1] + j * vs[2] + e * vs[3]];
+          want[b * os[0] + h * os[1] + i * os[2] + e * os[3]] = (float)acc;
+        }
+      }
+  size_t bytes = hs_kernel_attention_scratch(2, SQ, SK, DK, DV);
+  assert_true(bytes > 0);
+  p.scratch = malloc(bytes);
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_kernel_attention(&p, &err), 0);
+  expect_close("attention", o, want, B * H * SQ * DV);
+  p.threads = 1; /* the same on one thread */
+  memset(o, 0, sizeof(float) * B * H * SQ * DV);
+  assert_int_equal(hs_kernel_attention(&p, &err), 0);
+  expect_close("attention 1 thread", o, want, B * H * SQ * DV);
+  p.sk = 0; /* no keys: refused, nothing written */
+  assert_int_equal(hs_kernel_attention(&p, &err), HS_INVALID_ARGUMENT);
+  free(p.scratch); free(q); free(k); free(v); free(mask); free(o); free(want);
+}
+
 static void test_pool(void **state) {
   for (int l = 0; l < 2; l++) {
     hs_layout lay = l ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW;
@@ -879,6 +932,7 @@ int main(void) {
       cmocka_unit_test(test_softmax),   cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_batchnorm),
       cmocka_unit_test(test_reduce),    cmocka_unit_test(test_concat),      cmocka_unit_test(test_resample),
       cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),     cmocka_unit_test(test_sgemm),
+      cmocka_unit_test(test_attention),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -162,6 +162,8 @@ hostile("cycle", model([N("Add", ["x", "b"], ["a"]), N("Relu", ["a"], ["b"]), N(
         "cycle")
 hostile("missing_input", model([N("Add", ["x", "nowhere"], ["y"])], [X], [Y]), "nowhere")
 hostile("unknown_op", model([N("FancyOp", ["x"], ["y"])], [X], [Y]), "FancyOp")
+# the engine's own fused op (made by its passes only) cannot be named by a model file
+hostile("internal_op", model([N("FusedAttention", ["x", "x", "x"], ["y"])], [X], [Y]), "FusedAttention")
 hostile("unknown_domain", model([N("Relu", ["x"], ["y"], domain="com.example")], [X], [Y]), "com.example")
 hostile("bad_attr", model([N("Relu", ["x"], ["y"], bogus=3)], [X], [Y]), "bogus")
 hostile("old_opset", model([N("Relu", ["x"], ["y"])], [X], [Y], opset=5), "opset 5")

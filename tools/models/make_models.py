@@ -13,6 +13,9 @@ Writes into OUTDIR (created if missing), skipping every file that already exists
   transformer.onnx                          a small pre-norm transformer encoder block, dynamic batch, opset 17
                                             (LayerNormalization, MatMul, Softmax, GELU via Erf)
   transformer_op13.onnx                     the same block at opset 13 (LayerNorm decomposed into Reduce/Pow/Sqrt ops)
+  bert_encoder.onnx                         a BERT-style encoder: 6 post-norm layers, width 768, 12 heads, FFN 3072, seq
+                                            128, separate Q/K/V Linears as Hugging Face's BertLayer, erf GELU,
+                                            dynamic batch, opset 17 (the engine benchmark's transformer rows)
   lstm_tagger.onnx                          a sequence tagger: bidirectional 2-layer LSTM (batch_first) + Linear per
                                             token, dynamic batch, opset 14
   gru.onnx                                  a 2-layer GRU (torch's GRU is ONNX's linear_before_reset=1) + Linear per
@@ -137,6 +140,65 @@ def make_transformer():
     return model.eval()
 
 
+class BertLayer(torch.nn.Module):
+    """Post-norm encoder layer shaped like Hugging Face's BertLayer: LN(x + MHA(x)), then LN(. + FFN(.))."""
+
+    def __init__(self, dim, heads, hidden):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.q = torch.nn.Linear(dim, dim)
+        self.k = torch.nn.Linear(dim, dim)
+        self.v = torch.nn.Linear(dim, dim)
+        self.out = torch.nn.Linear(dim, dim)
+        self.ln1 = torch.nn.LayerNorm(dim, eps=1e-12)
+        self.fc1 = torch.nn.Linear(dim, hidden)
+        self.act = torch.nn.GELU()  # approximate='none': exported as Erf
+        self.fc2 = torch.nn.Linear(hidden, dim)
+        self.ln2 = torch.nn.LayerNorm(dim, eps=1e-12)
+
+    def split(self, t):
+        b, s, _ = t.shape
+        return t.view(b, s, self.heads, self.head_dim).permute(0, 2, 1, 3)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / (self.head_dim ** 0.5)
+        ctx = torch.matmul(torch.softmax(scores, dim=-1), v).permute(0, 2, 1, 3).reshape(b, s, d)
+        x = self.ln1(x + self.out(ctx))
+        return self.ln2(x + self.fc2(self.act(self.fc1(x))))
+
+
+class BertEncoder(torch.nn.Module):
+    """A stack of BertLayers over token embeddings (the embedding lookup is left out: the input is the embeddings)."""
+
+    def __init__(self, layers=6, dim=768, heads=12, hidden=3072):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([BertLayer(dim, heads, hidden) for _ in range(layers)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def make_bert_encoder():
+    torch.manual_seed(SEED + 6)
+    model = BertEncoder()
+    gen = torch.Generator().manual_seed(SEED + 7)
+    with torch.no_grad():  # BERT's init: N(0, 0.02) weights, zero biases would hide the bias fusion; small ones
+        for name, prm in model.named_parameters():
+            if "ln" in name:
+                prm.copy_(torch.rand(prm.shape, generator=gen) * 0.8 + 0.6 if name.endswith("weight")
+                          else (torch.rand(prm.shape, generator=gen) - 0.5) * 0.2)
+            elif name.endswith("weight"):
+                prm.copy_(torch.randn(prm.shape, generator=gen) * 0.02 * 3)
+            else:
+                prm.copy_((torch.rand(prm.shape, generator=gen) - 0.5) * 0.1)
+    return model.eval()
+
+
 class LSTMTagger(torch.nn.Module):
     """Per-token tagger over feature vectors: bidirectional 2-layer LSTM, then a Linear to the tag logits."""
 
@@ -224,6 +286,7 @@ def make_gru():
 
 IMAGE = (3, 224, 224)
 SEQ = (16, 64)  # tokens, width
+BERT_SEQ = (128, 768)  # tokens, width (DistilBERT geometry)
 TAGGER_SEQ = (20, 32)  # tokens, features
 SMALL_IMAGE = (3, 32, 32)
 GRU_SEQ = (15, 24)  # steps, features
@@ -246,6 +309,10 @@ NETWORKS = {
                     [("transformer_b1", "transformer.onnx", 1), ("transformer_b4", "transformer.onnx", 4),
                      ("transformer_op13_b4", "transformer_op13.onnx", 4)],
                     ("tokens", "hidden")),
+    "bert_encoder": (make_bert_encoder, BERT_SEQ,
+                     [("bert_encoder.onnx", 17, True)],
+                     [("bert_encoder_b1", "bert_encoder.onnx", 1), ("bert_encoder_b8", "bert_encoder.onnx", 8)],
+                     ("tokens", "hidden")),
     "lstm_tagger": (make_lstm_tagger, TAGGER_SEQ,
                     [("lstm_tagger.onnx", 14, True)],
                     [("lstm_tagger_b1", "lstm_tagger.onnx", 1), ("lstm_tagger_b4", "lstm_tagger.onnx", 4)],
