@@ -65,7 +65,7 @@ static int trial_plans(hs_engine_model *m, hs_error *err) {
   int rc = 0, trials = has_symbolic_dims(m) ? 2 : 1;
   for (int t = 0; t < trials && rc == 0; t++) {
     load_time_inputs(m, t + 1, in);
-    rc = hs_plan_build(m, in, 0, &p[t], err);
+    rc = hs_plan_build_releasing(m, in, &p[t], err); /* weights leave the graph as kernels take them */
   }
   if (rc == 0) {
     m->planned_bytes = hs_plan_arena_bytes(p[0]);
@@ -169,8 +169,9 @@ int hs_engine_compile_graph(hs_engine_model *m, const hs_backend_options *opts, 
     *err = terr;
     return rc;
   }
-  /* the trial plans built the kernels for the load-time shapes: constants the kernels now hold in
-   * their own layout (Conv weights) leave the graph, so the model keeps one copy of each */
+  /* the trial plans built the kernels for the load-time shapes and let each node release the
+   * constants its kernels hold in their own layout (Conv weights) as they went, so the model keeps
+   * one copy of each; this catches what a failed or skipped trial plan left */
   for (int oi = 0; oi < g->n_order; oi++) {
     hs_node *n = &g->nodes[g->order[oi]];
     if (n->release_consts) n->release_consts(n, g);
