@@ -218,6 +218,8 @@ int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *
   static const hs_backend_file k_none;
   hs_onnx_source src = {.files = files ? files : &k_none, .n_files = files ? n_files : 0};
   int rc = hs_onnx_decode_model_src(model, len, &src, &g, err);
+  /* the decoded graph owns copies of everything it needs: the caller may free the bytes now */
+  if (opts && opts->bytes_done) opts->bytes_done(opts->bytes_done_user);
   if (rc) {
     hs_graph_free(&g);
     return rc;

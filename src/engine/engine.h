@@ -61,7 +61,8 @@ int hs_engine_compile(hs_graph *g, const hs_backend_options *opts, hs_engine_mod
 /* Reads, decodes and compiles a model file. */
 int hs_engine_load(const char *path, const hs_backend_options *opts, hs_engine_model **out, hs_error *err);
 /* Decodes and compiles a model held in memory; external data comes only from files (see
- * hs_backend.load_buffer), nothing is read from disk. model and files are only read during the call. */
+ * hs_backend.load_buffer), nothing is read from disk. model and files are only read during the
+ * call, and not after opts->bytes_done (when set), which is called once decoding is over. */
 int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *files, size_t n_files,
                           const hs_backend_options *opts, hs_engine_model **out, hs_error *err);
 void hs_engine_free(hs_engine_model *m);

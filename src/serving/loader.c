@@ -227,6 +227,13 @@ static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cos
   return now;
 }
 
+/* hs_backend_options.bytes_done: the backend reads the version's bytes no more. */
+static void bytes_done(void *user) {
+  hs_repo_bytes **bytes = user;
+  hs_repo_bytes_free(*bytes);
+  *bytes = NULL;
+}
+
 /* Reads the version's files once, checks those bytes (hs_repo_read_version) and has the backend
  * load them. A backend without load_buffer (an ABI 1 plug-in, or one that opts out) gets the path
  * after the check instead: it reads the files again, so for it the check covers the files as they
@@ -258,7 +265,12 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
     } else {
       for (size_t i = 0; i < bytes->n_files; i++)
         files[i] = (hs_backend_file){bytes->files[i].path, bytes->files[i].data, bytes->files[i].len};
-      rc = v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, bo, &v->bm, err);
+      /* the file bytes go as soon as the backend has decoded them, before it compiles: the
+       * kernels' weights then reuse their pages, and the load's peak holds one of the two */
+      hs_backend_options o = *bo;
+      o.bytes_done = bytes_done;
+      o.bytes_done_user = &bytes;
+      rc = v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, &o, &v->bm, err);
       free(files);
       if (rc != HS_OK) hs_error_prefix(err, "loading %s", rv->model_path);
     }
