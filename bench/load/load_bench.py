@@ -18,6 +18,8 @@ hotserve, with the server (`hotserve serve`), one server per model:
   handed back; with --gap 2 the pages a retired version freed are still there for the next one).
 hotserve, without the server (only when `hotserve serve` cannot be used): N times `hotserve run MODEL --repeat 1`,
   reading the load/compile time it prints (no verify, no separate warm-up, no overlap figure).
+Always, as a last table: N+1 times `hotserve run MODEL --repeat 1` (a new process each time: load + compile as it
+  prints it) against ONNX Runtime's creates.
 ONNX Runtime (onnxruntime-node): InferenceSession.create N+1 times in one process (the first is cold), keeping
   two sessions alive: RSS with one session and with two, above node's RSS before any session.
 """
@@ -257,13 +259,14 @@ def main(argv):
     started = datetime.datetime.now(datetime.timezone.utc)
     mach = engine_bench.machine()
     use_server = serve_usable(args.hotserve)
-    rows = []
+    rows, cold_runs = [], []
     with tempfile.TemporaryDirectory(prefix="hs-load-") as work:
         for label, model_file, _ in MODELS:
             if args.only and model_file != args.only:
                 continue
             print("load bench: %s ..." % label, file=sys.stderr, flush=True)
             ort = bench_ort(args, model_file)
+            cold_runs.append((label, bench_run(args, model_file), ort))
             if not use_server:
                 rows.append((label, model_file, bench_run(args, model_file), ort))
                 continue
@@ -332,13 +335,27 @@ def main(argv):
             lines.append("| %s | %s | %s | %s | %s | %.2f | %s | %s |" % (
                 label, f0(hs["first"]), f0(hs["median"]), f0(ort["first"]), f0(ort["median"]),
                 hs["median"] / ort["median"], f0(ort["one_rss"]), f0(ort["two_rss"])))
+    lines += ["", "A new process per load (`hotserve run MODEL --repeat 1`, %d + 1 times: load + compile as it prints "
+              "it, oneDNN's primitive cache empty each time) against ONNX Runtime's InferenceSession.create on the "
+              "same file (first = the process's first create, median = later creates in that process), ms:"
+              % args.loads, "",
+              "| model | hotserve run first | hotserve run median | ORT first | ORT median | run median / ORT first | "
+              "run median / ORT median |", "|---|---|---|---|---|---|---|"]
+    for label, hr, ort in cold_runs:
+        if "error" in hr or "error" in ort:
+            lines.append("| %s | error: %s | | | | | |" % (label, hr.get("error") or ort.get("error")))
+            continue
+        lines.append("| %s | %s | %s | %s | %s | %.2f | %.2f |" % (
+            label, f0(hr["first"]), f0(hr["median"]), f0(ort["first"]), f0(ort["median"]),
+            hr["median"] / ort["first"], hr["median"] / ort["median"]))
+    lines += ["", "Load average at the end: %s." % " ".join("%.1f" % x for x in os.getloadavg())]
     header = ("Load benchmark, %s UTC. Machine: %s. Threads: %d. %d reloads per model after one cold load.\n"
               "Command: `%s`\n" % (started.strftime("%Y-%m-%d %H:%M"), mach, args.threads, args.loads, args.command))
     report = header + "\n" + "\n".join(lines) + "\n"
     print(report)
     if args.results:
         os.makedirs(args.results, exist_ok=True)
-        path = os.path.join(args.results, "load-%s.md" % started.strftime("%Y-%m-%d"))
+        path = os.path.join(args.results, "load-%s.md" % started.strftime("%Y-%m-%d-%H%M"))
         with open(path, "w") as f:
             f.write("# " + report)
         print("load bench: wrote %s" % path, file=sys.stderr)
