@@ -5,6 +5,8 @@
 #include "engine/plan.h"
 #include "engine/subgraph.h"
 
+#include <malloc.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,13 @@ void hs_engine_free(hs_engine_model *m) {
   free(m->outputs);
   free(m->key_inputs);
   free(m);
+}
+
+static void prefer_heap_once(void) { mallopt(M_MMAP_THRESHOLD, 32 << 20); }
+
+void hs_engine_prefer_heap(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, prefer_heap_once);
 }
 
 static void fill_desc(hs_io_desc *d, const hs_value *v) {

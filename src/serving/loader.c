@@ -37,6 +37,7 @@
 
 #include "backends/plugins.h"
 #include "base/log.h"
+#include "engine/engine.h"
 #include "serving/batch.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
@@ -119,15 +120,15 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
  * (MADV_DONTNEED). The next version then faults in fresh, zeroed pages: that was the largest part of
  * a reload's CPU (issue 13: 33% of a ResNet-50 load in the page-fault path). So the loader fixes
  * both thresholds when it starts: weight-sized chunks (up to 32 MiB, glibc's maximum) come from the
- * heaps, and a heap keeps up to one version's worth of free pages (the largest memory_bytes a
- * version has had, at least glibc's default 128 KiB, at most 1 GiB). A retiring version's buffers
- * thus stay resident, already faulted, and the next version's weights reuse them. They are handed
- * back (warm_pool_trim) --trim-delay after the last free (memory admission trims at once when it would
- * otherwise refuse a version), so RSS goes back to one version once reloads stop.
+ * heaps (hs_engine_prefer_heap), and a heap keeps up to one version's worth of free pages (the
+ * largest memory_bytes a version has had, at least glibc's default 128 KiB, at most 1 GiB). A
+ * retiring version's buffers thus stay resident, already faulted, and the next version's weights
+ * reuse them. They are handed back (warm_pool_trim) --trim-delay after the last free (memory
+ * admission trims at once when it would otherwise refuse a version), so RSS goes back to one
+ * version once reloads stop.
  * Huge pages are not asked for (MADV_HUGEPAGE): glibc does that only through the
  * glibc.malloc.hugetlb tunable at process start, and with the kernel's default defrag setting a
  * cold load then stalled in compaction (docs/REPOSITORY.md, "Warm weight memory"). */
-#define HS_WARM_CHUNK_MAX ((size_t)32 << 20)
 #define HS_WARM_KEEP_MIN ((size_t)128 << 10)
 #define HS_WARM_KEEP_MAX ((size_t)1 << 30)
 
@@ -141,7 +142,7 @@ static void warm_pool_keep(size_t keep) {
   if (keep > HS_WARM_KEEP_MAX) keep = HS_WARM_KEEP_MAX;
   pthread_mutex_lock(&g_warm_mu);
   if (keep > g_warm_keep) {
-    if (g_warm_keep == 0) mallopt(M_MMAP_THRESHOLD, (int)HS_WARM_CHUNK_MAX);
+    if (g_warm_keep == 0) hs_engine_prefer_heap(); /* weight-sized chunks from the heaps */
     if (mallopt(M_TRIM_THRESHOLD, (int)keep) == 1) g_warm_keep = keep;
   }
   pthread_mutex_unlock(&g_warm_mu);
