@@ -14,9 +14,12 @@ hotserve, with the server (`hotserve serve`), one server per model:
   server's RSS every few ms from the moment a version is published until it is ready and the old version is gone.
   Reported: the first (cold) load, the median of the N reloads for each stage, the RSS with version 1 loaded, the
   median peak RSS while a new version loads beside the old one, and the RSS after the last reload. Reloads are
-  6 s apart, past the server's --trim-delay (5 s), so each starts with the freed pages handed back.
+  --gap seconds apart (default 6 s, past the server's --trim-delay of 5 s, so each starts with the freed pages
+  handed back; with --gap 2 the pages a retired version freed are still there for the next one).
 hotserve, without the server (only when `hotserve serve` cannot be used): N times `hotserve run MODEL --repeat 1`,
   reading the load/compile time it prints (no verify, no separate warm-up, no overlap figure).
+Always, as a last table: N+1 times `hotserve run MODEL --repeat 1` (a new process each time: load + compile as it
+  prints it) against ONNX Runtime's creates.
 ONNX Runtime (onnxruntime-node): InferenceSession.create N+1 times in one process (the first is cold), keeping
   two sessions alive: RSS with one session and with two, above node's RSS before any session.
 """
@@ -180,10 +183,11 @@ def bench_server(args, label, model_file, work, variant="bias"):
             loads.append(tuple(float(ready.group(i)) if ready.group(i) else float("nan") for i in range(3, 10)))
             peaks.append(sampler.peak())
             one_version.append(rss_mb(server.pid))
-            # Versions come minutes apart in production: wait past the server's --trim-delay (5 s), so
-            # the pages the old version freed have been handed back before the next load (bench/reload
-            # shows the other case, a version every 2 s, where the next version reuses them).
-            time.sleep(6.0)
+            # By default (--gap 6) wait past the server's --trim-delay (5 s), so the pages the old version
+            # freed have been handed back before the next load, as when versions come minutes apart; a
+            # gap under 5 s is the other case (reloads keep coming): the next version reuses those pages
+            # (the warm weight memory of docs/REPOSITORY.md).
+            time.sleep(args.gap)
         last_rss = rss_mb(server.pid)
     finally:
         sampler.stop()
@@ -240,6 +244,8 @@ def main(argv):
     p.add_argument("--cache", required=True)
     p.add_argument("--loads", type=int, default=5, help="reloads to take the median of (after one cold load)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gap", type=float, default=6.0,
+                   help="seconds from one version's ready to the next publish (default 6: past --trim-delay)")
     p.add_argument("--results", default=None)
     p.add_argument("--readme", default=None)
     p.add_argument("--command", default=" ".join(sys.argv))
@@ -253,13 +259,14 @@ def main(argv):
     started = datetime.datetime.now(datetime.timezone.utc)
     mach = engine_bench.machine()
     use_server = serve_usable(args.hotserve)
-    rows = []
+    rows, cold_runs = [], []
     with tempfile.TemporaryDirectory(prefix="hs-load-") as work:
         for label, model_file, _ in MODELS:
             if args.only and model_file != args.only:
                 continue
             print("load bench: %s ..." % label, file=sys.stderr, flush=True)
             ort = bench_ort(args, model_file)
+            cold_runs.append((label, bench_run(args, model_file), ort))
             if not use_server:
                 rows.append((label, model_file, bench_run(args, model_file), ort))
                 continue
@@ -277,26 +284,29 @@ def main(argv):
     lines = []
     if use_server:
         lines += ["Time to ready with `hotserve serve` (ms; first = cold load of version 1, then the median of %d "
-                  "reloads), from the server's own log line; ONNX Runtime: InferenceSession.create, same file:"
-                  % args.loads, "",
+                  "reloads, each published %g s after the previous one was ready), from the server's own log line; ONNX "
+                  "Runtime: InferenceSession.create, same file. ready = verify + load + warm-up:"
+                  % (args.loads, args.gap), "",
                   "| model, what changes per version | hotserve first: total (verify / load / warm-up) | hotserve reload "
                   "median: total (verify / load / warm-up) | loader CPU, reload median (read / load / warm-up) | "
-                  "ORT first | ORT median | hotserve load / ORT |",
-                  "|---|---|---|---|---|---|---|"]
+                  "ORT first | ORT median | hotserve load / ORT | hotserve ready / ORT |",
+                  "|---|---|---|---|---|---|---|---|"]
         for label, model_file, hs, ort in rows:
             if "error" in hs:
-                lines.append("| %s | error: %s | | | %s | %s | |" % (label, hs["error"], f0(ort.get("first")),
+                lines.append("| %s | error: %s | | | %s | %s | | |" % (label, hs["error"], f0(ort.get("first")),
                                                                    f0(ort.get("median"))))
                 continue
             a, b = hs["first"], hs["median"]
-            lines.append("| %s | %s (%s / %s / %s) | %s (%s / %s / %s) | %s / %s / %s | %s | %s | %s |" % (
+            lines.append("| %s | %s (%s / %s / %s) | %s (%s / %s / %s) | %s / %s / %s | %s | %s | %s | %s |" % (
                 label, f0(a[0]), f0(a[1]), f0(a[2]), f0(a[3]), f0(b[0]), f0(b[1]), f0(b[2]), f0(b[3]),
                 f0(b[4]), f0(b[5]), f0(b[6]),
                 f0(ort.get("first")), f0(ort.get("median")),
-                "%.2f" % (b[2] / ort["median"]) if "median" in ort else "n/a"))
+                "%.2f" % (b[2] / ort["median"]) if "median" in ort else "n/a",
+                "%.2f" % (b[0] / ort["median"]) if "median" in ort else "n/a"))
         lines += ["", "Memory (RSS, MB). hotserve: the server's RSS on an empty repository, once version 1 is ready, "
                   "the median peak while a new version loads beside the old one (overlap extra = peak - one version), "
-                  "and 6 s after the last reload (old versions freed and their pages handed back; reloads 6 s apart, past --trim-delay). ORT: node before any session, with one session, "
+                  "and %g s after the last reload (with a gap past --trim-delay, 5 s, old versions are freed and their "
+                  "pages handed back). ORT: node before any session, with one session, " % args.gap +
                   "with two sessions of the same file:", "",
                   "| model | hotserve empty | hotserve one version | hotserve peak during overlap | "
                   "hotserve overlap extra | hotserve after reloads | ORT base | ORT one session | ORT two sessions | "
@@ -325,13 +335,27 @@ def main(argv):
             lines.append("| %s | %s | %s | %s | %s | %.2f | %s | %s |" % (
                 label, f0(hs["first"]), f0(hs["median"]), f0(ort["first"]), f0(ort["median"]),
                 hs["median"] / ort["median"], f0(ort["one_rss"]), f0(ort["two_rss"])))
+    lines += ["", "A new process per load (`hotserve run MODEL --repeat 1`, %d + 1 times: load + compile as it prints "
+              "it, oneDNN's primitive cache empty each time) against ONNX Runtime's InferenceSession.create on the "
+              "same file (first = the process's first create, median = later creates in that process), ms:"
+              % args.loads, "",
+              "| model | hotserve run first | hotserve run median | ORT first | ORT median | run median / ORT first | "
+              "run median / ORT median |", "|---|---|---|---|---|---|---|"]
+    for label, hr, ort in cold_runs:
+        if "error" in hr or "error" in ort:
+            lines.append("| %s | error: %s | | | | | |" % (label, hr.get("error") or ort.get("error")))
+            continue
+        lines.append("| %s | %s | %s | %s | %s | %.2f | %.2f |" % (
+            label, f0(hr["first"]), f0(hr["median"]), f0(ort["first"]), f0(ort["median"]),
+            hr["median"] / ort["first"], hr["median"] / ort["median"]))
+    lines += ["", "Load average at the end: %s." % " ".join("%.1f" % x for x in os.getloadavg())]
     header = ("Load benchmark, %s UTC. Machine: %s. Threads: %d. %d reloads per model after one cold load.\n"
               "Command: `%s`\n" % (started.strftime("%Y-%m-%d %H:%M"), mach, args.threads, args.loads, args.command))
     report = header + "\n" + "\n".join(lines) + "\n"
     print(report)
     if args.results:
         os.makedirs(args.results, exist_ok=True)
-        path = os.path.join(args.results, "load-%s.md" % started.strftime("%Y-%m-%d"))
+        path = os.path.join(args.results, "load-%s.md" % started.strftime("%Y-%m-%d-%H%M"))
         with open(path, "w") as f:
             f.write("# " + report)
         print("load bench: wrote %s" % path, file=sys.stderr)

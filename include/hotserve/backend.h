@@ -24,6 +24,7 @@ extern "C" {
 #endif
 
 #define HS_BACKEND_ABI_VERSION 2
+#define HS_BACKEND_ABI_MINOR 1       /* 1: hs_backend_options.bytes_done (fields added at the end) */
 #define HS_BACKEND_ABI_VERSION_MIN 1 /* oldest ABI whose plug-ins still load (no load_buffer) */
 
 typedef struct hs_backend_model hs_backend_model;     /* opaque, owned by the backend */
@@ -34,6 +35,13 @@ typedef struct hs_backend_options {
   size_t max_model_bytes; /* refuse a model file larger than this; 0 = no limit */
   size_t max_run_bytes;   /* refuse (HS_LIMIT) a run whose shapes need more scratch memory than this,
                              before allocating it; 0 = backend default */
+  /* ---- ABI 2.1 (a backend built against 2.0 never reads these; the caller allocates the struct) ---- */
+  /* Optional (NULL: none). load_buffer may call bytes_done(bytes_done_user) once, as soon as it
+   * reads the model and files bytes no more (the ONNX engine: after decoding, before compiling);
+   * the caller may free them then, so a load does not hold the file bytes and the compiled weights
+   * at the same time. After the call the backend must not touch those bytes. */
+  void (*bytes_done)(void *user);
+  void *bytes_done_user;
 } hs_backend_options;
 
 /* One file of a model version, already in memory (load_buffer). */

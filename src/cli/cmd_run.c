@@ -9,6 +9,7 @@
 #include "base/clock.h"
 #include "base/npy.h"
 #include "cli/cli.h"
+#include "engine/engine.h"
 #include "hotserve/backend.h"
 
 static void usage(FILE *out) {
@@ -139,6 +140,7 @@ int hs_cmd_run(int argc, char **argv) {
     goto done;
   }
   hs_backend_options opts = {.threads = threads};
+  hs_engine_prefer_heap(); /* the load reuses the pages it frees (engine.h) */
   double t0 = now_ms();
   if (be->load(model_path, &opts, &model, &err)) {
     fprintf(stderr, "hotserve run: %s\n", err.message);

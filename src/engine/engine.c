@@ -5,6 +5,8 @@
 #include "engine/plan.h"
 #include "engine/subgraph.h"
 
+#include <malloc.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,13 @@ void hs_engine_free(hs_engine_model *m) {
   free(m->outputs);
   free(m->key_inputs);
   free(m);
+}
+
+static void prefer_heap_once(void) { mallopt(M_MMAP_THRESHOLD, 32 << 20); }
+
+void hs_engine_prefer_heap(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, prefer_heap_once);
 }
 
 static void fill_desc(hs_io_desc *d, const hs_value *v) {
@@ -65,7 +74,7 @@ static int trial_plans(hs_engine_model *m, hs_error *err) {
   int rc = 0, trials = has_symbolic_dims(m) ? 2 : 1;
   for (int t = 0; t < trials && rc == 0; t++) {
     load_time_inputs(m, t + 1, in);
-    rc = hs_plan_build(m, in, 0, &p[t], err);
+    rc = hs_plan_build_releasing(m, in, &p[t], err); /* weights leave the graph as kernels take them */
   }
   if (rc == 0) {
     m->planned_bytes = hs_plan_arena_bytes(p[0]);
@@ -169,8 +178,9 @@ int hs_engine_compile_graph(hs_engine_model *m, const hs_backend_options *opts, 
     *err = terr;
     return rc;
   }
-  /* the trial plans built the kernels for the load-time shapes: constants the kernels now hold in
-   * their own layout (Conv weights) leave the graph, so the model keeps one copy of each */
+  /* the trial plans built the kernels for the load-time shapes and let each node release the
+   * constants its kernels hold in their own layout (Conv weights) as they went, so the model keeps
+   * one copy of each; this catches what a failed or skipped trial plan left */
   for (int oi = 0; oi < g->n_order; oi++) {
     hs_node *n = &g->nodes[g->order[oi]];
     if (n->release_consts) n->release_consts(n, g);
@@ -217,6 +227,8 @@ int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *
   static const hs_backend_file k_none;
   hs_onnx_source src = {.files = files ? files : &k_none, .n_files = files ? n_files : 0};
   int rc = hs_onnx_decode_model_src(model, len, &src, &g, err);
+  /* the decoded graph owns copies of everything it needs: the caller may free the bytes now */
+  if (opts && opts->bytes_done) opts->bytes_done(opts->bytes_done_user);
   if (rc) {
     hs_graph_free(&g);
     return rc;

@@ -162,6 +162,7 @@ typedef struct plan_builder {
   int *last_use;         /* per value: order position of its last reader, -1 when none */
   uint8_t *is_out;       /* per value: a graph output */
   allocator al;
+  hs_graph *release_in;  /* hs_plan_build_releasing: the model's graph, whose constants nodes release */
 } plan_builder;
 
 static int no_memory(hs_error *err) { return hs_error_set(err, HS_NO_MEMORY, "out of memory while planning"); }
@@ -374,6 +375,13 @@ static int assign_offsets(plan_builder *b, hs_error *err) {
         if (alloc_block(al, sb, &p->scratch_off[ni])) return no_memory(err);
         free_block(al, p->scratch_off[ni]);
       }
+      /* scratch_bytes built the node's kernel for these shapes: its constants may go now. The
+       * value's plan entry keeps a stale pointer, but a trial plan never runs and nothing after
+       * this node reads the value (release_consts only frees what this node alone reads). */
+      if (b->release_in && n->release_consts) {
+        hs_node *mn = &b->release_in->nodes[ni];
+        mn->release_consts(mn, b->release_in);
+      }
     }
     for (int i = 0; i < n->n_in; i++) {
       int v = n->in[i];
@@ -408,9 +416,18 @@ static int place_outputs(plan_builder *b, hs_error *err) {
   return 0;
 }
 
+static int build(plan_builder b, const hs_tensor *inputs, int data_known, hs_plan **out, hs_error *err);
+
 int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_known, hs_plan **out,
                   hs_error *err) {
-  plan_builder b = {.m = m, .g = &m->g};
+  return build((plan_builder){.m = m, .g = &m->g}, inputs, data_known, out, err);
+}
+
+int hs_plan_build_releasing(hs_engine_model *m, const hs_tensor *inputs, hs_plan **out, hs_error *err) {
+  return build((plan_builder){.m = m, .g = &m->g, .release_in = &m->g}, inputs, 0, out, err);
+}
+
+static int build(plan_builder b, const hs_tensor *inputs, int data_known, hs_plan **out, hs_error *err) {
   int rc = plan_alloc(&b, inputs, data_known, err);
   if (rc == 0) {
     place_sources(&b, inputs, data_known);

@@ -326,6 +326,10 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   hs_sbuf_printf(b, "hotserve_model_versions_live %" PRId64 "\n", (int64_t)atomic_load(&rm->versions_live));
   header(b, "hotserve_model_memory_bytes", "gauge", "Bytes held by all live versions' models.");
   hs_sbuf_printf(b, "hotserve_model_memory_bytes %" PRId64 "\n", (int64_t)atomic_load(&rm->memory_bytes));
+  header(b, "hotserve_weight_pool_bytes", "gauge",
+         "Memory of the versions freed since the last trim, kept resident (already faulted) for the next "
+         "versions' weights; 0 once handed back (--trim-delay after the last free).");
+  hs_sbuf_printf(b, "hotserve_weight_pool_bytes %zu\n", atomic_load(&rm->warm_pool_bytes));
   header(b, "hotserve_grpc_requests_total", "counter",
          "ModelInfer calls over gRPC by outcome (also counted in hotserve_requests_total, which covers both protocols).");
   for (int o = 0; o < 3; o++)

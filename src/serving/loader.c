@@ -41,6 +41,7 @@
 
 #include "backends/plugins.h"
 #include "base/log.h"
+#include "engine/engine.h"
 #include "serving/batch.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
@@ -115,6 +116,48 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
   record_failure_as(m, version, fp, generation, code, message, verify_ms, load_ms, warmup_ms, cost, true);
 }
 
+/* ---- warm weight memory ----
+ *
+ * A version's weights (decoded tensors, kernels' reordered weights) come from malloc. On its own,
+ * glibc gives freed memory back to the kernel at once in two cases: a chunk above the mmap
+ * threshold is unmapped when freed, and a heap whose free top grows past the trim threshold is cut
+ * (MADV_DONTNEED). The next version then faults in fresh, zeroed pages: that was the largest part of
+ * a reload's CPU (issue 13: 33% of a ResNet-50 load in the page-fault path). So the loader fixes
+ * both thresholds when it starts: weight-sized chunks (up to 32 MiB, glibc's maximum) come from the
+ * heaps (hs_engine_prefer_heap), and a heap keeps up to one version's worth of free pages (the
+ * largest memory_bytes a version has had, at least glibc's default 128 KiB, at most 1 GiB). A
+ * retiring version's buffers thus stay resident, already faulted, and the next version's weights
+ * reuse them. They are handed back (warm_pool_trim) --trim-delay after the last free (memory
+ * admission trims at once when it would otherwise refuse a version), so RSS goes back to one
+ * version once reloads stop.
+ * Huge pages are not asked for (MADV_HUGEPAGE): glibc does that only through the
+ * glibc.malloc.hugetlb tunable at process start, and with the kernel's default defrag setting a
+ * cold load then stalled in compaction (docs/REPOSITORY.md, "Warm weight memory"). */
+#define HS_WARM_KEEP_MIN ((size_t)128 << 10)
+#define HS_WARM_KEEP_MAX ((size_t)1 << 30)
+
+/* The allocator's settings are the process's: registries (one loader each) share them. */
+static pthread_mutex_t g_warm_mu = PTHREAD_MUTEX_INITIALIZER;
+static size_t g_warm_keep; /* the trim threshold set last, under g_warm_mu */
+
+/* Keeps up to `keep` bytes of freed memory per heap resident (clamped as above); never lowers it. */
+static void warm_pool_keep(size_t keep) {
+  if (keep < HS_WARM_KEEP_MIN) keep = HS_WARM_KEEP_MIN;
+  if (keep > HS_WARM_KEEP_MAX) keep = HS_WARM_KEEP_MAX;
+  pthread_mutex_lock(&g_warm_mu);
+  if (keep > g_warm_keep) {
+    if (g_warm_keep == 0) hs_engine_prefer_heap(); /* weight-sized chunks from the heaps */
+    if (mallopt(M_TRIM_THRESHOLD, (int)keep) == 1) g_warm_keep = keep;
+  }
+  pthread_mutex_unlock(&g_warm_mu);
+}
+
+/* Hands every free page back to the system (malloc_trim): the warm memory is gone. */
+static void warm_pool_trim(hs_registry *r) {
+  malloc_trim(0);
+  atomic_store_explicit(&r->metrics.warm_pool_bytes, 0, memory_order_relaxed);
+}
+
 /* ---- memory admission ---- */
 
 /* Whether estimate more bytes beside rss resident would pass the memory limit. */
@@ -133,7 +176,7 @@ static int admit_sessions(hs_registry *r, const hs_version *v, size_t file_bytes
   size_t need = per_session > SIZE_MAX / instances ? SIZE_MAX : per_session * instances;
   size_t rss = hs_process_rss_bytes();
   if (over_memory_limit(r, need, rss)) {
-    malloc_trim(0); /* as in the first admission: pages retired versions freed go back first */
+    warm_pool_trim(r); /* as in the first admission: pages retired versions freed go back first */
     rss = hs_process_rss_bytes();
   }
   if (!over_memory_limit(r, need, rss)) return HS_OK;
@@ -189,6 +232,13 @@ static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cos
   return now;
 }
 
+/* hs_backend_options.bytes_done: the backend reads the version's bytes no more. */
+static void bytes_done(void *user) {
+  hs_repo_bytes **bytes = user;
+  hs_repo_bytes_free(*bytes);
+  *bytes = NULL;
+}
+
 /* Reads the version's files once, checks those bytes (hs_repo_read_version) and has the backend
  * load them. A backend without load_buffer (an ABI 1 plug-in, or one that opts out) gets the path
  * after the check instead: it reads the files again, so for it the check covers the files as they
@@ -220,7 +270,12 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
     } else {
       for (size_t i = 0; i < bytes->n_files; i++)
         files[i] = (hs_backend_file){bytes->files[i].path, bytes->files[i].data, bytes->files[i].len};
-      rc = v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, bo, &v->bm, err);
+      /* the file bytes go as soon as the backend has decoded them, before it compiles: the
+       * kernels' weights then reuse their pages, and the load's peak holds one of the two */
+      hs_backend_options o = *bo;
+      o.bytes_done = bytes_done;
+      o.bytes_done_user = &bytes;
+      rc = v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, &o, &v->bm, err);
       free(files);
       if (rc != HS_OK) hs_error_prefix(err, "loading %s", rv->model_path);
     }
@@ -274,7 +329,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   if (over_memory_limit(r, estimate, rss)) {
     /* RSS may include pages freed by retired versions that wait for --trim-delay: hand them back
      * and look again, so a deferred trim never refuses a version that fits */
-    malloc_trim(0);
+    warm_pool_trim(r);
     rss = hs_process_rss_bytes();
   }
   if (over_memory_limit(r, estimate, rss)) {
@@ -298,6 +353,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     goto fail;
   }
   v->memory_bytes = v->backend->memory_bytes ? v->backend->memory_bytes(v->bm) : estimate;
+  warm_pool_keep(v->memory_bytes); /* the next version may reuse this one's pages once it retires */
   v->counted_live = true;
   atomic_fetch_add(&r->metrics.versions_live, 1);
   atomic_fetch_add(&r->metrics.memory_bytes, (int_least64_t)v->memory_bytes);
@@ -763,7 +819,7 @@ static void trim_now(hs_registry *r) {
   r->trim_due_ns = 0;
   pthread_mutex_unlock(&r->mu);
   uint64_t t0 = hs_now_ns();
-  malloc_trim(0);
+  warm_pool_trim(r);
   hs_trace_stage(r->trace, "trim", "", -1, t0, hs_now_ns());
   pthread_mutex_lock(&r->mu);
 }
@@ -794,6 +850,8 @@ static void reap_graveyard(hs_registry *r) {
     char model[HS_NAME_MAX];
     snprintf(model, sizeof model, "%s", dead->model->name);
     int64_t version = dead->version;
+    /* its weights' pages stay with the allocator for the next version until the trim */
+    atomic_fetch_add_explicit(&r->metrics.warm_pool_bytes, dead->memory_bytes, memory_order_relaxed);
     hs__version_free(dead);
     hs_trace_stage(r->trace, "free", model, version, t0, hs_now_ns());
     dead = next;
@@ -812,6 +870,7 @@ void *hs__loader_main(void *arg) {
   hs_registry *r = arg;
   pthread_setname_np(pthread_self(), "hs-loader"); /* as top -H and /proc show it */
   lower_loader_priority(r->opts.loader_priority);
+  warm_pool_keep(HS_WARM_KEEP_MIN);
   pthread_mutex_lock(&r->mu);
   r->loader_running = true;
   while (!r->stop) {

@@ -249,6 +249,9 @@ typedef struct hs_registry_metrics {
   atomic_int_least64_t memory_bytes;
   atomic_uint_least64_t grpc_requests[3]; /* ModelInfer calls over gRPC, by hs_outcome (the gRPC share of the
                                              per-model request counters, which count both protocols) */
+  atomic_size_t warm_pool_bytes;          /* memory_bytes of the versions freed since the last trim: pages
+                                             the allocator keeps resident for the next versions (loader.c,
+                                             "warm weight memory"); 0 after a trim */
 } hs_registry_metrics;
 
 const hs_registry_metrics *hs_registry_metrics_get(const hs_registry *r);

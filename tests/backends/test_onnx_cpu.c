@@ -138,6 +138,55 @@ static void test_load_buffer_reads_only_the_given_bytes(void **state) {
   free(weights);
 }
 
+/* hs_backend_options.bytes_done (ABI 2.1): load_buffer calls it once, when it reads the given bytes
+ * no more. The callback scribbles over them and frees them (ASan would see any later read), and the
+ * model still computes bit-for-bit what the path-based load of the same files does. */
+typedef struct {
+  void *model, *weights;
+  size_t mlen, wlen;
+  int calls;
+} done_ctx;
+
+static void scribble_and_free(void *user) {
+  done_ctx *c = user;
+  c->calls++;
+  memset(c->model, 0xA5, c->mlen);
+  memset(c->weights, 0xA5, c->wlen);
+  free(c->model);
+  free(c->weights);
+  c->model = c->weights = NULL;
+}
+
+static void test_load_buffer_bytes_done(void **state) {
+  (void)state;
+  const hs_backend *be = hs_backend_onnx_cpu();
+  const char *dir = CASE("external_data_subdir");
+  char path[1024];
+  done_ctx c = {0};
+  snprintf(path, sizeof path, "%s/model.onnx", dir);
+  c.model = slurp(path, &c.mlen);
+  snprintf(path, sizeof path, "%s/data/weights.bin", dir);
+  c.weights = slurp(path, &c.wlen);
+  hs_backend_file files[2] = {{"model.onnx", c.model, c.mlen}, {"data/weights.bin", c.weights, c.wlen}};
+  hs_backend_options o = {.bytes_done = scribble_and_free, .bytes_done_user = &c};
+  hs_backend_model *m = NULL;
+  hs_error err;
+  int rc = be->load_buffer(c.model, c.mlen, files, 2, &o, &m, &err);
+  if (rc) fprintf(stderr, "%s\n", err.message);
+  assert_int_equal(rc, 0);
+  assert_int_equal(c.calls, 1);
+  assert_null(c.model);
+  hs_backend_model *cold = load(dir);
+  size_t la, lb;
+  void *a = run_case(m, dir, &la), *b = run_case(cold, dir, &lb);
+  assert_int_equal(la, lb);
+  assert_memory_equal(a, b, la);
+  free(a);
+  free(b);
+  be->free_model(m);
+  be->free_model(cold);
+}
+
 static void test_dynamic_batch(void **state) {
   (void)state;
   const hs_backend *be = hs_backend_onnx_cpu();
@@ -288,6 +337,7 @@ int main(void) {
       cmocka_unit_test(test_descriptors_and_memory),
       cmocka_unit_test(test_dynamic_batch),
       cmocka_unit_test(test_load_buffer_reads_only_the_given_bytes),
+      cmocka_unit_test(test_load_buffer_bytes_done),
       cmocka_unit_test(test_input_errors_name_the_input),
       cmocka_unit_test(test_outputs_live_until_next_run),
       cmocka_unit_test(test_threads_share_one_model),

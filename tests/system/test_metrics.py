@@ -33,6 +33,7 @@ FAMILIES = {
     "hotserve_ready": "gauge",
     "hotserve_model_reload_cpu_seconds_total": "counter",
     "hotserve_model_reload_bytes_total": "counter",
+    "hotserve_weight_pool_bytes": "gauge",
 }
 
 
