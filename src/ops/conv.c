@@ -222,6 +222,21 @@ static int conv_geometry(const hs_node *n, const hs_tensor *x, const hs_tensor *
   return 0;
 }
 
+int hs_conv_parse_attrs(hs_node *n, hs_error *err) { return conv_check_common(n, 0, err); }
+
+int hs_conv_shape_of(const hs_node *n, const hs_tensor *x, const hs_tensor *w, hs_conv_shape *s, hs_error *err) {
+  conv_geo g;
+  int rc = conv_geometry(n, x, w, &g, err);
+  if (rc) return rc;
+  memset(s, 0, sizeof *s);
+  s->nsp = g.nsp, s->n = g.n, s->in_c = g.in_c, s->out_c = g.out_c, s->group = g.group;
+  for (int i = 0; i < g.nsp; i++) {
+    s->in[i] = g.in[i], s->out[i] = g.out[i], s->k[i] = g.k[i], s->s[i] = g.s[i], s->d[i] = g.d[i];
+    s->pb[i] = g.pb[i], s->pe[i] = g.pe[i];
+  }
+  return 0;
+}
+
 static int residual_matches(const hs_tensor *r, const hs_tensor *y) {
   return r->ndim == y->ndim && memcmp(r->dims, y->dims, sizeof(int64_t) * (size_t)r->ndim) == 0;
 }
