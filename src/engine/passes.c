@@ -116,9 +116,13 @@ static int pass_drop_identity(hs_graph *g, int *changed, hs_error *err) {
 /* pass_f16.c: float16 models computed in float32 (first: the passes below see float32 only) */
 int hs_pass_f16_to_f32(hs_graph *g, int *changed, hs_error *err);
 
+/* pass_qdq.c: DequantizeLinear -> Conv -> QuantizeLinear as QLinearConv (before folding dequantizes the weights) */
+int hs_pass_qdq(hs_graph *g, int *changed, hs_error *err);
+
 static const hs_pass k_generic[] = {
     {"f16_to_f32", hs_pass_f16_to_f32},
     {"drop_identity", pass_drop_identity},
+    {"qdq_to_qlinear", hs_pass_qdq},
     {"fold_constants", pass_fold_constants},
 };
 
