@@ -12,8 +12,10 @@
  *     bias (float const, or DequantizeLinear of an int32 const) -/
  * and writes one QLinearConv(x_q, x_s, x_zp, w_q, w_s, w_zp, y_s, y_zp, B) producing y_q, which
  * ops/qconv.c runs on oneDNN's int8 convolution. Activations are per tensor, weights per tensor or
- * per output channel (axis 0). It runs before constant folding, which would otherwise turn the
- * dequantized weights into float32 constants.
+ * per output channel (axis 0). It runs between two rounds of constant folding: the first leaves
+ * DequantizeLinear nodes alone (it would turn the weights into float32 constants) but computes the
+ * rest (Clip's bounds from Constant nodes), the second folds whatever DequantizeLinear of a constant
+ * the pass left.
  * What changes against the QDQ graph run literally: a float bias is quantized to int32 with scale
  * x_s * w_s[c] (an error of at most half a step of the accumulator, far below one output step),
  * which is what QLinearConv's B is; everything else is exact. A Relu, or a Clip(0, c), between the
@@ -140,9 +142,13 @@ static int rewrite_conv(hs_graph *g, int ci, hs_error *err) {
       if (!bq || bq->dtype != HS_DT_INT32 || numel_of(bq) != oc) return 0;
       /* its scale must be the accumulator's, x_s * w_s[c], with zero point 0 */
       const hs_value *bs = db->n_in > 1 ? const_val(g, db->in[1]) : NULL;
-      if (!bs || bs->dtype != HS_DT_FLOAT32 || (numel_of(bs) != 1 && numel_of(bs) != oc) ||
-          (db->n_in > 2 && db->in[2] >= 0))
-        return 0;
+      if (!bs || bs->dtype != HS_DT_FLOAT32 || (numel_of(bs) != 1 && numel_of(bs) != oc)) return 0;
+      if (db->n_in > 2 && db->in[2] >= 0) {
+        const hs_value *bz = const_val(g, db->in[2]);
+        if (!bz || bz->dtype != HS_DT_INT32) return 0;
+        for (int64_t i = 0; i < numel_of(bz); i++)
+          if (((const int32_t *)bz->data)[i]) return 0;
+      }
       for (int64_t i = 0; i < oc; i++) {
         double want = (double)xs * ((const float *)ws->data)[nws > 1 ? i : 0];
         if (fabs(((const float *)bs->data)[numel_of(bs) > 1 ? i : 0] - want) > 1e-6 * want) return 0;
