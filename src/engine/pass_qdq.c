@@ -21,7 +21,8 @@
  * which is what QLinearConv's B is; everything else is exact. A Relu, or a Clip(0, c), between the
  * Conv and the QuantizeLinear is dropped only where it changes nothing: QuantizeLinear's saturation
  * already clamps at y_zp (y_zp is the type's minimum) and, for Clip, at c (round(c / y_s) + y_zp
- * reaches the type's maximum). Anything else (activations per channel, a weight zero point that
+ * reaches the type's maximum); the same holds for such an activation anywhere right before a
+ * QuantizeLinear (ResNet's Add -> Relu), which then reads the activation's input. Anything else (activations per channel, a weight zero point that
  * oneDNN cannot take still runs, on QLinearConv's plain-C path) is left as it is.
  */
 #include <math.h>
@@ -213,7 +214,29 @@ static int rewrite_conv(hs_graph *g, int ci, hs_error *err) {
   return 1;
 }
 
+/* Relu / Clip(0, c) -> QuantizeLinear where the quantizer's saturation computes the activation (ResNet's
+ * Add -> Relu -> QuantizeLinear): the QuantizeLinear reads the activation's input. 1 when it did. */
+static int drop_absorbed_activation(hs_graph *g, int ai) {
+  hs_node *a = &g->nodes[ai];
+  if (a->n_in < 1 || a->in[0] < 0 || a->n_out != 1) return 0;
+  int slot, qi = hs__fuse_sole_consumer(g, a->out[0], &slot);
+  if (qi < 0 || slot != 0 || !hs__fuse_is_op(&g->nodes[qi], HS_OP_QuantizeLinear)) return 0;
+  float ys;
+  int32_t yzp;
+  hs_dtype yzt;
+  if (!per_tensor_qdq(g, &g->nodes[qi], &ys, &yzp, &yzt)) return 0;
+  if (!act_absorbed(g, a, ys, yzp, yzt == HS_DT_UNDEFINED ? HS_DT_UINT8 : yzt)) return 0;
+  g->nodes[qi].in[0] = a->in[0];
+  a->dead = 1;
+  return 1;
+}
+
 int hs_pass_qdq(hs_graph *g, int *changed, hs_error *err) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    if ((hs__fuse_is_op(&g->nodes[i], HS_OP_Relu) || hs__fuse_is_op(&g->nodes[i], HS_OP_Clip)) &&
+        drop_absorbed_activation(g, i))
+      *changed = 1;
+  }
   for (int i = 0; i < g->n_nodes; i++) {
     if (!hs__fuse_is_op(&g->nodes[i], HS_OP_Conv)) continue;
     int rc = rewrite_conv(g, i, err);
