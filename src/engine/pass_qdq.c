@@ -24,6 +24,8 @@
  * reaches the type's maximum); the same holds for such an activation anywhere right before a
  * QuantizeLinear (ResNet's Add -> Relu), which then reads the activation's input. Anything else (activations per channel, a weight zero point that
  * oneDNN cannot take still runs, on QLinearConv's plain-C path) is left as it is.
+ * Last, a QLinearConv output that only QLinearConvs read is kept in NHWC between them (their logical
+ * shapes stay NCHW; only the two ops see the physical layout).
  */
 #include <math.h>
 #include <stdio.h>
@@ -231,6 +233,51 @@ static int drop_absorbed_activation(hs_graph *g, int ai) {
   return 1;
 }
 
+/* 1 when every live reader of value v is a QLinearConv reading it as x (input 0) and v is no graph output. */
+static int read_only_as_qconv_input(const hs_graph *g, int v) {
+  int uses = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const hs_node *n = &g->nodes[i];
+    if (n->dead) continue;
+    for (int k = 0; k < n->n_in; k++)
+      if (n->in[k] == v) {
+        if (n->op != HS_OP_QLinearConv || k != 0) return 0;
+        uses++;
+      }
+  }
+  for (int k = 0; k < g->n_outputs; k++)
+    if (g->outputs[k] == v) return 0;
+  return uses > 0;
+}
+
+/* A QLinearConv output read only by QLinearConvs stays in NHWC between them: oneDNN's int8 kernels
+ * want it, and NCHW costs a reorder on each side. The layouts are decided here for the whole graph,
+ * then each QLinearConv is told its pair once (HS_FUSE_LAYOUT); a node that refuses keeps NCHW and so
+ * do its neighbours. */
+static int qconv_layouts(hs_graph *g, int *changed, hs_error *err) {
+  char *nhwc = calloc((size_t)g->n_values + 1, 1); /* value is kept in NHWC */
+  if (!nhwc) return hs_error_set(err, HS_NO_MEMORY, "out of memory choosing layouts");
+  for (int i = 0; i < g->n_nodes; i++) {
+    hs_node *p = &g->nodes[i];
+    if (!hs__fuse_is_op(p, HS_OP_QLinearConv) || !read_only_as_qconv_input(g, p->out[0])) continue;
+    hs_fusion dry = {.kind = HS_FUSE_LAYOUT, .dry_run = 1, .src = HS_LAYOUT_NHWC, .dst = HS_LAYOUT_NHWC};
+    if (hs_op_fuse(p, &dry, err) == 0) nhwc[p->out[0]] = 1;
+  }
+  int rc = 0;
+  for (int i = 0; i < g->n_nodes && !rc; i++) {
+    hs_node *n = &g->nodes[i];
+    if (!hs__fuse_is_op(n, HS_OP_QLinearConv)) continue;
+    int s = n->in[0] >= 0 && nhwc[n->in[0]], d = nhwc[n->out[0]];
+    if (!s && !d) continue;
+    hs_fusion f = {.kind = HS_FUSE_LAYOUT, .src = s ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW,
+                   .dst = d ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW, .res = HS_LAYOUT_NCHW};
+    rc = hs__fuse_apply(n, &f, err);
+    *changed = 1;
+  }
+  free(nhwc);
+  return rc;
+}
+
 int hs_pass_qdq(hs_graph *g, int *changed, hs_error *err) {
   for (int i = 0; i < g->n_nodes; i++) {
     if ((hs__fuse_is_op(&g->nodes[i], HS_OP_Relu) || hs__fuse_is_op(&g->nodes[i], HS_OP_Clip)) &&
@@ -243,5 +290,5 @@ int hs_pass_qdq(hs_graph *g, int *changed, hs_error *err) {
     if (rc < 0) return rc;
     if (rc) *changed = 1;
   }
-  return 0;
+  return qconv_layouts(g, changed, err);
 }

@@ -51,7 +51,8 @@ typedef struct hs_conv_attrs {
   hs_layout res_layout;             /* physical layout of the fused residual */
 } hs_conv_attrs;
 
-_Static_assert(sizeof(hs_conv_attrs) <= HS_OP_PARAMS_BYTES, "conv attributes fit in hs_op_params");
+_Static_assert(sizeof(hs_conv_attrs) <= HS_CONV_ATTRS_BYTES && HS_CONV_ATTRS_BYTES <= HS_OP_PARAMS_BYTES,
+               "conv attributes fit in hs_op_params, leaving room for qconv.c's own");
 
 typedef struct conv_state {
   hs_kcache cache;

@@ -36,9 +36,36 @@ typedef struct qconv_state {
   hs_qtype xt, yt;
 } qconv_state;
 
+/* Set by the QDQ pass through fuse() (HS_FUSE_LAYOUT), never by the model file; lives in n->params
+ * after Conv's attributes. */
+typedef struct qconv_fused {
+  hs_layout src_layout, dst_layout; /* physical layouts of x and y: NCHW or NHWC (shapes stay NCHW) */
+} qconv_fused;
+_Static_assert(HS_CONV_ATTRS_BYTES + sizeof(qconv_fused) <= HS_OP_PARAMS_BYTES, "qconv params fit in the node");
+
+static qconv_fused *fused_of(hs_node *n) { return (qconv_fused *)(n->params.bytes + HS_CONV_ATTRS_BYTES); }
+static const qconv_fused *fused_of_c(const hs_node *n) {
+  return (const qconv_fused *)(n->params.bytes + HS_CONV_ATTRS_BYTES);
+}
+
 static int qconv_check(hs_node *n, const hs_graph *g, hs_error *err) {
   (void)g;
+  memset(fused_of(n), 0, sizeof(qconv_fused));
+  fused_of(n)->src_layout = fused_of(n)->dst_layout = HS_LAYOUT_NCHW;
   return hs_conv_parse_attrs(n, err);
+}
+
+/* Layouts only (QLinearConv): NCHW or NHWC for x and y. */
+static int qconv_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
+  (void)err;
+  if (n->op != HS_OP_QLinearConv || f->kind != HS_FUSE_LAYOUT) return HS_FUSE_REFUSED;
+  if ((f->src != HS_LAYOUT_NCHW && f->src != HS_LAYOUT_NHWC) || (f->dst != HS_LAYOUT_NCHW && f->dst != HS_LAYOUT_NHWC))
+    return HS_FUSE_REFUSED;
+  if (!f->dry_run) {
+    fused_of(n)->src_layout = f->src;
+    fused_of(n)->dst_layout = f->dst;
+  }
+  return 0;
 }
 
 static int int8ish(hs_dtype t) { return t == HS_DT_INT8 || t == HS_DT_UINT8; }
@@ -149,6 +176,7 @@ static int qconv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
 typedef struct build_ctx {
   const qconv_state *st;
   const hs_conv_shape *s;
+  const qconv_fused *lay;
 } build_ctx;
 
 static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
@@ -156,7 +184,8 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   const hs_conv_shape *s = c->s;
   hs_qconv_params p = {0};
   p.device = HS_KDEV_CPU;
-  p.src_layout = p.dst_layout = HS_LAYOUT_NCHW;
+  p.src_layout = c->lay->src_layout;
+  p.dst_layout = c->lay->dst_layout;
   p.src_type = c->st->xt;
   p.dst_type = c->st->yt;
   p.nsp = s->nsp;
@@ -182,7 +211,7 @@ static hs_kernel *kernel_for(const hs_node *n, const hs_conv_shape *s, hs_error 
   if (!st) return NULL;
   int64_t key[4] = {s->in_c};
   for (int i = 0; i < s->nsp; i++) key[1 + i] = s->in[i];
-  build_ctx c = {st, s};
+  build_ctx c = {st, s, fused_of_c(n)};
   return hs_op_kernel(n, &st->cache, key, 1 + s->nsp, build_kernel, &c, s->n, strict_err);
 }
 
@@ -227,6 +256,7 @@ static int qconv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   }
   const int64_t G = s.group, icg = s.in_c / G, ocg = s.out_c / G;
   const int64_t isz = in3[0] * in3[1] * in3[2], osz = out3[0] * out3[1] * out3[2], ksz = k3[0] * k3[1] * k3[2];
+  const int xnhwc = fused_of_c(n)->src_layout == HS_LAYOUT_NHWC, ynhwc = fused_of_c(n)->dst_layout == HS_LAYOUT_NHWC;
   const int32_t x0 = xz >= 0 ? load_i(&in[xz], 0) : 0;
   const int nwz = wz >= 0 ? (int)hs_numel(&in[wz]) : 0, nws = ql ? (int)hs_numel(&in[QWS]) : 0;
   const int has_b = ql && nin > QB && HS_PRESENT(&in[QB]);
@@ -253,14 +283,16 @@ static int qconv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
                   for (int64_t kw = 0; kw < k3[2]; kw++) {
                     int64_t iw = ow * s3[2] - p3[2] + kw * d3[2];
                     if (iw < 0 || iw >= in3[2]) continue;
-                    int64_t xi = (b * s.in_c + ci) * isz + (id * in3[1] + ih) * in3[2] + iw;
+                    int64_t sp = (id * in3[1] + ih) * in3[2] + iw;
+                    int64_t xi = xnhwc ? (b * isz + sp) * s.in_c + ci : (b * s.in_c + ci) * isz + sp;
                     int64_t wi = wbase + (kd * k3[1] + kh) * k3[2] + kw;
                     acc += (int64_t)(load_i(&in[x], xi) - x0) * (load_i(&in[w], wi) - w0);
                   }
                 }
               }
             }
-            int64_t oi = (b * s.out_c + co) * osz + (od * out3[1] + oh) * out3[2] + ow;
+            int64_t so = (od * out3[1] + oh) * out3[2] + ow;
+            int64_t oi = ynhwc ? (b * osz + so) * s.out_c + co : (b * s.out_c + co) * osz + so;
             if (!ql) {
               ((int32_t *)out[0].data)[oi] = (int32_t)acc;
               continue;
@@ -280,4 +312,5 @@ const hs_op_impl hs_op_impl_qconv = {
     .prepare = qconv_prepare,
     .scratch_bytes = qconv_scratch,
     .run = qconv_run,
+    .fuse = qconv_fuse,
 };
