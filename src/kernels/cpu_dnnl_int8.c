@@ -97,6 +97,20 @@ static int qconv_attr(const hs_qconv_params *p, dnnl_primitive_attr_t *attr, hs_
   return 0;
 }
 
+/* Sets v->weights: variant 0's buffer when this variant wants the same layout, else a reorder of the
+ * plain copy kept in k->owned[QW_PLAIN] (a reorder from variant 0's layout is not possible: int8
+ * weights carry oneDNN's compensation terms, which no reorder reads). */
+enum { QW_PLAIN = 2 };
+static int qconv_weights(hs_kernel *k, hs__variant *v, hs_error *err) {
+  const dnnl_memory_desc_t *want = &v->md[MD_WEIGHTS];
+  if (atomic_load_explicit(&k->nvar, memory_order_acquire) > 0 && dnnl_memory_desc_equal(&k->var[0].md[MD_WEIGHTS], want)) {
+    v->weights = k->var[0].weights;
+    v->weights_shared = 1;
+    return 0;
+  }
+  return hs__reorder_alloc(&k->w_plain_md, k->owned[QW_PLAIN], want, &v->weights, err);
+}
+
 static int qconv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
   const hs_qconv_params *p = &k->p.qc;
   int nd = 2 + p->nsp;
@@ -146,7 +160,7 @@ static int qconv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *er
     v->md[MD_ISRC] = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     v->md[MD_IDST] = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
   }
-  rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
+  rc = qconv_weights(k, v, err);
   if (!rc && (st = dnnl_primitive_create(&v->prim[QP_CONV], pd)) != dnnl_success)
     rc = hs__dnnl_fail(err, st, "qconv: creating the convolution");
   dnnl_primitive_desc_destroy(pd);
@@ -270,6 +284,12 @@ int hs_kernel_qconv_create(const hs_qconv_params *p, hs_kernel **out, hs_error *
     return hs_error_set(err, HS_NO_MEMORY, "qconv: copying %lld weights", (long long)wcount);
   }
   memcpy(k->w_plain, p->weights, (size_t)wcount);
+  k->owned[QW_PLAIN] = malloc((size_t)wcount); /* kept for variants whose layout differs (qconv_weights) */
+  if (!k->owned[QW_PLAIN]) {
+    hs_kernel_destroy(k);
+    return hs_error_set(err, HS_NO_MEMORY, "qconv: copying %lld weights", (long long)wcount);
+  }
+  memcpy(k->owned[QW_PLAIN], p->weights, (size_t)wcount);
   k->p.qc.weights = NULL;
   rc = hs__own_floats(k, p->bias, p->out_c, &k->p.qc.bias, err);
   if (!rc) rc = hs__own_floats(k, p->scales, p->nscales, &k->p.qc.scales, err);
