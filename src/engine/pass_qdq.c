@@ -233,6 +233,65 @@ static int drop_absorbed_activation(hs_graph *g, int ai) {
   return 1;
 }
 
+
+/* Shapes the model file states for a and b differ (unknown ones do not). */
+static int shapes_differ(const hs_graph *g, int a, int b) {
+  const hs_value *va = &g->values[a], *vb = &g->values[b];
+  if (va->ndim <= 0 || vb->ndim <= 0) return 0;
+  if (va->ndim != vb->ndim) return 1;
+  for (int i = 0; i < va->ndim; i++)
+    if (va->dims[i] > 0 && vb->dims[i] > 0 && va->dims[i] != vb->dims[i]) return 1;
+  return 0;
+}
+
+/* QLinearConv(y_s, y_zp) -> DequantizeLinear(y_s, y_zp) -> Add(DequantizeLinear(r_q)) -> QuantizeLinear(o_s, o_zp)
+ * (ResNet's and MobileNetV2's residuals, once pass rewrote the Relu away) becomes the QLinearConv with output
+ * (o_s, o_zp) and a fused residual sum (HS_FUSE_SUM, r_q, r_s, r_zp at inputs 9..11): y is no longer rounded
+ * to its own grid before the sum, the one difference from the QDQ graph. 1 when it did. */
+static int fuse_residual(hs_graph *g, int pi, hs_error *err) {
+  hs_node *p = &g->nodes[pi];
+  if (p->n_in > 9) return 0;
+  int slot, di = hs__fuse_sole_consumer(g, p->out[0], &slot);
+  if (di < 0 || slot != 0 || !hs__fuse_is_op(&g->nodes[di], HS_OP_DequantizeLinear)) return 0;
+  hs_node *d = &g->nodes[di];
+  /* the dequantizer must undo exactly the QLinearConv's own quantization */
+  const hs_value *ys = const_val(g, p->in[6]), *yz = const_val(g, p->in[7]);
+  const hs_value *ds = d->n_in > 1 ? const_val(g, d->in[1]) : NULL, *dz = d->n_in > 2 ? const_val(g, d->in[2]) : NULL;
+  if (!ys || !yz || !ds || !dz || ds->nbytes != ys->nbytes || dz->nbytes != yz->nbytes || dz->dtype != yz->dtype ||
+      memcmp(ds->data, ys->data, ys->nbytes) || memcmp(dz->data, yz->data, yz->nbytes))
+    return 0;
+  int ai = hs__fuse_sole_consumer(g, d->out[0], &slot);
+  if (ai < 0 || !hs__fuse_is_op(&g->nodes[ai], HS_OP_Add)) return 0;
+  hs_node *a = &g->nodes[ai];
+  int other = a->in[1 - slot];
+  hs_node *d2 = producer_op(g, other, HS_OP_DequantizeLinear);
+  float rs, os;
+  int32_t rz, oz;
+  hs_dtype rzt, ozt;
+  if (!d2 || d2 == d || !per_tensor_qdq(g, d2, &rs, &rz, &rzt) || rzt == HS_DT_UNDEFINED) return 0;
+  if (shapes_differ(g, d->out[0], other)) return 0; /* a broadcasting Add */
+  int qi = hs__fuse_sole_consumer(g, a->out[0], &slot);
+  if (qi < 0 || slot != 0 || !hs__fuse_is_op(&g->nodes[qi], HS_OP_QuantizeLinear)) return 0;
+  hs_node *q = &g->nodes[qi];
+  if (!per_tensor_qdq(g, q, &os, &oz, &ozt) || ozt == HS_DT_UNDEFINED || q->n_out != 1) return 0;
+  hs_fusion f = {.kind = HS_FUSE_SUM, .input = 9, .dry_run = 1};
+  if (hs_op_fuse(p, &f, err) != 0) return 0;
+  int rc = hs__fuse_grow_inputs(p, 12, err);
+  if (rc) return rc;
+  p->in[6] = q->in[1];
+  p->in[7] = q->in[2];
+  p->in[9] = d2->in[0];
+  p->in[10] = d2->in[1];
+  p->in[11] = d2->in[2];
+  f.dry_run = 0;
+  if ((rc = hs__fuse_apply(p, &f, err))) return rc;
+  d->dead = 1;
+  a->dead = 1;
+  hs__fuse_take_output(g, pi, qi);
+  drop_if_unused(g, d2);
+  return 1;
+}
+
 /* 1 when every live reader of value v is a QLinearConv reading it as x (input 0) and v is no graph output. */
 static int read_only_as_qconv_input(const hs_graph *g, int v) {
   int uses = 0;
@@ -259,7 +318,8 @@ static int qconv_layouts(hs_graph *g, int *changed, hs_error *err) {
   if (!nhwc) return hs_error_set(err, HS_NO_MEMORY, "out of memory choosing layouts");
   for (int i = 0; i < g->n_nodes; i++) {
     hs_node *p = &g->nodes[i];
-    if (!hs__fuse_is_op(p, HS_OP_QLinearConv) || !read_only_as_qconv_input(g, p->out[0])) continue;
+    /* a fused residual is read in the output's layout, and residuals stay NCHW */
+    if (!hs__fuse_is_op(p, HS_OP_QLinearConv) || p->n_in > 9 || !read_only_as_qconv_input(g, p->out[0])) continue;
     hs_fusion dry = {.kind = HS_FUSE_LAYOUT, .dry_run = 1, .src = HS_LAYOUT_NHWC, .dst = HS_LAYOUT_NHWC};
     if (hs_op_fuse(p, &dry, err) == 0) nhwc[p->out[0]] = 1;
   }
@@ -287,6 +347,12 @@ int hs_pass_qdq(hs_graph *g, int *changed, hs_error *err) {
   for (int i = 0; i < g->n_nodes; i++) {
     if (!hs__fuse_is_op(&g->nodes[i], HS_OP_Conv)) continue;
     int rc = rewrite_conv(g, i, err);
+    if (rc < 0) return rc;
+    if (rc) *changed = 1;
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    if (!hs__fuse_is_op(&g->nodes[i], HS_OP_QLinearConv)) continue;
+    int rc = fuse_residual(g, i, err);
     if (rc < 0) return rc;
     if (rc) *changed = 1;
   }

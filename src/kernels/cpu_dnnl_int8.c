@@ -20,8 +20,8 @@
 #include "kernels/cpu_dnnl.h"
 
 /* Slots in hs__variant.md and .prim */
-enum { MD_SRC = 0, MD_DST = 1, MD_BIAS = 2, MD_ZP = 3, MD_ISRC = 4, MD_IDST = 5, MD_WEIGHTS = HS__MAX_MDS - 1 };
-enum { QP_CONV = 0, QP_SRC = 1, QP_DST = 2 };
+enum { MD_SRC = 0, MD_DST = 1, MD_BIAS = 2, MD_ZP = 3, MD_ISRC = 4, MD_IDST = 5, MD_RES = 6, MD_WEIGHTS = HS__MAX_MDS - 1 };
+enum { QP_CONV = 0, QP_SRC = 1, QP_DST = 2, QP_RES = 3 };
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
@@ -87,6 +87,15 @@ static int qconv_attr(const hs_qconv_params *p, dnnl_primitive_attr_t *attr, hs_
   int rc = hs__make_attr(NULL, attr, err);
   if (rc) return rc;
   dnnl_status_t st = dnnl_primitive_attr_set_output_scales(*attr, p->nscales, p->nscales > 1 ? 1 << 1 : 0, p->scales);
+  if (st == dnnl_success && p->sum) {
+    dnnl_post_ops_t po;
+    st = dnnl_post_ops_create(&po);
+    if (st == dnnl_success) {
+      st = dnnl_post_ops_append_sum_v3(po, p->sum_scale, p->sum_zp, dt_of(p->sum_type));
+      if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(*attr, po);
+      dnnl_post_ops_destroy(po);
+    }
+  }
   const int32_t runtime = DNNL_RUNTIME_S32_VAL;
   if (st == dnnl_success && p->src_zp) st = dnnl_primitive_attr_set_zero_points(*attr, DNNL_ARG_SRC, 1, 0, &runtime);
   if (st == dnnl_success && p->dst_zp) st = dnnl_primitive_attr_set_zero_points(*attr, DNNL_ARG_DST, 1, 0, &runtime);
@@ -164,14 +173,23 @@ static int qconv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *er
   if (!rc && (st = dnnl_primitive_create(&v->prim[QP_CONV], pd)) != dnnl_success)
     rc = hs__dnnl_fail(err, st, "qconv: creating the convolution");
   dnnl_primitive_desc_destroy(pd);
-  v->nprim = 3;
+  v->nprim = 4;
   if (rc) return rc;
   size_t sp1 = 0, sp2 = 0, temps = 0;
   if (v->reordered && !dnnl_memory_desc_equal(&v->md[MD_ISRC], &v->md[MD_SRC]))
     rc = hs__make_reorder(&v->md[MD_SRC], &v->md[MD_ISRC], &v->prim[QP_SRC], &sp1, err);
   if (!rc && v->reordered && !dnnl_memory_desc_equal(&v->md[MD_IDST], &v->md[MD_DST]))
     rc = hs__make_reorder(&v->md[MD_IDST], &v->md[MD_DST], &v->prim[QP_DST], &sp2, err);
+  /* a residual in the caller's dst layout, reordered into the internal one (same type size) */
+  size_t sp3 = 0;
+  if (!rc && p->sum && v->prim[QP_DST]) {
+    rc = act_md(&v->md[MD_RES], nd, dd, p->sum_type, p->dst_layout, 0, err);
+    dnnl_memory_desc_t imd = v->md[MD_IDST];
+    imd.data_type = dt_of(p->sum_type);
+    if (!rc) rc = hs__make_reorder(&v->md[MD_RES], &imd, &v->prim[QP_RES], &sp3, err);
+  }
   if (rc) return rc;
+  if (sp3 > sp) sp = sp3;
   if (sp1 > sp) sp = sp1;
   if (sp2 > sp) sp = sp2;
   v->off[0] = align64(sp);
@@ -214,6 +232,15 @@ static int qconv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *
     if (v->prim[QP_DST]) dst = (char *)a->scratch + v->off[1];
     dmd = &v->md[MD_IDST];
   }
+  /* the sum post-op reads the residual from the buffer the convolution writes */
+  if (p->sum) {
+    if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "qconv: fused sum needs a residual");
+    dnnl_memory_desc_t imd = *dmd;
+    imd.data_type = dt_of(p->sum_type);
+    if (v->prim[QP_RES]) rc = run_reorder(v->prim[QP_RES], s, scratch, &v->md[MD_RES], a->residual, &imd, dst, err);
+    else if (a->residual != dst) memcpy(dst, a->residual, dnnl_memory_desc_get_size(dmd));
+    if (rc) return rc;
+  }
   hs__argv av = {0};
   hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
   int owned = av.n;
@@ -246,7 +273,8 @@ int hs_kernel_qconv_create(const hs_qconv_params *p, hs_kernel **out, hs_error *
   *out = NULL;
   if (p->device != HS_KDEV_CPU) return hs_error_set(err, HS_UNSUPPORTED, "qconv: device not available");
   if (p->nsp < 1 || p->nsp > 3) return hs_error_set(err, HS_UNSUPPORTED, "qconv: %d spatial dims", p->nsp);
-  if (p->src_type > HS_Q_S8 || p->dst_type > HS_Q_F32 || (p->dst_type == HS_Q_F32 && p->dst_zp))
+  if (p->src_type > HS_Q_S8 || p->dst_type > HS_Q_F32 || (p->dst_type == HS_Q_F32 && p->dst_zp) ||
+      (p->sum && (p->sum_type > HS_Q_S8 || p->dst_type == HS_Q_F32)))
     return hs_error_set(err, HS_INVALID_ARGUMENT, "qconv: bad data types");
   if (p->groups < 1 || p->in_c < 1 || p->out_c < 1 || p->in_c % p->groups || p->out_c % p->groups || p->batch < 1)
     return hs_error_set(err, HS_INVALID_ARGUMENT, "qconv: channels %lld -> %lld do not split into %lld groups",

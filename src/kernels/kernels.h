@@ -255,6 +255,13 @@ typedef struct hs_qconv_params {
   const float *scales;          /* nscales (1 or out_c) output scales, copied */
   int nscales;
   int32_t src_zp, dst_zp;
+  /* Optional fused residual (QDQ's Add of two dequantized values, requantized): when sum is 1,
+   * dst = saturate(round(scale[c] * (...) + sum_scale * (res - sum_zp)) + dst_zp), res of type sum_type
+   * (U8 or S8, the size of dst) in dst_layout, passed as hs_kernel_args.residual (may alias dst). */
+  int sum;
+  hs_qtype sum_type;
+  float sum_scale;
+  int32_t sum_zp;
 } hs_qconv_params;
 
 /* Buffers for one run. `src` lists the inputs in the order each kernel documents:

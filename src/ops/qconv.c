@@ -24,7 +24,7 @@
 #include "ops/ops.h"
 
 /* Input positions. */
-enum { QX = 0, QXS = 1, QXZ = 2, QW = 3, QWS = 4, QWZ = 5, QYS = 6, QYZ = 7, QB = 8 };
+enum { QX = 0, QXS = 1, QXZ = 2, QW = 3, QWS = 4, QWZ = 5, QYS = 6, QYZ = 7, QB = 8, QR = 9, QRS = 10, QRZ = 11 };
 
 typedef struct qconv_state {
   hs_kcache cache;
@@ -34,12 +34,18 @@ typedef struct qconv_state {
   int nscales;
   int32_t xzp, yzp;
   hs_qtype xt, yt;
+  int sum;          /* fused residual: r_scale / y_scale, r_zp, r's type */
+  float sum_scale;
+  int32_t sum_zp;
+  hs_qtype sum_type;
 } qconv_state;
 
 /* Set by the QDQ pass through fuse() (HS_FUSE_LAYOUT), never by the model file; lives in n->params
  * after Conv's attributes. */
 typedef struct qconv_fused {
   hs_layout src_layout, dst_layout; /* physical layouts of x and y: NCHW or NHWC (shapes stay NCHW) */
+  int sum_input;                    /* HS_FUSE_SUM: inputs QR.. hold (r_q, r_scale, r_zp) of a residual
+                                       added before y is quantized; -1 when none */
 } qconv_fused;
 _Static_assert(HS_CONV_ATTRS_BYTES + sizeof(qconv_fused) <= HS_OP_PARAMS_BYTES, "qconv params fit in the node");
 
@@ -52,13 +58,21 @@ static int qconv_check(hs_node *n, const hs_graph *g, hs_error *err) {
   (void)g;
   memset(fused_of(n), 0, sizeof(qconv_fused));
   fused_of(n)->src_layout = fused_of(n)->dst_layout = HS_LAYOUT_NCHW;
+  fused_of(n)->sum_input = -1;
   return hs_conv_parse_attrs(n, err);
 }
 
-/* Layouts only (QLinearConv): NCHW or NHWC for x and y. */
+/* QLinearConv only: layouts (NCHW or NHWC for x and y), and a residual sum whose (r_q, r_scale, r_zp)
+ * the pass placed at inputs QR, QRS, QRZ (the residual is read in y's layout). */
 static int qconv_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
   (void)err;
-  if (n->op != HS_OP_QLinearConv || f->kind != HS_FUSE_LAYOUT) return HS_FUSE_REFUSED;
+  if (n->op != HS_OP_QLinearConv) return HS_FUSE_REFUSED;
+  if (f->kind == HS_FUSE_SUM) {
+    if (f->input != QR || fused_of(n)->sum_input >= 0) return HS_FUSE_REFUSED;
+    if (!f->dry_run) fused_of(n)->sum_input = QR;
+    return 0;
+  }
+  if (f->kind != HS_FUSE_LAYOUT) return HS_FUSE_REFUSED;
   if ((f->src != HS_LAYOUT_NCHW && f->src != HS_LAYOUT_NHWC) || (f->dst != HS_LAYOUT_NCHW && f->dst != HS_LAYOUT_NHWC))
     return HS_FUSE_REFUSED;
   if (!f->dry_run) {
@@ -104,6 +118,15 @@ static int qconv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor
     if (nin > QB && HS_PRESENT(&in[QB]) && (in[QB].dtype != HS_DT_INT32 || hs_numel(&in[QB]) != s.out_c))
       return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "B must be int32 with %lld values", (long long)s.out_c);
     yt = in[QYZ].dtype;
+    if (fused_of_c(n)->sum_input >= 0) {
+      if (nin <= QRZ || !int8ish(in[QR].dtype) || in[QRS].dtype != HS_DT_FLOAT32 || hs_numel(&in[QRS]) != 1 ||
+          in[QRZ].dtype != in[QR].dtype || hs_numel(&in[QRZ]) != 1)
+        return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "fused residual must be int8 / uint8, per tensor");
+      int64_t want = s.n * s.out_c;
+      for (int i = 0; i < s.nsp; i++) want *= s.out[i];
+      if (hs_numel(&in[QR]) != want || in[QR].ndim != 2 + s.nsp)
+        return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "fused residual must have the output's shape");
+    }
   }
   int64_t dims[5] = {s.n, s.out_c};
   for (int i = 0; i < s.nsp; i++) dims[2 + i] = s.out[i];
@@ -150,8 +173,20 @@ static int qconv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
     for (size_t i = 0; i < wz->nbytes; i++)
       if (((const int8_t *)wz->data)[i]) return 0; /* oneDNN has no weight zero point */
   }
+  const hs_value *rs = NULL, *rz = NULL;
+  if (fused_of(n)->sum_input >= 0) {
+    rs = const_in(n, g, QRS, HS_DT_FLOAT32);
+    rz = const_in(n, g, QRZ, HS_DT_UNDEFINED);
+    if (!rs || !rz || rs->nbytes != 4 || !int8ish(rz->dtype) || rz->nbytes != 1) return 0;
+  }
   qconv_state *st = calloc(1, sizeof *st);
   if (!st) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
+  if (rs) {
+    st->sum = 1;
+    st->sum_scale = *(const float *)rs->data / *(const float *)ys->data;
+    st->sum_zp = zp_value(rz);
+    st->sum_type = rz->dtype == HS_DT_UINT8 ? HS_Q_U8 : HS_Q_S8;
+  }
   st->scales = malloc(sizeof(float) * (size_t)nscales);
   st->bias = b ? malloc(sizeof(float) * (size_t)oc) : NULL;
   if (!st->scales || (b && !st->bias)) {
@@ -203,6 +238,10 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   p.nscales = c->st->nscales;
   p.src_zp = c->st->xzp;
   p.dst_zp = c->st->yzp;
+  p.sum = c->st->sum;
+  p.sum_type = c->st->sum_type;
+  p.sum_scale = c->st->sum_scale;
+  p.sum_zp = c->st->sum_zp;
   return hs_kernel_qconv_create(&p, out, err);
 }
 
@@ -243,6 +282,7 @@ static int qconv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   if (k) {
     const void *src[1] = {in[x].data};
     hs_kernel_args a = {.batch = s.n, .src = src, .nsrc = 1, .dst = out[0].data, .scratch = scratch};
+    if (fused_of_c(n)->sum_input >= 0) a.residual = in[QR].data;
     return hs_op_run_kernel(n, k, &a, err);
   }
   if (n->state && hs_ops_strict()) return hs_op_strict_error(n, &kerr, err);
@@ -262,6 +302,9 @@ static int qconv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   const int has_b = ql && nin > QB && HS_PRESENT(&in[QB]);
   float ys = ql ? *(const float *)in[QYS].data : 1, xs = ql ? *(const float *)in[QXS].data : 1;
   int32_t y0 = ql ? load_i(&in[QYZ], 0) : 0;
+  const int sum = ql && fused_of_c(n)->sum_input >= 0;
+  const float rscale = sum ? *(const float *)in[QRS].data / ys : 0;
+  const int32_t r0 = sum ? load_i(&in[QRZ], 0) : 0;
   int lo = out[0].dtype == HS_DT_INT8 ? -128 : 0, hi = out[0].dtype == HS_DT_INT8 ? 127 : 255;
   for (int64_t b = 0; b < s.n; b++)
     for (int64_t co = 0; co < s.out_c; co++) {
@@ -297,7 +340,9 @@ static int qconv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
               ((int32_t *)out[0].data)[oi] = (int32_t)acc;
               continue;
             }
-            float v = nearbyintf((float)acc * scale) + (float)y0;
+            float v = (float)acc * scale;
+            if (sum) v += rscale * (float)(load_i(&in[QR], oi) - r0); /* r is in y's layout */
+            v = nearbyintf(v) + (float)y0;
             v = v < lo ? (float)lo : v > hi ? (float)hi : v;
             if (out[0].dtype == HS_DT_INT8) ((int8_t *)out[0].data)[oi] = (int8_t)v;
             else ((uint8_t *)out[0].data)[oi] = (uint8_t)v;

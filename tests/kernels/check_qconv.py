@@ -3,7 +3,8 @@
 
 Each case is a one-node QLinearConv model with random uint8/int8 activations, int8 weights (zero
 point 0, per-channel or per-tensor scales), an int32 bias and various strides, pads, dilations and
-groups. It runs twice: in strict mode (HS_KERNELS_STRICT=1, so the oneDNN int8 kernel must run;
+groups; two more wrap it in QDQ's residual Add (DequantizeLinear -> Add -> QuantizeLinear), which the QDQ pass
+fuses into the QLinearConv as a sum. It runs twice: in strict mode (HS_KERNELS_STRICT=1, so the oneDNN int8 kernel must run;
 HS_KERNELS_VERBOSE shows it was `qconv`), and with the weights as a run-time input (the plain-C
 reference). Both are compared with this file's numpy reference of ONNX's arithmetic (int32
 accumulation, float32 scale, round half to even, saturation): the reference path must match
@@ -22,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 RNG = np.random.default_rng(7)
 
 
-def reference(x, xs, xz, w, ws, b, ys, yz, strides, pads, dil, group, ytype):
+def reference(x, xs, xz, w, ws, b, ys, yz, strides, pads, dil, group, ytype, res=None):
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
     xp = np.pad(x.astype(np.int64) - int(xz), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
@@ -41,12 +42,16 @@ def reference(x, xs, xz, w, ws, b, ys, yz, strides, pads, dil, group, ytype):
     scale = (np.float32(xs) * ws.astype(np.float32) / np.float32(ys)).astype(np.float32)
     if scale.size > 1:
         scale = scale[None, :, None, None]
-    v = np.rint(acc.astype(np.float32) * scale) + np.float32(yz)
+    v = acc.astype(np.float32) * scale
+    if res is not None:  # (r, r_scale, r_zp): the fused residual, added before rounding
+        r, rs, rz = res
+        v = v + (np.float32(rs) / np.float32(ys)) * (r.astype(np.float32) - np.float32(rz))
+    v = np.rint(v) + np.float32(yz)
     lo, hi = (-128, 127) if ytype == np.int8 else (0, 255)
     return np.clip(v, lo, hi).astype(ytype)
 
 
-def make_case(name, shape, m, k, strides, pads, dil, group, xtype, ytype, per_channel):
+def make_case(name, shape, m, k, strides, pads, dil, group, xtype, ytype, per_channel, residual=False):
     n, c, h, wd = shape
     lo, hi = (-128, 128) if xtype == np.int8 else (0, 256)
     x = RNG.integers(lo, hi, size=shape).astype(xtype)
@@ -56,25 +61,46 @@ def make_case(name, shape, m, k, strides, pads, dil, group, xtype, ytype, per_ch
     b = RNG.integers(-5000, 5000, size=m).astype(np.int32)
     xs, ys = np.float32(0.02), np.float32(0.5 + RNG.random())
     yz = ytype(0 if ytype == np.int8 else 100)
-    y = reference(x, xs, xz, w, ws, b, ys, yz, strides, pads, dil, group, ytype)
+    res = None
+    if residual:
+        oshape = reference(x, xs, xz, w, ws, b, ys, yz, strides, pads, dil, group, ytype).shape
+        res = (RNG.integers(0, 256, size=oshape).astype(np.uint8), np.float32(0.3), np.uint8(17))
+        # QLinearConv -> DequantizeLinear -> Add(DequantizeLinear(r)) -> QuantizeLinear: the QDQ pass fuses the
+        # residual into the QLinearConv, whose own output grid (y1) then never rounds the sum
+        ys1, yz1 = np.float32(0.7), ytype(3)
+    y = reference(x, xs, xz, w, ws, b, ys, yz, strides, pads, dil, group, ytype, res)
     inits = [numpy_helper.from_array(np.array(v), nm) for v, nm in
              [(xs, "xs"), (xz, "xz"), (ws if per_channel else ws.reshape(()), "ws"),
               (np.zeros(m if per_channel else (), np.int8), "wz"), (ys, "ys"), (yz, "yz"), (b, "b")]]
-    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
-                            strides=strides, pads=pads, dilations=dil, group=group)
+    nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
+                              strides=strides, pads=pads, dilations=dil, group=group)]
+    if residual:
+        nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys1", "yz1", "b"], ["y1"],
+                                  strides=strides, pads=pads, dilations=dil, group=group),
+                 helper.make_node("DequantizeLinear", ["y1", "ys1", "yz1"], ["y1f"]),
+                 helper.make_node("DequantizeLinear", ["r", "rs", "rz"], ["rf"]),
+                 helper.make_node("Add", ["y1f", "rf"], ["sum"]),
+                 helper.make_node("QuantizeLinear", ["sum", "ys", "yz"], ["y"])]
+        inits += [numpy_helper.from_array(np.array(v), nm) for v, nm in
+                  [(ys1, "ys1"), (yz1, "yz1"), (res[1], "rs"), (res[2], "rz")]]
     xt = TensorProto.INT8 if xtype == np.int8 else TensorProto.UINT8
     yt = TensorProto.INT8 if ytype == np.int8 else TensorProto.UINT8
     models = {}
     for mode in ("kernel", "reference"):
         ins = [helper.make_tensor_value_info("x", xt, list(shape))]
+        if residual:
+            ins.append(helper.make_tensor_value_info("r", TensorProto.UINT8, list(res[0].shape)))
         its = list(inits)
         if mode == "kernel":
             its.append(numpy_helper.from_array(w, "w"))
         else:
             ins.append(helper.make_tensor_value_info("w", TensorProto.INT8, list(w.shape)))
-        g = helper.make_graph([node], name, ins, [helper.make_tensor_value_info("y", yt, list(y.shape))], its)
+        g = helper.make_graph(nodes, name, ins, [helper.make_tensor_value_info("y", yt, list(y.shape))], its)
         models[mode] = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    return models, {"x": x, "w": w}, y
+    inputs = {"x": x, "w": w}
+    if residual:
+        inputs["r"] = res[0]
+    return models, inputs, y
 
 
 def run(hotserve, work, name, model, inputs, strict):
@@ -104,6 +130,9 @@ CASES = [
     ("depthwise", (1, 32, 16, 16), 32, 3, [2, 2], [1, 1, 1, 1], [1, 1], 32, np.uint8, np.uint8, True),
     ("grouped_dilated", (1, 8, 12, 12), 8, 3, [1, 1], [2, 2, 2, 2], [2, 2], 2, np.uint8, np.int8, False),
     ("asym_pads", (1, 4, 7, 9), 6, 3, [2, 1], [0, 1, 2, 0], [1, 1], 1, np.int8, np.uint8, False),
+    # a fused residual (QDQ Add): reordered into the kernel's layout (3x3) or summed in place (1x1)
+    ("residual_k3", (2, 16, 10, 10), 16, 3, [1, 1], [1, 1, 1, 1], [1, 1], 1, np.uint8, np.uint8, True, True),
+    ("residual_k1_s8", (1, 32, 7, 7), 64, 1, [1, 1], [0, 0, 0, 0], [1, 1], 1, np.uint8, np.int8, True, True),
 ]
 
 
