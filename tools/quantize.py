@@ -84,8 +84,12 @@ def tensors_to_quantize(graph):
     return result
 
 
-def calibrate(hotserve, model, path, names, shape, batches):
-    """min / max of each named tensor over `batches` generated batches."""
+SAMPLES_PER_BATCH = 200000
+
+
+def calibrate(hotserve, model, path, names, shape, batches, percentile=100.0):
+    """The range of each named tensor over `batches` generated batches: min / max, or with percentile < 100 the
+    (100 - percentile, percentile) percentiles of a random sample of its values (outliers clipped)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
@@ -96,19 +100,28 @@ def calibrate(hotserve, model, path, names, shape, batches):
     calib_path = path + ".calib.onnx"
     onnx.save(m, calib_path)
     rng = np.random.default_rng(CALIB_SEED)
+    pick = np.random.default_rng(CALIB_SEED + 1)
     lo = {t: 0.0 for t in names}
     hi = {t: 0.0 for t in names}
+    samples = {t: [] for t in names}
     in_name = model.graph.input[0].name
     try:
         for _ in range(batches):
             x = rng.standard_normal(shape).astype(np.float32)
             outs = hotserve_run(hotserve, calib_path, {in_name: x})
             for t in names:
-                a = x if t == in_name else outs[safe_name(t)]
+                a = (x if t == in_name else outs[safe_name(t)]).ravel()
                 lo[t] = min(lo[t], float(a.min()))
                 hi[t] = max(hi[t], float(a.max()))
+                if percentile < 100:
+                    samples[t].append(a[pick.integers(0, a.size, size=min(a.size, SAMPLES_PER_BATCH))])
     finally:
         os.remove(calib_path)
+    if percentile < 100:
+        for t in names:
+            v = np.concatenate(samples[t])
+            lo[t] = min(0.0, float(np.percentile(v, 100 - percentile)))
+            hi[t] = max(0.0, float(np.percentile(v, percentile)))
     return lo, hi
 
 
@@ -231,6 +244,8 @@ def main(argv):
     p.add_argument("--out", required=True)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--calib-batches", type=int, default=4, help="calibration batches of 8 generated images")
+    p.add_argument("--percentile", type=float, default=100.0,
+                   help="activation ranges from this percentile of the calibration values (100: min / max)")
     p.add_argument("--samples", type=int, default=64, help="generated images for the accuracy table (0: none)")
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--literal", action="store_true", help="also write NAME_int8_literal.onnx")
@@ -248,7 +263,7 @@ def main(argv):
         print("quantize: %s: calibrating %d tensors on %d x 8 images" % (name, len(names), args.calib_batches),
               file=sys.stderr, flush=True)
         ranges = calibrate(args.hotserve, model, os.path.join(args.out, name), names, (8, 3, 224, 224),
-                           args.calib_batches)
+                           args.calib_batches, args.percentile)
         out = os.path.join(args.out, name + "_int8.onnx")
         onnx.save(quantize_model(onnx.load(src), ranges), out)
         if args.literal:
