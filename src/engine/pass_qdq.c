@@ -24,7 +24,9 @@
  * reaches the type's maximum); the same holds for such an activation anywhere right before a
  * QuantizeLinear (ResNet's Add -> Relu), which then reads the activation's input. Anything else (activations per channel, a weight zero point that
  * oneDNN cannot take still runs, on QLinearConv's plain-C path) is left as it is.
- * Last, a QLinearConv output that only QLinearConvs read is kept in NHWC between them (their logical
+ * Then a QLinearConv whose output is dequantized, added to another dequantized value and quantized
+ * again (a residual connection) takes that Add as a fused sum (fuse_residual), and last, a
+ * QLinearConv output that only QLinearConvs read is kept in NHWC between them (their logical
  * shapes stay NCHW; only the two ops see the physical layout).
  */
 #include <math.h>

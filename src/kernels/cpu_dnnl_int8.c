@@ -11,7 +11,9 @@
  * implementation's layout, including the compensation terms oneDNN's int8 kernels keep beside them.
  * As for float convolutions (cpu_dnnl_conv.c), when the caller's activation layouts only reach
  * oneDNN's reference or im2col path, the convolution runs in the layouts oneDNN prefers (NHWC)
- * with reorders into and out of scratch.
+ * with reorders into and out of scratch. An optional residual (QDQ's Add, fused) is oneDNN's sum
+ * post-op with its own scale, zero point and type: it is copied (or reordered) into the buffer the
+ * convolution writes, which accumulates into it before the output zero point and saturation.
  */
 #include <stdio.h>
 #include <stdlib.h>
