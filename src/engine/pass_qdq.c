@@ -26,8 +26,8 @@
  * oneDNN cannot take still runs, on QLinearConv's plain-C path) is left as it is.
  * Then a QLinearConv whose output is dequantized, added to another dequantized value and quantized
  * again (a residual connection) takes that Add as a fused sum (fuse_residual), and last, a
- * QLinearConv output that only QLinearConvs read is kept in NHWC between them (their logical
- * shapes stay NCHW; only the two ops see the physical layout).
+ * QLinearConv output that only QLinearConvs read (as input or residual) is kept in NHWC between
+ * them (their logical shapes stay NCHW; only these ops see the physical layout).
  */
 #include <math.h>
 #include <stdio.h>
@@ -294,15 +294,16 @@ static int fuse_residual(hs_graph *g, int pi, hs_error *err) {
   return 1;
 }
 
-/* 1 when every live reader of value v is a QLinearConv reading it as x (input 0) and v is no graph output. */
-static int read_only_as_qconv_input(const hs_graph *g, int v) {
+/* 1 when every live reader of value v is a QLinearConv reading it as x (input 0) or as its fused residual
+ * (input 9), and v is no graph output. */
+static int read_only_by_qconvs(const hs_graph *g, int v) {
   int uses = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     const hs_node *n = &g->nodes[i];
     if (n->dead) continue;
     for (int k = 0; k < n->n_in; k++)
       if (n->in[k] == v) {
-        if (n->op != HS_OP_QLinearConv || k != 0) return 0;
+        if (n->op != HS_OP_QLinearConv || (k != 0 && k != 9)) return 0;
         uses++;
       }
   }
@@ -311,19 +312,31 @@ static int read_only_as_qconv_input(const hs_graph *g, int v) {
   return uses > 0;
 }
 
-/* A QLinearConv output read only by QLinearConvs stays in NHWC between them: oneDNN's int8 kernels
- * want it, and NCHW costs a reorder on each side. The layouts are decided here for the whole graph,
- * then each QLinearConv is told its pair once (HS_FUSE_LAYOUT); a node that refuses keeps NCHW and so
- * do its neighbours. */
+/* Values between QLinearConvs stay in NHWC: oneDNN's int8 kernels want it, and NCHW costs a reorder on
+ * each side. A QLinearConv output is kept NHWC when only QLinearConvs read it (as x or as a residual);
+ * a fused residual is read in its reader's output layout, so a residual and the output of the node
+ * that adds it are NHWC together or not at all (settled by removing pairs until none disagrees). The
+ * layouts are decided here for the whole graph, then each QLinearConv is told its pair once
+ * (HS_FUSE_LAYOUT). */
 static int qconv_layouts(hs_graph *g, int *changed, hs_error *err) {
   char *nhwc = calloc((size_t)g->n_values + 1, 1); /* value is kept in NHWC */
   if (!nhwc) return hs_error_set(err, HS_NO_MEMORY, "out of memory choosing layouts");
   for (int i = 0; i < g->n_nodes; i++) {
     hs_node *p = &g->nodes[i];
-    /* a fused residual is read in the output's layout, and residuals stay NCHW */
-    if (!hs__fuse_is_op(p, HS_OP_QLinearConv) || p->n_in > 9 || !read_only_as_qconv_input(g, p->out[0])) continue;
+    if (!hs__fuse_is_op(p, HS_OP_QLinearConv) || !read_only_by_qconvs(g, p->out[0])) continue;
     hs_fusion dry = {.kind = HS_FUSE_LAYOUT, .dry_run = 1, .src = HS_LAYOUT_NHWC, .dst = HS_LAYOUT_NHWC};
     if (hs_op_fuse(p, &dry, err) == 0) nhwc[p->out[0]] = 1;
+  }
+  for (int again = 1, rounds = 0; again && rounds <= g->n_nodes; rounds++) {
+    again = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+      hs_node *n = &g->nodes[i];
+      if (!hs__fuse_is_op(n, HS_OP_QLinearConv) || n->n_in <= 9 || n->in[9] < 0) continue;
+      if (nhwc[n->in[9]] != nhwc[n->out[0]]) {
+        nhwc[n->in[9]] = nhwc[n->out[0]] = 0;
+        again = 1;
+      }
+    }
   }
   int rc = 0;
   for (int i = 0; i < g->n_nodes && !rc; i++) {
@@ -332,7 +345,7 @@ static int qconv_layouts(hs_graph *g, int *changed, hs_error *err) {
     int s = n->in[0] >= 0 && nhwc[n->in[0]], d = nhwc[n->out[0]];
     if (!s && !d) continue;
     hs_fusion f = {.kind = HS_FUSE_LAYOUT, .src = s ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW,
-                   .dst = d ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW, .res = HS_LAYOUT_NCHW};
+                   .dst = d ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW, .res = d ? HS_LAYOUT_NHWC : HS_LAYOUT_NCHW};
     rc = hs__fuse_apply(n, &f, err);
     *changed = 1;
   }
