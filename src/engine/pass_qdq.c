@@ -18,14 +18,16 @@
  * the pass left.
  * What changes against the QDQ graph run literally: a float bias is quantized to int32 with scale
  * x_s * w_s[c] (an error of at most half a step of the accumulator, far below one output step),
- * which is what QLinearConv's B is; everything else is exact. A Relu, or a Clip(0, c), between the
- * Conv and the QuantizeLinear is dropped only where it changes nothing: QuantizeLinear's saturation
- * already clamps at y_zp (y_zp is the type's minimum) and, for Clip, at c (round(c / y_s) + y_zp
- * reaches the type's maximum); the same holds for such an activation anywhere right before a
- * QuantizeLinear (ResNet's Add -> Relu), which then reads the activation's input. Anything else (activations per channel, a weight zero point that
- * oneDNN cannot take still runs, on QLinearConv's plain-C path) is left as it is.
+ * which is what QLinearConv's B is; the sums are exact integers where the literal graph rounds
+ * float32 ones. A Relu, or a Clip(0, c), between the Conv and the QuantizeLinear is dropped only
+ * where it changes nothing: QuantizeLinear's saturation already clamps at y_zp (y_zp is the type's
+ * minimum) and, for Clip, at c (round(c / y_s) + y_zp reaches the type's maximum); the same holds
+ * for such an activation anywhere right before a QuantizeLinear (ResNet's Add -> Relu), which then
+ * reads the activation's input. Anything else is left as it is (activations per channel, weights
+ * that are not int8 or have a zero point other than 0: oneDNN has no weight zero point).
  * Then a QLinearConv whose output is dequantized, added to another dequantized value and quantized
- * again (a residual connection) takes that Add as a fused sum (fuse_residual), and last, a
+ * again (a residual connection) takes that Add as a fused sum (fuse_residual: the convolution's
+ * result is then not rounded to its own grid before the sum), and last, a
  * QLinearConv output that only QLinearConvs read (as input or residual) is kept in NHWC between
  * them (their logical shapes stay NCHW; only these ops see the physical layout).
  */

@@ -343,7 +343,7 @@ static int qconv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
             float v = (float)acc * scale;
             if (sum) v += rscale * (float)(load_i(&in[QR], oi) - r0); /* r is in y's layout */
             v = nearbyintf(v) + (float)y0;
-            v = v < lo ? (float)lo : v > hi ? (float)hi : v;
+            v = !(v >= lo) ? (float)lo : v > hi ? (float)hi : v; /* NaN (a hostile scale) saturates low */
             if (out[0].dtype == HS_DT_INT8) ((int8_t *)out[0].data)[oi] = (int8_t)v;
             else ((uint8_t *)out[0].data)[oi] = (uint8_t)v;
           }

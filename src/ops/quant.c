@@ -60,7 +60,11 @@ static int fast_8bit(hs_dtype t) { return t == HS_DT_INT8 || t == HS_DT_UINT8; }
  * range that can reach [lo, hi] (NaN goes to the low end), so that adding and subtracting 1.5 * 2^23
  * rounds it half to even in the default rounding mode, exactly as nearbyintf; then + z, saturated.
  * Dequantize: (q - z) * s, exact in float32 as the general loop computes it in double. */
+#if defined(__clang__) /* vectorizes these at -O2; has no optimize attribute */
+#define HS_QUANT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
 #define HS_QUANT_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
+#endif
 #define HS_QUANT_ROW(name, T)                                                                        \
   HS_QUANT_CLONES static void name(const float *x, T *y, int64_t n, float s, float z, float lo, float hi) { \
     const float a = lo - z - 1.0f, b = hi - z + 1.0f;                                                 \
