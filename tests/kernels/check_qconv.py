@@ -4,7 +4,9 @@
 Each case is a one-node QLinearConv model with random uint8/int8 activations, int8 weights (zero
 point 0, per-channel or per-tensor scales), an int32 bias and various strides, pads, dilations and
 groups; two more wrap it in QDQ's residual Add (DequantizeLinear -> Add -> QuantizeLinear), which the QDQ pass
-fuses into the QLinearConv as a sum. It runs twice: in strict mode (HS_KERNELS_STRICT=1, so the oneDNN int8 kernel must run;
+fuses into the QLinearConv as a sum. Last, a QDQ graph DequantizeLinear -> Conv -> Relu -> QuantizeLinear must
+become a QLinearConv on the kernel when the output zero point is 0 (the Relu is the quantizer's saturation) and
+stay as written when it is not, matching the float graph within one step either way. It runs twice: in strict mode (HS_KERNELS_STRICT=1, so the oneDNN int8 kernel must run;
 HS_KERNELS_VERBOSE shows it was `qconv`), and with the weights as a run-time input (the plain-C
 reference). Both are compared with this file's numpy reference of ONNX's arithmetic (int32
 accumulation, float32 scale, round half to even, saturation): the reference path must match
@@ -136,6 +138,38 @@ CASES = [
 ]
 
 
+def qdq_relu_case(yz):
+    """DequantizeLinear -> Conv -> Relu -> QuantizeLinear(y_s, yz) with int8 weights through DequantizeLinear: the
+    QDQ pass makes it a QLinearConv, dropping the Relu, only when yz is uint8's minimum (0), where the quantizer's
+    saturation computes the Relu; otherwise the graph must run as written. The expected output is this file's
+    integer reference with the Relu applied before rounding (what the float graph computes up to float rounding)."""
+    x = RNG.integers(0, 256, size=(1, 8, 9, 9)).astype(np.uint8)
+    w = RNG.integers(-127, 128, size=(12, 8, 3, 3)).astype(np.int8)
+    xs, xz, ys = np.float32(0.05), np.uint8(120), np.float32(0.2)
+    ws = (RNG.random(12).astype(np.float32) * 0.01 + 0.002).astype(np.float32)
+    b = (RNG.standard_normal(12) * 2).astype(np.float32)
+    bq = np.rint(b / (xs * ws)).astype(np.int32)
+    # integer reference, Relu in the real domain before quantizing
+    xp = np.pad(x.astype(np.int64) - int(xz), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    acc = np.zeros((1, 12, 9, 9), np.int64)
+    for i in range(3):
+        for j in range(3):
+            acc += np.einsum("nchw,oc->nohw", xp[:, :, i:i + 9, j:j + 9], w[:, :, i, j].astype(np.int64))
+    real = (acc + bq[None, :, None, None]).astype(np.float64) * (float(xs) * ws.astype(np.float64))[None, :, None, None]
+    y = np.clip(np.rint(np.maximum(real, 0) / float(ys)) + int(yz), 0, 255).astype(np.uint8)
+    inits = [numpy_helper.from_array(np.array(v), nm) for v, nm in
+             [(xs, "xs"), (xz, "xz"), (w, "wq"), (ws, "ws"), (np.zeros(12, np.int8), "wz"), (ys, "ys"),
+              (np.uint8(yz), "yz"), (b, "b")]]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wf"], axis=0),
+             helper.make_node("Conv", ["xf", "wf", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["y"])]
+    g = helper.make_graph(nodes, "qdq_relu", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 8, 9, 9])],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 12, 9, 9])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), {"x": x}, y
+
+
 def main():
     hotserve, work = sys.argv[1], sys.argv[2]
     os.makedirs(work, exist_ok=True)
@@ -161,7 +195,24 @@ def main():
                 why = "reference differs on %d elements" % int((ref != want).sum())
         print("%-20s %s" % (name, "ok" if not why else "FAIL " + why))
         failed += bool(why)
-    print("%d passed, %d failed" % (len(CASES) - failed, failed))
+    # the QDQ pass: rewritten (and on the int8 kernel) exactly when the Relu is the quantizer's saturation
+    for yz, rewritten in ((0, True), (100, False)):
+        name = "qdq_relu_zp%d" % yz
+        model, inputs, want = qdq_relu_case(yz)
+        got, log = run(hotserve, work, name, model, inputs, False)
+        why = ""
+        if got is None:
+            why = "run failed: " + log
+        elif ("kernels: qconv" in log) != rewritten:
+            why = "the QDQ pass %s the pattern" % ("missed" if rewritten else "wrongly rewrote")
+        else:
+            diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+            if diff.max() > 1 or (diff > 0).mean() > 0.01:
+                why = "max diff %d, %.2f%% differ" % (diff.max(), 100 * (diff > 0).mean())
+        print("%-20s %s" % (name, "ok" if not why else "FAIL " + why))
+        failed += bool(why)
+    total = len(CASES) + 2
+    print("%d passed, %d failed" % (total - failed, failed))
     return 1 if failed else 0
 
 
