@@ -148,6 +148,8 @@ def main(argv):
     p.add_argument("--readme", default=None)
     p.add_argument("--command", default=" ".join(sys.argv))
     p.add_argument("--only", nargs="+", help="row labels to run (default: all), e.g. --only 'LSTM tagger' GRU")
+    p.add_argument("--int8-dir", default=None,
+                   help="add the int8 rows (int8_rows.py) on the QDQ models tools/quantize.py wrote into this folder")
     args = p.parse_args(argv)
     with open(os.path.join(args.cache, "cases.json")) as f:
         cases = json.load(f)
@@ -185,6 +187,12 @@ def main(argv):
     for label, batch, model, cv_model, hs, ort, cv in results:
         lines.append("| %s | %s | %s | %s (%s) |" % (model, fmt(hs.get("compile_ms")), fmt(ort.get("compile_ms")),
                                                       fmt(cv.get("compile_ms")), cv_model or "not run"))
+    if args.int8_dir:
+        import int8_rows
+        print("engine bench: int8 rows ...", file=sys.stderr, flush=True)
+        rows8 = int8_rows.bench_int8(args, cases, run, ms_after, last_json, HERE)
+        lines += ["", "int8 (tools/quantize.py's calibrated QDQ models; %d interleaved rounds per row: median of the "
+                  "round medians, their spread, the worst p99):" % int8_rows.ROUNDS, "", int8_rows.format_int8(rows8)]
     table = "\n".join(lines)
     header = ("Engine benchmark, %s UTC. Machine: %s. Threads: %d (all three runtimes), %d timed runs after 3 "
               "warm-up runs, medians in ms.\nCommand: `%s`\n" % (started.strftime("%Y-%m-%d %H:%M"), mach,

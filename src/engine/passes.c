@@ -63,12 +63,14 @@ int hs_eval_const_node(hs_graph *g, int ni, hs_error *err) {
   return rc;
 }
 
-/* Nodes whose inputs are all constants are computed once, at load. */
-static int pass_fold_constants(hs_graph *g, int *changed, hs_error *err) {
+/* Nodes whose inputs are all constants are computed once, at load; keep_dq leaves DequantizeLinear
+ * for the QDQ pass (pass_qdq.c), which reads the quantized weights through it. */
+static int fold_constants(hs_graph *g, int keep_dq, int *changed, hs_error *err) {
   for (int oi = 0; oi < g->n_order; oi++) {
     int ni = g->order[oi];
     hs_node *n = &g->nodes[ni];
     if (n->dead || n->n_in == 0 || (hs_op_get(n->op)->flags & HS_OP_CONTROL)) continue;
+    if (keep_dq && n->op == HS_OP_DequantizeLinear) continue;
     int all_const = 1;
     for (int i = 0; i < n->n_in; i++)
       if (n->in[i] >= 0 && g->values[n->in[i]].kind != HS_VAL_CONST) all_const = 0;
@@ -78,6 +80,11 @@ static int pass_fold_constants(hs_graph *g, int *changed, hs_error *err) {
     if (rc == 0) *changed = 1;
   }
   return 0;
+}
+
+static int pass_fold_constants(hs_graph *g, int *changed, hs_error *err) { return fold_constants(g, 0, changed, err); }
+static int pass_fold_constants_keep_dq(hs_graph *g, int *changed, hs_error *err) {
+  return fold_constants(g, 1, changed, err);
 }
 
 static int is_graph_output(const hs_graph *g, int v) {
@@ -116,9 +123,14 @@ static int pass_drop_identity(hs_graph *g, int *changed, hs_error *err) {
 /* pass_f16.c: float16 models computed in float32 (first: the passes below see float32 only) */
 int hs_pass_f16_to_f32(hs_graph *g, int *changed, hs_error *err);
 
+/* pass_qdq.c: DequantizeLinear -> Conv -> QuantizeLinear as QLinearConv (before folding dequantizes the weights) */
+int hs_pass_qdq(hs_graph *g, int *changed, hs_error *err);
+
 static const hs_pass k_generic[] = {
     {"f16_to_f32", hs_pass_f16_to_f32},
     {"drop_identity", pass_drop_identity},
+    {"fold_constants_keep_dequantize", pass_fold_constants_keep_dq},
+    {"qdq_to_qlinear", hs_pass_qdq},
     {"fold_constants", pass_fold_constants},
 };
 

@@ -238,6 +238,32 @@ typedef struct hs_reorder_params {
   hs_layout from, to;
 } hs_reorder_params;
 
+/* ---- Quantized convolution (cpu_dnnl_int8.c): int8 / uint8 activations, int8 weights ----
+ * dst = saturate(round(scale[c] * (sum (src - src_zp) * w + bias[c])) + dst_zp) for an integer dst
+ * (scale[c] * (...) for a float32 dst): QLinearConv's arithmetic with the weights' zero point 0.
+ * Rounding is half to even. Activations are NCHW or NHWC (src_layout / dst_layout). */
+typedef enum { HS_Q_U8 = 0, HS_Q_S8 = 1, HS_Q_F32 = 2 } hs_qtype;
+typedef struct hs_qconv_params {
+  hs_kernel_device device;
+  hs_layout src_layout, dst_layout;
+  hs_qtype src_type, dst_type;  /* src: U8 or S8; dst: U8, S8 or F32 */
+  int nsp;                      /* spatial dims, 1..3 */
+  int64_t batch, in_c, out_c, groups;
+  int64_t in[3], out[3], kernel[3], stride[3], dilation[3], pad_begin[3], pad_end[3];
+  const int8_t *weights;        /* [out_c, in_c/groups, k...] (ONNX's layout), copied */
+  const float *bias;            /* [out_c] in accumulator units (x_scale * w_scale[c]), or NULL; copied */
+  const float *scales;          /* nscales (1 or out_c) output scales, copied */
+  int nscales;
+  int32_t src_zp, dst_zp;
+  /* Optional fused residual (QDQ's Add of two dequantized values, requantized): when sum is 1,
+   * dst = saturate(round(scale[c] * (...) + sum_scale * (res - sum_zp)) + dst_zp), res of type sum_type
+   * (U8 or S8, the size of dst) in dst_layout, passed as hs_kernel_args.residual (may alias dst). */
+  int sum;
+  hs_qtype sum_type;
+  float sum_scale;
+  int32_t sum_zp;
+} hs_qconv_params;
+
 /* Buffers for one run. `src` lists the inputs in the order each kernel documents:
  *   conv, pool, eltwise, softmax, layernorm, batchnorm, reduce, resample, reorder: src[0];
  *   matmul: src[0] = A, src[1] = B (only when b_const was NULL);
@@ -268,6 +294,7 @@ int hs_kernel_reduce_create(const hs_reduce_params *p, hs_kernel **out, hs_error
 int hs_kernel_concat_create(const hs_concat_params *p, hs_kernel **out, hs_error *err);
 int hs_kernel_resample_create(const hs_resample_params *p, hs_kernel **out, hs_error *err);
 int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_error *err);
+int hs_kernel_qconv_create(const hs_qconv_params *p, hs_kernel **out, hs_error *err);
 
 /* Writes conv kernel k's weights back in the layout hs_conv_params.weights gave them (ONNX's) into
  * dst, which is dst_bytes long (exactly the weights' size). Lets a caller drop its own copy once a

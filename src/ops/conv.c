@@ -51,7 +51,8 @@ typedef struct hs_conv_attrs {
   hs_layout res_layout;             /* physical layout of the fused residual */
 } hs_conv_attrs;
 
-_Static_assert(sizeof(hs_conv_attrs) <= HS_OP_PARAMS_BYTES, "conv attributes fit in hs_op_params");
+_Static_assert(sizeof(hs_conv_attrs) <= HS_CONV_ATTRS_BYTES && HS_CONV_ATTRS_BYTES <= HS_OP_PARAMS_BYTES,
+               "conv attributes fit in hs_op_params, leaving room for qconv.c's own");
 
 typedef struct conv_state {
   hs_kcache cache;
@@ -218,6 +219,21 @@ static int conv_geometry(const hs_node *n, const hs_tensor *x, const hs_tensor *
       g->out[i] = full - g->pb[i] - g->pe[i];
       if (g->out[i] < 1) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "padding removes the whole output");
     }
+  }
+  return 0;
+}
+
+int hs_conv_parse_attrs(hs_node *n, hs_error *err) { return conv_check_common(n, 0, err); }
+
+int hs_conv_shape_of(const hs_node *n, const hs_tensor *x, const hs_tensor *w, hs_conv_shape *s, hs_error *err) {
+  conv_geo g;
+  int rc = conv_geometry(n, x, w, &g, err);
+  if (rc) return rc;
+  memset(s, 0, sizeof *s);
+  s->nsp = g.nsp, s->n = g.n, s->in_c = g.in_c, s->out_c = g.out_c, s->group = g.group;
+  for (int i = 0; i < g.nsp; i++) {
+    s->in[i] = g.in[i], s->out[i] = g.out[i], s->k[i] = g.k[i], s->s[i] = g.s[i], s->d[i] = g.d[i];
+    s->pb[i] = g.pb[i], s->pe[i] = g.pe[i];
   }
   return 0;
 }

@@ -185,6 +185,9 @@
   X(QuantizeLinear, quant, 10, 2, 3, 1, 1, 0, 0)                                     \
   X(DequantizeLinear, quant, 10, 2, 3, 1, 1, 0, 0)                                   \
   X(DynamicQuantizeLinear, quant, 11, 1, 1, 1, 3, 0, 0)                              \
+  /* qconv.c */                                                                      \
+  X(QLinearConv, qconv, 10, 8, 9, 1, 1, 0, 0)                                        \
+  X(ConvInteger, qconv, 10, 2, 4, 1, 1, 0, 0)                                        \
   /* detect.c */                                                                     \
   X(NonMaxSuppression, nms, 10, 2, 5, 1, 1, HS_IN(0) | HS_IN(1) | HS_IN(2) | HS_IN(3) | HS_IN(4), 0) \
   /* control.c: subgraphs; inputs past the formal ones are the subgraphs' outer-scope values */ \

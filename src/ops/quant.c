@@ -50,6 +50,60 @@ static double saturate(hs_dtype t, double v) {
   return v < lo ? lo : v > hi ? hi : v;
 }
 
+static int fast_8bit(hs_dtype t) { return t == HS_DT_INT8 || t == HS_DT_UINT8; }
+
+/* The common int8 / uint8 cases as plain loops the compiler vectorizes: rows of `inner` elements share
+ * one scale and zero point. Quantize: x / scale rounded half to even (nearbyintf in the default
+ * rounding mode), plus the zero point, saturated. The same arithmetic as the general loop below. */
+/* Rows of the common int8 / uint8 cases, written so the compiler vectorizes them (one copy per vector
+ * extension, picked at load by target_clones). Quantize: x / s is first clamped to just outside the
+ * range that can reach [lo, hi] (NaN goes to the low end), so that adding and subtracting 1.5 * 2^23
+ * rounds it half to even in the default rounding mode, exactly as nearbyintf; then + z, saturated.
+ * Dequantize: (q - z) * s, exact in float32 as the general loop computes it in double. */
+#if defined(__clang__) /* vectorizes these at -O2; has no optimize attribute */
+#define HS_QUANT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HS_QUANT_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
+#endif
+#define HS_QUANT_ROW(name, T)                                                                        \
+  HS_QUANT_CLONES static void name(const float *x, T *y, int64_t n, float s, float z, float lo, float hi) { \
+    const float a = lo - z - 1.0f, b = hi - z + 1.0f;                                                 \
+    for (int64_t i = 0; i < n; i++) {                                                                 \
+      float v = x[i] / s;                                                                             \
+      v = v > a ? v : a;                                                                              \
+      v = v < b ? v : b;                                                                              \
+      v = (v + 12582912.0f) - 12582912.0f + z;                                                        \
+      v = v > lo ? v : lo;                                                                            \
+      v = v < hi ? v : hi;                                                                            \
+      y[i] = (T)(int32_t)v;                                                                           \
+    }                                                                                                 \
+  }
+HS_QUANT_ROW(quant_row_u8, uint8_t)
+HS_QUANT_ROW(quant_row_s8, int8_t)
+#define HS_DEQUANT_ROW(name, T)                                                                      \
+  HS_QUANT_CLONES static void name(const T *x, float *y, int64_t n, float s, float z) {             \
+    for (int64_t i = 0; i < n; i++) y[i] = ((float)x[i] - z) * s;                                     \
+  }
+HS_DEQUANT_ROW(dequant_row_u8, uint8_t)
+HS_DEQUANT_ROW(dequant_row_s8, int8_t)
+
+static void fast_quant(int q, const hs_tensor *x, hs_tensor *y, const float *scale, const hs_tensor *zp,
+                       int64_t inner, int64_t len, int64_t total) {
+  hs_dtype t = q ? y->dtype : x->dtype;
+  const float lo = t == HS_DT_INT8 ? -128.0f : 0.0f, hi = t == HS_DT_INT8 ? 127.0f : 255.0f;
+  if (len <= 1) inner = total;
+  for (int64_t r = 0; r * inner < total; r++) {
+    int64_t k = len > 1 ? r % len : 0, base = r * inner;
+    const float s = scale[k], z = zp ? (float)hs_load_f64(zp, k) : 0.0f;
+    const float *xf = (const float *)x->data + base;
+    float *yf = (float *)y->data + base;
+    if (q && t == HS_DT_UINT8) quant_row_u8(xf, (uint8_t *)y->data + base, inner, s, z, lo, hi);
+    else if (q) quant_row_s8(xf, (int8_t *)y->data + base, inner, s, z, lo, hi);
+    else if (t == HS_DT_UINT8) dequant_row_u8((const uint8_t *)x->data + base, yf, inner, s, z);
+    else dequant_row_s8((const int8_t *)x->data + base, yf, inner, s, z);
+  }
+}
+
 static int quant_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
   int dyn = n->op == HS_OP_DynamicQuantizeLinear, q = n->op == HS_OP_QuantizeLinear, rc;
   if (dyn) {
@@ -95,6 +149,10 @@ static int quant_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   int rc = quant_layout(n, &in[0], &in[1], &inner, &len, err);
   if (rc) return rc;
   const float *scale = in[1].data;
+  if (fast_8bit(q ? out[0].dtype : in[0].dtype)) {
+    fast_quant(q, &in[0], &out[0], scale, zp, inner, len, total);
+    return 0;
+  }
   for (int64_t i = 0; i < total; i++) {
     int64_t k = len > 1 ? (i / inner) % len : 0;
     double z = zp ? hs_load_f64(zp, k) : 0, x = hs_load_f64(&in[0], i);
