@@ -17,6 +17,7 @@
 #include "cli/cli.h"
 #include "grpc/frontend.h"
 #include "http/server.h"
+#include "serving/compute.h"
 #include "serving/registry.h"
 
 #define MAX_KEYS 16
@@ -39,7 +40,7 @@ typedef struct serve_cfg {
   bool log_level_set;
   long long grpc_port; /* -1: no gRPC */
   unsigned long long min_rate, per_ip, port, grpc_workers, threads, instances, max_body, max_conn, mem_limit,
-      req_mem;
+      req_mem, compute_threads;
 } serve_cfg;
 
 enum {
@@ -47,7 +48,7 @@ enum {
   OPT_TRUSTED_KEY, OPT_THREADS, OPT_INSTANCES, OPT_LOADER_PRIO, OPT_MAX_BODY, OPT_MAX_CONN, OPT_IDLE,
   OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
   OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN, OPT_MAX_REQ_MEM,
-  OPT_CONTROL_MODE, OPT_CONTROL_TOKEN,
+  OPT_CONTROL_MODE, OPT_CONTROL_TOKEN, OPT_COMPUTE_THREADS,
 };
 
 /* The option table: one row per option (long name, value name or NULL for a switch, id, environment
@@ -80,6 +81,8 @@ static const serve_opt k_opts[] = {
      "plug-in backends: a config.json \"backend\": \"NAME\" loads DIR/NAME.so;\nDIR must lie outside the repository (default: no plug-ins)"},
     {"threads", "N", OPT_THREADS, "HOTSERVE_THREADS", "compute threads per model run (default 1)"},
     {"instances", "N", OPT_INSTANCES, "HOTSERVE_INSTANCES", "concurrent runs per version (default 2)"},
+    {"compute-threads", "N", OPT_COMPUTE_THREADS, "HOTSERVE_COMPUTE_THREADS",
+     "most threads that run models, shared by every model; each keeps one\nOpenMP team of --threads (default: twice the CPUs, at least 4)"},
     {"loader-priority", "P", OPT_LOADER_PRIO, "HOTSERVE_LOADER_PRIORITY",
      "CPU priority of loads and warm-ups: low (default; 10 nice steps\nbelow the server), idle (SCHED_IDLE: only CPU time requests leave\nunused) or normal"},
     {"max-body-bytes", "N", OPT_MAX_BODY, "HOTSERVE_MAX_BODY_BYTES",
@@ -227,6 +230,7 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
       break;
     case OPT_THREADS: bad = parse_ull(v, 256, &c->threads) != 0 || c->threads == 0; break;
     case OPT_INSTANCES: bad = parse_ull(v, 64, &c->instances) != 0 || c->instances == 0; break;
+    case OPT_COMPUTE_THREADS: bad = parse_ull(v, 4096, &c->compute_threads) != 0 || c->compute_threads == 0; break;
     case OPT_LOADER_PRIO:
       if (!strcmp(v, "low")) c->loader_prio = HS_LOADER_LOW;
       else if (!strcmp(v, "idle")) c->loader_prio = HS_LOADER_IDLE;
@@ -360,6 +364,8 @@ int hs_cmd_serve(int argc, char **argv) {
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
+  /* the threads that run every session (serving/compute.h): as many as CPUs now, more on demand */
+  hs_compute_start((int)c.compute_threads, (int)sysconf(_SC_NPROCESSORS_ONLN));
 
   hs_registry_options ro = {.root = c.repo, .poll_ms = (int)(c.poll_s * 1000 + 0.5),
                             .settle_ms = (int)(c.settle_s * 1000 + 0.5), .require_signature = c.require_sig,

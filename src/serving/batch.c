@@ -7,8 +7,10 @@
  * max_batch_size, or until max_queue_delay_microseconds after its own arrival. Then it takes a
  * compute slot and a session like any request (hs_version_take); the batch stays open, so requests
  * keep joining while every session is busy, until the leader holds a session (or the batch is
- * full). The leader closes the batch, stacks the members' inputs, runs once, and calls each
- * member's deliver callback with that member's rows of the outputs, then gives the session back.
+ * full). The leader closes the batch and hands it to a compute thread (compute.c), which stacks the
+ * members' inputs, runs once, calls each member's deliver callback with that member's rows of the
+ * outputs, gives the session back and wakes the followers, while the leader waits for it like
+ * them: each request, leader or follower, is woken once.
  * *Followers* (requests that joined) append a member record (on their own stack) and sleep on their
  * own condition variable until the leader marks them done; a follower that fills the batch closes
  * it and wakes the leader. Requests that fit no open batch (other trailing shapes, too many rows)
@@ -22,7 +24,7 @@
  * request fails no other; outputs that never split turn batching off for the version (logged once).
  * Locks: one mutex per batcher, held only to join, close or finish a batch, never across a wait for
  * a session or a run, and never shared with another model or version.
- * Shutdown: nothing to stop. Every batch is run by a request thread within its delay plus one run;
+ * Shutdown: nothing to stop. Every batch is run within its leader's delay plus one run;
  * the batcher is freed with its version, which happens only after its last request.
  */
 #include "serving/batch.h"
@@ -36,6 +38,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "serving/compute.h"
 
 /* One request in a batch; lives on its own thread's stack while it waits. */
 typedef struct member {
@@ -286,6 +289,28 @@ done:
   free(outs);
 }
 
+/* A closed batch and the session its leader took, handed to a compute thread (compute.c). */
+typedef struct batch_job {
+  hs_batcher *b;
+  hs_backend_session *s;
+  batch *bt;
+} batch_job;
+
+/* On the compute thread: run the batch, give the session back, wake the followers (the leader
+ * wakes when this returns). */
+static void batch_job_run(void *arg) {
+  batch_job *j = arg;
+  hs_batcher *b = j->b;
+  run_batch(b, j->s, j->bt);
+  hs_version_give(b->v, j->s);
+  pthread_mutex_lock(&b->mu);
+  for (member *mb = j->bt->head->next; mb; mb = mb->next) { /* a follower returns only after we unlock */
+    mb->done = true;
+    pthread_cond_signal(&mb->cv);
+  }
+  pthread_mutex_unlock(&b->mu);
+}
+
 static void deadline_to_timespec(uint64_t ns, struct timespec *ts) {
   ts->tv_sec = (time_t)(ns / 1000000000u);
   ts->tv_nsec = (long)(ns % 1000000000u);
@@ -336,15 +361,8 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
   close_batch(b, &bt);
   pthread_mutex_unlock(&b->mu);
 
-  run_batch(b, s, &bt);
-  hs_version_give(b->v, s);
-
-  pthread_mutex_lock(&b->mu);
-  for (member *mb = bt.head->next; mb; mb = mb->next) { /* a follower returns only after we unlock */
-    mb->done = true;
-    pthread_cond_signal(&mb->cv);
-  }
-  pthread_mutex_unlock(&b->mu);
+  batch_job job = {.b = b, .s = s, .bt = &bt};
+  hs_compute_run(batch_job_run, &job); /* runs it, gives s back and wakes the followers */
   pthread_cond_destroy(&bt.cv);
   return me.rc;
 }
