@@ -238,10 +238,13 @@ static int session_plan(hs_engine_session *s, const hs_tensor *inputs, int data_
   const hs_engine_model *m = s->m;
   /* before planning: a new shape's kernels are created by the plan (kernels.h, Threads) */
   hs_kernels_set_threads(m->threads);
+  /* most recently used first: a hit moves to the front, a new plan evicts the least recently used */
   hs_plan *plan = NULL;
-  for (int i = 0; i < HS_PLAN_CACHE && !plan; i++)
-    if (s->plans[i] && hs_plan_matches(s->plans[i], m, inputs)) plan = s->plans[i];
-  if (!plan) { /* new shapes: plan once, then every run with these shapes reuses it */
+  int at = 0;
+  while (at < HS_PLAN_CACHE && s->plans[at] && !hs_plan_matches(s->plans[at], m, inputs)) at++;
+  if (at < HS_PLAN_CACHE && s->plans[at]) {
+    plan = s->plans[at];
+  } else { /* new shapes: plan once, then every run with these shapes reuses it */
     int rc = hs_plan_build(m, inputs, data_known, &plan, err);
     if (rc) return rc;
     if (hs_plan_arena_bytes(plan) > m->max_run_bytes) {
@@ -251,11 +254,11 @@ static int session_plan(hs_engine_session *s, const hs_tensor *inputs, int data_
       hs_plan_free(plan);
       return rc;
     }
-    int slot = s->next_victim;
-    s->next_victim = (slot + 1) % HS_PLAN_CACHE;
-    hs_plan_free(s->plans[slot]);
-    s->plans[slot] = plan;
+    at = HS_PLAN_CACHE - 1;
+    hs_plan_free(s->plans[at]);
   }
+  memmove(&s->plans[1], &s->plans[0], (size_t)at * sizeof s->plans[0]);
+  s->plans[0] = plan;
   size_t need = hs_plan_arena_bytes(plan);
   if (s->arena_bytes > ARENA_KEEP_BYTES && need < s->arena_bytes / 2) { /* shrink after an outlier */
     free(s->arena);

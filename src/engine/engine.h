@@ -43,13 +43,15 @@ typedef struct hs_engine_model {
 
 typedef struct hs_plan hs_plan;
 
-#define HS_PLAN_CACHE 4
+/* Plans a session keeps, most recently used first. Plans are small (shapes and offsets; kernels live
+ * in the nodes' caches), and dynamic batching runs every batch size from 1 to max_batch_size: with 4
+ * plans, batches cycling through 4..8 rows replanned on most runs (bench/results/serve-batching-*). */
+#define HS_PLAN_CACHE 16
 typedef struct hs_engine_session {
   const hs_engine_model *m;
   void *arena;
   size_t arena_bytes;
   hs_plan *plans[HS_PLAN_CACHE];
-  int next_victim;
   hs_tensor *vin, *vout; /* per-node views, max_in / max_out long */
   struct hs_engine_session **subs; /* sessions of m->subs, created on first use */
   struct hs_eager *eager;          /* per-value buffers of a dynamic model's runs (subgraph.c) */
