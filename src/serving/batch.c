@@ -362,7 +362,7 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
   pthread_mutex_unlock(&b->mu);
 
   batch_job job = {.b = b, .s = s, .bt = &bt};
-  hs_compute_run(batch_job_run, &job); /* runs it, gives s back and wakes the followers */
+  hs_compute_run_for(hs_version_threads(b->v), batch_job_run, &job); /* runs it, gives s back, wakes the followers */
   pthread_cond_destroy(&bt.cv);
   return me.rc;
 }

@@ -4,7 +4,7 @@
  * A request holds one reference to one immutable version from acquire to release (invariant 1 in
  * docs/ARCHITECTURE.md). It takes a compute slot and a session (hs_version_take; the wait is its
  * queue time), hands the run to a compute thread (compute.c: the request's own thread never starts
- * an OpenMP team), which runs, copies the outputs out of the session's arena into one block the
+ * an OpenMP team; a one-thread run, which starts none, stays on it), which runs, copies the outputs out of the session's arena into one block the
  * result owns, and gives the session back before the request returns, so the front end's encoding
  * (possibly slow JSON) never holds a session. On success the result keeps the version reference until the front end
  * frees it, so the request's accounting ends when its reply is encoded; a failure is accounted and
@@ -202,7 +202,7 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
                   .n_pick = n_pick, .out = out, .err = err, .tb = tb, .tq = hs_now_ns()};
     r.s = hs_version_take(v); /* the compute slot and session first: a compute thread never waits */
     out->queue_ns = hs_now_ns() - r.tq;
-    hs_compute_run(solo_job, &r);
+    hs_compute_run_for(hs_version_threads(v), solo_job, &r);
     rc = r.rc;
   }
   /* HS_INVALID_ARGUMENT (shapes the request's values make invalid) and HS_LIMIT (shapes too large, or

@@ -192,6 +192,7 @@ size_t hs_version_num_outputs(const hs_version *v) { return v->backend->num_outp
 const hs_io_desc *hs_version_output(const hs_version *v, size_t i) { return v->backend->output(v->bm, i); }
 
 struct hs_batcher *hs_version_batcher(const hs_version *v) { return v->batcher; }
+int hs_version_threads(const hs_version *v) { return v->threads; }
 
 /* A request first takes one of its model's compute slots, then a session of its version. Without
  * the model-wide slots, the requests still running on a retiring version and those already sent to

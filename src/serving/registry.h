@@ -126,6 +126,8 @@ const hs_io_desc *hs_version_output(const hs_version *v, size_t i);
 
 /* v's dynamic batcher (serving/batch.h), NULL when batching is off for it. */
 struct hs_batcher *hs_version_batcher(const hs_version *v);
+/* Threads a run of v may use (its backend options; 0: the backend's default, all cores). */
+int hs_version_threads(const hs_version *v);
 
 /* Takes a free session of v, waiting while all are busy. Give it back with hs_version_give. */
 hs_backend_session *hs_version_take(hs_version *v);
