@@ -70,6 +70,20 @@ void hs_engine_free(hs_engine_model *m);
 
 int hs_engine_session_create(const hs_engine_model *m, hs_engine_session **out, hs_error *err);
 void hs_engine_session_free(hs_engine_session *s);
+/* The process's budget for the scratch memory (plan arenas) of the runs in flight, across every model
+ * and session: a run whose plan would push the total over `bytes` waits up to wait_ms for others to
+ * finish, then fails with HS_OVERLOADED (a plan larger than the whole budget fails at once with
+ * HS_LIMIT). 0 bytes: no budget (the default). Subgraph and node-by-node (control-flow) runs are
+ * not counted. Call it before serving; thread-safe. */
+void hs_engine_set_memory_budget(size_t bytes, unsigned wait_ms);
+/* Plan-arena bytes of the runs in flight now (counted whether or not a budget is set), and the
+ * budget (0: none). */
+size_t hs_engine_memory_in_flight(void);
+size_t hs_engine_memory_budget(void);
+/* on: runs on the calling thread are outside the budget until called with off (the loader's warm-up
+ * and golden runs, whose memory admission already counted; a busy server must not fail a load). */
+void hs_engine_memory_budget_exempt(int on);
+
 /* Runs one inference (see hs_backend.run for the contract). */
 int hs_engine_run(hs_engine_session *s, const hs_tensor *inputs, size_t n_inputs, hs_tensor *outputs,
                   size_t n_outputs, hs_error *err);

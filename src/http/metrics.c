@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/engine.h"
 #include "http/handlers.h"
 #include "serving/rollout.h"
 #include "serving/stats.h"
@@ -189,7 +190,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
       char ver[32];
       if (c->version < 0) snprintf(ver, sizeof ver, "none");
       else snprintf(ver, sizeof ver, "%" PRId64, c->version);
-      for (int o = 0; o < 3; o++) {
+      for (int o = 0; o < HS_OUTCOMES; o++) {
         hs_sbuf_puts(b, "hotserve_requests_total{model=");
         label(b, hs_model_name(m));
         hs_sbuf_printf(b, ",version=\"%s\",outcome=\"%s\"} %" PRIu64 "\n", ver, hs_outcome_name((hs_outcome)o),
@@ -316,9 +317,15 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   hs_sbuf_printf(b, "hotserve_model_versions_live %" PRId64 "\n", (int64_t)atomic_load(&rm->versions_live));
   header(b, "hotserve_model_memory_bytes", "gauge", "Bytes held by all live versions' models.");
   hs_sbuf_printf(b, "hotserve_model_memory_bytes %" PRId64 "\n", (int64_t)atomic_load(&rm->memory_bytes));
+  header(b, "hotserve_request_memory_in_flight_bytes", "gauge",
+         "Scratch (plan arena) bytes of the runs in flight, all models together.");
+  hs_sbuf_printf(b, "hotserve_request_memory_in_flight_bytes %zu\n", hs_engine_memory_in_flight());
+  header(b, "hotserve_request_memory_budget_bytes", "gauge",
+         "Scratch bytes all runs in flight may hold together (--max-total-request-memory; 0: no budget).");
+  hs_sbuf_printf(b, "hotserve_request_memory_budget_bytes %zu\n", hs_engine_memory_budget());
   header(b, "hotserve_grpc_requests_total", "counter",
          "ModelInfer calls over gRPC by outcome (also counted in hotserve_requests_total, which covers both protocols).");
-  for (int o = 0; o < 3; o++)
+  for (int o = 0; o < HS_OUTCOMES; o++)
     hs_sbuf_printf(b, "hotserve_grpc_requests_total{outcome=\"%s\"} %" PRIu64 "\n", hs_outcome_name((hs_outcome)o),
                    (uint64_t)atomic_load(&rm->grpc_requests[o]));
   header(b, "hotserve_process_resident_memory_bytes", "gauge", "Resident set size of the server process.");

@@ -207,7 +207,7 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
   }
   /* HS_INVALID_ARGUMENT (shapes the request's values make invalid) and HS_LIMIT (shapes too large, or
    * over the per-request memory budget) are the client's (issue 16, classes 3 and 12) */
-  if (ran && rc != HS_OK && rc != HS_INVALID_ARGUMENT && rc != HS_LIMIT) {
+  if (ran && rc != HS_OK && rc != HS_INVALID_ARGUMENT && rc != HS_LIMIT && rc != HS_OVERLOADED) {
     hs_error_prefix(err, "model %s version %" PRId64 " failed", hs_model_name(m), hs_version_number(v));
     if (rc != HS_NO_MEMORY) err->code = rc = HS_INTERNAL; /* HS_NOT_FOUND etc. mean "no version" here */
   }
@@ -220,6 +220,7 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
 static hs_outcome outcome_of(int rc) {
   if (rc == HS_OK) return HS_OUTCOME_SUCCESS;
   if (rc == HS_NOT_FOUND || rc == HS_INVALID_ARGUMENT || rc == HS_LIMIT) return HS_OUTCOME_CLIENT_ERROR;
+  if (rc == HS_OVERLOADED) return HS_OUTCOME_REJECTED; /* over --max-total-request-memory: retry later */
   return HS_OUTCOME_SERVER_ERROR; /* HS_UNAVAILABLE (nothing serving) included */
 }
 

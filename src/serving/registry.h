@@ -135,7 +135,10 @@ void hs_version_give(hs_version *v, hs_backend_session *s);
 
 /* Request accounting (relaxed atomics; no lock). outcome: 0 success, 1 client error, 2 server
  * error. v may be NULL for a request that never got a version. */
-typedef enum { HS_OUTCOME_SUCCESS, HS_OUTCOME_CLIENT_ERROR, HS_OUTCOME_SERVER_ERROR } hs_outcome;
+/* REJECTED: the server was overloaded (over --max-total-request-memory) and refused the request
+ * without running it: neither the client's error nor a failure of the server. */
+typedef enum { HS_OUTCOME_SUCCESS, HS_OUTCOME_CLIENT_ERROR, HS_OUTCOME_SERVER_ERROR, HS_OUTCOME_REJECTED } hs_outcome;
+#define HS_OUTCOMES 4
 /* "success", "client_error" or "server_error": the label /metrics and the trace use. */
 const char *hs_outcome_name(hs_outcome o);
 void hs_model_request_begin(hs_model *m);
@@ -197,7 +200,7 @@ long hs_model_versions_on_disk(hs_model *m, int64_t *out, size_t cap);
 /* Per-model counters and histograms, for exposition. Pointers stay valid for the registry's life. */
 typedef struct hs_version_counter {
   int64_t version;                /* -1: requests that never got a version */
-  atomic_uint_least64_t outcome[3];
+  atomic_uint_least64_t outcome[HS_OUTCOMES];
   /* Triton's statistics extension (GET /v2/models/{m}/stats): durations summed in ns. Success and
    * queue/compute counts are outcome[SUCCESS]; failures are outcome[CLIENT_ERROR] + [SERVER_ERROR]. */
   atomic_uint_least64_t success_ns, fail_ns, queue_ns;
@@ -236,7 +239,7 @@ typedef struct hs_registry_metrics {
   hs_histogram swap, drain;
   atomic_int_least64_t versions_live;
   atomic_int_least64_t memory_bytes;
-  atomic_uint_least64_t grpc_requests[3]; /* ModelInfer calls over gRPC, by hs_outcome (the gRPC share of the
+  atomic_uint_least64_t grpc_requests[HS_OUTCOMES]; /* ModelInfer calls over gRPC, by hs_outcome (the gRPC share of the
                                              per-model request counters, which count both protocols) */
 } hs_registry_metrics;
 
