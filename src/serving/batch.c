@@ -22,8 +22,10 @@
  * Failure: a batched run that fails (or whose outputs do not split along dim 0) is run again one
  * request at a time on the same session, so each request gets its own outcome and error and one bad
  * request fails no other; outputs that never split turn batching off for the version (logged once).
- * Locks: one mutex per batcher, held only to join, close or finish a batch, never across a wait for
- * a session or a run, and never shared with another model or version.
+ * Locks: one mutex per batcher, held only to join or close a batch, never across a wait for a
+ * session or a run, and never shared with another model or version; each follower waits on a mutex
+ * and condition variable of its own (taken before the batcher's is let go), so the run wakes the
+ * followers one by one without them all queueing for the batcher's mutex.
  * Shutdown: nothing to stop. Every batch is run within its leader's delay plus one run;
  * the batcher is freed with its version, which happens only after its last request.
  */
@@ -47,7 +49,8 @@ typedef struct member {
   int64_t rows;
   uint64_t arrive_ns;
   int rc;
-  bool done;          /* set by the leader under the batcher's mutex */
+  bool done;          /* set by the batch's run under mu */
+  pthread_mutex_t mu; /* the follower's own: its wake-up contends with no other member */
   pthread_cond_t cv;  /* a follower waits here for done */
   struct member *next;
 } member;
@@ -303,12 +306,15 @@ static void batch_job_run(void *arg) {
   hs_batcher *b = j->b;
   run_batch(b, j->s, j->bt);
   hs_version_give(b->v, j->s);
-  pthread_mutex_lock(&b->mu);
-  for (member *mb = j->bt->head->next; mb; mb = mb->next) { /* a follower returns only after we unlock */
+  /* the batch is closed, so its member list no longer changes; a follower returns (and its record
+   * goes) as soon as we unlock its mutex, so read next first */
+  for (member *mb = j->bt->head->next, *next; mb; mb = next) {
+    next = mb->next;
+    pthread_mutex_lock(&mb->mu);
     mb->done = true;
     pthread_cond_signal(&mb->cv);
+    pthread_mutex_unlock(&mb->mu);
   }
-  pthread_mutex_unlock(&b->mu);
 }
 
 static void deadline_to_timespec(uint64_t ns, struct timespec *ts) {
@@ -324,6 +330,7 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
   for (batch *bt = b->open; bt; bt = bt->next) {
     if (bt->rows + me.rows > b->max_batch_size || !same_trailing(bt->head->req, req)) continue;
     /* follower: join, maybe close it, wait for the leader to run it */
+    pthread_mutex_init(&me.mu, NULL);
     pthread_cond_init(&me.cv, NULL);
     bt->tail->next = &me;
     bt->tail = &me;
@@ -332,9 +339,12 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
     if (bt->rows >= b->max_batch_size) close_batch(b, bt);
     if (hs_batch_full(b->preferred, b->n_preferred, b->max_batch_size, (int)bt->rows))
       pthread_cond_signal(&bt->cv);
-    while (!me.done) pthread_cond_wait(&me.cv, &b->mu);
+    pthread_mutex_lock(&me.mu); /* before the batcher's: the run cannot mark us done in between */
     pthread_mutex_unlock(&b->mu);
+    while (!me.done) pthread_cond_wait(&me.cv, &me.mu);
+    pthread_mutex_unlock(&me.mu);
     pthread_cond_destroy(&me.cv);
+    pthread_mutex_destroy(&me.mu);
     return me.rc;
   }
   /* leader: open a batch and gather until it is full enough or the delay is over */
