@@ -10,10 +10,13 @@ requests from four clients at once (two per model, two sessions each, so four ru
   answers 200 with the right values or, having waited, 503 with Retry-After and a message naming
   --max-total-request-memory; /metrics' hotserve_request_memory_in_flight_bytes, sampled throughout,
   never exceeds the budget and is seen above 0; the refusals are counted as outcome "rejected", none
-  as a server error; at least one request was refused (runs last longer than the 100 ms wait).
+  as a server error; at least one request was refused (runs last longer than the 100 ms wait);
+- over gRPC, while a much longer run on a third model holds the budget, ModelInfer answers
+  RESOURCE_EXHAUSTED naming the switch, counted as rejected in hotserve_grpc_requests_total.
 """
 import os
 import re
+import sys
 import threading
 import time
 
@@ -22,15 +25,20 @@ import numpy as np
 import hsys
 from hsys import check
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "grpc"))
+import grpc_client  # noqa: E402
+from grpc_client import grpc  # noqa: E402
+
 SLOW = 600          # MatMuls of 256 x 256 per run: long enough that a waiting run gives up (100 ms)
+LONG = 6000         # the run that holds the budget while gRPC asks: about ten times longer
 CLIENTS = 4
 ROUNDS = 4
 
 
 def write_repo(tmp):
     repo = os.path.join(tmp, "repo")
-    for name in ("m1", "m2"):
-        hsys.write_file(os.path.join(repo, name, "1", "model.onnx"), hsys.model_bytes(1, shape=(1, 256), slow=SLOW))
+    for name, slow in (("m1", SLOW), ("m2", SLOW), ("long", LONG)):
+        hsys.write_file(os.path.join(repo, name, "1", "model.onnx"), hsys.model_bytes(1, shape=(1, 256), slow=slow))
     return repo
 
 
@@ -59,7 +67,8 @@ def test(tmp, args):
     repo = write_repo(tmp)
     arena = arena_bytes(repo)
     budget = arena + arena // 2
-    srv = hsys.Server(repo, "--max-total-request-memory", str(budget), "--instances", "2")
+    pb, pbg = grpc_client.load_stubs(hsys.Env.source, tmp)
+    srv = hsys.Server(repo, "--max-total-request-memory", str(budget), "--instances", "2", "--grpc-port", "0")
     try:
         c = srv.conn()
         hsys.wait_serving(c, "m1", 1)
@@ -129,6 +138,42 @@ def test(tmp, args):
         errors = sum(m.get("hotserve_requests_total", model=n, outcome="server_error") for n in ("m1", "m2"))
         check(rejected == len(refused), "rejected counted %g, %d refused" % (rejected, len(refused)))
         check(errors == 0, "%g server errors counted for refusals" % errors)
+
+        # gRPC: a long run holds the budget (seen in the gauge), then ModelInfer on m2 waits and is refused
+        hsys.wait_serving(c, "long", 1)
+        st = pbg.GRPCInferenceServiceStub(grpc_client.channel(grpc_client.grpc_target(srv)))
+        holder = {}
+
+        def hold():
+            hc = srv.conn()
+            holder["r"] = hc.infer("long", x)[0]
+            hc.close()
+
+        th = threading.Thread(target=hold)
+        t0 = time.monotonic()
+        th.start()
+        hsys.wait_for(lambda: c.metrics().get("hotserve_request_memory_in_flight_bytes") > 0, "the long run in flight",
+                      timeout=60, interval=0.005)
+        rq = pb.ModelInferRequest(model_name="m2", inputs=[pb.ModelInferRequest.InferInputTensor(
+            name="x", datatype="FP32", shape=[1, 256])], raw_input_contents=[x.tobytes()])
+        try:
+            st.ModelInfer(rq)
+            got = None
+        except grpc.RpcError as e:
+            got = e
+        long_still_running = th.is_alive()
+        th.join(timeout=120)
+        print("gRPC during a %.0f ms run: %s" % ((time.monotonic() - t0) * 1e3,
+                                                 got.code() if got is not None else "answered"))
+        check(holder.get("r") is not None and holder["r"].status == 200, "the long run failed")
+        if got is None:
+            check(not long_still_running, "gRPC ModelInfer ran although the long run held the budget")
+            raise hsys.TestFailure("the long run ended before gRPC asked (a machine too fast for LONG)")
+        check(got.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, "gRPC overload: %s (%s), wanted RESOURCE_EXHAUSTED"
+              % (got.code(), got.details()))
+        check("--max-total-request-memory" in (got.details() or ""), "gRPC details do not say why: %r" % got.details())
+        check(c.metrics().get("hotserve_grpc_requests_total", outcome="rejected") == 1,
+              "the gRPC refusal is not counted as rejected")
         c.close()
     finally:
         srv.stop()
