@@ -12,7 +12,9 @@ requests from four clients at once (two per model, two sessions each, so four ru
   never exceeds the budget and is seen above 0; the refusals are counted as outcome "rejected", none
   as a server error; at least one request was refused (runs last longer than the 100 ms wait);
 - over gRPC, while a much longer run on a third model holds the budget, ModelInfer answers
-  RESOURCE_EXHAUSTED naming the switch, counted as rejected in hotserve_grpc_requests_total.
+  RESOURCE_EXHAUSTED naming the switch, counted as rejected in hotserve_grpc_requests_total (not
+  under TSan, which reports races inside libgrpc itself, uninstrumented; the grpc tests are not run
+  under it either).
 """
 import os
 import re
@@ -37,7 +39,8 @@ ROUNDS = 4
 
 def write_repo(tmp):
     repo = os.path.join(tmp, "repo")
-    for name, slow in (("m1", SLOW), ("m2", SLOW), ("long", LONG)):
+    models = [("m1", SLOW), ("m2", SLOW)] + ([("long", LONG)] if hsys.Env.sanitized != "thread" else [])
+    for name, slow in models:
         hsys.write_file(os.path.join(repo, name, "1", "model.onnx"), hsys.model_bytes(1, shape=(1, 256), slow=slow))
     return repo
 
@@ -67,8 +70,10 @@ def test(tmp, args):
     repo = write_repo(tmp)
     arena = arena_bytes(repo)
     budget = arena + arena // 2
-    pb, pbg = grpc_client.load_stubs(hsys.Env.source, tmp)
-    srv = hsys.Server(repo, "--max-total-request-memory", str(budget), "--instances", "2", "--grpc-port", "0")
+    with_grpc = hsys.Env.sanitized != "thread"
+    pb, pbg = grpc_client.load_stubs(hsys.Env.source, tmp) if with_grpc else (None, None)
+    srv = hsys.Server(repo, "--max-total-request-memory", str(budget), "--instances", "2",
+                      *(("--grpc-port", "0") if with_grpc else ()))
     try:
         c = srv.conn()
         hsys.wait_serving(c, "m1", 1)
@@ -139,6 +144,10 @@ def test(tmp, args):
         check(rejected == len(refused), "rejected counted %g, %d refused" % (rejected, len(refused)))
         check(errors == 0, "%g server errors counted for refusals" % errors)
 
+        if not with_grpc:
+            print("gRPC part skipped under TSan")
+            c.close()
+            return
         # gRPC: a long run holds the budget (seen in the gauge), then ModelInfer on m2 waits and is refused
         hsys.wait_serving(c, "long", 1)
         st = pbg.GRPCInferenceServiceStub(grpc_client.channel(grpc_client.grpc_target(srv)))
