@@ -331,7 +331,8 @@ static int budget_reserve(size_t need, hs_error *err) {
     uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)g_budget_wait_ms * 1000000u;
     ts.tv_sec += (time_t)(ns / 1000000000u);
     ts.tv_nsec = (long)(ns % 1000000000u);
-    while (g_budget && g_in_flight + need > g_budget && pthread_cond_timedwait(&g_budget_cv, &g_budget_mu, &ts) == 0) {
+    while (g_budget && g_in_flight + need > g_budget &&
+           pthread_cond_timedwait(&g_budget_cv, &g_budget_mu, &ts) == 0) {
     }
     if (g_budget && g_in_flight + need > g_budget)
       rc = hs_error_set(err, HS_OVERLOADED, "the server is overloaded: this request needs %zu bytes of scratch memory "

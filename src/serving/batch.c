@@ -7,12 +7,12 @@
  * max_batch_size, or until max_queue_delay_microseconds after its own arrival. Then it takes a
  * compute slot and a session like any request (hs_version_take); the batch stays open, so requests
  * keep joining while every session is busy, until the leader holds a session (or the batch is
- * full). The leader closes the batch and hands it to a compute thread (compute.c), which stacks the
- * members' inputs, runs once, calls each member's deliver callback with that member's rows of the
- * outputs, gives the session back and wakes the followers, while the leader waits for it like
- * them: each request, leader or follower, is woken once.
+ * full). The leader closes the batch and hands it to a compute thread (compute.c; a one-thread
+ * model's batch runs on the leader's own thread), which stacks the members' inputs, runs once, calls
+ * each member's deliver callback with that member's rows of the outputs, gives the session back
+ * and wakes the followers, while the leader waits for it like them: each request is woken once.
  * *Followers* (requests that joined) append a member record (on their own stack) and sleep on their
- * own condition variable until the leader marks them done; a follower that fills the batch closes
+ * own condition variable until the run marks them done; a follower that fills the batch closes
  * it and wakes the leader. Requests that fit no open batch (other trailing shapes, too many rows)
  * lead a batch of their own, so different shapes never share a run.
  * Versions: the batcher belongs to one version and a request joins only its own acquired version's

@@ -4,11 +4,11 @@
  * A request holds one reference to one immutable version from acquire to release (invariant 1 in
  * docs/ARCHITECTURE.md). It takes a compute slot and a session (hs_version_take; the wait is its
  * queue time), hands the run to a compute thread (compute.c: the request's own thread never starts
- * an OpenMP team; a one-thread run, which starts none, stays on it), which runs, copies the outputs out of the session's arena into one block the
- * result owns, and gives the session back before the request returns, so the front end's encoding
- * (possibly slow JSON) never holds a session. On success the result keeps the version reference until the front end
- * frees it, so the request's accounting ends when its reply is encoded; a failure is accounted and
- * releases the version at once.
+ * an OpenMP team; a one-thread run, which starts none, stays on it), which runs, copies the outputs
+ * out of the session's arena into one block the result owns, and gives the session back before the
+ * request returns, so the front end's encoding (possibly slow JSON) never holds a session. On
+ * success the result keeps the version reference until the front end frees it, so the request's
+ * accounting ends when its reply is encoded; a failure is accounted and releases the version at once.
  */
 #include "serving/infer.h"
 
@@ -178,7 +178,8 @@ static void solo_job(void *arg) {
   r->out->compute_ns = to - tc;
   /* the outputs live in the session's arena: copy them before the session goes back */
   if (r->rc == HS_OK) r->rc = copy_out(r->v, r->outs, r->pick, r->n_pick, r->out, r->err);
-  if (r->rc == HS_OK) hs_version_count_phases(r->v, r->tq - r->tb, hs_now_ns() - to); /* Triton's compute_input/output */
+  if (r->rc == HS_OK) /* Triton's compute_input/output */
+    hs_version_count_phases(r->v, r->tq - r->tb, hs_now_ns() - to);
   hs_version_give(r->v, r->s);
 }
 

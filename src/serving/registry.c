@@ -558,7 +558,8 @@ const hs_model_metrics *hs_model_metrics_get(const hs_model *m) { return &m->met
 const hs_registry_metrics *hs_registry_metrics_get(const hs_registry *r) { return &r->metrics; }
 
 void hs_registry_count_grpc(hs_registry *r, hs_outcome outcome) {
-  if ((unsigned)outcome < HS_OUTCOMES) atomic_fetch_add_explicit(&r->metrics.grpc_requests[outcome], 1, memory_order_relaxed);
+  if ((unsigned)outcome < HS_OUTCOMES)
+    atomic_fetch_add_explicit(&r->metrics.grpc_requests[outcome], 1, memory_order_relaxed);
 }
 
 hs_version_counter *hs__version_counter(hs_model *m, int64_t version) {
