@@ -6,8 +6,9 @@ made by bench/setup.sh) and the 64-wide two-layer MLP of serve_bench.py (with a 
 dimension, 1x64 per request), each twice in one server: without batching, and with
 `"max_batch_size": 8, "dynamic_batching": {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 500}`
 (--delay-us, --max-batch change it). wrk drives each at concurrency 1, 16, 64 with binary bodies.
-Per run: requests/s, client p50/p99, errors, and the mean batch size (rows per run) from the
-server's hotserve_batch_size histogram (delta over the run; 1 for the unbatched model).
+Per run: requests/s, client p50/p99, errors, the mean batch size (rows per run) from the
+server's hotserve_batch_size histogram (delta over the run; 1 for the unbatched model), and the
+server's CPU time per request (/proc/PID/stat over the run), the figure least moved by other load.
 """
 import argparse
 import json
@@ -46,6 +47,13 @@ def binary_body(path, input_name, shape):
     return len(hdr)
 
 
+def server_cpu_s(pid):
+    """User + system CPU seconds of process pid so far (all its threads)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hotserve", default=os.path.join(benchlib.ROOT, "build", "src", "hotserve"))
@@ -54,6 +62,7 @@ def main():
     p.add_argument("--models", default="mobilenet_v2,mlp")
     p.add_argument("--delay-us", type=int, default=500)
     p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1, help="serve --threads (above 1: runs go to the compute pool)")
     p.add_argument("--no-write", action="store_true", help="print only; don't write bench/results or README")
     a = p.parse_args()
     hsys.Env.hotserve = os.path.abspath(a.hotserve)
@@ -87,7 +96,7 @@ def main():
                 hsys.write_file(os.path.join(repo, name + suffix, "1", "model.onnx"), data)
                 if cfg:
                     hsys.write_file(os.path.join(repo, name + suffix, "config.json"), json.dumps(cfg).encode())
-        srv = hsys.Server(repo, "--settle", "0.1", "--log-level", "warn")
+        srv = hsys.Server(repo, "--settle", "0.1", "--log-level", "warn", "--threads", str(a.threads))
         c = srv.conn()
         rows = []
         for name, (hlen, body, shape) in models.items():
@@ -103,25 +112,32 @@ def main():
                 for served in (name, name + "_batched"):
                     url = "http://%s:%d/v2/models/%s/infer" % (srv.host, srv.port, served)
                     before = c.metrics()
+                    cpu0 = server_cpu_s(srv.pid)
                     s = benchlib.wrk(url, body, hlen, conc, a.duration)
+                    cpu1 = server_cpu_s(srv.pid)
                     after = c.metrics()
+                    dreq = (after.get("hotserve_requests_total", model=served) -
+                            before.get("hotserve_requests_total", model=served))
                     dn = (after.get("hotserve_batch_size_count", model=served) -
                           before.get("hotserve_batch_size_count", model=served))
                     ds = (after.get("hotserve_batch_size_sum", model=served) -
                           before.get("hotserve_batch_size_sum", model=served))
                     batch = "%.2f" % (ds / dn) if dn > 0 else "1 (off)"
                     row = [name, conc, "on" if served.endswith("_batched") else "off", "%.0f" % s["rps"],
-                           "%.0f" % s["p50_us"], "%.0f" % s["p99_us"], s["status"] + s["errors"], batch]
+                           "%.0f" % s["p50_us"], "%.0f" % s["p99_us"], s["status"] + s["errors"], batch,
+                           "%.1f" % ((cpu1 - cpu0) * 1e6 / dreq) if dreq > 0 else "-"]
                     print(" ".join(str(v) for v in row), flush=True)
                     rows.append(row)
-        header = ["model", "conc", "batching", "req/s", "p50 µs", "p99 µs", "errors", "mean batch"]
+        header = ["model", "conc", "batching", "req/s", "p50 µs", "p99 µs", "errors", "mean batch", "server CPU µs/req"]
         table = benchlib.md_table(header, rows)
         print(table)
         notes = ("Batching on: max_batch_size %d, preferred_batch_size %s, max_queue_delay_microseconds %d; off: the "
-                 "same model file without batching, in the same server. Server defaults (--threads 1, --instances 2). "
+                 "same model file without batching, in the same server. Server --threads %d, --instances 2. "
                  "Binary bodies, one row per request (%s). p50/p99 are wrk's (client side); mean batch = rows per "
-                 "run from hotserve_batch_size over the run. wrk and the server share the machine's cores."
-                 % (a.max_batch, [4, 8] if a.max_batch >= 8 else [a.max_batch], a.delay_us,
+                 "run from hotserve_batch_size over the run; server CPU µs/req = the server process's user + system "
+                 "time (/proc/PID/stat) over the run divided by the requests it counted, which, unlike wall-clock "
+                 "rates, other load on the machine barely changes. wrk and the server share the machine's cores."
+                 % (a.max_batch, [4, 8] if a.max_batch >= 8 else [a.max_batch], a.delay_us, a.threads,
                     ", ".join("%s %s" % (n, v[2]) for n, v in models.items())))
         if not a.no_write:
             cmd = "bench/serve/run.sh --batching " + " ".join(sys.argv[1:])

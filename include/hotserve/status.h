@@ -21,7 +21,8 @@ extern "C" {
   X(VERIFY, -8, "verification failed")                                       \
   X(UNAVAILABLE, -9, "unavailable")                                          \
   X(INTERNAL, -10, "internal error")                                         \
-  X(CHECK_FAILED, -11, "check failed")
+  X(CHECK_FAILED, -11, "check failed")                                       \
+  X(OVERLOADED, -12, "overloaded")
 
 typedef enum {
 #define HS_STATUS_ENUM(name, value, text) HS_##name = value,

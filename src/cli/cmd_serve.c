@@ -17,6 +17,9 @@
 #include "cli/cli.h"
 #include "grpc/frontend.h"
 #include "http/server.h"
+#include "engine/engine.h"
+#include "serving/compute.h"
+#include "serving/stats.h"
 #include "serving/registry.h"
 
 #define MAX_KEYS 16
@@ -44,7 +47,7 @@ typedef struct serve_cfg {
   bool log_level_set;
   long long grpc_port; /* -1: no gRPC */
   unsigned long long min_rate, per_ip, port, grpc_workers, threads, instances, max_body, max_conn, mem_limit,
-      req_mem;
+      req_mem, compute_threads, total_mem;
 } serve_cfg;
 
 enum {
@@ -52,7 +55,7 @@ enum {
   OPT_TRUSTED_KEY, OPT_THREADS, OPT_INSTANCES, OPT_LOADER_PRIO, OPT_MAX_BODY, OPT_MAX_CONN, OPT_IDLE,
   OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
   OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN, OPT_MAX_REQ_MEM,
-  OPT_CONTROL_MODE, OPT_CONTROL_TOKEN, OPT_LOAD_MODEL,
+  OPT_CONTROL_MODE, OPT_CONTROL_TOKEN, OPT_LOAD_MODEL, OPT_COMPUTE_THREADS, OPT_MAX_TOTAL_REQ_MEM,
 };
 
 /* The option table: one row per option (long name, value name or NULL for a switch, id, environment
@@ -85,6 +88,8 @@ static const serve_opt k_opts[] = {
      "plug-in backends: a config.json \"backend\": \"NAME\" loads DIR/NAME.so;\nDIR must lie outside the repository (default: no plug-ins)"},
     {"threads", "N", OPT_THREADS, "HOTSERVE_THREADS", "compute threads per model run (default 1)"},
     {"instances", "N", OPT_INSTANCES, "HOTSERVE_INSTANCES", "concurrent runs per version (default 2)"},
+    {"compute-threads", "N", OPT_COMPUTE_THREADS, "HOTSERVE_COMPUTE_THREADS",
+     "most threads that run models, shared by every model; each keeps one\nOpenMP team of --threads (default: twice the CPUs, at least 4)"},
     {"loader-priority", "P", OPT_LOADER_PRIO, "HOTSERVE_LOADER_PRIORITY",
      "CPU priority of loads and warm-ups: low (default; 10 nice steps\nbelow the server), idle (SCHED_IDLE: only CPU time requests leave\nunused) or normal"},
     {"max-body-bytes", "N", OPT_MAX_BODY, "HOTSERVE_MAX_BODY_BYTES",
@@ -107,6 +112,8 @@ static const serve_opt k_opts[] = {
     {"memory-limit", "BYTES", OPT_MEM_LIMIT, "HOTSERVE_MEMORY_LIMIT", "refuse loads beyond this (default: cgroup limit or RAM)"},
     {"max-request-memory", "BYTES", OPT_MAX_REQ_MEM, "HOTSERVE_MAX_REQUEST_MEMORY",
      "refuse (413) a request whose input shapes need more scratch memory\nthan this, before allocating it (default: a quarter of the memory\nlimit)"},
+    {"max-total-request-memory", "BYTES", OPT_MAX_TOTAL_REQ_MEM, "HOTSERVE_MAX_TOTAL_REQUEST_MEMORY",
+     "scratch memory all requests in flight may use together, across every\nmodel; a request that would pass it waits up to 100 ms, then gets\n503 + Retry-After (gRPC RESOURCE_EXHAUSTED) (default: half the\nmemory limit)"},
     {"trim-delay", "S", OPT_TRIM, "HOTSERVE_TRIM_DELAY",
      "hand memory freed by retired versions back to the system once no\nversion has been freed for S seconds (default 5; 0: at once); until\nthen the next versions reuse it"},
     {"strict-readiness", NULL, OPT_STRICT_READY, "HOTSERVE_STRICT_READINESS",
@@ -244,6 +251,7 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
       break;
     case OPT_THREADS: bad = parse_ull(v, 256, &c->threads) != 0 || c->threads == 0; break;
     case OPT_INSTANCES: bad = parse_ull(v, 64, &c->instances) != 0 || c->instances == 0; break;
+    case OPT_COMPUTE_THREADS: bad = parse_ull(v, 4096, &c->compute_threads) != 0 || c->compute_threads == 0; break;
     case OPT_LOADER_PRIO:
       if (!strcmp(v, "low")) c->loader_prio = HS_LOADER_LOW;
       else if (!strcmp(v, "idle")) c->loader_prio = HS_LOADER_IDLE;
@@ -276,6 +284,7 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
       break;
     case OPT_CONTROL_TOKEN: bad = !*v, c->control_token_file = v; break;
     case OPT_MAX_REQ_MEM: bad = parse_ull(v, ~0ull, &c->req_mem) != 0 || c->req_mem == 0; break;
+    case OPT_MAX_TOTAL_REQ_MEM: bad = parse_ull(v, ~0ull, &c->total_mem) != 0 || c->total_mem == 0; break;
     case OPT_TRACE: bad = !*v, c->trace = v; break;
     case OPT_LOG_LEVEL:
       c->log_level_set = true;
@@ -398,6 +407,11 @@ int hs_cmd_serve(int argc, char **argv) {
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
+  /* the threads that run every session (serving/compute.h): as many as CPUs now, more on demand */
+  hs_compute_start((int)c.compute_threads, (int)sysconf(_SC_NPROCESSORS_ONLN));
+  /* the scratch memory of all runs in flight (engine.h), by default half the memory limit */
+  size_t mem_limit = c.mem_limit ? (size_t)c.mem_limit : hs_process_memory_limit();
+  hs_engine_set_memory_budget(c.total_mem ? (size_t)c.total_mem : mem_limit == SIZE_MAX ? 0 : mem_limit / 2, 100);
 
   hs_registry_options ro = {.root = c.repo, .poll_ms = (int)(c.poll_s * 1000 + 0.5),
                             .settle_ms = (int)(c.settle_s * 1000 + 0.5), .require_signature = c.require_sig,

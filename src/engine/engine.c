@@ -8,8 +8,10 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "kernels/kernels.h"
@@ -250,10 +252,13 @@ static int session_plan(hs_engine_session *s, const hs_tensor *inputs, int data_
   const hs_engine_model *m = s->m;
   /* before planning: a new shape's kernels are created by the plan (kernels.h, Threads) */
   hs_kernels_set_threads(m->threads);
+  /* most recently used first: a hit moves to the front, a new plan evicts the least recently used */
   hs_plan *plan = NULL;
-  for (int i = 0; i < HS_PLAN_CACHE && !plan; i++)
-    if (s->plans[i] && hs_plan_matches(s->plans[i], m, inputs)) plan = s->plans[i];
-  if (!plan) { /* new shapes: plan once, then every run with these shapes reuses it */
+  int at = 0;
+  while (at < HS_PLAN_CACHE && s->plans[at] && !hs_plan_matches(s->plans[at], m, inputs)) at++;
+  if (at < HS_PLAN_CACHE && s->plans[at]) {
+    plan = s->plans[at];
+  } else { /* new shapes: plan once, then every run with these shapes reuses it */
     int rc = hs_plan_build(m, inputs, data_known, &plan, err);
     if (rc) return rc;
     if (hs_plan_arena_bytes(plan) > m->max_run_bytes) {
@@ -263,11 +268,17 @@ static int session_plan(hs_engine_session *s, const hs_tensor *inputs, int data_
       hs_plan_free(plan);
       return rc;
     }
-    int slot = s->next_victim;
-    s->next_victim = (slot + 1) % HS_PLAN_CACHE;
-    hs_plan_free(s->plans[slot]);
-    s->plans[slot] = plan;
+    at = HS_PLAN_CACHE - 1;
+    hs_plan_free(s->plans[at]);
   }
+  memmove(&s->plans[1], &s->plans[0], (size_t)at * sizeof s->plans[0]);
+  s->plans[0] = plan;
+  *out = plan;
+  return 0;
+}
+
+/* Makes s's arena big enough for plan (and hands back one grown for an outlier). */
+static int session_arena(hs_engine_session *s, const hs_plan *plan, hs_error *err) {
   size_t need = hs_plan_arena_bytes(plan);
   if (s->arena_bytes > ARENA_KEEP_BYTES && need < s->arena_bytes / 2) { /* shrink after an outlier */
     free(s->arena);
@@ -282,8 +293,73 @@ static int session_plan(hs_engine_session *s, const hs_tensor *inputs, int data_
     s->arena = a;
     s->arena_bytes = sz;
   }
-  *out = plan;
   return 0;
+}
+
+/* ---- the process's budget for the arenas of runs in flight ------------------------------------- */
+
+static pthread_mutex_t g_budget_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_budget_cv = PTHREAD_COND_INITIALIZER;
+static size_t g_budget;       /* 0: none */
+static unsigned g_budget_wait_ms;
+static size_t g_in_flight;    /* plan-arena bytes of the runs between reserve and release */
+static _Thread_local bool t_exempt;
+
+void hs_engine_memory_budget_exempt(int on) { t_exempt = on != 0; }
+
+void hs_engine_set_memory_budget(size_t bytes, unsigned wait_ms) {
+  pthread_mutex_lock(&g_budget_mu);
+  g_budget = bytes;
+  g_budget_wait_ms = wait_ms;
+  pthread_cond_broadcast(&g_budget_cv);
+  pthread_mutex_unlock(&g_budget_mu);
+}
+
+size_t hs_engine_memory_in_flight(void) {
+  pthread_mutex_lock(&g_budget_mu);
+  size_t n = g_in_flight;
+  pthread_mutex_unlock(&g_budget_mu);
+  return n;
+}
+
+size_t hs_engine_memory_budget(void) {
+  pthread_mutex_lock(&g_budget_mu);
+  size_t n = g_budget;
+  pthread_mutex_unlock(&g_budget_mu);
+  return n;
+}
+
+/* Counts need bytes in flight, waiting (up to the budget's wait) while they would not fit. */
+static int budget_reserve(size_t need, hs_error *err) {
+  pthread_mutex_lock(&g_budget_mu);
+  int rc = 0;
+  if (g_budget && need > g_budget) {
+    rc = hs_error_set(err, HS_LIMIT, "these input shapes need %zu bytes of scratch memory, over the server's "
+                      "budget of %zu bytes for all requests in flight (--max-total-request-memory)", need, g_budget);
+  } else if (g_budget && g_in_flight + need > g_budget) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* the condition variable's default clock */
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)g_budget_wait_ms * 1000000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    while (g_budget && g_in_flight + need > g_budget &&
+           pthread_cond_timedwait(&g_budget_cv, &g_budget_mu, &ts) == 0) {
+    }
+    if (g_budget && g_in_flight + need > g_budget)
+      rc = hs_error_set(err, HS_OVERLOADED, "the server is overloaded: this request needs %zu bytes of scratch memory "
+                        "and the requests in flight hold %zu of the %zu bytes all requests may use at once "
+                        "(--max-total-request-memory); retry later", need, g_in_flight, g_budget);
+  }
+  if (rc == 0) g_in_flight += need;
+  pthread_mutex_unlock(&g_budget_mu);
+  return rc;
+}
+
+static void budget_release(size_t need) {
+  pthread_mutex_lock(&g_budget_mu);
+  g_in_flight -= need;
+  pthread_cond_broadcast(&g_budget_cv);
+  pthread_mutex_unlock(&g_budget_mu);
 }
 
 /* Readies a new session for the load-time shapes (those warm-up runs), so that its first request
@@ -299,7 +375,7 @@ static void session_prime(hs_engine_session *s) {
   hs_plan *plan;
   hs_error err;
   hs_error_clear(&err);
-  if (session_plan(s, in, 0, &plan, &err) == 0 && s->arena) {
+  if (session_plan(s, in, 0, &plan, &err) == 0 && session_arena(s, plan, &err) == 0 && s->arena) {
     /* one write per page faults the arena in (the kernel zeroes the page); no need to clear it */
     volatile unsigned char *a = s->arena;
     for (size_t off = 0; off < s->arena_bytes; off += 4096) a[off] = 0;
@@ -382,5 +458,12 @@ int hs_engine_session_exec(hs_engine_session *s, const hs_tensor *inputs, hs_ten
     return hs_eager_run(s, inputs, outputs, err);
   }
   if (rc) return rc;
-  return hs_plan_execute(plan, s->m, inputs, s->arena, s->vin, s->vout, outputs, err);
+  /* a model's own run (not a subgraph's, which its parent's run counts) holds its arena's bytes in the
+   * process's budget from before the arena may grow until the run is over */
+  size_t need = s->m->is_sub || t_exempt ? 0 : hs_plan_arena_bytes(plan);
+  if (need && (rc = budget_reserve(need, err))) return rc;
+  rc = session_arena(s, plan, err);
+  if (rc == 0) rc = hs_plan_execute(plan, s->m, inputs, s->arena, s->vin, s->vout, outputs, err);
+  if (need) budget_release(need);
+  return rc;
 }

@@ -43,13 +43,15 @@ typedef struct hs_engine_model {
 
 typedef struct hs_plan hs_plan;
 
-#define HS_PLAN_CACHE 4
+/* Plans a session keeps, most recently used first. Plans are small (shapes and offsets; kernels live
+ * in the nodes' caches), and dynamic batching runs every batch size from 1 to max_batch_size: with 4
+ * plans, batches cycling through 4..8 rows replanned on most runs (bench/results/serve-batching-*). */
+#define HS_PLAN_CACHE 16
 typedef struct hs_engine_session {
   const hs_engine_model *m;
   void *arena;
   size_t arena_bytes;
   hs_plan *plans[HS_PLAN_CACHE];
-  int next_victim;
   hs_tensor *vin, *vout; /* per-node views, max_in / max_out long */
   struct hs_engine_session **subs; /* sessions of m->subs, created on first use */
   struct hs_eager *eager;          /* per-value buffers of a dynamic model's runs (subgraph.c) */
@@ -77,6 +79,20 @@ void hs_engine_prefer_heap(void);
 
 int hs_engine_session_create(const hs_engine_model *m, hs_engine_session **out, hs_error *err);
 void hs_engine_session_free(hs_engine_session *s);
+/* The process's budget for the scratch memory (plan arenas) of the runs in flight, across every model
+ * and session: a run whose plan would push the total over `bytes` waits up to wait_ms for others to
+ * finish, then fails with HS_OVERLOADED (a plan larger than the whole budget fails at once with
+ * HS_LIMIT). 0 bytes: no budget (the default). Subgraph and node-by-node (control-flow) runs are
+ * not counted. Call it before serving; thread-safe. */
+void hs_engine_set_memory_budget(size_t bytes, unsigned wait_ms);
+/* Plan-arena bytes of the runs in flight now (counted whether or not a budget is set), and the
+ * budget (0: none). */
+size_t hs_engine_memory_in_flight(void);
+size_t hs_engine_memory_budget(void);
+/* on: runs on the calling thread are outside the budget until called with off (the loader's warm-up
+ * and golden runs, whose memory admission already counted; a busy server must not fail a load). */
+void hs_engine_memory_budget_exempt(int on);
+
 /* Runs one inference (see hs_backend.run for the contract). */
 int hs_engine_run(hs_engine_session *s, const hs_tensor *inputs, size_t n_inputs, hs_tensor *outputs,
                   size_t n_outputs, hs_error *err);

@@ -509,6 +509,7 @@ static grpc_status_code infer_grpc_status(int rc) {
     case HS_INVALID_ARGUMENT: return GRPC_STATUS_INVALID_ARGUMENT;
     case HS_NO_MEMORY: return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case HS_LIMIT: return GRPC_STATUS_RESOURCE_EXHAUSTED; /* too large, or over --max-request-memory */
+    case HS_OVERLOADED: return GRPC_STATUS_RESOURCE_EXHAUSTED; /* over --max-total-request-memory: retry */
     default: return GRPC_STATUS_INTERNAL;
   }
 }
@@ -570,6 +571,7 @@ static void model_infer(const hs_grpc_env *env, const uint8_t *msg, size_t len, 
     int rc = hs_serving_infer(m, version, &in, &res, &err);
     if (rc != HS_OK) {
       set_error(reply, infer_grpc_status(rc), "%s", err.message);
+      reply->rejected = rc == HS_OVERLOADED;
     } else {
       size_t *sel = calloc(res.n_outputs ? res.n_outputs : 1, sizeof *sel);
       if (!sel) {
@@ -664,9 +666,10 @@ void hs_grpc_dispatch(const hs_grpc_env *env, const char *method, size_t method_
   reply->message[0] = 0;
   reply->body = NULL;
   reply->len = 0;
+  reply->rejected = false;
   if (method_is(method, method_len, "ModelInfer")) {
     model_infer(env, msg, len, reply);
-    hs_registry_count_grpc(env->reg, outcome_of(reply->code));
+    hs_registry_count_grpc(env->reg, reply->rejected ? HS_OUTCOME_REJECTED : outcome_of(reply->code));
   } else if (method_is(method, method_len, "ServerLive")) {
     server_live(reply);
   } else if (method_is(method, method_len, "ServerReady")) {

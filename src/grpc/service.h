@@ -28,6 +28,7 @@ typedef struct hs_grpc_reply {
   char message[512];   /* status details on error */
   uint8_t *body;       /* the serialized response message when code is OK (malloc'd; the caller frees it) */
   size_t len;
+  bool rejected;       /* ModelInfer refused by an overloaded server (counted as rejected, not an error) */
 } hs_grpc_reply;
 
 /* Answers one unary call to method (the full path, "/inference.GRPCInferenceService/ModelInfer", not

@@ -528,6 +528,7 @@ static int infer_http_status(int rc) {
     case HS_UNAVAILABLE: return 503;
     case HS_INVALID_ARGUMENT: return 400;
     case HS_LIMIT: return 413; /* the request's shapes are too large or over --max-request-memory */
+    case HS_OVERLOADED: return 503; /* over --max-total-request-memory for now: with Retry-After */
     default: return 500;
   }
 }
@@ -575,8 +576,10 @@ static void handle_infer(const hs_handler_env *env, hs_model *m, int64_t version
   } else {
     hs_infer_result res;
     int rc = hs_serving_infer(m, version, &in, &res, &err);
-    if (rc != HS_OK)
+    if (rc != HS_OK) {
       hs_reply_error(reply, infer_http_status(rc), "%s", err.message);
+      if (rc == HS_OVERLOADED) reply->retry_after_s = 1;
+    }
     else if (encode_result(m, &req, &res, reply) != HS_OK)
       hs_reply_error(reply, 500, "out of memory encoding the response");
     hs_infer_result_free(&res);

@@ -34,6 +34,7 @@ typedef struct hs_reply {
   long long header_len;      /* >= 0: send Inference-Header-Content-Length */
   const char *content_encoding; /* set by the server when it compressed body (Accept-Encoding) */
   const char *www_authenticate; /* non-NULL: send this WWW-Authenticate header (a 401) */
+  int retry_after_s;         /* > 0: send Retry-After (an overloaded server's 503) */
 } hs_reply;
 
 /* Fills reply with status and the JSON error document {"error": message}. */

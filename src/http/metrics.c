@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/engine.h"
 #include "http/handlers.h"
 #include "serving/rollout.h"
 #include "serving/stats.h"
@@ -189,7 +190,7 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
       char ver[32];
       if (c->version < 0) snprintf(ver, sizeof ver, "none");
       else snprintf(ver, sizeof ver, "%" PRId64, c->version);
-      for (int o = 0; o < 3; o++) {
+      for (int o = 0; o < HS_OUTCOMES; o++) {
         hs_sbuf_puts(b, "hotserve_requests_total{model=");
         label(b, hs_model_name(m));
         hs_sbuf_printf(b, ",version=\"%s\",outcome=\"%s\"} %" PRIu64 "\n", ver, hs_outcome_name((hs_outcome)o),
@@ -330,9 +331,15 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "Memory of the versions freed since the last trim, kept resident (already faulted) for the next "
          "versions' weights; 0 once handed back (--trim-delay after the last free).");
   hs_sbuf_printf(b, "hotserve_weight_pool_bytes %zu\n", atomic_load(&rm->warm_pool_bytes));
+  header(b, "hotserve_request_memory_in_flight_bytes", "gauge",
+         "Scratch (plan arena) bytes of the runs in flight, all models together.");
+  hs_sbuf_printf(b, "hotserve_request_memory_in_flight_bytes %zu\n", hs_engine_memory_in_flight());
+  header(b, "hotserve_request_memory_budget_bytes", "gauge",
+         "Scratch bytes all runs in flight may hold together (--max-total-request-memory; 0: no budget).");
+  hs_sbuf_printf(b, "hotserve_request_memory_budget_bytes %zu\n", hs_engine_memory_budget());
   header(b, "hotserve_grpc_requests_total", "counter",
          "ModelInfer calls over gRPC by outcome (also counted in hotserve_requests_total, which covers both protocols).");
-  for (int o = 0; o < 3; o++)
+  for (int o = 0; o < HS_OUTCOMES; o++)
     hs_sbuf_printf(b, "hotserve_grpc_requests_total{outcome=\"%s\"} %" PRIu64 "\n", hs_outcome_name((hs_outcome)o),
                    (uint64_t)atomic_load(&rm->grpc_requests[o]));
   header(b, "hotserve_process_resident_memory_bytes", "gauge", "Resident set size of the server process.");

@@ -167,6 +167,11 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, hs_http_server *s, h
   }
   if (reply->content_encoding) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, reply->content_encoding);
   if (reply->www_authenticate) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, reply->www_authenticate);
+  if (reply->retry_after_s > 0) {
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", reply->retry_after_s);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+  }
   if (close || atomic_load(&s->draining)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result r = MHD_queue_response(c, (unsigned)reply->status, resp);
   MHD_destroy_response(resp);

@@ -173,7 +173,8 @@ static void fill_stats(hs_stats_entry *e, const char *name, int64_t version, con
   e->last_inference_ms = ld(&c->last_inference_ms);
   e->inference_count = e->execution_count = ok; /* no batching: one inference per execution */
   e->success = (hs_stat_duration){ok, ld(&c->success_ns)};
-  e->fail = (hs_stat_duration){ld(&c->outcome[HS_OUTCOME_CLIENT_ERROR]) + ld(&c->outcome[HS_OUTCOME_SERVER_ERROR]),
+  e->fail = (hs_stat_duration){ld(&c->outcome[HS_OUTCOME_CLIENT_ERROR]) + ld(&c->outcome[HS_OUTCOME_SERVER_ERROR]) +
+                                     ld(&c->outcome[HS_OUTCOME_REJECTED]),
                                ld(&c->fail_ns)};
   e->queue = (hs_stat_duration){ok, ld(&c->queue_ns)};
   e->compute_input = (hs_stat_duration){ok, ld(&c->compute_input_ns)};

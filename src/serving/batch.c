@@ -7,10 +7,12 @@
  * max_batch_size, or until max_queue_delay_microseconds after its own arrival. Then it takes a
  * compute slot and a session like any request (hs_version_take); the batch stays open, so requests
  * keep joining while every session is busy, until the leader holds a session (or the batch is
- * full). The leader closes the batch, stacks the members' inputs, runs once, and calls each
- * member's deliver callback with that member's rows of the outputs, then gives the session back.
+ * full). The leader closes the batch and hands it to a compute thread (compute.c; a one-thread
+ * model's batch runs on the leader's own thread), which stacks the members' inputs, runs once, calls
+ * each member's deliver callback with that member's rows of the outputs, gives the session back
+ * and wakes the followers, while the leader waits for it like them: each request is woken once.
  * *Followers* (requests that joined) append a member record (on their own stack) and sleep on their
- * own condition variable until the leader marks them done; a follower that fills the batch closes
+ * own condition variable until the run marks them done; a follower that fills the batch closes
  * it and wakes the leader. Requests that fit no open batch (other trailing shapes, too many rows)
  * lead a batch of their own, so different shapes never share a run.
  * Versions: the batcher belongs to one version and a request joins only its own acquired version's
@@ -20,9 +22,11 @@
  * Failure: a batched run that fails (or whose outputs do not split along dim 0) is run again one
  * request at a time on the same session, so each request gets its own outcome and error and one bad
  * request fails no other; outputs that never split turn batching off for the version (logged once).
- * Locks: one mutex per batcher, held only to join, close or finish a batch, never across a wait for
- * a session or a run, and never shared with another model or version.
- * Shutdown: nothing to stop. Every batch is run by a request thread within its delay plus one run;
+ * Locks: one mutex per batcher, held only to join or close a batch, never across a wait for a
+ * session or a run, and never shared with another model or version; each follower waits on a mutex
+ * and condition variable of its own (taken before the batcher's is let go), so the run wakes the
+ * followers one by one without them all queueing for the batcher's mutex.
+ * Shutdown: nothing to stop. Every batch is run within its leader's delay plus one run;
  * the batcher is freed with its version, which happens only after its last request.
  */
 #include "serving/batch.h"
@@ -36,6 +40,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "serving/compute.h"
 
 /* One request in a batch; lives on its own thread's stack while it waits. */
 typedef struct member {
@@ -44,7 +49,8 @@ typedef struct member {
   int64_t rows;
   uint64_t arrive_ns;
   int rc;
-  bool done;          /* set by the leader under the batcher's mutex */
+  bool done;          /* set by the batch's run under mu */
+  pthread_mutex_t mu; /* the follower's own: its wake-up contends with no other member */
   pthread_cond_t cv;  /* a follower waits here for done */
   struct member *next;
 } member;
@@ -286,6 +292,31 @@ done:
   free(outs);
 }
 
+/* A closed batch and the session its leader took, handed to a compute thread (compute.c). */
+typedef struct batch_job {
+  hs_batcher *b;
+  hs_backend_session *s;
+  batch *bt;
+} batch_job;
+
+/* On the compute thread: run the batch, give the session back, wake the followers (the leader
+ * wakes when this returns). */
+static void batch_job_run(void *arg) {
+  batch_job *j = arg;
+  hs_batcher *b = j->b;
+  run_batch(b, j->s, j->bt);
+  hs_version_give(b->v, j->s);
+  /* the batch is closed, so its member list no longer changes; a follower returns (and its record
+   * goes) as soon as we unlock its mutex, so read next first */
+  for (member *mb = j->bt->head->next, *next; mb; mb = next) {
+    next = mb->next;
+    pthread_mutex_lock(&mb->mu);
+    mb->done = true;
+    pthread_cond_signal(&mb->cv);
+    pthread_mutex_unlock(&mb->mu);
+  }
+}
+
 static void deadline_to_timespec(uint64_t ns, struct timespec *ts) {
   ts->tv_sec = (time_t)(ns / 1000000000u);
   ts->tv_nsec = (long)(ns % 1000000000u);
@@ -299,6 +330,7 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
   for (batch *bt = b->open; bt; bt = bt->next) {
     if (bt->rows + me.rows > b->max_batch_size || !same_trailing(bt->head->req, req)) continue;
     /* follower: join, maybe close it, wait for the leader to run it */
+    pthread_mutex_init(&me.mu, NULL);
     pthread_cond_init(&me.cv, NULL);
     bt->tail->next = &me;
     bt->tail = &me;
@@ -307,9 +339,12 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
     if (bt->rows >= b->max_batch_size) close_batch(b, bt);
     if (hs_batch_full(b->preferred, b->n_preferred, b->max_batch_size, (int)bt->rows))
       pthread_cond_signal(&bt->cv);
-    while (!me.done) pthread_cond_wait(&me.cv, &b->mu);
+    pthread_mutex_lock(&me.mu); /* before the batcher's: the run cannot mark us done in between */
     pthread_mutex_unlock(&b->mu);
+    while (!me.done) pthread_cond_wait(&me.cv, &me.mu);
+    pthread_mutex_unlock(&me.mu);
     pthread_cond_destroy(&me.cv);
+    pthread_mutex_destroy(&me.mu);
     return me.rc;
   }
   /* leader: open a batch and gather until it is full enough or the delay is over */
@@ -336,15 +371,8 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
   close_batch(b, &bt);
   pthread_mutex_unlock(&b->mu);
 
-  run_batch(b, s, &bt);
-  hs_version_give(b->v, s);
-
-  pthread_mutex_lock(&b->mu);
-  for (member *mb = bt.head->next; mb; mb = mb->next) { /* a follower returns only after we unlock */
-    mb->done = true;
-    pthread_cond_signal(&mb->cv);
-  }
-  pthread_mutex_unlock(&b->mu);
+  batch_job job = {.b = b, .s = s, .bt = &bt};
+  hs_compute_run_for(hs_version_threads(b->v), batch_job_run, &job); /* runs it, gives s back, wakes the followers */
   pthread_cond_destroy(&bt.cv);
   return me.rc;
 }

@@ -3,11 +3,12 @@
  * DESIGN
  * A request holds one reference to one immutable version from acquire to release (invariant 1 in
  * docs/ARCHITECTURE.md). It takes a compute slot and a session (hs_version_take; the wait is its
- * queue time), runs, copies the outputs out of the session's arena into one block the result owns,
- * and gives the session back before returning, so the front end's encoding (possibly slow JSON)
- * never holds a session. On success the result keeps the version reference until the front end
- * frees it, so the request's accounting ends when its reply is encoded; a failure is accounted and
- * releases the version at once.
+ * queue time), hands the run to a compute thread (compute.c: the request's own thread never starts
+ * an OpenMP team; a one-thread run, which starts none, stays on it), which runs, copies the outputs
+ * out of the session's arena into one block the result owns, and gives the session back before the
+ * request returns, so the front end's encoding (possibly slow JSON) never holds a session. On
+ * success the result keeps the version reference until the front end frees it, so the request's
+ * accounting ends when its reply is encoded; a failure is accounted and releases the version at once.
  */
 #include "serving/infer.h"
 
@@ -19,6 +20,7 @@
 #include "base/clock.h"
 #include "serving/rollout.h"
 #include "serving/batch.h"
+#include "serving/compute.h"
 
 static bool shape_matches(const hs_io_desc *d, const hs_tensor *t) {
   if (d->ndim != t->ndim) return false;
@@ -151,6 +153,36 @@ static int run_batched(hs_version *v, const hs_tensor *ins, size_t n_in, const s
   return rc;
 }
 
+/* One unbatched run, handed to a compute thread (compute.c) by the request that holds its session. */
+typedef struct solo_run {
+  hs_version *v;
+  hs_backend_session *s;
+  const hs_tensor *ins;
+  size_t n_in;
+  hs_tensor *outs;
+  size_t n_out;
+  const size_t *pick;
+  size_t n_pick;
+  hs_infer_result *out;
+  hs_error *err;
+  uint64_t tb, tq;      /* the request's checks began; it began waiting for a session */
+  int rc;
+} solo_run;
+
+/* On the compute thread: run, copy the outputs out of the session's arena, give the session back. */
+static void solo_job(void *arg) {
+  solo_run *r = arg;
+  uint64_t tc = hs_now_ns();
+  r->rc = hs_version_backend(r->v)->run(r->s, r->ins, r->n_in, r->outs, r->n_out, r->err);
+  uint64_t to = hs_now_ns();
+  r->out->compute_ns = to - tc;
+  /* the outputs live in the session's arena: copy them before the session goes back */
+  if (r->rc == HS_OK) r->rc = copy_out(r->v, r->outs, r->pick, r->n_pick, r->out, r->err);
+  if (r->rc == HS_OK) /* Triton's compute_input/output */
+    hs_version_count_phases(r->v, r->tq - r->tb, hs_now_ns() - to);
+  hs_version_give(r->v, r->s);
+}
+
 /* Checks the inputs against v, runs them on one of its sessions and copies the outputs out. */
 static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infer_result *out, hs_error *err) {
   size_t n_in = hs_version_num_inputs(v), n_out = hs_version_num_outputs(v);
@@ -167,21 +199,16 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
   if (batched) rc = run_batched(v, ins, n_in, pick, n_pick, out, err);
   else if (ran) {
     out->batch_size = 1;
-    uint64_t tq = hs_now_ns();
-    hs_backend_session *s = hs_version_take(v);
-    uint64_t tc = hs_now_ns();
-    out->queue_ns = tc - tq;
-    rc = hs_version_backend(v)->run(s, ins, n_in, outs, n_out, err);
-    out->compute_ns = hs_now_ns() - tc;
-    /* the outputs live in the session's arena: copy them before the session goes back */
-    uint64_t to = hs_now_ns();
-    if (rc == HS_OK) rc = copy_out(v, outs, pick, n_pick, out, err);
-    if (rc == HS_OK) hs_version_count_phases(v, tq - tb, hs_now_ns() - to); /* Triton's compute_input/output */
-    hs_version_give(v, s);
+    solo_run r = {.v = v, .ins = ins, .n_in = n_in, .outs = outs, .n_out = n_out, .pick = pick,
+                  .n_pick = n_pick, .out = out, .err = err, .tb = tb, .tq = hs_now_ns()};
+    r.s = hs_version_take(v); /* the compute slot and session first: a compute thread never waits */
+    out->queue_ns = hs_now_ns() - r.tq;
+    hs_compute_run_for(hs_version_threads(v), solo_job, &r);
+    rc = r.rc;
   }
   /* HS_INVALID_ARGUMENT (shapes the request's values make invalid) and HS_LIMIT (shapes too large, or
    * over the per-request memory budget) are the client's (issue 16, classes 3 and 12) */
-  if (ran && rc != HS_OK && rc != HS_INVALID_ARGUMENT && rc != HS_LIMIT) {
+  if (ran && rc != HS_OK && rc != HS_INVALID_ARGUMENT && rc != HS_LIMIT && rc != HS_OVERLOADED) {
     hs_error_prefix(err, "model %s version %" PRId64 " failed", hs_model_name(m), hs_version_number(v));
     if (rc != HS_NO_MEMORY) err->code = rc = HS_INTERNAL; /* HS_NOT_FOUND etc. mean "no version" here */
   }
@@ -194,6 +221,7 @@ static int run_on(hs_model *m, hs_version *v, const hs_infer_inputs *in, hs_infe
 static hs_outcome outcome_of(int rc) {
   if (rc == HS_OK) return HS_OUTCOME_SUCCESS;
   if (rc == HS_NOT_FOUND || rc == HS_INVALID_ARGUMENT || rc == HS_LIMIT) return HS_OUTCOME_CLIENT_ERROR;
+  if (rc == HS_OVERLOADED) return HS_OUTCOME_REJECTED; /* over --max-total-request-memory: retry later */
   return HS_OUTCOME_SERVER_ERROR; /* HS_UNAVAILABLE (nothing serving) included */
 }
 

@@ -59,6 +59,10 @@ typedef struct hs_infer_result {
  *   HS_UNAVAILABLE       no version is serving
  *   HS_INVALID_ARGUMENT  the inputs do not fit the version (missing, unknown, datatype, shape), an
  *                        unknown output is asked for, or the backend refused the inputs
+ *   HS_LIMIT             shapes too large, or a plan over --max-request-memory (or over the whole
+ *                        --max-total-request-memory): the client's
+ *   HS_OVERLOADED        the runs in flight hold the process's request-memory budget and did not
+ *                        free enough within its wait: retry later (outcome "rejected")
  *   HS_NO_MEMORY, HS_INTERNAL (any other backend failure): a server-side error
  * On error *out holds no outputs (hs_infer_result_free is still safe). Thread-safe. */
 int hs_serving_infer(hs_model *m, int64_t version, const hs_infer_inputs *in, hs_infer_result *out,

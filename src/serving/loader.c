@@ -346,6 +346,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   if (!v->backend) goto fail;
   hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads,
                            .max_run_bytes = r->max_request_memory};
+  v->threads = bo.threads;
   if (read_and_load(r, m, rv, model_dir, v, &bo, &cost, &cpu, &code, code_buf, &err) != HS_OK) goto fail;
   if (atomic_load(&r->stopping)) { /* shutting down: do not go on with a load nobody will serve */
     code = "shutting_down";

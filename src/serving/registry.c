@@ -194,6 +194,7 @@ size_t hs_version_num_outputs(const hs_version *v) { return v->backend->num_outp
 const hs_io_desc *hs_version_output(const hs_version *v, size_t i) { return v->backend->output(v->bm, i); }
 
 struct hs_batcher *hs_version_batcher(const hs_version *v) { return v->batcher; }
+int hs_version_threads(const hs_version *v) { return v->threads; }
 
 /* A request first takes one of its model's compute slots, then a session of its version. Without
  * the model-wide slots, the requests still running on a retiring version and those already sent to
@@ -226,8 +227,8 @@ void hs_version_give(hs_version *v, hs_backend_session *s) {
 }
 
 const char *hs_outcome_name(hs_outcome o) {
-  static const char *const names[3] = {"success", "client_error", "server_error"};
-  return (unsigned)o < 3 ? names[o] : "unknown";
+  static const char *const names[HS_OUTCOMES] = {"success", "client_error", "server_error", "rejected"};
+  return (unsigned)o < HS_OUTCOMES ? names[o] : "unknown";
 }
 
 /* Milliseconds since the epoch (Triton's last_inference; the only wall-clock reading here). */
@@ -578,7 +579,8 @@ const hs_model_metrics *hs_model_metrics_get(const hs_model *m) { return &m->met
 const hs_registry_metrics *hs_registry_metrics_get(const hs_registry *r) { return &r->metrics; }
 
 void hs_registry_count_grpc(hs_registry *r, hs_outcome outcome) {
-  if ((unsigned)outcome < 3) atomic_fetch_add_explicit(&r->metrics.grpc_requests[outcome], 1, memory_order_relaxed);
+  if ((unsigned)outcome < HS_OUTCOMES)
+    atomic_fetch_add_explicit(&r->metrics.grpc_requests[outcome], 1, memory_order_relaxed);
 }
 
 hs_version_counter *hs__version_counter(hs_model *m, int64_t version) {

@@ -134,6 +134,8 @@ const hs_io_desc *hs_version_output(const hs_version *v, size_t i);
 
 /* v's dynamic batcher (serving/batch.h), NULL when batching is off for it. */
 struct hs_batcher *hs_version_batcher(const hs_version *v);
+/* Threads a run of v may use (its backend options; 0: the backend's default, all cores). */
+int hs_version_threads(const hs_version *v);
 
 /* Takes a free session of v, waiting while all are busy. Give it back with hs_version_give. */
 hs_backend_session *hs_version_take(hs_version *v);
@@ -141,7 +143,10 @@ void hs_version_give(hs_version *v, hs_backend_session *s);
 
 /* Request accounting (relaxed atomics; no lock). outcome: 0 success, 1 client error, 2 server
  * error. v may be NULL for a request that never got a version. */
-typedef enum { HS_OUTCOME_SUCCESS, HS_OUTCOME_CLIENT_ERROR, HS_OUTCOME_SERVER_ERROR } hs_outcome;
+/* REJECTED: the server was overloaded (over --max-total-request-memory) and refused the request
+ * without running it: neither the client's error nor a failure of the server. */
+typedef enum { HS_OUTCOME_SUCCESS, HS_OUTCOME_CLIENT_ERROR, HS_OUTCOME_SERVER_ERROR, HS_OUTCOME_REJECTED } hs_outcome;
+#define HS_OUTCOMES 4
 /* "success", "client_error" or "server_error": the label /metrics and the trace use. */
 const char *hs_outcome_name(hs_outcome o);
 void hs_model_request_begin(hs_model *m);
@@ -205,7 +210,7 @@ long hs_model_versions_on_disk(hs_model *m, int64_t *out, size_t cap);
 /* Per-model counters and histograms, for exposition. Pointers stay valid for the registry's life. */
 typedef struct hs_version_counter {
   int64_t version;                /* -1: requests that never got a version */
-  atomic_uint_least64_t outcome[3];
+  atomic_uint_least64_t outcome[HS_OUTCOMES];
   /* Triton's statistics extension (GET /v2/models/{m}/stats): durations summed in ns. Success and
    * queue/compute counts are outcome[SUCCESS]; failures are outcome[CLIENT_ERROR] + [SERVER_ERROR]. */
   atomic_uint_least64_t success_ns, fail_ns, queue_ns;
@@ -247,7 +252,7 @@ typedef struct hs_registry_metrics {
   hs_histogram swap, drain;
   atomic_int_least64_t versions_live;
   atomic_int_least64_t memory_bytes;
-  atomic_uint_least64_t grpc_requests[3]; /* ModelInfer calls over gRPC, by hs_outcome (the gRPC share of the
+  atomic_uint_least64_t grpc_requests[HS_OUTCOMES]; /* ModelInfer calls over gRPC, by hs_outcome (the gRPC share of the
                                              per-model request counters, which count both protocols) */
   atomic_size_t warm_pool_bytes;          /* memory_bytes of the versions freed since the last trim: pages
                                              the allocator keeps resident for the next versions (loader.c,

@@ -37,6 +37,7 @@ struct hs_version {
   hs_backend_session **sessions; /* all of them, for freeing */
   hs_backend_session **free_list;
   struct hs_batcher *batcher;   /* dynamic batching (batch.c); NULL when off */
+  int threads;                  /* threads per run (hs_backend_options.threads; 0: all); not 1: on compute.c's pool */
   atomic_bool first_done;       /* first real request recorded in the status */
   atomic_uint_least64_t retired_ns; /* when it left the last view; 0 while serving */
   bool flagged;                 /* loader only: served although its files no longer match its manifest */

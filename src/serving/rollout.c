@@ -223,7 +223,8 @@ void hs_rollout_observe(hs_model *m, const hs_rollout_pick *pick, int rc, int64_
   if (answered != (cand ? pick->candidate : pick->stable)) return; /* fell back: the window just moved */
   ro_arm *a = cand ? &ro->cand_arm : &ro->stable_arm;
   if (rc != HS_OK) {
-    if (rc == HS_INVALID_ARGUMENT || rc == HS_NOT_FOUND) return; /* the request's fault */
+    /* the request's fault, or an overloaded server: nothing the version did */
+    if (rc == HS_INVALID_ARGUMENT || rc == HS_NOT_FOUND || rc == HS_OVERLOADED) return;
     atomic_fetch_add_explicit(&a->requests, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&a->errors, 1, memory_order_relaxed);
     return;

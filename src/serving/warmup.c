@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "base/npy.h"
+#include "engine/engine.h"
 
 #define HS_MAX_WARMUP_ELEMS (64ll * 1024 * 1024)
 
@@ -106,8 +107,10 @@ int hs_warmup_run(const hs_backend *b, const hs_backend_model *model, hs_backend
   /* Runs go round the sessions (for a backend whose sessions pay a first-run cost). Every run here
    * is CPU that the requests of the version still serving do not get (bench/reload). */
   size_t runs = cfg->warmup_runs > 0 ? (size_t)cfg->warmup_runs : 0;
+  hs_engine_memory_budget_exempt(true); /* admission counted this memory; a busy server fails no load */
   for (size_t k = 0; rc == HS_OK && k < runs && n_sessions > 0; k++)
     rc = b->run(sessions[k % n_sessions], in, n_in, out, n_out, err);
+  hs_engine_memory_budget_exempt(false);
   hs_tensors_free_data(in, in ? n_in : 0);
   free(in);
   free(out);

@@ -121,12 +121,13 @@ def test(tmp, args):
         n = len(hsys.status_entries(c, model))
         check(n <= 16, "status of %s keeps %d history entries (contract: the last 16)" % (model, n))
     # Every scrape stays bounded too: request counters are exposed for the newest 16 version
-    # numbers of a model (plus "none"), three outcomes each.
+    # numbers of a model (plus "none"), one per outcome each (success, client_error, server_error,
+    # rejected).
     text = c.get("/metrics").body.decode()
     for model in ("pub", "inplace"):
         series = [l for l in text.splitlines()
                   if l.startswith('hotserve_requests_total{model="%s",' % model)]
-        check(len(series) <= 3 * 17, "/metrics has %d hotserve_requests_total series for %s after %d reloads"
+        check(len(series) <= 4 * 17, "/metrics has %d hotserve_requests_total series for %s after %d reloads"
               % (len(series), model, args.reloads))
     check(fds <= fds100 + 8, "open file descriptors grew from %d (reload 100) to %d (reload %d)"
           % (fds100, fds, args.reloads))
