@@ -2,6 +2,8 @@
 #ifndef HS_CLI_H
 #define HS_CLI_H
 
+#include <stdint.h>
+
 /* Each returns the process exit status: 0 on success, 1 on failure, 2 on a usage error.
  * argv[0] is the subcommand's name. */
 int hs_cmd_serve(int argc, char **argv);
@@ -18,5 +20,11 @@ void hs_cli_getopt_reset(void);
 /* Prints "hotserve CMD: unknown option X" (c == '?') or "... option X needs a value" (c == ':'); prev_optind
  * is optind before the getopt_long call that failed. */
 void hs_cli_option_error(const char *cmd, int c, int argc, char **argv, int prev_optind);
+/* After the getopt_long loop: takes the one operand left (argv[optind]) into *out. Returns 0; 1 when there
+ * is none (the caller shows its usage); 2 after printing "hotserve CMD: one WHAT only" when there are more. */
+int hs_cli_one_operand(const char *cmd, const char *what, int argc, char **argv, const char **out);
+/* Reads a --version value: a positive integer without leading zeros, '+' or spaces, at most
+ * HS_REPO_VERSION_MAX. Returns 0, or -1 after printing why as "hotserve CMD: ...". */
+int hs_cli_parse_version(const char *cmd, const char *text, int64_t *out);
 
 #endif

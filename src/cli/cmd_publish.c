@@ -1,5 +1,4 @@
 /* cmd_publish.c - `hotserve publish`: add a version to a model repository atomically. */
-#include <errno.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -65,18 +64,7 @@ int hs_cmd_publish(int argc, char **argv) {
     return 2;
   }
   int64_t version = 0;
-  if (ver) {
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(ver, &end, 10);
-    if (errno || !end || *end || v < 1 || v > HS_REPO_VERSION_MAX || ver[0] == '0' || ver[0] == '+' ||
-        ver[0] == ' ') {
-      fprintf(stderr, "hotserve publish: --version must be a positive integer without leading zeros, at most "
-                      "%lld (the highest version a server serves)\n", HS_REPO_VERSION_MAX);
-      return 2;
-    }
-    version = v;
-  }
+  if (ver && hs_cli_parse_version("publish", ver, &version)) return 2;
   hs_error err;
   hs_error_clear(&err);
   int64_t used = 0;

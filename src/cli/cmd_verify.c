@@ -33,7 +33,7 @@ static void usage(FILE *out) {
 }
 
 int hs_cmd_verify(int argc, char **argv) {
-  const char *dir = NULL;
+  const char *dir;
   const char *keys[MAX_KEYS];
   size_t n_keys = 0;
   static const struct option opts[] = {
@@ -55,13 +55,9 @@ int hs_cmd_verify(int argc, char **argv) {
       return 2;
     }
   }
-  if (optind < argc) dir = argv[optind++];
-  if (optind < argc) {
-    fprintf(stderr, "hotserve verify: one DIR only\n");
-    return 2;
-  }
-  if (!dir) {
-    usage(stderr);
+  int orc = hs_cli_one_operand("verify", "DIR", argc, argv, &dir);
+  if (orc) {
+    if (orc == 1) usage(stderr);
     return 2;
   }
   hs_error err;

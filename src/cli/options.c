@@ -1,8 +1,12 @@
-/* options.c - what every subcommand's getopt_long loop shares: its reset and its error message. */
+/* options.c - what the subcommands' option handling shares: the getopt_long reset and error message,
+ * operands, and the --version number. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "cli/cli.h"
+#include "repo/repo.h"
 
 void hs_cli_getopt_reset(void) {
   optind = 1;
@@ -13,4 +17,27 @@ void hs_cli_option_error(const char *cmd, int c, int argc, char **argv, int prev
   const char *arg = prev_optind < argc ? argv[prev_optind] : "";
   if (c == ':') fprintf(stderr, "hotserve %s: option %s needs a value\n", cmd, arg);
   else fprintf(stderr, "hotserve %s: unknown option %s\n", cmd, arg);
+}
+
+int hs_cli_one_operand(const char *cmd, const char *what, int argc, char **argv, const char **out) {
+  *out = optind < argc ? argv[optind++] : NULL;
+  if (optind < argc) {
+    fprintf(stderr, "hotserve %s: one %s only\n", cmd, what);
+    return 2;
+  }
+  return *out ? 0 : 1;
+}
+
+int hs_cli_parse_version(const char *cmd, const char *text, int64_t *out) {
+  char *end = NULL;
+  errno = 0;
+  long long v = strtoll(text, &end, 10);
+  if (errno || !end || *end || v < 1 || v > HS_REPO_VERSION_MAX || text[0] == '0' || text[0] == '+' ||
+      text[0] == ' ') {
+    fprintf(stderr, "hotserve %s: --version must be a positive integer without leading zeros, at most %lld (the "
+                    "highest version a server serves)\n", cmd, HS_REPO_VERSION_MAX);
+    return -1;
+  }
+  *out = v;
+  return 0;
 }
