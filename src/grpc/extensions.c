@@ -24,6 +24,23 @@ static Inference__DataType data_type(hs_dtype dt) {
   return v ? (Inference__DataType)v->value : INFERENCE__DATA_TYPE__TYPE_INVALID;
 }
 
+/* Allocates n zeroed blocks of size bytes each and n message pointers, for a reply's repeated field (at
+ * least one of each, so that an empty list allocates too). On failure answers RESOURCE_EXHAUSTED and
+ * returns NULL; otherwise the caller frees the blocks and *ptrs. */
+static void *alloc_list(size_t n, size_t size, void **ptrs, hs_grpc_reply *reply) {
+  void *blocks = calloc(n ? n : 1, size);
+  *ptrs = calloc(n ? n : 1, sizeof(void *));
+  if (blocks && *ptrs) return blocks;
+  free(blocks);
+  free(*ptrs);
+  *ptrs = NULL;
+  hs__grpc_set_error(reply, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  return NULL;
+}
+
+/* Both repository RPCs carry a repository_name; hotserve serves one repository. */
+static const char k_one_repository[] = "repository_name: hotserve serves one repository; leave it empty";
+
 void hs__grpc_model_config(const hs_grpc_env *env, const uint8_t *msg, size_t len, hs_grpc_reply *reply) {
   Inference__ModelConfigRequest *rq = inference__model_config_request__unpack(NULL, len, msg);
   if (!rq) {
@@ -134,11 +151,10 @@ void hs__grpc_model_statistics(const hs_grpc_env *env, const uint8_t *msg, size_
       Inference__StatisticDuration d[8];
       char version[24];
     } one;
-    one *b = calloc(n ? n : 1, sizeof *b);
-    Inference__ModelStatistics **list = calloc(n ? n : 1, sizeof *list);
-    if (!b || !list) {
-      hs__grpc_set_error(reply, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    } else {
+    void *ptrs;
+    one *b = alloc_list(n, sizeof *b, &ptrs, reply);
+    Inference__ModelStatistics **list = ptrs;
+    if (b) {
       for (size_t i = 0; i < n; i++) {
         one *o = &b[i];
         inference__model_statistics__init(&o->ms);
@@ -182,8 +198,7 @@ void hs__grpc_repository_index(const hs_grpc_env *env, const uint8_t *msg, size_
   hs_error err;
   hs_error_clear(&err);
   if (rq->repository_name && *rq->repository_name) {
-    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT,
-                       "repository_name: hotserve serves one repository; leave it empty");
+    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, k_one_repository);
   } else {
     int rc = hs_triton_index(env->reg, rq->ready != 0, &e, &n, &err);
     if (rc != HS_OK) {
@@ -194,11 +209,10 @@ void hs__grpc_repository_index(const hs_grpc_env *env, const uint8_t *msg, size_
         Inference__RepositoryIndexResponse__ModelIndex mi;
         char version[24];
       } one;
-      one *b = calloc(n ? n : 1, sizeof *b);
-      Inference__RepositoryIndexResponse__ModelIndex **list = calloc(n ? n : 1, sizeof *list);
-      if (!b || !list) {
-        hs__grpc_set_error(reply, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-      } else {
+      void *ptrs;
+      one *b = alloc_list(n, sizeof *b, &ptrs, reply);
+      Inference__RepositoryIndexResponse__ModelIndex **list = ptrs;
+      if (b) {
         for (size_t i = 0; i < n; i++) {
           inference__repository_index_response__model_index__init(&b[i].mi);
           if (e[i].version >= 0) snprintf(b[i].version, sizeof b[i].version, "%" PRId64, e[i].version);
@@ -241,8 +255,7 @@ void hs__grpc_repository_load(const hs_grpc_env *env, const uint8_t *msg, size_t
              hs_triton_param_refusal(param ? param : ""));
     hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, text);
   } else if (repo && *repo) {
-    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT,
-                       "repository_name: hotserve serves one repository; leave it empty");
+    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, k_one_repository);
   } else {
     hs_error err;
     hs_error_clear(&err);
