@@ -271,26 +271,24 @@ static void test_layout_and_policies(void **state) {
   assert_int_equal(b->versions[0].total_bytes, strlen("model v3") + strlen("weights"));
   hs_repo_snapshot_free(s);
 
-  write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"latest\":{\"num_versions\":2}}}");
-  s = scan(r);
-  b = find_model(s, "b");
-  assert_int_equal(b->n_versions, 2);
-  assert_int_equal(b->versions[0].version, 2);
-  assert_int_equal(b->versions[1].version, 3);
-  hs_repo_snapshot_free(s);
-
-  write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"all\":{}}}");
-  s = scan(r);
-  assert_int_equal(find_model(s, "b")->n_versions, 3);
-  hs_repo_snapshot_free(s);
-
-  write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"specific\":{\"versions\":[1,3,9]}}}");
-  s = scan(r);
-  b = find_model(s, "b");
-  assert_int_equal(b->n_versions, 2);
-  assert_int_equal(b->versions[0].version, 1);
-  assert_int_equal(b->versions[1].version, 3);
-  hs_repo_snapshot_free(s);
+  /* Each version policy selects its versions of b (1, 2 and 3 are present). */
+  static const struct {
+    const char *config;
+    size_t n;
+    int64_t want[3];
+  } policies[] = {
+      {"{\"version_policy\":{\"latest\":{\"num_versions\":2}}}", 2, {2, 3}},
+      {"{\"version_policy\":{\"all\":{}}}", 3, {1, 2, 3}},
+      {"{\"version_policy\":{\"specific\":{\"versions\":[1,3,9]}}}", 2, {1, 3}},
+  };
+  for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++) {
+    write_text(P("%s/b/config.json", f->root), policies[i].config);
+    s = scan(r);
+    b = find_model(s, "b");
+    assert_int_equal(b->n_versions, policies[i].n);
+    for (size_t k = 0; k < policies[i].n; k++) assert_int_equal(b->versions[k].version, policies[i].want[k]);
+    hs_repo_snapshot_free(s);
+  }
 
   /* Latest 1 with a newer version still being copied (fresh mtimes, no manifest): the pending
    * version is listed, and the newest READY one is still selected beside it. */
