@@ -38,18 +38,14 @@ int hs_cmd_publish(int argc, char **argv) {
       {"key", required_argument, NULL, 'k'}, {"version", required_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'}, {0}};
   hs_cli_getopt_reset();
-  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
-    if (c == 'h') {
-      usage(stdout);
-      return 0;
+  int status;
+  for (int c; (c = hs_cli_next_option("publish", argc, argv, ":h", opts, usage, &status)) != -1;) {
+    if (c == HS_CLI_EXIT) {
+      return status;
     } else if (c == 'k') {
       key = optarg;
     } else if (c == 'v') {
       ver = optarg;
-    } else {
-      hs_cli_option_error("publish", c, argc, argv, prev);
-      usage(stderr);
-      return 2;
     }
   }
   for (; optind < argc; optind++) {

@@ -295,16 +295,9 @@ static int parse_options(int argc, char **argv, serve_cfg *c) {
   lopts[N_OPTS] = (struct option){"help", no_argument, NULL, 'h'};
   lopts[N_OPTS + 1] = (struct option){0, 0, 0, 0};
   hs_cli_getopt_reset();
-  for (int prev = optind, id; (id = getopt_long(argc, argv, ":h", lopts, NULL)) != -1; prev = optind) {
-    if (id == 'h') {
-      usage(stdout);
-      return -1;
-    }
-    if (id == '?' || id == ':') {
-      hs_cli_option_error("serve", id, argc, argv, prev);
-      usage(stderr);
-      return 2;
-    }
+  int status;
+  for (int id; (id = hs_cli_next_option("serve", argc, argv, ":h", lopts, usage, &status)) != -1;) {
+    if (id == HS_CLI_EXIT) return status == 0 ? -1 : status;
     for (size_t i = 0; i < N_OPTS; i++)
       if (k_opts[i].id == id && apply(c, &k_opts[i], optarg, false)) return 2;
   }

@@ -43,27 +43,19 @@ int hs_cmd_sign(int argc, char **argv) {
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   hs_cli_getopt_reset();
-  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
-    if (c == 'h') {
-      usage(stdout);
-      return 0;
+  int status;
+  for (int c; (c = hs_cli_next_option("sign", argc, argv, ":h", opts, usage, &status)) != -1;) {
+    if (c == HS_CLI_EXIT) {
+      return status;
     } else if (c == 'k') {
       key = optarg;
     } else if (c == 'm') {
       model = optarg;
     } else if (c == 'v') {
       ver = optarg;
-    } else {
-      hs_cli_option_error("sign", c, argc, argv, prev);
-      usage(stderr);
-      return 2;
     }
   }
-  int orc = hs_cli_one_operand("sign", "DIR", argc, argv, &dir);
-  if (orc) {
-    if (orc == 1) usage(stderr);
-    return 2;
-  }
+  if (hs_cli_one_operand("sign", "DIR", argc, argv, usage, &dir)) return 2;
   int64_t version = 0;
   if (ver && hs_cli_parse_version("sign", ver, &version)) return 2;
   hs_error err;

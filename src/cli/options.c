@@ -1,5 +1,5 @@
-/* options.c - what the subcommands' option handling shares: the getopt_long reset and error message,
- * operands, and the --version number. */
+/* options.c - what the subcommands' option handling shares: the getopt_long step with its help and error
+ * handling, a single operand, and the --version number. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -19,13 +19,36 @@ void hs_cli_option_error(const char *cmd, int c, int argc, char **argv, int prev
   else fprintf(stderr, "hotserve %s: unknown option %s\n", cmd, arg);
 }
 
-int hs_cli_one_operand(const char *cmd, const char *what, int argc, char **argv, const char **out) {
+int hs_cli_next_option(const char *cmd, int argc, char **argv, const char *shortopts, const struct option *opts,
+                       hs_cli_usage_fn usage, int *status) {
+  int prev = optind;
+  int c = getopt_long(argc, argv, shortopts, opts, NULL);
+  if (c == 'h') {
+    usage(stdout);
+    *status = 0;
+    return HS_CLI_EXIT;
+  }
+  if (c == '?' || c == ':') {
+    hs_cli_option_error(cmd, c, argc, argv, prev);
+    usage(stderr);
+    *status = 2;
+    return HS_CLI_EXIT;
+  }
+  return c;
+}
+
+int hs_cli_one_operand(const char *cmd, const char *what, int argc, char **argv, hs_cli_usage_fn usage,
+                       const char **out) {
   *out = optind < argc ? argv[optind++] : NULL;
   if (optind < argc) {
     fprintf(stderr, "hotserve %s: one %s only\n", cmd, what);
     return 2;
   }
-  return *out ? 0 : 1;
+  if (!*out) {
+    usage(stderr);
+    return 2;
+  }
+  return 0;
 }
 
 int hs_cli_parse_version(const char *cmd, const char *text, int64_t *out) {
