@@ -91,6 +91,13 @@ static void model_counter(hs_sbuf *b, hs_model *m, const char *name, const char 
   hs_sbuf_printf(b, "%s%s} %" PRIu64 "\n", labels[0] ? "," : "", labels, v);
 }
 
+/* One model's gauge sample without further labels: NAME{model="M"} V. */
+static void model_gauge(hs_sbuf *b, hs_model *m, const char *name, int64_t v) {
+  hs_sbuf_printf(b, "%s{model=", name);
+  label(b, hs_model_name(m));
+  hs_sbuf_printf(b, "} %" PRId64 "\n", v);
+}
+
 /* The rollout counters of hs_rollout_metrics, a family each, with one or two series (labels and the
  * counter's offset; a second series without labels is absent). */
 typedef struct {
@@ -243,19 +250,15 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "Batched runs that failed and whose requests were run again one at a time.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = ms[i];
-    hs_sbuf_puts(b, "hotserve_batch_retries_total{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRIu64 "\n",
-                   (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->batch.retried, memory_order_relaxed));
+    model_counter(b, m, "hotserve_batch_retries_total", "",
+                  (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->batch.retried, memory_order_relaxed));
   }
 
   header(b, "hotserve_inflight_requests", "gauge", "Inference requests being handled now.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = ms[i];
-    hs_sbuf_puts(b, "hotserve_inflight_requests{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRId64 "\n",
-                   (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->inflight, memory_order_relaxed));
+    model_gauge(b, m, "hotserve_inflight_requests",
+                (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->inflight, memory_order_relaxed));
   }
   header(b, "hotserve_model_serving_version", "gauge", "The version answering unpinned requests: the highest serving, the stable one during a rollout window (0 when none).");
   for (size_t i = 0; i < n; i++) {
@@ -265,27 +268,21 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
     if (hs_model_acquire(m, -1, &v) == HS_OK) ver = hs_version_number(v);
     hs_version_release(v);
     if (ver > 0 && hs_rollout_stable_version(m) > 0) ver = hs_rollout_stable_version(m);
-    hs_sbuf_puts(b, "hotserve_model_serving_version{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRId64 "\n", ver);
+    model_gauge(b, m, "hotserve_model_serving_version", ver);
   }
   header(b, "hotserve_model_mismatched_versions_serving", "gauge",
          "Served versions whose files no longer match their manifest, kept serving because no other version can "
          "(their status entry says manifest_mismatch); 0 normally.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = ms[i];
-    hs_sbuf_puts(b, "hotserve_model_mismatched_versions_serving{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRId64 "\n",
-                   (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->mismatched_serving, memory_order_relaxed));
+    model_gauge(b, m, "hotserve_model_mismatched_versions_serving",
+                (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->mismatched_serving, memory_order_relaxed));
   }
   header(b, "hotserve_model_loads_total", "counter", "Versions loaded, warmed, checked and published.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = ms[i];
-    hs_sbuf_puts(b, "hotserve_model_loads_total{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRIu64 "\n",
-                   (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->loads, memory_order_relaxed));
+    model_counter(b, m, "hotserve_model_loads_total", "",
+                  (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->loads, memory_order_relaxed));
   }
   header(b, "hotserve_model_reload_cpu_seconds_total", "counter",
          "CPU time of the loader thread spent on this model's loads, by stage (read: read the files once and "
