@@ -27,30 +27,18 @@ static void usage(FILE *out) {
 
 int hs_cmd_keygen(int argc, char **argv) {
   bool hmac = false;
-  const char *name = NULL;
+  const char *name;
   static const struct option opts[] = {{"hmac", no_argument, NULL, 'm'}, {"help", no_argument, NULL, 'h'}, {0}};
   hs_cli_getopt_reset();
-  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
-    if (c == 'h') {
-      usage(stdout);
-      return 0;
+  int status;
+  for (int c; (c = hs_cli_next_option("keygen", argc, argv, ":h", opts, usage, &status)) != -1;) {
+    if (c == HS_CLI_EXIT) {
+      return status;
     } else if (c == 'm') {
       hmac = true;
-    } else {
-      hs_cli_option_error("keygen", c, argc, argv, prev);
-      usage(stderr);
-      return 2;
     }
   }
-  if (optind < argc) name = argv[optind++];
-  if (optind < argc) {
-    fprintf(stderr, "hotserve keygen: one NAME only\n");
-    return 2;
-  }
-  if (!name) {
-    usage(stderr);
-    return 2;
-  }
+  if (hs_cli_one_operand("keygen", "NAME", argc, argv, usage, &name)) return 2;
   hs_error err;
   hs_error_clear(&err);
   if (hs_repo_keygen(name, hmac, &err) != HS_OK) {

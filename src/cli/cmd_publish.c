@@ -1,5 +1,4 @@
 /* cmd_publish.c - `hotserve publish`: add a version to a model repository atomically. */
-#include <errno.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,18 +38,14 @@ int hs_cmd_publish(int argc, char **argv) {
       {"key", required_argument, NULL, 'k'}, {"version", required_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'}, {0}};
   hs_cli_getopt_reset();
-  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
-    if (c == 'h') {
-      usage(stdout);
-      return 0;
+  int status;
+  for (int c; (c = hs_cli_next_option("publish", argc, argv, ":h", opts, usage, &status)) != -1;) {
+    if (c == HS_CLI_EXIT) {
+      return status;
     } else if (c == 'k') {
       key = optarg;
     } else if (c == 'v') {
       ver = optarg;
-    } else {
-      hs_cli_option_error("publish", c, argc, argv, prev);
-      usage(stderr);
-      return 2;
     }
   }
   for (; optind < argc; optind++) {
@@ -65,18 +60,7 @@ int hs_cmd_publish(int argc, char **argv) {
     return 2;
   }
   int64_t version = 0;
-  if (ver) {
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(ver, &end, 10);
-    if (errno || !end || *end || v < 1 || v > HS_REPO_VERSION_MAX || ver[0] == '0' || ver[0] == '+' ||
-        ver[0] == ' ') {
-      fprintf(stderr, "hotserve publish: --version must be a positive integer without leading zeros, at most "
-                      "%lld (the highest version a server serves)\n", HS_REPO_VERSION_MAX);
-      return 2;
-    }
-    version = v;
-  }
+  if (ver && hs_cli_parse_version("publish", ver, &version)) return 2;
   hs_error err;
   hs_error_clear(&err);
   int64_t used = 0;

@@ -90,10 +90,8 @@ int hs_cmd_run(int argc, char **argv) {
       {"threads", required_argument, NULL, 't'}, {"repeat", required_argument, NULL, 'r'},
       {"help", no_argument, NULL, 'h'}, {0}};
   hs_cli_getopt_reset();
-  for (int prev = optind, c; (c = getopt_long(argc, argv, ":hi:", lopts, NULL)) != -1; prev = optind) {
-    if (c == 'h') {
-      usage(stdout);
-      status = 0;
+  for (int c; (c = hs_cli_next_option("run", argc, argv, ":hi:", lopts, usage, &status)) != -1;) {
+    if (c == HS_CLI_EXIT) {
       goto done;
     } else if (c == 'i') {
       char *spec = optarg;
@@ -120,11 +118,6 @@ int hs_cmd_run(int argc, char **argv) {
         status = 2;
         goto done;
       }
-    } else {
-      hs_cli_option_error("run", c, argc, argv, prev);
-      usage(stderr);
-      status = 2;
-      goto done;
     }
   }
   if (optind < argc) model_path = argv[optind++];

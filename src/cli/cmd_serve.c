@@ -24,22 +24,27 @@
 
 #define MAX_KEYS 16
 #define MAX_LOAD_MODELS 64
+_Static_assert(MAX_KEYS <= MAX_LOAD_MODELS, "serve_list holds MAX_LOAD_MODELS items");
 /* On SIGTERM, how long the server waits (after draining requests) for a load in progress to reach
  * a point where it can stop, before it exits without it. */
 #define HS_LOADER_STOP_MS 10000
+
+/* A repeatable option (--trusted-key, --load-model): each flag adds one item; its environment
+ * variable holds a list, and the first flag replaces the items the variable gave. */
+typedef struct serve_list {
+  const char *items[MAX_LOAD_MODELS]; /* the larger of the two maxima */
+  size_t n, max;
+  const char *what; /* "at most MAX WHAT" when full */
+  bool from_env;
+  char env[4096]; /* a copy of the variable, split in place (getenv's string is not ours to change) */
+} serve_list;
 
 /* Every serve setting, filled first from the defaults, then from the environment, then from flags. */
 typedef struct serve_cfg {
   const char *repo, *host, *trace, *backend_dir, *control_token_file;
   bool control_none, control_explicit;
-  const char *load_models[MAX_LOAD_MODELS]; /* --load-model (explicit control mode) */
-  size_t n_load_models;
-  bool load_models_from_env; /* the first --load-model flag replaces names the environment gave */
-  char load_models_env[4096]; /* a copy of HOTSERVE_LOAD_MODEL, split in place */
-  const char *keys[MAX_KEYS];
-  size_t n_keys;
-  bool keys_from_env; /* the first --trusted-key flag replaces keys the environment gave */
-  char keys_env[4096]; /* a copy of HOTSERVE_TRUSTED_KEYS, split in place (getenv's string is not ours to change) */
+  serve_list load_models; /* --load-model (explicit control mode) */
+  serve_list keys;        /* --trusted-key */
   bool require_sig, no_inotify, strict_ready;
   double poll_s, settle_s, idle_s, trim_s, grace_s, request_s;
   hs_loader_priority loader_prio;
@@ -184,21 +189,37 @@ static int parse_bool(const char *s, bool *out) {
   return 0;
 }
 
-static int add_key(serve_cfg *c, const char *path) {
-  if (c->n_keys == MAX_KEYS) {
-    fprintf(stderr, "hotserve serve: at most %d trusted keys\n", MAX_KEYS);
+static int list_add(serve_list *l, const char *item) {
+  if (l->n == l->max) {
+    fprintf(stderr, "hotserve serve: at most %zu %s\n", l->max, l->what);
     return -1;
   }
-  c->keys[c->n_keys++] = path;
+  l->items[l->n++] = item;
   return 0;
 }
 
-static int add_load_model(serve_cfg *c, const char *name) {
-  if (c->n_load_models == MAX_LOAD_MODELS) {
-    fprintf(stderr, "hotserve serve: at most %d --load-model names (use '*' for every model)\n", MAX_LOAD_MODELS);
+/* Adds a flag's value, or every sep-separated item of the environment variable's value, to l.
+ * Returns 0, or -1 after printing why. */
+static int list_apply(serve_list *l, const serve_opt *o, const char *v, bool from_env, const char *sep) {
+  if (!from_env) {
+    if (l->from_env) l->n = 0, l->from_env = false;
+    return list_add(l, v);
+  }
+  l->from_env = true;
+  if (strlen(v) >= sizeof l->env) {
+    fprintf(stderr, "hotserve serve: %s is longer than %zu bytes\n", o->env, sizeof l->env - 1);
     return -1;
   }
-  c->load_models[c->n_load_models++] = name;
+  snprintf(l->env, sizeof l->env, "%s", v);
+  for (char *save = NULL, *p = strtok_r(l->env, sep, &save); p; p = strtok_r(NULL, sep, &save))
+    if (list_add(l, p)) return -1;
+  return 0;
+}
+
+/* A switch: given as a flag (v NULL) it is on; a value says which. */
+static int parse_switch(const char *v, bool *out) {
+  if (v) return parse_bool(v, out);
+  *out = true;
   return 0;
 }
 
@@ -217,37 +238,16 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
     case OPT_SETTLE: bad = parse_seconds(v, &c->settle_s) != 0; break;
     case OPT_TRIM: bad = parse_seconds(v, &c->trim_s) != 0; break;
     case OPT_IDLE: bad = parse_seconds(v, &c->idle_s) != 0 || c->idle_s < 1; break;
-    case OPT_REQUIRE_SIG:
-      if (v) bad = parse_bool(v, &c->require_sig) != 0;
-      else c->require_sig = true;
-      break;
-    case OPT_NO_INOTIFY:
-      if (v) bad = parse_bool(v, &c->no_inotify) != 0;
-      else c->no_inotify = true;
-      break;
-    case OPT_STRICT_READY:
-      if (v) bad = parse_bool(v, &c->strict_ready) != 0;
-      else c->strict_ready = true;
-      break;
+    case OPT_REQUIRE_SIG: bad = parse_switch(v, &c->require_sig) != 0; break;
+    case OPT_NO_INOTIFY: bad = parse_switch(v, &c->no_inotify) != 0; break;
+    case OPT_STRICT_READY: bad = parse_switch(v, &c->strict_ready) != 0; break;
     case OPT_BACKEND_DIR: bad = !*v, c->backend_dir = v; break;
     case OPT_REQUEST_TIMEOUT: bad = parse_seconds(v, &c->request_s) != 0 || c->request_s < 0.1; break;
     case OPT_MIN_BODY_RATE: bad = parse_ull(v, 1ull << 40, &c->min_rate) != 0 || c->min_rate == 0; break;
     case OPT_MAX_CLIENT_CONN: bad = parse_ull(v, 100000, &c->per_ip) != 0 || c->per_ip == 0; break;
     case OPT_SHUTDOWN_GRACE: bad = parse_seconds(v, &c->grace_s) != 0 || c->grace_s > 3600; break;
     case OPT_TRUSTED_KEY:
-      if (from_env) { /* a ':'-separated list */
-        c->keys_from_env = true;
-        if (strlen(v) >= sizeof c->keys_env) {
-          fprintf(stderr, "hotserve serve: %s is longer than %zu bytes\n", o->env, sizeof c->keys_env - 1);
-          return -1;
-        }
-        snprintf(c->keys_env, sizeof c->keys_env, "%s", v);
-        for (char *save = NULL, *p = strtok_r(c->keys_env, ":", &save); p; p = strtok_r(NULL, ":", &save))
-          if (add_key(c, p)) return -1;
-      } else {
-        if (c->keys_from_env) c->n_keys = 0, c->keys_from_env = false;
-        if (add_key(c, v)) return -1;
-      }
+      if (list_apply(&c->keys, o, v, from_env, ":")) return -1; /* the variable: a ':'-separated list */
       break;
     case OPT_THREADS: bad = parse_ull(v, 256, &c->threads) != 0 || c->threads == 0; break;
     case OPT_INSTANCES: bad = parse_ull(v, 64, &c->instances) != 0 || c->instances == 0; break;
@@ -267,20 +267,8 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
       bad = strcmp(v, "poll") && !c->control_none && !c->control_explicit;
       break;
     case OPT_LOAD_MODEL:
-      if (from_env) { /* a ','-separated list */
-        c->load_models_from_env = true;
-        if (strlen(v) >= sizeof c->load_models_env) {
-          fprintf(stderr, "hotserve serve: %s is longer than %zu bytes\n", o->env, sizeof c->load_models_env - 1);
-          return -1;
-        }
-        snprintf(c->load_models_env, sizeof c->load_models_env, "%s", v);
-        for (char *save = NULL, *p = strtok_r(c->load_models_env, ",", &save); p; p = strtok_r(NULL, ",", &save))
-          if (add_load_model(c, p)) return -1;
-      } else {
-        if (c->load_models_from_env) c->n_load_models = 0, c->load_models_from_env = false;
-        bad = !*v;
-        if (!bad && add_load_model(c, v)) return -1;
-      }
+      bad = !from_env && !*v;
+      if (!bad && list_apply(&c->load_models, o, v, from_env, ",")) return -1; /* the variable: ','-separated */
       break;
     case OPT_CONTROL_TOKEN: bad = !*v, c->control_token_file = v; break;
     case OPT_MAX_REQ_MEM: bad = parse_ull(v, ~0ull, &c->req_mem) != 0 || c->req_mem == 0; break;
@@ -316,16 +304,9 @@ static int parse_options(int argc, char **argv, serve_cfg *c) {
   lopts[N_OPTS] = (struct option){"help", no_argument, NULL, 'h'};
   lopts[N_OPTS + 1] = (struct option){0, 0, 0, 0};
   hs_cli_getopt_reset();
-  for (int prev = optind, id; (id = getopt_long(argc, argv, ":h", lopts, NULL)) != -1; prev = optind) {
-    if (id == 'h') {
-      usage(stdout);
-      return -1;
-    }
-    if (id == '?' || id == ':') {
-      hs_cli_option_error("serve", id, argc, argv, prev);
-      usage(stderr);
-      return 2;
-    }
+  int status;
+  for (int id; (id = hs_cli_next_option("serve", argc, argv, ":h", lopts, usage, &status)) != -1;) {
+    if (id == HS_CLI_EXIT) return status == 0 ? -1 : status;
     for (size_t i = 0; i < N_OPTS; i++)
       if (k_opts[i].id == id && apply(c, &k_opts[i], optarg, false)) return 2;
   }
@@ -333,7 +314,7 @@ static int parse_options(int argc, char **argv, serve_cfg *c) {
     fprintf(stderr, "hotserve serve: unexpected argument %s (options start with --)\n", argv[optind]);
     return 2;
   }
-  if (c->n_load_models && !c->control_explicit) {
+  if (c->load_models.n && !c->control_explicit) {
     fprintf(stderr, "hotserve serve: --load-model needs --model-control-mode explicit (in the other modes every "
                     "model is loaded)\n");
     return 2;
@@ -377,7 +358,9 @@ static int read_control_token(const char *path, char **out, hs_error *err) {
 int hs_cmd_serve(int argc, char **argv) {
   serve_cfg c = {.host = "127.0.0.1", .request_s = 30, .min_rate = 64 << 10, .poll_s = 2, .settle_s = 2, .idle_s = 120, .trim_s = 5,
                  .loader_prio = HS_LOADER_LOW, .grpc_port = -1, .port = 8000, .grpc_workers = 16, .threads = 1,
-                 .instances = 2, .max_body = 64ull << 20, .max_conn = 256};
+                 .instances = 2, .max_body = 64ull << 20, .max_conn = 256,
+                 .keys = {.max = MAX_KEYS, .what = "trusted keys"},
+                 .load_models = {.max = MAX_LOAD_MODELS, .what = "--load-model names (use '*' for every model)"}};
   int prc = parse_options(argc, argv, &c);
   if (prc) return prc < 0 ? 0 : prc;
   if (c.log_level_set) hs_log_set_level(c.log_level);
@@ -415,14 +398,14 @@ int hs_cmd_serve(int argc, char **argv) {
 
   hs_registry_options ro = {.root = c.repo, .poll_ms = (int)(c.poll_s * 1000 + 0.5),
                             .settle_ms = (int)(c.settle_s * 1000 + 0.5), .require_signature = c.require_sig,
-                            .key_paths = c.keys, .n_keys = c.n_keys, .threads = (int)c.threads,
+                            .key_paths = c.keys.items, .n_keys = c.keys.n, .threads = (int)c.threads,
                             .instances = (int)c.instances, .loader_priority = c.loader_prio,
                             .memory_limit = (size_t)c.mem_limit, .max_request_memory = (size_t)c.req_mem,
                             .trace_path = c.trace,
                             .trim_delay_ms = (int)(c.trim_s * 1000 + 0.5), .watch = true,
                             .watch_inotify = !c.no_inotify, .background_start = true,
                             .strict_readiness = c.strict_ready, .explicit_control = c.control_explicit,
-                            .load_models = c.load_models, .n_load_models = c.n_load_models};
+                            .load_models = c.load_models.items, .n_load_models = c.load_models.n};
   hs_registry *reg = NULL;
   if (hs_registry_create(&ro, &reg, &err) != HS_OK) {
     fprintf(stderr, "hotserve serve: %s\n", err.message);

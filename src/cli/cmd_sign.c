@@ -1,6 +1,5 @@
 /* cmd_sign.c - `hotserve sign`: write a version directory's manifest and signature, or a model's
  * config.json signature. */
-#include <errno.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,49 +36,28 @@ static void usage(FILE *out) {
 }
 
 int hs_cmd_sign(int argc, char **argv) {
-  const char *dir = NULL, *key = NULL, *model = NULL, *ver = NULL;
+  const char *dir, *key = NULL, *model = NULL, *ver = NULL;
   static const struct option opts[] = {{"key", required_argument, NULL, 'k'},
                                        {"model", required_argument, NULL, 'm'},
                                        {"version", required_argument, NULL, 'v'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   hs_cli_getopt_reset();
-  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
-    if (c == 'h') {
-      usage(stdout);
-      return 0;
+  int status;
+  for (int c; (c = hs_cli_next_option("sign", argc, argv, ":h", opts, usage, &status)) != -1;) {
+    if (c == HS_CLI_EXIT) {
+      return status;
     } else if (c == 'k') {
       key = optarg;
     } else if (c == 'm') {
       model = optarg;
     } else if (c == 'v') {
       ver = optarg;
-    } else {
-      hs_cli_option_error("sign", c, argc, argv, prev);
-      usage(stderr);
-      return 2;
     }
   }
-  if (optind < argc) dir = argv[optind++];
-  if (optind < argc) {
-    fprintf(stderr, "hotserve sign: one DIR only\n");
-    return 2;
-  }
-  if (!dir) {
-    usage(stderr);
-    return 2;
-  }
+  if (hs_cli_one_operand("sign", "DIR", argc, argv, usage, &dir)) return 2;
   int64_t version = 0;
-  if (ver) {
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(ver, &end, 10);
-    if (errno || !end || *end || v < 1 || v > HS_REPO_VERSION_MAX || ver[0] == '0' || ver[0] == '+') {
-      fprintf(stderr, "hotserve sign: --version must be a version number from 1 to %lld\n", HS_REPO_VERSION_MAX);
-      return 2;
-    }
-    version = v;
-  }
+  if (ver && hs_cli_parse_version("sign", ver, &version)) return 2;
   hs_error err;
   hs_error_clear(&err);
   struct stat st;

@@ -33,37 +33,25 @@ static void usage(FILE *out) {
 }
 
 int hs_cmd_verify(int argc, char **argv) {
-  const char *dir = NULL;
+  const char *dir;
   const char *keys[MAX_KEYS];
   size_t n_keys = 0;
   static const struct option opts[] = {
       {"trusted-key", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'}, {0}};
   hs_cli_getopt_reset();
-  for (int prev = optind, c; (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1; prev = optind) {
-    if (c == 'h') {
-      usage(stdout);
-      return 0;
+  int status;
+  for (int c; (c = hs_cli_next_option("verify", argc, argv, ":h", opts, usage, &status)) != -1;) {
+    if (c == HS_CLI_EXIT) {
+      return status;
     } else if (c == 'k') {
       if (n_keys == MAX_KEYS) {
         fprintf(stderr, "hotserve verify: at most %d trusted keys\n", MAX_KEYS);
         return 2;
       }
       keys[n_keys++] = optarg;
-    } else {
-      hs_cli_option_error("verify", c, argc, argv, prev);
-      usage(stderr);
-      return 2;
     }
   }
-  if (optind < argc) dir = argv[optind++];
-  if (optind < argc) {
-    fprintf(stderr, "hotserve verify: one DIR only\n");
-    return 2;
-  }
-  if (!dir) {
-    usage(stderr);
-    return 2;
-  }
+  if (hs_cli_one_operand("verify", "DIR", argc, argv, usage, &dir)) return 2;
   hs_error err;
   hs_error_clear(&err);
   hs_trusted_keys *tk = NULL;
@@ -74,7 +62,6 @@ int hs_cmd_verify(int argc, char **argv) {
   char manifest[4096];
   struct stat st;
   snprintf(manifest, sizeof manifest, "%s/%s", dir, HS_REPO_MANIFEST_NAME);
-  int status;
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
     fprintf(stderr, "hotserve verify: %s: not a directory\n", dir);
     status = 1;

@@ -24,12 +24,26 @@ static Inference__DataType data_type(hs_dtype dt) {
   return v ? (Inference__DataType)v->value : INFERENCE__DATA_TYPE__TYPE_INVALID;
 }
 
+/* Allocates n zeroed blocks of size bytes each and n message pointers, for a reply's repeated field (at
+ * least one of each, so that an empty list allocates too). On failure answers RESOURCE_EXHAUSTED and
+ * returns NULL; otherwise the caller frees the blocks and *ptrs. */
+static void *alloc_list(size_t n, size_t size, void **ptrs, hs_grpc_reply *reply) {
+  void *blocks = calloc(n ? n : 1, size);
+  *ptrs = calloc(n ? n : 1, sizeof(void *));
+  if (blocks && *ptrs) return blocks;
+  free(blocks);
+  free(*ptrs);
+  *ptrs = NULL;
+  hs__grpc_set_error(reply, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  return NULL;
+}
+
+/* Both repository RPCs carry a repository_name; hotserve serves one repository. */
+static const char k_one_repository[] = "repository_name: hotserve serves one repository; leave it empty";
+
 void hs__grpc_model_config(const hs_grpc_env *env, const uint8_t *msg, size_t len, hs_grpc_reply *reply) {
-  Inference__ModelConfigRequest *rq = inference__model_config_request__unpack(NULL, len, msg);
-  if (!rq) {
-    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, "malformed ModelConfigRequest");
-    return;
-  }
+  Inference__ModelConfigRequest *rq = hs__grpc_unpack(&inference__model_config_request__descriptor, msg, len, reply);
+  if (!rq) return;
   int64_t ver;
   hs_model *m = hs__grpc_find_model(env, rq->name, rq->version, &ver, reply);
   hs_model_config *cfg = m ? malloc(sizeof *cfg) : NULL;
@@ -103,11 +117,8 @@ void hs__grpc_model_config(const hs_grpc_env *env, const uint8_t *msg, size_t le
 }
 
 void hs__grpc_model_statistics(const hs_grpc_env *env, const uint8_t *msg, size_t len, hs_grpc_reply *reply) {
-  Inference__ModelStatisticsRequest *rq = inference__model_statistics_request__unpack(NULL, len, msg);
-  if (!rq) {
-    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, "malformed ModelStatisticsRequest");
-    return;
-  }
+  Inference__ModelStatisticsRequest *rq = hs__grpc_unpack(&inference__model_statistics_request__descriptor, msg, len, reply);
+  if (!rq) return;
   int64_t ver = -1;
   hs_model *m = NULL;
   bool ok = true;
@@ -134,11 +145,10 @@ void hs__grpc_model_statistics(const hs_grpc_env *env, const uint8_t *msg, size_
       Inference__StatisticDuration d[8];
       char version[24];
     } one;
-    one *b = calloc(n ? n : 1, sizeof *b);
-    Inference__ModelStatistics **list = calloc(n ? n : 1, sizeof *list);
-    if (!b || !list) {
-      hs__grpc_set_error(reply, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    } else {
+    void *ptrs;
+    one *b = alloc_list(n, sizeof *b, &ptrs, reply);
+    Inference__ModelStatistics **list = ptrs;
+    if (b) {
       for (size_t i = 0; i < n; i++) {
         one *o = &b[i];
         inference__model_statistics__init(&o->ms);
@@ -172,18 +182,14 @@ void hs__grpc_model_statistics(const hs_grpc_env *env, const uint8_t *msg, size_
 }
 
 void hs__grpc_repository_index(const hs_grpc_env *env, const uint8_t *msg, size_t len, hs_grpc_reply *reply) {
-  Inference__RepositoryIndexRequest *rq = inference__repository_index_request__unpack(NULL, len, msg);
-  if (!rq) {
-    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, "malformed RepositoryIndexRequest");
-    return;
-  }
+  Inference__RepositoryIndexRequest *rq = hs__grpc_unpack(&inference__repository_index_request__descriptor, msg, len, reply);
+  if (!rq) return;
   hs_index_entry *e = NULL;
   size_t n = 0;
   hs_error err;
   hs_error_clear(&err);
   if (rq->repository_name && *rq->repository_name) {
-    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT,
-                       "repository_name: hotserve serves one repository; leave it empty");
+    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, k_one_repository);
   } else {
     int rc = hs_triton_index(env->reg, rq->ready != 0, &e, &n, &err);
     if (rc != HS_OK) {
@@ -194,11 +200,10 @@ void hs__grpc_repository_index(const hs_grpc_env *env, const uint8_t *msg, size_
         Inference__RepositoryIndexResponse__ModelIndex mi;
         char version[24];
       } one;
-      one *b = calloc(n ? n : 1, sizeof *b);
-      Inference__RepositoryIndexResponse__ModelIndex **list = calloc(n ? n : 1, sizeof *list);
-      if (!b || !list) {
-        hs__grpc_set_error(reply, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-      } else {
+      void *ptrs;
+      one *b = alloc_list(n, sizeof *b, &ptrs, reply);
+      Inference__RepositoryIndexResponse__ModelIndex **list = ptrs;
+      if (b) {
         for (size_t i = 0; i < n; i++) {
           inference__repository_index_response__model_index__init(&b[i].mi);
           if (e[i].version >= 0) snprintf(b[i].version, sizeof b[i].version, "%" PRId64, e[i].version);
@@ -221,28 +226,28 @@ void hs__grpc_repository_index(const hs_grpc_env *env, const uint8_t *msg, size_
 /* RepositoryModelLoad and RepositoryModelUnload have the same fields; both refuse every parameter. */
 void hs__grpc_repository_load(const hs_grpc_env *env, const uint8_t *msg, size_t len, bool unload,
                               hs_grpc_reply *reply) {
-  const char *name = NULL, *repo = NULL, *param = NULL;
-  Inference__RepositoryModelLoadRequest *lq = NULL;
-  Inference__RepositoryModelUnloadRequest *uq = NULL;
-  if (unload && (uq = inference__repository_model_unload_request__unpack(NULL, len, msg))) {
+  ProtobufCMessage *rq = hs__grpc_unpack(unload ? &inference__repository_model_unload_request__descriptor
+                                                : &inference__repository_model_load_request__descriptor,
+                                         msg, len, reply);
+  if (!rq) return;
+  const char *name, *repo, *param = NULL;
+  if (unload) {
+    const Inference__RepositoryModelUnloadRequest *uq = (const Inference__RepositoryModelUnloadRequest *)rq;
     name = uq->model_name, repo = uq->repository_name;
     if (uq->n_parameters) param = uq->parameters[0]->key;
-  } else if (!unload && (lq = inference__repository_model_load_request__unpack(NULL, len, msg))) {
+  } else {
+    const Inference__RepositoryModelLoadRequest *lq = (const Inference__RepositoryModelLoadRequest *)rq;
     name = lq->model_name, repo = lq->repository_name;
     if (lq->n_parameters) param = lq->parameters[0]->key;
   }
   const char *verb = unload ? "unload" : "load";
   char text[512];
-  if (!uq && !lq) {
-    snprintf(text, sizeof text, "malformed Repository%sRequest", unload ? "ModelUnload" : "ModelLoad");
-    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, text);
-  } else if (param) {
-    snprintf(text, sizeof text, "%s: parameter \"%.128s\" is not supported (%s)", verb, param ? param : "",
-             hs_triton_param_refusal(param ? param : ""));
+  if (param) {
+    snprintf(text, sizeof text, "%s: parameter \"%.128s\" is not supported (%s)", verb, param,
+             hs_triton_param_refusal(param));
     hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, text);
   } else if (repo && *repo) {
-    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT,
-                       "repository_name: hotserve serves one repository; leave it empty");
+    hs__grpc_set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, k_one_repository);
   } else {
     hs_error err;
     hs_error_clear(&err);
@@ -259,6 +264,5 @@ void hs__grpc_repository_load(const hs_grpc_env *env, const uint8_t *msg, size_t
       hs__grpc_set_error(reply, code, err.message);
     }
   }
-  if (lq) inference__repository_model_load_request__free_unpacked(lq, NULL);
-  if (uq) inference__repository_model_unload_request__free_unpacked(uq, NULL);
+  protobuf_c_message_free_unpacked(rq, NULL);
 }

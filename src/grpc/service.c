@@ -70,6 +70,12 @@ static void set_message(hs_grpc_reply *r, const ProtobufCMessage *msg) {
 void hs__grpc_set_error(hs_grpc_reply *r, int code, const char *msg) { set_error(r, code, "%s", msg); }
 void hs__grpc_set_message(hs_grpc_reply *r, const ProtobufCMessage *msg) { set_message(r, msg); }
 
+void *hs__grpc_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *msg, size_t len, hs_grpc_reply *reply) {
+  ProtobufCMessage *rq = protobuf_c_message_unpack(d, NULL, len, msg);
+  if (!rq) set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s", d->short_name);
+  return rq;
+}
+
 /* A version field: "" means any (-1); otherwise a positive decimal integer without leading zeros. Returns
  * -2 when malformed. */
 static int64_t parse_version(const char *s) {
@@ -125,11 +131,8 @@ static void server_metadata(hs_grpc_reply *reply) {
 }
 
 static void model_ready(const hs_grpc_env *env, const uint8_t *msg, size_t len, hs_grpc_reply *reply) {
-  Inference__ModelReadyRequest *rq = inference__model_ready_request__unpack(NULL, len, msg);
-  if (!rq) {
-    set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, "malformed ModelReadyRequest");
-    return;
-  }
+  Inference__ModelReadyRequest *rq = hs__grpc_unpack(&inference__model_ready_request__descriptor, msg, len, reply);
+  if (!rq) return;
   int64_t ver;
   hs_model *m = hs__grpc_find_model(env, rq->name, rq->version, &ver, reply);
   if (m) {
@@ -154,11 +157,8 @@ static void tensor_meta(Inference__ModelMetadataResponse__TensorMetadata *t, con
 }
 
 static void model_metadata(const hs_grpc_env *env, const uint8_t *msg, size_t len, hs_grpc_reply *reply) {
-  Inference__ModelMetadataRequest *rq = inference__model_metadata_request__unpack(NULL, len, msg);
-  if (!rq) {
-    set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, "malformed ModelMetadataRequest");
-    return;
-  }
+  Inference__ModelMetadataRequest *rq = hs__grpc_unpack(&inference__model_metadata_request__descriptor, msg, len, reply);
+  if (!rq) return;
   int64_t ver;
   hs_model *m = hs__grpc_find_model(env, rq->name, rq->version, &ver, reply);
   hs_version *v = NULL;
@@ -530,11 +530,8 @@ static int requested_outputs(const Inference__ModelInferRequest *rq, const char 
  * slots, sessions, accounting, shared with HTTP), encode. */
 static void model_infer(const hs_grpc_env *env, const uint8_t *msg, size_t len, hs_grpc_reply *reply) {
   uint64_t t0 = hs_now_ns();
-  Inference__ModelInferRequest *rq = inference__model_infer_request__unpack(NULL, len, msg);
-  if (!rq) {
-    set_error(reply, GRPC_STATUS_INVALID_ARGUMENT, "malformed ModelInferRequest");
-    return;
-  }
+  Inference__ModelInferRequest *rq = hs__grpc_unpack(&inference__model_infer_request__descriptor, msg, len, reply);
+  if (!rq) return;
   hs_model *m = hs_registry_find(env->reg, rq->model_name);
   if (!m) {
     set_error(reply, GRPC_STATUS_NOT_FOUND, "unknown model %.200s", rq->model_name);

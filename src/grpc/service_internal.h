@@ -12,6 +12,9 @@
 void hs__grpc_set_error(hs_grpc_reply *r, int code, const char *msg);
 /* Serializes msg into reply with status OK (RESOURCE_EXHAUSTED when memory runs out). */
 void hs__grpc_set_message(hs_grpc_reply *r, const ProtobufCMessage *msg);
+/* Unpacks a request of type d (the caller frees it with its free_unpacked); NULL with reply filled
+ * (INVALID_ARGUMENT "malformed TYPE") when msg is not one. */
+void *hs__grpc_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *msg, size_t len, hs_grpc_reply *reply);
 /* The model called name with *ver its version field (-1: any); NULL with reply filled (NOT_FOUND,
  * INVALID_ARGUMENT) when there is no such model or the version is malformed. */
 hs_model *hs__grpc_find_model(const hs_grpc_env *env, const char *name, const char *version, int64_t *ver,

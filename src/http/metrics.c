@@ -1,5 +1,6 @@
 /* metrics.c - Prometheus text exposition of the registry's counters and histograms (merged at scrape time). */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,40 @@ static void model_counter(hs_sbuf *b, hs_model *m, const char *name, const char 
   hs_sbuf_printf(b, "%s%s} %" PRIu64 "\n", labels[0] ? "," : "", labels, v);
 }
 
+/* One model's gauge sample without further labels: NAME{model="M"} V. */
+static void model_gauge(hs_sbuf *b, hs_model *m, const char *name, int64_t v) {
+  hs_sbuf_printf(b, "%s{model=", name);
+  label(b, hs_model_name(m));
+  hs_sbuf_printf(b, "} %" PRId64 "\n", v);
+}
+
+/* The rollout counters of hs_rollout_metrics, a family each, with one or two series (labels and the
+ * counter's offset; a second series without labels is absent). */
+typedef struct {
+  const char *name, *help;
+  struct {
+    const char *labels;
+    size_t offset;
+  } series[2];
+} rollout_counter_family;
+
+#define RM_AT(field) offsetof(hs_rollout_metrics, field)
+static const rollout_counter_family k_rollout_counters[] = {
+    {"hotserve_rollout_canary_requests_total",
+     "Unpinned requests answered during canary windows, by arm (stable or candidate).",
+     {{"arm=\"stable\"", RM_AT(canary_stable)}, {"arm=\"candidate\"", RM_AT(canary_candidate)}}},
+    {"hotserve_rollout_candidate_errors_total",
+     "Candidate runs that failed (a canary run then re-run on the stable version, or a shadow run).",
+     {{"", RM_AT(candidate_errors)}}},
+    {"hotserve_rollout_shadow_requests_total",
+     "Shadow copies of requests, by result: run on the candidate, or dropped (queue full).",
+     {{"result=\"run\"", RM_AT(shadow_run)}, {"result=\"dropped\"", RM_AT(shadow_dropped)}}},
+    {"hotserve_rollout_output_disagreements_total",
+     "Shadow runs whose outputs differed from the stable version's beyond output_rtol/output_atol.",
+     {{"", RM_AT(disagreements)}}},
+};
+#undef RM_AT
+
 static void rollout_metrics(hs_model *const *ms, size_t n, hs_sbuf *b) {
   static const char *const states[] = {"idle", "canary", "shadow"};
   header(b, "hotserve_rollout_state", "gauge", "1 for the model's rollout state (idle, canary or shadow), else 0.");
@@ -124,37 +159,15 @@ static void rollout_metrics(hs_model *const *ms, size_t n, hs_sbuf *b) {
                     (uint64_t)atomic_load_explicit(&c->count, memory_order_relaxed));
     }
   }
-  header(b, "hotserve_rollout_canary_requests_total", "counter",
-         "Unpinned requests answered during canary windows, by arm (stable or candidate).");
-  for (size_t i = 0; i < n; i++) {
-    hs_model *m = ms[i];
-    const hs_rollout_metrics *rm = hs_rollout_metrics_get(m);
-    model_counter(b, m, "hotserve_rollout_canary_requests_total", "arm=\"stable\"", atomic_load(&rm->canary_stable));
-    model_counter(b, m, "hotserve_rollout_canary_requests_total", "arm=\"candidate\"",
-                  atomic_load(&rm->canary_candidate));
-  }
-  header(b, "hotserve_rollout_candidate_errors_total", "counter",
-         "Candidate runs that failed (a canary run then re-run on the stable version, or a shadow run).");
-  for (size_t i = 0; i < n; i++) {
-    hs_model *m = ms[i];
-    model_counter(b, m, "hotserve_rollout_candidate_errors_total", "",
-                  atomic_load(&hs_rollout_metrics_get(m)->candidate_errors));
-  }
-  header(b, "hotserve_rollout_shadow_requests_total", "counter",
-         "Shadow copies of requests, by result: run on the candidate, or dropped (queue full).");
-  for (size_t i = 0; i < n; i++) {
-    hs_model *m = ms[i];
-    const hs_rollout_metrics *rm = hs_rollout_metrics_get(m);
-    model_counter(b, m, "hotserve_rollout_shadow_requests_total", "result=\"run\"", atomic_load(&rm->shadow_run));
-    model_counter(b, m, "hotserve_rollout_shadow_requests_total", "result=\"dropped\"",
-                  atomic_load(&rm->shadow_dropped));
-  }
-  header(b, "hotserve_rollout_output_disagreements_total", "counter",
-         "Shadow runs whose outputs differed from the stable version's beyond output_rtol/output_atol.");
-  for (size_t i = 0; i < n; i++) {
-    hs_model *m = ms[i];
-    model_counter(b, m, "hotserve_rollout_output_disagreements_total", "",
-                  atomic_load(&hs_rollout_metrics_get(m)->disagreements));
+  for (size_t f = 0; f < sizeof k_rollout_counters / sizeof k_rollout_counters[0]; f++) {
+    const rollout_counter_family *fam = &k_rollout_counters[f];
+    header(b, fam->name, "counter", fam->help);
+    for (size_t i = 0; i < n; i++) {
+      const char *rm = (const char *)hs_rollout_metrics_get(ms[i]);
+      for (size_t k = 0; k < 2 && fam->series[k].labels; k++)
+        model_counter(b, ms[i], fam->name, fam->series[k].labels,
+                      atomic_load((const atomic_uint_least64_t *)(rm + fam->series[k].offset)));
+    }
   }
 }
 
@@ -238,19 +251,15 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "Batched runs that failed and whose requests were run again one at a time.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = ms[i];
-    hs_sbuf_puts(b, "hotserve_batch_retries_total{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRIu64 "\n",
-                   (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->batch.retried, memory_order_relaxed));
+    model_counter(b, m, "hotserve_batch_retries_total", "",
+                  (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->batch.retried, memory_order_relaxed));
   }
 
   header(b, "hotserve_inflight_requests", "gauge", "Inference requests being handled now.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = ms[i];
-    hs_sbuf_puts(b, "hotserve_inflight_requests{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRId64 "\n",
-                   (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->inflight, memory_order_relaxed));
+    model_gauge(b, m, "hotserve_inflight_requests",
+                (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->inflight, memory_order_relaxed));
   }
   header(b, "hotserve_model_serving_version", "gauge", "The version answering unpinned requests: the highest serving, the stable one during a rollout window (0 when none).");
   for (size_t i = 0; i < n; i++) {
@@ -260,27 +269,21 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
     if (hs_model_acquire(m, -1, &v) == HS_OK) ver = hs_version_number(v);
     hs_version_release(v);
     if (ver > 0 && hs_rollout_stable_version(m) > 0) ver = hs_rollout_stable_version(m);
-    hs_sbuf_puts(b, "hotserve_model_serving_version{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRId64 "\n", ver);
+    model_gauge(b, m, "hotserve_model_serving_version", ver);
   }
   header(b, "hotserve_model_mismatched_versions_serving", "gauge",
          "Served versions whose files no longer match their manifest, kept serving because no other version can "
          "(their status entry says manifest_mismatch); 0 normally.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = ms[i];
-    hs_sbuf_puts(b, "hotserve_model_mismatched_versions_serving{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRId64 "\n",
-                   (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->mismatched_serving, memory_order_relaxed));
+    model_gauge(b, m, "hotserve_model_mismatched_versions_serving",
+                (int64_t)atomic_load_explicit(&hs_model_metrics_get(m)->mismatched_serving, memory_order_relaxed));
   }
   header(b, "hotserve_model_loads_total", "counter", "Versions loaded, warmed, checked and published.");
   for (size_t i = 0; i < n; i++) {
     hs_model *m = ms[i];
-    hs_sbuf_puts(b, "hotserve_model_loads_total{model=");
-    label(b, hs_model_name(m));
-    hs_sbuf_printf(b, "} %" PRIu64 "\n",
-                   (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->loads, memory_order_relaxed));
+    model_counter(b, m, "hotserve_model_loads_total", "",
+                  (uint64_t)atomic_load_explicit(&hs_model_metrics_get(m)->loads, memory_order_relaxed));
   }
   header(b, "hotserve_model_reload_cpu_seconds_total", "counter",
          "CPU time of the loader thread spent on this model's loads, by stage (read: read the files once and "

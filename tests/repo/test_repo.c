@@ -94,6 +94,13 @@ static int state_of(hs_repo *r, const char *model, int64_t v, char *code) {
   return st;
 }
 
+/* Asserts that version v of model is in state want, with the reason code want_code. */
+static void expect_state(hs_repo *r, const char *model, int64_t v, int want, const char *want_code) {
+  char code[32];
+  assert_int_equal(state_of(r, model, v, code), want);
+  assert_string_equal(code, want_code);
+}
+
 static void sign(const char *dir, const char *key) {
   hs_error err;
   hs_error_clear(&err);
@@ -271,26 +278,24 @@ static void test_layout_and_policies(void **state) {
   assert_int_equal(b->versions[0].total_bytes, strlen("model v3") + strlen("weights"));
   hs_repo_snapshot_free(s);
 
-  write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"latest\":{\"num_versions\":2}}}");
-  s = scan(r);
-  b = find_model(s, "b");
-  assert_int_equal(b->n_versions, 2);
-  assert_int_equal(b->versions[0].version, 2);
-  assert_int_equal(b->versions[1].version, 3);
-  hs_repo_snapshot_free(s);
-
-  write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"all\":{}}}");
-  s = scan(r);
-  assert_int_equal(find_model(s, "b")->n_versions, 3);
-  hs_repo_snapshot_free(s);
-
-  write_text(P("%s/b/config.json", f->root), "{\"version_policy\":{\"specific\":{\"versions\":[1,3,9]}}}");
-  s = scan(r);
-  b = find_model(s, "b");
-  assert_int_equal(b->n_versions, 2);
-  assert_int_equal(b->versions[0].version, 1);
-  assert_int_equal(b->versions[1].version, 3);
-  hs_repo_snapshot_free(s);
+  /* Each version policy selects its versions of b (1, 2 and 3 are present). */
+  static const struct {
+    const char *config;
+    size_t n;
+    int64_t want[3];
+  } policies[] = {
+      {"{\"version_policy\":{\"latest\":{\"num_versions\":2}}}", 2, {2, 3}},
+      {"{\"version_policy\":{\"all\":{}}}", 3, {1, 2, 3}},
+      {"{\"version_policy\":{\"specific\":{\"versions\":[1,3,9]}}}", 2, {1, 3}},
+  };
+  for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++) {
+    write_text(P("%s/b/config.json", f->root), policies[i].config);
+    s = scan(r);
+    b = find_model(s, "b");
+    assert_int_equal(b->n_versions, policies[i].n);
+    for (size_t k = 0; k < policies[i].n; k++) assert_int_equal(b->versions[k].version, policies[i].want[k]);
+    hs_repo_snapshot_free(s);
+  }
 
   /* Latest 1 with a newer version still being copied (fresh mtimes, no manifest): the pending
    * version is listed, and the newest READY one is still selected beside it. */
@@ -336,8 +341,7 @@ static void test_manifest_states(void **state) {
 
   /* One changed byte, same size. */
   write_text(P("%s/model.onnx", v1s), "model bytez");
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "manifest_mismatch");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "manifest_mismatch");
   /* Restored content: READY again with the same fingerprint. */
   write_text(P("%s/model.onnx", v1s), "model bytes");
   s = scan(r);
@@ -347,35 +351,29 @@ static void test_manifest_states(void **state) {
 
   /* An extra file is a mismatch. */
   write_text(P("%s/extra.txt", v1s), "x");
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "manifest_mismatch");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "manifest_mismatch");
   unlink(P("%s/extra.txt", v1s));
   /* A missing file is a mismatch. */
   rename(P("%s/weights/w.bin", v1s), P("%s/w.bin.moved", f->dir));
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "manifest_mismatch");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "manifest_mismatch");
   rename(P("%s/w.bin.moved", f->dir), P("%s/weights/w.bin", v1s));
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
 
   /* Malformed manifests. */
   write_text(P("%s/hotserve-manifest.json", v1s), "{\"format\":\"hotserve-manifest/1\",\"files\":[");
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "bad_manifest");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "bad_manifest");
   write_text(P("%s/hotserve-manifest.json", v1s),
              "{\"format\":\"hotserve-manifest/1\",\"files\":[{\"path\":\"../../etc/passwd\",\"size\":1,"
              "\"sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unsafe_path");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "unsafe_path");
   write_text(P("%s/hotserve-manifest.json", v1s),
              "{\"format\":\"hotserve-manifest/1\",\"files\":[{\"path\":\"/etc/passwd\",\"size\":1,"
              "\"sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unsafe_path");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "unsafe_path");
   write_text(P("%s/hotserve-manifest.json", v1s),
              "{\"format\":\"hotserve-manifest/1\",\"files\":[{\"path\":\"model.onnx\",\"size\":99999999999999,"
              "\"sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\"}]}");
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "limit");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "limit");
   hs_repo_close(r);
 }
 
@@ -445,13 +443,11 @@ static void test_read_once_and_deferred_check(void **state) {
   assert_non_null(strstr(err.message, "model.onnx"));
   /* the next scan sees a file's stat key changed in a version that was READY and hashes it in full
    * (issue 16, class 7): refused while it differs, also after a recheck */
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "manifest_mismatch");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "manifest_mismatch");
   uint64_t hashed = hs__repo_bytes_hashed(r);
   assert_true(hashed > 0);
   hs_repo_recheck(r, rv->dir);
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "manifest_mismatch");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "manifest_mismatch");
   /* restored: READY after a full check; an unchanged version then reads no contents */
   write_text(P("%s/model.onnx", v1), "model bytes");
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
@@ -460,8 +456,7 @@ static void test_read_once_and_deferred_check(void **state) {
   assert_int_equal(hs__repo_bytes_hashed(r), hashed);
   /* and its next same-size change is hashed in full again */
   write_text(P("%s/model.onnx", v1), "model bytez");
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "manifest_mismatch");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "manifest_mismatch");
   assert_true(hs__repo_bytes_hashed(r) > hashed);
 
   /* new content under the same version after the scan (another manifest): "changed" */
@@ -510,11 +505,9 @@ static void test_settle_and_fingerprints(void **state) {
   make_version(P("%s/m/2", f->root), "two");
   sign(P("%s/m/2", f->root), NULL);
   write_text(P("%s/m/2/model.onnx", f->root), "tw");
-  assert_int_equal(state_of(r, "m", 2, code), HS_VERSION_PENDING);
-  assert_string_equal(code, "manifest_mismatch");
+  expect_state(r, "m", 2, HS_VERSION_PENDING, "manifest_mismatch");
   nanosleep(&t, NULL);
-  assert_int_equal(state_of(r, "m", 2, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "manifest_mismatch");
+  expect_state(r, "m", 2, HS_VERSION_INVALID, "manifest_mismatch");
   hs_repo_close(r);
 }
 
@@ -563,17 +556,13 @@ static void test_signatures(void **state) {
   char code[32];
   hs_repo *r = open_repo(f->root, true, t1, 0);
   assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_READY);
-  assert_int_equal(state_of(r, "h", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unknown_key");
-  assert_int_equal(state_of(r, "u", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unsigned");
-  assert_int_equal(state_of(r, "n", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unsigned");
+  expect_state(r, "h", 1, HS_VERSION_INVALID, "unknown_key");
+  expect_state(r, "u", 1, HS_VERSION_INVALID, "unsigned");
+  expect_state(r, "n", 1, HS_VERSION_INVALID, "unsigned");
   hs_repo_close(r);
 
   r = open_repo(f->root, true, t2, 0);
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unknown_key");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "unknown_key");
   hs_repo_close(r);
 
   r = open_repo(f->root, true, th, 0);
@@ -587,22 +576,19 @@ static void test_signatures(void **state) {
   gen[9] = '9';
   write_text(P("%s/m/1/hotserve-manifest.json", f->root), text);
   r = open_repo(f->root, true, t1, 0);
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "bad_signature");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "bad_signature");
   /* So does a garbled signature file. */
   write_text(P("%s/h/1/hotserve-manifest.sig", f->root), "{\"format\":1}");
   hs_repo_close(r);
   r = open_repo(f->root, true, th, 0);
-  assert_int_equal(state_of(r, "h", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "bad_signature");
+  expect_state(r, "h", 1, HS_VERSION_INVALID, "bad_signature");
   hs_repo_close(r);
 
   /* A model file changed after signing: the signature is fine, the manifest does not match. */
   sign(P("%s/m/1", f->root), P("%s.key", k1s));
   write_text(P("%s/m/1/model.onnx", f->root), "signed by k2");
   r = open_repo(f->root, true, t1, 0);
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "manifest_mismatch");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "manifest_mismatch");
   hs_repo_close(r);
 
   /* hs_repo_verify_version, as the loader may call it. */
@@ -657,14 +643,11 @@ static void test_binding_and_signed_config(void **state) {
   char code[32];
   hs_repo *r = open_repo(f->root, true, t, 0);
   assert_int_equal(state_of(r, "a", 1, code), HS_VERSION_READY);
-  assert_int_equal(state_of(r, "b", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "wrong_binding");
-  assert_int_equal(state_of(r, "c", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unbound");
+  expect_state(r, "b", 1, HS_VERSION_INVALID, "wrong_binding");
+  expect_state(r, "c", 1, HS_VERSION_INVALID, "unbound");
   hs_repo_close(r);
   r = open_repo(f->root, false, NULL, 0); /* binding holds without signatures too; unbound is fine */
-  assert_int_equal(state_of(r, "b", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "wrong_binding");
+  expect_state(r, "b", 1, HS_VERSION_INVALID, "wrong_binding");
   assert_int_equal(state_of(r, "c", 1, code), HS_VERSION_READY);
   hs_repo_close(r);
   /* a/2 is reported only as a refused version above the ready a/1 under "latest 1". */
@@ -714,13 +697,11 @@ static void test_unsafe_paths(void **state) {
   assert_int_equal(symlink(P("%s/secret", f->dir), P("%s/m/1/weights/w2.bin", f->root)), 0);
   char code[32];
   hs_repo *r = open_repo(f->root, false, NULL, 0);
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unsafe_path");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "unsafe_path");
   /* A relative link climbing out is the same. */
   unlink(P("%s/m/1/weights/w2.bin", f->root));
   assert_int_equal(symlink("../../../../secret", P("%s/m/1/weights/w2.bin", f->root)), 0);
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unsafe_path");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "unsafe_path");
   /* A link to another file inside the model dir is fine. */
   unlink(P("%s/m/1/weights/w2.bin", f->root));
   write_text(P("%s/m/shared.bin", f->root), "shared weights");
@@ -739,8 +720,7 @@ static void test_unsafe_paths(void **state) {
   hs_repo_snapshot_free(s);
   /* A FIFO is not a model file. */
   assert_int_equal(mkfifo(P("%s/m/1/pipe", f->root), 0644), 0);
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unsafe_path");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "unsafe_path");
   hs_repo_close(r);
 }
 
@@ -797,15 +777,12 @@ static void test_limits(void **state) {
   hs_repo *r = NULL;
   hs_error err;
   assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
-  char code[32];
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "limit");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "limit");
   hs_repo_close(r);
   o.max_files = 0;
   o.max_file_bytes = 5;
   assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
-  assert_int_equal(state_of(r, "m", 1, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "limit");
+  expect_state(r, "m", 1, HS_VERSION_INVALID, "limit");
   hs_repo_close(r);
   /* require_signature without keys is a usage error, not a silent pass. */
   o.require_signature = true;
@@ -874,13 +851,11 @@ static void test_publish(void **state) {
   char code[32];
   assert_int_equal(state_of(r, "s", 1, code), HS_VERSION_READY);
   /* Just written and unsigned: not refused while it may still be arriving... */
-  assert_int_equal(state_of(r, "m", 8, code), HS_VERSION_PENDING);
-  assert_string_equal(code, "unsigned");
+  expect_state(r, "m", 8, HS_VERSION_PENDING, "unsigned");
   hs_repo_close(r);
   /* ...and refused once settled. */
   r = open_repo(f->root, true, t, 0);
-  assert_int_equal(state_of(r, "m", 8, code), HS_VERSION_INVALID);
-  assert_string_equal(code, "unsigned");
+  expect_state(r, "m", 8, HS_VERSION_INVALID, "unsigned");
   hs_repo_close(r);
   hs_trusted_keys_free(t);
   /* A public key cannot sign. */

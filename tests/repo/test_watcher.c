@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -57,119 +58,127 @@ static int settle_count(counter *c) {
   return current(c);
 }
 
-static void test_inotify_kick_and_flip(void **state) {
-  (void)state;
-  char *dir = make_tmpdir();
+/* Asserts that the watcher fires after `seen` (within 10 s), then returns the settled count. */
+static int expect_fire(counter *c, int seen) {
+  assert_true(wait_beyond(c, seen) > seen);
+  return settle_count(c);
+}
+
+/* A temporary directory, the repository root below it, and a watcher on that root counting its callbacks. */
+typedef struct {
+  char *dir;
   char root[4096];
-  snprintf(root, sizeof root, "%s/repo", dir);
-  mkdirs(P("%s/m/1", root));
-  counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-  hs_watcher *w = NULL;
+  counter c;
+  hs_watcher *w;
+} fixture;
+
+/* Makes DIR, names the root DIR/ROOT_NAME and, when with_model, creates ROOT/m/1. */
+static void fixture_init(fixture *f, const char *root_name, bool with_model) {
+  *f = (fixture){.dir = make_tmpdir(), .c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}};
+  snprintf(f->root, sizeof f->root, "%s/%s", f->dir, root_name);
+  if (with_model) mkdirs(P("%s/m/1", f->root));
+}
+
+static void fixture_start(fixture *f, int poll_ms, bool inotify) {
   hs_error err;
   hs_error_clear(&err);
+  assert_int_equal(hs_watcher_start(f->root, poll_ms, inotify, on_change, &f->c, &f->w, &err), HS_OK);
+}
+
+static void fixture_done(fixture *f) {
+  hs_watcher_stop(f->w);
+  rm_tree(f->dir);
+  free(f->dir);
+}
+
+static void test_inotify_kick_and_flip(void **state) {
+  (void)state;
+  fixture f;
+  fixture_init(&f, "repo", true);
+  const char *root = f.root;
+  counter *c = &f.c;
   /* Polling every 10 min: anything sooner comes from inotify or a kick. */
-  assert_int_equal(hs_watcher_start(root, 600000, true, on_change, &c, &w, &err), HS_OK);
-  int seen = settle_count(&c);
+  fixture_start(&f, 600000, true);
+  int seen = settle_count(c);
 
   /* A version built elsewhere and renamed into the model dir. */
-  write_text(P("%s/staging/model.onnx", dir), "v2");
-  assert_int_equal(rename(P("%s/staging", dir), P("%s/m/2", root)), 0);
-  assert_true(wait_beyond(&c, seen) > seen);
-  seen = settle_count(&c);
+  write_text(P("%s/staging/model.onnx", f.dir), "v2");
+  assert_int_equal(rename(P("%s/staging", f.dir), P("%s/m/2", root)), 0);
+  seen = expect_fire(c, seen);
 
   /* A file rewritten inside a version directory that appeared after the watcher started. */
   write_text(P("%s/m/2/model.onnx", root), "v2 again");
-  assert_true(wait_beyond(&c, seen) > seen);
-  seen = settle_count(&c);
+  seen = expect_fire(c, seen);
 
   /* A new model with a version inside, created in two steps: both levels get watches. */
   mkdirs(P("%s/n", root));
-  seen = settle_count(&c);
+  seen = settle_count(c);
   mkdirs(P("%s/n/1", root));
-  assert_true(wait_beyond(&c, seen) > seen);
-  seen = settle_count(&c);
+  seen = expect_fire(c, seen);
   write_text(P("%s/n/1/model.onnx", root), "n1");
-  assert_true(wait_beyond(&c, seen) > seen);
-  seen = settle_count(&c);
+  seen = expect_fire(c, seen);
 
   /* A ConfigMap-style ..data flip. */
   mkdirs(P("%s/m/..2024_a/1", root));
   assert_int_equal(symlink("..2024_a", P("%s/m/..data", root)), 0);
-  seen = settle_count(&c);
+  seen = settle_count(c);
   mkdirs(P("%s/m/..2024_b/1", root));
-  seen = settle_count(&c);
+  seen = settle_count(c);
   assert_int_equal(symlink("..2024_b", P("%s/m/..data_tmp", root)), 0);
   assert_int_equal(rename(P("%s/m/..data_tmp", root), P("%s/m/..data", root)), 0);
-  assert_true(wait_beyond(&c, seen) > seen);
-  seen = settle_count(&c);
+  seen = expect_fire(c, seen);
 
   /* A burst (200 files copied into a version) is debounced into a few callbacks, not 200+. */
   for (int i = 0; i < 200; i++) write_text(P("%s/m/2/part%03d.bin", root, i), "part");
-  assert_true(wait_beyond(&c, seen) > seen);
-  int after = settle_count(&c);
+  int after = expect_fire(c, seen);
   assert_true(after - seen < 50);
   seen = after;
 
   /* A kick (what SIGHUP and POST /v2/repository/index do). */
-  hs_watcher_kick(w);
-  assert_true(wait_beyond(&c, seen) > seen);
+  hs_watcher_kick(f.w);
+  assert_true(wait_beyond(c, seen) > seen);
 
-  hs_watcher_stop(w);
-  rm_tree(dir);
-  free(dir);
+  fixture_done(&f);
 }
 
 static void test_polling_and_missing_root(void **state) {
   (void)state;
-  char *dir = make_tmpdir();
-  counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-  hs_watcher *w = NULL;
-  hs_error err;
-  hs_error_clear(&err);
+  fixture f;
   /* The root does not exist yet: the watcher keeps polling and picks it up once it does. */
-  char root[4096];
-  snprintf(root, sizeof root, "%s/later", dir);
-  assert_int_equal(hs_watcher_start(root, 100, true, on_change, &c, &w, &err), HS_OK);
-  int seen = current(&c);
-  assert_true(wait_beyond(&c, seen) > seen);
-  seen = wait_beyond(&c, current(&c));
+  fixture_init(&f, "later", false);
+  counter *c = &f.c;
+  fixture_start(&f, 100, true);
+  int seen = current(c);
+  assert_true(wait_beyond(c, seen) > seen);
+  seen = wait_beyond(c, current(c));
   assert_true(seen > 0); /* keeps firing: it never stops on an error */
-  mkdirs(P("%s/m/1", root));
-  seen = current(&c);
-  assert_true(wait_beyond(&c, seen) > seen);
-  hs_watcher_stop(w);
-  rm_tree(dir);
-  free(dir);
+  mkdirs(P("%s/m/1", f.root));
+  seen = current(c);
+  assert_true(wait_beyond(c, seen) > seen);
+  fixture_done(&f);
 }
 
 static void test_inotify_off(void **state) {
   (void)state;
-  char *dir = make_tmpdir();
-  char root[4096];
-  snprintf(root, sizeof root, "%s/repo", dir);
-  mkdirs(P("%s/m/1", root));
-  counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-  hs_watcher *w = NULL;
-  hs_error err;
-  hs_error_clear(&err);
+  fixture f;
+  fixture_init(&f, "repo", true);
+  counter *c = &f.c;
   /* Polling every 10 min and no inotify: a new version stays unseen until a poll or a kick. */
-  assert_int_equal(hs_watcher_start(root, 600000, false, on_change, &c, &w, &err), HS_OK);
-  int seen = settle_count(&c);
-  write_text(P("%s/staging/model.onnx", dir), "v2");
-  assert_int_equal(rename(P("%s/staging", dir), P("%s/m/2", root)), 0);
-  assert_int_equal(settle_count(&c), seen); /* the inotify watcher fires here (test above) */
-  assert_int_equal(settle_count(&c), seen);
-  hs_watcher_kick(w);
-  assert_true(wait_beyond(&c, seen) > seen);
-  hs_watcher_stop(w);
+  fixture_start(&f, 600000, false);
+  int seen = settle_count(c);
+  write_text(P("%s/staging/model.onnx", f.dir), "v2");
+  assert_int_equal(rename(P("%s/staging", f.dir), P("%s/m/2", f.root)), 0);
+  assert_int_equal(settle_count(c), seen); /* the inotify watcher fires here (test above) */
+  assert_int_equal(settle_count(c), seen);
+  hs_watcher_kick(f.w);
+  assert_true(wait_beyond(c, seen) > seen);
+  hs_watcher_stop(f.w);
 
   /* The polling timer alone still fires. */
-  assert_int_equal(hs_watcher_start(root, 100, false, on_change, &c, &w, &err), HS_OK);
-  seen = current(&c);
-  assert_true(wait_beyond(&c, seen) > seen);
-  hs_watcher_stop(w);
-  rm_tree(dir);
-  free(dir);
+  fixture_start(&f, 100, false);
+  seen = current(c);
+  assert_true(wait_beyond(c, seen) > seen);
+  fixture_done(&f);
 }
 
 int main(void) {
