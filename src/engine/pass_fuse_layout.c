@@ -4,7 +4,8 @@
  * The graph's values keep their logical NCHW shapes; this pass only changes the physical layout of
  * values that flow from one Conv straight into others, so no reorder runs between them. A value
  * takes the preferred layout (hs_kernels_preferred_layout: channels-last or 8-channel blocks) when
- *   - a Conv with constant weights (so a oneDNN kernel runs it) produces it, or a MaxPool /
+ *   - a Conv (or a one-group ConvTranspose) with constant weights (so a oneDNN kernel runs it)
+ *     produces it, or a MaxPool /
  *     AveragePool whose input takes it (pools keep the channel count), and
  *   - every reader is such a Conv, reading it as its input or as its fused residual, or a pool
  *     (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) reading it as its input, and
@@ -25,13 +26,20 @@
 #include "engine/pass_fuse.h"
 #include "ops/ops.h"
 
-/* A Conv the kernels will run (constant float weights), with its output channel count. */
+/* A Conv, or a ConvTranspose with one group, the kernels will run (constant float weights), with its
+ * output channel count. */
 static int kernel_conv(const hs_graph *g, const hs_node *n, int64_t *out_c) {
-  if (!hs__fuse_is_op(n, HS_OP_Conv) || n->n_in < 2 || n->in[1] < 0) return 0;
+  int transposed = hs__fuse_is_op(n, HS_OP_ConvTranspose);
+  if ((!hs__fuse_is_op(n, HS_OP_Conv) && !transposed) || n->n_in < 2 || n->in[1] < 0) return 0;
   const hs_value *w = &g->values[n->in[1]];
   if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || w->ndim < 3 || w->ndim > 5) return 0;
   if (n->n_in > 2 && n->in[2] >= 0 && g->values[n->in[2]].kind != HS_VAL_CONST) return 0;
-  *out_c = w->dims[0];
+  if (transposed) { /* weights [C, O/group, k...] */
+    int64_t group = 1;
+    hs_error tmp;
+    if (hs_attr_int(n, "group", 1, &group, &tmp) || group != 1) return 0;
+  }
+  *out_c = w->dims[transposed ? 1 : 0];
   return 1;
 }
 
