@@ -91,9 +91,10 @@ def bench_hotserve(args, model, in_name, x_path, out_name, ref_path):
         return res
 
 
-def bench_ort(args, model, in_name, x_path):
+def bench_ort(args, model, in_name, x_path, spin=True):
     rc, text = run(["node", os.path.join(HERE, "ort_run.js"), model, "--input", in_name + "=" + x_path,
-                    "--threads", str(args.threads), "--repeat", str(args.repeat), "--loads", "3"])
+                    "--threads", str(args.threads), "--repeat", str(args.repeat), "--loads", "3"] +
+                   ([] if spin else ["--no-spin"]))
     if rc != 0:
         return {"error": text.strip()[-160:]}
     res = last_json(text)
@@ -171,6 +172,8 @@ def main(argv):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row (each a fresh process)")
+    p.add_argument("--ort-spin", choices=("on", "off", "both"), default="both",
+                   help="ORT's intra-op spin-waiting (allow_spinning); both: run each, compare with the faster")
     p.add_argument("--results", default=None)
     p.add_argument("--readme", default=None)
     p.add_argument("--command", default=" ".join(sys.argv))
@@ -182,29 +185,35 @@ def main(argv):
     mach = machine()
 
     rows = [r for r in ROWS if not args.only or r[0] in args.only]
+    spins = {"on": [True], "off": [False], "both": [True, False]}[args.ort_spin]
     results = []
     for label, batch, model, cv_model, case in rows:
         (in_name, x_rel), = cases[case]["inputs"].items()
         (out_name, ref_rel), = cases[case]["outputs"].items()
         x_path, ref_path = os.path.join(args.cache, x_rel), os.path.join(args.cache, ref_rel)
-        hs_rounds, ort_rounds = [], []
+        hs_rounds, ort_rounds = [], {True: [], False: []}
         cv = {"error": "not run"}
         for rnd in range(args.rounds):
             print("engine bench: %s batch %d, round %d/%d ..." % (label, batch, rnd + 1, args.rounds),
                   file=sys.stderr, flush=True)
             # interleaved, and the order alternates so neither runtime always runs right after the other
+            mpath = os.path.join(args.cache, model)
             if rnd % 2 == 0:
-                hs_rounds.append(bench_hotserve(args, os.path.join(args.cache, model), in_name, x_path, out_name,
-                                                ref_path))
-                ort_rounds.append(bench_ort(args, os.path.join(args.cache, model), in_name, x_path))
+                hs_rounds.append(bench_hotserve(args, mpath, in_name, x_path, out_name, ref_path))
+                for spin in spins:
+                    ort_rounds[spin].append(bench_ort(args, mpath, in_name, x_path, spin))
             else:
-                ort_rounds.append(bench_ort(args, os.path.join(args.cache, model), in_name, x_path))
-                hs_rounds.append(bench_hotserve(args, os.path.join(args.cache, model), in_name, x_path, out_name,
-                                                ref_path))
+                for spin in reversed(spins):
+                    ort_rounds[spin].append(bench_ort(args, mpath, in_name, x_path, spin))
+                hs_rounds.append(bench_hotserve(args, mpath, in_name, x_path, out_name, ref_path))
             if rnd == 0:  # OpenCV once: it is a second reference, not the bar
                 cv = bench_opencv(args, cv_model and os.path.join(args.cache, cv_model), x_path)
-        hs, ort = combine(hs_rounds), combine(ort_rounds)
-        per_round = [a["median_ms"] / b["median_ms"] for a, b in zip(hs_rounds, ort_rounds)
+        hs = combine(hs_rounds)
+        by_spin = {spin: combine(ort_rounds[spin]) for spin in spins}
+        # the reference is ORT's faster setting in this row (by median of round medians)
+        ref_spin = min(spins, key=lambda sp: by_spin[sp].get("median_ms") or float("inf"))
+        ort = dict(by_spin[ref_spin], spin=ref_spin)
+        per_round = [a["median_ms"] / b["median_ms"] for a, b in zip(hs_rounds, ort_rounds[ref_spin])
                      if a.get("median_ms") and b.get("median_ms")]
         results.append((label, batch, model, cv_model, hs, ort, cv, per_round))
 
@@ -218,7 +227,9 @@ def main(argv):
             if "error" in r:
                 cells.append("error: %s" % r["error"])
             elif "spread" in r:
-                cells.append("%s (%s) [%s]" % (fmt(r.get("median_ms"), 2), fmt(r.get("p99_ms"), 2), r["spread"]))
+                cells.append("%s (%s) [%s]%s" % (fmt(r.get("median_ms"), 2), fmt(r.get("p99_ms"), 2), r["spread"],
+                                                 "" if "spin" not in r else
+                                                 (" spin" if r["spin"] else " no-spin")))
             else:
                 cells.append("%s (%s)" % (fmt(r.get("median_ms"), 2), fmt(r.get("p99_ms"), 2)))
         rounds = "%.2f-%.2f" % (min(per_round), max(per_round)) if per_round else "n/a"
@@ -237,9 +248,11 @@ def main(argv):
               "runtimes). Each row: %d rounds, hotserve and ORT interleaved (order alternating), each round %d timed "
               "runs after 3 warm-up runs in a fresh process; median = median of the round medians, p99 = worst "
               "round's p99, [spread] = (slowest - fastest round median) / median; best rounds = fastest round "
-              "median against fastest round median (the least disturbed rounds on a shared machine); OpenCV runs in "
-              "the first round only. Times in ms.\nCommand: `%s`\n" % (started.strftime("%Y-%m-%d %H:%M"), mach,
+              "median against fastest round median (the least disturbed rounds on a shared machine); ORT ran with "
+              "its intra-op spin-waiting %s and the ORT column is its faster setting (spin / no-spin); OpenCV runs "
+              "in the first round only. Times in ms.\nCommand: `%s`\n" % (started.strftime("%Y-%m-%d %H:%M"), mach,
                                                        os.getloadavg()[0], args.threads, args.rounds, args.repeat,
+                                                       {"on": "on", "off": "off", "both": "on and off"}[args.ort_spin],
                                                        args.command))
     report = header + "\n" + table + "\n"
     print(report)
