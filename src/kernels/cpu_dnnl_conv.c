@@ -322,9 +322,9 @@ static int shuffle_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *
   v->md[MD_IDST] = g4;
   v->md[MD_DST] = v->md[MD_D6]; /* (the output's size is all that is read from MD_DST) */
   size_t sp = pd_scratchpad(pd), sp1 = 0, sp2 = 0;
-  /* variant 0 reorders the ONNX weights, later ones share or reorder variant 0's copy */
+  /* the ONNX weights while the kernel holds them, else variant 0's copy or (weights_from) the other kernel's */
   if (k->w_plain) rc = hs__reorder_alloc(&w_plain, k->w_plain, &v->md[MD_WEIGHTS], &v->weights, err);
-  else rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
+  else rc = conv_variant_weights(k, v, err);
   if (!rc) {
     st = dnnl_primitive_create(&v->prim[CP_CONV], pd);
     if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "creating a convolution");
