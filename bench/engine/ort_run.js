@@ -8,7 +8,8 @@
 // Prints one JSON line: {"create_ms": [..one per load..], "rss_before_mb", "rss_after_load_mb": [..], "median_ms", "p99_ms", "runs",
 // "rss_mb"}. --loads N creates the session N times; the first one is kept for the runs, the others are released
 // at once unless --hold keeps them all alive (to see the memory two sessions of one model hold). --repeat 0 skips
-// running.
+// running. --no-spin turns off the intra-op pool's spin-waiting (session.intra_op.allow_spinning = 0), ORT's
+// counterpart of OMP_WAIT_POLICY=PASSIVE.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -60,7 +61,8 @@ function quantile(sorted, q) {
 
 async function main() {
   const args = process.argv.slice(2);
-  const opt = { threads: 2, repeat: 20, warmup: 3, loads: 1, hold: false, inputs: {}, outdir: null, model: null };
+  const opt = { threads: 2, repeat: 20, warmup: 3, loads: 1, hold: false, spin: true, inputs: {}, outdir: null,
+                model: null };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === '--input') {
@@ -71,7 +73,7 @@ async function main() {
     else if (a === '--warmup') opt.warmup = Number(args[++i]);
     else if (a === '--loads') opt.loads = Number(args[++i]);
     else if (a === '--hold') opt.hold = true;
-    else if (a === '--no-spin') opt.noSpin = true;
+    else if (a === '--no-spin') opt.spin = false;
     else if (a === '--output-dir') opt.outdir = args[++i];
     else if (!opt.model) opt.model = a;
     else throw new Error(`unexpected argument ${a}`);
@@ -79,8 +81,7 @@ async function main() {
   if (!opt.model) throw new Error('usage: ort_run.js MODEL.onnx --input NAME=FILE.npy ...');
   const sessOpts = { intraOpNumThreads: opt.threads, interOpNumThreads: 1, executionMode: 'sequential',
                      graphOptimizationLevel: 'all', executionProviders: ['cpu'] };
-  // --no-spin: intra-op threads sleep between ops instead of spinning (as hotserve's passive OpenMP threads do)
-  if (opt.noSpin) sessOpts.extra = { session: { intra_op: { allow_spinning: '0' } } };
+  if (!opt.spin) sessOpts.extra = { session: { intra_op: { allow_spinning: '0' } } };
   const rssBefore = process.memoryUsage().rss / 1048576;
   const createMs = [];
   const rssAfter = [];

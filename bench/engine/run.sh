@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# run.sh - engine benchmark in one command: hotserve vs ONNX Runtime vs OpenCV DNN on ResNet-50 and MobileNetV2.
+# run.sh - engine benchmark in one command: hotserve vs ONNX Runtime vs OpenCV DNN on ResNet-50, MobileNetV2,
+# MobileNetV3, a text detector and recognizer, and the transformer / recurrent rows.
 #
-#   bash bench/engine/run.sh [--threads N] [--repeat N]      (defaults: 2 threads, 20 timed runs)
+#   bash bench/engine/run.sh [--threads N] [--repeat N] [--rounds N] [--ort-spin both|on|off] [--only LABEL ...]
+#   (defaults: 2 threads, 20 timed runs per round, 3 interleaved rounds, ORT with and without spin-waiting)
 #
 # Builds hotserve (Release, in build-bench/ unless HOTSERVE_BIN names a binary), makes the models and inputs
 # (tools/models/make_models.py into HOTSERVE_MODEL_CACHE, default build/models), installs onnxruntime-node into

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 
 #include "base/log.h"
 #include "kernels/kernels.h"
@@ -243,6 +244,8 @@ int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *
 /* An arena at most this big is kept between runs; a bigger one, grown for an outlier request, is
  * handed back as soon as a run needs less than half of it (issue 16, class 3). */
 #define ARENA_KEEP_BYTES ((size_t)64 << 20)
+#define ARENA_HUGE_MIN ((size_t)4 << 20)   /* arenas from this size get huge pages offered */
+#define ARENA_HUGE_ALIGN ((size_t)2 << 20) /* x86-64's huge page */
 
 /* The session's plan for these inputs (from its cache, or built and cached), with an arena big
  * enough for it. A plan whose arena is over the model's max_run_bytes is HS_LIMIT, refused before
@@ -286,8 +289,14 @@ static int session_arena(hs_engine_session *s, const hs_plan *plan, hs_error *er
     s->arena_bytes = 0;
   }
   if (need > s->arena_bytes) {
-    size_t sz = (need + 63) & ~(size_t)63;
-    void *a = aligned_alloc(64, sz);
+    /* A large arena is aligned to 2 MiB and offered transparent huge pages (THP in "madvise" mode,
+     * Debian's default, gives them only to regions that ask): fewer TLB misses over the activations. */
+    size_t align = need >= ARENA_HUGE_MIN ? ARENA_HUGE_ALIGN : 64;
+    size_t sz = (need + align - 1) & ~(align - 1);
+    void *a = aligned_alloc(align, sz);
+#ifdef MADV_HUGEPAGE
+    if (a && align == ARENA_HUGE_ALIGN) (void)madvise(a, sz, MADV_HUGEPAGE); /* advice only */
+#endif
     if (!a) return hs_error_set(err, HS_NO_MEMORY, "out of memory for a %zu-byte arena", sz);
     free(s->arena);
     s->arena = a;

@@ -1,4 +1,4 @@
-/* pass_fuse_conv.c - fusion passes around Conv: fold BatchNormalization, fuse activations and the residual Add. */
+/* pass_fuse_conv.c - fusion passes around Conv: fold BatchNormalization (into ConvTranspose too), fuse activations and the residual Add. */
 
 /*
  * Each pass finds a Conv whose output is read by exactly one node (and is not a graph output),
@@ -111,9 +111,12 @@ static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
   if (hs_attr_float(b, "epsilon", 1e-5f, &eps, &tmp)) return 1;
   const hs_value *w = &g->values[c->in[1]];
   if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || w->ndim < 3 || !w->data) return 1;
-  int64_t oc = w->dims[0];
-  if (oc < 1) return 1;
-  int64_t per = (int64_t)(w->nbytes / sizeof(float)) / oc;
+  /* Conv weights [O, C/g, k...]: output channel o is the outer axis. ConvTranspose (one group, the op
+   * refused the others) [C, O, k...]: each of the C rows holds every output channel's block. */
+  int transposed = c->op == HS_OP_ConvTranspose;
+  int64_t oc = w->dims[transposed ? 1 : 0], rows = transposed ? w->dims[0] : 1;
+  if (oc < 1 || rows < 1) return 1;
+  int64_t per = (int64_t)(w->nbytes / sizeof(float)) / oc / rows;
   const float *scale = const_floats(g, b->in[1], oc), *shift = const_floats(g, b->in[2], oc);
   const float *mean = const_floats(g, b->in[3], oc), *var = const_floats(g, b->in[4], oc);
   int bias_v = c->n_in > 2 ? c->in[2] : -1;
@@ -129,7 +132,8 @@ static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
   const float *ow = w->data;
   for (int64_t o = 0; o < oc; o++) {
     double s = (double)scale[o] / sqrt((double)var[o] + (double)eps);
-    for (int64_t i = 0; i < per; i++) nw[o * per + i] = (float)(ow[o * per + i] * s);
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t i = 0; i < per; i++) nw[(r * oc + o) * per + i] = (float)(ow[(r * oc + o) * per + i] * s);
     nb[o] = (float)(((bias ? bias[o] : 0.0) - mean[o]) * s + shift[o]);
   }
   hs_tensor tw = {.dtype = HS_DT_FLOAT32, .ndim = w->ndim, .data = nw, .nbytes = w->nbytes};
@@ -160,7 +164,7 @@ static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
 
 int hs__pass_fold_bn(hs_graph *g, int *changed, hs_error *err) {
   for (int ci = 0; ci < g->n_nodes; ci++) {
-    if (!hs__fuse_is_op(&g->nodes[ci], HS_OP_Conv)) continue;
+    if (!hs__fuse_is_op(&g->nodes[ci], HS_OP_Conv) && !hs__fuse_is_op(&g->nodes[ci], HS_OP_ConvTranspose)) continue;
     int bi = hs__fuse_sole_consumer(g, g->nodes[ci].out[0], NULL);
     if (bi < 0 || !hs__fuse_is_op(&g->nodes[bi], HS_OP_BatchNormalization)) continue;
     int rc = fold_one_bn(g, ci, bi, err);

@@ -4,13 +4,15 @@
  * The graph's values keep their logical NCHW shapes; this pass only changes the physical layout of
  * values that flow from one Conv straight into others, so no reorder runs between them. A value
  * takes the preferred layout (hs_kernels_preferred_layout: channels-last or 8-channel blocks) when
- *   - a Conv with constant weights (so a oneDNN kernel runs it) produces it, or a MaxPool /
+ *   - a Conv (or a one-group ConvTranspose) with constant weights (so a oneDNN kernel runs it)
+ *     produces it, or a MaxPool /
  *     AveragePool whose input takes it (pools keep the channel count), and
  *   - every reader is such a Conv, reading it as its input or as its fused residual, or a pool
  *     (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) reading it as its input, and
  *   - it is not a graph output.
  * A MaxPool/AveragePool reads and writes the same layout, so its input and output keep or lose the
- * preferred layout together. A global pool's output ([N, C, 1, 1]) stays NCHW.
+ * preferred layout together. With NHWC preferred, squeeze-and-excite's x * gate (Mul or Add, the gate
+ * provably [N, C, 1, 1]) does too: x and the output together, the gate read in any layout. A global pool's output ([N, C, 1, 1]) stays NCHW.
  * A fused residual may have another layout than the Conv's output: the kernel reorders it into the
  * output before accumulating. Convs at the edges convert: the kernel reads NCHW and writes the
  * preferred layout or the reverse.
@@ -25,13 +27,20 @@
 #include "engine/pass_fuse.h"
 #include "ops/ops.h"
 
-/* A Conv the kernels will run (constant float weights), with its output channel count. */
+/* A Conv, or a ConvTranspose with one group, the kernels will run (constant float weights), with its
+ * output channel count. */
 static int kernel_conv(const hs_graph *g, const hs_node *n, int64_t *out_c) {
-  if (!hs__fuse_is_op(n, HS_OP_Conv) || n->n_in < 2 || n->in[1] < 0) return 0;
+  int transposed = hs__fuse_is_op(n, HS_OP_ConvTranspose);
+  if ((!hs__fuse_is_op(n, HS_OP_Conv) && !transposed) || n->n_in < 2 || n->in[1] < 0) return 0;
   const hs_value *w = &g->values[n->in[1]];
   if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || w->ndim < 3 || w->ndim > 5) return 0;
   if (n->n_in > 2 && n->in[2] >= 0 && g->values[n->in[2]].kind != HS_VAL_CONST) return 0;
-  *out_c = w->dims[0];
+  if (transposed) { /* weights [C, O/group, k...] */
+    int64_t group = 1;
+    hs_error tmp;
+    if (hs_attr_int(n, "group", 1, &group, &tmp) || group != 1) return 0;
+  }
+  *out_c = w->dims[transposed ? 1 : 0];
   return 1;
 }
 
@@ -42,17 +51,77 @@ static int layout_pool(const hs_node *n, int *global) {
   return *global || n->op == HS_OP_MaxPool || n->op == HS_OP_AveragePool;
 }
 
+/* 1 when value v is provably [N, C, 1, 1] from the graph's structure (static shapes are mostly unknown
+ * here): a global pool's output, or a 1x1 unpadded Conv or an element-wise activation of such a value
+ * (squeeze-and-excite's GlobalAveragePool -> Conv -> Relu -> Conv -> HardSigmoid, activations fused or not). */
+static int spatially_1x1(const hs_graph *g, int v, int depth) {
+  if (v < 0 || depth > 8 || g->values[v].kind != HS_VAL_INTERMEDIATE || g->values[v].producer < 0) return 0;
+  const hs_node *n = &g->nodes[g->values[v].producer];
+  if (n->dead || n->n_in < 1) return 0;
+  if (n->op == HS_OP_GlobalAveragePool || n->op == HS_OP_GlobalMaxPool) return 1;
+  if (n->op == HS_OP_Relu || n->op == HS_OP_Sigmoid || n->op == HS_OP_HardSigmoid || n->op == HS_OP_HardSwish ||
+      n->op == HS_OP_Clip || n->op == HS_OP_LeakyRelu || n->op == HS_OP_Tanh)
+    return spatially_1x1(g, n->in[0], depth + 1);
+  if (n->op != HS_OP_Conv || n->n_in < 2 || n->in[1] < 0 || n->n_in > HS_FUSE_RESIDUAL_INPUT) return 0;
+  const hs_value *w = &g->values[n->in[1]];
+  if (w->ndim != 4 || w->dims[2] != 1 || w->dims[3] != 1) return 0;
+  const int64_t *pads;
+  size_t np = 0;
+  hs_error tmp;
+  if (hs_attr_ints(n, "pads", &pads, &np, &tmp) == 0)
+    for (size_t i = 0; i < np; i++)
+      if (pads[i] != 0) return 0;
+  const char *ap = "NOTSET";
+  if (hs_attr_string(n, "auto_pad", "NOTSET", &ap, &tmp) || (strcmp(ap, "NOTSET") != 0 && strcmp(ap, "VALID") != 0))
+    return 0;
+  return spatially_1x1(g, n->in[0], depth + 1);
+}
+
+/* A Mul or Add that can run channels-last (NHWC only; ops/elementwise.c): x OP gate with gate a value
+ * spatially_1x1 proves [N, C, 1, 1] (squeeze-and-excite), read in any layout (the bytes are the same);
+ * *gate = its input index. x and the output keep or lose the layout together; the op checks the shapes
+ * at run time. */
+static int layout_binary(const hs_graph *g, const hs_node *n, hs_layout pref, int *gate) {
+  if (pref != HS_LAYOUT_NHWC || n->dead || (n->op != HS_OP_Add && n->op != HS_OP_Mul) || n->opset < 7 ||
+      n->n_in != 2 || n->n_out < 1 || n->in[0] < 0 || n->in[1] < 0 || n->out[0] < 0 || n->in[0] == n->in[1])
+    return 0;
+  for (int k = 0; k < 2; k++)
+    if (spatially_1x1(g, n->in[k], 0) && !spatially_1x1(g, n->in[1 - k], 0)) {
+      *gate = k;
+      return 1;
+    }
+  return 0;
+}
+
 /* 1 when input k of Conv n holds a fused residual (the residual pass put it there). */
 static int is_residual(const hs_node *n, int k) {
   return k == HS_FUSE_RESIDUAL_INPUT && k < n->n_in && n->in[k] >= 0;
 }
 
+/* A Conv of a provably 1x1 input with a fused residual: the residual may be larger and widen the output
+ * (squeeze-and-excite's gate + x fused into the gate's Conv); such a Conv runs NCHW throughout
+ * (ops/conv.c refuses a broadcasting residual in another layout). */
+static int widening_residual(const hs_graph *g, const hs_node *n) {
+  return is_residual(n, HS_FUSE_RESIDUAL_INPUT) && spatially_1x1(g, n->in[0], 0);
+}
+
 /* 1 when node n can read a preferred-layout value as its input k. */
-static int reads_layout(const hs_graph *g, const hs_node *n, int k) {
+static int reads_layout(const hs_graph *g, const hs_node *n, int k, hs_layout pref) {
   int64_t oc;
-  int global;
-  if (kernel_conv(g, n, &oc)) return k == 0 || is_residual(n, k);
+  int global, gate;
+  if (kernel_conv(g, n, &oc)) return !widening_residual(g, n) && (k == 0 || is_residual(n, k));
+  if (layout_binary(g, n, pref, &gate)) return 1;
   return layout_pool(n, &global) && k == 0;
+}
+
+/* For an Add/Mul of layout_binary: 1 when its full-size input and its output are marked alike in
+ * `blocked` (*all: both marked). */
+static int binary_agrees(const hs_node *n, int gate, const char *blocked, int *all) {
+  int want = blocked[n->out[0]], same = 1;
+  for (int k = 0; k < 2; k++)
+    if (k != gate) same &= blocked[n->in[k]] == want;
+  *all = same && want;
+  return same;
 }
 
 /* Gives node n its layouts; *changed when any is not the NCHW every node starts with. */
@@ -75,18 +144,20 @@ int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
   for (int i = 0; i < g->n_nodes; i++) {
     int64_t oc;
     const hs_node *n = &g->nodes[i];
-    if (!kernel_conv(g, n, &oc) || n->out[0] < 0) continue;
+    if (!kernel_conv(g, n, &oc) || n->out[0] < 0 || widening_residual(g, n)) continue;
     if (pref == HS_LAYOUT_NCHW8C && oc % 8 != 0) continue;
     if (g->values[n->out[0]].ndim >= 0 && g->values[n->out[0]].ndim != g->values[n->in[1]].ndim) continue;
     blocked[n->out[0]] = 1;
   }
-  /* pools pass the layout on (repeated for chains of pools) */
+  /* pools pass the layout on, and so does an Add/Mul whose full-size inputs all have it (repeated for chains) */
   for (int more = 1; more;) {
     more = 0;
     for (int i = 0; i < g->n_nodes; i++) {
       const hs_node *n = &g->nodes[i];
-      int global;
+      int global, gate;
       if (layout_pool(n, &global) && !global && blocked[n->in[0]] && !blocked[n->out[0]])
+        blocked[n->out[0]] = more = 1;
+      if (layout_binary(g, n, pref, &gate) && !blocked[n->out[0]] && blocked[n->in[1 - gate]])
         blocked[n->out[0]] = more = 1;
     }
   }
@@ -100,19 +171,27 @@ int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
       if (n->dead) continue;
       for (int k = 0; k < n->n_in; k++) {
         int v = n->in[k];
-        if (v >= 0 && blocked[v] && !reads_layout(g, n, k)) blocked[v] = 0, more = 1;
+        if (v >= 0 && blocked[v] && !reads_layout(g, n, k, pref)) blocked[v] = 0, more = 1;
       }
-      int global;
+      int global, gate, all;
       if (layout_pool(n, &global) && !global && blocked[n->in[0]] != blocked[n->out[0]])
         blocked[n->in[0]] = blocked[n->out[0]] = 0, more = 1;
+      if (layout_binary(g, n, pref, &gate) && !binary_agrees(n, gate, blocked, &all)) {
+        for (int k = 0; k < 2; k++)
+          if (k != gate) blocked[n->in[k]] = 0;
+        blocked[n->out[0]] = 0;
+        more = 1;
+      }
     }
   }
   int rc = 0;
   for (int i = 0; i < g->n_nodes && rc == 0; i++) {
     hs_node *n = &g->nodes[i];
-    int global;
+    int global, gate, all;
     int64_t oc;
-    if (layout_pool(n, &global)) {
+    if (layout_binary(g, n, pref, &gate)) {
+      if (binary_agrees(n, gate, blocked, &all) && all) rc = set_layouts(n, pref, pref, HS_LAYOUT_NCHW, changed, err);
+    } else if (layout_pool(n, &global)) {
       hs_layout src = blocked[n->in[0]] ? pref : HS_LAYOUT_NCHW;
       hs_layout dst = !global && blocked[n->out[0]] ? pref : HS_LAYOUT_NCHW;
       rc = set_layouts(n, src, dst, HS_LAYOUT_NCHW, changed, err);

@@ -602,7 +602,8 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
 }
 
 /* Fusions a Conv takes: activations (ConvTranspose too), then for Conv a residual sum, the
- * per-channel affine of a folded BatchNormalization (only while nothing is fused), and layouts. */
+ * per-channel affine of a folded BatchNormalization (only while nothing is fused; ConvTranspose too
+ * when it has one group), and layouts. */
 static int conv_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
   hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
   switch (f->kind) {
@@ -619,9 +620,9 @@ static int conv_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
       }
       return 0;
     case HS_FUSE_CHANNEL_AFFINE:
-      return a->transposed || a->post.count || a->sum_input >= 0 ? HS_FUSE_REFUSED : 0;
-    case HS_FUSE_LAYOUT:
-      if (a->transposed) return HS_FUSE_REFUSED;
+      /* ConvTranspose with one group: its weights [C, O, k...] scale along axis 1 (pass_fuse_conv.c) */
+      return (a->transposed && a->group != 1) || a->post.count || a->sum_input >= 0 ? HS_FUSE_REFUSED : 0;
+    case HS_FUSE_LAYOUT: /* ConvTranspose too: the layout pass offers it only with one group */
       if (!f->dry_run) {
         a->src_layout = f->src;
         a->dst_layout = f->dst;

@@ -146,7 +146,40 @@ typedef struct {
   int legacy;      /* opset < 7: "broadcast" / "axis" attributes instead of numpy broadcasting */
   int broadcast;
   int64_t axis;    /* legacy: where B's dims start in A; -1 = aligned to the right */
+  hs_layout layout; /* set by the layout pass (Add/Mul only): the full-size operands and the output are NHWC */
 } binary_params;
+
+/* An Add/Mul whose full-size operands and output the layout pass keeps channels-last (NHWC): the op
+ * sees them through their physical shape. A [N, C, H, W] operand becomes [N, H*W, C]; a per-channel
+ * gate [N or 1, C or 1, 1, 1] (squeeze-and-excite), the same bytes in every layout, becomes
+ * [N or 1, 1, C or 1]. Anything else is refused at run time. */
+static int nhwc_views(const hs_node *n, hs_tensor *a, hs_tensor *b, hs_tensor *y, hs_error *err) {
+  if (y->ndim != 4 || a->ndim != 4 || b->ndim != 4)
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "channels-last operands must be 4-D");
+  hs_tensor *t[3] = {a, b, y};
+  for (int i = 0; i < 3; i++) {
+    int64_t N = t[i]->dims[0], C = t[i]->dims[1], S = t[i]->dims[2] * t[i]->dims[3];
+    int full = memcmp(t[i]->dims, y->dims, sizeof(int64_t) * 4) == 0;
+    int gate = t[i]->dims[2] == 1 && t[i]->dims[3] == 1 && (C == y->dims[1] || C == 1) &&
+               (N == 1 || N == y->dims[0]);
+    if (!full && !gate)
+      return hs_op_errf(err, n, HS_UNSUPPORTED, "channels-last operand neither full-size nor a per-channel gate");
+    t[i]->dims[0] = N;
+    t[i]->dims[1] = full ? S : 1;
+    t[i]->dims[2] = C;
+    t[i]->ndim = 3;
+  }
+  return 0;
+}
+
+static int binary_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
+  (void)err;
+  binary_params *p = (binary_params *)n->params.bytes;
+  if (f->kind != HS_FUSE_LAYOUT || (p->kind != B_ADD && p->kind != B_MUL) || p->legacy) return HS_FUSE_REFUSED;
+  if (f->src != f->dst || (f->dst != HS_LAYOUT_NCHW && f->dst != HS_LAYOUT_NHWC)) return HS_FUSE_REFUSED;
+  if (!f->dry_run) p->layout = f->dst;
+  return 0;
+}
 
 /* Before opset 7, B broadcasts to A only with broadcast=1, placed at `axis`: give B's view the
  * trailing 1s that make numpy broadcasting mean the same thing. */
@@ -364,10 +397,12 @@ static int binary_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
 }
 
 static size_t binary_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
-  hs_tensor b;
+  const binary_params *p = (const binary_params *)n->params.bytes;
+  hs_tensor a = in[0], b, y = out[0];
   hs_error e;
   if (legacy_view(n, &in[0], &in[1], &b, &e)) return 0;
-  return hs_op_kernel_scratch(binary_kernel(n, &in[0], &b, &out[0], NULL), 0);
+  if (p->layout == HS_LAYOUT_NHWC && nhwc_views(n, &a, &b, &y, &e)) return 0;
+  return hs_op_kernel_scratch(binary_kernel(n, &a, &b, &y, NULL), 0);
 }
 
 /* Runs kernel k (found by binary_kernel or unary_kernel) on src[0..nsrc). */
@@ -380,9 +415,11 @@ static int run_kernel(const hs_node *n, hs_kernel *k, const void **src, int nsrc
 static int binary_run(const hs_node *n, const hs_tensor *in_raw, int nin, hs_tensor *out, int nout, void *scratch,
                       hs_error *err) {
   const binary_params *p = (const binary_params *)n->params.bytes;
-  hs_tensor in[2] = {in_raw[0]};
+  hs_tensor in[2] = {in_raw[0]}, yv = out[0];
   int rc = legacy_view(n, &in_raw[0], &in_raw[1], &in[1], err);
   if (rc) return rc;
+  if (p->layout == HS_LAYOUT_NHWC && (rc = nhwc_views(n, &in[0], &in[1], &yv, err))) return rc;
+  out = &yv; /* the physical view; its data is the caller's */
   hs_error kerr;
   hs_error_clear(&kerr);
   hs_kernel *k = binary_kernel(n, &in[0], &in[1], &out[0], &kerr);
@@ -662,6 +699,7 @@ const hs_op_impl hs_op_impl_binary = {
     .prepare = binary_prepare,
     .scratch_bytes = binary_scratch,
     .run = binary_run,
+    .fuse = binary_fuse,
 };
 const hs_op_impl hs_op_impl_unary = {
     .check = unary_check,

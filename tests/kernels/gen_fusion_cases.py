@@ -122,6 +122,33 @@ def main():
     c.node("Add", ["c2", c.input("r", r)], ["y"])
     c.save(root, "y", (F.relu(F.conv2d(t(x), t(w), t(b))) + t(r)).numpy(), ["Conv"])
 
+    # Squeeze-and-excite (MobileNetV3): x * hardsigmoid(fc2(relu(fc1(gap(x))))), dynamic batch, run at batch 2;
+    # with NHWC preferred the Mul keeps x and its output channels-last (the gate read as [N, 1, C]).
+    # Then the same with a one-channel gate added instead ([N, 1, 1, 1] broadcast over channels too): that Add
+    # becomes a residual of the gate's Conv which widens its output (it made the layout pass fail the model
+    # before: "fused residual broadcasts in a blocked layout").
+    for name, gate_c, op in (("se_block_gate_mul", 8, "Mul"), ("se_block_one_channel_add", 1, "Add")):
+        c = Case(name)
+        x = rand(2, 8, 6, 6)
+        xn = c.input("x", x, ["N", 8, 6, 6])
+        a, ya = conv_bn(c, xn, x, 8, 8, 3, pad=1, group=8, bias=False, tag="dw")
+        c.node("HardSwish", [a], ["hs"])
+        yh = F.hardswish(ya)
+        c.node("GlobalAveragePool", ["hs"], ["gap"])
+        w1, b1, w2, b2 = rand(4, 8, 1, 1), rand(4), rand(gate_c, 4, 1, 1), rand(gate_c)
+        c.node("Conv", ["gap", c.init("w1", w1), c.init("b1", b1)], ["f1"])
+        c.node("Relu", ["f1"], ["r1"])
+        c.node("Conv", ["r1", c.init("w2", w2), c.init("b2", b2)], ["f2"])
+        c.node("HardSigmoid", ["f2"], ["g"], alpha=1.0 / 6, beta=0.5)
+        c.node(op, ["g", "hs"], ["se"])
+        w3 = rand(6, 8, 1, 1)
+        c.node("Conv", ["se", c.init("w3", w3)], ["y"])
+        g = F.hardsigmoid(F.conv2d(F.relu(F.conv2d(yh.mean(dim=(2, 3), keepdim=True), t(w1), t(b1))), t(w2), t(b2)))
+        se = g * yh if op == "Mul" else g + yh
+        # the Add is fused into the gate's Conv as a residual that widens its [N, 1, 1, 1] output (NCHW kept)
+        live = ["Conv", "Conv", "Conv", "Conv", "GlobalAveragePool"] + (["Mul"] if op == "Mul" else [])
+        c.save(root, "y", F.conv2d(se, t(w3)).numpy(), live, opset=14)
+
     # A conv output read twice is not fused
     c = Case("no_fusion_two_readers")
     x, w = rand(1, 2, 4, 4), rand(3, 2, 3, 3)

@@ -172,6 +172,11 @@ static void test_conv(void **state) {
       {"deconv groups", 2, 1, 2, 8, 6, 2, {4, 5}, {4, 4}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, 0, {0}},
       {"deconv1d dilated", 1, 1, 1, 3, 5, 1, {9}, {3}, {1}, {2}, {0}, {0}, {0}, 1,
        post_of(1, HS_POST_ACT, HS_ACT_TANH, 0.0, 0.0)},
+      /* kernel == stride: run as a 1x1 convolution + depth-to-space reorder (cpu_dnnl_conv.c) */
+      {"deconv k=s=2 sigmoid", 2, 1, 2, 24, 1, 1, {6, 7}, {2, 2}, {2, 2}, {1, 1}, {0, 0}, {0, 0}, {0, 0}, 1,
+       post_of(1, HS_POST_ACT, HS_ACT_SIGMOID, 0.0, 0.0)},
+      {"deconv k=s=3x2 relu", 2, 1, 1, 5, 7, 1, {4, 5}, {3, 2}, {3, 2}, {1, 1}, {0, 0}, {0, 0}, {0, 0}, 0,
+       post_of(1, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NCHW, HS_LAYOUT_NCHW);

@@ -7,7 +7,15 @@ Writes into OUTDIR (created if missing), skipping every file that already exists
   resnet50.onnx, resnet50_dyn.onnx          torchvision ResNet-50, batch 1 / dynamic batch axis, opset 13
   mobilenet_v2.onnx, mobilenet_v2_dyn.onnx  torchvision MobileNetV2, batch 1 / dynamic batch axis, opset 13
   mobilenet_v2_op10.onnx                    the same network at opset 10, dynamic batch (OpenCV 4.6 DNN loads only this)
-  mobilenet_v2_bn.onnx                      the same network, dynamic batch, exported with TrainingMode.PRESERVE: the
+  mobilenet_v3.onnx, mobilenet_v3_dyn.onnx  torchvision MobileNetV3-Large (hard-swish, squeeze-and-excite), batch 1 /
+                                            dynamic batch, opset 17
+  text_det.onnx, text_det_dyn.onnx          a DBNet-style text detector at 640x640: MobileNetV3-Large x0.5 backbone,
+                                            FPN neck (nearest 2x upsampling + add, every level upsampled to 1/4 and
+                                            concatenated), DB head (ConvTranspose) with a sigmoid map; opset 17
+  text_rec.onnx, text_rec_dyn.onnx          a CRNN-style text recognizer at 48x320: depthwise-separable conv backbone
+                                            with hard-swish, SE and (2,1) strides, then a 2-layer BiLSTM and a Linear
+                                            per column (97 classes); opset 17
+  mobilenet_v2_bn.onnx                      the same MobileNetV2 network, dynamic batch, exported with TrainingMode.PRESERVE: the
                                             BatchNormalization nodes (inference mode) and Identity nodes stay in the
                                             graph, as other exporters emit them (the default export folds BN into Conv)
   transformer.onnx                          a small pre-norm transformer encoder block, dynamic batch, opset 17
@@ -101,6 +109,110 @@ def make_mobilenet_v2():
     with torch.no_grad():
         model.classifier[1].weight.mul_(30.0)
     calibrate_batchnorm(model, (8, 3, 224, 224))
+    return model
+
+
+def make_mobilenet_v3():
+    torch.manual_seed(SEED + 10)
+    model = torchvision.models.mobilenet_v3_large(weights=None)
+    with torch.no_grad():  # as for MobileNetV2: O(1) logits instead of torchvision's tiny initial ones
+        model.classifier[3].weight.mul_(30.0)
+    calibrate_batchnorm(model, (8, 3, 224, 224))
+    return model
+
+
+class TextDetector(torch.nn.Module):
+    """DBNet-style text detector (as PaddleOCR's mobile detector): MobileNetV3-Large x0.5 backbone tapped at strides
+    4, 8, 16 and 32; FPN neck: 1x1 laterals to `inner` channels, top-down nearest 2x upsampling + add, a 3x3 conv per
+    level to inner/4 channels, every level upsampled to stride 4 and concatenated; DB head: 3x3 conv-BN-ReLU, two 2x2
+    stride-2 ConvTranspose back to full resolution, sigmoid (the probability map)."""
+
+    TAPS = (3, 6, 12, 16)  # features[i] ends the stride-4, -8, -16 and -32 stages
+
+    def __init__(self, inner=96):
+        super().__init__()
+        self.features = torchvision.models.mobilenet_v3_large(weights=None, width_mult=0.5).features
+        with torch.no_grad():
+            x = torch.zeros(1, 3, 64, 64)
+            chans = []
+            for i, f in enumerate(self.features):
+                x = f(x)
+                if i in self.TAPS:
+                    chans.append(x.shape[1])
+        conv = torch.nn.Conv2d
+        self.lateral = torch.nn.ModuleList([conv(c, inner, 1, bias=False) for c in chans])
+        self.smooth = torch.nn.ModuleList([conv(inner, inner // 4, 3, padding=1, bias=False) for _ in chans])
+        q = inner // 4
+        self.head = torch.nn.Sequential(
+            conv(inner, q, 3, padding=1, bias=False), torch.nn.BatchNorm2d(q), torch.nn.ReLU(),
+            torch.nn.ConvTranspose2d(q, q, 2, stride=2), torch.nn.BatchNorm2d(q), torch.nn.ReLU(),
+            torch.nn.ConvTranspose2d(q, 1, 2, stride=2), torch.nn.Sigmoid())
+
+    def forward(self, x):
+        up = torch.nn.functional.interpolate
+        taps = []
+        for i, f in enumerate(self.features):
+            x = f(x)
+            if i in self.TAPS:
+                taps.append(x)
+        lat = [l(t) for l, t in zip(self.lateral, taps)]
+        for i in range(len(lat) - 2, -1, -1):  # top-down: each level plus the coarser one upsampled
+            lat[i] = lat[i] + up(lat[i + 1], scale_factor=2.0, mode="nearest")
+        outs = [s(p) for s, p in zip(self.smooth, lat)]
+        outs = [outs[0]] + [up(o, scale_factor=float(2 ** i), mode="nearest") for i, o in enumerate(outs) if i > 0]
+        return self.head(torch.cat(outs[::-1], dim=1))
+
+
+def make_text_det():
+    torch.manual_seed(SEED + 11)
+    model = TextDetector()
+    calibrate_batchnorm(model, (2, 3, 640, 640))
+    return model
+
+
+class DepthwiseSeparable(torch.nn.Module):
+    """Depthwise kxk conv-BN-hard-swish, optional squeeze-and-excite (hard-sigmoid gate), pointwise conv-BN-hard-swish
+    (PP-LCNet's block, as in PaddleOCR's recognizer backbone)."""
+
+    def __init__(self, cin, cout, stride, k=3, se=False):
+        super().__init__()
+        self.dw = torch.nn.Sequential(torch.nn.Conv2d(cin, cin, k, stride, k // 2, groups=cin, bias=False),
+                                      torch.nn.BatchNorm2d(cin), torch.nn.Hardswish())
+        self.se = torchvision.ops.SqueezeExcitation(cin, cin // 4, scale_activation=torch.nn.Hardsigmoid) \
+            if se else torch.nn.Identity()
+        self.pw = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, bias=False), torch.nn.BatchNorm2d(cout),
+                                      torch.nn.Hardswish())
+
+    def forward(self, x):
+        return self.pw(self.se(self.dw(x)))
+
+
+class TextRecognizer(torch.nn.Module):
+    """CRNN-style recognizer: a depthwise-separable backbone that halves the height more often than the width
+    ((2, 1) strides) so a 48x320 line becomes 80 columns, max-pooled to height 1; then a 2-layer bidirectional LSTM
+    over the columns and a Linear to the class logits per column (CTC-style output: batch x 80 x classes)."""
+
+    def __init__(self, classes=97, hidden=48):
+        super().__init__()
+        blocks = [(16, 32, 1, 3, False), (32, 64, 1, 3, False), (64, 64, 1, 3, False), (64, 128, (2, 1), 3, False),
+                  (128, 128, 1, 3, False), (128, 256, (2, 1), 3, False)] + [(256, 256, 1, 5, False)] * 5 + \
+                 [(256, 512, (2, 1), 5, True), (512, 512, 1, 5, True)]
+        self.backbone = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.Hardswish(),
+            *[DepthwiseSeparable(*b) for b in blocks], torch.nn.MaxPool2d(2, 2))
+        self.rnn = torch.nn.LSTM(512, hidden, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = torch.nn.Linear(2 * hidden, classes)
+
+    def forward(self, x):
+        f = self.backbone(x).squeeze(2).permute(0, 2, 1)  # batch x columns x channels
+        y, _ = self.rnn(f)
+        return self.fc(y)
+
+
+def make_text_rec():
+    torch.manual_seed(SEED + 12)
+    model = TextRecognizer()
+    calibrate_batchnorm(model, (8, 3, 48, 320))
     return model
 
 
@@ -290,6 +402,8 @@ BERT_SEQ = (128, 768)  # tokens, width (DistilBERT geometry)
 TAGGER_SEQ = (20, 32)  # tokens, features
 SMALL_IMAGE = (3, 32, 32)
 GRU_SEQ = (15, 24)  # steps, features
+DET_IMAGE = (3, 640, 640)
+REC_IMAGE = (3, 48, 320)
 
 # name -> (builder, per-sample input shape, [(file, opset, dynamic batch)], [(case, file, batch)], (input, output))
 # dynamic batch: False, True, or "keep-bn" (dynamic, and BatchNormalization kept as nodes)
@@ -304,6 +418,18 @@ NETWORKS = {
                      [("mobilenet_v2_b1", "mobilenet_v2.onnx", 1), ("mobilenet_v2_b8", "mobilenet_v2_dyn.onnx", 8),
                       ("mobilenet_v2_bn_b2", "mobilenet_v2_bn.onnx", 2)],
                      ("input", "output")),
+    "mobilenet_v3": (make_mobilenet_v3, IMAGE,
+                     [("mobilenet_v3.onnx", 17, False), ("mobilenet_v3_dyn.onnx", 17, True)],
+                     [("mobilenet_v3_b1", "mobilenet_v3.onnx", 1), ("mobilenet_v3_b8", "mobilenet_v3_dyn.onnx", 8)],
+                     ("input", "output")),
+    "text_det": (make_text_det, DET_IMAGE,
+                 [("text_det.onnx", 17, False), ("text_det_dyn.onnx", 17, True)],
+                 [("text_det_b1", "text_det.onnx", 1), ("text_det_b8", "text_det_dyn.onnx", 8)],
+                 ("input", "output")),
+    "text_rec": (make_text_rec, REC_IMAGE,
+                 [("text_rec.onnx", 17, False), ("text_rec_dyn.onnx", 17, True)],
+                 [("text_rec_b1", "text_rec.onnx", 1), ("text_rec_b8", "text_rec_dyn.onnx", 8)],
+                 ("input", "output")),
     "transformer": (make_transformer, SEQ,
                     [("transformer.onnx", 17, True), ("transformer_op13.onnx", 13, True)],
                     [("transformer_b1", "transformer.onnx", 1), ("transformer_b4", "transformer.onnx", 4),
