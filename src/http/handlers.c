@@ -213,6 +213,8 @@ static void handle_status(hs_model *m, hs_reply *reply) {
     put_ms(b, "load_cpu_ms", v->load_cpu_ms);
     put_ms(b, "warmup_cpu_ms", v->warmup_cpu_ms);
     hs_sbuf_printf(b, ",\"bytes_read\":%" PRIu64 ",\"bytes_hashed\":%" PRIu64, v->bytes_read, v->bytes_hashed);
+    hs_sbuf_printf(b, ",\"weights_shared_bytes\":%" PRIu64 ",\"weights_built_bytes\":%" PRIu64, v->weights_shared,
+                   v->weights_built);
     hs_sbuf_puts(b, ",\"reason\":");
     if (v->reason[0]) hs_sbuf_json_str(b, v->reason);
     else hs_sbuf_puts(b, "null");

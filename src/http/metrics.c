@@ -7,6 +7,7 @@
 
 #include "engine/engine.h"
 #include "http/handlers.h"
+#include "kernels/kshare.h"
 #include "serving/rollout.h"
 #include "serving/stats.h"
 
@@ -311,6 +312,19 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
       hs_sbuf_printf(b, ",kind=\"%s\"} %" PRIu64 "\n", k ? "hashed" : "read", v[k]);
     }
   }
+  header(b, "hotserve_model_reload_weight_bytes_total", "counter",
+         "Reordered Conv weight bytes of this model's loads: taken from a live version's byte-identical kernel "
+         "(shared) or built by the load (built).");
+  for (size_t i = 0; i < n; i++) {
+    const hs_model_metrics *mm = hs_model_metrics_get(ms[i]);
+    uint64_t v[2] = {atomic_load_explicit(&mm->reload_weights_shared, memory_order_relaxed),
+                     atomic_load_explicit(&mm->reload_weights_built, memory_order_relaxed)};
+    for (int k = 0; k < 2; k++) {
+      hs_sbuf_puts(b, "hotserve_model_reload_weight_bytes_total{model=");
+      label(b, hs_model_name(ms[i]));
+      hs_sbuf_printf(b, ",kind=\"%s\"} %" PRIu64 "\n", k ? "built" : "shared", v[k]);
+    }
+  }
   reason_counters(b, "hotserve_model_load_failures_total",
                   "Versions refused at any step (verification included), by reason.", ms, n, false);
   reason_counters(b, "hotserve_model_verify_failures_total",
@@ -340,6 +354,13 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   header(b, "hotserve_request_memory_budget_bytes", "gauge",
          "Scratch bytes all runs in flight may hold together (--max-total-request-memory; 0: no budget).");
   hs_sbuf_printf(b, "hotserve_request_memory_budget_bytes %zu\n", hs_engine_memory_budget());
+  hs_kshare_stats ks;
+  hs_kshare_get_stats(&ks);
+  header(b, "hotserve_shared_kernels", "gauge",
+         "Conv kernels in the process-wide registry that versions with byte-identical layers share.");
+  hs_sbuf_printf(b, "hotserve_shared_kernels %" PRIu64 "\n", ks.kernels);
+  header(b, "hotserve_shared_kernel_bytes", "gauge", "Reordered weight bytes of those kernels (each counted once).");
+  hs_sbuf_printf(b, "hotserve_shared_kernel_bytes %" PRIu64 "\n", ks.bytes);
   header(b, "hotserve_grpc_requests_total", "counter",
          "ModelInfer calls over gRPC by outcome (also counted in hotserve_requests_total, which covers both protocols).");
   for (int o = 0; o < HS_OUTCOMES; o++)

@@ -53,6 +53,7 @@ struct hs_kernel {
   float *owned[4];         /* other owned constant copies (bias, scale, ...) */
   int64_t *owned_i64;      /* concat axis sizes */
   int flags;               /* kernel-specific */
+  void *share;             /* its kshare.c registry entry, or NULL when not shared */
   pthread_mutex_t lock;    /* serialises building variants */
   atomic_int nvar;         /* published variants: var[0..nvar) are immutable */
   hs__variant var[HS__MAX_VARIANTS];

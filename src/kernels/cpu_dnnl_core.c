@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "kernels/cpu_dnnl.h"
+#include "kernels/kshare.h"
 
 static dnnl_engine_t g_engine;
 static dnnl_status_t g_engine_status = dnnl_success;
@@ -495,7 +496,7 @@ int hs_kernel_run(hs_kernel *k, const hs_kernel_args *a, hs_error *err) {
 }
 
 void hs_kernel_destroy(hs_kernel *k) {
-  if (!k) return;
+  if (!k || !hs__kshare_release(k)) return; /* another version still holds a shared kernel */
   int n = atomic_load(&k->nvar);
   /* Later variants may share variant 0's weights: release them first. */
   for (int i = n - 1; i >= 0; i--) variant_release(&k->var[i]);

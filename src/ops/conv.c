@@ -28,6 +28,7 @@
 
 #include "base/log.h"
 #include "kernels/kcache.h"
+#include "kernels/kshare.h"
 #include "ops/conv.h"
 #include "ops/opkernel.h"
 #include "ops/ops.h"
@@ -331,7 +332,8 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   if (atomic_load_explicit(&cache->n, memory_order_acquire) > 0) p.weights_from = cache->slot[0].k;
   else p.weights = c->st->w;
   if (!p.weights && !p.weights_from) return hs_error_set(err, HS_INTERNAL, "conv: the weights were released");
-  return hs_kernel_conv_create(&p, out, err);
+  /* a kernel with the same content another version built is shared, not rebuilt (kshare.h) */
+  return hs_kshare_conv(&p, out, NULL, err);
 }
 
 /* The kernel for these shapes, or NULL when the plain-C path must run (opkernel.h). Weights given

@@ -42,6 +42,7 @@
 #include "backends/plugins.h"
 #include "base/log.h"
 #include "engine/engine.h"
+#include "kernels/kshare.h"
 #include "serving/batch.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
@@ -92,6 +93,8 @@ static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint
     st.warmup_cpu_ms = cost->warmup_cpu_ms;
     st.bytes_read = cost->bytes_read;
     st.bytes_hashed = cost->bytes_hashed;
+    st.weights_shared = cost->weights_shared;
+    st.weights_built = cost->weights_built;
   }
   snprintf(st.fingerprint, sizeof st.fingerprint, "%s", fp);
   if (final) snprintf(st.reason, sizeof st.reason, "%s", code);
@@ -224,6 +227,16 @@ static uint64_t thread_cpu_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
+/* Records the Conv weight bytes this load (on this thread) shared with a live version and built. */
+static void count_shared(hs_model *m, hs_version_status *cost) {
+  hs_kshare_stats ks;
+  hs_kshare_thread_stats(&ks, 1);
+  cost->weights_shared = ks.hit_bytes;
+  cost->weights_built = ks.build_bytes;
+  atomic_fetch_add_explicit(&m->metrics.reload_weights_shared, ks.hit_bytes, memory_order_relaxed);
+  atomic_fetch_add_explicit(&m->metrics.reload_weights_built, ks.build_bytes, memory_order_relaxed);
+}
+
 /* Adds a stage's CPU time (since cpu0) to the model's counters and to cost; returns now. */
 static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cost_ms) {
   uint64_t now = thread_cpu_ns(), d = now > cpu0 ? now - cpu0 : 0;
@@ -301,6 +314,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   char code_buf[32] = "";
   double load_ms = 0, warm_ms = 0;
   hs_version_status cost = {0};
+  hs_kshare_stats shared_before;
+  hs_kshare_thread_stats(&shared_before, 1); /* this thread's counters now count this load */
   uint64_t t0 = hs_now_ns(), cpu = 0;
 
   hs_version_status st = {.version = rv->version, .generation = generation, .state = HS_VS_LOADING,
@@ -396,6 +411,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   }
   load_ms = ms_since(t0);
   cpu = account_stage(m, HS_STAGE_LOAD, cpu, &cost.load_cpu_ms);
+  count_shared(m, &cost);
   uint64_t tw = hs_now_ns();
   hs_trace_stage(r->trace, "load", m->name, v->version, t0, tw);
 

@@ -509,6 +509,8 @@ void hs__status_set_cost(hs_model *m, uint64_t generation, const hs_version_stat
     st->warmup_cpu_ms = c->warmup_cpu_ms;
     st->bytes_read = c->bytes_read;
     st->bytes_hashed = c->bytes_hashed;
+    st->weights_shared = c->weights_shared;
+    st->weights_built = c->weights_built;
   }
   pthread_mutex_unlock(&m->status_mu);
 }

@@ -175,6 +175,9 @@ typedef struct hs_version_status {
    * warm-up = warm-up runs and golden check), and the bytes it read and hashed */
   double read_ms, read_cpu_ms, load_cpu_ms, warmup_cpu_ms;
   uint64_t bytes_read, bytes_hashed;
+  /* reordered Conv weight bytes the load took from a live version's byte-identical kernels
+   * (kernels/kshare.h) and the ones it built */
+  uint64_t weights_shared, weights_built;
   char reason[32];         /* "" when none */
   char error[256];         /* "" when none */
   int64_t unix_ms;         /* wall clock (ms since the epoch) when the entry reached its state */
@@ -236,6 +239,8 @@ typedef struct hs_model_metrics {
   /* loader cost summed over every load attempt (loader.c), for /metrics */
   atomic_uint_least64_t reload_cpu_ns[3]; /* HS_STAGE_READ, _LOAD, _WARMUP */
   atomic_uint_least64_t reload_bytes_read, reload_bytes_hashed;
+  /* reordered Conv weight bytes of the loads: taken from another version's identical kernels, or built */
+  atomic_uint_least64_t reload_weights_shared, reload_weights_built;
   /* served versions whose files no longer match their manifest, kept because nothing else can
    * serve (loader.c; issue 16, class 7) */
   atomic_int_least64_t mismatched_serving;

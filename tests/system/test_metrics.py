@@ -34,6 +34,9 @@ FAMILIES = {
     "hotserve_model_reload_cpu_seconds_total": "counter",
     "hotserve_model_reload_bytes_total": "counter",
     "hotserve_weight_pool_bytes": "gauge",
+    "hotserve_model_reload_weight_bytes_total": "counter",
+    "hotserve_shared_kernels": "gauge",
+    "hotserve_shared_kernel_bytes": "gauge",
 }
 
 
