@@ -12,7 +12,10 @@
  *   - it is not a graph output.
  * A MaxPool/AveragePool reads and writes the same layout, so its input and output keep or lose the
  * preferred layout together. With NHWC preferred, squeeze-and-excite's x * gate (Mul or Add, the gate
- * provably [N, C, 1, 1]) does too: x and the output together, the gate read in any layout. A global pool's output ([N, C, 1, 1]) stays NCHW.
+ * provably [N, C, 1, 1]) does too: x and the output together, the gate read in any layout. So do an
+ * FPN's 4-D Add/Mul of two such values, a nearest/linear Resize and a Concat (any axis): their
+ * value inputs and output keep or lose the layout together (the ops index the physical layout
+ * exactly: elementwise.c, resize.c, select.c). A global pool's output ([N, C, 1, 1]) stays NCHW.
  * A fused residual may have another layout than the Conv's output: the kernel reorders it into the
  * output before accumulating. Convs at the edges convert: the kernel reads NCHW and writes the
  * preferred layout or the reverse.
@@ -77,20 +80,65 @@ static int spatially_1x1(const hs_graph *g, int v, int depth) {
   return spatially_1x1(g, n->in[0], depth + 1);
 }
 
-/* A Mul or Add that can run channels-last (NHWC only; ops/elementwise.c): x OP gate with gate a value
- * spatially_1x1 proves [N, C, 1, 1] (squeeze-and-excite), read in any layout (the bytes are the same);
- * *gate = its input index. x and the output keep or lose the layout together; the op checks the shapes
- * at run time. */
-static int layout_binary(const hs_graph *g, const hs_node *n, hs_layout pref, int *gate) {
-  if (pref != HS_LAYOUT_NHWC || n->dead || (n->op != HS_OP_Add && n->op != HS_OP_Mul) || n->opset < 7 ||
-      n->n_in != 2 || n->n_out < 1 || n->in[0] < 0 || n->in[1] < 0 || n->out[0] < 0 || n->in[0] == n->in[1])
-    return 0;
-  for (int k = 0; k < 2; k++)
-    if (spatially_1x1(g, n->in[k], 0) && !spatially_1x1(g, n->in[1 - k], 0)) {
-      *gate = k;
-      return 1;
-    }
+/* 1 when value v is provably 4-D: its stated rank, or traced back through layout-passing nodes to a
+ * 2-D convolution. */
+static int four_d(const hs_graph *g, int v, int depth) {
+  if (v < 0 || depth > 16) return 0;
+  const hs_value *val = &g->values[v];
+  if (val->ndim >= 0 && val->kind == HS_VAL_INTERMEDIATE) return val->ndim == 4;
+  if (val->kind != HS_VAL_INTERMEDIATE || val->producer < 0) return 0;
+  const hs_node *n = &g->nodes[val->producer];
+  int64_t oc;
+  if (n->dead || n->n_in < 1) return 0;
+  if (kernel_conv(g, n, &oc)) return g->values[n->in[1]].ndim == 4;
+  if (n->op == HS_OP_MaxPool || n->op == HS_OP_AveragePool || n->op == HS_OP_Resize || n->op == HS_OP_Add ||
+      n->op == HS_OP_Mul || n->op == HS_OP_Concat || n->op == HS_OP_Relu)
+    return four_d(g, n->in[0], depth + 1);
   return 0;
+}
+
+/* A node that passes the preferred layout through (NHWC only; the ops index it exactly): its value
+ * inputs marked in mask (bit k: input k) and its output keep or lose the layout together; other
+ * inputs are read in any layout (a squeeze-and-excite gate, provably [N, C, 1, 1]: the same bytes in
+ * every layout) or are constants (Resize's scales). Shapes are checked at run time.
+ *   - Mul or Add x * gate (squeeze-and-excite), or of two 4-D values (an FPN's top-down sum);
+ *   - a 4-D Resize the op takes channels-last (nearest, linear);
+ *   - a 4-D Concat. */
+static int layout_follower(const hs_graph *g, const hs_node *n, hs_layout pref, unsigned *mask) {
+  if (pref != HS_LAYOUT_NHWC || n->dead || n->n_out < 1 || n->out[0] < 0 || n->n_in < 1 || n->in[0] < 0) return 0;
+  if (n->op == HS_OP_Add || n->op == HS_OP_Mul) {
+    if (n->opset < 7 || n->n_in != 2 || n->in[1] < 0 || n->in[0] == n->in[1]) return 0;
+    for (int k = 0; k < 2; k++)
+      if (spatially_1x1(g, n->in[k], 0) && !spatially_1x1(g, n->in[1 - k], 0)) {
+        *mask = 1u << (1 - k);
+        return 1;
+      }
+    *mask = 3;
+    return four_d(g, n->in[0], 0) && four_d(g, n->in[1], 0);
+  }
+  if (n->op == HS_OP_Resize || n->op == HS_OP_Concat) {
+    if (n->n_in > 32) return 0;
+    hs_fusion dry = {.kind = HS_FUSE_LAYOUT, .dry_run = 1, .src = pref, .dst = pref};
+    hs_error tmp;
+    if (hs_op_fuse((hs_node *)n, &dry, &tmp) != 0) return 0;
+    *mask = 1;
+    if (n->op == HS_OP_Concat)
+      for (int k = 1; k < n->n_in; k++) *mask |= 1u << k;
+    for (int k = 0; k < n->n_in; k++)
+      if ((*mask >> k & 1) && !four_d(g, n->in[k], 0)) return 0;
+    return 1;
+  }
+  return 0;
+}
+
+/* For a layout_follower node: 1 when its masked inputs and its output are marked alike in
+ * `blocked` (*all: all marked). */
+static int follower_agrees(const hs_node *n, unsigned mask, const char *blocked, int *all) {
+  int want = blocked[n->out[0]], same = 1;
+  for (int k = 0; k < n->n_in; k++)
+    if (mask >> k & 1) same &= n->in[k] >= 0 && blocked[n->in[k]] == want;
+  *all = same && want;
+  return same;
 }
 
 /* 1 when input k of Conv n holds a fused residual (the residual pass put it there). */
@@ -108,20 +156,11 @@ static int widening_residual(const hs_graph *g, const hs_node *n) {
 /* 1 when node n can read a preferred-layout value as its input k. */
 static int reads_layout(const hs_graph *g, const hs_node *n, int k, hs_layout pref) {
   int64_t oc;
-  int global, gate;
+  int global;
+  unsigned mask;
   if (kernel_conv(g, n, &oc)) return !widening_residual(g, n) && (k == 0 || is_residual(n, k));
-  if (layout_binary(g, n, pref, &gate)) return 1;
+  if (layout_follower(g, n, pref, &mask)) return 1; /* masked inputs agree (below); the others: any layout */
   return layout_pool(n, &global) && k == 0;
-}
-
-/* For an Add/Mul of layout_binary: 1 when its full-size input and its output are marked alike in
- * `blocked` (*all: both marked). */
-static int binary_agrees(const hs_node *n, int gate, const char *blocked, int *all) {
-  int want = blocked[n->out[0]], same = 1;
-  for (int k = 0; k < 2; k++)
-    if (k != gate) same &= blocked[n->in[k]] == want;
-  *all = same && want;
-  return same;
 }
 
 /* Gives node n its layouts; *changed when any is not the NCHW every node starts with. */
@@ -149,16 +188,20 @@ int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
     if (g->values[n->out[0]].ndim >= 0 && g->values[n->out[0]].ndim != g->values[n->in[1]].ndim) continue;
     blocked[n->out[0]] = 1;
   }
-  /* pools pass the layout on, and so does an Add/Mul whose full-size inputs all have it (repeated for chains) */
+  /* pools pass the layout on, and so does a follower whose masked inputs all have it (repeated for chains) */
   for (int more = 1; more;) {
     more = 0;
     for (int i = 0; i < g->n_nodes; i++) {
       const hs_node *n = &g->nodes[i];
-      int global, gate;
+      int global, all = 1;
+      unsigned mask;
       if (layout_pool(n, &global) && !global && blocked[n->in[0]] && !blocked[n->out[0]])
         blocked[n->out[0]] = more = 1;
-      if (layout_binary(g, n, pref, &gate) && !blocked[n->out[0]] && blocked[n->in[1 - gate]])
-        blocked[n->out[0]] = more = 1;
+      if (layout_follower(g, n, pref, &mask) && !blocked[n->out[0]]) {
+        for (int k = 0; k < n->n_in; k++)
+          if (mask >> k & 1) all &= n->in[k] >= 0 && blocked[n->in[k]];
+        if (all) blocked[n->out[0]] = more = 1;
+      }
     }
   }
   for (int k = 0; k < g->n_outputs; k++) blocked[g->outputs[k]] = 0;
@@ -173,12 +216,13 @@ int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
         int v = n->in[k];
         if (v >= 0 && blocked[v] && !reads_layout(g, n, k, pref)) blocked[v] = 0, more = 1;
       }
-      int global, gate, all;
+      int global, all;
+      unsigned mask;
       if (layout_pool(n, &global) && !global && blocked[n->in[0]] != blocked[n->out[0]])
         blocked[n->in[0]] = blocked[n->out[0]] = 0, more = 1;
-      if (layout_binary(g, n, pref, &gate) && !binary_agrees(n, gate, blocked, &all)) {
-        for (int k = 0; k < 2; k++)
-          if (k != gate) blocked[n->in[k]] = 0;
+      if (layout_follower(g, n, pref, &mask) && !follower_agrees(n, mask, blocked, &all)) {
+        for (int k = 0; k < n->n_in; k++)
+          if ((mask >> k & 1) && n->in[k] >= 0) blocked[n->in[k]] = 0;
         blocked[n->out[0]] = 0;
         more = 1;
       }
@@ -187,10 +231,11 @@ int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
   int rc = 0;
   for (int i = 0; i < g->n_nodes && rc == 0; i++) {
     hs_node *n = &g->nodes[i];
-    int global, gate, all;
+    int global, all;
+    unsigned mask;
     int64_t oc;
-    if (layout_binary(g, n, pref, &gate)) {
-      if (binary_agrees(n, gate, blocked, &all) && all) rc = set_layouts(n, pref, pref, HS_LAYOUT_NCHW, changed, err);
+    if (layout_follower(g, n, pref, &mask)) {
+      if (follower_agrees(n, mask, blocked, &all) && all) rc = set_layouts(n, pref, pref, HS_LAYOUT_NCHW, changed, err);
     } else if (layout_pool(n, &global)) {
       hs_layout src = blocked[n->in[0]] ? pref : HS_LAYOUT_NCHW;
       hs_layout dst = !global && blocked[n->out[0]] ? pref : HS_LAYOUT_NCHW;

@@ -152,22 +152,34 @@ typedef struct {
 /* An Add/Mul whose full-size operands and output the layout pass keeps channels-last (NHWC): the op
  * sees them through their physical shape. A [N, C, H, W] operand becomes [N, H*W, C]; a per-channel
  * gate [N or 1, C or 1, 1, 1] (squeeze-and-excite), the same bytes in every layout, becomes
- * [N or 1, 1, C or 1]. Anything else is refused at run time. */
+ * [N or 1, 1, C or 1]. Other shapes (a broadcast between two channels-last operands: the pass cannot
+ * always prove an FPN's two inputs the same size) are seen as [N, H, W, C], where numpy broadcasting
+ * means the same as on the logical shapes. */
 static int nhwc_views(const hs_node *n, hs_tensor *a, hs_tensor *b, hs_tensor *y, hs_error *err) {
   if (y->ndim != 4 || a->ndim != 4 || b->ndim != 4)
     return hs_op_errf(err, n, HS_UNSUPPORTED, "channels-last operands must be 4-D");
   hs_tensor *t[3] = {a, b, y};
+  int simple = 1;
   for (int i = 0; i < 3; i++) {
-    int64_t N = t[i]->dims[0], C = t[i]->dims[1], S = t[i]->dims[2] * t[i]->dims[3];
+    int64_t N = t[i]->dims[0], C = t[i]->dims[1];
     int full = memcmp(t[i]->dims, y->dims, sizeof(int64_t) * 4) == 0;
     int gate = t[i]->dims[2] == 1 && t[i]->dims[3] == 1 && (C == y->dims[1] || C == 1) &&
                (N == 1 || N == y->dims[0]);
-    if (!full && !gate)
-      return hs_op_errf(err, n, HS_UNSUPPORTED, "channels-last operand neither full-size nor a per-channel gate");
+    simple &= full || gate;
+  }
+  for (int i = 0; i < 3; i++) {
+    int64_t N = t[i]->dims[0], C = t[i]->dims[1], H = t[i]->dims[2], W = t[i]->dims[3];
+    int full = memcmp(t[i]->dims, y->dims, sizeof(int64_t) * 4) == 0;
+    if (simple) {
+      t[i]->dims[1] = full ? H * W : 1;
+      t[i]->dims[2] = C;
+      t[i]->ndim = 3;
+    } else {
+      t[i]->dims[1] = H;
+      t[i]->dims[2] = W;
+      t[i]->dims[3] = C;
+    }
     t[i]->dims[0] = N;
-    t[i]->dims[1] = full ? S : 1;
-    t[i]->dims[2] = C;
-    t[i]->ndim = 3;
   }
   return 0;
 }

@@ -34,7 +34,9 @@ typedef struct {
   int legacy;      /* Upsample, or Resize-10: scales at input 1 */
   int n_scales;    /* Upsample-7: scales attribute */
   float scales[HS_MAX_DIMS];
+  hs_layout layout; /* set by the layout pass: NHWC when input and output are channels-last (4-D only) */
 } resize_params;
+_Static_assert(sizeof(resize_params) <= HS_OP_PARAMS_BYTES, "resize params fit the node");
 
 static int pick(const char *s, const char *const *names, int n, int *out) {
   for (int i = 0; i < n; i++)
@@ -184,13 +186,14 @@ typedef struct build_ctx {
   const hs_tensor *x;
   const int64_t *od;
   hs_resample_kind kind;
+  hs_layout layout;
 } build_ctx;
 
 static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   const build_ctx *c = ctx;
   hs_resample_params p = {0};
   p.device = HS_KDEV_CPU;
-  p.layout = HS_LAYOUT_NCHW;
+  p.layout = c->layout;
   p.kind = c->kind;
   p.nsp = c->x->ndim - 2;
   p.batch = c->x->dims[0];
@@ -206,7 +209,7 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
  * kernel does not compute, or as a fallback (reported in strict mode, opkernel.h). */
 static hs_kernel *kernel_for(const hs_node *n, const hs_tensor *x, const int64_t *od, const double *sc,
                              hs_error *strict_err) {
-  build_ctx c = {x, od, HS_RESAMPLE_NEAREST};
+  build_ctx c = {x, od, HS_RESAMPLE_NEAREST, ((const resize_params *)n->params.bytes)->layout};
   if (hs_numel(x) == 0 || !kernel_applies((const resize_params *)n->params.bytes, x, od, sc, &c.kind)) return NULL;
   int64_t key[7] = {x->dims[1]};
   int nsp = x->ndim - 2;
@@ -218,6 +221,19 @@ static hs_kernel *kernel_for(const hs_node *n, const hs_tensor *x, const int64_t
 }
 
 static int resize_prepare(hs_node *n, const hs_graph *g, hs_error *err) { return hs_op_attach_cache(n, err); }
+
+/* The layout pass may keep a 4-D nearest / linear Resize channels-last (NHWC): oneDNN's resampling
+ * takes the layout, and the plain-C loop below walks the output in physical order with physical
+ * strides, so both stay exact. Cubic and tf_crop_and_resize stay NCHW. */
+static int resize_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
+  (void)err;
+  resize_params *p = (resize_params *)n->params.bytes;
+  if (f->kind != HS_FUSE_LAYOUT || f->src != f->dst || (f->dst != HS_LAYOUT_NCHW && f->dst != HS_LAYOUT_NHWC) ||
+      p->cubic || p->coord == CT_TF_CROP)
+    return HS_FUSE_REFUSED;
+  if (!f->dry_run) p->layout = f->dst;
+  return 0;
+}
 
 static size_t resize_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   int64_t total = 0;
@@ -338,6 +354,8 @@ static int resize_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   double sc[HS_MAX_DIMS];
   const hs_tensor *roi;
   if ((rc = resize_dims(n, in, nin, od, sc, &roi, err))) return rc;
+  int nhwc = p->layout == HS_LAYOUT_NHWC;
+  if (nhwc && r != 4) return hs_op_errf(err, n, HS_UNSUPPORTED, "channels-last input must be 4-D");
   if (p->cubic) {
     resize_cubic(p, &in[0], roi, od, sc, &out[0], scratch);
     return 0;
@@ -391,10 +409,14 @@ static int resize_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
       }
     }
   }
+  /* ord: the logical axes in physical order (N, H, W, C when channels-last); ist: physical strides */
+  int ord[HS_MAX_DIMS];
+  for (int a = 0; a < r; a++) ord[a] = a;
+  if (nhwc) ord[1] = 2, ord[2] = 3, ord[3] = 1;
   int64_t ist[HS_MAX_DIMS], acc = 1;
-  for (int a = r - 1; a >= 0; a--) {
-    ist[a] = acc;
-    acc *= in[0].dims[a];
+  for (int j = r - 1; j >= 0; j--) {
+    ist[ord[j]] = acc;
+    acc *= in[0].dims[ord[j]];
   }
   const float *x = in[0].data;
   float *y = out[0].data;
@@ -430,9 +452,9 @@ static int resize_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
       }
       y[e] = (float)v;
     }
-    for (int a = r - 1; a >= 0; a--) {
-      if (++idx[a] < od[a]) break;
-      idx[a] = 0;
+    for (int j = r - 1; j >= 0; j--) {
+      if (++idx[ord[j]] < od[ord[j]]) break;
+      idx[ord[j]] = 0;
     }
   }
   return 0;
@@ -590,6 +612,7 @@ const hs_op_impl hs_op_impl_resize = {
     .prepare = resize_prepare,
     .scratch_bytes = resize_scratch,
     .run = resize_run,
+    .fuse = resize_fuse,
 };
 const hs_op_impl hs_op_impl_pad = {
     .check = pad_check,

@@ -127,18 +127,58 @@ static hs_kernel *concat_kernel(const hs_node *n, const hs_tensor *in, int nin, 
 
 static int concat_prepare(hs_node *n, const hs_graph *g, hs_error *err) { return hs_op_attach_cache(n, err); }
 
+/* params.bytes: the axis attribute (int64), then the layout the layout pass chose (hs_layout). */
+typedef struct {
+  int64_t axis;
+  hs_layout layout;
+} concat_params;
+_Static_assert(sizeof(concat_params) <= HS_OP_PARAMS_BYTES, "concat params fit the node");
+
+/* The layout pass may keep a 4-D Concat's inputs and output channels-last (NHWC) together. */
+static int concat_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
+  (void)err;
+  if (f->kind != HS_FUSE_LAYOUT || f->src != f->dst || (f->dst != HS_LAYOUT_NCHW && f->dst != HS_LAYOUT_NHWC))
+    return HS_FUSE_REFUSED;
+  if (!f->dry_run) ((concat_params *)n->params.bytes)->layout = f->dst;
+  return 0;
+}
+
+/* The tensors and axis as laid out in memory: with channels-last operands a logical [N, C, H, W]
+ * concatenation along axis a is a plain concatenation of [N, H, W, C] along a's physical position,
+ * so the row copies and the kernel below stay exact. v[0..nin) and *yv are the views; *a is updated. */
+static int concat_views(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *y, hs_tensor *v,
+                        hs_tensor *yv, int *a, hs_error *err) {
+  static const int perm[4] = {0, 2, 3, 1}, where[4] = {0, 3, 1, 2}; /* physical axis j holds logical perm[j] */
+  for (int i = 0; i < nin; i++) v[i] = in[i];
+  *yv = *y;
+  if (((const concat_params *)n->params.bytes)->layout != HS_LAYOUT_NHWC) return 0;
+  if (y->ndim != 4) return hs_op_errf(err, n, HS_UNSUPPORTED, "channels-last operands must be 4-D");
+  for (int i = 0; i <= nin; i++) {
+    hs_tensor *t = i < nin ? &v[i] : yv;
+    const hs_tensor *src = i < nin ? &in[i] : y;
+    for (int j = 0; j < 4; j++) t->dims[j] = src->dims[perm[j]];
+  }
+  *a = where[*a];
+  return 0;
+}
+
 static size_t concat_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   int a;
   hs_error e;
-  if (hs_norm_axis(*(const int64_t *)n->params.bytes, in[0].ndim, &a, n, &e)) return 0;
-  return hs_op_kernel_scratch(concat_kernel(n, in, nin, a, &out[0], NULL), 0);
+  hs_tensor v[64], yv;
+  if (nin > 64 || hs_norm_axis(*(const int64_t *)n->params.bytes, in[0].ndim, &a, n, &e) ||
+      concat_views(n, in, nin, &out[0], v, &yv, &a, &e))
+    return 0;
+  return hs_op_kernel_scratch(concat_kernel(n, v, nin, a, &yv, NULL), 0);
 }
 
 static int concat_check(hs_node *n, const hs_graph *g, hs_error *err) {
   int rc = hs_node_only_attrs(n, "axis", err);
   if (rc) return rc;
   if (!hs_node_attr(n, "axis")) return hs_op_errf(err, n, HS_PARSE, "axis is required");
-  return hs_attr_int(n, "axis", 0, (int64_t *)n->params.bytes, err);
+  concat_params *p = (concat_params *)n->params.bytes;
+  p->layout = HS_LAYOUT_NCHW;
+  return hs_attr_int(n, "axis", 0, &p->axis, err);
 }
 
 static int concat_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
@@ -159,10 +199,13 @@ static int concat_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tenso
   return hs_set_shape(&out[0], in[0].dtype, r, d, n, err);
 }
 
-static int concat_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
-                      hs_error *err) {
-  int r = in[0].ndim, a;
-  int rc = hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err);
+static int concat_run(const hs_node *n, const hs_tensor *in_raw, int nin, hs_tensor *out_raw, int nout,
+                      void *scratch, hs_error *err) {
+  int r = in_raw[0].ndim, a;
+  hs_tensor in[64], out[1]; /* op_list.h: at most 64 inputs */
+  int rc = nin > 64 ? hs_op_errf(err, n, HS_LIMIT, "more than 64 inputs")
+                    : hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err);
+  if (!rc) rc = concat_views(n, in_raw, nin, &out_raw[0], in, &out[0], &a, err);
   if (rc) return rc;
   hs_error kerr;
   hs_error_clear(&kerr);
@@ -515,6 +558,7 @@ const hs_op_impl hs_op_impl_concat = {
     .prepare = concat_prepare,
     .scratch_bytes = concat_scratch,
     .run = concat_run,
+    .fuse = concat_fuse,
 };
 const hs_op_impl hs_op_impl_gather = {
     .check = gather_check,

@@ -257,6 +257,52 @@ def main():
     c.node("MaxPool", ["c1"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
     c.save(root, "y", F.max_pool2d(F.conv2d(t(x), t(w1), padding=1), 2, 2).numpy(), ["Conv", "MaxPool"])
 
+    # A small FPN (DBNet's neck): the coarse level upsampled 2x, added to the fine one, both concatenated
+    # and fed to a conv; dynamic batch, run at batch 2. With NHWC preferred the Resize, Add and Concat keep
+    # the convs' layout (no Transpose, and no reorder between the convs: `DNNL_VERBOSE=1 hotserve run`
+    # shows only the input's and the output's). Nearest (asymmetric, floor: what torch exports; oneDNN's
+    # resampling) and linear with align_corners (resize.c's plain-C loop walking the channels-last order).
+    for name, mode in (("fpn_nearest_add_concat", "nearest"), ("fpn_linear_corners_add_concat", "linear")):
+        c = Case(name)
+        x = rand(2, 4, 8, 8)
+        w1, w2, w3 = rand(16, 4, 3, 3, scale=0.3), rand(16, 16, 3, 3, scale=0.2), rand(8, 32, 1, 1, scale=0.3)
+        c.node("Conv", [c.input("x", x, ["N", 4, 8, 8]), c.init("w1", w1)], ["fine"], pads=[1, 1, 1, 1])
+        c.node("Conv", ["fine", c.init("w2", w2)], ["coarse"], pads=[1, 1, 1, 1], strides=[2, 2])
+        scales = c.init("scales", np.array([1, 1, 2, 2], np.float32))
+        if mode == "nearest":
+            c.node("Resize", ["coarse", "", scales], ["up"], mode="nearest",
+                   coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        else:
+            c.node("Resize", ["coarse", "", scales], ["up"], mode="linear",
+                   coordinate_transformation_mode="align_corners")
+        c.node("Add", ["fine", "up"], ["sum"])
+        c.node("Concat", ["sum", "up"], ["cat"], axis=1)
+        c.node("Conv", ["cat", c.init("w3", w3)], ["y"])
+        fine = F.conv2d(t(x), t(w1), padding=1)
+        coarse = F.conv2d(fine, t(w2), padding=1, stride=2)
+        up = F.interpolate(coarse, scale_factor=2.0, mode="nearest") if mode == "nearest" else \
+            F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=True)
+        y = F.conv2d(torch.cat([fine + up, up], dim=1), t(w3))
+        c.save(root, "y", y.numpy(), ["Add", "Concat", "Conv", "Conv", "Conv", "Resize"])
+
+    # Channels-last followers off the FPN's beaten path: an Add broadcasting a pooled conv's [N, 8, 6, 1] over
+    # another conv's [N, 8, 6, 6] (elementwise.c's [N, H, W, C] view) and a Concat along H. (The pool keeps
+    # the Add from becoming a residual of b's Conv, which would widen its output: ops/conv.c takes that in
+    # NCHW only.)
+    c = Case("nhwc_broadcast_add_concat_h")
+    x = rand(2, 4, 6, 6)
+    w1, w2, w3 = rand(8, 4, 3, 3, scale=0.3), rand(8, 4, 1, 6, scale=0.3), rand(8, 8, 1, 1, scale=0.3)
+    c.node("Conv", [c.input("x", x), c.init("w1", w1)], ["a"], pads=[1, 1, 1, 1])
+    c.node("Conv", ["x", c.init("w2", w2)], ["b"])
+    c.node("MaxPool", ["b"], ["bp"], kernel_shape=[2, 1], strides=[1, 1], pads=[0, 0, 1, 0])
+    c.node("Add", ["a", "bp"], ["s"])
+    c.node("Concat", ["s", "a"], ["cat"], axis=2)
+    c.node("Conv", ["cat", c.init("w3", w3)], ["y"])
+    a = F.conv2d(t(x), t(w1), padding=1)
+    bp = F.max_pool2d(F.pad(F.conv2d(t(x), t(w2)), (0, 0, 0, 1), value=-float("inf")), (2, 1), 1)
+    y = F.conv2d(torch.cat([a + bp, a], dim=2), t(w3))
+    c.save(root, "y", y.numpy(), ["Add", "Concat", "Conv", "Conv", "Conv", "MaxPool"])
+
     matmul_cases(root)
     attention_cases(root)
 
