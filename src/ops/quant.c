@@ -10,6 +10,7 @@
  * quantize / dequantize at their edges run, not integer kernels. MatMulInteger / QLinearMatMul
  * multiply in int32 / double with numpy's batch broadcasting (operands of rank >= 2).
  */
+#include <stdatomic.h>
 #include <math.h>
 #include <string.h>
 
@@ -52,21 +53,34 @@ static double saturate(hs_dtype t, double v) {
 
 static int fast_8bit(hs_dtype t) { return t == HS_DT_INT8 || t == HS_DT_UINT8; }
 
-/* The common int8 / uint8 cases as plain loops the compiler vectorizes: rows of `inner` elements share
- * one scale and zero point. Quantize: x / scale rounded half to even (nearbyintf in the default
- * rounding mode), plus the zero point, saturated. The same arithmetic as the general loop below. */
-/* Rows of the common int8 / uint8 cases, written so the compiler vectorizes them (one copy per vector
- * extension, picked at load by target_clones). Quantize: x / s is first clamped to just outside the
- * range that can reach [lo, hi] (NaN goes to the low end), so that adding and subtracting 1.5 * 2^23
- * rounds it half to even in the default rounding mode, exactly as nearbyintf; then + z, saturated.
- * Dequantize: (q - z) * s, exact in float32 as the general loop computes it in double. */
+/* Rows of the common int8 / uint8 cases, written so the compiler vectorizes them: one copy per vector
+ * extension (AVX-512, AVX2, baseline), picked per call by the CPU's features. Explicit copies rather
+ * than target_clones: an ifunc resolver runs before the sanitizers' runtimes start and crashes them.
+ * Quantize: x / s is first clamped to just outside the range that can reach [lo, hi] (NaN goes to the
+ * low end), so that adding and subtracting 1.5 * 2^23 rounds it half to even in the default rounding
+ * mode, exactly as nearbyintf; then + z, saturated. Dequantize: (q - z) * s, exact in float32 as the
+ * general loop computes it in double. */
 #if defined(__clang__) /* vectorizes these at -O2; has no optimize attribute */
-#define HS_QUANT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define HS_QUANT_OPT
 #else
-#define HS_QUANT_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
+#define HS_QUANT_OPT optimize("O3"),
 #endif
-#define HS_QUANT_ROW(name, T)                                                                        \
-  HS_QUANT_CLONES static void name(const float *x, T *y, int64_t n, float s, float z, float lo, float hi) { \
+#define HS_QUANT_ISA(name, isa) __attribute__((HS_QUANT_OPT target(isa))) static
+#define HS_QUANT_BASE __attribute__((HS_QUANT_OPT)) static
+enum { QUANT_ISA_BASE, QUANT_ISA_AVX2, QUANT_ISA_AVX512 };
+static int quant_isa(void) {
+  static atomic_int isa = -1; /* threads racing on the first use all store the same value */
+  int v = atomic_load_explicit(&isa, memory_order_relaxed);
+  if (v < 0) {
+    v = __builtin_cpu_supports("avx512f") ? QUANT_ISA_AVX512
+        : __builtin_cpu_supports("avx2") ? QUANT_ISA_AVX2
+                                         : QUANT_ISA_BASE;
+    atomic_store_explicit(&isa, v, memory_order_relaxed);
+  }
+  return v;
+}
+#define HS_QUANT_ROW_BODY(T)                                                                         \
+  {                                                                                                   \
     const float a = lo - z - 1.0f, b = hi - z + 1.0f;                                                 \
     for (int64_t i = 0; i < n; i++) {                                                                 \
       float v = x[i] / s;                                                                             \
@@ -78,11 +92,40 @@ static int fast_8bit(hs_dtype t) { return t == HS_DT_INT8 || t == HS_DT_UINT8; }
       y[i] = (T)(int32_t)v;                                                                           \
     }                                                                                                 \
   }
+#define HS_QUANT_ROW(name, T)                                                                        \
+  HS_QUANT_ISA(name##_avx512, "avx512f")                                                             \
+  void name##_avx512(const float *x, T *y, int64_t n, float s, float z, float lo, float hi)            \
+      HS_QUANT_ROW_BODY(T)                                                                            \
+  HS_QUANT_ISA(name##_avx2, "avx2")                                                                   \
+  void name##_avx2(const float *x, T *y, int64_t n, float s, float z, float lo, float hi)              \
+      HS_QUANT_ROW_BODY(T)                                                                            \
+  HS_QUANT_BASE                                                                \
+  void name##_base(const float *x, T *y, int64_t n, float s, float z, float lo, float hi)              \
+      HS_QUANT_ROW_BODY(T)                                                                            \
+  static void name(const float *x, T *y, int64_t n, float s, float z, float lo, float hi) {           \
+    switch (quant_isa()) {                                                                            \
+    case QUANT_ISA_AVX512: name##_avx512(x, y, n, s, z, lo, hi); break;                               \
+    case QUANT_ISA_AVX2: name##_avx2(x, y, n, s, z, lo, hi); break;                                   \
+    default: name##_base(x, y, n, s, z, lo, hi); break;                                               \
+    }                                                                                                 \
+  }
 HS_QUANT_ROW(quant_row_u8, uint8_t)
 HS_QUANT_ROW(quant_row_s8, int8_t)
+#define HS_DEQUANT_ROW_BODY \
+  { for (int64_t i = 0; i < n; i++) y[i] = ((float)x[i] - z) * s; }
 #define HS_DEQUANT_ROW(name, T)                                                                      \
-  HS_QUANT_CLONES static void name(const T *x, float *y, int64_t n, float s, float z) {             \
-    for (int64_t i = 0; i < n; i++) y[i] = ((float)x[i] - z) * s;                                     \
+  HS_QUANT_ISA(name##_avx512, "avx512f")                                                             \
+  void name##_avx512(const T *x, float *y, int64_t n, float s, float z) HS_DEQUANT_ROW_BODY           \
+  HS_QUANT_ISA(name##_avx2, "avx2")                                                                   \
+  void name##_avx2(const T *x, float *y, int64_t n, float s, float z) HS_DEQUANT_ROW_BODY             \
+  HS_QUANT_BASE                                                                \
+  void name##_base(const T *x, float *y, int64_t n, float s, float z) HS_DEQUANT_ROW_BODY             \
+  static void name(const T *x, float *y, int64_t n, float s, float z) {                               \
+    switch (quant_isa()) {                                                                            \
+    case QUANT_ISA_AVX512: name##_avx512(x, y, n, s, z); break;                                       \
+    case QUANT_ISA_AVX2: name##_avx2(x, y, n, s, z); break;                                           \
+    default: name##_base(x, y, n, s, z); break;                                                       \
+    }                                                                                                 \
   }
 HS_DEQUANT_ROW(dequant_row_u8, uint8_t)
 HS_DEQUANT_ROW(dequant_row_s8, int8_t)
