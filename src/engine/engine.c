@@ -79,8 +79,10 @@ static int trial_plans(hs_engine_model *m, hs_error *err) {
     load_time_inputs(m, t + 1, in);
     rc = hs_plan_build_releasing(m, in, &p[t], err); /* weights leave the graph as kernels take them */
   }
+  /* The first trial's arena is what a session plans at creation (session_prime), so it is known
+   * even when the second trial failed: memory admission and callers that bound a run read it. */
+  if (p[0]) m->planned_bytes = hs_plan_arena_bytes(p[0]);
   if (rc == 0) {
-    m->planned_bytes = hs_plan_arena_bytes(p[0]);
     for (int k = 0; k < m->n_outputs; k++) {
       hs_tensor a, b;
       hs_plan_output_shape(p[0], m, k, &a);
