@@ -124,6 +124,10 @@ int hs__argv_add(hs__argv *av, int arg, const dnnl_memory_desc_t *md, const void
 void hs__argv_add_mem(hs__argv *av, int arg, dnnl_memory_t mem);
 void hs__argv_release(hs__argv *av, int owned_from);
 int hs__exec(dnnl_primitive_t prim, dnnl_stream_t s, hs__argv *av, hs_error *err);
+/* Runs a reorder primitive from (fmd, from) to (tmd, to) with the caller's scratchpad, through fresh
+ * memory objects (the convolution kernels' layout changes around their primitive). */
+int hs__run_reorder(dnnl_primitive_t prim, dnnl_stream_t s, dnnl_memory_t scratch, const dnnl_memory_desc_t *fmd,
+                    const void *from, const dnnl_memory_desc_t *tmd, void *to, hs_error *err);
 
 /* Copies the residual into dst when a SUM post-op exists and the two do not alias. */
 int hs__prepare_sum(const hs_post_ops *post, const hs_kernel_args *a, size_t dst_bytes, hs_error *err);

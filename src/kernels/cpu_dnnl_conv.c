@@ -223,19 +223,6 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   return 0;
 }
 
-/* Runs one primitive binding from/to (reorders) through fresh memory objects. */
-static int run_reorder(dnnl_primitive_t prim, dnnl_stream_t s, dnnl_memory_t scratch, const dnnl_memory_desc_t *fmd,
-                       const void *from, const dnnl_memory_desc_t *tmd, void *to, hs_error *err) {
-  hs__argv av = {0};
-  hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
-  int owned = av.n;
-  int rc = hs__argv_add(&av, DNNL_ARG_FROM, fmd, from, err);
-  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_TO, tmd, to, err);
-  if (!rc) rc = hs__exec(prim, s, &av, err);
-  hs__argv_release(&av, owned);
-  return rc;
-}
-
 /* ---- ConvTranspose with kernel == stride: a 1x1 convolution, then depth-to-space ----
  *
  * When a 2-D ConvTranspose's kernel equals its stride (no padding, dilation 1, one group) every input
@@ -351,7 +338,7 @@ static int shuffle_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args
   int rc = 0;
   if (v->prim[CP_SRC]) {
     void *t = (char *)a->scratch + v->off[0];
-    rc = run_reorder(v->prim[CP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
+    rc = hs__run_reorder(v->prim[CP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
     src = t;
   }
   if (rc) return rc;
@@ -364,7 +351,7 @@ static int shuffle_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args
   if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, &v->md[MD_IDST], g, err);
   if (!rc) rc = hs__exec(v->prim[CP_CONV], s, &av, err);
   hs__argv_release(&av, owned);
-  if (!rc) rc = run_reorder(v->prim[CP_DST], s, scratch, &v->md[MD_G6], g, &v->md[MD_D6], a->dst, err);
+  if (!rc) rc = hs__run_reorder(v->prim[CP_DST], s, scratch, &v->md[MD_G6], g, &v->md[MD_D6], a->dst, err);
   return rc;
 }
 
@@ -379,7 +366,7 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   void *dst = a->dst;
   if (v->prim[CP_SRC]) {
     void *t = (char *)a->scratch + v->off[0];
-    rc = run_reorder(v->prim[CP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
+    rc = hs__run_reorder(v->prim[CP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
     src = t;
     smd = &v->md[MD_ISRC];
   }
@@ -389,7 +376,7 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   }
   if (!rc && has_sum(&p->post)) {
     if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "fused sum needs a residual input");
-    if (v->prim[CP_RES]) rc = run_reorder(v->prim[CP_RES], s, scratch, &v->md[MD_RES], a->residual, dmd, dst, err);
+    if (v->prim[CP_RES]) rc = hs__run_reorder(v->prim[CP_RES], s, scratch, &v->md[MD_RES], a->residual, dmd, dst, err);
     else if (a->residual != dst) memcpy(dst, a->residual, dnnl_memory_desc_get_size(dmd));
   }
   if (rc) return rc;
@@ -402,7 +389,7 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, dmd, dst, err);
   if (!rc) rc = hs__exec(v->prim[CP_CONV], s, &av, err);
   hs__argv_release(&av, owned);
-  if (!rc && v->prim[CP_DST]) rc = run_reorder(v->prim[CP_DST], s, scratch, dmd, dst, &v->md[MD_DST], a->dst, err);
+  if (!rc && v->prim[CP_DST]) rc = hs__run_reorder(v->prim[CP_DST], s, scratch, dmd, dst, &v->md[MD_DST], a->dst, err);
   return rc;
 }
 

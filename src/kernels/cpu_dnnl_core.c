@@ -539,6 +539,18 @@ int hs__exec(dnnl_primitive_t prim, dnnl_stream_t s, hs__argv *av, hs_error *err
   return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "running a primitive");
 }
 
+int hs__run_reorder(dnnl_primitive_t prim, dnnl_stream_t s, dnnl_memory_t scratch, const dnnl_memory_desc_t *fmd,
+                    const void *from, const dnnl_memory_desc_t *tmd, void *to, hs_error *err) {
+  hs__argv av = {0};
+  hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
+  int owned = av.n;
+  int rc = hs__argv_add(&av, DNNL_ARG_FROM, fmd, from, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_TO, tmd, to, err);
+  if (!rc) rc = hs__exec(prim, s, &av, err);
+  hs__argv_release(&av, owned);
+  return rc;
+}
+
 int hs__prepare_sum(const hs_post_ops *post, const hs_kernel_args *a, size_t dst_bytes, hs_error *err) {
   int has_sum = 0;
   for (int i = 0; post && i < post->count; i++) has_sum |= post->op[i].kind == HS_POST_SUM;

@@ -202,18 +202,6 @@ static int qconv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *er
   return 0;
 }
 
-static int run_reorder(dnnl_primitive_t prim, dnnl_stream_t s, dnnl_memory_t scratch, const dnnl_memory_desc_t *fmd,
-                       const void *from, const dnnl_memory_desc_t *tmd, void *to, hs_error *err) {
-  hs__argv av = {0};
-  hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
-  int owned = av.n;
-  int rc = hs__argv_add(&av, DNNL_ARG_FROM, fmd, from, err);
-  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_TO, tmd, to, err);
-  if (!rc) rc = hs__exec(prim, s, &av, err);
-  hs__argv_release(&av, owned);
-  return rc;
-}
-
 static int qconv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
                       dnnl_memory_t scratch, hs_error *err) {
   const hs_qconv_params *p = &k->p.qc;
@@ -224,7 +212,7 @@ static int qconv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *
   void *dst = a->dst;
   if (v->prim[QP_SRC]) {
     void *t = (char *)a->scratch + v->off[0];
-    rc = run_reorder(v->prim[QP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
+    rc = hs__run_reorder(v->prim[QP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
     src = t;
     smd = &v->md[MD_ISRC];
   }
@@ -239,7 +227,7 @@ static int qconv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *
     if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "qconv: fused sum needs a residual");
     dnnl_memory_desc_t imd = *dmd;
     imd.data_type = dt_of(p->sum_type);
-    if (v->prim[QP_RES]) rc = run_reorder(v->prim[QP_RES], s, scratch, &v->md[MD_RES], a->residual, &imd, dst, err);
+    if (v->prim[QP_RES]) rc = hs__run_reorder(v->prim[QP_RES], s, scratch, &v->md[MD_RES], a->residual, &imd, dst, err);
     else if (a->residual != dst) memcpy(dst, a->residual, dnnl_memory_desc_get_size(dmd));
     if (rc) return rc;
   }
@@ -254,7 +242,7 @@ static int qconv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *
   if (!rc && p->dst_zp) rc = hs__argv_add(&av, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, &v->md[MD_ZP], &p->dst_zp, err);
   if (!rc) rc = hs__exec(v->prim[QP_CONV], s, &av, err);
   hs__argv_release(&av, owned);
-  if (!rc && v->prim[QP_DST]) rc = run_reorder(v->prim[QP_DST], s, scratch, dmd, dst, &v->md[MD_DST], a->dst, err);
+  if (!rc && v->prim[QP_DST]) rc = hs__run_reorder(v->prim[QP_DST], s, scratch, dmd, dst, &v->md[MD_DST], a->dst, err);
   return rc;
 }
 
