@@ -30,21 +30,26 @@ static void usage(FILE *out) {
   fprintf(out, "\nOptions take --opt VALUE or --opt=VALUE; `serve` also reads each from a HOTSERVE_* variable.\n");
 }
 
-/* oneDNN threads through OpenMP, whose threads by default spin for a while when idle. With several
- * sessions running at once, or other processes on the cores, the spinning threads starve the working
- * ones (measured in docs/KERNELS.md: MobileNetV2 540-1060 ms spinning vs 24-59 ms passive on a busy
- * 2-core machine). libgomp reads OMP_WAIT_POLICY when it is loaded, before main, so when the operator
- * has not chosen a policy we set PASSIVE and re-execute ourselves once. Setting OMP_WAIT_POLICY or
- * GOMP_SPINCOUNT yourself keeps your choice. */
-static void use_passive_openmp_threads(char **argv) {
+/* oneDNN threads through OpenMP. At the end of every parallel region (one per kernel) libgomp's idle
+ * workers either spin or sleep on a futex until the next region. Sleeping costs a wake-up per kernel,
+ * which on a virtual machine (an inter-processor interrupt through the hypervisor) is tens of
+ * microseconds: MobileNetV2 batch 1 took 4.2 ms with OMP_WAIT_POLICY=PASSIVE against 1.8 ms with a
+ * short spin on a quiet 2-core machine (docs/KERNELS.md, "OpenMP hand-off"). Spinning long (libgomp's
+ * default, ~3 ms) starves the working threads when the cores are shared. So unless the operator chose,
+ * we set GOMP_SPINCOUNT=1000 (libgomp's own estimate: ~10 us) and re-execute ourselves once: long enough
+ * to bridge the gap between two kernels of one run, too short to take a core from anyone; libgomp
+ * itself drops to 100 spins when its threads outnumber the CPUs. libgomp reads these variables when it
+ * is loaded, before main, hence the re-exec. Setting OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself keeps
+ * your choice (OMP_WAIT_POLICY=PASSIVE for the old behaviour). */
+static void use_short_openmp_spin(char **argv) {
   if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  if (setenv("GOMP_SPINCOUNT", "1000", 1) != 0) return;
   execv("/proc/self/exe", argv);
   /* exec failed (no /proc): carry on with the library's default policy */
 }
 
 int main(int argc, char **argv) {
-  use_passive_openmp_threads(argv);
+  use_short_openmp_spin(argv);
   if (argc < 2) {
     usage(stderr);
     return 2;
