@@ -131,6 +131,16 @@ def uint8_params(lo, hi):
     return np.float32(scale), np.uint8(zp)
 
 
+def dequantize_const(base, q, scale, zp_dtype):
+    """Initializers BASE_q, BASE_scale and a zero BASE_zp of zp_dtype, and the DequantizeLinear (axis 0) that reads
+    them into BASE_dq."""
+    inits = [numpy_helper.from_array(q, base + "_q"), numpy_helper.from_array(scale, base + "_scale"),
+             numpy_helper.from_array(np.zeros(scale.shape, zp_dtype), base + "_zp")]
+    node = helper.make_node("DequantizeLinear", [base + "_q", base + "_scale", base + "_zp"], [base + "_dq"],
+                            name=base + "_DequantizeLinear", axis=0)
+    return inits, node
+
+
 def quantize_model(model, ranges, literal=False):
     """The QDQ model (see the module doc); literal: the weights dequantized into float32 constants."""
     g = model.graph
@@ -158,10 +168,9 @@ def quantize_model(model, ranges, literal=False):
             new_inits.append(numpy_helper.from_array(wf, base + "_w_dq"))
             n.input[1] = base + "_w_dq"
         else:
-            new_inits += [numpy_helper.from_array(wq, base + "_w_q"), numpy_helper.from_array(ws, base + "_w_scale"),
-                          numpy_helper.from_array(np.zeros(ws.shape, np.int8), base + "_w_zp")]
-            new_nodes.append(helper.make_node("DequantizeLinear", [base + "_w_q", base + "_w_scale", base + "_w_zp"],
-                                              [base + "_w_dq"], name=base + "_w_DequantizeLinear", axis=0))
+            const_inits, dq = dequantize_const(base + "_w", wq, ws, np.int8)
+            new_inits += const_inits
+            new_nodes.append(dq)
             n.input[1] = base + "_w_dq"
         if len(n.input) > 2 and n.input[2]:
             b = numpy_helper.to_array(inits[n.input[2]]).astype(np.float32)
@@ -170,10 +179,9 @@ def quantize_model(model, ranges, literal=False):
             if literal:
                 new_inits.append(numpy_helper.from_array((bq * bs).astype(np.float32), base + "_b_dq"))
             else:
-                new_inits += [numpy_helper.from_array(bq, base + "_b_q"), numpy_helper.from_array(bs, base + "_b_scale"),
-                              numpy_helper.from_array(np.zeros(bs.shape, np.int32), base + "_b_zp")]
-                new_nodes.append(helper.make_node("DequantizeLinear", [base + "_b_q", base + "_b_scale", base + "_b_zp"],
-                                                  [base + "_b_dq"], name=base + "_b_DequantizeLinear", axis=0))
+                const_inits, dq = dequantize_const(base + "_b", bq, bs, np.int32)
+                new_inits += const_inits
+                new_nodes.append(dq)
             n.input[2] = base + "_b_dq"
     # activations: Q -> DQ after the producer, every reader reads the DQ
     nodes = list(g.node)

@@ -63,14 +63,6 @@ typedef struct conv_state {
   const hs_kernel *holder; /* after the release: the cached kernel that holds the only copy */
 } conv_state;
 
-/* Everything a run needs, derived from the attributes and the input shapes. */
-typedef struct conv_geo {
-  int nsp;
-  int64_t n, in_c, out_c, group;
-  int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3]; /* pe: ONNX end padding */
-  int64_t opad[3];
-} conv_geo;
-
 static const hs_conv_attrs *attrs_of(const hs_node *n) { return (const hs_conv_attrs *)n->params.bytes; }
 
 static int read_ints(const hs_node *n, const char *name, int64_t *dst, int want, int *have, hs_error *err) {
@@ -152,7 +144,7 @@ static int conv_check(hs_node *n, const hs_graph *g, hs_error *err) { return con
 static int convt_check(hs_node *n, const hs_graph *g, hs_error *err) { return conv_check_common(n, 1, err); }
 
 /* Shapes: x [N, C, spatial...], w [M, C/group, k...] (Conv) or [C, M/group, k...] (ConvTranspose). */
-static int conv_geometry(const hs_node *n, const hs_tensor *x, const hs_tensor *w, conv_geo *g, hs_error *err) {
+int hs_conv_shape_of(const hs_node *n, const hs_tensor *x, const hs_tensor *w, hs_conv_shape *g, hs_error *err) {
   const hs_conv_attrs *a = attrs_of(n);
   memset(g, 0, sizeof *g);
   if (x->ndim < 3 || x->ndim > 5) return hs_op_errf(err, n, HS_UNSUPPORTED, "input rank %d (3 to 5 supported)", x->ndim);
@@ -226,17 +218,11 @@ static int conv_geometry(const hs_node *n, const hs_tensor *x, const hs_tensor *
 
 int hs_conv_parse_attrs(hs_node *n, hs_error *err) { return conv_check_common(n, 0, err); }
 
-int hs_conv_shape_of(const hs_node *n, const hs_tensor *x, const hs_tensor *w, hs_conv_shape *s, hs_error *err) {
-  conv_geo g;
-  int rc = conv_geometry(n, x, w, &g, err);
-  if (rc) return rc;
-  memset(s, 0, sizeof *s);
-  s->nsp = g.nsp, s->n = g.n, s->in_c = g.in_c, s->out_c = g.out_c, s->group = g.group;
-  for (int i = 0; i < g.nsp; i++) {
-    s->in[i] = g.in[i], s->out[i] = g.out[i], s->k[i] = g.k[i], s->s[i] = g.s[i], s->d[i] = g.d[i];
-    s->pb[i] = g.pb[i], s->pe[i] = g.pe[i];
-  }
-  return 0;
+int hs_conv_out_dims(const hs_conv_shape *s, int64_t dims[5]) {
+  dims[0] = s->n;
+  dims[1] = s->out_c;
+  for (int i = 0; i < s->nsp; i++) dims[2 + i] = s->out[i];
+  return 2 + s->nsp;
 }
 
 static int residual_matches(const hs_tensor *r, const hs_tensor *y) {
@@ -244,7 +230,7 @@ static int residual_matches(const hs_tensor *r, const hs_tensor *y) {
 }
 
 /* 1 when the residual has exactly the convolution's own output shape (the fused fast path). */
-static int residual_is_conv_shape(const hs_tensor *r, const conv_geo *g) {
+static int residual_is_conv_shape(const hs_tensor *r, const hs_conv_shape *g) {
   if (r->ndim != 2 + g->nsp || r->dims[0] != g->n || r->dims[1] != g->out_c) return 0;
   for (int i = 0; i < g->nsp; i++)
     if (r->dims[2 + i] != g->out[i]) return 0;
@@ -252,7 +238,7 @@ static int residual_is_conv_shape(const hs_tensor *r, const conv_geo *g) {
 }
 
 /* Bytes of the convolution's own result (before a broadcasting residual widens it). */
-static size_t conv_out_bytes(const conv_geo *g) {
+static size_t conv_out_bytes(const hs_conv_shape *g) {
   size_t b = (size_t)g->n * (size_t)g->out_c * sizeof(float);
   for (int i = 0; i < g->nsp; i++) b *= (size_t)g->out[i];
   return b;
@@ -262,16 +248,15 @@ static int conv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
   int rc;
   if ((rc = hs_need_dtype(n, &in[0], "X", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
   if ((rc = hs_need_dtype(n, &in[1], "W", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
-  conv_geo g;
-  if ((rc = conv_geometry(n, &in[0], &in[1], &g, err))) return rc;
+  hs_conv_shape g;
+  if ((rc = hs_conv_shape_of(n, &in[0], &in[1], &g, err))) return rc;
   if (nin > 2 && HS_PRESENT(&in[2])) {
     if ((rc = hs_need_dtype(n, &in[2], "B", err, HS_DT_FLOAT32, HS_DT_UNDEFINED))) return rc;
     if (in[2].ndim != 1 || in[2].dims[0] != g.out_c)
       return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "bias must have %lld elements", (long long)g.out_c);
   }
-  int64_t dims[5] = {g.n, g.out_c};
-  for (int i = 0; i < g.nsp; i++) dims[2 + i] = g.out[i];
-  if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, 2 + g.nsp, dims, n, err))) return rc;
+  int64_t dims[5];
+  if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, hs_conv_out_dims(&g, dims), dims, n, err))) return rc;
   const hs_conv_attrs *a = attrs_of(n);
   if (a->sum_input >= 0) {
     /* A fused residual Add: the output is the numpy broadcast of the convolution and the residual
@@ -296,13 +281,13 @@ static int conv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
 typedef struct build_ctx {
   const hs_node *n;
   const conv_state *st;
-  const conv_geo *g;
+  const hs_conv_shape *g;
 } build_ctx;
 
 static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   const build_ctx *c = ctx;
   const hs_conv_attrs *a = attrs_of(c->n);
-  const conv_geo *g = c->g;
+  const hs_conv_shape *g = c->g;
   hs_conv_params p = {0};
   p.device = HS_KDEV_CPU;
   p.src_layout = a->src_layout;
@@ -338,7 +323,7 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
 
 /* The kernel for these shapes, or NULL when the plain-C path must run (opkernel.h). Weights given
  * at run time (ONNX's node tests) have no state and always take plain C. */
-static hs_kernel *kernel_for(const hs_node *n, const conv_geo *g, hs_error *strict_err) {
+static hs_kernel *kernel_for(const hs_node *n, const hs_conv_shape *g, hs_error *strict_err) {
   conv_state *st = n->state;
   if (!st) {
     HS_LOGD("node '%s' (%s): weights given at run time, using plain C", n->name, n->op_type);
@@ -407,9 +392,9 @@ static size_t plain_weights_bytes(const hs_node *n) {
 }
 
 static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
-  conv_geo g;
+  hs_conv_shape g;
   hs_error e;
-  if (conv_geometry(n, &in[0], &in[1], &g, &e)) return 0;
+  if (hs_conv_shape_of(n, &in[0], &in[1], &g, &e)) return 0;
   const hs_conv_attrs *a = attrs_of(n);
   if (a->sum_input >= 0 && a->sum_input < nin && !residual_is_conv_shape(&in[a->sum_input], &g))
     return plain_weights_bytes(n) + conv_out_bytes(&g); /* plain C: conv to scratch, then the broadcast add */
@@ -445,7 +430,7 @@ static inline int64_t act_off(hs_layout l, int64_t C, int64_t S, int64_t b, int6
   return (b * C + c) * S + s;
 }
 
-static void conv_reference(const hs_node *n, const conv_geo *g, const float *x, const float *w, const float *bias,
+static void conv_reference(const hs_node *n, const hs_conv_shape *g, const float *x, const float *w, const float *bias,
                            const hs_post_ops *post, const float *res, float *y) {
   const hs_conv_attrs *a = attrs_of(n);
   int64_t in3[3] = {1, 1, 1}, out3[3] = {1, 1, 1}, k3[3] = {1, 1, 1}, s3[3] = {1, 1, 1}, d3[3] = {1, 1, 1},
@@ -535,7 +520,7 @@ static void conv_reference(const hs_node *n, const conv_geo *g, const float *x, 
 
 /* y = broadcast(conv, residual) for a fused Add whose residual has another shape (NCHW only):
  * post-ops before the sum apply to the convolution, the rest to the sum. */
-static void residual_broadcast(const hs_node *n, const conv_geo *g, const hs_tensor *in, int nin, const float *w,
+static void residual_broadcast(const hs_node *n, const hs_conv_shape *g, const hs_tensor *in, int nin, const float *w,
                                hs_tensor *out, float *tmp) {
   const hs_conv_attrs *a = attrs_of(n);
   hs_post_ops before = {0}, after = {0};
@@ -577,8 +562,8 @@ static void residual_broadcast(const hs_node *n, const conv_geo *g, const hs_ten
 static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
                     hs_error *err) {
   const hs_conv_attrs *a = attrs_of(n);
-  conv_geo g;
-  int rc = conv_geometry(n, &in[0], &in[1], &g, err);
+  hs_conv_shape g;
+  int rc = hs_conv_shape_of(n, &in[0], &in[1], &g, err);
   if (rc) return rc;
   const float *res = a->sum_input >= 0 && a->sum_input < nin ? in[a->sum_input].data : NULL;
   const float *w;

@@ -128,9 +128,8 @@ static int qconv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor
         return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "fused residual must have the output's shape");
     }
   }
-  int64_t dims[5] = {s.n, s.out_c};
-  for (int i = 0; i < s.nsp; i++) dims[2 + i] = s.out[i];
-  return hs_set_shape(&out[0], yt, 2 + s.nsp, dims, n, err);
+  int64_t dims[5];
+  return hs_set_shape(&out[0], yt, hs_conv_out_dims(&s, dims), dims, n, err);
 }
 
 /* ---- oneDNN path (QLinearConv with constant int8 weights of zero point 0) ---- */

@@ -544,6 +544,62 @@ def wait_for(pred, what, timeout=30, interval=0.02):
         time.sleep(interval)
 
 
+class BackgroundInfer:
+    """One inference request (Client.infer(model, x, **infer_kw)) on its own connection in a thread, for the
+    tests that change the repository while a request is in flight. wait_inflight() waits until the server
+    counts it (or it has ended), running() says whether it has not answered yet, join() collects it."""
+
+    def __init__(self, srv, model, x, conn_timeout=60, **infer_kw):
+        self.model = model
+        self.resp = None       # (Response, outputs, doc) as Client.infer returns it
+        self.exc = None        # what the request raised instead
+        self.done_at = None    # time.monotonic() when the response arrived
+        self.took = None       # seconds from sending to the response
+        self.thread = threading.Thread(target=self._run, args=(srv, x, conn_timeout, infer_kw))
+        self.thread.start()
+
+    def _run(self, srv, x, conn_timeout, infer_kw):
+        cc = srv.conn(timeout=conn_timeout)
+        try:
+            t = time.monotonic()
+            self.resp = cc.infer(self.model, x, **infer_kw)
+            self.done_at = time.monotonic()
+            self.took = self.done_at - t
+        except Exception as e:  # join() reports it
+            self.exc = e
+        finally:
+            cc.close()
+
+    def running(self):
+        """True while the request has neither answered nor raised."""
+        return self.resp is None and self.exc is None
+
+    def wait_inflight(self, client, what):
+        """Waits until /metrics counts a request in flight on the model, or this one has ended."""
+        wait_for(lambda: client.metrics().get("hotserve_inflight_requests", model=self.model) >= 1
+                 or not self.running(), what)
+
+    def join(self, timeout, what="the in-flight request"):
+        """Waits up to timeout seconds; fails unless the request answered; returns (Response, outputs, doc)."""
+        self.thread.join(timeout)
+        check(not self.thread.is_alive(), "%s never finished" % what)
+        check(self.exc is None and self.resp is not None, "%s failed: %r" % (what, self.exc))
+        return self.resp
+
+
+def timed_infers(client, model, x, rounds=3, what="calibration request", **infer_kw):
+    """Sends the same request rounds times; fails unless each answers 200; returns (the shortest wall time in
+    seconds, the outputs of every round)."""
+    best, outs = None, []
+    for _ in range(rounds):
+        t = time.monotonic()
+        r, out, _ = client.infer(model, x, **infer_kw)
+        check(r.status == 200, "%s: HTTP %d %r" % (what, r.status, r.body[:200]))
+        best = min(best or 1e9, time.monotonic() - t)
+        outs.append(out)
+    return best, outs
+
+
 def serving_version(client, model):
     r = client.get("/v2/models/%s/status" % model)
     if r.status != 200:

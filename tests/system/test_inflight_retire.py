@@ -9,7 +9,6 @@ meanwhile; the request then completes with x + 1 and model_version "1"; new requ
 finally version 1 is freed (versions_live and model memory back to one version each).
 """
 import os
-import threading
 import time
 
 import numpy as np
@@ -32,13 +31,9 @@ def test(tmp, args):
     c = srv.conn(timeout=300)
     hsys.wait_serving(c, "calib", 1, timeout=60)
     x = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
-    best = None
-    for _ in range(3):
-        t = time.monotonic()
-        r, out, _ = c.infer("calib", x)
-        check(r.status == 200, "calibration request: HTTP %d %r" % (r.status, r.body[:200]))
+    best, outs = hsys.timed_infers(c, "calib", x)
+    for out in outs:
         hsys.expect_values(out, x, 0, "calibration request")
-        best = min(best or 1e9, time.monotonic() - t)
     per_mm = max(best / calib_n, 1e-5)
     n = int(min(20000, max(2, TARGET_S / per_mm)))
     print("calibration: %d MatMuls in %.3f s; slow model gets %d (~%.1f s a request)"
@@ -51,55 +46,36 @@ def test(tmp, args):
     check(m0.get("hotserve_model_versions_live") == 2, "versions_live is %g with calib 1 and slow 1 loaded"
           % m0.get("hotserve_model_versions_live"))
 
-    result = {}
-
-    def long_request():
-        cc = srv.conn(timeout=300)
-        try:
-            t = time.monotonic()
-            result["resp"] = cc.infer("slow", x)
-            result["done"] = time.monotonic()
-            result["took"] = result["done"] - t
-        except Exception as e:
-            result["exc"] = e
-        finally:
-            cc.close()
-
-    t = threading.Thread(target=long_request)
-    t.start()
-    hsys.wait_for(lambda: c.metrics().get("hotserve_inflight_requests", model="slow") >= 1 or "resp" in result,
-                  "the slow request to be counted in flight")
-    check("resp" not in result and "exc" not in result,
-          "the slow request ended before version 2 could be published (took %.2f s): the model is too fast"
-          % result.get("took", -1))
+    req = hsys.BackgroundInfer(srv, "slow", x, conn_timeout=300)
+    req.wait_inflight(c, "the slow request to be counted in flight")
+    check(req.running(), "the slow request ended before version 2 could be published (took %.2f s): the model is "
+          "too fast" % (req.took if req.took is not None else -1))
 
     hsys.publish(hsys.make_version_src(os.path.join(src, "s2"), 2), os.path.join(repo, "slow"), 2)
     hsys.wait_serving(c, "slow", 2, timeout=60)
     swapped_at = time.monotonic()
-    still_running = "done" not in result
+    still_running = req.done_at is None
     retiring_seen = False
     if still_running:
         st = hsys.status_entries(c, "slow")
         v1 = [e for e in st if e["version"] == "1"]
         check(v1, "version 1 vanished from the status document while its request runs: %r" % st)
         retiring_seen = v1[-1]["state"] == "retiring" and not v1[-1]["serving"]
-        check(retiring_seen or "done" in result,
+        check(retiring_seen or req.done_at is not None,
               "version 1 is %r (serving=%r) while its request runs; wanted retiring"
               % (v1[-1]["state"], v1[-1]["serving"]))
         r2, out2, _ = c.infer("slow", x)
         check(r2.status == 200, "request after the swap: HTTP %d" % r2.status)
         hsys.expect_values(out2, x, 2, "request after the swap")
         check(out2[""]["model_version"] == "2", "request after the swap answered by %r" % out2[""]["model_version"])
-    t.join(300)
-    check("exc" not in result, "the in-flight request failed: %r" % result.get("exc"))
-    r, out, _ = result["resp"]
+    r, out, _ = req.join(300)
     check(r.status == 200, "the in-flight request: HTTP %d %r" % (r.status, r.body[:300]))
     hsys.expect_values(out, x, 1, "the in-flight request")
     check(out[""]["model_version"] == "1", "the in-flight request reports version %r" % out[""]["model_version"])
-    check(still_running and result["done"] > swapped_at,
-          "the request finished before version 2 was serving, so nothing was proven (took %.2f s)" % result["took"])
+    check(still_running and req.done_at > swapped_at,
+          "the request finished before version 2 was serving, so nothing was proven (took %.2f s)" % req.took)
     print("in-flight request took %.2f s; version 2 served %.2f s before it ended"
-          % (result["took"], result["done"] - swapped_at))
+          % (req.took, req.done_at - swapped_at))
 
     r, out, _ = c.infer("slow", x)
     hsys.expect_values(out, x, 2, "a later request")

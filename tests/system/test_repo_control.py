@@ -14,7 +14,6 @@
 """
 import os
 import shutil
-import threading
 import time
 
 import numpy as np
@@ -60,24 +59,11 @@ def test_forget(tmp):
     shutil.copytree(slow, os.path.join(repo, "brief", "1"))
     hsys.wait_serving(c, "brief", 1)
     x = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
-    result = {}
-
-    def call():
-        try:
-            result["r"] = srv.conn().infer("brief", x)
-        except Exception as e:  # reported below
-            result["e"] = e
-
-    t = threading.Thread(target=call)
-    t.start()
-    hsys.wait_for(lambda: hsys.Metrics(c.get("/metrics").body.decode()).get(
-        "hotserve_inflight_requests", model="brief") > 0 or not t.is_alive(), "the slow request to start")
-    check(t.is_alive(), "the slow request finished before its folder could be removed: the test measures nothing")
+    req = hsys.BackgroundInfer(srv, "brief", x)
+    req.wait_inflight(c, "the slow request to start")
+    check(req.running(), "the slow request finished before its folder could be removed: the test measures nothing")
     shutil.rmtree(os.path.join(repo, "brief"))
-    t.join(120)
-    check(not t.is_alive(), "the in-flight request never finished")
-    check("r" in result, "the in-flight request failed: %r" % result.get("e"))
-    r, out, _ = result["r"]
+    r, out, _ = req.join(120)
     check(r.status in (200, 503, 404), "in-flight request on a vanishing model: HTTP %d %r" % (r.status, r.body[:200]))
     if r.status == 200:
         hsys.expect_values(out, x, 2, "in-flight request on a vanishing model")

@@ -17,7 +17,6 @@ of a served, signed version with bytes of the same size:
   goes back to 0.
 """
 import os
-import threading
 
 import numpy as np
 
@@ -52,25 +51,12 @@ def test_retire(tmp, srv, c, repo, key):
     hsys.publish(hsys.make_version_src(os.path.join(tmp, "src", "pair2"), 2, slow=2500), model, 2, key=key)
     hsys.wait_serving(c, "pair", 2, timeout=60)
     check(verify_failures(c, "pair") == 0, "a verification failure before any tampering")
-    result = {}
-
-    def call():
-        try:
-            result["r"] = srv.conn().infer("pair", X)
-        except Exception as e:  # reported below
-            result["e"] = e
-
-    t = threading.Thread(target=call)
-    t.start()
-    hsys.wait_for(lambda: c.metrics().get("hotserve_inflight_requests", model="pair") > 0 or not t.is_alive(),
-                  "the slow request on version 2 to start")
-    check(t.is_alive(), "the slow request finished before the tampering: the test measures nothing")
+    req = hsys.BackgroundInfer(srv, "pair", X)
+    req.wait_inflight(c, "the slow request on version 2 to start")
+    check(req.running(), "the slow request finished before the tampering: the test measures nothing")
     tamper_same_size(os.path.join(model, "2"))
     hsys.wait_serving(c, "pair", 1, timeout=30)
-    t.join(60)
-    check(not t.is_alive() and "r" in result, "the request in flight on the retired version failed: %r" %
-          result.get("e"))
-    r, out, _ = result["r"]
+    r, out, _ = req.join(60, "the request in flight on the retired version")
     check(r.status == 200, "the request in flight on the retired version: HTTP %d %r" % (r.status, r.body[:200]))
     hsys.expect_values(out, X, 2, "the request in flight on the retired version")
     r, out, _ = c.infer("pair", X)

@@ -11,7 +11,6 @@ version 2's answer (numpy reference); the in-flight request completes with versi
 once version 1 is freed the registry holds only version 2's kernels.
 """
 import os
-import threading
 import time
 
 import numpy as np
@@ -101,39 +100,20 @@ def test(tmp, args):
 
     rng = np.random.default_rng(1)
     x1 = rng.standard_normal((1, 8, 32, 32)).astype(np.float32)
-    best = None
-    for _ in range(3):
-        t = time.monotonic()
-        r, out, _ = c.infer("convs", x1, binary=True)
-        check(r.status == 200, "calibration request: HTTP %d %r" % (r.status, r.body[:200]))
-        best = min(best or 1e9, time.monotonic() - t)
-    expect(out, reference(x1, ws1, bs), "version 1, batch 1")
+    best, outs = hsys.timed_infers(c, "convs", x1, binary=True)
+    expect(outs[-1], reference(x1, ws1, bs), "version 1, batch 1")
     n = int(min(256, max(4, TARGET_S / max(best, 1e-4))))
     print("batch 1 took %.3f s; the in-flight request gets batch %d" % (best, n))
     xb = rng.standard_normal((n, 8, 32, 32)).astype(np.float32)
 
-    result = {}
-
-    def long_request():
-        cc = srv.conn(timeout=300)
-        try:
-            result["resp"] = cc.infer("convs", xb, binary=True)
-            result["done"] = time.monotonic()
-        except Exception as e:
-            result["exc"] = e
-        finally:
-            cc.close()
-
-    t = threading.Thread(target=long_request)
-    t.start()
+    req = hsys.BackgroundInfer(srv, "convs", xb, conn_timeout=300, binary=True)
     c.close()
     c = srv.conn(timeout=300)  # the first one idled through the reference computation
-    hsys.wait_for(lambda: c.metrics().get("hotserve_inflight_requests", model="convs") >= 1 or "resp" in result,
-                  "the large request to be counted in flight")
+    req.wait_inflight(c, "the large request to be counted in flight")
     hsys.publish(write_src(os.path.join(src, "v2"), model_bytes(ws2, bs)), os.path.join(repo, "convs"), 2)
     hsys.wait_serving(c, "convs", 2, timeout=120)
     swapped_at = time.monotonic()
-    still_running = "done" not in result
+    still_running = req.done_at is None
     r2, out2, _ = c.infer("convs", x1, binary=True)
     check(r2.status == 200, "request after the swap: HTTP %d" % r2.status)
     check(out2[""]["model_version"] == "2", "request after the swap answered by %r" % out2[""]["model_version"])
@@ -149,20 +129,18 @@ def test(tmp, args):
     m = c.metrics()
     check(m.get("hotserve_model_reload_weight_bytes_total", model="convs", kind="shared") == shared,
           "the shared-bytes counter disagrees with the status")
-    check(m.get("hotserve_shared_kernels") == 7 or "done" in result,
+    check(m.get("hotserve_shared_kernels") == 7 or req.done_at is not None,
           "registry holds %g kernels while both versions live, wanted 6 + the new head"
           % m.get("hotserve_shared_kernels"))
 
-    t.join(300)
-    check("exc" not in result, "the in-flight request failed: %r" % result.get("exc"))
-    r, out, _ = result["resp"]
+    r, out, _ = req.join(300)
     check(r.status == 200, "the in-flight request: HTTP %d %r" % (r.status, r.body[:300]))
     check(out[""]["model_version"] == "1", "the in-flight request reports version %r" % out[""]["model_version"])
     for part in (slice(0, 2), slice(n - 2, n)):  # a float64 reference of the whole batch would take minutes
         expect({"y": out["y"][part]}, reference(xb[part], ws1, bs), "the in-flight request on version 1")
-    check(still_running and result["done"] > swapped_at,
+    check(still_running and req.done_at > swapped_at,
           "the request finished before version 2 was serving, so nothing was proven")
-    print("version 2 served %.2f s before the in-flight request ended" % (result["done"] - swapped_at))
+    print("version 2 served %.2f s before the in-flight request ended" % (req.done_at - swapped_at))
 
     c.close()
     c = srv.conn(timeout=300)  # the first one idled through the reference computation

@@ -78,14 +78,29 @@ def save_npy(path, array):
 # ---------------------------------------------------------------------------------------------------------------------
 # Networks
 
+def norm_gain(shape, gen):
+    """A non-trivial normalization scale: uniform in [0.6, 1.4)."""
+    return torch.rand(shape, generator=gen) * 0.8 + 0.6
+
+
+def norm_shift(shape, gen):
+    """A non-trivial normalization offset: uniform in [-0.1, 0.1)."""
+    return (torch.rand(shape, generator=gen) - 0.5) * 0.2
+
+
+def randomize_affine(norm, gen):
+    """Draws a BatchNorm or LayerNorm layer's weight (norm_gain), then its bias (norm_shift) from gen."""
+    with torch.no_grad():
+        norm.weight.copy_(norm_gain(norm.weight.shape, gen))
+        norm.bias.copy_(norm_shift(norm.bias.shape, gen))
+
+
 def calibrate_batchnorm(model, shape, batches=3, seed=SEED):
     """Gives every BatchNorm layer non-trivial affine parameters and running statistics measured on random data."""
     gen = torch.Generator().manual_seed(seed + 1)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.8 + 0.6)
-                m.bias.copy_((torch.rand(m.bias.shape, generator=gen) - 0.5) * 0.2)
+            randomize_affine(m, gen)
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration batches
     model.train()
@@ -95,30 +110,31 @@ def calibrate_batchnorm(model, shape, batches=3, seed=SEED):
     model.eval()
 
 
-def make_resnet50():
-    torch.manual_seed(SEED)
-    model = torchvision.models.resnet50(weights=None)
-    calibrate_batchnorm(model, (8, 3, 224, 224))
+def calibrated_cnn(seed, make, calib_shape, classifier=None):
+    """make() under torch.manual_seed(seed), its classifier layer (index into model.classifier) scaled up, its
+    BatchNorms calibrated on calib_shape batches."""
+    torch.manual_seed(seed)
+    model = make()
+    if classifier is not None:
+        # torchvision initialises the classifier with N(0, 0.01): tiny logits. Scale it up so the outputs are O(1).
+        with torch.no_grad():
+            model.classifier[classifier].weight.mul_(30.0)
+    calibrate_batchnorm(model, calib_shape)
     return model
+
+
+def make_resnet50():
+    return calibrated_cnn(SEED, lambda: torchvision.models.resnet50(weights=None), (8, 3, 224, 224))
 
 
 def make_mobilenet_v2():
-    torch.manual_seed(SEED + 2)
-    model = torchvision.models.mobilenet_v2(weights=None)
-    # torchvision initialises the classifier with N(0, 0.01): tiny logits. Scale it up so the outputs are O(1).
-    with torch.no_grad():
-        model.classifier[1].weight.mul_(30.0)
-    calibrate_batchnorm(model, (8, 3, 224, 224))
-    return model
+    return calibrated_cnn(SEED + 2, lambda: torchvision.models.mobilenet_v2(weights=None), (8, 3, 224, 224),
+                          classifier=1)
 
 
 def make_mobilenet_v3():
-    torch.manual_seed(SEED + 10)
-    model = torchvision.models.mobilenet_v3_large(weights=None)
-    with torch.no_grad():  # as for MobileNetV2: O(1) logits instead of torchvision's tiny initial ones
-        model.classifier[3].weight.mul_(30.0)
-    calibrate_batchnorm(model, (8, 3, 224, 224))
-    return model
+    return calibrated_cnn(SEED + 10, lambda: torchvision.models.mobilenet_v3_large(weights=None), (8, 3, 224, 224),
+                          classifier=3)
 
 
 class TextDetector(torch.nn.Module):
@@ -133,12 +149,7 @@ class TextDetector(torch.nn.Module):
         super().__init__()
         self.features = torchvision.models.mobilenet_v3_large(weights=None, width_mult=0.5).features
         with torch.no_grad():
-            x = torch.zeros(1, 3, 64, 64)
-            chans = []
-            for i, f in enumerate(self.features):
-                x = f(x)
-                if i in self.TAPS:
-                    chans.append(x.shape[1])
+            chans = [t.shape[1] for t in self.tapped(torch.zeros(1, 3, 64, 64))]
         conv = torch.nn.Conv2d
         self.lateral = torch.nn.ModuleList([conv(c, inner, 1, bias=False) for c in chans])
         self.smooth = torch.nn.ModuleList([conv(inner, inner // 4, 3, padding=1, bias=False) for _ in chans])
@@ -148,14 +159,18 @@ class TextDetector(torch.nn.Module):
             torch.nn.ConvTranspose2d(q, q, 2, stride=2), torch.nn.BatchNorm2d(q), torch.nn.ReLU(),
             torch.nn.ConvTranspose2d(q, 1, 2, stride=2), torch.nn.Sigmoid())
 
-    def forward(self, x):
-        up = torch.nn.functional.interpolate
+    def tapped(self, x):
+        """The backbone's outputs at the TAPS, finest first."""
         taps = []
         for i, f in enumerate(self.features):
             x = f(x)
             if i in self.TAPS:
                 taps.append(x)
-        lat = [l(t) for l, t in zip(self.lateral, taps)]
+        return taps
+
+    def forward(self, x):
+        up = torch.nn.functional.interpolate
+        lat = [l(t) for l, t in zip(self.lateral, self.tapped(x))]
         for i in range(len(lat) - 2, -1, -1):  # top-down: each level plus the coarser one upsampled
             lat[i] = lat[i] + up(lat[i + 1], scale_factor=2.0, mode="nearest")
         outs = [s(p) for s, p in zip(self.smooth, lat)]
@@ -164,10 +179,7 @@ class TextDetector(torch.nn.Module):
 
 
 def make_text_det():
-    torch.manual_seed(SEED + 11)
-    model = TextDetector()
-    calibrate_batchnorm(model, (2, 3, 640, 640))
-    return model
+    return calibrated_cnn(SEED + 11, TextDetector, (2, 3, 640, 640))
 
 
 class DepthwiseSeparable(torch.nn.Module):
@@ -210,10 +222,7 @@ class TextRecognizer(torch.nn.Module):
 
 
 def make_text_rec():
-    torch.manual_seed(SEED + 12)
-    model = TextRecognizer()
-    calibrate_batchnorm(model, (8, 3, 48, 320))
-    return model
+    return calibrated_cnn(SEED + 12, TextRecognizer, (8, 3, 48, 320))
 
 
 class EncoderBlock(torch.nn.Module):
@@ -245,10 +254,8 @@ def make_transformer():
     torch.manual_seed(SEED + 4)
     model = EncoderBlock()
     gen = torch.Generator().manual_seed(SEED + 5)
-    with torch.no_grad():  # non-trivial LayerNorm affine parameters
-        for ln in (model.ln1, model.ln2):
-            ln.weight.copy_(torch.rand(ln.weight.shape, generator=gen) * 0.8 + 0.6)
-            ln.bias.copy_((torch.rand(ln.bias.shape, generator=gen) - 0.5) * 0.2)
+    for ln in (model.ln1, model.ln2):  # non-trivial LayerNorm affine parameters
+        randomize_affine(ln, gen)
     return model.eval()
 
 
@@ -302,8 +309,7 @@ def make_bert_encoder():
     with torch.no_grad():  # BERT's init: N(0, 0.02) weights, zero biases would hide the bias fusion; small ones
         for name, prm in model.named_parameters():
             if "ln" in name:
-                prm.copy_(torch.rand(prm.shape, generator=gen) * 0.8 + 0.6 if name.endswith("weight")
-                          else (torch.rand(prm.shape, generator=gen) - 0.5) * 0.2)
+                prm.copy_(norm_gain(prm.shape, gen) if name.endswith("weight") else norm_shift(prm.shape, gen))
             elif name.endswith("weight"):
                 prm.copy_(torch.randn(prm.shape, generator=gen) * 0.02 * 3)
             else:
