@@ -331,7 +331,8 @@ static void batch_job_run(void *arg) {
   run_batch(b, j->s, j->bt);
   hs_version_give(b->v, j->s);
   /* the batch is closed, so its member list no longer changes; a follower returns (and its record
-   * goes) as soon as we unlock its mutex, so read next first */
+   * goes) as soon as it sees MEMBER_DONE, so read next first and touch nothing of it afterwards
+   * but the futex word's address */
   for (member *mb = j->bt->head->next, *next; mb; mb = next) {
     next = mb->next;
     if (atomic_exchange_explicit(&mb->state, MEMBER_DONE, memory_order_acq_rel) == MEMBER_SLEEPING)
