@@ -23,24 +23,52 @@
  * request at a time on the same session, so each request gets its own outcome and error and one bad
  * request fails no other; outputs that never split turn batching off for the version (logged once).
  * Locks: one mutex per batcher, held only to join or close a batch, never across a wait for a
- * session or a run, and never shared with another model or version; each follower waits on a mutex
- * and condition variable of its own (taken before the batcher's is let go), so the run wakes the
- * followers one by one without them all queueing for the batcher's mutex.
+ * session or a run, and never shared with another model or version.
+ * Wake-ups: each waiting request sleeps on a futex word of its own (a follower on its member record,
+ * the leader on its batch), and whoever wakes it sets the word first and calls FUTEX_WAKE after
+ * letting every lock go, so a woken thread never finds the waker still holding a lock it needs (a
+ * condition variable signalled under its mutex costs a second sleep and wake-up when the woken
+ * thread runs at once on the other core); a follower that has not gone to sleep yet costs no system
+ * call at all. The wake may reach a word whose owner has already returned: that is harmless (the
+ * kernel finds no waiter, or one that treats it as spurious, as every futex user must).
  * Shutdown: nothing to stop. Every batch is run within its leader's delay plus one run;
  * the batcher is freed with its version, which happens only after its last request.
  */
 #include "serving/batch.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/clock.h"
 #include "base/log.h"
 #include "serving/compute.h"
+
+_Static_assert(sizeof(atomic_uint) == sizeof(uint32_t), "a futex word is 32 bits");
+
+/* Sleeps while *w == seen (until deadline, a CLOCK_MONOTONIC time, when not NULL); may return early
+ * (a wake-up, a signal, a stale wake): the caller checks its condition again. ETIMEDOUT once the
+ * deadline has passed, else 0. */
+static int word_wait(atomic_uint *w, unsigned seen, const struct timespec *deadline) {
+  long rc = deadline ? syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET_PRIVATE, seen, deadline, NULL,
+                               FUTEX_BITSET_MATCH_ANY)
+                     : syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+  return rc == -1 && errno == ETIMEDOUT ? ETIMEDOUT : 0;
+}
+
+/* Wakes the thread sleeping on w (after the caller changed *w); w may belong to a record that has
+ * gone since (see Wake-ups in the DESIGN). */
+static void word_wake(atomic_uint *w) { syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }
+
+/* A follower's state word */
+enum { MEMBER_WAITING = 0, MEMBER_DONE = 1, MEMBER_SLEEPING = 2 };
 
 /* One request in a batch; lives on its own thread's stack while it waits. */
 typedef struct member {
@@ -49,9 +77,7 @@ typedef struct member {
   int64_t rows;
   uint64_t arrive_ns;
   int rc;
-  bool done;          /* set by the batch's run under mu */
-  pthread_mutex_t mu; /* the follower's own: its wake-up contends with no other member */
-  pthread_cond_t cv;  /* a follower waits here for done */
+  atomic_uint state;  /* MEMBER_*: the run sets DONE (release) after the member's outputs are delivered */
   struct member *next;
 } member;
 
@@ -61,7 +87,7 @@ typedef struct batch {
   size_t n;
   int64_t rows;
   bool closed;        /* no longer in the open list: nobody may join */
-  pthread_cond_t cv;  /* the leader waits here while it gathers */
+  atomic_uint wake;   /* the leader sleeps on it while it gathers; bumped (under mu) to wake it */
   struct batch *next; /* in hs_batcher.open */
 } batch;
 
@@ -73,7 +99,6 @@ struct hs_batcher {
   int preferred[16];
   size_t n_preferred;
   uint64_t delay_ns;
-  pthread_condattr_t cattr; /* CLOCK_MONOTONIC, for the leader's timed wait */
   pthread_mutex_t mu;
   batch *open;              /* open batches, guarded by mu */
   atomic_bool off;          /* outputs did not split along dim 0: batching stops for this version */
@@ -123,8 +148,6 @@ int hs_batcher_create(hs_version *v, const char *model, const hs_model_config *c
   b->n_preferred = cfg->n_preferred;
   memcpy(b->preferred, cfg->preferred_batch_size, cfg->n_preferred * sizeof b->preferred[0]);
   b->delay_ns = (uint64_t)cfg->max_queue_delay_us * 1000u;
-  pthread_condattr_init(&b->cattr);
-  pthread_condattr_setclock(&b->cattr, CLOCK_MONOTONIC);
   pthread_mutex_init(&b->mu, NULL);
   atomic_init(&b->off, false);
   *out = b;
@@ -134,7 +157,6 @@ int hs_batcher_create(hs_version *v, const char *model, const hs_model_config *c
 void hs_batcher_free(hs_batcher *b) {
   if (!b) return;
   pthread_mutex_destroy(&b->mu);
-  pthread_condattr_destroy(&b->cattr);
   free(b);
 }
 
@@ -144,7 +166,9 @@ void hs_batcher_close(hs_batcher *b) {
   b->retired = true;
   for (batch *bt = b->open; bt; bt = bt->next) {
     bt->closed = true;
-    pthread_cond_signal(&bt->cv); /* its leader stops gathering */
+    atomic_fetch_add_explicit(&bt->wake, 1, memory_order_relaxed);
+    /* under the lock: a leader cannot leave its wait (nor its batch its stack) without taking it */
+    word_wake(&bt->wake); /* its leader stops gathering */
   }
   b->open = NULL;
   pthread_mutex_unlock(&b->mu);
@@ -307,19 +331,31 @@ static void batch_job_run(void *arg) {
   run_batch(b, j->s, j->bt);
   hs_version_give(b->v, j->s);
   /* the batch is closed, so its member list no longer changes; a follower returns (and its record
-   * goes) as soon as we unlock its mutex, so read next first */
+   * goes) as soon as it sees MEMBER_DONE, so read next first and touch nothing of it afterwards
+   * but the futex word's address */
   for (member *mb = j->bt->head->next, *next; mb; mb = next) {
     next = mb->next;
-    pthread_mutex_lock(&mb->mu);
-    mb->done = true;
-    pthread_cond_signal(&mb->cv);
-    pthread_mutex_unlock(&mb->mu);
+    if (atomic_exchange_explicit(&mb->state, MEMBER_DONE, memory_order_acq_rel) == MEMBER_SLEEPING)
+      word_wake(&mb->state);
   }
 }
 
 static void deadline_to_timespec(uint64_t ns, struct timespec *ts) {
   ts->tv_sec = (time_t)(ns / 1000000000u);
   ts->tv_nsec = (long)(ns % 1000000000u);
+}
+
+/* A follower waits until the run has delivered its outputs. */
+static void member_wait(member *me) {
+  for (;;) {
+    unsigned s = MEMBER_WAITING;
+    if (!atomic_compare_exchange_strong_explicit(&me->state, &s, MEMBER_SLEEPING, memory_order_acquire,
+                                                 memory_order_acquire) &&
+        s == MEMBER_DONE)
+      return;
+    word_wait(&me->state, MEMBER_SLEEPING, NULL);
+    if (atomic_load_explicit(&me->state, memory_order_acquire) == MEMBER_DONE) return;
+  }
 }
 
 int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
@@ -330,26 +366,23 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
   for (batch *bt = b->open; bt; bt = bt->next) {
     if (bt->rows + me.rows > b->max_batch_size || !same_trailing(bt->head->req, req)) continue;
     /* follower: join, maybe close it, wait for the leader to run it */
-    pthread_mutex_init(&me.mu, NULL);
-    pthread_cond_init(&me.cv, NULL);
     bt->tail->next = &me;
     bt->tail = &me;
     bt->n++;
     bt->rows += me.rows;
     if (bt->rows >= b->max_batch_size) close_batch(b, bt);
-    if (hs_batch_full(b->preferred, b->n_preferred, b->max_batch_size, (int)bt->rows))
-      pthread_cond_signal(&bt->cv);
-    pthread_mutex_lock(&me.mu); /* before the batcher's: the run cannot mark us done in between */
+    atomic_uint *leader = NULL;
+    if (hs_batch_full(b->preferred, b->n_preferred, b->max_batch_size, (int)bt->rows)) {
+      leader = &bt->wake;
+      atomic_fetch_add_explicit(leader, 1, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&b->mu);
-    while (!me.done) pthread_cond_wait(&me.cv, &me.mu);
-    pthread_mutex_unlock(&me.mu);
-    pthread_cond_destroy(&me.cv);
-    pthread_mutex_destroy(&me.mu);
+    if (leader) word_wake(leader); /* outside the lock, which the leader takes as it wakes */
+    member_wait(&me);
     return me.rc;
   }
   /* leader: open a batch and gather until it is full enough or the delay is over */
   batch bt = {.head = &me, .tail = &me, .n = 1, .rows = me.rows};
-  pthread_cond_init(&bt.cv, &b->cattr);
   bool full = hs_batch_full(b->preferred, b->n_preferred, b->max_batch_size, (int)bt.rows);
   if (bt.rows >= b->max_batch_size || b->retired) {
     bt.closed = true; /* nothing more fits, or the version was swapped out: never open */
@@ -360,8 +393,12 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
   if (!full && !bt.closed && b->delay_ns > 0) {
     struct timespec ts;
     deadline_to_timespec(me.arrive_ns + b->delay_ns, &ts);
-    while (!bt.closed && !hs_batch_full(b->preferred, b->n_preferred, b->max_batch_size, (int)bt.rows) &&
-           pthread_cond_timedwait(&bt.cv, &b->mu, &ts) == 0) {
+    while (!bt.closed && !hs_batch_full(b->preferred, b->n_preferred, b->max_batch_size, (int)bt.rows)) {
+      unsigned seen = atomic_load_explicit(&bt.wake, memory_order_relaxed);
+      pthread_mutex_unlock(&b->mu);
+      int rc = word_wait(&bt.wake, seen, &ts);
+      pthread_mutex_lock(&b->mu);
+      if (rc == ETIMEDOUT) break;
     }
   }
   pthread_mutex_unlock(&b->mu);
@@ -373,6 +410,5 @@ int hs_batch_run(hs_batcher *b, hs_batch_request *req, hs_error *err) {
 
   batch_job job = {.b = b, .s = s, .bt = &bt};
   hs_compute_run_for(hs_version_threads(b->v), batch_job_run, &job); /* runs it, gives s back, wakes the followers */
-  pthread_cond_destroy(&bt.cv);
   return me.rc;
 }
