@@ -73,14 +73,16 @@ static int params_key(const hs_conv_params *p, uint8_t key[32]) {
 
 /* The pre-filter: SAMPLES weights at evenly spaced positions (first and last included). Two
  * weight buffers that differ here cannot be equal; equal samples only make them candidates. */
-static void take_sample(const float *w, size_t wbytes, float out[SAMPLES]) {
+static void take_sample(const void *w, size_t wbytes, float out[SAMPLES]) {
   size_t n = wbytes / sizeof(float);
-  for (size_t i = 0; i < SAMPLES; i++) memcpy(&out[i], &w[n > 1 ? i * (n - 1) / (SAMPLES - 1) : 0], sizeof(float));
+  const char *at = w; /* bytes: the decoder's come straight from the file, not float-aligned */
+  for (size_t i = 0; i < SAMPLES; i++)
+    memcpy(&out[i], at + (n > 1 ? i * (n - 1) / (SAMPLES - 1) : 0) * sizeof(float), sizeof(float));
 }
 
 /* Whether registered kernel e's weights are byte for byte w: its weights are read back into ONNX's
  * layout (an exact reorder) and compared. Called with the lock held, so e stays alive. */
-static int weights_equal(const entry *e, const float *w) {
+static int weights_equal(const entry *e, const void *w) {
   float *back = malloc(e->wbytes);
   hs_error err;
   int eq = back && hs_kernel_conv_weights(e->k, back, e->wbytes, &err) == 0 && memcmp(back, w, e->wbytes) == 0;
