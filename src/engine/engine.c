@@ -16,6 +16,7 @@
 
 #include "base/log.h"
 #include "kernels/kernels.h"
+#include "kernels/kshare.h"
 #include "onnx/onnx.h"
 #include "ops/ops.h"
 
@@ -99,6 +100,81 @@ static int trial_plans(hs_engine_model *m, hs_error *err) {
   return rc;
 }
 
+/* ---- weights shared at decode time ----------------------------------------------------------- */
+
+/* hs_onnx_share's find: an initializer that is byte for byte a registered Conv kernel's weights
+ * (kernels/kshare.h) is not copied; the value refers to that kernel. */
+static int share_find(void *user, const void *bytes, size_t nbytes, void **ref) {
+  (void)user;
+  hs_kernel *k;
+  if (hs_kshare_find_weights(bytes, nbytes, &k) != 1) return 0;
+  *ref = k;
+  return 1;
+}
+
+static void share_release(void *ref) { hs_kernel_destroy(ref); }
+
+static const hs_onnx_share k_share = {.find = share_find, .release = share_release};
+
+/* Whether value v, left by the decoder as a reference to a shared kernel, may stay so: its one
+ * reader is a Conv taking it as weights, whose input is not a constant (constant folding would need
+ * the bytes) and whose output no BatchNormalization reads (folding it rewrites the weights). A graph
+ * with subgraphs, or a subgraph, gives every value its bytes back: a subgraph may read an outer
+ * value by name. */
+static bool shared_ref_stays(const hs_graph *g, int v, bool has_subgraphs) {
+  const hs_value *val = &g->values[v];
+  if (has_subgraphs || val->n_uses != 1) return false;
+  for (int k = 0; k < g->n_outputs; k++)
+    if (g->outputs[k] == v) return false;
+  const hs_node *conv = NULL;
+  for (int i = 0; i < g->n_nodes && !conv; i++) {
+    const hs_node *n = &g->nodes[i];
+    for (int k = 0; !n->dead && k < n->n_in; k++)
+      if (n->in[k] == v) {
+        if (n->op != HS_OP_Conv || k != 1 || n->n_out < 1) return false;
+        conv = n;
+      }
+  }
+  if (!conv || conv->in[0] < 0 || g->values[conv->in[0]].kind == HS_VAL_CONST) return false;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const hs_node *n = &g->nodes[i];
+    if (n->dead || n->op != HS_OP_BatchNormalization) continue;
+    for (int k = 0; k < n->n_in; k++)
+      if (n->in[k] == conv->out[0]) return false;
+  }
+  return true;
+}
+
+/* Gives back its bytes to every value the decoder shared where the sharing may not stay
+ * (shared_ref_stays): the shared kernel writes its weights back in ONNX's layout (exact). */
+static bool has_subgraphs(const hs_engine_model *m) {
+  const hs_graph *g = &m->g;
+  bool any = m->is_sub;
+  for (int i = 0; i < g->n_nodes && !any; i++)
+    for (int a = 0; a < g->nodes[i].n_attrs; a++) any |= g->nodes[i].attrs[a].type == HS_ATTR_GRAPH;
+  return any;
+}
+
+/* had_subgraphs: has_subgraphs() before the If folding, which may inline a branch. */
+static int resolve_shared_refs(hs_engine_model *m, bool had_subgraphs, hs_error *err) {
+  hs_graph *g = &m->g;
+  for (int v = 0; v < g->n_values; v++) {
+    hs_value *val = &g->values[v];
+    if (!val->ref || shared_ref_stays(g, v, had_subgraphs)) continue;
+    void *data = malloc(val->nbytes);
+    if (!data) return hs_error_set(err, HS_NO_MEMORY, "out of memory for '%s'", val->name);
+    int rc = hs_kernel_conv_weights(val->ref, data, val->nbytes, err);
+    if (rc) {
+      free(data);
+      return hs_error_prefix(err, "initializer '%s'", val->name);
+    }
+    val->ref_free(val->ref);
+    val->ref = NULL;
+    val->data = data;
+  }
+  return 0;
+}
+
 int hs_engine_compile_graph(hs_engine_model *m, const hs_backend_options *opts, hs_error *err) {
   int rc;
   hs_graph *g = &m->g;
@@ -109,9 +185,11 @@ int hs_engine_compile_graph(hs_engine_model *m, const hs_backend_options *opts, 
   hs_kernels_set_threads(m->threads);
 
   int folded;
+  bool had_subgraphs = has_subgraphs(m);
   if ((rc = hs_fold_const_ifs(g, &folded, err)) || (rc = hs_subgraphs_compile(m, opts, err))) return rc;
   for (int i = 0; i < g->n_nodes; i++)
     if (!g->nodes[i].dead && (rc = hs_op_bind(&g->nodes[i], g, err))) return rc;
+  if ((rc = resolve_shared_refs(m, had_subgraphs, err))) return rc;
   for (int k = 0; k < g->n_outputs; k++) {
     const hs_value *v = &g->values[g->outputs[k]];
     if (v->kind == HS_VAL_INTERMEDIATE && v->producer < 0) {
@@ -231,6 +309,8 @@ int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *
   /* files == NULL would mean "external data from disk": an empty list must still mean "none" */
   static const hs_backend_file k_none;
   hs_onnx_source src = {.files = files ? files : &k_none, .n_files = files ? n_files : 0};
+  /* Conv weights another loaded model's kernels hold are not copied (kernels/kshare.h) */
+  if (hs_kshare_enabled()) src.share = &k_share;
   int rc = hs_onnx_decode_model_src(model, len, &src, &g, err);
   /* the decoded graph owns copies of everything it needs: the caller may free the bytes now */
   if (opts && opts->bytes_done) opts->bytes_done(opts->bytes_done_user);

@@ -40,6 +40,7 @@ void hs_graph_free(hs_graph *g) {
   for (int i = 0; i < g->n_values; i++) {
     free(g->values[i].name);
     free(g->values[i].data);
+    if (g->values[i].ref) g->values[i].ref_free(g->values[i].ref);
   }
   free(g->values);
   free(g->nodes);
@@ -148,6 +149,8 @@ void hs_graph_release_const(hs_graph *g, int v) {
   if (val->kind != HS_VAL_CONST) return;
   free(val->data);
   val->data = NULL; /* nbytes stays: the value keeps its shape */
+  if (val->ref) val->ref_free(val->ref);
+  val->ref = NULL;
 }
 
 size_t hs_graph_const_bytes(const hs_graph *g) {

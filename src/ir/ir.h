@@ -62,6 +62,11 @@ typedef struct hs_value {
   void *data;              /* HS_VAL_CONST: the contents (malloc'ed, owned); NULL with nbytes > 0
                               once released (hs_graph_release_const): its reader's state holds them */
   size_t nbytes;
+  /* HS_VAL_CONST decoded without data of its own (data NULL): a reference to an identical copy held
+   * outside the graph, e.g. a Conv kernel of another loaded version (engine.c, kernels/kshare.h);
+   * the graph releases it with ref_free when the value is released or freed. NULL otherwise. */
+  void *ref;
+  void (*ref_free)(void *ref);
   int producer;            /* node index, -1 for inputs and constants */
   int input_index;         /* position among graph inputs, or -1 */
   int n_uses;              /* how many node inputs read it (filled by hs_graph_finish) */

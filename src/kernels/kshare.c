@@ -7,9 +7,15 @@
 #include "kernels/cpu_dnnl.h"
 #include "kernels/kshare.h"
 
+#define SAMPLES 16 /* weights read at evenly spaced positions for the pre-key */
+
 typedef struct entry {
   struct entry *next;
-  uint8_t key[32];
+  uint8_t pkey[32];          /* SHA-256 of the parameters (all but batch, weights and bias) */
+  size_t wbytes;             /* weight bytes in ONNX's layout */
+  float wsample[SAMPLES];    /* weights at sample_at(), as bytes */
+  float *bias;               /* a copy of the bias (out_c floats), NULL when none */
+  size_t bias_bytes;
   hs_kernel *k;
   int refs;
   size_t bytes;
@@ -20,7 +26,7 @@ static entry *g_head;
 static hs_kshare_stats g_stats;
 static _Thread_local hs_kshare_stats t_stats;
 
-static int sharing_enabled(void) {
+int hs_kshare_enabled(void) {
   const char *e = getenv("HOTSERVE_KERNEL_SHARE");
   return !(e && strcmp(e, "0") == 0);
 }
@@ -29,21 +35,26 @@ static void put_i64(hs_sha256_ctx *c, int64_t v) { hs_sha256_update(c, &v, sizeo
 
 static void put_f32(hs_sha256_ctx *c, float v) { hs_sha256_update(c, &v, sizeof v); }
 
-/* SHA-256 over every field that decides the kernel's results, fields written one by one (no
- * struct padding), then the weights' and the bias's bytes. */
-static int conv_key(const hs_conv_params *p, uint8_t key[32]) {
+/* Elements in p's weights. */
+static int64_t weight_count(const hs_conv_params *p) {
+  int64_t n = p->out_c / p->groups * p->in_c;
+  for (int i = 0; i < p->nsp; i++) n *= p->kernel[i];
+  return n;
+}
+
+/* SHA-256 over every parameter that decides the kernel's results besides its weights and bias,
+ * fields written one by one (no struct padding). A few hundred bytes: cheap. */
+static int params_key(const hs_conv_params *p, uint8_t key[32]) {
   hs_sha256_ctx *c = hs_sha256_begin();
   if (!c) return -1;
-  hs_sha256_update(c, "conv/1", 6);
+  hs_sha256_update(c, "conv/2", 6);
   const int64_t head[] = {p->device, p->src_layout, p->dst_layout, p->res_layout, p->transposed,
                           p->nsp,    p->in_c,       p->out_c,      p->groups};
   for (size_t i = 0; i < sizeof head / sizeof head[0]; i++) put_i64(c, head[i]);
-  int64_t wcount = p->out_c / p->groups * p->in_c;
   for (int i = 0; i < p->nsp; i++) {
     const int64_t f[] = {p->in[i], p->out[i], p->kernel[i], p->stride[i], p->dilation[i], p->pad_begin[i],
                          p->pad_end[i]};
     for (size_t j = 0; j < sizeof f / sizeof f[0]; j++) put_i64(c, f[j]);
-    wcount *= p->kernel[i];
   }
   put_i64(c, p->post.count);
   for (int i = 0; i < p->post.count && i < HS_KERNEL_MAX_POST; i++) {
@@ -54,18 +65,34 @@ static int conv_key(const hs_conv_params *p, uint8_t key[32]) {
     put_f32(c, o->beta);
     put_f32(c, o->scale);
   }
-  put_i64(c, wcount);
-  hs_sha256_update(c, p->weights, (size_t)wcount * sizeof(float));
+  put_i64(c, weight_count(p));
   put_i64(c, p->bias != NULL);
-  if (p->bias) hs_sha256_update(c, p->bias, (size_t)p->out_c * sizeof(float));
   hs_sha256_end(c, key);
   return 0;
 }
 
-static entry *find(const uint8_t key[32]) {
-  for (entry *e = g_head; e; e = e->next)
-    if (memcmp(e->key, key, 32) == 0) return e;
-  return NULL;
+/* The pre-filter: SAMPLES weights at evenly spaced positions (first and last included). Two
+ * weight buffers that differ here cannot be equal; equal samples only make them candidates. */
+static void take_sample(const void *w, size_t wbytes, float out[SAMPLES]) {
+  size_t n = wbytes / sizeof(float);
+  const char *at = w; /* bytes: the decoder's come straight from the file, not float-aligned */
+  for (size_t i = 0; i < SAMPLES; i++)
+    memcpy(&out[i], at + (n > 1 ? i * (n - 1) / (SAMPLES - 1) : 0) * sizeof(float), sizeof(float));
+}
+
+/* Whether registered kernel e's weights are byte for byte w: its weights are read back into ONNX's
+ * layout (an exact reorder) and compared. Called with the lock held, so e stays alive. */
+static int weights_equal(const entry *e, const void *w) {
+  float *back = malloc(e->wbytes);
+  hs_error err;
+  int eq = back && hs_kernel_conv_weights(e->k, back, e->wbytes, &err) == 0 && memcmp(back, w, e->wbytes) == 0;
+  free(back);
+  return eq;
+}
+
+static int bias_equal(const entry *e, const hs_conv_params *p) {
+  if (!p->bias || !e->bias) return !p->bias && !e->bias;
+  return e->bias_bytes == (size_t)p->out_c * sizeof(float) && memcmp(e->bias, p->bias, e->bias_bytes) == 0;
 }
 
 static void count(uint64_t *n, uint64_t *bytes, size_t b) {
@@ -73,42 +100,121 @@ static void count(uint64_t *n, uint64_t *bytes, size_t b) {
   *bytes += b;
 }
 
+static void take(entry *e, hs_kernel **out, int *shared) {
+  e->refs++;
+  *out = e->k;
+  if (shared) *shared = 1;
+  count(&g_stats.hits, &g_stats.hit_bytes, e->bytes);
+  count(&t_stats.hits, &t_stats.hit_bytes, e->bytes);
+}
+
+/* Registers the kernel just built from p (with the lock held). Out of memory for the entry: the
+ * kernel works, unshared. */
+static void add(const hs_conv_params *p, const uint8_t pkey[32], hs_kernel *k) {
+  entry *e = calloc(1, sizeof *e);
+  size_t bias_bytes = p->bias ? (size_t)p->out_c * sizeof(float) : 0;
+  if (e && bias_bytes && !(e->bias = malloc(bias_bytes))) {
+    free(e);
+    e = NULL;
+  }
+  if (!e) return;
+  memcpy(e->pkey, pkey, 32);
+  e->wbytes = (size_t)weight_count(p) * sizeof(float);
+  take_sample(p->weights, e->wbytes, e->wsample);
+  if (bias_bytes) memcpy(e->bias, p->bias, bias_bytes);
+  e->bias_bytes = bias_bytes;
+  e->k = k;
+  e->refs = 1;
+  e->bytes = hs_kernel_conv_owned_weight_bytes(k);
+  e->next = g_head;
+  g_head = e;
+  k->share = e;
+  g_stats.kernels++;
+  g_stats.bytes += e->bytes;
+  count(&g_stats.builds, &g_stats.build_bytes, e->bytes);
+  count(&t_stats.builds, &t_stats.build_bytes, e->bytes);
+}
+
+/* Whether p is a conv the registry may key: the constructor validates shapes, the key reads only
+ * what it would accept. */
+static int keyable(const hs_conv_params *p) {
+  return !p->weights_from && p->groups >= 1 && p->nsp >= 1 && p->nsp <= 3 && p->in_c >= 1 && p->out_c >= 1 &&
+         p->out_c % p->groups == 0;
+}
+
 int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_error *err) {
   *out = NULL;
   if (shared) *shared = 0;
-  uint8_t key[32];
-  /* Shapes are validated by the constructor; hash only what it would accept. */
-  if (!sharing_enabled() || !p->weights || p->weights_from || p->groups < 1 || p->nsp < 1 || p->nsp > 3 ||
-      p->in_c < 1 || p->out_c < 1 || conv_key(p, key) != 0)
+  uint8_t pkey[32];
+  if (!hs_kshare_enabled() || !p->weights || !keyable(p) || params_key(p, pkey) != 0)
     return hs_kernel_conv_create(p, out, err);
+  size_t wbytes = (size_t)weight_count(p) * sizeof(float);
+  float sample[SAMPLES];
+  take_sample(p->weights, wbytes, sample);
   /* Built under the lock: two loads of the same content then build it once. Loads are serialised
    * by the loader anyway, so this costs no parallelism in the server. */
   pthread_mutex_lock(&g_lock);
-  entry *e = find(key);
   int rc = 0;
-  if (e) {
+  entry *e = g_head;
+  for (; e; e = e->next) /* pre-key first; only a candidate's weights are compared in full */
+    if (memcmp(e->pkey, pkey, 32) == 0 && e->wbytes == wbytes && memcmp(e->wsample, sample, sizeof sample) == 0 &&
+        bias_equal(e, p) && weights_equal(e, p->weights))
+      break;
+  if (e) take(e, out, shared);
+  else if ((rc = hs_kernel_conv_create(p, out, err)) == 0) add(p, pkey, *out);
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
+int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref) {
+  *ref = NULL;
+  if (!hs_kshare_enabled() || nbytes < sizeof(float) || nbytes % sizeof(float)) return 0;
+  float sample[SAMPLES];
+  take_sample(w, nbytes, sample);
+  pthread_mutex_lock(&g_lock);
+  entry *e = g_head;
+  for (; e; e = e->next)
+    if (e->wbytes == nbytes && memcmp(e->wsample, sample, sizeof sample) == 0 && weights_equal(e, w)) break;
+  if (e) { /* a reference, not a hit: hs_kshare_conv_from counts what the load takes */
     e->refs++;
-    *out = e->k;
-    if (shared) *shared = 1;
-    count(&g_stats.hits, &g_stats.hit_bytes, e->bytes);
-    count(&t_stats.hits, &t_stats.hit_bytes, e->bytes);
-  } else if ((rc = hs_kernel_conv_create(p, out, err)) == 0) {
-    e = calloc(1, sizeof *e);
-    if (e) { /* out of memory for the entry: the kernel works, unshared */
-      memcpy(e->key, key, 32);
-      e->k = *out;
-      e->refs = 1;
-      e->bytes = hs_kernel_conv_owned_weight_bytes(*out);
-      e->next = g_head;
-      g_head = e;
-      (*out)->share = e;
-      g_stats.kernels++;
-      g_stats.bytes += e->bytes;
-      count(&g_stats.builds, &g_stats.build_bytes, e->bytes);
-      count(&t_stats.builds, &t_stats.build_bytes, e->bytes);
-    }
+    *ref = e->k;
+    count(&g_stats.found, &g_stats.found_bytes, nbytes);
+    count(&t_stats.found, &t_stats.found_bytes, nbytes);
   }
   pthread_mutex_unlock(&g_lock);
+  return e != NULL;
+}
+
+int hs_kshare_conv_from(const hs_conv_params *p, const hs_kernel *src, hs_kernel **out, int *shared,
+                        hs_error *err) {
+  *out = NULL;
+  if (shared) *shared = 0;
+  if (p->weights || p->weights_from || !src || !keyable(p))
+    return hs_error_set(err, HS_INTERNAL, "conv: shared weights without a registered source");
+  size_t wbytes = (size_t)weight_count(p) * sizeof(float);
+  uint8_t pkey[32];
+  int ok = params_key(p, pkey) == 0;
+  pthread_mutex_lock(&g_lock);
+  entry *e = src->share;
+  /* src's weights are this conv's (the decoder compared them): with the same parameters and bias,
+   * src is the kernel a build would make */
+  if (ok && e && memcmp(e->pkey, pkey, 32) == 0 && e->wbytes == wbytes && bias_equal(e, p)) {
+    take(e, out, shared);
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+  }
+  pthread_mutex_unlock(&g_lock);
+  /* other parameters (post-ops, layouts, shapes) or another bias: build from src's weights, read
+   * back in ONNX's layout */
+  float *w = malloc(wbytes ? wbytes : 1);
+  if (!w) return hs_error_set(err, HS_NO_MEMORY, "out of memory for conv weights");
+  int rc = hs_kernel_conv_weights(src, w, wbytes, err);
+  if (rc == 0) {
+    hs_conv_params q = *p;
+    q.weights = w;
+    rc = hs_kshare_conv(&q, out, shared, err);
+  }
+  free(w);
   return rc;
 }
 
@@ -126,6 +232,7 @@ int hs__kshare_release(hs_kernel *k) {
     g_stats.kernels--;
     g_stats.bytes -= e->bytes;
     k->share = NULL;
+    free(e->bias);
     free(e);
   }
   pthread_mutex_unlock(&g_lock);

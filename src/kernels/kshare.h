@@ -5,16 +5,33 @@
 /*
  * DESIGN
  * Two versions of a model often hold byte-identical layers (a new head on a frozen backbone). A
- * convolution kernel is fully determined by its parameters, its weights and its bias, so
- * hs_kshare_conv keys it by the SHA-256 of all three (every field of hs_conv_params except the
- * batch, which only picks a variant, and the pointers, whose bytes are hashed instead). When the key
- * is registered, the caller gets a reference to that kernel instead of copying and reordering the
- * weights again; otherwise it builds the kernel and registers it. A kernel is thread-safe once built
- * (variant 0 and its reordered weights are immutable; later batch variants are added under the
- * kernel's own lock, as when two sessions of one version plan at once), so two versions may run it
- * at the same time. hs_kernel_destroy on a registered kernel drops one reference; the last one
- * removes it from the registry and frees it. One mutex guards the registry; lookups happen at load
- * and plan time only, never per run. HOTSERVE_KERNEL_SHARE=0 in the environment turns sharing off.
+ * convolution kernel is fully determined by its parameters, its weights and its bias (every field
+ * of hs_conv_params except the batch, which only picks a variant). When a kernel with the same
+ * content is registered, the caller gets a reference to it instead of copying and reordering the
+ * weights again; otherwise it builds the kernel and registers it.
+ *
+ * Matching is exact and cheap when nothing matches. An entry keeps a pre-key: the SHA-256 of the
+ * parameters (a few hundred bytes), the weights' size and 16 weights sampled at fixed positions,
+ * and a copy of the bias. A lookup computes the same for its conv; only an entry equal in all of
+ * them is a candidate, and a candidate is confirmed by comparing the weights in full: the entry's
+ * kernel writes its weights back in ONNX's layout (an exact reorder) and memcmp decides. A first
+ * load, where nothing is registered or nothing matches, thus reads 16 weights per conv, not all of
+ * them; the full comparison runs only where sharing is likely.
+ *
+ * Two ways in. hs_kshare_conv, when a conv kernel is built from weights in memory. And, earlier, at
+ * decode time: hs_kshare_find_weights tells the ONNX decoder (through the engine's hs_onnx_share
+ * hook) that an initializer's bytes, still in the file buffer, are a registered kernel's weights;
+ * the decoder then copies nothing and the graph value holds a reference to that kernel, from which
+ * hs_kshare_conv_from later takes the kernel (same parameters and bias) or builds one from its
+ * weights read back (anything else differs). A version whose Convs are all shared thus never
+ * materialises their float weights.
+ *
+ * A kernel is thread-safe once built (variant 0 and its reordered weights are immutable; later batch
+ * variants are added under the kernel's own lock, as when two sessions of one version plan at once),
+ * so two versions may run it at the same time. hs_kernel_destroy on a registered kernel drops one
+ * reference; the last one removes it from the registry and frees it. One mutex guards the registry;
+ * lookups happen at load and plan time only, never per run. HOTSERVE_KERNEL_SHARE=0 in the
+ * environment turns sharing off (both ways in).
  */
 
 #include <stddef.h>
@@ -29,6 +46,8 @@ typedef struct hs_kshare_stats {
   uint64_t hit_bytes;    /* weight bytes those hits did not copy */
   uint64_t builds;       /* kernels built and registered, since start */
   uint64_t build_bytes;  /* their weight bytes */
+  uint64_t found;        /* initializers hs_kshare_find_weights matched (the decoder copied none), since start */
+  uint64_t found_bytes;  /* their bytes, in ONNX's layout */
 } hs_kshare_stats;
 
 /* A conv kernel for p (p->weights required; p->weights_from must be NULL): a reference to the
@@ -36,6 +55,21 @@ typedef struct hs_kshare_stats {
  * 1 when it was already registered. Release with hs_kernel_destroy. Returns 0 or the constructor's
  * error. */
 int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_error *err);
+
+/* Whether sharing is on (HOTSERVE_KERNEL_SHARE is not "0"). */
+int hs_kshare_enabled(void);
+
+/* At decode time: when a registered conv kernel's weights, in ONNX's layout, are byte for byte
+ * w[0..nbytes) (compared in full), takes a reference to that kernel into *ref and returns 1; else
+ * 0. Release the reference with hs_kernel_destroy. Counts no hit: the kernel is not in use yet. */
+int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref);
+
+/* A conv kernel for p whose weights are src's (a reference from hs_kshare_find_weights; p->weights
+ * and p->weights_from NULL): src itself, one more reference, when p's parameters and bias are the
+ * ones it was built with; otherwise a kernel built (or found) from src's weights read back, as
+ * hs_kshare_conv. Release with hs_kernel_destroy; src stays the caller's. */
+int hs_kshare_conv_from(const hs_conv_params *p, const hs_kernel *src, hs_kernel **out, int *shared,
+                        hs_error *err);
 
 /* The registry's counters now. */
 void hs_kshare_get_stats(hs_kshare_stats *s);

@@ -153,8 +153,8 @@ static const hs_backend_file *find_external(const hs_onnx_source *src, const cha
 /* Copies `want` bytes at offset of an external file given in memory (src->files), after checking
  * they exist in it. A location that is not among the files is an error: the caller handed over
  * every file the model may read (the verified bytes), so nothing is read from disk. */
-static int copy_external(const hs_onnx_source *src, const char *location, int64_t offset, int64_t length,
-                         size_t want, void **out, hs_error *err) {
+static int locate_external(const hs_onnx_source *src, const char *location, int64_t offset, int64_t length,
+                           size_t want, const void **at, hs_error *err) {
   int rc = check_location(location, err);
   if (rc) return rc;
   const hs_backend_file *f = find_external(src, location);
@@ -163,9 +163,18 @@ static int copy_external(const hs_onnx_source *src, const char *location, int64_
   if (offset < 0 || (uint64_t)length != want || (uint64_t)offset > f->len || (uint64_t)length > f->len - (uint64_t)offset)
     return hs_error_set(err, HS_PARSE, "external data '%s': offset %lld length %lld do not fit the file (%zu bytes) "
                         "or the tensor (%zu bytes)", location, (long long)offset, (long long)length, f->len, want);
+  *at = (const char *)f->data + offset;
+  return 0;
+}
+
+static int copy_external(const hs_onnx_source *src, const char *location, int64_t offset, int64_t length,
+                         size_t want, void **out, hs_error *err) {
+  const void *at = NULL;
+  int rc = locate_external(src, location, offset, length, want, &at, err);
+  if (rc) return rc;
   char *dst = malloc(want ? want : 1);
   if (!dst) return hs_error_set(err, HS_NO_MEMORY, "out of memory for external data '%s'", location);
-  if (want) memcpy(dst, (const char *)f->data + offset, want);
+  if (want) memcpy(dst, at, want);
   *out = dst;
   return 0;
 }
@@ -434,14 +443,36 @@ static int tensor_data(const void *buf, size_t len, const hs_onnx_source *src, c
   return rc;
 }
 
+/* Offers a weight-like tensor whose bytes are in memory to src->share before it is copied (onnx.h,
+ * hs_onnx_share). Returns 1 with *ref taken when an identical copy is held elsewhere, 0 otherwise
+ * (also when the bytes are not where they should be: tensor_data then reports that). */
+static int share_tensor(const hs_onnx_source *src, const tensor_fields *tf, const hs_tensor *t, size_t nbytes,
+                        void **ref) {
+  const hs_onnx_share *sh = src->share;
+  if (!sh || t->dtype != HS_DT_FLOAT32 || t->ndim < 3 || nbytes < HS_ONNX_SHARE_MIN_BYTES) return 0;
+  const void *at = NULL;
+  hs_error ignored;
+  if (tf->external) {
+    if (!src->files || !tf->location ||
+        locate_external(src, tf->location, tf->ext_offset, tf->ext_length, nbytes, &at, &ignored))
+      return 0;
+  } else if (tf->has_raw && tf->raw_len == nbytes) {
+    at = tf->raw;
+  } else {
+    return 0;
+  }
+  return sh->find(sh->user, at, nbytes, ref) == 1;
+}
+
 static int decode_tensor(const void *buf, size_t len, const hs_onnx_source *src, hs_tensor *out, char **name_out,
-                         hs_error *err) {
+                         void **ref, hs_error *err) {
   tensor_fields tf = {.ext_length = -1};
   size_t nbytes = 0;
   void *data = NULL;
   int rc = read_tensor_fields(buf, len, &tf, err);
   if (rc == 0) rc = tensor_shape(&tf, out, &nbytes, err);
-  if (rc == 0) rc = tensor_data(buf, len, src, &tf, out, nbytes, &data, err);
+  int shared = rc == 0 && ref && share_tensor(src, &tf, out, nbytes, ref);
+  if (rc == 0 && !shared) rc = tensor_data(buf, len, src, &tf, out, nbytes, &data, err);
   if (rc) {
     tensor_fields_free(&tf);
     return rc;
@@ -459,14 +490,16 @@ static int decode_tensor(const void *buf, size_t len, const hs_onnx_source *src,
 int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_tensor *out, char **name,
                           hs_error *err) {
   hs_onnx_source src = {.base_dir = base_dir};
-  return decode_tensor(buf, len, &src, out, name, err);
+  return decode_tensor(buf, len, &src, out, name, NULL, err);
 }
 
-static int decode_tensor_msg(hs_pb *r, const hs_onnx_source *src, hs_tensor *t, char **name, hs_error *err) {
+/* ref: NULL, or where an initializer's shared reference goes (share_tensor). */
+static int decode_tensor_msg(hs_pb *r, const hs_onnx_source *src, hs_tensor *t, char **name, void **ref,
+                             hs_error *err) {
   const uint8_t *d;
   size_t n;
   if (hs_pb_bytes(r, &d, &n)) return BAD(err, "tensor past the end");
-  return decode_tensor(d, n, src, t, name, err);
+  return decode_tensor(d, n, src, t, name, ref, err);
 }
 
 /* ---- ValueInfoProto --------------------------------------------------------------------------- */
@@ -603,7 +636,7 @@ static int decode_attr(hs_pb *r, const hs_onnx_source *src, hs_attr *a, hs_error
         if (a->tensor) { free(a->tensor->t.data); free(a->tensor); a->tensor = NULL; }
         a->tensor = calloc(1, sizeof *a->tensor);
         if (!a->tensor) { rc = hs_error_set(err, HS_NO_MEMORY, "out of memory"); break; }
-        rc = decode_tensor_msg(&m, src, &a->tensor->t, NULL, err);
+        rc = decode_tensor_msg(&m, src, &a->tensor->t, NULL, NULL, err);
         seen |= 1 << HS_ATTR_TENSOR;
         break;
       }
@@ -899,8 +932,11 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
     if (f == 5 && w == HS_PB_BYTES) {
       hs_tensor t;
       char *name = NULL;
+      void *ref = NULL;
       int v;
-      if ((rc = decode_tensor_msg(&r, src, &t, &name, err))) return hs_error_prefix(err, "initializer");
+      /* only the main graph's: a subgraph's are read where the engine does not look (engine.c) */
+      if ((rc = decode_tensor_msg(&r, src, &t, &name, depth == 1 ? &ref : NULL, err)))
+        return hs_error_prefix(err, "initializer");
       rc = name[0] ? hs_graph_add_value(g, name, HS_VAL_CONST, &v, err)
                    : hs_error_set(err, HS_PARSE, "malformed model: initializer without a name");
       if (rc == 0) {
@@ -910,8 +946,13 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
         val->dtype = t.dtype;
         val->ndim = t.ndim;
         memcpy(val->dims, t.dims, sizeof val->dims);
+        if (ref) { /* an identical copy is held elsewhere: the value refers to it (hs_onnx_share) */
+          val->ref = ref;
+          val->ref_free = src->share->release;
+        }
       } else {
         free(t.data);
+        if (ref) src->share->release(ref);
       }
       free(name);
       if (rc) return rc;

@@ -18,11 +18,27 @@ int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_g
  * (hs_backend_file: a path relative to the model's folder and its bytes, e.g. the bytes the
  * repository verified), never from disk; a location not among them is HS_NOT_FOUND. Otherwise
  * from files under base_dir as above (NULL: external data refused). */
+typedef struct hs_onnx_share hs_onnx_share;
 typedef struct hs_onnx_source {
   const char *base_dir;
   const hs_backend_file *files;
   size_t n_files;
+  const hs_onnx_share *share; /* optional: see hs_onnx_share */
 } hs_onnx_source;
+
+/* Optional hook that lets a load reuse weights another loaded model already holds instead of
+ * copying them. The decoder offers find() every float32 initializer of rank >= 3 and at least
+ * HS_ONNX_SHARE_MIN_BYTES whose bytes are in memory (raw_data, or external data from src->files),
+ * before copying it: bytes points into the caller's buffer, valid only during the call. find
+ * returns 1 when it took *ref, a reference to an identical copy (exact: it compares the bytes);
+ * the value then gets no data (data NULL, hs_value.ref = *ref, hs_value.ref_free = release) and
+ * its reader must take the contents from the reference (engine.c). 0: the decoder copies as usual. */
+#define HS_ONNX_SHARE_MIN_BYTES 4096
+struct hs_onnx_share {
+  int (*find)(void *user, const void *bytes, size_t nbytes, void **ref);
+  void (*release)(void *ref);
+  void *user;
+};
 
 /* hs_onnx_decode_model with external data from src. buf is only read during the call. */
 int hs_onnx_decode_model_src(const void *buf, size_t len, const hs_onnx_source *src, hs_graph *g, hs_error *err);

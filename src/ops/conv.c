@@ -20,6 +20,11 @@
  * residual that broadcasts), then reads the holder's weights back in ONNX's layout into its scratch
  * (hs_kernel_conv_weights). The state changes only while compiling, single-threaded; after that it
  * is read-only like the rest of the model.
+ * Weights another loaded version's kernel already holds never get a graph copy: the decoder left
+ * the value as a reference to that kernel (hs_value.ref, kernels/kshare.h), which is the holder from
+ * the start; the first kernel is then that kernel itself when the parameters and bias agree
+ * (hs_kshare_conv_from), or one built from its weights read back, and the reference goes at
+ * release_weights() like a graph copy would.
  * The state is owned by the node and freed with the graph (node->free_state).
  */
 #include <stdatomic.h>
@@ -60,7 +65,8 @@ typedef struct conv_state {
   const float *w;         /* the graph's weights, or NULL once released to `holder` */
   const float *b;         /* graph constant: lives as long as the model */
   size_t w_bytes;         /* size of the weights in ONNX's layout */
-  const hs_kernel *holder; /* after the release: the cached kernel that holds the only copy */
+  const hs_kernel *holder; /* after the release: the cached kernel that holds the only copy; with
+                              weights shared at decode time, the graph's reference until then */
 } conv_state;
 
 static const hs_conv_attrs *attrs_of(const hs_node *n) { return (const hs_conv_attrs *)n->params.bytes; }
@@ -315,7 +321,9 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
    * under the cache's lock; slot 0, once counted, is published and stays for the model's life. */
   const hs_kcache *cache = &c->st->cache;
   if (atomic_load_explicit(&cache->n, memory_order_acquire) > 0) p.weights_from = cache->slot[0].k;
-  else p.weights = c->st->w;
+  else if (c->st->w) p.weights = c->st->w;
+  else if (c->st->holder) /* shared at decode time: the kernel holding these weights (kshare.h) */
+    return hs_kshare_conv_from(&p, c->st->holder, out, NULL, err);
   if (!p.weights && !p.weights_from) return hs_error_set(err, HS_INTERNAL, "conv: the weights were released");
   /* a kernel with the same content another version built is shared, not rebuilt (kshare.h) */
   return hs_kshare_conv(&p, out, NULL, err);
@@ -348,7 +356,9 @@ static void free_state(void *p) {
 static void release_weights(hs_node *n, hs_graph *g) {
   conv_state *st = n->state;
   hs_value *w = &g->values[n->in[1]];
-  if (!st || !st->w || w->data != st->w || w->n_uses != 1) return; /* shared: the graph keeps them */
+  if (!st || w->n_uses != 1) return; /* shared: the graph keeps them */
+  int by_ref = !st->w && w->ref && st->holder == w->ref; /* shared at decode time */
+  if (!by_ref && (!st->w || w->data != st->w)) return;
   int have = atomic_load_explicit(&st->cache.n, memory_order_acquire);
   if (have < 1) return; /* no kernel yet (the trial plans took plain C): keep them for the first one */
   st->holder = st->cache.slot[0].k;
@@ -360,13 +370,14 @@ static void release_weights(hs_node *n, hs_graph *g) {
 static int conv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   const hs_value *w = &g->values[n->in[1]];
   const hs_value *b = n->n_in > 2 && n->in[2] >= 0 ? &g->values[n->in[2]] : NULL;
-  if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || !w->data ||
+  if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || (!w->data && !w->ref) ||
       (b && (b->kind != HS_VAL_CONST || b->dtype != HS_DT_FLOAT32)))
     return 0; /* weights at run time: plain C */
   conv_state *st = calloc(1, sizeof *st);
   if (!st) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
   hs_kcache_init(&st->cache);
   st->w = w->data;
+  if (!w->data) st->holder = w->ref; /* shared at decode time (engine.c): a kernel holds them */
   st->w_bytes = w->nbytes;
   st->b = b ? b->data : NULL;
   n->state = st;

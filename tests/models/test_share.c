@@ -1,10 +1,18 @@
 /* test_share.c - two versions of MobileNetV2 differing in their last Conv share every other Conv kernel, exactly. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 /*
  * Version A is the exported model; version B is A with the last Conv's weights scaled (a "new
  * head"). Compiling B while A is alive must take every Conv kernel but that one from the registry
  * (kernels/kshare.h; counted with the loading thread's counters), B's outputs must be bit-equal to
  * those of a cold compile of B with sharing off, A must still give its own outputs, and the
  * registry must be empty again once both are freed, in either order (ASan checks the frees).
+ * test_decode_time does the same through the server's path, hs_engine_load_buffer on file bytes:
+ * the decoder must not copy the weights a loaded kernel already holds (found_bytes), and three
+ * variants of the file (last Conv's weights scaled; its bias changed, so its weights are found but
+ * its kernel differs; one weight changed away from the positions the pre-filter samples, so only
+ * the full comparison tells) must each give the bits of a cold load with sharing off.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -129,6 +137,136 @@ static void check_versions(int free_a_first) {
   assert_int_equal(reg.bytes, 0);
 }
 
+/* ---- through hs_engine_load_buffer: sharing at decode time ---- */
+
+static hs_engine_model *load_bytes(const void *buf, size_t len) {
+  hs_engine_model *m = NULL;
+  hs_error err;
+  int rc = hs_engine_load_buffer(buf, len, NULL, 0, NULL, &m, &err);
+  if (rc) fprintf(stderr, "load: %s\n", err.message);
+  assert_int_equal(rc, 0);
+  return m;
+}
+
+/* Where the bytes of value v of the decoded model sit in the file (raw_data is stored verbatim;
+ * they must occur exactly once). */
+static uint8_t *locate(uint8_t *file, size_t len, const hs_value *v) {
+  assert_non_null(v->data);
+  uint8_t *at = memmem(file, len, v->data, v->nbytes);
+  assert_non_null(at);
+  assert_null(memmem(at + 1, len - (size_t)(at + 1 - file), v->data, v->nbytes));
+  return at;
+}
+
+enum { NEW_WEIGHTS, NEW_BIAS, ONE_WEIGHT };
+
+/* Convs whose weights the decoder offers for sharing (the smaller ones are shared when their
+ * kernel is built: hs_kshare_conv). */
+static uint64_t offered_convs(void) {
+  hs_graph g;
+  hs_graph_init(&g);
+  hs_error err;
+  assert_int_equal(hs_onnx_load_file(g_model, 0, &g, &err), 0);
+  uint64_t n = 0;
+  for (int i = 0; i < g.n_nodes; i++)
+    n += strcmp(g.nodes[i].op_type, "Conv") == 0 && g.values[g.nodes[i].in[1]].nbytes >= HS_ONNX_SHARE_MIN_BYTES;
+  hs_graph_free(&g);
+  return n;
+}
+
+/* A copy of the model file with its last Conv changed as `what` says. */
+static uint8_t *variant(const uint8_t *file, size_t len, int what) {
+  uint8_t *out = malloc(len);
+  assert_non_null(out);
+  memcpy(out, file, len);
+  hs_graph g;
+  hs_graph_init(&g);
+  hs_error err;
+  assert_int_equal(hs_onnx_load_file(g_model, 0, &g, &err), 0);
+  int last = -1;
+  for (int i = 0; i < g.n_nodes; i++)
+    if (strcmp(g.nodes[i].op_type, "Conv") == 0) last = i;
+  assert_true(last >= 0 && g.nodes[last].n_in > 2);
+  const hs_value *w = &g.values[g.nodes[last].in[1]], *b = &g.values[g.nodes[last].in[2]];
+  float f;
+  if (what == NEW_WEIGHTS || what == ONE_WEIGHT) {
+    uint8_t *at = locate(out, len, w);
+    size_t n = what == ONE_WEIGHT ? 2 : w->nbytes / sizeof f;
+    for (size_t k = what == ONE_WEIGHT ? 1 : 0; k < n; k++) { /* element 1: no sampled position */
+      memcpy(&f, at + k * sizeof f, sizeof f);
+      f = what == ONE_WEIGHT ? f + 1.0f : f * 1.5f;
+      memcpy(at + k * sizeof f, &f, sizeof f);
+    }
+  } else {
+    uint8_t *at = locate(out, len, b);
+    for (size_t k = 0; k < b->nbytes / sizeof f; k++) {
+      memcpy(&f, at + k * sizeof f, sizeof f);
+      f += 0.25f;
+      memcpy(at + k * sizeof f, &f, sizeof f);
+    }
+  }
+  hs_graph_free(&g);
+  return out;
+}
+
+static void test_decode_time(void **state) {
+  (void)state;
+  static float out_a[OUT_MAX], out_b[OUT_MAX], out_cold[OUT_MAX];
+  void *file;
+  size_t len;
+  hs_error err;
+  assert_int_equal(hs_read_file(g_model, 0, &file, &len, &err), 0);
+  hs_kshare_stats st, reg;
+  hs_kshare_get_stats(&reg);
+  assert_int_equal(reg.kernels, 0);
+
+  hs_kshare_thread_stats(&st, 1);
+  hs_engine_model *a = load_bytes(file, len);
+  hs_kshare_thread_stats(&st, 1);
+  uint64_t convs = st.builds;
+  assert_true(convs > 10);
+  assert_int_equal(st.found + st.hits, 0);
+  size_t n = run(a, out_a);
+  uint64_t offered = offered_convs();
+  assert_true(offered > convs / 2);
+
+  for (int what = NEW_WEIGHTS; what <= ONE_WEIGHT; what++) {
+    uint8_t *buf = variant(file, len, what);
+    hs_engine_model *b = load_bytes(buf, len);
+    hs_kshare_thread_stats(&st, 1);
+    printf("variant %d: %llu initializers not copied (%llu bytes), %llu kernels shared, %llu built\n", what,
+           (unsigned long long)st.found, (unsigned long long)st.found_bytes, (unsigned long long)st.hits,
+           (unsigned long long)st.builds);
+    /* the new bias leaves the last Conv's weights as they were: found, but its kernel is built anew */
+    assert_int_equal(st.found, what == NEW_BIAS ? offered : offered - 1);
+    assert_int_equal(st.hits, convs - 1);
+    assert_int_equal(st.builds, 1);
+    assert_true(st.found_bytes >= st.hit_bytes / 2); /* reordered kernels may pad; the bytes are the weights */
+    assert_int_equal(run(b, out_b), n);
+    assert_true(memcmp(out_a, out_b, n * sizeof(float)) != 0);
+
+    setenv("HOTSERVE_KERNEL_SHARE", "0", 1);
+    hs_engine_model *cold = load_bytes(buf, len);
+    unsetenv("HOTSERVE_KERNEL_SHARE");
+    hs_kshare_thread_stats(&st, 1);
+    assert_int_equal(st.found + st.hits + st.builds, 0);
+    assert_int_equal(run(cold, out_cold), n);
+    assert_memory_equal(out_b, out_cold, n * sizeof(float));
+    hs_engine_free(cold);
+    hs_engine_free(b);
+    free(buf);
+    hs_kshare_get_stats(&reg);
+    assert_int_equal(reg.kernels, convs); /* B's own kernel went with it */
+  }
+  assert_int_equal(run(a, out_b), n);
+  assert_memory_equal(out_a, out_b, n * sizeof(float));
+  hs_engine_free(a);
+  free(file);
+  hs_kshare_get_stats(&reg);
+  assert_int_equal(reg.kernels, 0);
+  assert_int_equal(reg.bytes, 0);
+}
+
 static void test_free_old_first(void **state) {
   (void)state;
   check_versions(1);
@@ -148,6 +286,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_free_old_first),
       cmocka_unit_test(test_free_new_first),
+      cmocka_unit_test(test_decode_time),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

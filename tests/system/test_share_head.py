@@ -8,7 +8,10 @@ test checks: version 2's load took the five unchanged kernels from version 1 (we
 in its status, hotserve_model_reload_weight_bytes_total and the registry gauges) and built only
 the last; while version 1's request is still in flight (on those same kernels), requests get
 version 2's answer (numpy reference); the in-flight request completes with version 1's answer;
-once version 1 is freed the registry holds only version 2's kernels.
+once version 1 is freed the registry holds only version 2's kernels. Version 2's kernels come from
+the decoder, which found its unchanged Conv weights in version 1's kernels and copied none of them
+(kernels/kshare.h): a second server with sharing off (HOTSERVE_KERNEL_SHARE=0) loads version 2 cold,
+and its answer must be bit for bit the first server's.
 """
 import os
 import time
@@ -150,6 +153,26 @@ def test(tmp, args):
     expect(out, want2, "version 2 after version 1 was freed")
     c.close()
     srv.stop()
+
+    # Version 2 loaded cold, sharing off, in a server of its own: the same bits.
+    cold_repo = os.path.join(tmp, "cold")
+    os.makedirs(os.path.join(cold_repo, "convs"))
+    hsys.publish(os.path.join(src, "v2"), os.path.join(cold_repo, "convs"), 2)
+    os.environ["HOTSERVE_KERNEL_SHARE"] = "0"
+    try:
+        cold = hsys.Server(cold_repo, "--poll-interval", "0.5", "--settle", "0.1")
+    finally:
+        del os.environ["HOTSERVE_KERNEL_SHARE"]
+    cc = cold.conn(timeout=300)
+    hsys.wait_serving(cc, "convs", 2, timeout=60)
+    check(cc.metrics().get("hotserve_shared_kernels") == 0, "the server with sharing off registered kernels")
+    r, outc, _ = cc.infer("convs", x1, binary=True)
+    check(r.status == 200, "cold version 2: HTTP %d" % r.status)
+    check(outc["y"].tobytes() == out["y"].tobytes(),
+          "version 2 with shared kernels differs from a cold load (max abs difference %.3g)"
+          % np.max(np.abs(outc["y"] - out["y"])))
+    cc.close()
+    cold.stop()
 
 
 if __name__ == "__main__":
