@@ -132,9 +132,13 @@ def test(tmp, args):
     m = c.metrics()
     check(m.get("hotserve_model_reload_weight_bytes_total", model="convs", kind="shared") == shared,
           "the shared-bytes counter disagrees with the status")
-    check(m.get("hotserve_shared_kernels") == 7 or req.done_at is not None,
-          "registry holds %g kernels while both versions live, wanted 6 + the new head"
-          % m.get("hotserve_shared_kernels"))
+    # The request may end on the server before its client thread has read the whole answer, so the
+    # kernel count is judged against a later scrape's in-flight gauge: when that still counts the
+    # request, version 1 was alive at the first scrape and its kernels had to be registered.
+    kernels_now = m.get("hotserve_shared_kernels")
+    inflight_after = c.metrics().get("hotserve_inflight_requests", model="convs")
+    check(kernels_now == 7 or inflight_after == 0 or req.done_at is not None,
+          "registry holds %g kernels while both versions live, wanted 6 + the new head" % kernels_now)
 
     r, out, _ = req.join(300)
     check(r.status == 200, "the in-flight request: HTTP %d %r" % (r.status, r.body[:300]))
