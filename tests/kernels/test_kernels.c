@@ -184,6 +184,8 @@ static void test_conv(void **state) {
        post_of(2, HS_POST_SUM, 1.0, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
       {"3x3 winograd 7x7", 2, 0, 1, 16, 32, 1, {7, 7}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1,
        post_of(1, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
+      {"3x3 winograd 24 outputs (padded block)", 2, 0, 1, 32, 24, 1, {10, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1},
+       {1, 1}, {0}, 1, post_of(2, HS_POST_SUM, 1.0, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     check_conv(&cases[i], HS_LAYOUT_NCHW, HS_LAYOUT_NCHW, HS_LAYOUT_NCHW);
