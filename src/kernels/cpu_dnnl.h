@@ -109,6 +109,9 @@ int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnn
 int hs__make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out,
                      size_t *sp, hs_error *err);
 
+/* 1 for weights in a layout no reorder reads back (oneDNN's Winograd format): the kernel then keeps
+ * its plain copy (w_plain) for variants and readers that need another layout. */
+int hs__weights_one_way(const dnnl_memory_desc_t *md);
 /* Sets v->weights for descriptor want: variant 0 reorders k->w_plain; later variants share variant 0's
  * buffer when the layout is the same, otherwise reorder from it. */
 int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want, hs_error *err);

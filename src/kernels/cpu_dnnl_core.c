@@ -343,20 +343,20 @@ int hs__make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *t
   return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "creating a reorder");
 }
 
+int hs__weights_one_way(const dnnl_memory_desc_t *md) { return md->format_kind == dnnl_format_kind_wino; }
+
 int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want,
                         hs_error *err) {
   int nvar = atomic_load_explicit(&k->nvar, memory_order_acquire);
-  if (nvar == 0 || k->w_plain) {
-    if (!k->w_plain) return hs_error_set(err, HS_INTERNAL, "kernel has no weights to reorder");
-    return hs__reorder_alloc(&k->w_plain_md, k->w_plain, want, &v->weights, err);
-  }
-  const hs__variant *v0 = &k->var[0];
-  const dnnl_memory_desc_t *have = &v0->md[HS__MAX_MDS - 1]; /* builders record it there */
-  if (dnnl_memory_desc_equal(have, want)) {
+  const hs__variant *v0 = nvar > 0 ? &k->var[0] : NULL;
+  const dnnl_memory_desc_t *have = v0 ? &v0->md[HS__MAX_MDS - 1] : NULL; /* builders record it there */
+  if (v0 && v0->weights && dnnl_memory_desc_equal(have, want)) {
     v->weights = v0->weights;
     v->weights_shared = 1;
     return 0;
   }
+  if (k->w_plain) return hs__reorder_alloc(&k->w_plain_md, k->w_plain, want, &v->weights, err);
+  if (!v0) return hs_error_set(err, HS_INTERNAL, "kernel has no weights to reorder");
   return hs__reorder_alloc(have, v0->weights, want, &v->weights, err);
 }
 
@@ -419,7 +419,7 @@ static const hs__variant *variant_for(hs_kernel *k, int64_t batch, hs_error *err
       memset(v, 0, sizeof *v);
       v->batch = batch;
       if (k->vt->build(k, batch, v, err) == 0) {
-        if (n == 0 && k->w_plain) {
+        if (n == 0 && k->w_plain && !hs__weights_one_way(&v->md[HS__MAX_MDS - 1])) {
           free(k->w_plain); /* variant 0 holds the reordered copy; later ones reorder from it */
           k->w_plain = NULL;
         }

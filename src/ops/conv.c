@@ -270,12 +270,18 @@ static int conv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
     if (a->sum_input >= nin || in[a->sum_input].dtype != HS_DT_FLOAT32)
       return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "fused residual must be float32");
     if (!residual_matches(&in[a->sum_input], &out[0])) {
-      if (a->src_layout != HS_LAYOUT_NCHW || a->dst_layout != HS_LAYOUT_NCHW)
-        return hs_op_errf(err, n, HS_UNSUPPORTED, "fused residual broadcasts in a blocked layout");
       hs_tensor c = out[0];
       int r;
       int64_t bd[HS_MAX_DIMS];
       if ((rc = hs_broadcast_shape(&c, &in[a->sum_input], &r, bd, n, err))) return rc;
+      /* the plain-C broadcast (residual_broadcast) indexes a layout the pass chose only on values of
+       * the convolution's own rank, and 8-channel blocks only over whole blocks */
+      int cn = 2 + g.nsp;
+      if ((a->dst_layout != HS_LAYOUT_NCHW && r != cn) ||
+          (a->res_layout != HS_LAYOUT_NCHW && in[a->sum_input].ndim != cn) ||
+          (a->dst_layout == HS_LAYOUT_NCHW8C && bd[1] % 8 != 0) ||
+          (a->res_layout == HS_LAYOUT_NCHW8C && in[a->sum_input].dims[1] % 8 != 0))
+        return hs_op_errf(err, n, HS_UNSUPPORTED, "fused residual broadcasts to rank %d in a blocked layout", r);
       if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, r, bd, n, err))) return rc;
     }
   }
@@ -441,8 +447,10 @@ static inline int64_t act_off(hs_layout l, int64_t C, int64_t S, int64_t b, int6
   return (b * C + c) * S + s;
 }
 
+/* The convolution in plain C, y written in layout yl (the node's dst_layout, or NCHW for a scratch
+ * result). */
 static void conv_reference(const hs_node *n, const hs_conv_shape *g, const float *x, const float *w, const float *bias,
-                           const hs_post_ops *post, const float *res, float *y) {
+                           const hs_post_ops *post, const float *res, hs_layout yl, float *y) {
   const hs_conv_attrs *a = attrs_of(n);
   int64_t in3[3] = {1, 1, 1}, out3[3] = {1, 1, 1}, k3[3] = {1, 1, 1}, s3[3] = {1, 1, 1}, d3[3] = {1, 1, 1},
           p3[3] = {0, 0, 0};
@@ -457,7 +465,7 @@ static void conv_reference(const hs_node *n, const hs_conv_shape *g, const float
   }
   int64_t G = g->group, icg = g->in_c / G, ocg = g->out_c / G;
   int64_t isz = in3[0] * in3[1] * in3[2], osz = out3[0] * out3[1] * out3[2], ksz = k3[0] * k3[1] * k3[2];
-  hs_layout xl = a->src_layout, yl = a->dst_layout;
+  hs_layout xl = a->src_layout;
   int64_t total = g->n * g->out_c * osz;
   memset(y, 0, sizeof(float) * (size_t)total);
   for (int64_t b = 0; b < g->n; b++)
@@ -529,8 +537,26 @@ static void conv_reference(const hs_node *n, const hs_conv_shape *g, const float
   }
 }
 
-/* y = broadcast(conv, residual) for a fused Add whose residual has another shape (NCHW only):
- * post-ops before the sum apply to the convolution, the rest to the sum. */
+/* Offset of the element at logical index idx (rank nd) of a tensor with dims in layout l; a layout
+ * other than NCHW is only ever given for tensors of the convolution's rank (conv_infer). */
+static int64_t layout_off(hs_layout l, int nd, const int64_t *dims, const int64_t *idx) {
+  int64_t off = 0;
+  if (l == HS_LAYOUT_NCHW || nd < 3) {
+    for (int d = 0; d < nd; d++) off = off * dims[d] + idx[d];
+    return off;
+  }
+  int64_t S = 1, s = 0;
+  for (int d = 2; d < nd; d++) {
+    S *= dims[d];
+    s = s * dims[d] + idx[d];
+  }
+  return act_off(l, dims[1], S, idx[0], idx[1], s);
+}
+
+/* y = broadcast(conv, residual) for a fused Add whose residual has another shape: the convolution
+ * goes to scratch in NCHW, then each output element is the sum read through the residual's and the
+ * output's layouts (the layout pass may keep either channels-last); post-ops before the sum apply to
+ * the convolution, the rest to the sum. */
 static void residual_broadcast(const hs_node *n, const hs_conv_shape *g, const hs_tensor *in, int nin, const float *w,
                                hs_tensor *out, float *tmp) {
   const hs_conv_attrs *a = attrs_of(n);
@@ -542,7 +568,7 @@ static void residual_broadcast(const hs_node *n, const hs_conv_shape *g, const h
     else before.op[before.count++] = a->post.op[i];
   }
   const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
-  conv_reference(n, g, in[0].data, w, bias, &before, NULL, tmp);
+  conv_reference(n, g, in[0].data, w, bias, &before, NULL, HS_LAYOUT_NCHW, tmp);
   int64_t cd[5] = {g->n, g->out_c};
   for (int i = 0; i < g->nsp; i++) cd[2 + i] = g->out[i];
   const hs_tensor *r = &in[a->sum_input];
@@ -550,22 +576,20 @@ static void residual_broadcast(const hs_node *n, const hs_conv_shape *g, const h
   int64_t total = hs_numel(&out[0]);
   float *y = out[0].data;
   const float *rv = r->data;
+  int64_t idx[HS_MAX_DIMS], ri[HS_MAX_DIMS];
   for (int64_t i = 0; i < total; i++) {
-    int64_t rem = i, co = 0, ro = 0, cs = 1, rs = 1;
+    int64_t rem = i, co = 0, cs = 1;
     for (int d = nd - 1; d >= 0; d--) {
-      int64_t idx = rem % out[0].dims[d];
+      idx[d] = rem % out[0].dims[d];
       rem /= out[0].dims[d];
       int dc = d - (nd - cn), dr = d - (nd - r->ndim);
       if (dc >= 0) {
-        if (cd[dc] != 1) co += idx * cs;
+        if (cd[dc] != 1) co += idx[d] * cs;
         cs *= cd[dc];
       }
-      if (dr >= 0) {
-        if (r->dims[dr] != 1) ro += idx * rs;
-        rs *= r->dims[dr];
-      }
+      if (dr >= 0) ri[dr] = r->dims[dr] != 1 ? idx[d] : 0;
     }
-    y[i] = tmp[co] + rv[ro];
+    y[layout_off(a->dst_layout, nd, out[0].dims, idx)] = tmp[co] + rv[layout_off(a->res_layout, r->ndim, r->dims, ri)];
   }
   hs_post_apply(&after, y, NULL, total);
 }
@@ -595,7 +619,7 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   }
   if ((rc = plain_weights(n, &in[1], scratch, &w, &rest, err))) return rc;
   const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
-  conv_reference(n, &g, in[0].data, w, bias, &a->post, res, out[0].data);
+  conv_reference(n, &g, in[0].data, w, bias, &a->post, res, a->dst_layout, out[0].data);
   return 0;
 }
 

@@ -287,8 +287,7 @@ def main():
 
     # Channels-last followers off the FPN's beaten path: an Add broadcasting a pooled conv's [N, 8, 6, 1] over
     # another conv's [N, 8, 6, 6] (elementwise.c's [N, H, W, C] view) and a Concat along H. (The pool keeps
-    # the Add from becoming a residual of b's Conv, which would widen its output: ops/conv.c takes that in
-    # NCHW only.)
+    # the Add from becoming a residual of b's Conv, which would widen its output: the next case.)
     c = Case("nhwc_broadcast_add_concat_h")
     x = rand(2, 4, 6, 6)
     w1, w2, w3 = rand(8, 4, 3, 3, scale=0.3), rand(8, 4, 1, 6, scale=0.3), rand(8, 8, 1, 1, scale=0.3)
@@ -302,6 +301,24 @@ def main():
     bp = F.max_pool2d(F.pad(F.conv2d(t(x), t(w2)), (0, 0, 0, 1), value=-float("inf")), (2, 1), 1)
     y = F.conv2d(torch.cat([a + bp, a], dim=2), t(w3))
     c.save(root, "y", y.numpy(), ["Add", "Concat", "Conv", "Conv", "Conv", "MaxPool"])
+
+    # The same Add without the pool: it becomes a residual of b's Conv ([N, 8, 6, 1]) that widens its output to
+    # [N, 8, 6, 6], and both that output (read by the last Conv) and the residual (a's output) stay in the
+    # preferred layout. It failed to load before ("fused residual broadcasts in a blocked layout"); ops/conv.c
+    # now adds the broadcast residual through both layouts (plain C). Dynamic batch, run at batch 2, with the
+    # Relu after the Add fused after the sum.
+    c = Case("conv_residual_widens_channels_last")
+    x = rand(2, 4, 6, 6)
+    w1, w2, w3 = rand(8, 4, 3, 3, scale=0.3), rand(8, 4, 1, 6, scale=0.3), rand(8, 8, 1, 1, scale=0.3)
+    b2 = rand(8)
+    c.node("Conv", [c.input("x", x, ["N", 4, 6, 6]), c.init("w1", w1)], ["a"], pads=[1, 1, 1, 1])
+    c.node("Conv", ["x", c.init("w2", w2), c.init("b2", b2)], ["b"])
+    c.node("Add", ["a", "b"], ["s"])
+    c.node("Relu", ["s"], ["r"])
+    c.node("Conv", ["r", c.init("w3", w3)], ["y"])
+    a = F.conv2d(t(x), t(w1), padding=1)
+    y = F.conv2d(F.relu(a + F.conv2d(t(x), t(w2), t(b2))), t(w3))
+    c.save(root, "y", y.numpy(), ["Conv", "Conv", "Conv"])
 
     matmul_cases(root)
     attention_cases(root)

@@ -184,13 +184,14 @@ static float *run_kernel(hs_kernel *k, const float *x, size_t out_floats) {
 }
 
 /* The kernels interface: a conv kernel made from another's weights shares them when the layout
- * agrees, computes exactly what a kernel made from the weights computes, and gives them back intact. */
-static void test_kernel_weights_from(void **state) {
-  (void)state;
-  enum { IC = 16, OC = 24, H = 12, W = 10 };
-  static float w[OC * IC * 9], bias[OC], x[IC * H * W];
+ * agrees, computes exactly what a kernel made from the weights computes, and gives them back intact.
+ * OC = 24 runs the direct kernels; OC = 32 (whole 16-channel blocks) runs oneDNN's Winograd kernels
+ * where the CPU has AVX-512, whose weight format no reorder reads back (the kernel keeps a plain copy). */
+static void check_kernel_weights_from(int OC) {
+  enum { IC = 16, H = 12, W = 10, OCMAX = 32 };
+  static float w[OCMAX * IC * 9], bias[OCMAX], x[IC * H * W];
   uint32_t seed = 7;
-  for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) w[i] = (float)((seed = seed * 1103515245u + 12345u) >> 16) / 65536.f - .5f;
+  for (int i = 0; i < OC * IC * 9; i++) w[i] = (float)((seed = seed * 1103515245u + 12345u) >> 16) / 65536.f - .5f;
   for (int i = 0; i < OC; i++) bias[i] = (float)i / OC;
   for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = (float)((seed = seed * 1103515245u + 12345u) >> 16) / 65536.f;
   hs_conv_params p = {.device = HS_KDEV_CPU, .nsp = 2, .batch = 1, .in_c = IC, .out_c = OC, .groups = 1,
@@ -199,7 +200,8 @@ static void test_kernel_weights_from(void **state) {
   hs_error err;
   hs_kernel *a = NULL, *same = NULL, *other = NULL, *fresh = NULL, *bad = NULL;
   assert_int_equal(hs_kernel_conv_create(&p, &a, &err), 0);
-  assert_true(hs_kernel_conv_owned_weight_bytes(a) >= sizeof w);
+  size_t wbytes = sizeof(float) * (size_t)(OC * IC * 9);
+  assert_true(hs_kernel_conv_owned_weight_bytes(a) >= wbytes);
   hs_conv_params q = p;
   q.weights = NULL;
   q.weights_from = a;
@@ -212,17 +214,40 @@ static void test_kernel_weights_from(void **state) {
   r.in[0] = r.out[0] = H;
   r.in[1] = r.out[1] = W;
   assert_int_equal(hs_kernel_conv_create(&r, &fresh, &err), 0);
-  printf("kernel weights owned: first %zu, same shapes %zu, %dx%d from the first %zu, from the weights %zu\n",
-         hs_kernel_conv_owned_weight_bytes(a), hs_kernel_conv_owned_weight_bytes(same), H, W,
+  printf("%s, oc %d: kernel weights owned: first %zu, same shapes %zu, %dx%d from the first %zu, from the "
+         "weights %zu\n", hs_kernel_impl_name(a), OC, hs_kernel_conv_owned_weight_bytes(a), hs_kernel_conv_owned_weight_bytes(same), H, W,
          hs_kernel_conv_owned_weight_bytes(other), hs_kernel_conv_owned_weight_bytes(fresh));
   float *y1 = run_kernel(other, x, OC * H * W), *y2 = run_kernel(fresh, x, OC * H * W);
   assert_memory_equal(y1, y2, sizeof(float) * OC * H * W);
   free(y1);
   free(y2);
-  float back[OC * IC * 9];
-  assert_int_equal(hs_kernel_conv_weights(other, back, sizeof back, &err), 0);
-  assert_memory_equal(back, w, sizeof w);
-  assert_int_equal(hs_kernel_conv_weights(other, back, sizeof back - 4, &err), HS_INVALID_ARGUMENT);
+  static float back[OCMAX * IC * 9];
+  assert_int_equal(hs_kernel_conv_weights(other, back, wbytes, &err), 0);
+  assert_memory_equal(back, w, wbytes);
+  memset(back, 0, wbytes);
+  assert_int_equal(hs_kernel_conv_weights(a, back, wbytes, &err), 0);
+  assert_memory_equal(back, w, wbytes);
+  assert_int_equal(hs_kernel_conv_weights(other, back, wbytes - 4, &err), HS_INVALID_ARGUMENT);
+  /* a batch variant of the first kernel: its implementation may want another weight layout */
+  float *xb = malloc(sizeof x * 2), *yb = malloc(sizeof(float) * OC * 8 * 8 * 2), *y0 = run_kernel(a, x, OC * 8 * 8);
+  assert_non_null(xb);
+  assert_non_null(yb);
+  memcpy(xb, x, sizeof(float) * IC * 8 * 8);
+  memcpy(xb + IC * 8 * 8, x, sizeof(float) * IC * 8 * 8);
+  size_t sb = hs_kernel_scratch_size(a, 2);
+  assert_true(sb != (size_t)-1);
+  void *scratch = sb ? malloc(sb) : NULL;
+  const void *src[1] = {xb};
+  hs_kernel_args args = {.batch = 2, .src = src, .nsrc = 1, .dst = yb, .scratch = scratch};
+  assert_int_equal(hs_kernel_run(a, &args, &err), 0);
+  for (int i = 0; i < OC * 8 * 8; i++) {
+    assert_true(fabsf(yb[i] - y0[i]) <= 1e-4f + 1e-4f * fabsf(y0[i]));
+    assert_true(fabsf(yb[OC * 8 * 8 + i] - y0[i]) <= 1e-4f + 1e-4f * fabsf(y0[i]));
+  }
+  free(scratch);
+  free(xb);
+  free(yb);
+  free(y0);
   q.out_c = 12; /* weights of another shape */
   assert_int_equal(hs_kernel_conv_create(&q, &bad, &err), HS_INVALID_ARGUMENT);
   assert_null(bad);
@@ -230,6 +255,12 @@ static void test_kernel_weights_from(void **state) {
   hs_kernel_destroy(same);
   hs_kernel_destroy(fresh);
   hs_kernel_destroy(a);
+}
+
+static void test_kernel_weights_from(void **state) {
+  (void)state;
+  check_kernel_weights_from(24);
+  check_kernel_weights_from(32);
 }
 
 typedef struct worker {
