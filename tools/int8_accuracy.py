@@ -2,7 +2,7 @@
 """int8_accuracy.py - top-1 agreement of int8 runtimes with torch float32 on many generated images, and why it is low.
 
     int8_accuracy.py --hotserve BIN --cache DIR --int8-dir DIR [--models resnet50 mobilenet_v2] [--images 256]
-                     [--ort bench/engine/ort_run.js] [--save DIR] [--report FILE]
+                     [--ort bench/engine/ort_run.js] [--save DIR] [--report FILE] [--per-layer FILE]
 
 For each model: the float32 network is rebuilt in torch from tools/models/make_models.py (fixed seed; checked against
 the cache's reference output), --images generated images are classified by
@@ -15,6 +15,11 @@ else float32) and when N(0, 0.001^2) noise is added to the input (how chaotic th
 float32 top-1 / top-2 logit margin (quantiles, in units of the logits' standard deviation over classes); the RMS
 int8 logit error in the same unit; and the agreement among the images whose float32 margin is above 4x ORT's int8
 logit error (the images whose class an int8 runtime can be asked to keep).
+
+--per-layer FILE: where the error comes from, layer by layer: the literal QDQ graph (quantize.py --literal: every
+quantization step of the int8 model, run in float32 by hotserve) against the float32 graph on 8 images, for every
+quantized tensor in graph order: its relative L2 error, and the same error relative to the tensor's image-dependent
+part (its deviation from the mean over the 8 images, which is what tells images apart).
 
 The images are standard-normal (what the benchmark inputs are; seed 4321, as quantize.py's samples).
 Uses torch, numpy, python3-onnx and node with onnxruntime-node (bench/setup.sh); no downloads.
@@ -30,7 +35,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "models"))
 import make_models  # noqa: E402
+import onnx  # noqa: E402
+import quantize  # noqa: E402
 import torch  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
 
 SAMPLE_SEED = 4321
 BUILDERS = {"resnet50": (make_models.make_resnet50, "resnet50_dyn.onnx", "resnet50_b8"),
@@ -68,6 +76,37 @@ def margins(logits):
     return (s[:, -1] - s[:, -2]) / logits.std(axis=1)
 
 
+def with_outputs(path, names, out):
+    """Writes path's model to out with the named tensors added as graph outputs."""
+    m = onnx.load(path)
+    have = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+    for t in names:
+        if t not in have:
+            m.graph.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
+    onnx.save(m, out)
+    return out
+
+
+def per_layer(hotserve, cache, int8_dir, name, threads):
+    """Markdown rows: (tensor, relative L2 error, error relative to the image-dependent part) for each quantized
+    tensor of the literal QDQ graph against the float32 graph, on 8 generated images."""
+    src = os.path.join(cache, BUILDERS[name][1])
+    literal = os.path.join(int8_dir, name + "_int8_literal.onnx")
+    names = quantize.tensors_to_quantize(onnx.load(src).graph)
+    x = np.random.default_rng(SAMPLE_SEED).standard_normal((8, 3, 224, 224)).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="hs-acc-") as d:
+        f = quantize.hotserve_run(hotserve, with_outputs(src, names, os.path.join(d, "f.onnx")), {"input": x},
+                                  threads)
+        q = quantize.hotserve_run(hotserve, with_outputs(literal, names, os.path.join(d, "q.onnx")), {"input": x},
+                                  threads)
+    rows = []
+    for t in [n for n in names if n != "input"] + ["output"]:
+        a, b = f[quantize.safe_name(t)], q[quantize.safe_name(t)]
+        e = float(np.linalg.norm(b - a))
+        rows.append("| %s | %s | %.3f | %.3f |" % (name, t, e / np.linalg.norm(a), e / np.linalg.norm(a - a.mean(0))))
+    return rows
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hotserve", required=True)
@@ -79,7 +118,17 @@ def main(argv):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save", default=None, help="directory for the logits (.npz per model)")
     p.add_argument("--report", default=None)
+    p.add_argument("--per-layer", default=None, help="markdown file for the per-layer error table")
+    p.add_argument("--skip-agreement", action="store_true", help="only the per-layer table")
     args = p.parse_args(argv)
+    if args.per_layer:
+        rows = ["| model | tensor | relative L2 error | error / image-dependent part |", "|---|---|---|---|"]
+        for name in args.models:
+            rows += per_layer(args.hotserve, args.cache, args.int8_dir, name, args.threads)
+        with open(args.per_layer, "w") as f:
+            f.write("\n".join(rows) + "\n")
+        if args.skip_agreement:
+            return 0
     torch.set_num_threads(args.threads)
     lines = ["| model | images | top-1 = torch float32: hotserve int8 | ORT int8 (same QDQ file) | ORT float32 | "
              "hotserve int8 = ORT int8 | float32 margin (top-1 - top-2, in logit std) p10 / p50 / p90 | "
