@@ -310,6 +310,7 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
   atomic_fetch_add_explicit(&m->metrics.reload_bytes_hashed, bytes->bytes_hashed, memory_order_relaxed);
   if (bytes->hash_cpu_ms > 0) { /* the hash thread's CPU time is the read stage's */
     cost->read_cpu_ms += bytes->hash_cpu_ms;
+    cost->hash_cpu_ms = bytes->hash_cpu_ms;
     atomic_fetch_add_explicit(&m->metrics.reload_cpu_ns[HS_STAGE_READ], (uint64_t)(bytes->hash_cpu_ms * 1e6),
                               memory_order_relaxed);
   }
@@ -452,9 +453,9 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs__status_set_times(m, generation, load_ms, warm_ms); /* stays LOADING until published */
   hs__status_set_cost(m, generation, &cost);
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
-          "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64, m->name, v->version,
-          total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms, cost.warmup_cpu_ms,
-          cost.bytes_read, cost.bytes_hashed);
+          "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64 " (hash CPU ms %.1f, beside the load)",
+          m->name, v->version, total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms,
+          cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms);
   return v;
 
 fail:
