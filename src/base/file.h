@@ -24,15 +24,4 @@ int hs_file_open_regular(const char *path, struct stat *st, hs_error *err);
  * *out is then NULL. */
 int hs_file_read(const char *path, size_t max_bytes, char **out, size_t *len, hs_error *err);
 
-/* Files at least this large are read by hs_file_read_big into huge-page memory. */
-#define HS_FILE_BIG_BYTES ((size_t)8 << 20)
-
-/* hs_file_read for model files, whose buffers are large and short-lived: a file of at least
- * HS_FILE_BIG_BYTES goes into a fresh anonymous mapping advised for transparent huge pages (one
- * page fault per 2 MiB instead of per 4 KiB: a 100 MB read costs about 18 ms of CPU instead of
- * 50, the rest being the zeroing and the copy), *map_len its length; a smaller one is read by
- * hs_file_read (*map_len 0). Free with hs_file_free_big(*out, *map_len) either way. */
-int hs_file_read_big(const char *path, size_t max_bytes, char **out, size_t *len, size_t *map_len, hs_error *err);
-void hs_file_free_big(char *buf, size_t map_len);
-
 #endif

@@ -42,7 +42,7 @@ static double thread_cpu_ms(void) {
 
 static void free_data(hs_repo_bytes *b) {
   for (size_t i = 0; i < b->n_files; i++) {
-    hs_file_free_big(b->files[i].data, b->files[i].map_len);
+    free(b->files[i].data);
     b->files[i].data = NULL;
   }
 }
@@ -233,14 +233,13 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
     }
     hs_repo_file *bf = &b->files[b->n_files];
     char *data = NULL;
-    size_t len = 0, map_len = 0;
-    if ((rc = hs_file_read_big(f->real, HS__DEFAULT_MAX_FILE_BYTES, &data, &len, &map_len, err)) != HS_OK) {
+    size_t len = 0;
+    if ((rc = hs_file_read(f->real, HS__DEFAULT_MAX_FILE_BYTES, &data, &len, err)) != HS_OK) {
       hs_error_prefix(err, "%s", f->rel);
       goto done;
     }
     bf->data = data;
     bf->len = len;
-    bf->map_len = map_len;
     bf->path = strdup(f->rel);
     b->n_files++;
     b->bytes_read += len;

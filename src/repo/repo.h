@@ -192,7 +192,6 @@ typedef struct hs_repo_file {
   char *path;  /* relative to the version folder, '/'-separated */
   void *data;  /* its bytes (a NUL follows the last one); NULL once released and unhashed no more */
   size_t len;
-  size_t map_len;     /* hs_file_read_big's: how data is freed (hs_file_free_big) */
   bool to_hash;       /* its SHA-256 is still to be checked against sha256 (hs_repo_read_start) */
   uint8_t sha256[32]; /* the manifest's digest for it, when to_hash */
 } hs_repo_file;

@@ -122,45 +122,6 @@ static void test_file_read_limit(void **state) {
   assert_non_null(strstr(err.message, "not a regular file"));
 }
 
-/* hs_file_read_big: a model-sized file comes back in a mapping (map_len > 0, whole 2 MiB pages),
- * byte for byte, NUL-terminated, within the same limits; a small one as hs_file_read would. */
-static void test_file_read_big(void **state) {
-  (void)state;
-  char path[128];
-  snprintf(path, sizeof path, "%s/big", g_dir);
-  size_t n = HS_FILE_BIG_BYTES + 12345;
-  char *want = malloc(n);
-  assert_non_null(want);
-  for (size_t i = 0; i < n; i++) want[i] = (char)(i * 131u + (i >> 12));
-  write_bytes(path, want, n);
-  hs_error err;
-  hs_error_clear(&err);
-  char *buf = NULL;
-  size_t len = 0, map_len = 0;
-  assert_int_equal(hs_file_read_big(path, 0, &buf, &len, &map_len, &err), HS_OK);
-  assert_int_equal(len, n);
-  assert_true(map_len > n);
-  assert_int_equal(map_len % ((size_t)2 << 20), 0);
-  assert_memory_equal(buf, want, n);
-  assert_int_equal(buf[n], '\0');
-  hs_file_free_big(buf, map_len);
-  assert_int_equal(hs_file_read_big(path, n - 1, &buf, &len, &map_len, &err), HS_LIMIT);
-  assert_null(buf);
-  free(want);
-
-  snprintf(path, sizeof path, "%s/small", g_dir);
-  write_bytes(path, "0123456789", 10);
-  assert_int_equal(hs_file_read_big(path, 0, &buf, &len, &map_len, &err), HS_OK);
-  assert_int_equal(len, 10);
-  assert_int_equal(map_len, 0);
-  assert_memory_equal(buf, "0123456789", 11);
-  hs_file_free_big(buf, map_len);
-  snprintf(path, sizeof path, "%s/missing-big", g_dir);
-  assert_int_equal(hs_file_read_big(path, 0, &buf, &len, &map_len, &err), HS_NOT_FOUND);
-  assert_null(buf);
-  assert_int_equal(hs_file_read_big(g_dir, 0, &buf, &len, &map_len, &err), HS_IO);
-}
-
 /* A FIFO with no writer would block a plain open() for ever; the reader refuses it at once. */
 static void test_file_read_refuses_fifo(void **state) {
   (void)state;
@@ -246,7 +207,6 @@ int main(void) {
       cmocka_unit_test(test_half_ties_to_even),
       cmocka_unit_test(test_file_read_limit),
       cmocka_unit_test(test_file_read_refuses_fifo),
-      cmocka_unit_test(test_file_read_big),
       cmocka_unit_test(test_hex),
       cmocka_unit_test(test_sha256_vectors),
   };
