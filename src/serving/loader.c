@@ -299,7 +299,10 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
    * changed; the next scan decides it again), and a model built from them is dropped unrun */
   hs_error herr;
   hs_error_clear(&herr);
-  if (hs_repo_bytes_check(bytes, code_buf, &herr) != HS_OK) {
+  uint64_t tv = hs_now_ns();
+  int vrc = hs_repo_bytes_check(bytes, code_buf, &herr);
+  cost->hash_wait_ms = ms_since(tv); /* what the hash still added to the load's wall time */
+  if (vrc != HS_OK) {
     *err = herr;
     *code = code_buf;
     if (v->bm) v->backend->free_model(v->bm);
@@ -453,9 +456,9 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs__status_set_times(m, generation, load_ms, warm_ms); /* stays LOADING until published */
   hs__status_set_cost(m, generation, &cost);
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
-          "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64 " (hash CPU ms %.1f, beside the load)",
+          "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64 " (hash CPU ms %.1f beside the load, then waited for %.1f ms)",
           m->name, v->version, total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms,
-          cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms);
+          cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms);
   return v;
 
 fail:
