@@ -5,10 +5,12 @@
  * on a condition variable until kicked (watcher on_change, SIGHUP, the repository API), then
  * scans the repository (hs_repo_scan checks signatures, manifests, names and sizes) and, per
  * model, loads each READY (version, fingerprint) it does not serve yet: memory admission, read once
- * (hs_repo_read_version reads every file once and hashes those bytes against the manifest; a
- * mismatch there has the next scan, 250 ms later, decide the version in full), backend load from
- * those same bytes (load_buffer), sessions, warm-up runs on every session (warmup.c), optional
- * golden check (golden.c). Each stage's CPU time on this thread is recorded. Memory
+ * (hs_repo_read_start reads every file once and hashes those bytes against the manifest on a
+ * thread of its own), backend load from those same bytes (load_buffer) beside the hash, the
+ * hash's verdict (a mismatch drops the model unrun and has the next scan, 250 ms later, decide
+ * the version in full), sessions, warm-up runs on every session (warmup.c), optional golden
+ * check (golden.c). Each stage's CPU time on this thread (the hash thread's in the read stage) is
+ * recorded. Memory
  * admission compares the scan's byte count of the version's files (hs_repo_version.total_bytes)
  * plus the resident set with the limit, and again after the backend load the sessions' planned
  * arenas (admit_sessions) before any is allocated. When fewer selected versions load than a
