@@ -91,6 +91,8 @@ static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint
   if (cost) {
     st.read_ms = cost->read_ms;
     st.read_cpu_ms = cost->read_cpu_ms;
+    st.hash_cpu_ms = cost->hash_cpu_ms;
+    st.hash_wait_ms = cost->hash_wait_ms;
     st.load_cpu_ms = cost->load_cpu_ms;
     st.warmup_cpu_ms = cost->warmup_cpu_ms;
     st.bytes_read = cost->bytes_read;
