@@ -210,6 +210,8 @@ static void handle_status(hs_model *m, hs_reply *reply) {
     put_time(b, "timestamp", v->unix_ms);
     put_ms(b, "read_ms", v->read_ms);
     put_ms(b, "read_cpu_ms", v->read_cpu_ms);
+    put_ms(b, "hash_cpu_ms", v->hash_cpu_ms);
+    put_ms(b, "hash_wait_ms", v->hash_wait_ms);
     put_ms(b, "load_cpu_ms", v->load_cpu_ms);
     put_ms(b, "warmup_cpu_ms", v->warmup_cpu_ms);
     hs_sbuf_printf(b, ",\"bytes_read\":%" PRIu64 ",\"bytes_hashed\":%" PRIu64, v->bytes_read, v->bytes_hashed);

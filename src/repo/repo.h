@@ -190,17 +190,23 @@ bool hs_repo_is_verify_reason(const char *code);
 /* ---- reading a version once, for loading (read.c) ---- */
 typedef struct hs_repo_file {
   char *path;  /* relative to the version folder, '/'-separated */
-  void *data;  /* its bytes (a NUL follows the last one) */
+  void *data;  /* its bytes (a NUL follows the last one); NULL once released and unhashed no more */
   size_t len;
+  bool to_hash;       /* its SHA-256 is still to be checked against sha256 (hs_repo_read_start) */
+  uint8_t sha256[32]; /* the manifest's digest for it, when to_hash */
 } hs_repo_file;
+
+typedef struct hs__repo_check hs__repo_check; /* a hash running beside the load (read.c) */
 
 typedef struct hs_repo_bytes {
   hs_repo_file *files;       /* every file of the version but the manifest and signature, by path */
   size_t n_files;
   const hs_repo_file *model; /* model.onnx, one of files */
   bool verified;             /* a manifest covered every byte (false: a version without one) */
-  uint64_t bytes_read, bytes_hashed;
-  double read_ms;            /* wall time of the read and check */
+  uint64_t bytes_read, bytes_hashed; /* bytes_hashed: final once hs_repo_bytes_check returned */
+  double read_ms;            /* wall time of the read (and of the check, when it ran inline) */
+  double hash_cpu_ms;        /* CPU time of the hash thread (0 when the hash ran inline) */
+  hs__repo_check *check;     /* the background hash (hs_repo_read_start), NULL when none runs */
 } hs_repo_bytes;
 
 /* Reads every file of rv (a READY version of a scan; model_dir is the folder holding it, the bound
@@ -219,6 +225,23 @@ void hs_repo_recheck(hs_repo *repo, const char *dir);
 
 int hs_repo_read_version(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                          const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err);
+
+/* hs_repo_read_version in two halves, so that hashing overlaps the load. hs_repo_read_start reads
+ * the files once and does every check but the files' SHA-256 (signature, listing, sizes) before it
+ * returns; it then hashes the buffers it read on a thread of its own (inline when none can be
+ * started). The caller may parse those same buffers meanwhile (read-only), but must not use what
+ * it built from them, let alone serve it, before hs_repo_bytes_check returned HS_OK: that call
+ * waits for the hash and gives its verdict (HS_VERIFY, "manifest_mismatch", as above). The bytes
+ * parsed are thus the bytes hashed, whatever happens to the files. */
+int hs_repo_read_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
+                       const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err);
+/* The caller reads the files' data no more: it is freed now, or by the hash thread as soon as it is
+ * done with it (data pointers are invalid after this call). Call at most once. */
+void hs_repo_bytes_release(hs_repo_bytes *b);
+/* Waits for the hash started by hs_repo_read_start; HS_OK when every file matched its manifest
+ * entry (or there was nothing to hash). Further calls return the same verdict. */
+int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err);
+/* Waits for a hash still running, then frees b. */
 void hs_repo_bytes_free(hs_repo_bytes *b);
 
 /* ---- watching ---- */

@@ -5,10 +5,12 @@
  * on a condition variable until kicked (watcher on_change, SIGHUP, the repository API), then
  * scans the repository (hs_repo_scan checks signatures, manifests, names and sizes) and, per
  * model, loads each READY (version, fingerprint) it does not serve yet: memory admission, read once
- * (hs_repo_read_version reads every file once and hashes those bytes against the manifest; a
- * mismatch there has the next scan, 250 ms later, decide the version in full), backend load from
- * those same bytes (load_buffer), sessions, warm-up runs on every session (warmup.c), optional
- * golden check (golden.c). Each stage's CPU time on this thread is recorded. Memory
+ * (hs_repo_read_start reads every file once and hashes those bytes against the manifest on a
+ * thread of its own), backend load from those same bytes (load_buffer) beside the hash, the
+ * hash's verdict (a mismatch drops the model unrun and has the next scan, 250 ms later, decide
+ * the version in full), sessions, warm-up runs on every session (warmup.c), optional golden
+ * check (golden.c). Each stage's CPU time on this thread (the hash thread's in the read stage) is
+ * recorded. Memory
  * admission compares the scan's byte count of the version's files (hs_repo_version.total_bytes)
  * plus the resident set with the limit, and again after the backend load the sessions' planned
  * arenas (admit_sessions) before any is allocated. When fewer selected versions load than a
@@ -89,6 +91,8 @@ static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint
   if (cost) {
     st.read_ms = cost->read_ms;
     st.read_cpu_ms = cost->read_cpu_ms;
+    st.hash_cpu_ms = cost->hash_cpu_ms;
+    st.hash_wait_ms = cost->hash_wait_ms;
     st.load_cpu_ms = cost->load_cpu_ms;
     st.warmup_cpu_ms = cost->warmup_cpu_ms;
     st.bytes_read = cost->bytes_read;
@@ -245,26 +249,27 @@ static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cos
   return now;
 }
 
-/* hs_backend_options.bytes_done: the backend reads the version's bytes no more. */
-static void bytes_done(void *user) {
-  hs_repo_bytes **bytes = user;
-  hs_repo_bytes_free(*bytes);
-  *bytes = NULL;
-}
+/* hs_backend_options.bytes_done: the backend reads the version's bytes no more (they go now, or
+ * when the hash running beside the load is done with them). */
+static void bytes_done(void *user) { hs_repo_bytes_release(user); }
 
-/* Reads the version's files once, checks those bytes (hs_repo_read_version) and has the backend
- * load them. A backend without load_buffer (an ABI 1 plug-in, or one that opts out) gets the path
- * after the check instead: it reads the files again, so for it the check covers the files as they
- * were just before the load, not the bytes it reads (docs/REPOSITORY.md, "Read once"). The read's CPU
- * time is accounted here; *cpu_after_read is where the load stage's starts. On failure *code names
- * the reason. */
+/* Reads the version's files once, checks those bytes and has the backend load them. The files'
+ * SHA-256 runs on a thread of its own (hs_repo_read_start) while the backend decodes and compiles
+ * the same buffers; the verdict is awaited here, before anything built from them runs (warm-up
+ * included), and a mismatch fails the load. A backend without load_buffer (an ABI 1 plug-in, or
+ * one that opts out) gets the path after the check instead: it reads the files again, so for it
+ * the check covers the files as they were just before the load, not the bytes it reads
+ * (docs/REPOSITORY.md, "Read once"). The read's CPU time, the hash thread's included, is accounted
+ * here; *cpu_after_read is where the load stage's starts. On failure *code names the reason. */
 static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv, const char *model_dir,
                          hs_version *v, const hs_backend_options *bo, hs_version_status *cost,
                          uint64_t *cpu_after_read, const char **code, char code_buf[32], hs_error *err) {
   if (r->opts.test_before_read) r->opts.test_before_read(r->opts.test_user, m->name, rv->version, rv->dir);
   uint64_t cpu = thread_cpu_ns();
   hs_repo_bytes *bytes = NULL;
-  int rc = hs_repo_read_version(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err);
+  bool overlap = v->backend->load_buffer != NULL; /* only then are the bytes hashed the bytes loaded */
+  int rc = overlap ? hs_repo_read_start(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err)
+                   : hs_repo_read_version(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err);
   cpu = account_stage(m, HS_STAGE_READ, cpu, &cost->read_cpu_ms);
   *cpu_after_read = cpu;
   if (rc != HS_OK) {
@@ -273,9 +278,7 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
   }
   cost->read_ms = bytes->read_ms;
   cost->bytes_read = bytes->bytes_read;
-  cost->bytes_hashed = bytes->bytes_hashed;
   atomic_fetch_add_explicit(&m->metrics.reload_bytes_read, bytes->bytes_read, memory_order_relaxed);
-  atomic_fetch_add_explicit(&m->metrics.reload_bytes_hashed, bytes->bytes_hashed, memory_order_relaxed);
   if (v->backend->load_buffer) {
     hs_backend_file *files = calloc(bytes->n_files ? bytes->n_files : 1, sizeof *files);
     if (!files) {
@@ -287,7 +290,7 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
        * kernels' weights then reuse their pages, and the load's peak holds one of the two */
       hs_backend_options o = *bo;
       o.bytes_done = bytes_done;
-      o.bytes_done_user = &bytes;
+      o.bytes_done_user = bytes;
       rc = v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, &o, &v->bm, err);
       free(files);
       if (rc != HS_OK) hs_error_prefix(err, "loading %s", rv->model_path);
@@ -295,8 +298,30 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
   } else {
     rc = v->backend->load(rv->model_path, bo, &v->bm, err);
   }
-  hs_repo_bytes_free(bytes); /* the backend copied what it keeps */
   if (rc != HS_OK) v->bm = NULL;
+  /* the verdict on the bytes the backend just parsed: a mismatch outranks a load error (the file
+   * changed; the next scan decides it again), and a model built from them is dropped unrun */
+  hs_error herr;
+  hs_error_clear(&herr);
+  uint64_t tv = hs_now_ns();
+  int vrc = hs_repo_bytes_check(bytes, code_buf, &herr);
+  cost->hash_wait_ms = ms_since(tv); /* what the hash still added to the load's wall time */
+  if (vrc != HS_OK) {
+    *err = herr;
+    *code = code_buf;
+    if (v->bm) v->backend->free_model(v->bm);
+    v->bm = NULL;
+    rc = HS_VERIFY;
+  }
+  cost->bytes_hashed = bytes->bytes_hashed;
+  atomic_fetch_add_explicit(&m->metrics.reload_bytes_hashed, bytes->bytes_hashed, memory_order_relaxed);
+  if (bytes->hash_cpu_ms > 0) { /* the hash thread's CPU time is the read stage's */
+    cost->read_cpu_ms += bytes->hash_cpu_ms;
+    cost->hash_cpu_ms = bytes->hash_cpu_ms;
+    atomic_fetch_add_explicit(&m->metrics.reload_cpu_ns[HS_STAGE_READ], (uint64_t)(bytes->hash_cpu_ms * 1e6),
+                              memory_order_relaxed);
+  }
+  hs_repo_bytes_free(bytes); /* the backend copied what it keeps */
   return rc;
 }
 
@@ -435,9 +460,10 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs__status_set_times(m, generation, load_ms, warm_ms); /* stays LOADING until published */
   hs__status_set_cost(m, generation, &cost);
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
-          "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64, m->name, v->version,
-          total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms, cost.warmup_cpu_ms,
-          cost.bytes_read, cost.bytes_hashed);
+          "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64
+          " (hash CPU ms %.1f beside the load, then waited for %.1f ms)",
+          m->name, v->version, total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms,
+          cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms);
   return v;
 
 fail:

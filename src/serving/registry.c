@@ -505,6 +505,8 @@ void hs__status_set_cost(hs_model *m, uint64_t generation, const hs_version_stat
     if (st->generation != generation) continue;
     st->read_ms = c->read_ms;
     st->read_cpu_ms = c->read_cpu_ms;
+    st->hash_cpu_ms = c->hash_cpu_ms;
+    st->hash_wait_ms = c->hash_wait_ms;
     st->load_cpu_ms = c->load_cpu_ms;
     st->warmup_cpu_ms = c->warmup_cpu_ms;
     st->bytes_read = c->bytes_read;

@@ -174,6 +174,8 @@ typedef struct hs_version_status {
    * the files once and check them against the manifest; load = decode, compile, sessions;
    * warm-up = warm-up runs and golden check), and the bytes it read and hashed */
   double read_ms, read_cpu_ms, load_cpu_ms, warmup_cpu_ms;
+  double hash_cpu_ms;  /* the part of read_cpu_ms spent hashing on a thread beside the load */
+  double hash_wait_ms; /* wall time the loader then waited for the hash's verdict */
   uint64_t bytes_read, bytes_hashed;
   /* reordered Conv weight bytes the load took from a live version's byte-identical kernels
    * (kernels/kshare.h) and the ones it built */

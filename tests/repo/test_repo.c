@@ -472,6 +472,60 @@ static void test_read_once_and_deferred_check(void **state) {
   hs_repo_close(r);
 }
 
+/* Hashing beside the load (hs_repo_read_start): the buffers handed out are the buffers hashed.
+ * A file rewritten (same size, other bytes) after the read changes neither the buffer nor the
+ * verdict; a file rewritten before the read is refused by the verdict, also when the caller
+ * released the buffers before it asked (the hash thread then frees them: ASan checks both paths). */
+static void test_read_start_hashes_what_it_hands_out(void **state) {
+  fixture *f = *state;
+  char v1[4096], mdir[4096];
+  snprintf(v1, sizeof v1, "%s", P("%s/m/1", f->root));
+  snprintf(mdir, sizeof mdir, "%s", P("%s/m", f->root));
+  make_version(v1, "model bytes");
+  sign(v1, NULL);
+  hs_repo_options o = {.settle_ms = 0, .defer_content_check = true};
+  hs_repo *r = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
+  hs_repo_snapshot *s = scan(r);
+  const hs_repo_version *rv = find_version(s, "m", 1);
+  assert_int_equal(rv->state, HS_VERSION_READY);
+  char code[32] = "";
+
+  hs_repo_bytes *b = NULL;
+  assert_int_equal(hs_repo_read_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  write_text(P("%s/model.onnx", v1), "model bytez"); /* after the read: not what was handed out */
+  assert_memory_equal(b->model->data, "model bytes", b->model->len);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK); /* the same verdict again */
+  assert_true(b->verified);
+  assert_int_equal(b->bytes_hashed, strlen("model bytes") + strlen("weights"));
+  assert_memory_equal(b->model->data, "model bytes", b->model->len);
+  hs_repo_bytes_free(b);
+
+  /* the file now differs from the manifest: the read hands the bytes out, the verdict refuses them */
+  b = NULL;
+  assert_int_equal(hs_repo_read_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_memory_equal(b->model->data, "model bytez", b->model->len);
+  hs_repo_bytes_release(b); /* done with them, maybe before the hash is */
+  hs_error_clear(&err);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_VERIFY);
+  assert_string_equal(code, "manifest_mismatch");
+  assert_non_null(strstr(err.message, "model.onnx"));
+  assert_false(b->verified);
+  assert_null(b->files[0].data); /* freed by whichever finished last */
+  assert_null(b->files[1].data);
+  hs_repo_bytes_free(b);
+
+  /* freed without asking for the verdict: the hash is waited for, nothing leaks */
+  b = NULL;
+  assert_int_equal(hs_repo_read_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  hs_repo_bytes_free(b);
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+}
+
 static void test_settle_and_fingerprints(void **state) {
   fixture *f = *state;
   hs_repo *r = open_repo(f->root, false, NULL, 300);
@@ -872,6 +926,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_manifest_states, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hash_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_once_and_deferred_check, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_start_hashes_what_it_hands_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_binding_and_signed_config, setup, teardown),

@@ -122,6 +122,10 @@ def test(tmp, args):
           "version 2's status: bytes_read %r, bytes_hashed %r" % (v2["bytes_read"], v2["bytes_hashed"]))
     check(v2["load_cpu_ms"] > 0 and v2["read_cpu_ms"] >= 0 and v2["warmup_cpu_ms"] >= 0,
           "version 2's status lacks its CPU times: %r" % v2)
+    # the hash ran beside the load: its CPU is part of the read stage's, and the wait is a wall time
+    check(0 <= v2["hash_cpu_ms"] <= v2["read_cpu_ms"] and v2["hash_wait_ms"] >= 0,
+          "version 2's status: hash_cpu_ms %r, read_cpu_ms %r, hash_wait_ms %r"
+          % (v2.get("hash_cpu_ms"), v2["read_cpu_ms"], v2.get("hash_wait_ms")))
     r, out, _ = c.infer("m", x)
     hsys.expect_values(out, x, 2, "after the failures")
     c.close()
