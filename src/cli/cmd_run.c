@@ -19,9 +19,9 @@ static void usage(FILE *out) {
           "  Runs the model WARMUP times untimed (default 0), then REPEAT times timed (default 1) on the\n"
           "  given inputs, writes each output to DIR/NAME.npy (characters other than letters, digits, '.',\n"
           "  '-', '_' become '_') and prints the median and p99 latency of the timed runs. The first run\n"
-          "  of a session plans the shapes and creates the kernels (milliseconds): --warmup 1 or more\n"
-          "  keeps it out of the numbers, as a server's warm-up keeps it out of requests. --print-times\n"
-          "  prints every timed run's latency in run order.\n");
+          "  of the process pays one-time costs (oneDNN generating its GEMM code, OpenMP starting its\n"
+          "  threads: milliseconds): --warmup 1 or more keeps it out of the numbers, as a server's\n"
+          "  warm-up keeps it out of requests. --print-times prints every timed run's latency in run order.\n");
 }
 
 static int cmp_double(const void *a, const void *b) {

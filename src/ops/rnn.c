@@ -14,9 +14,11 @@
  * zero and Y_h / Y_c hold their last step, as ONNX Runtime does. W, R and B may be graph constants
  * or inputs given at run time. When R is a graph constant, prepare() keeps R_d transposed ([H][G*H])
  * in node state (and W_d transposed when W is one too), and each step's product (and the input
- * projection) runs on a small register-blocked kernel here (step_mm) instead of a oneDNN sgemm call: at the sizes recurrent models use (batch 1-8, hidden 48) the call's
- * fixed cost was most of a step (docs/KERNELS.md, "Recurrent ops"). oneDNN's RNN primitives are not
- * used: they lack sequence_lens, most activations and clip, and need constant weights.
+ * projection) runs on a small register-blocked kernel here (step_mm) instead of a oneDNN sgemm call:
+ * at the sizes recurrent models use (batch 1-8, hidden 48) the call's fixed cost was most of a step
+ * (docs/KERNELS.md, "Recurrent ops"). A bidirectional layer with enough work runs its two directions
+ * on two threads at once. oneDNN's RNN primitives are not used: they lack sequence_lens, most
+ * activations and clip, and need constant weights.
  */
 #include <ctype.h>
 #include <math.h>
@@ -233,7 +235,7 @@ static int64_t rnn_dir_floats(const rnn_dims *s) {
 static size_t rnn_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   (void)out, (void)nout;
   const rnn_params *p = (const rnn_params *)n->params.bytes;
-  rnn_dims s;
+  rnn_dims s = {0};
   hs_error e;
   if (rnn_dims_of(n, in, nin, &s, &e)) return 0;
   return sizeof(float) * (size_t)(p->dirs * rnn_dir_floats(&s)) + 64;
@@ -420,8 +422,8 @@ static int64_t step_mm_v16(int64_t M, int64_t N, int64_t K, const float *A, int6
 static int has_avx512(void) { return 0; }
 #endif
 
-static void step_mm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *Bt, int64_t ldb, float *C,
-                    int64_t ldc, int acc) {
+static void step_mm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *Bt, int64_t ldb,
+                    float *C, int64_t ldc, int acc) {
   int64_t j = has_avx512() ? step_mm_v16(M, N, K, A, lda, Bt, ldb, C, ldc, acc)
               : has_avx2() ? step_mm_v8(M, N, K, A, lda, Bt, ldb, C, ldc, acc)
                            : step_mm_v4(M, N, K, A, lda, Bt, ldb, C, ldc, acc);
@@ -537,8 +539,10 @@ static int rnn_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
       for (int64_t k = 0; k < hid; k++) st->rt[(d * hid + k) * gh + j] = R[(d * gh + j) * hid + k];
   const hs_value *w = n->in[1] >= 0 ? &g->values[n->in[1]] : NULL;
   if (w && w->kind == HS_VAL_CONST && w->dtype == HS_DT_FLOAT32 && w->data && w->ndim == 3 && w->dims[0] == dirs &&
-      w->dims[1] == gh && w->dims[2] > 0 && w->nbytes == (size_t)dirs * (size_t)gh * (size_t)w->dims[2] * sizeof(float) &&
-      (st->wt = malloc(w->nbytes)) != NULL) {
+      w->dims[1] == gh && w->dims[2] > 0 &&
+      w->nbytes / sizeof(float) / (size_t)dirs / (size_t)gh == (size_t)w->dims[2] &&
+      w->nbytes % ((size_t)dirs * (size_t)gh * sizeof(float)) == 0 && (st->wt = malloc(w->nbytes)) != NULL) {
+    /* (no transposed W when it does not fit or memory is short: the projection takes the sgemm path) */
     const int64_t in = st->in = w->dims[2];
     const float *W = w->data;
     for (int64_t d = 0; d < dirs; d++)
