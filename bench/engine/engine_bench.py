@@ -9,7 +9,8 @@ seq 128) and the recurrent models (a bidirectional 2-layer LSTM tagger, a 2-laye
 For each row (model and batch) it runs --rounds interleaved rounds (hotserve then ORT, then ORT then hotserve, ...;
 each a fresh process), back to back so that drift on a shared machine hits the runtimes alike, and reports the
 median of the round medians, the worst p99 and the spread of the round medians; one round is:
-  hotserve    BIN run MODEL --input input=X.npy --threads T --repeat R --output-dir TMP   (median, p99, compile time)
+  hotserve    BIN run MODEL --input input=X.npy --threads T --warmup 3 --repeat R --output-dir TMP
+                                                                              (median, p99, compile time)
   ORT         node ort_run.js MODEL ... intra-op threads T, session creation timed               (onnxruntime-node)
   OpenCV DNN  opencv_run.py MODEL X.npy, cv2.setNumThreads(T); MobileNetV2 from the opset-10 export (OpenCV 4.6
               cannot parse opset-13 Clip), ResNet-50 from the same file hotserve runs
@@ -78,7 +79,7 @@ def ms_after(text, *words):
 def bench_hotserve(args, model, in_name, x_path, out_name, ref_path):
     with tempfile.TemporaryDirectory(prefix="hs-bench-") as out:
         rc, text = run([args.hotserve, "run", model, "--input", in_name + "=" + x_path, "--threads", str(args.threads),
-                        "--repeat", str(args.repeat), "--output-dir", out])
+                        "--warmup", "3", "--repeat", str(args.repeat), "--output-dir", out])
         if rc != 0:
             return {"error": text.strip().splitlines()[-1][:160] if text.strip() else "exit %d" % rc}
         res = {"median_ms": ms_after(text, "median"), "p99_ms": ms_after(text, "p99"),

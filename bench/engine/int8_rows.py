@@ -57,7 +57,8 @@ def bench_int8(args, cases, run, ms_after, last_json, here):
         for _ in range(ROUNDS):
             with tempfile.TemporaryDirectory(prefix="hs-int8-") as d:
                 r, out = _one(run, [args.hotserve, "run", qdq_path, "--input", in_name + "=" + x_path, "--threads",
-                                    str(args.threads), "--repeat", str(args.repeat), "--output-dir", d], d, out_name)
+                                    str(args.threads), "--warmup", "3", "--repeat", str(args.repeat),
+                                    "--output-dir", d], d, out_name)
                 if "error" in r:
                     res["errors"].append("hotserve: " + r["error"])
                 else:
@@ -67,7 +68,8 @@ def bench_int8(args, cases, run, ms_after, last_json, here):
             for key, model in (("ort32", fp32_path), ("ort8", qdq_path)):
                 with tempfile.TemporaryDirectory(prefix="hs-int8-") as d:
                     rc, text = run(["node", os.path.join(here, "ort_run.js"), model, "--input", in_name + "=" + x_path,
-                                    "--threads", str(args.threads), "--repeat", str(args.repeat), "--output-dir", d])
+                                    "--threads", str(args.threads), "--warmup", "3", "--repeat", str(args.repeat),
+                                    "--output-dir", d])
                     if rc != 0:
                         res["errors"].append("ORT %s: %s" % (key, text.strip()[-160:]))
                         continue

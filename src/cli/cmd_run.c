@@ -15,9 +15,13 @@
 static void usage(FILE *out) {
   fprintf(out,
           "usage: hotserve run MODEL.onnx -i|--input NAME=FILE.npy ... [--output-dir DIR] [--threads N] [--repeat N]\n"
-          "  Runs the model REPEAT times (default 1) on the given inputs, writes each output to\n"
-          "  DIR/NAME.npy (characters other than letters, digits, '.', '-', '_' become '_') and prints\n"
-          "  the median and p99 latency.\n");
+          "                   [--warmup N] [--print-times]\n"
+          "  Runs the model WARMUP times untimed (default 0), then REPEAT times timed (default 1) on the\n"
+          "  given inputs, writes each output to DIR/NAME.npy (characters other than letters, digits, '.',\n"
+          "  '-', '_' become '_') and prints the median and p99 latency of the timed runs. The first run\n"
+          "  of the process pays one-time costs (oneDNN generating its GEMM code, OpenMP starting its\n"
+          "  threads: milliseconds): --warmup 1 or more keeps it out of the numbers, as a server's\n"
+          "  warm-up keeps it out of requests. --print-times prints every timed run's latency in run order.\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -69,7 +73,7 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
 
 int hs_cmd_run(int argc, char **argv) {
   const char *model_path = NULL, *out_dir = NULL;
-  int threads = 0, repeat = 1, n_args = 0;
+  int threads = 0, repeat = 1, warmup = 0, print_times = 0, n_args = 0;
   const char **in_names = calloc((size_t)argc + 1, sizeof(char *));
   const char **in_files = calloc((size_t)argc + 1, sizeof(char *));
   int status = 1;
@@ -88,6 +92,7 @@ int hs_cmd_run(int argc, char **argv) {
   static const struct option lopts[] = {
       {"input", required_argument, NULL, 'i'}, {"output-dir", required_argument, NULL, 'o'},
       {"threads", required_argument, NULL, 't'}, {"repeat", required_argument, NULL, 'r'},
+      {"warmup", required_argument, NULL, 'w'}, {"print-times", no_argument, NULL, 'p'},
       {"help", no_argument, NULL, 'h'}, {0}};
   hs_cli_getopt_reset();
   for (int c; (c = hs_cli_next_option("run", argc, argv, ":hi:", lopts, usage, &status)) != -1;) {
@@ -118,6 +123,14 @@ int hs_cmd_run(int argc, char **argv) {
         status = 2;
         goto done;
       }
+    } else if (c == 'w') {
+      if (parse_int(optarg, 0, 10000000, &warmup)) {
+        fprintf(stderr, "hotserve run: --warmup wants a number from 0\n");
+        status = 2;
+        goto done;
+      }
+    } else if (c == 'p') {
+      print_times = 1;
     }
   }
   if (optind < argc) model_path = argv[optind++];
@@ -176,13 +189,18 @@ int hs_cmd_run(int argc, char **argv) {
     fprintf(stderr, "hotserve run: %s\n", err.message);
     goto done;
   }
-  for (int r = 0; r < repeat; r++) {
+  for (int r = 0; r < warmup + repeat; r++) {
     double s = now_ms();
     if (be->run(sess, inputs, n_in, outputs, n_out, &err)) {
       fprintf(stderr, "hotserve run: %s\n", err.message);
       goto done;
     }
-    lat[r] = now_ms() - s;
+    if (r >= warmup) lat[r - warmup] = now_ms() - s;
+  }
+  if (print_times) {
+    printf("times ms:");
+    for (int r = 0; r < repeat; r++) printf(" %.3f", lat[r]);
+    printf("\n");
   }
   if (out_dir) {
     if (make_dirs(out_dir)) {

@@ -101,6 +101,12 @@ enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_PRELU, B_MAX, B_MIN };
         T x = a[i];                                                                                 \
         o[i] = (expr);                                                                              \
       }                                                                                             \
+    } else if (sa == 0 && sb == 1) { /* a per-channel gate times a row of a feature map */          \
+      T x = a[0];                                                                                   \
+      for (int64_t i = 0; i < n; i++) {                                                             \
+        T y = b[i];                                                                                 \
+        o[i] = (expr);                                                                              \
+      }                                                                                             \
     } else {                                                                                        \
       for (int64_t i = 0; i < n; i++) {                                                             \
         T x = a[i * sa], y = b[i * sb];                                                             \

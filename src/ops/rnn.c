@@ -12,15 +12,22 @@
  * thread when it is small) and applies the gates (sigmoid / tanh vectorized, below). Batch rows
  * whose sequence_lens entry is shorter than the step stop updating; their Y rows past the end stay
  * zero and Y_h / Y_c hold their last step, as ONNX Runtime does. W, R and B may be graph constants
- * or inputs given at run time: nothing is kept in node state. oneDNN's RNN primitives are not used
- * (yet): they lack sequence_lens, most activations and clip, and need constant weights.
+ * or inputs given at run time. When R is a graph constant, prepare() keeps R_d transposed ([H][G*H])
+ * in node state (and W_d transposed when W is one too), and each step's product (and the input
+ * projection) runs on a small register-blocked kernel here (step_mm) instead of a oneDNN sgemm call:
+ * at the sizes recurrent models use (batch 1-8, hidden 48) the call's fixed cost was most of a step
+ * (docs/KERNELS.md, "Recurrent ops"). A bidirectional layer with enough work runs its two directions
+ * on two threads at once. oneDNN's RNN primitives are not used: they lack sequence_lens, most
+ * activations and clip, and need constant weights.
  */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/parallel.h"
 #include "ops/ops.h"
 
 enum { CELL_RNN, CELL_GRU, CELL_LSTM };
@@ -218,19 +225,30 @@ static int rnn_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   return rc;
 }
 
-/* Scratch: XW [seq*batch, G*H], gates and HR [batch, G*H], h, c, r*h [batch, H]. */
+/* Scratch floats of one direction: XW [seq*batch, G*H], gates and HR [batch, G*H], h, c, r*h [batch, H],
+ * summed bias [G*H]. */
+static int64_t rnn_dir_floats(const rnn_dims *s) {
+  return (s->seq * s->batch + 2 * s->batch + 1) * s->gh + 3 * s->batch * s->hid;
+}
+
+/* Scratch: rnn_dir_floats() per direction, so that the two directions may run at once. */
 static size_t rnn_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   (void)out, (void)nout;
-  rnn_dims s;
+  const rnn_params *p = (const rnn_params *)n->params.bytes;
+  rnn_dims s = {0};
   hs_error e;
   if (rnn_dims_of(n, in, nin, &s, &e)) return 0;
-  return sizeof(float) * (size_t)((s.seq * s.batch + 2 * s.batch) * s.gh + 3 * s.batch * s.hid) + 64;
+  return sizeof(float) * (size_t)(p->dirs * rnn_dir_floats(&s)) + 64;
 }
 
 /* Multiply-adds per recurrent step from which the step's GEMM runs on the session's threads, and per
  * run from which the input projection does: below, forking costs more than it saves. */
 #define RNN_STEP_PARALLEL_MIN (1 << 20)
 #define RNN_RUN_PARALLEL_MIN (1 << 23)
+/* Multiply-adds per direction from which a bidirectional layer runs its directions on two threads at
+ * once: below, waking the second thread costs about what it saves (a 2-layer BiLSTM tagger at hidden 48:
+ * batch 1, 0.55M per direction, ran 2-4x slower on two threads; batch 4, 1.2-3.5M, about 1.6x faster). */
+#define RNN_DIR_PARALLEL_MIN (1 << 20)
 
 /* C[M,N] = A[M,K] * B[N,K]^T (+ C when acc): oneDNN's sgemm, plain loops when it refuses. */
 static void gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
@@ -246,7 +264,7 @@ static void gemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
 }
 
 /* Sigmoid and tanh for the gate loops, in GCC / Clang vector extensions (4 floats, SSE2's width, or 8
- * in a copy compiled for AVX2 that runs where the CPU has it) with a scalar tail computing the same
+ * in a copy compiled for AVX2 and FMA that runs where the CPU has them) with a scalar tail computing the same
  * arithmetic: the gates were half of an LSTM step's time with expf / tanhf. exp: Cephes' expf (round to nearest with the
  * 1.5 * 2^23 trick, Cody-Waite reduction, degree-5 polynomial; ~1e-7 relative), so the sigmoid keeps
  * its relative accuracy for large negative inputs; tanh: the rational approximation Eigen uses
@@ -339,13 +357,91 @@ static inline float exp_approx(float x) {
 
 RNN_VECTOR_ACTS(v4, v4f, v4i, 4, )
 #if defined(__x86_64__) || defined(__i386__)
-RNN_VECTOR_ACTS(v8, v8f, v8i, 8, __attribute__((target("avx2"))))
-static int has_avx2(void) { return __builtin_cpu_supports("avx2"); }
+RNN_VECTOR_ACTS(v8, v8f, v8i, 8, __attribute__((target("avx2,fma"))))
+static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 #else
 static int64_t sigmoid_v8(float *x, int64_t len) { return sigmoid_v4(x, len); }
 static int64_t tanh_v8(float *x, int64_t len) { return tanh_v4(x, len); }
 static int has_avx2(void) { return 0; }
 #endif
+
+/* The recurrent step's product C[M,N] (+)= A[M,K] * Bt[K,N] (Bt row-major, rows ldb apart: R_d transposed,
+ * or a column range of it), for M = batch (1-8 here) and K = hidden: blocks of 4 (then 2) rows x 4
+ * vectors of columns keep 16 (8) accumulators in registers, so each loaded vector of Bt serves every
+ * row of the block (4 rows instead of 2: the LSTM tagger at batch 4 on one thread 0.151 -> 0.120 ms);
+ * single rows take 4 vectors (4 independent FMA chains; 8 measured no faster). Returns how many
+ * leading columns it did (the caller does the rest). */
+#define STEP_MM_BLOCK(VF, W, ROWS, VECS)                                                     \
+  do {                                                                                       \
+    VF acc_[ROWS][VECS];                                                                     \
+    for (int r_ = 0; r_ < (ROWS); r_++)                                                      \
+      for (int v_ = 0; v_ < (VECS); v_++) {                                                  \
+        if (acc) memcpy(&acc_[r_][v_], C + (i + r_) * ldc + j + v_ * (W), sizeof(VF));       \
+        else acc_[r_][v_] = (VF){0};                                                         \
+      }                                                                                      \
+    for (int64_t k = 0; k < K; k++)                                                          \
+      for (int v_ = 0; v_ < (VECS); v_++) {                                                  \
+        VF b_;                                                                               \
+        memcpy(&b_, Bt + k * ldb + j + v_ * (W), sizeof b_);                                 \
+        for (int r_ = 0; r_ < (ROWS); r_++) acc_[r_][v_] += A[(i + r_) * lda + k] * b_;      \
+      }                                                                                      \
+    for (int r_ = 0; r_ < (ROWS); r_++)                                                      \
+      for (int v_ = 0; v_ < (VECS); v_++) memcpy(C + (i + r_) * ldc + j + v_ * (W), &acc_[r_][v_], sizeof(VF)); \
+  } while (0)
+
+#define RNN_STEP_MM(SUF, VF, W, ATTR)                                                                  \
+  ATTR static int64_t step_mm_##SUF(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,     \
+                                    const float *Bt, int64_t ldb, float *C, int64_t ldc, int acc) {   \
+    int64_t j = 0;                                                                                     \
+    for (; j + 4 * (W) <= N; j += 4 * (W)) {                                                           \
+      int64_t i = 0;                                                                                   \
+      for (; i + 4 <= M; i += 4) STEP_MM_BLOCK(VF, W, 4, 4);                                           \
+      for (; i + 2 <= M; i += 2) STEP_MM_BLOCK(VF, W, 2, 4);                                           \
+      for (; i < M; i++) STEP_MM_BLOCK(VF, W, 1, 4);                                                   \
+    }                                                                                                  \
+    for (; j + (W) <= N; j += (W))                                                                     \
+      for (int64_t i = 0; i < M; i++) STEP_MM_BLOCK(VF, W, 1, 1);                                      \
+    return j;                                                                                          \
+  }
+
+typedef float v16f __attribute__((vector_size(64)));
+RNN_STEP_MM(v4, v4f, 4, )
+#if defined(__x86_64__) || defined(__i386__)
+RNN_STEP_MM(v8, v8f, 8, __attribute__((target("avx2,fma"))))
+RNN_STEP_MM(v16, v16f, 16, __attribute__((target("avx512f"))))
+static int has_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+#else
+static int64_t step_mm_v8(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *Bt, int64_t ldb,
+                          float *C, int64_t ldc, int acc) {
+  return step_mm_v4(M, N, K, A, lda, Bt, ldb, C, ldc, acc);
+}
+static int64_t step_mm_v16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *Bt, int64_t ldb,
+                           float *C, int64_t ldc, int acc) {
+  return step_mm_v4(M, N, K, A, lda, Bt, ldb, C, ldc, acc);
+}
+static int has_avx512(void) { return 0; }
+#endif
+
+static void step_mm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *Bt, int64_t ldb,
+                    float *C, int64_t ldc, int acc) {
+  int64_t j = has_avx512() ? step_mm_v16(M, N, K, A, lda, Bt, ldb, C, ldc, acc)
+              : has_avx2() ? step_mm_v8(M, N, K, A, lda, Bt, ldb, C, ldc, acc)
+                           : step_mm_v4(M, N, K, A, lda, Bt, ldb, C, ldc, acc);
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t c = j; c < N; c++) {
+      float sum = acc ? C[i * ldc + c] : 0.0f;
+      for (int64_t k = 0; k < K; k++) sum += A[i * lda + k] * Bt[k * ldb + c];
+      C[i * ldc + c] = sum;
+    }
+}
+
+/* C[M,N] (+)= A[M,K] * R[N,K]^T for a step's product: on step_mm when Rt (R transposed, rows ldt apart)
+ * is at hand, else on the GEMM. */
+static void rec_mm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *R, int64_t ldr,
+                   const float *Rt, int64_t ldt, float *C, int64_t ldc, int acc) {
+  if (Rt) step_mm(M, N, K, A, lda, Rt, ldt, C, ldc, acc);
+  else gemm_nt(M, N, K, A, lda, R, ldr, C, ldc, acc);
+}
 
 static void sigmoid_inplace(float *x, int64_t len) {
   int64_t i = has_avx2() ? sigmoid_v8(x, len) : sigmoid_v4(x, len);
@@ -406,6 +502,214 @@ static int64_t h_off(const rnn_view *v, int64_t b) {
   return (v->p->layout ? b * v->p->dirs + v->d : v->d * v->s.batch + b) * v->s.hid;
 }
 
+/* Kernel state (prepare): R_d transposed, [H][G*H] per direction, for step_mm; only when R is a constant.
+ * When W is a constant too, W_d transposed as well, for the input projection (W is then held twice: the
+ * graph's constant and this copy). */
+typedef struct {
+  int64_t dirs, gh, hid; /* R's shape */
+  float *rt;             /* dirs x hid x gh */
+  int64_t in;            /* W's input width, when wt is set */
+  float *wt;             /* W_d transposed, dirs x in x gh, when W is a constant too (else NULL) */
+} rnn_state;
+
+static void rnn_free_state(void *p) {
+  rnn_state *st = p;
+  if (st) free(st->rt), free(st->wt);
+  free(st);
+}
+
+static int rnn_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
+  if (n->n_in < 3 || n->in[2] < 0) return 0;
+  const hs_value *r = &g->values[n->in[2]];
+  if (r->kind != HS_VAL_CONST || r->dtype != HS_DT_FLOAT32 || !r->data || r->ndim != 3) return 0;
+  const int64_t dirs = r->dims[0], gh = r->dims[1], hid = r->dims[2];
+  if (dirs <= 0 || gh <= 0 || hid <= 0 || r->nbytes / sizeof(float) / (size_t)dirs / (size_t)gh != (size_t)hid ||
+      r->nbytes != (size_t)dirs * (size_t)gh * (size_t)hid * sizeof(float))
+    return 0; /* run() reports the shape */
+  rnn_state *st = calloc(1, sizeof *st);
+  if (st) st->rt = malloc(r->nbytes);
+  if (!st || !st->rt) {
+    rnn_free_state(st);
+    return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
+  }
+  st->dirs = dirs, st->gh = gh, st->hid = hid;
+  const float *R = r->data;
+  for (int64_t d = 0; d < dirs; d++)
+    for (int64_t j = 0; j < gh; j++)
+      for (int64_t k = 0; k < hid; k++) st->rt[(d * hid + k) * gh + j] = R[(d * gh + j) * hid + k];
+  const hs_value *w = n->in[1] >= 0 ? &g->values[n->in[1]] : NULL;
+  if (w && w->kind == HS_VAL_CONST && w->dtype == HS_DT_FLOAT32 && w->data && w->ndim == 3 && w->dims[0] == dirs &&
+      w->dims[1] == gh && w->dims[2] > 0 &&
+      w->nbytes / sizeof(float) / (size_t)dirs / (size_t)gh == (size_t)w->dims[2] &&
+      w->nbytes % ((size_t)dirs * (size_t)gh * sizeof(float)) == 0 && (st->wt = malloc(w->nbytes)) != NULL) {
+    /* (no transposed W when it does not fit or memory is short: the projection takes the sgemm path) */
+    const int64_t in = st->in = w->dims[2];
+    const float *W = w->data;
+    for (int64_t d = 0; d < dirs; d++)
+      for (int64_t j = 0; j < gh; j++)
+        for (int64_t k = 0; k < in; k++) st->wt[(d * in + k) * gh + j] = W[(d * gh + j) * in + k];
+  }
+  n->state = st;
+  n->free_state = rnn_free_state;
+  return 0;
+}
+
+/* x[j] += a[j] over len floats (restrict: the compiler vectorizes it). */
+static void add_to(float *restrict x, const float *restrict a, int64_t len) {
+  for (int64_t j = 0; j < len; j++) x[j] += a[j];
+}
+
+/* The LSTM cell state without peepholes: c = f * c + i * g. */
+static void lstm_cell(int64_t H, const float *restrict gi, const float *restrict gf, const float *restrict gc,
+                      float *restrict c) {
+  for (int64_t j = 0; j < H; j++) c[j] = gf[j] * c[j] + gi[j] * gc[j];
+}
+
+static void mul_into(float *restrict h, const float *restrict a, const float *restrict b, int64_t len) {
+  for (int64_t j = 0; j < len; j++) h[j] = a[j] * b[j];
+}
+
+/* One run's operands, shared by its directions (which may run on two threads at once). */
+typedef struct {
+  const rnn_params *p;
+  rnn_dims s;
+  const float *X, *W, *R, *Bias, *H0, *C0, *P;
+  const hs_tensor *lens;
+  float *Y, *Yh, *Yc;
+  float *scratch;        /* rnn_dir_floats() per direction */
+  const rnn_state *st;   /* R transposed, or NULL */
+  int small_run;         /* the whole run on one thread */
+} rnn_job;
+
+/* Runs direction d of the job over every step, on its own part of the scratch. */
+static void rnn_direction(const rnn_job *job, int d) {
+  const rnn_params *p = job->p;
+  const rnn_dims s = job->s;
+  const int64_t H = s.hid, GH = s.gh, B = s.batch;
+  const float *X = job->X, *W = job->W, *R = job->R, *Bias = job->Bias, *H0 = job->H0, *C0 = job->C0, *P = job->P;
+  const hs_tensor *lens = job->lens;
+  float *Y = job->Y, *Yh = job->Yh, *Yc = job->Yc;
+  const int small_run = job->small_run;
+  const int prev_threads = hs_kernels_threads();
+  float *XW = job->scratch + d * rnn_dir_floats(&s), *G = XW + s.seq * B * GH, *HR = G + B * GH, *h = HR + B * GH;
+  float *c = h + B * H, *rh = c + B * H, *bsum = rh + B * H;
+  const rnn_state *st = job->st;
+  const int reverse = p->direction == DIR_REVERSE || d == 1;
+  const rnn_view v = {p, s, d};
+  const float *Wd = W + d * GH * s.in, *Rd = R + d * GH * H, *Rt = st ? st->rt + d * H * GH : NULL;
+  const float *Wb = Bias ? Bias + d * 2 * GH : NULL, *Rb = Bias ? Wb + GH : NULL;
+  const float *Pd = P ? P + d * 3 * H : NULL;
+  const rnn_act *act = p->act[d];
+  /* input projection for every timestep; rows follow X's memory order */
+  /* (on step_mm too when W is a constant: faster than the sgemm call at these sizes, e.g. the text
+   * recognizer's first layer, [80, 512] x [512, 192] per direction, 164 -> 125 us) */
+  if (st && st->wt && st->in == s.in)
+    step_mm(s.seq * B, GH, s.in, X, s.in, st->wt + d * s.in * GH, GH, XW, GH, 0);
+  else
+    gemm_nt(s.seq * B, GH, s.in, X, s.in, Wd, s.in, XW, GH, 0);
+  if (Wb) {
+    /* GRU with linear_before_reset adds Rb_h inside the reset product, not here */
+    int64_t rb_end = p->cell == CELL_GRU && p->lbr ? 2 * H : GH;
+    for (int64_t j = 0; j < GH; j++) bsum[j] = Wb[j] + (j < rb_end ? Rb[j] : 0.0f);
+    for (int64_t row = 0; row < s.seq * B; row++) add_to(XW + row * GH, bsum, GH);
+  }
+  memset(G, 0, sizeof(float) * (size_t)(B * GH)); /* rows of idle batch entries stay defined */
+  memset(rh, 0, sizeof(float) * (size_t)(B * H));
+  for (int64_t b = 0; b < B; b++) {
+    if (H0) memcpy(h + b * H, H0 + h_off(&v, b), sizeof(float) * (size_t)H);
+    else memset(h + b * H, 0, sizeof(float) * (size_t)H);
+    if (C0) memcpy(c + b * H, C0 + h_off(&v, b), sizeof(float) * (size_t)H);
+    else memset(c + b * H, 0, sizeof(float) * (size_t)H);
+  }
+  /* a step's product is too small to share between threads: forking for it costs more (10x on 2 cores) */
+  const int one_thread = !small_run && B * GH * H < RNN_STEP_PARALLEL_MIN;
+  if (one_thread) hs_kernels_set_threads(1);
+  for (int64_t step = 0; step < s.seq; step++) {
+    /* gates = XW row of each batch entry's timestep; batch entries already past their end idle */
+    for (int64_t b = 0; b < B; b++) {
+      int64_t len = lens ? hs_get_int(lens, b) : s.seq;
+      if (step >= len) continue;
+      int64_t t = reverse ? len - 1 - step : step;
+      memcpy(G + b * GH, XW + x_row(&v, t, b) * GH, sizeof(float) * (size_t)GH);
+    }
+    if (p->cell == CELL_GRU) {
+      rec_mm(B, 2 * H, H, h, H, Rd, H, Rt, GH, G, GH, 1); /* z, r */
+      if (p->lbr) rec_mm(B, H, H, h, H, Rd + 2 * H * H, H, Rt ? Rt + 2 * H : NULL, GH, HR, H, 0);
+    } else {
+      rec_mm(B, GH, H, h, H, Rd, H, Rt, GH, G, GH, 1);
+    }
+    for (int64_t b = 0; b < B; b++) {
+      int64_t len = lens ? hs_get_int(lens, b) : s.seq;
+      if (step >= len) continue;
+      float *g = G + b * GH, *hb = h + b * H, *cb = c + b * H;
+      if (p->cell == CELL_RNN) {
+        act_apply(&act[0], g, H, p->has_clip, p->clip);
+        memcpy(hb, g, sizeof(float) * (size_t)H);
+      } else if (p->cell == CELL_GRU) {
+        float *z = g, *r = g + H, *hh = g + 2 * H;
+        act_apply(&act[0], z, 2 * H, p->has_clip, p->clip); /* z and r */
+        if (p->lbr) {
+          const float *hr = HR + b * H;
+          for (int64_t j = 0; j < H; j++) hh[j] += r[j] * (hr[j] + (Rb ? Rb[2 * H + j] : 0.0f));
+        } else {
+          for (int64_t j = 0; j < H; j++) rh[b * H + j] = r[j] * hb[j];
+        }
+      } else if (!Pd && !p->input_forget) {
+        /* gates i, o, f are adjacent and take the same function: one call */
+        float *gi = g, *go = g + H, *gf = g + 2 * H, *gc = g + 3 * H;
+        act_apply(&act[0], gi, 3 * H, p->has_clip, p->clip);
+        act_apply(&act[1], gc, H, p->has_clip, p->clip);
+        lstm_cell(H, gi, gf, gc, cb);
+        memcpy(gc, cb, sizeof(float) * (size_t)H); /* h(C_t) in the spent c-gate slot */
+        act_apply(&act[2], gc, H, 0, 0);
+        mul_into(hb, go, gc, H);
+      } else {
+        float *gi = g, *go = g + H, *gf = g + 2 * H, *gc = g + 3 * H;
+        if (Pd)
+          for (int64_t j = 0; j < H; j++) gi[j] += Pd[j] * cb[j], gf[j] += Pd[2 * H + j] * cb[j];
+        act_apply(&act[0], gi, H, p->has_clip, p->clip);
+        if (p->input_forget)
+          for (int64_t j = 0; j < H; j++) gf[j] = 1.0f - gi[j];
+        else
+          act_apply(&act[0], gf, H, p->has_clip, p->clip);
+        act_apply(&act[1], gc, H, p->has_clip, p->clip);
+        for (int64_t j = 0; j < H; j++) cb[j] = gf[j] * cb[j] + gi[j] * gc[j];
+        if (Pd)
+          for (int64_t j = 0; j < H; j++) go[j] += Pd[H + j] * cb[j];
+        act_apply(&act[0], go, H, p->has_clip, p->clip);
+        for (int64_t j = 0; j < H; j++) gc[j] = cb[j]; /* h(C_t) in the spent c-gate slot */
+        act_apply(&act[2], gc, H, 0, 0);
+        for (int64_t j = 0; j < H; j++) hb[j] = go[j] * gc[j];
+      }
+    }
+    if (p->cell == CELL_GRU) {
+      /* the candidate's recurrent term needs r first: (r * h_{t-1}) R_h^T */
+      if (!p->lbr) rec_mm(B, H, H, rh, H, Rd + 2 * H * H, H, Rt ? Rt + 2 * H : NULL, GH, G + 2 * H, GH, 1);
+      for (int64_t b = 0; b < B; b++) {
+        int64_t len = lens ? hs_get_int(lens, b) : s.seq;
+        if (step >= len) continue;
+        float *g = G + b * GH, *hb = h + b * H;
+        act_apply(&act[1], g + 2 * H, H, p->has_clip, p->clip);
+        for (int64_t j = 0; j < H; j++) hb[j] = (1.0f - g[j]) * g[2 * H + j] + g[j] * hb[j];
+      }
+    }
+    if (Y)
+      for (int64_t b = 0; b < B; b++) {
+        int64_t len = lens ? hs_get_int(lens, b) : s.seq;
+        if (step >= len) continue;
+        int64_t t = reverse ? len - 1 - step : step;
+        memcpy(Y + y_off(&v, t, b), h + b * H, sizeof(float) * (size_t)H);
+      }
+  }
+  if (one_thread) hs_kernels_set_threads(prev_threads);
+  for (int64_t b = 0; b < B; b++) {
+    if (Yh) memcpy(Yh + h_off(&v, b), h + b * H, sizeof(float) * (size_t)H);
+    if (Yc) memcpy(Yc + h_off(&v, b), c + b * H, sizeof(float) * (size_t)H);
+  }
+}
+
+static void rnn_direction_task(void *ctx, int d) { rnn_direction(ctx, d); }
+
 static int rnn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
                    hs_error *err) {
   const rnn_params *p = (const rnn_params *)n->params.bytes;
@@ -432,109 +736,19 @@ static int rnn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
 
   const int prev_threads = hs_kernels_threads();
   const int small_run = p->dirs * s.seq * B * GH * (s.in + H) < RNN_RUN_PARALLEL_MIN;
-  if (small_run) hs_kernels_set_threads(1);
-  float *XW = scratch, *G = XW + s.seq * B * GH, *HR = G + B * GH, *h = HR + B * GH, *c = h + B * H, *rh = c + B * H;
-  for (int d = 0; d < p->dirs; d++) {
-    const int reverse = p->direction == DIR_REVERSE || d == 1;
-    const rnn_view v = {p, s, d};
-    const float *Wd = W + d * GH * s.in, *Rd = R + d * GH * H;
-    const float *Wb = Bias ? Bias + d * 2 * GH : NULL, *Rb = Bias ? Wb + GH : NULL;
-    const float *Pd = P ? P + d * 3 * H : NULL;
-    const rnn_act *act = p->act[d];
-    /* input projection for every timestep; rows follow X's memory order */
-    gemm_nt(s.seq * B, GH, s.in, X, s.in, Wd, s.in, XW, GH, 0);
-    if (Wb)
-      for (int64_t row = 0; row < s.seq * B; row++) {
-        float *xw = XW + row * GH;
-        /* GRU with linear_before_reset adds Rb_h inside the reset product, not here */
-        int64_t rb_end = p->cell == CELL_GRU && p->lbr ? 2 * H : GH;
-        for (int64_t j = 0; j < GH; j++) xw[j] += Wb[j] + (j < rb_end ? Rb[j] : 0.0f);
-      }
-    memset(G, 0, sizeof(float) * (size_t)(B * GH)); /* rows of idle batch entries stay defined */
-    memset(rh, 0, sizeof(float) * (size_t)(B * H));
-    for (int64_t b = 0; b < B; b++) {
-      if (H0) memcpy(h + b * H, H0 + h_off(&v, b), sizeof(float) * (size_t)H);
-      else memset(h + b * H, 0, sizeof(float) * (size_t)H);
-      if (C0) memcpy(c + b * H, C0 + h_off(&v, b), sizeof(float) * (size_t)H);
-      else memset(c + b * H, 0, sizeof(float) * (size_t)H);
-    }
-    /* a step's product is too small to share between threads: forking for it costs more (10x on 2 cores) */
-    const int one_thread = !small_run && B * GH * H < RNN_STEP_PARALLEL_MIN;
-    if (one_thread) hs_kernels_set_threads(1);
-    for (int64_t step = 0; step < s.seq; step++) {
-      /* gates = XW row of each batch entry's timestep; batch entries already past their end idle */
-      for (int64_t b = 0; b < B; b++) {
-        int64_t len = lens ? hs_get_int(lens, b) : s.seq;
-        if (step >= len) continue;
-        int64_t t = reverse ? len - 1 - step : step;
-        memcpy(G + b * GH, XW + x_row(&v, t, b) * GH, sizeof(float) * (size_t)GH);
-      }
-      if (p->cell == CELL_GRU) {
-        gemm_nt(B, 2 * H, H, h, H, Rd, H, G, GH, 1); /* z, r */
-        if (p->lbr) gemm_nt(B, H, H, h, H, Rd + 2 * H * H, H, HR, H, 0);
-      } else {
-        gemm_nt(B, GH, H, h, H, Rd, H, G, GH, 1);
-      }
-      for (int64_t b = 0; b < B; b++) {
-        int64_t len = lens ? hs_get_int(lens, b) : s.seq;
-        if (step >= len) continue;
-        float *g = G + b * GH, *hb = h + b * H, *cb = c + b * H;
-        if (p->cell == CELL_RNN) {
-          act_apply(&act[0], g, H, p->has_clip, p->clip);
-          memcpy(hb, g, sizeof(float) * (size_t)H);
-        } else if (p->cell == CELL_GRU) {
-          float *z = g, *r = g + H, *hh = g + 2 * H;
-          act_apply(&act[0], z, 2 * H, p->has_clip, p->clip); /* z and r */
-          if (p->lbr) {
-            const float *hr = HR + b * H;
-            for (int64_t j = 0; j < H; j++) hh[j] += r[j] * (hr[j] + (Rb ? Rb[2 * H + j] : 0.0f));
-          } else {
-            for (int64_t j = 0; j < H; j++) rh[b * H + j] = r[j] * hb[j];
-          }
-        } else {
-          float *gi = g, *go = g + H, *gf = g + 2 * H, *gc = g + 3 * H;
-          if (Pd)
-            for (int64_t j = 0; j < H; j++) gi[j] += Pd[j] * cb[j], gf[j] += Pd[2 * H + j] * cb[j];
-          act_apply(&act[0], gi, H, p->has_clip, p->clip);
-          if (p->input_forget)
-            for (int64_t j = 0; j < H; j++) gf[j] = 1.0f - gi[j];
-          else
-            act_apply(&act[0], gf, H, p->has_clip, p->clip);
-          act_apply(&act[1], gc, H, p->has_clip, p->clip);
-          for (int64_t j = 0; j < H; j++) cb[j] = gf[j] * cb[j] + gi[j] * gc[j];
-          if (Pd)
-            for (int64_t j = 0; j < H; j++) go[j] += Pd[H + j] * cb[j];
-          act_apply(&act[0], go, H, p->has_clip, p->clip);
-          for (int64_t j = 0; j < H; j++) gc[j] = cb[j]; /* h(C_t) in the spent c-gate slot */
-          act_apply(&act[2], gc, H, 0, 0);
-          for (int64_t j = 0; j < H; j++) hb[j] = go[j] * gc[j];
-        }
-      }
-      if (p->cell == CELL_GRU) {
-        /* the candidate's recurrent term needs r first: (r * h_{t-1}) R_h^T */
-        if (!p->lbr) gemm_nt(B, H, H, rh, H, Rd + 2 * H * H, H, G + 2 * H, GH, 1);
-        for (int64_t b = 0; b < B; b++) {
-          int64_t len = lens ? hs_get_int(lens, b) : s.seq;
-          if (step >= len) continue;
-          float *g = G + b * GH, *hb = h + b * H;
-          act_apply(&act[1], g + 2 * H, H, p->has_clip, p->clip);
-          for (int64_t j = 0; j < H; j++) hb[j] = (1.0f - g[j]) * g[2 * H + j] + g[j] * hb[j];
-        }
-      }
-      if (Y)
-        for (int64_t b = 0; b < B; b++) {
-          int64_t len = lens ? hs_get_int(lens, b) : s.seq;
-          if (step >= len) continue;
-          int64_t t = reverse ? len - 1 - step : step;
-          memcpy(Y + y_off(&v, t, b), h + b * H, sizeof(float) * (size_t)H);
-        }
-    }
-    if (one_thread) hs_kernels_set_threads(prev_threads);
-    for (int64_t b = 0; b < B; b++) {
-      if (Yh) memcpy(Yh + h_off(&v, b), h + b * H, sizeof(float) * (size_t)H);
-      if (Yc) memcpy(Yc + h_off(&v, b), c + b * H, sizeof(float) * (size_t)H);
-    }
+  const rnn_state *st = n->state;
+  const int have_rt = st && st->dirs == p->dirs && st->gh == GH && st->hid == H;
+  const rnn_job job = {p, s, X, W, R, Bias, H0, C0, P, lens, Y, Yh, Yc, scratch, have_rt ? st : NULL, small_run};
+  /* Two directions whose steps run on one thread each go to two threads at once: they share nothing
+   * but X, and neither waits for the other (the steps within a direction are sequential). Only when a
+   * direction has enough work to pay for waking the second thread. */
+  if (p->dirs == 2 && prev_threads >= 2 && B * GH * H < RNN_STEP_PARALLEL_MIN &&
+      s.seq * B * GH * (s.in + H) >= RNN_DIR_PARALLEL_MIN) {
+    hs_kernels_parallel_for(2, rnn_direction_task, (void *)&job);
+    return 0;
   }
+  if (small_run) hs_kernels_set_threads(1);
+  for (int d = 0; d < p->dirs; d++) rnn_direction(&job, d);
   if (small_run) hs_kernels_set_threads(prev_threads);
   return 0;
 }
@@ -543,6 +757,7 @@ static int rnn_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
 const hs_op_impl hs_op_impl_rnn = {
     .check = rnn_check,
     .infer = rnn_infer,
+    .prepare = rnn_prepare,
     .scratch_bytes = rnn_scratch,
     .run = rnn_run,
 };

@@ -50,9 +50,24 @@ for name in sorted(os.listdir(cases)):
             fail(f"{name}: output {o.name} differs")
     print("ok  ", name)
 
-# errors: exit status non-zero, a message naming the cause on stderr
+# --warmup runs untimed first; --print-times lists every timed run (REPEAT of them, the median among them)
 d = os.path.join(cases, "add_bcast")
 model = os.path.join(d, "model.onnx")
+r = run([model, "--input", f"a={d}/input_0.npy", "--input", f"b={d}/input_1.npy", "--warmup", "2", "--repeat", "5",
+         "--print-times"])
+times = re.search(r"^times ms:((?: [0-9.]+)+)$", r.stdout, re.M)
+stats = re.search(r"runs (\d+), median ([0-9.]+) ms, p99 ([0-9.]+) ms", r.stdout)
+if r.returncode != 0 or not times or not stats:
+    fail(f"--warmup/--print-times: exit {r.returncode}, stdout {r.stdout!r}")
+else:
+    t = sorted(float(x) for x in times.group(1).split())
+    if len(t) != 5 or stats.group(1) != "5" or abs(t[2] - float(stats.group(2))) > 0.0015 or \
+            abs(t[4] - float(stats.group(3))) > 0.0015:
+        fail(f"--print-times {t} disagrees with {stats.group(0)}")
+    else:
+        print("ok   --warmup 2 --repeat 5 --print-times")
+
+# errors: exit status non-zero, a message naming the cause on stderr
 bad = [
     ([model, "--input", f"a={d}/input_0.npy"], "missing --input b"),
     ([model, "--input", f"a={d}/input_0.npy", "--input", f"b={d}/nope.npy"], "nope.npy"),
@@ -60,6 +75,7 @@ bad = [
     ([model, "--input", f"a={d}/input_0.npy", "--input", f"b={d}/input_1.npy", "--input", "zz=x.npy"], "no input 'zz'"),
     ([os.path.join(d, "missing.onnx"), "--input", "a=x.npy"], "missing.onnx"),
     ([model, "--repeat", "0"], "--repeat"),
+    ([model, "--warmup", "-1"], "--warmup"),
     ([], "usage"),
 ]
 junk = os.path.join(out, "junk.npy")
