@@ -99,8 +99,9 @@ static int has_window(const hs_conv_params *p) {
  * thread, CPU per execution: ResNet-50's 3x3 layers (+relu) 0.4-0.8 ms against brgconv's 0.8-1.0 ms
  * at batch 1 and 3.6-4.6 against 6.6-7.2 ms at batch 8 (c512 at 7x7: 7.9 against 7.5, the one loss);
  * the detector's 96 -> 24 channels at 160x160 3.1 against 5.9 ms (batch 1), 29.8 against 48.1 (batch
- * 8); outputs within 5e-6 of the direct kernels' (docs/KERNELS.md, Winograd). HS_KERNELS_WINOGRAD=0
- * turns it off (for comparisons). */
+ * 8); outputs within 5e-6 of the direct kernels' (docs/KERNELS.md, Winograd). Off unless
+ * HS_KERNELS_WINOGRAD=1: the Winograd weights and the plain copy they force cost ResNet-50 +61 MB and
+ * 70-180 ms more to load (a reload's price) for 5-10% less time per run. */
 static int winograd_candidate(const hs_conv_params *p, int64_t batch) {
   if (p->transposed || p->nsp != 2 || p->groups != 1 || p->in_c % 16) return 0;
   if (p->out_c * 4 < (p->out_c + 15) / 16 * 16 * 3) return 0; /* output blocks padded by more than a quarter */
@@ -108,7 +109,7 @@ static int winograd_candidate(const hs_conv_params *p, int64_t batch) {
     if (p->kernel[i] != 3 || p->stride[i] != 1 || p->dilation[i] != 1) return 0;
   if (batch > 1 && p->out[0] * p->out[1] < 64) return 0; /* the 4x3 tiles lose on 7x7 at batch 8 */
   const char *env = getenv("HS_KERNELS_WINOGRAD");
-  return !(env && strcmp(env, "0") == 0);
+  return env && strcmp(env, "1") == 0;
 }
 
 static int is_winograd_impl(const_dnnl_primitive_desc_t pd) {

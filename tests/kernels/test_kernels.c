@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <cmocka.h>
 
 #include "kernels/kcache.h"
@@ -939,6 +940,7 @@ static void test_kcache(void **state) {
 }
 
 int main(void) {
+  setenv("HS_KERNELS_WINOGRAD", "1", 1); /* off by default; the 3x3 cases must cover it */
   hs_kernels_set_threads(2);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conv),      cmocka_unit_test(test_conv_errors), cmocka_unit_test(test_matmul),

@@ -310,6 +310,7 @@ static void test_threads(void **state) {
 }
 
 int main(void) {
+  setenv("HS_KERNELS_WINOGRAD", "1", 1); /* off by default; OC = 32 must reach it */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_kernel_weights_from),
       cmocka_unit_test(test_weights_held_once),
