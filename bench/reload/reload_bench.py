@@ -324,7 +324,9 @@ def main():
         errs = reload["status"] + reload["errors"] + steady["status"] + steady["errors"]
         fr_med = statistics.median(firsts) if firsts else None
         fr_max = max(firsts) if firsts else None
-        ratios = [["throughput reload/no-reload", "%.3f" % thr, ">= 0.97", "yes" if thr >= 0.97 else "NO"],
+        thr_want = 0.97 if a.model == "resnet50" else 0.98   # issue 13's targets per model
+        ratios = [["throughput reload/no-reload", "%.3f" % thr, ">= %.2f" % thr_want,
+                   "yes" if thr >= thr_want else "NO"],
                   ["p99 reload/no-reload", "%.3f" % p99r, "<= 1.10", "yes" if p99r <= 1.10 else "NO"],
                   ["errors (both phases)", errs, "0", "yes" if errs == 0 else "NO"]]
         if fr_med is not None:
@@ -346,6 +348,14 @@ def main():
                  ["publisher (`hotserve publish`: copy, hash, fsync)", "%.0f" % (pub_s * 1e3 / n_pub),
                   "%.1f%%" % (100 * pub_s / (reload["wall"] * cores))],
                  ["both: the throughput ratio to expect at saturation", "", "%.3f" % (1 - taken)]]
+        # The server's own account per version also counts the thread that hashes the files beside the
+        # load (it has ended by the time the sampling above could see it).
+        own = [sum(e.get(k) or 0 for k in ("read_cpu_ms", "load_cpu_ms", "warmup_cpu_ms")) for e in loaded
+               if e.get("load_cpu_ms") is not None and e["version"] != "1"]
+        if own:
+            crows.append(["loader CPU per version by the server's own account (read incl. the hash thread, "
+                          "load, warm-up), median (min-max)",
+                          "%.1f (%.1f-%.1f)" % (statistics.median(own), min(own), max(own)), ""])
         table += "\n" + benchlib.md_table(["reload phase CPU (%d cores)" % cores, "ms per version",
                                            "share of the machine"], crows)
         table += ("\nServer CPU per request outside the loader: %.2f ms without reloads, %.2f ms with them "
