@@ -401,6 +401,22 @@ static void test_hash_cache(void **state) {
   hs_repo_close(r);
 }
 
+/* Model m, version 1 ("model bytes" + weights, signed manifest) in v1 (m's folder in mdir), and a
+ * repository opened on it that leaves the hashing to the read, as the server runs
+ * (defer_content_check). */
+static hs_repo *open_deferred_v1(const fixture *f, char v1[4096], char mdir[4096]) {
+  snprintf(v1, 4096, "%s", P("%s/m/1", f->root));
+  snprintf(mdir, 4096, "%s", P("%s/m", f->root));
+  make_version(v1, "model bytes");
+  sign(v1, NULL);
+  hs_repo_options o = {.settle_ms = 0, .defer_content_check = true};
+  hs_repo *r = NULL;
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
+  return r;
+}
+
 /* Read once (read.c) with a scanner that leaves the hashing to it (defer_content_check, as the
  * server runs): the scan checks a new version's names and sizes only; hs_repo_read_version returns
  * the bytes it read and hashed, and refuses bytes that differ from the manifest; once a version was
@@ -409,15 +425,9 @@ static void test_hash_cache(void **state) {
 static void test_read_once_and_deferred_check(void **state) {
   fixture *f = *state;
   char v1[4096], mdir[4096];
-  snprintf(v1, sizeof v1, "%s", P("%s/m/1", f->root));
-  snprintf(mdir, sizeof mdir, "%s", P("%s/m", f->root));
-  make_version(v1, "model bytes");
-  sign(v1, NULL);
-  hs_repo_options o = {.settle_ms = 0, .defer_content_check = true};
-  hs_repo *r = NULL;
+  hs_repo *r = open_deferred_v1(f, v1, mdir);
   hs_error err;
   hs_error_clear(&err);
-  assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
 
   hs_repo_snapshot *s = scan(r);
   const hs_repo_version *rv = find_version(s, "m", 1);
@@ -479,15 +489,9 @@ static void test_read_once_and_deferred_check(void **state) {
 static void test_read_start_hashes_what_it_hands_out(void **state) {
   fixture *f = *state;
   char v1[4096], mdir[4096];
-  snprintf(v1, sizeof v1, "%s", P("%s/m/1", f->root));
-  snprintf(mdir, sizeof mdir, "%s", P("%s/m", f->root));
-  make_version(v1, "model bytes");
-  sign(v1, NULL);
-  hs_repo_options o = {.settle_ms = 0, .defer_content_check = true};
-  hs_repo *r = NULL;
+  hs_repo *r = open_deferred_v1(f, v1, mdir);
   hs_error err;
   hs_error_clear(&err);
-  assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
   hs_repo_snapshot *s = scan(r);
   const hs_repo_version *rv = find_version(s, "m", 1);
   assert_int_equal(rv->state, HS_VERSION_READY);
