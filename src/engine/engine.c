@@ -145,8 +145,7 @@ static bool shared_ref_stays(const hs_graph *g, int v, bool has_subgraphs) {
   return true;
 }
 
-/* Gives back its bytes to every value the decoder shared where the sharing may not stay
- * (shared_ref_stays): the shared kernel writes its weights back in ONNX's layout (exact). */
+/* Whether m is a subgraph or has nodes with subgraph attributes (If, Loop, Scan). */
 static bool has_subgraphs(const hs_engine_model *m) {
   const hs_graph *g = &m->g;
   bool any = m->is_sub;
@@ -155,7 +154,9 @@ static bool has_subgraphs(const hs_engine_model *m) {
   return any;
 }
 
-/* had_subgraphs: has_subgraphs() before the If folding, which may inline a branch. */
+/* Gives back its bytes to every value the decoder shared where the sharing may not stay
+ * (shared_ref_stays): the shared kernel writes its weights back in ONNX's layout (exact).
+ * had_subgraphs: has_subgraphs() before the If folding, which may inline a branch. */
 static int resolve_shared_refs(hs_engine_model *m, bool had_subgraphs, hs_error *err) {
   hs_graph *g = &m->g;
   for (int v = 0; v < g->n_values; v++) {
