@@ -40,8 +40,11 @@ static void usage(FILE *out) {
  * to bridge the gap between two kernels of one run, too short to take a core from anyone; libgomp
  * itself drops to 100 spins when its threads outnumber the CPUs. libgomp reads these variables when it
  * is loaded, before main, hence the re-exec. Setting OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself keeps
- * your choice (OMP_WAIT_POLICY=PASSIVE for the old behaviour). */
-static void use_short_openmp_spin(char **argv) {
+ * your choice (OMP_WAIT_POLICY=PASSIVE for the old behaviour). Only the commands that run kernels
+ * (serve, run) re-execute: for keygen, sign, verify and publish a second start of the binary (loading
+ * and relocating its libraries again, ~10 ms of CPU) would buy nothing. */
+static void use_short_openmp_spin(int argc, char **argv) {
+  if (argc < 2 || (strcmp(argv[1], "serve") != 0 && strcmp(argv[1], "run") != 0)) return;
   if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
   if (setenv("GOMP_SPINCOUNT", "1000", 1) != 0) return;
   execv("/proc/self/exe", argv);
@@ -49,7 +52,7 @@ static void use_short_openmp_spin(char **argv) {
 }
 
 int main(int argc, char **argv) {
-  use_short_openmp_spin(argv);
+  use_short_openmp_spin(argc, argv);
   if (argc < 2) {
     usage(stderr);
     return 2;

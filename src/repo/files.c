@@ -369,15 +369,11 @@ void hs__hash_cache_touch(hs__hash_cache *c, const hs__file *f) {
 }
 
 int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_error *err) {
-  cache_entry **slot = NULL;
-  if (c) {
-    cache_entry *e = cache_find(c, f);
-    if (e) {
-      memcpy(out, e->sha, 32);
-      e->used = 1;
-      return HS_OK;
-    }
-    slot = &c->buckets[bucket_of(f->dev, f->ino)];
+  cache_entry *e = c ? cache_find(c, f) : NULL;
+  if (e) {
+    memcpy(out, e->sha, 32);
+    e->used = 1;
+    return HS_OK;
   }
   struct stat st;
   hs_error oerr;
@@ -390,17 +386,25 @@ int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_er
   if (rc != HS_OK) hs_error_prefix(err, "%s", f->rel);
   else if (total != f->size) rc = hs_error_set(err, HS_IO, "%s: changed size while being hashed", f->rel);
   if (c) c->bytes_hashed += total;
-  if (rc != HS_OK || !c) return rc;
-  cache_entry *e = malloc(sizeof *e);
-  if (!e) return HS_OK; /* the hash is right; it just is not remembered */
-  e->dev = f->dev;
-  e->ino = f->ino;
-  e->size = f->size;
-  e->mtime_ns = f->mtime_ns;
-  e->ctime_ns = f->ctime_ns;
-  memcpy(e->sha, out, 32);
+  if (rc == HS_OK) hs__hash_cache_put(c, f, out);
+  return rc;
+}
+
+void hs__hash_cache_put(hs__hash_cache *c, const hs__file *f, const uint8_t sha[32]) {
+  if (!c) return;
+  cache_entry *e = cache_find(c, f);
+  if (!e) {
+    e = malloc(sizeof *e);
+    if (!e) return; /* the hash is right; it just is not remembered */
+    cache_entry **slot = &c->buckets[bucket_of(f->dev, f->ino)];
+    e->dev = f->dev;
+    e->ino = f->ino;
+    e->size = f->size;
+    e->mtime_ns = f->mtime_ns;
+    e->ctime_ns = f->ctime_ns;
+    e->next = *slot;
+    *slot = e;
+  }
+  memcpy(e->sha, sha, 32);
   e->used = 1;
-  e->next = *slot;
-  *slot = e;
-  return HS_OK;
 }

@@ -108,6 +108,10 @@ void hs__hash_cache_touch(hs__hash_cache *c, const hs__file *f);
 /* SHA-256 of f's bytes (from the cache when f is unchanged; cache may be NULL). Fails with
  * HS_IO when the file cannot be read or no longer has f->size bytes. */
 int hs__sha256_file(hs__hash_cache *c, const hs__file *f, uint8_t out[32], hs_error *err);
+/* Remembers sha as the SHA-256 of the bytes f (its device, inode, size and times) holds: for a
+ * writer that hashed what it wrote (publish), so hs__manifest_build need not read it back. c may
+ * be NULL (nothing happens); out of memory just forgets. */
+void hs__hash_cache_put(hs__hash_cache *c, const hs__file *f, const uint8_t sha[32]);
 
 /* ---- manifest ---- */
 typedef struct hs__manifest_entry {

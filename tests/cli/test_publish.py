@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """hotserve publish: next-number choice, --version, no overwrite, and atomicity: an observer that
-lists the model directory as fast as it can never sees a version directory that is incomplete."""
+lists the model directory as fast as it can never sees a version directory that is incomplete. The
+manifest names the bytes written (publish hashes them as it copies), and a source rewritten while it
+is copied is refused instead of published half old, half new."""
+import glob
+import hashlib
 import json
+import signal
+import time
 import os
 import shutil
 import subprocess
@@ -75,6 +81,13 @@ def main():
         assert sorted(outs[3:]) == [f"{model}/4", f"{model}/5"], outs
         assert not seen["bad"], seen["bad"][:5]
         assert seen["checks"] > 0
+        # The manifest's hashes (taken while copying) are those of the bytes in the source and the copy.
+        man = json.load(open(os.path.join(model, "1", "hotserve-manifest.json")))
+        for e in man["files"]:
+            with open(os.path.join(src, e["path"]), "rb") as f:
+                want = hashlib.sha256(f.read()).hexdigest()
+            with open(os.path.join(model, "1", e["path"]), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == want == e["sha256"], e["path"]
 
         # --version picks the number; an existing one is never overwritten.
         assert run("publish", src, model, "--version", "10").stdout.strip() == f"{model}/10"
@@ -139,9 +152,71 @@ def main():
         assert os.path.isdir(young), "a staging directory younger than two minutes was removed"
         run("publish", small, model)  # the lock is gone now: the old one goes too
         assert not os.path.exists(held), "an old staging directory was kept after its lock was dropped"
+
+        source_rewritten_while_copied(tmp)
         print("ok")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def source_rewritten_while_copied(tmp):
+    """A publisher stopped (SIGSTOP) half-way through copying model.onnx while the source's first
+    byte is rewritten: it must fail and leave nothing, not sign a copy that is half old, half new."""
+    src = os.path.join(tmp, "changing")
+    os.makedirs(src)
+    path = os.path.join(src, "model.onnx")
+    size = 96 << 20
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 20) * 96)
+    caught = False
+    for attempt in range(5):
+        model = os.path.join(tmp, "repo", f"changing{attempt}")
+        p = subprocess.Popen([HOTSERVE, "publish", src, model], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            stopped = False
+            while p.poll() is None and time.monotonic() < deadline:
+                copies = glob.glob(os.path.join(model, ".staging-*", "model.onnx"))
+                try:
+                    copied = os.path.getsize(copies[0]) if copies else 0
+                except OSError:
+                    copied = 0
+                if 0 < copied < size:
+                    os.kill(p.pid, signal.SIGSTOP)
+                    stopped = True
+                    break
+                time.sleep(0.0005)
+            if stopped:
+                copies = glob.glob(os.path.join(model, ".staging-*", "model.onnx"))
+                if copies and os.path.getsize(copies[0]) < size:  # still half-way: rewrite the source
+                    with open(path, "r+b") as f:
+                        first = f.read(1)
+                        f.seek(0)
+                        f.write(bytes([first[0] ^ 0xFF]))
+                    caught = True
+                os.kill(p.pid, signal.SIGCONT)
+            out, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+                p.wait()
+        if not caught:  # the copy finished before it could be stopped: a good version, try again
+            assert p.returncode == 0, err
+            run("verify", out.strip())
+            continue
+        assert p.returncode == 1, (p.returncode, out, err)
+        assert "changed while it was being published" in err, err
+        assert os.listdir(model) == [], os.listdir(model)  # no version, no staging left
+        break
+    assert caught, "never caught a publisher half-way through a 96 MiB copy in 5 tries"
+    # Published again once complete, the version matches the source as it is now.
+    out = run("publish", src, model).stdout.strip()
+    run("verify", out)
+    man = json.load(open(os.path.join(out, "hotserve-manifest.json")))
+    with open(path, "rb") as f:
+        assert man["files"][0]["sha256"] == hashlib.sha256(f.read()).hexdigest()
 
 
 if __name__ == "__main__":
