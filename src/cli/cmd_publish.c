@@ -16,6 +16,7 @@ static void usage(FILE *out) {
           "Adds SRC_DIR (model.onnx plus any external-data files) to a model repository as a new\n"
           "version, so that a running `hotserve serve` sees it complete or not at all:\n"
           "  1. copies SRC_DIR into REPO/MODEL/.staging-XXXXXX (same filesystem; ignored by servers),\n"
+          "     hashing each byte as it is written; a source file that changes meanwhile is refused,\n"
           "  2. fsyncs every file and directory,\n"
           "  3. writes " HS_REPO_MANIFEST_NAME " (and " HS_REPO_SIGNATURE_NAME " with --key) last,\n"
           "  4. renames the staging directory to REPO/MODEL/N in one step (also atomic on NFS).\n"

@@ -30,7 +30,8 @@ int hs_repo_sign_dir_as(const char *dir, const char *key_path, const char *model
 int hs_repo_sign_config(const char *config_path, const char *key_path, const char *model, hs_error *err);
 
 /* Publishes src_dir as a new version of the model at model_dir (created when missing): copies
- * it into model_dir/.staging-XXXXXX (same filesystem), fsyncs every file and directory, writes
+ * it into model_dir/.staging-XXXXXX (same filesystem) in one pass, hashing the bytes as they are
+ * written (a source file that changes meanwhile: HS_IO), fsyncs every file and directory, writes
  * the manifest (and signature with key_path) last, then renames the staging directory to
  * model_dir/<version> without ever replacing an existing version. version 0 takes the next free
  * number (one above the highest present). On success *out_version is the number used. On any
