@@ -18,6 +18,7 @@
 #include "grpc/frontend.h"
 #include "http/server.h"
 #include "engine/engine.h"
+#include "kernels/kshare.h"
 #include "serving/compute.h"
 #include "serving/stats.h"
 #include "serving/registry.h"
@@ -45,7 +46,7 @@ typedef struct serve_cfg {
   bool control_none, control_explicit;
   serve_list load_models; /* --load-model (explicit control mode) */
   serve_list keys;        /* --trusted-key */
-  bool require_sig, no_inotify, strict_ready;
+  bool require_sig, no_inotify, strict_ready, kernel_share;
   double poll_s, settle_s, idle_s, trim_s, grace_s, request_s;
   hs_loader_priority loader_prio;
   hs_log_level log_level;
@@ -61,6 +62,7 @@ enum {
   OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
   OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN, OPT_MAX_REQ_MEM,
   OPT_CONTROL_MODE, OPT_CONTROL_TOKEN, OPT_LOAD_MODEL, OPT_COMPUTE_THREADS, OPT_MAX_TOTAL_REQ_MEM,
+  OPT_KERNEL_SHARE,
 };
 
 /* The option table: one row per option (long name, value name or NULL for a switch, id, environment
@@ -95,6 +97,8 @@ static const serve_opt k_opts[] = {
     {"instances", "N", OPT_INSTANCES, "HOTSERVE_INSTANCES", "concurrent runs per version (default 2)"},
     {"compute-threads", "N", OPT_COMPUTE_THREADS, "HOTSERVE_COMPUTE_THREADS",
      "most threads that run models, shared by every model; each keeps one\nOpenMP team of --threads (default: twice the CPUs, at least 4)"},
+    {"kernel-share", "on|off", OPT_KERNEL_SHARE, "HOTSERVE_KERNEL_SHARE",
+     "share Conv kernels between versions whose weights are byte for byte\nthe same (default on; off: every load builds its own, to compare\nor to rule sharing out; docs/ENGINE.md)"},
     {"loader-priority", "P", OPT_LOADER_PRIO, "HOTSERVE_LOADER_PRIORITY",
      "CPU priority of loads and warm-ups: low (default; 10 nice steps\nbelow the server), idle (SCHED_IDLE: only CPU time requests leave\nunused) or normal"},
     {"max-body-bytes", "N", OPT_MAX_BODY, "HOTSERVE_MAX_BODY_BYTES",
@@ -216,6 +220,14 @@ static int list_apply(serve_list *l, const serve_opt *o, const char *v, bool fro
   return 0;
 }
 
+/* on|off, or a boolean's other spellings (1/0, true/false, yes/no). */
+static int parse_on_off(const char *s, bool *out) {
+  if (!strcasecmp(s, "on")) *out = true;
+  else if (!strcasecmp(s, "off")) *out = false;
+  else return *s ? parse_bool(s, out) : -1;
+  return 0;
+}
+
 /* A switch: given as a flag (v NULL) it is on; a value says which. */
 static int parse_switch(const char *v, bool *out) {
   if (v) return parse_bool(v, out);
@@ -241,6 +253,7 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
     case OPT_REQUIRE_SIG: bad = parse_switch(v, &c->require_sig) != 0; break;
     case OPT_NO_INOTIFY: bad = parse_switch(v, &c->no_inotify) != 0; break;
     case OPT_STRICT_READY: bad = parse_switch(v, &c->strict_ready) != 0; break;
+    case OPT_KERNEL_SHARE: bad = parse_on_off(v, &c->kernel_share) != 0; break;
     case OPT_BACKEND_DIR: bad = !*v, c->backend_dir = v; break;
     case OPT_REQUEST_TIMEOUT: bad = parse_seconds(v, &c->request_s) != 0 || c->request_s < 0.1; break;
     case OPT_MIN_BODY_RATE: bad = parse_ull(v, 1ull << 40, &c->min_rate) != 0 || c->min_rate == 0; break;
@@ -358,7 +371,7 @@ static int read_control_token(const char *path, char **out, hs_error *err) {
 int hs_cmd_serve(int argc, char **argv) {
   serve_cfg c = {.host = "127.0.0.1", .request_s = 30, .min_rate = 64 << 10, .poll_s = 2, .settle_s = 2, .idle_s = 120, .trim_s = 5,
                  .loader_prio = HS_LOADER_LOW, .grpc_port = -1, .port = 8000, .grpc_workers = 16, .threads = 1,
-                 .instances = 2, .max_body = 64ull << 20, .max_conn = 256,
+                 .instances = 2, .max_body = 64ull << 20, .max_conn = 256, .kernel_share = true,
                  .keys = {.max = MAX_KEYS, .what = "trusted keys"},
                  .load_models = {.max = MAX_LOAD_MODELS, .what = "--load-model names (use '*' for every model)"}};
   int prc = parse_options(argc, argv, &c);
@@ -395,6 +408,9 @@ int hs_cmd_serve(int argc, char **argv) {
   /* the scratch memory of all runs in flight (engine.h), by default half the memory limit */
   size_t mem_limit = c.mem_limit ? (size_t)c.mem_limit : hs_process_memory_limit();
   hs_engine_set_memory_budget(c.total_mem ? (size_t)c.total_mem : mem_limit == SIZE_MAX ? 0 : mem_limit / 2, 100);
+  /* Conv kernels shared between versions (kernels/kshare.h): a process-wide registry, so one switch */
+  hs_kshare_set_enabled(c.kernel_share);
+  if (!c.kernel_share) HS_LOGI("kernel sharing is off (--kernel-share off): every load builds its own Conv kernels");
 
   hs_registry_options ro = {.root = c.repo, .poll_ms = (int)(c.poll_s * 1000 + 0.5),
                             .settle_ms = (int)(c.settle_s * 1000 + 0.5), .require_signature = c.require_sig,

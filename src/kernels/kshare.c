@@ -1,5 +1,6 @@
 /* kshare.c - content-keyed registry of conv kernels shared between model versions (see kshare.h). */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,10 +27,11 @@ static entry *g_head;
 static hs_kshare_stats g_stats;
 static _Thread_local hs_kshare_stats t_stats;
 
-int hs_kshare_enabled(void) {
-  const char *e = getenv("HOTSERVE_KERNEL_SHARE");
-  return !(e && strcmp(e, "0") == 0);
-}
+static atomic_int g_enabled = 1; /* `hotserve serve --kernel-share` */
+
+void hs_kshare_set_enabled(int on) { atomic_store(&g_enabled, on != 0); }
+
+int hs_kshare_enabled(void) { return atomic_load(&g_enabled); }
 
 static void put_i64(hs_sha256_ctx *c, int64_t v) { hs_sha256_update(c, &v, sizeof v); }
 

@@ -30,8 +30,8 @@
  * variants are added under the kernel's own lock, as when two sessions of one version plan at once),
  * so two versions may run it at the same time. hs_kernel_destroy on a registered kernel drops one
  * reference; the last one removes it from the registry and frees it. One mutex guards the registry;
- * lookups happen at load and plan time only, never per run. HOTSERVE_KERNEL_SHARE=0 in the
- * environment turns sharing off (both ways in).
+ * lookups happen at load and plan time only, never per run. hs_kshare_set_enabled(0) (`hotserve
+ * serve --kernel-share off`) turns sharing off for the whole process (both ways in).
  */
 
 #include <stddef.h>
@@ -56,7 +56,10 @@ typedef struct hs_kshare_stats {
  * error. */
 int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_error *err);
 
-/* Whether sharing is on (HOTSERVE_KERNEL_SHARE is not "0"). */
+/* Turns sharing on (the default) or off for the loads that start afterwards, process-wide; kernels
+ * already registered stay until their last reference goes. */
+void hs_kshare_set_enabled(int on);
+/* Whether sharing is on. */
 int hs_kshare_enabled(void);
 
 /* At decode time: when a registered conv kernel's weights, in ONNX's layout, are byte for byte

@@ -109,9 +109,9 @@ static void check_versions(int free_a_first) {
   assert_true(memcmp(out_a, out_b, n * sizeof(float)) != 0); /* the new head changes the answer */
 
   /* A cold compile of B, sharing off: the same bits. */
-  setenv("HOTSERVE_KERNEL_SHARE", "0", 1);
+  hs_kshare_set_enabled(0);
   hs_engine_model *cold = compile(1);
-  unsetenv("HOTSERVE_KERNEL_SHARE");
+  hs_kshare_set_enabled(1);
   hs_kshare_thread_stats(&st, 1);
   assert_int_equal(st.hits + st.builds, 0);
   assert_int_equal(run(cold, out_cold), n);
@@ -245,9 +245,9 @@ static void test_decode_time(void **state) {
     assert_int_equal(run(b, out_b), n);
     assert_true(memcmp(out_a, out_b, n * sizeof(float)) != 0);
 
-    setenv("HOTSERVE_KERNEL_SHARE", "0", 1);
+    hs_kshare_set_enabled(0);
     hs_engine_model *cold = load_bytes(buf, len);
-    unsetenv("HOTSERVE_KERNEL_SHARE");
+    hs_kshare_set_enabled(1);
     hs_kshare_thread_stats(&st, 1);
     assert_int_equal(st.found + st.hits + st.builds, 0);
     assert_int_equal(run(cold, out_cold), n);

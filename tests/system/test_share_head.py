@@ -10,7 +10,7 @@ the last; while version 1's request is still in flight (on those same kernels), 
 version 2's answer (numpy reference); the in-flight request completes with version 1's answer;
 once version 1 is freed the registry holds only version 2's kernels. Version 2's kernels come from
 the decoder, which found its unchanged Conv weights in version 1's kernels and copied none of them
-(kernels/kshare.h): a second server with sharing off (HOTSERVE_KERNEL_SHARE=0) loads version 2 cold,
+(kernels/kshare.h): a second server with sharing off (--kernel-share off) loads version 2 cold,
 and its answer must be bit for bit the first server's.
 """
 import os
@@ -162,11 +162,7 @@ def test(tmp, args):
     cold_repo = os.path.join(tmp, "cold")
     os.makedirs(os.path.join(cold_repo, "convs"))
     hsys.publish(os.path.join(src, "v2"), os.path.join(cold_repo, "convs"), 2)
-    os.environ["HOTSERVE_KERNEL_SHARE"] = "0"
-    try:
-        cold = hsys.Server(cold_repo, "--poll-interval", "0.5", "--settle", "0.1")
-    finally:
-        del os.environ["HOTSERVE_KERNEL_SHARE"]
+    cold = hsys.Server(cold_repo, "--poll-interval", "0.5", "--settle", "0.1", "--kernel-share", "off")
     cc = cold.conn(timeout=300)
     hsys.wait_serving(cc, "convs", 2, timeout=60)
     check(cc.metrics().get("hotserve_shared_kernels") == 0, "the server with sharing off registered kernels")
