@@ -7,6 +7,8 @@
  * disks and on NFS alike. RENAME_NOREPLACE keeps an existing version from being replaced; where a
  * filesystem lacks it, an existence check before rename(2) is the fallback (rename(2) itself will
  * not replace a non-empty directory).
+ * The copy is one pass over the bytes (read, hash, write): the manifest takes the hashes of the
+ * bytes written, and a source that changes while it is copied is refused rather than signed.
  */
 #include <dirent.h>
 #include <errno.h>
