@@ -19,7 +19,8 @@
  * points of A and the output (A's may come with each run: the dynamic quantization of
  * DynamicQuantizeLinear -> MatMulInteger), and a u8 / s8 / f32 output or the raw s32 sums. Its
  * variants are row counts (a batch MatMul with a 2-D B is one [rows, k] product); B is reordered once
- * per layout, from a kept plain copy for the same reason as qconv's weights.
+ * per layout, from a kept plain copy for the same reason as qconv's weights. A float32 output takes
+ * post-ops as the float matmul does (GELU, a residual sum).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,7 +344,7 @@ static int qmm_build(hs_kernel *k, int64_t rows, hs__variant *v, hs_error *err) 
   if (st == dnnl_success && p->bias) st = dnnl_memory_desc_init_by_tag(&v->md[MM_BIAS], 2, bd, dnnl_f32, dnnl_ab);
   if (st != dnnl_success) return hs__dnnl_fail(err, st, "qmatmul: describing operands");
   dnnl_primitive_attr_t attr;
-  int rc = hs__make_attr(NULL, &attr, err);
+  int rc = hs__make_attr(&p->post, &attr, err);
   if (rc) return rc;
   const int32_t runtime = DNNL_RUNTIME_S32_VAL;
   if (!p->dst_s32) st = dnnl_primitive_attr_set_output_scales(attr, p->nscales, p->nscales > 1 ? 1 << 1 : 0, p->scales);
@@ -372,10 +373,12 @@ static int qmm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a,
   if (a->nsrc < 1 || !a->src[0] || (p->src_zp_runtime && (a->nsrc < 2 || !a->src[1])))
     return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul needs A%s", p->src_zp_runtime ? " and its zero point" : "");
   const int32_t *src_zp = p->src_zp_runtime ? a->src[1] : &p->src_zp;
+  int rc = hs__prepare_sum(&p->post, a, dnnl_memory_desc_get_size(&v->md[MM_DST]), err);
+  if (rc) return rc;
   hs__argv av = {0};
   hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
   int owned = av.n;
-  int rc = hs__argv_add(&av, DNNL_ARG_SRC, &v->md[MM_A], a->src[0], err);
+  rc = hs__argv_add(&av, DNNL_ARG_SRC, &v->md[MM_A], a->src[0], err);
   if (!rc) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_WEIGHTS], v->weights, err);
   if (!rc && p->bias) rc = hs__argv_add(&av, DNNL_ARG_BIAS, &v->md[MM_BIAS], p->bias, err);
   if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, &v->md[MM_DST], a->dst, err);
@@ -391,9 +394,9 @@ static const char *qmm_describe(const hs_kernel *k) {
   static _Thread_local char buf[128];
   const hs_qmatmul_params *p = &k->p.qmm;
   static const char *ty[] = {"u8", "s8", "f32"};
-  snprintf(buf, sizeof buf, "qmatmul %s->%s k %lld n %lld scales %d zp %d%s/%d%s", ty[p->src_type],
+  snprintf(buf, sizeof buf, "qmatmul %s->%s k %lld n %lld scales %d zp %d%s/%d%s post %d", ty[p->src_type],
            p->dst_s32 ? "s32" : ty[p->dst_type], (long long)p->k, (long long)p->n, p->nscales, (int)p->src_zp,
-           p->src_zp_runtime ? "(run)" : "", (int)p->dst_zp, p->bias ? " bias" : "");
+           p->src_zp_runtime ? "(run)" : "", (int)p->dst_zp, p->bias ? " bias" : "", p->post.count);
   return buf;
 }
 
@@ -403,7 +406,7 @@ int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_err
   *out = NULL;
   if (p->device != HS_KDEV_CPU) return hs_error_set(err, HS_UNSUPPORTED, "qmatmul: device not available");
   if (p->src_type > HS_Q_S8 || (!p->dst_s32 && (p->dst_type > HS_Q_F32 || (p->dst_type == HS_Q_F32 && p->dst_zp))) ||
-      (p->dst_s32 && (p->bias || p->dst_zp)))
+      (p->dst_s32 && (p->bias || p->dst_zp)) || (p->post.count && (p->dst_s32 || p->dst_type != HS_Q_F32)))
     return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul: bad data types");
   if (p->rows < 1 || p->k < 1 || p->n < 1 || p->k > ((int64_t)1 << 20) || p->n > ((int64_t)1 << 20))
     return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul: bad sizes %lld x %lld x %lld", (long long)p->rows,

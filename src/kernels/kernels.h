@@ -381,7 +381,9 @@ const char *hs_act_name(hs_act_kind a);
  * (MatMulInteger: no scale, bias or dst zero point). QLinearMatMul's arithmetic with B's zero point 0;
  * scale per tensor (nscales 1) or per column of B (nscales n). Rounding is half to even. The kernel is
  * created for `rows` rows; a run's hs_kernel_args.batch is its row count (a variant per count).
- * src[0] = A; when src_zp_runtime is 1, src[1] points to one int32: the run's src zero point. */
+ * src[0] = A; when src_zp_runtime is 1, src[1] points to one int32: the run's src zero point.
+ * An F32 dst may take post-ops (activations; a SUM reads hs_kernel_args.residual, shaped like dst), applied in
+ * order after the scale. */
 typedef struct hs_qmatmul_params {
   hs_kernel_device device;
   hs_qtype src_type, dst_type; /* src: U8 or S8; dst: U8, S8 or F32 (ignored when dst_s32) */
@@ -393,6 +395,7 @@ typedef struct hs_qmatmul_params {
   int nscales;
   int32_t src_zp, dst_zp;
   int src_zp_runtime;
+  hs_post_ops post;            /* F32 dst only */
 } hs_qmatmul_params;
 int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_error *err);
 

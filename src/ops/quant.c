@@ -14,9 +14,10 @@
  * kernels' `qmatmul` (oneDNN's int8 matmul, VNNI where the CPU has it; see qmm_prepare for what it
  * takes), a batch MatMul as one [rows, K] product; else the plain C below, the kernel's reference in
  * the tests. The QDQ pass (engine/pass_qdq.c) writes QLinearMatMul for DequantizeLinear -> MatMul
- * [-> Add bias] -> QuantizeLinear, with two fusions no model file can state: an int32 bias as a 9th
+ * [-> Add bias] -> QuantizeLinear, with fusions no model file can state: an int32 bias as a 9th
  * input, and a float32 output (y = a_scale * b_scale[j] * (acc + bias), not requantized) for a MatMul
- * whose result is read as float.
+ * whose result is read as float, which then takes activations (the fusion passes' GELU) as MatMul
+ * does.
  */
 #include <stdatomic.h>
 #include <math.h>
@@ -218,13 +219,17 @@ static int quant_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
 
 /* ---- MatMulInteger / QLinearMatMul ---- */
 
-/* Set by the QDQ pass through fuse(), never by the model file: a bias (HS_FUSE_BIAS: input QM_BIAS, int32 [N] in
- * accumulator units a_scale * b_scale[j]) and a dequantized float32 output (HS_FUSE_FLOAT_OUTPUT). */
+/* Set by the passes through fuse(), never by the model file: a bias (HS_FUSE_BIAS: input QM_BIAS, int32 [N] in
+ * accumulator units a_scale * b_scale[j]), a dequantized float32 output (HS_FUSE_FLOAT_OUTPUT), and on a float32
+ * output, activations as post-ops (the fusion passes' GELU). A residual Add is not taken: the fusion pass puts
+ * residuals at input 3, B's place here, and on a transformer's [rows, N] it costs little unfused. */
 enum { QM_BIAS = 8 };
 typedef struct qmm_fused {
   int bias;
   int float_out;
+  hs_post_ops post; /* HS_POST_ACT steps only */
 } qmm_fused;
+_Static_assert(sizeof(qmm_fused) <= HS_OP_PARAMS_BYTES, "qmm_fused fits in the node");
 
 static int qmm_check(hs_node *n, const hs_graph *g, hs_error *err) {
   (void)g;
@@ -242,6 +247,12 @@ static int qmm_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
   }
   if (f->kind == HS_FUSE_FLOAT_OUTPUT && !p->float_out) {
     if (!f->dry_run) p->float_out = 1;
+    return 0;
+  }
+  if (!p->float_out) return HS_FUSE_REFUSED; /* post-ops act on float32 values only */
+  if (f->kind == HS_FUSE_ACTIVATION && f->act.kind == HS_POST_ACT &&
+      hs_post_ops_room(&p->post, hs_post_act_steps(f->act.act))) {
+    if (!f->dry_run) p->post.op[p->post.count++] = f->act;
     return 0;
   }
   return HS_FUSE_REFUSED;
@@ -332,6 +343,7 @@ typedef struct qmm_state {
   int azp_runtime;
   hs_qtype at, yt;
   int s32;
+  hs_post_ops post;
 } qmm_state;
 
 static void qmm_free_state(void *p) {
@@ -399,6 +411,7 @@ static int qmm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
     }
     st->yzp = f->float_out ? 0 : yz->dtype == HS_DT_INT8 ? *(const int8_t *)yz->data : *(const uint8_t *)yz->data;
     st->yt = f->float_out ? HS_Q_F32 : yz->dtype == HS_DT_INT8 ? HS_Q_S8 : HS_Q_U8;
+    st->post = f->post;
   }
   hs_kcache_init(&st->cache);
   n->state = st;
@@ -415,7 +428,7 @@ static int qmm_build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   hs_qmatmul_params p = {.device = HS_KDEV_CPU, .src_type = st->at, .dst_type = st->yt, .dst_s32 = st->s32,
                          .rows = *rows, .k = st->K, .n = st->N, .weights = st->w, .bias = st->bias,
                          .scales = st->scales, .nscales = st->nscales, .src_zp = st->azp, .dst_zp = st->yzp,
-                         .src_zp_runtime = st->azp_runtime};
+                         .src_zp_runtime = st->azp_runtime, .post = st->post};
   return hs_kernel_qmatmul_create(&p, out, err);
 }
 
@@ -507,6 +520,10 @@ static int qmm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
         double v = nearbyintf((float)acc * scale) + yzp;
         hs_store_f64(&out[0], o, !(v >= lo) ? lo : v > hi ? hi : v); /* NaN (a hostile scale) saturates low */
       }
+  }
+  if (q.float_out) {
+    const qmm_fused *f = (const qmm_fused *)n->params.bytes;
+    hs_post_apply(&f->post, out[0].data, NULL, hs_numel(&out[0]));
   }
   return 0;
 }

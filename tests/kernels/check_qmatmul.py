@@ -13,7 +13,8 @@
    constant B, and match exactly.
 2. The QDQ pass: DequantizeLinear -> MatMul [-> Add bias] -> QuantizeLinear, and DequantizeLinear -> MatMul
    [-> Add bias] read as float32, with int8 weights (per column or per tensor) through DequantizeLinear, in
-   graphs of rank 2 and 3. Each must become a QLinearMatMul on the kernel (HS_KERNELS_VERBOSE shows `qmatmul`)
+   graphs of rank 2 and 3, one with the exporter's erf GELU after the bias (fused into the kernel as a post-op).
+   Each must become a QLinearMatMul on the kernel (HS_KERNELS_VERBOSE shows `qmatmul`)
    and match the same graph with the weights' DequantizeLinear folded into float32 constants (which no pass
    rewrites: the QDQ graph run literally, in float32): quantized outputs within one step (on at most 1% of the
    elements), float ones within 1e-4 of the output's range (the bias is rounded to the accumulator's grid).
@@ -151,9 +152,10 @@ def check_op_case(hotserve, work, case, want_kernel):
 
 # ---- the QDQ pass ----
 
-def qdq_case(name, xshape, n, per_column, bias, quantized_out):
-    """x_q -> DequantizeLinear -> MatMul(DequantizeLinear(w_q)) [-> Add(bias)] [-> QuantizeLinear]; returns the QDQ
-    model, its literal twin (the weights' DequantizeLinear folded to float32) and the input."""
+def qdq_case(name, xshape, n, per_column, bias, quantized_out, gelu=False):
+    """x_q -> DequantizeLinear -> MatMul(DequantizeLinear(w_q)) [-> Add(bias)] [-> the exporter's erf GELU]
+    [-> QuantizeLinear]; returns the QDQ model, its literal twin (the weights' DequantizeLinear folded to float32)
+    and the input."""
     k = xshape[-1]
     x = rand_q(np.uint8, xshape)
     xs, xz = np.float32(0.04), np.uint8(128)
@@ -181,6 +183,14 @@ def qdq_case(name, xshape, n, per_column, bias, quantized_out):
         if bias:
             nodes.append(helper.make_node("Add", ["b", "mm"], ["mb"]))  # the bias first, as torch exports it
             last = "mb"
+        if gelu:  # x * 0.5 * (1 + erf(x / sqrt 2)), as torch exports it
+            inits += [numpy_helper.from_array(np.array(v, np.float32), nm) for v, nm in
+                      [(np.sqrt(2.0), "sqrt2"), (1.0, "one"), (0.5, "half")]]
+            nodes += [helper.make_node("Div", [last, "sqrt2"], ["g_div"]), helper.make_node("Erf", ["g_div"], ["g_erf"]),
+                      helper.make_node("Add", ["g_erf", "one"], ["g_add"]),
+                      helper.make_node("Mul", [last, "g_add"], ["g_mul"]),
+                      helper.make_node("Mul", ["g_mul", "half"], ["g_out"])]
+            last = "g_out"
         if quantized_out:
             nodes.append(helper.make_node("QuantizeLinear", [last, "ys", "yz"], ["y"]))
         else:
@@ -197,17 +207,20 @@ QDQ_CASES = [
     ("qdq_q_pertensor_2d", (16, 32), 24, False, False, True),
     ("qdq_bias_float_3d", (2, 8, 64), 40, True, True, False),
     ("qdq_float_2d", (5, 48), 20, False, False, False),
+    ("qdq_bias_gelu_float_3d", (2, 16, 64), 96, True, True, False, True),
 ]
 
 
 def check_qdq_case(hotserve, work, case):
-    name, quantized_out = case[0], case[-1]
+    name, quantized_out, gelu = case[0], case[5], len(case) > 6 and case[6]
     qdq, literal, inputs = qdq_case(*case)
     got, log = run(hotserve, work, name, qdq, inputs, True)
     if got is None:
         return "run failed: " + log
     if "kernels: qmatmul" not in log:
         return "the QDQ pass missed the pattern"
+    if gelu and " post 0" in log:  # (the Relu reading it fuses too)
+        return "the GELU was not fused into the int8 MatMul"
     want, log2 = run(hotserve, work, name + "_literal", literal, inputs, False)
     if want is None:
         return "literal run failed: " + log2
