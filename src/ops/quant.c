@@ -263,6 +263,8 @@ static int qmm_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
 typedef struct {
   const hs_tensor *a, *b, *azp, *bzp, *bias;
   const hs_tensor *yzp;
+  hs_tensor a_row; /* a 1-D A seen as [1, K] (numpy.matmul's vector) */
+  int a_vec;
   int qlinear, float_out;
   int64_t nbs; /* b_scale's and b_zp's count: 1 (per tensor) or N (per column of B) */
 } qmm_args;
@@ -279,8 +281,16 @@ static int qmm_args_of(const hs_node *n, const hs_tensor *in, int nin, qmm_args 
   q->b = &in[q->qlinear ? 3 : 1];
   q->azp = q->qlinear ? &in[2] : nin > 2 && HS_PRESENT(&in[2]) ? &in[2] : NULL;
   q->bzp = q->qlinear ? &in[5] : nin > 3 && HS_PRESENT(&in[3]) ? &in[3] : NULL;
+  if (q->a->ndim == 1) {
+    q->a_row = *q->a;
+    q->a_row.ndim = 2;
+    q->a_row.dims[0] = 1;
+    q->a_row.dims[1] = q->a->dims[0];
+    q->a = &q->a_row;
+    q->a_vec = 1;
+  }
   if (!int8ish(q->a->dtype) || !int8ish(q->b->dtype) || q->a->ndim < 2 || q->b->ndim < 2)
-    return hs_op_errf(err, n, HS_UNSUPPORTED, "operands must be int8 / uint8 of rank >= 2 (opset %d)", n->opset);
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "operands must be int8 / uint8, b of rank >= 2 (opset %d)", n->opset);
   const int64_t N = q->b->dims[q->b->ndim - 1];
   q->nbs = q->bzp ? hs_numel(q->bzp) : 1;
   if (q->azp && (q->azp->dtype != q->a->dtype || hs_numel(q->azp) != 1))
@@ -323,6 +333,7 @@ static int qmm_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   int r, rc = qmm_args_of(n, in, nin, &q, od, &r, err);
   if (rc) return rc;
   hs_dtype t = !q.qlinear ? HS_DT_INT32 : q.float_out ? HS_DT_FLOAT32 : q.yzp->dtype;
+  if (q.a_vec) od[r - 2] = od[r - 1], r--; /* numpy drops the vector's row */
   return hs_set_shape(&out[0], t, r, od, n, err);
 }
 
@@ -436,7 +447,7 @@ static int qmm_build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
 static hs_kernel *qmm_kernel_for(const hs_node *n, const hs_tensor *a, int64_t *rows, hs_error *strict_err) {
   qmm_state *st = n->state;
   *rows = 0;
-  if (!st || a->dims[a->ndim - 1] != st->K) return NULL;
+  if (!st || a->dims[a->ndim - 1] != st->K || (a->dtype == HS_DT_INT8) != (st->at == HS_Q_S8)) return NULL;
   *rows = hs_numel(a) / st->K;
   if (*rows < 1) return NULL;
   const void *ctx[2] = {st, rows};
@@ -447,7 +458,7 @@ static hs_kernel *qmm_kernel_for(const hs_node *n, const hs_tensor *a, int64_t *
 static size_t qmm_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   (void)nin, (void)out, (void)nout;
   int64_t rows;
-  if (!n->state || in[0].ndim < 2) return 0;
+  if (!n->state || in[0].ndim < 1) return 0;
   hs_kernel *k = qmm_kernel_for(n, &in[0], &rows, NULL);
   return hs_op_kernel_scratch(k, rows);
 }
@@ -488,6 +499,10 @@ static int qmm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
     return hs_op_run_kernel(n, k, &a, err);
   }
   if (n->state && hs_ops_strict()) return hs_op_strict_error(n, &kerr, err);
+  if (r > HS_MAX_DIMS) return hs_op_errf(err, n, HS_UNSUPPORTED, "rank %d", r);
+  hs_tensor o = out[0]; /* with a 1-D A: the output's shape with its row of 1 back */
+  o.ndim = r;
+  memcpy(o.dims, od, sizeof(int64_t) * (size_t)r);
   const int64_t M = q.a->dims[q.a->ndim - 2], K = q.a->dims[q.a->ndim - 1], N = q.b->dims[q.b->ndim - 1];
   const int64_t mats = M * N != 0 ? hs_numel(&out[0]) / (M * N) : 0;
   const int64_t nbz = q.bzp ? hs_numel(q.bzp) : 0, nbs = q.qlinear ? hs_numel(&in[4]) : 0;
@@ -498,7 +513,7 @@ static int qmm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
     lo = q.yzp->dtype == HS_DT_INT8 ? -128 : 0, hi = q.yzp->dtype == HS_DT_INT8 ? 127 : 255;
   }
   for (int64_t t = 0; t < mats; t++) {
-    int64_t oa = batch_offset(q.a, &out[0], t), ob = batch_offset(q.b, &out[0], t);
+    int64_t oa = batch_offset(q.a, &o, t), ob = batch_offset(q.b, &o, t);
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = 0; j < N; j++) {
         const double bzp = nbz ? hs_load_f64(q.bzp, nbz > 1 ? j : 0) : 0;

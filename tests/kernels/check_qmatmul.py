@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """check_qmatmul.py - QLinearMatMul / MatMulInteger on oneDNN's int8 matmul (`qmatmul`), and the QDQ pass's MatMuls.
 
-1. One-node QLinearMatMul / MatMulInteger models with random operands: uint8 / int8 A of rank 2 to 4 (a batch
+1. One-node QLinearMatMul / MatMulInteger models with random operands: uint8 / int8 A of rank 1 to 4 (a batch
    MatMul with a 2-D B), a constant B (int8 with zero point 0, or uint8 with zero point 128), per-tensor and
    per-column (of B) scales, nonzero zero points of A and of the output, uint8 / int8 outputs, and MatMulInteger
    with A's zero point constant or given at run time (as DynamicQuantizeLinear gives it). Each runs twice: with B
@@ -87,6 +87,7 @@ CASES = [
     qlinear_case("ql_3d_s8_to_s8", (2, 5, 40), 33, np.int8, np.int8, np.int8, False),
     qlinear_case("ql_4d_u8_percol", (2, 3, 4, 32), 16, np.uint8, np.int8, np.uint8, True),
     qlinear_case("ql_u8_b_zp128", (9, 24), 20, np.uint8, np.uint8, np.int8, True),
+    qlinear_case("ql_1d_a", (40,), 24, np.uint8, np.int8, np.uint8, True),  # numpy.matmul's vector: y is [N]
     integer_case("mmi_u8_const_zp", (2, 6, 48), 30, np.uint8, False),
     integer_case("mmi_u8_runtime_zp", (11, 64), 17, np.uint8, True),
     integer_case("mmi_s8_runtime_zp", (3, 4, 16), 9, np.int8, True),
