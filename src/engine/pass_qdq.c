@@ -1,4 +1,4 @@
-/* pass_qdq.c - QDQ models: DequantizeLinear -> Conv -> QuantizeLinear becomes one QLinearConv (int8 kernels). */
+/* pass_qdq.c - QDQ models: DequantizeLinear -> Conv / MatMul -> QuantizeLinear become QLinearConv / QLinearMatMul (int8 kernels). */
 
 /*
  * DESIGN
@@ -30,6 +30,11 @@
  * result is then not rounded to its own grid before the sum), and last, a
  * QLinearConv output that only QLinearConvs read (as input or residual) is kept in NHWC between
  * them (their logical shapes stay NCHW; only these ops see the physical layout).
+ * A transformer's Linears: DequantizeLinear(x_q) -> MatMul(DequantizeLinear(w_q), w a constant int8
+ * [K, N], scale per tensor or per column) [-> Add(bias [N])] becomes one QLinearMatMul (ops/quant.c:
+ * oneDNN's int8 matmul), writing the following QuantizeLinear's y_q, or, when the result is read as
+ * float32, the dequantized value (HS_FUSE_FLOAT_OUTPUT, y_scale 1): no output grid, so the bias's
+ * rounding to int32 (HS_FUSE_BIAS, input 8) is the only difference from the literal graph there.
  */
 #include <math.h>
 #include <stdio.h>
