@@ -380,6 +380,7 @@ static int qmm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   const int ia = 2, has_bz = (ql ? 5 : 3) < n->n_in && n->in[ql ? 5 : 3] >= 0;
   if (!b || b->ndim != 2 || !int8ish(b->dtype) || (has_bz && (!bz || bz->dtype != b->dtype))) return 0;
   const int64_t K = b->dims[0], N = b->dims[1];
+  if (K < 1 || N < 1) return 0; /* an empty product: plain C writes nothing */
   const int32_t want_bz = b->dtype == HS_DT_UINT8 ? 128 : 0;
   for (size_t i = 0; bz && i < bz->nbytes; i++) {
     int32_t z = b->dtype == HS_DT_UINT8 ? ((const uint8_t *)bz->data)[i] : ((const int8_t *)bz->data)[i];
