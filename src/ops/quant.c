@@ -444,23 +444,35 @@ static int qmm_build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   return hs_kernel_qmatmul_create(&p, out, err);
 }
 
-/* The kernel for A (NULL: plain C); *rows receives A's row count. */
-static hs_kernel *qmm_kernel_for(const hs_node *n, const hs_tensor *a, int64_t *rows, hs_error *strict_err) {
+/* The kernel for A (NULL: plain C), run *runs times on *rows rows each. A kernel keeps at most 8 row counts
+ * (kernels.h variants); past them a batch MatMul (rank >= 3) runs as batch-many products of its last-but-one
+ * dimension's rows, on a second kernel kept for that, rather than on the plain C. */
+static hs_kernel *qmm_kernel_for(const hs_node *n, const hs_tensor *a, int64_t *rows, int64_t *runs,
+                                 hs_error *strict_err) {
   qmm_state *st = n->state;
   *rows = 0;
+  *runs = 1;
   if (!st || a->dims[a->ndim - 1] != st->K || (a->dtype == HS_DT_INT8) != (st->at == HS_Q_S8)) return NULL;
   *rows = hs_numel(a) / st->K;
   if (*rows < 1) return NULL;
   const void *ctx[2] = {st, rows};
-  int64_t key[1] = {st->K};
-  return hs_op_kernel(n, &st->cache, key, 1, qmm_build_kernel, ctx, *rows, strict_err);
+  int64_t key[2] = {st->K, -1};
+  hs_kernel *k = hs_op_kernel(n, &st->cache, key, 1, qmm_build_kernel, ctx, *rows, strict_err);
+  int64_t m = a->ndim >= 3 ? a->dims[a->ndim - 2] : 0;
+  if (k || m < 1 || m >= *rows) return k;
+  const void *ctx_m[2] = {st, &m};
+  if ((k = hs_op_kernel(n, &st->cache, key, 2, qmm_build_kernel, ctx_m, m, strict_err))) {
+    *runs = *rows / m;
+    *rows = m;
+  }
+  return k;
 }
 
 static size_t qmm_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   (void)nin, (void)out, (void)nout;
-  int64_t rows;
+  int64_t rows, runs;
   if (!n->state || in[0].ndim < 1) return 0;
-  hs_kernel *k = qmm_kernel_for(n, &in[0], &rows, NULL);
+  hs_kernel *k = qmm_kernel_for(n, &in[0], &rows, &runs, NULL);
   return hs_op_kernel_scratch(k, rows);
 }
 
@@ -491,13 +503,18 @@ static int qmm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
   if (rc) return rc;
   if (hs_numel(&out[0]) == 0) return 0;
   hs_error kerr = {0};
-  int64_t rows;
-  hs_kernel *k = qmm_kernel_for(n, q.a, &rows, &kerr);
+  int64_t rows, runs;
+  hs_kernel *k = qmm_kernel_for(n, q.a, &rows, &runs, &kerr);
   if (k) {
     int32_t azp = q.azp ? (int32_t)hs_load_f64(q.azp, 0) : 0;
-    const void *src[2] = {q.a->data, &azp};
-    hs_kernel_args a = {.batch = rows, .src = src, .nsrc = 2, .dst = out[0].data, .scratch = scratch};
-    return hs_op_run_kernel(n, k, &a, err);
+    const size_t a_step = (size_t)(rows * q.a->dims[q.a->ndim - 1]), y_step = out[0].nbytes / (size_t)runs;
+    for (int64_t r = 0; r < runs && !rc; r++) {
+      const void *src[2] = {(const char *)q.a->data + (size_t)r * a_step, &azp};
+      hs_kernel_args a = {.batch = rows, .src = src, .nsrc = 2, .dst = (char *)out[0].data + (size_t)r * y_step,
+                          .scratch = scratch};
+      rc = hs_op_run_kernel(n, k, &a, err);
+    }
+    return rc;
   }
   if (n->state && hs_ops_strict()) return hs_op_strict_error(n, &kerr, err);
   if (r > HS_MAX_DIMS) return hs_op_errf(err, n, HS_UNSUPPORTED, "rank %d", r);

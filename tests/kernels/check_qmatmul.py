@@ -19,6 +19,7 @@
    rewrites: the QDQ graph run literally, in float32): quantized outputs within one step (on at most 1% of the
    elements), float ones within 1e-4 of the output's range (the bias is rounded to the accumulator's grid).
 Usage: check_qmatmul.py HOTSERVE WORKDIR
+       check_qmatmul.py --write-batch-model PATH   (the dynamic-batch model test_qmatmul_batches.c runs)
 """
 import os
 import subprocess
@@ -241,7 +242,21 @@ def check_qdq_case(hotserve, work, case):
     return ""
 
 
+def write_batch_model(path):
+    """QLinearMatMul with A [batch, 4, 40] uint8 (batch dynamic), a constant int8 B [40, 24] with per-column scales,
+    nonzero zero points of A and y."""
+    _, node, a, b, consts, y, _ = qlinear_case("batches", (1, 4, 40), 24, np.uint8, np.int8, np.uint8, True)
+    g = helper.make_graph([node], "batches", [helper.make_tensor_value_info("a", TensorProto.UINT8, ["batch", 4, 40])],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, ["batch", 4, 24])],
+                          [numpy_helper.from_array(np.array(v), k) for k, v in consts.items()] +
+                          [numpy_helper.from_array(b, "b")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return 0
+
+
 def main():
+    if sys.argv[1] == "--write-batch-model":
+        return write_batch_model(sys.argv[2])
     hotserve, work = sys.argv[1], sys.argv[2]
     os.makedirs(work, exist_ok=True)
     results = [(c[0], check_op_case(hotserve, work, c, True)) for c in CASES]
