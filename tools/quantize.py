@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""quantize.py - calibrated QDQ (QuantizeLinear / DequantizeLinear) int8 models of the benchmark CNNs, and their accuracy.
+"""quantize.py - calibrated QDQ (QuantizeLinear / DequantizeLinear) int8 models of the benchmark CNNs and the BERT-style
+encoder, and their accuracy.
 
     quantize.py --hotserve BIN --cache DIR --out DIR [--models resnet50 mobilenet_v2] [--calib-batches 4]
                 [--samples 64] [--report FILE] [--literal]
@@ -13,13 +14,19 @@ For each model (the dynamic-batch float32 export in the model cache DIR, from to
      read through DequantizeLinear by all its readers; weights become int8 constants, symmetric per output channel
      (scale max|w| / 127, DequantizeLinear axis 0); biases int32 constants with scale x_scale * w_scale[c] (what
      QLinearConv's B is), read through DequantizeLinear. Other ops (Add, pools, Gemm) stay float32 and read the
-     dequantized values. Written as OUT/NAME_int8.onnx;
+     dequantized values. The encoder (bert_encoder) instead quantizes the MatMuls with a constant weight (the Q, K,
+     V, output and FFN Linears; the attention's two activation x activation MatMuls stay float32): each one's input
+     per tensor to uint8 as above, read through DequantizeLinear by the MatMuls only (the residual stream and the
+     LayerNorms keep float32), and its weight [K, N] int8, symmetric per column (scale max|w[:, j]| / 127,
+     DequantizeLinear axis 1); the bias Adds stay float32 (the engine's QDQ pass folds them into the int8 MatMul).
+     Written as OUT/NAME_int8.onnx;
      with --literal also OUT/NAME_int8_literal.onnx: the same graph with the weights' DequantizeLinear folded into
      float32 constants, so no engine pass recognises it and the QDQ graph runs as written, in float32 (the
      reference tests/models compares the int8 path against);
   3. accuracy: top-1 agreement of the int8 model with the float32 model, both run by hotserve, on the benchmark
      inputs (ref/NAME_b1, ref/NAME_b8 of cases.json) and on --samples further generated images; printed as a
-     markdown table (and written to --report).
+     markdown table (and written to --report). For the encoder: per token, whether the largest of the 768 output
+     features is the same one, the largest absolute difference, and the relative L2 distance of the outputs.
 Uses numpy and Debian's python3-onnx; no ONNX Runtime and no downloads.
 """
 import argparse
@@ -35,7 +42,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 CALIB_SEED = 1234
 SAMPLE_SEED = 4321
-MODELS = {"resnet50": "resnet50_dyn.onnx", "mobilenet_v2": "mobilenet_v2_dyn.onnx"}
+MODELS = {"resnet50": "resnet50_dyn.onnx", "mobilenet_v2": "mobilenet_v2_dyn.onnx", "bert_encoder": "bert_encoder.onnx"}
+ENCODERS = {"bert_encoder"}  # MatMul models: their Linears are quantized, not Convs
+# one calibration batch and one generated sample (the benchmark inputs are normal(0, 1) images / token vectors)
+SHAPES = {"resnet50": (8, 3, 224, 224), "mobilenet_v2": (8, 3, 224, 224), "bert_encoder": (4, 128, 768)}
 
 
 def hotserve_run(hotserve, model_path, inputs, threads=2):
@@ -64,9 +74,16 @@ def consumers(graph, name):
     return [n for n in graph.node if name in n.input]
 
 
-def tensors_to_quantize(graph):
-    """Conv inputs, and each Conv's output after its Relu / Clip when that is its only reader."""
-    names = []
+def weight_matmuls(graph):
+    """MatMul nodes whose second input is a 2-D initializer (a Linear's weight)."""
+    inits = {t.name: t for t in graph.initializer}
+    return [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2]
+
+
+def tensors_to_quantize(graph, encoder=False):
+    """Conv inputs, and each Conv's output after its Relu / Clip when that is its only reader; for an encoder, the
+    inputs of the weight MatMuls."""
+    names = [n.input[0] for n in weight_matmuls(graph)] if encoder else []
     for n in graph.node:
         if n.op_type != "Conv":
             continue
@@ -141,8 +158,30 @@ def dequantize_const(base, q, scale, zp_dtype):
     return inits, node
 
 
-def quantize_model(model, ranges, literal=False):
-    """The QDQ model (see the module doc); literal: the weights dequantized into float32 constants."""
+def quantize_matmul_weights(g, inits, literal):
+    """The weight MatMuls' [K, N] weights as int8, per column, read through DequantizeLinear (axis 1) or, literal,
+    as their dequantized float32 values. Returns (new initializers, new nodes)."""
+    new_inits, new_nodes = [], []
+    for n in weight_matmuls(g):
+        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        ws = (np.abs(w).max(axis=0) / 127.0).astype(np.float32)
+        ws[ws == 0] = 1.0
+        wq = np.clip(np.rint(w / ws), -127, 127).astype(np.int8)
+        base = safe_name(n.name or n.output[0]) + "_w"
+        if literal:
+            new_inits.append(numpy_helper.from_array((wq.astype(np.float32) * ws).astype(np.float32), base + "_dq"))
+        else:
+            new_inits += [numpy_helper.from_array(wq, base + "_q"), numpy_helper.from_array(ws, base + "_scale"),
+                          numpy_helper.from_array(np.zeros(ws.shape, np.int8), base + "_zp")]
+            new_nodes.append(helper.make_node("DequantizeLinear", [base + "_q", base + "_scale", base + "_zp"],
+                                              [base + "_dq"], name=base + "_DequantizeLinear", axis=1))
+        n.input[1] = base + "_dq"
+    return new_inits, new_nodes
+
+
+def quantize_model(model, ranges, literal=False, encoder=False):
+    """The QDQ model (see the module doc); literal: the weights dequantized into float32 constants; encoder: the
+    weight MatMuls are quantized (and only they read the dequantized activations)."""
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     lo, hi = ranges
@@ -154,6 +193,11 @@ def quantize_model(model, ranges, literal=False):
         base = safe_name(t)
         new_inits += [numpy_helper.from_array(np.array(s, np.float32), base + "_scale"),
                       numpy_helper.from_array(np.array(z, np.uint8), base + "_zp")]
+    readers = {n.output[0] for n in weight_matmuls(g)} if encoder else None  # (protobuf wrappers have no stable id)
+    if encoder:
+        more_inits, more_nodes = quantize_matmul_weights(g, inits, literal)
+        new_inits += more_inits
+        new_nodes += more_nodes
     # weights and biases
     for n in g.node:
         if n.op_type != "Conv":
@@ -196,6 +240,8 @@ def quantize_model(model, ranges, literal=False):
                                          [base + "_dq"], name=base + "_DequantizeLinear")]
     for t in act:
         for n in nodes:
+            if readers is not None and n.output[0] not in readers:
+                continue
             for i, name in enumerate(n.input):
                 if name == t:
                     n.input[i] = safe_name(t) + "_dq"
@@ -245,6 +291,35 @@ def accuracy(hotserve, float_path, int8_path, cases, cache, name, samples):
     return rows
 
 
+def accuracy_encoder(hotserve, float_path, int8_path, cases, cache, name, samples):
+    """[(label, tokens, tokens whose largest feature agrees, max abs difference, relative L2)] of int8 against
+    float32."""
+    rows = []
+    in_name = onnx.load(float_path).graph.input[0].name
+    sets = []
+    for case in (name + "_b1", name + "_b8"):
+        if case in cases:
+            (_, rel), = cases[case]["inputs"].items()
+            sets.append(("benchmark input %s" % case, np.load(os.path.join(cache, rel))))
+    rng = np.random.default_rng(SAMPLE_SEED)
+    if samples:
+        sets.append(("%d generated sequences" % samples,
+                     rng.standard_normal((samples,) + SHAPES[name][1:]).astype(np.float32)))
+    for label, x in sets:
+        agree, total, maxdiff, num, den = 0, 0, 0.0, 0.0, 0.0
+        for i in range(0, x.shape[0], 8):
+            xb = x[i:i + 8]
+            (f,) = hotserve_run(hotserve, float_path, {in_name: xb}).values()
+            (q,) = hotserve_run(hotserve, int8_path, {in_name: xb}).values()
+            agree += int((f.argmax(axis=-1) == q.argmax(axis=-1)).sum())
+            total += f.size // f.shape[-1]
+            maxdiff = max(maxdiff, float(np.abs(f - q).max()))
+            num += float(((f - q).astype(np.float64) ** 2).sum())
+            den += float((f.astype(np.float64) ** 2).sum())
+        rows.append((label, total, agree, maxdiff, (num / den) ** 0.5))
+    return rows
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hotserve", required=True)
@@ -254,7 +329,8 @@ def main(argv):
     p.add_argument("--calib-batches", type=int, default=4, help="calibration batches of 8 generated images")
     p.add_argument("--percentile", type=float, default=100.0,
                    help="activation ranges from this percentile of the calibration values (100: min / max)")
-    p.add_argument("--samples", type=int, default=64, help="generated images for the accuracy table (0: none)")
+    p.add_argument("--samples", type=int, default=64,
+                   help="generated images (encoder: sequences, a quarter as many) for the accuracy table (0: none)")
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--literal", action="store_true", help="also write NAME_int8_literal.onnx")
     p.add_argument("--report", default=None)
@@ -264,26 +340,36 @@ def main(argv):
         cases = json.load(f)
     lines = ["| model | inputs | images | top-1 agreeing with float32 | agreement | max abs logit difference |",
              "|---|---|---|---|---|---|"]
+    enc_lines = ["| model | inputs | tokens | largest feature agreeing with float32 | agreement | max abs difference | "
+                 "relative L2 |", "|---|---|---|---|---|---|---|"]
     for name in args.models:
         src = os.path.join(args.cache, MODELS[name])
         model = onnx.load(src)
-        names = tensors_to_quantize(model.graph)
-        print("quantize: %s: calibrating %d tensors on %d x 8 images" % (name, len(names), args.calib_batches),
-              file=sys.stderr, flush=True)
-        ranges = calibrate(args.hotserve, model, os.path.join(args.out, name), names, (8, 3, 224, 224),
+        enc = name in ENCODERS
+        names = tensors_to_quantize(model.graph, enc)
+        print("quantize: %s: calibrating %d tensors on %d x %d inputs" % (name, len(names), args.calib_batches,
+                                                                         SHAPES[name][0]), file=sys.stderr, flush=True)
+        ranges = calibrate(args.hotserve, model, os.path.join(args.out, name), names, SHAPES[name],
                            args.calib_batches, args.percentile)
         out = os.path.join(args.out, name + "_int8.onnx")
-        onnx.save(quantize_model(onnx.load(src), ranges), out)
+        onnx.save(quantize_model(onnx.load(src), ranges, encoder=enc), out)
         if args.literal:
-            onnx.save(quantize_model(onnx.load(src), ranges, literal=True),
+            onnx.save(quantize_model(onnx.load(src), ranges, literal=True, encoder=enc),
                       os.path.join(args.out, name + "_int8_literal.onnx"))
         print("quantize: wrote %s" % out, file=sys.stderr, flush=True)
         if args.no_accuracy:
             continue
+        if enc:
+            for label, total, agree, maxdiff, rel in accuracy_encoder(args.hotserve, src, out, cases, args.cache, name,
+                                                                      args.samples // 4):
+                enc_lines.append("| %s | %s | %d | %d | %.1f%% | %.3g | %.4f |" % (
+                    name, label, total, agree, 100.0 * agree / total, maxdiff, rel))
+            continue
         for label, total, agree, maxdiff in accuracy(args.hotserve, src, out, cases, args.cache, name, args.samples):
             lines.append("| %s | %s | %d | %d | %.1f%% | %.3g |" % (name, label, total, agree, 100.0 * agree / total,
                                                                    maxdiff))
-    table = "\n".join(lines)
+    tables = [t for t in (lines, enc_lines) if len(t) > 2]
+    table = "\n\n".join("\n".join(t) for t in tables)
     if not args.no_accuracy:
         print(table)
         if args.report:

@@ -1,11 +1,13 @@
 """int8_rows.py - engine_bench.py's int8 rows: hotserve on a calibrated QDQ model against ONNX Runtime on the float32
 model and on the same QDQ file.
 
-The QDQ models come from tools/quantize.py (RESNET/MOBILENET_int8.onnx in --int8-dir, dynamic batch). Each row runs
+The QDQ models come from tools/quantize.py (RESNET/MOBILENET/BERT_ENCODER_int8.onnx in --int8-dir, dynamic batch). Each row runs
 ROUNDS interleaved rounds of: hotserve on the QDQ file, ORT on the float32 file the benchmark's float rows use, ORT
 on the QDQ file; each round is `--repeat` timed runs after warm-up, and the row reports the median of the round
 medians, the spread (min-max of round medians) and each runtime's worst p99. Top-1 agreement is counted against
-torch's float32 reference output of the case (cases.json), image by image.
+torch's float32 reference output of the case (cases.json), image by image; for the encoder, token by token (the
+largest of a token's output features, as if they were logits), followed by hotserve int8's largest absolute
+difference from torch and its relative L2 distance.
 """
 import os
 import tempfile
@@ -20,10 +22,19 @@ INT8_ROWS = [
     ("ResNet-50 int8", 8, "resnet50_int8.onnx", "resnet50_dyn.onnx", "resnet50_b8"),
     ("MobileNetV2 int8", 1, "mobilenet_v2_int8.onnx", "mobilenet_v2.onnx", "mobilenet_v2_b1"),
     ("MobileNetV2 int8", 8, "mobilenet_v2_int8.onnx", "mobilenet_v2_dyn.onnx", "mobilenet_v2_b8"),
+    ("BERT encoder int8", 1, "bert_encoder_int8.onnx", "bert_encoder.onnx", "bert_encoder_b1"),
+    ("BERT encoder int8", 8, "bert_encoder_int8.onnx", "bert_encoder.onnx", "bert_encoder_b8"),
 ]
 
 
-def _top1(a):
+def _is_encoder(label):
+    return "encoder" in label
+
+
+def _top1(a, label=""):
+    """The predicted class of each image, or for an encoder the largest feature of each token."""
+    if _is_encoder(label):
+        return a.reshape(-1, a.shape[-1]).argmax(axis=1)
     return a.reshape(a.shape[0], -1).argmax(axis=1)
 
 
@@ -49,7 +60,8 @@ def bench_int8(args, cases, run, ms_after, last_json, here):
         (out_name, ref_rel), = cases[case]["outputs"].items()
         x_path = os.path.join(args.cache, x_rel)
         ref = np.load(os.path.join(args.cache, ref_rel))
-        res = {"label": label, "batch": batch, "hs": [], "ort32": [], "ort8": [], "errors": [], "images": ref.shape[0]}
+        res = {"label": label, "batch": batch, "hs": [], "ort32": [], "ort8": [], "errors": [],
+               "images": _top1(ref, label).shape[0]}
         if not os.path.exists(qdq_path):
             res["errors"].append("%s missing (run tools/quantize.py)" % qdq_path)
             rows.append(res)
@@ -64,7 +76,10 @@ def bench_int8(args, cases, run, ms_after, last_json, here):
                 else:
                     res["hs"].append((ms_after(r["text"], "median"), ms_after(r["text"], "p99")))
                     if out is not None:
-                        res["hs_agree"] = int((_top1(out) == _top1(ref)).sum())
+                        res["hs_agree"] = int((_top1(out, label) == _top1(ref, label)).sum())
+                        if _is_encoder(label):
+                            res["hs_maxdiff"] = float(np.abs(out - ref).max())
+                            res["hs_rel_l2"] = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
             for key, model in (("ort32", fp32_path), ("ort8", qdq_path)):
                 with tempfile.TemporaryDirectory(prefix="hs-int8-") as d:
                     rc, text = run(["node", os.path.join(here, "ort_run.js"), model, "--input", in_name + "=" + x_path,
@@ -77,7 +92,7 @@ def bench_int8(args, cases, run, ms_after, last_json, here):
                     res[key].append((j["median_ms"], j["p99_ms"]))
                     try:
                         out = np.load(os.path.join(d, out_name + ".npy"))
-                        res[key + "_agree"] = int((_top1(out) == _top1(ref)).sum())
+                        res[key + "_agree"] = int((_top1(out, label) == _top1(ref, label)).sum())
                     except (OSError, ValueError):
                         pass
         rows.append(res)
@@ -110,6 +125,8 @@ def format_int8(rows):
             meds.append(med)
         ratio = lambda a, b: "%.2f" % (a / b) if a and b else "n/a"
         agree = ", ".join("%s/%d" % (r.get(k, "n/a"), r["images"]) for k in ("hs_agree", "ort8_agree", "ort32_agree"))
+        if "hs_maxdiff" in r:
+            agree += " tokens; hotserve int8 max abs diff %.3g, relative L2 %.3f" % (r["hs_maxdiff"], r["hs_rel_l2"])
         lines.append("| %s | %d | %s | %s | %s | %s | %s | %s |" % (r["label"], r["batch"], cells[0], cells[1], cells[2],
                                                                   ratio(meds[0], meds[1]), ratio(meds[0], meds[2]),
                                                                   agree))

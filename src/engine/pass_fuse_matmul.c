@@ -20,7 +20,10 @@
 #include "ops/ops.h"
 
 
-static int is_matmul(const hs_node *n) { return hs__fuse_is_op(n, HS_OP_MatMul) || hs__fuse_is_op(n, HS_OP_Gemm); }
+/* QLinearMatMul: the QDQ pass's int8 MatMuls; the op takes activations only on a float32 output (no sums). */
+static int is_matmul(const hs_node *n) {
+  return hs__fuse_is_op(n, HS_OP_MatMul) || hs__fuse_is_op(n, HS_OP_Gemm) || hs__fuse_is_op(n, HS_OP_QLinearMatMul);
+}
 
 /* The float32 constant value v, or NULL. */
 static const hs_value *const_f32(const hs_graph *g, int v) {

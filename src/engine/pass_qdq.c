@@ -1,4 +1,4 @@
-/* pass_qdq.c - QDQ models: DequantizeLinear -> Conv -> QuantizeLinear becomes one QLinearConv (int8 kernels). */
+/* pass_qdq.c - QDQ models: DequantizeLinear -> Conv / MatMul -> QuantizeLinear become QLinearConv / QLinearMatMul (int8 kernels). */
 
 /*
  * DESIGN
@@ -30,6 +30,11 @@
  * result is then not rounded to its own grid before the sum), and last, a
  * QLinearConv output that only QLinearConvs read (as input or residual) is kept in NHWC between
  * them (their logical shapes stay NCHW; only these ops see the physical layout).
+ * A transformer's Linears: DequantizeLinear(x_q) -> MatMul(DequantizeLinear(w_q), w a constant int8
+ * [K, N], scale per tensor or per column) [-> Add(bias [N])] becomes one QLinearMatMul (ops/quant.c:
+ * oneDNN's int8 matmul), writing the following QuantizeLinear's y_q, or, when the result is read as
+ * float32, the dequantized value (HS_FUSE_FLOAT_OUTPUT, y_scale 1): no output grid, so the bias's
+ * rounding to int32 (HS_FUSE_BIAS, input 8) is the only difference from the literal graph there.
  */
 #include <math.h>
 #include <stdio.h>
@@ -220,6 +225,104 @@ static int rewrite_conv(hs_graph *g, int ci, hs_error *err) {
   return 1;
 }
 
+/* The float32 constant [N] (rank 1) that Add node a adds to value v, or NULL. */
+static const hs_value *bias_of_add(const hs_graph *g, const hs_node *a, int v, int64_t n) {
+  if (a->n_in != 2) return NULL;
+  const hs_value *b = const_val(g, a->in[a->in[0] == v ? 1 : 0]);
+  if (a->in[0] == a->in[1] || !b || b->dtype != HS_DT_FLOAT32 || b->ndim != 1 || numel_of(b) != n) return NULL;
+  return b;
+}
+
+/* Rewrites MatMul node mi when it reads DequantizeLinear(x_q) (per tensor) and DequantizeLinear of a constant int8
+ * [K, N] (zero point 0, scale per tensor or per column: axis 1) into one QLinearMatMul; 1 when it did. Its output:
+ *   MatMul [-> Add(bias [N])] -> QuantizeLinear(y_s, y_zp)   the QuantizeLinear's y_q;
+ *   MatMul [-> Add(bias [N])] read as float32 otherwise      the float32 value (HS_FUSE_FLOAT_OUTPUT, y_s 1).
+ * The bias becomes an int32 input (HS_FUSE_BIAS) with scale x_s * w_s[j], as for Conv. */
+static int rewrite_matmul(hs_graph *g, int mi, hs_error *err) {
+  hs_node *m = &g->nodes[mi];
+  if (m->n_in != 2 || m->n_out != 1) return 0;
+  hs_node *dx = producer_op(g, m->in[0], HS_OP_DequantizeLinear), *dw = producer_op(g, m->in[1], HS_OP_DequantizeLinear);
+  if (!dx || !dw) return 0;
+  float xs, ys = 1.0f;
+  int32_t xzp, yzp = 0;
+  hs_dtype xzt, yzt = HS_DT_UINT8;
+  if (!per_tensor_qdq(g, dx, &xs, &xzp, &xzt) || xzt == HS_DT_UNDEFINED) return 0;
+  const hs_value *wq = const_val(g, dw->in[0]), *ws = dw->n_in > 1 ? const_val(g, dw->in[1]) : NULL;
+  if (!wq || wq->dtype != HS_DT_INT8 || wq->ndim != 2 || !ws || ws->dtype != HS_DT_FLOAT32) return 0;
+  int64_t nc = wq->dims[1], nws = numel_of(ws), axis = 1;
+  hs_error tmp;
+  if (hs_attr_int(dw, "axis", 1, &axis, &tmp)) return 0;
+  if (nws != 1 && (nws != nc || ws->ndim != 1 || (axis != 1 && axis != -1))) return 0;
+  if (dw->n_in > 2 && dw->in[2] >= 0) {
+    const hs_value *wz = const_val(g, dw->in[2]);
+    if (!wz || wz->dtype != HS_DT_INT8 || numel_of(wz) != nws) return 0;
+    for (int64_t i = 0; i < nws; i++)
+      if (((const int8_t *)wz->data)[i]) return 0;
+  }
+  for (int64_t i = 0; i < nws; i++)
+    if (!(((const float *)ws->data)[i] > 0) || !isfinite(((const float *)ws->data)[i])) return 0;
+  /* the output: [Add(bias) ->] QuantizeLinear, each the only reader, or float */
+  int out = m->out[0], ai = hs__fuse_sole_consumer(g, out, NULL), qi = -1;
+  const hs_value *bf = NULL;
+  if (ai >= 0 && hs__fuse_is_op(&g->nodes[ai], HS_OP_Add) && (bf = bias_of_add(g, &g->nodes[ai], out, nc)))
+    out = g->nodes[ai].out[0];
+  else
+    ai = -1;
+  qi = hs__fuse_sole_consumer(g, out, NULL);
+  if (qi >= 0 && (!hs__fuse_is_op(&g->nodes[qi], HS_OP_QuantizeLinear) || g->nodes[qi].n_out != 1 ||
+                  !per_tensor_qdq(g, &g->nodes[qi], &ys, &yzp, &yzt)))
+    qi = -1;
+  if (qi < 0) ys = 1.0f, yzp = 0, yzt = HS_DT_UINT8;
+  if (yzt == HS_DT_UNDEFINED) yzt = HS_DT_UINT8;
+  /* new constants first (they may move g->values), then the node */
+  int rc, bias_v = -1, ys_v = qi >= 0 ? g->nodes[qi].in[1] : -1, yzp_v = qi >= 0 && g->nodes[qi].n_in > 2 ? g->nodes[qi].in[2] : -1;
+  if (bf) {
+    int32_t *b = malloc(sizeof(int32_t) * (size_t)nc);
+    if (!b) return hs_error_set(err, HS_NO_MEMORY, "out of memory quantizing a bias");
+    for (int64_t i = 0; i < nc; i++) {
+      double v = nearbyint((double)((const float *)bf->data)[i] / ((double)xs * ((const float *)ws->data)[nws > 1 ? i : 0]));
+      b[i] = (int32_t)(v > 2147483647.0 ? 2147483647.0 : v < -2147483648.0 ? -2147483648.0 : v);
+    }
+    bias_v = add_const(g, m->name, "bias_q", HS_DT_INT32, 1, nc, b, err);
+    free(b);
+    if (bias_v < 0) return bias_v;
+  }
+  if (ys_v < 0 && (ys_v = add_const(g, m->name, "y_scale", HS_DT_FLOAT32, 0, 0, &ys, err)) < 0) return ys_v;
+  if (yzp_v < 0) {
+    uint8_t zero = 0;
+    if ((yzp_v = add_const(g, m->name, "y_zero_point", HS_DT_UINT8, 0, 0, &zero, err)) < 0) return yzp_v;
+  }
+  int wzp_v = dw->n_in > 2 ? dw->in[2] : -1;
+  if (wzp_v < 0) {
+    int8_t zero = 0;
+    if ((wzp_v = add_const(g, m->name, "w_zero_point", HS_DT_INT8, 0, 0, &zero, err)) < 0) return wzp_v;
+  }
+  m = &g->nodes[mi];
+  if ((rc = hs__fuse_grow_inputs(m, 9, err))) return rc;
+  int ins[9] = {dx->in[0], dx->in[1], dx->in[2], dw->in[0], dw->in[1], wzp_v, ys_v, yzp_v, bias_v};
+  memcpy(m->in, ins, sizeof ins);
+  m->n_in = 8;
+  char *ot = strdup("QLinearMatMul");
+  if (!ot) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  free(m->op_type);
+  m->op_type = ot;
+  if ((rc = hs_op_bind(m, g, err))) return rc;
+  if (bias_v >= 0) {
+    m->n_in = 9;
+    hs_fusion f = {.kind = HS_FUSE_BIAS, .input = 8};
+    if ((rc = hs__fuse_apply(m, &f, err))) return rc;
+  }
+  if (qi < 0) {
+    hs_fusion f = {.kind = HS_FUSE_FLOAT_OUTPUT};
+    if ((rc = hs__fuse_apply(m, &f, err))) return rc;
+  }
+  if (ai >= 0) hs__fuse_take_output(g, mi, ai);
+  if (qi >= 0) hs__fuse_take_output(g, mi, qi);
+  drop_if_unused(g, dx);
+  drop_if_unused(g, dw);
+  return 1;
+}
+
 /* Relu / Clip(0, c) -> QuantizeLinear where the quantizer's saturation computes the activation (ResNet's
  * Add -> Relu -> QuantizeLinear): the QuantizeLinear reads the activation's input. 1 when it did. */
 static int drop_absorbed_activation(hs_graph *g, int ai) {
@@ -364,6 +467,12 @@ int hs_pass_qdq(hs_graph *g, int *changed, hs_error *err) {
   for (int i = 0; i < g->n_nodes; i++) {
     if (!hs__fuse_is_op(&g->nodes[i], HS_OP_Conv)) continue;
     int rc = rewrite_conv(g, i, err);
+    if (rc < 0) return rc;
+    if (rc) *changed = 1;
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    if (!hs__fuse_is_op(&g->nodes[i], HS_OP_MatMul)) continue;
+    int rc = rewrite_matmul(g, i, err);
     if (rc < 0) return rc;
     if (rc) *changed = 1;
   }

@@ -44,6 +44,7 @@ struct hs_kernel {
     hs_resample_params rs;
     hs_reorder_params ro;
     hs_qconv_params qc;
+    hs_qmatmul_params qmm;
   } p;
   int64_t batch0;          /* batch at creation */
   void *w_plain;           /* owned copy of the constant operand in its source layout (freed once

@@ -1,4 +1,4 @@
-/* cpu_dnnl_int8.c - quantized (int8 / uint8) convolution kernels on oneDNN: VNNI where the CPU has it. */
+/* cpu_dnnl_int8.c - quantized (int8 / uint8) convolution and matrix-product kernels on oneDNN: VNNI where the CPU has it. */
 
 /*
  * DESIGN
@@ -14,6 +14,13 @@
  * with reorders into and out of scratch. An optional residual (QDQ's Add, fused) is oneDNN's sum
  * post-op with its own scale, zero point and type: it is copied (or reordered) into the buffer the
  * convolution writes, which accumulates into it before the output zero point and saturation.
+ * A second kind, `qmatmul`, is the same arithmetic on oneDNN's int8 matmul: A [rows, k] (u8 / s8) times
+ * a constant s8 B [k, n] with zero point 0, per-tensor or per-column (of B) output scales, zero
+ * points of A and the output (A's may come with each run: the dynamic quantization of
+ * DynamicQuantizeLinear -> MatMulInteger), and a u8 / s8 / f32 output or the raw s32 sums. Its
+ * variants are row counts (a batch MatMul with a 2-D B is one [rows, k] product); B is reordered once
+ * per layout, from a kept plain copy for the same reason as qconv's weights. A float32 output takes
+ * post-ops as the float matmul does (GELU, a residual sum).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -316,6 +323,124 @@ int hs_kernel_qconv_create(const hs_qconv_params *p, hs_kernel **out, hs_error *
     return rc;
   }
   rc = hs__kernel_finish(k, p->batch, err);
+  if (rc) return rc;
+  *out = k;
+  return 0;
+}
+
+/* ---- qmatmul ---- */
+
+enum { MM_A = 0, MM_DST = 1, MM_BIAS = 2, MM_ZP = 3 };
+
+static int qmm_build(hs_kernel *k, int64_t rows, hs__variant *v, hs_error *err) {
+  const hs_qmatmul_params *p = &k->p.qmm;
+  dnnl_dims_t ad = {rows, p->k}, wd = {p->k, p->n}, dd = {rows, p->n}, bd = {1, p->n}, one = {1};
+  dnnl_memory_desc_t w_any;
+  dnnl_status_t st = dnnl_memory_desc_init_by_tag(&v->md[MM_A], 2, ad, dt_of(p->src_type), dnnl_ab);
+  if (st == dnnl_success)
+    st = dnnl_memory_desc_init_by_tag(&v->md[MM_DST], 2, dd, p->dst_s32 ? dnnl_s32 : dt_of(p->dst_type), dnnl_ab);
+  if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_s8, dnnl_format_tag_any);
+  if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&v->md[MM_ZP], 1, one, dnnl_s32, dnnl_a);
+  if (st == dnnl_success && p->bias) st = dnnl_memory_desc_init_by_tag(&v->md[MM_BIAS], 2, bd, dnnl_f32, dnnl_ab);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, "qmatmul: describing operands");
+  dnnl_primitive_attr_t attr;
+  int rc = hs__make_attr(&p->post, &attr, err);
+  if (rc) return rc;
+  const int32_t runtime = DNNL_RUNTIME_S32_VAL;
+  if (!p->dst_s32) st = dnnl_primitive_attr_set_output_scales(attr, p->nscales, p->nscales > 1 ? 1 << 1 : 0, p->scales);
+  if (st == dnnl_success && (p->src_zp || p->src_zp_runtime))
+    st = dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_SRC, 1, 0, &runtime);
+  if (st == dnnl_success && p->dst_zp) st = dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_DST, 1, 0, &runtime);
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_desc_t pd = NULL;
+  if (st == dnnl_success)
+    st = dnnl_matmul_desc_init(&md, &v->md[MM_A], &w_any, p->bias ? &v->md[MM_BIAS] : NULL, &v->md[MM_DST]);
+  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, hs__dnnl_engine(), NULL);
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, "qmatmul: int8 matmul");
+  v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  rc = qconv_weights(k, v, err);
+  if (rc) {
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+  }
+  return hs__add_prim(v, pd, err);
+}
+
+static int qmm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
+                    dnnl_memory_t scratch, hs_error *err) {
+  const hs_qmatmul_params *p = &k->p.qmm;
+  if (a->nsrc < 1 || !a->src[0] || (p->src_zp_runtime && (a->nsrc < 2 || !a->src[1])))
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul needs A%s", p->src_zp_runtime ? " and its zero point" : "");
+  const int32_t *src_zp = p->src_zp_runtime ? a->src[1] : &p->src_zp;
+  int rc = hs__prepare_sum(&p->post, a, dnnl_memory_desc_get_size(&v->md[MM_DST]), err);
+  if (rc) return rc;
+  hs__argv av = {0};
+  hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
+  int owned = av.n;
+  rc = hs__argv_add(&av, DNNL_ARG_SRC, &v->md[MM_A], a->src[0], err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_WEIGHTS], v->weights, err);
+  if (!rc && p->bias) rc = hs__argv_add(&av, DNNL_ARG_BIAS, &v->md[MM_BIAS], p->bias, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, &v->md[MM_DST], a->dst, err);
+  if (!rc && (p->src_zp || p->src_zp_runtime))
+    rc = hs__argv_add(&av, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &v->md[MM_ZP], src_zp, err);
+  if (!rc && p->dst_zp) rc = hs__argv_add(&av, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, &v->md[MM_ZP], &p->dst_zp, err);
+  if (!rc) rc = hs__exec(v->prim[0], s, &av, err);
+  hs__argv_release(&av, owned);
+  return rc;
+}
+
+static const char *qmm_describe(const hs_kernel *k) {
+  static _Thread_local char buf[128];
+  const hs_qmatmul_params *p = &k->p.qmm;
+  static const char *ty[] = {"u8", "s8", "f32"};
+  snprintf(buf, sizeof buf, "qmatmul %s->%s k %lld n %lld scales %d zp %d%s/%d%s post %d", ty[p->src_type],
+           p->dst_s32 ? "s32" : ty[p->dst_type], (long long)p->k, (long long)p->n, p->nscales, (int)p->src_zp,
+           p->src_zp_runtime ? "(run)" : "", (int)p->dst_zp, p->bias ? " bias" : "", p->post.count);
+  return buf;
+}
+
+static const hs__kvt qmm_vt = {"qmatmul", qmm_build, qmm_exec, qmm_describe};
+
+int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_error *err) {
+  *out = NULL;
+  if (p->device != HS_KDEV_CPU) return hs_error_set(err, HS_UNSUPPORTED, "qmatmul: device not available");
+  if (p->src_type > HS_Q_S8 || (!p->dst_s32 && (p->dst_type > HS_Q_F32 || (p->dst_type == HS_Q_F32 && p->dst_zp))) ||
+      (p->dst_s32 && (p->bias || p->dst_zp)) || (p->post.count && (p->dst_s32 || p->dst_type != HS_Q_F32)))
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul: bad data types");
+  if (p->rows < 1 || p->k < 1 || p->n < 1 || p->k > ((int64_t)1 << 20) || p->n > ((int64_t)1 << 20))
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul: bad sizes %lld x %lld x %lld", (long long)p->rows,
+                        (long long)p->k, (long long)p->n);
+  if (!p->weights || (!p->dst_s32 && (!p->scales || (p->nscales != 1 && p->nscales != p->n))))
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul: B and 1 or n scales are required");
+  hs_kernel *k;
+  int rc = hs__kernel_new(&qmm_vt, &k, err);
+  if (rc) return rc;
+  k->p.qmm = *p;
+  k->p.qmm.weights = NULL;
+  k->p.qmm.bias = k->p.qmm.scales = NULL;
+  size_t wbytes = (size_t)(p->k * p->n);
+  dnnl_dims_t wd = {p->k, p->n};
+  dnnl_status_t st = dnnl_memory_desc_init_by_tag(&k->w_plain_md, 2, wd, dnnl_s8, dnnl_ab);
+  if (st != dnnl_success) {
+    hs_kernel_destroy(k);
+    return hs__dnnl_fail(err, st, "qmatmul: describing B");
+  }
+  k->w_plain = malloc(wbytes);
+  k->owned[QW_PLAIN] = malloc(wbytes); /* kept for variants whose layout differs (qconv_weights) */
+  if (!k->w_plain || !k->owned[QW_PLAIN]) {
+    hs_kernel_destroy(k);
+    return hs_error_set(err, HS_NO_MEMORY, "qmatmul: copying %zu bytes of B", wbytes);
+  }
+  memcpy(k->w_plain, p->weights, wbytes);
+  memcpy(k->owned[QW_PLAIN], p->weights, wbytes);
+  rc = hs__own_floats(k, p->bias, p->n, &k->p.qmm.bias, err);
+  if (!rc && !p->dst_s32) rc = hs__own_floats(k, p->scales, p->nscales, &k->p.qmm.scales, err);
+  if (rc) {
+    hs_kernel_destroy(k);
+    return rc;
+  }
+  rc = hs__kernel_finish(k, p->rows, err);
   if (rc) return rc;
   *out = k;
   return 0;

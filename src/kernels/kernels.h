@@ -374,6 +374,31 @@ void hs_post_apply(const hs_post_ops *p, float *y, const float *residual, int64_
 /* Name of an activation ("relu"), for messages; never NULL. */
 const char *hs_act_name(hs_act_kind a);
 
+/* ---- Quantized matrix product (cpu_dnnl_int8.c): int8 / uint8 A, constant int8 B ----
+ * A [rows, k] (row-major; a batch MatMul's leading dims flattened into rows) times B [k, n]:
+ *   dst = saturate(round(scale[j] * (sum_k (a - src_zp) * b + bias[j])) + dst_zp) for a U8 / S8 dst,
+ *   dst = scale[j] * (sum_k (a - src_zp) * b + bias[j]) for an F32 dst, and the raw int32 sums when dst_s32
+ * (MatMulInteger: no scale, bias or dst zero point). QLinearMatMul's arithmetic with B's zero point 0;
+ * scale per tensor (nscales 1) or per column of B (nscales n). Rounding is half to even. The kernel is
+ * created for `rows` rows; a run's hs_kernel_args.batch is its row count (a variant per count).
+ * src[0] = A; when src_zp_runtime is 1, src[1] points to one int32: the run's src zero point.
+ * An F32 dst may take post-ops (activations; a SUM reads hs_kernel_args.residual, shaped like dst), applied in
+ * order after the scale. */
+typedef struct hs_qmatmul_params {
+  hs_kernel_device device;
+  hs_qtype src_type, dst_type; /* src: U8 or S8; dst: U8, S8 or F32 (ignored when dst_s32) */
+  int dst_s32;
+  int64_t rows, k, n;
+  const int8_t *weights;       /* B [k, n] row-major, copied */
+  const float *bias;           /* [n] in accumulator units (a_scale * b_scale[j]), or NULL; copied */
+  const float *scales;         /* nscales (1 or n) output scales, copied (NULL with dst_s32) */
+  int nscales;
+  int32_t src_zp, dst_zp;
+  int src_zp_runtime;
+  hs_post_ops post;            /* F32 dst only */
+} hs_qmatmul_params;
+int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_error *err);
+
 #ifdef __cplusplus
 }
 #endif

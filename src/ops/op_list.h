@@ -181,7 +181,7 @@
   X(BlackmanWindow, window, 17, 1, 1, 1, 1, HS_IN(0), 0)                             \
   /* quant.c */                                                                      \
   X(MatMulInteger, quant_matmul, 10, 2, 4, 1, 1, 0, 0)                               \
-  X(QLinearMatMul, quant_matmul, 10, 8, 8, 1, 1, 0, 0)                               \
+  X(QLinearMatMul, quant_matmul, 10, 8, 9, 1, 1, 0, 0)                               \
   X(QuantizeLinear, quant, 10, 2, 3, 1, 1, 0, 0)                                     \
   X(DequantizeLinear, quant, 10, 2, 3, 1, 1, 0, 0)                                   \
   X(DynamicQuantizeLinear, quant, 11, 1, 1, 1, 3, 0, 0)                              \

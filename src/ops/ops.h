@@ -55,6 +55,8 @@ typedef enum hs_fusion_kind {
                              (nothing is fused after its output yet); there is nothing to record */
   HS_FUSE_LAYOUT,         /* physical layouts of input 0 (.src), the output (.dst), the fused residual (.res) */
   HS_FUSE_ATTENTION,      /* a node rewritten into FusedAttention takes what the peeled nodes did (.attn) */
+  HS_FUSE_FLOAT_OUTPUT,   /* a quantized op (QLinearMatMul) writes its output dequantized: float32, not rounded to
+                             y's grid (the pass sets y_scale 1 and y_zero_point 0) */
 } hs_fusion_kind;
 
 /* HS_FUSE_ATTENTION (ops/attention.c): the Transpose permutations peeled off Q, K, V and the output

@@ -1,5 +1,5 @@
-/* quant.c - QuantizeLinear, DequantizeLinear (per tensor or per axis), DynamicQuantizeLinear, MatMulInteger and
- * QLinearMatMul, in plain C. */
+/* quant.c - QuantizeLinear, DequantizeLinear (per tensor or per axis), DynamicQuantizeLinear, and MatMulInteger /
+ * QLinearMatMul (oneDNN's int8 matmul for a constant B, plain C otherwise). */
 
 /*
  * DESIGN
@@ -7,13 +7,25 @@
  * float32. Rounding is half to even (nearbyint in the default rounding mode) and results saturate
  * to the integer type, as the spec says. A 1-D scale / zero point applies along `axis` (opset 13);
  * a scalar one to the whole tensor. The engine computes in float32: these ops let graphs that
- * quantize / dequantize at their edges run, not integer kernels. MatMulInteger / QLinearMatMul
- * multiply in int32 / double with numpy's batch broadcasting (operands of rank >= 2).
+ * quantize / dequantize at their edges run. MatMulInteger / QLinearMatMul accumulate
+ * (a - a_zp) * (b - b_zp[j]) in int32 with numpy's batch broadcasting (operands of rank >= 2);
+ * QLinearMatMul scales by a_scale * b_scale[j] / y_scale in float32, rounds half to even, adds y_zp
+ * and saturates (b_scale / b_zp per tensor or per column of B). With a constant 2-D B they run on the
+ * kernels' `qmatmul` (oneDNN's int8 matmul, VNNI where the CPU has it; see qmm_prepare for what it
+ * takes), a batch MatMul as one [rows, K] product; else the plain C below, the kernel's reference in
+ * the tests. The QDQ pass (engine/pass_qdq.c) writes QLinearMatMul for DequantizeLinear -> MatMul
+ * [-> Add bias] -> QuantizeLinear, with fusions no model file can state: an int32 bias as a 9th
+ * input, and a float32 output (y = a_scale * b_scale[j] * (acc + bias), not requantized) for a MatMul
+ * whose result is read as float, which then takes activations (the fusion passes' GELU) as MatMul
+ * does.
  */
 #include <stdatomic.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kcache.h"
+#include "ops/opkernel.h"
 #include "ops/ops.h"
 
 typedef struct {
@@ -207,43 +219,101 @@ static int quant_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
 
 /* ---- MatMulInteger / QLinearMatMul ---- */
 
+/* Set by the passes through fuse(), never by the model file: a bias (HS_FUSE_BIAS: input QM_BIAS, int32 [N] in
+ * accumulator units a_scale * b_scale[j]), a dequantized float32 output (HS_FUSE_FLOAT_OUTPUT), and on a float32
+ * output, activations as post-ops (the fusion passes' GELU). A residual Add is not taken: the fusion pass puts
+ * residuals at input 3, B's place here, and on a transformer's [rows, N] it costs little unfused. */
+enum { QM_BIAS = 8 };
+typedef struct qmm_fused {
+  int bias;
+  int float_out;
+  hs_post_ops post; /* HS_POST_ACT steps only */
+} qmm_fused;
+_Static_assert(sizeof(qmm_fused) <= HS_OP_PARAMS_BYTES, "qmm_fused fits in the node");
+
 static int qmm_check(hs_node *n, const hs_graph *g, hs_error *err) {
   (void)g;
+  memset(n->params.bytes, 0, sizeof(qmm_fused));
   return hs_node_only_attrs(n, "", err);
 }
 
+static int qmm_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
+  (void)err;
+  qmm_fused *p = (qmm_fused *)n->params.bytes;
+  if (n->op != HS_OP_QLinearMatMul) return HS_FUSE_REFUSED;
+  if (f->kind == HS_FUSE_BIAS && f->input == QM_BIAS && !p->bias) {
+    if (!f->dry_run) p->bias = 1;
+    return 0;
+  }
+  if (f->kind == HS_FUSE_FLOAT_OUTPUT && !p->float_out) {
+    if (!f->dry_run) p->float_out = 1;
+    return 0;
+  }
+  if (!p->float_out) return HS_FUSE_REFUSED; /* post-ops act on float32 values only */
+  if (f->kind == HS_FUSE_ACTIVATION && f->act.kind == HS_POST_ACT &&
+      hs_post_ops_room(&p->post, hs_post_act_steps(f->act.act))) {
+    if (!f->dry_run) p->post.op[p->post.count++] = f->act;
+    return 0;
+  }
+  return HS_FUSE_REFUSED;
+}
+
 /* Operand positions: MatMulInteger (A, B, a_zp, b_zp); QLinearMatMul (a, a_scale, a_zp, b, b_scale, b_zp,
- * y_scale, y_zp). */
+ * y_scale, y_zp [, bias]). */
 typedef struct {
-  const hs_tensor *a, *b, *azp, *bzp;
-  double scale; /* a_scale * b_scale / y_scale (QLinearMatMul) */
+  const hs_tensor *a, *b, *azp, *bzp, *bias;
   const hs_tensor *yzp;
-  int qlinear;
+  hs_tensor a_row; /* a 1-D A seen as [1, K] (numpy.matmul's vector) */
+  int a_vec;
+  int qlinear, float_out;
+  int64_t nbs; /* b_scale's and b_zp's count: 1 (per tensor) or N (per column of B) */
 } qmm_args;
 
 static int int8ish(hs_dtype t) { return t == HS_DT_INT8 || t == HS_DT_UINT8; }
 
 static int qmm_args_of(const hs_node *n, const hs_tensor *in, int nin, qmm_args *q, int64_t *od, int *ond,
                        hs_error *err) {
+  const qmm_fused *f = (const qmm_fused *)n->params.bytes;
   memset(q, 0, sizeof *q);
   q->qlinear = n->op == HS_OP_QLinearMatMul;
+  q->float_out = q->qlinear && f->float_out;
   q->a = &in[0];
   q->b = &in[q->qlinear ? 3 : 1];
   q->azp = q->qlinear ? &in[2] : nin > 2 && HS_PRESENT(&in[2]) ? &in[2] : NULL;
   q->bzp = q->qlinear ? &in[5] : nin > 3 && HS_PRESENT(&in[3]) ? &in[3] : NULL;
+  if (q->a->ndim == 1) {
+    q->a_row = *q->a;
+    q->a_row.ndim = 2;
+    q->a_row.dims[0] = 1;
+    q->a_row.dims[1] = q->a->dims[0];
+    q->a = &q->a_row;
+    q->a_vec = 1;
+  }
   if (!int8ish(q->a->dtype) || !int8ish(q->b->dtype) || q->a->ndim < 2 || q->b->ndim < 2)
-    return hs_op_errf(err, n, HS_UNSUPPORTED, "operands must be int8 / uint8 of rank >= 2 (opset %d)", n->opset);
-  const hs_tensor *zps[2] = {q->azp, q->bzp}, *ops[2] = {q->a, q->b};
-  for (int i = 0; i < 2; i++)
-    if (zps[i] && (zps[i]->dtype != ops[i]->dtype || hs_numel(zps[i]) != 1))
-      return hs_op_errf(err, n, HS_UNSUPPORTED, "zero points must be one value of the operand's type");
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "operands must be int8 / uint8, b of rank >= 2 (opset %d)", n->opset);
+  const int64_t N = q->b->dims[q->b->ndim - 1];
+  q->nbs = q->bzp ? hs_numel(q->bzp) : 1;
+  if (q->azp && (q->azp->dtype != q->a->dtype || hs_numel(q->azp) != 1))
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "a_zero_point must be one value of a's type (per tensor)");
+  if (q->bzp && (q->bzp->dtype != q->b->dtype || q->bzp->ndim > 1 || (q->nbs != 1 && q->nbs != N)))
+    return hs_op_errf(err, n, HS_UNSUPPORTED, "b_zero_point must be b's type, per tensor or per column of b");
   if (q->qlinear) {
     q->yzp = &in[7];
     if (!int8ish(q->yzp->dtype) || hs_numel(q->yzp) != 1) return hs_op_errf(err, n, HS_UNSUPPORTED, "y_zero_point");
-    for (int i = 1; i < 7; i += 3)
-      if (in[i].dtype != HS_DT_FLOAT32 || hs_numel(&in[i]) != 1)
-        return hs_op_errf(err, n, HS_UNSUPPORTED, "scales must be one float32 (per-tensor)");
-    if (in[6].dtype != HS_DT_FLOAT32 || hs_numel(&in[6]) != 1) return hs_op_errf(err, n, HS_UNSUPPORTED, "y_scale");
+    int64_t nbs = hs_numel(&in[4]);
+    if (in[1].dtype != HS_DT_FLOAT32 || hs_numel(&in[1]) != 1 || in[6].dtype != HS_DT_FLOAT32 ||
+        hs_numel(&in[6]) != 1 || in[4].dtype != HS_DT_FLOAT32 || in[4].ndim > 1 || (nbs != 1 && nbs != N) ||
+        (q->bzp && q->nbs != nbs && q->nbs != 1))
+      return hs_op_errf(err, n, HS_UNSUPPORTED, "scales must be float32, per tensor (b: or per column)");
+    if (nbs > q->nbs) q->nbs = nbs;
+    if (nin > QM_BIAS && HS_PRESENT(&in[QM_BIAS])) {
+      if (!f->bias) return hs_op_errf(err, n, HS_PARSE, "QLinearMatMul takes 8 inputs");
+      q->bias = &in[QM_BIAS];
+      if (q->bias->dtype != HS_DT_INT32 || hs_numel(q->bias) != N)
+        return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "fused bias must be int32 [%lld]", (long long)N);
+    }
+  } else if (nin > 4) {
+    return hs_op_errf(err, n, HS_PARSE, "MatMulInteger takes 4 inputs");
   }
   int ra = q->a->ndim, rb = q->b->ndim;
   if (q->a->dims[ra - 1] != q->b->dims[rb - 2]) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "inner dimensions differ");
@@ -252,7 +322,7 @@ static int qmm_args_of(const hs_node *n, const hs_tensor *in, int nin, qmm_args 
   int rc = hs_broadcast_shape(&ba, &bb, ond, od, n, err);
   if (rc) return rc;
   od[(*ond)++] = q->a->dims[ra - 2];
-  od[(*ond)++] = q->b->dims[rb - 1];
+  od[(*ond)++] = N;
   return 0;
 }
 
@@ -262,8 +332,151 @@ static int qmm_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
   int64_t od[HS_MAX_DIMS + 2];
   int r, rc = qmm_args_of(n, in, nin, &q, od, &r, err);
   if (rc) return rc;
-  return hs_set_shape(&out[0], q.qlinear ? q.yzp->dtype : HS_DT_INT32, r, od, n, err);
+  hs_dtype t = !q.qlinear ? HS_DT_INT32 : q.float_out ? HS_DT_FLOAT32 : q.yzp->dtype;
+  if (q.a_vec) od[r - 2] = od[r - 1], r--; /* numpy drops the vector's row */
+  return hs_set_shape(&out[0], t, r, od, n, err);
 }
+
+/* ---- oneDNN path: a constant 2-D B (int8 with zero point 0, or uint8 with zero point 128, shifted to int8),
+ * per-tensor or per-column b_scale, a_scale / y_scale / y_zp constants, a_zp constant or given at run time.
+ * The plain C below takes the rest: a B given at run time (oneDNN's int8 matmul needs B's layout and its
+ * compensation terms made ahead), a batch of Bs, other B zero points (oneDNN has none for weights here). ---- */
+
+typedef struct qmm_state {
+  hs_kcache cache;
+  const int8_t *w; /* B [K, N]: the graph constant, or w_own */
+  int8_t *w_own;   /* uint8 B shifted by -128 */
+  float *scales;   /* a_scale * b_scale[j] / y_scale, nscales of them (NULL for MatMulInteger) */
+  float *bias;     /* the fused bias as float, or NULL */
+  int nscales;
+  int64_t K, N;
+  int32_t azp, yzp;
+  int azp_runtime;
+  hs_qtype at, yt;
+  int s32;
+  hs_post_ops post;
+} qmm_state;
+
+static void qmm_free_state(void *p) {
+  qmm_state *st = p;
+  if (!st) return;
+  hs_kcache_destroy(&st->cache);
+  free(st->w_own);
+  free(st->scales);
+  free(st->bias);
+  free(st);
+}
+
+static const hs_value *qmm_const(const hs_node *n, const hs_graph *g, int i) {
+  if (i >= n->n_in || n->in[i] < 0) return NULL;
+  const hs_value *v = &g->values[n->in[i]];
+  return v->kind == HS_VAL_CONST && v->data ? v : NULL;
+}
+
+static int qmm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
+  const int ql = n->op == HS_OP_QLinearMatMul;
+  const qmm_fused *f = (const qmm_fused *)n->params.bytes;
+  const hs_value *b = qmm_const(n, g, ql ? 3 : 1), *bz = qmm_const(n, g, ql ? 5 : 3);
+  const int ia = 2, has_bz = (ql ? 5 : 3) < n->n_in && n->in[ql ? 5 : 3] >= 0;
+  if (!b || b->ndim != 2 || !int8ish(b->dtype) || (has_bz && (!bz || bz->dtype != b->dtype))) return 0;
+  const int64_t K = b->dims[0], N = b->dims[1];
+  if (K < 1 || N < 1) return 0; /* an empty product: plain C writes nothing */
+  const int32_t want_bz = b->dtype == HS_DT_UINT8 ? 128 : 0;
+  for (size_t i = 0; bz && i < bz->nbytes; i++) {
+    int32_t z = b->dtype == HS_DT_UINT8 ? ((const uint8_t *)bz->data)[i] : ((const int8_t *)bz->data)[i];
+    if (z != want_bz) return 0;
+  }
+  if (!bz && want_bz) return 0;
+  const hs_value *az = qmm_const(n, g, ia), *as = NULL, *bs = NULL, *ys = NULL, *yz = NULL, *bias = NULL;
+  int has_az = ia < n->n_in && n->in[ia] >= 0;
+  if (az && (!int8ish(az->dtype) || az->nbytes != 1)) return 0;
+  if (ql) {
+    as = qmm_const(n, g, 1), bs = qmm_const(n, g, 4), ys = qmm_const(n, g, 6), yz = qmm_const(n, g, 7);
+    if (!as || !bs || !ys || !yz || as->dtype != HS_DT_FLOAT32 || as->nbytes != 4 || bs->dtype != HS_DT_FLOAT32 ||
+        (bs->nbytes != 4 && (int64_t)bs->nbytes != 4 * N) || ys->dtype != HS_DT_FLOAT32 || ys->nbytes != 4 ||
+        !int8ish(yz->dtype) || yz->nbytes != 1)
+      return 0;
+    if (f->bias && (!(bias = qmm_const(n, g, QM_BIAS)) || bias->dtype != HS_DT_INT32 || (int64_t)bias->nbytes != 4 * N))
+      return 0;
+  }
+  qmm_state *st = calloc(1, sizeof *st);
+  if (!st) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
+  st->K = K, st->N = N;
+  st->w = b->data;
+  if (want_bz) {
+    if (!(st->w_own = malloc((size_t)(K * N)))) goto oom;
+    for (int64_t i = 0; i < K * N; i++) st->w_own[i] = (int8_t)(((const uint8_t *)b->data)[i] - 128);
+    st->w = st->w_own;
+  }
+  st->azp_runtime = has_az && !az;
+  st->azp = az ? (az->dtype == HS_DT_INT8 ? *(const int8_t *)az->data : *(const uint8_t *)az->data) : 0;
+  st->at = g->values[n->in[0]].dtype == HS_DT_INT8 ? HS_Q_S8 : HS_Q_U8;
+  st->s32 = !ql;
+  if (ql) {
+    st->nscales = (int)(bs->nbytes / 4);
+    if (!(st->scales = malloc(sizeof(float) * (size_t)st->nscales))) goto oom;
+    const float a_s = *(const float *)as->data, y_s = f->float_out ? 1.0f : *(const float *)ys->data;
+    for (int i = 0; i < st->nscales; i++) st->scales[i] = a_s * ((const float *)bs->data)[i] / y_s;
+    if (bias) {
+      if (!(st->bias = malloc(sizeof(float) * (size_t)N))) goto oom;
+      for (int64_t j = 0; j < N; j++) st->bias[j] = (float)((const int32_t *)bias->data)[j];
+    }
+    st->yzp = f->float_out ? 0 : yz->dtype == HS_DT_INT8 ? *(const int8_t *)yz->data : *(const uint8_t *)yz->data;
+    st->yt = f->float_out ? HS_Q_F32 : yz->dtype == HS_DT_INT8 ? HS_Q_S8 : HS_Q_U8;
+    st->post = f->post;
+  }
+  hs_kcache_init(&st->cache);
+  n->state = st;
+  n->free_state = qmm_free_state;
+  return 0;
+oom:
+  qmm_free_state(st);
+  return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
+}
+
+static int qmm_build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
+  const qmm_state *st = ((const void **)ctx)[0];
+  const int64_t *rows = ((const void **)ctx)[1];
+  hs_qmatmul_params p = {.device = HS_KDEV_CPU, .src_type = st->at, .dst_type = st->yt, .dst_s32 = st->s32,
+                         .rows = *rows, .k = st->K, .n = st->N, .weights = st->w, .bias = st->bias,
+                         .scales = st->scales, .nscales = st->nscales, .src_zp = st->azp, .dst_zp = st->yzp,
+                         .src_zp_runtime = st->azp_runtime, .post = st->post};
+  return hs_kernel_qmatmul_create(&p, out, err);
+}
+
+/* The kernel for A (NULL: plain C), run *runs times on *rows rows each. A kernel keeps at most 8 row counts
+ * (kernels.h variants); past them a batch MatMul (rank >= 3) runs as batch-many products of its last-but-one
+ * dimension's rows, on a second kernel kept for that, rather than on the plain C. */
+static hs_kernel *qmm_kernel_for(const hs_node *n, const hs_tensor *a, int64_t *rows, int64_t *runs,
+                                 hs_error *strict_err) {
+  qmm_state *st = n->state;
+  *rows = 0;
+  *runs = 1;
+  if (!st || a->dims[a->ndim - 1] != st->K || (a->dtype == HS_DT_INT8) != (st->at == HS_Q_S8)) return NULL;
+  *rows = hs_numel(a) / st->K;
+  if (*rows < 1) return NULL;
+  const void *ctx[2] = {st, rows};
+  int64_t key[2] = {st->K, -1};
+  hs_kernel *k = hs_op_kernel(n, &st->cache, key, 1, qmm_build_kernel, ctx, *rows, strict_err);
+  int64_t m = a->ndim >= 3 ? a->dims[a->ndim - 2] : 0;
+  if (k || m < 1 || m >= *rows) return k;
+  const void *ctx_m[2] = {st, &m};
+  if ((k = hs_op_kernel(n, &st->cache, key, 2, qmm_build_kernel, ctx_m, m, strict_err))) {
+    *runs = *rows / m;
+    *rows = m;
+  }
+  return k;
+}
+
+static size_t qmm_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  (void)nin, (void)out, (void)nout;
+  int64_t rows, runs;
+  if (!n->state || in[0].ndim < 1) return 0;
+  hs_kernel *k = qmm_kernel_for(n, &in[0], &rows, &runs, NULL);
+  return hs_op_kernel_scratch(k, rows);
+}
+
+/* ---- plain C ---- */
 
 /* Element offset of matrix number `batch` (over out's batch dims) in operand t (broadcast). */
 static int64_t batch_offset(const hs_tensor *t, const hs_tensor *out, int64_t batch) {
@@ -283,35 +496,67 @@ static int64_t batch_offset(const hs_tensor *t, const hs_tensor *out, int64_t ba
 
 static int qmm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, void *scratch,
                    hs_error *err) {
-  (void)nout, (void)scratch;
+  (void)nout;
   qmm_args q;
   int64_t od[HS_MAX_DIMS + 2];
   int r, rc = qmm_args_of(n, in, nin, &q, od, &r, err);
   if (rc) return rc;
+  if (hs_numel(&out[0]) == 0) return 0;
+  hs_error kerr = {0};
+  int64_t rows, runs;
+  hs_kernel *k = qmm_kernel_for(n, q.a, &rows, &runs, &kerr);
+  if (k) {
+    int32_t azp = q.azp ? (int32_t)hs_load_f64(q.azp, 0) : 0;
+    const size_t a_step = (size_t)(rows * q.a->dims[q.a->ndim - 1]), y_step = out[0].nbytes / (size_t)runs;
+    for (int64_t r = 0; r < runs && !rc; r++) {
+      const void *src[2] = {(const char *)q.a->data + (size_t)r * a_step, &azp};
+      hs_kernel_args a = {.batch = rows, .src = src, .nsrc = 2, .dst = (char *)out[0].data + (size_t)r * y_step,
+                          .scratch = scratch};
+      rc = hs_op_run_kernel(n, k, &a, err);
+    }
+    return rc;
+  }
+  if (n->state && hs_ops_strict()) return hs_op_strict_error(n, &kerr, err);
+  if (r > HS_MAX_DIMS) return hs_op_errf(err, n, HS_UNSUPPORTED, "rank %d", r);
+  hs_tensor o = out[0]; /* with a 1-D A: the output's shape with its row of 1 back */
+  o.ndim = r;
+  memcpy(o.dims, od, sizeof(int64_t) * (size_t)r);
   const int64_t M = q.a->dims[q.a->ndim - 2], K = q.a->dims[q.a->ndim - 1], N = q.b->dims[q.b->ndim - 1];
   const int64_t mats = M * N != 0 ? hs_numel(&out[0]) / (M * N) : 0;
-  const double azp = q.azp ? hs_load_f64(q.azp, 0) : 0, bzp = q.bzp ? hs_load_f64(q.bzp, 0) : 0;
-  double scale = 1, yzp = 0, lo = 0, hi = 0;
-  if (q.qlinear) {
-    scale = (double)*(const float *)in[1].data * *(const float *)in[4].data / *(const float *)in[6].data;
+  const int64_t nbz = q.bzp ? hs_numel(q.bzp) : 0, nbs = q.qlinear ? hs_numel(&in[4]) : 0;
+  const double azp = q.azp ? hs_load_f64(q.azp, 0) : 0;
+  double yzp = 0, lo = 0, hi = 0;
+  if (q.qlinear && !q.float_out) {
     yzp = hs_load_f64(q.yzp, 0);
     lo = q.yzp->dtype == HS_DT_INT8 ? -128 : 0, hi = q.yzp->dtype == HS_DT_INT8 ? 127 : 255;
   }
   for (int64_t t = 0; t < mats; t++) {
-    int64_t oa = batch_offset(q.a, &out[0], t), ob = batch_offset(q.b, &out[0], t);
+    int64_t oa = batch_offset(q.a, &o, t), ob = batch_offset(q.b, &o, t);
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = 0; j < N; j++) {
-        int64_t acc = 0;
+        const double bzp = nbz ? hs_load_f64(q.bzp, nbz > 1 ? j : 0) : 0;
+        int64_t acc = q.bias ? ((const int32_t *)q.bias->data)[j] : 0;
         for (int64_t k = 0; k < K; k++)
           acc += (int64_t)(hs_load_f64(q.a, oa + i * K + k) - azp) * (int64_t)(hs_load_f64(q.b, ob + k * N + j) - bzp);
         int64_t o = (t * M + i) * N + j;
-        if (q.qlinear) {
-          double v = nearbyint((double)acc * scale) + yzp;
-          hs_store_f64(&out[0], o, v < lo ? lo : v > hi ? hi : v);
-        } else {
+        if (!q.qlinear) {
           ((int32_t *)out[0].data)[o] = (int32_t)acc;
+          continue;
         }
+        /* in float32, as ONNX Runtime and the kernel compute it */
+        float scale = *(const float *)in[1].data * ((const float *)in[4].data)[nbs > 1 ? j : 0];
+        if (q.float_out) {
+          ((float *)out[0].data)[o] = (float)acc * scale;
+          continue;
+        }
+        scale /= *(const float *)in[6].data;
+        double v = nearbyintf((float)acc * scale) + yzp;
+        hs_store_f64(&out[0], o, !(v >= lo) ? lo : v > hi ? hi : v); /* NaN (a hostile scale) saturates low */
       }
+  }
+  if (q.float_out) {
+    const qmm_fused *f = (const qmm_fused *)n->params.bytes;
+    hs_post_apply(&f->post, out[0].data, NULL, hs_numel(&out[0]));
   }
   return 0;
 }
@@ -319,7 +564,10 @@ static int qmm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
 const hs_op_impl hs_op_impl_quant_matmul = {
     .check = qmm_check,
     .infer = qmm_infer,
+    .prepare = qmm_prepare,
+    .scratch_bytes = qmm_scratch,
     .run = qmm_run,
+    .fuse = qmm_fuse,
 };
 const hs_op_impl hs_op_impl_quant = {
     .check = quant_check,

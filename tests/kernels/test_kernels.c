@@ -907,6 +907,96 @@ static int build_relu(void *ctx, hs_kernel **out, hs_error *err) {
   return hs_kernel_eltwise_create(&p, out, err);
 }
 
+/* ---------------- qmatmul (int8) ---------------- */
+
+/* Reference of the qmatmul kernel for A [rows, k] (u8 when au8, else s8), B [k, n] s8: as kernels.h states it. */
+static void ref_qmatmul(const hs_qmatmul_params *p, int64_t rows, const void *a, int au8, int32_t azp, void *dst) {
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t j = 0; j < p->n; j++) {
+      int64_t acc = 0;
+      for (int64_t kk = 0; kk < p->k; kk++) {
+        int32_t av = au8 ? ((const uint8_t *)a)[i * p->k + kk] : ((const int8_t *)a)[i * p->k + kk];
+        acc += (int64_t)(av - azp) * p->weights[kk * p->n + j];
+      }
+      if (p->dst_s32) {
+        ((int32_t *)dst)[i * p->n + j] = (int32_t)acc;
+        continue;
+      }
+      float v = ((float)acc + (p->bias ? p->bias[j] : 0.f)) * p->scales[p->nscales > 1 ? j : 0];
+      if (p->dst_type == HS_Q_F32) {
+        for (int o = 0; o < p->post.count; o++) v = hs_act_apply(p->post.op[o].act, p->post.op[o].alpha, p->post.op[o].beta, v);
+        ((float *)dst)[i * p->n + j] = v;
+        continue;
+      }
+      float lo = p->dst_type == HS_Q_S8 ? -128.f : 0.f, hi = p->dst_type == HS_Q_S8 ? 127.f : 255.f;
+      v = nearbyintf(v) + (float)p->dst_zp;
+      v = v < lo ? lo : v > hi ? hi : v;
+      if (p->dst_type == HS_Q_S8) ((int8_t *)dst)[i * p->n + j] = (int8_t)v;
+      else ((uint8_t *)dst)[i * p->n + j] = (uint8_t)v;
+    }
+}
+
+/* One kernel run at several row counts (its variants), each output kind, against ref_qmatmul: integer outputs
+ * within one step (float32 rounding of the scaled sum), exact for s32, float32 within tolerance. */
+static void test_qmatmul(void **state) {
+  (void)state;
+  enum { K = 67, N = 45, MAXR = 37 };
+  static int8_t w[K * N];
+  static uint8_t a[MAXR * K];
+  float bias[N], scales[N];
+  for (int i = 0; i < K * N; i++) w[i] = (int8_t)((i * 37 + 11) % 255 - 127);
+  for (int i = 0; i < MAXR * K; i++) a[i] = (uint8_t)((i * 91 + 7) % 256);
+  for (int j = 0; j < N; j++) bias[j] = (float)((j * 131) % 2001 - 1000), scales[j] = 1e-4f * (float)(1 + j % 7);
+  static const int64_t rows[] = {5, 1, MAXR, 16};
+  for (int kind = 0; kind < 5; kind++) {
+    hs_qmatmul_params p = {.device = HS_KDEV_CPU, .src_type = HS_Q_U8, .rows = rows[0], .k = K, .n = N, .weights = w,
+                           .scales = scales, .nscales = N, .src_zp = 100};
+    int au8 = 1;
+    if (kind == 0) p.dst_type = HS_Q_U8, p.dst_zp = 120, p.bias = bias;
+    if (kind == 1) p.src_type = HS_Q_S8, au8 = 0, p.dst_type = HS_Q_S8, p.dst_zp = -3, p.nscales = 1, p.src_zp = -20;
+    if (kind == 2) p.dst_type = HS_Q_F32, p.bias = bias, assert_int_equal(hs_post_ops_add_act(&p.post, HS_ACT_GELU_ERF, 0, 0), 0);
+    if (kind == 3) p.dst_s32 = 1, p.scales = NULL, p.nscales = 0;
+    if (kind == 4) p.dst_s32 = 1, p.scales = NULL, p.nscales = 0, p.src_zp = 0, p.src_zp_runtime = 1;
+    hs_kernel *k = NULL;
+    hs_error err = {0};
+    assert_int_equal(hs_kernel_qmatmul_create(&p, &k, &err), 0);
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+      static float got[MAXR * N], want[MAXR * N];
+      int32_t zp = 33 + (int32_t)r; /* kind 4: a different run-time zero point per run */
+      const void *src[2] = {a, &zp};
+      assert_int_equal(run_k(k, rows[r], src, 2, NULL, got, &err), 0);
+      ref_qmatmul(&p, rows[r], a, au8, kind == 4 ? zp : p.src_zp, want);
+      int64_t cnt = rows[r] * N;
+      if (kind == 2) {
+        expect_close("qmatmul f32", got, want, cnt);
+      } else if (kind >= 3) {
+        assert_memory_equal(got, want, (size_t)cnt * 4);
+      } else {
+        for (int64_t i = 0; i < cnt; i++) {
+          int g = kind == 1 ? ((int8_t *)got)[i] : ((uint8_t *)got)[i];
+          int e = kind == 1 ? ((int8_t *)want)[i] : ((uint8_t *)want)[i];
+          assert_true(abs(g - e) <= 1);
+        }
+      }
+    }
+    hs_kernel_destroy(k);
+  }
+  /* refused: post-ops on an integer output, a scale count that is neither 1 nor n, no weights */
+  hs_qmatmul_params bad = {.device = HS_KDEV_CPU, .rows = 2, .k = K, .n = N, .weights = w, .scales = scales,
+                           .nscales = N, .dst_type = HS_Q_U8};
+  hs_kernel *k = NULL;
+  hs_error err = {0};
+  assert_int_equal(hs_post_ops_add_act(&bad.post, HS_ACT_RELU, 0, 0), 0);
+  assert_int_equal(hs_kernel_qmatmul_create(&bad, &k, &err), HS_INVALID_ARGUMENT);
+  bad.post.count = 0;
+  bad.nscales = 3;
+  assert_int_equal(hs_kernel_qmatmul_create(&bad, &k, &err), HS_INVALID_ARGUMENT);
+  bad.nscales = 1;
+  bad.weights = NULL;
+  assert_int_equal(hs_kernel_qmatmul_create(&bad, &k, &err), HS_INVALID_ARGUMENT);
+  assert_null(k);
+}
+
 static void test_kcache(void **state) {
   hs_kcache c;
   hs_kcache_init(&c);
@@ -948,7 +1038,7 @@ int main(void) {
       cmocka_unit_test(test_softmax),   cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_batchnorm),
       cmocka_unit_test(test_reduce),    cmocka_unit_test(test_concat),      cmocka_unit_test(test_resample),
       cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),     cmocka_unit_test(test_sgemm),
-      cmocka_unit_test(test_attention),
+      cmocka_unit_test(test_attention), cmocka_unit_test(test_qmatmul),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
