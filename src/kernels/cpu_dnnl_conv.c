@@ -115,9 +115,16 @@ static int winograd_candidate(const hs_conv_params *p, int64_t batch) {
 /* A residual sum (scale 1) whose residual has the output's layout: the convolution reads the
  * residual through a binary-add post-op where it lies instead of a sum post-op over a copy of it in
  * the output (the copy is one more pass over the tensor, on one thread: ResNet-50 copies 176 MB per
- * batch-8 run that way). Not for Winograd, whose output goes through a reorder. */
+ * batch-8 run that way). oneDNN 2.6's brgconv_1x1 refuses such a post-op, so a 1x1 layer runs on
+ * jit_1x1 instead, which is slower on few output pixels (ResNet-50's 7x7 layers at batch 1: 0.38
+ * against 0.28 ms); whole runs gained at batch 8 (residuals of 6-26 MB) and not measurably at
+ * batch 1 (0.4-3.2 MB), hence only residuals of 4 MiB or more (docs/KERNELS.md, "Convolutional
+ * speed levers"). Not for Winograd, whose output goes through a reorder. */
 static int residual_in_place(const hs_conv_params *p, int64_t batch) {
   if (p->transposed || p->res_layout != p->dst_layout || winograd_candidate(p, batch)) return 0;
+  int64_t bytes = batch * p->out_c * (int64_t)sizeof(float);
+  for (int i = 0; i < p->nsp; i++) bytes *= p->out[i];
+  if (bytes < ((int64_t)4 << 20)) return 0;
   int sums = 0;
   for (int i = 0; i < p->post.count; i++)
     if (p->post.op[i].kind == HS_POST_SUM) {
