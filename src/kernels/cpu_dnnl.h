@@ -24,8 +24,6 @@ typedef struct hs__variant {
   size_t scratch;      /* scratch bytes a run needs: oneDNN scratchpad (max over prim[]) plus temps */
   size_t off[2];       /* kernel-specific offsets of temporaries inside the scratch */
   int reordered;       /* conv: activations go through internal layouts (see cpu_dnnl_conv.c) */
-  int res_arg;         /* conv: the execution argument that hands the residual of a HS_POST_SUM to a
-                          binary-add post-op (read in place, no copy), or 0 */
 } hs__variant;
 
 typedef struct hs__kvt hs__kvt;
@@ -92,11 +90,6 @@ int hs__add_prim(hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err);
 /* An attr with user-managed scratchpad and the post-ops of `post` (NULL for none). The SUM entries
  * become sum post-ops. Returns 0 or HS_UNSUPPORTED/HS_INTERNAL. */
 int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error *err);
-/* The same, with post's HS_POST_SUM (scale 1) as a binary-add post-op reading a tensor described by
- * res: *res_arg receives the execution argument that passes it (DNNL_ARG_ATTR_MULTIPLE_POST_OP(i) |
- * DNNL_ARG_SRC_1). */
-int hs__make_attr_res(const hs_post_ops *post, const dnnl_memory_desc_t *res, dnnl_primitive_attr_t *attr,
-                      int *res_arg, hs_error *err);
 
 /* Maps an activation to one or two oneDNN eltwise steps. Returns the step count (1..2) or 0 when
  * oneDNN has no such function. */

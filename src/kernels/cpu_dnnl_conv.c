@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kernels/cpu_dnnl.h"
+#include "kernels/parallel.h"
 
 /* Slots in hs__variant.md */
 enum { MD_SRC = 0, MD_DST = 1, MD_BIAS = 2, MD_SRC1 = 3, MD_WEIGHTS = HS__MAX_MDS - 1 };
@@ -112,28 +113,6 @@ static int winograd_candidate(const hs_conv_params *p, int64_t batch) {
   return env && strcmp(env, "1") == 0;
 }
 
-/* A residual sum (scale 1) whose residual has the output's layout: the convolution reads the
- * residual through a binary-add post-op where it lies instead of a sum post-op over a copy of it in
- * the output (the copy is one more pass over the tensor, on one thread: ResNet-50 copies 176 MB per
- * batch-8 run that way). oneDNN 2.6's brgconv_1x1 refuses such a post-op, so a 1x1 layer runs on
- * jit_1x1 instead, which is slower on few output pixels (ResNet-50's 7x7 layers at batch 1: 0.38
- * against 0.28 ms); whole runs gained at batch 8 (residuals of 6-26 MB) and not measurably at
- * batch 1 (0.4-3.2 MB), hence only residuals of 4 MiB or more (docs/KERNELS.md, "Convolutional
- * speed levers"). Not for Winograd, whose output goes through a reorder. */
-static int residual_in_place(const hs_conv_params *p, int64_t batch) {
-  if (p->transposed || p->res_layout != p->dst_layout || winograd_candidate(p, batch)) return 0;
-  int64_t bytes = batch * p->out_c * (int64_t)sizeof(float);
-  for (int i = 0; i < p->nsp; i++) bytes *= p->out[i];
-  if (bytes < ((int64_t)4 << 20)) return 0;
-  int sums = 0;
-  for (int i = 0; i < p->post.count; i++)
-    if (p->post.op[i].kind == HS_POST_SUM) {
-      if (p->post.op[i].scale != 0.f && p->post.op[i].scale != 1.f) return 0;
-      sums++;
-    }
-  return sums == 1;
-}
-
 static int is_winograd_impl(const_dnnl_primitive_desc_t pd) {
   const char *impl = NULL;
   if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl) return 0;
@@ -205,14 +184,7 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   }
   const dnnl_memory_desc_t *bias = p->bias ? &v->md[MD_BIAS] : NULL;
   dnnl_primitive_attr_t attr;
-  if (residual_in_place(p, batch)) {
-    int64_t rd[5] = {batch, p->out_c};
-    for (int i = 0; i < p->nsp; i++) rd[2 + i] = p->out[i];
-    rc = hs__md_act(&v->md[MD_RES], nd, rd, p->res_layout, err);
-    if (!rc) rc = hs__make_attr_res(&p->post, &v->md[MD_RES], &attr, &v->res_arg, err);
-  } else {
-    rc = hs__make_attr(&p->post, &attr, err);
-  }
+  rc = hs__make_attr(&p->post, &attr, err);
   if (rc) return rc;
   dnnl_primitive_desc_t pd = NULL;
   if (winograd_candidate(p, batch)) {
@@ -231,15 +203,6 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
     }
   }
   if (!pd) st = conv_pd(p, dnnl_convolution_direct, &v->md[MD_SRC], &w_any, bias, &v->md[MD_DST], strides, dil, pl, pr, attr, &pd);
-  if (v->res_arg && (st != dnnl_success || is_reference_impl(pd) || (is_gemm_impl(pd) && has_window(p)))) {
-    /* no fast kernel reads the residual in these layouts: copy it into the output as before */
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    pd = NULL;
-    dnnl_primitive_attr_destroy(attr);
-    v->res_arg = 0;
-    if ((rc = hs__make_attr(&p->post, &attr, err))) return rc;
-    st = conv_pd(p, dnnl_convolution_direct, &v->md[MD_SRC], &w_any, bias, &v->md[MD_DST], strides, dil, pl, pr, attr, &pd);
-  }
   int slow = !v->reordered && st == dnnl_success &&
              (is_reference_impl(pd) || (is_gemm_impl(pd) && has_window(p) && !p->transposed));
   if (st != dnnl_success || slow) {
@@ -286,10 +249,10 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
       rc = hs__make_reorder(&v->md[MD_IDST], &v->md[MD_DST], &v->prim[CP_DST], &sp2, err);
     if (rc) return rc;
   }
-  /* Unless the binary post-op reads it in place (res_arg), the residual of a fused sum is copied
-   * (same layout) or reordered into the buffer the convolution writes, which then accumulates into it. */
+  /* The residual of a fused sum is copied (same layout) or reordered into the buffer the
+   * convolution writes, which then accumulates into it. */
   const dnnl_memory_desc_t *conv_dst = v->prim[CP_DST] ? &v->md[MD_IDST] : &v->md[MD_DST];
-  if (has_sum(&p->post) && !v->res_arg) {
+  if (has_sum(&p->post)) {
     int64_t rd[5] = {batch, p->out_c};
     for (int i = 0; i < p->nsp; i++) rd[2 + i] = p->out[i];
     rc = hs__md_act(&v->md[MD_RES], nd, rd, p->res_layout, err);
@@ -440,9 +403,31 @@ static int shuffle_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args
   return rc;
 }
 
-static int overlaps(const void *a, const void *b, size_t bytes) {
-  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-  return x < y + bytes && y < x + bytes;
+/* memcpy split into one contiguous part per compute thread. A residual copied into the output before
+ * the convolution accumulates is megabytes (ResNet-50 at batch 8: 3-26 MB per block), and one thread
+ * copying while the others wait is a serial stretch in every residual block (docs/KERNELS.md,
+ * "Convolutional speed levers"). */
+typedef struct {
+  char *dst;
+  const char *src;
+  size_t bytes, part;
+} copy_job;
+
+static void copy_part(void *ctx, int i) {
+  const copy_job *j = ctx;
+  size_t from = (size_t)i * j->part, n = from < j->bytes ? j->bytes - from : 0;
+  if (n > j->part) n = j->part;
+  if (n) memcpy(j->dst + from, j->src + from, n);
+}
+
+static void parallel_copy(void *dst, const void *src, size_t bytes) {
+  int parts = hs_kernels_threads();
+  if (parts < 2 || bytes < ((size_t)1 << 20)) { /* under 1 MiB waking a thread costs more than it saves */
+    memcpy(dst, src, bytes);
+    return;
+  }
+  copy_job j = {dst, src, bytes, (bytes / (size_t)parts + 63) & ~(size_t)63};
+  hs_kernels_parallel_for(parts, copy_part, &j);
 }
 
 static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
@@ -464,23 +449,10 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
     dst = (char *)a->scratch + v->off[1];
     dmd = &v->md[MD_IDST];
   }
-  const void *res = a->residual;
-  void *res_copy = NULL;
   if (!rc && has_sum(&p->post)) {
-    if (!res) return hs_error_set(err, HS_INVALID_ARGUMENT, "fused sum needs a residual input");
-    size_t bytes = dnnl_memory_desc_get_size(dmd);
-    if (v->res_arg && overlaps(res, dst, bytes)) {
-      /* the binary post-op may read the residual after the convolution wrote over it (a gemm
-       * implementation writes the whole output first): read a copy (the engine never aliases them) */
-      if (!(res_copy = malloc(bytes))) return hs_error_set(err, HS_NO_MEMORY, "copying an aliased residual");
-      memcpy(res_copy, res, bytes);
-      res = res_copy;
-    } else if (v->res_arg) { /* read by the binary post-op below */
-    } else if (v->prim[CP_RES]) {
-      rc = hs__run_reorder(v->prim[CP_RES], s, scratch, &v->md[MD_RES], res, dmd, dst, err);
-    } else if (res != dst) {
-      memcpy(dst, res, bytes);
-    }
+    if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "fused sum needs a residual input");
+    if (v->prim[CP_RES]) rc = hs__run_reorder(v->prim[CP_RES], s, scratch, &v->md[MD_RES], a->residual, dmd, dst, err);
+    else if (a->residual != dst) parallel_copy(dst, a->residual, dnnl_memory_desc_get_size(dmd));
   }
   if (rc) return rc;
   hs__argv av = {0};
@@ -490,10 +462,8 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   if (!rc) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_WEIGHTS], v->weights, err);
   if (!rc && p->bias) rc = hs__argv_add(&av, DNNL_ARG_BIAS, &v->md[MD_BIAS], p->bias, err);
   if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, dmd, dst, err);
-  if (!rc && v->res_arg) rc = hs__argv_add(&av, v->res_arg, &v->md[MD_RES], res, err);
   if (!rc) rc = hs__exec(v->prim[CP_CONV], s, &av, err);
   hs__argv_release(&av, owned);
-  free(res_copy);
   if (!rc && v->prim[CP_DST]) rc = hs__run_reorder(v->prim[CP_DST], s, scratch, dmd, dst, &v->md[MD_DST], a->dst, err);
   return rc;
 }

@@ -175,8 +175,7 @@ int hs__act_to_dnnl(hs_act_kind a, float alpha, float beta, dnnl_alg_kind_t alg[
   }
 }
 
-static int make_attr(const hs_post_ops *post, const dnnl_memory_desc_t *res, dnnl_primitive_attr_t *attr,
-                     int *res_arg, hs_error *err) {
+int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error *err) {
   dnnl_status_t st = dnnl_primitive_attr_create(attr);
   if (st != dnnl_success) return hs__dnnl_fail(err, st, "creating a primitive attribute");
   st = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
@@ -198,16 +197,6 @@ static int make_attr(const hs_post_ops *post, const dnnl_memory_desc_t *res, dnn
   int rc = 0;
   for (int i = 0; i < post->count && rc == 0; i++) {
     const hs_post_op *o = &post->op[i];
-    if (o->kind == HS_POST_SUM && res) { /* dst = dst + residual, the residual read where it lies */
-      if (o->scale != 0.f && o->scale != 1.f) {
-        rc = hs_error_set(err, HS_UNSUPPORTED, "a scaled residual as a binary post-op");
-        break;
-      }
-      *res_arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(dnnl_post_ops_len(ops)) | DNNL_ARG_SRC_1;
-      st = dnnl_post_ops_append_binary(ops, dnnl_binary_add, res);
-      if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "adding a binary post-op");
-      continue;
-    }
     if (o->kind == HS_POST_SUM) {
       st = dnnl_post_ops_append_sum(ops, o->scale == 0.f ? 1.f : o->scale);
       if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "adding a sum post-op");
@@ -235,16 +224,6 @@ static int make_attr(const hs_post_ops *post, const dnnl_memory_desc_t *res, dnn
     *attr = NULL;
   }
   return rc;
-}
-
-int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error *err) {
-  return make_attr(post, NULL, attr, NULL, err);
-}
-
-int hs__make_attr_res(const hs_post_ops *post, const dnnl_memory_desc_t *res, dnnl_primitive_attr_t *attr,
-                      int *res_arg, hs_error *err) {
-  *res_arg = 0;
-  return make_attr(post, res, attr, res_arg, err);
 }
 
 /* ---- memory descriptors ---- */
