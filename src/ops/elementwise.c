@@ -83,10 +83,12 @@ static void bcast_rows(const bcast *b, const void *a, size_t asz, const void *y,
   }
 }
 
-/* From this many output elements the rows are split over the compute threads: a squeeze-and-excite
- * block's channel scaling at batch 8 (0.25-1.6M elements, 0.45 ms per MobileNetV3 run on one thread)
- * halves on two; below it the wake-up costs more than half the loop (docs/KERNELS.md). */
-#define PARALLEL_MIN_ELEMS (1 << 18)
+/* From this many output elements the rows are split over the compute threads. Squeeze-and-excite
+ * blocks scale 33K-250K elements per image (MobileNetV3, the text models); measured with 2 threads,
+ * interleaved (docs/KERNELS.md, "Convolutional speed levers"): splitting from 2^18 took MobileNetV3
+ * batch 8 from 13.2-13.3 to 12.6-12.9 ms, from 2^16 the recognizer's batch 1 from 4.27-4.47 to
+ * 4.16-4.27 ms, from 2^15 MobileNetV3's batch 1 a further 0-6%; BERT's were unchanged. */
+#define PARALLEL_MIN_ELEMS (1 << 15)
 
 typedef struct {
   const bcast *b;

@@ -46,7 +46,7 @@ def cases():
         yield op + "_const_scalar", graph(op, {"a": a}, {"s": s}, None), {"a": a}, f(a, s)
         p, q = rand(2, 1, 9, 1), rand(2, 3, 9, 5)  # a large broadcast of the first operand
         yield op + "_mid_bcast", graph(op, {"q": q, "p": p}, {}, None), {"q": q, "p": p}, f(q, p)
-    # from 2^18 output elements plain C splits its rows over the threads: a row split inside the outer
+    # from 2^15 output elements plain C splits its rows over the threads: a row split inside the outer
     # dimensions, a squeeze-and-excite style channel scale and a case where both operands broadcast
     a, b = rand(2, 61, 67, 33), rand(2, 1, 1, 33)
     yield "Mul_rows_split_se", graph("Mul", {"a": a, "b": b}, {}, None), {"a": a, "b": b}, a * b
