@@ -14,7 +14,8 @@
  * complain about them.
  *
  * Small tensors also stay in plain C, where a loop costs less than a oneDNN primitive's fixed
- * overhead (thresholds and measurements at KERNEL_MIN_ELEMS_MEMORY below). Strict mode
+ * overhead (thresholds and measurements at KERNEL_MIN_ELEMS_MEMORY below); from PARALLEL_MIN_ELEMS
+ * its broadcast rows are split over the compute threads. Strict mode
  * (HS_KERNELS_STRICT=1) ignores the thresholds so that the conformance tests' small shapes prove
  * the kernel path.
  */
