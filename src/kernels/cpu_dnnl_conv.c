@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kernels/cpu_dnnl.h"
+#include "kernels/parallel.h"
 
 /* Slots in hs__variant.md */
 enum { MD_SRC = 0, MD_DST = 1, MD_BIAS = 2, MD_SRC1 = 3, MD_WEIGHTS = HS__MAX_MDS - 1 };
@@ -402,6 +403,33 @@ static int shuffle_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args
   return rc;
 }
 
+/* memcpy split into one contiguous part per compute thread. A residual copied into the output before
+ * the convolution accumulates is megabytes (ResNet-50 at batch 8: 3-26 MB per block), and one thread
+ * copying while the others wait is a serial stretch in every residual block (docs/KERNELS.md,
+ * "Convolutional speed levers"). */
+typedef struct {
+  char *dst;
+  const char *src;
+  size_t bytes, part;
+} copy_job;
+
+static void copy_part(void *ctx, int i) {
+  const copy_job *j = ctx;
+  size_t from = (size_t)i * j->part, n = from < j->bytes ? j->bytes - from : 0;
+  if (n > j->part) n = j->part;
+  if (n) memcpy(j->dst + from, j->src + from, n);
+}
+
+static void parallel_copy(void *dst, const void *src, size_t bytes) {
+  int parts = hs_kernels_threads();
+  if (parts < 2 || bytes < ((size_t)1 << 20)) { /* under 1 MiB waking a thread costs more than it saves */
+    memcpy(dst, src, bytes);
+    return;
+  }
+  copy_job j = {dst, src, bytes, (bytes / (size_t)parts + 63) & ~(size_t)63};
+  hs_kernels_parallel_for(parts, copy_part, &j);
+}
+
 static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
                      dnnl_memory_t scratch, hs_error *err) {
   const hs_conv_params *p = &k->p.conv;
@@ -424,7 +452,7 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   if (!rc && has_sum(&p->post)) {
     if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "fused sum needs a residual input");
     if (v->prim[CP_RES]) rc = hs__run_reorder(v->prim[CP_RES], s, scratch, &v->md[MD_RES], a->residual, dmd, dst, err);
-    else if (a->residual != dst) memcpy(dst, a->residual, dnnl_memory_desc_get_size(dmd));
+    else if (a->residual != dst) parallel_copy(dst, a->residual, dnnl_memory_desc_get_size(dmd));
   }
   if (rc) return rc;
   hs__argv av = {0};

@@ -46,6 +46,12 @@ def cases():
         yield op + "_const_scalar", graph(op, {"a": a}, {"s": s}, None), {"a": a}, f(a, s)
         p, q = rand(2, 1, 9, 1), rand(2, 3, 9, 5)  # a large broadcast of the first operand
         yield op + "_mid_bcast", graph(op, {"q": q, "p": p}, {}, None), {"q": q, "p": p}, f(q, p)
+    # from 2^15 output elements plain C splits its rows over the threads: a row split inside the outer
+    # dimensions, a squeeze-and-excite style channel scale and a case where both operands broadcast
+    a, b = rand(2, 61, 67, 33), rand(2, 1, 1, 33)
+    yield "Mul_rows_split_se", graph("Mul", {"a": a, "b": b}, {}, None), {"a": a, "b": b}, a * b
+    a, b = rand(5, 1, 241, 229), rand(5, 7, 1, 229)
+    yield "Add_rows_split_both_bcast", graph("Add", {"a": a, "b": b}, {}, None), {"a": a, "b": b}, a + b
     x = rand(5, 11)
     for e in [2.0, 3.0, 0.5, -1.0, 1.7]:
         base = np.abs(x) if e in (0.5, 1.7) else x  # integer exponents on negative bases
