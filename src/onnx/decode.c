@@ -146,8 +146,9 @@ static const hs_backend_file *find_external(const hs_onnx_source *src, const cha
     want[n++] = *p++;
   }
   want[n] = 0;
+  /* a file whose bytes are not in memory (data NULL: the model file of a streamed load) has none to give */
   for (size_t i = 0; i < src->n_files; i++)
-    if (src->files[i].path && strcmp(src->files[i].path, want) == 0) return &src->files[i];
+    if (src->files[i].path && src->files[i].data && strcmp(src->files[i].path, want) == 0) return &src->files[i];
   return NULL;
 }
 
