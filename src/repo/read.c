@@ -12,15 +12,17 @@
  * version may run at all. The buffers are freed by whichever of the two finishes with them last
  * (hs_repo_bytes_release, check_main), under the check's mutex. No other shared state.
  *
- * Streaming (hs_repo_read_stream_start): model.onnx is not read whole. The same thread reads it in
- * RING_CHUNK pieces into a ring of RING_SLOTS buffers, hands each piece to the backend
- * (hs_backend_stream, stream_next) as soon as it is read, and hashes it while the backend copies
- * from it; a slot is refilled only once the backend moved past it, so the bytes hashed are the bytes
- * parsed, and the whole file never sits in memory (ring: 4 MiB). The verdict (the file's SHA-256,
- * and its size: a file that shrank or grew meanwhile is a mismatch) is known once the last piece
- * is hashed; hs_repo_bytes_check waits for it as before. The ring and its counters are shared
- * between the reader and the backend under the check's mutex, with a condition variable each way.
- * When no thread can be started, stream_next reads and hashes each piece itself.
+ * Streaming (hs_repo_read_stream_start): model.onnx is never read whole. The backend's decoder
+ * pulls it through stream_next, which reads the next RING_CHUNK piece into a ring of RING_SLOTS
+ * buffers and hands it out; the hash thread hashes each piece from the same buffer, behind the
+ * decoder, and a buffer is refilled only once the hash is done with its last piece (the decoder is
+ * done with it already: it asked for the next one). So the bytes hashed are the bytes parsed, the
+ * hash stays off the decoder's path unless it falls RING_SLOTS pieces behind, and the file costs
+ * the ring (8 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
+ * shrank or grew meanwhile is a mismatch) is known once the last piece is hashed;
+ * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
+ * ring's counters are shared with the hash thread under the check's mutex (cv: a piece was read,
+ * or hashed). When no thread can be started, stream_next hashes each piece itself.
  */
 #include <errno.h>
 #include <limits.h>
@@ -35,10 +37,10 @@
 #include "base/clock.h"
 #include "repo/repo_internal.h"
 
-#define RING_SLOTS 4
+#define RING_SLOTS 8
 #define RING_CHUNK ((size_t)1 << 20)
 
-/* model.onnx read in pieces beside the backend that parses them (see DESIGN). */
+/* model.onnx read in pieces by the decoder, hashed behind it (see DESIGN). */
 typedef struct model_stream {
   int fd;
   uint64_t size;         /* the bytes the file had when opened (= manifest's / listing's size) */
@@ -49,11 +51,10 @@ typedef struct model_stream {
   size_t slot_len[RING_SLOTS];
   /* under the check's mu: */
   uint64_t filled;   /* pieces read (piece i is in slot i % RING_SLOTS) */
-  uint64_t released; /* pieces the backend moved past */
-  bool holding;      /* the backend holds piece `released` */
+  uint64_t hashed;   /* pieces the hash is done with */
   bool reader_done;  /* no piece comes after filled */
-  bool cancelled;    /* the backend reads no more: read on without waiting for it */
-  /* the reader's own (read by others only after reader_done or the join): */
+  bool cancelled;    /* hs_repo_bytes_free: the hash stops waiting for pieces */
+  /* the reader's (the decoder's, then hs_repo_bytes_check's); read by the hash after reader_done: */
   uint64_t offset;   /* bytes read */
   bool short_read, grew;
   int io_rc;
@@ -65,7 +66,7 @@ struct hs__repo_check {
   pthread_t thread;
   bool started;   /* thread runs (false: the hash ran inline) */
   pthread_mutex_t mu;
-  pthread_cond_t cv; /* the stream: a piece was read, or released, or the reader is done */
+  pthread_cond_t cv; /* the stream: a piece was read or hashed, or the reader is done */
   bool released;  /* under mu: the loader needs the data no more */
   bool done;      /* under mu: the hash is over */
   int rc;         /* the verdict, with code and err; read after the join */
@@ -128,24 +129,25 @@ static void stream_free(model_stream *st) {
   free(st);
 }
 
-/* Reads the next piece into its slot, hands it out, then hashes it. With wait, first waits (under
- * c->mu) until the backend moved past the piece that used that slot before. Returns false once
- * there is nothing more to read. */
-static bool stream_step(hs__repo_check *c, bool wait) {
+/* Reads the next piece into its slot, after waiting (with a hash thread) until the hash is done
+ * with the piece that used that slot before; without a thread, hashes it here. Sets *k and *got
+ * (0: nothing more). Only one thread reads: the decoder, then hs_repo_bytes_check. */
+static void stream_read_piece(hs__repo_check *c, int *k, size_t *got_out) {
   model_stream *st = c->stream;
+  *got_out = 0;
   pthread_mutex_lock(&c->mu);
   if (st->reader_done) {
     pthread_mutex_unlock(&c->mu);
-    return false;
+    return;
   }
   uint64_t i = st->filled;
-  while (wait && !st->cancelled && i >= st->released + RING_SLOTS) pthread_cond_wait(&c->cv, &c->mu);
+  while (c->started && !st->cancelled && i >= st->hashed + RING_SLOTS) pthread_cond_wait(&c->cv, &c->mu);
   pthread_mutex_unlock(&c->mu);
-  int k = (int)(i % RING_SLOTS);
+  *k = (int)(i % RING_SLOTS);
   uint64_t left = st->size - st->offset;
   size_t want = left < RING_CHUNK ? (size_t)left : RING_CHUNK, got = 0;
   while (got < want) {
-    ssize_t n = read(st->fd, st->slot[k] + got, want - got);
+    ssize_t n = read(st->fd, st->slot[*k] + got, want - got);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       st->io_rc = hs_error_set(&st->io_err, HS_IO, "model.onnx: %s", strerror(errno));
@@ -165,56 +167,40 @@ static bool stream_step(hs__repo_check *c, bool wait) {
     while ((n = read(st->fd, &extra, 1)) < 0 && errno == EINTR) {}
     st->grew = n > 0;
   }
+  if (!c->started && got && st->hash) hs_sha256_update(st->ctx, st->slot[*k], got); /* no hash thread */
   pthread_mutex_lock(&c->mu);
   if (got) {
-    st->slot_len[k] = got;
+    st->slot_len[*k] = got;
     st->filled++;
+    if (!c->started) st->hashed++;
   }
   if (last) st->reader_done = true;
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
-  /* the slot is not refilled before this piece is hashed: this thread refills it */
-  if (got && st->hash) hs_sha256_update(st->ctx, st->slot[k], got);
-  return !last;
+  *got_out = got;
 }
 
-/* hs_backend_stream.next over the ring. */
+/* hs_backend_stream.next: the next piece, read now. */
 static int stream_next(void *user, const void **data, size_t *len, hs_error *err) {
   hs__repo_check *c = user;
   model_stream *st = c->stream;
-  pthread_mutex_lock(&c->mu);
-  if (st->holding) { /* the previous piece is done with: its slot may be refilled */
-    st->released++;
-    st->holding = false;
-    pthread_cond_broadcast(&c->cv);
-  }
-  if (!c->started && st->filled == st->released && !st->reader_done) { /* no reader thread: read here */
-    pthread_mutex_unlock(&c->mu);
-    stream_step(c, false);
-    pthread_mutex_lock(&c->mu);
-  }
-  while (st->filled == st->released && !st->reader_done) pthread_cond_wait(&c->cv, &c->mu);
-  int rc = HS_OK;
-  *data = NULL;
-  *len = 0;
-  if (st->filled > st->released) {
-    int k = (int)(st->released % RING_SLOTS);
-    *data = st->slot[k];
-    *len = st->slot_len[k];
-    st->holding = true;
-  } else if (st->io_rc) {
-    rc = hs_error_set(err, st->io_rc, "%s", st->io_err.message);
-  }
-  pthread_mutex_unlock(&c->mu);
-  return rc;
+  int k = 0;
+  size_t got = 0;
+  stream_read_piece(c, &k, &got);
+  *data = got ? st->slot[k] : NULL;
+  *len = got;
+  if (!got && st->io_rc) return hs_error_set(err, st->io_rc, "%s", st->io_err.message);
+  return HS_OK;
 }
 
-/* The stream's verdict into c (after the last piece): size and digest against what was checked. */
-static void stream_verdict(hs__repo_check *c) {
+/* The stream's verdict into c (after the last piece was hashed): size and digest. */
+static void stream_verdict(hs_repo_bytes *b) {
+  hs__repo_check *c = b->check;
   model_stream *st = c->stream;
   uint8_t sha[32];
   hs_sha256_end(st->ctx, sha);
   st->ctx = NULL;
+  if (st->hash) b->bytes_hashed += st->offset;
   const char *why = NULL;
   if (st->io_rc) why = st->io_err.message;
   else if (st->short_read) why = "the file shrank while it was read for loading";
@@ -226,35 +212,53 @@ static void stream_verdict(hs__repo_check *c) {
   c->rc = hs_error_set(&c->err, HS_VERIFY, "model.onnx: %s", why);
 }
 
-/* Reads and hashes the whole model file, then gives the stream's verdict. */
-static void stream_run(hs_repo_bytes *b, bool wait) {
+/* The hash thread's part of the stream: each piece as it is read, then the verdict. Returns false
+ * when cancelled (no verdict). */
+static bool stream_hash(hs_repo_bytes *b) {
   hs__repo_check *c = b->check;
-  while (stream_step(c, wait)) {}
-  if (c->stream->hash) b->bytes_hashed += c->stream->offset;
-  stream_verdict(c);
+  model_stream *st = c->stream;
+  for (;;) {
+    pthread_mutex_lock(&c->mu);
+    while (st->hashed == st->filled && !st->reader_done && !st->cancelled) pthread_cond_wait(&c->cv, &c->mu);
+    bool over = st->cancelled || st->hashed == st->filled;
+    int k = (int)(st->hashed % RING_SLOTS);
+    size_t len = st->slot_len[k];
+    pthread_mutex_unlock(&c->mu);
+    if (over) break;
+    if (st->hash) hs_sha256_update(st->ctx, st->slot[k], len);
+    pthread_mutex_lock(&c->mu);
+    st->hashed++;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+  }
   pthread_mutex_lock(&c->mu);
-  if (c->stream->cancelled) ring_free(c->stream); /* nobody reads the ring any more */
+  bool cancelled = st->cancelled;
   pthread_mutex_unlock(&c->mu);
+  if (!cancelled) stream_verdict(b);
+  return !cancelled;
+}
+
+/* The rest of the stream, which the decoder left unread, read here (and hashed behind). */
+static void stream_drain(hs__repo_check *c) {
+  int k;
+  size_t got;
+  do stream_read_piece(c, &k, &got);
+  while (got);
 }
 
 static void *check_main(void *arg) {
   hs_repo_bytes *b = arg;
   double cpu0 = thread_cpu_ms();
-  if (b->check->stream) stream_run(b, true);
-  hash_files(b);
+  if (!b->check->stream || stream_hash(b)) hash_files(b);
   b->hash_cpu_ms = thread_cpu_ms() - cpu0;
   pthread_mutex_lock(&b->check->mu);
   b->check->done = true;
-  if (b->check->released) free_data(b); /* the loader is done with them too */
+  if (b->check->released) { /* the loader is done with them too */
+    free_data(b);
+    if (b->check->stream) ring_free(b->check->stream);
+  }
   pthread_mutex_unlock(&b->check->mu);
   return NULL;
-}
-
-/* The backend reads the stream no more: the reader need not wait for it (under c->mu). */
-static void stream_cancel_locked(hs__repo_check *c) {
-  if (!c->stream) return;
-  c->stream->cancelled = true;
-  pthread_cond_broadcast(&c->cv);
 }
 
 void hs_repo_bytes_release(hs_repo_bytes *b) {
@@ -265,7 +269,6 @@ void hs_repo_bytes_release(hs_repo_bytes *b) {
   }
   pthread_mutex_lock(&b->check->mu);
   b->check->released = true;
-  stream_cancel_locked(b->check);
   if (b->check->done) {
     free_data(b);
     if (b->check->stream) ring_free(b->check->stream);
@@ -276,14 +279,12 @@ void hs_repo_bytes_release(hs_repo_bytes *b) {
 int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
   hs__repo_check *c = b->check;
   if (!c) return HS_OK;
-  pthread_mutex_lock(&c->mu);
-  stream_cancel_locked(c); /* whatever the backend left unread is read (and hashed) without it */
-  pthread_mutex_unlock(&c->mu);
+  if (c->stream && !c->done) stream_drain(c); /* a malformed file: the verdict still covers all of it */
   if (c->started) {
     pthread_join(c->thread, NULL);
     c->started = false;
-  } else if (c->stream && !c->done) { /* no thread: the rest of the stream, then the other files, here */
-    stream_run(b, false);
+  } else if (c->stream && !c->done) { /* no thread: the pieces were hashed as read; the rest here */
+    stream_verdict(b);
     hash_files(b);
     c->done = true;
   }
@@ -298,9 +299,12 @@ int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
 void hs_repo_bytes_free(hs_repo_bytes *b) {
   if (!b) return;
   if (b->check) {
-    pthread_mutex_lock(&b->check->mu);
-    stream_cancel_locked(b->check);
-    pthread_mutex_unlock(&b->check->mu);
+    if (b->check->stream) { /* the hash stops waiting for pieces nobody will read */
+      pthread_mutex_lock(&b->check->mu);
+      b->check->stream->cancelled = true;
+      pthread_cond_broadcast(&b->check->cv);
+      pthread_mutex_unlock(&b->check->mu);
+    }
     if (b->check->started) pthread_join(b->check->thread, NULL);
     stream_free(b->check->stream);
     pthread_cond_destroy(&b->check->cv);
@@ -536,7 +540,7 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
     }
     if (background && pthread_create(&b->check->thread, NULL, check_main, b) == 0) b->check->started = true;
     else if (!b->check->stream) hash_files(b); /* inline: asked for, or no thread to be had */
-    /* (a stream without a thread: stream_next reads and hashes, hs_repo_bytes_check finishes) */
+    /* (a stream without a thread: stream_next hashes as it reads, hs_repo_bytes_check finishes) */
     if (!b->check->started && !b->check->stream) b->check->done = true;
   }
 done:

@@ -239,13 +239,13 @@ int hs_repo_read_version(const char *model_dir, const hs_repo_version *rv, bool 
 int hs_repo_read_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                        const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err);
 /* hs_repo_read_start without reading model.onnx whole: it is opened (its size checked) and its
- * bytes come through b->stream (hs_backend_stream, for the backend's load_stream) in pieces that a
- * thread of its own reads, hands out and hashes beside the reader, refilling a piece's buffer only
- * once the reader moved on (read.c, DESIGN); model->data stays NULL. The verdict covers the bytes
+ * bytes come through b->stream (hs_backend_stream, for the backend's load_stream): each call reads
+ * the next piece into a small ring, and a thread of its own hashes the pieces behind the reader,
+ * a buffer being refilled only once it hashed it (read.c, DESIGN); model->data stays NULL. The verdict covers the bytes
  * handed out, the file's size included (a file that shrank or grew meanwhile is "manifest_mismatch",
  * or "changed" without a manifest), and is known once the whole file was read: after the stream's
  * end, or, when the reader stops early, hs_repo_bytes_check reads the rest itself. The stream must
- * not be read after hs_repo_bytes_release or hs_repo_bytes_check. */
+ * not be read after hs_repo_bytes_release or hs_repo_bytes_check, nor by two threads. */
 int hs_repo_read_stream_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                               const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32],
                               hs_error *err);

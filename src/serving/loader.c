@@ -5,8 +5,8 @@
  * on a condition variable until kicked (watcher on_change, SIGHUP, the repository API), then
  * scans the repository (hs_repo_scan checks signatures, manifests, names and sizes) and, per
  * model, loads each READY (version, fingerprint) it does not serve yet: memory admission, read once
- * (hs_repo_read_stream_start streams model.onnx in pieces that a thread of its own reads and hashes
- * against the manifest while the backend parses each piece, load_stream; a backend with only
+ * (hs_repo_read_stream_start: the backend's load_stream reads model.onnx in pieces and parses each
+ * while a thread of the read hashes them against the manifest behind it; a backend with only
  * load_buffer gets whole buffers from hs_repo_read_start, hashed beside it), the hash's verdict (a mismatch drops the model unrun and has the next scan, 250 ms later, decide
  * the version in full), sessions, warm-up runs on every session (warmup.c), optional golden
  * check (golden.c). Each stage's CPU time on this thread (the hash thread's in the read stage) is
@@ -254,8 +254,8 @@ static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cos
 static void bytes_done(void *user) { hs_repo_bytes_release(user); }
 
 /* Reads the version's files once, checks those bytes and has the backend load them. A backend with
- * load_stream gets model.onnx as a stream of pieces that a thread of its own reads and hashes beside
- * the decoder (hs_repo_read_stream_start): the whole file is never held, and each piece is hashed
+ * load_stream reads model.onnx as a stream of pieces that a thread of the read hashes behind the
+ * decoder (hs_repo_read_stream_start): the whole file is never held, and each piece is hashed
  * and parsed from the same buffer. A backend with only load_buffer gets whole buffers, hashed on a
  * thread of their own (hs_repo_read_start) while it decodes and compiles them. Either way the
  * verdict is awaited here, before anything built from the bytes runs (warm-up included), and a

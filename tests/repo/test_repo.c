@@ -535,7 +535,7 @@ static void test_read_start_hashes_what_it_hands_out(void **state) {
 
 /* ---- streaming the model file (hs_repo_read_stream_start) ---- */
 
-#define STREAM_FILE_BYTES ((size_t)6 << 20) /* > the reader's ring (4 pieces of 1 MiB) */
+#define STREAM_FILE_BYTES ((size_t)12 << 20) /* > the ring (8 pieces of 1 MiB): its buffers are reused */
 
 static void write_bytes_at(const char *path, size_t off, const void *data, size_t n) {
   int fd = open(path, O_WRONLY);
@@ -565,7 +565,7 @@ static hs_repo *open_stream_v1(const fixture *f, char v1[4096], char mdir[4096],
 }
 
 /* Reads the stream to its end into got (at most cap bytes); returns the bytes read. A hook runs
- * once, right after the first piece arrived (while the reader may be up to the ring ahead). */
+ * once, right after the first piece arrived. */
 static size_t drain(const hs_backend_stream *st, uint8_t *got, size_t cap, void (*after_first)(void *), void *user) {
   size_t n = 0;
   for (int pieces = 0; pieces < 64; pieces++) {
@@ -603,7 +603,7 @@ static void change_file(void *user) {
 }
 
 /* Streaming (read.c, DESIGN): model.onnx is never read whole; its pieces are the bytes hashed.
- * A byte rewritten in place ahead of the reader (beyond the ring) is what the stream hands out, and
+ * A byte rewritten in place ahead of the reader (not read yet) is what the stream hands out, and
  * the verdict refuses it; one rewritten behind the reader (already handed out) changes neither
  * the bytes nor the verdict; a file cut short ends the stream early, and one that grows is refused;
  * a reader that stops early still gets the verdict on the whole file. */
@@ -636,9 +636,9 @@ static void test_read_stream_hashes_what_it_hands_out(void **state) {
   assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + strlen("weights"));
   hs_repo_bytes_free(b);
 
-  /* a byte 5 MiB in rewritten while the reader waits for the first piece to be done with: the
-   * stream hands out the new byte, and the verdict refuses what it handed out */
-  file_change ahead = {path, (size_t)5 << 20, 0};
+  /* a byte 10 MiB in rewritten once the first piece was handed out: the stream hands out the new
+   * byte, and the verdict refuses what it handed out */
+  file_change ahead = {path, (size_t)10 << 20, 0};
   assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
   assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, change_file, &ahead), STREAM_FILE_BYTES);
   assert_int_equal(got[ahead.off], 0x5a);
@@ -659,8 +659,8 @@ static void test_read_stream_hashes_what_it_hands_out(void **state) {
   hs_repo_bytes_free(b);
   write_bytes_at(path, behind.off, &content[behind.off], 1);
 
-  /* cut short at 4.5 MiB while read: the stream ends there, the verdict refuses it */
-  file_change cut = {path, ((size_t)9 << 20) / 2, 1};
+  /* cut short at 9.5 MiB while read: the stream ends there, the verdict refuses it */
+  file_change cut = {path, ((size_t)19 << 20) / 2, 1};
   assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
   assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, change_file, &cut), cut.off);
   assert_memory_equal(got, content, cut.off);
