@@ -279,7 +279,9 @@ void hs_repo_bytes_release(hs_repo_bytes *b) {
 int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
   hs__repo_check *c = b->check;
   if (!c) return HS_OK;
-  if (c->stream && !c->done) stream_drain(c); /* a malformed file: the verdict still covers all of it */
+  /* what the decoder left unread (a malformed file): the verdict still covers all of it (returns at
+   * once when the stream was read to its end) */
+  if (c->stream) stream_drain(c);
   if (c->started) {
     pthread_join(c->thread, NULL);
     c->started = false;
