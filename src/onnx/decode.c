@@ -1111,6 +1111,9 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * tensor takes that buffer. Initializers are decoded in file order before the graph's inputs and
  * nodes, as the buffer decoder's passes do, so both give the same graph. The buffer entry points
  * run this same code over a memory stream (pb.h), so tests and the fuzzer reach it too.
+ * Bounds: a raw_data payload is allocated at its length once that length is known to fit its
+ * message, and so the stream's declared size (a file's size when opened, a buffer's length);
+ * everything else grows only as its bytes arrive (buf_append).
  */
 
 typedef struct bytebuf {

@@ -29,10 +29,12 @@ typedef struct hs_onnx_source {
 /* Optional hook that lets a load reuse weights another loaded model already holds instead of
  * copying them. The decoder offers find() every float32 initializer of rank >= 3 and at least
  * HS_ONNX_SHARE_MIN_BYTES whose bytes are in memory (raw_data, or external data from src->files),
- * before copying it: bytes points into the caller's buffer, valid only during the call. find
+ * before keeping it: bytes are the tensor's bytes as read (a buffer of the decoder's, or a file's
+ * bytes in src->files), valid only during the call. find
  * returns 1 when it took *ref, a reference to an identical copy (exact: it compares the bytes);
  * the value then gets no data (data NULL, hs_value.ref = *ref, hs_value.ref_free = release) and
- * its reader must take the contents from the reference (engine.c). 0: the decoder copies as usual. */
+ * its reader must take the contents from the reference (engine.c). 0: the decoder keeps the bytes
+ * as usual. */
 #define HS_ONNX_SHARE_MIN_BYTES 4096
 struct hs_onnx_share {
   int (*find)(void *user, const void *bytes, size_t nbytes, void **ref);
