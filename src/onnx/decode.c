@@ -1321,8 +1321,10 @@ static int read_opset(const uint8_t *d, size_t n, int *default_opset, hs_error *
   return rc;
 }
 
-int hs_onnx_decode_model_stream(const hs_backend_stream *in, const hs_onnx_source *src, hs_graph *g,
-                                hs_error *err) {
+/* hs_onnx_decode_model_stream, with the source's read_direct when it has one (pb.h). */
+static int decode_model_stream(const hs_backend_stream *in,
+                               long long (*read_direct)(void *user, void *dst, size_t n, hs_error *err),
+                               const hs_onnx_source *src, hs_graph *g, hs_error *err) {
   hs_pbs s;
   stream_ctx cx = {.src = src};
   uint32_t f;
@@ -1330,6 +1332,7 @@ int hs_onnx_decode_model_stream(const hs_backend_stream *in, const hs_onnx_sourc
   int64_t ir_version = g->ir_version;
   uint64_t v;
   hs_pbs_init(&s, in);
+  s.read_direct = read_direct;
   while (rc == 0 && hs_pbs_more(&s)) {
     if (hs_pbs_key(&s, &f, &w)) {
       rc = stream_bad(&s, err, "bad model field (not an ONNX file?)");
@@ -1366,6 +1369,11 @@ int hs_onnx_decode_model_stream(const hs_backend_stream *in, const hs_onnx_sourc
   return finish_graph(g, g->opset, err);
 }
 
+int hs_onnx_decode_model_stream(const hs_backend_stream *in, const hs_onnx_source *src, hs_graph *g,
+                                hs_error *err) {
+  return decode_model_stream(in, NULL, src, g, err);
+}
+
 int hs_onnx_decode_model_src(const void *buf, size_t len, const hs_onnx_source *src, hs_graph *g, hs_error *err) {
   hs_pb_mem m;
   hs_backend_stream in;
@@ -1389,20 +1397,29 @@ typedef struct file_stream {
   uint8_t *buf; /* FILE_CHUNK bytes, reused for every chunk */
 } file_stream;
 
-static int file_next(void *user, const void **data, size_t *len, hs_error *err) {
+/* Reads up to n bytes (never past the size the file had when opened) into dst; returns the count
+ * (short: the file shrank, which the decoder reports as cut short) or HS_IO. */
+static long long file_read(void *user, void *dst, size_t n, hs_error *err) {
   file_stream *fs = user;
   uint64_t left = fs->size - fs->done;
-  size_t want = left < FILE_CHUNK ? (size_t)left : FILE_CHUNK, got = 0;
+  size_t want = left < n ? (size_t)left : n, got = 0;
   while (got < want) {
-    ssize_t n = read(fs->fd, fs->buf + got, want - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return hs_error_set(err, HS_IO, "%s: %s", fs->path, strerror(errno));
-    if (n == 0) break; /* the file shrank: the decoder reports it cut short */
-    got += (size_t)n;
+    ssize_t r = read(fs->fd, (char *)dst + got, want - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return hs_error_set(err, HS_IO, "%s: %s", fs->path, strerror(errno));
+    if (r == 0) break;
+    got += (size_t)r;
   }
   fs->done += got;
+  return (long long)got;
+}
+
+static int file_next(void *user, const void **data, size_t *len, hs_error *err) {
+  file_stream *fs = user;
+  long long got = file_read(fs, fs->buf, FILE_CHUNK, err);
+  if (got < 0) return (int)got;
   *data = fs->buf;
-  *len = got;
+  *len = (size_t)got;
   return 0;
 }
 
@@ -1434,7 +1451,8 @@ int hs_onnx_load_file(const char *path, size_t max_bytes, hs_graph *g, hs_error 
   }
   hs_backend_stream in = {.size = fs.size, .next = file_next, .user = &fs};
   hs_onnx_source src = {.base_dir = dir};
-  int rc = hs_onnx_decode_model_stream(&in, &src, g, err);
+  /* large tensor payloads are read straight into the tensors (read_direct), the rest through buf */
+  int rc = decode_model_stream(&in, file_read, &src, g, err);
   free(fs.buf);
   close(fd);
   return rc;

@@ -152,10 +152,28 @@ int hs_pbs_len(hs_pbs *s, uint64_t *n) {
   return *n > s->limit - s->pos ? HS_PARSE : 0;
 }
 
+#define PBS_DIRECT_MIN ((size_t)64 << 10) /* copies at least this big skip the chunk (read_direct) */
+
 /* Copies (dst != NULL) or skips the next n bytes of the current message. */
 static int pbs_take(hs_pbs *s, uint8_t *dst, uint64_t n) {
   if (n > s->limit - s->pos) return HS_PARSE;
   while (n) {
+    if (dst && s->read_direct && s->p == s->end && n >= PBS_DIRECT_MIN && !s->src_rc) {
+      long long got = s->read_direct(s->src->user, dst, (size_t)n, &s->src_err);
+      if (got < 0) {
+        s->src_rc = (int)got;
+        return HS_PARSE;
+      }
+      s->pos += (uint64_t)got;
+      dst += got;
+      n -= (uint64_t)got;
+      if (n) { /* the source ended early */
+        s->src_rc = hs_error_set(&s->src_err, HS_PARSE, "malformed model: the stream ends at byte %" PRIu64
+                                 " of %" PRIu64 " (truncated file?)", s->pos, s->src->size);
+        return HS_PARSE;
+      }
+      break;
+    }
     if (pbs_fill(s)) return HS_PARSE;
     size_t have = (size_t)(s->end - s->p);
     size_t take = n < have ? (size_t)n : have;

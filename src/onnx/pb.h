@@ -52,6 +52,11 @@ typedef struct hs_pbs {
   int depth;              /* nesting depth of the current message (0 = top level) */
   int src_rc;             /* 0, or why the stream gave no more bytes (sticky) */
   hs_error src_err;
+  /* Optional (NULL: none), for a source that can: reads the stream's next n bytes, past the current
+   * chunk, straight into dst (hs_pbs_copy uses it for large copies once a chunk is spent, saving a
+   * copy through the chunk). Returns the count read (short: the stream ended) or a negative status
+   * with err filled. */
+  long long (*read_direct)(void *user, void *dst, size_t n, hs_error *err);
 } hs_pbs;
 
 void hs_pbs_init(hs_pbs *s, const hs_backend_stream *src);

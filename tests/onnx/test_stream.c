@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -96,8 +97,9 @@ static void w_value_info(wbuf *g, uint32_t f, const char *name, const int64_t *d
 static const int64_t k_dims[4] = {4, 4, 4, 16}; /* 1024 floats: 4096 bytes, offered to a share hook */
 
 /* y = ((x + w1) + w2) + w3, three 4096-byte weights (w2's raw_data comes first), plus a small bias
- * b (not offered); nodes before initializers, as exporters write them. */
-static wbuf make_model(void) {
+ * b (not offered); nodes before initializers, as exporters write them. With big, an unused 4 MiB
+ * initializer follows w1 (larger than hs_onnx_load_file's 1 MiB pieces). */
+static wbuf make_model_big(int big) {
   wbuf m = {0}, g = {0}, op = {0};
   const char *chain[4][3] = {{"x", "w1", "a"}, {"a", "w2", "c"}, {"c", "w3", "d"}, {"d", "b", "y"}};
   for (int i = 0; i < 4; i++) {
@@ -110,6 +112,8 @@ static wbuf make_model(void) {
   }
   w_str(&g, 2, "g");
   w_tensor(&g, "w1", k_dims, 4, 1.0f, 0);
+  const int64_t big_dims[4] = {16, 16, 16, 256};
+  if (big) w_tensor(&g, "big", big_dims, 4, 7.0f, 0);
   w_tensor(&g, "w2", k_dims, 4, 5000.0f, 1);
   w_tensor(&g, "w3", k_dims, 4, 9000.0f, 0);
   const int64_t bdims[1] = {16};
@@ -123,6 +127,8 @@ static wbuf make_model(void) {
   w_msg(&m, 8, &op);
   return m;
 }
+
+static wbuf make_model(void) { return make_model_big(0); }
 
 /* ---- comparing graphs ---- */
 
@@ -325,6 +331,49 @@ static void test_lengths_past_the_end(void **state) {
   for (int i = 0; i < 4; i++) free(cases[i]->v);
 }
 
+/* hs_onnx_load_file (hotserve run) streams the file in 1 MiB pieces and reads large payloads
+ * straight into their tensors: the graph is the buffer decode's; a file cut short is refused. */
+static void test_load_file_streams(void **state) {
+  (void)state;
+  wbuf m = make_model_big(1);
+  assert_true(m.n > ((size_t)4 << 20));
+  char dir[] = "/tmp/hs-test-stream-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[64];
+  snprintf(path, sizeof path, "%s/model.onnx", dir);
+  FILE *fp = fopen(path, "wb");
+  assert_int_equal(fwrite(m.v, 1, m.n, fp), m.n);
+  fclose(fp);
+  hs_graph whole, g;
+  hs_error err;
+  hs_graph_init(&whole);
+  assert_int_equal(hs_onnx_decode_model(m.v, m.n, NULL, &whole, &err), 0);
+  hs_graph_init(&g);
+  assert_int_equal(hs_onnx_load_file(path, 0, &g, &err), 0);
+  assert_same_graph(&whole, &g);
+  int big = hs_graph_find(&g, "big");
+  assert_true(big >= 0);
+  assert_int_equal(g.values[big].nbytes, (size_t)4 << 20);
+  assert_int_equal(((const float *)g.values[big].data)[1048575], 7.0f + 1048575.0f);
+  hs_graph_free(&g);
+  /* over the size limit */
+  hs_graph_init(&g);
+  assert_int_equal(hs_onnx_load_file(path, m.n - 1, &g, &err), HS_LIMIT);
+  hs_graph_free(&g);
+  /* cut inside the big payload, and inside a later tensor */
+  const size_t cuts[2] = {(size_t)3 << 20, m.n - 100};
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(truncate(path, (off_t)cuts[i]), 0);
+    hs_graph_init(&g);
+    assert_int_equal(hs_onnx_load_file(path, 0, &g, &err), HS_PARSE);
+    hs_graph_free(&g);
+  }
+  unlink(path);
+  rmdir(dir);
+  hs_graph_free(&whole);
+  free(m.v);
+}
+
 /* ---- the share hook ---- */
 
 typedef struct {
@@ -465,6 +514,7 @@ int main(void) {
       cmocka_unit_test(test_truncated_streams),
       cmocka_unit_test(test_source_error_is_returned),
       cmocka_unit_test(test_lengths_past_the_end),
+      cmocka_unit_test(test_load_file_streams),
       cmocka_unit_test(test_share_hook_gets_the_bytes_read),
       cmocka_unit_test(test_streamed_load_runs_bit_equal),
   };
