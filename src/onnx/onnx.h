@@ -54,8 +54,9 @@ int hs_onnx_decode_model_stream(const hs_backend_stream *in, const hs_onnx_sourc
                                 hs_error *err);
 
 /* Streams the model file at path (refusing files over max_bytes when max_bytes > 0, else over
- * HS_FILE_MAX_DEFAULT) in bounded chunks through hs_onnx_decode_model_stream, with its folder as
- * base_dir. Same ownership and errors as hs_onnx_decode_model. */
+ * HS_FILE_MAX_DEFAULT) in bounded chunks through hs_onnx_decode_model_stream, large tensor payloads
+ * read straight into their tensors, with its folder as base_dir. Same ownership and errors as
+ * hs_onnx_decode_model. */
 int hs_onnx_load_file(const char *path, size_t max_bytes, hs_graph *g, hs_error *err);
 
 /* Decodes a serialized TensorProto. On success out->data is malloc'ed (the caller frees it; NULL
