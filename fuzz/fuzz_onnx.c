@@ -2,7 +2,9 @@
  * string must decode to a model or to an error, never crash, leak or allocate without bound. A model
  * that compiles is also run once on zero-filled inputs when its batch-1 plan is small (a model with
  * control flow, which has no plan, runs with hs_dynamic_limit_bytes and hs_loop_limit_iterations
- * lowered to match).
+ * lowered to match). The decoder reads a stream (decode.c, streaming): the same bytes are also fed in
+ * pieces of 1 to 16 bytes (boundaries inside keys, varints and payloads), which must give the same
+ * verdict as one piece.
  *
  *     fuzz_onnx -max_total_time=30 NEW_CORPUS_DIR fuzz/corpus/onnx
  */
@@ -13,6 +15,7 @@
 
 #include "engine/engine.h"
 #include "onnx/onnx.h"
+#include "onnx/pb.h"
 #include "ops/ops.h"
 
 #define RUN_LIMIT ((size_t)16 << 20) /* run only models whose inputs and scratch stay small */
@@ -54,7 +57,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   hs_graph g;
   hs_graph_init(&g);
   hs_error err;
-  if (hs_onnx_decode_model(data, size, NULL, &g, &err) != 0) {
+  int rc = hs_onnx_decode_model(data, size, NULL, &g, &err);
+  /* the same bytes in small pieces: the same verdict */
+  hs_graph gs;
+  hs_graph_init(&gs);
+  hs_pb_mem mem;
+  hs_backend_stream in;
+  hs_pb_mem_stream(&mem, data, size, 1 + (size ? data[size - 1] % 16 : 0), &in);
+  hs_onnx_source src = {0};
+  hs_error serr;
+  int src_rc = hs_onnx_decode_model_stream(&in, &src, &gs, &serr);
+  if (src_rc != rc || (rc == 0 && gs.n_values != g.n_values)) abort();
+  hs_graph_free(&gs);
+  if (rc != 0) {
     hs_graph_free(&g);
     return 0;
   }

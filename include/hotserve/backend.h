@@ -4,8 +4,8 @@
  * (src/backends/), and a shared library can provide one by exporting
  *     const hs_backend *hs_backend_init(void);
  * whose result starts with abi_version == HS_BACKEND_ABI_VERSION. The loader also accepts a plug-in
- * built against ABI 1 (the same table without load_buffer, which it then treats as NULL) and
- * refuses any other version.
+ * built against ABI 1 (the same table without load_buffer and load_stream, which it then treats as
+ * NULL) or ABI 2 (without load_stream) and refuses any other version.
  *
  * Threading: a loaded model is immutable and may be shared by any number of threads. All
  * per-run state lives in a session; one session is used by one thread at a time.
@@ -23,8 +23,8 @@
 extern "C" {
 #endif
 
-#define HS_BACKEND_ABI_VERSION 2
-#define HS_BACKEND_ABI_MINOR 1       /* 1: hs_backend_options.bytes_done (fields added at the end) */
+#define HS_BACKEND_ABI_VERSION 3
+#define HS_BACKEND_ABI_MINOR 0       /* (2.1 added hs_backend_options.bytes_done at the end) */
 #define HS_BACKEND_ABI_VERSION_MIN 1 /* oldest ABI whose plug-ins still load (no load_buffer) */
 
 typedef struct hs_backend_model hs_backend_model;     /* opaque, owned by the backend */
@@ -50,6 +50,17 @@ typedef struct hs_backend_file {
   const void *data; /* its bytes, read-only, valid for the duration of the call */
   size_t len;
 } hs_backend_file;
+
+/* A model file's bytes handed over in order, in chunks (load_stream): the server reads the file once
+ * in bounded pieces, hashing each piece beside the backend that parses it. */
+typedef struct hs_backend_stream {
+  uint64_t size; /* bytes the stream delivers in all: the file's size */
+  /* The next chunk: *data and *len (> 0) stay valid until the next call. *len == 0 at the end (a
+   * stream that ends before size bytes was cut short: the file shrank). A negative status (with
+   * err filled) when the bytes cannot be read. */
+  int (*next)(void *user, const void **data, size_t *len, hs_error *err);
+  void *user;
+} hs_backend_stream;
 
 typedef struct hs_backend {
   uint32_t abi_version; /* HS_BACKEND_ABI_VERSION */
@@ -98,6 +109,17 @@ typedef struct hs_backend {
    * unverified (docs/REPOSITORY.md, "Read once"). */
   int (*load_buffer)(const void *model, size_t len, const hs_backend_file *files, size_t n_files,
                      const hs_backend_options *opts, hs_backend_model **out, hs_error *err);
+
+  /* ---- ABI 3 ---- */
+
+  /* Optional (NULL: the server uses load_buffer). load_buffer with the model file's bytes as a
+   * stream: the backend reads model's chunks in order, each once, and must read all model->size
+   * bytes for a load to succeed (the server hashes what it hands out, and gives its verdict once the
+   * stream is over). files are as for load_buffer; the model file is among them with data NULL (its
+   * bytes come only through the stream). The server never holds the whole file at once: a backend
+   * copies from each chunk what it keeps (the ONNX engine: tensor bytes straight into the tensors). */
+  int (*load_stream)(const hs_backend_stream *model, const hs_backend_file *files, size_t n_files,
+                     const hs_backend_options *opts, hs_backend_model **out, hs_error *err);
 } hs_backend;
 
 /* The built-in ONNX engine on CPU. */
@@ -105,7 +127,7 @@ const hs_backend *hs_backend_onnx_cpu(void);
 
 /* Loads a backend from a shared library (see above). On success *out stays valid for the life of
  * the process: a copy of the plug-in's table in this ABI's layout (an ABI 1 table gets
- * load_buffer = NULL). Loading the same library again gives the same table. */
+ * load_buffer = NULL, ABI 1 and 2 tables load_stream = NULL). Loading the same library again gives the same table. */
 int hs_backend_load_shared(const char *path, const hs_backend **out, hs_error *err);
 
 #ifdef __cplusplus

@@ -40,6 +40,19 @@ static int cpu_load_buffer(const void *model, size_t len, const hs_backend_file 
   return 0;
 }
 
+static int cpu_load_stream(const hs_backend_stream *model, const hs_backend_file *files, size_t n_files,
+                           const hs_backend_options *opts, hs_backend_model **out, hs_error *err) {
+  hs_backend_model *bm = calloc(1, sizeof *bm);
+  if (!bm) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  int rc = hs_engine_load_stream(model, files, n_files, opts, &bm->m, err);
+  if (rc) {
+    free(bm);
+    return rc;
+  }
+  *out = bm;
+  return 0;
+}
+
 static void cpu_free_model(hs_backend_model *bm) {
   if (!bm) return;
   hs_engine_free(bm->m);
@@ -98,6 +111,7 @@ static const hs_backend k_onnx_cpu = {
     .session_free = cpu_session_free,
     .run = cpu_run,
     .load_buffer = cpu_load_buffer,
+    .load_stream = cpu_load_stream,
 };
 
 const hs_backend *hs_backend_onnx_cpu(void) { return &k_onnx_cpu; }

@@ -85,6 +85,8 @@ static loaded_table *g_tables;
 
 /* Bytes of the table an ABI-1 plug-in exports: everything before the first ABI-2 field. */
 #define HS_BACKEND_ABI1_SIZE offsetof(hs_backend, load_buffer)
+/* ... and an ABI-2 plug-in: everything before the first ABI-3 field. */
+#define HS_BACKEND_ABI2_SIZE offsetof(hs_backend, load_stream)
 
 /* The table of this ABI for b (which has version abi), or NULL when out of memory. */
 static const hs_backend *table_for(const hs_backend *b, unsigned abi) {
@@ -94,7 +96,7 @@ static const hs_backend *table_for(const hs_backend *b, unsigned abi) {
   if (!t && (t = calloc(1, sizeof *t)) != NULL) {
     t->orig = b;
     /* never read past the end of an older, shorter table: fields it lacks stay NULL */
-    memcpy(&t->copy, b, abi == 1 ? HS_BACKEND_ABI1_SIZE : sizeof t->copy);
+    memcpy(&t->copy, b, abi == 1 ? HS_BACKEND_ABI1_SIZE : abi == 2 ? HS_BACKEND_ABI2_SIZE : sizeof t->copy);
     t->copy.abi_version = HS_BACKEND_ABI_VERSION;
     t->next = g_tables;
     g_tables = t;

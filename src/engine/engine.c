@@ -18,6 +18,7 @@
 #include "kernels/kernels.h"
 #include "kernels/kshare.h"
 #include "onnx/onnx.h"
+#include "onnx/pb.h"
 #include "ops/ops.h"
 
 void hs_engine_free(hs_engine_model *m) {
@@ -303,8 +304,17 @@ int hs_engine_load(const char *path, const hs_backend_options *opts, hs_engine_m
 
 int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *files, size_t n_files,
                           const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
-  if (opts && opts->max_model_bytes && len > opts->max_model_bytes)
-    return hs_error_set(err, HS_LIMIT, "model is %zu bytes, over the limit of %zu", len, opts->max_model_bytes);
+  hs_pb_mem m;
+  hs_backend_stream in;
+  hs_pb_mem_stream(&m, model, len, 0, &in);
+  return hs_engine_load_stream(&in, files, n_files, opts, out, err);
+}
+
+int hs_engine_load_stream(const hs_backend_stream *model, const hs_backend_file *files, size_t n_files,
+                          const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
+  if (opts && opts->max_model_bytes && model->size > opts->max_model_bytes)
+    return hs_error_set(err, HS_LIMIT, "model is %llu bytes, over the limit of %zu", (unsigned long long)model->size,
+                        opts->max_model_bytes);
   hs_graph g;
   hs_graph_init(&g);
   /* files == NULL would mean "external data from disk": an empty list must still mean "none" */
@@ -312,7 +322,7 @@ int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *
   hs_onnx_source src = {.files = files ? files : &k_none, .n_files = files ? n_files : 0};
   /* Conv weights another loaded model's kernels hold are not copied (kernels/kshare.h) */
   if (hs_kshare_enabled()) src.share = &k_share;
-  int rc = hs_onnx_decode_model_src(model, len, &src, &g, err);
+  int rc = hs_onnx_decode_model_stream(model, &src, &g, err);
   /* the decoded graph owns copies of everything it needs: the caller may free the bytes now */
   if (opts && opts->bytes_done) opts->bytes_done(opts->bytes_done_user);
   if (rc) {

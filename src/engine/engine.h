@@ -67,6 +67,10 @@ int hs_engine_load(const char *path, const hs_backend_options *opts, hs_engine_m
  * call, and not after opts->bytes_done (when set), which is called once decoding is over. */
 int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *files, size_t n_files,
                           const hs_backend_options *opts, hs_engine_model **out, hs_error *err);
+/* hs_engine_load_buffer with the model's bytes as a stream (hs_backend.load_stream): each chunk is
+ * decoded as it arrives (onnx.h, hs_onnx_decode_model_stream) and the whole file is never held. */
+int hs_engine_load_stream(const hs_backend_stream *model, const hs_backend_file *files, size_t n_files,
+                          const hs_backend_options *opts, hs_engine_model **out, hs_error *err);
 void hs_engine_free(hs_engine_model *m);
 /* Process-wide malloc setting for loading models; call early, before the first load (idempotent,
  * thread-safe). Buffers up to 32 MiB (glibc's largest mmap threshold; ResNet-50's largest weight is

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,8 +146,9 @@ static const hs_backend_file *find_external(const hs_onnx_source *src, const cha
     want[n++] = *p++;
   }
   want[n] = 0;
+  /* a file whose bytes are not in memory (data NULL: the model file of a streamed load) has none to give */
   for (size_t i = 0; i < src->n_files; i++)
-    if (src->files[i].path && strcmp(src->files[i].path, want) == 0) return &src->files[i];
+    if (src->files[i].path && src->files[i].data && strcmp(src->files[i].path, want) == 0) return &src->files[i];
   return NULL;
 }
 
@@ -407,7 +409,7 @@ static int read_typed(const void *buf, size_t len, int field, size_t esz, int64_
 /* The tensor's bytes into a new malloc'ed *data (NULL when empty): from an external file, raw_data,
  * or the typed field of its dtype. */
 static int tensor_data(const void *buf, size_t len, const hs_onnx_source *src, const tensor_fields *tf,
-                       const hs_tensor *t, size_t nbytes, void **data, hs_error *err) {
+                       const hs_tensor *t, size_t nbytes, void **own_raw, void **data, hs_error *err) {
   int rc;
   *data = NULL;
   if (tf->external) {
@@ -423,6 +425,11 @@ static int tensor_data(const void *buf, size_t len, const hs_onnx_source *src, c
     if (tf->raw_len != nbytes)
       return hs_error_set(err, HS_PARSE, "tensor '%s': raw_data has %zu bytes, its shape needs %zu", tensor_name(tf),
                           tf->raw_len, nbytes);
+    if (nbytes && own_raw && *own_raw) { /* the payload was read straight into its own buffer: take it */
+      *data = *own_raw;
+      *own_raw = NULL;
+      return 0;
+    }
     if (nbytes && !(*data = malloc(nbytes))) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
     if (nbytes) memcpy(*data, tf->raw, nbytes);
     return 0;
@@ -464,15 +471,29 @@ static int share_tensor(const hs_onnx_source *src, const tensor_fields *tf, cons
   return sh->find(sh->user, at, nbytes, ref) == 1;
 }
 
-static int decode_tensor(const void *buf, size_t len, const hs_onnx_source *src, hs_tensor *out, char **name_out,
-                         void **ref, hs_error *err) {
+/* A raw_data payload read apart from its TensorProto (the stream decoder): its bytes and whether it
+ * was present; data is malloc'ed, and set to NULL when the tensor takes it. */
+typedef struct raw_payload {
+  void *data;
+  size_t len;
+  int present;
+} raw_payload;
+
+/* A TensorProto from buf, whose raw_data (when raw is given) was read apart into raw. */
+static int decode_tensor_raw(const void *buf, size_t len, raw_payload *raw, const hs_onnx_source *src,
+                             hs_tensor *out, char **name_out, void **ref, hs_error *err) {
   tensor_fields tf = {.ext_length = -1};
   size_t nbytes = 0;
   void *data = NULL;
   int rc = read_tensor_fields(buf, len, &tf, err);
+  if (rc == 0 && raw && raw->present) {
+    tf.has_raw = 1;
+    tf.raw = raw->len ? raw->data : (const uint8_t *)"";
+    tf.raw_len = raw->len;
+  }
   if (rc == 0) rc = tensor_shape(&tf, out, &nbytes, err);
   int shared = rc == 0 && ref && share_tensor(src, &tf, out, nbytes, ref);
-  if (rc == 0 && !shared) rc = tensor_data(buf, len, src, &tf, out, nbytes, &data, err);
+  if (rc == 0 && !shared) rc = tensor_data(buf, len, src, &tf, out, nbytes, raw ? &raw->data : NULL, &data, err);
   if (rc) {
     tensor_fields_free(&tf);
     return rc;
@@ -485,6 +506,11 @@ static int decode_tensor(const void *buf, size_t len, const hs_onnx_source *src,
   }
   tensor_fields_free(&tf);
   return 0;
+}
+
+static int decode_tensor(const void *buf, size_t len, const hs_onnx_source *src, hs_tensor *out, char **name_out,
+                         void **ref, hs_error *err) {
+  return decode_tensor_raw(buf, len, NULL, src, out, name_out, ref, err);
 }
 
 int hs_onnx_decode_tensor(const void *buf, size_t len, const char *base_dir, hs_tensor *out, char **name,
@@ -918,6 +944,32 @@ static int fold_constant_nodes(hs_graph *g, hs_error *err) {
 
 /* ---- GraphProto / ModelProto ------------------------------------------------------------------ */
 
+/* Adds a decoded initializer to g as a constant value, which takes t's data and ref (both freed
+ * here on failure); name is freed either way. */
+static int add_initializer(hs_graph *g, const hs_onnx_source *src, hs_tensor *t, char *name, void *ref,
+                           hs_error *err) {
+  int v;
+  int rc = name[0] ? hs_graph_add_value(g, name, HS_VAL_CONST, &v, err)
+                   : hs_error_set(err, HS_PARSE, "malformed model: initializer without a name");
+  if (rc == 0) {
+    hs_value *val = &g->values[v];
+    val->data = t->data;
+    val->nbytes = t->nbytes;
+    val->dtype = t->dtype;
+    val->ndim = t->ndim;
+    memcpy(val->dims, t->dims, sizeof val->dims);
+    if (ref) { /* an identical copy is held elsewhere: the value refers to it (hs_onnx_share) */
+      val->ref = ref;
+      val->ref_free = src->share->release;
+    }
+  } else {
+    free(t->data);
+    if (ref) src->share->release(ref);
+  }
+  free(name);
+  return rc;
+}
+
 static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, const hs_onnx_source *src,
                         hs_error *err) {
   hs_pb r;
@@ -933,29 +985,10 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
       hs_tensor t;
       char *name = NULL;
       void *ref = NULL;
-      int v;
       /* only the main graph's: a subgraph's are read where the engine does not look (engine.c) */
       if ((rc = decode_tensor_msg(&r, src, &t, &name, depth == 1 ? &ref : NULL, err)))
         return hs_error_prefix(err, "initializer");
-      rc = name[0] ? hs_graph_add_value(g, name, HS_VAL_CONST, &v, err)
-                   : hs_error_set(err, HS_PARSE, "malformed model: initializer without a name");
-      if (rc == 0) {
-        hs_value *val = &g->values[v];
-        val->data = t.data;
-        val->nbytes = t.nbytes;
-        val->dtype = t.dtype;
-        val->ndim = t.ndim;
-        memcpy(val->dims, t.dims, sizeof val->dims);
-        if (ref) { /* an identical copy is held elsewhere: the value refers to it (hs_onnx_share) */
-          val->ref = ref;
-          val->ref_free = src->share->release;
-        }
-      } else {
-        free(t.data);
-        if (ref) src->share->release(ref);
-      }
-      free(name);
-      if (rc) return rc;
+      if ((rc = add_initializer(g, src, &t, name, ref, err))) return rc;
     } else if (f == 15) {
       return hs_error_set(err, HS_UNSUPPORTED, "sparse initializers are not supported");
     } else if (hs_pb_skip(&r, w)) {
@@ -1065,49 +1098,287 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
   return hs_graph_finish(g, err);
 }
 
-int hs_onnx_decode_model_src(const void *buf, size_t len, const hs_onnx_source *src, hs_graph *g, hs_error *err) {
-  hs_pb r;
+/* ---- streaming: the model file read once, in chunks ---------------------------------------------
+ *
+ * DESIGN: a model file is read front to back exactly once, in chunks (hs_backend_stream), and is
+ * never held whole. Everything but the main graph's initializer payloads is small (nodes, names,
+ * attributes, shapes): those fields are copied as they arrive into a compact copy of the graph
+ * message ("rest") that the buffer decoder above then reads (decode_graph; it finds no initializer
+ * in it). Each initializer is decoded as it arrives: its fields but raw_data into a small buffer,
+ * the raw_data payload straight into the buffer the tensor keeps (one copy, from a chunk that was
+ * just read). A payload the share hook may want (float32, rank >= 3, large enough) goes into one
+ * scratch buffer reused across tensors: when the hook finds it held, nothing is kept; otherwise the
+ * tensor takes that buffer. Initializers are decoded in file order before the graph's inputs and
+ * nodes, as the buffer decoder's passes do, so both give the same graph. The buffer entry points
+ * run this same code over a memory stream (pb.h), so tests and the fuzzer reach it too.
+ * Bounds: a raw_data payload is allocated at its length once that length is known to fit its
+ * message, and so the stream's declared size (a file's size when opened, a buffer's length);
+ * everything else grows only as its bytes arrive (buf_append).
+ */
+
+typedef struct bytebuf {
+  uint8_t *v;
+  size_t n, cap;
+} bytebuf;
+
+static int buf_reserve(bytebuf *b, size_t more) {
+  if (more <= b->cap - b->n) return 0;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap - b->n < more) {
+    if (cap > SIZE_MAX / 2) return HS_NO_MEMORY;
+    cap *= 2;
+  }
+  uint8_t *nv = realloc(b->v, cap);
+  if (!nv) return HS_NO_MEMORY;
+  b->v = nv;
+  b->cap = cap;
+  return 0;
+}
+
+static int buf_varint(bytebuf *b, uint64_t x) {
+  if (buf_reserve(b, 10)) return HS_NO_MEMORY;
+  do {
+    uint8_t c = x & 0x7f;
+    x >>= 7;
+    b->v[b->n++] = (uint8_t)(c | (x ? 0x80 : 0));
+  } while (x);
+  return 0;
+}
+
+/* The error for a failed stream read: the stream's own (truncated file, I/O error) when it ran dry,
+ * else "malformed model: what". */
+static int stream_bad(const hs_pbs *s, hs_error *err, const char *what) {
+  if (s->src_rc) {
+    *err = s->src_err;
+    return s->src_rc;
+  }
+  return BAD(err, what);
+}
+
+/* Appends the stream's next n bytes to b, growing b only as the bytes arrive (a length the file
+ * does not pay for allocates at most one step more). */
+#define APPEND_STEP ((size_t)1 << 20)
+static int buf_append(bytebuf *b, hs_pbs *s, uint64_t n, const char *what, hs_error *err) {
+  while (n) {
+    size_t step = n < APPEND_STEP ? (size_t)n : APPEND_STEP;
+    if (buf_reserve(b, step)) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    if (hs_pbs_copy(s, b->v + b->n, step)) return stream_bad(s, err, what);
+    b->n += step;
+    n -= step;
+  }
+  return 0;
+}
+
+/* Copies one field whose key (f, w) was just read, key included, to b. */
+static int copy_field(hs_pbs *s, uint32_t f, int w, bytebuf *b, const char *what, hs_error *err) {
+  uint64_t v;
+  if (buf_varint(b, (uint64_t)f << 3 | (unsigned)w)) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  switch (w) {
+    case HS_PB_VARINT:
+      if (hs_pbs_varint(s, &v)) return stream_bad(s, err, what);
+      return buf_varint(b, v) ? hs_error_set(err, HS_NO_MEMORY, "out of memory") : 0;
+    case HS_PB_FIXED64:
+      return buf_append(b, s, 8, what, err);
+    case HS_PB_FIXED32:
+      return buf_append(b, s, 4, what, err);
+    case HS_PB_BYTES:
+      if (hs_pbs_len(s, &v)) return stream_bad(s, err, what);
+      if (buf_varint(b, v)) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+      return buf_append(b, s, v, what, err);
+    default:
+      return stream_bad(s, err, what); /* groups (3, 4) and reserved types */
+  }
+}
+
+typedef struct stream_ctx {
+  const hs_onnx_source *src;
+  void *scratch; /* payload buffer for tensors the share hook may hold (see DESIGN) */
+  size_t scratch_cap;
+} stream_ctx;
+
+/* 1 when the tensor described by the fields read so far (meta) is one share_tensor offers the hook,
+ * with a raw_data payload of n bytes. */
+static int may_share(const stream_ctx *cx, const bytebuf *meta, uint64_t n) {
+  if (!cx->src->share || n < HS_ONNX_SHARE_MIN_BYTES) return 0;
+  tensor_fields tf = {.ext_length = -1};
+  hs_tensor t;
+  size_t nbytes = 0;
+  hs_error ignored;
+  int ok = read_tensor_fields(meta->n ? meta->v : (const uint8_t *)"", meta->n, &tf, &ignored) == 0 &&
+           !tf.external && tensor_shape(&tf, &t, &nbytes, &ignored) == 0 && t.dtype == HS_DT_FLOAT32 &&
+           t.ndim >= 3 && nbytes == n;
+  tensor_fields_free(&tf);
+  return ok;
+}
+
+/* One initializer (a TensorProto of n bytes) of the main graph, decoded as it streams by, into g. */
+static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g, hs_error *err) {
+  uint64_t saved;
+  bytebuf meta = {0};
+  raw_payload raw = {0};
+  int raw_scratch = 0; /* raw.data is cx->scratch */
+  int rc = 0, w;
   uint32_t f;
-  int w, rc;
-  const uint8_t *graph = NULL;
-  size_t graph_len = 0;
-  int default_opset = -1;
-  hs_pb_init(&r, buf, len);
-  while (hs_pb_more(&r)) {
-    uint64_t v;
-    if (hs_pb_key(&r, &f, &w)) return BAD(err, "bad model field (not an ONNX file?)");
-    if (f == 1 && w == HS_PB_VARINT) {
-      if (hs_pb_varint(&r, &v)) return BAD(err, "bad ir_version");
-      g->ir_version = (int64_t)v;
-    } else if (f == 7 && w == HS_PB_BYTES) {
-      if (hs_pb_bytes(&r, &graph, &graph_len)) return BAD(err, "graph past the end");
-    } else if (f == 8 && w == HS_PB_BYTES) {
-      hs_pb o;
-      char *domain = NULL;
-      int64_t version = 0;
-      if (hs_pb_sub(&r, &o)) return BAD(err, "opset_import past the end");
-      rc = 0;
-      while (hs_pb_more(&o) && rc == 0) {
-        if (hs_pb_key(&o, &f, &w)) rc = BAD(err, "bad opset_import");
-        else if (f == 1 && w == HS_PB_BYTES) rc = read_string(&o, &domain, err);
-        else if (f == 2 && w == HS_PB_VARINT) {
-          if (hs_pb_varint(&o, &v)) rc = BAD(err, "bad opset version");
-          version = (int64_t)v;
-        } else if (hs_pb_skip(&o, w)) rc = BAD(err, "bad opset_import");
+  if (hs_pbs_enter(s, n, &saved)) return stream_bad(s, err, "tensor past the end");
+  while (rc == 0 && hs_pbs_more(s)) {
+    if (hs_pbs_key(s, &f, &w)) {
+      rc = stream_bad(s, err, "bad tensor field");
+    } else if (f == 9 && w == HS_PB_BYTES) {
+      uint64_t len;
+      if (hs_pbs_len(s, &len)) {
+        rc = stream_bad(s, err, "tensor raw_data past the end");
+        break;
       }
-      if (rc == 0 && (!domain || !domain[0] || strcmp(domain, "ai.onnx") == 0))
-        default_opset = version > INT32_MAX ? INT32_MAX : (int)version;
-      free(domain);
-      if (rc) return rc;
-    } else if (hs_pb_skip(&r, w)) {
-      return BAD(err, "bad model field (not an ONNX file?)");
+      if (!raw_scratch) free(raw.data); /* a later raw_data replaces an earlier one */
+      raw = (raw_payload){.present = 1, .len = (size_t)len};
+      raw_scratch = may_share(cx, &meta, len);
+      if (raw_scratch && cx->scratch_cap < len) {
+        free(cx->scratch);
+        cx->scratch = malloc((size_t)len);
+        cx->scratch_cap = cx->scratch ? (size_t)len : 0;
+      }
+      raw.data = raw_scratch ? cx->scratch : len ? malloc((size_t)len) : NULL;
+      if (len && !raw.data) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory for a %llu-byte tensor",
+                                              (unsigned long long)len);
+      else if (len && hs_pbs_copy(s, raw.data, (size_t)len)) rc = stream_bad(s, err, "tensor raw_data past the end");
+    } else {
+      rc = copy_field(s, f, w, &meta, "bad tensor field", err);
     }
   }
-  if (!graph) return BAD(err, "no graph (not an ONNX model?)");
+  if (rc == 0 && hs_pbs_leave(s, saved)) rc = stream_bad(s, err, "tensor past the end");
+  if (rc == 0) {
+    hs_tensor t;
+    char *name = NULL;
+    void *ref = NULL;
+    rc = decode_tensor_raw(meta.n ? meta.v : (const uint8_t *)"", meta.n, &raw, cx->src, &t, &name, &ref, err);
+    if (rc == 0 && raw_scratch && !raw.data) { /* the tensor took the scratch buffer: trim it to size */
+      if (cx->scratch_cap > t.nbytes) {
+        void *trimmed = realloc(t.data, t.nbytes);
+        if (trimmed) t.data = trimmed;
+      }
+      cx->scratch = NULL;
+      cx->scratch_cap = 0;
+    }
+    if (rc) hs_error_prefix(err, "initializer");
+    else rc = add_initializer(g, cx->src, &t, name, ref, err);
+  } else {
+    hs_error_prefix(err, "initializer");
+  }
+  if (!raw_scratch) free(raw.data); /* NULL when the tensor took it */
+  free(meta.v);
+  return rc;
+}
+
+/* The main graph (a GraphProto of n bytes) as it streams by, into g (see DESIGN). */
+static int stream_graph(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g, hs_error *err) {
+  uint64_t saved, len;
+  bytebuf rest = {0};
+  int rc = 0, w;
+  uint32_t f;
+  if (hs_pbs_enter(s, n, &saved)) return stream_bad(s, err, "graph past the end");
+  while (rc == 0 && hs_pbs_more(s)) {
+    if (hs_pbs_key(s, &f, &w)) {
+      rc = stream_bad(s, err, "bad graph field");
+    } else if (f == 5 && w == HS_PB_BYTES) {
+      if (hs_pbs_len(s, &len)) {
+        rc = stream_bad(s, err, "tensor past the end");
+        hs_error_prefix(err, "initializer");
+      }
+      else rc = stream_initializer(s, len, cx, g, err);
+    } else if (f == 15) {
+      rc = hs_error_set(err, HS_UNSUPPORTED, "sparse initializers are not supported");
+    } else {
+      rc = copy_field(s, f, w, &rest, "bad graph field", err);
+    }
+  }
+  if (rc == 0 && hs_pbs_leave(s, saved)) rc = stream_bad(s, err, "graph past the end");
+  if (rc == 0) rc = decode_graph(g, rest.n ? rest.v : (const uint8_t *)"", rest.n, 1, cx->src, err);
+  free(rest.v);
+  return rc;
+}
+
+/* An OperatorSetIdProto: the default domain's version goes to *default_opset. */
+static int read_opset(const uint8_t *d, size_t n, int *default_opset, hs_error *err) {
+  hs_pb o;
+  uint32_t f;
+  int w, rc = 0;
+  uint64_t v;
+  char *domain = NULL;
+  int64_t version = 0;
+  hs_pb_init(&o, d, n);
+  o.depth = 1;
+  while (hs_pb_more(&o) && rc == 0) {
+    if (hs_pb_key(&o, &f, &w)) rc = BAD(err, "bad opset_import");
+    else if (f == 1 && w == HS_PB_BYTES) rc = read_string(&o, &domain, err);
+    else if (f == 2 && w == HS_PB_VARINT) {
+      if (hs_pb_varint(&o, &v)) rc = BAD(err, "bad opset version");
+      version = (int64_t)v;
+    } else if (hs_pb_skip(&o, w)) rc = BAD(err, "bad opset_import");
+  }
+  if (rc == 0 && (!domain || !domain[0] || strcmp(domain, "ai.onnx") == 0))
+    *default_opset = version > INT32_MAX ? INT32_MAX : (int)version;
+  free(domain);
+  return rc;
+}
+
+/* hs_onnx_decode_model_stream, with the source's read_direct when it has one (pb.h). */
+static int decode_model_stream(const hs_backend_stream *in,
+                               long long (*read_direct)(void *user, void *dst, size_t n, hs_error *err),
+                               const hs_onnx_source *src, hs_graph *g, hs_error *err) {
+  hs_pbs s;
+  stream_ctx cx = {.src = src};
+  uint32_t f;
+  int w, rc = 0, have_graph = 0, default_opset = -1;
+  int64_t ir_version = g->ir_version;
+  uint64_t v;
+  hs_pbs_init(&s, in);
+  s.read_direct = read_direct;
+  while (rc == 0 && hs_pbs_more(&s)) {
+    if (hs_pbs_key(&s, &f, &w)) {
+      rc = stream_bad(&s, err, "bad model field (not an ONNX file?)");
+    } else if (f == 1 && w == HS_PB_VARINT) {
+      if (hs_pbs_varint(&s, &v)) rc = stream_bad(&s, err, "bad ir_version");
+      ir_version = (int64_t)v;
+    } else if (f == 7 && w == HS_PB_BYTES) {
+      if (hs_pbs_len(&s, &v)) {
+        rc = stream_bad(&s, err, "graph past the end");
+        break;
+      }
+      if (have_graph) { /* a later graph field replaces an earlier one (protobuf: the last one wins) */
+        hs_graph_free(g);
+        hs_graph_init(g);
+      }
+      have_graph = 1;
+      rc = stream_graph(&s, v, &cx, g, err);
+    } else if (f == 8 && w == HS_PB_BYTES) {
+      bytebuf o = {0};
+      if (hs_pbs_len(&s, &v)) rc = stream_bad(&s, err, "opset_import past the end");
+      else if ((rc = buf_append(&o, &s, v, "opset_import past the end", err)) == 0)
+        rc = read_opset(o.n ? o.v : (const uint8_t *)"", o.n, &default_opset, err);
+      free(o.v);
+    } else if (hs_pbs_skip(&s, w)) {
+      rc = stream_bad(&s, err, "bad model field (not an ONNX file?)");
+    }
+  }
+  free(cx.scratch);
+  g->ir_version = ir_version;
+  if (rc) return rc;
+  if (!have_graph) return BAD(err, "no graph (not an ONNX model?)");
   if (default_opset < 0) default_opset = 1; /* ONNX: absent import means the oldest opset */
   g->opset = default_opset;
-  if ((rc = decode_graph(g, graph, graph_len, 1, src, err))) return rc;
   return finish_graph(g, g->opset, err);
+}
+
+int hs_onnx_decode_model_stream(const hs_backend_stream *in, const hs_onnx_source *src, hs_graph *g,
+                                hs_error *err) {
+  return decode_model_stream(in, NULL, src, g, err);
+}
+
+int hs_onnx_decode_model_src(const void *buf, size_t len, const hs_onnx_source *src, hs_graph *g, hs_error *err) {
+  hs_pb_mem m;
+  hs_backend_stream in;
+  hs_pb_mem_stream(&m, buf, len, 0, &in);
+  return hs_onnx_decode_model_stream(&in, src, g, err);
 }
 
 int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_graph *g, hs_error *err) {
@@ -1115,17 +1386,49 @@ int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_g
   return hs_onnx_decode_model_src(buf, len, &src, g, err);
 }
 
+/* ---- a model file streamed from disk (hs_onnx_load_file) --------------------------------------- */
+
+#define FILE_CHUNK ((size_t)1 << 20)
+
+typedef struct file_stream {
+  int fd;
+  const char *path;
+  uint64_t size, done;
+  uint8_t *buf; /* FILE_CHUNK bytes, reused for every chunk */
+} file_stream;
+
+/* Reads up to n bytes (never past the size the file had when opened) into dst; returns the count
+ * (short: the file shrank, which the decoder reports as cut short) or HS_IO. */
+static long long file_read(void *user, void *dst, size_t n, hs_error *err) {
+  file_stream *fs = user;
+  uint64_t left = fs->size - fs->done;
+  size_t want = left < n ? (size_t)left : n, got = 0;
+  while (got < want) {
+    ssize_t r = read(fs->fd, (char *)dst + got, want - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return hs_error_set(err, HS_IO, "%s: %s", fs->path, strerror(errno));
+    if (r == 0) break;
+    got += (size_t)r;
+  }
+  fs->done += got;
+  return (long long)got;
+}
+
+static int file_next(void *user, const void **data, size_t *len, hs_error *err) {
+  file_stream *fs = user;
+  long long got = file_read(fs, fs->buf, FILE_CHUNK, err);
+  if (got < 0) return (int)got;
+  *data = fs->buf;
+  *len = (size_t)got;
+  return 0;
+}
+
 int hs_onnx_load_file(const char *path, size_t max_bytes, hs_graph *g, hs_error *err) {
-  void *buf;
-  size_t len;
-  int rc = hs_read_file(path, max_bytes, &buf, &len, err);
-  if (rc) return rc;
   char dir[PATH_MAX];
   const char *slash = strrchr(path, '/');
   if (!slash) {
     strcpy(dir, ".");
   } else if ((size_t)(slash - path) >= sizeof dir) {
-    free(buf);
     return hs_error_set(err, HS_LIMIT, "model path too long");
   } else if (slash == path) {
     strcpy(dir, "/");
@@ -1133,7 +1436,24 @@ int hs_onnx_load_file(const char *path, size_t max_bytes, hs_graph *g, hs_error 
     memcpy(dir, path, (size_t)(slash - path));
     dir[slash - path] = 0;
   }
-  rc = hs_onnx_decode_model(buf, len, dir, g, err);
-  free(buf);
+  struct stat st;
+  int fd = hs_file_open_regular(path, &st, err);
+  if (fd < 0) return fd;
+  size_t limit = max_bytes ? max_bytes : HS_FILE_MAX_DEFAULT;
+  if ((uint64_t)st.st_size > limit) {
+    close(fd);
+    return hs_error_set(err, HS_LIMIT, "%s: %lld bytes, over the limit of %zu", path, (long long)st.st_size, limit);
+  }
+  file_stream fs = {.fd = fd, .path = path, .size = (uint64_t)st.st_size, .buf = malloc(FILE_CHUNK)};
+  if (!fs.buf) {
+    close(fd);
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
+  hs_backend_stream in = {.size = fs.size, .next = file_next, .user = &fs};
+  hs_onnx_source src = {.base_dir = dir};
+  /* large tensor payloads are read straight into the tensors (read_direct), the rest through buf */
+  int rc = decode_model_stream(&in, file_read, &src, g, err);
+  free(fs.buf);
+  close(fd);
   return rc;
 }

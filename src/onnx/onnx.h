@@ -29,10 +29,12 @@ typedef struct hs_onnx_source {
 /* Optional hook that lets a load reuse weights another loaded model already holds instead of
  * copying them. The decoder offers find() every float32 initializer of rank >= 3 and at least
  * HS_ONNX_SHARE_MIN_BYTES whose bytes are in memory (raw_data, or external data from src->files),
- * before copying it: bytes points into the caller's buffer, valid only during the call. find
+ * before keeping it: bytes are the tensor's bytes as read (a buffer of the decoder's, or a file's
+ * bytes in src->files), valid only during the call. find
  * returns 1 when it took *ref, a reference to an identical copy (exact: it compares the bytes);
  * the value then gets no data (data NULL, hs_value.ref = *ref, hs_value.ref_free = release) and
- * its reader must take the contents from the reference (engine.c). 0: the decoder copies as usual. */
+ * its reader must take the contents from the reference (engine.c). 0: the decoder keeps the bytes
+ * as usual. */
 #define HS_ONNX_SHARE_MIN_BYTES 4096
 struct hs_onnx_share {
   int (*find)(void *user, const void *bytes, size_t nbytes, void **ref);
@@ -43,8 +45,18 @@ struct hs_onnx_share {
 /* hs_onnx_decode_model with external data from src. buf is only read during the call. */
 int hs_onnx_decode_model_src(const void *buf, size_t len, const hs_onnx_source *src, hs_graph *g, hs_error *err);
 
-/* Reads the model file at path (refusing files over max_bytes when max_bytes > 0) and decodes it
- * with its folder as base_dir. Same ownership and errors as hs_onnx_decode_model. */
+/* hs_onnx_decode_model_src from a stream of chunks (hotserve/backend.h, hs_backend_stream): every
+ * byte is read once, in order, and parsed from the chunk it arrives in; tensor payloads (raw_data)
+ * go straight into the tensors' own buffers, so the whole file is never held (decode.c, streaming).
+ * Succeeds only after reading exactly in->size bytes; a stream that ends early is HS_PARSE, a
+ * stream's own error is returned as it is. The buffer entry points run this over a memory stream. */
+int hs_onnx_decode_model_stream(const hs_backend_stream *in, const hs_onnx_source *src, hs_graph *g,
+                                hs_error *err);
+
+/* Streams the model file at path (refusing files over max_bytes when max_bytes > 0, else over
+ * HS_FILE_MAX_DEFAULT) in bounded chunks through hs_onnx_decode_model_stream, large tensor payloads
+ * read straight into their tensors, with its folder as base_dir. Same ownership and errors as
+ * hs_onnx_decode_model. */
 int hs_onnx_load_file(const char *path, size_t max_bytes, hs_graph *g, hs_error *err);
 
 /* Decodes a serialized TensorProto. On success out->data is malloc'ed (the caller frees it; NULL

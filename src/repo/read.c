@@ -11,26 +11,68 @@
  * same, read-only buffers; the loader then waits for the verdict (hs_repo_bytes_check) before the
  * version may run at all. The buffers are freed by whichever of the two finishes with them last
  * (hs_repo_bytes_release, check_main), under the check's mutex. No other shared state.
+ *
+ * Streaming (hs_repo_read_stream_start): model.onnx is never read whole. The backend's decoder
+ * pulls it through stream_next, which reads the next RING_CHUNK piece into a ring of RING_SLOTS
+ * buffers and hands it out; the hash thread hashes each piece from the same buffer, behind the
+ * decoder, and a buffer is refilled only once the hash is done with its last piece (the decoder is
+ * done with it already: it asked for the next one). So the bytes hashed are the bytes parsed, the
+ * hash stays off the decoder's path unless it falls RING_SLOTS pieces behind, and the file costs
+ * the ring (8 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
+ * shrank or grew meanwhile is a mismatch) is known once the last piece is hashed;
+ * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
+ * ring's counters are shared with the hash thread under the check's mutex (cv: a piece was read,
+ * or hashed). When no thread can be started, stream_next hashes each piece itself.
  */
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 #include "base/clock.h"
 #include "repo/repo_internal.h"
+
+#define RING_SLOTS 8
+#define RING_CHUNK ((size_t)1 << 20)
+
+/* model.onnx read in pieces by the decoder, hashed behind it (see DESIGN). */
+typedef struct model_stream {
+  int fd;
+  uint64_t size;         /* the bytes the file had when opened (= manifest's / listing's size) */
+  bool hash;             /* check against sha256 (a manifest covers it) */
+  uint8_t sha256[32];
+  hs_sha256_ctx *ctx;
+  uint8_t *slot[RING_SLOTS];
+  size_t slot_len[RING_SLOTS];
+  /* under the check's mu: */
+  uint64_t filled;   /* pieces read (piece i is in slot i % RING_SLOTS) */
+  uint64_t hashed;   /* pieces the hash is done with */
+  bool reader_done;  /* no piece comes after filled */
+  bool cancelled;    /* hs_repo_bytes_free: the hash stops waiting for pieces */
+  /* the reader's (the decoder's, then hs_repo_bytes_check's); read by the hash after reader_done: */
+  uint64_t offset;   /* bytes read */
+  bool short_read, grew;
+  int io_rc;
+  hs_error io_err;
+  hs_backend_stream api;
+} model_stream;
 
 struct hs__repo_check {
   pthread_t thread;
   bool started;   /* thread runs (false: the hash ran inline) */
   pthread_mutex_t mu;
+  pthread_cond_t cv; /* the stream: a piece was read or hashed, or the reader is done */
   bool released;  /* under mu: the loader needs the data no more */
   bool done;      /* under mu: the hash is over */
   int rc;         /* the verdict, with code and err; read after the join */
   char code[32];
   hs_error err;
+  model_stream *stream; /* model.onnx streamed (hs_repo_read_stream_start), else NULL */
 };
 
 /* CPU time of the calling thread, in ms. */
@@ -50,8 +92,7 @@ static void free_data(hs_repo_bytes *b) {
 /* Hashes every file still to hash against its manifest digest; records the verdict in b->check. */
 static void hash_files(hs_repo_bytes *b) {
   hs__repo_check *c = b->check;
-  c->rc = HS_OK;
-  hs_error_clear(&c->err);
+  if (c->rc != HS_OK) return; /* the streamed model file already failed (the first reason stands) */
   for (size_t i = 0; i < b->n_files; i++) {
     hs_repo_file *f = &b->files[i];
     if (!f->to_hash) continue;
@@ -68,14 +109,154 @@ static void hash_files(hs_repo_bytes *b) {
   }
 }
 
+/* ---- the model file streamed (see DESIGN) ---- */
+
+static void ring_free(model_stream *st) {
+  for (int i = 0; i < RING_SLOTS; i++) {
+    free(st->slot[i]);
+    st->slot[i] = NULL;
+  }
+}
+
+static void stream_free(model_stream *st) {
+  if (!st) return;
+  ring_free(st);
+  if (st->ctx) {
+    uint8_t unused[32];
+    hs_sha256_end(st->ctx, unused);
+  }
+  close(st->fd);
+  free(st);
+}
+
+/* Reads the next piece into its slot, after waiting (with a hash thread) until the hash is done
+ * with the piece that used that slot before; without a thread, hashes it here. Sets *k and *got
+ * (0: nothing more). Only one thread reads: the decoder, then hs_repo_bytes_check. */
+static void stream_read_piece(hs__repo_check *c, int *k, size_t *got_out) {
+  model_stream *st = c->stream;
+  *got_out = 0;
+  pthread_mutex_lock(&c->mu);
+  if (st->reader_done) {
+    pthread_mutex_unlock(&c->mu);
+    return;
+  }
+  uint64_t i = st->filled;
+  while (c->started && !st->cancelled && i >= st->hashed + RING_SLOTS) pthread_cond_wait(&c->cv, &c->mu);
+  pthread_mutex_unlock(&c->mu);
+  *k = (int)(i % RING_SLOTS);
+  uint64_t left = st->size - st->offset;
+  size_t want = left < RING_CHUNK ? (size_t)left : RING_CHUNK, got = 0;
+  while (got < want) {
+    ssize_t n = read(st->fd, st->slot[*k] + got, want - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      st->io_rc = hs_error_set(&st->io_err, HS_IO, "model.onnx: %s", strerror(errno));
+      break;
+    }
+    if (n == 0) { /* the file shrank since it was opened */
+      st->short_read = true;
+      break;
+    }
+    got += (size_t)n;
+  }
+  st->offset += got;
+  bool last = st->offset == st->size || st->short_read || st->io_rc;
+  if (last && !st->short_read && !st->io_rc) { /* the file must end here: one that grew is not the one checked */
+    uint8_t extra;
+    ssize_t n;
+    while ((n = read(st->fd, &extra, 1)) < 0 && errno == EINTR) {}
+    st->grew = n > 0;
+  }
+  if (!c->started && got && st->hash) hs_sha256_update(st->ctx, st->slot[*k], got); /* no hash thread */
+  pthread_mutex_lock(&c->mu);
+  if (got) {
+    st->slot_len[*k] = got;
+    st->filled++;
+    if (!c->started) st->hashed++;
+  }
+  if (last) st->reader_done = true;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  *got_out = got;
+}
+
+/* hs_backend_stream.next: the next piece, read now. */
+static int stream_next(void *user, const void **data, size_t *len, hs_error *err) {
+  hs__repo_check *c = user;
+  model_stream *st = c->stream;
+  int k = 0;
+  size_t got = 0;
+  stream_read_piece(c, &k, &got);
+  *data = got ? st->slot[k] : NULL;
+  *len = got;
+  if (!got && st->io_rc) return hs_error_set(err, st->io_rc, "%s", st->io_err.message);
+  return HS_OK;
+}
+
+/* The stream's verdict into c (after the last piece was hashed): size and digest. */
+static void stream_verdict(hs_repo_bytes *b) {
+  hs__repo_check *c = b->check;
+  model_stream *st = c->stream;
+  uint8_t sha[32];
+  hs_sha256_end(st->ctx, sha);
+  st->ctx = NULL;
+  if (st->hash) b->bytes_hashed += st->offset;
+  const char *why = NULL;
+  if (st->io_rc) why = st->io_err.message;
+  else if (st->short_read) why = "the file shrank while it was read for loading";
+  else if (st->grew) why = "the file grew while it was read for loading";
+  else if (st->hash && memcmp(sha, st->sha256, 32) != 0) why = "the bytes read for loading do not match the manifest";
+  if (!why) return;
+  /* with a manifest, the bytes parsed were not the verified ones; without one, not the scanned file */
+  snprintf(c->code, sizeof c->code, "%s", st->hash ? "manifest_mismatch" : "changed");
+  c->rc = hs_error_set(&c->err, HS_VERIFY, "model.onnx: %s", why);
+}
+
+/* The hash thread's part of the stream: each piece as it is read, then the verdict. Returns false
+ * when cancelled (no verdict). */
+static bool stream_hash(hs_repo_bytes *b) {
+  hs__repo_check *c = b->check;
+  model_stream *st = c->stream;
+  for (;;) {
+    pthread_mutex_lock(&c->mu);
+    while (st->hashed == st->filled && !st->reader_done && !st->cancelled) pthread_cond_wait(&c->cv, &c->mu);
+    bool over = st->cancelled || st->hashed == st->filled;
+    int k = (int)(st->hashed % RING_SLOTS);
+    size_t len = st->slot_len[k];
+    pthread_mutex_unlock(&c->mu);
+    if (over) break;
+    if (st->hash) hs_sha256_update(st->ctx, st->slot[k], len);
+    pthread_mutex_lock(&c->mu);
+    st->hashed++;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+  }
+  pthread_mutex_lock(&c->mu);
+  bool cancelled = st->cancelled;
+  pthread_mutex_unlock(&c->mu);
+  if (!cancelled) stream_verdict(b);
+  return !cancelled;
+}
+
+/* The rest of the stream, which the decoder left unread, read here (and hashed behind). */
+static void stream_drain(hs__repo_check *c) {
+  int k;
+  size_t got;
+  do stream_read_piece(c, &k, &got);
+  while (got);
+}
+
 static void *check_main(void *arg) {
   hs_repo_bytes *b = arg;
   double cpu0 = thread_cpu_ms();
-  hash_files(b);
+  if (!b->check->stream || stream_hash(b)) hash_files(b);
   b->hash_cpu_ms = thread_cpu_ms() - cpu0;
   pthread_mutex_lock(&b->check->mu);
   b->check->done = true;
-  if (b->check->released) free_data(b); /* the loader is done with them too */
+  if (b->check->released) { /* the loader is done with them too */
+    free_data(b);
+    if (b->check->stream) ring_free(b->check->stream);
+  }
   pthread_mutex_unlock(&b->check->mu);
   return NULL;
 }
@@ -88,16 +269,26 @@ void hs_repo_bytes_release(hs_repo_bytes *b) {
   }
   pthread_mutex_lock(&b->check->mu);
   b->check->released = true;
-  if (b->check->done) free_data(b);
+  if (b->check->done) {
+    free_data(b);
+    if (b->check->stream) ring_free(b->check->stream);
+  }
   pthread_mutex_unlock(&b->check->mu);
 }
 
 int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
   hs__repo_check *c = b->check;
   if (!c) return HS_OK;
+  /* what the decoder left unread (a malformed file): the verdict still covers all of it (returns at
+   * once when the stream was read to its end) */
+  if (c->stream) stream_drain(c);
   if (c->started) {
     pthread_join(c->thread, NULL);
     c->started = false;
+  } else if (c->stream && !c->done) { /* no thread: the pieces were hashed as read; the rest here */
+    stream_verdict(b);
+    hash_files(b);
+    c->done = true;
   }
   if (c->rc != HS_OK) {
     snprintf(reason_code, 32, "%s", c->code);
@@ -110,7 +301,15 @@ int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
 void hs_repo_bytes_free(hs_repo_bytes *b) {
   if (!b) return;
   if (b->check) {
+    if (b->check->stream) { /* the hash stops waiting for pieces nobody will read */
+      pthread_mutex_lock(&b->check->mu);
+      b->check->stream->cancelled = true;
+      pthread_cond_broadcast(&b->check->cv);
+      pthread_mutex_unlock(&b->check->mu);
+    }
     if (b->check->started) pthread_join(b->check->thread, NULL);
+    stream_free(b->check->stream);
+    pthread_cond_destroy(&b->check->cv);
     pthread_mutex_destroy(&b->check->mu);
     free(b->check);
   }
@@ -179,10 +378,50 @@ done:
   return rc;
 }
 
-/* hs_repo_read_version and hs_repo_read_start: background says where the hash runs. */
+/* Opens model.onnx for streaming (see DESIGN): its size must be want (the manifest's or the scan's);
+ * digest (NULL: none) is the manifest's SHA-256 to check it against. */
+static int stream_open(const char *real, uint64_t want, const uint8_t *digest, model_stream **out, char code[32],
+                       hs_error *err) {
+  struct stat stt;
+  int fd = hs_file_open_regular(real, &stt, err);
+  if (fd < 0) return fd;
+  if ((uint64_t)stt.st_size > HS__DEFAULT_MAX_FILE_BYTES) {
+    close(fd);
+    return hs_error_set(err, HS_LIMIT, "%lld bytes, over the limit of %zu", (long long)stt.st_size,
+                        HS__DEFAULT_MAX_FILE_BYTES);
+  }
+  if ((uint64_t)stt.st_size != want) {
+    close(fd);
+    return digest ? refuse(code, err, "manifest_mismatch", "the bytes read for loading do not match the manifest")
+                  : refuse(code, err, "changed", "the file changed size after the scan");
+  }
+  model_stream *st = calloc(1, sizeof *st);
+  if (!st) {
+    close(fd);
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
+  st->fd = fd;
+  st->size = want;
+  if (digest) {
+    st->hash = true;
+    memcpy(st->sha256, digest, 32);
+    st->ctx = hs_sha256_begin(); /* NULL (no memory): the digest comes out all zero, a mismatch */
+  }
+  size_t slot = want < RING_CHUNK ? (size_t)want : RING_CHUNK;
+  for (int i = 0; i < RING_SLOTS; i++)
+    if (!(st->slot[i] = malloc(slot ? slot : 1))) {
+      stream_free(st);
+      return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    }
+  *out = st;
+  return HS_OK;
+}
+
+/* hs_repo_read_version, hs_repo_read_start and hs_repo_read_stream_start: background says where the
+ * hash runs, stream whether model.onnx is streamed instead of read whole. */
 static int read_version(const char *model_dir, const hs_repo_version *rv, bool require_signature,
-                        const hs_trusted_keys *keys, bool background, hs_repo_bytes **out, char reason_code[32],
-                        hs_error *err) {
+                        const hs_trusted_keys *keys, bool background, bool stream, hs_repo_bytes **out,
+                        char reason_code[32], hs_error *err) {
   *out = NULL;
   reason_code[0] = '\0';
   uint64_t t0 = hs_now_ns();
@@ -197,6 +436,7 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
   }
   hs__manifest m = {0};
   bool has_manifest = false;
+  model_stream *ms = NULL; /* model.onnx, when streamed */
   hs_repo_bytes *b = calloc(1, sizeof *b);
   int rc = HS_OK;
   if (!b || !(b->files = calloc(l.n ? l.n : 1, sizeof *b->files))) {
@@ -232,6 +472,21 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
       goto done;
     }
     hs_repo_file *bf = &b->files[b->n_files];
+    if (stream && strcmp(f->rel, "model.onnx") == 0) { /* not read here: streamed to the backend */
+      rc = stream_open(f->real, e ? e->size : f->size, e ? e->sha256 : NULL, &ms, reason_code, err);
+      bf->path = rc == HS_OK ? strdup(f->rel) : NULL;
+      if (rc == HS_OK && !bf->path) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+      if (rc != HS_OK) {
+        hs_error_prefix(err, "%s", f->rel);
+        goto done;
+      }
+      bf->len = (size_t)ms->size;
+      b->n_files++;
+      b->bytes_read += ms->size;
+      b->model = bf;
+      if (e) matched++;
+      continue;
+    }
     char *data = NULL;
     size_t len = 0;
     if ((rc = hs_file_read(f->real, HS__DEFAULT_MAX_FILE_BYTES, &data, &len, err)) != HS_OK) {
@@ -272,17 +527,26 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
     rc = hs_error_set(err, HS_NOT_FOUND, "%s has no model.onnx", rv->dir);
     goto done;
   }
-  if (has_manifest) {
+  if (has_manifest || ms) {
     if (!(b->check = calloc(1, sizeof *b->check))) {
       rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
       goto done;
     }
     pthread_mutex_init(&b->check->mu, NULL);
+    pthread_cond_init(&b->check->cv, NULL);
+    if (ms) {
+      b->check->stream = ms;
+      ms->api = (hs_backend_stream){.size = ms->size, .next = stream_next, .user = b->check};
+      b->stream = &ms->api;
+      ms = NULL;
+    }
     if (background && pthread_create(&b->check->thread, NULL, check_main, b) == 0) b->check->started = true;
-    else hash_files(b); /* inline: asked for, or no thread to be had */
-    if (!b->check->started) b->check->done = true;
+    else if (!b->check->stream) hash_files(b); /* inline: asked for, or no thread to be had */
+    /* (a stream without a thread: stream_next hashes as it reads, hs_repo_bytes_check finishes) */
+    if (!b->check->started && !b->check->stream) b->check->done = true;
   }
 done:
+  stream_free(ms);
   hs__manifest_free(&m);
   hs__listing_free(&l);
   if (rc != HS_OK) {
@@ -297,12 +561,17 @@ done:
 
 int hs_repo_read_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                        const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err) {
-  return read_version(model_dir, rv, require_signature, keys, true, out, reason_code, err);
+  return read_version(model_dir, rv, require_signature, keys, true, false, out, reason_code, err);
+}
+
+int hs_repo_read_stream_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
+                              const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err) {
+  return read_version(model_dir, rv, require_signature, keys, true, true, out, reason_code, err);
 }
 
 int hs_repo_read_version(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                          const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err) {
-  int rc = read_version(model_dir, rv, require_signature, keys, false, out, reason_code, err);
+  int rc = read_version(model_dir, rv, require_signature, keys, false, false, out, reason_code, err);
   if (rc != HS_OK) return rc;
   if ((rc = hs_repo_bytes_check(*out, reason_code, err)) != HS_OK) {
     hs_repo_bytes_free(*out);

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hotserve/backend.h"
 #include "hotserve/status.h"
 #include "hotserve/tensor.h"
 
@@ -207,6 +208,8 @@ typedef struct hs_repo_bytes {
   double read_ms;            /* wall time of the read (and of the check, when it ran inline) */
   double hash_cpu_ms;        /* CPU time of the hash thread (0 when the hash ran inline) */
   hs__repo_check *check;     /* the background hash (hs_repo_read_start), NULL when none runs */
+  /* hs_repo_read_stream_start: model.onnx's bytes in pieces (its data stays NULL), else NULL */
+  const hs_backend_stream *stream;
 } hs_repo_bytes;
 
 /* Reads every file of rv (a READY version of a scan; model_dir is the folder holding it, the bound
@@ -235,6 +238,17 @@ int hs_repo_read_version(const char *model_dir, const hs_repo_version *rv, bool 
  * parsed are thus the bytes hashed, whatever happens to the files. */
 int hs_repo_read_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                        const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err);
+/* hs_repo_read_start without reading model.onnx whole: it is opened (its size checked) and its
+ * bytes come through b->stream (hs_backend_stream, for the backend's load_stream): each call reads
+ * the next piece into a small ring, and a thread of its own hashes the pieces behind the reader,
+ * a buffer being refilled only once it hashed it (read.c, DESIGN); model->data stays NULL. The verdict covers the bytes
+ * handed out, the file's size included (a file that shrank or grew meanwhile is "manifest_mismatch",
+ * or "changed" without a manifest), and is known once the whole file was read: after the stream's
+ * end, or, when the reader stops early, hs_repo_bytes_check reads the rest itself. The stream must
+ * not be read after hs_repo_bytes_release or hs_repo_bytes_check, nor by two threads. */
+int hs_repo_read_stream_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
+                              const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32],
+                              hs_error *err);
 /* The caller reads the files' data no more: it is freed now, or by the hash thread as soon as it is
  * done with it (data pointers are invalid after this call). Call at most once. */
 void hs_repo_bytes_release(hs_repo_bytes *b);

@@ -5,9 +5,9 @@
  * on a condition variable until kicked (watcher on_change, SIGHUP, the repository API), then
  * scans the repository (hs_repo_scan checks signatures, manifests, names and sizes) and, per
  * model, loads each READY (version, fingerprint) it does not serve yet: memory admission, read once
- * (hs_repo_read_start reads every file once and hashes those bytes against the manifest on a
- * thread of its own), backend load from those same bytes (load_buffer) beside the hash, the
- * hash's verdict (a mismatch drops the model unrun and has the next scan, 250 ms later, decide
+ * (hs_repo_read_stream_start: the backend's load_stream reads model.onnx in pieces and parses each
+ * while a thread of the read hashes them against the manifest behind it; a backend with only
+ * load_buffer gets whole buffers from hs_repo_read_start, hashed beside it), the hash's verdict (a mismatch drops the model unrun and has the next scan, 250 ms later, decide
  * the version in full), sessions, warm-up runs on every session (warmup.c), optional golden
  * check (golden.c). Each stage's CPU time on this thread (the hash thread's in the read stage) is
  * recorded. Memory
@@ -253,10 +253,13 @@ static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cos
  * when the hash running beside the load is done with them). */
 static void bytes_done(void *user) { hs_repo_bytes_release(user); }
 
-/* Reads the version's files once, checks those bytes and has the backend load them. The files'
- * SHA-256 runs on a thread of its own (hs_repo_read_start) while the backend decodes and compiles
- * the same buffers; the verdict is awaited here, before anything built from them runs (warm-up
- * included), and a mismatch fails the load. A backend without load_buffer (an ABI 1 plug-in, or
+/* Reads the version's files once, checks those bytes and has the backend load them. A backend with
+ * load_stream reads model.onnx as a stream of pieces that a thread of the read hashes behind the
+ * decoder (hs_repo_read_stream_start): the whole file is never held, and each piece is hashed
+ * and parsed from the same buffer. A backend with only load_buffer gets whole buffers, hashed on a
+ * thread of their own (hs_repo_read_start) while it decodes and compiles them. Either way the
+ * verdict is awaited here, before anything built from the bytes runs (warm-up included), and a
+ * mismatch fails the load. A backend without load_buffer (an ABI 1 plug-in, or
  * one that opts out) gets the path after the check instead: it reads the files again, so for it
  * the check covers the files as they were just before the load, not the bytes it reads
  * (docs/REPOSITORY.md, "Read once"). The read's CPU time, the hash thread's included, is accounted
@@ -267,9 +270,12 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
   if (r->opts.test_before_read) r->opts.test_before_read(r->opts.test_user, m->name, rv->version, rv->dir);
   uint64_t cpu = thread_cpu_ns();
   hs_repo_bytes *bytes = NULL;
-  bool overlap = v->backend->load_buffer != NULL; /* only then are the bytes hashed the bytes loaded */
-  int rc = overlap ? hs_repo_read_start(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err)
-                   : hs_repo_read_version(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err);
+  bool stream = v->backend->load_stream != NULL;
+  /* only with load_stream or load_buffer are the bytes hashed the bytes loaded */
+  bool overlap = stream || v->backend->load_buffer != NULL;
+  int rc = stream    ? hs_repo_read_stream_start(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err)
+           : overlap ? hs_repo_read_start(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err)
+                     : hs_repo_read_version(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err);
   cpu = account_stage(m, HS_STAGE_READ, cpu, &cost->read_cpu_ms);
   *cpu_after_read = cpu;
   if (rc != HS_OK) {
@@ -279,7 +285,7 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
   cost->read_ms = bytes->read_ms;
   cost->bytes_read = bytes->bytes_read;
   atomic_fetch_add_explicit(&m->metrics.reload_bytes_read, bytes->bytes_read, memory_order_relaxed);
-  if (v->backend->load_buffer) {
+  if (overlap) {
     hs_backend_file *files = calloc(bytes->n_files ? bytes->n_files : 1, sizeof *files);
     if (!files) {
       rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
@@ -291,7 +297,9 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
       hs_backend_options o = *bo;
       o.bytes_done = bytes_done;
       o.bytes_done_user = bytes;
-      rc = v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, &o, &v->bm, err);
+      rc = stream ? v->backend->load_stream(bytes->stream, files, bytes->n_files, &o, &v->bm, err)
+                  : v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, &o, &v->bm,
+                                            err);
       free(files);
       if (rc != HS_OK) hs_error_prefix(err, "loading %s", rv->model_path);
     }

@@ -1,6 +1,7 @@
 /* plugin_abi.c - a minimal plug-in backend for test_shared.c, built once per ABI version
- * (PLUGIN_ABI): an ABI 1 plug-in exports a table that ends before load_buffer, exactly as one
- * compiled against the old header does, so reading past it shows up under ASan. */
+ * (PLUGIN_ABI): an ABI 1 plug-in exports a table that ends before load_buffer, an ABI 2 one a table
+ * that ends before load_stream, exactly as one compiled against the old header does, so reading past
+ * it shows up under ASan. */
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +28,11 @@ static int p_load_buffer(const void *model, size_t len, const hs_backend_file *f
   (void)model, (void)files, (void)n_files, (void)opts, (void)out;
   (void)len;
   return fail(err, "plugin: cannot load a buffer");
+}
+static int p_load_stream(const hs_backend_stream *model, const hs_backend_file *files, size_t n_files,
+                         const hs_backend_options *opts, hs_backend_model **out, hs_error *err) {
+  (void)model, (void)files, (void)n_files, (void)opts, (void)out;
+  return fail(err, "plugin: cannot load a stream");
 }
 static void p_free_model(hs_backend_model *m) { (void)m; }
 static size_t p_num(const hs_backend_model *m) { (void)m; return 0; }
@@ -55,17 +61,21 @@ static const hs_backend k_full = {
     .session_free = p_session_free,
     .run = p_run,
     .load_buffer = p_load_buffer,
+    .load_stream = p_load_stream,
 };
 
 #if PLUGIN_ABI == 1
 /* exactly the size of an ABI 1 table */
-static unsigned char k_abi1[offsetof(hs_backend, load_buffer)] __attribute__((aligned(_Alignof(hs_backend))));
+static unsigned char k_old[offsetof(hs_backend, load_buffer)] __attribute__((aligned(_Alignof(hs_backend))));
+#elif PLUGIN_ABI == 2
+/* exactly the size of an ABI 2 table */
+static unsigned char k_old[offsetof(hs_backend, load_stream)] __attribute__((aligned(_Alignof(hs_backend))));
 #endif
 
 const hs_backend *hs_backend_init(void) {
-#if PLUGIN_ABI == 1
-  memcpy(k_abi1, &k_full, sizeof k_abi1);
-  return (const hs_backend *)(const void *)k_abi1;
+#if PLUGIN_ABI <= 2
+  memcpy(k_old, &k_full, sizeof k_old);
+  return (const hs_backend *)(const void *)k_old;
 #else
   return &k_full;
 #endif

@@ -1,6 +1,7 @@
 /* test_onnx_cpu.c - the onnx-cpu backend's contract (include/hotserve/backend.h): io descriptors
  * with -1 for dynamic dims, input checking that names the input, outputs that live until the next
- * run, and several threads running one model at once with their own sessions. */
+ * run, several threads running one model at once with their own sessions, and loads from memory
+ * (load_buffer) and from a stream of pieces (load_stream). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -187,6 +188,70 @@ static void test_load_buffer_bytes_done(void **state) {
   be->free_model(cold);
 }
 
+/* load_stream (ABI 3): the model's bytes handed over in pieces (3 bytes each here, so every key,
+ * length and payload spans pieces), external data from the given files (the model file listed
+ * with data NULL, as the server passes it); the whole stream is read, bytes_done is called once,
+ * the outputs are bit-for-bit the path load's; a stream cut short is refused with no model. */
+typedef struct {
+  const uint8_t *d;
+  size_t len, have, pos;
+  int done_calls;
+} piece_src;
+
+static int piece_next(void *user, const void **data, size_t *len, hs_error *err) {
+  (void)err;
+  piece_src *p = user;
+  size_t n = p->have - p->pos < 3 ? p->have - p->pos : 3;
+  *data = p->d + p->pos;
+  *len = n;
+  p->pos += n;
+  return 0;
+}
+
+static void count_done(void *user) { ((piece_src *)user)->done_calls++; }
+
+static void test_load_stream(void **state) {
+  (void)state;
+  const hs_backend *be = hs_backend_onnx_cpu();
+  assert_non_null(be->load_stream);
+  const char *dir = CASE("external_data_subdir");
+  char path[1024];
+  size_t mlen, wlen;
+  snprintf(path, sizeof path, "%s/model.onnx", dir);
+  void *model = slurp(path, &mlen);
+  snprintf(path, sizeof path, "%s/data/weights.bin", dir);
+  void *weights = slurp(path, &wlen);
+  hs_backend_file files[2] = {{"model.onnx", NULL, mlen}, {"data/weights.bin", weights, wlen}};
+  piece_src src = {.d = model, .len = mlen, .have = mlen};
+  hs_backend_stream in = {.size = mlen, .next = piece_next, .user = &src};
+  hs_backend_options o = {.bytes_done = count_done, .bytes_done_user = &src};
+  hs_backend_model *m = NULL;
+  hs_error err;
+  int rc = be->load_stream(&in, files, 2, &o, &m, &err);
+  if (rc) fprintf(stderr, "%s\n", err.message);
+  assert_int_equal(rc, 0);
+  assert_int_equal(src.pos, mlen);
+  assert_int_equal(src.done_calls, 1);
+  hs_backend_model *cold = load(dir);
+  size_t la, lb;
+  void *a = run_case(m, dir, &la), *b = run_case(cold, dir, &lb);
+  assert_int_equal(la, lb);
+  assert_memory_equal(a, b, la);
+  free(a);
+  free(b);
+  be->free_model(m);
+  be->free_model(cold);
+
+  /* cut short: refused, nothing built */
+  src = (piece_src){.d = model, .len = mlen, .have = mlen / 2};
+  m = NULL;
+  assert_int_equal(be->load_stream(&in, files, 2, NULL, &m, &err), HS_PARSE);
+  assert_null(m);
+  assert_non_null(strstr(err.message, "truncated"));
+  free(model);
+  free(weights);
+}
+
 static void test_dynamic_batch(void **state) {
   (void)state;
   const hs_backend *be = hs_backend_onnx_cpu();
@@ -338,6 +403,7 @@ int main(void) {
       cmocka_unit_test(test_dynamic_batch),
       cmocka_unit_test(test_load_buffer_reads_only_the_given_bytes),
       cmocka_unit_test(test_load_buffer_bytes_done),
+      cmocka_unit_test(test_load_stream),
       cmocka_unit_test(test_input_errors_name_the_input),
       cmocka_unit_test(test_outputs_live_until_next_run),
       cmocka_unit_test(test_threads_share_one_model),

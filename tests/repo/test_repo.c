@@ -8,6 +8,9 @@
 #include <string.h>
 #include <time.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -530,6 +533,182 @@ static void test_read_start_hashes_what_it_hands_out(void **state) {
   hs_repo_close(r);
 }
 
+/* ---- streaming the model file (hs_repo_read_stream_start) ---- */
+
+#define STREAM_FILE_BYTES ((size_t)12 << 20) /* > the ring (8 pieces of 1 MiB): its buffers are reused */
+
+static void write_bytes_at(const char *path, size_t off, const void *data, size_t n) {
+  int fd = open(path, O_WRONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, data, n, (off_t)off), (ssize_t)n);
+  close(fd);
+}
+
+/* Model m, version 1: a STREAM_FILE_BYTES model.onnx (a byte pattern, returned in *content) and
+ * weights, signed; a repository that leaves the hashing to the read, scanned: *rv READY. */
+static hs_repo *open_stream_v1(const fixture *f, char v1[4096], char mdir[4096], uint8_t **content,
+                               hs_repo_snapshot **s, const hs_repo_version **rv) {
+  hs_repo *r = open_deferred_v1(f, v1, mdir);
+  uint8_t *c = malloc(STREAM_FILE_BYTES);
+  for (size_t i = 0; i < STREAM_FILE_BYTES; i++) c[i] = (uint8_t)(i * 131 + (i >> 12));
+  FILE *fp = fopen(P("%s/model.onnx", v1), "wb");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(c, 1, STREAM_FILE_BYTES, fp), STREAM_FILE_BYTES);
+  fclose(fp);
+  age_file(P("%s/model.onnx", v1), 3600);
+  sign(v1, NULL);
+  *content = c;
+  *s = scan(r);
+  *rv = find_version(*s, "m", 1);
+  assert_int_equal((*rv)->state, HS_VERSION_READY);
+  return r;
+}
+
+/* Reads the stream to its end into got (at most cap bytes); returns the bytes read. A hook runs
+ * once, right after the first piece arrived. */
+static size_t drain(const hs_backend_stream *st, uint8_t *got, size_t cap, void (*after_first)(void *), void *user) {
+  size_t n = 0;
+  for (int pieces = 0; pieces < 64; pieces++) {
+    const void *d = NULL;
+    size_t len = 0;
+    hs_error err;
+    assert_int_equal(st->next(st->user, &d, &len, &err), HS_OK);
+    if (len == 0) break;
+    assert_true(n + len <= cap);
+    memcpy(got + n, d, len);
+    n += len;
+    if (pieces == 0 && after_first) after_first(user);
+  }
+  return n;
+}
+
+typedef struct {
+  const char *path;
+  size_t off;
+  int what; /* 0: rewrite a byte at off, 1: truncate to off, 2: append a byte */
+} file_change;
+
+static void change_file(void *user) {
+  const file_change *c = user;
+  if (c->what == 0) {
+    uint8_t x = 0x5a;
+    write_bytes_at(c->path, c->off, &x, 1);
+  } else if (c->what == 1) {
+    assert_int_equal(truncate(c->path, (off_t)c->off), 0);
+  } else {
+    FILE *fp = fopen(c->path, "ab");
+    fputc('!', fp);
+    fclose(fp);
+  }
+}
+
+/* Streaming (read.c, DESIGN): model.onnx is never read whole; its pieces are the bytes hashed.
+ * A byte rewritten in place ahead of the reader (not read yet) is what the stream hands out, and
+ * the verdict refuses it; one rewritten behind the reader (already handed out) changes neither
+ * the bytes nor the verdict; a file cut short ends the stream early, and one that grows is refused;
+ * a reader that stops early still gets the verdict on the whole file. */
+static void test_read_stream_hashes_what_it_hands_out(void **state) {
+  fixture *f = *state;
+  char v1[4096], mdir[4096], code[32] = "";
+  uint8_t *content = NULL;
+  hs_repo_snapshot *s = NULL;
+  const hs_repo_version *rv = NULL;
+  hs_repo *r = open_stream_v1(f, v1, mdir, &content, &s, &rv);
+  const char *model = P("%s/model.onnx", v1);
+  char path[4096];
+  snprintf(path, sizeof path, "%s", model);
+  uint8_t *got = malloc(STREAM_FILE_BYTES + 16);
+  hs_error err;
+  hs_error_clear(&err);
+
+  /* unchanged: every byte once, in order; verified */
+  hs_repo_bytes *b = NULL;
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_non_null(b->stream);
+  assert_null(b->model->data);
+  assert_int_equal(b->model->len, STREAM_FILE_BYTES);
+  assert_int_equal(b->stream->size, STREAM_FILE_BYTES);
+  assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, NULL, NULL), STREAM_FILE_BYTES);
+  assert_memory_equal(got, content, STREAM_FILE_BYTES);
+  hs_repo_bytes_release(b);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
+  assert_true(b->verified);
+  assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + strlen("weights"));
+  hs_repo_bytes_free(b);
+
+  /* a byte 10 MiB in rewritten once the first piece was handed out: the stream hands out the new
+   * byte, and the verdict refuses what it handed out */
+  file_change ahead = {path, (size_t)10 << 20, 0};
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, change_file, &ahead), STREAM_FILE_BYTES);
+  assert_int_equal(got[ahead.off], 0x5a);
+  assert_int_not_equal(content[ahead.off], 0x5a);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_VERIFY);
+  assert_string_equal(code, "manifest_mismatch");
+  assert_non_null(strstr(err.message, "model.onnx"));
+  assert_false(b->verified);
+  hs_repo_bytes_free(b);
+  write_bytes_at(path, ahead.off, &content[ahead.off], 1);
+
+  /* a byte of the first piece rewritten after it was handed out: neither the bytes nor the verdict change */
+  file_change behind = {path, 100, 0};
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, change_file, &behind), STREAM_FILE_BYTES);
+  assert_memory_equal(got, content, STREAM_FILE_BYTES);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
+  hs_repo_bytes_free(b);
+  write_bytes_at(path, behind.off, &content[behind.off], 1);
+
+  /* cut short at 9.5 MiB while read: the stream ends there, the verdict refuses it */
+  file_change cut = {path, ((size_t)19 << 20) / 2, 1};
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, change_file, &cut), cut.off);
+  assert_memory_equal(got, content, cut.off);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_VERIFY);
+  assert_string_equal(code, "manifest_mismatch");
+  assert_non_null(strstr(err.message, "shrank"));
+  hs_repo_bytes_free(b);
+
+  /* restored, then grown by a byte while read: refused */
+  FILE *fp = fopen(path, "wb");
+  assert_int_equal(fwrite(content, 1, STREAM_FILE_BYTES, fp), STREAM_FILE_BYTES);
+  fclose(fp);
+  file_change grow = {path, 0, 2};
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, change_file, &grow), STREAM_FILE_BYTES);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_VERIFY);
+  assert_non_null(strstr(err.message, "grew"));
+  hs_repo_bytes_free(b);
+  assert_int_equal(truncate(path, (off_t)STREAM_FILE_BYTES), 0);
+
+  /* the reader stops after one piece (a decode error): the rest is read and hashed for the verdict */
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  const void *d;
+  size_t len;
+  assert_int_equal(b->stream->next(b->stream->user, &d, &len, &err), HS_OK);
+  assert_true(len > 0);
+  hs_repo_bytes_release(b);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
+  assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + strlen("weights"));
+  hs_repo_bytes_free(b);
+
+  /* freed without reading or asking: the reader is not left waiting, nothing leaks */
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  hs_repo_bytes_free(b);
+
+  /* a size other than the manifest's is refused before anything is handed out */
+  assert_int_equal(truncate(path, 1000), 0);
+  b = NULL;
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_VERIFY);
+  assert_null(b);
+  assert_string_equal(code, "manifest_mismatch");
+
+  free(got);
+  free(content);
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+}
+
 static void test_settle_and_fingerprints(void **state) {
   fixture *f = *state;
   hs_repo *r = open_repo(f->root, false, NULL, 300);
@@ -931,6 +1110,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_hash_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_once_and_deferred_check, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_start_hashes_what_it_hands_out, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_stream_hashes_what_it_hands_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_binding_and_signed_config, setup, teardown),
