@@ -80,6 +80,9 @@ void hs_kshare_get_stats(hs_kshare_stats *s);
 /* Counters of the calling thread since it last called this with reset (loads run on one thread, so
  * the loader reads what one load shared and built). */
 void hs_kshare_thread_stats(hs_kshare_stats *s, int reset);
+/* Adds s (a helper thread's counters, read with reset as it finished) to the calling thread's: a
+ * load that builds kernels on several threads (engine/plan.c) still reads its own. */
+void hs_kshare_thread_stats_add(const hs_kshare_stats *s);
 
 /* For hs_kernel_destroy: drops one reference of a registered kernel. Returns 1 when the caller must
  * free it (the last reference, now unregistered, or a kernel never registered), 0 otherwise. */
