@@ -522,8 +522,8 @@ int hs_plan_build_releasing(hs_engine_model *m, const hs_tensor *inputs, hs_plan
   /* as many builders as the model has compute threads (hs_engine_compile_graph set them here) */
   int threads = atomic_load(&g_parallel_build) ? hs_kernels_threads() : 1;
   if (threads > HS_PLAN_BUILD_THREADS_MAX) threads = HS_PLAN_BUILD_THREADS_MAX;
-  return build((plan_builder){.m = m, .g = &m->g, .release_in = &m->g, .build_threads = threads < 1 ? 1 : threads},
-               inputs, 0, out, err);
+  plan_builder b = {.m = m, .g = &m->g, .release_in = &m->g, .build_threads = threads < 1 ? 1 : threads};
+  return build(b, inputs, 0, out, err);
 }
 
 static int build(plan_builder b, const hs_tensor *inputs, int data_known, hs_plan **out, hs_error *err) {
