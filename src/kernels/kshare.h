@@ -53,7 +53,9 @@ typedef struct hs_kshare_stats {
 /* A conv kernel for p (p->weights required; p->weights_from must be NULL): a reference to the
  * registered kernel with the same content, or a new one, registered. *shared (may be NULL) is set to
  * 1 when it was already registered. Release with hs_kernel_destroy. Returns 0 or the constructor's
- * error. */
+ * error. Thread-safe; the build runs outside the registry's lock, so threads build at once, and of
+ * two equal kernels built at the same time only the first to finish is registered (the other
+ * caller gets it, and its own is freed). */
 int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_error *err);
 
 /* Turns sharing on (the default) or off for the loads that start afterwards, process-wide; kernels
