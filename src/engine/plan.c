@@ -5,25 +5,13 @@
  * A plan is built off the hot path (first run with new input shapes) and cached by the session.
  * It owns the small constants it folded (e.g. Shape -> Gather -> Concat results); everything else
  * points into the model (constants), the caller's inputs, or the arena.
- *
- * Kernels are built while planning: an op's scratch_bytes builds the node's kernel for the shapes
- * it is given (conv reorders its weights into oneDNN's layout, most of a load's CPU). Once every
- * shape is known, the kernels of all nodes are independent of one another, so build_kernels()
- * builds them before any offset is assigned; for the load-time trial plans it does so on the
- * model's threads at once (plain threads, not an OpenMP team: a oneDNN primitive created inside a
- * parallel region would be made for one thread). Each builder thread gets the model's thread count
- * first, so every kernel is the one the serial build makes (same primitive, same results, bit for
- * bit); scratch sizes do not depend on which thread built a kernel, so the plan is the same too.
  */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/engine.h"
 #include "engine/plan.h"
-#include "kernels/kshare.h"
 #include "ops/ops.h"
 
 #define ALIGN 64
@@ -175,8 +163,6 @@ typedef struct plan_builder {
   uint8_t *is_out;       /* per value: a graph output */
   allocator al;
   hs_graph *release_in;  /* hs_plan_build_releasing: the model's graph, whose constants nodes release */
-  size_t *scratch;       /* per node: scratch_bytes' answer from build_kernels, SIZE_MAX when not asked */
-  int build_threads;     /* threads build_kernels may use (1: the calling thread alone) */
 } plan_builder;
 
 static int no_memory(hs_error *err) { return hs_error_set(err, HS_NO_MEMORY, "out of memory while planning"); }
@@ -190,9 +176,7 @@ static int plan_alloc(plan_builder *b, const hs_tensor *inputs, int data_known, 
   b->vout = calloc((size_t)m->max_out + 1, sizeof *b->vout);
   b->last_use = malloc(sizeof(int) * ((size_t)g->n_values + 1));
   b->is_out = calloc((size_t)g->n_values + 1, 1);
-  b->scratch = malloc(sizeof(size_t) * ((size_t)g->n_nodes + 1));
-  if (!p || !b->vin || !b->vout || !b->last_use || !b->is_out || !b->scratch) return no_memory(err);
-  for (int i = 0; i <= g->n_nodes; i++) b->scratch[i] = SIZE_MAX;
+  if (!p || !b->vin || !b->vout || !b->last_use || !b->is_out) return no_memory(err);
   p->n_values = g->n_values;
   p->v = calloc((size_t)g->n_values + 1, sizeof *p->v);
   p->skip = calloc((size_t)g->n_nodes + 1, 1);
@@ -337,92 +321,6 @@ static void find_last_uses(plan_builder *b) {
   }
 }
 
-/* Asks node ni's op for its scratch size with the plan's shapes (vin, vout: views to fill), which
- * builds its kernel for them; in a trial plan the node then releases the constants that kernel now
- * holds. The value's plan entry keeps a stale pointer, but a trial plan never runs and nothing
- * after this node reads the value (release_consts only frees what this node alone reads). */
-static size_t build_node(plan_builder *b, int ni, hs_tensor *vin, hs_tensor *vout) {
-  const hs_node *n = &b->g->nodes[ni];
-  const hs_plan *p = b->p;
-  input_views(p, n, vin);
-  for (int k = 0; k < n->n_out; k++) {
-    memset(&vout[k], 0, sizeof vout[k]);
-    if (n->out[k] >= 0) vout[k] = p->v[n->out[k]].t;
-  }
-  size_t sb = hs_op_get(n->op)->impl->scratch_bytes(n, vin, n->n_in, vout, n->n_out);
-  if (b->release_in && n->release_consts) {
-    hs_node *mn = &b->release_in->nodes[ni];
-    mn->release_consts(mn, b->release_in);
-  }
-  return sb;
-}
-
-/* What the threads of build_kernels share: the nodes to build, in order, and the next one's index. */
-typedef struct kernel_jobs {
-  plan_builder *b;
-  const int *nodes;
-  int n;
-  atomic_int next;
-} kernel_jobs;
-
-/* One builder: takes the next node until none is left. Each node is built by one thread and writes
- * only its own scratch entry, its own kernel cache and the constants it alone reads. */
-static void build_some(kernel_jobs *j, hs_tensor *vin, hs_tensor *vout) {
-  for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->n;)
-    j->b->scratch[j->nodes[i]] = build_node(j->b, j->nodes[i], vin, vout);
-}
-
-typedef struct kernel_worker {
-  kernel_jobs *jobs;
-  pthread_t tid;
-  hs_kshare_stats shared; /* what its builds took from and added to the registry */
-} kernel_worker;
-
-static void *kernel_worker_main(void *arg) {
-  kernel_worker *w = arg;
-  const hs_engine_model *m = w->jobs->b->m;
-  /* kernels keep the count of the thread that creates them: the model's, as on the loading thread */
-  hs_kernels_set_threads(m->threads);
-  hs_tensor *vin = calloc((size_t)m->max_in + 1, sizeof *vin);
-  hs_tensor *vout = calloc((size_t)m->max_out + 1, sizeof *vout);
-  if (vin && vout) build_some(w->jobs, vin, vout); /* out of memory: the other threads do it all */
-  free(vin);
-  free(vout);
-  hs_kshare_thread_stats(&w->shared, 1);
-  return NULL;
-}
-
-/* Phase 5: the kernels of every node that runs (not folded; alias nodes are left to assign_offsets,
- * which decides whether they run), on b->build_threads threads: the calling one and helpers it
- * starts, which inherit its CPU priority (Linux keeps nice and the policy per thread and a new
- * thread starts with its creator's). A helper that cannot start leaves its share to the others. */
-static int build_kernels(plan_builder *b, hs_error *err) {
-  const hs_graph *g = b->g;
-  int *nodes = malloc(sizeof(int) * ((size_t)g->n_order + 1));
-  if (!nodes) return no_memory(err);
-  kernel_jobs j = {.b = b, .nodes = nodes};
-  atomic_init(&j.next, 0);
-  for (int oi = 0; oi < g->n_order; oi++) {
-    int ni = g->order[oi];
-    const hs_op_def *d = hs_op_get(g->nodes[ni].op);
-    if (!b->p->skip[ni] && d->impl->scratch_bytes && !(d->flags & HS_OP_ALIAS)) nodes[j.n++] = ni;
-  }
-  int helpers = b->build_threads - 1 < j.n - 1 ? b->build_threads - 1 : j.n - 1;
-  kernel_worker w[HS_PLAN_BUILD_THREADS_MAX];
-  int started = 0;
-  for (; started < helpers && started < HS_PLAN_BUILD_THREADS_MAX; started++) {
-    w[started] = (kernel_worker){.jobs = &j};
-    if (pthread_create(&w[started].tid, NULL, kernel_worker_main, &w[started]) != 0) break;
-  }
-  build_some(&j, b->vin, b->vout);
-  for (int i = 0; i < started; i++) {
-    pthread_join(w[i].tid, NULL);
-    hs_kshare_thread_stats_add(&w[i].shared); /* the loader reads one load's counters on its own thread */
-  }
-  free(nodes);
-  return 0;
-}
-
 /* An alias node (Reshape...) at order position oi takes over its input's bytes when it may: then it
  * never runs. Returns 1 when it did. */
 static int alias_node(plan_builder *b, int ni, int oi) {
@@ -450,7 +348,7 @@ static int alias_node(plan_builder *b, int ni, int oi) {
   return 1;
 }
 
-/* Phase 6: arena offsets for outputs and scratch of the nodes that run, in order, reusing a block
+/* Phase 5: arena offsets for outputs and scratch of the nodes that run, in order, reusing a block
  * once its value's last reader has run. */
 static int assign_offsets(plan_builder *b, hs_error *err) {
   const hs_graph *g = b->g;
@@ -467,11 +365,22 @@ static int assign_offsets(plan_builder *b, hs_error *err) {
       if (alloc_block(al, pv->t.nbytes, &pv->off)) return no_memory(err);
     }
     if (d->impl->scratch_bytes) {
-      /* build_kernels asked every node but the alias ones, which run only when they cannot alias */
-      size_t sb = b->scratch[ni] != SIZE_MAX ? b->scratch[ni] : build_node(b, ni, b->vin, b->vout);
+      input_views(p, n, b->vin);
+      for (int k = 0; k < n->n_out; k++) {
+        memset(&b->vout[k], 0, sizeof b->vout[k]);
+        if (n->out[k] >= 0) b->vout[k] = p->v[n->out[k]].t;
+      }
+      size_t sb = d->impl->scratch_bytes(n, b->vin, n->n_in, b->vout, n->n_out);
       if (sb) {
         if (alloc_block(al, sb, &p->scratch_off[ni])) return no_memory(err);
         free_block(al, p->scratch_off[ni]);
+      }
+      /* scratch_bytes built the node's kernel for these shapes: its constants may go now. The
+       * value's plan entry keeps a stale pointer, but a trial plan never runs and nothing after
+       * this node reads the value (release_consts only frees what this node alone reads). */
+      if (b->release_in && n->release_consts) {
+        hs_node *mn = &b->release_in->nodes[ni];
+        mn->release_consts(mn, b->release_in);
       }
     }
     for (int i = 0; i < n->n_in; i++) {
@@ -489,7 +398,7 @@ static int assign_offsets(plan_builder *b, hs_error *err) {
   return 0;
 }
 
-/* Phase 7: a slot to copy each graph output into when it does not already live in the arena; the
+/* Phase 6: a slot to copy each graph output into when it does not already live in the arena; the
  * arena's size. */
 static int place_outputs(plan_builder *b, hs_error *err) {
   const hs_graph *g = b->g;
@@ -511,19 +420,11 @@ static int build(plan_builder b, const hs_tensor *inputs, int data_known, hs_pla
 
 int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_known, hs_plan **out,
                   hs_error *err) {
-  return build((plan_builder){.m = m, .g = &m->g, .build_threads = 1}, inputs, data_known, out, err);
+  return build((plan_builder){.m = m, .g = &m->g}, inputs, data_known, out, err);
 }
 
-static atomic_int g_parallel_build = 1;
-
-void hs_plan_set_parallel_build(int on) { atomic_store(&g_parallel_build, on != 0); }
-
 int hs_plan_build_releasing(hs_engine_model *m, const hs_tensor *inputs, hs_plan **out, hs_error *err) {
-  /* as many builders as the model has compute threads (hs_engine_compile_graph set them here) */
-  int threads = atomic_load(&g_parallel_build) ? hs_kernels_threads() : 1;
-  if (threads > HS_PLAN_BUILD_THREADS_MAX) threads = HS_PLAN_BUILD_THREADS_MAX;
-  plan_builder b = {.m = m, .g = &m->g, .release_in = &m->g, .build_threads = threads < 1 ? 1 : threads};
-  return build(b, inputs, 0, out, err);
+  return build((plan_builder){.m = m, .g = &m->g, .release_in = &m->g}, inputs, 0, out, err);
 }
 
 static int build(plan_builder b, const hs_tensor *inputs, int data_known, hs_plan **out, hs_error *err) {
@@ -532,13 +433,11 @@ static int build(plan_builder b, const hs_tensor *inputs, int data_known, hs_pla
     place_sources(&b, inputs, data_known);
     rc = infer_shapes(&b, data_known, err);
   }
-  if (rc == 0) rc = build_kernels(&b, err);
   if (rc == 0) {
     find_last_uses(&b);
     rc = assign_offsets(&b, err);
   }
   if (rc == 0) rc = place_outputs(&b, err);
-  free(b.scratch);
   free(b.al.b);
   free(b.vin);
   free(b.vout);

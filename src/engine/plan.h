@@ -12,15 +12,8 @@ int hs_plan_build(const hs_engine_model *m, const hs_tensor *inputs, int data_kn
  * release the constants its kernels now hold in their own form (hs_node.release_consts) right after
  * they were built, so that the graph's copy of one node's weights is freed before the next node's
  * kernel reorders its own: a load then needs about one copy of the weights at a time, not two, and
- * the kernels reuse the pages just freed. It builds the nodes' kernels on as many threads as the
- * calling thread's kernels use (hs_kernels_threads(): the model's, once compiling set them; at most
- * HS_PLAN_BUILD_THREADS_MAX), the calling one included; the kernels, and so the plan and every
- * result, are those of a build on one thread. Compiling only (before any session). */
+ * the kernels reuse the pages just freed. Compiling only (single-threaded, before any session). */
 int hs_plan_build_releasing(hs_engine_model *m, const hs_tensor *inputs, hs_plan **out, hs_error *err);
-#define HS_PLAN_BUILD_THREADS_MAX 64
-/* Whether hs_plan_build_releasing builds kernels on several threads (default 1); 0 builds them on
- * the calling thread alone, node by node (for tests comparing the two, and for a suspected bug). */
-void hs_plan_set_parallel_build(int on);
 void hs_plan_free(hs_plan *p);
 /* 1 when plan p was made for these inputs (shapes and key-input contents). */
 int hs_plan_matches(const hs_plan *p, const hs_engine_model *m, const hs_tensor *inputs);

@@ -144,17 +144,6 @@ static int keyable(const hs_conv_params *p) {
          p->out_c % p->groups == 0;
 }
 
-/* The registered kernel built from p's content (lock held), or NULL: the pre-key first; only a
- * candidate's weights are compared in full. */
-static entry *find(const hs_conv_params *p, const uint8_t pkey[32], size_t wbytes, const float *sample) {
-  entry *e = g_head;
-  for (; e; e = e->next)
-    if (memcmp(e->pkey, pkey, 32) == 0 && e->wbytes == wbytes &&
-        memcmp(e->wsample, sample, SAMPLES * sizeof(float)) == 0 && bias_equal(e, p) && weights_equal(e, p->weights))
-      break;
-  return e;
-}
-
 int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_error *err) {
   *out = NULL;
   if (shared) *shared = 0;
@@ -164,25 +153,19 @@ int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_err
   size_t wbytes = (size_t)weight_count(p) * sizeof(float);
   float sample[SAMPLES];
   take_sample(p->weights, wbytes, sample);
-  /* Built outside the lock, so that a load building its kernels on several threads
-   * (engine/plan.c) builds them at once; the registry is searched again before adding. Two builds
-   * of the same content racing both build it, and the later one takes the registered kernel and
-   * drops its own: once registered, one kernel serves every later load. */
+  /* Built under the lock: two loads of the same content then build it once. Loads are serialised
+   * by the loader anyway, so this costs no parallelism in the server. */
   pthread_mutex_lock(&g_lock);
-  entry *e = find(p, pkey, wbytes, sample);
+  int rc = 0;
+  entry *e = g_head;
+  for (; e; e = e->next) /* pre-key first; only a candidate's weights are compared in full */
+    if (memcmp(e->pkey, pkey, 32) == 0 && e->wbytes == wbytes && memcmp(e->wsample, sample, sizeof sample) == 0 &&
+        bias_equal(e, p) && weights_equal(e, p->weights))
+      break;
   if (e) take(e, out, shared);
+  else if ((rc = hs_kernel_conv_create(p, out, err)) == 0) add(p, pkey, *out);
   pthread_mutex_unlock(&g_lock);
-  if (e) return 0;
-  hs_kernel *k = NULL;
-  int rc = hs_kernel_conv_create(p, &k, err);
-  if (rc) return rc;
-  pthread_mutex_lock(&g_lock);
-  e = find(p, pkey, wbytes, sample);
-  if (e) take(e, out, shared);
-  else add(p, pkey, *out = k);
-  pthread_mutex_unlock(&g_lock);
-  if (e) hs_kernel_destroy(k); /* never registered: freed at once */
-  return 0;
+  return rc;
 }
 
 int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref) {
@@ -267,13 +250,4 @@ void hs_kshare_get_stats(hs_kshare_stats *s) {
 void hs_kshare_thread_stats(hs_kshare_stats *s, int reset) {
   *s = t_stats;
   if (reset) memset(&t_stats, 0, sizeof t_stats);
-}
-
-void hs_kshare_thread_stats_add(const hs_kshare_stats *s) {
-  t_stats.hits += s->hits;
-  t_stats.hit_bytes += s->hit_bytes;
-  t_stats.builds += s->builds;
-  t_stats.build_bytes += s->build_bytes;
-  t_stats.found += s->found;
-  t_stats.found_bytes += s->found_bytes;
 }

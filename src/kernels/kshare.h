@@ -53,9 +53,7 @@ typedef struct hs_kshare_stats {
 /* A conv kernel for p (p->weights required; p->weights_from must be NULL): a reference to the
  * registered kernel with the same content, or a new one, registered. *shared (may be NULL) is set to
  * 1 when it was already registered. Release with hs_kernel_destroy. Returns 0 or the constructor's
- * error. Thread-safe; the build runs outside the registry's lock, so threads build at once, and of
- * two equal kernels built at the same time only the first to finish is registered (the other
- * caller gets it, and its own is freed). */
+ * error. */
 int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_error *err);
 
 /* Turns sharing on (the default) or off for the loads that start afterwards, process-wide; kernels
@@ -82,9 +80,6 @@ void hs_kshare_get_stats(hs_kshare_stats *s);
 /* Counters of the calling thread since it last called this with reset (loads run on one thread, so
  * the loader reads what one load shared and built). */
 void hs_kshare_thread_stats(hs_kshare_stats *s, int reset);
-/* Adds s (a helper thread's counters, read with reset as it finished) to the calling thread's: a
- * load that builds kernels on several threads (engine/plan.c) still reads its own. */
-void hs_kshare_thread_stats_add(const hs_kshare_stats *s);
 
 /* For hs_kernel_destroy: drops one reference of a registered kernel. Returns 1 when the caller must
  * free it (the last reference, now unregistered, or a kernel never registered), 0 otherwise. */
