@@ -39,6 +39,7 @@ struct hs_plan {
   size_t *scratch_off;  /* per node */
   size_t *copy_off;     /* per graph output: arena slot to copy into, or SIZE_MAX */
   size_t arena;
+  int n_inplace;        /* outputs that took over an input's buffer (inplace_output) */
   void **folded;        /* buffers this plan owns */
   int n_folded;
   /* key: the input shapes and the contents of key inputs this plan was made for */
@@ -66,6 +67,7 @@ void hs_plan_free(hs_plan *p) {
 }
 
 size_t hs_plan_arena_bytes(const hs_plan *p) { return p->arena; }
+int hs_plan_inplace_count(const hs_plan *p) { return p->n_inplace; }
 
 static int is_key_input(const hs_engine_model *m, int pos) {
   for (int i = 0; i < m->n_key_inputs; i++)
@@ -348,6 +350,39 @@ static int alias_node(plan_builder *b, int ni, int oi) {
   return 1;
 }
 
+/* Output 0 of the node at order position oi takes over the buffer of the input its op names
+ * (hs_op_impl.inplace_input: a Conv's fused residual, which its sum post-op then accumulates into
+ * without a copy) when nothing else can see the change: that input lives in the arena (not a graph
+ * input, constant or folded value, nor an alias of one), is no graph output, this node is its last
+ * reader and reads it in no other slot, and its dtype and size are the output's. Ownership of an
+ * arena block is unique (alias_node only transfers a block at its source's last read), so no other
+ * value shares it. Returns the value whose block output 0 took, or -1. HS_PLAN_INPLACE=0 turns this
+ * off (tests compare both plans bit for bit). */
+static int inplace_output(plan_builder *b, int ni, int oi) {
+  const hs_node *n = &b->g->nodes[ni];
+  const hs_op_impl *impl = hs_op_get(n->op)->impl;
+  hs_plan *p = b->p;
+  const char *env = getenv("HS_PLAN_INPLACE");
+  if (!impl->inplace_input || n->n_out < 1 || n->out[0] < 0 || (env && env[0] == '0')) return -1;
+  input_views(p, n, b->vin);
+  for (int k = 0; k < n->n_out; k++) {
+    memset(&b->vout[k], 0, sizeof b->vout[k]);
+    if (n->out[k] >= 0) b->vout[k] = p->v[n->out[k]].t;
+  }
+  int i = impl->inplace_input(n, b->vin, n->n_in, b->vout, n->n_out);
+  if (i < 0 || i >= n->n_in || n->in[i] < 0) return -1;
+  int v = n->in[i];
+  pval *src = &p->v[v], *dst = &p->v[n->out[0]];
+  if (src->loc != LOC_ARENA || b->is_out[v] || b->last_use[v] != oi || src->t.dtype != dst->t.dtype ||
+      src->t.nbytes != dst->t.nbytes)
+    return -1;
+  for (int j = 0; j < n->n_in; j++)
+    if (j != i && n->in[j] == v) return -1;
+  dst->off = src->off;
+  p->n_inplace++;
+  return v;
+}
+
 /* Phase 5: arena offsets for outputs and scratch of the nodes that run, in order, reusing a block
  * once its value's last reader has run. */
 static int assign_offsets(plan_builder *b, hs_error *err) {
@@ -359,8 +394,9 @@ static int assign_offsets(plan_builder *b, hs_error *err) {
     const hs_node *n = &g->nodes[ni];
     if (p->skip[ni] || alias_node(b, ni, oi)) continue;
     const hs_op_def *d = hs_op_get(n->op);
+    int taken = inplace_output(b, ni, oi); /* a value whose block output 0 now owns, or -1 */
     for (int k = 0; k < n->n_out; k++) {
-      if (n->out[k] < 0) continue;
+      if (n->out[k] < 0 || (k == 0 && taken >= 0)) continue;
       pval *pv = &p->v[n->out[k]];
       if (alloc_block(al, pv->t.nbytes, &pv->off)) return no_memory(err);
     }
@@ -385,7 +421,7 @@ static int assign_offsets(plan_builder *b, hs_error *err) {
     }
     for (int i = 0; i < n->n_in; i++) {
       int v = n->in[i];
-      if (v < 0 || p->v[v].loc != LOC_ARENA || b->is_out[v] || b->last_use[v] != oi) continue;
+      if (v < 0 || v == taken || p->v[v].loc != LOC_ARENA || b->is_out[v] || b->last_use[v] != oi) continue;
       int dup = 0; /* the same value twice among the inputs: free once */
       for (int j = 0; j < i; j++) dup |= n->in[j] == v;
       if (!dup) free_block(al, p->v[v].off);

@@ -18,6 +18,8 @@ void hs_plan_free(hs_plan *p);
 /* 1 when plan p was made for these inputs (shapes and key-input contents). */
 int hs_plan_matches(const hs_plan *p, const hs_engine_model *m, const hs_tensor *inputs);
 size_t hs_plan_arena_bytes(const hs_plan *p);
+/* How many node outputs in plan p write over an input's buffer (a Conv's fused residual; plan.c). */
+int hs_plan_inplace_count(const hs_plan *p);
 /* Output k's shape from plan p (data not set). */
 void hs_plan_output_shape(const hs_plan *p, const hs_engine_model *m, int k, hs_tensor *t);
 /* Runs the nodes of plan p over arena (hs_plan_arena_bytes long); fills outputs. */

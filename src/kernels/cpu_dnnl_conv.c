@@ -451,6 +451,10 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   }
   if (!rc && has_sum(&p->post)) {
     if (!a->residual) return hs_error_set(err, HS_INVALID_ARGUMENT, "fused sum needs a residual input");
+    /* a residual already in the output's buffer (the planner's in-place choice, engine/plan.c) is
+     * accumulated into where it lies; a reorder cannot run in place */
+    if (v->prim[CP_RES] && a->residual == dst)
+      return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: a residual in another layout cannot share the output");
     if (v->prim[CP_RES]) rc = hs__run_reorder(v->prim[CP_RES], s, scratch, &v->md[MD_RES], a->residual, dmd, dst, err);
     else if (a->residual != dst) parallel_copy(dst, a->residual, dnnl_memory_desc_get_size(dmd));
   }

@@ -416,7 +416,25 @@ static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const
   if (a->sum_input >= 0 && a->sum_input < nin && !residual_is_conv_shape(&in[a->sum_input], &g))
     return plain_weights_bytes(n) + conv_out_bytes(&g); /* plain C: conv to scratch, then the broadcast add */
   hs_kernel *k = kernel_for(n, &g, NULL);
-  return k ? hs_op_kernel_scratch(k, g.n) : plain_weights_bytes(n);
+  if (k) return hs_op_kernel_scratch(k, g.n);
+  /* plain C zeroes its output first: a residual the planner put in that buffer is saved here */
+  return plain_weights_bytes(n) + (a->sum_input >= 0 ? conv_out_bytes(&g) : 0);
+}
+
+/* hs_op_impl.inplace_input: a fused residual of the convolution's own shape, stored in the output's
+ * layout, may be the output's buffer; the kernel's sum post-op then accumulates into it without
+ * copying it first (docs/KERNELS.md, "Convolutional speed levers"). */
+static int conv_inplace_input(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
+  const hs_conv_attrs *a = attrs_of(n);
+  hs_conv_shape g;
+  hs_error e;
+  if (a->transposed || a->sum_input < 1 || a->sum_input >= nin || nout < 1 || a->res_layout != a->dst_layout)
+    return -1;
+  const hs_tensor *r = &in[a->sum_input];
+  if (hs_conv_shape_of(n, &in[0], &in[1], &g, &e) || !residual_is_conv_shape(r, &g) || !residual_matches(r, &out[0]) ||
+      r->dtype != out[0].dtype || r->nbytes != out[0].nbytes)
+    return -1;
+  return a->sum_input;
 }
 
 /* The weights in ONNX's layout for the plain-C path: the graph's, the run's input, or (released)
@@ -618,6 +636,11 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
     return hs_op_run_kernel(n, k, &args, err);
   }
   if ((rc = plain_weights(n, &in[1], scratch, &w, &rest, err))) return rc;
+  if (res && res == out[0].data) { /* in place (conv_inplace_input): keep the residual from the zeroing */
+    if (!rest) return hs_op_errf(err, n, HS_INTERNAL, "no scratch planned for the residual");
+    memcpy(rest, res, conv_out_bytes(&g));
+    res = rest;
+  }
   const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
   conv_reference(n, &g, in[0].data, w, bias, &a->post, res, a->dst_layout, out[0].data);
   return 0;
@@ -663,6 +686,7 @@ const hs_op_impl hs_op_impl_conv = {
     .scratch_bytes = conv_scratch,
     .run = conv_run,
     .fuse = conv_fuse,
+    .inplace_input = conv_inplace_input,
 };
 const hs_op_impl hs_op_impl_conv_transpose = {
     .check = convt_check,

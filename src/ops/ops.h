@@ -120,6 +120,10 @@ typedef struct hs_op_impl {
    * taken (would be, for a dry run), HS_FUSE_REFUSED when the op cannot take it, negative on error.
    * NULL: the op takes no fusion. */
   int (*fuse)(hs_node *node, const hs_fusion *f, hs_error *err);
+  /* Optional, planning: the input whose buffer output 0 may be written over (the op reads every
+   * element of that input, in output 0's shape, dtype and layout, before writing the same element),
+   * or -1. The planner gives output 0 that buffer only when nothing else reads the input later. */
+  int (*inplace_input)(const hs_node *node, const hs_tensor *in, int n_in, const hs_tensor *out, int n_out);
   /* HS_OP_CONTROL ops only, instead of infer/run: sets out[k]'s shape and gets its memory from
    * ctx->alloc_output, running subgraphs through ctx->run_subgraph. */
   int (*run_ctl)(const hs_node *node, const hs_tensor *in, int n_in, hs_tensor *out, int n_out, hs_run_ctx *ctx,

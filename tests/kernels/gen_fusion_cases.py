@@ -220,6 +220,20 @@ def main():
     y = F.conv2d(F.relu(F.conv2d(y1, t(w2), padding=1) + y1), t(w3))
     c.save(root, "y", y.numpy(), ["Conv", "Conv", "Conv"])
 
+    # A residual c1 read again after the sum (by a Mul): c2's output must not take over c1's buffer
+    # (engine/plan.c, inplace_output); in blocked_residual_chain the residual is c2's own input, and in ResNet's
+    # blocks (models.inplace_residual) it is taken over.
+    c = Case("residual_read_after_sum")
+    x, w0, w1, w2 = rand(1, 4, 6, 6), rand(16, 4, 1, 1), rand(16, 4, 3, 3, scale=0.3), rand(16, 16, 3, 3, scale=0.2)
+    c.node("Conv", [c.input("x", x), c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1])
+    c.node("Conv", ["x", c.init("w0", w0)], ["c0"])
+    c.node("Conv", ["c0", c.init("w2", w2)], ["c2"], pads=[1, 1, 1, 1])
+    c.node("Add", ["c2", "c1"], ["s"])
+    c.node("Mul", ["s", "c1"], ["y"])
+    y1 = F.conv2d(t(x), t(w1), padding=1)
+    y = (F.conv2d(F.conv2d(t(x), t(w0)), t(w2), padding=1) + y1) * y1
+    c.save(root, "y", y.numpy(), ["Conv", "Conv", "Conv", "Mul"])
+
     # The residual (a graph input, NCHW) and the sum's output (kept blocked for the next conv) differ
     c = Case("residual_layout_differs")
     x, w1, w2 = rand(1, 8, 5, 5), rand(8, 8, 3, 3, scale=0.3), rand(16, 8, 1, 1)
