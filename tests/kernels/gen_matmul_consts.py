@@ -5,7 +5,10 @@ released.onnx: MatMul A1 [b, s, 128] x B1 [128, 256]; Gemm A2 [m, 128] x B2^T (B
 Gemm alpha 0.5 A2 x B4 [128, 64] (the kernel folds alpha into its copy: B4 stays in the graph); batched
 MatMul A3 [b, 2, s, 32] x B3 [2, 32, 512]. Outputs Y1..Y4.
 kept.onnx: the same, plus a fourth input S [1] and each B times S as an extra output, so a second reader
-(one constant folding cannot remove) keeps every B in the graph: its outputs are the ones from before the release. Usage: gen_matmul_consts.py OUT_DIR
+(one constant folding cannot remove) keeps every B in the graph: its outputs are the ones from before the release.
+qreleased.onnx / qkept.onnx: the same for the int8 kernel: QLinearMatMul with a uint8 B (zero point 128) and with
+an int8 B (zero point 0), MatMulInteger with an int8 B, on A [b, s, 64] uint8; qkept.onnx's second reader of each
+B is a Concat with a fourth input Z [1, N]. Usage: gen_matmul_consts.py OUT_DIR
 """
 import os
 import sys
@@ -44,6 +47,38 @@ def model(keep):
     return m
 
 
+def qmodel(keep):
+    u8, s8 = TensorProto.UINT8, TensorProto.INT8
+    inits = [numpy_helper.from_array(rng.integers(0, 256, (64, 48)).astype(np.uint8), "QB1"),
+             numpy_helper.from_array(rng.integers(-128, 128, (64, 40)).astype(np.int8), "QB2"),
+             numpy_helper.from_array(rng.integers(-128, 128, (64, 40)).astype(np.int8), "QB3"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "a_s"),
+             numpy_helper.from_array(np.array(3, np.uint8), "a_z"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "b1_s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "b1_z"),
+             numpy_helper.from_array((rng.random(40) * 0.02 + 0.001).astype(np.float32), "b2_s"),
+             numpy_helper.from_array(np.array(0, np.int8), "b2_z"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "y_s"),
+             numpy_helper.from_array(np.array(120, np.uint8), "y_z")]
+    inputs = [helper.make_tensor_value_info("QA", u8, ["b", "s", 64])]
+    nodes = [helper.make_node("QLinearMatMul", ["QA", "a_s", "a_z", "QB1", "b1_s", "b1_z", "y_s", "y_z"], ["QY1"],
+                              name="qmm_u8"),
+             helper.make_node("QLinearMatMul", ["QA", "a_s", "a_z", "QB2", "b2_s", "b2_z", "y_s", "y_z"], ["QY2"],
+                              name="qmm_s8"),
+             helper.make_node("MatMulInteger", ["QA", "QB3", "a_z"], ["QY3"], name="mmi")]
+    outs = [helper.make_tensor_value_info("QY1", u8, None), helper.make_tensor_value_info("QY2", u8, None),
+            helper.make_tensor_value_info("QY3", TensorProto.INT32, None)]
+    if keep:
+        for b, t, n in (("QB1", u8, 48), ("QB2", s8, 40), ("QB3", s8, 40)):
+            inputs.append(helper.make_tensor_value_info("Z_" + b, t, [1, n]))
+            nodes.append(helper.make_node("Concat", [b, "Z_" + b], [b + "_cat"], name=b + "_cat", axis=0))
+            outs.append(helper.make_tensor_value_info(b + "_cat", t, None))
+    g = helper.make_graph(nodes, "qmatmul_consts", inputs, outs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -51,6 +86,10 @@ def main():
     onnx.save(model(False), os.path.join(out, "released.onnx"))
     rng.bit_generator.state = state  # the same weights in both
     onnx.save(model(True), os.path.join(out, "kept.onnx"))
+    state = rng.bit_generator.state
+    onnx.save(qmodel(False), os.path.join(out, "qreleased.onnx"))
+    rng.bit_generator.state = state
+    onnx.save(qmodel(True), os.path.join(out, "qkept.onnx"))
 
 
 if __name__ == "__main__":

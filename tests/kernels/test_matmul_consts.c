@@ -7,6 +7,9 @@
  * row counts past a kernel's 8 variants and batched shapes past a node's 16 cached kernels reach the plain
  * path, which reads B back from the kernel; new batched shapes build kernels from B read back. Every output
  * must equal kept.onnx's bit for bit. The kernels interface: hs_kernel_matmul_b gives B back exactly.
+ * qreleased.onnx / qkept.onnx do the same for the int8 kernel (QLinearMatMul with a uint8 and an int8 B,
+ * MatMulInteger): B goes from the graph, and the answers at 25 shapes (row counts past the variants run as
+ * batch-many products on a kernel built from B read back, or on the plain C with B read back) equal qkept.onnx's.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -121,6 +124,71 @@ static void test_released_answers_as_kept(void **state) {
   hs_engine_free(kept);
 }
 
+/* Runs s on nin uint8 / other inputs; returns its first n outputs, copied. */
+static void qrun(hs_engine_session *s, const hs_tensor *in, size_t nin, size_t nout, size_t n, hs_tensor *out) {
+  hs_tensor o[8];
+  hs_error err;
+  int rc = hs_engine_run(s, in, nin, o, nout, &err);
+  if (rc) fprintf(stderr, "run: %s\n", err.message);
+  assert_int_equal(rc, 0);
+  for (size_t i = 0; i < n; i++) {
+    out[i] = o[i];
+    out[i].data = malloc(o[i].nbytes ? o[i].nbytes : 1);
+    assert_non_null(out[i].data);
+    memcpy(out[i].data, o[i].data, o[i].nbytes);
+  }
+}
+
+static void test_int8_released_answers_as_kept(void **state) {
+  (void)state;
+  enum { QK = 64, QOUT = 3 };
+  hs_engine_model *rel = load("qreleased.onnx"), *kept = load("qkept.onnx");
+  assert_false(graph_holds(rel, "QB1"));
+  assert_false(graph_holds(rel, "QB2"));
+  assert_false(graph_holds(rel, "QB3"));
+  assert_true(graph_holds(kept, "QB1") && graph_holds(kept, "QB2") && graph_holds(kept, "QB3"));
+  hs_engine_session *sr = NULL, *sk = NULL;
+  hs_error err;
+  assert_int_equal(hs_engine_session_create(rel, &sr, &err), 0);
+  assert_int_equal(hs_engine_session_create(kept, &sk, &err), 0);
+  static uint8_t z[48]; /* qkept.onnx's Concat inputs: zeros */
+  /* batches from 5 down: the first kernel's 8 row counts fill up, then products of sq rows run batch-many
+   * times on a second kernel; at batch 1 a row count past them has no kernel left (rows == sq): plain C */
+  static const int64_t seqs[] = {1, 2, 3, 4, 7};
+  int runs = 0;
+  for (int64_t b = 5; b >= 1; b--)
+    for (size_t si = 0; si < sizeof seqs / sizeof seqs[0]; si++) {
+      const int64_t sq = seqs[si];
+      size_t na = (size_t)(b * sq * QK);
+      uint8_t *a = malloc(na);
+      assert_non_null(a);
+      uint32_t r = (uint32_t)(b * 31 + sq);
+      for (size_t i = 0; i < na; i++) a[i] = (uint8_t)((r = r * 1664525u + 1013904223u) >> 24);
+      hs_tensor in[4] = {{.dtype = HS_DT_UINT8, .ndim = 3, .dims = {b, sq, QK}, .data = a, .nbytes = na},
+                         {.dtype = HS_DT_UINT8, .ndim = 2, .dims = {1, 48}, .data = z, .nbytes = 48},
+                         {.dtype = HS_DT_INT8, .ndim = 2, .dims = {1, 40}, .data = z, .nbytes = 40},
+                         {.dtype = HS_DT_INT8, .ndim = 2, .dims = {1, 40}, .data = z, .nbytes = 40}};
+      hs_tensor yr[QOUT], yk[QOUT];
+      qrun(sr, in, 1, QOUT, QOUT, yr);
+      qrun(sk, in, 4, QOUT + 3, QOUT, yk);
+      for (int i = 0; i < QOUT; i++) {
+        assert_int_equal(yr[i].nbytes, yk[i].nbytes);
+        assert_true(yr[i].nbytes > 0);
+        if (memcmp(yr[i].data, yk[i].data, yr[i].nbytes))
+          fail_msg("int8 output %d differs at b=%lld s=%lld", i, (long long)b, (long long)sq);
+        free(yr[i].data);
+        free(yk[i].data);
+      }
+      free(a);
+      runs++;
+    }
+  printf("%d int8 runs: outputs with B released equal the ones with B kept, bit for bit\n", runs);
+  hs_engine_session_free(sr);
+  hs_engine_session_free(sk);
+  hs_engine_free(rel);
+  hs_engine_free(kept);
+}
+
 /* hs_kernel_matmul_b: B back exactly, plain or transposed, batched, after more variants; refusals. */
 static void test_kernel_gives_b_back(void **state) {
   (void)state;
@@ -167,6 +235,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_kernel_gives_b_back),
       cmocka_unit_test(test_released_answers_as_kept),
+      cmocka_unit_test(test_int8_released_answers_as_kept),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
