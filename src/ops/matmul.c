@@ -301,6 +301,7 @@ static void release_b(hs_node *n, hs_graph *g) {
 static int mm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   const hs_matmul_attrs *a = attrs_of(n);
   if (!is_const_f32(g, n->in[1])) return 0; /* B at run time: plain path */
+  if (a->gemm && a->alpha == 0.0f) return 0; /* Y = beta * C: the kernel reads alpha 0 as "unset" (1) */
   const hs_value *c = NULL;
   if (a->gemm && n->n_in > 2 && n->in[2] >= 0 && a->beta != 0.0f) {
     if (!is_const_f32(g, n->in[2])) return 0; /* C at run time: plain path */

@@ -8,7 +8,8 @@ kept.onnx: the same, plus a fourth input S [1] and each B times S as an extra ou
 (one constant folding cannot remove) keeps every B in the graph: its outputs are the ones from before the release.
 qreleased.onnx / qkept.onnx: the same for the int8 kernel: QLinearMatMul with a uint8 B (zero point 128) and with
 an int8 B (zero point 0), MatMulInteger with an int8 B, on A [b, s, 64] uint8; qkept.onnx's second reader of each
-B is a Concat with a fourth input Z [1, N]. Usage: gen_matmul_consts.py OUT_DIR
+B is a Concat with a fourth input Z [1, N].
+gemm_alpha0.onnx: Gemm alpha 0, beta 1 with constant B and C [8]: Y = C on every row. Usage: gen_matmul_consts.py OUT_DIR
 """
 import os
 import sys
@@ -79,6 +80,17 @@ def qmodel(keep):
     return m
 
 
+def alpha0_model():
+    f = TensorProto.FLOAT
+    g = helper.make_graph([helper.make_node("Gemm", ["A", "B", "C"], ["Y"], name="gemm_alpha0", alpha=0.0)], "alpha0",
+                          [helper.make_tensor_value_info("A", f, ["m", 64])], [helper.make_tensor_value_info("Y", f, None)],
+                          [numpy_helper.from_array(rand(64, 8), "B"),
+                           numpy_helper.from_array(np.arange(8, dtype=np.float32) - 3.5, "C")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -90,6 +102,7 @@ def main():
     onnx.save(qmodel(False), os.path.join(out, "qreleased.onnx"))
     rng.bit_generator.state = state
     onnx.save(qmodel(True), os.path.join(out, "qkept.onnx"))
+    onnx.save(alpha0_model(), os.path.join(out, "gemm_alpha0.onnx"))
 
 
 if __name__ == "__main__":

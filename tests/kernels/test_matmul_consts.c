@@ -10,6 +10,7 @@
  * qreleased.onnx / qkept.onnx do the same for the int8 kernel (QLinearMatMul with a uint8 and an int8 B,
  * MatMulInteger): B goes from the graph, and the answers at 25 shapes (row counts past the variants run as
  * batch-many products on a kernel built from B read back, or on the plain C with B read back) equal qkept.onnx's.
+ * gemm_alpha0.onnx: a Gemm with alpha 0 and a constant B answers beta * C (it once ran A x B + C on the kernel).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -189,6 +190,26 @@ static void test_int8_released_answers_as_kept(void **state) {
   hs_engine_free(kept);
 }
 
+static void test_gemm_alpha0(void **state) {
+  (void)state;
+  hs_engine_model *m = load("gemm_alpha0.onnx");
+  hs_engine_session *s = NULL;
+  hs_error err;
+  assert_int_equal(hs_engine_session_create(m, &s, &err), 0);
+  for (int64_t rows = 1; rows <= 64; rows *= 4) {
+    float *a = random_floats((size_t)(rows * 64), (uint32_t)rows);
+    hs_tensor in = {.dtype = HS_DT_FLOAT32, .ndim = 2, .dims = {rows, 64}, .data = a,
+                    .nbytes = sizeof(float) * (size_t)(rows * 64)};
+    hs_tensor y;
+    assert_int_equal(hs_engine_run(s, &in, 1, &y, 1, &err), 0);
+    assert_int_equal(y.nbytes, sizeof(float) * (size_t)(rows * 8));
+    for (int64_t i = 0; i < rows * 8; i++) assert_true(((const float *)y.data)[i] == (float)(i % 8) - 3.5f);
+    free(a);
+  }
+  hs_engine_session_free(s);
+  hs_engine_free(m);
+}
+
 /* hs_kernel_matmul_b: B back exactly, plain or transposed, batched, after more variants; refusals. */
 static void test_kernel_gives_b_back(void **state) {
   (void)state;
@@ -236,6 +257,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_kernel_gives_b_back),
       cmocka_unit_test(test_released_answers_as_kept),
       cmocka_unit_test(test_int8_released_answers_as_kept),
+      cmocka_unit_test(test_gemm_alpha0),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
