@@ -19,8 +19,8 @@
  * whose result is read as float, which then takes activations (the fusion passes' GELU) as MatMul
  * does.
  */
-#include <math.h>
 #include <stdatomic.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
