@@ -445,3 +445,13 @@ int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_err
   *out = k;
   return 0;
 }
+
+int hs_kernel_qmatmul_b(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err) {
+  if (!k || k->vt != &qmm_vt) return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul B: not a qmatmul kernel");
+  size_t want = (size_t)(k->p.qmm.k * k->p.qmm.n);
+  if (dst_bytes != want)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul B: %zu bytes given, B is %zu", dst_bytes, want);
+  /* the plain copy stays for the kernel's life (qconv_weights): B exactly as it was given */
+  memcpy(dst, k->owned[QW_PLAIN], want);
+  return 0;
+}

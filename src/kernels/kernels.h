@@ -399,6 +399,16 @@ typedef struct hs_qmatmul_params {
 } hs_qmatmul_params;
 int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_error *err);
 
+/* Writes matmul kernel k's constant B back as hs_matmul_params.b_const gave it (its layout, times
+ * alpha, which the kernel folded in: exact when alpha is 1) into dst, dst_bytes long (exactly B's
+ * size). Lets a caller drop its own copy of B once a kernel holds it. Thread-safe. Returns 0, or
+ * HS_INVALID_ARGUMENT (not a matmul kernel with a constant B, wrong size) / HS_INTERNAL with err filled. */
+int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err);
+/* Writes qmatmul kernel k's B (int8 [k, n], as hs_qmatmul_params.weights gave it) into dst, dst_bytes long
+ * (exactly k * n). Lets a caller drop its own copy of B once a kernel holds it. Thread-safe. Returns 0, or
+ * HS_INVALID_ARGUMENT (not a qmatmul kernel, wrong size) with err filled. */
+int hs_kernel_qmatmul_b(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err);
+
 #ifdef __cplusplus
 }
 #endif

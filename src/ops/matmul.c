@@ -14,7 +14,19 @@
  * Everything else (B or C given at run time, as in attention's Q x K^T, an empty operand, a residual
  * that broadcasts) runs the plain path: oneDNN's sgemm per matrix (hs_sgemm, with plain-C loops as its
  * own fallback), then bias, post-ops and residual in C, computing the same answer.
+ *
+ * B is held once. At the end of compiling (after the trial plans built the kernels for the
+ * load-time shapes) release_b() lets the graph free its copy of B (hs_graph_release_const) when
+ * this node is its only reader and the node's first kernel holds B exactly (MatMul, or Gemm with
+ * alpha 1: the kernel folds alpha into its copy, and alpha * B / alpha need not be B); the state
+ * records that kernel as the holder. Later row counts are variants of the holder (they reorder from
+ * its copy); whatever else still needs B in its own layout reads it back from the holder
+ * (hs_kernel_matmul_b, an exact float reorder): a kernel for another batched shape of A, built with
+ * a temporary copy, and the plain path (a small product, a residual that broadcasts, a full kernel
+ * cache), into the front of its scratch. The state changes only while compiling, single-threaded;
+ * after that it is read-only like the rest of the model.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,7 +50,9 @@ _Static_assert(sizeof(hs_matmul_attrs) <= HS_OP_PARAMS_BYTES, "matmul attributes
 
 typedef struct mm_state {
   hs_kcache cache;
-  const float *b;       /* graph constant B: lives as long as the model */
+  const float *b;       /* graph constant B, or NULL once released to `holder` */
+  const hs_kernel *holder; /* after the release: the cached kernel (slot 0) holding the only copy of B */
+  size_t b_bytes;       /* B's size, as the graph gave it */
   const float *bias;    /* the kernel's bias (a graph constant or owned_bias), or NULL */
   float *owned_bias;    /* Gemm: beta * C */
   int bias_ndim;
@@ -192,7 +206,19 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   p->bias_ndim = c->st->bias_ndim;
   memcpy(p->bias_dims, c->st->bias_dims, sizeof p->bias_dims);
   p->post = a->post;
-  return hs_kernel_matmul_create(p, out, err);
+  if (p->b_const) return hs_kernel_matmul_create(p, out, err);
+  /* B released (a row count of a 2-D B is a variant of the holder, so this is another batched
+   * shape of A): the new kernel copies B from a temporary read back from the holder */
+  if (!c->st->holder) return hs_error_set(err, HS_INTERNAL, "matmul: B was released");
+  float *b = malloc(c->st->b_bytes ? c->st->b_bytes : 1);
+  if (!b) return hs_error_set(err, HS_NO_MEMORY, "matmul: reading B back");
+  int rc = hs_kernel_matmul_b(c->st->holder, b, c->st->b_bytes, err);
+  if (!rc) {
+    p->b_const = b;
+    rc = hs_kernel_matmul_create(p, out, err);
+  }
+  free(b);
+  return rc;
 }
 
 /* The kernel for these shapes, or NULL when the plain path must run (opkernel.h). *rows is the
@@ -256,9 +282,26 @@ static int is_const_f32(const hs_graph *g, int v) {
   return v >= 0 && g->values[v].kind == HS_VAL_CONST && g->values[v].dtype == HS_DT_FLOAT32 && g->values[v].data;
 }
 
+/* hs_node.release_consts (see ir.h): runs at the end of compiling, single-threaded. When a kernel
+ * holds B exactly and no other node reads it, the graph's copy goes. */
+static void release_b(hs_node *n, hs_graph *g) {
+  mm_state *st = n->state;
+  const hs_matmul_attrs *a = attrs_of(n);
+  hs_value *b = &g->values[n->in[1]];
+  if (!st || !st->b || b->n_uses != 1 || b->data != st->b) return; /* released already, or shared */
+  /* the kernel holds alpha * B, which gives B back exactly only for alpha 1: keep the graph's copy */
+  if (a->gemm && a->alpha != 1.0f) return;
+  if (atomic_load_explicit(&st->cache.n, memory_order_acquire) < 1) return; /* no kernel yet: keep B */
+  st->holder = st->cache.slot[0].k;
+  st->b = NULL;
+  hs_graph_release_const(g, n->in[1]);
+  HS_LOGD("node '%s' (%s): %zu bytes of B now held by its kernel only", n->name, n->op_type, st->b_bytes);
+}
+
 static int mm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   const hs_matmul_attrs *a = attrs_of(n);
   if (!is_const_f32(g, n->in[1])) return 0; /* B at run time: plain path */
+  if (a->gemm && a->alpha == 0.0f) return 0; /* Y = beta * C: the kernel reads alpha 0 as "unset" (1) */
   const hs_value *c = NULL;
   if (a->gemm && n->n_in > 2 && n->in[2] >= 0 && a->beta != 0.0f) {
     if (!is_const_f32(g, n->in[2])) return 0; /* C at run time: plain path */
@@ -271,6 +314,7 @@ static int mm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   if (!st) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
   hs_kcache_init(&st->cache);
   st->b = g->values[n->in[1]].data;
+  st->b_bytes = g->values[n->in[1]].nbytes;
   if (bias) {
     st->bias = bias->data;
     st->bias_ndim = 1;
@@ -291,6 +335,7 @@ static int mm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   }
   n->state = st;
   n->free_state = free_state;
+  n->release_consts = release_b;
   return 0;
 }
 
@@ -306,16 +351,23 @@ static int small_product(const mm_shape *s) {
 
 static size_t own_bytes(const mm_shape *s) { return (size_t)shape_numel(s) * sizeof(float); }
 
+/* Bytes the plain path needs in front of its other scratch for B (0 while the graph holds it). */
+static size_t plain_b_bytes(const hs_node *n) {
+  const mm_state *st = n->state;
+  return st && !st->b ? (st->b_bytes + 63) & ~(size_t)63 : 0;
+}
+
 static size_t mm_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   mm_shape s;
   hs_error e;
   if (node_shape(n, in, nin, &s, &e)) return 0;
   const hs_tensor *r = residual_of(n, in, nin);
-  if (r && !residual_is_own_shape(r, &s)) return own_bytes(&s); /* plain: product, then the broadcast add */
-  if (degenerate(&s) || small_product(&s)) return 0;
+  size_t pb = plain_b_bytes(n);
+  if (r && !residual_is_own_shape(r, &s)) return pb + own_bytes(&s); /* plain: product, then the broadcast add */
+  if (degenerate(&s) || small_product(&s)) return pb;
   int64_t rows = 0; /* set by kernel_for: two statements, as argument order is unspecified */
   hs_kernel *k = kernel_for(n, in, &s, &rows, NULL);
-  return hs_op_kernel_scratch(k, rows);
+  return k ? hs_op_kernel_scratch(k, rows) : pb;
 }
 
 /* ---- plain path ------------------------------------------------------------------------------ */
@@ -394,8 +446,26 @@ static void broadcast_add(const mm_shape *s, const float *y, const hs_tensor *r,
   }
 }
 
-static void plain_run(const hs_node *n, const mm_shape *s, const hs_tensor *in, int nin, hs_tensor *out,
-                      void *scratch) {
+/* B for the plain path: the graph's (or the run's input), or (released) the holder's read back into
+ * the front of scratch, which *rest then points past. */
+static int plain_b(const hs_node *n, const hs_tensor *b, void *scratch, const float **out, void **rest,
+                   hs_error *err) {
+  const mm_state *st = n->state;
+  *rest = scratch;
+  if (!st || st->b) {
+    *out = b->data;
+    return 0;
+  }
+  if (!scratch) return hs_op_errf(err, n, HS_INTERNAL, "no scratch planned for B");
+  int rc = hs_kernel_matmul_b(st->holder, scratch, st->b_bytes, err);
+  if (rc) return hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type);
+  *out = scratch;
+  *rest = (char *)scratch + plain_b_bytes(n);
+  return 0;
+}
+
+static void plain_run(const hs_node *n, const mm_shape *s, const hs_tensor *in, int nin, const float *B,
+                      hs_tensor *out, void *scratch) {
   const hs_matmul_attrs *a = attrs_of(n);
   const hs_tensor *r = residual_of(n, in, nin);
   int widen = r && !residual_is_own_shape(r, s);
@@ -403,9 +473,9 @@ static void plain_run(const hs_node *n, const mm_shape *s, const hs_tensor *in, 
   int64_t total = shape_numel(s);
   if (a->gemm) {
     const hs_tensor *C = nin > 2 && HS_PRESENT(&in[2]) ? &in[2] : NULL;
-    gemm_plain(a, s, in[0].data, in[1].data, C, y);
+    gemm_plain(a, s, in[0].data, B, C, y);
   } else {
-    matmul_plain(s, in[0].data, in[1].data, y);
+    matmul_plain(s, in[0].data, B, y);
   }
   if (a->bias_input >= 0 && s->N > 0) {
     const float *bias = in[a->bias_input].data;
@@ -447,7 +517,10 @@ static int mm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out
       return hs_op_run_kernel(n, k, &args, err);
     }
   }
-  plain_run(n, &s, in, nin, out, scratch);
+  const float *B = NULL;
+  void *rest = NULL;
+  if ((rc = plain_b(n, &in[1], scratch, &B, &rest, err))) return rc;
+  plain_run(n, &s, in, nin, B, out, rest);
   return 0;
 }
 

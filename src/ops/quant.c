@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "kernels/kcache.h"
 #include "ops/opkernel.h"
 #include "ops/ops.h"
@@ -344,8 +345,10 @@ static int qmm_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
 
 typedef struct qmm_state {
   hs_kcache cache;
-  const int8_t *w; /* B [K, N]: the graph constant, or w_own */
+  const int8_t *w; /* B [K, N]: the graph constant, or w_own; NULL once released to `holder` */
   int8_t *w_own;   /* uint8 B shifted by -128 */
+  const hs_kernel *holder; /* after the release: the cached kernel (slot 0) holding the only plain copy of B */
+  int b_u8;        /* B is uint8 (the kernel holds it shifted by -128) */
   float *scales;   /* a_scale * b_scale[j] / y_scale, nscales of them (NULL for MatMulInteger) */
   float *bias;     /* the fused bias as float, or NULL */
   int nscales;
@@ -371,6 +374,24 @@ static const hs_value *qmm_const(const hs_node *n, const hs_graph *g, int i) {
   if (i >= n->n_in || n->in[i] < 0) return NULL;
   const hs_value *v = &g->values[n->in[i]];
   return v->kind == HS_VAL_CONST && v->data ? v : NULL;
+}
+
+/* hs_node.release_consts (see ir.h): runs at the end of compiling, single-threaded. Once a kernel holds
+ * B (it keeps a plain int8 copy for its variants beside the reordered one) and no other node reads it,
+ * the graph's B and the shifted copy of a uint8 B go: new kernels and the plain C read B back from it. */
+static void qmm_release_b(hs_node *n, hs_graph *g) {
+  qmm_state *st = n->state;
+  int bi = n->in[n->op == HS_OP_QLinearMatMul ? 3 : 1];
+  hs_value *b = &g->values[bi];
+  if (!st || !st->w || b->n_uses != 1 || !b->data) return; /* released already, or shared */
+  if (atomic_load_explicit(&st->cache.n, memory_order_acquire) < 1) return; /* no kernel yet: keep B */
+  st->holder = st->cache.slot[0].k;
+  st->w = NULL;
+  free(st->w_own);
+  st->w_own = NULL;
+  hs_graph_release_const(g, bi);
+  HS_LOGD("node '%s' (%s): %lld bytes of B now held by its kernel only", n->name, n->op_type,
+          (long long)(st->K * st->N));
 }
 
 static int qmm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
@@ -403,6 +424,7 @@ static int qmm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   if (!st) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
   st->K = K, st->N = N;
   st->w = b->data;
+  st->b_u8 = want_bz != 0;
   if (want_bz) {
     if (!(st->w_own = malloc((size_t)(K * N)))) goto oom;
     for (int64_t i = 0; i < K * N; i++) st->w_own[i] = (int8_t)(((const uint8_t *)b->data)[i] - 128);
@@ -428,6 +450,7 @@ static int qmm_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   hs_kcache_init(&st->cache);
   n->state = st;
   n->free_state = qmm_free_state;
+  n->release_consts = qmm_release_b;
   return 0;
 oom:
   qmm_free_state(st);
@@ -441,7 +464,18 @@ static int qmm_build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
                          .rows = *rows, .k = st->K, .n = st->N, .weights = st->w, .bias = st->bias,
                          .scales = st->scales, .nscales = st->nscales, .src_zp = st->azp, .dst_zp = st->yzp,
                          .src_zp_runtime = st->azp_runtime, .post = st->post};
-  return hs_kernel_qmatmul_create(&p, out, err);
+  if (st->w) return hs_kernel_qmatmul_create(&p, out, err);
+  /* B released: this kernel (batch-many products) copies it from a temporary read back from the holder */
+  if (!st->holder) return hs_error_set(err, HS_INTERNAL, "qmatmul: B was released");
+  int8_t *w = malloc((size_t)(st->K * st->N));
+  if (!w) return hs_error_set(err, HS_NO_MEMORY, "qmatmul: reading B back");
+  int rc = hs_kernel_qmatmul_b(st->holder, w, (size_t)(st->K * st->N), err);
+  if (!rc) {
+    p.weights = w;
+    rc = hs_kernel_qmatmul_create(&p, out, err);
+  }
+  free(w);
+  return rc;
 }
 
 /* The kernel for A (NULL: plain C), run *runs times on *rows rows each. A kernel keeps at most 8 row counts
@@ -468,12 +502,18 @@ static hs_kernel *qmm_kernel_for(const hs_node *n, const hs_tensor *a, int64_t *
   return k;
 }
 
+/* Bytes the plain C needs in scratch for B (0 while the graph holds it). */
+static size_t qmm_plain_b_bytes(const hs_node *n) {
+  const qmm_state *st = n->state;
+  return st && !st->w ? (size_t)(st->K * st->N) : 0;
+}
+
 static size_t qmm_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   (void)nin, (void)out, (void)nout;
   int64_t rows, runs;
   if (!n->state || in[0].ndim < 1) return 0;
   hs_kernel *k = qmm_kernel_for(n, &in[0], &rows, &runs, NULL);
-  return hs_op_kernel_scratch(k, rows);
+  return k ? hs_op_kernel_scratch(k, rows) : qmm_plain_b_bytes(n);
 }
 
 /* ---- plain C ---- */
@@ -518,6 +558,20 @@ static int qmm_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *ou
   }
   if (n->state && hs_ops_strict()) return hs_op_strict_error(n, &kerr, err);
   if (r > HS_MAX_DIMS) return hs_op_errf(err, n, HS_UNSUPPORTED, "rank %d", r);
+  const qmm_state *st = n->state;
+  hs_tensor b_back;
+  if (st && !st->w) {
+    /* B released: the holder's plain copy, read back into scratch (a uint8 B shifted back by +128) */
+    if (!scratch) return hs_op_errf(err, n, HS_INTERNAL, "no scratch planned for B");
+    size_t nb = (size_t)(st->K * st->N);
+    if ((rc = hs_kernel_qmatmul_b(st->holder, scratch, nb, err)))
+      return hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type);
+    if (st->b_u8)
+      for (size_t i = 0; i < nb; i++) ((uint8_t *)scratch)[i] = (uint8_t)(((int8_t *)scratch)[i] + 128);
+    b_back = *q.b;
+    b_back.data = scratch;
+    q.b = &b_back;
+  }
   hs_tensor o = out[0]; /* with a 1-D A: the output's shape with its row of 1 back */
   o.ndim = r;
   memcpy(o.dims, od, sizeof(int64_t) * (size_t)r);

@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""gen_matmul_consts.py - two ONNX models for test_matmul_consts.c: the same MatMul/Gemm nodes, B released or kept.
+
+released.onnx: MatMul A1 [b, s, 128] x B1 [128, 256]; Gemm A2 [m, 128] x B2^T (B2 [256, 128], transB) + C;
+Gemm alpha 0.5 A2 x B4 [128, 64] (the kernel folds alpha into its copy: B4 stays in the graph); batched
+MatMul A3 [b, 2, s, 32] x B3 [2, 32, 512]. Outputs Y1..Y4.
+kept.onnx: the same, plus a fourth input S [1] and each B times S as an extra output, so a second reader
+(one constant folding cannot remove) keeps every B in the graph: its outputs are the ones from before the release.
+qreleased.onnx / qkept.onnx: the same for the int8 kernel: QLinearMatMul with a uint8 B (zero point 128) and with
+an int8 B (zero point 0), MatMulInteger with an int8 B, on A [b, s, 64] uint8; qkept.onnx's second reader of each
+B is a Concat with a fourth input Z [1, N].
+gemm_alpha0.onnx: Gemm alpha 0, beta 1 with constant B and C [8]: Y = C on every row. Usage: gen_matmul_consts.py OUT_DIR
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+rng = np.random.default_rng(2026)
+
+
+def rand(*shape):
+    return (rng.standard_normal(shape) * 0.5).astype(np.float32)
+
+
+def model(keep):
+    inits = {"B1": rand(128, 256), "B2": rand(256, 128), "C2": rand(256), "B4": rand(128, 64), "B3": rand(2, 32, 512)}
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("A1", f, ["b", "s", 128]),
+              helper.make_tensor_value_info("A2", f, ["m", 128]),
+              helper.make_tensor_value_info("A3", f, ["b3", 2, "s3", 32])]
+    nodes = [helper.make_node("MatMul", ["A1", "B1"], ["Y1"], name="mm"),
+             helper.make_node("Gemm", ["A2", "B2", "C2"], ["Y2"], name="gemm", transB=1),
+             helper.make_node("Gemm", ["A2", "B4"], ["Y3"], name="gemm_alpha", alpha=0.5),
+             helper.make_node("MatMul", ["A3", "B3"], ["Y4"], name="mm_batched")]
+    outs = [helper.make_tensor_value_info(y, f, None) for y in ("Y1", "Y2", "Y3", "Y4")]
+    if keep:
+        inputs.append(helper.make_tensor_value_info("S", f, [1]))
+        for b in ("B1", "B2", "B4", "B3"):
+            nodes.append(helper.make_node("Mul", [b, "S"], [b + "_times_s"], name=b + "_times_s"))
+            outs.append(helper.make_tensor_value_info(b + "_times_s", f, None))
+    g = helper.make_graph(nodes, "matmul_consts", inputs, outs,
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def qmodel(keep):
+    u8, s8 = TensorProto.UINT8, TensorProto.INT8
+    inits = [numpy_helper.from_array(rng.integers(0, 256, (64, 48)).astype(np.uint8), "QB1"),
+             numpy_helper.from_array(rng.integers(-128, 128, (64, 40)).astype(np.int8), "QB2"),
+             numpy_helper.from_array(rng.integers(-128, 128, (64, 40)).astype(np.int8), "QB3"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "a_s"),
+             numpy_helper.from_array(np.array(3, np.uint8), "a_z"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "b1_s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "b1_z"),
+             numpy_helper.from_array((rng.random(40) * 0.02 + 0.001).astype(np.float32), "b2_s"),
+             numpy_helper.from_array(np.array(0, np.int8), "b2_z"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "y_s"),
+             numpy_helper.from_array(np.array(120, np.uint8), "y_z")]
+    inputs = [helper.make_tensor_value_info("QA", u8, ["b", "s", 64])]
+    nodes = [helper.make_node("QLinearMatMul", ["QA", "a_s", "a_z", "QB1", "b1_s", "b1_z", "y_s", "y_z"], ["QY1"],
+                              name="qmm_u8"),
+             helper.make_node("QLinearMatMul", ["QA", "a_s", "a_z", "QB2", "b2_s", "b2_z", "y_s", "y_z"], ["QY2"],
+                              name="qmm_s8"),
+             helper.make_node("MatMulInteger", ["QA", "QB3", "a_z"], ["QY3"], name="mmi")]
+    outs = [helper.make_tensor_value_info("QY1", u8, None), helper.make_tensor_value_info("QY2", u8, None),
+            helper.make_tensor_value_info("QY3", TensorProto.INT32, None)]
+    if keep:
+        for b, t, n in (("QB1", u8, 48), ("QB2", s8, 40), ("QB3", s8, 40)):
+            inputs.append(helper.make_tensor_value_info("Z_" + b, t, [1, n]))
+            nodes.append(helper.make_node("Concat", [b, "Z_" + b], [b + "_cat"], name=b + "_cat", axis=0))
+            outs.append(helper.make_tensor_value_info(b + "_cat", t, None))
+    g = helper.make_graph(nodes, "qmatmul_consts", inputs, outs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def alpha0_model():
+    f = TensorProto.FLOAT
+    g = helper.make_graph([helper.make_node("Gemm", ["A", "B", "C"], ["Y"], name="gemm_alpha0", alpha=0.0)], "alpha0",
+                          [helper.make_tensor_value_info("A", f, ["m", 64])], [helper.make_tensor_value_info("Y", f, None)],
+                          [numpy_helper.from_array(rand(64, 8), "B"),
+                           numpy_helper.from_array(np.arange(8, dtype=np.float32) - 3.5, "C")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    state = rng.bit_generator.state
+    onnx.save(model(False), os.path.join(out, "released.onnx"))
+    rng.bit_generator.state = state  # the same weights in both
+    onnx.save(model(True), os.path.join(out, "kept.onnx"))
+    state = rng.bit_generator.state
+    onnx.save(qmodel(False), os.path.join(out, "qreleased.onnx"))
+    rng.bit_generator.state = state
+    onnx.save(qmodel(True), os.path.join(out, "qkept.onnx"))
+    onnx.save(alpha0_model(), os.path.join(out, "gemm_alpha0.onnx"))
+
+
+if __name__ == "__main__":
+    main()
