@@ -1133,6 +1133,15 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * Bounds: a raw_data payload is allocated at its length once that length is known to fit its
  * message, and so the stream's declared size (a file's size when opened, a buffer's length);
  * everything else grows only as its bytes arrive (buf_append).
+ *
+ * External data: with src->open, a file given without its bytes (data NULL) is read through a stream,
+ * once. Its tensors may be named in any order, overlap, or leave gaps, so a main-graph initializer
+ * that lies in such a file is not read when it is met: defer_external checks it (location, offset
+ * and length within the file's listed size and equal to the tensor's), adds it to the graph with a
+ * buffer of its size and records its range. After the graph's initializers, fill_external sorts the
+ * ranges by file and offset and makes one pass per file, up to its last range's end, copying each
+ * piece into every range it overlaps; a filled tensor is offered to the share hook (held: freed).
+ * The rest of the file is the stream owner's to read (the repository hashes it).
  */
 
 typedef struct bytebuf {

@@ -23,6 +23,14 @@
  * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
  * ring's counters are shared with the hash thread under the check's mutex (cv: a piece was read,
  * or hashed). When no thread can be started, stream_next hashes each piece itself.
+ *
+ * External data (hs_repo_read_stream_files_start): the other files are not read whole either. Each
+ * is an ext_stream the backend opens by path (hs_repo_open_file, once) and reads in order through
+ * one RING_CHUNK buffer; each piece is hashed as it is read, on the reader's thread (no ring and no
+ * second thread: a second reader behind it would buy nothing but the wait). hs_repo_bytes_check
+ * opens the files nobody opened and reads what was left unread (the bytes after the last tensor),
+ * so every byte is read and hashed once, then judges each file like the model file (size at open,
+ * shrunk or grown while read, digest). These streams are touched only by the loading thread.
  */
 #include <errno.h>
 #include <limits.h>
@@ -643,6 +651,12 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
       continue;
     }
     if (stream_files) { /* not read here: streamed on demand (hs_repo_open_file), or by the check */
+      if ((e ? e->size : f->size) > HS__DEFAULT_MAX_FILE_BYTES) { /* the whole read's limit (hs_file_read) */
+        rc = hs_error_set(err, HS_LIMIT, "%llu bytes, over the limit of %zu", (unsigned long long)(e ? e->size : f->size),
+                          HS__DEFAULT_MAX_FILE_BYTES);
+        hs_error_prefix(err, "%s", f->rel);
+        goto done;
+      }
       ext_stream *x = &ext[n_ext];
       x->fd = -1;
       x->file = b->n_files;
