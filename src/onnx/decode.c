@@ -1140,7 +1140,9 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * and length within the file's listed size and equal to the tensor's), adds it to the graph with a
  * buffer of its size and records its range. After the graph's initializers, fill_external sorts the
  * ranges by file and offset and makes one pass per file, up to its last range's end, copying each
- * piece into every range it overlaps; a filled tensor is offered to the share hook (held: freed).
+ * piece into every range it overlaps. A range gets its buffer when its first byte arrives; one the
+ * share hook may hold is filled into the reused scratch, as a raw_data payload is, and offered once
+ * complete: held, nothing is kept; not held, the tensor takes the scratch.
  * The rest of the file is the stream owner's to read (the repository hashes it).
  */
 
@@ -1224,13 +1226,16 @@ typedef struct ext_range {
   size_t file;
   uint64_t off, len;
   int value;
-  int offered; /* the share hook saw it (once its bytes were all in) */
+  int candidate; /* one the share hook is offered (range_done): filled into the reused scratch */
+  void *buf;     /* where its bytes go: NULL until its first byte arrives (cx->scratch, or its own) */
+  int done;      /* filled and handed to its value */
 } ext_range;
 
 typedef struct stream_ctx {
   const hs_onnx_source *src;
   void *scratch; /* payload buffer for tensors the share hook may hold (see DESIGN) */
   size_t scratch_cap;
+  int scratch_busy; /* scratch holds a range being filled (fill_external) */
   ext_range *ext; /* external initializers of streamed files, filled after the graph (fill_external) */
   size_t n_ext, cap_ext;
 } stream_ctx;
@@ -1286,9 +1291,7 @@ static int defer_external(stream_ctx *cx, const bytebuf *meta, hs_graph *g, hs_e
       cx->cap_ext = cap;
     }
   }
-  t.data = NULL;
-  if (rc == 0 && nbytes && !(t.data = malloc(nbytes)))
-    rc = hs_error_set(err, HS_NO_MEMORY, "out of memory for a %zu-byte tensor", nbytes);
+  t.data = NULL; /* its buffer comes with its first byte (fill_external) */
   if (rc) {
     tensor_fields_free(&tf);
     return rc;
@@ -1300,8 +1303,9 @@ static int defer_external(stream_ctx *cx, const bytebuf *meta, hs_graph *g, hs_e
   if (!name) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
   else rc = add_initializer(g, src, &t, name, NULL, &v, err);
   if (rc == 0 && nbytes)
-    cx->ext[cx->n_ext++] = (ext_range){.file = (size_t)file, .off = (uint64_t)tf.ext_offset, .len = nbytes, .value = v};
-  if (!name) free(t.data);
+    cx->ext[cx->n_ext++] = (ext_range){.file = (size_t)file, .off = (uint64_t)tf.ext_offset, .len = nbytes, .value = v,
+                                       .candidate = src->share && t.dtype == HS_DT_FLOAT32 && t.ndim >= 3 &&
+                                                    nbytes >= HS_ONNX_SHARE_MIN_BYTES};
   tensor_fields_free(&tf);
   return rc ? rc : 1;
 }
@@ -1313,17 +1317,50 @@ static int ext_range_cmp(const void *a, const void *b) {
   return 0;
 }
 
-/* Offers a filled external initializer to the share hook, as share_tensor does for the others: when
- * an identical copy is held elsewhere, its buffer goes and the value refers to that copy. */
-static void share_filled(const hs_onnx_source *src, hs_value *val) {
-  const hs_onnx_share *sh = src->share;
+/* The first byte of r arrived: its buffer, the reused scratch for a share candidate (so a tensor the
+ * hook holds never costs pages of its own, as with raw_data), else its own. */
+static int range_buffer(stream_ctx *cx, ext_range *r, hs_error *err) {
+  if (r->candidate && !cx->scratch_busy) {
+    if (cx->scratch_cap < r->len) {
+      free(cx->scratch);
+      cx->scratch = malloc((size_t)r->len);
+      cx->scratch_cap = cx->scratch ? (size_t)r->len : 0;
+    }
+    if (cx->scratch) {
+      cx->scratch_busy = 1;
+      r->buf = cx->scratch;
+      return 0;
+    }
+  }
+  if (!(r->buf = malloc((size_t)r->len)))
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory for a %llu-byte tensor", (unsigned long long)r->len);
+  return 0;
+}
+
+/* r is filled: a candidate the share hook holds is not kept (the value refers to the held copy);
+ * otherwise its value takes the buffer (the scratch too: a new one comes for the next candidate). */
+static void range_done(stream_ctx *cx, ext_range *r, hs_value *val) {
+  const hs_onnx_share *sh = cx->src->share;
   void *ref = NULL;
-  if (!sh || val->dtype != HS_DT_FLOAT32 || val->ndim < 3 || val->nbytes < HS_ONNX_SHARE_MIN_BYTES) return;
-  if (sh->find(sh->user, val->data, val->nbytes, &ref) != 1) return;
-  free(val->data);
-  val->data = NULL;
-  val->ref = ref;
-  val->ref_free = sh->release;
+  int scratch = r->buf == cx->scratch;
+  r->done = 1;
+  if (r->candidate && sh->find(sh->user, r->buf, (size_t)r->len, &ref) == 1) {
+    val->ref = ref;
+    val->ref_free = sh->release;
+    if (scratch) cx->scratch_busy = 0;
+    else free(r->buf);
+    r->buf = NULL;
+    return;
+  }
+  if (scratch) {
+    void *trimmed = cx->scratch_cap > r->len ? realloc(r->buf, (size_t)r->len) : NULL;
+    if (trimmed) r->buf = trimmed;
+    cx->scratch = NULL;
+    cx->scratch_cap = 0;
+    cx->scratch_busy = 0;
+  }
+  val->data = r->buf;
+  r->buf = NULL;
 }
 
 /* Fills cx->ext's ranges (see DESIGN, "External data"): per file, one pass from its start to the end
@@ -1360,17 +1397,18 @@ static int fill_external(stream_ctx *cx, hs_graph *g, hs_error *err) {
         uint64_t rend = r->off + r->len;
         if (rend <= pos) continue;
         uint64_t from = r->off > pos ? r->off : pos, to = rend < cend ? rend : cend;
-        hs_value *val = &g->values[r->value];
-        memcpy((char *)val->data + (from - r->off), (const char *)d + (from - pos), (size_t)(to - from));
-        if (rend <= cend && !r->offered) {
-          r->offered = 1;
-          share_filled(src, val);
-        }
+        if (!r->buf && !r->done && (rc = range_buffer(cx, r, err))) break;
+        if (r->done) continue;
+        memcpy((char *)r->buf + (from - r->off), (const char *)d + (from - pos), (size_t)(to - from));
+        if (rend <= cend) range_done(cx, r, &g->values[r->value]);
       }
       while (first < b && cx->ext[first].off + cx->ext[first].len <= cend) first++;
       pos = cend;
     }
   }
+  for (size_t i = 0; i < cx->n_ext; i++) /* after an error: buffers no value took */
+    if (cx->ext[i].buf && cx->ext[i].buf != cx->scratch) free(cx->ext[i].buf);
+  cx->scratch_busy = 0;
   cx->n_ext = 0;
   return rc;
 }
