@@ -261,7 +261,9 @@ static int open_file(void *user, const char *path, const struct hs_backend_strea
 /* Reads the version's files once, checks those bytes and has the backend load them. A backend with
  * load_stream reads model.onnx as a stream of pieces that a thread of the read hashes behind the
  * decoder (hs_repo_read_stream_start): the whole file is never held, and each piece is hashed
- * and parsed from the same buffer. A backend with only load_buffer gets whole buffers, hashed on a
+ * and parsed from the same buffer; for the built-in engine the other files (external data) come as
+ * streams too (hs_repo_read_stream_files_start, hs_backend_options.open_file), read once and hashed
+ * as the decoder reads them, so no file of the version is held whole. A backend with only load_buffer gets whole buffers, hashed on a
  * thread of their own (hs_repo_read_start) while it decodes and compiles them. Either way the
  * verdict is awaited here, before anything built from the bytes runs (warm-up included), and a
  * mismatch fails the load. A backend without load_buffer (an ABI 1 plug-in, or
