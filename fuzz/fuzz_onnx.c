@@ -4,7 +4,9 @@
  * control flow, which has no plan, runs with hs_dynamic_limit_bytes and hs_loop_limit_iterations
  * lowered to match). The decoder reads a stream (decode.c, streaming): the same bytes are also fed in
  * pieces of 1 to 16 bytes (boundaries inside keys, varints and payloads), which must give the same
- * verdict as one piece.
+ * verdict as one piece. External data: the same bytes serve as the file "w.bin" too, once in memory
+ * and once streamed through hs_onnx_source.open (decode.c, "External data"): when both decode, they
+ * give the same graph size.
  *
  *     fuzz_onnx -max_total_time=30 NEW_CORPUS_DIR fuzz/corpus/onnx
  */
@@ -50,6 +52,39 @@ out:
   for (int i = 0; i < m->n_inputs; i++) free(in[i].data);
 }
 
+typedef struct {
+  const uint8_t *d;
+  size_t size, chunk;
+  hs_pb_mem mem;
+  hs_backend_stream st;
+} ext_file;
+
+static int ext_open(void *user, const char *path, const hs_backend_stream **out, hs_error *err) {
+  ext_file *f = user;
+  if (strcmp(path, "w.bin") != 0) return hs_error_set(err, HS_NOT_FOUND, "%s", path);
+  hs_pb_mem_stream(&f->mem, f->d, f->size, f->chunk, &f->st);
+  *out = &f->st;
+  return 0;
+}
+
+/* data as a model whose external data file "w.bin" is data itself: in memory, then streamed. */
+static void try_external(const uint8_t *data, size_t size) {
+  hs_backend_file mem_files[2] = {{"model.onnx", NULL, size}, {"w.bin", data, size}};
+  hs_backend_file str_files[2] = {{"model.onnx", NULL, size}, {"w.bin", NULL, size}};
+  ext_file f = {.d = data, .size = size, .chunk = 1 + (size ? data[0] % 64 : 0)};
+  hs_onnx_source ms = {.files = mem_files, .n_files = 2};
+  hs_onnx_source ss = {.files = str_files, .n_files = 2, .open = ext_open, .open_user = &f};
+  hs_graph gm, gs;
+  hs_error err;
+  hs_graph_init(&gm);
+  hs_graph_init(&gs);
+  int rm = hs_onnx_decode_model_src(data, size, &ms, &gm, &err);
+  int rs = hs_onnx_decode_model_src(data, size, &ss, &gs, &err);
+  if (rm == 0 && rs == 0 && gm.n_values != gs.n_values) abort();
+  hs_graph_free(&gm);
+  hs_graph_free(&gs);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* control flow (Loop, Scan) holds memory only its run decides: keep it as small as the plans run here */
   hs_dynamic_limit_bytes = 4 * RUN_LIMIT;
@@ -69,6 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int src_rc = hs_onnx_decode_model_stream(&in, &src, &gs, &serr);
   if (src_rc != rc || (rc == 0 && gs.n_values != g.n_values)) abort();
   hs_graph_free(&gs);
+  try_external(data, size);
   if (rc != 0) {
     hs_graph_free(&g);
     return 0;

@@ -24,11 +24,12 @@ extern "C" {
 #endif
 
 #define HS_BACKEND_ABI_VERSION 3
-#define HS_BACKEND_ABI_MINOR 0       /* (2.1 added hs_backend_options.bytes_done at the end) */
+#define HS_BACKEND_ABI_MINOR 1 /* (2.1 added hs_backend_options.bytes_done, 3.1 open_file, both at the end) */
 #define HS_BACKEND_ABI_VERSION_MIN 1 /* oldest ABI whose plug-ins still load (no load_buffer) */
 
 typedef struct hs_backend_model hs_backend_model;     /* opaque, owned by the backend */
 typedef struct hs_backend_session hs_backend_session; /* opaque, owned by the backend */
+struct hs_backend_stream;                             /* below */
 
 typedef struct hs_backend_options {
   int threads;            /* compute threads a run may use; 0 = backend default */
@@ -42,6 +43,14 @@ typedef struct hs_backend_options {
    * at the same time. After the call the backend must not touch those bytes. */
   void (*bytes_done)(void *user);
   void *bytes_done_user;
+  /* ---- ABI 3.1 (a backend built against 3.0 never reads these) ---- */
+  /* Optional (NULL: none), for load_stream only. When set, the files other than the model file come
+   * with data NULL (len: their size) and their bytes only through open_file(open_file_user, path,
+   * &stream, err): once per file (a second open is an error), read in order, each byte once; the
+   * server hashes what it hands out and judges each file after the load, like the model file
+   * (docs/REPOSITORY.md, "Read once"). The stream is valid until load_stream returns. */
+  int (*open_file)(void *user, const char *path, const struct hs_backend_stream **out, hs_error *err);
+  void *open_file_user;
 } hs_backend_options;
 
 /* One file of a model version, already in memory (load_buffer). */

@@ -320,6 +320,10 @@ int hs_engine_load_stream(const hs_backend_stream *model, const hs_backend_file 
   /* files == NULL would mean "external data from disk": an empty list must still mean "none" */
   static const hs_backend_file k_none;
   hs_onnx_source src = {.files = files ? files : &k_none, .n_files = files ? n_files : 0};
+  if (opts && opts->open_file) { /* external data streamed by the caller (ABI 3.1) */
+    src.open = opts->open_file;
+    src.open_user = opts->open_file_user;
+  }
   /* Conv weights another loaded model's kernels hold are not copied (kernels/kshare.h) */
   if (hs_kshare_enabled()) src.share = &k_share;
   int rc = hs_onnx_decode_model_stream(model, &src, &g, err);

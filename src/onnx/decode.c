@@ -136,16 +136,31 @@ static int open_external(const char *base_dir, const char *location, int *fd_out
   return 0;
 }
 
-/* The file of src->files named by location ("./" prefixes and repeated slashes ignored), or NULL. */
-static const hs_backend_file *find_external(const hs_onnx_source *src, const char *location) {
-  char want[PATH_MAX];
+/* location without "./" prefixes and repeated slashes, into want. */
+static void normalize_location(const char *location, char want[PATH_MAX]) {
   size_t n = 0;
-  for (const char *p = location; *p && n + 1 < sizeof want;) {
+  for (const char *p = location; *p && n + 1 < PATH_MAX;) {
     if (p[0] == '/' && (n == 0 || want[n - 1] == '/')) { p++; continue; }
     if (p[0] == '.' && p[1] == '/' && (n == 0 || want[n - 1] == '/')) { p += 2; continue; }
     want[n++] = *p++;
   }
   want[n] = 0;
+}
+
+/* The index of the file of src->files named by location whose bytes are not in memory (data NULL:
+ * they come through src->open; for the model file itself, open refuses), or -1. */
+static long find_streamed(const hs_onnx_source *src, const char *location) {
+  char want[PATH_MAX];
+  normalize_location(location, want);
+  for (size_t i = 0; i < src->n_files; i++)
+    if (src->files[i].path && !src->files[i].data && strcmp(src->files[i].path, want) == 0) return (long)i;
+  return -1;
+}
+
+/* The file of src->files named by location ("./" prefixes and repeated slashes ignored), or NULL. */
+static const hs_backend_file *find_external(const hs_onnx_source *src, const char *location) {
+  char want[PATH_MAX];
+  normalize_location(location, want);
   /* a file whose bytes are not in memory (data NULL: the model file of a streamed load) has none to give */
   for (size_t i = 0; i < src->n_files; i++)
     if (src->files[i].path && src->files[i].data && strcmp(src->files[i].path, want) == 0) return &src->files[i];
@@ -160,6 +175,9 @@ static int locate_external(const hs_onnx_source *src, const char *location, int6
   int rc = check_location(location, err);
   if (rc) return rc;
   const hs_backend_file *f = find_external(src, location);
+  if (!f && src->open && find_streamed(src, location))
+    return hs_error_set(err, HS_UNSUPPORTED, "external data '%s' outside the main graph's initializers, in a file "
+                        "that is streamed", location);
   if (!f) return hs_error_set(err, HS_NOT_FOUND, "external data '%s' is not among the model's files", location);
   if (length < 0) length = (int64_t)want;
   if (offset < 0 || (uint64_t)length != want || (uint64_t)offset > f->len || (uint64_t)length > f->len - (uint64_t)offset)
@@ -947,8 +965,8 @@ static int fold_constant_nodes(hs_graph *g, hs_error *err) {
 /* Adds a decoded initializer to g as a constant value, which takes t's data and ref (both freed
  * here on failure); name is freed either way. */
 static int add_initializer(hs_graph *g, const hs_onnx_source *src, hs_tensor *t, char *name, void *ref,
-                           hs_error *err) {
-  int v;
+                           int *index, hs_error *err) {
+  int v = -1;
   int rc = name[0] ? hs_graph_add_value(g, name, HS_VAL_CONST, &v, err)
                    : hs_error_set(err, HS_PARSE, "malformed model: initializer without a name");
   if (rc == 0) {
@@ -967,6 +985,7 @@ static int add_initializer(hs_graph *g, const hs_onnx_source *src, hs_tensor *t,
     if (ref) src->share->release(ref);
   }
   free(name);
+  if (index) *index = v;
   return rc;
 }
 
@@ -988,7 +1007,7 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
       /* only the main graph's: a subgraph's are read where the engine does not look (engine.c) */
       if ((rc = decode_tensor_msg(&r, src, &t, &name, depth == 1 ? &ref : NULL, err)))
         return hs_error_prefix(err, "initializer");
-      if ((rc = add_initializer(g, src, &t, name, ref, err))) return rc;
+      if ((rc = add_initializer(g, src, &t, name, ref, NULL, err))) return rc;
     } else if (f == 15) {
       return hs_error_set(err, HS_UNSUPPORTED, "sparse initializers are not supported");
     } else if (hs_pb_skip(&r, w)) {
@@ -1114,6 +1133,17 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * Bounds: a raw_data payload is allocated at its length once that length is known to fit its
  * message, and so the stream's declared size (a file's size when opened, a buffer's length);
  * everything else grows only as its bytes arrive (buf_append).
+ *
+ * External data: with src->open, a file given without its bytes (data NULL) is read through a stream,
+ * once. Its tensors may be named in any order, overlap, or leave gaps, so a main-graph initializer
+ * that lies in such a file is not read when it is met: defer_external checks it (location, offset
+ * and length within the file's listed size and equal to the tensor's), adds it to the graph with a
+ * buffer of its size and records its range. After the graph's initializers, fill_external sorts the
+ * ranges by file and offset and makes one pass per file, up to its last range's end, copying each
+ * piece into every range it overlaps. A range gets its buffer when its first byte arrives; one the
+ * share hook may hold is filled into the reused scratch, as a raw_data payload is, and offered once
+ * complete: held, nothing is kept; not held, the tensor takes the scratch.
+ * The rest of the file is the stream owner's to read (the repository hashes it).
  */
 
 typedef struct bytebuf {
@@ -1190,10 +1220,24 @@ static int copy_field(hs_pbs *s, uint32_t f, int w, bytebuf *b, const char *what
   }
 }
 
+/* An initializer whose bytes lie in a streamed external file: file (index in src->files) bytes
+ * [off, off + len) go to g->values[value].data, allocated at len when it was decoded. */
+typedef struct ext_range {
+  size_t file;
+  uint64_t off, len;
+  int value;
+  int candidate; /* one the share hook is offered (range_done): filled into the reused scratch */
+  void *buf;     /* where its bytes go: NULL until its first byte arrives (cx->scratch, or its own) */
+  int done;      /* filled and handed to its value */
+} ext_range;
+
 typedef struct stream_ctx {
   const hs_onnx_source *src;
   void *scratch; /* payload buffer for tensors the share hook may hold (see DESIGN) */
   size_t scratch_cap;
+  int scratch_busy; /* scratch holds a range being filled (fill_external) */
+  ext_range *ext; /* external initializers of streamed files, filled after the graph (fill_external) */
+  size_t n_ext, cap_ext;
 } stream_ctx;
 
 /* 1 when the tensor described by the fields read so far (meta) is one share_tensor offers the hook,
@@ -1209,6 +1253,164 @@ static int may_share(const stream_ctx *cx, const bytebuf *meta, uint64_t n) {
            t.ndim >= 3 && nbytes == n;
   tensor_fields_free(&tf);
   return ok;
+}
+
+/* When the initializer described by meta (no raw_data) is external data in a file streamed through
+ * src->open: checks it as read_external would (location, offset and length within the file's size,
+ * the tensor's size), adds it to g with a buffer of its size still to fill, records the range in
+ * cx->ext and returns 1. 0: not such a tensor (the usual path decodes it); negative: an error. */
+static int defer_external(stream_ctx *cx, const bytebuf *meta, hs_graph *g, hs_error *err) {
+  const hs_onnx_source *src = cx->src;
+  if (!src->open) return 0;
+  tensor_fields tf = {.ext_length = -1};
+  hs_tensor t;
+  size_t nbytes = 0;
+  long file = -1;
+  int rc = read_tensor_fields(meta->n ? meta->v : (const uint8_t *)"", meta->n, &tf, err);
+  if (rc == 0 && (!tf.external || !tf.location || (file = find_streamed(src, tf.location)) < 0)) {
+    tensor_fields_free(&tf);
+    return 0;
+  }
+  if (rc == 0) rc = check_location(tf.location, err);
+  if (rc == 0) rc = tensor_shape(&tf, &t, &nbytes, err);
+  if (rc == 0) {
+    uint64_t flen = src->files[file].len;
+    int64_t length = tf.ext_length < 0 ? (int64_t)nbytes : tf.ext_length;
+    if (tf.ext_offset < 0 || (uint64_t)length != nbytes || (uint64_t)tf.ext_offset > flen ||
+        (uint64_t)length > flen - (uint64_t)tf.ext_offset)
+      rc = hs_error_set(err, HS_PARSE, "external data '%s': offset %lld length %lld do not fit the file (%llu bytes) "
+                        "or the tensor (%zu bytes)", tf.location, (long long)tf.ext_offset, (long long)length,
+                        (unsigned long long)flen, nbytes);
+  }
+  if (rc == 0 && cx->n_ext == cx->cap_ext) {
+    size_t cap = cx->cap_ext ? cx->cap_ext * 2 : 16;
+    ext_range *nr = realloc(cx->ext, cap * sizeof *nr);
+    if (!nr) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    else {
+      cx->ext = nr;
+      cx->cap_ext = cap;
+    }
+  }
+  t.data = NULL; /* its buffer comes with its first byte (fill_external) */
+  if (rc) {
+    tensor_fields_free(&tf);
+    return rc;
+  }
+  t.nbytes = nbytes;
+  char *name = tf.name ? tf.name : strdup("");
+  tf.name = NULL;
+  int v = -1;
+  if (!name) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  else rc = add_initializer(g, src, &t, name, NULL, &v, err);
+  if (rc == 0 && nbytes)
+    cx->ext[cx->n_ext++] = (ext_range){.file = (size_t)file, .off = (uint64_t)tf.ext_offset, .len = nbytes, .value = v,
+                                       .candidate = src->share && t.dtype == HS_DT_FLOAT32 && t.ndim >= 3 &&
+                                                    nbytes >= HS_ONNX_SHARE_MIN_BYTES};
+  tensor_fields_free(&tf);
+  return rc ? rc : 1;
+}
+
+static int ext_range_cmp(const void *a, const void *b) {
+  const ext_range *x = a, *y = b;
+  if (x->file != y->file) return x->file < y->file ? -1 : 1;
+  if (x->off != y->off) return x->off < y->off ? -1 : 1;
+  return 0;
+}
+
+/* The first byte of r arrived: its buffer, the reused scratch for a share candidate (so a tensor the
+ * hook holds never costs pages of its own, as with raw_data), else its own. */
+static int range_buffer(stream_ctx *cx, ext_range *r, hs_error *err) {
+  if (r->candidate && !cx->scratch_busy) {
+    if (cx->scratch_cap < r->len) {
+      free(cx->scratch);
+      cx->scratch = malloc((size_t)r->len);
+      cx->scratch_cap = cx->scratch ? (size_t)r->len : 0;
+    }
+    if (cx->scratch) {
+      cx->scratch_busy = 1;
+      r->buf = cx->scratch;
+      return 0;
+    }
+  }
+  if (!(r->buf = malloc((size_t)r->len)))
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory for a %llu-byte tensor", (unsigned long long)r->len);
+  return 0;
+}
+
+/* r is filled: a candidate the share hook holds is not kept (the value refers to the held copy);
+ * otherwise its value takes the buffer (the scratch too: a new one comes for the next candidate). */
+static void range_done(stream_ctx *cx, ext_range *r, hs_value *val) {
+  const hs_onnx_share *sh = cx->src->share;
+  void *ref = NULL;
+  int scratch = r->buf == cx->scratch;
+  r->done = 1;
+  if (r->candidate && sh->find(sh->user, r->buf, (size_t)r->len, &ref) == 1) {
+    val->ref = ref;
+    val->ref_free = sh->release;
+    if (scratch) cx->scratch_busy = 0;
+    else free(r->buf);
+    r->buf = NULL;
+    return;
+  }
+  if (scratch) {
+    void *trimmed = cx->scratch_cap > r->len ? realloc(r->buf, (size_t)r->len) : NULL;
+    if (trimmed) r->buf = trimmed;
+    cx->scratch = NULL;
+    cx->scratch_cap = 0;
+    cx->scratch_busy = 0;
+  }
+  val->data = r->buf;
+  r->buf = NULL;
+}
+
+/* Fills cx->ext's ranges (see DESIGN, "External data"): per file, one pass from its start to the end
+ * of its last range, each chunk copied into every range it overlaps (ranges sorted by offset, so
+ * any order in the model and overlapping ranges cost no second read). What follows the last range
+ * is the stream owner's to read (the repository hashes it at its check). */
+static int fill_external(stream_ctx *cx, hs_graph *g, hs_error *err) {
+  const hs_onnx_source *src = cx->src;
+  if (!cx->n_ext) return 0;
+  qsort(cx->ext, cx->n_ext, sizeof *cx->ext, ext_range_cmp);
+  int rc = 0;
+  for (size_t a = 0, b; rc == 0 && a < cx->n_ext; a = b) {
+    size_t file = cx->ext[a].file;
+    const char *path = src->files[file].path;
+    uint64_t end = 0;
+    for (b = a; b < cx->n_ext && cx->ext[b].file == file; b++)
+      if (cx->ext[b].off + cx->ext[b].len > end) end = cx->ext[b].off + cx->ext[b].len;
+    const hs_backend_stream *st = NULL;
+    if ((rc = src->open(src->open_user, path, &st, err))) break;
+    uint64_t pos = 0;
+    size_t first = a; /* ranges before it end at or before pos */
+    while (rc == 0 && pos < end) {
+      const void *d;
+      size_t n = 0;
+      if ((rc = st->next(st->user, &d, &n, err))) break;
+      if (!n) {
+        rc = hs_error_set(err, HS_PARSE, "external data '%s' ends at %llu bytes, before %llu (did it shrink?)", path,
+                          (unsigned long long)pos, (unsigned long long)end);
+        break;
+      }
+      uint64_t cend = pos + n;
+      for (size_t i = first; i < b && cx->ext[i].off < cend; i++) {
+        ext_range *r = &cx->ext[i];
+        uint64_t rend = r->off + r->len;
+        if (rend <= pos) continue;
+        uint64_t from = r->off > pos ? r->off : pos, to = rend < cend ? rend : cend;
+        if (!r->buf && !r->done && (rc = range_buffer(cx, r, err))) break;
+        if (r->done) continue;
+        memcpy((char *)r->buf + (from - r->off), (const char *)d + (from - pos), (size_t)(to - from));
+        if (rend <= cend) range_done(cx, r, &g->values[r->value]);
+      }
+      while (first < b && cx->ext[first].off + cx->ext[first].len <= cend) first++;
+      pos = cend;
+    }
+  }
+  for (size_t i = 0; i < cx->n_ext; i++) /* after an error: buffers no value took */
+    if (cx->ext[i].buf && cx->ext[i].buf != cx->scratch) free(cx->ext[i].buf);
+  cx->scratch_busy = 0;
+  cx->n_ext = 0;
+  return rc;
 }
 
 /* One initializer (a TensorProto of n bytes) of the main graph, decoded as it streams by, into g. */
@@ -1246,7 +1448,14 @@ static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g
     }
   }
   if (rc == 0 && hs_pbs_leave(s, saved)) rc = stream_bad(s, err, "tensor past the end");
-  if (rc == 0) {
+  int deferred = 0;
+  if (rc == 0 && !raw.present && (deferred = defer_external(cx, &meta, g, err)) < 0) {
+    rc = deferred;
+    hs_error_prefix(err, "initializer");
+  }
+  if (rc == 0 && deferred) {
+    /* added to g; its bytes come in fill_external */
+  } else if (rc == 0) {
     hs_tensor t;
     char *name = NULL;
     void *ref = NULL;
@@ -1260,7 +1469,7 @@ static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g
       cx->scratch_cap = 0;
     }
     if (rc) hs_error_prefix(err, "initializer");
-    else rc = add_initializer(g, cx->src, &t, name, ref, err);
+    else rc = add_initializer(g, cx->src, &t, name, ref, NULL, err);
   } else {
     hs_error_prefix(err, "initializer");
   }
@@ -1292,6 +1501,8 @@ static int stream_graph(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g, hs_e
     }
   }
   if (rc == 0 && hs_pbs_leave(s, saved)) rc = stream_bad(s, err, "graph past the end");
+  if (rc == 0 && (rc = fill_external(cx, g, err))) hs_error_prefix(err, "initializer");
+  cx->n_ext = 0; /* (a later graph field starts afresh) */
   if (rc == 0) rc = decode_graph(g, rest.n ? rest.v : (const uint8_t *)"", rest.n, 1, cx->src, err);
   free(rest.v);
   return rc;
@@ -1361,6 +1572,7 @@ static int decode_model_stream(const hs_backend_stream *in,
     }
   }
   free(cx.scratch);
+  free(cx.ext);
   g->ir_version = ir_version;
   if (rc) return rc;
   if (!have_graph) return BAD(err, "no graph (not an ONNX model?)");

@@ -24,6 +24,13 @@ typedef struct hs_onnx_source {
   const hs_backend_file *files;
   size_t n_files;
   const hs_onnx_share *share; /* optional: see hs_onnx_share */
+  /* optional (hs_backend_options.open_file): a file of files with data NULL is read through the
+   * stream open gives, once, in order. The stream decoder then collects the main graph's external
+   * initializers while it reads the model and fills them file by file, in offset order, from one
+   * pass over each file (decode.c, "External data"); an external tensor elsewhere (a subgraph's,
+   * a Constant's) in such a file is HS_UNSUPPORTED. */
+  int (*open)(void *user, const char *path, const struct hs_backend_stream **out, hs_error *err);
+  void *open_user;
 } hs_onnx_source;
 
 /* Optional hook that lets a load reuse weights another loaded model already holds instead of

@@ -23,6 +23,14 @@
  * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
  * ring's counters are shared with the hash thread under the check's mutex (cv: a piece was read,
  * or hashed). When no thread can be started, stream_next hashes each piece itself.
+ *
+ * External data (hs_repo_read_stream_files_start): the other files are not read whole either. Each
+ * is an ext_stream the backend opens by path (hs_repo_open_file, once) and reads in order through
+ * one RING_CHUNK buffer; each piece is hashed as it is read, on the reader's thread (no ring and no
+ * second thread: a second reader behind it would buy nothing but the wait). hs_repo_bytes_check
+ * opens the files nobody opened and reads what was left unread (the bytes after the last tensor),
+ * so every byte is read and hashed once, then judges each file like the model file (size at open,
+ * shrunk or grown while read, digest). These streams are touched only by the loading thread.
  */
 #include <errno.h>
 #include <limits.h>
@@ -62,6 +70,25 @@ typedef struct model_stream {
   hs_backend_stream api;
 } model_stream;
 
+/* A file other than model.onnx streamed on demand (hs_repo_open_file): read in order through one
+ * RING_CHUNK buffer and hashed on the reader's thread as it goes (see DESIGN, "External data"). */
+typedef struct ext_stream {
+  size_t file;      /* its index in b->files */
+  char *real;       /* its resolved path, from the listing */
+  uint64_t size;    /* the bytes it must have (manifest's, or the scan's) */
+  bool hash;        /* check against sha256 (a manifest covers it) */
+  uint8_t sha256[32];
+  bool opened;      /* opened once (by the backend, or by hs_repo_bytes_check) */
+  int fd;           /* -1 when not open */
+  hs_sha256_ctx *ctx;
+  uint8_t *buf;
+  uint64_t offset;  /* bytes read and hashed */
+  bool short_read, grew, judged;
+  int io_rc;
+  hs_error io_err;
+  hs_backend_stream api;
+} ext_stream;
+
 struct hs__repo_check {
   pthread_t thread;
   bool started;   /* thread runs (false: the hash ran inline) */
@@ -73,6 +100,8 @@ struct hs__repo_check {
   char code[32];
   hs_error err;
   model_stream *stream; /* model.onnx streamed (hs_repo_read_stream_start), else NULL */
+  ext_stream *ext;      /* the other files, streamed on demand (hs_repo_read_stream_files_start) */
+  size_t n_ext;
 };
 
 /* CPU time of the calling thread, in ms. */
@@ -246,6 +275,135 @@ static void stream_drain(hs__repo_check *c) {
   while (got);
 }
 
+/* ---- external data files streamed on demand (see DESIGN, "External data") ---- */
+
+static void ext_close(ext_stream *x) {
+  if (x->fd >= 0) close(x->fd);
+  x->fd = -1;
+  free(x->buf);
+  x->buf = NULL;
+  if (x->ctx) {
+    uint8_t unused[32];
+    hs_sha256_end(x->ctx, unused);
+    x->ctx = NULL;
+  }
+}
+
+/* hs_backend_stream.next of an external file: its next piece, read and hashed now. A file that
+ * shrank ends early (the decoder and the verdict both see it); one that grew is found at its end. */
+static int ext_next(void *user, const void **data, size_t *len, hs_error *err) {
+  ext_stream *x = user;
+  *data = NULL;
+  *len = 0;
+  if (x->io_rc) return hs_error_set(err, x->io_rc, "%s", x->io_err.message);
+  if (x->fd < 0 || x->short_read || x->offset >= x->size) return HS_OK;
+  uint64_t left = x->size - x->offset;
+  size_t want = left < RING_CHUNK ? (size_t)left : RING_CHUNK, got = 0;
+  while (got < want) {
+    ssize_t n = read(x->fd, x->buf + got, want - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      x->io_rc = hs_error_set(&x->io_err, HS_IO, "%s", strerror(errno));
+      return hs_error_set(err, HS_IO, "%s", x->io_err.message);
+    }
+    if (n == 0) {
+      x->short_read = true;
+      break;
+    }
+    got += (size_t)n;
+  }
+  x->offset += got;
+  if (x->offset == x->size) { /* the file must end here: one that grew is not the one checked */
+    uint8_t extra;
+    ssize_t n;
+    while ((n = read(x->fd, &extra, 1)) < 0 && errno == EINTR) {}
+    x->grew = n > 0;
+  }
+  if (x->hash && got) hs_sha256_update(x->ctx, x->buf, got);
+  *data = got ? x->buf : NULL;
+  *len = got;
+  return HS_OK;
+}
+
+/* Opens x (once): its size must still be the one expected. */
+static int ext_open(ext_stream *x, hs_error *err) {
+  if (x->opened) return hs_error_set(err, HS_INVALID_ARGUMENT, "opened twice (each byte is read once)");
+  x->opened = true;
+  struct stat stt;
+  int fd = hs_file_open_regular(x->real, &stt, err);
+  if (fd < 0) {
+    x->io_rc = fd;
+    x->io_err = *err;
+    return fd;
+  }
+  x->fd = fd;
+  if ((uint64_t)stt.st_size != x->size) {
+    x->io_rc = hs_error_set(&x->io_err, HS_VERIFY, "the file changed size since the scan");
+    return hs_error_set(err, HS_VERIFY, "%s", x->io_err.message);
+  }
+  if (x->hash) x->ctx = hs_sha256_begin(); /* NULL (no memory): the digest comes out all zero, a mismatch */
+  size_t cap = x->size < RING_CHUNK ? (size_t)x->size : RING_CHUNK;
+  if (!(x->buf = malloc(cap ? cap : 1))) {
+    x->io_rc = hs_error_set(&x->io_err, HS_NO_MEMORY, "out of memory");
+    return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  }
+  return HS_OK;
+}
+
+int hs_repo_open_file(hs_repo_bytes *b, const char *path, const hs_backend_stream **out, hs_error *err) {
+  *out = NULL;
+  hs__repo_check *c = b->check;
+  for (size_t i = 0; c && i < c->n_ext; i++) {
+    ext_stream *x = &c->ext[i];
+    if (strcmp(b->files[x->file].path, path) != 0) continue;
+    int rc = ext_open(x, err);
+    if (rc != HS_OK) return hs_error_prefix(err, "%s", path);
+    *out = &x->api;
+    return HS_OK;
+  }
+  return hs_error_set(err, HS_NOT_FOUND, "%s is not a file of the version streamed on demand", path);
+}
+
+/* Reads (and hashes) what nobody read of each external file, the files nobody opened included,
+ * then judges each: size, growth, digest. The first failure becomes c's verdict. */
+static void ext_verdicts(hs_repo_bytes *b) {
+  hs__repo_check *c = b->check;
+  for (size_t i = 0; i < c->n_ext; i++) {
+    ext_stream *x = &c->ext[i];
+    if (x->judged) continue;
+    x->judged = true;
+    hs_error ignored;
+    if (!x->opened) ext_open(x, &ignored);
+    const void *d;
+    size_t len = 1;
+    while (!x->io_rc && len) ext_next(x, &d, &len, &ignored);
+    uint8_t sha[32] = {0};
+    if (x->ctx) hs_sha256_end(x->ctx, sha);
+    x->ctx = NULL;
+    if (x->hash) b->bytes_hashed += x->offset;
+    ext_close(x);
+    if (c->rc != HS_OK) continue; /* the first reason stands */
+    const char *why = NULL;
+    if (x->io_rc) why = x->io_err.message;
+    else if (x->short_read) why = "the file shrank while it was read for loading";
+    else if (x->grew) why = "the file grew while it was read for loading";
+    else if (x->hash && memcmp(sha, x->sha256, 32) != 0) why = "the bytes read for loading do not match the manifest";
+    if (!why) continue;
+    snprintf(c->code, sizeof c->code, "%s", x->hash ? "manifest_mismatch" : "changed");
+    c->rc = hs_error_set(&c->err, HS_VERIFY, "%s: %s", b->files[x->file].path, why);
+  }
+}
+
+static void ext_free_all(hs__repo_check *c) {
+  for (size_t i = 0; i < c->n_ext; i++) {
+    ext_close(&c->ext[i]);
+    free(c->ext[i].real);
+  }
+  free(c->ext);
+  c->ext = NULL;
+  c->n_ext = 0;
+}
+
 static void *check_main(void *arg) {
   hs_repo_bytes *b = arg;
   double cpu0 = thread_cpu_ms();
@@ -290,6 +448,7 @@ int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
     hash_files(b);
     c->done = true;
   }
+  ext_verdicts(b); /* after the join: c->rc is this thread's alone now */
   if (c->rc != HS_OK) {
     snprintf(reason_code, 32, "%s", c->code);
     hs_error_set(err, c->rc, "%s", c->err.message);
@@ -309,6 +468,7 @@ void hs_repo_bytes_free(hs_repo_bytes *b) {
     }
     if (b->check->started) pthread_join(b->check->thread, NULL);
     stream_free(b->check->stream);
+    ext_free_all(b->check);
     pthread_cond_destroy(&b->check->cv);
     pthread_mutex_destroy(&b->check->mu);
     free(b->check);
@@ -420,8 +580,8 @@ static int stream_open(const char *real, uint64_t want, const uint8_t *digest, m
 /* hs_repo_read_version, hs_repo_read_start and hs_repo_read_stream_start: background says where the
  * hash runs, stream whether model.onnx is streamed instead of read whole. */
 static int read_version(const char *model_dir, const hs_repo_version *rv, bool require_signature,
-                        const hs_trusted_keys *keys, bool background, bool stream, hs_repo_bytes **out,
-                        char reason_code[32], hs_error *err) {
+                        const hs_trusted_keys *keys, bool background, bool stream, bool stream_files,
+                        hs_repo_bytes **out, char reason_code[32], hs_error *err) {
   *out = NULL;
   reason_code[0] = '\0';
   uint64_t t0 = hs_now_ns();
@@ -437,9 +597,12 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
   hs__manifest m = {0};
   bool has_manifest = false;
   model_stream *ms = NULL; /* model.onnx, when streamed */
+  ext_stream *ext = NULL;  /* the other files, when streamed on demand */
+  size_t n_ext = 0;
   hs_repo_bytes *b = calloc(1, sizeof *b);
   int rc = HS_OK;
-  if (!b || !(b->files = calloc(l.n ? l.n : 1, sizeof *b->files))) {
+  if (!b || !(b->files = calloc(l.n ? l.n : 1, sizeof *b->files)) ||
+      (stream_files && !(ext = calloc(l.n ? l.n : 1, sizeof *ext)))) {
     rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
     goto done;
   }
@@ -484,6 +647,33 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
       b->n_files++;
       b->bytes_read += ms->size;
       b->model = bf;
+      if (e) matched++;
+      continue;
+    }
+    if (stream_files) { /* not read here: streamed on demand (hs_repo_open_file), or by the check */
+      if ((e ? e->size : f->size) > HS__DEFAULT_MAX_FILE_BYTES) { /* the whole read's limit (hs_file_read) */
+        rc = hs_error_set(err, HS_LIMIT, "%llu bytes, over the limit of %zu", (unsigned long long)(e ? e->size : f->size),
+                          HS__DEFAULT_MAX_FILE_BYTES);
+        hs_error_prefix(err, "%s", f->rel);
+        goto done;
+      }
+      ext_stream *x = &ext[n_ext];
+      x->fd = -1;
+      x->file = b->n_files;
+      x->size = e ? e->size : f->size;
+      x->hash = e != NULL;
+      if (e) memcpy(x->sha256, e->sha256, 32);
+      x->api = (hs_backend_stream){.size = x->size, .next = ext_next, .user = x};
+      n_ext++;
+      bf->path = strdup(f->rel);
+      x->real = strdup(f->real);
+      bf->len = (size_t)x->size;
+      b->n_files++;
+      b->bytes_read += x->size;
+      if (!bf->path || !x->real) {
+        rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
+        goto done;
+      }
       if (e) matched++;
       continue;
     }
@@ -540,6 +730,9 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
       b->stream = &ms->api;
       ms = NULL;
     }
+    b->check->ext = ext;
+    b->check->n_ext = n_ext;
+    ext = NULL;
     if (background && pthread_create(&b->check->thread, NULL, check_main, b) == 0) b->check->started = true;
     else if (!b->check->stream) hash_files(b); /* inline: asked for, or no thread to be had */
     /* (a stream without a thread: stream_next hashes as it reads, hs_repo_bytes_check finishes) */
@@ -547,6 +740,8 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
   }
 done:
   stream_free(ms);
+  for (size_t i = 0; ext && i < n_ext; i++) free(ext[i].real);
+  free(ext);
   hs__manifest_free(&m);
   hs__listing_free(&l);
   if (rc != HS_OK) {
@@ -561,17 +756,23 @@ done:
 
 int hs_repo_read_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                        const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err) {
-  return read_version(model_dir, rv, require_signature, keys, true, false, out, reason_code, err);
+  return read_version(model_dir, rv, require_signature, keys, true, false, false, out, reason_code, err);
 }
 
 int hs_repo_read_stream_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                               const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err) {
-  return read_version(model_dir, rv, require_signature, keys, true, true, out, reason_code, err);
+  return read_version(model_dir, rv, require_signature, keys, true, true, false, out, reason_code, err);
+}
+
+int hs_repo_read_stream_files_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
+                                    const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32],
+                                    hs_error *err) {
+  return read_version(model_dir, rv, require_signature, keys, true, true, true, out, reason_code, err);
 }
 
 int hs_repo_read_version(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                          const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err) {
-  int rc = read_version(model_dir, rv, require_signature, keys, false, false, out, reason_code, err);
+  int rc = read_version(model_dir, rv, require_signature, keys, false, false, false, out, reason_code, err);
   if (rc != HS_OK) return rc;
   if ((rc = hs_repo_bytes_check(*out, reason_code, err)) != HS_OK) {
     hs_repo_bytes_free(*out);

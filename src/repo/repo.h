@@ -249,6 +249,18 @@ int hs_repo_read_start(const char *model_dir, const hs_repo_version *rv, bool re
 int hs_repo_read_stream_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                               const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32],
                               hs_error *err);
+/* hs_repo_read_stream_start that reads no other file whole either (external data: docs/REPOSITORY.md,
+ * "Read once"): each file but model.onnx is listed with data NULL and its expected len, and its
+ * bytes come, on demand, through hs_repo_open_file, once and in order, hashed as they are read.
+ * hs_repo_bytes_check reads and hashes whatever was not read (files not opened, the rest of those
+ * opened) and judges each file like model.onnx: size, growth, SHA-256. */
+int hs_repo_read_stream_files_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,
+                                    const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32],
+                                    hs_error *err);
+/* The stream of a file of b read by hs_repo_read_stream_files_start (path as in b->files): at most once per
+ * file (HS_INVALID_ARGUMENT the second time), from the thread that loads; valid until
+ * hs_repo_bytes_check. A file that changed size since the scan is HS_VERIFY here already. */
+int hs_repo_open_file(hs_repo_bytes *b, const char *path, const hs_backend_stream **out, hs_error *err);
 /* The caller reads the files' data no more: it is freed now, or by the hash thread as soon as it is
  * done with it (data pointers are invalid after this call). Call at most once. */
 void hs_repo_bytes_release(hs_repo_bytes *b);

@@ -253,10 +253,17 @@ static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cos
  * when the hash running beside the load is done with them). */
 static void bytes_done(void *user) { hs_repo_bytes_release(user); }
 
+/* hs_backend_options.open_file: an external data file streamed from the read (hs_repo_open_file). */
+static int open_file(void *user, const char *path, const struct hs_backend_stream **out, hs_error *err) {
+  return hs_repo_open_file(user, path, out, err);
+}
+
 /* Reads the version's files once, checks those bytes and has the backend load them. A backend with
  * load_stream reads model.onnx as a stream of pieces that a thread of the read hashes behind the
  * decoder (hs_repo_read_stream_start): the whole file is never held, and each piece is hashed
- * and parsed from the same buffer. A backend with only load_buffer gets whole buffers, hashed on a
+ * and parsed from the same buffer; for the built-in engine the other files (external data) come as
+ * streams too (hs_repo_read_stream_files_start, hs_backend_options.open_file), read once and hashed
+ * as the decoder reads them, so no file of the version is held whole. A backend with only load_buffer gets whole buffers, hashed on a
  * thread of their own (hs_repo_read_start) while it decodes and compiles them. Either way the
  * verdict is awaited here, before anything built from the bytes runs (warm-up included), and a
  * mismatch fails the load. A backend without load_buffer (an ABI 1 plug-in, or
@@ -271,9 +278,14 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
   uint64_t cpu = thread_cpu_ns();
   hs_repo_bytes *bytes = NULL;
   bool stream = v->backend->load_stream != NULL;
+  /* the other files (external data) streamed too, through hs_backend_options.open_file: only for a
+   * backend known to read that field (ABI 3.1); a plug-in built against 3.0 gets them whole */
+  bool stream_files = stream && v->backend == hs_backend_onnx_cpu();
   /* only with load_stream or load_buffer are the bytes hashed the bytes loaded */
   bool overlap = stream || v->backend->load_buffer != NULL;
-  int rc = stream    ? hs_repo_read_stream_start(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err)
+  int rc = stream_files ? hs_repo_read_stream_files_start(model_dir, rv, r->opts.require_signature, r->keys, &bytes,
+                                                          code_buf, err)
+           : stream  ? hs_repo_read_stream_start(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err)
            : overlap ? hs_repo_read_start(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err)
                      : hs_repo_read_version(model_dir, rv, r->opts.require_signature, r->keys, &bytes, code_buf, err);
   cpu = account_stage(m, HS_STAGE_READ, cpu, &cost->read_cpu_ms);
@@ -297,6 +309,10 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
       hs_backend_options o = *bo;
       o.bytes_done = bytes_done;
       o.bytes_done_user = bytes;
+      if (stream_files) {
+        o.open_file = open_file;
+        o.open_file_user = bytes;
+      }
       rc = stream ? v->backend->load_stream(bytes->stream, files, bytes->n_files, &o, &v->bm, err)
                   : v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, &o, &v->bm,
                                             err);

@@ -252,6 +252,76 @@ static void test_load_stream(void **state) {
   free(weights);
 }
 
+/* load_stream with open_file (ABI 3.1): the external file listed without data and handed out only
+ * through open_file, in 5-byte pieces; it is opened once and the model computes bit-for-bit what a
+ * path load does; an open that fails fails the load with no model. */
+typedef struct {
+  piece_src p;
+  int opens, fail;
+  hs_backend_stream st;
+} file_src;
+
+static int piece_next5(void *user, const void **data, size_t *len, hs_error *err) {
+  (void)err;
+  piece_src *p = user;
+  size_t n = p->have - p->pos < 5 ? p->have - p->pos : 5;
+  *data = p->d + p->pos;
+  *len = n;
+  p->pos += n;
+  return 0;
+}
+
+static int open_weights(void *user, const char *path, const hs_backend_stream **out, hs_error *err) {
+  file_src *f = user;
+  f->opens++;
+  if (f->fail || strcmp(path, "data/weights.bin") != 0) return hs_error_set(err, HS_NOT_FOUND, "no %s", path);
+  f->st = (hs_backend_stream){.size = f->p.len, .next = piece_next5, .user = &f->p};
+  *out = &f->st;
+  return 0;
+}
+
+static void test_load_stream_external_streamed(void **state) {
+  (void)state;
+  const hs_backend *be = hs_backend_onnx_cpu();
+  const char *dir = CASE("external_data_subdir");
+  char path[1024];
+  size_t mlen, wlen;
+  snprintf(path, sizeof path, "%s/model.onnx", dir);
+  void *model = slurp(path, &mlen);
+  snprintf(path, sizeof path, "%s/data/weights.bin", dir);
+  void *weights = slurp(path, &wlen);
+  hs_backend_file files[2] = {{"model.onnx", NULL, mlen}, {"data/weights.bin", NULL, wlen}};
+  for (int fail = 0; fail < 2; fail++) {
+    piece_src src = {.d = model, .len = mlen, .have = mlen};
+    hs_backend_stream in = {.size = mlen, .next = piece_next, .user = &src};
+    file_src fs = {.p = {.d = weights, .len = wlen, .have = wlen}, .fail = fail};
+    hs_backend_options o = {.open_file = open_weights, .open_file_user = &fs};
+    hs_backend_model *m = NULL;
+    hs_error err;
+    int rc = be->load_stream(&in, files, 2, &o, &m, &err);
+    assert_int_equal(fs.opens, 1);
+    if (fail) {
+      assert_int_equal(rc, HS_NOT_FOUND);
+      assert_null(m);
+      continue;
+    }
+    if (rc) fprintf(stderr, "%s\n", err.message);
+    assert_int_equal(rc, 0);
+    assert_true(fs.p.pos > 0 && fs.p.pos <= wlen);
+    hs_backend_model *cold = load(dir);
+    size_t la, lb;
+    void *a = run_case(m, dir, &la), *b = run_case(cold, dir, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la);
+    free(a);
+    free(b);
+    be->free_model(m);
+    be->free_model(cold);
+  }
+  free(model);
+  free(weights);
+}
+
 static void test_dynamic_batch(void **state) {
   (void)state;
   const hs_backend *be = hs_backend_onnx_cpu();
@@ -404,6 +474,7 @@ int main(void) {
       cmocka_unit_test(test_load_buffer_reads_only_the_given_bytes),
       cmocka_unit_test(test_load_buffer_bytes_done),
       cmocka_unit_test(test_load_stream),
+      cmocka_unit_test(test_load_stream_external_streamed),
       cmocka_unit_test(test_input_errors_name_the_input),
       cmocka_unit_test(test_outputs_live_until_next_run),
       cmocka_unit_test(test_threads_share_one_model),

@@ -445,6 +445,156 @@ static void test_share_hook_gets_the_bytes_read(void **state) {
   free(m.v);
 }
 
+/* ---- external data streamed (hs_onnx_source.open) ---- */
+
+/* A float32 TensorProto whose 4096 bytes lie in location at off (external data). */
+static void w_ext_tensor(wbuf *g, const char *name, const char *location, size_t off) {
+  wbuf t = {0}, e = {0};
+  char num[32];
+  for (int i = 0; i < 4; i++) w_int(&t, 1, (uint64_t)k_dims[i]);
+  w_int(&t, 2, 1);
+  w_str(&t, 8, name);
+  w_str(&e, 1, "location");
+  w_str(&e, 2, location);
+  w_msg(&t, 13, &e);
+  snprintf(num, sizeof num, "%zu", off);
+  w_str(&e, 1, "offset");
+  w_str(&e, 2, num);
+  w_msg(&t, 13, &e);
+  w_str(&e, 1, "length");
+  w_str(&e, 2, "4096");
+  w_msg(&t, 13, &e);
+  w_int(&t, 14, 1);
+  w_msg(g, 5, &t);
+}
+
+/* make_model's graph with w1, w2, w3 in ext.bin, out of order and overlapping: w1 at 8192, w2 at 0,
+ * w3 at 8192 too (w1's very bytes); the file also has bytes before, between and after them. */
+#define EXT_BYTES 16000
+static wbuf make_ext_model(uint8_t file[EXT_BYTES]) {
+  wbuf m = {0}, g = {0}, op = {0};
+  const char *chain[4][3] = {{"x", "w1", "a"}, {"a", "w2", "c"}, {"c", "w3", "d"}, {"d", "b", "y"}};
+  for (int i = 0; i < 4; i++) {
+    wbuf node = {0};
+    w_str(&node, 1, chain[i][0]);
+    w_str(&node, 1, chain[i][1]);
+    w_str(&node, 2, chain[i][2]);
+    w_str(&node, 4, "Add");
+    w_msg(&g, 1, &node);
+  }
+  w_str(&g, 2, "g");
+  w_ext_tensor(&g, "w1", "./ext.bin", 8192);
+  w_ext_tensor(&g, "w2", "ext.bin", 0);
+  w_ext_tensor(&g, "w3", "ext.bin", 8192);
+  const int64_t bdims[1] = {16};
+  w_tensor(&g, "b", bdims, 1, 0.5f, 0);
+  w_value_info(&g, 11, "x", k_dims, 4);
+  w_value_info(&g, 12, "y", k_dims, 4);
+  w_int(&m, 1, 8);
+  w_msg(&m, 7, &g);
+  w_str(&op, 1, "");
+  w_int(&op, 2, 13);
+  w_msg(&m, 8, &op);
+  memset(file, 0xee, EXT_BYTES);
+  for (int i = 0; i < 1024; i++) {
+    float a = 5000.0f + (float)i, c = 1.0f + (float)i;
+    memcpy(file + 4 * i, &a, 4);
+    memcpy(file + 8192 + 4 * i, &c, 4);
+  }
+  return m;
+}
+
+/* An external file handed out in pieces of `chunk` bytes (the first `have` bytes only), counting opens. */
+typedef struct {
+  const uint8_t *d;
+  size_t have, pos, chunk;
+  int opens;
+  hs_backend_stream st;
+} ext_src;
+
+static int ext_src_next(void *user, const void **data, size_t *len, hs_error *err) {
+  (void)err;
+  ext_src *x = user;
+  size_t n = x->have - x->pos < x->chunk ? x->have - x->pos : x->chunk;
+  *data = x->d + x->pos;
+  *len = n;
+  x->pos += n;
+  return 0;
+}
+
+static int ext_src_open(void *user, const char *path, const hs_backend_stream **out, hs_error *err) {
+  ext_src *x = user;
+  if (strcmp(path, "ext.bin") != 0) return hs_error_set(err, HS_NOT_FOUND, "%s", path);
+  x->opens++;
+  x->st = (hs_backend_stream){.size = EXT_BYTES, .next = ext_src_next, .user = x};
+  *out = &x->st;
+  return 0;
+}
+
+/* Out-of-order and overlapping external ranges streamed from one pass over their file (opened
+ * once, read only up to the last range's end, in pieces of every size) give the graph the
+ * in-memory file gives; the share hook is offered each filled tensor, and one it holds is not
+ * kept; a file that ends before a range does is refused; a range past the file's size is refused
+ * before anything is read. */
+static void test_external_data_streamed(void **state) {
+  (void)state;
+  static uint8_t file[EXT_BYTES];
+  wbuf m = make_ext_model(file);
+  hs_backend_file mem_files[2] = {{"model.onnx", NULL, m.n}, {"ext.bin", file, EXT_BYTES}};
+  hs_backend_file str_files[2] = {{"model.onnx", NULL, m.n}, {"ext.bin", NULL, EXT_BYTES}};
+  hs_onnx_source whole_src = {.files = mem_files, .n_files = 2};
+  hs_graph whole, g;
+  hs_error err;
+  hs_graph_init(&whole);
+  assert_int_equal(hs_onnx_decode_model_src(m.v, m.n, &whole_src, &whole, &err), 0);
+  const hs_value *w3 = &whole.values[hs_graph_find(&whole, "w3")];
+  assert_memory_equal(w3->data, file + 8192, 4096);
+  const size_t chunks[] = {1, 7, 4095, 4096, 4097, 1 << 20};
+  for (size_t k = 0; k < sizeof chunks / sizeof *chunks; k++) {
+    ext_src x = {.d = file, .have = EXT_BYTES, .chunk = chunks[k]};
+    hs_onnx_source src = {.files = str_files, .n_files = 2, .open = ext_src_open, .open_user = &x};
+    if (decode_chunked(m.v, m.n, 4097, &src, &g, &err)) fail_msg("%s", err.message);
+    assert_int_equal(x.opens, 1);
+    assert_true(x.pos >= 8192 + 4096 && x.pos < 8192 + 4096 + chunks[k] + 1); /* stopped after the last range */
+    assert_same_graph(&whole, &g);
+    hs_graph_free(&g);
+  }
+
+  /* the share hook: offered w1, w2, w3 as filled, holds w1 and w3 (not w2) */
+  share_state sh_st = {.take_seed = 1};
+  g_share_state = &sh_st;
+  hs_onnx_share sh = {.find = share_find, .release = share_release, .user = &sh_st};
+  ext_src x = {.d = file, .have = EXT_BYTES, .chunk = 1000};
+  hs_onnx_source src = {.files = str_files, .n_files = 2, .share = &sh, .open = ext_src_open, .open_user = &x};
+  assert_int_equal(decode_chunked(m.v, m.n, 4097, &src, &g, &err), 0);
+  assert_int_equal(sh_st.offered, 3);
+  assert_int_equal(sh_st.taken, 2);
+  const hs_value *v1 = &g.values[hs_graph_find(&g, "w1")], *v2 = &g.values[hs_graph_find(&g, "w2")];
+  assert_null(v1->data);
+  assert_ptr_equal(v1->ref, &sh_st);
+  assert_memory_equal(v2->data, file, 4096);
+  hs_graph_free(&g);
+  assert_int_equal(sh_st.released, 2);
+
+  /* the file ends (shrank) before w1's range does: refused */
+  x = (ext_src){.d = file, .have = 10000, .chunk = 4096};
+  src = (hs_onnx_source){.files = str_files, .n_files = 2, .open = ext_src_open, .open_user = &x};
+  assert_int_equal(decode_chunked(m.v, m.n, 4097, &src, &g, &err), HS_PARSE);
+  assert_non_null(strstr(err.message, "ext.bin"));
+  hs_graph_free(&g);
+
+  /* a file smaller than a range (as listed): refused before it is opened */
+  hs_backend_file small[2] = {{"model.onnx", NULL, m.n}, {"ext.bin", NULL, 12000}};
+  x = (ext_src){.d = file, .have = EXT_BYTES, .chunk = 4096};
+  src = (hs_onnx_source){.files = small, .n_files = 2, .open = ext_src_open, .open_user = &x};
+  assert_int_equal(decode_chunked(m.v, m.n, 4097, &src, &g, &err), HS_PARSE);
+  assert_non_null(strstr(err.message, "do not fit"));
+  assert_int_equal(x.opens, 0);
+  hs_graph_free(&g);
+  hs_graph_free(&whole);
+  free(m.v);
+}
+
 /* ---- loads that run ---- */
 
 #define WMODEL HS_WEIGHTS_DIR "/model.onnx"
@@ -516,6 +666,7 @@ int main(void) {
       cmocka_unit_test(test_lengths_past_the_end),
       cmocka_unit_test(test_load_file_streams),
       cmocka_unit_test(test_share_hook_gets_the_bytes_read),
+      cmocka_unit_test(test_external_data_streamed),
       cmocka_unit_test(test_streamed_load_runs_bit_equal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

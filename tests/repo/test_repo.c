@@ -709,6 +709,141 @@ static void test_read_stream_hashes_what_it_hands_out(void **state) {
   hs_repo_close(r);
 }
 
+/* ---- external data streamed too (hs_repo_read_stream_files_start, hs_repo_open_file) ---- */
+
+#define EXT_FILE_BYTES ((size_t)3 << 20) /* three 1 MiB pieces */
+
+/* Version 1 of open_stream_v1 with a 3 MiB weights/w.bin (content in *ext), signed again and rescanned. */
+static hs_repo *open_ext_v1(const fixture *f, char v1[4096], char mdir[4096], uint8_t **content, uint8_t **ext,
+                            hs_repo_snapshot **s, const hs_repo_version **rv) {
+  hs_repo *r = open_stream_v1(f, v1, mdir, content, s, rv);
+  uint8_t *e = malloc(EXT_FILE_BYTES);
+  for (size_t i = 0; i < EXT_FILE_BYTES; i++) e[i] = (uint8_t)(i * 7 + (i >> 10));
+  FILE *fp = fopen(P("%s/weights/w.bin", v1), "wb");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(e, 1, EXT_FILE_BYTES, fp), EXT_FILE_BYTES);
+  fclose(fp);
+  age_file(P("%s/weights/w.bin", v1), 3600);
+  sign(v1, NULL);
+  hs_repo_snapshot_free(*s);
+  *s = scan(r);
+  *rv = find_version(*s, "m", 1);
+  assert_int_equal((*rv)->state, HS_VERSION_READY);
+  *ext = e;
+  return r;
+}
+
+/* Starts a read with every file streamed; checks what the backend is given. */
+static hs_repo_bytes *start_ext(const char *mdir, const hs_repo_version *rv, char code[32]) {
+  hs_repo_bytes *b = NULL;
+  hs_error err;
+  assert_int_equal(hs_repo_read_stream_files_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(b->n_files, 2);
+  for (size_t i = 0; i < b->n_files; i++) assert_null(b->files[i].data); /* nothing read whole */
+  return b;
+}
+
+/* External data streamed (read.c, DESIGN "External data"): the file is handed out once, in order,
+ * and those bytes are the ones hashed; a second open is refused; a file nobody opened, or left
+ * half read, is read and hashed by the check; a byte rewritten ahead of the reader, a file cut
+ * short or grown while read, or one whose size changed before it was opened are all refused with
+ * the file named. */
+static void test_read_stream_files_hash_what_they_hand_out(void **state) {
+  fixture *f = *state;
+  char v1[4096], mdir[4096], code[32] = "";
+  uint8_t *content = NULL, *ext = NULL;
+  hs_repo_snapshot *s = NULL;
+  const hs_repo_version *rv = NULL;
+  hs_repo *r = open_ext_v1(f, v1, mdir, &content, &ext, &s, &rv);
+  char path[4096];
+  snprintf(path, sizeof path, "%s", P("%s/weights/w.bin", v1));
+  uint8_t *got = malloc(STREAM_FILE_BYTES + 16);
+  hs_error err;
+  hs_error_clear(&err);
+  const hs_backend_stream *st = NULL;
+
+  /* unchanged: both streamed, every byte once; verified */
+  hs_repo_bytes *b = start_ext(mdir, rv, code);
+  assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, NULL, NULL), STREAM_FILE_BYTES);
+  assert_int_equal(hs_repo_open_file(b, "weights/w.bin", &st, &err), HS_OK);
+  assert_int_equal(st->size, EXT_FILE_BYTES);
+  assert_int_equal(drain(st, got, STREAM_FILE_BYTES + 16, NULL, NULL), EXT_FILE_BYTES);
+  assert_memory_equal(got, ext, EXT_FILE_BYTES);
+  assert_int_equal(hs_repo_open_file(b, "weights/w.bin", &st, &err), HS_INVALID_ARGUMENT); /* read once */
+  assert_int_equal(hs_repo_open_file(b, "model.onnx", &st, &err), HS_NOT_FOUND); /* its bytes: b->stream only */
+  hs_repo_bytes_release(b);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
+  assert_true(b->verified);
+  assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + EXT_FILE_BYTES);
+  hs_repo_bytes_free(b);
+
+  /* never opened, or one piece read: the check reads and hashes the rest */
+  for (int pieces = 0; pieces < 2; pieces++) {
+    b = start_ext(mdir, rv, code);
+    if (pieces) {
+      const void *d;
+      size_t len;
+      assert_int_equal(hs_repo_open_file(b, "weights/w.bin", &st, &err), HS_OK);
+      assert_int_equal(st->next(st->user, &d, &len, &err), HS_OK);
+      assert_true(len > 0 && len < EXT_FILE_BYTES);
+    }
+    assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
+    assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + EXT_FILE_BYTES);
+    hs_repo_bytes_free(b);
+  }
+
+  /* a byte 2 MiB in rewritten once the first piece was handed out: handed out, and refused */
+  file_change ahead = {path, (size_t)2 << 20, 0};
+  b = start_ext(mdir, rv, code);
+  assert_int_equal(hs_repo_open_file(b, "weights/w.bin", &st, &err), HS_OK);
+  assert_int_equal(drain(st, got, STREAM_FILE_BYTES + 16, change_file, &ahead), EXT_FILE_BYTES);
+  assert_int_equal(got[ahead.off], 0x5a);
+  assert_int_not_equal(ext[ahead.off], 0x5a);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_VERIFY);
+  assert_string_equal(code, "manifest_mismatch");
+  assert_non_null(strstr(err.message, "weights/w.bin"));
+  assert_false(b->verified);
+  hs_repo_bytes_free(b);
+  write_bytes_at(path, ahead.off, &ext[ahead.off], 1);
+
+  /* cut short at 1.5 MiB while read: the stream ends there, the verdict refuses it */
+  file_change cut = {path, ((size_t)3 << 20) / 2, 1};
+  b = start_ext(mdir, rv, code);
+  assert_int_equal(hs_repo_open_file(b, "weights/w.bin", &st, &err), HS_OK);
+  assert_int_equal(drain(st, got, STREAM_FILE_BYTES + 16, change_file, &cut), cut.off);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_VERIFY);
+  assert_string_equal(code, "manifest_mismatch");
+  assert_non_null(strstr(err.message, "shrank"));
+  hs_repo_bytes_free(b);
+
+  /* restored, then grown by a byte while read: refused */
+  FILE *fp = fopen(path, "wb");
+  assert_int_equal(fwrite(ext, 1, EXT_FILE_BYTES, fp), EXT_FILE_BYTES);
+  fclose(fp);
+  file_change grow = {path, 0, 2};
+  b = start_ext(mdir, rv, code);
+  assert_int_equal(hs_repo_open_file(b, "weights/w.bin", &st, &err), HS_OK);
+  assert_int_equal(drain(st, got, STREAM_FILE_BYTES + 16, change_file, &grow), EXT_FILE_BYTES);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_VERIFY);
+  assert_non_null(strstr(err.message, "grew"));
+  hs_repo_bytes_free(b);
+
+  /* a size other than the manifest's when opened: refused there and by the verdict */
+  assert_int_equal(truncate(path, 1000), 0);
+  b = start_ext(mdir, rv, code);
+  assert_int_equal(hs_repo_open_file(b, "weights/w.bin", &st, &err), HS_VERIFY);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_VERIFY);
+  assert_string_equal(code, "manifest_mismatch");
+  assert_non_null(strstr(err.message, "weights/w.bin"));
+  hs_repo_bytes_free(b);
+
+  free(got);
+  free(ext);
+  free(content);
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+}
+
 static void test_settle_and_fingerprints(void **state) {
   fixture *f = *state;
   hs_repo *r = open_repo(f->root, false, NULL, 300);
@@ -1111,6 +1246,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_read_once_and_deferred_check, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_start_hashes_what_it_hands_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_stream_hashes_what_it_hands_out, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_stream_files_hash_what_they_hand_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_binding_and_signed_config, setup, teardown),
