@@ -45,6 +45,7 @@
 #include "base/log.h"
 #include "engine/engine.h"
 #include "kernels/kshare.h"
+#include "onnx/onnx.h"
 #include "serving/batch.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
@@ -271,16 +272,16 @@ static int open_file(void *user, const char *path, const struct hs_backend_strea
  * the check covers the files as they were just before the load, not the bytes it reads
  * (docs/REPOSITORY.md, "Read once"). The read's CPU time, the hash thread's included, is accounted
  * here; *cpu_after_read is where the load stage's starts. On failure *code names the reason. */
-static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv, const char *model_dir,
-                         hs_version *v, const hs_backend_options *bo, hs_version_status *cost,
-                         uint64_t *cpu_after_read, const char **code, char code_buf[32], hs_error *err) {
-  if (r->opts.test_before_read) r->opts.test_before_read(r->opts.test_user, m->name, rv->version, rv->dir);
+static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *rv, const char *model_dir,
+                            hs_version *v, const hs_backend_options *bo, bool may_stream_files,
+                            hs_version_status *cost, uint64_t *cpu_after_read, const char **code,
+                            char code_buf[32], hs_error *err) {
   uint64_t cpu = thread_cpu_ns();
   hs_repo_bytes *bytes = NULL;
   bool stream = v->backend->load_stream != NULL;
   /* the other files (external data) streamed too, through hs_backend_options.open_file: only for a
    * backend known to read that field (ABI 3.1); a plug-in built against 3.0 gets them whole */
-  bool stream_files = stream && v->backend == hs_backend_onnx_cpu();
+  bool stream_files = may_stream_files && stream && v->backend == hs_backend_onnx_cpu();
   /* only with load_stream or load_buffer are the bytes hashed the bytes loaded */
   bool overlap = stream || v->backend->load_buffer != NULL;
   int rc = stream_files ? hs_repo_read_stream_files_start(model_dir, rv, r->opts.require_signature, r->keys, &bytes,
@@ -346,6 +347,26 @@ static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv,
                               memory_order_relaxed);
   }
   hs_repo_bytes_free(bytes); /* the backend copied what it keeps */
+  return rc;
+}
+
+/* read_and_load_as with external data streamed where the backend can take it. A model whose
+ * external data lies outside its main graph's initializers (a subgraph's weights, a Constant's)
+ * cannot be streamed (onnx.h, HS_ONNX_NEEDS_WHOLE_FILES): it is read, hashed and loaded once more
+ * with its files whole, so such a model costs a second read but loads as it did before streaming. */
+static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv, const char *model_dir,
+                         hs_version *v, const hs_backend_options *bo, hs_version_status *cost,
+                         uint64_t *cpu_after_read, const char **code, char code_buf[32], hs_error *err) {
+  if (r->opts.test_before_read) r->opts.test_before_read(r->opts.test_user, m->name, rv->version, rv->dir);
+  int rc = read_and_load_as(r, m, rv, model_dir, v, bo, true, cost, cpu_after_read, code, code_buf, err);
+  if (rc == HS_UNSUPPORTED && strstr(err->message, HS_ONNX_NEEDS_WHOLE_FILES)) {
+    HS_LOGI("model '%s' version %lld: %s; loading it again with whole files", m->name, (long long)rv->version,
+            err->message);
+    hs_error_clear(err);
+    code_buf[0] = '\0';
+    *code = "load_error";
+    rc = read_and_load_as(r, m, rv, model_dir, v, bo, false, cost, cpu_after_read, code, code_buf, err);
+  }
   return rc;
 }
 
