@@ -104,8 +104,8 @@ typedef struct hs_repo_options {
   /* For a loader that reads every version with hs_repo_read_version, which hashes the bytes it
    * loads: the scan then checks a manifest's signature, names and sizes but does not hash the
    * files (so the server hashes each new file once, not twice). A version is READY on that; when
-   * the loader's read finds different bytes it calls hs_repo_recheck, and the next scan checks
-   * that version in full as it would without this option (PENDING while its files still change,
+   * the loader's read finds different bytes it calls hs_repo_recheck, which checks that version in
+   * full at once as it would without this option (PENDING while its files still change,
    * INVALID once they have settled). */
   bool defer_content_check;
 } hs_repo_options;
@@ -222,9 +222,14 @@ typedef struct hs_repo_bytes {
  * "changed" (the content is no longer what the scan decided on: new content the next scan names);
  * other errors (HS_IO, HS_NO_MEMORY, HS_NOT_FOUND without a model.onnx) leave reason_code "". */
 /* After a load-time read found that a READY version's bytes do not match its manifest (with
- * defer_content_check): the next scan decides the version dir again, hashing its files, for as
- * long as its listing stays the same. Call from the scanning thread. */
-void hs_repo_recheck(hs_repo *repo, const char *dir);
+ * defer_content_check): decides the version dir rv->dir of model `model` (whose folder is
+ * model_dir) again at once, hashing its files in full as a scan without that option would, and
+ * puts the verdict in *out: INVALID (manifest_mismatch) once the files have settled, PENDING while
+ * they still change (a copy in progress; later scans keep checking it in full for as long as its
+ * listing stays the same), READY when they match now. Later scans return the same verdict for the
+ * same listing. Call from the scanning thread. */
+void hs_repo_recheck(hs_repo *repo, const char *model, const char *model_dir, const hs_repo_version *rv,
+                     hs_repo_version *out);
 
 int hs_repo_read_version(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                          const hs_trusted_keys *keys, hs_repo_bytes **out, char reason_code[32], hs_error *err);

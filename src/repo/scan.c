@@ -291,13 +291,20 @@ static void evaluate_dir(hs_repo *repo, const char *model, const char *model_rea
   e->result = *out;
 }
 
-void hs_repo_recheck(hs_repo *repo, const char *dir) {
-  char real[PATH_MAX];
-  if (!realpath(dir, real)) snprintf(real, sizeof real, "%s", dir);
+static void evaluate(hs_repo *repo, const char *model, const char *model_real, const char *path, int64_t version,
+                     hs_repo_version *out);
+
+void hs_repo_recheck(hs_repo *repo, const char *model, const char *model_dir, const hs_repo_version *rv,
+                     hs_repo_version *out) {
+  char real[PATH_MAX], model_real[PATH_MAX];
+  if (!realpath(rv->dir, real)) snprintf(real, sizeof real, "%s", rv->dir);
+  if (!realpath(model_dir, model_real)) snprintf(model_real, sizeof model_real, "%s", model_dir);
   settle_entry *e = settle_find(repo, real);
-  if (!e) return; /* not seen by a scan (yet): its first scan decides it anyway */
-  e->decided = false;
-  e->full_check = true;
+  if (e) {
+    e->decided = false;
+    e->full_check = true;
+  }
+  evaluate(repo, model, model_real, real, rv->version, out);
 }
 
 static void evaluate(hs_repo *repo, const char *model, const char *model_real, const char *path, int64_t version,

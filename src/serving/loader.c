@@ -7,8 +7,9 @@
  * model, loads each READY (version, fingerprint) it does not serve yet: memory admission, read once
  * (hs_repo_read_stream_start: the backend's load_stream reads model.onnx in pieces and parses each
  * while a thread of the read hashes them against the manifest behind it; a backend with only
- * load_buffer gets whole buffers from hs_repo_read_start, hashed beside it), the hash's verdict (a mismatch drops the model unrun and has the next scan, 250 ms later, decide
- * the version in full), sessions, warm-up runs on every session (warmup.c), optional golden
+ * load_buffer gets whole buffers from hs_repo_read_start, hashed beside it), the hash's verdict (a mismatch drops the model unrun and
+ * has the repository check the version in full at once: refused once its files have settled,
+ * rescanned while they still change), sessions, warm-up runs on every session (warmup.c), optional golden
  * check (golden.c). Each stage's CPU time on this thread (the hash thread's in the read stage) is
  * recorded. Memory
  * admission compares the scan's byte count of the version's files (hs_repo_version.total_bytes)
@@ -520,13 +521,28 @@ fail:
     account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
   }
   /* replaces the LOADING entry of this generation */
-  bool recheck = code == code_buf && strcmp(code_buf, "manifest_mismatch") == 0;
-  if (recheck) {
-    hs_repo_recheck(r->repo, rv->dir);
-    *pending = true;
+  /* The bytes read differ from the manifest: a copy still in progress, or a settled mismatch. The
+   * version is checked in full now, so its verdict comes in this scan even when a newer version
+   * arrives before the next one: final once INVALID (under the fingerprint later scans report),
+   * undecided (LOADING, rescanned) while its files still change or when they match again. */
+  bool recheck = false;
+  const char *fp = rv->fingerprint;
+  hs_repo_version now;
+  if (code == code_buf && strcmp(code_buf, "manifest_mismatch") == 0) {
+    char dir[HS_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/%s", r->root, m->name);
+    hs_repo_recheck(r->repo, m->name, dir, rv, &now);
+    if (now.state == HS_VERSION_INVALID) {
+      fp = now.fingerprint;
+      snprintf(code_buf, sizeof code_buf, "%s", now.reason_code[0] ? now.reason_code : "manifest_mismatch");
+      hs_error_set(&err, HS_VERIFY, "%s", now.reason);
+    } else {
+      recheck = true;
+      *pending = true;
+    }
   }
-  record_failure_as(m, rv->version, rv->fingerprint, generation, code, err.message, verify_ms, load_ms, warm_ms,
-                    &cost, !recheck);
+  record_failure_as(m, rv->version, fp, generation, code, err.message, verify_ms, load_ms, warm_ms, &cost,
+                    !recheck);
   if (v) hs__version_free(v);
   return NULL;
 }

@@ -459,7 +459,10 @@ static void test_read_once_and_deferred_check(void **state) {
   expect_state(r, "m", 1, HS_VERSION_INVALID, "manifest_mismatch");
   uint64_t hashed = hs__repo_bytes_hashed(r);
   assert_true(hashed > 0);
-  hs_repo_recheck(r, rv->dir);
+  hs_repo_version now;
+  hs_repo_recheck(r, "m", mdir, rv, &now);
+  assert_int_equal(now.state, HS_VERSION_INVALID);
+  assert_string_equal(now.reason_code, "manifest_mismatch");
   expect_state(r, "m", 1, HS_VERSION_INVALID, "manifest_mismatch");
   /* restored: READY after a full check; an unchanged version then reads no contents */
   write_text(P("%s/model.onnx", v1), "model bytes");
@@ -482,6 +485,55 @@ static void test_read_once_and_deferred_check(void **state) {
   assert_int_equal(hs_repo_read_version(mdir, rv, false, NULL, &b, code, &err), HS_VERIFY);
   assert_string_equal(code, "changed");
   hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+}
+
+/* A mismatch only the load-time read sees (the file changed after its manifest was written, before
+ * the first scan, same size): hs_repo_recheck decides the version at once by hashing it in full.
+ * Settled files: INVALID manifest_mismatch, and the next scan says the same without hashing again.
+ * Files still within the settle window (a copy in progress): PENDING, and later scans check them in
+ * full (hashes cached by stat key) until they match (READY) or settle (INVALID). */
+static void test_recheck_decides_at_once(void **state) {
+  fixture *f = *state;
+  char v1[4096], mdir[4096];
+  hs_repo *r = open_deferred_v1(f, v1, mdir);
+  write_text(P("%s/model.onnx", v1), "model bytez"); /* after the manifest, before any scan */
+  age_file(P("%s/model.onnx", v1), 3600);
+  hs_repo_snapshot *s = scan(r);
+  const hs_repo_version *rv = find_version(s, "m", 1);
+  assert_int_equal(rv->state, HS_VERSION_READY); /* names and sizes match */
+  assert_int_equal(hs__repo_bytes_hashed(r), 0);
+  hs_repo_version now;
+  hs_repo_recheck(r, "m", mdir, rv, &now);
+  assert_int_equal(now.state, HS_VERSION_INVALID);
+  assert_string_equal(now.reason_code, "manifest_mismatch");
+  assert_non_null(strstr(now.reason, "model.onnx"));
+  uint64_t hashed = hs__repo_bytes_hashed(r);
+  assert_true(hashed >= strlen("model bytez"));
+  hs_repo_snapshot_free(s);
+  s = scan(r); /* the same verdict, same fingerprint, nothing hashed again */
+  rv = find_version(s, "m", 1);
+  assert_int_equal(rv->state, HS_VERSION_INVALID);
+  assert_string_equal(rv->fingerprint, now.fingerprint);
+  assert_int_equal(hs__repo_bytes_hashed(r), hashed);
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+
+  /* the same with files written just now and a settle window of a minute: undecided */
+  hs_repo_options o = {.settle_ms = 60000, .defer_content_check = true};
+  hs_error err;
+  hs_error_clear(&err);
+  assert_int_equal(hs_repo_open(f->root, &o, &r, &err), HS_OK);
+  write_text(P("%s/model.onnx", v1), "model bytey");
+  s = scan(r);
+  rv = find_version(s, "m", 1);
+  assert_int_equal(rv->state, HS_VERSION_READY);
+  hs_repo_recheck(r, "m", mdir, rv, &now);
+  assert_int_equal(now.state, HS_VERSION_PENDING);
+  hs_repo_snapshot_free(s);
+  expect_state(r, "m", 1, HS_VERSION_PENDING, "manifest_mismatch"); /* still checked in full */
+  write_text(P("%s/model.onnx", v1), "model bytes"); /* the copy completes */
+  expect_state(r, "m", 1, HS_VERSION_READY, "");
   hs_repo_close(r);
 }
 
@@ -1244,6 +1296,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_manifest_states, setup, teardown),
       cmocka_unit_test_setup_teardown(test_hash_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_once_and_deferred_check, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_recheck_decides_at_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_start_hashes_what_it_hands_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_stream_hashes_what_it_hands_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_stream_files_hash_what_they_hand_out, setup, teardown),

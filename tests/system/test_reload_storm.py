@@ -53,7 +53,7 @@ def prepare(tmp, n_good):
         elif kind == "garbage":
             hsys.write_file(os.path.join(d, "model.onnx"), rng.integers(0, 256, len(good), dtype=np.uint8).tobytes())
         elif kind == "manifest_mismatch":
-            hsys.make_version_src(d, b)            # published to a stage repo, changed, then moved in
+            d = stage_mismatch(tmp, b)             # moved into the repository in its slot
         else:
             hsys.make_version_src(d, b)
             gx = np.arange(4, dtype=np.float32).reshape(1, 4)
@@ -63,10 +63,12 @@ def prepare(tmp, n_good):
     return plan
 
 
-def publish_one(tmp, repo_model, version, kind, src):
-    if kind != "manifest_mismatch":
-        hsys.publish(src, repo_model, version)
-        return
+def stage_mismatch(tmp, version):
+    """Publishes version to a stage repository and changes one bit of its model after the manifest
+    was written (same size). Done before the storm, like every other source, so that in its slot the
+    publisher only renames it in: a version that took longer to appear than the others would mostly
+    be hidden by the next one before a scan saw it. Returns the staged version directory."""
+    src = hsys.make_version_src(os.path.join(tmp, "src", str(version)), version)
     stage = os.path.join(tmp, "stage", str(version))
     os.makedirs(stage)
     hsys.publish(src, os.path.join(stage, "storm"), version)
@@ -76,7 +78,14 @@ def publish_one(tmp, repo_model, version, kind, src):
     data[len(data) // 2] ^= 0x01                    # same size, one bit changed after the manifest
     with open(mf, "wb") as f:
         f.write(bytes(data))
-    os.rename(vdir, os.path.join(repo_model, str(version)))   # appears complete, atomically
+    return vdir
+
+
+def publish_one(repo_model, version, kind, src):
+    if kind == "manifest_mismatch":
+        os.rename(src, os.path.join(repo_model, str(version)))   # appears complete, atomically
+    else:
+        hsys.publish(src, repo_model, version)
 
 
 def test(tmp, args):
@@ -185,7 +194,7 @@ def test(tmp, args):
                 good.add(version)
             else:
                 broken[version] = kind
-        publish_one(tmp, repo_model, version, kind, src)
+        publish_one(repo_model, version, kind, src)
         if errors:
             break
     last_good = max(good)
