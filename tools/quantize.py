@@ -266,9 +266,10 @@ def top1(logits):
     return logits.reshape(logits.shape[0], -1).argmax(axis=1)
 
 
-def accuracy(hotserve, float_path, int8_path, cases, cache, name, samples):
-    """[(label, images, agreeing, max abs logit difference)] of int8 against float32."""
-    rows = []
+def compared_runs(hotserve, float_path, int8_path, cases, cache, name, samples, what, shape):
+    """Yields (label, batches) for each input set: the benchmark inputs of name's _b1 and _b8 cases, then `samples`
+    generated inputs of shape (samples,) + shape, named `what`. batches yields (float32 output, int8 output) per
+    batch of up to 8 inputs, each run with `hotserve run`."""
     in_name = onnx.load(float_path).graph.input[0].name
     sets = []
     for case in (name + "_b1", name + "_b8"):
@@ -277,15 +278,27 @@ def accuracy(hotserve, float_path, int8_path, cases, cache, name, samples):
             sets.append(("benchmark input %s" % case, np.load(os.path.join(cache, rel))))
     rng = np.random.default_rng(SAMPLE_SEED)
     if samples:
-        sets.append(("%d generated images" % samples, rng.standard_normal((samples, 3, 224, 224)).astype(np.float32)))
-    for label, x in sets:
-        agree, total, maxdiff = 0, 0, 0.0
+        sets.append(("%d generated %s" % (samples, what), rng.standard_normal((samples,) + shape).astype(np.float32)))
+
+    def batches(x):
         for i in range(0, x.shape[0], 8):
             xb = x[i:i + 8]
             (f,) = hotserve_run(hotserve, float_path, {in_name: xb}).values()
             (q,) = hotserve_run(hotserve, int8_path, {in_name: xb}).values()
+            yield f, q
+    for label, x in sets:
+        yield label, batches(x)
+
+
+def accuracy(hotserve, float_path, int8_path, cases, cache, name, samples):
+    """[(label, images, agreeing, max abs logit difference)] of int8 against float32."""
+    rows = []
+    for label, batches in compared_runs(hotserve, float_path, int8_path, cases, cache, name, samples, "images",
+                                        SHAPES[name][1:]):
+        agree, total, maxdiff = 0, 0, 0.0
+        for f, q in batches:
             agree += int((top1(f) == top1(q)).sum())
-            total += xb.shape[0]
+            total += f.shape[0]
             maxdiff = max(maxdiff, float(np.abs(f - q).max()))
         rows.append((label, total, agree, maxdiff))
     return rows
@@ -295,22 +308,10 @@ def accuracy_encoder(hotserve, float_path, int8_path, cases, cache, name, sample
     """[(label, tokens, tokens whose largest feature agrees, max abs difference, relative L2)] of int8 against
     float32."""
     rows = []
-    in_name = onnx.load(float_path).graph.input[0].name
-    sets = []
-    for case in (name + "_b1", name + "_b8"):
-        if case in cases:
-            (_, rel), = cases[case]["inputs"].items()
-            sets.append(("benchmark input %s" % case, np.load(os.path.join(cache, rel))))
-    rng = np.random.default_rng(SAMPLE_SEED)
-    if samples:
-        sets.append(("%d generated sequences" % samples,
-                     rng.standard_normal((samples,) + SHAPES[name][1:]).astype(np.float32)))
-    for label, x in sets:
+    for label, batches in compared_runs(hotserve, float_path, int8_path, cases, cache, name, samples, "sequences",
+                                        SHAPES[name][1:]):
         agree, total, maxdiff, num, den = 0, 0, 0.0, 0.0, 0.0
-        for i in range(0, x.shape[0], 8):
-            xb = x[i:i + 8]
-            (f,) = hotserve_run(hotserve, float_path, {in_name: xb}).values()
-            (q,) = hotserve_run(hotserve, int8_path, {in_name: xb}).values()
+        for f, q in batches:
             agree += int((f.argmax(axis=-1) == q.argmax(axis=-1)).sum())
             total += f.size // f.shape[-1]
             maxdiff = max(maxdiff, float(np.abs(f - q).max()))

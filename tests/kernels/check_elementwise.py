@@ -8,12 +8,12 @@ the oneDNN path, no silent fallback) and as usual; both must match numpy within 
 Usage: check_elementwise.py HOTSERVE WORKDIR
 """
 import os
-import subprocess
 import sys
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from hsrun import run_model
 
 RNG = np.random.default_rng(11)
 
@@ -83,21 +83,6 @@ def cases():
     yield "Concat_const", graph("Concat", ins, cst, None, {"axis": -1}), ins, np.concatenate([ins["p0"], cst["c1"]], 1)
 
 
-def run(hotserve, d, model, inputs, strict):
-    os.makedirs(d, exist_ok=True)
-    mp = os.path.join(d, "model.onnx")
-    onnx.save(model, mp)
-    args = [hotserve, "run", mp, "--output-dir", d, "--threads", "2"]
-    for k, v in inputs.items():
-        np.save(os.path.join(d, k + ".npy"), v)
-        args += ["--input", "%s=%s" % (k, os.path.join(d, k + ".npy"))]
-    env = dict(os.environ)
-    env["HS_KERNELS_STRICT"] = "1" if strict else "0"
-    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
-    if r.returncode != 0:
-        return None, (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]
-    return np.load(os.path.join(d, "y.npy")), ""
-
 
 def main():
     hotserve, work = sys.argv[1], sys.argv[2]
@@ -105,7 +90,9 @@ def main():
     for name, model, inputs, want in cases():
         want = np.asarray(want, dtype=np.float32)
         for strict in (1, 0):
-            got, why = run(hotserve, os.path.join(work, name, "strict" if strict else "plain"), model, inputs, strict)
+            outs, why = run_model(hotserve, os.path.join(work, name, "strict" if strict else "plain"), model, inputs,
+                                  strict)
+            got = outs[0] if outs else None
             ok = got is not None and got.shape == want.shape
             if got is not None and not ok:
                 why = "shape %s vs %s" % (got.shape, want.shape)

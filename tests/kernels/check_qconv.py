@@ -15,12 +15,12 @@ the last bit), and exactly on at least 99.9% of the elements.
 Usage: check_qconv.py HOTSERVE WORKDIR
 """
 import os
-import subprocess
 import sys
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from hsrun import run_model
 
 RNG = np.random.default_rng(7)
 
@@ -105,23 +105,11 @@ def make_case(name, shape, m, k, strides, pads, dil, group, xtype, ytype, per_ch
     return models, inputs, y
 
 
+
 def run(hotserve, work, name, model, inputs, strict):
-    d = os.path.join(work, name)
-    os.makedirs(d, exist_ok=True)
-    mp = os.path.join(d, "model.onnx")
-    onnx.save(model, mp)
-    args = [hotserve, "run", mp, "--output-dir", d, "--threads", "2"]
-    for k in [i.name for i in model.graph.input]:
-        p = os.path.join(d, "in_%s.npy" % k)
-        np.save(p, inputs[k])
-        args += ["--input", "%s=%s" % (k, p)]
-    env = dict(os.environ, HS_KERNELS_VERBOSE="1")
-    if strict:
-        env["HS_KERNELS_STRICT"] = "1"
-    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
-    if r.returncode != 0:
-        return None, r.stderr.strip()[-300:]
-    return np.load(os.path.join(d, "y.npy")), r.stderr
+    """The model's output y (None when the run failed) and the run's log."""
+    outs, log = run_model(hotserve, os.path.join(work, name), model, inputs, strict, verbose=True)
+    return (outs[0] if outs else None), log
 
 
 CASES = [

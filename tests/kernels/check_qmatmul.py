@@ -22,12 +22,13 @@ Usage: check_qmatmul.py HOTSERVE WORKDIR
        check_qmatmul.py --write-batch-model PATH   (the dynamic-batch model test_qmatmul_batches.c runs)
 """
 import os
-import subprocess
 import sys
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from hsrun import run_model
 
 RNG = np.random.default_rng(17)
 TT = {np.uint8: TensorProto.UINT8, np.int8: TensorProto.INT8, np.int32: TensorProto.INT32,
@@ -111,24 +112,9 @@ def model_of(name, node, a, b, consts, y, runtime, b_const):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 
 
+
 def run(hotserve, work, name, model, inputs, strict):
-    d = os.path.join(work, name)
-    os.makedirs(d, exist_ok=True)
-    mp = os.path.join(d, "model.onnx")
-    onnx.save(model, mp)
-    args = [hotserve, "run", mp, "--output-dir", d, "--threads", "2"]
-    for k in [i.name for i in model.graph.input]:
-        p = os.path.join(d, "in_%s.npy" % k)
-        np.save(p, inputs[k])
-        args += ["--input", "%s=%s" % (k, p)]
-    env = dict(os.environ, HS_KERNELS_VERBOSE="1")
-    if strict:
-        env["HS_KERNELS_STRICT"] = "1"
-    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
-    if r.returncode != 0:
-        return None, r.stderr.strip()[-300:]
-    outs = [np.load(os.path.join(d, o.name + ".npy")) for o in model.graph.output]
-    return outs, r.stderr
+    return run_model(hotserve, os.path.join(work, name), model, inputs, strict, verbose=True)
 
 
 def check_op_case(hotserve, work, case, want_kernel):
