@@ -264,12 +264,28 @@ def main():
     y = F.conv2d(p2, t(w3)).mean(dim=(2, 3), keepdim=True)
     c.save(root, "y", y.numpy(), ["AveragePool", "Conv", "Conv", "Conv", "GlobalAveragePool", "MaxPool"])
 
-    # A pooled value that is also a graph output keeps NCHW (and so does the pool's input)
+    # A pooled value that is also a graph output keeps NCHW; with NHWC preferred the pool's input stays
+    # channels-last and the pool converts its own output (ops/pool.c, edge_to_nchw)
     c = Case("pool_output_is_graph_output")
     x, w1 = rand(1, 4, 8, 8), rand(8, 4, 3, 3, scale=0.3)
     c.node("Conv", [c.input("x", x), c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1])
     c.node("MaxPool", ["c1"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
     c.save(root, "y", F.max_pool2d(F.conv2d(t(x), t(w1), padding=1), 2, 2).numpy(), ["Conv", "MaxPool"])
+
+    # The text recognizer's tail: the last conv's output pooled to height 1, squeezed and transposed into a
+    # sequence. With NHWC preferred the conv writes channels-last and the AveragePool / MaxPool converts its
+    # 4x smaller output to NCHW (ops/pool.c); dynamic batch, run at batch 2, 20 channels (not a multiple of
+    # the 16-channel blocks the conversion walks).
+    for name, op in (("edge_maxpool_squeeze_transpose", "MaxPool"), ("edge_avgpool_squeeze_transpose", "AveragePool")):
+        c = Case(name)
+        x, w1 = rand(2, 4, 2, 16), rand(20, 4, 3, 3, scale=0.3)
+        c.node("Conv", [c.input("x", x, ["N", 4, 2, 16]), c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1])
+        c.node(op, ["c1"], ["p"], kernel_shape=[2, 2], strides=[2, 2])
+        c.node("Squeeze", ["p", c.init("axes", np.array([2], np.int64))], ["q"])
+        c.node("Transpose", ["q"], ["y"], perm=[2, 0, 1])
+        pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
+        y = pool(F.conv2d(t(x), t(w1), padding=1), 2, 2).squeeze(2).permute(2, 0, 1)
+        c.save(root, "y", y.numpy(), ["Conv", op, "Squeeze", "Transpose"])
 
     # A small FPN (DBNet's neck): the coarse level upsampled 2x, added to the fine one, both concatenated
     # and fed to a conv; dynamic batch, run at batch 2. With NHWC preferred the Resize, Add and Concat keep
