@@ -8,7 +8,8 @@
 /* Order matters: BN folds first so the Conv's output feeds the activation or Add directly; an
  * activation after the residual Add (ResNet's Add -> Relu) fuses in the second activation round.
  * Likewise a MatMul's bias Add fuses before its activation (Linear -> GELU) and its residual Add;
- * attention's MatMuls are taken whole before any of that can fuse into them. */
+ * attention's MatMuls are taken whole before any of that can fuse into them. Upsampling folds into
+ * Concats before the layout pass, which then sees the convolutions feeding the Concat directly. */
 const hs_pass hs_fuse_passes[] = {
     {"fold_batchnorm_into_conv", hs__pass_fold_bn},
     {"fuse_conv_activation", hs__pass_fuse_conv_activation},
@@ -19,6 +20,7 @@ const hs_pass hs_fuse_passes[] = {
     {"fuse_matmul_activation", hs__pass_fuse_matmul_activation},
     {"fuse_matmul_residual_add", hs__pass_fuse_matmul_residual},
     {"fuse_matmul_activation_after_add", hs__pass_fuse_matmul_activation},
+    {"fuse_concat_upsample", hs__pass_fuse_concat_upsample},
     {"conv_activation_layout", hs__pass_conv_layout},
     {NULL, NULL},
 };

@@ -36,6 +36,8 @@ int hs__pass_fuse_matmul_activation(hs_graph *g, int *changed, hs_error *err);
 int hs__pass_fuse_matmul_residual(hs_graph *g, int *changed, hs_error *err);
 /* pass_fuse_attention.c */
 int hs__pass_fuse_attention(hs_graph *g, int *changed, hs_error *err);
+/* pass_fuse_concat.c */
+int hs__pass_fuse_concat_upsample(hs_graph *g, int *changed, hs_error *err);
 /* pass_fuse_layout.c */
 int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err);
 /* Live reads of value v (a graph output counts as many). */

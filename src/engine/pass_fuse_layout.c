@@ -11,7 +11,8 @@
  *     (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) reading it as its input, and
  *   - it is not a graph output.
  * A MaxPool/AveragePool reads and writes the same layout, so its input and output keep or lose the
- * preferred layout together. With NHWC preferred, squeeze-and-excite's x * gate (Mul or Add, the gate
+ * preferred layout together, except that with NHWC preferred it may read it and write NCHW (the pool
+ * converts its output, smaller than the input the Conv would otherwise convert: ops/pool.c). With NHWC preferred, squeeze-and-excite's x * gate (Mul or Add, the gate
  * provably [N, C, 1, 1]) does too: x and the output together, the gate read in any layout. So do an
  * FPN's 4-D Add/Mul of two such values, a nearest/linear Resize and a Concat (any axis): their
  * value inputs and output keep or lose the layout together (the ops index the physical layout
@@ -218,7 +219,9 @@ int hs__pass_conv_layout(hs_graph *g, int *changed, hs_error *err) {
       }
       int global, all;
       unsigned mask;
-      if (layout_pool(n, &global) && !global && blocked[n->in[0]] != blocked[n->out[0]])
+      /* (with NHWC preferred a pool may read it and write NCHW: ops/pool.c converts its smaller output) */
+      if (layout_pool(n, &global) && !global && blocked[n->in[0]] != blocked[n->out[0]] &&
+          !(pref == HS_LAYOUT_NHWC && blocked[n->in[0]]))
         blocked[n->in[0]] = blocked[n->out[0]] = 0, more = 1;
       if (layout_follower(g, n, pref, &mask) && !follower_agrees(n, mask, blocked, &all)) {
         for (int k = 0; k < n->n_in; k++)

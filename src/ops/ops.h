@@ -57,6 +57,8 @@ typedef enum hs_fusion_kind {
   HS_FUSE_ATTENTION,      /* a node rewritten into FusedAttention takes what the peeled nodes did (.attn) */
   HS_FUSE_FLOAT_OUTPUT,   /* a quantized op (QLinearMatMul) writes its output dequantized: float32, not rounded to
                              y's grid (the pass sets y_scale 1 and y_zero_point 0) */
+  HS_FUSE_UPSAMPLE,       /* node input .input is now a nearest Resize's input: the op upsamples it by the
+                             integer factors .up (along H, then W of a 4-D NCHW tensor) as it reads it */
 } hs_fusion_kind;
 
 /* HS_FUSE_ATTENTION (ops/attention.c): the Transpose permutations peeled off Q, K, V and the output
@@ -74,6 +76,7 @@ typedef struct hs_fusion {
   int input;               /* HS_FUSE_SUM, HS_FUSE_BIAS: the node input slot holding the value */
   hs_layout src, dst, res; /* HS_FUSE_LAYOUT */
   hs_attention_fusion attn; /* HS_FUSE_ATTENTION */
+  int64_t up[2];           /* HS_FUSE_UPSAMPLE */
 } hs_fusion;
 
 /* fuse()'s answer when the op cannot take a fusion (the node is unchanged). */
@@ -158,6 +161,11 @@ int hs_op_bind(hs_node *node, const hs_graph *g, hs_error *err);
 
 /* Offers fusion f to bound node n's op: its fuse() answer, HS_FUSE_REFUSED when it has none. */
 int hs_op_fuse(hs_node *n, const hs_fusion *f, hs_error *err);
+
+/* 1 when bound node n is a 4-D nearest Resize / Upsample with constant scales whose output pixel
+ * (h, w) is input pixel (h / f[0], w / f[1]) for integer factors f (1..255; batch and channel scales
+ * 1), so that a reader may upsample its input itself (HS_FUSE_UPSAMPLE); else 0 (resize.c). */
+int hs_resize_nearest_factors(const hs_node *n, const hs_graph *g, int64_t f[2]);
 
 /* ---- helpers shared by op files (ops_util.c) ---- */
 

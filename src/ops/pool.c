@@ -11,10 +11,16 @@
  * (with HS_KERNELS_STRICT=1 that refusal is an error naming the reason) and for empty tensors.
  * Both paths honour the physical layouts the layout pass may set (pool_fuse()): a MaxPool/AveragePool
  * between blocked-layout Convs reads and writes that layout; a global pool reads it and writes NCHW.
+ * A MaxPool/AveragePool at the edge of a channels-last region (a Conv's NHWC output in, NCHW out: the
+ * text recognizer's last pool, read by a Squeeze) runs the kernel NHWC to NHWC into scratch and moves
+ * its output, smaller than its input, to NCHW itself (edge_to_nchw), instead of the Conv converting
+ * the larger input.
  */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
+#include "kernels/parallel.h"
 #include "ops/opkernel.h"
 #include "ops/ops.h"
 
@@ -36,6 +42,11 @@ typedef struct hs_pool_attrs {
 } hs_pool_attrs;
 
 typedef hs_pool_attrs pool_params;
+
+/* A windowed pool reading channels-last and writing NCHW: the kernel writes NHWC into scratch. */
+static int edge_pool(const pool_params *p) {
+  return p->kind < HS_POOL_OP_GLOBAL_AVG && p->src_layout == HS_LAYOUT_NHWC && p->dst_layout == HS_LAYOUT_NCHW;
+}
 
 typedef struct {
   int nsp;
@@ -168,7 +179,7 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   p.src_layout = a->src_layout;
   /* a global pool's 1x1 output is the same bytes in any layout: write it in the input's layout so
      oneDNN's fast implementations (same layout in and out) apply */
-  p.dst_layout = a->kind >= P_GAVG ? a->src_layout : a->dst_layout;
+  p.dst_layout = a->kind >= P_GAVG || edge_pool(a) ? a->src_layout : a->dst_layout;
   p.kind = a->kind == P_MAX || a->kind == P_GMAX ? HS_POOL_MAX
            : a->count_include_pad                ? HS_POOL_AVG_INCLUDE_PAD
                                                  : HS_POOL_AVG_EXCLUDE_PAD;
@@ -212,7 +223,39 @@ static size_t pool_scratch(const hs_node *n, const hs_tensor *in, int nin, const
   pool_geom g;
   hs_error e;
   if (pool_geometry(n, &in[0], &g, &e)) return 0;
-  return hs_op_kernel_scratch(kernel_for(n, &g, NULL), g.N);
+  size_t ks = hs_op_kernel_scratch(kernel_for(n, &g, NULL), g.N);
+  if (!edge_pool((const pool_params *)n->params.bytes)) return ks;
+  return ((ks + 63) & ~(size_t)63) + out[0].nbytes; /* then the kernel's NHWC output */
+}
+
+/* edge_to_nchw: [N, S, C] -> [N, C, S], parts of (image, block of 16 channels) on the compute threads. */
+typedef struct {
+  const float *t;
+  float *y;
+  int64_t N, C, S, blocks, parts;
+} nchw_job;
+
+static void nchw_part(void *ctx, int i) {
+  const nchw_job *j = ctx;
+  int64_t per = j->N * j->blocks, k0 = per * i / j->parts, k1 = per * (i + 1) / j->parts;
+  for (int64_t k = k0; k < k1; k++) {
+    int64_t b = k / j->blocks, c0 = k % j->blocks * 16, c1 = c0 + 16 < j->C ? c0 + 16 : j->C;
+    const float *t = j->t + b * j->S * j->C;
+    float *y = j->y + b * j->C * j->S;
+    for (int64_t s = 0; s < j->S; s++)
+      for (int64_t c = c0; c < c1; c++) y[c * j->S + s] = t[s * j->C + c];
+  }
+}
+
+static void edge_to_nchw(const float *t, float *y, int64_t N, int64_t C, int64_t S) {
+  nchw_job j = {t, y, N, C, S, (C + 15) / 16, 1};
+  int threads = hs_kernels_threads();
+  if (threads > 1 && N * C * S >= (1 << 15) && N * j.blocks >= threads) {
+    j.parts = threads;
+    hs_kernels_parallel_for(threads, nchw_part, &j);
+  } else {
+    nchw_part(&j, 0);
+  }
 }
 
 /* ---- plain C ---- */
@@ -237,7 +280,12 @@ static int pool_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
   if (k) {
     const void *src[1] = {in[0].data};
     hs_kernel_args args = {.batch = g.N, .src = src, .nsrc = 1, .dst = out[0].data, .scratch = scratch};
-    return hs_op_run_kernel(n, k, &args, err);
+    if (!edge_pool(p)) return hs_op_run_kernel(n, k, &args, err);
+    size_t ks = (hs_op_kernel_scratch(k, g.N) + 63) & ~(size_t)63;
+    args.dst = (char *)scratch + ks;
+    if ((rc = hs_op_run_kernel(n, k, &args, err))) return rc;
+    edge_to_nchw(args.dst, out[0].data, g.N, g.C, g.out[0] * g.out[1] * g.out[2]);
+    return 0;
   }
   const float *x = in[0].data;
   float *y = out[0].data;

@@ -235,6 +235,33 @@ static int resize_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
   return 0;
 }
 
+int hs_resize_nearest_factors(const hs_node *n, const hs_graph *g, int64_t f[2]) {
+  if (n->dead || (n->op != HS_OP_Resize && n->op != HS_OP_Upsample) || n->n_in < 1 || n->in[0] < 0) return 0;
+  const resize_params *p = (const resize_params *)n->params.bytes;
+  /* the modes that pick input index out / factor (kernel_applies; pytorch_half_pixel's depends on sizes) */
+  int asym_floor = p->coord == CT_ASYMMETRIC && p->nearest == NM_FLOOR;
+  int half_round = p->coord == CT_HALF_PIXEL && (p->nearest == NM_ROUND_FLOOR || p->nearest == NM_ROUND_CEIL);
+  if (p->linear || p->cubic || (!asym_floor && !half_round)) return 0;
+  float s[4];
+  if (p->n_scales) {
+    if (p->n_scales != 4) return 0;
+    memcpy(s, p->scales, sizeof s);
+  } else {
+    int slot = p->legacy ? 1 : 2;
+    if (!p->legacy && n->n_in > 3 && n->in[3] >= 0 && g->values[n->in[3]].nbytes) return 0; /* sizes */
+    if (n->n_in <= slot || n->in[slot] < 0) return 0;
+    const hs_value *v = &g->values[n->in[slot]];
+    if (v->kind != HS_VAL_CONST || v->dtype != HS_DT_FLOAT32 || v->nbytes != sizeof s || !v->data) return 0;
+    memcpy(s, v->data, sizeof s);
+  }
+  if (s[0] != 1.0f || s[1] != 1.0f) return 0;
+  for (int k = 0; k < 2; k++) {
+    if (!(s[2 + k] >= 1.0f && s[2 + k] <= 255.0f) || s[2 + k] != floorf(s[2 + k])) return 0;
+    f[k] = (int64_t)s[2 + k];
+  }
+  return 1;
+}
+
 static size_t resize_scratch(const hs_node *n, const hs_tensor *in, int nin, const hs_tensor *out, int nout) {
   int64_t total = 0;
   for (int i = 0; i < out[0].ndim; i++) total += out[0].dims[i];

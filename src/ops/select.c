@@ -1,7 +1,9 @@
 /* select.c - Transpose, Concat, Gather, Slice, Split, Expand, Tile: moving parts of tensors, any dtype. */
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/parallel.h"
 #include "ops/opkernel.h"
 #include "ops/ops.h"
 
@@ -127,19 +129,54 @@ static hs_kernel *concat_kernel(const hs_node *n, const hs_tensor *in, int nin, 
 
 static int concat_prepare(hs_node *n, const hs_graph *g, hs_error *err) { return hs_op_attach_cache(n, err); }
 
-/* params.bytes: the axis attribute (int64), then the layout the layout pass chose (hs_layout). */
+/* params.bytes: the axis attribute (int64), the layout the layout pass chose (hs_layout), and the
+ * nearest upsampling factors (H, W) of each input (1, 1 unless a Resize was fused: HS_FUSE_UPSAMPLE). */
 typedef struct {
   int64_t axis;
   hs_layout layout;
+  uint8_t up[64][2];
 } concat_params;
 _Static_assert(sizeof(concat_params) <= HS_OP_PARAMS_BYTES, "concat params fit the node");
 
-/* The layout pass may keep a 4-D Concat's inputs and output channels-last (NHWC) together. */
+static int concat_upsamples(const hs_node *n, int nin) {
+  const concat_params *p = (const concat_params *)n->params.bytes;
+  for (int i = 0; i < nin && i < 64; i++)
+    if (p->up[i][0] != 1 || p->up[i][1] != 1) return 1;
+  return 0;
+}
+
+/* The layout pass may keep a 4-D Concat's inputs and output channels-last (NHWC) together. The
+ * upsampling pass (pass_fuse_concat.c) may hand a 4-D channel Concat (axis 1) the input of a nearest
+ * Resize with integer factors that only this Concat read: the row copies below then read input pixel
+ * (h / fh, w / fw) for output pixel (h, w), which is what the Resize wrote, so the result is the same
+ * bytes without the Resize's output ever being written. */
 static int concat_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
   (void)err;
+  concat_params *p = (concat_params *)n->params.bytes;
+  if (f->kind == HS_FUSE_UPSAMPLE) {
+    if (f->input < 0 || f->input >= 64 || (p->axis != 1 && p->axis != -3)) return HS_FUSE_REFUSED;
+    for (int k = 0; k < 2; k++)
+      if (f->up[k] < 1 || f->up[k] > 255) return HS_FUSE_REFUSED;
+    if (!f->dry_run)
+      for (int k = 0; k < 2; k++) p->up[f->input][k] = (uint8_t)f->up[k];
+    return 0;
+  }
   if (f->kind != HS_FUSE_LAYOUT || f->src != f->dst || (f->dst != HS_LAYOUT_NCHW && f->dst != HS_LAYOUT_NHWC))
     return HS_FUSE_REFUSED;
-  if (!f->dry_run) ((concat_params *)n->params.bytes)->layout = f->dst;
+  if (!f->dry_run) p->layout = f->dst;
+  return 0;
+}
+
+/* The inputs as the Concat sees them: a fused input's H and W multiplied by its factors. */
+static int concat_upsampled(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *e, hs_error *err) {
+  const concat_params *p = (const concat_params *)n->params.bytes;
+  for (int i = 0; i < nin; i++) {
+    e[i] = in[i];
+    if (p->up[i][0] == 1 && p->up[i][1] == 1) continue;
+    if (in[i].ndim != 4) return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "an upsampled input must be 4-D");
+    e[i].dims[2] *= p->up[i][0];
+    e[i].dims[3] *= p->up[i][1];
+  }
   return 0;
 }
 
@@ -166,7 +203,7 @@ static size_t concat_scratch(const hs_node *n, const hs_tensor *in, int nin, con
   int a;
   hs_error e;
   hs_tensor v[64], yv;
-  if (nin > 64 || hs_norm_axis(*(const int64_t *)n->params.bytes, in[0].ndim, &a, n, &e) ||
+  if (nin > 64 || concat_upsamples(n, nin) || hs_norm_axis(*(const int64_t *)n->params.bytes, in[0].ndim, &a, n, &e) ||
       concat_views(n, in, nin, &out[0], v, &yv, &a, &e))
     return 0;
   return hs_op_kernel_scratch(concat_kernel(n, v, nin, a, &yv, NULL), 0);
@@ -178,12 +215,17 @@ static int concat_check(hs_node *n, const hs_graph *g, hs_error *err) {
   if (!hs_node_attr(n, "axis")) return hs_op_errf(err, n, HS_PARSE, "axis is required");
   concat_params *p = (concat_params *)n->params.bytes;
   p->layout = HS_LAYOUT_NCHW;
+  memset(p->up, 1, sizeof p->up);
   return hs_attr_int(n, "axis", 0, &p->axis, err);
 }
 
-static int concat_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *out, int nout, hs_error *err) {
-  int r = in[0].ndim, a, rc;
-  if ((rc = hs_known_dtype(n, &in[0], err)) || (rc = hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err)))
+static int concat_infer(const hs_node *n, const hs_tensor *in_raw, int nin, hs_tensor *out, int nout,
+                        hs_error *err) {
+  int r = in_raw[0].ndim, a, rc;
+  hs_tensor in[64]; /* op_list.h: at most 64 inputs */
+  if (nin > 64) return hs_op_errf(err, n, HS_LIMIT, "more than 64 inputs");
+  if ((rc = hs_known_dtype(n, &in_raw[0], err)) || (rc = concat_upsampled(n, in_raw, nin, in, err)) ||
+      (rc = hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err)))
     return rc;
   int64_t d[HS_MAX_DIMS];
   hs_memcpy(d, in[0].dims, sizeof d);
@@ -199,35 +241,158 @@ static int concat_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tenso
   return hs_set_shape(&out[0], in[0].dtype, r, d, n, err);
 }
 
+/* Plain-C Concat: each output row (the innermost physical dimension) written once, in order, from the
+ * input rows it holds (a fused input's row (h / fh, w / fw), its elements repeated fw times along W when
+ * W is innermost). Rows are split over the compute threads from CONCAT_PARALLEL_ELEMS output elements:
+ * the text detector's FPN Concat (4 x [1, 24, 160, 160] channels-last) is 25600 rows of 4 x 96 bytes. */
+#define CONCAT_PARALLEL_ELEMS (1 << 15)
+
+typedef struct {
+  int r, a, nin, parts;
+  size_t esz;
+  int64_t rows;
+  int64_t dims[HS_MAX_DIMS];     /* the output's, physical */
+  char *dst;
+  const char *src[64];
+  int64_t sdims[64][HS_MAX_DIMS]; /* each input's own (physical) */
+  int64_t f[64][HS_MAX_DIMS];     /* each input's upsampling factor per physical axis */
+  int64_t off[64], len[64];       /* each input's position and extent along a */
+} concat_job;
+
+static void concat_copy(char *dst, const char *src, int64_t n, int64_t f, size_t esz) {
+  if (f == 1) {
+    hs_memcpy(dst, src, (size_t)n * esz);
+  } else if (esz == 4) {
+    uint32_t *d = (uint32_t *)dst;
+    const uint32_t *s = (const uint32_t *)src;
+    for (int64_t w = 0; w < n; w++) d[w] = s[w / f];
+  } else {
+    for (int64_t w = 0; w < n; w++) memcpy(dst + (size_t)w * esz, src + (size_t)(w / f) * esz, esz);
+  }
+}
+
+/* Output rows [r0, r1). Two shapes of job: [outer, a * inner] rows of whole input slices (no upsampling),
+ * or 4-D with the channel axis at physical 1 (NCHW: rows of W, one input each) or 3 (NHWC: rows of one
+ * pixel's channels, every input a slice), where source pixels advance by counters, not divisions. */
+static void concat_rows(const concat_job *j, int64_t r0, int64_t r1) {
+  size_t esz = j->esz;
+  int64_t inner = j->dims[j->r - 1];
+  if (j->r == 2) {
+    for (int64_t row = r0; row < r1; row++)
+      for (int i = 0; i < j->nin; i++)
+        hs_memcpy(j->dst + (size_t)(row * inner + j->off[i]) * esz, j->src[i] + (size_t)(row * j->len[i]) * esz,
+                  (size_t)j->len[i] * esz);
+    return;
+  }
+  for (int64_t row = r0; row < r1;) {
+    int64_t q2 = row % j->dims[2], line = row / j->dims[2], q1 = line % j->dims[1], q0 = line / j->dims[1];
+    int64_t end = row - q2 + j->dims[2] < r1 ? row - q2 + j->dims[2] : r1; /* this line's rows: q2 .. */
+    for (int i = 0; i < j->nin; i++) {
+      const int64_t *sd = j->sdims[i], *f = j->f[i];
+      if (!j->len[i]) continue;
+      if (j->a == 1) { /* NCHW: the one input holding channel q1 */
+        if (q1 < j->off[i] || q1 >= j->off[i] + j->len[i]) continue;
+        for (int64_t r = row; r < end; r++) {
+          int64_t h = q2 + (r - row);
+          const char *s = j->src[i] + (size_t)(((q0 * sd[1] + q1 - j->off[i]) * sd[2] + h / f[2]) * sd[3]) * esz;
+          concat_copy(j->dst + (size_t)(r * inner) * esz, s, inner, f[3], esz);
+        }
+      } else { /* NHWC: this input's channels of every pixel in the line */
+        const char *s = j->src[i] + (size_t)(((q0 * sd[1] + q1 / f[1]) * sd[2] + q2 / f[2]) * sd[3]) * esz;
+        char *d = j->dst + (size_t)(row * inner + j->off[i]) * esz;
+        for (int64_t r = row, c = q2 % f[2]; r < end; r++, d += (size_t)inner * esz) {
+          memcpy(d, s, (size_t)j->len[i] * esz);
+          if (++c == f[2]) {
+            c = 0;
+            s += (size_t)sd[3] * esz;
+          }
+        }
+      }
+    }
+    row = end;
+  }
+}
+
+static void concat_part(void *ctx, int i) {
+  const concat_job *j = ctx;
+  concat_rows(j, j->rows * i / j->parts, j->rows * (i + 1) / j->parts);
+}
+
+/* Fills j for physical views v (inputs as the Concat sees them) and yv along physical axis a. Without
+ * upsampling the dimensions around a merge ([outer, a * inner], rows of whole input slices, as few
+ * copies as the layout allows); with it they stay 4-D. */
+static void concat_plan_rows(const hs_node *n, const hs_tensor *raw, const hs_tensor *v, int nin, const hs_tensor *yv,
+                             int a, concat_job *j) {
+  const concat_params *p = (const concat_params *)n->params.bytes;
+  int nhwc = p->layout == HS_LAYOUT_NHWC, up = concat_upsamples(n, nin);
+  j->esz = hs_dtype_size(v[0].dtype);
+  j->nin = nin;
+  j->dst = yv->data;
+  if (!up) {
+    int64_t outer = 1, inner = 1;
+    for (int k = 0; k < a; k++) outer *= yv->dims[k];
+    for (int k = a + 1; k < yv->ndim; k++) inner *= yv->dims[k];
+    j->r = 2;
+    j->a = 1;
+    j->dims[0] = outer;
+    j->dims[1] = yv->dims[a] * inner;
+    for (int i = 0, at = 0; i < nin; i++) {
+      j->src[i] = raw[i].data;
+      j->sdims[i][0] = outer;
+      j->sdims[i][1] = j->len[i] = v[i].dims[a] * inner;
+      j->f[i][0] = j->f[i][1] = 1;
+      j->off[i] = at;
+      at += j->len[i];
+    }
+  } else { /* 4-D, logical H and W at physical 2, 3 (NCHW) or 1, 2 (NHWC) */
+    j->r = 4;
+    j->a = a;
+    for (int k = 0; k < 4; k++) j->dims[k] = yv->dims[k];
+    for (int i = 0, at = 0; i < nin; i++) {
+      j->src[i] = raw[i].data;
+      for (int k = 0; k < 4; k++) j->f[i][k] = 1;
+      j->f[i][nhwc ? 1 : 2] = p->up[i][0];
+      j->f[i][nhwc ? 2 : 3] = p->up[i][1];
+      for (int k = 0; k < 4; k++) j->sdims[i][k] = v[i].dims[k] / j->f[i][k];
+      j->off[i] = at;
+      at += j->len[i] = v[i].dims[a];
+    }
+  }
+  j->rows = 1;
+  for (int k = 0; k < j->r - 1; k++) j->rows *= j->dims[k];
+}
+
 static int concat_run(const hs_node *n, const hs_tensor *in_raw, int nin, hs_tensor *out_raw, int nout,
                       void *scratch, hs_error *err) {
   int r = in_raw[0].ndim, a;
-  hs_tensor in[64], out[1]; /* op_list.h: at most 64 inputs */
+  hs_tensor up[64], in[64], out[1]; /* op_list.h: at most 64 inputs */
   int rc = nin > 64 ? hs_op_errf(err, n, HS_LIMIT, "more than 64 inputs")
                     : hs_norm_axis(*(const int64_t *)n->params.bytes, r, &a, n, err);
-  if (!rc) rc = concat_views(n, in_raw, nin, &out_raw[0], in, &out[0], &a, err);
+  if (!rc) rc = concat_upsampled(n, in_raw, nin, up, err);
+  if (!rc) rc = concat_views(n, up, nin, &out_raw[0], in, &out[0], &a, err);
   if (rc) return rc;
-  hs_error kerr;
-  hs_error_clear(&kerr);
-  hs_kernel *k = concat_kernel(n, in, nin, a, &out[0], &kerr);
-  if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
-  if (k) {
-    const void *src[CONCAT_MAX_KEY];
-    for (int i = 0; i < nin; i++) src[i] = in[i].data;
-    hs_kernel_args args = {.src = src, .nsrc = nin, .dst = out[0].data, .scratch = scratch};
-    return hs_op_run_kernel(n, k, &args, err);
+  if (!concat_upsamples(n, nin)) {
+    hs_error kerr;
+    hs_error_clear(&kerr);
+    hs_kernel *k = concat_kernel(n, in, nin, a, &out[0], &kerr);
+    if (!k && kerr.code) return hs_op_strict_error(n, &kerr, err);
+    if (k) {
+      const void *src[CONCAT_MAX_KEY];
+      for (int i = 0; i < nin; i++) src[i] = in[i].data;
+      hs_kernel_args args = {.src = src, .nsrc = nin, .dst = out[0].data, .scratch = scratch};
+      return hs_op_run_kernel(n, k, &args, err);
+    }
   }
-  size_t esz = hs_dtype_size(in[0].dtype);
-  int64_t outer = 1, inner = 1;
-  for (int k = 0; k < a; k++) outer *= out[0].dims[k];
-  for (int k = a + 1; k < r; k++) inner *= out[0].dims[k];
-  size_t orow = (size_t)(out[0].dims[a] * inner) * esz, off = 0;
-  for (int i = 0; i < nin; i++) {
-    size_t row = (size_t)(in[i].dims[a] * inner) * esz;
-    for (int64_t o = 0; o < outer; o++)
-      hs_memcpy((char *)out[0].data + (size_t)o * orow + off, (const char *)in[i].data + (size_t)o * row, row);
-    off += row;
+  if (hs_numel(&out[0]) == 0) return 0;
+  concat_job j = {0};
+  concat_plan_rows(n, in_raw, in, nin, &out[0], a, &j);
+  int threads = hs_kernels_threads();
+  if (threads < 2 || j.rows < threads || hs_numel(&out[0]) < CONCAT_PARALLEL_ELEMS) {
+    concat_rows(&j, 0, j.rows);
+    return 0;
   }
+  j.parts = threads;
+  hs_kernels_parallel_for(threads, concat_part, &j);
   return 0;
 }
 

@@ -264,12 +264,28 @@ def main():
     y = F.conv2d(p2, t(w3)).mean(dim=(2, 3), keepdim=True)
     c.save(root, "y", y.numpy(), ["AveragePool", "Conv", "Conv", "Conv", "GlobalAveragePool", "MaxPool"])
 
-    # A pooled value that is also a graph output keeps NCHW (and so does the pool's input)
+    # A pooled value that is also a graph output keeps NCHW; with NHWC preferred the pool's input stays
+    # channels-last and the pool converts its own output (ops/pool.c, edge_to_nchw)
     c = Case("pool_output_is_graph_output")
     x, w1 = rand(1, 4, 8, 8), rand(8, 4, 3, 3, scale=0.3)
     c.node("Conv", [c.input("x", x), c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1])
     c.node("MaxPool", ["c1"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
     c.save(root, "y", F.max_pool2d(F.conv2d(t(x), t(w1), padding=1), 2, 2).numpy(), ["Conv", "MaxPool"])
+
+    # The text recognizer's tail: the last conv's output pooled to height 1, squeezed and transposed into a
+    # sequence. With NHWC preferred the conv writes channels-last and the AveragePool / MaxPool converts its
+    # 4x smaller output to NCHW (ops/pool.c); dynamic batch, run at batch 2, 20 channels (not a multiple of
+    # the 16-channel blocks the conversion walks).
+    for name, op in (("edge_maxpool_squeeze_transpose", "MaxPool"), ("edge_avgpool_squeeze_transpose", "AveragePool")):
+        c = Case(name)
+        x, w1 = rand(2, 4, 2, 16), rand(20, 4, 3, 3, scale=0.3)
+        c.node("Conv", [c.input("x", x, ["N", 4, 2, 16]), c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1])
+        c.node(op, ["c1"], ["p"], kernel_shape=[2, 2], strides=[2, 2])
+        c.node("Squeeze", ["p", c.init("axes", np.array([2], np.int64))], ["q"])
+        c.node("Transpose", ["q"], ["y"], perm=[2, 0, 1])
+        pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
+        y = pool(F.conv2d(t(x), t(w1), padding=1), 2, 2).squeeze(2).permute(2, 0, 1)
+        c.save(root, "y", y.numpy(), ["Conv", op, "Squeeze", "Transpose"])
 
     # A small FPN (DBNet's neck): the coarse level upsampled 2x, added to the fine one, both concatenated
     # and fed to a conv; dynamic batch, run at batch 2. With NHWC preferred the Resize, Add and Concat keep
@@ -298,6 +314,39 @@ def main():
             F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=True)
         y = F.conv2d(torch.cat([fine + up, up], dim=1), t(w3))
         c.save(root, "y", y.numpy(), ["Add", "Concat", "Conv", "Conv", "Conv", "Resize"])
+
+    # DBNet's head input: the coarser levels upsampled (nearest, integer factors) straight into one Concat, each
+    # Resize read by the Concat alone. The Concat takes the Resizes over (pass_fuse_concat.c): no Resize stays
+    # live, the Concat reads the convs' outputs and repeats their pixels. Fed to a conv (channels-last, a pixel's
+    # channels per row) or a graph output itself (NCHW, rows of W, with unequal factors along H and W); dynamic
+    # batch, run at batch 2.
+    for name, to_conv in (("fpn_upsample_into_concat_nhwc", True), ("fpn_upsample_into_concat_nchw", False)):
+        c = Case(name)
+        x = rand(2, 4, 16, 24)
+        w0, w1, w2 = rand(8, 4, 3, 3, scale=0.3), rand(6, 8, 3, 3, scale=0.2), rand(5, 6, 3, 3, scale=0.2)
+        w3 = rand(8, 19, 1, 1, scale=0.3)
+        c.node("Conv", [c.input("x", x, ["N", 4, 16, 24]), c.init("w0", w0)], ["c0"], pads=[1, 1, 1, 1])
+        c.node("Conv", ["c0", c.init("w1", w1)], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2])
+        if to_conv:
+            c.node("Conv", ["c1", c.init("w2", w2)], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2])
+            f1, f2 = (2, 2), (4, 4)
+        else:
+            c.node("Conv", ["c1", c.init("w2", w2)], ["c2"], pads=[1, 1, 1, 1], strides=[2, 3])
+            f1, f2 = (2, 2), (4, 6)
+        c.node("Resize", ["c1", "", c.init("s1", np.array([1, 1, *f1], np.float32))], ["u1"], mode="nearest",
+               coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        c.node("Resize", ["c2", "", c.init("s2", np.array([1, 1, *f2], np.float32))], ["u2"], mode="nearest",
+               coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        c.node("Concat", ["u2", "u1", "c0"], ["cat"] if to_conv else ["y"], axis=1)
+        c0 = F.conv2d(t(x), t(w0), padding=1)
+        c1 = F.conv2d(c0, t(w1), padding=1, stride=2)
+        c2 = F.conv2d(c1, t(w2), padding=1, stride=(2, 2) if to_conv else (2, 3))
+        y = torch.cat([F.interpolate(c2, scale_factor=f2, mode="nearest"),
+                       F.interpolate(c1, scale_factor=f1, mode="nearest"), c0], dim=1)
+        if to_conv:
+            c.node("Conv", ["cat", c.init("w3", w3)], ["y"])
+            y = F.conv2d(y, t(w3))
+        c.save(root, "y", y.numpy(), ["Concat", "Conv", "Conv", "Conv"] + (["Conv"] if to_conv else []))
 
     # Channels-last followers off the FPN's beaten path: an Add broadcasting a pooled conv's [N, 8, 6, 1] over
     # another conv's [N, 8, 6, 6] (elementwise.c's [N, H, W, C] view) and a Concat along H. (The pool keeps
