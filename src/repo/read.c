@@ -21,16 +21,18 @@
  * the ring (8 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
  * shrank or grew meanwhile is a mismatch) is known once the last piece is hashed;
  * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
- * ring's counters are shared with the hash thread under the check's mutex (cv: a piece was read,
- * or hashed). When no thread can be started, stream_next hashes each piece itself.
+ * rings' counters are shared with the hash thread under the check's mutex (cv: a piece was read
+ * or hashed, a stream ended). When no thread can be started, stream_next hashes each piece itself.
  *
  * External data (hs_repo_read_stream_files_start): the other files are not read whole either. Each
- * is an ext_stream the backend opens by path (hs_repo_open_file, once) and reads in order through
- * one RING_CHUNK buffer; each piece is hashed as it is read, on the reader's thread (no ring and no
- * second thread: a second reader behind it would buy nothing but the wait). hs_repo_bytes_check
- * opens the files nobody opened and reads what was left unread (the bytes after the last tensor),
- * so every byte is read and hashed once, then judges each file like the model file (size at open,
- * shrunk or grown while read, digest). These streams are touched only by the loading thread.
+ * is a file_stream like model.onnx's, which the backend opens by path (hs_repo_open_file, once) and
+ * reads in order through a second ring, shared by these files one after another (the decoder fills
+ * its external tensors file by file, while it still holds its current piece of model.onnx: that
+ * piece is in the other ring, so reading them cannot overwrite it). The same hash thread hashes the
+ * pieces of both rings, each file's in order, into that file's digest. hs_repo_bytes_check opens
+ * the files nobody opened and reads what was left unread (the bytes after the last tensor), so
+ * every byte is read and hashed once; the thread judges every file like model.onnx once all
+ * streams ended (size at open, shrunk or grown while read, digest) and the loader waits for it.
  */
 #include <errno.h>
 #include <limits.h>

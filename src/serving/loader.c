@@ -46,7 +46,6 @@
 #include "base/log.h"
 #include "engine/engine.h"
 #include "kernels/kshare.h"
-#include "onnx/onnx.h"
 #include "serving/batch.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
@@ -353,14 +352,14 @@ static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *
 
 /* read_and_load_as with external data streamed where the backend can take it. A model whose
  * external data lies outside its main graph's initializers (a subgraph's weights, a Constant's)
- * cannot be streamed (onnx.h, HS_ONNX_NEEDS_WHOLE_FILES): it is read, hashed and loaded once more
+ * cannot be streamed (the backend says HS_NEEDS_WHOLE_FILES): it is read, hashed and loaded once more
  * with its files whole, so such a model costs a second read but loads as it did before streaming. */
 static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv, const char *model_dir,
                          hs_version *v, const hs_backend_options *bo, hs_version_status *cost,
                          uint64_t *cpu_after_read, const char **code, char code_buf[32], hs_error *err) {
   if (r->opts.test_before_read) r->opts.test_before_read(r->opts.test_user, m->name, rv->version, rv->dir);
   int rc = read_and_load_as(r, m, rv, model_dir, v, bo, true, cost, cpu_after_read, code, code_buf, err);
-  if (rc == HS_UNSUPPORTED && strstr(err->message, HS_ONNX_NEEDS_WHOLE_FILES)) {
+  if (rc == HS_NEEDS_WHOLE_FILES) {
     HS_LOGI("model '%s' version %lld: %s; loading it again with whole files", m->name, (long long)rv->version,
             err->message);
     hs_error_clear(err);
