@@ -264,7 +264,7 @@ static int open_file(void *user, const char *path, const struct hs_backend_strea
  * decoder (hs_repo_read_stream_start): the whole file is never held, and each piece is hashed
  * and parsed from the same buffer; for the built-in engine the other files (external data) come as
  * streams too (hs_repo_read_stream_files_start, hs_backend_options.open_file), read once and hashed
- * as the decoder reads them, so no file of the version is held whole. A backend with only load_buffer gets whole buffers, hashed on a
+ * by the same thread behind the decoder, so no file of the version is held whole. A backend with only load_buffer gets whole buffers, hashed on a
  * thread of their own (hs_repo_read_start) while it decodes and compiles them. Either way the
  * verdict is awaited here, before anything built from the bytes runs (warm-up included), and a
  * mismatch fails the load. A backend without load_buffer (an ABI 1 plug-in, or
