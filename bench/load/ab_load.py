@@ -93,7 +93,7 @@ def main(argv):
     for _, f in COLS:
         b = statistics.median(f(m) for _, w, m in rows if w == "base")
         n = statistics.median(f(m) for _, w, m in rows if w == "new")
-        ratios.append("%.1f / %.1f = %.2f" % (n, b, n / b) if b else "%.1f / %.1f" % (n, b))
+        ratios.append("%.1f / %.1f = %.2f" % (n, b, n / b) if b >= 1 else "%.1f / %.1f" % (n, b))  # no ratio of ~0
     lines.append("| " + " | ".join(ratios) + " |")
     lines += ["", "`hotserve run VERSION_1/model.onnx --repeat 1 --threads %d`, %d processes per binary, alternating "
               "(ms):" % (args.threads, args.runs * args.rounds), "",

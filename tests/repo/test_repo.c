@@ -600,20 +600,31 @@ static void write_bytes_at(const char *path, size_t off, const void *data, size_
   close(fd);
 }
 
+static void rewrite_file(const char *path, const uint8_t *content, size_t size) {
+  FILE *fp = fopen(path, "wb");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(content, 1, size, fp), size);
+  fclose(fp);
+}
+
+/* Writes size bytes of a pattern (byte i: i * mul + (i >> shift)) to path, dated an hour back; returns
+ * them (the caller frees them). */
+static uint8_t *write_pattern(const char *path, size_t size, unsigned mul, int shift) {
+  uint8_t *c = malloc(size);
+  assert_non_null(c);
+  for (size_t i = 0; i < size; i++) c[i] = (uint8_t)(i * mul + (i >> shift));
+  rewrite_file(path, c, size);
+  age_file(path, 3600);
+  return c;
+}
+
 /* Model m, version 1: a STREAM_FILE_BYTES model.onnx (a byte pattern, returned in *content) and
  * weights, signed; a repository that leaves the hashing to the read, scanned: *rv READY. */
 static hs_repo *open_stream_v1(const fixture *f, char v1[4096], char mdir[4096], uint8_t **content,
                                hs_repo_snapshot **s, const hs_repo_version **rv) {
   hs_repo *r = open_deferred_v1(f, v1, mdir);
-  uint8_t *c = malloc(STREAM_FILE_BYTES);
-  for (size_t i = 0; i < STREAM_FILE_BYTES; i++) c[i] = (uint8_t)(i * 131 + (i >> 12));
-  FILE *fp = fopen(P("%s/model.onnx", v1), "wb");
-  assert_non_null(fp);
-  assert_int_equal(fwrite(c, 1, STREAM_FILE_BYTES, fp), STREAM_FILE_BYTES);
-  fclose(fp);
-  age_file(P("%s/model.onnx", v1), 3600);
+  *content = write_pattern(P("%s/model.onnx", v1), STREAM_FILE_BYTES, 131, 12);
   sign(v1, NULL);
-  *content = c;
   *rv = scan_ready_v1(r, s);
   return r;
 }
@@ -664,17 +675,10 @@ static void change_file(void *user) {
 static hs_repo *open_ext_v1(const fixture *f, char v1[4096], char mdir[4096], uint8_t **content, uint8_t **ext,
                             hs_repo_snapshot **s, const hs_repo_version **rv) {
   hs_repo *r = open_stream_v1(f, v1, mdir, content, s, rv);
-  uint8_t *e = malloc(EXT_FILE_BYTES);
-  for (size_t i = 0; i < EXT_FILE_BYTES; i++) e[i] = (uint8_t)(i * 7 + (i >> 10));
-  FILE *fp = fopen(P("%s/weights/w.bin", v1), "wb");
-  assert_non_null(fp);
-  assert_int_equal(fwrite(e, 1, EXT_FILE_BYTES, fp), EXT_FILE_BYTES);
-  fclose(fp);
-  age_file(P("%s/weights/w.bin", v1), 3600);
+  *ext = write_pattern(P("%s/weights/w.bin", v1), EXT_FILE_BYTES, 7, 10);
   sign(v1, NULL);
   hs_repo_snapshot_free(*s);
   *rv = scan_ready_v1(r, s);
-  *ext = e;
   return r;
 }
 
@@ -730,13 +734,6 @@ static void expect_refused_when_changed(const streamed_file *sf, file_change *ch
   assert_non_null(strstr(err.message, why));
   assert_false(b->verified);
   hs_repo_bytes_free(b);
-}
-
-static void rewrite_file(const char *path, const uint8_t *content, size_t size) {
-  FILE *fp = fopen(path, "wb");
-  assert_non_null(fp);
-  assert_int_equal(fwrite(content, 1, size, fp), size);
-  fclose(fp);
 }
 
 /* What a streamed file (sf's, at path: size bytes of content) must refuse or survive while it is
