@@ -252,19 +252,24 @@ static int stream_next(void *user, const void **data, size_t *len, hs_error *err
   return HS_OK;
 }
 
+/* Opens an external file's stream (once): a failure ends the stream, and its verdict names it. */
+static int stream_open_ext(file_stream *st, hs_error *err) {
+  int rc = stream_open(st, st->real, err);
+  if (rc != HS_OK) {
+    st->io_rc = rc;
+    st->io_err = *err;
+    pthread_mutex_lock(&st->check->mu);
+    stream_end_locked(st->check, st);
+    pthread_mutex_unlock(&st->check->mu);
+  }
+  return rc;
+}
+
 /* What the reader left unread of st (a malformed model, the bytes after an external file's last
  * tensor, a file nobody opened), read here and hashed like the rest. */
 static void stream_drain(file_stream *st) {
-  if (!st->opened) {
-    hs_error ignored;
-    if (stream_open(st, st->real, &ignored) != HS_OK) {
-      st->io_rc = ignored.code;
-      st->io_err = ignored;
-      pthread_mutex_lock(&st->check->mu);
-      stream_end_locked(st->check, st);
-      pthread_mutex_unlock(&st->check->mu);
-    }
-  }
+  hs_error ignored;
+  if (!st->opened) stream_open_ext(st, &ignored);
   int k;
   while (stream_read_piece(st, &k)) {}
 }
@@ -333,15 +338,7 @@ int hs_repo_open_file(hs_repo_bytes *b, const char *path, const hs_backend_strea
     file_stream *st = &c->ext[i];
     if (strcmp(b->files[st->file].path, path) != 0) continue;
     if (st->opened) return hs_error_set(err, HS_INVALID_ARGUMENT, "%s: opened twice (each byte is read once)", path);
-    int rc = stream_open(st, st->real, err);
-    if (rc != HS_OK) { /* the verdict names it too */
-      st->io_rc = rc;
-      st->io_err = *err;
-      pthread_mutex_lock(&c->mu);
-      stream_end_locked(c, st);
-      pthread_mutex_unlock(&c->mu);
-      return hs_error_prefix(err, "%s", path);
-    }
+    if (stream_open_ext(st, err) != HS_OK) return hs_error_prefix(err, "%s", path); /* the verdict names it too */
     *out = &st->api;
     return HS_OK;
   }
