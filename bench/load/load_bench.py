@@ -48,10 +48,13 @@ import engine_bench  # noqa: E402  (machine(), replace_section(), ms_after())
 
 MODELS = [("ResNet-50", "resnet50.onnx", "resnet50_b1"), ("MobileNetV2", "mobilenet_v2.onnx", "mobilenet_v2_b1")]
 READY_RE = re.compile(r"model (\S+) version (\d+) ready in ([0-9.]+) ms \(verify ([0-9.]+), load ([0-9.]+), "
-                      r"warm-up ([0-9.]+)\)(?:; loader CPU ms: read ([0-9.]+), load ([0-9.]+), warm-up ([0-9.]+))?")
+                      r"warm-up ([0-9.]+)\)(?:; loader CPU ms: read ([0-9.]+), load ([0-9.]+), warm-up ([0-9.]+))?"
+                      r"(?:.*?\(hash CPU ms ([0-9.]+) beside the load, then waited for ([0-9.]+) ms\))?")
 # What changes from one version to the next: one bias (the first rows), every float tensor (a retrained
-# model: same graph, all weights new), or only the last layer (a fine-tuned head).
-VARIANTS = [("one bias", "bias"), ("retrained weights", "retrained"), ("new head", "head")]
+# model: same graph, all weights new), or only the last layer (a fine-tuned head); "external" is "retrained" saved
+# with its weights as external data (model.onnx + weights.bin, onnx's save_as_external_data).
+VARIANTS = [("one bias", "bias"), ("retrained weights", "retrained"), ("new head", "head"),
+            ("retrained weights, external data", "external")]
 
 
 def rss_mb(pid):
@@ -99,12 +102,13 @@ class RssSampler:
 
 def make_versions(src, outdir, n, variant="bias"):
     """Writes n variants of the model src as outdir/k/model.onnx; version k adds 1e-3*k to: the last 1-D
-    initializer (variant "bias"), every float initializer ("retrained"), or the last layer's weight matrix
-    and bias, the last 2-D initializer and the last 1-D one ("head")."""
+    initializer (variant "bias"), every float initializer ("retrained", and "external", which saves every
+    tensor of 1 KiB or more in outdir/k/weights.bin), or the last layer's weight matrix and bias, the last 2-D
+    initializer and the last 1-D one ("head")."""
     model = onnx.load(src)
     floats = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
     last1 = [i for i in floats if len(i.dims) == 1][-1:]
-    if variant == "retrained":
+    if variant in ("retrained", "external"):
         targets = floats
     elif variant == "head":
         targets = [i for i in floats if len(i.dims) == 2][-1:] + last1
@@ -117,7 +121,13 @@ def make_versions(src, outdir, n, variant="bias"):
         os.makedirs(d, exist_ok=True)
         for t, base in bases:
             t.CopyFrom(numpy_helper.from_array((base + np.float32(1e-3 * k)).astype(np.float32), t.name))
-        onnx.save(model, os.path.join(d, "model.onnx"))
+        if variant == "external":
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)  # (save_model moves the tensors' bytes out of the model it is given)
+            onnx.save_model(copy, os.path.join(d, "model.onnx"), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location="weights.bin", size_threshold=1024)
+        else:
+            onnx.save(model, os.path.join(d, "model.onnx"))
         dirs.append(d)
     return dirs
 
@@ -145,10 +155,12 @@ def publish(binary, src_dir, model_dir, version):
     return "copy + rename"
 
 
-def bench_server(args, label, model_file, work, variant="bias"):
+def bench_server(args, label, model_file, work, variant="bias", versions=None):
+    """One server row; versions: folders make_versions wrote already (made here when None)."""
     name = os.path.splitext(model_file)[0]
-    versions = make_versions(os.path.join(args.cache, model_file), os.path.join(work, "src-%s-%s" % (name, variant)),
-                             args.loads + 1, variant)
+    if versions is None:
+        versions = make_versions(os.path.join(args.cache, model_file),
+                                 os.path.join(work, "src-%s-%s" % (name, variant)), args.loads + 1, variant)
     repo = os.path.join(work, "repo-%s-%s" % (name, variant))
     model_dir = os.path.join(repo, name)
     os.makedirs(model_dir)
@@ -180,7 +192,7 @@ def bench_server(args, label, model_file, work, variant="bias"):
             if ready is None:
                 raise RuntimeError("version %d of %s never became ready; see %s" % (k, name, log_path))
             time.sleep(0.5)  # let the old version drain and be freed
-            loads.append(tuple(float(ready.group(i)) if ready.group(i) else float("nan") for i in range(3, 10)))
+            loads.append(tuple(float(ready.group(i)) if ready.group(i) else float("nan") for i in range(3, 12)))
             peaks.append(sampler.peak())
             one_version.append(rss_mb(server.pid))
             # By default (--gap 6) wait past the server's --trim-delay (5 s), so the pages the old version
@@ -199,7 +211,8 @@ def bench_server(args, label, model_file, work, variant="bias"):
             server.wait()
         log.close()
     reloads = loads[1:]
-    med = [statistics.median(x[i] for x in reloads) for i in range(7)]
+    # total, verify, load, warm-up; loader CPU read, load, warm-up; hash CPU beside the load, hash wait
+    med = [statistics.median(x[i] for x in reloads) for i in range(9)]
     return {"mode": "server", "publish": how, "first": loads[0], "median": med, "n": len(reloads),
             "empty_rss": empty_rss, "one_version_rss": one_version[0],
             "overlap_peak_rss": statistics.median(peaks[1:]), "last_rss": last_rss}

@@ -48,7 +48,12 @@ typedef struct hs_backend_options {
    * with data NULL (len: their size) and their bytes only through open_file(open_file_user, path,
    * &stream, err): once per file (a second open is an error), read in order, each byte once; the
    * server hashes what it hands out and judges each file after the load, like the model file
-   * (docs/REPOSITORY.md, "Read once"). The stream is valid until load_stream returns. */
+   * (docs/REPOSITORY.md, "Read once"). The stream is valid until load_stream returns; the chunks of
+   * these streams share the server's buffers, so one stays valid only until the next call of next on
+   * any of them (the model stream's chunks are apart: reading these leaves them valid). A backend
+   * that cannot take a version's external data this way (the ONNX engine: a subgraph's or a
+   * Constant's external tensor) returns HS_NEEDS_WHOLE_FILES, and the server calls load_stream again
+   * for that version without open_file, with the files whole. */
   int (*open_file)(void *user, const char *path, const struct hs_backend_stream **out, hs_error *err);
   void *open_file_user;
 } hs_backend_options;

@@ -8,7 +8,9 @@
 extern "C" {
 #endif
 
-/* One list generates the enum and its names. 0 is success, every error is negative. */
+/* One list generates the enum and its names. 0 is success, every error is negative.
+ * HS_NEEDS_WHOLE_FILES: a backend's load_stream given hs_backend_options.open_file cannot take its
+ * external data as streams (backend.h, ABI 3.1); the server loads the version again with whole files. */
 #define HS_STATUS_MAP(X)                                                     \
   X(OK, 0, "ok")                                                             \
   X(INVALID_ARGUMENT, -1, "invalid argument")                                \
@@ -22,7 +24,8 @@ extern "C" {
   X(UNAVAILABLE, -9, "unavailable")                                          \
   X(INTERNAL, -10, "internal error")                                         \
   X(CHECK_FAILED, -11, "check failed")                                       \
-  X(OVERLOADED, -12, "overloaded")
+  X(OVERLOADED, -12, "overloaded")                                           \
+  X(NEEDS_WHOLE_FILES, -13, "needs whole files")
 
 typedef enum {
 #define HS_STATUS_ENUM(name, value, text) HS_##name = value,

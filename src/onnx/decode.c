@@ -175,9 +175,9 @@ static int locate_external(const hs_onnx_source *src, const char *location, int6
   int rc = check_location(location, err);
   if (rc) return rc;
   const hs_backend_file *f = find_external(src, location);
-  if (!f && src->open && find_streamed(src, location))
-    return hs_error_set(err, HS_UNSUPPORTED, "external data '%s' outside the main graph's initializers: the model "
-                        HS_ONNX_NEEDS_WHOLE_FILES, location);
+  if (!f && src->open && find_streamed(src, location) >= 0)
+    return hs_error_set(err, HS_NEEDS_WHOLE_FILES, "external data '%s' outside the main graph's initializers: the "
+                        "model needs its external data files whole", location);
   if (!f) return hs_error_set(err, HS_NOT_FOUND, "external data '%s' is not among the model's files", location);
   if (length < 0) length = (int64_t)want;
   if (offset < 0 || (uint64_t)length != want || (uint64_t)offset > f->len || (uint64_t)length > f->len - (uint64_t)offset)

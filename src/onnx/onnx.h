@@ -19,9 +19,6 @@ int hs_onnx_decode_model(const void *buf, size_t len, const char *base_dir, hs_g
  * repository verified), never from disk; a location not among them is HS_NOT_FOUND. Otherwise
  * from files under base_dir as above (NULL: external data refused). */
 typedef struct hs_onnx_share hs_onnx_share;
-/* The words of the HS_UNSUPPORTED error a streamed load gives for a model whose external data
- * cannot be streamed (see open below): the loader looks for them to retry with whole files. */
-#define HS_ONNX_NEEDS_WHOLE_FILES "needs its external data files whole"
 typedef struct hs_onnx_source {
   const char *base_dir;
   const hs_backend_file *files;
@@ -31,8 +28,8 @@ typedef struct hs_onnx_source {
    * stream open gives, once, in order. The stream decoder then collects the main graph's external
    * initializers while it reads the model and fills them file by file, in offset order, from one
    * pass over each file (decode.c, "External data"); an external tensor elsewhere (a subgraph's,
-   * a Constant's) in such a file is HS_UNSUPPORTED with HS_ONNX_NEEDS_WHOLE_FILES in the message
-   * (the loader then loads the version again with its files whole). */
+   * a Constant's) in such a file is HS_NEEDS_WHOLE_FILES (include/hotserve/status.h: the loader then
+   * loads the version again with its files whole). */
   int (*open)(void *user, const char *path, const struct hs_backend_stream **out, hs_error *err);
   void *open_user;
 } hs_onnx_source;

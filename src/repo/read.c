@@ -21,16 +21,18 @@
  * the ring (8 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
  * shrank or grew meanwhile is a mismatch) is known once the last piece is hashed;
  * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
- * ring's counters are shared with the hash thread under the check's mutex (cv: a piece was read,
- * or hashed). When no thread can be started, stream_next hashes each piece itself.
+ * rings' counters are shared with the hash thread under the check's mutex (cv: a piece was read
+ * or hashed, a stream ended). When no thread can be started, stream_next hashes each piece itself.
  *
  * External data (hs_repo_read_stream_files_start): the other files are not read whole either. Each
- * is an ext_stream the backend opens by path (hs_repo_open_file, once) and reads in order through
- * one RING_CHUNK buffer; each piece is hashed as it is read, on the reader's thread (no ring and no
- * second thread: a second reader behind it would buy nothing but the wait). hs_repo_bytes_check
- * opens the files nobody opened and reads what was left unread (the bytes after the last tensor),
- * so every byte is read and hashed once, then judges each file like the model file (size at open,
- * shrunk or grown while read, digest). These streams are touched only by the loading thread.
+ * is a file_stream like model.onnx's, which the backend opens by path (hs_repo_open_file, once) and
+ * reads in order through a second ring, shared by these files one after another (the decoder fills
+ * its external tensors file by file, while it still holds its current piece of model.onnx: that
+ * piece is in the other ring, so reading them cannot overwrite it). The same hash thread hashes the
+ * pieces of both rings, each file's in order, into that file's digest. hs_repo_bytes_check opens
+ * the files nobody opened and reads what was left unread (the bytes after the last tensor), so
+ * every byte is read and hashed once; the thread judges every file like model.onnx once all
+ * streams ended (size at open, shrunk or grown while read, digest) and the loader waits for it.
  */
 #include <errno.h>
 #include <limits.h>
@@ -48,59 +50,57 @@
 #define RING_SLOTS 8
 #define RING_CHUNK ((size_t)1 << 20)
 
-/* model.onnx read in pieces by the decoder, hashed behind it (see DESIGN). */
-typedef struct model_stream {
-  int fd;
-  uint64_t size;         /* the bytes the file had when opened (= manifest's / listing's size) */
-  bool hash;             /* check against sha256 (a manifest covers it) */
-  uint8_t sha256[32];
-  hs_sha256_ctx *ctx;
+typedef struct file_stream file_stream;
+
+/* RING_SLOTS buffers that one reader fills with pieces, in order, and the hash thread hashes in
+ * the same order; a buffer is refilled only once the hash is done with its piece (see DESIGN). */
+typedef struct ring {
   uint8_t *slot[RING_SLOTS];
-  size_t slot_len[RING_SLOTS];
+  size_t cap; /* each slot's size */
   /* under the check's mu: */
-  uint64_t filled;   /* pieces read (piece i is in slot i % RING_SLOTS) */
-  uint64_t hashed;   /* pieces the hash is done with */
-  bool reader_done;  /* no piece comes after filled */
-  bool cancelled;    /* hs_repo_bytes_free: the hash stops waiting for pieces */
-  /* the reader's (the decoder's, then hs_repo_bytes_check's); read by the hash after reader_done: */
-  uint64_t offset;   /* bytes read */
+  size_t slot_len[RING_SLOTS];
+  file_stream *owner[RING_SLOTS]; /* the file whose piece a slot holds */
+  uint64_t filled;                /* pieces read (piece i is in slot i % RING_SLOTS) */
+  uint64_t hashed;                /* pieces the hash is done with */
+} ring;
+
+/* One file read in order, in pieces through a ring (see DESIGN): model.onnx, or an external file. */
+struct file_stream {
+  hs__repo_check *check;
+  ring *ring;
+  size_t file;        /* its index in b->files */
+  char *real;         /* its resolved path (an external file, opened on demand); NULL for model.onnx */
+  int fd;             /* -1 when not open (or read to its end) */
+  uint64_t size;      /* the bytes it must have (manifest's, or the scan's) */
+  bool hash;          /* check against sha256 (a manifest covers it) */
+  uint8_t sha256[32];
+  hs_sha256_ctx *ctx; /* the hash thread's (the reader's when none runs) */
+  bool opened;        /* opened once (model.onnx by the read, another file by the backend or the check) */
+  bool ended;         /* under mu: no piece comes after those filled */
+  bool judged;        /* its verdict was given (judge) */
+  /* the reader's; read by the hash thread once ended: */
+  uint64_t offset;    /* bytes read */
   bool short_read, grew;
   int io_rc;
   hs_error io_err;
   hs_backend_stream api;
-} model_stream;
-
-/* A file other than model.onnx streamed on demand (hs_repo_open_file): read in order through one
- * RING_CHUNK buffer and hashed on the reader's thread as it goes (see DESIGN, "External data"). */
-typedef struct ext_stream {
-  size_t file;      /* its index in b->files */
-  char *real;       /* its resolved path, from the listing */
-  uint64_t size;    /* the bytes it must have (manifest's, or the scan's) */
-  bool hash;        /* check against sha256 (a manifest covers it) */
-  uint8_t sha256[32];
-  bool opened;      /* opened once (by the backend, or by hs_repo_bytes_check) */
-  int fd;           /* -1 when not open */
-  hs_sha256_ctx *ctx;
-  uint8_t *buf;
-  uint64_t offset;  /* bytes read and hashed */
-  bool short_read, grew, judged;
-  int io_rc;
-  hs_error io_err;
-  hs_backend_stream api;
-} ext_stream;
+};
 
 struct hs__repo_check {
   pthread_t thread;
   bool started;   /* thread runs (false: the hash ran inline) */
   pthread_mutex_t mu;
-  pthread_cond_t cv; /* the stream: a piece was read or hashed, or the reader is done */
+  pthread_cond_t cv; /* a piece was read or hashed, a stream ended, or the hash was cancelled */
   bool released;  /* under mu: the loader needs the data no more */
   bool done;      /* under mu: the hash is over */
+  bool cancelled; /* under mu: hs_repo_bytes_free: the hash stops waiting for pieces */
+  size_t live;    /* under mu: streams not ended yet */
   int rc;         /* the verdict, with code and err; read after the join */
   char code[32];
   hs_error err;
-  model_stream *stream; /* model.onnx streamed (hs_repo_read_stream_start), else NULL */
-  ext_stream *ext;      /* the other files, streamed on demand (hs_repo_read_stream_files_start) */
+  ring model_ring, ext_ring; /* model.onnx's pieces; the other files', one file after another */
+  file_stream *model;        /* model.onnx streamed (hs_repo_read_stream_start), else NULL */
+  file_stream *ext;          /* the other files, streamed on demand (hs_repo_read_stream_files_start) */
   size_t n_ext;
 };
 
@@ -138,48 +138,75 @@ static void hash_files(hs_repo_bytes *b) {
   }
 }
 
-/* ---- the model file streamed (see DESIGN) ---- */
+/* ---- files streamed through a ring (see DESIGN) ---- */
 
-static void ring_free(model_stream *st) {
+static int ring_alloc(ring *r, uint64_t largest) {
+  r->cap = largest < RING_CHUNK ? (size_t)largest : RING_CHUNK;
+  for (int i = 0; i < RING_SLOTS; i++)
+    if (!(r->slot[i] = malloc(r->cap ? r->cap : 1))) return HS_NO_MEMORY;
+  return HS_OK;
+}
+
+static void ring_free(ring *r) {
   for (int i = 0; i < RING_SLOTS; i++) {
-    free(st->slot[i]);
-    st->slot[i] = NULL;
+    free(r->slot[i]);
+    r->slot[i] = NULL;
   }
 }
 
-static void stream_free(model_stream *st) {
-  if (!st) return;
-  ring_free(st);
+static void stream_close(file_stream *st) {
+  if (st->fd >= 0) close(st->fd);
+  st->fd = -1;
   if (st->ctx) {
     uint8_t unused[32];
     hs_sha256_end(st->ctx, unused);
+    st->ctx = NULL;
   }
-  close(st->fd);
-  free(st);
 }
 
-/* Reads the next piece into its slot, after waiting (with a hash thread) until the hash is done
- * with the piece that used that slot before; without a thread, hashes it here. Sets *k and *got
- * (0: nothing more). Only one thread reads: the decoder, then hs_repo_bytes_check. */
-static void stream_read_piece(hs__repo_check *c, int *k, size_t *got_out) {
-  model_stream *st = c->stream;
-  *got_out = 0;
+/* Marks st ended (no piece comes after those filled); under the check's mu. */
+static void stream_end_locked(hs__repo_check *c, file_stream *st) {
+  if (st->ended) return;
+  st->ended = true;
+  c->live--;
+  pthread_cond_broadcast(&c->cv);
+}
+
+/* Opens st's file, which must still have st->size bytes; sets up its hash. */
+static int stream_open(file_stream *st, const char *real, hs_error *err) {
+  st->opened = true;
+  struct stat stt;
+  int fd = hs_file_open_regular(real, &stt, err);
+  if (fd < 0) return fd;
+  st->fd = fd;
+  if ((uint64_t)stt.st_size != st->size) return hs_error_set(err, HS_VERIFY, "the file changed size since the scan");
+  if (st->hash) st->ctx = hs_sha256_begin(); /* NULL (no memory): the digest comes out all zero, a mismatch */
+  return HS_OK;
+}
+
+/* Reads st's next piece into its ring (slot *k), after waiting (with a hash thread) until the hash
+ * is done with the piece that used that slot before; without a thread, hashes it here. Returns the
+ * bytes read (0: nothing more). A file that shrank ends early, one that grew is found at its end.
+ * Only one thread reads: the loader's (the decoder, then hs_repo_bytes_check). */
+static size_t stream_read_piece(file_stream *st, int *k) {
+  hs__repo_check *c = st->check;
+  ring *r = st->ring;
   pthread_mutex_lock(&c->mu);
-  if (st->reader_done) {
+  if (st->ended) {
     pthread_mutex_unlock(&c->mu);
-    return;
+    return 0;
   }
-  uint64_t i = st->filled;
-  while (c->started && !st->cancelled && i >= st->hashed + RING_SLOTS) pthread_cond_wait(&c->cv, &c->mu);
+  uint64_t i = r->filled;
+  while (c->started && !c->cancelled && i >= r->hashed + RING_SLOTS) pthread_cond_wait(&c->cv, &c->mu);
   pthread_mutex_unlock(&c->mu);
   *k = (int)(i % RING_SLOTS);
   uint64_t left = st->size - st->offset;
-  size_t want = left < RING_CHUNK ? (size_t)left : RING_CHUNK, got = 0;
+  size_t want = left < r->cap ? (size_t)left : r->cap, got = 0;
   while (got < want) {
-    ssize_t n = read(st->fd, st->slot[*k] + got, want - got);
+    ssize_t n = read(st->fd, r->slot[*k] + got, want - got);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      st->io_rc = hs_error_set(&st->io_err, HS_IO, "model.onnx: %s", strerror(errno));
+      st->io_rc = hs_error_set(&st->io_err, HS_IO, "%s", strerror(errno));
       break;
     }
     if (n == 0) { /* the file shrank since it was opened */
@@ -196,40 +223,95 @@ static void stream_read_piece(hs__repo_check *c, int *k, size_t *got_out) {
     while ((n = read(st->fd, &extra, 1)) < 0 && errno == EINTR) {}
     st->grew = n > 0;
   }
-  if (!c->started && got && st->hash) hs_sha256_update(st->ctx, st->slot[*k], got); /* no hash thread */
+  if (last) {
+    close(st->fd);
+    st->fd = -1;
+  }
+  if (!c->started && got && st->hash) hs_sha256_update(st->ctx, r->slot[*k], got); /* no hash thread */
   pthread_mutex_lock(&c->mu);
   if (got) {
-    st->slot_len[*k] = got;
-    st->filled++;
-    if (!c->started) st->hashed++;
+    r->slot_len[*k] = got;
+    r->owner[*k] = st;
+    r->filled++;
+    if (!c->started) r->hashed++;
   }
-  if (last) st->reader_done = true;
+  if (last) stream_end_locked(c, st);
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
-  *got_out = got;
+  return got;
 }
 
-/* hs_backend_stream.next: the next piece, read now. */
+/* hs_backend_stream.next of a streamed file: its next piece, read now. */
 static int stream_next(void *user, const void **data, size_t *len, hs_error *err) {
-  hs__repo_check *c = user;
-  model_stream *st = c->stream;
+  file_stream *st = user;
   int k = 0;
-  size_t got = 0;
-  stream_read_piece(c, &k, &got);
-  *data = got ? st->slot[k] : NULL;
+  size_t got = stream_read_piece(st, &k);
+  *data = got ? st->ring->slot[k] : NULL;
   *len = got;
   if (!got && st->io_rc) return hs_error_set(err, st->io_rc, "%s", st->io_err.message);
   return HS_OK;
 }
 
-/* The stream's verdict into c (after the last piece was hashed): size and digest. */
-static void stream_verdict(hs_repo_bytes *b) {
+/* Opens an external file's stream (once): a failure ends the stream, and its verdict names it. */
+static int stream_open_ext(file_stream *st, hs_error *err) {
+  int rc = stream_open(st, st->real, err);
+  if (rc != HS_OK) {
+    st->io_rc = rc;
+    st->io_err = *err;
+    pthread_mutex_lock(&st->check->mu);
+    stream_end_locked(st->check, st);
+    pthread_mutex_unlock(&st->check->mu);
+  }
+  return rc;
+}
+
+/* What the reader left unread of st (a malformed model, the bytes after an external file's last
+ * tensor, a file nobody opened), read here and hashed like the rest. */
+static void stream_drain(file_stream *st) {
+  hs_error ignored;
+  if (!st->opened) stream_open_ext(st, &ignored);
+  int k;
+  while (stream_read_piece(st, &k)) {}
+}
+
+/* The hash thread's part: each piece of every stream as it is read, in the order read. Returns
+ * true once every stream ended and all its pieces are hashed, false when cancelled. */
+static bool hash_pieces(hs__repo_check *c) {
+  pthread_mutex_lock(&c->mu);
+  for (;;) {
+    ring *r = c->model_ring.hashed < c->model_ring.filled ? &c->model_ring
+              : c->ext_ring.hashed < c->ext_ring.filled   ? &c->ext_ring
+                                                          : NULL;
+    if (c->cancelled || (!r && !c->live)) break;
+    if (!r) {
+      pthread_cond_wait(&c->cv, &c->mu);
+      continue;
+    }
+    int k = (int)(r->hashed % RING_SLOTS);
+    file_stream *st = r->owner[k];
+    size_t len = r->slot_len[k];
+    pthread_mutex_unlock(&c->mu);
+    if (st->hash) hs_sha256_update(st->ctx, r->slot[k], len);
+    pthread_mutex_lock(&c->mu);
+    r->hashed++;
+    pthread_cond_broadcast(&c->cv);
+  }
+  bool over = !c->cancelled;
+  pthread_mutex_unlock(&c->mu);
+  return over;
+}
+
+/* st's verdict into c, once all its pieces are hashed: read error, size, growth, digest. The first
+ * failure of the version stands. */
+static void judge(hs_repo_bytes *b, file_stream *st) {
   hs__repo_check *c = b->check;
-  model_stream *st = c->stream;
-  uint8_t sha[32];
-  hs_sha256_end(st->ctx, sha);
+  if (st->judged) return;
+  st->judged = true;
+  uint8_t sha[32] = {0};
+  if (st->ctx) hs_sha256_end(st->ctx, sha);
   st->ctx = NULL;
   if (st->hash) b->bytes_hashed += st->offset;
+  if (c->rc != HS_OK) return;
   const char *why = NULL;
   if (st->io_rc) why = st->io_err.message;
   else if (st->short_read) why = "the file shrank while it was read for loading";
@@ -238,182 +320,45 @@ static void stream_verdict(hs_repo_bytes *b) {
   if (!why) return;
   /* with a manifest, the bytes parsed were not the verified ones; without one, not the scanned file */
   snprintf(c->code, sizeof c->code, "%s", st->hash ? "manifest_mismatch" : "changed");
-  c->rc = hs_error_set(&c->err, HS_VERIFY, "model.onnx: %s", why);
+  c->rc = hs_error_set(&c->err, HS_VERIFY, "%s: %s", b->files[st->file].path, why);
 }
 
-/* The hash thread's part of the stream: each piece as it is read, then the verdict. Returns false
- * when cancelled (no verdict). */
-static bool stream_hash(hs_repo_bytes *b) {
+/* Every file's verdict, once every piece is hashed: model.onnx, the files read whole, the others. */
+static void verdicts(hs_repo_bytes *b) {
   hs__repo_check *c = b->check;
-  model_stream *st = c->stream;
-  for (;;) {
-    pthread_mutex_lock(&c->mu);
-    while (st->hashed == st->filled && !st->reader_done && !st->cancelled) pthread_cond_wait(&c->cv, &c->mu);
-    bool over = st->cancelled || st->hashed == st->filled;
-    int k = (int)(st->hashed % RING_SLOTS);
-    size_t len = st->slot_len[k];
-    pthread_mutex_unlock(&c->mu);
-    if (over) break;
-    if (st->hash) hs_sha256_update(st->ctx, st->slot[k], len);
-    pthread_mutex_lock(&c->mu);
-    st->hashed++;
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-  }
-  pthread_mutex_lock(&c->mu);
-  bool cancelled = st->cancelled;
-  pthread_mutex_unlock(&c->mu);
-  if (!cancelled) stream_verdict(b);
-  return !cancelled;
-}
-
-/* The rest of the stream, which the decoder left unread, read here (and hashed behind). */
-static void stream_drain(hs__repo_check *c) {
-  int k;
-  size_t got;
-  do stream_read_piece(c, &k, &got);
-  while (got);
-}
-
-/* ---- external data files streamed on demand (see DESIGN, "External data") ---- */
-
-static void ext_close(ext_stream *x) {
-  if (x->fd >= 0) close(x->fd);
-  x->fd = -1;
-  free(x->buf);
-  x->buf = NULL;
-  if (x->ctx) {
-    uint8_t unused[32];
-    hs_sha256_end(x->ctx, unused);
-    x->ctx = NULL;
-  }
-}
-
-/* hs_backend_stream.next of an external file: its next piece, read and hashed now. A file that
- * shrank ends early (the decoder and the verdict both see it); one that grew is found at its end. */
-static int ext_next(void *user, const void **data, size_t *len, hs_error *err) {
-  ext_stream *x = user;
-  *data = NULL;
-  *len = 0;
-  if (x->io_rc) return hs_error_set(err, x->io_rc, "%s", x->io_err.message);
-  if (x->fd < 0 || x->short_read || x->offset >= x->size) return HS_OK;
-  uint64_t left = x->size - x->offset;
-  size_t want = left < RING_CHUNK ? (size_t)left : RING_CHUNK, got = 0;
-  while (got < want) {
-    ssize_t n = read(x->fd, x->buf + got, want - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      x->io_rc = hs_error_set(&x->io_err, HS_IO, "%s", strerror(errno));
-      return hs_error_set(err, HS_IO, "%s", x->io_err.message);
-    }
-    if (n == 0) {
-      x->short_read = true;
-      break;
-    }
-    got += (size_t)n;
-  }
-  x->offset += got;
-  if (x->offset == x->size) { /* the file must end here: one that grew is not the one checked */
-    uint8_t extra;
-    ssize_t n;
-    while ((n = read(x->fd, &extra, 1)) < 0 && errno == EINTR) {}
-    x->grew = n > 0;
-  }
-  if (x->hash && got) hs_sha256_update(x->ctx, x->buf, got);
-  *data = got ? x->buf : NULL;
-  *len = got;
-  return HS_OK;
-}
-
-/* Opens x (once): its size must still be the one expected. */
-static int ext_open(ext_stream *x, hs_error *err) {
-  if (x->opened) return hs_error_set(err, HS_INVALID_ARGUMENT, "opened twice (each byte is read once)");
-  x->opened = true;
-  struct stat stt;
-  int fd = hs_file_open_regular(x->real, &stt, err);
-  if (fd < 0) {
-    x->io_rc = fd;
-    x->io_err = *err;
-    return fd;
-  }
-  x->fd = fd;
-  if ((uint64_t)stt.st_size != x->size) {
-    x->io_rc = hs_error_set(&x->io_err, HS_VERIFY, "the file changed size since the scan");
-    return hs_error_set(err, HS_VERIFY, "%s", x->io_err.message);
-  }
-  if (x->hash) x->ctx = hs_sha256_begin(); /* NULL (no memory): the digest comes out all zero, a mismatch */
-  size_t cap = x->size < RING_CHUNK ? (size_t)x->size : RING_CHUNK;
-  if (!(x->buf = malloc(cap ? cap : 1))) {
-    x->io_rc = hs_error_set(&x->io_err, HS_NO_MEMORY, "out of memory");
-    return hs_error_set(err, HS_NO_MEMORY, "out of memory");
-  }
-  return HS_OK;
+  if (c->model) judge(b, c->model);
+  hash_files(b);
+  for (size_t i = 0; i < c->n_ext; i++) judge(b, &c->ext[i]);
 }
 
 int hs_repo_open_file(hs_repo_bytes *b, const char *path, const hs_backend_stream **out, hs_error *err) {
   *out = NULL;
   hs__repo_check *c = b->check;
   for (size_t i = 0; c && i < c->n_ext; i++) {
-    ext_stream *x = &c->ext[i];
-    if (strcmp(b->files[x->file].path, path) != 0) continue;
-    int rc = ext_open(x, err);
-    if (rc != HS_OK) return hs_error_prefix(err, "%s", path);
-    *out = &x->api;
+    file_stream *st = &c->ext[i];
+    if (strcmp(b->files[st->file].path, path) != 0) continue;
+    if (st->opened) return hs_error_set(err, HS_INVALID_ARGUMENT, "%s: opened twice (each byte is read once)", path);
+    if (stream_open_ext(st, err) != HS_OK) return hs_error_prefix(err, "%s", path); /* the verdict names it too */
+    *out = &st->api;
     return HS_OK;
   }
   return hs_error_set(err, HS_NOT_FOUND, "%s is not a file of the version streamed on demand", path);
 }
 
-/* Reads (and hashes) what nobody read of each external file, the files nobody opened included,
- * then judges each: size, growth, digest. The first failure becomes c's verdict. */
-static void ext_verdicts(hs_repo_bytes *b) {
-  hs__repo_check *c = b->check;
-  for (size_t i = 0; i < c->n_ext; i++) {
-    ext_stream *x = &c->ext[i];
-    if (x->judged) continue;
-    x->judged = true;
-    hs_error ignored;
-    if (!x->opened) ext_open(x, &ignored);
-    const void *d;
-    size_t len = 1;
-    while (!x->io_rc && len) ext_next(x, &d, &len, &ignored);
-    uint8_t sha[32] = {0};
-    if (x->ctx) hs_sha256_end(x->ctx, sha);
-    x->ctx = NULL;
-    if (x->hash) b->bytes_hashed += x->offset;
-    ext_close(x);
-    if (c->rc != HS_OK) continue; /* the first reason stands */
-    const char *why = NULL;
-    if (x->io_rc) why = x->io_err.message;
-    else if (x->short_read) why = "the file shrank while it was read for loading";
-    else if (x->grew) why = "the file grew while it was read for loading";
-    else if (x->hash && memcmp(sha, x->sha256, 32) != 0) why = "the bytes read for loading do not match the manifest";
-    if (!why) continue;
-    snprintf(c->code, sizeof c->code, "%s", x->hash ? "manifest_mismatch" : "changed");
-    c->rc = hs_error_set(&c->err, HS_VERIFY, "%s: %s", b->files[x->file].path, why);
-  }
-}
-
-static void ext_free_all(hs__repo_check *c) {
-  for (size_t i = 0; i < c->n_ext; i++) {
-    ext_close(&c->ext[i]);
-    free(c->ext[i].real);
-  }
-  free(c->ext);
-  c->ext = NULL;
-  c->n_ext = 0;
-}
-
 static void *check_main(void *arg) {
   hs_repo_bytes *b = arg;
   double cpu0 = thread_cpu_ms();
-  if (!b->check->stream || stream_hash(b)) hash_files(b);
+  if (hash_pieces(b->check)) {
+    verdicts(b);
+    b->bytes_hashed_beside = b->bytes_hashed;
+  }
   b->hash_cpu_ms = thread_cpu_ms() - cpu0;
   pthread_mutex_lock(&b->check->mu);
   b->check->done = true;
   if (b->check->released) { /* the loader is done with them too */
     free_data(b);
-    if (b->check->stream) ring_free(b->check->stream);
+    ring_free(&b->check->model_ring);
+    ring_free(&b->check->ext_ring);
   }
   pthread_mutex_unlock(&b->check->mu);
   return NULL;
@@ -429,7 +374,8 @@ void hs_repo_bytes_release(hs_repo_bytes *b) {
   b->check->released = true;
   if (b->check->done) {
     free_data(b);
-    if (b->check->stream) ring_free(b->check->stream);
+    ring_free(&b->check->model_ring);
+    ring_free(&b->check->ext_ring);
   }
   pthread_mutex_unlock(&b->check->mu);
 }
@@ -437,18 +383,17 @@ void hs_repo_bytes_release(hs_repo_bytes *b) {
 int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
   hs__repo_check *c = b->check;
   if (!c) return HS_OK;
-  /* what the decoder left unread (a malformed file): the verdict still covers all of it (returns at
-   * once when the stream was read to its end) */
-  if (c->stream) stream_drain(c);
+  /* what the readers left unread: the verdict still covers every byte (returns at once for a
+   * stream read to its end) */
+  if (c->model) stream_drain(c->model);
+  for (size_t i = 0; i < c->n_ext; i++) stream_drain(&c->ext[i]);
   if (c->started) {
     pthread_join(c->thread, NULL);
     c->started = false;
-  } else if (c->stream && !c->done) { /* no thread: the pieces were hashed as read; the rest here */
-    stream_verdict(b);
-    hash_files(b);
+  } else if (!c->done) { /* no thread: the pieces were hashed as read; the verdicts here */
+    verdicts(b);
     c->done = true;
   }
-  ext_verdicts(b); /* after the join: c->rc is this thread's alone now */
   if (c->rc != HS_OK) {
     snprintf(reason_code, 32, "%s", c->code);
     hs_error_set(err, c->rc, "%s", c->err.message);
@@ -459,19 +404,25 @@ int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
 
 void hs_repo_bytes_free(hs_repo_bytes *b) {
   if (!b) return;
-  if (b->check) {
-    if (b->check->stream) { /* the hash stops waiting for pieces nobody will read */
-      pthread_mutex_lock(&b->check->mu);
-      b->check->stream->cancelled = true;
-      pthread_cond_broadcast(&b->check->cv);
-      pthread_mutex_unlock(&b->check->mu);
+  hs__repo_check *c = b->check;
+  if (c) {
+    pthread_mutex_lock(&c->mu); /* the hash stops waiting for pieces nobody will read */
+    c->cancelled = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (c->started) pthread_join(c->thread, NULL);
+    if (c->model) stream_close(c->model);
+    free(c->model);
+    for (size_t i = 0; i < c->n_ext; i++) {
+      stream_close(&c->ext[i]);
+      free(c->ext[i].real);
     }
-    if (b->check->started) pthread_join(b->check->thread, NULL);
-    stream_free(b->check->stream);
-    ext_free_all(b->check);
-    pthread_cond_destroy(&b->check->cv);
-    pthread_mutex_destroy(&b->check->mu);
-    free(b->check);
+    free(c->ext);
+    ring_free(&c->model_ring);
+    ring_free(&c->ext_ring);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
   }
   free_data(b);
   for (size_t i = 0; i < b->n_files; i++) free(b->files[i].path);
@@ -538,47 +489,48 @@ done:
   return rc;
 }
 
-/* Opens model.onnx for streaming (see DESIGN): its size must be want (the manifest's or the scan's);
- * digest (NULL: none) is the manifest's SHA-256 to check it against. */
-static int stream_open(const char *real, uint64_t want, const uint8_t *digest, model_stream **out, char code[32],
+/* A new stream of b->files[file] (not opened yet): size bytes, hashed against digest (NULL: none). */
+static void stream_init(file_stream *st, size_t file, uint64_t size, const uint8_t *digest) {
+  *st = (file_stream){.file = file, .fd = -1, .size = size, .hash = digest != NULL};
+  if (digest) memcpy(st->sha256, digest, 32);
+  st->api = (hs_backend_stream){.size = size, .next = stream_next, .user = st};
+}
+
+/* The hash beside the load (b->check), for the streams ms (model.onnx, or NULL) and ext[0..n_ext):
+ * their rings, and the thread when background (inline when none can be started). */
+static int start_check(hs_repo_bytes *b, file_stream *ms, file_stream *ext, size_t n_ext, bool background,
                        hs_error *err) {
-  struct stat stt;
-  int fd = hs_file_open_regular(real, &stt, err);
-  if (fd < 0) return fd;
-  if ((uint64_t)stt.st_size > HS__DEFAULT_MAX_FILE_BYTES) {
-    close(fd);
-    return hs_error_set(err, HS_LIMIT, "%lld bytes, over the limit of %zu", (long long)stt.st_size,
-                        HS__DEFAULT_MAX_FILE_BYTES);
+  hs__repo_check *c = calloc(1, sizeof *c);
+  if (!c) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+  b->check = c;
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  c->model = ms;
+  c->ext = ext;
+  c->n_ext = n_ext;
+  uint64_t largest = 0;
+  for (size_t i = 0; i < n_ext; i++) {
+    ext[i].check = c;
+    ext[i].ring = &c->ext_ring;
+    if (ext[i].size > largest) largest = ext[i].size;
   }
-  if ((uint64_t)stt.st_size != want) {
-    close(fd);
-    return digest ? refuse(code, err, "manifest_mismatch", "the bytes read for loading do not match the manifest")
-                  : refuse(code, err, "changed", "the file changed size after the scan");
+  c->live = n_ext;
+  if (ms) {
+    ms->check = c;
+    ms->ring = &c->model_ring;
+    c->live++;
+    b->stream = &ms->api;
   }
-  model_stream *st = calloc(1, sizeof *st);
-  if (!st) {
-    close(fd);
+  if ((ms && ring_alloc(&c->model_ring, ms->size) != HS_OK) || (n_ext && ring_alloc(&c->ext_ring, largest) != HS_OK))
     return hs_error_set(err, HS_NO_MEMORY, "out of memory");
-  }
-  st->fd = fd;
-  st->size = want;
-  if (digest) {
-    st->hash = true;
-    memcpy(st->sha256, digest, 32);
-    st->ctx = hs_sha256_begin(); /* NULL (no memory): the digest comes out all zero, a mismatch */
-  }
-  size_t slot = want < RING_CHUNK ? (size_t)want : RING_CHUNK;
-  for (int i = 0; i < RING_SLOTS; i++)
-    if (!(st->slot[i] = malloc(slot ? slot : 1))) {
-      stream_free(st);
-      return hs_error_set(err, HS_NO_MEMORY, "out of memory");
-    }
-  *out = st;
+  /* (no thread: stream_next hashes as it reads, hs_repo_bytes_check gives the verdicts) */
+  if (background && pthread_create(&c->thread, NULL, check_main, b) == 0) c->started = true;
   return HS_OK;
 }
 
-/* hs_repo_read_version, hs_repo_read_start and hs_repo_read_stream_start: background says where the
- * hash runs, stream whether model.onnx is streamed instead of read whole. */
+/* hs_repo_read_version, hs_repo_read_start, hs_repo_read_stream_start and
+ * hs_repo_read_stream_files_start: background says where the hash runs, stream whether model.onnx
+ * is streamed instead of read whole, stream_files whether the other files are too. */
 static int read_version(const char *model_dir, const hs_repo_version *rv, bool require_signature,
                         const hs_trusted_keys *keys, bool background, bool stream, bool stream_files,
                         hs_repo_bytes **out, char reason_code[32], hs_error *err) {
@@ -596,8 +548,8 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
   }
   hs__manifest m = {0};
   bool has_manifest = false;
-  model_stream *ms = NULL; /* model.onnx, when streamed */
-  ext_stream *ext = NULL;  /* the other files, when streamed on demand */
+  file_stream *ms = NULL;  /* model.onnx, when streamed */
+  file_stream *ext = NULL; /* the other files, when streamed on demand */
   size_t n_ext = 0;
   hs_repo_bytes *b = calloc(1, sizeof *b);
   int rc = HS_OK;
@@ -634,47 +586,38 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
       hs_error_prefix(err, "%s", f->rel);
       goto done;
     }
+    if (e) matched++;
     hs_repo_file *bf = &b->files[b->n_files];
-    if (stream && strcmp(f->rel, "model.onnx") == 0) { /* not read here: streamed to the backend */
-      rc = stream_open(f->real, e ? e->size : f->size, e ? e->sha256 : NULL, &ms, reason_code, err);
-      bf->path = rc == HS_OK ? strdup(f->rel) : NULL;
-      if (rc == HS_OK && !bf->path) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
-      if (rc != HS_OK) {
-        hs_error_prefix(err, "%s", f->rel);
-        goto done;
-      }
-      bf->len = (size_t)ms->size;
-      b->n_files++;
-      b->bytes_read += ms->size;
-      b->model = bf;
-      if (e) matched++;
-      continue;
-    }
-    if (stream_files) { /* not read here: streamed on demand (hs_repo_open_file), or by the check */
-      if ((e ? e->size : f->size) > HS__DEFAULT_MAX_FILE_BYTES) { /* the whole read's limit (hs_file_read) */
-        rc = hs_error_set(err, HS_LIMIT, "%llu bytes, over the limit of %zu", (unsigned long long)(e ? e->size : f->size),
+    bool is_model = strcmp(f->rel, "model.onnx") == 0;
+    if ((stream && is_model) || stream_files) { /* not read here: streamed (see DESIGN) */
+      uint64_t size = e ? e->size : f->size;
+      if (size > HS__DEFAULT_MAX_FILE_BYTES) { /* the whole read's limit (hs_file_read) */
+        rc = hs_error_set(err, HS_LIMIT, "%llu bytes, over the limit of %zu", (unsigned long long)size,
                           HS__DEFAULT_MAX_FILE_BYTES);
         hs_error_prefix(err, "%s", f->rel);
         goto done;
       }
-      ext_stream *x = &ext[n_ext];
-      x->fd = -1;
-      x->file = b->n_files;
-      x->size = e ? e->size : f->size;
-      x->hash = e != NULL;
-      if (e) memcpy(x->sha256, e->sha256, 32);
-      x->api = (hs_backend_stream){.size = x->size, .next = ext_next, .user = x};
-      n_ext++;
+      file_stream *st = is_model ? (ms = calloc(1, sizeof *ms)) : &ext[n_ext++];
+      if (st) stream_init(st, b->n_files, size, e ? e->sha256 : NULL);
       bf->path = strdup(f->rel);
-      x->real = strdup(f->real);
-      bf->len = (size_t)x->size;
+      bf->len = (size_t)size;
       b->n_files++;
-      b->bytes_read += x->size;
-      if (!bf->path || !x->real) {
+      b->bytes_read += size;
+      if (!st || !bf->path || (!is_model && !(st->real = strdup(f->real)))) {
         rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
         goto done;
       }
-      if (e) matched++;
+      if (is_model) {
+        b->model = bf;
+        /* model.onnx is opened now: a size other than the one checked is refused at once */
+        if ((rc = stream_open(ms, f->real, err)) == HS_VERIFY)
+          rc = e ? refuse(reason_code, err, "manifest_mismatch", "the bytes read for loading do not match the manifest")
+                 : refuse(reason_code, err, "changed", "the file changed size after the scan");
+        if (rc != HS_OK) {
+          hs_error_prefix(err, "%s", f->rel);
+          goto done;
+        }
+      }
       continue;
     }
     char *data = NULL;
@@ -701,13 +644,12 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
       }
       bf->to_hash = true;
       memcpy(bf->sha256, e->sha256, 32);
-      matched++;
     } else if (len != f->size) {
       rc = refuse(reason_code, err, "changed", "the file changed size after the scan");
       hs_error_prefix(err, "%s", f->rel);
       goto done;
     }
-    if (strcmp(f->rel, "model.onnx") == 0) b->model = bf;
+    if (is_model) b->model = bf;
   }
   if (has_manifest && matched != m.n) {
     rc = refuse(reason_code, err, "manifest_mismatch", "a file in the manifest is missing");
@@ -718,28 +660,15 @@ static int read_version(const char *model_dir, const hs_repo_version *rv, bool r
     goto done;
   }
   if (has_manifest || ms) {
-    if (!(b->check = calloc(1, sizeof *b->check))) {
-      rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
-      goto done;
-    }
-    pthread_mutex_init(&b->check->mu, NULL);
-    pthread_cond_init(&b->check->cv, NULL);
-    if (ms) {
-      b->check->stream = ms;
-      ms->api = (hs_backend_stream){.size = ms->size, .next = stream_next, .user = b->check};
-      b->stream = &ms->api;
+    rc = start_check(b, ms, ext, n_ext, background, err);
+    if (b->check) { /* which holds them now */
       ms = NULL;
+      ext = NULL;
     }
-    b->check->ext = ext;
-    b->check->n_ext = n_ext;
-    ext = NULL;
-    if (background && pthread_create(&b->check->thread, NULL, check_main, b) == 0) b->check->started = true;
-    else if (!b->check->stream) hash_files(b); /* inline: asked for, or no thread to be had */
-    /* (a stream without a thread: stream_next hashes as it reads, hs_repo_bytes_check finishes) */
-    if (!b->check->started && !b->check->stream) b->check->done = true;
   }
 done:
-  stream_free(ms);
+  if (ms) stream_close(ms);
+  free(ms);
   for (size_t i = 0; ext && i < n_ext; i++) free(ext[i].real);
   free(ext);
   hs__manifest_free(&m);

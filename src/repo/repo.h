@@ -207,6 +207,8 @@ typedef struct hs_repo_bytes {
   uint64_t bytes_read, bytes_hashed; /* bytes_hashed: final once hs_repo_bytes_check returned */
   double read_ms;            /* wall time of the read (and of the check, when it ran inline) */
   double hash_cpu_ms;        /* CPU time of the hash thread (0 when the hash ran inline) */
+  uint64_t bytes_hashed_beside; /* of bytes_hashed, those the hash thread hashed (all of them when
+                                   one ran; 0 when the loading thread hashed them inline) */
   hs__repo_check *check;     /* the background hash (hs_repo_read_start), NULL when none runs */
   /* hs_repo_read_stream_start: model.onnx's bytes in pieces (its data stays NULL), else NULL */
   const hs_backend_stream *stream;
@@ -256,7 +258,9 @@ int hs_repo_read_stream_start(const char *model_dir, const hs_repo_version *rv, 
                               hs_error *err);
 /* hs_repo_read_stream_start that reads no other file whole either (external data: docs/REPOSITORY.md,
  * "Read once"): each file but model.onnx is listed with data NULL and its expected len, and its
- * bytes come, on demand, through hs_repo_open_file, once and in order, hashed as they are read.
+ * bytes come, on demand, through hs_repo_open_file, once and in order, through a ring of their own
+ * that the same hash thread hashes behind the reader (a piece handed out stays valid until the
+ * next piece of any of these files is read).
  * hs_repo_bytes_check reads and hashes whatever was not read (files not opened, the rest of those
  * opened) and judges each file like model.onnx: size, growth, SHA-256. */
 int hs_repo_read_stream_files_start(const char *model_dir, const hs_repo_version *rv, bool require_signature,

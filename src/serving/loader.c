@@ -46,7 +46,6 @@
 #include "base/log.h"
 #include "engine/engine.h"
 #include "kernels/kshare.h"
-#include "onnx/onnx.h"
 #include "serving/batch.h"
 #include "serving/golden.h"
 #include "serving/registry_impl.h"
@@ -265,7 +264,7 @@ static int open_file(void *user, const char *path, const struct hs_backend_strea
  * decoder (hs_repo_read_stream_start): the whole file is never held, and each piece is hashed
  * and parsed from the same buffer; for the built-in engine the other files (external data) come as
  * streams too (hs_repo_read_stream_files_start, hs_backend_options.open_file), read once and hashed
- * as the decoder reads them, so no file of the version is held whole. A backend with only load_buffer gets whole buffers, hashed on a
+ * by the same thread behind the decoder, so no file of the version is held whole. A backend with only load_buffer gets whole buffers, hashed on a
  * thread of their own (hs_repo_read_start) while it decodes and compiles them. Either way the
  * verdict is awaited here, before anything built from the bytes runs (warm-up included), and a
  * mismatch fails the load. A backend without load_buffer (an ABI 1 plug-in, or
@@ -353,14 +352,14 @@ static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *
 
 /* read_and_load_as with external data streamed where the backend can take it. A model whose
  * external data lies outside its main graph's initializers (a subgraph's weights, a Constant's)
- * cannot be streamed (onnx.h, HS_ONNX_NEEDS_WHOLE_FILES): it is read, hashed and loaded once more
+ * cannot be streamed (the backend says HS_NEEDS_WHOLE_FILES): it is read, hashed and loaded once more
  * with its files whole, so such a model costs a second read but loads as it did before streaming. */
 static int read_and_load(hs_registry *r, hs_model *m, const hs_repo_version *rv, const char *model_dir,
                          hs_version *v, const hs_backend_options *bo, hs_version_status *cost,
                          uint64_t *cpu_after_read, const char **code, char code_buf[32], hs_error *err) {
   if (r->opts.test_before_read) r->opts.test_before_read(r->opts.test_user, m->name, rv->version, rv->dir);
   int rc = read_and_load_as(r, m, rv, model_dir, v, bo, true, cost, cpu_after_read, code, code_buf, err);
-  if (rc == HS_UNSUPPORTED && strstr(err->message, HS_ONNX_NEEDS_WHOLE_FILES)) {
+  if (rc == HS_NEEDS_WHOLE_FILES) {
     HS_LOGI("model '%s' version %lld: %s; loading it again with whole files", m->name, (long long)rv->version,
             err->message);
     hs_error_clear(err);

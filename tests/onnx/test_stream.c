@@ -96,11 +96,8 @@ static void w_value_info(wbuf *g, uint32_t f, const char *name, const int64_t *d
 
 static const int64_t k_dims[4] = {4, 4, 4, 16}; /* 1024 floats: 4096 bytes, offered to a share hook */
 
-/* y = ((x + w1) + w2) + w3, three 4096-byte weights (w2's raw_data comes first), plus a small bias
- * b (not offered); nodes before initializers, as exporters write them. With big, an unused 4 MiB
- * initializer follows w1 (larger than hs_onnx_load_file's 1 MiB pieces). */
-static wbuf make_model_big(int big) {
-  wbuf m = {0}, g = {0}, op = {0};
+/* The test graphs' four Add nodes (x + w1 -> a, + w2 -> c, + w3 -> d, + b -> y) and name, into g. */
+static void w_add_chain(wbuf *g) {
   const char *chain[4][3] = {{"x", "w1", "a"}, {"a", "w2", "c"}, {"c", "w3", "d"}, {"d", "b", "y"}};
   for (int i = 0; i < 4; i++) {
     wbuf node = {0};
@@ -108,23 +105,39 @@ static wbuf make_model_big(int big) {
     w_str(&node, 1, chain[i][1]);
     w_str(&node, 2, chain[i][2]);
     w_str(&node, 4, "Add");
-    w_msg(&g, 1, &node);
+    w_msg(g, 1, &node);
   }
-  w_str(&g, 2, "g");
+  w_str(g, 2, "g");
+}
+
+/* The model around a chain graph g (which it takes): g gets b and x's and y's value infos; ir_version
+ * 8, opset 13. */
+static wbuf w_chain_model(wbuf *g) {
+  wbuf m = {0}, op = {0};
+  const int64_t bdims[1] = {16};
+  w_tensor(g, "b", bdims, 1, 0.5f, 0);
+  w_value_info(g, 11, "x", k_dims, 4);
+  w_value_info(g, 12, "y", k_dims, 4);
+  w_int(&m, 1, 8);
+  w_msg(&m, 7, g);
+  w_str(&op, 1, "");
+  w_int(&op, 2, 13);
+  w_msg(&m, 8, &op);
+  return m;
+}
+
+/* y = ((x + w1) + w2) + w3, three 4096-byte weights (w2's raw_data comes first), plus a small bias
+ * b (not offered); nodes before initializers, as exporters write them. With big, an unused 4 MiB
+ * initializer follows w1 (larger than hs_onnx_load_file's 1 MiB pieces). */
+static wbuf make_model_big(int big) {
+  wbuf g = {0};
+  w_add_chain(&g);
   w_tensor(&g, "w1", k_dims, 4, 1.0f, 0);
   const int64_t big_dims[4] = {16, 16, 16, 256};
   if (big) w_tensor(&g, "big", big_dims, 4, 7.0f, 0);
   w_tensor(&g, "w2", k_dims, 4, 5000.0f, 1);
   w_tensor(&g, "w3", k_dims, 4, 9000.0f, 0);
-  const int64_t bdims[1] = {16};
-  w_tensor(&g, "b", bdims, 1, 0.5f, 0);
-  w_value_info(&g, 11, "x", k_dims, 4);
-  w_value_info(&g, 12, "y", k_dims, 4);
-  w_int(&m, 1, 8);
-  w_msg(&m, 7, &g);
-  w_str(&op, 1, "");
-  w_int(&op, 2, 13);
-  w_msg(&m, 8, &op);
+  wbuf m = w_chain_model(&g);
   return m;
 }
 
@@ -469,32 +482,27 @@ static void w_ext_tensor(wbuf *g, const char *name, const char *location, size_t
 }
 
 /* make_model's graph with w1, w2, w3 in ext.bin, out of order and overlapping: w1 at 8192, w2 at 0,
- * w3 at 8192 too (w1's very bytes); the file also has bytes before, between and after them. */
+ * w3 at 8192 too (w1's very bytes); the file also has bytes before, between and after them. With
+ * w2_constant, w2 is the value of a Constant node instead of an initializer (an external tensor the
+ * stream decoder does not fill, as a subgraph's would be). */
 #define EXT_BYTES 16000
-static wbuf make_ext_model(uint8_t file[EXT_BYTES]) {
-  wbuf m = {0}, g = {0}, op = {0};
-  const char *chain[4][3] = {{"x", "w1", "a"}, {"a", "w2", "c"}, {"c", "w3", "d"}, {"d", "b", "y"}};
-  for (int i = 0; i < 4; i++) {
-    wbuf node = {0};
-    w_str(&node, 1, chain[i][0]);
-    w_str(&node, 1, chain[i][1]);
-    w_str(&node, 2, chain[i][2]);
-    w_str(&node, 4, "Add");
+static wbuf make_ext_model_as(uint8_t file[EXT_BYTES], int w2_constant) {
+  wbuf g = {0};
+  if (w2_constant) {
+    wbuf node = {0}, attr = {0};
+    w_str(&node, 2, "w2");
+    w_str(&node, 4, "Constant");
+    w_str(&attr, 1, "value");
+    w_ext_tensor(&attr, "w2", "ext.bin", 0); /* (field 5: AttributeProto.t) */
+    w_int(&attr, 20, 4);                     /* type TENSOR */
+    w_msg(&node, 5, &attr);
     w_msg(&g, 1, &node);
   }
-  w_str(&g, 2, "g");
+  w_add_chain(&g);
   w_ext_tensor(&g, "w1", "./ext.bin", 8192);
-  w_ext_tensor(&g, "w2", "ext.bin", 0);
+  if (!w2_constant) w_ext_tensor(&g, "w2", "ext.bin", 0);
   w_ext_tensor(&g, "w3", "ext.bin", 8192);
-  const int64_t bdims[1] = {16};
-  w_tensor(&g, "b", bdims, 1, 0.5f, 0);
-  w_value_info(&g, 11, "x", k_dims, 4);
-  w_value_info(&g, 12, "y", k_dims, 4);
-  w_int(&m, 1, 8);
-  w_msg(&m, 7, &g);
-  w_str(&op, 1, "");
-  w_int(&op, 2, 13);
-  w_msg(&m, 8, &op);
+  wbuf m = w_chain_model(&g);
   memset(file, 0xee, EXT_BYTES);
   for (int i = 0; i < 1024; i++) {
     float a = 5000.0f + (float)i, c = 1.0f + (float)i;
@@ -503,6 +511,8 @@ static wbuf make_ext_model(uint8_t file[EXT_BYTES]) {
   }
   return m;
 }
+
+static wbuf make_ext_model(uint8_t file[EXT_BYTES]) { return make_ext_model_as(file, 0); }
 
 /* An external file handed out in pieces of `chunk` bytes (the first `have` bytes only), counting opens. */
 typedef struct {
@@ -595,6 +605,37 @@ static void test_external_data_streamed(void **state) {
   free(m.v);
 }
 
+/* An external tensor outside the main graph's initializers (here a Constant's value) in a file given
+ * as a stream is HS_NEEDS_WHOLE_FILES, the loader's cue to load the version again with its files
+ * whole, wherever the file stands among the files (first included); with the file in memory the
+ * same model decodes, w2 holding the file's first bytes. */
+static void test_external_constant_needs_whole_files(void **state) {
+  (void)state;
+  static uint8_t file[EXT_BYTES];
+  wbuf m = make_ext_model_as(file, 1);
+  hs_graph g;
+  hs_error err;
+  hs_backend_file mem_files[2] = {{"model.onnx", NULL, m.n}, {"ext.bin", file, EXT_BYTES}};
+  hs_onnx_source whole_src = {.files = mem_files, .n_files = 2};
+  if (decode_chunked(m.v, m.n, 4097, &whole_src, &g, &err)) fail_msg("%s", err.message);
+  int w2 = hs_graph_find(&g, "w2");
+  assert_true(w2 >= 0);
+  assert_int_equal(g.values[w2].nbytes, 4096);
+  assert_memory_equal(g.values[w2].data, file, 4096);
+  hs_graph_free(&g);
+  hs_backend_file after[2] = {{"model.onnx", NULL, m.n}, {"ext.bin", NULL, EXT_BYTES}};
+  hs_backend_file first[2] = {{"ext.bin", NULL, EXT_BYTES}, {"model.onnx", NULL, m.n}};
+  hs_backend_file *orders[2] = {after, first};
+  for (int i = 0; i < 2; i++) {
+    ext_src x = {.d = file, .have = EXT_BYTES, .chunk = 4096};
+    hs_onnx_source src = {.files = orders[i], .n_files = 2, .open = ext_src_open, .open_user = &x};
+    assert_int_equal(decode_chunked(m.v, m.n, 4097, &src, &g, &err), HS_NEEDS_WHOLE_FILES);
+    assert_non_null(strstr(err.message, "ext.bin"));
+    hs_graph_free(&g);
+  }
+  free(m.v);
+}
+
 /* ---- loads that run ---- */
 
 #define WMODEL HS_WEIGHTS_DIR "/model.onnx"
@@ -667,6 +708,7 @@ int main(void) {
       cmocka_unit_test(test_load_file_streams),
       cmocka_unit_test(test_share_hook_gets_the_bytes_read),
       cmocka_unit_test(test_external_data_streamed),
+      cmocka_unit_test(test_external_constant_needs_whole_files),
       cmocka_unit_test(test_streamed_load_runs_bit_equal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,7 +3,7 @@
 
 onnx's save_as_external_data moves every initializer into the external file, those of an If's
 branches included. The server streams external data for the main graph's initializers only; a
-subgraph's external tensor makes the streamed load stop (HS_ONNX_NEEDS_WHOLE_FILES), and the loader
+subgraph's external tensor makes the streamed load stop (HS_NEEDS_WHOLE_FILES), and the loader
 must then load the version again with its files whole, read and hashed once more (docs/REPOSITORY.md,
 "Read once"). The model: y = If(sum(x) > 0, x + 3, x - 2) + 1, with every constant in weights.bin.
 A published (manifest) version must serve y = x + 4 for x = [0, 1, 2, 3] and x - 1 for -x, the log
