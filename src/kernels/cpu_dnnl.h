@@ -101,6 +101,11 @@ int hs__act_to_dnnl(hs_act_kind a, float alpha, float beta, dnnl_alg_kind_t alg[
 int hs__md_plain(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_error *err);
 int hs__md_act(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_layout layout, hs_error *err);
 
+/* Reorders src (described by from) into the caller's dst (described by to), on the calling thread's
+ * stream. Only from's values are read: extra data after them (int8 weights' compensation terms) is
+ * not, so a kernel's int8 weights give back the plain int8 values they were made from. */
+int hs__reorder_into(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to, void *dst,
+                     hs_error *err);
 /* Reorders src (described by from) into a freshly allocated 64-byte aligned buffer described by to.
  * On success *out is owned by the caller (free()). */
 int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
@@ -110,11 +115,13 @@ int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnn
 int hs__make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out,
                      size_t *sp, hs_error *err);
 
-/* 1 for weights in a layout no reorder reads back (oneDNN's Winograd format): the kernel then keeps
- * its plain copy (w_plain) for variants and readers that need another layout. */
+/* 1 for weights in a form no reorder reads back (oneDNN's Winograd format; int8 weights halved by
+ * scale_adjust, on CPUs without VNNI): the kernel then keeps its plain copy (w_plain) for variants and
+ * readers that need another layout. */
 int hs__weights_one_way(const dnnl_memory_desc_t *md);
 /* Sets v->weights for descriptor want: variant 0 reorders k->w_plain; later variants share variant 0's
- * buffer when the layout is the same, otherwise reorder from it. */
+ * buffer when the layout is the same, otherwise reorder w_plain while it stays, else variant 0's values
+ * (hs__reorder_into). */
 int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want, hs_error *err);
 
 /* Executes prim with args (memory objects created over the caller's buffers) on s. */

@@ -588,38 +588,15 @@ int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_
   }
   const dnnl_memory_desc_t *have = &k->var[0].md[MD_WEIGHTS];
   if (k->w_from && hs__weights_one_way(have)) return hs_kernel_conv_weights(k->w_from, dst, dst_bytes, err);
-  dnnl_engine_t eng = hs__dnnl_engine();
-  dnnl_stream_t s = NULL;
-  dnnl_primitive_desc_t pd = NULL;
-  dnnl_primitive_t prim = NULL;
-  dnnl_memory_t m_src = NULL, m_dst = NULL;
-  dnnl_status_t st = dnnl_stream_create(&s, eng, dnnl_stream_default_flags);
-  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, have, eng, &plain, eng, NULL);
-  if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_src, have, eng, k->var[0].weights);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_dst, &plain, eng, dst);
-  if (st == dnnl_success) {
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, m_src}, {DNNL_ARG_TO, m_dst}};
-    st = dnnl_primitive_execute(prim, s, 2, args);
-    if (st == dnnl_success) st = dnnl_stream_wait(s);
-  }
-  if (m_src) dnnl_memory_destroy(m_src);
-  if (m_dst) dnnl_memory_destroy(m_dst);
-  if (prim) dnnl_primitive_destroy(prim);
-  if (pd) dnnl_primitive_desc_destroy(pd);
-  if (s) dnnl_stream_destroy(s);
-  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "conv weights: reordering back");
+  int rc = hs__reorder_into(have, k->var[0].weights, &plain, dst, err);
+  if (rc) hs_error_prefix(err, "conv weights");
+  return rc;
 }
 
 size_t hs_kernel_conv_owned_weight_bytes(const hs_kernel *k) {
-  if (!k || k->vt != &conv_vt) return 0;
   /* w_plain is gone once the constructor returns (variant 0 holds the weights), unless variant 0's
    * are in Winograd's one-way format */
-  size_t total = k->w_plain ? dnnl_memory_desc_get_size(&k->w_plain_md) : 0;
-  int n = atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire);
-  for (int i = 0; i < n; i++)
-    if (k->var[i].weights && !k->var[i].weights_shared) total += dnnl_memory_desc_get_size(&k->var[i].md[MD_WEIGHTS]);
-  return total;
+  return k && k->vt == &conv_vt ? hs_kernel_weight_bytes(k) : 0;
 }
 
 /* ================= matmul ================= */

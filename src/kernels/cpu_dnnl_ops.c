@@ -691,33 +691,6 @@ int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_err
 
 /* ================= a matmul kernel's constant B, read back ================= */
 
-/* Reorders the weights of published variant 0 (`have`, in the implementation's layout) into `plain`
- * at dst. A float reorder copies values, so the bytes are exactly the ones the kernel was given. */
-static int reorder_back(const dnnl_memory_desc_t *have, const void *weights, const dnnl_memory_desc_t *plain,
-                        void *dst, hs_error *err) {
-  dnnl_engine_t eng = hs__dnnl_engine();
-  dnnl_stream_t s = NULL;
-  dnnl_primitive_desc_t pd = NULL;
-  dnnl_primitive_t prim = NULL;
-  dnnl_memory_t m_src = NULL, m_dst = NULL;
-  dnnl_status_t st = dnnl_stream_create(&s, eng, dnnl_stream_default_flags);
-  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, have, eng, plain, eng, NULL);
-  if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_src, have, eng, (void *)weights);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_dst, plain, eng, dst);
-  if (st == dnnl_success) {
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, m_src}, {DNNL_ARG_TO, m_dst}};
-    st = dnnl_primitive_execute(prim, s, 2, args);
-    if (st == dnnl_success) st = dnnl_stream_wait(s);
-  }
-  if (m_src) dnnl_memory_destroy(m_src);
-  if (m_dst) dnnl_memory_destroy(m_dst);
-  if (prim) dnnl_primitive_destroy(prim);
-  if (pd) dnnl_primitive_desc_destroy(pd);
-  if (s) dnnl_stream_destroy(s);
-  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "matmul B: reordering back");
-}
-
 int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err) {
   /* a matmul kernel made with a constant B is the only one with a plain descriptor of its own
    * operand (w_plain_md, B's buffer as given, transposed or not) */
@@ -734,5 +707,8 @@ int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_erro
     memcpy(dst, k->w_plain, want);
     return 0;
   }
-  return reorder_back(&k->var[0].md[HS__MAX_MDS - 1], k->var[0].weights, &k->w_plain_md, dst, err);
+  /* a float reorder copies values, so the bytes are exactly the ones the kernel was given */
+  int rc = hs__reorder_into(&k->var[0].md[HS__MAX_MDS - 1], k->var[0].weights, &k->w_plain_md, dst, err);
+  if (rc) hs_error_prefix(err, "matmul B");
+  return rc;
 }

@@ -304,6 +304,10 @@ int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_
 /* Bytes of weights conv kernel k allocated itself (buffers it shares with the kernel it was made
  * from, or between its batch variants, count once, where they were allocated); 0 for other kinds. */
 size_t hs_kernel_conv_owned_weight_bytes(const hs_kernel *k);
+/* Bytes of its constant operand (conv / qconv weights, a constant matmul / qmatmul B) kernel k holds:
+ * its plain copy while it keeps one, plus each batch variant's own buffer in the implementation's
+ * layout (int8 ones with their compensation terms); 0 for kernels without one. Thread-safe. */
+size_t hs_kernel_weight_bytes(const hs_kernel *k);
 
 /* Builds (if not yet built) the variant for leading dimension `batch` so that runs with it build
  * nothing. Thread-safe. Returns 0 or a negative hs_status with err filled. */
