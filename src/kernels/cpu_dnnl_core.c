@@ -367,7 +367,14 @@ int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *
   }
   if (k->w_plain) return hs__reorder_alloc(&k->w_plain_md, k->w_plain, want, &v->weights, err);
   if (!v0) return hs_error_set(err, HS_INTERNAL, "kernel has no weights to reorder");
-  return hs__reorder_alloc(have, v0->weights, want, &v->weights, err);
+  if (want->extra.flags == dnnl_memory_extra_flag_none) return hs__reorder_alloc(have, v0->weights, want, &v->weights, err);
+  /* int8 weights with compensation terms: oneDNN computes those only from a plain layout, so variant 0's
+   * values go through a temporary plain copy */
+  void *plain = NULL;
+  int rc = hs__reorder_alloc(have, v0->weights, &k->w_plain_md, &plain, err);
+  if (!rc) rc = hs__reorder_alloc(&k->w_plain_md, plain, want, &v->weights, err);
+  free(plain);
+  return rc;
 }
 
 size_t hs_kernel_weight_bytes(const hs_kernel *k) {

@@ -427,21 +427,31 @@ int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_err
   return 0;
 }
 
-int hs_kernel_qmatmul_b(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err) {
-  if (!k || k->vt != &qmm_vt) return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul B: not a qmatmul kernel");
-  size_t want = (size_t)(k->p.qmm.k * k->p.qmm.n);
+/* Writes k's int8 weights back in their plain layout (w_plain_md) into dst, `want` bytes. Variant 0 is published
+ * (hs__kernel_finish built it) and immutable: its weights, in the implementation's layout, are the kernel's only
+ * copy once w_plain is gone (w_plain stays while they are halved, which no reorder gives back:
+ * hs__weights_one_way). An s8 to s8 reorder of their values gives them back exactly. */
+static int int8_weights_back(const hs_kernel *k, int8_t *dst, size_t dst_bytes, const char *what, hs_error *err) {
+  size_t want = dnnl_memory_desc_get_size(&k->w_plain_md);
   if (dst_bytes != want)
-    return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul B: %zu bytes given, B is %zu", dst_bytes, want);
-  /* Variant 0 is published (hs__kernel_finish built it) and immutable: its B, in the implementation's
-   * layout, is the kernel's only copy once w_plain is gone (w_plain stays while B is halved, which no
-   * reorder gives back: hs__weights_one_way). An s8 to s8 reorder of its values gives B exactly. */
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "%s: %zu bytes given, they are %zu", what, dst_bytes, want);
   if (atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 || !k->var[0].weights)
-    return hs_error_set(err, HS_INTERNAL, "qmatmul B: the kernel holds none");
+    return hs_error_set(err, HS_INTERNAL, "%s: the kernel holds none", what);
   if (k->w_plain) {
     memcpy(dst, k->w_plain, want);
     return 0;
   }
   int rc = hs__reorder_into(&k->var[0].md[MD_WEIGHTS], k->var[0].weights, &k->w_plain_md, dst, err);
-  if (rc) hs_error_prefix(err, "qmatmul B");
+  if (rc) hs_error_prefix(err, "%s", what);
   return rc;
+}
+
+int hs_kernel_qmatmul_b(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err) {
+  if (!k || k->vt != &qmm_vt) return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul B: not a qmatmul kernel");
+  return int8_weights_back(k, dst, dst_bytes, "qmatmul B", err);
+}
+
+int hs_kernel_qconv_weights(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err) {
+  if (!k || k->vt != &qconv_vt) return hs_error_set(err, HS_INVALID_ARGUMENT, "qconv weights: not a qconv kernel");
+  return int8_weights_back(k, dst, dst_bytes, "qconv weights", err);
 }

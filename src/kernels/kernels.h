@@ -412,6 +412,10 @@ int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_erro
  * (exactly k * n). Lets a caller drop its own copy of B once a kernel holds it. Thread-safe. Returns 0, or
  * HS_INVALID_ARGUMENT (not a qmatmul kernel, wrong size) with err filled. */
 int hs_kernel_qmatmul_b(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err);
+/* Writes qconv kernel k's weights (int8, ONNX's layout [out_c, in_c / groups, k...], as hs_qconv_params.weights
+ * gave them) into dst, dst_bytes long (exactly their size). Lets a caller drop its own copy once a kernel holds
+ * them. Thread-safe. Returns 0, or HS_INVALID_ARGUMENT (not a qconv kernel, wrong size) with err filled. */
+int hs_kernel_qconv_weights(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err);
 
 #ifdef __cplusplus
 }

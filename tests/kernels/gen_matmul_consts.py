@@ -9,6 +9,9 @@ kept.onnx: the same, plus a fourth input S [1] and each B times S as an extra ou
 qreleased.onnx / qkept.onnx: the same for the int8 kernel: QLinearMatMul with a uint8 B (zero point 128) and with
 an int8 B (zero point 0), MatMulInteger with an int8 B, on A [b, s, 64] uint8; qkept.onnx's second reader of each
 B is a Concat with a fourth input Z [1, N].
+qcreleased.onnx / qckept.onnx: the same for the int8 convolution: QLinearConv X [b, 8, h, w] uint8 with int8 weights
+QW1 [16, 8, 3, 3] (per-channel scales, zero points 0, int32 bias) and a depthwise one, QW2 [8, 1, 3, 3] (group 8);
+qckept.onnx's second reader of each weight is a Concat with a further input.
 gemm_alpha0.onnx: Gemm alpha 0, beta 1 with constant B and C [8]: Y = C on every row. Usage: gen_matmul_consts.py OUT_DIR
 """
 import os
@@ -80,6 +83,36 @@ def qmodel(keep):
     return m
 
 
+def qconv_model(keep):
+    u8, s8 = TensorProto.UINT8, TensorProto.INT8
+    inits = [numpy_helper.from_array(rng.integers(-128, 128, (16, 8, 3, 3)).astype(np.int8), "QW1"),
+             numpy_helper.from_array(rng.integers(-128, 128, (8, 1, 3, 3)).astype(np.int8), "QW2"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "x_s"),
+             numpy_helper.from_array(np.array(7, np.uint8), "x_z"),
+             numpy_helper.from_array((rng.random(16) * 0.004 + 0.001).astype(np.float32), "w1_s"),
+             numpy_helper.from_array(np.zeros(16, np.int8), "w1_z"),
+             numpy_helper.from_array(np.array(0.003, np.float32), "w2_s"),
+             numpy_helper.from_array(np.array(0, np.int8), "w2_z"),
+             numpy_helper.from_array(rng.integers(-2000, 2000, 16).astype(np.int32), "qc_b"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "y_s"),
+             numpy_helper.from_array(np.array(100, np.uint8), "y_z")]
+    inputs = [helper.make_tensor_value_info("QX", u8, ["b", 8, "h", "w"])]
+    nodes = [helper.make_node("QLinearConv", ["QX", "x_s", "x_z", "QW1", "w1_s", "w1_z", "y_s", "y_z", "qc_b"], ["QC1"],
+                              name="qconv", pads=[1, 1, 1, 1]),
+             helper.make_node("QLinearConv", ["QX", "x_s", "x_z", "QW2", "w2_s", "w2_z", "y_s", "y_z"], ["QC2"],
+                              name="qconv_dw", group=8, strides=[2, 2], pads=[1, 1, 1, 1])]
+    outs = [helper.make_tensor_value_info("QC1", u8, None), helper.make_tensor_value_info("QC2", u8, None)]
+    if keep:
+        for w, shape in (("QW1", [1, 8, 3, 3]), ("QW2", [1, 1, 3, 3])):
+            inputs.append(helper.make_tensor_value_info("Z_" + w, s8, shape))
+            nodes.append(helper.make_node("Concat", [w, "Z_" + w], [w + "_cat"], name=w + "_cat", axis=0))
+            outs.append(helper.make_tensor_value_info(w + "_cat", s8, None))
+    g = helper.make_graph(nodes, "qconv_consts", inputs, outs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
 def alpha0_model():
     f = TensorProto.FLOAT
     g = helper.make_graph([helper.make_node("Gemm", ["A", "B", "C"], ["Y"], name="gemm_alpha0", alpha=0.0)], "alpha0",
@@ -102,6 +135,10 @@ def main():
     onnx.save(qmodel(False), os.path.join(out, "qreleased.onnx"))
     rng.bit_generator.state = state
     onnx.save(qmodel(True), os.path.join(out, "qkept.onnx"))
+    state = rng.bit_generator.state
+    onnx.save(qconv_model(False), os.path.join(out, "qcreleased.onnx"))
+    rng.bit_generator.state = state
+    onnx.save(qconv_model(True), os.path.join(out, "qckept.onnx"))
     onnx.save(alpha0_model(), os.path.join(out, "gemm_alpha0.onnx"))
 
 
