@@ -140,6 +140,11 @@ int hs__exec(dnnl_primitive_t prim, dnnl_stream_t s, hs__argv *av, hs_error *err
 int hs__run_reorder(dnnl_primitive_t prim, dnnl_stream_t s, dnnl_memory_t scratch, const dnnl_memory_desc_t *fmd,
                     const void *from, const dnnl_memory_desc_t *tmd, void *to, hs_error *err);
 
+/* Lays out the scratch of a variant that runs its primitive in internal layouts: the primitives' scratchpad
+ * (sp bytes, the largest of them) first, then a temporary for the source in layout isrc at v->off[0] and one for
+ * the destination in layout idst at v->off[1] (NULL: none), each 64-byte aligned; sets v->scratch. */
+void hs__place_temps(hs__variant *v, size_t sp, const dnnl_memory_desc_t *isrc, const dnnl_memory_desc_t *idst);
+
 /* Copies the residual into dst when a SUM post-op exists and the two do not alias. */
 int hs__prepare_sum(const hs_post_ops *post, const hs_kernel_args *a, size_t dst_bytes, hs_error *err);
 

@@ -51,7 +51,6 @@ static int has_sum(const hs_post_ops *p) {
   return 0;
 }
 
-static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* Creates the (de)convolution primitive descriptor for src/dst descriptors s and d. */
 static dnnl_status_t conv_pd(const hs_conv_params *p, dnnl_alg_kind_t alg, const dnnl_memory_desc_t *s,
@@ -241,7 +240,7 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   dnnl_primitive_desc_destroy(pd);
   v->nprim = 4;
   if (rc) return rc;
-  size_t temps = 0, sp1 = 0, sp2 = 0, sp3 = 0;
+  size_t sp1 = 0, sp2 = 0, sp3 = 0;
   if (v->reordered) {
     if (!dnnl_memory_desc_equal(&v->md[MD_ISRC], &v->md[MD_SRC]))
       rc = hs__make_reorder(&v->md[MD_SRC], &v->md[MD_ISRC], &v->prim[CP_SRC], &sp1, err);
@@ -263,11 +262,7 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   if (sp1 > sp) sp = sp1;
   if (sp2 > sp) sp = sp2;
   if (sp3 > sp) sp = sp3;
-  v->off[0] = align64(sp);
-  if (v->prim[CP_SRC]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_ISRC]));
-  v->off[1] = v->off[0] + temps;
-  if (v->prim[CP_DST]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_IDST]));
-  v->scratch = temps ? v->off[0] + temps : sp;
+  hs__place_temps(v, sp, v->prim[CP_SRC] ? &v->md[MD_ISRC] : NULL, v->prim[CP_DST] ? &v->md[MD_IDST] : NULL);
   return 0;
 }
 
@@ -372,9 +367,7 @@ static int shuffle_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *
   if (rc) return rc;
   if (sp1 > sp) sp = sp1;
   if (sp2 > sp) sp = sp2;
-  v->off[0] = align64(sp);
-  v->off[1] = v->off[0] + (v->prim[CP_SRC] ? align64(dnnl_memory_desc_get_size(&v->md[MD_ISRC])) : 0);
-  v->scratch = v->off[1] + align64(dnnl_memory_desc_get_size(&g4));
+  hs__place_temps(v, sp, v->prim[CP_SRC] ? &v->md[MD_ISRC] : NULL, &g4);
   v->reordered = 1;
   return 0;
 }

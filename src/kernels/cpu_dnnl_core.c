@@ -577,6 +577,16 @@ int hs__run_reorder(dnnl_primitive_t prim, dnnl_stream_t s, dnnl_memory_t scratc
   return rc;
 }
 
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+void hs__place_temps(hs__variant *v, size_t sp, const dnnl_memory_desc_t *isrc, const dnnl_memory_desc_t *idst) {
+  size_t temps = isrc ? align64(dnnl_memory_desc_get_size(isrc)) : 0;
+  v->off[0] = align64(sp);
+  v->off[1] = v->off[0] + temps;
+  if (idst) temps += align64(dnnl_memory_desc_get_size(idst));
+  v->scratch = temps ? v->off[0] + temps : sp;
+}
+
 int hs__prepare_sum(const hs_post_ops *post, const hs_kernel_args *a, size_t dst_bytes, hs_error *err) {
   int has_sum = 0;
   for (int i = 0; post && i < post->count; i++) has_sum |= post->op[i].kind == HS_POST_SUM;

@@ -36,7 +36,6 @@
 enum { MD_SRC = 0, MD_DST = 1, MD_BIAS = 2, MD_ZP = 3, MD_ISRC = 4, MD_IDST = 5, MD_RES = 6, MD_WEIGHTS = HS__MAX_MDS - 1 };
 enum { QP_CONV = 0, QP_SRC = 1, QP_DST = 2, QP_RES = 3 };
 
-static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 static dnnl_data_type_t dt_of(hs_qtype t) { return t == HS_Q_U8 ? dnnl_u8 : t == HS_Q_S8 ? dnnl_s8 : dnnl_f32; }
 
@@ -174,7 +173,7 @@ static int qconv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *er
   dnnl_primitive_desc_destroy(pd);
   v->nprim = 4;
   if (rc) return rc;
-  size_t sp1 = 0, sp2 = 0, temps = 0;
+  size_t sp1 = 0, sp2 = 0;
   if (v->reordered && !dnnl_memory_desc_equal(&v->md[MD_ISRC], &v->md[MD_SRC]))
     rc = hs__make_reorder(&v->md[MD_SRC], &v->md[MD_ISRC], &v->prim[QP_SRC], &sp1, err);
   if (!rc && v->reordered && !dnnl_memory_desc_equal(&v->md[MD_IDST], &v->md[MD_DST]))
@@ -191,11 +190,7 @@ static int qconv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *er
   if (sp3 > sp) sp = sp3;
   if (sp1 > sp) sp = sp1;
   if (sp2 > sp) sp = sp2;
-  v->off[0] = align64(sp);
-  if (v->prim[QP_SRC]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_ISRC]));
-  v->off[1] = v->off[0] + temps;
-  if (v->prim[QP_DST]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_IDST]));
-  v->scratch = temps ? v->off[0] + temps : sp;
+  hs__place_temps(v, sp, v->prim[QP_SRC] ? &v->md[MD_ISRC] : NULL, v->prim[QP_DST] ? &v->md[MD_IDST] : NULL);
   return 0;
 }
 

@@ -96,15 +96,18 @@ static int pool_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   return finish_pd(v, st, pd, "pooling", err);
 }
 
-static int pool_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
-                     dnnl_memory_t scratch, hs_error *err) {
+/* Runs a kernel of one primitive, one source and one destination (pooling, softmax, reduce, resample and
+ * reorder: DNNL_ARG_FROM / TO are DNNL_ARG_SRC / DST). */
+static int unary_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
+                      dnnl_memory_t scratch, hs_error *err) {
+  (void)k;
   int rc = need_src(a, 1, err);
   if (rc) return rc;
   bind b[] = {{DNNL_ARG_SRC, MD_SRC, a->src[0]}, {DNNL_ARG_DST, MD_DST, a->dst}};
   return run_one(v->prim[0], v, b, 2, s, scratch, err);
 }
 
-static const hs__kvt pool_vt = {"pool", pool_build, pool_exec, NULL};
+static const hs__kvt pool_vt = {"pool", pool_build, unary_exec, NULL};
 
 int hs_kernel_pool_create(const hs_pool_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -306,7 +309,7 @@ static int sm_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   return finish_pd(v, st, pd, "softmax", err);
 }
 
-static const hs__kvt sm_vt = {"softmax", sm_build, pool_exec, NULL};
+static const hs__kvt sm_vt = {"softmax", sm_build, unary_exec, NULL};
 
 int hs_kernel_softmax_create(const hs_softmax_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -482,7 +485,7 @@ static int red_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err)
   return finish_pd(v, st, pd, "reduction", err);
 }
 
-static const hs__kvt red_vt = {"reduce", red_build, pool_exec, NULL};
+static const hs__kvt red_vt = {"reduce", red_build, unary_exec, NULL};
 
 int hs_kernel_reduce_create(const hs_reduce_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -626,7 +629,7 @@ static int rs_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   return finish_pd(v, st, pd, "resampling", err);
 }
 
-static const hs__kvt rs_vt = {"resample", rs_build, pool_exec, NULL};
+static const hs__kvt rs_vt = {"resample", rs_build, unary_exec, NULL};
 
 int hs_kernel_resample_create(const hs_resample_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -664,15 +667,9 @@ static int ro_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   return finish_pd(v, st, pd, "reorder", err);
 }
 
-static int ro_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
-                   dnnl_memory_t scratch, hs_error *err) {
-  int rc = need_src(a, 1, err);
-  if (rc) return rc;
-  bind b[] = {{DNNL_ARG_FROM, MD_SRC, a->src[0]}, {DNNL_ARG_TO, MD_DST, a->dst}};
-  return run_one(v->prim[0], v, b, 2, s, scratch, err);
-}
+_Static_assert(DNNL_ARG_FROM == DNNL_ARG_SRC && DNNL_ARG_TO == DNNL_ARG_DST, "a reorder runs as unary_exec");
 
-static const hs__kvt ro_vt = {"reorder", ro_build, ro_exec, NULL};
+static const hs__kvt ro_vt = {"reorder", ro_build, unary_exec, NULL};
 
 int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
