@@ -88,6 +88,10 @@ int hs__kernel_finish(hs_kernel *k, int64_t batch, hs_error *err);
  * pd is destroyed. */
 int hs__add_prim(hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err);
 
+/* The same for a primitive with a constant weights operand (matmul, qmatmul): records pd's weights descriptor in
+ * v->md[HS__MAX_MDS - 1] and sets v->weights for it (hs__variant_weights) first. */
+int hs__add_weights_prim(hs_kernel *k, hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err);
+
 /* An attr with user-managed scratchpad and the post-ops of `post` (NULL for none). The SUM entries
  * become sum post-ops. Returns 0 or HS_UNSUPPORTED/HS_INTERNAL. */
 int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error *err);

@@ -679,15 +679,7 @@ static int mm_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, hs__dnnl_engine(), NULL);
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return hs__dnnl_fail(err, st, "matmul");
-  if (b_const) {
-    v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    rc = conv_variant_weights(k, v, err);
-    if (rc) {
-      dnnl_primitive_desc_destroy(pd);
-      return rc;
-    }
-  }
-  return hs__add_prim(v, pd, err);
+  return b_const ? hs__add_weights_prim(k, v, pd, err) : hs__add_prim(v, pd, err);
 }
 
 static int mm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,

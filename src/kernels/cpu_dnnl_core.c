@@ -423,6 +423,16 @@ int hs__add_prim(hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err) {
   return 0;
 }
 
+int hs__add_weights_prim(hs_kernel *k, hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err) {
+  v->md[HS__MAX_MDS - 1] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  int rc = hs__variant_weights(k, v, &v->md[HS__MAX_MDS - 1], err);
+  if (rc) {
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+  }
+  return hs__add_prim(v, pd, err);
+}
+
 /* Returns the published variant for batch, building it under the lock when missing. */
 static const hs__variant *variant_for(hs_kernel *k, int64_t batch, hs_error *err) {
   int n = atomic_load_explicit(&k->nvar, memory_order_acquire);

@@ -337,13 +337,7 @@ static int qmm_build(hs_kernel *k, int64_t rows, hs__variant *v, hs_error *err) 
   if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, hs__dnnl_engine(), NULL);
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return hs__dnnl_fail(err, st, "qmatmul: int8 matmul");
-  v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
-  if (rc) {
-    dnnl_primitive_desc_destroy(pd);
-    return rc;
-  }
-  return hs__add_prim(v, pd, err);
+  return hs__add_weights_prim(k, v, pd, err);
 }
 
 static int qmm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,

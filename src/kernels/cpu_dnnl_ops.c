@@ -65,6 +65,18 @@ static dnnl_status_t make_pd(dnnl_primitive_desc_t *pd, const void *op_desc, con
   return st;
 }
 
+/* A kernel of kind vt with parameters p (n bytes: its member of hs_kernel.p) and nothing else to own, built for
+ * batch; sets *out. */
+static int make_kernel(const hs__kvt *vt, const void *p, size_t n, int64_t batch, hs_kernel **out, hs_error *err) {
+  hs_kernel *k;
+  int rc = hs__kernel_new(vt, &k, err);
+  if (rc) return rc;
+  memcpy(&k->p, p, n);
+  rc = hs__kernel_finish(k, batch, err);
+  if (!rc) *out = k;
+  return rc;
+}
+
 /* ================= pooling ================= */
 
 static int pool_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
@@ -125,13 +137,7 @@ int hs_kernel_pool_create(const hs_pool_params *p, hs_kernel **out, hs_error *er
       return hs_error_set(err, HS_INVALID_ARGUMENT, "pool: output size %lld on spatial axis %d does not match",
                           (long long)p->out[i], i);
   }
-  hs_kernel *k;
-  int rc = hs__kernel_new(&pool_vt, &k, err);
-  if (rc) return rc;
-  k->p.pool = *p;
-  rc = hs__kernel_finish(k, p->batch, err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&pool_vt, p, sizeof *p, p->batch, out, err);
 }
 
 /* ================= eltwise ================= */
@@ -184,13 +190,7 @@ int hs_kernel_eltwise_create(const hs_eltwise_params *p, hs_kernel **out, hs_err
   if (p->ops.count < 1) return invalid(err, "eltwise: no function");
   for (int i = 0; i < p->ops.count; i++)
     if (p->ops.op[i].kind != HS_POST_ACT) return invalid(err, "eltwise: only activations can be chained");
-  hs_kernel *k;
-  rc = hs__kernel_new(&elt_vt, &k, err);
-  if (rc) return rc;
-  k->p.elt = *p;
-  rc = hs__kernel_finish(k, p->dims[0], err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&elt_vt, p, sizeof *p, p->dims[0], out, err);
 }
 
 /* ================= binary ================= */
@@ -317,13 +317,7 @@ int hs_kernel_softmax_create(const hs_softmax_params *p, hs_kernel **out, hs_err
   int rc = check_shape(p->ndim, p->dims, err);
   if (rc) return rc;
   if (p->axis < 0 || p->axis >= p->ndim) return invalid(err, "softmax: axis out of range");
-  hs_kernel *k;
-  rc = hs__kernel_new(&sm_vt, &k, err);
-  if (rc) return rc;
-  k->p.sm = *p;
-  rc = hs__kernel_finish(k, p->dims[0], err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&sm_vt, p, sizeof *p, p->dims[0], out, err);
 }
 
 /* ================= layer normalization ================= */
@@ -494,13 +488,7 @@ int hs_kernel_reduce_create(const hs_reduce_params *p, hs_kernel **out, hs_error
   if (rc) return rc;
   if ((unsigned)p->kind > HS_REDUCE_PROD) return invalid(err, "reduce: unknown kind");
   if (p->axes_mask == 0 || (p->axes_mask >> p->ndim) != 0) return invalid(err, "reduce: bad axes");
-  hs_kernel *k;
-  rc = hs__kernel_new(&red_vt, &k, err);
-  if (rc) return rc;
-  k->p.red = *p;
-  rc = hs__kernel_finish(k, p->dims[0], err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&red_vt, p, sizeof *p, p->dims[0], out, err);
 }
 
 /* ================= concat ================= */
@@ -638,13 +626,7 @@ int hs_kernel_resample_create(const hs_resample_params *p, hs_kernel **out, hs_e
   if (p->batch < 1 || p->channels < 1) return invalid(err, "resample: non-positive batch or channels");
   for (int i = 0; i < p->nsp; i++)
     if (p->in[i] < 1 || p->out[i] < 1) return invalid(err, "resample: non-positive size");
-  hs_kernel *k;
-  int rc = hs__kernel_new(&rs_vt, &k, err);
-  if (rc) return rc;
-  k->p.rs = *p;
-  rc = hs__kernel_finish(k, p->batch, err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&rs_vt, p, sizeof *p, p->batch, out, err);
 }
 
 /* ================= reorder (layout change) ================= */
@@ -677,13 +659,7 @@ int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_err
   int rc = check_shape(p->ndim, p->dims, err);
   if (rc) return rc;
   if (p->ndim < 3) return invalid(err, "reorder: rank below 3");
-  hs_kernel *k;
-  rc = hs__kernel_new(&ro_vt, &k, err);
-  if (rc) return rc;
-  k->p.ro = *p;
-  rc = hs__kernel_finish(k, p->dims[0], err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&ro_vt, p, sizeof *p, p->dims[0], out, err);
 }
 
 /* ================= a matmul kernel's constant B, read back ================= */
