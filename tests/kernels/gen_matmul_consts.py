@@ -51,6 +51,18 @@ def model(keep):
     return m
 
 
+def concat_kept(name, nodes, inputs, outs, inits, readers):
+    """The model; each (constant, type, shape) in readers gets a second reader, a Concat with a further input Z_<name>
+    of that shape, whose output is an extra graph output (it keeps the constant in the graph)."""
+    for c, t, shape in readers:
+        inputs.append(helper.make_tensor_value_info("Z_" + c, t, shape))
+        nodes.append(helper.make_node("Concat", [c, "Z_" + c], [c + "_cat"], name=c + "_cat", axis=0))
+        outs.append(helper.make_tensor_value_info(c + "_cat", t, None))
+    m = helper.make_model(helper.make_graph(nodes, name, inputs, outs, inits), opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
 def qmodel(keep):
     u8, s8 = TensorProto.UINT8, TensorProto.INT8
     inits = [numpy_helper.from_array(rng.integers(0, 256, (64, 48)).astype(np.uint8), "QB1"),
@@ -72,15 +84,8 @@ def qmodel(keep):
              helper.make_node("MatMulInteger", ["QA", "QB3", "a_z"], ["QY3"], name="mmi")]
     outs = [helper.make_tensor_value_info("QY1", u8, None), helper.make_tensor_value_info("QY2", u8, None),
             helper.make_tensor_value_info("QY3", TensorProto.INT32, None)]
-    if keep:
-        for b, t, n in (("QB1", u8, 48), ("QB2", s8, 40), ("QB3", s8, 40)):
-            inputs.append(helper.make_tensor_value_info("Z_" + b, t, [1, n]))
-            nodes.append(helper.make_node("Concat", [b, "Z_" + b], [b + "_cat"], name=b + "_cat", axis=0))
-            outs.append(helper.make_tensor_value_info(b + "_cat", t, None))
-    g = helper.make_graph(nodes, "qmatmul_consts", inputs, outs, inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    return m
+    readers = (("QB1", u8, [1, 48]), ("QB2", s8, [1, 40]), ("QB3", s8, [1, 40])) if keep else ()
+    return concat_kept("qmatmul_consts", nodes, inputs, outs, inits, readers)
 
 
 def qconv_model(keep):
@@ -102,15 +107,8 @@ def qconv_model(keep):
              helper.make_node("QLinearConv", ["QX", "x_s", "x_z", "QW2", "w2_s", "w2_z", "y_s", "y_z"], ["QC2"],
                               name="qconv_dw", group=8, strides=[2, 2], pads=[1, 1, 1, 1])]
     outs = [helper.make_tensor_value_info("QC1", u8, None), helper.make_tensor_value_info("QC2", u8, None)]
-    if keep:
-        for w, shape in (("QW1", [1, 8, 3, 3]), ("QW2", [1, 1, 3, 3])):
-            inputs.append(helper.make_tensor_value_info("Z_" + w, s8, shape))
-            nodes.append(helper.make_node("Concat", [w, "Z_" + w], [w + "_cat"], name=w + "_cat", axis=0))
-            outs.append(helper.make_tensor_value_info(w + "_cat", s8, None))
-    g = helper.make_graph(nodes, "qconv_consts", inputs, outs, inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    return m
+    readers = (("QW1", s8, [1, 8, 3, 3]), ("QW2", s8, [1, 1, 3, 3])) if keep else ()
+    return concat_kept("qconv_consts", nodes, inputs, outs, inits, readers)
 
 
 def alpha0_model():
