@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <dnnl.h>
 
 #include "engine/engine.h"
 #include "kernels/kernels.h"
@@ -314,6 +315,11 @@ static size_t heap_live_bytes(void) {
  * layouts and for reading B back). Variants for more row counts add none, and B still comes back exactly. */
 static void test_int8_kernels_hold_weights_once(void **state) {
   (void)state;
+  /* Without VNNI oneDNN halves int8 weights (scale_adjust), which no reorder undoes: there the kernel keeps its plain
+   * copy too (cpu_dnnl.h, hs__weights_one_way), so up to two copies, never three */
+  unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), vnni = (unsigned)dnnl_cpu_isa_avx512_core_vnni;
+  const size_t copies = (isa & vnni) == vnni ? 1 : 2;
+  if (copies > 1) printf("no AVX-512 VNNI: the int8 kernels may keep a plain copy beside the reordered one\n");
   enum { K = 1024, N = 2048, OC = 512, IC = 512 };
   const size_t wb = (size_t)K * N, cwb = (size_t)OC * IC * 9;
   int8_t *b = malloc(wb), *back = malloc(wb), *cw = malloc(cwb);
@@ -339,8 +345,8 @@ static void test_int8_kernels_hold_weights_once(void **state) {
     size_t grew = heap_live_bytes() - before, held = hs_kernel_weight_bytes(k);
     printf("qmatmul case %d (%s): B %zu bytes, the kernel holds %zu, the heap grew %zu\n", c, hs_kernel_impl_name(k), wb,
            held, grew);
-    assert_true(held >= wb && held < wb + wb / 4);
-    assert_true(grew >= wb && grew < wb + wb / 2);
+    assert_true(held >= wb && held < copies * wb + wb / 4);
+    assert_true(grew >= wb && grew < copies * wb + wb / 2);
     memset(back, 0, wb);
     assert_int_equal(hs_kernel_qmatmul_b(k, back, wb, &err), 0);
     assert_memory_equal(back, b, wb);
@@ -358,8 +364,8 @@ static void test_int8_kernels_hold_weights_once(void **state) {
   size_t grew = heap_live_bytes() - before, held = hs_kernel_weight_bytes(k);
   printf("qconv (%s): weights %zu bytes, the kernel holds %zu, the heap grew %zu\n", hs_kernel_impl_name(k), cwb, held,
          grew);
-  assert_true(held >= cwb && held < cwb + cwb / 4);
-  assert_true(grew >= cwb && grew < cwb + cwb / 2);
+  assert_true(held >= cwb && held < copies * cwb + cwb / 4);
+  assert_true(grew >= cwb && grew < copies * cwb + cwb / 2);
   int8_t *cback = malloc(cwb);
   assert_non_null(cback);
   assert_int_equal(hs_kernel_qconv_weights(k, cback, cwb, &err), 0);
