@@ -664,6 +664,10 @@ int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_err
 
 /* ================= a matmul kernel's constant B, read back ================= */
 
+const float *hs_kernel_matmul_bias(const hs_kernel *k) {
+  return k && !strcmp(k->vt->name, "matmul") ? k->p.mm.bias : NULL; /* its own copy (hs__own_floats) */
+}
+
 int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err) {
   /* a matmul kernel made with a constant B is the only one with a plain descriptor of its own
    * operand (w_plain_md, B's buffer as given, transposed or not) */

@@ -408,6 +408,9 @@ int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_err
  * size). Lets a caller drop its own copy of B once a kernel holds it. Thread-safe. Returns 0, or
  * HS_INVALID_ARGUMENT (not a matmul kernel with a constant B, wrong size) / HS_INTERNAL with err filled. */
 int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err);
+/* Matmul kernel k's copy of hs_matmul_params.bias (the same floats, in the same layout), or NULL (no bias, not a
+ * matmul kernel). Valid and unchanged while k lives: a caller may drop its own copy and read this one. */
+const float *hs_kernel_matmul_bias(const hs_kernel *k);
 /* Writes qmatmul kernel k's B (int8 [k, n], as hs_qmatmul_params.weights gave it) into dst, dst_bytes long
  * (exactly k * n). Lets a caller drop its own copy of B once a kernel holds it. Thread-safe. Returns 0, or
  * HS_INVALID_ARGUMENT (not a qmatmul kernel, wrong size) with err filled. */

@@ -3,7 +3,8 @@
 
 released.onnx: MatMul A1 [b, s, 128] x B1 [128, 256]; Gemm A2 [m, 128] x B2^T (B2 [256, 128], transB) + C;
 Gemm alpha 0.5 A2 x B4 [128, 64] (the kernel folds alpha into its copy: B4 stays in the graph); batched
-MatMul A3 [b, 2, s, 32] x B3 [2, 32, 512]. Outputs Y1..Y4.
+MatMul A3 [b, 2, s, 32] x B3 [2, 32, 512]; MatMul A1 x B5 [128, 256] + C5 [256] (a bias the engine fuses into the
+kernel: the graph's C5 goes too). Outputs Y1..Y5.
 kept.onnx: the same, plus a fourth input S [1] and each B times S as an extra output, so a second reader
 (one constant folding cannot remove) keeps every B in the graph: its outputs are the ones from before the release.
 qreleased.onnx / qkept.onnx: the same for the int8 kernel: QLinearMatMul with a uint8 B (zero point 128) and with
@@ -29,7 +30,8 @@ def rand(*shape):
 
 
 def model(keep):
-    inits = {"B1": rand(128, 256), "B2": rand(256, 128), "C2": rand(256), "B4": rand(128, 64), "B3": rand(2, 32, 512)}
+    inits = {"B1": rand(128, 256), "B2": rand(256, 128), "C2": rand(256), "B4": rand(128, 64), "B3": rand(2, 32, 512),
+             "B5": rand(128, 256), "C5": rand(256)}
     f = TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info("A1", f, ["b", "s", 128]),
               helper.make_tensor_value_info("A2", f, ["m", 128]),
@@ -37,11 +39,13 @@ def model(keep):
     nodes = [helper.make_node("MatMul", ["A1", "B1"], ["Y1"], name="mm"),
              helper.make_node("Gemm", ["A2", "B2", "C2"], ["Y2"], name="gemm", transB=1),
              helper.make_node("Gemm", ["A2", "B4"], ["Y3"], name="gemm_alpha", alpha=0.5),
-             helper.make_node("MatMul", ["A3", "B3"], ["Y4"], name="mm_batched")]
-    outs = [helper.make_tensor_value_info(y, f, None) for y in ("Y1", "Y2", "Y3", "Y4")]
+             helper.make_node("MatMul", ["A3", "B3"], ["Y4"], name="mm_batched"),
+             helper.make_node("MatMul", ["A1", "B5"], ["T5"], name="mm_bias"),
+             helper.make_node("Add", ["T5", "C5"], ["Y5"], name="mm_bias_add")]
+    outs = [helper.make_tensor_value_info(y, f, None) for y in ("Y1", "Y2", "Y3", "Y4", "Y5")]
     if keep:
         inputs.append(helper.make_tensor_value_info("S", f, [1]))
-        for b in ("B1", "B2", "B4", "B3"):
+        for b in ("B1", "B2", "B4", "B3", "B5", "C5"):
             nodes.append(helper.make_node("Mul", [b, "S"], [b + "_times_s"], name=b + "_times_s"))
             outs.append(helper.make_tensor_value_info(b + "_times_s", f, None))
     g = helper.make_graph(nodes, "matmul_consts", inputs, outs,
