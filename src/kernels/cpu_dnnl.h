@@ -88,6 +88,10 @@ int hs__kernel_finish(hs_kernel *k, int64_t batch, hs_error *err);
  * pd is destroyed. */
 int hs__add_prim(hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err);
 
+/* The same for a primitive with a constant weights operand (matmul, qmatmul): records pd's weights descriptor in
+ * v->md[HS__MAX_MDS - 1] and sets v->weights for it (hs__variant_weights) first. */
+int hs__add_weights_prim(hs_kernel *k, hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err);
+
 /* An attr with user-managed scratchpad and the post-ops of `post` (NULL for none). The SUM entries
  * become sum post-ops. Returns 0 or HS_UNSUPPORTED/HS_INTERNAL. */
 int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error *err);
@@ -101,6 +105,11 @@ int hs__act_to_dnnl(hs_act_kind a, float alpha, float beta, dnnl_alg_kind_t alg[
 int hs__md_plain(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_error *err);
 int hs__md_act(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_layout layout, hs_error *err);
 
+/* Reorders src (described by from) into the caller's dst (described by to), on the calling thread's
+ * stream. Only from's values are read: extra data after them (int8 weights' compensation terms) is
+ * not, so a kernel's int8 weights give back the plain int8 values they were made from. */
+int hs__reorder_into(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to, void *dst,
+                     hs_error *err);
 /* Reorders src (described by from) into a freshly allocated 64-byte aligned buffer described by to.
  * On success *out is owned by the caller (free()). */
 int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
@@ -110,11 +119,13 @@ int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnn
 int hs__make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out,
                      size_t *sp, hs_error *err);
 
-/* 1 for weights in a layout no reorder reads back (oneDNN's Winograd format): the kernel then keeps
- * its plain copy (w_plain) for variants and readers that need another layout. */
+/* 1 for weights in a form no reorder reads back (oneDNN's Winograd format; int8 weights halved by
+ * scale_adjust, on CPUs without VNNI): the kernel then keeps its plain copy (w_plain) for variants and
+ * readers that need another layout. */
 int hs__weights_one_way(const dnnl_memory_desc_t *md);
 /* Sets v->weights for descriptor want: variant 0 reorders k->w_plain; later variants share variant 0's
- * buffer when the layout is the same, otherwise reorder from it. */
+ * buffer when the layout is the same, otherwise reorder w_plain while it stays, else variant 0's values
+ * (hs__reorder_into). */
 int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want, hs_error *err);
 
 /* Executes prim with args (memory objects created over the caller's buffers) on s. */
@@ -132,6 +143,11 @@ int hs__exec(dnnl_primitive_t prim, dnnl_stream_t s, hs__argv *av, hs_error *err
  * memory objects (the convolution kernels' layout changes around their primitive). */
 int hs__run_reorder(dnnl_primitive_t prim, dnnl_stream_t s, dnnl_memory_t scratch, const dnnl_memory_desc_t *fmd,
                     const void *from, const dnnl_memory_desc_t *tmd, void *to, hs_error *err);
+
+/* Lays out the scratch of a variant that runs its primitive in internal layouts: the primitives' scratchpad
+ * (sp bytes, the largest of them) first, then a temporary for the source in layout isrc at v->off[0] and one for
+ * the destination in layout idst at v->off[1] (NULL: none), each 64-byte aligned; sets v->scratch. */
+void hs__place_temps(hs__variant *v, size_t sp, const dnnl_memory_desc_t *isrc, const dnnl_memory_desc_t *idst);
 
 /* Copies the residual into dst when a SUM post-op exists and the two do not alias. */
 int hs__prepare_sum(const hs_post_ops *post, const hs_kernel_args *a, size_t dst_bytes, hs_error *err);

@@ -51,7 +51,6 @@ static int has_sum(const hs_post_ops *p) {
   return 0;
 }
 
-static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* Creates the (de)convolution primitive descriptor for src/dst descriptors s and d. */
 static dnnl_status_t conv_pd(const hs_conv_params *p, dnnl_alg_kind_t alg, const dnnl_memory_desc_t *s,
@@ -241,7 +240,7 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   dnnl_primitive_desc_destroy(pd);
   v->nprim = 4;
   if (rc) return rc;
-  size_t temps = 0, sp1 = 0, sp2 = 0, sp3 = 0;
+  size_t sp1 = 0, sp2 = 0, sp3 = 0;
   if (v->reordered) {
     if (!dnnl_memory_desc_equal(&v->md[MD_ISRC], &v->md[MD_SRC]))
       rc = hs__make_reorder(&v->md[MD_SRC], &v->md[MD_ISRC], &v->prim[CP_SRC], &sp1, err);
@@ -263,11 +262,7 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   if (sp1 > sp) sp = sp1;
   if (sp2 > sp) sp = sp2;
   if (sp3 > sp) sp = sp3;
-  v->off[0] = align64(sp);
-  if (v->prim[CP_SRC]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_ISRC]));
-  v->off[1] = v->off[0] + temps;
-  if (v->prim[CP_DST]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_IDST]));
-  v->scratch = temps ? v->off[0] + temps : sp;
+  hs__place_temps(v, sp, v->prim[CP_SRC] ? &v->md[MD_ISRC] : NULL, v->prim[CP_DST] ? &v->md[MD_IDST] : NULL);
   return 0;
 }
 
@@ -372,9 +367,7 @@ static int shuffle_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *
   if (rc) return rc;
   if (sp1 > sp) sp = sp1;
   if (sp2 > sp) sp = sp2;
-  v->off[0] = align64(sp);
-  v->off[1] = v->off[0] + (v->prim[CP_SRC] ? align64(dnnl_memory_desc_get_size(&v->md[MD_ISRC])) : 0);
-  v->scratch = v->off[1] + align64(dnnl_memory_desc_get_size(&g4));
+  hs__place_temps(v, sp, v->prim[CP_SRC] ? &v->md[MD_ISRC] : NULL, &g4);
   v->reordered = 1;
   return 0;
 }
@@ -588,38 +581,15 @@ int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_
   }
   const dnnl_memory_desc_t *have = &k->var[0].md[MD_WEIGHTS];
   if (k->w_from && hs__weights_one_way(have)) return hs_kernel_conv_weights(k->w_from, dst, dst_bytes, err);
-  dnnl_engine_t eng = hs__dnnl_engine();
-  dnnl_stream_t s = NULL;
-  dnnl_primitive_desc_t pd = NULL;
-  dnnl_primitive_t prim = NULL;
-  dnnl_memory_t m_src = NULL, m_dst = NULL;
-  dnnl_status_t st = dnnl_stream_create(&s, eng, dnnl_stream_default_flags);
-  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, have, eng, &plain, eng, NULL);
-  if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_src, have, eng, k->var[0].weights);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_dst, &plain, eng, dst);
-  if (st == dnnl_success) {
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, m_src}, {DNNL_ARG_TO, m_dst}};
-    st = dnnl_primitive_execute(prim, s, 2, args);
-    if (st == dnnl_success) st = dnnl_stream_wait(s);
-  }
-  if (m_src) dnnl_memory_destroy(m_src);
-  if (m_dst) dnnl_memory_destroy(m_dst);
-  if (prim) dnnl_primitive_destroy(prim);
-  if (pd) dnnl_primitive_desc_destroy(pd);
-  if (s) dnnl_stream_destroy(s);
-  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "conv weights: reordering back");
+  int rc = hs__reorder_into(have, k->var[0].weights, &plain, dst, err);
+  if (rc) hs_error_prefix(err, "conv weights");
+  return rc;
 }
 
 size_t hs_kernel_conv_owned_weight_bytes(const hs_kernel *k) {
-  if (!k || k->vt != &conv_vt) return 0;
   /* w_plain is gone once the constructor returns (variant 0 holds the weights), unless variant 0's
    * are in Winograd's one-way format */
-  size_t total = k->w_plain ? dnnl_memory_desc_get_size(&k->w_plain_md) : 0;
-  int n = atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire);
-  for (int i = 0; i < n; i++)
-    if (k->var[i].weights && !k->var[i].weights_shared) total += dnnl_memory_desc_get_size(&k->var[i].md[MD_WEIGHTS]);
-  return total;
+  return k && k->vt == &conv_vt ? hs_kernel_weight_bytes(k) : 0;
 }
 
 /* ================= matmul ================= */
@@ -709,15 +679,7 @@ static int mm_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, hs__dnnl_engine(), NULL);
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return hs__dnnl_fail(err, st, "matmul");
-  if (b_const) {
-    v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    rc = conv_variant_weights(k, v, err);
-    if (rc) {
-      dnnl_primitive_desc_destroy(pd);
-      return rc;
-    }
-  }
-  return hs__add_prim(v, pd, err);
+  return b_const ? hs__add_weights_prim(k, v, pd, err) : hs__add_prim(v, pd, err);
 }
 
 static int mm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,

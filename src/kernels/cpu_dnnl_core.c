@@ -285,28 +285,22 @@ int hs__md_act(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_layout 
   return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "describing an activation");
 }
 
-int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
-                      void **out, hs_error *err) {
-  *out = NULL;
+int hs__reorder_into(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to, void *dst,
+                     hs_error *err) {
   dnnl_engine_t eng = hs__dnnl_engine();
   if (!eng) return hs__dnnl_fail(err, g_engine_status, "creating the oneDNN CPU engine");
-  size_t bytes = dnnl_memory_desc_get_size(to);
-  void *buf = NULL;
-  if (posix_memalign(&buf, 64, bytes ? bytes : 64) != 0)
-    return hs_error_set(err, HS_NO_MEMORY, "allocating %zu bytes of weights", bytes);
-  memset(buf, 0, bytes); /* blocked layouts pad: keep the padding zero */
   dnnl_stream_t s = thread_stream(err);
-  if (!s) {
-    free(buf);
-    return err ? err->code : HS_INTERNAL;
-  }
+  if (!s) return err && err->code ? err->code : HS_INTERNAL;
+  /* the values only: int8 weights keep their compensation terms after the values, which no reorder reads */
+  dnnl_memory_desc_t values = *from;
+  values.extra.flags = dnnl_memory_extra_flag_none;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t prim = NULL;
   dnnl_memory_t m_src = NULL, m_dst = NULL;
-  dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, from, eng, to, eng, NULL);
+  dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, &values, eng, to, eng, NULL);
   if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_src, from, eng, (void *)src);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_dst, to, eng, buf);
+  if (st == dnnl_success) st = dnnl_memory_create(&m_src, &values, eng, (void *)src);
+  if (st == dnnl_success) st = dnnl_memory_create(&m_dst, to, eng, dst);
   if (st == dnnl_success) {
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, m_src}, {DNNL_ARG_TO, m_dst}};
     st = dnnl_primitive_execute(prim, s, 2, args);
@@ -316,9 +310,21 @@ int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnn
   if (m_dst) dnnl_memory_destroy(m_dst);
   if (prim) dnnl_primitive_destroy(prim);
   if (pd) dnnl_primitive_desc_destroy(pd);
-  if (st != dnnl_success) {
+  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "reordering weights");
+}
+
+int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
+                      void **out, hs_error *err) {
+  *out = NULL;
+  size_t bytes = dnnl_memory_desc_get_size(to);
+  void *buf = NULL;
+  if (posix_memalign(&buf, 64, bytes ? bytes : 64) != 0)
+    return hs_error_set(err, HS_NO_MEMORY, "allocating %zu bytes of weights", bytes);
+  memset(buf, 0, bytes); /* blocked layouts pad: keep the padding zero */
+  int rc = hs__reorder_into(from, src, to, buf, err);
+  if (rc) {
     free(buf);
-    return hs__dnnl_fail(err, st, "reordering weights");
+    return rc;
   }
   *out = buf;
   return 0;
@@ -343,7 +349,11 @@ int hs__make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *t
   return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "creating a reorder");
 }
 
-int hs__weights_one_way(const dnnl_memory_desc_t *md) { return md->format_kind == dnnl_format_kind_wino; }
+int hs__weights_one_way(const dnnl_memory_desc_t *md) {
+  /* Winograd's transformed weights; int8 weights halved (scale_adjust: CPUs without VNNI), which lose their low bit */
+  return md->format_kind == dnnl_format_kind_wino ||
+         ((md->extra.flags & dnnl_memory_extra_flag_scale_adjust) && md->extra.scale_adjust != 1.0f);
+}
 
 int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want,
                         hs_error *err) {
@@ -357,7 +367,23 @@ int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *
   }
   if (k->w_plain) return hs__reorder_alloc(&k->w_plain_md, k->w_plain, want, &v->weights, err);
   if (!v0) return hs_error_set(err, HS_INTERNAL, "kernel has no weights to reorder");
-  return hs__reorder_alloc(have, v0->weights, want, &v->weights, err);
+  if (want->extra.flags == dnnl_memory_extra_flag_none) return hs__reorder_alloc(have, v0->weights, want, &v->weights, err);
+  /* int8 weights with compensation terms: oneDNN computes those only from a plain layout, so variant 0's
+   * values go through a temporary plain copy */
+  void *plain = NULL;
+  int rc = hs__reorder_alloc(have, v0->weights, &k->w_plain_md, &plain, err);
+  if (!rc) rc = hs__reorder_alloc(&k->w_plain_md, plain, want, &v->weights, err);
+  free(plain);
+  return rc;
+}
+
+size_t hs_kernel_weight_bytes(const hs_kernel *k) {
+  if (!k) return 0;
+  size_t total = k->w_plain ? dnnl_memory_desc_get_size(&k->w_plain_md) : 0;
+  int n = atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire);
+  for (int i = 0; i < n; i++) /* builders record the weights' descriptor in the last slot */
+    if (k->var[i].weights && !k->var[i].weights_shared) total += dnnl_memory_desc_get_size(&k->var[i].md[HS__MAX_MDS - 1]);
+  return total;
 }
 
 /* ---- kernels and variants ---- */
@@ -395,6 +421,16 @@ int hs__add_prim(hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err) {
   if (st != dnnl_success) return hs__dnnl_fail(err, st, "creating a primitive");
   v->prim[v->nprim++] = prim;
   return 0;
+}
+
+int hs__add_weights_prim(hs_kernel *k, hs__variant *v, dnnl_primitive_desc_t pd, hs_error *err) {
+  v->md[HS__MAX_MDS - 1] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  int rc = hs__variant_weights(k, v, &v->md[HS__MAX_MDS - 1], err);
+  if (rc) {
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+  }
+  return hs__add_prim(v, pd, err);
 }
 
 /* Returns the published variant for batch, building it under the lock when missing. */
@@ -549,6 +585,16 @@ int hs__run_reorder(dnnl_primitive_t prim, dnnl_stream_t s, dnnl_memory_t scratc
   if (!rc) rc = hs__exec(prim, s, &av, err);
   hs__argv_release(&av, owned);
   return rc;
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+void hs__place_temps(hs__variant *v, size_t sp, const dnnl_memory_desc_t *isrc, const dnnl_memory_desc_t *idst) {
+  size_t temps = isrc ? align64(dnnl_memory_desc_get_size(isrc)) : 0;
+  v->off[0] = align64(sp);
+  v->off[1] = v->off[0] + temps;
+  if (idst) temps += align64(dnnl_memory_desc_get_size(idst));
+  v->scratch = temps ? v->off[0] + temps : sp;
 }
 
 int hs__prepare_sum(const hs_post_ops *post, const hs_kernel_args *a, size_t dst_bytes, hs_error *err) {

@@ -8,7 +8,11 @@
  * output scales and zero points on its int8 convolution. The weights must be int8 with zero point 0
  * (the symmetric per-channel weights every QDQ quantizer writes); oneDNN has no weight zero point,
  * and callers keep their plain-C path for other cases. The weights are reordered once into the
- * implementation's layout, including the compensation terms oneDNN's int8 kernels keep beside them.
+ * implementation's layout, including the compensation terms oneDNN's int8 kernels keep after them, and
+ * held once: the plain copy goes when variant 0 holds them (hs__variant_weights), and a variant in
+ * another layout, or a reader of the plain values, reorders variant 0's values (the compensation terms
+ * are not read). A CPU without VNNI halves the weights (scale_adjust), which no reorder undoes: there
+ * the plain copy stays (hs__weights_one_way).
  * As for float convolutions (cpu_dnnl_conv.c), when the caller's activation layouts only reach
  * oneDNN's reference or im2col path, the convolution runs in the layouts oneDNN prefers (NHWC)
  * with reorders into and out of scratch. An optional residual (QDQ's Add, fused) is oneDNN's sum
@@ -18,8 +22,8 @@
  * a constant s8 B [k, n] with zero point 0, per-tensor or per-column (of B) output scales, zero
  * points of A and the output (A's may come with each run: the dynamic quantization of
  * DynamicQuantizeLinear -> MatMulInteger), and a u8 / s8 / f32 output or the raw s32 sums. Its
- * variants are row counts (a batch MatMul with a 2-D B is one [rows, k] product); B is reordered once
- * per layout, from a kept plain copy for the same reason as qconv's weights. A float32 output takes
+ * variants are row counts (a batch MatMul with a 2-D B is one [rows, k] product); B is held once, as
+ * qconv's weights are, and hs_kernel_qmatmul_b reads it back exactly. A float32 output takes
  * post-ops as the float matmul does (GELU, a residual sum).
  */
 #include <stdio.h>
@@ -32,7 +36,6 @@
 enum { MD_SRC = 0, MD_DST = 1, MD_BIAS = 2, MD_ZP = 3, MD_ISRC = 4, MD_IDST = 5, MD_RES = 6, MD_WEIGHTS = HS__MAX_MDS - 1 };
 enum { QP_CONV = 0, QP_SRC = 1, QP_DST = 2, QP_RES = 3 };
 
-static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 static dnnl_data_type_t dt_of(hs_qtype t) { return t == HS_Q_U8 ? dnnl_u8 : t == HS_Q_S8 ? dnnl_s8 : dnnl_f32; }
 
@@ -115,20 +118,6 @@ static int qconv_attr(const hs_qconv_params *p, dnnl_primitive_attr_t *attr, hs_
   return 0;
 }
 
-/* Sets v->weights: variant 0's buffer when this variant wants the same layout, else a reorder of the
- * plain copy kept in k->owned[QW_PLAIN] (a reorder from variant 0's layout is not possible: int8
- * weights carry oneDNN's compensation terms, which no reorder reads). */
-enum { QW_PLAIN = 2 };
-static int qconv_weights(hs_kernel *k, hs__variant *v, hs_error *err) {
-  const dnnl_memory_desc_t *want = &v->md[MD_WEIGHTS];
-  if (atomic_load_explicit(&k->nvar, memory_order_acquire) > 0 && dnnl_memory_desc_equal(&k->var[0].md[MD_WEIGHTS], want)) {
-    v->weights = k->var[0].weights;
-    v->weights_shared = 1;
-    return 0;
-  }
-  return hs__reorder_alloc(&k->w_plain_md, k->owned[QW_PLAIN], want, &v->weights, err);
-}
-
 static int qconv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
   const hs_qconv_params *p = &k->p.qc;
   int nd = 2 + p->nsp;
@@ -178,13 +167,13 @@ static int qconv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *er
     v->md[MD_ISRC] = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     v->md[MD_IDST] = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
   }
-  rc = qconv_weights(k, v, err);
+  rc = hs__variant_weights(k, v, &v->md[MD_WEIGHTS], err);
   if (!rc && (st = dnnl_primitive_create(&v->prim[QP_CONV], pd)) != dnnl_success)
     rc = hs__dnnl_fail(err, st, "qconv: creating the convolution");
   dnnl_primitive_desc_destroy(pd);
   v->nprim = 4;
   if (rc) return rc;
-  size_t sp1 = 0, sp2 = 0, temps = 0;
+  size_t sp1 = 0, sp2 = 0;
   if (v->reordered && !dnnl_memory_desc_equal(&v->md[MD_ISRC], &v->md[MD_SRC]))
     rc = hs__make_reorder(&v->md[MD_SRC], &v->md[MD_ISRC], &v->prim[QP_SRC], &sp1, err);
   if (!rc && v->reordered && !dnnl_memory_desc_equal(&v->md[MD_IDST], &v->md[MD_DST]))
@@ -201,11 +190,7 @@ static int qconv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *er
   if (sp3 > sp) sp = sp3;
   if (sp1 > sp) sp = sp1;
   if (sp2 > sp) sp = sp2;
-  v->off[0] = align64(sp);
-  if (v->prim[QP_SRC]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_ISRC]));
-  v->off[1] = v->off[0] + temps;
-  if (v->prim[QP_DST]) temps += align64(dnnl_memory_desc_get_size(&v->md[MD_IDST]));
-  v->scratch = temps ? v->off[0] + temps : sp;
+  hs__place_temps(v, sp, v->prim[QP_SRC] ? &v->md[MD_ISRC] : NULL, v->prim[QP_DST] ? &v->md[MD_IDST] : NULL);
   return 0;
 }
 
@@ -309,12 +294,6 @@ int hs_kernel_qconv_create(const hs_qconv_params *p, hs_kernel **out, hs_error *
     return hs_error_set(err, HS_NO_MEMORY, "qconv: copying %lld weights", (long long)wcount);
   }
   memcpy(k->w_plain, p->weights, (size_t)wcount);
-  k->owned[QW_PLAIN] = malloc((size_t)wcount); /* kept for variants whose layout differs (qconv_weights) */
-  if (!k->owned[QW_PLAIN]) {
-    hs_kernel_destroy(k);
-    return hs_error_set(err, HS_NO_MEMORY, "qconv: copying %lld weights", (long long)wcount);
-  }
-  memcpy(k->owned[QW_PLAIN], p->weights, (size_t)wcount);
   k->p.qc.weights = NULL;
   rc = hs__own_floats(k, p->bias, p->out_c, &k->p.qc.bias, err);
   if (!rc) rc = hs__own_floats(k, p->scales, p->nscales, &k->p.qc.scales, err);
@@ -358,13 +337,7 @@ static int qmm_build(hs_kernel *k, int64_t rows, hs__variant *v, hs_error *err) 
   if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, hs__dnnl_engine(), NULL);
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success) return hs__dnnl_fail(err, st, "qmatmul: int8 matmul");
-  v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  rc = qconv_weights(k, v, err);
-  if (rc) {
-    dnnl_primitive_desc_destroy(pd);
-    return rc;
-  }
-  return hs__add_prim(v, pd, err);
+  return hs__add_weights_prim(k, v, pd, err);
 }
 
 static int qmm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
@@ -426,14 +399,11 @@ int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_err
     hs_kernel_destroy(k);
     return hs__dnnl_fail(err, st, "qmatmul: describing B");
   }
-  k->w_plain = malloc(wbytes);
-  k->owned[QW_PLAIN] = malloc(wbytes); /* kept for variants whose layout differs (qconv_weights) */
-  if (!k->w_plain || !k->owned[QW_PLAIN]) {
+  if (!(k->w_plain = malloc(wbytes))) {
     hs_kernel_destroy(k);
     return hs_error_set(err, HS_NO_MEMORY, "qmatmul: copying %zu bytes of B", wbytes);
   }
   memcpy(k->w_plain, p->weights, wbytes);
-  memcpy(k->owned[QW_PLAIN], p->weights, wbytes);
   rc = hs__own_floats(k, p->bias, p->n, &k->p.qmm.bias, err);
   if (!rc && !p->dst_s32) rc = hs__own_floats(k, p->scales, p->nscales, &k->p.qmm.scales, err);
   if (rc) {
@@ -446,12 +416,31 @@ int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_err
   return 0;
 }
 
+/* Writes k's int8 weights back in their plain layout (w_plain_md) into dst, `want` bytes. Variant 0 is published
+ * (hs__kernel_finish built it) and immutable: its weights, in the implementation's layout, are the kernel's only
+ * copy once w_plain is gone (w_plain stays while they are halved, which no reorder gives back:
+ * hs__weights_one_way). An s8 to s8 reorder of their values gives them back exactly. */
+static int int8_weights_back(const hs_kernel *k, int8_t *dst, size_t dst_bytes, const char *what, hs_error *err) {
+  size_t want = dnnl_memory_desc_get_size(&k->w_plain_md);
+  if (dst_bytes != want)
+    return hs_error_set(err, HS_INVALID_ARGUMENT, "%s: %zu bytes given, they are %zu", what, dst_bytes, want);
+  if (atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 || !k->var[0].weights)
+    return hs_error_set(err, HS_INTERNAL, "%s: the kernel holds none", what);
+  if (k->w_plain) {
+    memcpy(dst, k->w_plain, want);
+    return 0;
+  }
+  int rc = hs__reorder_into(&k->var[0].md[MD_WEIGHTS], k->var[0].weights, &k->w_plain_md, dst, err);
+  if (rc) hs_error_prefix(err, "%s", what);
+  return rc;
+}
+
 int hs_kernel_qmatmul_b(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err) {
   if (!k || k->vt != &qmm_vt) return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul B: not a qmatmul kernel");
-  size_t want = (size_t)(k->p.qmm.k * k->p.qmm.n);
-  if (dst_bytes != want)
-    return hs_error_set(err, HS_INVALID_ARGUMENT, "qmatmul B: %zu bytes given, B is %zu", dst_bytes, want);
-  /* the plain copy stays for the kernel's life (qconv_weights): B exactly as it was given */
-  memcpy(dst, k->owned[QW_PLAIN], want);
-  return 0;
+  return int8_weights_back(k, dst, dst_bytes, "qmatmul B", err);
+}
+
+int hs_kernel_qconv_weights(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err) {
+  if (!k || k->vt != &qconv_vt) return hs_error_set(err, HS_INVALID_ARGUMENT, "qconv weights: not a qconv kernel");
+  return int8_weights_back(k, dst, dst_bytes, "qconv weights", err);
 }

@@ -65,6 +65,18 @@ static dnnl_status_t make_pd(dnnl_primitive_desc_t *pd, const void *op_desc, con
   return st;
 }
 
+/* A kernel of kind vt with parameters p (n bytes: its member of hs_kernel.p) and nothing else to own, built for
+ * batch; sets *out. */
+static int make_kernel(const hs__kvt *vt, const void *p, size_t n, int64_t batch, hs_kernel **out, hs_error *err) {
+  hs_kernel *k;
+  int rc = hs__kernel_new(vt, &k, err);
+  if (rc) return rc;
+  memcpy(&k->p, p, n);
+  rc = hs__kernel_finish(k, batch, err);
+  if (!rc) *out = k;
+  return rc;
+}
+
 /* ================= pooling ================= */
 
 static int pool_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
@@ -96,15 +108,18 @@ static int pool_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   return finish_pd(v, st, pd, "pooling", err);
 }
 
-static int pool_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
-                     dnnl_memory_t scratch, hs_error *err) {
+/* Runs a kernel of one primitive, one source and one destination (pooling, softmax, reduce, resample and
+ * reorder: DNNL_ARG_FROM / TO are DNNL_ARG_SRC / DST). */
+static int unary_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
+                      dnnl_memory_t scratch, hs_error *err) {
+  (void)k;
   int rc = need_src(a, 1, err);
   if (rc) return rc;
   bind b[] = {{DNNL_ARG_SRC, MD_SRC, a->src[0]}, {DNNL_ARG_DST, MD_DST, a->dst}};
   return run_one(v->prim[0], v, b, 2, s, scratch, err);
 }
 
-static const hs__kvt pool_vt = {"pool", pool_build, pool_exec, NULL};
+static const hs__kvt pool_vt = {"pool", pool_build, unary_exec, NULL};
 
 int hs_kernel_pool_create(const hs_pool_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -122,13 +137,7 @@ int hs_kernel_pool_create(const hs_pool_params *p, hs_kernel **out, hs_error *er
       return hs_error_set(err, HS_INVALID_ARGUMENT, "pool: output size %lld on spatial axis %d does not match",
                           (long long)p->out[i], i);
   }
-  hs_kernel *k;
-  int rc = hs__kernel_new(&pool_vt, &k, err);
-  if (rc) return rc;
-  k->p.pool = *p;
-  rc = hs__kernel_finish(k, p->batch, err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&pool_vt, p, sizeof *p, p->batch, out, err);
 }
 
 /* ================= eltwise ================= */
@@ -181,13 +190,7 @@ int hs_kernel_eltwise_create(const hs_eltwise_params *p, hs_kernel **out, hs_err
   if (p->ops.count < 1) return invalid(err, "eltwise: no function");
   for (int i = 0; i < p->ops.count; i++)
     if (p->ops.op[i].kind != HS_POST_ACT) return invalid(err, "eltwise: only activations can be chained");
-  hs_kernel *k;
-  rc = hs__kernel_new(&elt_vt, &k, err);
-  if (rc) return rc;
-  k->p.elt = *p;
-  rc = hs__kernel_finish(k, p->dims[0], err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&elt_vt, p, sizeof *p, p->dims[0], out, err);
 }
 
 /* ================= binary ================= */
@@ -306,7 +309,7 @@ static int sm_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   return finish_pd(v, st, pd, "softmax", err);
 }
 
-static const hs__kvt sm_vt = {"softmax", sm_build, pool_exec, NULL};
+static const hs__kvt sm_vt = {"softmax", sm_build, unary_exec, NULL};
 
 int hs_kernel_softmax_create(const hs_softmax_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -314,13 +317,7 @@ int hs_kernel_softmax_create(const hs_softmax_params *p, hs_kernel **out, hs_err
   int rc = check_shape(p->ndim, p->dims, err);
   if (rc) return rc;
   if (p->axis < 0 || p->axis >= p->ndim) return invalid(err, "softmax: axis out of range");
-  hs_kernel *k;
-  rc = hs__kernel_new(&sm_vt, &k, err);
-  if (rc) return rc;
-  k->p.sm = *p;
-  rc = hs__kernel_finish(k, p->dims[0], err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&sm_vt, p, sizeof *p, p->dims[0], out, err);
 }
 
 /* ================= layer normalization ================= */
@@ -482,7 +479,7 @@ static int red_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err)
   return finish_pd(v, st, pd, "reduction", err);
 }
 
-static const hs__kvt red_vt = {"reduce", red_build, pool_exec, NULL};
+static const hs__kvt red_vt = {"reduce", red_build, unary_exec, NULL};
 
 int hs_kernel_reduce_create(const hs_reduce_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -491,13 +488,7 @@ int hs_kernel_reduce_create(const hs_reduce_params *p, hs_kernel **out, hs_error
   if (rc) return rc;
   if ((unsigned)p->kind > HS_REDUCE_PROD) return invalid(err, "reduce: unknown kind");
   if (p->axes_mask == 0 || (p->axes_mask >> p->ndim) != 0) return invalid(err, "reduce: bad axes");
-  hs_kernel *k;
-  rc = hs__kernel_new(&red_vt, &k, err);
-  if (rc) return rc;
-  k->p.red = *p;
-  rc = hs__kernel_finish(k, p->dims[0], err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&red_vt, p, sizeof *p, p->dims[0], out, err);
 }
 
 /* ================= concat ================= */
@@ -626,7 +617,7 @@ static int rs_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   return finish_pd(v, st, pd, "resampling", err);
 }
 
-static const hs__kvt rs_vt = {"resample", rs_build, pool_exec, NULL};
+static const hs__kvt rs_vt = {"resample", rs_build, unary_exec, NULL};
 
 int hs_kernel_resample_create(const hs_resample_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -635,13 +626,7 @@ int hs_kernel_resample_create(const hs_resample_params *p, hs_kernel **out, hs_e
   if (p->batch < 1 || p->channels < 1) return invalid(err, "resample: non-positive batch or channels");
   for (int i = 0; i < p->nsp; i++)
     if (p->in[i] < 1 || p->out[i] < 1) return invalid(err, "resample: non-positive size");
-  hs_kernel *k;
-  int rc = hs__kernel_new(&rs_vt, &k, err);
-  if (rc) return rc;
-  k->p.rs = *p;
-  rc = hs__kernel_finish(k, p->batch, err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&rs_vt, p, sizeof *p, p->batch, out, err);
 }
 
 /* ================= reorder (layout change) ================= */
@@ -664,15 +649,9 @@ static int ro_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) 
   return finish_pd(v, st, pd, "reorder", err);
 }
 
-static int ro_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
-                   dnnl_memory_t scratch, hs_error *err) {
-  int rc = need_src(a, 1, err);
-  if (rc) return rc;
-  bind b[] = {{DNNL_ARG_FROM, MD_SRC, a->src[0]}, {DNNL_ARG_TO, MD_DST, a->dst}};
-  return run_one(v->prim[0], v, b, 2, s, scratch, err);
-}
+_Static_assert(DNNL_ARG_FROM == DNNL_ARG_SRC && DNNL_ARG_TO == DNNL_ARG_DST, "a reorder runs as unary_exec");
 
-static const hs__kvt ro_vt = {"reorder", ro_build, ro_exec, NULL};
+static const hs__kvt ro_vt = {"reorder", ro_build, unary_exec, NULL};
 
 int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_error *err) {
   *out = NULL;
@@ -680,42 +659,13 @@ int hs_kernel_reorder_create(const hs_reorder_params *p, hs_kernel **out, hs_err
   int rc = check_shape(p->ndim, p->dims, err);
   if (rc) return rc;
   if (p->ndim < 3) return invalid(err, "reorder: rank below 3");
-  hs_kernel *k;
-  rc = hs__kernel_new(&ro_vt, &k, err);
-  if (rc) return rc;
-  k->p.ro = *p;
-  rc = hs__kernel_finish(k, p->dims[0], err);
-  if (!rc) *out = k;
-  return rc;
+  return make_kernel(&ro_vt, p, sizeof *p, p->dims[0], out, err);
 }
 
 /* ================= a matmul kernel's constant B, read back ================= */
 
-/* Reorders the weights of published variant 0 (`have`, in the implementation's layout) into `plain`
- * at dst. A float reorder copies values, so the bytes are exactly the ones the kernel was given. */
-static int reorder_back(const dnnl_memory_desc_t *have, const void *weights, const dnnl_memory_desc_t *plain,
-                        void *dst, hs_error *err) {
-  dnnl_engine_t eng = hs__dnnl_engine();
-  dnnl_stream_t s = NULL;
-  dnnl_primitive_desc_t pd = NULL;
-  dnnl_primitive_t prim = NULL;
-  dnnl_memory_t m_src = NULL, m_dst = NULL;
-  dnnl_status_t st = dnnl_stream_create(&s, eng, dnnl_stream_default_flags);
-  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&pd, have, eng, plain, eng, NULL);
-  if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_src, have, eng, (void *)weights);
-  if (st == dnnl_success) st = dnnl_memory_create(&m_dst, plain, eng, dst);
-  if (st == dnnl_success) {
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, m_src}, {DNNL_ARG_TO, m_dst}};
-    st = dnnl_primitive_execute(prim, s, 2, args);
-    if (st == dnnl_success) st = dnnl_stream_wait(s);
-  }
-  if (m_src) dnnl_memory_destroy(m_src);
-  if (m_dst) dnnl_memory_destroy(m_dst);
-  if (prim) dnnl_primitive_destroy(prim);
-  if (pd) dnnl_primitive_desc_destroy(pd);
-  if (s) dnnl_stream_destroy(s);
-  return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "matmul B: reordering back");
+const float *hs_kernel_matmul_bias(const hs_kernel *k) {
+  return k && !strcmp(k->vt->name, "matmul") ? k->p.mm.bias : NULL; /* its own copy (hs__own_floats) */
 }
 
 int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err) {
@@ -734,5 +684,8 @@ int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_erro
     memcpy(dst, k->w_plain, want);
     return 0;
   }
-  return reorder_back(&k->var[0].md[HS__MAX_MDS - 1], k->var[0].weights, &k->w_plain_md, dst, err);
+  /* a float reorder copies values, so the bytes are exactly the ones the kernel was given */
+  int rc = hs__reorder_into(&k->var[0].md[HS__MAX_MDS - 1], k->var[0].weights, &k->w_plain_md, dst, err);
+  if (rc) hs_error_prefix(err, "matmul B");
+  return rc;
 }

@@ -304,6 +304,10 @@ int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_
 /* Bytes of weights conv kernel k allocated itself (buffers it shares with the kernel it was made
  * from, or between its batch variants, count once, where they were allocated); 0 for other kinds. */
 size_t hs_kernel_conv_owned_weight_bytes(const hs_kernel *k);
+/* Bytes of its constant operand (conv / qconv weights, a constant matmul / qmatmul B) kernel k holds:
+ * its plain copy while it keeps one, plus each batch variant's own buffer in the implementation's
+ * layout (int8 ones with their compensation terms); 0 for kernels without one. Thread-safe. */
+size_t hs_kernel_weight_bytes(const hs_kernel *k);
 
 /* Builds (if not yet built) the variant for leading dimension `batch` so that runs with it build
  * nothing. Thread-safe. Returns 0 or a negative hs_status with err filled. */
@@ -404,10 +408,17 @@ int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_err
  * size). Lets a caller drop its own copy of B once a kernel holds it. Thread-safe. Returns 0, or
  * HS_INVALID_ARGUMENT (not a matmul kernel with a constant B, wrong size) / HS_INTERNAL with err filled. */
 int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err);
+/* Matmul kernel k's copy of hs_matmul_params.bias (the same floats, in the same layout), or NULL (no bias, not a
+ * matmul kernel). Valid and unchanged while k lives: a caller may drop its own copy and read this one. */
+const float *hs_kernel_matmul_bias(const hs_kernel *k);
 /* Writes qmatmul kernel k's B (int8 [k, n], as hs_qmatmul_params.weights gave it) into dst, dst_bytes long
  * (exactly k * n). Lets a caller drop its own copy of B once a kernel holds it. Thread-safe. Returns 0, or
  * HS_INVALID_ARGUMENT (not a qmatmul kernel, wrong size) with err filled. */
 int hs_kernel_qmatmul_b(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err);
+/* Writes qconv kernel k's weights (int8, ONNX's layout [out_c, in_c / groups, k...], as hs_qconv_params.weights
+ * gave them) into dst, dst_bytes long (exactly their size). Lets a caller drop its own copy once a kernel holds
+ * them. Thread-safe. Returns 0, or HS_INVALID_ARGUMENT (not a qconv kernel, wrong size) with err filled. */
+int hs_kernel_qconv_weights(const hs_kernel *k, int8_t *dst, size_t dst_bytes, hs_error *err);
 
 #ifdef __cplusplus
 }

@@ -23,8 +23,11 @@
  * its copy); whatever else still needs B in its own layout reads it back from the holder
  * (hs_kernel_matmul_b, an exact float reorder): a kernel for another batched shape of A, built with
  * a temporary copy, and the plain path (a small product, a residual that broadcasts, a full kernel
- * cache), into the front of its scratch. The state changes only while compiling, single-threaded;
- * after that it is read-only like the rest of the model.
+ * cache), into the front of its scratch. The bias is held once too (release_bias): the kernel's copy
+ * replaces Gemm's beta * C in the state and a MatMul's fused bias in the graph (when no other node reads
+ * it), and new kernels and the plain path read that copy; Gemm's C stays in the graph for the plain
+ * path, which adds beta * C itself. The state changes only while compiling, single-threaded; after
+ * that it is read-only like the rest of the model.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -53,8 +56,10 @@ typedef struct mm_state {
   const float *b;       /* graph constant B, or NULL once released to `holder` */
   const hs_kernel *holder; /* after the release: the cached kernel (slot 0) holding the only copy of B */
   size_t b_bytes;       /* B's size, as the graph gave it */
-  const float *bias;    /* the kernel's bias (a graph constant or owned_bias), or NULL */
-  float *owned_bias;    /* Gemm: beta * C */
+  const float *bias;    /* the kernel's bias (a graph constant or owned_bias; once a kernel holds it, that
+                           kernel's copy), or NULL */
+  float *owned_bias;    /* Gemm: beta * C, until a kernel holds it */
+  int bias_released;    /* MatMul: the graph's copy of the fused bias went (bias is the kernel's) */
   int bias_ndim;
   int64_t bias_dims[HS_MAX_DIMS];
 } mm_state;
@@ -282,12 +287,34 @@ static int is_const_f32(const hs_graph *g, int v) {
   return v >= 0 && g->values[v].kind == HS_VAL_CONST && g->values[v].dtype == HS_DT_FLOAT32 && g->values[v].data;
 }
 
+/* Once a kernel holds the bias (the same floats: hs_kernel_matmul_bias), the state's beta * C goes, and so does
+ * the graph's copy of a MatMul's fused bias that no other node reads; new kernels and the plain path read the
+ * kernel's. Gemm's C stays in the graph: the plain path adds beta * C itself. */
+static void release_bias(hs_node *n, hs_graph *g, mm_state *st) {
+  const hs_matmul_attrs *a = attrs_of(n);
+  if (!st->bias || atomic_load_explicit(&st->cache.n, memory_order_acquire) < 1) return;
+  const float *held = hs_kernel_matmul_bias(st->cache.slot[0].k);
+  if (!held || held == st->bias) return; /* none, or done already */
+  if (st->owned_bias) {
+    free(st->owned_bias);
+    st->owned_bias = NULL;
+    st->bias = held;
+    return;
+  }
+  hs_value *bias = a->bias_input >= 0 ? &g->values[n->in[a->bias_input]] : NULL;
+  if (!bias || bias->n_uses != 1 || bias->data != st->bias) return; /* shared: the graph keeps it */
+  st->bias = held;
+  st->bias_released = 1;
+  hs_graph_release_const(g, n->in[a->bias_input]);
+}
+
 /* hs_node.release_consts (see ir.h): runs at the end of compiling, single-threaded. When a kernel
- * holds B exactly and no other node reads it, the graph's copy goes. */
+ * holds B exactly and no other node reads it, the graph's copy goes; the bias likewise (release_bias). */
 static void release_b(hs_node *n, hs_graph *g) {
   mm_state *st = n->state;
   const hs_matmul_attrs *a = attrs_of(n);
   hs_value *b = &g->values[n->in[1]];
+  if (st) release_bias(n, g, st);
   if (!st || !st->b || b->n_uses != 1 || b->data != st->b) return; /* released already, or shared */
   /* the kernel holds alpha * B, which gives B back exactly only for alpha 1: keep the graph's copy */
   if (a->gemm && a->alpha != 1.0f) return;
@@ -478,7 +505,8 @@ static void plain_run(const hs_node *n, const mm_shape *s, const hs_tensor *in, 
     matmul_plain(s, in[0].data, B, y);
   }
   if (a->bias_input >= 0 && s->N > 0) {
-    const float *bias = in[a->bias_input].data;
+    const mm_state *st = n->state;
+    const float *bias = st && st->bias_released ? st->bias : in[a->bias_input].data; /* released: the kernel's */
     for (int64_t i = 0; i < total; i++) y[i] += bias[i % s->N];
   }
   if (!widen) {

@@ -13,11 +13,19 @@
  * Conv does. Every other case (weights given at run time, uint8 weights, a weight zero point) runs
  * the plain-C reference below, which also serves as the kernel's reference in the tests. The QDQ
  * pass (engine/pass_qdq.c) writes QLinearConv nodes for DequantizeLinear -> Conv -> QuantizeLinear.
+ * The weights are held once, as Conv's are: at the end of compiling (after the trial plans built the kernels
+ * for the load-time shapes) release_weights() frees the graph's copy when this node alone reads it and a
+ * kernel holds it; the state records that kernel as the holder. A kernel for another spatial shape is then
+ * made from the weights read back (hs_kernel_qconv_weights, exact), and the plain C, when it still runs
+ * (a full kernel cache), reads them back into the front of its scratch. The state changes only while
+ * compiling, single-threaded.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "kernels/kcache.h"
 #include "ops/conv.h"
 #include "ops/opkernel.h"
@@ -28,7 +36,9 @@ enum { QX = 0, QXS = 1, QXZ = 2, QW = 3, QWS = 4, QWZ = 5, QYS = 6, QYZ = 7, QB 
 
 typedef struct qconv_state {
   hs_kcache cache;
-  const int8_t *w;  /* graph constant, lives as long as the model */
+  const int8_t *w;  /* graph constant, or NULL once released to `holder` */
+  const hs_kernel *holder; /* after the release: the cached kernel (slot 0) holding the only copy */
+  size_t w_bytes;   /* the weights' size, as the graph gave them */
   float *scales;    /* nscales output scales: x_scale * w_scale[c] / y_scale */
   float *bias;      /* B as float (exact below 2^24), or NULL */
   int nscales;
@@ -150,6 +160,19 @@ static const hs_value *const_in(const hs_node *n, const hs_graph *g, int i, hs_d
   return v->kind == HS_VAL_CONST && v->data && (t == HS_DT_UNDEFINED || v->dtype == t) ? v : NULL;
 }
 
+/* hs_node.release_consts (see ir.h): runs once at the end of compiling, single-threaded. When a kernel holds
+ * the weights and no other node reads them, the graph's copy goes. */
+static void release_weights(hs_node *n, hs_graph *g) {
+  qconv_state *st = n->state;
+  hs_value *w = &g->values[n->in[QW]];
+  if (!st || !st->w || w->n_uses != 1 || w->data != st->w) return; /* released already, or shared */
+  if (atomic_load_explicit(&st->cache.n, memory_order_acquire) < 1) return; /* no kernel yet: keep them */
+  st->holder = st->cache.slot[0].k;
+  st->w = NULL;
+  hs_graph_release_const(g, n->in[QW]);
+  HS_LOGD("node '%s' (%s): %zu bytes of weights now held by its kernel only", n->name, n->op_type, st->w_bytes);
+}
+
 static int32_t zp_value(const hs_value *v) {
   return v->dtype == HS_DT_INT8 ? *(const int8_t *)v->data : *(const uint8_t *)v->data;
 }
@@ -197,6 +220,7 @@ static int qconv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   for (int64_t i = 0; b && i < oc; i++) st->bias[i] = (float)((const int32_t *)b->data)[i];
   st->nscales = nscales;
   st->w = w->data;
+  st->w_bytes = w->nbytes;
   st->xzp = zp_value(xz);
   st->yzp = zp_value(yz);
   st->xt = xz->dtype == HS_DT_UINT8 ? HS_Q_U8 : HS_Q_S8;
@@ -204,6 +228,7 @@ static int qconv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   hs_kcache_init(&st->cache);
   n->state = st;
   n->free_state = free_state;
+  n->release_consts = release_weights;
   return 0;
 }
 
@@ -241,7 +266,18 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   p.sum_type = c->st->sum_type;
   p.sum_scale = c->st->sum_scale;
   p.sum_zp = c->st->sum_zp;
-  return hs_kernel_qconv_create(&p, out, err);
+  if (p.weights) return hs_kernel_qconv_create(&p, out, err);
+  /* released: the new kernel copies the weights from a temporary read back from the holder */
+  if (!c->st->holder) return hs_error_set(err, HS_INTERNAL, "qconv: the weights were released");
+  int8_t *w = malloc(c->st->w_bytes ? c->st->w_bytes : 1);
+  if (!w) return hs_error_set(err, HS_NO_MEMORY, "qconv: reading the weights back");
+  int rc = hs_kernel_qconv_weights(c->st->holder, w, c->st->w_bytes, err);
+  if (!rc) {
+    p.weights = w;
+    rc = hs_kernel_qconv_create(&p, out, err);
+  }
+  free(w);
+  return rc;
 }
 
 static hs_kernel *kernel_for(const hs_node *n, const hs_conv_shape *s, hs_error *strict_err) {
@@ -258,7 +294,10 @@ static size_t qconv_scratch(const hs_node *n, const hs_tensor *in, int nin, cons
   hs_conv_shape s;
   hs_error e;
   if (!n->state || hs_conv_shape_of(n, &in[0], &in[QW], &s, &e)) return 0;
-  return hs_op_kernel_scratch(kernel_for(n, &s, NULL), s.n);
+  hs_kernel *k = kernel_for(n, &s, NULL);
+  if (k) return hs_op_kernel_scratch(k, s.n);
+  const qconv_state *st = n->state;
+  return st->w ? 0 : st->w_bytes; /* the plain C reads released weights back into scratch */
 }
 
 /* ---- plain C ---- */
@@ -285,6 +324,17 @@ static int qconv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
     return hs_op_run_kernel(n, k, &a, err);
   }
   if (n->state && hs_ops_strict()) return hs_op_strict_error(n, &kerr, err);
+  const qconv_state *st = n->state;
+  hs_tensor w_back = {0};
+  if (st && !st->w) {
+    /* released: the holder's weights, read back into scratch */
+    if (!scratch) return hs_op_errf(err, n, HS_INTERNAL, "no scratch planned for the weights");
+    if ((rc = hs_kernel_qconv_weights(st->holder, scratch, st->w_bytes, err)))
+      return hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type);
+    w_back = in[w];
+    w_back.data = scratch;
+  }
+  const hs_tensor *wt = st && !st->w ? &w_back : &in[w];
   int ql = n->op == HS_OP_QLinearConv;
   int64_t in3[3] = {1, 1, 1}, out3[3] = {1, 1, 1}, k3[3] = {1, 1, 1}, s3[3] = {1, 1, 1}, d3[3] = {1, 1, 1},
           p3[3] = {0, 0, 0};
@@ -328,7 +378,7 @@ static int qconv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *
                     int64_t sp = (id * in3[1] + ih) * in3[2] + iw;
                     int64_t xi = xnhwc ? (b * isz + sp) * s.in_c + ci : (b * s.in_c + ci) * isz + sp;
                     int64_t wi = wbase + (kd * k3[1] + kh) * k3[2] + kw;
-                    acc += (int64_t)(load_i(&in[x], xi) - x0) * (load_i(&in[w], wi) - w0);
+                    acc += (int64_t)(load_i(&in[x], xi) - x0) * (load_i(wt, wi) - w0);
                   }
                 }
               }

@@ -377,8 +377,8 @@ static const hs_value *qmm_const(const hs_node *n, const hs_graph *g, int i) {
 }
 
 /* hs_node.release_consts (see ir.h): runs at the end of compiling, single-threaded. Once a kernel holds
- * B (it keeps a plain int8 copy for its variants beside the reordered one) and no other node reads it,
- * the graph's B and the shifted copy of a uint8 B go: new kernels and the plain C read B back from it. */
+ * B (its reordered copy, read back exactly by hs_kernel_qmatmul_b) and no other node reads it, the graph's B
+ * and the shifted copy of a uint8 B go: new kernels and the plain C read B back from it. */
 static void qmm_release_b(hs_node *n, hs_graph *g) {
   qmm_state *st = n->state;
   int bi = n->in[n->op == HS_OP_QLinearMatMul ? 3 : 1];

@@ -10,6 +10,9 @@
  * qreleased.onnx / qkept.onnx do the same for the int8 kernel (QLinearMatMul with a uint8 and an int8 B,
  * MatMulInteger): B goes from the graph, and the answers at 25 shapes (row counts past the variants run as
  * batch-many products on a kernel built from B read back, or on the plain C with B read back) equal qkept.onnx's.
+ * The int8 kernels hold their weights once too: creating a qmatmul (three kinds of A) or a qconv kernel and
+ * variants for more batches grows the live heap by one copy of the weights (plus the compensation terms and
+ * oneDNN's primitives), not two, and hs_kernel_qmatmul_b still gives B back exactly.
  * gemm_alpha0.onnx: a Gemm with alpha 0 and a constant B answers beta * C (it once ran A x B + C on the kernel).
  */
 #include <setjmp.h>
@@ -21,13 +24,14 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <dnnl.h>
 
 #include "engine/engine.h"
 #include "kernels/kernels.h"
 
 static const char *g_dir;
 
-enum { K1 = 128, K3 = 32, NOUT = 4 };
+enum { K1 = 128, K3 = 32, NOUT = 5 };
 
 static float *random_floats(size_t n, uint32_t seed) {
   float *v = malloc(n * sizeof(float));
@@ -58,7 +62,7 @@ static int graph_holds(const hs_engine_model *m, const char *name) {
 
 /* Runs s on nin inputs; returns its first NOUT outputs, copied (malloc'ed, in out). */
 static void run(hs_engine_session *s, size_t nin, size_t nout, const hs_tensor *in, hs_tensor *out) {
-  hs_tensor o[NOUT + 4];
+  hs_tensor o[NOUT + 6];
   hs_error err;
   int rc = hs_engine_run(s, in, nin, o, nout, &err);
   if (rc) fprintf(stderr, "run: %s\n", err.message);
@@ -78,9 +82,12 @@ static void test_released_answers_as_kept(void **state) {
   assert_false(graph_holds(rel, "B1"));
   assert_false(graph_holds(rel, "B2"));
   assert_false(graph_holds(rel, "B3"));
+  assert_false(graph_holds(rel, "B5"));
+  assert_false(graph_holds(rel, "C5")); /* the fused bias: its kernel holds it */
   assert_true(graph_holds(rel, "B4"));
   assert_true(graph_holds(rel, "C2"));
   assert_true(graph_holds(kept, "B1") && graph_holds(kept, "B2") && graph_holds(kept, "B3") && graph_holds(kept, "B4"));
+  assert_true(graph_holds(kept, "B5") && graph_holds(kept, "C5"));
   hs_engine_session *sr = NULL, *sk = NULL;
   hs_error err;
   assert_int_equal(hs_engine_session_create(rel, &sr, &err), 0);
@@ -102,7 +109,7 @@ static void test_released_answers_as_kept(void **state) {
           {.dtype = HS_DT_FLOAT32, .ndim = 1, .dims = {1}, .data = &one, .nbytes = sizeof one}}; /* kept.onnx's S */
       hs_tensor yr[NOUT], yk[NOUT];
       run(sr, 3, NOUT, in, yr);
-      run(sk, 4, NOUT + 4, in, yk);
+      run(sk, 4, NOUT + 6, in, yk);
       for (int i = 0; i < NOUT; i++) {
         assert_int_equal(yr[i].nbytes, yk[i].nbytes);
         assert_true(yr[i].nbytes > 0);
@@ -118,7 +125,7 @@ static void test_released_answers_as_kept(void **state) {
     }
   printf("%d runs: outputs with B released equal the ones with B kept, bit for bit\n", runs);
   /* the graph still does not hold them: nothing put B back */
-  assert_false(graph_holds(rel, "B1") || graph_holds(rel, "B2") || graph_holds(rel, "B3"));
+  assert_false(graph_holds(rel, "B1") || graph_holds(rel, "B2") || graph_holds(rel, "B3") || graph_holds(rel, "C5"));
   hs_engine_session_free(sr);
   hs_engine_session_free(sk);
   hs_engine_free(rel);
@@ -190,6 +197,52 @@ static void test_int8_released_answers_as_kept(void **state) {
   hs_engine_free(kept);
 }
 
+/* QLinearConv's weights: released from the graph, and the answers at 20 spatial shapes (new kernels built from the
+ * weights read back; past the node's 16 cached kernels the plain C with the weights read back) equal qckept.onnx's. */
+static void test_qconv_released_answers_as_kept(void **state) {
+  (void)state;
+  hs_engine_model *rel = load("qcreleased.onnx"), *kept = load("qckept.onnx");
+  assert_false(graph_holds(rel, "QW1"));
+  assert_false(graph_holds(rel, "QW2"));
+  assert_true(graph_holds(kept, "QW1") && graph_holds(kept, "QW2"));
+  hs_engine_session *sr = NULL, *sk = NULL;
+  hs_error err;
+  assert_int_equal(hs_engine_session_create(rel, &sr, &err), 0);
+  assert_int_equal(hs_engine_session_create(kept, &sk, &err), 0);
+  static int8_t z[72]; /* qckept.onnx's Concat inputs: zeros */
+  int runs = 0;
+  for (int64_t i = 0; i < 20; i++) {
+    const int64_t b = 1 + i % 3, h = 5 + i, w = 4 + (i * 7) % 9;
+    size_t nx = (size_t)(b * 8 * h * w);
+    uint8_t *x = malloc(nx);
+    assert_non_null(x);
+    uint32_t r = (uint32_t)(i * 977 + 3);
+    for (size_t j = 0; j < nx; j++) x[j] = (uint8_t)((r = r * 1664525u + 1013904223u) >> 24);
+    hs_tensor in[3] = {{.dtype = HS_DT_UINT8, .ndim = 4, .dims = {b, 8, h, w}, .data = x, .nbytes = nx},
+                       {.dtype = HS_DT_INT8, .ndim = 4, .dims = {1, 8, 3, 3}, .data = z, .nbytes = 72},
+                       {.dtype = HS_DT_INT8, .ndim = 4, .dims = {1, 1, 3, 3}, .data = z, .nbytes = 9}};
+    hs_tensor yr[2], yk[2];
+    qrun(sr, in, 1, 2, 2, yr);
+    qrun(sk, in, 3, 4, 2, yk);
+    for (int o = 0; o < 2; o++) {
+      assert_int_equal(yr[o].nbytes, yk[o].nbytes);
+      assert_true(yr[o].nbytes > 0);
+      if (memcmp(yr[o].data, yk[o].data, yr[o].nbytes))
+        fail_msg("qconv output %d differs at b=%lld h=%lld w=%lld", o, (long long)b, (long long)h, (long long)w);
+      free(yr[o].data);
+      free(yk[o].data);
+    }
+    free(x);
+    runs++;
+  }
+  printf("%d qconv runs: outputs with the weights released equal the ones with them kept, bit for bit\n", runs);
+  assert_false(graph_holds(rel, "QW1") || graph_holds(rel, "QW2"));
+  hs_engine_session_free(sr);
+  hs_engine_session_free(sk);
+  hs_engine_free(rel);
+  hs_engine_free(kept);
+}
+
 static void test_gemm_alpha0(void **state) {
   (void)state;
   hs_engine_model *m = load("gemm_alpha0.onnx");
@@ -247,6 +300,99 @@ static void test_kernel_gives_b_back(void **state) {
   free(back);
 }
 
+/* Bytes the heap holds now: the allocator's live bytes (ASan's own allocator under ASan, whose quarantine
+ * keeps freed blocks out of the count; glibc's arenas and mmapped blocks otherwise). */
+#if defined(__SANITIZE_ADDRESS__)
+size_t __sanitizer_get_current_allocated_bytes(void);
+static size_t heap_live_bytes(void) { return __sanitizer_get_current_allocated_bytes(); }
+#else
+#include <malloc.h>
+static size_t heap_live_bytes(void) {
+  struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+#endif
+
+/* The int8 kernels hold their weights once: creating one adds about one copy of them to the heap (the
+ * reordered copy with its compensation terms), not two (it once kept a plain copy beside it for later
+ * layouts and for reading B back). Variants for more row counts add none, and B still comes back exactly. */
+static void test_int8_kernels_hold_weights_once(void **state) {
+  (void)state;
+  /* Without VNNI oneDNN halves int8 weights (scale_adjust), which no reorder undoes: there the kernel keeps its plain
+   * copy too (cpu_dnnl.h, hs__weights_one_way), so up to two copies, never three */
+  unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), vnni = (unsigned)dnnl_cpu_isa_avx512_core_vnni;
+  const size_t copies = (isa & vnni) == vnni ? 1 : 2;
+  if (copies > 1) printf("no AVX-512 VNNI: the int8 kernels may keep a plain copy beside the reordered one\n");
+  enum { K = 1024, N = 2048, OC = 512, IC = 512 };
+  const size_t wb = (size_t)K * N, cwb = (size_t)OC * IC * 9;
+  int8_t *b = malloc(wb), *back = malloc(wb), *cw = malloc(cwb);
+  assert_true(b && back && cw);
+  uint32_t r = 7;
+  for (size_t i = 0; i < wb; i++) b[i] = (int8_t)((r = r * 1664525u + 1013904223u) >> 24);
+  for (size_t i = 0; i < cwb; i++) cw[i] = (int8_t)((r = r * 1664525u + 1013904223u) >> 24);
+  static float scale = 0.01f;
+  hs_error err;
+  /* u8 A with a zero point (asymmetric compensation), s8 A (s8s8 compensation), raw s32 sums */
+  const hs_qmatmul_params cases[3] = {
+      {.device = HS_KDEV_CPU, .src_type = HS_Q_U8, .dst_type = HS_Q_U8, .rows = 8, .k = K, .n = N, .weights = b,
+       .scales = &scale, .nscales = 1, .src_zp = 3, .dst_zp = 128},
+      {.device = HS_KDEV_CPU, .src_type = HS_Q_S8, .dst_type = HS_Q_F32, .rows = 8, .k = K, .n = N, .weights = b,
+       .scales = &scale, .nscales = 1},
+      {.device = HS_KDEV_CPU, .src_type = HS_Q_U8, .dst_s32 = 1, .rows = 8, .k = K, .n = N, .weights = b,
+       .src_zp_runtime = 1}};
+  for (int c = 0; c < 3; c++) {
+    size_t before = heap_live_bytes();
+    hs_kernel *k = NULL;
+    assert_int_equal(hs_kernel_qmatmul_create(&cases[c], &k, &err), 0);
+    for (int64_t rows = 1; rows <= 64; rows *= 4) assert_int_equal(hs_kernel_prepare_batch(k, rows, &err), 0);
+    size_t grew = heap_live_bytes() - before, held = hs_kernel_weight_bytes(k);
+    printf("qmatmul case %d (%s): B %zu bytes, the kernel holds %zu, the heap grew %zu\n", c, hs_kernel_impl_name(k), wb,
+           held, grew);
+    assert_true(held >= wb && held < copies * wb + wb / 4);
+    assert_true(grew >= wb && grew < copies * wb + wb / 2);
+    memset(back, 0, wb);
+    assert_int_equal(hs_kernel_qmatmul_b(k, back, wb, &err), 0);
+    assert_memory_equal(back, b, wb);
+    hs_kernel_destroy(k);
+  }
+  hs_qconv_params qc = {.device = HS_KDEV_CPU, .src_layout = HS_LAYOUT_NHWC, .dst_layout = HS_LAYOUT_NHWC,
+                        .src_type = HS_Q_U8, .dst_type = HS_Q_U8, .nsp = 2, .batch = 1, .in_c = IC, .out_c = OC,
+                        .groups = 1, .in = {14, 14}, .out = {14, 14}, .kernel = {3, 3}, .stride = {1, 1},
+                        .dilation = {1, 1}, .pad_begin = {1, 1}, .pad_end = {1, 1}, .weights = cw, .scales = &scale,
+                        .nscales = 1, .src_zp = 5, .dst_zp = 128};
+  size_t before = heap_live_bytes();
+  hs_kernel *k = NULL;
+  assert_int_equal(hs_kernel_qconv_create(&qc, &k, &err), 0);
+  for (int64_t batch = 2; batch <= 8; batch *= 2) assert_int_equal(hs_kernel_prepare_batch(k, batch, &err), 0);
+  size_t grew = heap_live_bytes() - before, held = hs_kernel_weight_bytes(k);
+  printf("qconv (%s): weights %zu bytes, the kernel holds %zu, the heap grew %zu\n", hs_kernel_impl_name(k), cwb, held,
+         grew);
+  assert_true(held >= cwb && held < copies * cwb + cwb / 4);
+  assert_true(grew >= cwb && grew < copies * cwb + cwb / 2);
+  int8_t *cback = malloc(cwb);
+  assert_non_null(cback);
+  assert_int_equal(hs_kernel_qconv_weights(k, cback, cwb, &err), 0);
+  assert_memory_equal(cback, cw, cwb);
+  assert_int_equal(hs_kernel_qconv_weights(k, cback, cwb - 1, &err), HS_INVALID_ARGUMENT);
+  hs_kernel_destroy(k);
+  /* depthwise, 112 channels: batch 8 wants another layout than batch 1 here, reordered from variant 0's values */
+  hs_qconv_params dw = qc;
+  dw.in_c = dw.out_c = dw.groups = 112;
+  dw.in[0] = dw.in[1] = dw.out[0] = dw.out[1] = 28;
+  assert_int_equal(hs_kernel_qconv_create(&dw, &k, &err), 0);
+  assert_int_equal(hs_kernel_prepare_batch(k, 8, &err), 0);
+  memset(cback, 0, 112 * 9);
+  assert_int_equal(hs_kernel_qconv_weights(k, cback, 112 * 9, &err), 0);
+  assert_memory_equal(cback, cw, 112 * 9);
+  printf("depthwise qconv (%s): the kernel holds %zu bytes for weights of %d\n", hs_kernel_impl_name(k),
+         hs_kernel_weight_bytes(k), 112 * 9);
+  hs_kernel_destroy(k);
+  free(cback);
+  free(b);
+  free(back);
+  free(cw);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s MODEL_DIR\n", argv[0]);
@@ -255,8 +401,10 @@ int main(int argc, char **argv) {
   g_dir = argv[1];
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_kernel_gives_b_back),
+      cmocka_unit_test(test_int8_kernels_hold_weights_once),
       cmocka_unit_test(test_released_answers_as_kept),
       cmocka_unit_test(test_int8_released_answers_as_kept),
+      cmocka_unit_test(test_qconv_released_answers_as_kept),
       cmocka_unit_test(test_gemm_alpha0),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
