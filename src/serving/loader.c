@@ -43,12 +43,14 @@
 #include <unistd.h>
 
 #include "backends/plugins.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
 #include "kernels/kshare.h"
 #include "onnx/onnx.h"
 #include "serving/batch.h"
 #include "serving/golden.h"
+#include "serving/pace.h"
 #include "serving/registry_impl.h"
 #include "serving/warmup.h"
 
@@ -101,6 +103,7 @@ static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint
     st.bytes_hashed = cost->bytes_hashed;
     st.weights_shared = cost->weights_shared;
     st.weights_built = cost->weights_built;
+    st.paced_ms = cost->paced_ms;
   }
   snprintf(st.fingerprint, sizeof st.fingerprint, "%s", fp);
   if (final) snprintf(st.reason, sizeof st.reason, "%s", code);
@@ -225,13 +228,6 @@ static int check_declared(const hs_version *v, const hs_model_config *cfg, hs_er
 
 static double ms_since(uint64_t t0) { return (double)(hs_now_ns() - t0) / 1e6; }
 
-/* CPU time this thread has used, in ns: the cost of a loader stage, whatever else the cores run.
- * (oneDNN worker threads a stage starts, with threads > 1, are not in it.) */
-static uint64_t thread_cpu_ns(void) {
-  struct timespec t;
-  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return 0;
-  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
 
 /* Records the Conv weight bytes this load (on this thread) shared with a live version and built. */
 static void count_shared(hs_model *m, hs_version_status *cost) {
@@ -243,9 +239,10 @@ static void count_shared(hs_model *m, hs_version_status *cost) {
   atomic_fetch_add_explicit(&m->metrics.reload_weights_built, ks.build_bytes, memory_order_relaxed);
 }
 
-/* Adds a stage's CPU time (since cpu0) to the model's counters and to cost; returns now. */
+/* Adds a stage's CPU time on this thread (since cpu0) to the model's counters and to cost; returns
+ * now. (oneDNN worker threads a stage starts, with threads > 1, are not in it.) */
 static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cost_ms) {
-  uint64_t now = thread_cpu_ns(), d = now > cpu0 ? now - cpu0 : 0;
+  uint64_t now = hs_thread_cpu_ns(), d = now > cpu0 ? now - cpu0 : 0;
   atomic_fetch_add_explicit(&m->metrics.reload_cpu_ns[stage], d, memory_order_relaxed);
   *cost_ms = (double)d / 1e6;
   return now;
@@ -277,7 +274,7 @@ static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *
                             hs_version *v, const hs_backend_options *bo, bool may_stream_files,
                             hs_version_status *cost, uint64_t *cpu_after_read, const char **code,
                             char code_buf[32], hs_error *err) {
-  uint64_t cpu = thread_cpu_ns();
+  uint64_t cpu = hs_thread_cpu_ns();
   hs_repo_bytes *bytes = NULL;
   bool stream = v->backend->load_stream != NULL;
   /* the other files (external data) streamed too, through hs_backend_options.open_file: only for a
@@ -393,6 +390,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
                           .verify_ms = verify_ms, .first_request_ms = -1};
   snprintf(st.fingerprint, sizeof st.fingerprint, "%s", rv->fingerprint);
   hs__status_record(m, &st);
+  hs_pacer pacer; /* while requests are in flight, this load keeps to --loader-pace */
+  hs_pacer_begin(&pacer, r, r->opts.loader_pace);
 
   hs_version *v = calloc(1, sizeof *v);
   if (!v) {
@@ -499,6 +498,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   cpu = account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
   hs_trace_stage(r->trace, "warmup", m->name, v->version, tw, hs_now_ns());
 
+  cost.paced_ms = hs_pacer_end(&pacer, cost.hash_cpu_ms, cost.bytes_hashed);
   v->counter = hs__version_counter(m, v->version);
   atomic_fetch_add(&m->metrics.loads, 1);
   double total_ms = ms_since(t0) + verify_ms;
@@ -507,12 +507,14 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs__status_set_cost(m, generation, &cost);
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
           "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64
-          " (hash CPU ms %.1f beside the load, then waited for %.1f ms)",
+          " (hash CPU ms %.1f beside the load, then waited for %.1f ms); paced %.0f ms",
           m->name, v->version, total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms,
-          cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms);
+          cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms,
+          cost.paced_ms);
   return v;
 
 fail:
+  cost.paced_ms = hs_pacer_end(&pacer, cost.hash_cpu_ms, cost.bytes_hashed);
   if (load_ms == 0) {
     load_ms = ms_since(t0);
     if (cpu) account_stage(m, HS_STAGE_LOAD, cpu, &cost.load_cpu_ms);
