@@ -228,6 +228,9 @@ static int check_declared(const hs_version *v, const hs_model_config *cfg, hs_er
 
 static double ms_since(uint64_t t0) { return (double)(hs_now_ns() - t0) / 1e6; }
 
+/* CPU time this thread has used, in ns: the cost of a loader stage, whatever else the cores run.
+ * (oneDNN worker threads a stage starts, with threads > 1, are not in it.) */
+static uint64_t thread_cpu_ns(void) { return hs_thread_cpu_ns(); }
 
 /* Records the Conv weight bytes this load (on this thread) shared with a live version and built. */
 static void count_shared(hs_model *m, hs_version_status *cost) {
@@ -239,10 +242,9 @@ static void count_shared(hs_model *m, hs_version_status *cost) {
   atomic_fetch_add_explicit(&m->metrics.reload_weights_built, ks.build_bytes, memory_order_relaxed);
 }
 
-/* Adds a stage's CPU time on this thread (since cpu0) to the model's counters and to cost; returns
- * now. (oneDNN worker threads a stage starts, with threads > 1, are not in it.) */
+/* Adds a stage's CPU time (since cpu0) to the model's counters and to cost; returns now. */
 static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cost_ms) {
-  uint64_t now = hs_thread_cpu_ns(), d = now > cpu0 ? now - cpu0 : 0;
+  uint64_t now = thread_cpu_ns(), d = now > cpu0 ? now - cpu0 : 0;
   atomic_fetch_add_explicit(&m->metrics.reload_cpu_ns[stage], d, memory_order_relaxed);
   *cost_ms = (double)d / 1e6;
   return now;
@@ -274,7 +276,7 @@ static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *
                             hs_version *v, const hs_backend_options *bo, bool may_stream_files,
                             hs_version_status *cost, uint64_t *cpu_after_read, const char **code,
                             char code_buf[32], hs_error *err) {
-  uint64_t cpu = hs_thread_cpu_ns();
+  uint64_t cpu = thread_cpu_ns();
   hs_repo_bytes *bytes = NULL;
   bool stream = v->backend->load_stream != NULL;
   /* the other files (external data) streamed too, through hs_backend_options.open_file: only for a

@@ -42,15 +42,12 @@ def model_bytes(k):
              helper.make_node("Add", ["xk", "az"], ["y"])]
     g = helper.make_graph(nodes, "p", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     return m.SerializeToString()
 
 
 def publish(tmp, repo, k):
-    src = os.path.join(tmp, "src%d" % k)
-    hsys.write_file(os.path.join(src, "model.onnx"), model_bytes(k))
-    hsys.publish(src, os.path.join(repo, "p"), k)
+    hsys.publish_bytes(tmp, os.path.join(repo, "p"), k, model_bytes(k))
 
 
 def entry(c, version):
