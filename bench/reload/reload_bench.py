@@ -190,6 +190,8 @@ def main():
                                                      os.path.join(benchlib.ROOT, "build", "models")))
     p.add_argument("--loader-priority", choices=["low", "idle", "normal"], default=None,
                    help="the server's --loader-priority (default: the server's default)")
+    p.add_argument("--loader-pace", type=int, default=None, metavar="PCT",
+                   help="the server's --loader-pace (default: the server's default; 100: unpaced)")
     p.add_argument("--publisher-nice", type=int, default=0,
                    help="run the publisher (hotserve publish: copy, hash, fsync) this many nice steps down; in "
                         "production it runs on another machine (a CI job writing to the shared volume)")
@@ -222,6 +224,8 @@ def main():
         extra = ["--log-level", "warn"] + (["--threads", str(a.threads)] if a.threads else [])
         if a.loader_priority:
             extra += ["--loader-priority", a.loader_priority]
+        if a.loader_pace:
+            extra += ["--loader-pace", str(a.loader_pace)]
         trace_path = os.path.join(tmp, "trace.jsonl")
         if a.trace:
             extra += ["--trace", trace_path]
@@ -366,18 +370,19 @@ def main():
                 shutil.copyfile(trace_path, a.trace_out)
         vrows = [[e["version"], e.get("state"), e.get("verify_ms"), e.get("load_ms"), e.get("warmup_ms"),
                   e.get("read_cpu_ms"), e.get("load_cpu_ms"), e.get("warmup_cpu_ms"),
-                  e.get("first_request_ms"), e.get("reason") or ""] for e in loaded]
+                  e.get("paced_ms"), e.get("first_request_ms"), e.get("reason") or ""] for e in loaded]
         table += "\n" + benchlib.md_table(["version", "state", "verify ms", "load ms", "warm-up ms",
-                                           "loader CPU ms: read", "load", "warm-up",
+                                           "loader CPU ms: read", "load", "warm-up", "paced ms",
                                            "first request ms", "reason"], vrows)
         notes = ("%s (tools/models/make_models.py, %s per version), binary bodies, "
                  "%d keep-alive connections; %d versions published in phase 2 (%d failed), load ms median %s; "
                  "process peak RSS (VmHWM) %.0f MiB. Latencies are wrk's (client side); first request ms is the "
                  "server's, compared with wrk's steady p50 (%.2f ms). wrk, the publisher and the server share "
-                 "the machine's cores; the server's loader priority: %s, the publisher's nice: +%d.%s"
+                 "the machine's cores; the server's loader priority: %s, its loader pace: %s, the publisher's nice: +%d.%s"
                  % (mname, "every float tensor new" if a.weights == "retrained" else "new classifier weights",
                     a.connections, len(published), len(failed),
-                    "%.1f" % statistics.median(loads) if loads else "n/a", hwm / 2 ** 20, steady_med, a.loader_priority or "default (low)", a.publisher_nice,
+                    "%.1f" % statistics.median(loads) if loads else "n/a", hwm / 2 ** 20, steady_med, a.loader_priority or "default (low)",
+                    "%d%%" % a.loader_pace if a.loader_pace else "default", a.publisher_nice,
                     (" Problems: " + "; ".join(pub_errors[:3])) if pub_errors else ""))
         print(table)
         print(notes)

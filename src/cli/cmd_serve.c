@@ -53,7 +53,7 @@ typedef struct serve_cfg {
   bool log_level_set;
   long long grpc_port; /* -1: no gRPC */
   unsigned long long min_rate, per_ip, port, grpc_workers, threads, instances, max_body, max_conn, mem_limit,
-      req_mem, compute_threads, total_mem;
+      req_mem, compute_threads, total_mem, loader_pace;
 } serve_cfg;
 
 enum {
@@ -62,7 +62,7 @@ enum {
   OPT_MEM_LIMIT, OPT_TRIM, OPT_LOG_LEVEL, OPT_TRACE, OPT_NO_INOTIFY, OPT_STRICT_READY, OPT_SHUTDOWN_GRACE,
   OPT_BACKEND_DIR, OPT_REQUEST_TIMEOUT, OPT_MIN_BODY_RATE, OPT_MAX_CLIENT_CONN, OPT_MAX_REQ_MEM,
   OPT_CONTROL_MODE, OPT_CONTROL_TOKEN, OPT_LOAD_MODEL, OPT_COMPUTE_THREADS, OPT_MAX_TOTAL_REQ_MEM,
-  OPT_KERNEL_SHARE,
+  OPT_KERNEL_SHARE, OPT_LOADER_PACE,
 };
 
 /* The option table: one row per option (long name, value name or NULL for a switch, id, environment
@@ -101,6 +101,8 @@ static const serve_opt k_opts[] = {
      "share Conv kernels between versions whose weights are byte for byte\nthe same (default on; off: every load builds its own, to compare\nor to rule sharing out; docs/ENGINE.md)"},
     {"loader-priority", "P", OPT_LOADER_PRIO, "HOTSERVE_LOADER_PRIORITY",
      "CPU priority of loads and warm-ups: low (default; 10 nice steps\nbelow the server), idle (SCHED_IDLE: only CPU time requests leave\nunused) or normal"},
+    {"loader-pace", "PCT", OPT_LOADER_PACE, "HOTSERVE_LOADER_PACE",
+     "while requests are in flight, a load and its warm-up use at most PCT\npercent of one core, sleeping between pieces of work (1-100; default\n10; 100: no pacing); with no request in flight loads run at full\nspeed; time slept: status paced_ms, hotserve_loader_paced_seconds_total"},
     {"max-body-bytes", "N", OPT_MAX_BODY, "HOTSERVE_MAX_BODY_BYTES",
      "largest request body (HTTP) or message (gRPC) accepted\n(default 67108864 = 64 MiB)"},
     {"max-connections", "N", OPT_MAX_CONN, "HOTSERVE_MAX_CONNECTIONS", "concurrent HTTP connections (default 256)"},
@@ -265,6 +267,7 @@ static int apply(serve_cfg *c, const serve_opt *o, const char *v, bool from_env)
     case OPT_THREADS: bad = parse_ull(v, 256, &c->threads) != 0 || c->threads == 0; break;
     case OPT_INSTANCES: bad = parse_ull(v, 64, &c->instances) != 0 || c->instances == 0; break;
     case OPT_COMPUTE_THREADS: bad = parse_ull(v, 4096, &c->compute_threads) != 0 || c->compute_threads == 0; break;
+    case OPT_LOADER_PACE: bad = parse_ull(v, 100, &c->loader_pace) != 0 || c->loader_pace == 0; break;
     case OPT_LOADER_PRIO:
       if (!strcmp(v, "low")) c->loader_prio = HS_LOADER_LOW;
       else if (!strcmp(v, "idle")) c->loader_prio = HS_LOADER_IDLE;
@@ -370,7 +373,7 @@ static int read_control_token(const char *path, char **out, hs_error *err) {
 
 int hs_cmd_serve(int argc, char **argv) {
   serve_cfg c = {.host = "127.0.0.1", .request_s = 30, .min_rate = 64 << 10, .poll_s = 2, .settle_s = 2, .idle_s = 120, .trim_s = 5,
-                 .loader_prio = HS_LOADER_LOW, .grpc_port = -1, .port = 8000, .grpc_workers = 16, .threads = 1,
+                 .loader_prio = HS_LOADER_LOW, .loader_pace = 10, .grpc_port = -1, .port = 8000, .grpc_workers = 16, .threads = 1,
                  .instances = 2, .max_body = 64ull << 20, .max_conn = 256, .kernel_share = true,
                  .keys = {.max = MAX_KEYS, .what = "trusted keys"},
                  .load_models = {.max = MAX_LOAD_MODELS, .what = "--load-model names (use '*' for every model)"}};
@@ -416,6 +419,7 @@ int hs_cmd_serve(int argc, char **argv) {
                             .settle_ms = (int)(c.settle_s * 1000 + 0.5), .require_signature = c.require_sig,
                             .key_paths = c.keys.items, .n_keys = c.keys.n, .threads = (int)c.threads,
                             .instances = (int)c.instances, .loader_priority = c.loader_prio,
+                            .loader_pace = (int)c.loader_pace,
                             .memory_limit = (size_t)c.mem_limit, .max_request_memory = (size_t)c.req_mem,
                             .trace_path = c.trace,
                             .trim_delay_ms = (int)(c.trim_s * 1000 + 0.5), .watch = true,

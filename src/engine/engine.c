@@ -215,6 +215,7 @@ int hs_engine_compile_graph(hs_engine_model *m, const hs_backend_options *opts, 
     const hs_op_def *d = hs_op_get(n->op);
     if (d->flags & HS_OP_CONTROL) m->dynamic = 1;
     if (d->impl->prepare && (rc = d->impl->prepare(n, g, err))) return rc;
+    hs_engine_pace_point();
   }
 
   /* io, key inputs, widest node */
@@ -310,6 +311,31 @@ int hs_engine_load_buffer(const void *model, size_t len, const hs_backend_file *
   return hs_engine_load_stream(&in, files, n_files, opts, out, err);
 }
 
+/* ---- load pacing (hs_engine_set_pace) ---- */
+
+static _Thread_local void (*t_pace)(void *user, uint64_t streamed);
+static _Thread_local void *t_pace_user;
+static _Thread_local uint64_t t_pace_streamed;
+
+void hs_engine_set_pace(void (*fn)(void *user, uint64_t streamed), void *user) {
+  t_pace = fn;
+  t_pace_user = user;
+  t_pace_streamed = 0;
+}
+
+void hs_engine_pace_point(void) {
+  if (t_pace) t_pace(t_pace_user, t_pace_streamed);
+}
+
+/* The model stream as the decoder sees it: a pace point before each piece (hs_engine_set_pace). */
+static int paced_next(void *user, const void **data, size_t *len, hs_error *err) {
+  const hs_backend_stream *in = user;
+  hs_engine_pace_point();
+  int rc = in->next(in->user, data, len, err);
+  if (rc == 0) t_pace_streamed += *len;
+  return rc;
+}
+
 int hs_engine_load_stream(const hs_backend_stream *model, const hs_backend_file *files, size_t n_files,
                           const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
   if (opts && opts->max_model_bytes && model->size > opts->max_model_bytes)
@@ -326,7 +352,12 @@ int hs_engine_load_stream(const hs_backend_stream *model, const hs_backend_file 
   }
   /* Conv weights another loaded model's kernels hold are not copied (kernels/kshare.h) */
   if (hs_kshare_enabled()) src.share = &k_share;
-  int rc = hs_onnx_decode_model_stream(model, &src, &g, err);
+  hs_backend_stream paced = *model;
+  if (t_pace) { /* only a paced thread pays the indirection */
+    paced.next = paced_next;
+    paced.user = (void *)model;
+  }
+  int rc = hs_onnx_decode_model_stream(&paced, &src, &g, err);
   /* the decoded graph owns copies of everything it needs: the caller may free the bytes now */
   if (opts && opts->bytes_done) opts->bytes_done(opts->bytes_done_user);
   if (rc) {

@@ -97,6 +97,15 @@ size_t hs_engine_memory_budget(void);
  * and golden runs, whose memory admission already counted; a busy server must not fail a load). */
 void hs_engine_memory_budget_exempt(int on);
 
+/* Load pacing: while set, fn(user, streamed) is called on this thread between the pieces of a
+ * load's and a run's work (each piece of a streamed model file, each node's kernel build, each node
+ * run), so the caller may sleep there to cap the CPU share of its loads (serving/pace.c,
+ * --loader-pace); streamed counts the model-file bytes this thread has streamed since the call.
+ * Per thread; fn NULL: none (request threads never set it). */
+void hs_engine_set_pace(void (*fn)(void *user, uint64_t streamed), void *user);
+/* Calls this thread's pace function, if any (the engine's own pace points). */
+void hs_engine_pace_point(void);
+
 /* Runs one inference (see hs_backend.run for the contract). */
 int hs_engine_run(hs_engine_session *s, const hs_tensor *inputs, size_t n_inputs, hs_tensor *outputs,
                   size_t n_outputs, hs_error *err);

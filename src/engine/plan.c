@@ -407,6 +407,7 @@ static int assign_offsets(plan_builder *b, hs_error *err) {
         if (n->out[k] >= 0) b->vout[k] = p->v[n->out[k]].t;
       }
       size_t sb = d->impl->scratch_bytes(n, b->vin, n->n_in, b->vout, n->n_out);
+      hs_engine_pace_point(); /* a kernel (and its reordered weights) may have been built */
       if (sb) {
         if (alloc_block(al, sb, &p->scratch_off[ni])) return no_memory(err);
         free_block(al, p->scratch_off[ni]);
@@ -510,6 +511,7 @@ int hs_plan_execute(const hs_plan *p, const hs_engine_model *m, const hs_tensor 
   for (int oi = 0; oi < g->n_order; oi++) {
     int ni = g->order[oi];
     if (p->skip[ni]) continue;
+    hs_engine_pace_point(); /* a loader's warm-up run may be paced; a request's never is */
     const hs_node *n = &g->nodes[ni];
     for (int i = 0; i < n->n_in; i++) {
       if (n->in[i] < 0) {

@@ -214,6 +214,7 @@ static void handle_status(hs_model *m, hs_reply *reply) {
     put_ms(b, "hash_wait_ms", v->hash_wait_ms);
     put_ms(b, "load_cpu_ms", v->load_cpu_ms);
     put_ms(b, "warmup_cpu_ms", v->warmup_cpu_ms);
+    put_ms(b, "paced_ms", v->paced_ms);
     hs_sbuf_printf(b, ",\"bytes_read\":%" PRIu64 ",\"bytes_hashed\":%" PRIu64, v->bytes_read, v->bytes_hashed);
     hs_sbuf_printf(b, ",\"weights_shared_bytes\":%" PRIu64 ",\"weights_built_bytes\":%" PRIu64, v->weights_shared,
                    v->weights_built);

@@ -348,6 +348,10 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
          "Memory of the versions freed since the last trim, kept resident (already faulted) for the next "
          "versions' weights; 0 once handed back (--trim-delay after the last free).");
   hs_sbuf_printf(b, "hotserve_weight_pool_bytes %zu\n", atomic_load(&rm->warm_pool_bytes));
+  header(b, "hotserve_loader_paced_seconds_total", "counter",
+         "Wall time loads slept to keep to --loader-pace while requests were in flight.");
+  hs_sbuf_printf(b, "hotserve_loader_paced_seconds_total %.6f\n",
+                 (double)atomic_load_explicit(&rm->paced_ns, memory_order_relaxed) / 1e9);
   header(b, "hotserve_request_memory_in_flight_bytes", "gauge",
          "Scratch (plan arena) bytes of the runs in flight, all models together.");
   hs_sbuf_printf(b, "hotserve_request_memory_in_flight_bytes %zu\n", hs_engine_memory_in_flight());

@@ -43,11 +43,13 @@
 #include <unistd.h>
 
 #include "backends/plugins.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
 #include "kernels/kshare.h"
 #include "serving/batch.h"
 #include "serving/golden.h"
+#include "serving/pace.h"
 #include "serving/registry_impl.h"
 #include "serving/warmup.h"
 
@@ -100,6 +102,7 @@ static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint
     st.bytes_hashed = cost->bytes_hashed;
     st.weights_shared = cost->weights_shared;
     st.weights_built = cost->weights_built;
+    st.paced_ms = cost->paced_ms;
   }
   snprintf(st.fingerprint, sizeof st.fingerprint, "%s", fp);
   if (final) snprintf(st.reason, sizeof st.reason, "%s", code);
@@ -226,11 +229,7 @@ static double ms_since(uint64_t t0) { return (double)(hs_now_ns() - t0) / 1e6; }
 
 /* CPU time this thread has used, in ns: the cost of a loader stage, whatever else the cores run.
  * (oneDNN worker threads a stage starts, with threads > 1, are not in it.) */
-static uint64_t thread_cpu_ns(void) {
-  struct timespec t;
-  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return 0;
-  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
+static uint64_t thread_cpu_ns(void) { return hs_thread_cpu_ns(); }
 
 /* Records the Conv weight bytes this load (on this thread) shared with a live version and built. */
 static void count_shared(hs_model *m, hs_version_status *cost) {
@@ -392,6 +391,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
                           .verify_ms = verify_ms, .first_request_ms = -1};
   snprintf(st.fingerprint, sizeof st.fingerprint, "%s", rv->fingerprint);
   hs__status_record(m, &st);
+  hs_pacer pacer; /* while requests are in flight, this load keeps to --loader-pace */
+  hs_pacer_begin(&pacer, r, r->opts.loader_pace);
 
   hs_version *v = calloc(1, sizeof *v);
   if (!v) {
@@ -498,6 +499,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   cpu = account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
   hs_trace_stage(r->trace, "warmup", m->name, v->version, tw, hs_now_ns());
 
+  cost.paced_ms = hs_pacer_end(&pacer, cost.hash_cpu_ms, cost.bytes_hashed);
   v->counter = hs__version_counter(m, v->version);
   atomic_fetch_add(&m->metrics.loads, 1);
   double total_ms = ms_since(t0) + verify_ms;
@@ -506,12 +508,14 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs__status_set_cost(m, generation, &cost);
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
           "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64
-          " (hash CPU ms %.1f beside the load, then waited for %.1f ms)",
+          " (hash CPU ms %.1f beside the load, then waited for %.1f ms); paced %.0f ms",
           m->name, v->version, total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms,
-          cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms);
+          cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms,
+          cost.paced_ms);
   return v;
 
 fail:
+  cost.paced_ms = hs_pacer_end(&pacer, cost.hash_cpu_ms, cost.bytes_hashed);
   if (load_ms == 0) {
     load_ms = ms_since(t0);
     if (cpu) account_stage(m, HS_STAGE_LOAD, cpu, &cost.load_cpu_ms);

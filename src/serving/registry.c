@@ -513,6 +513,7 @@ void hs__status_set_cost(hs_model *m, uint64_t generation, const hs_version_stat
     st->bytes_hashed = c->bytes_hashed;
     st->weights_shared = c->weights_shared;
     st->weights_built = c->weights_built;
+    st->paced_ms = c->paced_ms;
   }
   pthread_mutex_unlock(&m->status_mu);
 }

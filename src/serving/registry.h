@@ -45,6 +45,8 @@ typedef struct hs_registry_options {
                                    0 = a quarter of the memory limit */
   bool watch;                   /* start the repository watcher (tests may rely on explicit rescans) */
   hs_loader_priority loader_priority; /* CPU priority of loads and warm-ups; default HS_LOADER_LOW */
+  int loader_pace;              /* while requests are in flight, a load uses at most this percent of
+                                   one core (serving/pace.c); 0 or >= 100: unpaced */
   const char *trace_path;       /* event log of requests and reload stages (trace.h); NULL: none */
   int trim_delay_ms;            /* freed pages go back to the system after this long without a free
                                    (loader.c); 0: right after every free */
@@ -180,6 +182,7 @@ typedef struct hs_version_status {
   /* reordered Conv weight bytes the load took from a live version's byte-identical kernels
    * (kernels/kshare.h) and the ones it built */
   uint64_t weights_shared, weights_built;
+  double paced_ms;         /* wall time the load slept to keep to --loader-pace (serving/pace.c) */
   char reason[32];         /* "" when none */
   char error[256];         /* "" when none */
   int64_t unix_ms;         /* wall clock (ms since the epoch) when the entry reached its state */
@@ -264,6 +267,7 @@ typedef struct hs_registry_metrics {
   atomic_size_t warm_pool_bytes;          /* memory_bytes of the versions freed since the last trim: pages
                                              the allocator keeps resident for the next versions (loader.c,
                                              "warm weight memory"); 0 after a trim */
+  atomic_uint_least64_t paced_ns;         /* wall time loads slept to keep to --loader-pace (pace.c) */
 } hs_registry_metrics;
 
 const hs_registry_metrics *hs_registry_metrics_get(const hs_registry *r);

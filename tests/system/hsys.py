@@ -177,6 +177,13 @@ def write_file(path, data):
         f.write(data)
 
 
+def publish_bytes(tmp, model_dir, version, data):
+    """Publishes model file bytes data as model_dir/<version> (`hotserve publish` from tmp/src<version>)."""
+    src = os.path.join(tmp, "src%s" % version)
+    write_file(os.path.join(src, "model.onnx"), data)
+    return publish(src, model_dir, version)
+
+
 def make_version_src(d, add, shape=(1, 4), slow=0):
     """Writes a source directory d/model.onnx (y = x + add) ready for `hotserve publish`."""
     write_file(os.path.join(d, "model.onnx"), model_bytes(add, shape, slow))
