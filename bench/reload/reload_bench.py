@@ -8,7 +8,8 @@
 One server, one wrk load at fixed concurrency over keep-alive connections (binary tensor bodies),
 two phases in one run: --duration seconds without reloads, then --duration seconds while a
 publisher adds a new version (same architecture, new weights) every --period seconds with
-`hotserve publish`. Reports per phase: req/s, p50/p99/p99.9, non-2xx and socket errors, peak RSS;
+`hotserve publish` (or, with --publish-ahead, renames in a version published before the server
+started, as when versions come complete from another machine). Reports per phase: req/s, p50/p99/p99.9, non-2xx and socket errors, peak RSS;
 for the reload phase each new version's load time (verify, load, warm-up) and the latency of its
 first request (status document's first_request_ms); then the ratios reload/no-reload against the
 targets (throughput >= 0.97, p99 <= 1.10, zero errors, first request <= 1.2x steady median).
@@ -200,6 +201,11 @@ def main():
                         "stage (publish, scan, load, warmup, free, trim) and their p99")
     p.add_argument("--trace-out", default=None, metavar="FILE",
                    help="with --trace: also keep the server's trace file there (JSON lines, trace.h)")
+    p.add_argument("--publish-ahead", action="store_true",
+                   help="publish every version (`hotserve publish` into a staging folder on the same file system) "
+                        "before the server starts, and in phase 2 only rename each one into the repository: the "
+                        "versions come complete from elsewhere (a CI machine, another pod), so the publisher's copy, "
+                        "hash and fsync do not share this machine's cores with the server")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--model", choices=sorted(MODELS), default="mobilenet_v2",
                    help="mobilenet_v2 (default) or resnet50 (the seed system's case)")
@@ -221,6 +227,12 @@ def main():
         repo_model = os.path.join(tmp, "repo", served)
         os.makedirs(repo_model)
         hsys.publish(dirs[0], repo_model, 1)
+        stage_model = os.path.join(tmp, "stage", served)
+        if a.publish_ahead:
+            print("publishing %d versions ahead into a staging folder ..." % n_new, flush=True)
+            for i, d in enumerate(dirs[1:]):
+                hsys.publish(d, stage_model, i + 2)
+                shutil.rmtree(d, ignore_errors=True)
         extra = ["--log-level", "warn"] + (["--threads", str(a.threads)] if a.threads else [])
         if a.loader_priority:
             extra += ["--loader-priority", a.loader_priority]
@@ -274,11 +286,15 @@ def main():
                     return
                 try:
                     tp = time.monotonic_ns()
-                    publisher_cpu.append(publish_timed(d, repo_model, i + 2))
+                    if a.publish_ahead:
+                        os.rename(os.path.join(stage_model, str(i + 2)), os.path.join(repo_model, str(i + 2)))
+                        publisher_cpu.append(0.0)
+                    else:
+                        publisher_cpu.append(publish_timed(d, repo_model, i + 2))
                     pub_windows.append((tp, time.monotonic_ns()))
                     published.append(i + 2)
                     shutil.rmtree(d, ignore_errors=True)  # the repository has its copy now
-                    if a.model == "resnet50" and i + 2 > 3:  # ~100 MB a version: keep the disk to a few
+                    if a.model == "resnet50" and i + 2 > 3 and not a.publish_ahead:  # ~100 MB a version: keep the disk to a few
                         shutil.rmtree(os.path.join(repo_model, str(i)), ignore_errors=True)
                 except Exception as ex:                   # noqa: BLE001
                     pub_errors.append("publish %d: %r" % (i + 2, ex))
@@ -349,7 +365,8 @@ def main():
         per_req = [(s["server_cpu"] - s["loader_cpu"]) / max(1, s["requests"]) * 1e3 for s in (steady, reload)]
         crows = [["hs-loader thread (verify, load, warm-up, free)", "%.0f" % (reload["loader_cpu"] * 1e3 / n_pub),
                   "%.1f%%" % (100 * reload["loader_cpu"] / (reload["wall"] * cores))],
-                 ["publisher (`hotserve publish`: copy, hash, fsync)", "%.0f" % (pub_s * 1e3 / n_pub),
+                 ["publisher (renames staged versions in: published ahead)" if a.publish_ahead else
+                  "publisher (`hotserve publish`: copy, hash, fsync)", "%.0f" % (pub_s * 1e3 / n_pub),
                   "%.1f%%" % (100 * pub_s / (reload["wall"] * cores))],
                  ["both: the throughput ratio to expect at saturation", "", "%.3f" % (1 - taken)]]
         # The server's own account per version also counts the thread that hashes the files beside the
@@ -378,11 +395,13 @@ def main():
                  "%d keep-alive connections; %d versions published in phase 2 (%d failed), load ms median %s; "
                  "process peak RSS (VmHWM) %.0f MiB. Latencies are wrk's (client side); first request ms is the "
                  "server's, compared with wrk's steady p50 (%.2f ms). wrk, the publisher and the server share "
-                 "the machine's cores; the server's loader priority: %s, its loader pace: %s, the publisher's nice: +%d.%s"
+                 "the machine's cores; the server's loader priority: %s, its loader pace: %s, the publisher's nice: +%d.%s%s"
                  % (mname, "every float tensor new" if a.weights == "retrained" else "new classifier weights",
                     a.connections, len(published), len(failed),
                     "%.1f" % statistics.median(loads) if loads else "n/a", hwm / 2 ** 20, steady_med, a.loader_priority or "default (low)",
                     "%d%%" % a.loader_pace if a.loader_pace else "default", a.publisher_nice,
+                    " Versions published ahead (before the server started) and renamed into the repository in "
+                    "phase 2." if a.publish_ahead else "",
                     (" Problems: " + "; ".join(pub_errors[:3])) if pub_errors else ""))
         print(table)
         print(notes)
@@ -393,6 +412,8 @@ def main():
             kind = "reload" if a.connections == 4 else "reload-c%d" % a.connections
             if a.model != "mobilenet_v2":
                 kind += "-" + a.model
+            if a.publish_ahead:
+                kind += "-ahead"
             path = benchlib.write_result(kind, "bench/reload: %s, a new version every %g s, %d connection%s"
                                          % (mname, a.period, a.connections, "" if a.connections == 1 else "s"),
                                          cmd, table, notes)
