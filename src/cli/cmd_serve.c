@@ -126,7 +126,7 @@ static const serve_opt k_opts[] = {
     {"max-total-request-memory", "BYTES", OPT_MAX_TOTAL_REQ_MEM, "HOTSERVE_MAX_TOTAL_REQUEST_MEMORY",
      "scratch memory all requests in flight may use together, across every\nmodel; a request that would pass it waits up to 100 ms, then gets\n503 + Retry-After (gRPC RESOURCE_EXHAUSTED) (default: half the\nmemory limit)"},
     {"trim-delay", "S", OPT_TRIM, "HOTSERVE_TRIM_DELAY",
-     "hand memory freed by retired versions back to the system once no\nversion has been freed for S seconds (default 5; 0: at once); until\nthen the next versions reuse it"},
+     "hand memory freed by retired versions and left free by loads back\nto the system once no version has been loaded or freed for S seconds\n(default 5; 0: at once); until then the next versions reuse it"},
     {"strict-readiness", NULL, OPT_STRICT_READY, "HOTSERVE_STRICT_READINESS",
      "/v2/health/ready answers 200 only while every version the repository\nselects is serving (Triton's semantics); by default it stays 200\nonce start-up loads are done while what was served still is, so a\nnew version that fails never takes a replica out of rotation"},
     {"shutdown-grace", "S", OPT_SHUTDOWN_GRACE, "HOTSERVE_SHUTDOWN_GRACE",

@@ -377,6 +377,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
                                 const hs_repo_version *rv, double verify_ms, bool *pending) {
   const hs_model_config *cfg = &rm->config;
   uint64_t generation = take_generation(m, rv->version);
+  r->loaded_since_scan = true;
   hs_error err;
   hs_error_clear(&err);
   const char *code = "load_error";
@@ -861,6 +862,29 @@ static bool scan_once(hs_registry *r, const hs_model_op *ops) {
   return pending;
 }
 
+/* Hands the pages the allocator holds free back to the system; called and returns with r->mu held
+ * (drops it meanwhile). */
+static void trim_now(hs_registry *r) {
+  r->trim_due_ns = 0;
+  pthread_mutex_unlock(&r->mu);
+  uint64_t t0 = hs_now_ns();
+  warm_pool_trim(r);
+  hs_trace_stage(r->trace, "trim", "", -1, t0, hs_now_ns());
+  pthread_mutex_lock(&r->mu);
+}
+
+/* The allocator keeps freed pages, so without a trim RSS would stay at two versions' worth after a
+ * reload (bench/load), and above one version after a load (the graph's copies of weights a kernel
+ * took over, the read's ring, trial plans). But while reloads keep coming, the next version reuses
+ * those pages: handing them back and faulting them in again (zeroed) cost nearly a third of a
+ * MobileNetV2 reload's CPU (bench/reload: 69 -> 49 ms per version). So the trim waits until no
+ * version has been loaded or freed for trim_delay_ms; memory admission trims at once when it would
+ * otherwise refuse a version. Called with r->mu held. */
+static void arm_trim(hs_registry *r) {
+  if (r->opts.trim_delay_ms <= 0) trim_now(r);
+  else r->trim_due_ns = hs_now_ns() + (uint64_t)r->opts.trim_delay_ms * 1000000ull;
+}
+
 void hs__loader_process(hs_registry *r) {
   pthread_mutex_lock(&r->mu);
   hs_model_op *ops = r->ops;
@@ -887,6 +911,10 @@ void hs__loader_process(hs_registry *r) {
   }
 
   pthread_mutex_lock(&r->mu);
+  if (r->loaded_since_scan) { /* what the loads freed goes back once loads pause, as a free's pages */
+    r->loaded_since_scan = false;
+    arm_trim(r);
+  }
   if (seq > r->scan_done) r->scan_done = seq;
   r->scan_pending = pending;
   pthread_cond_broadcast(&r->done_cv);
@@ -918,17 +946,6 @@ static void lower_loader_priority(hs_loader_priority prio) {
   int want = cur + HS_LOADER_NICE_STEPS > 19 ? 19 : cur + HS_LOADER_NICE_STEPS;
   if (setpriority(PRIO_PROCESS, (id_t)tid, want) != 0)
     HS_LOGW("loader: cannot lower its CPU priority (%s); reloads compete with requests", strerror(errno));
-}
-
-/* Hands the pages the allocator holds free back to the system; called and returns with r->mu held
- * (drops it meanwhile). */
-static void trim_now(hs_registry *r) {
-  r->trim_due_ns = 0;
-  pthread_mutex_unlock(&r->mu);
-  uint64_t t0 = hs_now_ns();
-  warm_pool_trim(r);
-  hs_trace_stage(r->trace, "trim", "", -1, t0, hs_now_ns());
-  pthread_mutex_lock(&r->mu);
 }
 
 /* Waits on r->cv until woken or, when wait_ns > 0, at most wait_ns. */
@@ -964,13 +981,7 @@ static void reap_graveyard(hs_registry *r) {
     dead = next;
   }
   pthread_mutex_lock(&r->mu);
-  /* The allocator keeps freed pages, so without a trim RSS would stay at two versions' worth after a
-   * reload (bench/load). But while reloads keep coming, the next version reuses those pages: handing
-   * them back and faulting them in again (zeroed) cost nearly a third of a MobileNetV2 reload's CPU
-   * (bench/reload: 69 -> 49 ms per version). So the trim waits until no version has been freed for
-   * trim_delay_ms; memory admission trims at once when it would otherwise refuse a version. */
-  if (r->opts.trim_delay_ms <= 0) trim_now(r);
-  else r->trim_due_ns = hs_now_ns() + (uint64_t)r->opts.trim_delay_ms * 1000000ull;
+  arm_trim(r);
 }
 
 void *hs__loader_main(void *arg) {

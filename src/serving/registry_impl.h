@@ -131,6 +131,7 @@ struct hs_registry {
   hs_registry_metrics metrics;
   hs_trace *trace;      /* NULL unless --trace */
   uint64_t trim_due_ns; /* when to hand freed pages back (hs_now_ns); 0: nothing waits (loader.c) */
+  bool loaded_since_scan; /* a load ran (or failed) in the current scan: its freed pages wait for a trim too */
   atomic_bool startup_done;  /* a scan has succeeded and its loads are done (readiness) */
   atomic_bool shutting_down; /* lame-duck period: not ready, still serving */
   atomic_bool stopping;      /* hs_registry_stop: the loader gives up a load between its stages */

@@ -7,8 +7,9 @@ Serves version 1 (y = x + 1), sends 10 good requests and one with a wrong shape,
 file: every line is JSON; there is exactly one request line per request, with the version that
 answered it and the outcome the client saw, and queue + compute <= total; version 2's stages come
 as scan, load, warmup, swap, in that order, with version 1 freed after the swap; the v2 requests
-began after the swap; the freed pages are handed back once (a trim), --trim-delay (0.5 s) after the
-free; every time lies between the test's own monotonic readings before the server started and
+began after the swap; the pages a load leaves free are handed back (a trim) --trim-delay (0.5 s)
+after version 1's load, and those of the freed version once, --trim-delay after the free, never
+sooner; every time lies between the test's own monotonic readings before the server started and
 after it stopped. A trace path that cannot be written stops the server at startup.
 """
 import json
@@ -46,6 +47,12 @@ def test(tmp, args):
         hsys.expect_values(out, x, 1, "v1")
     check(c.infer("m", np.ones((1, 3), dtype=np.float32))[0].status == 400, "a wrong shape is not a 400")
 
+    def trims_logged():   # stage lines are flushed as they happen
+        with open(trace) as f:
+            return sum('"stage":"trim"' in line for line in f)
+    hsys.wait_for(lambda: trims_logged() >= 1, "the pages version 1's load left free to be handed back (a trim "
+                  "stage) within --trim-delay", timeout=10)
+
     hsys.publish(hsys.make_version_src(os.path.join(src, "2"), 2), os.path.join(repo, "m"), 2)
     hsys.wait_serving(c, "m", 2)
     hsys.wait_for(lambda: any(e["version"] == "1" and e.get("state") == "unloaded"
@@ -55,10 +62,8 @@ def test(tmp, args):
         check(r.status == 200, "infer v2: HTTP %d" % r.status)
         hsys.expect_values(out, x, 2, "v2")
 
-    def trimmed():   # stage lines are flushed as they happen
-        with open(trace) as f:
-            return any('"stage":"trim"' in line for line in f)
-    hsys.wait_for(trimmed, "the freed pages to be handed back (a trim stage) within --trim-delay", timeout=10)
+    hsys.wait_for(lambda: trims_logged() >= 2, "the freed pages to be handed back (a trim stage) within "
+                  "--trim-delay", timeout=10)
     c.close()
     srv.stop()
     t_stop = time.monotonic_ns()
@@ -101,10 +106,15 @@ def test(tmp, args):
     swap2 = stage("swap", 2)
     free1 = stage("free", 1)
     check(free1["begin_ns"] >= swap2["end_ns"], "version 1 freed before version 2 was swapped in")
-    trims = [e for e in stages if e["stage"] == "trim"]
-    check(len(trims) == 1, "%d trims for one freed version (wanted 1)" % len(trims))
-    check(trims[0]["begin_ns"] - free1["end_ns"] >= 0.45e9,
-          "the trim came %.3f s after the free, before --trim-delay 0.5" % ((trims[0]["begin_ns"] - free1["end_ns"]) / 1e9))
+    trims = sorted((e for e in stages if e["stage"] == "trim"), key=lambda e: e["begin_ns"])
+    check(len(trims) == 2, "%d trims for one load and one freed version (wanted 2)" % len(trims))
+    check(trims[0]["end_ns"] <= stage("load", 2)["begin_ns"] and trims[1]["begin_ns"] >= free1["end_ns"],
+          "the trims did not follow version 1's load and then the free: %r" % trims)
+    for t in trims:   # never before --trim-delay has passed since the last load or free before it
+        last = max(e["end_ns"] for e in stages if e["stage"] in ("load", "warmup", "swap", "free")
+                   and e["end_ns"] <= t["begin_ns"])
+        check(t["begin_ns"] - last >= 0.45e9, "a trim came %.3f s after the last load or free, before --trim-delay "
+              "0.5" % ((t["begin_ns"] - last) / 1e9))
     v2_first = min(e["end_ns"] - e["total_ns"] for e in reqs if e["version"] == 2)
     check(v2_first >= swap2["begin_ns"], "a version-2 request began before the swap")
     print("%d request lines, stages: %s" % (len(reqs), " ".join("%s:%d" % (e["stage"], e["version"])
