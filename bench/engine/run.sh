@@ -10,6 +10,9 @@
 # bench/node_modules if missing, then runs bench/engine/engine_bench.py, which prints the table and writes it to
 # bench/results/engine-DATE.md and into bench/README.md. CPU heavy for a minute or two; never part of ctest.
 set -euo pipefail
+for arg in "$@"; do   # help without building, installing or making models first
+  case "$arg" in -h|--help) exec /usr/bin/python3 "$(dirname "$0")/engine_bench.py" --help ;; esac
+done
 source "$(dirname "$0")/../setup.sh"
 exec "$PY" bench/engine/engine_bench.py --hotserve "$HOTSERVE_BIN" --cache "$CACHE" \
   --results bench/results --readme bench/README.md --command "$SHOWN_CMD" "$@"
