@@ -292,7 +292,11 @@ static void evaluate_dir(hs_repo *repo, const char *model, const char *model_rea
 }
 
 static void evaluate(hs_repo *repo, const char *model, const char *model_real, const char *path, int64_t version,
-                     hs_repo_version *out);
+                     hs_repo_version *out) {
+  uint64_t t0 = hs_now_ns();
+  evaluate_dir(repo, model, model_real, path, version, out);
+  out->verify_ms = (double)(hs_now_ns() - t0) / 1e6;
+}
 
 void hs_repo_recheck(hs_repo *repo, const char *model, const char *model_dir, const hs_repo_version *rv,
                      hs_repo_version *out) {
@@ -305,13 +309,6 @@ void hs_repo_recheck(hs_repo *repo, const char *model, const char *model_dir, co
     e->full_check = true;
   }
   evaluate(repo, model, model_real, real, rv->version, out);
-}
-
-static void evaluate(hs_repo *repo, const char *model, const char *model_real, const char *path, int64_t version,
-                     hs_repo_version *out) {
-  uint64_t t0 = hs_now_ns();
-  evaluate_dir(repo, model, model_real, path, version, out);
-  out->verify_ms = (double)(hs_now_ns() - t0) / 1e6;
 }
 
 /* A version directory name: a positive decimal integer without leading zeros. */

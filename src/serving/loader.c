@@ -227,10 +227,6 @@ static int check_declared(const hs_version *v, const hs_model_config *cfg, hs_er
 
 static double ms_since(uint64_t t0) { return (double)(hs_now_ns() - t0) / 1e6; }
 
-/* CPU time this thread has used, in ns: the cost of a loader stage, whatever else the cores run.
- * (oneDNN worker threads a stage starts, with threads > 1, are not in it.) */
-static uint64_t thread_cpu_ns(void) { return hs_thread_cpu_ns(); }
-
 /* Records the Conv weight bytes this load (on this thread) shared with a live version and built. */
 static void count_shared(hs_model *m, hs_version_status *cost) {
   hs_kshare_stats ks;
@@ -241,9 +237,10 @@ static void count_shared(hs_model *m, hs_version_status *cost) {
   atomic_fetch_add_explicit(&m->metrics.reload_weights_built, ks.build_bytes, memory_order_relaxed);
 }
 
-/* Adds a stage's CPU time (since cpu0) to the model's counters and to cost; returns now. */
+/* Adds a stage's CPU time on this thread (since cpu0) to the model's counters and to cost; returns now.
+ * (oneDNN worker threads a stage starts, with threads > 1, are not in it.) */
 static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cost_ms) {
-  uint64_t now = thread_cpu_ns(), d = now > cpu0 ? now - cpu0 : 0;
+  uint64_t now = hs_thread_cpu_ns(), d = now > cpu0 ? now - cpu0 : 0;
   atomic_fetch_add_explicit(&m->metrics.reload_cpu_ns[stage], d, memory_order_relaxed);
   *cost_ms = (double)d / 1e6;
   return now;
@@ -275,7 +272,7 @@ static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *
                             hs_version *v, const hs_backend_options *bo, bool may_stream_files,
                             hs_version_status *cost, uint64_t *cpu_after_read, const char **code,
                             char code_buf[32], hs_error *err) {
-  uint64_t cpu = thread_cpu_ns();
+  uint64_t cpu = hs_thread_cpu_ns();
   hs_repo_bytes *bytes = NULL;
   bool stream = v->backend->load_stream != NULL;
   /* the other files (external data) streamed too, through hs_backend_options.open_file: only for a
@@ -387,6 +384,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs_kshare_stats shared_before;
   hs_kshare_thread_stats(&shared_before, 1); /* this thread's counters now count this load */
   uint64_t t0 = hs_now_ns(), cpu = 0;
+  char model_dir[HS_PATH_MAX]; /* the folder holding the version: the bound of its symlinks */
+  snprintf(model_dir, sizeof model_dir, "%s/%s", r->root, m->name);
 
   hs_version_status st = {.version = rv->version, .generation = generation, .state = HS_VS_LOADING,
                           .verify_ms = verify_ms, .first_request_ms = -1};
@@ -427,8 +426,6 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     goto fail;
   }
 
-  char model_dir[HS_PATH_MAX];
-  snprintf(model_dir, sizeof model_dir, "%s/%s", r->root, m->name);
   v->backend = pick_backend(cfg, &err);
   if (!v->backend) goto fail;
   hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads,
@@ -533,9 +530,7 @@ fail:
   const char *fp = rv->fingerprint;
   hs_repo_version now;
   if (code == code_buf && strcmp(code_buf, "manifest_mismatch") == 0) {
-    char dir[HS_PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/%s", r->root, m->name);
-    hs_repo_recheck(r->repo, m->name, dir, rv, &now);
+    hs_repo_recheck(r->repo, m->name, model_dir, rv, &now);
     if (now.state == HS_VERSION_INVALID) {
       fp = now.fingerprint;
       snprintf(code_buf, sizeof code_buf, "%s", now.reason_code[0] ? now.reason_code : "manifest_mismatch");
