@@ -485,6 +485,9 @@ def test_no_memory(repo):
             st, _, body = srv.request("GET", "/v2/models/add/status")
             return st == 200 and any(v["reason"] == "no_memory" for v in json.loads(body)["versions"])
         wait_for(refused, "a no_memory refusal")
+        # the refusal shows in the status before the start-up scan has ended (readiness says so meanwhile)
+        wait_for(lambda: b"start-up loads are still running" not in srv.request("GET", "/v2/health/ready")[2],
+                 "the start-up scan to end")
         st, _, body = srv.request("GET", "/v2/health/ready")
         check(st == 503 and b"strict readiness" in body, "strict: not ready while a selected version cannot load: %d %r"
               % (st, body))
