@@ -119,16 +119,6 @@ typedef struct hs_conv_params {
   const hs_kernel *weights_from;
   const float *bias;    /* [out_c] or NULL */
   hs_post_ops post;
-  /* A depthwise 3x3 convolution fused after this one (engine/pass_fuse_conv.c), or NULL dw_weights:
-   * [out_c, 1, 3, 3] (copied) and dw_bias [out_c] or NULL, padding 1 on every side and stride
-   * dw_stride (1 or 2) on both axes; `post` applies before it and dw_post after it. Only for a 2-D,
-   * one-group, 1x1, stride-1, unpadded Conv without a sum; the kernel's dst is then the depthwise
-   * result [batch, out_c, dw_out[0], dw_out[1]] in dst_layout. oneDNN runs both as one primitive
-   * (its depthwise post-op: the 1x1 result is never written whole) where it has a fused
-   * implementation and the 1x1 result is large, else the two in sequence through scratch. */
-  const float *dw_weights, *dw_bias;
-  int64_t dw_stride, dw_out[2];
-  hs_post_ops dw_post;
 } hs_conv_params;
 
 /* ---- MatMul / Gemm: dst[..., M, N] = alpha * A[..., M, K] x B[..., K, N] + bias, then post-ops ---- */

@@ -148,8 +148,7 @@ int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_err
   *out = NULL;
   if (shared) *shared = 0;
   uint8_t pkey[32];
-  /* a fused depthwise convolution's weights are not in the key: such kernels are not shared */
-  if (!hs_kshare_enabled() || !p->weights || p->dw_weights || !keyable(p) || params_key(p, pkey) != 0)
+  if (!hs_kshare_enabled() || !p->weights || !keyable(p) || params_key(p, pkey) != 0)
     return hs_kernel_conv_create(p, out, err);
   size_t wbytes = (size_t)weight_count(p) * sizeof(float);
   float sample[SAMPLES];
@@ -196,7 +195,7 @@ int hs_kshare_conv_from(const hs_conv_params *p, const hs_kernel *src, hs_kernel
     return hs_error_set(err, HS_INTERNAL, "conv: shared weights without a registered source");
   size_t wbytes = (size_t)weight_count(p) * sizeof(float);
   uint8_t pkey[32];
-  int ok = !p->dw_weights && params_key(p, pkey) == 0;
+  int ok = params_key(p, pkey) == 0;
   pthread_mutex_lock(&g_lock);
   entry *e = src->share;
   /* src's weights are this conv's (the decoder compared them): with the same parameters and bias,
