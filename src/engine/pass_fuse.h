@@ -11,6 +11,7 @@
 int hs__pass_fold_bn(hs_graph *g, int *changed, hs_error *err);
 int hs__pass_fuse_conv_activation(hs_graph *g, int *changed, hs_error *err);
 int hs__pass_fuse_conv_residual(hs_graph *g, int *changed, hs_error *err);
+int hs__pass_fuse_conv_depthwise(hs_graph *g, int *changed, hs_error *err);
 /* Reads the activation node n computes into op; 1 when it is one the kernels can fuse, else 0. */
 int hs__fuse_activation_of(const hs_graph *g, const hs_node *n, hs_post_op *op);
 /* The only live node reading value v (its input slot in *slot when not NULL), or -1. */
@@ -24,6 +25,8 @@ int hs__fuse_grow_inputs(hs_node *nd, int n, hs_error *err);
 /* The node input where a fused residual goes (after the op's own inputs: Conv's 3, MatMul's 2 and a
  * fused bias). The layout pass reads it there too. */
 #define HS_FUSE_RESIDUAL_INPUT 3
+/* The node inputs where a Conv's fused depthwise Conv keeps its weights and bias (after the residual's). */
+#define HS_FUSE_DW_INPUT 4
 /* Turns Add(x, r) into a residual sum (HS_FUSE_SUM) of x's producer (the one computed last when both
  * qualify) when is_target(producer) holds and its op takes it, x has no other reader and r is not a
  * constant; r becomes the producer's input HS_FUSE_RESIDUAL_INPUT. */

@@ -1,4 +1,4 @@
-/* pass_fuse_conv.c - fusion passes around Conv: fold BatchNormalization (into ConvTranspose too), fuse activations and the residual Add. */
+/* pass_fuse_conv.c - fusion passes around Conv: fold BatchNormalization (into ConvTranspose too), fuse activations, the residual Add and a depthwise 3x3 Conv after a 1x1 one. */
 
 /*
  * Each pass finds a Conv whose output is read by exactly one node (and is not a graph output),
@@ -297,3 +297,89 @@ int hs__pass_fuse_conv_residual(hs_graph *g, int *changed, hs_error *err) {
   return hs__fuse_residual_add(g, is_conv, changed, err);
 }
 
+/* ---- a depthwise 3x3 Conv into the 1x1 Conv before it ----
+ * MobileNet's expand (1x1 Conv, activation) -> depthwise 3x3 (stride 1 or 2, padding 1): the 1x1
+ * Conv takes the activations between them, then the depthwise Conv (its weights and bias become
+ * the 1x1 Conv's inputs HS_FUSE_DW_INPUT and the one after); the kernel runs the two as one oneDNN
+ * primitive where that pays, else in sequence (kernels/cpu_dnnl_conv.c). Only constant weights, and
+ * only when each value between them has one reader. */
+
+/* 1 when value v is a float32 constant of rank nd with dims d (-1: any) whose bytes the graph holds, or
+ * (by_ref) that a kernel of another version holds (decode-time sharing, kernels/kshare.h: Conv weights,
+ * the depthwise ones of a fused kernel too; ops/conv.c reads those back). */
+static int const_shaped(const hs_graph *g, int v, int nd, const int64_t *d, int by_ref) {
+  if (v < 0 || v >= g->n_values) return 0;
+  const hs_value *val = &g->values[v];
+  if (val->kind != HS_VAL_CONST || val->dtype != HS_DT_FLOAT32 || val->ndim != nd) return 0;
+  if (!val->data && !(by_ref && val->ref)) return 0;
+  for (int i = 0; i < nd; i++)
+    if (d[i] >= 0 && val->dims[i] != d[i]) return 0;
+  return 1;
+}
+
+/* 1 when node d is a depthwise 3x3 Conv over `channels` channels, padding 1, dilation 1, the same
+ * stride (1 or 2: *stride) on both axes, with constant weights and bias. */
+static int depthwise_3x3(const hs_graph *g, const hs_node *d, int64_t channels, int64_t *stride) {
+  hs_error tmp;
+  const int64_t *v;
+  size_t cnt;
+  int64_t group = 1, wd[4] = {channels, 1, 3, 3}, bd[1] = {channels};
+  const char *ap = "NOTSET";
+  if (!hs__fuse_is_op(d, HS_OP_Conv) || d->n_in < 2 || d->n_out != 1 || !const_shaped(g, d->in[1], 4, wd, 1)) return 0;
+  if (d->n_in > 2 && d->in[2] >= 0 && !const_shaped(g, d->in[2], 1, bd, 0)) return 0;
+  if (d->n_in > 3 || hs_attr_int(d, "group", 1, &group, &tmp) || group != channels) return 0;
+  if (hs_attr_string(d, "auto_pad", "NOTSET", &ap, &tmp) || strcmp(ap, "NOTSET") != 0) return 0;
+  if (hs_attr_ints(d, "pads", &v, &cnt, &tmp) || !v || cnt != 4) return 0;
+  for (size_t i = 0; i < cnt; i++)
+    if (v[i] != 1) return 0;
+  if (hs_attr_ints(d, "dilations", &v, &cnt, &tmp) || (v && cnt != 2)) return 0;
+  for (size_t i = 0; v && i < cnt; i++)
+    if (v[i] != 1) return 0;
+  *stride = 1;
+  if (hs_attr_ints(d, "strides", &v, &cnt, &tmp) || (v && (cnt != 2 || v[0] != v[1]))) return 0;
+  if (v) *stride = v[0];
+  return *stride == 1 || *stride == 2;
+}
+
+int hs__pass_fuse_conv_depthwise(hs_graph *g, int *changed, hs_error *err) {
+  for (int ci = 0; ci < g->n_nodes; ci++) {
+    hs_node *c = &g->nodes[ci];
+    int64_t any[4] = {-1, -1, 1, 1};
+    if (!hs__fuse_is_op(c, HS_OP_Conv) || c->n_in < 2 || c->n_in > 3 || c->n_out != 1 ||
+        !const_shaped(g, c->in[1], 4, any, 1))
+      continue;
+    int64_t channels = g->values[c->in[1]].dims[0], bd[1] = {channels}, stride;
+    if (c->n_in > 2 && c->in[2] >= 0 && !const_shaped(g, c->in[2], 1, bd, 0)) continue;
+    /* the activations between them (at most HS_KERNEL_MAX_POST), then the depthwise Conv */
+    int acts[HS_KERNEL_MAX_POST], n_acts = 0, slot = -1, di = hs__fuse_sole_consumer(g, c->out[0], &slot);
+    hs_fusion f[HS_KERNEL_MAX_POST];
+    while (di >= 0 && n_acts < HS_KERNEL_MAX_POST) {
+      f[n_acts] = (hs_fusion){.kind = HS_FUSE_ACTIVATION};
+      if (slot != 0 || !hs__fuse_activation_of(g, &g->nodes[di], &f[n_acts].act)) break;
+      acts[n_acts++] = di;
+      di = hs__fuse_sole_consumer(g, g->nodes[di].out[0], &slot);
+    }
+    if (di < 0 || slot != 0 || !depthwise_3x3(g, &g->nodes[di], channels, &stride)) continue;
+    hs_fusion dw = {.kind = HS_FUSE_DEPTHWISE, .dry_run = 1, .input = HS_FUSE_DW_INPUT, .stride = stride};
+    int rc = hs_op_fuse(c, &dw, err);
+    if (rc < 0) return rc;
+    if (rc) continue;
+    int steps = 0;
+    for (int k = 0; k < n_acts; k++) steps += hs_post_act_steps(f[k].act.act);
+    if (steps > HS_KERNEL_MAX_POST) continue; /* the 1x1 Conv's post-ops would not hold them */
+    for (int k = 0; k < n_acts; k++) {
+      if ((rc = hs__fuse_apply(c, &f[k], err))) return rc;
+      hs__fuse_take_output(g, ci, acts[k]);
+    }
+    hs_node *d = &g->nodes[di];
+    int dw_w = d->in[1], dw_b = d->n_in > 2 ? d->in[2] : -1;
+    if ((rc = hs__fuse_grow_inputs(c, HS_FUSE_DW_INPUT + 2, err))) return rc;
+    c->in[HS_FUSE_DW_INPUT] = dw_w;
+    c->in[HS_FUSE_DW_INPUT + 1] = dw_b;
+    dw.dry_run = 0;
+    if ((rc = hs__fuse_apply(c, &dw, err))) return rc;
+    hs__fuse_take_output(g, ci, di);
+    *changed = 1;
+  }
+  return 0;
+}

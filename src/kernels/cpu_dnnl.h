@@ -24,6 +24,8 @@ typedef struct hs__variant {
   size_t scratch;      /* scratch bytes a run needs: oneDNN scratchpad (max over prim[]) plus temps */
   size_t off[2];       /* kernel-specific offsets of temporaries inside the scratch */
   int reordered;       /* conv: activations go through internal layouts (see cpu_dnnl_conv.c) */
+  void *weights2;      /* a second constant operand (a fused depthwise convolution's weights), owned, or NULL */
+  int fused;           /* conv with a depthwise convolution: 1 when one primitive runs both */
 } hs__variant;
 
 typedef struct hs__kvt hs__kvt;
@@ -95,6 +97,8 @@ int hs__add_weights_prim(hs_kernel *k, hs__variant *v, dnnl_primitive_desc_t pd,
 /* An attr with user-managed scratchpad and the post-ops of `post` (NULL for none). The SUM entries
  * become sum post-ops. Returns 0 or HS_UNSUPPORTED/HS_INTERNAL. */
 int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error *err);
+/* Appends post's steps (eltwise, sum) to ops: what hs__make_attr sets. */
+int hs__append_post_ops(dnnl_post_ops_t ops, const hs_post_ops *post, hs_error *err);
 
 /* Maps an activation to one or two oneDNN eltwise steps. Returns the step count (1..2) or 0 when
  * oneDNN has no such function. */

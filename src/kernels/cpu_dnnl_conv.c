@@ -149,11 +149,13 @@ static int conv_variant_weights(hs_kernel *k, hs__variant *v, hs_error *err) {
  * reference implementation for them (e.g. NCHW in, NHWC out), the convolution is built with the
  * layouts oneDNN prefers and reorders into/out of scratch wrap it. */
 static int is_shuffle_deconv(const hs_conv_params *p);
+static int dw_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err);
 static int shuffle_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err);
 
 static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
   const hs_conv_params *p = &k->p.conv;
   if (is_shuffle_deconv(p)) return shuffle_build(k, batch, v, err);
+  if (p->dw_weights) return dw_build(k, batch, v, err);
   int nd = 2 + p->nsp;
   int64_t sd[5] = {batch, p->in_c}, dd[5] = {batch, p->out_c}, wd[6];
   for (int i = 0; i < p->nsp; i++) {
@@ -264,6 +266,206 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   if (sp3 > sp) sp = sp3;
   hs__place_temps(v, sp, v->prim[CP_SRC] ? &v->md[MD_ISRC] : NULL, v->prim[CP_DST] ? &v->md[MD_IDST] : NULL);
   return 0;
+}
+
+/* ---- a 1x1 convolution with a depthwise 3x3 convolution fused after it ----
+ *
+ * MobileNet's inverted residual expands with a 1x1 convolution, then filters each channel with a
+ * depthwise 3x3: the expanded tensor, 4-6x the block's input, is written whole by the first and read
+ * back by the second. oneDNN's depthwise post-op (dnnl_post_ops_append_dw) computes the 3x3 from rows
+ * of the 1x1 result still in cache. oneDNN 2.6.3 offers it for f32 on AVX-512 in two ways: jit_1x1 (a
+ * real fusion) and ref_fused_convolution (the two primitives one after the other: nothing gained),
+ * which it picks for most batch-1 shapes. jit_1x1 computes wrong values with channels-last activations
+ * (every shape tried), so the fused primitive runs in the layouts oneDNN picks (nChw16c) with reorders
+ * from and to the caller's. Measured on this AVX-512 EPYC, 2 threads, expand + dw alone
+ * (bench/engine/dw_fusion.c, bench/results/dw-fusion-2026-12-07.md): with those reorders, and the 1x1's
+ * input padded to 16 channels, the fusion wins only where the input has whole 16-channel blocks, the
+ * depthwise stride is 2 (its output, reordered back, is a quarter of the 1x1 result) and the 1x1 result
+ * is tens of MB (MobileNetV2's 16 -> 96 channels at 112x112, batch 8: 2.32 -> 1.61 ms; MobileNetV3's
+ * 16 -> 64: 1.25 -> 1.08); it loses elsewhere (the detector's 8 -> 32 at 320x320: 6.7 -> 8.3 ms). So a
+ * variant fuses there only (HS_KERNELS_DW_FUSE=1: wherever oneDNN has jit_1x1; =0: never) and otherwise
+ * runs the pair: the 1x1 into a scratch temporary in dst's layout, the depthwise from it. */
+#define DW_FUSE_MIN_BYTES ((size_t)16 << 20)
+enum { CP_DW = 4 };                          /* the depthwise primitive of the pair */
+/* the depthwise weights and bias; MD_IDST: the pair's 1x1 result, or the fused primitive's blocked dst */
+enum { MD_DWW = MD_SRC1, MD_DWB = MD_RES };
+
+/* Whether variant `batch` should try the fused primitive. */
+static int dw_fuse_wanted(const hs_conv_params *p, int64_t batch) {
+  const char *env = getenv("HS_KERNELS_DW_FUSE");
+  if (env && strcmp(env, "0") == 0) return 0;
+  if (env && strcmp(env, "1") == 0) return 1;
+  size_t mid = (size_t)batch * (size_t)p->out_c * (size_t)p->in[0] * (size_t)p->in[1] * sizeof(float);
+  return mid >= DW_FUSE_MIN_BYTES && p->in_c % 16 == 0 && p->dw_stride == 2;
+}
+
+/* The attribute of the fused primitive: post, the depthwise step, dw_post. */
+static int dw_fused_attr(const hs_conv_params *p, dnnl_primitive_attr_t *attr, hs_error *err) {
+  dnnl_post_ops_t ops = NULL;
+  dnnl_status_t st = dnnl_primitive_attr_create(attr);
+  if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+  if (st == dnnl_success) st = dnnl_post_ops_create(&ops);
+  int rc = st == dnnl_success ? hs__append_post_ops(ops, &p->post, err) : hs__dnnl_fail(err, st, "depthwise post-op");
+  if (!rc) {
+    st = dnnl_post_ops_append_dw(ops, dnnl_f32, dnnl_f32, dnnl_f32, 3, p->dw_stride, 1, 0, 0, NULL);
+    rc = st == dnnl_success ? hs__append_post_ops(ops, &p->dw_post, err) : hs__dnnl_fail(err, st, "depthwise post-op");
+  }
+  if (!rc && (st = dnnl_primitive_attr_set_post_ops(*attr, ops)) != dnnl_success)
+    rc = hs__dnnl_fail(err, st, "setting post-ops");
+  if (ops) dnnl_post_ops_destroy(ops);
+  if (rc && *attr) {
+    dnnl_primitive_attr_destroy(*attr);
+    *attr = NULL;
+  }
+  return rc;
+}
+
+/* The depthwise weights as the kernel holds them (ONNX's [out_c, 1, 3, 3], seen as goihw). */
+static int dw_plain_md(const hs_conv_params *p, dnnl_memory_desc_t *md) {
+  dnnl_dims_t d = {p->out_c, 1, 1, 3, 3};
+  return dnnl_memory_desc_init_by_tag(md, 5, d, dnnl_f32, dnnl_goihw) == dnnl_success ? 0 : -1;
+}
+
+static int dw_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
+  const hs_conv_params *p = &k->p.conv;
+  int64_t sd[4] = {batch, p->in_c, p->in[0], p->in[1]}, md4[4] = {batch, p->out_c, p->in[0], p->in[1]};
+  int64_t dd[4] = {batch, p->out_c, p->dw_out[0], p->dw_out[1]};
+  int rc = hs__md_act(&v->md[MD_SRC], 4, sd, p->src_layout, err);
+  if (!rc) rc = hs__md_act(&v->md[MD_DST], 4, dd, p->dst_layout, err);
+  if (!rc) rc = hs__md_act(&v->md[MD_IDST], 4, md4, p->dst_layout, err);
+  if (rc) return rc;
+  dnnl_memory_desc_t w_any, dw_any, dw_plain;
+  dnnl_dims_t wdims = {p->out_c, p->in_c, 1, 1}, dwdims = {p->out_c, 1, 1, 3, 3}, bd = {p->out_c};
+  dnnl_dims_t one = {1, 1}, zero = {0, 0}, dws = {p->dw_stride, p->dw_stride}, pad1 = {1, 1};
+  dnnl_dims_t pr = {(p->dw_out[0] - 1) * p->dw_stride + 2 - p->in[0], (p->dw_out[1] - 1) * p->dw_stride + 2 - p->in[1]};
+  dnnl_status_t st = dnnl_memory_desc_init_by_tag(&w_any, 4, wdims, dnnl_f32, dnnl_format_tag_any);
+  if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&dw_any, 5, dwdims, dnnl_f32, dnnl_format_tag_any);
+  if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&v->md[MD_BIAS], 1, bd, dnnl_f32, dnnl_a);
+  if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&v->md[MD_DWB], 1, bd, dnnl_f32, dnnl_a);
+  if (st != dnnl_success || dw_plain_md(p, &dw_plain))
+    return hs__dnnl_fail(err, st == dnnl_success ? dnnl_invalid_arguments : st, "describing a depthwise fusion");
+  const dnnl_memory_desc_t *bias = p->bias ? &v->md[MD_BIAS] : NULL;
+  dnnl_primitive_desc_t pd = NULL, pd_dw = NULL;
+  dnnl_primitive_attr_t attr = NULL;
+  if (dw_fuse_wanted(p, batch) && dw_fused_attr(p, &attr, err) == 0) {
+    /* The descriptor is the 1x1 convolution's; the primitive's dst is the depthwise result. Layouts are
+     * oneDNN's choice (nChw16c) with reorders around: its channels-last f32 fusion (jit_1x1, 2.6.3)
+     * computes wrong values (every shape tried, 1 and 2 threads, docs/KERNELS.md). */
+    dnnl_memory_desc_t s_any, m_any;
+    dnnl_dims_t sdd = {sd[0], sd[1], sd[2], sd[3]}, mdd = {md4[0], md4[1], md4[2], md4[3]};
+    st = dnnl_memory_desc_init_by_tag(&s_any, 4, sdd, dnnl_f32, dnnl_format_tag_any);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&m_any, 4, mdd, dnnl_f32, dnnl_format_tag_any);
+    if (st == dnnl_success)
+      st = conv_pd(p, dnnl_convolution_direct, &s_any, &w_any, bias, &m_any, one, zero, zero, zero, attr, &pd);
+    dnnl_primitive_attr_destroy(attr);
+    dnnl_memory_desc_t nhwc;
+    int64_t ddims[4] = {dd[0], dd[1], dd[2], dd[3]};
+    if (st == dnnl_success && (is_reference_impl(pd) || /* ref_fused_convolution: the pair, slower */
+                               hs__md_act(&nhwc, 4, ddims, HS_LAYOUT_NHWC, err) ||
+                               dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &nhwc))) {
+      dnnl_primitive_desc_destroy(pd);
+      pd = NULL;
+    }
+    if (pd) {
+      v->fused = 1;
+      v->md[MD_ISRC] = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+      v->md[MD_IDST] = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+      v->md[MD_DWW] =
+          *dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS);
+    }
+  }
+  hs_error_clear(err);
+  if (!pd) { /* the pair: 1x1 into the temporary, then the depthwise convolution */
+    if ((rc = hs__make_attr(&p->post, &attr, err))) return rc;
+    st = conv_pd(p, dnnl_convolution_direct, &v->md[MD_SRC], &w_any, bias, &v->md[MD_IDST], one, zero, zero, zero,
+                 attr, &pd);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success) return hs__dnnl_fail(err, st, "convolution before a depthwise one");
+    hs_conv_params q = *p;
+    q.groups = q.in_c = p->out_c;
+    if ((rc = hs__make_attr(&p->dw_post, &attr, err))) {
+      dnnl_primitive_desc_destroy(pd);
+      return rc;
+    }
+    st = conv_pd(&q, dnnl_convolution_direct, &v->md[MD_IDST], &dw_any, &v->md[MD_DWB], &v->md[MD_DST], dws, zero,
+                 pad1, pr, attr, &pd_dw);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success) {
+      dnnl_primitive_desc_destroy(pd);
+      return hs__dnnl_fail(err, st, "depthwise convolution");
+    }
+    v->md[MD_DWW] = *dnnl_primitive_desc_query_md(pd_dw, dnnl_query_weights_md, 0);
+  }
+  v->md[MD_WEIGHTS] = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  size_t sp = pd_scratchpad(pd), sp2 = pd_dw ? pd_scratchpad(pd_dw) : 0;
+  rc = conv_variant_weights(k, v, err);
+  if (!rc) rc = hs__reorder_alloc(&dw_plain, p->dw_weights, &v->md[MD_DWW], &v->weights2, err);
+  if (!rc && (st = dnnl_primitive_create(&v->prim[CP_CONV], pd)) != dnnl_success)
+    rc = hs__dnnl_fail(err, st, "creating a convolution");
+  if (!rc && pd_dw && (st = dnnl_primitive_create(&v->prim[CP_DW], pd_dw)) != dnnl_success)
+    rc = hs__dnnl_fail(err, st, "creating a depthwise convolution");
+  dnnl_primitive_desc_destroy(pd);
+  if (pd_dw) dnnl_primitive_desc_destroy(pd_dw);
+  v->nprim = 5;
+  if (rc) return rc;
+  size_t sp3 = 0, sp4 = 0; /* the fused primitive's reorders from and to the caller's layouts */
+  if (v->fused && !dnnl_memory_desc_equal(&v->md[MD_ISRC], &v->md[MD_SRC]))
+    rc = hs__make_reorder(&v->md[MD_SRC], &v->md[MD_ISRC], &v->prim[CP_SRC], &sp3, err);
+  if (!rc && v->fused && !dnnl_memory_desc_equal(&v->md[MD_IDST], &v->md[MD_DST]))
+    rc = hs__make_reorder(&v->md[MD_IDST], &v->md[MD_DST], &v->prim[CP_DST], &sp4, err);
+  if (rc) return rc;
+  if (sp2 > sp) sp = sp2;
+  if (sp3 > sp) sp = sp3;
+  if (sp4 > sp) sp = sp4;
+  hs__place_temps(v, sp, v->prim[CP_SRC] ? &v->md[MD_ISRC] : NULL,
+                  !v->fused || v->prim[CP_DST] ? &v->md[MD_IDST] : NULL);
+  return 0;
+}
+
+static int dw_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
+                   dnnl_memory_t scratch, hs_error *err) {
+  const hs_conv_params *p = &k->p.conv;
+  const void *src = a->src[0];
+  const dnnl_memory_desc_t *smd = &v->md[MD_SRC], *dmd = &v->md[MD_IDST]; /* the pair: the 1x1 result */
+  void *mid = (char *)a->scratch + v->off[1];
+  int rc = 0;
+  if (v->fused) { /* the fused primitive in its own layouts */
+    if (v->prim[CP_SRC]) {
+      void *t = (char *)a->scratch + v->off[0];
+      rc = hs__run_reorder(v->prim[CP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
+      src = t;
+      smd = &v->md[MD_ISRC];
+    }
+    if (!v->prim[CP_DST]) {
+      dmd = &v->md[MD_DST];
+      mid = a->dst;
+    }
+  }
+  hs__argv av = {0};
+  hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
+  int owned = av.n;
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_SRC, smd, src, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_WEIGHTS], v->weights, err);
+  if (!rc && p->bias) rc = hs__argv_add(&av, DNNL_ARG_BIAS, &v->md[MD_BIAS], p->bias, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, dmd, mid, err);
+  if (!rc && v->fused) {
+    rc = hs__argv_add(&av, DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS, &v->md[MD_DWW], v->weights2, err);
+    if (!rc) rc = hs__argv_add(&av, DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS, &v->md[MD_DWB], p->dw_bias, err);
+  }
+  if (!rc) rc = hs__exec(v->prim[CP_CONV], s, &av, err);
+  hs__argv_release(&av, owned);
+  if (!rc && v->fused && v->prim[CP_DST])
+    rc = hs__run_reorder(v->prim[CP_DST], s, scratch, dmd, mid, &v->md[MD_DST], a->dst, err);
+  if (rc || v->fused) return rc;
+  av.n = 0;
+  hs__argv_add_mem(&av, DNNL_ARG_SCRATCHPAD, scratch);
+  rc = hs__argv_add(&av, DNNL_ARG_SRC, &v->md[MD_IDST], mid, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_DWW], v->weights2, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_BIAS, &v->md[MD_DWB], p->dw_bias, err);
+  if (!rc) rc = hs__argv_add(&av, DNNL_ARG_DST, &v->md[MD_DST], a->dst, err);
+  if (!rc) rc = hs__exec(v->prim[CP_DW], s, &av, err);
+  hs__argv_release(&av, owned);
+  return rc;
 }
 
 /* ---- ConvTranspose with kernel == stride: a 1x1 convolution, then depth-to-space ----
@@ -428,6 +630,7 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   const hs_conv_params *p = &k->p.conv;
   if (a->nsrc < 1 || !a->src[0]) return hs_error_set(err, HS_INVALID_ARGUMENT, "conv needs an input");
   if (is_shuffle_deconv(p)) return shuffle_exec(k, v, a, s, scratch, err);
+  if (p->dw_weights) return dw_exec(k, v, a, s, scratch, err);
   int rc = 0;
   const void *src = a->src[0];
   const dnnl_memory_desc_t *smd = &v->md[MD_SRC], *dmd = &v->md[MD_DST];
@@ -504,6 +707,17 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
       return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: output size %lld on spatial axis %d, expected %lld",
                           (long long)p->out[i], i, (long long)want);
   }
+  if (p->dw_weights) { /* what dw_build assumes */
+    int plain_1x1 = !p->transposed && p->nsp == 2 && p->groups == 1 && !has_sum(&p->post) && !has_sum(&p->dw_post);
+    for (int i = 0; i < p->nsp && plain_1x1; i++)
+      plain_1x1 = p->kernel[i] == 1 && p->stride[i] == 1 && p->dilation[i] == 1 && !p->pad_begin[i] && !p->pad_end[i];
+    if (!plain_1x1 || (p->dw_stride != 1 && p->dw_stride != 2))
+      return hs_error_set(err, HS_UNSUPPORTED, "conv: a depthwise fusion needs a 1x1 convolution and stride 1 or 2");
+    for (int i = 0; i < 2; i++)
+      if (p->dw_out[i] != (p->out[i] - 1) / p->dw_stride + 1)
+        return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: depthwise output size %lld on spatial axis %d",
+                            (long long)p->dw_out[i], i);
+  }
   int64_t wd[6];
   int wn = conv_weight_dims(p, wd);
   int64_t wcount = numel(wn, wd);
@@ -538,6 +752,19 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
   }
   k->p.conv.weights = NULL;
   k->p.conv.weights_from = NULL;
+  if (p->dw_weights) { /* own copies; missing biases are zeros (oneDNN 2.6.3's fused jit_1x1 crashed without
+                          a bias on the 1x1 convolution: kernels.fusion case dw_fuse_s2_hardswish_batch8_odd_wide) */
+    float *zeros = calloc((size_t)p->out_c, sizeof(float));
+    rc = !zeros ? hs_error_set(err, HS_NO_MEMORY, "conv: depthwise bias") : 0;
+    if (!rc) rc = hs__own_floats(k, p->dw_weights, p->out_c * 9, &k->p.conv.dw_weights, err);
+    if (!rc) rc = hs__own_floats(k, p->dw_bias ? p->dw_bias : zeros, p->out_c, &k->p.conv.dw_bias, err);
+    if (!rc && !p->bias) rc = hs__own_floats(k, zeros, p->out_c, &k->p.conv.bias, err);
+    free(zeros);
+    if (rc) {
+      hs_kernel_destroy(k);
+      return rc;
+    }
+  }
   if (p->bias && is_shuffle_deconv(p)) { /* the 1x1 convolution's bias: each channel's kh*kw times */
     int64_t kk = p->kernel[0] * p->kernel[1];
     float *b = malloc(sizeof(float) * (size_t)(p->out_c * kk));
@@ -548,7 +775,7 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
     for (int64_t o = 0; o < p->out_c * kk; o++) b[o] = p->bias[o / kk];
     rc = hs__own_floats(k, b, p->out_c * kk, &k->p.conv.bias, err);
     free(b);
-  } else {
+  } else if (p->bias) { /* (none: NULL, or the zeros of a depthwise fusion above) */
     rc = hs__own_floats(k, p->bias, p->out_c, &k->p.conv.bias, err);
   }
   if (rc) {
@@ -567,6 +794,11 @@ int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_
   dnnl_memory_desc_t plain = k->w_plain_md; /* a shuffle deconvolution's are the same bytes seen as 1x1 */
   if (is_shuffle_deconv(&k->p.conv) && shuffle_weights_md(&k->p.conv, &plain))
     return hs_error_set(err, HS_INTERNAL, "conv weights: describing them");
+  size_t dw_bytes = (size_t)k->p.conv.out_c * 9 * sizeof(float);
+  if (k->p.conv.dw_weights && dst_bytes == dw_bytes && dw_bytes != want) { /* the fused depthwise ones */
+    memcpy(dst, k->p.conv.dw_weights, dw_bytes);
+    return 0;
+  }
   if (dst_bytes != want)
     return hs_error_set(err, HS_INVALID_ARGUMENT, "conv weights: %zu bytes given, the weights are %zu", dst_bytes,
                         want);

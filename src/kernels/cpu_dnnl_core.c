@@ -175,6 +175,28 @@ int hs__act_to_dnnl(hs_act_kind a, float alpha, float beta, dnnl_alg_kind_t alg[
   }
 }
 
+int hs__append_post_ops(dnnl_post_ops_t ops, const hs_post_ops *post, hs_error *err) {
+  dnnl_status_t st;
+  int rc = 0;
+  for (int i = 0; post && i < post->count && rc == 0; i++) {
+    const hs_post_op *o = &post->op[i];
+    if (o->kind == HS_POST_SUM) {
+      st = dnnl_post_ops_append_sum(ops, o->scale == 0.f ? 1.f : o->scale);
+      if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "adding a sum post-op");
+      continue;
+    }
+    dnnl_alg_kind_t alg[2];
+    float al[2], be[2];
+    int n = hs__act_to_dnnl(o->act, o->alpha, o->beta, alg, al, be);
+    if (n == 0) return hs_error_set(err, HS_UNSUPPORTED, "activation %s cannot be fused", hs_act_name(o->act));
+    for (int j = 0; j < n && rc == 0; j++) {
+      st = dnnl_post_ops_append_eltwise(ops, 1.f, alg[j], al[j], be[j]);
+      if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "adding an eltwise post-op");
+    }
+  }
+  return rc;
+}
+
 int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error *err) {
   dnnl_status_t st = dnnl_primitive_attr_create(attr);
   if (st != dnnl_success) return hs__dnnl_fail(err, st, "creating a primitive attribute");
@@ -194,26 +216,7 @@ int hs__make_attr(const hs_post_ops *post, dnnl_primitive_attr_t *attr, hs_error
     *attr = NULL;
     return hs__dnnl_fail(err, st, "creating post-ops");
   }
-  int rc = 0;
-  for (int i = 0; i < post->count && rc == 0; i++) {
-    const hs_post_op *o = &post->op[i];
-    if (o->kind == HS_POST_SUM) {
-      st = dnnl_post_ops_append_sum(ops, o->scale == 0.f ? 1.f : o->scale);
-      if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "adding a sum post-op");
-      continue;
-    }
-    dnnl_alg_kind_t alg[2];
-    float al[2], be[2];
-    int n = hs__act_to_dnnl(o->act, o->alpha, o->beta, alg, al, be);
-    if (n == 0) {
-      rc = hs_error_set(err, HS_UNSUPPORTED, "activation %s cannot be fused", hs_act_name(o->act));
-      break;
-    }
-    for (int j = 0; j < n && rc == 0; j++) {
-      st = dnnl_post_ops_append_eltwise(ops, 1.f, alg[j], al[j], be[j]);
-      if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "adding an eltwise post-op");
-    }
-  }
+  int rc = hs__append_post_ops(ops, post, err);
   if (rc == 0) {
     st = dnnl_primitive_attr_set_post_ops(*attr, ops);
     if (st != dnnl_success) rc = hs__dnnl_fail(err, st, "setting post-ops");
@@ -404,6 +407,7 @@ static void variant_release(hs__variant *v) {
   for (int i = 0; i < v->nprim; i++)
     if (v->prim[i]) dnnl_primitive_destroy(v->prim[i]);
   if (v->weights && !v->weights_shared) free(v->weights);
+  free(v->weights2);
   memset(v, 0, sizeof *v);
 }
 

@@ -119,6 +119,16 @@ typedef struct hs_conv_params {
   const hs_kernel *weights_from;
   const float *bias;    /* [out_c] or NULL */
   hs_post_ops post;
+  /* A depthwise 3x3 convolution fused after this one (engine/pass_fuse_conv.c), or NULL dw_weights:
+   * [out_c, 1, 3, 3] (copied) and dw_bias [out_c] or NULL, padding 1 on every side and stride
+   * dw_stride (1 or 2) on both axes; `post` applies before it and dw_post after it. Only for a 2-D,
+   * one-group, 1x1, stride-1, unpadded Conv without a sum; the kernel's dst is then the depthwise
+   * result [batch, out_c, dw_out[0], dw_out[1]] in dst_layout. oneDNN runs both as one primitive
+   * (its depthwise post-op: the 1x1 result is never written whole) where that measured faster
+   * (cpu_dnnl_conv.c), else the two in sequence through scratch. */
+  const float *dw_weights, *dw_bias;
+  int64_t dw_stride, dw_out[2];
+  hs_post_ops dw_post;
 } hs_conv_params;
 
 /* ---- MatMul / Gemm: dst[..., M, N] = alpha * A[..., M, K] x B[..., K, N] + bias, then post-ops ---- */
@@ -298,7 +308,9 @@ int hs_kernel_qconv_create(const hs_qconv_params *p, hs_kernel **out, hs_error *
 
 /* Writes conv kernel k's weights back in the layout hs_conv_params.weights gave them (ONNX's) into
  * dst, which is dst_bytes long (exactly the weights' size). Lets a caller drop its own copy once a
- * kernel holds the weights: a kernel for other shapes is then created from these. Thread-safe.
+ * kernel holds the weights: a kernel for other shapes is then created from these. A kernel with a
+ * fused depthwise convolution gives that one's weights (dw_weights) when dst_bytes is their size and
+ * not its own weights'. Thread-safe.
  * Returns 0, or HS_INVALID_ARGUMENT (not a conv kernel, wrong size) / HS_INTERNAL with err filled. */
 int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err);
 /* Bytes of weights conv kernel k allocated itself (buffers it shares with the kernel it was made

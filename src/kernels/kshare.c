@@ -44,6 +44,18 @@ static int64_t weight_count(const hs_conv_params *p) {
   return n;
 }
 
+static void put_post(hs_sha256_ctx *c, const hs_post_ops *p) {
+  put_i64(c, p->count);
+  for (int i = 0; i < p->count && i < HS_KERNEL_MAX_POST; i++) {
+    const hs_post_op *o = &p->op[i];
+    put_i64(c, o->kind);
+    put_i64(c, o->act);
+    put_f32(c, o->alpha);
+    put_f32(c, o->beta);
+    put_f32(c, o->scale);
+  }
+}
+
 /* SHA-256 over every parameter that decides the kernel's results besides its weights and bias,
  * fields written one by one (no struct padding). A few hundred bytes: cheap. */
 static int params_key(const hs_conv_params *p, uint8_t key[32]) {
@@ -58,17 +70,15 @@ static int params_key(const hs_conv_params *p, uint8_t key[32]) {
                          p->pad_end[i]};
     for (size_t j = 0; j < sizeof f / sizeof f[0]; j++) put_i64(c, f[j]);
   }
-  put_i64(c, p->post.count);
-  for (int i = 0; i < p->post.count && i < HS_KERNEL_MAX_POST; i++) {
-    const hs_post_op *o = &p->post.op[i];
-    put_i64(c, o->kind);
-    put_i64(c, o->act);
-    put_f32(c, o->alpha);
-    put_f32(c, o->beta);
-    put_f32(c, o->scale);
-  }
+  put_post(c, &p->post);
   put_i64(c, weight_count(p));
   put_i64(c, p->bias != NULL);
+  put_i64(c, p->dw_weights != NULL); /* a fused depthwise convolution: its shape and post-ops (dw_equal: values) */
+  if (p->dw_weights) {
+    const int64_t f[] = {p->dw_stride, p->dw_out[0], p->dw_out[1], p->dw_bias != NULL};
+    for (size_t j = 0; j < sizeof f / sizeof f[0]; j++) put_i64(c, f[j]);
+    put_post(c, &p->dw_post);
+  }
   hs_sha256_end(c, key);
   return 0;
 }
@@ -95,6 +105,16 @@ static int weights_equal(const entry *e, const void *w) {
 static int bias_equal(const entry *e, const hs_conv_params *p) {
   if (!p->bias || !e->bias) return !p->bias && !e->bias;
   return e->bias_bytes == (size_t)p->out_c * sizeof(float) && memcmp(e->bias, p->bias, e->bias_bytes) == 0;
+}
+
+/* A fused depthwise convolution's weights and bias against the copies registered kernel e holds (the
+ * key already says both have one, and whether with a bias). */
+static int dw_equal(const entry *e, const hs_conv_params *p) {
+  if (!p->dw_weights) return 1;
+  const hs_conv_params *q = &e->k->p.conv;
+  size_t n = (size_t)p->out_c * sizeof(float);
+  return q->dw_weights && q->dw_bias && memcmp(q->dw_weights, p->dw_weights, 9 * n) == 0 &&
+         (!p->dw_bias || memcmp(q->dw_bias, p->dw_bias, n) == 0);
 }
 
 static void count(uint64_t *n, uint64_t *bytes, size_t b) {
@@ -160,7 +180,7 @@ int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_err
   entry *e = g_head;
   for (; e; e = e->next) /* pre-key first; only a candidate's weights are compared in full */
     if (memcmp(e->pkey, pkey, 32) == 0 && e->wbytes == wbytes && memcmp(e->wsample, sample, sizeof sample) == 0 &&
-        bias_equal(e, p) && weights_equal(e, p->weights))
+        bias_equal(e, p) && dw_equal(e, p) && weights_equal(e, p->weights))
       break;
   if (e) take(e, out, shared);
   else if ((rc = hs_kernel_conv_create(p, out, err)) == 0) add(p, pkey, *out);
@@ -175,8 +195,14 @@ int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref) {
   take_sample(w, nbytes, sample);
   pthread_mutex_lock(&g_lock);
   entry *e = g_head;
-  for (; e; e = e->next)
+  for (; e; e = e->next) {
     if (e->wbytes == nbytes && memcmp(e->wsample, sample, sizeof sample) == 0 && weights_equal(e, w)) break;
+    /* a fused depthwise convolution's weights (hs_kernel_conv_weights reads them back by their size) */
+    const hs_conv_params *q = &e->k->p.conv;
+    if (q->dw_weights && nbytes == (size_t)q->out_c * 9 * sizeof(float) && nbytes != e->wbytes &&
+        memcmp(q->dw_weights, w, nbytes) == 0)
+      break;
+  }
   if (e) { /* a reference, not a hit: hs_kshare_conv_from counts what the load takes */
     e->refs++;
     *ref = e->k;
@@ -200,7 +226,7 @@ int hs_kshare_conv_from(const hs_conv_params *p, const hs_kernel *src, hs_kernel
   entry *e = src->share;
   /* src's weights are this conv's (the decoder compared them): with the same parameters and bias,
    * src is the kernel a build would make */
-  if (ok && e && memcmp(e->pkey, pkey, 32) == 0 && e->wbytes == wbytes && bias_equal(e, p)) {
+  if (ok && e && memcmp(e->pkey, pkey, 32) == 0 && e->wbytes == wbytes && bias_equal(e, p) && dw_equal(e, p)) {
     take(e, out, shared);
     pthread_mutex_unlock(&g_lock);
     return 0;

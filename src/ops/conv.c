@@ -55,6 +55,9 @@ typedef struct hs_conv_attrs {
   int sum_input;            /* node input index of the residual that a HS_POST_SUM adds, or -1 */
   hs_layout src_layout, dst_layout; /* physical layouts of input 0 and the output (logical shapes stay NCHW) */
   hs_layout res_layout;             /* physical layout of the fused residual */
+  int dw_input;             /* a fused depthwise 3x3 Conv: node input of its weights (its bias next), or -1 */
+  int64_t dw_stride;        /* its stride on both axes (padding 1 on every side) */
+  hs_post_ops dw_post;      /* applied to its output, in order (post then applies before it) */
 } hs_conv_attrs;
 
 _Static_assert(sizeof(hs_conv_attrs) <= HS_CONV_ATTRS_BYTES && HS_CONV_ATTRS_BYTES <= HS_OP_PARAMS_BYTES,
@@ -64,6 +67,8 @@ typedef struct conv_state {
   hs_kcache cache;
   const float *w;         /* the graph's weights, or NULL once released to `holder` */
   const float *b;         /* graph constant: lives as long as the model */
+  const float *dww, *dwb; /* a fused depthwise Conv's weights and bias (graph constants, NULL: none) */
+  float *dww_own;         /* dww when the graph's value refers to another version's kernel instead */
   size_t w_bytes;         /* size of the weights in ONNX's layout */
   const hs_kernel *holder; /* after the release: the cached kernel that holds the only copy; with
                               weights shared at decode time, the graph's reference until then */
@@ -90,6 +95,7 @@ static int conv_check_common(hs_node *n, int transposed, hs_error *err) {
   memset(a, 0, sizeof *a);
   a->transposed = transposed;
   a->sum_input = -1;
+  a->dw_input = -1;
   int rc = hs_node_only_attrs(
       n, transposed ? "auto_pad,dilations,group,kernel_shape,output_padding,output_shape,pads,strides"
                     : "auto_pad,dilations,group,kernel_shape,pads,strides",
@@ -262,8 +268,19 @@ static int conv_infer(const hs_node *n, const hs_tensor *in, int nin, hs_tensor 
       return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "bias must have %lld elements", (long long)g.out_c);
   }
   int64_t dims[5];
-  if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, hs_conv_out_dims(&g, dims), dims, n, err))) return rc;
+  int nd = hs_conv_out_dims(&g, dims);
   const hs_conv_attrs *a = attrs_of(n);
+  if (a->dw_input >= 0) { /* a fused depthwise Conv: its weights [out_c, 1, 3, 3], its output's shape */
+    const hs_tensor *dw = a->dw_input < nin ? &in[a->dw_input] : NULL;
+    const hs_tensor *db = a->dw_input + 1 < nin && HS_PRESENT(&in[a->dw_input + 1]) ? &in[a->dw_input + 1] : NULL;
+    if (!dw || dw->dtype != HS_DT_FLOAT32 || dw->ndim != 4 || dw->dims[0] != g.out_c || dw->dims[1] != 1 ||
+        dw->dims[2] != 3 || dw->dims[3] != 3 || g.nsp != 2 ||
+        (db && (db->dtype != HS_DT_FLOAT32 || db->ndim != 1 || db->dims[0] != g.out_c)))
+      return hs_op_errf(err, n, HS_INVALID_ARGUMENT, "fused depthwise weights do not match %lld channels",
+                        (long long)g.out_c);
+    for (int i = 0; i < 2; i++) dims[2 + i] = (dims[2 + i] - 1) / a->dw_stride + 1;
+  }
+  if ((rc = hs_set_shape(&out[0], HS_DT_FLOAT32, nd, dims, n, err))) return rc;
   if (a->sum_input >= 0) {
     /* A fused residual Add: the output is the numpy broadcast of the convolution and the residual
      * (almost always the convolution's own shape; anything else takes the plain-C path). */
@@ -322,6 +339,13 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   }
   p.bias = c->st->b;
   p.post = a->post;
+  if (a->dw_input >= 0) {
+    p.dw_weights = c->st->dww;
+    p.dw_bias = c->st->dwb;
+    p.dw_stride = a->dw_stride;
+    p.dw_post = a->dw_post;
+    for (int i = 0; i < 2; i++) p.dw_out[i] = (g->out[i] - 1) / a->dw_stride + 1;
+  }
   /* Every kernel after the node's first takes its weights from the first (sharing its buffer when
    * the layout agrees), so the graph's copy is needed only once and can be released. This runs
    * under the cache's lock; slot 0, once counted, is published and stays for the model's life. */
@@ -354,6 +378,7 @@ static void free_state(void *p) {
   conv_state *st = p;
   if (!st) return;
   hs_kcache_destroy(&st->cache);
+  free(st->dww_own);
   free(st);
 }
 
@@ -362,6 +387,9 @@ static void free_state(void *p) {
 static void release_weights(hs_node *n, hs_graph *g) {
   conv_state *st = n->state;
   hs_value *w = &g->values[n->in[1]];
+  const hs_conv_attrs *a = attrs_of(n);
+  if (st && st->dww_own && a->dw_input >= 0 && g->values[n->in[a->dw_input]].n_uses == 1)
+    hs_graph_release_const(g, n->in[a->dw_input]); /* a reference to another version's kernel: copied */
   if (!st || w->n_uses != 1) return; /* shared: the graph keeps them */
   int by_ref = !st->w && w->ref && st->holder == w->ref; /* shared at decode time */
   if (!by_ref && (!st->w || w->data != st->w)) return;
@@ -376,8 +404,13 @@ static void release_weights(hs_node *n, hs_graph *g) {
 static int conv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   const hs_value *w = &g->values[n->in[1]];
   const hs_value *b = n->n_in > 2 && n->in[2] >= 0 ? &g->values[n->in[2]] : NULL;
+  const hs_conv_attrs *a = attrs_of(n);
+  const hs_value *dw = a->dw_input >= 0 ? &g->values[n->in[a->dw_input]] : NULL;
+  const hs_value *db = dw && n->in[a->dw_input + 1] >= 0 ? &g->values[n->in[a->dw_input + 1]] : NULL;
   if (w->kind != HS_VAL_CONST || w->dtype != HS_DT_FLOAT32 || (!w->data && !w->ref) ||
-      (b && (b->kind != HS_VAL_CONST || b->dtype != HS_DT_FLOAT32)))
+      (b && (b->kind != HS_VAL_CONST || b->dtype != HS_DT_FLOAT32)) ||
+      (dw && (dw->kind != HS_VAL_CONST || (!dw->data && !dw->ref))) ||
+      (db && (db->kind != HS_VAL_CONST || !db->data)))
     return 0; /* weights at run time: plain C */
   conv_state *st = calloc(1, sizeof *st);
   if (!st) return hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
@@ -386,6 +419,17 @@ static int conv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   if (!w->data) st->holder = w->ref; /* shared at decode time (engine.c): a kernel holds them */
   st->w_bytes = w->nbytes;
   st->b = b ? b->data : NULL;
+  st->dww = dw ? dw->data : NULL;
+  st->dwb = db ? db->data : NULL;
+  if (dw && !dw->data) { /* shared at decode time: the kernel holding them writes them back (small) */
+    int rc = (st->dww_own = malloc(dw->nbytes)) ? hs_kernel_conv_weights(dw->ref, st->dww_own, dw->nbytes, err)
+                                                 : hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
+    st->dww = st->dww_own;
+    if (rc) {
+      free_state(st);
+      return hs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type);
+    }
+  }
   n->state = st;
   n->free_state = free_state;
   n->release_consts = release_weights;
@@ -417,8 +461,9 @@ static size_t conv_scratch(const hs_node *n, const hs_tensor *in, int nin, const
     return plain_weights_bytes(n) + conv_out_bytes(&g); /* plain C: conv to scratch, then the broadcast add */
   hs_kernel *k = kernel_for(n, &g, NULL);
   if (k) return hs_op_kernel_scratch(k, g.n);
-  /* plain C zeroes its output first: a residual the planner put in that buffer is saved here */
-  return plain_weights_bytes(n) + (a->sum_input >= 0 ? conv_out_bytes(&g) : 0);
+  /* plain C zeroes its output first: a residual the planner put in that buffer is saved here; a
+   * fused depthwise Conv reads the 1x1 result from there */
+  return plain_weights_bytes(n) + (a->sum_input >= 0 || a->dw_input >= 0 ? conv_out_bytes(&g) : 0);
 }
 
 /* hs_op_impl.inplace_input: a fused residual of the convolution's own shape, stored in the output's
@@ -555,6 +600,29 @@ static void conv_reference(const hs_node *n, const hs_conv_shape *g, const float
   }
 }
 
+/* A fused depthwise 3x3 Conv (padding 1, stride dw_stride) of the 1x1 result x (NCHW, g's output
+ * shape), its post-ops after, into y in the node's dst_layout. */
+static void dw_reference(const hs_node *n, const hs_conv_shape *g, const float *x, const float *w, const float *bias,
+                         float *y) {
+  const hs_conv_attrs *a = attrs_of(n);
+  int64_t C = g->out_c, H = g->out[0], W = g->out[1], s = a->dw_stride;
+  int64_t OH = (H - 1) / s + 1, OW = (W - 1) / s + 1;
+  for (int64_t b = 0; b < g->n; b++)
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t oh = 0; oh < OH; oh++)
+        for (int64_t ow = 0; ow < OW; ow++) {
+          float acc = bias ? bias[c] : 0.f;
+          for (int64_t kh = 0; kh < 3; kh++)
+            for (int64_t kw = 0; kw < 3; kw++) {
+              int64_t ih = oh * s - 1 + kh, iw = ow * s - 1 + kw;
+              if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                acc += w[c * 9 + kh * 3 + kw] * x[((b * C + c) * H + ih) * W + iw];
+            }
+          y[act_off(a->dst_layout, C, OH * OW, b, c, oh * OW + ow)] = acc;
+        }
+  hs_post_apply(&a->dw_post, y, NULL, g->n * C * OH * OW);
+}
+
 /* Offset of the element at logical index idx (rank nd) of a tensor with dims in layout l; a layout
  * other than NCHW is only ever given for tensors of the convolution's rank (conv_infer). */
 static int64_t layout_off(hs_layout l, int nd, const int64_t *dims, const int64_t *idx) {
@@ -642,6 +710,14 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
     res = rest;
   }
   const float *bias = nin > 2 && HS_PRESENT(&in[2]) ? in[2].data : NULL;
+  if (a->dw_input >= 0) { /* the 1x1 result in NCHW in scratch, then the depthwise Conv */
+    if (!rest) return hs_op_errf(err, n, HS_INTERNAL, "no scratch planned for the depthwise input");
+    conv_reference(n, &g, in[0].data, w, bias, &a->post, NULL, HS_LAYOUT_NCHW, rest);
+    const float *db = a->dw_input + 1 < nin && HS_PRESENT(&in[a->dw_input + 1]) ? in[a->dw_input + 1].data : NULL;
+    const conv_state *st = n->state; /* its copy when the graph's value is a reference (conv_prepare) */
+    dw_reference(n, &g, rest, st && st->dww ? st->dww : in[a->dw_input].data, db, out[0].data);
+    return 0;
+  }
   conv_reference(n, &g, in[0].data, w, bias, &a->post, res, a->dst_layout, out[0].data);
   return 0;
 }
@@ -652,13 +728,27 @@ static int conv_run(const hs_node *n, const hs_tensor *in, int nin, hs_tensor *o
 static int conv_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
   hs_conv_attrs *a = (hs_conv_attrs *)n->params.bytes;
   switch (f->kind) {
-    case HS_FUSE_ACTIVATION:
-      if (f->act.kind != HS_POST_ACT || !hs_post_ops_room(&a->post, hs_post_act_steps(f->act.act)))
+    case HS_FUSE_ACTIVATION: { /* after a fused depthwise Conv: on its output */
+      hs_post_ops *post = a->dw_input >= 0 ? &a->dw_post : &a->post;
+      if (f->act.kind != HS_POST_ACT || !hs_post_ops_room(post, hs_post_act_steps(f->act.act))) return HS_FUSE_REFUSED;
+      if (!f->dry_run) post->op[post->count++] = f->act;
+      return 0;
+    }
+    case HS_FUSE_DEPTHWISE: /* a 1x1 Conv (the pass checks its weights), one group, stride 1, unpadded, no sum */
+      if (a->transposed || a->dw_input >= 0 || a->sum_input >= 0 || a->group != 1 || (a->nsp != 2 && a->nsp != 0) ||
+          (a->has_kernel && (a->kernel[0] != 1 || a->kernel[1] != 1)) ||
+          (a->auto_pad != HS_AUTOPAD_NOTSET && a->auto_pad != HS_AUTOPAD_VALID) || (f->stride != 1 && f->stride != 2))
         return HS_FUSE_REFUSED;
-      if (!f->dry_run) a->post.op[a->post.count++] = f->act;
+      for (int i = 0; i < 2; i++)
+        if (a->strides[i] != 1 || a->dilations[i] != 1 || a->pads[i] || a->pads[2 + i]) return HS_FUSE_REFUSED;
+      if (!f->dry_run) {
+        a->dw_input = f->input;
+        a->dw_stride = f->stride;
+      }
       return 0;
     case HS_FUSE_SUM:
-      if (a->transposed || a->sum_input >= 0 || a->post.count >= HS_KERNEL_MAX_POST) return HS_FUSE_REFUSED;
+      if (a->transposed || a->sum_input >= 0 || a->dw_input >= 0 || a->post.count >= HS_KERNEL_MAX_POST)
+        return HS_FUSE_REFUSED;
       if (!f->dry_run) {
         a->sum_input = f->input;
         hs_post_ops_add_sum(&a->post, 1.f);
@@ -666,7 +756,9 @@ static int conv_fuse(hs_node *n, const hs_fusion *f, hs_error *err) {
       return 0;
     case HS_FUSE_CHANNEL_AFFINE:
       /* ConvTranspose with one group: its weights [C, O, k...] scale along axis 1 (pass_fuse_conv.c) */
-      return (a->transposed && a->group != 1) || a->post.count || a->sum_input >= 0 ? HS_FUSE_REFUSED : 0;
+      return (a->transposed && a->group != 1) || a->post.count || a->sum_input >= 0 || a->dw_input >= 0
+                 ? HS_FUSE_REFUSED
+                 : 0;
     case HS_FUSE_LAYOUT: /* ConvTranspose too: the layout pass offers it only with one group */
       if (!f->dry_run) {
         a->src_layout = f->src;

@@ -59,6 +59,9 @@ typedef enum hs_fusion_kind {
                              y's grid (the pass sets y_scale 1 and y_zero_point 0) */
   HS_FUSE_UPSAMPLE,       /* node input .input is now a nearest Resize's input: the op upsamples it by the
                              integer factors .up (along H, then W of a 4-D NCHW tensor) as it reads it */
+  HS_FUSE_DEPTHWISE,      /* a depthwise 3x3 Conv (padding 1, stride .stride on both axes) that read only this
+                             node's output is now part of it: its weights are node input .input, its bias
+                             .input + 1 (-1: none); activations fused later apply after it (Conv: ops/conv.c) */
 } hs_fusion_kind;
 
 /* HS_FUSE_ATTENTION (ops/attention.c): the Transpose permutations peeled off Q, K, V and the output
@@ -77,6 +80,7 @@ typedef struct hs_fusion {
   hs_layout src, dst, res; /* HS_FUSE_LAYOUT */
   hs_attention_fusion attn; /* HS_FUSE_ATTENTION */
   int64_t up[2];           /* HS_FUSE_UPSAMPLE */
+  int64_t stride;          /* HS_FUSE_DEPTHWISE */
 } hs_fusion;
 
 /* fuse()'s answer when the op cannot take a fusion (the node is unchanged). */

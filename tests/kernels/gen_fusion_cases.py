@@ -205,7 +205,7 @@ def main():
     yd = torch.clamp(yd, 0, 6)
     p, yp = conv_bn(c, "d6", yd.numpy(), 48, 8, 1, tag="p", bias=False)
     c.node("Add", [xn, p], ["y"])
-    c.save(root, "y", (t(x) + yp).numpy(), ["Conv", "Conv", "Conv"])
+    c.save(root, "y", (t(x) + yp).numpy(), ["Conv", "Conv"])  # expand + dw fused (fuse_conv_depthwise)
 
     # Activations stay in the kernels' layout between convs, the residual included:
     # x -> c1 -> c2 (+ c1, Relu) -> c3 -> y
@@ -383,8 +383,69 @@ def main():
     y = F.conv2d(F.relu(a + F.conv2d(t(x), t(w2), t(b2))), t(w3))
     c.save(root, "y", y.numpy(), ["Conv", "Conv", "Conv"])
 
+    depthwise_cases(root)
     matmul_cases(root)
     attention_cases(root)
+
+
+def depthwise_cases(root):
+    """fuse_conv_depthwise: a 1x1 Conv takes the depthwise 3x3 Conv after it (and the activations between
+    and after them). Odd sizes, stride 1 and 2, batch 1 and 8 (a dynamic batch axis), with and without
+    biases; kernels.fusion_dw_forced runs them again with the fused oneDNN primitive wherever oneDNN has one (the
+    two "wide" cases get its real fusion, jit_1x1; the others its sequential ref_fused_convolution, i.e. the pair)."""
+    lo, hi = np.array(0, np.float32), np.array(6, np.float32)
+    for name, n, cin, e, h, w, stride, act, bias in [
+            ("dw_fuse_s1_clip6_odd", 1, 8, 32, 9, 7, 1, "clip", True),
+            ("dw_fuse_s2_clip6_odd_batch8", 8, 16, 48, 13, 11, 2, "clip", False),
+            ("dw_fuse_s2_hardswish_batch8", 8, 24, 64, 10, 10, 2, "hardswish", True),
+            ("dw_fuse_s2_hardswish_batch8_odd_wide", 8, 16, 48, 57, 57, 2, "hardswish", False),
+            ("dw_fuse_s1_relu_batch8_wide", 8, 16, 96, 29, 29, 1, "relu", True)]:
+        c = Case(name)
+        x = rand(n, cin, h, w)
+        xn = c.input("x", x, ["N", cin, h, w])
+        we, wd, wp = rand(e, cin, 1, 1, scale=0.3), rand(e, 1, 3, 3, scale=0.3), rand(cin, e, 1, 1, scale=0.2)
+        be, bd = (rand(e), rand(e)) if bias else (None, None)
+        ins_e = [xn, c.init("we", we)] + ([c.init("be", be)] if bias else [])
+        ins_d = ["ea", c.init("wd", wd)] + ([c.init("bd", bd)] if bias else [])
+        c.node("Conv", ins_e, ["e"], kernel_shape=[1, 1])
+        y = F.conv2d(t(x), t(we), t(be) if bias else None)
+
+        def activate(src, dst, y):
+            if act == "clip":
+                c.node("Clip", [src, c.init("lo" + src, lo), c.init("hi" + src, hi)], [dst])
+                return torch.clamp(y, 0, 6)
+            if act == "hardswish":
+                c.node("HardSwish", [src], [dst])
+                return F.hardswish(y)
+            c.node("Relu", [src], [dst])
+            return F.relu(y)
+        y = activate("e", "ea", y)
+        c.node("Conv", ins_d, ["d"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride], group=e)
+        y = F.conv2d(y, t(wd), t(bd) if bias else None, stride=stride, padding=1, groups=e)
+        y = activate("d", "da", y)
+        c.node("Conv", ["da", c.init("wp", wp)], ["y"])
+        c.save(root, "y", F.conv2d(y, t(wp)).numpy(), ["Conv", "Conv"])
+
+    # Not fused: a 5x5 depthwise Conv (oneDNN's post-op is 3x3 only) and a stride of (2, 1)
+    for name, k, pad, strides in [("dw_no_fuse_5x5", 5, 2, [1, 1]), ("dw_no_fuse_stride_2x1", 3, 1, [2, 1])]:
+        c = Case(name)
+        x = rand(1, 8, 9, 9)
+        we, wd = rand(24, 8, 1, 1, scale=0.3), rand(24, 1, k, k, scale=0.3)
+        c.node("Conv", [c.input("x", x), c.init("we", we)], ["e"])
+        c.node("Relu", ["e"], ["ea"])
+        c.node("Conv", ["ea", c.init("wd", wd)], ["y"], pads=[pad] * 4, strides=strides, group=24)
+        y = F.conv2d(F.relu(F.conv2d(t(x), t(we))), t(wd), stride=strides, padding=pad, groups=24)
+        c.save(root, "y", y.numpy(), ["Conv", "Conv"])
+
+    # Not fused: the expanded value has a second reader (the Add, fused into the depthwise Conv as its residual)
+    c = Case("dw_no_fuse_two_readers")
+    x = rand(1, 8, 6, 6)
+    we, wd = rand(16, 8, 1, 1, scale=0.3), rand(16, 1, 3, 3, scale=0.3)
+    c.node("Conv", [c.input("x", x), c.init("we", we)], ["e"])
+    c.node("Conv", ["e", c.init("wd", wd)], ["d"], pads=[1] * 4, group=16)
+    c.node("Add", ["d", "e"], ["y"])
+    e_ = F.conv2d(t(x), t(we))
+    c.save(root, "y", (F.conv2d(e_, t(wd), padding=1, groups=16) + e_).numpy(), ["Conv", "Conv"])  # Add: a residual
 
 
 def gelu_nodes(case, x_name, tag="", half=0.5):
