@@ -45,6 +45,7 @@
 #include "backends/plugins.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/wblock.h"
 #include "engine/engine.h"
 #include "kernels/kshare.h"
 #include "serving/batch.h"
@@ -159,12 +160,14 @@ static void warm_pool_keep(size_t keep) {
   if (keep > g_warm_keep) {
     if (g_warm_keep == 0) hs_engine_prefer_heap(); /* weight-sized chunks from the heaps */
     if (mallopt(M_TRIM_THRESHOLD, (int)keep) == 1) g_warm_keep = keep;
+    hs_wblock_keep(keep); /* kernels' weight blocks (base/wblock.h) */
   }
   pthread_mutex_unlock(&g_warm_mu);
 }
 
 /* Hands every free page back to the system (malloc_trim): the warm memory is gone. */
 static void warm_pool_trim(hs_registry *r) {
+  hs_wblock_trim();
   malloc_trim(0);
   atomic_store_explicit(&r->metrics.warm_pool_bytes, 0, memory_order_relaxed);
 }
@@ -384,6 +387,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs_kshare_stats shared_before;
   hs_kshare_thread_stats(&shared_before, 1); /* this thread's counters now count this load */
   uint64_t t0 = hs_now_ns(), cpu = 0;
+  struct rusage ru0; /* the process's page faults from here to ready: fresh pages the load needed */
+  getrusage(RUSAGE_SELF, &ru0);
   char model_dir[HS_PATH_MAX]; /* the folder holding the version: the bound of its symlinks */
   snprintf(model_dir, sizeof model_dir, "%s/%s", r->root, m->name);
 
@@ -504,12 +509,14 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs_histogram_observe(&m->metrics.load, (uint64_t)(total_ms * 1e6));
   hs__status_set_times(m, generation, load_ms, warm_ms); /* stays LOADING until published */
   hs__status_set_cost(m, generation, &cost);
+  struct rusage ru1;
+  getrusage(RUSAGE_SELF, &ru1);
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
           "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64
-          " (hash CPU ms %.1f beside the load, then waited for %.1f ms); paced %.0f ms",
+          " (hash CPU ms %.1f beside the load, then waited for %.1f ms); paced %.0f ms; page faults %ld",
           m->name, v->version, total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms,
           cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms,
-          cost.paced_ms);
+          cost.paced_ms, ru1.ru_minflt - ru0.ru_minflt);
   return v;
 
 fail:
