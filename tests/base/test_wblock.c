@@ -1,4 +1,4 @@
-/* test_wblock.c - the weight block pool: exact-size reuse of resident blocks, its byte limit, the trim. */
+/* test_wblock.c - the weight block pool: off until turned on, exact-size reuse of resident blocks, its byte limit, the trim. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,9 +27,26 @@ static long resident_pages(void *p, size_t n) {
   return in;
 }
 
+/* Runs first: the pool is off until hs_wblock_keep turns it on, and every block then comes from malloc. */
+static void test_off_until_turned_on(void **state) {
+  (void)state;
+  unsigned char *big = hs_wblock_alloc(4 * MIB);
+  assert_non_null(big);
+  assert_int_equal((uintptr_t)big % 64, 0);
+  memset(big, 3, 4 * MIB);
+  size_t free_bytes = 1, used = 1;
+  hs_wblock_stats(&free_bytes, &used);
+  assert_int_equal(used, 0);
+  hs_wblock_keep(64 * MIB); /* on: a block from before is still freed as malloc's */
+  hs_wblock_free(big);
+  hs_wblock_stats(&free_bytes, &used);
+  assert_int_equal(free_bytes, 0);
+  assert_int_equal(used, 0);
+}
+
 static void test_small_blocks_come_from_malloc(void **state) {
   (void)state;
-  hs_wblock_trim();
+  hs_wblock_keep(64 * MIB);
   size_t used0;
   hs_wblock_stats(NULL, &used0);
   unsigned char *p = hs_wblock_alloc(1000);
@@ -114,6 +131,7 @@ static void test_keep_limit_and_trim_unmap(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_off_until_turned_on),
       cmocka_unit_test(test_small_blocks_come_from_malloc),
       cmocka_unit_test(test_freed_block_is_reused_by_the_same_size_resident),
       cmocka_unit_test(test_keep_limit_and_trim_unmap),
