@@ -130,16 +130,22 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
 
 /* ---- warm weight memory ----
  *
- * A version's weights (decoded tensors, kernels' reordered weights) come from malloc. On its own,
- * glibc gives freed memory back to the kernel at once in two cases: a chunk above the mmap
- * threshold is unmapped when freed, and a heap whose free top grows past the trim threshold is cut
- * (MADV_DONTNEED). The next version then faults in fresh, zeroed pages: that was the largest part of
- * a reload's CPU (issue 13: 33% of a ResNet-50 load in the page-fault path). So the loader fixes
- * both thresholds when it starts: weight-sized chunks (up to 32 MiB, glibc's maximum) come from the
- * heaps (hs_engine_prefer_heap), and a heap keeps up to one version's worth of free pages (the
- * largest memory_bytes a version has had, at least glibc's default 128 KiB, at most 1 GiB). A
- * retiring version's buffers thus stay resident, already faulted, and the next version's weights
- * reuse them. They are handed back (warm_pool_trim) --trim-delay after the last free (memory
+ * The kernels' reordered weights come from base/wblock.c's pool of mapped blocks, which the loader
+ * turns on here: a freed block stays mapped until a request of exactly its size (the same tensor of
+ * the next retrained version) takes it, so from the second reload on a version's weights land in
+ * the pages of the version two before it; the pool keeps at most `keep` free bytes, and the trim
+ * empties it. In malloc's heaps those weights interleaved with the load's short-lived blocks, and the
+ * holes a retired version left rarely fitted the next one's requests: the first reloads each faulted
+ * a different 20-50 MB (bench/results/load-cpu-2026-12-07.md). The rest of a load (decoded tensors,
+ * copies, the ring, arenas) still comes from malloc. On its own, glibc gives freed memory back to the
+ * kernel at once in two cases: a chunk above the mmap threshold is unmapped when freed, and a heap
+ * whose free top grows past the trim threshold is cut (MADV_DONTNEED). The next version then faults
+ * in fresh, zeroed pages: that was the largest part of a reload's CPU (issue 13: 33% of a ResNet-50
+ * load in the page-fault path). So the loader fixes both thresholds when it starts: chunks up to
+ * 32 MiB (glibc's maximum) come from the heaps (hs_engine_prefer_heap), and a heap keeps up to one
+ * version's worth of free pages (the largest memory_bytes a version has had, at least glibc's
+ * default 128 KiB, at most 1 GiB; the pool's limit is the same). A retiring version's buffers thus
+ * stay resident, already faulted, and the next load reuses them. They are handed back (warm_pool_trim) --trim-delay after the last free (memory
  * admission trims at once when it would otherwise refuse a version), so RSS goes back to one
  * version once reloads stop.
  * Huge pages are not asked for (MADV_HUGEPAGE): glibc does that only through the
@@ -165,7 +171,7 @@ static void warm_pool_keep(size_t keep) {
   pthread_mutex_unlock(&g_warm_mu);
 }
 
-/* Hands every free page back to the system (malloc_trim): the warm memory is gone. */
+/* Hands every free page back to the system (the pool's free blocks, malloc_trim): the warm memory is gone. */
 static void warm_pool_trim(hs_registry *r) {
   hs_wblock_trim();
   malloc_trim(0);
