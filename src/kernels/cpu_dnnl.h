@@ -115,7 +115,7 @@ int hs__md_act(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_layout 
 int hs__reorder_into(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to, void *dst,
                      hs_error *err);
 /* Reorders src (described by from) into a freshly allocated 64-byte aligned buffer described by to.
- * On success *out is owned by the caller (free()). */
+ * On success *out is owned by the caller (hs_wblock_free: base/wblock.h). */
 int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
                       void **out, hs_error *err);
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/wblock.h"
 #include "kernels/cpu_dnnl.h"
 #include "kernels/kshare.h"
 
@@ -320,13 +321,12 @@ int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnn
                       void **out, hs_error *err) {
   *out = NULL;
   size_t bytes = dnnl_memory_desc_get_size(to);
-  void *buf = NULL;
-  if (posix_memalign(&buf, 64, bytes ? bytes : 64) != 0)
-    return hs_error_set(err, HS_NO_MEMORY, "allocating %zu bytes of weights", bytes);
+  void *buf = hs_wblock_alloc(bytes ? bytes : 64); /* reused by the next version (base/wblock.h) */
+  if (!buf) return hs_error_set(err, HS_NO_MEMORY, "allocating %zu bytes of weights", bytes);
   memset(buf, 0, bytes); /* blocked layouts pad: keep the padding zero */
   int rc = hs__reorder_into(from, src, to, buf, err);
   if (rc) {
-    free(buf);
+    hs_wblock_free(buf);
     return rc;
   }
   *out = buf;
@@ -376,7 +376,7 @@ int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *
   void *plain = NULL;
   int rc = hs__reorder_alloc(have, v0->weights, &k->w_plain_md, &plain, err);
   if (!rc) rc = hs__reorder_alloc(&k->w_plain_md, plain, want, &v->weights, err);
-  free(plain);
+  hs_wblock_free(plain);
   return rc;
 }
 
@@ -406,8 +406,8 @@ int hs__kernel_new(const hs__kvt *vt, hs_kernel **out, hs_error *err) {
 static void variant_release(hs__variant *v) {
   for (int i = 0; i < v->nprim; i++)
     if (v->prim[i]) dnnl_primitive_destroy(v->prim[i]);
-  if (v->weights && !v->weights_shared) free(v->weights);
-  free(v->weights2);
+  if (v->weights && !v->weights_shared) hs_wblock_free(v->weights);
+  hs_wblock_free(v->weights2);
   memset(v, 0, sizeof *v);
 }
 

@@ -45,6 +45,7 @@
 #include "backends/plugins.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/wblock.h"
 #include "engine/engine.h"
 #include "kernels/kshare.h"
 #include "serving/batch.h"
@@ -129,16 +130,22 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
 
 /* ---- warm weight memory ----
  *
- * A version's weights (decoded tensors, kernels' reordered weights) come from malloc. On its own,
- * glibc gives freed memory back to the kernel at once in two cases: a chunk above the mmap
- * threshold is unmapped when freed, and a heap whose free top grows past the trim threshold is cut
- * (MADV_DONTNEED). The next version then faults in fresh, zeroed pages: that was the largest part of
- * a reload's CPU (issue 13: 33% of a ResNet-50 load in the page-fault path). So the loader fixes
- * both thresholds when it starts: weight-sized chunks (up to 32 MiB, glibc's maximum) come from the
- * heaps (hs_engine_prefer_heap), and a heap keeps up to one version's worth of free pages (the
- * largest memory_bytes a version has had, at least glibc's default 128 KiB, at most 1 GiB). A
- * retiring version's buffers thus stay resident, already faulted, and the next version's weights
- * reuse them. They are handed back (warm_pool_trim) --trim-delay after the last free (memory
+ * The kernels' reordered weights come from base/wblock.c's pool of mapped blocks, which the loader
+ * turns on here: a freed block stays mapped until a request of exactly its size (the same tensor of
+ * the next retrained version) takes it, so from the second reload on a version's weights land in
+ * the pages of the version two before it; the pool keeps at most `keep` free bytes, and the trim
+ * empties it. In malloc's heaps those weights interleaved with the load's short-lived blocks, and the
+ * holes a retired version left rarely fitted the next one's requests: the first reloads each faulted
+ * a different 20-50 MB (bench/results/load-cpu-2026-12-07.md). The rest of a load (decoded tensors,
+ * copies, the ring, arenas) still comes from malloc. On its own, glibc gives freed memory back to the
+ * kernel at once in two cases: a chunk above the mmap threshold is unmapped when freed, and a heap
+ * whose free top grows past the trim threshold is cut (MADV_DONTNEED). The next version then faults
+ * in fresh, zeroed pages: that was the largest part of a reload's CPU (issue 13: 33% of a ResNet-50
+ * load in the page-fault path). So the loader fixes both thresholds when it starts: chunks up to
+ * 32 MiB (glibc's maximum) come from the heaps (hs_engine_prefer_heap), and a heap keeps up to one
+ * version's worth of free pages (the largest memory_bytes a version has had, at least glibc's
+ * default 128 KiB, at most 1 GiB; the pool's limit is the same). A retiring version's buffers thus
+ * stay resident, already faulted, and the next load reuses them. They are handed back (warm_pool_trim) --trim-delay after the last free (memory
  * admission trims at once when it would otherwise refuse a version), so RSS goes back to one
  * version once reloads stop.
  * Huge pages are not asked for (MADV_HUGEPAGE): glibc does that only through the
@@ -159,12 +166,14 @@ static void warm_pool_keep(size_t keep) {
   if (keep > g_warm_keep) {
     if (g_warm_keep == 0) hs_engine_prefer_heap(); /* weight-sized chunks from the heaps */
     if (mallopt(M_TRIM_THRESHOLD, (int)keep) == 1) g_warm_keep = keep;
+    hs_wblock_keep(keep); /* kernels' weight blocks (base/wblock.h) */
   }
   pthread_mutex_unlock(&g_warm_mu);
 }
 
-/* Hands every free page back to the system (malloc_trim): the warm memory is gone. */
+/* Hands every free page back to the system (the pool's free blocks, malloc_trim): the warm memory is gone. */
 static void warm_pool_trim(hs_registry *r) {
+  hs_wblock_trim();
   malloc_trim(0);
   atomic_store_explicit(&r->metrics.warm_pool_bytes, 0, memory_order_relaxed);
 }
@@ -384,6 +393,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs_kshare_stats shared_before;
   hs_kshare_thread_stats(&shared_before, 1); /* this thread's counters now count this load */
   uint64_t t0 = hs_now_ns(), cpu = 0;
+  struct rusage ru0; /* the process's page faults from here to ready: fresh pages the load needed */
+  getrusage(RUSAGE_SELF, &ru0);
   char model_dir[HS_PATH_MAX]; /* the folder holding the version: the bound of its symlinks */
   snprintf(model_dir, sizeof model_dir, "%s/%s", r->root, m->name);
 
@@ -504,12 +515,14 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs_histogram_observe(&m->metrics.load, (uint64_t)(total_ms * 1e6));
   hs__status_set_times(m, generation, load_ms, warm_ms); /* stays LOADING until published */
   hs__status_set_cost(m, generation, &cost);
+  struct rusage ru1;
+  getrusage(RUSAGE_SELF, &ru1);
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
           "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64
-          " (hash CPU ms %.1f beside the load, then waited for %.1f ms); paced %.0f ms",
+          " (hash CPU ms %.1f beside the load, then waited for %.1f ms); paced %.0f ms; page faults %ld",
           m->name, v->version, total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms,
           cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms,
-          cost.paced_ms);
+          cost.paced_ms, ru1.ru_minflt - ru0.ru_minflt);
   return v;
 
 fail:

@@ -1,0 +1,171 @@
+/* wblock.c - a pool of mapped blocks for weights, reused by exact size across versions (wblock.h).
+ *
+ * DESIGN
+ * A reload of a retrained model allocates the same weight buffers, in the same sizes, as the
+ * version it replaces, while that version still serves; the one before it has just been freed. In
+ * malloc's heaps those buffers interleave with the load's short-lived ones (decoded tensors, copies,
+ * the read's ring), so the freed holes never line up with the next version's requests: each of the
+ * first reloads faulted 20-50 MB of fresh, zeroed pages, a varying amount, before the heaps settled
+ * (bench/results/load-cpu-2026-12-07.md). Here each large block is its own anonymous mapping, and
+ * a freed one waits on a free list until a request of exactly its mapped size takes it: a version
+ * reuses the blocks of the version two before it, page for page, from the second reload on. The
+ * free list is bounded by bytes (hs_wblock_keep; the loader sets one version's worth) and emptied by
+ * hs_wblock_trim (the loader's --trim-delay trim), so RSS goes back once reloads stop. A mapped
+ * block has a 64-byte header in front of it (its mapped size, its free-list link); the blocks in use
+ * are listed, so that the free tells them from malloc's. The pool is off until the loader turns it
+ * on (hs_wblock_keep): a single load (`hotserve run`) gains nothing from it, and there malloc's heap
+ * reuses the decoded tensors' pages for the reordered weights within the load, which separate
+ * mappings cannot (ResNet-50: 28 ms more CPU per cold load with the pool on). One mutex guards the
+ * lists and the counters.
+ */
+#include "base/wblock.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#define WB_HEADER 64                  /* keeps the block 64-byte aligned */
+#define WB_MAP_MIN ((size_t)256 << 10) /* smaller blocks come from malloc */
+#define WB_PAGE ((size_t)4096)
+
+typedef struct wb_head {
+  size_t map_bytes;     /* the mapping's size */
+  struct wb_head *next; /* on the free list */
+} wb_head;
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool g_on;                  /* hs_wblock_keep was called: large blocks are mapped and pooled */
+static wb_head *g_free;            /* free mapped blocks, newest first */
+static size_t g_free_bytes, g_used_bytes, g_keep;
+static wb_head **g_live;           /* mapped blocks in use: how hs_wblock_free tells them from malloc's */
+static size_t g_n_live, g_cap_live;
+
+/* Records h as in use; false when out of memory. Called with g_mu held. */
+static bool live_add(wb_head *h) {
+  if (g_n_live == g_cap_live) {
+    size_t cap = g_cap_live ? g_cap_live * 2 : 256;
+    wb_head **n = realloc(g_live, cap * sizeof *n);
+    if (!n) return false;
+    g_live = n;
+    g_cap_live = cap;
+  }
+  g_live[g_n_live++] = h;
+  return true;
+}
+
+/* Forgets h as in use; false when it is not a mapped block. Called with g_mu held. */
+static bool live_remove(const wb_head *h) {
+  for (size_t i = g_n_live; i-- > 0;) /* the newest are freed first most often */
+    if (g_live[i] == h) {
+      g_live[i] = g_live[--g_n_live];
+      return true;
+    }
+  return false;
+}
+
+static void *heap_block(size_t bytes) {
+  void *b = NULL;
+  return posix_memalign(&b, WB_HEADER, bytes ? bytes : 1) == 0 ? b : NULL;
+}
+
+void *hs_wblock_alloc(size_t bytes) {
+  if (bytes > SIZE_MAX - WB_HEADER - WB_PAGE) return NULL;
+  pthread_mutex_lock(&g_mu);
+  bool on = g_on;
+  pthread_mutex_unlock(&g_mu);
+  if (!on || bytes + WB_HEADER < WB_MAP_MIN) return heap_block(bytes);
+  size_t map = (bytes + WB_HEADER + WB_PAGE - 1) & ~(WB_PAGE - 1);
+  wb_head *h = NULL;
+  pthread_mutex_lock(&g_mu);
+  for (wb_head **pp = &g_free; *pp; pp = &(*pp)->next)
+    if ((*pp)->map_bytes == map) {
+      h = *pp;
+      *pp = h->next;
+      g_free_bytes -= map;
+      break;
+    }
+  pthread_mutex_unlock(&g_mu);
+  if (!h) {
+    void *m = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    h = m;
+    h->map_bytes = map;
+  }
+  h->next = NULL;
+  pthread_mutex_lock(&g_mu);
+  bool ok = live_add(h);
+  if (ok) g_used_bytes += map;
+  pthread_mutex_unlock(&g_mu);
+  if (!ok) {
+    munmap(h, map);
+    return NULL;
+  }
+  return (char *)h + WB_HEADER;
+}
+
+void hs_wblock_free(void *p) {
+  if (!p) return;
+  wb_head *h = (wb_head *)((char *)p - WB_HEADER);
+  pthread_mutex_lock(&g_mu);
+  if (!live_remove(h)) {
+    pthread_mutex_unlock(&g_mu);
+    free(p); /* one from malloc */
+    return;
+  }
+  size_t map = h->map_bytes;
+  g_used_bytes -= map;
+  bool keep = g_free_bytes + map <= g_keep;
+  if (keep) {
+    h->next = g_free;
+    g_free = h;
+    g_free_bytes += map;
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (!keep) munmap(h, map);
+}
+
+/* Detaches free blocks from the list until at most `limit` bytes stay; returns the detached ones. */
+static wb_head *detach_over(size_t limit) {
+  wb_head *out = NULL;
+  while (g_free && g_free_bytes > limit) {
+    wb_head *h = g_free; /* newest first: the oldest stay, as a retiring version's do */
+    g_free = h->next;
+    g_free_bytes -= h->map_bytes;
+    h->next = out;
+    out = h;
+  }
+  return out;
+}
+
+static void unmap_all(wb_head *h) {
+  while (h) {
+    wb_head *n = h->next;
+    munmap(h, h->map_bytes);
+    h = n;
+  }
+}
+
+void hs_wblock_keep(size_t bytes) {
+  pthread_mutex_lock(&g_mu);
+  g_on = true;
+  g_keep = bytes;
+  wb_head *gone = detach_over(bytes);
+  pthread_mutex_unlock(&g_mu);
+  unmap_all(gone);
+}
+
+void hs_wblock_trim(void) {
+  pthread_mutex_lock(&g_mu);
+  wb_head *gone = detach_over(0);
+  pthread_mutex_unlock(&g_mu);
+  unmap_all(gone);
+}
+
+void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes) {
+  pthread_mutex_lock(&g_mu);
+  if (free_bytes) *free_bytes = g_free_bytes;
+  if (used_bytes) *used_bytes = g_used_bytes;
+  pthread_mutex_unlock(&g_mu);
+}

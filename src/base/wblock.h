@@ -1,0 +1,27 @@
+/* wblock.h - blocks for weights that outlive their version's allocator churn: freed blocks stay mapped, by size, for the next version. */
+#ifndef HS_BASE_WBLOCK_H
+#define HS_BASE_WBLOCK_H
+
+#include <stddef.h>
+
+/* A 64-byte aligned block of `bytes` (NULL when out of memory); the contents are undefined. Once
+ * the pool is on (hs_wblock_keep), a large block (256 KiB or more) is its own mapping: it comes from
+ * the pool's free blocks of exactly its mapped size when there is one (already faulted: no fresh,
+ * zeroed pages), else from a new mapping. Any other block comes from malloc. */
+void *hs_wblock_alloc(size_t bytes);
+
+/* Frees a block from hs_wblock_alloc (NULL: nothing). A mapped block is kept for reuse while the
+ * pool's free bytes stay within the limit, else unmapped. Any thread. */
+void hs_wblock_free(void *p);
+
+/* Turns the pool on (it is off until the first call) and sets how many free bytes it may keep
+ * mapped; free blocks over a lower limit are unmapped at once. */
+void hs_wblock_keep(size_t bytes);
+
+/* Unmaps every free block: the warm memory goes back to the system. */
+void hs_wblock_trim(void);
+
+/* The pool's counters: bytes of mapped blocks kept free (reusable) and in use. */
+void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes);
+
+#endif

@@ -1,0 +1,140 @@
+/* test_wblock.c - the weight block pool: off until turned on, exact-size reuse of resident blocks, its byte limit, the trim. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/wblock.h"
+
+#define MIB ((size_t)1 << 20)
+
+/* Pages of [p, p + n) resident in memory; -1 when part of the range is not mapped. */
+static long resident_pages(void *p, size_t n) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1), e = ((uintptr_t)p + n + page - 1) & ~(uintptr_t)(page - 1);
+  size_t pages = (e - a) / page;
+  unsigned char vec[1024];
+  assert_true(pages <= sizeof vec);
+  if (mincore((void *)a, e - a, vec) != 0) return errno == ENOMEM ? -1 : -2;
+  long in = 0;
+  for (size_t i = 0; i < pages; i++) in += vec[i] & 1;
+  return in;
+}
+
+/* Runs first: the pool is off until hs_wblock_keep turns it on, and every block then comes from malloc. */
+static void test_off_until_turned_on(void **state) {
+  (void)state;
+  unsigned char *big = hs_wblock_alloc(4 * MIB);
+  assert_non_null(big);
+  assert_int_equal((uintptr_t)big % 64, 0);
+  memset(big, 3, 4 * MIB);
+  size_t free_bytes = 1, used = 1;
+  hs_wblock_stats(&free_bytes, &used);
+  assert_int_equal(used, 0);
+  hs_wblock_keep(64 * MIB); /* on: a block from before is still freed as malloc's */
+  hs_wblock_free(big);
+  hs_wblock_stats(&free_bytes, &used);
+  assert_int_equal(free_bytes, 0);
+  assert_int_equal(used, 0);
+}
+
+static void test_small_blocks_come_from_malloc(void **state) {
+  (void)state;
+  hs_wblock_keep(64 * MIB);
+  size_t used0;
+  hs_wblock_stats(NULL, &used0);
+  unsigned char *p = hs_wblock_alloc(1000);
+  assert_non_null(p);
+  assert_int_equal((uintptr_t)p % 64, 0);
+  memset(p, 7, 1000);
+  size_t used;
+  hs_wblock_stats(NULL, &used);
+  assert_int_equal(used, used0); /* not a mapping of its own */
+  hs_wblock_free(p);
+  hs_wblock_free(NULL);
+}
+
+static void test_freed_block_is_reused_by_the_same_size_resident(void **state) {
+  (void)state;
+  hs_wblock_keep(64 * MIB);
+  hs_wblock_trim();
+  size_t n = 3 * MIB + 100; /* not a page multiple: the mapping is rounded, reuse matches it */
+  unsigned char *a = hs_wblock_alloc(n);
+  assert_non_null(a);
+  assert_int_equal((uintptr_t)a % 64, 0);
+  memset(a, 0x5a, n); /* faults every page in */
+  size_t free_bytes, used;
+  hs_wblock_stats(&free_bytes, &used);
+  assert_int_equal(free_bytes, 0);
+  assert_true(used >= n);
+  hs_wblock_free(a);
+  hs_wblock_stats(&free_bytes, &used);
+  assert_true(free_bytes >= n);
+  assert_true(resident_pages(a, n) > 0); /* kept mapped and faulted */
+
+  unsigned char *other = hs_wblock_alloc(5 * MIB); /* another size does not take it */
+  assert_non_null(other);
+  assert_ptr_not_equal(other, a);
+  unsigned char *b = hs_wblock_alloc(n); /* the same size does, with its pages still resident */
+  assert_ptr_equal(b, a);
+  long pages = (long)((n + (size_t)sysconf(_SC_PAGESIZE) - 1) / (size_t)sysconf(_SC_PAGESIZE));
+  assert_true(resident_pages(b, n) >= pages - 1);
+  hs_wblock_stats(&free_bytes, NULL);
+  assert_int_equal(free_bytes, 0);
+  hs_wblock_free(b);
+  hs_wblock_free(other);
+  hs_wblock_trim();
+}
+
+static void test_keep_limit_and_trim_unmap(void **state) {
+  (void)state;
+  hs_wblock_keep(64 * MIB);
+  hs_wblock_trim();
+  unsigned char *a = hs_wblock_alloc(2 * MIB), *b = hs_wblock_alloc(2 * MIB);
+  assert_non_null(a);
+  assert_non_null(b);
+  memset(a, 1, 2 * MIB);
+  memset(b, 1, 2 * MIB);
+  hs_wblock_free(a);
+  hs_wblock_free(b);
+  size_t free_bytes;
+  hs_wblock_stats(&free_bytes, NULL);
+  assert_true(free_bytes >= 4 * MIB);
+
+  hs_wblock_keep(3 * MIB); /* a lower limit unmaps what is over it */
+  hs_wblock_stats(&free_bytes, NULL);
+  assert_true(free_bytes <= 3 * MIB);
+  assert_true(free_bytes > 0);
+
+  hs_wblock_trim(); /* every free block goes back */
+  hs_wblock_stats(&free_bytes, NULL);
+  assert_int_equal(free_bytes, 0);
+  assert_int_equal(resident_pages(a, 2 * MIB), -1);
+  assert_int_equal(resident_pages(b, 2 * MIB), -1);
+
+  hs_wblock_keep(0); /* no limit left: a freed block is unmapped at once */
+  unsigned char *c = hs_wblock_alloc(2 * MIB);
+  assert_non_null(c);
+  memset(c, 1, 2 * MIB);
+  hs_wblock_free(c);
+  hs_wblock_stats(&free_bytes, NULL);
+  assert_int_equal(free_bytes, 0);
+  assert_int_equal(resident_pages(c, 2 * MIB), -1);
+  hs_wblock_keep(64 * MIB);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_off_until_turned_on),
+      cmocka_unit_test(test_small_blocks_come_from_malloc),
+      cmocka_unit_test(test_freed_block_is_reused_by_the_same_size_resident),
+      cmocka_unit_test(test_keep_limit_and_trim_unmap),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
