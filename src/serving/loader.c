@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "backends/plugins.h"
+#include "backends/session.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
@@ -493,6 +494,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
                         &err) != HS_OK)
       goto fail;
   }
+  for (size_t i = 0; i < v->n_sessions; i++) /* their arenas back to the pool the version shares */
+    hs_backend_session_idle(v->backend, v->sessions[i]);
   warm_ms = ms_since(tw);
   cpu = account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
   hs_trace_stage(r->trace, "warmup", m->name, v->version, tw, hs_now_ns());
