@@ -13,13 +13,12 @@
  * (hs_repo_bytes_release, check_main), under the check's mutex. No other shared state.
  *
  * Streaming (hs_repo_read_stream_start): model.onnx is never read whole. The backend's decoder
- * pulls it through stream_next, which reads the next piece (RING_CHUNK, less for a small file:
- * ring_alloc) into a ring of RING_SLOTS
+ * pulls it through stream_next, which reads the next RING_CHUNK piece into a ring of RING_SLOTS
  * buffers and hands it out; the hash thread hashes each piece from the same buffer, behind the
  * decoder, and a buffer is refilled only once the hash is done with its last piece (the decoder is
  * done with it already: it asked for the next one). So the bytes hashed are the bytes parsed, the
  * hash stays off the decoder's path unless it falls RING_SLOTS pieces behind, and the file costs
- * the ring (at most 8 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
+ * the ring (8 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
  * shrank or grew meanwhile is a mismatch) is known once the last piece is hashed;
  * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
  * rings' counters are shared with the hash thread under the check's mutex (cv: a piece was read
@@ -50,7 +49,6 @@
 
 #define RING_SLOTS 8
 #define RING_CHUNK ((size_t)1 << 20)
-#define RING_CHUNK_MIN ((size_t)64 << 10)
 
 typedef struct file_stream file_stream;
 
@@ -142,16 +140,10 @@ static void hash_files(hs_repo_bytes *b) {
 
 /* ---- files streamed through a ring (see DESIGN) ---- */
 
-/* A piece is RING_CHUNK, or for a file under 32 of them a 32nd of it (at least RING_CHUNK_MIN): the
- * ring then holds a quarter of a small file instead of most of it (MobileNetV2: 3.5 MiB of 14 MB,
- * not 8), which a load holds on top of the model it builds. The slots are one allocation: once freed
- * it is one hole, in which the load's next large buffers (a kernel's reordered weights) fit, instead
- * of RING_SLOTS scattered ones they may not. */
+/* The slots are one allocation: once freed it is one hole, in which the load's next large buffers
+ * (a kernel's reordered weights) fit, instead of RING_SLOTS scattered ones they may not. */
 static int ring_alloc(ring *r, uint64_t largest) {
-  uint64_t piece = largest / (RING_SLOTS * 4);
-  if (piece < RING_CHUNK_MIN) piece = RING_CHUNK_MIN;
-  if (piece > RING_CHUNK) piece = RING_CHUNK;
-  r->cap = largest < piece ? (size_t)largest : (size_t)piece;
+  r->cap = largest < RING_CHUNK ? (size_t)largest : RING_CHUNK;
   uint8_t *all = malloc(r->cap ? r->cap * RING_SLOTS : 1);
   if (!all) return HS_NO_MEMORY;
   for (int i = 0; i < RING_SLOTS; i++) r->slot[i] = all + (size_t)i * r->cap;
