@@ -27,7 +27,8 @@
  * While some version is PENDING (still settling),
  * the loader rescans every 250 ms on its own.
  * Synchronous callers (index, load, unload; registry.c) bump scan_requested and wait on done_cv
- * for scan_done to catch up. The loader also frees retired versions (the graveyard) and hands freed
+ * for scan_done to catch up. The loader also frees retired versions (the graveyard: between loads,
+ * and during a paced load at the pacer's waits, hs__loader_reap) and hands freed
  * pages back to the system (malloc_trim, after --trim-delay), at its own lower CPU priority.
  */
 #include <errno.h>
@@ -980,6 +981,12 @@ static void reap_graveyard(hs_registry *r) {
   }
   pthread_mutex_lock(&r->mu);
   arm_trim(r);
+}
+
+void hs__loader_reap(hs_registry *r) {
+  pthread_mutex_lock(&r->mu);
+  reap_graveyard(r);
+  pthread_mutex_unlock(&r->mu);
 }
 
 void *hs__loader_main(void *arg) {
