@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "hotserve/backend.h"
+#include "backends/session.h"
 #include "engine/engine.h"
 
 struct hs_backend_model {
@@ -115,3 +116,7 @@ static const hs_backend k_onnx_cpu = {
 };
 
 const hs_backend *hs_backend_onnx_cpu(void) { return &k_onnx_cpu; }
+
+void hs_backend_session_idle(const hs_backend *b, hs_backend_session *bs) {
+  if (b == &k_onnx_cpu && bs) hs_engine_session_idle(bs->s);
+}

@@ -1,6 +1,7 @@
 /* engine.c - compiling a decoded graph into an immutable model, and sessions that run it
  * (see engine.h for the design: immutable model, per-session arena and plan cache). */
 #include "engine/engine.h"
+#include "engine/arena.h"
 #include "engine/passes.h"
 #include "engine/plan.h"
 #include "engine/subgraph.h"
@@ -408,9 +409,8 @@ static int session_plan(hs_engine_session *s, const hs_tensor *inputs, int data_
   return 0;
 }
 
-/* Makes s's arena big enough for plan (and hands back one grown for an outlier). */
-static int session_arena(hs_engine_session *s, const hs_plan *plan, hs_error *err) {
-  size_t need = hs_plan_arena_bytes(plan);
+/* Makes s's arena big enough for need bytes (and hands back one grown for an outlier). */
+static int arena_fit(hs_engine_session *s, size_t need, hs_error *err) {
   if (s->arena_bytes > ARENA_KEEP_BYTES && need < s->arena_bytes / 2) { /* shrink after an outlier */
     free(s->arena);
     s->arena = NULL;
@@ -431,6 +431,33 @@ static int session_arena(hs_engine_session *s, const hs_plan *plan, hs_error *er
     s->arena_bytes = sz;
   }
   return 0;
+}
+
+/* Makes s hold an arena big enough for plan: its own, or (with a pool) the one it holds since its
+ * last run, else one taken from the pool (engine/arena.c), else a new one. */
+static int session_arena(hs_engine_session *s, const hs_plan *plan, hs_error *err) {
+  size_t need = hs_plan_arena_bytes(plan);
+  if (!s->pool) return arena_fit(s, need, err);
+  if (!s->held) {
+    s->held = hs__arena_pool_take(s->pool, need);
+    if (!s->held && !(s->held = hs__arena_new(s->pool))) return hs_error_set(err, HS_NO_MEMORY, "out of memory");
+    s->arena = s->held->p;
+    s->arena_bytes = s->held->bytes;
+  }
+  size_t before = s->arena_bytes;
+  int rc = arena_fit(s, need, err);
+  s->held->p = s->arena;
+  s->held->bytes = s->arena_bytes;
+  if (s->arena_bytes != before) hs__arena_pool_resized(s->pool, before, s->arena_bytes);
+  return rc;
+}
+
+void hs_engine_session_idle(hs_engine_session *s) {
+  if (!s || !s->held) return;
+  hs__arena_pool_put(s->pool, s->held);
+  s->held = NULL;
+  s->arena = NULL;
+  s->arena_bytes = 0;
 }
 
 /* ---- the process's budget for the arenas of runs in flight ------------------------------------- */
@@ -500,9 +527,11 @@ static void budget_release(size_t need) {
 }
 
 /* Readies a new session for the load-time shapes (those warm-up runs), so that its first request
- * does not pay for them: the plan is built and cached, and the arena is allocated and its pages
- * touched. Best effort: a model whose plan needs input contents (key inputs) is planned by its
- * first run instead, and so is any shape this cannot plan (the run then reports why). */
+ * does not pay for them: the plan is built and cached, and an arena is allocated and its pages
+ * touched: the session's own, or with a pool one more of the pool's while it holds fewer arenas
+ * than the model has sessions (a reload whose plan keeps its size finds the replaced version's, and
+ * allocates none). Best effort: a model whose plan needs input contents (key inputs) is planned by
+ * its first run instead, and so is any shape this cannot plan (the run then reports why). */
 static void session_prime(hs_engine_session *s) {
   const hs_engine_model *m = s->m;
   if (m->n_key_inputs > 0) return;
@@ -512,10 +541,17 @@ static void session_prime(hs_engine_session *s) {
   hs_plan *plan;
   hs_error err;
   hs_error_clear(&err);
-  if (session_plan(s, in, 0, &plan, &err) == 0 && session_arena(s, plan, &err) == 0 && s->arena) {
-    /* one write per page faults the arena in (the kernel zeroes the page); no need to clear it */
-    volatile unsigned char *a = s->arena;
-    for (size_t off = 0; off < s->arena_bytes; off += 4096) a[off] = 0;
+  if (session_plan(s, in, 0, &plan, &err) == 0 && (!s->pool || !hs__arena_pool_enough(s->pool, m))) {
+    if (s->pool && !(s->held = hs__arena_new(s->pool))) { /* a new arena for the pool */
+      free(in);
+      return;
+    }
+    if (session_arena(s, plan, &err) == 0 && s->arena) {
+      /* one write per page faults the arena in (the kernel zeroes the page); no need to clear it */
+      volatile unsigned char *a = s->arena;
+      for (size_t off = 0; off < s->arena_bytes; off += 4096) a[off] = 0;
+    }
+    hs_engine_session_idle(s); /* a pooled arena waits in the pool for whichever session runs first */
   }
   free(in);
 }
@@ -531,6 +567,8 @@ int hs_engine_session_create(const hs_engine_model *m, hs_engine_session **out, 
     hs_engine_session_free(s);
     return hs_error_set(err, HS_NO_MEMORY, "out of memory");
   }
+  /* a model's own sessions share arenas with those of models planned to the same size */
+  if (!m->is_sub && !m->dynamic && m->planned_bytes > 0) s->pool = hs__arena_pool_join(m->planned_bytes, m);
   if (!m->is_sub && !m->dynamic) session_prime(s);
   *out = s;
   return 0;
@@ -542,7 +580,12 @@ void hs_engine_session_free(hs_engine_session *s) {
   free(s->subs);
   hs_eager_free(s->eager);
   for (int i = 0; i < HS_PLAN_CACHE; i++) hs_plan_free(s->plans[i]);
-  free(s->arena);
+  if (s->pool) {
+    hs_engine_session_idle(s);
+    hs__arena_pool_leave(s->pool, s->m);
+  } else {
+    free(s->arena);
+  }
   free(s->vin);
   free(s->vout);
   free(s);

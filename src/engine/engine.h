@@ -7,7 +7,11 @@
  * plans; a plan is made for one set of concrete input shapes (plus the contents of inputs that
  * decide shapes, e.g. a Reshape target given at run time): every value's shape and its offset in
  * the arena, chosen by liveness so buffers are reused. A run with a cached plan allocates nothing.
- * Outputs point into the arena and stay valid until the session's next run or its free.
+ * Outputs point into the arena and stay valid until the session's next run or its free, or until
+ * hs_engine_session_idle: a session whose caller says it is done with the outputs hands its arena
+ * back to a pool shared with the sessions of every model whose load-time plan needs the same arena
+ * (the versions of one model, engine/arena.c), and its next run takes one from there; so a reload
+ * that keeps the graph finds its sessions' arenas already allocated by the version it replaces.
  *
  * Control flow (If, Loop, Scan) adds subgraphs: each is compiled once, as a model of its own
  * (subs[], the node attribute's hs_attr.sub), and run through a session of its own that the calling
@@ -49,8 +53,10 @@ typedef struct hs_plan hs_plan;
 #define HS_PLAN_CACHE 16
 typedef struct hs_engine_session {
   const hs_engine_model *m;
-  void *arena;
+  void *arena;        /* the arena this session holds now (its own, or one from pool: held) */
   size_t arena_bytes;
+  struct hs_arena_pool *pool; /* shared arenas (engine/arena.h); NULL: the arena is the session's own */
+  struct hs_arena *held;      /* with pool: the pool's arena held since the last run, until idle */
   hs_plan *plans[HS_PLAN_CACHE];
   hs_tensor *vin, *vout; /* per-node views, max_in / max_out long */
   struct hs_engine_session **subs; /* sessions of m->subs, created on first use */
@@ -83,6 +89,18 @@ void hs_engine_prefer_heap(void);
 
 int hs_engine_session_create(const hs_engine_model *m, hs_engine_session **out, hs_error *err);
 void hs_engine_session_free(hs_engine_session *s);
+/* The caller is done with the outputs of s's last run (they are invalid from here on): s's arena goes
+ * back to its pool for other sessions' runs until s runs again. Optional (without it a session keeps
+ * its arena, as a private one), cheap, and a no-op for a session that holds none. */
+void hs_engine_session_idle(hs_engine_session *s);
+/* The process's pooled session arenas (engine/arena.c): how many there are, their bytes, how many a
+ * run holds now, pools, and arenas allocated since the start (a reload that reuses the replaced
+ * version's arenas adds none). */
+typedef struct hs_engine_arena_stats {
+  size_t arenas, bytes, in_use, pools;
+  size_t created;
+} hs_engine_arena_stats;
+void hs_engine_arena_stats_get(hs_engine_arena_stats *out);
 /* The process's budget for the scratch memory (plan arenas) of the runs in flight, across every model
  * and session: a run whose plan would push the total over `bytes` waits up to wait_ms for others to
  * finish, then fails with HS_OVERLOADED (a plan larger than the whole budget fails at once with

@@ -365,6 +365,17 @@ void hs_metrics_render(hs_registry *reg, hs_sbuf *b) {
   hs_sbuf_printf(b, "hotserve_shared_kernels %" PRIu64 "\n", ks.kernels);
   header(b, "hotserve_shared_kernel_bytes", "gauge", "Reordered weight bytes of those kernels (each counted once).");
   hs_sbuf_printf(b, "hotserve_shared_kernel_bytes %" PRIu64 "\n", ks.bytes);
+  hs_engine_arena_stats as;
+  hs_engine_arena_stats_get(&as);
+  header(b, "hotserve_session_arenas", "gauge",
+         "Sessions' scratch arenas, pooled across the versions of a model with the same plan size: about the "
+         "runs in flight at once, not one per session of every live version.");
+  hs_sbuf_printf(b, "hotserve_session_arenas %zu\n", as.arenas);
+  header(b, "hotserve_session_arena_bytes", "gauge", "Bytes of those arenas.");
+  hs_sbuf_printf(b, "hotserve_session_arena_bytes %zu\n", as.bytes);
+  header(b, "hotserve_session_arenas_created_total", "counter",
+         "Arenas allocated since the start (a reload that reuses the replaced version's adds none).");
+  hs_sbuf_printf(b, "hotserve_session_arenas_created_total %zu\n", as.created);
   header(b, "hotserve_grpc_requests_total", "counter",
          "ModelInfer calls over gRPC by outcome (also counted in hotserve_requests_total, which covers both protocols).");
   for (int o = 0; o < HS_OUTCOMES; o++)

@@ -962,19 +962,22 @@ int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error
   k->p.mm = *p;
   k->p.mm.b_const = NULL;
   k->p.mm.bias = NULL;
+  float alpha = (p->alpha == 0.f) ? 1.f : p->alpha; /* folded into the constant */
+  int64_t bcount = p->b_const ? numel(nd, p->b_dims) : 0;
   if (p->b_const) {
-    int64_t bcount = numel(nd, p->b_dims);
     rc = bcount < 0 ? hs_error_set(err, HS_INVALID_ARGUMENT, "matmul: B too large") : 0;
     if (!rc) rc = md_maybe_trans(&k->w_plain_md, nd, p->b_dims, p->trans_b, err);
-    if (!rc && !(k->w_plain = malloc((size_t)bcount * sizeof(float))))
+    /* with alpha 1 variant 0 reorders the caller's B itself (w_src): a plain copy would only add
+     * B's size to a load's peak (a new classifier: 5 MB of MobileNetV2's reload) */
+    if (!rc && alpha != 1.f && !(k->w_plain = malloc((size_t)bcount * sizeof(float))))
       rc = hs_error_set(err, HS_NO_MEMORY, "matmul: copying B");
     if (rc) {
       hs_kernel_destroy(k);
       return rc;
     }
-    float alpha = (p->alpha == 0.f) ? 1.f : p->alpha; /* folded into the constant */
     float *w = k->w_plain;
-    for (int64_t i = 0; i < bcount; i++) w[i] = p->b_const[i] * alpha;
+    for (int64_t i = 0; w && i < bcount; i++) w[i] = p->b_const[i] * alpha;
+    if (!w) k->w_src = p->b_const;
     k->flags |= MM_B_CONST;
     k->p.mm.alpha = 1.f;
   }
@@ -989,6 +992,15 @@ int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error
   }
   rc = hs__kernel_finish(k, p->a_dims[0], err);
   if (rc) return rc;
+  if (k->w_src && hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) {
+    /* weights no reorder reads back: the kernel keeps a plain copy for later variants, as with alpha */
+    if (!(k->w_plain = malloc((size_t)bcount * sizeof(float)))) {
+      hs_kernel_destroy(k);
+      return hs_error_set(err, HS_NO_MEMORY, "matmul: copying B");
+    }
+    memcpy(k->w_plain, k->w_src, (size_t)bcount * sizeof(float));
+  }
+  k->w_src = NULL; /* the caller's B is not read after this call */
   *out = k;
   return 0;
 }

@@ -368,7 +368,8 @@ int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *
     v->weights_shared = 1;
     return 0;
   }
-  if (k->w_plain) return hs__reorder_alloc(&k->w_plain_md, k->w_plain, want, &v->weights, err);
+  if (k->w_plain || k->w_src)
+    return hs__reorder_alloc(&k->w_plain_md, k->w_plain ? k->w_plain : k->w_src, want, &v->weights, err);
   if (!v0) return hs_error_set(err, HS_INTERNAL, "kernel has no weights to reorder");
   if (want->extra.flags == dnnl_memory_extra_flag_none) return hs__reorder_alloc(have, v0->weights, want, &v->weights, err);
   /* int8 weights with compensation terms: oneDNN computes those only from a plain layout, so variant 0's

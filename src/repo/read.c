@@ -140,18 +140,19 @@ static void hash_files(hs_repo_bytes *b) {
 
 /* ---- files streamed through a ring (see DESIGN) ---- */
 
+/* The slots are one allocation: once freed it is one hole, in which the load's next large buffers
+ * (a kernel's reordered weights) fit, instead of RING_SLOTS scattered ones they may not. */
 static int ring_alloc(ring *r, uint64_t largest) {
   r->cap = largest < RING_CHUNK ? (size_t)largest : RING_CHUNK;
-  for (int i = 0; i < RING_SLOTS; i++)
-    if (!(r->slot[i] = malloc(r->cap ? r->cap : 1))) return HS_NO_MEMORY;
+  uint8_t *all = malloc(r->cap ? r->cap * RING_SLOTS : 1);
+  if (!all) return HS_NO_MEMORY;
+  for (int i = 0; i < RING_SLOTS; i++) r->slot[i] = all + (size_t)i * r->cap;
   return HS_OK;
 }
 
 static void ring_free(ring *r) {
-  for (int i = 0; i < RING_SLOTS; i++) {
-    free(r->slot[i]);
-    r->slot[i] = NULL;
-  }
+  free(r->slot[0]);
+  for (int i = 0; i < RING_SLOTS; i++) r->slot[i] = NULL;
 }
 
 static void stream_close(file_stream *st) {

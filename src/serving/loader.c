@@ -27,7 +27,8 @@
  * While some version is PENDING (still settling),
  * the loader rescans every 250 ms on its own.
  * Synchronous callers (index, load, unload; registry.c) bump scan_requested and wait on done_cv
- * for scan_done to catch up. The loader also frees retired versions (the graveyard) and hands freed
+ * for scan_done to catch up. The loader also frees retired versions (the graveyard: between loads,
+ * and during a paced load at the pacer's waits, hs__loader_reap) and hands freed
  * pages back to the system (malloc_trim, after --trim-delay), at its own lower CPU priority.
  */
 #include <errno.h>
@@ -43,6 +44,7 @@
 #include <unistd.h>
 
 #include "backends/plugins.h"
+#include "backends/session.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/wblock.h"
@@ -504,6 +506,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
                         &err) != HS_OK)
       goto fail;
   }
+  for (size_t i = 0; i < v->n_sessions; i++) /* their arenas back to the pool the version shares */
+    hs_backend_session_idle(v->backend, v->sessions[i]);
   warm_ms = ms_since(tw);
   cpu = account_stage(m, HS_STAGE_WARMUP, cpu, &cost.warmup_cpu_ms);
   hs_trace_stage(r->trace, "warmup", m->name, v->version, tw, hs_now_ns());
@@ -990,6 +994,12 @@ static void reap_graveyard(hs_registry *r) {
   }
   pthread_mutex_lock(&r->mu);
   arm_trim(r);
+}
+
+void hs__loader_reap(hs_registry *r) {
+  pthread_mutex_lock(&r->mu);
+  reap_graveyard(r);
+  pthread_mutex_unlock(&r->mu);
 }
 
 void *hs__loader_main(void *arg) {

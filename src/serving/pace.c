@@ -10,7 +10,8 @@
  * HS_PACE_BURST_NS; every pace point the engine calls (hs_engine_set_pace: each piece of the model
  * file, each node's kernel build, each node of the warm-up runs) takes the CPU used since the last
  * one, and when the bucket is empty the loader sleeps, in slices of at most HS_PACE_SLICE_NS, until
- * it is refilled, the server goes idle or it is stopping. The read's hash runs on a thread of its own
+ * it is refilled, the server goes idle or it is stopping; before each sleep it frees the versions
+ * that died meanwhile (hs__loader_reap), which would otherwise wait for the load's end. The read's hash runs on a thread of its own
  * behind the decoder (repo/read.c), so each piece streamed is also charged the hash's CPU for its
  * bytes at the rate the last load measured. The time slept is reported per version (status:
  * paced_ms) and in total (hotserve_loader_paced_seconds_total).
@@ -51,6 +52,9 @@ static void pace_point(void *user, uint64_t bytes) {
       p->tokens_ns = HS_PACE_BURST_NS;
       break;
     }
+    /* the loader waits anyway: a version that died since this load began is freed now, not after it
+     * (long paced loads otherwise held a third version's memory; bench/results/load-mem-2026-12-07.md) */
+    hs__loader_reap(p->r);
     uint64_t want = (uint64_t)(-p->tokens_ns / p->share) + 1;
     if (want > HS_PACE_SLICE_NS) want = HS_PACE_SLICE_NS;
     struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)want};

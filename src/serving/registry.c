@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "backends/session.h"
 #include "base/log.h"
 #include "serving/batch.h"
 
@@ -215,6 +216,8 @@ hs_backend_session *hs_version_take(hs_version *v) {
 }
 
 void hs_version_give(hs_version *v, hs_backend_session *s) {
+  /* the outputs were copied out: the session's arena may serve other runs (of any version) meanwhile */
+  hs_backend_session_idle(v->backend, s);
   pthread_mutex_lock(&v->pool_mu);
   v->free_list[v->n_free++] = s;
   pthread_cond_signal(&v->pool_cv);

@@ -168,5 +168,9 @@ void hs__count_reason(_Atomic(hs_reason_counter *) *head, const char *reason);
 /* loader.c */
 void *hs__loader_main(void *arg);
 void hs__loader_process(hs_registry *r);
+/* On the loader thread during a load (the pacer's sleeps, serving/pace.c): frees the versions that
+ * died since the loader last looked, so one whose last request ends during the next load does not
+ * stay allocated through it. Takes r->mu; the caller holds no registry lock. */
+void hs__loader_reap(hs_registry *r);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include "backends/session.h"
 #include "base/npy.h"
 #include "engine/engine.h"
 
@@ -108,8 +109,10 @@ int hs_warmup_run(const hs_backend *b, const hs_backend_model *model, hs_backend
    * is CPU that the requests of the version still serving do not get (bench/reload). */
   size_t runs = cfg->warmup_runs > 0 ? (size_t)cfg->warmup_runs : 0;
   hs_engine_memory_budget_exempt(true); /* admission counted this memory; a busy server fails no load */
-  for (size_t k = 0; rc == HS_OK && k < runs && n_sessions > 0; k++)
+  for (size_t k = 0; rc == HS_OK && k < runs && n_sessions > 0; k++) {
     rc = b->run(sessions[k % n_sessions], in, n_in, out, n_out, err);
+    hs_backend_session_idle(b, sessions[k % n_sessions]); /* the outputs are not read: the arena goes back */
+  }
   hs_engine_memory_budget_exempt(false);
   hs_tensors_free_data(in, in ? n_in : 0);
   free(in);

@@ -37,6 +37,9 @@ FAMILIES = {
     "hotserve_model_reload_weight_bytes_total": "counter",
     "hotserve_shared_kernels": "gauge",
     "hotserve_shared_kernel_bytes": "gauge",
+    "hotserve_session_arenas": "gauge",
+    "hotserve_session_arena_bytes": "gauge",
+    "hotserve_session_arenas_created_total": "counter",
 }
 
 

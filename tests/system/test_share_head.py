@@ -8,7 +8,10 @@ test checks: version 2's load took the five unchanged kernels from version 1 (we
 in its status, hotserve_model_reload_weight_bytes_total and the registry gauges) and built only
 the last; while version 1's request is still in flight (on those same kernels), requests get
 version 2's answer (numpy reference); the in-flight request completes with version 1's answer;
-once version 1 is freed the registry holds only version 2's kernels. Version 2's kernels come from
+once version 1 is freed the registry holds only version 2's kernels. Version 2's sessions also
+allocated no scratch arena of their own: they run on the two arenas version 1's sessions made
+(engine/arena.c; hotserve_session_arenas_created_total stays 2 through the reload, with version 1's
+large request holding one of them), and the arenas never outnumber what the two sessions need. Version 2's kernels come from
 the decoder, which found its unchanged Conv weights in version 1's kernels and copied none of them
 (kernels/kshare.h): a second server with sharing off (--kernel-share off) loads version 2 cold,
 and its answer must be bit for bit the first server's.
@@ -100,6 +103,9 @@ def test(tmp, args):
     check(kernels_v1 == 6, "registry holds %g kernels with version 1 loaded, wanted its 6 Convs" % kernels_v1)
     check(m.get("hotserve_model_reload_weight_bytes_total", model="convs", kind="shared") == 0,
           "version 1 shared weights with nothing loaded before it")
+    arenas_v1 = m.get("hotserve_session_arenas_created_total")
+    check(arenas_v1 == 2 and m.get("hotserve_session_arenas") == 2,
+          "version 1's two sessions made %r arenas (%r held), wanted 2" % (arenas_v1, m.get("hotserve_session_arenas")))
 
     rng = np.random.default_rng(1)
     x1 = rng.standard_normal((1, 8, 32, 32)).astype(np.float32)
@@ -135,6 +141,9 @@ def test(tmp, args):
     # The request may end on the server before its client thread has read the whole answer, so the
     # kernel count is judged against a later scrape's in-flight gauge: when that still counts the
     # request, version 1 was alive at the first scrape and its kernels had to be registered.
+    check(m.get("hotserve_session_arenas_created_total") == arenas_v1,
+          "version 2's load allocated arenas (%g made in all, version 1 made %g): its sessions should run on "
+          "version 1's" % (m.get("hotserve_session_arenas_created_total"), arenas_v1))
     kernels_now = m.get("hotserve_shared_kernels")
     inflight_after = c.metrics().get("hotserve_inflight_requests", model="convs")
     check(kernels_now == 7 or inflight_after == 0 or req.done_at is not None,
@@ -155,6 +164,10 @@ def test(tmp, args):
                   "version 1 to be freed (registry back to version 2's 6 kernels)", timeout=30)
     r, out, _ = c.infer("convs", x1, binary=True)
     expect(out, want2, "version 2 after version 1 was freed")
+    m = c.metrics()
+    check(m.get("hotserve_session_arenas") <= 2 and m.get("hotserve_session_arenas_created_total") == arenas_v1,
+          "with version 2 alone: %g arenas, %g made in all; wanted at most its 2 sessions' and none made since "
+          "version 1" % (m.get("hotserve_session_arenas"), m.get("hotserve_session_arenas_created_total")))
     c.close()
     srv.stop()
 
