@@ -170,13 +170,18 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
            "--poll-interval", "1", "--threads", str(args.threads)]
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     sampler = RssSampler(server.pid)
-    loads, peaks, one_version, how = [], [], [], None
+    loads, peaks, at_rest, how = [], [], [], None
     try:
         time.sleep(1.0)
         if server.poll() is not None:
             raise RuntimeError("hotserve serve exited with %s; see %s" % (server.returncode, log_path))
         empty_rss = rss_mb(server.pid)
         for k, src in enumerate(versions, start=1):
+            if k > 1:
+                # One version at rest: the RSS each reload starts from, after the --gap wait (past the
+                # server's --trim-delay by default, so the pages a load left free have been handed back;
+                # 0.5 s after a ready the RSS still holds them and would hide part of the overlap).
+                at_rest.append(rss_mb(server.pid))
             sampler.reset()
             how = publish(args.hotserve, src, model_dir, k)
             deadline = time.time() + 120
@@ -194,7 +199,6 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
             time.sleep(0.5)  # let the old version drain and be freed
             loads.append(tuple(float(ready.group(i)) if ready.group(i) else float("nan") for i in range(3, 12)))
             peaks.append(sampler.peak())
-            one_version.append(rss_mb(server.pid))
             # By default (--gap 6) wait past the server's --trim-delay (5 s), so the pages the old version
             # freed have been handed back before the next load, as when versions come minutes apart; a
             # gap under 5 s is the other case (reloads keep coming): the next version reuses those pages
@@ -214,7 +218,7 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
     # total, verify, load, warm-up; loader CPU read, load, warm-up; hash CPU beside the load, hash wait
     med = [statistics.median(x[i] for x in reloads) for i in range(9)]
     return {"mode": "server", "publish": how, "first": loads[0], "median": med, "n": len(reloads),
-            "empty_rss": empty_rss, "one_version_rss": one_version[0],
+            "empty_rss": empty_rss, "one_version_rss": statistics.median(at_rest) if at_rest else float("nan"),
             "overlap_peak_rss": statistics.median(peaks[1:]), "last_rss": last_rss}
 
 
@@ -316,7 +320,8 @@ def main(argv):
                 f0(ort.get("first")), f0(ort.get("median")),
                 "%.2f" % (b[2] / ort["median"]) if "median" in ort else "n/a",
                 "%.2f" % (b[0] / ort["median"]) if "median" in ort else "n/a"))
-        lines += ["", "Memory (RSS, MB). hotserve: the server's RSS on an empty repository, once version 1 is ready, "
+        lines += ["", "Memory (RSS, MB). hotserve: the server's RSS on an empty repository, with one version at rest (the "
+                  "median RSS each reload starts from, --gap s after the previous ready, past --trim-delay by default), "
                   "the median peak while a new version loads beside the old one (overlap extra = peak - one version), "
                   "and %g s after the last reload (with a gap past --trim-delay, 5 s, old versions are freed and their "
                   "pages handed back). ORT: node before any session, with one session, " % args.gap +
