@@ -17,7 +17,8 @@ median of the round medians, the worst p99 and the spread of the round medians; 
 on the same model files and inputs (from tools/models/make_models.py), checks hotserve's output against torch's
 reference (max abs error), and prints a table of medians with the ratios hotserve/ORT and hotserve/OpenCV (below 1:
 hotserve is faster) plus a table of model compile times. Writes the tables with date, machine and command to
-RESULTS/engine-DATE.md and, with --readme, between the engine-results markers of that file.
+RESULTS/engine-DATE.md and, with --readme, between the engine-results markers of that file; a run of some rows
+(--only) writes RESULTS/engine-DATE-HHMM.md and leaves the README alone.
 """
 import argparse
 import datetime
@@ -269,11 +270,13 @@ def main(argv):
     print(report)
     if args.results:
         os.makedirs(args.results, exist_ok=True)
-        path = os.path.join(args.results, "engine-%s.md" % started.strftime("%Y-%m-%d"))
+        # a run of some rows (--only) gets a file of its own and leaves the README's full table alone
+        stamp = started.strftime("%Y-%m-%d-%H%M" if args.only else "%Y-%m-%d")
+        path = os.path.join(args.results, "engine-%s.md" % stamp)
         with open(path, "w") as f:
             f.write("# " + report)
         print("engine bench: wrote %s" % path, file=sys.stderr)
-    if args.readme:
+    if args.readme and not args.only:
         replace_section(args.readme, "engine-results", report)
     return 0
 
