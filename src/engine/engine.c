@@ -359,6 +359,7 @@ int hs_engine_load_stream(const hs_backend_stream *model, const hs_backend_file 
     paced.user = (void *)model;
   }
   int rc = hs_onnx_decode_model_stream(&paced, &src, &g, err);
+  hs_kshare_release_scratch(); /* the decode-time lookups' read-back buffer */
   /* the decoded graph owns copies of everything it needs: the caller may free the bytes now */
   if (opts && opts->bytes_done) opts->bytes_done(opts->bytes_done_user);
   if (rc) {

@@ -1,8 +1,10 @@
 /* kshare.c - content-keyed registry of conv kernels shared between model versions (see kshare.h). */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base/digest.h"
 #include "kernels/cpu_dnnl.h"
@@ -92,13 +94,42 @@ static void take_sample(const void *w, size_t wbytes, float out[SAMPLES]) {
     memcpy(&out[i], at + (n > 1 ? i * (n - 1) / (SAMPLES - 1) : 0) * sizeof(float), sizeof(float));
 }
 
+/* The decode-time lookups' read-back buffer (hs_kshare_find_weights): one mapping per thread, grown
+ * to the largest weights compared and unmapped by hs_kshare_release_scratch when the decode ends.
+ * From the heap, each read-back's pages stayed resident after its free (glibc keeps a freed chunk
+ * inside the heap), and the sizes' fragmentation spread them: confirming every Conv of a ResNet-50
+ * new-head version left about 20 MB of them beside the serving version; a mapping per lookup instead
+ * faulted in fresh pages for every Conv (+20 ms of loader CPU per reload;
+ * bench/results/load-mem-r50-2026-12-07.md). */
+static _Thread_local float *t_back;
+static _Thread_local size_t t_back_bytes;
+
+static float *decode_read_back(size_t bytes) {
+  if (bytes <= t_back_bytes) return t_back;
+  hs_kshare_release_scratch();
+  void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return NULL;
+  t_back = m;
+  t_back_bytes = bytes;
+  return t_back;
+}
+
+void hs_kshare_release_scratch(void) {
+  if (t_back) munmap(t_back, t_back_bytes);
+  t_back = NULL;
+  t_back_bytes = 0;
+}
+
 /* Whether registered kernel e's weights are byte for byte w: its weights are read back into ONNX's
- * layout (an exact reorder) and compared. Called with the lock held, so e stays alive. */
-static int weights_equal(const entry *e, const void *w) {
-  float *back = malloc(e->wbytes);
+ * layout (an exact reorder) and compared; at decode time (decode set) into the thread's read-back
+ * mapping, else into a buffer of their own. Called with the lock held, so e stays alive. */
+static int weights_equal(const entry *e, const void *w, bool decode) {
+  float *back = decode ? decode_read_back(e->wbytes) : NULL;
+  bool own = !back;
+  if (own) back = malloc(e->wbytes);
   hs_error err;
   int eq = back && hs_kernel_conv_weights(e->k, back, e->wbytes, &err) == 0 && memcmp(back, w, e->wbytes) == 0;
-  free(back);
+  if (own) free(back);
   return eq;
 }
 
@@ -180,7 +211,7 @@ int hs_kshare_conv(const hs_conv_params *p, hs_kernel **out, int *shared, hs_err
   entry *e = g_head;
   for (; e; e = e->next) /* pre-key first; only a candidate's weights are compared in full */
     if (memcmp(e->pkey, pkey, 32) == 0 && e->wbytes == wbytes && memcmp(e->wsample, sample, sizeof sample) == 0 &&
-        bias_equal(e, p) && dw_equal(e, p) && weights_equal(e, p->weights))
+        bias_equal(e, p) && dw_equal(e, p) && weights_equal(e, p->weights, false))
       break;
   if (e) take(e, out, shared);
   else if ((rc = hs_kernel_conv_create(p, out, err)) == 0) add(p, pkey, *out);
@@ -196,7 +227,7 @@ int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref) {
   pthread_mutex_lock(&g_lock);
   entry *e = g_head;
   for (; e; e = e->next) {
-    if (e->wbytes == nbytes && memcmp(e->wsample, sample, sizeof sample) == 0 && weights_equal(e, w)) break;
+    if (e->wbytes == nbytes && memcmp(e->wsample, sample, sizeof sample) == 0 && weights_equal(e, w, true)) break;
     /* a fused depthwise convolution's weights (hs_kernel_conv_weights reads them back by their size) */
     const hs_conv_params *q = &e->k->p.conv;
     if (q->dw_weights && nbytes == (size_t)q->out_c * 9 * sizeof(float) && nbytes != e->wbytes &&

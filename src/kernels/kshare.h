@@ -67,6 +67,11 @@ int hs_kshare_enabled(void);
  * 0. Release the reference with hs_kernel_destroy. Counts no hit: the kernel is not in use yet. */
 int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref);
 
+/* Unmaps the calling thread's read-back buffer, which hs_kshare_find_weights keeps from one lookup to
+ * the next (grown to the largest weights compared): the decoder's caller calls this when the decode
+ * is over. Harmless when there is none. */
+void hs_kshare_release_scratch(void);
+
 /* A conv kernel for p whose weights are src's (a reference from hs_kshare_find_weights; p->weights
  * and p->weights_from NULL): src itself, one more reference, when p's parameters and bias are the
  * ones it was built with; otherwise a kernel built (or found) from src's weights read back, as

@@ -1,0 +1,98 @@
+/* test_kshare_mem.c - confirming a registered conv's weights at decode time leaves no resident read-back pages. */
+/*
+ * hs_kshare_find_weights confirms a candidate by reading the registered kernel's weights back into
+ * ONNX's layout and comparing them in full. In a server the read-back buffer of a large conv came
+ * from the heap, where glibc keeps a freed chunk resident: a new-head reload of ResNet-50 held about
+ * 20 MB of such pages at its peak. The heap is set up here as the server's is after its first loads
+ * (the dynamic mmap and trim thresholds raised by large frees: malloc would serve a 9 MB buffer from
+ * the heap and not trim it), a 512x512x3x3 conv (9.4 MB of weights, ResNet-50's largest) is
+ * registered, and the process's RSS must not keep the read-back's pages after a lookup that finds
+ * it once the decode would be over (hs_kshare_release_scratch); the lookup must find it (same bytes) and not find a copy that differs in one weight away from
+ * the pre-filter's samples (so the full comparison did run).
+ */
+#include <malloc.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kernels/kernels.h"
+#include "kernels/kshare.h"
+
+#define C 512
+#define K 3
+#define N_W ((size_t)C * C * K * K)
+
+/* The process's resident bytes (/proc/self/statm, second field). */
+static size_t rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  assert_non_null(f);
+  unsigned long size = 0, resident = 0;
+  assert_int_equal(fscanf(f, "%lu %lu", &size, &resident), 2);
+  fclose(f);
+  return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static void test_lookup_keeps_no_pages(void **state) {
+  (void)state;
+  /* the server's heap after its first loads: large chunks from the heap, its free top kept */
+  assert_int_equal(mallopt(M_MMAP_THRESHOLD, 32 << 20), 1);
+  assert_int_equal(mallopt(M_TRIM_THRESHOLD, 256 << 20), 1);
+
+  float *w = malloc(N_W * sizeof(float));
+  assert_non_null(w);
+  uint32_t s = 7;
+  for (size_t i = 0; i < N_W; i++) {
+    s = s * 1664525u + 1013904223u;
+    w[i] = (float)(s >> 8) / (float)(1u << 24) - 0.5f;
+  }
+  hs_conv_params p = {.nsp = 2, .batch = 1, .in_c = C, .out_c = C, .groups = 1, .in = {7, 7}, .out = {7, 7},
+                      .kernel = {K, K}, .stride = {1, 1}, .dilation = {1, 1}, .pad_begin = {1, 1},
+                      .pad_end = {1, 1}, .weights = w};
+  hs_kernel *k = NULL;
+  hs_error err;
+  int shared = -1;
+  int rc = hs_kshare_conv(&p, &k, &shared, &err);
+  if (rc) fprintf(stderr, "conv: %s\n", err.message);
+  assert_int_equal(rc, 0);
+  assert_int_equal(shared, 0);
+
+  /* a copy differing in one weight the pre-filter does not sample: only the full comparison tells */
+  float *other = malloc(N_W * sizeof(float));
+  assert_non_null(other);
+  memcpy(other, w, N_W * sizeof(float));
+  other[N_W / 2 + 3] += 1.0f;
+
+  hs_kernel *ref = NULL;
+  malloc_trim(0);
+  size_t before = rss_bytes();
+  assert_int_equal(hs_kshare_find_weights(other, N_W * sizeof(float), &ref), 0);
+  assert_null(ref);
+  assert_int_equal(hs_kshare_find_weights(w, N_W * sizeof(float), &ref), 1);
+  assert_ptr_equal(ref, k);
+  hs_kshare_release_scratch(); /* what the engine calls once the decode is over */
+  size_t after = rss_bytes();
+  /* two read-backs of 9.4 MB each ran; at most a fraction of one may stay resident (allocator noise) */
+  size_t grew = after > before ? after - before : 0;
+  if (grew >= N_W * sizeof(float) / 4)
+    fprintf(stderr, "RSS grew by %zu bytes over the lookups (weights: %zu bytes)\n", grew, N_W * sizeof(float));
+  assert_true(grew < N_W * sizeof(float) / 4);
+
+  hs_kernel_destroy(ref);
+  hs_kernel_destroy(k);
+  free(other);
+  free(w);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_lookup_keeps_no_pages),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
