@@ -104,14 +104,22 @@ def make_versions(src, outdir, n, variant="bias"):
     """Writes n variants of the model src as outdir/k/model.onnx; version k adds 1e-3*k to: the last 1-D
     initializer (variant "bias"), every float initializer ("retrained", and "external", which saves every
     tensor of 1 KiB or more in outdir/k/weights.bin), or the last layer's weight matrix and bias, the last 2-D
-    initializer and the last 1-D one ("head")."""
+    initializer and the 1-D ones of the node that reads it ("head")."""
     model = onnx.load(src)
     floats = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
     last1 = [i for i in floats if len(i.dims) == 1][-1:]
     if variant in ("retrained", "external"):
         targets = floats
     elif variant == "head":
-        targets = [i for i in floats if len(i.dims) == 2][-1:] + last1
+        # the last weight matrix and the 1-D tensors of the node that reads it (its bias), not merely the
+        # last 1-D initializer in file order: in ResNet-50's export that is a Conv's bias, which made every
+        # "head" version rebuild that Conv too
+        mat = [i for i in floats if len(i.dims) == 2][-1:]
+        names = {i.name for i in mat}
+        readers = [nd for nd in model.graph.node if names & set(nd.input)]
+        inputs = {x for nd in readers for x in nd.input}
+        bias = [i for i in floats if len(i.dims) == 1 and i.name in inputs]
+        targets = mat + (bias if bias else last1)
     else:
         targets = last1
     bases = [(t, numpy_helper.to_array(t).copy()) for t in targets]
