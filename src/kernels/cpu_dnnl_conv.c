@@ -756,7 +756,7 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
                           a bias on the 1x1 convolution: kernels.fusion case dw_fuse_s2_hardswish_batch8_odd_wide) */
     float *zeros = calloc((size_t)p->out_c, sizeof(float));
     rc = !zeros ? hs_error_set(err, HS_NO_MEMORY, "conv: depthwise bias") : 0;
-    if (!rc) rc = hs__own_floats(k, p->dw_weights, p->out_c * 9, &k->p.conv.dw_weights, err);
+    if (!rc) rc = hs__own_floats(k, p->dw_weights, p->out_c * HS_CONV_DW_TAPS, &k->p.conv.dw_weights, err);
     if (!rc) rc = hs__own_floats(k, p->dw_bias ? p->dw_bias : zeros, p->out_c, &k->p.conv.dw_bias, err);
     if (!rc && !p->bias) rc = hs__own_floats(k, zeros, p->out_c, &k->p.conv.bias, err);
     free(zeros);
@@ -794,7 +794,7 @@ int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_
   dnnl_memory_desc_t plain = k->w_plain_md; /* a shuffle deconvolution's are the same bytes seen as 1x1 */
   if (is_shuffle_deconv(&k->p.conv) && shuffle_weights_md(&k->p.conv, &plain))
     return hs_error_set(err, HS_INTERNAL, "conv weights: describing them");
-  size_t dw_bytes = (size_t)k->p.conv.out_c * 9 * sizeof(float);
+  size_t dw_bytes = hs_conv_dw_weight_bytes(&k->p.conv);
   if (k->p.conv.dw_weights && dst_bytes == dw_bytes && dw_bytes != want) { /* the fused depthwise ones */
     memcpy(dst, k->p.conv.dw_weights, dw_bytes);
     return 0;

@@ -131,6 +131,13 @@ typedef struct hs_conv_params {
   hs_post_ops dw_post;
 } hs_conv_params;
 
+#define HS_CONV_DW_TAPS 9 /* a fused depthwise convolution is 3x3 */
+
+/* The bytes of p's fused depthwise weights ([out_c, 1, 3, 3] floats). */
+static inline size_t hs_conv_dw_weight_bytes(const hs_conv_params *p) {
+  return (size_t)p->out_c * HS_CONV_DW_TAPS * sizeof(float);
+}
+
 /* ---- MatMul / Gemm: dst[..., M, N] = alpha * A[..., M, K] x B[..., K, N] + bias, then post-ops ---- */
 typedef struct hs_matmul_params {
   hs_kernel_device device;

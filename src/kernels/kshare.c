@@ -143,9 +143,8 @@ static int bias_equal(const entry *e, const hs_conv_params *p) {
 static int dw_equal(const entry *e, const hs_conv_params *p) {
   if (!p->dw_weights) return 1;
   const hs_conv_params *q = &e->k->p.conv;
-  size_t n = (size_t)p->out_c * sizeof(float);
-  return q->dw_weights && q->dw_bias && memcmp(q->dw_weights, p->dw_weights, 9 * n) == 0 &&
-         (!p->dw_bias || memcmp(q->dw_bias, p->dw_bias, n) == 0);
+  return q->dw_weights && q->dw_bias && memcmp(q->dw_weights, p->dw_weights, hs_conv_dw_weight_bytes(p)) == 0 &&
+         (!p->dw_bias || memcmp(q->dw_bias, p->dw_bias, (size_t)p->out_c * sizeof(float)) == 0);
 }
 
 static void count(uint64_t *n, uint64_t *bytes, size_t b) {
@@ -230,7 +229,7 @@ int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref) {
     if (e->wbytes == nbytes && memcmp(e->wsample, sample, sizeof sample) == 0 && weights_equal(e, w, true)) break;
     /* a fused depthwise convolution's weights (hs_kernel_conv_weights reads them back by their size) */
     const hs_conv_params *q = &e->k->p.conv;
-    if (q->dw_weights && nbytes == (size_t)q->out_c * 9 * sizeof(float) && nbytes != e->wbytes &&
+    if (q->dw_weights && nbytes == hs_conv_dw_weight_bytes(q) && nbytes != e->wbytes &&
         memcmp(q->dw_weights, w, nbytes) == 0)
       break;
   }
