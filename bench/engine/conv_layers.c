@@ -12,10 +12,13 @@
  * throughput and read bandwidth, on the same threads. Build and run (oneDNN 2.x headers, libgomp):
  *
  *   cc -O2 -march=native -fopenmp bench/engine/conv_layers.c -ldnnl -o /tmp/conv_layers
- *   OMP_NUM_THREADS=2 OMP_WAIT_POLICY=ACTIVE /tmp/conv_layers BATCH [--peak] [--any]
+ *   OMP_NUM_THREADS=2 OMP_WAIT_POLICY=ACTIVE /tmp/conv_layers BATCH [--peak] [--any | --blocked] [--wino | --wino4x3] [--hot] [--cpu]
  *
  * --any lets oneDNN pick the activation layout too (format_tag_any); each line names the implementation and the
- * source layout (nhwc, nchw or blocked).
+ * source layout (nhwc, nchw or blocked). --blocked gives every layer nChw16c activations (the stem's 3-channel
+ * input: oneDNN's pick); --wino runs the 3x3 stride-1 layers on oneDNN's Winograd kernels in nChw16c (what
+ * HS_KERNELS_WINOGRAD=1 builds, without the reorders around them), --wino4x3 on its 4x3 tiles only; --hot times the hot mode only; --cpu
+ * times the process's CPU time instead of wall time (steadier on a shared machine; with OMP_NUM_THREADS=1).
  * Times are medians of 40 (batch 1) or 10 executions, in ms; the weighted totals count each shape as often as
  * ResNet-50 has it. bench/results/engine-2026-12-07-conv.md is the first use.
  */
@@ -46,13 +49,17 @@ static const layer resnet50[] = {
 };
 
 static dnnl_engine_t engine;
+/* --blocked: nChw16c activations; --wino: 3x3 stride-1 layers on Winograd (nChw16c), --wino4x3: on its 4x3 tiles
+ * only (the next implementation after 2x3); --hot: modes 1 */
+static int blocked, wino, wino4x3, modes = MODES;
+static clockid_t timing_clock = CLOCK_MONOTONIC; /* --cpu: the process's CPU time */
 static dnnl_stream_t stream;
 static float *flush_buf;
 static const size_t flush_floats = (size_t)24 << 20; /* 96 MB: three times the L3 */
 
 static double now_ms(void) {
   struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
+  clock_gettime(timing_clock, &t);
   return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
@@ -95,9 +102,10 @@ static double time_layer(const layer *l, int batch, int any, int mode, const cha
   int pad = l->k / 2, out = (l->hw + 2 * pad - l->k) / l->stride + 1;
   dnnl_dims_t sd = {batch, l->ic, l->hw, l->hw}, wd = {l->oc, l->ic, l->k, l->k}, dd = {batch, l->oc, out, out};
   dnnl_dims_t bd = {l->oc}, st = {l->stride, l->stride}, pd_ = {pad, pad};
-  dnnl_format_tag_t act = any ? dnnl_format_tag_any : dnnl_nhwc;
+  int use_wino = wino && l->k == 3 && l->stride == 1;
+  dnnl_format_tag_t act = any ? dnnl_format_tag_any : blocked || use_wino ? dnnl_nChw16c : dnnl_nhwc;
   dnnl_memory_desc_t s, w, d, b;
-  dnnl_memory_desc_init_by_tag(&s, 4, sd, dnnl_f32, act);
+  dnnl_memory_desc_init_by_tag(&s, 4, sd, dnnl_f32, l->ic % 16 && act == dnnl_nChw16c ? dnnl_format_tag_any : act);
   dnnl_memory_desc_init_by_tag(&w, 4, wd, dnnl_f32, dnnl_format_tag_any);
   dnnl_memory_desc_init_by_tag(&d, 4, dd, dnnl_f32, act);
   dnnl_memory_desc_init_by_tag(&b, 1, bd, dnnl_f32, dnnl_a);
@@ -113,12 +121,31 @@ static double time_layer(const layer *l, int batch, int any, int mode, const cha
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t prim = NULL;
   double result = -1;
-  if (dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &s, &w, &b, &d, st,
+  if (dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                         use_wino ? dnnl_convolution_winograd : dnnl_convolution_direct, &s, &w, &b, &d, st,
                                          pd_, pd_) != dnnl_success ||
-      dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL) != dnnl_success ||
-      dnnl_primitive_create(&prim, pd) != dnnl_success)
+      dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL) != dnnl_success)
     goto done;
   dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, impl);
+  if (wino4x3 && use_wino && strstr(*impl, "2x3")) { /* the implementations after it, in oneDNN's order */
+    dnnl_primitive_desc_iterator_t it;
+    if (dnnl_primitive_desc_iterator_create(&it, &cd, attr, engine, NULL) == dnnl_success) {
+      while (dnnl_primitive_desc_iterator_next(it) == dnnl_success) {
+        dnnl_primitive_desc_t cand = dnnl_primitive_desc_iterator_fetch(it);
+        const char *name = "";
+        dnnl_primitive_desc_query(cand, dnnl_query_impl_info_str, 0, &name);
+        if (strstr(name, "4x3")) {
+          dnnl_primitive_desc_destroy(pd);
+          pd = cand;
+          break;
+        }
+        dnnl_primitive_desc_destroy(cand);
+      }
+      dnnl_primitive_desc_iterator_destroy(it);
+    }
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, impl);
+  }
+  if (dnnl_primitive_create(&prim, pd) != dnnl_success) goto done;
   const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
   *layout = smd->format_desc.blocking.inner_nblks ? "blocked" : smd->format_desc.blocking.strides[1] == 1 ? "nhwc" : "nchw";
   const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -205,9 +232,14 @@ int main(int argc, char **argv) {
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--any")) any = 1;
     else if (!strcmp(argv[i], "--peak")) want_peak = 1;
+    else if (!strcmp(argv[i], "--blocked")) blocked = 1;
+    else if (!strcmp(argv[i], "--wino")) wino = 1;
+    else if (!strcmp(argv[i], "--wino4x3")) wino = wino4x3 = 1;
+    else if (!strcmp(argv[i], "--hot")) modes = 1;
+    else if (!strcmp(argv[i], "--cpu")) timing_clock = CLOCK_PROCESS_CPUTIME_ID;
   }
   if (batch < 1) {
-    fprintf(stderr, "usage: %s BATCH [--peak] [--any]\n", argv[0]);
+    fprintf(stderr, "usage: %s BATCH [--peak] [--any | --blocked] [--wino | --wino4x3] [--hot] [--cpu]\n", argv[0]);
     return 2;
   }
   if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success ||
@@ -217,16 +249,17 @@ int main(int argc, char **argv) {
   if (!flush_buf) return 1;
   for (size_t i = 0; i < flush_floats; i++) flush_buf[i] = 1.f;
   if (want_peak) peak();
-  double total[MODES] = {0}, gflop = 0;
-  printf("batch %d, %s activations; ms per execution (GFLOP/s hot)\n", batch, any ? "oneDNN's" : "NHWC");
+  double total[MODES] = {0}, t[MODES] = {0}, gflop = 0;
+  printf("batch %d, %s activations%s; ms per execution (GFLOP/s hot)\n", batch,
+         any ? "oneDNN's" : blocked ? "nChw16c" : "NHWC", wino ? ", 3x3 stride-1 layers on Winograd (nChw16c)" : "");
   for (size_t i = 0; i < sizeof resnet50 / sizeof resnet50[0]; i++) {
     const layer *l = &resnet50[i];
     int out = (l->hw + 2 * (l->k / 2) - l->k) / l->stride + 1;
-    double flop = 2.0 * batch * l->ic * l->oc * out * out * l->k * l->k, t[MODES];
+    double flop = 2.0 * batch * l->ic * l->oc * out * out * l->k * l->k;
     const char *impl = "?", *layout = "?";
     printf("ic %4d oc %4d %3dx%-3d k%d s%d%s x%d:", l->ic, l->oc, l->hw, l->hw, l->k, l->stride, l->sum ? " sum" : "    ",
            l->count);
-    for (int m = 0; m < MODES; m++) {
+    for (int m = 0; m < modes; m++) {
       t[m] = time_layer(l, batch, any, m, &impl, &layout);
       total[m] += t[m] * l->count;
       printf("  %s %.3f", mode_name[m], t[m]);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/wblock.h"
 #include "kernels/cpu_dnnl.h"
 #include "kernels/parallel.h"
 
@@ -100,14 +101,17 @@ static int has_window(const hs_conv_params *p) {
  * at batch 1 and 3.6-4.6 against 6.6-7.2 ms at batch 8 (c512 at 7x7: 7.9 against 7.5, the one loss);
  * the detector's 96 -> 24 channels at 160x160 3.1 against 5.9 ms (batch 1), 29.8 against 48.1 (batch
  * 8); outputs within 5e-6 of the direct kernels' (docs/KERNELS.md, Winograd). Off unless
- * HS_KERNELS_WINOGRAD=1: the Winograd weights and the plain copy they force cost ResNet-50 +61 MB and
- * 70-180 ms more to load (a reload's price) for 5-10% less time per run. */
-static int winograd_candidate(const hs_conv_params *p, int64_t batch) {
+ * HS_KERNELS_WINOGRAD=1: the Winograd weights and the plain copy they force cost ResNet-50 +34 MB max RSS
+ * (batch-1 file; +150 MB for the dynamic-batch file at batch 8, two weight formats) and 45-65% more load
+ * CPU (a reload's price) for 3-8% less time per run (bench/results/engine-s23-resnet50-2026-12-07.md). */
+static int winograd_candidate(const hs_conv_params *p) {
   if (p->transposed || p->nsp != 2 || p->groups != 1 || p->in_c % 16) return 0;
   if (p->out_c * 4 < (p->out_c + 15) / 16 * 16 * 3) return 0; /* output blocks padded by more than a quarter */
   for (int i = 0; i < 2; i++)
     if (p->kernel[i] != 3 || p->stride[i] != 1 || p->dilation[i] != 1) return 0;
-  if (batch > 1 && p->out[0] * p->out[1] < 64) return 0; /* the 4x3 tiles lose on 7x7 at batch 8 */
+  /* not below 8x8 outputs, at any batch: the 4x3 tiles lose on 7x7 at batch 8, and at batch 1 ResNet-50's two
+   * 512-channel 7x7 layers saved 0.1-0.4 of Winograd's ~4 ms (one thread) for 34 of the 61 MB it cost */
+  if (p->out[0] * p->out[1] < 64) return 0;
   const char *env = getenv("HS_KERNELS_WINOGRAD");
   return env && strcmp(env, "1") == 0;
 }
@@ -142,7 +146,15 @@ static int conv_variant_weights(hs_kernel *k, hs__variant *v, hs_error *err) {
     return 0;
   }
   if (f->w_plain) return hs__reorder_alloc(&f->w_plain_md, f->w_plain, want, &v->weights, err);
-  return hs__reorder_alloc(&from->md[MD_WEIGHTS], from->weights, want, &v->weights, err);
+  if (want->format_kind != dnnl_format_kind_wino)
+    return hs__reorder_alloc(&from->md[MD_WEIGHTS], from->weights, want, &v->weights, err);
+  /* Winograd's format from the other's direct layout: oneDNN reorders into it only from a plain layout,
+   * so through a temporary plain copy (a 7x7 kernel runs direct, the same weights at 12x10 Winograd) */
+  void *plain = NULL;
+  int rc = hs__reorder_alloc(&from->md[MD_WEIGHTS], from->weights, &f->w_plain_md, &plain, err);
+  if (!rc) rc = hs__reorder_alloc(&f->w_plain_md, plain, want, &v->weights, err);
+  hs_wblock_free(plain);
+  return rc;
 }
 
 /* Builds the variant. The caller's activation layouts are tried first; when oneDNN only has its
@@ -188,7 +200,7 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   rc = hs__make_attr(&p->post, &attr, err);
   if (rc) return rc;
   dnnl_primitive_desc_t pd = NULL;
-  if (winograd_candidate(p, batch)) {
+  if (winograd_candidate(p)) {
     /* Winograd in the layouts it wants (nChw16c), reorders around it where the caller's differ */
     dnnl_memory_desc_t s_any, d_any;
     dnnl_dims_t sdd = {sd[0], sd[1], sd[2], sd[3]}, ddd = {dd[0], dd[1], dd[2], dd[3]};

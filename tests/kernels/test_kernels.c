@@ -195,11 +195,14 @@ static void test_conv(void **state) {
       {"deconv k=s=3x2 relu", 2, 1, 1, 5, 7, 1, {4, 5}, {3, 2}, {3, 2}, {1, 1}, {0, 0}, {0, 0}, {0, 0}, 0,
        post_of(1, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
       /* 3x3 stride 1 in whole 16-channel blocks: oneDNN's Winograd kernels where the CPU has AVX-512
-       * (cpu_dnnl_conv.c); at 7x7 the batch-2 variant goes back to the direct kernel, whose weights
-       * come from the plain copy the kernel keeps (Winograd's format is not reordered back) */
+       * (cpu_dnnl_conv.c); at 8x8 the batch-3 variant takes another Winograd weight format than the
+       * batch-2 one (oneDNN 2.6.3 here), made from the plain copy the kernel keeps (Winograd's format is
+       * not reordered back); below 8x8 the direct kernels run */
       {"3x3 winograd residual relu", 2, 0, 2, 32, 16, 1, {12, 10}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1,
        post_of(2, HS_POST_SUM, 1.0, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
-      {"3x3 winograd 7x7", 2, 0, 1, 16, 32, 1, {7, 7}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1,
+      {"3x3 winograd 8x8, two formats", 2, 0, 2, 16, 32, 1, {8, 8}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1,
+       post_of(1, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
+      {"3x3 7x7 (direct)", 2, 0, 1, 16, 32, 1, {7, 7}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1,
        post_of(1, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
       {"3x3 winograd 24 outputs (padded block)", 2, 0, 1, 32, 24, 1, {10, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1},
        {1, 1}, {0}, 1, post_of(2, HS_POST_SUM, 1.0, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
