@@ -40,7 +40,6 @@ struct hs_arena_pool {
 };
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static _Thread_local char t_me; /* its address names the calling thread */
 static hs_arena_pool *g_pools;
 static hs_engine_arena_stats g_stats; /* under g_mu */
 
@@ -102,13 +101,12 @@ int hs__arena_pool_enough(hs_arena_pool *pool, const void *model) {
 
 hs_arena *hs__arena_pool_take(hs_arena_pool *pool, size_t need) {
   pthread_mutex_lock(&g_mu);
-  hs_arena **mine = NULL, **best = NULL, **largest = NULL;
+  hs_arena **best = NULL, **largest = NULL;
   for (hs_arena **p = &pool->free; *p; p = &(*p)->next) {
-    if (!mine && (*p)->last_user == &t_me && (*p)->bytes >= need) mine = p;
     if ((*p)->bytes >= need && (!best || (*p)->bytes < (*best)->bytes)) best = p;
     if (!largest || (*p)->bytes > (*largest)->bytes) largest = p;
   }
-  hs_arena **pick = mine ? mine : best ? best : largest, *a = NULL;
+  hs_arena **pick = best ? best : largest, *a = NULL;
   if (pick) {
     a = *pick;
     *pick = a->next;
@@ -145,8 +143,7 @@ void hs__arena_pool_put(hs_arena_pool *pool, hs_arena *a) {
     pool->arenas--;
     arena_release(a);
   } else {
-    a->last_user = &t_me;
-    a->next = pool->free; /* at the head: the most recently used is taken first */
+    a->next = pool->free;
     pool->free = a;
   }
   pthread_mutex_unlock(&g_mu);

@@ -10,7 +10,6 @@ typedef struct hs_arena {
   void *p;
   size_t bytes;
   struct hs_arena *next; /* in its pool's free list */
-  const void *last_user;  /* the thread whose run put it back last (compared, never dereferenced) */
 } hs_arena;
 
 typedef struct hs_arena_pool hs_arena_pool;
@@ -24,10 +23,8 @@ hs_arena_pool *hs__arena_pool_join(size_t key, const void *model);
  * caller allocates one (hs__arena_new) and gives it to the pool (hs__arena_pool_put), so a model's
  * first version faults in one arena per session and the next versions of the same plan size none. */
 int hs__arena_pool_enough(hs_arena_pool *pool, const void *model);
-/* A free arena: the one this thread put back last when it is free and big enough (its pages are the
- * likeliest to be in this core's cache), else the smallest of at least `need` bytes, the most
- * recently put back first, else the largest (the caller grows it), else NULL: the caller allocates
- * one (hs__arena_new), which counts in the pool from then on. */
+/* A free arena, the smallest of at least `need` bytes, else the largest (the caller grows it), else
+ * NULL: the caller allocates one (hs__arena_new), which counts in the pool from then on. */
 hs_arena *hs__arena_pool_take(hs_arena_pool *pool, size_t need);
 /* A new arena node of no bytes (the caller sizes it), counted in pool. NULL when out of memory. */
 hs_arena *hs__arena_new(hs_arena_pool *pool);
