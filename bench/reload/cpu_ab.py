@@ -7,7 +7,9 @@ This runs, for each variant in turn (--variant LABEL=BINARY[:server options], re
 interleaved), one server under wrk in alternating blocks of --block seconds: without reloads, with a new
 version every --period seconds, without, with, ... (--pairs pairs). For each block it takes the server's
 CPU outside the loader thread (user and system apart; /proc) per request, and reports per variant the
-mean ratio of each "with" block to the two "without" blocks around it, so drift cancels. Prints a
+mean ratio of each "with" block to the two "without" blocks around it, so drift cancels. The user and
+system columns are approximate (the kernel apportions the process's and each thread's exact CPU time to
+user and system by ticks, separately); the sum is exact. Prints a
 markdown table; writes nothing. MobileNetV2, every weight retrained per version, as bench/reload.
 """
 import argparse

@@ -397,6 +397,9 @@ def main():
         split.append(["ratio"] + ["%.3f" % (float(split[1][i]) / float(split[0][i])) if float(split[0][i]) > 0
                                   else "-" for i in (1, 2)])
         table += "\n" + benchlib.md_table(["server CPU per request outside the loader, ms", "user", "system"], split)
+        table += ("\nThe split is approximate: the kernel apportions the exact CPU time of the process and of each thread to "
+                  "user and system by ticks, separately, so the process's minus the loader's can be off by a few ticks "
+                  "(a system share near 0 may come out negative); their sum above is exact.\n")
         if a.trace:
             table += "\n" + overlap_table(trace_path, pub_windows, t_reload)
             if a.trace_out:
