@@ -12,6 +12,13 @@
  * what the runs in flight need, not the number of sessions: a pool allocates only when every one of
  * its arenas is held by a run (or when a model primes more sessions than the pool has arenas), and
  * never holds more arenas than member sessions, so it holds at most what private arenas held before.
+ * One exception keeps a reload storm from allocating an arena per version: a reload's warm-up runs
+ * on the loader while the requests hold every arena, so it adds one (the new version's sessions are
+ * members by then); when the old version leaves, that arena is kept (keep: the arenas the pool had
+ * when members left) instead of freed, so the next reload's warm-up finds it, until the loader's
+ * trim (hs_engine_arena_trim, after --trim-delay without loads) hands it back with the other warm
+ * memory. Without it, a MobileNetV2 storm allocated, faulted in and freed one 8 MiB arena a version
+ * (bench/results/reload-s23-2026-12-07.md).
  * An arena keeps the growth a run gave it (an outlier's is shrunk by engine.c's rule), so every run
  * behaves as with a private arena; the contents of an arena are scratch, written before they are
  * read by every plan, so which arena a run gets cannot change its results.
@@ -34,6 +41,7 @@ struct hs_arena_pool {
   size_t key;              /* planned arena bytes of the members' models */
   size_t members;          /* sessions */
   size_t arenas;           /* arenas of this pool: free, or held by a member */
+  size_t keep;             /* arenas kept though fewer members are left, until the trim */
   hs_arena *free;          /* the free ones */
   member_model *models;    /* member sessions per model */
   struct hs_arena_pool *next;
@@ -48,6 +56,21 @@ static void arena_release(hs_arena *a) {
   g_stats.bytes -= a->bytes;
   free(a->p);
   free(a);
+}
+
+/* How many arenas the pool keeps: one per member session, or what it had when members left. */
+static size_t pool_limit(const hs_arena_pool *pool) {
+  return pool->members > pool->keep ? pool->members : pool->keep;
+}
+
+/* Frees pool's free arenas beyond what it keeps. */
+static void pool_shrink(hs_arena_pool *pool) {
+  while (pool->arenas > pool_limit(pool) && pool->free) {
+    hs_arena *a = pool->free;
+    pool->free = a->next;
+    pool->arenas--;
+    arena_release(a);
+  }
 }
 
 static member_model *find_model(hs_arena_pool *pool, const void *model) {
@@ -139,7 +162,7 @@ void hs__arena_pool_resized(hs_arena_pool *pool, size_t old_bytes, size_t new_by
 void hs__arena_pool_put(hs_arena_pool *pool, hs_arena *a) {
   pthread_mutex_lock(&g_mu);
   g_stats.in_use--;
-  if (pool->arenas > pool->members || !a->p) { /* more arenas than sessions: not kept */
+  if (pool->arenas > pool_limit(pool) || !a->p) { /* more arenas than it keeps: not kept */
     pool->arenas--;
     arena_release(a);
   } else {
@@ -159,12 +182,10 @@ void hs__arena_pool_leave(hs_arena_pool *pool, const void *model) {
     free(gone);
   }
   pool->members--;
-  while (pool->arenas > pool->members && pool->free) {
-    hs_arena *a = pool->free;
-    pool->free = a->next;
-    pool->arenas--;
-    arena_release(a);
-  }
+  /* a version leaving while others stay (a reload): its arenas stay for the next one's warm-up */
+  if (pool->members > 0 && pool->arenas > pool->keep) pool->keep = pool->arenas;
+  if (pool->members == 0) pool->keep = 0;
+  pool_shrink(pool);
   if (pool->members == 0) { /* no member, so no arena held either: the pool goes */
     for (hs_arena_pool **p = &g_pools; *p; p = &(*p)->next)
       if (*p == pool) {
@@ -173,6 +194,15 @@ void hs__arena_pool_leave(hs_arena_pool *pool, const void *model) {
       }
     free(pool);
     g_stats.pools--;
+  }
+  pthread_mutex_unlock(&g_mu);
+}
+
+void hs_engine_arena_trim(void) {
+  pthread_mutex_lock(&g_mu);
+  for (hs_arena_pool *pool = g_pools; pool; pool = pool->next) {
+    pool->keep = 0;
+    pool_shrink(pool); /* one still held by a run goes when it is put back */
   }
   pthread_mutex_unlock(&g_mu);
 }

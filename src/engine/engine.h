@@ -101,6 +101,9 @@ typedef struct hs_engine_arena_stats {
   size_t created;
 } hs_engine_arena_stats;
 void hs_engine_arena_stats_get(hs_engine_arena_stats *out);
+/* Frees the pooled arenas kept beyond one per member session (those a reload's warm-up added, kept
+ * for the next reload's; engine/arena.c): the server's loader calls it with its --trim-delay trim. */
+void hs_engine_arena_trim(void);
 /* The process's budget for the scratch memory (plan arenas) of the runs in flight, across every model
  * and session: a run whose plan would push the total over `bytes` waits up to wait_ms for others to
  * finish, then fails with HS_OVERLOADED (a plan larger than the whole budget fails at once with

@@ -173,8 +173,10 @@ static void warm_pool_keep(size_t keep) {
   pthread_mutex_unlock(&g_warm_mu);
 }
 
-/* Hands every free page back to the system (the pool's free blocks, malloc_trim): the warm memory is gone. */
+/* Hands every free page back to the system (the session arena reloads kept, the pool's free blocks,
+ * malloc_trim): the warm memory is gone. */
 static void warm_pool_trim(hs_registry *r) {
+  hs_engine_arena_trim();
   hs_wblock_trim();
   malloc_trim(0);
   atomic_store_explicit(&r->metrics.warm_pool_bytes, 0, memory_order_relaxed);

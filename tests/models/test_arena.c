@@ -3,8 +3,9 @@
  * Version A is the exported model; version B is A with the last Conv's weights scaled (a "new
  * head": the same plan, so the same arena size). B's sessions, created while A's are alive, must
  * allocate no arena of their own (hs_engine_arena_stats: A's two are enough), a pool must hold no
- * more arenas than member sessions (a third run in flight at once adds one, which goes again once
- * the sessions are fewer), B's outputs on arenas A ran on must be bit-equal to those of B loaded
+ * more arenas than member sessions (a third run in flight at once adds one) except the one kept
+ * when A retires, which the next version's third run takes instead of a new one and the trim
+ * (hs_engine_arena_trim) frees, B's outputs on arenas A ran on must be bit-equal to those of B loaded
  * alone, and every arena must be gone once the sessions are (ASan checks the frees). A session
  * that is never told it is idle keeps its arena, as a private one.
  */
@@ -138,10 +139,28 @@ static void test_versions_share_arenas(void **state) {
   }
   assert_int_equal(stats().in_use, 0);
 
-  /* A retires: the pool keeps no more arenas than the two sessions left, and B still answers */
+  /* A retires: the pool keeps the third arena (a reload's warm-up added it) for the next reload */
   hs_engine_session_free(sa[0]);
   hs_engine_session_free(sa[1]);
   hs_engine_free(a);
+  assert_int_equal(stats().arenas, 3);
+  /* the next version C: three runs in flight again (B's two and C's warm-up) allocate none */
+  created = stats().created;
+  hs_engine_model *c = compile(0);
+  hs_engine_session *sc = session(c);
+  run(sb[0], 1, got);
+  run(sb[1], 2, got);
+  run(sc, 3, got);
+  assert_memory_equal(got, ref_a, sizeof got);
+  assert_int_equal(stats().in_use, 3);
+  assert_int_equal(stats().created, created);
+  hs_engine_session_idle(sb[0]);
+  hs_engine_session_idle(sb[1]);
+  hs_engine_session_free(sc);
+  hs_engine_free(c);
+  assert_int_equal(stats().arenas, 3);
+  /* the trim (the server's, once reloads stop) leaves no more arenas than the two sessions left */
+  hs_engine_arena_trim();
   assert_int_equal(stats().arenas, 2);
   run(sb[1], 2, got);
   assert_memory_equal(got, ref_b[1], sizeof got);

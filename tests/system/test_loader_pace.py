@@ -29,8 +29,9 @@ SHAPE = [1, 4]
 CLIENTS = 3
 
 
-def model_bytes(k):
-    inits = [numpy_helper.from_array(np.linspace(-1, 1, N, dtype=np.float32), "W"),
+def model_bytes(k, n=N):
+    """y = x + k + 0 * sum(W + 0 * sum(x)), W n floats (test_loader_reap.py uses it too)."""
+    inits = [numpy_helper.from_array(np.linspace(-1, 1, n, dtype=np.float32), "W"),
              numpy_helper.from_array(np.array([float(k)], dtype=np.float32), "k"),
              numpy_helper.from_array(np.array([0.0], dtype=np.float32), "zero")]
     nodes = [helper.make_node("ReduceSum", ["x"], ["xs"], keepdims=0),
