@@ -17,6 +17,8 @@
  * reuses the decoded tensors' pages for the reordered weights within the load, which separate
  * mappings cannot (ResNet-50: 28 ms more CPU per cold load with the pool on). One mutex guards the
  * lists and the counters.
+ * hs_wscratch is the other kind of mapping here: a load's transient buffer (the read ring, the
+ * decoder's and kshare's scratch) unmapped when released, so its pages never linger as freed heap.
  */
 #include "base/wblock.h"
 
@@ -168,4 +170,21 @@ void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes) {
   if (free_bytes) *free_bytes = g_free_bytes;
   if (used_bytes) *used_bytes = g_used_bytes;
   pthread_mutex_unlock(&g_mu);
+}
+
+void *hs_wscratch_get(hs_wscratch *s, size_t bytes) {
+  if (bytes <= s->bytes && s->p) return s->p;
+  hs_wscratch_release(s);
+  size_t map = bytes ? bytes : 1;
+  void *m = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return NULL;
+  s->p = m;
+  s->bytes = map;
+  return m;
+}
+
+void hs_wscratch_release(hs_wscratch *s) {
+  if (s->p) munmap(s->p, s->bytes);
+  s->p = NULL;
+  s->bytes = 0;
 }
