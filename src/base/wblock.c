@@ -17,6 +17,13 @@
  * reuses the decoded tensors' pages for the reordered weights within the load, which separate
  * mappings cannot (ResNet-50: 28 ms more CPU per cold load with the pool on). One mutex guards the
  * lists and the counters.
+ * The streaming decoder's large tensor payloads are blocks too (onnx/decode.c; graph values free
+ * their data with hs_wblock_free, which frees malloc's blocks as free() does): a decoded tensor
+ * freed once its kernel reordered it goes to the free list, where the next reordered weights of
+ * the same mapped size take it, so within a load the decoded and the reordered weights share pages
+ * as they did in malloc's heap, and a retrained reload reuses the previous load's decoded blocks
+ * (ResNet-50 retrained reload after a trim: 53k -> 41k page faults, loader CPU of the load stage
+ * 111-123 -> 87-96 ms, overlap peak 345 -> 303 MB; bench/results/load-s23-2026-12-07.md).
  * hs_wscratch is the other kind of mapping here: a load's transient buffer (the read ring, the
  * decoder's and kshare's scratch) unmapped when released, so its pages never linger as freed heap.
  */

@@ -982,7 +982,7 @@ static int add_initializer(hs_graph *g, const hs_onnx_source *src, hs_tensor *t,
       val->ref_free = src->share->release;
     }
   } else {
-    free(t->data);
+    hs_wblock_free(t->data);
     if (ref) src->share->release(ref);
   }
   free(name);
@@ -1273,14 +1273,14 @@ static void *candidate_buffer(stream_ctx *cx, size_t len, int *in_scratch) {
       return p;
     }
   }
-  return malloc(len ? len : 1);
+  return hs_wblock_alloc(len);
 }
 
 /* The candidate in buf was held by the share hook: its buffer is done with. */
 static void candidate_held(stream_ctx *cx, void *buf, int in_scratch) {
   cx->missed = 0;
   if (in_scratch) cx->scratch_busy = 0;
-  else free(buf);
+  else hs_wblock_free(buf);
 }
 
 /* The candidate in buf was not held: the buffer its tensor keeps (buf itself, or a malloc'ed copy of
@@ -1289,7 +1289,7 @@ static void *candidate_kept(stream_ctx *cx, void *buf, size_t len, int in_scratc
   cx->missed = 1;
   if (!in_scratch) return buf;
   cx->scratch_busy = 0;
-  void *own = malloc(len ? len : 1);
+  void *own = hs_wblock_alloc(len);
   if (own) memcpy(own, buf, len);
   return own;
 }
@@ -1359,7 +1359,7 @@ static int ext_range_cmp(const void *a, const void *b) {
 /* The first byte of r arrived: its buffer (candidate_buffer for a share candidate, else its own). */
 static int range_buffer(stream_ctx *cx, ext_range *r, hs_error *err) {
   if (r->candidate) r->buf = candidate_buffer(cx, (size_t)r->len, &r->in_scratch);
-  else r->buf = malloc((size_t)r->len);
+  else r->buf = hs_wblock_alloc((size_t)r->len);
   if (!r->buf)
     return hs_error_set(err, HS_NO_MEMORY, "out of memory for a %llu-byte tensor", (unsigned long long)r->len);
   return 0;
@@ -1429,7 +1429,7 @@ static int fill_external(stream_ctx *cx, hs_graph *g, hs_error *err) {
     }
   }
   for (size_t i = 0; i < cx->n_ext; i++) /* after an error: buffers no value took */
-    if (cx->ext[i].buf && !cx->ext[i].in_scratch) free(cx->ext[i].buf);
+    if (cx->ext[i].buf && !cx->ext[i].in_scratch) hs_wblock_free(cx->ext[i].buf);
   cx->scratch_busy = 0;
   cx->n_ext = 0;
   return rc;
@@ -1454,11 +1454,11 @@ static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g
         break;
       }
       if (raw_scratch) cx->scratch_busy = 0; /* a later raw_data replaces an earlier one */
-      else free(raw.data);
+      else hs_wblock_free(raw.data);
       raw = (raw_payload){.present = 1, .len = (size_t)len};
       candidate = may_share(cx, &meta, len);
       raw_scratch = 0;
-      raw.data = candidate ? candidate_buffer(cx, (size_t)len, &raw_scratch) : len ? malloc((size_t)len) : NULL;
+      raw.data = candidate ? candidate_buffer(cx, (size_t)len, &raw_scratch) : len ? hs_wblock_alloc((size_t)len) : NULL;
       if (len && !raw.data) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory for a %llu-byte tensor",
                                               (unsigned long long)len);
       else if (len && hs_pbs_copy(s, raw.data, (size_t)len)) rc = stream_bad(s, err, "tensor raw_data past the end");
@@ -1494,7 +1494,7 @@ static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g
     hs_error_prefix(err, "initializer");
   }
   if (raw_scratch) cx->scratch_busy = 0;
-  else free(raw.data); /* NULL when the tensor took it */
+  else hs_wblock_free(raw.data); /* NULL when the tensor took it */
   free(meta.v);
   return rc;
 }
