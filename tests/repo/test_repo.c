@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "../rss.h"
+
 #include "repo/publish.h"
 #include "repo/repo.h"
 #include "repo/repo_internal.h"
@@ -845,16 +847,6 @@ static void test_read_stream_hashes_what_it_hands_out(void **state) {
  * open is refused; a file nobody opened, or left half read, is read and hashed by the check; the
  * changes of expect_changes_judged are refused (with the file named) or survived, and so is a
  * file whose size changed before it was opened. */
-/* The process's resident bytes (/proc/self/statm, second field). */
-static size_t rss_bytes(void) {
-  FILE *fp = fopen("/proc/self/statm", "r");
-  assert_non_null(fp);
-  unsigned long size = 0, resident = 0;
-  assert_int_equal(fscanf(fp, "%lu %lu", &size, &resident), 2);
-  fclose(fp);
-  return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 /* The ring's pages go back to the system once the read is over (read.c, ring_alloc), with the heap
  * set as the server sets it (engine/engine.c hs_engine_prefer_heap, the loader's trim threshold):
  * a large freed heap buffer stays resident there, beside the serving version. Runs last (mallopt
