@@ -841,12 +841,6 @@ static void test_read_stream_hashes_what_it_hands_out(void **state) {
   hs_repo_close(r);
 }
 
-/* External data streamed (read.c, DESIGN "External data"): the file is handed out once, in order,
- * and those bytes are the ones hashed, by the same hash thread as model.onnx's, through a ring of
- * their own (a piece of model.onnx held by the decoder stays intact while they are read); a second
- * open is refused; a file nobody opened, or left half read, is read and hashed by the check; the
- * changes of expect_changes_judged are refused (with the file named) or survived, and so is a
- * file whose size changed before it was opened. */
 /* The ring's pages go back to the system once the read is over (read.c, ring_alloc), with the heap
  * set as the server sets it (engine/engine.c hs_engine_prefer_heap, the loader's trim threshold):
  * a large freed heap buffer stays resident there, beside the serving version. Runs last (mallopt
@@ -885,6 +879,12 @@ static void test_read_stream_ring_pages_go_back(void **state) {
   hs_repo_close(r);
 }
 
+/* External data streamed (read.c, DESIGN "External data"): the file is handed out once, in order,
+ * and those bytes are the ones hashed, by the same hash thread as model.onnx's, through a ring of
+ * their own (a piece of model.onnx held by the decoder stays intact while they are read); a second
+ * open is refused; a file nobody opened, or left half read, is read and hashed by the check; the
+ * changes of expect_changes_judged are refused (with the file named) or survived, and so is a
+ * file whose size changed before it was opened. */
 static void test_read_stream_files_hash_what_they_hand_out(void **state) {
   fixture *f = *state;
   char v1[4096], mdir[4096], code[32] = "";
