@@ -21,9 +21,12 @@
  * their data with hs_wblock_free, which frees malloc's blocks as free() does): a decoded tensor
  * freed once its kernel reordered it goes to the free list, where the next reordered weights of
  * the same mapped size take it, so within a load the decoded and the reordered weights share pages
- * as they did in malloc's heap, and a retrained reload reuses the previous load's decoded blocks
- * (ResNet-50 retrained reload after a trim: 53k -> 41k page faults, loader CPU of the load stage
- * 111-123 -> 87-96 ms, overlap peak 345 -> 303 MB; bench/results/load-s23-2026-12-07.md).
+ * as they did in malloc's heap, and a retrained reload reuses the previous load's decoded blocks.
+ * The conv and matmul kernels' plain weight copies are blocks too (kernels/cpu_dnnl.h, w_plain):
+ * from the heap, with no decoded tensors' holes left there, they grew the loader thread's arena,
+ * whose top malloc_trim does not hand back (+9 MB at rest). ResNet-50 retrained reload after a
+ * trim: 53k -> 46k page faults, overlap peak 345 -> 320 MB, RSS at rest unchanged
+ * (bench/results/load-s23-2026-12-07.md).
  * hs_wscratch is the other kind of mapping here: a load's transient buffer (the read ring, the
  * decoder's and kshare's scratch) unmapped when released, so its pages never linger as freed heap.
  */
