@@ -10,8 +10,9 @@ another, each one's "ready" log line read) with both binaries, the order alterna
 --runs times `hotserve run VERSION_1/model.onnx --repeat 1` with each binary, alternating (load + compile as it
 prints it, and the process's CPU time). Reported per round and binary, reload medians: time to ready, load
 stage, the loader's CPU (read, which includes the hash thread's, and load), the hash thread's CPU, the wait for
-its verdict after the load, and the loading thread's own CPU (read + load - hash CPU); then new / base ratios of
-the medians over rounds. CPU times are far less sensitive to other processes than wall times.
+its verdict after the load, and the loading thread's own CPU (read + load - hash CPU), the RSS with one version at
+rest, the median peak while a new one loads beside it and their difference (overlap extra, load_bench's memory
+table); then new / base ratios of the medians over rounds. CPU times are far less sensitive to other processes than wall times.
 """
 import argparse
 import os
@@ -30,7 +31,8 @@ import load_bench  # noqa: E402
 # load_bench.bench_server's median: total, verify, load, warm-up, CPU read, CPU load, CPU warm-up, hash CPU, wait
 COLS = [("ready", lambda m: m[0]), ("load", lambda m: m[2]), ("CPU read", lambda m: m[4]),
         ("CPU load", lambda m: m[5]), ("hash CPU", lambda m: m[7]), ("hash wait", lambda m: m[8]),
-        ("loading thread CPU", lambda m: m[4] + m[5] - m[7])]
+        ("loading thread CPU", lambda m: m[4] + m[5] - m[7]), ("one version MB", lambda m: m[9]),
+        ("overlap peak MB", lambda m: m[10]), ("overlap extra MB", lambda m: m[10] - m[9])]
 
 
 def run_once(binary, model, x, threads):
@@ -74,11 +76,11 @@ def main(argv):
                                        gap=args.gap)
                 hs = load_bench.bench_server(a, args.model, args.model, os.path.join(work, "r%d-%s" % (rnd, which)),
                                              args.variant, versions)
-                rows.append((rnd + 1, which, hs["median"]))
+                rows.append((rnd + 1, which, hs["median"] + [hs["one_version_rss"], hs["overlap_peak_rss"]]))
             for _ in range(args.runs):
                 for which, binary in (bins if rnd % 2 == 0 else bins[::-1]):
                     runs[which].append(run_once(binary, os.path.join(versions[0], "model.onnx"), ref, args.threads))
-    lines = ["Load with external data, %s: `%s` vs `%s`. Machine: %s. Threads: %d. Versions: %s (%s), %d reloads "
+    lines = ["Load, %s: `%s` vs `%s`. Machine: %s. Threads: %d. Versions: %s (%s), %d reloads "
              "per server run, %g s apart." % (args.model, args.base, args.new, mach, args.threads, args.variant,
                                              "weights in weights.bin" if args.variant == "external" else "one file",
                                              args.loads, args.gap),

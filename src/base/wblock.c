@@ -17,6 +17,18 @@
  * reuses the decoded tensors' pages for the reordered weights within the load, which separate
  * mappings cannot (ResNet-50: 28 ms more CPU per cold load with the pool on). One mutex guards the
  * lists and the counters.
+ * The streaming decoder's large tensor payloads are blocks too (onnx/decode.c; graph values free
+ * their data with hs_wblock_free, which frees malloc's blocks as free() does): a decoded tensor
+ * freed once its kernel reordered it goes to the free list, where the next reordered weights of
+ * the same mapped size take it, so within a load the decoded and the reordered weights share pages
+ * as they did in malloc's heap, and a retrained reload reuses the previous load's decoded blocks.
+ * The conv and matmul kernels' plain weight copies are blocks too (kernels/cpu_dnnl.h, w_plain):
+ * from the heap, with no decoded tensors' holes left there, they grew the loader thread's arena,
+ * whose top malloc_trim does not hand back (+9 MB at rest). ResNet-50 retrained reload after a
+ * trim: 53k -> 46k page faults, overlap peak 345 -> 320 MB, RSS at rest unchanged
+ * (bench/results/load-s23-2026-12-07.md).
+ * hs_wscratch is the other kind of mapping here: a load's transient buffer (the read ring, the
+ * decoder's and kshare's scratch) unmapped when released, so its pages never linger as freed heap.
  */
 #include "base/wblock.h"
 
@@ -168,4 +180,21 @@ void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes) {
   if (free_bytes) *free_bytes = g_free_bytes;
   if (used_bytes) *used_bytes = g_used_bytes;
   pthread_mutex_unlock(&g_mu);
+}
+
+void *hs_wscratch_get(hs_wscratch *s, size_t bytes) {
+  if (bytes <= s->bytes && s->p) return s->p;
+  hs_wscratch_release(s);
+  size_t map = bytes ? bytes : 1;
+  void *m = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return NULL;
+  s->p = m;
+  s->bytes = map;
+  return m;
+}
+
+void hs_wscratch_release(hs_wscratch *s) {
+  if (s->p) munmap(s->p, s->bytes);
+  s->p = NULL;
+  s->bytes = 0;
 }

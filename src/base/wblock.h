@@ -24,4 +24,20 @@ void hs_wblock_trim(void);
 /* The pool's counters: bytes of mapped blocks kept free (reusable) and in use. */
 void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes);
 
+/* A load's short-lived large buffer whose pages must go back to the system the moment it is
+ * released (the read ring, the decoder's and kshare's scratch), not stay resident as freed heap
+ * pages beside the serving version until the next trim: its own anonymous mapping, never pooled.
+ * Zero-initialized: empty. Not thread-safe (one owner). */
+typedef struct hs_wscratch {
+  void *p;
+  size_t bytes; /* mapped */
+} hs_wscratch;
+
+/* At least `bytes` bytes (page-aligned); NULL when out of memory. The contents are undefined when it
+ * has to grow (a new mapping replaces the old one), kept otherwise. */
+void *hs_wscratch_get(hs_wscratch *s, size_t bytes);
+
+/* Unmaps the buffer (its pages go back at once); s is empty again. */
+void hs_wscratch_release(hs_wscratch *s);
+
 #endif

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/wblock.h"
 #include "engine/engine.h"
 #include "engine/pass_fuse.h"
 #include "ops/ops.h"
@@ -155,7 +156,7 @@ static int fold_one_bn(hs_graph *g, int ci, int bi, hs_error *err) {
   /* The old weights are garbage now unless someone else reads them: free their bytes. */
   if (hs__fuse_count_uses(g, old_w) == 0) {
     hs_value *ov = &g->values[old_w];
-    free(ov->data);
+    hs_wblock_free(ov->data);
     ov->data = NULL;
     ov->nbytes = 0;
   }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/wblock.h"
 #include "engine/engine.h"
 #include "engine/passes.h"
 #include "ops/ops.h"
@@ -47,7 +48,7 @@ int hs_eval_const_node(hs_graph *g, int ni, hs_error *err) {
   for (int k = 0; k < n->n_out && rc == 0; k++) {
     if (n->out[k] < 0) continue;
     hs_value *v = &g->values[n->out[k]];
-    free(v->data);
+    hs_wblock_free(v->data);
     v->data = out[k].data;
     out[k].data = NULL;
     v->nbytes = out[k].nbytes;

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/wblock.h"
+
 void hs_graph_init(hs_graph *g) {
   memset(g, 0, sizeof *g);
 }
@@ -39,7 +41,7 @@ void hs_graph_free(hs_graph *g) {
   }
   for (int i = 0; i < g->n_values; i++) {
     free(g->values[i].name);
-    free(g->values[i].data);
+    hs_wblock_free(g->values[i].data); /* the streaming decoder's are weight blocks (onnx/decode.c) */
     if (g->values[i].ref) g->values[i].ref_free(g->values[i].ref);
   }
   free(g->values);
@@ -133,7 +135,7 @@ int hs_value_set_const(hs_value *v, const hs_tensor *t, hs_error *err) {
     if (!copy) return hs_error_set(err, HS_NO_MEMORY, "out of memory for constant '%s'", v->name);
     memcpy(copy, t->data, t->nbytes);
   }
-  free(v->data);
+  hs_wblock_free(v->data);
   v->data = copy;
   v->nbytes = t->nbytes;
   v->kind = HS_VAL_CONST;
@@ -147,7 +149,7 @@ int hs_value_set_const(hs_value *v, const hs_tensor *t, hs_error *err) {
 void hs_graph_release_const(hs_graph *g, int v) {
   hs_value *val = &g->values[v];
   if (val->kind != HS_VAL_CONST) return;
-  free(val->data);
+  hs_wblock_free(val->data);
   val->data = NULL; /* nbytes stays: the value keeps its shape */
   if (val->ref) val->ref_free(val->ref);
   val->ref = NULL;

@@ -59,7 +59,8 @@ typedef struct hs_value {
   hs_dtype dtype;          /* HS_DT_UNDEFINED when not yet known */
   int ndim;                /* -1 when the rank is unknown */
   int64_t dims[HS_MAX_DIMS]; /* -1 for a symbolic / unknown dimension */
-  void *data;              /* HS_VAL_CONST: the contents (malloc'ed, owned); NULL with nbytes > 0
+  void *data;              /* HS_VAL_CONST: the contents (owned: malloc'ed or a weight block,
+                            * base/wblock.h; freed with hs_wblock_free); NULL with nbytes > 0
                               once released (hs_graph_release_const): its reader's state holds them */
   size_t nbytes;
   /* HS_VAL_CONST decoded without data of its own (data NULL): a reference to an identical copy held

@@ -50,7 +50,10 @@ struct hs_kernel {
   } p;
   int64_t batch0;          /* batch at creation */
   void *w_plain;           /* owned copy of the constant operand in its source layout (freed once
-                              variant 0 holds it reordered) */
+                              variant 0 holds it reordered); a weight block (base/wblock.h): in the
+                              server it takes the pages a decoded tensor left, and its own go back
+                              to the pool instead of growing the loader thread's heap, whose top
+                              malloc_trim cannot hand back */
   dnnl_memory_desc_t w_plain_md;
   const void *w_src;       /* matmul: the caller's B, read in w_plain's place while the constructor builds
                               variant 0 (no plain copy made), NULL after */

@@ -747,7 +747,7 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
     return hs__dnnl_fail(err, st, "conv: describing weights");
   }
   if (p->weights) {
-    k->w_plain = malloc((size_t)wcount * sizeof(float));
+    k->w_plain = hs_wblock_alloc((size_t)wcount * sizeof(float)); /* freed once reordered */
     if (!k->w_plain) {
       hs_kernel_destroy(k);
       return hs_error_set(err, HS_NO_MEMORY, "conv: copying %lld weights", (long long)wcount);
@@ -981,7 +981,7 @@ int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error
     if (!rc) rc = md_maybe_trans(&k->w_plain_md, nd, p->b_dims, p->trans_b, err);
     /* with alpha 1 variant 0 reorders the caller's B itself (w_src): a plain copy would only add
      * B's size to a load's peak (a new classifier: 5 MB of MobileNetV2's reload) */
-    if (!rc && alpha != 1.f && !(k->w_plain = malloc((size_t)bcount * sizeof(float))))
+    if (!rc && alpha != 1.f && !(k->w_plain = hs_wblock_alloc((size_t)bcount * sizeof(float))))
       rc = hs_error_set(err, HS_NO_MEMORY, "matmul: copying B");
     if (rc) {
       hs_kernel_destroy(k);
@@ -1006,7 +1006,7 @@ int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error
   if (rc) return rc;
   if (k->w_src && hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) {
     /* weights no reorder reads back: the kernel keeps a plain copy for later variants, as with alpha */
-    if (!(k->w_plain = malloc((size_t)bcount * sizeof(float)))) {
+    if (!(k->w_plain = hs_wblock_alloc((size_t)bcount * sizeof(float)))) {
       hs_kernel_destroy(k);
       return hs_error_set(err, HS_NO_MEMORY, "matmul: copying B");
     }

@@ -461,7 +461,7 @@ static const hs__variant *variant_for(hs_kernel *k, int64_t batch, hs_error *err
       v->batch = batch;
       if (k->vt->build(k, batch, v, err) == 0) {
         if (n == 0 && k->w_plain && !hs__weights_one_way(&v->md[HS__MAX_MDS - 1])) {
-          free(k->w_plain); /* variant 0 holds the reordered copy; later ones reorder from it */
+          hs_wblock_free(k->w_plain); /* variant 0 holds the reordered copy; later ones reorder from it */
           k->w_plain = NULL;
         }
         atomic_store_explicit(&k->nvar, n + 1, memory_order_release);
@@ -541,7 +541,7 @@ void hs_kernel_destroy(hs_kernel *k) {
   int n = atomic_load(&k->nvar);
   /* Later variants may share variant 0's weights: release them first. */
   for (int i = n - 1; i >= 0; i--) variant_release(&k->var[i]);
-  free(k->w_plain);
+  hs_wblock_free(k->w_plain);
   for (int i = 0; i < 4; i++) free(k->owned[i]);
   free(k->owned_i64);
   pthread_mutex_destroy(&k->lock);

@@ -4,9 +4,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "base/digest.h"
+#include "base/wblock.h"
 #include "kernels/cpu_dnnl.h"
 #include "kernels/kshare.h"
 
@@ -101,24 +101,11 @@ static void take_sample(const void *w, size_t wbytes, float out[SAMPLES]) {
  * new-head version left about 20 MB of them beside the serving version; a mapping per lookup instead
  * faulted in fresh pages for every Conv (+20 ms of loader CPU per reload;
  * bench/results/load-mem-r50-2026-12-07.md). */
-static _Thread_local float *t_back;
-static _Thread_local size_t t_back_bytes;
+static _Thread_local hs_wscratch t_back;
 
-static float *decode_read_back(size_t bytes) {
-  if (bytes <= t_back_bytes) return t_back;
-  hs_kshare_release_scratch();
-  void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (m == MAP_FAILED) return NULL;
-  t_back = m;
-  t_back_bytes = bytes;
-  return t_back;
-}
+static float *decode_read_back(size_t bytes) { return hs_wscratch_get(&t_back, bytes); }
 
-void hs_kshare_release_scratch(void) {
-  if (t_back) munmap(t_back, t_back_bytes);
-  t_back = NULL;
-  t_back_bytes = 0;
-}
+void hs_kshare_release_scratch(void) { hs_wscratch_release(&t_back); }
 
 /* Whether registered kernel e's weights are byte for byte w: its weights are read back into ONNX's
  * layout (an exact reorder) and compared; at decode time (decode set) into the thread's read-back

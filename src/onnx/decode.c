@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/file.h"
+#include "base/wblock.h"
 #include "onnx/onnx.h"
 #include "onnx/pb.h"
 
@@ -981,7 +982,7 @@ static int add_initializer(hs_graph *g, const hs_onnx_source *src, hs_tensor *t,
       val->ref_free = src->share->release;
     }
   } else {
-    free(t->data);
+    hs_wblock_free(t->data);
     if (ref) src->share->release(ref);
   }
   free(name);
@@ -1126,8 +1127,12 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * in it). Each initializer is decoded as it arrives: its fields but raw_data into a small buffer,
  * the raw_data payload straight into the buffer the tensor keeps (one copy, from a chunk that was
  * just read). A payload the share hook may want (float32, rank >= 3, large enough) goes into one
- * scratch buffer reused across tensors: when the hook finds it held, nothing is kept; otherwise the
- * tensor takes that buffer. Initializers are decoded in file order before the graph's inputs and
+ * scratch buffer reused across tensors, its own mapping (base/wblock.h, hs_wscratch), unmapped when
+ * the decode ends, so its pages never stay resident beside the serving version: when the hook finds
+ * it held, nothing is kept; otherwise the tensor keeps a copy. The next candidate is then read
+ * into a buffer of its own, which the tensor keeps when not held (freed when held), until one is held
+ * again: a retrained version (no tensor held) copies no payload twice, a new-head version (every
+ * candidate but the new ones held) leaves no freed heap pages behind. Initializers are decoded in file order before the graph's inputs and
  * nodes, as the buffer decoder's passes do, so both give the same graph. The buffer entry points
  * run this same code over a memory stream (pb.h), so tests and the fuzzer reach it too.
  * Bounds: a raw_data payload is allocated at its length once that length is known to fit its
@@ -1141,8 +1146,8 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * buffer of its size and records its range. After the graph's initializers, fill_external sorts the
  * ranges by file and offset and makes one pass per file, up to its last range's end, copying each
  * piece into every range it overlaps. A range gets its buffer when its first byte arrives; one the
- * share hook may hold is filled into the reused scratch, as a raw_data payload is, and offered once
- * complete: held, nothing is kept; not held, the tensor takes the scratch.
+ * share hook may hold is filled as a raw_data payload is (candidate_buffer), and offered once
+ * complete.
  * The rest of the file is the stream owner's to read (the repository hashes it).
  */
 
@@ -1226,16 +1231,17 @@ typedef struct ext_range {
   size_t file;
   uint64_t off, len;
   int value;
-  int candidate; /* one the share hook is offered (range_done): filled into the reused scratch */
-  void *buf;     /* where its bytes go: NULL until its first byte arrives (cx->scratch, or its own) */
+  int candidate;  /* one the share hook is offered (range_done) */
+  int in_scratch; /* buf is cx->scratch's (candidate_buffer) */
+  void *buf;      /* where its bytes go: NULL until its first byte arrives */
   int done;      /* filled and handed to its value */
 } ext_range;
 
 typedef struct stream_ctx {
   const hs_onnx_source *src;
-  void *scratch; /* payload buffer for tensors the share hook may hold (see DESIGN) */
-  size_t scratch_cap;
-  int scratch_busy; /* scratch holds a range being filled (fill_external) */
+  hs_wscratch scratch; /* payload buffer for tensors the share hook may hold (see DESIGN) */
+  int scratch_busy;    /* scratch holds a payload being filled (a range of fill_external) */
+  int missed;          /* the last candidate was not held: the next one gets a buffer of its own */
   ext_range *ext; /* external initializers of streamed files, filled after the graph (fill_external) */
   size_t n_ext, cap_ext;
 } stream_ctx;
@@ -1253,6 +1259,39 @@ static int may_share(const stream_ctx *cx, const bytebuf *meta, uint64_t n) {
            t.ndim >= 3 && nbytes == n;
   tensor_fields_free(&tf);
   return ok;
+}
+
+/* A buffer for a share candidate's len bytes (see DESIGN): the reused scratch mapping unless the
+ * last candidate was not held or the scratch is busy (*in_scratch says which), else one of its own.
+ * NULL when out of memory. */
+static void *candidate_buffer(stream_ctx *cx, size_t len, int *in_scratch) {
+  *in_scratch = 0;
+  if (!cx->missed && !cx->scratch_busy) {
+    void *p = hs_wscratch_get(&cx->scratch, len);
+    if (p) {
+      cx->scratch_busy = *in_scratch = 1;
+      return p;
+    }
+  }
+  return hs_wblock_alloc(len);
+}
+
+/* The candidate in buf was held by the share hook: its buffer is done with. */
+static void candidate_held(stream_ctx *cx, void *buf, int in_scratch) {
+  cx->missed = 0;
+  if (in_scratch) cx->scratch_busy = 0;
+  else hs_wblock_free(buf);
+}
+
+/* The candidate in buf was not held: the buffer its tensor keeps (buf itself, or a malloc'ed copy of
+ * the scratch's bytes; NULL when out of memory, buf then done with). */
+static void *candidate_kept(stream_ctx *cx, void *buf, size_t len, int in_scratch) {
+  cx->missed = 1;
+  if (!in_scratch) return buf;
+  cx->scratch_busy = 0;
+  void *own = hs_wblock_alloc(len);
+  if (own) memcpy(own, buf, len);
+  return own;
 }
 
 /* When the initializer described by meta (no raw_data) is external data in a file streamed through
@@ -1317,50 +1356,33 @@ static int ext_range_cmp(const void *a, const void *b) {
   return 0;
 }
 
-/* The first byte of r arrived: its buffer, the reused scratch for a share candidate (so a tensor the
- * hook holds never costs pages of its own, as with raw_data), else its own. */
+/* The first byte of r arrived: its buffer (candidate_buffer for a share candidate, else its own). */
 static int range_buffer(stream_ctx *cx, ext_range *r, hs_error *err) {
-  if (r->candidate && !cx->scratch_busy) {
-    if (cx->scratch_cap < r->len) {
-      free(cx->scratch);
-      cx->scratch = malloc((size_t)r->len);
-      cx->scratch_cap = cx->scratch ? (size_t)r->len : 0;
-    }
-    if (cx->scratch) {
-      cx->scratch_busy = 1;
-      r->buf = cx->scratch;
-      return 0;
-    }
-  }
-  if (!(r->buf = malloc((size_t)r->len)))
+  if (r->candidate) r->buf = candidate_buffer(cx, (size_t)r->len, &r->in_scratch);
+  else r->buf = hs_wblock_alloc((size_t)r->len);
+  if (!r->buf)
     return hs_error_set(err, HS_NO_MEMORY, "out of memory for a %llu-byte tensor", (unsigned long long)r->len);
   return 0;
 }
 
 /* r is filled: a candidate the share hook holds is not kept (the value refers to the held copy);
- * otherwise its value takes the buffer (the scratch too: a new one comes for the next candidate). */
-static void range_done(stream_ctx *cx, ext_range *r, hs_value *val) {
+ * otherwise its value takes the buffer (candidate_kept). */
+static int range_done(stream_ctx *cx, ext_range *r, hs_value *val, hs_error *err) {
   const hs_onnx_share *sh = cx->src->share;
   void *ref = NULL;
-  int scratch = r->buf == cx->scratch;
   r->done = 1;
   if (r->candidate && sh->find(sh->user, r->buf, (size_t)r->len, &ref) == 1) {
     val->ref = ref;
     val->ref_free = sh->release;
-    if (scratch) cx->scratch_busy = 0;
-    else free(r->buf);
+    candidate_held(cx, r->buf, r->in_scratch);
     r->buf = NULL;
-    return;
+    return 0;
   }
-  if (scratch) {
-    void *trimmed = cx->scratch_cap > r->len ? realloc(r->buf, (size_t)r->len) : NULL;
-    if (trimmed) r->buf = trimmed;
-    cx->scratch = NULL;
-    cx->scratch_cap = 0;
-    cx->scratch_busy = 0;
-  }
-  val->data = r->buf;
+  if (r->candidate) val->data = candidate_kept(cx, r->buf, (size_t)r->len, r->in_scratch);
+  else val->data = r->buf;
   r->buf = NULL;
+  return val->data ? 0 : hs_error_set(err, HS_NO_MEMORY, "out of memory for a %llu-byte tensor",
+                                      (unsigned long long)r->len);
 }
 
 /* Fills cx->ext's ranges (see DESIGN, "External data"): per file, one pass from its start to the end
@@ -1400,14 +1422,14 @@ static int fill_external(stream_ctx *cx, hs_graph *g, hs_error *err) {
         if (!r->buf && !r->done && (rc = range_buffer(cx, r, err))) break;
         if (r->done) continue;
         memcpy((char *)r->buf + (from - r->off), (const char *)d + (from - pos), (size_t)(to - from));
-        if (rend <= cend) range_done(cx, r, &g->values[r->value]);
+        if (rend <= cend && (rc = range_done(cx, r, &g->values[r->value], err))) break;
       }
       while (first < b && cx->ext[first].off + cx->ext[first].len <= cend) first++;
       pos = cend;
     }
   }
   for (size_t i = 0; i < cx->n_ext; i++) /* after an error: buffers no value took */
-    if (cx->ext[i].buf && cx->ext[i].buf != cx->scratch) free(cx->ext[i].buf);
+    if (cx->ext[i].buf && !cx->ext[i].in_scratch) hs_wblock_free(cx->ext[i].buf);
   cx->scratch_busy = 0;
   cx->n_ext = 0;
   return rc;
@@ -1418,7 +1440,7 @@ static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g
   uint64_t saved;
   bytebuf meta = {0};
   raw_payload raw = {0};
-  int raw_scratch = 0; /* raw.data is cx->scratch */
+  int candidate = 0, raw_scratch = 0; /* a share candidate; raw.data is cx->scratch's */
   int rc = 0, w;
   uint32_t f;
   if (hs_pbs_enter(s, n, &saved)) return stream_bad(s, err, "tensor past the end");
@@ -1431,15 +1453,12 @@ static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g
         rc = stream_bad(s, err, "tensor raw_data past the end");
         break;
       }
-      if (!raw_scratch) free(raw.data); /* a later raw_data replaces an earlier one */
+      if (raw_scratch) cx->scratch_busy = 0; /* a later raw_data replaces an earlier one */
+      else hs_wblock_free(raw.data);
       raw = (raw_payload){.present = 1, .len = (size_t)len};
-      raw_scratch = may_share(cx, &meta, len);
-      if (raw_scratch && cx->scratch_cap < len) {
-        free(cx->scratch);
-        cx->scratch = malloc((size_t)len);
-        cx->scratch_cap = cx->scratch ? (size_t)len : 0;
-      }
-      raw.data = raw_scratch ? cx->scratch : len ? malloc((size_t)len) : NULL;
+      candidate = may_share(cx, &meta, len);
+      raw_scratch = 0;
+      raw.data = candidate ? candidate_buffer(cx, (size_t)len, &raw_scratch) : len ? hs_wblock_alloc((size_t)len) : NULL;
       if (len && !raw.data) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory for a %llu-byte tensor",
                                               (unsigned long long)len);
       else if (len && hs_pbs_copy(s, raw.data, (size_t)len)) rc = stream_bad(s, err, "tensor raw_data past the end");
@@ -1460,20 +1479,22 @@ static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g
     char *name = NULL;
     void *ref = NULL;
     rc = decode_tensor_raw(meta.n ? meta.v : (const uint8_t *)"", meta.n, &raw, cx->src, &t, &name, &ref, err);
-    if (rc == 0 && raw_scratch && !raw.data) { /* the tensor took the scratch buffer: trim it to size */
-      if (cx->scratch_cap > t.nbytes) {
-        void *trimmed = realloc(t.data, t.nbytes);
-        if (trimmed) t.data = trimmed;
+    if (rc == 0 && candidate && raw.data) { /* held: the value refers to the held copy */
+      candidate_held(cx, raw.data, raw_scratch);
+      raw.data = NULL;
+    } else if (rc == 0 && candidate) { /* the tensor took the candidate's buffer */
+      if (!(t.data = candidate_kept(cx, t.data, t.nbytes, raw_scratch))) {
+        rc = hs_error_set(err, HS_NO_MEMORY, "out of memory for a %zu-byte tensor", t.nbytes);
+        free(name); /* (not held: no ref) */
       }
-      cx->scratch = NULL;
-      cx->scratch_cap = 0;
     }
     if (rc) hs_error_prefix(err, "initializer");
     else rc = add_initializer(g, cx->src, &t, name, ref, NULL, err);
   } else {
     hs_error_prefix(err, "initializer");
   }
-  if (!raw_scratch) free(raw.data); /* NULL when the tensor took it */
+  if (raw_scratch) cx->scratch_busy = 0;
+  else hs_wblock_free(raw.data); /* NULL when the tensor took it */
   free(meta.v);
   return rc;
 }
@@ -1571,7 +1592,7 @@ static int decode_model_stream(const hs_backend_stream *in,
       rc = stream_bad(&s, err, "bad model field (not an ONNX file?)");
     }
   }
-  free(cx.scratch);
+  hs_wscratch_release(&cx.scratch);
   free(cx.ext);
   g->ir_version = ir_version;
   if (rc) return rc;

@@ -18,7 +18,7 @@
  * decoder, and a buffer is refilled only once the hash is done with its last piece (the decoder is
  * done with it already: it asked for the next one). So the bytes hashed are the bytes parsed, the
  * hash stays off the decoder's path unless it falls RING_SLOTS pieces behind, and the file costs
- * the ring (8 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
+ * the ring (2 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
  * shrank or grew meanwhile is a mismatch) is known once the last piece is hashed;
  * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
  * rings' counters are shared with the hash thread under the check's mutex (cv: a piece was read
@@ -45,16 +45,18 @@
 #include <sys/stat.h>
 
 #include "base/clock.h"
+#include "base/wblock.h"
 #include "repo/repo_internal.h"
 
 #define RING_SLOTS 8
-#define RING_CHUNK ((size_t)1 << 20)
+#define RING_CHUNK ((size_t)256 << 10)
 
 typedef struct file_stream file_stream;
 
 /* RING_SLOTS buffers that one reader fills with pieces, in order, and the hash thread hashes in
  * the same order; a buffer is refilled only once the hash is done with its piece (see DESIGN). */
 typedef struct ring {
+  hs_wscratch mem; /* the slots, one mapping (see ring_alloc) */
   uint8_t *slot[RING_SLOTS];
   size_t cap; /* each slot's size */
   /* under the check's mu: */
@@ -140,18 +142,19 @@ static void hash_files(hs_repo_bytes *b) {
 
 /* ---- files streamed through a ring (see DESIGN) ---- */
 
-/* The slots are one allocation: once freed it is one hole, in which the load's next large buffers
- * (a kernel's reordered weights) fit, instead of RING_SLOTS scattered ones they may not. */
+/* The slots are one mapping of their own, unmapped when the read is over: freed heap pages would
+ * stay resident beside the serving version until the next trim, 8 MiB at the peak of a reload
+ * (bench/results/load-s23-2026-12-07.md); faulting them afresh per load costs about 1 ms. */
 static int ring_alloc(ring *r, uint64_t largest) {
   r->cap = largest < RING_CHUNK ? (size_t)largest : RING_CHUNK;
-  uint8_t *all = malloc(r->cap ? r->cap * RING_SLOTS : 1);
+  uint8_t *all = hs_wscratch_get(&r->mem, r->cap * RING_SLOTS);
   if (!all) return HS_NO_MEMORY;
   for (int i = 0; i < RING_SLOTS; i++) r->slot[i] = all + (size_t)i * r->cap;
   return HS_OK;
 }
 
 static void ring_free(ring *r) {
-  free(r->slot[0]);
+  hs_wscratch_release(&r->mem);
   for (int i = 0; i < RING_SLOTS; i++) r->slot[i] = NULL;
 }
 

@@ -57,7 +57,7 @@ typedef struct hs_model_config {
   int latest_n;                      /* for LATEST; default 1 */
   int64_t specific[32];              /* for SPECIFIC */
   size_t n_specific;
-  int warmup_runs;                   /* default 3 */
+  int warmup_runs;                   /* default 1 */
   hs_warmup_kind warmup_kind;        /* default ZEROS; FILES reads <version>/warmup/<input>.npy */
   bool golden_check;                 /* default: true when <version>/golden/ exists */
   double golden_rtol, golden_atol;   /* default 1e-3, 1e-4 */

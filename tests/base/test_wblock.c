@@ -1,4 +1,4 @@
-/* test_wblock.c - the weight block pool: off until turned on, exact-size reuse of resident blocks, its byte limit, the trim. */
+/* test_wblock.c - the weight block pool: off until turned on, exact-size reuse of resident blocks, its byte limit, the trim; scratch mappings. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -129,12 +129,33 @@ static void test_keep_limit_and_trim_unmap(void **state) {
   hs_wblock_keep(64 * MIB);
 }
 
+/* A scratch mapping grows by a new mapping, keeps its contents while it need not grow, and its pages
+ * go back to the system when released (the read ring, the decoder's scratch). */
+static void test_scratch_grows_and_its_pages_go_back(void **state) {
+  (void)state;
+  hs_wscratch sc = {0};
+  unsigned char *a = hs_wscratch_get(&sc, 2 * MIB);
+  assert_non_null(a);
+  memset(a, 0x11, 2 * MIB);
+  assert_int_equal(resident_pages(a, 2 * MIB), (long)(2 * MIB / (size_t)sysconf(_SC_PAGESIZE)));
+  assert_ptr_equal(hs_wscratch_get(&sc, MIB), a); /* smaller: the same buffer, contents kept */
+  assert_int_equal(a[MIB - 1], 0x11);
+  unsigned char *b = hs_wscratch_get(&sc, 3 * MIB); /* larger: a new mapping in place of the old */
+  assert_non_null(b);
+  memset(b, 0x22, 3 * MIB);
+  hs_wscratch_release(&sc);
+  assert_null(sc.p);
+  assert_int_equal(resident_pages(b, 3 * MIB), -1); /* unmapped: nothing resident */
+  hs_wscratch_release(&sc); /* twice: nothing */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_off_until_turned_on),
       cmocka_unit_test(test_small_blocks_come_from_malloc),
       cmocka_unit_test(test_freed_block_is_reused_by_the_same_size_resident),
       cmocka_unit_test(test_keep_limit_and_trim_unmap),
+      cmocka_unit_test(test_scratch_grows_and_its_pages_go_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,22 +22,14 @@
 
 #include <cmocka.h>
 
+#include "../rss.h"
+
 #include "kernels/kernels.h"
 #include "kernels/kshare.h"
 
 #define C 512
 #define K 3
 #define N_W ((size_t)C * C * K * K)
-
-/* The process's resident bytes (/proc/self/statm, second field). */
-static size_t rss_bytes(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  assert_non_null(f);
-  unsigned long size = 0, resident = 0;
-  assert_int_equal(fscanf(f, "%lu %lu", &size, &resident), 2);
-  fclose(f);
-  return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
-}
 
 static void test_lookup_keeps_no_pages(void **state) {
   (void)state;
