@@ -3,7 +3,7 @@
 and a synthetic image task whose images belong to classes, so that int8 top-1 agreement means something.
 
     int8_study.py --hotserve BIN --out DIR [--models mobilenet_v2 resnet50] [--branch-gain 0.2] [--classes 16]
-                  [--train-per-class 16] [--calib 32] [--eval 256]
+                  [--train-per-class 16] [--head-wd 1e-3] [--calib 32] [--eval 256]
 
 Why: the benchmark models (tools/models/make_models.py) have fixed-seed random weights and are fed standard-normal
 images. Such networks amplify any perturbation layer by layer (bench/results/int8-2026-12-06.md: rounding only the
@@ -59,7 +59,7 @@ IMAGE = (3, 224, 224)
 TAP = 5  # class texture filters: 3 x 3 x TAP x TAP
 SIGNAL, DISTRACTOR = 0.8, 0.6  # weights of the class's own texture and of another class's (unit variance each)
 BN_IMAGES, BN_BATCH = 32, 16
-HEAD_STEPS, HEAD_LR, HEAD_WD = 300, 0.05, 1e-3
+HEAD_STEPS, HEAD_LR = 300, 0.05
 ARCH = {"resnet50": make_models.make_resnet50, "mobilenet_v2": make_models.make_mobilenet_v2}
 
 
@@ -131,7 +131,7 @@ def features(hotserve, path, x, threads):
         os.remove(tmp)
 
 
-def train_head(f, labels, classes, outputs):
+def train_head(f, labels, classes, outputs, wd):
     """Logistic regression of all `outputs` classes on the features f (standardised for the optimiser, folded back
     into the weight and bias). Classes with no training image (outputs classes .. outputs-1) get the same gradient
     from a zero start, so they are trained as one row whose logit stands for all of them (+ log of their count) and
@@ -147,7 +147,7 @@ def train_head(f, labels, classes, outputs):
     opt = torch.optim.Adam([w, b], lr=HEAD_LR)
     for _ in range(HEAD_STEPS):
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z @ w.t() + b + rest, labels) + HEAD_WD * (w ** 2).sum()
+        loss = torch.nn.functional.cross_entropy(z @ w.t() + b + rest, labels) + wd * (w ** 2).sum()
         loss.backward()
         opt.step()
     with torch.no_grad():
@@ -183,7 +183,7 @@ def build(name, args, train, train_labels):
     f = features(args.hotserve, path, train.numpy(), args.threads)
     outputs = int(numpy_helper.to_array([t for t in onnx.load(path).graph.initializer
                                          if t.name == head_node(onnx.load(path)).input[2]][0]).shape[0])
-    weight, bias, loss = train_head(f, train_labels, args.classes, outputs)
+    weight, bias, loss = train_head(f, train_labels, args.classes, outputs, args.head_wd)
     set_head(path, weight, bias)
     train_acc = float(((f.reshape(f.shape[0], -1) @ weight.T + bias).argmax(1) == train_labels.numpy()).mean())
     return train_acc, loss
@@ -195,6 +195,8 @@ def main(argv):
     p.add_argument("--out", required=True)
     p.add_argument("--models", nargs="+", default=list(ARCH), choices=list(ARCH))
     p.add_argument("--branch-gain", type=float, default=0.2)
+    p.add_argument("--head-wd", type=float, default=1e-3,
+                   help="L2 penalty on the head's weights (in units of the standardised features)")
     p.add_argument("--classes", type=int, default=16)
     p.add_argument("--train-per-class", type=int, default=16)
     p.add_argument("--calib", type=int, default=32, help="calibration images (a multiple of 8)")
@@ -213,8 +215,9 @@ def main(argv):
     np.save(os.path.join(args.out, "eval_labels.npy"), ev_labels.numpy())
     with open(os.path.join(args.out, "cases.json"), "w") as f:
         json.dump({}, f)
-    info = {"branch_gain": args.branch_gain, "classes": args.classes, "train_per_class": args.train_per_class,
-            "calib": args.calib, "eval": args.eval, "signal": SIGNAL, "distractor": DISTRACTOR, "models": {}}
+    info = {"branch_gain": args.branch_gain, "head_wd": args.head_wd, "classes": args.classes,
+            "train_per_class": args.train_per_class, "calib": args.calib, "eval": args.eval, "signal": SIGNAL,
+            "distractor": DISTRACTOR, "models": {}}
     for name in args.models:
         t0 = time.time()
         acc, loss = build(name, args, train, train_labels)

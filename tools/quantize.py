@@ -8,7 +8,8 @@ encoder, and their accuracy.
 For each model (the dynamic-batch float32 export in the model cache DIR, from tools/models/make_models.py):
   1. calibration: the float model runs through `hotserve run` on generated inputs (fixed-seed normal images, a
      seed other than the benchmark inputs'; or the images of --calib-images FILE.npy), with every tensor to be
-     quantized made an extra graph output; each tensor's range is its min / max over all calibration images (widened to include 0);
+     quantized made an extra graph output; each tensor's range is its min / max over all calibration images
+     (widened to include 0);
   2. the QDQ model: every Conv's input and its output (after its Relu / Clip when that is the only reader) is
      quantized per tensor to uint8 (scale (max - min) / 255, zero point round(-min / scale): 0 for ReLU outputs) and
      read through DequantizeLinear by all its readers; weights become int8 constants, symmetric per output channel
