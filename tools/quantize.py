@@ -3,12 +3,13 @@
 encoder, and their accuracy.
 
     quantize.py --hotserve BIN --cache DIR --out DIR [--models resnet50 mobilenet_v2] [--calib-batches 4]
-                [--samples 64] [--report FILE] [--literal]
+                [--samples 64] [--report FILE] [--literal] [--calib-images FILE.npy]
 
 For each model (the dynamic-batch float32 export in the model cache DIR, from tools/models/make_models.py):
   1. calibration: the float model runs through `hotserve run` on generated inputs (fixed-seed normal images, a
-     seed other than the benchmark inputs'), with every tensor to be quantized made an extra graph output; each
-     tensor's range is its min / max over all calibration images (widened to include 0);
+     seed other than the benchmark inputs'; or the images of --calib-images FILE.npy), with every tensor to be
+     quantized made an extra graph output; each tensor's range is its min / max over all calibration images
+     (widened to include 0);
   2. the QDQ model: every Conv's input and its output (after its Relu / Clip when that is the only reader) is
      quantized per tensor to uint8 (scale (max - min) / 255, zero point round(-min / scale): 0 for ReLU outputs) and
      read through DequantizeLinear by all its readers; weights become int8 constants, symmetric per output channel
@@ -104,9 +105,10 @@ def tensors_to_quantize(graph, encoder=False):
 SAMPLES_PER_BATCH = 200000
 
 
-def calibrate(hotserve, model, path, names, shape, batches, percentile=100.0):
-    """The range of each named tensor over `batches` generated batches: min / max, or with percentile < 100 the
-    (100 - percentile, percentile) percentiles of a random sample of its values (outliers clipped)."""
+def calibrate(hotserve, model, path, names, shape, batches, percentile=100.0, images=None):
+    """The range of each named tensor over `batches` generated batches (or, given images, over those images in
+    batches of shape[0]): min / max, or with percentile < 100 the (100 - percentile, percentile) percentiles of a
+    random sample of its values (outliers clipped)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
@@ -123,8 +125,11 @@ def calibrate(hotserve, model, path, names, shape, batches, percentile=100.0):
     samples = {t: [] for t in names}
     in_name = model.graph.input[0].name
     try:
-        for _ in range(batches):
-            x = rng.standard_normal(shape).astype(np.float32)
+        todo = ([images[i:i + shape[0]] for i in range(0, images.shape[0], shape[0])] if images is not None
+                else [None] * batches)
+        for x in todo:
+            if x is None:
+                x = rng.standard_normal(shape).astype(np.float32)
             outs = hotserve_run(hotserve, calib_path, {in_name: x})
             for t in names:
                 a = (x if t == in_name else outs[safe_name(t)]).ravel()
@@ -328,6 +333,9 @@ def main(argv):
     p.add_argument("--out", required=True)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--calib-batches", type=int, default=4, help="calibration batches of 8 generated images")
+    p.add_argument("--calib-images", default=None,
+                   help="a .npy of calibration inputs to use instead of generated ones (tools/int8_study.py's "
+                        "calib.npy)")
     p.add_argument("--percentile", type=float, default=100.0,
                    help="activation ranges from this percentile of the calibration values (100: min / max)")
     p.add_argument("--samples", type=int, default=64,
@@ -348,10 +356,12 @@ def main(argv):
         model = onnx.load(src)
         enc = name in ENCODERS
         names = tensors_to_quantize(model.graph, enc)
-        print("quantize: %s: calibrating %d tensors on %d x %d inputs" % (name, len(names), args.calib_batches,
-                                                                         SHAPES[name][0]), file=sys.stderr, flush=True)
+        images = np.load(args.calib_images).astype(np.float32) if args.calib_images else None
+        print("quantize: %s: calibrating %d tensors on %s" % (
+            name, len(names), args.calib_images or "%d x %d inputs" % (args.calib_batches, SHAPES[name][0])),
+            file=sys.stderr, flush=True)
         ranges = calibrate(args.hotserve, model, os.path.join(args.out, name), names, SHAPES[name],
-                           args.calib_batches, args.percentile)
+                           args.calib_batches, args.percentile, images)
         out = os.path.join(args.out, name + "_int8.onnx")
         onnx.save(quantize_model(onnx.load(src), ranges, encoder=enc), out)
         if args.literal:
