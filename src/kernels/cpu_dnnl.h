@@ -26,6 +26,7 @@ typedef struct hs__variant {
   int reordered;       /* conv: activations go through internal layouts (see cpu_dnnl_conv.c) */
   void *weights2;      /* a second constant operand (a fused depthwise convolution's weights), owned, or NULL */
   int fused;           /* conv with a depthwise convolution: 1 when one primitive runs both */
+  int src_planes;      /* conv: the source reorder is NCHW -> NHWC of a few channels, run as a plain loop */
 } hs__variant;
 
 typedef struct hs__kvt hs__kvt;

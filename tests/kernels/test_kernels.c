@@ -185,6 +185,10 @@ static void test_conv(void **state) {
       {"conv3d", 3, 0, 1, 3, 4, 1, {5, 6, 7}, {3, 3, 3}, {1, 2, 1}, {1, 1, 1}, {1, 1, 1}, {1, 0, 1}, {0}, 1, {0}},
       {"7x7 s2 stem", 2, 0, 1, 3, 16, 1, {33, 33}, {7, 7}, {2, 2}, {1, 1}, {3, 3}, {3, 3}, {0}, 1,
        post_of(1, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
+      /* a few NCHW input channels go channels-last through a plain loop split over the threads by pixels
+       * (cpu_dnnl_conv.c); 3 images of 4 x 61 x 67 make two parts, the first ending inside image 1 */
+      {"4-channel images, 3 at once", 2, 0, 3, 4, 8, 1, {61, 67}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {0}, 1,
+       post_of(1, HS_POST_ACT, HS_ACT_CLIP, 0.0, 6.0)},
       {"deconv s2 outpad", 2, 1, 1, 6, 4, 1, {5, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, 1, {0}},
       {"deconv groups", 2, 1, 2, 8, 6, 2, {4, 5}, {4, 4}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, 0, {0}},
       {"deconv1d dilated", 1, 1, 1, 3, 5, 1, {9}, {3}, {1}, {2}, {0}, {0}, {0}, 1,
