@@ -643,7 +643,8 @@ static int is_planes_to_nhwc(const hs_conv_params *p, int64_t batch, const dnnl_
   for (int i = 0; i < p->nsp; i++) dims[2 + i] = p->in[i];
   dnnl_memory_desc_t nchw, nhwc;
   hs_error e;
-  if (hs__md_act(&nchw, 2 + p->nsp, dims, HS_LAYOUT_NCHW, &e) || hs__md_act(&nhwc, 2 + p->nsp, dims, HS_LAYOUT_NHWC, &e))
+  if (hs__md_act(&nchw, 2 + p->nsp, dims, HS_LAYOUT_NCHW, &e) ||
+      hs__md_act(&nhwc, 2 + p->nsp, dims, HS_LAYOUT_NHWC, &e))
     return 0;
   return dnnl_memory_desc_equal(smd, &nchw) && dnnl_memory_desc_equal(imd, &nhwc);
 }
