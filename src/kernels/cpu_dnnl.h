@@ -26,6 +26,7 @@ typedef struct hs__variant {
   int reordered;       /* conv: activations go through internal layouts (see cpu_dnnl_conv.c) */
   void *weights2;      /* a second constant operand (a fused depthwise convolution's weights), owned, or NULL */
   int fused;           /* conv with a depthwise convolution: 1 when one primitive runs both */
+  int src_planes;      /* conv: the source reorder is NCHW -> NHWC of a few channels, run as a plain loop */
 } hs__variant;
 
 typedef struct hs__kvt hs__kvt;
@@ -137,12 +138,15 @@ int hs__weights_one_way(const dnnl_memory_desc_t *md);
  * (hs__reorder_into). */
 int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want, hs_error *err);
 
-/* Executes prim with args (memory objects created over the caller's buffers) on s. */
+/* Executes prim with args (memory objects over the caller's buffers) on s. */
 typedef struct hs__argv {
   int n;
   dnnl_exec_arg_t a[HS__MAX_ARGS];
+  int slot[HS__MAX_ARGS]; /* 0: a memory object of its own; else 1 + the thread's slot it was taken from */
 } hs__argv;
-/* Appends arg -> (md, ptr); creates a memory object that hs__argv_release destroys. */
+/* Appends arg -> (md, ptr): the calling thread's memory object for md (a slot keyed by md's address and
+ * arg, checked against md's contents) re-pointed at ptr, or a new one; hs__argv_release gives it back
+ * or destroys it. */
 int hs__argv_add(hs__argv *av, int arg, const dnnl_memory_desc_t *md, const void *ptr, hs_error *err);
 /* Appends an existing memory object (not destroyed by hs__argv_release). */
 void hs__argv_add_mem(hs__argv *av, int arg, dnnl_memory_t mem);

@@ -163,6 +163,8 @@ static int conv_variant_weights(hs_kernel *k, hs__variant *v, hs_error *err) {
 static int is_shuffle_deconv(const hs_conv_params *p);
 static int dw_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err);
 static int shuffle_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err);
+static int is_planes_to_nhwc(const hs_conv_params *p, int64_t batch, const dnnl_memory_desc_t *smd,
+                             const dnnl_memory_desc_t *imd);
 
 static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
   const hs_conv_params *p = &k->p.conv;
@@ -258,6 +260,7 @@ static int conv_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err
   if (v->reordered) {
     if (!dnnl_memory_desc_equal(&v->md[MD_ISRC], &v->md[MD_SRC]))
       rc = hs__make_reorder(&v->md[MD_SRC], &v->md[MD_ISRC], &v->prim[CP_SRC], &sp1, err);
+    if (!rc && v->prim[CP_SRC]) v->src_planes = is_planes_to_nhwc(p, batch, &v->md[MD_SRC], &v->md[MD_ISRC]);
     if (!rc && !dnnl_memory_desc_equal(&v->md[MD_IDST], &v->md[MD_DST]))
       rc = hs__make_reorder(&v->md[MD_IDST], &v->md[MD_DST], &v->prim[CP_DST], &sp2, err);
     if (rc) return rc;
@@ -637,6 +640,63 @@ static void parallel_copy(void *dst, const void *src, size_t bytes) {
   hs_kernels_parallel_for(parts, copy_part, &j);
 }
 
+/* A network's input arrives NCHW with a few channels (an image: 3) while its first convolution reads
+ * channels-last. oneDNN's reorder for that (jit:uni) interleaves 3x224x224 in 35.6 us on one thread and
+ * 19.8 us on two; this loop, split over the threads by pixels, 21.1 / 12.4 us
+ * (bench/results/engine-s23-mnv2-2026-12-07.md). */
+#define PLANES_MAX_C 4
+
+/* Whether a variant's source reorder from smd to imd is that interleave: plain NCHW (any spatial rank) to
+ * dense channels-last f32, at most PLANES_MAX_C channels. */
+static int is_planes_to_nhwc(const hs_conv_params *p, int64_t batch, const dnnl_memory_desc_t *smd,
+                             const dnnl_memory_desc_t *imd) {
+  if (p->src_layout != HS_LAYOUT_NCHW || p->in_c > PLANES_MAX_C) return 0;
+  int64_t dims[5] = {batch, p->in_c};
+  for (int i = 0; i < p->nsp; i++) dims[2 + i] = p->in[i];
+  dnnl_memory_desc_t nchw, nhwc;
+  hs_error e;
+  if (hs__md_act(&nchw, 2 + p->nsp, dims, HS_LAYOUT_NCHW, &e) ||
+      hs__md_act(&nhwc, 2 + p->nsp, dims, HS_LAYOUT_NHWC, &e))
+    return 0;
+  return dnnl_memory_desc_equal(smd, &nchw) && dnnl_memory_desc_equal(imd, &nhwc);
+}
+
+typedef struct {
+  float *dst;
+  const float *src;
+  int64_t c, hw, pixels, part; /* pixels: batch x hw, split into parts of `part` */
+} planes_job;
+
+static void planes_part(void *ctx, int i) {
+  const planes_job *j = ctx;
+  int64_t q = (int64_t)i * j->part, end = q + j->part < j->pixels ? q + j->part : j->pixels;
+  while (q < end) { /* one image's stretch of [q, end) at a time */
+    int64_t n = q / j->hw, s0 = q % j->hw, s1 = end - n * j->hw < j->hw ? end - n * j->hw : j->hw;
+    const float *x = j->src + n * j->c * j->hw;
+    float *y = j->dst + n * j->hw * j->c;
+    if (j->c == 3) {
+      for (int64_t s = s0; s < s1; s++) {
+        y[3 * s] = x[s];
+        y[3 * s + 1] = x[j->hw + s];
+        y[3 * s + 2] = x[2 * j->hw + s];
+      }
+    } else {
+      for (int64_t s = s0; s < s1; s++)
+        for (int64_t c = 0; c < j->c; c++) y[s * j->c + c] = x[c * j->hw + s];
+    }
+    q += s1 - s0;
+  }
+}
+
+static void planes_to_nhwc(const hs_conv_params *p, int64_t batch, const void *src, void *dst) {
+  int64_t hw = 1;
+  for (int i = 0; i < p->nsp; i++) hw *= p->in[i];
+  int parts = hs_kernels_threads();
+  if (batch * hw * p->in_c < ((int64_t)1 << 15)) parts = 1; /* too small to wake a thread for */
+  planes_job j = {dst, src, p->in_c, hw, batch * hw, (batch * hw + parts - 1) / parts};
+  hs_kernels_parallel_for(parts, planes_part, &j);
+}
+
 static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, dnnl_stream_t s,
                      dnnl_memory_t scratch, hs_error *err) {
   const hs_conv_params *p = &k->p.conv;
@@ -649,7 +709,8 @@ static int conv_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a
   void *dst = a->dst;
   if (v->prim[CP_SRC]) {
     void *t = (char *)a->scratch + v->off[0];
-    rc = hs__run_reorder(v->prim[CP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
+    if (v->src_planes) planes_to_nhwc(p, v->batch, src, t);
+    else rc = hs__run_reorder(v->prim[CP_SRC], s, scratch, &v->md[MD_SRC], src, &v->md[MD_ISRC], t, err);
     src = t;
     smd = &v->md[MD_ISRC];
   }

@@ -6,6 +6,14 @@
  * must not be shared between threads, so each thread that runs a kernel gets its own stream, created
  * on its first run and destroyed by a pthread key destructor when the thread exits.
  *
+ * The same per-thread state keeps the oneDNN memory objects that wrap a run's buffers (memo_take):
+ * creating and destroying one costs ~0.2 us (two allocations), four or five per primitive, and a
+ * batch-1 MobileNetV2 runs 56 primitives, all on the thread that calls the kernels while the other
+ * compute threads wait. A slot is keyed by the descriptor's address and the argument, checked against
+ * the object's own descriptor, re-pointed with dnnl_memory_set_data_handle and marked busy until
+ * hs__argv_release; a busy or padded one falls back to a fresh object. docs/KERNELS.md, "Memory
+ * objects".
+ *
  * A kernel holds up to HS__MAX_VARIANTS variants, one per batch size it was asked to run. Variants
  * are appended under k->lock and published by incrementing the atomic k->nvar (release); a run scans
  * var[0..nvar) after an acquire load and never takes the lock unless it meets a new batch size.
@@ -14,6 +22,7 @@
  * small oneDNN memory objects that wrap its buffers.
  */
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,14 +34,39 @@
 static dnnl_engine_t g_engine;
 static dnnl_status_t g_engine_status = dnnl_success;
 static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
-static pthread_key_t g_stream_key;
+static pthread_key_t g_thread_key;
 
-static void destroy_stream(void *s) { dnnl_stream_destroy((dnnl_stream_t)s); }
+/* Memory-object slots per thread: a model's (descriptor, argument) pairs hash into them (MobileNetV2
+ * batch 1 has ~230, ResNet-50 ~270; each object ~1 KB, so a thread holds at most ~0.5 MB), each
+ * probing MEMO_PROBE slots from its hash. Objects of kernels since destroyed stay until their slot is
+ * taken or the thread exits. */
+#define MEMO_SLOTS 512
+#define MEMO_PROBE 4
+typedef struct {
+  const void *key; /* the descriptor's address (a variant's md[], or the variant for its scratchpad) */
+  int arg;
+  int busy; /* in an argument list not yet released */
+  dnnl_memory_t mem;
+} memo_slot;
+
+/* What each thread that runs kernels owns. */
+typedef struct {
+  dnnl_stream_t stream;
+  memo_slot slot[MEMO_SLOTS];
+} thread_state;
+
+static void destroy_thread_state(void *p) {
+  thread_state *t = p;
+  for (int i = 0; i < MEMO_SLOTS; i++)
+    if (t->slot[i].mem) dnnl_memory_destroy(t->slot[i].mem);
+  dnnl_stream_destroy(t->stream);
+  free(t);
+}
 
 static void engine_init(void) {
   g_engine_status = dnnl_engine_create(&g_engine, dnnl_cpu, 0);
   if (g_engine_status != dnnl_success) g_engine = NULL;
-  pthread_key_create(&g_stream_key, destroy_stream);
+  pthread_key_create(&g_thread_key, destroy_thread_state);
 }
 
 dnnl_engine_t hs__dnnl_engine(void) {
@@ -40,22 +74,83 @@ dnnl_engine_t hs__dnnl_engine(void) {
   return g_engine;
 }
 
-/* The calling thread's stream, created on first use. */
-static dnnl_stream_t thread_stream(hs_error *err) {
+/* The calling thread's state (stream and memory slots), created on first use. */
+static thread_state *thread_get(hs_error *err) {
   dnnl_engine_t eng = hs__dnnl_engine();
   if (!eng) {
     hs__dnnl_fail(err, g_engine_status, "creating the oneDNN CPU engine");
     return NULL;
   }
-  dnnl_stream_t s = pthread_getspecific(g_stream_key);
-  if (s) return s;
-  dnnl_status_t st = dnnl_stream_create(&s, eng, dnnl_stream_default_flags);
+  thread_state *t = pthread_getspecific(g_thread_key);
+  if (t) return t;
+  if (!(t = calloc(1, sizeof *t))) {
+    hs_error_set(err, HS_NO_MEMORY, "per-thread kernel state");
+    return NULL;
+  }
+  dnnl_status_t st = dnnl_stream_create(&t->stream, eng, dnnl_stream_default_flags);
   if (st != dnnl_success) {
+    free(t);
     hs__dnnl_fail(err, st, "creating a oneDNN stream");
     return NULL;
   }
-  pthread_setspecific(g_stream_key, s);
-  return s;
+  pthread_setspecific(g_thread_key, t);
+  return t;
+}
+
+static dnnl_stream_t thread_stream(hs_error *err) {
+  thread_state *t = thread_get(err);
+  return t ? t->stream : NULL;
+}
+
+/* A padded layout (blocked channels not filling their last block): re-pointing its memory object
+ * would zero the padding on every run, so those get a fresh object as before. */
+static int md_padded(const dnnl_memory_desc_t *md) {
+  for (int i = 0; i < md->ndims; i++)
+    if (md->padded_dims[i] != md->dims[i] || md->padded_offsets[i]) return 1;
+  return 0;
+}
+
+/* A memory object of descriptor md over ptr from the calling thread's slots, marked busy; its slot
+ * number + 1 in *slot. The pair (key, arg) probes MEMO_PROBE slots from its hash: a match is re-pointed
+ * at ptr, else the first free slot (or the first idle one, whose object is dropped) gets a new object.
+ * NULL (and *slot 0) when the thread has no state yet, md is padded, all probed slots are busy or the
+ * object cannot be made: the caller then creates its own. */
+static dnnl_memory_t memo_take(const void *key, int arg, const dnnl_memory_desc_t *md, void *ptr, int *slot) {
+  *slot = 0;
+  thread_state *t = pthread_getspecific(g_thread_key);
+  if (!t || md_padded(md)) return NULL;
+  uint64_t h = ((uint64_t)(uintptr_t)key ^ ((uint64_t)(unsigned)arg << 40)) * 0x9E3779B97F4A7C15ull;
+  int first = (int)((h >> 32) % MEMO_SLOTS), at = -1, hit = 0;
+  for (int j = 0; j < MEMO_PROBE && !hit; j++) {
+    int i = (first + j) % MEMO_SLOTS;
+    memo_slot *m = &t->slot[i];
+    if (m->busy) continue;
+    const dnnl_memory_desc_t *have = NULL;
+    hit = m->mem && m->key == key && m->arg == arg &&
+          dnnl_memory_get_memory_desc(m->mem, &have) == dnnl_success && dnnl_memory_desc_equal(have, md) &&
+          dnnl_memory_set_data_handle(m->mem, ptr) == dnnl_success;
+    if (hit || at < 0 || (t->slot[at].mem && !m->mem)) at = i; /* a free slot before an idle one */
+  }
+  if (at < 0) return NULL;
+  memo_slot *m = &t->slot[at];
+  if (!hit) {
+    if (m->mem) dnnl_memory_destroy(m->mem);
+    m->mem = NULL;
+    if (dnnl_memory_create(&m->mem, md, g_engine, ptr) != dnnl_success) {
+      m->mem = NULL;
+      return NULL;
+    }
+    m->key = key;
+    m->arg = arg;
+  }
+  m->busy = 1;
+  *slot = at + 1;
+  return m->mem;
+}
+
+static void memo_give_back(int slot) {
+  thread_state *t = slot ? pthread_getspecific(g_thread_key) : NULL;
+  if (t) t->slot[slot - 1].busy = 0;
 }
 
 static const char *dnnl_status_text(dnnl_status_t st) {
@@ -524,15 +619,18 @@ int hs_kernel_run(hs_kernel *k, const hs_kernel_args *a, hs_error *err) {
   dnnl_stream_t s = thread_stream(err);
   if (!s) return err && err->code ? err->code : HS_INTERNAL;
   dnnl_memory_t scratch = NULL;
+  int scratch_slot = 0;
   if (v->scratch > 0) {
     dnnl_memory_desc_t md;
     dnnl_dims_t d = {(dnnl_dim_t)v->scratch};
     dnnl_status_t st = dnnl_memory_desc_init_by_tag(&md, 1, d, dnnl_u8, dnnl_a);
-    if (st == dnnl_success) st = dnnl_memory_create(&scratch, &md, hs__dnnl_engine(), a->scratch);
+    if (st == dnnl_success && !(scratch = memo_take(v, DNNL_ARG_SCRATCHPAD, &md, a->scratch, &scratch_slot)))
+      st = dnnl_memory_create(&scratch, &md, hs__dnnl_engine(), a->scratch);
     if (st != dnnl_success) return hs__dnnl_fail(err, st, "wrapping scratch memory");
   }
   int rc = k->vt->exec(k, v, a, s, scratch, err);
-  if (scratch) dnnl_memory_destroy(scratch);
+  if (scratch_slot) memo_give_back(scratch_slot);
+  else if (scratch) dnnl_memory_destroy(scratch);
   return rc;
 }
 
@@ -552,11 +650,15 @@ void hs_kernel_destroy(hs_kernel *k) {
 
 int hs__argv_add(hs__argv *av, int arg, const dnnl_memory_desc_t *md, const void *ptr, hs_error *err) {
   if (av->n >= HS__MAX_ARGS) return hs_error_set(err, HS_INTERNAL, "too many primitive arguments");
-  dnnl_memory_t m;
-  dnnl_status_t st = dnnl_memory_create(&m, md, hs__dnnl_engine(), (void *)ptr);
-  if (st != dnnl_success) return hs__dnnl_fail(err, st, "wrapping a buffer");
+  int slot;
+  dnnl_memory_t m = memo_take(md, arg, md, (void *)ptr, &slot);
+  if (!m) {
+    dnnl_status_t st = dnnl_memory_create(&m, md, hs__dnnl_engine(), (void *)ptr);
+    if (st != dnnl_success) return hs__dnnl_fail(err, st, "wrapping a buffer");
+  }
   av->a[av->n].arg = arg;
   av->a[av->n].memory = m;
+  av->slot[av->n] = slot;
   av->n++;
   return 0;
 }
@@ -565,12 +667,15 @@ void hs__argv_add_mem(hs__argv *av, int arg, dnnl_memory_t mem) {
   if (av->n >= HS__MAX_ARGS || !mem) return;
   av->a[av->n].arg = arg;
   av->a[av->n].memory = mem;
+  av->slot[av->n] = 0;
   av->n++;
 }
 
 void hs__argv_release(hs__argv *av, int owned_from) {
-  for (int i = owned_from; i < av->n; i++)
-    if (av->a[i].memory && av->a[i].arg != DNNL_ARG_SCRATCHPAD) dnnl_memory_destroy(av->a[i].memory);
+  for (int i = owned_from; i < av->n; i++) {
+    if (av->slot[i]) memo_give_back(av->slot[i]);
+    else if (av->a[i].memory && av->a[i].arg != DNNL_ARG_SCRATCHPAD) dnnl_memory_destroy(av->a[i].memory);
+  }
   av->n = 0;
 }
 

@@ -185,6 +185,10 @@ static void test_conv(void **state) {
       {"conv3d", 3, 0, 1, 3, 4, 1, {5, 6, 7}, {3, 3, 3}, {1, 2, 1}, {1, 1, 1}, {1, 1, 1}, {1, 0, 1}, {0}, 1, {0}},
       {"7x7 s2 stem", 2, 0, 1, 3, 16, 1, {33, 33}, {7, 7}, {2, 2}, {1, 1}, {3, 3}, {3, 3}, {0}, 1,
        post_of(1, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0)},
+      /* a few NCHW input channels go channels-last through a plain loop split over the threads by pixels
+       * (cpu_dnnl_conv.c); 3 images of 4 x 61 x 67 make two parts, the first ending inside image 1 */
+      {"4-channel images, 3 at once", 2, 0, 3, 4, 8, 1, {61, 67}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {0}, 1,
+       post_of(1, HS_POST_ACT, HS_ACT_CLIP, 0.0, 6.0)},
       {"deconv s2 outpad", 2, 1, 1, 6, 4, 1, {5, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, 1, {0}},
       {"deconv groups", 2, 1, 2, 8, 6, 2, {4, 5}, {4, 4}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, 0, {0}},
       {"deconv1d dilated", 1, 1, 1, 3, 5, 1, {9}, {3}, {1}, {2}, {0}, {0}, {0}, 1,
@@ -911,6 +915,45 @@ static void test_threads(void **state) {
   free(w);
 }
 
+/* ---------------- buffers that move between runs ---------------- */
+
+/* A kernel run in turns on buffers that differ from run to run (and at batch 1 and 2), then made again with
+ * other weights, most likely at the address the last one freed: each run must read the buffers and weights it
+ * is given, since a thread keeps the memory objects of earlier runs and re-points them (cpu_dnnl_core.c). */
+static void test_moving_buffers(void **state) {
+  (void)state;
+  hs_conv_params p = {.src_layout = HS_LAYOUT_NHWC, .dst_layout = HS_LAYOUT_NHWC, .res_layout = HS_LAYOUT_NHWC,
+                      .nsp = 2, .batch = 1, .in_c = 16, .out_c = 24, .groups = 1, .in = {6, 5}, .out = {6, 5},
+                      .kernel = {1, 1}, .stride = {1, 1}, .dilation = {1, 1}};
+  p.post = post_of(2, HS_POST_SUM, 1.0, HS_POST_ACT, HS_ACT_RELU, 0.0, 0.0);
+  enum { S = 30 };
+  for (int made = 0; made < 3; made++) {
+    float *w = rand_buf(24 * 16), *b = rand_buf(24);
+    p.weights = w;
+    p.bias = b;
+    hs_kernel *k;
+    hs_error err;
+    assert_int_equal(hs_kernel_conv_create(&p, &k, &err), 0);
+    for (int r = 0; r < 4; r++) {
+      int64_t n = 1 + r % 2, xn = n * 16 * S, yn = n * 24 * S;
+      float *x = rand_buf(xn), *res = rand_buf(yn), *want = malloc(sizeof(float) * yn);
+      float *xl = malloc(sizeof(float) * xn), *resl = malloc(sizeof(float) * yn);
+      float *got = malloc(sizeof(float) * yn), *gotc = malloc(sizeof(float) * yn);
+      ref_conv(&p, n, x, res, want);
+      to_nhwc(x, xl, n, 16, S);
+      to_nhwc(res, resl, n, 24, S);
+      const void *src[1] = {xl};
+      assert_int_equal(run_k(k, n, src, 1, resl, got, &err), 0);
+      to_nchw(got, gotc, n, 24, S);
+      expect_close("moving buffers", gotc, want, yn);
+      free(x); free(res); free(want); free(xl); free(resl); free(got); free(gotc);
+    }
+    hs_kernel_destroy(k);
+    free(w);
+    free(b);
+  }
+}
+
 /* ---------------- kernel cache ---------------- */
 
 typedef struct {
@@ -1058,6 +1101,7 @@ int main(void) {
       cmocka_unit_test(test_reduce),    cmocka_unit_test(test_concat),      cmocka_unit_test(test_resample),
       cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),     cmocka_unit_test(test_sgemm),
       cmocka_unit_test(test_attention), cmocka_unit_test(test_qmatmul),
+      cmocka_unit_test(test_moving_buffers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
