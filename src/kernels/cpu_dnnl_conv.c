@@ -570,7 +570,8 @@ static int shuffle_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *
   v->md[MD_DST] = v->md[MD_D6]; /* (the output's size is all that is read from MD_DST) */
   size_t sp = pd_scratchpad(pd), sp1 = 0, sp2 = 0;
   /* the ONNX weights while the kernel holds them, else variant 0's copy or (weights_from) the other kernel's */
-  if (k->w_plain) rc = hs__reorder_alloc(&w_plain, k->w_plain, &v->md[MD_WEIGHTS], &v->weights, err);
+  if (k->w_plain || k->w_src)
+    rc = hs__reorder_alloc(&w_plain, k->w_plain ? k->w_plain : k->w_src, &v->md[MD_WEIGHTS], &v->weights, err);
   else rc = conv_variant_weights(k, v, err);
   if (!rc) {
     st = dnnl_primitive_create(&v->prim[CP_CONV], pd);
@@ -808,12 +809,9 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
     return hs__dnnl_fail(err, st, "conv: describing weights");
   }
   if (p->weights) {
-    k->w_plain = hs_wblock_alloc((size_t)wcount * sizeof(float)); /* freed once reordered */
-    if (!k->w_plain) {
-      hs_kernel_destroy(k);
-      return hs_error_set(err, HS_NO_MEMORY, "conv: copying %lld weights", (long long)wcount);
-    }
-    memcpy(k->w_plain, p->weights, (size_t)wcount * sizeof(float));
+    /* variant 0 reorders the caller's weights themselves (w_src): a plain copy first would add every
+     * weight's size to a load's copying and its peak (ResNet-50: ~100 MB per retrained reload) */
+    k->w_src = p->weights;
   } else {
     const hs_kernel *f = p->weights_from;
     if (f->vt != &conv_vt || atomic_load_explicit(&((hs_kernel *)f)->nvar, memory_order_acquire) < 1 ||
@@ -856,7 +854,19 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
     return rc;
   }
   rc = hs__kernel_finish(k, p->batch, err);
-  if (rc) return rc;
+  if (!rc && k->w_src && hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) {
+    /* weights no reorder reads back (Winograd's): the kernel keeps a plain copy for later variants and
+     * for reading them back */
+    if ((k->w_plain = hs_wblock_alloc((size_t)wcount * sizeof(float))))
+      memcpy(k->w_plain, k->w_src, (size_t)wcount * sizeof(float));
+    else
+      rc = hs_error_set(err, HS_NO_MEMORY, "conv: copying %lld weights", (long long)wcount);
+  }
+  k->w_src = NULL; /* the caller's weights are not read after this call */
+  if (rc) {
+    hs_kernel_destroy(k);
+    return rc;
+  }
   *out = k;
   return 0;
 }
