@@ -412,13 +412,24 @@ int hs__reorder_into(const dnnl_memory_desc_t *from, const void *src, const dnnl
   return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "reordering weights");
 }
 
+/* Whether a buffer of md's `bytes` holds more than md's values: padding of a blocked layout, extra
+ * terms (int8 compensation) or an opaque format (Winograd's), which a reorder may leave unwritten. */
+static int padded(const dnnl_memory_desc_t *md, size_t bytes) {
+  if (md->extra.flags != dnnl_memory_extra_flag_none || md->format_kind != dnnl_blocked) return 1;
+  size_t n = dnnl_data_type_size(md->data_type);
+  for (int i = 0; i < md->ndims; i++) n *= (size_t)md->dims[i];
+  return n != bytes;
+}
+
 int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,
                       void **out, hs_error *err) {
   *out = NULL;
   size_t bytes = dnnl_memory_desc_get_size(to);
   void *buf = hs_wblock_alloc(bytes ? bytes : 64); /* reused by the next version (base/wblock.h) */
   if (!buf) return hs_error_set(err, HS_NO_MEMORY, "allocating %zu bytes of weights", bytes);
-  memset(buf, 0, bytes); /* blocked layouts pad: keep the padding zero */
+  /* keep a blocked layout's padding zero; a layout without any is written whole by the reorder, so
+   * clearing it first would only add a pass over every weight (and fault in its pages early) */
+  if (padded(to, bytes)) memset(buf, 0, bytes);
   int rc = hs__reorder_into(from, src, to, buf, err);
   if (rc) {
     hs_wblock_free(buf);
