@@ -94,29 +94,115 @@ static void take_sample(const void *w, size_t wbytes, float out[SAMPLES]) {
     memcpy(&out[i], at + (n > 1 ? i * (n - 1) / (SAMPLES - 1) : 0) * sizeof(float), sizeof(float));
 }
 
-/* The decode-time lookups' read-back buffer (hs_kshare_find_weights): one mapping per thread, grown
- * to the largest weights compared and unmapped by hs_kshare_release_scratch when the decode ends.
- * From the heap, each read-back's pages stayed resident after its free (glibc keeps a freed chunk
- * inside the heap), and the sizes' fragmentation spread them: confirming every Conv of a ResNet-50
- * new-head version left about 20 MB of them beside the serving version; a mapping per lookup instead
- * faulted in fresh pages for every Conv (+20 ms of loader CPU per reload;
- * bench/results/load-mem-r50-2026-12-07.md). */
-static _Thread_local hs_wscratch t_back;
+/* Weights are compared against a registered kernel's a slice at a time: SLICE_BYTES of ONNX's
+ * layout (whole rows of the outermost dimension) read back into the thread's slice buffer and
+ * compared, stopping at the first difference. A whole read-back was up to 9.4 MB (ResNet-50's
+ * largest Conv) at the reload's memory peak (bench/results/load-s23-2026-12-07.md). The buffer is
+ * one mapping per thread (hs_wscratch), unmapped by hs_kshare_release_scratch when the decode ends:
+ * from the heap, freed read-backs' pages stayed resident beside the serving version
+ * (bench/results/load-mem-r50-2026-12-07.md). */
+#define SLICE_BYTES ((size_t)256 << 10)
 
-static float *decode_read_back(size_t bytes) { return hs_wscratch_get(&t_back, bytes); }
+static _Thread_local hs_wscratch t_back;
 
 void hs_kshare_release_scratch(void) { hs_wscratch_release(&t_back); }
 
-/* Whether registered kernel e's weights are byte for byte w: its weights are read back into ONNX's
- * layout (an exact reorder) and compared; at decode time (decode set) into the thread's read-back
- * mapping, else into a buffer of their own. Called with the lock held, so e stays alive. */
-static int weights_equal(const entry *e, const void *w, bool decode) {
-  float *back = decode ? decode_read_back(e->wbytes) : NULL;
-  bool own = !back;
-  if (own) back = malloc(e->wbytes);
+/* Whether the slice dims/offs of k's weights (plain layout `plain`, dense) equal w's bytes there:
+ * 1 equal, 0 different, -1 the slice could not be read back. The caller's slices are contiguous in
+ * `plain` (rows of its outermost dimensions). The slice is a sub-memory of variant 0's weights; its
+ * offset is moved into the pointer, so that every full slice has one descriptor and oneDNN's
+ * primitive cache builds its reorder once. */
+static int slice_equal(const hs_kernel *k, const dnnl_memory_desc_t *plain, const dnnl_dims_t dims,
+                       const dnnl_dims_t offs, const char *w, float *buf) {
+  const dnnl_memory_desc_t *have = &k->var[0].md[HS__MAX_MDS - 1];
+  dnnl_memory_desc_t parent = *have, sub, to;
+  parent.extra.flags = dnnl_memory_extra_flag_none; /* the values only (hs__reorder_into) */
+  if (dnnl_memory_desc_init_submemory(&sub, &parent, dims, offs) != dnnl_success) return -1;
+  const char *src = (const char *)k->var[0].weights + (size_t)sub.offset0 * sizeof(float);
+  sub.offset0 = 0;
+  if (dnnl_memory_desc_init_by_strides(&to, plain->ndims, dims, dnnl_f32, plain->format_desc.blocking.strides) !=
+      dnnl_success)
+    return -1;
   hs_error err;
-  int eq = back && hs_kernel_conv_weights(e->k, back, e->wbytes, &err) == 0 && memcmp(back, w, e->wbytes) == 0;
-  if (own) free(back);
+  if (hs__reorder_into(&sub, src, &to, buf, &err) != 0) return -1;
+  size_t at = 0, n = 1;
+  for (int d = 0; d < plain->ndims; d++) {
+    at += (size_t)offs[d] * (size_t)plain->format_desc.blocking.strides[d];
+    n *= (size_t)dims[d];
+  }
+  return memcmp(buf, w + at * sizeof(float), n * sizeof(float)) == 0;
+}
+
+/* Rows per slice along dimension d of k's weights (rows of `row` bytes, `rows` of them): about
+ * SLICE_BYTES, a multiple of the kernel layout's block along d. */
+static int64_t slice_rows(const hs_kernel *k, int d, size_t row, int64_t rows) {
+  int64_t blk = 1;
+  const dnnl_blocking_desc_t *b = &k->var[0].md[HS__MAX_MDS - 1].format_desc.blocking;
+  for (int i = 0; i < b->inner_nblks; i++)
+    if (b->inner_idxs[i] == d) blk *= b->inner_blks[i];
+  int64_t n = (int64_t)(SLICE_BYTES / row) / blk * blk;
+  if (n < blk) n = blk;
+  return n > rows ? rows : n;
+}
+
+/* Compares k's weights with w (wbytes, ONNX's layout) slice by slice: 1 equal, 0 different, -1 not
+ * done (a layout the slices do not handle, or a reorder refused): the caller reads them back whole.
+ * A slice is rows of the outermost dimension d0 (output channels; groups for a grouped conv), or,
+ * where one such row is over SLICE_BYTES (a grouped conv's group), rows of the next one inside it. */
+static int sliced_equal(const hs_kernel *k, const void *w, size_t wbytes, bool decode) {
+  const dnnl_memory_desc_t *plain = &k->w_plain_md;
+  if (k->p.conv.transposed || atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 ||
+      !k->var[0].weights || plain->format_kind != dnnl_blocked || plain->data_type != dnnl_f32 ||
+      plain->format_desc.blocking.inner_nblks != 0 || dnnl_memory_desc_get_size(plain) != wbytes || plain->ndims < 1)
+    return -1;
+  const dnnl_dim_t *st = plain->format_desc.blocking.strides;
+  int d0 = 0, d1 = -1; /* the outermost dimension and the next: their rows are contiguous in w */
+  for (int d = 1; d < plain->ndims; d++)
+    if (st[d] > st[d0]) d0 = d;
+  for (int d = 0; d < plain->ndims; d++)
+    if (d != d0 && plain->dims[d] > 1 && (d1 < 0 || st[d] > st[d1])) d1 = d;
+  size_t row0 = (size_t)st[d0] * sizeof(float);
+  if (plain->dims[d0] < 1 || row0 * (size_t)plain->dims[d0] != wbytes) return -1; /* not dense */
+  bool inner = row0 > SLICE_BYTES && d1 >= 0 && (size_t)st[d0] == (size_t)plain->dims[d1] * (size_t)st[d1];
+  int ds = inner ? d1 : d0; /* the dimension sliced */
+  size_t row = (size_t)st[ds] * sizeof(float);
+  int64_t rows = plain->dims[ds], n = slice_rows(k, ds, row, rows), outer = inner ? plain->dims[d0] : 1;
+  float *buf = decode ? hs_wscratch_get(&t_back, (size_t)n * row) : malloc((size_t)n * row);
+  int eq = buf ? 1 : -1;
+  for (int64_t o = 0; o < outer && eq == 1; o++)
+    for (int64_t r0 = 0; r0 < rows && eq == 1; r0 += n) {
+      dnnl_dims_t dims, offs = {0};
+      memcpy(dims, plain->dims, sizeof dims);
+      if (inner) {
+        dims[d0] = 1;
+        offs[d0] = o;
+      }
+      dims[ds] = rows - r0 < n ? rows - r0 : n;
+      offs[ds] = r0;
+      eq = slice_equal(k, plain, dims, offs, w, buf);
+    }
+  if (!decode) free(buf);
+  return eq;
+}
+
+/* Whether registered kernel e's weights are byte for byte w. A kernel that still holds its plain
+ * copy (w_plain: Winograd's weights, which no reorder reads; for a kernel made from another's
+ * Winograd weights, that one's) is compared with it directly; else its weights are read back into
+ * ONNX's layout (an exact reorder) a slice at a time, into the thread's slice mapping at decode
+ * time (decode set), else into a buffer of their own; whole where slices do not apply. Called with
+ * the lock held, so e stays alive. */
+static int weights_equal(const entry *e, const void *w, bool decode) {
+  const hs_kernel *k = e->k;
+  for (const hs_kernel *q = k; q; q = hs__weights_one_way(&q->var[0].md[HS__MAX_MDS - 1]) ? q->w_from : NULL)
+    if (q->w_plain && dnnl_memory_desc_get_size(&q->w_plain_md) == e->wbytes)
+      return memcmp(q->w_plain, w, e->wbytes) == 0;
+  while (k->w_from && hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) k = k->w_from;
+  int eq = sliced_equal(k, w, e->wbytes, decode);
+  if (eq >= 0) return eq;
+  float *back = malloc(e->wbytes);
+  hs_error err;
+  eq = back && hs_kernel_conv_weights(k, back, e->wbytes, &err) == 0 && memcmp(back, w, e->wbytes) == 0;
+  free(back);
   return eq;
 }
 

@@ -68,7 +68,7 @@ int hs_kshare_enabled(void);
 int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref);
 
 /* Unmaps the calling thread's read-back buffer, which hs_kshare_find_weights keeps from one lookup to
- * the next (grown to the largest weights compared): the decoder's caller calls this when the decode
+ * the next (one slice of the weights compared: at most 256 KiB but where a layout's block needs more): the decoder's caller calls this when the decode
  * is over. Harmless when there is none. */
 void hs_kshare_release_scratch(void);
 

@@ -1,4 +1,4 @@
-/* test_kshare_mem.c - confirming a registered conv's weights at decode time leaves no resident read-back pages. */
+/* test_kshare_mem.c - confirming a registered conv's weights at decode time: exact, in little memory, none kept. */
 /*
  * hs_kshare_find_weights confirms a candidate by reading the registered kernel's weights back into
  * ONNX's layout and comparing them in full. In a server the read-back buffer of a large conv came
@@ -9,6 +9,10 @@
  * registered, and the process's RSS must not keep the read-back's pages after a lookup that finds
  * it once the decode would be over (hs_kshare_release_scratch); the lookup must find it (same bytes) and not find a copy that differs in one weight away from
  * the pre-filter's samples (so the full comparison did run).
+ * The comparison reads the weights back a slice of output channels at a time (256 KiB) and stops at
+ * the first difference: test_lookup_reads_back_slices requires the RSS during the lookups (before
+ * the release) to stay well under one read-back of the weights, and the answers to stay exact for
+ * a difference in the first slice, in the last one and none, for a plain and a grouped conv.
  */
 #include <malloc.h>
 #include <setjmp.h>
@@ -84,9 +88,58 @@ static void test_lookup_keeps_no_pages(void **state) {
   free(w);
 }
 
+/* Registers a CxC 3x3 conv in `groups` groups with weights from seed, then looks up copies that
+ * differ in one weight (first slice, last slice) and an equal copy. */
+static void lookups_in_slices(int groups, uint32_t seed) {
+  size_t n = N_W / (size_t)groups, bytes = n * sizeof(float);
+  float *w = malloc(bytes), *other = malloc(bytes);
+  assert_non_null(w);
+  assert_non_null(other);
+  for (size_t i = 0; i < n; i++) {
+    seed = seed * 1664525u + 1013904223u;
+    w[i] = (float)(seed >> 8) / (float)(1u << 24) - 0.5f;
+  }
+  hs_conv_params p = {.nsp = 2, .batch = 1, .in_c = C, .out_c = C, .groups = groups, .in = {7, 7}, .out = {7, 7},
+                      .kernel = {K, K}, .stride = {1, 1}, .dilation = {1, 1}, .pad_begin = {1, 1},
+                      .pad_end = {1, 1}, .weights = w};
+  hs_kernel *k = NULL, *ref = NULL;
+  hs_error err;
+  int shared = -1;
+  assert_int_equal(hs_kshare_conv(&p, &k, &shared, &err), 0);
+  assert_int_equal(shared, 0);
+  memcpy(other, w, bytes); /* its pages resident before the measurement */
+  malloc_trim(0);
+  size_t before = rss_bytes();
+  const size_t at[] = {5, n - 2}; /* neither sampled by the pre-filter: the first slice, the last one */
+  for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+    memcpy(other, w, bytes);
+    other[at[i]] -= 0.25f;
+    assert_int_equal(hs_kshare_find_weights(other, bytes, &ref), 0);
+    assert_null(ref);
+  }
+  assert_int_equal(hs_kshare_find_weights(w, bytes, &ref), 1);
+  assert_ptr_equal(ref, k);
+  size_t during = rss_bytes(); /* the slice buffer is still mapped: the lookups' peak */
+  hs_kshare_release_scratch();
+  size_t grew = during > before ? during - before : 0;
+  if (grew >= bytes / 4) fprintf(stderr, "groups %d: RSS grew by %zu bytes (weights: %zu)\n", groups, grew, bytes);
+  assert_true(grew < bytes / 4);
+  hs_kernel_destroy(ref);
+  hs_kernel_destroy(k);
+  free(other);
+  free(w);
+}
+
+static void test_lookup_reads_back_slices(void **state) {
+  (void)state;
+  lookups_in_slices(1, 11);
+  lookups_in_slices(2, 13);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lookup_keeps_no_pages),
+      cmocka_unit_test(test_lookup_reads_back_slices),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
