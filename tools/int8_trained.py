@@ -13,8 +13,11 @@ hotserve int8 against float32.
    on a light background with a little noise, normalised as PaddleOCR does ((x / 255 - 0.5) / 0.5). Calibration
    images (seed 11) and evaluation images (seed 22) are made separately and never share a string. For the
    classifier half of the evaluation images are turned 180 degrees (label 1).
-3. quantize.py's tensors_to_quantize / calibrate / quantize_model make the QDQ file (Conv inputs and outputs
-   uint8 per tensor, weights int8 per channel, calibrated min / max on the calibration images).
+3. The Paddle2ONNX files (opset 9, weights in Constant nodes) are rewritten as opset 13 with initializers
+   (to_opset13; same outputs), with --fold-bn each Conv's BatchNormalization folded into it (float32 reference
+   too); then quantize.py's tensors_to_quantize / calibrate / quantize_model make the QDQ file (Conv inputs and
+   outputs uint8 per tensor, weights int8 per channel, calibrated min / max, or --percentile, on the calibration
+   images).
 4. Agreement with float32 (ONNX Runtime float32 the reference where --ort works, else hotserve float32):
    classifier top-1; recognizer argmax per timestep and whole string after CTC decoding (collapse repeats, drop
    the blank 0). Also the task accuracy (classifier against the rotation label, recognizer exact string match)
@@ -23,6 +26,7 @@ hotserve int8 against float32.
    CPU, start-up and load cancelled) on one image, float32 and int8, interleaved over 3 rounds; int8 / float32.
 """
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -55,7 +59,6 @@ def fetch(work):
         (tgz,) = [f for f in os.listdir(work) if f.endswith(".tgz")]
         with tarfile.open(os.path.join(work, tgz)) as t:
             t.extractall(work)
-    import json
     with open(os.path.join(pkg, "package.json")) as f:
         meta = json.load(f)
     return os.path.join(pkg, "assets"), "%s@%s licence %s" % (meta["name"], meta["version"], meta.get("license"))
