@@ -13,7 +13,8 @@ BUILD=(build-essential cmake pkg-config libdnnl-dev libmicrohttpd-dev libjansson
        libcmocka-dev ocl-icd-opencl-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev)  # ocl-icd-opencl-dev: dnnl-config.cmake requires OpenCL
 RUNTIME=(libdnnl2 libgomp1 libmicrohttpd12 libjansson4 libyajl2 libssl3 libgrpc29 libprotobuf-c1 zlib1g)
 TEST=(clang libclang-rt-14-dev python3 python3-numpy python3-onnx python3-torch python3-torchvision python3-opencv
-      python3-yaml python3-grpcio python3-grpc-tools libonnx-testdata prometheus haproxy wrk curl)
+      python3-yaml python3-grpcio python3-grpc-tools libonnx-testdata prometheus haproxy wrk curl
+      python3-pil fonts-dejavu-core)  # python3-pil, fonts-dejavu-core: tools/int8_trained.py renders text images
 
 group() {
   case "$1" in
