@@ -57,7 +57,9 @@ struct hs_kernel {
                               malloc_trim cannot hand back */
   dnnl_memory_desc_t w_plain_md;
   const void *w_src;       /* conv, matmul: the caller's weights (B), read in w_plain's place while the
-                              constructor builds variant 0 (no plain copy made), NULL after */
+                              constructor builds variant 0 (no plain copy made); hs__kernel_finish
+                              copies them into w_plain where variant 0's format is one-way, and
+                              clears it */
   const hs_kernel *w_from; /* conv: variant 0 takes its weights from this kernel's variant 0 */
   float *owned[4];         /* other owned constant copies (bias, scale, ...) */
   int64_t *owned_i64;      /* concat axis sizes */

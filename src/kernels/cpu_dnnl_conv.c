@@ -854,19 +854,7 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
     return rc;
   }
   rc = hs__kernel_finish(k, p->batch, err);
-  if (!rc && k->w_src && hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) {
-    /* weights no reorder reads back (Winograd's): the kernel keeps a plain copy for later variants and
-     * for reading them back */
-    if ((k->w_plain = hs_wblock_alloc((size_t)wcount * sizeof(float))))
-      memcpy(k->w_plain, k->w_src, (size_t)wcount * sizeof(float));
-    else
-      rc = hs_error_set(err, HS_NO_MEMORY, "conv: copying %lld weights", (long long)wcount);
-  }
-  k->w_src = NULL; /* the caller's weights are not read after this call */
-  if (rc) {
-    hs_kernel_destroy(k);
-    return rc;
-  }
+  if (rc) return rc;
   *out = k;
   return 0;
 }
@@ -1075,15 +1063,6 @@ int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error
   }
   rc = hs__kernel_finish(k, p->a_dims[0], err);
   if (rc) return rc;
-  if (k->w_src && hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) {
-    /* weights no reorder reads back: the kernel keeps a plain copy for later variants, as with alpha */
-    if (!(k->w_plain = hs_wblock_alloc((size_t)bcount * sizeof(float)))) {
-      hs_kernel_destroy(k);
-      return hs_error_set(err, HS_NO_MEMORY, "matmul: copying B");
-    }
-    memcpy(k->w_plain, k->w_src, (size_t)bcount * sizeof(float));
-  }
-  k->w_src = NULL; /* the caller's B is not read after this call */
   *out = k;
   return 0;
 }

@@ -414,7 +414,7 @@ int hs__reorder_into(const dnnl_memory_desc_t *from, const void *src, const dnnl
 
 /* Whether a buffer of md's `bytes` holds more than md's values: padding of a blocked layout, extra
  * terms (int8 compensation) or an opaque format (Winograd's), which a reorder may leave unwritten. */
-static int padded(const dnnl_memory_desc_t *md, size_t bytes) {
+static int leaves_gaps(const dnnl_memory_desc_t *md, size_t bytes) {
   if (md->extra.flags != dnnl_memory_extra_flag_none || md->format_kind != dnnl_blocked) return 1;
   size_t n = dnnl_data_type_size(md->data_type);
   for (int i = 0; i < md->ndims; i++) n *= (size_t)md->dims[i];
@@ -429,7 +429,7 @@ int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnn
   if (!buf) return hs_error_set(err, HS_NO_MEMORY, "allocating %zu bytes of weights", bytes);
   /* keep a blocked layout's padding zero; a layout without any is written whole by the reorder, so
    * clearing it first would only add a pass over every weight (and fault in its pages early) */
-  if (padded(to, bytes)) memset(buf, 0, bytes);
+  if (leaves_gaps(to, bytes)) memset(buf, 0, bytes);
   int rc = hs__reorder_into(from, src, to, buf, err);
   if (rc) {
     hs_wblock_free(buf);
@@ -585,8 +585,16 @@ static const hs__variant *variant_for(hs_kernel *k, int64_t batch, hs_error *err
 int hs__kernel_finish(hs_kernel *k, int64_t batch, hs_error *err) {
   k->batch0 = batch;
   const hs__variant *v = variant_for(k, batch, err);
-  if (!v) {
-    int code = err && err->code ? err->code : HS_INTERNAL;
+  int code = v ? 0 : err && err->code ? err->code : HS_INTERNAL;
+  if (v && k->w_src && hs__weights_one_way(&v->md[HS__MAX_MDS - 1])) {
+    /* variant 0 reordered the caller's weights (w_src) into a format no reorder reads back
+     * (Winograd's): the kernel keeps a plain copy for later variants and for reading them back */
+    size_t bytes = dnnl_memory_desc_get_size(&k->w_plain_md);
+    if ((k->w_plain = hs_wblock_alloc(bytes))) memcpy(k->w_plain, k->w_src, bytes);
+    else code = hs_error_set(err, HS_NO_MEMORY, "%s: copying %zu bytes of weights", k->vt->name, bytes);
+  }
+  k->w_src = NULL; /* the caller's weights are not read after the constructor */
+  if (code) {
     hs_kernel_destroy(k);
     return code;
   }

@@ -193,10 +193,12 @@ static int sliced_equal(const hs_kernel *k, const void *w, size_t wbytes, bool d
  * the lock held, so e stays alive. */
 static int weights_equal(const entry *e, const void *w, bool decode) {
   const hs_kernel *k = e->k;
-  for (const hs_kernel *q = k; q; q = hs__weights_one_way(&q->var[0].md[HS__MAX_MDS - 1]) ? q->w_from : NULL)
-    if (q->w_plain && dnnl_memory_desc_get_size(&q->w_plain_md) == e->wbytes)
-      return memcmp(q->w_plain, w, e->wbytes) == 0;
-  while (k->w_from && hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) k = k->w_from;
+  for (;;) { /* along weights_from while the weights are one-way: the first plain copy, else the last kernel */
+    if (k->w_plain && dnnl_memory_desc_get_size(&k->w_plain_md) == e->wbytes)
+      return memcmp(k->w_plain, w, e->wbytes) == 0;
+    if (!k->w_from || !hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) break;
+    k = k->w_from;
+  }
   int eq = sliced_equal(k, w, e->wbytes, decode);
   if (eq >= 0) return eq;
   float *back = malloc(e->wbytes);

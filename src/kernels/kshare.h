@@ -68,8 +68,8 @@ int hs_kshare_enabled(void);
 int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref);
 
 /* Unmaps the calling thread's read-back buffer, which hs_kshare_find_weights keeps from one lookup to
- * the next (one slice of the weights compared: at most 256 KiB but where a layout's block needs more): the decoder's caller calls this when the decode
- * is over. Harmless when there is none. */
+ * the next (one slice of the weights compared: at most 256 KiB, unless a layout's block needs more):
+ * the decoder's caller calls this when the decode is over. Harmless when there is none. */
 void hs_kshare_release_scratch(void);
 
 /* A conv kernel for p whose weights are src's (a reference from hs_kshare_find_weights; p->weights
