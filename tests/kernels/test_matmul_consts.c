@@ -6,7 +6,8 @@
  * 0.5: its kernel holds 0.5 * B4). Both models then run the same inputs at many shapes on one session each:
  * row counts past a kernel's 8 variants and batched shapes past a node's 16 cached kernels reach the plain
  * path, which reads B back from the kernel; new batched shapes build kernels from B read back. Every output
- * must equal kept.onnx's bit for bit. The kernels interface: hs_kernel_matmul_b gives B back exactly.
+ * must equal kept.onnx's bit for bit. (Their first kernels, at one row, read B in place: released.onnx's take the
+ * graph's B over, kept.onnx's read the graph's, which stays: hs_matmul_params.b_lend.) The kernels interface: hs_kernel_matmul_b gives B back exactly.
  * qreleased.onnx / qkept.onnx do the same for the int8 kernel (QLinearMatMul with a uint8 and an int8 B,
  * MatMulInteger): B goes from the graph, and the answers at 25 shapes (row counts past the variants run as
  * batch-many products on a kernel built from B read back, or on the plain C with B read back) equal qkept.onnx's.
