@@ -27,6 +27,7 @@ typedef struct hs__variant {
   void *weights2;      /* a second constant operand (a fused depthwise convolution's weights), owned, or NULL */
   int fused;           /* conv with a depthwise convolution: 1 when one primitive runs both */
   int src_planes;      /* conv: the source reorder is NCHW -> NHWC of a few channels, run as a plain loop */
+  int inner;           /* matmul: an inner product that reads B in its given layout (md[3] its view of B) */
 } hs__variant;
 
 typedef struct hs__kvt hs__kvt;
@@ -61,6 +62,10 @@ struct hs_kernel {
                               copies them into w_plain where variant 0's format is one-way, and
                               clears it */
   const hs_kernel *w_from; /* conv: variant 0 takes its weights from this kernel's variant 0 */
+  const void *w_lent;      /* matmul: the caller's B (hs_matmul_params.b_lend), which inner variants read
+                              in place (their weights point into it, shared): no copy is made */
+  int w_lent_owned;        /* 1 once the caller handed w_lent over (hs_kernel_matmul_adopt_b): the
+                              kernel frees it (hs_wblock_free) */
   float *owned[4];         /* other owned constant copies (bias, scale, ...) */
   int64_t *owned_i64;      /* concat axis sizes */
   int flags;               /* kernel-specific */

@@ -943,7 +943,62 @@ static void mm_variant_dims(const hs_kernel *k, int64_t batch, int64_t *ad, int6
   }
 }
 
+/* Rows up to which a constant 2-D B is read in its given layout by an inner product (oneDNN's gemm:jit) instead
+ * of a matmul over a blocked copy (brgemm): as fast at 1 and 2 rows (a classifier head at batch 1: 1x1280 by
+ * 1280x1000 in 52-56 us either way, 1x2048 by 2048x1000 in 83-88), 2x slower from 4 rows with B given transposed
+ * as Gemm's transB gives it (docs/KERNELS.md, "Constant B in place"). */
+#define MM_INNER_ROWS 2
+
+/* 1 when variant v (batch rows) of matmul kernel k is an inner product over B in its given layout: B constant
+ * and 2-D, A not transposed, a bias of N values if any, few rows, and variant 0 one too (a later variant with
+ * few rows shares variant 0's blocked copy rather than make a plain one). */
+static int mm_inner(const hs_kernel *k, const hs__variant *v, int64_t batch) {
+  const hs_matmul_params *p = &k->p.mm;
+  if (!(k->flags & MM_B_CONST) || p->ndim != 2 || p->trans_a || batch > MM_INNER_ROWS) return 0;
+  if (v != &k->var[0] && !k->var[0].inner) return 0;
+  return !p->bias || (p->bias_dims[p->bias_ndim - 1] == p->b_dims[1] && numel(p->bias_ndim, p->bias_dims) == p->b_dims[1]);
+}
+
+/* Builds v as an inner product (mm_inner): dst [rows, N] = A [rows, K] x B + bias, B's buffer seen as the
+ * weights [N, K] it is (transposed B: row-major [N, K]; else [K, N], which is [N, K] with swapped strides). Its
+ * weights are the lent B itself when the caller lent it (w_lent), else a plain copy, or variant 0's. */
+static int mm_build_inner(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
+  const hs_matmul_params *p = &k->p.mm;
+  int64_t K = p->b_dims[0], N = p->b_dims[1], ad[2] = {batch, K}, dd[2] = {batch, N};
+  int rc = hs__md_plain(&v->md[MD_SRC], 2, ad, err);
+  if (!rc) rc = hs__md_plain(&v->md[MD_DST], 2, dd, err);
+  if (!rc && p->bias) rc = hs__md_plain(&v->md[MD_BIAS], 1, &N, err);
+  if (rc) return rc;
+  dnnl_dims_t wd = {N, K}, ws = {p->trans_b ? K : 1, p->trans_b ? 1 : N};
+  dnnl_status_t st = dnnl_memory_desc_init_by_strides(&v->md[MD_SRC1], 2, wd, dnnl_f32, ws);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, "describing matmul weights");
+  dnnl_primitive_attr_t attr;
+  rc = hs__make_attr(&p->post, &attr, err);
+  if (rc) return rc;
+  dnnl_inner_product_desc_t d;
+  dnnl_primitive_desc_t pd = NULL;
+  st = dnnl_inner_product_forward_desc_init(&d, dnnl_forward_inference, &v->md[MD_SRC], &v->md[MD_SRC1],
+                                            p->bias ? &v->md[MD_BIAS] : NULL, &v->md[MD_DST]);
+  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &d, attr, hs__dnnl_engine(), NULL);
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return hs__dnnl_fail(err, st, "matmul as an inner product");
+  v->inner = 1;
+  v->md[MD_WEIGHTS] = k->w_plain_md; /* the same bytes as B [K, N]: what other variants reorder from */
+  if (k->w_lent) {
+    v->weights = (void *)k->w_lent;
+    v->weights_shared = 1; /* the caller's, or freed by the kernel once handed over */
+  } else {
+    rc = hs__variant_weights(k, v, &k->w_plain_md, err);
+  }
+  if (rc) {
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+  }
+  return hs__add_prim(v, pd, err);
+}
+
 static int mm_build(hs_kernel *k, int64_t batch, hs__variant *v, hs_error *err) {
+  if (mm_inner(k, v, batch)) return mm_build_inner(k, batch, v, err);
   const hs_matmul_params *p = &k->p.mm;
   int nd = p->ndim;
   int64_t ad[8], bd[8], dd[8], biasd[8];
@@ -999,7 +1054,7 @@ static int mm_exec(hs_kernel *k, const hs__variant *v, const hs_kernel_args *a, 
   int owned = av.n;
   rc = hs__argv_add(&av, DNNL_ARG_SRC, &v->md[MD_SRC], a->src[0], err);
   if (!rc) {
-    if (b_const) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_WEIGHTS], v->weights, err);
+    if (b_const) rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[v->inner ? MD_SRC1 : MD_WEIGHTS], v->weights, err);
     else rc = hs__argv_add(&av, DNNL_ARG_WEIGHTS, &v->md[MD_SRC1], a->src[1], err);
   }
   if (!rc && p->bias) rc = hs__argv_add(&av, DNNL_ARG_BIAS, &v->md[MD_BIAS], p->bias, err);
@@ -1049,6 +1104,7 @@ int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error
     float *w = k->w_plain;
     for (int64_t i = 0; w && i < bcount; i++) w[i] = p->b_const[i] * alpha;
     if (!w) k->w_src = p->b_const;
+    if (!w && p->b_lend) k->w_lent = p->b_const; /* inner variants read it in place (mm_build_inner) */
     k->flags |= MM_B_CONST;
     k->p.mm.alpha = 1.f;
   }
@@ -1063,6 +1119,13 @@ int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error
   }
   rc = hs__kernel_finish(k, p->a_dims[0], err);
   if (rc) return rc;
+  if (!k->var[0].inner) k->w_lent = NULL; /* variant 0 holds a blocked copy, which later variants share */
   *out = k;
   return 0;
+}
+
+int hs_kernel_matmul_adopt_b(hs_kernel *k, const float *b) {
+  if (!k || k->vt != &mm_vt || !b || k->w_lent != b || k->w_lent_owned) return 0;
+  k->w_lent_owned = 1;
+  return 1;
 }

@@ -490,6 +490,7 @@ int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *
 size_t hs_kernel_weight_bytes(const hs_kernel *k) {
   if (!k) return 0;
   size_t total = k->w_plain ? dnnl_memory_desc_get_size(&k->w_plain_md) : 0;
+  if (k->w_lent_owned) total += dnnl_memory_desc_get_size(&k->w_plain_md); /* variants share it (weights_shared) */
   int n = atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire);
   for (int i = 0; i < n; i++) /* builders record the weights' descriptor in the last slot */
     if (k->var[i].weights && !k->var[i].weights_shared) total += dnnl_memory_desc_get_size(&k->var[i].md[HS__MAX_MDS - 1]);
@@ -659,6 +660,7 @@ void hs_kernel_destroy(hs_kernel *k) {
   /* Later variants may share variant 0's weights: release them first. */
   for (int i = n - 1; i >= 0; i--) variant_release(&k->var[i]);
   hs_wblock_free(k->w_plain);
+  if (k->w_lent_owned) hs_wblock_free((void *)k->w_lent); /* a matmul's B, handed over by its caller */
   for (int i = 0; i < 4; i++) free(k->owned[i]);
   free(k->owned_i64);
   pthread_mutex_destroy(&k->lock);

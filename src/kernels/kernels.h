@@ -21,7 +21,7 @@
  * Buffers: all tensors are dense float32. Activations of convolution-like ops are NCHW (ONNX's layout)
  * or NHWC as the parameter struct says; NHWC is the fast layout on CPU and lets consecutive convolutions
  * run without reorders. Weights are always given in ONNX's layout and copied: the caller may free them
- * after creation.
+ * after creation; except a matmul's B lent with hs_matmul_params.b_lend, which the kernel may read in place.
  *
  * Threads: a kernel's thread count is fixed when it is created, from hs_kernels_threads() of the
  * creating thread (oneDNN reads OpenMP's per-thread setting then and keeps it); a run uses that count
@@ -146,6 +146,9 @@ typedef struct hs_matmul_params {
   int trans_a, trans_b;              /* the buffer holds the last two dims swapped */
   float alpha;                       /* 0 is read as 1 */
   const float *b_const;              /* B as a constant (copied and reordered at creation), or NULL: B at run */
+  int b_lend;                        /* 1: b_const stays valid and unchanged while the kernel lives (or is
+                                        handed over: hs_kernel_matmul_adopt_b), so a variant that reads B in
+                                        its given layout reads it in place instead of a copy */
   const float *bias;                 /* constant, shape bias_dims broadcast to dst, or NULL */
   int bias_ndim;                     /* <= ndim; aligned to the right as numpy broadcasting */
   int64_t bias_dims[8];
@@ -427,6 +430,11 @@ int hs_kernel_qmatmul_create(const hs_qmatmul_params *p, hs_kernel **out, hs_err
  * size). Lets a caller drop its own copy of B once a kernel holds it. Thread-safe. Returns 0, or
  * HS_INVALID_ARGUMENT (not a matmul kernel with a constant B, wrong size) / HS_INTERNAL with err filled. */
 int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err);
+/* Hands b (the b_const the kernel was made with, b_lend set) over to matmul kernel k when k reads it in place:
+ * returns 1 and k frees it (hs_wblock_free: a weight block or malloc's) when destroyed, the caller must forget it;
+ * returns 0 when k holds a copy of its own (the caller keeps b and frees it as before). Call it once, before any
+ * other thread uses k. */
+int hs_kernel_matmul_adopt_b(hs_kernel *k, const float *b);
 /* Matmul kernel k's copy of hs_matmul_params.bias (the same floats, in the same layout), or NULL (no bias, not a
  * matmul kernel). Valid and unchanged while k lives: a caller may drop its own copy and read this one. */
 const float *hs_kernel_matmul_bias(const hs_kernel *k);

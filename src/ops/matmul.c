@@ -207,6 +207,7 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   p->device = HS_KDEV_CPU;
   p->alpha = a->gemm ? a->alpha : 1.0f;
   p->b_const = c->st->b;
+  p->b_lend = 1; /* the graph's B outlives the kernel, or is handed to it (release_b) */
   p->bias = c->st->bias;
   p->bias_ndim = c->st->bias_ndim;
   memcpy(p->bias_dims, c->st->bias_dims, sizeof p->bias_dims);
@@ -215,6 +216,7 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
   /* B released (a row count of a 2-D B is a variant of the holder, so this is another batched
    * shape of A): the new kernel copies B from a temporary read back from the holder */
   if (!c->st->holder) return hs_error_set(err, HS_INTERNAL, "matmul: B was released");
+  p->b_lend = 0; /* a temporary */
   float *b = malloc(c->st->b_bytes ? c->st->b_bytes : 1);
   if (!b) return hs_error_set(err, HS_NO_MEMORY, "matmul: reading B back");
   int rc = hs_kernel_matmul_b(c->st->holder, b, c->st->b_bytes, err);
@@ -320,6 +322,9 @@ static void release_b(hs_node *n, hs_graph *g) {
   if (a->gemm && a->alpha != 1.0f) return;
   if (atomic_load_explicit(&st->cache.n, memory_order_acquire) < 1) return; /* no kernel yet: keep B */
   st->holder = st->cache.slot[0].k;
+  /* a kernel that reads B in place (a classifier head at batch 1: hs_matmul_params.b_lend) takes the graph's
+   * buffer over, so no second copy of B is ever made; otherwise it holds its own and the graph's goes */
+  if (hs_kernel_matmul_adopt_b(st->cache.slot[0].k, st->b)) b->data = NULL;
   st->b = NULL;
   hs_graph_release_const(g, n->in[1]);
   HS_LOGD("node '%s' (%s): %zu bytes of B now held by its kernel only", n->name, n->op_type, st->b_bytes);

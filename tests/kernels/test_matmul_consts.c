@@ -6,7 +6,8 @@
  * 0.5: its kernel holds 0.5 * B4). Both models then run the same inputs at many shapes on one session each:
  * row counts past a kernel's 8 variants and batched shapes past a node's 16 cached kernels reach the plain
  * path, which reads B back from the kernel; new batched shapes build kernels from B read back. Every output
- * must equal kept.onnx's bit for bit. The kernels interface: hs_kernel_matmul_b gives B back exactly.
+ * must equal kept.onnx's bit for bit. (Their first kernels, at one row, read B in place: released.onnx's take the
+ * graph's B over, kept.onnx's read the graph's, which stays: hs_matmul_params.b_lend.) The kernels interface: hs_kernel_matmul_b gives B back exactly.
  * qreleased.onnx / qkept.onnx do the same for the int8 kernel (QLinearMatMul with a uint8 and an int8 B,
  * MatMulInteger): B goes from the graph, and the answers at 25 shapes (row counts past the variants run as
  * batch-many products on a kernel built from B read back, or on the plain C with B read back) equal qkept.onnx's.
@@ -14,7 +15,12 @@
  * variants for more batches grows the live heap by one copy of the weights (plus the compensation terms and
  * oneDNN's primitives), not two, and hs_kernel_qmatmul_b still gives B back exactly.
  * gemm_alpha0.onnx: a Gemm with alpha 0 and a constant B answers beta * C (it once ran A x B + C on the kernel).
+ * A lent B (hs_matmul_params.b_lend: a classifier head at batch 1) is read in place: the kernel holds no copy and
+ * its creation adds far less than B to the RSS, its answers at 1, 2 and 7 rows equal those of a kernel made from
+ * a copy of B bit for bit (and A x B + bias within float rounding), and once handed over
+ * (hs_kernel_matmul_adopt_b) the kernel frees B and still gives it back exactly.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +35,7 @@
 #include "base/wblock.h"
 #include "engine/engine.h"
 #include "kernels/kernels.h"
+#include "../rss.h"
 
 static const char *g_dir;
 
@@ -301,6 +308,82 @@ static void test_kernel_gives_b_back(void **state) {
   free(back);
 }
 
+/* y[r, n] = sum_k a[r, k] * B[k, n] + bias[n] in double, B given transposed ([N, K]) or not ([K, N]). */
+static void reference(const float *a, const float *b, const float *bias, int trans, int rows, int K, int N, double *y) {
+  for (int r = 0; r < rows; r++)
+    for (int n = 0; n < N; n++) {
+      double acc = bias[n];
+      for (int k = 0; k < K; k++) acc += (double)a[r * K + k] * b[trans ? n * K + k : k * N + n];
+      y[r * N + n] = acc;
+    }
+}
+
+/* A lent B: read in place, answers as a copied one, handed over and freed by the kernel (see the header). */
+static void test_lent_b_read_in_place(void **state) {
+  (void)state;
+  enum { K = 2048, N = 1000, RMAX = 7 };
+  const size_t bbytes = sizeof(float) * K * N; /* 8 MB: ResNet-50's classifier */
+  float *a = random_floats(RMAX * K, 11), *bias = random_floats(N, 12);
+  float *y_lent = malloc(sizeof(float) * RMAX * N), *y_copy = malloc(sizeof(float) * RMAX * N);
+  double *ref = malloc(sizeof(double) * RMAX * N);
+  assert_non_null(y_lent);
+  assert_non_null(y_copy);
+  assert_non_null(ref);
+  hs_error err;
+  for (int trans = 0; trans <= 1; trans++) {
+    float *b = random_floats((size_t)K * N, 13 + trans), *b_copy = malloc(bbytes);
+    assert_non_null(b_copy);
+    memcpy(b_copy, b, bbytes);
+    hs_matmul_params p = {.device = HS_KDEV_CPU, .ndim = 2, .a_dims = {1, K}, .b_dims = {K, N}, .trans_b = trans,
+                          .alpha = 1.f, .b_const = b, .b_lend = 1, .bias = bias, .bias_ndim = 1, .bias_dims = {N}};
+    hs_kernel *lent = NULL, *copied = NULL;
+    size_t rss0 = rss_bytes();
+    assert_int_equal(hs_kernel_matmul_create(&p, &lent, &err), 0);
+    size_t grown = rss_bytes() - rss0;
+    assert_true(grown < bbytes / 4); /* a copy would add all of B */
+    assert_int_equal(hs_kernel_weight_bytes(lent), 0); /* B is the caller's */
+    p.b_const = b_copy;
+    p.b_lend = 0;
+    assert_int_equal(hs_kernel_matmul_create(&p, &copied, &err), 0);
+    assert_true(hs_kernel_weight_bytes(copied) >= bbytes);
+    assert_string_equal(hs_kernel_impl_name(lent), hs_kernel_impl_name(copied));
+    free(b_copy); /* the copied kernel keeps its own */
+    for (int rows = 1; rows <= RMAX; rows += rows < 2 ? 1 : 5) { /* 1, 2 (inner products) and 7 (a matmul) */
+      const void *src[1] = {a};
+      hs_kernel_args args = {.batch = rows, .src = src, .nsrc = 1, .dst = y_lent};
+      size_t sb = hs_kernel_scratch_size(lent, rows);
+      assert_true(sb != (size_t)-1 && sb == hs_kernel_scratch_size(copied, rows));
+      void *scratch = sb ? malloc(sb) : NULL;
+      args.scratch = scratch;
+      assert_int_equal(hs_kernel_run(lent, &args, &err), 0);
+      args.dst = y_copy;
+      assert_int_equal(hs_kernel_run(copied, &args, &err), 0);
+      free(scratch);
+      assert_memory_equal(y_lent, y_copy, sizeof(float) * rows * N);
+      reference(a, b, bias, trans, rows, K, N, ref);
+      for (int i = 0; i < rows * N; i++) assert_true(fabs(y_lent[i] - ref[i]) < 1e-3);
+    }
+    assert_int_equal(hs_kernel_matmul_adopt_b(copied, b), 0); /* it holds its own: the caller keeps b */
+    assert_int_equal(hs_kernel_matmul_adopt_b(lent, a), 0); /* not the B it reads */
+    assert_int_equal(hs_kernel_matmul_adopt_b(lent, b), 1);
+    assert_int_equal(hs_kernel_matmul_adopt_b(lent, b), 0); /* once */
+    assert_true(hs_kernel_weight_bytes(lent) >= bbytes);
+    float *back = malloc(bbytes);
+    assert_non_null(back);
+    memset(back, 0, bbytes);
+    assert_int_equal(hs_kernel_matmul_b(lent, back, bbytes, &err), 0);
+    assert_memory_equal(back, b, bbytes);
+    free(back);
+    hs_kernel_destroy(lent); /* frees b (ASan: no leak, no double free) */
+    hs_kernel_destroy(copied);
+  }
+  free(a);
+  free(bias);
+  free(y_lent);
+  free(y_copy);
+  free(ref);
+}
+
 /* Bytes the heap holds now: the allocator's live bytes (ASan's own allocator under ASan, whose quarantine
  * keeps freed blocks out of the count; glibc's arenas and mmapped blocks otherwise), plus the weight
  * blocks in use (base/wblock.h: the kernels' reordered weights are mappings of their own). */
@@ -408,6 +491,7 @@ int main(int argc, char **argv) {
   g_dir = argv[1];
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_kernel_gives_b_back),
+      cmocka_unit_test(test_lent_b_read_in_place),
       cmocka_unit_test(test_int8_kernels_hold_weights_once),
       cmocka_unit_test(test_released_answers_as_kept),
       cmocka_unit_test(test_int8_released_answers_as_kept),
