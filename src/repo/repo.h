@@ -207,6 +207,8 @@ typedef struct hs_repo_bytes {
   uint64_t bytes_read, bytes_hashed; /* bytes_hashed: final once hs_repo_bytes_check returned */
   double read_ms;            /* wall time of the read (and of the check, when it ran inline) */
   double hash_cpu_ms;        /* CPU time of the hash thread (0 when the hash ran inline) */
+  double ring_wait_ms;       /* wall time the reader (the decoder) waited for the hash to free a ring
+                                slot, set by hs_repo_bytes_check */
   uint64_t bytes_hashed_beside; /* of bytes_hashed, those the hash thread hashed (all of them when
                                    one ran; 0 when the loading thread hashed them inline) */
   hs__repo_check *check;     /* the background hash (hs_repo_read_start), NULL when none runs */
