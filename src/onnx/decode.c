@@ -1154,6 +1154,14 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * share hook may hold is filled as a raw_data payload is (candidate_buffer), and offered once
  * complete.
  * The rest of the file is the stream owner's to read (the repository hashes it).
+ *
+ * Payloads read into their tensors: when the stream has read_into and settle (the server's, ABI
+ * 3.2), a raw_data payload with a buffer of its own (not the share scratch) is read straight into it
+ * past the current chunk (pb.c's direct read), and the stream's owner hashes it there later. Such a
+ * buffer is left alone until settle: settle() runs before one is freed (a payload the hook holds,
+ * one replaced or cut short, an initializer refused) and once the main graph's initializers are in,
+ * so the buffer decoder, the external fill and everything after the decode have the buffers to
+ * themselves.
  */
 
 typedef struct bytebuf {

@@ -24,6 +24,14 @@
  * rings' counters are shared with the hash thread under the check's mutex (cv: a piece was read
  * or hashed, a stream ended). When no thread can be started, stream_next hashes each piece itself.
  *
+ * Read into the reader's buffers (hs_backend_stream.read_into): a large tensor payload is read
+ * straight into the buffer the decoder keeps, and queued for the hash like a ring piece, in file
+ * order (each ring's queue holds pieces of both kinds); it takes no slot, so the reader never waits
+ * for the hash to read it. The hash reads it where it lies, so the backend must leave such a buffer
+ * alone until settle (stream_settle: the hash is done with every piece read_into filled) or
+ * hs_repo_bytes_release (bytes_done) has returned, which both wait for that. The bytes hashed are
+ * still the bytes used, and the decoder copies them once instead of twice.
+ *
  * External data (hs_repo_read_stream_files_start): the other files are not read whole either. Each
  * is a file_stream like model.onnx's, which the backend opens by path (hs_repo_open_file, once) and
  * reads in order through a second ring, shared by these files one after another (the decoder fills

@@ -632,6 +632,8 @@ static hs_repo *open_stream_v1(const fixture *f, char v1[4096], char mdir[4096],
   return r;
 }
 
+static bool g_drain_into; /* drain reads every other piece straight into got (read_into), 1 MiB at a time */
+
 /* Reads the stream to its end into got (at most cap bytes); returns the bytes read. A hook runs
  * once, right after the first piece arrived. */
 static size_t drain(const hs_backend_stream *st, uint8_t *got, size_t cap, void (*after_first)(void *), void *user) {
@@ -640,10 +642,18 @@ static size_t drain(const hs_backend_stream *st, uint8_t *got, size_t cap, void 
     const void *d = NULL;
     size_t len = 0;
     hs_error err;
-    assert_int_equal(st->next(st->user, &d, &len, &err), HS_OK);
+    if (g_drain_into && pieces % 2) {
+      assert_non_null(st->read_into);
+      size_t want = cap - n < ((size_t)1 << 20) ? cap - n : (size_t)1 << 20;
+      long long r = st->read_into(st->user, got + n, want, &err);
+      assert_true(r >= 0);
+      len = (size_t)r;
+    } else {
+      assert_int_equal(st->next(st->user, &d, &len, &err), HS_OK);
+      assert_true(n + len <= cap);
+      if (len) memcpy(got + n, d, len);
+    }
     if (len == 0) break;
-    assert_true(n + len <= cap);
-    memcpy(got + n, d, len);
     n += len;
     if (pieces == 0 && after_first) after_first(user);
   }
@@ -835,6 +845,60 @@ static void test_read_stream_hashes_what_it_hands_out(void **state) {
   assert_null(b);
   assert_string_equal(code, "manifest_mismatch");
 
+  free(got);
+  free(content);
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+}
+
+/* read_into (read.c, DESIGN): pieces read straight into the reader's buffers, between pieces of the
+ * ring, are hashed there in file order: the file's bytes in order, verified; the changes of
+ * expect_changes_judged refused or survived as with the ring alone. Once settle (or the release,
+ * bytes_done) returned, the hash is done with those buffers: the reader may change them and the
+ * verdict stands. */
+static void test_read_stream_into_hashes_the_readers_buffers(void **state) {
+  fixture *f = *state;
+  char v1[4096], mdir[4096], code[32] = "";
+  uint8_t *content = NULL;
+  hs_repo_snapshot *s = NULL;
+  const hs_repo_version *rv = NULL;
+  hs_repo *r = open_stream_v1(f, v1, mdir, &content, &s, &rv);
+  char path[4096];
+  snprintf(path, sizeof path, "%s", P("%s/model.onnx", v1));
+  uint8_t *got = malloc(STREAM_FILE_BYTES + 16);
+  hs_error err;
+  hs_error_clear(&err);
+  g_drain_into = true;
+
+  hs_repo_bytes *b = NULL;
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, NULL, NULL), STREAM_FILE_BYTES);
+  assert_memory_equal(got, content, STREAM_FILE_BYTES);
+  hs_repo_bytes_release(b);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
+  assert_true(b->verified);
+  assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + strlen("weights"));
+  assert_int_equal(b->bytes_hashed_beside, b->bytes_hashed);
+  hs_repo_bytes_free(b);
+
+  streamed_file sf = {mdir, rv, NULL};
+  expect_changes_judged(&sf, path, content, STREAM_FILE_BYTES, (size_t)10 << 20, ((size_t)19 << 20) / 2);
+
+  /* settled, then overwritten by the reader: the verdict is on the bytes read */
+  const size_t mib = (size_t)1 << 20;
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(b->stream->read_into(b->stream->user, got, mib, &err), (long long)mib);
+  assert_memory_equal(got, content, mib);
+  b->stream->settle(b->stream->user);
+  memset(got, 0, mib);
+  assert_int_equal(b->stream->read_into(b->stream->user, got + mib, mib, &err), (long long)mib);
+  hs_repo_bytes_release(b); /* bytes_done: settles too */
+  memset(got + mib, 0, mib);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK); /* (the rest read and hashed by the check) */
+  assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + strlen("weights"));
+  hs_repo_bytes_free(b);
+
+  g_drain_into = false;
   free(got);
   free(content);
   hs_repo_snapshot_free(s);
@@ -1357,6 +1421,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_read_start_hashes_what_it_hands_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_stream_hashes_what_it_hands_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_stream_files_hash_what_they_hand_out, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_stream_into_hashes_the_readers_buffers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_binding_and_signed_config, setup, teardown),
