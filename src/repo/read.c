@@ -126,6 +126,7 @@ struct hs__repo_check {
   file_stream *ext;          /* the other files, streamed on demand (hs_repo_read_stream_files_start) */
   size_t n_ext;
   uint64_t ring_wait_ns; /* the reader's: wall time it waited for the hash to free a slot */
+  bool gated;            /* the reader's frees wait on the hash (hs_repo_bytes_gate_frees): no settle */
 };
 
 /* CPU time of the calling thread, in ms. */
@@ -329,9 +330,39 @@ static long long stream_read_into(void *user, void *dst, size_t n, hs_error *err
   return (long long)got;
 }
 
-/* Waits until the hash is done with every piece of r read into a reader's buffer; under mu. */
+/* Waits until the hash is done with every piece of r read into a reader's buffer; under mu. With
+ * the reader's frees gated, returns at once: the gate keeps the rule, block by block. */
 static void settle_locked(hs__repo_check *c, ring *r) {
-  while (c->started && !c->cancelled && r->hashed < r->direct_end) pthread_cond_wait(&c->cv, &c->mu);
+  while (!c->gated && c->started && !c->cancelled && r->hashed < r->direct_end) pthread_cond_wait(&c->cv, &c->mu);
+}
+
+/* 1 when a piece of r read into a reader's buffer and not hashed yet lies in [p, p + n); under mu. */
+static bool pending_in(const ring *r, const uint8_t *p, size_t n) {
+  for (uint64_t i = r->hashed; i < r->direct_end; i++) {
+    const piece *q = &r->q[i % r->q_cap];
+    if (q->slot < 0 && q->data >= p && q->data < p + n) return true;
+  }
+  return false;
+}
+
+/* hs_wblock's free gate while the reader's frees are gated: a block holding bytes read_into put
+ * there is freed only once the hash is done with them. */
+static void free_gate(void *user, const void *p, size_t n) {
+  hs__repo_check *c = user;
+  pthread_mutex_lock(&c->mu);
+  while (c->started && !c->cancelled && (pending_in(&c->model_ring, p, n) || pending_in(&c->ext_ring, p, n)))
+    pthread_cond_wait(&c->cv, &c->mu);
+  pthread_mutex_unlock(&c->mu);
+}
+
+void hs_repo_bytes_gate_frees(hs_repo_bytes *b, bool on) {
+  hs__repo_check *c = b->check;
+  if (!c) return;
+  pthread_mutex_lock(&c->mu);
+  c->gated = on;
+  pthread_mutex_unlock(&c->mu);
+  if (on) hs_wblock_set_free_gate(free_gate, c);
+  else hs_wblock_set_free_gate(NULL, NULL);
 }
 
 /* hs_backend_stream.settle of a streamed file: the hash is done with every buffer read_into filled. */

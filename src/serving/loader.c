@@ -341,9 +341,15 @@ static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *
         o.open_file = open_file;
         o.open_file_user = bytes;
       }
+      /* the built-in engine's decoded tensors are weight blocks it frees on this thread and never
+       * writes: it may compile while the hash still reads the payloads read into them, each freed
+       * only once hashed (hs_repo_bytes_gate_frees); the verdict is awaited below either way */
+      bool gate = stream && v->backend == hs_backend_onnx_cpu();
+      if (gate) hs_repo_bytes_gate_frees(bytes, true);
       rc = stream ? v->backend->load_stream(bytes->stream, files, bytes->n_files, &o, &v->bm, err)
                   : v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, &o, &v->bm,
                                             err);
+      if (gate) hs_repo_bytes_gate_frees(bytes, false);
       free(files);
       if (rc != HS_OK) hs_error_prefix(err, "loading %s", rv->model_path);
       if (rmk.decoded_ns) { /* the backend's decode, then its compile (kernels, plans) */

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "../rss.h"
+#include "base/wblock.h"
 
 #include "repo/publish.h"
 #include "repo/repo.h"
@@ -895,6 +896,28 @@ static void test_read_stream_into_hashes_the_readers_buffers(void **state) {
   hs_repo_bytes_release(b); /* bytes_done: settles too */
   memset(got + mib, 0, mib);
   assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK); /* (the rest read and hashed by the check) */
+  assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + strlen("weights"));
+  hs_repo_bytes_free(b);
+
+  /* frees gated on the hash (hs_repo_bytes_gate_frees): a weight block read into and freed at once
+   * is unmapped only once the hash is done with it (a 4 MiB block is its own mapping here: a hash
+   * reading it after the unmap would fault), and the verdict covers its bytes */
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  hs_repo_bytes_gate_frees(b, true);
+  const void *d;
+  size_t len;
+  assert_int_equal(b->stream->next(b->stream->user, &d, &len, &err), HS_OK);
+  for (int i = 0; i < 2; i++) {
+    uint8_t *blk = hs_wblock_alloc((size_t)4 << 20);
+    assert_non_null(blk);
+    assert_int_equal(b->stream->read_into(b->stream->user, blk, (size_t)4 << 20, &err), (long long)4 << 20);
+    b->stream->settle(b->stream->user); /* gated: returns at once, the free below waits instead */
+    hs_wblock_free(blk);
+  }
+  hs_repo_bytes_release(b);
+  hs_repo_bytes_gate_frees(b, false);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
   assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + strlen("weights"));
   hs_repo_bytes_free(b);
 
