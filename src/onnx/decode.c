@@ -1161,7 +1161,8 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * buffer is left alone until settle: settle() runs before one is freed (a payload the hook holds,
  * one replaced or cut short, an initializer refused) and once the main graph's initializers are in,
  * so the buffer decoder, the external fill and everything after the decode have the buffers to
- * themselves.
+ * themselves. (The server's loader gates the loading thread's hs_wblock_free on its hash instead,
+ * and its settle returns at once: repo/read.c.)
  */
 
 typedef struct bytebuf {

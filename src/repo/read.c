@@ -30,7 +30,11 @@
  * for the hash to read it. The hash reads it where it lies, so the backend must leave such a buffer
  * alone until settle (stream_settle: the hash is done with every piece read_into filled) or
  * hs_repo_bytes_release (bytes_done) has returned, which both wait for that. The bytes hashed are
- * still the bytes used, and the decoder copies them once instead of twice.
+ * still the bytes used, and the decoder copies them once instead of twice. With the reader's frees
+ * gated (hs_repo_bytes_gate_frees: the built-in engine, which frees its decoded tensors with
+ * hs_wblock_free on the loading thread and never writes into them), settle and the release do not
+ * wait: free_gate holds a weight block's free until the hash passed every such piece inside it, so
+ * the engine compiles (and reuses freed blocks for reordered weights) while the hash catches up.
  *
  * External data (hs_repo_read_stream_files_start): the other files are not read whole either. Each
  * is a file_stream like model.onnx's, which the backend opens by path (hs_repo_open_file, once) and
