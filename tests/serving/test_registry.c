@@ -335,28 +335,38 @@ static uint64_t reason_count(_Atomic(hs_reason_counter *) const *head, const cha
   return 0;
 }
 
+/* Version 1 (with a manifest) served by a registry whose loader runs t's tamper hook before each
+ * read; version 1's status entry in *vs (ms holds it). */
+static hs_registry *open_tampered(tamper *t, hs_model **m, hs_model_status *ms, const hs_version_status **vs) {
+  put_version(1);
+  write_manifest(1);
+  hs_registry_options o = {.root = g_root, .settle_ms = 0, .instances = 2, .threads = 1, .watch = false,
+                           .test_before_read = tamper_before_read, .test_user = t};
+  hs_registry *r = NULL;
+  hs_error err;
+  assert_int_equal(hs_registry_create(&o, &r, &err), HS_OK);
+  *m = hs_registry_find(r, "m");
+  int st;
+  assert_int_equal(infer_once(*m, -1, &st), 1);
+  assert_int_equal(st, HS_OK);
+  hs_model_status_get(*m, ms);
+  *vs = status_of(ms, 1);
+  assert_non_null(*vs);
+  return r;
+}
+
 /* Read once: a version whose model file is replaced after the scan verified it, before the loader
  * reads it, is never served. The loader reads the file once and hashes those very bytes against
  * the manifest, so it sees the replacement and refuses it (a loader that verified, then loaded by
  * path, would serve the replacement: y = x + 9 under version 2). */
 static void replaced_after_verification_is_never_served(void **state) {
   (void)state;
-  put_version(1);
-  write_manifest(1);
   tamper t = {.version = 2, .add = 9};
-  hs_registry_options o = {.root = g_root, .settle_ms = 0, .instances = 2, .threads = 1, .watch = false,
-                           .test_before_read = tamper_before_read, .test_user = &t};
-  hs_registry *r = NULL;
-  hs_error err;
-  assert_int_equal(hs_registry_create(&o, &r, &err), HS_OK);
-  hs_model *m = hs_registry_find(r, "m");
-  int st;
-  assert_int_equal(infer_once(m, -1, &st), 1);
-  assert_int_equal(st, HS_OK);
+  hs_model *m;
   hs_model_status ms;
-  hs_model_status_get(m, &ms);
-  const hs_version_status *vs = status_of(&ms, 1);
-  assert_non_null(vs);
+  const hs_version_status *vs;
+  hs_registry *r = open_tampered(&t, &m, &ms, &vs);
+  int st;
   assert_true(vs->bytes_hashed > 0); /* the loader hashed what it loaded */
   assert_int_equal(vs->bytes_hashed, vs->bytes_read);
 
@@ -425,22 +435,12 @@ static void replaced_after_verification_is_never_served(void **state) {
 static void replaced_big_after_verification_leaves_nothing(void **state) {
   (void)state;
   g_slow = 2;
-  put_version(1);
-  write_manifest(1);
   tamper t = {.version = 2, .add = 9};
-  hs_registry_options o = {.root = g_root, .settle_ms = 0, .instances = 2, .threads = 1, .watch = false,
-                           .test_before_read = tamper_before_read, .test_user = &t};
-  hs_registry *r = NULL;
-  hs_error err;
-  assert_int_equal(hs_registry_create(&o, &r, &err), HS_OK);
-  hs_model *m = hs_registry_find(r, "m");
-  int st;
-  assert_int_equal(infer_once(m, -1, &st), 1);
-  assert_int_equal(st, HS_OK);
+  hs_model *m;
   hs_model_status ms;
-  hs_model_status_get(m, &ms);
-  const hs_version_status *vs = status_of(&ms, 1);
-  assert_non_null(vs);
+  const hs_version_status *vs;
+  hs_registry *r = open_tampered(&t, &m, &ms, &vs);
+  int st;
   assert_int_equal(vs->bytes_hashed, vs->bytes_read);
   assert_true(vs->bytes_read > ((size_t)256 << 10));
   assert_true(vs->decode_ms > 0 && vs->compile_ms > 0); /* a streamed load, decode then compile */
