@@ -131,6 +131,7 @@ struct hs__repo_check {
   size_t n_ext;
   uint64_t ring_wait_ns; /* the reader's: wall time it waited for the hash to free a slot */
   bool gated;            /* the reader's frees wait on the hash (hs_repo_bytes_gate_frees): no settle */
+  uint64_t gate_wait_ns; /* the reader's: wall time its gated frees waited for the hash */
 };
 
 /* CPU time of the calling thread, in ms. */
@@ -354,8 +355,12 @@ static bool pending_in(const ring *r, const uint8_t *p, size_t n) {
 static void free_gate(void *user, const void *p, size_t n) {
   hs__repo_check *c = user;
   pthread_mutex_lock(&c->mu);
-  while (c->started && !c->cancelled && (pending_in(&c->model_ring, p, n) || pending_in(&c->ext_ring, p, n)))
+  uint64_t t0 = 0;
+  while (c->started && !c->cancelled && (pending_in(&c->model_ring, p, n) || pending_in(&c->ext_ring, p, n))) {
+    if (!t0) t0 = hs_now_ns();
     pthread_cond_wait(&c->cv, &c->mu);
+  }
+  if (t0) c->gate_wait_ns += hs_now_ns() - t0;
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -512,6 +517,7 @@ int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
   hs__repo_check *c = b->check;
   if (!c) return HS_OK;
   b->ring_wait_ms = (double)c->ring_wait_ns / 1e6; /* (the decoder's waits; the drain below is the check's) */
+  b->gate_wait_ms = (double)c->gate_wait_ns / 1e6;
   /* what the readers left unread: the verdict still covers every byte (returns at once for a
    * stream read to its end) */
   if (c->model) stream_drain(c->model);

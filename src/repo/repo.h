@@ -209,6 +209,8 @@ typedef struct hs_repo_bytes {
   double hash_cpu_ms;        /* CPU time of the hash thread (0 when the hash ran inline) */
   double ring_wait_ms;       /* wall time the reader (the decoder) waited for the hash to free a ring
                                 slot, set by hs_repo_bytes_check */
+  double gate_wait_ms;       /* wall time its gated frees waited for the hash (hs_repo_bytes_gate_frees),
+                                set by hs_repo_bytes_check */
   uint64_t bytes_hashed_beside; /* of bytes_hashed, those the hash thread hashed (all of them when
                                    one ran; 0 when the loading thread hashed them inline) */
   hs__repo_check *check;     /* the background hash (hs_repo_read_start), NULL when none runs */

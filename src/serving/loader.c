@@ -102,6 +102,7 @@ static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint
     st.decode_ms = cost->decode_ms;
     st.decode_cpu_ms = cost->decode_cpu_ms;
     st.ring_wait_ms = cost->ring_wait_ms;
+    st.gate_wait_ms = cost->gate_wait_ms;
     st.compile_ms = cost->compile_ms;
     st.compile_cpu_ms = cost->compile_cpu_ms;
     st.load_cpu_ms = cost->load_cpu_ms;
@@ -371,6 +372,7 @@ static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *
   int vrc = hs_repo_bytes_check(bytes, code_buf, &herr);
   cost->hash_wait_ms = ms_since(tv); /* what the hash still added to the load's wall time */
   cost->ring_wait_ms = bytes->ring_wait_ms;
+  cost->gate_wait_ms = bytes->gate_wait_ms;
   if (vrc != HS_OK) {
     *err = herr;
     *code = code_buf;
@@ -557,10 +559,10 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
           "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64
           " (hash CPU ms %.1f beside the load, then waited for %.1f ms); decode %.1f ms (CPU %.1f, waited for"
-          " the hash %.1f), compile %.1f ms (CPU %.1f); paced %.0f ms; page faults %ld",
+          " the hash %.1f), compile %.1f ms (CPU %.1f, frees waited for the hash %.1f); paced %.0f ms; page faults %ld",
           m->name, v->version, total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms,
           cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms,
-          cost.decode_ms, cost.decode_cpu_ms, cost.ring_wait_ms, cost.compile_ms, cost.compile_cpu_ms,
+          cost.decode_ms, cost.decode_cpu_ms, cost.ring_wait_ms, cost.compile_ms, cost.compile_cpu_ms, cost.gate_wait_ms,
           cost.paced_ms, ru1.ru_minflt - ru0.ru_minflt);
   return v;
 
