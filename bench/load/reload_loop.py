@@ -2,7 +2,7 @@
 """reload_loop.py - a server reloading one model again and again: page faults, RSS and RSS per reload stage.
 
     reload_loop.py --hotserve BIN --cache DIR [--model resnet50.onnx] [--variant retrained] [--versions 6]
-                   [--gap 2.5] [--threads 2] [--perf FILE]
+                   [--gap 2.5] [--threads 2] [--perf FILE] [--ready-lines]
 
 Starts `hotserve serve --trace` on an empty repository and publishes versions 1..N (load_bench.make_versions: every
 float tensor new with "retrained", only the last layer with "head") --gap seconds after the previous one was ready
@@ -94,6 +94,8 @@ def main(argv):
     p.add_argument("--gap", type=float, default=2.5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--perf", default=None, help="perf.data file to record the reloads (from version 2) into")
+    p.add_argument("--ready-lines", action="store_true",
+                   help="print the server's ready lines (the load stage's parts: decode, hash waits, compile)")
     args = p.parse_args(argv)
     name = os.path.splitext(args.model)[0]
     rows = []
@@ -133,6 +135,11 @@ def main(argv):
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=20)
             log.close()
+        if args.ready_lines:
+            with open(log_path) as f:
+                for line in f:
+                    if " ready in " in line:
+                        print(line.rstrip())
         stages = {}
         with open(trace_path) as f:
             for line in f:

@@ -24,7 +24,8 @@ extern "C" {
 #endif
 
 #define HS_BACKEND_ABI_VERSION 3
-#define HS_BACKEND_ABI_MINOR 1 /* (2.1 added hs_backend_options.bytes_done, 3.1 open_file, both at the end) */
+#define HS_BACKEND_ABI_MINOR 2 /* (2.1 added hs_backend_options.bytes_done, 3.1 open_file, 3.2 hs_backend_stream's
+                                  read_into and settle, all at the end) */
 #define HS_BACKEND_ABI_VERSION_MIN 1 /* oldest ABI whose plug-ins still load (no load_buffer) */
 
 typedef struct hs_backend_model hs_backend_model;     /* opaque, owned by the backend */
@@ -74,6 +75,16 @@ typedef struct hs_backend_stream {
    * err filled) when the bytes cannot be read. */
   int (*next)(void *user, const void **data, size_t *len, hs_error *err);
   void *user;
+  /* ---- ABI 3.2 (a backend built against 3.1 never reads these; the caller allocates the struct) ---- */
+  /* Optional (NULL: none; both or neither). read_into reads the stream's next n bytes straight into
+   * dst, a buffer the backend keeps (a tensor's payload), instead of handing out a chunk: one copy
+   * less. Returns the bytes read (fewer than n: the stream ended) or a negative status with err
+   * filled; the next call of next starts after them. The server then reads those bytes where they
+   * are (it hashes them there, in the stream's order, behind the backend), so the backend must leave
+   * each dst unchanged and allocated until settle(user) has returned, or until bytes_done; settle
+   * waits until the server is done with every buffer read_into filled so far. */
+  long long (*read_into)(void *user, void *dst, size_t n, hs_error *err);
+  void (*settle)(void *user);
 } hs_backend_stream;
 
 typedef struct hs_backend {

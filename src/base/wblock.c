@@ -32,6 +32,7 @@
  */
 #include "base/wblock.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -67,14 +68,28 @@ static bool live_add(wb_head *h) {
   return true;
 }
 
+/* h's index among the blocks in use; g_n_live when it is not a mapped block. Called with g_mu held. */
+static size_t live_index(const wb_head *h) {
+  for (size_t i = g_n_live; i-- > 0;) /* the newest are freed first most often */
+    if (g_live[i] == h) return i;
+  return g_n_live;
+}
+
 /* Forgets h as in use; false when it is not a mapped block. Called with g_mu held. */
 static bool live_remove(const wb_head *h) {
-  for (size_t i = g_n_live; i-- > 0;) /* the newest are freed first most often */
-    if (g_live[i] == h) {
-      g_live[i] = g_live[--g_n_live];
-      return true;
-    }
-  return false;
+  size_t i = live_index(h);
+  if (i == g_n_live) return false;
+  g_live[i] = g_live[--g_n_live];
+  return true;
+}
+
+/* The calling thread's free gate (hs_wblock_set_free_gate). */
+static _Thread_local void (*t_gate)(void *user, const void *p, size_t bytes);
+static _Thread_local void *t_gate_user;
+
+void hs_wblock_set_free_gate(void (*gate)(void *user, const void *p, size_t bytes), void *user) {
+  t_gate = gate;
+  t_gate_user = user;
 }
 
 static void *heap_block(size_t bytes) {
@@ -120,6 +135,13 @@ void *hs_wblock_alloc(size_t bytes) {
 void hs_wblock_free(void *p) {
   if (!p) return;
   wb_head *h = (wb_head *)((char *)p - WB_HEADER);
+  if (t_gate) { /* the block's bytes, before anyone may reuse them */
+    pthread_mutex_lock(&g_mu);
+    bool mapped = live_index(h) < g_n_live;
+    size_t bytes = mapped ? h->map_bytes - WB_HEADER : 0;
+    pthread_mutex_unlock(&g_mu);
+    t_gate(t_gate_user, p, mapped ? bytes : malloc_usable_size(p));
+  }
   pthread_mutex_lock(&g_mu);
   if (!live_remove(h)) {
     pthread_mutex_unlock(&g_mu);

@@ -14,6 +14,12 @@ void *hs_wblock_alloc(size_t bytes);
  * pool's free bytes stay within the limit, else unmapped. Any thread. */
 void hs_wblock_free(void *p);
 
+/* Sets the calling thread's free gate (NULL: none): hs_wblock_free on this thread first calls
+ * gate(user, p, bytes) with the block's usable bytes, which may wait until someone else is done
+ * reading them (repo/read.c: the hash behind a load reads tensor payloads where the decoder put
+ * them, while the engine compiles and frees them). */
+void hs_wblock_set_free_gate(void (*gate)(void *user, const void *p, size_t bytes), void *user);
+
 /* Turns the pool on (it is off until the first call) and sets how many free bytes it may keep
  * mapped; free blocks over a lower limit are unmapped at once. */
 void hs_wblock_keep(size_t bytes);

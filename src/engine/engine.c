@@ -337,6 +337,20 @@ static int paced_next(void *user, const void **data, size_t *len, hs_error *err)
   return rc;
 }
 
+/* read_into of the paced stream (a tensor's payload read straight into it): a pace point before it. */
+static long long paced_read_into(void *user, void *dst, size_t n, hs_error *err) {
+  const hs_backend_stream *in = user;
+  hs_engine_pace_point();
+  long long got = in->read_into(in->user, dst, n, err);
+  if (got > 0) t_pace_streamed += (uint64_t)got;
+  return got;
+}
+
+static void paced_settle(void *user) {
+  const hs_backend_stream *in = user;
+  in->settle(in->user);
+}
+
 int hs_engine_load_stream(const hs_backend_stream *model, const hs_backend_file *files, size_t n_files,
                           const hs_backend_options *opts, hs_engine_model **out, hs_error *err) {
   if (opts && opts->max_model_bytes && model->size > opts->max_model_bytes)
@@ -357,6 +371,8 @@ int hs_engine_load_stream(const hs_backend_stream *model, const hs_backend_file 
   if (t_pace) { /* only a paced thread pays the indirection */
     paced.next = paced_next;
     paced.user = (void *)model;
+    paced.read_into = model->read_into && model->settle ? paced_read_into : NULL;
+    paced.settle = paced.read_into ? paced_settle : NULL;
   }
   int rc = hs_onnx_decode_model_stream(&paced, &src, &g, err);
   hs_kshare_release_scratch(); /* the decode-time lookups' read-back buffer */

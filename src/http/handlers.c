@@ -212,6 +212,12 @@ static void handle_status(hs_model *m, hs_reply *reply) {
     put_ms(b, "read_cpu_ms", v->read_cpu_ms);
     put_ms(b, "hash_cpu_ms", v->hash_cpu_ms);
     put_ms(b, "hash_wait_ms", v->hash_wait_ms);
+    put_ms(b, "decode_ms", v->decode_ms);
+    put_ms(b, "decode_cpu_ms", v->decode_cpu_ms);
+    put_ms(b, "ring_wait_ms", v->ring_wait_ms);
+    put_ms(b, "gate_wait_ms", v->gate_wait_ms);
+    put_ms(b, "compile_ms", v->compile_ms);
+    put_ms(b, "compile_cpu_ms", v->compile_cpu_ms);
     put_ms(b, "load_cpu_ms", v->load_cpu_ms);
     put_ms(b, "warmup_cpu_ms", v->warmup_cpu_ms);
     put_ms(b, "paced_ms", v->paced_ms);

@@ -965,8 +965,12 @@ static int fold_constant_nodes(hs_graph *g, hs_error *err) {
 
 /* Adds a decoded initializer to g as a constant value, which takes t's data and ref (both freed
  * here on failure); name is freed either way. */
-static int add_initializer(hs_graph *g, const hs_onnx_source *src, hs_tensor *t, char *name, void *ref,
-                           int *index, hs_error *err) {
+typedef struct stream_ctx stream_ctx;
+static void settle(stream_ctx *cx);
+
+/* cx: the stream decoder's (its payload buffers are settled before one is freed), or NULL. */
+static int add_initializer(hs_graph *g, const hs_onnx_source *src, stream_ctx *cx, hs_tensor *t, char *name,
+                           void *ref, int *index, hs_error *err) {
   int v = -1;
   int rc = name[0] ? hs_graph_add_value(g, name, HS_VAL_CONST, &v, err)
                    : hs_error_set(err, HS_PARSE, "malformed model: initializer without a name");
@@ -982,6 +986,7 @@ static int add_initializer(hs_graph *g, const hs_onnx_source *src, hs_tensor *t,
       val->ref_free = src->share->release;
     }
   } else {
+    if (cx) settle(cx);
     hs_wblock_free(t->data);
     if (ref) src->share->release(ref);
   }
@@ -1008,7 +1013,7 @@ static int decode_graph(hs_graph *g, const uint8_t *d, size_t len, int depth, co
       /* only the main graph's: a subgraph's are read where the engine does not look (engine.c) */
       if ((rc = decode_tensor_msg(&r, src, &t, &name, depth == 1 ? &ref : NULL, err)))
         return hs_error_prefix(err, "initializer");
-      if ((rc = add_initializer(g, src, &t, name, ref, NULL, err))) return rc;
+      if ((rc = add_initializer(g, src, NULL, &t, name, ref, NULL, err))) return rc;
     } else if (f == 15) {
       return hs_error_set(err, HS_UNSUPPORTED, "sparse initializers are not supported");
     } else if (hs_pb_skip(&r, w)) {
@@ -1149,6 +1154,15 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * share hook may hold is filled as a raw_data payload is (candidate_buffer), and offered once
  * complete.
  * The rest of the file is the stream owner's to read (the repository hashes it).
+ *
+ * Payloads read into their tensors: when the stream has read_into and settle (the server's, ABI
+ * 3.2), a raw_data payload with a buffer of its own (not the share scratch) is read straight into it
+ * past the current chunk (pb.c's direct read), and the stream's owner hashes it there later. Such a
+ * buffer is left alone until settle: settle() runs before one is freed (a payload the hook holds,
+ * one replaced or cut short, an initializer refused) and once the main graph's initializers are in,
+ * so the buffer decoder, the external fill and everything after the decode have the buffers to
+ * themselves. (The server's loader gates the loading thread's hs_wblock_free on its hash instead,
+ * and its settle returns at once: repo/read.c.)
  */
 
 typedef struct bytebuf {
@@ -1237,14 +1251,24 @@ typedef struct ext_range {
   int done;      /* filled and handed to its value */
 } ext_range;
 
-typedef struct stream_ctx {
+struct stream_ctx {
   const hs_onnx_source *src;
   hs_wscratch scratch; /* payload buffer for tensors the share hook may hold (see DESIGN) */
   int scratch_busy;    /* scratch holds a payload being filled (a range of fill_external) */
   int missed;          /* the last candidate was not held: the next one gets a buffer of its own */
   ext_range *ext; /* external initializers of streamed files, filled after the graph (fill_external) */
   size_t n_ext, cap_ext;
-} stream_ctx;
+  const hs_backend_stream *in; /* read_into and settle, when the stream has them (see DESIGN) */
+  int unsettled;               /* a payload was read into its buffer since the last settle */
+};
+
+/* The stream's owner is done reading every payload buffer read_into filled (see DESIGN): called
+ * before such a buffer is freed or overwritten, and once the main graph's initializers are in. */
+static void settle(stream_ctx *cx) {
+  if (!cx->unsettled) return;
+  cx->in->settle(cx->in->user);
+  cx->unsettled = 0;
+}
 
 /* 1 when the tensor described by the fields read so far (meta) is one share_tensor offers the hook,
  * with a raw_data payload of n bytes. */
@@ -1279,8 +1303,12 @@ static void *candidate_buffer(stream_ctx *cx, size_t len, int *in_scratch) {
 /* The candidate in buf was held by the share hook: its buffer is done with. */
 static void candidate_held(stream_ctx *cx, void *buf, int in_scratch) {
   cx->missed = 0;
-  if (in_scratch) cx->scratch_busy = 0;
-  else hs_wblock_free(buf);
+  if (in_scratch) {
+    cx->scratch_busy = 0;
+  } else {
+    settle(cx);
+    hs_wblock_free(buf);
+  }
 }
 
 /* The candidate in buf was not held: the buffer its tensor keeps (buf itself, or a malloc'ed copy of
@@ -1340,7 +1368,7 @@ static int defer_external(stream_ctx *cx, const bytebuf *meta, hs_graph *g, hs_e
   tf.name = NULL;
   int v = -1;
   if (!name) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory");
-  else rc = add_initializer(g, src, &t, name, NULL, &v, err);
+  else rc = add_initializer(g, src, cx, &t, name, NULL, &v, err);
   if (rc == 0 && nbytes)
     cx->ext[cx->n_ext++] = (ext_range){.file = (size_t)file, .off = (uint64_t)tf.ext_offset, .len = nbytes, .value = v,
                                        .candidate = src->share && t.dtype == HS_DT_FLOAT32 && t.ndim >= 3 &&
@@ -1453,15 +1481,26 @@ static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g
         rc = stream_bad(s, err, "tensor raw_data past the end");
         break;
       }
-      if (raw_scratch) cx->scratch_busy = 0; /* a later raw_data replaces an earlier one */
-      else hs_wblock_free(raw.data);
+      if (raw_scratch) {
+        cx->scratch_busy = 0; /* a later raw_data replaces an earlier one */
+      } else if (raw.data) {
+        settle(cx);
+        hs_wblock_free(raw.data);
+      }
       raw = (raw_payload){.present = 1, .len = (size_t)len};
       candidate = may_share(cx, &meta, len);
       raw_scratch = 0;
       raw.data = candidate ? candidate_buffer(cx, (size_t)len, &raw_scratch) : len ? hs_wblock_alloc((size_t)len) : NULL;
+      /* a buffer of its own is filled straight from the file (read_into; the shared scratch is not) */
+      long long (*through)(void *, void *, size_t, hs_error *) = s->read_direct;
+      if (cx->in && !raw_scratch) {
+        s->read_direct = cx->in->read_into;
+        cx->unsettled = 1;
+      }
       if (len && !raw.data) rc = hs_error_set(err, HS_NO_MEMORY, "out of memory for a %llu-byte tensor",
                                               (unsigned long long)len);
       else if (len && hs_pbs_copy(s, raw.data, (size_t)len)) rc = stream_bad(s, err, "tensor raw_data past the end");
+      s->read_direct = through;
     } else {
       rc = copy_field(s, f, w, &meta, "bad tensor field", err);
     }
@@ -1489,12 +1528,16 @@ static int stream_initializer(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g
       }
     }
     if (rc) hs_error_prefix(err, "initializer");
-    else rc = add_initializer(g, cx->src, &t, name, ref, NULL, err);
+    else rc = add_initializer(g, cx->src, cx, &t, name, ref, NULL, err);
   } else {
     hs_error_prefix(err, "initializer");
   }
-  if (raw_scratch) cx->scratch_busy = 0;
-  else hs_wblock_free(raw.data); /* NULL when the tensor took it */
+  if (raw_scratch) {
+    cx->scratch_busy = 0;
+  } else if (raw.data) { /* not taken by the tensor */
+    settle(cx);
+    hs_wblock_free(raw.data);
+  }
   free(meta.v);
   return rc;
 }
@@ -1522,6 +1565,7 @@ static int stream_graph(hs_pbs *s, uint64_t n, stream_ctx *cx, hs_graph *g, hs_e
     }
   }
   if (rc == 0 && hs_pbs_leave(s, saved)) rc = stream_bad(s, err, "graph past the end");
+  settle(cx); /* the initializers are in: from here on the graph's buffers are the decoder's alone */
   if (rc == 0 && (rc = fill_external(cx, g, err))) hs_error_prefix(err, "initializer");
   cx->n_ext = 0; /* (a later graph field starts afresh) */
   if (rc == 0) rc = decode_graph(g, rest.n ? rest.v : (const uint8_t *)"", rest.n, 1, cx->src, err);
@@ -1559,6 +1603,7 @@ static int decode_model_stream(const hs_backend_stream *in,
                                const hs_onnx_source *src, hs_graph *g, hs_error *err) {
   hs_pbs s;
   stream_ctx cx = {.src = src};
+  if (!read_direct && in->read_into && in->settle) cx.in = in; /* payloads read into their tensors */
   uint32_t f;
   int w, rc = 0, have_graph = 0, default_opset = -1;
   int64_t ir_version = g->ir_version;
@@ -1577,6 +1622,7 @@ static int decode_model_stream(const hs_backend_stream *in,
         break;
       }
       if (have_graph) { /* a later graph field replaces an earlier one (protobuf: the last one wins) */
+        settle(&cx);
         hs_graph_free(g);
         hs_graph_init(g);
       }
@@ -1592,6 +1638,7 @@ static int decode_model_stream(const hs_backend_stream *in,
       rc = stream_bad(&s, err, "bad model field (not an ONNX file?)");
     }
   }
+  settle(&cx); /* (a decode that stopped among the initializers) */
   hs_wscratch_release(&cx.scratch);
   free(cx.ext);
   g->ir_version = ir_version;

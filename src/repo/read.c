@@ -24,6 +24,18 @@
  * rings' counters are shared with the hash thread under the check's mutex (cv: a piece was read
  * or hashed, a stream ended). When no thread can be started, stream_next hashes each piece itself.
  *
+ * Read into the reader's buffers (hs_backend_stream.read_into): a large tensor payload is read
+ * straight into the buffer the decoder keeps, and queued for the hash like a ring piece, in file
+ * order (each ring's queue holds pieces of both kinds); it takes no slot, so the reader never waits
+ * for the hash to read it. The hash reads it where it lies, so the backend must leave such a buffer
+ * alone until settle (stream_settle: the hash is done with every piece read_into filled) or
+ * hs_repo_bytes_release (bytes_done) has returned, which both wait for that. The bytes hashed are
+ * still the bytes used, and the decoder copies them once instead of twice. With the reader's frees
+ * gated (hs_repo_bytes_gate_frees: the built-in engine, which frees its decoded tensors with
+ * hs_wblock_free on the loading thread and never writes into them), settle and the release do not
+ * wait: free_gate holds a weight block's free until the hash passed every such piece inside it, so
+ * the engine compiles (and reuses freed blocks for reordered weights) while the hash catches up.
+ *
  * External data (hs_repo_read_stream_files_start): the other files are not read whole either. Each
  * is a file_stream like model.onnx's, which the backend opens by path (hs_repo_open_file, once) and
  * reads in order through a second ring, shared by these files one after another (the decoder fills
@@ -53,17 +65,30 @@
 
 typedef struct file_stream file_stream;
 
+/* A piece handed out, waiting for the hash: in a slot of the ring, or (read_into) in the reader's
+ * own buffer. */
+typedef struct piece {
+  const uint8_t *data;
+  size_t len;
+  file_stream *owner; /* the file it is a piece of */
+  int slot;           /* its ring slot; -1: the reader's buffer (read_into) */
+} piece;
+
 /* RING_SLOTS buffers that one reader fills with pieces, in order, and the hash thread hashes in
- * the same order; a buffer is refilled only once the hash is done with its piece (see DESIGN). */
+ * the same order; a buffer is refilled only once the hash is done with its piece (see DESIGN).
+ * The pieces read straight into the reader's buffers (read_into) queue in the same order. */
 typedef struct ring {
   hs_wscratch mem; /* the slots, one mapping (see ring_alloc) */
   uint8_t *slot[RING_SLOTS];
   size_t cap; /* each slot's size */
   /* under the check's mu: */
-  size_t slot_len[RING_SLOTS];
-  file_stream *owner[RING_SLOTS]; /* the file whose piece a slot holds */
-  uint64_t filled;                /* pieces read (piece i is in slot i % RING_SLOTS) */
-  uint64_t hashed;                /* pieces the hash is done with */
+  piece *q;                 /* pieces filled - hashed .. filled - 1, piece i at q[i % q_cap] */
+  size_t q_cap;
+  bool busy[RING_SLOTS];    /* the slot holds a piece the hash is not done with */
+  int next_slot;            /* the slot the next piece goes into */
+  uint64_t filled;          /* pieces read */
+  uint64_t hashed;          /* pieces the hash is done with */
+  uint64_t direct_end;      /* 1 + the last piece read into the reader's buffer (0: none) */
 } ring;
 
 /* One file read in order, in pieces through a ring (see DESIGN): model.onnx, or an external file. */
@@ -104,6 +129,9 @@ struct hs__repo_check {
   file_stream *model;        /* model.onnx streamed (hs_repo_read_stream_start), else NULL */
   file_stream *ext;          /* the other files, streamed on demand (hs_repo_read_stream_files_start) */
   size_t n_ext;
+  uint64_t ring_wait_ns; /* the reader's: wall time it waited for the hash to free a slot */
+  bool gated;            /* the reader's frees wait on the hash (hs_repo_bytes_gate_frees): no settle */
+  uint64_t gate_wait_ns; /* the reader's: wall time its gated frees waited for the hash */
 };
 
 /* CPU time of the calling thread, in ms. */
@@ -156,6 +184,9 @@ static int ring_alloc(ring *r, uint64_t largest) {
 static void ring_free(ring *r) {
   hs_wscratch_release(&r->mem);
   for (int i = 0; i < RING_SLOTS; i++) r->slot[i] = NULL;
+  free(r->q);
+  r->q = NULL;
+  r->q_cap = 0;
 }
 
 static void stream_close(file_stream *st) {
@@ -188,26 +219,34 @@ static int stream_open(file_stream *st, const char *real, hs_error *err) {
   return HS_OK;
 }
 
-/* Reads st's next piece into its ring (slot *k), after waiting (with a hash thread) until the hash
- * is done with the piece that used that slot before; without a thread, hashes it here. Returns the
+/* Queues piece p as r's next; under the check's mu. False when out of memory. */
+static bool queue_push(ring *r, piece p) {
+  size_t n = (size_t)(r->filled - r->hashed);
+  if (n == r->q_cap) { /* full: a bigger queue, each pending piece i moved to i % its size */
+    size_t cap = r->q_cap ? r->q_cap * 2 : 2 * RING_SLOTS;
+    piece *q = malloc(cap * sizeof *q);
+    if (!q) return false;
+    for (uint64_t i = r->hashed; i < r->filled; i++) q[i % cap] = r->q[i % r->q_cap];
+    free(r->q);
+    r->q = q;
+    r->q_cap = cap;
+  }
+  r->q[r->filled % r->q_cap] = p;
+  return true;
+}
+
+/* Reads st's next bytes, at most want, into dst (ring slot `slot`, or the reader's own buffer when
+ * slot < 0) and queues them for the hash; without a hash thread, hashes them here. Returns the
  * bytes read (0: nothing more). A file that shrank ends early, one that grew is found at its end.
  * Only one thread reads: the loader's (the decoder, then hs_repo_bytes_check). */
-static size_t stream_read_piece(file_stream *st, int *k) {
+static size_t stream_read(file_stream *st, uint8_t *dst, size_t want, int slot) {
   hs__repo_check *c = st->check;
   ring *r = st->ring;
-  pthread_mutex_lock(&c->mu);
-  if (st->ended) {
-    pthread_mutex_unlock(&c->mu);
-    return 0;
-  }
-  uint64_t i = r->filled;
-  while (c->started && !c->cancelled && i >= r->hashed + RING_SLOTS) pthread_cond_wait(&c->cv, &c->mu);
-  pthread_mutex_unlock(&c->mu);
-  *k = (int)(i % RING_SLOTS);
   uint64_t left = st->size - st->offset;
-  size_t want = left < r->cap ? (size_t)left : r->cap, got = 0;
+  if (want > left) want = (size_t)left;
+  size_t got = 0;
   while (got < want) {
-    ssize_t n = read(st->fd, r->slot[*k] + got, want - got);
+    ssize_t n = read(st->fd, dst + got, want - got);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       st->io_rc = hs_error_set(&st->io_err, HS_IO, "%s", strerror(errno));
@@ -231,18 +270,45 @@ static size_t stream_read_piece(file_stream *st, int *k) {
     close(st->fd);
     st->fd = -1;
   }
-  if (!c->started && got && st->hash) hs_sha256_update(st->ctx, r->slot[*k], got); /* no hash thread */
+  if (!c->started && got && st->hash) hs_sha256_update(st->ctx, dst, got); /* no hash thread */
   pthread_mutex_lock(&c->mu);
+  if (got && c->started && !queue_push(r, (piece){dst, got, st, slot})) {
+    /* no room to queue it: hashed here, in order, once the hash caught up */
+    while (!c->cancelled && r->hashed < r->filled) pthread_cond_wait(&c->cv, &c->mu);
+    if (st->hash && !c->cancelled) hs_sha256_update(st->ctx, dst, got);
+    slot = -2;
+  }
   if (got) {
-    r->slot_len[*k] = got;
-    r->owner[*k] = st;
+    if (slot >= 0 && c->started) r->busy[slot] = true;
+    if (slot < 0) r->direct_end = r->filled + 1;
     r->filled++;
-    if (!c->started) r->hashed++;
+    if (!c->started || slot == -2) r->hashed++;
   }
   if (last) stream_end_locked(c, st);
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
   return got;
+}
+
+/* Reads st's next piece into its ring (slot *k), after waiting (with a hash thread) until the hash
+ * is done with the piece that used that slot before. Returns the bytes read (0: nothing more). */
+static size_t stream_read_piece(file_stream *st, int *k) {
+  hs__repo_check *c = st->check;
+  ring *r = st->ring;
+  pthread_mutex_lock(&c->mu);
+  if (st->ended) {
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+  }
+  *k = r->next_slot;
+  if (c->started && !c->cancelled && r->busy[*k]) { /* the hash is RING_SLOTS pieces behind */
+    uint64_t t0 = hs_now_ns();
+    while (c->started && !c->cancelled && r->busy[*k]) pthread_cond_wait(&c->cv, &c->mu);
+    c->ring_wait_ns += hs_now_ns() - t0;
+  }
+  r->next_slot = (*k + 1) % RING_SLOTS;
+  pthread_mutex_unlock(&c->mu);
+  return stream_read(st, r->slot[*k], r->cap, *k);
 }
 
 /* hs_backend_stream.next of a streamed file: its next piece, read now. */
@@ -254,6 +320,67 @@ static int stream_next(void *user, const void **data, size_t *len, hs_error *err
   *len = got;
   if (!got && st->io_rc) return hs_error_set(err, st->io_rc, "%s", st->io_err.message);
   return HS_OK;
+}
+
+/* hs_backend_stream.read_into of a streamed file: its next n bytes straight into dst, which the
+ * hash then reads there, in file order, behind the reader (see DESIGN). */
+static long long stream_read_into(void *user, void *dst, size_t n, hs_error *err) {
+  file_stream *st = user;
+  hs__repo_check *c = st->check;
+  pthread_mutex_lock(&c->mu);
+  bool ended = st->ended;
+  pthread_mutex_unlock(&c->mu);
+  size_t got = ended || !n ? 0 : stream_read(st, dst, n, -1);
+  if (got < n && st->io_rc) return hs_error_set(err, st->io_rc, "%s", st->io_err.message);
+  return (long long)got;
+}
+
+/* Waits until the hash is done with every piece of r read into a reader's buffer; under mu. With
+ * the reader's frees gated, returns at once: the gate keeps the rule, block by block. */
+static void settle_locked(hs__repo_check *c, ring *r) {
+  while (!c->gated && c->started && !c->cancelled && r->hashed < r->direct_end) pthread_cond_wait(&c->cv, &c->mu);
+}
+
+/* 1 when a piece of r read into a reader's buffer and not hashed yet lies in [p, p + n); under mu. */
+static bool pending_in(const ring *r, const uint8_t *p, size_t n) {
+  for (uint64_t i = r->hashed; i < r->direct_end; i++) {
+    const piece *q = &r->q[i % r->q_cap];
+    if (q->slot < 0 && q->data >= p && q->data < p + n) return true;
+  }
+  return false;
+}
+
+/* hs_wblock's free gate while the reader's frees are gated: a block holding bytes read_into put
+ * there is freed only once the hash is done with them. */
+static void free_gate(void *user, const void *p, size_t n) {
+  hs__repo_check *c = user;
+  pthread_mutex_lock(&c->mu);
+  uint64_t t0 = 0;
+  while (c->started && !c->cancelled && (pending_in(&c->model_ring, p, n) || pending_in(&c->ext_ring, p, n))) {
+    if (!t0) t0 = hs_now_ns();
+    pthread_cond_wait(&c->cv, &c->mu);
+  }
+  if (t0) c->gate_wait_ns += hs_now_ns() - t0;
+  pthread_mutex_unlock(&c->mu);
+}
+
+void hs_repo_bytes_gate_frees(hs_repo_bytes *b, bool on) {
+  hs__repo_check *c = b->check;
+  if (!c) return;
+  pthread_mutex_lock(&c->mu);
+  c->gated = on;
+  pthread_mutex_unlock(&c->mu);
+  if (on) hs_wblock_set_free_gate(free_gate, c);
+  else hs_wblock_set_free_gate(NULL, NULL);
+}
+
+/* hs_backend_stream.settle of a streamed file: the hash is done with every buffer read_into filled. */
+static void stream_settle(void *user) {
+  file_stream *st = user;
+  hs__repo_check *c = st->check;
+  pthread_mutex_lock(&c->mu);
+  settle_locked(c, st->ring);
+  pthread_mutex_unlock(&c->mu);
 }
 
 /* Opens an external file's stream (once): a failure ends the stream, and its verdict names it. */
@@ -291,12 +418,11 @@ static bool hash_pieces(hs__repo_check *c) {
       pthread_cond_wait(&c->cv, &c->mu);
       continue;
     }
-    int k = (int)(r->hashed % RING_SLOTS);
-    file_stream *st = r->owner[k];
-    size_t len = r->slot_len[k];
+    piece p = r->q[r->hashed % r->q_cap];
     pthread_mutex_unlock(&c->mu);
-    if (st->hash) hs_sha256_update(st->ctx, r->slot[k], len);
+    if (p.owner->hash) hs_sha256_update(p.owner->ctx, p.data, p.len);
     pthread_mutex_lock(&c->mu);
+    if (p.slot >= 0) r->busy[p.slot] = false;
     r->hashed++;
     pthread_cond_broadcast(&c->cv);
   }
@@ -375,6 +501,9 @@ void hs_repo_bytes_release(hs_repo_bytes *b) {
     return;
   }
   pthread_mutex_lock(&b->check->mu);
+  /* the backend's buffers that read_into filled are its own again from here: the hash must be done */
+  settle_locked(b->check, &b->check->model_ring);
+  settle_locked(b->check, &b->check->ext_ring);
   b->check->released = true;
   if (b->check->done) {
     free_data(b);
@@ -387,6 +516,8 @@ void hs_repo_bytes_release(hs_repo_bytes *b) {
 int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err) {
   hs__repo_check *c = b->check;
   if (!c) return HS_OK;
+  b->ring_wait_ms = (double)c->ring_wait_ns / 1e6; /* (the decoder's waits; the drain below is the check's) */
+  b->gate_wait_ms = (double)c->gate_wait_ns / 1e6;
   /* what the readers left unread: the verdict still covers every byte (returns at once for a
    * stream read to its end) */
   if (c->model) stream_drain(c->model);
@@ -497,7 +628,8 @@ done:
 static void stream_init(file_stream *st, size_t file, uint64_t size, const uint8_t *digest) {
   *st = (file_stream){.file = file, .fd = -1, .size = size, .hash = digest != NULL};
   if (digest) memcpy(st->sha256, digest, 32);
-  st->api = (hs_backend_stream){.size = size, .next = stream_next, .user = st};
+  st->api = (hs_backend_stream){.size = size, .next = stream_next, .user = st, .read_into = stream_read_into,
+                                .settle = stream_settle};
 }
 
 /* The hash beside the load (b->check), for the streams ms (model.onnx, or NULL) and ext[0..n_ext):

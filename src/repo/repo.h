@@ -207,6 +207,10 @@ typedef struct hs_repo_bytes {
   uint64_t bytes_read, bytes_hashed; /* bytes_hashed: final once hs_repo_bytes_check returned */
   double read_ms;            /* wall time of the read (and of the check, when it ran inline) */
   double hash_cpu_ms;        /* CPU time of the hash thread (0 when the hash ran inline) */
+  double ring_wait_ms;       /* wall time the reader (the decoder) waited for the hash to free a ring
+                                slot, set by hs_repo_bytes_check */
+  double gate_wait_ms;       /* wall time its gated frees waited for the hash (hs_repo_bytes_gate_frees),
+                                set by hs_repo_bytes_check */
   uint64_t bytes_hashed_beside; /* of bytes_hashed, those the hash thread hashed (all of them when
                                    one ran; 0 when the loading thread hashed them inline) */
   hs__repo_check *check;     /* the background hash (hs_repo_read_start), NULL when none runs */
@@ -271,8 +275,17 @@ int hs_repo_read_stream_files_start(const char *model_dir, const hs_repo_version
  * hs_repo_bytes_check. A file that changed size since the scan is HS_VERIFY here already. */
 int hs_repo_open_file(hs_repo_bytes *b, const char *path, const hs_backend_stream **out, hs_error *err);
 /* The caller reads the files' data no more: it is freed now, or by the hash thread as soon as it is
- * done with it (data pointers are invalid after this call). Call at most once. */
+ * done with it (data pointers are invalid after this call). Call at most once. It first waits until
+ * the hash is done with the caller's buffers that the stream's read_into filled (settle), unless
+ * frees are gated (below). */
 void hs_repo_bytes_release(hs_repo_bytes *b);
+/* Gates the calling thread's frees of weight blocks (base/wblock.h, hs_wblock_set_free_gate) on the
+ * hash (on), or stops (off): while on, a block that holds bytes the stream's read_into put there is
+ * freed only once the hash is done with them, and settle and hs_repo_bytes_release no longer wait
+ * for the hash (the gate keeps their rule, block by block, so a compile may start before the hash
+ * caught up). Only for a backend whose read_into buffers are weight blocks freed on this thread and
+ * never written before they are freed (the built-in engine); off before hs_repo_bytes_check. */
+void hs_repo_bytes_gate_frees(hs_repo_bytes *b, bool on);
 /* Waits for the hash started by hs_repo_read_start; HS_OK when every file matched its manifest
  * entry (or there was nothing to hash). Further calls return the same verdict. */
 int hs_repo_bytes_check(hs_repo_bytes *b, char reason_code[32], hs_error *err);

@@ -99,6 +99,12 @@ static void record_failure_as(hs_model *m, int64_t version, const char *fp, uint
     st.read_cpu_ms = cost->read_cpu_ms;
     st.hash_cpu_ms = cost->hash_cpu_ms;
     st.hash_wait_ms = cost->hash_wait_ms;
+    st.decode_ms = cost->decode_ms;
+    st.decode_cpu_ms = cost->decode_cpu_ms;
+    st.ring_wait_ms = cost->ring_wait_ms;
+    st.gate_wait_ms = cost->gate_wait_ms;
+    st.compile_ms = cost->compile_ms;
+    st.compile_cpu_ms = cost->compile_cpu_ms;
     st.load_cpu_ms = cost->load_cpu_ms;
     st.warmup_cpu_ms = cost->warmup_cpu_ms;
     st.bytes_read = cost->bytes_read;
@@ -259,9 +265,20 @@ static uint64_t account_stage(hs_model *m, int stage, uint64_t cpu0, double *cos
   return now;
 }
 
+/* The read handed to the backend, and when the backend's decode ended (bytes_done). */
+typedef struct read_marks {
+  hs_repo_bytes *bytes;
+  uint64_t decoded_ns, decoded_cpu_ns; /* 0 until bytes_done */
+} read_marks;
+
 /* hs_backend_options.bytes_done: the backend reads the version's bytes no more (they go now, or
- * when the hash running beside the load is done with them). */
-static void bytes_done(void *user) { hs_repo_bytes_release(user); }
+ * when the hash running beside the load is done with them): its decode is over, its compile next. */
+static void bytes_done(void *user) {
+  read_marks *rm = user;
+  rm->decoded_ns = hs_now_ns();
+  rm->decoded_cpu_ns = hs_thread_cpu_ns();
+  hs_repo_bytes_release(rm->bytes);
+}
 
 /* hs_backend_options.open_file: an external data file streamed from the read (hs_repo_open_file). */
 static int open_file(void *user, const char *path, const struct hs_backend_stream **out, hs_error *err) {
@@ -317,17 +334,31 @@ static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *
       /* the file bytes go as soon as the backend has decoded them, before it compiles: the
        * kernels' weights then reuse their pages, and the load's peak holds one of the two */
       hs_backend_options o = *bo;
+      read_marks rmk = {.bytes = bytes};
       o.bytes_done = bytes_done;
-      o.bytes_done_user = bytes;
+      o.bytes_done_user = &rmk;
+      uint64_t tl = hs_now_ns(), cl = hs_thread_cpu_ns();
       if (stream_files) {
         o.open_file = open_file;
         o.open_file_user = bytes;
       }
+      /* the built-in engine's decoded tensors are weight blocks it frees on this thread and never
+       * writes: it may compile while the hash still reads the payloads read into them, each freed
+       * only once hashed (hs_repo_bytes_gate_frees); the verdict is awaited below either way */
+      bool gate = stream && v->backend == hs_backend_onnx_cpu();
+      if (gate) hs_repo_bytes_gate_frees(bytes, true);
       rc = stream ? v->backend->load_stream(bytes->stream, files, bytes->n_files, &o, &v->bm, err)
                   : v->backend->load_buffer(bytes->model->data, bytes->model->len, files, bytes->n_files, &o, &v->bm,
                                             err);
+      if (gate) hs_repo_bytes_gate_frees(bytes, false);
       free(files);
       if (rc != HS_OK) hs_error_prefix(err, "loading %s", rv->model_path);
+      if (rmk.decoded_ns) { /* the backend's decode, then its compile (kernels, plans) */
+        cost->decode_ms = (double)(rmk.decoded_ns - tl) / 1e6;
+        cost->decode_cpu_ms = (double)(rmk.decoded_cpu_ns - cl) / 1e6;
+        cost->compile_ms = ms_since(rmk.decoded_ns);
+        cost->compile_cpu_ms = (double)(hs_thread_cpu_ns() - rmk.decoded_cpu_ns) / 1e6;
+      }
     }
   } else {
     rc = v->backend->load(rv->model_path, bo, &v->bm, err);
@@ -340,6 +371,8 @@ static int read_and_load_as(hs_registry *r, hs_model *m, const hs_repo_version *
   uint64_t tv = hs_now_ns();
   int vrc = hs_repo_bytes_check(bytes, code_buf, &herr);
   cost->hash_wait_ms = ms_since(tv); /* what the hash still added to the load's wall time */
+  cost->ring_wait_ms = bytes->ring_wait_ms;
+  cost->gate_wait_ms = bytes->gate_wait_ms;
   if (vrc != HS_OK) {
     *err = herr;
     *code = code_buf;
@@ -525,9 +558,11 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   getrusage(RUSAGE_SELF, &ru1);
   HS_LOGI("model %s version %" PRId64 " ready in %.0f ms (verify %.0f, load %.0f, warm-up %.0f); loader CPU ms: "
           "read %.1f, load %.1f, warm-up %.1f; bytes read %" PRIu64 ", hashed %" PRIu64
-          " (hash CPU ms %.1f beside the load, then waited for %.1f ms); paced %.0f ms; page faults %ld",
+          " (hash CPU ms %.1f beside the load, then waited for %.1f ms); decode %.1f ms (CPU %.1f, waited for"
+          " the hash %.1f), compile %.1f ms (CPU %.1f, frees waited for the hash %.1f); paced %.0f ms; page faults %ld",
           m->name, v->version, total_ms, verify_ms, load_ms, warm_ms, cost.read_cpu_ms, cost.load_cpu_ms,
           cost.warmup_cpu_ms, cost.bytes_read, cost.bytes_hashed, cost.hash_cpu_ms, cost.hash_wait_ms,
+          cost.decode_ms, cost.decode_cpu_ms, cost.ring_wait_ms, cost.compile_ms, cost.compile_cpu_ms, cost.gate_wait_ms,
           cost.paced_ms, ru1.ru_minflt - ru0.ru_minflt);
   return v;
 

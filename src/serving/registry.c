@@ -510,6 +510,12 @@ void hs__status_set_cost(hs_model *m, uint64_t generation, const hs_version_stat
     st->read_cpu_ms = c->read_cpu_ms;
     st->hash_cpu_ms = c->hash_cpu_ms;
     st->hash_wait_ms = c->hash_wait_ms;
+    st->decode_ms = c->decode_ms;
+    st->decode_cpu_ms = c->decode_cpu_ms;
+    st->ring_wait_ms = c->ring_wait_ms;
+    st->gate_wait_ms = c->gate_wait_ms;
+    st->compile_ms = c->compile_ms;
+    st->compile_cpu_ms = c->compile_cpu_ms;
     st->load_cpu_ms = c->load_cpu_ms;
     st->warmup_cpu_ms = c->warmup_cpu_ms;
     st->bytes_read = c->bytes_read;

@@ -178,6 +178,11 @@ typedef struct hs_version_status {
   double read_ms, read_cpu_ms, load_cpu_ms, warmup_cpu_ms;
   double hash_cpu_ms;  /* the part of read_cpu_ms spent hashing on a thread beside the load */
   double hash_wait_ms; /* wall time the loader then waited for the hash's verdict */
+  /* the load stage's parts (built-in backend streaming; 0 otherwise): the decode (wall, loader CPU,
+   * and the wall time it waited for the hash to free a piece of the read's ring), then the
+   * compile (kernels, plans) up to the wait for the verdict */
+  double decode_ms, decode_cpu_ms, ring_wait_ms, compile_ms, compile_cpu_ms;
+  double gate_wait_ms; /* of the load stage, wall time the engine's frees waited for the hash (gated) */
   uint64_t bytes_read, bytes_hashed;
   /* reordered Conv weight bytes the load took from a live version's byte-identical kernels
    * (kernels/kshare.h) and the ones it built */

@@ -2,8 +2,9 @@
  * a model read in pieces of any size decodes to the graph a whole-buffer read gives, with piece
  * boundaries inside keys, varints, names and raw_data; truncated streams, lengths past the end and a
  * source's own error are refused cleanly; the share hook is offered the very bytes read and a
- * payload it holds is not kept; and a model loaded from a stream runs bit for bit like one loaded
- * from a buffer or from its file. */
+ * payload it holds is not kept; payloads read straight into their tensors (read_into) stay intact
+ * until settled; and a model loaded from a stream runs bit for bit like one loaded from a buffer or
+ * from its file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -638,6 +640,147 @@ static void test_external_constant_needs_whole_files(void **state) {
 
 /* ---- loads that run ---- */
 
+/* ---- payloads read straight into their tensors (hs_backend_stream.read_into, settle) ---- */
+
+/* A memory stream with read_into: each payload read into a buffer is recorded, and settle checks that
+ * every recorded buffer still holds the file's bytes at its offset (nothing changed or freed it
+ * before its owner was done with it: ASan catches a freed one) before it lets them go. */
+#define INTO_MAX 64
+typedef struct {
+  const uint8_t *d;
+  size_t size, have, pos, chunk;
+  struct {
+    const uint8_t *dst;
+    size_t off, n;
+  } into[INTO_MAX];
+  int n_into, n_unsettled, settles;
+  size_t into_bytes;
+} into_src;
+
+static int into_next(void *user, const void **data, size_t *len, hs_error *err) {
+  (void)err;
+  into_src *s = user;
+  size_t n = s->have - s->pos < s->chunk ? s->have - s->pos : s->chunk;
+  *data = s->d + s->pos;
+  *len = n;
+  s->pos += n;
+  return 0;
+}
+
+static long long into_read(void *user, void *dst, size_t n, hs_error *err) {
+  (void)err;
+  into_src *s = user;
+  if (n > s->have - s->pos) n = s->have - s->pos;
+  assert_true(s->n_into < INTO_MAX);
+  memcpy(dst, s->d + s->pos, n);
+  s->into[s->n_into].dst = dst;
+  s->into[s->n_into].off = s->pos;
+  s->into[s->n_into].n = n;
+  s->n_into++;
+  s->n_unsettled = s->n_into;
+  s->into_bytes += n;
+  s->pos += n;
+  return (long long)n;
+}
+
+static void into_settle(void *user) {
+  into_src *s = user;
+  for (int i = 0; i < s->n_unsettled; i++)
+    if (s->into[i].n) assert_memory_equal(s->into[i].dst, s->d + s->into[i].off, s->into[i].n);
+  s->n_unsettled = 0;
+  s->n_into = 0;
+  s->settles++;
+}
+
+static hs_backend_stream into_stream(into_src *s, const wbuf *m, size_t have, size_t chunk) {
+  *s = (into_src){.d = m->v, .size = m->n, .have = have, .chunk = chunk};
+  return (hs_backend_stream){.size = m->n, .next = into_next, .user = s, .read_into = into_read,
+                             .settle = into_settle};
+}
+
+/* holds the 4 MiB "big" tensor (first value 7), not the others */
+static int hold_big(void *user, const void *bytes, size_t nbytes, void **ref) {
+  share_state *s = user;
+  s->offered++;
+  if (((const float *)bytes)[0] != 7.0f) return 0;
+  assert_int_equal(nbytes, (size_t)16 * 16 * 16 * 256 * 4);
+  s->taken++;
+  *ref = s;
+  return 1;
+}
+static void hold_release(void *ref) { ((share_state *)ref)->released++; }
+
+static void count_bytes_done(void *user) {
+  into_src *s = user;
+  assert_int_equal(s->n_unsettled, 0); /* settled before the engine may free or change a payload */
+  s->settles += 1000;
+}
+
+/* The 4 MiB payload goes straight into its tensor (read_into) and every such buffer is settled,
+ * intact, before the decode returns, whatever happens to it: kept (the graph is the buffer decode's),
+ * held by the share hook (settled before it is freed), or a stream cut short inside it (refused,
+ * settled before the partial buffer is freed). Through the engine, before bytes_done. */
+static void test_read_into_settles_before_freeing(void **state) {
+  (void)state;
+  /* a 4 MiB buffer is its own mapping, unmapped when freed: a settle after the free faults even
+   * without ASan (malloc would otherwise keep it, with its bytes, after the first such free) */
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  wbuf m = make_model_big(1);
+  hs_graph whole, g;
+  hs_error err;
+  hs_graph_init(&whole);
+  assert_int_equal(hs_onnx_decode_model(m.v, m.n, NULL, &whole, &err), 0);
+  const size_t chunks[3] = {4097, 65536, 256 << 10};
+  for (int c = 0; c < 3; c++) {
+    into_src s;
+    hs_backend_stream in = into_stream(&s, &m, m.n, chunks[c]);
+    hs_onnx_source src = {0};
+    hs_graph_init(&g);
+    assert_int_equal(hs_onnx_decode_model_stream(&in, &src, &g, &err), 0);
+    assert_true(s.into_bytes > ((size_t)3 << 20)); /* most of "big" read into its tensor */
+    assert_int_equal(s.n_unsettled, 0);
+    assert_true(s.settles > 0);
+    assert_int_equal(s.pos, m.n);
+    assert_same_graph(&whole, &g);
+    hs_graph_free(&g);
+  }
+
+  share_state held = {0};
+  hs_onnx_share sh = {.find = hold_big, .release = hold_release, .user = &held};
+  into_src s;
+  hs_backend_stream in = into_stream(&s, &m, m.n, 4097);
+  hs_onnx_source src = {.share = &sh};
+  hs_graph_init(&g);
+  assert_int_equal(hs_onnx_decode_model_stream(&in, &src, &g, &err), 0);
+  assert_int_equal(held.taken, 1);
+  assert_true(s.into_bytes > ((size_t)3 << 20));
+  assert_int_equal(s.n_unsettled, 0);
+  const hs_value *big = &g.values[hs_graph_find(&g, "big")];
+  assert_null(big->data);
+  hs_graph_free(&g);
+  assert_int_equal(held.released, 1);
+
+  size_t cut = m.n / 2; /* inside "big" */
+  in = into_stream(&s, &m, cut, 4097);
+  src = (hs_onnx_source){0};
+  hs_graph_init(&g);
+  assert_int_equal(hs_onnx_decode_model_stream(&in, &src, &g, &err), HS_PARSE);
+  assert_non_null(strstr(err.message, "truncated"));
+  assert_true(s.into_bytes > 0);
+  assert_int_equal(s.n_unsettled, 0);
+  hs_graph_free(&g);
+
+  /* the engine: every payload settled before bytes_done, the model built */
+  in = into_stream(&s, &m, m.n, 4097);
+  hs_backend_options o = {.bytes_done = count_bytes_done, .bytes_done_user = &s};
+  hs_engine_model *em = NULL;
+  assert_int_equal(hs_engine_load_stream(&in, NULL, 0, &o, &em, &err), 0);
+  assert_true(s.settles >= 1001);
+  hs_engine_free(em);
+  hs_graph_free(&whole);
+  free(m.v);
+}
+
 #define WMODEL HS_WEIGHTS_DIR "/model.onnx"
 
 static void run_model(const hs_engine_model *m, const hs_tensor *x, hs_tensor *out, int n_out) {
@@ -710,6 +853,7 @@ int main(void) {
       cmocka_unit_test(test_external_data_streamed),
       cmocka_unit_test(test_external_constant_needs_whole_files),
       cmocka_unit_test(test_streamed_load_runs_bit_equal),
+      cmocka_unit_test(test_read_into_settles_before_freeing), /* last: mallopt stays for the process */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "../rss.h"
+#include "base/wblock.h"
 
 #include "repo/publish.h"
 #include "repo/repo.h"
@@ -632,6 +633,8 @@ static hs_repo *open_stream_v1(const fixture *f, char v1[4096], char mdir[4096],
   return r;
 }
 
+static bool g_drain_into; /* drain reads every other piece straight into got (read_into), 1 MiB at a time */
+
 /* Reads the stream to its end into got (at most cap bytes); returns the bytes read. A hook runs
  * once, right after the first piece arrived. */
 static size_t drain(const hs_backend_stream *st, uint8_t *got, size_t cap, void (*after_first)(void *), void *user) {
@@ -640,10 +643,18 @@ static size_t drain(const hs_backend_stream *st, uint8_t *got, size_t cap, void 
     const void *d = NULL;
     size_t len = 0;
     hs_error err;
-    assert_int_equal(st->next(st->user, &d, &len, &err), HS_OK);
+    if (g_drain_into && pieces % 2) {
+      assert_non_null(st->read_into);
+      size_t want = cap - n < ((size_t)1 << 20) ? cap - n : (size_t)1 << 20;
+      long long r = st->read_into(st->user, got + n, want, &err);
+      assert_true(r >= 0);
+      len = (size_t)r;
+    } else {
+      assert_int_equal(st->next(st->user, &d, &len, &err), HS_OK);
+      assert_true(n + len <= cap);
+      if (len) memcpy(got + n, d, len);
+    }
     if (len == 0) break;
-    assert_true(n + len <= cap);
-    memcpy(got + n, d, len);
     n += len;
     if (pieces == 0 && after_first) after_first(user);
   }
@@ -777,31 +788,44 @@ static void expect_changes_judged(const streamed_file *sf, const char *path, con
   free(got);
 }
 
-/* Streaming (read.c, DESIGN): model.onnx is never read whole; its pieces are the bytes hashed, by
- * the hash thread beside the reader; the changes of expect_changes_judged are refused or survived;
- * a reader that stops early still gets the verdict on the whole file. */
-static void test_read_stream_hashes_what_it_hands_out(void **state) {
-  fixture *f = *state;
-  char v1[4096], mdir[4096], code[32] = "";
-  uint8_t *content = NULL;
-  hs_repo_snapshot *s = NULL;
-  const hs_repo_version *rv = NULL;
-  hs_repo *r = open_stream_v1(f, v1, mdir, &content, &s, &rv);
-  char path[4096];
-  snprintf(path, sizeof path, "%s", P("%s/model.onnx", v1));
-  uint8_t *got = malloc(STREAM_FILE_BYTES + 16);
+/* A streamed read of open_stream_v1's version: its model.onnx (path, content), a buffer got for it. */
+typedef struct {
+  char v1[4096], mdir[4096], path[4096];
+  uint8_t *content, *got;
+  hs_repo_snapshot *s;
+  const hs_repo_version *rv;
+  hs_repo *r;
+} stream_case;
+
+static void stream_case_open(const fixture *f, stream_case *c) {
+  c->r = open_stream_v1(f, c->v1, c->mdir, &c->content, &c->s, &c->rv);
+  snprintf(c->path, sizeof c->path, "%s", P("%s/model.onnx", c->v1));
+  c->got = malloc(STREAM_FILE_BYTES + 16);
+  assert_non_null(c->got);
+}
+
+static void stream_case_close(stream_case *c) {
+  free(c->got);
+  free(c->content);
+  hs_repo_snapshot_free(c->s);
+  hs_repo_close(c->r);
+}
+
+/* Unchanged, the stream (drained as g_drain_into says) hands out every byte once, in order, never
+ * read whole; verified, every byte hashed by the hash thread. Then the changes of
+ * expect_changes_judged are refused or survived. */
+static void expect_stream_read_once(stream_case *c) {
+  char code[32] = "";
   hs_error err;
   hs_error_clear(&err);
-
-  /* unchanged: every byte once, in order; verified, every byte hashed by the hash thread */
   hs_repo_bytes *b = NULL;
-  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(hs_repo_read_stream_start(c->mdir, c->rv, false, NULL, &b, code, &err), HS_OK);
   assert_non_null(b->stream);
   assert_null(b->model->data);
   assert_int_equal(b->model->len, STREAM_FILE_BYTES);
   assert_int_equal(b->stream->size, STREAM_FILE_BYTES);
-  assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, NULL, NULL), STREAM_FILE_BYTES);
-  assert_memory_equal(got, content, STREAM_FILE_BYTES);
+  assert_int_equal(drain(b->stream, c->got, STREAM_FILE_BYTES + 16, NULL, NULL), STREAM_FILE_BYTES);
+  assert_memory_equal(c->got, c->content, STREAM_FILE_BYTES);
   hs_repo_bytes_release(b);
   assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
   assert_true(b->verified);
@@ -810,11 +834,24 @@ static void test_read_stream_hashes_what_it_hands_out(void **state) {
   assert_true(b->hash_cpu_ms > 0);
   hs_repo_bytes_free(b);
 
-  streamed_file sf = {mdir, rv, NULL};
-  expect_changes_judged(&sf, path, content, STREAM_FILE_BYTES, (size_t)10 << 20, ((size_t)19 << 20) / 2);
+  streamed_file sf = {c->mdir, c->rv, NULL};
+  expect_changes_judged(&sf, c->path, c->content, STREAM_FILE_BYTES, (size_t)10 << 20, ((size_t)19 << 20) / 2);
+}
+
+/* Streaming (read.c, DESIGN): model.onnx is never read whole; its pieces are the bytes hashed, by
+ * the hash thread beside the reader; the changes of expect_changes_judged are refused or survived;
+ * a reader that stops early still gets the verdict on the whole file. */
+static void test_read_stream_hashes_what_it_hands_out(void **state) {
+  stream_case c;
+  stream_case_open(*state, &c);
+  expect_stream_read_once(&c);
+  char code[32] = "";
+  hs_error err;
+  hs_error_clear(&err);
+  hs_repo_bytes *b = NULL;
 
   /* the reader stops after one piece (a decode error): the rest is read and hashed for the verdict */
-  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(hs_repo_read_stream_start(c.mdir, c.rv, false, NULL, &b, code, &err), HS_OK);
   const void *d;
   size_t len;
   assert_int_equal(b->stream->next(b->stream->user, &d, &len, &err), HS_OK);
@@ -825,20 +862,70 @@ static void test_read_stream_hashes_what_it_hands_out(void **state) {
   hs_repo_bytes_free(b);
 
   /* freed without reading or asking: the reader is not left waiting, nothing leaks */
-  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(hs_repo_read_stream_start(c.mdir, c.rv, false, NULL, &b, code, &err), HS_OK);
   hs_repo_bytes_free(b);
 
   /* a size other than the manifest's is refused before anything is handed out */
-  assert_int_equal(truncate(path, 1000), 0);
+  assert_int_equal(truncate(c.path, 1000), 0);
   b = NULL;
-  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_VERIFY);
+  assert_int_equal(hs_repo_read_stream_start(c.mdir, c.rv, false, NULL, &b, code, &err), HS_VERIFY);
   assert_null(b);
   assert_string_equal(code, "manifest_mismatch");
+  stream_case_close(&c);
+}
 
-  free(got);
-  free(content);
-  hs_repo_snapshot_free(s);
-  hs_repo_close(r);
+/* read_into (read.c, DESIGN): pieces read straight into the reader's buffers, between pieces of the
+ * ring, are hashed there in file order: the file's bytes in order, verified; the changes of
+ * expect_changes_judged refused or survived as with the ring alone. Once settle (or the release,
+ * bytes_done) returned, the hash is done with those buffers: the reader may change them and the
+ * verdict stands. With frees gated on the hash (hs_repo_bytes_gate_frees), a weight block read into
+ * and freed at once is unmapped only once the hash is done with it. */
+static void test_read_stream_into_hashes_the_readers_buffers(void **state) {
+  stream_case c;
+  stream_case_open(*state, &c);
+  g_drain_into = true;
+  expect_stream_read_once(&c);
+  g_drain_into = false;
+  char code[32] = "";
+  hs_error err;
+  hs_error_clear(&err);
+  hs_repo_bytes *b = NULL;
+
+  /* settled, then overwritten by the reader: the verdict is on the bytes read */
+  const size_t mib = (size_t)1 << 20;
+  uint8_t *got = c.got;
+  assert_int_equal(hs_repo_read_stream_start(c.mdir, c.rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(b->stream->read_into(b->stream->user, got, mib, &err), (long long)mib);
+  assert_memory_equal(got, c.content, mib);
+  b->stream->settle(b->stream->user);
+  memset(got, 0, mib);
+  assert_int_equal(b->stream->read_into(b->stream->user, got + mib, mib, &err), (long long)mib);
+  hs_repo_bytes_release(b); /* bytes_done: settles too */
+  memset(got + mib, 0, mib);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK); /* (the rest read and hashed by the check) */
+  assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + strlen("weights"));
+  hs_repo_bytes_free(b);
+
+  /* gated: a 4 MiB block is its own mapping here, so a hash reading it after the unmap would fault */
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  assert_int_equal(hs_repo_read_stream_start(c.mdir, c.rv, false, NULL, &b, code, &err), HS_OK);
+  hs_repo_bytes_gate_frees(b, true);
+  const void *d;
+  size_t len;
+  assert_int_equal(b->stream->next(b->stream->user, &d, &len, &err), HS_OK);
+  for (int i = 0; i < 2; i++) {
+    uint8_t *blk = hs_wblock_alloc((size_t)4 << 20);
+    assert_non_null(blk);
+    assert_int_equal(b->stream->read_into(b->stream->user, blk, (size_t)4 << 20, &err), (long long)4 << 20);
+    b->stream->settle(b->stream->user); /* gated: returns at once, the free below waits instead */
+    hs_wblock_free(blk);
+  }
+  hs_repo_bytes_release(b);
+  hs_repo_bytes_gate_frees(b, false);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
+  assert_int_equal(b->bytes_hashed, STREAM_FILE_BYTES + strlen("weights"));
+  hs_repo_bytes_free(b);
+  stream_case_close(&c);
 }
 
 /* The ring's pages go back to the system once the read is over (read.c, ring_alloc), with the heap
@@ -1357,6 +1444,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_read_start_hashes_what_it_hands_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_stream_hashes_what_it_hands_out, setup, teardown),
       cmocka_unit_test_setup_teardown(test_read_stream_files_hash_what_they_hand_out, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_stream_into_hashes_the_readers_buffers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_settle_and_fingerprints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_signatures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_binding_and_signed_config, setup, teardown),

@@ -31,10 +31,12 @@ static void sh(const char *fmt, ...) {
 }
 
 /* Writes version v of model "m" (y = x + v) in a scratch folder, then renames it into place. */
+static int g_slow; /* make_test_model.py --slow: a chain of MatMuls on one 256x256 weight (256 KiB) */
+
 static void put_version(int v) {
-  sh("set -e; d=$(mktemp -d %s.scratch.XXXXXX); /usr/bin/python3 %s $d/model.onnx --add %d --shape 1,4; "
+  sh("set -e; d=$(mktemp -d %s.scratch.XXXXXX); /usr/bin/python3 %s $d/model.onnx --add %d --shape 1,4 --slow %d; "
      "mkdir -p %s/m; mv $d %s/m/%d",
-     g_root, g_make_model, v, g_root, g_root, v);
+     g_root, g_make_model, v, g_slow, g_root, g_root, v);
 }
 
 static hs_registry *open_registry(void) {
@@ -314,8 +316,9 @@ static void tamper_before_read(void *user, const char *model, int64_t version, c
   if (strcmp(model, "m") != 0 || version != t->version) return;
   atomic_fetch_add(&t->calls, 1);
   char cmd[2048];
-  snprintf(cmd, sizeof cmd, "set -e; /usr/bin/python3 %s %s/new.tmp --add %d --shape 1,4; mv %s/new.tmp %s/model.onnx",
-           g_make_model, dir, t->add, dir, dir);
+  snprintf(cmd, sizeof cmd,
+           "set -e; /usr/bin/python3 %s %s/new.tmp --add %d --shape 1,4 --slow %d; mv %s/new.tmp %s/model.onnx",
+           g_make_model, dir, t->add, g_slow, dir, dir);
   if (system(cmd) != 0) atomic_fetch_add(&t->failures, 1); /* asserted on the test thread */
 }
 
@@ -332,28 +335,38 @@ static uint64_t reason_count(_Atomic(hs_reason_counter *) const *head, const cha
   return 0;
 }
 
+/* Version 1 (with a manifest) served by a registry whose loader runs t's tamper hook before each
+ * read; version 1's status entry in *vs (ms holds it). */
+static hs_registry *open_tampered(tamper *t, hs_model **m, hs_model_status *ms, const hs_version_status **vs) {
+  put_version(1);
+  write_manifest(1);
+  hs_registry_options o = {.root = g_root, .settle_ms = 0, .instances = 2, .threads = 1, .watch = false,
+                           .test_before_read = tamper_before_read, .test_user = t};
+  hs_registry *r = NULL;
+  hs_error err;
+  assert_int_equal(hs_registry_create(&o, &r, &err), HS_OK);
+  *m = hs_registry_find(r, "m");
+  int st;
+  assert_int_equal(infer_once(*m, -1, &st), 1);
+  assert_int_equal(st, HS_OK);
+  hs_model_status_get(*m, ms);
+  *vs = status_of(ms, 1);
+  assert_non_null(*vs);
+  return r;
+}
+
 /* Read once: a version whose model file is replaced after the scan verified it, before the loader
  * reads it, is never served. The loader reads the file once and hashes those very bytes against
  * the manifest, so it sees the replacement and refuses it (a loader that verified, then loaded by
  * path, would serve the replacement: y = x + 9 under version 2). */
 static void replaced_after_verification_is_never_served(void **state) {
   (void)state;
-  put_version(1);
-  write_manifest(1);
   tamper t = {.version = 2, .add = 9};
-  hs_registry_options o = {.root = g_root, .settle_ms = 0, .instances = 2, .threads = 1, .watch = false,
-                           .test_before_read = tamper_before_read, .test_user = &t};
-  hs_registry *r = NULL;
-  hs_error err;
-  assert_int_equal(hs_registry_create(&o, &r, &err), HS_OK);
-  hs_model *m = hs_registry_find(r, "m");
-  int st;
-  assert_int_equal(infer_once(m, -1, &st), 1);
-  assert_int_equal(st, HS_OK);
+  hs_model *m;
   hs_model_status ms;
-  hs_model_status_get(m, &ms);
-  const hs_version_status *vs = status_of(&ms, 1);
-  assert_non_null(vs);
+  const hs_version_status *vs;
+  hs_registry *r = open_tampered(&t, &m, &ms, &vs);
+  int st;
   assert_true(vs->bytes_hashed > 0); /* the loader hashed what it loaded */
   assert_int_equal(vs->bytes_hashed, vs->bytes_read);
 
@@ -414,6 +427,45 @@ static void replaced_after_verification_is_never_served(void **state) {
   sh("rm -rf %s/m", g_root);
 }
 
+/* The same refusal for a model whose 256 KiB weight is read straight into its tensor (read_into)
+ * and compiled while the hash still reads it there (the loader gates the engine's frees on the hash,
+ * hs_repo_bytes_gate_frees): the replacement (same size, y = x + 9) is decoded and its kernels
+ * built, then refused by the verdict, never served, and leaves nothing behind: one live version,
+ * holding version 1's bytes. */
+static void replaced_big_after_verification_leaves_nothing(void **state) {
+  (void)state;
+  g_slow = 2;
+  tamper t = {.version = 2, .add = 9};
+  hs_model *m;
+  hs_model_status ms;
+  const hs_version_status *vs;
+  hs_registry *r = open_tampered(&t, &m, &ms, &vs);
+  int st;
+  assert_int_equal(vs->bytes_hashed, vs->bytes_read);
+  assert_true(vs->bytes_read > ((size_t)256 << 10));
+  assert_true(vs->decode_ms > 0 && vs->compile_ms > 0); /* a streamed load, decode then compile */
+  int64_t bytes1 = atomic_load(&hs_registry_metrics_get(r)->memory_bytes);
+  assert_true(bytes1 > ((int64_t)256 << 10));
+
+  put_version(2);
+  write_manifest(2);
+  rescan(r); /* version 2 verified by the scan, then replaced before the loader reads it */
+  assert_int_equal(atomic_load(&t.calls), 1);
+  assert_int_equal(atomic_load(&t.failures), 0);
+  for (int i = 0; i < 1000 && reason_count(&hs_model_metrics_get(m)->verify_failures, "manifest_mismatch") < 1; i++)
+    usleep(10000);
+  assert_int_equal(reason_count(&hs_model_metrics_get(m)->verify_failures, "manifest_mismatch"), 1);
+  hs_version *v = NULL;
+  assert_int_equal(hs_model_acquire(m, 2, &v), HS_NOT_FOUND);
+  assert_int_equal(infer_once(m, -1, &st), 1);
+  assert_int_equal(st, HS_OK);
+  assert_int_equal(live(r), 1);
+  assert_int_equal(atomic_load(&hs_registry_metrics_get(r)->memory_bytes), bytes1);
+  hs_registry_destroy(r);
+  sh("rm -rf %s/m", g_root);
+  g_slow = 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_registry path/to/make_test_model.py\n");
@@ -428,6 +480,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(swap_keeps_concurrency),
       cmocka_unit_test(readiness),
       cmocka_unit_test(replaced_after_verification_is_never_served),
+      cmocka_unit_test(replaced_big_after_verification_leaves_nothing),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[512];

@@ -129,6 +129,17 @@ def test(tmp, args):
     check(0 <= v2["hash_cpu_ms"] <= v2["read_cpu_ms"] and v2["hash_wait_ms"] >= 0,
           "version 2's status: hash_cpu_ms %r, read_cpu_ms %r, hash_wait_ms %r"
           % (v2.get("hash_cpu_ms"), v2["read_cpu_ms"], v2.get("hash_wait_ms")))
+    # the load stage's parts (a streamed load): the decode, of it the waits on the read's ring, then
+    # the compile; both within the load stage, by wall time and by the loader's CPU
+    check(v2["decode_ms"] > 0 and 0 <= v2["ring_wait_ms"] <= v2["decode_ms"] and v2["compile_ms"] > 0
+          and 0 <= v2["gate_wait_ms"] <= v2["load_ms"]
+          and v2["decode_ms"] + v2["compile_ms"] <= v2["load_ms"] + 1,
+          "version 2's status: decode_ms %r, ring_wait_ms %r, compile_ms %r, gate_wait_ms %r, load_ms %r"
+          % (v2.get("decode_ms"), v2.get("ring_wait_ms"), v2.get("compile_ms"), v2.get("gate_wait_ms"), v2["load_ms"]))
+    check(0 < v2["decode_cpu_ms"] and 0 < v2["compile_cpu_ms"]
+          and v2["decode_cpu_ms"] + v2["compile_cpu_ms"] <= v2["load_cpu_ms"] + 0.5,
+          "version 2's status: decode_cpu_ms %r, compile_cpu_ms %r, load_cpu_ms %r"
+          % (v2.get("decode_cpu_ms"), v2.get("compile_cpu_ms"), v2["load_cpu_ms"]))
     r, out, _ = c.infer("m", x)
     hsys.expect_values(out, x, 2, "after the failures")
     c.close()
