@@ -2,7 +2,7 @@
 """reload_loop.py - a server reloading one model again and again: page faults, RSS and RSS per reload stage.
 
     reload_loop.py --hotserve BIN --cache DIR [--model resnet50.onnx] [--variant retrained] [--versions 6]
-                   [--gap 2.5] [--threads 2] [--perf FILE]
+                   [--gap 2.5] [--threads 2] [--perf FILE [--perf-event minor-faults] [--perf-from 2]]
 
 Starts `hotserve serve --trace` on an empty repository and publishes versions 1..N (load_bench.make_versions: every
 float tensor new with "retrained", only the last layer with "head") --gap seconds after the previous one was ready
@@ -14,7 +14,9 @@ minor and major page faults from publish to ready (/proc/PID/stat), the RSS befo
 loaded, and 0.3 s after it was ready (steady RSS).
 Table 2, per version, the memory probe: RSS (MB) at the boundaries of the reload's stages as the server's trace
 writes them (load begin and end, warm-up end, the retired version freed) and the peak inside the load stage.
---perf FILE: `perf record -g` on the server from the second publish to the last ready (perf report -i FILE).
+--perf FILE: `perf record -g` on the server from the second publish (--perf-from) to the last ready (perf report -i FILE);
+--perf-event names what it samples (cycles by default; minor-faults records every page fault, to find which
+allocation faults fresh pages).
 Never part of ctest.
 """
 import argparse
@@ -94,6 +96,9 @@ def main(argv):
     p.add_argument("--gap", type=float, default=2.5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--perf", default=None, help="perf.data file to record the reloads (from version 2) into")
+    p.add_argument("--perf-event", default="cycles",
+                   help="the event --perf samples (e.g. minor-faults: where the fresh pages are touched)")
+    p.add_argument("--perf-from", type=int, default=2, help="the version whose publish starts --perf")
     args = p.parse_args(argv)
     name = os.path.splitext(args.model)[0]
     rows = []
@@ -112,8 +117,9 @@ def main(argv):
         try:
             time.sleep(1.0)
             for k, src in enumerate(versions, start=1):
-                if k == 2 and args.perf:
-                    perf = subprocess.Popen(["perf", "record", "-g", "-F", "2000", "-o", args.perf, "-p",
+                if k == args.perf_from and args.perf:
+                    ev = ["-e", args.perf_event] + (["--call-graph", "dwarf,8192"] if args.perf_event != "cycles" else []) + (["-F", "2000"] if args.perf_event == "cycles" else ["-c", "1"])
+                    perf = subprocess.Popen(["perf", "record", "-g"] + ev + ["-o", args.perf, "-p",
                                              str(server.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.3)
                 f0, t0 = faults(server.pid), time.monotonic_ns()

@@ -9,7 +9,8 @@
  * (bench/results/load-cpu-2026-12-07.md). Here each large block is its own anonymous mapping, and
  * a freed one waits on a free list until a request of exactly its mapped size takes it: a version
  * reuses the blocks of the version two before it, page for page, from the second reload on. The
- * free list is bounded by bytes (hs_wblock_keep; the loader sets one version's worth) and emptied by
+ * free list is bounded by bytes (hs_wblock_keep; the loader sets what a load was measured to take:
+ * the new version's blocks plus the ones its load left free, serving/loader.c) and emptied by
  * hs_wblock_trim (the loader's --trim-delay trim), so RSS goes back once reloads stop. A mapped
  * block has a 64-byte header in front of it (its mapped size, its free-list link); the blocks in use
  * are listed, so that the free tells them from malloc's. The pool is off until the loader turns it
