@@ -9,7 +9,8 @@ float tensor new with "retrained", only the last layer with "head") --gap second
 (under the server's --trim-delay of 5 s by default, so the warm memory is kept between versions, as when reloads
 keep coming; past it, each reload starts from a trimmed server). A thread samples the server's RSS every ~1 ms.
 
-Table 1, per version: time to ready and the loader CPU of the load stage (the server's ready line), the process's
+Table 1, per version: time to ready, the loader CPU of the load stage and of all three stages (read + load +
+warm-up; the server's ready line), the process's
 minor and major page faults from publish to ready (/proc/PID/stat), the RSS before the publish, the peak while it
 loaded, and 0.3 s after it was ready (steady RSS).
 Table 2, per version, the memory probe: RSS (MB) at the boundaries of the reload's stages as the server's trace
@@ -128,6 +129,7 @@ def main(argv):
                 f1, t1 = faults(server.pid), time.monotonic_ns()
                 time.sleep(0.3)
                 rows.append({"k": k, "ready": float(m.group(3)), "cpu_load": float(m.group(8) or "nan"),
+                             "cpu_all": sum(float(m.group(g) or "nan") for g in (7, 8, 9)),
                              "minflt": f1[0] - f0[0], "majflt": f1[1] - f0[1], "before": rss.at(t0),
                              "peak": rss.peak(t0, t1), "after": load_bench.rss_mb(server.pid), "t0": t0})
                 time.sleep(max(args.gap - 0.3, 0))
@@ -148,11 +150,18 @@ def main(argv):
     print("%s, %s weights, %d versions %g s apart, threads %d; load average at the end %s\n" % (
         args.model, args.variant, args.versions, args.gap, args.threads,
         " ".join("%.1f" % x for x in os.getloadavg())))
-    print("| version | ready ms | loader CPU load ms | minor faults | major faults | RSS before | peak | 0.3 s after |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| version | ready ms | loader CPU load ms | loader CPU all ms | minor faults | major faults | RSS before "
+          "| peak | 0.3 s after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print("| %d | %.0f | %.1f | %d | %d | %.1f | %.1f | %.1f |" % (
-            r["k"], r["ready"], r["cpu_load"], r["minflt"], r["majflt"], r["before"], r["peak"], r["after"]))
+        print("| %d | %.0f | %.1f | %.1f | %d | %d | %.1f | %.1f | %.1f |" % (
+            r["k"], r["ready"], r["cpu_load"], r["cpu_all"], r["minflt"], r["majflt"], r["before"], r["peak"],
+            r["after"]))
+    warm = rows[2:]  # from the third version on the warm memory of two before is there to reuse
+    if warm:
+        med = lambda key: sorted(r[key] for r in warm)[len(warm) // 2]  # noqa: E731
+        print("\nVersions 3-%d, median: loader CPU load %.1f ms, all stages (read + load + warm-up) %.1f ms, "
+              "minor faults %d" % (rows[-1]["k"], med("cpu_load"), med("cpu_all"), med("minflt")))
     print("\nRSS (MB) at the reload's stage boundaries (the server's --trace):\n")
     print("| version | publish | load begin | peak in load | load end | warm-up end | retired version freed |")
     print("|---|---|---|---|---|---|---|")
