@@ -98,7 +98,8 @@ def main(argv):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--perf", default=None, help="perf.data file to record the reloads (from version 2) into")
     p.add_argument("--perf-event", default="cycles",
-                   help="the event --perf samples (e.g. minor-faults: where the fresh pages are touched)")
+                   help="the event --perf samples (e.g. minor-faults: where the fresh pages are touched; every fault "
+                        "is recorded, with DWARF call chains)")
     p.add_argument("--perf-from", type=int, default=2, help="the version whose publish starts --perf")
     args = p.parse_args(argv)
     name = os.path.splitext(args.model)[0]
@@ -119,7 +120,10 @@ def main(argv):
             time.sleep(1.0)
             for k, src in enumerate(versions, start=1):
                 if k == args.perf_from and args.perf:
-                    ev = ["-e", args.perf_event] + (["--call-graph", "dwarf,8192"] if args.perf_event != "cycles" else []) + (["-F", "2000"] if args.perf_event == "cycles" else ["-c", "1"])
+                    # a fault event: every one, with DWARF call chains (libc's memcpy has no frame pointers)
+                    faults_ev = args.perf_event.endswith("faults")
+                    ev = ["-e", args.perf_event] + (["--call-graph", "dwarf,8192", "-c", "1"] if faults_ev
+                                                    else ["-F", "2000"])
                     perf = subprocess.Popen(["perf", "record", "-g"] + ev + ["-o", args.perf, "-p",
                                              str(server.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.3)
