@@ -133,6 +133,7 @@ def main(argv):
                 f1, t1 = faults(server.pid), time.monotonic_ns()
                 time.sleep(0.3)
                 rows.append({"k": k, "ready": float(m.group(3)), "cpu_load": float(m.group(8) or "nan"),
+                             "cpu_read": float(m.group(7) or "nan"), "cpu_warm": float(m.group(9) or "nan"),
                              "cpu_all": sum(float(m.group(g) or "nan") for g in (7, 8, 9)),
                              "minflt": f1[0] - f0[0], "majflt": f1[1] - f0[1], "before": rss.at(t0),
                              "peak": rss.peak(t0, t1), "after": load_bench.rss_mb(server.pid), "t0": t0})
@@ -164,8 +165,9 @@ def main(argv):
     warm = rows[2:]  # from the third version on the warm memory of two before is there to reuse
     if warm:
         med = lambda key: sorted(r[key] for r in warm)[len(warm) // 2]  # noqa: E731
-        print("\nVersions 3-%d, median: loader CPU load %.1f ms, all stages (read + load + warm-up) %.1f ms, "
-              "minor faults %d" % (rows[-1]["k"], med("cpu_load"), med("cpu_all"), med("minflt")))
+        print("\nVersions 3-%d, median: loader CPU read %.1f, load %.1f, warm-up %.1f ms, all stages %.1f ms; "
+              "minor faults %d" % (rows[-1]["k"], med("cpu_read"), med("cpu_load"), med("cpu_warm"), med("cpu_all"),
+                                   med("minflt")))
     print("\nRSS (MB) at the reload's stage boundaries (the server's --trace):\n")
     print("| version | publish | load begin | peak in load | load end | warm-up end | retired version freed |")
     print("|---|---|---|---|---|---|---|")
