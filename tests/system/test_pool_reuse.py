@@ -45,17 +45,12 @@ def model_bytes(k):
     return m.SerializeToString()
 
 
-def publish(tmp, repo, k):
-    src = os.path.join(tmp, "src%d" % k)
-    hsys.write_file(os.path.join(src, "model.onnx"), model_bytes(k))
-    hsys.publish(src, os.path.join(repo, "g"), k)
-
-
 def test(tmp, args):
     hsys.require("serve", "publish")
     repo = os.path.join(tmp, "repo")
-    os.makedirs(os.path.join(repo, "g"))
-    publish(tmp, repo, 1)
+    model_dir = os.path.join(repo, "g")
+    os.makedirs(model_dir)
+    hsys.publish_bytes(tmp, model_dir, 1, model_bytes(1))
     srv = hsys.Server(repo, "--poll-interval", "0.1", "--settle", "0.05", "--trim-delay", "300")
     c = srv.conn()
     hsys.wait_serving(c, "g", 1)
@@ -64,7 +59,7 @@ def test(tmp, args):
     faults = {}
     for k in range(1, VERSIONS + 1):
         if k > 1:
-            publish(tmp, repo, k)
+            hsys.publish_bytes(tmp, model_dir, k, model_bytes(k))
             hsys.rescan(c)
             hsys.wait_serving(c, "g", k)
             hsys.wait_for(lambda: c.metrics().get("hotserve_model_versions_live") == 1,
