@@ -15,6 +15,7 @@ minor and major page faults from publish to ready (/proc/PID/stat), the RSS befo
 loaded, and 0.3 s after it was ready (steady RSS).
 Table 2, per version, the memory probe: RSS (MB) at the boundaries of the reload's stages as the server's trace
 writes them (load begin and end, warm-up end, the retired version freed) and the peak inside the load stage.
+Then the medians from the third version on, and the whole process's CPU per version over them (/proc/PID/stat).
 --perf FILE: `perf record -g` on the server from the second publish (--perf-from) to the last ready (perf report -i FILE);
 --perf-event names what it samples (cycles by default; minor-faults records every page fault, to find which
 allocation faults fresh pages).
@@ -41,6 +42,13 @@ def faults(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[7]), int(fields[9])  # minflt, majflt (fields 10 and 12 of proc(5))
+
+
+def cpu_ms(pid):
+    """The process's CPU time so far (user + system, every thread, exited ones included; clock ticks)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")  # utime, stime (14, 15)
 
 
 class RssLog:
@@ -127,10 +135,13 @@ def main(argv):
                     perf = subprocess.Popen(["perf", "record", "-g"] + ev + ["-o", args.perf, "-p",
                                              str(server.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.3)
+                if k == 3:
+                    cpu3 = cpu_ms(server.pid)
                 f0, t0 = faults(server.pid), time.monotonic_ns()
                 load_bench.publish(args.hotserve, src, model_dir, k)
                 m = wait_ready(log_path, name, k, server)
                 f1, t1 = faults(server.pid), time.monotonic_ns()
+                cpu_end = cpu_ms(server.pid)
                 time.sleep(0.3)
                 rows.append({"k": k, "ready": float(m.group(3)), "cpu_load": float(m.group(8) or "nan"),
                              "cpu_read": float(m.group(7) or "nan"), "cpu_warm": float(m.group(9) or "nan"),
@@ -168,6 +179,9 @@ def main(argv):
         print("\nVersions 3-%d, median: loader CPU read %.1f, load %.1f, warm-up %.1f ms, all stages %.1f ms; "
               "minor faults %d" % (rows[-1]["k"], med("cpu_read"), med("cpu_load"), med("cpu_warm"), med("cpu_all"),
                                    med("minflt")))
+        print("Process CPU per version, publish of version 3 to ready of version %d (every thread: the OpenMP "
+              "workers and the hash thread too; idle threads between versions): %.1f ms" % (
+                  rows[-1]["k"], (cpu_end - cpu3) / len(warm)))
     print("\nRSS (MB) at the reload's stage boundaries (the server's --trace):\n")
     print("| version | publish | load begin | peak in load | load end | warm-up end | retired version freed |")
     print("|---|---|---|---|---|---|---|")
