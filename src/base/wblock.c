@@ -9,7 +9,8 @@
  * (bench/results/load-cpu-2026-12-07.md). Here each large block is its own anonymous mapping, and
  * a freed one waits on a free list until a request of exactly its mapped size takes it: a version
  * reuses the blocks of the version two before it, page for page, from the second reload on. The
- * free list is bounded by bytes (hs_wblock_keep; the loader sets one version's worth) and emptied by
+ * free list is bounded by bytes (hs_wblock_keep; the loader sets what a load was measured to take:
+ * the new version's blocks plus the ones its load left free, serving/loader.c) and emptied by
  * hs_wblock_trim (the loader's --trim-delay trim), so RSS goes back once reloads stop. A mapped
  * block has a 64-byte header in front of it (its mapped size, its free-list link); the blocks in use
  * are listed, so that the free tells them from malloc's. The pool is off until the loader turns it
@@ -28,7 +29,13 @@
  * trim: 53k -> 46k page faults, overlap peak 345 -> 320 MB, RSS at rest unchanged
  * (bench/results/load-s23-2026-12-07.md).
  * hs_wscratch is the other kind of mapping here: a load's transient buffer (the read ring, the
- * decoder's and kshare's scratch) unmapped when released, so its pages never linger as freed heap.
+ * decoder's and kshare's scratch), its own mapping, so its pages never linger as freed heap. Once the
+ * pool is on, a released one waits, faulted, among a few warm scratch mappings that the next load's
+ * hs_wscratch_get takes (the smallest that fits) until hs_wblock_trim unmaps them with the free
+ * blocks: unmapped at each release, the ring's slots were the most of what a reload still faulted
+ * once the pool kept its blocks (MobileNetV2 retrained: ~420 of ~520 faults per reload, `perf record
+ * -e minor-faults`; bench/load/reload_loop.py --perf-event). The same mapping serves every load, so
+ * it adds nothing to a reload's peak; off (`hotserve run`), a release unmaps at once.
  */
 #include "base/wblock.h"
 
@@ -37,6 +44,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #define WB_HEADER 64                  /* keeps the block 64-byte aligned */
@@ -54,6 +62,8 @@ static wb_head *g_free;            /* free mapped blocks, newest first */
 static size_t g_free_bytes, g_used_bytes, g_keep;
 static wb_head **g_live;           /* mapped blocks in use: how hs_wblock_free tells them from malloc's */
 static size_t g_n_live, g_cap_live;
+#define WS_WARM 4                  /* released scratch mappings kept for the next load */
+static hs_wscratch g_warm_scratch[WS_WARM]; /* empty ones have p == NULL */
 
 /* Records h as in use; false when out of memory. Called with g_mu held. */
 static bool live_add(wb_head *h) {
@@ -191,10 +201,15 @@ void hs_wblock_keep(size_t bytes) {
 }
 
 void hs_wblock_trim(void) {
+  hs_wscratch warm[WS_WARM];
   pthread_mutex_lock(&g_mu);
   wb_head *gone = detach_over(0);
+  memcpy(warm, g_warm_scratch, sizeof warm);
+  memset(g_warm_scratch, 0, sizeof g_warm_scratch);
   pthread_mutex_unlock(&g_mu);
   unmap_all(gone);
+  for (int i = 0; i < WS_WARM; i++)
+    if (warm[i].p) munmap(warm[i].p, warm[i].bytes);
 }
 
 void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes) {
@@ -204,10 +219,27 @@ void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes) {
   pthread_mutex_unlock(&g_mu);
 }
 
+/* Takes the smallest warm scratch mapping of at least `bytes` into s; false when none fits. */
+static bool warm_scratch_take(hs_wscratch *s, size_t bytes) {
+  pthread_mutex_lock(&g_mu);
+  int best = -1;
+  for (int i = 0; i < WS_WARM; i++)
+    if (g_warm_scratch[i].p && g_warm_scratch[i].bytes >= bytes &&
+        (best < 0 || g_warm_scratch[i].bytes < g_warm_scratch[best].bytes))
+      best = i;
+  if (best >= 0) {
+    *s = g_warm_scratch[best];
+    g_warm_scratch[best] = (hs_wscratch){0};
+  }
+  pthread_mutex_unlock(&g_mu);
+  return best >= 0;
+}
+
 void *hs_wscratch_get(hs_wscratch *s, size_t bytes) {
   if (bytes <= s->bytes && s->p) return s->p;
   hs_wscratch_release(s);
   size_t map = bytes ? bytes : 1;
+  if (warm_scratch_take(s, map)) return s->p;
   void *m = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return NULL;
   s->p = m;
@@ -216,7 +248,20 @@ void *hs_wscratch_get(hs_wscratch *s, size_t bytes) {
 }
 
 void hs_wscratch_release(hs_wscratch *s) {
-  if (s->p) munmap(s->p, s->bytes);
-  s->p = NULL;
-  s->bytes = 0;
+  if (!s->p) return;
+  hs_wscratch out = *s; /* what is unmapped: s itself, or the smallest warm one it displaces */
+  *s = (hs_wscratch){0};
+  pthread_mutex_lock(&g_mu);
+  if (g_on) {
+    int small = 0; /* an empty entry, else the smallest */
+    for (int i = 1; i < WS_WARM && g_warm_scratch[small].p; i++)
+      if (!g_warm_scratch[i].p || g_warm_scratch[i].bytes < g_warm_scratch[small].bytes) small = i;
+    if (!g_warm_scratch[small].p || g_warm_scratch[small].bytes < out.bytes) {
+      hs_wscratch displaced = g_warm_scratch[small];
+      g_warm_scratch[small] = out;
+      out = displaced;
+    }
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (out.p) munmap(out.p, out.bytes);
 }

@@ -24,26 +24,28 @@ void hs_wblock_set_free_gate(void (*gate)(void *user, const void *p, size_t byte
  * mapped; free blocks over a lower limit are unmapped at once. */
 void hs_wblock_keep(size_t bytes);
 
-/* Unmaps every free block: the warm memory goes back to the system. */
+/* Unmaps every free block and every warm scratch mapping: the warm memory goes back to the system. */
 void hs_wblock_trim(void);
 
 /* The pool's counters: bytes of mapped blocks kept free (reusable) and in use. */
 void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes);
 
-/* A load's short-lived large buffer whose pages must go back to the system the moment it is
- * released (the read ring, the decoder's and kshare's scratch), not stay resident as freed heap
- * pages beside the serving version until the next trim: its own anonymous mapping, never pooled.
- * Zero-initialized: empty. Not thread-safe (one owner). */
+/* A load's short-lived large buffer (the read ring, the decoder's and kshare's scratch) whose pages
+ * must not stay resident as freed heap pages beside the serving version: its own anonymous mapping.
+ * Once the pool is on (hs_wblock_keep), a released one stays mapped, already faulted, among a few warm
+ * scratch mappings for the next load's buffers, until hs_wblock_trim; otherwise it is unmapped at
+ * once. Zero-initialized: empty. Not thread-safe (one owner). */
 typedef struct hs_wscratch {
   void *p;
   size_t bytes; /* mapped */
 } hs_wscratch;
 
 /* At least `bytes` bytes (page-aligned); NULL when out of memory. The contents are undefined when it
- * has to grow (a new mapping replaces the old one), kept otherwise. */
+ * has to grow (a warm or new mapping replaces the old one), kept otherwise. */
 void *hs_wscratch_get(hs_wscratch *s, size_t bytes);
 
-/* Unmaps the buffer (its pages go back at once); s is empty again. */
+/* Hands the buffer to the warm scratch mappings (the pool on; the smallest is unmapped when they are
+ * full) or unmaps it (its pages go back at once); s is empty again. Any thread. */
 void hs_wscratch_release(hs_wscratch *s);
 
 #endif

@@ -98,7 +98,7 @@ static void take_sample(const void *w, size_t wbytes, float out[SAMPLES]) {
  * layout (whole rows of the outermost dimension) read back into the thread's slice buffer and
  * compared, stopping at the first difference. A whole read-back was up to 9.4 MB (ResNet-50's
  * largest Conv) at the reload's memory peak (bench/results/load-s23-2026-12-07.md). The buffer is
- * one mapping per thread (hs_wscratch), unmapped by hs_kshare_release_scratch when the decode ends:
+ * one mapping per thread (hs_wscratch), released by hs_kshare_release_scratch when the decode ends:
  * from the heap, freed read-backs' pages stayed resident beside the serving version
  * (bench/results/load-mem-r50-2026-12-07.md). */
 #define SLICE_BYTES ((size_t)256 << 10)

@@ -67,7 +67,8 @@ int hs_kshare_enabled(void);
  * 0. Release the reference with hs_kernel_destroy. Counts no hit: the kernel is not in use yet. */
 int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref);
 
-/* Unmaps the calling thread's read-back buffer, which hs_kshare_find_weights keeps from one lookup to
+/* Releases the calling thread's read-back buffer (hs_wscratch_release: unmapped, or kept warm for the
+ * next load once the weight pool is on), which hs_kshare_find_weights keeps from one lookup to
  * the next (one slice of the weights compared: at most 256 KiB, unless a layout's block needs more):
  * the decoder's caller calls this when the decode is over. Harmless when there is none. */
 void hs_kshare_release_scratch(void);

@@ -1132,8 +1132,8 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * in it). Each initializer is decoded as it arrives: its fields but raw_data into a small buffer,
  * the raw_data payload straight into the buffer the tensor keeps (one copy, from a chunk that was
  * just read). A payload the share hook may want (float32, rank >= 3, large enough) goes into one
- * scratch buffer reused across tensors, its own mapping (base/wblock.h, hs_wscratch), unmapped when
- * the decode ends, so its pages never stay resident beside the serving version: when the hook finds
+ * scratch buffer reused across tensors, its own mapping (base/wblock.h, hs_wscratch), released when
+ * the decode ends, never freed heap beside the serving version (kept for the next load): when the hook finds
  * it held, nothing is kept; otherwise the tensor keeps a copy. The next candidate is then read
  * into a buffer of its own, which the tensor keeps when not held (freed when held), until one is held
  * again: a retrained version (no tensor held) copies no payload twice, a new-head version (every

@@ -170,9 +170,10 @@ static void hash_files(hs_repo_bytes *b) {
 
 /* ---- files streamed through a ring (see DESIGN) ---- */
 
-/* The slots are one mapping of their own, unmapped when the read is over: freed heap pages would
+/* The slots are one mapping of their own, released when the read is over: freed heap pages would
  * stay resident beside the serving version until the next trim, 8 MiB at the peak of a reload
- * (bench/results/load-s23-2026-12-07.md); faulting them afresh per load costs about 1 ms. */
+ * (bench/results/load-s23-2026-12-07.md). In the server the next load's ring takes the same mapping,
+ * still faulted (base/wblock.h, warm scratch: faulting it afresh cost ~1 ms per load). */
 static int ring_alloc(ring *r, uint64_t largest) {
   r->cap = largest < RING_CHUNK ? (size_t)largest : RING_CHUNK;
   uint8_t *all = hs_wscratch_get(&r->mem, r->cap * RING_SLOTS);

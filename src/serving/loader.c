@@ -151,8 +151,9 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
  * in fresh, zeroed pages: that was the largest part of a reload's CPU (issue 13: 33% of a ResNet-50
  * load in the page-fault path). So the loader fixes both thresholds when it starts: chunks up to
  * 32 MiB (glibc's maximum) come from the heaps (hs_engine_prefer_heap), and a heap keeps up to one
- * version's worth of free pages (the largest memory_bytes a version has had, at least glibc's
- * default 128 KiB, at most 1 GiB; the pool's limit is the same). A retiring version's buffers thus
+ * version's worth of free pages (the largest memory_bytes a version has had, or what a load took
+ * from the pool if more (pool_demand), at least glibc's default 128 KiB, at most 1 GiB; the pool's
+ * limit is the same). A retiring version's buffers thus
  * stay resident, already faulted, and the next load reuses them. They are handed back (warm_pool_trim) --trim-delay after the last free (memory
  * admission trims at once when it would otherwise refuse a version), so RSS goes back to one
  * version once reloads stop.
@@ -165,6 +166,21 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
 /* The allocator's settings are the process's: registries (one loader each) share them. */
 static pthread_mutex_t g_warm_mu = PTHREAD_MUTEX_INITIALIZER;
 static size_t g_warm_keep; /* the trim threshold set last, under g_warm_mu */
+
+/* What the next load of the model just loaded will take from the weight block pool, measured: the
+ * blocks this version holds (the pool's bytes in use now beyond `used_before`, those in use when its
+ * load began), which the one it replaces gives back when it retires, plus the free blocks its load
+ * left (decoded tensors whose size no reordered weights had, plain copies), which the next load's
+ * decoder takes again. A limit of only the version's memory_bytes kept too few: a retrained
+ * ResNet-50 reload needed ~150 MB of blocks, the pool kept 109, and every reload (under
+ * --trim-delay) unmapped the retiring version's seven largest blocks, 44 MB, and faulted them in
+ * again in the next load (11.5k page faults each). */
+static size_t pool_demand(size_t used_before) {
+  size_t free_now, used_now;
+  hs_wblock_stats(&free_now, &used_now);
+  size_t held = used_now > used_before ? used_now - used_before : 0;
+  return free_now > SIZE_MAX - held ? SIZE_MAX : free_now + held;
+}
 
 /* Keeps up to `keep` bytes of freed memory per heap resident (clamped as above); never lowers it. */
 static void warm_pool_keep(size_t keep) {
@@ -479,6 +495,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs_backend_options bo = {.threads = cfg->threads > 0 ? cfg->threads : r->opts.threads,
                            .max_run_bytes = r->max_request_memory};
   v->threads = bo.threads;
+  size_t pool_used0;
+  hs_wblock_stats(NULL, &pool_used0);
   if (read_and_load(r, m, rv, model_dir, v, &bo, &cost, &cpu, &code, code_buf, &err) != HS_OK) goto fail;
   if (atomic_load(&r->stopping)) { /* shutting down: do not go on with a load nobody will serve */
     code = "shutting_down";
@@ -486,7 +504,9 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
     goto fail;
   }
   v->memory_bytes = v->backend->memory_bytes ? v->backend->memory_bytes(v->bm) : estimate;
-  warm_pool_keep(v->memory_bytes); /* the next version may reuse this one's pages once it retires */
+  /* the next version may reuse this one's pages once it retires, and what its load left free */
+  size_t demand = pool_demand(pool_used0);
+  warm_pool_keep(demand > v->memory_bytes ? demand : v->memory_bytes);
   v->counted_live = true;
   atomic_fetch_add(&r->metrics.versions_live, 1);
   atomic_fetch_add(&r->metrics.memory_bytes, (int_least64_t)v->memory_bytes);

@@ -1,4 +1,4 @@
-/* test_wblock.c - the weight block pool: off until turned on, exact-size reuse of resident blocks, its byte limit, the trim; scratch mappings. */
+/* test_wblock.c - the weight block pool: off until turned on, exact-size reuse of resident blocks, its byte limit, the trim; scratch mappings kept warm until the trim. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,6 +37,13 @@ static void test_off_until_turned_on(void **state) {
   size_t free_bytes = 1, used = 1;
   hs_wblock_stats(&free_bytes, &used);
   assert_int_equal(used, 0);
+  hs_wscratch sc = {0}; /* off: a released scratch mapping is unmapped at once */
+  unsigned char *s = hs_wscratch_get(&sc, 2 * MIB);
+  assert_non_null(s);
+  memset(s, 0x11, 2 * MIB);
+  hs_wscratch_release(&sc);
+  assert_null(sc.p);
+  assert_int_equal(resident_pages(s, 2 * MIB), -1);
   hs_wblock_keep(64 * MIB); /* on: a block from before is still freed as malloc's */
   hs_wblock_free(big);
   hs_wblock_stats(&free_bytes, &used);
@@ -129,24 +136,59 @@ static void test_keep_limit_and_trim_unmap(void **state) {
   hs_wblock_keep(64 * MIB);
 }
 
-/* A scratch mapping grows by a new mapping, keeps its contents while it need not grow, and its pages
- * go back to the system when released (the read ring, the decoder's scratch). */
-static void test_scratch_grows_and_its_pages_go_back(void **state) {
+/* A scratch mapping grows by a new mapping and keeps its contents while it need not grow; once the
+ * pool is on, a released one stays mapped and faulted for the next load's scratch (the smallest that
+ * fits is taken), at most four are kept (the smallest goes), and the trim unmaps them. */
+static void test_scratch_stays_warm_until_the_trim(void **state) {
   (void)state;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  hs_wblock_keep(64 * MIB);
+  hs_wblock_trim();
   hs_wscratch sc = {0};
   unsigned char *a = hs_wscratch_get(&sc, 2 * MIB);
   assert_non_null(a);
   memset(a, 0x11, 2 * MIB);
-  assert_int_equal(resident_pages(a, 2 * MIB), (long)(2 * MIB / (size_t)sysconf(_SC_PAGESIZE)));
+  assert_int_equal(resident_pages(a, 2 * MIB), (long)(2 * MIB / page));
   assert_ptr_equal(hs_wscratch_get(&sc, MIB), a); /* smaller: the same buffer, contents kept */
   assert_int_equal(a[MIB - 1], 0x11);
-  unsigned char *b = hs_wscratch_get(&sc, 3 * MIB); /* larger: a new mapping in place of the old */
+  unsigned char *b = hs_wscratch_get(&sc, 3 * MIB); /* larger: another mapping in place of the old */
   assert_non_null(b);
+  assert_true(b != a);
   memset(b, 0x22, 3 * MIB);
   hs_wscratch_release(&sc);
   assert_null(sc.p);
-  assert_int_equal(resident_pages(b, 3 * MIB), -1); /* unmapped: nothing resident */
   hs_wscratch_release(&sc); /* twice: nothing */
+  assert_int_equal(resident_pages(a, 2 * MIB), (long)(2 * MIB / page)); /* both warm, faulted */
+  assert_int_equal(resident_pages(b, 3 * MIB), (long)(3 * MIB / page));
+
+  hs_wscratch s1 = {0}, s2 = {0}, s3 = {0};
+  assert_ptr_equal(hs_wscratch_get(&s1, MIB + 1), a); /* the smallest warm one that fits */
+  assert_ptr_equal(hs_wscratch_get(&s2, MIB), b);     /* then the one left */
+  unsigned char *c = hs_wscratch_get(&s3, MIB);       /* none left: a new mapping */
+  assert_non_null(c);
+  assert_true(c != a && c != b);
+  assert_int_equal(s3.bytes, MIB);
+  memset(c, 0x33, MIB);
+  hs_wscratch_release(&s1);
+  hs_wscratch_release(&s2);
+  hs_wscratch_release(&s3);
+
+  hs_wscratch s4 = {0}, s5 = {0}; /* five released: the smallest (c, 1 MiB) is unmapped */
+  unsigned char *d = hs_wscratch_get(&s4, 4 * MIB), *e = hs_wscratch_get(&s5, 5 * MIB);
+  assert_true(d && e && d != a && d != b && d != c && e != a && e != b && e != c);
+  memset(d, 0x44, 4 * MIB);
+  memset(e, 0x55, 4 * MIB);
+  hs_wscratch_release(&s4);
+  hs_wscratch_release(&s5);
+  assert_int_equal(resident_pages(c, MIB), -1);
+  assert_true(resident_pages(a, 2 * MIB) > 0 && resident_pages(b, 3 * MIB) > 0 && resident_pages(d, MIB) > 0 &&
+              resident_pages(e, MIB) > 0);
+
+  hs_wblock_trim(); /* the warm memory goes back */
+  assert_int_equal(resident_pages(a, 2 * MIB), -1);
+  assert_int_equal(resident_pages(b, 3 * MIB), -1);
+  assert_int_equal(resident_pages(d, MIB), -1);
+  assert_int_equal(resident_pages(e, MIB), -1);
 }
 
 int main(void) {
@@ -155,7 +197,7 @@ int main(void) {
       cmocka_unit_test(test_small_blocks_come_from_malloc),
       cmocka_unit_test(test_freed_block_is_reused_by_the_same_size_resident),
       cmocka_unit_test(test_keep_limit_and_trim_unmap),
-      cmocka_unit_test(test_scratch_grows_and_its_pages_go_back),
+      cmocka_unit_test(test_scratch_stays_warm_until_the_trim),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
