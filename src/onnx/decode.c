@@ -1140,7 +1140,8 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * message ("rest") that the buffer decoder above then reads (decode_graph; it finds no initializer
  * in it). Each initializer is decoded as it arrives: its fields but raw_data into a small buffer,
  * the raw_data payload straight into the buffer the tensor keeps (one copy, from a chunk that was
- * just read). A payload the share hook may want (float32, rank >= 3, large enough) goes into one
+ * just read). A payload the share hook may want (float32, rank >= 3, large enough) is compared as it
+ * arrives when the hook has the streaming form (below); with find only, it goes into one
  * scratch buffer reused across tensors, its own mapping (base/wblock.h, hs_wscratch), unmapped when
  * the decode ends, so its pages never stay resident beside the serving version: when the hook finds
  * it held, nothing is kept; otherwise the tensor keeps a copy. The next candidate is then read
@@ -1163,6 +1164,19 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * share hook may hold is filled as a raw_data payload is (candidate_buffer), and offered once
  * complete.
  * The rest of the file is the stream owner's to read (the repository hashes it).
+ *
+ * Share candidates compared as they arrive (hs_onnx_share begin/feed/prefix/end, the engine's): a
+ * candidate raw_data payload is never held whole before the hook decides. begin names the held
+ * copies of its size; each piece of the stream's chunk is fed as it lies there (hs_pbs_piece), so
+ * the bytes compared are the bytes the stream's owner hashes, and nothing is read twice. While a
+ * copy is equal to every byte so far nothing is kept: a payload equal to the end is that copy's
+ * reference (once the tensor's last fields confirm it is still a candidate; else its bytes are read
+ * back from the copy). At the first piece where every copy differs, the tensor gets its buffer:
+ * the bytes before that piece read back from the copy that matched them (equal to the file's), the
+ * piece copied, the rest read into it as any payload of its own (read_into). Such a payload is not
+ * offered to find again. A new-head version's peak thus holds no Conv weight whole (ResNet-50: 9.4
+ * MB of scratch before), only the slice the hook reads back. External data still goes through
+ * candidate_buffer and find.
  *
  * Payloads read into their tensors: when the stream has read_into and settle (the server's, ABI
  * 3.2), a raw_data payload with a buffer of its own (not the share scratch) is read straight into it
