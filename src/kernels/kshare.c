@@ -357,7 +357,8 @@ struct hs_kshare_match {
   size_t fed;          /* bytes fed so far */
   size_t good;         /* bytes [0, good) are equal to c[last]'s weights */
   size_t last;
-  const cand *slice_of; /* whose slice t_back holds (NULL: none): bytes [s_start, s_start + s_len) */
+  const cand *slice_of; /* whose slice t_back holds (NULL: none): bytes [s_start, s_start + s_len) at s_buf */
+  const float *s_buf;
   size_t s_start, s_len;
   size_t n;
   cand c[];
@@ -402,10 +403,11 @@ static int cand_range(hs_kshare_match *m, const cand *c, size_t at, size_t n, vo
   for (size_t end = at + n; at < end;) {
     float *buf = hs_wscratch_get(&t_back, slice_max(&c->sl));
     if (!buf) return -1;
-    if (m->slice_of != c || at < m->s_start || at >= m->s_start + m->s_len) {
+    if (m->slice_of != c || buf != m->s_buf || at < m->s_start || at >= m->s_start + m->s_len) {
       m->slice_of = NULL;
       if (slice_read(&c->sl, at, buf, &m->s_start, &m->s_len)) return -1;
       m->slice_of = c;
+      m->s_buf = buf;
     }
     size_t to = m->s_start + m->s_len < end ? m->s_start + m->s_len : end;
     const char *have = (const char *)buf + (at - m->s_start);
@@ -460,7 +462,10 @@ int hs_kshare_match_feed(hs_kshare_match *m, const void *piece, size_t n) {
     }
     if (c->alive && c->how < 0 && cand_prepare(c, m->nbytes)) c->alive = 0;
     if (c->alive && cand_range(m, c, at, n, NULL, piece) != 1) c->alive = 0;
-    if (c->alive && !alive++) m->good = at + n; /* (last stays the first one alive) */
+    if (c->alive && !alive++) { /* the first one still alive matched [0, at + n) */
+      m->last = i;
+      m->good = at + n;
+    }
   }
   pthread_mutex_unlock(&g_lock);
   m->fed = at + n;

@@ -24,7 +24,8 @@
  * the decoder then copies nothing and the graph value holds a reference to that kernel, from which
  * hs_kshare_conv_from later takes the kernel (same parameters and bias) or builds one from its
  * weights read back (anything else differs). A version whose Convs are all shared thus never
- * materialises their float weights.
+ * materialises their float weights. The stream decoder asks the same piece by piece as a tensor
+ * arrives (hs_kshare_match_*), so it never holds one whole either.
  *
  * A kernel is thread-safe once built (variant 0 and its reordered weights are immutable; later batch
  * variants are added under the kernel's own lock, as when two sessions of one version plan at once),

@@ -193,6 +193,8 @@ static void test_streamed_match(void **state) {
   /* equal to the second candidate: found, the first dropped */
   assert_int_equal(hs_kshare_match_begin(bytes, &m), 1);
   assert_int_equal(stream_match(m, w[1], bytes, piece, back), bytes);
+  assert_int_equal(hs_kshare_match_prefix(m, back, bytes), 0); /* read back from the one that matched */
+  assert_memory_equal(back, w[1], bytes);
   assert_int_equal(hs_kshare_match_end(m, &ref), 1);
   assert_ptr_equal(ref, k[1]);
   hs_kernel_destroy(ref);

@@ -499,7 +499,10 @@ static int ss_feed(void *match, const void *piece, size_t n) {
       m->good = m->fed;
     }
     m->alive[i] = memcmp((const char *)m->s->held[i] + m->fed, piece, n) == 0;
-    if (m->alive[i] && !alive++) m->good = m->fed + n;
+    if (m->alive[i] && !alive++) {
+      m->last = (size_t)i;
+      m->good = m->fed + n;
+    }
   }
   m->fed += n;
   return alive > 0;
