@@ -68,6 +68,11 @@ int hs_kshare_enabled(void);
  * 0. Release the reference with hs_kernel_destroy. Counts no hit: the kernel is not in use yet. */
 int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref);
 
+/* Unmaps the calling thread's read-back buffer, which hs_kshare_find_weights keeps from one lookup to
+ * the next (one slice of the weights compared: at most 256 KiB, unless a layout's block needs more):
+ * the decoder's caller calls this when the decode is over. Harmless when there is none. */
+void hs_kshare_release_scratch(void);
+
 /* The same lookup for a tensor whose bytes arrive in pieces, never held whole (the stream decoder,
  * through the engine's hs_onnx_share). begin: every registered kernel whose weights (or fused
  * depthwise weights) have nbytes bytes becomes a candidate, referenced so it cannot go away; returns
@@ -84,11 +89,6 @@ int hs_kshare_match_begin(size_t nbytes, hs_kshare_match **out);
 int hs_kshare_match_feed(hs_kshare_match *m, const void *piece, size_t n);
 int hs_kshare_match_prefix(hs_kshare_match *m, void *dst, size_t n);
 int hs_kshare_match_end(hs_kshare_match *m, hs_kernel **ref);
-
-/* Unmaps the calling thread's read-back buffer, which hs_kshare_find_weights keeps from one lookup to
- * the next (one slice of the weights compared: at most 256 KiB, unless a layout's block needs more):
- * the decoder's caller calls this when the decode is over. Harmless when there is none. */
-void hs_kshare_release_scratch(void);
 
 /* A conv kernel for p whose weights are src's (a reference from hs_kshare_find_weights; p->weights
  * and p->weights_from NULL): src itself, one more reference, when p's parameters and bias are the

@@ -1140,8 +1140,7 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * message ("rest") that the buffer decoder above then reads (decode_graph; it finds no initializer
  * in it). Each initializer is decoded as it arrives: its fields but raw_data into a small buffer,
  * the raw_data payload straight into the buffer the tensor keeps (one copy, from a chunk that was
- * just read). A payload the share hook may want (float32, rank >= 3, large enough) is compared as it
- * arrives when the hook has the streaming form (below); with find only, it goes into one
+ * just read). A payload the share hook may want (float32, rank >= 3, large enough) goes into one
  * scratch buffer reused across tensors, its own mapping (base/wblock.h, hs_wscratch), unmapped when
  * the decode ends, so its pages never stay resident beside the serving version: when the hook finds
  * it held, nothing is kept; otherwise the tensor keeps a copy. The next candidate is then read
@@ -1165,8 +1164,9 @@ static int finish_graph(hs_graph *g, int opset, hs_error *err) {
  * complete.
  * The rest of the file is the stream owner's to read (the repository hashes it).
  *
- * Share candidates compared as they arrive (hs_onnx_share begin/feed/prefix/end, the engine's): a
- * candidate raw_data payload is never held whole before the hook decides. begin names the held
+ * Share candidates compared as they arrive (hs_onnx_share begin/feed/prefix/end, the engine's): with
+ * a hook that has this form, a candidate raw_data payload skips the scratch above and is never held
+ * whole before the hook decides. begin names the held
  * copies of its size; each piece of the stream's chunk is fed as it lies there (hs_pbs_piece), so
  * the bytes compared are the bytes the stream's owner hashes, and nothing is read twice. While a
  * copy is equal to every byte so far nothing is kept: a payload equal to the end is that copy's
