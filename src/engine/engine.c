@@ -116,7 +116,30 @@ static int share_find(void *user, const void *bytes, size_t nbytes, void **ref) 
 
 static void share_release(void *ref) { hs_kernel_destroy(ref); }
 
-static const hs_onnx_share k_share = {.find = share_find, .release = share_release};
+/* The streaming form (kernels/kshare.h, hs_kshare_match_*). */
+static void *share_begin(void *user, size_t nbytes) {
+  (void)user;
+  hs_kshare_match *m;
+  return hs_kshare_match_begin(nbytes, &m) == 1 ? m : NULL;
+}
+
+static int share_feed(void *m, const void *piece, size_t n) { return hs_kshare_match_feed(m, piece, n); }
+
+static int share_prefix(void *m, void *dst, size_t n) { return hs_kshare_match_prefix(m, dst, n); }
+
+static int share_end(void *m, void **ref) {
+  hs_kernel *k;
+  int held = hs_kshare_match_end(m, ref ? &k : NULL);
+  if (held) *ref = k;
+  return held;
+}
+
+static const hs_onnx_share k_share = {.find = share_find,
+                                      .release = share_release,
+                                      .begin = share_begin,
+                                      .feed = share_feed,
+                                      .prefix = share_prefix,
+                                      .end = share_end};
 
 /* Whether value v, left by the decoder as a reference to a shared kernel, may stay so: its one
  * reader is a Conv taking it as weights, whose input is not a constant (constant folding would need

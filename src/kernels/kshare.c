@@ -87,11 +87,14 @@ static int params_key(const hs_conv_params *p, uint8_t key[32]) {
 
 /* The pre-filter: SAMPLES weights at evenly spaced positions (first and last included). Two
  * weight buffers that differ here cannot be equal; equal samples only make them candidates. */
-static void take_sample(const void *w, size_t wbytes, float out[SAMPLES]) {
+static size_t sample_at(size_t i, size_t wbytes) {
   size_t n = wbytes / sizeof(float);
+  return (n > 1 ? i * (n - 1) / (SAMPLES - 1) : 0) * sizeof(float);
+}
+
+static void take_sample(const void *w, size_t wbytes, float out[SAMPLES]) {
   const char *at = w; /* bytes: the decoder's come straight from the file, not float-aligned */
-  for (size_t i = 0; i < SAMPLES; i++)
-    memcpy(&out[i], at + (n > 1 ? i * (n - 1) / (SAMPLES - 1) : 0) * sizeof(float), sizeof(float));
+  for (size_t i = 0; i < SAMPLES; i++) memcpy(&out[i], at + sample_at(i, wbytes), sizeof(float));
 }
 
 /* Weights are compared against a registered kernel's a slice at a time: SLICE_BYTES of ONNX's
@@ -107,31 +110,16 @@ static _Thread_local hs_wscratch t_back;
 
 void hs_kshare_release_scratch(void) { hs_wscratch_release(&t_back); }
 
-/* Whether the slice dims/offs of k's weights (plain layout `plain`, dense) equal w's bytes there:
- * 1 equal, 0 different, -1 the slice could not be read back. The caller's slices are contiguous in
- * `plain` (rows of its outermost dimensions). The slice is a sub-memory of variant 0's weights; its
- * offset is moved into the pointer, so that every full slice has one descriptor and oneDNN's
- * primitive cache builds its reorder once. */
-static int slice_equal(const hs_kernel *k, const dnnl_memory_desc_t *plain, const dnnl_dims_t dims,
-                       const dnnl_dims_t offs, const char *w, float *buf) {
-  const dnnl_memory_desc_t *have = &k->var[0].md[HS__MAX_MDS - 1];
-  dnnl_memory_desc_t parent = *have, sub, to;
-  parent.extra.flags = dnnl_memory_extra_flag_none; /* the values only (hs__reorder_into) */
-  if (dnnl_memory_desc_init_submemory(&sub, &parent, dims, offs) != dnnl_success) return -1;
-  const char *src = (const char *)k->var[0].weights + (size_t)sub.offset0 * sizeof(float);
-  sub.offset0 = 0;
-  if (dnnl_memory_desc_init_by_strides(&to, plain->ndims, dims, dnnl_f32, plain->format_desc.blocking.strides) !=
-      dnnl_success)
-    return -1;
-  hs_error err;
-  if (hs__reorder_into(&sub, src, &to, buf, &err) != 0) return -1;
-  size_t at = 0, n = 1;
-  for (int d = 0; d < plain->ndims; d++) {
-    at += (size_t)offs[d] * (size_t)plain->format_desc.blocking.strides[d];
-    n *= (size_t)dims[d];
-  }
-  return memcmp(buf, w + at * sizeof(float), n * sizeof(float)) == 0;
-}
+/* How k's weights are read back a slice at a time: a slice is rows of the outermost dimension d0
+ * of the plain layout (output channels; groups for a grouped conv), or, where one such row is over
+ * SLICE_BYTES (a grouped conv's group), rows of the next one inside it (inner). Every slice is a
+ * contiguous byte range of ONNX's layout. */
+typedef struct slicing {
+  const hs_kernel *k;
+  int d0, ds, inner;       /* the outermost dimension, the one sliced, whether ds is inside d0 */
+  size_t row0, row;        /* bytes of one d0 row, of one sliced row */
+  int64_t rows, per, outer; /* sliced rows (per d0 row when inner), rows per slice, d0 rows walked */
+} slicing;
 
 /* Rows per slice along dimension d of k's weights (rows of `row` bytes, `rows` of them): about
  * SLICE_BYTES, a multiple of the kernel layout's block along d. */
@@ -145,11 +133,9 @@ static int64_t slice_rows(const hs_kernel *k, int d, size_t row, int64_t rows) {
   return n > rows ? rows : n;
 }
 
-/* Compares k's weights with w (wbytes, ONNX's layout) slice by slice: 1 equal, 0 different, -1 not
- * done (a layout the slices do not handle, or a reorder refused): the caller reads them back whole.
- * A slice is rows of the outermost dimension d0 (output channels; groups for a grouped conv), or,
- * where one such row is over SLICE_BYTES (a grouped conv's group), rows of the next one inside it. */
-static int sliced_equal(const hs_kernel *k, const void *w, size_t wbytes, bool decode) {
+/* Fills sl for k's weights (wbytes, ONNX's layout): 0, or -1 where slices do not apply (a layout
+ * they do not handle: the caller reads the weights back whole). */
+static int slicing_init(const hs_kernel *k, size_t wbytes, slicing *sl) {
   const dnnl_memory_desc_t *plain = &k->w_plain_md;
   if (k->p.conv.transposed || atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 ||
       !k->var[0].weights || plain->format_kind != dnnl_blocked || plain->data_type != dnnl_f32 ||
@@ -163,24 +149,59 @@ static int sliced_equal(const hs_kernel *k, const void *w, size_t wbytes, bool d
     if (d != d0 && plain->dims[d] > 1 && (d1 < 0 || st[d] > st[d1])) d1 = d;
   size_t row0 = (size_t)st[d0] * sizeof(float);
   if (plain->dims[d0] < 1 || row0 * (size_t)plain->dims[d0] != wbytes) return -1; /* not dense */
-  bool inner = row0 > SLICE_BYTES && d1 >= 0 && (size_t)st[d0] == (size_t)plain->dims[d1] * (size_t)st[d1];
-  int ds = inner ? d1 : d0; /* the dimension sliced */
-  size_t row = (size_t)st[ds] * sizeof(float);
-  int64_t rows = plain->dims[ds], n = slice_rows(k, ds, row, rows), outer = inner ? plain->dims[d0] : 1;
-  float *buf = decode ? hs_wscratch_get(&t_back, (size_t)n * row) : malloc((size_t)n * row);
+  int inner = row0 > SLICE_BYTES && d1 >= 0 && (size_t)st[d0] == (size_t)plain->dims[d1] * (size_t)st[d1];
+  int ds = inner ? d1 : d0;
+  *sl = (slicing){.k = k, .d0 = d0, .ds = ds, .inner = inner, .row0 = row0, .row = (size_t)st[ds] * sizeof(float),
+                  .rows = plain->dims[ds], .outer = inner ? plain->dims[d0] : 1};
+  sl->per = slice_rows(k, ds, sl->row, sl->rows);
+  return 0;
+}
+
+/* Bytes of the largest slice (the read-back buffer's size). */
+static size_t slice_max(const slicing *sl) { return (size_t)sl->per * sl->row; }
+
+/* Reads back the slice holding byte `at` of the weights (ONNX's layout) into buf: its first byte
+ * goes to *start, its length to *len. 0, or -1 when the reorder is refused. The slice is a
+ * sub-memory of variant 0's weights; its offset is moved into the pointer, so that every full slice
+ * has one descriptor and oneDNN's primitive cache builds its reorder once. */
+static int slice_read(const slicing *sl, size_t at, float *buf, size_t *start, size_t *len) {
+  const hs_kernel *k = sl->k;
+  const dnnl_memory_desc_t *plain = &k->w_plain_md, *have = &k->var[0].md[HS__MAX_MDS - 1];
+  int64_t o = sl->inner ? (int64_t)(at / sl->row0) : 0;
+  int64_t r0 = (int64_t)((at - (size_t)o * (sl->inner ? sl->row0 : 0)) / sl->row) / sl->per * sl->per;
+  dnnl_dims_t dims, offs = {0};
+  memcpy(dims, plain->dims, sizeof dims);
+  if (sl->inner) {
+    dims[sl->d0] = 1;
+    offs[sl->d0] = o;
+  }
+  dims[sl->ds] = sl->rows - r0 < sl->per ? sl->rows - r0 : sl->per;
+  offs[sl->ds] = r0;
+  dnnl_memory_desc_t parent = *have, sub, to;
+  parent.extra.flags = dnnl_memory_extra_flag_none; /* the values only (hs__reorder_into) */
+  if (dnnl_memory_desc_init_submemory(&sub, &parent, dims, offs) != dnnl_success) return -1;
+  const char *src = (const char *)k->var[0].weights + (size_t)sub.offset0 * sizeof(float);
+  sub.offset0 = 0;
+  if (dnnl_memory_desc_init_by_strides(&to, plain->ndims, dims, dnnl_f32, plain->format_desc.blocking.strides) !=
+      dnnl_success)
+    return -1;
+  hs_error err;
+  if (hs__reorder_into(&sub, src, &to, buf, &err) != 0) return -1;
+  *start = (size_t)o * (sl->inner ? sl->row0 : 0) + (size_t)r0 * sl->row;
+  *len = (size_t)dims[sl->ds] * sl->row;
+  return 0;
+}
+
+/* Compares k's weights with w (wbytes, ONNX's layout) slice by slice, stopping at the first
+ * difference: 1 equal, 0 different, -1 not done (a layout the slices do not handle, or a reorder
+ * refused): the caller reads them back whole. */
+static int sliced_equal(const hs_kernel *k, const void *w, size_t wbytes, bool decode) {
+  slicing sl;
+  if (slicing_init(k, wbytes, &sl)) return -1;
+  float *buf = decode ? hs_wscratch_get(&t_back, slice_max(&sl)) : malloc(slice_max(&sl));
   int eq = buf ? 1 : -1;
-  for (int64_t o = 0; o < outer && eq == 1; o++)
-    for (int64_t r0 = 0; r0 < rows && eq == 1; r0 += n) {
-      dnnl_dims_t dims, offs = {0};
-      memcpy(dims, plain->dims, sizeof dims);
-      if (inner) {
-        dims[d0] = 1;
-        offs[d0] = o;
-      }
-      dims[ds] = rows - r0 < n ? rows - r0 : n;
-      offs[ds] = r0;
-      eq = slice_equal(k, plain, dims, offs, w, buf);
-    }
+  for (size_t at = 0, start, len; at < wbytes && eq == 1; at = start + len)
+    eq = slice_read(&sl, at, buf, &start, &len) ? -1 : memcmp(buf, (const char *)w + start, len) == 0;
   if (!decode) free(buf);
   return eq;
 }
@@ -316,6 +337,172 @@ int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref) {
   }
   pthread_mutex_unlock(&g_lock);
   return e != NULL;
+}
+
+/* ---- streaming lookup: a tensor compared piece by piece as it arrives (hs_kshare_match_*) ---- */
+
+enum { CMP_BYTES, CMP_SLICES }; /* bytes in ONNX's layout at hand (plain copy, fused dw, whole read-back), or slices */
+
+typedef struct cand {
+  entry *e;            /* referenced (e->refs) until the match ends */
+  int alive;           /* equal to every byte fed so far */
+  int how, dw;         /* CMP_*; dw: the fused depthwise weights are the ones compared */
+  const char *bytes;   /* CMP_BYTES: the weights in ONNX's layout */
+  float *whole;        /* a whole read-back of its own (a layout the slices do not handle) */
+  slicing sl;          /* CMP_SLICES */
+} cand;
+
+struct hs_kshare_match {
+  size_t nbytes;
+  size_t fed;          /* bytes fed so far */
+  size_t good;         /* bytes [0, good) are equal to c[last]'s weights */
+  size_t last;
+  const cand *slice_of; /* whose slice t_back holds (NULL: none): bytes [s_start, s_start + s_len) at s_buf */
+  const float *s_buf;
+  size_t s_start, s_len;
+  size_t n;
+  cand c[];
+};
+
+/* Sets how candidate c's weights are read (under the lock, when first compared). 0, or -1 when
+ * they cannot be (out of memory for a whole read-back). */
+static int cand_prepare(cand *c, size_t nbytes) {
+  if (c->dw) { /* (hs_kernel_conv_weights reads them back by their size) */
+    c->how = CMP_BYTES;
+    c->bytes = (const char *)c->e->k->p.conv.dw_weights;
+    return 0;
+  }
+  const hs_kernel *k = c->e->k;
+  for (;;) { /* as weights_equal */
+    if (k->w_plain && dnnl_memory_desc_get_size(&k->w_plain_md) == nbytes) {
+      c->how = CMP_BYTES;
+      c->bytes = (const char *)k->w_plain;
+      return 0;
+    }
+    if (!k->w_from || !hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) break;
+    k = k->w_from;
+  }
+  if (slicing_init(k, nbytes, &c->sl) == 0) {
+    c->how = CMP_SLICES;
+    return 0;
+  }
+  hs_error err;
+  if (!(c->whole = malloc(nbytes)) || hs_kernel_conv_weights(k, c->whole, nbytes, &err) != 0) return -1;
+  c->how = CMP_BYTES;
+  c->bytes = (const char *)c->whole;
+  return 0;
+}
+
+/* Reads candidate c's weights [at, at + n) into dst (cmp NULL) or compares them with cmp: 1 equal
+ * (copied), 0 different, -1 not read. With the lock held. */
+static int cand_range(hs_kshare_match *m, const cand *c, size_t at, size_t n, void *dst, const char *cmp) {
+  if (c->how == CMP_BYTES) {
+    if (dst) memcpy(dst, c->bytes + at, n);
+    return cmp ? memcmp(c->bytes + at, cmp, n) == 0 : 1;
+  }
+  for (size_t end = at + n; at < end;) {
+    float *buf = hs_wscratch_get(&t_back, slice_max(&c->sl));
+    if (!buf) return -1;
+    if (m->slice_of != c || buf != m->s_buf || at < m->s_start || at >= m->s_start + m->s_len) {
+      m->slice_of = NULL;
+      if (slice_read(&c->sl, at, buf, &m->s_start, &m->s_len)) return -1;
+      m->slice_of = c;
+      m->s_buf = buf;
+    }
+    size_t to = m->s_start + m->s_len < end ? m->s_start + m->s_len : end;
+    const char *have = (const char *)buf + (at - m->s_start);
+    if (dst) memcpy((char *)dst + (at - (end - n)), have, to - at);
+    if (cmp && memcmp(have, cmp + (at - (end - n)), to - at) != 0) return 0;
+    at = to;
+  }
+  return 1;
+}
+
+int hs_kshare_match_begin(size_t nbytes, hs_kshare_match **out) {
+  *out = NULL;
+  if (!hs_kshare_enabled() || nbytes < sizeof(float) || nbytes % sizeof(float)) return 0;
+  pthread_mutex_lock(&g_lock);
+  size_t n = 0;
+  for (entry *e = g_head; e; e = e->next) {
+    const hs_conv_params *q = &e->k->p.conv;
+    n += e->wbytes == nbytes || (q->dw_weights && nbytes == hs_conv_dw_weight_bytes(q) && nbytes != e->wbytes);
+  }
+  hs_kshare_match *m = n ? calloc(1, sizeof *m + n * sizeof m->c[0]) : NULL;
+  if (m) {
+    m->nbytes = nbytes;
+    for (entry *e = g_head; e; e = e->next) {
+      const hs_conv_params *q = &e->k->p.conv;
+      int dw = q->dw_weights && nbytes == hs_conv_dw_weight_bytes(q) && nbytes != e->wbytes;
+      if (e->wbytes != nbytes && !dw) continue;
+      e->refs++; /* it cannot go away while the tensor streams by */
+      m->c[m->n++] = (cand){.e = e, .alive = 1, .how = -1, .dw = dw};
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  *out = m;
+  return m != NULL;
+}
+
+int hs_kshare_match_feed(hs_kshare_match *m, const void *piece, size_t n) {
+  if (n > m->nbytes - m->fed) n = m->nbytes - m->fed; /* (past the tensor: nothing more to compare) */
+  size_t at = m->fed, alive = 0;
+  pthread_mutex_lock(&g_lock);
+  for (size_t i = 0; i < m->n; i++) {
+    cand *c = &m->c[i];
+    if (!c->alive) continue;
+    if (!alive) { /* the first one alive matched [0, at): what match_prefix reads back */
+      m->last = i;
+      m->good = at;
+    }
+    /* the pre-filter first: registered samples that fall inside this piece */
+    for (size_t s = 0; s < SAMPLES && c->alive && !c->dw; s++) {
+      size_t p = sample_at(s, m->nbytes);
+      if (p >= at && p + sizeof(float) <= at + n && memcmp((const char *)piece + (p - at), &c->e->wsample[s], sizeof(float)))
+        c->alive = 0;
+    }
+    if (c->alive && c->how < 0 && cand_prepare(c, m->nbytes)) c->alive = 0;
+    if (c->alive && cand_range(m, c, at, n, NULL, piece) != 1) c->alive = 0;
+    if (c->alive && !alive++) { /* the first one still alive matched [0, at + n) */
+      m->last = i;
+      m->good = at + n;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  m->fed = at + n;
+  return alive > 0;
+}
+
+int hs_kshare_match_prefix(hs_kshare_match *m, void *dst, size_t n) {
+  if (!m->n || n > m->good) return -1;
+  if (!n) return 0;
+  pthread_mutex_lock(&g_lock);
+  cand *c = &m->c[m->last];
+  int rc = c->how < 0 && cand_prepare(c, m->nbytes) ? -1 : cand_range(m, c, 0, n, dst, NULL) == 1 ? 0 : -1;
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
+int hs_kshare_match_end(hs_kshare_match *m, hs_kernel **ref) {
+  if (ref) *ref = NULL;
+  if (!m) return 0;
+  size_t keep = m->n;
+  if (ref && m->fed == m->nbytes)
+    for (size_t i = 0; i < m->n && keep == m->n; i++)
+      if (m->c[i].alive) keep = i;
+  if (keep < m->n) { /* a reference, not a hit (as hs_kshare_find_weights) */
+    *ref = m->c[keep].e->k;
+    pthread_mutex_lock(&g_lock);
+    count(&g_stats.found, &g_stats.found_bytes, m->nbytes);
+    count(&t_stats.found, &t_stats.found_bytes, m->nbytes);
+    pthread_mutex_unlock(&g_lock);
+  }
+  for (size_t i = 0; i < m->n; i++) {
+    free(m->c[i].whole);
+    if (i != keep) hs_kernel_destroy(m->c[i].e->k); /* the candidate's reference */
+  }
+  int held = keep < m->n;
+  free(m);
+  return held;
 }
 
 int hs_kshare_conv_from(const hs_conv_params *p, const hs_kernel *src, hs_kernel **out, int *shared,

@@ -24,7 +24,8 @@
  * the decoder then copies nothing and the graph value holds a reference to that kernel, from which
  * hs_kshare_conv_from later takes the kernel (same parameters and bias) or builds one from its
  * weights read back (anything else differs). A version whose Convs are all shared thus never
- * materialises their float weights.
+ * materialises their float weights. The stream decoder asks the same piece by piece as a tensor
+ * arrives (hs_kshare_match_*), so it never holds one whole either.
  *
  * A kernel is thread-safe once built (variant 0 and its reordered weights are immutable; later batch
  * variants are added under the kernel's own lock, as when two sessions of one version plan at once),
@@ -72,6 +73,23 @@ int hs_kshare_find_weights(const void *w, size_t nbytes, hs_kernel **ref);
  * the next (one slice of the weights compared: at most 256 KiB, unless a layout's block needs more):
  * the decoder's caller calls this when the decode is over. Harmless when there is none. */
 void hs_kshare_release_scratch(void);
+
+/* The same lookup for a tensor whose bytes arrive in pieces, never held whole (the stream decoder,
+ * through the engine's hs_onnx_share). begin: every registered kernel whose weights (or fused
+ * depthwise weights) have nbytes bytes becomes a candidate, referenced so it cannot go away; returns
+ * 1 with *out, or 0 (*out NULL) when there is none. feed: the next piece, in order; candidates that
+ * differ anywhere in it drop (the samples first, then the bytes, read back a slice at a time as
+ * hs_kshare_find_weights does); returns 1 while one is left. prefix: the first n bytes fed, read
+ * back from the candidate that matched them (the one alive longest: valid once all dropped, for n
+ * up to the offset of the piece where the last one dropped, or for everything fed while one is
+ * alive); 0, or -1 when n is past that. end: with ref, when all nbytes were fed and a candidate is
+ * equal to every one of them, takes its reference into *ref and returns 1 (counted as found);
+ * releases every other candidate and m in any case. */
+typedef struct hs_kshare_match hs_kshare_match;
+int hs_kshare_match_begin(size_t nbytes, hs_kshare_match **out);
+int hs_kshare_match_feed(hs_kshare_match *m, const void *piece, size_t n);
+int hs_kshare_match_prefix(hs_kshare_match *m, void *dst, size_t n);
+int hs_kshare_match_end(hs_kshare_match *m, hs_kernel **ref);
 
 /* A conv kernel for p whose weights are src's (a reference from hs_kshare_find_weights; p->weights
  * and p->weights_from NULL): src itself, one more reference, when p's parameters and bias are the

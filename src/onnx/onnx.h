@@ -48,6 +48,17 @@ struct hs_onnx_share {
   int (*find)(void *user, const void *bytes, size_t nbytes, void **ref);
   void (*release)(void *ref);
   void *user;
+  /* Optional (all four, or none): find for a raw_data payload the stream decoder compares piece by
+   * piece as it arrives, never holding it whole (decode.c, "Share candidates compared as they
+   * arrive"). begin: a match for a tensor of nbytes, NULL when no held copy has that size. feed: the
+   * next piece, in order; 1 while some held copy equals every byte fed. prefix: the first n bytes
+   * fed, read back from the held copy that matched them (after feed returned 0: n up to the offset
+   * of the piece it returned 0 for); 0 or negative. end: with ref, when all nbytes were fed and a
+   * copy is equal, takes *ref as find does and returns 1; frees the match in any case. */
+  void *(*begin)(void *user, size_t nbytes);
+  int (*feed)(void *match, const void *piece, size_t n);
+  int (*prefix)(void *match, void *dst, size_t n);
+  int (*end)(void *match, void **ref);
 };
 
 /* hs_onnx_decode_model with external data from src. buf is only read during the call. */

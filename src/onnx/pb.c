@@ -191,6 +191,20 @@ static int pbs_take(hs_pbs *s, uint8_t *dst, uint64_t n) {
 int hs_pbs_copy(hs_pbs *s, void *dst, size_t n) { return pbs_take(s, dst, n); }
 int hs_pbs_skip_bytes(hs_pbs *s, uint64_t n) { return pbs_take(s, NULL, n); }
 
+int hs_pbs_piece(hs_pbs *s, const void **p, size_t *n, size_t max) {
+  *p = NULL;
+  *n = 0;
+  if (max > s->limit - s->pos) return HS_PARSE;
+  if (!max) return 0;
+  if (pbs_fill(s)) return HS_PARSE;
+  size_t have = (size_t)(s->end - s->p);
+  *p = s->p;
+  *n = max < have ? max : have;
+  s->p += *n;
+  s->pos += *n;
+  return 0;
+}
+
 int hs_pbs_skip(hs_pbs *s, int wire) {
   uint64_t v;
   switch (wire) {

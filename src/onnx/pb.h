@@ -67,6 +67,9 @@ int hs_pbs_varint(hs_pbs *s, uint64_t *v);
 int hs_pbs_len(hs_pbs *s, uint64_t *n);
 /* Copies the next n bytes (within the current message) to dst. */
 int hs_pbs_copy(hs_pbs *s, void *dst, size_t n);
+/* The next bytes of the current message where they lie in the current chunk, at most max (and at
+ * least one when max > 0), consumed: *p and *n (valid until the next read). */
+int hs_pbs_piece(hs_pbs *s, const void **p, size_t *n, size_t max);
 /* Skips n bytes (within the current message), or a field's value of the given wire type. */
 int hs_pbs_skip_bytes(hs_pbs *s, uint64_t n);
 int hs_pbs_skip(hs_pbs *s, int wire);

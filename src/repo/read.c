@@ -18,7 +18,7 @@
  * decoder, and a buffer is refilled only once the hash is done with its last piece (the decoder is
  * done with it already: it asked for the next one). So the bytes hashed are the bytes parsed, the
  * hash stays off the decoder's path unless it falls RING_SLOTS pieces behind, and the file costs
- * the ring (2 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
+ * the ring (1 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
  * shrank or grew meanwhile is a mismatch) is known once the last piece is hashed;
  * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
  * rings' counters are shared with the hash thread under the check's mutex (cv: a piece was read
@@ -60,7 +60,7 @@
 #include "base/wblock.h"
 #include "repo/repo_internal.h"
 
-#define RING_SLOTS 8
+#define RING_SLOTS 4
 #define RING_CHUNK ((size_t)256 << 10)
 
 typedef struct file_stream file_stream;

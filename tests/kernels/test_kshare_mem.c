@@ -13,6 +13,11 @@
  * the first difference: test_lookup_reads_back_slices requires the RSS during the lookups (before
  * the release) to stay well under one read-back of the weights, and the answers to stay exact for
  * a difference in the first slice, in the last one and none, for a plain and a grouped conv.
+ * The stream decoder compares a tensor piece by piece as it arrives (hs_kshare_match_*), never
+ * holding it whole: test_streamed_match registers two convs of equal size and streams copies in
+ * unaligned pieces: one equal to the second registered (found, the first dropped), one differing
+ * only in its last byte and one differing in its first piece (neither found; the bytes before the
+ * differing piece read back equal to the copy's), with the RSS of the lookups well under the weights.
  */
 #include <malloc.h>
 #include <setjmp.h>
@@ -136,10 +141,108 @@ static void test_lookup_reads_back_slices(void **state) {
   lookups_in_slices(2, 13);
 }
 
+/* Streams w (bytes) to a match in pieces of `piece` bytes; returns the offset of the piece where every
+ * candidate dropped (then checks the read-back before it, into back, against w), or bytes when one
+ * survived. */
+static size_t stream_match(hs_kshare_match *m, const float *w, size_t bytes, size_t piece, char *back) {
+  size_t off = 0;
+  for (; off < bytes; off += piece) {
+    size_t n = bytes - off < piece ? bytes - off : piece;
+    if (!hs_kshare_match_feed(m, (const char *)w + off, n)) break;
+  }
+  if (off >= bytes) return bytes;
+  assert_int_equal(hs_kshare_match_prefix(m, back, off), 0);
+  assert_memory_equal(back, w, off);
+  assert_int_equal(hs_kshare_match_prefix(m, back, off + 1), -1); /* past what matched */
+  return off;
+}
+
+static void test_streamed_match(void **state) {
+  (void)state;
+  const size_t bytes = N_W * sizeof(float), piece = (3 << 16) + 12; /* pieces straddle the slices */
+  float *w[2], *other = malloc(bytes);
+  char *back = malloc(bytes); /* where the decoder's tensor would get the bytes read back */
+  hs_kernel *k[2];
+  hs_error err;
+  uint32_t seed = 23;
+  assert_non_null(other);
+  assert_non_null(back);
+  memset(back, 0, bytes); /* resident before the measurement */
+  for (int j = 1; j >= 0; j--) { /* w[1] registered first: the registry's newest, w[0], is the first candidate */
+    assert_non_null(w[j] = malloc(bytes));
+    for (size_t i = 0; i < N_W; i++) {
+      seed = seed * 1664525u + 1013904223u;
+      w[j][i] = (float)(seed >> 8) / (float)(1u << 24) - 0.5f;
+    }
+    hs_conv_params p = {.nsp = 2, .batch = 1, .in_c = C, .out_c = C, .groups = 1, .in = {7, 7}, .out = {7, 7},
+                        .kernel = {K, K}, .stride = {1, 1}, .dilation = {1, 1}, .pad_begin = {1, 1},
+                        .pad_end = {1, 1}, .weights = w[j]};
+    int shared = -1;
+    assert_int_equal(hs_kshare_conv(&p, &k[j], &shared, &err), 0);
+    assert_int_equal(shared, 0);
+  }
+  memcpy(other, w[0], bytes);
+  malloc_trim(0);
+  size_t before = rss_bytes();
+
+  hs_kshare_match *m = NULL;
+  hs_kernel *ref = NULL;
+  assert_int_equal(hs_kshare_match_begin(bytes + sizeof(float), &m), 0); /* no kernel of that size */
+  assert_null(m);
+
+  /* equal to the second candidate: found, the first dropped */
+  assert_int_equal(hs_kshare_match_begin(bytes, &m), 1);
+  assert_int_equal(stream_match(m, w[1], bytes, piece, back), bytes);
+  assert_int_equal(hs_kshare_match_prefix(m, back, bytes), 0); /* read back from the one that matched */
+  assert_memory_equal(back, w[1], bytes);
+  assert_int_equal(hs_kshare_match_end(m, &ref), 1);
+  assert_ptr_equal(ref, k[1]);
+  hs_kernel_destroy(ref);
+
+  /* differing only in its last byte: every candidate drops in the last piece */
+  ((unsigned char *)other)[bytes - 1] ^= 1;
+  assert_int_equal(hs_kshare_match_begin(bytes, &m), 1);
+  assert_int_equal(stream_match(m, other, bytes, piece, back), (bytes - 1) / piece * piece);
+  assert_int_equal(hs_kshare_match_end(m, &ref), 0);
+  assert_null(ref);
+
+  /* differing in the first piece, at a weight no sample reads: only the bytes tell */
+  memcpy(other, w[0], bytes);
+  other[5] += 0.25f;
+  assert_int_equal(hs_kshare_match_begin(bytes, &m), 1);
+  assert_int_equal(stream_match(m, other, bytes, piece, back), 0);
+  assert_int_equal(hs_kshare_match_end(m, &ref), 0);
+  assert_null(ref);
+
+  /* a match ended early (the decoder's error paths) holds nothing */
+  assert_int_equal(hs_kshare_match_begin(bytes, &m), 1);
+  assert_int_equal(hs_kshare_match_feed(m, w[0], piece), 1);
+  assert_int_equal(hs_kshare_match_end(m, &ref), 0);
+  assert_null(ref);
+
+  size_t during = rss_bytes(); /* the slice buffer is still mapped: the lookups' peak */
+  hs_kshare_release_scratch();
+  size_t grew = during > before ? during - before : 0;
+  if (grew >= bytes / 4) fprintf(stderr, "streamed: RSS grew by %zu bytes (weights: %zu)\n", grew, bytes);
+  assert_true(grew < bytes / 4);
+  hs_kshare_stats st;
+  hs_kshare_get_stats(&st);
+  assert_int_equal(st.kernels, 2); /* every candidate's reference given back */
+  hs_kernel_destroy(k[0]);
+  hs_kernel_destroy(k[1]);
+  hs_kshare_get_stats(&st);
+  assert_int_equal(st.kernels, 0);
+  free(back);
+  free(other);
+  free(w[0]);
+  free(w[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lookup_keeps_no_pages),
       cmocka_unit_test(test_lookup_reads_back_slices),
+      cmocka_unit_test(test_streamed_match),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
  * a model read in pieces of any size decodes to the graph a whole-buffer read gives, with piece
  * boundaries inside keys, varints, names and raw_data; truncated streams, lengths past the end and a
  * source's own error are refused cleanly; the share hook is offered the very bytes read and a
- * payload it holds is not kept; payloads read straight into their tensors (read_into) stay intact
+ * payload it holds is not kept (also when the hook compares a payload piece by piece as it arrives:
+ * begin/feed/prefix/end); payloads read straight into their tensors (read_into) stay intact
  * until settled; and a model loaded from a stream runs bit for bit like one loaded from a buffer or
  * from its file. */
 #include <setjmp.h>
@@ -460,6 +461,131 @@ static void test_share_hook_gets_the_bytes_read(void **state) {
   free(m.v);
 }
 
+/* ---- the share hook's streaming form (begin/feed/prefix/end) ---- */
+
+/* Held copies: w1's bytes; w3's with its last byte changed; w3's with its third byte changed. A
+ * match compares each piece with every copy still equal, in order. */
+#define N_HELD 3
+typedef struct {
+  float held[N_HELD][1024];
+  int begun, ended, taken, released, found_offered;
+} stream_share;
+
+typedef struct {
+  stream_share *s;
+  size_t fed, good, last;
+  int alive[N_HELD];
+} stream_match;
+
+static void *ss_begin(void *user, size_t nbytes) {
+  stream_share *s = user;
+  if (nbytes != sizeof s->held[0]) return NULL;
+  stream_match *m = calloc(1, sizeof *m);
+  assert_non_null(m);
+  m->s = s;
+  for (int i = 0; i < N_HELD; i++) m->alive[i] = 1;
+  s->begun++;
+  return m;
+}
+
+static int ss_feed(void *match, const void *piece, size_t n) {
+  stream_match *m = match;
+  assert_true(n >= 1 && m->fed + n <= sizeof m->s->held[0]);
+  int alive = 0;
+  for (int i = 0; i < N_HELD; i++) {
+    if (!m->alive[i]) continue;
+    if (!alive) {
+      m->last = (size_t)i;
+      m->good = m->fed;
+    }
+    m->alive[i] = memcmp((const char *)m->s->held[i] + m->fed, piece, n) == 0;
+    if (m->alive[i] && !alive++) {
+      m->last = (size_t)i;
+      m->good = m->fed + n;
+    }
+  }
+  m->fed += n;
+  return alive > 0;
+}
+
+static int ss_prefix(void *match, void *dst, size_t n) {
+  stream_match *m = match;
+  if (n > m->good) return -1;
+  memcpy(dst, m->s->held[m->last], n);
+  return 0;
+}
+
+static int ss_end(void *match, void **ref) {
+  stream_match *m = match;
+  int held = 0;
+  for (int i = 0; i < N_HELD && ref && m->fed == sizeof m->s->held[0] && !held; i++)
+    if (m->alive[i]) {
+      *ref = m->s->held[i];
+      held = 1;
+    }
+  m->s->ended++;
+  m->s->taken += held;
+  free(m);
+  return held;
+}
+
+static stream_share *g_stream_share;
+static void ss_release(void *ref) {
+  assert_ptr_equal(ref, g_stream_share->held[0]);
+  g_stream_share->released++;
+}
+
+static int ss_find(void *user, const void *bytes, size_t nbytes, void **ref) {
+  (void)bytes;
+  (void)nbytes;
+  (void)ref;
+  ((stream_share *)user)->found_offered++;
+  return 0;
+}
+
+/* A tensor equal to a held copy is that copy's reference, never held whole; one that differs from
+ * every copy (w3: from one only in its last byte, from another in its first piece) keeps exactly
+ * the file's bytes, those before the differing piece read back from the copy that matched them;
+ * w2 (raw_data before its shape: no candidate when it arrives) goes to find; every match ends. */
+static void test_share_hook_compares_as_bytes_arrive(void **state) {
+  (void)state;
+  wbuf m = make_model();
+  hs_graph whole, g;
+  hs_error err;
+  hs_graph_init(&whole);
+  assert_int_equal(hs_onnx_decode_model(m.v, m.n, NULL, &whole, &err), 0);
+  const hs_value *w1 = &whole.values[hs_graph_find(&whole, "w1")], *w3 = &whole.values[hs_graph_find(&whole, "w3")];
+  for (size_t k = 0; k < sizeof k_chunks / sizeof *k_chunks; k++) {
+    stream_share *st = calloc(1, sizeof *st);
+    assert_non_null(st);
+    g_stream_share = st;
+    memcpy(st->held[0], w1->data, 4096);
+    memcpy(st->held[1], w3->data, 4096);
+    ((unsigned char *)st->held[1])[4095] ^= 1;
+    memcpy(st->held[2], w3->data, 4096);
+    ((unsigned char *)st->held[2])[2] ^= 1;
+    hs_onnx_share sh = {.find = ss_find, .release = ss_release, .user = st, .begin = ss_begin, .feed = ss_feed,
+                        .prefix = ss_prefix, .end = ss_end};
+    hs_onnx_source src = {.share = &sh};
+    assert_int_equal(decode_chunked(m.v, m.n, k_chunks[k], &src, &g, &err), 0);
+    assert_int_equal(st->begun, 2); /* w1, w3 */
+    assert_int_equal(st->ended, 2);
+    assert_int_equal(st->taken, 1);
+    assert_int_equal(st->found_offered, 1); /* w2 */
+    const hs_value *v1 = &g.values[hs_graph_find(&g, "w1")], *v3 = &g.values[hs_graph_find(&g, "w3")];
+    assert_null(v1->data);
+    assert_ptr_equal(v1->ref, st->held[0]);
+    assert_null(v3->ref);
+    assert_non_null(v3->data);
+    assert_memory_equal(v3->data, w3->data, 4096);
+    hs_graph_free(&g);
+    assert_int_equal(st->released, 1);
+    free(st);
+  }
+  hs_graph_free(&whole);
+  free(m.v);
+}
+
 /* ---- external data streamed (hs_onnx_source.open) ---- */
 
 /* A float32 TensorProto whose 4096 bytes lie in location at off (external data). */
@@ -850,6 +976,7 @@ int main(void) {
       cmocka_unit_test(test_lengths_past_the_end),
       cmocka_unit_test(test_load_file_streams),
       cmocka_unit_test(test_share_hook_gets_the_bytes_read),
+      cmocka_unit_test(test_share_hook_compares_as_bytes_arrive),
       cmocka_unit_test(test_external_data_streamed),
       cmocka_unit_test(test_external_constant_needs_whole_files),
       cmocka_unit_test(test_streamed_load_runs_bit_equal),
