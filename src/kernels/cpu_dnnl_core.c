@@ -205,6 +205,10 @@ void hs_kernels_set_threads(int n) {
 
 int hs_kernels_threads(void) { return omp_get_max_threads(); }
 
+static _Thread_local int t_serial_reorders; /* hs_kernels_serial_reorders */
+
+void hs_kernels_serial_reorders(int on) { t_serial_reorders = on != 0; }
+
 int hs_kernels_cores(void) {
   int n = omp_get_num_procs();
   return n > 0 ? n : 1;
@@ -396,6 +400,8 @@ int hs__reorder_into(const dnnl_memory_desc_t *from, const void *src, const dnnl
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t prim = NULL;
   dnnl_memory_t m_src = NULL, m_dst = NULL;
+  int threads = omp_get_max_threads(); /* restored below: the thread's kernels keep their count */
+  if (t_serial_reorders) omp_set_num_threads(1);
   dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, &values, eng, to, eng, NULL);
   if (st == dnnl_success) st = dnnl_primitive_create(&prim, pd);
   if (st == dnnl_success) st = dnnl_memory_create(&m_src, &values, eng, (void *)src);
@@ -409,6 +415,7 @@ int hs__reorder_into(const dnnl_memory_desc_t *from, const void *src, const dnnl
   if (m_dst) dnnl_memory_destroy(m_dst);
   if (prim) dnnl_primitive_destroy(prim);
   if (pd) dnnl_primitive_desc_destroy(pd);
+  if (t_serial_reorders) omp_set_num_threads(threads);
   return st == dnnl_success ? 0 : hs__dnnl_fail(err, st, "reordering weights");
 }
 

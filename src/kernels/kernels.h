@@ -358,6 +358,13 @@ hs_layout hs_kernels_preferred_layout(hs_kernel_device device);
  * restores the default. Per thread (OpenMP's nthreads-var). */
 void hs_kernels_set_threads(int n);
 int hs_kernels_threads(void);
+/* Whether the weight reorders the calling thread makes from now on (kernel creation, reading weights
+ * back) run on that thread alone (on != 0) rather than on its kernels' thread count; the kernels
+ * themselves keep the count hs_kernels_set_threads gave. A reload beside busy requests turns it on
+ * (serving/pace.c): the reorders' parallel regions woke a second OpenMP thread per reorder that then
+ * spun, ~2 ms of CPU per MobileNetV2 version taken from the requests (bench/results/
+ * reload-serial-reorders-2026-12-07.md). Per thread; off by default. */
+void hs_kernels_serial_reorders(int on);
 /* Processors available to the process (constant): what scratch sized once per plan must allow for when
  * the thread count of a later run is not known yet (hs_kernel_attention_scratch). */
 int hs_kernels_cores(void);

@@ -14,7 +14,9 @@
  * that died meanwhile (hs__loader_reap), which would otherwise wait for the load's end. The read's hash runs on a thread of its own
  * behind the decoder (repo/read.c), so each piece streamed is also charged the hash's CPU for its
  * bytes at the rate the last load measured. The time slept is reported per version (status:
- * paced_ms) and in total (hotserve_loader_paced_seconds_total).
+ * paced_ms) and in total (hotserve_loader_paced_seconds_total). While requests are in flight the
+ * load's weight reorders also run on the loader thread alone (hs_kernels_serial_reorders): each
+ * parallel one woke a second OpenMP thread of the loader's that then spun beside the requests.
  */
 #include "serving/pace.h"
 
@@ -22,6 +24,7 @@
 
 #include "base/clock.h"
 #include "engine/engine.h"
+#include "kernels/kernels.h"
 #include "serving/registry_impl.h"
 
 #define HS_PACE_BURST_NS 2e6                 /* CPU a paced load runs at most in one go: 2 ms */
@@ -47,6 +50,7 @@ static void pace_point(void *user, uint64_t bytes) {
   p->tokens_ns -= (double)(cpu - p->last_cpu_ns) + (double)bytes * p->hash_ns_per_byte;
   p->last_wall_ns = now;
   p->last_cpu_ns = cpu;
+  hs_kernels_serial_reorders(requests_in_flight(p->r)); /* the next weight reorders (kernels.h) */
   while (p->tokens_ns < 0) {
     if (!requests_in_flight(p->r) || atomic_load(&p->r->stopping)) { /* idle: full speed */
       p->tokens_ns = HS_PACE_BURST_NS;
@@ -80,11 +84,15 @@ void hs_pacer_begin(hs_pacer *p, hs_registry *r, int pct) {
   *p = (hs_pacer){.r = r, .share = pct / 100.0, .tokens_ns = HS_PACE_BURST_NS,
                   .last_wall_ns = hs_now_ns(), .last_cpu_ns = hs_thread_cpu_ns(),
                   .hash_ns_per_byte = t_hash_ns_per_byte};
-  if (pct > 0 && pct < 100) hs_engine_set_pace(pace_hook, p);
+  if (pct > 0 && pct < 100) {
+    hs_kernels_serial_reorders(requests_in_flight(r));
+    hs_engine_set_pace(pace_hook, p);
+  }
 }
 
 double hs_pacer_end(hs_pacer *p, double hash_cpu_ms, uint64_t bytes_hashed) {
   hs_engine_set_pace(NULL, NULL);
+  hs_kernels_serial_reorders(0);
   if (hash_cpu_ms > 0 && bytes_hashed > ((uint64_t)1 << 20))
     t_hash_ns_per_byte = hash_cpu_ms * 1e6 / (double)bytes_hashed;
   return (double)p->slept_ns / 1e6;

@@ -915,6 +915,86 @@ static void test_threads(void **state) {
   free(w);
 }
 
+/* ---------------- weight reorders on the creating thread alone ---------------- */
+
+/* Threads of this process ("Threads:" of /proc/self/status). */
+static int task_count(void) {
+  char line[256];
+  int n = -1;
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "Threads: %d", &n) == 1) break;
+  fclose(f);
+  return n;
+}
+
+typedef struct {
+  int serial;
+  hs_kernel *k;
+  int threads_after, tasks_before, tasks_after, rc;
+} serial_job;
+
+static const float *g_serial_w; /* 256x256x3x3 weights, one set for both kernels */
+
+static hs_conv_params serial_conv(void) {
+  hs_conv_params p = {.src_layout = HS_LAYOUT_NHWC, .dst_layout = HS_LAYOUT_NHWC, .nsp = 2, .batch = 1,
+                      .in_c = 256, .out_c = 256, .groups = 1, .in = {7, 7}, .out = {7, 7}, .kernel = {3, 3},
+                      .stride = {1, 1}, .dilation = {1, 1}, .pad_begin = {1, 1}, .pad_end = {1, 1}};
+  p.weights = g_serial_w;
+  return p;
+}
+
+/* A fresh thread (no OpenMP team of its own yet) creates the kernel, its weights reordered. */
+static void *serial_main(void *arg) {
+  serial_job *j = arg;
+  hs_kernels_set_threads(2);
+  hs_kernels_serial_reorders(j->serial);
+  hs_conv_params p = serial_conv();
+  hs_error err;
+  hs_error_clear(&err);
+  j->tasks_before = task_count();
+  j->rc = hs_kernel_conv_create(&p, &j->k, &err);
+  j->tasks_after = task_count();
+  j->threads_after = hs_kernels_threads();
+  hs_kernels_serial_reorders(0);
+  return NULL;
+}
+
+/* hs_kernels_serial_reorders: the weights' reorder starts no OpenMP thread (a thread without a team
+ * creates one for its first parallel region, so the process's thread count shows it), the creating
+ * thread's count is what it was, and the kernel computes bit for bit what one made in parallel does. */
+static void test_serial_reorders(void **state) {
+  (void)state;
+  float *w = rand_buf(256 * 256 * 9);
+  g_serial_w = w;
+  serial_job jobs[2] = {{.serial = 0, .rc = -1}, {.serial = 1, .rc = -1}};
+  for (int i = 0; i < 2; i++) {
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, serial_main, &jobs[i]), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(jobs[i].rc, 0);
+    assert_int_equal(jobs[i].threads_after, 2);
+  }
+  assert_true(jobs[0].tasks_after > jobs[0].tasks_before); /* parallel: the thread's team was started */
+  assert_int_equal(jobs[1].tasks_after, jobs[1].tasks_before); /* serial: no team */
+  int64_t n = 256 * 49;
+  float *x = rand_buf(n), *y0 = malloc(sizeof(float) * n), *y1 = malloc(sizeof(float) * n);
+  hs_error err;
+  const void *src[1] = {x};
+  assert_int_equal(run_k(jobs[0].k, 1, src, 1, NULL, y0, &err), 0);
+  assert_int_equal(run_k(jobs[1].k, 1, src, 1, NULL, y1, &err), 0);
+  assert_memory_equal(y0, y1, sizeof(float) * n);
+  hs_conv_params p = serial_conv();
+  float *xn = malloc(sizeof(float) * n), *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+  to_nchw(x, xn, 1, 256, 49);
+  ref_conv(&p, 1, xn, NULL, want);
+  to_nchw(y1, got, 1, 256, 49);
+  expect_close("serial reorders", got, want, n);
+  for (int i = 0; i < 2; i++) hs_kernel_destroy(jobs[i].k);
+  free(x); free(y0); free(y1); free(xn); free(want); free(got); free(w);
+}
+
 /* ---------------- buffers that move between runs ---------------- */
 
 /* A kernel run in turns on buffers that differ from run to run (and at batch 1 and 2), then made again with
@@ -1101,7 +1181,7 @@ int main(void) {
       cmocka_unit_test(test_reduce),    cmocka_unit_test(test_concat),      cmocka_unit_test(test_resample),
       cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),     cmocka_unit_test(test_sgemm),
       cmocka_unit_test(test_attention), cmocka_unit_test(test_qmatmul),
-      cmocka_unit_test(test_moving_buffers),
+      cmocka_unit_test(test_moving_buffers), cmocka_unit_test(test_serial_reorders),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
