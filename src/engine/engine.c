@@ -360,13 +360,24 @@ static int paced_next(void *user, const void **data, size_t *len, hs_error *err)
   return rc;
 }
 
-/* read_into of the paced stream (a tensor's payload read straight into it): a pace point before it. */
+/* read_into of the paced stream (a tensor's payload read straight into it): in pieces of at most
+ * PACE_PIECE bytes, a pace point before each, so a large tensor is paced as the ring's pieces are
+ * (one pace point for a whole 16 MiB tensor let a load beside requests run unpaced:
+ * system.loader_pace). Fewer bytes than n: the stream ended. */
+#define PACE_PIECE ((size_t)1 << 20)
 static long long paced_read_into(void *user, void *dst, size_t n, hs_error *err) {
   const hs_backend_stream *in = user;
-  hs_engine_pace_point();
-  long long got = in->read_into(in->user, dst, n, err);
-  if (got > 0) t_pace_streamed += (uint64_t)got;
-  return got;
+  size_t done = 0;
+  while (done < n) {
+    size_t want = n - done < PACE_PIECE ? n - done : PACE_PIECE;
+    hs_engine_pace_point();
+    long long got = in->read_into(in->user, (char *)dst + done, want, err);
+    if (got < 0) return got;
+    t_pace_streamed += (uint64_t)got;
+    done += (size_t)got;
+    if ((size_t)got < want) break;
+  }
+  return (long long)done;
 }
 
 static void paced_settle(void *user) {
