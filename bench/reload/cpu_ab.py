@@ -1,9 +1,8 @@
 #!/usr/bin/python3
 """cpu_ab.py - what reloads cost the requests in CPU time, A/B between server binaries or options.
 
-The default bench/reload run compares two phases one after the other (60 s without reloads, then 60 s
-with them), so on a shared machine whatever else changes between the two minutes lands in its ratios.
-This runs, for each variant in turn (--variant LABEL=BINARY[:server options], repeated --rounds times,
+bench/reload's run measures one server binary with its own options; this compares several on the
+requests' CPU alone. It runs, for each variant in turn (--variant LABEL=BINARY[:server options], repeated --rounds times,
 interleaved), one server under wrk in alternating blocks of --block seconds: without reloads, with a new
 version every --period seconds, without, with, ... (--pairs pairs). For each block it takes the server's
 CPU outside the loader thread (user and system apart; /proc) per request, and reports per variant the

@@ -5,14 +5,20 @@
 --weights retrained (default): every float tensor is new in every version, as after retraining;
 --weights head: only the classifier's weight matrix changes (the mode of the runs before it existed).
 
-One server, one wrk load at fixed concurrency over keep-alive connections (binary tensor bodies),
-two phases in one run: --duration seconds without reloads, then --duration seconds while a
-publisher adds a new version (same architecture, new weights) every --period seconds with
-`hotserve publish` (or, with --publish-ahead, renames in a version published before the server
-started, as when versions come complete from another machine). Reports per phase: req/s, p50/p99/p99.9, non-2xx and socket errors, peak RSS;
-for the reload phase each new version's load time (verify, load, warm-up) and the latency of its
-first request (status document's first_request_ms); then the ratios reload/no-reload against the
-targets (throughput >= 0.97, p99 <= 1.10, zero errors, first request <= 1.2x steady median).
+One server, one wrk load at fixed concurrency over keep-alive connections (binary tensor bodies), in
+alternating blocks of one run: --blocks blocks of --duration/--blocks seconds while a publisher adds a new
+version (same architecture, new weights) every --period seconds with `hotserve publish` (or, with
+--publish-ahead, renames in a version published before the server started, as when versions come
+complete from another machine), each between two blocks of the same length without reloads
+(A B A B ... A). Each block with reloads is compared with the mean of the two blocks without reloads on
+either side of it, and the ratios are the means over the blocks with reloads: a machine whose speed
+drifts during the run (shared, noisy, thermal) moves both sides of each comparison alike. After each
+block with reloads the run waits until the last version published in it is ready (or failed) before
+the next block without reloads starts, so no load spills into it. Reports per block: req/s,
+p50/p99/p99.9, non-2xx and socket errors, peak RSS; for each new version its load time (verify, load,
+warm-up) and the latency of its first request (status document's first_request_ms); then the ratios
+reload/no-reload against the targets (throughput >= 0.98, ResNet-50 0.97; p99 <= 1.10; zero errors;
+first request <= 1.2x steady median).
 """
 import argparse
 import json
@@ -122,10 +128,11 @@ def publish_timed(src, model_dir, version):
     return ru.ru_utime + ru.ru_stime
 
 
-def overlap_table(trace_path, pub_windows, t_reload):
+def overlap_table(trace_path, pub_windows, windows):
     """From the server's --trace file (and the publisher's own windows, same monotonic clock): for the
-    requests of the reload phase, how many overlapped each reload stage and their p99, against the
-    requests that overlapped none; the no-reload phase's p99 (server side) for reference."""
+    requests of the blocks with reloads, how many overlapped each reload stage and their p99, against the
+    requests that overlapped none; the blocks without reloads' p99 (server side) for reference.
+    windows: (begin_ns, end_ns, reloading) of each block."""
     reqs, wins, first = [], [], {}
     with open(trace_path) as f:
         for line in f:
@@ -141,25 +148,32 @@ def overlap_table(trace_path, pub_windows, t_reload):
     start = np.array([r[0] for r in reqs], dtype=np.int64)
     end = np.array([r[1] for r in reqs], dtype=np.int64)
     total = np.array([r[2] for r in reqs], dtype=np.float64) / 1e6
-    steady, rel = end < t_reload, start >= t_reload
+    steady, rel = np.zeros(len(reqs), bool), np.zeros(len(reqs), bool)
+    for b, e, reloading in windows:
+        inside = (start >= b) & (end <= e)
+        if reloading:
+            rel |= inside
+        else:
+            steady |= inside
+    t_first = windows[0][0]
     if not steady.any() or not rel.any():
         return "(trace: too few requests to compare)\n"
     rows, any_stage = [], np.zeros(len(reqs), bool)
     for name in ("publish", "scan", "load", "warmup", "free", "trim"):
         m = np.zeros(len(reqs), bool)
         for n, b, e in wins:
-            if n == name and e >= t_reload:
+            if n == name and e >= t_first:
                 m |= (start < e) & (end > b)
         m &= rel
         any_stage |= m
-        dur = [(e - b) / 1e6 for n, b, e in wins if n == name and e >= t_reload]
+        dur = [(e - b) / 1e6 for n, b, e in wins if n == name and e >= t_first]
         rows.append([name, "%.1f / %.1f" % (statistics.median(dur), max(dur)) if dur else "-", m.sum(),
                      "%.1f%%" % (100.0 * m.sum() / rel.sum()), "%.2f" % np.percentile(total[m], 99) if m.any() else "-"])
     none = rel & ~any_stage
     rows.append(["none of these", "", none.sum(), "%.1f%%" % (100.0 * none.sum() / rel.sum()),
                  "%.2f" % np.percentile(total[none], 99) if none.any() else "-"])
-    rows.append(["(no-reload phase, all)", "", steady.sum(), "", "%.2f" % np.percentile(total[steady], 99)])
-    out = benchlib.md_table(["reload phase: requests overlapping", "stage median / max ms", "requests", "share",
+    rows.append(["(blocks without reloads, all)", "", steady.sum(), "", "%.2f" % np.percentile(total[steady], 99)])
+    out = benchlib.md_table(["blocks with reloads: requests overlapping", "stage median / max ms", "requests", "share",
                              "their p99 ms (server side)"], rows)
     # the first request on each new version without its queue time: is a new version slow to run?
     steady_compute = float(np.median(np.array([r[3] for r in reqs], dtype=np.float64)[steady])) / 1e6
@@ -191,7 +205,10 @@ def phase(url, body, hdr_len, conns, duration, pid):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hotserve", default=os.path.join(benchlib.ROOT, "build", "src", "hotserve"))
-    p.add_argument("--duration", type=int, default=60, help="seconds per phase (default 60)")
+    p.add_argument("--duration", type=int, default=60,
+                   help="seconds with reloads in all, split into --blocks blocks (default 60); as many without")
+    p.add_argument("--blocks", type=int, default=3,
+                   help="blocks with reloads (default 3), each between two blocks without: A B A B A B A")
     p.add_argument("--period", type=float, default=2.0, help="seconds between new versions (default 2)")
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--threads", type=int, default=0, help="--threads for the server (0: its default)")
@@ -211,7 +228,7 @@ def main():
                    help="with --trace: also keep the server's trace file there (JSON lines, trace.h)")
     p.add_argument("--publish-ahead", action="store_true",
                    help="publish every version (`hotserve publish` into a staging folder on the same file system) "
-                        "before the server starts, and in phase 2 only rename each one into the repository: the "
+                        "before the server starts, and in the blocks with reloads only rename each one into the repository: the "
                         "versions come complete from elsewhere (a CI machine, another pod), so the publisher's copy, "
                         "hash and fsync do not share this machine's cores with the server")
     p.add_argument("--no-write", action="store_true")
@@ -228,7 +245,11 @@ def main():
     mname = MODELS[a.model]
     tmp = tempfile.mkdtemp(prefix="hs-bench-reload-")
     try:
-        n_new = int(a.duration / a.period) + 1
+        if a.blocks < 1 or a.duration < 2 * a.blocks:
+            raise SystemExit("--blocks must be >= 1 and --duration at least 2 s per block")
+        block_s = int(round(a.duration / a.blocks))
+        per_block = int(block_s / a.period)           # publishes in one block with reloads
+        n_new = a.blocks * per_block + 1
         print("preparing %d versions ..." % (n_new + 1), flush=True)
         dirs, in_name, shape = make_versions(base, os.path.join(tmp, "src"), n_new + 1, a.weights)
         served = "mobilenet" if a.model == "mobilenet_v2" else a.model  # the model's name in the repository
@@ -272,6 +293,7 @@ def main():
         pub_windows = []
         stop = threading.Event()
         pub_errors = []
+        next_dir = [1]          # index into dirs of the next version to publish
 
         def watch_status():
             cc = srv.conn()
@@ -284,43 +306,72 @@ def main():
                 stop.wait(0.5)
             cc.close()
 
-        def publisher():
+        def publisher(block_stop):
             if a.publisher_nice:
                 os.nice(a.publisher_nice)   # this thread only (Linux keeps nice per thread); its children inherit it
             t0 = time.monotonic()
-            for i, d in enumerate(dirs[1:]):
-                delay = t0 + (i + 1) * a.period - time.monotonic()
-                if stop.wait(max(0.0, delay)):
+            for i in range(1, per_block + 1):
+                if block_stop.wait(max(0.0, t0 + i * a.period - time.monotonic())) or next_dir[0] >= len(dirs):
                     return
+                k = next_dir[0]
+                next_dir[0] += 1
+                d, v = dirs[k], k + 1
                 try:
                     tp = time.monotonic_ns()
                     if a.publish_ahead:
-                        os.rename(os.path.join(stage_model, str(i + 2)), os.path.join(repo_model, str(i + 2)))
+                        os.rename(os.path.join(stage_model, str(v)), os.path.join(repo_model, str(v)))
                         publisher_cpu.append(0.0)
                     else:
-                        publisher_cpu.append(publish_timed(d, repo_model, i + 2))
+                        publisher_cpu.append(publish_timed(d, repo_model, v))
                     pub_windows.append((tp, time.monotonic_ns()))
-                    published.append(i + 2)
+                    published.append(v)
                     shutil.rmtree(d, ignore_errors=True)  # the repository has its copy now
-                    if a.model == "resnet50" and i + 2 > 3 and not a.publish_ahead:  # ~100 MB a version: keep the disk to a few
-                        shutil.rmtree(os.path.join(repo_model, str(i)), ignore_errors=True)
+                    if a.model == "resnet50" and v > 3 and not a.publish_ahead:  # ~100 MB a version: keep the disk to a few
+                        shutil.rmtree(os.path.join(repo_model, str(v - 2)), ignore_errors=True)
                 except Exception as ex:                   # noqa: BLE001
-                    pub_errors.append("publish %d: %r" % (i + 2, ex))
+                    pub_errors.append("publish %d: %r" % (v, ex))
+
+        def settle(timeout=60.0):
+            """Waits (bounded) until the last version published is ready or failed: no load spills over."""
+            if not published:
+                return
+            want, cc, t_end = str(published[-1]), srv.conn(), time.monotonic() + timeout
+            try:
+                while time.monotonic() < t_end:
+                    st = {e["version"]: e.get("state") for e in hsys.status_entries(cc, served)}
+                    if st.get(want) in ("ready", "failed", "unloaded", "retiring"):
+                        return
+                    time.sleep(0.1)
+                pub_errors.append("version %s not ready %g s after its block" % (want, timeout))
+            finally:
+                cc.close()
+
         watcher = threading.Thread(target=watch_status)
-        pubt = threading.Thread(target=publisher)
-        # the status poller runs through both phases, so its own cost is in the baseline too
+        # the status poller runs through every block, so its own cost is in the baseline too
         watcher.start()
-        print("phase 1: %d s without reloads" % a.duration, flush=True)
-        steady = phase(url, body, len(hdr), a.connections, a.duration, srv.pid)
-        print("phase 2: %d s with a new version every %g s" % (a.duration, a.period), flush=True)
-        t_reload = time.monotonic_ns()
-        pubt.start()
-        reload = phase(url, body, len(hdr), a.connections, a.duration, srv.pid)
+        blocks, windows = [], []
+        for b in range(2 * a.blocks + 1):
+            reloading = b % 2 == 1
+            print("block %d/%d: %d s %s" % (b + 1, 2 * a.blocks + 1, block_s,
+                                           "with a new version every %g s" % a.period if reloading else "without reloads"),
+                  flush=True)
+            block_stop = threading.Event()
+            pubt = threading.Thread(target=publisher, args=(block_stop,)) if reloading else None
+            t_begin = time.monotonic_ns()
+            if pubt:
+                pubt.start()
+            s_ = phase(url, body, len(hdr), a.connections, block_s, srv.pid)
+            windows.append((t_begin, time.monotonic_ns(), reloading))
+            if pubt:
+                block_stop.set()
+                pubt.join()
+                settle()
+            s_["reloading"] = reloading
+            blocks.append(s_)
         stop.set()
-        pubt.join()
         time.sleep(1.0)
         c.close()
-        c = srv.conn()                  # the first one sat idle through both phases (idle timeout)
+        c = srv.conn()                  # the first one sat idle through the run (idle timeout)
         for e in hsys.status_entries(c, served):
             entries[(e["version"], e.get("generation"))] = e
         watcher.join()
@@ -340,23 +391,45 @@ def main():
 
         def ms(us):
             return "%.2f" % (us / 1000.0)
+
+        def total(kind_reloading):
+            """The blocks of one kind summed: requests, errors, CPU (for the CPU accounting below)."""
+            bs = [x for x in blocks if x["reloading"] == kind_reloading]
+            out = {k: sum(x[k] for x in bs) for k in ("requests", "status", "errors", "server_cpu", "loader_cpu",
+                                                       "wall", "out_user", "out_sys")}
+            out["peak_rss"] = max(x["peak_rss"] for x in bs)
+            return out
+        steady, reload = total(False), total(True)
         rows = []
-        for name, s in (("no reloads", steady), ("reload every %gs" % a.period, reload)):
-            rows.append([name, "%.1f" % s["rps"], ms(s["p50_us"]), ms(s["p99_us"]), ms(s["p999_us"]),
-                         s["status"], s["errors"], "%.0f" % (s["peak_rss"] / 2 ** 20)])
-        table = benchlib.md_table(["phase", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-2xx", "socket err",
+        for i, s_ in enumerate(blocks):
+            rows.append([i + 1, "reload every %gs" % a.period if s_["reloading"] else "no reloads", "%.1f" % s_["rps"],
+                         ms(s_["p50_us"]), ms(s_["p99_us"]), ms(s_["p999_us"]), s_["status"], s_["errors"],
+                         "%.0f" % (s_["peak_rss"] / 2 ** 20)])
+        table = benchlib.md_table(["block", "kind", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "non-2xx", "socket err",
                                    "peak RSS MiB"], rows)
-        steady_med = steady["p50_us"] / 1000.0
-        thr = reload["rps"] / steady["rps"]
-        p99r = reload["p99_us"] / steady["p99_us"]
-        errs = reload["status"] + reload["errors"] + steady["status"] + steady["errors"]
+        # each block with reloads against the mean of its two neighbours without
+        thr_r, p99_r, p999_r = [], [], []
+        for i in range(1, len(blocks), 2):
+            before, with_, after = blocks[i - 1], blocks[i], blocks[i + 1]
+            thr_r.append(with_["rps"] / ((before["rps"] + after["rps"]) / 2))
+            p99_r.append(with_["p99_us"] / ((before["p99_us"] + after["p99_us"]) / 2))
+            p999_r.append(with_["p999_us"] / ((before["p999_us"] + after["p999_us"]) / 2))
+        steady_med = statistics.median(x["p50_us"] for x in blocks if not x["reloading"]) / 1000.0
+        thr, p99r = statistics.mean(thr_r), statistics.mean(p99_r)
+        errs = sum(x["status"] + x["errors"] for x in blocks)
         fr_med = statistics.median(firsts) if firsts else None
         fr_max = max(firsts) if firsts else None
         thr_want = 0.97 if a.model == "resnet50" else 0.98   # issue 13's targets per model
-        ratios = [["throughput reload/no-reload", "%.3f" % thr, ">= %.2f" % thr_want,
+
+        def each(rs):
+            return " (" + ", ".join("%.3f" % r for r in rs) + ")" if len(rs) > 1 else ""
+        ratios = [["throughput reload/no-reload, mean over blocks" + each(thr_r), "%.3f" % thr, ">= %.2f" % thr_want,
                    "yes" if thr >= thr_want else "NO"],
-                  ["p99 reload/no-reload", "%.3f" % p99r, "<= 1.10", "yes" if p99r <= 1.10 else "NO"],
-                  ["errors (both phases)", errs, "0", "yes" if errs == 0 else "NO"]]
+                  ["p99 reload/no-reload, mean over blocks" + each(p99_r), "%.3f" % p99r, "<= 1.10",
+                   "yes" if p99r <= 1.10 else "NO"],
+                  ["p99.9 reload/no-reload, mean over blocks" + each(p999_r), "%.3f" % statistics.mean(p999_r), "",
+                   ""],
+                  ["errors (all blocks)", errs, "0", "yes" if errs == 0 else "NO"]]
         if fr_med is not None:
             ratios.append(["first request / steady p50 (median over versions)", "%.2f" % (fr_med / steady_med),
                            "<= 1.2", "yes" if fr_med <= 1.2 * steady_med else "NO"])
@@ -385,7 +458,7 @@ def main():
             crows.append(["loader CPU per version by the server's own account (read incl. the hash thread, "
                           "load, warm-up), median (min-max)",
                           "%.1f (%.1f-%.1f)" % (statistics.median(own), min(own), max(own)), ""])
-        table += "\n" + benchlib.md_table(["reload phase CPU (%d cores)" % cores, "ms per version",
+        table += "\n" + benchlib.md_table(["blocks with reloads, CPU (%d cores)" % cores, "ms per version",
                                            "share of the machine"], crows)
         table += ("\nServer CPU per request outside the loader: %.2f ms without reloads, %.2f ms with them "
                   "(ratio %.3f).\n" % (per_req[0], per_req[1], per_req[1] / per_req[0]))
@@ -401,7 +474,7 @@ def main():
                   "user and system by ticks, separately, so the process's minus the loader's can be off by a few ticks "
                   "(a system share near 0 may come out negative); their sum above is exact.\n")
         if a.trace:
-            table += "\n" + overlap_table(trace_path, pub_windows, t_reload)
+            table += "\n" + overlap_table(trace_path, pub_windows, windows)
             if a.trace_out:
                 shutil.copyfile(trace_path, a.trace_out)
         vrows = [[e["version"], e.get("state"), e.get("verify_ms"), e.get("load_ms"), e.get("warmup_ms"),
@@ -411,16 +484,16 @@ def main():
                                            "loader CPU ms: read", "load", "warm-up", "paced ms",
                                            "first request ms", "reason"], vrows)
         notes = ("%s (tools/models/make_models.py, %s per version), binary bodies, "
-                 "%d keep-alive connections; %d versions published in phase 2 (%d failed), load ms median %s; "
+                 "%d keep-alive connections; %d blocks of %d s without reloads and %d with; %d versions published in the blocks with reloads (%d failed), load ms median %s; "
                  "process peak RSS (VmHWM) %.0f MiB. Latencies are wrk's (client side); first request ms is the "
                  "server's, compared with wrk's steady p50 (%.2f ms). wrk, the publisher and the server share "
                  "the machine's cores; the server's loader priority: %s, its loader pace: %s, the publisher's nice: +%d.%s%s"
                  % (mname, "every float tensor new" if a.weights == "retrained" else "new classifier weights",
-                    a.connections, len(published), len(failed),
+                    a.connections, a.blocks + 1, block_s, a.blocks, len(published), len(failed),
                     "%.1f" % statistics.median(loads) if loads else "n/a", hwm / 2 ** 20, steady_med, a.loader_priority or "default (low)",
                     "%d%%" % a.loader_pace if a.loader_pace else "default", a.publisher_nice,
                     " Versions published ahead (before the server started) and renamed into the repository in "
-                    "phase 2." if a.publish_ahead else "",
+                    "the blocks with reloads." if a.publish_ahead else "",
                     (" Problems: " + "; ".join(pub_errors[:3])) if pub_errors else ""))
         print(table)
         print(notes)

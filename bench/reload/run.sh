@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench/reload/run.sh - MobileNetV2 under wrk for 60 s without reloads, then 60 s with a new version
-# published every 2 s; prints and records the ratios. Options go to reload_bench.py (--duration S
-# per phase for quick runs, --period S, --connections N, --no-write). Builds build/ if needed.
+# bench/reload/run.sh - MobileNetV2 under wrk in alternating blocks, 20 s without reloads and 20 s with a
+# new version published every 2 s (A B A B A B A); prints and records the ratios. Options go to
+# reload_bench.py (--duration S with reloads in all, --blocks N, --period S, --connections N, --model
+# resnet50, --no-write). Builds build/ if needed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ ! -x build/src/hotserve ]; then
