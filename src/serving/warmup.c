@@ -4,10 +4,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "backends/session.h"
 #include "base/npy.h"
+#include "base/wblock.h"
 #include "engine/engine.h"
 
 #define HS_MAX_WARMUP_ELEMS (64ll * 1024 * 1024)
@@ -32,7 +34,7 @@ static uint64_t xorshift(uint64_t *s) {
 }
 
 int hs_warmup_inputs(const hs_backend *b, const hs_backend_model *model, const hs_model_config *cfg,
-                     const char *vdir, hs_tensor *in, size_t n_in, hs_error *err) {
+                     const char *vdir, hs_tensor *in, hs_wscratch *mem, size_t n_in, hs_error *err) {
   uint64_t seed = 0x9e3779b97f4a7c15ull;
   for (size_t i = 0; i < n_in; i++) {
     const hs_io_desc *d = b->input(model, i);
@@ -53,8 +55,9 @@ int hs_warmup_inputs(const hs_backend *b, const hs_backend_model *model, const h
     if (numel < 0 || numel > HS_MAX_WARMUP_ELEMS || es == 0)
       return hs_error_set(err, HS_LIMIT, "input %s: cannot make a warm-up tensor of that shape/type", d->name);
     in[i].nbytes = (size_t)numel * es;
-    in[i].data = calloc(1, in[i].nbytes ? in[i].nbytes : 1);
+    in[i].data = hs_wscratch_get(&mem[i], in[i].nbytes ? in[i].nbytes : 1); /* see warmup.h */
     if (!in[i].data) return hs_error_set(err, HS_NO_MEMORY, "input %s: no memory for warm-up data", d->name);
+    if (cfg->warmup_kind != HS_WARMUP_RANDOM) memset(in[i].data, 0, in[i].nbytes);
     if (cfg->warmup_kind == HS_WARMUP_RANDOM) {
       if (d->dtype == HS_DT_FLOAT32) {
         float *f = in[i].data;
@@ -98,13 +101,22 @@ void hs_tensors_free_data(hs_tensor *in, size_t n) {
   }
 }
 
+void hs_warmup_inputs_free(hs_tensor *in, hs_wscratch *mem, size_t n) {
+  for (size_t i = 0; in && i < n; i++) {
+    if (mem[i].p) hs_wscratch_release(&mem[i]);
+    else free(in[i].data); /* a .npy file's */
+    in[i].data = NULL;
+  }
+}
+
 int hs_warmup_run(const hs_backend *b, const hs_backend_model *model, hs_backend_session *const *sessions,
                   size_t n_sessions, const hs_model_config *cfg, const char *vdir, hs_error *err) {
   size_t n_in = b->num_inputs(model), n_out = b->num_outputs(model);
   hs_tensor *in = calloc(n_in ? n_in : 1, sizeof *in);
   hs_tensor *out = calloc(n_out ? n_out : 1, sizeof *out);
-  int rc = (in && out) ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "no memory for warm-up");
-  if (rc == HS_OK) rc = hs_warmup_inputs(b, model, cfg, vdir, in, n_in, err);
+  hs_wscratch *mem = calloc(n_in ? n_in : 1, sizeof *mem);
+  int rc = (in && out && mem) ? HS_OK : hs_error_set(err, HS_NO_MEMORY, "no memory for warm-up");
+  if (rc == HS_OK) rc = hs_warmup_inputs(b, model, cfg, vdir, in, mem, n_in, err);
   /* Runs go round the sessions (for a backend whose sessions pay a first-run cost). Every run here
    * is CPU that the requests of the version still serving do not get (bench/reload). */
   size_t runs = cfg->warmup_runs > 0 ? (size_t)cfg->warmup_runs : 0;
@@ -114,7 +126,8 @@ int hs_warmup_run(const hs_backend *b, const hs_backend_model *model, hs_backend
     hs_backend_session_idle(b, sessions[k % n_sessions]); /* the outputs are not read: the arena goes back */
   }
   hs_engine_memory_budget_exempt(false);
-  hs_tensors_free_data(in, in ? n_in : 0);
+  hs_warmup_inputs_free(in, mem, in && mem ? n_in : 0);
+  free(mem);
   free(in);
   free(out);
   return rc;

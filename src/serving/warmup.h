@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "base/wblock.h"
 #include "hotserve/backend.h"
 #include "repo/repo.h"
 
@@ -14,10 +15,19 @@ void hs_input_file_name(const char *name, char *out, size_t cap);
 
 /* Makes one warm-up tensor per input of model, as cfg->warmup_kind says: zeros or seeded random
  * data (dynamic dimensions become 1; at most 64 Mi elements each), or vdir/warmup/<input>.npy.
- * in[0..n_in) must be zeroed; on return (error or not) each in[i].data is owned by the caller:
- * free with hs_tensors_free_data. */
+ * in[0..n_in) and mem[0..n_in) must be zeroed; on return (error or not) each in[i].data is owned
+ * by the caller: free with hs_warmup_inputs_free. Zeros and random data lie in mem[i], a load's
+ * scratch mapping (base/wblock.h), not on the heap: in the server it is the warm mapping the read's
+ * ring has just released (the smallest warm one that fits), whose pages the load faulted already,
+ * so the warm-up input adds nothing to the reload's peak, where calloc took 0.6 MiB of fresh heap
+ * pages for MobileNetV2's 1x3x224x224 that stayed resident until the trim (bench/load, new head).
+ * (Fresh anonymous pages would not do: this machine's kernel backs even pages only read with
+ * memory of their own, not the shared zero page.) */
 int hs_warmup_inputs(const hs_backend *b, const hs_backend_model *model, const hs_model_config *cfg,
-                     const char *vdir, hs_tensor *in, size_t n_in, hs_error *err);
+                     const char *vdir, hs_tensor *in, hs_wscratch *mem, size_t n_in, hs_error *err);
+
+/* Frees what hs_warmup_inputs made (n tensors): hands mem[i] back, frees a .npy file's data. */
+void hs_warmup_inputs_free(hs_tensor *in, hs_wscratch *mem, size_t n);
 
 /* The golden check's file for tensor name: dir/sub/<name>.npy if it exists, else dir/<name>.npy
  * (name through hs_input_file_name); false when neither exists or the path is too long. */
