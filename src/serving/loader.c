@@ -497,6 +497,8 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   v->threads = bo.threads;
   size_t pool_used0;
   hs_wblock_stats(NULL, &pool_used0);
+  /* the server's first load of a model this size: keep what it frees for its own later requests */
+  warm_pool_keep(estimate);
   if (read_and_load(r, m, rv, model_dir, v, &bo, &cost, &cpu, &code, code_buf, &err) != HS_OK) goto fail;
   if (atomic_load(&r->stopping)) { /* shutting down: do not go on with a load nobody will serve */
     code = "shutting_down";
