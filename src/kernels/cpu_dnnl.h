@@ -127,6 +127,15 @@ int hs__md_act(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, hs_layout 
  * not, so a kernel's int8 weights give back the plain int8 values they were made from. */
 int hs__reorder_into(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to, void *dst,
                      hs_error *err);
+/* The byte offset in a buffer of md (`bytes`: its size) from which it may hold bytes no reorder
+ * writes: padding of a blocked layout, extra terms, an opaque format. bytes when there are none, 0 when
+ * they may lie anywhere; for a dense blocked layout, the start of the last outer block of the padded
+ * dimension that comes first (the padding lies past dims[i], within that block). */
+size_t hs__gaps_from(const dnnl_memory_desc_t *md, size_t bytes);
+/* How many reorders hs__reorder_into did on the calling thread with its own loop instead of oneDNN's:
+ * plain 1x1 f32 weights [O][I] into blocks of B output channels [O/B][I][B] (Acdb48a, Acdb64a...) whose
+ * rows are a multiple of 4 KiB, where oneDNN 2.6's jit:uni reorder is slow (cpu_dnnl_core.c). */
+size_t hs__rows_reorders(void);
 /* Reorders src (described by from) into a freshly allocated 64-byte aligned buffer described by to.
  * On success *out is owned by the caller (hs_wblock_free: base/wblock.h). */
 int hs__reorder_alloc(const dnnl_memory_desc_t *from, const void *src, const dnnl_memory_desc_t *to,

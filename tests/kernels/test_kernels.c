@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <cmocka.h>
 
+#include "base/wblock.h"
+#include "kernels/cpu_dnnl.h"
 #include "kernels/kcache.h"
 #include "refs.h"
 
@@ -995,6 +997,110 @@ static void test_serial_reorders(void **state) {
   free(x); free(y0); free(y1); free(xn); free(want); free(got); free(w);
 }
 
+/* ---------------- padding of reordered weights ---------------- */
+
+/* hs__gaps_from: where a buffer of a weight layout may hold bytes no reorder writes. Output channels
+ * padded to 48 (Acdb48a, outermost): only the last block of 48; a padded inner dimension (aBcd16b):
+ * from its first padded block on; no padding: none; plain: none. And hs__reorder_alloc clears that
+ * part of a pool block that held other bytes: the padding lanes come out zero, the values exact. */
+static void test_reorder_padding(void **state) {
+  (void)state;
+  const int64_t O = 1000, I = 256; /* a 1 MB block: the pool's (256 KiB or more) */
+  dnnl_dims_t dims = {O, I, 1, 1}, d64 = {1024, I, 1, 1}, dinner = {2, 20, 3, 3};
+  dnnl_memory_desc_t plain, b48, b64, inner;
+  assert_int_equal(dnnl_memory_desc_init_by_tag(&plain, 4, dims, dnnl_f32, dnnl_abcd), dnnl_success);
+  assert_int_equal(dnnl_memory_desc_init_by_tag(&b48, 4, dims, dnnl_f32, dnnl_Acdb48a), dnnl_success);
+  assert_int_equal(dnnl_memory_desc_init_by_tag(&b64, 4, d64, dnnl_f32, dnnl_Acdb64a),
+                   dnnl_success);
+  assert_int_equal(dnnl_memory_desc_init_by_tag(&inner, 4, dinner, dnnl_f32, dnnl_aBcd16b),
+                   dnnl_success);
+  size_t bytes = dnnl_memory_desc_get_size(&b48);
+  assert_int_equal(bytes, (size_t)1008 * I * 4); /* 1000 padded to 21 blocks of 48 */
+  assert_int_equal(hs__gaps_from(&b48, bytes), (size_t)20 * 48 * I * 4); /* the 21st block */
+  assert_int_equal(hs__gaps_from(&b64, dnnl_memory_desc_get_size(&b64)), dnnl_memory_desc_get_size(&b64));
+  assert_int_equal(hs__gaps_from(&plain, dnnl_memory_desc_get_size(&plain)), dnnl_memory_desc_get_size(&plain));
+  /* [2][2 blocks of 16][3][3][16]: a = 0's second block (channels 16..31, 20..31 padding) starts at 9 * 16 */
+  assert_int_equal(hs__gaps_from(&inner, dnnl_memory_desc_get_size(&inner)), (size_t)9 * 16 * 4);
+
+  hs_wblock_keep((size_t)64 << 20); /* the pool on: the block freed below comes back, dirty */
+  float *dirty = hs_wblock_alloc(bytes);
+  assert_non_null(dirty);
+  memset(dirty, 0xff, bytes); /* NaN everywhere */
+  hs_wblock_free(dirty);
+  float *w = rand_buf(O * I);
+  void *out = NULL;
+  hs_error err;
+  assert_int_equal(hs__reorder_alloc(&plain, w, &b48, &out, &err), 0);
+  assert_ptr_equal(out, dirty); /* the dirty block, back from the pool */
+  const float *r = out;
+  for (int64_t o = 0; o < 1008; o++)
+    for (int64_t i = 0; i < I; i++) {
+      float got = r[(o / 48) * 48 * I + i * 48 + o % 48];
+      if (o < O) assert_memory_equal(&got, &w[o * I + i], sizeof got);
+      else assert_true(got == 0.0f && !signbit(got));
+    }
+  hs_wblock_free(out);
+  hs_wblock_trim();
+  free(w);
+}
+
+/* hs__reorder_into's own loop for plain 1x1 weights into blocks of output channels (rows of a multiple of
+ * 4 KiB, where oneDNN's reorder is slow): taken for those (and only those), into a dirty buffer, and bit for
+ * bit what oneDNN's reorder writes, padding lanes zero; O not a multiple of 4 nor of the block, 3-D too. */
+static void test_reorder_rows(void **state) {
+  (void)state;
+  struct { int64_t o, i; int nd; dnnl_format_tag_t tag; int ours; } cs[] = {
+      {2048, 1024, 4, dnnl_Acdb48a, 1}, {203, 1024, 4, dnnl_Acdb48a, 1}, {130, 2048, 4, dnnl_Acdb64a, 1},
+      {61, 1024, 3, dnnl_Acb32a, 1},    {1000, 256, 4, dnnl_Acdb48a, 0}, {64, 1024, 4, dnnl_Acdb16a, 1}};
+  dnnl_engine_t eng;
+  dnnl_stream_t st;
+  assert_int_equal(dnnl_engine_create(&eng, dnnl_cpu, 0), dnnl_success);
+  assert_int_equal(dnnl_stream_create(&st, eng, dnnl_stream_default_flags), dnnl_success);
+  for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    const int64_t O = cs[c].o, I = cs[c].i;
+    dnnl_dims_t dims = {O, I, 1, 1};
+    dnnl_memory_desc_t plain, blk;
+    assert_int_equal(dnnl_memory_desc_init_by_tag(&plain, cs[c].nd, dims, dnnl_f32, cs[c].nd == 4 ? dnnl_abcd : dnnl_abc),
+                     dnnl_success);
+    assert_int_equal(dnnl_memory_desc_init_by_tag(&blk, cs[c].nd, dims, dnnl_f32, cs[c].tag), dnnl_success);
+    size_t bytes = dnnl_memory_desc_get_size(&blk);
+    float *w = rand_buf(O * I), *ours = malloc(bytes), *theirs = malloc(bytes);
+    memset(ours, 0xff, bytes);
+    memset(theirs, 0, bytes);
+    size_t before = hs__rows_reorders();
+    hs_error err;
+    assert_int_equal(hs__reorder_into(&plain, w, &blk, ours, &err), 0);
+    assert_int_equal(hs__rows_reorders() - before, (size_t)cs[c].ours);
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim;
+    dnnl_memory_t ms, md;
+    assert_int_equal(dnnl_reorder_primitive_desc_create(&pd, &plain, eng, &blk, eng, NULL), dnnl_success);
+    assert_int_equal(dnnl_primitive_create(&prim, pd), dnnl_success);
+    assert_int_equal(dnnl_memory_create(&ms, &plain, eng, w), dnnl_success);
+    assert_int_equal(dnnl_memory_create(&md, &blk, eng, theirs), dnnl_success);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+    assert_int_equal(dnnl_primitive_execute(prim, st, 2, args), dnnl_success);
+    assert_int_equal(dnnl_stream_wait(st), dnnl_success);
+    assert_memory_equal(ours, theirs, bytes);
+    const int64_t B = blk.format_desc.blocking.inner_blks[0];
+    for (int64_t o = 0; o < blk.padded_dims[0]; o++)
+      for (int64_t i = 0; i < I; i += 97) {
+        float got = ours[(o / B) * I * B + i * B + o % B];
+        if (o < O) assert_memory_equal(&got, &w[o * I + i], sizeof got);
+        else assert_true(got == 0.0f && !signbit(got));
+      }
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(md);
+    dnnl_primitive_destroy(prim);
+    dnnl_primitive_desc_destroy(pd);
+    free(w);
+    free(ours);
+    free(theirs);
+  }
+  dnnl_stream_destroy(st);
+  dnnl_engine_destroy(eng);
+}
+
 /* ---------------- buffers that move between runs ---------------- */
 
 /* A kernel run in turns on buffers that differ from run to run (and at batch 1 and 2), then made again with
@@ -1182,6 +1288,7 @@ int main(void) {
       cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),     cmocka_unit_test(test_sgemm),
       cmocka_unit_test(test_attention), cmocka_unit_test(test_qmatmul),
       cmocka_unit_test(test_moving_buffers), cmocka_unit_test(test_serial_reorders),
+      cmocka_unit_test(test_reorder_padding), cmocka_unit_test(test_reorder_rows),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
