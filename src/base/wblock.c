@@ -36,19 +36,6 @@
  * once the pool kept its blocks (MobileNetV2 retrained: ~420 of ~520 faults per reload, `perf record
  * -e minor-faults`; bench/load/reload_loop.py --perf-event). The same mapping serves every load, so
  * it adds nothing to a reload's peak; off (`hotserve run`), a release unmaps at once.
- * Fresh pages are still needed after a trim (the RSS must go back) and by a model's first load. A new
- * mapping is populated in one madvise(MADV_POPULATE_WRITE) (its user writes it whole at once) instead
- * of one page-fault trap per 4 KiB page. On the benchmark machine (a VM whose hypervisor maps each
- * guest page on its first access, besides the guest's fault) that is not all of it: populated pages
- * still cost ~2/3 of their price on first touch (150 MB in 2.25 MiB mappings, written whole, CPU
- * under load: faulted 550-575 ms, populated ~300, of which the first write ~250; written by another
- * thread first, the writer's cost was 8 ms). So a trim that reloads' pause triggers remembers the
- * sizes it unmapped (hs_wblock_trim_as), and the next load starts a thread (hs_wblock_refill) that
- * maps, populates and touches a block of each size and puts it on the free list while the load
- * runs, on a core the load leaves idle; a request that finds none of its size maps its own and
- * the thread skips that size, so it never maps more than the trim unmapped (bounded by the limit;
- * sizes another model's load does not ask for wait for the next trim). Memory admission's trim
- * remembers nothing, and serving/pace.c stops a refill while requests are in flight (it is not paced).
  */
 #include "base/wblock.h"
 
@@ -77,9 +64,6 @@ static wb_head *g_free;            /* free mapped blocks, newest first */
 static size_t g_free_bytes, g_used_bytes, g_keep;
 static wb_head **g_live;           /* mapped blocks in use: how hs_wblock_free tells them from malloc's */
 static size_t g_n_live, g_cap_live;
-static size_t *g_refill;           /* mapped sizes the last trim unmapped, oldest first, not yet refilled or taken */
-static size_t g_n_refill, g_cap_refill;
-static bool g_refilling;           /* a refill thread runs (hs_wblock_refill) */
 #define WS_WARM 4                  /* released scratch mappings kept for the next load */
 static hs_wscratch g_warm_scratch[WS_WARM]; /* empty ones have p == NULL */
 
@@ -137,17 +121,6 @@ static void populate(void *p, size_t bytes) {
 #endif
 }
 
-/* Forgets one size `map` the refill would make (the caller maps its own block of that size). Called
- * with g_mu held. */
-static void refill_claim(size_t map) {
-  for (size_t i = 0; i < g_n_refill; i++)
-    if (g_refill[i] == map) {
-      memmove(&g_refill[i], &g_refill[i + 1], (g_n_refill - i - 1) * sizeof *g_refill);
-      g_n_refill--;
-      return;
-    }
-}
-
 static void *heap_block(size_t bytes) {
   void *b = NULL;
   return posix_memalign(&b, WB_HEADER, bytes ? bytes : 1) == 0 ? b : NULL;
@@ -169,7 +142,6 @@ void *hs_wblock_alloc(size_t bytes) {
       g_free_bytes -= map;
       break;
     }
-  if (!h) refill_claim(map);
   pthread_mutex_unlock(&g_mu);
   if (!h) {
     void *m = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -248,102 +220,16 @@ void hs_wblock_keep(size_t bytes) {
   unmap_all(gone);
 }
 
-/* Remembers the sizes of the blocks in `gone` (oldest first) for hs_wblock_refill, in place of any
- * left from before; on no memory, none. Called with g_mu held. */
-static void refill_remember(const wb_head *gone) {
-  size_t n = 0;
-  for (const wb_head *h = gone; h; h = h->next) n++;
-  if (n > g_cap_refill) {
-    size_t *a = realloc(g_refill, n * sizeof *a);
-    if (!a) n = 0;
-    else {
-      g_refill = a;
-      g_cap_refill = n;
-    }
-  }
-  g_n_refill = 0;
-  for (const wb_head *h = gone; h && g_n_refill < n; h = h->next) g_refill[g_n_refill++] = h->map_bytes;
-}
-
 void hs_wblock_trim(void) {
-  hs_wblock_trim_as(false);
-}
-
-void hs_wblock_trim_as(bool remember) {
   hs_wscratch warm[WS_WARM];
   pthread_mutex_lock(&g_mu);
   wb_head *gone = detach_over(0);
-  if (remember) refill_remember(gone);
-  else g_n_refill = 0;
   memcpy(warm, g_warm_scratch, sizeof warm);
   memset(g_warm_scratch, 0, sizeof g_warm_scratch);
   pthread_mutex_unlock(&g_mu);
   unmap_all(gone);
   for (int i = 0; i < WS_WARM; i++)
     if (warm[i].p) munmap(warm[i].p, warm[i].bytes);
-}
-
-/* The refill thread: maps, populates and touches a block of each remembered size in turn, and puts it
- * on the free list (within the limit), until none is left. */
-static void *refill_main(void *arg) {
-  (void)arg;
-  for (;;) {
-    pthread_mutex_lock(&g_mu);
-    if (!g_on || g_n_refill == 0) {
-      g_n_refill = 0;
-      g_refilling = false;
-      pthread_mutex_unlock(&g_mu);
-      return NULL;
-    }
-    size_t map = g_refill[0];
-    memmove(&g_refill[0], &g_refill[1], (g_n_refill - 1) * sizeof *g_refill);
-    g_n_refill--;
-    bool room = g_free_bytes + map <= g_keep;
-    pthread_mutex_unlock(&g_mu);
-    if (!room) continue;
-    void *m = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) continue;
-    populate(m, map);
-    for (size_t off = 0; off < map; off += WB_PAGE) ((volatile char *)m)[off] = 0; /* see DESIGN */
-    wb_head *h = m;
-    h->map_bytes = map;
-    pthread_mutex_lock(&g_mu);
-    bool keep = g_on && g_free_bytes + map <= g_keep;
-    if (keep) {
-      h->next = g_free;
-      g_free = h;
-      g_free_bytes += map;
-    }
-    pthread_mutex_unlock(&g_mu);
-    if (!keep) munmap(m, map);
-  }
-}
-
-void hs_wblock_refill(void) {
-  pthread_mutex_lock(&g_mu);
-  bool start = g_on && !g_refilling && g_n_refill > 0;
-  if (start) g_refilling = true;
-  pthread_mutex_unlock(&g_mu);
-  if (!start) return;
-  pthread_attr_t attr;
-  pthread_t t;
-  bool ok = pthread_attr_init(&attr) == 0;
-  if (ok) {
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    ok = pthread_create(&t, &attr, refill_main, NULL) == 0;
-    pthread_attr_destroy(&attr);
-  }
-  if (!ok) {
-    pthread_mutex_lock(&g_mu);
-    g_refilling = false;
-    pthread_mutex_unlock(&g_mu);
-  }
-}
-
-void hs_wblock_refill_stop(void) {
-  pthread_mutex_lock(&g_mu);
-  g_n_refill = 0;
-  pthread_mutex_unlock(&g_mu);
 }
 
 void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes) {

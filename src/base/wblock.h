@@ -2,7 +2,6 @@
 #ifndef HS_BASE_WBLOCK_H
 #define HS_BASE_WBLOCK_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 /* A 64-byte aligned block of `bytes` (NULL when out of memory); the contents are undefined. Once
@@ -25,22 +24,8 @@ void hs_wblock_set_free_gate(void (*gate)(void *user, const void *p, size_t byte
  * mapped; free blocks over a lower limit are unmapped at once. */
 void hs_wblock_keep(size_t bytes);
 
-/* Unmaps every free block and every warm scratch mapping: the warm memory goes back to the system.
- * hs_wblock_trim_as(true) also remembers the sizes of the free blocks it unmapped, for
- * hs_wblock_refill (a trim because reloads stopped: the next load will ask for the same sizes). */
+/* Unmaps every free block and every warm scratch mapping: the warm memory goes back to the system. */
 void hs_wblock_trim(void);
-void hs_wblock_trim_as(bool remember);
-
-/* Starts a thread of its own (returns at once) that maps a free block of each size the last
- * remembering trim unmapped, faults its pages in and puts it on the free list (within the limit),
- * one after the other, oldest first, while the load that called it asks for its blocks: a request
- * that finds none of its size maps its own and the thread skips one of that size. Nothing when no
- * sizes are left or a refill runs already. */
-void hs_wblock_refill(void);
-
-/* Forgets the sizes left to refill: a refill thread stops after the block it is faulting in
- * (serving/pace.c, when requests are in flight during the load). */
-void hs_wblock_refill_stop(void);
 
 /* The pool's counters: bytes of mapped blocks kept free (reusable) and in use. */
 void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes);

@@ -157,17 +157,9 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
  * stay resident, already faulted, and the next load reuses them. They are handed back (warm_pool_trim) --trim-delay after the last free (memory
  * admission trims at once when it would otherwise refuse a version), so RSS goes back to one
  * version once reloads stop.
- * Before each load the pool's limit is raised to at least the version's file bytes, so the server's
- * first load of a model keeps the decoded tensors it frees for its reordered weights of their size
- * (ResNet-50: 49.7k -> 39.7k page faults). The trim's fresh pages are paid for in a new block's one
- * madvise(MADV_POPULATE_WRITE) and, after a --trim-delay trim, mostly beside the load: the trim
- * remembers the sizes it unmapped and the next load starts hs_wblock_refill, which faults blocks of
- * those sizes in on a thread of its own, not while requests are in flight (base/wblock.c).
  * Huge pages are not asked for (MADV_HUGEPAGE): glibc does that only through the
  * glibc.malloc.hugetlb tunable at process start, and with the kernel's default defrag setting a
- * cold load then stalled in compaction; the pool's blocks tried them too: on the benchmark VM their
- * first touch after a trim cost up to 250 ms of CPU at random (docs/REPOSITORY.md, "Warm weight
- * memory"). */
+ * cold load then stalled in compaction (docs/REPOSITORY.md, "Warm weight memory"). */
 #define HS_WARM_KEEP_MIN ((size_t)128 << 10)
 #define HS_WARM_KEEP_MAX ((size_t)1 << 30)
 
@@ -204,11 +196,10 @@ static void warm_pool_keep(size_t keep) {
 }
 
 /* Hands every free page back to the system (the session arena reloads kept, the pool's free blocks,
- * malloc_trim): the warm memory is gone. `refill`: the trim of reloads that stopped, whose free
- * blocks' sizes the next load has refilled ahead of it (hs_wblock_refill); not memory admission's. */
-static void warm_pool_trim(hs_registry *r, bool refill) {
+ * malloc_trim): the warm memory is gone. */
+static void warm_pool_trim(hs_registry *r) {
   hs_engine_arena_trim();
-  hs_wblock_trim_as(refill);
+  hs_wblock_trim();
   malloc_trim(0);
   atomic_store_explicit(&r->metrics.warm_pool_bytes, 0, memory_order_relaxed);
 }
@@ -231,7 +222,7 @@ static int admit_sessions(hs_registry *r, const hs_version *v, size_t file_bytes
   size_t need = per_session > SIZE_MAX / instances ? SIZE_MAX : per_session * instances;
   size_t rss = hs_process_rss_bytes();
   if (over_memory_limit(r, need, rss)) {
-    warm_pool_trim(r, false); /* as in the first admission: pages retired versions freed go back first */
+    warm_pool_trim(r); /* as in the first admission: pages retired versions freed go back first */
     rss = hs_process_rss_bytes();
   }
   if (!over_memory_limit(r, need, rss)) return HS_OK;
@@ -488,7 +479,7 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   if (over_memory_limit(r, estimate, rss)) {
     /* RSS may include pages freed by retired versions that wait for --trim-delay: hand them back
      * and look again, so a deferred trim never refuses a version that fits */
-    warm_pool_trim(r, false);
+    warm_pool_trim(r);
     rss = hs_process_rss_bytes();
   }
   if (over_memory_limit(r, estimate, rss)) {
@@ -508,7 +499,6 @@ static hs_version *load_version(hs_registry *r, hs_model *m, const hs_repo_model
   hs_wblock_stats(NULL, &pool_used0);
   /* the server's first load of a model this size: keep what it frees for its own later requests */
   warm_pool_keep(estimate);
-  if (!hs_pacer_busy(&pacer)) hs_wblock_refill(); /* after a trim: its blocks, faulted in beside the load */
   if (read_and_load(r, m, rv, model_dir, v, &bo, &cost, &cpu, &code, code_buf, &err) != HS_OK) goto fail;
   if (atomic_load(&r->stopping)) { /* shutting down: do not go on with a load nobody will serve */
     code = "shutting_down";
@@ -949,7 +939,7 @@ static void trim_now(hs_registry *r) {
   r->trim_due_ns = 0;
   pthread_mutex_unlock(&r->mu);
   uint64_t t0 = hs_now_ns();
-  warm_pool_trim(r, true);
+  warm_pool_trim(r);
   hs_trace_stage(r->trace, "trim", "", -1, t0, hs_now_ns());
   pthread_mutex_lock(&r->mu);
 }

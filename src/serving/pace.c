@@ -23,7 +23,6 @@
 #include <time.h>
 
 #include "base/clock.h"
-#include "base/wblock.h"
 #include "engine/engine.h"
 #include "kernels/kernels.h"
 #include "serving/registry_impl.h"
@@ -51,9 +50,7 @@ static void pace_point(void *user, uint64_t bytes) {
   p->tokens_ns -= (double)(cpu - p->last_cpu_ns) + (double)bytes * p->hash_ns_per_byte;
   p->last_wall_ns = now;
   p->last_cpu_ns = cpu;
-  bool busy = requests_in_flight(p->r);
-  hs_kernels_serial_reorders(busy); /* the next weight reorders (kernels.h) */
-  if (busy) hs_wblock_refill_stop(); /* no unpaced refill beside requests (base/wblock.h) */
+  hs_kernels_serial_reorders(requests_in_flight(p->r)); /* the next weight reorders (kernels.h) */
   while (p->tokens_ns < 0) {
     if (!requests_in_flight(p->r) || atomic_load(&p->r->stopping)) { /* idle: full speed */
       p->tokens_ns = HS_PACE_BURST_NS;
@@ -91,10 +88,6 @@ void hs_pacer_begin(hs_pacer *p, hs_registry *r, int pct) {
     hs_kernels_serial_reorders(requests_in_flight(r));
     hs_engine_set_pace(pace_hook, p);
   }
-}
-
-bool hs_pacer_busy(const hs_pacer *p) {
-  return p->share > 0 && p->share < 1 && requests_in_flight(p->r);
 }
 
 double hs_pacer_end(hs_pacer *p, double hash_cpu_ms, uint64_t bytes_hashed) {

@@ -2,7 +2,6 @@
 #ifndef HS_SERVING_PACE_H
 #define HS_SERVING_PACE_H
 
-#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct hs_registry hs_registry;
@@ -21,10 +20,6 @@ typedef struct hs_pacer {
 /* Starts pacing the calling (loader) thread's engine work at pct percent of one core (1-99) while
  * any model of r has a request in flight; pct >= 100 (or <= 0) leaves the load unpaced. */
 void hs_pacer_begin(hs_pacer *p, hs_registry *r, int pct);
-
-/* Whether this load is paced now: requests are in flight (then nothing else of the load may run
- * beside it unpaced: no refill of the weight block pool, base/wblock.h). */
-bool hs_pacer_busy(const hs_pacer *p);
 
 /* Stops pacing this thread; returns the wall time the load slept, in ms. hash_cpu_ms and
  * bytes_hashed (the load's read stage) refine what the next load charges per byte hashed. */

@@ -1,6 +1,5 @@
-/* test_wblock.c - the weight block pool: off until turned on, exact-size reuse of resident blocks, its byte limit, the trim; scratch mappings kept warm until the trim; fresh mappings populated in one call; a remembering trim's sizes refilled ahead of the next load. */
+/* test_wblock.c - the weight block pool: off until turned on, exact-size reuse of resident blocks, its byte limit, the trim; scratch mappings kept warm until the trim; fresh mappings populated in one call. */
 #include <errno.h>
-#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -238,87 +237,6 @@ static void test_fresh_mappings_come_populated(void **state) {
 #endif
 }
 
-/* Waits (up to 5 s) until the pool holds `bytes` free bytes; whether it did. */
-static int wait_free_bytes(size_t bytes) {
-  for (int i = 0; i < 500; i++) {
-    size_t free_bytes;
-    hs_wblock_stats(&free_bytes, NULL);
-    if (free_bytes == bytes) return 1;
-    nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
-  }
-  return 0;
-}
-
-/* After a remembering trim, hs_wblock_refill maps a free block of each size the trim unmapped, its
- * pages resident, on a thread of its own: the next load's requests of those sizes take them without a
- * page fault. A size a request mapped for itself first is not refilled; a plain trim (memory
- * admission's) remembers nothing, and the sizes are refilled once. */
-static void test_refill_after_a_remembering_trim(void **state) {
-  (void)state;
-  size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  hs_wblock_keep(64 * MIB);
-  hs_wblock_trim();
-  size_t na = 2 * MIB, nb = 3 * MIB + 100, nc = MIB;
-  unsigned char *a = hs_wblock_alloc(na), *b = hs_wblock_alloc(nb), *c = hs_wblock_alloc(nc);
-  assert_true(a && b && c);
-  size_t used0;
-  hs_wblock_stats(NULL, &used0);
-  hs_wblock_free(a);
-  hs_wblock_free(b);
-  hs_wblock_free(c);
-  size_t free_all;
-  hs_wblock_stats(&free_all, NULL);
-  size_t map_c = (nc + 64 + page - 1) / page * page;
-
-  hs_wblock_trim(); /* remembers nothing */
-  hs_wblock_refill();
-  assert_true(wait_free_bytes(0));
-  nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
-  size_t free_bytes;
-  hs_wblock_stats(&free_bytes, NULL);
-  assert_int_equal(free_bytes, 0);
-
-  a = hs_wblock_alloc(na), b = hs_wblock_alloc(nb), c = hs_wblock_alloc(nc);
-  assert_true(a && b && c);
-  hs_wblock_free(a);
-  hs_wblock_free(b);
-  hs_wblock_free(c);
-  hs_wblock_trim_as(true);
-  hs_wblock_stats(&free_bytes, NULL);
-  assert_int_equal(free_bytes, 0);
-  unsigned char *c2 = hs_wblock_alloc(nc); /* before the refill: maps its own, the refill skips its size */
-  assert_non_null(c2);
-  hs_wblock_refill();
-  assert_true(wait_free_bytes(free_all - map_c));
-  unsigned char *b2 = hs_wblock_alloc(nb), *a2 = hs_wblock_alloc(na);
-  assert_true(a2 && b2);
-  long pages = (long)((nb + 64 + page - 1) / page);
-  assert_int_equal(resident_pages(b2, nb), pages);
-  long f0 = minor_faults();
-  memset(a2, 0x71, na);
-  memset(b2, 0x72, nb);
-  assert_true(minor_faults() - f0 < pages / 8);
-  hs_wblock_stats(&free_bytes, NULL);
-  assert_int_equal(free_bytes, 0);
-  hs_wblock_free(c2); /* stopped before it starts: nothing is refilled */
-  hs_wblock_trim_as(true);
-  hs_wblock_refill_stop();
-  hs_wblock_refill();
-  nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
-  hs_wblock_stats(&free_bytes, NULL);
-  assert_int_equal(free_bytes, 0);
-  c2 = hs_wblock_alloc(nc);
-  assert_non_null(c2);
-  hs_wblock_refill(); /* once: nothing is left to refill */
-  nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
-  hs_wblock_stats(&free_bytes, NULL);
-  assert_int_equal(free_bytes, 0);
-  hs_wblock_free(a2);
-  hs_wblock_free(b2);
-  hs_wblock_free(c2);
-  hs_wblock_trim();
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_off_until_turned_on),
@@ -327,7 +245,6 @@ int main(void) {
       cmocka_unit_test(test_keep_limit_and_trim_unmap),
       cmocka_unit_test(test_scratch_stays_warm_until_the_trim),
       cmocka_unit_test(test_fresh_mappings_come_populated),
-      cmocka_unit_test(test_refill_after_a_remembering_trim),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
