@@ -85,11 +85,15 @@ static void *released_ring(void) {
 static void zeros_take_the_released_ring(void **state) {
   (void)state;
   hs_wblock_keep((size_t)64 << 20); /* the server's pool: released scratch stays warm */
-  void *ring = released_ring();
   hs_model_config cfg = {.warmup_runs = 2, .warmup_kind = HS_WARMUP_ZEROS};
   hs_backend_session *sessions[1] = {NULL};
   hs_error err;
   hs_error_clear(&err);
+  /* One load's warm-up first, as the server's first load: whatever a first call sets up once (a
+   * sanitizer's allocator regions and stack records) is not counted below as the input's pages. */
+  (void)released_ring();
+  assert_int_equal(hs_warmup_run(&k_fake, NULL, sessions, 1, &cfg, "/nonexistent", &err), HS_OK);
+  void *ring = released_ring(); /* the next load's ring, released at the end of its read */
   memset(&g_seen, 0, sizeof g_seen);
   size_t before = rss_bytes();
   assert_int_equal(hs_warmup_run(&k_fake, NULL, sessions, 1, &cfg, "/nonexistent", &err), HS_OK);
