@@ -39,7 +39,7 @@ def test(tmp, args):
     for m in ("calib", "busy", "r"):
         os.makedirs(os.path.join(repo, m))
     trace = os.path.join(tmp, "trace.jsonl")
-    calib_n = 4
+    calib_n = 64                # enough MatMuls that the per-request overhead (large under TSan) does not count as theirs
     hsys.publish(hsys.make_version_src(os.path.join(src, "c1"), 0, slow=calib_n), os.path.join(repo, "calib"), 1)
     # version 3 is ready before anything is timed: its 64 MiB are written and hashed ahead
     hsys.publish_bytes(tmp, os.path.join(stage_dir, "r"), 3, weighted_model_bytes(3, BIG))
