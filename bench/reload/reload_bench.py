@@ -6,11 +6,9 @@
 --weights head: only the classifier's weight matrix changes (the mode of the runs before it existed).
 
 One server, one wrk load at fixed concurrency over keep-alive connections (binary tensor bodies), in
-alternating blocks of one run: --blocks blocks of --duration/--blocks seconds while a publisher adds a new
-version (same architecture, new weights) every --period seconds with `hotserve publish` (or, with
---publish-ahead, renames in a version published before the server started, as when versions come
-complete from another machine), each between two blocks of the same length without reloads
-(A B A B ... A). Each block with reloads is compared with the mean of the two blocks without reloads on
+alternating blocks of one run: --blocks blocks of --duration/--blocks seconds while a new version (same
+architecture, new weights) arrives every --period seconds, each between two blocks of the same length
+without reloads (A B A B ... A). Each block with reloads is compared with the mean of the two blocks without reloads on
 either side of it, and the ratios are the means over the blocks with reloads: a machine whose speed
 drifts during the run (shared, noisy, thermal) moves both sides of each comparison alike. After each
 block with reloads the run waits until the last version published in it is ready (or failed) before
@@ -19,6 +17,12 @@ p50/p99/p99.9, non-2xx and socket errors, peak RSS; for each new version its loa
 warm-up) and the latency of its first request (status document's first_request_ms); then the ratios
 reload/no-reload against the targets (throughput >= 0.98, ResNet-50 0.97; p99 <= 1.10; zero errors;
 first request <= 1.2x steady median).
+
+How versions arrive (--publish): ahead (the default) publishes them all with `hotserve publish` into a
+staging folder before the server starts and renames one into the repository each --period, as when
+versions come complete from another machine (the publisher of a shared repository is a CI job, not the
+serving pod); live runs `hotserve publish` in the blocks with reloads, on the cores the server uses, and
+reports its CPU (the default of the runs recorded before 2026-12-07 17:00 UTC).
 """
 import argparse
 import json
@@ -219,18 +223,22 @@ def main():
     p.add_argument("--loader-pace", type=int, default=None, metavar="PCT",
                    help="the server's --loader-pace (default: the server's default; 100: unpaced)")
     p.add_argument("--publisher-nice", type=int, default=0,
-                   help="run the publisher (hotserve publish: copy, hash, fsync) this many nice steps down; in "
+                   help="with --publish live: run the publisher (hotserve publish: copy, hash, fsync) this many nice steps down; in "
                         "production it runs on another machine (a CI job writing to the shared volume)")
     p.add_argument("--trace", action="store_true",
                    help="run the server with --trace and add a table of the requests that overlapped each reload "
                         "stage (publish, scan, load, warmup, free, trim) and their p99")
     p.add_argument("--trace-out", default=None, metavar="FILE",
                    help="with --trace: also keep the server's trace file there (JSON lines, trace.h)")
-    p.add_argument("--publish-ahead", action="store_true",
-                   help="publish every version (`hotserve publish` into a staging folder on the same file system) "
-                        "before the server starts, and in the blocks with reloads only rename each one into the repository: the "
-                        "versions come complete from elsewhere (a CI machine, another pod), so the publisher's copy, "
-                        "hash and fsync do not share this machine's cores with the server")
+    p.add_argument("--publish", choices=["ahead", "live"], default="ahead",
+                   help="ahead (the default): publish every version (`hotserve publish` into a staging folder on the "
+                        "same file system) before the server starts, and in the blocks with reloads only rename each "
+                        "one into the repository, as when versions come complete from elsewhere (a CI machine writing "
+                        "to the shared volume), so the publisher's copy, hash and fsync do not share this machine's "
+                        "cores with the server; live: run `hotserve publish` in the blocks with reloads, on the "
+                        "server's cores (the default of the runs recorded before 2026-12-07 17:00 UTC)")
+    p.add_argument("--publish-ahead", dest="publish", action="store_const", const="ahead",
+                   help="the same as --publish ahead (kept for the commands of earlier results)")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--model", choices=sorted(MODELS), default="mobilenet_v2",
                    help="mobilenet_v2 (default) or resnet50 (the seed system's case)")
@@ -257,7 +265,7 @@ def main():
         os.makedirs(repo_model)
         hsys.publish(dirs[0], repo_model, 1)
         stage_model = os.path.join(tmp, "stage", served)
-        if a.publish_ahead:
+        if a.publish == "ahead":
             print("publishing %d versions ahead into a staging folder ..." % n_new, flush=True)
             for i, d in enumerate(dirs[1:]):
                 hsys.publish(d, stage_model, i + 2)
@@ -318,7 +326,7 @@ def main():
                 d, v = dirs[k], k + 1
                 try:
                     tp = time.monotonic_ns()
-                    if a.publish_ahead:
+                    if a.publish == "ahead":
                         os.rename(os.path.join(stage_model, str(v)), os.path.join(repo_model, str(v)))
                         publisher_cpu.append(0.0)
                     else:
@@ -326,7 +334,7 @@ def main():
                     pub_windows.append((tp, time.monotonic_ns()))
                     published.append(v)
                     shutil.rmtree(d, ignore_errors=True)  # the repository has its copy now
-                    if a.model == "resnet50" and v > 3 and not a.publish_ahead:  # ~100 MB a version: keep the disk to a few
+                    if a.model == "resnet50" and v > 3 and a.publish == "live":  # ~100 MB a version: keep the disk to a few
                         shutil.rmtree(os.path.join(repo_model, str(v - 2)), ignore_errors=True)
                 except Exception as ex:                   # noqa: BLE001
                     pub_errors.append("publish %d: %r" % (v, ex))
@@ -446,7 +454,7 @@ def main():
         per_req = [(s["server_cpu"] - s["loader_cpu"]) / max(1, s["requests"]) * 1e3 for s in (steady, reload)]
         crows = [["hs-loader thread (verify, load, warm-up, free)", "%.0f" % (reload["loader_cpu"] * 1e3 / n_pub),
                   "%.1f%%" % (100 * reload["loader_cpu"] / (reload["wall"] * cores))],
-                 ["publisher (renames staged versions in: published ahead)" if a.publish_ahead else
+                 ["publisher (renames staged versions in: published ahead)" if a.publish == "ahead" else
                   "publisher (`hotserve publish`: copy, hash, fsync)", "%.0f" % (pub_s * 1e3 / n_pub),
                   "%.1f%%" % (100 * pub_s / (reload["wall"] * cores))],
                  ["both: the throughput ratio to expect at saturation", "", "%.3f" % (1 - taken)]]
@@ -493,7 +501,7 @@ def main():
                     "%.1f" % statistics.median(loads) if loads else "n/a", hwm / 2 ** 20, steady_med, a.loader_priority or "default (low)",
                     "%d%%" % a.loader_pace if a.loader_pace else "default", a.publisher_nice,
                     " Versions published ahead (before the server started) and renamed into the repository in "
-                    "the blocks with reloads." if a.publish_ahead else "",
+                    "the blocks with reloads." if a.publish == "ahead" else "",
                     (" Problems: " + "; ".join(pub_errors[:3])) if pub_errors else ""))
         print(table)
         print(notes)
@@ -504,8 +512,8 @@ def main():
             kind = "reload" if a.connections == 4 else "reload-c%d" % a.connections
             if a.model != "mobilenet_v2":
                 kind += "-" + a.model
-            if a.publish_ahead:
-                kind += "-ahead"
+            if a.publish == "live":
+                kind += "-live"
             path = benchlib.write_result(kind, "bench/reload: %s, a new version every %g s, %d connection%s"
                                          % (mname, a.period, a.connections, "" if a.connections == 1 else "s"),
                                          cmd, table, notes)
