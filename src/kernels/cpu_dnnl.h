@@ -72,7 +72,11 @@ struct hs_kernel {
   void *share;             /* its kshare.c registry entry, or NULL when not shared */
   pthread_mutex_t lock;    /* serialises building variants */
   atomic_int nvar;         /* published variants: var[0..nvar) are immutable */
-  hs__variant var[HS__MAX_VARIANTS];
+  hs__variant *var[HS__MAX_VARIANTS]; /* var[0] is var0; a later one is allocated when it is built (each
+                                         is 5.7 KB, its memory descriptors most of it: all eight inline
+                                         made every kernel 47 KB, calloc'ed and cleared per version while
+                                         nearly all run one batch size) */
+  hs__variant var0;
   char impl[96];
 };
 

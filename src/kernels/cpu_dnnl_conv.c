@@ -134,9 +134,9 @@ static size_t pd_scratchpad(const_dnnl_primitive_desc_t pd) {
 static int conv_variant_weights(hs_kernel *k, hs__variant *v, hs_error *err) {
   const dnnl_memory_desc_t *want = &v->md[MD_WEIGHTS];
   if (!k->w_from) return hs__variant_weights(k, v, want, err);
-  const hs__variant *own = atomic_load_explicit(&k->nvar, memory_order_acquire) > 0 ? &k->var[0] : NULL;
+  const hs__variant *own = atomic_load_explicit(&k->nvar, memory_order_acquire) > 0 ? k->var[0] : NULL;
   const hs_kernel *f = k->w_from; /* its variant 0 was published before k was created: immutable */
-  const hs__variant *from = &f->var[0];
+  const hs__variant *from = f->var[0];
   const void *share = own && dnnl_memory_desc_equal(&own->md[MD_WEIGHTS], want) ? own->weights
                       : dnnl_memory_desc_equal(&from->md[MD_WEIGHTS], want) ? from->weights
                                                                             : NULL;
@@ -815,7 +815,7 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
   } else {
     const hs_kernel *f = p->weights_from;
     if (f->vt != &conv_vt || atomic_load_explicit(&((hs_kernel *)f)->nvar, memory_order_acquire) < 1 ||
-        !f->var[0].weights || !dnnl_memory_desc_equal(&f->w_plain_md, &k->w_plain_md)) {
+        !f->var[0]->weights || !dnnl_memory_desc_equal(&f->w_plain_md, &k->w_plain_md)) {
       hs_kernel_destroy(k);
       return hs_error_set(err, HS_INVALID_ARGUMENT, "conv: weights_from is not a conv kernel with these weights' shape");
     }
@@ -876,15 +876,15 @@ int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_
   /* Variant 0 is published (hs__kernel_finish built it) and immutable: its weights, in the
    * implementation's layout, are the kernel's copy once w_plain is gone (w_plain stays while they
    * are in Winograd's format, which no reorder reads). */
-  if (atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 || !k->var[0].weights)
+  if (atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 || !k->var[0]->weights)
     return hs_error_set(err, HS_INTERNAL, "conv weights: the kernel holds none");
   if (k->w_plain) {
     memcpy(dst, k->w_plain, want);
     return 0;
   }
-  const dnnl_memory_desc_t *have = &k->var[0].md[MD_WEIGHTS];
+  const dnnl_memory_desc_t *have = &k->var[0]->md[MD_WEIGHTS];
   if (k->w_from && hs__weights_one_way(have)) return hs_kernel_conv_weights(k->w_from, dst, dst_bytes, err);
-  int rc = hs__reorder_into(have, k->var[0].weights, &plain, dst, err);
+  int rc = hs__reorder_into(have, k->var[0]->weights, &plain, dst, err);
   if (rc) hs_error_prefix(err, "conv weights");
   return rc;
 }
@@ -955,7 +955,7 @@ static void mm_variant_dims(const hs_kernel *k, int64_t batch, int64_t *ad, int6
 static int mm_inner(const hs_kernel *k, const hs__variant *v, int64_t batch) {
   const hs_matmul_params *p = &k->p.mm;
   if (!(k->flags & MM_B_CONST) || p->ndim != 2 || p->trans_a || batch > MM_INNER_ROWS) return 0;
-  if (v != &k->var[0] && !k->var[0].inner) return 0;
+  if (v != k->var[0] && !k->var[0]->inner) return 0;
   return !p->bias || (p->bias_dims[p->bias_ndim - 1] == p->b_dims[1] && numel(p->bias_ndim, p->bias_dims) == p->b_dims[1]);
 }
 
@@ -1119,7 +1119,7 @@ int hs_kernel_matmul_create(const hs_matmul_params *p, hs_kernel **out, hs_error
   }
   rc = hs__kernel_finish(k, p->a_dims[0], err);
   if (rc) return rc;
-  if (!k->var[0].inner) k->w_lent = NULL; /* variant 0 holds a blocked copy, which later variants share */
+  if (!k->var[0]->inner) k->w_lent = NULL; /* variant 0 holds a blocked copy, which later variants share */
   *out = k;
   return 0;
 }

@@ -594,7 +594,7 @@ int hs__weights_one_way(const dnnl_memory_desc_t *md) {
 int hs__variant_weights(hs_kernel *k, hs__variant *v, const dnnl_memory_desc_t *want,
                         hs_error *err) {
   int nvar = atomic_load_explicit(&k->nvar, memory_order_acquire);
-  const hs__variant *v0 = nvar > 0 ? &k->var[0] : NULL;
+  const hs__variant *v0 = nvar > 0 ? k->var[0] : NULL;
   const dnnl_memory_desc_t *have = v0 ? &v0->md[HS__MAX_MDS - 1] : NULL; /* builders record it there */
   if (v0 && v0->weights && dnnl_memory_desc_equal(have, want)) {
     v->weights = v0->weights;
@@ -620,7 +620,7 @@ size_t hs_kernel_weight_bytes(const hs_kernel *k) {
   if (k->w_lent_owned) total += dnnl_memory_desc_get_size(&k->w_plain_md); /* variants share it (weights_shared) */
   int n = atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire);
   for (int i = 0; i < n; i++) /* builders record the weights' descriptor in the last slot */
-    if (k->var[i].weights && !k->var[i].weights_shared) total += dnnl_memory_desc_get_size(&k->var[i].md[HS__MAX_MDS - 1]);
+    if (k->var[i]->weights && !k->var[i]->weights_shared) total += dnnl_memory_desc_get_size(&k->var[i]->md[HS__MAX_MDS - 1]);
   return total;
 }
 
@@ -632,6 +632,7 @@ int hs__kernel_new(const hs__kvt *vt, hs_kernel **out, hs_error *err) {
   hs_kernel *k = calloc(1, sizeof *k);
   if (!k) return hs_error_set(err, HS_NO_MEMORY, "allocating a kernel");
   k->vt = vt;
+  k->var[0] = &k->var0;
   pthread_mutex_init(&k->lock, NULL);
   atomic_init(&k->nvar, 0);
   *out = k;
@@ -676,7 +677,7 @@ int hs__add_weights_prim(hs_kernel *k, hs__variant *v, dnnl_primitive_desc_t pd,
 static const hs__variant *variant_for(hs_kernel *k, int64_t batch, hs_error *err) {
   int n = atomic_load_explicit(&k->nvar, memory_order_acquire);
   for (int i = 0; i < n; i++)
-    if (k->var[i].batch == batch) return &k->var[i];
+    if (k->var[i]->batch == batch) return k->var[i];
   if (batch <= 0) {
     hs_error_set(err, HS_INVALID_ARGUMENT, "batch %lld must be positive", (long long)batch);
     return NULL;
@@ -685,24 +686,33 @@ static const hs__variant *variant_for(hs_kernel *k, int64_t batch, hs_error *err
   const hs__variant *found = NULL;
   n = atomic_load_explicit(&k->nvar, memory_order_relaxed);
   for (int i = 0; i < n && !found; i++)
-    if (k->var[i].batch == batch) found = &k->var[i];
+    if (k->var[i]->batch == batch) found = k->var[i];
   if (!found) {
     if (n >= HS__MAX_VARIANTS) {
       hs_error_set(err, HS_LIMIT, "%s kernel already holds %d batch sizes", k->vt->name, n);
     } else {
-      hs__variant *v = &k->var[n];
-      memset(v, 0, sizeof *v);
-      v->batch = batch;
-      if (k->vt->build(k, batch, v, err) == 0) {
-        if (n == 0 && k->w_plain && !hs__weights_one_way(&v->md[HS__MAX_MDS - 1])) {
-          hs_wblock_free(k->w_plain); /* variant 0 holds the reordered copy; later ones reorder from it */
-          k->w_plain = NULL;
-        }
-        atomic_store_explicit(&k->nvar, n + 1, memory_order_release);
-        found = v;
+      hs__variant *v = n == 0 ? k->var[0] : calloc(1, sizeof *v);
+      if (!v) {
+        hs_error_set(err, HS_NO_MEMORY, "%s kernel: no memory for batch %lld", k->vt->name, (long long)batch);
       } else {
-        hs_error_prefix(err, "%s kernel (batch %lld)", k->vt->name, (long long)batch);
-        variant_release(v);
+        memset(v, 0, sizeof *v);
+        v->batch = batch;
+        k->var[n] = v; /* read by runs only once nvar counts it (release below) */
+        if (k->vt->build(k, batch, v, err) == 0) {
+          if (n == 0 && k->w_plain && !hs__weights_one_way(&v->md[HS__MAX_MDS - 1])) {
+            hs_wblock_free(k->w_plain); /* variant 0 holds the reordered copy; later ones reorder from it */
+            k->w_plain = NULL;
+          }
+          atomic_store_explicit(&k->nvar, n + 1, memory_order_release);
+          found = v;
+        } else {
+          hs_error_prefix(err, "%s kernel (batch %lld)", k->vt->name, (long long)batch);
+          variant_release(v);
+          if (n > 0) {
+            free(v);
+            k->var[n] = NULL;
+          }
+        }
       }
     }
   }
@@ -785,7 +795,10 @@ void hs_kernel_destroy(hs_kernel *k) {
   if (!k || !hs__kshare_release(k)) return; /* another version still holds a shared kernel */
   int n = atomic_load(&k->nvar);
   /* Later variants may share variant 0's weights: release them first. */
-  for (int i = n - 1; i >= 0; i--) variant_release(&k->var[i]);
+  for (int i = n - 1; i >= 0; i--) {
+    variant_release(k->var[i]);
+    if (i > 0) free(k->var[i]);
+  }
   hs_wblock_free(k->w_plain);
   if (k->w_lent_owned) hs_wblock_free((void *)k->w_lent); /* a matmul's B, handed over by its caller */
   for (int i = 0; i < 4; i++) free(k->owned[i]);

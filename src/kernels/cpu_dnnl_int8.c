@@ -424,13 +424,13 @@ static int int8_weights_back(const hs_kernel *k, int8_t *dst, size_t dst_bytes, 
   size_t want = dnnl_memory_desc_get_size(&k->w_plain_md);
   if (dst_bytes != want)
     return hs_error_set(err, HS_INVALID_ARGUMENT, "%s: %zu bytes given, they are %zu", what, dst_bytes, want);
-  if (atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 || !k->var[0].weights)
+  if (atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 || !k->var[0]->weights)
     return hs_error_set(err, HS_INTERNAL, "%s: the kernel holds none", what);
   if (k->w_plain) {
     memcpy(dst, k->w_plain, want);
     return 0;
   }
-  int rc = hs__reorder_into(&k->var[0].md[MD_WEIGHTS], k->var[0].weights, &k->w_plain_md, dst, err);
+  int rc = hs__reorder_into(&k->var[0]->md[MD_WEIGHTS], k->var[0]->weights, &k->w_plain_md, dst, err);
   if (rc) hs_error_prefix(err, "%s", what);
   return rc;
 }

@@ -678,14 +678,14 @@ int hs_kernel_matmul_b(const hs_kernel *k, float *dst, size_t dst_bytes, hs_erro
     return hs_error_set(err, HS_INVALID_ARGUMENT, "matmul B: %zu bytes given, B is %zu", dst_bytes, want);
   /* variant 0 is published (hs__kernel_finish built it) and immutable; its weights are the
    * kernel's only copy once w_plain is gone */
-  if (atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 || !k->var[0].weights)
+  if (atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 || !k->var[0]->weights)
     return hs_error_set(err, HS_INTERNAL, "matmul B: the kernel holds none");
   if (k->w_plain) {
     memcpy(dst, k->w_plain, want);
     return 0;
   }
   /* a float reorder copies values, so the bytes are exactly the ones the kernel was given */
-  int rc = hs__reorder_into(&k->var[0].md[HS__MAX_MDS - 1], k->var[0].weights, &k->w_plain_md, dst, err);
+  int rc = hs__reorder_into(&k->var[0]->md[HS__MAX_MDS - 1], k->var[0]->weights, &k->w_plain_md, dst, err);
   if (rc) hs_error_prefix(err, "matmul B");
   return rc;
 }

@@ -125,7 +125,7 @@ typedef struct slicing {
  * SLICE_BYTES, a multiple of the kernel layout's block along d. */
 static int64_t slice_rows(const hs_kernel *k, int d, size_t row, int64_t rows) {
   int64_t blk = 1;
-  const dnnl_blocking_desc_t *b = &k->var[0].md[HS__MAX_MDS - 1].format_desc.blocking;
+  const dnnl_blocking_desc_t *b = &k->var[0]->md[HS__MAX_MDS - 1].format_desc.blocking;
   for (int i = 0; i < b->inner_nblks; i++)
     if (b->inner_idxs[i] == d) blk *= b->inner_blks[i];
   int64_t n = (int64_t)(SLICE_BYTES / row) / blk * blk;
@@ -138,7 +138,7 @@ static int64_t slice_rows(const hs_kernel *k, int d, size_t row, int64_t rows) {
 static int slicing_init(const hs_kernel *k, size_t wbytes, slicing *sl) {
   const dnnl_memory_desc_t *plain = &k->w_plain_md;
   if (k->p.conv.transposed || atomic_load_explicit(&((hs_kernel *)k)->nvar, memory_order_acquire) < 1 ||
-      !k->var[0].weights || plain->format_kind != dnnl_blocked || plain->data_type != dnnl_f32 ||
+      !k->var[0]->weights || plain->format_kind != dnnl_blocked || plain->data_type != dnnl_f32 ||
       plain->format_desc.blocking.inner_nblks != 0 || dnnl_memory_desc_get_size(plain) != wbytes || plain->ndims < 1)
     return -1;
   const dnnl_dim_t *st = plain->format_desc.blocking.strides;
@@ -166,7 +166,7 @@ static size_t slice_max(const slicing *sl) { return (size_t)sl->per * sl->row; }
  * has one descriptor and oneDNN's primitive cache builds its reorder once. */
 static int slice_read(const slicing *sl, size_t at, float *buf, size_t *start, size_t *len) {
   const hs_kernel *k = sl->k;
-  const dnnl_memory_desc_t *plain = &k->w_plain_md, *have = &k->var[0].md[HS__MAX_MDS - 1];
+  const dnnl_memory_desc_t *plain = &k->w_plain_md, *have = &k->var[0]->md[HS__MAX_MDS - 1];
   int64_t o = sl->inner ? (int64_t)(at / sl->row0) : 0;
   int64_t r0 = (int64_t)((at - (size_t)o * (sl->inner ? sl->row0 : 0)) / sl->row) / sl->per * sl->per;
   dnnl_dims_t dims, offs = {0};
@@ -180,7 +180,7 @@ static int slice_read(const slicing *sl, size_t at, float *buf, size_t *start, s
   dnnl_memory_desc_t parent = *have, sub, to;
   parent.extra.flags = dnnl_memory_extra_flag_none; /* the values only (hs__reorder_into) */
   if (dnnl_memory_desc_init_submemory(&sub, &parent, dims, offs) != dnnl_success) return -1;
-  const char *src = (const char *)k->var[0].weights + (size_t)sub.offset0 * sizeof(float);
+  const char *src = (const char *)k->var[0]->weights + (size_t)sub.offset0 * sizeof(float);
   sub.offset0 = 0;
   if (dnnl_memory_desc_init_by_strides(&to, plain->ndims, dims, dnnl_f32, plain->format_desc.blocking.strides) !=
       dnnl_success)
@@ -217,7 +217,7 @@ static int weights_equal(const entry *e, const void *w, bool decode) {
   for (;;) { /* along weights_from while the weights are one-way: the first plain copy, else the last kernel */
     if (k->w_plain && dnnl_memory_desc_get_size(&k->w_plain_md) == e->wbytes)
       return memcmp(k->w_plain, w, e->wbytes) == 0;
-    if (!k->w_from || !hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) break;
+    if (!k->w_from || !hs__weights_one_way(&k->var[0]->md[HS__MAX_MDS - 1])) break;
     k = k->w_from;
   }
   int eq = sliced_equal(k, w, e->wbytes, decode);
@@ -379,7 +379,7 @@ static int cand_prepare(cand *c, size_t nbytes) {
       c->bytes = (const char *)k->w_plain;
       return 0;
     }
-    if (!k->w_from || !hs__weights_one_way(&k->var[0].md[HS__MAX_MDS - 1])) break;
+    if (!k->w_from || !hs__weights_one_way(&k->var[0]->md[HS__MAX_MDS - 1])) break;
     k = k->w_from;
   }
   if (slicing_init(k, nbytes, &c->sl) == 0) {

@@ -14,7 +14,14 @@
  * that died meanwhile (hs__loader_reap), which would otherwise wait for the load's end. The read's hash runs on a thread of its own
  * behind the decoder (repo/read.c), so each piece streamed is also charged the hash's CPU for its
  * bytes at the rate the last load measured. The time slept is reported per version (status:
- * paced_ms) and in total (hotserve_loader_paced_seconds_total). While requests are in flight the
+ * paced_ms) and in total (hotserve_loader_paced_seconds_total).
+ * Idle points: a point that finds no request in flight reads no clock (CLOCK_THREAD_CPUTIME_ID is a
+ * system call, and where the clock source has no vDSO path, as in some VMs, CLOCK_MONOTONIC is one
+ * too: three calls at each of the few hundred points of a MobileNetV2 reload took 1.4 ms of its
+ * loader's CPU in a profile, bench/results/load-s26-2026-12-07.md); it only fills the bucket. The first point
+ * that sees requests in flight starts the bucket full from there: the CPU a load used while the
+ * server was idle is not charged to the requests that come later (before, it was charged down to an
+ * empty bucket, at most HS_PACE_BURST_NS less to start with). While requests are in flight the
  * load's weight reorders also run on the loader thread alone (hs_kernels_serial_reorders): each
  * parallel one woke a second OpenMP thread of the loader's that then spun beside the requests.
  */
@@ -44,13 +51,28 @@ static _Thread_local double t_hash_ns_per_byte = HS_PACE_HASH_NS_PER_BYTE;
 
 static void pace_point(void *user, uint64_t bytes) {
   hs_pacer *p = user;
+  bool busy = requests_in_flight(p->r);
+  if (!busy) { /* idle: full speed, and no clock read (see DESIGN, "Idle points") */
+    if (!p->idle) hs_kernels_serial_reorders(0);
+    p->idle = true;
+    p->tokens_ns = HS_PACE_BURST_NS;
+    return;
+  }
   uint64_t now = hs_now_ns(), cpu = hs_thread_cpu_ns();
+  p->clock_reads += 2;
+  if (p->idle) { /* the first point with requests in flight: the bucket starts full, from here */
+    p->idle = false;
+    p->last_wall_ns = now;
+    p->last_cpu_ns = cpu;
+    bytes = 0;
+  }
   p->tokens_ns += (double)(now - p->last_wall_ns) * p->share;
   if (p->tokens_ns > HS_PACE_BURST_NS) p->tokens_ns = HS_PACE_BURST_NS;
   p->tokens_ns -= (double)(cpu - p->last_cpu_ns) + (double)bytes * p->hash_ns_per_byte;
   p->last_wall_ns = now;
   p->last_cpu_ns = cpu;
-  hs_kernels_serial_reorders(requests_in_flight(p->r)); /* the next weight reorders (kernels.h) */
+  hs_kernels_serial_reorders(1); /* the next weight reorders (kernels.h) */
+  if (p->tokens_ns >= 0) return;
   while (p->tokens_ns < 0) {
     if (!requests_in_flight(p->r) || atomic_load(&p->r->stopping)) { /* idle: full speed */
       p->tokens_ns = HS_PACE_BURST_NS;
@@ -70,23 +92,25 @@ static void pace_point(void *user, uint64_t bytes) {
     p->last_wall_ns = now = t;
   }
   p->last_cpu_ns = hs_thread_cpu_ns(); /* the looking and sleeping is not the load's */
+  p->clock_reads++;
 }
 
 /* hs_engine_set_pace's hook: streamed bytes come as the difference of the stream's count. */
-static void pace_hook(void *user, uint64_t streamed) {
-  hs_pacer *p = user;
+void hs_pacer_point(hs_pacer *p, uint64_t streamed) {
   uint64_t bytes = streamed > p->streamed ? streamed - p->streamed : 0;
   p->streamed = streamed > p->streamed ? streamed : p->streamed;
   pace_point(p, bytes);
 }
 
+static void pace_hook(void *user, uint64_t streamed) { hs_pacer_point(user, streamed); }
+
 void hs_pacer_begin(hs_pacer *p, hs_registry *r, int pct) {
-  *p = (hs_pacer){.r = r, .share = pct / 100.0, .tokens_ns = HS_PACE_BURST_NS,
-                  .last_wall_ns = hs_now_ns(), .last_cpu_ns = hs_thread_cpu_ns(),
+  *p = (hs_pacer){.r = r, .share = pct / 100.0, .tokens_ns = HS_PACE_BURST_NS, .idle = true,
                   .hash_ns_per_byte = t_hash_ns_per_byte};
   if (pct > 0 && pct < 100) {
-    hs_kernels_serial_reorders(requests_in_flight(r));
+    hs_kernels_serial_reorders(0);
     hs_engine_set_pace(pace_hook, p);
+    pace_point(p, 0); /* requests already in flight: the bucket starts now */
   }
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <cmocka.h>
+#include <malloc.h>
 
 #include "base/wblock.h"
 #include "kernels/cpu_dnnl.h"
@@ -1103,6 +1104,37 @@ static void test_reorder_rows(void **state) {
 
 /* ---------------- buffers that move between runs ---------------- */
 
+/* What a kernel holds besides its weights: one variant per batch size it ran, not room for all
+ * HS__MAX_VARIANTS (eight inline variants made each kernel 47 KB of heap, allocated and cleared per
+ * kernel, ~50 per MobileNetV2 version). Counted on the heap (mallinfo2) around a second creation of
+ * the same small Conv, whose primitives oneDNN's cache already holds. */
+static void test_kernel_footprint(void **state) {
+  (void)state;
+  hs_conv_params p = {.src_layout = HS_LAYOUT_NHWC, .dst_layout = HS_LAYOUT_NHWC, .nsp = 2, .batch = 1, .in_c = 8,
+                      .out_c = 8, .groups = 1, .in = {4, 4}, .out = {4, 4}, .kernel = {1, 1}, .stride = {1, 1},
+                      .dilation = {1, 1}};
+  float *w = rand_buf(8 * 8);
+  p.weights = w;
+  hs_kernel *k;
+  hs_error err;
+  assert_int_equal(hs_kernel_conv_create(&p, &k, &err), 0);
+  hs_kernel_destroy(k);
+  size_t before = mallinfo2().uordblks;
+  assert_int_equal(hs_kernel_conv_create(&p, &k, &err), 0);
+  size_t one = mallinfo2().uordblks - before;
+  float x[2 * 8 * 16], y[2 * 8 * 16];
+  for (int i = 0; i < 2 * 8 * 16; i++) x[i] = (float)i;
+  const void *src[1] = {x};
+  assert_int_equal(run_k(k, 2, src, 1, NULL, y, &err), 0); /* a second variant, allocated now */
+  size_t two = mallinfo2().uordblks - before;
+  print_message("kernel heap: %zu bytes with one variant, %zu with two (hs_kernel %zu, a variant %zu)\n", one, two,
+                sizeof(hs_kernel), sizeof(hs__variant));
+  assert_true(one < 24 * 1024);
+  assert_true(two > one);
+  hs_kernel_destroy(k); /* frees the second variant too (leak checks: ASan in CI) */
+  free(w);
+}
+
 /* A kernel run in turns on buffers that differ from run to run (and at batch 1 and 2), then made again with
  * other weights, most likely at the address the last one freed: each run must read the buffers and weights it
  * is given, since a thread keeps the memory objects of earlier runs and re-points them (cpu_dnnl_core.c). */
@@ -1287,7 +1319,8 @@ int main(void) {
       cmocka_unit_test(test_reduce),    cmocka_unit_test(test_concat),      cmocka_unit_test(test_resample),
       cmocka_unit_test(test_reorder),   cmocka_unit_test(test_threads),    cmocka_unit_test(test_kcache),     cmocka_unit_test(test_sgemm),
       cmocka_unit_test(test_attention), cmocka_unit_test(test_qmatmul),
-      cmocka_unit_test(test_moving_buffers), cmocka_unit_test(test_serial_reorders),
+      cmocka_unit_test(test_moving_buffers),
+      cmocka_unit_test(test_kernel_footprint), cmocka_unit_test(test_serial_reorders),
       cmocka_unit_test(test_reorder_padding), cmocka_unit_test(test_reorder_rows),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
