@@ -36,6 +36,11 @@
  * once the pool kept its blocks (MobileNetV2 retrained: ~420 of ~520 faults per reload, `perf record
  * -e minor-faults`; bench/load/reload_loop.py --perf-event). The same mapping serves every load, so
  * it adds nothing to a reload's peak; off (`hotserve run`), a release unmaps at once.
+ * A scratch that has to grow is grown (mremap) rather than replaced: kshare's read-back buffer grows
+ * 6 -> 240 KiB through ten sizes in a MobileNetV2 reload, and each outgrown mapping was released to
+ * the warm ones, where the largest three sat at the reload's peak (+360 KiB after a trim). Growing
+ * the largest warm mapping when none fits does the same across owners: the warm-up input (588 KiB)
+ * takes the read's ring (512 KiB) and adds 76 KiB, not 588 (bench/load, MobileNetV2 new head).
  */
 #include "base/wblock.h"
 
@@ -239,27 +244,55 @@ void hs_wblock_stats(size_t *free_bytes, size_t *used_bytes) {
   pthread_mutex_unlock(&g_mu);
 }
 
-/* Takes the smallest warm scratch mapping of at least `bytes` into s; false when none fits. */
-static bool warm_scratch_take(hs_wscratch *s, size_t bytes) {
+/* Takes the smallest warm scratch mapping of at least `bytes` into s: true. When none fits, false,
+ * and with `grow` set the largest warm one (smaller) goes into *grow, to be grown in place of a new
+ * mapping (left empty when there is none). */
+static bool warm_scratch_take(hs_wscratch *s, size_t bytes, hs_wscratch *grow) {
   pthread_mutex_lock(&g_mu);
-  int best = -1;
-  for (int i = 0; i < WS_WARM; i++)
-    if (g_warm_scratch[i].p && g_warm_scratch[i].bytes >= bytes &&
-        (best < 0 || g_warm_scratch[i].bytes < g_warm_scratch[best].bytes))
+  int best = -1, largest = -1;
+  for (int i = 0; i < WS_WARM; i++) {
+    if (!g_warm_scratch[i].p) continue;
+    if (g_warm_scratch[i].bytes >= bytes && (best < 0 || g_warm_scratch[i].bytes < g_warm_scratch[best].bytes))
       best = i;
-  if (best >= 0) {
-    *s = g_warm_scratch[best];
-    g_warm_scratch[best] = (hs_wscratch){0};
+    if (largest < 0 || g_warm_scratch[i].bytes > g_warm_scratch[largest].bytes) largest = i;
+  }
+  int take = best >= 0 ? best : grow ? largest : -1;
+  if (take >= 0) {
+    *(best >= 0 ? s : grow) = g_warm_scratch[take];
+    g_warm_scratch[take] = (hs_wscratch){0};
   }
   pthread_mutex_unlock(&g_mu);
   return best >= 0;
 }
 
+/* The pages of a mapping grown from `from` to `to` bytes, past the old ones: populated as a fresh
+ * mapping's are. */
+static void populate_tail(char *p, size_t from, size_t to) {
+  size_t a = (from + WB_PAGE - 1) & ~(WB_PAGE - 1), e = (to + WB_PAGE - 1) & ~(WB_PAGE - 1);
+  if (e > a) populate(p + a, e - a);
+}
+
 void *hs_wscratch_get(hs_wscratch *s, size_t bytes) {
   if (bytes <= s->bytes && s->p) return s->p;
-  hs_wscratch_release(s);
   size_t map = bytes ? bytes : 1;
-  if (warm_scratch_take(s, map)) return s->p;
+  hs_wscratch have = *s; /* outgrown: grown in place of a new mapping, never kept warm beside it */
+  *s = (hs_wscratch){0};
+  hs_wscratch other = {0};
+  if (warm_scratch_take(s, map, have.p ? NULL : &other)) {
+    if (have.p) munmap(have.p, have.bytes);
+    return s->p;
+  }
+  if (!have.p) have = other;
+  if (have.p) { /* its faulted pages serve again; only the tail is new */
+    void *m = mremap(have.p, have.bytes, map, MREMAP_MAYMOVE);
+    if (m != MAP_FAILED) {
+      populate_tail(m, have.bytes, map);
+      s->p = m;
+      s->bytes = map;
+      return m;
+    }
+    munmap(have.p, have.bytes);
+  }
   void *m = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return NULL;
   populate(m, map);

@@ -40,8 +40,11 @@ typedef struct hs_wscratch {
   size_t bytes; /* mapped */
 } hs_wscratch;
 
-/* At least `bytes` bytes (page-aligned); NULL when out of memory. The contents are undefined when it
- * has to grow (a warm or new mapping replaces the old one), kept otherwise. */
+/* At least `bytes` bytes (page-aligned); NULL when out of memory. The contents are kept while it need
+ * not grow, undefined when it has to: then a warm mapping that fits takes its place (the outgrown one
+ * is unmapped, never kept warm), else it is grown (mremap: its faulted pages serve again, only the
+ * new tail is mapped and populated); an empty s grows the largest warm mapping likewise when none
+ * fits, before it maps a new one. */
 void *hs_wscratch_get(hs_wscratch *s, size_t bytes);
 
 /* Hands the buffer to the warm scratch mappings (the pool on; the smallest is unmapped when they are
