@@ -859,6 +859,11 @@ int hs_kernel_conv_create(const hs_conv_params *p, hs_kernel **out, hs_error *er
   return 0;
 }
 
+const float *hs_kernel_conv_dw_weights(const hs_kernel *k, size_t bytes) {
+  if (!k || k->vt != &conv_vt || !k->p.conv.dw_weights || hs_conv_dw_weight_bytes(&k->p.conv) != bytes) return NULL;
+  return k->p.conv.dw_weights;
+}
+
 int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err) {
   if (!k || k->vt != &conv_vt) return hs_error_set(err, HS_INVALID_ARGUMENT, "conv weights: not a conv kernel");
   size_t want = dnnl_memory_desc_get_size(&k->w_plain_md);

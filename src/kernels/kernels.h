@@ -323,6 +323,11 @@ int hs_kernel_qconv_create(const hs_qconv_params *p, hs_kernel **out, hs_error *
  * not its own weights'. Thread-safe.
  * Returns 0, or HS_INVALID_ARGUMENT (not a conv kernel, wrong size) / HS_INTERNAL with err filled. */
 int hs_kernel_conv_weights(const hs_kernel *k, float *dst, size_t dst_bytes, hs_error *err);
+
+/* The fused depthwise convolution's weights that conv kernel k holds (its own copy, in the layout
+ * hs_conv_params.dw_weights gave them), when they are `bytes` long; NULL otherwise (not a conv
+ * kernel, no fused depthwise convolution, another size). Valid while k is. */
+const float *hs_kernel_conv_dw_weights(const hs_kernel *k, size_t bytes);
 /* Bytes of weights conv kernel k allocated itself (buffers it shares with the kernel it was made
  * from, or between its batch variants, count once, where they were allocated); 0 for other kinds. */
 size_t hs_kernel_conv_owned_weight_bytes(const hs_kernel *k);

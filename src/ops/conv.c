@@ -67,8 +67,11 @@ typedef struct conv_state {
   hs_kcache cache;
   const float *w;         /* the graph's weights, or NULL once released to `holder` */
   const float *b;         /* graph constant: lives as long as the model */
-  const float *dww, *dwb; /* a fused depthwise Conv's weights and bias (graph constants, NULL: none) */
-  float *dww_own;         /* dww when the graph's value refers to another version's kernel instead */
+  const float *dww, *dwb; /* a fused depthwise Conv's weights and bias (graph constants, NULL: none); dww
+                             may instead be a kernel's own copy: the one the graph's value refers to (until
+                             release_weights), then the node's first kernel's; or dww_own */
+  float *dww_own;         /* dww when the graph's value refers to another version's kernel that cannot lend them */
+  size_t dww_own_bytes;
   size_t w_bytes;         /* size of the weights in ONNX's layout */
   const hs_kernel *holder; /* after the release: the cached kernel that holds the only copy; with
                               weights shared at decode time, the graph's reference until then */
@@ -388,8 +391,21 @@ static void release_weights(hs_node *n, hs_graph *g) {
   conv_state *st = n->state;
   hs_value *w = &g->values[n->in[1]];
   const hs_conv_attrs *a = attrs_of(n);
-  if (st && st->dww_own && a->dw_input >= 0 && g->values[n->in[a->dw_input]].n_uses == 1)
-    hs_graph_release_const(g, n->in[a->dw_input]); /* a reference to another version's kernel: copied */
+  if (st && st->dww && a->dw_input >= 0 && g->values[n->in[a->dw_input]].n_uses == 1) {
+    /* The fused depthwise weights: the node's first kernel holds a copy of its own (the graph's or
+     * the referenced kernel's are then not needed), read there; with no kernel yet, the graph keeps
+     * them. A reference another version's kernel could not lend them through was copied. */
+    const hs_value *dw = &g->values[n->in[a->dw_input]];
+    const float *held = atomic_load_explicit(&st->cache.n, memory_order_acquire) > 0
+                            ? hs_kernel_conv_dw_weights(st->cache.slot[0].k, dw->nbytes)
+                            : NULL;
+    if (held) {
+      st->dww = held;
+      free(st->dww_own);
+      st->dww_own = NULL;
+    }
+    if (held || st->dww_own) hs_graph_release_const(g, n->in[a->dw_input]);
+  }
   if (!st || w->n_uses != 1) return; /* shared: the graph keeps them */
   int by_ref = !st->w && w->ref && st->holder == w->ref; /* shared at decode time */
   if (!by_ref && (!st->w || w->data != st->w)) return;
@@ -421,7 +437,10 @@ static int conv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   st->b = b ? b->data : NULL;
   st->dww = dw ? dw->data : NULL;
   st->dwb = db ? db->data : NULL;
-  if (dw && !dw->data) { /* shared at decode time: the kernel holding them writes them back (small) */
+  if (dw && !dw->data) /* shared at decode time: read in the kernel holding them, which the reference keeps */
+    st->dww = hs_kernel_conv_dw_weights(dw->ref, dw->nbytes);
+  if (dw && !st->dww) { /* a kernel that cannot lend them writes them back (small) */
+    st->dww_own_bytes = dw->nbytes;
     int rc = (st->dww_own = malloc(dw->nbytes)) ? hs_kernel_conv_weights(dw->ref, st->dww_own, dw->nbytes, err)
                                                  : hs_op_errf(err, n, HS_NO_MEMORY, "out of memory");
     st->dww = st->dww_own;
@@ -434,6 +453,12 @@ static int conv_prepare(hs_node *n, const hs_graph *g, hs_error *err) {
   n->free_state = free_state;
   n->release_consts = release_weights;
   return 0;
+}
+
+int hs_conv_fused_dw_weights(const hs_node *n, size_t *copied) {
+  const conv_state *st = n->state;
+  if (copied) *copied = st && st->dww_own ? st->dww_own_bytes : 0;
+  return attrs_of(n)->dw_input;
 }
 
 size_t hs_conv_weight_bytes(const hs_node *n) {

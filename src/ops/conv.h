@@ -10,6 +10,11 @@
 /* Bytes of weights the kernels of Conv/ConvTranspose node n hold (0 when it has none). */
 size_t hs_conv_weight_bytes(const hs_node *n);
 
+/* For a Conv node n with a depthwise convolution fused after it (engine/pass_fuse_conv.c): the index
+ * in n->in of that convolution's weights, else -1; and into *copied (may be NULL) the bytes of them n
+ * holds in a copy of its own (0 when it reads them in a kernel's copy or in the graph's). */
+int hs_conv_fused_dw_weights(const hs_node *n, size_t *copied);
+
 /* The geometry of one convolution: what the attributes in n->params and the shapes of input x and
  * weights w (ONNX's layouts) give. Conv and ConvTranspose (conv.c) compute with it, and so do the
  * ops that convolve as Conv does (QLinearConv, ConvInteger: qconv.c). */

@@ -27,6 +27,7 @@
 #include "engine/engine.h"
 #include "kernels/kshare.h"
 #include "onnx/onnx.h"
+#include "ops/conv.h"
 
 static const char *g_model;
 
@@ -209,6 +210,25 @@ static uint8_t *variant(const uint8_t *file, size_t len, int what) {
   return out;
 }
 
+/* Every Conv of m with a depthwise convolution fused after it reads that one's weights in its kernel's
+ * copy: the graph's value is released (no data, no reference to another version's kernel) and the
+ * node holds no copy of its own. Returns how many such Convs m has. */
+static int fused_dw_held_once(const hs_engine_model *m) {
+  int fused = 0;
+  for (int i = 0; i < m->g.n_nodes; i++) {
+    const hs_node *n = &m->g.nodes[i];
+    if (n->dead || strcmp(n->op_type, "Conv") != 0) continue;
+    size_t copied = 1;
+    int d = hs_conv_fused_dw_weights(n, &copied);
+    if (d < 0) continue;
+    fused++;
+    assert_int_equal(copied, 0);
+    assert_null(m->g.values[n->in[d]].data);
+    assert_null(m->g.values[n->in[d]].ref);
+  }
+  return fused;
+}
+
 static void test_decode_time(void **state) {
   (void)state;
   static float out_a[OUT_MAX], out_b[OUT_MAX], out_cold[OUT_MAX];
@@ -227,6 +247,8 @@ static void test_decode_time(void **state) {
   assert_true(convs > 10);
   assert_int_equal(st.found + st.hits, 0);
   size_t n = run(a, out_a);
+  int fused = fused_dw_held_once(a); /* a cold load: the graph's copies went */
+  assert_true(fused > 10);
   uint64_t offered = offered_convs();
   assert_true(offered > convs / 2);
 
@@ -244,6 +266,7 @@ static void test_decode_time(void **state) {
     assert_true(st.found_bytes >= st.hit_bytes / 2); /* reordered kernels may pad; the bytes are the weights */
     assert_int_equal(run(b, out_b), n);
     assert_true(memcmp(out_a, out_b, n * sizeof(float)) != 0);
+    assert_int_equal(fused_dw_held_once(b), fused); /* found at decode time: read in the kernels, not copied */
 
     hs_kshare_set_enabled(0);
     hs_engine_model *cold = load_bytes(buf, len);
