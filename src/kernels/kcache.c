@@ -1,4 +1,5 @@
 /* kcache.c - shape-keyed kernel cache (see kcache.h for the locking design). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/kcache.h"
@@ -11,9 +12,11 @@ void hs_kcache_init(hs_kcache *c) {
 
 void hs_kcache_clear(hs_kcache *c) {
   int n = atomic_load(&c->n);
-  for (int i = 0; i < n; i++) {
-    hs_kernel_destroy(c->slot[i].k);
-    c->slot[i].k = NULL;
+  for (int i = 0; i < n; i++) hs_kernel_destroy(hs_kcache_kernel(c, i));
+  c->first.k = NULL;
+  for (int i = 0; i < HS_KCACHE_SLOTS - 1; i++) {
+    free(c->more[i]);
+    c->more[i] = NULL;
   }
   atomic_store(&c->n, 0);
 }
@@ -24,9 +27,10 @@ void hs_kcache_destroy(hs_kcache *c) {
 }
 
 static hs_kernel *find(hs_kcache *c, int n, const int64_t *key, int nkey) {
-  for (int i = 0; i < n; i++)
-    if (c->slot[i].nkey == nkey && memcmp(c->slot[i].key, key, sizeof(int64_t) * (size_t)nkey) == 0)
-      return c->slot[i].k;
+  for (int i = 0; i < n; i++) {
+    const hs_kcache_slot *s = hs_kcache_slot_at(c, i);
+    if (s->nkey == nkey && memcmp(s->key, key, sizeof(int64_t) * (size_t)nkey) == 0) return s->k;
+  }
   return NULL;
 }
 
@@ -46,8 +50,10 @@ int hs_kcache_get(hs_kcache *c, const int64_t *key, int nkey, hs_kcache_build_fn
   if (!k) {
     if (n >= HS_KCACHE_SLOTS) {
       rc = hs_error_set(err, HS_LIMIT, "kernel cache holds %d shapes already", n);
+    } else if (n > 0 && !c->more[n - 1] && !(c->more[n - 1] = calloc(1, sizeof(hs_kcache_slot)))) {
+      rc = hs_error_set(err, HS_NO_MEMORY, "kernel cache: out of memory");
     } else if ((rc = build(ctx, &k, err)) == 0) {
-      hs_kcache_slot *s = &c->slot[n];
+      hs_kcache_slot *s = n == 0 ? &c->first : c->more[n - 1];
       s->nkey = nkey;
       memcpy(s->key, key, sizeof(int64_t) * (size_t)nkey);
       s->k = k;

@@ -27,11 +27,23 @@ typedef struct hs_kcache_slot {
   hs_kernel *k;
 } hs_kcache_slot;
 
+/* Slot 0 is inline, the others are allocated as they are taken: most nodes see one shape, and every
+ * Conv of a version holds a cache (16 inline slots were 3.4 KiB each: 120 KiB per MobileNetV2
+ * version, at rest and again at a reload's peak). */
 typedef struct hs_kcache {
   pthread_mutex_t lock;
-  atomic_int n; /* slot[0..n) are published and immutable */
-  hs_kcache_slot slot[HS_KCACHE_SLOTS];
+  atomic_int n; /* slots [0..n) are published and immutable */
+  hs_kcache_slot first;
+  hs_kcache_slot *more[HS_KCACHE_SLOTS - 1]; /* slots 1.. */
 } hs_kcache;
+
+/* Slot i (< the published count n, read with acquire). */
+static inline const hs_kcache_slot *hs_kcache_slot_at(const hs_kcache *c, int i) {
+  return i == 0 ? &c->first : c->more[i - 1];
+}
+
+/* The kernel in slot i (< the published count). */
+static inline hs_kernel *hs_kcache_kernel(const hs_kcache *c, int i) { return hs_kcache_slot_at(c, i)->k; }
 
 /* Builds the kernel for the current key; ctx is the caller's. Returns 0 or a negative hs_status. */
 typedef int (*hs_kcache_build_fn)(void *ctx, hs_kernel **out, hs_error *err);

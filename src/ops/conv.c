@@ -353,7 +353,7 @@ static int build_kernel(void *ctx, hs_kernel **out, hs_error *err) {
    * the layout agrees), so the graph's copy is needed only once and can be released. This runs
    * under the cache's lock; slot 0, once counted, is published and stays for the model's life. */
   const hs_kcache *cache = &c->st->cache;
-  if (atomic_load_explicit(&cache->n, memory_order_acquire) > 0) p.weights_from = cache->slot[0].k;
+  if (atomic_load_explicit(&cache->n, memory_order_acquire) > 0) p.weights_from = hs_kcache_kernel(cache, 0);
   else if (c->st->w) p.weights = c->st->w;
   else if (c->st->holder) /* shared at decode time: the kernel holding these weights (kshare.h) */
     return hs_kshare_conv_from(&p, c->st->holder, out, NULL, err);
@@ -397,7 +397,7 @@ static void release_weights(hs_node *n, hs_graph *g) {
      * them. A reference another version's kernel could not lend them through was copied. */
     const hs_value *dw = &g->values[n->in[a->dw_input]];
     const float *held = atomic_load_explicit(&st->cache.n, memory_order_acquire) > 0
-                            ? hs_kernel_conv_dw_weights(st->cache.slot[0].k, dw->nbytes)
+                            ? hs_kernel_conv_dw_weights(hs_kcache_kernel(&st->cache, 0), dw->nbytes)
                             : NULL;
     if (held) {
       st->dww = held;
@@ -411,7 +411,7 @@ static void release_weights(hs_node *n, hs_graph *g) {
   if (!by_ref && (!st->w || w->data != st->w)) return;
   int have = atomic_load_explicit(&st->cache.n, memory_order_acquire);
   if (have < 1) return; /* no kernel yet (the trial plans took plain C): keep them for the first one */
-  st->holder = st->cache.slot[0].k;
+  st->holder = hs_kcache_kernel(&st->cache, 0);
   st->w = NULL;
   hs_graph_release_const(g, n->in[1]);
   HS_LOGD("node '%s' (%s): %zu bytes of weights now held by its kernel only", n->name, n->op_type, st->w_bytes);
@@ -466,7 +466,7 @@ size_t hs_conv_weight_bytes(const hs_node *n) {
   if (!st) return 0;
   size_t total = 0;
   int have = atomic_load_explicit(&st->cache.n, memory_order_acquire);
-  for (int i = 0; i < have; i++) total += hs_kernel_conv_owned_weight_bytes(st->cache.slot[i].k);
+  for (int i = 0; i < have; i++) total += hs_kernel_conv_owned_weight_bytes(hs_kcache_kernel(&st->cache, i));
   return total;
 }
 

@@ -295,7 +295,7 @@ static int is_const_f32(const hs_graph *g, int v) {
 static void release_bias(hs_node *n, hs_graph *g, mm_state *st) {
   const hs_matmul_attrs *a = attrs_of(n);
   if (!st->bias || atomic_load_explicit(&st->cache.n, memory_order_acquire) < 1) return;
-  const float *held = hs_kernel_matmul_bias(st->cache.slot[0].k);
+  const float *held = hs_kernel_matmul_bias(hs_kcache_kernel(&st->cache, 0));
   if (!held || held == st->bias) return; /* none, or done already */
   if (st->owned_bias) {
     free(st->owned_bias);
@@ -321,10 +321,10 @@ static void release_b(hs_node *n, hs_graph *g) {
   /* the kernel holds alpha * B, which gives B back exactly only for alpha 1: keep the graph's copy */
   if (a->gemm && a->alpha != 1.0f) return;
   if (atomic_load_explicit(&st->cache.n, memory_order_acquire) < 1) return; /* no kernel yet: keep B */
-  st->holder = st->cache.slot[0].k;
+  st->holder = hs_kcache_kernel(&st->cache, 0);
   /* a kernel that reads B in place (a classifier head at batch 1: hs_matmul_params.b_lend) takes the graph's
    * buffer over, so no second copy of B is ever made; otherwise it holds its own and the graph's goes */
-  if (hs_kernel_matmul_adopt_b(st->cache.slot[0].k, st->b)) b->data = NULL;
+  if (hs_kernel_matmul_adopt_b(hs_kcache_kernel(&st->cache, 0), st->b)) b->data = NULL;
   st->b = NULL;
   hs_graph_release_const(g, n->in[1]);
   HS_LOGD("node '%s' (%s): %zu bytes of B now held by its kernel only", n->name, n->op_type, st->b_bytes);

@@ -167,7 +167,7 @@ static void release_weights(hs_node *n, hs_graph *g) {
   hs_value *w = &g->values[n->in[QW]];
   if (!st || !st->w || w->n_uses != 1 || w->data != st->w) return; /* released already, or shared */
   if (atomic_load_explicit(&st->cache.n, memory_order_acquire) < 1) return; /* no kernel yet: keep them */
-  st->holder = st->cache.slot[0].k;
+  st->holder = hs_kcache_kernel(&st->cache, 0);
   st->w = NULL;
   hs_graph_release_const(g, n->in[QW]);
   HS_LOGD("node '%s' (%s): %zu bytes of weights now held by its kernel only", n->name, n->op_type, st->w_bytes);

@@ -385,7 +385,7 @@ static void qmm_release_b(hs_node *n, hs_graph *g) {
   hs_value *b = &g->values[bi];
   if (!st || !st->w || b->n_uses != 1 || !b->data) return; /* released already, or shared */
   if (atomic_load_explicit(&st->cache.n, memory_order_acquire) < 1) return; /* no kernel yet: keep B */
-  st->holder = st->cache.slot[0].k;
+  st->holder = hs_kcache_kernel(&st->cache, 0);
   st->w = NULL;
   free(st->w_own);
   st->w_own = NULL;

@@ -1279,6 +1279,9 @@ static void test_qmatmul(void **state) {
 
 static void test_kcache(void **state) {
   hs_kcache c;
+  /* every Conv of a loaded version holds one, most with one shape: the other slots take no room
+   * until they are used (16 inline slots made it 3.4 KiB) */
+  assert_true(sizeof(hs_kcache) <= 512);
   hs_kcache_init(&c);
   cache_ctx cx = {0};
   hs_kernel *k1, *k2, *k3;
@@ -1302,6 +1305,13 @@ static void test_kcache(void **state) {
     cx.c = 100 + i;
     assert_int_equal(hs_kcache_get(&c, key, 2, build_relu, &cx, &k1, &err), 0);
   }
+  for (int64_t i = 2; i < HS_KCACHE_SLOTS; i++) { /* each slot still found, in its allocated place */
+    int64_t key[2] = {1, 100 + i};
+    assert_int_equal(hs_kcache_get(&c, key, 2, build_relu, &cx, &k1, &err), 0);
+    assert_ptr_equal(k1, hs_kcache_kernel(&c, (int)i));
+  }
+  assert_ptr_equal(hs_kcache_kernel(&c, 1), k3);
+  assert_int_equal(cx.builds, HS_KCACHE_SLOTS);
   int64_t full[2] = {1, 7};
   cx.c = 7;
   assert_int_equal(hs_kcache_get(&c, full, 2, build_relu, &cx, &k1, &err), HS_LIMIT);
