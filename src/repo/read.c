@@ -18,7 +18,9 @@
  * decoder, and a buffer is refilled only once the hash is done with its last piece (the decoder is
  * done with it already: it asked for the next one). So the bytes hashed are the bytes parsed, the
  * hash stays off the decoder's path unless it falls RING_SLOTS pieces behind, and the file costs
- * the ring (1 MiB) instead of its size. The verdict (the file's SHA-256, and its size: a file that
+ * the ring (512 KiB: in the server the warm-up input takes its mapping next, growing it to the
+ * input's size, base/wblock.h; with 256 KiB pieces 1 MiB of it sat at a MobileNetV2 reload's peak
+ * where the 588 KiB input needed less) instead of its size. The verdict (the file's SHA-256, and its size: a file that
  * shrank or grew meanwhile is a mismatch) is known once the last piece is hashed;
  * hs_repo_bytes_check reads what the decoder left unread (a malformed file) and waits for it. The
  * rings' counters are shared with the hash thread under the check's mutex (cv: a piece was read
@@ -61,7 +63,7 @@
 #include "repo/repo_internal.h"
 
 #define RING_SLOTS 4
-#define RING_CHUNK ((size_t)256 << 10)
+#define RING_CHUNK ((size_t)128 << 10)
 
 typedef struct file_stream file_stream;
 

@@ -639,7 +639,7 @@ static bool g_drain_into; /* drain reads every other piece straight into got (re
  * once, right after the first piece arrived. */
 static size_t drain(const hs_backend_stream *st, uint8_t *got, size_t cap, void (*after_first)(void *), void *user) {
   size_t n = 0;
-  for (int pieces = 0; pieces < 64; pieces++) {
+  for (int pieces = 0; pieces < 256; pieces++) { /* (a bound: 12 MiB is 96 pieces of 128 KiB) */
     const void *d = NULL;
     size_t len = 0;
     hs_error err;
@@ -956,10 +956,46 @@ static void test_read_stream_ring_pages_go_back(void **state) {
     assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
     hs_repo_bytes_free(b);
     size_t after = rss_bytes();
-    assert_true(during >= before + ((size_t)3 << 18)); /* the ring (1 MiB) was written whole */
-    if (round == 1) assert_true(after <= before + ((size_t)1 << 19)); /* and it went back */
+    assert_true(during >= before + ((size_t)3 << 17)); /* the ring (512 KiB) was written whole */
+    if (round == 1) assert_true(after <= before + ((size_t)1 << 18)); /* and it went back */
   }
   assert_memory_equal(got, content, STREAM_FILE_BYTES);
+  free(got);
+  free(content);
+  hs_repo_snapshot_free(s);
+  hs_repo_close(r);
+}
+
+/* The read's ring is 4 pieces of 128 KiB, 512 KiB in all: in the server it is a warm scratch mapping
+ * (base/wblock.h) that the warm-up input takes next, and with 256 KiB pieces its 1 MiB was at a
+ * MobileNetV2 reload's peak where that input (1x3x224x224 fp32, 588 KiB) needed less than 600 KiB.
+ * Seen through the warm mapping it leaves: the pool on, the read over, the smallest warm scratch that
+ * fits one byte is the ring's. Runs after the others (the pool stays on for the process). */
+static void test_read_stream_ring_is_512_kib(void **state) {
+  fixture *f = *state;
+  char v1[4096], mdir[4096], code[32] = "";
+  uint8_t *content = NULL;
+  hs_repo_snapshot *s = NULL;
+  const hs_repo_version *rv = NULL;
+  hs_repo *r = open_stream_v1(f, v1, mdir, &content, &s, &rv);
+  hs_wblock_keep((size_t)64 << 20);
+  hs_wblock_trim(); /* no warm scratch but the ring's */
+  uint8_t *got = malloc(STREAM_FILE_BYTES + 16);
+  assert_non_null(got);
+  hs_error err;
+  hs_error_clear(&err);
+  hs_repo_bytes *b = NULL;
+  assert_int_equal(hs_repo_read_stream_start(mdir, rv, false, NULL, &b, code, &err), HS_OK);
+  assert_int_equal(drain(b->stream, got, STREAM_FILE_BYTES + 16, NULL, NULL), STREAM_FILE_BYTES);
+  hs_repo_bytes_release(b);
+  assert_int_equal(hs_repo_bytes_check(b, code, &err), HS_OK);
+  hs_repo_bytes_free(b);
+  assert_memory_equal(got, content, STREAM_FILE_BYTES);
+  hs_wscratch ring = {0};
+  assert_non_null(hs_wscratch_get(&ring, 1));
+  assert_int_equal(ring.bytes, (size_t)512 << 10);
+  hs_wscratch_release(&ring);
+  hs_wblock_trim();
   free(got);
   free(content);
   hs_repo_snapshot_free(s);
@@ -1452,7 +1488,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_configmap_data_flip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_publish, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_read_stream_ring_pages_go_back, setup, teardown), /* last: mallopt */
+      cmocka_unit_test_setup_teardown(test_read_stream_ring_pages_go_back, setup, teardown), /* mallopt */
+      cmocka_unit_test_setup_teardown(test_read_stream_ring_is_512_kib, setup, teardown), /* last: the pool on */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
