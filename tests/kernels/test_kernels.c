@@ -1,6 +1,7 @@
 /* test_kernels.c - checks every oneDNN kernel against naive C references on random data and odd shapes. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -1104,12 +1105,26 @@ static void test_reorder_rows(void **state) {
 
 /* ---------------- buffers that move between runs ---------------- */
 
+/* True when mallinfo2 counts this process's allocations: not under a sanitizer's allocator (ASan,
+ * TSan), which leaves glibc's counters at zero. */
+static bool heap_counted(void) {
+  size_t before = mallinfo2().uordblks;
+  void *probe = malloc(64 * 1024);
+  bool counted = probe && mallinfo2().uordblks >= before + 64 * 1024;
+  free(probe);
+  return counted;
+}
+
 /* What a kernel holds besides its weights: one variant per batch size it ran, not room for all
  * HS__MAX_VARIANTS (eight inline variants made each kernel 47 KB of heap, allocated and cleared per
  * kernel, ~50 per MobileNetV2 version). Counted on the heap (mallinfo2) around a second creation of
- * the same small Conv, whose primitives oneDNN's cache already holds. */
+ * the same small Conv, whose primitives oneDNN's cache already holds; where a sanitizer's allocator
+ * keeps glibc's counters at zero, the kernel's own size is checked (and the leak check sees the
+ * second variant freed). */
 static void test_kernel_footprint(void **state) {
   (void)state;
+  assert_true(sizeof(hs_kernel) < 24 * 1024); /* no room for every variant inline */
+  bool counted = heap_counted();
   hs_conv_params p = {.src_layout = HS_LAYOUT_NHWC, .dst_layout = HS_LAYOUT_NHWC, .nsp = 2, .batch = 1, .in_c = 8,
                       .out_c = 8, .groups = 1, .in = {4, 4}, .out = {4, 4}, .kernel = {1, 1}, .stride = {1, 1},
                       .dilation = {1, 1}};
@@ -1129,8 +1144,12 @@ static void test_kernel_footprint(void **state) {
   size_t two = mallinfo2().uordblks - before;
   print_message("kernel heap: %zu bytes with one variant, %zu with two (hs_kernel %zu, a variant %zu)\n", one, two,
                 sizeof(hs_kernel), sizeof(hs__variant));
-  assert_true(one < 24 * 1024);
-  assert_true(two > one);
+  if (counted) {
+    assert_true(one < 24 * 1024);
+    assert_true(two > one);
+  } else {
+    print_message("heap not counted here (a sanitizer's allocator): only the kernel's size checked\n");
+  }
   hs_kernel_destroy(k); /* frees the second variant too (leak checks: ASan in CI) */
   free(w);
 }
