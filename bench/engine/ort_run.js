@@ -5,8 +5,9 @@
 //   node ort_run.js MODEL.onnx --input NAME=FILE.npy ... [--threads N] [--repeat N] [--warmup N]
 //                   [--loads N] [--hold] [--no-spin] [--output-dir DIR]
 //
-// Prints one JSON line: {"create_ms": [..one per load..], "rss_before_mb", "rss_after_load_mb": [..], "median_ms", "p99_ms", "runs",
-// "rss_mb"}. --loads N creates the session N times; the first one is kept for the runs, the others are released
+// Prints one JSON line: {"create_ms": [..one per load..], "create_cpu_ms": [..], "create_minflt": [..], "rss_before_mb",
+// "rss_after_load_mb": [..], "median_ms", "p99_ms", "runs", "rss_mb"}. create_cpu_ms and create_minflt are the process's
+// CPU time and minor page faults (fresh pages touched) during each create. --loads N creates the session N times; the first one is kept for the runs, the others are released
 // at once unless --hold keeps them all alive (to see the memory two sessions of one model hold). --repeat 0 skips
 // running. --no-spin turns off the intra-op pool's spin-waiting (session.intra_op.allow_spinning = 0), ORT's
 // counterpart of OMP_WAIT_POLICY=PASSIVE.
@@ -84,19 +85,25 @@ async function main() {
   if (!opt.spin) sessOpts.extra = { session: { intra_op: { allow_spinning: '0' } } };
   const rssBefore = process.memoryUsage().rss / 1048576;
   const createMs = [];
+  const createCpuMs = [];
+  const createMinflt = [];
   const rssAfter = [];
   const held = [];
   let session = null;
   for (let i = 0; i < Math.max(1, opt.loads); i++) {
+    const u0 = process.resourceUsage();
     const t0 = process.hrtime.bigint();
     const s = await ort.InferenceSession.create(opt.model, sessOpts);
     createMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    const u1 = process.resourceUsage();
+    createCpuMs.push((u1.userCPUTime + u1.systemCPUTime - u0.userCPUTime - u0.systemCPUTime) / 1000);
+    createMinflt.push(u1.minorPageFault - u0.minorPageFault);
     if (session === null) session = s;
     else if (opt.hold) held.push(s);
     else await s.release();
     rssAfter.push(process.memoryUsage().rss / 1048576);
   }
-  const result = { create_ms: createMs, rss_before_mb: rssBefore, rss_after_load_mb: rssAfter, runs: 0 };
+  const result = { create_ms: createMs, create_cpu_ms: createCpuMs, create_minflt: createMinflt, rss_before_mb: rssBefore, rss_after_load_mb: rssAfter, runs: 0 };
   if (opt.repeat > 0) {
     let out = null;
     for (let i = 0; i < opt.warmup; i++) out = await session.run(opt.inputs);

@@ -13,7 +13,8 @@ hotserve, with the server (`hotserve serve`), one server per model:
   reads the server's log line "model M version V ready in T ms (verify a, load b, warm-up c)" for each; samples the
   server's RSS every few ms from the moment a version is published until it is ready and the old version is gone.
   Reported: the first (cold) load, the median of the N reloads for each stage, the RSS with version 1 loaded, the
-  median peak RSS while a new version loads beside the old one, and the RSS after the last reload. Reloads are
+  median peak RSS while a new version loads beside the old one (the overlap extra also in KiB and as a share of one
+  version), the RSS after the last reload, and the server's minor page faults per reload. Reloads are
   --gap seconds apart (default 6 s, past the server's --trim-delay of 5 s, so each starts with the freed pages
   handed back; with --gap 2 the pages a retired version freed are still there for the next one).
 hotserve, without the server (only when `hotserve serve` cannot be used): N times `hotserve run MODEL --repeat 1`,
@@ -21,13 +22,16 @@ hotserve, without the server (only when `hotserve serve` cannot be used): N time
 Always, as a last table: N+1 times `hotserve run MODEL --repeat 1` (a new process each time: load + compile as it
   prints it) against ONNX Runtime's creates.
 ONNX Runtime (onnxruntime-node): InferenceSession.create N+1 times in one process (the first is cold), keeping
-  two sessions alive: RSS with one session and with two, above node's RSS before any session.
+  every session alive: RSS with one session and with two, above node's RSS before any session; the minor page
+  faults of each create (its later creates fault their session's memory afresh, as a reload past --trim-delay
+  does).
 """
 import argparse
 import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -66,6 +70,17 @@ def rss_mb(pid):
     except OSError:
         pass
     return None
+
+
+def proc_faults_cpu(pid):
+    """(minor page faults, CPU ms) of a process so far, from /proc/PID/stat; (None, None) when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None, None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[7]), (int(fields[11]) + int(fields[12])) * 1000.0 / tick
 
 
 class RssSampler:
@@ -178,7 +193,7 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
            "--poll-interval", "1", "--threads", str(args.threads)]
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     sampler = RssSampler(server.pid)
-    loads, peaks, at_rest, how = [], [], [], None
+    loads, peaks, at_rest, faults, how = [], [], [], [], None
     try:
         time.sleep(1.0)
         if server.poll() is not None:
@@ -191,6 +206,7 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
                 # 0.5 s after a ready the RSS still holds them and would hide part of the overlap).
                 at_rest.append(rss_mb(server.pid))
             sampler.reset()
+            f0, _ = proc_faults_cpu(server.pid)
             how = publish(args.hotserve, src, model_dir, k)
             deadline = time.time() + 120
             ready = None
@@ -205,6 +221,8 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
             if ready is None:
                 raise RuntimeError("version %d of %s never became ready; see %s" % (k, name, log_path))
             time.sleep(0.5)  # let the old version drain and be freed
+            f1, _ = proc_faults_cpu(server.pid)
+            faults.append(f1 - f0 if f0 is not None and f1 is not None else float("nan"))
             loads.append(tuple(float(ready.group(i)) if ready.group(i) else float("nan") for i in range(3, 12)))
             peaks.append(sampler.peak())
             # By default (--gap 6) wait past the server's --trim-delay (5 s), so the pages the old version
@@ -226,15 +244,17 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
     # total, verify, load, warm-up; loader CPU read, load, warm-up; hash CPU beside the load, hash wait
     med = [statistics.median(x[i] for x in reloads) for i in range(9)]
     return {"mode": "server", "publish": how, "first": loads[0], "median": med, "n": len(reloads),
+            "faults_first": faults[0], "faults": statistics.median(faults[1:]),
             "empty_rss": empty_rss, "one_version_rss": statistics.median(at_rest) if at_rest else float("nan"),
             "overlap_peak_rss": statistics.median(peaks[1:]), "last_rss": last_rss}
 
 
 def bench_run(args, model_file):
-    times = []
+    times, faults = [], []
     for _ in range(args.loads + 1):
         x = os.path.join(args.cache, "ref", "resnet50_b1" if "resnet" in model_file else "mobilenet_v2_b1",
                          "input.npy")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
         proc = subprocess.run([args.hotserve, "run", os.path.join(args.cache, model_file), "--input", "input=" + x,
                                "--repeat", "1", "--threads", str(args.threads)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -244,7 +264,9 @@ def bench_run(args, model_file):
         if t is None:
             return {"mode": "run", "error": "hotserve run printed no load time"}
         times.append(t)
-    return {"mode": "run", "first": times[0], "median": statistics.median(times[1:]), "n": len(times) - 1}
+        faults.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before)
+    return {"mode": "run", "first": times[0], "median": statistics.median(times[1:]), "n": len(times) - 1,
+            "faults": statistics.median(faults[1:])}
 
 
 def bench_ort(args, model_file):
@@ -255,12 +277,19 @@ def bench_ort(args, model_file):
     if proc.returncode != 0:
         return {"error": proc.stdout.strip()[-160:]}
     r = engine_bench.last_json(proc.stdout)
+    fl = r.get("create_minflt") or []
     return {"first": r["create_ms"][0], "median": statistics.median(r["create_ms"][1:]), "n": len(r["create_ms"]) - 1,
+            "faults_first": fl[0] if fl else None, "faults": statistics.median(fl[1:]) if len(fl) > 1 else None,
             "base_rss": r["rss_before_mb"], "one_rss": r["rss_after_load_mb"][0], "two_rss": r["rss_after_load_mb"][1]}
 
 
 def f0(v):
     return "n/a" if v is None else "%.0f" % v
+
+
+def fk(v):
+    """A page-fault count in thousands."""
+    return "n/a" if v is None or v != v else "%.1fk" % (v / 1000.0)
 
 
 def main(argv):
@@ -314,18 +343,20 @@ def main(argv):
                   % (args.loads, args.gap), "",
                   "| model, what changes per version | hotserve first: total (verify / load / warm-up) | hotserve reload "
                   "median: total (verify / load / warm-up) | loader CPU, reload median (read / load / warm-up) | "
-                  "ORT first | ORT median | hotserve load / ORT | hotserve ready / ORT |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "hotserve page faults: first / reload median | ORT first | ORT median | ORT page faults: first / "
+                  "median | hotserve load / ORT | hotserve ready / ORT |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for label, model_file, hs, ort in rows:
             if "error" in hs:
-                lines.append("| %s | error: %s | | | %s | %s | | |" % (label, hs["error"], f0(ort.get("first")),
-                                                                   f0(ort.get("median"))))
+                lines.append("| %s | error: %s | | | | %s | %s | | | |" % (label, hs["error"], f0(ort.get("first")),
+                                                                         f0(ort.get("median"))))
                 continue
             a, b = hs["first"], hs["median"]
-            lines.append("| %s | %s (%s / %s / %s) | %s (%s / %s / %s) | %s / %s / %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s (%s / %s / %s) | %s (%s / %s / %s) | %s / %s / %s | %s / %s | %s | %s | %s / %s | %s "
+                         "| %s |" % (
                 label, f0(a[0]), f0(a[1]), f0(a[2]), f0(a[3]), f0(b[0]), f0(b[1]), f0(b[2]), f0(b[3]),
-                f0(b[4]), f0(b[5]), f0(b[6]),
-                f0(ort.get("first")), f0(ort.get("median")),
+                f0(b[4]), f0(b[5]), f0(b[6]), fk(hs.get("faults_first")), fk(hs.get("faults")),
+                f0(ort.get("first")), f0(ort.get("median")), fk(ort.get("faults_first")), fk(ort.get("faults")),
                 "%.2f" % (b[2] / ort["median"]) if "median" in ort else "n/a",
                 "%.2f" % (b[0] / ort["median"]) if "median" in ort else "n/a"))
         lines += ["", "Memory (RSS, MB). hotserve: the server's RSS on an empty repository, with one version at rest (the "
@@ -335,15 +366,16 @@ def main(argv):
                   "pages handed back). ORT: node before any session, with one session, " % args.gap +
                   "with two sessions of the same file:", "",
                   "| model | hotserve empty | hotserve one version | hotserve peak during overlap | "
-                  "hotserve overlap extra | hotserve after reloads | ORT base | ORT one session | ORT two sessions | "
-                  "ORT second session extra |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "hotserve overlap extra | hotserve overlap extra, KiB | extra / one version | hotserve after reloads "
+                  "| ORT base | ORT one session | ORT two sessions | ORT second session extra |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for label, model_file, hs, ort in rows:
             if "error" in hs or "error" in ort:
                 continue
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            extra = hs["overlap_peak_rss"] - hs["one_version_rss"]
+            lines.append("| %s | %s | %s | %s | %s | %s | %.3f | %s | %s | %s | %s | %s |" % (
                 label, f0(hs["empty_rss"]), f0(hs["one_version_rss"]), f0(hs["overlap_peak_rss"]),
-                f0(hs["overlap_peak_rss"] - hs["one_version_rss"]), f0(hs["last_rss"]), f0(ort["base_rss"]),
+                f0(extra), f0(extra * 1024), extra / hs["one_version_rss"], f0(hs["last_rss"]), f0(ort["base_rss"]),
                 f0(ort["one_rss"]),
                 f0(ort["two_rss"]), f0(ort["two_rss"] - ort["one_rss"])))
         pub = {hs.get("publish") for _, _, hs, _ in rows if hs.get("publish")}
@@ -365,15 +397,23 @@ def main(argv):
               "it, oneDNN's primitive cache empty each time) against ONNX Runtime's InferenceSession.create on the "
               "same file (first = the process's first create, median = later creates in that process), ms:"
               % args.loads, "",
-              "| model | hotserve run first | hotserve run median | ORT first | ORT median | run median / ORT first | "
-              "run median / ORT median |", "|---|---|---|---|---|---|---|"]
+              "| model | hotserve run first | hotserve run median | hotserve run page faults, median | ORT first | "
+              "ORT median | ORT page faults: first / median | run median / ORT first | run median / ORT median |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for label, hr, ort in cold_runs:
         if "error" in hr or "error" in ort:
-            lines.append("| %s | error: %s | | | | | |" % (label, hr.get("error") or ort.get("error")))
+            lines.append("| %s | error: %s | | | | | | | |" % (label, hr.get("error") or ort.get("error")))
             continue
-        lines.append("| %s | %s | %s | %s | %s | %.2f | %.2f |" % (
-            label, f0(hr["first"]), f0(hr["median"]), f0(ort["first"]), f0(ort["median"]),
-            hr["median"] / ort["first"], hr["median"] / ort["median"]))
+        lines.append("| %s | %s | %s | %s | %s | %s | %s / %s | %.2f | %.2f |" % (
+            label, f0(hr["first"]), f0(hr["median"]), fk(hr.get("faults")), f0(ort["first"]), f0(ort["median"]),
+            fk(ort.get("faults_first")), fk(ort.get("faults")), hr["median"] / ort["first"],
+            hr["median"] / ort["median"]))
+    lines += ["", "Page faults are minor faults (fresh pages touched) of the whole process: the server's from the "
+              "publish to 0.5 s after the ready line, each `hotserve run` process's in all, node's during each "
+              "create (process.resourceUsage). ORT's later creates (its median) run in a process whose one-time "
+              "set-up is done, but their session's memory is fresh (their page faults); a hotserve reload "
+              "published past --trim-delay is the same case (a warm server, its free pages handed back), and one "
+              "under it (--gap 2) reuses the retired version's pages, which no ORT column measures."]
     lines += ["", "Load average at the end: %s." % " ".join("%.1f" % x for x in os.getloadavg())]
     header = ("Load benchmark, %s UTC. Machine: %s. Threads: %d. %d reloads per model after one cold load.\n"
               "Command: `%s`\n" % (started.strftime("%Y-%m-%d %H:%M"), mach, args.threads, args.loads, args.command))
