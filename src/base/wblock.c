@@ -14,10 +14,14 @@
  * hs_wblock_trim (the loader's --trim-delay trim), so RSS goes back once reloads stop. A mapped
  * block has a 64-byte header in front of it (its mapped size, its free-list link); the blocks in use
  * are listed, so that the free tells them from malloc's. The pool is off until the loader turns it
- * on (hs_wblock_keep): a single load (`hotserve run`) gains nothing from it, and there malloc's heap
- * reuses the decoded tensors' pages for the reordered weights within the load, which separate
- * mappings cannot (ResNet-50: 28 ms more CPU per cold load with the pool on). One mutex guards the
- * lists and the counters.
+ * on (hs_wblock_keep): a single load (`hotserve run`) gains nothing from reuse across versions, and
+ * there malloc's heap reuses the decoded tensors' pages for the reordered weights within the load,
+ * which separate 4 KiB mappings cannot (ResNet-50: 28 ms more CPU per cold load with the pool on).
+ * Off, a block of 2 MiB or more is still its own mapping, in huge pages (map_block), unmapped when
+ * freed: a fresh huge page costs a 4 KiB page's fault once per 2 MiB, and `hotserve run`'s ResNet-50
+ * load + compile fell from ~480 to ~180-300 ms (41k -> 14k page faults). The pool's mapped blocks of
+ * 2 MiB or more are huge-page mappings too: a reload after a trim faulted 38k pages, now 9k. One
+ * mutex guards the lists and the counters.
  * The streaming decoder's large tensor payloads are blocks too (onnx/decode.c; graph values free
  * their data with hs_wblock_free, which frees malloc's blocks as free() does): a decoded tensor
  * freed once its kernel reordered it goes to the free list, where the next reordered weights of
@@ -126,6 +130,36 @@ static void populate(void *p, size_t bytes) {
 #endif
 }
 
+/* A fresh mapping of `map` bytes for a block. One of 2 MiB or more starts on a 2 MiB boundary and is
+ * advised MADV_HUGEPAGE before its pages are populated, so the kernel backs each whole 2 MiB of it
+ * with one huge page where it has one free (a tail short of 2 MiB gets 4 KiB pages): one fault per
+ * 2 MiB instead of 512. Fresh 4 KiB pages were most of what a load paid on the benchmark machine, a
+ * VM where each costs ~7 us populated and ~12 us trapped: 100 MB took 170 ms of CPU populated in
+ * 4 KiB pages, 6 ms in huge pages (bench/results/load-huge-2026-12-07.md). The advice is only
+ * advice: with THP off (`never`) or no huge page free, the same call populates 4 KiB pages as
+ * before. The address range is reserved 2 MiB longer and the unaligned ends are unmapped at once:
+ * address space only, nothing is touched. */
+#define WB_HUGE ((size_t)2 << 20)
+static void *map_block(size_t map) {
+  if (map < WB_HUGE) {
+    void *m = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    populate(m, map);
+    return m;
+  }
+  if (map > SIZE_MAX - WB_HUGE) return NULL;
+  char *r = mmap(NULL, map + WB_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (r == MAP_FAILED) return NULL;
+  char *m = (char *)(((uintptr_t)r + WB_HUGE - 1) & ~(uintptr_t)(WB_HUGE - 1));
+  if (m > r) munmap(r, (size_t)(m - r));
+  if (r + WB_HUGE > m) munmap(m + map, (size_t)(r + WB_HUGE - m));
+#ifdef MADV_HUGEPAGE
+  (void)madvise(m, map, MADV_HUGEPAGE);
+#endif
+  populate(m, map);
+  return m;
+}
+
 static void *heap_block(size_t bytes) {
   void *b = NULL;
   return posix_memalign(&b, WB_HEADER, bytes ? bytes : 1) == 0 ? b : NULL;
@@ -136,7 +170,8 @@ void *hs_wblock_alloc(size_t bytes) {
   pthread_mutex_lock(&g_mu);
   bool on = g_on;
   pthread_mutex_unlock(&g_mu);
-  if (!on || bytes + WB_HEADER < WB_MAP_MIN) return heap_block(bytes);
+  /* off: only blocks that take huge pages are mapped (unmapped again when freed: g_keep is 0) */
+  if (bytes + WB_HEADER < (on ? WB_MAP_MIN : WB_HUGE)) return heap_block(bytes);
   size_t map = (bytes + WB_HEADER + WB_PAGE - 1) & ~(WB_PAGE - 1);
   wb_head *h = NULL;
   pthread_mutex_lock(&g_mu);
@@ -149,9 +184,8 @@ void *hs_wblock_alloc(size_t bytes) {
     }
   pthread_mutex_unlock(&g_mu);
   if (!h) {
-    void *m = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return NULL;
-    populate(m, map);
+    void *m = map_block(map);
+    if (!m) return NULL;
     h = m;
     h->map_bytes = map;
   }

@@ -7,11 +7,13 @@
 /* A 64-byte aligned block of `bytes` (NULL when out of memory); the contents are undefined. Once
  * the pool is on (hs_wblock_keep), a large block (256 KiB or more) is its own mapping: it comes from
  * the pool's free blocks of exactly its mapped size when there is one (already faulted: no fresh,
- * zeroed pages), else from a new mapping. Any other block comes from malloc. */
+ * zeroed pages), else from a new mapping. Pool or not, a block of 2 MiB or more is a new mapping
+ * when none is free: 2 MiB-aligned and advised MADV_HUGEPAGE before it is populated. Any other block
+ * comes from malloc. */
 void *hs_wblock_alloc(size_t bytes);
 
 /* Frees a block from hs_wblock_alloc (NULL: nothing). A mapped block is kept for reuse while the
- * pool's free bytes stay within the limit, else unmapped. Any thread. */
+ * pool's free bytes stay within the limit (0 while the pool is off), else unmapped. Any thread. */
 void hs_wblock_free(void *p);
 
 /* Sets the calling thread's free gate (NULL: none): hs_wblock_free on this thread first calls

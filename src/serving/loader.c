@@ -157,9 +157,10 @@ static void record_failure(hs_model *m, int64_t version, const char *fp, uint64_
  * stay resident, already faulted, and the next load reuses them. They are handed back (warm_pool_trim) --trim-delay after the last free (memory
  * admission trims at once when it would otherwise refuse a version), so RSS goes back to one
  * version once reloads stop.
- * Huge pages are not asked for (MADV_HUGEPAGE): glibc does that only through the
+ * Huge pages are not asked for the heaps (MADV_HUGEPAGE): glibc does that only through the
  * glibc.malloc.hugetlb tunable at process start, and with the kernel's default defrag setting a
- * cold load then stalled in compaction (docs/REPOSITORY.md, "Warm weight memory"). */
+ * cold load then stalled in compaction (docs/REPOSITORY.md, "Warm weight memory"); the pool's
+ * blocks of 2 MiB or more are huge-page mappings (base/wblock.c). */
 #define HS_WARM_KEEP_MIN ((size_t)128 << 10)
 #define HS_WARM_KEEP_MAX ((size_t)1 << 30)
 

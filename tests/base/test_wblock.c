@@ -1,9 +1,11 @@
-/* test_wblock.c - the weight block pool: off until turned on, exact-size reuse of resident blocks, its byte limit, the trim; scratch mappings kept warm until the trim; fresh mappings populated in one call. */
+/* test_wblock.c - the weight block pool: off until turned on, blocks of 2 MiB or more in huge-page mappings, exact-size reuse of resident blocks, its byte limit, the trim; scratch mappings kept warm until the trim; fresh mappings populated in one call. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -28,15 +30,46 @@ static long resident_pages(void *p, size_t n) {
   return in;
 }
 
-/* Runs first: the pool is off until hs_wblock_keep turns it on, and every block then comes from malloc. */
+/* The VmFlags line of the mapping that holds p in /proc/self/smaps ("" when none does). */
+static void vm_flags_of(const void *p, char *out, size_t n) {
+  out[0] = '\0';
+  FILE *f = fopen("/proc/self/smaps", "r");
+  assert_non_null(f);
+  char line[512];
+  bool in = false;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long a, e;
+    if (sscanf(line, "%lx-%lx ", &a, &e) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      in = (uintptr_t)p >= a && (uintptr_t)p < e;
+    } else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+      snprintf(out, n, "%s", line + 8);
+      break;
+    }
+  }
+  fclose(f);
+}
+
+/* Runs first: the pool is off until hs_wblock_keep turns it on. Off, a block under 2 MiB comes from
+ * malloc; one of 2 MiB or more is its own huge-page mapping, unmapped when freed (nothing is kept). */
 static void test_off_until_turned_on(void **state) {
   (void)state;
+  unsigned char *mid = hs_wblock_alloc(MIB);
+  assert_non_null(mid);
+  assert_int_equal((uintptr_t)mid % 64, 0);
+  memset(mid, 2, MIB);
+  size_t free_bytes = 1, used = 1;
+  hs_wblock_stats(&free_bytes, &used);
+  assert_int_equal(used, 0);
   unsigned char *big = hs_wblock_alloc(4 * MIB);
   assert_non_null(big);
   assert_int_equal((uintptr_t)big % 64, 0);
   memset(big, 3, 4 * MIB);
-  size_t free_bytes = 1, used = 1;
   hs_wblock_stats(&free_bytes, &used);
+  assert_int_equal(used, 4 * MIB + 4096); /* its header rounds the mapping up a page */
+  hs_wblock_free(big);
+  assert_int_equal(resident_pages(big, 2 * MIB), -1); /* unmapped: off, nothing is kept */
+  hs_wblock_stats(&free_bytes, &used);
+  assert_int_equal(free_bytes, 0);
   assert_int_equal(used, 0);
   hs_wscratch sc = {0}; /* off: a released scratch mapping is unmapped at once */
   unsigned char *s = hs_wscratch_get(&sc, 2 * MIB);
@@ -46,10 +79,41 @@ static void test_off_until_turned_on(void **state) {
   assert_null(sc.p);
   assert_int_equal(resident_pages(s, 2 * MIB), -1);
   hs_wblock_keep(64 * MIB); /* on: a block from before is still freed as malloc's */
-  hs_wblock_free(big);
+  hs_wblock_free(mid);
   hs_wblock_stats(&free_bytes, &used);
   assert_int_equal(free_bytes, 0);
   assert_int_equal(used, 0);
+}
+
+/* A block of 2 MiB or more is a mapping that starts on a 2 MiB boundary (its 64-byte header first)
+ * and is advised MADV_HUGEPAGE ("hg" in its VmFlags), so that where the kernel has transparent huge
+ * pages each whole 2 MiB of it costs one fault, not 512; a smaller mapped block is not advised (its
+ * pages could not be huge). Whether the kernel then had a huge page free is its business: not
+ * asserted. */
+static void test_large_blocks_ask_for_huge_pages(void **state) {
+  (void)state;
+  hs_wblock_keep(64 * MIB);
+  char flags[512];
+  unsigned char *big = hs_wblock_alloc(5 * MIB);
+  assert_non_null(big);
+  assert_int_equal(((uintptr_t)big - 64) % (2 * MIB), 0);
+  memset(big, 5, 5 * MIB);
+  vm_flags_of(big, flags, sizeof flags);
+#ifdef MADV_HUGEPAGE
+  assert_non_null(strstr(flags, " hg"));
+#endif
+  unsigned char *small = hs_wblock_alloc(MIB);
+  assert_non_null(small);
+  vm_flags_of(small, flags, sizeof flags);
+  assert_true(flags[0] != '\0');
+  assert_null(strstr(flags, " hg"));
+  hs_wblock_free(big);
+  hs_wblock_free(small);
+  unsigned char *again = hs_wblock_alloc(5 * MIB); /* the pool's free block, the same mapping */
+  assert_ptr_equal(again, big);
+  hs_wblock_free(again);
+  hs_wblock_trim();
+  assert_int_equal(resident_pages(big, MIB), -1);
 }
 
 static void test_small_blocks_come_from_malloc(void **state) {
@@ -284,6 +348,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_off_until_turned_on),
       cmocka_unit_test(test_small_blocks_come_from_malloc),
+      cmocka_unit_test(test_large_blocks_ask_for_huge_pages),
       cmocka_unit_test(test_freed_block_is_reused_by_the_same_size_resident),
       cmocka_unit_test(test_keep_limit_and_trim_unmap),
       cmocka_unit_test(test_scratch_stays_warm_until_the_trim),
