@@ -72,15 +72,11 @@ def rss_mb(pid):
     return None
 
 
-def proc_faults_cpu(pid):
-    """(minor page faults, CPU ms) of a process so far, from /proc/PID/stat; (None, None) when it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None, None
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[7]), (int(fields[11]) + int(fields[12])) * 1000.0 / tick
+def faults(pid):
+    """(minor, major) page faults of the process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[7]), int(fields[9])  # minflt, majflt (fields 10 and 12 of proc(5))
 
 
 class RssSampler:
@@ -193,7 +189,7 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
            "--poll-interval", "1", "--threads", str(args.threads)]
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     sampler = RssSampler(server.pid)
-    loads, peaks, at_rest, faults, how = [], [], [], [], None
+    loads, peaks, at_rest, minflt, how = [], [], [], [], None
     try:
         time.sleep(1.0)
         if server.poll() is not None:
@@ -206,7 +202,7 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
                 # 0.5 s after a ready the RSS still holds them and would hide part of the overlap).
                 at_rest.append(rss_mb(server.pid))
             sampler.reset()
-            f0, _ = proc_faults_cpu(server.pid)
+            flt0 = faults(server.pid)[0]
             how = publish(args.hotserve, src, model_dir, k)
             deadline = time.time() + 120
             ready = None
@@ -221,8 +217,7 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
             if ready is None:
                 raise RuntimeError("version %d of %s never became ready; see %s" % (k, name, log_path))
             time.sleep(0.5)  # let the old version drain and be freed
-            f1, _ = proc_faults_cpu(server.pid)
-            faults.append(f1 - f0 if f0 is not None and f1 is not None else float("nan"))
+            minflt.append(faults(server.pid)[0] - flt0)
             loads.append(tuple(float(ready.group(i)) if ready.group(i) else float("nan") for i in range(3, 12)))
             peaks.append(sampler.peak())
             # By default (--gap 6) wait past the server's --trim-delay (5 s), so the pages the old version
@@ -244,13 +239,13 @@ def bench_server(args, label, model_file, work, variant="bias", versions=None):
     # total, verify, load, warm-up; loader CPU read, load, warm-up; hash CPU beside the load, hash wait
     med = [statistics.median(x[i] for x in reloads) for i in range(9)]
     return {"mode": "server", "publish": how, "first": loads[0], "median": med, "n": len(reloads),
-            "faults_first": faults[0], "faults": statistics.median(faults[1:]),
+            "faults_first": minflt[0], "faults": statistics.median(minflt[1:]),
             "empty_rss": empty_rss, "one_version_rss": statistics.median(at_rest) if at_rest else float("nan"),
             "overlap_peak_rss": statistics.median(peaks[1:]), "last_rss": last_rss}
 
 
 def bench_run(args, model_file):
-    times, faults = [], []
+    times, minflt = [], []
     for _ in range(args.loads + 1):
         x = os.path.join(args.cache, "ref", "resnet50_b1" if "resnet" in model_file else "mobilenet_v2_b1",
                          "input.npy")
@@ -264,9 +259,9 @@ def bench_run(args, model_file):
         if t is None:
             return {"mode": "run", "error": "hotserve run printed no load time"}
         times.append(t)
-        faults.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before)
+        minflt.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before)
     return {"mode": "run", "first": times[0], "median": statistics.median(times[1:]), "n": len(times) - 1,
-            "faults": statistics.median(faults[1:])}
+            "faults": statistics.median(minflt[1:])}
 
 
 def bench_ort(args, model_file):
@@ -289,7 +284,7 @@ def f0(v):
 
 def fk(v):
     """A page-fault count in thousands."""
-    return "n/a" if v is None or v != v else "%.1fk" % (v / 1000.0)
+    return "n/a" if v is None else "%.1fk" % (v / 1000.0)
 
 
 def main(argv):

@@ -38,13 +38,6 @@ sys.path.insert(0, HERE)
 import load_bench  # noqa: E402
 
 
-def faults(pid):
-    """(minor, major) page faults of the process so far."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[7]), int(fields[9])  # minflt, majflt (fields 10 and 12 of proc(5))
-
-
 def cpu_ms(pid):
     """The process's CPU time so far (user + system, every thread, exited ones included; clock ticks)."""
     with open("/proc/%d/stat" % pid) as f:
@@ -140,10 +133,10 @@ def main(argv):
                     time.sleep(0.3)
                 if k == 3:
                     cpu3 = cpu_ms(server.pid)
-                f0, t0 = faults(server.pid), time.monotonic_ns()
+                f0, t0 = load_bench.faults(server.pid), time.monotonic_ns()
                 load_bench.publish(args.hotserve, src, model_dir, k)
                 m = wait_ready(log_path, name, k, server)
-                f1, t1 = faults(server.pid), time.monotonic_ns()
+                f1, t1 = load_bench.faults(server.pid), time.monotonic_ns()
                 cpu_end = cpu_ms(server.pid)
                 time.sleep(0.3)
                 rows.append({"k": k, "ready": float(m.group(3)), "cpu_load": float(m.group(8) or "nan"),
